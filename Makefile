@@ -1,0 +1,54 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := tools/node_modules/.installed
+ARGS ?=
+
+.PHONY: setup demo test lint gen check-gen pytest bench chaos soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(TOOLS): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(TOOLS)
+
+demo: $(STAMP)
+	$(BIN)/amperity-signal demo $(ARGS)
+
+gen: setup
+	scripts/gen.sh generated
+
+check-gen: setup
+	scripts/check-gen.sh
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy server generated/datafly tests clients/python
+	tools/node_modules/.bin/buf lint
+
+pytest: setup
+	$(BIN)/pytest -q
+
+test: lint check-gen pytest
+
+bench: setup
+	$(BIN)/python -m tests.benchmarks.run $(ARGS)
+
+chaos: setup
+	CHAOS_PROFILE=long $(BIN)/pytest -q tests/reliability $(ARGS)
+
+soak: setup
+	$(BIN)/python -m tests.reliability.soak $(ARGS)
+
+clean:
+	rm -rf $(VENV) tools/node_modules .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -1,0 +1,89 @@
+"""The BrowserProfile use case: the allowlisted attributes a page may see.
+
+Identifiers come only from the server side (the identity map fed by delivered events);
+the browser supplies nothing but its anonymous id. Nothing outside
+``browser_attribute_allowlist`` leaves (an empty allowlist exposes nothing), and when the
+integration names a consent condition (``browser_consent``), a visitor who has not granted
+it gets ``{}``: absence of consent counts as "no consent given", as the spec says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.enrich import Enricher
+
+CONSENT_TTL = 30 * 86_400.0
+
+
+class KeyValueStore(Protocol):
+    """The part of the cache backend the consent ledger needs."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored value, or None."""
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store a value for ``ttl`` seconds."""
+
+
+class ConsentLedger:
+    """The last consent state seen per visitor, kept in the shared cache backend."""
+
+    def __init__(self, store: KeyValueStore, ttl: float = CONSENT_TTL) -> None:
+        self._store = store
+        self._ttl = ttl
+
+    async def remember(self, integration_id: str, event: dict[str, Any]) -> None:
+        """Keep the consent state an event carried, when it carried one."""
+        consent = event.get("context", {}).get("consent")
+        anonymous_id = event.get("anonymous_id")
+        if isinstance(consent, dict) and isinstance(anonymous_id, str) and anonymous_id:
+            value = json.dumps(consent, separators=(",", ":")).encode()
+            await self._store.set(self._key(integration_id, anonymous_id), value, self._ttl)
+
+    async def allows(self, integration_id: str, anonymous_id: str, condition: str) -> bool:
+        """Whether the visitor's last known consent meets ``condition``.
+
+        ``condition`` is ``analytics``, ``marketing``, ``functional``, ``categories.CODE``
+        or ``google.PARAMETER``; the value must be true (or ``"granted"``).
+        """
+        stored = await self._store.get(self._key(integration_id, anonymous_id))
+        consent = json.loads(stored) if stored else None
+        if not isinstance(consent, dict):
+            return False
+        value: Any = consent
+        for part in condition.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value is True or value == "granted"
+
+    @staticmethod
+    def _key(integration_id: str, anonymous_id: str) -> str:
+        digest = hashlib.sha256(f"{integration_id}\0{anonymous_id}".encode()).hexdigest()
+        return f"consent:{digest}"
+
+
+class BrowserProfiles:
+    """Answers BrowserProfile from the enricher, filtered for the page."""
+
+    def __init__(self, enricher: Enricher, consent: ConsentLedger) -> None:
+        self._enricher = enricher
+        self._consent = consent
+
+    async def attributes(
+        self, integration: IntegrationSettings, anonymous_id: str, *, deadline: float
+    ) -> dict[str, Any]:
+        """The allowlisted attributes for the visitor; ``{}`` for first-touch visitors."""
+        allowlist = integration.browser_attribute_allowlist
+        if not anonymous_id or not allowlist or not integration.profile_enabled:
+            return {}
+        condition = integration.browser_consent
+        if condition and not await self._consent.allows(integration.id, anonymous_id, condition):
+            return {}
+        attributes, personalized = await self._enricher.browser_attributes(
+            integration, anonymous_id, deadline=deadline
+        )
+        merged = {**attributes, **personalized}
+        return {name: merged[name] for name in allowlist if name in merged}

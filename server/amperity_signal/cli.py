@@ -1,0 +1,99 @@
+"""The ``amperity-signal`` command line: serve, sandbox, gateway, demo and the checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from amperity_signal.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("AMPERITY_SIGNAL_CONFIG"),
+        required="AMPERITY_SIGNAL_CONFIG" not in os.environ,
+        help="the TOML configuration file (or set AMPERITY_SIGNAL_CONFIG)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="amperity-signal", description="Datafly Signal to Amperity connector."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
+    _config_arg(serve)
+    serve.add_argument("--workers", type=int, help="worker processes (overrides [server])")
+    serve.add_argument("--no-gateway", action="store_true", help="run the gRPC service only")
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    _config_arg(check)
+
+    sandbox = commands.add_parser("sandbox", help="run the Amperity sandbox tenant")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--data", help="tenants/streams/collections file (YAML or JSON)")
+    sandbox.add_argument("--profile-delay", type=float, default=1.0)
+
+    gateway = commands.add_parser("gateway", help="run the HTTP gateway as its own process")
+    _config_arg(gateway)
+    gateway.add_argument("--grpc-target", required=True, help="HOST:PORT of the service")
+    gateway.add_argument("--http-address", help="HOST:PORT to listen on (overrides [server])")
+
+    demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
+    demo.add_argument("--once", action="store_true", help="exit after the summary")
+
+    blueprint = commands.add_parser("blueprint", help="inspect and dry-run blueprints")
+    blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)
+    show = blueprint_commands.add_parser("show", help="print the effective blueprint")
+    show.add_argument("--vertical", required=True)
+    show.add_argument("--config", help="apply this config's overrides for --integration")
+    show.add_argument("--integration", help="integration id whose overrides to apply")
+    test = blueprint_commands.add_parser("test", help="dry-run sample events")
+    test.add_argument("--vertical", required=True)
+    test.add_argument("--events", required=True, help="JSON array of Datafly events")
+    test.add_argument("--source-value", default="DATAFLY")
+
+    send = commands.add_parser("send-test-event", help="deliver one test event (verify setup)")
+    _config_arg(send)
+    send.add_argument("--integration", help="integration id (default: the first one)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from amperity_signal import commands
+
+    handlers = {
+        "serve": commands.serve,
+        "check-config": commands.check_config,
+        "sandbox": commands.sandbox,
+        "gateway": commands.gateway,
+        "demo": commands.demo,
+        "blueprint": commands.blueprint,
+        "send-test-event": commands.send_test_event,
+    }
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,182 @@
+"""Configuration: one TOML file, validated once at start, then passed in explicitly.
+
+Field names under ``[[integrations]]`` are the spec's own (``tenant_subdomain``,
+``event_stream_id``, ``linking_keys``, ...). A secret may be written as ``env:NAME``.
+Validation collects every problem at once, each with its fix (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from amperity_signal.blueprint.spec import BlueprintOverrides
+from amperity_signal.config_checks import check_raw, resolve_secrets, translate
+from amperity_signal.errors import ConfigError, ConfigProblem
+
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LinkingKey(_Strict):
+    """One entry of ``linking_keys``: where the value comes from and the key it matches."""
+
+    source: Literal["canonical_id", "anonymous_id", "user_id", "email", "phone"]
+    key: str = Field(min_length=1)
+    hash: Literal["sha256", "sha256_upper"] | None = None
+
+
+class ContextMapping(_Strict):
+    """One personalisation context mapping: an event path sent as a query parameter."""
+
+    source: str = Field(min_length=1)
+    target: str = Field(pattern=_PARAM_NAME.pattern)
+
+
+class ServerSettings(_Strict):
+    """The ``[server]`` table: where to listen and how to shut down."""
+
+    grpc_address: str = "127.0.0.1:50051"
+    http_address: str = "127.0.0.1:8080"
+    workers: int = Field(default=1, ge=1, le=64)
+    grace_period: float = Field(default=10.0, ge=0)
+    admin_token: SecretStr | None = None
+    max_message_bytes: int = Field(default=1_048_576, ge=65_536)
+
+
+class CacheSettings(_Strict):
+    """The ``[cache]`` table: backend and every TTL, in seconds."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_entries: int = Field(default=200_000, ge=100)
+    resolution_ttl: float = Field(default=86_400, gt=0)
+    attribute_ttl: float = Field(default=60, gt=0)
+    personalized_ttl: float = Field(default=120, gt=0)
+    not_found_ttl: float = Field(default=300, gt=0)
+    error_ttl: float = Field(default=30, gt=0)
+    identity_ttl: float = Field(default=30 * 86_400, gt=0)
+    stale_ttl: float = Field(default=3_600, ge=0)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30, gt=0)
+
+
+class IntegrationSettings(_Strict):
+    """One installed Amperity integration (one ``[[integrations]]`` table)."""
+
+    id: str = Field(min_length=1)
+    pipeline_key: str = Field(min_length=1)
+    vertical: str = "retail"
+    tenant_subdomain: str
+    tenant_id: str = Field(min_length=1)
+    api_key: SecretStr
+    event_stream_id: str
+    source_value: str
+    profile_api_key: SecretStr | None = None
+    profile_collection_id: str | None = None
+    linking_keys: tuple[LinkingKey, ...] = ()
+    browser_attribute_allowlist: tuple[str, ...] = ()
+    browser_consent: str | None = None
+    personalisation_enabled: bool = False
+    personalisation_context_mappings: tuple[ContextMapping, ...] = ()
+    api_base_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    rate_limit_per_second: int = Field(default=500, ge=1, le=10_000)
+    request_timeout: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    blueprint: BlueprintOverrides = Field(default_factory=BlueprintOverrides)
+
+    @field_validator("linking_keys", "personalisation_context_mappings", mode="before")
+    @classmethod
+    def _json_textarea(cls, value: Any) -> Any:
+        """Accept the spec's JSON-in-a-string textareas as well as native TOML arrays."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not valid JSON ({exc.msg} at char {exc.pos})") from exc
+        return value
+
+    @field_validator("browser_attribute_allowlist", "allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        """Accept a comma-separated string (the spec's CSV field) or an array."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def base_url(self) -> str:
+        """The Amperity base URL: the override, else ``https://{tenant_subdomain}.amperity.com``."""
+        if self.api_base_url:
+            return self.api_base_url.rstrip("/")
+        return f"https://{self.tenant_subdomain}.amperity.com"
+
+    @property
+    def profile_enabled(self) -> bool:
+        """Whether profile enrichment is configured (key, collection and linking keys)."""
+        return bool(self.profile_api_key and self.profile_collection_id and self.linking_keys)
+
+
+class Settings(_Strict):
+    """The whole configuration file."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    integrations: tuple[IntegrationSettings, ...] = ()
+
+    def integration(self, integration_id: str) -> IntegrationSettings | None:
+        """The integration with this id, or None."""
+        return next((i for i in self.integrations if i.id == integration_id), None)
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, resolve ``env:`` secrets in, and validate a TOML configuration file.
+
+    Raises:
+        ConfigError: Listing every problem found, each with its fix.
+    """
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            [ConfigProblem(str(file), "the file does not exist.", "pass --config PATH.")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [ConfigProblem(str(file), f"cannot be read ({exc}).", "check the path.")]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem(str(file), f"is not valid TOML: {exc}.", "fix the syntax.")]
+        ) from None
+    return settings_from_dict(raw, os.environ if environ is None else environ)
+
+
+def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Validate an already-parsed configuration; see ``load_settings``."""
+    problems: list[ConfigProblem] = []
+    resolved = resolve_secrets(raw, environ, problems)
+    problems.extend(check_raw(resolved))
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(resolved)
+    except ValidationError as exc:
+        problems.extend(translate(exc, resolved))
+    if problems or settings is None:
+        # Several checks can describe one mistake; list each location/problem once.
+        unique = list(dict.fromkeys(problems))
+        raise ConfigError(unique)
+    return settings

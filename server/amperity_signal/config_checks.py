@@ -1,0 +1,245 @@
+"""Configuration checks that name the fix: the spec's troubleshooting advice, before start.
+
+These run on the raw TOML (after ``env:`` secrets are resolved), independently of pydantic's
+type checks, so that one run reports every mistake at once rather than the first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from amperity_signal.errors import ConfigProblem
+
+VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
+LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
+HASHES = ("sha256", "sha256_upper")
+SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+
+
+def resolve_secrets(
+    raw: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]
+) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``env:NAME`` secret replaced by its value."""
+    resolved = copy.deepcopy(raw)
+    tables: list[tuple[str, Any]] = [("server", resolved.get("server"))]
+    integrations = resolved.get("integrations")
+    if isinstance(integrations, list):
+        tables += [(f"integrations[{i}]", t) for i, t in enumerate(integrations)]
+    for where, table in tables:
+        if not isinstance(table, dict):
+            continue
+        for name in SECRET_FIELDS:
+            value = table.get(name)
+            if isinstance(value, str) and value.startswith("env:"):
+                variable = value[4:]
+                if variable in environ and environ[variable]:
+                    table[name] = environ[variable]
+                else:
+                    problems.append(
+                        ConfigProblem(
+                            f"{where}.{name}",
+                            f"refers to environment variable {variable}, which is not set.",
+                            f"export {variable} before starting, or write the value inline.",
+                        )
+                    )
+                    table.pop(name)
+    return resolved
+
+
+def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
+    """Every semantic problem of the configuration, each with its fix."""
+    integrations = raw.get("integrations", [])
+    if not isinstance(integrations, list):
+        return [
+            ConfigProblem(
+                "integrations",
+                "must be an array of tables.",
+                "write each integration as an [[integrations]] table.",
+            )
+        ]
+    problems: list[ConfigProblem] = []
+    seen: dict[str, dict[str, int]] = {"id": {}, "pipeline_key": {}}
+    for index, table in enumerate(integrations):
+        if isinstance(table, dict):
+            problems.extend(_check_integration(f"integrations[{index}]", table))
+            problems.extend(_check_unique(index, table, seen))
+    return problems
+
+
+def _check_unique(
+    index: int, table: dict[str, Any], seen: dict[str, dict[str, int]]
+) -> list[ConfigProblem]:
+    problems = []
+    for field in ("id", "pipeline_key"):
+        value = table.get(field)
+        if not isinstance(value, str) or not value:
+            continue
+        if value in seen[field]:
+            problems.append(
+                ConfigProblem(
+                    f"integrations[{index}].{field}",
+                    f"{value!r} is also used by integrations[{seen[field][value]}].",
+                    f"give every integration its own {field}.",
+                )
+            )
+        else:
+            seen[field][value] = index
+    return problems
+
+
+def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+
+    def add(field: str, problem: str, fix: str) -> None:
+        problems.append(ConfigProblem(f"{where}.{field}", problem, fix))
+
+    vertical = table.get("vertical", "retail")
+    if vertical not in VERTICALS:
+        add("vertical", f"{vertical!r} is not a vertical preset.", f"use one of {_list(VERTICALS)}.")
+    stream = table.get("event_stream_id")
+    if isinstance(stream, str) and stream.startswith("is-"):
+        add(
+            "event_stream_id",
+            f"{stream!r} is a batch ingest stream (is-): it accepts events but does not "
+            "update profiles in real time.",
+            "use the realtime esm- stream id from Sources > Streams in Amperity.",
+        )
+    elif isinstance(stream, str) and not stream.startswith("esm-"):
+        add(
+            "event_stream_id",
+            f"{stream!r} is not a realtime stream id.",
+            "use the realtime esm- stream id from Sources > Streams in Amperity.",
+        )
+    source_value = table.get("source_value")
+    if isinstance(source_value, str) and not source_value.strip():
+        add(
+            "source_value",
+            "is empty, so no event would match your stream's routing expression "
+            "(they would be accepted with 202 but silently routed to _unknown).",
+            "set it to the exact, case-sensitive value your stream routes on, e.g. DATAFLY.",
+        )
+    subdomain = table.get("tenant_subdomain")
+    if isinstance(subdomain, str) and ("." in subdomain or "/" in subdomain or not subdomain):
+        add(
+            "tenant_subdomain",
+            f"{subdomain!r} is not a subdomain.",
+            "use the subdomain portion of your Amperity dashboard URL "
+            "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
+        )
+    problems.extend(_check_profile(where, table))
+    problems.extend(_check_linking_keys(where, table.get("linking_keys")))
+    return problems
+
+
+def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    profile_key = table.get("profile_api_key")
+    collection = table.get("profile_collection_id")
+    if profile_key and not collection:
+        problems.append(
+            ConfigProblem(
+                f"{where}.profile_collection_id",
+                "is required when profile_api_key is set.",
+                "set it to the apc- id of the profile collection to query.",
+            )
+        )
+    if isinstance(collection, str) and collection and not collection.startswith("apc-"):
+        problems.append(
+            ConfigProblem(
+                f"{where}.profile_collection_id",
+                f"{collection!r} is not a profile collection id.",
+                "use the collection's id from the dashboard, prefixed apc-.",
+            )
+        )
+    if profile_key and profile_key == table.get("api_key"):
+        problems.append(
+            ConfigProblem(
+                f"{where}.profile_api_key",
+                "is the same JWT as api_key; Amperity rejects cross-scope usage with 403.",
+                "they are distinct tokens with distinct scopes: generate a Profile API key "
+                "with Profile Read Access under Settings > Security > API Keys.",
+            )
+        )
+    if table.get("personalisation_enabled") and not profile_key:
+        problems.append(
+            ConfigProblem(
+                f"{where}.personalisation_enabled",
+                "needs profile_api_key and profile_collection_id.",
+                "set both, or turn personalisation off.",
+            )
+        )
+    return problems
+
+
+def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            return []  # pydantic reports the JSON error with its position
+    if not isinstance(value, list):
+        return []
+    problems = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            continue
+        location = f"{where}.linking_keys[{index}]"
+        source = entry.get("source")
+        if source not in LINKING_SOURCES:
+            problems.append(
+                ConfigProblem(
+                    f"{location}.source",
+                    f"{source!r} is not a linking-key source.",
+                    f"use one of {_list(LINKING_SOURCES)}.",
+                )
+            )
+        hash_name = entry.get("hash")
+        if hash_name is not None and hash_name not in HASHES:
+            problems.append(
+                ConfigProblem(
+                    f"{location}.hash",
+                    f"{hash_name!r} is not a supported hash.",
+                    f"use {_list(HASHES)}, or leave hash out to send the value as it is.",
+                )
+            )
+    return problems
+
+
+def translate(exc: ValidationError, raw: dict[str, Any]) -> list[ConfigProblem]:
+    """Turn pydantic's errors into problems with fixes (locations checked above skipped)."""
+    del raw
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = _location(error["loc"])
+        if location.endswith((".source", ".hash")) and ".linking_keys[" in location:
+            continue  # already reported with the allowed values by _check_linking_keys
+        if location.endswith(".vertical"):
+            continue
+        kind = error["type"]
+        if kind == "missing":
+            fix = "add it; see the Configuration table of the integration guide."
+            problem = "is required."
+        elif kind == "extra_forbidden":
+            fix = "remove it, or check its spelling against the Configuration table."
+            problem = "is not a known field."
+        else:
+            problem = f"{error['msg']}."
+            fix = "correct the value."
+        problems.append(ConfigProblem(location, problem, fix))
+    return problems
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _list(names: tuple[str, ...]) -> str:
+    return ", ".join(names)

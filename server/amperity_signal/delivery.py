@@ -1,0 +1,132 @@
+"""The Deliver use case: enrich, map through the blueprint, post to Amperity, record.
+
+Plain Python in and out (event dicts, dataclasses); the servicer does the proto work.
+Enrichment never blocks delivery: when it fails the event goes without ``amperity_id`` and
+the outcome carries a warning. OK is only returned after Amperity answered 202 or 204.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from amperity_signal.amperity.client import VendorCall
+from amperity_signal.blueprint import map_event
+from amperity_signal.browser import ConsentLedger
+from amperity_signal.enrich import EnrichResult, Enricher
+from amperity_signal.errors import AmperityError
+from amperity_signal.metrics import Metrics
+from amperity_signal.service.live import DeliveryRecord, LiveEvents
+from amperity_signal.service.registry import Integration
+
+DROPPING_WARNING = (
+    "stream is dropping events: Amperity answered 204, the stream's mode is Drop; set it to "
+    "active in Amperity if these events should update profiles."
+)
+# Enrichment gets at most this share of the caller's remaining time, so a slow Profile API
+# still leaves the delivery itself time to happen.
+ENRICH_SHARE = 0.5
+ENRICH_MAX_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The outcome of one successful delivery."""
+
+    message_id: str
+    amperity_type: str
+    payload: dict[str, Any]
+    call: VendorCall
+    enrichment: EnrichResult | None
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Delivery:
+    """Delivers events for the configured integrations."""
+
+    def __init__(
+        self,
+        *,
+        enricher: Enricher,
+        consent: ConsentLedger,
+        live: LiveEvents,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._enricher = enricher
+        self._consent = consent
+        self._live = live
+        self._metrics = metrics
+        self._clock = clock
+
+    async def deliver(
+        self, integration: Integration, event: dict[str, Any], *, deadline: float
+    ) -> Delivered:
+        """Enrich, map and post one event; raise an AmperityError when Amperity refused it."""
+        settings = integration.settings
+        warnings: list[str] = []
+        enrichment: EnrichResult | None = None
+        if settings.browser_consent:
+            await self._consent.remember(settings.id, event)
+        if settings.profile_enabled:
+            await self._enricher.remember(settings, event)
+            budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
+            enrichment = await self._enricher.enrich(
+                settings, event, deadline=self._clock() + max(budget, 0.0)
+            )
+            warnings.extend(enrichment.warnings)
+            event = enrichment.event
+        mapped = map_event(integration.blueprint, event, source_value=settings.source_value)
+        warnings.extend(mapped.warnings)
+        message_id = str(event.get("message_id", ""))
+        try:
+            result = await integration.client.post_event(mapped.payload, deadline=deadline)
+        except AmperityError as error:
+            self._metrics.deliveries.labels(settings.id, mapped.amperity_type, "failed").inc()
+            self._record(integration, event, mapped.amperity_type, mapped.payload,
+                         getattr(error, "call", None), "failed", error.message, warnings)
+            raise
+        if result.dropping:
+            warnings.append(DROPPING_WARNING)
+        outcome = "dropped" if result.dropping else "delivered"
+        self._metrics.deliveries.labels(settings.id, mapped.amperity_type, outcome).inc()
+        self._record(integration, event, mapped.amperity_type, mapped.payload, result.call,
+                     outcome, "", warnings)
+        return Delivered(
+            message_id=message_id,
+            amperity_type=mapped.amperity_type,
+            payload=mapped.payload,
+            call=result.call,
+            enrichment=enrichment,
+            warnings=tuple(warnings),
+        )
+
+    def _record(
+        self,
+        integration: Integration,
+        event: dict[str, Any],
+        amperity_type: str,
+        payload: dict[str, Any],
+        call: VendorCall | None,
+        outcome: str,
+        error: str,
+        warnings: list[str],
+    ) -> None:
+        self._live.publish(
+            DeliveryRecord(
+                integration_id=integration.id,
+                message_id=str(event.get("message_id", "")),
+                delivered_at=datetime.now(UTC),
+                event=event,
+                amperity_type=amperity_type,
+                payload=payload,
+                vendor_request=call,
+                outcome=outcome,
+                error=error,
+                warnings=tuple(warnings),
+            )
+        )
+

@@ -1,0 +1,171 @@
+"""The errors amperity-signal raises, as one small hierarchy.
+
+Every error carries a ``reason`` (UPPER_SNAKE, the ErrorInfo reason), ``metadata`` (every
+variable of the message, never a secret) and a message that tells the user what to change.
+Errors are raised where they happen and mapped to a gRPC status in one place
+(``amperity_signal.service.status``)::
+
+    AmperitySignalError
+    ├── ConfigError              configuration problems, all of them at once
+    ├── InvalidEvent             an event that cannot be delivered (field violations)
+    ├── UnknownIntegration       no integration with that id or pipeline key
+    ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
+    └── AmperityError            Amperity answered, or could not be reached
+        ├── AmperityRejected     a permanent answer: never retried
+        │   ├── AmperityAuthError        401/403: the key is wrong, expired or mis-scoped
+        │   └── AmperityMisconfigured    unknown host, unknown stream, reject mode
+        └── AmperityUnavailable  429/5xx/connection errors after retries ran out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DOMAIN = "amperity-signal.datafly.com"
+
+
+class AmperitySignalError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in the configuration: where it is, what is wrong, how to fix it.
+
+    Attributes:
+        location: The dotted path of the offending field, e.g. ``integrations[0].api_key``.
+        problem: What is wrong, in a sentence.
+        fix: What to change, in a sentence.
+    """
+
+    location: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.problem} Fix: {self.fix}"
+
+
+class ConfigError(AmperitySignalError):
+    """The configuration has one or more problems; all of them are listed."""
+
+    reason = "INVALID_CONFIG"
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"configuration has {len(self.problems)} problem(s):\n{lines}",
+            metadata={"problem_count": str(len(self.problems))},
+        )
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field of a request (becomes a google.rpc.BadRequest field violation)."""
+
+    field: str
+    description: str
+
+
+class InvalidEvent(AmperitySignalError):
+    """The event cannot be delivered as it is; each violation names its field."""
+
+    reason = "INVALID_EVENT"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = list(violations)
+        text = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(
+            f"invalid event: {text}",
+            metadata={"fields": ",".join(v.field for v in self.violations)},
+        )
+
+
+class UnknownIntegration(AmperitySignalError):
+    """No configured integration has the given id or pipeline key."""
+
+    reason = "UNKNOWN_INTEGRATION"
+
+
+class ProfileUnavailable(AmperitySignalError):
+    """Enrichment could not run for this integration (not configured, or dampened)."""
+
+    reason = "PROFILE_UNAVAILABLE"
+
+
+class AmperityError(AmperitySignalError):
+    """Amperity answered with an error, or could not be reached.
+
+    Attributes:
+        status_code: The HTTP status Amperity answered with, or None when it never answered.
+        attempts: How many requests were made before giving up.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status_code: int | None = None,
+        attempts: int = 1,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        meta = dict(metadata or {})
+        if status_code is not None:
+            meta.setdefault("status_code", str(status_code))
+        meta.setdefault("attempts", str(attempts))
+        super().__init__(message, metadata=meta)
+        self.reason = reason
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class AmperityRejected(AmperityError):
+    """A permanent answer (400, 404, 409, 413, ...): retrying cannot help."""
+
+
+class AmperityAuthError(AmperityRejected):
+    """401 or 403: the token is invalid, expired, or has the wrong scope."""
+
+
+class AmperityMisconfigured(AmperityRejected):
+    """The integration points at something that does not exist or refuses events."""
+
+
+class AmperityUnavailable(AmperityError):
+    """Retries inside the caller's deadline ran out on 429/5xx/connection errors.
+
+    Attributes:
+        retry_after: Seconds the caller should wait before trying again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        status_code: int | None = None,
+        attempts: int = 1,
+        retry_after: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            reason=reason,
+            status_code=status_code,
+            attempts=attempts,
+            metadata=metadata,
+        )
+        self.retry_after = retry_after

@@ -1,0 +1,80 @@
+"""Structured JSON log lines, with request id and integration id from context variables.
+
+A redaction filter holds the configured secret values and replaces any occurrence in a
+log line with ``[REDACTED]``: defence in depth behind the rule that code never logs them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+integration_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "integration_id", default=""
+)
+message_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("message_id", default="")
+
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, ids, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as a JSON line."""
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, var in (
+            ("request_id", request_id_var),
+            ("integration_id", integration_id_var),
+            ("message_id", message_id_var),
+        ):
+            value = var.get()
+            if value:
+                line[key] = value
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            line["error_type"] = record.exc_info[0].__name__
+        return json.dumps(line, default=str)
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces any configured secret value in a formatted line with [REDACTED]."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub the message and its arguments; always keep the record."""
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        for secret in self._secrets:
+            message = message.replace(secret, "[REDACTED]")
+        record.msg, record.args = message, None
+        return True
+
+
+def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+    """Send JSON lines to stderr, scrubbed of the given secrets."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactSecrets(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

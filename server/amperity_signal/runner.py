@@ -1,0 +1,79 @@
+"""Running the service as a process: one event loop per core, graceful on SIGTERM/SIGINT.
+
+``--workers N`` starts N processes that each bind the same gRPC (and gateway) address with
+SO_REUSEPORT, so the kernel spreads connections across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+
+from amperity_signal.config import Settings
+from amperity_signal.metrics import Metrics
+from amperity_signal.service.app import Deps, build_server
+
+log = logging.getLogger("amperity_signal.server")
+
+
+def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -> int:
+    """Serve until signalled; with ``workers`` > 1, in that many processes."""
+    if workers <= 1:
+        return _run(settings, gateway)
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_run, args=(settings, gateway), name=f"worker-{n}")
+        for n in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                process.terminate() if signum == signal.SIGTERM else process.kill()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    for process in processes:
+        process.join()
+    return max((p.exitcode or 0) for p in processes)
+
+
+def _run(settings: Settings, gateway: bool) -> int:
+    try:
+        import uvloop
+
+        uvloop.run(_serve(settings, gateway))
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
+        asyncio.run(_serve(settings, gateway))
+    return 0
+
+
+async def _serve(settings: Settings, gateway: bool) -> None:
+    metrics = Metrics()
+    service = build_server(settings, Deps(metrics=metrics))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await service.start()
+    host = settings.server.grpc_address.rsplit(":", 1)[0]
+    print(f"grpc listening on {host}:{service.port}", flush=True)
+    http = None
+    if gateway:
+        from amperity_signal.gateway.embedded import EmbeddedGateway
+
+        http = EmbeddedGateway(settings, grpc_target=f"127.0.0.1:{service.port}", metrics=metrics)
+        address = await http.start()
+        print(f"gateway listening on http://{address}", flush=True)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
+    await service.health.enter_graceful_shutdown()
+    if http is not None:
+        await http.stop()
+    await service.stop(settings.server.grace_period)
+    sys.stdout.flush()

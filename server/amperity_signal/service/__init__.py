@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, error mapping, interceptors and the server builder."""

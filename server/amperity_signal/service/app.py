@@ -1,0 +1,152 @@
+"""``build_server(settings, deps)``: the one place everything is composed.
+
+Caches, clients, clocks and the metrics registry are constructor arguments collected in
+``Deps``, so a test swaps a fake transport or clock instead of patching modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import httpx
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from amperity_signal.amperity.client import AmperityClient
+from amperity_signal.amperity.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from amperity_signal.blueprint import load_blueprint
+from amperity_signal.browser import BrowserProfiles, ConsentLedger
+from amperity_signal.config import CacheSettings, Settings
+from amperity_signal.delivery import Delivery
+from amperity_signal.enrich import CacheStore, Enricher, build_cache
+from amperity_signal.metrics import Metrics
+from amperity_signal.service.interceptors import ObservabilityInterceptor
+from amperity_signal.service.live import LiveEvents
+from amperity_signal.service.registry import Integration, Registry
+from amperity_signal.service.servicer import AmperityServicer
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("amperity_signal.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+
+
+@dataclass
+class Deps:
+    """Collaborators a test may replace; each defaults to the production one."""
+
+    metrics: Metrics = field(default_factory=Metrics)
+    transport: httpx.AsyncBaseTransport | None = None
+    cache: CacheStore | None = None
+    limiter: RateLimiter | None = None
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class Service:
+    """A built, not yet started, server with handles on its parts."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    registry: Registry
+    live: LiveEvents
+    metrics: Metrics
+    cache: CacheStore
+    port: int
+
+    async def start(self) -> None:
+        """Start serving and report SERVING for the overall and the named service."""
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Flip health to NOT_SERVING first, then let in-flight RPCs finish within ``grace``."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.registry.aclose()
+        await self.cache.close()
+
+
+def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = True) -> Service:
+    """Compose the gRPC server for ``settings``; bind it to ``[server] grpc_address``."""
+    deps = deps or Deps()
+    cache = deps.cache or build_cache(settings.cache, deps.metrics)
+    limiter = deps.limiter or build_rate_limiter(settings.cache)
+    registry = Registry(
+        [
+            Integration(
+                settings=integration,
+                blueprint=load_blueprint(integration.vertical, integration.blueprint),
+                client=AmperityClient(
+                    integration, limiter=limiter, metrics=deps.metrics, transport=deps.transport
+                ),
+            )
+            for integration in settings.integrations
+        ]
+    )
+    clients = {i.id: i.client for i in registry}
+    enricher = Enricher(
+        settings.cache, client_for=clients.get, cache=cache, metrics=deps.metrics,
+        clock=deps.clock,
+    )
+    consent = ConsentLedger(cache)
+    live = LiveEvents()
+    servicer = AmperityServicer(
+        registry=registry,
+        delivery=Delivery(enricher=enricher, consent=consent, live=live, metrics=deps.metrics,
+                          clock=deps.clock),
+        enricher=enricher,
+        browser=BrowserProfiles(enricher, consent),
+        live=live,
+        clock=deps.clock,
+    )
+    options = [
+        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+        ("grpc.so_reuseport", 1 if settings.server.workers > 1 else 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(deps.metrics)], options=options)
+    pb_grpc.add_AmperityServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(settings.server.grpc_address) if bind else 0
+    return Service(
+        server=server, health=health_servicer, registry=registry, live=live,
+        metrics=deps.metrics, cache=cache, port=port,
+    )
+
+
+def build_rate_limiter(cache: CacheSettings) -> RateLimiter:
+    """The per-tenant limiter: shared through Redis when the cache is, else in-process."""
+    if cache.backend == "redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        return RedisRateLimiter(client)
+    return MemoryRateLimiter()
+
+
+async def serve_until_signalled(service: Service, grace: float) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await service.start()
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": grace})
+    await service.stop(grace)

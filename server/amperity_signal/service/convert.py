@@ -1,0 +1,206 @@
+"""Conversions between the proto ``Event`` and the plain dicts the use cases work on.
+
+Servicers translate protos to plain Python and back; nothing below them sees a proto.
+Absent consent fields stay absent (``optional`` fields are read with ``HasField``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+_CONTEXT_SCALARS = ("ip", "user_agent", "locale", "timezone")
+_SUBMESSAGES: dict[str, tuple[str, ...]] = {
+    "page": ("url", "path", "referrer", "title", "search"),
+    "campaign": ("source", "medium", "name", "term", "content"),
+    "session": ("id", "number"),
+    "geo": ("country", "region", "city", "postal_code"),
+    "device": ("type", "os", "browser"),
+}
+_GOOGLE = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a plain dict (whole numbers stay floats, as JSON numbers do)."""
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """One Struct value as plain Python."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    return None
+
+
+def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    """A plain dict as a Struct; non-finite numbers become null (strict JSON)."""
+    struct = struct_pb2.Struct()
+    for key, value in data.items():
+        _set_value(struct.fields[key], value)
+    return struct
+
+
+def _set_value(target: struct_pb2.Value, value: Any) -> None:
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            target.null_value = struct_pb2.NULL_VALUE
+        else:
+            target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, dict):
+        target.struct_value.Clear()
+        for key, item in value.items():
+            _set_value(target.struct_value.fields[str(key)], item)
+    elif isinstance(value, list | tuple):
+        target.list_value.Clear()
+        for item in value:
+            _set_value(target.list_value.values.add(), item)
+    else:
+        target.string_value = str(value)
+
+
+def event_to_dict(event: pb.Event) -> dict[str, Any]:
+    """The proto Event as the blueprint's event dict (empty fields left out)."""
+    out: dict[str, Any] = {}
+    for name in ("message_id", "type", "event", "anonymous_id", "canonical_id", "user_id"):
+        value = getattr(event, name)
+        if value:
+            out[name] = value
+    if not out.get("canonical_id") and out.get("anonymous_id"):
+        out["canonical_id"] = out["anonymous_id"]
+    if event.HasField("timestamp"):
+        out["timestamp"] = event.timestamp.ToDatetime(tzinfo=UTC)
+    for name in ("properties", "traits", "partner_attrs"):
+        if event.HasField(name):
+            out[name] = struct_to_dict(getattr(event, name))
+    if event.HasField("context"):
+        out["context"] = context_to_dict(event.context)
+    return out
+
+
+def context_to_dict(context: pb.Context) -> dict[str, Any]:
+    """The proto Context as a plain dict; absent parts absent."""
+    out: dict[str, Any] = {}
+    for name in _CONTEXT_SCALARS:
+        value = getattr(context, name)
+        if value:
+            out[name] = value
+    for name, fields in _SUBMESSAGES.items():
+        if context.HasField(name):  # type: ignore[arg-type]
+            sub = getattr(context, name)
+            values = {f: getattr(sub, f) for f in fields if getattr(sub, f)}
+            if values:
+                out[name] = values
+    if context.vendor_ids:
+        out["vendor_ids"] = dict(context.vendor_ids)
+    if context.HasField("consent"):
+        out["consent"] = consent_to_dict(context.consent)
+    return out
+
+
+def consent_to_dict(consent: pb.Consent) -> dict[str, Any]:
+    """The consent state exactly as given: unset booleans stay absent."""
+    out: dict[str, Any] = {}
+    for name in ("analytics", "marketing", "functional"):
+        if consent.HasField(name):  # type: ignore[arg-type]
+            out[name] = getattr(consent, name)
+    if consent.categories:
+        out["categories"] = dict(consent.categories)
+    if consent.HasField("google"):
+        google = {
+            name: getattr(consent.google, name)
+            for name in _GOOGLE
+            if consent.google.HasField(name)  # type: ignore[arg-type]
+        }
+        if google:
+            out["google"] = google
+    return out
+
+
+def attach_partner_attrs(event: pb.Event, enriched: dict[str, Any]) -> pb.Event:
+    """A copy of ``event`` whose partner_attrs are those of the enriched event dict."""
+    copy = pb.Event()
+    copy.CopyFrom(event)
+    partner_attrs = enriched.get("partner_attrs")
+    if isinstance(partner_attrs, dict):
+        copy.partner_attrs.CopyFrom(dict_to_struct(partner_attrs))
+    return copy
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def dict_to_event(data: dict[str, Any]) -> pb.Event:
+    """An event dict (as ``event_to_dict`` makes) back into the proto Event."""
+    event = pb.Event()
+    for name in ("message_id", "type", "event", "anonymous_id", "canonical_id", "user_id"):
+        value = data.get(name)
+        if isinstance(value, str):
+            setattr(event, name, value)
+    timestamp = data.get("timestamp")
+    if isinstance(timestamp, datetime):
+        event.timestamp.FromDatetime(timestamp)
+    for name in ("properties", "traits", "partner_attrs"):
+        value = data.get(name)
+        if isinstance(value, dict):
+            getattr(event, name).CopyFrom(dict_to_struct(value))
+    context = data.get("context")
+    if isinstance(context, dict):
+        event.context.CopyFrom(dict_to_context(context))
+    return event
+
+
+def dict_to_context(data: dict[str, Any]) -> pb.Context:
+    """A context dict back into the proto Context."""
+    context = pb.Context()
+    for name in _CONTEXT_SCALARS:
+        if isinstance(data.get(name), str):
+            setattr(context, name, data[name])
+    for name, fields in _SUBMESSAGES.items():
+        sub = data.get(name)
+        if isinstance(sub, dict):
+            target = getattr(context, name)
+            for field in fields:
+                if field in sub:
+                    setattr(target, field, sub[field])
+    vendor_ids = data.get("vendor_ids")
+    if isinstance(vendor_ids, dict):
+        context.vendor_ids.update({str(k): str(v) for k, v in vendor_ids.items()})
+    consent = data.get("consent")
+    if isinstance(consent, dict):
+        for name in ("analytics", "marketing", "functional"):
+            if isinstance(consent.get(name), bool):
+                setattr(context.consent, name, consent[name])
+        categories = consent.get("categories")
+        if isinstance(categories, dict):
+            context.consent.categories.update({str(k): bool(v) for k, v in categories.items()})
+        google = consent.get("google")
+        if isinstance(google, dict):
+            for name in _GOOGLE:
+                if isinstance(google.get(name), str):
+                    setattr(context.consent.google, name, google[name])
+        if not context.HasField("consent"):
+            context.consent.SetInParent()
+    return context

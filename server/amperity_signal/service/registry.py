@@ -1,0 +1,80 @@
+"""The configured integrations, each with its compiled blueprint and its Amperity client.
+
+Built once at start: blueprints are compiled and clients pooled per integration, so the hot
+path never re-parses configuration or rebuilds mappings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from amperity_signal.amperity.client import AmperityClient
+from amperity_signal.blueprint import Blueprint
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import FieldViolation, InvalidEvent, UnknownIntegration
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One integration, ready to use."""
+
+    settings: IntegrationSettings
+    blueprint: Blueprint
+    client: AmperityClient
+
+    @property
+    def id(self) -> str:
+        """The integration id."""
+        return self.settings.id
+
+
+class Registry:
+    """Finds integrations by id or by pipeline key."""
+
+    def __init__(self, integrations: list[Integration]) -> None:
+        self._by_id = {i.id: i for i in integrations}
+        self._by_key = {i.settings.pipeline_key: i for i in integrations}
+
+    def __iter__(self) -> Iterator[Integration]:
+        return iter(self._by_id.values())
+
+    def get(self, integration_id: str = "", pipeline_key: str = "") -> Integration:
+        """The integration with this id (or, when no id is given, this pipeline key).
+
+        Raises:
+            UnknownIntegration: When none matches; the message says what was asked for.
+        """
+        if integration_id:
+            found = self._by_id.get(integration_id)
+            if found is None:
+                known = ", ".join(sorted(self._by_id)) or "none"
+                raise UnknownIntegration(
+                    f"no integration with id {integration_id!r} is configured (configured: "
+                    f"{known}); check integration_id or the [[integrations]] tables.",
+                    metadata={"integration_id": integration_id},
+                )
+            return found
+        if pipeline_key:
+            found = self._by_key.get(pipeline_key)
+            if found is None:
+                raise UnknownIntegration(
+                    "no integration has this pipeline key; check the pipeline key the page "
+                    "or caller was built with against the integration's pipeline_key.",
+                    metadata={"pipeline_key_length": str(len(pipeline_key))},
+                )
+            return found
+        raise InvalidEvent(
+            [
+                FieldViolation(
+                    "integration_id",
+                    "is required: name the configured integration to use (or send its "
+                    "pipeline key).",
+                )
+            ]
+        )
+
+    async def aclose(self) -> None:
+        """Close every client's connection pool."""
+        for integration in self._by_id.values():
+            await integration.client.aclose()

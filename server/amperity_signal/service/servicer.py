@@ -1,0 +1,260 @@
+"""The AmperityService servicer: protos in, use cases called, protos out. No business logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from amperity_signal.browser import BrowserProfiles
+from amperity_signal.delivery import Delivered, Delivery
+from amperity_signal.enrich import EnrichResult, Enricher
+from amperity_signal.errors import AmperitySignalError
+from amperity_signal.service import convert
+from amperity_signal.amperity.client import VendorCall
+from amperity_signal.service.live import DeliveryRecord, LiveEvents
+from amperity_signal.service.registry import Integration, Registry
+from amperity_signal.service.status import to_delivery_error, to_grpc_status
+from amperity_signal.service.validation import validate_event
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("amperity_signal.service")
+
+DEFAULT_DEADLINE = 30.0
+PIPELINE_KEY_METADATA = "x-pipeline-key"
+STREAM_CONCURRENCY = 64
+_CACHE_STATUS = {
+    "hit": pb.CACHE_STATUS_HIT,
+    "miss": pb.CACHE_STATUS_MISS,
+    "stale": pb.CACHE_STATUS_STALE,
+    "dampened": pb.CACHE_STATUS_DAMPENED,
+    "disabled": pb.CACHE_STATUS_DISABLED,
+}
+
+
+class AmperityServicer(pb_grpc.AmperityServiceServicer):
+    """Translates the gRPC surface to the Deliver, Enrich and BrowserProfile use cases."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        delivery: Delivery,
+        enricher: Enricher,
+        browser: BrowserProfiles,
+        live: LiveEvents,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._delivery = delivery
+        self._enricher = enricher
+        self._browser = browser
+        self._live = live
+        self._clock = clock
+
+    async def Deliver(  # noqa: N802 - the RPC name is fixed by the contract
+        self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverResponse:
+        """Deliver one event; OK only after Amperity accepted it."""
+        try:
+            integration = self._integration(request.integration_id, context)
+            return await self._deliver(integration, request.event, self._deadline(context))
+        except AmperitySignalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+            raise  # unreachable: abort raises
+
+    async def DeliverStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[pb.DeliverStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.DeliverStreamResponse]:
+        """Deliver many events, one response per request, each failing on its own."""
+        responses: asyncio.Queue[pb.DeliverStreamResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(request: pb.DeliverStreamRequest) -> None:
+            try:
+                integration = self._integration(request.integration_id, context)
+                result = await self._deliver(integration, request.event, self._deadline(context))
+                responses.put_nowait(
+                    pb.DeliverStreamResponse(message_id=result.message_id, result=result)
+                )
+            except AmperitySignalError as error:
+                responses.put_nowait(
+                    pb.DeliverStreamResponse(
+                        message_id=request.event.message_id, error=to_delivery_error(error)
+                    )
+                )
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(handle(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                responses.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def Enrich(  # noqa: N802
+        self, request: pb.EnrichRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EnrichResponse:
+        """Resolve the visitor and return the event with partner_attrs.amperity attached."""
+        try:
+            integration = self._integration(request.integration_id, context)
+            validate_event(request.event)
+            event = convert.event_to_dict(request.event)
+            await self._enricher.remember(integration.settings, event)
+            result = await self._enricher.enrich(
+                integration.settings, event, deadline=self._deadline(context)
+            )
+        except AmperitySignalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+            raise
+        return pb.EnrichResponse(
+            resolved=result.resolved,
+            amperity_id=result.amperity_id or "",
+            matched_key=result.matched_key or "",
+            attributes=convert.dict_to_struct(result.attributes),
+            personalized_attributes=convert.dict_to_struct(result.personalized_attributes),
+            cache_status=_CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
+            event=convert.attach_partner_attrs(request.event, result.event),
+            warnings=list(result.warnings),
+        )
+
+    async def BrowserProfile(  # noqa: N802
+        self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BrowserProfileResponse:
+        """The allowlisted attributes a page may see for one visitor."""
+        try:
+            integration = self._registry.get(request.integration_id, request.pipeline_key)
+            attributes = await self._browser.attributes(
+                integration.settings, request.anonymous_id, deadline=self._deadline(context)
+            )
+        except AmperitySignalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+            raise
+        return pb.BrowserProfileResponse(
+            provider="amperity", attributes=convert.dict_to_struct(attributes)
+        )
+
+    async def WatchDeliveries(  # noqa: N802
+        self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
+        """Stream live delivery records, secrets redacted."""
+        if request.integration_id:
+            try:
+                self._registry.get(request.integration_id)
+            except AmperitySignalError as error:
+                await context.abort_with_status(to_grpc_status(error))
+        async for record in self._live.watch(request.integration_id, max(request.replay, 0)):
+            yield record_to_proto(record)
+
+    def _integration(
+        self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Integration:
+        pipeline_key = ""
+        if not integration_id:
+            for key, value in context.invocation_metadata() or ():
+                if key == PIPELINE_KEY_METADATA and isinstance(value, str):
+                    pipeline_key = value
+        return self._registry.get(integration_id, pipeline_key)
+
+    def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        remaining = context.time_remaining()
+        budget = DEFAULT_DEADLINE if remaining is None else min(remaining, DEFAULT_DEADLINE)
+        return self._clock() + max(budget - 0.05, 0.0)
+
+    async def _deliver(
+        self, integration: Integration, event_pb: pb.Event, deadline: float
+    ) -> pb.DeliverResponse:
+        if not event_pb.message_id:
+            event_pb = _with_message_id(event_pb)
+        validate_event(event_pb)
+        delivered = await self._delivery.deliver(
+            integration, convert.event_to_dict(event_pb), deadline=deadline
+        )
+        return delivered_to_proto(delivered)
+
+
+def _with_message_id(event: pb.Event) -> pb.Event:
+    copy = pb.Event()
+    copy.CopyFrom(event)
+    copy.message_id = str(uuid.uuid4())
+    return copy
+
+
+def delivered_to_proto(delivered: Delivered) -> pb.DeliverResponse:
+    """The DeliverResponse for a successful delivery."""
+    enrichment = None
+    if delivered.enrichment is not None:
+        e = delivered.enrichment
+        enrichment = pb.Enrichment(
+            resolved=e.resolved,
+            amperity_id=e.amperity_id or "",
+            matched_key=e.matched_key or "",
+            cache_status=_CACHE_STATUS.get(e.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
+        )
+    return pb.DeliverResponse(
+        message_id=delivered.message_id,
+        amperity_type=delivered.amperity_type,
+        payload=convert.dict_to_struct(delivered.payload),
+        vendor_request=_vendor_request(delivered.call),
+        enrichment=enrichment,
+        warnings=list(delivered.warnings),
+    )
+
+
+def _vendor_request(record: VendorCall) -> pb.VendorRequest:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(int(record.duration * 1e9))
+    return pb.VendorRequest(
+        method=record.method,
+        url=record.url,
+        status_code=record.status_code,
+        attempts=record.attempts,
+        duration=duration,
+        headers=record.headers,
+    )
+
+
+def record_to_proto(record: DeliveryRecord) -> pb.WatchDeliveriesResponse:
+    """A live delivery record as its proto."""
+    delivered_at = timestamp_pb2.Timestamp()
+    delivered_at.FromDatetime(record.delivered_at)
+    response = pb.WatchDeliveriesResponse(
+        integration_id=record.integration_id,
+        message_id=record.message_id,
+        delivered_at=delivered_at,
+        event=convert.dict_to_event(record.event),
+        amperity_type=record.amperity_type,
+        payload=convert.dict_to_struct(record.payload),
+        outcome=record.outcome,
+        error=record.error,
+        warnings=list(record.warnings),
+    )
+    if record.vendor_request is not None:
+        response.vendor_request.CopyFrom(_vendor_request(record.vendor_request))
+    return response

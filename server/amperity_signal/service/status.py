@@ -1,0 +1,105 @@
+"""The one place that knows gRPC status codes: errors in, ``google.rpc.Status`` out.
+
+Every status carries exactly one ``ErrorInfo`` (reason, fixed domain, the message's
+variables as metadata), plus ``BadRequest`` for field errors and ``RetryInfo`` when
+retrying later can help (AIP-193).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from amperity_signal.errors import (
+    DOMAIN,
+    AmperityAuthError,
+    AmperityMisconfigured,
+    AmperityRejected,
+    AmperitySignalError,
+    AmperityUnavailable,
+    InvalidEvent,
+    ProfileUnavailable,
+    UnknownIntegration,
+)
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+_PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
+
+
+def code_for(error: AmperitySignalError) -> grpc.StatusCode:
+    """The gRPC status code for one of our errors."""
+    if isinstance(error, InvalidEvent):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, UnknownIntegration):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, AmperityAuthError):
+        if error.status_code == 401:
+            return grpc.StatusCode.UNAUTHENTICATED
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, AmperityMisconfigured | ProfileUnavailable):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, AmperityUnavailable):
+        if error.status_code == 429 or error.reason.startswith("RATE_LIMITED"):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, AmperityRejected):
+        if error.reason == "PAYLOAD_TOO_LARGE":
+            return grpc.StatusCode.INVALID_ARGUMENT
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` for an error, with its details packed."""
+    code = code_for(error)
+    details: list[Any] = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    ]
+    if isinstance(error, InvalidEvent):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    if isinstance(error, AmperityUnavailable):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(error.retry_after, 0.0) * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+
+
+def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
+    """The status to abort an RPC with (``context.abort_with_status``)."""
+    return rpc_status.to_status(to_status_proto(error))
+
+
+def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
+    """The per-event error of a DeliverStream response."""
+    return pb.DeliveryError(
+        code=code_for(error).value[0],
+        message=error.message,
+        reason=error.reason,
+        metadata=error.metadata,
+        retry_after_seconds=error.retry_after if isinstance(error, AmperityUnavailable) else 0.0,
+    )
+
+
+def internal_status(message: str) -> status_pb2.Status:
+    """A status for an unexpected failure, with no internals in it."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[info])

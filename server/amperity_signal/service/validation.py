@@ -1,0 +1,141 @@
+"""Input limits and required fields for incoming events, each violation naming its field.
+
+The documented limits (README, "Input limits"):
+
+- ``type`` is one of track, page, identify, screen, group, alias; ``anonymous_id`` is set.
+- ``properties``, ``traits`` and ``partner_attrs``: at most ``MAX_KEYS`` keys at any level,
+  at most ``MAX_DEPTH`` levels of nesting, at most ``MAX_NODES`` values in all.
+- Every string (keys included) at most ``MAX_STRING`` characters.
+- ``timestamp`` between 2000-01-01 and 2100-01-01 when set.
+- Numbers are finite (JSON has no NaN or Infinity).
+- The whole gRPC message at most ``[server] max_message_bytes`` (default 1 MiB).
+"""
+
+from __future__ import annotations
+
+import math
+from google.protobuf import struct_pb2
+
+from amperity_signal.errors import FieldViolation, InvalidEvent
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+EVENT_TYPES = ("track", "page", "identify", "screen", "group", "alias")
+MAX_KEYS = 256
+MAX_DEPTH = 10
+MAX_NODES = 5_000
+MAX_STRING = 8_192
+_MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
+_MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+def validate_event(event: pb.Event, prefix: str = "event") -> None:
+    """Raise InvalidEvent listing every violation of the limits above."""
+    violations: list[FieldViolation] = []
+    if not event.anonymous_id:
+        violations.append(
+            FieldViolation(
+                f"{prefix}.anonymous_id",
+                "is required: it becomes the cookieid Amperity stitches profiles on; send "
+                "the Datafly anonymous identifier (the _dfid cookie).",
+            )
+        )
+    if not event.type:
+        violations.append(
+            FieldViolation(f"{prefix}.type", f"is required: one of {', '.join(EVENT_TYPES)}.")
+        )
+    elif event.type not in EVENT_TYPES:
+        violations.append(
+            FieldViolation(
+                f"{prefix}.type", f"{event.type[:40]!r} is not one of {', '.join(EVENT_TYPES)}."
+            )
+        )
+    if event.type == "track" and not event.event:
+        violations.append(FieldViolation(f"{prefix}.event", "a track event needs a name."))
+    for name in ("message_id", "event", "anonymous_id", "canonical_id", "user_id"):
+        if len(getattr(event, name)) > MAX_STRING:
+            violations.append(FieldViolation(f"{prefix}.{name}", _too_long()))
+    if event.HasField("timestamp") and not (
+        _MIN_SECONDS <= event.timestamp.seconds < _MAX_SECONDS
+        and 0 <= event.timestamp.nanos < 1_000_000_000
+    ):
+        violations.append(
+            FieldViolation(
+                f"{prefix}.timestamp", "must lie between 2000-01-01 and 2100-01-01 (UTC)."
+            )
+        )
+    for name in ("properties", "traits", "partner_attrs"):
+        if event.HasField(name):
+            _check_struct(getattr(event, name), f"{prefix}.{name}", violations)
+    if event.HasField("context"):
+        _check_context(event.context, f"{prefix}.context", violations)
+    if violations:
+        raise InvalidEvent(violations[:20])
+
+
+def _check_context(context: pb.Context, prefix: str, out: list[FieldViolation]) -> None:
+    for field, value in context.ListFields():
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            out.append(FieldViolation(f"{prefix}.{field.name}", _too_long()))
+    if len(context.vendor_ids) > MAX_KEYS:
+        out.append(FieldViolation(f"{prefix}.vendor_ids", f"has more than {MAX_KEYS} entries."))
+    for key, value in context.vendor_ids.items():
+        if len(key) > MAX_STRING or len(value) > MAX_STRING:
+            out.append(FieldViolation(f"{prefix}.vendor_ids.{key[:40]}", _too_long()))
+    for name in ("page", "campaign", "geo", "device"):
+        sub = getattr(context, name)
+        for field, value in sub.ListFields():
+            if isinstance(value, str) and len(value) > MAX_STRING:
+                out.append(FieldViolation(f"{prefix}.{name}.{field.name}", _too_long()))
+    if len(context.consent.categories) > MAX_KEYS:
+        out.append(
+            FieldViolation(f"{prefix}.consent.categories", f"has more than {MAX_KEYS} entries.")
+        )
+
+
+def _check_struct(struct: struct_pb2.Struct, prefix: str, out: list[FieldViolation]) -> None:
+    nodes = [0]
+    _walk_struct(struct, prefix, 1, nodes, out)
+    if nodes[0] > MAX_NODES:
+        out.append(FieldViolation(prefix, f"holds more than {MAX_NODES} values in all."))
+
+
+def _walk_struct(
+    struct: struct_pb2.Struct, path: str, depth: int, nodes: list[int], out: list[FieldViolation]
+) -> None:
+    if depth > MAX_DEPTH:
+        out.append(FieldViolation(path, f"is nested deeper than {MAX_DEPTH} levels."))
+        return
+    if len(struct.fields) > MAX_KEYS:
+        out.append(FieldViolation(path, f"has more than {MAX_KEYS} keys."))
+        return
+    for key, value in struct.fields.items():
+        if len(key) > MAX_STRING:
+            out.append(FieldViolation(path, f"has a key longer than {MAX_STRING} characters."))
+            continue
+        _walk_value(value, f"{path}.{key}", depth, nodes, out)
+
+
+def _walk_value(
+    value: struct_pb2.Value, path: str, depth: int, nodes: list[int], out: list[FieldViolation]
+) -> None:
+    nodes[0] += 1
+    if nodes[0] > MAX_NODES or len(out) >= 20:
+        return
+    kind = value.WhichOneof("kind")
+    if kind == "string_value" and len(value.string_value) > MAX_STRING:
+        out.append(FieldViolation(path, _too_long()))
+    elif kind == "number_value" and not math.isfinite(value.number_value):
+        out.append(FieldViolation(path, "is NaN or Infinity, which JSON cannot carry."))
+    elif kind == "struct_value":
+        _walk_struct(value.struct_value, path, depth + 1, nodes, out)
+    elif kind == "list_value":
+        if depth + 1 > MAX_DEPTH:
+            out.append(FieldViolation(path, f"is nested deeper than {MAX_DEPTH} levels."))
+            return
+        for index, item in enumerate(value.list_value.values):
+            _walk_value(item, f"{path}[{index}]", depth + 1, nodes, out)
+
+
+def _too_long() -> str:
+    return f"is longer than {MAX_STRING} characters."
+

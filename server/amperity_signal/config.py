@@ -174,7 +174,7 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
     try:
         settings = Settings.model_validate(resolved)
     except ValidationError as exc:
-        problems.extend(translate(exc, resolved))
+        problems.extend(translate(exc, {p.location for p in problems}))
     if problems or settings is None:
         # Several checks can describe one mistake; list each location/problem once.
         unique = list(dict.fromkeys(problems))

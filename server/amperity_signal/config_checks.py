@@ -210,12 +210,13 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
     return problems
 
 
-def translate(exc: ValidationError, raw: dict[str, Any]) -> list[ConfigProblem]:
-    """Turn pydantic's errors into problems with fixes (locations checked above skipped)."""
-    del raw
+def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
+    """Turn pydantic's errors into problems with fixes, skipping locations already reported."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         location = _location(error["loc"])
+        if location in reported:
+            continue
         if location.endswith((".source", ".hash")) and ".linking_keys[" in location:
             continue  # already reported with the allowed values by _check_linking_keys
         if location.endswith(".vertical"):

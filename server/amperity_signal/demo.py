@@ -1,0 +1,208 @@
+"""``amperity-signal demo``: the sandbox, the service and the gateway as real processes,
+sample traffic through them, and a summary of what happened.
+
+The demo runs on the embedded defaults (sandbox tenant + in-memory cache) and needs
+nothing else: it writes its own configuration, pointed at the sandbox it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from amperity_signal.processes import Process, start_process
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+PIPELINE_KEY = "pk_demo_storefront"
+VISITOR = "anon_demo_visitor"
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def demo_config(sandbox_url: str, grpc_port: int, http_port: int) -> str:
+    """The TOML the demo runs the service with, using the sandbox's default demo keys."""
+    from amperity_signal.sandbox import default_data
+
+    tenant = next(t for t in default_data().tenants if t.id == "acme")
+    ingest = next(t.token for t in tenant.tokens if t.name == "ingest")
+    profile = next(t.token for t in tenant.tokens if t.name == "profile")
+    origin = f"http://127.0.0.1:{http_port}"
+    return f"""
+[server]
+grpc_address = "127.0.0.1:{grpc_port}"
+http_address = "127.0.0.1:{http_port}"
+grace_period = 5.0
+
+[cache]
+backend = "memory"
+
+[[integrations]]
+id = "demo-storefront"
+pipeline_key = "{PIPELINE_KEY}"
+vertical = "retail"
+tenant_subdomain = "acme"
+tenant_id = "acme"
+api_base_url = "{sandbox_url}"
+api_key = "{ingest}"
+event_stream_id = "esm-2VP6va3Zn"
+source_value = "DATAFLY"
+profile_api_key = "{profile}"
+profile_collection_id = "apc-vPsQheAm"
+linking_keys = '[{{"source": "email", "key": "email_sha256", "hash": "sha256"}}, {{"source": "canonical_id", "key": "device_cookie"}}, {{"source": "user_id", "key": "customer_id"}}]'
+browser_attribute_allowlist = "Persona,LifetimeTier,FavoriteBrand,NextBestOffer"
+personalisation_enabled = true
+personalisation_context_mappings = '[{{"source": "properties.category", "target": "pageCategory"}}]'
+allowed_origins = ["{origin}", "http://localhost:{http_port}"]
+"""
+
+
+def sample_events(visitor: str) -> list[pb.Event]:
+    """A short shopping session: anonymous browsing, then an identify as alice."""
+
+    def event(kind: str, name: str = "", **properties: Any) -> pb.Event:
+        message = pb.Event(
+            message_id=str(uuid.uuid4()),
+            type=kind,
+            event=name,
+            anonymous_id=visitor,
+            context=pb.Context(
+                ip="203.0.113.7",
+                user_agent="Mozilla/5.0 (demo)",
+                locale="en-GB",
+                page=pb.Page(url="https://shop.example.com/", path="/", title="Shop"),
+                consent=pb.Consent(analytics=True, marketing=False, functional=True),
+            ),
+        )
+        message.timestamp.GetCurrentTime()
+        message.properties.update(properties)
+        return message
+
+    identify = event("identify")
+    identify.user_id = "cust-1001"
+    identify.traits.update({"email": "Alice@Example.com"})
+    return [
+        event("page"),
+        event("track", "Product Viewed", product_id="sku-42", name="Trail Jacket",
+              brand="Acme Outdoor", category="jackets", price=129.0),
+        event("track", "add_to_cart", currency="GBP", value=129.0, category="jackets",
+              items=[{"item_id": "sku-42", "item_name": "Trail Jacket", "price": 129.0,
+                      "quantity": 1, "item_brand": "Acme Outdoor"}]),
+        identify,
+        event("track", "Order Completed", order_id="o-1001", revenue=129.0, currency="GBP",
+              products=[{"product_id": "sku-42", "name": "Trail Jacket", "price": 129.0,
+                         "quantity": 1, "brand": "Acme Outdoor"}]),
+        event("track", "video_ad_clicked", campaign="winter"),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, int]]:
+    exe = [sys.executable, "-m", "amperity_signal.cli"]
+    sandbox = await start_process(
+        [*exe, "sandbox", "--port", str(_free_port(8787)), "--profile-delay", "0.5"],
+        ready="sandbox listening on ", log=workdir / "sandbox.log",
+    )
+    try:
+        sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
+        http_port = _free_port(8080)
+        config = workdir / "demo.toml"
+        config.write_text(demo_config(sandbox_url, _free_port(50051), http_port))
+        service = await start_process(
+            [*exe, "serve", "--config", str(config)],
+            ready="gateway listening on ", log=workdir / "service.log",
+        )
+        try:
+            yield sandbox, service, sandbox_url, http_port
+        finally:
+            await service.stop()
+    finally:
+        await sandbox.stop()
+
+
+async def run_demo(*, once: bool) -> int:
+    """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C."""
+    with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp:
+        async with _stack(Path(tmp)) as (_, service, sandbox_url, http_port):
+            grpc_target = service.output_value("grpc listening on ")
+            await _traffic(grpc_target, sandbox_url, http_port)
+            if once:
+                return 0
+            print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+    return 0
+
+
+async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
+    print(f"\n== amperity-signal demo: service at {grpc_target}, sandbox at {sandbox_url}")
+    async with grpc.aio.insecure_channel(grpc_target) as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        print("\n-- Deliver: a shopping session through the retail blueprint")
+        for event in sample_events(VISITOR):
+            try:
+                response = await stub.Deliver(
+                    pb.DeliverRequest(integration_id="demo-storefront", event=event), timeout=10
+                )
+            except grpc.aio.AioRpcError as error:
+                print(f"  {event.event or event.type:<18} FAILED {error.code().name}: "
+                      f"{error.details()}")
+                continue
+            request = response.vendor_request
+            print(f"  {event.event or event.type:<18} -> type={response.amperity_type:<16} "
+                  f"{request.method} {request.url} {request.status_code} "
+                  f"(attempts {request.attempts})")
+        async with httpx.AsyncClient(base_url=sandbox_url) as sandbox:
+            await sandbox.post("/_sandbox/flush")
+            await asyncio.sleep(0.2)
+            received = (await sandbox.get("/_sandbox/events", params={"limit": 100})).json()
+        print(f"\n-- The sandbox received {_count(received)} event(s) on esm-2VP6va3Zn")
+        follow = sample_events(VISITOR)[0]
+        enriched = await stub.Enrich(
+            pb.EnrichRequest(integration_id="demo-storefront", event=follow), timeout=10
+        )
+        attributes = json.loads(json.dumps(dict(enriched.attributes)))
+        print("\n-- Enrich: the visitor resolved through the identity map")
+        print(f"  resolved={enriched.resolved} amperity_id={enriched.amperity_id} "
+              f"matched_key={enriched.matched_key}")
+        print(f"  partner_attrs.amperity = {json.dumps(attributes, default=str)}")
+        browser = await stub.BrowserProfile(
+            pb.BrowserProfileRequest(pipeline_key=PIPELINE_KEY, anonymous_id=VISITOR), timeout=10
+        )
+        print("\n-- BrowserProfile: what the page may see (allowlisted)")
+        print(f"  {json.dumps(dict(browser.attributes), default=str)}")
+    base = f"http://127.0.0.1:{http_port}"
+    print("\n-- Look around:")
+    print(f"  storefront (hero switches on Persona): {base}/demo/?pipeline_key={PIPELINE_KEY}")
+    print(f"  live events:   {base}/live")
+    print(f"  metrics:       {base}/metrics")
+    print(f"  enrich:        {base}/v1/enrich?provider=amperity&anonymous_id={VISITOR}"
+          f"&pipeline_key={PIPELINE_KEY}")
+    print(f"  sandbox:       {sandbox_url}/_sandbox/events  {sandbox_url}/_sandbox/profiles")
+    print(f"  grpcurl:       grpcurl -plaintext {grpc_target} list", flush=True)
+
+
+def _count(received: Any) -> int:
+    if isinstance(received, dict):
+        items = received.get("events", [])
+        return len(items) if isinstance(items, list) else 0
+    return len(received) if isinstance(received, list) else 0
+

@@ -1,0 +1,148 @@
+"""Configuration: TOML in, every problem out at once, each with its fix; secrets hidden."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amperity_signal.config import load_settings, settings_from_dict
+from amperity_signal.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
+PROFILE = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6InByb2ZpbGUifQ.cHJvZmlsZS1jYW5hcnktNjc4OTA"
+
+
+def integration(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "web",
+        "pipeline_key": "pk_web",
+        "vertical": "retail",
+        "tenant_subdomain": "acme",
+        "tenant_id": "acme",
+        "api_key": INGEST,
+        "event_stream_id": "esm-2VP6va3Zn",
+        "source_value": "DATAFLY",
+    }
+    base.update(overrides)
+    return base
+
+
+def problems_of(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict(raw, environ or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_example_configuration_is_valid() -> None:
+    """The shipped example loads, with the spec's field names and linking keys parsed."""
+    settings = load_settings(ROOT / "examples" / "amperity-signal.toml")
+    web = settings.integrations[0]
+    assert web.event_stream_id.startswith("esm-")
+    assert [k.key for k in web.linking_keys] == ["email_sha256", "device_cookie", "customer_id"]
+    assert web.browser_attribute_allowlist[0] == "Persona"
+    assert web.profile_enabled
+
+
+def test_an_is_stream_id_is_refused_with_the_realtime_advice() -> None:
+    """A batch is- stream id is refused, telling the user to use the realtime esm- stream."""
+    [problem] = problems_of({"integrations": [integration(event_stream_id="is-abc")]})
+    assert "integrations[0].event_stream_id" in problem
+    assert "esm-" in problem and "real time" in problem
+
+
+def test_a_profile_key_without_a_collection_asks_for_the_apc_id() -> None:
+    """Setting profile_api_key without profile_collection_id asks for the apc- collection."""
+    [problem] = problems_of({"integrations": [integration(profile_api_key=PROFILE)]})
+    assert "profile_collection_id" in problem and "apc-" in problem
+
+
+def test_the_same_jwt_for_ingest_and_profile_is_refused() -> None:
+    """One JWT used for both scopes is refused with the distinct-tokens advice."""
+    raw = integration(profile_api_key=INGEST, profile_collection_id="apc-x")
+    [problem] = problems_of({"integrations": [raw]})
+    assert "distinct tokens" in problem and "Profile Read Access" in problem
+
+
+def test_unknown_linking_key_source_and_hash_name_the_allowed_values() -> None:
+    """An unknown linking-key source or hash lists the values that are allowed."""
+    keys = '[{"source": "cookie", "key": "device_cookie"}, {"source": "email", "key": "e", "hash": "md5"}]'
+    problems = problems_of({"integrations": [integration(linking_keys=keys)]})
+    assert len(problems) == 2
+    assert "linking_keys[0].source" in problems[0] and "canonical_id, anonymous_id" in problems[0]
+    assert "linking_keys[1].hash" in problems[1] and "sha256_upper" in problems[1]
+
+
+def test_duplicate_ids_and_pipeline_keys_are_refused() -> None:
+    """Two integrations may share neither an id nor a pipeline key."""
+    problems = problems_of({"integrations": [integration(), integration()]})
+    assert any("integrations[1].id" in p for p in problems)
+    assert any("integrations[1].pipeline_key" in p for p in problems)
+
+
+def test_an_empty_source_value_and_an_unknown_vertical_are_refused() -> None:
+    """An empty source_value (silent _unknown routing) and an unknown vertical are refused."""
+    problems = problems_of({"integrations": [integration(source_value=" ", vertical="grocery")]})
+    assert any("source_value" in p and "_unknown" in p for p in problems)
+    assert any("vertical" in p and "retail, travel" in p for p in problems)
+
+
+def test_linking_keys_accept_json_text_or_native_toml() -> None:
+    """The spec's JSON textarea and a native TOML array give the same linking keys."""
+    as_text = '[{"source": "email", "key": "email_sha256", "hash": "sha256"}]'
+    as_list = [{"source": "email", "key": "email_sha256", "hash": "sha256"}]
+    one = settings_from_dict({"integrations": [integration(linking_keys=as_text)]}, {})
+    two = settings_from_dict({"integrations": [integration(linking_keys=as_list)]}, {})
+    assert one.integrations[0].linking_keys == two.integrations[0].linking_keys
+
+
+def test_env_secrets_are_resolved_and_a_missing_variable_is_named() -> None:
+    """env:NAME reads the variable; an unset one is a problem naming the variable."""
+    settings = settings_from_dict(
+        {"integrations": [integration(api_key="env:INGEST_KEY")]}, {"INGEST_KEY": INGEST}
+    )
+    assert settings.integrations[0].api_key.get_secret_value() == INGEST
+    [problem] = problems_of({"integrations": [integration(api_key="env:NOPE")]})
+    assert "NOPE" in problem and "not set" in problem
+
+
+def test_secrets_never_appear_in_reprs_or_problems() -> None:
+    """Neither repr of the settings nor any problem message contains a secret value."""
+    settings = settings_from_dict({"integrations": [integration()]}, {})
+    assert INGEST not in repr(settings) and INGEST not in str(settings)
+    problems = problems_of(
+        {"integrations": [integration(profile_api_key=INGEST, api_key=INGEST, vertical="x")]}
+    )
+    assert all(INGEST not in p for p in problems)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amperity_signal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_prints_every_mistake_and_exits_non_zero() -> None:
+    """check-config on the five-mistake example prints each with its fix, no secret, exit 2."""
+    result = run_cli("check-config", "--config", str(ROOT / "examples" / "broken.toml"))
+    assert result.returncode == 2
+    for field in ("vertical", "event_stream_id", "source_value", "profile_api_key",
+                  "profile_collection_id", "linking_keys[0].source"):
+        assert f"integrations[0].{field}" in result.stderr
+    assert result.stderr.count("Fix:") >= 5
+    assert "c2FtZS1rZXk" not in result.stderr + result.stdout
+
+
+def test_check_config_accepts_a_valid_file() -> None:
+    """check-config on the example exits 0 and says OK."""
+    result = run_cli("check-config", "--config", str(ROOT / "examples" / "amperity-signal.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout

@@ -1,0 +1,95 @@
+"""Source paths: dotted lookups into the event dict, compiled once and resolved per event.
+
+A path is a dotted string such as ``context.page.path``, ``properties.items.0.item_id`` or
+a flat event field such as ``amperity_id``. A numeric segment indexes a list (and is also
+tried as a string key on a dict, since JSON object keys may be digits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+Segment = tuple[str, int | None]
+"""One path segment: the key and, when the segment is a non-negative integer, its index."""
+
+CompiledPath = tuple[Segment, ...]
+
+
+def compile_path(path: str) -> CompiledPath:
+    """Split a dotted path into segments once, so resolving it per event does no parsing.
+
+    Args:
+        path: A dotted path such as ``properties.items.0.item_id``.
+
+    Returns:
+        The segments, each with its integer index pre-computed when it is a digit string.
+
+    Raises:
+        ValueError: The path is empty or has an empty segment (``a..b``).
+    """
+    parts = path.split(".")
+    if not path or any(not part for part in parts):
+        raise ValueError(f"invalid path {path!r}: use dotted names such as 'context.page.path'")
+    return tuple((part, int(part) if part.isdigit() else None) for part in parts)
+
+
+def resolve_compiled(event: Mapping[str, Any], path: CompiledPath) -> Any:
+    """Resolve a compiled path against an event; missing anywhere along the way is None.
+
+    Args:
+        event: The event dict (or any nested mapping).
+        path: Segments from :func:`compile_path`.
+
+    Returns:
+        The value found, or None when any segment is missing or of the wrong kind.
+    """
+    current: Any = event
+    for key, index in path:
+        # Exact type checks first: event dicts are plain dicts and lists, and an ABC
+        # isinstance check costs several times more on this per-mapping hot path.
+        kind = type(current)
+        if kind is dict or (kind is not list and isinstance(current, Mapping)):
+            current = current.get(key)
+        elif index is not None and (
+            kind is list or (isinstance(current, Sequence) and not isinstance(current, str))
+        ):
+            current = current[index] if index < len(current) else None
+        else:
+            return None
+        if current is None:
+            return None
+    return current
+
+
+def resolve_path(event: Mapping[str, Any], path: str) -> Any:
+    """Resolve a dotted path against an event (convenience form of :func:`resolve_compiled`).
+
+    Args:
+        event: The event dict.
+        path: A dotted path such as ``context.page.path`` or ``properties.items.0.id``.
+
+    Returns:
+        The value found, or None when the path does not lead anywhere.
+
+    Examples:
+        >>> resolve_path({"context": {"page": {"path": "/cart"}}}, "context.page.path")
+        '/cart'
+        >>> resolve_path({"properties": {"items": [{"id": "A"}]}}, "properties.items.0.id")
+        'A'
+    """
+    return resolve_compiled(event, compile_path(path))
+
+
+def is_empty(value: Any) -> bool:
+    """Tell whether a value counts as absent: None, "", [] or {} (but not 0 or False)."""
+    if value is None:
+        return True
+    kind = type(value)
+    if kind is str or kind is dict or kind is list or kind is tuple:
+        return len(value) == 0
+    if kind is int or kind is float or kind is bool:
+        return False
+    if isinstance(value, str | Mapping | Sequence):
+        return len(value) == 0
+    return False

@@ -1,0 +1,189 @@
+"""Value transforms a mapping may apply, by name, in order.
+
+Each transform takes one non-empty value and returns the converted value, or raises
+:class:`TransformError` when the value cannot be converted (the engine then omits the
+target and records a warning). ``TRANSFORMS`` is the read-only registry, looked up once
+when a blueprint is compiled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from amperity_signal.blueprint.errors import TransformError
+from amperity_signal.blueprint.items import normalise_items
+
+Transform = Callable[[Any], Any]
+
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+_PHONE_NOISE = re.compile(r"[\s\-().\/]")
+_PHONE_SHAPE = re.compile(r"\+?\d{4,15}")
+_TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "n", "off"})
+# Epoch numbers above this are taken as milliseconds (1e11 seconds is the year 5138).
+_EPOCH_MS_THRESHOLD = 1e11
+
+
+def _text(value: Any) -> str:
+    """Render a scalar as text; integral floats (Struct numbers) lose their ``.0``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TransformError(f"{value!r} is not a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str | int):
+        return str(value)
+    raise TransformError(f"expected a scalar, got {type(value).__name__}")
+
+
+def lowercase(value: Any) -> str:
+    """Lower-case the value's text."""
+    return _text(value).lower()
+
+
+def uppercase(value: Any) -> str:
+    """Upper-case the value's text."""
+    return _text(value).upper()
+
+
+def trim(value: Any) -> str:
+    """Strip surrounding whitespace."""
+    return _text(value).strip()
+
+
+def to_string(value: Any) -> str:
+    """Render a scalar as a string (``12345.0`` becomes ``"12345"``, True ``"true"``)."""
+    return _text(value)
+
+
+def sha256(value: Any) -> str:
+    """Trim, lower-case, SHA-256, lower-case hex; an existing 64-hex digest is kept as is."""
+    text = _text(value).strip()
+    if _HEX_DIGEST.fullmatch(text):
+        return text.lower()
+    return hashlib.sha256(text.lower().encode("utf-8")).hexdigest()
+
+
+def sha256_upper(value: Any) -> str:
+    """Trim, upper-case, SHA-256, UPPER-case hex (Amperity's own convention)."""
+    text = _text(value).strip()
+    if _HEX_DIGEST.fullmatch(text):
+        return text.upper()
+    return hashlib.sha256(text.upper().encode("utf-8")).hexdigest().upper()
+
+
+def e164(value: Any) -> str:
+    """Normalise a phone number: drop spaces, dashes, dots and parens; ``00`` becomes ``+``.
+
+    No country code is inferred: a national number keeps its digits without a ``+``.
+    """
+    text = _PHONE_NOISE.sub("", _text(value))
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not _PHONE_SHAPE.fullmatch(text):
+        raise TransformError(f"{value!r} is not a phone number")
+    return text
+
+
+def to_number(value: Any) -> int | float:
+    """Convert to a JSON number; integral strings become ints, NaN/Infinity fail."""
+    if isinstance(value, bool):
+        raise TransformError(f"{value!r} is a boolean, not a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TransformError(f"{value!r} is not a finite number")
+        return value
+    text = _text(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        raise TransformError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise TransformError(f"{value!r} is not a finite number")
+    return number
+
+
+def to_int(value: Any) -> int:
+    """Convert to an integer, truncating toward zero (``"2.0"`` and ``2.7`` become 2)."""
+    number = to_number(value)
+    return number if isinstance(number, int) else int(number)
+
+
+def to_bool(value: Any) -> bool:
+    """Convert booleans, 0/1 and words such as "yes"/"false" to a boolean."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise TransformError(f"{value!r} is not a boolean")
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Format a datetime as ISO 8601 UTC with milliseconds and ``Z`` (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def iso8601(value: Any) -> str:
+    """Convert a datetime, an ISO 8601 string or epoch seconds/ms to ``...T..:..:..mmmZ``."""
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise TransformError(f"{value!r} is not a timestamp")
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
+        return format_timestamp(datetime.fromtimestamp(seconds, tz=UTC))
+    if isinstance(value, str):
+        try:
+            return format_timestamp(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            raise TransformError(f"{value!r} is not an ISO 8601 timestamp") from None
+    raise TransformError(f"{value!r} is not a timestamp")
+
+
+def items(value: Any) -> list[dict[str, Any]]:
+    """Normalise a GA4 ``items[]``, Segment ``products[]`` or single-product dict."""
+    normalised = normalise_items(value)
+    if not normalised:
+        raise TransformError("no product with an id, name or price was found")
+    return normalised
+
+
+TRANSFORMS: Mapping[str, Transform] = MappingProxyType(
+    {
+        "lowercase": lowercase,
+        "uppercase": uppercase,
+        "trim": trim,
+        "sha256": sha256,
+        "sha256_upper": sha256_upper,
+        "e164": e164,
+        "to_string": to_string,
+        "to_number": to_number,
+        "to_int": to_int,
+        "to_bool": to_bool,
+        "iso8601": iso8601,
+        "items": items,
+    }
+)
+"""Every transform a mapping may name, by name."""

@@ -1,0 +1,178 @@
+"""``CacheBackend``: a cache store that survives outages, TTL jitter, and ``build_cache``.
+
+The code above this module is the same for memory and Redis. When the store raises a
+connection error the backend logs once, reports itself unavailable, and answers every call
+as a miss (writes are dropped) until ``retry_interval`` has passed; then it tries the store
+again and logs when it is back. Enrichment therefore keeps working, just without a cache.
+``CacheBackend`` is itself a ``CacheStore`` (bytes in, bytes out), so other users of the
+shared cache (the browser consent ledger) get the same behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from redis.exceptions import RedisError
+
+from amperity_signal.config import CacheSettings
+from amperity_signal.enrich.keys import kind_of
+from amperity_signal.enrich.ports import CacheStore
+from amperity_signal.enrich.stores import MemoryStore, RedisStore
+from amperity_signal.metrics import Metrics
+
+LOGGER_NAME: Final = "amperity_signal.enrich"
+DEFAULT_RETRY_INTERVAL: Final = 1.0
+"""Seconds without trying the store after it failed, so an outage costs no timeouts."""
+
+
+class Jitter:
+    """Spreads expiries by ±``fraction`` so entries written together do not expire together.
+
+    Args:
+        fraction: The CacheSettings ``jitter`` (0 disables it).
+        rng: A ``random.Random``, injectable for deterministic tests.
+    """
+
+    def __init__(self, fraction: float, rng: random.Random | None = None) -> None:
+        self._fraction = fraction
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - not for secrets
+
+    def __call__(self, ttl: float) -> float:
+        """``ttl`` scaled by a random factor in ``[1 - fraction, 1 + fraction]``."""
+        if self._fraction <= 0:
+            return ttl
+        return ttl * (1 + self._rng.uniform(-self._fraction, self._fraction))
+
+
+class CacheBackend:
+    """A ``CacheStore`` over another store that never fails its caller on an outage.
+
+    Args:
+        store: Where entries live (``MemoryStore`` or ``RedisStore``).
+        metrics: ``cache_events{cache, result="error"}`` counts reads lost to an outage.
+        clock: Monotonic seconds (for the retry interval).
+        unavailable_errors: Exceptions that mean the store is unreachable.
+        retry_interval: Seconds to skip the store after a failure.
+        logger: Where outages are logged.
+    """
+
+    def __init__(
+        self,
+        store: CacheStore,
+        *,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        unavailable_errors: tuple[type[BaseException], ...] = (OSError,),
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._errors = unavailable_errors
+        self._retry_interval = retry_interval
+        self._logger = logger or logging.getLogger(LOGGER_NAME)
+        self._down_until: float | None = None
+
+    @property
+    def available(self) -> bool:
+        """False from a failed store call until a later call succeeds."""
+        return self._down_until is None
+
+    def _skip(self) -> bool:
+        return self._down_until is not None and self._clock() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._down_until is None:
+            self._logger.warning(
+                "cache unavailable, enriching without a cache until it answers again (%s)",
+                type(exc).__name__,
+            )
+        self._down_until = self._clock() + self._retry_interval
+
+    def _succeeded(self) -> None:
+        if self._down_until is not None:
+            self._logger.info("cache available again")
+            self._down_until = None
+
+    def _lost(self, keys: Sequence[str]) -> list[bytes | None]:
+        for key in keys:
+            self._metrics.cache_events.labels(cache=kind_of(key), result="error").inc()
+        return [None] * len(keys)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key``, or None (absent, expired or store unavailable)."""
+        return (await self.multi_get([key]))[0]
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of several keys in one store round trip (all None during an outage)."""
+        if self._skip():
+            return self._lost(keys)
+        try:
+            values = await self.store.multi_get(keys)
+        except self._errors as exc:
+            self._failed(exc)
+            return self._lost(keys)
+        self._succeeded()
+        return values
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds; dropped during an outage."""
+        if self._skip():
+            return
+        try:
+            await self.store.set(key, value, ttl)
+        except self._errors as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; ignored during an outage."""
+        if self._skip():
+            return
+        try:
+            await self.store.delete(key)
+        except self._errors as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
+    async def close(self) -> None:
+        """Release the store's connections."""
+        try:
+            await self.store.close()
+        except self._errors as exc:
+            self._logger.debug("closing the cache failed (%s)", type(exc).__name__)
+
+
+def build_cache(
+    settings: CacheSettings,
+    metrics: Metrics,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> CacheBackend:
+    """The cache the settings ask for: the bounded memory LRU, or Redis at ``redis_url``.
+
+    Args:
+        settings: The ``[cache]`` table.
+        metrics: The service's metrics.
+        clock: Monotonic seconds (memory TTLs and the outage retry interval).
+
+    Returns:
+        A ``CacheBackend``; for Redis no connection is made until the first call.
+    """
+    if settings.backend == "redis":
+        return CacheBackend(
+            RedisStore.from_url(settings.redis_url),
+            metrics=metrics,
+            clock=clock,
+            unavailable_errors=(RedisError, OSError),
+        )
+    return CacheBackend(
+        MemoryStore(settings.max_entries, clock=clock), metrics=metrics, clock=clock
+    )

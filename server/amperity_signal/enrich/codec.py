@@ -1,0 +1,57 @@
+"""``JsonCache``: JSON values over the byte-level cache, with hit/miss metrics per kind."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from amperity_signal.enrich.cache import CacheBackend
+from amperity_signal.enrich.keys import kind_of
+from amperity_signal.metrics import Metrics
+
+
+class JsonCache:
+    """What enrichment reads and writes: JSON-serialisable values under ``cache_key`` keys.
+
+    Values are serialised for the memory store too, so both backends behave the same (a
+    cached dict is never shared with, or changed by, a caller).
+
+    Args:
+        backend: The outage-tolerant byte cache.
+        metrics: ``cache_events{cache=kind, result=hit|miss}``.
+    """
+
+    def __init__(self, backend: CacheBackend, metrics: Metrics) -> None:
+        self.backend = backend
+        self._metrics = metrics
+
+    @property
+    def available(self) -> bool:
+        """Whether the backend is answering (False during an outage)."""
+        return self.backend.available
+
+    async def get(self, key: str) -> Any | None:
+        """The decoded value under ``key``, or None."""
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: Sequence[str]) -> list[Any | None]:
+        """The decoded values of several keys in one round trip."""
+        raw = await self.backend.multi_get(keys)
+        counted = self.backend.available  # during an outage the backend counted errors
+        values: list[Any | None] = []
+        for key, item in zip(keys, raw, strict=True):
+            if counted:
+                result = "miss" if item is None else "hit"
+                self._metrics.cache_events.labels(cache=kind_of(key), result=result).inc()
+            values.append(None if item is None else orjson.loads(item))
+        return values
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        """Store a JSON-serialisable value for ``ttl`` seconds."""
+        await self.backend.set(key, orjson.dumps(value), ttl)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        await self.backend.delete(key)

@@ -1,0 +1,234 @@
+"""``Enricher``: the enrichment use case the gRPC servicer and the gateway call.
+
+One way through for server events and browser calls alike: identifiers (event, then the
+identity map) → cache → single flight → Profile API. Partner failures never raise: they
+come back as warnings, with the last good attributes served stale when there are any.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from amperity_signal.config import CacheSettings, IntegrationSettings
+from amperity_signal.enrich import messages
+from amperity_signal.enrich.breaker import Breaker
+from amperity_signal.enrich.cache import LOGGER_NAME, CacheBackend, Jitter
+from amperity_signal.enrich.codec import JsonCache
+from amperity_signal.enrich.identifiers import (
+    candidates,
+    learnable,
+    needs_identity_map,
+    visitor_id,
+)
+from amperity_signal.enrich.identity import IdentityMap
+from amperity_signal.enrich.personalise import Personaliser, context_for
+from amperity_signal.enrich.ports import CacheStore, ProfileClient
+from amperity_signal.enrich.resolution import Outcome, Resolver
+from amperity_signal.enrich.result import EnrichResult, attach
+from amperity_signal.enrich.single_flight import SingleFlight
+from amperity_signal.metrics import Metrics
+
+
+class Enricher:
+    """Resolves visitors against Amperity and attaches their attributes to events.
+
+    Args:
+        settings: The ``[cache]`` table (TTLs, jitter, breaker).
+        client_for: The Profile API client of an integration id, or None when it has none.
+        cache: The shared cache (``build_cache``); a bare store is wrapped in a ``CacheBackend``.
+        metrics: The service's metrics.
+        clock: Monotonic seconds, for the breaker (tests pass a fake clock).
+        rng: Random source for TTL jitter (tests pass a seeded one).
+        logger: Where ``partner resolve failed`` is logged (``amperity_signal.enrich``).
+    """
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        *,
+        client_for: Callable[[str], ProfileClient | None],
+        cache: CacheStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._settings = settings
+        self._client_for = client_for
+        backend = (
+            cache
+            if isinstance(cache, CacheBackend)
+            else CacheBackend(cache, metrics=metrics, clock=clock)
+        )
+        self._cache = JsonCache(backend, metrics)
+        self._metrics = metrics
+        self._clock = clock
+        log = logger or logging.getLogger(LOGGER_NAME)
+        expiry = Jitter(settings.jitter, rng)
+        self._flights: SingleFlight[Any] = SingleFlight(on_join=self._joined)
+        self._breakers: dict[str, Breaker] = {}
+        self.identity_map = IdentityMap(self._cache, ttl=settings.identity_ttl, expiry=expiry)
+        self._resolver = Resolver(
+            settings, cache=self._cache, expiry=expiry, metrics=metrics, logger=log
+        )
+        self._personaliser = Personaliser(
+            ttl=settings.personalized_ttl,
+            cache=self._cache,
+            flights=self._flights,
+            expiry=expiry,
+            failures_to_open=settings.breaker_failures,
+            logger=log,
+        )
+
+    def _joined(self, key: Hashable) -> None:
+        integration_id = key[0] if isinstance(key, tuple) else str(key)
+        self._metrics.single_flight_joins.labels(integration=integration_id).inc()
+
+    def _breaker(self, integration_id: str) -> Breaker:
+        breaker = self._breakers.get(integration_id)
+        if breaker is None:
+            breaker = Breaker(
+                integration_id,
+                failures=self._settings.breaker_failures,
+                cooldown=self._settings.breaker_cooldown,
+                clock=self._clock,
+                metrics=self._metrics,
+            )
+            self._breakers[integration_id] = breaker
+        return breaker
+
+    def _client(self, integration: IntegrationSettings) -> ProfileClient | None:
+        return self._client_for(integration.id) if integration.profile_enabled else None
+
+    async def remember(self, integration: IntegrationSettings, event: Mapping[str, Any]) -> bool:
+        """Feed the identity map from an event carrying ``traits.email``/``phone`` or ``user_id``.
+
+        ``enrich`` already does this for the events it sees, so calling both costs one extra
+        cache read; call it for events that are delivered without enrichment. Returns True
+        when the map changed.
+        """
+        if not integration.profile_enabled:
+            return False
+        return await self.identity_map.remember(integration.id, event, integration.linking_keys)
+
+    async def enrich(
+        self,
+        integration: IntegrationSettings,
+        event: Mapping[str, Any],
+        *,
+        deadline: float | None,
+    ) -> EnrichResult:
+        """Resolve the event's visitor and attach ``partner_attrs.amperity`` (and personalised).
+
+        Args:
+            integration: The integration the event belongs to.
+            event: The event dict (not modified).
+            deadline: Passed to the Profile API client.
+
+        Returns:
+            The result; partner failures are reported in ``warnings``, never raised.
+        """
+        client = self._client(integration)
+        if client is None:
+            return EnrichResult(
+                False, None, None, {}, {}, "disabled", (messages.NOT_CONFIGURED,), dict(event)
+            )
+        outcome = await self._outcome(integration, client, event, deadline)
+        enriched = attach(event, outcome.profile_id, outcome.attributes)
+        warnings = list(outcome.warnings)
+        personalized: dict[str, Any] = {}
+        mappings = integration.personalisation_context_mappings
+        if outcome.profile_id is not None and integration.personalisation_enabled and mappings:
+            context = context_for(mappings, enriched)
+            if context:
+                personalized, more = await self._personaliser.personalised(
+                    integration.id,
+                    outcome.profile_id,
+                    context,
+                    client=client,
+                    breaker=self._breaker(integration.id),
+                    deadline=deadline,
+                )
+                warnings.extend(more)
+                enriched = attach(event, outcome.profile_id, outcome.attributes, personalized)
+        self._count_degraded(integration.id)
+        return EnrichResult(
+            resolved=outcome.profile_id is not None,
+            amperity_id=outcome.profile_id,
+            matched_key=outcome.matched_key,
+            attributes=dict(outcome.attributes or {}),
+            personalized_attributes=personalized,
+            cache_status=outcome.status,
+            warnings=tuple(dict.fromkeys(warnings)),
+            event=enriched,
+        )
+
+    async def browser_attributes(
+        self,
+        integration: IntegrationSettings,
+        anonymous_id: str,
+        *,
+        deadline: float | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A visitor's attributes and latest personalised attributes, for the browser.
+
+        The browser never supplies identifiers or context: the visitor resolves through its
+        anonymous id (as ``canonical_id``) and the identity map. Allowlist filtering is the
+        caller's job. Unresolved or unconfigured visitors get ``({}, {})``.
+        """
+        client = self._client(integration)
+        if client is None or not anonymous_id.strip():
+            return {}, {}
+        visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
+        outcome = await self._outcome(integration, client, visitor, deadline)
+        self._count_degraded(integration.id)
+        if outcome.profile_id is None:
+            return {}, {}
+        personalized = await self._personaliser.latest(integration.id, outcome.profile_id)
+        return dict(outcome.attributes or {}), personalized
+
+    async def _outcome(
+        self,
+        integration: IntegrationSettings,
+        client: ProfileClient,
+        event: Mapping[str, Any],
+        deadline: float | None,
+    ) -> Outcome:
+        """Resolve from the cache, else through one shared partner call per visitor.
+
+        The event's identifiers are remembered on the way (one identity-map read serves both
+        learning and filling in sources the event lacks).
+        """
+        linking_keys = integration.linking_keys
+        remembered: dict[str, str] = {}
+        anonymous_id = visitor_id(event)
+        if anonymous_id is not None and learnable(linking_keys, event):
+            remembered, _ = await self.identity_map.merge(integration.id, event, linking_keys)
+        elif anonymous_id is not None and needs_identity_map(linking_keys, event):
+            remembered = await self.identity_map.identifiers(integration.id, anonymous_id)
+        found = candidates(linking_keys, event, remembered)
+        if not found:
+            warning = messages.no_sources([lk.source for lk in linking_keys])
+            return Outcome(None, None, None, "miss", (warning,))
+        breaker = self._breaker(integration.id)
+        cached = await self._resolver.cached(integration.id, found, client=client, breaker=breaker)
+        if cached is not None:
+            return cached
+
+        async def resolve() -> Outcome:
+            return await self._resolver.resolve(
+                integration.id, found, client=client, breaker=breaker, deadline=deadline
+            )
+
+        outcome: Outcome = await self._flights.run((integration.id, "resolve", found), resolve)
+        return outcome
+
+    def _count_degraded(self, integration_id: str) -> None:
+        if not self._cache.available:
+            self._metrics.enrichment_degraded.labels(
+                integration=integration_id, cause="cache_unavailable"
+            ).inc()

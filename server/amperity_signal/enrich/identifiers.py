@@ -1,0 +1,160 @@
+"""Visitor identifiers: where each linking-key source comes from, and how it is sent.
+
+| source | read from | remembered by the identity map |
+| --- | --- | --- |
+| ``canonical_id`` | ``canonical_id``, else ``anonymous_id`` | no |
+| ``anonymous_id`` | ``anonymous_id`` | no |
+| ``user_id`` | ``user_id`` | yes |
+| ``email`` | ``traits.email`` | yes |
+| ``phone`` | ``traits.phone`` (normalised to E.164) | yes |
+
+Hashing: ``sha256`` is trim, lowercase, SHA-256, lowercase hex (the spec's rule);
+``sha256_upper`` is trim, UPPER, SHA-256, UPPER hex (Amperity's own examples). A value that
+already is a 64-hex digest is sent as it is (only its case follows the scheme).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from amperity_signal.config import LinkingKey
+
+LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
+"""Sources the identity map remembers per anonymous id (the browser never sends them)."""
+
+_DIGEST: Final = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One linking key lookup Signal may make: the key name and the value to send."""
+
+    key: str
+    value: str
+
+
+def normalise_phone(phone: str) -> str:
+    """E.164 form of a phone number: ``+`` and its digits (``+44 7700 900123``: ``+447700900123``).
+
+    A leading ``00`` international prefix becomes ``+``. Without a default region a national
+    number cannot be completed, so it is kept as its digits behind ``+``.
+    """
+    digits = "".join(char for char in phone if char.isdigit())
+    if not phone.strip().startswith("+") and digits.startswith("00"):
+        digits = digits[2:]
+    return f"+{digits}"
+
+
+def prepare(source: str, scheme: str | None, raw: str) -> str:
+    """The value sent to Amperity for a source value under a hash scheme.
+
+    Args:
+        source: The linking key source (``email``, ``phone``, ...).
+        scheme: ``sha256``, ``sha256_upper`` or None (sent as it is, trimmed).
+        raw: The value as found on the event.
+
+    Returns:
+        The trimmed value, its E.164 form for phones, or its digest.
+
+    Examples:
+        >>> prepare("email", "sha256", " Alice@Example.COM ")[:12]
+        'ff8d9819fc0e'
+    """
+    value = raw.strip()
+    if source == "phone" and not _DIGEST.fullmatch(value):
+        value = normalise_phone(value)
+    if scheme is None:
+        return value
+    upper = scheme == "sha256_upper"
+    if _DIGEST.fullmatch(value):
+        return value.upper() if upper else value.lower()
+    normalised = value.upper() if upper else value.lower()
+    digest = hashlib.sha256(normalised.encode()).hexdigest()
+    return digest.upper() if upper else digest
+
+
+def slot(source: str, scheme: str | None) -> str:
+    """The identity-map field holding a source value prepared for a scheme (``email:sha256``)."""
+    return source if scheme is None else f"{source}:{scheme}"
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def source_value(event: Mapping[str, Any], source: str) -> str | None:
+    """The raw value of a linking-key source on an event, or None when it is empty."""
+    traits = event.get("traits")
+    traits = traits if isinstance(traits, Mapping) else {}
+    if source == "canonical_id":
+        return _text(event.get("canonical_id")) or _text(event.get("anonymous_id"))
+    if source in ("email", "phone"):
+        return _text(traits.get(source))
+    return _text(event.get(source))
+
+
+def visitor_id(event: Mapping[str, Any]) -> str | None:
+    """The id the identity map files a visitor under: ``anonymous_id``, else ``canonical_id``."""
+    return _text(event.get("anonymous_id")) or _text(event.get("canonical_id"))
+
+
+def needs_identity_map(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> bool:
+    """Whether some remembered source is missing on the event, so the map is worth reading."""
+    return any(
+        lk.source in LEARNABLE_SOURCES and source_value(event, lk.source) is None
+        for lk in linking_keys
+    )
+
+
+def learnable(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> dict[str, str]:
+    """The identity-map fields an event teaches, prepared for each configured scheme.
+
+    Only the forms the integration's linking keys send are kept, so a hashed-only
+    configuration never stores a raw email.
+    """
+    found: dict[str, str] = {}
+    for lk in linking_keys:
+        if lk.source not in LEARNABLE_SOURCES:
+            continue
+        raw = source_value(event, lk.source)
+        if raw is not None:
+            found[slot(lk.source, lk.hash)] = prepare(lk.source, lk.hash, raw)
+    return found
+
+
+def candidates(
+    linking_keys: Sequence[LinkingKey],
+    event: Mapping[str, Any],
+    remembered: Mapping[str, str],
+) -> tuple[Candidate, ...]:
+    """The lookups to try, in linking-key order, skipping sources empty on the visitor.
+
+    Args:
+        linking_keys: The integration's linking keys, in order.
+        event: The event dict.
+        remembered: Identity-map fields for the visitor (see ``learnable``).
+
+    Returns:
+        One candidate per linking key with a value, on the event or remembered.
+    """
+    found: list[Candidate] = []
+    for lk in linking_keys:
+        raw = source_value(event, lk.source)
+        if raw is not None:
+            value: str | None = prepare(lk.source, lk.hash, raw)
+        elif lk.source in LEARNABLE_SOURCES:
+            value = remembered.get(slot(lk.source, lk.hash))
+        else:
+            value = None
+        if value:
+            candidate = Candidate(lk.key, value)
+            if candidate not in found:
+                found.append(candidate)
+    return tuple(found)

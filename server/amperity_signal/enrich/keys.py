@@ -1,0 +1,45 @@
+"""Cache keys: readable kind, opaque digest, never a raw identifier.
+
+Every key is ``amperity_signal:v1:{kind}:{sha256(integration_id, name, value)}`` where the
+three parts are joined by a unit separator before hashing, so neither an email nor a cookie
+ever appears in Redis or in a memory dump of the keys. ``v1`` changes when the stored value
+shapes change, which retires old entries instead of misreading them.
+
+| kind | name | value | holds |
+| --- | --- | --- | --- |
+| ``res`` | linking key (``email_sha256``) | value sent | profile id, or a not-found/error marker |
+| ``attrs`` | ``profile_id`` | profile id | attributes (``attribute_ttl``) |
+| ``good`` | ``profile_id`` | profile id | last good attributes (``attribute_ttl + stale_ttl``) |
+| ``pers`` | profile id | sha256 of the sorted context | personalised attributes |
+| ``perslast`` | ``profile_id`` | profile id | the latest personalised attributes (browser) |
+| ``ident`` | ``anonymous_id`` | anonymous id | identity-map fields |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Final, Literal
+
+Kind = Literal["res", "attrs", "good", "pers", "perslast", "ident"]
+
+PREFIX: Final = "amperity_signal:v1"
+_SEPARATOR: Final = "\x1f"
+
+
+def cache_key(kind: Kind, integration_id: str, name: str, value: str) -> str:
+    """The cache key for one entry; see the module docstring for the scheme."""
+    material = _SEPARATOR.join((integration_id, name, value)).encode()
+    return f"{PREFIX}:{kind}:{hashlib.sha256(material).hexdigest()}"
+
+
+def kind_of(key: str) -> str:
+    """The kind segment of a key built by ``cache_key`` (used as a metrics label)."""
+    return key[len(PREFIX) + 1 :].split(":", 1)[0]
+
+
+def context_digest(context: Mapping[str, str]) -> str:
+    """SHA-256 of the context parameters, sorted, so equal contexts share a cache entry."""
+    canonical = json.dumps(sorted(context.items()), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,88 @@
+"""Warning texts returned with enrichment results, and the partner-failure log line.
+
+Warnings say what happened and what to change, in the spec's words (its Troubleshooting
+table). They never contain identifiers or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+from amperity_signal.errors import AmperityAuthError, AmperityError
+
+NOT_CONFIGURED: Final = (
+    "partner_attrs.amperity not attached: Profile API creds or linking keys are not configured"
+)
+LINKING_KEYS_404: Final = (
+    "Profile lookups 404: the collection's linking_keys may not include any key Signal is "
+    "sending — ask your Amperity admin to add email_sha256 / device cookie / etc."
+)
+RESOLVE_FAILED: Final = "partner resolve failed"
+
+
+def no_sources(sources: Sequence[str]) -> str:
+    """The visitor carries none of the values the linking keys read."""
+    listed = ", ".join(dict.fromkeys(sources))
+    return (
+        "partner_attrs.amperity not attached: the visitor carries none of the linking keys' "
+        f"sources ({listed}); call datafly.identify() to add email/phone/user_id"
+    )
+
+
+def not_found(keys: Sequence[str]) -> str:
+    """Every linking key was looked up and none matched a profile."""
+    return f"{RESOLVE_FAILED}: no profile matched linking keys {', '.join(keys)}"
+
+
+def partner_error(exc: AmperityError, *, stale: bool) -> str:
+    """A Profile API call failed; an auth error carries the client's fix (the 403 advice)."""
+    if isinstance(exc, AmperityAuthError):
+        text = f"{RESOLVE_FAILED}: {exc.message}"
+    else:
+        text = (
+            f"{RESOLVE_FAILED}: Amperity Profile API error {exc.reason}"
+            f" ({_status(exc.status_code)}); Signal retries it shortly"
+        )
+    return text + (_STALE if stale else "")
+
+
+def dampened_error(reason: str, message: str | None, *, stale: bool) -> str:
+    """A recent failure for this visitor is remembered, so no call was made."""
+    text = (
+        f"{RESOLVE_FAILED}: {message}"
+        if message
+        else (
+            f"{RESOLVE_FAILED}: a recent Profile API error ({reason}) is dampened; "
+            "Signal retries it after cache.error_ttl"
+        )
+    )
+    return text + (_STALE if stale else "")
+
+
+def breaker_open(failures: int, retry_in: float, *, stale: bool) -> str:
+    """The integration's breaker is stopping Profile API calls."""
+    text = (
+        f"{RESOLVE_FAILED}: Profile API calls paused for {retry_in:.0f} s after {failures} "
+        "consecutive failures (5xx/timeouts); check Amperity's status or cache.breaker_cooldown"
+    )
+    return text + (_STALE if stale else "")
+
+
+_STALE: Final = "; attached the last known attributes (stale)"
+
+
+def _status(status_code: int | None) -> str:
+    return "no answer" if status_code is None else f"HTTP {status_code}"
+
+
+def log_failure(logger: logging.Logger, integration_id: str, endpoint: str, reason: str) -> None:
+    """Log the spec's ``partner resolve failed`` warning: integration and reason, nothing else."""
+    logger.warning(
+        "%s: integration=%s endpoint=%s reason=%s",
+        RESOLVE_FAILED,
+        integration_id,
+        endpoint,
+        reason,
+    )

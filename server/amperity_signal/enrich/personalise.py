@@ -1,0 +1,124 @@
+"""Context-sensitive personalisation: context values from the event, one cached call per context.
+
+Each ``{source, target}`` mapping reads ``source`` from the event (the blueprint's path
+syntax: ``context.*``, ``properties.*``, ``partner_attrs.amperity.*``, flat fields) and sends
+it as the ``target`` parameter of ``get_profile``. Results are cached by profile id plus a
+digest of the sorted context for ``personalized_ttl``, so the same context costs one call.
+The latest result per profile is also kept for the browser, which never sends context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from amperity_signal.blueprint import resolve_path
+from amperity_signal.config import ContextMapping
+from amperity_signal.enrich import messages
+from amperity_signal.enrich.breaker import Breaker
+from amperity_signal.enrich.codec import JsonCache
+from amperity_signal.enrich.keys import cache_key, context_digest
+from amperity_signal.enrich.ports import ProfileClient
+from amperity_signal.enrich.single_flight import SingleFlight
+from amperity_signal.errors import AmperityError, AmperityUnavailable
+
+
+def _parameter(value: Any) -> str | None:
+    """A context value as a query parameter, or None when it is empty."""
+    if value is None or (isinstance(value, str | list | tuple | dict) and not value):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip()
+    return text or None
+
+
+def context_for(mappings: Sequence[ContextMapping], event: Mapping[str, Any]) -> dict[str, str]:
+    """The context parameters an event yields, skipping empty values."""
+    context: dict[str, str] = {}
+    for mapping in mappings:
+        value = _parameter(resolve_path(event, mapping.source))
+        if value is not None:
+            context[mapping.target] = value
+    return context
+
+
+class Personaliser:
+    """Fetches and caches personalised attributes.
+
+    Args:
+        ttl: Seconds a personalised result is reused (``personalized_ttl``).
+        cache: The cache backend.
+        flights: Shared single flight, so concurrent equal contexts make one call.
+        expiry: Applies jitter to a TTL.
+        failures_to_open: ``breaker_failures``, for the warning text.
+        logger: Where ``partner resolve failed`` is logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        cache: JsonCache,
+        flights: SingleFlight[Any],
+        expiry: Callable[[float], float],
+        failures_to_open: int,
+        logger: logging.Logger,
+    ) -> None:
+        self._ttl = ttl
+        self._cache = cache
+        self._flights = flights
+        self._expiry = expiry
+        self._failures_to_open = failures_to_open
+        self._logger = logger
+
+    async def latest(self, integration_id: str, profile_id: str) -> dict[str, Any]:
+        """The most recent personalised attributes of a profile (for the browser), or {}."""
+        found = await self._cache.get(
+            cache_key("perslast", integration_id, "profile_id", profile_id)
+        )
+        return found if isinstance(found, dict) else {}
+
+    async def personalised(
+        self,
+        integration_id: str,
+        profile_id: str,
+        context: Mapping[str, str],
+        *,
+        client: ProfileClient,
+        breaker: Breaker,
+        deadline: float | None,
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Personalised attributes for a profile in a context, and any warnings."""
+        key = cache_key("pers", integration_id, profile_id, context_digest(context))
+        cached = await self._cache.get(key)
+        if isinstance(cached, dict):
+            return cached, ()
+
+        async def fetch() -> tuple[dict[str, Any], tuple[str, ...]]:
+            if not breaker.allow():
+                retry_in = breaker.retry_in()
+                return {}, (messages.breaker_open(self._failures_to_open, retry_in, stale=False),)
+            try:
+                profile = await client.get_profile(
+                    profile_id, context=dict(context), deadline=deadline
+                )
+            except AmperityError as exc:
+                messages.log_failure(self._logger, integration_id, "personalised", exc.reason)
+                if isinstance(exc, AmperityUnavailable):
+                    breaker.record_failure()
+                return {}, (messages.partner_error(exc, stale=False),)
+            breaker.record_success()
+            attributes = dict(profile.attributes) if profile is not None else {}
+            ttl = self._expiry(self._ttl)
+            await self._cache.set(key, attributes, ttl)
+            await self._cache.set(
+                cache_key("perslast", integration_id, "profile_id", profile_id), attributes, ttl
+            )
+            return attributes, ()
+
+        result: tuple[dict[str, Any], tuple[str, ...]] = await self._flights.run(
+            (integration_id, "pers", key), fetch
+        )
+        return result

@@ -1,0 +1,75 @@
+"""The ports the enrichment use case depends on, as Protocols.
+
+``ProfileClient`` is what ``amperity_signal.amperity`` provides; ``ProfileLike`` is the part
+of its ``Profile`` this package reads. Defining them here keeps ``enrich`` independent of
+the client's module layout and lets tests pass a small counting fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class ProfileLike(Protocol):
+    """The fields of an Amperity profile that enrichment reads."""
+
+    @property
+    def profile_id(self) -> str:
+        """The profile's id (the spec's ``amperity_id``)."""
+        ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """The profile's attribute map (``Persona``, ``LifetimeTier``, ...)."""
+        ...
+
+
+class ProfileClient(Protocol):
+    """Amperity's Profile API, as the enrichment use case calls it.
+
+    Both methods return None on 404 and raise ``AmperityError`` subclasses otherwise
+    (``AmperityAuthError`` on 401/403, ``AmperityUnavailable`` once retries ran out).
+    """
+
+    async def lookup(self, key: str, value: str, *, deadline: float | None) -> ProfileLike | None:
+        """Resolve one linking key value to a profile (``POST .../keychain``)."""
+        ...
+
+    async def get_profile(
+        self,
+        profile_id: str,
+        *,
+        context: Mapping[str, str] | None = None,
+        deadline: float | None,
+    ) -> ProfileLike | None:
+        """Fetch a profile by id, with context parameters for personalisation."""
+        ...
+
+
+class CacheStore(Protocol):
+    """A byte-valued key/value store with per-entry TTLs (memory or Redis).
+
+    Implementations may raise their own connection errors; ``CacheBackend`` turns those into
+    a degraded, cache-less mode.
+    """
+
+    async def get(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None when absent or expired."""
+        ...
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of several keys in one round trip, in order."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,281 @@
+"""Resolve a visitor through the linking keys and fetch its attributes, cache first.
+
+Order of work for one visitor (``Resolver.resolve``):
+
+1. Read every candidate's resolution entry in one cache round trip.
+2. Walk the candidates in linking-key order. A cached profile id wins; a cached "not found"
+   or non-blocking error skips to the next key; an uncached candidate is looked up
+   (``POST keychain``) and the answer is cached: the profile id for ``resolution_ttl``, a
+   404 as "not found" for ``not_found_ttl``, a failure as "error" for ``error_ttl``.
+3. With a profile id, attributes come from the lookup's profile, the attribute cache, or
+   ``get_profile``; when that refresh fails the last good copy is served, marked stale.
+
+``Resolver.cached`` makes the same walk from the cache only and returns None when a partner
+call would be needed; the enricher runs it first and takes the single-flight path only then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from amperity_signal.config import CacheSettings
+from amperity_signal.enrich import messages
+from amperity_signal.enrich.breaker import Breaker
+from amperity_signal.enrich.codec import JsonCache
+from amperity_signal.enrich.identifiers import Candidate
+from amperity_signal.enrich.keys import cache_key
+from amperity_signal.enrich.ports import ProfileClient, ProfileLike
+from amperity_signal.errors import AmperityAuthError, AmperityError, AmperityUnavailable
+from amperity_signal.metrics import Metrics
+
+CacheStatus = Literal["hit", "miss", "stale", "dampened", "disabled"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What resolution found for one visitor.
+
+    Attributes:
+        profile_id: The resolved ``amperity_id``, or None.
+        matched_key: The linking key that matched (or whose cached match was used).
+        attributes: The profile's attributes, or None when none could be obtained.
+        status: How the answer was obtained (hit, miss, stale, dampened).
+        warnings: What went wrong, with the fix.
+    """
+
+    profile_id: str | None
+    matched_key: str | None
+    attributes: dict[str, Any] | None
+    status: CacheStatus
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class _Round:
+    """Bookkeeping of one walk over the candidates."""
+
+    called: bool = False
+    dampened: bool = False
+    not_found: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def unresolved(self, total: int) -> Outcome:
+        warnings = list(self.warnings)
+        if total and len(self.not_found) == total:
+            warnings += [messages.not_found(self.not_found), messages.LINKING_KEYS_404]
+        status: CacheStatus = "dampened" if self.dampened and not self.called else "miss"
+        return Outcome(None, None, None, status, tuple(warnings))
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The parts of one resolution every step needs."""
+
+    integration_id: str
+    client: ProfileClient
+    breaker: Breaker
+    deadline: float | None
+    allow_calls: bool
+
+
+class Resolver:
+    """Linking-key resolution and attribute fetching over the shared cache.
+
+    Args:
+        settings: TTLs from the ``[cache]`` table.
+        cache: The cache backend.
+        expiry: Applies jitter to a TTL.
+        metrics: ``cache_events`` gets ``res/dampened`` and ``good/stale`` counts.
+        logger: Where ``partner resolve failed`` is logged.
+    """
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        *,
+        cache: JsonCache,
+        expiry: Callable[[float], float],
+        metrics: Metrics,
+        logger: logging.Logger,
+    ) -> None:
+        self._settings = settings
+        self._dampened = metrics.cache_events.labels(cache="res", result="dampened")
+        self._stale = metrics.cache_events.labels(cache="good", result="stale")
+        self._cache = cache
+        self._expiry = expiry
+        self._logger = logger
+
+    async def cached(
+        self,
+        integration_id: str,
+        candidates: Sequence[Candidate],
+        *,
+        client: ProfileClient,
+        breaker: Breaker,
+    ) -> Outcome | None:
+        """The outcome from the cache alone, or None when a partner call is needed."""
+        call = _Call(integration_id, client, breaker, None, allow_calls=False)
+        return await self._walk(call, candidates)
+
+    async def resolve(
+        self,
+        integration_id: str,
+        candidates: Sequence[Candidate],
+        *,
+        client: ProfileClient,
+        breaker: Breaker,
+        deadline: float | None,
+    ) -> Outcome:
+        """Resolve a visitor and get its attributes, calling the Profile API where needed."""
+        call = _Call(integration_id, client, breaker, deadline, allow_calls=True)
+        outcome = await self._walk(call, candidates)
+        return outcome if outcome is not None else Outcome(None, None, None, "miss")
+
+    async def _walk(self, call: _Call, candidates: Sequence[Candidate]) -> Outcome | None:
+        """Walk the candidates in order; None when a call is needed but not allowed."""
+        integration_id = call.integration_id
+        keys = [cache_key("res", integration_id, c.key, c.value) for c in candidates]
+        states = await self._cache.get_many(keys)
+        walk = _Round()
+        for candidate, key, state in zip(candidates, keys, states, strict=True):
+            marker = state if isinstance(state, dict) else {}
+            profile_id = marker.get("profile_id")
+            if isinstance(profile_id, str):
+                attrs_key = cache_key("attrs", integration_id, "profile_id", profile_id)
+                cached = await self._cache.get(attrs_key)
+                if isinstance(cached, dict):
+                    return Outcome(profile_id, candidate.key, cached, "hit")
+                if not call.allow_calls:
+                    return None
+                found = await self._refresh(call, profile_id, candidate, walk)
+                if found is not None:
+                    return found
+                await self._cache.delete(key)  # the profile is gone: look the key up again
+            elif marker.get("miss") == "not_found":
+                self._dampened.inc()
+                walk.dampened = True
+                walk.not_found.append(candidate.key)
+                continue
+            elif marker.get("miss") == "error":
+                self._dampened.inc()
+                walk.dampened = True
+                walk.warnings.append(
+                    messages.dampened_error(
+                        str(marker.get("reason")), marker.get("message"), stale=False
+                    )
+                )
+                if marker.get("stop"):
+                    break
+                continue
+            if not call.allow_calls:
+                return None
+            done, stop = await self._lookup(call, candidate, key, walk)
+            if done is not None:
+                return done
+            if stop:
+                break
+        return walk.unresolved(len(candidates))
+
+    async def _lookup(
+        self, call: _Call, candidate: Candidate, key: str, walk: _Round
+    ) -> tuple[Outcome | None, bool]:
+        """Look one candidate up; returns (outcome when matched, whether to stop the walk)."""
+        integration_id, breaker = call.integration_id, call.breaker
+        if not breaker.allow():
+            walk.dampened = True
+            walk.warnings.append(
+                messages.breaker_open(
+                    self._settings.breaker_failures, breaker.retry_in(), stale=False
+                )
+            )
+            return None, True
+        walk.called = True
+        try:
+            profile = await call.client.lookup(
+                candidate.key, candidate.value, deadline=call.deadline
+            )
+        except AmperityError as exc:
+            stop = self._failed(integration_id, "lookup", exc, breaker)
+            message = exc.message if isinstance(exc, AmperityAuthError) else None
+            marker = {"miss": "error", "reason": exc.reason, "message": message, "stop": stop}
+            await self._cache.set(key, marker, self._expiry(self._settings.error_ttl))
+            walk.warnings.append(messages.partner_error(exc, stale=False))
+            return None, stop
+        breaker.record_success()
+        if profile is None:
+            await self._cache.set(
+                key, {"miss": "not_found"}, self._expiry(self._settings.not_found_ttl)
+            )
+            walk.not_found.append(candidate.key)
+            return None, False
+        await self._cache.set(
+            key, {"profile_id": profile.profile_id}, self._expiry(self._settings.resolution_ttl)
+        )
+        attributes = await self._store_attributes(integration_id, profile)
+        return Outcome(profile.profile_id, candidate.key, attributes, "miss"), True
+
+    async def _refresh(
+        self, call: _Call, profile_id: str, candidate: Candidate, walk: _Round
+    ) -> Outcome | None:
+        """Fetch a resolved profile's attributes; None when the profile no longer exists."""
+        integration_id, breaker = call.integration_id, call.breaker
+        if not breaker.allow():
+            good = await self._last_good(integration_id, profile_id)
+            warning = messages.breaker_open(
+                self._settings.breaker_failures, breaker.retry_in(), stale=good is not None
+            )
+            status: CacheStatus = "stale" if good is not None else "dampened"
+            return Outcome(profile_id, candidate.key, good, status, (warning,))
+        try:
+            profile = await call.client.get_profile(profile_id, deadline=call.deadline)
+        except AmperityError as exc:
+            self._failed(integration_id, "profile", exc, breaker)
+            good = await self._last_good(integration_id, profile_id)
+            warning = messages.partner_error(exc, stale=good is not None)
+            status = "stale" if good is not None else "miss"
+            return Outcome(profile_id, candidate.key, good, status, (warning,))
+        breaker.record_success()
+        walk.called = True
+        if profile is None:
+            return None
+        attributes = await self._store_attributes(integration_id, profile)
+        return Outcome(profile_id, candidate.key, attributes, "miss")
+
+    async def _store_attributes(self, integration_id: str, profile: ProfileLike) -> dict[str, Any]:
+        """Cache a profile's attributes (fresh copy and long-lived last good copy)."""
+        attributes = dict(profile.attributes)
+        pid = profile.profile_id
+        settings = self._settings
+        await self._cache.set(
+            cache_key("attrs", integration_id, "profile_id", pid),
+            attributes,
+            self._expiry(settings.attribute_ttl),
+        )
+        if settings.stale_ttl > 0:
+            await self._cache.set(
+                cache_key("good", integration_id, "profile_id", pid),
+                attributes,
+                self._expiry(settings.attribute_ttl + settings.stale_ttl),
+            )
+        return attributes
+
+    async def _last_good(self, integration_id: str, profile_id: str) -> dict[str, Any] | None:
+        good = await self._cache.get(cache_key("good", integration_id, "profile_id", profile_id))
+        if not isinstance(good, dict):
+            return None
+        self._stale.inc()
+        return good
+
+    def _failed(
+        self, integration_id: str, endpoint: str, exc: AmperityError, breaker: Breaker
+    ) -> bool:
+        """Log a failed call and feed the breaker; returns whether the walk must stop."""
+        messages.log_failure(self._logger, integration_id, endpoint, exc.reason)
+        if isinstance(exc, AmperityUnavailable):
+            if breaker.record_failure():
+                messages.log_failure(self._logger, integration_id, endpoint, "BREAKER_OPEN")
+            return True
+        return isinstance(exc, AmperityAuthError)

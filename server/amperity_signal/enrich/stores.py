@@ -1,0 +1,130 @@
+"""The two cache stores: a bounded in-memory LRU and Redis. Same interface, bytes in and out.
+
+aiocache 0.12's ``SimpleMemoryCache`` is unbounded and expires entries with event-loop
+timers, so the memory store is written here: an ``OrderedDict`` in LRU order whose TTLs are
+checked against an injectable clock (tests move a fake clock instead of sleeping).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+
+class MemoryStore:
+    """A bounded LRU store: beyond ``max_entries`` the least recently used entry goes.
+
+    Args:
+        max_entries: The most entries kept (expired ones count until touched or evicted).
+        clock: Monotonic seconds, injectable for tests.
+    """
+
+    def __init__(self, max_entries: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def size(self) -> int:
+        """How many entries are held, expired ones included until touched or evicted.
+
+        A method rather than ``__len__`` so an empty store is still truthy (``a or b``).
+        """
+        return len(self._entries)
+
+    def keys(self) -> list[str]:
+        """Every stored key, least recently used first (for tests and debugging)."""
+        return list(self._entries)
+
+    def _read(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if self._clock() >= expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key`` unless expired; marks it recently used."""
+        return self._read(key)
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of several keys, in order."""
+        return [self._read(key) for key in keys]
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds; evicts the least recently used past the bound."""
+        self._entries[key] = (value, self._clock() + ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        self._entries.pop(key, None)
+
+    async def close(self) -> None:
+        """Drop every entry."""
+        self._entries.clear()
+
+
+class RedisStore:
+    """Redis through ``redis.asyncio``, with short timeouts and no client-side retries.
+
+    A cache that cannot answer within a quarter of a second is worth less than no cache:
+    the caller degrades to cache-less enrichment instead of waiting.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` (``decode_responses=False``).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 0.25) -> RedisStore:
+        """A store for ``redis://host:port/db`` (or ``rediss://``, ``unix://``) URLs."""
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        return cls(client)
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under ``key``, or None."""
+        return _as_bytes(await self._client.get(key))
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of several keys in one ``MGET``."""
+        if not keys:
+            return []
+        return [_as_bytes(value) for value in await self._client.mget(list(keys))]
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """``SET key value PX ttl`` (at least one millisecond)."""
+        await self._client.set(key, value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, key: str) -> None:
+        """``DEL key``."""
+        await self._client.delete(key)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    """Redis answers bytes (``decode_responses=False``); a str from another client is encoded."""
+    return value.encode() if isinstance(value, str) else value

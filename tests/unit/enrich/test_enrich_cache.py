@@ -1,0 +1,143 @@
+"""The cache layer: bounded LRU memory store, TTL jitter, and cache-less mode during outages."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import pytest
+from amperity_signal.config import CacheSettings
+from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
+from amperity_signal.metrics import Metrics
+
+from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient, event, integration
+
+
+async def test_memory_store_evicts_the_least_recently_used_beyond_max_entries(
+    clock: FakeClock,
+) -> None:
+    """The memory backend is bounded: the least recently used entry goes first."""
+    store = MemoryStore(3, clock=clock)
+    for key in ("a", "b", "c"):
+        await store.set(key, b"1", ttl=60)
+    await store.get("a")
+    await store.set("d", b"1", ttl=60)
+    assert store.keys() == ["c", "a", "d"]
+    assert store.size() == 3
+
+
+async def test_memory_store_expires_entries_on_the_injected_clock(clock: FakeClock) -> None:
+    """An entry is readable until its TTL has passed on the clock, then gone."""
+    store = MemoryStore(10, clock=clock)
+    await store.set("k", b"v", ttl=5)
+    clock.advance(4.9)
+    assert await store.multi_get(["k", "missing"]) == [b"v", None]
+    clock.advance(0.1)
+    assert await store.get("k") is None
+
+
+async def test_enricher_cache_stays_within_max_entries(
+    make_enricher: EnricherFactory, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> None:
+    """Many visitors never grow the memory backend past max_entries."""
+    settings = CacheSettings(jitter=0, max_entries=100)
+    store = MemoryStore(settings.max_entries, clock=clock)
+    enricher = make_enricher(settings=settings, cache=CacheBackend(store, metrics=metrics))
+    for number in range(200):
+        await enricher.enrich(integration(), event(f"anon_{number}"), deadline=None)
+    assert store.size() == 100
+
+
+def test_jitter_spreads_ttls_within_the_fraction() -> None:
+    """Expiries vary by at most ±jitter and are reproducible with a seeded rng."""
+    jitter = Jitter(0.1, random.Random(1))
+    ttls = [jitter(100) for _ in range(200)]
+    assert all(90 <= ttl <= 110 for ttl in ttls)
+    assert len(set(ttls)) > 1
+    assert Jitter(0)(100) == 100
+
+
+def test_build_cache_chooses_the_backend() -> None:
+    """Memory gives the bounded LRU store; redis gives a Redis store (no connection yet)."""
+    memory = build_cache(CacheSettings(), Metrics())
+    assert isinstance(memory.store, MemoryStore)
+    redis_backed = build_cache(CacheSettings(backend="redis"), Metrics())
+    assert type(redis_backed.store).__name__ == "RedisStore"
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that raises ConnectionError while ``down``."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(1000, clock=clock)
+        self.down = False
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("store unreachable")
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check()
+        return await super().multi_get(keys)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._check()
+        await super().set(key, value, ttl)
+
+
+async def test_cache_outage_degrades_logs_once_and_recovers(
+    make_enricher: EnricherFactory,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing store means no cache (counted, logged once), and the cache returns after."""
+    store = FlakyStore(clock)
+    enricher = make_enricher(cache=CacheBackend(store, metrics=metrics, clock=clock))
+    store.down = True
+    with caplog.at_level(logging.INFO, logger="amperity_signal.enrich"):
+        for _ in range(3):
+            result = await enricher.enrich(
+                integration(), event(traits={"email": "alice@example.com"}), deadline=None
+            )
+            assert result.resolved
+        assert store.calls == 1  # the store is skipped for the retry interval
+        store.down = False
+        clock.advance(1)
+        await enricher.enrich(
+            integration(), event(traits={"email": "alice@example.com"}), deadline=None
+        )
+        lookups = len(client.lookups)
+        again = await enricher.enrich(
+            integration(), event(traits={"email": "alice@example.com"}), deadline=None
+        )
+    assert again.cache_status == "hit"
+    assert len(client.lookups) == lookups == 4
+    degraded = metrics.registry.get_sample_value(
+        "amperity_signal_enrichment_degraded_total",
+        {"integration": "acme", "cause": "cache_unavailable"},
+    )
+    assert degraded == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cache unavailable" in m for m in messages) == 1
+    assert sum("cache available again" in m for m in messages) == 1
+
+
+async def test_enricher_wraps_a_bare_store_in_a_cache_backend(
+    make_enricher: EnricherFactory, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A plain CacheStore (as a test's Deps may pass) works as the Enricher's cache."""
+    store = MemoryStore(1000, clock=clock)
+    enricher = make_enricher(cache=store)
+    await enricher.enrich(
+        integration(), event(traits={"email": "alice@example.com"}), deadline=None
+    )
+    again = await enricher.enrich(
+        integration(), event(traits={"email": "alice@example.com"}), deadline=None
+    )
+    assert again.cache_status == "hit"
+    assert store.size() > 0

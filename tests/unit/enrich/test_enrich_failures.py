@@ -1,0 +1,115 @@
+"""Partner failures: stale attributes, the breaker, auth advice, and the log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from amperity_signal.enrich import Enricher
+from amperity_signal.errors import AmperityAuthError, AmperityUnavailable
+from amperity_signal.metrics import Metrics
+
+from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+
+ALICE = {"email": "alice@example.com"}
+FORBIDDEN = (
+    "Amperity answered 403 to a Profile API call: the Profile API key lacks Profile Read "
+    "Access. Generate a key with Profile Read Access (not the Streaming Ingest key)."
+)
+
+
+def unavailable() -> AmperityUnavailable:
+    """A 503 after retries ran out, as the client raises it."""
+    return AmperityUnavailable(
+        "Amperity answered 503", reason="AMPERITY_UNAVAILABLE", status_code=503
+    )
+
+
+async def test_failing_refresh_serves_stale_and_the_breaker_stops_calls(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock, metrics: Metrics
+) -> None:
+    """After a visitor was enriched, failures serve the last attributes; N failures open it."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    clock.advance(61)
+    client.error = unavailable()
+    results = [
+        await enricher.enrich(integration(), event(traits=ALICE), deadline=None) for _ in range(10)
+    ]
+    assert len(client.gets) == 3  # breaker_failures = 3
+    assert {r.cache_status for r in results} == {"stale"}
+    assert all(r.event["partner_attrs"]["amperity"]["Persona"] == "Value Hunter" for r in results)
+    assert all(r.warnings[0].startswith("partner resolve failed") for r in results)
+    gauge = metrics.registry.get_sample_value(
+        "amperity_signal_breaker_open", {"integration": "acme"}
+    )
+    assert gauge == 1
+    stale = metrics.registry.get_sample_value(
+        "amperity_signal_cache_total", {"cache": "good", "result": "stale"}
+    )
+    assert stale == 10
+    clock.advance(30)
+    client.error = None
+    recovered = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert recovered.cache_status == "miss"
+    assert len(client.gets) == 4
+
+
+async def test_failed_lookup_is_dampened_for_the_error_ttl(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A 5xx on lookup is remembered for error_ttl, separately from not-found dampening."""
+    client.error = unavailable()
+    first = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    second = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert len(client.lookups) == 1
+    assert not first.resolved
+    assert second.cache_status == "dampened"
+    client.error = None
+    clock.advance(30)
+    third = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert third.resolved
+    assert len(client.lookups) == 2
+
+
+async def test_forbidden_profile_key_returns_the_403_advice(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """A 403 is reported with the error's own fix, and later keys are not tried."""
+    client.error = AmperityAuthError(FORBIDDEN, reason="PROFILE_KEY_FORBIDDEN", status_code=403)
+    result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert not result.resolved
+    assert any(FORBIDDEN in warning for warning in result.warnings)
+    assert len(client.lookups) == 1
+    dampened = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert any(FORBIDDEN in warning for warning in dampened.warnings)
+    assert len(client.lookups) == 1
+
+
+async def test_failures_log_partner_resolve_failed_without_identifiers(
+    enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line names the integration and reason, never the email, cookie or token."""
+    client.error = unavailable()
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        await enricher.enrich(integration(), event("anon_secret", traits=ALICE), deadline=None)
+    records = [r for r in caplog.records if r.name == "amperity_signal.enrich"]
+    assert records
+    text = " ".join(r.getMessage() for r in records)
+    assert "partner resolve failed" in text
+    assert "acme" in text
+    assert "AMPERITY_UNAVAILABLE" in text
+    for secret in ("alice", "anon_secret", "profile-jwt"):
+        assert secret not in text
+
+
+async def test_a_failure_without_a_last_good_copy_attaches_nothing(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """With stale_ttl elapsed there is nothing to serve: resolved, but no partner_attrs."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    clock.advance(60 + 3_600)
+    client.error = unavailable()
+    result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert result.resolved
+    assert result.cache_status == "miss"
+    assert "amperity" not in result.event.get("partner_attrs", {})

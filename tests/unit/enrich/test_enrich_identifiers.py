@@ -1,0 +1,86 @@
+"""Linking-key values: sources, hashing schemes, phone normalisation, candidate order."""
+
+from __future__ import annotations
+
+import hashlib
+
+from amperity_signal.config import LinkingKey
+from amperity_signal.enrich.identifiers import (
+    Candidate,
+    candidates,
+    learnable,
+    normalise_phone,
+    prepare,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .enrich_fakes import event
+
+
+def sha(text: str) -> str:
+    """SHA-256 of a string, lowercase hex."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_sha256_trims_and_lowercases_before_hashing() -> None:
+    """The hash of " Alice@Example.COM " is sha256("alice@example.com"), lowercase hex."""
+    assert prepare("email", "sha256", " Alice@Example.COM ") == sha("alice@example.com")
+
+
+def test_sha256_upper_uppercases_the_input_and_the_hex() -> None:
+    """sha256_upper is SHA-256 of the trimmed UPPER value, written in upper-case hex."""
+    expected = sha("ALICE@EXAMPLE.COM").upper()
+    assert prepare("email", "sha256_upper", " Alice@Example.COM ") == expected
+
+
+def test_phone_is_normalised_to_e164_before_hashing() -> None:
+    """A phone number is hashed in its E.164 form, whatever its spacing and prefix."""
+    assert normalise_phone("+44 7700 900123") == "+447700900123"
+    assert normalise_phone("0044 (7700) 900-123") == "+447700900123"
+    assert prepare("phone", "sha256", "+44 7700 900123") == sha("+447700900123")
+    assert prepare("phone", None, "+44 7700 900123") == "+447700900123"
+
+
+def test_a_value_that_already_is_a_digest_is_not_hashed_again() -> None:
+    """A 64-hex value is sent as it is; only its case follows the scheme."""
+    digest = sha("alice@example.com")
+    assert prepare("email", "sha256", digest.upper()) == digest
+    assert prepare("email", "sha256_upper", digest) == digest.upper()
+
+
+@given(st.text(min_size=1).filter(lambda text: text.strip() != ""))
+def test_hashing_is_idempotent(value: str) -> None:
+    """Preparing an already prepared value changes nothing (digests are not re-hashed)."""
+    for scheme in ("sha256", "sha256_upper"):
+        once = prepare("email", scheme, value)
+        assert prepare("email", scheme, once) == once
+
+
+def test_candidates_follow_linking_key_order_and_skip_empty_sources() -> None:
+    """Entries whose source is empty on the visitor are skipped; the rest keep their order."""
+    keys = (
+        LinkingKey(source="email", key="email_sha256", hash="sha256"),
+        LinkingKey(source="phone", key="phone_sha256", hash="sha256"),
+        LinkingKey(source="canonical_id", key="device_cookie"),
+        LinkingKey(source="user_id", key="customer_id"),
+    )
+    anonymous = event("anon_1", canonical_id="")
+    assert candidates(keys, anonymous, {}) == (Candidate("device_cookie", "anon_1"),)
+    known = event("anon_1", user_id="cust-9", traits={"email": "Bob@Example.com"})
+    assert candidates(keys, known, {}) == (
+        Candidate("email_sha256", sha("bob@example.com")),
+        Candidate("device_cookie", "anon_1"),
+        Candidate("customer_id", "cust-9"),
+    )
+
+
+def test_remembered_identifiers_fill_sources_missing_on_the_event() -> None:
+    """The identity map supplies email/phone/user_id, stored only in the forms keys send."""
+    keys = (LinkingKey(source="email", key="email_sha256", hash="sha256"),)
+    learned = learnable(keys, event(traits={"email": "alice@example.com"}))
+    assert learned == {"email:sha256": sha("alice@example.com")}
+    assert "alice@example.com" not in learned.values()
+    assert candidates(keys, event(), learned) == (
+        Candidate("email_sha256", sha("alice@example.com")),
+    )

@@ -1,0 +1,107 @@
+"""Context-sensitive personalisation: context from the event, one call per context hash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.enrich import Enricher
+from amperity_signal.enrich.personalise import context_for
+
+from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+
+ALICE = {"email": "alice@example.com"}
+
+
+def personalised_integration() -> IntegrationSettings:
+    """The integration with the spec's example context mappings."""
+    return integration(
+        personalisation_enabled=True,
+        personalisation_context_mappings=[
+            {"source": "properties.category", "target": "pageCategory"},
+            {"source": "properties.value", "target": "cartValue"},
+            {"source": "context.page.path", "target": "pagePath"},
+            {"source": "partner_attrs.amperity.LifetimeTier", "target": "tierHint"},
+        ],
+    )
+
+
+def shoe_event(category: str = "shoes", **properties: Any) -> dict[str, Any]:
+    """An event of alice on a category page."""
+    return event(traits=ALICE, properties={"category": category, **properties})
+
+
+async def test_same_context_costs_one_personalised_call(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Equal context values share a cached personalised result."""
+    settings = personalised_integration()
+    first = await enricher.enrich(settings, shoe_event(), deadline=None)
+    second = await enricher.enrich(settings, shoe_event(), deadline=None)
+    assert client.personalised_gets == [("p-alice", {"pageCategory": "shoes", "tierHint": "Gold"})]
+    assert first.personalized_attributes == {"Offer": "shoes-promo"}
+    assert second.event["partner_attrs"]["amperity_personalized"] == {"Offer": "shoes-promo"}
+
+
+async def test_a_different_category_makes_a_new_call(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """A new context hash is a cache miss and a new Profile API call."""
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event("shoes"), deadline=None)
+    result = await enricher.enrich(settings, shoe_event("bags"), deadline=None)
+    assert len(client.personalised_gets) == 2
+    assert result.personalized_attributes == {"Offer": "bags-promo"}
+
+
+async def test_personalised_results_expire_after_two_minutes(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """After personalized_ttl the same context is fetched again."""
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event(), deadline=None)
+    clock.advance(119)
+    await enricher.enrich(settings, shoe_event(), deadline=None)
+    assert len(client.personalised_gets) == 1
+    clock.advance(1)
+    await enricher.enrich(settings, shoe_event(), deadline=None)
+    assert len(client.personalised_gets) == 2
+
+
+async def test_browser_gets_the_latest_personalised_result(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """The browser sends no context; it receives the visitor's latest personalised result."""
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event("bags"), deadline=None)
+    calls = len(client.gets) + len(client.lookups)
+    attributes, personalised = await enricher.browser_attributes(
+        settings, "anon_abc123", deadline=None
+    )
+    assert attributes["Persona"] == "Value Hunter"
+    assert personalised == {"Offer": "bags-promo"}
+    assert len(client.gets) + len(client.lookups) == calls
+
+
+async def test_disabled_personalisation_makes_no_context_call(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Without personalisation_enabled no personalised call is made."""
+    result = await enricher.enrich(integration(), shoe_event(), deadline=None)
+    assert client.personalised_gets == []
+    assert "amperity_personalized" not in result.event["partner_attrs"]
+
+
+def test_context_values_skip_empty_and_stringify() -> None:
+    """Empty values are skipped; numbers and booleans become query-parameter text."""
+    settings = personalised_integration()
+    enriched = {
+        "properties": {"category": "", "value": 120},
+        "context": {"page": {"path": "/cart"}},
+        "partner_attrs": {"amperity": {"LifetimeTier": True}},
+    }
+    assert context_for(settings.personalisation_context_mappings, enriched) == {
+        "cartValue": "120",
+        "pagePath": "/cart",
+        "tierHint": "true",
+    }

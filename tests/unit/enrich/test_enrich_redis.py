@@ -1,0 +1,185 @@
+"""The Redis backend against a real redis-server: sharing across Enrichers, outage, restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as redis
+from amperity_signal.config import CacheSettings
+from amperity_signal.enrich import CacheBackend, Enricher, build_cache
+from amperity_signal.metrics import Metrics
+
+from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+
+REDIS_SERVER = "/usr/bin/redis-server"
+ALICE = {"email": "alice@example.com"}
+
+
+class RedisProcess:
+    """A throwaway redis-server on a fixed free port, stoppable and restartable."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ready_by = time.monotonic() + 10
+        while time.monotonic() < ready_by:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)  # waiting for a real process to bind, not for test logic
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    """A real redis-server; skipped when missing unless running in CI."""
+    if shutil.which(REDIS_SERVER) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REDIS_SERVER} is required in CI")
+        pytest.skip(f"{REDIS_SERVER} is not installed")
+    server = RedisProcess(free_port())
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+async def redis_cache(redis_server: RedisProcess, clock: FakeClock) -> AsyncIterator[CacheBackend]:
+    """A Redis-backed cache (closed after the test)."""
+    settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
+    cache = build_cache(settings, Metrics(), clock=clock)
+    yield cache
+    await cache.close()
+
+
+def redis_enricher(
+    cache: CacheBackend, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> Enricher:
+    """An Enricher over a Redis-backed cache (one service replica)."""
+    return Enricher(
+        CacheSettings(backend="redis", jitter=0),
+        client_for=lambda _id: client,
+        cache=cache,
+        metrics=metrics,
+        clock=clock,
+    )
+
+
+async def test_two_enrichers_sharing_redis_make_one_lookup(
+    redis_server: RedisProcess, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> None:
+    """A visitor resolved by one replica costs the other replica no lookup."""
+    settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
+    first_cache = build_cache(settings, metrics, clock=clock)
+    second_cache = build_cache(settings, metrics, clock=clock)
+    try:
+        first = redis_enricher(first_cache, client, metrics, clock)
+        second = redis_enricher(second_cache, client, metrics, clock)
+        await first.enrich(integration(), event(traits=ALICE), deadline=None)
+        result = await second.enrich(integration(), event(traits=ALICE), deadline=None)
+        assert result.cache_status == "hit"
+        assert result.attributes["Persona"] == "Value Hunter"
+        assert len(client.lookups) == 1
+        # The identity map is shared too: a cookie-only event on replica two resolves by email.
+        cookie_only = await second.enrich(integration(), event(), deadline=None)
+        assert cookie_only.matched_key == "email_sha256"
+        assert len(client.lookups) == 1
+    finally:
+        await first_cache.close()
+        await second_cache.close()
+
+
+async def test_redis_keys_hold_no_raw_identifiers(
+    redis_cache: CacheBackend,
+    redis_server: RedisProcess,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """Keys written to Redis are digests under the amperity_signal:v1 prefix."""
+    enricher = redis_enricher(redis_cache, client, metrics, clock)
+    await enricher.enrich(integration(), event("anon_secret", traits=ALICE), deadline=None)
+    inspector = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = [key.decode() async for key in inspector.scan_iter()]
+    finally:
+        await inspector.aclose()
+    assert keys
+    assert all(key.startswith("amperity_signal:v1:") for key in keys)
+    assert not any("alice" in key or "anon_secret" in key for key in keys)
+
+
+async def test_redis_outage_degrades_and_recovers_after_restart(
+    redis_cache: CacheBackend,
+    redis_server: RedisProcess,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """Redis killed: enrich works, degraded and without raising; restarted: cached again."""
+    enricher = redis_enricher(redis_cache, client, metrics, clock)
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    redis_server.kill()
+    during = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert during.resolved
+    assert during.attributes["Persona"] == "Value Hunter"
+    assert not redis_cache.available
+    degraded = metrics.registry.get_sample_value(
+        "amperity_signal_enrichment_degraded_total",
+        {"integration": "acme", "cause": "cache_unavailable"},
+    )
+    assert degraded is not None
+    assert degraded >= 1
+
+    redis_server.start()
+    clock.advance(1)
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert redis_cache.available
+    lookups = len(client.lookups)
+    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert after.cache_status == "hit"
+    assert len(client.lookups) == lookups

@@ -1,0 +1,215 @@
+"""Resolution through linking keys, caching, dampening and single flight."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from amperity_signal.enrich import Enricher, MemoryStore
+from amperity_signal.enrich.messages import LINKING_KEYS_404, NOT_CONFIGURED
+from amperity_signal.metrics import Metrics
+
+from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+
+ALICE = {"email": " Alice@Example.COM "}
+ALICE_SHA = hashlib.sha256(b"alice@example.com").hexdigest()
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
+    """A metric sample, 0 when never observed."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_lookups_stop_at_the_first_match(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Linking keys are tried in order and later keys are not called after a match."""
+    result = await enricher.enrich(
+        integration(), event(user_id="cust-1", traits=ALICE), deadline=None
+    )
+    assert result.resolved
+    assert result.amperity_id == "p-alice"
+    assert result.matched_key == "email_sha256"
+    assert client.lookups == [("email_sha256", ALICE_SHA)]
+    assert result.event["partner_attrs"]["amperity"]["Persona"] == "Value Hunter"
+    assert result.event["amperity_id"] == "p-alice"
+    assert result.cache_status == "miss"
+
+
+async def test_empty_sources_are_skipped_and_no_source_means_no_lookup(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """An anonymous visitor is looked up by cookie only; a visitor with no ids costs nothing."""
+    client.add("p-anon", {"Persona": "Browser"}, device_cookie="anon_7")
+    result = await enricher.enrich(integration(), event("anon_7"), deadline=None)
+    assert client.lookups == [("device_cookie", "anon_7")]
+    assert result.matched_key == "device_cookie"
+
+    client.lookups.clear()
+    nobody = await enricher.enrich(integration(), event("", canonical_id=""), deadline=None)
+    assert client.lookups == []
+    assert not nobody.resolved
+    assert "partner_attrs" not in nobody.event or "amperity" not in nobody.event["partner_attrs"]
+
+
+async def test_second_event_of_a_resolved_visitor_costs_no_calls(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """While resolution and attributes are fresh, an event is served from the cache."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert result.cache_status == "hit"
+    assert result.attributes == {"Persona": "Value Hunter", "LifetimeTier": "Gold"}
+    assert len(client.lookups) == 1
+    assert client.gets == []
+
+
+async def test_after_the_attribute_ttl_exactly_one_get_profile(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """Expired attributes are refetched by profile id once; the resolution is still cached."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    clock.advance(60)
+    client.profiles["p-alice"]["LifetimeTier"] = "Platinum"
+    first = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    second = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert client.gets == [("p-alice", None)]
+    assert len(client.lookups) == 1
+    assert first.cache_status == "miss"
+    assert second.cache_status == "hit"
+    assert second.attributes["LifetimeTier"] == "Platinum"
+
+
+async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """50 events of an unknown visitor in the dampening window cost one round of lookups."""
+    unknown = event("anon_new", user_id="cust-404", traits={"email": "nobody@example.com"})
+    results = [await enricher.enrich(integration(), unknown, deadline=None) for _ in range(50)]
+    assert len(client.lookups) == 3
+    assert results[0].cache_status == "miss"
+    assert {r.cache_status for r in results[1:]} == {"dampened"}
+    assert LINKING_KEYS_404 in results[0].warnings
+    assert LINKING_KEYS_404 in results[-1].warnings
+    clock.advance(300)
+    await enricher.enrich(integration(), unknown, deadline=None)
+    assert len(client.lookups) == 6
+
+
+async def test_concurrent_events_of_a_new_visitor_share_one_round(
+    enricher: Enricher, client: FakeProfileClient, metrics: Metrics
+) -> None:
+    """100 concurrent enrich calls for one new visitor make one round of partner calls."""
+    client.gate = asyncio.Event()
+    calls = [
+        asyncio.create_task(enricher.enrich(integration(), event(traits=ALICE), deadline=None))
+        for _ in range(100)
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield to the event loop so every task reaches the flight
+    client.gate.set()
+    results = await asyncio.gather(*calls)
+    assert client.lookups == [("email_sha256", ALICE_SHA)]
+    assert all(r.amperity_id == "p-alice" for r in results)
+    assert (
+        sample(metrics, "amperity_signal_single_flight_joins_total", {"integration": "acme"}) == 99
+    )
+
+
+async def test_identity_map_resolves_a_cookie_only_event_through_email(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Anonymous events, then an identify with email, then a cookie-only event: via email."""
+    settings = integration(
+        linking_keys=[{"source": "email", "key": "email_sha256", "hash": "sha256"}]
+    )
+    before = await enricher.enrich(settings, event("anon_x"), deadline=None)
+    assert not before.resolved
+    assert client.lookups == []
+    identify = event("anon_x", type="identify", traits={"email": "alice@example.com"})
+    assert await enricher.remember(settings, identify)
+    after = await enricher.enrich(settings, event("anon_x"), deadline=None)
+    assert after.resolved
+    assert after.matched_key == "email_sha256"
+    assert client.lookups == [("email_sha256", ALICE_SHA)]
+    attributes, _ = await enricher.browser_attributes(settings, "anon_x", deadline=None)
+    assert attributes["Persona"] == "Value Hunter"
+    assert await enricher.identity_map.identifiers("acme", "anon_x") == {"email:sha256": ALICE_SHA}
+
+
+async def test_enrich_itself_feeds_the_identity_map(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """An enriched identify teaches the map, so the next cookie-only event resolves by email."""
+    await enricher.enrich(integration(), event("anon_y", traits=ALICE), deadline=None)
+    result = await enricher.enrich(integration(), event("anon_y"), deadline=None)
+    assert result.matched_key == "email_sha256"
+    assert result.cache_status == "hit"
+
+
+async def test_cache_keys_never_hold_raw_identifiers(
+    enricher: Enricher, store: MemoryStore
+) -> None:
+    """Backend keys are digests: no email, cookie or profile id appears in them."""
+    await enricher.enrich(integration(), event("anon_secret", traits=ALICE), deadline=None)
+    keys = store.keys()
+    assert keys
+    for key in keys:
+        assert "alice" not in key.lower()
+        assert "anon_secret" not in key
+        assert "p-alice" not in key
+        assert ALICE_SHA not in key
+
+
+async def test_unconfigured_integration_is_disabled_with_the_advice(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Without Profile API creds or linking keys enrichment is disabled and says why."""
+    result = await enricher.enrich(
+        integration(profile_api_key=None), event(traits=ALICE), deadline=None
+    )
+    assert result.cache_status == "disabled"
+    assert result.warnings == (NOT_CONFIGURED,)
+    assert client.lookups == []
+    assert await enricher.browser_attributes(
+        integration(linking_keys=[]), "anon_abc123", deadline=None
+    ) == ({}, {})
+
+
+async def test_a_vanished_profile_is_looked_up_again(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """When get_profile answers 404 for a cached resolution, the linking key is retried."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    client.add("p-merged", {"Persona": "Merged"}, email_sha256=ALICE_SHA)
+    del client.profiles["p-alice"]
+    clock.advance(61)
+    result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert result.amperity_id == "p-merged"
+    assert client.gets == [("p-alice", None)]
+    assert len(client.lookups) == 2
+
+
+@pytest.mark.parametrize("source", ["user_id", "phone"])
+async def test_remember_learns_user_id_and_phone(
+    enricher: Enricher, client: FakeProfileClient, source: str
+) -> None:
+    """user_id and traits.phone are remembered per anonymous id as well as email."""
+    keys = [
+        {"source": "user_id", "key": "customer_id"},
+        {"source": "phone", "key": "phone_sha256", "hash": "sha256"},
+    ]
+    identify_fields: dict[str, Callable[[], dict[str, Any]]] = {
+        "user_id": lambda: {"user_id": "cust-1"},
+        "phone": lambda: {"traits": {"phone": "+44 7700 900123"}},
+    }
+    phone_sha = hashlib.sha256(b"+447700900123").hexdigest()
+    client.add("p-bob", {"Persona": "Bob"}, customer_id="cust-1", phone_sha256=phone_sha)
+    settings = integration(linking_keys=keys)
+    await enricher.remember(settings, event("anon_b", **identify_fields[source]()))
+    result = await enricher.enrich(settings, event("anon_b"), deadline=None)
+    assert result.amperity_id == "p-bob"

@@ -1,0 +1,141 @@
+"""``create_gateway_app``: the HTTP → gRPC gateway as a Starlette app, wired explicitly."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import grpc.aio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from amperity_signal.gateway.backend import ChannelFactory, ServiceClient
+from amperity_signal.gateway.errors import (
+    GatewayError,
+    error_response,
+    from_rpc_error,
+    http_status_error,
+)
+from amperity_signal.gateway.metrics import LatencyMiddleware
+from amperity_signal.gateway.middleware import (
+    CorsMiddleware,
+    HeaderLimitMiddleware,
+    RateLimitMiddleware,
+)
+from amperity_signal.gateway.openapi import openapi_document
+from amperity_signal.gateway.ratelimit import TokenBuckets
+from amperity_signal.gateway.routes_api import API_METHODS, ApiEndpoints
+from amperity_signal.gateway.routes_ops import PACKAGED_STATIC_DIR, OpsEndpoints
+from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.metrics import Metrics
+
+_log = logging.getLogger(__name__)
+
+
+def _insecure_channel(target: str, settings: GatewaySettings) -> ChannelFactory:
+    # Bodies are capped well below this; the margin covers proto overhead.
+    limit = max(4 * 1024 * 1024, 4 * settings.max_batch_body_bytes)
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+    return lambda: grpc.aio.insecure_channel(target, options=options)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(http_status_error(exc.status_code, exc.detail, exc.headers))
+
+
+async def _rpc_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    error = from_rpc_error(exc)
+    if error.status >= 500:
+        _log.warning("RPC failed on %s %s: %s", request.method, request.url.path, exc.code())
+    return error_response(error)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette logs and re-raises after this answer; the caller sees no internals.
+    error = GatewayError(500, "INTERNAL", "The gateway failed unexpectedly; retry later.")
+    return error_response(error)
+
+
+def create_gateway_app(
+    *,
+    settings: GatewaySettings,
+    grpc_target: str | None = None,
+    channel_factory: ChannelFactory | None = None,
+    static_dir: Path | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """Build the gateway app.
+
+    Args:
+        settings: CORS origins, limits and deadlines.
+        grpc_target: The service's address, e.g. ``127.0.0.1:50051`` (an insecure channel).
+        channel_factory: Makes the gRPC channel instead (TLS, interceptors, tests); exactly
+            one of ``grpc_target`` and ``channel_factory`` is required.
+        static_dir: Where the demo page and browser client live: the packaged copy by
+            default, or a ``clients/browser`` checkout.
+        clock: Monotonic seconds, for rate limiting.
+        now: The current UTC time, the receive time of events without a timestamp.
+        metrics: Where to record request latency by route and status; None records nothing.
+
+    Returns:
+        The Starlette app; its lifespan closes the gRPC channel.
+    """
+    if (grpc_target is None) == (channel_factory is None):
+        raise ValueError("Pass exactly one of grpc_target and channel_factory.")
+    factory = channel_factory or _insecure_channel(str(grpc_target), settings)
+    client = ServiceClient(
+        factory, rpc_timeout=settings.rpc_timeout, deliver_timeout=settings.deliver_timeout
+    )
+    api = ApiEndpoints(client, settings, now)
+    ops = OpsEndpoints(client, openapi_document(), static_dir or PACKAGED_STATIC_DIR)
+    buckets = TokenBuckets(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+        clock,
+        settings.rate_limit_max_clients,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.close()
+
+    routes = [*api.routes(), *ops.routes()]
+    middleware = [
+        Middleware(CorsMiddleware, settings=settings, methods=API_METHODS),
+        Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes),
+        Middleware(RateLimitMiddleware, buckets=buckets),
+    ]
+    if metrics is not None:
+        known = frozenset(r.path for r in routes)
+        middleware.insert(0, Middleware(LatencyMiddleware, metrics=metrics, routes=known))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            grpc.aio.AioRpcError: _rpc_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,115 @@
+"""The gateway's only way to the service: the generated gRPC stub over one channel.
+
+The channel opens on first use (or in the app's lifespan) and closes with the app, so
+the gateway can run in its own process, next to or far from the service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from google.protobuf import json_format
+
+PIPELINE_KEY_METADATA = "x-pipeline-key"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+ChannelFactory = Callable[[], grpc.aio.Channel]
+
+
+def struct_number(value: Any) -> Any:
+    """JSON-friendly numbers: whole floats from a Struct become ints again."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: struct_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [struct_number(v) for v in value]
+    return value
+
+
+class ServiceClient:
+    """Calls the AmperityService, with a deadline on every RPC.
+
+    Args:
+        channel_factory: Makes the gRPC channel (called once, inside the event loop).
+        rpc_timeout: Deadline of BrowserProfile and health checks, in seconds.
+        deliver_timeout: Deadline of each Deliver, in seconds.
+    """
+
+    def __init__(
+        self, channel_factory: ChannelFactory, *, rpc_timeout: float, deliver_timeout: float
+    ) -> None:
+        self._channel_factory = channel_factory
+        self._rpc_timeout = rpc_timeout
+        self._deliver_timeout = deliver_timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.AmperityServiceAsyncStub | None = None
+
+    def _service(self) -> pb_grpc.AmperityServiceAsyncStub:
+        if self._stub is None:
+            self._channel = self._channel_factory()
+            self._stub = pb_grpc.AmperityServiceStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel, if it was opened."""
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = None
+        self._stub = None
+
+    async def browser_profile(self, pipeline_key: str, anonymous_id: str) -> dict[str, Any]:
+        """The allowlisted attributes of a visitor.
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        request = pb.BrowserProfileRequest(pipeline_key=pipeline_key, anonymous_id=anonymous_id)
+        response = await self._service().BrowserProfile(request, timeout=self._rpc_timeout)
+        return {k: struct_number(v) for k, v in _struct_dict(response.attributes).items()}
+
+    async def deliver(self, pipeline_key: str, event: pb.Event) -> pb.DeliverResponse:
+        """Deliver one event through the integration the pipeline key selects.
+
+        The key travels as ``x-pipeline-key`` metadata with an empty ``integration_id``.
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        request = pb.DeliverRequest(integration_id="", event=event)
+        return await self._service().Deliver(
+            request,
+            timeout=self._deliver_timeout,
+            metadata=((PIPELINE_KEY_METADATA, pipeline_key),),
+        )
+
+    async def ready(self) -> bool:
+        """Whether the service's gRPC health check answers SERVING."""
+        self._service()
+        assert self._channel is not None
+        # grpc_health ships without type information; its messages are read dynamically.
+        health: Any = importlib.import_module("grpc_health.v1.health_pb2")
+        check = self._channel.unary_unary(
+            _HEALTH_CHECK,
+            request_serializer=health.HealthCheckRequest.SerializeToString,
+            response_deserializer=health.HealthCheckResponse.FromString,
+        )
+        try:
+            response: Any = await check(
+                health.HealthCheckRequest(service=SERVICE_NAME), timeout=self._rpc_timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.status == health.HealthCheckResponse.SERVING)
+
+
+def _struct_dict(struct: Any) -> dict[str, Any]:
+    result = json_format.MessageToDict(struct)
+    return result if isinstance(result, dict) else {}

@@ -1,0 +1,225 @@
+"""Datafly's camelCase event JSON → the proto ``Event``, validating every known field.
+
+Unknown keys are ignored (Datafly events carry extras such as ``context.library``); a
+known key with the wrong type is refused with 400 naming the field. ``null`` means absent,
+and absent consent fields stay absent (proto3 ``optional``). Facts only the server can
+know — the client IP, the user agent, the ``_dfid`` cookie — come from ``RequestFacts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from google.protobuf import struct_pb2
+
+from amperity_signal.gateway.errors import InvalidFieldError
+from amperity_signal.gateway.jsonbody import check_value
+
+EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
+_GOOGLE_VALUES = frozenset({"granted", "denied"})
+# (json names, proto field): the camelCase name first, the snake_case alias second.
+_SUBMESSAGE_FIELDS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
+    "page": tuple(((n,), n) for n in ("url", "path", "referrer", "title", "search")),
+    "campaign": tuple(((n,), n) for n in ("source", "medium", "name", "term", "content")),
+    "geo": (
+        (("country",), "country"),
+        (("region",), "region"),
+        (("city",), "city"),
+        (("postalCode", "postal_code"), "postal_code"),
+    ),
+    "device": tuple(((n,), n) for n in ("type", "os", "browser")),
+}
+_GOOGLE_FIELDS = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the gateway knows about the HTTP request an event arrived on.
+
+    Attributes:
+        default_type: The event type implied by the route (``/v1/t`` → ``track``).
+        ip: The client IP address.
+        user_agent: The ``User-Agent`` header, or None when absent.
+        cookie_anonymous_id: The ``_dfid`` cookie, used when the event has no anonymousId.
+        now: The receive time, used when the event has no timestamp.
+        new_message_id: Makes a messageId for events that have none.
+    """
+
+    default_type: str
+    ip: str
+    user_agent: str | None
+    cookie_anonymous_id: str | None
+    now: datetime
+    new_message_id: Callable[[], str]
+
+
+def _get(data: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    return next((data[n] for n in names if data.get(n) is not None), None)
+
+
+def _string(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> str | None:
+    value = _get(data, names)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidFieldError(f"{path}{names[0]}", "must be a string.")
+    return value
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidFieldError(field, "must be a JSON object.")
+    return value
+
+
+def _struct(value: Any, field: str) -> struct_pb2.Struct | None:
+    data = _object(value, field)
+    if data is None:
+        return None
+    check_value(data, field)
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def _timestamp(value: Any, field: str, now: datetime) -> datetime:
+    if value is None:
+        return now
+    if not isinstance(value, str):
+        raise InvalidFieldError(field, "must be an ISO 8601 string such as 2025-01-31T12:00:00Z.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidFieldError(
+            field, "is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z."
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Event:
+    """Convert one Datafly event (parsed JSON) to the proto Event.
+
+    Args:
+        data: The parsed JSON of one event.
+        facts: The request it arrived on.
+        prefix: Prepended to field names in errors, e.g. ``batch[2].``.
+
+    Raises:
+        InvalidFieldError: Naming the first field with a wrong type or value.
+    """
+    if not isinstance(data, dict):
+        raise InvalidFieldError(prefix.rstrip(".") or "body", "an event must be a JSON object.")
+    if data.get("partner_attrs") is not None or data.get("partnerAttrs") is not None:
+        raise InvalidFieldError(f"{prefix}partnerAttrs", "is attached server-side; do not send it.")
+    event = pb.Event()
+    event_type = _string(data, ("type",), prefix) or facts.default_type
+    if event_type not in EVENT_TYPES:
+        raise InvalidFieldError(
+            f"{prefix}type", f"must be one of {', '.join(sorted(EVENT_TYPES))}."
+        )
+    event.type = event_type
+    event.event = _string(data, ("event",), prefix) or ""
+    event.message_id = _string(data, ("messageId", "message_id"), prefix) or facts.new_message_id()
+    anonymous_id = _string(data, ("anonymousId", "anonymous_id"), prefix)
+    event.anonymous_id = anonymous_id or facts.cookie_anonymous_id or ""
+    event.user_id = _string(data, ("userId", "user_id"), prefix) or ""
+    event.canonical_id = _string(data, ("canonicalId", "canonical_id"), prefix) or ""
+    if not event.anonymous_id and not event.user_id:
+        raise InvalidFieldError(
+            f"{prefix}anonymousId",
+            "an event needs an anonymousId (or the _dfid cookie) or a userId.",
+        )
+    event.timestamp.FromDatetime(_timestamp(data.get("timestamp"), f"{prefix}timestamp", facts.now))
+    for name in ("properties", "traits"):
+        struct = _struct(data.get(name), f"{prefix}{name}")
+        if struct is not None:
+            getattr(event, name).CopyFrom(struct)
+    event.context.CopyFrom(_context(data.get("context"), facts, f"{prefix}context."))
+    return event
+
+
+def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:
+    data = _object(value, path.rstrip(".")) or {}
+    context = pb.Context()
+    # The IP always comes from the connection: a page cannot claim someone else's.
+    context.ip = facts.ip
+    body_agent = _string(data, ("userAgent", "user_agent"), path)
+    context.user_agent = facts.user_agent or body_agent or ""
+    context.locale = _string(data, ("locale",), path) or ""
+    context.timezone = _string(data, ("timezone",), path) or ""
+    for name, fields in _SUBMESSAGE_FIELDS.items():
+        sub = _object(data.get(name), f"{path}{name}")
+        if sub is None:
+            continue
+        target = getattr(context, name)
+        target.SetInParent()
+        for names, proto_name in fields:
+            text = _string(sub, names, f"{path}{name}.")
+            if text is not None:
+                setattr(target, proto_name, text)
+    session = _object(data.get("session"), f"{path}session")
+    if session is not None:
+        context.session.CopyFrom(_session(session, f"{path}session."))
+    vendor_ids = _object(_get(data, ("vendorIds", "vendor_ids")), f"{path}vendorIds")
+    for key, vendor_id in (vendor_ids or {}).items():
+        if not isinstance(vendor_id, str):
+            raise InvalidFieldError(f"{path}vendorIds.{key}", "must be a string.")
+        context.vendor_ids[key] = vendor_id
+    consent = _object(data.get("consent"), f"{path}consent")
+    if consent is not None:
+        context.consent.CopyFrom(_consent(consent, f"{path}consent."))
+    return context
+
+
+def _session(data: Mapping[str, Any], path: str) -> pb.Session:
+    session = pb.Session()
+    session_id = data.get("id")
+    if isinstance(session_id, int) and not isinstance(session_id, bool):
+        session_id = str(session_id)
+    if session_id is not None and not isinstance(session_id, str):
+        raise InvalidFieldError(f"{path}id", "must be a string.")
+    session.id = session_id or ""
+    number = data.get("number")
+    if number is not None:
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise InvalidFieldError(f"{path}number", "must be a whole number, 1 or more.")
+        if number >= 2**63:
+            raise InvalidFieldError(f"{path}number", "is too large.")
+        session.number = number
+    return session
+
+
+def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:
+    consent = pb.Consent()
+    for name in ("analytics", "marketing", "functional"):
+        flag = data.get(name)
+        if flag is None:
+            continue
+        if not isinstance(flag, bool):
+            raise InvalidFieldError(f"{path}{name}", "must be true or false.")
+        setattr(consent, name, flag)
+    categories = _object(data.get("categories"), f"{path}categories")
+    for code, granted in (categories or {}).items():
+        if not isinstance(granted, bool):
+            raise InvalidFieldError(f"{path}categories.{code}", "must be true or false.")
+        consent.categories[code] = granted
+    google = _object(data.get("google"), f"{path}google")
+    if google is not None:
+        consent.google.SetInParent()
+        for name in _GOOGLE_FIELDS:
+            camel = "".join(
+                part.capitalize() if i else part for i, part in enumerate(name.split("_"))
+            )
+            mode = _get(google, (name, camel))
+            if mode is None:
+                continue
+            if not isinstance(mode, str) or mode not in _GOOGLE_VALUES:
+                raise InvalidFieldError(f"{path}google.{name}", 'must be "granted" or "denied".')
+            setattr(consent.google, name, mode)
+    return consent

@@ -1,0 +1,76 @@
+"""``EmbeddedGateway``: the gateway served inside the service's own event loop.
+
+``amperity-signal serve`` runs the gRPC service and this gateway in one process; the
+gateway still reaches the service only through the gRPC stub (over loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from amperity_signal.config import Settings
+from amperity_signal.gateway.app import create_gateway_app
+from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
+from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.metrics import Metrics
+
+
+class EmbeddedGateway:
+    """Start and stop the gateway as a task of the running loop.
+
+    Args:
+        settings: The service configuration (``server.http_address``, integrations).
+        grpc_target: Where the service listens, e.g. ``127.0.0.1:50051``.
+        metrics: Where to record ``amperity_signal_gateway_seconds``; None records nothing.
+        static_dir: Where the demo and browser client live (the packaged copy by default).
+        gateway_settings: Overrides the settings derived from ``settings``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        grpc_target: str,
+        metrics: Metrics | None = None,
+        static_dir: Path | None = None,
+        gateway_settings: GatewaySettings | None = None,
+    ) -> None:
+        self._address = settings.server.http_address
+        self._settings = gateway_settings or GatewaySettings.from_settings(settings)
+        self._grpc_target = grpc_target
+        self._metrics = metrics
+        self._static_dir = static_dir
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    async def start(self) -> str:
+        """Bind, start serving and return the bound ``host:port`` (port 0 resolved)."""
+        self._socket = bind_socket(self._address)
+        app = create_gateway_app(
+            settings=self._settings,
+            grpc_target=self._grpc_target,
+            static_dir=self._static_dir,
+            metrics=self._metrics,
+        )
+        self._server = gateway_server(app, self._settings, configure_logging=False)
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # surfaces the startup error
+                raise RuntimeError("the gateway stopped during startup")
+            await asyncio.sleep(0.01)
+        return listening_url(self._socket).removeprefix("http://")
+
+    async def stop(self) -> None:
+        """Stop accepting requests, finish the ones in flight and close the socket."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._task = self._socket = None

@@ -1,0 +1,175 @@
+"""HTTP errors of the gateway, and the one place that maps gRPC status codes to them.
+
+Every error leaves the gateway as JSON, never as a stack trace::
+
+    {"error": {"code": "UPPER_SNAKE", "message": "what to change", "field": "optional"}}
+
+The tree::
+
+    GatewayError           an HTTP status, a code and a message (optionally a field)
+    └── InvalidFieldError       400 INVALID_EVENT naming the offending JSON field
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from starlette.responses import JSONResponse
+
+# google.rpc ships without type information; its messages are read dynamically.
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_HTTP_CODES: dict[int, str] = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "BODY_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+    431: "HEADERS_TOO_LARGE",
+}
+
+
+class GatewayError(Exception):
+    """An error answered to the HTTP caller.
+
+    Args:
+        status: The HTTP status code.
+        code: An UPPER_SNAKE code clients can branch on.
+        message: What went wrong and what to change.
+        field: The offending request field, when there is one.
+        headers: Extra response headers, e.g. ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error object (the value of the top-level ``error`` key)."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidFieldError(GatewayError):
+    """A request field with the wrong type or value (400 ``INVALID_EVENT``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(400, "INVALID_EVENT", f"{field}: {message}", field=field)
+
+
+def json_response(
+    content: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """A JSON response that no cache stores (profiles and receipts are per visitor)."""
+    all_headers = {"Cache-Control": "no-store", **(headers or {})}
+    return JSONResponse(content, status_code=status, headers=all_headers)
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    """The JSON response for a gateway error."""
+    return json_response({"error": error.body()}, error.status, error.headers)
+
+
+def http_status_error(
+    status: int, detail: str | None, headers: Mapping[str, str] | None
+) -> GatewayError:
+    """A GatewayError for a Starlette ``HTTPException`` (unknown route, wrong method)."""
+    code = _HTTP_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL")
+    if status == 404:
+        message = "There is no such route; see GET /openapi.json for the gateway's routes."
+    elif status == 405:
+        allowed = (headers or {}).get("Allow", "")
+        message = f"This route does not take that method; use one of: {allowed}."
+    else:
+        message = detail or "The request could not be handled."
+    return GatewayError(status, code, message, headers=headers)
+
+
+def _rich_details(error: grpc.aio.AioRpcError) -> tuple[str | None, list[str], float | None]:
+    """The ErrorInfo reason, BadRequest fields and RetryInfo delay of a failed RPC."""
+    metadata = error.trailing_metadata() or ()
+    raw = next((v for k, v in metadata if k == _STATUS_DETAILS_KEY), None)
+    if not isinstance(raw, bytes):
+        return None, [], None
+    status_pb2: Any = importlib.import_module("google.rpc.status_pb2")
+    details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
+    reason: str | None = None
+    fields: list[str] = []
+    delay: float | None = None
+    try:
+        status = status_pb2.Status.FromString(raw)
+    except Exception:  # a garbled trailer must not turn into a 500
+        return None, [], None
+    for detail in status.details:
+        if detail.Is(details_pb2.ErrorInfo.DESCRIPTOR):
+            info = details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = str(info.reason) or None
+        elif detail.Is(details_pb2.BadRequest.DESCRIPTOR):
+            bad = details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.extend(str(v.field) for v in bad.field_violations)
+        elif detail.Is(details_pb2.RetryInfo.DESCRIPTOR):
+            retry = details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = float(retry.retry_delay.ToNanoseconds()) / 1e9
+    return reason, fields, delay
+
+
+def _retry_after(delay: float | None, default: int) -> dict[str, str]:
+    seconds = default if delay is None else max(1, math.ceil(delay))
+    return {"Retry-After": str(seconds)}
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
+    """Map a failed RPC to what the HTTP caller may see.
+
+    Only caller mistakes (INVALID_ARGUMENT, NOT_FOUND) carry the service's message; the
+    rest get a generic one, so no configuration detail of the service reaches a browser.
+    """
+    code = error.code()
+    reason, fields, delay = _rich_details(error)
+    details = error.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        field = fields[0] if fields else None
+        return GatewayError(
+            400, reason or "INVALID_EVENT", details or "Invalid event.", field=field
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        message = details or "No integration uses this pipeline key."
+        return GatewayError(404, "UNKNOWN_PIPELINE_KEY", message, field="pipeline_key")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return GatewayError(
+            429,
+            "RATE_LIMITED",
+            "Too many requests are reaching Amperity; retry after the Retry-After delay.",
+            headers=_retry_after(delay, 1),
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return GatewayError(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The service is unavailable; retry after the Retry-After delay.",
+            headers=_retry_after(delay, 1),
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return GatewayError(504, "DEADLINE_EXCEEDED", "The service did not answer in time.")
+    return GatewayError(502, "UPSTREAM_ERROR", "The service could not handle the request.")

@@ -1,0 +1,120 @@
+"""Reading a JSON request body safely: size, content type, strict JSON, sane values.
+
+Everything refused here becomes a 4xx JSON error, never a 500: oversized bodies (413),
+other media types (415), malformed or non-UTF-8 JSON, ``NaN``/``Infinity``, numbers a
+double cannot hold exactly, lone surrogates and absurd nesting (400).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+
+from amperity_signal.gateway.errors import GatewayError
+
+# text/plain is what navigator.sendBeacon may send cross-origin without a preflight.
+_JSON_MEDIA_TYPES = frozenset({"application/json", "text/plain"})
+_MAX_SAFE_INTEGER = 2**53
+MAX_DEPTH = 32
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, "BODY_TOO_LARGE", f"The request body is larger than {limit} bytes; send less."
+    )
+
+
+def _bad_json(message: str, field: str | None = None) -> GatewayError:
+    return GatewayError(400, "INVALID_JSON", message, field=field)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send a finite number or null")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body parsed as strict JSON.
+
+    Args:
+        request: The incoming request.
+        limit: The largest body accepted, in bytes.
+
+    Raises:
+        GatewayError: 413, 415 or 400 as described in the module docstring.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in _JSON_MEDIA_TYPES:
+        raise GatewayError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the body as application/json (or text/plain from navigator.sendBeacon).",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise _bad_json("The body is not UTF-8; encode JSON as UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise _bad_json(f"The body is not valid JSON ({exc.msg} at char {exc.pos}).") from None
+    except (ValueError, RecursionError) as exc:
+        raise _bad_json(f"The body is not acceptable JSON ({exc}).") from None
+    check_value(data, "")
+    return data
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def check_value(value: Any, path: str, depth: int = 0) -> None:
+    """Refuse JSON values protobuf cannot carry faithfully.
+
+    Raises:
+        GatewayError: 400 ``INVALID_JSON`` naming the field.
+    """
+    if depth > MAX_DEPTH:
+        raise _bad_json(f"The JSON is nested deeper than {MAX_DEPTH} levels.", path or None)
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INTEGER:
+            raise _bad_json(
+                f"{path or 'value'}: integers beyond ±2^53 lose precision; send it as a string.",
+                path or None,
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad_json(f"{path or 'value'}: numbers must be finite.", path or None)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_value(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = _join(path, key)
+            _check_text(key, child)
+            check_value(item, child, depth + 1)
+
+
+def _check_text(text: str, path: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad_json(
+            f"{path or 'value'}: the string holds a lone surrogate; send valid Unicode.",
+            path or None,
+        ) from None

@@ -1,0 +1,140 @@
+"""The component schemas of the gateway's OpenAPI description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def ref(name: str) -> dict[str, str]:
+    """A JSON reference to one of the component schemas."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _strings(*names: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {n: {"type": "string"} for n in names},
+        "additionalProperties": True,
+    }
+
+
+_CONSENT: dict[str, Any] = {
+    "type": "object",
+    "description": "Absent fields stay absent all the way to Amperity.",
+    "properties": {
+        "analytics": {"type": ["boolean", "null"]},
+        "marketing": {"type": ["boolean", "null"]},
+        "functional": {"type": ["boolean", "null"]},
+        "categories": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        "google": {
+            "type": "object",
+            "properties": {
+                name: {"type": ["string", "null"], "enum": ["granted", "denied", None]}
+                for name in (
+                    "ad_storage",
+                    "ad_user_data",
+                    "ad_personalization",
+                    "analytics_storage",
+                )
+            },
+        },
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "UPPER_SNAKE, stable."},
+                    "message": {"type": "string", "description": "What to change."},
+                    "field": {"type": "string", "description": "The offending field."},
+                },
+            }
+        },
+    },
+    "EnrichResponse": {
+        "type": "object",
+        "required": ["provider", "attributes"],
+        "properties": {
+            "provider": {"type": "string", "enum": ["amperity"]},
+            "attributes": {"type": "object", "description": "Only allowlisted attributes."},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "A Datafly event; unknown keys are ignored. Needs an anonymousId (or "
+        "the _dfid cookie) or a userId.",
+        "properties": {
+            "type": {
+                "type": "string",
+                "enum": ["track", "page", "identify", "screen", "group", "alias"],
+            },
+            "event": {"type": "string"},
+            "messageId": {"type": "string", "description": "Generated when absent."},
+            "anonymousId": {"type": "string"},
+            "userId": {"type": "string"},
+            "canonicalId": {"type": "string"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "properties": {"type": "object"},
+            "traits": {"type": "object"},
+            "context": {
+                "type": "object",
+                "description": "ip and userAgent are taken from the request.",
+                "properties": {
+                    "userAgent": {"type": "string"},
+                    "locale": {"type": "string"},
+                    "timezone": {"type": "string"},
+                    "page": _strings("url", "path", "referrer", "title", "search"),
+                    "campaign": _strings("source", "medium", "name", "term", "content"),
+                    "session": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": ["string", "integer"]},
+                            "number": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "geo": _strings("country", "region", "city", "postalCode"),
+                    "device": _strings("type", "os", "browser"),
+                    "vendorIds": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "consent": _CONSENT,
+                },
+            },
+        },
+    },
+    "Accepted": {
+        "type": "object",
+        "required": ["success", "messageId"],
+        "properties": {"success": {"type": "boolean"}, "messageId": {"type": "string"}},
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["batch"],
+        "properties": {"batch": {"type": "array", "maxItems": 100, "items": ref("Event")}},
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["success", "results"],
+        "properties": {
+            "success": {"type": "boolean", "description": "Whether every event was delivered."},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["messageId", "ok"],
+                    "properties": {
+                        "messageId": {"type": "string"},
+                        "ok": {"type": "boolean"},
+                        "error": {"type": "string"},
+                        "code": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+}

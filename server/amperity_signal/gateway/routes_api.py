@@ -1,0 +1,206 @@
+"""The browser-facing API: ``GET /v1/enrich`` and the collector routes.
+
+Handlers translate HTTP to the generated stub's messages and back, nothing more; gRPC
+errors propagate to the app's exception handler, which maps them (``errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc.aio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from amperity_signal.gateway.backend import ServiceClient
+from amperity_signal.gateway.convert import RequestFacts, event_from_json
+from amperity_signal.gateway.errors import GatewayError, from_rpc_error, json_response
+from amperity_signal.gateway.jsonbody import read_json
+from amperity_signal.gateway.settings import GatewaySettings
+
+PROVIDER = "amperity"
+ANONYMOUS_ID_COOKIE = "_dfid"
+ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
+COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
+_PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_MAX_ANONYMOUS_ID = 200
+API_METHODS: dict[str, tuple[str, ...]] = {
+    "/v1/enrich": ("GET",),
+    "/v1/t": ("POST",),
+    "/v1/p": ("POST",),
+    "/v1/i": ("POST",),
+    "/v1/batch": ("POST",),
+}
+
+
+def _pipeline_key(request: Request) -> str:
+    key = request.headers.get("x-pipeline-key") or request.query_params.get("pipeline_key")
+    if not key:
+        raise GatewayError(
+            400,
+            "MISSING_PIPELINE_KEY",
+            "Send the pipeline key in the X-Pipeline-Key header or the pipeline_key parameter.",
+            field="pipeline_key",
+        )
+    if not _PIPELINE_KEY.match(key):
+        raise GatewayError(
+            400,
+            "INVALID_PIPELINE_KEY",
+            "A pipeline key is 1-200 printable ASCII characters; copy it from the integration.",
+            field="pipeline_key",
+        )
+    return key
+
+
+def _refuse_other_parameters(request: Request, allowed: frozenset[str]) -> None:
+    names = sorted(set(request.query_params.keys()) - allowed)
+    if names:
+        shown = ", ".join(name[:40] for name in names[:5])
+        raise GatewayError(
+            400,
+            "PARAMETER_NOT_ALLOWED",
+            f"Unexpected query parameter(s): {shown}. Only {', '.join(sorted(allowed))} are "
+            "accepted; visitors are identified by the _dfid cookie, and emails, phones and "
+            "user ids are resolved server-side, never sent by the page.",
+            field=names[0][:40],
+        )
+    for name in allowed:
+        if len(request.query_params.getlist(name)) > 1:
+            raise GatewayError(400, "DUPLICATE_PARAMETER", f"Send {name} once.", field=name)
+
+
+class ApiEndpoints:
+    """The ``/v1`` handlers, wired to the service client and settings.
+
+    Args:
+        client: The gRPC client of the AmperityService.
+        settings: Limits for bodies and batches.
+        now: The current UTC time; the receive time of events without a timestamp.
+        new_message_id: Makes messageIds for events that have none.
+    """
+
+    def __init__(
+        self,
+        client: ServiceClient,
+        settings: GatewaySettings,
+        now: Callable[[], datetime],
+        new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._now = now
+        self._new_message_id = new_message_id
+
+    def routes(self) -> list[Route]:
+        """The routes, one per ``API_METHODS`` entry."""
+        handlers = {
+            "/v1/enrich": self.enrich,
+            "/v1/t": self.track,
+            "/v1/p": self.page,
+            "/v1/i": self.identify,
+            "/v1/batch": self.batch,
+        }
+        return [Route(path, handlers[path], methods=m) for path, m in API_METHODS.items()]
+
+    async def enrich(self, request: Request) -> Response:
+        """``GET /v1/enrich?provider=amperity``: the visitor's allowlisted attributes."""
+        _refuse_other_parameters(request, ENRICH_PARAMETERS)
+        provider = request.query_params.get("provider")
+        if provider != PROVIDER:
+            raise GatewayError(
+                400,
+                "UNKNOWN_PROVIDER",
+                f"Unknown provider; the gateway serves provider={PROVIDER}.",
+                field="provider",
+            )
+        key = _pipeline_key(request)
+        anonymous_id = request.query_params.get("anonymous_id") or request.cookies.get(
+            ANONYMOUS_ID_COOKIE
+        )
+        if not anonymous_id:
+            # A first-touch visitor has no profile yet: an empty answer, not an error.
+            return json_response({"provider": PROVIDER, "attributes": {}})
+        if len(anonymous_id) > _MAX_ANONYMOUS_ID:
+            raise GatewayError(
+                400,
+                "INVALID_ANONYMOUS_ID",
+                f"An anonymous id is at most {_MAX_ANONYMOUS_ID} characters.",
+                field="anonymous_id",
+            )
+        attributes = await self._client.browser_profile(key, anonymous_id)
+        return json_response({"provider": PROVIDER, "attributes": attributes})
+
+    async def track(self, request: Request) -> Response:
+        """``POST /v1/t``: one event, ``track`` unless it says otherwise."""
+        return await self._single(request, "track")
+
+    async def page(self, request: Request) -> Response:
+        """``POST /v1/p``: one event, ``page`` unless it says otherwise."""
+        return await self._single(request, "page")
+
+    async def identify(self, request: Request) -> Response:
+        """``POST /v1/i``: one event, ``identify`` unless it says otherwise."""
+        return await self._single(request, "identify")
+
+    def _facts(self, request: Request, default_type: str) -> RequestFacts:
+        return RequestFacts(
+            default_type=default_type,
+            ip=request.client.host if request.client else "",
+            user_agent=request.headers.get("user-agent"),
+            cookie_anonymous_id=request.cookies.get(ANONYMOUS_ID_COOKIE) or None,
+            now=self._now(),
+            new_message_id=self._new_message_id,
+        )
+
+    async def _single(self, request: Request, default_type: str) -> Response:
+        _refuse_other_parameters(request, COLLECTOR_PARAMETERS)
+        key = _pipeline_key(request)
+        data = await read_json(request, self._settings.max_body_bytes)
+        event = event_from_json(data, self._facts(request, default_type))
+        await self._client.deliver(key, event)
+        return json_response({"success": True, "messageId": event.message_id})
+
+    async def batch(self, request: Request) -> Response:
+        """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own."""
+        _refuse_other_parameters(request, COLLECTOR_PARAMETERS)
+        key = _pipeline_key(request)
+        data = await read_json(request, self._settings.max_batch_body_bytes)
+        items = data.get("batch") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise GatewayError(400, "INVALID_BATCH", 'Send {"batch": [event, ...]}.', field="batch")
+        limit = self._settings.max_batch_events
+        if len(items) > limit:
+            raise GatewayError(
+                400,
+                "BATCH_TOO_LARGE",
+                f"A batch carries at most {limit} events; split it.",
+                field="batch",
+            )
+        facts = self._facts(request, "track")
+        in_flight = asyncio.Semaphore(self._settings.batch_concurrency)
+
+        async def deliver_one(index: int, item: Any) -> dict[str, Any]:
+            given = item.get("messageId") if isinstance(item, dict) else None
+            message_id = given if isinstance(given, str) else ""
+            try:
+                event = event_from_json(item, facts, prefix=f"batch[{index}].")
+                async with in_flight:
+                    await self._client.deliver(key, event)
+            except GatewayError as error:
+                return _failed(message_id, error)
+            except grpc.aio.AioRpcError as rpc_error:
+                return _failed(event.message_id, from_rpc_error(rpc_error))
+            return {"messageId": event.message_id, "ok": True}
+
+        results = await asyncio.gather(*(deliver_one(i, item) for i, item in enumerate(items)))
+        return json_response({"success": all(r["ok"] for r in results), "results": results})
+
+
+def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:
+    return {"messageId": message_id, "ok": False, "error": error.message, "code": error.code}

@@ -1,0 +1,96 @@
+"""``run_gateway``: serve the gateway with uvicorn on a pre-bound socket (port 0 works)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from amperity_signal.gateway.app import create_gateway_app
+from amperity_signal.gateway.settings import GatewaySettings
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as a (host, port) pair.
+
+    Raises:
+        ValueError: When the address has no valid port.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port; write e.g. 127.0.0.1:8080.")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+def bind_socket(http_address: str) -> socket.socket:
+    """A listening TCP socket on ``host:port``; port 0 picks a free port."""
+    host, port = split_address(http_address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def listening_url(sock: socket.socket) -> str:
+    """The http URL a bound socket serves, e.g. ``http://127.0.0.1:8080``."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def gateway_server(
+    app: Starlette, settings: GatewaySettings, *, configure_logging: bool = True
+) -> uvicorn.Server:
+    """A uvicorn server for the app, with the gateway's header limit and proxy trust."""
+    config = uvicorn.Config(
+        app,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        server_header=False,
+        h11_max_incomplete_event_size=settings.max_header_bytes + 1024,
+        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
+        access_log=configure_logging,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+def run_gateway(
+    http_address: str,
+    grpc_target: str,
+    settings: GatewaySettings | None = None,
+    *,
+    static_dir: Path | None = None,
+) -> None:
+    """Serve the gateway until interrupted (blocking).
+
+    Prints ``gateway listening on http://HOST:PORT`` once the socket is bound, so a caller
+    that passed port 0 learns the port.
+
+    Args:
+        http_address: Where to listen, ``host:port``; port 0 picks a free port.
+        grpc_target: The AmperityService address, e.g. ``127.0.0.1:50051``.
+        settings: The gateway settings; the defaults (no CORS origins) when None.
+        static_dir: Where the demo and browser client live (the packaged copy by default).
+    """
+    gateway_settings = settings or GatewaySettings()
+    sock = bind_socket(http_address)
+    app = create_gateway_app(
+        settings=gateway_settings, grpc_target=grpc_target, static_dir=static_dir
+    )
+    server = gateway_server(app, gateway_settings)
+    print(f"gateway listening on {listening_url(sock)}", flush=True)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()

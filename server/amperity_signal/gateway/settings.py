@@ -1,0 +1,141 @@
+"""The gateway's own settings: CORS origins per pipeline key, limits and deadlines.
+
+``GatewaySettings.from_settings`` builds them from the service's configuration file
+(``[[integrations]]`` ``pipeline_key`` / ``allowed_origins``, ``[server]`` ``admin_token``),
+so one TOML file configures both processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amperity_signal.config import Settings, load_settings
+
+
+def normalise_origin(origin: str) -> str:
+    """An origin as browsers send it: lower-case, no trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the gateway knows about one pipeline key.
+
+    Attributes:
+        pipeline_key: The key pages are built with (``X-Pipeline-Key``).
+        allowed_origins: Origins (``https://shop.example.com``) allowed to call the gateway
+            cross-origin with this key, cookies included. Empty means same-origin only.
+    """
+
+    pipeline_key: str
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Limits, deadlines and CORS for the HTTP gateway.
+
+    Attributes:
+        pipelines: One entry per pipeline key; unknown keys still reach the service (which
+            answers NOT_FOUND) but never get CORS headers.
+        rate_limit_per_second: Sustained requests per second allowed per client IP.
+        rate_limit_burst: Requests a client may make at once before the rate applies.
+        rate_limit_max_clients: Client IPs tracked at once; the least recent are forgotten.
+        max_body_bytes: Largest body of a single-event route (``/v1/t``, ``/v1/p``, ``/v1/i``).
+        max_batch_body_bytes: Largest body of ``/v1/batch``.
+        max_batch_events: Most events one ``/v1/batch`` call may carry.
+        max_header_bytes: Largest total size of request header names and values.
+        rpc_timeout: Deadline, in seconds, of BrowserProfile and health RPCs.
+        deliver_timeout: Deadline, in seconds, of each Deliver RPC.
+        batch_concurrency: Deliver RPCs one batch keeps in flight at once.
+        trusted_proxies: Proxy IPs whose ``X-Forwarded-For`` is believed (uvicorn's
+            ``forwarded_allow_ips``); empty means the socket peer is the client.
+        admin_token: Bearer token for future admin routes; never printed.
+    """
+
+    pipelines: tuple[PipelineSettings, ...] = ()
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 40
+    rate_limit_max_clients: int = 100_000
+    max_body_bytes: int = 32 * 1024
+    max_batch_body_bytes: int = 256 * 1024
+    max_batch_events: int = 100
+    max_header_bytes: int = 16 * 1024
+    rpc_timeout: float = 2.0
+    deliver_timeout: float = 5.0
+    batch_concurrency: int = 8
+    trusted_proxies: tuple[str, ...] = ()
+    admin_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        """Reject limits that would make the gateway refuse everything or nothing."""
+        positive = {
+            "rate_limit_per_second": self.rate_limit_per_second,
+            "rate_limit_burst": self.rate_limit_burst,
+            "rate_limit_max_clients": self.rate_limit_max_clients,
+            "max_body_bytes": self.max_body_bytes,
+            "max_batch_body_bytes": self.max_batch_body_bytes,
+            "max_batch_events": self.max_batch_events,
+            "max_header_bytes": self.max_header_bytes,
+            "rpc_timeout": self.rpc_timeout,
+            "deliver_timeout": self.deliver_timeout,
+            "batch_concurrency": self.batch_concurrency,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"GatewaySettings.{name} must be positive, got {value!r}.")
+        keys = [p.pipeline_key for p in self.pipelines]
+        if len(keys) != len(set(keys)):
+            raise ValueError("GatewaySettings.pipelines lists a pipeline_key twice.")
+
+    def allowed_origins(self, pipeline_key: str | None) -> frozenset[str]:
+        """The normalised origins allowed for a key; for no key, those of every key.
+
+        A preflight cannot carry the ``X-Pipeline-Key`` value, so it is checked against the
+        union; the request that follows is checked against its own key.
+        """
+        pipelines = [
+            p for p in self.pipelines if pipeline_key is None or p.pipeline_key == pipeline_key
+        ]
+        return frozenset(normalise_origin(o) for p in pipelines for o in p.allowed_origins)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> GatewaySettings:
+        """The gateway settings for a validated service configuration.
+
+        Args:
+            settings: The service configuration (``amperity_signal.config.Settings``).
+            **overrides: Any other ``GatewaySettings`` field, e.g. ``rate_limit_per_second``.
+        """
+        pipelines = tuple(
+            PipelineSettings(i.pipeline_key, tuple(i.allowed_origins))
+            for i in settings.integrations
+        )
+        token = settings.server.admin_token
+        values: dict[str, Any] = {
+            "pipelines": pipelines,
+            "admin_token": token.get_secret_value() if token is not None else None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> GatewaySettings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def settings_from_config(settings: Settings, **overrides: Any) -> GatewaySettings:
+    """The gateway settings for a service configuration (``GatewaySettings.from_settings``)."""
+    return GatewaySettings.from_settings(settings, **overrides)
+
+
+def load_gateway_settings(path: str | Path, **overrides: Any) -> GatewaySettings:
+    """Read the service's TOML configuration and derive the gateway settings from it.
+
+    Raises:
+        ConfigError: When the configuration file has problems (all of them are listed).
+    """
+    return GatewaySettings.from_settings(load_settings(path), **overrides)

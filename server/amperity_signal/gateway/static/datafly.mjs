@@ -1,0 +1,289 @@
+// datafly.js: the browser piece of Datafly Signal with Amperity personalisation.
+//
+// Collects page/track/identify events into batches for the gateway's /v1/batch, keeps the
+// visitor's anonymous id in the first-party _dfid cookie, and hydrates profile.amperity
+// from GET /v1/enrich?provider=amperity. Dependency-free; no build step is needed for the
+// ES module, and build.mjs wraps this same source into dist/datafly.js for <script> tags.
+
+const COOKIE_NAME = '_dfid';
+const COOKIE_MAX_AGE = 365 * 24 * 60 * 60;
+const USER_ID_KEY = '_dfuid';
+const FLUSH_DELAY_MS = 200;
+const FLUSH_SIZE = 10;
+const MAX_BATCH = 100;
+const MAX_QUEUE = 1000;
+const MAX_ATTEMPTS = 3;
+const KEEPALIVE_LIMIT = 60000;
+const UTM = ['source', 'medium', 'campaign', 'term', 'content'];
+
+function uuid() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  const b = new Uint8Array(16);
+  if (c && c.getRandomValues) c.getRandomValues(b);
+  else for (let i = 0; i < 16; i += 1) b[i] = Math.floor(Math.random() * 256);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function readCookie(name) {
+  const parts = (globalThis.document ? document.cookie : '').split(';');
+  for (const part of parts) {
+    const [key, ...rest] = part.trim().split('=');
+    if (key === name) return decodeURIComponent(rest.join('='));
+  }
+  return null;
+}
+
+function writeCookie(name, value) {
+  if (!globalThis.document) return;
+  const secure = globalThis.location && location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie =
+    `${name}=${encodeURIComponent(value)}; Max-Age=${COOKIE_MAX_AGE}; Path=/; SameSite=Lax${secure}`;
+}
+
+function storage() {
+  try {
+    return globalThis.localStorage || null;
+  } catch {
+    return null; // storage can throw when disabled by the browser
+  }
+}
+
+function trimSlash(url) {
+  return (url || '').replace(/\/+$/, '');
+}
+
+function sameOrigin(url) {
+  if (!globalThis.location) return true;
+  try {
+    return new URL(url, location.href).origin === location.origin;
+  } catch {
+    return false;
+  }
+}
+
+function pageContext() {
+  if (!globalThis.location) return {};
+  const page = {
+    url: location.href,
+    path: location.pathname,
+    referrer: globalThis.document ? document.referrer : '',
+    title: globalThis.document ? document.title : '',
+    search: location.search,
+  };
+  const params = new URLSearchParams(location.search);
+  const campaign = {};
+  for (const key of UTM) {
+    const value = params.get(`utm_${key}`);
+    if (value) campaign[key === 'campaign' ? 'name' : key] = value;
+  }
+  const context = { page };
+  if (Object.keys(campaign).length) context.campaign = campaign;
+  if (globalThis.navigator && navigator.language) context.locale = navigator.language;
+  try {
+    context.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  } catch {
+    // no Intl time zone support: leave it out
+  }
+  return context;
+}
+
+/**
+ * Create an independent datafly instance (the exported `datafly` is one of these).
+ * @returns {object} The instance: init, page, track, identify, consent, flush,
+ *   onProfileReady, refreshProfile and profile.
+ */
+export function createDatafly() {
+  const state = {
+    config: null,
+    queue: [],
+    timer: null,
+    inFlight: new Set(),
+    anonymousId: null,
+    userId: null,
+    consent: null,
+    profileReady: null,
+    resolveReady: null,
+  };
+  const api = { profile: {} };
+  state.profileReady = new Promise((resolve) => {
+    state.resolveReady = resolve;
+  });
+
+  function collectorUrl(path, withKey) {
+    const base = trimSlash(state.config.endpoint);
+    const key = withKey ? `?pipeline_key=${encodeURIComponent(state.config.pipelineKey)}` : '';
+    return `${base}${path}${key}`;
+  }
+
+  function enqueue(event) {
+    if (!state.config) throw new Error('datafly: call datafly.init({...}) first');
+    const context = pageContext();
+    if (state.consent) context.consent = state.consent;
+    const full = {
+      messageId: uuid(),
+      timestamp: new Date().toISOString(),
+      anonymousId: state.anonymousId,
+      ...event,
+      context: { ...context, ...(event.context || {}) },
+    };
+    if (state.userId) full.userId = state.userId;
+    state.queue.push(full);
+    if (state.queue.length > MAX_QUEUE) state.queue.splice(0, state.queue.length - MAX_QUEUE);
+    if (state.queue.length >= FLUSH_SIZE) api.flush();
+    else if (!state.timer) state.timer = setTimeout(() => api.flush(), FLUSH_DELAY_MS);
+  }
+
+  async function send(events, attempt) {
+    const body = JSON.stringify({ batch: events });
+    try {
+      const response = await fetch(collectorUrl('/v1/batch', false), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
+        body,
+        credentials: 'include',
+        keepalive: body.length < KEEPALIVE_LIMIT,
+      });
+      if (response.status === 429 || response.status >= 500) throw new Error(`HTTP ${response.status}`);
+    } catch (error) {
+      if (attempt + 1 >= MAX_ATTEMPTS) return;
+      await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+      await send(events, attempt + 1);
+    }
+  }
+
+  function beacon() {
+    if (!state.config || !state.queue.length) return;
+    clearTimeout(state.timer);
+    state.timer = null;
+    while (state.queue.length) {
+      const events = state.queue.splice(0, MAX_BATCH);
+      const body = JSON.stringify({ batch: events });
+      const url = collectorUrl('/v1/batch', true);
+      // Cross-origin beacons must use a CORS-safelisted type; the gateway reads both as JSON.
+      const type = sameOrigin(url) ? 'application/json' : 'text/plain;charset=UTF-8';
+      const sent = globalThis.navigator && typeof navigator.sendBeacon === 'function'
+        && navigator.sendBeacon(url, new Blob([body], { type }));
+      if (!sent) {
+        fetch(url, {
+          method: 'POST', headers: { 'Content-Type': type }, body, credentials: 'include', keepalive: true,
+        }).catch(() => {});
+      }
+    }
+  }
+
+  async function fetchProfile() {
+    const enrich = state.config.enrich;
+    if (!enrich) return api.profile.amperity || {};
+    const base = trimSlash(enrich.endpoint || state.config.endpoint);
+    await Promise.all((enrich.providers || ['amperity']).map(async (provider) => {
+      try {
+        const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
+        const response = await fetch(`${base}/v1/enrich?${query}`, {
+          headers: { 'X-Pipeline-Key': state.config.pipelineKey },
+          credentials: 'include',
+          cache: 'no-store',
+        });
+        if (!response.ok) return;
+        const data = await response.json();
+        if (data && typeof data.attributes === 'object' && data.attributes !== null) {
+          api.profile[provider] = data.attributes;
+        }
+      } catch {
+        // a failed lookup leaves the profile as it was; the page renders its default
+      }
+    }));
+    return api.profile.amperity || {};
+  }
+
+  /**
+   * Configure the instance, set the _dfid cookie and start the first profile fetch.
+   * @param {{pipelineKey: string, endpoint?: string,
+   *   enrich?: {endpoint?: string, providers?: string[]}}} options
+   * @returns {object} This instance.
+   */
+  api.init = (options) => {
+    if (!options || !options.pipelineKey) throw new Error('datafly.init: pipelineKey is required');
+    state.config = {
+      pipelineKey: options.pipelineKey,
+      endpoint: options.endpoint || (globalThis.location ? location.origin : ''),
+      enrich: options.enrich || null,
+    };
+    state.anonymousId = readCookie(COOKIE_NAME) || uuid();
+    writeCookie(COOKIE_NAME, state.anonymousId); // refreshes the one-year expiry
+    const store = storage();
+    state.userId = store ? store.getItem(USER_ID_KEY) : null;
+    if (globalThis.addEventListener) {
+      globalThis.addEventListener('pagehide', beacon);
+      if (globalThis.document) {
+        document.addEventListener('visibilitychange', () => {
+          if (document.visibilityState === 'hidden') beacon();
+        });
+      }
+    }
+    fetchProfile().then(state.resolveReady);
+    return api;
+  };
+
+  /** Record a page view. */
+  api.page = (name, properties) => {
+    const props = { ...(properties || {}) };
+    if (name && props.name === undefined) props.name = name;
+    enqueue({ type: 'page', properties: props });
+  };
+
+  /** Record a named event. */
+  api.track = (event, properties) => {
+    enqueue({ type: 'track', event, properties: { ...(properties || {}) } });
+  };
+
+  /** Attach a user id (kept for later visits) and send the traits. */
+  api.identify = (userId, traits) => {
+    if (userId) {
+      state.userId = String(userId);
+      const store = storage();
+      if (store) store.setItem(USER_ID_KEY, state.userId);
+    }
+    enqueue({ type: 'identify', traits: { ...(traits || {}) } });
+  };
+
+  /** Set (merge) the visitor's consent; it rides on every later event's context. */
+  api.consent = (consent) => {
+    const merged = { ...(state.consent || {}), ...(consent || {}) };
+    if (consent && consent.google) merged.google = { ...((state.consent || {}).google || {}), ...consent.google };
+    state.consent = merged;
+  };
+
+  /** Send every queued event now; resolves when they (and earlier sends) are answered. */
+  api.flush = () => {
+    clearTimeout(state.timer);
+    state.timer = null;
+    while (state.queue.length) {
+      const sending = send(state.queue.splice(0, MAX_BATCH), 0);
+      state.inFlight.add(sending);
+      sending.finally(() => state.inFlight.delete(sending));
+    }
+    return Promise.all([...state.inFlight]).then(() => undefined);
+  };
+
+  /** Resolves with profile.amperity ({} when none) once the first lookup is done, even a failed one. */
+  api.onProfileReady = () => state.profileReady;
+
+  /** Flush pending events (so an identify reaches the server), then fetch the profile again. */
+  api.refreshProfile = async () => {
+    if (!state.config) throw new Error('datafly: call datafly.init({...}) first');
+    await api.flush();
+    return fetchProfile();
+  };
+
+  /** The visitor's anonymous id (the _dfid cookie), after init. */
+  api.anonymousId = () => state.anonymousId;
+
+  return api;
+}
+
+export const datafly = createDatafly();
+export default datafly;

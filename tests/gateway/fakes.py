@@ -1,0 +1,157 @@
+"""A fake AmperityService on a real grpc.aio server: canned profiles, recorded deliveries."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from google.protobuf import any_pb2, struct_pb2
+
+KNOWN_KEY = "pk_test"
+KNOWN_VISITOR = "visitor-known"
+CANNED_ATTRIBUTES: dict[str, Any] = {"Persona": "Value Hunter", "LifetimeTier": "Gold", "Orders": 7}
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+
+# google.rpc and grpc_health ship without type information; load them dynamically.
+_status_pb2: Any = importlib.import_module("google.rpc.status_pb2")
+_details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
+_health_pb2: Any = importlib.import_module("grpc_health.v1.health_pb2")
+_health_grpc: Any = importlib.import_module("grpc_health.v1.health_pb2_grpc")
+_health_async: Any = importlib.import_module("grpc_health.v1._async")
+
+
+def rich_trailer(code: grpc.StatusCode, message: str, *details: Any) -> tuple[tuple[str, bytes]]:
+    """The ``grpc-status-details-bin`` trailer for a status with packed details."""
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    status = _status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+@dataclass
+class Delivered:
+    """One Deliver call as the fake received it."""
+
+    request: pb.DeliverRequest
+    metadata: dict[str, str]
+
+
+@dataclass
+class FakeAmperityService(pb_grpc.AmperityServiceServicer):
+    """Knows one pipeline key; visitors it has seen identified get the canned attributes.
+
+    Events named ``fail:<STATUS>`` make Deliver fail with that status and rich details.
+    """
+
+    delivered: list[Delivered] = field(default_factory=list)
+    profile_requests: list[pb.BrowserProfileRequest] = field(default_factory=list)
+    identified: set[str] = field(default_factory=lambda: {KNOWN_VISITOR})
+
+    async def BrowserProfile(  # noqa: N802 - the RPC name is fixed by the contract
+        self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BrowserProfileResponse:
+        """Canned attributes for identified visitors of the known key, NOT_FOUND for others."""
+        self.profile_requests.append(request)
+        if request.pipeline_key != KNOWN_KEY:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no integration uses that key")
+        if request.anonymous_id == "visitor-slow":
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")
+        attributes = struct_pb2.Struct()
+        if request.anonymous_id in self.identified:
+            attributes.update(CANNED_ATTRIBUTES)
+        return pb.BrowserProfileResponse(provider="amperity", attributes=attributes)
+
+    async def Deliver(  # noqa: N802
+        self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverResponse:
+        """Records the call; fails as the event name asks; remembers identified visitors."""
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        if metadata.get("x-pipeline-key") != KNOWN_KEY:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no integration uses that key")
+        name = request.event.event
+        if name.startswith("fail:"):
+            await self._fail(context, grpc.StatusCode[name.removeprefix("fail:")])
+        self.delivered.append(Delivered(request, metadata))
+        if request.event.type == "identify" and request.event.user_id:
+            self.identified.add(request.event.anonymous_id)
+        return pb.DeliverResponse(message_id=request.event.message_id, amperity_type="track")
+
+    async def Enrich(  # noqa: N802
+        self, request: pb.EnrichRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EnrichResponse:
+        """Not used by the gateway."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never calls Enrich")
+
+    async def DeliverStream(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[pb.DeliverStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.DeliverStreamResponse]:
+        """Not used by the gateway."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never streams")
+        yield pb.DeliverStreamResponse()  # pragma: no cover - makes this a generator
+
+    async def WatchDeliveries(  # noqa: N802
+        self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
+        """Not used by the gateway."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never watches")
+        yield pb.WatchDeliveriesResponse()  # pragma: no cover - makes this a generator
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode
+    ) -> None:
+        details: list[Any] = [_details_pb2.ErrorInfo(reason=f"FAKE_{code.name}", domain="test")]
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            violation = _details_pb2.BadRequest.FieldViolation(
+                field="properties.price", description="must be a number"
+            )
+            details.append(_details_pb2.BadRequest(field_violations=[violation]))
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+            retry = _details_pb2.RetryInfo()
+            retry.retry_delay.FromSeconds(7)
+            details.append(retry)
+        message = f"fake failure {code.name}"
+        await context.abort(code, message, trailing_metadata=rich_trailer(code, message, *details))
+
+
+@dataclass
+class RunningService:
+    """The fake service, its server and its address."""
+
+    fake: FakeAmperityService
+    server: grpc.aio.Server
+    target: str
+    health: Any
+
+    async def set_serving(self, serving: bool) -> None:
+        """Flip the health status of the AmperityService."""
+        status = (
+            _health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else (_health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        await self.health.set(SERVICE_NAME, status)
+
+
+async def start_fake_service() -> RunningService:
+    """Start the fake on 127.0.0.1:0 with a health service that says SERVING."""
+    fake = FakeAmperityService()
+    server = grpc.aio.server()
+    pb_grpc.add_AmperityServiceServicer_to_server(fake, server)
+    health = _health_async.HealthServicer()
+    _health_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    running = RunningService(fake, server, f"127.0.0.1:{port}", health)
+    await running.set_serving(True)
+    return running

@@ -1,0 +1,121 @@
+"""The demo storefront in headless Chromium against a real uvicorn gateway and fake service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from amperity_signal.gateway import create_gateway_app
+from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
+from playwright.async_api import Response, async_playwright
+
+from .conftest import gateway_settings
+from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing; CI must install Debian's chromium package.")
+    pytest.skip(f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture
+async def gateway_url(service: RunningService) -> AsyncIterator[str]:
+    """The gateway served by uvicorn on 127.0.0.1:0, the demo from clients/browser."""
+    settings = gateway_settings()
+    app = create_gateway_app(
+        settings=settings, grpc_target=service.target, static_dir=REPO / "clients" / "browser"
+    )
+    sock = bind_socket("127.0.0.1:0")
+    server = gateway_server(app, settings, configure_logging=False)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "the gateway failed to start"
+            await asyncio.sleep(0.01)
+        yield listening_url(sock)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_demo_page_personalises_after_identify(
+    gateway_url: str, service: RunningService
+) -> None:
+    """First visit resolves {} via GET /v1/enrich; after identify the hero turns promo."""
+    _require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    network: list[tuple[str, str, int]] = []
+
+    def record(response: Response) -> None:
+        network.append((response.request.method, response.url, response.status))
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page()
+            page.on("response", record)
+            await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}&utm_source=news")
+            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            ready: Any = await page.evaluate("window.datafly.onProfileReady()")
+            assert ready == {}
+            assert await page.evaluate("window.datafly.profile.amperity") == {}
+            assert await page.get_attribute("#hero", "data-variant") == "default"
+            enrich = [n for n in network if "/v1/enrich?provider=amperity" in n[1]]
+            assert enrich
+            assert enrich[0][0] == "GET"
+            assert enrich[0][2] == 200
+            await page.screenshot(path=str(ARTIFACTS / "demo-first-visit.png"), full_page=True)
+
+            await page.click("#view-product")
+            await page.click("#add-to-cart")
+            await page.click("#identify")
+            await page.wait_for_selector("body[data-state=refreshed]", timeout=10_000)
+            profile: Any = await page.evaluate("window.datafly.profile.amperity")
+            assert profile == CANNED_ATTRIBUTES
+            assert await page.get_attribute("#hero", "data-variant") == "promo"
+            await page.screenshot(path=str(ARTIFACTS / "demo-identified.png"), full_page=True)
+            cookies = await page.context.cookies()
+        finally:
+            await browser.close()
+
+    dfid = next(c for c in cookies if c.get("name") == "_dfid")
+    assert dfid.get("sameSite") == "Lax"
+    events = [d.request.event for d in service.fake.delivered]
+    # One batch's events are delivered concurrently, so only the multiset is fixed.
+    assert sorted(e.type for e in events) == ["identify", "page", "track", "track"]
+    assert {e.anonymous_id for e in events} == {dfid.get("value")}
+    (identify,) = (e for e in events if e.type == "identify")
+    (page_view,) = (e for e in events if e.type == "page")
+    assert identify.user_id == "user-123"
+    assert identify.traits["email"] == "alice@example.com"
+    assert page_view.context.page.path == "/demo/"
+    assert page_view.context.campaign.source == "news"
+    assert page_view.context.user_agent
+    batches = [n for n in network if n[1].endswith("/v1/batch")]
+    assert batches
+    assert all(status == 200 for _, _, status in batches)

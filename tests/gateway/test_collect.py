@@ -1,0 +1,293 @@
+"""The collector routes: /v1/t, /v1/p, /v1/i and /v1/batch, through Deliver."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
+from .fakes import KNOWN_KEY, RunningService
+
+KEY = {"X-Pipeline-Key": KNOWN_KEY}
+EVENT: dict[str, Any] = {
+    "event": "Product Viewed",
+    "anonymousId": "anon-1",
+    "messageId": "m-1",
+    "timestamp": "2025-01-30T10:00:00.000Z",
+    "properties": {"product_id": "SKU-1", "price": 89.5},
+}
+
+
+async def test_track_is_delivered_with_the_key_in_metadata(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """POST /v1/t delivers a track with integration_id "" and x-pipeline-key metadata."""
+    response = await gateway.post("/v1/t", json=EVENT, headers=KEY)
+    assert response.status_code == 200
+    assert response.json() == {"success": True, "messageId": "m-1"}
+    (delivered,) = service.fake.delivered
+    assert delivered.request.integration_id == ""
+    assert delivered.metadata["x-pipeline-key"] == KNOWN_KEY
+    event = delivered.request.event
+    assert (event.type, event.event, event.anonymous_id) == ("track", "Product Viewed", "anon-1")
+    assert event.timestamp.ToJsonString() == "2025-01-30T10:00:00Z"
+    assert dict(event.properties) == {"product_id": "SKU-1", "price": 89.5}
+
+
+@pytest.mark.parametrize(("route", "expected"), [("/v1/p", "page"), ("/v1/i", "identify")])
+async def test_route_sets_the_default_type(
+    gateway: httpx.AsyncClient, service: RunningService, route: str, expected: str
+) -> None:
+    """/v1/p defaults to page and /v1/i to identify."""
+    response = await gateway.post(route, json={"anonymousId": "a", "userId": "u"}, headers=KEY)
+    assert response.status_code == 200
+    assert service.fake.delivered[-1].request.event.type == expected
+
+
+async def test_server_fills_ip_user_agent_cookie_id_message_id_and_time(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """IP, User-Agent, _dfid fallback, a uuid messageId and receive time come from the server."""
+    headers = {**KEY, "User-Agent": "Mozilla/5.0 test", "Cookie": "_dfid=cookie-anon"}
+    body = {"context": {"ip": "10.9.9.9", "userAgent": "spoofed"}}
+    response = await gateway.post("/v1/t", json=body, headers=headers)
+    assert response.status_code == 200
+    event = service.fake.delivered[-1].request.event
+    assert event.context.ip == CLIENT_IP
+    assert event.context.user_agent == "Mozilla/5.0 test"
+    assert event.anonymous_id == "cookie-anon"
+    assert len(event.message_id) == 36
+    assert response.json()["messageId"] == event.message_id
+    assert event.timestamp.ToJsonString() == "2025-01-31T12:00:00Z"
+
+
+async def test_full_context_and_partial_consent_convert(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A camelCase context converts field by field; absent consent fields stay absent."""
+    context = {
+        "page": {
+            "url": "https://shop/p?x=1",
+            "path": "/p",
+            "referrer": "r",
+            "title": "T",
+            "search": "?x=1",
+        },
+        "campaign": {"source": "news", "medium": "email", "name": "spring"},
+        "locale": "en-GB",
+        "timezone": "Europe/London",
+        "session": {"id": "s-1", "number": 3},
+        "device": {"type": "mobile", "os": "iOS", "browser": "Safari"},
+        "geo": {"country": "GB", "postalCode": "SW1A"},
+        "vendorIds": {"fbp": "fb.1.2", "gclid": "g-1"},
+        "consent": {
+            "analytics": True,
+            "categories": {"C0002": False},
+            "google": {"ad_storage": "denied"},
+        },
+        "library": {"name": "datafly.js"},
+    }
+    await gateway.post("/v1/t", json={**EVENT, "context": context}, headers=KEY)
+    ctx = service.fake.delivered[-1].request.event.context
+    assert (ctx.page.url, ctx.page.search, ctx.page.title) == ("https://shop/p?x=1", "?x=1", "T")
+    assert (ctx.campaign.source, ctx.campaign.name) == ("news", "spring")
+    assert (ctx.locale, ctx.timezone) == ("en-GB", "Europe/London")
+    assert (ctx.session.id, ctx.session.number) == ("s-1", 3)
+    assert (ctx.device.type, ctx.geo.postal_code) == ("mobile", "SW1A")
+    assert dict(ctx.vendor_ids) == {"fbp": "fb.1.2", "gclid": "g-1"}
+    consent = ctx.consent
+    assert consent.HasField("analytics")
+    assert consent.analytics is True
+    assert not consent.HasField("marketing")
+    assert not consent.HasField("functional")
+    assert dict(consent.categories) == {"C0002": False}
+    assert consent.google.HasField("ad_storage")
+    assert consent.google.ad_storage == "denied"
+    assert not consent.google.HasField("analytics_storage")
+
+
+async def test_absent_consent_stays_absent(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """An event without consent delivers a context without a consent message."""
+    await gateway.post("/v1/t", json=EVENT, headers=KEY)
+    assert not service.fake.delivered[-1].request.event.context.HasField("consent")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**EVENT, "userId": 42}, "userId"),
+        ({**EVENT, "type": "purchase"}, "type"),
+        ({**EVENT, "timestamp": "yesterday"}, "timestamp"),
+        ({**EVENT, "properties": [1, 2]}, "properties"),
+        ({**EVENT, "context": {"consent": {"marketing": "yes"}}}, "context.consent.marketing"),
+        (
+            {**EVENT, "context": {"consent": {"google": {"ad_storage": "ok"}}}},
+            "context.consent.google.ad_storage",
+        ),
+        ({**EVENT, "context": {"session": {"number": 1.5}}}, "context.session.number"),
+        ({**EVENT, "context": {"vendorIds": {"fbp": 1}}}, "context.vendorIds.fbp"),
+        ({**EVENT, "partner_attrs": {"amperity": {}}}, "partnerAttrs"),
+        ({"event": "no visitor"}, "anonymousId"),
+        ({**EVENT, "properties": {"big": 2**60}}, "properties.big"),
+        ([EVENT], "body"),
+    ],
+)
+async def test_bad_event_fields_are_named_in_a_400(
+    gateway: httpx.AsyncClient, service: RunningService, body: Any, field: str
+) -> None:
+    """A known field with the wrong type answers 400 naming it; nothing is delivered."""
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+    assert service.fake.delivered == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b'{"properties": {"x": NaN}}',
+        b'{"x": Infinity}',
+        b"\xff\xfe",
+        b'{"x": 1e999}',
+        b'{"x": "\\ud800"}',
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
+async def test_bad_json_is_a_400(gateway: httpx.AsyncClient, raw: bytes) -> None:
+    """Malformed JSON, non-finite numbers, lone surrogates and deep nesting answer 400."""
+    response = await gateway.post(
+        "/v1/t", content=raw, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "INVALID_JSON"
+
+
+async def test_oversized_body_is_413(gateway: httpx.AsyncClient) -> None:
+    """A single event over 32 KB answers 413 JSON."""
+    body = {**EVENT, "properties": {"blob": "x" * 40_000}}
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "BODY_TOO_LARGE"
+
+
+async def test_wrong_content_type_is_415(gateway: httpx.AsyncClient) -> None:
+    """A form post answers 415; text/plain (sendBeacon) is read as JSON."""
+    form = await gateway.post("/v1/t", data={"event": "x"}, headers=KEY)
+    assert form.status_code == 415
+    assert form.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    beacon = await gateway.post(
+        f"/v1/t?pipeline_key={KNOWN_KEY}",
+        content=json.dumps(EVENT),
+        headers={"Content-Type": "text/plain;charset=UTF-8"},
+    )
+    assert beacon.status_code == 200
+
+
+async def test_wrong_method_is_405(gateway: httpx.AsyncClient) -> None:
+    """GET on a collector route answers 405 JSON with Allow."""
+    response = await gateway.get("/v1/t", headers=KEY)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "POST" in response.headers["allow"]
+
+
+async def test_unknown_key_on_collector_is_404(gateway: httpx.AsyncClient) -> None:
+    """Deliver's NOT_FOUND for an unknown key answers 404."""
+    response = await gateway.post("/v1/t", json=EVENT, headers={"X-Pipeline-Key": "pk_nope"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "UNKNOWN_PIPELINE_KEY"
+
+
+@pytest.mark.parametrize(
+    ("status", "http", "code", "retry_after"),
+    [
+        ("INVALID_ARGUMENT", 400, "FAKE_INVALID_ARGUMENT", None),
+        ("UNAVAILABLE", 503, "SERVICE_UNAVAILABLE", "7"),
+        ("RESOURCE_EXHAUSTED", 429, "RATE_LIMITED", "7"),
+        ("DEADLINE_EXCEEDED", 504, "DEADLINE_EXCEEDED", None),
+        ("PERMISSION_DENIED", 502, "UPSTREAM_ERROR", None),
+        ("INTERNAL", 502, "UPSTREAM_ERROR", None),
+    ],
+)
+async def test_grpc_errors_map_to_http(
+    gateway: httpx.AsyncClient, status: str, http: int, code: str, retry_after: str | None
+) -> None:
+    """Each gRPC status maps to its HTTP status; RetryInfo becomes Retry-After."""
+    response = await gateway.post("/v1/t", json={**EVENT, "event": f"fail:{status}"}, headers=KEY)
+    assert response.status_code == http
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert response.headers.get("retry-after") == retry_after
+    if http == 502:
+        assert "fake failure" not in error["message"]
+    if status == "INVALID_ARGUMENT":
+        assert error["field"] == "properties.price"
+
+
+async def test_batch_answers_each_event(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A batch delivers good events and reports bad ones by messageId, in order."""
+    batch = [
+        {**EVENT, "messageId": "b-1"},
+        {**EVENT, "messageId": "b-2", "userId": 7},
+        {**EVENT, "messageId": "b-3", "event": "fail:UNAVAILABLE"},
+        {"type": "identify", "userId": "user-1", "messageId": "b-4", "traits": {"email": "a@b"}},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False
+    assert [(r["messageId"], r["ok"]) for r in body["results"]] == [
+        ("b-1", True),
+        ("b-2", False),
+        ("b-3", False),
+        ("b-4", True),
+    ]
+    assert "userId" in body["results"][1]["error"]
+    assert body["results"][2]["code"] == "SERVICE_UNAVAILABLE"
+    assert sorted(d.request.event.message_id for d in service.fake.delivered) == ["b-1", "b-4"]
+
+
+async def test_batch_of_good_events_succeeds(gateway: httpx.AsyncClient) -> None:
+    """All events delivered answers success true."""
+    response = await gateway.post("/v1/batch", json={"batch": [EVENT, EVENT]}, headers=KEY)
+    assert response.json()["success"] is True
+
+
+async def test_batch_limits(gateway: httpx.AsyncClient) -> None:
+    """More than 100 events, a non-list batch and a body over 256 KB are refused."""
+    too_many = await gateway.post("/v1/batch", json={"batch": [EVENT] * 101}, headers=KEY)
+    assert too_many.json()["error"]["code"] == "BATCH_TOO_LARGE"
+    not_list = await gateway.post("/v1/batch", json={"batch": EVENT}, headers=KEY)
+    assert not_list.json()["error"]["code"] == "INVALID_BATCH"
+    huge = {"batch": [{**EVENT, "properties": {"b": "x" * 3000}}] * 90}
+    too_big = await gateway.post("/v1/batch", json=huge, headers=KEY)
+    assert too_big.status_code == 413
+
+
+async def test_collector_cors_for_allowed_origin(gateway: httpx.AsyncClient) -> None:
+    """A collector post from the allowed origin carries credentialed CORS headers."""
+    response = await gateway.post(
+        "/v1/batch", json={"batch": [EVENT]}, headers={**KEY, "Origin": SHOP_ORIGIN}
+    )
+    assert response.headers["access-control-allow-origin"] == SHOP_ORIGIN
+    preflight = await gateway.options(
+        f"/v1/batch?pipeline_key={KNOWN_KEY}",
+        headers={"Origin": SHOP_ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+
+
+async def test_rate_limit_covers_collector(make_gateway: GatewayFactory) -> None:
+    """The per-client limit applies to collector posts too."""
+    gateway = make_gateway(rate_limit_per_second=1.0, rate_limit_burst=1)
+    assert (await gateway.post("/v1/t", json=EVENT, headers=KEY)).status_code == 200
+    assert (await gateway.post("/v1/t", json=EVENT, headers=KEY)).status_code == 429

@@ -1,0 +1,193 @@
+"""GET /v1/enrich: the page's view of the visitor's allowlisted attributes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import SHOP_ORIGIN, FakeClock, GatewayFactory
+from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, KNOWN_VISITOR, RunningService
+
+ENRICH = "/v1/enrich?provider=amperity"
+
+
+async def test_known_visitor_gets_the_canned_attributes(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A known key and visitor answer {provider, attributes} with whole numbers kept whole."""
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id={KNOWN_VISITOR}", headers={"X-Pipeline-Key": KNOWN_KEY}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"provider": "amperity", "attributes": CANNED_ATTRIBUTES}
+    assert response.headers["cache-control"] == "no-store"
+    request = service.fake.profile_requests[-1]
+    assert (request.pipeline_key, request.anonymous_id) == (KNOWN_KEY, KNOWN_VISITOR)
+
+
+async def test_the_dfid_cookie_identifies_the_visitor(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Without anonymous_id the first-party _dfid cookie is the visitor; the key may be a param."""
+    response = await gateway.get(
+        f"{ENRICH}&pipeline_key={KNOWN_KEY}", headers={"Cookie": f"_dfid={KNOWN_VISITOR}"}
+    )
+    assert response.json()["attributes"] == CANNED_ATTRIBUTES
+    assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
+
+
+async def test_first_touch_visitor_gets_empty_attributes(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """No anonymous id at all is a first touch: 200 with {} and no RPC."""
+    response = await gateway.get(ENRICH, headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 200
+    assert response.json() == {"provider": "amperity", "attributes": {}}
+    assert service.fake.profile_requests == []
+
+
+async def test_unresolved_visitor_gets_empty_attributes(gateway: httpx.AsyncClient) -> None:
+    """A visitor the service does not know answers 200 with empty attributes."""
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id=someone-new", headers={"X-Pipeline-Key": KNOWN_KEY}
+    )
+    assert response.json() == {"provider": "amperity", "attributes": {}}
+
+
+@pytest.mark.parametrize(
+    "parameter",
+    [
+        "email=alice%40example.com",
+        "phone=%2B447700900123",
+        "user_id=secret-u1",
+        "userId=secret-u2",
+        "traits=secret-t",
+        "_=98765",
+    ],
+)
+async def test_identifier_parameters_are_refused(
+    gateway: httpx.AsyncClient, service: RunningService, parameter: str
+) -> None:
+    """Any parameter beyond provider/pipeline_key/anonymous_id is refused 400, values unechoed."""
+    response = await gateway.get(f"{ENRICH}&{parameter}", headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "PARAMETER_NOT_ALLOWED"
+    assert parameter.split("=")[1] not in response.text
+    assert service.fake.profile_requests == []
+
+
+async def test_unknown_provider_is_refused(gateway: httpx.AsyncClient) -> None:
+    """A provider other than amperity (or none) answers 400 UNKNOWN_PROVIDER."""
+    for url in ("/v1/enrich?provider=zeotap", "/v1/enrich"):
+        response = await gateway.get(url, headers={"X-Pipeline-Key": KNOWN_KEY})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "UNKNOWN_PROVIDER"
+
+
+async def test_missing_pipeline_key_is_refused(gateway: httpx.AsyncClient) -> None:
+    """No X-Pipeline-Key header and no pipeline_key parameter answers 400."""
+    response = await gateway.get(f"{ENRICH}&anonymous_id=v1")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "MISSING_PIPELINE_KEY",
+        "message": "Send the pipeline key in the X-Pipeline-Key header or the pipeline_key "
+        "parameter.",
+        "field": "pipeline_key",
+    }
+
+
+async def test_non_ascii_pipeline_key_is_refused(gateway: httpx.AsyncClient) -> None:
+    """A key that could not travel as gRPC metadata answers 400, not 500."""
+    response = await gateway.get(f"{ENRICH}&anonymous_id=v1&pipeline_key=cl%C3%A9")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "INVALID_PIPELINE_KEY"
+
+
+async def test_unknown_pipeline_key_is_404(gateway: httpx.AsyncClient) -> None:
+    """The service's NOT_FOUND for an unknown key becomes 404 UNKNOWN_PIPELINE_KEY."""
+    response = await gateway.get(f"{ENRICH}&anonymous_id=v1", headers={"X-Pipeline-Key": "pk_x"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "UNKNOWN_PIPELINE_KEY"
+
+
+async def test_deadline_exceeded_is_504(gateway: httpx.AsyncClient) -> None:
+    """A DEADLINE_EXCEEDED from the service becomes 504 with a generic message."""
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id=visitor-slow", headers={"X-Pipeline-Key": KNOWN_KEY}
+    )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"
+
+
+async def test_allowed_origin_gets_credentialed_cors(gateway: httpx.AsyncClient) -> None:
+    """The integration's allowed origin is echoed with credentials and Vary: Origin."""
+    response = await gateway.get(
+        ENRICH, headers={"X-Pipeline-Key": KNOWN_KEY, "Origin": SHOP_ORIGIN}
+    )
+    assert response.headers["access-control-allow-origin"] == SHOP_ORIGIN
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "Origin" in response.headers["vary"]
+
+
+async def test_disallowed_origin_gets_no_cors(gateway: httpx.AsyncClient) -> None:
+    """Another origin, or the right origin with another key, gets no ACAO header."""
+    evil = await gateway.get(
+        ENRICH, headers={"X-Pipeline-Key": KNOWN_KEY, "Origin": "https://evil.example"}
+    )
+    other_key = await gateway.get(
+        f"{ENRICH}&anonymous_id=v1", headers={"X-Pipeline-Key": "pk_x", "Origin": SHOP_ORIGIN}
+    )
+    for response in (evil, other_key):
+        assert "access-control-allow-origin" not in response.headers
+        assert "Origin" in response.headers["vary"]
+
+
+async def test_preflight_for_allowed_origin(gateway: httpx.AsyncClient) -> None:
+    """OPTIONS from an allowed origin answers 204 allowing GET and X-Pipeline-Key."""
+    response = await gateway.options(
+        "/v1/enrich",
+        headers={
+            "Origin": SHOP_ORIGIN,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-pipeline-key",
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == SHOP_ORIGIN
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "GET" in response.headers["access-control-allow-methods"]
+    assert "X-Pipeline-Key" in response.headers["access-control-allow-headers"]
+
+
+async def test_preflight_for_disallowed_origin(gateway: httpx.AsyncClient) -> None:
+    """OPTIONS from an unknown origin answers 403 JSON without CORS headers."""
+    response = await gateway.options(
+        "/v1/enrich",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "ORIGIN_NOT_ALLOWED"
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
+    """Past the burst, a client gets 429 with Retry-After, CORS headers still present."""
+    gateway = make_gateway(rate_limit_per_second=0.5, rate_limit_burst=2)
+    headers = {"X-Pipeline-Key": KNOWN_KEY, "Origin": SHOP_ORIGIN}
+    statuses = [(await gateway.get(ENRICH, headers=headers)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    limited = await gateway.get(ENRICH, headers=headers)
+    assert limited.json()["error"]["code"] == "RATE_LIMITED"
+    assert limited.headers["retry-after"] == "2"
+    assert limited.headers["access-control-allow-origin"] == SHOP_ORIGIN
+
+
+async def test_rate_limit_refills_with_time(make_gateway: GatewayFactory, clock: FakeClock) -> None:
+    """After waiting, the client may call again."""
+    gateway = make_gateway(rate_limit_per_second=1.0, rate_limit_burst=1)
+    headers = {"X-Pipeline-Key": KNOWN_KEY}
+    assert (await gateway.get(ENRICH, headers=headers)).status_code == 200
+    assert (await gateway.get(ENRICH, headers=headers)).status_code == 429
+    clock.now += 1.0
+    assert (await gateway.get(ENRICH, headers=headers)).status_code == 200

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from amperity_signal import commands
 from amperity_signal.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -80,8 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from amperity_signal import commands
-
     handlers = {
         "serve": commands.serve,
         "check-config": commands.check_config,
@@ -96,4 +95,3 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

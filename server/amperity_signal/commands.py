@@ -96,7 +96,9 @@ def blueprint(args: argparse.Namespace) -> int:
     try:
         raw = json.loads(Path(args.events).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        print(f"--events {args.events}: cannot read a JSON array of events ({exc})", file=sys.stderr)
+        print(
+            f"--events {args.events}: cannot read a JSON array of events ({exc})", file=sys.stderr
+        )
         return 2
     if not isinstance(raw, list):
         print(f"--events {args.events}: expected a JSON array of events", file=sys.stderr)

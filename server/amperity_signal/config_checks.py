@@ -37,7 +37,7 @@ def resolve_secrets(
             value = table.get(name)
             if isinstance(value, str) and value.startswith("env:"):
                 variable = value[4:]
-                if variable in environ and environ[variable]:
+                if environ.get(variable):
                     table[name] = environ[variable]
                 else:
                     problems.append(
@@ -100,7 +100,9 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
 
     vertical = table.get("vertical", "retail")
     if vertical not in VERTICALS:
-        add("vertical", f"{vertical!r} is not a vertical preset.", f"use one of {_list(VERTICALS)}.")
+        add(
+            "vertical", f"{vertical!r} is not a vertical preset.", f"use one of {_list(VERTICALS)}."
+        )
     stream = table.get("event_stream_id")
     if isinstance(stream, str) and stream.startswith("is-"):
         add(

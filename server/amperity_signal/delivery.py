@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from amperity_signal.amperity.client import VendorCall
-from amperity_signal.blueprint import map_event
+from amperity_signal.amperity import VendorCall, vendor_call
+from amperity_signal.blueprint import MappedEvent, map_event
 from amperity_signal.browser import ConsentLedger
-from amperity_signal.enrich import EnrichResult, Enricher
+from amperity_signal.enrich import Enricher, EnrichResult
 from amperity_signal.errors import AmperityError
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
@@ -72,7 +72,6 @@ class Delivery:
         if settings.browser_consent:
             await self._consent.remember(settings.id, event)
         if settings.profile_enabled:
-            await self._enricher.remember(settings, event)
             budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
             enrichment = await self._enricher.enrich(
                 settings, event, deadline=self._clock() + max(budget, 0.0)
@@ -86,15 +85,29 @@ class Delivery:
             result = await integration.client.post_event(mapped.payload, deadline=deadline)
         except AmperityError as error:
             self._metrics.deliveries.labels(settings.id, mapped.amperity_type, "failed").inc()
-            self._record(integration, event, mapped.amperity_type, mapped.payload,
-                         getattr(error, "call", None), "failed", error.message, warnings)
+            self._record(
+                integration,
+                event,
+                mapped,
+                call=vendor_call(error),
+                outcome="failed",
+                error=error.message,
+                warnings=warnings,
+            )
             raise
         if result.dropping:
             warnings.append(DROPPING_WARNING)
         outcome = "dropped" if result.dropping else "delivered"
         self._metrics.deliveries.labels(settings.id, mapped.amperity_type, outcome).inc()
-        self._record(integration, event, mapped.amperity_type, mapped.payload, result.call,
-                     outcome, "", warnings)
+        self._record(
+            integration,
+            event,
+            mapped,
+            call=result.call,
+            outcome=outcome,
+            error="",
+            warnings=warnings,
+        )
         return Delivered(
             message_id=message_id,
             amperity_type=mapped.amperity_type,
@@ -108,8 +121,8 @@ class Delivery:
         self,
         integration: Integration,
         event: dict[str, Any],
-        amperity_type: str,
-        payload: dict[str, Any],
+        mapped: MappedEvent,
+        *,
         call: VendorCall | None,
         outcome: str,
         error: str,
@@ -121,12 +134,11 @@ class Delivery:
                 message_id=str(event.get("message_id", "")),
                 delivered_at=datetime.now(UTC),
                 event=event,
-                amperity_type=amperity_type,
-                payload=payload,
+                amperity_type=mapped.amperity_type,
+                payload=mapped.payload,
                 vendor_request=call,
                 outcome=outcome,
                 error=error,
                 warnings=tuple(warnings),
             )
         )
-

@@ -1,5 +1,6 @@
-"""``amperity-signal demo``: the sandbox, the service and the gateway as real processes,
-sample traffic through them, and a summary of what happened.
+"""``amperity-signal demo``: sandbox, service and gateway as processes, with sample traffic.
+
+It prints a summary of what happened and the URLs to look at.
 
 The demo runs on the embedded defaults (sandbox tenant + in-memory cache) and needs
 nothing else: it writes its own configuration, pointed at the sandbox it started.
@@ -20,10 +21,11 @@ from typing import Any
 
 import grpc
 import httpx
-
-from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+from amperity_signal.processes import Process, start_process
+from amperity_signal.sandbox import default_data
 
 PIPELINE_KEY = "pk_demo_storefront"
 VISITOR = "anon_demo_visitor"
@@ -40,9 +42,7 @@ def _free_port(preferred: int) -> int:
 
 def demo_config(sandbox_url: str, grpc_port: int, http_port: int) -> str:
     """The TOML the demo runs the service with, using the sandbox's default demo keys."""
-    from amperity_signal.sandbox import default_data
-
-    tenant = next(t for t in default_data().tenants if t.id == "acme")
+    tenant = default_data().tenants["acme"]
     ingest = next(t.token for t in tenant.tokens if t.name == "ingest")
     profile = next(t.token for t in tenant.tokens if t.name == "profile")
     origin = f"http://127.0.0.1:{http_port}"
@@ -67,7 +67,11 @@ event_stream_id = "esm-2VP6va3Zn"
 source_value = "DATAFLY"
 profile_api_key = "{profile}"
 profile_collection_id = "apc-vPsQheAm"
-linking_keys = '[{{"source": "email", "key": "email_sha256", "hash": "sha256"}}, {{"source": "canonical_id", "key": "device_cookie"}}, {{"source": "user_id", "key": "customer_id"}}]'
+linking_keys = [
+  {{ source = "email", key = "email_sha256", hash = "sha256" }},
+  {{ source = "canonical_id", key = "device_cookie" }},
+  {{ source = "user_id", key = "customer_id" }},
+]
 browser_attribute_allowlist = "Persona,LifetimeTier,FavoriteBrand,NextBestOffer"
 personalisation_enabled = true
 personalisation_context_mappings = '[{{"source": "properties.category", "target": "pageCategory"}}]'
@@ -78,11 +82,11 @@ allowed_origins = ["{origin}", "http://localhost:{http_port}"]
 def sample_events(visitor: str) -> list[pb.Event]:
     """A short shopping session: anonymous browsing, then an identify as alice."""
 
-    def event(kind: str, name: str = "", **properties: Any) -> pb.Event:
+    def event(kind: str, event_name: str = "", **properties: Any) -> pb.Event:
         message = pb.Event(
             message_id=str(uuid.uuid4()),
             type=kind,
-            event=name,
+            event=event_name,
             anonymous_id=visitor,
             context=pb.Context(
                 ip="203.0.113.7",
@@ -101,15 +105,48 @@ def sample_events(visitor: str) -> list[pb.Event]:
     identify.traits.update({"email": "Alice@Example.com"})
     return [
         event("page"),
-        event("track", "Product Viewed", product_id="sku-42", name="Trail Jacket",
-              brand="Acme Outdoor", category="jackets", price=129.0),
-        event("track", "add_to_cart", currency="GBP", value=129.0, category="jackets",
-              items=[{"item_id": "sku-42", "item_name": "Trail Jacket", "price": 129.0,
-                      "quantity": 1, "item_brand": "Acme Outdoor"}]),
+        event(
+            "track",
+            "Product Viewed",
+            product_id="sku-42",
+            name="Trail Jacket",
+            brand="Acme Outdoor",
+            category="jackets",
+            price=129.0,
+        ),
+        event(
+            "track",
+            "add_to_cart",
+            currency="GBP",
+            value=129.0,
+            category="jackets",
+            items=[
+                {
+                    "item_id": "sku-42",
+                    "item_name": "Trail Jacket",
+                    "price": 129.0,
+                    "quantity": 1,
+                    "item_brand": "Acme Outdoor",
+                }
+            ],
+        ),
         identify,
-        event("track", "Order Completed", order_id="o-1001", revenue=129.0, currency="GBP",
-              products=[{"product_id": "sku-42", "name": "Trail Jacket", "price": 129.0,
-                         "quantity": 1, "brand": "Acme Outdoor"}]),
+        event(
+            "track",
+            "Order Completed",
+            order_id="o-1001",
+            revenue=129.0,
+            currency="GBP",
+            products=[
+                {
+                    "product_id": "sku-42",
+                    "name": "Trail Jacket",
+                    "price": 129.0,
+                    "quantity": 1,
+                    "brand": "Acme Outdoor",
+                }
+            ],
+        ),
         event("track", "video_ad_clicked", campaign="winter"),
     ]
 
@@ -119,7 +156,8 @@ async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, in
     exe = [sys.executable, "-m", "amperity_signal.cli"]
     sandbox = await start_process(
         [*exe, "sandbox", "--port", str(_free_port(8787)), "--profile-delay", "0.5"],
-        ready="sandbox listening on ", log=workdir / "sandbox.log",
+        ready="sandbox listening on ",
+        log=workdir / "sandbox.log",
     )
     try:
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
@@ -128,7 +166,8 @@ async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, in
         config.write_text(demo_config(sandbox_url, _free_port(50051), http_port))
         service = await start_process(
             [*exe, "serve", "--config", str(config)],
-            ready="gateway listening on ", log=workdir / "service.log",
+            ready="gateway listening on ",
+            log=workdir / "service.log",
         )
         try:
             yield sandbox, service, sandbox_url, http_port
@@ -163,13 +202,17 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
                     pb.DeliverRequest(integration_id="demo-storefront", event=event), timeout=10
                 )
             except grpc.aio.AioRpcError as error:
-                print(f"  {event.event or event.type:<18} FAILED {error.code().name}: "
-                      f"{error.details()}")
+                print(
+                    f"  {event.event or event.type:<18} FAILED {error.code().name}: "
+                    f"{error.details()}"
+                )
                 continue
             request = response.vendor_request
-            print(f"  {event.event or event.type:<18} -> type={response.amperity_type:<16} "
-                  f"{request.method} {request.url} {request.status_code} "
-                  f"(attempts {request.attempts})")
+            print(
+                f"  {event.event or event.type:<18} -> type={response.amperity_type:<16} "
+                f"{request.method} {request.url} {request.status_code} "
+                f"(attempts {request.attempts})"
+            )
         async with httpx.AsyncClient(base_url=sandbox_url) as sandbox:
             await sandbox.post("/_sandbox/flush")
             await asyncio.sleep(0.2)
@@ -181,8 +224,10 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
         )
         attributes = json.loads(json.dumps(dict(enriched.attributes)))
         print("\n-- Enrich: the visitor resolved through the identity map")
-        print(f"  resolved={enriched.resolved} amperity_id={enriched.amperity_id} "
-              f"matched_key={enriched.matched_key}")
+        print(
+            f"  resolved={enriched.resolved} amperity_id={enriched.amperity_id} "
+            f"matched_key={enriched.matched_key}"
+        )
         print(f"  partner_attrs.amperity = {json.dumps(attributes, default=str)}")
         browser = await stub.BrowserProfile(
             pb.BrowserProfileRequest(pipeline_key=PIPELINE_KEY, anonymous_id=VISITOR), timeout=10
@@ -194,8 +239,10 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
     print(f"  storefront (hero switches on Persona): {base}/demo/?pipeline_key={PIPELINE_KEY}")
     print(f"  live events:   {base}/live")
     print(f"  metrics:       {base}/metrics")
-    print(f"  enrich:        {base}/v1/enrich?provider=amperity&anonymous_id={VISITOR}"
-          f"&pipeline_key={PIPELINE_KEY}")
+    print(
+        f"  enrich:        {base}/v1/enrich?provider=amperity&anonymous_id={VISITOR}"
+        f"&pipeline_key={PIPELINE_KEY}"
+    )
     print(f"  sandbox:       {sandbox_url}/_sandbox/events  {sandbox_url}/_sandbox/profiles")
     print(f"  grpcurl:       grpcurl -plaintext {grpc_target} list", flush=True)
 
@@ -205,4 +252,3 @@ def _count(received: Any) -> int:
         items = received.get("events", [])
         return len(items) if isinstance(items, list) else 0
     return len(received) if isinstance(received, list) else 0
-

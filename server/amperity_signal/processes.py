@@ -42,13 +42,13 @@ class Process:
                 return line[len(prefix) :].strip()
         raise KeyError(prefix)
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Signal the process, wait for it (killing it after ``timeout``); its exit code."""
+    async def stop(self, sig: int = signal.SIGTERM, grace: float = 15.0) -> int:
+        """Signal the process, wait for it (killing it after ``grace`` s); its exit code."""
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
             try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
+                await asyncio.wait_for(self.proc.wait(), grace)
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
@@ -62,7 +62,7 @@ async def start_process(
     *,
     ready: str,
     log: Path,
-    timeout: float = 30.0,
+    ready_within: float = 30.0,
     env: dict[str, str] | None = None,
 ) -> Process:
     """Start ``command`` and return once it printed a line starting with ``ready``."""
@@ -89,16 +89,21 @@ async def start_process(
     started._reader = asyncio.create_task(read())
     waiter = asyncio.create_task(ready_seen.wait())
     exited = asyncio.create_task(proc.wait())
-    done, _ = await asyncio.wait({waiter, exited}, timeout=timeout,
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {waiter, exited}, timeout=ready_within, return_when=asyncio.FIRST_COMPLETED
+    )
     if waiter not in done:
         waiter.cancel()
         exited.cancel()
         await started.stop(signal.SIGKILL)
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        tail = await asyncio.to_thread(_tail, log)
         raise ProcessFailed(
-            f"{' '.join(command[:4])} did not print {ready!r} within {timeout}s; "
+            f"{' '.join(command[:4])} did not print {ready!r} within {ready_within}s; "
             f"stdout: {started.lines[-5:]}; stderr tail: {tail}"
         )
     exited.cancel()
     return started
+
+
+def _tail(log: Path, size: int = 2_000) -> str:
+    return log.read_text(errors="replace")[-size:] if log.exists() else ""

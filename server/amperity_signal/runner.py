@@ -12,7 +12,10 @@ import multiprocessing
 import signal
 import sys
 
+import uvloop
+
 from amperity_signal.config import Settings
+from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.app import Deps, build_server
 
@@ -44,12 +47,7 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
 
 
 def _run(settings: Settings, gateway: bool) -> int:
-    try:
-        import uvloop
-
-        uvloop.run(_serve(settings, gateway))
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
-        asyncio.run(_serve(settings, gateway))
+    uvloop.run(_serve(settings, gateway))
     return 0
 
 
@@ -65,8 +63,6 @@ async def _serve(settings: Settings, gateway: bool) -> None:
     print(f"grpc listening on {host}:{service.port}", flush=True)
     http = None
     if gateway:
-        from amperity_signal.gateway.embedded import EmbeddedGateway
-
         http = EmbeddedGateway(settings, grpc_target=f"127.0.0.1:{service.port}", metrics=metrics)
         address = await http.start()
         print(f"gateway listening on http://{address}", flush=True)

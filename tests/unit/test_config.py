@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from amperity_signal.config import load_settings, settings_from_dict
 from amperity_signal.errors import ConfigError
 
@@ -70,7 +69,10 @@ def test_the_same_jwt_for_ingest_and_profile_is_refused() -> None:
 
 def test_unknown_linking_key_source_and_hash_name_the_allowed_values() -> None:
     """An unknown linking-key source or hash lists the values that are allowed."""
-    keys = '[{"source": "cookie", "key": "device_cookie"}, {"source": "email", "key": "e", "hash": "md5"}]'
+    keys = (
+        '[{"source": "cookie", "key": "device_cookie"},'
+        ' {"source": "email", "key": "e", "hash": "md5"}]'
+    )
     problems = problems_of({"integrations": [integration(linking_keys=keys)]})
     assert len(problems) == 2
     assert "linking_keys[0].source" in problems[0] and "canonical_id, anonymous_id" in problems[0]
@@ -134,8 +136,14 @@ def test_check_config_prints_every_mistake_and_exits_non_zero() -> None:
     """check-config on the five-mistake example prints each with its fix, no secret, exit 2."""
     result = run_cli("check-config", "--config", str(ROOT / "examples" / "broken.toml"))
     assert result.returncode == 2
-    for field in ("vertical", "event_stream_id", "source_value", "profile_api_key",
-                  "profile_collection_id", "linking_keys[0].source"):
+    for field in (
+        "vertical",
+        "event_stream_id",
+        "source_value",
+        "profile_api_key",
+        "profile_collection_id",
+        "linking_keys[0].source",
+    ):
         assert f"integrations[0].{field}" in result.stderr
     assert result.stderr.count("Fix:") >= 5
     assert "c2FtZS1rZXk" not in result.stderr + result.stdout

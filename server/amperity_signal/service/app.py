@@ -6,7 +6,6 @@ Caches, clients, clocks and the metrics registry are constructor arguments colle
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -14,8 +13,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import httpx
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
 
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.amperity.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -29,8 +31,6 @@ from amperity_signal.service.interceptors import ObservabilityInterceptor
 from amperity_signal.service.live import LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
-from datafly.amperity.v1 import amperity_service_pb2 as pb
-from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("amperity_signal.server")
 
@@ -93,15 +93,19 @@ def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = T
     )
     clients = {i.id: i.client for i in registry}
     enricher = Enricher(
-        settings.cache, client_for=clients.get, cache=cache, metrics=deps.metrics,
+        settings.cache,
+        client_for=clients.get,
+        cache=cache,
+        metrics=deps.metrics,
         clock=deps.clock,
     )
     consent = ConsentLedger(cache)
     live = LiveEvents()
     servicer = AmperityServicer(
         registry=registry,
-        delivery=Delivery(enricher=enricher, consent=consent, live=live, metrics=deps.metrics,
-                          clock=deps.clock),
+        delivery=Delivery(
+            enricher=enricher, consent=consent, live=live, metrics=deps.metrics, clock=deps.clock
+        ),
         enricher=enricher,
         browser=BrowserProfiles(enricher, consent),
         live=live,
@@ -117,36 +121,28 @@ def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = T
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(settings.server.grpc_address) if bind else 0
     return Service(
-        server=server, health=health_servicer, registry=registry, live=live,
-        metrics=deps.metrics, cache=cache, port=port,
+        server=server,
+        health=health_servicer,
+        registry=registry,
+        live=live,
+        metrics=deps.metrics,
+        cache=cache,
+        port=port,
     )
 
 
 def build_rate_limiter(cache: CacheSettings) -> RateLimiter:
     """The per-tenant limiter: shared through Redis when the cache is, else in-process."""
     if cache.backend == "redis":
-        from redis.asyncio import Redis
-
         client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
         return RedisRateLimiter(client)
     return MemoryRateLimiter()
-
-
-async def serve_until_signalled(service: Service, grace: float) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await service.start()
-    await stop.wait()
-    log.info("shutting down", extra={"grace_seconds": grace})
-    await service.stop(grace)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
-
-from google.protobuf import struct_pb2
+from typing import Any, Literal
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+from google.protobuf import struct_pb2
 
 _CONTEXT_SCALARS = ("ip", "user_agent", "locale", "timezone")
 _SUBMESSAGES: dict[str, tuple[str, ...]] = {
@@ -22,7 +21,14 @@ _SUBMESSAGES: dict[str, tuple[str, ...]] = {
     "geo": ("country", "region", "city", "postal_code"),
     "device": ("type", "os", "browser"),
 }
-_GOOGLE = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+_GOOGLE: tuple[
+    Literal["ad_storage", "ad_user_data", "ad_personalization", "analytics_storage"], ...
+] = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+STRUCT_FIELDS: tuple[Literal["properties", "traits", "partner_attrs"], ...] = (
+    "properties",
+    "traits",
+    "partner_attrs",
+)
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -90,7 +96,7 @@ def event_to_dict(event: pb.Event) -> dict[str, Any]:
         out["canonical_id"] = out["anonymous_id"]
     if event.HasField("timestamp"):
         out["timestamp"] = event.timestamp.ToDatetime(tzinfo=UTC)
-    for name in ("properties", "traits", "partner_attrs"):
+    for name in STRUCT_FIELDS:
         if event.HasField(name):
             out[name] = struct_to_dict(getattr(event, name))
     if event.HasField("context"):
@@ -122,15 +128,13 @@ def consent_to_dict(consent: pb.Consent) -> dict[str, Any]:
     """The consent state exactly as given: unset booleans stay absent."""
     out: dict[str, Any] = {}
     for name in ("analytics", "marketing", "functional"):
-        if consent.HasField(name):  # type: ignore[arg-type]
+        if consent.HasField(name):
             out[name] = getattr(consent, name)
     if consent.categories:
         out["categories"] = dict(consent.categories)
     if consent.HasField("google"):
         google = {
-            name: getattr(consent.google, name)
-            for name in _GOOGLE
-            if consent.google.HasField(name)  # type: ignore[arg-type]
+            name: getattr(consent.google, name) for name in _GOOGLE if consent.google.HasField(name)
         }
         if google:
             out["google"] = google
@@ -190,17 +194,22 @@ def dict_to_context(data: dict[str, Any]) -> pb.Context:
         context.vendor_ids.update({str(k): str(v) for k, v in vendor_ids.items()})
     consent = data.get("consent")
     if isinstance(consent, dict):
-        for name in ("analytics", "marketing", "functional"):
-            if isinstance(consent.get(name), bool):
-                setattr(context.consent, name, consent[name])
-        categories = consent.get("categories")
-        if isinstance(categories, dict):
-            context.consent.categories.update({str(k): bool(v) for k, v in categories.items()})
-        google = consent.get("google")
-        if isinstance(google, dict):
-            for name in _GOOGLE:
-                if isinstance(google.get(name), str):
-                    setattr(context.consent.google, name, google[name])
-        if not context.HasField("consent"):
-            context.consent.SetInParent()
+        context.consent.CopyFrom(dict_to_consent(consent))
     return context
+
+
+def dict_to_consent(data: dict[str, Any]) -> pb.Consent:
+    """A consent dict back into the proto Consent; absent parts stay unset."""
+    consent = pb.Consent()
+    for name in ("analytics", "marketing", "functional"):
+        if isinstance(data.get(name), bool):
+            setattr(consent, name, data[name])
+    categories = data.get("categories")
+    if isinstance(categories, dict):
+        consent.categories.update({str(k): bool(v) for k, v in categories.items()})
+    google = data.get("google")
+    if isinstance(google, dict):
+        for name in _GOOGLE:
+            if isinstance(google.get(name), str):
+                setattr(consent.google, name, google[name])
+    return consent

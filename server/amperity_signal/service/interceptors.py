@@ -26,9 +26,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         """Wrap the unary and streaming behaviours of the handler."""
         handler = await continuation(handler_call_details)
         if handler is None:
@@ -55,7 +57,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 log.info("rpc", extra={"method": method, "code": name, "seconds": elapsed})
 
         if handler.unary_unary:
-            inner_uu = handler.unary_unary
+            inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 _, started = begin(context)
@@ -70,9 +72,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
-            inner_us = handler.unary_stream
+            inner_us: Any = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> Any:
                 _, started = begin(context)
                 try:
                     async for response in inner_us(request, context):
@@ -86,7 +90,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
-            inner_ss = handler.stream_stream
+            inner_ss: Any = handler.stream_stream
 
             async def stream_stream(
                 requests: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from amperity_signal.amperity.client import VendorCall
+from amperity_signal.amperity.models import VendorCall
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ class LiveEvents:
             )
         return records[-limit:] if limit else records
 
-    async def watch(self, integration_id: str = "", replay: int = 0) -> AsyncIterator[DeliveryRecord]:
+    async def watch(
+        self, integration_id: str = "", replay: int = 0
+    ) -> AsyncIterator[DeliveryRecord]:
         """Yield up to ``replay`` recent records, then live ones until cancelled."""
         queue: asyncio.Queue[DeliveryRecord] = asyncio.Queue(self._subscriber_queue)
         entry = (integration_id, queue)

@@ -10,20 +10,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from amperity_signal.amperity.models import VendorCall
 from amperity_signal.browser import BrowserProfiles
 from amperity_signal.delivery import Delivered, Delivery
-from amperity_signal.enrich import EnrichResult, Enricher
+from amperity_signal.enrich import Enricher
 from amperity_signal.errors import AmperitySignalError
 from amperity_signal.service import convert
-from amperity_signal.amperity.client import VendorCall
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import to_delivery_error, to_grpc_status
 from amperity_signal.service.validation import validate_event
-from datafly.amperity.v1 import amperity_service_pb2 as pb
-from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("amperity_signal.service")
 
@@ -126,7 +126,6 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             integration = self._integration(request.integration_id, context)
             validate_event(request.event)
             event = convert.event_to_dict(request.event)
-            await self._enricher.remember(integration.settings, event)
             result = await self._enricher.enrich(
                 integration.settings, event, deadline=self._deadline(context)
             )

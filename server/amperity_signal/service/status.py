@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -25,12 +26,12 @@ from amperity_signal.errors import (
     ProfileUnavailable,
     UnknownIntegration,
 )
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
 
 
-def code_for(error: AmperitySignalError) -> grpc.StatusCode:
+# One return per error kind: the function is the mapping table, read top to bottom.
+def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
     """The gRPC status code for one of our errors."""
     if isinstance(error, InvalidEvent):
         return grpc.StatusCode.INVALID_ARGUMENT
@@ -84,7 +85,8 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
 
 def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
     """The status to abort an RPC with (``context.abort_with_status``)."""
-    return rpc_status.to_status(to_status_proto(error))
+    status: grpc.Status = rpc_status.to_status(to_status_proto(error))
+    return status
 
 
 def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:

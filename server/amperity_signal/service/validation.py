@@ -14,10 +14,12 @@ The documented limits (README, "Input limits"):
 from __future__ import annotations
 
 import math
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import struct_pb2
 
 from amperity_signal.errors import FieldViolation, InvalidEvent
-from datafly.amperity.v1 import amperity_service_pb2 as pb
+from amperity_signal.service.convert import STRUCT_FIELDS
 
 EVENT_TYPES = ("track", "page", "identify", "screen", "group", "alias")
 MAX_KEYS = 256
@@ -63,7 +65,7 @@ def validate_event(event: pb.Event, prefix: str = "event") -> None:
                 f"{prefix}.timestamp", "must lie between 2000-01-01 and 2100-01-01 (UTC)."
             )
         )
-    for name in ("properties", "traits", "partner_attrs"):
+    for name in STRUCT_FIELDS:
         if event.HasField(name):
             _check_struct(getattr(event, name), f"{prefix}.{name}", violations)
     if event.HasField("context"):
@@ -138,4 +140,3 @@ def _walk_value(
 
 def _too_long() -> str:
     return f"is longer than {MAX_STRING} characters."
-

@@ -1,0 +1,248 @@
+"""Sending one logical Amperity call: rate limit, pool, timeouts, retries, metrics.
+
+Retries use full-jitter exponential backoff (``Backoff``) on 429, 500, 502, 503, 504 and
+transport failures, honour ``Retry-After``, stop at ``max_retries`` and never sleep past
+the caller's deadline. Everything else is final: a response or a mapped error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from amperity_signal.amperity import endpoints, responses
+from amperity_signal.amperity.models import VendorCall
+from amperity_signal.amperity.pool import ShardedPool
+from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
+from amperity_signal.amperity.retry import (
+    RETRYABLE_STATUSES,
+    Backoff,
+    is_unknown_host,
+    parse_retry_after,
+)
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import AmperityError
+from amperity_signal.metrics import Metrics
+
+# Without a deadline, a Retry-After longer than this is handed back to the caller
+# (as retry_after) rather than holding the request open.
+MAX_RETRY_AFTER_WITHOUT_DEADLINE = 60.0
+
+
+@dataclass(frozen=True)
+class VendorRequest:
+    """One logical call: what to send, where, and what answers end it."""
+
+    endpoint: str
+    method: str
+    url: httpx.URL
+    # Holds the bearer token: kept out of repr so tracebacks and logs never show it.
+    headers: dict[str, str] = field(repr=False)
+    content: bytes | None
+    final_statuses: frozenset[int]
+
+
+class RetryingCaller:
+    """Sends ``VendorRequest``s for one integration; see the module docstring.
+
+    Args:
+        integration: The integration's settings (limits, timeouts, retries, tokens).
+        pool: The sharded httpx pool to send through.
+        limiter: The per-tenant rate limiter.
+        metrics: Where calls, latencies, retries and limiter waits are counted.
+        clock: Monotonic clock that deadlines are expressed in.
+        sleep: How to wait between retries.
+        rng: Randomness for backoff jitter.
+        backoff: Backoff base and cap.
+    """
+
+    def __init__(
+        self,
+        integration: IntegrationSettings,
+        *,
+        pool: ShardedPool,
+        limiter: RateLimiter,
+        metrics: Metrics,
+        clock: Clock,
+        sleep: Sleep,
+        rng: random.Random,
+        backoff: Backoff,
+    ) -> None:
+        self._integration = integration
+        self._pool = pool
+        self._limiter = limiter
+        self._metrics = metrics
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._backoff = backoff
+        base_url = integration.base_url
+        self._host = httpx.URL(base_url).host or base_url
+        # Ingest and profile calls share Amperity's per-tenant limit: one key for both.
+        self._limiter_key = f"{integration.tenant_id}@{base_url}"
+
+    def _vendor_call(
+        self, request: VendorRequest, status: int, attempts: int, started: float
+    ) -> VendorCall:
+        return VendorCall(
+            method=request.method,
+            url=str(request.url),
+            status_code=status,
+            attempts=attempts,
+            duration=max(0.0, self._clock() - started),
+            headers=endpoints.redacted(request.headers),
+        )
+
+    async def call(
+        self, request: VendorRequest, deadline: float | None
+    ) -> tuple[httpx.Response, VendorCall]:
+        """Send ``request`` until a final answer, a permanent error, or retries run out.
+
+        Args:
+            request: What to send.
+            deadline: Absolute ``clock()`` time by which everything, retries included, ends.
+
+        Returns:
+            The final response (2xx or one of ``request.final_statuses``) and its record.
+
+        Raises:
+            AmperityError: With ``.call`` set, mapped from the last answer or failure.
+        """
+        integration = self._integration
+        started = self._clock()
+        attempts = 0
+        status = 0
+        while True:
+            try:
+                waited = await self._limiter.acquire(
+                    self._limiter_key, integration.rate_limit_per_second, deadline
+                )
+            except AmperityError as limited:
+                with_call(limited, self._vendor_call(request, status, attempts, started))
+                raise
+            if waited > 0:
+                self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
+            if deadline is not None and self._clock() >= deadline:
+                late = responses.exhausted(
+                    integration,
+                    request.endpoint,
+                    status=status or None,
+                    cause="deadline",
+                    attempts=attempts,
+                    retry_after=self._backoff.ceiling(attempts),
+                    body=None,
+                    why="the call's deadline passed before a request could be sent",
+                )
+                raise with_call(late, self._vendor_call(request, status, attempts, started))
+            attempts += 1
+            outcome = await self._attempt(request, deadline)
+            status = outcome.status_code if isinstance(outcome, httpx.Response) else 0
+            call = self._vendor_call(request, status, attempts, started)
+            if isinstance(outcome, httpx.Response) and (
+                outcome.is_success or status in request.final_statuses
+            ):
+                return outcome, call
+            cause, body = self._retryable_failure(request, outcome, attempts, call)
+            delay, why = self._next_delay(outcome, attempts, deadline)
+            if why:
+                exhausted = responses.exhausted(
+                    integration,
+                    request.endpoint,
+                    status=status or None,
+                    cause=cause,
+                    attempts=attempts,
+                    retry_after=delay,
+                    body=body,
+                    why=why,
+                )
+                raise with_call(exhausted, call)
+            self._metrics.retries.labels(
+                integration=integration.id, endpoint=request.endpoint, cause=cause
+            ).inc()
+            await self._sleep(delay)
+
+    def _retryable_failure(
+        self,
+        request: VendorRequest,
+        outcome: httpx.Response | BaseException,
+        attempts: int,
+        call: VendorCall,
+    ) -> tuple[str, responses.ErrorBody | None]:
+        """Raise the error for a permanent failure; else return (retry cause, error body)."""
+        integration = self._integration
+        if isinstance(outcome, httpx.Response):
+            status = outcome.status_code
+            body = responses.parse_error_body(outcome.content, integration)
+            if status not in RETRYABLE_STATUSES:
+                error = responses.rejection(status, request.endpoint, integration, body, attempts)
+                raise with_call(error, call)
+            return str(status), body
+        if is_unknown_host(outcome):
+            error = responses.unknown_host(integration, request.endpoint, self._host)
+            raise with_call(error, call) from outcome
+        if isinstance(outcome, httpx.TimeoutException | TimeoutError):
+            return "timeout", None
+        return "connection", None
+
+    def _next_delay(
+        self, outcome: httpx.Response | BaseException, attempts: int, deadline: float | None
+    ) -> tuple[float, str]:
+        """The wait before the next attempt, and why not to make one ("" to go ahead)."""
+        retry = attempts - 1
+        delay = self._backoff.delay(retry, self._rng)
+        if isinstance(outcome, httpx.Response):
+            asked = parse_retry_after(
+                outcome.headers.get("Retry-After"), outcome.headers.get("Date"), time.time()
+            )
+            if asked is not None:
+                delay = asked
+        if retry >= self._integration.max_retries:
+            return max(delay, self._backoff.ceiling(retry)), (
+                f"the {self._integration.max_retries} retries (max_retries) ran out"
+            )
+        if deadline is not None and self._clock() + delay >= deadline:
+            return delay, f"the call's deadline leaves no time for the next retry in {delay:.3f}s"
+        if deadline is None and delay > MAX_RETRY_AFTER_WITHOUT_DEADLINE:
+            return delay, f"Amperity asked to wait {delay:.0f}s before retrying"
+        return delay, ""
+
+    async def _attempt(
+        self, request: VendorRequest, deadline: float | None
+    ) -> httpx.Response | BaseException:
+        """One request with its timeout; a transport failure is returned, not raised."""
+        timeout = self._integration.request_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - self._clock())
+        endpoint = request.endpoint
+        started = self._clock()
+        try:
+            async with asyncio.timeout(timeout), self._pool.client() as client:
+                response = await client.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    content=request.content,
+                    timeout=timeout,
+                )
+        except (httpx.TransportError, TimeoutError) as exc:
+            self._record(endpoint, 0, started)
+            return exc
+        self._record(endpoint, response.status_code, started)
+        return response
+
+    def _record(self, endpoint: str, status: int, started: float) -> None:
+        metrics = self._metrics
+        metrics.partner_calls.labels(
+            integration=self._integration.id, endpoint=endpoint, status=str(status)
+        ).inc()
+        metrics.partner_latency.labels(endpoint=endpoint).observe(max(0.0, self._clock() - started))
+
+
+def with_call(error: AmperityError, call: VendorCall) -> AmperityError:
+    """Attach the vendor request to an error (``errors.py`` declares no such attribute)."""
+    error.call = call  # type: ignore[attr-defined]
+    return error

@@ -1,0 +1,220 @@
+"""``AmperityClient``: realtime event ingest and Profile API calls for one integration.
+
+Every call is rate limited per tenant (ingest and profile together), sent over a sharded
+pool, retried with full-jitter backoff on 429/5xx/connection errors inside the caller's
+deadline, and mapped to an error of ``amperity_signal.errors`` that says what to fix.
+Every ``AmperityError`` raised here carries ``.call``, the ``VendorCall`` made (read it
+with ``vendor_call(error)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from amperity_signal.amperity import endpoints, responses
+from amperity_signal.amperity.body import encode_event, encode_json
+from amperity_signal.amperity.caller import RetryingCaller, VendorRequest, with_call
+from amperity_signal.amperity.models import IngestResult, Profile, VendorCall, profile_from_json
+from amperity_signal.amperity.pool import ShardedPool
+from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
+from amperity_signal.amperity.retry import Backoff
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import ProfileUnavailable
+from amperity_signal.metrics import Metrics
+
+
+def vendor_call(error: BaseException) -> VendorCall | None:
+    """The vendor request an error raised by ``AmperityClient`` carries, if any."""
+    call = getattr(error, "call", None)
+    return call if isinstance(call, VendorCall) else None
+
+
+class AmperityClient:
+    """Talks to one integration's Amperity tenant; the only code that knows its wire format.
+
+    Args:
+        integration: The integration's settings (base URL, tenant, keys, ids, limits).
+        limiter: The per-tenant rate limiter (memory or Redis), shared by all clients.
+        metrics: Where call counts, latencies, retries and limiter waits are recorded.
+        transport: An httpx transport to use instead of the network (tests, sandbox).
+        shards: How many httpx clients to spread requests over.
+        max_in_flight_per_shard: Connections (and requests in flight) per client.
+        clock: Monotonic clock that deadlines are expressed in.
+        sleep: How to wait between retries (a fake in tests).
+        rng: Randomness for backoff jitter.
+        backoff: Backoff base and cap (0.1 s and 5 s by default).
+    """
+
+    def __init__(
+        self,
+        integration: IntegrationSettings,
+        *,
+        limiter: RateLimiter,
+        metrics: Metrics,
+        transport: httpx.AsyncBaseTransport | None = None,
+        shards: int = 8,
+        max_in_flight_per_shard: int = 4,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._integration = integration
+        self._base_url = integration.base_url
+        self._pool = ShardedPool(
+            self._base_url,
+            shards=shards,
+            max_in_flight_per_shard=max_in_flight_per_shard,
+            transport=transport,
+        )
+        self._caller = RetryingCaller(
+            integration,
+            pool=self._pool,
+            limiter=limiter,
+            metrics=metrics,
+            clock=clock,
+            sleep=sleep,
+            # Jitter only spreads retries out; it needs no cryptographic strength.
+            rng=rng if rng is not None else random.Random(),  # noqa: S311
+            backoff=backoff if backoff is not None else Backoff(),
+        )
+
+    def __repr__(self) -> str:
+        return f"AmperityClient(integration={self._integration.id!r}, base_url={self._base_url!r})"
+
+    @property
+    def in_flight_per_shard(self) -> list[int]:
+        """Requests in flight on each shard of the pool."""
+        return self._pool.in_flight
+
+    async def post_event(
+        self, payload: Mapping[str, Any], *, deadline: float | None
+    ) -> IngestResult:
+        """POST one event to the integration's realtime stream.
+
+        Args:
+            payload: The event body: one JSON object, at most 65,536 bytes encoded.
+            deadline: Absolute ``clock()`` time by which the call, retries included, ends.
+
+        Returns:
+            The result; ``dropping`` is True when the stream accepts but drops events (204).
+
+        Raises:
+            InvalidEvent: Before any request, when the body is not strict JSON or too large.
+            AmperityError: When Amperity refuses it or cannot be reached (see the docs).
+        """
+        integration = self._integration
+        request = VendorRequest(
+            endpoint=endpoints.EVENTS,
+            method="POST",
+            url=httpx.URL(self._base_url + endpoints.events_path(integration.event_stream_id)),
+            headers=endpoints.request_headers(
+                integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
+            ),
+            content=encode_event(payload),
+            final_statuses=frozenset(),
+        )
+        response, call = await self._caller.call(request, deadline)
+        return IngestResult(response.status_code, response.status_code == 204, call)
+
+    async def lookup(self, key: str, value: str, *, deadline: float | None) -> Profile | None:
+        """Find the profile holding ``value`` under linking key ``key`` (POSTed, not in URLs).
+
+        Args:
+            key: The linking key name, one of the collection's ``linking_keys``.
+            value: The identifier (already hashed when the linking key says so).
+            deadline: Absolute ``clock()`` time by which the call, retries included, ends.
+
+        Returns:
+            The profile, or None when nothing matches (404).
+
+        Raises:
+            ProfileUnavailable: When the integration has no Profile API key or collection.
+            AmperityError: When Amperity refuses the lookup or cannot be reached.
+        """
+        collection_id, token = self._profile_credentials()
+        request = VendorRequest(
+            endpoint=endpoints.LOOKUP,
+            method="POST",
+            url=httpx.URL(self._base_url + endpoints.lookup_path(collection_id)),
+            headers=endpoints.request_headers(self._integration.tenant_id, token, json_body=True),
+            content=encode_json(endpoints.lookup_body(key, value)),
+            final_statuses=frozenset({404}),
+        )
+        return await self._profile_call(request, deadline, collection_id, None)
+
+    async def get_profile(
+        self,
+        profile_id: str,
+        *,
+        context: Mapping[str, str] | None = None,
+        deadline: float | None,
+    ) -> Profile | None:
+        """GET a profile's enriched attributes, context-dependent when ``context`` is given.
+
+        Args:
+            profile_id: The profile id (``amperity_id``) a lookup returned.
+            context: Personalisation context target to value, sent as query parameters.
+            deadline: Absolute ``clock()`` time by which the call, retries included, ends.
+
+        Returns:
+            The profile, or None when it is not in the collection (404).
+
+        Raises:
+            ProfileUnavailable: When the integration has no Profile API key or collection.
+            AmperityError: When Amperity refuses the request or cannot be reached.
+        """
+        collection_id, token = self._profile_credentials()
+        path = endpoints.profile_path(collection_id, profile_id)
+        request = VendorRequest(
+            endpoint=endpoints.PROFILE,
+            method="GET",
+            url=httpx.URL(self._base_url + path, params=endpoints.profile_params(context)),
+            headers=endpoints.request_headers(self._integration.tenant_id, token, json_body=False),
+            content=None,
+            final_statuses=frozenset({404}),
+        )
+        return await self._profile_call(request, deadline, collection_id, profile_id)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._pool.aclose()
+
+    def _profile_credentials(self) -> tuple[str, str]:
+        integration = self._integration
+        if integration.profile_api_key is None or not integration.profile_collection_id:
+            raise ProfileUnavailable(
+                f"integration {integration.id} has no Profile API access: set profile_api_key "
+                "(a JWT with Profile Read Access) and profile_collection_id (apc-...).",
+                metadata={"integration_id": integration.id},
+            )
+        return integration.profile_collection_id, integration.profile_api_key.get_secret_value()
+
+    async def _profile_call(
+        self,
+        request: VendorRequest,
+        deadline: float | None,
+        collection_id: str,
+        profile_id: str | None,
+    ) -> Profile | None:
+        response, call = await self._caller.call(request, deadline)
+        if response.status_code == 404:
+            return None
+        try:
+            return profile_from_json(orjson.loads(response.content), collection_id, profile_id)
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            error = responses.bad_response(
+                self._integration,
+                request.endpoint,
+                response.status_code,
+                f"its body is not a profile ({exc})",
+                call.attempts,
+            )
+            raise with_call(error, call) from None

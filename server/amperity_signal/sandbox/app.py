@@ -1,0 +1,99 @@
+"""Composes the sandbox's Starlette application from its parts."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
+
+from amperity_signal.sandbox.controls import ControlRoutes
+from amperity_signal.sandbox.data import SandboxData, default_data
+from amperity_signal.sandbox.edge import SandboxEdge
+from amperity_signal.sandbox.inspector import InspectorRoutes
+from amperity_signal.sandbox.responses import error
+from amperity_signal.sandbox.routes_ingest import IngestRoutes
+from amperity_signal.sandbox.routes_profile import ProfileRoutes
+from amperity_signal.sandbox.state import SandboxState
+
+
+class SandboxApp(Starlette):
+    """A Starlette app whose outermost layer is the :class:`SandboxEdge`.
+
+    The edge sits outside Starlette's own error middleware so it records every status,
+    500s included, and holds the server's ``receive`` to drop connections.
+    """
+
+    def __init__(
+        self,
+        state: SandboxState,
+        routes: Sequence[BaseRoute],
+        lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        super().__init__(
+            routes=routes,
+            lifespan=lifespan,
+            exception_handlers={HTTPException: _http_error},
+        )
+        self.sandbox = state
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack, wrapped in the sandbox edge."""
+        return SandboxEdge(super().build_middleware_stack(), self.sandbox)
+
+
+async def _http_error(request: Request, problem: Exception) -> Response:
+    """Starlette's own 404/405 answers, in Amperity's error shape."""
+    status = problem.status_code if isinstance(problem, HTTPException) else 500
+    return error(request, status, f"{request.method} {request.url.path}: {problem}")
+
+
+def create_app(
+    data: SandboxData | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    profile_delay: float = 1.0,
+    rate_limit_per_second: int = 500,
+    seed: int | None = None,
+) -> Starlette:
+    """Builds a sandbox tenant server as an ASGI app.
+
+    Args:
+        data: Tenants, tokens, streams and collections; the shipped default when None.
+        clock: Epoch seconds; timestamps, token expiry and the rate limit window use it.
+        profile_delay: Seconds between a 202 and the profile update (0 = immediately).
+        rate_limit_per_second: Requests admitted per tenant in any one-second window.
+        seed: Seed of the random generator behind ids and fault draws (None = random).
+
+    Returns:
+        The application; its state is at ``app.sandbox`` (a :class:`SandboxState`).
+    """
+    state = SandboxState(
+        data if data is not None else default_data(),
+        clock=clock,
+        profile_delay=profile_delay,
+        rate_limit_per_second=rate_limit_per_second,
+        seed=seed,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            state.close()
+
+    routes: list[BaseRoute] = [
+        *IngestRoutes(state).routes(),
+        *ProfileRoutes(state).routes(),
+        *InspectorRoutes(state).routes(),
+        *ControlRoutes(state).routes(),
+    ]
+    return SandboxApp(state, routes, lifespan)

@@ -1,0 +1,92 @@
+"""Control endpoints under ``/_sandbox/`` (no authentication).
+
+- ``POST /_sandbox/reset`` → ``{"reset": true}``: back to the data file's state.
+- ``POST /_sandbox/flush`` → ``{"applied": N}``: pending profile updates applied now.
+- ``POST /_sandbox/tokens`` ``{tenant, scopes, ttl_seconds}`` → ``{"token": "..."}``
+  (any tenant name, negative ``ttl_seconds`` for an expired token).
+- ``GET /_sandbox/faults`` → ``{"faults": [...]}``; ``POST /_sandbox/faults`` (see
+  :mod:`.faults`) → ``{"fault": {...}}``; ``DELETE /_sandbox/faults`` → ``{"cleared": N}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from amperity_signal.sandbox.faults import FaultSpecError
+from amperity_signal.sandbox.state import SandboxState
+from amperity_signal.sandbox.tokens import mint_token
+
+
+class ControlRoutes:
+    """Reset, flush, token minting and fault injection, bound to the sandbox state."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self._state = state
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes of the controls."""
+        return [
+            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/_sandbox/flush", self.flush, methods=["POST"]),
+            Route("/_sandbox/tokens", self.tokens, methods=["POST"]),
+            Route("/_sandbox/faults", self.faults, methods=["GET", "POST", "DELETE"]),
+        ]
+
+    async def reset(self, request: Request) -> Response:
+        """Restores the data file's state and forgets requests, events and faults."""
+        self._state.reset()
+        return JSONResponse({"reset": True})
+
+    async def flush(self, request: Request) -> Response:
+        """Applies every pending profile update immediately."""
+        return JSONResponse({"applied": self._state.flush()})
+
+    async def tokens(self, request: Request) -> Response:
+        """Mints a token signed with the sandbox's secret."""
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        tenant, scopes, ttl = body.get("tenant"), body.get("scopes"), body.get("ttl_seconds", 3600)
+        if not isinstance(tenant, str) or not tenant:
+            return _bad("tenant: a tenant id string")
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            return _bad('scopes: a list such as ["stream:write"] or ["profile:read"]')
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            return _bad("ttl_seconds: seconds (negative for an expired token)")
+        token = mint_token(
+            self._state.data.signing_secret, tenant, scopes, ttl, self._state.clock()
+        )
+        return JSONResponse({"token": token})
+
+    async def faults(self, request: Request) -> Response:
+        """Lists, adds or clears injected faults."""
+        injector = self._state.faults
+        if request.method == "GET":
+            return JSONResponse({"faults": [fault.to_json() for fault in injector.active()]})
+        if request.method == "DELETE":
+            return JSONResponse({"cleared": injector.clear()})
+        body = await _json_object(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            fault = injector.add(body)
+        except FaultSpecError as problem:
+            return _bad(str(problem))
+        return JSONResponse({"fault": fault.to_json()})
+
+
+async def _json_object(request: Request) -> dict[str, Any] | Response:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return _bad("send a JSON object")
+    return body if isinstance(body, dict) else _bad("send a JSON object")
+
+
+def _bad(message: str) -> Response:
+    return JSONResponse({"status": 400, "message": message}, status_code=400)

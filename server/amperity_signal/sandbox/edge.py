@@ -1,0 +1,171 @@
+"""The sandbox's front door for ``/prof`` requests: ids, faults, recording, counting.
+
+It wraps the whole Starlette app (outside its error middleware) so that it sees every
+status answered, and so that it holds the server's own ``receive`` when a fault drops the
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from amperity_signal.sandbox.faults import FaultOutcome
+from amperity_signal.sandbox.records import DROPPED, RequestRecord, redact_headers
+from amperity_signal.sandbox.responses import error, ids, set_ids
+from amperity_signal.sandbox.state import SandboxState
+
+API_PREFIX = "/prof/"
+CLIENT_GONE = 499  # nginx's "client closed request": the client left during injected latency
+
+
+class ConnectionDropped(Exception):
+    """Raised when a drop fault fires outside a real server (e.g. under httpx's ASGITransport).
+
+    A real uvicorn connection is aborted instead, so that the client sees a reset.
+    """
+
+
+def request_kind(path: str) -> str:
+    """``events``, ``lookup``, ``profile`` or ``other`` for a ``/prof`` path."""
+    for prefix, kind in (
+        ("/prof/events/", "events"),
+        ("/prof/lookup/", "lookup"),
+        ("/prof/profiles/", "profile"),
+    ):
+        if path.startswith(prefix):
+            return kind
+    return "other"
+
+
+class SandboxEdge:
+    """ASGI middleware applying faults to, and recording, every ``/prof`` request."""
+
+    def __init__(self, app: ASGIApp, state: SandboxState) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handles one ASGI connection."""
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self._app(scope, receive, send)
+            return
+        state = self._state
+        now = state.clock()
+        set_ids(scope, f"req-{state.new_hex(16)}", state.new_hex(32), now)
+        headers = Headers(scope=scope)
+        record = RequestRecord(
+            request_id=ids(scope)["request_id"],
+            timestamp=now,
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            kind=request_kind(scope["path"]),
+            tenant=headers.get("amperity-tenant"),
+            headers=redact_headers(headers.items()),
+        )
+        started = time.perf_counter()
+        body, disconnected = await _read_body(receive)
+        outcome = state.faults.decide(record.tenant, record.kind)
+        try:
+            await self._answer(
+                scope,
+                receive=receive,
+                send=send,
+                body=body,
+                disconnected=disconnected,
+                outcome=outcome,
+                record=record,
+            )
+        finally:
+            record.duration_ms = (time.perf_counter() - started) * 1000
+            state.requests.add(record)
+            state.stats.add(record)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        *,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        disconnected: bool,
+        outcome: FaultOutcome,
+        record: RequestRecord,
+    ) -> None:
+        if outcome.delay_seconds and not await _wait_unless_gone(receive, outcome.delay_seconds):
+            record.status = CLIENT_GONE
+            return
+        if outcome.drop:
+            record.status = DROPPED
+            await _drop_connection(receive)
+            return
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed or disconnected:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        if outcome.status is not None:
+            extra = (
+                {} if outcome.retry_after is None else {"Retry-After": f"{outcome.retry_after:g}"}
+            )
+            response = error(scope, outcome.status, "injected fault (sandbox)", extra)
+            await response(scope, replay, recording_send)
+            return
+        await self._app(scope, replay, recording_send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """Reads the whole request body; the flag says the client went away meanwhile."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), True
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+
+
+async def _wait_unless_gone(receive: Receive, seconds: float) -> bool:
+    """Waits out an injected latency; False when the client hung up meanwhile."""
+    listening = asyncio.ensure_future(receive())
+    done, _ = await asyncio.wait({listening}, timeout=seconds)
+    if not done:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        return True
+    return str(listening.result()["type"]) != "http.disconnect"
+
+
+async def _drop_connection(receive: Receive) -> None:
+    """Closes the client's connection without any response.
+
+    Under uvicorn, ``receive`` is a method of the connection's request cycle, which holds
+    the transport: aborting it resets the connection, and once uvicorn has seen the
+    disconnect it sends nothing (not even its usual 500 for an app that did not answer).
+    """
+    cycle = getattr(receive, "__self__", None)
+    abort = getattr(getattr(cycle, "transport", None), "abort", None)
+    if not callable(abort):
+        raise ConnectionDropped("the sandbox dropped this connection (fault injection)")
+    abort()
+    for _ in range(100):
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0.001)

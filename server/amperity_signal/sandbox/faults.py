@@ -1,0 +1,163 @@
+"""Fault injection: error statuses, latency, dropped connections and 429 bursts.
+
+A fault matches requests by ``tenant`` (the ``Amperity-Tenant`` header; None = any) and
+``kind`` (``events``, ``lookup``, ``profile``; None = any). Several can be active; for each
+request every matching fault, in the order they were added, is consulted:
+
+1. ``count``: each matching request uses one; at zero the fault is removed (None = forever).
+2. ``latency_ms`` is added with probability ``latency_rate`` (default 1).
+3. The first fault that fires decides the answer: ``drop_rate`` closes the connection
+   without a response; ``burst_429`` answers 429 to the next N matching requests;
+   ``status`` answers that status with probability ``rate`` (default 1), with a
+   ``Retry-After`` header when ``retry_after`` is set.
+
+Draws come from the sandbox's seeded :class:`random.Random`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("events", "lookup", "profile")
+
+
+class FaultSpecError(ValueError):
+    """A fault description that cannot be used; the message says which field is wrong."""
+
+
+@dataclass
+class Fault:
+    """One active fault and what is left of its ``count`` and ``burst_429``."""
+
+    fault_id: int
+    status: int | None = None
+    rate: float = 1.0
+    latency_ms: float = 0.0
+    latency_rate: float = 1.0
+    drop_rate: float = 0.0
+    burst_429: int = 0
+    tenant: str | None = None
+    kind: str | None = None
+    count: int | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], fault_id: int) -> Fault:
+        """Validates a ``POST /_sandbox/faults`` body.
+
+        Raises:
+            FaultSpecError: A field has the wrong type or range, or the fault does nothing.
+        """
+        unknown = set(raw) - {f for f in cls.__dataclass_fields__ if f != "fault_id"}
+        if unknown:
+            raise FaultSpecError(f"unknown fault fields: {sorted(unknown)}")
+        fault = cls(fault_id=fault_id, **raw)
+        _check(fault.status is None or _is_int(fault.status, 400, 599), "status: 400..599")
+        for name in ("rate", "latency_rate", "drop_rate"):
+            _check(_is_number(getattr(fault, name), 0.0, 1.0), f"{name}: a number in 0..1")
+        _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
+        _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
+        _check(fault.count is None or _is_int(fault.count, 1, 1_000_000_000), "count: >= 1")
+        _check(fault.kind is None or fault.kind in KINDS, f"kind: one of {KINDS} or null")
+        _check(fault.tenant is None or isinstance(fault.tenant, str), "tenant: a string")
+        _check(
+            fault.retry_after is None or _is_number(fault.retry_after, 0.0, 86_400.0),
+            "retry_after: seconds",
+        )
+        _check(
+            bool(fault.status or fault.latency_ms or fault.drop_rate or fault.burst_429),
+            "set at least one of status, latency_ms, drop_rate, burst_429",
+        )
+        return fault
+
+    def to_json(self) -> dict[str, Any]:
+        """The fault as ``GET /_sandbox/faults`` lists it (``id`` plus the POSTed fields)."""
+        body = asdict(self)
+        return {"id": body.pop("fault_id"), **body}
+
+    def matches(self, tenant: str | None, kind: str) -> bool:
+        """Tells whether this fault applies to a request of ``kind`` for ``tenant``."""
+        return (self.tenant is None or self.tenant == tenant) and self.kind in (None, kind)
+
+
+@dataclass(frozen=True)
+class FaultOutcome:
+    """What the faults decided for one request."""
+
+    delay_seconds: float = 0.0
+    drop: bool = False
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class FaultInjector:
+    """The active faults and the seeded draws that decide when they fire."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._faults: list[Fault] = []
+        self._next_id = 1
+
+    def add(self, raw: Mapping[str, Any]) -> Fault:
+        """Adds a fault from its JSON description (see :meth:`Fault.from_json`)."""
+        try:
+            fault = Fault.from_json(raw, self._next_id)
+        except TypeError as error:
+            raise FaultSpecError(str(error)) from error
+        self._next_id += 1
+        self._faults.append(fault)
+        return fault
+
+    def clear(self) -> int:
+        """Removes every fault and says how many there were."""
+        count = len(self._faults)
+        self._faults.clear()
+        return count
+
+    def active(self) -> list[Fault]:
+        """The active faults, oldest first."""
+        return list(self._faults)
+
+    def decide(self, tenant: str | None, kind: str) -> FaultOutcome:
+        """Consults the matching faults for one request (see the module docstring)."""
+        delay = 0.0
+        drop = False
+        status: int | None = None
+        retry_after: float | None = None
+        for fault in [f for f in self._faults if f.matches(tenant, kind)]:
+            if fault.count is not None:
+                fault.count -= 1
+            if fault.latency_ms and self._rng.random() < fault.latency_rate:
+                delay += fault.latency_ms / 1000.0
+            if not drop and status is None:
+                if fault.drop_rate and self._rng.random() < fault.drop_rate:
+                    drop = True
+                elif fault.burst_429 > 0:
+                    fault.burst_429 -= 1
+                    status, retry_after = 429, fault.retry_after
+                elif fault.status and self._rng.random() < fault.rate:
+                    status, retry_after = fault.status, fault.retry_after
+        self._faults = [f for f in self._faults if not _exhausted(f)]
+        return FaultOutcome(delay, drop, status, retry_after)
+
+
+def _exhausted(fault: Fault) -> bool:
+    if fault.count is not None and fault.count <= 0:
+        return True
+    return not (fault.status or fault.latency_ms or fault.drop_rate or fault.burst_429)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise FaultSpecError(message)
+
+
+def _is_number(value: object, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_int(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

@@ -1,0 +1,66 @@
+"""Identifiers carried by a flat event, as the linking keys a collection stores.
+
+- ``cookieid`` → ``device_cookie``, as sent.
+- ``email`` → ``email_sha256``: SHA-256 of the trimmed, lowercased email (lowercase hex);
+  ``email_sha256`` → ``email_sha256`` as sent, lowercased.
+- ``user_id`` → ``customer_id``, as sent.
+- ``phone`` → ``phone_sha256``: SHA-256 of the E.164 form (``+`` and digits);
+  ``phone_sha256`` → ``phone_sha256`` as sent, lowercased.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+DEVICE_COOKIE = "device_cookie"
+EMAIL_SHA256 = "email_sha256"
+CUSTOMER_ID = "customer_id"
+PHONE_SHA256 = "phone_sha256"
+
+
+def sha256_hex(value: str) -> str:
+    """SHA-256 of a UTF-8 string, lowercase hex."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def hash_email(email: str) -> str:
+    """The ``email_sha256`` of an email: trim, lowercase, SHA-256, lowercase hex."""
+    return sha256_hex(email.strip().lower())
+
+
+def normalise_phone(phone: str) -> str:
+    """E.164 form of a phone number: ``+`` then its digits.
+
+    ``+44 7700 900123`` becomes ``+447700900123``.
+    A leading ``00`` international prefix becomes ``+``; numbers without a country code are
+    kept as their digits behind ``+`` since the sandbox knows no default region.
+    """
+    digits = "".join(char for char in phone if char.isdigit())
+    if not phone.strip().startswith("+") and digits.startswith("00"):
+        digits = digits[2:]
+    return f"+{digits}"
+
+
+def hash_phone(phone: str) -> str:
+    """The ``phone_sha256`` of a phone number: SHA-256 of its E.164 form."""
+    return sha256_hex(normalise_phone(phone))
+
+
+def identifiers(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(linking_key, value)`` pairs an event carries, in a stable order."""
+    found: list[tuple[str, str]] = []
+
+    def add(key: str, value: object, transform: Callable[[str], str] | None = None) -> None:
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            text = str(value).strip()
+            found.append((key, transform(text) if transform else text))
+
+    add(DEVICE_COOKIE, event.get("cookieid"))
+    add(EMAIL_SHA256, event.get("email"), hash_email)
+    add(EMAIL_SHA256, event.get("email_sha256"), str.lower)
+    add(CUSTOMER_ID, event.get("user_id"))
+    add(PHONE_SHA256, event.get("phone"), hash_phone)
+    add(PHONE_SHA256, event.get("phone_sha256"), str.lower)
+    return list(dict.fromkeys(found))

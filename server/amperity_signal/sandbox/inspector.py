@@ -1,0 +1,84 @@
+"""Read-only inspector endpoints under ``/_sandbox/`` (no authentication).
+
+- ``GET /_sandbox/requests?path_prefix=&tenant=&limit=`` → ``{"requests": [...]}``, newest
+  last, each ``{request_id, timestamp, time, method, path, query, kind, tenant, headers,
+  status, dropped, duration_ms}`` (``Authorization`` as ``Bearer <fp:…>``).
+- ``GET /_sandbox/events?stream=&tenant=&limit=`` → ``{"events": [...]}``, each ``{stream,
+  tenant, received_at, status, mode, routed_to, body}``.
+- ``GET /_sandbox/stats`` → ``{total, by_kind, by_status, throttled, dropped, pending_updates,
+  tenants: {id: {total, by_kind, by_status, throttled, dropped}}}``.
+- ``GET /_sandbox/profiles?collection=&tenant=`` → ``{"profiles": [...]}`` in the wire shape,
+  plus ``tenant``.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from amperity_signal.sandbox.state import SandboxState
+
+DEFAULT_LIMIT = 1000
+
+
+class InspectorRoutes:
+    """The inspector's read endpoints, bound to the sandbox state."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self._state = state
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes of the inspector."""
+        return [
+            Route("/_sandbox/requests", self.requests, methods=["GET"]),
+            Route("/_sandbox/events", self.events, methods=["GET"]),
+            Route("/_sandbox/stats", self.stats, methods=["GET"]),
+            Route("/_sandbox/profiles", self.profiles, methods=["GET"]),
+        ]
+
+    async def requests(self, request: Request) -> Response:
+        """Recent API requests, optionally filtered by path prefix and tenant."""
+        prefix = request.query_params.get("path_prefix", "")
+        tenant = request.query_params.get("tenant")
+        records = [
+            record.to_json()
+            for record in self._state.requests.items()
+            if record.path.startswith(prefix) and tenant in (None, record.tenant)
+        ]
+        return JSONResponse({"requests": records[-_limit(request) :]})
+
+    async def events(self, request: Request) -> Response:
+        """Event bodies received per stream and where routing sent them."""
+        stream = request.query_params.get("stream")
+        tenant = request.query_params.get("tenant")
+        records = [
+            record.to_json()
+            for record in self._state.events.items()
+            if stream in (None, record.stream_id) and tenant in (None, record.tenant)
+        ]
+        return JSONResponse({"events": records[-_limit(request) :]})
+
+    async def stats(self, request: Request) -> Response:
+        """Counters by endpoint kind, status and tenant since start or reset."""
+        body = self._state.stats.to_json()
+        body["pending_updates"] = self._state.pending_updates()
+        return JSONResponse(body)
+
+    async def profiles(self, request: Request) -> Response:
+        """Every live profile, optionally of one collection or tenant."""
+        collection_id = request.query_params.get("collection")
+        tenant = request.query_params.get("tenant")
+        profiles = [
+            {**profile.to_json(), "tenant": tenant_id}
+            for tenant_id, collection in self._state.all_collections()
+            if collection_id in (None, collection.collection.collection_id)
+            and tenant in (None, tenant_id)
+            for profile in collection.all()
+        ]
+        return JSONResponse({"profiles": profiles})
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_LIMIT

@@ -1,0 +1,66 @@
+"""Running the sandbox as a server process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+import uvicorn
+
+from amperity_signal.sandbox.app import create_app
+from amperity_signal.sandbox.data import default_data, load_data
+
+
+def run(
+    host: str,
+    port: int,
+    data_path: str | None,
+    profile_delay: float,
+    *,
+    rate_limit_per_second: int = 500,
+    seed: int | None = None,
+) -> None:
+    """Serves the sandbox until interrupted (blocking).
+
+    Prints ``sandbox listening on http://HOST:PORT`` once the socket is bound; with port 0
+    the line carries the port the system chose.
+
+    Args:
+        host: Interface to bind, e.g. ``127.0.0.1``.
+        port: TCP port, 0 for any free port.
+        data_path: A data file (YAML or JSON); the shipped default when None.
+        profile_delay: Seconds between an accepted event and its profile update.
+        rate_limit_per_second: Requests admitted per tenant in any one-second window.
+        seed: Seed for ids and fault draws (None = random).
+    """
+    data = load_data(data_path) if data_path else default_data()
+    app = create_app(
+        data, profile_delay=profile_delay, rate_limit_per_second=rate_limit_per_second, seed=seed
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it Nagle plus delayed ACKs add 40 ms to every response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if family == socket.AF_INET6 else host
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        ws="none",
+        lifespan="on",
+        backlog=2048,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    print(f"sandbox listening on http://{shown_host}:{bound_port}", flush=True)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+        sys.stdout.flush()

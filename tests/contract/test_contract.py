@@ -1,0 +1,190 @@
+"""Every RPC through the generated stubs over a real channel, against the sandbox app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from amperity_signal.service.convert import struct_to_dict
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from tests.contract.harness import Harness
+from tests.support import ALICE_EMAIL, ALICE_PROFILE, message_id
+
+
+def event(**fields: Any) -> pb.Event:
+    properties = fields.pop("properties", None)
+    traits = fields.pop("traits", None)
+    fields.setdefault("anonymous_id", "anon_contract")
+    message = pb.Event(message_id=message_id(), **fields)
+    if properties:
+        message.properties.update(properties)
+    if traits:
+        message.traits.update(traits)
+    return message
+
+
+def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    found: dict[str, Any] = {}
+    for detail in status.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                found[kind.DESCRIPTOR.name] = message
+    return found
+
+
+async def test_deliver_posts_the_mapped_event_and_answers_after_amperity_accepted(
+    harness: Harness,
+) -> None:
+    """Deliver maps through the retail blueprint, posts it, and returns payload + 202."""
+    sent = event(
+        type="track",
+        event="Product Viewed",
+        properties={"product_id": "sku-1", "name": "Boot", "price": 99.5},
+    )
+    response = await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    assert response.message_id == sent.message_id
+    assert response.amperity_type == "view_item"
+    assert response.vendor_request.status_code == 202
+    assert response.vendor_request.url.endswith("/prof/events/esm-2VP6va3Zn")
+    assert "[REDACTED]" in response.vendor_request.headers["Authorization"]
+    assert response.payload["source"] == "DATAFLY"
+    assert response.payload["cookieid"] == "anon_contract"
+    received = (await harness.inspector.get("/_sandbox/events")).json()
+    bodies = [e["body"] for e in received["events"]]
+    assert any(b.get("message_id") == sent.message_id for b in bodies)
+
+
+async def test_an_event_without_anonymous_id_is_invalid_argument_naming_the_field(
+    harness: Harness,
+) -> None:
+    """A missing anonymous_id is INVALID_ARGUMENT with a BadRequest naming the field."""
+    bad = pb.Event(message_id=message_id(), type="track", event="x")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=bad))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "INVALID_EVENT"
+    fields = [v.field for v in found["BadRequest"].field_violations]
+    assert "event.anonymous_id" in fields
+
+
+async def test_an_unknown_integration_is_not_found(harness: Harness) -> None:
+    """An unknown integration id is NOT_FOUND with ErrorInfo UNKNOWN_INTEGRATION."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(
+            pb.DeliverRequest(integration_id="nope", event=event(type="page"))
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert details(caught.value)["ErrorInfo"].reason == "UNKNOWN_INTEGRATION"
+
+
+async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(
+    harness: Harness,
+) -> None:
+    """DeliverStream answers every request by message_id; a bad event fails only itself."""
+    good = [event(type="track", event="add_to_cart") for _ in range(20)]
+    bad = pb.Event(message_id="bad-1", type="track", event="x")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        for item in [*good[:10], bad, *good[10:]]:
+            yield pb.DeliverStreamRequest(integration_id="web", event=item)
+
+    answers = {r.message_id: r async for r in harness.stub.DeliverStream(requests())}
+    assert set(answers) == {e.message_id for e in good} | {"bad-1"}
+    assert answers["bad-1"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert all(answers[e.message_id].result.vendor_request.status_code == 202 for e in good)
+
+
+async def test_enrich_resolves_through_email_and_attaches_partner_attrs(
+    harness: Harness,
+) -> None:
+    """Enrich resolves a visitor by email_sha256 and attaches partner_attrs.amperity."""
+    sent = event(type="identify", traits={"email": f"  {ALICE_EMAIL.upper()} "})
+    response = await harness.stub.Enrich(pb.EnrichRequest(integration_id="web", event=sent))
+    assert response.resolved
+    assert response.amperity_id == ALICE_PROFILE
+    assert response.matched_key == "email_sha256"
+    assert response.attributes["Persona"] == "Value Hunter"
+    assert response.cache_status == pb.CACHE_STATUS_MISS
+    partner_attrs = struct_to_dict(response.event.partner_attrs)
+    assert partner_attrs["amperity"]["Persona"] == "Value Hunter"
+    again = await harness.stub.Enrich(pb.EnrichRequest(integration_id="web", event=sent))
+    assert again.cache_status == pb.CACHE_STATUS_HIT
+
+
+async def test_browser_profile_returns_only_allowlisted_attributes(harness: Harness) -> None:
+    """BrowserProfile by pipeline key returns the allowlist's attributes and nothing else."""
+    identify = event(type="identify", anonymous_id="anon_browser", traits={"email": ALICE_EMAIL})
+    await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=identify))
+    response = await harness.stub.BrowserProfile(
+        pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id="anon_browser")
+    )
+    assert response.provider == "amperity"
+    assert dict(response.attributes) == {"Persona": "Value Hunter", "LifetimeTier": "Gold"}
+
+
+async def test_browser_profile_for_a_first_touch_visitor_is_empty(harness: Harness) -> None:
+    """A visitor nobody has seen gets provider amperity and no attributes."""
+    response = await harness.stub.BrowserProfile(
+        pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id="anon_never_seen")
+    )
+    assert response.provider == "amperity"
+    assert dict(response.attributes) == {}
+
+
+async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
+    harness: Harness,
+) -> None:
+    """WatchDeliveries shows input, payload and vendor request; no token anywhere."""
+    sent = event(type="page")
+    await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(replay=10))
+    record = await asyncio.wait_for(call.read(), 5)
+    call.cancel()
+    assert isinstance(record, pb.WatchDeliveriesResponse)
+    assert record.message_id == sent.message_id
+    assert record.amperity_type == "pageview"
+    assert record.vendor_request.status_code == 202
+    text = str(record)
+    assert harness.keys.ingest not in text and harness.keys.profile not in text
+
+
+async def test_health_reports_serving_for_the_service(harness: Harness) -> None:
+    """The health service answers SERVING for datafly.amperity.v1.AmperityService."""
+    # The health and reflection stubs' type stubs know only sync channels.
+    health: Any = health_pb2_grpc.HealthStub(harness.channel)
+    answer = await health.Check(
+        health_pb2.HealthCheckRequest(service="datafly.amperity.v1.AmperityService")
+    )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(harness: Harness) -> None:
+    """Server reflection lists datafly.amperity.v1.AmperityService (so grpcurl works)."""
+    stub: Any = reflection_pb2_grpc.ServerReflectionStub(harness.channel)  # type: ignore[arg-type]
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for answer in stub.ServerReflectionInfo(ask()):
+        names = [s.name for s in answer.list_services_response.service]
+        assert "datafly.amperity.v1.AmperityService" in names
+        break
+    else:  # pragma: no cover - the stream must answer
+        pytest.fail("reflection answered nothing")

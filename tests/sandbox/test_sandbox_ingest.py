@@ -1,0 +1,192 @@
+"""Event ingest over ASGI: every status of the notes' table, in the documented precedence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+from amperity_signal.sandbox.testing import ACME, GLOBEX, GLOBEX_STREAM
+from amperity_signal.sandbox.testing import ACME_DROP_STREAM as DROP_STREAM
+from amperity_signal.sandbox.testing import ACME_REJECT_STREAM as REJECT_STREAM
+from amperity_signal.sandbox.testing import ACME_STREAM as STREAM
+from amperity_signal.sandbox.testing import InProcessSandbox as Sandbox
+
+EVENT = {"source": "DATAFLY", "type": "view_item", "cookieid": "anon_x"}
+
+
+async def _post_raw(
+    box: Sandbox, content: bytes, headers: dict[str, str], stream: str = STREAM
+) -> httpx.Response:
+    return await box.client.post(f"/prof/events/{stream}", content=content, headers=headers)
+
+
+def _json_headers(box: Sandbox, token: str = "acme-ingest") -> dict[str, str]:
+    return {**box.headers(token), "Content-Type": "application/json"}
+
+
+async def test_active_stream_accepts_with_202(sandbox: Sandbox) -> None:
+    """An event on an active stream is accepted with 202."""
+    response = await sandbox.post_event(EVENT)
+    assert response.status_code == 202
+
+
+async def test_drop_stream_answers_204_without_body(sandbox: Sandbox) -> None:
+    """A stream in drop mode answers 204 with an empty body."""
+    response = await sandbox.post_event(EVENT, stream=DROP_STREAM)
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+async def test_reject_stream_answers_409(sandbox: Sandbox) -> None:
+    """A stream in reject mode answers 409."""
+    response = await sandbox.post_event(EVENT, stream=REJECT_STREAM)
+    assert response.status_code == 409
+
+
+async def test_error_body_has_exactly_amperitys_shape(sandbox: Sandbox) -> None:
+    """Errors carry exactly status, message, request_id and trace_id."""
+    response = await sandbox.post_event(EVENT, stream="esm-nope")
+    body = response.json()
+    assert set(body) == {"status", "message", "request_id", "trace_id"}
+    assert body["status"] == 404
+    assert body["request_id"].startswith("req-")
+    assert len(body["trace_id"]) == 32
+
+
+async def test_bad_bodies_answer_400(sandbox: Sandbox) -> None:
+    """Missing, malformed, array and NDJSON bodies are 400."""
+    headers = _json_headers(sandbox)
+    for body in (b"", b"{not json", b"[1, 2]", b'{"a": 1}\n{"b": 2}\n', b'"text"'):
+        response = await _post_raw(sandbox, body, headers)
+        assert response.status_code == 400, body
+
+
+async def test_token_problems_answer_401(sandbox: Sandbox) -> None:
+    """Missing, malformed, badly signed and expired tokens are 401."""
+    good = sandbox.tokens["acme-ingest"]
+    expired = sandbox.mint(ACME, ["stream:write"], ttl=-10)
+    tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for authorization in (
+        None,
+        "Basic abc",
+        "Bearer nope",
+        f"Bearer {tampered}",
+        f"Bearer {expired}",
+    ):
+        headers = {"Amperity-Tenant": ACME, "Content-Type": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        response = await _post_raw(sandbox, b"{}", headers)
+        assert response.status_code == 401, authorization
+
+
+async def test_profile_token_on_events_is_403(sandbox: Sandbox) -> None:
+    """A Profile API key on the ingest endpoint is 403."""
+    response = await sandbox.post_event(EVENT, key_name="acme-profile")
+    assert response.status_code == 403
+
+
+async def test_token_for_another_tenant_is_403(sandbox: Sandbox) -> None:
+    """A valid token sent with another tenant's Amperity-Tenant header is 403."""
+    headers = {**_json_headers(sandbox, "globex-ingest"), "Amperity-Tenant": ACME}
+    response = await _post_raw(sandbox, b"{}", headers)
+    assert response.status_code == 403
+
+
+async def test_unknown_stream_or_tenant_is_404(sandbox: Sandbox) -> None:
+    """An unknown stream, another tenant's stream and an unknown tenant are 404."""
+    assert (await sandbox.post_event(EVENT, stream="esm-unknown")).status_code == 404
+    assert (await sandbox.post_event(EVENT, stream=GLOBEX_STREAM)).status_code == 404
+    token = sandbox.mint("initech", ["stream:write"])
+    headers = {"Amperity-Tenant": "initech", "Authorization": f"Bearer {token}"}
+    response = await sandbox.client.post(f"/prof/events/{STREAM}", json=EVENT, headers=headers)
+    assert response.status_code == 404
+
+
+async def test_chunked_body_without_content_length_is_411(sandbox: Sandbox) -> None:
+    """A chunked body (no Content-Length header) is 411."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield json.dumps(EVENT).encode()
+
+    response = await sandbox.client.post(
+        f"/prof/events/{STREAM}", content=chunks(), headers=_json_headers(sandbox)
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 411
+
+
+async def test_body_limit_is_65536_bytes(sandbox: Sandbox) -> None:
+    """A 65536-byte body is accepted and a 65537-byte body is 413."""
+    headers = _json_headers(sandbox)
+    for size, status in ((65_536, 202), (65_537, 413)):
+        body = _event_of_size(size)
+        assert len(body) == size
+        assert (await _post_raw(sandbox, body, headers)).status_code == status
+
+
+async def test_content_type_must_be_json_but_may_carry_parameters(sandbox: Sandbox) -> None:
+    """text/plain is 415; application/json; charset=utf-8 is accepted."""
+    body = json.dumps(EVENT).encode()
+    plain = {**sandbox.headers("acme-ingest"), "Content-Type": "text/plain"}
+    charset = {**sandbox.headers("acme-ingest"), "Content-Type": "application/json; charset=utf-8"}
+    assert (await _post_raw(sandbox, body, plain)).status_code == 415
+    assert (await _post_raw(sandbox, body, charset)).status_code == 202
+
+
+async def test_precedence_auth_before_routing_and_body(sandbox: Sandbox) -> None:
+    """Size beats auth, auth beats an unknown stream, routing beats content type and body."""
+    no_auth = {"Amperity-Tenant": ACME, "Content-Type": "text/plain"}
+    assert (await _post_raw(sandbox, _event_of_size(70_000), no_auth)).status_code == 413
+    assert (await _post_raw(sandbox, b"[", no_auth, "esm-nope")).status_code == 401
+    wrong_type = {**sandbox.headers("acme-ingest"), "Content-Type": "text/plain"}
+    assert (await _post_raw(sandbox, b"[", wrong_type, "esm-nope")).status_code == 404
+    assert (await _post_raw(sandbox, b"[", wrong_type)).status_code == 415
+    json_type = _json_headers(sandbox)
+    assert (await _post_raw(sandbox, b"[", json_type, REJECT_STREAM)).status_code == 400
+
+
+async def test_unmatched_source_is_accepted_but_routed_to_unknown(sandbox: Sandbox) -> None:
+    """A wrong source is still 202, lands in _unknown and never reaches a profile."""
+    event = {"source": "datafly", "type": "purchase", "cookieid": "anon_lost", "value": 10}
+    assert (await sandbox.post_event(event)).status_code == 202
+    await sandbox.client.post("/_sandbox/flush")
+    events = (await sandbox.client.get("/_sandbox/events", params={"stream": STREAM})).json()
+    assert events["events"][-1]["routed_to"] == "_unknown"
+    assert events["events"][-1]["body"] == event
+    assert (await sandbox.lookup(device_cookie="anon_lost")).status_code == 404
+
+
+async def test_matched_source_is_routed_to_the_stream_target(sandbox: Sandbox) -> None:
+    """An event matching the routing expression is routed to the stream's target."""
+    await sandbox.post_event(EVENT)
+    events = (await sandbox.client.get("/_sandbox/events", params={"stream": STREAM})).json()
+    assert [e["routed_to"] for e in events["events"]] == ["DataflyEvent"]
+
+
+async def test_tenants_are_isolated(sandbox: Sandbox) -> None:
+    """Globex's ingest key works on its own stream and is refused for acme."""
+    response = await sandbox.client.post(
+        f"/prof/events/{GLOBEX_STREAM}",
+        json=EVENT,
+        headers=sandbox.headers("globex-ingest", GLOBEX),
+    )
+    assert response.status_code == 202
+    assert (await sandbox.post_event(EVENT, key_name="globex-ingest")).status_code == 403
+
+
+def _event_of_size(size: int) -> bytes:
+    skeleton = json.dumps({"source": "DATAFLY", "type": "page", "pad": ""}).encode()
+    return skeleton.replace(b'"pad": ""', b'"pad": "' + b"x" * (size - len(skeleton)) + b'"')
+
+
+async def test_unknown_paths_and_methods_answer_in_amperitys_error_shape(
+    sandbox: Sandbox,
+) -> None:
+    """A GET on the ingest path is 405 and an unknown path 404, both with the error body."""
+    wrong_method = await sandbox.client.get(f"/prof/events/{STREAM}")
+    unknown = await sandbox.client.get("/prof/nothing")
+    assert (wrong_method.status_code, unknown.status_code) == (405, 404)
+    assert set(wrong_method.json()) == {"status", "message", "request_id", "trace_id"}
+    assert unknown.json()["status"] == 404

@@ -1,0 +1,185 @@
+"""Inspector and controls over ASGI: request log, events, stats, reset, tokens, faults."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from amperity_signal.sandbox.edge import ConnectionDropped
+from amperity_signal.sandbox.testing import ACME_STREAM, GLOBEX, GLOBEX_STREAM, InProcessSandbox
+from amperity_signal.sandbox.tokens import fingerprint, verify_token
+
+EVENT = {"source": "DATAFLY", "type": "page", "cookieid": "anon_i"}
+
+
+async def test_request_log_records_headers_but_never_the_token(sandbox: InProcessSandbox) -> None:
+    """The request log keeps method, path, status and headers, with the token fingerprinted."""
+    await sandbox.post_event(EVENT)
+    records = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
+    assert len(records) == 1
+    record = records[0]
+    token = sandbox.tokens["acme-ingest"]
+    assert (record["method"], record["path"], record["status"]) == (
+        "POST",
+        f"/prof/events/{ACME_STREAM}",
+        202,
+    )
+    assert record["headers"]["authorization"] == f"Bearer <fp:{fingerprint(token)}>"
+    assert record["headers"]["amperity-tenant"] == "acme"
+    everything = json.dumps((await sandbox.client.get("/_sandbox/requests")).json())
+    assert token not in everything
+    assert token.split(".")[2] not in everything
+
+
+async def test_request_log_filters_by_prefix_tenant_and_limit(sandbox: InProcessSandbox) -> None:
+    """path_prefix, tenant and limit narrow the request log."""
+    await sandbox.post_event(EVENT)
+    await sandbox.post_event(EVENT)
+    await sandbox.lookup(customer_id="cust-1001")
+    await sandbox.client.post(
+        f"/prof/events/{GLOBEX_STREAM}",
+        json=EVENT,
+        headers=sandbox.headers("globex-ingest", GLOBEX),
+    )
+    log = "/_sandbox/requests"
+    events = (await sandbox.client.get(log, params={"path_prefix": "/prof/events/"})).json()
+    assert len(events["requests"]) == 3
+    globex = (await sandbox.client.get(log, params={"tenant": GLOBEX})).json()
+    assert [r["path"] for r in globex["requests"]] == [f"/prof/events/{GLOBEX_STREAM}"]
+    last = (await sandbox.client.get(log, params={"limit": "1"})).json()
+    assert [r["tenant"] for r in last["requests"]] == [GLOBEX]
+
+
+async def test_stats_count_by_kind_status_and_tenant(sandbox: InProcessSandbox) -> None:
+    """Stats count requests by kind, by status and per tenant."""
+    await sandbox.post_event(EVENT)
+    await sandbox.post_event(EVENT, key_name="acme-profile")
+    await sandbox.lookup(customer_id="cust-1001")
+    stats = (await sandbox.client.get("/_sandbox/stats")).json()
+    assert stats["total"] == 3
+    assert stats["by_kind"] == {"events": 2, "lookup": 1}
+    assert stats["by_status"] == {"200": 1, "202": 1, "403": 1}
+    assert stats["tenants"]["acme"]["total"] == 3
+    assert stats["pending_updates"] == 1
+
+
+async def test_reset_restores_the_data_files_state(sandbox: InProcessSandbox) -> None:
+    """Reset forgets new profiles, requests, events, faults and stats."""
+    await sandbox.post_event(EVENT)
+    await sandbox.flush()
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503})
+    assert (await sandbox.lookup(device_cookie="anon_i")).status_code == 503
+    await sandbox.client.post("/_sandbox/reset")
+    assert (await sandbox.client.get("/_sandbox/faults")).json() == {"faults": []}
+    assert (await sandbox.client.get("/_sandbox/events")).json() == {"events": []}
+    assert (await sandbox.lookup(device_cookie="anon_i")).status_code == 404
+    stats = (await sandbox.client.get("/_sandbox/stats")).json()
+    assert stats["total"] == 1
+
+
+async def test_token_endpoint_mints_valid_and_expired_tokens(sandbox: InProcessSandbox) -> None:
+    """POST /_sandbox/tokens mints tokens; a negative ttl gives one that is refused with 401."""
+    minted = await sandbox.client.post(
+        "/_sandbox/tokens", json={"tenant": "acme", "scopes": ["stream:write"], "ttl_seconds": 60}
+    )
+    token = minted.json()["token"]
+    claims = verify_token(sandbox.state.data.signing_secret, token, sandbox.clock.now)
+    assert claims.scopes == {"stream:write"}
+    expired = await sandbox.client.post(
+        "/_sandbox/tokens", json={"tenant": "acme", "scopes": ["stream:write"], "ttl_seconds": -5}
+    )
+    headers = {"Amperity-Tenant": "acme", "Authorization": f"Bearer {expired.json()['token']}"}
+    response = await sandbox.client.post(f"/prof/events/{ACME_STREAM}", json=EVENT, headers=headers)
+    assert response.status_code == 401
+    bad = await sandbox.client.post("/_sandbox/tokens", json={"tenant": "acme", "scopes": "x"})
+    assert bad.status_code == 400
+
+
+async def test_status_fault_with_count_and_retry_after(sandbox: InProcessSandbox) -> None:
+    """A 503 fault limited to 2 requests answers 503 with Retry-After twice, then clears."""
+    added = await sandbox.client.post(
+        "/_sandbox/faults", json={"status": 503, "count": 2, "retry_after": 3, "kind": "events"}
+    )
+    assert added.json()["fault"]["id"] == 1
+    statuses = [(await sandbox.post_event(EVENT)) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [503, 503, 202]
+    assert statuses[0].headers["retry-after"] == "3"
+    assert set(statuses[0].json()) == {"status", "message", "request_id", "trace_id"}
+    assert (await sandbox.client.get("/_sandbox/faults")).json() == {"faults": []}
+
+
+async def test_faults_match_kind_and_tenant(sandbox: InProcessSandbox) -> None:
+    """A lookup fault for globex leaves acme lookups and events alone."""
+    await sandbox.client.post(
+        "/_sandbox/faults", json={"status": 500, "tenant": GLOBEX, "kind": "lookup"}
+    )
+    assert (await sandbox.lookup(customer_id="cust-1001")).status_code == 200
+    assert (await sandbox.post_event(EVENT)).status_code == 202
+    response = await sandbox.client.get(
+        "/prof/lookup/apc-Gx8bPrf2Q/keychain",
+        params={"device_cookie": "globex_anon_01"},
+        headers=sandbox.headers("globex-profile", GLOBEX),
+    )
+    assert response.status_code == 500
+
+
+async def test_burst_429_answers_the_next_n_requests(sandbox: InProcessSandbox) -> None:
+    """burst_429 = 3 throttles exactly the next three requests, and stats count them."""
+    await sandbox.client.post("/_sandbox/faults", json={"burst_429": 3})
+    statuses = [(await sandbox.post_event(EVENT)).status_code for _ in range(4)]
+    assert statuses == [429, 429, 429, 202]
+    stats = (await sandbox.client.get("/_sandbox/stats")).json()
+    assert stats["throttled"] == 3
+    assert stats["tenants"]["acme"]["throttled"] == 3
+
+
+async def test_partial_rate_fault_is_seeded_and_partial(sandbox: InProcessSandbox) -> None:
+    """A 30% fault fires on some but not all of 100 requests."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 502, "rate": 0.3})
+    statuses = [(await sandbox.post_event(EVENT)).status_code for _ in range(100)]
+    assert 10 < statuses.count(502) < 60
+    assert statuses.count(502) + statuses.count(202) == 100
+
+
+async def test_latency_fault_delays_the_answer(sandbox: InProcessSandbox) -> None:
+    """latency_ms delays matching requests."""
+    await sandbox.client.post("/_sandbox/faults", json={"latency_ms": 150, "count": 1})
+    started = time.perf_counter()
+    assert (await sandbox.post_event(EVENT)).status_code == 202
+    assert time.perf_counter() - started >= 0.14
+
+
+async def test_drop_fault_outside_a_server_raises_connection_dropped(
+    sandbox: InProcessSandbox,
+) -> None:
+    """In process a drop fault surfaces as ConnectionDropped and is logged as dropped."""
+    await sandbox.client.post("/_sandbox/faults", json={"drop_rate": 1.0, "count": 1})
+    with pytest.raises(ConnectionDropped):
+        await sandbox.post_event(EVENT)
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert (record["status"], record["dropped"]) == (0, True)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {},
+        {"status": 200},
+        {"status": 503, "rate": 2},
+        {"kind": "batch", "status": 503},
+        {"bogus": 1},
+    ],
+)
+async def test_invalid_faults_are_400(sandbox: InProcessSandbox, fault: dict[str, object]) -> None:
+    """A fault that does nothing or has a bad field is refused with 400."""
+    response = await sandbox.client.post("/_sandbox/faults", json=fault)
+    assert response.status_code == 400
+
+
+async def test_delete_clears_all_faults(sandbox: InProcessSandbox) -> None:
+    """DELETE /_sandbox/faults removes every active fault."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503})
+    await sandbox.client.post("/_sandbox/faults", json={"latency_ms": 1})
+    assert (await sandbox.client.delete("/_sandbox/faults")).json() == {"cleared": 2}
+    assert (await sandbox.post_event(EVENT)).status_code == 202

@@ -1,0 +1,259 @@
+"""The sandbox as a real process over real HTTP: the notes' status table and behaviours."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from amperity_signal.sandbox import mint_token
+from amperity_signal.sandbox.identity import hash_email
+from amperity_signal.sandbox.testing import (
+    ACME,
+    ACME_COLLECTION,
+    ACME_DROP_STREAM,
+    ACME_REJECT_STREAM,
+    ACME_STREAM,
+    ALICE_PROFILE,
+    SandboxProcess,
+    sandbox_process,
+)
+
+EVENT = {"source": "DATAFLY", "type": "page_view", "cookieid": "anon_p"}
+EVENTS_URL = f"/prof/events/{ACME_STREAM}"
+
+
+@pytest.fixture
+async def client(sandbox_proc: SandboxProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running sandbox, which is reset to the data file's state first."""
+    async with httpx.AsyncClient(base_url=sandbox_proc.base_url, timeout=10) as http:
+        (await http.post("/_sandbox/reset")).raise_for_status()
+        yield http
+
+
+def _auth(sandbox_proc: SandboxProcess, name: str) -> dict[str, str]:
+    return {"Amperity-Tenant": ACME, "Authorization": f"Bearer {sandbox_proc.tokens[name]}"}
+
+
+async def _mint(client: httpx.AsyncClient, scopes: list[str], ttl: int) -> str:
+    body = {"tenant": ACME, "scopes": scopes, "ttl_seconds": ttl}
+    return str((await client.post("/_sandbox/tokens", json=body)).json()["token"])
+
+
+async def _raw_chunked_post(base_url: str, path: str, headers: dict[str, str], body: bytes) -> int:
+    """POSTs with Transfer-Encoding: chunked (hence no Content-Length) over a raw socket."""
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    lines = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}", "Transfer-Encoding: chunked"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + chunk)
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_every_status_of_the_ingest_table(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """202, 204, 400, 401, 403, 404, 409, 411, 413, 415 and 503 under the notes' conditions."""
+    ingest = {**_auth(sandbox_proc, "acme-ingest"), "Content-Type": "application/json"}
+    body = json.dumps(EVENT).encode()
+    expired = await _mint(client, ["stream:write"], -60)
+
+    async def post(
+        path: str = EVENTS_URL, content: bytes = body, headers: dict[str, str] | None = None
+    ) -> int:
+        response = await client.post(path, content=content, headers={**ingest, **(headers or {})})
+        return response.status_code
+
+    assert await post() == 202
+    assert await post(f"/prof/events/{ACME_DROP_STREAM}") == 204
+    assert await post(content=b"[" + body + b"]") == 400
+    assert await post(headers={"Authorization": f"Bearer {expired}"}) == 401
+    assert await post(headers=_auth(sandbox_proc, "acme-profile")) == 403
+    assert await post("/prof/events/esm-doesNotExist") == 404
+    assert await post(f"/prof/events/{ACME_REJECT_STREAM}") == 409
+    assert await _raw_chunked_post(sandbox_proc.base_url, EVENTS_URL, ingest, body) == 411
+    assert await post(content=b'{"pad": "' + b"x" * 70_000 + b'"}') == 413
+    assert await post(headers={"Content-Type": "text/plain"}) == 415
+    await client.post("/_sandbox/faults", json={"status": 503, "count": 1})
+    assert await post() == 503
+    assert await post() == 202
+
+
+async def test_the_body_limit_is_exactly_64_kib(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """65536 bytes are accepted; 65537 bytes are 413."""
+    headers = {**_auth(sandbox_proc, "acme-ingest"), "Content-Type": "application/json"}
+    skeleton = b'{"source": "DATAFLY", "pad": ""}'
+    for size, status in ((65_536, 202), (65_537, 413)):
+        content = skeleton[:-2] + b"x" * (size - len(skeleton)) + b'"}'
+        assert len(content) == size
+        response = await client.post(EVENTS_URL, content=content, headers=headers)
+        assert response.status_code == status
+
+
+async def test_scopes_are_refused_both_ways(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """The ingest key gets 403 on the Profile API and the profile key 403 on ingest."""
+    lookup = await client.get(
+        f"/prof/lookup/{ACME_COLLECTION}/keychain",
+        params={"customer_id": "cust-1001"},
+        headers=_auth(sandbox_proc, "acme-ingest"),
+    )
+    ingest = await client.post(EVENTS_URL, json=EVENT, headers=_auth(sandbox_proc, "acme-profile"))
+    assert (lookup.status_code, ingest.status_code) == (403, 403)
+
+
+async def test_wrong_source_is_accepted_and_shown_in_unknown(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """A lower-case source is 202 yet routed to _unknown in the inspector."""
+    event = {**EVENT, "source": "datafly"}
+    response = await client.post(EVENTS_URL, json=event, headers=_auth(sandbox_proc, "acme-ingest"))
+    assert response.status_code == 202
+    events = (await client.get("/_sandbox/events", params={"stream": ACME_STREAM})).json()
+    assert [(e["routed_to"], e["body"]) for e in events["events"]] == [("_unknown", event)]
+
+
+async def test_stitching_then_lookup_by_cookie_and_email(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """Anonymous events plus an identify sharing the cookie give one profile found both ways."""
+    headers = _auth(sandbox_proc, "acme-ingest")
+    for event_type in ("view_item", "add_to_cart"):
+        event = {"source": "DATAFLY", "type": event_type, "cookieid": "anon_proc"}
+        assert (await client.post(EVENTS_URL, json=event, headers=headers)).status_code == 202
+    identify = {
+        "source": "DATAFLY",
+        "type": "identify",
+        "cookieid": "anon_proc",
+        "email": "pat@example.com",
+    }
+    assert (await client.post(EVENTS_URL, json=identify, headers=headers)).status_code == 202
+    assert (await client.post("/_sandbox/flush")).json() == {"applied": 3}
+    profile_headers = _auth(sandbox_proc, "acme-profile")
+    url = f"/prof/lookup/{ACME_COLLECTION}/keychain"
+    by_cookie = await client.get(
+        url, params={"device_cookie": "anon_proc"}, headers=profile_headers
+    )
+    by_email = await client.post(
+        url, json={"keys": {"email_sha256": hash_email("pat@example.com")}}, headers=profile_headers
+    )
+    assert by_cookie.status_code == by_email.status_code == 200
+    assert by_cookie.json()["profile_id"] == by_email.json()["profile_id"]
+    assert by_cookie.json()["attributes"]["EventCount"] == 3
+
+
+async def test_context_dependent_attribute_over_http(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """enrich=true&pageCategory=shoes answers NextBestOffer shoes-10-off."""
+    response = await client.get(
+        f"/prof/profiles/{ACME_COLLECTION}/{ALICE_PROFILE}",
+        params={"enrich": "true", "pageCategory": "shoes"},
+        headers=_auth(sandbox_proc, "acme-profile"),
+    )
+    assert response.json()["attributes"]["NextBestOffer"] == "shoes-10-off"
+
+
+async def test_drop_fault_is_a_transport_error_for_httpx(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """A drop fault closes the connection: httpx raises a transport error, not a 500."""
+    await client.post("/_sandbox/faults", json={"drop_rate": 1.0, "count": 1, "kind": "events"})
+    async with httpx.AsyncClient(base_url=sandbox_proc.base_url) as fresh:
+        with pytest.raises(httpx.TransportError):
+            await fresh.post(EVENTS_URL, json=EVENT, headers=_auth(sandbox_proc, "acme-ingest"))
+        after = await fresh.post(EVENTS_URL, json=EVENT, headers=_auth(sandbox_proc, "acme-ingest"))
+    assert after.status_code == 202
+    stats = (await client.get("/_sandbox/stats")).json()
+    assert stats["dropped"] == 1
+
+
+async def _fire_at_once(base_url: str, request: bytes, count: int) -> list[int]:
+    """Opens ``count`` connections first, then writes the same request on all of them at once.
+
+    Raw sockets, because an ``httpx`` pool with hundreds of queued requests spends more time
+    scheduling than the server spends answering, and would spread the burst over seconds.
+    """
+    url = urlsplit(base_url)
+    connections = await asyncio.gather(
+        *(asyncio.open_connection(url.hostname, url.port) for _ in range(count))
+    )
+    for _, writer in connections:
+        writer.write(request)
+    status_lines = await asyncio.gather(*(reader.readline() for reader, _ in connections))
+    for _, writer in connections:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for _, writer in connections))
+    return [int(line.split()[1]) for line in status_lines]
+
+
+def _busiest_second(timestamps: list[float]) -> int:
+    """The most timestamps (sorted) falling in any window of one second."""
+    busiest, start = 0, 0
+    for end, timestamp in enumerate(timestamps):
+        while timestamps[start] <= timestamp - 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return busiest
+
+
+async def test_rate_limit_never_admits_more_than_500_in_any_second(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """600 concurrent requests: 429s, each justified, and at most 500 admitted in any 1 s window."""
+    token = sandbox_proc.tokens["acme-profile"]
+    request = (
+        f"GET /prof/lookup/{ACME_COLLECTION}/keychain?customer_id=cust-1001 HTTP/1.1\r\n"
+        f"Host: sandbox\r\nAmperity-Tenant: {ACME}\r\nAuthorization: Bearer {token}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    statuses = await _fire_at_once(sandbox_proc.base_url, request, 600)
+    assert set(statuses) <= {200, 429}
+    log = (await client.get("/_sandbox/requests", params={"limit": "1000"})).json()["requests"]
+    assert len(log) == 600
+    arrivals = sorted(r["timestamp"] for r in log)
+    admitted = sorted(r["timestamp"] for r in log if r["status"] != 429)
+    refused = [r["timestamp"] for r in log if r["status"] == 429]
+    assert _busiest_second(admitted) <= 500
+    for timestamp in refused:
+        assert sum(timestamp - 1.0 < t <= timestamp for t in admitted) >= 500
+    if _busiest_second(arrivals) <= 500:
+        pytest.skip("this machine served fewer than 500 requests per second: nothing to throttle")
+    assert statuses.count(429) > 0
+    stats = (await client.get("/_sandbox/stats")).json()
+    assert stats["throttled"] == statuses.count(429)
+
+
+def test_data_option_loads_another_world(tmp_path: Path) -> None:
+    """--data F serves the tenants of F instead of the default ones."""
+    world = {
+        "signing_secret": "other-secret",
+        "tenants": [
+            {
+                "id": "initech",
+                "streams": [{"id": "esm-Init1", "routing": 'source == "X"', "target": "E"}],
+            }
+        ],
+    }
+    path = tmp_path / "world.json"
+    path.write_text(json.dumps(world))
+    token = mint_token("other-secret", "initech", ["stream:write"], 60)
+    headers = {"Amperity-Tenant": "initech", "Authorization": f"Bearer {token}"}
+    with sandbox_process("--data", str(path)) as process:
+        assert process.base_url.startswith("http://127.0.0.1:")
+        response = httpx.post(
+            f"{process.base_url}/prof/events/esm-Init1", json={"source": "X"}, headers=headers
+        )
+    assert response.status_code == 202

@@ -1,0 +1,169 @@
+"""Tokens, data files and the shipped default world."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from amperity_signal.sandbox import SandboxDataError, default_data, load_data, mint_token
+from amperity_signal.sandbox.identity import hash_email, hash_phone
+from amperity_signal.sandbox.testing import (
+    ACME_COLLECTION,
+    ACME_DROP_STREAM,
+    ACME_EMPTY_KEYS_COLLECTION,
+    ACME_REJECT_STREAM,
+    ACME_STREAM,
+    ALICE_PROFILE,
+    default_tokens,
+)
+from amperity_signal.sandbox.tokens import TokenError, verify_token
+
+SECRET = "test-secret"
+NOW = 1_800_000_000.0
+YEAR_2036 = 2_082_758_400
+
+
+def _claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
+    return decoded
+
+
+def test_minted_token_is_a_verifiable_hs256_jwt() -> None:
+    """A minted token has three base64url parts and verifies with its claims."""
+    token = mint_token(SECRET, "acme", ["stream:write"], 60, now=NOW)
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header == {"alg": "HS256", "typ": "JWT"}
+    claims = verify_token(SECRET, token, NOW + 30)
+    assert (claims.tenant, claims.scopes, claims.expires_at) == (
+        "acme",
+        frozenset({"stream:write"}),
+        NOW + 60,
+    )
+    assert set(_claims(token)) == {"tenant", "scopes", "exp", "iat", "jti"}
+
+
+def test_minted_tokens_are_unique() -> None:
+    """Two tokens minted with the same inputs differ (random jti)."""
+    assert mint_token(SECRET, "acme", [], 60, now=NOW) != mint_token(
+        SECRET, "acme", [], 60, now=NOW
+    )
+
+
+def test_expired_wrongly_signed_and_malformed_tokens_fail() -> None:
+    """Expiry, another secret and garbage all fail verification."""
+    expired = mint_token(SECRET, "acme", ["stream:write"], -1, now=NOW)
+    other = mint_token("other-secret", "acme", ["stream:write"], 60, now=NOW)
+    for token in (expired, other, "a.b", "x.y.z", "...."):
+        with pytest.raises(TokenError):
+            verify_token(SECRET, token, NOW)
+
+
+def test_profile_read_is_granted_by_amperitys_two_scopes() -> None:
+    """profile-collections:read plus pii:read grants profile:read; one of them alone does not."""
+    both = mint_token(SECRET, "acme", ["profile-collections:read", "pii:read"], 60, now=NOW)
+    one = mint_token(SECRET, "acme", ["profile-collections:read"], 60, now=NOW)
+    assert verify_token(SECRET, both, NOW).allows("profile:read")
+    assert not verify_token(SECRET, one, NOW).allows("profile:read")
+
+
+def test_default_tokens_verify_until_2036_with_their_scopes() -> None:
+    """Each tenant ships an ingest and a profile token valid until 2036."""
+    data = default_data()
+    tokens = default_tokens(data)
+    assert set(tokens) == {"acme-ingest", "acme-profile", "globex-ingest", "globex-profile"}
+    for name, token in tokens.items():
+        claims = verify_token(data.signing_secret, token, NOW)
+        scope = "stream:write" if name.endswith("ingest") else "profile:read"
+        assert claims.scopes == {scope}
+        assert claims.tenant == name.split("-")[0]
+        assert claims.expires_at == YEAR_2036
+
+
+def test_default_data_has_the_required_streams_and_collections() -> None:
+    """Acme has active/drop/reject streams and a full and an empty-keys collection."""
+    acme = default_data().tenants["acme"]
+    modes = {sid: s.mode for sid, s in acme.streams.items()}
+    assert modes == {ACME_STREAM: "active", ACME_DROP_STREAM: "drop", ACME_REJECT_STREAM: "reject"}
+    assert acme.streams[ACME_STREAM].routing.values == {"DATAFLY"}
+    assert acme.collections[ACME_COLLECTION].linking_keys == (
+        "email_sha256",
+        "device_cookie",
+        "customer_id",
+        "phone_sha256",
+    )
+    assert acme.collections[ACME_EMPTY_KEYS_COLLECTION].linking_keys == ()
+    assert "globex" in default_data().tenants
+
+
+def test_alice_is_linked_by_her_hashed_email() -> None:
+    """Alice's seed profile links sha256('alice@example.com') and has her attributes."""
+    collection = default_data().tenants["acme"].collections[ACME_COLLECTION]
+    alice = next(p for p in collection.profiles if p.profile_id == ALICE_PROFILE)
+    assert alice.links["email_sha256"] == (hash_email(" Alice@Example.com "),)
+    assert hash_email("alice@example.com") == (
+        "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
+    )
+    assert {k: alice.attributes[k] for k in ("Persona", "LifetimeTier", "FavoriteBrand")} == {
+        "Persona": "Value Hunter",
+        "LifetimeTier": "Gold",
+        "FavoriteBrand": "Acme Outdoor",
+    }
+    assert alice.attributes["ChurnRisk"] == "low"
+
+
+def test_phone_is_hashed_in_e164_form() -> None:
+    """Formatting and a 00 prefix do not change the phone hash."""
+    assert hash_phone("+44 7700 900123") == hash_phone("0044-7700-900123")
+    assert hash_phone("+44 7700 900123") == hash_phone("+447700900123")
+
+
+def test_json_data_file_loads(tmp_path: Path) -> None:
+    """A JSON data file loads like YAML."""
+    path = tmp_path / "world.json"
+    path.write_text(
+        json.dumps(
+            {
+                "signing_secret": "s",
+                "tenants": [
+                    {
+                        "id": "t1",
+                        "streams": [
+                            {
+                                "id": "esm-1",
+                                "routing": 'source == "X"',
+                                "target": "E",
+                                "mode": "drop",
+                            }
+                        ],
+                        "collections": [{"id": "apc-1", "linking_keys": ["device_cookie"]}],
+                    }
+                ],
+            }
+        )
+    )
+    tenant = load_data(path).tenants["t1"]
+    assert tenant.streams["esm-1"].mode == "drop"
+    assert tenant.collections["apc-1"].linking_keys == ("device_cookie",)
+
+
+@pytest.mark.parametrize(
+    ("stream", "problem"),
+    [
+        ({"id": "is-1", "routing": 'source == "X"', "target": "E"}, "esm-"),
+        ({"id": "esm-1", "routing": "source = X", "target": "E"}, "routing"),
+        ({"id": "esm-1", "routing": 'source == "X"', "target": "E", "mode": "pause"}, "mode"),
+    ],
+)
+def test_invalid_streams_are_refused_with_the_fix(
+    tmp_path: Path, stream: dict[str, str], problem: str
+) -> None:
+    """A batch is- id, an unparsable routing expression and an unknown mode are refused."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        json.dumps({"signing_secret": "s", "tenants": [{"id": "t", "streams": [stream]}]})
+    )
+    with pytest.raises(SandboxDataError, match=problem):
+        load_data(path)

@@ -1,0 +1,78 @@
+"""Shared test support: configurations pointed at a sandbox, and freshly minted keys."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from amperity_signal.config import Settings, settings_from_dict
+from amperity_signal.sandbox import PROFILE_READ, STREAM_WRITE, default_data, mint_token
+
+COLLECTION = "apc-vPsQheAm"
+STREAM = "esm-2VP6va3Zn"
+DROP_STREAM = "esm-7DrpQ4mZe"
+REJECT_STREAM = "esm-9RjkT2wXa"
+ALICE_EMAIL = "alice@example.com"
+ALICE_PROFILE = "p-a11ce0000001"
+LINKING_KEYS = [
+    {"source": "email", "key": "email_sha256", "hash": "sha256"},
+    {"source": "canonical_id", "key": "device_cookie"},
+    {"source": "user_id", "key": "customer_id"},
+]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A fresh, unique pair of sandbox keys for one tenant (canaries for leak scans)."""
+
+    ingest: str
+    profile: str
+
+
+def mint_keys(tenant: str = "acme", ttl: float = 3_600) -> Keys:
+    """Mint unique ingest and profile keys, signed by the default sandbox data's secret."""
+    secret = default_data().signing_secret
+    return Keys(
+        ingest=mint_token(secret, tenant, [STREAM_WRITE], ttl),
+        profile=mint_token(secret, tenant, [PROFILE_READ], ttl),
+    )
+
+
+def integration_dict(
+    base_url: str, keys: Keys, *, integration_id: str = "web", **overrides: Any
+) -> dict[str, Any]:
+    """One [[integrations]] table for the default sandbox tenant ``acme``."""
+    table: dict[str, Any] = {
+        "id": integration_id,
+        "pipeline_key": f"pk_{integration_id}",
+        "vertical": "retail",
+        "tenant_subdomain": "acme",
+        "tenant_id": "acme",
+        "api_base_url": base_url,
+        "api_key": keys.ingest,
+        "event_stream_id": STREAM,
+        "source_value": "DATAFLY",
+        "profile_api_key": keys.profile,
+        "profile_collection_id": COLLECTION,
+        "linking_keys": LINKING_KEYS,
+        "browser_attribute_allowlist": "Persona,LifetimeTier,NextBestOffer",
+        "allowed_origins": ["http://127.0.0.1"],
+    }
+    table.update(overrides)
+    return table
+
+
+def settings_for(*integrations: dict[str, Any], **sections: Any) -> Settings:
+    """Validated settings binding gRPC to a free loopback port."""
+    raw: dict[str, Any] = {
+        "server": {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"},
+        "integrations": list(integrations),
+    }
+    raw.update(sections)
+    return settings_from_dict(raw, {})
+
+
+def message_id() -> str:
+    """A unique message id."""
+    return f"msg-{uuid.uuid4()}"

@@ -1,0 +1,257 @@
+"""Amperity's answers mapped to errors: the notes' status table, DNS, and no leaked tokens."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from amperity_signal.amperity import AmperityClient, vendor_call
+from amperity_signal.errors import (
+    AmperityAuthError,
+    AmperityError,
+    AmperityMisconfigured,
+    AmperityRejected,
+    AmperityUnavailable,
+)
+from amperity_signal.metrics import Metrics
+
+ClientFactory = Callable[..., AmperityClient]
+Call = Callable[[AmperityClient], Awaitable[Any]]
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Answer:
+    """A MockTransport handler answering every request the same way, counting them."""
+
+    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.count = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        return httpx.Response(self.status, json=self.body, headers=self.headers)
+
+
+async def _event(client: AmperityClient) -> Any:
+    return await client.post_event({"event": "purchase"}, deadline=None)
+
+
+async def _lookup(client: AmperityClient) -> Any:
+    return await client.lookup("email_sha256", "9f86d0", deadline=None)
+
+
+async def _profile(client: AmperityClient) -> Any:
+    return await client.get_profile("p-123", deadline=None)
+
+
+CALLS: dict[str, Call] = {"events": _event, "lookup": _lookup, "profile": _profile}
+PERMANENT = [
+    ("events", 400, AmperityRejected, "AMPERITY_BAD_REQUEST"),
+    ("events", 401, AmperityAuthError, "INGEST_KEY_REJECTED"),
+    ("events", 403, AmperityAuthError, "INGEST_KEY_REJECTED"),
+    ("events", 404, AmperityMisconfigured, "STREAM_NOT_FOUND"),
+    ("events", 409, AmperityMisconfigured, "STREAM_REJECTING"),
+    ("events", 411, AmperityRejected, "CONNECTOR_BUG"),
+    ("events", 413, AmperityRejected, "PAYLOAD_TOO_LARGE"),
+    ("events", 415, AmperityRejected, "CONNECTOR_BUG"),
+    ("lookup", 400, AmperityRejected, "AMPERITY_BAD_REQUEST"),
+    ("lookup", 401, AmperityAuthError, "PROFILE_KEY_INVALID"),
+    ("lookup", 403, AmperityAuthError, "PROFILE_KEY_FORBIDDEN"),
+    ("profile", 401, AmperityAuthError, "PROFILE_KEY_INVALID"),
+    ("profile", 403, AmperityAuthError, "PROFILE_KEY_FORBIDDEN"),
+    ("profile", 409, AmperityRejected, "AMPERITY_UNEXPECTED_STATUS"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "status", "error_type", "reason"), PERMANENT)
+async def test_permanent_status_maps_to_its_error_after_exactly_one_request(
+    make_client: ClientFactory,
+    endpoint: str,
+    status: int,
+    error_type: type[AmperityError],
+    reason: str,
+) -> None:
+    """Each non-retryable status raises its error and reason, and is never retried."""
+    answer = Answer(status, {"status": status, "message": "nope", "request_id": "req-1"})
+    with pytest.raises(error_type) as caught:
+        await CALLS[endpoint](make_client(answer))
+
+    error = caught.value
+    assert error.reason == reason
+    assert answer.count == 1
+    assert error.status_code == status
+    call = vendor_call(error)
+    assert call is not None
+    assert (call.status_code, call.attempts) == (status, 1)
+    assert error.metadata["request_id"] == "req-1"
+
+
+async def test_troubleshooting_advice_is_the_message(make_client: ClientFactory) -> None:
+    """401 on ingest and 403 on the Profile API carry the spec's fix in their message."""
+    with pytest.raises(AmperityAuthError) as ingest:
+        await _event(make_client(Answer(401)))
+    with pytest.raises(AmperityAuthError) as profile:
+        await _lookup(make_client(Answer(403)))
+
+    assert "Streaming Ingest Write Access" in ingest.value.message
+    assert "Settings > Security > API Keys" in ingest.value.message
+    assert "Profile Read Access" in profile.value.message
+    assert "distinct tokens" in profile.value.message
+
+
+async def test_bad_request_carries_amperitys_message_and_ids(make_client: ClientFactory) -> None:
+    """400 puts Amperity's message in ours and request_id/trace_id in the metadata."""
+    body = {"status": 400, "message": "body is not an object", "request_id": "r", "trace_id": "t"}
+    with pytest.raises(AmperityRejected) as caught:
+        await _event(make_client(Answer(400, body)))
+
+    assert "body is not an object" in caught.value.message
+    assert caught.value.metadata["request_id"] == "r"
+    assert caught.value.metadata["trace_id"] == "t"
+
+
+async def test_stream_not_found_names_stream_and_tenant(make_client: ClientFactory) -> None:
+    """404 on ingest says which stream id and tenant to check."""
+    with pytest.raises(AmperityMisconfigured) as caught:
+        await _event(make_client(Answer(404)))
+
+    assert "esm-abc123" in caught.value.message
+    assert "acme-tenant" in caught.value.message
+    assert "event_stream_id" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"), [(429, "AMPERITY_THROTTLED"), (503, "AMPERITY_UNAVAILABLE")]
+)
+async def test_retries_running_out_raise_unavailable_with_retry_after(
+    make_client: ClientFactory, status: int, reason: str
+) -> None:
+    """429/5xx after max_retries (3) retries: AmperityUnavailable after 4 requests."""
+    time = FakeTime()
+    answer = Answer(status)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _event(make_client(answer, clock=time.clock, sleep=time.sleep))
+
+    assert caught.value.reason == reason
+    assert answer.count == 4
+    assert caught.value.attempts == 4
+    assert caught.value.retry_after > 0
+    assert len(time.sleeps) == 3
+
+
+def _connect_error(request: httpx.Request, code: int, text: str) -> httpx.ConnectError:
+    """A ConnectError caused by a resolver failure, chained as httpx chains it."""
+    error = httpx.ConnectError(f"[Errno {code}] {text}", request=request)
+    error.__cause__ = socket.gaierror(code, text)
+    return error
+
+
+def _dns_failure(request: httpx.Request) -> httpx.Response:
+    raise _connect_error(request, socket.EAI_NONAME, "Name or service not known")
+
+
+async def test_unknown_host_is_a_wrong_tenant_subdomain_and_not_retried(
+    make_client: ClientFactory,
+) -> None:
+    """A DNS "no such host" raises TENANT_HOST_NOT_FOUND naming the host, after one try."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return _dns_failure(request)
+
+    with pytest.raises(AmperityMisconfigured) as caught:
+        await _event(make_client(handler))
+
+    assert caught.value.reason == "TENANT_HOST_NOT_FOUND"
+    assert "no such host acme.amperity.com" in caught.value.message
+    assert "subdomain portion of your Amperity dashboard URL" in caught.value.message
+    assert len(requests) == 1
+    call = vendor_call(caught.value)
+    assert call is not None
+    assert call.status_code == 0
+
+
+async def test_transient_dns_failure_is_retried(make_client: ClientFactory) -> None:
+    """EAI_AGAIN (resolver hiccup) is a connection error: retried, then succeeds."""
+    time = FakeTime()
+    answers: list[httpx.Response | None] = [None, httpx.Response(202)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if answer is None:
+            raise _connect_error(request, socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return answer
+
+    client = make_client(handler, clock=time.clock, sleep=time.sleep)
+    result = await client.post_event({"a": 1}, deadline=None)
+
+    assert result.call.attempts == 2
+
+
+async def test_tokens_never_appear_in_errors_calls_or_logs(
+    make_client: ClientFactory,
+    canaries: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Across every failure, no error str/repr/metadata, VendorCall or log holds a token."""
+    caplog.set_level(logging.DEBUG)
+    ingest, profile = canaries
+    echo = {"message": f"bad token {ingest} / {profile}", "request_id": profile}
+    time = FakeTime()
+    texts: list[str] = []
+    handlers: list[Callable[[httpx.Request], httpx.Response]] = [
+        Answer(status, echo) for status in (400, 401, 403, 404, 409, 411, 413, 429, 503)
+    ]
+    handlers.append(_dns_failure)
+    for handler in handlers:
+        client = make_client(handler, clock=time.clock, sleep=time.sleep)
+        for call in CALLS.values():
+            try:
+                result = await call(client)
+            except AmperityError as error:
+                texts += [str(error), repr(error), error.message, repr(error.metadata)]
+                texts += [repr(vendor_call(error)), str(error.__cause__)]
+            else:
+                texts.append(repr(result))
+    texts.append(caplog.text)
+    texts.append(repr(client))
+
+    blob = "\n".join(texts)
+    assert "Bearer [REDACTED]" in blob
+    for secret in (ingest, profile, "CANARY-INGEST-7f3a9c", "CANARY-PROFILE-51be02"):
+        assert secret not in blob
+
+
+async def test_every_request_is_counted_by_endpoint_and_status(
+    make_client: ClientFactory, metrics: Metrics
+) -> None:
+    """partner_calls counts each request with its endpoint and status."""
+    time = FakeTime()
+    with pytest.raises(AmperityUnavailable):
+        await _lookup(make_client(Answer(502), clock=time.clock, sleep=time.sleep))
+
+    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "502"}
+    assert metrics.registry.get_sample_value("amperity_signal_amperity_calls_total", labels) == 4
+    retried = {"integration": "acme-web", "endpoint": "lookup", "cause": "502"}
+    assert metrics.registry.get_sample_value("amperity_signal_amperity_retries_total", retried) == 3

@@ -1,0 +1,281 @@
+"""Retries: full-jitter backoff, Retry-After, max_retries, and the caller's deadline."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_call
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import AmperityUnavailable
+from amperity_signal.metrics import Metrics
+
+ClientFactory = Callable[..., AmperityClient]
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class Script:
+    """A MockTransport handler answering from a script (responses or exceptions)."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class HighestJitter(random.Random):
+    """Always picks the top of the jitter range, so backoff is deterministic."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture
+def time() -> FakeTime:
+    """The fake clock and recorded sleeps."""
+    return FakeTime()
+
+
+async def test_503_then_202_succeeds_on_the_second_attempt(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """A 503 is retried once after a jittered backoff under 0.1 s; the call reports 2 attempts."""
+    script = Script(httpx.Response(503), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    result = await client.post_event({"a": 1}, deadline=None)
+
+    assert result.call.attempts == 2
+    assert result.call.status_code == 202
+    assert len(time.sleeps) == 1
+    assert 0 <= time.sleeps[0] <= 0.1
+    assert result.call.duration == pytest.approx(time.sleeps[0])
+
+
+async def test_backoff_is_full_jitter_doubling_from_01_capped_at_5(
+    make_client: ClientFactory, time: FakeTime, integration: IntegrationSettings
+) -> None:
+    """Each sleep lies in [0, min(5, 0.1 * 2**retry)] and the ceiling reaches the 5 s cap."""
+    patient = integration.model_copy(update={"max_retries": 10})
+    client = make_client(
+        Script(httpx.Response(500)),
+        integration=patient,
+        clock=time.clock,
+        sleep=time.sleep,
+        rng=HighestJitter(),
+    )
+    with pytest.raises(AmperityUnavailable):
+        await client.post_event({"a": 1}, deadline=None)
+
+    assert time.sleeps == pytest.approx([min(5.0, 0.1 * 2**retry) for retry in range(10)])
+
+
+async def test_jittered_sleeps_stay_within_their_ceilings(
+    make_client: ClientFactory, time: FakeTime, integration: IntegrationSettings
+) -> None:
+    """With real randomness, every sleep is between 0 and its retry's ceiling."""
+    patient = integration.model_copy(update={"max_retries": 12})
+    client = make_client(
+        Script(httpx.Response(504)), integration=patient, clock=time.clock, sleep=time.sleep
+    )
+    with pytest.raises(AmperityUnavailable):
+        await client.post_event({"a": 1}, deadline=None)
+
+    for retry, slept in enumerate(time.sleeps):
+        assert 0 <= slept <= min(5.0, 0.1 * 2**retry)
+
+
+async def test_retry_after_seconds_is_honoured(make_client: ClientFactory, time: FakeTime) -> None:
+    """429 with Retry-After: 2 waits exactly 2 s before the next attempt."""
+    script = Script(httpx.Response(429, headers={"Retry-After": "2"}), httpx.Response(202))
+    await make_client(script, clock=time.clock, sleep=time.sleep).post_event({}, deadline=None)
+
+    assert time.sleeps == [2.0]
+
+
+async def test_retry_after_http_date_is_honoured(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """Retry-After as an HTTP date is measured from the response's Date header."""
+    sent = datetime(2026, 4, 17, 15, 0, 0, tzinfo=UTC)
+    headers = {
+        "Date": format_datetime(sent, usegmt=True),
+        "Retry-After": format_datetime(sent + timedelta(seconds=3), usegmt=True),
+    }
+    script = Script(httpx.Response(503, headers=headers), httpx.Response(202))
+    await make_client(script, clock=time.clock, sleep=time.sleep).post_event({}, deadline=None)
+
+    assert time.sleeps == [3.0]
+
+
+async def test_deadline_shorter_than_retry_after_gives_up_at_once(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """When the next wait would cross the deadline: no sleep, AmperityUnavailable, retry_after."""
+    script = Script(httpx.Response(429, headers={"Retry-After": "5"}))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=time.now + 1.0)
+
+    assert caught.value.reason == "AMPERITY_THROTTLED"
+    assert caught.value.retry_after == 5.0
+    assert time.sleeps == []
+    assert len(script.requests) == 1
+    assert "deadline" in caught.value.message
+
+
+async def test_deadline_shorter_than_backoff_gives_up_without_sleeping_past_it(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """Backoff that would end after the deadline is never slept; the error comes at once."""
+    script = Script(httpx.Response(503))
+    client = make_client(script, clock=time.clock, sleep=time.sleep, rng=HighestJitter())
+    start = time.now
+    deadline = start + 0.25  # room for 0.1 + 0.2 would cross it at the second retry
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=deadline)
+
+    assert time.sleeps == pytest.approx([0.1])
+    assert time.now <= deadline
+    assert caught.value.retry_after == pytest.approx(0.2)
+    assert len(script.requests) == 2
+
+
+async def test_connection_errors_and_timeouts_are_retried(
+    make_client: ClientFactory, time: FakeTime, metrics: Metrics
+) -> None:
+    """ConnectError and ReadTimeout are retried and counted by cause."""
+    script = Script(
+        httpx.ConnectError("connection refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(202),
+    )
+    result = await make_client(script, clock=time.clock, sleep=time.sleep).post_event(
+        {}, deadline=None
+    )
+
+    assert result.call.attempts == 3
+    for cause in ("connection", "timeout"):
+        labels = {"integration": "acme-web", "endpoint": "events", "cause": cause}
+        assert metrics.registry.get_sample_value("amperity_signal_amperity_retries_total", labels)
+
+
+async def test_connection_failures_exhausted_are_unavailable_with_status_zero(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """When Amperity never answers, the error says unavailable and the call shows status 0."""
+    script = Script(httpx.ConnectError("connection reset"))
+    with pytest.raises(AmperityUnavailable) as caught:
+        await make_client(script, clock=time.clock, sleep=time.sleep).lookup(
+            "k", "v", deadline=None
+        )
+
+    assert caught.value.reason == "AMPERITY_UNAVAILABLE"
+    call = vendor_call(caught.value)
+    assert call is not None
+    assert (call.status_code, call.attempts) == (0, 4)
+
+
+async def test_no_retries_when_max_retries_is_zero(
+    make_client: ClientFactory, time: FakeTime, integration: IntegrationSettings
+) -> None:
+    """max_retries = 0 makes exactly one request."""
+    script = Script(httpx.Response(503))
+    eager = integration.model_copy(update={"max_retries": 0})
+    client = make_client(script, integration=eager, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityUnavailable):
+        await client.post_event({}, deadline=None)
+
+    assert len(script.requests) == 1
+    assert time.sleeps == []
+
+
+async def test_each_attempt_times_out_at_the_time_left(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """The attempt timeout is min(request_timeout, time left before the deadline)."""
+    script = Script(httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    await client.post_event({}, deadline=time.now + 2.0)
+    await client.post_event({}, deadline=None)
+
+    short, full = (request.extensions["timeout"] for request in script.requests)
+    assert short["read"] == pytest.approx(2.0)
+    assert full["read"] == pytest.approx(10.0)
+
+
+async def test_a_deadline_already_past_sends_nothing(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """A call whose deadline has passed raises AmperityUnavailable without a request."""
+    script = Script(httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=time.now - 0.1)
+
+    assert script.requests == []
+    assert caught.value.attempts == 0
+
+
+async def test_rate_limiter_waits_are_counted(
+    make_client: ClientFactory, time: FakeTime, metrics: Metrics, integration: IntegrationSettings
+) -> None:
+    """A call that waited for the per-tenant limit increments rate_limiter_waits."""
+    slow_tenant = integration.model_copy(update={"rate_limit_per_second": 1})
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    client = make_client(
+        Script(httpx.Response(202)),
+        integration=slow_tenant,
+        limiter=limiter,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    await client.post_event({}, deadline=None)
+    await client.post_event({}, deadline=None)
+
+    assert time.sleeps == [1.0]
+    waits = metrics.registry.get_sample_value(
+        "amperity_signal_rate_limiter_waits_total", {"integration": "acme-web"}
+    )
+    assert waits == 1
+
+
+async def test_local_rate_limit_refusal_carries_the_unsent_call(
+    make_client: ClientFactory, time: FakeTime, integration: IntegrationSettings
+) -> None:
+    """RATE_LIMITED_LOCALLY from the client carries a VendorCall with 0 attempts, status 0."""
+    slow_tenant = integration.model_copy(update={"rate_limit_per_second": 1})
+    script = Script(httpx.Response(202))
+    client = make_client(script, integration=slow_tenant, clock=time.clock, sleep=time.sleep)
+    await client.post_event({}, deadline=None)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=time.now + 0.5)
+
+    assert caught.value.reason == "RATE_LIMITED_LOCALLY"
+    call = vendor_call(caught.value)
+    assert call is not None
+    assert (call.attempts, call.status_code) == (0, 0)
+    assert len(script.requests) == 1

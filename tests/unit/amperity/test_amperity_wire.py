@@ -1,0 +1,250 @@
+"""What goes on the wire: URLs, headers, bodies, and the answers that end a call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from amperity_signal.amperity import AmperityClient, Profile
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import InvalidEvent, ProfileUnavailable
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ClientFactory = Callable[..., AmperityClient]
+PROFILE_JSON = {
+    "collection_id": "apc-vPsQheAm",
+    "profile_id": "p-123",
+    "attributes": {"Persona": "Value Hunter", "LifetimeTier": "Gold"},
+    "created_at": "2026-04-17T15:37:10Z",
+    "updated_at": "2026-04-18T09:00:00Z",
+    "links": {"email_sha256": ["9f86d0"], "device_cookie": ["anon_abc123"]},
+}
+
+
+class Recorder:
+    """A MockTransport handler that answers with one response and records every request."""
+
+    def __init__(self, status: int = 202, body: Any = None) -> None:
+        self.status = status
+        self.body = body
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.body is None:
+            return httpx.Response(self.status)
+        return httpx.Response(self.status, json=self.body)
+
+
+def _strict_json(content: bytes) -> Any:
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    return json.loads(content, parse_constant=refuse)
+
+
+async def test_event_post_sends_the_notes_url_and_headers(make_client: ClientFactory) -> None:
+    """An event is POSTed to /prof/events/{stream} with tenant, bearer and JSON headers only."""
+    recorder = Recorder(202)
+    client = make_client(recorder)
+    result = await client.post_event({"source": "datafly", "event": "purchase"}, deadline=None)
+
+    (request,) = recorder.requests
+    assert request.method == "POST"
+    assert str(request.url) == "https://acme.amperity.com/prof/events/esm-abc123"
+    assert request.headers["Amperity-Tenant"] == "acme-tenant"
+    assert request.headers["Authorization"].startswith("Bearer eyJ")
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Length"] == str(len(request.content))
+    assert "api-version" not in request.headers
+    assert result.status_code == 202
+    assert not result.dropping
+    assert result.call.url == "https://acme.amperity.com/prof/events/esm-abc123"
+    assert result.call.headers["Authorization"] == "Bearer [REDACTED]"
+    assert result.call.attempts == 1
+    assert result.call.status_code == 202
+
+
+async def test_event_body_is_one_strict_json_object(make_client: ClientFactory) -> None:
+    """The body decodes as exactly the payload object, with no NaN-style constants."""
+    recorder = Recorder(202)
+    payload = {"source": "datafly", "properties": {"value": 12.5, "items": [{"sku": "A"}]}}
+    await make_client(recorder).post_event(payload, deadline=None)
+
+    assert _strict_json(recorder.requests[0].content) == payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"properties": {"price": float("nan")}}, "properties.price"),
+        ({"items": [{"v": 1.0}, {"v": float("inf")}]}, "items[1].v"),
+        ({"x": {"y": float("-inf")}}, "x.y"),
+    ],
+)
+async def test_non_finite_number_is_refused_naming_its_field(
+    make_client: ClientFactory, payload: dict[str, Any], field: str
+) -> None:
+    """NaN and Infinity raise InvalidEvent with the field path, and nothing is sent."""
+    recorder = Recorder(202)
+    with pytest.raises(InvalidEvent) as caught:
+        await make_client(recorder).post_event(payload, deadline=None)
+
+    assert [v.field for v in caught.value.violations] == [field]
+    assert recorder.requests == []
+
+
+async def test_oversize_event_names_its_largest_field_and_sends_nothing(
+    make_client: ClientFactory,
+) -> None:
+    """A body over 65,536 bytes raises InvalidEvent naming the biggest field and its size."""
+    recorder = Recorder(202)
+    payload = {
+        "source": "datafly",
+        "properties": {"title": "shoes", "description": "x" * 70_000},
+        "context": {"page": "p" * 3_000},
+    }
+    with pytest.raises(InvalidEvent) as caught:
+        await make_client(recorder).post_event(payload, deadline=None)
+
+    first = caught.value.violations[0]
+    assert first.field == "properties.description"
+    assert "70,002 bytes" in first.description
+    assert "65,536" in first.description
+    assert "context.page" in [v.field for v in caught.value.violations]
+    assert recorder.requests == []
+
+
+async def test_body_of_exactly_64_kb_is_sent(make_client: ClientFactory) -> None:
+    """The limit is inclusive: a 65,536-byte body goes out."""
+    recorder = Recorder(202)
+    payload = {"d": "x" * (65_536 - len('{"d":""}'))}
+    await make_client(recorder).post_event(payload, deadline=None)
+
+    assert len(recorder.requests[0].content) == 65_536
+
+
+async def test_204_is_success_flagged_as_dropping(make_client: ClientFactory) -> None:
+    """204 means accepted while the stream drops events: success with dropping=True."""
+    result = await make_client(Recorder(204)).post_event({"a": 1}, deadline=None)
+
+    assert (result.status_code, result.dropping) == (204, True)
+
+
+async def test_lookup_posts_the_identifier_in_the_body_never_the_url(
+    make_client: ClientFactory,
+) -> None:
+    """A keychain lookup is a POST with the keys in the body and the Profile API key."""
+    recorder = Recorder(200, PROFILE_JSON)
+    profile = await make_client(recorder).lookup("email_sha256", "9f86d0", deadline=None)
+
+    (request,) = recorder.requests
+    assert request.method == "POST"
+    assert str(request.url) == "https://acme.amperity.com/prof/lookup/apc-vPsQheAm/keychain"
+    assert "9f86d0" not in str(request.url)
+    assert _strict_json(request.content) == {"keys": {"email_sha256": "9f86d0"}, "enrich": False}
+    assert request.headers["Authorization"].endswith("CANARY-PROFILE-51be02")
+    assert profile == Profile(
+        collection_id="apc-vPsQheAm",
+        profile_id="p-123",
+        attributes={"Persona": "Value Hunter", "LifetimeTier": "Gold"},
+        links={"email_sha256": ["9f86d0"], "device_cookie": ["anon_abc123"]},
+        updated_at="2026-04-18T09:00:00Z",
+    )
+
+
+async def test_lookup_without_a_match_returns_none(make_client: ClientFactory) -> None:
+    """404 on a lookup is "no such visitor", not an error."""
+    assert await make_client(Recorder(404)).lookup("customer_id", "c-1", deadline=None) is None
+
+
+async def test_get_profile_asks_enrich_plus_one_parameter_per_context_target(
+    make_client: ClientFactory,
+) -> None:
+    """The personalisation request is GET with enrich=true and each context target."""
+    recorder = Recorder(200, PROFILE_JSON)
+    profile = await make_client(recorder).get_profile(
+        "p-123", context={"pageCategory": "shoes", "cartValue": "120"}, deadline=None
+    )
+
+    (request,) = recorder.requests
+    assert request.method == "GET"
+    assert str(request.url) == (
+        "https://acme.amperity.com/prof/profiles/apc-vPsQheAm/p-123"
+        "?enrich=true&pageCategory=shoes&cartValue=120"
+    )
+    assert "Content-Type" not in request.headers
+    assert profile is not None
+    assert profile.attributes["LifetimeTier"] == "Gold"
+
+
+async def test_get_profile_not_in_the_collection_returns_none(make_client: ClientFactory) -> None:
+    """404 on a profile GET means the profile is not in the collection: None."""
+    assert await make_client(Recorder(404)).get_profile("p-9", deadline=None) is None
+
+
+async def test_context_target_named_enrich_is_refused(make_client: ClientFactory) -> None:
+    """A context target may not override the enrich parameter."""
+    recorder = Recorder(200, PROFILE_JSON)
+    with pytest.raises(InvalidEvent):
+        await make_client(recorder).get_profile("p-1", context={"enrich": "no"}, deadline=None)
+    assert recorder.requests == []
+
+
+async def test_profile_calls_without_profile_key_send_nothing(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """Without profile_api_key the client raises ProfileUnavailable before any request."""
+    recorder = Recorder(200, PROFILE_JSON)
+    bare = integration.model_copy(update={"profile_api_key": None})
+    with pytest.raises(ProfileUnavailable, match="profile_api_key"):
+        await make_client(recorder, integration=bare).lookup("k", "v", deadline=None)
+    assert recorder.requests == []
+
+
+async def test_client_speaks_to_a_starlette_fake_over_asgi(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """Against a small ASGI Amperity, ingest then lookup then profile all succeed."""
+    seen: list[str] = []
+
+    async def events(request: Request) -> JSONResponse:
+        assert request.headers["amperity-tenant"] == "acme-tenant"
+        seen.append(f"event {(await request.json())['event']}")
+        return JSONResponse(None, status_code=202)
+
+    async def keychain(request: Request) -> JSONResponse:
+        keys = (await request.json())["keys"]
+        seen.append(f"lookup {sorted(keys)}")
+        return JSONResponse(PROFILE_JSON)
+
+    async def profile(request: Request) -> JSONResponse:
+        seen.append(f"profile {request.path_params['pid']} {dict(request.query_params)}")
+        return JSONResponse(PROFILE_JSON)
+
+    app = Starlette(
+        routes=[
+            Route("/prof/events/{stream}", events, methods=["POST"]),
+            Route("/prof/lookup/{collection}/keychain", keychain, methods=["POST"]),
+            Route("/prof/profiles/{collection}/{pid}", profile, methods=["GET"]),
+        ]
+    )
+    local = integration.model_copy(update={"api_base_url": "http://sandbox.test"})
+    client = make_client(integration=local, transport=httpx.ASGITransport(app=app))
+
+    assert (await client.post_event({"event": "purchase"}, deadline=None)).status_code == 202
+    found = await client.lookup("email_sha256", "9f86d0", deadline=None)
+    assert found is not None
+    await client.get_profile(found.profile_id, context={"pageCategory": "shoes"}, deadline=None)
+
+    assert seen == [
+        "event purchase",
+        "lookup ['email_sha256']",
+        "profile p-123 {'enrich': 'true', 'pageCategory': 'shoes'}",
+    ]

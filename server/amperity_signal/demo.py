@@ -21,11 +21,11 @@ from typing import Any
 
 import grpc
 import httpx
-from datafly.amperity.v1 import amperity_service_pb2 as pb
-from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 from amperity_signal.processes import Process, start_process
 from amperity_signal.sandbox import default_data
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 PIPELINE_KEY = "pk_demo_storefront"
 VISITOR = "anon_demo_visitor"

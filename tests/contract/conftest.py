@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+
 from amperity_signal.sandbox import SandboxApp, create_app
 from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-
 from tests.contract.harness import SANDBOX_URL, Harness
 from tests.support import Keys, integration_dict, mint_keys, settings_for
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
+
 from amperity_signal.config import Settings
 from amperity_signal.sandbox import SandboxApp
 from amperity_signal.service.app import Service
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-
 from tests.support import Keys
 
 SANDBOX_URL = "http://sandbox.test"

@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
-from amperity_signal.service.convert import struct_to_dict
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from amperity_signal.service.convert import struct_to_dict
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
 from tests.support import ALICE_EMAIL, ALICE_PROFILE, message_id
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from amperity_signal.gateway import GatewaySettings, PipelineSettings, create_gateway_app
 from starlette.applications import Starlette
+
+from amperity_signal.gateway import GatewaySettings, PipelineSettings, create_gateway_app
 
 from .fakes import KNOWN_KEY, RunningService, start_fake_service
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import any_pb2, struct_pb2
+
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from google.protobuf import any_pb2, struct_pb2
 
 KNOWN_KEY = "pk_test"
 KNOWN_VISITOR = "visitor-known"

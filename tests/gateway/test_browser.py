@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import Response, async_playwright
+
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
-from playwright.async_api import Response, async_playwright
 
 from .conftest import gateway_settings
 from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService

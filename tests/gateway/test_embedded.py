@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
 from amperity_signal.config import load_settings
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.metrics import Metrics

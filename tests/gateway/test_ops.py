@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from amperity_signal.gateway import GatewaySettings, load_gateway_settings
 from amperity_signal.gateway.routes_api import API_METHODS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from amperity_signal.sandbox.testing import InProcessSandbox, SandboxProcess, sandbox_process
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+
 from amperity_signal.sandbox.testing import ACME, GLOBEX, GLOBEX_STREAM
 from amperity_signal.sandbox.testing import ACME_DROP_STREAM as DROP_STREAM
 from amperity_signal.sandbox.testing import ACME_REJECT_STREAM as REJECT_STREAM

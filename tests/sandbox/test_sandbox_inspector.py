@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+
 from amperity_signal.sandbox.edge import ConnectionDropped
 from amperity_signal.sandbox.testing import ACME_STREAM, GLOBEX, GLOBEX_STREAM, InProcessSandbox
 from amperity_signal.sandbox.tokens import fingerprint, verify_token

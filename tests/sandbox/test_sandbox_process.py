@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
 from amperity_signal.sandbox import mint_token
 from amperity_signal.sandbox.identity import hash_email
 from amperity_signal.sandbox.testing import (

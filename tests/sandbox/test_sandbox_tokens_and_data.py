@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from amperity_signal.sandbox import SandboxDataError, default_data, load_data, mint_token
 from amperity_signal.sandbox.identity import hash_email, hash_phone
 from amperity_signal.sandbox.testing import (

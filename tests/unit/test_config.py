@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from amperity_signal.config import load_settings, settings_from_dict
 from amperity_signal.errors import ConfigError
 

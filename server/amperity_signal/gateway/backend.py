@@ -12,9 +12,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf import json_format
+
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from google.protobuf import json_format
 
 PIPELINE_KEY_METADATA = "x-pipeline-key"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name

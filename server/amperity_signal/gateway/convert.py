@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import struct_pb2
 
 from amperity_signal.gateway.errors import InvalidFieldError
 from amperity_signal.gateway.jsonbody import check_value
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
 _GOOGLE_VALUES = frozenset({"granted", "denied"})

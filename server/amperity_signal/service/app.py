@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import grpc
 import httpx
-from datafly.amperity.v1 import amperity_service_pb2 as pb
-from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
@@ -31,6 +29,8 @@ from amperity_signal.service.interceptors import ObservabilityInterceptor
 from amperity_signal.service.live import LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("amperity_signal.server")
 

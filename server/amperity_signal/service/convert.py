@@ -10,8 +10,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import struct_pb2
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _CONTEXT_SCALARS = ("ip", "user_agent", "locale", "timezone")
 _SUBMESSAGES: dict[str, tuple[str, ...]] = {

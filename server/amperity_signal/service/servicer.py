@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from datafly.amperity.v1 import amperity_service_pb2 as pb
-from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from amperity_signal.amperity.models import VendorCall
@@ -24,6 +22,8 @@ from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import to_delivery_error, to_grpc_status
 from amperity_signal.service.validation import validate_event
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("amperity_signal.service")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -26,6 +25,7 @@ from amperity_signal.errors import (
     ProfileUnavailable,
     UnknownIntegration,
 )
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 
-from datafly.amperity.v1 import amperity_service_pb2 as pb
 from google.protobuf import struct_pb2
 
 from amperity_signal.errors import FieldViolation, InvalidEvent
 from amperity_signal.service.convert import STRUCT_FIELDS
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = ("track", "page", "identify", "screen", "group", "alias")
 MAX_KEYS = 256

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from amperity_signal.amperity import AmperityClient, MemoryRateLimiter
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.metrics import Metrics

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from amperity_signal.amperity import AmperityClient, vendor_call
 from amperity_signal.errors import (
     AmperityAuthError,

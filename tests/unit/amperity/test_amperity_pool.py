@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
+
 from amperity_signal.amperity import AmperityClient
 
 ClientFactory = Callable[..., AmperityClient]

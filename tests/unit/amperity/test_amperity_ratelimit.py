@@ -10,6 +10,7 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
+
 from amperity_signal.amperity import MemoryRateLimiter
 from amperity_signal.errors import AmperityUnavailable
 

@@ -13,9 +13,10 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import pytest
+from redis.asyncio import Redis
+
 from amperity_signal.amperity import RedisRateLimiter
 from amperity_signal.errors import AmperityUnavailable
-from redis.asyncio import Redis
 
 # Grants are timed by the local clock when acquire returns; a reply or wake-up delayed by a
 # busy event loop shifts one by up to tens of milliseconds, so windows are checked this much

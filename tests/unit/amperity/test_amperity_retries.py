@@ -9,6 +9,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+
 from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_call
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityUnavailable

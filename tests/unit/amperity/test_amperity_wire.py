@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
-from amperity_signal.amperity import AmperityClient, Profile
-from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import InvalidEvent, ProfileUnavailable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from amperity_signal.amperity import AmperityClient, Profile
+from amperity_signal.config import IntegrationSettings
+from amperity_signal.errors import InvalidEvent, ProfileUnavailable
 
 ClientFactory = Callable[..., AmperityClient]
 PROFILE_JSON = {

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import Blueprint, load_blueprint
 
 EventFactory = Callable[..., dict[str, Any]]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import Blueprint, BlueprintOverrides, load_blueprint, map_event
 
 EventFactory = Callable[..., dict[str, Any]]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import event_from_datafly_json
 from amperity_signal.errors import InvalidEvent
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from amperity_signal.blueprint import (
     BLUEPRINTS_DIR,
     BlueprintError,

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from amperity_signal.blueprint import BlueprintError, BlueprintOverrides, load_blueprint, map_event
 from pydantic import ValidationError
+
+from amperity_signal.blueprint import BlueprintError, BlueprintOverrides, load_blueprint, map_event
 
 EventFactory = Callable[..., dict[str, Any]]
 

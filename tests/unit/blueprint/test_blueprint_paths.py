@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import resolve_path
 from amperity_signal.blueprint.paths import compile_path, is_empty
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from amperity_signal.blueprint import VERTICALS, load_blueprint, map_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from amperity_signal.blueprint import VERTICALS, load_blueprint, map_event
 
 BLUEPRINTS = {vertical: load_blueprint(vertical) for vertical in VERTICALS}
 EVENT_NAMES = st.sampled_from(

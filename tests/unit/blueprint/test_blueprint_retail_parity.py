@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import SAMPLES_DIR, Blueprint, event_from_datafly_json, map_event
 
 EventFactory = Callable[..., dict[str, Any]]

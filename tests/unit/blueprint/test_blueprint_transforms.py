@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+
 from amperity_signal.blueprint import TRANSFORMS
 from amperity_signal.blueprint.errors import TransformError
 

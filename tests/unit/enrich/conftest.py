@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import pytest
+
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
 from amperity_signal.metrics import Metrics

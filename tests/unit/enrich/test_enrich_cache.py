@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 
 import pytest
+
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
 from amperity_signal.metrics import Metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from amperity_signal.enrich import Enricher
 from amperity_signal.errors import AmperityAuthError, AmperityUnavailable
 from amperity_signal.metrics import Metrics

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.identifiers import (
     Candidate,
@@ -12,8 +15,6 @@ from amperity_signal.enrich.identifiers import (
     normalise_phone,
     prepare,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 from .enrich_fakes import event
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as redis
+
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Enricher, build_cache
 from amperity_signal.metrics import Metrics

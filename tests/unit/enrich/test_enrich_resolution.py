@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from amperity_signal.enrich import Enricher, MemoryStore
 from amperity_signal.enrich.messages import LINKING_KEYS_404, NOT_CONFIGURED
 from amperity_signal.metrics import Metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from amperity_signal.enrich.single_flight import SingleFlight
 
 

@@ -1,0 +1,20 @@
+"""End-to-end fixtures: a ``stack`` that starts real processes and stops them afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stack import Stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    """Processes started through this fixture are stopped when the test ends."""
+    started = Stack(workdir=tmp_path)
+    try:
+        yield started
+    finally:
+        await started.close()

@@ -1,0 +1,212 @@
+"""Real processes for end-to-end tests: the sandbox, the service (+ gateway), redis-server.
+
+Everything binds port 0 on loopback and reports its address on stdout, so tests run in
+parallel with anything else on the machine. Under ``CI=true`` a missing system component
+(redis-server, chromium) is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import tomli_w
+
+from amperity_signal.processes import Process, start_process
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.support import Keys, integration_dict, mint_keys
+
+CLI = [sys.executable, "-m", "amperity_signal.cli"]
+
+
+def require_binary(name: str) -> str:
+    """The path of a system binary; missing fails under CI=true and skips elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (.ci/run installs it with apt)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Sandbox:
+    """A sandbox process and an HTTP client for its inspector."""
+
+    process: Process
+    url: str
+    inspector: httpx.AsyncClient
+
+    async def flush(self) -> None:
+        """Apply pending profile updates now."""
+        (await self.inspector.post("/_sandbox/flush")).raise_for_status()
+
+    async def events(self, **params: Any) -> list[dict[str, Any]]:
+        """Events the sandbox received (see docs/sandbox.md)."""
+        answer = await self.inspector.get("/_sandbox/events", params={"limit": 100_000, **params})
+        events: list[dict[str, Any]] = answer.json()["events"]
+        return events
+
+    async def requests(self, **params: Any) -> list[dict[str, Any]]:
+        """Requests the sandbox received."""
+        answer = await self.inspector.get("/_sandbox/requests", params={"limit": 20_000, **params})
+        requests: list[dict[str, Any]] = answer.json()["requests"]
+        return requests
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts by endpoint kind and status."""
+        stats: dict[str, Any] = (await self.inspector.get("/_sandbox/stats")).json()
+        return stats
+
+    async def fault(self, **fault: Any) -> None:
+        """Inject a fault (see docs/sandbox.md)."""
+        (await self.inspector.post("/_sandbox/faults", json=fault)).raise_for_status()
+
+    async def clear_faults(self) -> None:
+        """Remove every fault."""
+        (await self.inspector.delete("/_sandbox/faults")).raise_for_status()
+
+
+@dataclass
+class Service:
+    """A service process (gRPC + gateway) and a channel to it."""
+
+    process: Process
+    grpc_target: str
+    http_url: str
+    channel: grpc.aio.Channel
+    stub: pb_grpc.AmperityServiceAsyncStub
+    config: Path
+    keys: Keys
+
+
+@dataclass
+class Stack:
+    """Starts processes and stops every one of them at the end of the test."""
+
+    workdir: Path
+    processes: list[Process] = field(default_factory=list)
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    async def sandbox(self, *args: str) -> Sandbox:
+        """Start ``amperity-signal sandbox --port 0`` (profile delay 0 unless given)."""
+        extra = list(args) if "--profile-delay" in args else [*args, "--profile-delay", "0"]
+        process = await start_process(
+            [*CLI, "sandbox", "--port", "0", *extra],
+            ready="sandbox listening on ",
+            log=self.workdir / f"sandbox-{len(self.processes)}.log",
+        )
+        self.processes.append(process)
+        url = process.ready_line.split("listening on ", 1)[1].strip()
+        inspector = httpx.AsyncClient(base_url=url, timeout=30)
+        self.clients.append(inspector)
+        return Sandbox(process=process, url=url, inspector=inspector)
+
+    async def service(
+        self,
+        sandbox: Sandbox,
+        *integrations: dict[str, Any],
+        keys: Keys | None = None,
+        cache: dict[str, Any] | None = None,
+        server: dict[str, Any] | None = None,
+        args: tuple[str, ...] = (),
+        **overrides: Any,
+    ) -> Service:
+        """Start ``amperity-signal serve`` with the given integrations (default: one retail)."""
+        keys = keys or mint_keys()
+        tables = list(integrations) or [integration_dict(sandbox.url, keys, **overrides)]
+        config: dict[str, Any] = {
+            "server": {
+                "grpc_address": "127.0.0.1:0",
+                "http_address": f"127.0.0.1:{free_port()}",
+                "grace_period": 5.0,
+                **(server or {}),
+            },
+            "cache": cache or {"backend": "memory"},
+            "integrations": tables,
+        }
+        path = self.workdir / f"service-{len(self.processes)}.toml"
+        path.write_text(tomli_w.dumps(config))
+        process = await start_process(
+            [*CLI, "serve", "--config", str(path), *args],
+            ready="gateway listening on " if "--no-gateway" not in args else "grpc listening on ",
+            log=self.workdir / f"service-{len(self.processes)}.log",
+        )
+        self.processes.append(process)
+        target = process.output_value("grpc listening on ")
+        http_url = (
+            process.output_value("gateway listening on ") if "--no-gateway" not in args else ""
+        )
+        channel = grpc.aio.insecure_channel(target)
+        self.channels.append(channel)
+        return Service(
+            process=process,
+            grpc_target=target,
+            http_url=http_url,
+            channel=channel,
+            stub=pb_grpc.AmperityServiceStub(channel),
+            config=path,
+            keys=keys,
+        )
+
+    async def redis(self) -> str:
+        """Start a real redis-server on a free port; its URL."""
+        binary = require_binary("redis-server")
+        port = free_port()
+        process = await start_process(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            ready="",
+            log=self.workdir / f"redis-{port}.log",
+        )
+        self.processes.append(process)
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def close(self) -> None:
+        """Stop everything this stack started."""
+        for channel in self.channels:
+            await channel.close()
+        for client in self.clients:
+            await client.aclose()
+        for process in reversed(self.processes):
+            await process.stop()
+
+    def logs(self) -> str:
+        """Every log the processes wrote (for leak scans and failure messages)."""
+        return "\n".join(
+            p.log.read_text(errors="replace") for p in self.processes if p.log.exists()
+        )

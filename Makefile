@@ -9,10 +9,11 @@ ARGS ?=
 
 .PHONY: setup demo test lint gen check-gen pytest bench chaos soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e clients/python
 	touch $@
 
 $(TOOLS): tools/package.json tools/package-lock.json
@@ -33,7 +34,7 @@ check-gen: setup
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server generated/datafly tests clients/python
+	$(BIN)/mypy server generated/datafly tests clients/python/amperity_signal_client
 	tools/node_modules/.bin/buf lint
 
 pytest: setup

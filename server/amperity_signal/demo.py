@@ -24,11 +24,14 @@ import httpx
 
 from amperity_signal.processes import Process, start_process
 from amperity_signal.sandbox import default_data
+from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 PIPELINE_KEY = "pk_demo_storefront"
 VISITOR = "anon_demo_visitor"
+ALICE = "p-a11ce0000001"
+PROFILE_FIELDS = ("EventCount", "LastEventType", "LifetimeOrderValue", "OrderCount", "Persona")
 
 
 def _free_port(preferred: int) -> int:
@@ -215,25 +218,34 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
             )
         async with httpx.AsyncClient(base_url=sandbox_url) as sandbox:
             await sandbox.post("/_sandbox/flush")
-            await asyncio.sleep(0.2)
             received = (await sandbox.get("/_sandbox/events", params={"limit": 100})).json()
+            profiles = (
+                await sandbox.get("/_sandbox/profiles", params={"collection": "apc-vPsQheAm"})
+            ).json()
         print(f"\n-- The sandbox received {_count(received)} event(s) on esm-2VP6va3Zn")
+        alice = next(
+            (p for p in profiles.get("profiles", []) if p.get("profile_id") == ALICE), None
+        )
+        if alice is not None:
+            shown = {k: alice["attributes"].get(k) for k in PROFILE_FIELDS}
+            print(f"   and updated profile {ALICE} from them: {json.dumps(shown)}")
         follow = sample_events(VISITOR)[0]
         enriched = await stub.Enrich(
             pb.EnrichRequest(integration_id="demo-storefront", event=follow), timeout=10
         )
-        attributes = json.loads(json.dumps(dict(enriched.attributes)))
+        attributes = struct_to_dict(enriched.attributes)
         print("\n-- Enrich: the visitor resolved through the identity map")
         print(
             f"  resolved={enriched.resolved} amperity_id={enriched.amperity_id} "
-            f"matched_key={enriched.matched_key}"
+            f"matched_key={enriched.matched_key} "
+            f"cache_status={pb.CacheStatus.Name(enriched.cache_status)}"
         )
         print(f"  partner_attrs.amperity = {json.dumps(attributes, default=str)}")
         browser = await stub.BrowserProfile(
             pb.BrowserProfileRequest(pipeline_key=PIPELINE_KEY, anonymous_id=VISITOR), timeout=10
         )
         print("\n-- BrowserProfile: what the page may see (allowlisted)")
-        print(f"  {json.dumps(dict(browser.attributes), default=str)}")
+        print(f"  {json.dumps(struct_to_dict(browser.attributes))}")
     base = f"http://127.0.0.1:{http_port}"
     print("\n-- Look around:")
     print(f"  storefront (hero switches on Persona): {base}/demo/?pipeline_key={PIPELINE_KEY}")

@@ -1,7 +1,7 @@
 """Structured JSON log lines, with request id and integration id from context variables.
 
-A redaction filter holds the configured secret values and replaces any occurrence in a
-log line with ``[REDACTED]``: defence in depth behind the rule that code never logs them.
+The formatter holds the configured secret values and replaces any occurrence in a log
+line with ``[REDACTED]``: defence in depth behind the rule that code never logs them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, ids, extra fields."""
+    """One JSON object per line: time, level, logger, message, ids, extra fields.
+
+    Any configured secret value in the finished line is replaced with ``[REDACTED]``: defence
+    in depth behind the rule that code never logs one (extra fields and exception text
+    included).
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render the record as a JSON line."""
+        """Render the record as a JSON line, scrubbed of secrets."""
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -47,32 +56,17 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             line["error_type"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces any configured secret value in a formatted line with [REDACTED]."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Scrub the message and its arguments; always keep the record."""
-        if not self._secrets:
-            return True
-        message = record.getMessage()
+            line["error"] = str(record.exc_info[1])
+        text = json.dumps(line, default=str)
         for secret in self._secrets:
-            message = message.replace(secret, "[REDACTED]")
-        record.msg, record.args = message, None
-        return True
+            text = text.replace(secret, "[REDACTED]")
+        return text
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Send JSON lines to stderr, scrubbed of the given secrets."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

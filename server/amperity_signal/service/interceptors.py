@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -16,10 +17,11 @@ from amperity_signal.metrics import Metrics
 log = logging.getLogger("amperity_signal.rpc")
 
 REQUEST_ID_METADATA = "x-request-id"
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Sets a request id, times the RPC, and logs one line per call."""
+    """Sets a request id, times the RPC, and logs failed calls."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -31,80 +33,75 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """Wrap the unary and streaming behaviours of the handler."""
+        """Wrap the handler's behaviour, keeping its shape (unary, generator or writer)."""
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
-        method = handler_call_details.method
+            return None
         request_id = ""
         for key, value in handler_call_details.invocation_metadata or ():
             if key == REQUEST_ID_METADATA and isinstance(value, str):
                 request_id = value[:64]
-        metrics = self._metrics
-
-        def begin(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, float]:
-            rid = request_id or uuid.uuid4().hex
-            request_id_var.set(rid)
-            context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
-            return rid, time.perf_counter()
-
-        def end(context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
-            code = context.code()
-            name = "OK" if code is None else getattr(code, "name", str(code))
-            elapsed = time.perf_counter() - started
-            metrics.rpc_latency.labels(method, name).observe(elapsed)
-            if name != "OK" or log.isEnabledFor(logging.DEBUG):
-                log.info("rpc", extra={"method": method, "code": name, "seconds": elapsed})
-
+        observed = _Observed(self._metrics, handler_call_details.method, request_id)
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_unary:
-            inner_uu: Any = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                _, started = begin(context)
-                try:
-                    return await inner_uu(request, context)
-                finally:
-                    end(context, started)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_unary_rpc_method_handler(observed.wrap(handler.unary_unary), **codec)
         if handler.unary_stream:
-            inner_us: Any = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> Any:
-                _, started = begin(context)
-                try:
-                    async for response in inner_us(request, context):
-                        yield response
-                finally:
-                    end(context, started)
-
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                observed.wrap(handler.unary_stream), **codec
             )
         if handler.stream_stream:
-            inner_ss: Any = handler.stream_stream
-
-            async def stream_stream(
-                requests: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> Any:
-                _, started = begin(context)
-                try:
-                    async for response in inner_ss(requests, context):
-                        yield response
-                finally:
-                    end(context, started)
-
             return grpc.stream_stream_rpc_method_handler(
-                stream_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                observed.wrap(handler.stream_stream), **codec
             )
         return handler
+
+
+class _Observed:
+    """One RPC's observation: request id in, latency and outcome out."""
+
+    def __init__(self, metrics: Metrics, method: str, request_id: str) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._request_id = request_id
+
+    def wrap(self, inner: Any) -> Any:
+        """A behaviour of the same shape as ``inner`` that observes it."""
+        if inspect.isasyncgenfunction(inner):
+
+            async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+                started = self._begin(context)
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                finally:
+                    self._end(context, started)
+
+            return generator
+
+        # Unary handlers return their response; streaming ones such as grpc_health's
+        # Watch write with context.write() and return None. Either way: await it.
+        async def awaited(request: Any, context: Context) -> Any:
+            started = self._begin(context)
+            try:
+                return await inner(request, context)
+            finally:
+                self._end(context, started)
+
+        return awaited
+
+    def _begin(self, context: Context) -> float:
+        rid = self._request_id or uuid.uuid4().hex
+        request_id_var.set(rid)
+        context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
+        return time.perf_counter()
+
+    def _end(self, context: Context, started: float) -> None:
+        code = context.code()
+        name = "OK" if code is None else getattr(code, "name", str(code))
+        elapsed = time.perf_counter() - started
+        self._metrics.rpc_latency.labels(self._method, name).observe(elapsed)
+        if name != "OK":
+            log.info("rpc failed", extra={"method": self._method, "code": name})

@@ -1,0 +1,85 @@
+"""The service process: starts from the example config, and shuts down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from amperity_signal.processes import start_process
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.e2e.stack import CLI, Stack, free_port
+from tests.support import STREAM, message_id
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE = "datafly.amperity.v1.AmperityService"
+
+
+async def test_the_example_config_serves_health_and_reflection(tmp_path: Path) -> None:
+    """Serving examples/amperity-signal.toml answers SERVING and lists the service."""
+    example = (ROOT / "examples" / "amperity-signal.toml").read_text()
+    config = tmp_path / "example.toml"
+    config.write_text(
+        example.replace("127.0.0.1:50051", f"127.0.0.1:{free_port()}").replace(
+            "127.0.0.1:8080", f"127.0.0.1:{free_port()}"
+        )
+    )
+    process = await start_process(
+        [*CLI, "serve", "--config", str(config)],
+        ready="gateway listening on ",
+        log=tmp_path / "serve.log",
+    )
+    try:
+        target = process.output_value("grpc listening on ")
+        async with grpc.aio.insecure_channel(target) as channel:
+            # The health and reflection stubs' type stubs know only sync channels.
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            reflection: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
+
+            async def ask() -> Any:
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            names: list[str] = []
+            async for reply in reflection.ServerReflectionInfo(ask()):
+                names = [s.name for s in reply.list_services_response.service]
+                break
+            assert SERVICE in names
+    finally:
+        assert await process.stop() == 0
+
+
+async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: Stack) -> None:
+    """SIGTERM mid-RPC: health turns NOT_SERVING, the RPC still completes, exit code 0."""
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox)
+    await sandbox.fault(latency_ms=1500, latency_rate=1.0, kind="events", count=1)
+    health: Any = health_pb2_grpc.HealthStub(service.channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+    sent = pb.Event(message_id=message_id(), type="page", anonymous_id="anon_shutdown")
+    in_flight = asyncio.ensure_future(
+        service.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent), timeout=20)
+    )
+    await asyncio.sleep(0.3)  # let the RPC reach the sandbox's injected latency
+    assert not in_flight.done()
+    service.process.proc.send_signal(signal.SIGTERM)
+
+    flipped = await asyncio.wait_for(watch.read(), 10)
+    assert flipped.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert not in_flight.done(), "health must flip before the in-flight RPC is cut short"
+    response = await in_flight
+    assert response.vendor_request.status_code == 202
+    assert await asyncio.wait_for(service.process.proc.wait(), 20) == 0
+    received = [e["body"]["message_id"] for e in await sandbox.events(stream=STREAM)]
+    assert sent.message_id in received

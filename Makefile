@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOOLS := tools/node_modules/.installed
+NODE_CLIENT := clients/node/node_modules/.installed
 ARGS ?=
 
 .PHONY: setup demo test lint gen check-gen pytest bench chaos soak clean
@@ -20,7 +21,11 @@ $(TOOLS): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(TOOLS)
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) $(TOOLS) $(NODE_CLIENT)
 
 demo: $(STAMP)
 	$(BIN)/amperity-signal demo $(ARGS)

@@ -1,0 +1,206 @@
+'use strict';
+/**
+ * Datafly's camelCase JSON events -> the proto-loader shape of datafly.amperity.v1.Event
+ * (snake_case keys, Structs, Timestamps), and responses' Structs -> plain objects.
+ * Absent consent fields stay absent. snake_case input keys are accepted as aliases.
+ */
+
+const { toStruct, fromStruct } = require('./struct');
+
+const EVENT_TYPES = ['track', 'page', 'identify', 'screen', 'group', 'alias'];
+const SUBMESSAGES = {
+  page: ['url', 'path', 'referrer', 'title', 'search'],
+  campaign: ['source', 'medium', 'name', 'term', 'content'],
+  geo: ['country', 'region', 'city', 'postal_code'],
+  device: ['type', 'os', 'browser'],
+};
+const GOOGLE = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_storage'];
+
+/** @param {string} name */
+const camel = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+
+/**
+ * @param {Object<string, any>} data
+ * @param {string} name snake_case
+ */
+function get(data, name) {
+  const value = data[camel(name)];
+  return value === undefined || value === null ? data[name] : value;
+}
+
+/**
+ * @param {Object<string, any>} data
+ * @param {string} name
+ * @param {string} path
+ * @returns {string|undefined}
+ */
+function string(data, name, path) {
+  const value = get(data, name);
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new TypeError(`${path}${camel(name)} must be a string.`);
+  return value;
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} field
+ * @returns {Object<string, any>|undefined}
+ */
+function object(value, field) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`${field} must be a JSON object.`);
+  }
+  return /** @type {Object<string, any>} */ (value);
+}
+
+/**
+ * An ISO 8601 string, Date or epoch milliseconds as a google.protobuf.Timestamp.
+ * @param {string|Date|number} value
+ * @returns {{seconds: string, nanos: number}}
+ */
+function toTimestamp(value) {
+  const millis = value instanceof Date ? value.getTime()
+    : typeof value === 'number' ? value
+      : typeof value === 'string' ? Date.parse(value) : NaN;
+  if (!Number.isFinite(millis)) {
+    throw new TypeError('timestamp must be an ISO 8601 string such as 2025-01-31T12:00:00Z.');
+  }
+  const seconds = Math.floor(millis / 1000);
+  let nanos = Math.round((millis - seconds * 1000) * 1e6);
+  // Keep sub-millisecond digits an ISO string carries (Date.parse drops them).
+  const fraction = typeof value === 'string' ? /\.(\d{4,9})/.exec(value) : null;
+  if (fraction) nanos = Number(fraction[1].padEnd(9, '0'));
+  return { seconds: String(seconds), nanos };
+}
+
+/**
+ * One Datafly event (camelCase JSON) in the proto-loader shape of Event.
+ * @param {Object<string, any>} data
+ * @returns {Object<string, any>}
+ */
+function toProtoEvent(data) {
+  const input = object(data, 'event');
+  if (!input) throw new TypeError('event must be a JSON object.');
+  /** @type {Object<string, any>} */
+  const event = {};
+  const type = string(input, 'type', '');
+  if (type !== undefined) {
+    if (!EVENT_TYPES.includes(type)) throw new TypeError(`type must be one of ${EVENT_TYPES.join(', ')}.`);
+    event.type = type;
+  }
+  for (const name of ['event', 'message_id', 'anonymous_id', 'canonical_id', 'user_id']) {
+    const value = string(input, name, '');
+    if (value !== undefined) event[name] = value;
+  }
+  if (input.timestamp !== undefined && input.timestamp !== null) {
+    event.timestamp = toTimestamp(input.timestamp);
+  }
+  for (const name of ['properties', 'traits', 'partner_attrs']) {
+    const value = object(get(input, name), camel(name));
+    if (value) event[name] = toStruct(value, camel(name));
+  }
+  const context = object(input.context, 'context');
+  if (context) event.context = toProtoContext(context);
+  return event;
+}
+
+/**
+ * @param {Object<string, any>} data
+ * @returns {Object<string, any>}
+ */
+function toProtoContext(data) {
+  /** @type {Object<string, any>} */
+  const context = {};
+  for (const name of ['ip', 'user_agent', 'locale', 'timezone']) {
+    const value = string(data, name, 'context.');
+    if (value !== undefined) context[name] = value;
+  }
+  for (const [name, fields] of Object.entries(SUBMESSAGES)) {
+    const sub = object(data[name], `context.${name}`);
+    if (!sub) continue;
+    /** @type {Object<string, string>} */
+    const target = {};
+    for (const field of fields) {
+      const value = string(sub, field, `context.${name}.`);
+      if (value !== undefined) target[field] = value;
+    }
+    context[name] = target;
+  }
+  const session = object(data.session, 'context.session');
+  if (session) {
+    const number = session.number;
+    if (number !== undefined && number !== null && (!Number.isInteger(number) || number < 0)) {
+      throw new TypeError('context.session.number must be a whole number, 0 or more.');
+    }
+    context.session = {
+      id: session.id === undefined || session.id === null ? '' : String(session.id),
+      number: number === undefined || number === null ? '0' : String(number),
+    };
+  }
+  const vendorIds = object(get(data, 'vendor_ids'), 'context.vendorIds');
+  if (vendorIds) {
+    for (const [key, value] of Object.entries(vendorIds)) {
+      if (typeof value !== 'string') throw new TypeError(`context.vendorIds.${key} must be a string.`);
+    }
+    context.vendor_ids = { ...vendorIds };
+  }
+  const consent = object(data.consent, 'context.consent');
+  if (consent) context.consent = toProtoConsent(consent);
+  return context;
+}
+
+/**
+ * @param {Object<string, any>} data
+ * @returns {Object<string, any>}
+ */
+function toProtoConsent(data) {
+  /** @type {Object<string, any>} */
+  const consent = {};
+  for (const name of ['analytics', 'marketing', 'functional']) {
+    const flag = data[name];
+    if (flag === undefined || flag === null) continue;
+    if (typeof flag !== 'boolean') throw new TypeError(`context.consent.${name} must be true or false.`);
+    consent[name] = flag;
+  }
+  const categories = object(data.categories, 'context.consent.categories');
+  if (categories) {
+    for (const [code, granted] of Object.entries(categories)) {
+      if (typeof granted !== 'boolean') {
+        throw new TypeError(`context.consent.categories.${code} must be true or false.`);
+      }
+    }
+    consent.categories = { ...categories };
+  }
+  const google = object(data.google, 'context.consent.google');
+  if (google) {
+    /** @type {Object<string, string>} */
+    const modes = {};
+    for (const name of GOOGLE) {
+      const mode = get(google, name);
+      if (mode === undefined || mode === null) continue;
+      if (mode !== 'granted' && mode !== 'denied') {
+        throw new TypeError(`context.consent.google.${name} must be "granted" or "denied".`);
+      }
+      modes[name] = mode;
+    }
+    consent.google = modes;
+  }
+  return consent;
+}
+
+/**
+ * A decoded Event with its Structs as plain objects.
+ * @param {Object<string, any>|null|undefined} event
+ */
+function plainEvent(event) {
+  if (!event) return event;
+  return {
+    ...event,
+    properties: fromStruct(event.properties),
+    traits: fromStruct(event.traits),
+    partner_attrs: fromStruct(event.partner_attrs),
+  };
+}
+
+module.exports = { EVENT_TYPES, toProtoEvent, toTimestamp, plainEvent };

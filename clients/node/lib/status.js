@@ -1,0 +1,152 @@
+'use strict';
+/**
+ * Readable errors from the `grpc-status-details-bin` trailer (a google.rpc.Status with
+ * ErrorInfo, BadRequest and RetryInfo details), decoded with protobufjs.
+ */
+
+const protobuf = require('protobufjs');
+
+const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
+const CODE_NAMES = [
+  'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
+  'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION',
+  'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS',
+  'UNAUTHENTICATED',
+];
+
+// The few google.rpc messages the service sends, so no googleapis checkout is needed.
+const RPC_PROTO = `
+syntax = "proto3";
+package google.rpc;
+message Any { string type_url = 1; bytes value = 2; }
+message Duration { int64 seconds = 1; int32 nanos = 2; }
+message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+message BadRequest {
+  message FieldViolation { string field = 1; string description = 2; }
+  repeated FieldViolation field_violations = 1;
+}
+message RetryInfo { Duration retry_delay = 1; }
+`;
+const root = protobuf.parse(RPC_PROTO, { keepCase: true }).root;
+const Status = root.lookupType('google.rpc.Status');
+const ErrorInfo = root.lookupType('google.rpc.ErrorInfo');
+const BadRequest = root.lookupType('google.rpc.BadRequest');
+const RetryInfo = root.lookupType('google.rpc.RetryInfo');
+const TYPE_PREFIX = 'type.googleapis.com/google.rpc.';
+
+/**
+ * @typedef {{field: string, description: string}} FieldViolation
+ */
+
+/** A failed call to the amperity-signal service; `message` is "REASON: what to fix". */
+class AmperitySignalError extends Error {
+  /**
+   * @param {object} init
+   * @param {number} init.code The gRPC status code number.
+   * @param {string} init.details The service's message.
+   * @param {string} [init.reason] The ErrorInfo reason (UPPER_SNAKE).
+   * @param {string} [init.domain] The ErrorInfo domain.
+   * @param {Object<string, string>} [init.metadata] The ErrorInfo metadata.
+   * @param {FieldViolation[]} [init.fieldViolations] The BadRequest field violations.
+   * @param {number|null} [init.retryAfter] The RetryInfo delay, in seconds.
+   * @param {unknown} [init.cause] The original grpc-js error.
+   */
+  constructor({ code, details, reason = '', domain = '', metadata = {}, fieldViolations = [],
+    retryAfter = null, cause }) {
+    const codeName = CODE_NAMES[code] || 'UNKNOWN';
+    super(`${reason || codeName}: ${details}`, cause === undefined ? undefined : { cause });
+    this.name = 'AmperitySignalError';
+    /** @type {number} */
+    this.code = code;
+    /** @type {string} */
+    this.codeName = codeName;
+    /** @type {string} */
+    this.details = details;
+    /** @type {string} */
+    this.reason = reason;
+    /** @type {string} */
+    this.domain = domain;
+    /** @type {Object<string, string>} */
+    this.metadata = metadata;
+    /** @type {FieldViolation[]} */
+    this.fieldViolations = fieldViolations;
+    /** @type {number|null} */
+    this.retryAfter = retryAfter;
+  }
+
+  /** Whether retrying later can help (UNAVAILABLE or RESOURCE_EXHAUSTED). */
+  get retryable() {
+    return this.code === 14 || this.code === 8;
+  }
+}
+
+/**
+ * Decode a serialized google.rpc.Status into reason, metadata, violations and delay.
+ * @param {Buffer|Uint8Array} bytes
+ */
+function decodeStatus(bytes) {
+  const status = /** @type {any} */ (Status.toObject(Status.decode(bytes), { longs: Number }));
+  const out = {
+    code: Number(status.code || 0),
+    message: String(status.message || ''),
+    reason: '',
+    domain: '',
+    /** @type {Object<string, string>} */
+    metadata: {},
+    /** @type {FieldViolation[]} */
+    fieldViolations: [],
+    /** @type {number|null} */
+    retryAfter: null,
+  };
+  for (const detail of status.details || []) {
+    const type = String(detail.type_url || '');
+    if (!type.startsWith(TYPE_PREFIX)) continue;
+    const name = type.slice(TYPE_PREFIX.length);
+    if (name === 'ErrorInfo') {
+      const info = /** @type {any} */ (ErrorInfo.toObject(ErrorInfo.decode(detail.value)));
+      out.reason = info.reason || '';
+      out.domain = info.domain || '';
+      out.metadata = info.metadata || {};
+    } else if (name === 'BadRequest') {
+      const bad = /** @type {any} */ (BadRequest.toObject(BadRequest.decode(detail.value)));
+      for (const v of bad.field_violations || []) {
+        out.fieldViolations.push({ field: v.field || '', description: v.description || '' });
+      }
+    } else if (name === 'RetryInfo') {
+      const retry = /** @type {any} */ (
+        RetryInfo.toObject(RetryInfo.decode(detail.value), { longs: Number })
+      );
+      const delay = retry.retry_delay || {};
+      out.retryAfter = Number(delay.seconds || 0) + Number(delay.nanos || 0) / 1e9;
+    }
+  }
+  return out;
+}
+
+/**
+ * The readable error for a failed grpc-js call.
+ * @param {any} error A grpc-js ServiceError (code, details, metadata).
+ * @returns {AmperitySignalError}
+ */
+function fromServiceError(error) {
+  const code = typeof error.code === 'number' ? error.code : 2;
+  const details = error.details || error.message || CODE_NAMES[code] || 'unknown error';
+  const raw = error.metadata && typeof error.metadata.get === 'function'
+    ? error.metadata.get(STATUS_DETAILS_KEY)[0]
+    : undefined;
+  if (raw) {
+    try {
+      const status = decodeStatus(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw), 'base64'));
+      return new AmperitySignalError({ ...status, code, details: status.message || details,
+        cause: error });
+    } catch {
+      // A garbled trailer must still give a readable error.
+    }
+  }
+  return new AmperitySignalError({ code, details, cause: error });
+}
+
+module.exports = {
+  AmperitySignalError, CODE_NAMES, STATUS_DETAILS_KEY, decodeStatus, fromServiceError,
+};

@@ -1,0 +1,257 @@
+'use strict';
+// Unit tests always run; the live tests need a running service:
+//   AMPERITY_SIGNAL_GRPC_TARGET=localhost:50051 AMPERITY_SIGNAL_INTEGRATION_ID=web \
+//   AMPERITY_SIGNAL_PIPELINE_KEY=pk_... npm test
+// Without the target they are skipped locally and fail when CI=true.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const grpc = require('@grpc/grpc-js');
+const protobuf = require('protobufjs');
+
+const {
+  AmperityClient, AmperitySignalError, fromStruct, toStruct, nextDelayMs, backoffMs,
+  DEFAULT_RETRY, toProtoEvent, loadService,
+} = require('..');
+
+// --- pure units --------------------------------------------------------------------
+
+test('Struct conversion round-trips plain objects', () => {
+  const value = { s: 'a', n: 2.5, b: true, none: null, list: [1, 'x', { k: 'v' }], nested: { d: 1 } };
+  const struct = toStruct(value);
+  assert.deepEqual(struct.fields.s, { stringValue: 'a' });
+  assert.deepEqual(struct.fields.none, { nullValue: 'NULL_VALUE' });
+  assert.deepEqual(fromStruct(struct), value);
+});
+
+test('Struct conversion reads proto-loader oneof output and refuses NaN', () => {
+  const decoded = {
+    fields: {
+      a: { kind: 'numberValue', numberValue: 3 },
+      b: { kind: 'listValue', listValue: { values: [{ kind: 'boolValue', boolValue: false }] } },
+      c: { string_value: 'snake' },
+    },
+  };
+  assert.deepEqual(fromStruct(decoded), { a: 3, b: [false], c: 'snake' });
+  assert.deepEqual(fromStruct(null), {});
+  assert.throws(() => toStruct({ price: NaN }), /price must be a finite number/);
+});
+
+test('only UNAVAILABLE and RESOURCE_EXHAUSTED are retried, within attempts and budget', () => {
+  for (let code = 0; code <= 16; code += 1) {
+    const delay = nextDelayMs(DEFAULT_RETRY, { code, attempt: 1, elapsedMs: 0 });
+    assert.equal(delay !== null, code === 14 || code === 8, `code ${code}`);
+  }
+  assert.equal(nextDelayMs(DEFAULT_RETRY, { code: 14, attempt: 5, elapsedMs: 0 }), null);
+  assert.equal(nextDelayMs(DEFAULT_RETRY, { code: 14, attempt: 1, elapsedMs: 29999,
+    retryAfterMs: 10 }), null);
+});
+
+test('backoff is full jitter under a doubling cap with RetryInfo as the floor', () => {
+  assert.equal(backoffMs(DEFAULT_RETRY, 3, null, () => 0.999999) < 400, true);
+  assert.equal(backoffMs(DEFAULT_RETRY, 3, null, () => 0), 0);
+  assert.equal(backoffMs(DEFAULT_RETRY, 20, null, () => 0.5), 2500);
+  assert.equal(backoffMs(DEFAULT_RETRY, 1, 1500, () => 0.5), 1500);
+});
+
+test('Datafly JSON events convert to the proto shape, absent consent absent', () => {
+  const event = toProtoEvent({
+    type: 'track', event: 'Product Viewed', anonymousId: 'a-1', messageId: 'm-1',
+    timestamp: '2025-01-31T12:00:00.250Z', properties: { sku: 'S1' },
+    context: { geo: { postalCode: 'SW1A' }, consent: { marketing: false, google: { adStorage: 'denied' } } },
+  });
+  assert.equal(event.anonymous_id, 'a-1');
+  assert.deepEqual(event.timestamp, { seconds: '1738324800', nanos: 250000000 });
+  assert.equal(event.context.geo.postal_code, 'SW1A');
+  assert.deepEqual(event.context.consent, { marketing: false, google: { ad_storage: 'denied' } });
+  assert.equal(toProtoEvent({ type: 'page' }).context, undefined);
+  assert.throws(() => toProtoEvent({ context: { consent: { analytics: 'yes' } } }),
+    /context\.consent\.analytics/);
+});
+
+// --- against an in-process grpc-js server with google.rpc details ---------------------
+
+const rpcRoot = protobuf.parse(`
+syntax = "proto3";
+package google.rpc;
+message Any { string type_url = 1; bytes value = 2; }
+message Duration { int64 seconds = 1; int32 nanos = 2; }
+message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+message BadRequest {
+  message FieldViolation { string field = 1; string description = 2; }
+  repeated FieldViolation field_violations = 1;
+}
+message RetryInfo { Duration retry_delay = 1; }
+`, { keepCase: true }).root;
+
+function detail(name, value) {
+  const type = rpcRoot.lookupType(`google.rpc.${name}`);
+  return { type_url: `type.googleapis.com/google.rpc.${name}`, value: type.encode(type.create(value)).finish() };
+}
+
+function failure(code, message, details) {
+  const Status = rpcRoot.lookupType('google.rpc.Status');
+  const metadata = new grpc.Metadata();
+  metadata.set('grpc-status-details-bin',
+    Buffer.from(Status.encode(Status.create({ code, message, details })).finish()));
+  return { code, details: message, metadata };
+}
+
+async function startFake(handlers) {
+  const server = new grpc.Server();
+  const Service = loadService();
+  server.addService(Service.service, handlers);
+  const port = await new Promise((resolve, reject) => {
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+  return { server, target: `127.0.0.1:${port}` };
+}
+
+test('UNAVAILABLE with RetryInfo is retried, waiting at least the delay', async (t) => {
+  let calls = 0;
+  const seen = [];
+  const { server, target } = await startFake({
+    Deliver(call, callback) {
+      calls += 1;
+      seen.push(call.request.event.message_id);
+      if (calls <= 2) {
+        callback(failure(14, 'Amperity is unavailable.', [
+          detail('ErrorInfo', { reason: 'AMPERITY_UNAVAILABLE', domain: 'amperity-signal.datafly.com' }),
+          detail('RetryInfo', { retry_delay: { seconds: 1, nanos: 500000000 } }),
+        ]));
+        return;
+      }
+      callback(null, {
+        message_id: call.request.event.message_id,
+        amperity_type: 'view_item',
+        payload: toStruct({ event_type: 'view_item' }),
+        vendor_request: { status_code: 202 },
+      });
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const waits = [];
+  const client = new AmperityClient({
+    target, integrationId: 'web', sleep: async (ms) => { waits.push(ms); },
+  });
+  t.after(() => client.close());
+
+  const response = await client.deliver({ type: 'track', event: 'Product Viewed', anonymousId: 'a-1' });
+
+  assert.equal(calls, 3);
+  assert.equal(new Set(seen).size, 1);
+  assert.equal(waits.length, 2);
+  assert.ok(waits.every((ms) => ms >= 1500));
+  assert.equal(response.amperity_type, 'view_item');
+  assert.deepEqual(response.payload, { event_type: 'view_item' });
+});
+
+test('INVALID_ARGUMENT rejects at once with reason and field violations', async (t) => {
+  let calls = 0;
+  const { server, target } = await startFake({
+    Enrich(call, callback) {
+      calls += 1;
+      callback(failure(3, 'The event is invalid.', [
+        detail('ErrorInfo', { reason: 'INVALID_EVENT', domain: 'amperity-signal.datafly.com',
+          metadata: { field: 'event.anonymous_id' } }),
+        detail('BadRequest', { field_violations: [{ field: 'event.anonymous_id', description: 'is required.' }] }),
+      ]));
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, pipelineKey: 'pk_test', sleep: async () => {} });
+  t.after(() => client.close());
+
+  const error = await client.enrich({ type: 'page' }).then(() => null, (e) => e);
+
+  assert.ok(error instanceof AmperitySignalError);
+  assert.equal(calls, 1);
+  assert.equal(error.code, 3);
+  assert.equal(error.details, 'The event is invalid.');
+  assert.equal(error.reason, 'INVALID_EVENT');
+  assert.equal(error.message, 'INVALID_EVENT: The event is invalid.');
+  assert.deepEqual(error.metadata, { field: 'event.anonymous_id' });
+  assert.deepEqual(error.fieldViolations, [{ field: 'event.anonymous_id', description: 'is required.' }]);
+  assert.equal(error.retryable, false);
+});
+
+test('the pipeline key travels as x-pipeline-key and in BrowserProfile', async (t) => {
+  const { server, target } = await startFake({
+    BrowserProfile(call, callback) {
+      callback(null, {
+        provider: 'amperity',
+        attributes: toStruct({
+          key: call.metadata.get('x-pipeline-key')[0],
+          field: call.request.pipeline_key,
+          visitor: call.request.anonymous_id,
+        }),
+      });
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, pipelineKey: 'pk_test' });
+  t.after(() => client.close());
+
+  const profile = await client.browserProfile('anon-1');
+
+  assert.deepEqual(profile, {
+    provider: 'amperity', attributes: { key: 'pk_test', field: 'pk_test', visitor: 'anon-1' },
+  });
+});
+
+// --- live, against a running service -------------------------------------------------
+
+const liveTarget = process.env.AMPERITY_SIGNAL_GRPC_TARGET;
+const liveOptions = {};
+if (!liveTarget) {
+  liveOptions.skip = 'set AMPERITY_SIGNAL_GRPC_TARGET (and _INTEGRATION_ID / _PIPELINE_KEY) to run';
+}
+
+test('live service is configured when CI runs', () => {
+  if (process.env.CI === 'true') {
+    assert.ok(liveTarget, 'CI=true but AMPERITY_SIGNAL_GRPC_TARGET is not set: start the stack '
+      + 'and export AMPERITY_SIGNAL_GRPC_TARGET, AMPERITY_SIGNAL_INTEGRATION_ID and '
+      + 'AMPERITY_SIGNAL_PIPELINE_KEY.');
+  }
+});
+
+test('live: Deliver, Enrich and BrowserProfile against the running service', liveOptions, async (t) => {
+  const client = new AmperityClient({
+    target: liveTarget,
+    integrationId: process.env.AMPERITY_SIGNAL_INTEGRATION_ID || '',
+    pipelineKey: process.env.AMPERITY_SIGNAL_PIPELINE_KEY || '',
+  });
+  t.after(() => client.close());
+  const visitor = `node-test-${crypto.randomUUID()}`;
+
+  await t.test('Deliver maps Product Viewed to view_item and Amperity answers 202', async () => {
+    const response = await client.deliver({
+      type: 'track',
+      event: 'Product Viewed',
+      anonymousId: visitor,
+      timestamp: new Date().toISOString(),
+      properties: { product_id: 'SKU-1', name: 'Trail Jacket', price: 129.99, currency: 'USD' },
+      context: { page: { url: 'https://shop.example.com/p/sku-1', path: '/p/sku-1' } },
+    });
+    assert.equal(response.amperity_type, 'view_item');
+    assert.equal(response.vendor_request.status_code, 202);
+    assert.equal(typeof response.payload, 'object');
+  });
+
+  await t.test('Enrich resolves the visitor identified as alice@example.com', async () => {
+    const response = await client.enrich({
+      type: 'identify', anonymousId: visitor, traits: { email: 'alice@example.com' },
+    });
+    assert.equal(response.resolved, true);
+    assert.equal(response.attributes.Persona, 'Value Hunter');
+  });
+
+  await t.test('BrowserProfile answers for the amperity provider', async () => {
+    const response = await client.browserProfile(visitor);
+    assert.equal(response.provider, 'amperity');
+    assert.equal(typeof response.attributes, 'object');
+  });
+});

@@ -1,0 +1,282 @@
+"""``AsyncAmperityClient``: the asyncio client of the amperity-signal service.
+
+Every unary call has a deadline (``default_timeout`` per attempt) and is retried on
+UNAVAILABLE / RESOURCE_EXHAUSTED under the ``RetryPolicy``; failures surface as the
+readable exceptions of ``amperity_signal_client.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from amperity_signal_client.errors import from_rpc_error
+from amperity_signal_client.ledger import ensure_message_id
+from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
+from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+__all__ = [
+    "DEFAULT_CHANNEL_OPTIONS",
+    "DEFAULT_RETRY",
+    "DEFAULT_TIMEOUT",
+    "PIPELINE_KEY_METADATA",
+    "AsyncAmperityClient",
+]
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRY = RetryPolicy()
+PIPELINE_KEY_METADATA = "x-pipeline-key"
+ChannelOptions = Sequence[tuple[str, Any]]
+DEFAULT_CHANNEL_OPTIONS: ChannelOptions = (
+    ("grpc.primary_user_agent", "amperity-signal-client-python/0.1.0"),
+    # Reconnect within seconds of a restarted service rather than grpc's 120 s cap.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+
+
+def call_metadata(pipeline_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata every call carries: the pipeline key, when the client has one."""
+    return ((PIPELINE_KEY_METADATA, pipeline_key),) if pipeline_key else ()
+
+
+def check_identity(integration_id: str | None, pipeline_key: str | None) -> None:
+    """Refuse a client that names no integration."""
+    if not integration_id and not pipeline_key:
+        raise ValueError(
+            "Pass integration_id (the [[integrations]] id in the service's config) or "
+            "pipeline_key (the Datafly pipeline key) so the service knows which "
+            "integration to use."
+        )
+
+
+class AsyncAmperityClient:
+    """An asyncio client of the AmperityService.
+
+    Args:
+        target: The service's address, e.g. ``"localhost:50051"``.
+        integration_id: The integration to use (an ``[[integrations]]`` id).
+        pipeline_key: Or the Datafly pipeline key, sent as ``x-pipeline-key`` metadata.
+        channel_options: gRPC channel options.
+        credentials: TLS credentials; the channel is plaintext when None.
+        default_timeout: The deadline of each attempt of a unary call, in seconds.
+        retry: Retries of unary calls and of retryable per-event stream errors.
+        stream_retry: Reopening a broken DeliverStream, counted from the last answer.
+        stream_idle_timeout: Seconds without any answer, while events are unanswered,
+            after which a DeliverStream is treated as broken and reopened.
+        sleep: Waits between retries (a fake in tests).
+        clock: Monotonic seconds, for the retry budgets.
+        rng: The jitter's random source (a seeded one in tests).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        integration_id: str | None = None,
+        pipeline_key: str | None = None,
+        channel_options: ChannelOptions = DEFAULT_CHANNEL_OPTIONS,
+        credentials: grpc.ChannelCredentials | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
+        stream_idle_timeout: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        check_identity(integration_id, pipeline_key)
+        self._integration_id = integration_id or ""
+        self._pipeline_key = pipeline_key or ""
+        self._metadata = call_metadata(pipeline_key)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=channel_options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+        self._stub = pb_grpc.AmperityServiceStub(self._channel)
+        self._default_timeout = default_timeout
+        self._retry = retry
+        self._stream_retry = stream_retry
+        self._stream_idle_timeout = stream_idle_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the channel; calls in progress are cancelled."""
+        await self._channel.close()
+
+    async def deliver(
+        self, event: EventLike, *, attempt_timeout: float | None = None
+    ) -> pb.DeliverResponse:
+        """Deliver one event to Amperity; returns once Amperity accepted it.
+
+        Args:
+            event: A proto Event or a Datafly JSON event (camelCase dict). An event without
+                a message_id gets a UUID, so retries are recognisable as one event.
+            attempt_timeout: The deadline of each attempt, instead of ``default_timeout``.
+
+        Raises:
+            AmperitySignalError: The subclass for the status, e.g. ``InvalidArgument``.
+            ValueError: When a JSON event is malformed (the message names the field).
+        """
+        request = pb.DeliverRequest(
+            integration_id=self._integration_id, event=ensure_message_id(to_event(event))
+        )
+        return await self._unary(self._stub.Deliver, request, attempt_timeout)
+
+    async def enrich(
+        self, event: EventLike, *, attempt_timeout: float | None = None
+    ) -> pb.EnrichResponse:
+        """Resolve the event's visitor; returns the attributes and the enriched event.
+
+        Raises:
+            AmperitySignalError: The subclass for the status.
+            ValueError: When a JSON event is malformed (the message names the field).
+        """
+        request = pb.EnrichRequest(integration_id=self._integration_id, event=to_event(event))
+        return await self._unary(self._stub.Enrich, request, attempt_timeout)
+
+    async def browser_profile(
+        self, anonymous_id: str, *, attempt_timeout: float | None = None
+    ) -> pb.BrowserProfileResponse:
+        """The allowlisted attributes a page may see for one visitor.
+
+        Raises:
+            AmperitySignalError: The subclass for the status.
+        """
+        request = pb.BrowserProfileRequest(
+            integration_id=self._integration_id,
+            pipeline_key=self._pipeline_key,
+            anonymous_id=anonymous_id,
+        )
+        return await self._unary(self._stub.BrowserProfile, request, attempt_timeout)
+
+    async def deliver_many(
+        self,
+        events: Iterable[EventLike] | AsyncIterable[EventLike],
+        *,
+        concurrency: int = 64,
+    ) -> AsyncIterator[pb.DeliverStreamResponse]:
+        """Deliver many events over DeliverStream, at least once each.
+
+        Yields one final response per event, in the order they finish: ``result`` when
+        delivered, ``error`` when the error was not retryable or its retries ran out
+        (``errors.from_delivery_error`` makes it an exception). Retryable per-event
+        errors are sent again after their ``retry_after_seconds``; a broken stream is
+        reopened and every unanswered event sent again, so an event may reach the
+        service twice, under the same message_id.
+
+        Args:
+            events: Proto Events or Datafly JSON events, sync or async iterable.
+            concurrency: How many events may be unanswered at once.
+
+        Raises:
+            AmperitySignalError: When the stream could not be kept open (see
+                ``stream_retry``) or failed with a non-retryable status.
+            ValueError: When a JSON event is malformed.
+        """
+        run = AsyncStreamRun(
+            open_call=self._open_stream,
+            request_for=self._stream_request,
+            concurrency=concurrency,
+            retry=self._retry,
+            stream_retry=self._stream_retry,
+            idle_timeout=self._stream_idle_timeout,
+            sleep=self._sleep,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        async with aclosing(run.run(events)) as responses:
+            async for response in responses:
+                yield response
+
+    async def watch_deliveries(
+        self, replay: int = 0, *, integration_id: str | None = None
+    ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
+        """Live delivery records, after replaying up to ``replay`` recent ones.
+
+        Args:
+            replay: How many recent records to replay first.
+            integration_id: Whose records; the client's integration by default, ``""``
+                for all.
+
+        Raises:
+            AmperitySignalError: When the watch fails.
+        """
+        request = pb.WatchDeliveriesRequest(
+            integration_id=self._integration_id if integration_id is None else integration_id,
+            replay=replay,
+        )
+        call = self._stub.WatchDeliveries(request, metadata=self._metadata)
+        try:
+            async for record in call:
+                yield record
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+    def _open_stream(
+        self,
+    ) -> grpc.aio.StreamStreamCall[pb.DeliverStreamRequest, pb.DeliverStreamResponse]:
+        # wait_for_ready: a reopened stream waits for a restarting service to come back
+        # instead of failing at once; the idle timeout bounds the wait.
+        return self._stub.DeliverStream(metadata=self._metadata, wait_for_ready=True)
+
+    def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:
+        return pb.DeliverStreamRequest(integration_id=self._integration_id, event=event)
+
+    async def _unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        attempt_timeout: float | None,
+    ) -> _Response:
+        per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = self._retry.total_timeout - (self._clock() - started)
+            try:
+                return await method(
+                    request,
+                    timeout=max(min(per_attempt, remaining), 0.001),
+                    metadata=self._metadata,
+                )
+            except grpc.aio.AioRpcError as error:
+                failure = from_rpc_error(error)
+                delay = self._retry.next_delay(
+                    code=failure.code,
+                    attempt=attempt,
+                    elapsed=self._clock() - started,
+                    retry_after=failure.retry_after,
+                    rng=self._rng,
+                )
+                if delay is None:
+                    raise failure from error
+                await self._sleep(delay)

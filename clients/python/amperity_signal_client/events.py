@@ -1,0 +1,270 @@
+"""Datafly's camelCase JSON events → the proto ``Event``, and Structs ↔ plain Python.
+
+Every key is read under its camelCase name (``anonymousId``) or its snake_case alias
+(``anonymous_id``). Unknown keys are ignored (Datafly events carry extras such as
+``context.library``); ``null`` means absent; a known key of the wrong type raises
+``ValueError`` naming the field. Absent consent fields stay absent (proto3 ``optional``),
+which Amperity reads as "no consent given".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
+GOOGLE_CONSENT_VALUES = frozenset({"granted", "denied"})
+_GOOGLE_FIELDS = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+_EVENT_STRINGS = ("message_id", "event", "anonymous_id", "canonical_id", "user_id")
+_CONTEXT_STRINGS = ("ip", "user_agent", "locale", "timezone")
+_SUBMESSAGES: dict[str, tuple[str, ...]] = {
+    "page": ("url", "path", "referrer", "title", "search"),
+    "campaign": ("source", "medium", "name", "term", "content"),
+    "geo": ("country", "region", "city", "postal_code"),
+    "device": ("type", "os", "browser"),
+}
+
+
+class EventFieldError(ValueError):
+    """A Datafly JSON event has a field of the wrong type or value.
+
+    Attributes:
+        field: The path of the field, camelCase as in the JSON, e.g. ``context.consent``.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+
+
+def camel(name: str) -> str:
+    """``postal_code`` → ``postalCode``."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _get(data: Mapping[str, Any], name: str) -> Any:
+    """The value under the camelCase name, else the snake_case one; None when absent."""
+    value = data.get(camel(name))
+    return data.get(name) if value is None else value
+
+
+def _string(data: Mapping[str, Any], name: str, path: str) -> str | None:
+    value = _get(data, name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EventFieldError(
+            f"{path}{camel(name)}", f"must be a string, not {type(value).__name__}."
+        )
+    return value
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise EventFieldError(field, f"must be a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def event_from_json(obj: Any) -> pb.Event:
+    """Convert one Datafly event (parsed JSON, camelCase) to the proto ``Event``.
+
+    Args:
+        obj: The parsed JSON of one event: ``type``, ``event``, ``anonymousId``,
+            ``canonicalId``, ``userId``, ``messageId``, ``timestamp`` (ISO 8601),
+            ``properties``, ``traits``, ``partnerAttrs`` and ``context``.
+
+    Returns:
+        The event; fields absent from the JSON are left unset.
+
+    Raises:
+        EventFieldError: A ``ValueError`` naming the first field with a wrong type or
+            value (its ``field`` attribute holds the path).
+    """
+    data = _object(obj, "event")
+    if data is None:
+        raise EventFieldError("event", "must be a JSON object, not null.")
+    event = pb.Event()
+    event_type = _string(data, "type", "")
+    if event_type is not None:
+        if event_type not in EVENT_TYPES:
+            raise EventFieldError("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}.")
+        event.type = event_type
+    for name in _EVENT_STRINGS:
+        value = _string(data, name, "")
+        if value is not None:
+            setattr(event, name, value)
+    timestamp = data.get("timestamp")
+    if timestamp is not None:
+        event.timestamp.FromDatetime(parse_timestamp(timestamp, "timestamp"))
+    for name in ("properties", "traits", "partner_attrs"):
+        json_object = _object(_get(data, name), camel(name))
+        if json_object is not None:
+            getattr(event, name).CopyFrom(dict_to_struct(json_object, camel(name)))
+    context = _object(data.get("context"), "context")
+    if context is not None:
+        event.context.CopyFrom(_context(context))
+    return event
+
+
+def parse_timestamp(value: Any, field: str) -> datetime:
+    """An ISO 8601 string (or datetime) as an aware datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise EventFieldError(
+                field, "is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z."
+            ) from None
+    else:
+        raise EventFieldError(
+            field,
+            f"must be an ISO 8601 string such as 2025-01-31T12:00:00Z, not {type(value).__name__}.",
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _context(data: Mapping[str, Any]) -> pb.Context:
+    context = pb.Context()
+    for name in _CONTEXT_STRINGS:
+        value = _string(data, name, "context.")
+        if value is not None:
+            setattr(context, name, value)
+    for name, fields in _SUBMESSAGES.items():
+        sub = _object(data.get(name), f"context.{name}")
+        if sub is None:
+            continue
+        target = getattr(context, name)
+        target.SetInParent()
+        for field in fields:
+            value = _string(sub, field, f"context.{name}.")
+            if value is not None:
+                setattr(target, field, value)
+    session = _object(data.get("session"), "context.session")
+    if session is not None:
+        context.session.CopyFrom(_session(session))
+    vendor_ids = _object(_get(data, "vendor_ids"), "context.vendorIds")
+    for key, vendor_id in (vendor_ids or {}).items():
+        if not isinstance(vendor_id, str):
+            raise EventFieldError(f"context.vendorIds.{key}", "must be a string.")
+        context.vendor_ids[str(key)] = vendor_id
+    consent = _object(data.get("consent"), "context.consent")
+    if consent is not None:
+        context.consent.CopyFrom(_consent(consent))
+    return context
+
+
+def _session(data: Mapping[str, Any]) -> pb.Session:
+    session = pb.Session()
+    session_id = data.get("id")
+    if isinstance(session_id, int) and not isinstance(session_id, bool):
+        session_id = str(session_id)
+    if session_id is not None and not isinstance(session_id, str):
+        raise EventFieldError("context.session.id", "must be a string.")
+    session.id = session_id or ""
+    number = data.get("number")
+    if number is not None:
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise EventFieldError("context.session.number", "must be a whole number, 0 or more.")
+        if number >= 2**63:
+            raise EventFieldError("context.session.number", "is too large.")
+        session.number = number
+    return session
+
+
+def _consent(data: Mapping[str, Any]) -> pb.Consent:
+    consent = pb.Consent()
+    for name in ("analytics", "marketing", "functional"):
+        flag = data.get(name)
+        if flag is None:
+            continue
+        if not isinstance(flag, bool):
+            raise EventFieldError(f"context.consent.{name}", "must be true or false.")
+        setattr(consent, name, flag)
+    categories = _object(data.get("categories"), "context.consent.categories")
+    for code, granted in (categories or {}).items():
+        if not isinstance(granted, bool):
+            raise EventFieldError(f"context.consent.categories.{code}", "must be true or false.")
+        consent.categories[str(code)] = granted
+    google = _object(data.get("google"), "context.consent.google")
+    if google is not None:
+        consent.google.SetInParent()
+        for name in _GOOGLE_FIELDS:
+            mode = _get(google, name)
+            if mode is None:
+                continue
+            if not isinstance(mode, str) or mode not in GOOGLE_CONSENT_VALUES:
+                raise EventFieldError(
+                    f"context.consent.google.{name}", 'must be "granted" or "denied".'
+                )
+            setattr(consent.google, name, mode)
+    return consent
+
+
+def dict_to_struct(data: Mapping[str, Any], field: str = "struct") -> struct_pb2.Struct:
+    """A JSON object as a ``Struct``.
+
+    Raises:
+        EventFieldError: Naming the first value JSON cannot carry (NaN, a set…).
+    """
+    struct = struct_pb2.Struct()
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise EventFieldError(field, f"keys must be strings, not {type(key).__name__}.")
+        _set_value(struct.fields[key], value, f"{field}.{key}")
+    return struct
+
+
+def _set_value(target: struct_pb2.Value, value: Any, field: str) -> None:
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise EventFieldError(field, "must be a finite number (JSON has no NaN or Infinity).")
+        target.number_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, Mapping):
+        target.struct_value.CopyFrom(dict_to_struct(value, field))
+    elif isinstance(value, list | tuple):
+        target.list_value.Clear()
+        for index, item in enumerate(value):
+            _set_value(target.list_value.values.add(), item, f"{field}[{index}]")
+    else:
+        raise EventFieldError(field, f"is a {type(value).__name__}, which JSON cannot carry.")
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A ``Struct`` as a plain dict; whole numbers come back as ``int``."""
+    return {key: value_to_python(value) for key, value in struct.fields.items()}
+
+
+def value_to_python(value: struct_pb2.Value) -> Any:
+    """One ``Struct`` value as plain Python."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in value.list_value.values]
+    return None

@@ -1,0 +1,266 @@
+"""At-least-once delivery over ``DeliverStream`` for the asyncio client.
+
+One run owns a ``Ledger`` and a succession of stream calls. A *feeder* task takes events
+from the caller's iterable while fewer than ``concurrency`` are unanswered; a *writer*
+task per call sends them; the run itself reads the answers. Retryable per-event errors
+are sent again after their delay; when the stream breaks (UNAVAILABLE, a killed service,
+a stalled connection) a new one is opened after a backoff and everything unanswered is
+sent again. Every event gets exactly one final answer, yielded to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+
+from amperity_signal_client.errors import error_for, from_rpc_error
+from amperity_signal_client.events import event_from_json
+from amperity_signal_client.ledger import Answer, Ledger
+from amperity_signal_client.retry import RetryPolicy
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+EventLike = pb.Event | Mapping[str, Any]
+StreamCall = grpc.aio.StreamStreamCall[pb.DeliverStreamRequest, pb.DeliverStreamResponse]
+_CORE_WRITE_FAILURE = "Internal error from Core"
+_DONE = None  # the outbox sentinel: every event is answered, half-close the stream
+
+
+def to_event(event: EventLike) -> pb.Event:
+    """A proto Event as is; a Datafly JSON event (camelCase dict) converted."""
+    if isinstance(event, pb.Event):
+        return event
+    return event_from_json(event)
+
+
+class _StreamBroken(Exception):
+    """The stream ended before every event was answered; it is worth reopening."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class AsyncStreamRun:
+    """One ``deliver_many``: feeds, sends, re-sends and yields until all is answered."""
+
+    def __init__(
+        self,
+        *,
+        open_call: Callable[[], StreamCall],
+        request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
+        concurrency: int,
+        retry: RetryPolicy,
+        stream_retry: RetryPolicy,
+        idle_timeout: float,
+        sleep: Callable[[float], Awaitable[None]],
+        clock: Callable[[], float],
+        rng: random.Random | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("deliver_many concurrency must be 1 or more.")
+        self._open_call = open_call
+        self._request_for = request_for
+        self._retry = retry
+        self._stream_retry = stream_retry
+        self._idle_timeout = idle_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._ledger = Ledger(retry, rng)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._outbox: asyncio.Queue[pb.Event | None] = asyncio.Queue()
+        self._epoch = 0
+        self._source_done = False
+        self._on_wire = 0
+        self._write_failed = False
+        self._last_progress = clock()
+        self._timers: set[asyncio.Task[None]] = set()
+
+    async def run(
+        self, events: Iterable[EventLike] | AsyncIterable[EventLike]
+    ) -> AsyncGenerator[pb.DeliverStreamResponse, None]:
+        """Yield one final DeliverStreamResponse per event, in the order they finish.
+
+        Raises:
+            AmperitySignalError: When the stream failed with a non-retryable status or
+                could not be reopened within the stream retry policy; every response
+                yielded before is final, events without one were not confirmed.
+        """
+        feeder = asyncio.create_task(self._feed(events))
+        failures = 0
+        failing_since: float | None = None
+        try:
+            while True:
+                call = self._open()
+                try:
+                    async with aclosing(self._answers(call, feeder)) as answers:
+                        async for response in answers:
+                            failures, failing_since = 0, None
+                            yield response
+                except _StreamBroken as broken:
+                    failures += 1
+                    failing_since = self._clock() if failing_since is None else failing_since
+                    delay = self._stream_retry.next_delay(
+                        code=broken.code,
+                        attempt=failures,
+                        elapsed=self._clock() - failing_since,
+                        retry_after=broken.retry_after,
+                    )
+                    if delay is None:
+                        raise error_for(
+                            broken.code, broken.message, retry_after=broken.retry_after
+                        ) from None
+                    await self._sleep(delay)
+                else:
+                    return
+                finally:
+                    call.cancel()
+        finally:
+            feeder.cancel()
+            for timer in list(self._timers):
+                timer.cancel()
+
+    def _open(self) -> StreamCall:
+        """A new call whose outbox starts with every unanswered event."""
+        self._epoch += 1
+        self._on_wire = 0
+        self._write_failed = False
+        self._outbox = asyncio.Queue()
+        for event in self._ledger.unacknowledged():
+            self._outbox.put_nowait(event)
+        if self._source_done and not self._ledger:
+            self._outbox.put_nowait(_DONE)
+        return self._open_call()
+
+    async def _answers(
+        self, call: StreamCall, feeder: asyncio.Task[None]
+    ) -> AsyncGenerator[pb.DeliverStreamResponse, None]:
+        writer = asyncio.create_task(self._write(call, self._outbox))
+        reading: asyncio.Task[object] | None = None
+        try:
+            while True:
+                if reading is None:
+                    reading = asyncio.create_task(call.read())
+                waiting: set[asyncio.Future[Any]] = {reading}
+                if not feeder.done():
+                    waiting.add(feeder)
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=self._idle_timeout / 4,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if feeder in done and (failure := feeder.exception()) is not None:
+                    raise failure
+                if reading not in done:
+                    self._check_stalled()
+                    continue
+                result = self._result(reading)
+                reading = None
+                if result is grpc.aio.EOF:
+                    if self._source_done and not self._ledger:
+                        return
+                    raise _StreamBroken(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "The service ended the stream before answering every event.",
+                        None,
+                    )
+                if isinstance(result, pb.DeliverStreamResponse):
+                    final = self._handle(result)
+                    if final is not None:
+                        yield final
+        finally:
+            writer.cancel()
+            if reading is not None:
+                reading.cancel()
+
+    def _result(self, reading: asyncio.Task[object]) -> object:
+        try:
+            return reading.result()
+        except grpc.aio.AioRpcError as error:
+            failure = from_rpc_error(error)
+            if error.code() == grpc.StatusCode.INTERNAL and (
+                self._write_failed or error.details() == _CORE_WRITE_FAILURE
+            ):
+                # grpc.aio replaces the status with this INTERNAL when a write races the end
+                # of the call (a service going away); the stream broke, reopening helps.
+                raise _StreamBroken(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The stream broke while events were being sent.",
+                    None,
+                ) from error
+            if not self._stream_retry.is_retryable(error.code()):
+                raise failure from error
+            raise _StreamBroken(failure.code, failure.message, failure.retry_after) from error
+
+    def _check_stalled(self) -> None:
+        if self._on_wire and self._clock() - self._last_progress >= self._idle_timeout:
+            raise _StreamBroken(
+                grpc.StatusCode.UNAVAILABLE,
+                f"No answer from the service for {self._idle_timeout:g} s.",
+                None,
+            )
+
+    def _handle(self, response: pb.DeliverStreamResponse) -> pb.DeliverStreamResponse | None:
+        self._last_progress = self._clock()
+        self._on_wire = max(self._on_wire - 1, 0)
+        answer: Answer = self._ledger.answer(response)
+        if answer.retry is not None:
+            self._resend_later(answer.retry, answer.retry_delay)
+        if answer.release is not None:
+            self._outbox.put_nowait(answer.release)
+        if answer.final is not None:
+            self._slots.release()
+            if self._source_done and not self._ledger:
+                self._outbox.put_nowait(_DONE)
+        return answer.final
+
+    def _resend_later(self, event: pb.Event, delay: float) -> None:
+        epoch = self._epoch
+
+        async def resend() -> None:
+            await self._sleep(delay)
+            # A reopened stream has re-sent it already.
+            if epoch == self._epoch and self._ledger.is_pending(event.message_id):
+                self._outbox.put_nowait(event)
+
+        timer = asyncio.create_task(resend())
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _feed(self, events: Iterable[EventLike] | AsyncIterable[EventLike]) -> None:
+        if isinstance(events, AsyncIterable):
+            async for item in events:
+                await self._admit(item)
+        else:
+            for item in events:
+                await self._admit(item)
+        self._source_done = True
+        if not self._ledger:
+            self._outbox.put_nowait(_DONE)
+
+    async def _admit(self, item: EventLike) -> None:
+        event = to_event(item)
+        await self._slots.acquire()
+        admitted = self._ledger.admit(event)
+        if admitted is not None:
+            self._outbox.put_nowait(admitted)
+
+    async def _write(self, call: StreamCall, outbox: asyncio.Queue[pb.Event | None]) -> None:
+        try:
+            while (event := await outbox.get()) is not None:
+                if not self._ledger.is_pending(event.message_id):
+                    continue
+                if not self._on_wire:
+                    self._last_progress = self._clock()
+                self._on_wire += 1
+                await call.write(self._request_for(event))
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # The call failed or finished; the reading side reports why.
+            self._write_failed = True

@@ -1,0 +1,185 @@
+"""``AmperityClient``: the blocking client, the same methods as the asyncio one."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from amperity_signal_client.client import (
+    DEFAULT_CHANNEL_OPTIONS,
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    ChannelOptions,
+    call_metadata,
+    check_identity,
+)
+from amperity_signal_client.errors import from_rpc_error
+from amperity_signal_client.ledger import Ledger, ensure_message_id
+from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
+from amperity_signal_client.stream import EventLike, to_event
+from amperity_signal_client.sync_stream import SyncStreamRun
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+
+
+class AmperityClient:
+    """A blocking client of the AmperityService over a sync gRPC channel.
+
+    Takes the same arguments as ``AsyncAmperityClient`` (``sleep`` is a plain callable)
+    and offers the same methods, returning values instead of awaitables.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        integration_id: str | None = None,
+        pipeline_key: str | None = None,
+        channel_options: ChannelOptions = DEFAULT_CHANNEL_OPTIONS,
+        credentials: grpc.ChannelCredentials | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
+        stream_idle_timeout: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        check_identity(integration_id, pipeline_key)
+        self._integration_id = integration_id or ""
+        self._pipeline_key = pipeline_key or ""
+        self._metadata = call_metadata(pipeline_key)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        self._stub = pb_grpc.AmperityServiceStub(self._channel)
+        self._default_timeout = default_timeout
+        self._retry = retry
+        self._stream_retry = stream_retry
+        self._stream_idle_timeout = stream_idle_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def deliver(
+        self, event: EventLike, *, attempt_timeout: float | None = None
+    ) -> pb.DeliverResponse:
+        """Deliver one event; see ``AsyncAmperityClient.deliver``."""
+        request = pb.DeliverRequest(
+            integration_id=self._integration_id, event=ensure_message_id(to_event(event))
+        )
+        return self._unary(self._stub.Deliver, request, attempt_timeout)
+
+    def enrich(
+        self, event: EventLike, *, attempt_timeout: float | None = None
+    ) -> pb.EnrichResponse:
+        """Resolve the event's visitor; see ``AsyncAmperityClient.enrich``."""
+        request = pb.EnrichRequest(integration_id=self._integration_id, event=to_event(event))
+        return self._unary(self._stub.Enrich, request, attempt_timeout)
+
+    def browser_profile(
+        self, anonymous_id: str, *, attempt_timeout: float | None = None
+    ) -> pb.BrowserProfileResponse:
+        """The allowlisted attributes for a visitor; see ``AsyncAmperityClient``."""
+        request = pb.BrowserProfileRequest(
+            integration_id=self._integration_id,
+            pipeline_key=self._pipeline_key,
+            anonymous_id=anonymous_id,
+        )
+        return self._unary(self._stub.BrowserProfile, request, attempt_timeout)
+
+    def deliver_many(
+        self, events: Iterable[EventLike], *, concurrency: int = 64
+    ) -> Iterator[pb.DeliverStreamResponse]:
+        """Deliver many events at least once; see ``AsyncAmperityClient.deliver_many``."""
+        run = SyncStreamRun(
+            open_call=self._open_stream,
+            request_for=self._stream_request,
+            concurrency=concurrency,
+            ledger=Ledger(self._retry, self._rng),
+            stream_retry=self._stream_retry,
+            idle_timeout=self._stream_idle_timeout,
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        return run.run(events)
+
+    def watch_deliveries(
+        self, replay: int = 0, *, integration_id: str | None = None
+    ) -> Iterator[pb.WatchDeliveriesResponse]:
+        """Live delivery records; see ``AsyncAmperityClient.watch_deliveries``."""
+        request = pb.WatchDeliveriesRequest(
+            integration_id=self._integration_id if integration_id is None else integration_id,
+            replay=replay,
+        )
+        call = self._stub.WatchDeliveries(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+    def _open_stream(
+        self, requests: Iterator[pb.DeliverStreamRequest]
+    ) -> grpc._CallIterator[pb.DeliverStreamResponse]:
+        return self._stub.DeliverStream(requests, metadata=self._metadata, wait_for_ready=True)
+
+    def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:
+        return pb.DeliverStreamRequest(integration_id=self._integration_id, event=event)
+
+    def _unary(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+        attempt_timeout: float | None,
+    ) -> _Response:
+        per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = self._retry.total_timeout - (self._clock() - started)
+            try:
+                return method(
+                    request,
+                    timeout=max(min(per_attempt, remaining), 0.001),
+                    metadata=self._metadata,
+                )
+            except grpc.RpcError as error:
+                failure = from_rpc_error(error)
+                delay = self._retry.next_delay(
+                    code=failure.code,
+                    attempt=attempt,
+                    elapsed=self._clock() - started,
+                    retry_after=failure.retry_after,
+                    rng=self._rng,
+                )
+                if delay is None:
+                    raise failure from error
+                self._sleep(delay)

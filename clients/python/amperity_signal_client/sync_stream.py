@@ -1,0 +1,214 @@
+"""At-least-once delivery over ``DeliverStream`` for the sync client.
+
+The same contract as ``stream.AsyncStreamRun`` with threads instead of tasks: grpc pulls
+requests from a generator on its own thread, and that generator is also the scheduler of
+delayed re-sends (an outbox of ``(due, event)`` pairs); the caller's thread reads the
+answers, tops the window up from the caller's iterable and reopens broken streams. A
+watchdog thread cancels a call that stays silent for ``idle_timeout`` while events are
+unanswered.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from amperity_signal_client.errors import error_for, from_rpc_error
+from amperity_signal_client.ledger import Ledger
+from amperity_signal_client.retry import RetryPolicy
+from amperity_signal_client.stream import EventLike, to_event
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+if TYPE_CHECKING:
+    # grpc's response iterator type exists only in the type stubs.
+    OpenCall = Callable[
+        [Iterator[pb.DeliverStreamRequest]], grpc._CallIterator[pb.DeliverStreamResponse]
+    ]
+_Item = tuple[float, pb.Event] | None  # None: every event is answered, half-close
+
+
+class _Broken(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class SyncStreamRun:
+    """One sync ``deliver_many``: feeds, sends, re-sends and yields until all is answered."""
+
+    def __init__(
+        self,
+        *,
+        open_call: OpenCall,
+        request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
+        concurrency: int,
+        ledger: Ledger,
+        stream_retry: RetryPolicy,
+        idle_timeout: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("deliver_many concurrency must be 1 or more.")
+        self._open_call = open_call
+        self._request_for = request_for
+        self._concurrency = concurrency
+        self._ledger = ledger
+        self._stream_retry = stream_retry
+        self._idle_timeout = idle_timeout
+        self._sleep = sleep
+        self._clock = clock
+        self._outbox: queue.Queue[_Item] = queue.Queue()
+        self._source: Iterator[EventLike] = iter(())
+        self._source_done = False
+        self._lock = threading.Lock()
+        self._on_wire = 0
+        self._last_progress = clock()
+
+    def run(self, events: Iterable[EventLike]) -> Iterator[pb.DeliverStreamResponse]:
+        """Yield one final DeliverStreamResponse per event, in the order they finish.
+
+        Raises:
+            AmperitySignalError: When the stream failed with a non-retryable status or
+                could not be reopened within the stream retry policy.
+        """
+        self._source = iter(events)
+        failures = 0
+        failing_since: float | None = None
+        while True:
+            self._open_outbox()
+            self._top_up()
+            try:
+                for response in self._answers():
+                    failures, failing_since = 0, None
+                    yield response
+            except _Broken as broken:
+                failures += 1
+                failing_since = self._clock() if failing_since is None else failing_since
+                delay = self._stream_retry.next_delay(
+                    code=broken.code,
+                    attempt=failures,
+                    elapsed=self._clock() - failing_since,
+                    retry_after=broken.retry_after,
+                )
+                if delay is None:
+                    raise error_for(
+                        broken.code, broken.message, retry_after=broken.retry_after
+                    ) from None
+                self._sleep(delay)
+            else:
+                return
+
+    def _open_outbox(self) -> None:
+        self._outbox = queue.Queue()
+        with self._lock:
+            self._on_wire = 0
+        for event in self._ledger.unacknowledged():
+            self._outbox.put((0.0, event))
+
+    def _top_up(self) -> None:
+        """Take events from the caller while the window has room; half-close when done."""
+        while not self._source_done and len(self._ledger) < self._concurrency:
+            item = next(self._source, None)
+            if item is None:
+                self._source_done = True
+                break
+            admitted = self._ledger.admit(to_event(item))
+            if admitted is not None:
+                self._outbox.put((0.0, admitted))
+        if self._source_done and not self._ledger:
+            self._outbox.put(None)
+
+    def _answers(self) -> Iterator[pb.DeliverStreamResponse]:
+        call = self._open_call(self._requests(self._outbox))
+        stop = threading.Event()
+        stalled = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(call, stop, stalled), name="deliver-many-watchdog"
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for response in call:
+                with self._lock:
+                    self._on_wire = max(self._on_wire - 1, 0)
+                    self._last_progress = self._clock()
+                answer = self._ledger.answer(response)
+                if answer.retry is not None:
+                    self._outbox.put((self._clock() + answer.retry_delay, answer.retry))
+                if answer.release is not None:
+                    self._outbox.put((0.0, answer.release))
+                if answer.final is not None:
+                    self._top_up()
+                    yield answer.final
+        except grpc.RpcError as error:
+            if stalled.is_set():
+                raise _Broken(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"No answer from the service for {self._idle_timeout:g} s.",
+                    None,
+                ) from error
+            failure = from_rpc_error(error)
+            if not self._stream_retry.is_retryable(failure.code):
+                raise failure from error
+            raise _Broken(failure.code, failure.message, failure.retry_after) from error
+        finally:
+            stop.set()
+            call.cancel()
+            self._outbox.put(None)
+        if self._source_done and not self._ledger:
+            return
+        raise _Broken(
+            grpc.StatusCode.UNAVAILABLE,
+            "The service ended the stream before answering every event.",
+            None,
+        )
+
+    def _requests(self, outbox: queue.Queue[_Item]) -> Iterator[pb.DeliverStreamRequest]:
+        """The request stream: due events in order, delayed ones when their time comes."""
+        delayed: list[tuple[float, int, pb.Event]] = []
+        order = itertools.count()
+        while True:
+            now = self._clock()
+            if delayed and delayed[0][0] <= now:
+                event = heapq.heappop(delayed)[2]
+            else:
+                wait = max(delayed[0][0] - now, 0.0) if delayed else None
+                try:
+                    item = outbox.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    return
+                due, event = item
+                if due > now:
+                    heapq.heappush(delayed, (due, next(order), event))
+                    continue
+            with self._lock:
+                if not self._on_wire:
+                    self._last_progress = self._clock()
+                self._on_wire += 1
+            yield self._request_for(event)
+
+    def _watch(
+        self,
+        call: grpc._CallIterator[pb.DeliverStreamResponse],
+        stop: threading.Event,
+        stalled: threading.Event,
+    ) -> None:
+        while not stop.wait(self._idle_timeout / 4):
+            with self._lock:
+                silent_for = self._clock() - self._last_progress if self._on_wire else 0.0
+            if silent_for >= self._idle_timeout:
+                stalled.set()
+                call.cancel()
+                return

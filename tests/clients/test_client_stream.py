@@ -1,0 +1,180 @@
+"""deliver_many: at-least-once delivery over DeliverStream, re-sends and reopened streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from amperity_signal_client import AsyncAmperityClient, PermissionDenied, RetryPolicy, Unavailable
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+from .conftest import ClientFactory
+from .fakes import Failure, FakeSleep, RunningService, delivery_error
+
+
+def events(count: int) -> list[pb.Event]:
+    """``count`` track events with message ids e0, e1 and so on."""
+    return [
+        pb.Event(message_id=f"e{i}", type="track", event="Product Viewed", anonymous_id="a-1")
+        for i in range(count)
+    ]
+
+
+async def collect(client: AsyncAmperityClient, items: object, **options: int) -> list[str]:
+    """The message ids of every response deliver_many yields, asserting each succeeded."""
+    seen = []
+    async for response in client.deliver_many(items, **options):  # type: ignore[arg-type]
+        assert response.HasField("result"), response
+        seen.append(response.message_id)
+    return seen
+
+
+async def test_every_event_is_answered_exactly_once(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """Each event of a healthy stream gets one final response, carrying its message_id."""
+    acknowledged = await collect(client, events(300), concurrency=16)
+
+    assert sorted(acknowledged) == sorted(f"e{i}" for i in range(300))
+    assert running.service.streams_opened == 1
+    assert "x-pipeline-key" not in running.service.metadata[0]
+
+
+async def test_retryable_per_event_errors_are_sent_again_after_their_delay(
+    running: RunningService, client: AsyncAmperityClient, fake_sleep: FakeSleep
+) -> None:
+    """An event failing twice with UNAVAILABLE (retry after 0.5 s) is re-sent and delivered."""
+    running.service.event_errors = {
+        "e3": [delivery_error(14, "AMPERITY_UNAVAILABLE", 0.5)] * 2,
+        "e5": [delivery_error(8, "RATE_LIMITED", 0.25)],
+    }
+
+    acknowledged = await collect(client, events(10))
+
+    assert sorted(acknowledged) == sorted(f"e{i}" for i in range(10))
+    assert running.service.received["e3"] == 3
+    assert running.service.received["e5"] == 2
+    assert sorted(fake_sleep.waits)[-2:] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert all(wait >= 0.25 for wait in fake_sleep.waits)
+
+
+async def test_non_retryable_per_event_errors_are_yielded_not_resent(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """A bad event fails its own response once; the others are delivered."""
+    running.service.event_errors = {"e1": [delivery_error(3, "INVALID_EVENT")]}
+
+    responses = [r async for r in client.deliver_many(events(3))]
+
+    failed = [r for r in responses if r.HasField("error")]
+    assert [r.message_id for r in failed] == ["e1"]
+    assert failed[0].error.reason == "INVALID_EVENT"
+    assert running.service.received["e1"] == 1
+    assert len(responses) == 3
+
+
+async def test_per_event_retries_are_bounded(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """An event that stays unavailable is yielded with its error after max_attempts sends."""
+    running.service.event_errors = {"e0": [delivery_error(14, "AMPERITY_UNAVAILABLE")] * 10}
+    client = make_client(retry=RetryPolicy(max_attempts=3))
+
+    responses = [r async for r in client.deliver_many(events(1))]
+
+    assert [r.error.code for r in responses] == [14]
+    assert running.service.received["e0"] == 3
+
+
+async def test_an_aborted_stream_is_reopened_and_everything_acknowledged(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """Streams aborted after 40 and 25 answers are reopened; every event is acknowledged."""
+    running.service.stream_aborts = [40, 25]
+
+    acknowledged = await collect(client, events(500), concurrency=32)
+
+    assert sorted(acknowledged) == sorted(f"e{i}" for i in range(500))
+    assert len(acknowledged) == len(set(acknowledged))
+    assert running.service.streams_opened == 3
+    assert all(running.service.answered_ok[f"e{i}"] >= 1 for i in range(500))
+
+
+async def test_a_stalled_stream_is_reopened_after_the_idle_timeout(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """A stream that never answers is abandoned after stream_idle_timeout and re-sent."""
+    running.service.stream_stalls = 1
+    client = make_client(stream_idle_timeout=0.2)
+
+    acknowledged = await collect(client, events(5))
+
+    assert sorted(acknowledged) == [f"e{i}" for i in range(5)]
+    assert running.service.streams_opened == 2
+
+
+async def test_a_stream_failing_with_a_non_retryable_status_raises(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """A stream-level PERMISSION_DENIED is raised instead of being retried."""
+    running.service.stream_failure = Failure(
+        grpc.StatusCode.PERMISSION_DENIED, "The key lacks the ingest scope.", "INGEST_KEY_REJECTED"
+    )
+
+    with pytest.raises(PermissionDenied, match="INGEST_KEY_REJECTED"):
+        await collect(client, events(1), concurrency=1)
+
+    # grpc.aio may report a write racing the abort as a broken stream, reopened once more.
+    assert running.service.streams_opened <= 3
+
+
+async def test_a_stream_that_cannot_be_reopened_raises_after_its_budget(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """A stream aborted every time is reopened up to stream_retry.max_attempts, then raises."""
+    running.service.stream_aborts = [0] * 10
+    client = make_client(stream_retry=RetryPolicy(max_attempts=3))
+
+    with pytest.raises(Unavailable):
+        await collect(client, events(2))
+
+    assert running.service.streams_opened == 3
+
+
+async def test_async_sources_and_json_events_are_accepted(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """deliver_many takes an async iterable of Datafly JSON events."""
+
+    async def source() -> AsyncIterator[dict[str, object]]:
+        for i in range(4):
+            yield {"type": "track", "event": "Order Completed", "messageId": f"j{i}",
+                   "anonymousId": "a-1"}  # fmt: skip
+
+    acknowledged = await collect(client, source(), concurrency=2)
+
+    assert sorted(acknowledged) == ["j0", "j1", "j2", "j3"]
+
+
+async def test_events_without_message_id_get_one_and_events_sharing_one_wait(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """Ids are assigned when missing; a repeated id is sent after the first is answered."""
+    batch = [
+        pb.Event(type="page", anonymous_id="a-1"),
+        pb.Event(message_id="same", type="page", anonymous_id="a-1"),
+        pb.Event(message_id="same", type="page", anonymous_id="a-1"),
+    ]
+
+    acknowledged = await collect(client, batch)
+
+    assert len(acknowledged) == 3
+    assert acknowledged.count("same") == 2
+    assert running.service.received["same"] == 2
+
+
+async def test_an_empty_source_finishes_at_once(client: AsyncAmperityClient) -> None:
+    """No events, no responses, no error."""
+    assert await collect(client, []) == []

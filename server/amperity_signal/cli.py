@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8787)
     sandbox.add_argument("--data", help="tenants/streams/collections file (YAML or JSON)")
     sandbox.add_argument("--profile-delay", type=float, default=1.0)
+    sandbox.add_argument("--rate-limit", type=int, default=500, help="requests/s per tenant")
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway as its own process")
     _config_arg(gateway)

@@ -49,7 +49,16 @@ def sandbox(args: argparse.Namespace) -> int:
     """Run the Amperity sandbox tenant."""
     from amperity_signal.sandbox import run
 
-    run(args.host, args.port, args.data, args.profile_delay)
+    try:
+        run(
+            args.host,
+            args.port,
+            args.data,
+            args.profile_delay,
+            rate_limit_per_second=args.rate_limit,
+        )
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 

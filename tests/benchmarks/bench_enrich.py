@@ -1,0 +1,150 @@
+"""(1) Enrich on a cache hit vs a bare grpc.aio echo server answering the same bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import grpc
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.benchmarks import loadgen
+from tests.benchmarks.common import (
+    CATEGORIES,
+    ENRICH_METHOD,
+    PYTHON,
+    Processes,
+    identifies,
+    ratio,
+    visitor_event,
+)
+from tests.benchmarks.profiles import Profile
+
+HOT_CACHE = {"attribute_ttl": 86_400, "personalized_ttl": 86_400, "jitter": 0}
+
+
+def enrich_requests(visitors: int) -> list[bytes]:
+    """Serialized EnrichRequests: ``visitors`` visitors, categories in turn."""
+    return [
+        pb.EnrichRequest(
+            integration_id="web",
+            event=visitor_event(v, CATEGORIES[v % len(CATEGORIES)], email=identifies(v)),
+        ).SerializeToString()
+        for v in range(visitors)
+    ]
+
+
+async def warm(target: str, method: str, payloads: list[bytes]) -> list[bytes]:
+    """Send each payload twice (fill the cache, then read it); the second answers."""
+    answers: list[bytes] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        call: Any = channel.unary_unary(method)
+        for payload in payloads:
+            await call(payload, timeout=10)
+        for payload in payloads:
+            answers.append(await call(payload, timeout=10))
+    return answers
+
+
+async def start_echo(processes: Processes, answers: dict[str, bytes]) -> str:
+    """Start the echo server answering ``answers``; its target."""
+    path = processes.workdir / f"echo-{len(processes.started)}.json"
+    path.write_text(json.dumps({m: a.hex() for m, a in answers.items()}))
+    echo = await processes.start(
+        [PYTHON, "-m", "tests.benchmarks.echo", "--answers", str(path)],
+        "echo listening on ",
+        "echo",
+    )
+    return echo.output_value("echo listening on ")
+
+
+async def run(profile: Profile) -> dict[str, Any]:
+    """Throughput ratio and open-loop latency at half of each server's ceiling."""
+    processes = Processes()
+    try:
+        sink = await processes.start(
+            [PYTHON, "-m", "tests.benchmarks.sink"], "sink listening on ", "sink"
+        )
+        sink_url = sink.output_value("sink listening on ")
+        _, target = await processes.service(sink_url, cache=HOT_CACHE, rate_limit_per_second=10_000)
+        payloads = enrich_requests(profile.hot_visitors)
+        answers = await warm(target, ENRICH_METHOD, payloads)
+        statuses = {pb.EnrichResponse.FromString(a).cache_status for a in answers}
+        assert statuses == {pb.CACHE_STATUS_HIT}, f"warm-up left misses: {statuses}"
+        echo_target = await start_echo(processes, {ENRICH_METHOD: answers[0]})
+        closed = (profile.concurrency, profile.duration, profile.warmup)
+        bare = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.grpc_closed,
+            echo_target,
+            ENRICH_METHOD,
+            payloads,
+            *closed,
+        )
+        ours = await asyncio.to_thread(
+            loadgen.run_in_process, loadgen.grpc_closed, target, ENRICH_METHOD, payloads, *closed
+        )
+        bare_open = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.grpc_open,
+            echo_target,
+            ENRICH_METHOD,
+            payloads,
+            bare["rate"] / 2,
+            profile.duration,
+            profile.warmup,
+        )
+        ours_open = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.grpc_open,
+            target,
+            ENRICH_METHOD,
+            payloads,
+            ours["rate"] / 2,
+            profile.duration,
+            profile.warmup,
+        )
+    finally:
+        await processes.close()
+    throughput_ratio = ratio(ours["rate"], bare["rate"])
+    targets = {
+        "throughput_ratio_ge_0.75": throughput_ratio >= 0.75,
+        "p99_at_half_le_3ms": ours_open["p99_ms"] <= 3.0,
+    }
+    return {
+        "table": [
+            (
+                f"enrich hit RPC/s (closed, c={profile.concurrency})",
+                f"{ours['rate']:.0f}",
+                f"{bare['rate']:.0f} echo",
+                f"{throughput_ratio:.2f}",
+                f">=0.75 {'MET' if targets['throughput_ratio_ge_0.75'] else 'MISSED'}",
+            ),
+            (
+                "enrich hit p50 ms @50% load",
+                f"{ours_open['p50_ms']:.2f}",
+                f"{bare_open['p50_ms']:.2f} echo",
+                f"{ratio(ours_open['p50_ms'], bare_open['p50_ms']):.2f}",
+                "",
+            ),
+            (
+                "enrich hit p99 ms @50% load",
+                f"{ours_open['p99_ms']:.2f}",
+                f"{bare_open['p99_ms']:.2f} echo",
+                f"{ratio(ours_open['p99_ms'], bare_open['p99_ms']):.2f}",
+                f"<=3 ms {'MET' if targets['p99_at_half_le_3ms'] else 'MISSED'}",
+            ),
+        ],
+        "request_bytes": len(payloads[0]),
+        "response_bytes": len(answers[0]),
+        "concurrency": profile.concurrency,
+        "echo": {"closed": bare, "open_half": bare_open},
+        "enrich_hit": {"closed": ours, "open_half": ours_open},
+        "ratios": {
+            "throughput": throughput_ratio,
+            "p50_at_half": ratio(ours_open["p50_ms"], bare_open["p50_ms"]),
+            "p99_at_half": ratio(ours_open["p99_ms"], bare_open["p99_ms"]),
+        },
+        "targets": targets,
+    }

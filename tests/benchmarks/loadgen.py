@@ -1,0 +1,268 @@
+"""Load generators, each run in its own process, never in the loop of the server it measures.
+
+Entry points are submitted positionally to a process pool (``run_in_process``), hence
+their long positional signatures; they use uvloop like the service does.
+
+Clients send prebuilt bytes and do not parse answers, so the generator costs the same
+whichever server it loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import httpx
+import uvloop
+
+from tests.benchmarks.common import cpu_seconds, percentile
+
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def run_in_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``function(*args)`` in a fresh spawned process and return its result."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def run_many(
+    function: Callable[..., dict[str, Any]], argss: Sequence[tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """Run several generators at once, one process each."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(len(argss), mp_context=context) as pool:
+        futures = [pool.submit(function, *args) for args in argss]
+        return [future.result() for future in futures]
+
+
+def _channels(target: str, count: int) -> list[grpc.aio.Channel]:
+    return [grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(count)]
+
+
+def grpc_closed(  # noqa: PLR0917 - submitted positionally to a process pool
+    target: str,
+    method: str,
+    payloads: list[bytes],
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    channels: int = 1,
+) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` callers back to back for ``duration`` s; calls/s."""
+
+    async def main() -> dict[str, Any]:
+        opened = _channels(target, channels)
+        calls: list[Any] = [c.unary_unary(method) for c in opened]
+        counts = {"ok": 0, "errors": 0, "total": 0}
+        measuring = False
+        stop_at = time.monotonic() + warmup + duration
+
+        async def worker(n: int) -> None:
+            call = calls[n % len(calls)]
+            i = n
+            while time.monotonic() < stop_at:
+                try:
+                    await call(payloads[i % len(payloads)], timeout=10)
+                    counts["total"] += 1
+                    if measuring:
+                        counts["ok"] += 1
+                except grpc.aio.AioRpcError:
+                    counts["errors"] += 1
+                i += concurrency
+
+        tasks = [asyncio.create_task(worker(n)) for n in range(concurrency)]
+        await asyncio.sleep(warmup)
+        measuring = True
+        started = time.monotonic()
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        for channel in opened:
+            await channel.close()
+        return {
+            "calls": counts["ok"],
+            "errors": counts["errors"],
+            "seconds": elapsed,
+            "total_calls": counts["total"],
+            "rate": counts["ok"] / elapsed,
+        }
+
+    return uvloop.run(main())
+
+
+def grpc_open(  # noqa: PLR0917 - submitted positionally to a process pool
+    target: str, method: str, payloads: list[bytes], rate: float, duration: float, warmup: float
+) -> dict[str, Any]:
+    """Open loop at ``rate`` calls/s; latency counted from the scheduled send time."""
+
+    async def main() -> dict[str, Any]:
+        (channel,) = _channels(target, 1)
+        call: Any = channel.unary_unary(method)
+        latencies: list[float] = []
+        errors = 0
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(payload: bytes, scheduled: float, keep: bool) -> None:
+            nonlocal errors
+            try:
+                await call(payload, timeout=10)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            if keep:
+                latencies.append(time.monotonic() - scheduled)
+
+        interval = 1.0 / rate
+        start = time.monotonic()
+        total = int((warmup + duration) * rate)
+        for i in range(total):
+            scheduled = start + i * interval
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(
+                one(payloads[i % len(payloads)], scheduled, i >= warmup * rate)
+            )
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*list(pending))
+        await channel.close()
+        return {
+            "rate": rate,
+            "calls": len(latencies),
+            "errors": errors,
+            "p50_ms": percentile(latencies, 0.5) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+        }
+
+    return uvloop.run(main())
+
+
+def http_closed(  # noqa: PLR0917 - submitted positionally to a process pool
+    host: str, port: int, request: bytes, concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """Closed loop over raw keep-alive HTTP/1.1 connections (a near-free client); requests/s."""
+
+    async def main() -> dict[str, Any]:
+        counts = {"ok": 0, "bad": 0}
+        measuring = False
+        stop_at = time.monotonic() + warmup + duration
+
+        async def connection() -> None:
+            reader, writer = await asyncio.open_connection(host, port)
+            while time.monotonic() < stop_at:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                if measuring:
+                    counts["ok" if head.startswith(b"HTTP/1.1 200") else "bad"] += 1
+            writer.close()
+
+        tasks = [asyncio.create_task(connection()) for _ in range(concurrency)]
+        await asyncio.sleep(warmup)
+        measuring = True
+        started = time.monotonic()
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        return {
+            "requests": counts["ok"],
+            "bad": counts["bad"],
+            "seconds": elapsed,
+            "rate": counts["ok"] / elapsed,
+        }
+
+    return uvloop.run(main())
+
+
+def httpx_posts(  # noqa: PLR0917 - submitted positionally to a process pool
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    clients: int,
+    in_flight_per_client: int,
+    duration: float,
+    warmup: float,
+) -> dict[str, Any]:
+    """Bare httpx: ``clients`` AsyncClients, each with ``in_flight_per_client`` POSTs in flight.
+
+    Returns POST/s and this process's CPU seconds per POST (the bare httpx cost).
+    """
+
+    async def main() -> dict[str, Any]:
+        import os
+
+        limits = httpx.Limits(
+            max_connections=in_flight_per_client, max_keepalive_connections=in_flight_per_client
+        )
+        pool = [httpx.AsyncClient(limits=limits, timeout=10) for _ in range(clients)]
+        counts = {"ok": 0}
+        measuring = False
+        stop_at = time.monotonic() + warmup + duration
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while time.monotonic() < stop_at:
+                response = await client.post(url, content=body, headers=headers)
+                if measuring and response.status_code == 202:
+                    counts["ok"] += 1
+
+        tasks = [
+            asyncio.create_task(worker(client))
+            for client in pool
+            for _ in range(in_flight_per_client)
+        ]
+        await asyncio.sleep(warmup)
+        measuring = True
+        started, cpu = time.monotonic(), cpu_seconds(os.getpid())
+        await asyncio.gather(*tasks)
+        elapsed, used = time.monotonic() - started, cpu_seconds(os.getpid()) - cpu
+        for client in pool:
+            await client.aclose()
+        return {
+            "posts": counts["ok"],
+            "seconds": elapsed,
+            "rate": counts["ok"] / elapsed,
+            "cpu_per_post": used / max(counts["ok"], 1),
+        }
+
+    return uvloop.run(main())
+
+
+def grpc_replay(
+    target: str, method: str, payloads: list[bytes], concurrency: int
+) -> dict[str, Any]:
+    """Send every payload once, ``concurrency`` in flight; each one's dispatch time (s)."""
+
+    async def main() -> dict[str, Any]:
+        (channel,) = _channels(target, 1)
+        call: Any = channel.unary_unary(method)
+        times = [0.0] * len(payloads)
+        counts = {"ok": 0, "errors": 0}
+        next_index = iter(range(len(payloads)))
+        started = time.monotonic()
+
+        async def worker() -> None:
+            for index in next_index:
+                times[index] = time.monotonic() - started
+                try:
+                    await call(payloads[index], timeout=30)
+                    counts["ok"] += 1
+                except grpc.aio.AioRpcError:
+                    counts["errors"] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+        await channel.close()
+        return {**counts, "times": times, "seconds": elapsed}
+
+    return uvloop.run(main())

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = commands.add_parser("sandbox", help="run the Amperity sandbox tenant")
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--port", type=int, default=8765)
     sandbox.add_argument("--data", help="tenants/streams/collections file (YAML or JSON)")
     sandbox.add_argument("--profile-delay", type=float, default=1.0)
     sandbox.add_argument("--rate-limit", type=int, default=500, help="requests/s per tenant")

@@ -158,7 +158,7 @@ def sample_events(visitor: str) -> list[pb.Event]:
 async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
     sandbox = await start_process(
-        [*exe, "sandbox", "--port", str(_free_port(8787)), "--profile-delay", "0.5"],
+        [*exe, "sandbox", "--port", str(_free_port(8765)), "--profile-delay", "0.5"],
         ready="sandbox listening on ",
         log=workdir / "sandbox.log",
     )

@@ -17,6 +17,30 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 KNOWN_KEY = "pk_test"
 KNOWN_VISITOR = "visitor-known"
 CANNED_ATTRIBUTES: dict[str, Any] = {"Persona": "Value Hunter", "LifetimeTier": "Gold", "Orders": 7}
+# A secret the fake "leaks" into a live record, for the gateway's second redaction pass.
+LEAKED_SECRET = "eyJleaked.secret.token"
+
+
+def live_record(message_id: str = "msg-live-1") -> pb.WatchDeliveriesResponse:
+    """A delivered record whose headers and payload carry secrets the gateway must scrub."""
+    record = pb.WatchDeliveriesResponse(
+        integration_id="web",
+        message_id=message_id,
+        event=pb.Event(message_id=message_id, type="track", event="Product Added"),
+        amperity_type="add_to_cart",
+        outcome="delivered",
+    )
+    record.payload.update({"type": "add_to_cart", "note": f"token {LEAKED_SECRET} here"})
+    vendor = record.vendor_request
+    vendor.method = "POST"
+    vendor.url = "https://acme.amperity.com/prof/events/esm-2VP6va3Zn"
+    vendor.status_code = 202
+    vendor.attempts = 1
+    vendor.headers["Authorization"] = f"Bearer {LEAKED_SECRET}"
+    vendor.headers["Amperity-Tenant"] = "acme"
+    return record
+
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
 
 # google.rpc and grpc_health ship without type information; load them dynamically.
@@ -56,6 +80,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     delivered: list[Delivered] = field(default_factory=list)
     profile_requests: list[pb.BrowserProfileRequest] = field(default_factory=list)
     identified: set[str] = field(default_factory=lambda: {KNOWN_VISITOR})
+    live_records: list[pb.WatchDeliveriesResponse] = field(default_factory=list)
+    watch_requests: list[pb.WatchDeliveriesRequest] = field(default_factory=list)
 
     async def BrowserProfile(  # noqa: N802 - the RPC name is fixed by the contract
         self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -104,9 +130,12 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
-        """Not used by the gateway."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never watches")
-        yield pb.WatchDeliveriesResponse()  # pragma: no cover - makes this a generator
+        """Streams ``live_records`` then ends; an unknown integration is NOT_FOUND."""
+        self.watch_requests.append(request)
+        if request.integration_id not in ("", "web"):
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such integration")
+        for record in self.live_records:
+            yield record
 
     async def _fail(
         self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode

@@ -14,21 +14,13 @@ from playwright.async_api import Response, async_playwright
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
 
+from .chromium import CHROMIUM_ARGS
 from .conftest import gateway_settings
 from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.browser
 

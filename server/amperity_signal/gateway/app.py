@@ -24,6 +24,7 @@ from amperity_signal.gateway.errors import (
     from_rpc_error,
     http_status_error,
 )
+from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
 from amperity_signal.gateway.metrics import LatencyMiddleware
 from amperity_signal.gateway.middleware import (
     CorsMiddleware,
@@ -80,6 +81,7 @@ def create_gateway_app(
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     metrics: Metrics | None = None,
+    multiprocess_dir: str | None = None,
 ) -> Starlette:
     """Build the gateway app.
 
@@ -92,7 +94,9 @@ def create_gateway_app(
             default, or a ``clients/browser`` checkout.
         clock: Monotonic seconds, for rate limiting.
         now: The current UTC time, the receive time of events without a timestamp.
-        metrics: Where to record request latency by route and status; None records nothing.
+        metrics: Where request latency by route and status is recorded and what
+            ``/metrics`` exposes: the service's when embedded; None makes the gateway's own.
+        multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
 
     Returns:
         The Starlette app; its lifespan closes the gRPC channel.
@@ -103,8 +107,17 @@ def create_gateway_app(
     client = ServiceClient(
         factory, rpc_timeout=settings.rpc_timeout, deliver_timeout=settings.deliver_timeout
     )
+    metrics = metrics if metrics is not None else Metrics()
     api = ApiEndpoints(client, settings, now)
-    ops = OpsEndpoints(client, openapi_document(), static_dir or PACKAGED_STATIC_DIR)
+    ops = OpsEndpoints(
+        client,
+        openapi_document(),
+        static_dir or PACKAGED_STATIC_DIR,
+        metrics.registry,
+        multiprocess_dir,
+    )
+    # The operator page is part of the package, whatever serves the demo.
+    live = LiveEndpoints(client, settings, PACKAGED_STATIC_DIR)
     buckets = TokenBuckets(
         settings.rate_limit_per_second,
         settings.rate_limit_burst,
@@ -119,15 +132,19 @@ def create_gateway_app(
         finally:
             await client.close()
 
-    routes = [*api.routes(), *ops.routes()]
+    routes = [*api.routes(), *ops.routes(), *live.routes()]
+    known = frozenset(r.path for r in routes)
     middleware = [
+        Middleware(
+            LatencyMiddleware,
+            metrics=metrics,
+            routes=known,
+            untimed=frozenset({STREAM_PATH}),
+        ),
         Middleware(CorsMiddleware, settings=settings, methods=API_METHODS),
         Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes),
         Middleware(RateLimitMiddleware, buckets=buckets),
     ]
-    if metrics is not None:
-        known = frozenset(r.path for r in routes)
-        middleware.insert(0, Middleware(LatencyMiddleware, metrics=metrics, routes=known))
     return Starlette(
         routes=routes,
         middleware=middleware,

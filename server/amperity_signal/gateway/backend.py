@@ -7,7 +7,7 @@ the gateway can run in its own process, next to or far from the service.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -90,6 +90,26 @@ class ServiceClient:
             timeout=self._deliver_timeout,
             metadata=((PIPELINE_KEY_METADATA, pipeline_key),),
         )
+
+    async def watch_deliveries(
+        self, integration_id: str, replay: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Live delivery records as JSON-ready dicts (proto field names), until cancelled.
+
+        No deadline: the stream lasts as long as the operator's page is open; cancelling
+        the iteration cancels the RPC.
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
+        call = self._service().WatchDeliveries(request)
+        try:
+            async for record in call:
+                data = json_format.MessageToDict(record, preserving_proto_field_name=True)
+                yield struct_number(data)
+        finally:
+            call.cancel()
 
     async def ready(self) -> bool:
         """Whether the service's gRPC health check answers SERVING."""

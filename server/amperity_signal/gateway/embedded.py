@@ -7,6 +7,7 @@ gateway still reaches the service only through the gRPC stub (over loopback).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -25,7 +26,8 @@ class EmbeddedGateway:
     Args:
         settings: The service configuration (``server.http_address``, integrations).
         grpc_target: Where the service listens, e.g. ``127.0.0.1:50051``.
-        metrics: Where to record ``amperity_signal_gateway_seconds``; None records nothing.
+        metrics: The service's metrics: ``amperity_signal_gateway_seconds`` is recorded
+            there and ``/metrics`` exposes them all; None gives the gateway its own.
         static_dir: Where the demo and browser client live (the packaged copy by default).
         gateway_settings: Overrides the settings derived from ``settings``.
     """
@@ -56,6 +58,7 @@ class EmbeddedGateway:
             grpc_target=self._grpc_target,
             static_dir=self._static_dir,
             metrics=self._metrics,
+            multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
         self._server = gateway_server(app, self._settings, configure_logging=False)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))

@@ -16,16 +16,24 @@ class LatencyMiddleware:
         app: The wrapped application.
         metrics: The metrics holder.
         routes: Known paths; anything else is recorded as ``other`` to bound cardinality.
+        untimed: Paths not recorded at all: streams, whose duration is the viewer's.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: frozenset[str],
+        untimed: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self._metrics = metrics
         self._routes = routes
+        self._untimed = untimed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "") in self._untimed:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

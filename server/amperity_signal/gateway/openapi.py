@@ -29,6 +29,15 @@ _UPSTREAM_ERRORS = {
     "504": _error("The service did not answer within the deadline."),
 }
 
+_HEADERS_TOO_LARGE = {"431": _error("The request headers are too large.")}
+
+_ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}, {"adminSession": []}]
+_ADMIN_ERRORS = {
+    "401": _error("No admin token, or the wrong one (WWW-Authenticate: Bearer)."),
+    "404": _error("Live Events is off: no [server] admin_token is configured."),
+    **_HEADERS_TOO_LARGE,
+}
+
 _PIPELINE_KEY_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "X-Pipeline-Key",
@@ -81,6 +90,91 @@ def _collector(summary: str, schema: str, ok: str) -> dict[str, Any]:
                 **_UPSTREAM_ERRORS,
             },
         }
+    }
+
+
+def _ops(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"get": {"summary": summary, **extra, "responses": {**responses, **_HEADERS_TOO_LARGE}}}
+
+
+def _live_paths() -> dict[str, Any]:
+    return {
+        "/live": {
+            "get": {
+                "summary": "The operator's Live Events page (streams WatchDeliveries).",
+                "security": [*_ADMIN, {"adminQuery": []}],
+                "parameters": [
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": False,
+                        "description": "The admin token, once: answered with a session cookie "
+                        "and a redirect to /live without it.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "The page.", "content": {"text/html": {}}},
+                    "303": {
+                        "description": "Token accepted; the session cookie is set.",
+                        "headers": {
+                            "Location": {"schema": {"type": "string"}},
+                            "Set-Cookie": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/live/stream": {
+            "get": {
+                "summary": "Server-sent events: one `delivery` event (a WatchDeliveries "
+                "record as JSON, proto field names, secrets redacted) per delivery.",
+                "security": _ADMIN,
+                "parameters": [
+                    {
+                        "name": "integration",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this integration's deliveries.",
+                        "schema": {"type": "string", "maxLength": 200},
+                    },
+                    {
+                        "name": "replay",
+                        "in": "query",
+                        "required": False,
+                        "description": "Recent records to replay first (default 50).",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The stream.", "content": {"text/event-stream": {}}},
+                    "400": _error("A bad integration or replay parameter."),
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/live/{name}": {
+            "get": {
+                "summary": "The Live Events page's script and stylesheet.",
+                "security": _ADMIN,
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "live.js or live.css.",
+                        "content": {"text/javascript": {}, "text/css": {}},
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
     }
 
 
@@ -137,50 +231,58 @@ def openapi_document() -> dict[str, Any]:
             "/v1/batch": _collector(
                 "Collect up to 100 events; each is answered on its own.", "Batch", "Processed."
             ),
-            "/healthz": {
-                "get": {
-                    "summary": "The process is alive.",
-                    "responses": {"200": {"description": "Alive.", **status}},
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document.",
-                    "responses": {"200": {"description": "OpenAPI 3.1.", "content": {_JSON: {}}}},
-                }
-            },
-            "/demo/": {
-                "get": {
-                    "summary": "The demo storefront page.",
-                    "responses": {"200": {"description": "HTML.", "content": {"text/html": {}}}},
-                }
-            },
-            "/demo/{name}": {
-                "get": {
-                    "summary": "The browser client: datafly.js (script) or datafly.mjs (module).",
-                    "parameters": [
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {"description": "JavaScript.", "content": {"text/javascript": {}}},
-                        "404": _error("No such asset."),
-                    },
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "The gRPC service answers SERVING.",
-                    "responses": {
-                        "200": {"description": "Ready.", **status},
-                        "503": _error("Not ready."),
-                    },
-                }
+            "/healthz": _ops("The process is alive.", {"200": {"description": "Alive.", **status}}),
+            "/readyz": _ops(
+                "The gRPC service answers SERVING.",
+                {"200": {"description": "Ready.", **status}, "503": _error("Not ready.")},
+            ),
+            "/metrics": _ops(
+                "Prometheus metrics (text exposition format).",
+                {"200": {"description": "Metrics.", "content": {"text/plain": {}}}},
+            ),
+            "/openapi.json": _ops(
+                "This document.", {"200": {"description": "OpenAPI 3.1.", "content": {_JSON: {}}}}
+            ),
+            "/demo": _ops(
+                "Redirects to /demo/, keeping the query string.",
+                {
+                    "308": {
+                        "description": "To /demo/.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    }
+                },
+            ),
+            "/demo/": _ops(
+                "The demo storefront page (?pipeline_key= or ?pipelineKey=).",
+                {"200": {"description": "HTML.", "content": {"text/html": {}}}},
+            ),
+            "/demo/{name}": _ops(
+                "The browser client: datafly.js (script) or datafly.mjs (module).",
+                {
+                    "200": {"description": "JavaScript.", "content": {"text/javascript": {}}},
+                    "404": _error("No such asset."),
+                },
+                parameters=[
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            ),
+            **_live_paths(),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "adminBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "[server] admin_token.",
+                },
+                "adminSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "dfadmin",
+                    "description": "Set by /live after the admin token was presented.",
+                },
+                "adminQuery": {"type": "apiKey", "in": "query", "name": "token"},
             },
         },
-        "components": {"schemas": SCHEMAS},
     }

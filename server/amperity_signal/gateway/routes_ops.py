@@ -1,10 +1,18 @@
-"""Operational routes: liveness, readiness, the OpenAPI description and the demo page."""
+"""Operational routes: liveness, readiness, metrics, the OpenAPI description, the demo page.
+
+``/metrics`` exposes the ``Metrics`` registry the app was built with: the service's own
+when embedded in ``serve``, the gateway's when it runs alone. With
+``PROMETHEUS_MULTIPROC_DIR`` set, every worker's values are read from that directory
+instead (prometheus-client's multiprocess mode), so any worker answers for all.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -29,10 +37,22 @@ class OpsEndpoints:
         openapi: The OpenAPI document served at ``/openapi.json``.
         static_dir: Either the packaged flat copy (``index.html``, ``datafly.js``,
             ``datafly.mjs``) or a ``clients/browser`` checkout (``demo/``, ``dist/``, ``src/``).
+        registry: The metrics registry ``/metrics`` exposes.
+        multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when workers share metrics; then
+            ``/metrics`` aggregates the files there instead of reading ``registry``.
     """
 
-    def __init__(self, client: ServiceClient, openapi: dict[str, Any], static_dir: Path) -> None:
+    def __init__(
+        self,
+        client: ServiceClient,
+        openapi: dict[str, Any],
+        static_dir: Path,
+        registry: CollectorRegistry,
+        multiprocess_dir: str | None = None,
+    ) -> None:
         self._client = client
+        self._registry = registry
+        self._multiprocess_dir = multiprocess_dir
         self._openapi = openapi
         self._checkout = (static_dir / "demo" / "index.html").is_file()
         self._static_dir = static_dir
@@ -42,6 +62,7 @@ class OpsEndpoints:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/demo", self.demo_redirect, methods=["GET"]),
             Route("/demo/", self.demo_asset, methods=["GET"]),
@@ -60,6 +81,16 @@ class OpsEndpoints:
             503, "SERVICE_NOT_READY", "The gRPC service is not serving yet; retry shortly."
         )
         return json_response({"error": error.body()}, 503, {"Retry-After": "1"})
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text exposition."""
+        registry = self._registry
+        if self._multiprocess_dir:
+            registry = CollectorRegistry()
+            # prometheus-client leaves this constructor unannotated.
+            MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
     async def openapi(self, request: Request) -> Response:
         """``GET /openapi.json``: this gateway's OpenAPI 3 description."""

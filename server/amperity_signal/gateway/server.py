@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -11,6 +12,12 @@ from starlette.applications import Starlette
 
 from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.metrics import Metrics
+
+# h11 buffers at most this much of a request head. The gateway's own limit
+# (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
+# ceiling get h11's plain-text 400, and memory per connection stays bounded.
+_HEAD_CEILING = 256 * 1024
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -57,7 +64,8 @@ def gateway_server(
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         server_header=False,
-        h11_max_incomplete_event_size=settings.max_header_bytes + 1024,
+        http="h11",
+        h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
         log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
         access_log=configure_logging,
         timeout_graceful_shutdown=5,
@@ -86,7 +94,11 @@ def run_gateway(
     gateway_settings = settings or GatewaySettings()
     sock = bind_socket(http_address)
     app = create_gateway_app(
-        settings=gateway_settings, grpc_target=grpc_target, static_dir=static_dir
+        settings=gateway_settings,
+        grpc_target=grpc_target,
+        static_dir=static_dir,
+        metrics=Metrics(),
+        multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     server = gateway_server(app, gateway_settings)
     print(f"gateway listening on {listening_url(sock)}", flush=True)

@@ -53,7 +53,11 @@ class GatewaySettings:
         batch_concurrency: Deliver RPCs one batch keeps in flight at once.
         trusted_proxies: Proxy IPs whose ``X-Forwarded-For`` is believed (uvicorn's
             ``forwarded_allow_ips``); empty means the socket peer is the client.
-        admin_token: Bearer token for future admin routes; never printed.
+        admin_token: Bearer token of the operator routes (``/live``); None disables them.
+            Never printed.
+        redact: Secret strings (the integrations' Amperity keys, the admin token) scrubbed
+            from anything the operator routes show, in case one slipped into a record.
+        live_replay: Recent delivery records the Live Events page replays on opening.
     """
 
     pipelines: tuple[PipelineSettings, ...] = ()
@@ -69,6 +73,8 @@ class GatewaySettings:
     batch_concurrency: int = 8
     trusted_proxies: tuple[str, ...] = ()
     admin_token: str | None = field(default=None, repr=False)
+    redact: tuple[str, ...] = field(default=(), repr=False)
+    live_replay: int = 50
 
     def __post_init__(self) -> None:
         """Reject limits that would make the gateway refuse everything or nothing."""
@@ -83,6 +89,7 @@ class GatewaySettings:
             "rpc_timeout": self.rpc_timeout,
             "deliver_timeout": self.deliver_timeout,
             "batch_concurrency": self.batch_concurrency,
+            "live_replay": self.live_replay,
         }
         for name, value in positive.items():
             if not value > 0:
@@ -115,9 +122,16 @@ class GatewaySettings:
             for i in settings.integrations
         )
         token = settings.server.admin_token
+        secrets = [i.api_key.get_secret_value() for i in settings.integrations]
+        secrets += [
+            i.profile_api_key.get_secret_value() for i in settings.integrations if i.profile_api_key
+        ]
+        if token is not None:
+            secrets.append(token.get_secret_value())
         values: dict[str, Any] = {
             "pipelines": pipelines,
             "admin_token": token.get_secret_value() if token is not None else None,
+            "redact": tuple(s for s in secrets if s),
         }
         values.update(overrides)
         return cls(**values)

@@ -1,0 +1,260 @@
+"""Live Events for operators: ``/live`` (a page) streaming ``WatchDeliveries`` as SSE.
+
+Everything here sits behind ``[server] admin_token``. The token arrives once, either as
+``Authorization: Bearer`` or as ``/live?token=...`` (which is answered with a redirect to
+``/live``, so the token leaves the address bar and the history); either way the answer
+sets an HttpOnly cookie holding an HMAC of the token, never the token itself. Records are
+already redacted by the service; the gateway redacts again (sensitive header names, and
+any configured secret found anywhere in a record) before a byte reaches the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import grpc
+import grpc.aio
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from amperity_signal.gateway.backend import ServiceClient
+from amperity_signal.gateway.errors import GatewayError, from_rpc_error
+from amperity_signal.gateway.settings import GatewaySettings
+
+SESSION_COOKIE = "dfadmin"
+REDACTED = "[redacted]"
+STREAM_PATH = "/live/stream"
+_SESSION_CONTEXT = b"amperity-signal live events session"
+_SESSION_MAX_AGE = 8 * 3600
+_MAX_REPLAY = 1000
+_SENSITIVE_KEYS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api_key"}
+)
+# The page loads only its own script and stylesheet and talks only to its own stream.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_ASSETS = {
+    "live.js": "text/javascript; charset=utf-8",
+    "live.css": "text/css; charset=utf-8",
+}
+
+
+def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A copy of a JSON value with sensitive keys' values and every secret replaced."""
+    if isinstance(value, dict):
+        return {
+            scrub(k, secrets): REDACTED if k.lower() in _SENSITIVE_KEYS else scrub(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def _sse(event: str, data: Any, event_id: str | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id:
+        lines.append(f"id: {event_id.replace(chr(10), ' ').replace(chr(13), ' ')}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _watch_error(error: grpc.aio.AioRpcError) -> GatewayError:
+    if error.code() == grpc.StatusCode.NOT_FOUND:
+        return GatewayError(
+            404,
+            "UNKNOWN_INTEGRATION",
+            "No integration has that id; use an [[integrations]] id from the config.",
+            field="integration",
+        )
+    return from_rpc_error(error)
+
+
+class LiveEndpoints:
+    """The operator's Live Events page and its server-sent event stream.
+
+    Args:
+        client: The gRPC client; ``WatchDeliveries`` feeds the stream.
+        settings: The admin token, the secrets to redact and the replay size.
+        static_dir: Where ``live.html``, ``live.js`` and ``live.css`` live.
+        heartbeat: Seconds between SSE comments that keep idle proxies from hanging up.
+    """
+
+    def __init__(
+        self,
+        client: ServiceClient,
+        settings: GatewaySettings,
+        static_dir: Path,
+        heartbeat: float = 15.0,
+    ) -> None:
+        self._client = client
+        self._token = settings.admin_token
+        self._secrets = tuple(sorted(settings.redact, key=len, reverse=True))
+        self._replay = settings.live_replay
+        self._static_dir = static_dir
+        self._heartbeat = heartbeat
+
+    def routes(self) -> list[Route]:
+        """``/live``, ``/live/stream`` and the page's two assets."""
+        return [
+            Route("/live", self.page, methods=["GET"]),
+            Route(STREAM_PATH, self.stream, methods=["GET"]),
+            Route("/live/{name}", self.asset, methods=["GET"]),
+        ]
+
+    def _session(self, token: str) -> str:
+        return hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+
+    def _authorise(self, request: Request, *, allow_query: bool) -> str:
+        """How the caller proved the token: ``header``, ``query`` or ``cookie``.
+
+        Raises:
+            GatewayError: 404 when no admin token is configured, 401 otherwise.
+        """
+        token = self._token
+        if not token:
+            raise GatewayError(
+                404,
+                "LIVE_EVENTS_DISABLED",
+                "Live Events is off; set [server] admin_token in the configuration.",
+            )
+        unauthorised = {"WWW-Authenticate": 'Bearer realm="live"'}
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        query_token = request.query_params.get("token") if allow_query else None
+        if scheme.lower() == "bearer" or query_token is not None:
+            presented = given.strip() if scheme.lower() == "bearer" else str(query_token)
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                return "header" if scheme.lower() == "bearer" else "query"
+            raise GatewayError(
+                401,
+                "INVALID_ADMIN_TOKEN",
+                "That is not the admin token; copy [server] admin_token from the config.",
+                headers=unauthorised,
+            )
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if cookie and hmac.compare_digest(cookie.encode(), self._session(token).encode()):
+            return "cookie"
+        raise GatewayError(
+            401,
+            "ADMIN_TOKEN_REQUIRED",
+            "Live Events needs the admin token: open /live?token=... once, or send "
+            "Authorization: Bearer <[server] admin_token>.",
+            headers=unauthorised,
+        )
+
+    def _set_session(self, request: Request, response: Response) -> None:
+        assert self._token is not None
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._session(self._token),
+            max_age=_SESSION_MAX_AGE,
+            path="/live",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+
+    async def page(self, request: Request) -> Response:
+        """``GET /live``: the page; ``?token=`` sets the session cookie and redirects."""
+        proof = self._authorise(request, allow_query=True)
+        if proof == "query":
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = "/live" + (f"?{urlencode(rest)}" if rest else "")
+            response: Response = RedirectResponse(target, 303, headers=_PAGE_HEADERS)
+        else:
+            response = FileResponse(
+                self._static_dir / "live.html",
+                media_type="text/html; charset=utf-8",
+                headers=_PAGE_HEADERS,
+            )
+        if proof != "cookie":
+            self._set_session(request, response)
+        return response
+
+    async def asset(self, request: Request) -> Response:
+        """``GET /live/live.js`` and ``/live/live.css``."""
+        self._authorise(request, allow_query=False)
+        name = request.path_params["name"]
+        if name not in _ASSETS:
+            raise GatewayError(404, "NOT_FOUND", "Live Events serves live.js and live.css.")
+        return FileResponse(
+            self._static_dir / name, media_type=_ASSETS[name], headers=_PAGE_HEADERS
+        )
+
+    async def stream(self, request: Request) -> Response:
+        """``GET /live/stream``: ``delivery`` events (JSON records), until the page closes."""
+        self._authorise(request, allow_query=False)
+        integration_id = request.query_params.get("integration", "")
+        if len(integration_id) > 200:
+            raise GatewayError(
+                400,
+                "INVALID_PARAMETER",
+                "integration is an id from the config.",
+                field="integration",
+            )
+        raw_replay = request.query_params.get("replay")
+        replay = self._replay
+        if raw_replay is not None:
+            if not raw_replay.isdigit() or int(raw_replay) > _MAX_REPLAY:
+                raise GatewayError(
+                    400,
+                    "INVALID_PARAMETER",
+                    f"replay is a whole number from 0 to {_MAX_REPLAY}.",
+                    field="replay",
+                )
+            replay = int(raw_replay)
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            self._events(integration_id, replay), media_type="text/event-stream", headers=headers
+        )
+
+    async def _events(self, integration_id: str, replay: int) -> AsyncIterator[str]:
+        queue: asyncio.Queue[dict[str, Any] | GatewayError | None] = asyncio.Queue(1000)
+
+        async def pump() -> None:
+            try:
+                async for record in self._client.watch_deliveries(integration_id, replay):
+                    await queue.put(record)
+            except grpc.aio.AioRpcError as error:
+                await queue.put(_watch_error(error))
+            else:
+                await queue.put(None)
+
+        task = asyncio.create_task(pump())
+        try:
+            yield "retry: 3000\n\n"
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), self._heartbeat)
+                except TimeoutError:
+                    yield ": keepalive\n\n"
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, GatewayError):
+                    yield _sse("failure", item.body())
+                    return
+                record = scrub(item, self._secrets)
+                yield _sse("delivery", record, str(record.get("message_id", "")))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

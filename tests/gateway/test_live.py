@@ -1,0 +1,150 @@
+"""Live Events on the gateway: admin-token gate, session cookie, redacted SSE records."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
+
+from .conftest import GatewayFactory
+from .fakes import LEAKED_SECRET, RunningService, live_record
+
+ADMIN_TOKEN = "admin-7f3c9a1e-live"
+
+
+def _sse_records(text: str) -> list[tuple[str, Any]]:
+    """(event name, parsed data) of each server-sent event in a finished stream."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@pytest.fixture
+def admin_gateway(make_gateway: GatewayFactory) -> httpx.AsyncClient:
+    """A gateway with an admin token and the fake's secret configured for redaction."""
+    return make_gateway(admin_token=ADMIN_TOKEN, redact=(LEAKED_SECRET, ADMIN_TOKEN))
+
+
+@pytest.mark.parametrize("path", ["/live", "/live/stream", "/live/live.js"])
+async def test_live_routes_without_the_token_are_401_json(
+    admin_gateway: httpx.AsyncClient, path: str
+) -> None:
+    """No token, no page: 401 JSON with a Bearer challenge on every Live Events route."""
+    response = await admin_gateway.get(path)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "ADMIN_TOKEN_REQUIRED"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_wrong_token_is_401_and_sets_no_cookie(admin_gateway: httpx.AsyncClient) -> None:
+    """A wrong token, by header or query, is refused without a session cookie."""
+    by_query = await admin_gateway.get("/live?token=nope")
+    by_header = await admin_gateway.get("/live", headers={"Authorization": "Bearer nope"})
+    for response in (by_query, by_header):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "INVALID_ADMIN_TOKEN"
+        assert "set-cookie" not in response.headers
+
+
+async def test_token_query_sets_an_httponly_session_and_redirects_without_it(
+    admin_gateway: httpx.AsyncClient,
+) -> None:
+    """/live?token= answers 303 to /live (other parameters kept) with an HttpOnly cookie."""
+    response = await admin_gateway.get(f"/live?token={ADMIN_TOKEN}&integration=web")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/live?integration=web"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/live" in cookie
+    assert ADMIN_TOKEN not in cookie
+    page = await admin_gateway.get("/live")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert 'data-tab="vendor"' in page.text
+    script = await admin_gateway.get("/live/live.js")
+    assert script.status_code == 200
+    assert "EventSource" in script.text
+
+
+async def test_bearer_header_opens_the_page_and_sets_the_session(
+    admin_gateway: httpx.AsyncClient,
+) -> None:
+    """Authorization: Bearer serves the page directly and sets the cookie for its stream."""
+    response = await admin_gateway.get("/live", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200
+    assert SESSION_COOKIE in response.cookies
+
+
+async def test_live_events_are_off_without_an_admin_token(gateway: httpx.AsyncClient) -> None:
+    """With no admin token configured, /live is 404 LIVE_EVENTS_DISABLED, even for guesses."""
+    response = await gateway.get("/live?token=anything")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "LIVE_EVENTS_DISABLED"
+
+
+async def test_stream_sends_records_with_secrets_redacted(
+    admin_gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Each WatchDeliveries record becomes a `delivery` event, Authorization and secrets gone."""
+    service.fake.live_records.append(live_record())
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get("/live/stream?replay=7&integration=web", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert LEAKED_SECRET not in response.text
+    ((name, record),) = _sse_records(response.text)
+    assert name == "delivery"
+    assert record["message_id"] == "msg-live-1"
+    assert record["event"]["event"] == "Product Added"
+    assert record["payload"]["type"] == "add_to_cart"
+    assert record["payload"]["note"] == f"token {REDACTED} here"
+    vendor = record["vendor_request"]
+    assert (vendor["method"], vendor["status_code"], vendor["attempts"]) == ("POST", 202, 1)
+    assert vendor["headers"] == {"Authorization": REDACTED, "Amperity-Tenant": "acme"}
+    (request,) = service.fake.watch_requests
+    assert (request.integration_id, request.replay) == ("web", 7)
+
+
+async def test_stream_reports_an_unknown_integration_as_a_failure_event(
+    admin_gateway: httpx.AsyncClient,
+) -> None:
+    """A refused WatchDeliveries ends the stream with a `failure` event, not a 500."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get("/live/stream?integration=nope", headers=headers)
+    assert response.status_code == 200
+    ((name, error),) = _sse_records(response.text)
+    assert name == "failure"
+    assert (error["code"], error["field"]) == ("UNKNOWN_INTEGRATION", "integration")
+
+
+@pytest.mark.parametrize("replay", ["-1", "x", "1001"])
+async def test_stream_refuses_a_bad_replay(admin_gateway: httpx.AsyncClient, replay: str) -> None:
+    """The replay parameter must be a whole number from 0 to 1000 (400 JSON)."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get(f"/live/stream?replay={replay}", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "replay"
+
+
+def test_scrub_redacts_sensitive_keys_and_secret_text_anywhere() -> None:
+    """Sensitive header names lose their values; a secret inside any string or key goes."""
+    record = {
+        "headers": {"authorization": "Bearer x", "Cookie": "a=b", "Accept": "json"},
+        "list": [f"pre{LEAKED_SECRET}post", 3],
+        LEAKED_SECRET: True,
+    }
+    assert scrub(record, (LEAKED_SECRET,)) == {
+        "headers": {"authorization": REDACTED, "Cookie": REDACTED, "Accept": "json"},
+        "list": [f"pre{REDACTED}post", 3],
+        REDACTED: True,
+    }

@@ -1,6 +1,6 @@
 """Running the service as a process: one event loop per core, graceful on SIGTERM/SIGINT.
 
-``--workers N`` starts N processes that each bind the same gRPC (and gateway) address with
+``--workers N`` starts N processes that each bind the same gRPC and gateway addresses with
 SO_REUSEPORT, so the kernel spreads connections across them.
 """
 
@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import uvloop
 
@@ -25,10 +28,15 @@ log = logging.getLogger("amperity_signal.server")
 def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -> int:
     """Serve until signalled; with ``workers`` > 1, in that many processes."""
     if workers <= 1:
-        return _run(settings, gateway)
+        return _run(settings, gateway, reuse_port=False)
+    # Workers write their metrics to files in one directory and whichever worker answers
+    # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
+    # worker imports prometheus_client, so before the workers are spawned.
+    metrics_dir = tempfile.mkdtemp(prefix="amperity-signal-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_run, args=(settings, gateway), name=f"worker-{n}")
+        context.Process(target=_run, args=(settings, gateway, True), name=f"worker-{n}")
         for n in range(workers)
     ]
     for process in processes:
@@ -36,24 +44,25 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
 
     def forward(signum: int, _frame: object) -> None:
         for process in processes:
-            if process.pid is not None and process.is_alive():
+            if process.is_alive():
                 process.terminate() if signum == signal.SIGTERM else process.kill()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
     for process in processes:
         process.join()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return max((p.exitcode or 0) for p in processes)
 
 
-def _run(settings: Settings, gateway: bool) -> int:
-    uvloop.run(_serve(settings, gateway))
+def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
+    uvloop.run(_serve(settings, gateway, reuse_port))
     return 0
 
 
-async def _serve(settings: Settings, gateway: bool) -> None:
+async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     metrics = Metrics()
-    service = build_server(settings, Deps(metrics=metrics))
+    service = build_server(settings, Deps(metrics=metrics), reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -63,7 +72,12 @@ async def _serve(settings: Settings, gateway: bool) -> None:
     print(f"grpc listening on {host}:{service.port}", flush=True)
     http = None
     if gateway:
-        http = EmbeddedGateway(settings, grpc_target=f"127.0.0.1:{service.port}", metrics=metrics)
+        http = EmbeddedGateway(
+            settings,
+            grpc_target=f"127.0.0.1:{service.port}",
+            metrics=metrics,
+            reuse_port=reuse_port,
+        )
         address = await http.start()
         print(f"gateway listening on http://{address}", flush=True)
     await stop.wait()

@@ -40,8 +40,10 @@ class EmbeddedGateway:
         metrics: Metrics | None = None,
         static_dir: Path | None = None,
         gateway_settings: GatewaySettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._address = settings.server.http_address
+        self._reuse_port = reuse_port
         self._settings = gateway_settings or GatewaySettings.from_settings(settings)
         self._grpc_target = grpc_target
         self._metrics = metrics
@@ -52,7 +54,7 @@ class EmbeddedGateway:
 
     async def start(self) -> str:
         """Bind, start serving and return the bound ``host:port`` (port 0 resolved)."""
-        self._socket = bind_socket(self._address)
+        self._socket = bind_socket(self._address, reuse_port=self._reuse_port)
         app = create_gateway_app(
             settings=self._settings,
             grpc_target=self._grpc_target,

@@ -32,12 +32,19 @@ def split_address(address: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def bind_socket(http_address: str) -> socket.socket:
-    """A listening TCP socket on ``host:port``; port 0 picks a free port."""
+def bind_socket(http_address: str, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``host:port``; port 0 picks a free port.
+
+    ``reuse_port`` lets several worker processes bind the same address (SO_REUSEPORT), so
+    the kernel spreads connections across them; off by default, so a second server started
+    by mistake on a taken port fails instead of silently sharing it.
+    """
     host, port = split_address(http_address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(2048)

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import grpc
 import httpx
@@ -17,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
+from amperity_signal.amperity import expiry_warnings, jwt_expiry
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.amperity.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from amperity_signal.blueprint import load_blueprint
@@ -74,8 +76,13 @@ class Service:
         await self.cache.close()
 
 
-def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = True) -> Service:
-    """Compose the gRPC server for ``settings``; bind it to ``[server] grpc_address``."""
+def build_server(
+    settings: Settings, deps: Deps | None = None, *, bind: bool = True, reuse_port: bool = False
+) -> Service:
+    """Compose the gRPC server for ``settings``; bind it to ``[server] grpc_address``.
+
+    ``reuse_port`` (SO_REUSEPORT) is for ``--workers``: several processes share the port.
+    """
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
     limiter = deps.limiter or build_rate_limiter(settings.cache)
@@ -91,6 +98,7 @@ def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = T
             for integration in settings.integrations
         ]
     )
+    report_key_expiry(settings, deps.metrics)
     clients = {i.id: i.client for i in registry}
     enricher = Enricher(
         settings.cache,
@@ -113,7 +121,7 @@ def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = T
     )
     options = [
         ("grpc.max_receive_message_length", settings.server.max_message_bytes),
-        ("grpc.so_reuseport", 1 if settings.server.workers > 1 else 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
     server = grpc.aio.server(interceptors=[ObservabilityInterceptor(deps.metrics)], options=options)
@@ -138,6 +146,20 @@ def build_server(settings: Settings, deps: Deps | None = None, *, bind: bool = T
         cache=cache,
         port=port,
     )
+
+
+def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
+    """Set the days-to-expiry gauge of every key and log a warning for keys near expiry."""
+    now = datetime.now(UTC)
+    for integration in settings.integrations:
+        keys = {"api_key": integration.api_key, "profile_api_key": integration.profile_api_key}
+        for name, secret in keys.items():
+            expires = jwt_expiry(secret.get_secret_value()) if secret else None
+            if expires is not None:
+                days = (expires - now).total_seconds() / 86_400
+                metrics.token_days_to_expiry.labels(integration.id, name).set(days)
+        for warning in expiry_warnings(integration, now):
+            log.warning(warning, extra={"integration_id": integration.id})
 
 
 def build_rate_limiter(cache: CacheSettings) -> RateLimiter:

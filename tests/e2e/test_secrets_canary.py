@@ -1,0 +1,233 @@
+"""Secrets canary: freshly minted, unique keys never surface anywhere a person could see.
+
+The stack mints unique Amperity keys (and here a unique admin token) for the service. An
+end-to-end flow exercises every RPC, the error paths (invalid events, a 401 and a 403
+from Amperity, unknown integrations) and every gateway route; then each log line, gRPC
+response (``str`` of the whole message), live-event record, gateway body and header,
+exception message and repr is scanned for any of the secrets, whole or by JWT segment.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from amperity_signal.amperity.client import AmperityClient
+from amperity_signal.amperity.ratelimit import MemoryRateLimiter
+from amperity_signal.config import settings_from_dict
+from amperity_signal.errors import AmperitySignalError
+from amperity_signal.gateway import GatewaySettings
+from amperity_signal.metrics import Metrics
+from amperity_signal.sandbox import SandboxApp, create_app
+from amperity_signal_client import AmperitySignalError as ClientError
+from amperity_signal_client import AsyncAmperityClient, from_delivery_error
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.e2e.stack import Stack
+from tests.support import Keys, integration_dict, mint_keys
+
+pytestmark = pytest.mark.e2e
+
+
+def needles(secrets: Iterable[str]) -> list[str]:
+    """Each secret, plus its JWT payload and signature segments (a leak may be partial).
+
+    The JWT header segment is shared by every HS256 token, so it is no secret.
+    """
+    found: list[str] = []
+    for secret in secrets:
+        found.append(secret)
+        found.extend(part for part in secret.split(".")[1:] if len(part) >= 16)
+    return found
+
+
+def hits(text: str, secrets: list[str]) -> list[str]:
+    """Which needles occur in ``text`` (shortened, so the report does not leak them)."""
+    return [f"{s[:6]}…({len(s)})" for s in secrets if s in text]
+
+
+def event(anonymous_id: str, **fields: Any) -> pb.Event:
+    """A track event with a unique message id."""
+    properties = fields.pop("properties", None)
+    traits = fields.pop("traits", None)
+    message = pb.Event(
+        message_id=f"canary-{uuid.uuid4()}",
+        type=fields.pop("type", "track"),
+        event=fields.pop("event", "Product Viewed"),
+        anonymous_id=anonymous_id,
+        **fields,
+    )
+    if properties:
+        message.properties.update(properties)
+    if traits:
+        message.traits.update(traits)
+    return message
+
+
+async def rpc_texts(target: str) -> AsyncIterator[str]:
+    """Everything the gRPC API shows a caller, as text: responses, errors, live records."""
+    async with AsyncAmperityClient(target, integration_id="web") as client:
+        yield str(await client.deliver(event("anon_alice_01")))
+        yield str(await client.enrich(event("anon_canary", traits={"email": "alice@example.com"})))
+        yield str(await client.browser_profile("anon_alice_01"))
+        async for answer in client.deliver_many([event("anon_bob_02") for _ in range(5)]):
+            yield str(answer)
+        async for record in client.watch_deliveries(replay=20):
+            yield str(record)
+            if record.integration_id == "web":
+                break
+        try:
+            await client.deliver(event(""))
+        except ClientError as error:
+            yield f"{error} {error!r} {error.metadata} {error.field_violations}"
+    for integration_id in ("expired", "wrong-scope", "nope"):
+        async with AsyncAmperityClient(target, integration_id=integration_id) as client:
+            try:
+                await client.deliver(event("anon_canary"))
+            except ClientError as error:
+                yield f"{integration_id}: {error} {error!r} {error.metadata} {error.reason}"
+            else:
+                raise AssertionError(f"{integration_id} delivered")
+            async for answer in client.deliver_many([event("anon_canary")]):
+                assert answer.HasField("error"), integration_id
+                yield str(answer)
+                yield repr(from_delivery_error(answer.error))
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            unknown: Any = channel.unary_unary("/datafly.amperity.v1.AmperityService/Nope")
+            await unknown(b"")
+        except grpc.aio.AioRpcError as error:
+            yield str(error)
+
+
+async def gateway_texts(base_url: str, admin_token: str) -> AsyncIterator[str]:
+    """Bodies and headers of every gateway route, including errors and the operator page."""
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/v1/enrich?provider=amperity&anonymous_id=anon_alice_01", {}),
+        ("GET", "/v1/enrich?provider=amperity", {"cookies": {"_dfid": "anon_alice_01"}}),
+        ("GET", "/v1/enrich?provider=amperity&email=alice%40example.com", {}),
+        ("POST", "/v1/t", {"json": {"event": "Product Viewed", "anonymousId": "anon_gw"}}),
+        ("POST", "/v1/p", {"json": {"name": "Home", "anonymousId": "anon_gw"}}),
+        ("POST", "/v1/i", {"json": {"userId": "u-1", "anonymousId": "anon_gw"}}),
+        ("POST", "/v1/batch", {"json": {"batch": [{"event": "x", "anonymousId": "a"}, 5]}}),
+        ("POST", "/v1/t", {"content": b"{not json"}),
+        ("GET", "/metrics", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/readyz", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/demo/", {}),
+        ("GET", "/nope", {}),
+        ("GET", "/live", {}),
+        ("GET", "/live", {"headers": {"Authorization": "Bearer wrong"}}),
+    ]
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as gateway:
+        for method, url, options in requests:
+            cookies = options.pop("cookies", None)
+            if cookies:
+                gateway.cookies.update(cookies)
+            headers = {"X-Pipeline-Key": "pk_web", **options.pop("headers", {})}
+            response = await gateway.request(method, url, headers=headers, **options)
+            yield f"{method} {url} {response.status_code} {dict(response.headers)} {response.text}"
+            gateway.cookies.clear()
+        # The operator's own page, with the token: the answer must not echo it.
+        response = await gateway.get("/live", headers={"Authorization": f"Bearer {admin_token}"})
+        yield f"/live {response.status_code} {dict(response.headers)} {response.text}"
+
+
+async def test_no_canary_token_appears_in_logs_responses_records_or_gateway_answers(
+    stack: Stack,
+) -> None:
+    """A full flow over fresh keys: zero occurrences of any key in anything observable."""
+    sandbox = await stack.sandbox()
+    keys = mint_keys()
+    expired = mint_keys(ttl=-60)
+    other = mint_keys(ttl=7_200)  # another expiry: another token, whatever the second
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    tables = [
+        integration_dict(sandbox.url, keys),
+        integration_dict(sandbox.url, expired, integration_id="expired"),
+        # The profile key where the ingest key belongs: Amperity answers 403.
+        integration_dict(
+            sandbox.url,
+            Keys(ingest=other.profile, profile=keys.profile),
+            integration_id="wrong-scope",
+        ),
+    ]
+    service = await stack.service(sandbox, *tables, keys=keys, server={"admin_token": admin_token})
+    secrets = needles(
+        [keys.ingest, keys.profile, expired.ingest, expired.profile, other.profile, admin_token]
+    )
+
+    observed: dict[str, list[str]] = {"grpc": [], "gateway": []}
+    async for text in rpc_texts(service.grpc_target):
+        observed["grpc"].append(text)
+    async for text in gateway_texts(service.http_url, admin_token):
+        observed["gateway"].append(text)
+    observed["logs"] = stack.logs().splitlines()
+    found = {
+        where: [h for text in texts for h in hits(text, secrets)]
+        for where, texts in observed.items()
+    }
+    print(json.dumps({"canary_hits": found, "scanned": {k: len(v) for k, v in observed.items()}}))
+
+    assert found == {"grpc": [], "gateway": [], "logs": []}
+    joined = "\n".join(observed["grpc"])
+    assert "INGEST_KEY_REJECTED" in joined  # the 401 and 403 paths really ran
+    assert len(observed["logs"]) > 5  # the scan had something to read
+
+
+async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_errors() -> None:
+    """Settings, GatewaySettings, AmperityClient and the 401/403 errors never show a key."""
+    keys, expired = mint_keys(), mint_keys(ttl=-60)
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    secrets = needles([keys.ingest, keys.profile, expired.ingest, admin_token])
+    sandbox = create_app(profile_delay=0.0, seed=3)
+    assert isinstance(sandbox, SandboxApp)
+    base = "http://sandbox.test"
+    settings = settings_from_dict(
+        {
+            "server": {"admin_token": admin_token},
+            "integrations": [
+                integration_dict(base, keys),
+                integration_dict(base, expired, integration_id="expired"),
+                integration_dict(
+                    base, Keys(ingest=keys.profile, profile=keys.ingest), integration_id="swapped"
+                ),
+            ],
+        },
+        {},
+    )
+    texts = [
+        repr(settings),
+        str(settings),
+        repr(GatewaySettings.from_settings(settings)),
+        str(settings.model_dump()),
+        settings.model_dump_json(),
+    ]
+    for integration in settings.integrations:
+        texts += [repr(integration), str(integration)]
+        client = AmperityClient(
+            integration,
+            limiter=MemoryRateLimiter(),
+            metrics=Metrics(),
+            transport=httpx.ASGITransport(app=sandbox),
+        )
+        texts.append(repr(client))
+        try:
+            await client.post_event({"source": "DATAFLY", "cookieid": "a"}, deadline=None)
+            await client.lookup("device_cookie", "anon_alice_01", deadline=None)
+        except AmperitySignalError as error:
+            texts += [str(error), repr(error), repr(error.args), str(error.metadata)]
+            texts += [repr(getattr(error, "call", None)), repr(error.__dict__)]
+        else:
+            assert integration.id == "web", f"{integration.id} was not refused"
+        finally:
+            await client.aclose()
+    leaked = [h for text in texts for h in hits(text, secrets)]
+    assert leaked == []
+    assert any("INGEST_KEY_REJECTED" in t for t in texts)

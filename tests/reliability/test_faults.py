@@ -1,0 +1,90 @@
+"""At least once under Amperity faults: 503s, dropped connections, 429 bursts, latency spikes.
+
+The caller (the Python client's ``deliver_many``) streams every event through
+``DeliverStream`` while the sandbox misbehaves; afterwards every offered message id is in
+the sandbox's inspector, nothing acknowledged is missing, duplicates are counted and
+written to ``artifacts/reliability/faults.json``, and no process died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.e2e.stack import Sandbox, Stack
+from tests.reliability.profile import PROFILE
+from tests.reliability.support import (
+    Outcome,
+    RunReport,
+    make_events,
+    patient_client,
+    received,
+    stream_all,
+)
+
+pytestmark = pytest.mark.e2e
+
+SPIKE_MS = 2_000
+
+
+async def storm(sandbox: Sandbox, steps: list[asyncio.Event]) -> int:
+    """Inject a 429 burst and a 2 s latency spike as each step is reached; how many spikes."""
+    for step in steps:
+        await step.wait()
+        await sandbox.fault(burst_429=30, kind="events", retry_after=1)
+        await sandbox.fault(
+            latency_ms=SPIKE_MS, latency_rate=1.0, kind="events", count=PROFILE.spike_requests
+        )
+    return len(steps)
+
+
+async def test_every_event_reaches_amperity_through_503s_drops_429_bursts_and_spikes(
+    stack: Stack,
+) -> None:
+    """30% 503s, 5% drops, 429 bursts, 2 s spikes: every message id arrives, none lost."""
+    sandbox = await stack.sandbox()
+    # Five seconds per attempt outlasts a 2 s spike; eight retries make a lost event
+    # (0.35 ** 9 per event) rare, and the caller re-sends the rare one that runs out.
+    service = await stack.service(sandbox, max_retries=8, request_timeout=5.0)
+    await sandbox.fault(status=503, rate=0.3, kind="events")
+    await sandbox.fault(drop_rate=0.05, kind="events")
+    events = make_events(PROFILE.faulted_events, "faults")
+    # Spike n fires once n / (spikes + 1) of the events are answered.
+    steps = [asyncio.Event() for _ in range(PROFILE.latency_spikes)]
+
+    async def count(outcome: Outcome) -> None:
+        answered = len(outcome.acknowledged) + len(outcome.errors)
+        for index, step in enumerate(steps, start=1):
+            if answered >= len(events) * index / (len(steps) + 1):
+                step.set()
+
+    spikes = asyncio.create_task(storm(sandbox, steps))
+    async with patient_client(service.grpc_target) as client:
+        outcome = await stream_all(client, events, on_answer=count)
+    injected = await asyncio.wait_for(spikes, 5)
+    await sandbox.clear_faults()
+    stats = await sandbox.stats()
+    report = RunReport(
+        "faults",
+        [e.message_id for e in events],
+        outcome,
+        await received(sandbox),
+        extra={
+            "latency_spikes": injected,
+            "sandbox_by_status": stats["by_status"],
+            "sandbox_dropped": stats["dropped"],
+            "sandbox_throttled": stats["throttled"],
+        },
+    )
+    summary = report.write()
+
+    assert outcome.errors == {}
+    assert report.lost == []
+    assert report.acknowledged_but_missing == []
+    assert summary["acknowledged"] == len(events)
+    # The faults really fired: the run is only a proof if Amperity misbehaved.
+    assert stats["by_status"].get("503", 0) > len(events) * 0.2
+    assert stats["dropped"] > 0 and stats["throttled"] >= 30 * injected
+    assert service.process.proc.returncode is None, "the service died"
+    assert sandbox.process.proc.returncode is None, "the sandbox died"

@@ -1,0 +1,86 @@
+"""Gateway abuse against the real process: rate limit, size limits, CORS, identifier params.
+
+``tests/gateway`` proves each rule in-process (ASGI transport, fake clock); these checks
+repeat the essentials over a real socket to the gateway ``amperity-signal serve`` embeds,
+so uvicorn's own parsing and the process's wiring are covered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.e2e.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+ALLOWED = "http://127.0.0.1"  # integration_dict's allowed_origins
+ENRICH = "/v1/enrich?provider=amperity"
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client to the embedded gateway of a service process on a sandbox."""
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox)
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as client:
+        yield client
+
+
+async def test_one_client_past_the_burst_gets_429_with_retry_after(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """60 requests at once from one IP (limit 20/s, burst 40): some 429 with Retry-After."""
+    headers = {"X-Pipeline-Key": "pk_web"}
+    answers = await asyncio.gather(*(gateway.get(ENRICH, headers=headers) for _ in range(60)))
+    statuses = [a.status_code for a in answers]
+    limited = [a for a in answers if a.status_code == 429]
+    assert set(statuses) <= {200, 429}
+    assert 10 <= len(limited) <= 20, statuses
+    assert all(int(a.headers["retry-after"]) >= 1 for a in limited)
+    assert limited[0].json()["error"]["code"] == "RATE_LIMITED"
+    await asyncio.sleep(1.1)
+    assert (await gateway.get("/healthz")).status_code == 200  # ops routes are not limited
+
+
+async def test_oversized_bodies_and_headers_are_refused(gateway: httpx.AsyncClient) -> None:
+    """A 33 KB event is 413, a 257 KB batch is 413, 17 KB of headers is 431."""
+    headers = {"X-Pipeline-Key": "pk_web", "Content-Type": "application/json"}
+    event = b'{"event": "x", "anonymousId": "a", "properties": {"p": "' + b"x" * 33_000 + b'"}}'
+    batch = b'{"batch": [{"event": "x", "anonymousId": "a", "p": "' + b"y" * 263_000 + b'"}]}'
+    single = await gateway.post("/v1/t", content=event, headers=headers)
+    many = await gateway.post("/v1/batch", content=batch, headers=headers)
+    cookies = await gateway.get(ENRICH, headers={**headers, "Cookie": "c=" + "z" * 17_000})
+    assert (single.status_code, many.status_code, cookies.status_code) == (413, 413, 431)
+    assert cookies.json()["error"]["code"] == "HEADERS_TOO_LARGE"
+
+
+async def test_cors_echoes_only_the_integrations_origins(gateway: httpx.AsyncClient) -> None:
+    """The allowed origin gets credentialed CORS; others get none and a 403 preflight."""
+    key = {"X-Pipeline-Key": "pk_web"}
+    good = await gateway.get(ENRICH, headers={**key, "Origin": ALLOWED})
+    evil = await gateway.get(ENRICH, headers={**key, "Origin": "https://evil.example"})
+    null = await gateway.get(ENRICH, headers={**key, "Origin": "null"})
+    preflight = await gateway.options(
+        "/v1/enrich",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert good.headers["access-control-allow-origin"] == ALLOWED
+    assert good.headers["access-control-allow-credentials"] == "true"
+    for refused in (evil, null):
+        assert "access-control-allow-origin" not in refused.headers
+        assert "Origin" in refused.headers["vary"]
+    assert preflight.status_code == 403
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+async def test_identifier_parameters_are_refused_without_echo(gateway: httpx.AsyncClient) -> None:
+    """/v1/enrich with an email, user id or phone parameter is 400, the value unechoed."""
+    for parameter in ("email=alice%40example.com", "user_id=cust-1001", "phone=%2B447700900123"):
+        response = await gateway.get(f"{ENRICH}&{parameter}", headers={"X-Pipeline-Key": "pk_web"})
+        assert response.status_code == 400, parameter
+        assert response.json()["error"]["code"] == "PARAMETER_NOT_ALLOWED"
+        assert parameter.split("=", 1)[1] not in response.text

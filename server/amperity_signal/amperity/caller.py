@@ -118,28 +118,11 @@ class RetryingCaller:
         status = 0
         while True:
             try:
-                waited = await self._limiter.acquire(
-                    self._limiter_key, integration.rate_limit_per_second, deadline
-                )
-            except AmperityError as limited:
-                with_call(limited, self._vendor_call(request, status, attempts, started))
+                outcome = await self._send_one(request, deadline, attempts, status)
+            except AmperityError as unsent:
+                with_call(unsent, self._vendor_call(request, status, attempts, started))
                 raise
-            if waited > 0:
-                self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
-            if deadline is not None and self._clock() >= deadline:
-                late = responses.exhausted(
-                    integration,
-                    request.endpoint,
-                    status=status or None,
-                    cause="deadline",
-                    attempts=attempts,
-                    retry_after=self._backoff.ceiling(attempts),
-                    body=None,
-                    why="the call's deadline passed before a request could be sent",
-                )
-                raise with_call(late, self._vendor_call(request, status, attempts, started))
             attempts += 1
-            outcome = await self._attempt(request, deadline)
             status = outcome.status_code if isinstance(outcome, httpx.Response) else 0
             call = self._vendor_call(request, status, attempts, started)
             if isinstance(outcome, httpx.Response) and (
@@ -210,8 +193,54 @@ class RetryingCaller:
             return delay, f"Amperity asked to wait {delay:.0f}s before retrying"
         return delay, ""
 
+    async def _send_one(
+        self, request: VendorRequest, deadline: float | None, attempts: int, last_status: int
+    ) -> httpx.Response | BaseException:
+        """Borrow a pooled client, then take a rate-limit slot, then send one request.
+
+        The slot is taken only once a connection is free, so the request leaves right
+        after its grant: a slot granted while waiting for the pool could be spent much
+        later, bunched with newer ones into one second over Amperity's limit (429s).
+
+        Raises:
+            AmperityError: Without ``.call``, when no slot or connection comes before the
+                deadline (nothing was sent).
+        """
+        integration = self._integration
+        remaining = None if deadline is None else max(deadline - self._clock(), 0.0)
+        try:
+            async with asyncio.timeout(remaining) as waiting, self._pool.client() as client:
+                waiting.reschedule(None)  # the wait for a connection is over
+                # Held until the attempt ends, as Amperity counts a request when it arrives.
+                async with self._limiter.slot(
+                    self._limiter_key,
+                    integration.rate_limit_per_second,
+                    deadline,
+                    request_timeout=integration.request_timeout,
+                ) as waited:
+                    if waited > 0:
+                        self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
+                    if deadline is not None and self._clock() >= deadline:
+                        raise self._unsent(request, attempts, last_status)
+                    return await self._attempt(client, request, deadline)
+        except TimeoutError:
+            raise self._unsent(request, attempts, last_status) from None
+
+    def _unsent(self, request: VendorRequest, attempts: int, last_status: int) -> AmperityError:
+        """The error for a deadline that passed before the next request could be sent."""
+        return responses.exhausted(
+            self._integration,
+            request.endpoint,
+            status=last_status or None,
+            cause="deadline",
+            attempts=attempts,
+            retry_after=self._backoff.ceiling(attempts),
+            body=None,
+            why="the call's deadline passed before a request could be sent",
+        )
+
     async def _attempt(
-        self, request: VendorRequest, deadline: float | None
+        self, client: httpx.AsyncClient, request: VendorRequest, deadline: float | None
     ) -> httpx.Response | BaseException:
         """One request with its timeout; a transport failure is returned, not raised."""
         timeout = self._integration.request_timeout
@@ -220,7 +249,7 @@ class RetryingCaller:
         endpoint = request.endpoint
         started = self._clock()
         try:
-            async with asyncio.timeout(timeout), self._pool.client() as client:
+            async with asyncio.timeout(timeout):
                 response = await client.request(
                     request.method,
                     request.url,

@@ -1,23 +1,36 @@
-"""Per-tenant rate limits that hold over every sliding one-second window.
+"""Per-tenant rate limits that hold over every one-second window *at Amperity*.
 
 Amperity allows 500 Real-time API requests per second per tenant, ingest and profile
-calls together. Both limiters keep a log of granted slots per key and *reserve* a slot
-before waiting for it, so a grant at time ``g`` is only made when fewer than ``limit``
-grants lie in ``(g - 1 s, g]``: no window of one second, wherever it starts, ever holds
-more than ``limit`` requests, and there is no burst allowance to overshoot with.
+calls together, and counts a request when it *arrives*, which under load can be up to a
+second after we decided to send it. So a request holds its slot from its grant until one
+window after its attempt ends (answer received or attempt failed): a slot is granted at
+time ``g`` only when fewer than ``limit`` requests are in flight or ended within
+``(g - 1 s, g]``. Then no window ``[t, t + 1 s)`` at Amperity receives more than ``limit``:
+take the last-granted request ``r*`` arriving in it (granted at ``g* < t + 1``); every other
+one was granted before it and ends at or after its arrival ``>= t > g* - 1``, so each was
+still counted at ``g*``.
 
-``MemoryRateLimiter`` holds the log in the process; ``RedisRateLimiter`` keeps it in a
-Redis sorted set, timed by the Redis server's clock so every replica agrees.
+The price is throughput: each request holds a slot for its latency plus a second, so a
+tenant gets at most ``limit / (1 + latency)`` requests per second when every slot is busy.
+
+``MemoryRateLimiter`` keeps the slots in the process; ``RedisRateLimiter`` keeps them in a
+Redis sorted set, timed by the Redis server's clock so every replica agrees. Waiters for a
+key queue first-come, first-served in each process, and only the head of the queue checks
+for a slot, sleeping until the earliest moment one can free up, so a burst never turns into
+every waiter polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -28,6 +41,8 @@ from amperity_signal.errors import AmperityUnavailable
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 1.0
+# The integration setting's default: how long an attempt may last when the caller says nothing.
+DEFAULT_REQUEST_TIMEOUT = 10.0
 # Smallest sleep, so a float rounding can never turn a wait into a busy loop.
 _MIN_SLEEP = 1e-6
 Clock = Callable[[], float]
@@ -35,21 +50,35 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class RateLimiter(Protocol):
-    """Grants request slots under a per-key limit per second."""
+    """Grants request slots under a per-key limit per second, counted at arrival."""
 
-    async def acquire(self, key: str, limit: int, deadline: float | None) -> float:
-        """Wait for a slot and take it.
+    def slot(
+        self,
+        key: str,
+        limit: int,
+        deadline: float | None,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> AbstractAsyncContextManager[float]:
+        """Wait for a slot and hold it for one request attempt.
+
+        Use as ``async with limiter.slot(key, limit, deadline) as waited:`` around exactly
+        one HTTP attempt. Leaving the block in any way (answer, error, cancellation) ends the
+        attempt; the slot stays counted for one more window after that.
 
         Args:
             key: What the limit applies to (the tenant id and base URL).
-            limit: Requests allowed in any one-second window.
+            limit: Requests allowed to arrive in any one-second window.
             deadline: Absolute clock time by which a slot is needed, or None to wait.
+            request_timeout: The longest the attempt can last. A holder that never releases
+                (a crashed process) stops counting this long after its grant, plus a margin
+                and a window (``RedisRateLimiter`` only; a process's memory dies with it).
 
-        Returns:
-            Seconds waited (0 when a slot was free).
+        Yields:
+            Seconds waited for the slot (0 when one was free).
 
         Raises:
-            AmperityUnavailable: ``RATE_LIMITED_LOCALLY`` when no slot is free in time.
+            AmperityUnavailable: ``RATE_LIMITED_LOCALLY`` when no slot can be free in time.
         """
         ...
 
@@ -67,77 +96,201 @@ def rate_limited(key: str, limit: int, wait: float) -> AmperityUnavailable:
     )
 
 
-class MemoryRateLimiter:
-    """A sliding log of granted slot times per key, for one process."""
+@dataclass(frozen=True)
+class _Held:
+    """A granted slot: its member in the Redis sorted set, or None for a local slot."""
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    redis_member: str | None = None
+
+
+@dataclass
+class _KeySlots:
+    """One key's local slots: requests in flight and the end times of recent ones."""
+
+    in_flight: int = 0
+    ended: list[float] = field(default_factory=list)  # a min-heap of end times
+
+
+class _LocalSlots:
+    """The slot bookkeeping of one process (no waiting; every method is atomic in asyncio)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeySlots] = {}
+
+    def take(self, key: str, limit: int, now: float, *, peek: bool) -> tuple[bool, float]:
+        """Take a slot if one is free (unless ``peek``): (taken, seconds until one can be)."""
+        slots = self._keys.setdefault(key, _KeySlots())
+        while slots.ended and slots.ended[0] <= now - WINDOW_SECONDS:
+            heapq.heappop(slots.ended)
+        if slots.in_flight + len(slots.ended) < limit:
+            if not peek:
+                slots.in_flight += 1
+            return not peek, 0.0
+        # A request still in flight ends at ``now`` at the earliest, so frees its slot no
+        # sooner than a window from now; an ended one frees it a window after its end.
+        earliest_end = min(slots.ended[0], now) if slots.ended else now
+        return False, earliest_end + WINDOW_SECONDS - now
+
+    def release(self, key: str, now: float) -> None:
+        """The attempt holding one of ``key``'s slots ended at ``now``."""
+        slots = self._keys.setdefault(key, _KeySlots())
+        slots.in_flight = max(0, slots.in_flight - 1)
+        heapq.heappush(slots.ended, now)
+
+
+class _QueuedLimiter:
+    """The waiting shared by both limiters: a FIFO queue per key whose head looks for slots."""
+
+    def __init__(self, *, clock: Clock, sleep: Sleep) -> None:
         self._clock = clock
         self._sleep = sleep
-        self._logs: dict[str, deque[float]] = {}
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
 
-    def _reserve(self, key: str, limit: int, deadline: float | None) -> tuple[float, float]:
-        """Reserve the earliest slot: returns (slot time, now). No await: atomic in asyncio."""
-        now = self._clock()
-        log = self._logs.setdefault(key, deque())
-        while log and now - log[0] >= WINDOW_SECONDS:
-            log.popleft()
-        while len(log) > limit:
-            log.popleft()  # only the latest ``limit`` slots decide the next one
-        slot = now if len(log) < limit else max(now, log[-limit] + WINDOW_SECONDS)
-        if deadline is not None and slot > deadline:
-            raise rate_limited(key, limit, slot - now)
-        log.append(slot)
-        return slot, now
+    async def _take(
+        self, key: str, limit: int, request_timeout: float, *, peek: bool
+    ) -> tuple[_Held | None, float]:
+        """Take a free slot (unless ``peek``): (the slot or None, seconds until one can be)."""
+        raise NotImplementedError
 
-    async def acquire(self, key: str, limit: int, deadline: float | None) -> float:
-        """See ``RateLimiter.acquire``."""
-        slot, now = self._reserve(key, limit, deadline)
-        if slot <= now:
-            return 0.0
+    async def _release(self, key: str, held: _Held) -> None:
+        """End the attempt holding ``held``."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        key: str,
+        limit: int,
+        deadline: float | None,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> AsyncIterator[float]:
+        """See ``RateLimiter.slot``."""
+        held, waited = await self._acquire(key, limit, deadline, request_timeout)
         try:
-            await self._sleep(max(slot - now, _MIN_SLEEP))
-        except asyncio.CancelledError:
-            # Give the slot back; later reservations only become more conservative.
-            log = self._logs.get(key)
-            if log is not None and slot in log:
-                log.remove(slot)
-            raise
-        return slot - now
+            yield waited
+        finally:
+            await self._release(key, held)
+
+    async def _acquire(
+        self, key: str, limit: int, deadline: float | None, request_timeout: float
+    ) -> tuple[_Held, float]:
+        started = self._clock()
+        # With others already queued, only look: taking a slot would jump the queue.
+        held, wait = await self._take(key, limit, request_timeout, peek=key in self._queues)
+        if held is not None:
+            return held, 0.0
+        self._refuse_after_deadline(key, limit, wait, deadline)
+        queue = self._queues.setdefault(key, deque())
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(turn)
+        try:
+            if queue[0] is not turn and not await self._wait_turn(turn, deadline):
+                _, wait = await self._take(key, limit, request_timeout, peek=True)
+                raise rate_limited(key, limit, max(wait, _MIN_SLEEP))
+            while True:
+                held, wait = await self._take(key, limit, request_timeout, peek=False)
+                if held is not None:
+                    return held, self._clock() - started
+                self._refuse_after_deadline(key, limit, wait, deadline)
+                await self._sleep(max(wait, _MIN_SLEEP))
+        finally:
+            self._leave(key, queue, turn)
+
+    def _refuse_after_deadline(
+        self, key: str, limit: int, wait: float, deadline: float | None
+    ) -> None:
+        if deadline is not None and self._clock() + wait > deadline:
+            raise rate_limited(key, limit, wait)
+
+    async def _wait_turn(self, turn: asyncio.Future[None], deadline: float | None) -> bool:
+        """Wait to reach the head of the queue; False if the deadline comes first."""
+        if deadline is None:
+            await turn
+            return True
+        timer = asyncio.ensure_future(self._sleep(max(deadline - self._clock(), _MIN_SLEEP)))
+        try:
+            await asyncio.wait((turn, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return turn.done()
+
+    def _leave(
+        self, key: str, queue: deque[asyncio.Future[None]], turn: asyncio.Future[None]
+    ) -> None:
+        """Leave the queue; a leaving head hands the turn to the next waiter."""
+        was_head = bool(queue) and queue[0] is turn
+        queue.remove(turn)
+        if was_head and queue and not queue[0].done():
+            queue[0].set_result(None)
+        if not queue and self._queues.get(key) is queue:
+            del self._queues[key]
 
 
-# Atomically: drop slots older than the window, then grant ``now`` or reserve the slot one
-# window after the limit-th latest one. Returns {granted, wait_us}. Times are the Redis
-# server's, in integer microseconds, so every replica shares one clock and no float drifts.
-_ACQUIRE_SCRIPT = """
+class MemoryRateLimiter(_QueuedLimiter):
+    """Slots held in memory, for one process."""
+
+    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        super().__init__(clock=clock, sleep=sleep)
+        self._slots = _LocalSlots()
+
+    async def _take(
+        self, key: str, limit: int, request_timeout: float, *, peek: bool
+    ) -> tuple[_Held | None, float]:
+        taken, wait = self._slots.take(key, limit, self._clock(), peek=peek)
+        return (_Held() if taken else None), wait
+
+    async def _release(self, key: str, held: _Held) -> None:
+        self._slots.release(key, self._clock())
+
+
+# Atomically: drop requests that ended a window ago or more, then take a slot when fewer
+# than ``limit`` remain (score = provisional end, TIME + max hold, until released), or say
+# how long until one can free up. ARGV[4] = '' only looks. Returns {taken, wait_us}. Times
+# are the Redis server's, in integer microseconds, so every replica shares one clock.
+_TAKE_SCRIPT = """
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
+local hold = tonumber(ARGV[3])
+local member = ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-local slot = now
-if count >= limit then
-  local base = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-  slot = math.max(now, tonumber(base[2]) + window)
+if redis.call('ZCARD', key) < limit then
+  if member == '' then
+    return {0, 0}
+  end
+  redis.call('ZADD', key, now + hold, member)
+  local ttl = math.floor((hold + window) / 1000) + 1000
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return {1, 0}
 end
-local wait = slot - now
-if max_wait >= 0 and wait > max_wait then
-  return {0, wait}
-end
-redis.call('ZADD', key, slot, ARGV[4])
-redis.call('PEXPIRE', key, math.floor((wait + window) / 1000) + 1000)
-return {1, wait}
+local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local earliest_end = math.min(tonumber(first[2]), now)
+return {0, earliest_end + window - now}
+"""
+
+# The attempt of ARGV[1] ended: its score becomes the Redis server's TIME (if still held).
+_RELEASE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
 
-class RedisRateLimiter:
-    """A sliding log in a Redis sorted set, shared by every process using the same Redis.
+class RedisRateLimiter(_QueuedLimiter):
+    """Slots in a Redis sorted set, shared by every process using the same Redis.
 
-    When Redis cannot be reached, slots come from a local ``MemoryRateLimiter`` with the
-    full limit (the number of replicas is unknown) and one warning is logged per outage;
-    Redis is tried again after ``retry_redis_after`` seconds. A Redis answer slower than
+    Each request is a member whose score is its end time: provisionally its grant plus
+    ``request_timeout + hold_margin`` (so a crashed process cannot keep a slot for good),
+    set to the Redis server's time when the attempt ends.
+
+    When Redis cannot be reached, slots come from local bookkeeping with the full limit
+    (the number of replicas is unknown) and one warning is logged per outage; Redis is
+    tried again after ``retry_redis_after`` seconds. A Redis answer slower than
     ``redis_timeout`` counts as unreachable, so a struggling Redis (or the client's own
     reconnect retries) never stalls Amperity calls.
     """
@@ -150,50 +303,62 @@ class RedisRateLimiter:
         sleep: Sleep = asyncio.sleep,
         retry_redis_after: float = 5.0,
         redis_timeout: float = 1.0,
+        hold_margin: float = 1.0,
         prefix: str = "amperity-signal:rl:",
     ) -> None:
+        super().__init__(clock=clock, sleep=sleep)
         self._redis = redis_client
-        self._script = redis_client.register_script(_ACQUIRE_SCRIPT)
-        self._clock = clock
-        self._sleep = sleep
+        self._take_script = redis_client.register_script(_TAKE_SCRIPT)
+        self._release_script = redis_client.register_script(_RELEASE_SCRIPT)
         self._retry_redis_after = retry_redis_after
         self._redis_timeout = redis_timeout
+        self._hold_margin = hold_margin
         self._prefix = prefix
-        self._fallback = MemoryRateLimiter(clock=clock, sleep=sleep)
+        self._fallback = _LocalSlots()
         self._redis_down_until: float | None = None
 
     def redis_key(self, key: str) -> str:
         """The sorted set holding ``key``'s slots."""
         return f"{self._prefix}{key}"
 
-    async def acquire(self, key: str, limit: int, deadline: float | None) -> float:
-        """See ``RateLimiter.acquire``."""
+    async def _take(
+        self, key: str, limit: int, request_timeout: float, *, peek: bool
+    ) -> tuple[_Held | None, float]:
         now = self._clock()
-        if self._redis_down_until is not None and now < self._redis_down_until:
-            return await self._fallback.acquire(key, limit, deadline)
-        max_wait_us = -1 if deadline is None else max(0, int((deadline - now) * 1_000_000))
+        if self._redis_down_until is None or now >= self._redis_down_until:
+            member = "" if peek else uuid.uuid4().hex
+            hold_us = int((request_timeout + self._hold_margin) * 1_000_000)
+            try:
+                async with asyncio.timeout(self._redis_timeout):
+                    taken, wait_us = await self._take_script(
+                        keys=[self.redis_key(key)],
+                        args=[limit, int(WINDOW_SECONDS * 1_000_000), hold_us, member],
+                    )
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self._redis_down_until is None:
+                    logger.warning(
+                        "Redis is unreachable for the shared rate limit (%s); limiting %s "
+                        "locally at the full limit until it is back.",
+                        type(exc).__name__,
+                        key,
+                    )
+                self._redis_down_until = now + self._retry_redis_after
+            else:
+                if self._redis_down_until is not None:
+                    logger.info("Redis is reachable again; the rate limit is shared again.")
+                    self._redis_down_until = None
+                held = _Held(redis_member=member) if int(taken) else None
+                return held, int(wait_us) / 1_000_000
+        taken_locally, wait = self._fallback.take(key, limit, now, peek=peek)
+        return (_Held() if taken_locally else None), wait
+
+    async def _release(self, key: str, held: _Held) -> None:
+        if held.redis_member is None:
+            self._fallback.release(key, self._clock())
+            return
         try:
             async with asyncio.timeout(self._redis_timeout):
-                granted, wait_us = await self._script(
-                    keys=[self.redis_key(key)],
-                    args=[limit, int(WINDOW_SECONDS * 1_000_000), max_wait_us, uuid.uuid4().hex],
-                )
+                await self._release_script(keys=[self.redis_key(key)], args=[held.redis_member])
         except (RedisError, OSError, TimeoutError) as exc:
-            if self._redis_down_until is None:
-                logger.warning(
-                    "Redis is unreachable for the shared rate limit (%s); limiting %s "
-                    "locally at the full limit until it is back.",
-                    type(exc).__name__,
-                    key,
-                )
-            self._redis_down_until = now + self._retry_redis_after
-            return await self._fallback.acquire(key, limit, deadline)
-        if self._redis_down_until is not None:
-            logger.info("Redis is reachable again; the rate limit is shared again.")
-            self._redis_down_until = None
-        wait = int(wait_us) / 1_000_000
-        if not int(granted):
-            raise rate_limited(key, limit, wait)
-        if wait > 0:
-            await self._sleep(wait)
-        return wait
+            # Safe to drop: the slot keeps counting until its provisional end instead.
+            logger.debug("Could not release a rate-limit slot in Redis (%s).", type(exc).__name__)

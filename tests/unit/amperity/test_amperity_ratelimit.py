@@ -1,4 +1,4 @@
-"""The in-memory per-tenant limiter: no sliding one-second window ever over the limit."""
+"""The in-memory per-tenant limiter: no one-second window of arrivals ever over the limit."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import heapq
 import itertools
 import random
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Coroutine, Sequence
 
 import pytest
 
 from amperity_signal.amperity import MemoryRateLimiter
 from amperity_signal.errors import AmperityUnavailable
+
+KEY = "acme@https://acme.amperity.com"
 
 
 class VirtualTime:
@@ -20,139 +22,277 @@ class VirtualTime:
 
     def __init__(self, start: float = 1_000.0) -> None:
         self.now = start
+        self.sleeps: list[float] = []
         self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._finished = 0
 
     def clock(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._timers, (self.now + seconds, next(self._order), future))
         await future
 
-    async def run(self, work: Sequence[Awaitable[None]]) -> None:
+    async def settle(self) -> None:
+        """Let every runnable task run until all of them wait for a timer or are done.
+
+        Quiet means ten event-loop turns in a row without a new timer or a finished task.
+        """
+        quiet = 0
+        state = (-1, -1)
+        while quiet < 10:
+            await asyncio.sleep(0)
+            now_state = (len(self._timers), self._finished)
+            quiet = quiet + 1 if now_state == state else 0
+            state = now_state
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on, waking due sleepers in time order."""
+        until = self.now + seconds
+        await self.settle()
+        while self._timers and self._timers[0][0] <= until:
+            when, _, future = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not future.done():  # a cancelled sleeper leaves its timer behind
+                future.set_result(None)
+            await self.settle()
+        self.now = until
+
+    def spawn(self, work: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        """Start ``work`` as a task that ``settle`` waits for."""
+        task = asyncio.create_task(work)
+        task.add_done_callback(self._count_finished)
+        return task
+
+    def _count_finished(self, _: object) -> None:
+        self._finished += 1
+
+    async def run(self, work: Sequence[Coroutine[object, object, None]]) -> None:
         """Run ``work`` concurrently, waking sleepers in time order until all is done."""
-        tasks = [asyncio.ensure_future(item) for item in work]
+        tasks = [self.spawn(item) for item in work]
         while True:
-            for _ in range(3):
-                await asyncio.sleep(0)
+            await self.settle()
             if all(task.done() for task in tasks):
                 break
             when, _, future = heapq.heappop(self._timers)
             self.now = max(self.now, when)
-            future.set_result(None)
+            if not future.done():
+                future.set_result(None)
         for task in tasks:
             task.result()
 
 
-def busiest_window(grants: Sequence[float]) -> int:
-    """The most grants in any half-open one-second window [t, t + 1).
+def busiest_window(times: Sequence[float]) -> int:
+    """The most events in any half-open one-second window [t, t + 1).
 
-    The maximum over all windows is reached by a window starting at a grant, so checking
-    the window that starts at every grant checks them all.
+    The maximum over all windows is reached by a window starting at an event, so checking
+    the window that starts at every event checks them all.
     """
-    ordered = sorted(grants)
+    ordered = sorted(times)
     return max(bisect_left(ordered, start + 1.0) - index for index, start in enumerate(ordered))
 
 
-async def test_1200_acquires_never_put_more_than_500_in_any_sliding_second() -> None:
-    """1,200 staggered and bursty acquires at limit 500: every one-second window <= 500."""
+async def test_arrivals_up_to_a_second_after_their_grant_never_exceed_the_limit() -> None:
+    """1,500 requests arriving up to 1 s after their grant: every second of arrivals <= 100."""
     time = VirtualTime()
     limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
     rng = random.Random(11)
     grants: list[float] = []
-    waits: list[float] = []
+    arrivals: list[float] = []
 
-    async def one(arrival: float) -> None:
-        await time.sleep(arrival)
-        waits.append(await limiter.acquire("acme@https://acme.amperity.com", 500, None))
-        grants.append(time.clock())
+    async def one(offered: float) -> None:
+        await time.sleep(offered)
+        async with limiter.slot(KEY, 100, None):
+            grants.append(time.now)
+            await time.sleep(rng.uniform(0.0, 1.0))  # the request travels to Amperity
+            arrivals.append(time.now)
+            await time.sleep(rng.uniform(0.0, 0.2))  # and its answer travels back
 
-    # Bursts at a few instants plus a steady trickle, so fixed windows would overshoot.
-    arrivals = [0.0] * 300 + [0.9] * 300 + [rng.uniform(0, 3) for _ in range(600)]
-    await time.run([one(arrival) for arrival in arrivals])
+    # Bursts at a few instants plus a steady trickle.
+    offered = [0.0] * 500 + [2.5] * 300 + [rng.uniform(0, 10) for _ in range(700)]
+    await time.run([one(at) for at in offered])
 
-    assert len(grants) == 1_200
-    assert busiest_window(grants) <= 500
-    assert busiest_window(grants) == 500  # and the limit is used, not underused
-    assert sum(1 for wait in waits if wait > 0) > 0
-    assert all(wait >= 0 for wait in waits)
+    assert len(arrivals) == 1_500
+    assert busiest_window(arrivals) <= 100
+    assert busiest_window(grants) == 100  # the limit is reached, not just underused
 
 
-async def test_a_burst_of_1200_is_spread_over_three_seconds() -> None:
-    """1,200 at once with limit 500: 500 now, 500 one second later, 200 after two."""
+async def test_a_burst_of_instant_requests_is_granted_limit_per_second() -> None:
+    """1,200 requests that end at once, limit 500: 500 now, 500 a second later, 200 after two."""
     time = VirtualTime()
     limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
     waits: list[float] = []
 
     async def one() -> None:
-        waits.append(await limiter.acquire("t", 500, None))
+        async with limiter.slot("t", 500, None) as waited:
+            waits.append(waited)
 
     await time.run([one() for _ in range(1_200)])
 
     assert sorted(waits) == [0.0] * 500 + [1.0] * 500 + [2.0] * 200
 
 
+async def test_a_released_slot_frees_capacity_one_window_after_completion() -> None:
+    """A slot held 0.4 s is free again 1 s after its end: a waiter from 0.1 s gets it at 1.4 s."""
+    time = VirtualTime(start=0.0)
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    waits: list[float] = []
+
+    async def holder() -> None:
+        async with limiter.slot("t", 1, None):
+            await time.sleep(0.4)
+
+    async def waiter() -> None:
+        await time.sleep(0.1)
+        async with limiter.slot("t", 1, None) as waited:
+            waits.append(waited)
+
+    await time.run([holder(), waiter()])
+
+    assert waits == [pytest.approx(1.3)]
+    # At 0.1 s only an in-flight request holds the slot: nothing can free before 1.1 s.
+    assert time.sleeps[2:4] == [pytest.approx(1.0), pytest.approx(0.3)]
+
+
 async def test_no_slot_before_the_deadline_raises_rate_limited_locally() -> None:
     """When the next slot comes after the deadline: RATE_LIMITED_LOCALLY with retry_after."""
     time = VirtualTime()
     limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
-    assert await limiter.acquire("t", 2, None) == 0.0
-    assert await limiter.acquire("t", 2, None) == 0.0
+    for _ in range(2):
+        async with limiter.slot("t", 2, None) as waited:
+            assert waited == 0.0
 
     with pytest.raises(AmperityUnavailable) as caught:
-        await limiter.acquire("t", 2, time.now + 0.5)
+        async with limiter.slot("t", 2, time.now + 0.5):
+            pass
 
     assert caught.value.reason == "RATE_LIMITED_LOCALLY"
     assert caught.value.retry_after == pytest.approx(1.0)
     assert "rate_limit_per_second" in caught.value.message
 
 
-async def test_a_refused_acquire_takes_no_slot() -> None:
-    """A deadline refusal reserves nothing: the next caller gets the earliest slot."""
+async def test_slots_held_in_flight_refuse_a_deadline_under_a_window_at_once() -> None:
+    """A request in flight frees its slot a window after it ends at the earliest: no waiting."""
     time = VirtualTime()
     limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
-    await limiter.acquire("t", 1, None)
-    with pytest.raises(AmperityUnavailable):
-        await limiter.acquire("t", 1, time.now + 0.1)
+    async with limiter.slot("t", 1, None):
+        with pytest.raises(AmperityUnavailable) as caught:
+            async with limiter.slot("t", 1, time.now + 0.9):
+                pass
 
-    waited: list[float] = []
+    assert caught.value.retry_after == pytest.approx(1.0)
+    assert time.sleeps == []
+
+
+async def test_a_refused_request_takes_no_slot() -> None:
+    """A deadline refusal takes nothing: the next caller gets the slot a window after the end."""
+    time = VirtualTime()
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    async with limiter.slot("t", 1, None):
+        pass
+    with pytest.raises(AmperityUnavailable):
+        async with limiter.slot("t", 1, time.now + 0.1):
+            pass
+
+    waits: list[float] = []
 
     async def later() -> None:
-        waited.append(await limiter.acquire("t", 1, None))
+        async with limiter.slot("t", 1, None) as waited:
+            waits.append(waited)
 
     await time.run([later()])
-    assert waited == [1.0]
+    assert waits == [1.0]
 
 
 async def test_keys_are_limited_independently() -> None:
     """Two tenants each get their own limit."""
     time = VirtualTime()
     limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
-    assert await limiter.acquire("a", 1, None) == 0.0
-    assert await limiter.acquire("b", 1, None) == 0.0
+    async with limiter.slot("a", 1, None) as first, limiter.slot("b", 1, None) as second:
+        assert (first, second) == (0.0, 0.0)
 
 
-async def test_a_cancelled_waiter_gives_its_slot_back() -> None:
-    """Cancelling a waiting acquire frees its reserved slot for the next caller."""
-    clock_now = [0.0]
-    limiter = MemoryRateLimiter(clock=lambda: clock_now[0])
-    await limiter.acquire("t", 1, None)
-    waiter = asyncio.create_task(limiter.acquire("t", 1, None))
-    await asyncio.sleep(0)
-    waiter.cancel()
+async def test_cancelling_the_holder_releases_its_slot() -> None:
+    """A request cancelled in flight ends there: its slot is free again one window later."""
+    time = VirtualTime(start=0.0)
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        async with limiter.slot("t", 1, None):
+            started.set()
+            await asyncio.Event().wait()
+
+    holder = time.spawn(hang())
+    await started.wait()
+    await time.advance(0.3)
+    holder.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await waiter
+        await holder
 
-    clock_now[0] = 1.0
-    assert await limiter.acquire("t", 1, None) == 0.0
+    with pytest.raises(AmperityUnavailable) as caught:
+        async with limiter.slot("t", 1, time.now + 0.5):
+            pass
+    assert caught.value.retry_after == pytest.approx(1.0)
+    await time.advance(1.0)
+    async with limiter.slot("t", 1, time.now) as waited:
+        assert waited == 0.0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_to_the_next() -> None:
+    """Cancelling the head of the queue hands the turn on: the next waiter still gets a slot."""
+    time = VirtualTime(start=0.0)
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    granted: list[str] = []
+
+    async def wait_for_slot(name: str) -> None:
+        async with limiter.slot("t", 1, None):
+            granted.append(name)
+
+    async with limiter.slot("t", 1, None):
+        pass
+    first = time.spawn(wait_for_slot("first"))
+    second = time.spawn(wait_for_slot("second"))
+    await time.settle()
+    first.cancel()
+    await time.advance(1.0)
+
+    assert first.cancelled()
+    assert second.done()
+    assert granted == ["second"]
+
+
+async def test_a_queued_waiter_gives_up_at_its_deadline() -> None:
+    """A waiter queued behind another is refused at its deadline, not after the queue moves."""
+    time = VirtualTime(start=0.0)
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+    refused_at: list[float] = []
+
+    async def head() -> None:
+        async with limiter.slot("t", 1, None):
+            await time.sleep(5.0)
+
+    async def patient() -> None:
+        async with limiter.slot("t", 1, None):
+            pass
+
+    async def hurried() -> None:
+        await time.sleep(0.2)
+        with pytest.raises(AmperityUnavailable) as caught:
+            async with limiter.slot("t", 1, 3.0):
+                pass
+        assert caught.value.reason == "RATE_LIMITED_LOCALLY"
+        refused_at.append(time.now)
+
+    await time.run([head(), patient(), hurried()])
+
+    assert refused_at == [pytest.approx(3.0)]
 
 
 def test_busiest_window_counts_half_open_windows() -> None:
-    """The test helper itself: grants one second apart are in different windows."""
+    """The test helper itself: events one second apart are in different windows."""
     assert busiest_window([0.0, 0.5, 1.0]) == 2
     assert busiest_window([0.0, 0.0, 0.999]) == 3
-
-
-Sleeper = Callable[[float], Awaitable[None]]

@@ -189,8 +189,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     async def _deliver(
         self, integration: Integration, event_pb: pb.Event, deadline: float
     ) -> pb.DeliverResponse:
-        if not event_pb.message_id:
-            event_pb = _with_message_id(event_pb)
+        if not event_pb.message_id or not event_pb.HasField("timestamp"):
+            event_pb = _with_defaults(event_pb)
         validate_event(event_pb)
         delivered = await self._delivery.deliver(
             integration, convert.event_to_dict(event_pb), deadline=deadline
@@ -198,10 +198,17 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         return delivered_to_proto(delivered)
 
 
-def _with_message_id(event: pb.Event) -> pb.Event:
+def _with_defaults(event: pb.Event) -> pb.Event:
+    """A copy with a uuid4 message_id and the receive time as timestamp, where missing.
+
+    The spec's payload always carries both, and the HTTP gateway fills them the same way.
+    """
     copy = pb.Event()
     copy.CopyFrom(event)
-    copy.message_id = str(uuid.uuid4())
+    if not copy.message_id:
+        copy.message_id = str(uuid.uuid4())
+    if not copy.HasField("timestamp"):
+        copy.timestamp.FromDatetime(convert.now_utc())
     return copy
 
 

@@ -131,16 +131,6 @@ async def test_each_exceeded_limit_fails_only_its_own_stream_response(service: I
         assert field in error.metadata["fields"].split(","), (field, error.metadata)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "service/app.py build_server sets grpc.max_receive_message_length to "
-        "max_message_bytes, so gRPC core refuses the message with RESOURCE_EXHAUSTED "
-        "('Received message larger than max') and no BadRequest, before the servicer "
-        "runs; clients then retry it as if retryable. README promises INVALID_ARGUMENT "
-        "naming the field."
-    ),
-)
 async def test_a_message_over_max_message_bytes_is_invalid_argument_naming_the_event(
     service: InProcess,
 ) -> None:

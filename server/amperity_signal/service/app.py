@@ -111,6 +111,7 @@ def build_server(
     live = LiveEvents()
     servicer = AmperityServicer(
         registry=registry,
+        max_message_bytes=settings.server.max_message_bytes,
         delivery=Delivery(
             enricher=enricher, consent=consent, live=live, metrics=deps.metrics, clock=deps.clock
         ),
@@ -120,7 +121,9 @@ def build_server(
         clock=deps.clock,
     )
     options = [
-        ("grpc.max_receive_message_length", settings.server.max_message_bytes),
+        # gRPC's own ceiling sits well above the configured limit, so that an oversized
+        # event reaches validation and gets INVALID_ARGUMENT naming it (see validation.py).
+        ("grpc.max_receive_message_length", max(4 * settings.server.max_message_bytes, 1 << 22)),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]

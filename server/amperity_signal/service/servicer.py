@@ -21,7 +21,7 @@ from amperity_signal.service import convert
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import to_delivery_error, to_grpc_status
-from amperity_signal.service.validation import validate_event
+from amperity_signal.service.validation import DEFAULT_MAX_BYTES, validate_event
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -51,6 +51,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         browser: BrowserProfiles,
         live: LiveEvents,
         clock: Callable[[], float] = time.monotonic,
+        max_message_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._registry = registry
         self._delivery = delivery
@@ -58,6 +59,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         self._browser = browser
         self._live = live
         self._clock = clock
+        self._max_bytes = max_message_bytes
 
     async def Deliver(  # noqa: N802 - the RPC name is fixed by the contract
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -124,7 +126,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """Resolve the visitor and return the event with partner_attrs.amperity attached."""
         try:
             integration = self._integration(request.integration_id, context)
-            validate_event(request.event)
+            validate_event(request.event, max_bytes=self._max_bytes)
             event = convert.event_to_dict(request.event)
             result = await self._enricher.enrich(
                 integration.settings, event, deadline=self._deadline(context)
@@ -191,7 +193,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.DeliverResponse:
         if not event_pb.message_id or not event_pb.HasField("timestamp"):
             event_pb = _with_defaults(event_pb)
-        validate_event(event_pb)
+        validate_event(event_pb, max_bytes=self._max_bytes)
         delivered = await self._delivery.deliver(
             integration, convert.event_to_dict(event_pb), deadline=deadline
         )

@@ -26,13 +26,29 @@ MAX_KEYS = 256
 MAX_DEPTH = 10
 MAX_NODES = 5_000
 MAX_STRING = 8_192
+DEFAULT_MAX_BYTES = 1_048_576
 _MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
 
 
-def validate_event(event: pb.Event, prefix: str = "event") -> None:
+def validate_event(
+    event: pb.Event, prefix: str = "event", max_bytes: int = DEFAULT_MAX_BYTES
+) -> None:
     """Raise InvalidEvent listing every violation of the limits above."""
     violations: list[FieldViolation] = []
+    size = event.ByteSize()
+    if size > max_bytes:
+        # Checked here rather than by gRPC's own receive limit, whose RESOURCE_EXHAUSTED
+        # carries no field and reads as retryable to clients.
+        raise InvalidEvent(
+            [
+                FieldViolation(
+                    prefix,
+                    f"is {size} bytes; at most {max_bytes} are accepted ([server] "
+                    "max_message_bytes): drop or shorten the largest properties or traits.",
+                )
+            ]
+        )
     if not event.anonymous_id:
         violations.append(
             FieldViolation(

@@ -514,7 +514,9 @@ class Event(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     PARTNER_ATTRS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
-    """The unique id of the event, used for deduplication."""
+    """The unique id of the event, used for deduplication. Deliver assigns a UUID when
+    it is empty; callers that retry should set it so Amperity sees one id per event.
+    """
     type: _builtins.str
     """The kind of call: track, page, identify, screen, group or alias."""
     event: _builtins.str
@@ -527,7 +529,7 @@ class Event(_message.Message):
     """The user id from datafly.identify()."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When the event happened."""
+        """When the event happened. Deliver uses the time it received the event when unset."""
 
     @_builtins.property
     def properties(self) -> _struct_pb2.Struct:

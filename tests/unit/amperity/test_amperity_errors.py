@@ -19,24 +19,10 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.metrics import Metrics
+from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
 Call = Callable[[AmperityClient], Awaitable[Any]]
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Answer:

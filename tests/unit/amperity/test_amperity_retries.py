@@ -14,23 +14,9 @@ from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_c
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
+from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Script:

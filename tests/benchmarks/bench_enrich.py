@@ -21,6 +21,8 @@ from tests.benchmarks.common import (
 )
 from tests.benchmarks.profiles import Profile
 
+OPEN_PROCESSES = 1
+"""Open-loop generator processes (on two cores, two generators plus the server thrash)."""
 HOT_CACHE = {"attribute_ttl": 86_400, "personalized_ttl": 86_400, "jitter": 0}
 
 
@@ -87,30 +89,45 @@ async def run(profile: Profile) -> dict[str, Any]:
         )
         bare_open = await asyncio.to_thread(
             loadgen.run_in_process,
-            loadgen.grpc_open,
+            loadgen.grpc_open_spread,
             echo_target,
             ENRICH_METHOD,
             payloads,
             bare["rate"] / 2,
             profile.duration,
             profile.warmup,
+            OPEN_PROCESSES,
         )
         ours_open = await asyncio.to_thread(
             loadgen.run_in_process,
-            loadgen.grpc_open,
+            loadgen.grpc_open_spread,
             target,
             ENRICH_METHOD,
             payloads,
             ours["rate"] / 2,
             profile.duration,
             profile.warmup,
+            OPEN_PROCESSES,
+        )
+        # The same fixed rate for both (half of our ceiling, which both sustain): the
+        # like-for-like latency ratio, valid even when echo's own half load is not paceable.
+        bare_same = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.grpc_open_spread,
+            echo_target,
+            ENRICH_METHOD,
+            payloads,
+            ours["rate"] / 2,
+            profile.duration,
+            profile.warmup,
+            OPEN_PROCESSES,
         )
     finally:
         await processes.close()
     throughput_ratio = ratio(ours["rate"], bare["rate"])
     targets = {
         "throughput_ratio_ge_0.75": throughput_ratio >= 0.75,
-        "p99_at_half_le_3ms": ours_open["p99_ms"] <= 3.0,
+        "p99_at_half_le_3ms": ours_open["p99_ms"] <= 3.0 and ours_open["valid"],
     }
     return {
         "table": [
@@ -122,7 +139,8 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f">=0.75 {'MET' if targets['throughput_ratio_ge_0.75'] else 'MISSED'}",
             ),
             (
-                "enrich hit p50 ms @50% load",
+                f"enrich hit p50 ms @50% load ({ours_open['rate']:.0f} vs "
+                f"{bare_open['rate']:.0f}/s{_validity(ours_open, bare_open)})",
                 f"{ours_open['p50_ms']:.2f}",
                 f"{bare_open['p50_ms']:.2f} echo",
                 f"{ratio(ours_open['p50_ms'], bare_open['p50_ms']):.2f}",
@@ -135,16 +153,30 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f"{ratio(ours_open['p99_ms'], bare_open['p99_ms']):.2f}",
                 f"<=3 ms {'MET' if targets['p99_at_half_le_3ms'] else 'MISSED'}",
             ),
+            (
+                f"enrich hit p50/p99 ms, both at {ours_open['rate']:.0f}/s"
+                f"{_validity(ours_open, bare_same)}",
+                f"{ours_open['p50_ms']:.2f}/{ours_open['p99_ms']:.2f}",
+                f"{bare_same['p50_ms']:.2f}/{bare_same['p99_ms']:.2f} echo",
+                f"{ratio(ours_open['p99_ms'], bare_same['p99_ms']):.2f}",
+                "",
+            ),
         ],
         "request_bytes": len(payloads[0]),
         "response_bytes": len(answers[0]),
         "concurrency": profile.concurrency,
-        "echo": {"closed": bare, "open_half": bare_open},
+        "echo": {"closed": bare, "open_half": bare_open, "open_at_our_half": bare_same},
         "enrich_hit": {"closed": ours, "open_half": ours_open},
         "ratios": {
             "throughput": throughput_ratio,
             "p50_at_half": ratio(ours_open["p50_ms"], bare_open["p50_ms"]),
             "p99_at_half": ratio(ours_open["p99_ms"], bare_open["p99_ms"]),
+            "p99_same_rate": ratio(ours_open["p99_ms"], bare_same["p99_ms"]),
         },
         "targets": targets,
     }
+
+
+def _validity(*runs: dict[str, Any]) -> str:
+    """Empty when every open-loop run kept its schedule, else a warning for the table."""
+    return "" if all(run["valid"] for run in runs) else ", GENERATOR FELL BEHIND"

@@ -1,12 +1,96 @@
-"""Not written yet (issue 8, priority after enrich, economy and deliver)."""
+"""(4) Gateway: ``GET /v1/enrich`` (cache hit) vs a bare Starlette route on the same server.
+
+The service runs through ``tests.benchmarks.gateway_serve``, which is ``amperity-signal
+serve`` with an outer ASGI dispatcher sending ``/bench/bare`` to a plain Starlette route
+(fixed JSON); both routes ride the same uvicorn server and event loop. Load: the raw
+keep-alive HTTP/1.1 client of ``loadgen.http_closed`` from a separate process.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+
+from tests.benchmarks import loadgen
+from tests.benchmarks.bench_enrich import HOT_CACHE
+from tests.benchmarks.common import PYTHON, Processes, ratio
 from tests.benchmarks.profiles import Profile
+
+GATEWAY_CLI = [PYTHON, "-m", "tests.benchmarks.gateway_serve"]
+VISITOR = "anon-gateway-1"
+CONNECTIONS = 16
+
+
+def _request(host: str, port: int, path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Pipeline-Key: pk_web\r\n\r\n"
+    ).encode()
 
 
 async def run(profile: Profile) -> dict[str, Any]:
-    """Report the benchmark as not implemented, so the run and the table stay complete."""
-    return {"implemented": False, "table": [("gateway", "not implemented", "", "", "")]}
+    """Requests/s of the gateway's enrich route against the bare route, same server."""
+    processes = Processes()
+    try:
+        sink = await processes.start(
+            [PYTHON, "-m", "tests.benchmarks.sink"], "sink listening on ", "sink"
+        )
+        sink_url = sink.output_value("sink listening on ")
+        service, _ = await processes.service(
+            sink_url,
+            cache=HOT_CACHE,
+            gateway=True,
+            cli=GATEWAY_CLI,
+            rate_limit_per_second=10_000,
+        )
+        url = service.output_value("gateway listening on ")
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        enrich_path = f"/v1/enrich?provider=amperity&anonymous_id={VISITOR}"
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            for _ in range(2):  # fill the cache, then read it
+                warm = await client.get(enrich_path, headers={"X-Pipeline-Key": "pk_web"})
+            assert warm.status_code == 200, warm.text
+            attributes = warm.json().get("attributes")
+            assert attributes, f"enrich answered no attributes: {warm.text}"
+            bare_check = await client.get("/bench/bare")
+            assert bare_check.status_code == 200, bare_check.text
+        closed = (CONNECTIONS, profile.duration, profile.warmup)
+        bare = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.http_closed,
+            host,
+            port,
+            _request(host, port, "/bench/bare"),
+            *closed,
+        )
+        ours = await asyncio.to_thread(
+            loadgen.run_in_process,
+            loadgen.http_closed,
+            host,
+            port,
+            _request(host, port, enrich_path),
+            *closed,
+        )
+    finally:
+        await processes.close()
+    throughput_ratio = ratio(ours["rate"], bare["rate"])
+    met = throughput_ratio >= 0.6
+    return {
+        "table": [
+            (
+                f"gateway /v1/enrich req/s (c={CONNECTIONS})",
+                f"{ours['rate']:.0f}",
+                f"{bare['rate']:.0f} bare route",
+                f"{throughput_ratio:.2f}",
+                f">=0.6 {'MET' if met else 'MISSED'}",
+            )
+        ],
+        "connections": CONNECTIONS,
+        "bare_route": bare,
+        "enrich": ours,
+        "ratios": {"throughput": throughput_ratio},
+        "targets": {"throughput_ratio_ge_0.6": met},
+    }

@@ -108,6 +108,7 @@ class Processes:
         workers: int = 1,
         gateway: bool = False,
         keys: Keys | None = None,
+        cli: Sequence[str] = CLI,
         **overrides: Any,
     ) -> tuple[Process, str]:
         """Start ``amperity-signal serve``; the process and its gRPC target."""
@@ -137,7 +138,7 @@ class Processes:
         args = [] if gateway else ["--no-gateway"]
         ready = "gateway listening on " if gateway else "grpc listening on "
         process = await self.start(
-            [*CLI, "serve", "--config", str(path), "--workers", str(workers), *args],
+            [*cli, "serve", "--config", str(path), "--workers", str(workers), *args],
             ready,
             f"service-{len(self.started)}",
         )

@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -84,6 +85,7 @@ class RetryingCaller:
         self._host = httpx.URL(base_url).host or base_url
         # Ingest and profile calls share Amperity's per-tenant limit: one key for both.
         self._limiter_key = f"{integration.tenant_id}@{base_url}"
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def _vendor_call(
         self, request: VendorRequest, status: int, attempts: int, started: float
@@ -264,11 +266,18 @@ class RetryingCaller:
         return response
 
     def _record(self, endpoint: str, status: int, started: float) -> None:
-        metrics = self._metrics
-        metrics.partner_calls.labels(
-            integration=self._integration.id, endpoint=endpoint, status=str(status)
-        ).inc()
-        metrics.partner_latency.labels(endpoint=endpoint).observe(max(0.0, self._clock() - started))
+        children = self._children.get((endpoint, status))
+        if children is None:
+            metrics = self._metrics
+            children = (
+                metrics.partner_calls.labels(
+                    integration=self._integration.id, endpoint=endpoint, status=str(status)
+                ),
+                metrics.partner_latency.labels(endpoint=endpoint),
+            )
+            self._children[endpoint, status] = children
+        children[0].inc()
+        children[1].observe(max(0.0, self._clock() - started))
 
 
 def with_call(error: AmperityError, call: VendorCall) -> AmperityError:

@@ -68,6 +68,13 @@ class AmperityClient:
     ) -> None:
         self._integration = integration
         self._base_url = integration.base_url
+        # Parsed and built once, not per event (httpx.URL parsing showed in Deliver profiles).
+        self._events_url = httpx.URL(
+            self._base_url + endpoints.events_path(integration.event_stream_id)
+        )
+        self._events_headers = endpoints.request_headers(
+            integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
+        )
         self._pool = ShardedPool(
             self._base_url,
             shards=shards,
@@ -110,14 +117,11 @@ class AmperityClient:
             InvalidEvent: Before any request, when the body is not strict JSON or too large.
             AmperityError: When Amperity refuses it or cannot be reached (see the docs).
         """
-        integration = self._integration
         request = VendorRequest(
             endpoint=endpoints.EVENTS,
             method="POST",
-            url=httpx.URL(self._base_url + endpoints.events_path(integration.event_stream_id)),
-            headers=endpoints.request_headers(
-                integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
-            ),
+            url=self._events_url,
+            headers=dict(self._events_headers),
             content=encode_event(payload),
             final_statuses=frozenset(),
         )

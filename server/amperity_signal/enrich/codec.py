@@ -26,6 +26,15 @@ class JsonCache:
     def __init__(self, backend: CacheBackend, metrics: Metrics) -> None:
         self.backend = backend
         self._metrics = metrics
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _count(self, key: str, result: str) -> None:
+        kind = kind_of(key)
+        counter = self._counters.get((kind, result))
+        if counter is None:
+            counter = self._metrics.cache_events.labels(cache=kind, result=result)
+            self._counters[kind, result] = counter
+        counter.inc()
 
     @property
     def available(self) -> bool:
@@ -43,8 +52,7 @@ class JsonCache:
         values: list[Any | None] = []
         for key, item in zip(keys, raw, strict=True):
             if counted:
-                result = "miss" if item is None else "hit"
-                self._metrics.cache_events.labels(cache=kind_of(key), result=result).inc()
+                self._count(key, "miss" if item is None else "hit")
             values.append(None if item is None else orjson.loads(item))
         return values
 

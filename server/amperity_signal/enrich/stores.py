@@ -63,7 +63,9 @@ class MemoryStore:
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds; evicts the least recently used past the bound."""
-        self._entries[key] = (value, self._clock() + ttl)
+        # A compact copy: orjson's bytes keep their ~4 KB growth buffer in RSS (measured
+        # 4.4 KB per entry instead of ~0.45 KB), so a full store took 10x its bound's worth.
+        self._entries[key] = (bytes(memoryview(value)), self._clock() + ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -57,13 +57,22 @@ def value_to_python(value: struct_pb2.Value) -> Any:
 def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
     """A plain dict as a Struct; non-finite numbers become null (strict JSON)."""
     struct = struct_pb2.Struct()
-    for key, value in data.items():
-        _set_value(struct.fields[key], value)
+    fill_struct(struct, data)
     return struct
 
 
-def _set_value(target: struct_pb2.Value, value: Any) -> None:
-    if value is None:
+def fill_struct(struct: struct_pb2.Struct, data: dict[str, Any]) -> None:
+    """Set a plain dict's items on a Struct in place (as ``dict_to_struct`` converts them)."""
+    fields = struct.fields
+    for key, value in data.items():
+        set_value(fields[key], value)
+
+
+def set_value(target: struct_pb2.Value, value: Any) -> None:
+    """Set one plain Python value on a Struct ``Value`` (see ``dict_to_struct``)."""
+    if type(value) is str:
+        target.string_value = value
+    elif value is None:
         target.null_value = struct_pb2.NULL_VALUE
     elif isinstance(value, bool):
         target.bool_value = value
@@ -77,11 +86,11 @@ def _set_value(target: struct_pb2.Value, value: Any) -> None:
     elif isinstance(value, dict):
         target.struct_value.Clear()
         for key, item in value.items():
-            _set_value(target.struct_value.fields[str(key)], item)
+            set_value(target.struct_value.fields[str(key)], item)
     elif isinstance(value, list | tuple):
         target.list_value.Clear()
         for item in value:
-            _set_value(target.list_value.values.add(), item)
+            set_value(target.list_value.values.add(), item)
     else:
         target.string_value = str(value)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,10 +21,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Sets a request id, times the RPC, and logs failed calls."""
+    """Sets a request id, times the RPC, and logs failed calls.
+
+    The wrapped handler of each method is built once and reused: the request id is read
+    from the call's own metadata when the call starts, so nothing per call is captured here.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -37,11 +42,18 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        request_id = ""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == REQUEST_ID_METADATA and isinstance(value, str):
-                request_id = value[:64]
-        observed = _Observed(self._metrics, handler_call_details.method, request_id)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, _Observed(self._metrics, method))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(
+        handler: grpc.RpcMethodHandler[Any, Any], observed: _Observed
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -59,13 +71,19 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
-class _Observed:
-    """One RPC's observation: request id in, latency and outcome out."""
+def _new_request_id() -> str:
+    """32 random hex digits, the shape of ``uuid4().hex`` without its syscall per call."""
+    # The module's generator reseeds itself in forked workers; this is an id, not a secret.
+    return f"{random.getrandbits(128):032x}"
 
-    def __init__(self, metrics: Metrics, method: str, request_id: str) -> None:
+
+class _Observed:
+    """One method's observation: request id in, latency and outcome out."""
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
         self._metrics = metrics
         self._method = method
-        self._request_id = request_id
+        self._latency: dict[str, Any] = {}
 
     def wrap(self, inner: Any) -> Any:
         """A behaviour of the same shape as ``inner`` that observes it."""
@@ -93,7 +111,11 @@ class _Observed:
         return awaited
 
     def _begin(self, context: Context) -> float:
-        rid = self._request_id or uuid.uuid4().hex
+        rid = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_METADATA and isinstance(value, str):
+                rid = value[:64]
+        rid = rid or _new_request_id()
         request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
         return time.perf_counter()
@@ -102,6 +124,9 @@ class _Observed:
         code = context.code()
         name = "OK" if code is None else getattr(code, "name", str(code))
         elapsed = time.perf_counter() - started
-        self._metrics.rpc_latency.labels(self._method, name).observe(elapsed)
+        child = self._latency.get(name)
+        if child is None:
+            child = self._latency[name] = self._metrics.rpc_latency.labels(self._method, name)
+        child.observe(elapsed)
         if name != "OK":
             log.info("rpc failed", extra={"method": self._method, "code": name})

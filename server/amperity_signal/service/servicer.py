@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.browser import BrowserProfiles
 from amperity_signal.delivery import Delivered, Delivery
 from amperity_signal.enrich import Enricher
+from amperity_signal.enrich.result import EnrichResult
 from amperity_signal.errors import AmperitySignalError
 from amperity_signal.service import convert
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
@@ -134,16 +135,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         except AmperitySignalError as error:
             await context.abort_with_status(to_grpc_status(error))
             raise
-        return pb.EnrichResponse(
-            resolved=result.resolved,
-            amperity_id=result.amperity_id or "",
-            matched_key=result.matched_key or "",
-            attributes=convert.dict_to_struct(result.attributes),
-            personalized_attributes=convert.dict_to_struct(result.personalized_attributes),
-            cache_status=_CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
-            event=convert.attach_partner_attrs(request.event, result.event),
-            warnings=list(result.warnings),
-        )
+        return enrich_response(request.event, result)
 
     async def BrowserProfile(  # noqa: N802
         self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -198,6 +190,44 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             integration, convert.event_to_dict(event_pb), deadline=deadline
         )
         return delivered_to_proto(delivered)
+
+
+def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
+    """The EnrichResponse: the request's event with the enriched ``partner_attrs``.
+
+    Built in place (one copy of the event), and the attribute Structs are converted once:
+    ``partner_attrs.amperity`` / ``amperity_personalized`` reuse them when equal.
+    """
+    response = pb.EnrichResponse(
+        resolved=result.resolved,
+        amperity_id=result.amperity_id or "",
+        matched_key=result.matched_key or "",
+        cache_status=_CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
+        warnings=result.warnings,
+    )
+    response.attributes.SetInParent()  # present even when empty, as before
+    response.personalized_attributes.SetInParent()
+    convert.fill_struct(response.attributes, result.attributes)
+    convert.fill_struct(response.personalized_attributes, result.personalized_attributes)
+    response.event.CopyFrom(event)
+    partner_attrs = result.event.get("partner_attrs")
+    if isinstance(partner_attrs, dict):
+        reuse = {
+            "amperity": (result.attributes, response.attributes),
+            "amperity_personalized": (
+                result.personalized_attributes,
+                response.personalized_attributes,
+            ),
+        }
+        struct = struct_pb2.Struct()
+        for key, value in partner_attrs.items():
+            known = reuse.get(key)
+            if known is not None and known[0] == value:
+                struct.fields[key].struct_value.CopyFrom(known[1])
+            else:
+                convert.set_value(struct.fields[key], value)
+        response.event.partner_attrs.CopyFrom(struct)
+    return response
 
 
 def _with_defaults(event: pb.Event) -> pb.Event:

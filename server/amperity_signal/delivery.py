@@ -7,6 +7,7 @@ the outcome carries a warning. OK is only returned after Amperity answered 202 o
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from amperity_signal.errors import AmperityError
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration
+
+log = logging.getLogger("amperity_signal.delivery")
 
 DROPPING_WARNING = (
     "stream is dropping events: Amperity answered 204, the stream's mode is Drop; set it to "
@@ -85,6 +88,11 @@ class Delivery:
             result = await integration.client.post_event(mapped.payload, deadline=deadline)
         except AmperityError as error:
             self._metrics.deliveries.labels(settings.id, mapped.amperity_type, "failed").inc()
+            log.warning(
+                "delivery failed: %s",
+                error.message,
+                extra={"reason": error.reason, "attempts": error.attempts},
+            )
             self._record(
                 integration,
                 event,

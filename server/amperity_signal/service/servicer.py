@@ -18,6 +18,7 @@ from amperity_signal.delivery import Delivered, Delivery
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.result import EnrichResult
 from amperity_signal.errors import AmperitySignalError
+from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
@@ -127,6 +128,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """Resolve the visitor and return the event with partner_attrs.amperity attached."""
         try:
             integration = self._integration(request.integration_id, context)
+            message_id_var.set(request.event.message_id)
             validate_event(request.event, max_bytes=self._max_bytes)
             event = convert.event_to_dict(request.event)
             result = await self._enricher.enrich(
@@ -173,7 +175,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             for key, value in context.invocation_metadata() or ():
                 if key == PIPELINE_KEY_METADATA and isinstance(value, str):
                     pipeline_key = value
-        return self._registry.get(integration_id, pipeline_key)
+        integration = self._registry.get(integration_id, pipeline_key)
+        integration_id_var.set(integration.id)  # every log line of this RPC names it
+        return integration
 
     def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
         remaining = context.time_remaining()
@@ -185,6 +189,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.DeliverResponse:
         if not event_pb.message_id or not event_pb.HasField("timestamp"):
             event_pb = _with_defaults(event_pb)
+        message_id_var.set(event_pb.message_id)
         validate_event(event_pb, max_bytes=self._max_bytes)
         delivered = await self._delivery.deliver(
             integration, convert.event_to_dict(event_pb), deadline=deadline

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import socket
 import sys
 import tempfile
@@ -43,7 +44,7 @@ def _free_port(preferred: int) -> int:
         return int(probe.getsockname()[1])
 
 
-def demo_config(sandbox_url: str, grpc_port: int, http_port: int) -> str:
+def demo_config(sandbox_url: str, grpc_port: int, http_port: int, admin_token: str) -> str:
     """The TOML the demo runs the service with, using the sandbox's default demo keys."""
     tenant = default_data().tenants["acme"]
     ingest = next(t.token for t in tenant.tokens if t.name == "ingest")
@@ -54,9 +55,12 @@ def demo_config(sandbox_url: str, grpc_port: int, http_port: int) -> str:
 grpc_address = "127.0.0.1:{grpc_port}"
 http_address = "127.0.0.1:{http_port}"
 grace_period = 5.0
+admin_token = "{admin_token}"
 
 [cache]
 backend = "memory"
+# Short, so the demo's Enrich shows the profile as the events just changed it.
+attribute_ttl = 1.0
 
 [[integrations]]
 id = "demo-storefront"
@@ -155,7 +159,9 @@ def sample_events(visitor: str) -> list[pb.Event]:
 
 
 @contextlib.asynccontextmanager
-async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, int]]:
+async def _stack(
+    workdir: Path, admin_token: str
+) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
     sandbox = await start_process(
         [*exe, "sandbox", "--port", str(_free_port(8765)), "--profile-delay", "0.5"],
@@ -166,7 +172,7 @@ async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, in
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
         http_port = _free_port(8080)
         config = workdir / "demo.toml"
-        config.write_text(demo_config(sandbox_url, _free_port(50051), http_port))
+        config.write_text(demo_config(sandbox_url, _free_port(50051), http_port, admin_token))
         service = await start_process(
             [*exe, "serve", "--config", str(config)],
             ready="gateway listening on ",
@@ -182,10 +188,12 @@ async def _stack(workdir: Path) -> AsyncIterator[tuple[Process, Process, str, in
 
 async def run_demo(*, once: bool) -> int:
     """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C."""
+    # The Live Events page's admin token: made up per run, since it guards only this demo.
+    admin_token = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp:
-        async with _stack(Path(tmp)) as (_, service, sandbox_url, http_port):
+        async with _stack(Path(tmp), admin_token) as (_, service, sandbox_url, http_port):
             grpc_target = service.output_value("grpc listening on ")
-            await _traffic(grpc_target, sandbox_url, http_port)
+            await _traffic(grpc_target, sandbox_url, http_port, admin_token)
             if once:
                 return 0
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
@@ -194,7 +202,7 @@ async def run_demo(*, once: bool) -> int:
     return 0
 
 
-async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
+async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_token: str) -> None:
     print(f"\n== amperity-signal demo: service at {grpc_target}, sandbox at {sandbox_url}")
     async with grpc.aio.insecure_channel(grpc_target) as channel:
         stub = pb_grpc.AmperityServiceStub(channel)
@@ -229,6 +237,7 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
         if alice is not None:
             shown = {k: alice["attributes"].get(k) for k in PROFILE_FIELDS}
             print(f"   and updated profile {ALICE} from them: {json.dumps(shown)}")
+        await asyncio.sleep(1.2)  # past the demo's attribute_ttl, so Enrich fetches anew
         follow = sample_events(VISITOR)[0]
         enriched = await stub.Enrich(
             pb.EnrichRequest(integration_id="demo-storefront", event=follow), timeout=10
@@ -249,7 +258,7 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int) -> None:
     base = f"http://127.0.0.1:{http_port}"
     print("\n-- Look around:")
     print(f"  storefront (hero switches on Persona): {base}/demo/?pipeline_key={PIPELINE_KEY}")
-    print(f"  live events:   {base}/live")
+    print(f"  live events:   {base}/live?token={admin_token}")
     print(f"  metrics:       {base}/metrics")
     print(
         f"  enrich:        {base}/v1/enrich?provider=amperity&anonymous_id={VISITOR}"

@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Protocol
+from typing import Any
 
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.enrich import Enricher
+from amperity_signal.enrich import CacheStore, Enricher
 
 CONSENT_TTL = 30 * 86_400.0
 
 
-class KeyValueStore(Protocol):
-    """The part of the cache backend the consent ledger needs."""
-
-    async def get(self, key: str) -> bytes | None:
-        """The stored value, or None."""
-
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        """Store a value for ``ttl`` seconds."""
-
-
 class ConsentLedger:
-    """The last consent state seen per visitor, kept in the shared cache backend."""
+    """The last consent state seen per visitor, kept in the shared cache backend.
 
-    def __init__(self, store: KeyValueStore, ttl: float = CONSENT_TTL) -> None:
+    The backend (``build_cache``) degrades to no cache when Redis is down; a visitor whose
+    consent cannot be read then counts as not having consented.
+    """
+
+    def __init__(self, store: CacheStore, ttl: float = CONSENT_TTL) -> None:
         self._store = store
         self._ttl = ttl
 

@@ -151,16 +151,6 @@ def consent_to_dict(consent: pb.Consent) -> dict[str, Any]:
     return out
 
 
-def attach_partner_attrs(event: pb.Event, enriched: dict[str, Any]) -> pb.Event:
-    """A copy of ``event`` whose partner_attrs are those of the enriched event dict."""
-    copy = pb.Event()
-    copy.CopyFrom(event)
-    partner_attrs = enriched.get("partner_attrs")
-    if isinstance(partner_attrs, dict):
-        copy.partner_attrs.CopyFrom(dict_to_struct(partner_attrs))
-    return copy
-
-
 def now_utc() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

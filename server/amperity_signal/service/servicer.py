@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.browser import BrowserProfiles
@@ -198,11 +198,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
 
 
 def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
-    """The EnrichResponse: the request's event with the enriched ``partner_attrs``.
-
-    Built in place (one copy of the event), and the attribute Structs are converted once:
-    ``partner_attrs.amperity`` / ``amperity_personalized`` reuse them when equal.
-    """
+    """The EnrichResponse: the request's event with the enriched ``partner_attrs``."""
     response = pb.EnrichResponse(
         resolved=result.resolved,
         amperity_id=result.amperity_id or "",
@@ -210,28 +206,14 @@ def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
         cache_status=_CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
         warnings=result.warnings,
     )
-    response.attributes.SetInParent()  # present even when empty, as before
+    response.attributes.SetInParent()  # present even when empty
     response.personalized_attributes.SetInParent()
     convert.fill_struct(response.attributes, result.attributes)
     convert.fill_struct(response.personalized_attributes, result.personalized_attributes)
     response.event.CopyFrom(event)
     partner_attrs = result.event.get("partner_attrs")
     if isinstance(partner_attrs, dict):
-        reuse = {
-            "amperity": (result.attributes, response.attributes),
-            "amperity_personalized": (
-                result.personalized_attributes,
-                response.personalized_attributes,
-            ),
-        }
-        struct = struct_pb2.Struct()
-        for key, value in partner_attrs.items():
-            known = reuse.get(key)
-            if known is not None and known[0] == value:
-                struct.fields[key].struct_value.CopyFrom(known[1])
-            else:
-                convert.set_value(struct.fields[key], value)
-        response.event.partner_attrs.CopyFrom(struct)
+        response.event.partner_attrs.CopyFrom(convert.dict_to_struct(partner_attrs))
     return response
 
 

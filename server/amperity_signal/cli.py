@@ -37,12 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file")
     _config_arg(check)
 
-    sandbox = commands.add_parser("sandbox", help="run the Amperity sandbox tenant")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8765)
-    sandbox.add_argument("--data", help="tenants/streams/collections file (YAML or JSON)")
-    sandbox.add_argument("--profile-delay", type=float, default=1.0)
-    sandbox.add_argument("--rate-limit", type=int, default=500, help="requests/s per tenant")
+    # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser, so its
+    # options are defined once (see `amperity-signal sandbox --help`).
+    commands.add_parser("sandbox", help="run the Amperity sandbox tenant")
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway as its own process")
     _config_arg(gateway)
@@ -71,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["sandbox"]:
+        return commands.sandbox(words[1:])
+    args = build_parser().parse_args(words)
     try:
         return _dispatch(args)
     except ConfigError as error:
@@ -89,7 +89,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "serve": commands.serve,
         "check-config": commands.check_config,
-        "sandbox": commands.sandbox,
         "gateway": commands.gateway,
         "demo": commands.demo,
         "blueprint": commands.blueprint,

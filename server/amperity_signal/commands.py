@@ -45,20 +45,11 @@ def serve(args: argparse.Namespace) -> int:
     return run_service(settings, workers=workers, gateway=not args.no_gateway)
 
 
-def sandbox(args: argparse.Namespace) -> int:
-    """Run the Amperity sandbox tenant."""
-    from amperity_signal.sandbox import run
+def sandbox(words: list[str]) -> int:
+    """Run the Amperity sandbox tenant, with the sandbox's own option parser."""
+    from amperity_signal.sandbox.__main__ import main as sandbox_main
 
-    try:
-        run(
-            args.host,
-            args.port,
-            args.data,
-            args.profile_delay,
-            rate_limit_per_second=args.rate_limit,
-        )
-    except KeyboardInterrupt:
-        return 0
+    sandbox_main(words, prog="amperity-signal sandbox")
     return 0
 
 

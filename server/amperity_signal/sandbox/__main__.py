@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from amperity_signal.sandbox.server import run
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m amperity_signal.sandbox"
+) -> None:
     """Parses the command line and serves until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m amperity_signal.sandbox",
+        prog=prog,
         description="A faithful Amperity tenant on localhost (Real-time API + inspector).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")

@@ -106,7 +106,15 @@ class CacheBackend:
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None (absent, expired or store unavailable)."""
-        return (await self.multi_get([key]))[0]
+        if self._skip():
+            return self._lost((key,))[0]
+        try:
+            value = await self.store.get(key)
+        except self._errors as exc:
+            self._failed(exc)
+            return self._lost((key,))[0]
+        self._succeeded()
+        return value
 
     async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of several keys in one store round trip (all None during an outage)."""

@@ -43,7 +43,10 @@ class JsonCache:
 
     async def get(self, key: str) -> Any | None:
         """The decoded value under ``key``, or None."""
-        return (await self.get_many([key]))[0]
+        item = await self.backend.get(key)
+        if self.backend.available:  # during an outage the backend counted errors
+            self._count(key, "miss" if item is None else "hit")
+        return None if item is None else orjson.loads(item)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any | None]:
         """The decoded values of several keys in one round trip."""

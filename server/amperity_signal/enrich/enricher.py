@@ -206,11 +206,14 @@ class Enricher:
         linking_keys = integration.linking_keys
         remembered: dict[str, str] = {}
         anonymous_id = visitor_id(event)
-        if anonymous_id is not None and learnable(linking_keys, event):
-            remembered, _ = await self.identity_map.merge(integration.id, event, linking_keys)
+        learned = learnable(linking_keys, event) if anonymous_id is not None else {}
+        if anonymous_id is not None and learned:
+            remembered, _ = await self.identity_map.merge(
+                integration.id, event, linking_keys, learned=learned
+            )
         elif anonymous_id is not None and needs_identity_map(linking_keys, event):
             remembered = await self.identity_map.identifiers(integration.id, anonymous_id)
-        found = candidates(linking_keys, event, remembered)
+        found = candidates(linking_keys, event, remembered, learned)
         if not found:
             warning = messages.no_sources([lk.source for lk in linking_keys])
             return Outcome(None, None, None, "miss", (warning,))

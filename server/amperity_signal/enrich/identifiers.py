@@ -83,7 +83,7 @@ def slot(source: str, scheme: str | None) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()
     return text or None
@@ -91,12 +91,11 @@ def _text(value: Any) -> str | None:
 
 def source_value(event: Mapping[str, Any], source: str) -> str | None:
     """The raw value of a linking-key source on an event, or None when it is empty."""
-    traits = event.get("traits")
-    traits = traits if isinstance(traits, Mapping) else {}
     if source == "canonical_id":
         return _text(event.get("canonical_id")) or _text(event.get("anonymous_id"))
     if source in ("email", "phone"):
-        return _text(traits.get(source))
+        traits = event.get("traits")
+        return _text(traits.get(source)) if isinstance(traits, Mapping) else None
     return _text(event.get(source))
 
 
@@ -133,6 +132,7 @@ def candidates(
     linking_keys: Sequence[LinkingKey],
     event: Mapping[str, Any],
     remembered: Mapping[str, str],
+    learned: Mapping[str, str] | None = None,
 ) -> tuple[Candidate, ...]:
     """The lookups to try, in linking-key order, skipping sources empty on the visitor.
 
@@ -140,6 +140,8 @@ def candidates(
         linking_keys: The integration's linking keys, in order.
         event: The event dict.
         remembered: Identity-map fields for the visitor (see ``learnable``).
+        learned: ``learnable(linking_keys, event)`` when the caller has it, so the event's
+            own identifiers are not hashed twice.
 
     Returns:
         One candidate per linking key with a value, on the event or remembered.
@@ -148,7 +150,8 @@ def candidates(
     for lk in linking_keys:
         raw = source_value(event, lk.source)
         if raw is not None:
-            value: str | None = prepare(lk.source, lk.hash, raw)
+            ready = learned.get(slot(lk.source, lk.hash)) if learned else None
+            value: str | None = ready or prepare(lk.source, lk.hash, raw)
         elif lk.source in LEARNABLE_SOURCES:
             value = remembered.get(slot(lk.source, lk.hash))
         else:

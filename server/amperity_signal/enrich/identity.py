@@ -67,17 +67,22 @@ class IdentityMap:
         integration_id: str,
         event: Mapping[str, Any],
         linking_keys: Sequence[LinkingKey],
+        *,
+        learned: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bool]:
         """Like ``remember``, also returning the visitor's fields after the merge.
 
         The event's identifiers win over remembered ones (a new login replaces the old
-        email). The entry is written only when it changed.
+        email). The entry is written only when it changed. ``learned`` is
+        ``learnable(linking_keys, event)`` when the caller already has it (hashing is not free).
         """
         anonymous_id = visitor_id(event)
         if anonymous_id is None:
             return {}, False
         current = await self.identifiers(integration_id, anonymous_id)
-        merged = {**current, **learnable(linking_keys, event)}
+        if learned is None:
+            learned = learnable(linking_keys, event)
+        merged = {**current, **learned}
         if merged == current:
             return current, False
         await self._cache.set(

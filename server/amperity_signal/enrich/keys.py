@@ -18,9 +18,10 @@ shapes change, which retires old entries instead of misreading them.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Final, Literal
+
+import orjson
 
 Kind = Literal["res", "attrs", "good", "pers", "perslast", "ident"]
 
@@ -36,10 +37,11 @@ def cache_key(kind: Kind, integration_id: str, name: str, value: str) -> str:
 
 def kind_of(key: str) -> str:
     """The kind segment of a key built by ``cache_key`` (used as a metrics label)."""
-    return key[len(PREFIX) + 1 :].split(":", 1)[0]
+    start = len(PREFIX) + 1
+    end = key.find(":", start)
+    return key[start:] if end < 0 else key[start:end]
 
 
 def context_digest(context: Mapping[str, str]) -> str:
     """SHA-256 of the context parameters, sorted, so equal contexts share a cache entry."""
-    canonical = json.dumps(sorted(context.items()), separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(orjson.dumps(sorted(context.items()))).hexdigest()

@@ -210,10 +210,18 @@ def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
     response.personalized_attributes.SetInParent()
     convert.fill_struct(response.attributes, result.attributes)
     convert.fill_struct(response.personalized_attributes, result.personalized_attributes)
+    # The event as sent, plus what ``attach`` added: each Struct is built once and copied.
     response.event.CopyFrom(event)
     partner_attrs = result.event.get("partner_attrs")
     if isinstance(partner_attrs, dict):
-        response.event.partner_attrs.CopyFrom(convert.dict_to_struct(partner_attrs))
+        target = response.event.partner_attrs
+        target.SetInParent()
+        if "amperity" in partner_attrs:
+            target.fields["amperity"].struct_value.CopyFrom(response.attributes)
+        if "amperity_personalized" in partner_attrs:
+            target.fields["amperity_personalized"].struct_value.CopyFrom(
+                response.personalized_attributes
+            )
     return response
 
 

@@ -74,7 +74,7 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     if gateway:
         http = EmbeddedGateway(
             settings,
-            grpc_target=f"127.0.0.1:{service.port}",
+            channel_factory=service.in_process_channel,
             metrics=metrics,
             reuse_port=reuse_port,
         )

@@ -1,7 +1,8 @@
 """``EmbeddedGateway``: the gateway served inside the service's own event loop.
 
 ``amperity-signal serve`` runs the gRPC service and this gateway in one process; the
-gateway still reaches the service only through the gRPC stub (over loopback).
+gateway still reaches the service only through the generated gRPC stub, over loopback
+(``grpc_target``) or over the service's in-process channel (``channel_factory``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uvicorn
 
 from amperity_signal.config import Settings
 from amperity_signal.gateway.app import create_gateway_app
+from amperity_signal.gateway.backend import ChannelFactory
 from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
@@ -26,6 +28,8 @@ class EmbeddedGateway:
     Args:
         settings: The service configuration (``server.http_address``, integrations).
         grpc_target: Where the service listens, e.g. ``127.0.0.1:50051``.
+        channel_factory: Makes the stub's channel instead (``Service.in_process_channel``);
+            exactly one of the two is required.
         metrics: The service's metrics: ``amperity_signal_gateway_seconds`` is recorded
             there and ``/metrics`` exposes them all; None gives the gateway its own.
         static_dir: Where the demo and browser client live (the packaged copy by default).
@@ -36,7 +40,8 @@ class EmbeddedGateway:
         self,
         settings: Settings,
         *,
-        grpc_target: str,
+        grpc_target: str | None = None,
+        channel_factory: ChannelFactory | None = None,
         metrics: Metrics | None = None,
         static_dir: Path | None = None,
         gateway_settings: GatewaySettings | None = None,
@@ -46,6 +51,7 @@ class EmbeddedGateway:
         self._reuse_port = reuse_port
         self._settings = gateway_settings or GatewaySettings.from_settings(settings)
         self._grpc_target = grpc_target
+        self._channel_factory = channel_factory
         self._metrics = metrics
         self._static_dir = static_dir
         self._server: uvicorn.Server | None = None
@@ -58,6 +64,7 @@ class EmbeddedGateway:
         app = create_gateway_app(
             settings=self._settings,
             grpc_target=self._grpc_target,
+            channel_factory=self._channel_factory,
             static_dir=self._static_dir,
             metrics=self._metrics,
             multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import httpx
@@ -27,6 +28,7 @@ from amperity_signal.config import CacheSettings, Settings
 from amperity_signal.delivery import Delivery
 from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.metrics import Metrics
+from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservabilityInterceptor
 from amperity_signal.service.live import LiveEvents
 from amperity_signal.service.registry import Integration, Registry
@@ -61,6 +63,19 @@ class Service:
     metrics: Metrics
     cache: CacheStore
     port: int
+    handlers: Handlers = field(default_factory=dict)
+    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+
+    def in_process_channel(self) -> InProcessChannel:
+        """A channel for the generated stub that calls this service without a socket.
+
+        Streaming calls fall back to the service's own port (started by then).
+        """
+        return InProcessChannel(
+            self.handlers,
+            interceptors=self.interceptors,
+            fallback_target=f"127.0.0.1:{self.port}",
+        )
 
     async def start(self) -> None:
         """Start serving and report SERVING for the overall and the named service."""
@@ -127,10 +142,16 @@ def build_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
-    server = grpc.aio.server(interceptors=[ObservabilityInterceptor(deps.metrics)], options=options)
-    pb_grpc.add_AmperityServiceServicer_to_server(servicer, server)
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(deps.metrics)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    handlers = HandlerRegistry()
+    # The generated add_*_to_server functions only call the registration methods, which
+    # HandlerRegistry has too: the in-process channel serves exactly what the server does.
+    targets: tuple[Any, ...] = (server, handlers)
+    for target in targets:
+        pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
@@ -148,6 +169,8 @@ def build_server(
         metrics=deps.metrics,
         cache=cache,
         port=port,
+        handlers=handlers.handlers,
+        interceptors=interceptors,
     )
 
 

@@ -1,0 +1,168 @@
+"""The in-process channel answers exactly as the service's socket does.
+
+The embedded gateway calls the service through the generated stub over
+``Service.in_process_channel()``; every call here goes both ways and the answers (or the
+errors, with their status details) must be the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from amperity_signal.logs import request_id_var
+from amperity_signal.service.inprocess import InProcessChannel
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.contract.harness import Harness
+from tests.contract.test_contract import details, event
+from tests.support import ALICE_EMAIL
+
+
+@pytest.fixture
+async def inprocess(harness: Harness) -> AsyncIterator[pb_grpc.AmperityServiceAsyncStub]:
+    """The generated stub over the in-process channel."""
+    channel = harness.service.in_process_channel()
+    yield pb_grpc.AmperityServiceStub(channel)
+    await channel.close()
+
+
+async def _error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+async def test_enrich_answers_the_same_bytes_as_the_socket(
+    harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
+) -> None:
+    request = pb.EnrichRequest(
+        integration_id="web", event=event(type="identify", traits={"email": ALICE_EMAIL})
+    )
+    await harness.stub.Enrich(request)  # fills the cache: both answers below are hits
+    over_socket = await harness.stub.Enrich(request)
+    in_process = await inprocess.Enrich(request)
+    assert in_process.resolved
+    assert in_process.cache_status == pb.CACHE_STATUS_HIT
+    assert in_process.SerializeToString(deterministic=True) == over_socket.SerializeToString(
+        deterministic=True
+    )
+
+
+async def test_errors_carry_the_same_code_details_and_status_details(
+    harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
+) -> None:
+    calls: list[Callable[[Any], Any]] = [
+        lambda stub: stub.Deliver(pb.DeliverRequest(integration_id="web", event=pb.Event())),
+        lambda stub: stub.Enrich(pb.EnrichRequest(integration_id="nope", event=event())),
+        lambda stub: stub.BrowserProfile(
+            pb.BrowserProfileRequest(pipeline_key="pk_unknown", anonymous_id="a")
+        ),
+    ]
+    for make in calls:
+        socket_error = await _error(make(harness.stub))
+        local_error = await _error(make(inprocess))
+        assert local_error.code() == socket_error.code()
+        assert local_error.code() != grpc.StatusCode.UNKNOWN
+        assert local_error.details() == socket_error.details()
+        assert details(local_error) == details(socket_error)
+
+
+async def test_the_pipeline_key_travels_as_metadata(
+    harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
+) -> None:
+    request = pb.DeliverRequest(integration_id="", event=event(type="page"))
+    answer = await inprocess.Deliver(request, metadata=(("x-pipeline-key", "pk_web"),))
+    assert answer.amperity_type
+    missing = await _error(inprocess.Deliver(request))
+    assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "integration_id" in (missing.details() or "")
+
+
+async def test_the_deadline_cuts_a_slow_handler_short_and_cancels_it(harness: Harness) -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(request: bytes, context: Any) -> bytes:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return request
+
+    channel = InProcessChannel(
+        {"/t.T/Slow": grpc.unary_unary_rpc_method_handler(slow)},
+        fallback_target=f"127.0.0.1:{harness.service.port}",
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    error = await _error(channel.unary_unary("/t.T/Slow")(b"x", timeout=0.2))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert loop.time() - started < 2
+    await asyncio.wait_for(cancelled.wait(), 2)
+    await channel.close()
+
+
+async def test_health_and_an_unknown_method(harness: Harness) -> None:
+    channel = harness.service.in_process_channel()
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    unknown = await _error(health.Check(health_pb2.HealthCheckRequest(service="nope")))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND
+    missing = channel.unary_unary("/datafly.amperity.v1.AmperityService/Nope")
+    assert (await _error(missing(b""))).code() == grpc.StatusCode.UNIMPLEMENTED
+    await channel.close()
+
+
+async def test_the_servers_interceptor_runs_and_leaves_the_callers_context_alone(
+    harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
+) -> None:
+    def calls() -> float:
+        value = harness.service.metrics.registry.get_sample_value(
+            "amperity_signal_rpc_seconds_count",
+            {"method": "/datafly.amperity.v1.AmperityService/Enrich", "code": "OK"},
+        )
+        return value or 0.0
+
+    before = calls()
+    token = request_id_var.set("caller")
+    try:
+        await inprocess.Enrich(pb.EnrichRequest(integration_id="web", event=event(type="page")))
+        assert request_id_var.get() == "caller"
+    finally:
+        request_id_var.reset(token)
+    assert calls() == before + 1
+
+
+async def test_an_unexpected_error_is_unknown_without_its_text(harness: Harness) -> None:
+    async def boom(request: bytes, context: Any) -> bytes:
+        raise RuntimeError("secret-token-123")
+
+    channel = InProcessChannel(
+        {"/t.T/Boom": grpc.unary_unary_rpc_method_handler(boom)},
+        fallback_target=f"127.0.0.1:{harness.service.port}",
+    )
+    error = await _error(channel.unary_unary("/t.T/Boom")(b""))
+    assert error.code() == grpc.StatusCode.UNKNOWN
+    assert "secret-token-123" not in (error.details() or "")
+    await channel.close()
+
+
+async def test_streaming_calls_take_the_socket(
+    harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
+) -> None:
+    watch = inprocess.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+    first = asyncio.ensure_future(watch.read())
+    await asyncio.sleep(0.2)  # the stream is subscribed before the delivery
+    delivered = await inprocess.Deliver(
+        pb.DeliverRequest(integration_id="web", event=event(type="page"))
+    )
+    record: Any = await asyncio.wait_for(first, 10)
+    assert record.message_id == delivered.message_id
+    watch.cancel()

@@ -26,6 +26,8 @@ from tests.benchmarks.common import CATEGORIES, identifies, visitor_email
 from tests.benchmarks.profiles import Profile
 
 LIMIT_BYTES = 512 * 1024 * 1024
+PLATEAU_BYTES_PER_1000 = 1024
+"""Growth per 1,000 visitors, once the store is full, below which RSS has stopped growing."""
 SAMPLES = 40
 ATTRIBUTES = {
     "Persona": "Value Hunter",
@@ -144,11 +146,13 @@ async def run(profile: Profile) -> dict[str, Any]:
     samples = result["samples"]
     bound = result["max_entries"]
     full = [s for s in samples if s["entries"] >= bound]
-    # Reference: the sample at 2x the visitors that filled the store (the first evictions
-    # and allocator arenas have settled). Growth from there to the end, per 1,000 visitors;
-    # the plateau holds when RSS never rises more than 10 % above the reference.
-    reference = next((s for s in full if full and s["visitors"] >= 2 * full[0]["visitors"]), None)
-    after = [s for s in full if reference is not None and s["visitors"] >= reference["visitors"]]
+    # "RSS stops growing": a leak grows with every visitor, while the allocator settles in
+    # a few one-off steps after the store fills (dict tables resized under churn, arenas
+    # kept for reuse). So the growth is measured over the second half of the samples taken
+    # at the bound, and the plateau holds when it is under 1 KB per 1,000 visitors (a
+    # single leaked small object per visitor would be 50 KB or more). The one-off settling
+    # is reported beside it: RSS at the end against RSS when the store first filled.
+    after = full[len(full) // 2 :]
     growth = (
         (after[-1]["rss"] - after[0]["rss"])
         / max(after[-1]["visitors"] - after[0]["visitors"], 1)
@@ -156,11 +160,12 @@ async def run(profile: Profile) -> dict[str, Any]:
         if len(after) >= 2
         else float("nan")
     )
+    settled = (samples[-1]["rss"] - full[0]["rss"]) if full else float("nan")
     peak = max(s["rss"] for s in samples)
     baseline = samples[0]["rss"]
     at_bound = full[0] if full else samples[-1]
     per_entry = (at_bound["rss"] - baseline) / max(at_bound["entries"], 1)
-    plateau = len(after) >= 2 and max(s["rss"] for s in after) <= 1.1 * after[0]["rss"]
+    plateau = len(after) >= 2 and growth < PLATEAU_BYTES_PER_1000
     under_limit = peak < LIMIT_BYTES
     mb = 1024 * 1024
     return {
@@ -173,9 +178,12 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f"<512 MB {'MET' if under_limit else 'MISSED'}",
             ),
             (
-                "memory growth after the bound (KB / 1,000 visitors)",
-                f"{growth / 1024:.1f}",
-                f"{per_entry:.0f} B/entry to the bound",
+                f"memory growth, last {after[-1]['visitors'] - after[0]['visitors']:,} visitors "
+                "at the bound (KB / 1,000 visitors)"
+                if len(after) >= 2
+                else "memory growth at the bound (too few samples)",
+                f"{growth / 1024:.2f}",
+                f"{per_entry:.0f} B/entry to the bound; settled +{settled / mb:.0f} MB after",
                 "",
                 f"plateau {'MET' if plateau else 'MISSED'}",
             ),
@@ -183,7 +191,8 @@ async def run(profile: Profile) -> dict[str, Any]:
         "max_entries": bound,
         "samples": samples,
         "bytes_per_entry_to_bound": per_entry,
-        "growth_bytes_per_1000_visitors_at_bound": growth,
+        "growth_bytes_per_1000_visitors_second_half_at_bound": growth,
+        "settling_bytes_after_bound": settled,
         "peak_rss": peak,
         "targets": {"under_512mb": under_limit, "plateau": plateau},
     }

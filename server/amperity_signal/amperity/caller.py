@@ -211,7 +211,7 @@ class RetryingCaller:
         integration = self._integration
         remaining = None if deadline is None else max(deadline - self._clock(), 0.0)
         try:
-            async with asyncio.timeout(remaining) as waiting, self._pool.client() as client:
+            async with asyncio.timeout(remaining) as waiting, self._pool.transport() as transport:
                 waiting.reschedule(None)  # the wait for a connection is over
                 # Held until the attempt ends, as Amperity counts a request when it arrives.
                 async with self._limiter.slot(
@@ -224,7 +224,7 @@ class RetryingCaller:
                         self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
                     if deadline is not None and self._clock() >= deadline:
                         raise self._unsent(request, attempts, last_status)
-                    return await self._attempt(client, request, deadline)
+                    return await self._attempt(transport, request, deadline)
         except TimeoutError:
             raise self._unsent(request, attempts, last_status) from None
 
@@ -242,7 +242,7 @@ class RetryingCaller:
         )
 
     async def _attempt(
-        self, client: httpx.AsyncClient, request: VendorRequest, deadline: float | None
+        self, transport: httpx.AsyncBaseTransport, request: VendorRequest, deadline: float | None
     ) -> httpx.Response | BaseException:
         """One request with its timeout; a transport failure is returned, not raised."""
         timeout = self._integration.request_timeout
@@ -250,15 +250,20 @@ class RetryingCaller:
             timeout = min(timeout, deadline - self._clock())
         endpoint = request.endpoint
         started = self._clock()
+        outgoing = httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.content,
+            extensions={"timeout": httpx.Timeout(max(timeout, 0.0)).as_dict()},
+        )
         try:
             async with asyncio.timeout(timeout):
-                response = await client.request(
-                    request.method,
-                    request.url,
-                    headers=request.headers,
-                    content=request.content,
-                    timeout=timeout,
-                )
+                response = await transport.handle_async_request(outgoing)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
             self._record(endpoint, 0, started)
             return exc

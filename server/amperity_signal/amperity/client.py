@@ -76,7 +76,6 @@ class AmperityClient:
             integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
         )
         self._pool = ShardedPool(
-            self._base_url,
             shards=shards,
             max_in_flight_per_shard=max_in_flight_per_shard,
             transport=transport,

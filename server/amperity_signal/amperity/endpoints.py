@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from amperity_signal import __version__
 from amperity_signal.errors import FieldViolation, InvalidEvent
 
 EVENTS = "events"
@@ -20,6 +21,8 @@ TENANT_HEADER = "Amperity-Tenant"
 AUTHORIZATION_HEADER = "Authorization"
 REDACTED_AUTHORIZATION = "Bearer [REDACTED]"
 JSON_CONTENT_TYPE = "application/json"
+USER_AGENT = f"amperity-signal/{__version__}"
+"""Sent on every call, so a tenant's logs name the connector (not a generic HTTP library)."""
 
 # The query parameter that asks for enriched attributes; context targets may not reuse it.
 ENRICH_PARAM = "enrich"
@@ -85,7 +88,7 @@ def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, 
 def request_headers(tenant_id: str, token: str, *, json_body: bool) -> dict[str, str]:
     """Headers of every ``/prof`` call (no ``api-version``: that is for ``/api/...`` only).
 
-    ``Content-Length`` is added by httpx from the encoded body.
+    ``Host`` and ``Content-Length`` are added by httpx from the URL and the encoded body.
 
     Args:
         tenant_id: The ``Amperity-Tenant`` header value.
@@ -96,6 +99,7 @@ def request_headers(tenant_id: str, token: str, *, json_body: bool) -> dict[str,
         TENANT_HEADER: tenant_id,
         AUTHORIZATION_HEADER: f"Bearer {token}",
         "Accept": JSON_CONTENT_TYPE,
+        "User-Agent": USER_AGENT,
     }
     if json_body:
         headers["Content-Type"] = JSON_CONTENT_TYPE

@@ -10,8 +10,9 @@ it gets ``{}``: absence of consent counts as "no consent given", as the spec say
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import CacheStore, Enricher
@@ -35,7 +36,7 @@ class ConsentLedger:
         consent = event.get("context", {}).get("consent")
         anonymous_id = event.get("anonymous_id")
         if isinstance(consent, dict) and isinstance(anonymous_id, str) and anonymous_id:
-            value = json.dumps(consent, separators=(",", ":")).encode()
+            value = orjson.dumps(consent)
             await self._store.set(self._key(integration_id, anonymous_id), value, self._ttl)
 
     async def allows(self, integration_id: str, anonymous_id: str, condition: str) -> bool:
@@ -45,7 +46,7 @@ class ConsentLedger:
         or ``google.PARAMETER``; the value must be true (or ``"granted"``).
         """
         stored = await self._store.get(self._key(integration_id, anonymous_id))
-        consent = json.loads(stored) if stored else None
+        consent = orjson.loads(stored) if stored else None
         if not isinstance(consent, dict):
             return False
         value: Any = consent

@@ -109,15 +109,20 @@ def encode_event(payload: Mapping[str, Any]) -> bytes:
         raise InvalidEvent(
             [FieldViolation("payload", "must be one JSON object; arrays are not accepted.")]
         )
-    problems = list(_problems(payload, ""))
-    if problems:
-        raise InvalidEvent(problems)
     try:
         body = orjson.dumps(payload, default=_default)
     except orjson.JSONEncodeError as exc:
+        problems = list(_problems(payload, ""))  # non-string keys, named by path
         raise InvalidEvent(
-            [FieldViolation("payload", f"cannot be encoded as JSON ({exc}); fix the mapping.")]
+            problems
+            or [FieldViolation("payload", f"cannot be encoded as JSON ({exc}); fix the mapping.")]
         ) from None
+    # orjson writes NaN and Infinity as null: only a body with a null can hide one, so
+    # the walk that names them runs for those bodies alone (mapped payloads drop nulls).
+    if b"null" in body:
+        problems = list(_problems(payload, ""))
+        if problems:
+            raise InvalidEvent(problems)
     if len(body) > MAX_BODY_BYTES:
         raise _too_large(payload, len(body))
     return body

@@ -7,6 +7,7 @@ tried as a string key on a dict, since JSON object keys may be digits).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,7 +79,13 @@ def resolve_path(event: Mapping[str, Any], path: str) -> Any:
         >>> resolve_path({"properties": {"items": [{"id": "A"}]}}, "properties.items.0.id")
         'A'
     """
-    return resolve_compiled(event, compile_path(path))
+    return resolve_compiled(event, _compiled(path))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(path: str) -> CompiledPath:
+    """``compile_path`` memoised: callers of ``resolve_path`` pass configured paths."""
+    return compile_path(path)
 
 
 def is_empty(value: Any) -> bool:

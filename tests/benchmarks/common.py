@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,3 +166,27 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 def ratio(ours: float, bare: float) -> float:
     """``ours / bare``, 0 when the baseline is 0."""
     return ours / bare if bare else 0.0
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (the mean of the middle two for an even count); 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+async def interleaved(
+    rounds: int, measures: Sequence[Callable[[], Awaitable[dict[str, Any]]]]
+) -> list[list[dict[str, Any]]]:
+    """Run each measurement once per round, in turn: ``result[round][measure]``.
+
+    The machines are shared and noisy, and noise drifts over minutes: measuring ours and
+    the baseline side by side in several short rounds, then taking the median of the
+    per-round ratios, keeps a slow drift from landing on one side of a comparison.
+    """
+    results: list[list[dict[str, Any]]] = []
+    for _ in range(rounds):
+        results.append([await measure() for measure in measures])
+    return results

@@ -7,6 +7,7 @@ SO_REUSEPORT, so the kernel spreads connections across them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -67,6 +68,12 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Everything built so far (modules, config, blueprints, servicers) lives as long as the
+    # process: moved out of the collector's reach, a full collection no longer walks it.
+    # Measured: a full collection of the built service took ~50 ms, a pause every RPC in
+    # flight would see; after the freeze it takes well under 1 ms.
+    gc.collect()
+    gc.freeze()
     await service.start()
     host = settings.server.grpc_address.rsplit(":", 1)[0]
     print(f"grpc listening on {host}:{service.port}", flush=True)

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from amperity_signal.logs import request_id_var
+from amperity_signal.logs import integration_id_var, request_id_var
 from amperity_signal.service.inprocess import InProcessChannel
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -131,10 +131,12 @@ async def test_the_servers_interceptor_runs_and_leaves_the_callers_context_alone
         return value or 0.0
 
     before = calls()
+    integration_before = integration_id_var.get()
     token = request_id_var.set("caller")
     try:
         await inprocess.Enrich(pb.EnrichRequest(integration_id="web", event=event(type="page")))
         assert request_id_var.get() == "caller"
+        assert integration_id_var.get() == integration_before  # the servicer set "web"
     finally:
         request_id_var.reset(token)
     assert calls() == before + 1

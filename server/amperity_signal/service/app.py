@@ -27,6 +27,7 @@ from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import CacheSettings, Settings
 from amperity_signal.delivery import Delivery
 from amperity_signal.enrich import CacheStore, Enricher, build_cache
+from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservabilityInterceptor
@@ -75,6 +76,7 @@ class Service:
             self.handlers,
             interceptors=self.interceptors,
             fallback_target=f"127.0.0.1:{self.port}",
+            context_vars=(request_id_var, integration_id_var, message_id_var),
         )
 
     async def start(self) -> None:

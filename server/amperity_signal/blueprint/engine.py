@@ -63,8 +63,15 @@ def _run_mapping(mapping: CompiledMapping, event: Mapping[str, Any], warnings: l
     """Read, transform and clean one mapping's value; ``OMITTED`` when there is none."""
     value: Any = None
     for path in mapping.paths:
-        value = resolve_compiled(event, path)
-        if not is_empty(value):
+        # resolve_compiled inlined for plain dicts (the common case, ~90 paths per event).
+        value = event
+        for key, index in path:
+            value = (
+                value.get(key) if type(value) is dict else resolve_compiled(value, ((key, index),))
+            )
+            if value is None:
+                break
+        if value is not None and not is_empty(value):
             break
     else:
         if mapping.default is None:

@@ -1,0 +1,144 @@
+"""In-process CPU per call of the hot paths: ``python -m tests.benchmarks.inprocess``.
+
+A diagnostic for comparing two versions of the code, not a target: no gRPC, no load
+generator, so it is far steadier than the throughput runs. Each figure is the minimum over
+7 batches of CPU time (``time.process_time``) per call, on a warm cache:
+
+- ``enrich_hit``: ``AmperityServicer.Enrich`` on cache hits (a stand-in servicer context);
+- ``deliver``: ``AmperityServicer.Deliver`` with a mock Amperity transport (whose own cost,
+  building a response, is included);
+- ``browser_profile``: the generated stub over ``Service.in_process_channel()``, the
+  handler called directly, and the stub over a loopback socket (client and server CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import httpx
+import uvloop
+
+from amperity_signal.service.app import Deps, build_server
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.benchmarks.bench_deliver import deliver_requests
+from tests.benchmarks.bench_enrich import HOT_CACHE, enrich_requests
+from tests.benchmarks.sink import ATTRIBUTES
+from tests.support import integration_dict, mint_keys, settings_for
+
+BATCHES = 7
+VISITORS = 500
+
+
+class _Context:
+    """The servicer context methods the servicer and its interceptor call."""
+
+    def time_remaining(self) -> float:
+        return 10.0
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    async def abort_with_status(self, status: Any) -> None:
+        raise RuntimeError(status)
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        """Nothing to keep."""
+
+    def code(self) -> None:
+        return None
+
+
+def _amperity(request: httpx.Request) -> httpx.Response:
+    """A canned Amperity: 202 for events, a profile per identifier for lookups."""
+    if request.url.path.startswith("/prof/events"):
+        return httpx.Response(202)
+    profile_id = "p-" + hashlib.sha1(request.url.path.encode()).hexdigest()[:12]
+    return httpx.Response(
+        200,
+        json={
+            "collection_id": "apc-vPsQheAm",
+            "profile_id": profile_id,
+            "attributes": ATTRIBUTES,
+            "created_at": "2025-01-01T00:00:00Z",
+            "updated_at": "2025-01-01T00:00:00Z",
+            "links": {},
+        },
+    )
+
+
+async def _per_call(calls: int, call: Callable[[int], Awaitable[Any]]) -> float:
+    """Microseconds of CPU per call: the minimum over ``BATCHES`` batches."""
+    best = float("inf")
+    for _ in range(BATCHES):
+        started = time.process_time()
+        for i in range(calls):
+            await call(i)
+        best = min(best, (time.process_time() - started) / calls * 1e6)
+    return round(best, 1)
+
+
+async def measure() -> dict[str, float]:
+    """Every figure, in microseconds of CPU per call."""
+    table = integration_dict(
+        "http://amperity.test",
+        mint_keys(ttl=86_400),
+        personalisation_enabled=True,
+        personalisation_context_mappings=[
+            {"source": "properties.category", "target": "pageCategory"}
+        ],
+        rate_limit_per_second=10_000,
+        browser_attribute_allowlist=list(ATTRIBUTES),
+    )
+    settings = settings_for(table, cache={"backend": "memory", **HOT_CACHE})
+    service = build_server(settings, Deps(transport=httpx.MockTransport(_amperity)))
+    context: Any = _Context()
+    methods: dict[str, Any] = {
+        path.rsplit("/", 1)[1]: handler.unary_unary for path, handler in service.handlers.items()
+    }
+    enrich = [pb.EnrichRequest.FromString(raw) for raw in enrich_requests(VISITORS)]
+    deliver = [pb.DeliverRequest.FromString(raw) for raw in deliver_requests(VISITORS)]
+    for enrich_request in enrich:  # fill the cache; the timed calls are hits
+        await methods["Enrich"](enrich_request, context)
+    for deliver_request in deliver:
+        await methods["Deliver"](deliver_request, context)
+    figures = {
+        "enrich_hit": await _per_call(
+            1000, lambda i: methods["Enrich"](enrich[i % VISITORS], context)
+        ),
+        "deliver": await _per_call(
+            1000, lambda i: methods["Deliver"](deliver[i % VISITORS], context)
+        ),
+    }
+    await service.start()
+    channel = service.in_process_channel()
+    browser = pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id="anon-3")
+    stub = pb_grpc.AmperityServiceStub(channel)
+    figures["browser_profile_in_process"] = await _per_call(
+        1000, lambda _: stub.BrowserProfile(browser, timeout=5)
+    )
+    figures["browser_profile_handler"] = await _per_call(
+        1000, lambda _: methods["BrowserProfile"](browser, context)
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as socket_channel:
+        socket_stub = pb_grpc.AmperityServiceStub(socket_channel)
+        figures["browser_profile_socket"] = await _per_call(
+            300, lambda _: socket_stub.BrowserProfile(browser, timeout=5)
+        )
+    await channel.close()
+    await service.stop(0)
+    return figures
+
+
+def main() -> None:
+    """Print the figures as JSON."""
+    print(json.dumps(uvloop.run(measure()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,9 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from .conftest import ClientFactory
 from .fakes import Failure, FakeSleep, RunningService, unavailable
 
+DEADLINE_ROUNDING = 0.05
+"""Seconds a propagated deadline may grow by on the wire (grpc-timeout rounding)."""
+
 EVENT = pb.Event(message_id="m-1", type="track", event="Product Viewed", anonymous_id="a-1")
 
 
@@ -89,7 +92,9 @@ async def test_each_attempt_carries_the_default_deadline(
 
     remaining = running.service.deadlines[0]
     assert remaining is not None
-    assert 0 < remaining <= 3.0
+    # The deadline travels as a grpc-timeout header, which gRPC rounds up to its unit, so
+    # the server can see a few milliseconds more than the client set (3.0096 s was seen).
+    assert 0 < remaining <= 3.0 + DEADLINE_ROUNDING
 
 
 async def test_retries_keep_the_message_id_assigned_to_an_event_without_one(

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amperity_signal.errors import InvalidEvent
-from amperity_signal.service.validation import MAX_STRING, validate_event
+from amperity_signal.service.convert import event_to_dict
+from amperity_signal.service.validation import MAX_STRING, checked_event_dict, validate_event
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.reliability.inprocess import InProcess, bad_request_fields, inprocess_service
 from tests.reliability.profile import PROFILE
@@ -289,3 +290,17 @@ def test_the_fuzzers_ran_at_least_1000_cases_together() -> None:
     """The cases actually run by the tests above (defined first, so run first) total ≥ 1,000."""
     assert sum(CASES.values()) >= 1_000
     assert sum(RAN.values()) >= 1_000, dict(RAN)
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=SUPPRESSED)
+@given(event=events())
+def test_the_one_walk_conversion_agrees_with_validation_and_conversion(event: pb.Event) -> None:
+    """checked_event_dict = validate_event, then event_to_dict: same violations, same dict."""
+    if is_valid(event):
+        assert checked_event_dict(event) == event_to_dict(event)
+        return
+    with pytest.raises(InvalidEvent) as expected:
+        validate_event(event)
+    with pytest.raises(InvalidEvent) as caught:
+        checked_event_dict(event)
+    assert caught.value.violations == expected.value.violations

@@ -7,6 +7,7 @@ Absent consent fields stay absent (``optional`` fields are read with ``HasField`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -95,8 +96,15 @@ def set_value(target: struct_pb2.Value, value: Any) -> None:
         target.string_value = str(value)
 
 
-def event_to_dict(event: pb.Event) -> dict[str, Any]:
-    """The proto Event as the blueprint's event dict (empty fields left out)."""
+def event_to_dict(
+    event: pb.Event, struct_converter: Callable[[struct_pb2.Struct], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The proto Event as the blueprint's event dict (empty fields left out).
+
+    ``struct_converter`` converts properties, traits and partner_attrs (``struct_to_dict``
+    by default; validation passes one that checks the limits on the way).
+    """
+    convert_struct = struct_converter or struct_to_dict
     out: dict[str, Any] = {}
     for name in ("message_id", "type", "event", "anonymous_id", "canonical_id", "user_id"):
         value = getattr(event, name)
@@ -108,7 +116,7 @@ def event_to_dict(event: pb.Event) -> dict[str, Any]:
         out["timestamp"] = event.timestamp.ToDatetime(tzinfo=UTC)
     for name in STRUCT_FIELDS:
         if event.HasField(name):
-            out[name] = struct_to_dict(getattr(event, name))
+            out[name] = convert_struct(getattr(event, name))
     if event.HasField("context"):
         out["context"] = context_to_dict(event.context)
     return out

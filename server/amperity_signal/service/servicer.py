@@ -23,7 +23,7 @@ from amperity_signal.service import convert
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import to_delivery_error, to_grpc_status
-from amperity_signal.service.validation import DEFAULT_MAX_BYTES, validate_event
+from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -129,8 +129,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         try:
             integration = self._integration(request.integration_id, context)
             message_id_var.set(request.event.message_id)
-            validate_event(request.event, max_bytes=self._max_bytes)
-            event = convert.event_to_dict(request.event)
+            event = checked_event_dict(request.event, max_bytes=self._max_bytes)
             result = await self._enricher.enrich(
                 integration.settings, event, deadline=self._deadline(context)
             )
@@ -190,10 +189,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         if not event_pb.message_id or not event_pb.HasField("timestamp"):
             event_pb = _with_defaults(event_pb)
         message_id_var.set(event_pb.message_id)
-        validate_event(event_pb, max_bytes=self._max_bytes)
-        delivered = await self._delivery.deliver(
-            integration, convert.event_to_dict(event_pb), deadline=deadline
-        )
+        event = checked_event_dict(event_pb, max_bytes=self._max_bytes)
+        delivered = await self._delivery.deliver(integration, event, deadline=deadline)
         return delivered_to_proto(delivered)
 
 

@@ -14,11 +14,12 @@ The documented limits (README, "Input limits"):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from google.protobuf import struct_pb2
 
 from amperity_signal.errors import FieldViolation, InvalidEvent
-from amperity_signal.service.convert import STRUCT_FIELDS
+from amperity_signal.service.convert import STRUCT_FIELDS, event_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = ("track", "page", "identify", "screen", "group", "alias")
@@ -31,10 +32,84 @@ _MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
 
 
+def checked_event_dict(event: pb.Event, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """``event_to_dict`` of a valid event; InvalidEvent exactly as ``validate_event`` raises it.
+
+    One walk over the Structs instead of two (validation, then conversion: a quarter of an
+    Enrich hit's Python time): they are converted by a walker that checks the limits on
+    the way, and only when it meets a violation does ``validate_event`` walk again to name
+    every one of them.
+    """
+    try:
+        validate_event(event, max_bytes=max_bytes, structs=False)
+        return event_to_dict(event, _checked_struct)
+    except (InvalidEvent, _OverLimit):
+        validate_event(event, max_bytes=max_bytes)  # raises, naming every violation at once
+    # The walker and validate_event check the same limits; should they ever disagree, the
+    # validator's judgement stands and the event is converted as it is.
+    return event_to_dict(event)
+
+
+class _OverLimit(Exception):
+    """A Struct breaks a limit: ``validate_event`` will say where."""
+
+
+def _checked_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return _checked_fields(struct, 1, [MAX_NODES])
+
+
+def _checked_fields(struct: struct_pb2.Struct, depth: int, budget: list[int]) -> dict[str, Any]:
+    """``struct_to_dict`` checking ``_walk_struct``'s limits (``budget``: nodes left)."""
+    fields = struct.fields
+    if depth > MAX_DEPTH or len(fields) > MAX_KEYS:
+        raise _OverLimit
+    out: dict[str, Any] = {}
+    for key in fields:
+        if len(key) > MAX_STRING:
+            raise _OverLimit
+        out[key] = _checked_value(fields[key], depth, budget)
+    return out
+
+
+def _checked_value(value: struct_pb2.Value, depth: int, budget: list[int]) -> Any:
+    """``value_to_python`` checking ``_walk_value``'s limits."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _OverLimit
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        text = value.string_value
+        if len(text) > MAX_STRING:
+            raise _OverLimit
+        return text
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise _OverLimit
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _checked_fields(value.struct_value, depth + 1, budget)
+    if kind == "list_value":
+        if depth + 1 > MAX_DEPTH:
+            raise _OverLimit
+        return [_checked_value(item, depth + 1, budget) for item in value.list_value.values]
+    return None
+
+
 def validate_event(
-    event: pb.Event, prefix: str = "event", max_bytes: int = DEFAULT_MAX_BYTES
+    event: pb.Event,
+    prefix: str = "event",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    structs: bool = True,
 ) -> None:
-    """Raise InvalidEvent listing every violation of the limits above."""
+    """Raise InvalidEvent listing every violation of the limits above.
+
+    ``structs=False`` leaves properties, traits and partner_attrs to the caller
+    (``checked_event_dict`` checks them while converting).
+    """
     violations: list[FieldViolation] = []
     size = event.ByteSize()
     if size > max_bytes:
@@ -81,7 +156,7 @@ def validate_event(
                 f"{prefix}.timestamp", "must lie between 2000-01-01 and 2100-01-01 (UTC)."
             )
         )
-    for name in STRUCT_FIELDS:
+    for name in STRUCT_FIELDS if structs else ():
         if event.HasField(name):
             _check_struct(getattr(event, name), f"{prefix}.{name}", violations)
     if event.HasField("context"):

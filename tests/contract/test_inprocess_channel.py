@@ -108,7 +108,7 @@ async def test_the_deadline_cuts_a_slow_handler_short_and_cancels_it(harness: Ha
     await channel.close()
 
 
-async def test_health_and_an_unknown_method(harness: Harness) -> None:
+async def test_health_an_unknown_method_and_bytes_that_do_not_parse(harness: Harness) -> None:
     channel = harness.service.in_process_channel()
     health: Any = health_pb2_grpc.HealthStub(channel)
     answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
@@ -117,6 +117,12 @@ async def test_health_and_an_unknown_method(harness: Harness) -> None:
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
     missing = channel.unary_unary("/datafly.amperity.v1.AmperityService/Nope")
     assert (await _error(missing(b""))).code() == grpc.StatusCode.UNIMPLEMENTED
+    path = "/datafly.amperity.v1.AmperityService/BrowserProfile"
+    garbage = await _error(channel.unary_unary(path)(b"\xff\xff\xff"))
+    socket_call: Any = harness.channel.unary_unary(path)
+    over_socket = await _error(socket_call(b"\xff\xff\xff"))
+    assert (garbage.code(), garbage.details()) == (over_socket.code(), over_socket.details())
+    assert "BrowserProfileRequest" in (garbage.details() or "")
     await channel.close()
 
 

@@ -215,7 +215,10 @@ class InProcessChannel(grpc.aio.Channel):
         if handler is None or handler.unary_unary is None:
             raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         wire = serializer(request) if serializer else request
-        parsed = handler.request_deserializer(wire) if handler.request_deserializer else wire
+        try:
+            parsed = handler.request_deserializer(wire) if handler.request_deserializer else wire
+        except Exception as exc:  # grpc.aio's server answers bytes that do not parse so
+            raise _unexpected(exc) from None
         deadline = None if seconds is None else time.monotonic() + seconds
         context = _Context(metadata, deadline)
         saved = [(var, var.get(_UNSET)) for var in self._context_vars]
@@ -232,7 +235,12 @@ class InProcessChannel(grpc.aio.Channel):
                     var.set(default)  # never set before this call: back to its default
         if context.code() not in (None, grpc.StatusCode.OK):
             raise context.error()
-        wire = handler.response_serializer(response) if handler.response_serializer else response
+        try:
+            wire = (
+                handler.response_serializer(response) if handler.response_serializer else response
+            )
+        except Exception as exc:
+            raise _unexpected(exc) from None
         return deserializer(wire) if deserializer else wire
 
     async def _handler(self, details: _CallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
@@ -296,6 +304,11 @@ class InProcessChannel(grpc.aio.Channel):
 
     async def channel_ready(self) -> None:
         """Ready at once."""
+
+
+def _unexpected(exc: Exception) -> grpc.aio.AioRpcError:
+    """What grpc.aio's server answers when (de)serialising a message fails."""
+    return rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
 
 
 def _chain(interceptor: grpc.aio.ServerInterceptor, continuation: Callable[[Any], Any]) -> Any:

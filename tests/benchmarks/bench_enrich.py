@@ -92,8 +92,14 @@ async def run(profile: Profile) -> dict[str, Any]:
 
         rounds = await interleaved(profile.rounds, [closed_loop(echo_target), closed_loop(target)])
         round_ratios = [ratio(o["rate"], b["rate"]) for b, o in rounds]
-        bare: dict[str, Any] = {"rate": median([b["rate"] for b, _ in rounds]), "rounds": rounds}
-        ours: dict[str, Any] = {"rate": median([o["rate"] for _, o in rounds])}
+        bare: dict[str, Any] = {
+            "rate": median([b["rate"] for b, _ in rounds]),
+            "rounds": [b for b, _ in rounds],
+        }
+        ours: dict[str, Any] = {
+            "rate": median([o["rate"] for _, o in rounds]),
+            "rounds": [o for _, o in rounds],
+        }
         bare_open = await asyncio.to_thread(
             loadgen.run_in_process,
             loadgen.grpc_open_spread,

@@ -28,7 +28,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 import grpc
@@ -200,6 +200,11 @@ class InProcessChannel(grpc.aio.Channel):
         self._fallback_options = list(fallback_options)
         self._fallback: grpc.aio.Channel | None = None
         self._context_vars = tuple(context_vars)
+        # The server's chain: each interceptor's continuation is the next one, then lookup.
+        find: Callable[[Any], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]] = self._lookup
+        for interceptor in reversed(self._interceptors):
+            find = _chain(interceptor, find)
+        self._find = find
 
     async def invoke(  # noqa: PLR0917 - one call's parts, positional by design
         self,
@@ -211,7 +216,7 @@ class InProcessChannel(grpc.aio.Channel):
         deserializer: Callable[[bytes], Any] | None,
     ) -> Any:
         """Run one unary call (``seconds``: its timeout); its response, or the AioRpcError."""
-        handler = await self._handler(_CallDetails(method, tuple(metadata)))
+        handler = await self._find(_CallDetails(method, tuple(metadata)))
         if handler is None or handler.unary_unary is None:
             raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         wire = serializer(request) if serializer else request
@@ -243,15 +248,8 @@ class InProcessChannel(grpc.aio.Channel):
             raise _unexpected(exc) from None
         return deserializer(wire) if deserializer else wire
 
-    async def _handler(self, details: _CallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-        async def lookup(call: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
-            return self._handlers.get(call.method)
-
-        continuation: Callable[[Any], Any] = lookup
-        for interceptor in reversed(self._interceptors):
-            continuation = _chain(interceptor, continuation)
-        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(details)
-        return handler
+    async def _lookup(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        return self._handlers.get(details.method)
 
     def _fallback_channel(self) -> grpc.aio.Channel:
         if self._fallback is None:

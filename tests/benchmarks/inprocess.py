@@ -13,7 +13,6 @@ generator, so it is far steadier than the throughput runs. Each figure is the mi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.benchmarks.bench_deliver import deliver_requests
 from tests.benchmarks.bench_enrich import HOT_CACHE, enrich_requests
-from tests.benchmarks.sink import ATTRIBUTES
+from tests.benchmarks.sink import ATTRIBUTES, profile
 from tests.support import integration_dict, mint_keys, settings_for
 
 BATCHES = 7
@@ -58,18 +57,7 @@ def _amperity(request: httpx.Request) -> httpx.Response:
     """A canned Amperity: 202 for events, a profile per identifier for lookups."""
     if request.url.path.startswith("/prof/events"):
         return httpx.Response(202)
-    profile_id = "p-" + hashlib.sha1(request.url.path.encode()).hexdigest()[:12]
-    return httpx.Response(
-        200,
-        json={
-            "collection_id": "apc-vPsQheAm",
-            "profile_id": profile_id,
-            "attributes": ATTRIBUTES,
-            "created_at": "2025-01-01T00:00:00Z",
-            "updated_at": "2025-01-01T00:00:00Z",
-            "links": {},
-        },
-    )
+    return httpx.Response(200, json=profile(request.url.path.encode()))
 
 
 async def _per_call(calls: int, call: Callable[[int], Awaitable[Any]]) -> float:

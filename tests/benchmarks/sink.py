@@ -27,19 +27,21 @@ ATTRIBUTES = {
 }
 
 
+def profile(identifier: bytes) -> dict[str, Any]:
+    """The canned profile for an identifier (its id derived from the identifier)."""
+    return {
+        "collection_id": "apc-vPsQheAm",
+        "profile_id": "p-" + hashlib.sha1(identifier).hexdigest()[:12],
+        "attributes": ATTRIBUTES,
+        "created_at": "2025-01-01T00:00:00Z",
+        "updated_at": "2025-01-01T00:00:00Z",
+        "links": {},
+    }
+
+
 def profile_answer(identifier: bytes) -> bytes:
-    """A 200 with a profile whose id is derived from the identifier asked for."""
-    profile_id = "p-" + hashlib.sha1(identifier).hexdigest()[:12]
-    body = json.dumps(
-        {
-            "collection_id": "apc-vPsQheAm",
-            "profile_id": profile_id,
-            "attributes": ATTRIBUTES,
-            "created_at": "2025-01-01T00:00:00Z",
-            "updated_at": "2025-01-01T00:00:00Z",
-            "links": {},
-        }
-    ).encode()
+    """A 200 with the canned profile of the identifier asked for."""
+    body = json.dumps(profile(identifier)).encode()
     return (
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
         + str(len(body)).encode()

@@ -8,6 +8,7 @@ errors, with their status details) must be the same.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -105,6 +106,25 @@ async def test_the_deadline_cuts_a_slow_handler_short_and_cancels_it(harness: Ha
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert loop.time() - started < 2
     await asyncio.wait_for(cancelled.wait(), 2)
+    await channel.close()
+
+
+async def test_a_handler_that_finishes_after_its_deadline_is_deadline_exceeded(
+    harness: Harness,
+) -> None:
+    async def blocking(request: bytes, context: Any) -> bytes:
+        time.sleep(0.2)  # noqa: ASYNC251 - never yields, so the deadline cannot cancel it
+        return request
+
+    channel = InProcessChannel(
+        {"/t.T/Blocking": grpc.unary_unary_rpc_method_handler(blocking)},
+        fallback_target=f"127.0.0.1:{harness.service.port}",
+    )
+    error = await _error(channel.unary_unary("/t.T/Blocking")(b"x", timeout=0.05))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "Deadline Exceeded",
+    )
     await channel.close()
 
 

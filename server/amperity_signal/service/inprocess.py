@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, TypeAlias
 import grpc
 
 log = logging.getLogger("amperity_signal.rpc")
+DEADLINE_DETAILS = "Deadline Exceeded"
 
 Handlers: TypeAlias = "dict[str, grpc.RpcMethodHandler[Any, Any]]"
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
@@ -135,8 +136,11 @@ class _Context:
         await self.abort(status.code, status.details, status.trailing_metadata)
 
     def error(self) -> grpc.aio.AioRpcError:
-        code = self._code or grpc.StatusCode.UNKNOWN
-        return rpc_error(code, self._details, self._trailing)
+        code = self.code() or grpc.StatusCode.UNKNOWN
+        details = self._details
+        if not details and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            details = DEADLINE_DETAILS
+        return rpc_error(code, details, self._trailing)
 
 
 def rpc_error(code: grpc.StatusCode, details: str, trailing: Metadata = ()) -> grpc.aio.AioRpcError:
@@ -231,7 +235,7 @@ class InProcessChannel(grpc.aio.Channel):
             async with asyncio.timeout(seconds):
                 response = await _run(handler.unary_unary, parsed, context)
         except TimeoutError:
-            raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, DEADLINE_DETAILS) from None
         finally:
             for var, value in saved:
                 if value is not _UNSET:

@@ -106,14 +106,15 @@ class CacheBackend:
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None (absent, expired or store unavailable)."""
-        if self._skip():
+        if self._down_until is not None and self._skip():
             return self._lost((key,))[0]
         try:
             value = await self.store.get(key)
         except self._errors as exc:
             self._failed(exc)
             return self._lost((key,))[0]
-        self._succeeded()
+        if self._down_until is not None:  # every read of an Enrich hit passes here
+            self._succeeded()
         return value
 
     async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:

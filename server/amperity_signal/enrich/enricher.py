@@ -28,7 +28,7 @@ from amperity_signal.enrich.identity import IdentityMap
 from amperity_signal.enrich.personalise import Personaliser, context_for
 from amperity_signal.enrich.ports import CacheStore, ProfileClient
 from amperity_signal.enrich.resolution import Outcome, Resolver
-from amperity_signal.enrich.result import EnrichResult, attach
+from amperity_signal.enrich.result import EnrichResult, attach, with_personalized
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.metrics import Metrics
 
@@ -154,7 +154,7 @@ class Enricher:
                     deadline=deadline,
                 )
                 warnings.extend(more)
-                enriched = attach(event, outcome.profile_id, outcome.attributes, personalized)
+                with_personalized(enriched, personalized)
         self._count_degraded(integration.id)
         return EnrichResult(
             resolved=outcome.profile_id is not None,

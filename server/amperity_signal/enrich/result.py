@@ -57,3 +57,16 @@ def attach(
     if amperity_id is not None:
         enriched["amperity_id"] = amperity_id
     return enriched
+
+
+def with_personalized(enriched: dict[str, Any], personalized: Mapping[str, Any]) -> None:
+    """Add ``partner_attrs.amperity_personalized`` to an ``attach`` result, in place.
+
+    The same as attaching again with ``personalized`` (``attach`` gave ``enriched`` its own
+    ``partner_attrs`` dict), without copying the event a second time.
+    """
+    if personalized:
+        partner_attrs = enriched.get("partner_attrs")
+        if not isinstance(partner_attrs, dict):
+            partner_attrs = enriched["partner_attrs"] = {}
+        partner_attrs["amperity_personalized"] = dict(personalized)

@@ -30,6 +30,7 @@ MAX_STRING = 8_192
 DEFAULT_MAX_BYTES = 1_048_576
 _MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
+_STRING_FIELDS = ("message_id", "event", "anonymous_id", "canonical_id", "user_id")
 
 
 def checked_event_dict(event: pb.Event, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
@@ -144,7 +145,10 @@ def validate_event(
         )
     if event.type == "track" and not event.event:
         violations.append(FieldViolation(f"{prefix}.event", "a track event needs a name."))
-    for name in ("message_id", "event", "anonymous_id", "canonical_id", "user_id"):
+    # A string of more than MAX_STRING characters takes more than MAX_STRING bytes on the
+    # wire, so in an event no larger than that no string can be too long.
+    strings_fit = size <= MAX_STRING
+    for name in () if strings_fit else _STRING_FIELDS:
         if len(getattr(event, name)) > MAX_STRING:
             violations.append(FieldViolation(f"{prefix}.{name}", _too_long()))
     if event.HasField("timestamp") and not (
@@ -160,21 +164,24 @@ def validate_event(
         if event.HasField(name):
             _check_struct(getattr(event, name), f"{prefix}.{name}", violations)
     if event.HasField("context"):
-        _check_context(event.context, f"{prefix}.context", violations)
+        _check_context(event.context, f"{prefix}.context", violations, strings_fit=strings_fit)
     if violations:
         raise InvalidEvent(violations[:20])
 
 
-def _check_context(context: pb.Context, prefix: str, out: list[FieldViolation]) -> None:
-    for field, value in context.ListFields():
+def _check_context(
+    context: pb.Context, prefix: str, out: list[FieldViolation], *, strings_fit: bool = False
+) -> None:
+    """The context's limits; ``strings_fit``: the event is too small for a string to be too long."""
+    for field, value in () if strings_fit else context.ListFields():
         if isinstance(value, str) and len(value) > MAX_STRING:
             out.append(FieldViolation(f"{prefix}.{field.name}", _too_long()))
     if len(context.vendor_ids) > MAX_KEYS:
         out.append(FieldViolation(f"{prefix}.vendor_ids", f"has more than {MAX_KEYS} entries."))
-    for key, value in context.vendor_ids.items():
+    for key, value in () if strings_fit else context.vendor_ids.items():
         if len(key) > MAX_STRING or len(value) > MAX_STRING:
             out.append(FieldViolation(f"{prefix}.vendor_ids.{key[:40]}", _too_long()))
-    for name in ("page", "campaign", "geo", "device"):
+    for name in () if strings_fit else ("page", "campaign", "geo", "device"):
         sub = getattr(context, name)
         for field, value in sub.ListFields():
             if isinstance(value, str) and len(value) > MAX_STRING:

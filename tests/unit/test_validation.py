@@ -1,0 +1,77 @@
+"""String limits at their boundary, on every string field ``validate_event`` checks.
+
+An event no larger than ``MAX_STRING`` bytes skips the string checks (no string in it can be
+that long), so each case sits right at the edge: a string of ``MAX_STRING + 1`` characters
+is the smallest event that must still be caught, and one of ``MAX_STRING`` must pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from amperity_signal.errors import InvalidEvent
+from amperity_signal.service.validation import MAX_STRING, checked_event_dict, validate_event
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+
+def _set(path: str) -> Callable[[pb.Event, str], None]:
+    def apply(event: pb.Event, text: str) -> None:
+        *parents, name = path.split(".")
+        target = event
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, text)
+
+    return apply
+
+
+def _vendor_key(event: pb.Event, text: str) -> None:
+    event.context.vendor_ids[text] = "v"
+
+
+def _vendor_value(event: pb.Event, text: str) -> None:
+    event.context.vendor_ids["ga"] = text
+
+
+CASES: dict[str, tuple[Callable[[pb.Event, str], None], str]] = {
+    "message_id": (_set("message_id"), "event.message_id"),
+    "event": (_set("event"), "event.event"),
+    "anonymous_id": (_set("anonymous_id"), "event.anonymous_id"),
+    "canonical_id": (_set("canonical_id"), "event.canonical_id"),
+    "user_id": (_set("user_id"), "event.user_id"),
+    "context.ip": (_set("context.ip"), "event.context.ip"),
+    "context.user_agent": (_set("context.user_agent"), "event.context.user_agent"),
+    "context.page.url": (_set("context.page.url"), "event.context.page.url"),
+    "context.campaign.name": (_set("context.campaign.name"), "event.context.campaign.name"),
+    "context.geo.city": (_set("context.geo.city"), "event.context.geo.city"),
+    "context.device.os": (_set("context.device.os"), "event.context.device.os"),
+    "vendor id key": (_vendor_key, "event.context.vendor_ids."),
+    "vendor id value": (_vendor_value, "event.context.vendor_ids.ga"),
+}
+
+
+def _event() -> pb.Event:
+    return pb.Event(type="track", event="e", anonymous_id="a")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_character_over_the_limit_is_named(case: str) -> None:
+    apply, field = CASES[case]
+    event = _event()
+    apply(event, "x" * (MAX_STRING + 1))
+    with pytest.raises(InvalidEvent) as raised:
+        validate_event(event)
+    assert [v.field for v in raised.value.violations if v.field.startswith(field)]
+    with pytest.raises(InvalidEvent):
+        checked_event_dict(event)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_string_at_the_limit_passes(case: str) -> None:
+    apply, _ = CASES[case]
+    event = _event()
+    apply(event, "x" * MAX_STRING)
+    validate_event(event)  # raises InvalidEvent on a violation
+    checked_event_dict(event)

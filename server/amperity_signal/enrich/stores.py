@@ -42,7 +42,8 @@ class MemoryStore:
         """Every stored key, least recently used first (for tests and debugging)."""
         return list(self._entries)
 
-    def _read(self, key: str) -> bytes | None:
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` without the coroutine: the memory store never waits (``JsonCache`` uses it)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -55,11 +56,11 @@ class MemoryStore:
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key`` unless expired; marks it recently used."""
-        return self._read(key)
+        return self.get_now(key)
 
     async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
         """The values of several keys, in order."""
-        return [self._read(key) for key in keys]
+        return [self.get_now(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds; evicts the least recently used past the bound."""

@@ -66,7 +66,10 @@ def fill_struct(struct: struct_pb2.Struct, data: dict[str, Any]) -> None:
     """Set a plain dict's items on a Struct in place (as ``dict_to_struct`` converts them)."""
     fields = struct.fields
     for key, value in data.items():
-        set_value(fields[key], value)
+        if type(value) is str:  # most values: a third cheaper without the call
+            fields[key].string_value = value
+        else:
+            set_value(fields[key], value)
 
 
 def set_value(target: struct_pb2.Value, value: Any) -> None:
@@ -124,21 +127,21 @@ def event_to_dict(
 
 def context_to_dict(context: pb.Context) -> dict[str, Any]:
     """The proto Context as a plain dict; absent parts absent."""
+    # ListFields: only the set fields, in field-number order, which is this dict's order
+    # (scalars, parts, vendor_ids, consent); proto3 leaves empty strings and zeros out.
     out: dict[str, Any] = {}
-    for name in _CONTEXT_SCALARS:
-        value = getattr(context, name)
-        if value:
-            out[name] = value
-    for name, fields in _SUBMESSAGES.items():
-        if context.HasField(name):  # type: ignore[arg-type]
-            sub = getattr(context, name)
-            values = {f: getattr(sub, f) for f in fields if getattr(sub, f)}
+    for field, value in context.ListFields():
+        name = field.name
+        if name in _SUBMESSAGES:
+            values = {f.name: v for f, v in value.ListFields()}
             if values:
                 out[name] = values
-    if context.vendor_ids:
-        out["vendor_ids"] = dict(context.vendor_ids)
-    if context.HasField("consent"):
-        out["consent"] = consent_to_dict(context.consent)
+        elif name == "vendor_ids":
+            out[name] = dict(value)
+        elif name == "consent":
+            out[name] = consent_to_dict(value)
+        else:
+            out[name] = value
     return out
 
 

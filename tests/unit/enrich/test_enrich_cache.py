@@ -80,6 +80,10 @@ class FlakyStore(MemoryStore):
         if self.down:
             raise ConnectionError("store unreachable")
 
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return await super().get(key)
+
     async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
         self._check()
         return await super().multi_get(keys)

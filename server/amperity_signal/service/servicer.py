@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.browser import BrowserProfiles
@@ -196,13 +196,11 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
 
 def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
     """The EnrichResponse: the request's event with the enriched ``partner_attrs``."""
-    response = pb.EnrichResponse(
-        resolved=result.resolved,
-        amperity_id=result.amperity_id or "",
-        matched_key=result.matched_key or "",
-        cache_status=_CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
-        warnings=result.warnings,
-    )
+    # Field by field: upb's keyword constructor costs three times as much.
+    response = pb.EnrichResponse()
+    _fill_resolution(response, result)
+    if result.warnings:
+        response.warnings.extend(result.warnings)
     response.attributes.SetInParent()  # present even when empty
     response.personalized_attributes.SetInParent()
     convert.fill_struct(response.attributes, result.attributes)
@@ -237,37 +235,37 @@ def _with_defaults(event: pb.Event) -> pb.Event:
 
 
 def delivered_to_proto(delivered: Delivered) -> pb.DeliverResponse:
-    """The DeliverResponse for a successful delivery."""
-    enrichment = None
+    """The DeliverResponse for a successful delivery, built in place (no message copies)."""
+    response = pb.DeliverResponse()
+    response.message_id = delivered.message_id
+    response.amperity_type = delivered.amperity_type
+    response.payload.SetInParent()  # present even when empty
+    convert.fill_struct(response.payload, delivered.payload)
+    _fill_vendor_request(response.vendor_request, delivered.call)
     if delivered.enrichment is not None:
-        e = delivered.enrichment
-        enrichment = pb.Enrichment(
-            resolved=e.resolved,
-            amperity_id=e.amperity_id or "",
-            matched_key=e.matched_key or "",
-            cache_status=_CACHE_STATUS.get(e.cache_status, pb.CACHE_STATUS_UNSPECIFIED),
-        )
-    return pb.DeliverResponse(
-        message_id=delivered.message_id,
-        amperity_type=delivered.amperity_type,
-        payload=convert.dict_to_struct(delivered.payload),
-        vendor_request=_vendor_request(delivered.call),
-        enrichment=enrichment,
-        warnings=list(delivered.warnings),
-    )
+        _fill_resolution(response.enrichment, delivered.enrichment)
+    if delivered.warnings:
+        response.warnings.extend(delivered.warnings)
+    return response
 
 
-def _vendor_request(record: VendorCall) -> pb.VendorRequest:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(int(record.duration * 1e9))
-    return pb.VendorRequest(
-        method=record.method,
-        url=record.url,
-        status_code=record.status_code,
-        attempts=record.attempts,
-        duration=duration,
-        headers=record.headers,
-    )
+def _fill_resolution(target: pb.EnrichResponse | pb.Enrichment, result: EnrichResult) -> None:
+    """The four resolution fields EnrichResponse and Enrichment share."""
+    target.resolved = result.resolved
+    if result.amperity_id:
+        target.amperity_id = result.amperity_id
+    if result.matched_key:
+        target.matched_key = result.matched_key
+    target.cache_status = _CACHE_STATUS.get(result.cache_status, pb.CACHE_STATUS_UNSPECIFIED)
+
+
+def _fill_vendor_request(target: pb.VendorRequest, record: VendorCall) -> None:
+    target.method = record.method
+    target.url = record.url
+    target.status_code = record.status_code
+    target.attempts = record.attempts
+    target.duration.FromNanoseconds(int(record.duration * 1e9))
+    target.headers.update(record.headers)
 
 
 def record_to_proto(record: DeliveryRecord) -> pb.WatchDeliveriesResponse:
@@ -286,5 +284,5 @@ def record_to_proto(record: DeliveryRecord) -> pb.WatchDeliveriesResponse:
         warnings=list(record.warnings),
     )
     if record.vendor_request is not None:
-        response.vendor_request.CopyFrom(_vendor_request(record.vendor_request))
+        _fill_vendor_request(response.vendor_request, record.vendor_request)
     return response

@@ -72,34 +72,41 @@ async def run(profile: Profile) -> dict[str, Any]:
             [PYTHON, "-m", "tests.benchmarks.sink"], "sink listening on ", "sink"
         )
         sink_url = sink.output_value("sink listening on ")
-        _, target = await processes.service(sink_url, cache=HOT_CACHE, rate_limit_per_second=10_000)
+        service, target = await processes.service(
+            sink_url, cache=HOT_CACHE, rate_limit_per_second=10_000
+        )
         payloads = enrich_requests(profile.hot_visitors)
         answers = await warm(target, ENRICH_METHOD, payloads)
         statuses = {pb.EnrichResponse.FromString(a).cache_status for a in answers}
         assert statuses == {pb.CACHE_STATUS_HIT}, f"warm-up left misses: {statuses}"
         echo_target = await start_echo(processes, {ENRICH_METHOD: answers[0]})
+        echo_pid = processes.started[-1].pid
         closed = (profile.concurrency, profile.round_duration, profile.warmup)
 
-        def closed_loop(where: str) -> Callable[[], Awaitable[dict[str, Any]]]:
-            return lambda: asyncio.to_thread(
-                loadgen.run_in_process,
-                loadgen.grpc_closed,
-                where,
-                ENRICH_METHOD,
-                payloads,
-                *closed,
-            )
+        def closed_loop(where: str, pid: int) -> Callable[[], Awaitable[dict[str, Any]]]:
+            async def run() -> dict[str, Any]:
+                result, cpu = await loadgen.measured(
+                    pid, loadgen.grpc_closed, where, ENRICH_METHOD, payloads, *closed
+                )
+                return {**result, "cpu_per_rpc": cpu / max(result["total_calls"], 1)}
 
-        rounds = await interleaved(profile.rounds, [closed_loop(echo_target), closed_loop(target)])
+            return run
+
+        rounds = await interleaved(
+            profile.rounds, [closed_loop(echo_target, echo_pid), closed_loop(target, service.pid)]
+        )
         round_ratios = [ratio(o["rate"], b["rate"]) for b, o in rounds]
         bare: dict[str, Any] = {
             "rate": median([b["rate"] for b, _ in rounds]),
+            "cpu_per_rpc": median([b["cpu_per_rpc"] for b, _ in rounds]),
             "rounds": [b for b, _ in rounds],
         }
         ours: dict[str, Any] = {
             "rate": median([o["rate"] for _, o in rounds]),
+            "cpu_per_rpc": median([o["cpu_per_rpc"] for _, o in rounds]),
             "rounds": [o for _, o in rounds],
         }
+        cpu_ratios = [ratio(o["cpu_per_rpc"], b["cpu_per_rpc"]) for b, o in rounds]
         bare_open = await asyncio.to_thread(
             loadgen.run_in_process,
             loadgen.grpc_open_spread,
@@ -153,6 +160,13 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f">=0.75 {'MET' if targets['throughput_ratio_ge_0.75'] else 'MISSED'}",
             ),
             (
+                "server CPU µs per RPC, same closed loop (diagnostic)",
+                f"{ours['cpu_per_rpc'] * 1e6:.0f}",
+                f"{bare['cpu_per_rpc'] * 1e6:.0f} echo",
+                f"{median(cpu_ratios):.2f}",
+                "",
+            ),
+            (
                 f"enrich hit p50 ms @50% load ({ours_open['rate']:.0f} vs "
                 f"{bare_open['rate']:.0f}/s{_validity(ours_open, bare_open)})",
                 f"{ours_open['p50_ms']:.2f}",
@@ -184,6 +198,8 @@ async def run(profile: Profile) -> dict[str, Any]:
         "ratios": {
             "throughput": throughput_ratio,
             "throughput_rounds": round_ratios,
+            "cpu_per_rpc": median(cpu_ratios),
+            "cpu_per_rpc_rounds": cpu_ratios,
             "p50_at_half": ratio(ours_open["p50_ms"], bare_open["p50_ms"]),
             "p99_at_half": ratio(ours_open["p99_ms"], bare_open["p99_ms"]),
             "p99_same_rate": ratio(ours_open["p99_ms"], bare_same["p99_ms"]),

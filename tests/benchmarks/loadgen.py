@@ -36,6 +36,15 @@ def run_in_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[
         return pool.submit(function, *args).result()
 
 
+async def measured(
+    pid: int, function: Callable[..., dict[str, Any]], *args: Any
+) -> tuple[dict[str, Any], float]:
+    """Run a load generator in its own process; its result and ``pid``'s CPU seconds."""
+    before = cpu_seconds(pid)
+    result = await asyncio.to_thread(run_in_process, function, *args)
+    return result, cpu_seconds(pid) - before
+
+
 def run_many(
     function: Callable[..., dict[str, Any]], argss: Sequence[tuple[Any, ...]]
 ) -> list[dict[str, Any]]:

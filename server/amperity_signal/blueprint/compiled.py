@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from amperity_signal.blueprint.codegen import MappingFunction, mapping_function
 from amperity_signal.blueprint.errors import BlueprintError
 from amperity_signal.blueprint.flatten import snake_case
 from amperity_signal.blueprint.paths import CompiledPath, compile_path
@@ -35,7 +36,10 @@ class CompiledMapping:
 
 @dataclass(frozen=True, slots=True)
 class CompiledHandler:
-    """A handler ready to run: the global mappings merged with its own, by target."""
+    """A handler ready to run: the global mappings merged with its own, by target.
+
+    ``map_fields`` is ``mappings`` as one generated function (``codegen``).
+    """
 
     name: str
     spec: HandlerSpec
@@ -43,6 +47,7 @@ class CompiledHandler:
     own_mappings: tuple[CompiledMapping, ...]
     mappings: tuple[CompiledMapping, ...]
     mapped_property_keys: frozenset[str]
+    map_fields: MappingFunction
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,10 @@ class Blueprint:
         hash_identifiers: How email and phone are sent (plain, hashed or both).
         declared_targets: Every target any mapping or built-in may write (pass-through keys
             equal to one of these get the ``prop_`` prefix).
+        by_event_name: Event name (and its snake_case) to handler.
+        by_message_type: Message type to handler.
+        map_global_fields: ``global_mappings`` as one generated function (``codegen``),
+            for events no handler matches.
     """
 
     vertical: str
@@ -67,6 +76,7 @@ class Blueprint:
     declared_targets: frozenset[str]
     by_event_name: Mapping[str, CompiledHandler]
     by_message_type: Mapping[str, CompiledHandler]
+    map_global_fields: MappingFunction
 
     def match(self, event: Mapping[str, Any]) -> CompiledHandler | None:
         """Find the handler for an event: by message type first, then by event name."""
@@ -132,13 +142,15 @@ def compile_handler(
             )
         own = merge_by_target(own, mapping_sets[set_name])
     own = merge_by_target(own, [compile_mapping(m) for m in spec.mappings])
+    mappings = merge_by_target(global_mappings, own)
     return CompiledHandler(
         name=name,
         spec=spec,
         amperity_type=spec.type,
         own_mappings=own,
-        mappings=merge_by_target(global_mappings, own),
+        mappings=mappings,
         mapped_property_keys=_mapped_property_keys(own),
+        map_fields=mapping_function(mappings),
     )
 
 
@@ -193,4 +205,5 @@ def build_blueprint(
         declared_targets=frozenset(targets),
         by_event_name=MappingProxyType(by_name),
         by_message_type=MappingProxyType(by_type),
+        map_global_fields=mapping_function(global_mappings),
     )

@@ -59,18 +59,29 @@ def pass_through_type(event: Mapping[str, Any]) -> str:
     return FALLBACK_TYPE
 
 
+def interpret_mappings(
+    mappings: Sequence[CompiledMapping],
+    event: Mapping[str, Any],
+    payload: dict[str, Any],
+    warnings: list[str],
+) -> None:
+    """Apply ``mappings`` in order, writing each target that has a value into ``payload``.
+
+    The reference semantics of a mapping, written as a plain loop. ``map_event`` runs the
+    same steps generated as one function per handler (``codegen``); tests check that both
+    write the same payload and warnings for every preset.
+    """
+    for mapping in mappings:
+        value = _run_mapping(mapping, event, warnings)
+        if value is not OMITTED:
+            payload[mapping.target] = value
+
+
 def _run_mapping(mapping: CompiledMapping, event: Mapping[str, Any], warnings: list[str]) -> Any:
     """Read, transform and clean one mapping's value; ``OMITTED`` when there is none."""
     value: Any = None
     for path in mapping.paths:
-        # resolve_compiled inlined for plain dicts (the common case, ~90 paths per event).
-        value = event
-        for key, index in path:
-            value = (
-                value.get(key) if type(value) is dict else resolve_compiled(value, ((key, index),))
-            )
-            if value is None:
-                break
+        value = resolve_compiled(event, path)
         if value is not None and not is_empty(value):
             break
     else:
@@ -118,13 +129,12 @@ def map_event(blueprint: Blueprint, event: Mapping[str, Any], *, source_value: s
     amperity_type = handler.amperity_type if handler else pass_through_type(event)
     payload: dict[str, Any] = {"source": source_value, "type": amperity_type}
     warnings: list[str] = []
-    written: set[str] = set()
-    mappings: Sequence[CompiledMapping] = handler.mappings if handler else blueprint.global_mappings
-    for mapping in mappings:
-        value = _run_mapping(mapping, event, warnings)
-        if value is not OMITTED:
-            payload[mapping.target] = value
-            written.add(mapping.target)
+    if handler is not None:
+        handler.map_fields(event, payload, warnings)
+    else:
+        blueprint.map_global_fields(event, payload, warnings)
+    # Only "hashed" removes keys once written (email, phone): remember them as fired.
+    written = frozenset(payload) if blueprint.hash_identifiers == "hashed" else frozenset()
     _hash_identifiers(blueprint, payload, warnings)
     properties = event.get("properties")
     if isinstance(properties, Mapping) and (handler is None or handler.spec.include_properties):
@@ -143,6 +153,6 @@ def map_event(blueprint: Blueprint, event: Mapping[str, Any], *, source_value: s
         payload=payload,
         handler=handler.name if handler else None,
         passed_through=handler is None,
-        fired=frozenset(written.union(payload)),
+        fired=written.union(payload),
         warnings=tuple(warnings),
     )

@@ -28,6 +28,7 @@ _TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "off"})
 # Epoch numbers above this are taken as milliseconds (1e11 seconds is the year 5138).
 _EPOCH_MS_THRESHOLD = 1e11
+_FOUR_DIGIT_YEAR = 1000
 
 
 def _text(value: Any) -> str:
@@ -141,8 +142,21 @@ def format_timestamp(moment: datetime) -> str:
     """Format a datetime as ISO 8601 UTC with milliseconds and ``Z`` (naive means UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    elif moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.year < _FOUR_DIGIT_YEAR:
+        # strftime's %Y does not pad years below 1000 on every platform: keep its text.
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # The same text as the strftime above, ~8x cheaper (every event has a timestamp).
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the fastest way here
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond // 1000,
+    )
 
 
 def iso8601(value: Any) -> str:

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amperity_signal.blueprint import TRANSFORMS
 from amperity_signal.blueprint.errors import TransformError
+from amperity_signal.blueprint.transforms import format_timestamp
 
 EMAIL_SHA = hashlib.sha256(b"jane.doe@example.com").hexdigest()
 
@@ -93,6 +96,28 @@ def test_sha256_never_hashes_an_existing_digest_again() -> None:
 def test_iso8601_writes_utc_milliseconds_with_z(value: Any, expected: str) -> None:
     """Datetimes, ISO strings and epoch numbers all become UTC, milliseconds, Z."""
     assert TRANSFORMS["iso8601"](value) == expected
+
+
+@given(
+    st.datetimes(
+        # A day inside the datetime range, so every offset converts to UTC.
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.one_of(
+            st.none(),
+            st.just(UTC),
+            st.builds(
+                timezone,
+                st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)),
+            ),
+        ),
+    )
+)
+def test_timestamps_read_exactly_as_strftime_writes_them(moment: datetime) -> None:
+    """Any datetime, any year, naive or at any offset: the text strftime gives, in UTC."""
+    utc = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    reference = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    assert format_timestamp(moment) == reference
 
 
 def test_items_normalises_ga4_and_segment_lists_to_one_shape() -> None:

@@ -1,0 +1,236 @@
+"""The aiohttp transport speaks httpx's transport API: same bytes out, httpx errors back.
+
+Every test talks to a real asyncio server on 127.0.0.1:0 that records what arrives and
+answers (or misbehaves) as told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from amperity_signal.amperity import endpoints
+from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
+from amperity_signal.amperity.retry import is_unknown_host
+
+Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request (head and Content-Length body) off the connection, or b""."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
+@dataclass
+class Server:
+    """A real HTTP/1.1 server: every request it read and every connection it accepted."""
+
+    url: str
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[bytes | Answer], Awaitable[Server]]]:
+    """Start servers answering canned bytes (keep-alive) or running a custom answer."""
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: bytes | Answer) -> Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            record.connections += 1
+            if not isinstance(answer, bytes):
+                await answer(reader, writer)
+                writer.close()
+                return
+            while request := await read_request(reader):
+                record.requests.append(request)
+                writer.write(answer)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        record = Server(url=f"http://127.0.0.1:{port}")
+        return record
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[AiohttpTransport]:
+    """A transport with two connections, closed after the test."""
+    transport = AiohttpTransport(max_connections=2)
+    yield transport
+    await transport.aclose()
+
+
+def post(url: str, *, timeout: float = 5.0) -> httpx.Request:
+    """An event POST as the Amperity client builds it."""
+    return httpx.Request(
+        "POST",
+        httpx.URL(url + "/prof/events/is-1a2b?a=b%20c"),
+        headers=endpoints.request_headers("acme", "token", json_body=True),
+        content=b'{"source":"web"}',
+        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+    )
+
+
+async def send(
+    sender: httpx.AsyncBaseTransport, request: httpx.Request
+) -> tuple[httpx.Response, bytes]:
+    """Send one request as the caller does: read the whole body, then close."""
+    response = await sender.handle_async_request(request)
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
+    return response, body
+
+
+async def test_the_request_bytes_are_exactly_what_httpx_own_transport_sends(
+    serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """Same request line, headers (no aiohttp defaults), order, case and body as httpcore."""
+    server = await serve(ACCEPTED)
+    reference = httpx.AsyncHTTPTransport(trust_env=False)
+    try:
+        await send(reference, post(server.url))
+    finally:
+        await reference.aclose()
+    await send(transport, post(server.url))
+
+    assert len(server.requests) == 2
+    assert server.requests[1] == server.requests[0]
+    assert server.requests[1].startswith(b"POST /prof/events/is-1a2b?a=b%20c HTTP/1.1\r\n")
+
+
+async def test_status_headers_and_body_come_back_as_an_httpx_response(
+    serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """A response's status, repeated headers (names as sent) and body reach the caller."""
+    server = await serve(
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nX-Note: a\r\nX-Note: b\r\n"
+        b'Content-Length: 9\r\n\r\n{"e":"x"}'
+    )
+    response, body = await send(transport, post(server.url))
+
+    assert response.status_code == 429
+    assert response.headers.get_list("x-note") == ["a", "b"]
+    assert response.headers.raw[0] == (b"Retry-After", b"2")
+    assert body == b'{"e":"x"}'
+    assert response.extensions["http_version"] == b"HTTP/1.1"
+
+
+async def test_a_compressed_body_is_decoded_by_httpx_as_before(
+    serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """A gzip body is handed over as sent and decoded by httpx on read."""
+    packed = gzip.compress(b'{"profile_id":"p-1"}')
+    server = await serve(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+        + f"Content-Length: {len(packed)}\r\n\r\n".encode()
+        + packed
+    )
+    _, body = await send(transport, post(server.url))
+
+    assert body == b'{"profile_id":"p-1"}'
+
+
+async def test_requests_reuse_a_kept_alive_connection(
+    serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """Three requests in turn travel over one connection."""
+    server = await serve(ACCEPTED)
+    for _ in range(3):
+        await send(transport, post(server.url))
+
+    assert len(server.requests) == 3
+    assert server.connections == 1
+
+
+async def test_a_refused_connection_is_an_httpx_connect_error(
+    transport: AiohttpTransport,
+) -> None:
+    """Nothing listening on the port: httpx.ConnectError, not an unknown host."""
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(httpx.ConnectError) as caught:
+        await send(transport, post(f"http://127.0.0.1:{port}"))
+    assert not is_unknown_host(caught.value)
+
+
+async def test_a_connection_closed_without_an_answer_is_a_remote_protocol_error(
+    serve: Callable[[Answer], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """The server hangs up after reading the request: a transport error, not a timeout."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    server = await serve(hang_up)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await send(transport, post(server.url))
+
+
+async def test_a_server_slower_than_the_read_timeout_is_an_httpx_read_timeout(
+    serve: Callable[[Answer], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """No answer within the request's read timeout: httpx.ReadTimeout."""
+    answered = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await answered.wait()
+
+    server = await serve(stall)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            await send(transport, post(server.url, timeout=0.05))
+    finally:
+        answered.set()
+
+
+async def test_a_garbled_answer_is_an_httpx_remote_protocol_error(
+    serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """Bytes that are not HTTP: httpx.RemoteProtocolError."""
+    server = await serve(b"this is not http\r\n\r\n")
+    with pytest.raises(httpx.RemoteProtocolError):
+        await send(transport, post(server.url))
+
+
+async def test_an_unknown_host_is_a_connect_error_the_retry_policy_recognises(
+    transport: AiohttpTransport,
+) -> None:
+    """A DNS "no such host" keeps its cause, so it is not retried."""
+    with pytest.raises(httpx.ConnectError) as caught:
+        await send(transport, post("http://no-such-host.invalid"))
+    assert is_unknown_host(caught.value)
+
+
+async def test_closing_before_any_request_and_twice_is_harmless() -> None:
+    """Closing an unused transport, then closing it again, does nothing."""
+    transport = AiohttpTransport(max_connections=1)
+    await transport.aclose()
+    await transport.aclose()

@@ -8,6 +8,7 @@ errors, with their status details) must be the same.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -166,6 +167,22 @@ async def test_the_servers_interceptor_runs_and_leaves_the_callers_context_alone
     finally:
         request_id_var.reset(token)
     assert calls() == before + 1
+
+
+async def test_context_variables_first_set_by_the_call_read_their_defaults_after_it(
+    inprocess: pb_grpc.AmperityServiceAsyncStub,
+) -> None:
+    """In a task where they were never set (uvicorn's per-request task), none outlives the call."""
+
+    async def call_in_fresh_task() -> tuple[str, str]:
+        await inprocess.Enrich(pb.EnrichRequest(integration_id="web", event=event(type="page")))
+        return request_id_var.get(), integration_id_var.get()
+
+    defaults = contextvars.Context().run(lambda: (request_id_var.get(), integration_id_var.get()))
+    task = asyncio.get_running_loop().create_task(
+        call_in_fresh_task(), context=contextvars.Context()
+    )
+    assert await task == defaults
 
 
 async def test_an_unexpected_error_is_unknown_without_its_text(harness: Harness) -> None:

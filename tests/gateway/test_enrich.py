@@ -77,6 +77,44 @@ async def test_identifier_parameters_are_refused(
     assert service.fake.profile_requests == []
 
 
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (f"{ENRICH}&provider=amperity", "provider"),
+        (f"{ENRICH}&anonymous_id=a&anonymous_id=b", "anonymous_id"),
+        (f"{ENRICH}&pipeline_key={KNOWN_KEY}&pipeline_key=pk_x", "pipeline_key"),
+        (f"/v1/t?pipeline_key={KNOWN_KEY}&pipeline_key={KNOWN_KEY}", "pipeline_key"),
+    ],
+)
+async def test_repeated_parameters_are_refused(
+    gateway: httpx.AsyncClient, service: RunningService, path: str, field: str
+) -> None:
+    """An accepted parameter given twice answers 400 DUPLICATE_PARAMETER naming it."""
+    method = "POST" if path.startswith("/v1/t") else "GET"
+    response = await gateway.request(method, path, headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "DUPLICATE_PARAMETER",
+        "message": f"Send {field} once.",
+        "field": field,
+    }
+    assert service.fake.profile_requests == []
+
+
+async def test_parameters_are_decoded_and_blank_ones_count_as_absent(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Percent escapes and + decode; a blank anonymous_id falls back to the _dfid cookie."""
+    await gateway.get(f"{ENRICH}&anonymous_id=a%2Fb+c%20d", headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert service.fake.profile_requests[-1].anonymous_id == "a/b c d"
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id=&pipeline_key={KNOWN_KEY}",
+        headers={"Cookie": f"_dfid={KNOWN_VISITOR}"},
+    )
+    assert response.json()["attributes"] == CANNED_ATTRIBUTES
+    assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
+
+
 async def test_unknown_provider_is_refused(gateway: httpx.AsyncClient) -> None:
     """A provider other than amperity (or none) answers 400 UNKNOWN_PROVIDER."""
     for url in ("/v1/enrich?provider=zeotap", "/v1/enrich"):

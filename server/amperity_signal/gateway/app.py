@@ -25,12 +25,7 @@ from amperity_signal.gateway.errors import (
     http_status_error,
 )
 from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
-from amperity_signal.gateway.metrics import LatencyMiddleware
-from amperity_signal.gateway.middleware import (
-    CorsMiddleware,
-    HeaderLimitMiddleware,
-    RateLimitMiddleware,
-)
+from amperity_signal.gateway.middleware import GatewayMiddleware
 from amperity_signal.gateway.openapi import openapi_document
 from amperity_signal.gateway.ratelimit import TokenBuckets
 from amperity_signal.gateway.routes_api import API_METHODS, ApiEndpoints
@@ -136,14 +131,14 @@ def create_gateway_app(
     known = frozenset(r.path for r in routes)
     middleware = [
         Middleware(
-            LatencyMiddleware,
+            GatewayMiddleware,
             metrics=metrics,
             routes=known,
+            settings=settings,
+            methods=API_METHODS,
+            buckets=buckets,
             untimed=frozenset({STREAM_PATH}),
         ),
-        Middleware(CorsMiddleware, settings=settings, methods=API_METHODS),
-        Middleware(HeaderLimitMiddleware, max_header_bytes=settings.max_header_bytes),
-        Middleware(RateLimitMiddleware, buckets=buckets),
     ]
     return Starlette(
         routes=routes,

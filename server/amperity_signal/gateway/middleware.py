@@ -1,81 +1,213 @@
-"""Cross-cutting HTTP concerns, as plain ASGI middleware: CORS, header size, rate limit.
+"""Cross-cutting HTTP concerns as one plain ASGI layer: latency, CORS, header size, rate limit.
 
-CORS is per pipeline key: a response carries ``Access-Control-Allow-Origin`` (the echoed
-origin, with credentials) only when the origin is in that key's ``allowed_origins``. A
-preflight cannot carry the key's value, so it is checked against every key's origins
-(or the ``pipeline_key`` query parameter's, when given).
+They were four middlewares, each a call and a ``send`` wrapper per request, each reading
+the headers again; one layer reads the headers once and wraps ``send`` once. The order is
+unchanged, as if still stacked outermost first:
+
+1. **latency**: every request but the untimed paths is observed in
+   ``amperity_signal_gateway_seconds{route, status}``, refusals included (500 when the app
+   raised without answering);
+2. **CORS** on ``/v1/`` paths, per pipeline key: a response carries
+   ``Access-Control-Allow-Origin`` (the echoed origin, with credentials) only when the
+   origin is in that key's ``allowed_origins``; every one carries ``Vary: Origin``. A
+   preflight cannot carry the key's value, so it is checked against every key's origins
+   (or the ``pipeline_key`` query parameter's, when given) and answered here;
+3. **header size**: more than ``max_header_bytes`` of names and values answers 431;
+4. **rate limit** per client IP on ``/v1/`` paths (not preflights): 429 with Retry-After.
+
+Refusals of 3 and 4 carry the CORS headers of 2, so a page can read them.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from starlette.datastructures import Headers, MutableHeaders
+from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.ratelimit import TokenBuckets
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
+from amperity_signal.metrics import Metrics
 
 API_PREFIX = "/v1/"
 _ALLOWED_HEADERS = "Content-Type, X-Pipeline-Key"
 _PREFLIGHT_MAX_AGE = "600"
+_VARY = b"vary"
+_CORS_ANSWER = (
+    (b"access-control-allow-origin", None),
+    (b"access-control-allow-credentials", b"true"),
+    (b"access-control-expose-headers", b"Retry-After"),
+)
 
 
-def pipeline_key_of(scope: Scope) -> str | None:
+def pipeline_key_of(header: str | None, query_string: bytes) -> str | None:
     """The pipeline key of a request: the ``X-Pipeline-Key`` header, else the query."""
-    header = Headers(scope=scope).get("x-pipeline-key")
     if header:
         return header
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    values = query.get("pipeline_key")
+    values = parse_qs(query_string.decode("latin-1")).get("pipeline_key")
     return values[0] if values else None
 
 
-class CorsMiddleware:
-    """Answers preflights and adds CORS headers for the allowed origins of each key.
+def _set_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
+    """Set a header (lower-case ``name``), replacing every earlier value, in place."""
+    found = [i for i, (key, _) in enumerate(headers) if key == name]
+    for index in reversed(found[1:]):
+        del headers[index]
+    if found:
+        headers[found[0]] = (name, value)
+    else:
+        headers.append((name, value))
+
+
+def _add_cors(message: Message, origin: str | None) -> None:
+    """``Vary: Origin`` (joined to any Vary values), and the allow headers for ``origin``.
+
+    What Starlette's ``MutableHeaders.add_vary_header`` and item assignment do, without
+    building the header objects for every response.
+    """
+    headers = list(message["headers"])
+    message["headers"] = headers
+    _set_header(headers, _VARY, b", ".join([*(v for k, v in headers if k == _VARY), b"Origin"]))
+    if origin is not None:
+        encoded = origin.encode("latin-1")
+        for name, value in _CORS_ANSWER:
+            _set_header(headers, name, encoded if value is None else value)
+
+
+class GatewayMiddleware:
+    """Latency, CORS, header size and rate limit of every HTTP request (module docstring).
 
     Args:
         app: The wrapped application.
-        settings: Where the allowed origins per key come from.
+        metrics: Where ``gateway_latency`` is observed.
+        routes: Known paths; anything else is recorded as ``other`` to bound cardinality.
+        settings: The allowed origins per key and ``max_header_bytes``.
         methods: The methods of each API path, e.g. ``{"/v1/enrich": ("GET",)}``.
+        buckets: The per-client token buckets.
+        untimed: Paths not recorded at all: streams, whose duration is the viewer's.
     """
 
     def __init__(
-        self, app: ASGIApp, settings: GatewaySettings, methods: Mapping[str, tuple[str, ...]]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        routes: frozenset[str],
+        settings: GatewaySettings,
+        methods: Mapping[str, tuple[str, ...]],
+        buckets: TokenBuckets,
+        untimed: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
-        self._settings = settings
+        self._metrics = metrics
+        self._routes = routes
+        self._untimed = untimed
         self._methods = methods
+        self._buckets = buckets
+        self._max_header_bytes = settings.max_header_bytes
+        # Settings are frozen: each key's origins (and the union, for no key) once.
+        self._origins = {
+            p.pipeline_key: settings.allowed_origins(p.pipeline_key) for p in settings.pipelines
+        }
+        self._any_origin = settings.allowed_origins(None)
+        # One histogram child per (route, status): ``labels()`` validates and locks per call.
+        self._latency: dict[tuple[str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(API_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = Headers(scope=scope).get("origin")
-        key = pipeline_key_of(scope)
-        allowed = origin is not None and (
-            normalise_origin(origin) in self._settings.allowed_origins(key)
+        path: str = scope["path"]
+        if path in self._untimed:
+            await self._handle(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_recording)
+        finally:
+            self._observe(path, status, time.perf_counter() - started)
+
+    def _observe(self, path: str, status: int, seconds: float) -> None:
+        route = path if path in self._routes else "other"
+        child = self._latency.get((route, status))
+        if child is None:
+            child = self._metrics.gateway_latency.labels(route=route, status=str(status))
+            self._latency[(route, status)] = child
+        child.observe(seconds)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        # One pass over the headers: the size, and the first Origin and X-Pipeline-Key.
+        size = 0
+        origin: str | None = None
+        key_header: str | None = None
+        for name, value in scope["headers"]:
+            size += len(name) + len(value)
+            if name == b"origin" and origin is None:
+                origin = value.decode("latin-1")
+            elif name == b"x-pipeline-key" and key_header is None:
+                key_header = value.decode("latin-1")
+        if not path.startswith(API_PREFIX):
+            await self._limited(scope, receive, send, size, api=False)
+            return
+        allowed = origin is not None and normalise_origin(origin) in self._allowed(
+            pipeline_key_of(key_header, scope.get("query_string", b""))
         )
         if scope["method"] == "OPTIONS" and path in self._methods:
             await self._preflight(scope, receive, send, origin, allowed=allowed)
             return
+        echoed = origin if allowed else None
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.add_vary_header("Origin")
-                if allowed and origin is not None:
-                    headers["Access-Control-Allow-Origin"] = origin
-                    headers["Access-Control-Allow-Credentials"] = "true"
-                    headers["Access-Control-Expose-Headers"] = "Retry-After"
+                _add_cors(message, echoed)
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        await self._limited(scope, receive, send_with_cors, size, api=True)
+
+    def _allowed(self, pipeline_key: str | None) -> frozenset[str]:
+        if pipeline_key is None:
+            return self._any_origin
+        return self._origins.get(pipeline_key, frozenset())
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, size: int, *, api: bool
+    ) -> None:
+        """The header size limit, then the rate limit (API paths only), then the app."""
+        if size > self._max_header_bytes:
+            error = GatewayError(
+                431,
+                "HEADERS_TOO_LARGE",
+                f"The request headers exceed {self._max_header_bytes} bytes; send fewer cookies.",
+            )
+            await error_response(error)(scope, receive, send)
+            return
+        if api and scope["method"] != "OPTIONS":
+            client = scope.get("client")
+            wait = self._buckets.take(client[0] if client else "unknown")
+            if wait > 0:
+                error = GatewayError(
+                    429,
+                    "RATE_LIMITED",
+                    "Too many requests from this client; retry after the Retry-After delay.",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
     async def _preflight(
         self, scope: Scope, receive: Receive, send: Send, origin: str | None, *, allowed: bool
@@ -107,64 +239,3 @@ class CorsMiddleware:
 
 def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
-class HeaderLimitMiddleware:
-    """Refuses requests whose headers add up to more than ``max_header_bytes`` (431).
-
-    Args:
-        app: The wrapped application.
-        max_header_bytes: The largest total of header names and values.
-    """
-
-    def __init__(self, app: ASGIApp, max_header_bytes: int) -> None:
-        self.app = app
-        self._max = max_header_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI call."""
-        if scope["type"] == "http":
-            size = sum(len(name) + len(value) for name, value in scope["headers"])
-            if size > self._max:
-                error = GatewayError(
-                    431,
-                    "HEADERS_TOO_LARGE",
-                    f"The request headers exceed {self._max} bytes; send fewer cookies.",
-                )
-                await error_response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-class RateLimitMiddleware:
-    """Limits API requests per client IP; over the limit answers 429 with Retry-After.
-
-    Args:
-        app: The wrapped application.
-        buckets: The per-client token buckets.
-    """
-
-    def __init__(self, app: ASGIApp, buckets: TokenBuckets) -> None:
-        self.app = app
-        self._buckets = buckets
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI call."""
-        limited = (
-            scope["type"] == "http"
-            and scope.get("path", "").startswith(API_PREFIX)
-            and scope["method"] != "OPTIONS"
-        )
-        if limited:
-            client = scope.get("client")
-            wait = self._buckets.take(client[0] if client else "unknown")
-            if wait > 0:
-                error = GatewayError(
-                    429,
-                    "RATE_LIMITED",
-                    "Too many requests from this client; retry after the Retry-After delay.",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-                await error_response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import grpc.aio
 from starlette.requests import Request
@@ -39,8 +40,8 @@ API_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _pipeline_key(request: Request) -> str:
-    key = request.headers.get("x-pipeline-key") or request.query_params.get("pipeline_key")
+def _pipeline_key(request: Request, parameters: Mapping[str, str]) -> str:
+    key = request.headers.get("x-pipeline-key") or parameters.get("pipeline_key")
     if not key:
         raise GatewayError(
             400,
@@ -58,8 +59,17 @@ def _pipeline_key(request: Request) -> str:
     return key
 
 
-def _refuse_other_parameters(request: Request, allowed: frozenset[str]) -> None:
-    names = sorted(set(request.query_params.keys()) - allowed)
+def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters, each at most once and all of them in ``allowed``.
+
+    Parsed once, as Starlette's ``request.query_params`` parses (blank values kept): its
+    multidict and the lookups on it were a tenth of the gateway's own time per request.
+    """
+    query = request.scope["query_string"].decode("latin-1")
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        values.setdefault(name, []).append(value)
+    names = sorted(values.keys() - allowed)
     if names:
         shown = ", ".join(name[:40] for name in names[:5])
         raise GatewayError(
@@ -71,8 +81,9 @@ def _refuse_other_parameters(request: Request, allowed: frozenset[str]) -> None:
             field=names[0][:40],
         )
     for name in allowed:
-        if len(request.query_params.getlist(name)) > 1:
+        if len(values.get(name, ())) > 1:
             raise GatewayError(400, "DUPLICATE_PARAMETER", f"Send {name} once.", field=name)
+    return {name: given[0] for name, given in values.items()}
 
 
 class ApiEndpoints:
@@ -110,8 +121,8 @@ class ApiEndpoints:
 
     async def enrich(self, request: Request) -> Response:
         """``GET /v1/enrich?provider=amperity``: the visitor's allowlisted attributes."""
-        _refuse_other_parameters(request, ENRICH_PARAMETERS)
-        provider = request.query_params.get("provider")
+        parameters = _parameters(request, ENRICH_PARAMETERS)
+        provider = parameters.get("provider")
         if provider != PROVIDER:
             raise GatewayError(
                 400,
@@ -119,10 +130,8 @@ class ApiEndpoints:
                 f"Unknown provider; the gateway serves provider={PROVIDER}.",
                 field="provider",
             )
-        key = _pipeline_key(request)
-        anonymous_id = request.query_params.get("anonymous_id") or request.cookies.get(
-            ANONYMOUS_ID_COOKIE
-        )
+        key = _pipeline_key(request, parameters)
+        anonymous_id = parameters.get("anonymous_id") or request.cookies.get(ANONYMOUS_ID_COOKIE)
         if not anonymous_id:
             # A first-touch visitor has no profile yet: an empty answer, not an error.
             return json_response({"provider": PROVIDER, "attributes": {}})
@@ -159,8 +168,7 @@ class ApiEndpoints:
         )
 
     async def _single(self, request: Request, default_type: str) -> Response:
-        _refuse_other_parameters(request, COLLECTOR_PARAMETERS)
-        key = _pipeline_key(request)
+        key = _pipeline_key(request, _parameters(request, COLLECTOR_PARAMETERS))
         data = await read_json(request, self._settings.max_body_bytes)
         event = event_from_json(data, self._facts(request, default_type))
         await self._client.deliver(key, event)
@@ -168,8 +176,7 @@ class ApiEndpoints:
 
     async def batch(self, request: Request) -> Response:
         """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own."""
-        _refuse_other_parameters(request, COLLECTOR_PARAMETERS)
-        key = _pipeline_key(request)
+        key = _pipeline_key(request, _parameters(request, COLLECTOR_PARAMETERS))
         data = await read_json(request, self._settings.max_batch_body_bytes)
         items = data.get("batch") if isinstance(data, dict) else None
         if not isinstance(items, list):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aiohttp
 import grpc
 import httpx
 import uvloop
@@ -262,7 +264,8 @@ def http_closed(  # noqa: PLR0917 - submitted positionally to a process pool
     return uvloop.run(main())
 
 
-def httpx_posts(  # noqa: PLR0917 - submitted positionally to a process pool
+def bare_posts(  # noqa: PLR0917 - submitted positionally to a process pool
+    library: str,
     url: str,
     body: bytes,
     headers: dict[str, str],
@@ -271,48 +274,78 @@ def httpx_posts(  # noqa: PLR0917 - submitted positionally to a process pool
     duration: float,
     warmup: float,
 ) -> dict[str, Any]:
-    """Bare httpx: ``clients`` AsyncClients, each with ``in_flight_per_client`` POSTs in flight.
+    """Bare ``httpx`` or ``aiohttp``: ``clients`` clients, ``in_flight_per_client`` POSTs each.
 
-    Returns POST/s and this process's CPU seconds per POST (the bare httpx cost).
+    Returns POST/s and this process's CPU seconds per POST (the bare client's cost).
     """
 
-    async def main() -> dict[str, Any]:
-        import os
-
+    async def with_httpx() -> dict[str, Any]:
         limits = httpx.Limits(
             max_connections=in_flight_per_client, max_keepalive_connections=in_flight_per_client
         )
         pool = [httpx.AsyncClient(limits=limits, timeout=10) for _ in range(clients)]
-        counts = {"ok": 0}
-        measuring = False
-        stop_at = time.monotonic() + warmup + duration
 
-        async def worker(client: httpx.AsyncClient) -> None:
-            while time.monotonic() < stop_at:
-                response = await client.post(url, content=body, headers=headers)
-                if measuring and response.status_code == 202:
-                    counts["ok"] += 1
+        async def post(client: httpx.AsyncClient) -> int:
+            return (await client.post(url, content=body, headers=headers)).status_code
 
-        tasks = [
-            asyncio.create_task(worker(client))
-            for client in pool
-            for _ in range(in_flight_per_client)
+        try:
+            return await _posts(pool, post, in_flight_per_client, duration, warmup)
+        finally:
+            for client in pool:
+                await client.aclose()
+
+    async def with_aiohttp() -> dict[str, Any]:
+        pool = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight_per_client))
+            for _ in range(clients)
         ]
-        await asyncio.sleep(warmup)
-        measuring = True
-        started, cpu = time.monotonic(), cpu_seconds(os.getpid())
-        await asyncio.gather(*tasks)
-        elapsed, used = time.monotonic() - started, cpu_seconds(os.getpid()) - cpu
-        for client in pool:
-            await client.aclose()
-        return {
-            "posts": counts["ok"],
-            "seconds": elapsed,
-            "rate": counts["ok"] / elapsed,
-            "cpu_per_post": used / max(counts["ok"], 1),
-        }
 
-    return uvloop.run(main())
+        async def post(session: aiohttp.ClientSession) -> int:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                return response.status
+
+        try:
+            return await _posts(pool, post, in_flight_per_client, duration, warmup)
+        finally:
+            for session in pool:
+                await session.close()
+
+    return uvloop.run(with_httpx() if library == "httpx" else with_aiohttp())
+
+
+async def _posts(
+    pool: Sequence[Any],
+    post: Callable[[Any], Awaitable[int]],
+    in_flight_per_client: int,
+    duration: float,
+    warmup: float,
+) -> dict[str, Any]:
+    """POST back to back from every client of ``pool``; POST/s and CPU seconds per POST."""
+    counts = {"ok": 0}
+    measuring = False
+    stop_at = time.monotonic() + warmup + duration
+
+    async def worker(client: Any) -> None:
+        while time.monotonic() < stop_at:
+            status = await post(client)
+            if measuring and status == 202:
+                counts["ok"] += 1
+
+    tasks = [
+        asyncio.create_task(worker(client)) for client in pool for _ in range(in_flight_per_client)
+    ]
+    await asyncio.sleep(warmup)
+    measuring = True
+    started, cpu = time.monotonic(), cpu_seconds(os.getpid())
+    await asyncio.gather(*tasks)
+    elapsed, used = time.monotonic() - started, cpu_seconds(os.getpid()) - cpu
+    return {
+        "posts": counts["ok"],
+        "seconds": elapsed,
+        "rate": counts["ok"] / elapsed,
+        "cpu_per_post": used / max(counts["ok"], 1),
+    }
 
 
 def grpc_replay(

@@ -7,6 +7,7 @@ never retried, temporary ones are, inside the caller's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pytest_asyncio
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from amperity_signal.sandbox.edge import CLIENT_GONE
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import Sandbox, Service, Stack
 from tests.support import (
@@ -347,6 +349,13 @@ async def test_a_slow_amperity_past_the_deadline_returns_unavailable_not_a_hang(
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(status, error_details_pb2.RetryInfo) is not None
     assert elapsed < 10
+    # The abandoned POST is recorded (499) when the sandbox sees the connection close, which
+    # can come after this answer: wait for it, or it may land in the next test's request log.
+    for _ in range(100):
+        if [r["status"] for r in await event_posts(world.sandbox)] == [CLIENT_GONE]:
+            break
+        await asyncio.sleep(0.05)
+    assert [r["status"] for r in await event_posts(world.sandbox)] == [CLIENT_GONE]
 
 
 async def test_retry_after_is_honoured_before_the_next_attempt(world: World) -> None:

@@ -104,3 +104,16 @@ def test_limiter_refuses_the_501st_request_in_any_one_second_window() -> None:
     assert not limiter.admit("acme", 10.9999)
     assert limiter.admit("acme", 11.0)
     assert not limiter.admit("acme", 11.0)
+
+
+def test_the_rate_limit_counts_arrivals_processed_out_of_order() -> None:
+    """An early arrival processed late does not block later windows, nor escape its own."""
+    limiter = SlidingWindowLimiter(2)
+    assert limiter.admit("acme", 1.5)
+    assert limiter.admit("acme", 1.0)  # arrived first, processed second
+    # (1.05, 2.05] holds one admitted arrival (1.5): room for one more.
+    assert limiter.admit("acme", 2.05)
+    assert not limiter.admit("acme", 2.2)  # (1.2, 2.2] holds 1.5 and 2.05
+    # A late-processed arrival at 1.4 sees its own window (0.4, 1.4]: 1.0 only.
+    assert limiter.admit("acme", 1.4)
+    assert not limiter.admit("acme", 1.45)  # (0.45, 1.45] holds 1.0 and 1.4

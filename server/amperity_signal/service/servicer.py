@@ -150,9 +150,10 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         except AmperitySignalError as error:
             await context.abort_with_status(to_grpc_status(error))
             raise
-        return pb.BrowserProfileResponse(
-            provider="amperity", attributes=convert.dict_to_struct(attributes)
-        )
+        response = pb.BrowserProfileResponse(provider="amperity")
+        response.attributes.SetInParent()  # present even when empty
+        convert.fill_struct(response.attributes, attributes)
+        return response
 
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -268,20 +268,22 @@ class RetryingCaller:
         integration = self._integration
         remaining = None if deadline is None else max(deadline - self._clock(), 0.0)
         try:
-            async with asyncio.timeout(remaining) as waiting, self._pool.transport() as transport:
-                waiting.reschedule(None)  # the wait for a connection is over
-                # Held until the attempt ends, as Amperity counts a request when it arrives.
-                async with self._limiter.slot(
+            # The slot is held until the attempt ends, as Amperity counts a request when it
+            # arrives; it is asked for once a transport is lent.
+            async with (
+                self._pool.transport(remaining) as transport,
+                self._limiter.slot(
                     self._limiter_key,
                     integration.rate_limit_per_second,
                     deadline,
                     request_timeout=integration.request_timeout,
-                ) as waited:
-                    if waited > 0:
-                        self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
-                    if deadline is not None and self._clock() >= deadline:
-                        raise self._unsent(request, attempts, last_status)
-                    return await self._attempt(transport, request, deadline)
+                ) as waited,
+            ):
+                if waited > 0:
+                    self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
+                if deadline is not None and self._clock() >= deadline:
+                    raise self._unsent(request, attempts, last_status)
+                return await self._attempt(transport, request, deadline)
         except TimeoutError:
             raise self._unsent(request, attempts, last_status) from None
 

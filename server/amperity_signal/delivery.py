@@ -64,6 +64,8 @@ class Delivery:
         self._live = live
         self._metrics = metrics
         self._clock = clock
+        # Counter children by (integration, type, outcome): labels() took ~3 us per event.
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     async def deliver(
         self, integration: Integration, event: dict[str, Any], *, deadline: float
@@ -87,7 +89,7 @@ class Delivery:
         try:
             result = await integration.client.post_event(mapped.payload, deadline=deadline)
         except AmperityError as error:
-            self._metrics.deliveries.labels(settings.id, mapped.amperity_type, "failed").inc()
+            self._count(settings.id, mapped.amperity_type, "failed")
             log.warning(
                 "delivery failed: %s",
                 error.message,
@@ -106,7 +108,7 @@ class Delivery:
         if result.dropping:
             warnings.append(DROPPING_WARNING)
         outcome = "dropped" if result.dropping else "delivered"
-        self._metrics.deliveries.labels(settings.id, mapped.amperity_type, outcome).inc()
+        self._count(settings.id, mapped.amperity_type, outcome)
         self._record(
             integration,
             event,
@@ -124,6 +126,14 @@ class Delivery:
             enrichment=enrichment,
             warnings=tuple(warnings),
         )
+
+    def _count(self, integration_id: str, amperity_type: str, outcome: str) -> None:
+        """Count one delivery outcome (the same series ``deliveries.labels`` names)."""
+        key = (integration_id, amperity_type, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._metrics.deliveries.labels(*key)
+        counter.inc()
 
     def _record(
         self,

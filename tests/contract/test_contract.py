@@ -70,6 +70,24 @@ async def test_deliver_posts_the_mapped_event_and_answers_after_amperity_accepte
     assert any(b.get("message_id") == sent.message_id for b in bodies)
 
 
+async def test_each_delivery_is_counted_under_its_integration_type_and_outcome(
+    harness: Harness,
+) -> None:
+    """amperity_signal_deliveries_total grows by one per delivered event, per series."""
+    labels = {"integration": "web", "amperity_type": "view_item", "outcome": "delivered"}
+
+    def delivered() -> float:
+        registry = harness.service.metrics.registry
+        return registry.get_sample_value("amperity_signal_deliveries_total", labels) or 0.0
+
+    before = delivered()
+    for _ in range(2):
+        sent = event(type="track", event="Product Viewed", properties={"product_id": "sku-1"})
+        await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+
+    assert delivered() == before + 2
+
+
 async def test_an_event_without_anonymous_id_is_invalid_argument_naming_the_field(
     harness: Harness,
 ) -> None:

@@ -72,6 +72,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._session: aiohttp.ClientSession | None = None
+        # The last timeouts asked for and their ClientTimeout: a caller's timeouts change
+        # only near its deadline, so one entry saves building one per request.
+        self._timeouts: tuple[Any, Any, Any] = (None, None, None)
+        self._client_timeout = aiohttp.ClientTimeout(total=None)
 
     def _open(self) -> aiohttp.ClientSession:
         """The session, made on first use: aiohttp binds it to the running loop."""
@@ -94,6 +98,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """Send one request and read its whole body (Amperity's answers are small)."""
         session = self._session or self._open()
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        asked = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
+        if asked != self._timeouts:
+            self._timeouts = asked
+            self._client_timeout = aiohttp.ClientTimeout(
+                total=None, connect=asked[0], sock_connect=asked[1], sock_read=asked[2]
+            )
         headers = [
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in request.headers.raw
         ]
@@ -106,12 +116,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=request.content or None,
                 allow_redirects=False,
                 compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeouts.get("pool"),
-                    sock_connect=timeouts.get("connect"),
-                    sock_read=timeouts.get("read"),
-                ),
+                timeout=self._client_timeout,
             ) as answer:
                 body = await answer.read()
                 raw_headers = answer.raw_headers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,29 @@ from amperity_signal.metrics import Metrics
 MAX_RETRY_AFTER_WITHOUT_DEADLINE = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class CallHeaders:
+    """A call's headers, encoded and redacted once per integration rather than per request.
+
+    Attributes:
+        wire: The headers as httpx encodes them, in order (``Host`` and ``Content-Length``
+            are added per request, where httpx adds them).
+        shown: The same headers with Authorization redacted, for ``VendorCall`` records.
+    """
+
+    # Holds the bearer token: kept out of repr so tracebacks and logs never show it.
+    wire: tuple[tuple[bytes, bytes], ...] = field(repr=False)
+    shown: tuple[tuple[str, str], ...]
+
+
+def call_headers(headers: Mapping[str, str]) -> CallHeaders:
+    """Encode ``headers`` as httpx would (ASCII) and keep a redacted copy to show."""
+    return CallHeaders(
+        wire=tuple(httpx.Headers(headers).raw),
+        shown=tuple(endpoints.redacted(headers).items()),
+    )
+
+
 @dataclass(frozen=True)
 class VendorRequest:
     """One logical call: what to send, where, and what answers end it."""
@@ -41,10 +65,43 @@ class VendorRequest:
     endpoint: str
     method: str
     url: httpx.URL
-    # Holds the bearer token: kept out of repr so tracebacks and logs never show it.
-    headers: dict[str, str] = field(repr=False)
+    headers: CallHeaders
     content: bytes | None
     final_statuses: frozenset[int]
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def outgoing_request(request: VendorRequest, timeout: float) -> httpx.Request:
+    """The ``httpx.Request`` that ``httpx.Request(..., headers=, content=)`` would build.
+
+    Built from the pre-encoded headers with ``stream=``, which skips httpx's per-request
+    header normalisation (~20 us of a Deliver). The bytes are the same: ``Host`` first,
+    then the call's headers, then ``Content-Length`` for a body (``Host`` and
+    ``Content-Length: 0`` first for an empty POST), as ``Request._prepare`` orders them.
+    """
+    url = request.url
+    content = request.content or b""
+    raw: list[tuple[bytes, bytes]] = [(b"Host", url.netloc)] if url.host else []
+    if content:
+        raw += request.headers.wire
+        raw.append((b"Content-Length", str(len(content)).encode("ascii")))
+    else:
+        if request.method in _BODY_METHODS:
+            raw.append((b"Content-Length", b"0"))
+        raw += request.headers.wire
+    outgoing = httpx.Request(
+        request.method,
+        url,
+        headers=raw,
+        stream=httpx.ByteStream(content),
+        extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        },
+    )
+    outgoing.read()  # sets .content, as httpx does for a body given as bytes
+    return outgoing
 
 
 class RetryingCaller:
@@ -96,7 +153,7 @@ class RetryingCaller:
             status_code=status,
             attempts=attempts,
             duration=max(0.0, self._clock() - started),
-            headers=endpoints.redacted(request.headers),
+            headers=dict(request.headers.shown),
         )
 
     async def call(
@@ -211,20 +268,22 @@ class RetryingCaller:
         integration = self._integration
         remaining = None if deadline is None else max(deadline - self._clock(), 0.0)
         try:
-            async with asyncio.timeout(remaining) as waiting, self._pool.transport() as transport:
-                waiting.reschedule(None)  # the wait for a connection is over
-                # Held until the attempt ends, as Amperity counts a request when it arrives.
-                async with self._limiter.slot(
+            # The slot is held until the attempt ends, as Amperity counts a request when it
+            # arrives; it is asked for once a transport is lent.
+            async with (
+                self._pool.transport(remaining) as transport,
+                self._limiter.slot(
                     self._limiter_key,
                     integration.rate_limit_per_second,
                     deadline,
                     request_timeout=integration.request_timeout,
-                ) as waited:
-                    if waited > 0:
-                        self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
-                    if deadline is not None and self._clock() >= deadline:
-                        raise self._unsent(request, attempts, last_status)
-                    return await self._attempt(transport, request, deadline)
+                ) as waited,
+            ):
+                if waited > 0:
+                    self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
+                if deadline is not None and self._clock() >= deadline:
+                    raise self._unsent(request, attempts, last_status)
+                return await self._attempt(transport, request, deadline)
         except TimeoutError:
             raise self._unsent(request, attempts, last_status) from None
 
@@ -250,13 +309,7 @@ class RetryingCaller:
             timeout = min(timeout, deadline - self._clock())
         endpoint = request.endpoint
         started = self._clock()
-        outgoing = httpx.Request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.content,
-            extensions={"timeout": httpx.Timeout(max(timeout, 0.0)).as_dict()},
-        )
+        outgoing = outgoing_request(request, max(timeout, 0.0))
         try:
             async with asyncio.timeout(timeout):
                 response = await transport.handle_async_request(outgoing)

@@ -20,7 +20,12 @@ import orjson
 
 from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.body import encode_event, encode_json
-from amperity_signal.amperity.caller import RetryingCaller, VendorRequest, with_call
+from amperity_signal.amperity.caller import (
+    RetryingCaller,
+    VendorRequest,
+    call_headers,
+    with_call,
+)
 from amperity_signal.amperity.models import IngestResult, Profile, VendorCall, profile_from_json
 from amperity_signal.amperity.pool import ShardedPool
 from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
@@ -72,8 +77,10 @@ class AmperityClient:
         self._events_url = httpx.URL(
             self._base_url + endpoints.events_path(integration.event_stream_id)
         )
-        self._events_headers = endpoints.request_headers(
-            integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
+        self._events_headers = call_headers(
+            endpoints.request_headers(
+                integration.tenant_id, integration.api_key.get_secret_value(), json_body=True
+            )
         )
         self._pool = ShardedPool(
             shards=shards,
@@ -120,7 +127,7 @@ class AmperityClient:
             endpoint=endpoints.EVENTS,
             method="POST",
             url=self._events_url,
-            headers=dict(self._events_headers),
+            headers=self._events_headers,
             content=encode_event(payload),
             final_statuses=frozenset(),
         )
@@ -147,7 +154,9 @@ class AmperityClient:
             endpoint=endpoints.LOOKUP,
             method="POST",
             url=httpx.URL(self._base_url + endpoints.lookup_path(collection_id)),
-            headers=endpoints.request_headers(self._integration.tenant_id, token, json_body=True),
+            headers=call_headers(
+                endpoints.request_headers(self._integration.tenant_id, token, json_body=True)
+            ),
             content=encode_json(endpoints.lookup_body(key, value)),
             final_statuses=frozenset({404}),
         )
@@ -180,7 +189,9 @@ class AmperityClient:
             endpoint=endpoints.PROFILE,
             method="GET",
             url=httpx.URL(self._base_url + path, params=endpoints.profile_params(context)),
-            headers=endpoints.request_headers(self._integration.tenant_id, token, json_body=False),
+            headers=call_headers(
+                endpoints.request_headers(self._integration.tenant_id, token, json_body=False)
+            ),
             content=None,
             final_statuses=frozenset({404}),
         )

@@ -61,12 +61,17 @@ class ShardedPool:
             key=lambda index: self._in_flight[index],
         )
 
-    def transport(self) -> _Borrowed:
+    def transport(self, timeout: float | None = None) -> _Borrowed:
         """Borrow the least busy transport for one request, waiting when every shard is full.
 
-        Use as ``async with pool.transport() as transport:``.
+        Use as ``async with pool.transport(timeout) as transport:``.
+
+        Args:
+            timeout: Seconds to wait for a free shard at most (None: no limit); when they
+                pass, entering raises ``TimeoutError``. Only a wait is timed: with a shard
+                free the transport is lent at once, with no timer scheduled.
         """
-        return _Borrowed(self)
+        return _Borrowed(self, timeout)
 
     async def aclose(self) -> None:
         """Close every transport (a shared one once)."""
@@ -77,15 +82,21 @@ class ShardedPool:
 class _Borrowed:
     """One borrowing of a pooled transport (a class: cheaper per request than a generator)."""
 
-    __slots__ = ("_index", "_pool")
+    __slots__ = ("_index", "_pool", "_timeout")
 
-    def __init__(self, pool: ShardedPool) -> None:
+    def __init__(self, pool: ShardedPool, timeout: float | None) -> None:
         self._pool = pool
+        self._timeout = timeout
         self._index = -1
 
     async def __aenter__(self) -> httpx.AsyncBaseTransport:
         pool = self._pool
-        await pool._capacity.acquire()
+        capacity = pool._capacity
+        if capacity.locked():
+            async with asyncio.timeout(self._timeout):
+                await capacity.acquire()
+        else:  # acquired without suspending: nothing to time
+            await capacity.acquire()
         index = self._index = pool._pick()
         pool._in_flight[index] += 1
         return pool._transports[index]

@@ -211,6 +211,29 @@ async def test_a_server_slower_than_the_read_timeout_is_an_httpx_read_timeout(
         answered.set()
 
 
+async def test_each_request_gets_its_own_timeouts_when_they_change_between_requests(
+    serve: Callable[[Answer], Awaitable[Server]], transport: AiohttpTransport
+) -> None:
+    """A short read timeout applies to its request only: the next, longer one waits."""
+    answered = asyncio.Event()
+
+    async def answer_when_told(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await answered.wait()
+            writer.write(ACCEPTED)
+            await writer.drain()
+
+    server = await serve(answer_when_told)
+    with pytest.raises(httpx.ReadTimeout):
+        await send(transport, post(server.url, timeout=0.05))
+    slow = asyncio.create_task(send(transport, post(server.url, timeout=30.0)))
+    await asyncio.sleep(0.2)  # four times the short timeout: it must not apply any more
+    answered.set()
+    response, _ = await slow
+
+    assert response.status_code == 202
+
+
 async def test_a_garbled_answer_is_an_httpx_remote_protocol_error(
     serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
 ) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from amperity_signal.amperity import AmperityClient
+from amperity_signal.amperity.pool import ShardedPool
+from amperity_signal.errors import AmperityUnavailable
 
 ClientFactory = Callable[..., AmperityClient]
 
@@ -73,3 +77,36 @@ async def test_requests_beyond_capacity_wait_outside_the_shards(
     gate.open.set()
     results = await asyncio.gather(*tasks)
     assert [result.status_code for result in results] == [202] * 5
+
+
+async def test_a_deadline_passing_while_every_shard_is_busy_sends_nothing(
+    make_client: ClientFactory,
+) -> None:
+    """The request waiting for a full pool gives up at its deadline, unsent, zero attempts."""
+    gate = Gate()
+    client = make_client(gate, shards=1, max_in_flight_per_shard=1)
+    first = asyncio.create_task(client.post_event({}, deadline=None))
+    await gate.until_arrived(1)
+
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=time.monotonic() + 0.05)
+
+    assert "deadline passed before a request could be sent" in caught.value.message
+    assert caught.value.attempts == 0
+    assert gate.arrived == 1
+    gate.open.set()
+    assert (await first).status_code == 202
+
+
+async def test_a_free_shard_is_lent_even_with_no_time_left_to_wait() -> None:
+    """Only a wait is timed: with room in the pool a zero timeout still lends a transport."""
+    mock = httpx.MockTransport(Gate())
+    pool = ShardedPool(shards=1, max_in_flight_per_shard=1, transport=mock)
+
+    async with pool.transport(0.0) as transport:
+        assert transport is mock
+        assert pool.in_flight == [1]
+        with pytest.raises(TimeoutError):
+            async with pool.transport(0.0):
+                pass  # unreachable: the only shard is busy
+    assert pool.in_flight == [0]

@@ -215,6 +215,19 @@ async def test_keys_are_limited_independently() -> None:
         assert (first, second) == (0.0, 0.0)
 
 
+async def assert_freed_a_window_after_it_ended(
+    limiter: MemoryRateLimiter, time: VirtualTime
+) -> None:
+    """Key ``t``'s one slot, its attempt just ended, is busy for a window, then free."""
+    with pytest.raises(AmperityUnavailable) as caught:
+        async with limiter.slot("t", 1, time.now + 0.5):
+            pass
+    assert caught.value.retry_after == pytest.approx(1.0)
+    await time.advance(1.0)
+    async with limiter.slot("t", 1, time.now) as waited:
+        assert waited == 0.0
+
+
 async def test_cancelling_the_holder_releases_its_slot() -> None:
     """A request cancelled in flight ends there: its slot is free again one window later."""
     time = VirtualTime(start=0.0)
@@ -233,13 +246,23 @@ async def test_cancelling_the_holder_releases_its_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await holder
 
-    with pytest.raises(AmperityUnavailable) as caught:
-        async with limiter.slot("t", 1, time.now + 0.5):
-            pass
-    assert caught.value.retry_after == pytest.approx(1.0)
-    await time.advance(1.0)
-    async with limiter.slot("t", 1, time.now) as waited:
-        assert waited == 0.0
+    await assert_freed_a_window_after_it_ended(limiter, time)
+
+
+async def test_an_error_in_the_attempt_releases_its_slot_and_goes_on() -> None:
+    """A failed attempt ends at its failure: the error propagates, the slot frees a window on."""
+    time = VirtualTime(start=0.0)
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep)
+
+    async def failing_attempt() -> None:
+        async with limiter.slot("t", 1, None):
+            await time.advance(0.3)
+            raise ConnectionError("reset")
+
+    with pytest.raises(ConnectionError):
+        await failing_attempt()
+
+    await assert_freed_a_window_after_it_ended(limiter, time)
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_to_the_next() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -29,10 +29,11 @@ from amperity_signal.blueprint import (
     load_blueprint,
     map_event,
 )
-from amperity_signal.blueprint.codegen import source_of
-from amperity_signal.blueprint.compiled import CompiledMapping, HashMode
+from amperity_signal.blueprint.codegen import mapping_function, source_of
+from amperity_signal.blueprint.compiled import CompiledMapping, HashMode, compile_mapping
 from amperity_signal.blueprint.engine import interpret_mappings
 from amperity_signal.blueprint.paths import CompiledPath
+from amperity_signal.blueprint.spec import MappingSpec
 
 HASH_MODES: list[HashMode] = ["plain", "hashed", "both"]
 BLUEPRINTS = {
@@ -256,3 +257,49 @@ def test_no_blueprint_text_is_written_into_the_generated_source() -> None:
     payload = {}
     blueprint.map_global_fields({}, payload, [])
     assert payload["odd"] == hostile
+
+
+class _CountingMapping(Mapping[str, Any]):
+    """A read-only event that counts how often each key is looked up."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.reads: dict[str, int] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        self.reads[key] = self.reads.get(key, 0) + 1
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def test_a_prefix_shared_by_several_paths_is_read_once_per_event() -> None:
+    """``context`` (dozens of paths start there) is looked up once, with the same payload."""
+    mappings = [
+        compile_mapping(MappingSpec(source=source, target=target))
+        for source, target in [
+            ("context.page.url", "page_url"),
+            ("context.page.path", "page_path"),
+            ("context.ip", "ip_address"),
+            ("anonymous_id", "anonymous_id"),
+        ]
+    ]
+    data = {"context": {"page": {"url": "https://a.test/x", "path": "/x"}, "ip": "1.2.3.4"}}
+    event = _CountingMapping({**data, "anonymous_id": "anon-1"})
+
+    assert_equivalent(mappings, mapping_function(mappings), event)
+    event.reads.clear()
+    payload: dict[str, Any] = {}
+    mapping_function(mappings)(event, payload, [])
+
+    assert event.reads == {"context": 1, "anonymous_id": 1}
+    assert payload == {
+        "page_url": "https://a.test/x",
+        "page_path": "/x",
+        "ip_address": "1.2.3.4",
+        "anonymous_id": "anon-1",
+    }

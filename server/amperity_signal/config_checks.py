@@ -133,9 +133,43 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "use the subdomain portion of your Amperity dashboard URL "
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )
+    problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     return problems
+
+
+HEADER_FIELDS = {
+    "tenant_id": "the Amperity-Tenant header",
+    "api_key": "the Authorization header of every event POST",
+    "profile_api_key": "the Authorization header of every Profile API call",
+}
+
+
+def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    """Values sent as HTTP headers must be visible ASCII: anything else cannot be sent.
+
+    Secrets are described, never quoted.
+    """
+    problems: list[ConfigProblem] = []
+    for name, header in HEADER_FIELDS.items():
+        value = table.get(name)
+        if isinstance(value, str) and value and not _visible_ascii(value):
+            shown = "the value" if name in SECRET_FIELDS else repr(value)
+            problems.append(
+                ConfigProblem(
+                    f"{where}.{name}",
+                    f"{shown} holds spaces, control or non-ASCII characters, which "
+                    f"{header} cannot carry.",
+                    "copy it again from Amperity without surrounding spaces or line breaks "
+                    "(tenant ids and API keys are plain ASCII).",
+                )
+            )
+    return problems
+
+
+def _visible_ascii(value: str) -> bool:
+    return value.isascii() and value.isprintable() and " " not in value
 
 
 def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:

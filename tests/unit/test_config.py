@@ -68,6 +68,24 @@ def test_the_same_jwt_for_ingest_and_profile_is_refused() -> None:
     assert "distinct tokens" in problem and "Profile Read Access" in problem
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenant_id", "acme-tenänt"),
+        ("api_key", INGEST + "\n"),
+        ("profile_api_key", " " + PROFILE),
+    ],
+)
+def test_values_sent_as_headers_must_be_visible_ascii(field: str, value: str) -> None:
+    """A tenant id or key that no HTTP header can carry is refused by name, secrets unquoted."""
+    raw = integration(profile_collection_id="apc-x", **{field: value})
+    raw.setdefault("profile_api_key", PROFILE)
+    [problem] = problems_of({"integrations": [raw]})
+    assert f"integrations[0].{field}" in problem and "cannot carry" in problem
+    if field != "tenant_id":
+        assert value.strip() not in problem
+
+
 def test_unknown_linking_key_source_and_hash_name_the_allowed_values() -> None:
     """An unknown linking-key source or hash lists the values that are allowed."""
     keys = (

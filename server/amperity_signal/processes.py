@@ -11,9 +11,21 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+def announce(line: str) -> None:
+    """Print a ready line (``grpc listening on ...``) in one write.
+
+    ``--workers`` processes share stdout, and ``print`` writes the newline separately: with
+    unbuffered output two workers' lines once ran together ("...:52247gateway listening
+    on ..."). One write of under 4 KB to a pipe is atomic.
+    """
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 class ProcessFailed(RuntimeError):

@@ -21,6 +21,7 @@ import uvloop
 from amperity_signal.config import Settings
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.metrics import Metrics
+from amperity_signal.processes import announce
 from amperity_signal.service.app import Deps, build_server
 
 log = logging.getLogger("amperity_signal.server")
@@ -76,7 +77,7 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     gc.freeze()
     await service.start()
     host = settings.server.grpc_address.rsplit(":", 1)[0]
-    print(f"grpc listening on {host}:{service.port}", flush=True)
+    announce(f"grpc listening on {host}:{service.port}")
     http = None
     if gateway:
         http = EmbeddedGateway(
@@ -86,7 +87,7 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
             reuse_port=reuse_port,
         )
         address = await http.start()
-        print(f"gateway listening on http://{address}", flush=True)
+        announce(f"gateway listening on http://{address}")
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
     await service.health.enter_graceful_shutdown()

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
+from amperity_signal.processes import announce
 
 # h11 buffers at most this much of a request head. The gateway's own limit
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
@@ -108,7 +109,7 @@ def run_gateway(
         multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     server = gateway_server(app, gateway_settings)
-    print(f"gateway listening on {listening_url(sock)}", flush=True)
+    announce(f"gateway listening on {listening_url(sock)}")
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:

@@ -8,6 +8,7 @@ import sys
 
 import uvicorn
 
+from amperity_signal.processes import announce
 from amperity_signal.sandbox.app import create_app
 from amperity_signal.sandbox.data import default_data, load_data
 
@@ -58,7 +59,7 @@ def run(
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    print(f"sandbox listening on http://{shown_host}:{bound_port}", flush=True)
+    announce(f"sandbox listening on http://{shown_host}:{bound_port}")
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:

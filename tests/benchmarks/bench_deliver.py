@@ -36,8 +36,9 @@ from tests.benchmarks.common import (
 from tests.benchmarks.profiles import Profile
 
 SINK_DELAYS_MS = (0.0, 5.0, 50.0)
-HTTPX_CLIENTS = 8
-HTTPX_IN_FLIGHT = 4
+BARE_CLIENTS = 8
+BARE_IN_FLIGHT = 4
+"""Both bare clients (httpx and aiohttp) run 8 clients x 4 in flight, the sharded pool's shape."""
 
 
 def deliver_requests(visitors: int) -> list[bytes]:
@@ -88,8 +89,8 @@ async def one_delay(
                 f"{sink_url}/prof/events/esm-2VP6va3Zn",
                 body,
                 {"content-type": "application/json"},
-                HTTPX_CLIENTS,
-                HTTPX_IN_FLIGHT,
+                BARE_CLIENTS,
+                BARE_IN_FLIGHT,
                 profile.round_duration,
                 profile.warmup,
             )

@@ -31,6 +31,19 @@ async def _bare(request: Request) -> Response:
     return JSONResponse(BARE_BODY)
 
 
+def with_bare_route(gateway: Any) -> Any:
+    """An ASGI app sending ``BARE_PATH`` to the bare route and the rest to ``gateway``."""
+    bare = Starlette(routes=[Route(BARE_PATH, _bare)])
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == BARE_PATH:
+            await bare(scope, receive, send)
+        else:
+            await gateway(scope, receive, send)
+
+    return dispatch
+
+
 def _wrapped(create: Any) -> Any:
     def create_with_bare_route(*args: Any, **kwargs: Any) -> Any:
         # The per-IP limiter (20/s by default) still runs, so its cost is measured, but all
@@ -38,22 +51,12 @@ def _wrapped(create: Any) -> Any:
         kwargs["settings"] = kwargs["settings"].replace(
             rate_limit_per_second=1e9, rate_limit_burst=10**9
         )
-        gateway = create(*args, **kwargs)
-        bare = Starlette(routes=[Route(BARE_PATH, _bare)])
-
-        async def dispatch(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and scope["path"] == BARE_PATH:
-                await bare(scope, receive, send)
-            else:
-                await gateway(scope, receive, send)
-
-        return dispatch
+        return with_bare_route(create(*args, **kwargs))
 
     return create_with_bare_route
 
 
-# The embedded gateway looks the factory up in its own module namespace at start.
-setattr(embedded, "create_gateway_app", _wrapped(getattr(embedded, "create_gateway_app")))  # noqa: B009, B010
-
 if __name__ == "__main__":
+    # The embedded gateway looks the factory up in its own module namespace at start.
+    setattr(embedded, "create_gateway_app", _wrapped(getattr(embedded, "create_gateway_app")))  # noqa: B009, B010
     sys.exit(main())

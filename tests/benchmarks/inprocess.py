@@ -11,7 +11,9 @@ on a warm cache:
 - ``deliver``: parsing a DeliverRequest and ``AmperityServicer.Deliver`` with a mock
   Amperity transport (whose own cost, building a response, is included);
 - ``browser_profile``: the generated stub over ``Service.in_process_channel()``, the
-  handler called directly, and the stub over a loopback socket (client and server CPU).
+  handler called directly, and the stub over a loopback socket (client and server CPU);
+- ``gateway_*``: ``GET /v1/enrich`` and the gateway benchmark's bare route, as an ASGI
+  call and through uvicorn's h11 protocol (``inprocess_gateway``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.benchmarks.bench_deliver import deliver_requests
 from tests.benchmarks.bench_enrich import HOT_CACHE, enrich_requests
+from tests.benchmarks.inprocess_gateway import gateway_figures
 from tests.benchmarks.sink import ATTRIBUTES, profile
 from tests.support import integration_dict, mint_keys, settings_for
 
@@ -134,6 +137,7 @@ async def measure() -> dict[str, float]:
         figures["browser_profile_socket"] = await _per_call(
             300, lambda _: socket_stub.BrowserProfile(browser, timeout=5)
         )
+    figures |= await gateway_figures(service, settings, _per_call)
     await channel.close()
     await service.stop(0)
     return figures

@@ -59,6 +59,22 @@ def _pipeline_key(request: Request, parameters: Mapping[str, str]) -> str:
     return key
 
 
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``, cheaper when nothing is escaped.
+
+    Without ``%`` or ``+`` unquoting changes nothing, so a split gives the same pairs;
+    ``parse_qsl``'s general path was ~10 % of the gateway's own time per enrich request.
+    """
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    pairs = []
+    for piece in query.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            pairs.append((name, value))
+    return pairs
+
+
 def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     """The query parameters, each at most once and all of them in ``allowed``.
 
@@ -67,7 +83,7 @@ def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     """
     query = request.scope["query_string"].decode("latin-1")
     values: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in query_pairs(query):
         values.setdefault(name, []).append(value)
     names = sorted(values.keys() - allowed)
     if names:

@@ -1,0 +1,40 @@
+"""The gateway's JSON responses are byte for byte Starlette's ``JSONResponse``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from starlette.responses import JSONResponse
+
+from amperity_signal.gateway.errors import GatewayJSONResponse, json_response
+
+CONTENTS: list[Any] = [
+    {"provider": "amperity", "attributes": {}},
+    {"provider": "amperity", "attributes": {"Persona": "Value Hunter", "Ltv": 1250, "x": 0.1}},
+    {"error": {"code": "BAD", "message": 'caf\u00e9 \u20ac \U0001f600 "quoted" \n'}},
+    [1, 2.5, 1e16, -0.0, None, True, False, "\x00"],
+    {"nested": {"list": [{"a": [1, {"b": "c"}]}]}},
+]
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+def test_bodies_and_headers_equal_starlettes(content: Any) -> None:
+    """Body bytes, status and raw headers are those JSONResponse gives for the same call."""
+    ours = GatewayJSONResponse(content, status_code=404, headers={"Retry-After": "1"})
+    theirs = JSONResponse(content, status_code=404, headers={"Retry-After": "1"})
+    assert (ours.body, ours.status_code, ours.raw_headers) == (
+        theirs.body,
+        theirs.status_code,
+        theirs.raw_headers,
+    )
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused_as_starlette_refuses_them(number: float) -> None:
+    """NaN and infinities raise ValueError, never reach the page as invalid JSON."""
+    with pytest.raises(ValueError, match="Out of range float values"):
+        json_response({"value": number})
+    with pytest.raises(ValueError, match="Out of range float values"):
+        JSONResponse({"value": number})

@@ -29,6 +29,8 @@ from amperity_signal.service.app import Service
 from tests.benchmarks.gateway_serve import BARE_PATH, with_bare_route
 
 ENRICH_QUERY = b"provider=amperity&anonymous_id=anon-3"
+MAX_TURNS = 10_000
+"""Loop turns one in-process request may take (it takes a handful)."""
 PerCall = Callable[[int, Callable[[int], Awaitable[Any]]], Awaitable[float]]
 
 
@@ -97,9 +99,14 @@ def _h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Aw
 
     async def call(_: int) -> None:
         protocol.data_received(request)
-        # The protocol signals no completion; yield a loop turn at a time until it is done.
-        while not protocol.cycle.response_complete:  # noqa: ASYNC110
+        # The protocol signals no completion; yield a loop turn at a time until it is done,
+        # and fail rather than spin forever when it never completes.
+        for _ in range(MAX_TURNS):
+            if protocol.cycle.response_complete:
+                break
             await asyncio.sleep(0)
+        else:
+            raise RuntimeError(f"no complete response after {MAX_TURNS} loop turns")
         assert transport.buffer.startswith(b"HTTP/1.1 200 "), bytes(transport.buffer[:200])
         transport.buffer.clear()
 

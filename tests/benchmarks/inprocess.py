@@ -6,8 +6,10 @@ machine the same handler code takes ~3.5x the CPU it takes here (docs/benchmarks
 Each figure is the minimum over 7 batches of CPU time (``time.process_time``) per call,
 on a warm cache:
 
-- ``enrich_hit``: parsing an EnrichRequest and ``AmperityServicer.Enrich`` on a cache hit
-  (a stand-in servicer context);
+- ``enrich_hit``: parsing an EnrichRequest and the registered Enrich handler on a cache
+  hit (a stand-in servicer context). Since session 5 that handler includes the RPC
+  observation (request id, latency histogram), ~8 us that the interceptor used to add
+  outside this figure;
 - ``deliver``: parsing a DeliverRequest and ``AmperityServicer.Deliver`` with a mock
   Amperity transport (whose own cost, building a response, is included);
 - ``browser_profile``: the generated stub over ``Service.in_process_channel()``, the

@@ -147,7 +147,7 @@ async def test_health_an_unknown_method_and_bytes_that_do_not_parse(harness: Har
     await channel.close()
 
 
-async def test_the_servers_interceptor_runs_and_leaves_the_callers_context_alone(
+async def test_the_servers_observation_runs_and_leaves_the_callers_context_alone(
     harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
 ) -> None:
     def calls() -> float:

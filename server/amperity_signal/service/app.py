@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from redis.asyncio import Redis
 
 from amperity_signal.amperity import expiry_warnings, jwt_expiry
@@ -30,7 +30,7 @@ from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
-from amperity_signal.service.interceptors import ObservabilityInterceptor
+from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
@@ -65,7 +65,6 @@ class Service:
     cache: CacheStore
     port: int
     handlers: Handlers = field(default_factory=dict)
-    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
 
     def in_process_channel(self) -> InProcessChannel:
         """A channel for the generated stub that calls this service without a socket.
@@ -74,7 +73,6 @@ class Service:
         """
         return InProcessChannel(
             self.handlers,
-            interceptors=self.interceptors,
             fallback_target=f"127.0.0.1:{self.port}",
             context_vars=(request_id_var, integration_id_var, message_id_var),
         )
@@ -144,23 +142,25 @@ def build_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(deps.metrics)]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
+    server = grpc.aio.server(options=options)
     health_servicer = health.aio.HealthServicer()
     handlers = HandlerRegistry()
     # The generated add_*_to_server functions only call the registration methods, which
-    # HandlerRegistry has too: the in-process channel serves exactly what the server does.
-    targets: tuple[Any, ...] = (server, handlers)
-    for target in targets:
-        pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+    # ObservedRegistration has: it gives the server and the in-process channel's registry
+    # the same observed handlers, so the channel serves exactly what the server does.
+    target: Any = ObservedRegistration(deps.metrics, server, handlers)  # stands for a server
+    pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
+    # What reflection.enable_server_reflection does for a grpc.aio.Server, through the target.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflection.aio.ReflectionServicer(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
         ),
-        server,
+        target,
     )
     port = server.add_insecure_port(settings.server.grpc_address) if bind else 0
     return Service(
@@ -172,7 +172,6 @@ def build_server(
         cache=cache,
         port=port,
         handlers=handlers.handlers,
-        interceptors=interceptors,
     )
 
 

@@ -10,7 +10,8 @@ and grpc-go's ``bufconn`` do:
 - each unary call serialises the request with the stub's serializer and parses it with
   the method's deserializer (and the response back), so caller and servicer never share a
   message, exactly as over a socket;
-- the server's interceptors run, so request ids, RPC latency and failure logs are the same;
+- the handlers are the server's own, observed ones (``ObservedRegistration``), so request
+  ids, RPC latency and failure logs are the same;
 - the handler runs in the caller's task under the call's deadline (cancelled when it
   passes, answering ``DEADLINE_EXCEEDED``); a task per call cost a third of the channel's
   overhead (~50 us of ~150 us, measured), so instead the context variables a handler sets
@@ -28,8 +29,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -68,19 +69,12 @@ def _default_of(var: contextvars.ContextVar[Any]) -> Any:
         return _UNSET
 
 
-class _CallDetails(NamedTuple):
-    """What interceptors see of a call (``grpc.HandlerCallDetails``)."""
-
-    method: str
-    invocation_metadata: Metadata
-
-
 class _Aborted(Exception):
     """Raised by ``abort``: the handler ends with a status."""
 
 
 class _Context:
-    """The part of ``grpc.aio.ServicerContext`` the servicers and interceptors use."""
+    """The part of ``grpc.aio.ServicerContext`` the servicers and their observation use."""
 
     def __init__(self, metadata: Metadata, deadline: float | None) -> None:
         self._metadata = tuple(metadata)
@@ -109,7 +103,7 @@ class _Context:
 
     def code(self) -> grpc.StatusCode | None:
         # A call still running at its deadline has failed, as a socket server reports it
-        # (interceptors read this while the deadline's cancellation unwinds the handler).
+        # (the observation reads this while the deadline's cancellation unwinds the handler).
         if self._code is None and self._expired():
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return self._code
@@ -183,7 +177,6 @@ class InProcessChannel(grpc.aio.Channel):
 
     Args:
         handlers: Method path to handler (``HandlerRegistry.handlers``).
-        interceptors: The server's interceptors, applied in order as the server does.
         fallback_target: Where streaming calls go (the service's own gRPC address).
         fallback_options: Options of that channel.
         context_vars: Context variables handlers set per RPC, restored after each call.
@@ -193,22 +186,15 @@ class InProcessChannel(grpc.aio.Channel):
         self,
         handlers: Handlers,
         *,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         fallback_target: str,
         fallback_options: Sequence[tuple[str, Any]] = (),
         context_vars: Sequence[contextvars.ContextVar[Any]] = (),
     ) -> None:
         self._handlers = handlers
-        self._interceptors = tuple(interceptors)
         self._fallback_target = fallback_target
         self._fallback_options = list(fallback_options)
         self._fallback: grpc.aio.Channel | None = None
         self._context_vars = tuple(context_vars)
-        # The server's chain: each interceptor's continuation is the next one, then lookup.
-        find: Callable[[Any], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]] = self._lookup
-        for interceptor in reversed(self._interceptors):
-            find = _chain(interceptor, find)
-        self._find = find
 
     async def invoke(  # noqa: PLR0917 - one call's parts, positional by design
         self,
@@ -220,7 +206,7 @@ class InProcessChannel(grpc.aio.Channel):
         deserializer: Callable[[bytes], Any] | None,
     ) -> Any:
         """Run one unary call (``seconds``: its timeout); its response, or the AioRpcError."""
-        handler = await self._find(_CallDetails(method, tuple(metadata)))
+        handler = self._handlers.get(method)
         if handler is None or handler.unary_unary is None:
             raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
         wire = serializer(request) if serializer else request
@@ -251,9 +237,6 @@ class InProcessChannel(grpc.aio.Channel):
         except Exception as exc:
             raise _unexpected(exc) from None
         return deserializer(wire) if deserializer else wire
-
-    async def _lookup(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
-        return self._handlers.get(details.method)
 
     def _fallback_channel(self) -> grpc.aio.Channel:
         if self._fallback is None:
@@ -311,13 +294,6 @@ class InProcessChannel(grpc.aio.Channel):
 def _unexpected(exc: Exception) -> grpc.aio.AioRpcError:
     """What grpc.aio's server answers when (de)serialising a message fails."""
     return rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
-
-
-def _chain(interceptor: grpc.aio.ServerInterceptor, continuation: Callable[[Any], Any]) -> Any:
-    async def intercepted(details: Any) -> Any:
-        return await interceptor.intercept_service(continuation, details)
-
-    return intercepted
 
 
 async def _run(behaviour: Any, request: Any, context: _Context) -> Any:

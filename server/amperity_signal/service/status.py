@@ -7,7 +7,7 @@ retrying later can help (AIP-193).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -25,6 +25,7 @@ from amperity_signal.errors import (
     ProfileUnavailable,
     UnknownIntegration,
 )
+from amperity_signal.logs import request_id_var
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
@@ -83,10 +84,33 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
 
 
+REQUEST_ID_METADATA = "x-request-id"
+"""The metadata key of a call's request id (sent by the caller or minted, always answered)."""
+
+
+class _Status(NamedTuple):
+    """A ``grpc.Status`` (``grpc_status`` builds its own the same way)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
 def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
-    """The status to abort an RPC with (``context.abort_with_status``)."""
-    status: grpc.Status = rpc_status.to_status(to_status_proto(error))
-    return status
+    """The status to abort an RPC with (``context.abort_with_status``).
+
+    Aborting replaces the trailing metadata the call had, so the call's request id is put
+    back beside the status details: a failed call answers it as a successful one does, and
+    the caller can find the failure's log line by it.
+    """
+    status: Any = rpc_status.to_status(to_status_proto(error))
+    trailing = tuple(status.trailing_metadata)
+    request_id = request_id_var.get()
+    if request_id:
+        trailing += ((REQUEST_ID_METADATA, request_id),)
+    result: Any = _Status(status.code, status.details, trailing)
+    grpc_status: grpc.Status = result
+    return grpc_status
 
 
 def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:

@@ -1,0 +1,83 @@
+"""Every RPC the server answers is observed: request id, latency per method and code, failures.
+
+The observation is wrapped around each method handler when it is registered
+(``ObservedRegistration``), so these calls go over the socket to each kind of handler the
+server has: a unary servicer method, a failing one, the health service, and reflection's
+bidirectional stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.contract.harness import Harness
+from tests.contract.test_contract import event
+
+ENRICH = "/datafly.amperity.v1.AmperityService/Enrich"
+HEALTH = "/grpc.health.v1.Health/Check"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def _calls(harness: Harness, method: str, code: str) -> float:
+    value = harness.service.metrics.registry.get_sample_value(
+        "amperity_signal_rpc_seconds_count", {"method": method, "code": code}
+    )
+    return value or 0.0
+
+
+def _request_id(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            return str(value)
+    return None
+
+
+async def test_a_unary_call_answers_its_request_id_and_is_timed(harness: Harness) -> None:
+    before = _calls(harness, ENRICH, "OK")
+    request = pb.EnrichRequest(integration_id="web", event=event(type="page"))
+    call = harness.stub.Enrich(request, metadata=(("x-request-id", "req-from-caller"),))
+    await call
+    assert _request_id(await call.trailing_metadata()) == "req-from-caller"
+    anonymous = harness.stub.Enrich(request)
+    await anonymous
+    minted = _request_id(await anonymous.trailing_metadata())
+    assert minted is not None and len(minted) == 32 and int(minted, 16) >= 0
+    assert _calls(harness, ENRICH, "OK") == before + 2
+
+
+async def test_a_failed_call_is_timed_under_its_code_and_logged(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
+    before = _calls(harness, ENRICH, "NOT_FOUND")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Enrich(pb.EnrichRequest(integration_id="nope", event=event()))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _request_id(caught.value.trailing_metadata()) is not None
+    assert _calls(harness, ENRICH, "NOT_FOUND") == before + 1
+    failed = [r for r in caplog.records if r.getMessage() == "rpc failed"]
+    assert [(r.__dict__["method"], r.__dict__["code"]) for r in failed] == [(ENRICH, "NOT_FOUND")]
+
+
+async def test_health_and_reflection_are_observed_too(harness: Harness) -> None:
+    health_before = _calls(harness, HEALTH, "OK")
+    reflection_before = _calls(harness, REFLECTION, "OK")
+    health: Any = health_pb2_grpc.HealthStub(harness.channel)
+    await health.Check(health_pb2.HealthCheckRequest(service=""))
+    stub: Any = reflection_pb2_grpc.ServerReflectionStub(harness.channel)  # type: ignore[arg-type]
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    answers = [answer async for answer in stub.ServerReflectionInfo(ask())]
+    assert answers and answers[0].list_services_response.service
+    assert _calls(harness, HEALTH, "OK") == health_before + 1
+    assert _calls(harness, REFLECTION, "OK") == reflection_before + 1

@@ -1,4 +1,8 @@
-"""(1) Enrich on a cache hit vs a bare grpc.aio echo server answering the same bytes."""
+"""(1) Enrich on a cache hit vs a bare grpc.aio echo server answering the same bytes.
+
+A third server, ours with Enrich answering a prebuilt response (``prebuilt_serve``), is
+measured in the same rounds: the ceiling any Enrich handler could reach on this stack.
+"""
 
 from __future__ import annotations
 
@@ -81,6 +85,14 @@ async def run(profile: Profile) -> dict[str, Any]:
         assert statuses == {pb.CACHE_STATUS_HIT}, f"warm-up left misses: {statuses}"
         echo_target = await start_echo(processes, {ENRICH_METHOD: answers[0]})
         echo_pid = processes.started[-1].pid
+        # The same server answering a prebuilt response: the ceiling of any Enrich handler.
+        ceiling, ceiling_target = await processes.service(
+            sink_url,
+            cache=HOT_CACHE,
+            rate_limit_per_second=10_000,
+            cli=[PYTHON, "-m", "tests.benchmarks.prebuilt_serve"],
+        )
+        await warm(ceiling_target, ENRICH_METHOD, payloads[:1])
         closed = (profile.concurrency, profile.round_duration, profile.warmup)
 
         def closed_loop(where: str, pid: int) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -93,20 +105,31 @@ async def run(profile: Profile) -> dict[str, Any]:
             return run
 
         rounds = await interleaved(
-            profile.rounds, [closed_loop(echo_target, echo_pid), closed_loop(target, service.pid)]
+            profile.rounds,
+            [
+                closed_loop(echo_target, echo_pid),
+                closed_loop(target, service.pid),
+                closed_loop(ceiling_target, ceiling.pid),
+            ],
         )
-        round_ratios = [ratio(o["rate"], b["rate"]) for b, o in rounds]
+        round_ratios = [ratio(o["rate"], b["rate"]) for b, o, _ in rounds]
+        ceiling_ratios = [ratio(c["rate"], b["rate"]) for b, _, c in rounds]
+        stack: dict[str, Any] = {
+            "rate": median([c["rate"] for _, _, c in rounds]),
+            "cpu_per_rpc": median([c["cpu_per_rpc"] for _, _, c in rounds]),
+            "rounds": [c for _, _, c in rounds],
+        }
         bare: dict[str, Any] = {
-            "rate": median([b["rate"] for b, _ in rounds]),
-            "cpu_per_rpc": median([b["cpu_per_rpc"] for b, _ in rounds]),
-            "rounds": [b for b, _ in rounds],
+            "rate": median([b["rate"] for b, _, _ in rounds]),
+            "cpu_per_rpc": median([b["cpu_per_rpc"] for b, _, _ in rounds]),
+            "rounds": [b for b, _, _ in rounds],
         }
         ours: dict[str, Any] = {
-            "rate": median([o["rate"] for _, o in rounds]),
-            "cpu_per_rpc": median([o["cpu_per_rpc"] for _, o in rounds]),
-            "rounds": [o for _, o in rounds],
+            "rate": median([o["rate"] for _, o, _ in rounds]),
+            "cpu_per_rpc": median([o["cpu_per_rpc"] for _, o, _ in rounds]),
+            "rounds": [o for _, o, _ in rounds],
         }
-        cpu_ratios = [ratio(o["cpu_per_rpc"], b["cpu_per_rpc"]) for b, o in rounds]
+        cpu_ratios = [ratio(o["cpu_per_rpc"], b["cpu_per_rpc"]) for b, o, _ in rounds]
         bare_open = await asyncio.to_thread(
             loadgen.run_in_process,
             loadgen.grpc_open_spread,
@@ -160,6 +183,13 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f">=0.75 {'MET' if targets['throughput_ratio_ge_0.75'] else 'MISSED'}",
             ),
             (
+                "stack ceiling: our server, Enrich answering a prebuilt response (diagnostic)",
+                f"{stack['rate']:.0f}",
+                f"{bare['rate']:.0f} echo",
+                f"{median(ceiling_ratios):.2f}",
+                "",
+            ),
+            (
                 "server CPU µs per RPC, same closed loop (diagnostic)",
                 f"{ours['cpu_per_rpc'] * 1e6:.0f}",
                 f"{bare['cpu_per_rpc'] * 1e6:.0f} echo",
@@ -195,9 +225,12 @@ async def run(profile: Profile) -> dict[str, Any]:
         "concurrency": profile.concurrency,
         "echo": {"closed": bare, "open_half": bare_open, "open_at_our_half": bare_same},
         "enrich_hit": {"closed": ours, "open_half": ours_open},
+        "stack_ceiling": {"closed": stack},
         "ratios": {
             "throughput": throughput_ratio,
             "throughput_rounds": round_ratios,
+            "stack_ceiling": median(ceiling_ratios),
+            "stack_ceiling_rounds": ceiling_ratios,
             "cpu_per_rpc": median(cpu_ratios),
             "cpu_per_rpc_rounds": cpu_ratios,
             "p50_at_half": ratio(ours_open["p50_ms"], bare_open["p50_ms"]),

@@ -8,7 +8,7 @@ on a warm cache:
 
 - ``enrich_hit``: parsing an EnrichRequest and the registered Enrich handler on a cache
   hit (a stand-in servicer context). Since session 5 that handler includes the RPC
-  observation (request id, latency histogram), ~8 us that the interceptor used to add
+  observation (request id, latency histogram), ~2-4 us that the interceptor used to add
   outside this figure;
 - ``deliver``: parsing a DeliverRequest and ``AmperityServicer.Deliver`` with a mock
   Amperity transport (whose own cost, building a response, is included);

@@ -7,6 +7,7 @@ Validation collects every problem at once, each with its fix (see ``load_setting
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -72,6 +73,44 @@ class CacheSettings(_Strict):
     breaker_cooldown: float = Field(default=30, gt=0)
 
 
+class GatewayTable(_Strict):
+    """The ``[gateway]`` table: the HTTP gateway's per-client limits and deadlines.
+
+    The defaults are ``GatewaySettings``'s (a test keeps them equal). Behind a load balancer
+    or CDN every request arrives from the proxy's address, so the per-client rate limit
+    applies to all visitors together unless ``trusted_proxies`` names the proxies whose
+    ``X-Forwarded-For`` carries the visitor's address.
+    """
+
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=40, ge=1)
+    rate_limit_max_clients: int = Field(default=100_000, ge=1)
+    max_body_bytes: int = Field(default=32 * 1024, ge=1_024)
+    max_batch_body_bytes: int = Field(default=256 * 1024, ge=1_024)
+    max_batch_events: int = Field(default=100, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1_024)
+    rpc_timeout: float = Field(default=2.0, gt=0)
+    deliver_timeout: float = Field(default=5.0, gt=0)
+    batch_concurrency: int = Field(default=8, ge=1)
+    trusted_proxies: tuple[str, ...] = ()
+    live_replay: int = Field(default=50, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in proxies:
+            if proxy == "*":
+                continue
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network; write the proxy's address "
+                    "(10.0.0.5), its network (10.0.0.0/8), or '*' to trust every peer"
+                ) from None
+        return proxies
+
+
 class IntegrationSettings(_Strict):
     """One installed Amperity integration (one ``[[integrations]]`` table)."""
 
@@ -134,6 +173,7 @@ class Settings(_Strict):
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    gateway: GatewayTable = Field(default_factory=GatewayTable)
     integrations: tuple[IntegrationSettings, ...] = ()
 
     def integration(self, integration_id: str) -> IntegrationSettings | None:

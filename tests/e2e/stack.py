@@ -127,6 +127,7 @@ class Stack:
         keys: Keys | None = None,
         cache: dict[str, Any] | None = None,
         server: dict[str, Any] | None = None,
+        gateway: dict[str, Any] | None = None,
         args: tuple[str, ...] = (),
         **overrides: Any,
     ) -> Service:
@@ -143,6 +144,8 @@ class Stack:
             "cache": cache or {"backend": "memory"},
             "integrations": tables,
         }
+        if gateway is not None:
+            config["gateway"] = gateway
         path = self.workdir / f"service-{len(self.processes)}.toml"
         path.write_text(tomli_w.dumps(config))
         process = await start_process(

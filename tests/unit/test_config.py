@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from amperity_signal.config import load_settings, settings_from_dict
+from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
 from amperity_signal.errors import ConfigError
+from amperity_signal.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
@@ -173,3 +174,50 @@ def test_check_config_accepts_a_valid_file() -> None:
     result = run_cli("check-config", "--config", str(ROOT / "examples" / "amperity-signal.toml"))
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout
+
+
+def test_the_gateway_table_sets_the_gateways_limits() -> None:
+    """``[gateway]`` reaches GatewaySettings, which otherwise keeps its defaults."""
+    raw = {
+        "gateway": {
+            "rate_limit_per_second": 200,
+            "rate_limit_burst": 400,
+            "max_header_bytes": 32_768,
+            "trusted_proxies": ["10.0.0.0/8", "192.0.2.7"],
+        },
+        "integrations": [integration()],
+    }
+    gateway = GatewaySettings.from_settings(settings_from_dict(raw, {}))
+    assert (gateway.rate_limit_per_second, gateway.rate_limit_burst) == (200, 400)
+    assert gateway.max_header_bytes == 32_768
+    assert gateway.trusted_proxies == ("10.0.0.0/8", "192.0.2.7")
+    assert gateway.pipelines[0].pipeline_key == "pk_web"
+    example = GatewaySettings.from_settings(
+        load_settings(ROOT / "examples" / "amperity-signal.toml")
+    )
+    assert example.replace(pipelines=(), redact=()) == GatewaySettings()
+
+
+def test_the_gateway_tables_defaults_are_the_gateway_settings_defaults() -> None:
+    defaults = GatewayTable()
+    for name in GatewayTable.model_fields:
+        assert getattr(defaults, name) == getattr(GatewaySettings(), name), name
+
+
+def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
+    problems = problems_of(
+        {
+            "gateway": {
+                "rate_limit_per_second": 0,
+                "trusted_proxies": ["lb.example.com"],
+                "rate_limit": 5,
+            },
+            "integrations": [integration()],
+        }
+    )
+    assert len(problems) == 3
+    unknown, rate, proxies = sorted(problems)
+    assert "gateway.rate_limit_per_second" in rate and "greater than 0" in rate
+    assert "gateway.trusted_proxies" in proxies and "'lb.example.com'" in proxies
+    assert "10.0.0.0/8" in proxies
+    assert "gateway.rate_limit" in unknown and "not a known field" in unknown

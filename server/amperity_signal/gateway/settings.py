@@ -1,8 +1,9 @@
 """The gateway's own settings: CORS origins per pipeline key, limits and deadlines.
 
 ``GatewaySettings.from_settings`` builds them from the service's configuration file
-(``[[integrations]]`` ``pipeline_key`` / ``allowed_origins``, ``[server]`` ``admin_token``),
-so one TOML file configures both processes.
+(``[[integrations]]`` ``pipeline_key`` / ``allowed_origins``, ``[server]`` ``admin_token``,
+the ``[gateway]`` table's limits, deadlines and ``trusted_proxies``), so one TOML file
+configures both processes.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class GatewaySettings:
         if token is not None:
             secrets.append(token.get_secret_value())
         values: dict[str, Any] = {
+            **settings.gateway.model_dump(),
             "pipelines": pipelines,
             "admin_token": token.get_secret_value() if token is not None else None,
             "redact": tuple(s for s in secrets if s),

@@ -7,7 +7,8 @@ retrying later can help (AIP-193).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import collections
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -88,12 +89,10 @@ REQUEST_ID_METADATA = "x-request-id"
 """The metadata key of a call's request id (sent by the caller or minted, always answered)."""
 
 
-class _Status(NamedTuple):
-    """A ``grpc.Status`` (``grpc_status`` builds its own the same way)."""
-
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+):
+    """A ``grpc.Status``, built as ``grpc_status.rpc_status`` builds its own."""
 
 
 def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
@@ -103,14 +102,12 @@ def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
     back beside the status details: a failed call answers it as a successful one does, and
     the caller can find the failure's log line by it.
     """
-    status: Any = rpc_status.to_status(to_status_proto(error))
+    status = rpc_status.to_status(to_status_proto(error))
     trailing = tuple(status.trailing_metadata)
     request_id = request_id_var.get()
     if request_id:
         trailing += ((REQUEST_ID_METADATA, request_id),)
-    result: Any = _Status(status.code, status.details, trailing)
-    grpc_status: grpc.Status = result
-    return grpc_status
+    return _Status(status.code, status.details, trailing)
 
 
 def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:

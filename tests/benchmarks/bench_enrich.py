@@ -114,21 +114,7 @@ async def run(profile: Profile) -> dict[str, Any]:
         )
         round_ratios = [ratio(o["rate"], b["rate"]) for b, o, _ in rounds]
         ceiling_ratios = [ratio(c["rate"], b["rate"]) for b, _, c in rounds]
-        stack: dict[str, Any] = {
-            "rate": median([c["rate"] for _, _, c in rounds]),
-            "cpu_per_rpc": median([c["cpu_per_rpc"] for _, _, c in rounds]),
-            "rounds": [c for _, _, c in rounds],
-        }
-        bare: dict[str, Any] = {
-            "rate": median([b["rate"] for b, _, _ in rounds]),
-            "cpu_per_rpc": median([b["cpu_per_rpc"] for b, _, _ in rounds]),
-            "rounds": [b for b, _, _ in rounds],
-        }
-        ours: dict[str, Any] = {
-            "rate": median([o["rate"] for _, o, _ in rounds]),
-            "cpu_per_rpc": median([o["cpu_per_rpc"] for _, o, _ in rounds]),
-            "rounds": [o for _, o, _ in rounds],
-        }
+        bare, ours, stack = (_summary([r[i] for r in rounds]) for i in range(3))
         cpu_ratios = [ratio(o["cpu_per_rpc"], b["cpu_per_rpc"]) for b, o, _ in rounds]
         bare_open = await asyncio.to_thread(
             loadgen.run_in_process,
@@ -238,6 +224,15 @@ async def run(profile: Profile) -> dict[str, Any]:
             "p99_same_rate": ratio(ours_open["p99_ms"], bare_same["p99_ms"]),
         },
         "targets": targets,
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's closed-loop rounds: median rate and CPU per RPC, and every round."""
+    return {
+        "rate": median([run["rate"] for run in runs]),
+        "cpu_per_rpc": median([run["cpu_per_rpc"] for run in runs]),
+        "rounds": runs,
     }
 
 

@@ -1,11 +1,11 @@
-"""Deliver fills a missing message_id and timestamp on the converted event, not on a proto copy."""
+"""Deliver's missing message_id and timestamp are filled during conversion, not on a proto copy."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from amperity_signal.service.convert import event_to_dict
-from amperity_signal.service.servicer import with_defaults
+from amperity_signal.service.validation import checked_event_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 
@@ -16,24 +16,21 @@ def _event(**fields: object) -> pb.Event:
     return event
 
 
-def test_missing_fields_are_filled_in_the_order_event_to_dict_writes_them() -> None:
-    before = datetime.now(UTC)
-    filled = with_defaults(event_to_dict(_event()), "m-generated")
-    after = datetime.now(UTC)
+def test_missing_fields_are_filled_where_event_to_dict_puts_them() -> None:
+    now = datetime.now(UTC)
+    filled = checked_event_dict(_event(), message_id="m-generated", received_at=now)
     # What the old path gave: the proto copied, both fields set, then converted.
     reference = _event(message_id="m-generated")
-    reference.timestamp.FromDatetime(before)
+    reference.timestamp.FromDatetime(now)
     expected = event_to_dict(reference)
     assert list(filled) == list(expected)
-    assert {k: v for k, v in filled.items() if k != "timestamp"} == {
-        k: v for k, v in expected.items() if k != "timestamp"
-    }
-    assert before <= filled["timestamp"] <= after
-    assert filled["timestamp"].tzinfo is not None
+    assert filled == expected
+    assert filled["timestamp"] is now
 
 
 def test_a_missing_timestamp_alone_is_filled_and_the_message_id_kept() -> None:
-    filled = with_defaults(event_to_dict(_event(message_id="m-sent")), "m-unused")
+    now = datetime.now(UTC)
+    filled = checked_event_dict(_event(message_id="m-sent"), message_id="m-sent", received_at=now)
     assert filled["message_id"] == "m-sent"
     assert list(filled)[:7] == [
         "message_id",
@@ -44,12 +41,15 @@ def test_a_missing_timestamp_alone_is_filled_and_the_message_id_kept() -> None:
         "timestamp",
         "properties",
     ]
-    assert datetime.now(UTC) - filled["timestamp"] < timedelta(seconds=5)
+    assert filled["timestamp"] == now
 
 
-def test_an_event_with_both_is_returned_as_it_is() -> None:
+def test_an_events_own_fields_win_over_the_defaults() -> None:
     event = _event(message_id="m-sent")
     event.timestamp.FromDatetime(datetime(2026, 1, 2, tzinfo=UTC))
-    converted = event_to_dict(event)
-    assert with_defaults(converted, "m-unused") is converted
+    converted = checked_event_dict(
+        event, message_id="m-unused", received_at=datetime.now(UTC) - timedelta(days=1)
+    )
+    assert converted == event_to_dict(event)
+    assert converted["message_id"] == "m-sent"
     assert converted["timestamp"] == datetime(2026, 1, 2, tzinfo=UTC)

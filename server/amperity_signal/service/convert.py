@@ -100,15 +100,21 @@ def set_value(target: struct_pb2.Value, value: Any) -> None:
 
 
 def event_to_dict(
-    event: pb.Event, struct_converter: Callable[[struct_pb2.Struct], dict[str, Any]] | None = None
+    event: pb.Event,
+    struct_converter: Callable[[struct_pb2.Struct], dict[str, Any]] | None = None,
+    *,
+    message_id: str = "",
+    received_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The proto Event as the blueprint's event dict (empty fields left out).
 
     ``struct_converter`` converts properties, traits and partner_attrs (``struct_to_dict``
-    by default; validation passes one that checks the limits on the way).
+    by default; validation passes one that checks the limits on the way). ``message_id``
+    and ``received_at`` stand in for a missing message_id and timestamp (Deliver fills
+    both, as the spec's payload always carries them), in the same places.
     """
     convert_struct = struct_converter or struct_to_dict
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"message_id": message_id} if message_id else {}
     for name in ("message_id", "type", "event", "anonymous_id", "canonical_id", "user_id"):
         value = getattr(event, name)
         if value:
@@ -117,6 +123,8 @@ def event_to_dict(
         out["canonical_id"] = out["anonymous_id"]
     if event.HasField("timestamp"):
         out["timestamp"] = event.timestamp.ToDatetime(tzinfo=UTC)
+    elif received_at is not None:
+        out["timestamp"] = received_at
     for name in STRUCT_FIELDS:
         if event.HasField(name):
             out[name] = convert_struct(getattr(event, name))

@@ -32,8 +32,6 @@ log = logging.getLogger("amperity_signal.service")
 DEFAULT_DEADLINE = 30.0
 PIPELINE_KEY_METADATA = "x-pipeline-key"
 STREAM_CONCURRENCY = 64
-_AFTER_TIMESTAMP = frozenset(("properties", "traits", "partner_attrs", "context"))
-"""The keys ``event_to_dict`` writes after ``timestamp``."""
 _CACHE_STATUS = {
     "hit": pb.CACHE_STATUS_HIT,
     "miss": pb.CACHE_STATUS_MISS,
@@ -191,7 +189,13 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.DeliverResponse:
         message_id = event_pb.message_id or str(uuid.uuid4())
         message_id_var.set(message_id)
-        event = with_defaults(checked_event_dict(event_pb, max_bytes=self._max_bytes), message_id)
+        # The spec's payload always carries both; the HTTP gateway fills them the same way.
+        event = checked_event_dict(
+            event_pb,
+            max_bytes=self._max_bytes,
+            message_id=message_id,
+            received_at=None if event_pb.HasField("timestamp") else convert.now_utc(),
+        )
         delivered = await self._delivery.deliver(integration, event, deadline=deadline)
         return delivered_to_proto(delivered)
 
@@ -220,24 +224,6 @@ def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:
                 response.personalized_attributes
             )
     return response
-
-
-def with_defaults(event: dict[str, Any], message_id: str) -> dict[str, Any]:
-    """The event dict with ``message_id`` and, when missing, the receive time as timestamp.
-
-    The spec's payload always carries both, and the HTTP gateway fills them the same way.
-    Filled in on the converted dict (the proto is not copied), with the keys in
-    ``event_to_dict``'s order.
-    """
-    if "message_id" in event and "timestamp" in event:
-        return event
-    filled: dict[str, Any] = {"message_id": message_id}
-    for key, value in event.items():
-        if key in _AFTER_TIMESTAMP and "timestamp" not in filled:
-            filled["timestamp"] = convert.now_utc()
-        filled[key] = value
-    filled.setdefault("timestamp", convert.now_utc())
-    return filled
 
 
 def delivered_to_proto(delivered: Delivered) -> pb.DeliverResponse:

@@ -7,13 +7,12 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const grpc = require('@grpc/grpc-js');
-const protobuf = require('protobufjs');
 
 const {
   AmperityClient, AmperitySignalError, fromStruct, toStruct, nextDelayMs, backoffMs,
-  DEFAULT_RETRY, toProtoEvent, loadService,
+  DEFAULT_RETRY, toProtoEvent,
 } = require('..');
+const { detail, failure, startFake } = require('../testing/fake-service');
 
 // --- pure units --------------------------------------------------------------------
 
@@ -71,44 +70,6 @@ test('Datafly JSON events convert to the proto shape, absent consent absent', ()
 });
 
 // --- against an in-process grpc-js server with google.rpc details ---------------------
-
-const rpcRoot = protobuf.parse(`
-syntax = "proto3";
-package google.rpc;
-message Any { string type_url = 1; bytes value = 2; }
-message Duration { int64 seconds = 1; int32 nanos = 2; }
-message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
-message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
-message BadRequest {
-  message FieldViolation { string field = 1; string description = 2; }
-  repeated FieldViolation field_violations = 1;
-}
-message RetryInfo { Duration retry_delay = 1; }
-`, { keepCase: true }).root;
-
-function detail(name, value) {
-  const type = rpcRoot.lookupType(`google.rpc.${name}`);
-  return { type_url: `type.googleapis.com/google.rpc.${name}`, value: type.encode(type.create(value)).finish() };
-}
-
-function failure(code, message, details) {
-  const Status = rpcRoot.lookupType('google.rpc.Status');
-  const metadata = new grpc.Metadata();
-  metadata.set('grpc-status-details-bin',
-    Buffer.from(Status.encode(Status.create({ code, message, details })).finish()));
-  return { code, details: message, metadata };
-}
-
-async function startFake(handlers) {
-  const server = new grpc.Server();
-  const Service = loadService();
-  server.addService(Service.service, handlers);
-  const port = await new Promise((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
-      (error, bound) => (error ? reject(error) : resolve(bound)));
-  });
-  return { server, target: `127.0.0.1:${port}` };
-}
 
 test('UNAVAILABLE with RetryInfo is retried, waiting at least the delay', async (t) => {
   let calls = 0;

@@ -179,10 +179,11 @@ test('live service is configured when CI runs', () => {
   }
 });
 
-test('live: Deliver, Enrich and BrowserProfile against the running service', liveOptions, async (t) => {
+test('live: the client against the running service', liveOptions, async (t) => {
+  const liveIntegrationId = process.env.AMPERITY_SIGNAL_INTEGRATION_ID || '';
   const client = new AmperityClient({
     target: liveTarget,
-    integrationId: process.env.AMPERITY_SIGNAL_INTEGRATION_ID || '',
+    integrationId: liveIntegrationId,
     pipelineKey: process.env.AMPERITY_SIGNAL_PIPELINE_KEY || '',
   });
   t.after(() => client.close());
@@ -215,4 +216,45 @@ test('live: Deliver, Enrich and BrowserProfile against the running service', liv
     assert.equal(response.provider, 'amperity');
     assert.equal(typeof response.attributes, 'object');
   });
+
+  // The timeout guards against a record that never comes; it asserts nothing about speed.
+  await t.test('deliverMany delivers over one stream and watchDeliveries sees each delivery',
+    { timeout: 60000 }, async () => {
+      const viewed = (sku) => ({
+        type: 'track',
+        event: 'Product Viewed',
+        anonymousId: visitor,
+        properties: { product_id: sku, name: 'Trail Jacket', price: 129.99, currency: 'USD' },
+      });
+      // Replaying the latest record first proves the watch is subscribed before the rest.
+      const first = await client.deliver(viewed('SKU-0'));
+      const watch = client.watchDeliveries({ replay: 1 });
+      const replayed = await watch.next();
+      assert.equal(replayed.value.message_id, first.message_id);
+
+      const outcomes = [];
+      for await (const outcome of client.deliverMany(['SKU-1', 'SKU-2', 'SKU-3'].map(viewed),
+        { concurrency: 2 })) {
+        outcomes.push(outcome);
+      }
+      assert.equal(outcomes.length, 3);
+      for (const outcome of outcomes) {
+        assert.equal(outcome.error, undefined, outcome.error && outcome.error.message);
+        assert.equal(outcome.result.message_id, outcome.messageId);
+        assert.equal(outcome.result.amperity_type, 'view_item');
+        assert.equal(outcome.result.vendor_request.status_code, 202);
+      }
+
+      const unseen = new Set(outcomes.map((outcome) => outcome.messageId));
+      for await (const record of watch) {
+        if (!unseen.delete(record.message_id)) continue;
+        if (liveIntegrationId) assert.equal(record.integration_id, liveIntegrationId);
+        assert.equal(record.outcome, 'delivered');
+        assert.equal(record.amperity_type, 'view_item');
+        assert.equal(record.event.anonymous_id, visitor);
+        assert.equal(typeof record.payload, 'object');
+        if (!unseen.size) break;
+      }
+      assert.equal(unseen.size, 0);
+    });
 });

@@ -5,23 +5,30 @@
  * RESOURCE_EXHAUSTED retried with exponential backoff and full jitter, RetryInfo's delay
  * the least wait; failures rejected as AmperitySignalError ("REASON: message", with
  * `code`, `details`, `reason`, `fieldViolations`, `retryAfter`). Struct fields go in and
- * come out as plain objects.
+ * come out as plain objects. deliverMany and watchDeliveries are async iterators over
+ * the two streaming RPCs.
  */
 
-const crypto = require('node:crypto');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const { DEFAULT_RETRY, backoffMs, nextDelayMs } = require('./lib/retry');
-const { AmperitySignalError, fromServiceError } = require('./lib/status');
+const {
+  DEFAULT_RETRY, DEFAULT_STREAM_RETRY, backoffMs, nextDelayMs,
+} = require('./lib/retry');
+const { AmperitySignalError, fromDeliveryError, fromServiceError } = require('./lib/status');
 const { toStruct, fromStruct, toValue, fromValue } = require('./lib/struct');
-const { toProtoEvent, plainEvent } = require('./lib/events');
+const {
+  toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
+} = require('./lib/events');
+const { DeliverStreamRun } = require('./lib/stream');
 
 const DEFAULT_PROTO_PATH = path.resolve(
   __dirname, '..', '..', 'proto', 'datafly', 'amperity', 'v1', 'amperity_service.proto',
 );
 const DEFAULT_TIMEOUT_MS = 10000;
+const DEFAULT_CONCURRENCY = 64;
+const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 30000;
 const PIPELINE_KEY_METADATA = 'x-pipeline-key';
 const LOADER_OPTIONS = Object.freeze({
   keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
@@ -37,7 +44,12 @@ const LOADER_OPTIONS = Object.freeze({
  * @property {grpc.ChannelCredentials} [credentials] Default: insecure (plaintext).
  * @property {Object<string, string|number>} [channelOptions] grpc-js channel options.
  * @property {number} [timeoutMs] The deadline of each attempt (default 10000).
- * @property {Partial<import('./lib/retry').RetryPolicy>} [retry] Overrides of the retry policy.
+ * @property {Partial<import('./lib/retry').RetryPolicy>} [retry] Overrides of the retry policy
+ *   of unary calls and of retryable per-event DeliverStream errors.
+ * @property {Partial<import('./lib/retry').RetryPolicy>} [streamRetry] Overrides of the policy
+ *   reopening a broken DeliverStream, counted from the last answer.
+ * @property {number} [streamIdleTimeoutMs] No answer for this long while events are
+ *   unanswered: the DeliverStream is treated as broken and reopened (default 30000).
  * @property {(ms: number) => Promise<void>} [sleep] Waits between retries (fake in tests).
  * @property {() => number} [random] The jitter's random source.
  */
@@ -90,6 +102,10 @@ class AmperityClient {
     this._timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     /** @private @type {import('./lib/retry').RetryPolicy} */
     this._retry = { ...DEFAULT_RETRY, ...(options.retry || {}) };
+    /** @private @type {import('./lib/retry').RetryPolicy} */
+    this._streamRetry = { ...DEFAULT_STREAM_RETRY, ...(options.streamRetry || {}) };
+    /** @private */
+    this._streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS;
     /** @private */
     this._sleep = options.sleep || realSleep;
     /** @private */
@@ -103,13 +119,50 @@ class AmperityClient {
    * @returns {Promise<Object<string, any>>} The DeliverResponse, `payload` a plain object.
    */
   async deliver(event, options = {}) {
-    const proto = toProtoEvent(event);
-    // Retries must carry one id so the service and Amperity see one event.
-    if (!proto.message_id) proto.message_id = crypto.randomUUID();
     const response = await this._unary('Deliver', {
-      integration_id: this._integrationId, event: proto,
+      integration_id: this._integrationId, event: withMessageId(toProtoEvent(event)),
     }, options);
-    return { ...response, payload: fromStruct(response.payload) };
+    return plainDelivery(response);
+  }
+
+  /**
+   * Deliver many events over one DeliverStream, at least once each. Reads `events` only
+   * while fewer than `concurrency` are unanswered (or answered but not yet taken from the
+   * iterator). Yields one outcome per event, in the order they finish: `result` (as
+   * deliver resolves it) or `error` (an AmperitySignalError) for a failed event.
+   * Retryable per-event errors are sent again under the retry policy; a broken stream is
+   * reopened under the stream retry policy and every unanswered event sent again, so an
+   * event may reach the service twice, always under the same message_id. Events without
+   * a message_id get a UUID.
+   * @param {Iterable<Object<string, any>>|AsyncIterable<Object<string, any>>} events
+   *   Datafly JSON events, as deliver takes them.
+   * @param {{concurrency?: number}} [options] concurrency: default 64.
+   * @returns {AsyncGenerator<import('./lib/stream').DeliveryOutcome>} Throws
+   *   AmperitySignalError when the stream fails with a non-retryable status or cannot be
+   *   reopened (outcomes yielded before are final; events without one were not
+   *   confirmed), TypeError for a malformed event.
+   */
+  deliverMany(events, { concurrency = DEFAULT_CONCURRENCY } = {}) {
+    if (!events || (typeof (/** @type {any} */ (events))[Symbol.iterator] !== 'function'
+      && typeof (/** @type {any} */ (events))[Symbol.asyncIterator] !== 'function')) {
+      throw new TypeError('events must be an iterable or async iterable of events.');
+    }
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError('concurrency must be a whole number, 1 or more.');
+    }
+    const run = new DeliverStreamRun({
+      // waitForReady: a reopened stream waits for a restarting service to come back
+      // instead of failing at once; the idle timeout bounds the wait.
+      openCall: () => this._client.DeliverStream(this._metadata(), { waitForReady: true }),
+      requestFor: (event) => ({ integration_id: this._integrationId, event }),
+      concurrency,
+      retry: this._retry,
+      streamRetry: this._streamRetry,
+      idleTimeoutMs: this._streamIdleTimeoutMs,
+      sleep: this._sleep,
+      random: this._random,
+    });
+    return run.run(events);
   }
 
   /**
@@ -143,6 +196,31 @@ class AmperityClient {
       anonymous_id: anonymousId,
     }, options);
     return { provider: response.provider, attributes: fromStruct(response.attributes) };
+  }
+
+  /**
+   * Live delivery records, after replaying up to `replay` recent ones. Stopping the
+   * iteration (`break`, `return()`) cancels the call. Not retried: a failed watch throws.
+   * @param {{replay?: number, integrationId?: string}} [options] integrationId: whose
+   *   records; the client's integration by default, '' for all.
+   * @returns {AsyncGenerator<Object<string, any>>} WatchDeliveriesResponse records, Structs
+   *   as plain objects. Throws AmperitySignalError when the watch fails.
+   */
+  async *watchDeliveries({ replay = 0, integrationId } = {}) {
+    const call = this._client.WatchDeliveries({
+      integration_id: integrationId ?? this._integrationId, replay,
+    }, this._metadata());
+    // The iterator hears failures itself. This listener keeps the CANCELLED status a
+    // break causes from ever being an unhandled 'error' event (an uncaught exception):
+    // that the stream iterator leaves a listener behind after it returns is not promised.
+    call.on('error', () => {});
+    try {
+      for await (const record of call) yield plainRecord(record);
+    } catch (error) {
+      throw fromServiceError(error);
+    } finally {
+      call.cancel();
+    }
   }
 
   /** Close the channel. */
@@ -189,12 +267,10 @@ class AmperityClient {
    * @returns {Promise<any>}
    */
   _call(method, request, timeoutMs) {
-    const metadata = new grpc.Metadata();
-    if (this._pipelineKey) metadata.set(PIPELINE_KEY_METADATA, this._pipelineKey);
     return new Promise((resolve, reject) => {
       /** @type {any} */ (this._client)[method](
         request,
-        metadata,
+        this._metadata(),
         { deadline: new Date(Date.now() + timeoutMs) },
         (/** @type {any} */ error, /** @type {any} */ response) => {
           if (error) reject(fromServiceError(error));
@@ -203,6 +279,17 @@ class AmperityClient {
       );
     });
   }
+
+  /**
+   * The metadata every call carries: the pipeline key, when the client has one.
+   * @private
+   * @returns {grpc.Metadata}
+   */
+  _metadata() {
+    const metadata = new grpc.Metadata();
+    if (this._pipelineKey) metadata.set(PIPELINE_KEY_METADATA, this._pipelineKey);
+    return metadata;
+  }
 }
 
 module.exports = {
@@ -210,8 +297,10 @@ module.exports = {
   AmperitySignalError,
   DEFAULT_PROTO_PATH,
   DEFAULT_RETRY,
+  DEFAULT_STREAM_RETRY,
   DEFAULT_TIMEOUT_MS,
   backoffMs,
+  fromDeliveryError,
   fromServiceError,
   fromStruct,
   fromValue,

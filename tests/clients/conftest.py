@@ -1,15 +1,15 @@
-"""Fixtures: the scriptable fake service on 127.0.0.1:0 and clients pointed at it."""
+"""Fixtures: the scriptable fake service on 127.0.0.1:0 and clients (async, sync) of it."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from amperity_signal_client import AsyncAmperityClient, RetryPolicy
+from amperity_signal_client import AmperityClient, AsyncAmperityClient, RetryPolicy
 
-from .fakes import FakeSleep, RunningService, start_service
+from .fakes import FakeSleep, FakeSyncSleep, RunningService, start_service
 
 INTEGRATION_ID = "shop"
 
@@ -61,3 +61,23 @@ async def make_client(
 def client(make_client: ClientFactory) -> AsyncAmperityClient:
     """An async client with the default settings and a fake sleep."""
     return make_client()
+
+
+@pytest.fixture
+def sync_sleep() -> FakeSyncSleep:
+    """A blocking sleep that records its waits."""
+    return FakeSyncSleep()
+
+
+@pytest.fixture
+def sync_client(running: RunningService, sync_sleep: FakeSyncSleep) -> Iterator[AmperityClient]:
+    """A sync client against the fake, with a fake sleep."""
+    client = AmperityClient(
+        running.target,
+        integration_id="shop",
+        sleep=sync_sleep,
+        rng=random.Random(7),
+        retry=RetryPolicy(total_timeout=60.0),
+    )
+    yield client
+    client.close()

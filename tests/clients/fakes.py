@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -88,6 +88,55 @@ def delivered(message_id: str) -> pb.DeliverResponse:
     )
 
 
+def live_record(message_id: str, delivered_second: int) -> pb.WatchDeliveriesResponse:
+    """A record of integration "shop", delivered ``delivered_second`` s after a fixed start."""
+    return pb.WatchDeliveriesResponse(
+        integration_id="shop",
+        message_id=message_id,
+        delivered_at=timestamp_pb2.Timestamp(seconds=1_700_000_000 + delivered_second),
+        outcome="delivered",
+    )
+
+
+class LiveRecords:
+    """The service's Live Events in small: a bounded buffer of records plus live fan-out.
+
+    Attributes:
+        buffer: The kept records, oldest first; a watch replays at most all of them.
+    """
+
+    def __init__(self, buffer_size: int = 200) -> None:
+        self.buffer: deque[pb.WatchDeliveriesResponse] = deque(maxlen=buffer_size)
+        self._watchers: set[asyncio.Queue[pb.WatchDeliveriesResponse | None]] = set()
+
+    def publish(self, record: pb.WatchDeliveriesResponse) -> None:
+        """Keep a record and hand it to every open watch."""
+        self.buffer.append(record)
+        for watcher in self._watchers:
+            watcher.put_nowait(record)
+
+    def end_watches(self) -> None:
+        """End every open watch as if the stream was closed cleanly."""
+        for watcher in self._watchers:
+            watcher.put_nowait(None)
+
+    async def watch(
+        self, integration_id: str, replay: int
+    ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
+        """Up to ``replay`` kept records, then live ones until ``end_watches``."""
+        watcher: asyncio.Queue[pb.WatchDeliveriesResponse | None] = asyncio.Queue()
+        self._watchers.add(watcher)
+        kept = [record for record in self.buffer if integration_id in ("", record.integration_id)]
+        try:
+            for record in kept[max(len(kept) - replay, 0) :]:
+                yield record
+            while (record_or_end := await watcher.get()) is not None:
+                if integration_id in ("", record_or_end.integration_id):
+                    yield record_or_end
+        finally:
+            self._watchers.discard(watcher)
+
+
 class ScriptedService(pb_grpc.AmperityServiceServicer):
     """An AmperityService that answers as the test scripts it and records what it saw.
 
@@ -97,6 +146,8 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
         stream_aborts: Per DeliverStream opened, after how many answers it is aborted
             with UNAVAILABLE (None: never); streams beyond the list are never aborted.
         stream_stalls: How many of the next DeliverStreams read requests but never answer.
+        watch_failures: Statuses the next WatchDeliveries calls fail with, in order.
+        live: The delivery records WatchDeliveries replays and streams.
         calls: The unary method names called, in order.
         deadlines: The time remaining of each unary call when it arrived.
         metadata: The invocation metadata of each call, as dicts.
@@ -112,6 +163,8 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
         self.stream_aborts: list[int | None] = []
         self.stream_failure: Failure | None = None
         self.stream_stalls = 0
+        self.watch_failures: list[Failure] = []
+        self.live = LiveRecords()
         self.calls: list[str] = []
         self.deadlines: list[float | None] = []
         self.metadata: list[dict[str, str | bytes]] = []
@@ -161,15 +214,14 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
-        """Replay ``replay`` records, then end."""
+        """Fail as scripted, or send headers, replay kept records, then live ones."""
         self.calls.append("WatchDeliveries")
         self.requests.append(request)
-        for index in range(request.replay):
-            yield pb.WatchDeliveriesResponse(
-                integration_id=request.integration_id,
-                message_id=f"m{index}",
-                outcome="delivered",
-            )
+        if self.watch_failures:
+            await self.watch_failures.pop(0).abort(context)
+        await context.send_initial_metadata(())
+        async for record in self.live.watch(request.integration_id, request.replay):
+            yield record
 
     async def DeliverStream(  # noqa: N802
         self,

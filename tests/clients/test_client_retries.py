@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import aclosing
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from amperity_signal_client import (
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 from .conftest import ClientFactory
-from .fakes import Failure, FakeSleep, RunningService, unavailable
+from .fakes import Failure, FakeSleep, RunningService, live_record, unavailable
 
 DEADLINE_ROUNDING = 0.05
 """Seconds a propagated deadline may grow by on the wire (grpc-timeout rounding)."""
@@ -129,7 +130,10 @@ async def test_watch_deliveries_streams_the_replayed_records(
     running: RunningService, client: AsyncAmperityClient
 ) -> None:
     """watch_deliveries yields the service's records for the client's integration."""
-    records = [record async for record in client.watch_deliveries(replay=2)]
+    running.service.live.publish(live_record("m0", 1))
+    running.service.live.publish(live_record("m1", 2))
+    async with aclosing(client.watch_deliveries(replay=2)) as watch:
+        records = [await anext(watch), await anext(watch)]
 
     assert [record.message_id for record in records] == ["m0", "m1"]
     assert running.service.requests[0].integration_id == "shop"

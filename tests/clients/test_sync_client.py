@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Iterator
+from contextlib import closing
+from itertools import islice
 
 import grpc
 import pytest
 
-from amperity_signal_client import AmperityClient, InvalidArgument, RetryPolicy
+from amperity_signal_client import AmperityClient, InvalidArgument
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
-from .fakes import Failure, FakeSyncSleep, RunningService, delivery_error, unavailable
+from .fakes import Failure, FakeSyncSleep, RunningService, delivery_error, live_record, unavailable
 
 EVENT = pb.Event(message_id="m-1", type="track", event="Product Viewed", anonymous_id="a-1")
-
-
-@pytest.fixture
-def sync_sleep() -> FakeSyncSleep:
-    """A blocking sleep that records its waits."""
-    return FakeSyncSleep()
-
-
-@pytest.fixture
-def sync_client(running: RunningService, sync_sleep: FakeSyncSleep) -> Iterator[AmperityClient]:
-    """A sync client against the fake, with a fake sleep."""
-    client = AmperityClient(
-        running.target,
-        integration_id="shop",
-        sleep=sync_sleep,
-        rng=random.Random(7),
-        retry=RetryPolicy(total_timeout=60.0),
-    )
-    yield client
-    client.close()
 
 
 async def test_sync_unary_calls_work_and_retry(
@@ -100,6 +80,9 @@ async def test_sync_watch_deliveries_yields_records(
     running: RunningService, sync_client: AmperityClient
 ) -> None:
     """The sync watch_deliveries iterates the service's records."""
-    records = await asyncio.to_thread(lambda: list(sync_client.watch_deliveries(replay=3)))
+    for index in range(3):
+        running.service.live.publish(live_record(f"m{index}", index))
+    with closing(sync_client.watch_deliveries(replay=3)) as watch:
+        records = await asyncio.to_thread(lambda: list(islice(watch, 3)))
 
     assert [record.message_id for record in records] == ["m0", "m1", "m2"]

@@ -183,6 +183,16 @@ async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
     assert harness.keys.ingest not in text and harness.keys.profile not in text
 
 
+async def test_watch_deliveries_answers_with_headers_before_any_delivery(
+    harness: Harness,
+) -> None:
+    """An idle watch gets the service's headers at once, so a client knows it is connected."""
+    call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+    await asyncio.wait_for(call.initial_metadata(), 5)
+    assert not call.done()
+    call.cancel()
+
+
 async def test_health_reports_serving_for_the_service(harness: Harness) -> None:
     """The health service answers SERVING for datafly.amperity.v1.AmperityService."""
     # The health and reflection stubs' type stubs know only sync channels.

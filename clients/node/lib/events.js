@@ -5,6 +5,7 @@
  * Absent consent fields stay absent. snake_case input keys are accepted as aliases.
  */
 
+const crypto = require('node:crypto');
 const { toStruct, fromStruct } = require('./struct');
 
 const EVENT_TYPES = ['track', 'page', 'identify', 'screen', 'group', 'alias'];
@@ -190,6 +191,17 @@ function toProtoConsent(data) {
 }
 
 /**
+ * The event with a message_id, a fresh UUID when it had none. Retries and re-sends must
+ * carry one id so the service and Amperity can tell a re-sent event from a new one.
+ * @param {Object<string, any>} event A proto-shaped event (from toProtoEvent), changed in place.
+ * @returns {Object<string, any>}
+ */
+function withMessageId(event) {
+  if (!event.message_id) event.message_id = crypto.randomUUID();
+  return event;
+}
+
+/**
  * A decoded Event with its Structs as plain objects.
  * @param {Object<string, any>|null|undefined} event
  */
@@ -203,4 +215,23 @@ function plainEvent(event) {
   };
 }
 
-module.exports = { EVENT_TYPES, toProtoEvent, toTimestamp, plainEvent };
+/**
+ * A decoded DeliverResponse with its payload as a plain object.
+ * @param {Object<string, any>|null|undefined} response
+ */
+function plainDelivery(response) {
+  if (!response) return response;
+  return { ...response, payload: fromStruct(response.payload) };
+}
+
+/**
+ * A decoded WatchDeliveriesResponse with its payload and event's Structs as plain objects.
+ * @param {Object<string, any>} record
+ */
+function plainRecord(record) {
+  return { ...plainDelivery(record), event: plainEvent(record.event) };
+}
+
+module.exports = {
+  EVENT_TYPES, plainDelivery, plainEvent, plainRecord, toProtoEvent, toTimestamp, withMessageId,
+};

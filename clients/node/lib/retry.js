@@ -27,6 +27,16 @@ const DEFAULT_RETRY = Object.freeze({
   retryableCodes: RETRYABLE_CODES,
 });
 
+// Reopening a DeliverStream must outlive a service restart: more attempts and a longer
+// budget, counted from the last answer rather than from the first attempt.
+/** @type {RetryPolicy} */
+const DEFAULT_STREAM_RETRY = Object.freeze({
+  ...DEFAULT_RETRY,
+  maxAttempts: 12,
+  initialBackoffMs: 200,
+  totalTimeoutMs: 120000,
+});
+
 /**
  * Milliseconds to wait before retry number `retry` (1 for the first retry).
  * @param {RetryPolicy} policy
@@ -57,4 +67,6 @@ function nextDelayMs(policy, { code, attempt, elapsedMs, retryAfterMs = null, ra
   return delay;
 }
 
-module.exports = { DEFAULT_RETRY, RETRYABLE_CODES, backoffMs, nextDelayMs };
+module.exports = {
+  DEFAULT_RETRY, DEFAULT_STREAM_RETRY, RETRYABLE_CODES, backoffMs, nextDelayMs,
+};

@@ -7,6 +7,7 @@
 const protobuf = require('protobufjs');
 
 const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
+const DOMAIN = 'amperity-signal.datafly.com';
 const CODE_NAMES = [
   'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
   'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION',
@@ -147,6 +148,25 @@ function fromServiceError(error) {
   return new AmperitySignalError({ code, details, cause: error });
 }
 
+/**
+ * The readable error for one failed event of a DeliverStream (a DeliveryError, which
+ * carries the ErrorInfo and RetryInfo fields inline instead of as status details).
+ * @param {Object<string, any>} error The proto-loader DeliveryError.
+ * @returns {AmperitySignalError}
+ */
+function fromDeliveryError(error) {
+  const code = Number(error.code || 0);
+  return new AmperitySignalError({
+    code,
+    details: error.message || CODE_NAMES[code] || 'unknown error',
+    reason: error.reason || '',
+    domain: error.reason ? DOMAIN : '',
+    metadata: { ...(error.metadata || {}) },
+    retryAfter: error.retry_after_seconds ? Number(error.retry_after_seconds) : null,
+  });
+}
+
 module.exports = {
-  AmperitySignalError, CODE_NAMES, STATUS_DETAILS_KEY, decodeStatus, fromServiceError,
+  AmperitySignalError, CODE_NAMES, DOMAIN, STATUS_DETAILS_KEY, decodeStatus, fromDeliveryError,
+  fromServiceError,
 };

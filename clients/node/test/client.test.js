@@ -7,13 +7,12 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const grpc = require('@grpc/grpc-js');
-const protobuf = require('protobufjs');
 
 const {
   AmperityClient, AmperitySignalError, fromStruct, toStruct, nextDelayMs, backoffMs,
-  DEFAULT_RETRY, toProtoEvent, loadService,
+  DEFAULT_RETRY, toProtoEvent,
 } = require('..');
+const { detail, failure, startFake } = require('../testing/fake-service');
 
 // --- pure units --------------------------------------------------------------------
 
@@ -71,44 +70,6 @@ test('Datafly JSON events convert to the proto shape, absent consent absent', ()
 });
 
 // --- against an in-process grpc-js server with google.rpc details ---------------------
-
-const rpcRoot = protobuf.parse(`
-syntax = "proto3";
-package google.rpc;
-message Any { string type_url = 1; bytes value = 2; }
-message Duration { int64 seconds = 1; int32 nanos = 2; }
-message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
-message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
-message BadRequest {
-  message FieldViolation { string field = 1; string description = 2; }
-  repeated FieldViolation field_violations = 1;
-}
-message RetryInfo { Duration retry_delay = 1; }
-`, { keepCase: true }).root;
-
-function detail(name, value) {
-  const type = rpcRoot.lookupType(`google.rpc.${name}`);
-  return { type_url: `type.googleapis.com/google.rpc.${name}`, value: type.encode(type.create(value)).finish() };
-}
-
-function failure(code, message, details) {
-  const Status = rpcRoot.lookupType('google.rpc.Status');
-  const metadata = new grpc.Metadata();
-  metadata.set('grpc-status-details-bin',
-    Buffer.from(Status.encode(Status.create({ code, message, details })).finish()));
-  return { code, details: message, metadata };
-}
-
-async function startFake(handlers) {
-  const server = new grpc.Server();
-  const Service = loadService();
-  server.addService(Service.service, handlers);
-  const port = await new Promise((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
-      (error, bound) => (error ? reject(error) : resolve(bound)));
-  });
-  return { server, target: `127.0.0.1:${port}` };
-}
 
 test('UNAVAILABLE with RetryInfo is retried, waiting at least the delay', async (t) => {
   let calls = 0;
@@ -218,10 +179,11 @@ test('live service is configured when CI runs', () => {
   }
 });
 
-test('live: Deliver, Enrich and BrowserProfile against the running service', liveOptions, async (t) => {
+test('live: the client against the running service', liveOptions, async (t) => {
+  const liveIntegrationId = process.env.AMPERITY_SIGNAL_INTEGRATION_ID || '';
   const client = new AmperityClient({
     target: liveTarget,
-    integrationId: process.env.AMPERITY_SIGNAL_INTEGRATION_ID || '',
+    integrationId: liveIntegrationId,
     pipelineKey: process.env.AMPERITY_SIGNAL_PIPELINE_KEY || '',
   });
   t.after(() => client.close());
@@ -254,4 +216,45 @@ test('live: Deliver, Enrich and BrowserProfile against the running service', liv
     assert.equal(response.provider, 'amperity');
     assert.equal(typeof response.attributes, 'object');
   });
+
+  // The timeout guards against a record that never comes; it asserts nothing about speed.
+  await t.test('deliverMany delivers over one stream and watchDeliveries sees each delivery',
+    { timeout: 60000 }, async () => {
+      const viewed = (sku) => ({
+        type: 'track',
+        event: 'Product Viewed',
+        anonymousId: visitor,
+        properties: { product_id: sku, name: 'Trail Jacket', price: 129.99, currency: 'USD' },
+      });
+      // Replaying the latest record first proves the watch is subscribed before the rest.
+      const first = await client.deliver(viewed('SKU-0'));
+      const watch = client.watchDeliveries({ replay: 1 });
+      const replayed = await watch.next();
+      assert.equal(replayed.value.message_id, first.message_id);
+
+      const outcomes = [];
+      for await (const outcome of client.deliverMany(['SKU-1', 'SKU-2', 'SKU-3'].map(viewed),
+        { concurrency: 2 })) {
+        outcomes.push(outcome);
+      }
+      assert.equal(outcomes.length, 3);
+      for (const outcome of outcomes) {
+        assert.equal(outcome.error, undefined, outcome.error && outcome.error.message);
+        assert.equal(outcome.result.message_id, outcome.messageId);
+        assert.equal(outcome.result.amperity_type, 'view_item');
+        assert.equal(outcome.result.vendor_request.status_code, 202);
+      }
+
+      const unseen = new Set(outcomes.map((outcome) => outcome.messageId));
+      for await (const record of watch) {
+        if (!unseen.delete(record.message_id)) continue;
+        if (liveIntegrationId) assert.equal(record.integration_id, liveIntegrationId);
+        assert.equal(record.outcome, 'delivered');
+        assert.equal(record.amperity_type, 'view_item');
+        assert.equal(record.event.anonymous_id, visitor);
+        assert.equal(typeof record.payload, 'object');
+        if (!unseen.size) break;
+      }
+      assert.equal(unseen.size, 0);
+    });
 });

@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -18,10 +26,11 @@ from typing import Any, Self, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from amperity_signal_client.errors import from_rpc_error
+from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
+from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -73,7 +82,8 @@ class AsyncAmperityClient:
         credentials: TLS credentials; the channel is plaintext when None.
         default_timeout: The deadline of each attempt of a unary call, in seconds.
         retry: Retries of unary calls and of retryable per-event stream errors.
-        stream_retry: Reopening a broken DeliverStream, counted from the last answer.
+        stream_retry: Reopening a broken DeliverStream, counted from the last answer,
+            and a broken ``watch_deliveries``, counted from the last new record.
         stream_idle_timeout: Seconds without any answer, while events are unanswered,
             after which a DeliverStream is treated as broken and reopened.
         sleep: Waits between retries (a fake in tests).
@@ -215,30 +225,80 @@ class AsyncAmperityClient:
                 yield response
 
     async def watch_deliveries(
-        self, replay: int = 0, *, integration_id: str | None = None
-    ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
+        self, replay: int = 0, *, integration_id: str | None = None, reconnect: bool = True
+    ) -> AsyncGenerator[pb.WatchDeliveriesResponse, None]:
         """Live delivery records, after replaying up to ``replay`` recent ones.
+
+        With ``reconnect`` the watch outlives a restarting service or a dropped
+        connection. Every call waits for an unreachable service (``wait_for_ready``); a
+        call that fails with a retryable status, or that the service ends, is reopened
+        after a backoff under ``stream_retry`` (attempts counted from the last new
+        record) and asks the service to replay its whole buffer.
+
+        What a reconnect recovers is bounded by that buffer: records delivered while the
+        watch was disconnected arrive after it, oldest first, only while the service
+        still holds them. It keeps the last 200 records per integration by default and
+        starts empty when the service restarts, so records delivered before a restart
+        and not yet received are lost. Until the watch has yielded a record, a reopened
+        call asks for ``replay`` as given and recovers no more than that. A record
+        already yielded (by integration, message_id and delivered_at, the last 4096
+        remembered) is not yielded again, nor is a replayed record older than the first
+        one this watch yielded.
 
         Args:
             replay: How many recent records to replay first.
             integration_id: Whose records; the client's integration by default, ``""``
                 for all.
+            reconnect: Reopen the watch when it breaks; False raises on the first break
+                and ends when the service ends the stream.
 
         Raises:
-            AmperitySignalError: When the watch fails.
+            AmperitySignalError: At once for a non-retryable status (e.g. ``NotFound``
+                for an unknown integration); the last error when ``stream_retry`` is
+                exhausted; ``Unavailable`` when the watch breaks and ``reconnect`` is
+                False.
         """
-        request = pb.WatchDeliveriesRequest(
-            integration_id=self._integration_id if integration_id is None else integration_id,
-            replay=replay,
+        integration_id = self._integration_id if integration_id is None else integration_id
+        if not reconnect:
+            request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
+            async with aclosing(self._watch_call(request, None)) as records:
+                async for record in records:
+                    yield record
+            return
+        watch = DeliveryWatch(integration_id, replay, self._stream_retry, self._clock, self._rng)
+        while True:
+            try:
+                async with aclosing(self._watch_call(watch.request(), watch)) as records:
+                    async for record in records:
+                        if watch.admit(record):
+                            yield record
+            except AmperitySignalError as failure:
+                await self._sleep(watch.delay_after(failure))
+
+    async def _watch_call(
+        self, request: pb.WatchDeliveriesRequest, watch: DeliveryWatch | None
+    ) -> AsyncGenerator[pb.WatchDeliveriesResponse, None]:
+        """One WatchDeliveries call.
+
+        For a reconnecting ``watch`` the call waits for the service, the watch hears
+        when the service answers, and the end of the stream is an ``Unavailable``.
+        """
+        call = self._stub.WatchDeliveries(
+            request, metadata=self._metadata, wait_for_ready=True if watch is not None else None
         )
-        call = self._stub.WatchDeliveries(request, metadata=self._metadata)
         try:
+            if watch is not None:
+                await call.initial_metadata()
+                if not call.done():
+                    watch.answered()
             async for record in call:
                 yield record
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
         finally:
             call.cancel()
+        if watch is not None:
+            raise watch_ended()
 
     def _open_stream(
         self,

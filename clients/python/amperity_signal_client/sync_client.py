@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -19,11 +20,12 @@ from amperity_signal_client.client import (
     call_metadata,
     check_identity,
 )
-from amperity_signal_client.errors import from_rpc_error
+from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.ledger import Ledger, ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
 from amperity_signal_client.stream import EventLike, to_event
 from amperity_signal_client.sync_stream import SyncStreamRun
+from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -130,20 +132,47 @@ class AmperityClient:
         return run.run(events)
 
     def watch_deliveries(
-        self, replay: int = 0, *, integration_id: str | None = None
-    ) -> Iterator[pb.WatchDeliveriesResponse]:
-        """Live delivery records; see ``AsyncAmperityClient.watch_deliveries``."""
-        request = pb.WatchDeliveriesRequest(
-            integration_id=self._integration_id if integration_id is None else integration_id,
-            replay=replay,
+        self, replay: int = 0, *, integration_id: str | None = None, reconnect: bool = True
+    ) -> Generator[pb.WatchDeliveriesResponse, None, None]:
+        """Live delivery records, reconnecting; see ``AsyncAmperityClient.watch_deliveries``."""
+        integration_id = self._integration_id if integration_id is None else integration_id
+        if not reconnect:
+            request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
+            yield from self._watch_call(request, None)
+            return
+        watch = DeliveryWatch(integration_id, replay, self._stream_retry, self._clock, self._rng)
+        while True:
+            try:
+                with closing(self._watch_call(watch.request(), watch)) as records:
+                    for record in records:
+                        if watch.admit(record):
+                            yield record
+            except AmperitySignalError as failure:
+                self._sleep(watch.delay_after(failure))
+
+    def _watch_call(
+        self, request: pb.WatchDeliveriesRequest, watch: DeliveryWatch | None
+    ) -> Generator[pb.WatchDeliveriesResponse, None, None]:
+        """One WatchDeliveries call.
+
+        For a reconnecting ``watch`` the call waits for the service, the watch hears
+        when the service answers, and the end of the stream is an ``Unavailable``.
+        """
+        call = self._stub.WatchDeliveries(
+            request, metadata=self._metadata, wait_for_ready=True if watch is not None else None
         )
-        call = self._stub.WatchDeliveries(request, metadata=self._metadata)
         try:
+            if watch is not None:
+                call.initial_metadata()
+                if call.is_active():
+                    watch.answered()
             yield from call
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         finally:
             call.cancel()
+        if watch is not None:
+            raise watch_ended()
 
     def _open_stream(
         self, requests: Iterator[pb.DeliverStreamRequest]

@@ -164,6 +164,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 self._registry.get(request.integration_id)
             except AmperitySignalError as error:
                 await context.abort_with_status(to_grpc_status(error))
+        # Headers at once, not with the first record: a reconnecting client can tell a
+        # watch the service took from one still connecting, before anything is delivered.
+        await context.send_initial_metadata(())
         async for record in self._live.watch(request.integration_id, max(request.replay, 0)):
             yield record_to_proto(record)
 

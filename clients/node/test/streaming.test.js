@@ -1,0 +1,386 @@
+'use strict';
+// deliverMany and watchDeliveries against an in-process grpc-js server of the service.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+
+const { AmperityClient, AmperitySignalError, toStruct } = require('..');
+const { detail, failure, startFake } = require('../testing/fake-service');
+
+// Guards against a hang (a missed answer or cancellation), not a timing assertion.
+const GUARD = { timeout: 20000 };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * The DeliverStreamResponse of a delivered event, its payload naming the event.
+ * @param {object} request
+ */
+function delivered(request) {
+  return {
+    message_id: request.event.message_id,
+    result: {
+      message_id: request.event.message_id,
+      amperity_type: 'view_item',
+      payload: toStruct({ event: request.event.event }),
+      vendor_request: { status_code: 202 },
+    },
+  };
+}
+
+/** @param {number} count */
+function events(count) {
+  return Array.from({ length: count }, (_, i) => ({
+    type: 'track', event: `Event ${i}`, anonymousId: 'anon-1', messageId: `m-${i}`,
+  }));
+}
+
+/**
+ * Start a fake whose DeliverStream hands each call and request to `onRequest`.
+ * @param {(request: any, call: any, calls: number) => void} onRequest
+ * @param {object} [more] Other method handlers.
+ */
+async function streamFake(onRequest, more = {}) {
+  const fake = { calls: 0, received: /** @type {any[][]} */ ([]) };
+  const { server, target } = await startFake({
+    DeliverStream(call) {
+      fake.calls += 1;
+      const number = fake.calls;
+      fake.received.push([]);
+      call.on('data', (request) => {
+        fake.received[number - 1].push(request.event.message_id);
+        onRequest(request, call, number);
+      });
+      call.on('end', () => call.end());
+    },
+    ...more,
+  });
+  return { ...fake, fake, server, target };
+}
+
+/**
+ * @param {import('node:test').TestContext} t
+ * @param {object} fake
+ * @param {object} [options]
+ */
+function clientFor(t, { server, target }, options = {}) {
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web', sleep: async () => {}, ...options });
+  t.after(() => client.close());
+  return client;
+}
+
+/** @param {AsyncIterable<any>} iterator */
+async function collect(iterator) {
+  const items = [];
+  for await (const item of iterator) items.push(item);
+  return items;
+}
+
+test('deliverMany yields each result under its message_id, as they finish', GUARD, async (t) => {
+  const held = [];
+  const fake = await streamFake((request, call) => {
+    held.push(request);
+    // Answer in reverse once all four are in, so order cannot stand in for matching.
+    if (held.length === 4) for (const r of held.reverse()) call.write(delivered(r));
+  });
+  const client = clientFor(t, fake);
+  const input = [
+    { type: 'track', event: 'First', anonymousId: 'a', messageId: 'given-1' },
+    { type: 'track', event: 'Second', anonymousId: 'a' },
+    { type: 'track', event: 'Third', anonymousId: 'a', message_id: 'given-3' },
+    { type: 'track', event: 'Fourth', anonymousId: 'a' },
+  ];
+
+  const outcomes = await collect(client.deliverMany(input));
+
+  assert.deepEqual(outcomes.map((o) => o.result.payload.event), ['Fourth', 'Third', 'Second', 'First']);
+  for (const outcome of outcomes) {
+    assert.equal(outcome.error, undefined);
+    assert.equal(outcome.result.message_id, outcome.messageId);
+    assert.equal(outcome.result.amperity_type, 'view_item');
+  }
+  assert.equal(outcomes[1].messageId, 'given-3');
+  assert.equal(outcomes[3].messageId, 'given-1');
+  assert.match(outcomes[0].messageId, UUID);
+  assert.match(outcomes[2].messageId, UUID);
+  assert.notEqual(outcomes[0].messageId, outcomes[2].messageId);
+  assert.equal(fake.fake.calls, 1);
+});
+
+test('per-event errors are the AmperitySignalErrors unary calls raise', GUARD, async (t) => {
+  const attempts = new Map();
+  const fake = await streamFake((request, call) => {
+    const id = request.event.message_id;
+    attempts.set(id, (attempts.get(id) || 0) + 1);
+    if (id === 'm-0') {
+      call.write({ message_id: id, error: { code: 3, message: 'anonymous_id is required.',
+        reason: 'INVALID_EVENT', metadata: { field: 'event.anonymous_id' } } });
+    } else if (id === 'm-1' && attempts.get(id) === 1) {
+      call.write({ message_id: id, error: { code: 14, message: 'Amperity is unavailable.',
+        reason: 'AMPERITY_UNAVAILABLE', retry_after_seconds: 2.5 } });
+    } else if (id === 'm-2') {
+      call.write({ message_id: id, error: { code: 8, message: 'Amperity rate limited.',
+        reason: 'AMPERITY_RATE_LIMITED', retry_after_seconds: 1 } });
+    } else {
+      call.write(delivered(request));
+    }
+  });
+  const waits = [];
+  const client = clientFor(t, fake, {
+    retry: { maxAttempts: 3 }, sleep: async (ms) => { waits.push(ms); },
+  });
+
+  const outcomes = await collect(client.deliverMany(events(4)));
+  const byId = Object.fromEntries(outcomes.map((o) => [o.messageId, o]));
+
+  assert.equal(outcomes.length, 4);
+  const invalid = byId['m-0'].error;
+  assert.ok(invalid instanceof AmperitySignalError);
+  assert.equal(invalid.code, 3);
+  assert.equal(invalid.message, 'INVALID_EVENT: anonymous_id is required.');
+  assert.deepEqual(invalid.metadata, { field: 'event.anonymous_id' });
+  assert.equal(invalid.domain, 'amperity-signal.datafly.com');
+  assert.equal(invalid.retryable, false);
+  assert.equal(attempts.get('m-0'), 1);
+  // UNAVAILABLE once, then delivered: sent again after at least its RetryInfo delay.
+  assert.equal(byId['m-1'].result.payload.event, 'Event 1');
+  assert.equal(attempts.get('m-1'), 2);
+  assert.ok(waits.some((ms) => ms >= 2500));
+  // RESOURCE_EXHAUSTED every time: yielded after maxAttempts sends.
+  const limited = byId['m-2'].error;
+  assert.ok(limited instanceof AmperitySignalError);
+  assert.equal(limited.code, 8);
+  assert.equal(limited.retryAfter, 1);
+  assert.equal(limited.retryable, true);
+  assert.equal(attempts.get('m-2'), 3);
+  assert.equal(byId['m-3'].result.payload.event, 'Event 3');
+});
+
+test('deliverMany keeps at most `concurrency` events unanswered or read', GUARD, async (t) => {
+  const total = 40;
+  const concurrency = 4;
+  const held = [];
+  let received = 0;
+  let maxInFlight = 0;
+  const fake = await streamFake((request, call) => {
+    received += 1;
+    held.push(request);
+    maxInFlight = Math.max(maxInFlight, held.length);
+    // Hold answers until the window is full (or the last events are in), so a client
+    // that sends past its window is seen doing so.
+    if (held.length >= concurrency || received === total) call.write(delivered(held.shift()));
+    if (received === total) for (const r of held.splice(0)) call.write(delivered(r));
+  });
+  const client = clientFor(t, fake);
+  let pulled = 0;
+  async function* source() {
+    for (const event of events(total)) {
+      pulled += 1;
+      yield event;
+    }
+  }
+
+  let taken = 0;
+  for await (const outcome of client.deliverMany(source(), { concurrency })) {
+    taken += 1;
+    assert.ok(outcome.result);
+    assert.ok(pulled - taken <= concurrency, `read ${pulled} events with ${taken} taken`);
+    // A slow consumer: the client must not read on meanwhile.
+    await new Promise((resolve) => { setImmediate(resolve); });
+  }
+
+  assert.equal(taken, total);
+  assert.equal(maxInFlight, concurrency);
+});
+
+test('two events with one message_id are never in flight together', GUARD, async (t) => {
+  const inFlight = new Set();
+  let overlapped = false;
+  const fake = await streamFake((request, call) => {
+    const id = request.event.message_id;
+    if (inFlight.has(id)) overlapped = true;
+    inFlight.add(id);
+    setImmediate(() => { inFlight.delete(id); call.write(delivered(request)); });
+  });
+  const client = clientFor(t, fake);
+  const input = [...events(2), { ...events(1)[0], event: 'Again' }];
+
+  const outcomes = await collect(client.deliverMany(input));
+
+  assert.equal(overlapped, false);
+  assert.deepEqual(outcomes.map((o) => o.messageId).sort(), ['m-0', 'm-0', 'm-1']);
+  assert.equal(fake.fake.received[0].filter((id) => id === 'm-0').length, 2);
+});
+
+test('a stream broken by UNAVAILABLE is reopened with the unanswered events', GUARD, async (t) => {
+  const fake = await streamFake((request, call, number) => {
+    if (number > 1) {
+      call.write(delivered(request));
+    } else if (request.event.message_id === 'm-2') {
+      call.write(delivered({ event: { message_id: 'm-0', event: 'Event 0' } }));
+      call.emit('error', failure(14, 'The service is shutting down.', [
+        detail('ErrorInfo', { reason: 'SHUTTING_DOWN', domain: 'amperity-signal.datafly.com' }),
+        detail('RetryInfo', { retry_delay: { seconds: 3 } }),
+      ]));
+    }
+  });
+  const waits = [];
+  const client = clientFor(t, fake, { sleep: async (ms) => { waits.push(ms); } });
+
+  const outcomes = await collect(client.deliverMany(events(3)));
+
+  assert.deepEqual(outcomes.map((o) => o.messageId).sort(), ['m-0', 'm-1', 'm-2']);
+  assert.ok(outcomes.every((o) => o.result));
+  assert.deepEqual(fake.fake.received, [['m-0', 'm-1', 'm-2'], ['m-1', 'm-2']]);
+  assert.ok(waits.some((ms) => ms >= 3000));
+});
+
+test('a stream with no answer for the idle timeout is reopened', GUARD, async (t) => {
+  // The first call swallows everything, as a hung service would.
+  const fake = await streamFake((request, call, number) => {
+    if (number > 1) call.write(delivered(request));
+  });
+  const client = clientFor(t, fake, { streamIdleTimeoutMs: 50 });
+
+  const outcomes = await collect(client.deliverMany(events(2)));
+
+  assert.equal(outcomes.length, 2);
+  assert.ok(outcomes.every((o) => o.result));
+  // The first call answered nothing, so the second re-sends both (a loaded machine may
+  // time out a later call too, so only the first two are pinned).
+  assert.deepEqual(fake.fake.received.slice(0, 2), [['m-0', 'm-1'], ['m-0', 'm-1']]);
+});
+
+test('a non-retryable stream failure throws, after the answers before it', GUARD, async (t) => {
+  const fake = await streamFake((request, call) => {
+    if (request.event.message_id === 'm-0') {
+      call.write(delivered(request));
+      return;
+    }
+    call.emit('error', failure(7, 'The Amperity key lacks the stream scope.', [
+      detail('ErrorInfo', { reason: 'AMPERITY_FORBIDDEN', domain: 'amperity-signal.datafly.com' }),
+    ]));
+  });
+  const client = clientFor(t, fake);
+  const outcomes = [];
+
+  const error = await (async () => {
+    for await (const outcome of client.deliverMany(events(3), { concurrency: 1 })) outcomes.push(outcome);
+  })().then(() => null, (e) => e);
+
+  assert.deepEqual(outcomes.map((o) => o.messageId), ['m-0']);
+  assert.ok(error instanceof AmperitySignalError);
+  assert.equal(error.code, 7);
+  assert.equal(error.reason, 'AMPERITY_FORBIDDEN');
+  assert.equal(fake.fake.calls, 1);
+});
+
+test('deliverMany refuses a bad concurrency and a bad event', GUARD, async (t) => {
+  const fake = await streamFake((request, call) => call.write(delivered(request)));
+  const client = clientFor(t, fake);
+
+  assert.throws(() => client.deliverMany(events(1), { concurrency: 0 }), RangeError);
+  assert.throws(() => client.deliverMany(42), /iterable/);
+  await assert.rejects(collect(client.deliverMany([{ type: 'shout' }])), /type must be one of/);
+  assert.deepEqual(await collect(client.deliverMany([])), []);
+  assert.equal(fake.fake.calls, 0);
+});
+
+test('stopping a deliverMany early cancels its call', GUARD, async (t) => {
+  let cancelled;
+  const seen = new Promise((resolve) => { cancelled = resolve; });
+  const fake = await streamFake((request, call) => {
+    call.on('cancelled', cancelled);
+    call.write(delivered(request));
+  });
+  const client = clientFor(t, fake);
+
+  for await (const outcome of client.deliverMany(events(10), { concurrency: 1 })) {
+    assert.equal(outcome.messageId, 'm-0');
+    break;
+  }
+
+  await seen;
+  assert.equal(fake.fake.calls, 1);
+});
+
+/**
+ * A WatchDeliveriesResponse as the service sends it.
+ * @param {string} messageId
+ */
+function record(messageId) {
+  return {
+    integration_id: 'web',
+    message_id: messageId,
+    delivered_at: { seconds: 1738324800, nanos: 0 },
+    event: { message_id: messageId, type: 'track', properties: toStruct({ sku: 'S1' }) },
+    amperity_type: 'view_item',
+    payload: toStruct({ event_type: 'view_item', items: [{ sku: 'S1' }] }),
+    vendor_request: { status_code: 202, headers: { authorization: '[redacted]' } },
+    outcome: 'delivered',
+  };
+}
+
+test('watchDeliveries yields plain records and a break cancels the call', GUARD, async (t) => {
+  let request;
+  let pipelineKey;
+  let cancelled;
+  const seen = new Promise((resolve) => { cancelled = resolve; });
+  const { server, target } = await startFake({
+    WatchDeliveries(call) {
+      request = call.request;
+      pipelineKey = call.metadata.get('x-pipeline-key')[0];
+      call.on('cancelled', cancelled);
+      call.write(record('m-1'));
+      call.write(record('m-2'));
+      // Then stays open, as the live stream does.
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web', pipelineKey: 'pk_web' });
+  t.after(() => client.close());
+
+  const records = [];
+  for await (const item of client.watchDeliveries({ replay: 10 })) {
+    records.push(item);
+    if (records.length === 2) break;
+  }
+  await seen;
+
+  assert.deepEqual(request, { integration_id: 'web', replay: 10 });
+  assert.equal(pipelineKey, 'pk_web');
+  assert.deepEqual(records.map((r) => r.message_id), ['m-1', 'm-2']);
+  assert.deepEqual(records[0].payload, { event_type: 'view_item', items: [{ sku: 'S1' }] });
+  assert.deepEqual(records[0].event.properties, { sku: 'S1' });
+  assert.equal(records[0].vendor_request.status_code, 202);
+  assert.equal(records[0].outcome, 'delivered');
+});
+
+test('a failing watch throws the mapped error after its records', GUARD, async (t) => {
+  let request;
+  const { server, target } = await startFake({
+    WatchDeliveries(call) {
+      request = call.request;
+      call.write(record('m-1'));
+      call.emit('error', failure(5, 'No integration "nope"; configured: web.', [
+        detail('ErrorInfo', { reason: 'INTEGRATION_NOT_FOUND', domain: 'amperity-signal.datafly.com',
+          metadata: { integration_id: 'nope' } }),
+      ]));
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web' });
+  t.after(() => client.close());
+  const records = [];
+
+  const error = await (async () => {
+    for await (const item of client.watchDeliveries({ integrationId: 'nope' })) records.push(item);
+  })().then(() => null, (e) => e);
+
+  assert.equal(request.integration_id, 'nope');
+  assert.deepEqual(records.map((r) => r.message_id), ['m-1']);
+  assert.ok(error instanceof AmperitySignalError);
+  assert.equal(error.code, 5);
+  assert.equal(error.reason, 'INTEGRATION_NOT_FOUND');
+  assert.deepEqual(error.metadata, { integration_id: 'nope' });
+});

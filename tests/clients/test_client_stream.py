@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 import grpc
@@ -141,6 +142,21 @@ async def test_a_stream_that_cannot_be_reopened_raises_after_its_budget(
         await collect(client, events(2))
 
     assert running.service.streams_opened == 3
+
+
+async def test_reopening_waits_draw_their_jitter_from_the_clients_rng(
+    running: RunningService, make_client: ClientFactory, fake_sleep: FakeSleep
+) -> None:
+    """A seeded rng makes the reopen backoff reproducible, as it does for every other retry."""
+    running.service.stream_aborts = [0] * 10
+    policy = RetryPolicy(max_attempts=3)
+    client = make_client(stream_retry=policy, rng=random.Random(11))
+
+    with pytest.raises(Unavailable):
+        await collect(client, events(1), concurrency=1)
+
+    same = random.Random(11)
+    assert fake_sleep.waits == [policy.backoff(1, None, same), policy.backoff(2, None, same)]
 
 
 async def test_async_sources_and_json_events_are_accepted(

@@ -72,6 +72,7 @@ class AsyncStreamRun:
         self._idle_timeout = idle_timeout
         self._sleep = sleep
         self._clock = clock
+        self._rng = rng
         self._ledger = Ledger(retry, rng)
         self._slots = asyncio.Semaphore(concurrency)
         self._outbox: asyncio.Queue[pb.Event | None] = asyncio.Queue()
@@ -111,6 +112,7 @@ class AsyncStreamRun:
                         attempt=failures,
                         elapsed=self._clock() - failing_since,
                         retry_after=broken.retry_after,
+                        rng=self._rng,
                     )
                     if delay is None:
                         raise error_for(

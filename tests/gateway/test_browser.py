@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,10 +14,11 @@ from playwright.async_api import Response, async_playwright
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
+from amperity_signal.gateway.settings import GatewaySettings
 
 from .chromium import CHROMIUM_ARGS
 from .conftest import gateway_settings
-from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService
+from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService, live_record
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -33,10 +35,9 @@ def _require_chromium() -> None:
     pytest.skip(f"{CHROMIUM} is not installed")
 
 
-@pytest.fixture
-async def gateway_url(service: RunningService) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIterator[str]:
     """The gateway served by uvicorn on 127.0.0.1:0, the demo from clients/browser."""
-    settings = gateway_settings()
     app = create_gateway_app(
         settings=settings, grpc_target=service.target, static_dir=REPO / "clients" / "browser"
     )
@@ -52,6 +53,13 @@ async def gateway_url(service: RunningService) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@pytest.fixture
+async def gateway_url(service: RunningService) -> AsyncIterator[str]:
+    """The gateway with the test settings, served for Chromium."""
+    async with _served(service, gateway_settings()) as url:
+        yield url
 
 
 async def test_demo_page_personalises_after_identify(
@@ -112,3 +120,32 @@ async def test_demo_page_personalises_after_identify(
     batches = [n for n in network if n[1].endswith("/v1/batch")]
     assert batches
     assert all(status == 200 for _, _, status in batches)
+
+
+async def test_live_page_marks_where_a_slow_page_missed_deliveries(service: RunningService) -> None:
+    """A record carrying ``missed_before`` gets a notice between it and the older records."""
+    _require_chromium()
+    behind = live_record("msg-live-2")
+    behind.missed_before = 3
+    service.fake.live_records.extend([live_record("msg-live-1"), behind])
+    token = "admin-5b2e-live-page"
+    async with (
+        _served(service, gateway_settings(admin_token=token)) as url,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{url}/live?token={token}")
+            await page.wait_for_selector("#deliveries > li.gap", timeout=10_000)
+            shown: Any = await page.eval_on_selector_all(
+                "#deliveries > li",
+                "items => items.map(i => [i.className, i.dataset.messageId || i.textContent])",
+            )
+        finally:
+            await browser.close()
+    assert [kind for kind, _ in shown] == ["delivery", "gap", "delivery"]
+    assert [shown[0][1], shown[2][1]] == ["msg-live-2", "msg-live-1"]
+    assert shown[1][1].startswith("3 deliveries not shown: this page read more slowly")

@@ -115,6 +115,19 @@ async def test_stream_sends_records_with_secrets_redacted(
     assert (request.integration_id, request.replay) == ("web", 7)
 
 
+async def test_stream_passes_on_how_many_records_a_slow_watch_missed(
+    admin_gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """``missed_before`` reaches the page as a JSON number, and only where records are missing."""
+    behind = live_record("msg-live-2")
+    behind.missed_before = 3
+    service.fake.live_records.extend([live_record(), behind])
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get("/live/stream", headers=headers)
+    records = [record for name, record in _sse_records(response.text) if name == "delivery"]
+    assert [r.get("missed_before") for r in records] == [None, 3]
+
+
 async def test_stream_reports_an_unknown_integration_as_a_failure_event(
     admin_gateway: httpx.AsyncClient,
 ) -> None:

@@ -332,7 +332,7 @@ test('watchDeliveries yields plain records and a break cancels the call', GUARD,
       pipelineKey = call.metadata.get('x-pipeline-key')[0];
       call.on('cancelled', cancelled);
       call.write(record('m-1'));
-      call.write(record('m-2'));
+      call.write({ ...record('m-2'), missed_before: 4 }); // the watch fell behind before it
       // Then stays open, as the live stream does.
     },
   });
@@ -350,6 +350,7 @@ test('watchDeliveries yields plain records and a break cancels the call', GUARD,
   assert.deepEqual(request, { integration_id: 'web', replay: 10 });
   assert.equal(pipelineKey, 'pk_web');
   assert.deepEqual(records.map((r) => r.message_id), ['m-1', 'm-2']);
+  assert.deepEqual(records.map((r) => r.missed_before), [0, 4]);
   assert.deepEqual(records[0].payload, { event_type: 'view_item', items: [{ sku: 'S1' }] });
   assert.deepEqual(records[0].event.properties, { sku: 'S1' });
   assert.equal(records[0].vendor_request.status_code, 202);

@@ -7,7 +7,6 @@ payload and the vendor request with Authorization already redacted by the client
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,23 +32,65 @@ class DeliveryRecord:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Watched:
+    """A record as one watch receives it, with what that watch missed just before it."""
+
+    record: DeliveryRecord
+    missed_before: int = 0
+
+
+class _Subscriber:
+    """One watch: its integration filter, its queue, and what overflowed the queue."""
+
+    __slots__ = ("integration_id", "missed", "queue")
+
+    def __init__(self, integration_id: str, size: int) -> None:
+        self.integration_id = integration_id
+        self.queue: asyncio.Queue[Watched] = asyncio.Queue(size)
+        self.missed = 0
+
+    def offer(self, record: DeliveryRecord) -> None:
+        """Queue ``record``, or count it missed when the watcher has fallen behind.
+
+        A lagging watcher is not allowed to slow deliveries down or hold unbounded memory;
+        it is told instead: the next record it does receive carries the count.
+        """
+        try:
+            self.queue.put_nowait(Watched(record, self.missed))
+        except asyncio.QueueFull:
+            self.missed += 1
+        else:
+            self.missed = 0
+
+
 class LiveEvents:
-    """Recent delivery records per integration and subscriptions to new ones."""
+    """Recent delivery records per integration and subscriptions to new ones.
+
+    Args:
+        buffer_size: Records kept per integration for replay.
+        subscriber_queue: Records a watch may have waiting; beyond that it misses records
+            and the next one it receives says how many (``Watched.missed_before``).
+    """
 
     def __init__(self, buffer_size: int = 200, subscriber_queue: int = 1_000) -> None:
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
         self._recent: dict[str, deque[DeliveryRecord]] = {}
-        self._subscribers: set[tuple[str, asyncio.Queue[DeliveryRecord]]] = set()
+        self._subscribers: set[_Subscriber] = set()
 
     def publish(self, record: DeliveryRecord) -> None:
-        """Keep a record and hand it to every matching subscriber (dropped when one lags)."""
+        """Keep a record and hand it to every matching subscriber."""
         buffer = self._recent.setdefault(record.integration_id, deque(maxlen=self._buffer_size))
         buffer.append(record)
-        for integration_id, queue in self._subscribers:
-            if integration_id in ("", record.integration_id):
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(record)
+        for subscriber in self._subscribers:
+            if subscriber.integration_id in ("", record.integration_id):
+                subscriber.offer(record)
+
+    @property
+    def watchers(self) -> int:
+        """How many watches are open."""
+        return len(self._subscribers)
 
     def recent(self, integration_id: str = "", limit: int | None = None) -> list[DeliveryRecord]:
         """The most recent records, oldest first, of one integration or all."""
@@ -62,18 +103,15 @@ class LiveEvents:
             )
         return records[-limit:] if limit else records
 
-    async def watch(
-        self, integration_id: str = "", replay: int = 0
-    ) -> AsyncIterator[DeliveryRecord]:
+    async def watch(self, integration_id: str = "", replay: int = 0) -> AsyncIterator[Watched]:
         """Yield up to ``replay`` recent records, then live ones until cancelled."""
-        queue: asyncio.Queue[DeliveryRecord] = asyncio.Queue(self._subscriber_queue)
-        entry = (integration_id, queue)
-        self._subscribers.add(entry)
+        subscriber = _Subscriber(integration_id, self._subscriber_queue)
+        self._subscribers.add(subscriber)
         try:
             if replay > 0:
                 for record in self.recent(integration_id, min(replay, self._buffer_size)):
-                    yield record
+                    yield Watched(record)
             while True:
-                yield await queue.get()
+                yield await subscriber.queue.get()
         finally:
-            self._subscribers.discard(entry)
+            self._subscribers.discard(subscriber)

@@ -32,6 +32,7 @@ log = logging.getLogger("amperity_signal.service")
 DEFAULT_DEADLINE = 30.0
 PIPELINE_KEY_METADATA = "x-pipeline-key"
 STREAM_CONCURRENCY = 64
+_UINT32_MAX = 2**32 - 1
 _CACHE_STATUS = {
     "hit": pb.CACHE_STATUS_HIT,
     "miss": pb.CACHE_STATUS_MISS,
@@ -167,8 +168,10 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         # Headers at once, not with the first record: a reconnecting client can tell a
         # watch the service took from one still connecting, before anything is delivered.
         await context.send_initial_metadata(())
-        async for record in self._live.watch(request.integration_id, max(request.replay, 0)):
-            yield record_to_proto(record)
+        async for watched in self._live.watch(request.integration_id, max(request.replay, 0)):
+            response = record_to_proto(watched.record)
+            response.missed_before = min(watched.missed_before, _UINT32_MAX)
+            yield response
 
     def _integration(
         self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]

@@ -444,6 +444,7 @@ class WatchDeliveriesResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    MISSED_BEFORE_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """The integration the event was delivered through."""
     message_id: _builtins.str
@@ -454,6 +455,11 @@ class WatchDeliveriesResponse(_message.Message):
     """The outcome: "delivered", "dropped" or "failed"."""
     error: _builtins.str
     """The error message when the delivery failed."""
+    missed_before: _builtins.int
+    """Deliveries this watch did not receive just before this one: the watcher read more
+    slowly than events were delivered and its queue on the service (1,000 records) was
+    full. 0 when nothing was missed; re-watch with replay to fetch recent ones again.
+    """
     @_builtins.property
     def delivered_at(self) -> _timestamp_pb2.Timestamp:
         """When the delivery finished."""
@@ -487,10 +493,11 @@ class WatchDeliveriesResponse(_message.Message):
         outcome: _builtins.str = ...,
         error: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        missed_before: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "event", b"event", "payload", b"payload", "vendor_request", b"vendor_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amperity_type", b"amperity_type", "delivered_at", b"delivered_at", "error", b"error", "event", b"event", "integration_id", b"integration_id", "message_id", b"message_id", "outcome", b"outcome", "payload", b"payload", "vendor_request", b"vendor_request", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amperity_type", b"amperity_type", "delivered_at", b"delivered_at", "error", b"error", "event", b"event", "integration_id", b"integration_id", "message_id", b"message_id", "missed_before", b"missed_before", "outcome", b"outcome", "payload", b"payload", "vendor_request", b"vendor_request", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -69,6 +69,16 @@
     return item;
   }
 
+  // The service could not keep up with this page: say so where the records are missing.
+  function gap(count) {
+    const item = document.createElement('li');
+    item.className = 'gap';
+    item.textContent = `${count} ${count === 1 ? 'delivery' : 'deliveries'} not shown: ` +
+      'this page read more slowly than events were delivered. Filter by ?integration= ' +
+      'or reload to replay recent ones.';
+    return item;
+  }
+
   const query = new URLSearchParams(location.search);
   const streamQuery = new URLSearchParams();
   for (const name of ['integration', 'replay']) {
@@ -82,6 +92,7 @@
     if (seen.has(key)) return; // a reconnect replays recent records
     seen.add(key);
     document.querySelector('#empty').hidden = true;
+    if (record.missed_before > 0) list.prepend(gap(record.missed_before));
     list.prepend(render(record));
     while (list.children.length > MAX_SHOWN) list.lastElementChild.remove();
   });

@@ -1,0 +1,93 @@
+"""Live Events fan-out: a watcher that falls behind is told how many records it missed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from amperity_signal.service.live import DeliveryRecord, LiveEvents, Watched
+
+
+def _record(number: int, integration_id: str = "web") -> DeliveryRecord:
+    return DeliveryRecord(
+        integration_id=integration_id,
+        message_id=f"msg-{number}",
+        delivered_at=datetime(2026, 12, 5, tzinfo=UTC),
+        event={},
+        amperity_type="pageview",
+        payload={},
+        vendor_request=None,
+        outcome="delivered",
+    )
+
+
+async def _next(watch: object) -> Watched:
+    result: Watched = await asyncio.wait_for(anext(watch), 1)  # type: ignore[call-overload]
+    return result
+
+
+async def _subscribed(live: LiveEvents, watch: object) -> asyncio.Task[Watched]:
+    """Start reading ``watch``; returns once the watch has subscribed (it waits for a record)."""
+    watching = live.watchers
+    task = asyncio.create_task(_next(watch))
+    for _ in range(100):
+        if live.watchers > watching:
+            return task
+        await asyncio.sleep(0)
+    raise AssertionError("the watch never subscribed")
+
+
+async def test_a_watcher_that_falls_behind_learns_how_many_records_it_missed() -> None:
+    """Past the queue's size records are missed, and the next one received counts them."""
+    live = LiveEvents(subscriber_queue=3)
+    slow, fast = live.watch(), live.watch()
+    first_slow, first_fast = await _subscribed(live, slow), await _subscribed(live, fast)
+    live.publish(_record(0))
+    assert (await first_slow).missed_before == 0
+    assert (await first_fast).missed_before == 0
+    received_fast: list[Watched] = []
+    for number in range(1, 6):  # the fast watcher reads each at once, the slow one not at all
+        live.publish(_record(number))
+        received_fast.append(await _next(fast))
+    assert [w.missed_before for w in received_fast] == [0] * 5
+    received = [await _next(slow) for _ in range(3)]
+    assert [(w.record.message_id, w.missed_before) for w in received] == [
+        ("msg-1", 0),
+        ("msg-2", 0),
+        ("msg-3", 0),
+    ]
+    live.publish(_record(6))
+    caught_up = await _next(slow)
+    assert (caught_up.record.message_id, caught_up.missed_before) == ("msg-6", 2)
+    live.publish(_record(7))
+    assert (await _next(slow)).missed_before == 0  # counted once, then reset
+    await slow.aclose()  # type: ignore[attr-defined]
+    await fast.aclose()  # type: ignore[attr-defined]
+    assert live.watchers == 0  # a closed watch no longer holds a queue
+
+
+async def test_records_of_other_integrations_are_not_counted_as_missed() -> None:
+    """A watch of one integration misses nothing when another integration is busy."""
+    live = LiveEvents(subscriber_queue=1)
+    watch = live.watch("web")
+    first = await _subscribed(live, watch)
+    for number in range(10):
+        live.publish(_record(number, integration_id="app"))
+    live.publish(_record(10))
+    received = await first
+    assert (received.record.message_id, received.missed_before) == ("msg-10", 0)
+    await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_replayed_records_come_first_and_are_never_marked_missed() -> None:
+    """A watch replays the buffer (oldest first) before live records."""
+    live = LiveEvents(buffer_size=2)
+    for number in range(3):
+        live.publish(_record(number))
+    watch = live.watch(replay=5)
+    replayed = [await _next(watch) for _ in range(2)]
+    assert [(w.record.message_id, w.missed_before) for w in replayed] == [
+        ("msg-1", 0),
+        ("msg-2", 0),
+    ]
+    await watch.aclose()  # type: ignore[attr-defined]

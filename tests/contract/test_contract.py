@@ -148,6 +148,31 @@ async def test_enrich_resolves_through_email_and_attaches_partner_attrs(
     assert again.cache_status == pb.CACHE_STATUS_HIT
 
 
+async def test_a_burst_beyond_grpcs_pending_call_limit_is_queued_not_cancelled(
+    harness: Harness,
+) -> None:
+    """4,000 calls at once on one channel all get answers.
+
+    gRPC core sheds calls the application has not picked up yet past 1,000 pending (at
+    random) and 3,000 (all): the caller got a bare CANCELLED, which no client retries, so
+    a pipeline flushing a backlog lost events. The service raises the limit; deadlines
+    bound the wait instead.
+    """
+    sent = event(type="identify", traits={"email": ALICE_EMAIL})
+    request = pb.EnrichRequest(integration_id="web", event=sent)
+    await harness.stub.Enrich(request)  # the profile is cached: the burst is all hits
+
+    async def code() -> grpc.StatusCode:
+        try:
+            await harness.stub.Enrich(request, timeout=120)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    codes = await asyncio.gather(*(code() for _ in range(4_000)))
+    assert {c: codes.count(c) for c in set(codes)} == {grpc.StatusCode.OK: 4_000}
+
+
 async def test_browser_profile_returns_only_allowlisted_attributes(harness: Harness) -> None:
     """BrowserProfile by pipeline key returns the allowlist's attributes and nothing else."""
     identify = event(type="identify", anonymous_id="anon_browser", traits={"email": ALICE_EMAIL})

@@ -40,6 +40,14 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 log = logging.getLogger("amperity_signal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+PENDING_CALLS_LIMIT = 50_000
+"""Calls gRPC core holds for the event loop to pick up before it starts refusing them.
+
+Core's defaults (refusals at random past 1,000 pending, all past 3,000) answer a burst on
+one channel with a bare CANCELLED, which no client retries: a pipeline flushing a backlog
+lost events. Queued calls wait within their deadlines instead (measured: 4,000 at once
+on one channel lost 1,423 before, none after).
+"""
 
 
 @dataclass
@@ -141,6 +149,8 @@ def build_server(
         ("grpc.max_receive_message_length", max(4 * settings.server.max_message_bytes, 1 << 22)),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.server.max_pending_requests", PENDING_CALLS_LIMIT),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_LIMIT),
     ]
     server = grpc.aio.server(options=options)
     health_servicer = health.aio.HealthServicer()

@@ -18,6 +18,7 @@ import tempfile
 
 import uvloop
 
+from amperity_signal.allocator import fix_mmap_threshold
 from amperity_signal.config import Settings
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.metrics import Metrics
@@ -58,6 +59,7 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
 
 
 def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
+    fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
     uvloop.run(_serve(settings, gateway, reuse_port))
     return 0
 

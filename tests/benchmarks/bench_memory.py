@@ -70,12 +70,14 @@ def _rss() -> int:
 
 def drive(visitors: int, max_entries: int | None) -> dict[str, Any]:
     """In a spawned process: push ``visitors`` distinct visitors through the Enricher."""
+    from amperity_signal.allocator import fix_mmap_threshold
     from amperity_signal.config import CacheSettings, settings_from_dict
     from amperity_signal.enrich import Enricher
     from amperity_signal.enrich.cache import build_cache
     from amperity_signal.metrics import Metrics
     from tests.support import integration_dict, mint_keys
 
+    fix_mmap_threshold()  # as each service process does (runner.py)
     cache_table: dict[str, Any] = {"backend": "memory", "jitter": 0}
     if max_entries is not None:
         cache_table["max_entries"] = max_entries

@@ -63,7 +63,13 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     if not samples:
         return {}
     ordered = sorted(samples)
-    cut = statistics.quantiles(ordered, n=100) if len(ordered) > 1 else ordered * 99
+    # "inclusive": the default ("exclusive") extrapolates past the data for small samples,
+    # and a minute of 65 calls reported a p99 of 31 ms over a max of 25.
+    cut = (
+        statistics.quantiles(ordered, n=100, method="inclusive")
+        if len(ordered) > 1
+        else ordered * 99
+    )
 
     def ms(value: float) -> float:
         return round(value * 1000, 2)

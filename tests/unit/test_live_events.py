@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 from amperity_signal.service.live import DeliveryRecord, LiveEvents, Watched
@@ -21,12 +22,14 @@ def _record(number: int, integration_id: str = "web") -> DeliveryRecord:
     )
 
 
-async def _next(watch: object) -> Watched:
-    result: Watched = await asyncio.wait_for(anext(watch), 1)  # type: ignore[call-overload]
-    return result
+Watch = AsyncGenerator[Watched, None]
 
 
-async def _subscribed(live: LiveEvents, watch: object) -> asyncio.Task[Watched]:
+async def _next(watch: Watch) -> Watched:
+    return await asyncio.wait_for(anext(watch), 1)
+
+
+async def _subscribed(live: LiveEvents, watch: Watch) -> asyncio.Task[Watched]:
     """Start reading ``watch``; returns once the watch has subscribed (it waits for a record)."""
     watching = live.watchers
     task = asyncio.create_task(_next(watch))
@@ -61,8 +64,8 @@ async def test_a_watcher_that_falls_behind_learns_how_many_records_it_missed() -
     assert (caught_up.record.message_id, caught_up.missed_before) == ("msg-6", 2)
     live.publish(_record(7))
     assert (await _next(slow)).missed_before == 0  # counted once, then reset
-    await slow.aclose()  # type: ignore[attr-defined]
-    await fast.aclose()  # type: ignore[attr-defined]
+    await slow.aclose()
+    await fast.aclose()
     assert live.watchers == 0  # a closed watch no longer holds a queue
 
 
@@ -76,7 +79,7 @@ async def test_records_of_other_integrations_are_not_counted_as_missed() -> None
     live.publish(_record(10))
     received = await first
     assert (received.record.message_id, received.missed_before) == ("msg-10", 0)
-    await watch.aclose()  # type: ignore[attr-defined]
+    await watch.aclose()
 
 
 async def test_replayed_records_come_first_and_are_never_marked_missed() -> None:
@@ -90,4 +93,4 @@ async def test_replayed_records_come_first_and_are_never_marked_missed() -> None
         ("msg-1", 0),
         ("msg-2", 0),
     ]
-    await watch.aclose()  # type: ignore[attr-defined]
+    await watch.aclose()

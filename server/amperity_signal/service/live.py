@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,7 +103,9 @@ class LiveEvents:
             )
         return records[-limit:] if limit else records
 
-    async def watch(self, integration_id: str = "", replay: int = 0) -> AsyncIterator[Watched]:
+    async def watch(
+        self, integration_id: str = "", replay: int = 0
+    ) -> AsyncGenerator[Watched, None]:
         """Yield up to ``replay`` recent records, then live ones until cancelled."""
         subscriber = _Subscriber(integration_id, self._subscriber_queue)
         self._subscribers.add(subscriber)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -56,3 +57,29 @@ def test_unpinned_glibc_serves_them_from_the_heap_which_is_what_the_pin_is_for()
 def test_an_operators_malloc_mmap_threshold_is_left_as_set() -> None:
     env = {**os.environ, ENV_OVERRIDE: "1048576"}
     assert _probe("pin", env)[0] == "False"
+
+
+def test_each_service_process_pins_the_threshold_before_its_loop_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``runner._run`` (one per worker) pins first: the benchmark's RSS is the service's."""
+    import uvloop
+
+    from amperity_signal import runner
+
+    order: list[str] = []
+
+    def pin() -> bool:
+        order.append("pin")
+        return True
+
+    monkeypatch.setattr(runner, "fix_mmap_threshold", pin)
+
+    def run(coroutine: Any) -> None:
+        coroutine.close()  # not started: only the order matters here
+        order.append("loop")
+
+    monkeypatch.setattr(uvloop, "run", run)
+    settings: Any = object()
+    assert runner._run(settings, gateway=False, reuse_port=False) == 0
+    assert order == ["pin", "loop"]

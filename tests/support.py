@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from amperity_signal.config import Settings, settings_from_dict
 from amperity_signal.sandbox import PROFILE_READ, STREAM_WRITE, default_data, mint_token
+from amperity_signal.service.live import DeliveryRecord
 
 COLLECTION = "apc-vPsQheAm"
 STREAM = "esm-2VP6va3Zn"
@@ -76,3 +78,17 @@ def settings_for(*integrations: dict[str, Any], **sections: Any) -> Settings:
 def message_id() -> str:
     """A unique message id."""
     return f"msg-{uuid.uuid4()}"
+
+
+def delivery_record(number: int, integration_id: str = "web") -> DeliveryRecord:
+    """A delivered Live Events record, ``msg-<number>``, as ``Delivery`` publishes them."""
+    return DeliveryRecord(
+        integration_id=integration_id,
+        message_id=f"msg-{number}",
+        delivered_at=datetime(2026, 12, 5, tzinfo=UTC),
+        event={"type": "page", "messageId": f"msg-{number}"},
+        amperity_type="pageview",
+        payload={"type": "pageview"},
+        vendor_request=None,
+        outcome="delivered",
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -15,10 +14,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from amperity_signal.service.convert import struct_to_dict
-from amperity_signal.service.live import DeliveryRecord
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
-from tests.support import ALICE_EMAIL, ALICE_PROFILE, message_id
+from tests.support import ALICE_EMAIL, ALICE_PROFILE, delivery_record, message_id
 
 
 def event(**fields: Any) -> pb.Event:
@@ -228,11 +226,11 @@ async def test_watch_deliveries_tells_a_watcher_that_fell_behind_what_it_missed(
     await asyncio.wait_for(call.initial_metadata(), 5)
     live = harness.service.live
     for number in range(1_006):  # in one loop turn: the watch cannot drain its queue meanwhile
-        live.publish(_live_record(number))
+        live.publish(delivery_record(number))
     received = [await _read_record(call) for _ in range(1_000)]
     assert [r.message_id for r in received] == [f"msg-{n}" for n in range(1_000)]
     assert {r.missed_before for r in received} == {0}
-    live.publish(_live_record(1_006))
+    live.publish(delivery_record(1_006))
     caught_up = await _read_record(call)
     call.cancel()
     assert (caught_up.message_id, caught_up.missed_before) == ("msg-1006", 6)
@@ -244,19 +242,6 @@ async def _read_record(
     record = await asyncio.wait_for(call.read(), 5)
     assert isinstance(record, pb.WatchDeliveriesResponse)
     return record
-
-
-def _live_record(number: int) -> DeliveryRecord:
-    return DeliveryRecord(
-        integration_id="web",
-        message_id=f"msg-{number}",
-        delivered_at=datetime(2026, 12, 5, tzinfo=UTC),
-        event={"type": "page", "messageId": f"msg-{number}"},
-        amperity_type="pageview",
-        payload={"type": "pageview"},
-        vendor_request=None,
-        outcome="delivered",
-    )
 
 
 async def test_health_reports_serving_for_the_service(harness: Harness) -> None:

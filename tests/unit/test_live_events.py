@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
 
-from amperity_signal.service.live import DeliveryRecord, LiveEvents, Watched
-
-
-def _record(number: int, integration_id: str = "web") -> DeliveryRecord:
-    return DeliveryRecord(
-        integration_id=integration_id,
-        message_id=f"msg-{number}",
-        delivered_at=datetime(2026, 12, 5, tzinfo=UTC),
-        event={},
-        amperity_type="pageview",
-        payload={},
-        vendor_request=None,
-        outcome="delivered",
-    )
-
+from amperity_signal.service.live import LiveEvents, Watched
+from tests.support import delivery_record
 
 Watch = AsyncGenerator[Watched, None]
 
@@ -45,12 +31,12 @@ async def test_a_watcher_that_falls_behind_learns_how_many_records_it_missed() -
     live = LiveEvents(subscriber_queue=3)
     slow, fast = live.watch(), live.watch()
     first_slow, first_fast = await _subscribed(live, slow), await _subscribed(live, fast)
-    live.publish(_record(0))
+    live.publish(delivery_record(0))
     assert (await first_slow).missed_before == 0
     assert (await first_fast).missed_before == 0
     received_fast: list[Watched] = []
     for number in range(1, 6):  # the fast watcher reads each at once, the slow one not at all
-        live.publish(_record(number))
+        live.publish(delivery_record(number))
         received_fast.append(await _next(fast))
     assert [w.missed_before for w in received_fast] == [0] * 5
     received = [await _next(slow) for _ in range(3)]
@@ -59,10 +45,10 @@ async def test_a_watcher_that_falls_behind_learns_how_many_records_it_missed() -
         ("msg-2", 0),
         ("msg-3", 0),
     ]
-    live.publish(_record(6))
+    live.publish(delivery_record(6))
     caught_up = await _next(slow)
     assert (caught_up.record.message_id, caught_up.missed_before) == ("msg-6", 2)
-    live.publish(_record(7))
+    live.publish(delivery_record(7))
     assert (await _next(slow)).missed_before == 0  # counted once, then reset
     await slow.aclose()
     await fast.aclose()
@@ -75,8 +61,8 @@ async def test_records_of_other_integrations_are_not_counted_as_missed() -> None
     watch = live.watch("web")
     first = await _subscribed(live, watch)
     for number in range(10):
-        live.publish(_record(number, integration_id="app"))
-    live.publish(_record(10))
+        live.publish(delivery_record(number, integration_id="app"))
+    live.publish(delivery_record(10))
     received = await first
     assert (received.record.message_id, received.missed_before) == ("msg-10", 0)
     await watch.aclose()
@@ -86,7 +72,7 @@ async def test_replayed_records_come_first_and_are_never_marked_missed() -> None
     """A watch replays the buffer (oldest first) before live records."""
     live = LiveEvents(buffer_size=2)
     for number in range(3):
-        live.publish(_record(number))
+        live.publish(delivery_record(number))
     watch = live.watch(replay=5)
     replayed = [await _next(watch) for _ in range(2)]
     assert [(w.record.message_id, w.missed_before) for w in replayed] == [

@@ -18,12 +18,11 @@ from typing import Any
 
 from amperity_signal.blueprint.errors import TransformError
 from amperity_signal.blueprint.items import normalise_items
+from amperity_signal.phone import normalise_phone
 
 Transform = Callable[[Any], Any]
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-_PHONE_NOISE = re.compile(r"[\s\-().\/]")
-_PHONE_SHAPE = re.compile(r"\+?\d{4,15}")
 _TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "n", "off"})
 # Epoch numbers above this are taken as milliseconds (1e11 seconds is the year 5138).
@@ -81,14 +80,9 @@ def sha256_upper(value: Any) -> str:
 
 
 def e164(value: Any) -> str:
-    """Normalise a phone number: drop spaces, dashes, dots and parens; ``00`` becomes ``+``.
-
-    No country code is inferred: a national number keeps its digits without a ``+``.
-    """
-    text = _PHONE_NOISE.sub("", _text(value))
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    if not _PHONE_SHAPE.fullmatch(text):
+    """Normalise a phone number as the phone linking key's lookups do (``normalise_phone``)."""
+    text = normalise_phone(_text(value))
+    if text is None:
         raise TransformError(f"{value!r} is not a phone number")
     return text
 

@@ -6,7 +6,7 @@
 | ``anonymous_id`` | ``anonymous_id`` | no |
 | ``user_id`` | ``user_id`` | yes |
 | ``email`` | ``traits.email`` | yes |
-| ``phone`` | ``traits.phone`` (normalised to E.164) | yes |
+| ``phone`` | ``traits.phone`` (normalised as the blueprint's ``e164``) | yes |
 
 Hashing: ``sha256`` is trim, lowercase, SHA-256, lowercase hex (the spec's rule);
 ``sha256_upper`` is trim, UPPER, SHA-256, UPPER hex (Amperity's own examples). A value that
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from amperity_signal.config import LinkingKey
+from amperity_signal.phone import normalise_phone
 
 LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
 """Sources the identity map remembers per anonymous id (the browser never sends them)."""
@@ -37,19 +38,7 @@ class Candidate:
     value: str
 
 
-def normalise_phone(phone: str) -> str:
-    """E.164 form of a phone number: ``+`` and its digits (``+44 7700 900123``: ``+447700900123``).
-
-    A leading ``00`` international prefix becomes ``+``. Without a default region a national
-    number cannot be completed, so it is kept as its digits behind ``+``.
-    """
-    digits = "".join(char for char in phone if char.isdigit())
-    if not phone.strip().startswith("+") and digits.startswith("00"):
-        digits = digits[2:]
-    return f"+{digits}"
-
-
-def prepare(source: str, scheme: str | None, raw: str) -> str:
+def prepare(source: str, scheme: str | None, raw: str) -> str | None:
     """The value sent to Amperity for a source value under a hash scheme.
 
     Args:
@@ -58,7 +47,8 @@ def prepare(source: str, scheme: str | None, raw: str) -> str:
         raw: The value as found on the event.
 
     Returns:
-        The trimmed value, its E.164 form for phones, or its digest.
+        The trimmed value, its E.164 form for phones, or its digest; None for a phone
+        that is not a phone number (no lookup is made with it).
 
     Examples:
         >>> prepare("email", "sha256", " Alice@Example.COM ")[:12]
@@ -66,7 +56,10 @@ def prepare(source: str, scheme: str | None, raw: str) -> str:
     """
     value = raw.strip()
     if source == "phone" and not _DIGEST.fullmatch(value):
-        value = normalise_phone(value)
+        phone = normalise_phone(value)
+        if phone is None:
+            return None
+        value = phone
     if scheme is None:
         return value
     upper = scheme == "sha256_upper"
@@ -123,8 +116,9 @@ def learnable(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> d
         if lk.source not in LEARNABLE_SOURCES:
             continue
         raw = source_value(event, lk.source)
-        if raw is not None:
-            found[slot(lk.source, lk.hash)] = prepare(lk.source, lk.hash, raw)
+        value = None if raw is None else prepare(lk.source, lk.hash, raw)
+        if value is not None:
+            found[slot(lk.source, lk.hash)] = value
     return found
 
 

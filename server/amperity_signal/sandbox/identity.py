@@ -31,16 +31,19 @@ def hash_email(email: str) -> str:
 
 
 def normalise_phone(phone: str) -> str:
-    """E.164 form of a phone number: ``+`` then its digits.
+    """E.164 form of a phone number: ``+`` then its digits, when it has a country code.
 
-    ``+44 7700 900123`` becomes ``+447700900123``.
-    A leading ``00`` international prefix becomes ``+``; numbers without a country code are
-    kept as their digits behind ``+`` since the sandbox knows no default region.
+    ``+44 7700 900123`` and ``0044 7700 900123`` become ``+447700900123``. The sandbox knows
+    no default region, so a national number (``07700 900123``) is kept as its digits,
+    ``07700900123``: the form Signal's blueprint sends and its lookups hash.
     """
-    digits = "".join(char for char in phone if char.isdigit())
-    if not phone.strip().startswith("+") and digits.startswith("00"):
-        digits = digits[2:]
-    return f"+{digits}"
+    text = phone.strip()
+    digits = "".join(char for char in text if char.isdigit())
+    if text.startswith("+"):
+        return f"+{digits}"
+    if digits.startswith("00"):
+        return f"+{digits[2:]}"
+    return digits
 
 
 def hash_phone(phone: str) -> str:

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from amperity_signal.blueprint import Blueprint, BlueprintOverrides, load_blueprint, map_event
+from amperity_signal.enrich.identifiers import prepare
+from amperity_signal.sandbox.identity import hash_phone as sandbox_hash_phone
 
 EventFactory = Callable[..., dict[str, Any]]
 
@@ -105,6 +107,32 @@ def test_phone_is_hashed_after_e164_normalisation(make_event: EventFactory) -> N
     payload = map_event(blueprint, event, source_value="S").payload
     assert payload["phone_sha256"] == hashlib.sha256(b"+447700900123").hexdigest()
     assert payload["email_sha256"] == hashlib.sha256(b"jane@example.com").hexdigest()
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+44 7700 900123",
+        "0044 7700-900123",
+        "07700 900123",
+        "+1 (555) 010-0199 ext. 12",
+        "555.0100",
+    ],
+)
+def test_the_payload_and_the_lookups_hash_a_phone_the_same_way(
+    make_event: EventFactory, phone: str
+) -> None:
+    """An event's phone_sha256 is what a phone linking key looks up and the sandbox files.
+
+    National numbers and extensions included: one normaliser for all three.
+    """
+    blueprint = load_blueprint(
+        "retail", BlueprintOverrides.model_validate({"hash_identifiers": "both"})
+    )
+    payload = map_event(blueprint, make_event("x", traits={"phone": phone}), source_value="S")
+    looked_up = prepare("phone", "sha256", phone)
+    assert payload.payload["phone_sha256"] == looked_up
+    assert sandbox_hash_phone(payload.payload["phone"]) == looked_up
 
 
 def test_an_already_hashed_email_is_not_hashed_twice(make_event: EventFactory) -> None:

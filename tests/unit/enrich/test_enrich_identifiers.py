@@ -12,9 +12,9 @@ from amperity_signal.enrich.identifiers import (
     Candidate,
     candidates,
     learnable,
-    normalise_phone,
     prepare,
 )
+from amperity_signal.phone import normalise_phone
 
 from .enrich_fakes import event
 
@@ -43,6 +43,22 @@ def test_phone_is_normalised_to_e164_before_hashing() -> None:
     assert prepare("phone", None, "+44 7700 900123") == "+447700900123"
 
 
+def test_a_national_number_keeps_its_digits_and_an_extension_is_not_part_of_it() -> None:
+    """No country code is invented ("+0770..." is no number), and "ext 9" is not dialled."""
+    assert prepare("phone", None, "07700 900123") == "07700900123"
+    assert prepare("phone", None, "+44 7700 900123 ext 9") == "+447700900123"
+    assert prepare("phone", None, "+1 (555) 010-0199 x12") == "+15550100199"
+
+
+def test_a_phone_that_is_not_a_number_makes_no_lookup() -> None:
+    """Garbage in traits.phone is skipped, like an empty source, instead of sent as "+"."""
+    assert prepare("phone", "sha256", "call me") is None
+    keys = (LinkingKey(source="phone", key="phone_sha256", hash="sha256"),)
+    visitor = event(traits={"phone": "call me"})
+    assert candidates(keys, visitor, {}) == ()
+    assert learnable(keys, visitor) == {}
+
+
 def test_a_value_that_already_is_a_digest_is_not_hashed_again() -> None:
     """A 64-hex value is sent as it is; only its case follows the scheme."""
     digest = sha("alice@example.com")
@@ -55,6 +71,7 @@ def test_hashing_is_idempotent(value: str) -> None:
     """Preparing an already prepared value changes nothing (digests are not re-hashed)."""
     for scheme in ("sha256", "sha256_upper"):
         once = prepare("email", scheme, value)
+        assert once is not None
         assert prepare("email", scheme, once) == once
 
 

@@ -57,11 +57,12 @@ def parse_error_body(content: bytes, integration: IntegrationSettings) -> ErrorB
         data = None
     if not isinstance(data, dict):
         text = content.decode("utf-8", "replace").strip() if content else ""
-        return ErrorBody(message=scrub(text[:_MAX_MESSAGE_CHARS], integration))
+        return ErrorBody(message=scrub(text, integration)[:_MAX_MESSAGE_CHARS])
 
     def field(name: str) -> str:
         value = data.get(name)
-        return scrub(str(value)[:_MAX_MESSAGE_CHARS], integration) if value is not None else ""
+        # Scrub, then cut: cut first, a token across the cut would survive in part.
+        return scrub(str(value), integration)[:_MAX_MESSAGE_CHARS] if value is not None else ""
 
     return ErrorBody(field("message"), field("request_id"), field("trace_id"))
 

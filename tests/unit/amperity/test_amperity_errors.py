@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from amperity_signal.amperity import AmperityClient, vendor_call
+from amperity_signal.amperity.responses import parse_error_body
+from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import (
     AmperityAuthError,
     AmperityError,
@@ -228,6 +231,25 @@ async def test_tokens_never_appear_in_errors_calls_or_logs(
     assert "Bearer [REDACTED]" in blob
     for secret in (ingest, profile, "CANARY-INGEST-7f3a9c", "CANARY-PROFILE-51be02"):
         assert secret not in blob
+
+
+@pytest.mark.parametrize("offset", [400, 480, 497])
+@pytest.mark.parametrize("shape", ["message", "request_id", "text"])
+def test_a_token_across_the_message_cut_leaves_no_part_of_itself(
+    integration: IntegrationSettings, canaries: tuple[str, str], offset: int, shape: str
+) -> None:
+    """A token across the 500-character cut of an echoed text is redacted, not halved.
+
+    Cut first and the head of the token stayed in the message.
+    """
+    for secret in canaries:
+        echoed = "x" * offset + secret + " and more"
+        fields = {"status": 400, "message": "m", shape: echoed}
+        content = echoed.encode() if shape == "text" else json.dumps(fields).encode()
+        body = parse_error_body(content, integration)
+        kept = "".join((body.message, body.request_id, body.trace_id))
+        assert "[REDACTED]"[: 500 - offset] in kept
+        assert secret[:3] not in kept  # the padding is x's: any "eyJ" is the token's head
 
 
 async def test_every_request_is_counted_by_endpoint_and_status(

@@ -7,7 +7,9 @@ import socket
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 429 and every 5xx ("temporary, retry with backoff" in the ingest table), except the two a
+# retry cannot change: 501 Not Implemented and 505 HTTP Version Not Supported.
+RETRYABLE_STATUSES = frozenset({429, *range(500, 600)} - {501, 505})
 
 _DNS_NOT_FOUND_TEXT = (
     "name or service not known",

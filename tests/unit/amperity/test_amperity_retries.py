@@ -12,7 +12,7 @@ import pytest
 
 from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_call
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import AmperityUnavailable
+from amperity_signal.errors import AmperityError, AmperityUnavailable
 from amperity_signal.metrics import Metrics
 from tests.unit.amperity.faketime import FakeTime
 
@@ -60,6 +60,30 @@ async def test_503_then_202_succeeds_on_the_second_attempt(
     assert len(time.sleeps) == 1
     assert 0 <= time.sleeps[0] <= 0.1
     assert result.call.duration == pytest.approx(time.sleeps[0])
+
+
+@pytest.mark.parametrize("status", [507, 520, 599])
+async def test_every_5xx_is_temporary(
+    make_client: ClientFactory, time: FakeTime, status: int
+) -> None:
+    """Any 5xx is retried (a proxy's 520 too), not only 500/502/503/504."""
+    script = Script(httpx.Response(status), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    result = await client.post_event({"a": 1}, deadline=None)
+    assert result.call.attempts == 2
+
+
+@pytest.mark.parametrize("status", [501, 505])
+async def test_the_two_5xx_a_retry_cannot_change_are_permanent(
+    make_client: ClientFactory, time: FakeTime, status: int
+) -> None:
+    """501 Not Implemented and 505 HTTP Version Not Supported fail after one request."""
+    script = Script(httpx.Response(status), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityError, match="unexpected") as raised:
+        await client.post_event({"a": 1}, deadline=None)
+    assert (raised.value.reason, raised.value.attempts) == ("AMPERITY_UNEXPECTED_STATUS", 1)
+    assert len(script.requests) == 1
 
 
 async def test_backoff_is_full_jitter_doubling_from_01_capped_at_5(

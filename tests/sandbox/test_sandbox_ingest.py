@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import pytest
 
+from amperity_signal.sandbox import routes_ingest
 from amperity_signal.sandbox.testing import ACME, GLOBEX, GLOBEX_STREAM
 from amperity_signal.sandbox.testing import ACME_DROP_STREAM as DROP_STREAM
 from amperity_signal.sandbox.testing import ACME_REJECT_STREAM as REJECT_STREAM
@@ -61,6 +64,35 @@ async def test_bad_bodies_answer_400(sandbox: Sandbox) -> None:
     for body in (b"", b"{not json", b"[1, 2]", b'{"a": 1}\n{"b": 2}\n', b'"text"'):
         response = await _post_raw(sandbox, body, headers)
         assert response.status_code == 400, body
+
+
+async def test_nan_and_bodies_nested_too_deep_to_parse_are_400_not_500(sandbox: Sandbox) -> None:
+    """NaN/Infinity are not JSON; a 30,000-deep body is refused, not a crash to retry."""
+    headers = _json_headers(sandbox)
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the 64 KB limit
+    for body in (b'{"source": "DATAFLY", "x": NaN}', b'{"x": -Infinity}', deep):
+        response = await _post_raw(sandbox, body, headers)
+        assert response.status_code == 400, body[:40]
+        assert set(response.json()) == {"status", "message", "request_id", "trace_id"}
+
+
+async def test_a_sandbox_bug_still_answers_in_amperitys_error_shape(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception is a 500 with Amperity's body, not Starlette's plain text."""
+
+    def broken(body: bytes) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(routes_ingest, "_parse_event", broken)
+    # As a server would: the answer is sent, the exception goes on to the log.
+    transport = httpx.ASGITransport(app=sandbox.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
+        response = await client.post(
+            f"/prof/events/{STREAM}", json=EVENT, headers=_json_headers(sandbox)
+        )
+    assert response.status_code == 500
+    assert response.json()["message"] == "the sandbox failed: RuntimeError"
 
 
 async def test_token_problems_answer_401(sandbox: Sandbox) -> None:

@@ -49,6 +49,19 @@ async def test_post_lookup_takes_keys_from_the_body(sandbox: InProcessSandbox) -
     assert response.json()["profile_id"] == ALICE_PROFILE
 
 
+async def test_a_lookup_body_nested_too_deep_or_with_nan_is_400(
+    sandbox: InProcessSandbox,
+) -> None:
+    """Bodies Python's json would crash on, or accept though not JSON, are refused with 400."""
+    for body in (b'{"keys": ' * 50_000 + b"{}" + b"}" * 50_000, b'{"keys": {}, "x": NaN}'):
+        response = await sandbox.client.post(
+            f"/prof/lookup/{ACME_COLLECTION}/keychain",
+            content=body,
+            headers={**sandbox.headers("acme-profile"), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, body[:30]
+
+
 async def test_lookup_without_keys_is_400(sandbox: InProcessSandbox) -> None:
     """A lookup with no keys (GET or POST) is 400."""
     assert (await sandbox.lookup()).status_code == 400

@@ -40,7 +40,7 @@ class SandboxApp(Starlette):
         super().__init__(
             routes=routes,
             lifespan=lifespan,
-            exception_handlers={HTTPException: _http_error},
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
         self.sandbox = state
 
@@ -53,6 +53,11 @@ async def _http_error(request: Request, problem: Exception) -> Response:
     """Starlette's own 404/405 answers, in Amperity's error shape."""
     status = problem.status_code if isinstance(problem, HTTPException) else 500
     return error(request, status, f"{request.method} {request.url.path}: {problem}")
+
+
+async def _internal_error(request: Request, problem: Exception) -> Response:
+    """A bug of the sandbox's own, still in Amperity's error shape (a 500 clients retry)."""
+    return error(request, 500, f"the sandbox failed: {type(problem).__name__}")
 
 
 def create_app(

@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from amperity_signal.sandbox import jsonbody
 from amperity_signal.sandbox.faults import FaultSpecError
 from amperity_signal.sandbox.state import SandboxState
 from amperity_signal.sandbox.tokens import mint_token
@@ -82,7 +82,7 @@ class ControlRoutes:
 
 async def _json_object(request: Request) -> dict[str, Any] | Response:
     try:
-        body = json.loads(await request.body())
+        body = jsonbody.loads(await request.body())
     except ValueError:
         return _bad("send a JSON object")
     return body if isinstance(body, dict) else _bad("send a JSON object")

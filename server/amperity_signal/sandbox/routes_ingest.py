@@ -10,13 +10,13 @@ expression is routed to ``_unknown`` and never reaches a profile.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from amperity_signal.sandbox import jsonbody
 from amperity_signal.sandbox.auth import authorize
 from amperity_signal.sandbox.data import Stream
 from amperity_signal.sandbox.errors import RefusalError
@@ -115,7 +115,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise RefusalError(400, "the body is missing: send one JSON object")
     try:
-        event = json.loads(body)
+        event = jsonbody.loads(body)
     except ValueError as problem:
         raise RefusalError(
             400, "the body is not valid JSON: send one JSON object (no NDJSON)"

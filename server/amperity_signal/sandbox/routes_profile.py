@@ -10,7 +10,6 @@ attributes of :func:`amperity_signal.sandbox.rules.context_attributes`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from amperity_signal.sandbox import jsonbody
 from amperity_signal.sandbox.auth import authorize
 from amperity_signal.sandbox.errors import RefusalError
 from amperity_signal.sandbox.profiles import CollectionProfiles, Profile
@@ -126,7 +126,7 @@ def _keys_from_body(body: bytes) -> tuple[dict[str, str], bool]:
         RefusalError: 400 when the body is not ``{"keys": {name: value}, "enrich": bool}``.
     """
     try:
-        parsed = json.loads(body) if body.strip() else {}
+        parsed = jsonbody.loads(body) if body.strip() else {}
     except ValueError as problem:
         raise RefusalError(
             400, 'the body is not JSON: send {"keys": {"email_sha256": "..."}}'

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from amperity_signal.sandbox import jsonbody
+
 STREAM_WRITE = "stream:write"
 PROFILE_READ = "profile:read"
 _PROFILE_READ_PARTS = frozenset({"profile-collections:read", "pii:read"})
@@ -89,9 +91,9 @@ def verify_token(secret: str, token: str, now: float) -> Claims:
     header, payload, signature = parts
     expected = _sign(secret, f"{header}.{payload}")
     try:
-        decoded_header = json.loads(_unb64(header))
+        decoded_header = jsonbody.loads(_unb64(header))
         decoded_signature = _unb64(signature)
-        claims = json.loads(_unb64(payload))
+        claims = jsonbody.loads(_unb64(payload))
     except (ValueError, binascii.Error) as error:
         raise TokenError("the bearer token is not valid base64url JSON") from error
     if not isinstance(decoded_header, dict) or decoded_header.get("alg") != "HS256":

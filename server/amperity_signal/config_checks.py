@@ -64,11 +64,34 @@ def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
         ]
     problems: list[ConfigProblem] = []
     seen: dict[str, dict[str, int]] = {"id": {}, "pipeline_key": {}}
+    rates: dict[str, tuple[int, Any]] = {}
     for index, table in enumerate(integrations):
         if isinstance(table, dict):
             problems.extend(_check_integration(f"integrations[{index}]", table))
             problems.extend(_check_unique(index, table, seen))
+            problems.extend(_check_tenant_rate(index, table, rates))
     return problems
+
+
+def _check_tenant_rate(
+    index: int, table: dict[str, Any], rates: dict[str, tuple[int, Any]]
+) -> list[ConfigProblem]:
+    """Integrations of one tenant share Amperity's limit, so they must agree on its rate."""
+    tenant = table.get("tenant_id")
+    if not isinstance(tenant, str) or not tenant:
+        return []
+    rate = table.get("rate_limit_per_second", 500)
+    first, first_rate = rates.setdefault(tenant, (index, rate))
+    if first_rate == rate:
+        return []
+    return [
+        ConfigProblem(
+            f"integrations[{index}].rate_limit_per_second",
+            f"is {rate!r} but integrations[{first}], on the same tenant {tenant!r}, uses "
+            f"{first_rate!r}; Amperity's limit is one per tenant, shared by both.",
+            "set the same rate_limit_per_second on every integration of a tenant.",
+        )
+    ]
 
 
 def _check_unique(

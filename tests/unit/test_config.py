@@ -106,6 +106,15 @@ def test_duplicate_ids_and_pipeline_keys_are_refused() -> None:
     assert any("integrations[1].pipeline_key" in p for p in problems)
 
 
+def test_integrations_of_one_tenant_must_agree_on_its_rate_limit() -> None:
+    """Amperity's limit is one per tenant: two integrations on it cannot set two rates."""
+    two = [integration(), integration(id="b", pipeline_key="pk_b", rate_limit_per_second=300)]
+    problems = problems_of({"integrations": two})
+    assert any("integrations[1].rate_limit_per_second" in p and "300" in p for p in problems)
+    same = [integration(), integration(id="b", pipeline_key="pk_b", rate_limit_per_second=500)]
+    assert len(settings_from_dict({"integrations": same}, {}).integrations) == 2
+
+
 def test_an_empty_source_value_and_an_unknown_vertical_are_refused() -> None:
     """An empty source_value (silent _unknown routing) and an unknown vertical are refused."""
     problems = problems_of({"integrations": [integration(source_value=" ", vertical="grocery")]})

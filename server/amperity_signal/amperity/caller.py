@@ -35,6 +35,20 @@ from amperity_signal.metrics import Metrics
 MAX_RETRY_AFTER_WITHOUT_DEADLINE = 60.0
 
 
+def limiter_key(integration: IntegrationSettings) -> str:
+    """The rate limiter's key: Amperity's limit is per tenant, for every call and host.
+
+    Ingest and profile calls share it, and so do integrations reaching one tenant through
+    its subdomain and through ``app.amperity.com``. Any other base URL (the sandbox, a
+    proxy) is a tenant space of its own, so its URL is part of the key.
+    """
+    base_url = integration.base_url
+    host = httpx.URL(base_url).host
+    if host == "amperity.com" or host.endswith(".amperity.com"):
+        return integration.tenant_id
+    return f"{integration.tenant_id}@{base_url}"
+
+
 @dataclass(frozen=True, slots=True)
 class CallHeaders:
     """A call's headers, encoded and redacted once per integration rather than per request.
@@ -140,8 +154,7 @@ class RetryingCaller:
         self._backoff = backoff
         base_url = integration.base_url
         self._host = httpx.URL(base_url).host or base_url
-        # Ingest and profile calls share Amperity's per-tenant limit: one key for both.
-        self._limiter_key = f"{integration.tenant_id}@{base_url}"
+        self._limiter_key = limiter_key(integration)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def _vendor_call(

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from amperity_signal.amperity import endpoints
-from amperity_signal.amperity.caller import VendorRequest, call_headers, outgoing_request
+from amperity_signal.amperity.caller import (
+    VendorRequest,
+    call_headers,
+    limiter_key,
+    outgoing_request,
+)
+from amperity_signal.config import IntegrationSettings
 
 EVENT_HEADERS = endpoints.request_headers("acme", "e.y.j", json_body=True)
 PROFILE_HEADERS = endpoints.request_headers("acme", "p.r.o", json_body=False)
@@ -63,3 +69,23 @@ def test_call_headers_show_no_token_and_refuse_what_httpx_refuses() -> None:
         call_headers({**EVENT_HEADERS, "Amperity-Tenant": "acmé"})
     with pytest.raises(UnicodeEncodeError):
         httpx.Request("POST", "http://a.test/", headers={"Amperity-Tenant": "acmé"})
+
+
+@pytest.mark.parametrize(
+    ("base_url", "key"),
+    [
+        (None, "acme-tenant"),
+        ("https://app.amperity.com", "acme-tenant"),
+        ("https://app-aws-apse2.amperity.com/", "acme-tenant"),
+        ("http://127.0.0.1:8900", "acme-tenant@http://127.0.0.1:8900"),
+        ("https://notamperity.com", "acme-tenant@https://notamperity.com"),
+    ],
+)
+def test_one_rate_limit_per_tenant_whichever_amperity_host_reaches_it(
+    integration: IntegrationSettings, base_url: str | None, key: str
+) -> None:
+    """Amperity's limit is per tenant: its subdomain and app.amperity.com share one key.
+
+    A sandbox or proxy is a tenant space of its own.
+    """
+    assert limiter_key(integration.model_copy(update={"api_base_url": base_url})) == key

@@ -37,6 +37,9 @@ async def test_lookups_stop_at_the_first_match_and_the_email_is_normalised_befor
 
     assert (response.resolved, response.amperity_id) == (True, ALICE_PROFILE)
     assert response.matched_key == "email_sha256"
+    # The first resolution already attaches the enriched map, not a lesser one until refresh.
+    attached = struct_to_dict(response.event.partner_attrs)["amperity"]
+    assert "PredictedLifetimeValue" in attached
     lookups = await sandbox.requests(path_prefix="/prof/lookup")
     assert [(r["method"], r["path"], r["query"] or "") for r in lookups] == [
         ("POST", f"/prof/lookup/{COLLECTION}/keychain", "")

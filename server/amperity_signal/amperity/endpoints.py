@@ -49,8 +49,14 @@ def profile_path(collection_id: str, profile_id: str) -> str:
 
 
 def lookup_body(key: str, value: str) -> dict[str, Any]:
-    """The keychain lookup body; POSTed so identifiers stay out of URLs and access logs."""
-    return {"keys": {key: value}, "enrich": False}
+    """The keychain lookup body; POSTed so identifiers stay out of URLs and access logs.
+
+    ``enrich`` is true: the matched profile's attributes are cached as the visitor's
+    attributes, and they must be the full map a profile GET with ``enrich=true`` returns
+    (the spec's "receives the full attribute map"), not a lesser one until the first
+    refresh.
+    """
+    return {"keys": {key: value}, "enrich": True}
 
 
 def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:

@@ -149,7 +149,7 @@ async def test_lookup_posts_the_identifier_in_the_body_never_the_url(
     assert request.method == "POST"
     assert str(request.url) == "https://acme.amperity.com/prof/lookup/apc-vPsQheAm/keychain"
     assert "9f86d0" not in str(request.url)
-    assert _strict_json(request.content) == {"keys": {"email_sha256": "9f86d0"}, "enrich": False}
+    assert _strict_json(request.content) == {"keys": {"email_sha256": "9f86d0"}, "enrich": True}
     assert request.headers["Authorization"].endswith("CANARY-PROFILE-51be02")
     assert profile == Profile(
         collection_id="apc-vPsQheAm",

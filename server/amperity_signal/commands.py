@@ -26,10 +26,12 @@ def _secrets(settings: Settings) -> list[str]:
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print every problem with its fix, or OK and warnings."""
     from amperity_signal.amperity.tokens import expiry_warnings
+    from amperity_signal.setup_advice import setup_warnings
 
     settings = load_settings(args.config)
     for integration in settings.integrations:
-        for warning in expiry_warnings(integration, datetime.now(UTC)):
+        warnings = expiry_warnings(integration, datetime.now(UTC)) + setup_warnings(integration)
+        for warning in warnings:
             print(f"warning: {warning}")
     print(f"config OK: {len(settings.integrations)} integration(s) in {args.config}")
     return 0

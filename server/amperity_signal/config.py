@@ -167,6 +167,16 @@ class IntegrationSettings(_Strict):
         """Whether profile enrichment is configured (key, collection and linking keys)."""
         return bool(self.profile_api_key and self.profile_collection_id and self.linking_keys)
 
+    @property
+    def enrichment_missing(self) -> tuple[str, ...]:
+        """The fields profile enrichment still needs (empty when it is configured)."""
+        present = {
+            "profile_api_key": bool(self.profile_api_key),
+            "profile_collection_id": bool(self.profile_collection_id),
+            "linking_keys": bool(self.linking_keys),
+        }
+        return tuple(name for name, set_ in present.items() if not set_)
+
 
 class Settings(_Strict):
     """The whole configuration file."""

@@ -83,6 +83,8 @@ class Delivery:
             )
             warnings.extend(enrichment.warnings)
             event = enrichment.event
+        elif integration.enrichment_gap:
+            warnings.append(integration.enrichment_gap)
         mapped = map_event(integration.blueprint, event, source_value=settings.source_value)
         warnings.extend(mapped.warnings)
         message_id = str(event.get("message_id", ""))

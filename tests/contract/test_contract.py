@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -86,6 +86,47 @@ async def test_each_delivery_is_counted_under_its_integration_type_and_outcome(
         await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
 
     assert delivered() == before + 2
+
+
+async def test_half_configured_enrichment_says_partner_resolve_failed_on_each_delivery(
+    make_harness: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Profile key and collection but no linking keys: each delivery says what is missing.
+
+    The spec's troubleshooting row sends the user to Live Events for "partner resolve
+    failed"; the Deliver response and the Live Events record both carry it.
+    """
+    harness = await make_harness(linking_keys=[])
+    assert "integration web: linking_keys is not set" in caplog.text  # logged at start
+    sent = event(type="page")
+    response = await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    advice = (
+        "partner resolve failed: partner_attrs.amperity not attached: linking_keys is not "
+        "configured"
+    )
+    assert any(w.startswith(advice) for w in response.warnings)
+    call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(replay=10))
+    record = await asyncio.wait_for(call.read(), 5)
+    call.cancel()
+    assert isinstance(record, pb.WatchDeliveriesResponse)
+    assert any(w.startswith(advice) for w in record.warnings)
+
+
+async def test_enrichment_left_out_altogether_is_no_warning(
+    make_harness: Callable[..., Any],
+) -> None:
+    """An ingest-only integration (no profile field at all) is a choice, not a mistake."""
+    harness = await make_harness(
+        profile_api_key=None,
+        profile_collection_id=None,
+        linking_keys=[],
+        browser_attribute_allowlist="",
+    )
+    response = await harness.stub.Deliver(
+        pb.DeliverRequest(integration_id="web", event=event(type="page"))
+    )
+    assert response.vendor_request.status_code == 202
+    assert list(response.warnings) == []
 
 
 async def test_an_event_without_anonymous_id_is_invalid_argument_naming_the_field(

@@ -12,6 +12,7 @@ import pytest
 from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.setup_advice import setup_warnings
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
@@ -176,6 +177,49 @@ def test_check_config_prints_every_mistake_and_exits_non_zero() -> None:
         assert f"integrations[0].{field}" in result.stderr
     assert result.stderr.count("Fix:") >= 5
     assert "c2FtZS1rZXk" not in result.stderr + result.stdout
+
+
+PROFILE = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6InByb2ZpbGUifQ.c2lnbmF0dXJl"
+EMAIL_KEY = [{"source": "email", "key": "email_sha256", "hash": "sha256"}]
+
+
+def advice_for(**overrides: Any) -> list[str]:
+    settings = settings_from_dict({"integrations": [integration(**overrides)]}, {})
+    return setup_warnings(settings.integrations[0])
+
+
+def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
+    """Loadable but likely wrong setups get a warning with the spec's advice.
+
+    Half-configured enrichment, an empty browser allowlist, an allowlist without
+    enrichment, a source_value with spaces around it.
+    """
+    profile = {"profile_api_key": PROFILE, "profile_collection_id": "apc-x"}
+    (half,) = advice_for(**profile)
+    assert "linking_keys is not set" in half and "partner resolve failed" in half
+    (empty,) = advice_for(**profile, linking_keys=EMAIL_KEY)
+    assert "window.datafly.profile.amperity stays empty" in empty
+    assert "Add attribute names as CSV".lower() in empty.lower()
+    (useless,) = advice_for(browser_attribute_allowlist="Persona")
+    assert "browser_attribute_allowlist is set but profile enrichment is not" in useless
+    (spaced,) = advice_for(source_value=" DATAFLY")
+    assert "match exactly (case-sensitive)" in spaced and "_unknown" in spaced
+    assert advice_for() == []  # ingest only: a choice, not a mistake
+    assert advice_for(**profile, linking_keys=EMAIL_KEY, browser_attribute_allowlist="A") == []
+
+
+def test_check_config_prints_the_setup_advice_as_warnings(tmp_path: Path) -> None:
+    """A half-configured integration loads (exit 0) with its warning printed."""
+    config = tmp_path / "half.toml"
+    config.write_text(
+        "[[integrations]]\n"
+        + "".join(f"{k} = {v!r}\n" for k, v in integration().items()).replace("'", '"')
+        + f'profile_api_key = "{PROFILE}"\nprofile_collection_id = "apc-x"\n'
+    )
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "warning: integration web: linking_keys is not set" in result.stdout
+    assert PROFILE not in result.stdout + result.stderr
 
 
 def test_check_config_accepts_a_valid_file() -> None:

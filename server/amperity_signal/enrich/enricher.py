@@ -135,7 +135,14 @@ class Enricher:
         client = self._client(integration)
         if client is None:
             return EnrichResult(
-                False, None, None, {}, {}, "disabled", (messages.NOT_CONFIGURED,), dict(event)
+                False,
+                None,
+                None,
+                {},
+                {},
+                "disabled",
+                (messages.not_configured(integration.enrichment_missing),),
+                dict(event),
             )
         outcome = await self._outcome(integration, client, event, deadline)
         enriched = attach(event, outcome.profile_id, outcome.attributes)

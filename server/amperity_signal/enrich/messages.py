@@ -12,22 +12,34 @@ from typing import Final
 
 from amperity_signal.errors import AmperityAuthError, AmperityError
 
-NOT_CONFIGURED: Final = (
-    "partner_attrs.amperity not attached: Profile API creds or linking keys are not configured"
-)
+RESOLVE_FAILED: Final = "partner resolve failed"
 LINKING_KEYS_404: Final = (
     "Profile lookups 404: the collection's linking_keys may not include any key Signal is "
-    "sending — ask your Amperity admin to add email_sha256 / device cookie / etc."
+    "sending — ask your Amperity admin to add email_sha256 / device cookie / etc. to the "
+    "collection's linking_keys"
 )
-RESOLVE_FAILED: Final = "partner resolve failed"
+
+
+def not_configured(missing: Sequence[str]) -> str:
+    """Profile enrichment lacks these settings, so nothing is attached.
+
+    The spec's "Profile API creds missing OR no linking keys configured".
+    """
+    verb = "is" if len(missing) == 1 else "are"
+    return (
+        f"{RESOLVE_FAILED}: partner_attrs.amperity not attached: {', '.join(missing)} {verb} "
+        "not configured; profile enrichment needs profile_api_key, profile_collection_id and "
+        "linking_keys"
+    )
 
 
 def no_sources(sources: Sequence[str]) -> str:
     """The visitor carries none of the values the linking keys read."""
     listed = ", ".join(dict.fromkeys(sources))
     return (
-        "partner_attrs.amperity not attached: the visitor carries none of the linking keys' "
-        f"sources ({listed}); call datafly.identify() to add email/phone/user_id"
+        f"{RESOLVE_FAILED}: partner_attrs.amperity not attached: the visitor carries none of "
+        f"the linking keys' sources ({listed}); call datafly.identify() to add "
+        "email/phone/user_id"
     )
 
 

@@ -34,6 +34,7 @@ from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
+from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -188,7 +189,7 @@ def build_server(
 
 
 def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
-    """Set the days-to-expiry gauge of every key and log a warning for keys near expiry."""
+    """Set the days-to-expiry gauge of every key; log keys near expiry and setup advice."""
     now = datetime.now(UTC)
     for integration in settings.integrations:
         keys = {"api_key": integration.api_key, "profile_api_key": integration.profile_api_key}
@@ -197,7 +198,7 @@ def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
             if expires is not None:
                 days = (expires - now).total_seconds() / 86_400
                 metrics.token_days_to_expiry.labels(integration.id, name).set(days)
-        for warning in expiry_warnings(integration, now):
+        for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.blueprint import Blueprint
 from amperity_signal.config import IntegrationSettings
+from amperity_signal.enrich.messages import not_configured
 from amperity_signal.errors import FieldViolation, InvalidEvent, UnknownIntegration
 
 
@@ -27,6 +29,17 @@ class Integration:
     def id(self) -> str:
         """The integration id."""
         return self.settings.id
+
+    @cached_property
+    def enrichment_gap(self) -> str | None:
+        """The warning each delivered event carries when enrichment is half configured.
+
+        Some but not all of profile_api_key, profile_collection_id and linking_keys set:
+        the user meant to enrich, and the spec sends them to Live Events for the "partner
+        resolve failed" warning. None when enrichment is on, or when none of them is set.
+        """
+        missing = self.settings.enrichment_missing
+        return not_configured(missing) if 0 < len(missing) < 3 else None
 
 
 class Registry:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from amperity_signal.enrich import Enricher, MemoryStore
-from amperity_signal.enrich.messages import LINKING_KEYS_404, NOT_CONFIGURED
+from amperity_signal.enrich.messages import LINKING_KEYS_404
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
@@ -174,7 +174,11 @@ async def test_unconfigured_integration_is_disabled_with_the_advice(
         integration(profile_api_key=None), event(traits=ALICE), deadline=None
     )
     assert result.cache_status == "disabled"
-    assert result.warnings == (NOT_CONFIGURED,)
+    assert result.warnings == (
+        "partner resolve failed: partner_attrs.amperity not attached: profile_api_key is not "
+        "configured; profile enrichment needs profile_api_key, profile_collection_id and "
+        "linking_keys",
+    )
     assert client.lookups == []
     assert await enricher.browser_attributes(
         integration(linking_keys=[]), "anon_abc123", deadline=None

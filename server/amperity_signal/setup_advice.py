@@ -1,0 +1,51 @@
+"""Advice on configurations that load but will likely not do what their owner wants.
+
+None of these is an error: each is a legitimate setup for someone (an integration that
+never exposes attributes to pages, say). ``check-config`` prints them as warnings and
+``serve`` logs them once at start, in the words of the spec's troubleshooting table.
+"""
+
+from __future__ import annotations
+
+from amperity_signal.config import IntegrationSettings
+
+_ALLOWLIST_ADVICE = (
+    'add attribute names as CSV (e.g. "Persona,LifetimeTier"). Anything not in the list is '
+    "stripped server-side before reaching the browser."
+)
+
+
+def setup_warnings(integration: IntegrationSettings) -> list[str]:
+    """What to change, one sentence each, for an integration's likely setup mistakes."""
+    name = f"integration {integration.id}"
+    warnings: list[str] = []
+    missing = integration.enrichment_missing
+    if 0 < len(missing) < 3:
+        verb = "is" if len(missing) == 1 else "are"
+        warnings.append(
+            f"{name}: {', '.join(missing)} {verb} not set, so profile enrichment is off and "
+            "partner_attrs.amperity never appears (each event's Live Events record says "
+            f"'partner resolve failed'); set {'it' if len(missing) == 1 else 'them'} to "
+            "enrich events."
+        )
+    if integration.profile_enabled and not integration.browser_attribute_allowlist:
+        warnings.append(
+            f"{name}: browser_attribute_allowlist is empty, so window.datafly.profile.amperity "
+            "stays empty (empty = nothing exposed); if pages should see profile attributes, "
+            + _ALLOWLIST_ADVICE
+        )
+    if integration.browser_attribute_allowlist and len(missing) == 3:
+        warnings.append(
+            f"{name}: browser_attribute_allowlist is set but profile enrichment is not "
+            "(profile_api_key, profile_collection_id and linking_keys), so "
+            "window.datafly.profile.amperity stays empty; set them to expose attributes."
+        )
+    value = integration.source_value
+    if value != value.strip():
+        warnings.append(
+            f"{name}: source_value {value!r} has spaces around it, so events are accepted "
+            "(202) but routed to _unknown unless your stream's routing expression has them "
+            "too; check your stream's routing expression in Amperity and match exactly "
+            "(case-sensitive)."
+        )
+    return warnings

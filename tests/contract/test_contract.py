@@ -212,6 +212,61 @@ async def test_a_burst_beyond_grpcs_pending_call_limit_is_queued_not_cancelled(
     assert {c: codes.count(c) for c in set(codes)} == {grpc.StatusCode.OK: 4_000}
 
 
+SERVICE = "/datafly.amperity.v1.AmperityService"
+CORRUPT = (
+    b"\xff\xff\xff\xff\x0f\x12",  # a varint longer than ten bytes
+    b"\x0a\x02\xff\xfe",  # integration_id that is not UTF-8
+    b"\x12\x80\x01" + b"\x1a" * 64,  # an event 128 bytes long cut at 64
+)
+
+
+@pytest.mark.parametrize("method", ["Deliver", "Enrich", "BrowserProfile"])
+async def test_corrupt_request_bytes_are_invalid_argument_not_unknown(
+    harness: Harness, method: str
+) -> None:
+    """Bytes that are not the method's message: INVALID_ARGUMENT, no Python class named."""
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = harness.channel.unary_unary(
+        f"{SERVICE}/{method}"
+    )
+    for wire in CORRUPT:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(wire)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, wire
+        details = raised.value.details() or ""
+        assert "not a valid protobuf message" in details
+        assert "<class" not in details
+
+
+async def test_a_corrupt_frame_ends_a_stream_after_answering_the_events_before_it(
+    harness: Harness,
+) -> None:
+    """The events read before the corrupt frame are answered; then INVALID_ARGUMENT."""
+    good = pb.DeliverStreamRequest(integration_id="web", event=event(type="page"))
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield good.SerializeToString()
+        yield CORRUPT[0]
+
+    stream: grpc.aio.StreamStreamMultiCallable[bytes, pb.DeliverStreamResponse] = (
+        harness.channel.stream_stream(
+            f"{SERVICE}/DeliverStream",
+            response_deserializer=pb.DeliverStreamResponse.FromString,
+        )
+    )
+    call = stream(frames())
+    answers: list[pb.DeliverStreamResponse] = []
+
+    async def read_all() -> None:
+        async for answer in call:
+            answers.append(answer)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await read_all()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [a.message_id for a in answers] == [good.event.message_id]
+    assert answers[0].result.vendor_request.status_code == 202
+
+
 async def test_browser_profile_returns_only_allowlisted_attributes(harness: Harness) -> None:
     """BrowserProfile by pipeline key returns the allowlist's attributes and nothing else."""
     identify = event(type="identify", anonymous_id="anon_browser", traits={"email": ALICE_EMAIL})

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
@@ -99,12 +100,59 @@ class _ObservedGeneric(grpc.GenericRpcHandler):
         return self._observed(handler_call_details.method, handler)
 
 
+class Malformed:
+    """What a request's bytes became when they are not the method's message.
+
+    grpc.aio answers a deserializer's exception with UNKNOWN and the exception's class in
+    the details; the observed handler answers this with INVALID_ARGUMENT instead.
+    """
+
+    __slots__ = ("details",)
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+
+
+class MalformedRequest(Exception):
+    """A streamed request's bytes were not the method's message; the stream ends with it."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, answering corrupt bytes with a ``Malformed`` instead of raising."""
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return Malformed(
+                f"the request is not a valid protobuf message for this method ({error}); "
+                "send the message the generated stubs build"
+            )
+
+    return deserialize
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises ``MalformedRequest`` at the first corrupt message."""
+    async for request in requests:
+        if type(request) is Malformed:
+            raise MalformedRequest(request.details)
+        yield request
+
+
 def _wrap(
     handler: grpc.RpcMethodHandler[Any, Any], observed: _Observed
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A method handler of the same shape (unary, generator or writer) that observes calls."""
     codec = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _tolerant(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -112,9 +160,11 @@ def _wrap(
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(observed.wrap(handler.unary_stream), **codec)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(observed.wrap(handler.stream_unary), **codec)
+        behaviour = observed.wrap(handler.stream_unary, streamed=True)
+        return grpc.stream_unary_rpc_method_handler(behaviour, **codec)
     if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(observed.wrap(handler.stream_stream), **codec)
+        behaviour = observed.wrap(handler.stream_stream, streamed=True)
+        return grpc.stream_stream_rpc_method_handler(behaviour, **codec)
     return handler
 
 
@@ -132,15 +182,26 @@ class _Observed:
         self._method = method
         self._latency: dict[str, Any] = {}
 
-    def wrap(self, inner: Any) -> Any:
-        """A behaviour of the same shape as ``inner`` that observes it."""
+    def wrap(self, inner: Any, *, streamed: bool = False) -> Any:
+        """A behaviour of the same shape as ``inner`` that observes it.
+
+        A corrupt request (``Malformed``, or ``MalformedRequest`` out of a request stream)
+        ends the call with INVALID_ARGUMENT.
+        """
         if inspect.isasyncgenfunction(inner):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
                 started = self._begin(context)
                 try:
-                    async for response in inner(request, context):
-                        yield response
+                    if type(request) is Malformed:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+                    try:
+                        async for response in inner(
+                            _checked(request) if streamed else request, context
+                        ):
+                            yield response
+                    except MalformedRequest as error:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
                 finally:
                     self._end(context, started)
 
@@ -151,7 +212,12 @@ class _Observed:
         async def awaited(request: Any, context: Context) -> Any:
             started = self._begin(context)
             try:
-                return await inner(request, context)
+                if type(request) is Malformed:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+                try:
+                    return await inner(_checked(request) if streamed else request, context)
+                except MalformedRequest as error:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
             finally:
                 self._end(context, started)
 

@@ -20,6 +20,7 @@ from amperity_signal.enrich.result import EnrichResult
 from amperity_signal.errors import AmperitySignalError
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
+from amperity_signal.service.interceptors import MalformedRequest
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import to_delivery_error, to_grpc_status
@@ -101,13 +102,20 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             finally:
                 slots.release()
 
+        malformed: list[MalformedRequest] = []
+
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    await slots.acquire()
-                    task = asyncio.create_task(handle(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                try:
+                    async for request in request_iterator:
+                        await slots.acquire()
+                        task = asyncio.create_task(handle(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except MalformedRequest as error:
+                    # Corrupt bytes end the reading; the events already taken are still
+                    # answered before the stream ends with INVALID_ARGUMENT.
+                    malformed.append(error)
                 while tasks:
                     await asyncio.gather(*list(tasks))
             finally:
@@ -118,6 +126,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             while (response := await responses.get()) is not None:
                 yield response
             await reader
+            if malformed:
+                raise malformed[0]
         finally:
             reader.cancel()
             for task in list(tasks):

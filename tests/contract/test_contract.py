@@ -143,6 +143,21 @@ async def test_an_event_without_anonymous_id_is_invalid_argument_naming_the_fiel
     assert "event.anonymous_id" in fields
 
 
+async def test_a_key_of_another_tenant_points_at_tenant_id(
+    make_harness: Callable[..., Any],
+) -> None:
+    """The acme keys with tenant_id "globex": the 403 names tenant_id and what Amperity said."""
+    harness = await make_harness(tenant_id="globex")
+    request = pb.DeliverRequest(integration_id="web", event=event(type="page"))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await harness.stub.Deliver(request)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = raised.value.details() or ""
+    assert "Streaming Ingest Write Access" in details  # the spec's fix comes first
+    assert "check tenant_id 'globex'" in details
+    assert "Amperity said: the API key is for tenant 'acme'" in details
+
+
 async def test_an_unknown_integration_is_not_found(harness: Harness) -> None:
     """An unknown integration id is NOT_FOUND with ErrorInfo UNKNOWN_INTEGRATION."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -84,12 +84,16 @@ def _metadata(
 # (endpoint or None for any, status) -> (error class, reason, message template). Templates
 # take {status}, {endpoint}, {tenant_id}, {event_stream_id} and {said} (Amperity's message).
 _Rule = tuple[type[AmperityRejected], str, str]
+_OTHER_TENANT = (
+    " If the key is new, check tenant_id {tenant_id!r}: the Amperity-Tenant header must name "
+    "the tenant the key was issued for.{said}"
+)
 _INGEST_KEY = (
     AmperityAuthError,
     "INGEST_KEY_REJECTED",
     "Amperity answered {status} on event POST: the Streaming Ingest JWT (api_key) is expired "
     "or has the wrong scope. Regenerate it under Settings > Security > API Keys with "
-    "Streaming Ingest Write Access.",
+    "Streaming Ingest Write Access." + _OTHER_TENANT,
 )
 _CONNECTOR_BUG = (
     AmperityRejected,
@@ -106,7 +110,7 @@ _RULES: dict[tuple[str | None, int], _Rule] = {
         "PROFILE_KEY_FORBIDDEN",
         "403 on Profile API: this looks like the Streaming Ingest JWT used instead of the "
         "Profile API JWT. They're distinct tokens with distinct scopes — generate a new one "
-        "with Profile Read Access and set profile_api_key.",
+        "with Profile Read Access and set profile_api_key." + _OTHER_TENANT,
     ),
     (None, 401): (
         AmperityAuthError,

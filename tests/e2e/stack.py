@@ -170,8 +170,8 @@ class Stack:
             keys=keys,
         )
 
-    async def redis(self) -> str:
-        """Start a real redis-server on a free port; its URL."""
+    async def redis(self, *, password: str | None = None) -> str:
+        """Start a real redis-server on a free port; its URL (without the password)."""
         binary = require_binary("redis-server")
         port = free_port()
         process = await start_process(
@@ -185,6 +185,7 @@ class Stack:
                 "",
                 "--appendonly",
                 "no",
+                *(("--requirepass", password) if password else ()),
             ],
             ready="",
             log=self.workdir / f"redis-{port}.log",

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from amperity_signal.service.app import probe_redis
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.enrich_support import (
     deliver,
@@ -18,7 +19,7 @@ from tests.e2e.enrich_support import (
     redis_on,
     serve,
 )
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, free_port
 from tests.support import ALICE_PROFILE, integration_dict, mint_keys
 
 pytestmark = pytest.mark.e2e
@@ -100,3 +101,19 @@ async def test_a_redis_outage_degrades_to_no_cache_and_the_cache_returns_with_re
     again = [await enrich(service, event("anon_outage", **ALICE)) for _ in range(2)]
     assert [r.cache_status for r in again] == [pb.CACHE_STATUS_MISS, pb.CACHE_STATUS_HIT]
     assert "cache available again" in stack.logs()
+
+
+async def test_a_redis_that_refuses_or_is_down_is_named_at_start(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password and a stopped server each get their own advice, password unshown."""
+    url = await stack.redis(password="right-Pa55word")
+    port = urlsplit(url).port
+    assert await probe_redis(f"redis://:right-Pa55word@127.0.0.1:{port}/0")
+    assert not await probe_redis(f"redis://:wrong-Pa55word@127.0.0.1:{port}/0")
+    assert "refused the credentials" in caplog.text
+    assert "user and password in cache.redis_url" in caplog.text
+    caplog.clear()
+    assert not await probe_redis(f"redis://127.0.0.1:{free_port()}/0")
+    assert "redis-server is running at cache.redis_url's host and port" in caplog.text
+    assert "Pa55word" not in caplog.text

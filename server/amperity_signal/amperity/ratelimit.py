@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from amperity_signal.errors import AmperityUnavailable
+from amperity_signal.redis_advice import redis_failure
 
 logger = logging.getLogger(__name__)
 
@@ -359,9 +360,9 @@ class RedisRateLimiter(_QueuedLimiter):
             except (RedisError, OSError, TimeoutError) as exc:
                 if self._redis_down_until is None:
                     logger.warning(
-                        "Redis is unreachable for the shared rate limit (%s); limiting %s "
-                        "locally at the full limit until it is back.",
-                        type(exc).__name__,
+                        "shared rate limit unavailable: %s; limiting %s locally at the full "
+                        "limit until it is back.",
+                        redis_failure(exc),
                         key,
                     )
                 self._redis_down_until = now + self._retry_redis_after

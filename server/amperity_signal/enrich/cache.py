@@ -23,6 +23,7 @@ from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.ports import CacheStore
 from amperity_signal.enrich.stores import MemoryStore, RedisStore
 from amperity_signal.metrics import Metrics
+from amperity_signal.redis_advice import redis_failure
 
 LOGGER_NAME: Final = "amperity_signal.enrich"
 DEFAULT_RETRY_INTERVAL: Final = 1.0
@@ -89,8 +90,8 @@ class CacheBackend:
     def _failed(self, exc: BaseException) -> None:
         if self._down_until is None:
             self._logger.warning(
-                "cache unavailable, enriching without a cache until it answers again (%s)",
-                type(exc).__name__,
+                "cache unavailable, enriching without a cache until it answers again: %s",
+                redis_failure(exc),
             )
         self._down_until = self._clock() + self._retry_interval
 

@@ -18,6 +18,7 @@ import httpx
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from amperity_signal.amperity import expiry_warnings, jwt_expiry
 from amperity_signal.amperity.client import AmperityClient
@@ -29,6 +30,7 @@ from amperity_signal.delivery import Delivery
 from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
+from amperity_signal.redis_advice import redis_failure
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
@@ -76,6 +78,7 @@ class Service:
     cache: CacheStore
     port: int
     handlers: Handlers = field(default_factory=dict)
+    redis_url: str | None = None
 
     def in_process_channel(self) -> InProcessChannel:
         """A channel for the generated stub that calls this service without a socket.
@@ -90,6 +93,8 @@ class Service:
 
     async def start(self) -> None:
         """Start serving and report SERVING for the overall and the named service."""
+        if self.redis_url:
+            await probe_redis(self.redis_url)
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -185,6 +190,11 @@ def build_server(
         cache=cache,
         port=port,
         handlers=handlers.handlers,
+        redis_url=(
+            settings.cache.redis_url
+            if settings.cache.backend == "redis" and not (deps.cache and deps.limiter)
+            else None
+        ),
     )
 
 
@@ -200,6 +210,32 @@ def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
                 metrics.token_days_to_expiry.labels(integration.id, name).set(days)
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
+
+
+REDIS_PROBE_SECONDS = 1.0
+
+
+async def probe_redis(url: str) -> bool:
+    """Ping the configured Redis once at start; log what to check when it does not answer.
+
+    The service starts either way (enrichment runs without a cache and the rate limit is
+    kept per process until Redis answers), but the operator hears of a wrong password or
+    a stopped server now rather than at the first event.
+    """
+    client = Redis.from_url(
+        url, socket_timeout=REDIS_PROBE_SECONDS, socket_connect_timeout=REDIS_PROBE_SECONDS
+    )
+    try:
+        await client.ping()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "Redis does not answer at start: %s; serving without it until it does",
+            redis_failure(exc),
+        )
+        return False
+    finally:
+        await client.aclose()
+    return True
 
 
 def build_rate_limiter(cache: CacheSettings) -> RateLimiter:

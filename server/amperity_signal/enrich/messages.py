@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from amperity_signal.errors import AmperityAuthError, AmperityError
+from amperity_signal.errors import AmperityError, AmperityRejected
 
 RESOLVE_FAILED: Final = "partner resolve failed"
 LINKING_KEYS_404: Final = (
@@ -49,8 +49,11 @@ def not_found(keys: Sequence[str]) -> str:
 
 
 def partner_error(exc: AmperityError, *, stale: bool) -> str:
-    """A Profile API call failed; an auth error carries the client's fix (the 403 advice)."""
-    if isinstance(exc, AmperityAuthError):
+    """A Profile API call failed; a permanent refusal carries the client's fix.
+
+    The 403 advice, the wrong tenant_subdomain advice: retrying changes nothing there.
+    """
+    if isinstance(exc, AmperityRejected):
         text = f"{RESOLVE_FAILED}: {exc.message}"
     else:
         text = (

@@ -28,7 +28,13 @@ from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.identifiers import Candidate
 from amperity_signal.enrich.keys import cache_key
 from amperity_signal.enrich.ports import ProfileClient, ProfileLike
-from amperity_signal.errors import AmperityAuthError, AmperityError, AmperityUnavailable
+from amperity_signal.errors import (
+    AmperityAuthError,
+    AmperityError,
+    AmperityMisconfigured,
+    AmperityRejected,
+    AmperityUnavailable,
+)
 from amperity_signal.metrics import Metrics
 
 CacheStatus = Literal["hit", "miss", "stale", "dampened", "disabled"]
@@ -199,7 +205,7 @@ class Resolver:
             )
         except AmperityError as exc:
             stop = self._failed(integration_id, "lookup", exc, breaker)
-            message = exc.message if isinstance(exc, AmperityAuthError) else None
+            message = exc.message if isinstance(exc, AmperityRejected) else None
             marker = {"miss": "error", "reason": exc.reason, "message": message, "stop": stop}
             await self._cache.set(key, marker, self._expiry(self._settings.error_ttl))
             walk.warnings.append(messages.partner_error(exc, stale=False))
@@ -278,4 +284,5 @@ class Resolver:
             if breaker.record_failure():
                 messages.log_failure(self._logger, integration_id, endpoint, "BREAKER_OPEN")
             return True
-        return isinstance(exc, AmperityAuthError)
+        # Every lookup would meet the same key or host: stop walking the linking keys.
+        return isinstance(exc, AmperityAuthError | AmperityMisconfigured)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from amperity_signal.enrich import Enricher
-from amperity_signal.errors import AmperityAuthError, AmperityUnavailable
+from amperity_signal.errors import AmperityAuthError, AmperityMisconfigured, AmperityUnavailable
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
@@ -84,6 +84,25 @@ async def test_forbidden_profile_key_returns_the_403_advice(
     dampened = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     assert any(FORBIDDEN in warning for warning in dampened.warnings)
     assert len(client.lookups) == 1
+
+
+async def test_a_wrong_tenant_subdomain_returns_its_fix_and_stops_the_walk(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """No such host: the warning is the spec's fix, not "Signal retries it shortly"."""
+    fix = (
+        "no such host acmee.amperity.com: tenant_subdomain is wrong — it's the URL host, not "
+        "the Amperity-Tenant header value. Use the subdomain portion of your Amperity "
+        "dashboard URL."
+    )
+    client.error = AmperityMisconfigured(fix, reason="TENANT_HOST_NOT_FOUND")
+    visitor = event(traits=ALICE, user_id="cust-1")  # two linking keys could be tried
+    result = await enricher.enrich(integration(), visitor, deadline=None)
+    assert f"partner resolve failed: {fix}" in result.warnings
+    assert not any("retries it shortly" in warning for warning in result.warnings)
+    assert len(client.lookups) == 1
+    dampened = await enricher.enrich(integration(), visitor, deadline=None)
+    assert any(fix in warning for warning in dampened.warnings)
 
 
 async def test_failures_log_partner_resolve_failed_without_identifiers(

@@ -185,6 +185,22 @@ async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(
     assert all(answers[e.message_id].result.vendor_request.status_code == 202 for e in good)
 
 
+async def test_a_streamed_event_without_message_id_fails_as_such(harness: Harness) -> None:
+    """Answers come in completion order: without an id an answer could not find its event."""
+    unnamed = event(type="page")
+    unnamed.ClearField("message_id")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        yield pb.DeliverStreamRequest(integration_id="web", event=unnamed)
+
+    (answer,) = [r async for r in harness.stub.DeliverStream(requests())]
+    assert answer.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "event.message_id" in answer.error.message
+    assert "is required on DeliverStream" in answer.error.message
+    sent = (await harness.inspector.get("/_sandbox/events")).json()["events"]
+    assert sent == []  # refused before anything went to Amperity
+
+
 async def test_enrich_resolves_through_email_and_attaches_partner_attrs(
     harness: Harness,
 ) -> None:

@@ -17,7 +17,7 @@ from amperity_signal.browser import BrowserProfiles
 from amperity_signal.delivery import Delivered, Delivery
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.result import EnrichResult
-from amperity_signal.errors import AmperitySignalError
+from amperity_signal.errors import AmperitySignalError, FieldViolation, InvalidEvent
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
 from amperity_signal.service.interceptors import MalformedRequest
@@ -41,6 +41,13 @@ _CACHE_STATUS = {
     "dampened": pb.CACHE_STATUS_DAMPENED,
     "disabled": pb.CACHE_STATUS_DISABLED,
 }
+
+
+MESSAGE_ID_REQUIRED_ON_STREAMS = FieldViolation(
+    "event.message_id",
+    "is required on DeliverStream: answers arrive in completion order and carry it, so it "
+    "is how each answer finds its event; set a unique id per event (Deliver makes one up).",
+)
 
 
 class AmperityServicer(pb_grpc.AmperityServiceServicer):
@@ -88,6 +95,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
 
         async def handle(request: pb.DeliverStreamRequest) -> None:
             try:
+                if not request.event.message_id:
+                    raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
                 integration = self._integration(request.integration_id, context)
                 result = await self._deliver(integration, request.event, self._deadline(context))
                 responses.put_nowait(

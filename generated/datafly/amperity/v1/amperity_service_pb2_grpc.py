@@ -81,7 +81,8 @@ class AmperityServiceServicer:
     def DeliverStream(self, request_iterator, context):
         """DeliverStream delivers many events over one stream, with many in flight at once.
         Each request gets exactly one response carrying its message_id; a bad event fails
-        its own response, never the stream.
+        its own response, never the stream. Responses come in completion order, so every
+        event must carry a message_id (one without fails with INVALID_ARGUMENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

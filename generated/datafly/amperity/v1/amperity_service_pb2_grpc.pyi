@@ -43,7 +43,8 @@ class AmperityServiceStub:
     DeliverStream: _grpc.StreamStreamMultiCallable[_amperity_service_pb2.DeliverStreamRequest, _amperity_service_pb2.DeliverStreamResponse]
     """DeliverStream delivers many events over one stream, with many in flight at once.
     Each request gets exactly one response carrying its message_id; a bad event fails
-    its own response, never the stream.
+    its own response, never the stream. Responses come in completion order, so every
+    event must carry a message_id (one without fails with INVALID_ARGUMENT).
     """
     Enrich: _grpc.UnaryUnaryMultiCallable[_amperity_service_pb2.EnrichRequest, _amperity_service_pb2.EnrichResponse]
     """Enrich resolves the event's visitor against the Profile API and returns the event
@@ -71,7 +72,8 @@ class AmperityServiceAsyncStub(AmperityServiceStub):
     DeliverStream: _aio.StreamStreamMultiCallable[_amperity_service_pb2.DeliverStreamRequest, _amperity_service_pb2.DeliverStreamResponse]  # type: ignore[assignment]
     """DeliverStream delivers many events over one stream, with many in flight at once.
     Each request gets exactly one response carrying its message_id; a bad event fails
-    its own response, never the stream.
+    its own response, never the stream. Responses come in completion order, so every
+    event must carry a message_id (one without fails with INVALID_ARGUMENT).
     """
     Enrich: _aio.UnaryUnaryMultiCallable[_amperity_service_pb2.EnrichRequest, _amperity_service_pb2.EnrichResponse]  # type: ignore[assignment]
     """Enrich resolves the event's visitor against the Profile API and returns the event
@@ -108,7 +110,8 @@ class AmperityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_amperity_service_pb2.DeliverStreamResponse], _abc.AsyncIterator[_amperity_service_pb2.DeliverStreamResponse]]:
         """DeliverStream delivers many events over one stream, with many in flight at once.
         Each request gets exactly one response carrying its message_id; a bad event fails
-        its own response, never the stream.
+        its own response, never the stream. Responses come in completion order, so every
+        event must carry a message_id (one without fails with INVALID_ARGUMENT).
         """
 
     @_abc_1.abstractmethod

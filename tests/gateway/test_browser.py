@@ -42,7 +42,7 @@ async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIt
         settings=settings, grpc_target=service.target, static_dir=REPO / "clients" / "browser"
     )
     sock = bind_socket("127.0.0.1:0")
-    server = gateway_server(app, settings, configure_logging=False)
+    server = gateway_server(app, settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -63,10 +63,13 @@ def listening_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-def gateway_server(
-    app: Starlette, settings: GatewaySettings, *, configure_logging: bool = True
-) -> uvicorn.Server:
-    """A uvicorn server for the app, with the gateway's header limit and proxy trust."""
+def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
+    """A uvicorn server for the app, with the gateway's header limit and proxy trust.
+
+    uvicorn configures no logging and writes no access log: its loggers propagate to the
+    process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
+    would carry query strings, among them ``/live?token=<admin token>``.
+    """
     config = uvicorn.Config(
         app,
         proxy_headers=bool(settings.trusted_proxies),
@@ -74,8 +77,8 @@ def gateway_server(
         server_header=False,
         http="h11",
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
-        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
-        access_log=configure_logging,
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)

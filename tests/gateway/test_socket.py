@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -42,6 +43,21 @@ class Served:
             await asyncio.sleep(0.01)
         raise AssertionError(f"no request to {route} finished within {within}s")
 
+    async def exchange(self, data: bytes) -> tuple[bytes, dict[str, str], bytes]:
+        """Write bytes on a fresh connection; the status line, headers and body answered."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines)
+        return status_line.encode(), headers, body
+
     async def send_raw(self, data: bytes) -> None:
         """Write bytes on a fresh connection and close it without reading."""
         _, writer = await asyncio.open_connection(self.host, self.port)
@@ -76,3 +92,27 @@ async def test_a_client_leaving_mid_body_is_no_error_and_logs_nothing_above_debu
     loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
     assert loud == []
     assert any("client disconnected" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/enrich?provider=amperity\x00 HTTP/1.1\r\nHost: gateway.test\r\n\r\n",
+        "GET /v1/enrich/caf\u00e9 HTTP/1.1\r\nHost: gateway.test\r\n\r\n".encode(),
+        b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nBad Header\r\n\r\n",
+    ],
+    ids=["garbled-line", "nul-in-target", "raw-non-ascii-path", "malformed-header"],
+)
+async def test_a_request_h11_cannot_parse_gets_the_json_error_shape(
+    gateway_socket: Served, request_head: bytes
+) -> None:
+    """What never reaches the app still answers 400 JSON, not uvicorn's plain text."""
+    status_line, headers, body = await gateway_socket.exchange(request_head)
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == "INVALID_HTTP_REQUEST"
+    assert "percent-encode" in error["message"]

@@ -127,7 +127,7 @@ async def gateway_figures(
             metrics=service.metrics,
         )
     )
-    config = gateway_server(app, gateway_settings, configure_logging=False).config
+    config = gateway_server(app, gateway_settings).config
     routes = {"enrich": ("/v1/enrich", ENRICH_QUERY), "bare": (BARE_PATH, b"")}
     figures: dict[str, float] = {}
     for name, (path, query) in routes.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -10,6 +12,7 @@ import pytest
 from starlette.applications import Starlette
 
 from amperity_signal.gateway import GatewaySettings, PipelineSettings, create_gateway_app
+from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
 
 from .fakes import KNOWN_KEY, RunningService, start_fake_service
 
@@ -32,6 +35,23 @@ def gateway_settings(**changes: object) -> GatewaySettings:
     """Settings allowing the shop origin for the known key, plus any changes."""
     base = GatewaySettings(pipelines=(PipelineSettings(KNOWN_KEY, (SHOP_ORIGIN,)),))
     return base.replace(**changes)
+
+
+@contextlib.asynccontextmanager
+async def served(app: Starlette, settings: GatewaySettings) -> AsyncIterator[str]:
+    """The app served by uvicorn on 127.0.0.1:0 as the gateway serves it; yields its URL."""
+    sock = bind_socket("127.0.0.1:0")
+    server = gateway_server(app, settings)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            assert not task.done(), "the gateway failed to start"
+            await asyncio.sleep(0.01)
+        yield listening_url(sock)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 @pytest.fixture

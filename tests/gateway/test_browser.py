@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -13,11 +12,10 @@ import pytest
 from playwright.async_api import Response, async_playwright
 
 from amperity_signal.gateway import create_gateway_app
-from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
 from amperity_signal.gateway.settings import GatewaySettings
 
 from .chromium import CHROMIUM_ARGS
-from .conftest import gateway_settings
+from .conftest import gateway_settings, served
 from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService, live_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,18 +39,8 @@ async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIt
     app = create_gateway_app(
         settings=settings, grpc_target=service.target, static_dir=REPO / "clients" / "browser"
     )
-    sock = bind_socket("127.0.0.1:0")
-    server = gateway_server(app, settings, configure_logging=False)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "the gateway failed to start"
-            await asyncio.sleep(0.01)
-        yield listening_url(sock)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with served(app, settings) as url:
+        yield url
 
 
 @pytest.fixture

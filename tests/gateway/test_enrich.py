@@ -78,6 +78,26 @@ async def test_identifier_parameters_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("parameters", "shown", "field"),
+    [
+        ("&=", "a parameter without a name", None),
+        ("&=alice%40example.com", "a parameter without a name", None),
+        ("&=&email=x", "email, a parameter without a name", "email"),
+    ],
+)
+async def test_a_parameter_without_a_name_is_refused_in_words(
+    gateway: httpx.AsyncClient, parameters: str, shown: str, field: str | None
+) -> None:
+    """``&=`` is refused as "a parameter without a name", never as an empty name and field."""
+    response = await gateway.get(f"{ENRICH}{parameters}", headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "PARAMETER_NOT_ALLOWED"
+    assert error["message"].startswith(f"Unexpected query parameter(s): {shown}. Only ")
+    assert error.get("field") == field
+
+
+@pytest.mark.parametrize(
     ("path", "field"),
     [
         (f"{ENRICH}&provider=amperity", "provider"),

@@ -69,7 +69,7 @@ class EmbeddedGateway:
             metrics=self._metrics,
             multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
-        self._server = gateway_server(app, self._settings, configure_logging=False)
+        self._server = gateway_server(app, self._settings)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():

@@ -85,16 +85,21 @@ def _parameters(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     values: dict[str, list[str]] = {}
     for name, value in query_pairs(query):
         values.setdefault(name, []).append(value)
-    names = sorted(values.keys() - allowed)
-    if names:
-        shown = ", ".join(name[:40] for name in names[:5])
+    unexpected = values.keys() - allowed
+    if unexpected:
+        names = sorted(name for name in unexpected if name)
+        shown = [name[:40] for name in names[:5]]
+        # "&=" or "=value": an empty name would read as "parameter(s): ." and field "".
+        if "" in unexpected:
+            shown.append("a parameter without a name")
         raise GatewayError(
             400,
             "PARAMETER_NOT_ALLOWED",
-            f"Unexpected query parameter(s): {shown}. Only {', '.join(sorted(allowed))} are "
-            "accepted; visitors are identified by the _dfid cookie, and emails, phones and "
-            "user ids are resolved server-side, never sent by the page.",
-            field=names[0][:40],
+            f"Unexpected query parameter(s): {', '.join(shown)}. Only "
+            f"{', '.join(sorted(allowed))} are accepted; visitors are identified by the _dfid "
+            "cookie, and emails, phones and user ids are resolved server-side, never sent by "
+            "the page.",
+            field=names[0][:40] if names else None,
         )
     for name in allowed:
         if len(values.get(name, ())) > 1:

@@ -7,18 +7,47 @@ import os
 import socket
 from pathlib import Path
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from amperity_signal.gateway.app import create_gateway_app
+from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
 
 # h11 buffers at most this much of a request head. The gateway's own limit
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
-# ceiling get h11's plain-text 400, and memory per connection stays bounded.
+# ceiling get a 400 (JsonErrorH11Protocol), and memory per connection stays bounded.
 _HEAD_CEILING = 256 * 1024
+
+
+class JsonErrorH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering what h11 cannot parse in the gateway's JSON shape.
+
+    A garbled request line, raw non-ASCII in the target, a malformed header or a head over
+    the ceiling never reaches the app; uvicorn answered it with a plain-text 400.
+    """
+
+    def send_400_response(self, msg: str) -> None:
+        """Write a 400 JSON error and close the connection (``msg`` is uvicorn's text)."""
+        error = GatewayError(
+            400,
+            "INVALID_HTTP_REQUEST",
+            "The request is not valid HTTP/1.1 (or its head is far too large): percent-encode "
+            "the path and query, and send well-formed headers.",
+        )
+        response = error_response(error)
+        headers = [*response.raw_headers, (b"connection", b"close")]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=bytes(response.body)),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -63,19 +92,22 @@ def listening_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-def gateway_server(
-    app: Starlette, settings: GatewaySettings, *, configure_logging: bool = True
-) -> uvicorn.Server:
-    """A uvicorn server for the app, with the gateway's header limit and proxy trust."""
+def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
+    """A uvicorn server for the app, with the gateway's header limit and proxy trust.
+
+    uvicorn configures no logging and writes no access log: its loggers propagate to the
+    process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
+    would carry query strings, among them ``/live?token=<admin token>``.
+    """
     config = uvicorn.Config(
         app,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         server_header=False,
-        http="h11",
+        http=JsonErrorH11Protocol,
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
-        log_config=uvicorn.config.LOGGING_CONFIG if configure_logging else None,
-        access_log=configure_logging,
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)

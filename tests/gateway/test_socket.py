@@ -1,0 +1,118 @@
+"""The gateway behind uvicorn on a real socket: what a raw client can do to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from amperity_signal.gateway import create_gateway_app
+from amperity_signal.metrics import Metrics
+
+from .conftest import gateway_settings, served
+from .fakes import KNOWN_KEY, RunningService
+
+
+class Served:
+    """A served gateway: its host, port and metrics."""
+
+    def __init__(self, url: str, metrics: Metrics) -> None:
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        self.host = host
+        self.port = int(port)
+        self.metrics = metrics
+
+    def observed(self, route: str) -> dict[str, float]:
+        """How many requests to ``route`` the histogram counted, by status."""
+        counts: dict[str, float] = {}
+        for family in self.metrics.registry.collect():
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name.endswith("_count") and labels.get("route") == route:
+                    counts[labels["status"]] = sample.value
+        return counts
+
+    async def wait_observed(self, route: str, within: float = 5.0) -> dict[str, float]:
+        """The counts for ``route`` once the histogram has any (the request has finished)."""
+        for _ in range(int(within / 0.01)):
+            if counts := self.observed(route):
+                return counts
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no request to {route} finished within {within}s")
+
+    async def exchange(self, data: bytes) -> tuple[bytes, dict[str, str], bytes]:
+        """Write bytes on a fresh connection; the status line, headers and body answered."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in header_lines)
+        return status_line.encode(), headers, body
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write bytes on a fresh connection and close it without reading."""
+        _, writer = await asyncio.open_connection(self.host, self.port)
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.fixture
+async def gateway_socket(service: RunningService) -> AsyncIterator[Served]:
+    """The gateway with the test settings, served by uvicorn on 127.0.0.1:0."""
+    metrics = Metrics()
+    settings = gateway_settings()
+    app = create_gateway_app(settings=settings, grpc_target=service.target, metrics=metrics)
+    async with served(app, settings) as url:
+        yield Served(url, metrics)
+
+
+@pytest.mark.parametrize("route", ["/v1/t", "/v1/batch"])
+async def test_a_client_leaving_mid_body_is_no_error_and_logs_nothing_above_debug(
+    gateway_socket: Served, route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Content-Length 100, 7 bytes sent, connection closed: counted as 499, no error log."""
+    caplog.set_level(logging.DEBUG)
+    head = (
+        f"POST {route} HTTP/1.1\r\nHost: gateway.test\r\nX-Pipeline-Key: {KNOWN_KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    await gateway_socket.send_raw(head.encode() + b'{"a": 1')
+    assert await gateway_socket.wait_observed(route) == {"499": 1.0}
+    loud = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert loud == []
+    assert any("client disconnected" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/enrich?provider=amperity\x00 HTTP/1.1\r\nHost: gateway.test\r\n\r\n",
+        "GET /v1/enrich/caf\u00e9 HTTP/1.1\r\nHost: gateway.test\r\n\r\n".encode(),
+        b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nBad Header\r\n\r\n",
+    ],
+    ids=["garbled-line", "nul-in-target", "raw-non-ascii-path", "malformed-header"],
+)
+async def test_a_request_h11_cannot_parse_gets_the_json_error_shape(
+    gateway_socket: Served, request_head: bytes
+) -> None:
+    """What never reaches the app still answers 400 JSON, not uvicorn's plain text."""
+    status_line, headers, body = await gateway_socket.exchange(request_head)
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == "INVALID_HTTP_REQUEST"
+    assert "percent-encode" in error["message"]

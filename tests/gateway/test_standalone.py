@@ -1,0 +1,56 @@
+"""``amperity-signal gateway`` as its own process: what it writes to stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import tomli_w
+
+from amperity_signal.processes import start_process
+from tests.support import integration_dict, mint_keys
+
+from .fakes import RunningService
+
+ADMIN_TOKEN = "admin-standalone-9d41c7e2"
+
+
+async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """/live?token= is not access-logged; stderr is the service's JSON lines, nothing else."""
+    keys = mint_keys()
+    config = tmp_path / "amperity-signal.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "server": {"http_address": "127.0.0.1:0", "admin_token": ADMIN_TOKEN},
+                "integrations": [integration_dict("http://127.0.0.1:9", keys)],
+            }
+        ),
+        encoding="utf-8",
+    )
+    stderr_log = tmp_path / "gateway.log"
+    command = [sys.executable, "-m", "amperity_signal.cli", "gateway", "--config", str(config)]
+    command += ["--grpc-target", service.target]
+    gateway = await start_process(command, ready="gateway listening on ", log=stderr_log)
+    try:
+        url = gateway.output_value("gateway listening on ")
+        async with httpx.AsyncClient(base_url=url) as client:
+            login = await client.get(f"/live?token={ADMIN_TOKEN}&integration=web")
+    finally:
+        await gateway.stop()
+    assert login.status_code == 303
+
+    stdout = "\n".join(gateway.lines)
+    stderr = stderr_log.read_text(encoding="utf-8")
+    assert ADMIN_TOKEN not in stdout
+    assert ADMIN_TOKEN not in stderr
+    assert gateway.lines == [gateway.ready_line]
+    lines = stderr.splitlines()
+    assert lines, "the gateway logged nothing at all"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    assert not any("/live" in line for line in lines)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from amperity_signal.config_values import check_integration_values
 from amperity_signal.errors import ConfigProblem
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
@@ -158,6 +159,7 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
         )
     problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
+    problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     return problems
 

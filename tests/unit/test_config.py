@@ -274,3 +274,48 @@ def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
     assert "gateway.trusted_proxies" in proxies and "'lb.example.com'" in proxies
     assert "10.0.0.0/8" in proxies
     assert "gateway.rate_limit" in unknown and "not a known field" in unknown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "ftp://127.0.0.1:8765",
+        "127.0.0.1:8765",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:port",
+        "https://",
+        "http://127.0.0.1:8765/?debug=1",
+        "http://127.0.0.1:8765#top",
+        "http://127.0.0.1:8765 ",
+    ],
+)
+def test_an_api_base_url_that_no_request_could_use_is_refused(url: str) -> None:
+    """api_base_url must be http(s)://host[:port][/path]: no other scheme, port or query."""
+    [problem] = problems_of({"integrations": [integration(api_base_url=url)]})
+    assert "integrations[0].api_base_url" in problem
+    assert "http://127.0.0.1:8765" in problem and "remove api_base_url" in problem
+
+
+def test_an_api_base_url_with_a_password_is_refused_without_showing_it() -> None:
+    """user:password@ in api_base_url is refused; the password never appears in the message."""
+    url = "http://user:S3cretPASS@127.0.0.1:8765"
+    [problem] = problems_of({"integrations": [integration(api_base_url=url)]})
+    assert "integrations[0].api_base_url" in problem and "password" in problem
+    assert "S3cretPASS" not in problem and "user:" + "S3cret" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765",
+        "https://app.amperity.com",
+        "http://[::1]:8765",
+        "http://sandbox.test/a/",
+    ],
+)
+def test_an_http_or_https_api_base_url_loads(url: str) -> None:
+    """Sandbox, proxy and Amperity URLs, with a port, an IPv6 host or a path prefix, load."""
+    settings = settings_from_dict({"integrations": [integration(api_base_url=url)]}, {})
+    assert settings.integrations[0].base_url == url.rstrip("/")

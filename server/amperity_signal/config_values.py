@@ -1,0 +1,114 @@
+"""Checks of single configuration values that must have a shape: URLs, addresses, origins.
+
+Each check turns a value that would only fail later (at bind, at the first request, or
+silently) into a ``ConfigProblem`` naming the field and the fix. A URL that may carry a
+password (``api_base_url``, ``redis_url``) is only quoted back when it cannot hold one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from amperity_signal.errors import ConfigProblem
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_PORT = re.compile(r"[0-9]+")
+
+
+def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    """An integration's ``api_base_url``, ``allowed_origins`` and ``browser_consent``."""
+    problems = []
+    base_url = table.get("api_base_url")
+    if isinstance(base_url, str) and (problem := _base_url_problem(base_url)):
+        problems.append(
+            ConfigProblem(
+                f"{where}.api_base_url",
+                problem,
+                "write http(s)://HOST[:PORT] with nothing after the host but an optional path, "
+                "e.g. http://127.0.0.1:8765 for the sandbox; or remove api_base_url to reach "
+                "https://{tenant_subdomain}.amperity.com.",
+            )
+        )
+    return problems
+
+
+def _base_url_problem(url: str) -> str | None:
+    shown = _shown_url(url)
+    parts = _parse_url(url)
+    if parts is None or "://" not in url:
+        return f"{shown} is not a URL."
+    if parts.scheme not in ("http", "https"):
+        return f"{shown} is not an http:// or https:// URL."
+    if "@" in parts.netloc:
+        # Userinfo would conflict with the Authorization header on every call, and end up
+        # in the rate limiter's key and its log lines.
+        return (
+            "holds a user name or password (user:password@...), which Amperity does not "
+            "use and which would conflict with the API key on every call."
+        )
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        return f"{shown} has a query or fragment (?... or #...), which API paths cannot follow."
+    return _host_port_problem(shown, parts.netloc, required=True)
+
+
+def _host_port_problem(shown: str, host_port: str, *, required: bool) -> str | None:
+    parts = _split_host_port(host_port)
+    if parts is None or ((required or host_port) and not _valid_host(parts[0])):
+        return f"{shown} has no valid host."
+    if not _valid_port(parts[1], lowest=1):
+        return f"{shown} has a port other than a number from 1 to 65535."
+    return None
+
+
+def _parse_url(url: str) -> SplitResult | None:
+    """The URL's parts, or None for one with spaces, control characters or a broken host."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return None
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+
+
+def _shown_url(url: str) -> str:
+    """The URL quoted, unless it may carry a password (user info or a query)."""
+    if any(mark in url for mark in "@?#") or "password" in url.lower():
+        return "the value"
+    return repr(url)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None] | None:
+    """``host[:port]`` or ``[v6][:port]`` as (host, port or None); None when malformed."""
+    if text.startswith("["):
+        host, bracket, rest = text.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        return host + bracket, (rest[1:] if rest else None)
+    host, colon, port = text.partition(":")
+    if ":" in port:  # an IPv6 address without brackets
+        return None
+    return host, (port if colon else None)
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+def _valid_port(port: str | None, *, lowest: int) -> bool:
+    return port is None or (_PORT.fullmatch(port) is not None and lowest <= int(port) <= 65535)

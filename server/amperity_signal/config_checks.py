@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publ
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+SUBDOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def resolve_secrets(
@@ -150,10 +152,11 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "set it to the exact, case-sensitive value your stream routes on, e.g. DATAFLY.",
         )
     subdomain = table.get("tenant_subdomain")
-    if isinstance(subdomain, str) and ("." in subdomain or "/" in subdomain or not subdomain):
+    if isinstance(subdomain, str) and not SUBDOMAIN.fullmatch(subdomain):
         add(
             "tenant_subdomain",
-            f"{subdomain!r} is not a subdomain.",
+            f"{subdomain!r} is not a subdomain: one DNS label of letters, digits and hyphens "
+            "(not first or last), at most 63 characters.",
             "use the subdomain portion of your Amperity dashboard URL "
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )

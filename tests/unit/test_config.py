@@ -319,3 +319,20 @@ def test_an_http_or_https_api_base_url_loads(url: str) -> None:
     """Sandbox, proxy and Amperity URLs, with a port, an IPv6 host or a path prefix, load."""
     settings = settings_from_dict({"integrations": [integration(api_base_url=url)]}, {})
     assert settings.integrations[0].base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "subdomain", ["evil@x", "acme:443", "ac me", "ACME_corp!", "-acme", "acme-", "a" * 64, ""]
+)
+def test_a_tenant_subdomain_must_be_one_dns_label(subdomain: str) -> None:
+    """tenant_subdomain is one DNS label (letters, digits, inner hyphens, <= 63 characters)."""
+    [problem] = problems_of({"integrations": [integration(tenant_subdomain=subdomain)]})
+    assert "integrations[0].tenant_subdomain" in problem
+    assert "use the subdomain portion of your Amperity dashboard URL" in problem
+
+
+@pytest.mark.parametrize("subdomain", ["acme", "acme-corp", "Acme2", "a" * 63])
+def test_a_dns_label_tenant_subdomain_loads(subdomain: str) -> None:
+    """Letters of either case, digits and inner hyphens make a subdomain."""
+    settings = settings_from_dict({"integrations": [integration(tenant_subdomain=subdomain)]}, {})
+    assert settings.integrations[0].base_url == f"https://{subdomain}.amperity.com"

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from amperity_signal.config_values import check_integration_values
+from amperity_signal.config_values import check_integration_values, check_server
 from amperity_signal.errors import ConfigProblem
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
@@ -56,16 +56,17 @@ def resolve_secrets(
 
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
+    problems = check_server(raw.get("server"))
     integrations = raw.get("integrations", [])
     if not isinstance(integrations, list):
         return [
+            *problems,
             ConfigProblem(
                 "integrations",
                 "must be an array of tables.",
                 "write each integration as an [[integrations]] table.",
-            )
+            ),
         ]
-    problems: list[ConfigProblem] = []
     seen: dict[str, dict[str, int]] = {"id": {}, "pipeline_key": {}}
     rates: dict[str, tuple[int, Any]] = {}
     for index, table in enumerate(integrations):

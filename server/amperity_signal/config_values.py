@@ -19,6 +19,26 @@ _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _PORT = re.compile(r"[0-9]+")
 
 
+def check_server(table: Any) -> list[ConfigProblem]:
+    """The ``[server]`` table's listen addresses."""
+    if not isinstance(table, dict):
+        return []
+    problems = []
+    for name, example in (("grpc_address", "127.0.0.1:50051"), ("http_address", "127.0.0.1:8080")):
+        value = table.get(name)
+        if isinstance(value, str) and (problem := _listen_address_problem(value)):
+            problems.append(
+                ConfigProblem(
+                    f"server.{name}",
+                    problem,
+                    f"write the interface and port to listen on, e.g. {example} "
+                    "(0.0.0.0 for every interface, [::1] or [::] for IPv6); "
+                    "port 0 picks a free port.",
+                )
+            )
+    return problems
+
+
 def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
     """An integration's ``api_base_url``, ``allowed_origins`` and ``browser_consent``."""
     problems = []
@@ -34,6 +54,17 @@ def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigPr
             )
         )
     return problems
+
+
+def _listen_address_problem(address: str) -> str | None:
+    parts = _split_host_port(address)
+    if parts is None or parts[1] is None or not _valid_host(parts[0]):
+        return f"{address!r} is not host:port."
+    if not _PORT.fullmatch(parts[1]):
+        return f"{address!r} has a port that is not a number."
+    if not _valid_port(parts[1], lowest=0):
+        return f"{address!r} has port {parts[1]}, outside 0-65535."
+    return None
 
 
 def _base_url_problem(url: str) -> str | None:

@@ -336,3 +336,22 @@ def test_a_dns_label_tenant_subdomain_loads(subdomain: str) -> None:
     """Letters of either case, digits and inner hyphens make a subdomain."""
     settings = settings_from_dict({"integrations": [integration(tenant_subdomain=subdomain)]}, {})
     assert settings.integrations[0].base_url == f"https://{subdomain}.amperity.com"
+
+
+@pytest.mark.parametrize("field", ["grpc_address", "http_address"])
+@pytest.mark.parametrize(
+    "address", ["nonsense", "localhost", "127.0.0.1:99999", "::1:8080", ":8080", "127.0.0.1:http"]
+)
+def test_a_listen_address_must_be_host_and_a_port_up_to_65535(field: str, address: str) -> None:
+    """grpc_address and http_address are host:port at load, not an error (or port % 65536) later."""
+    [problem] = problems_of({"server": {field: address}, "integrations": [integration()]})
+    assert f"server.{field}" in problem and repr(address) in problem
+    assert "port 0 picks a free port" in problem
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:50051", "0.0.0.0:65535", "localhost:80"])
+def test_host_port_listen_addresses_load(address: str) -> None:
+    """IPv4, bracketed IPv6 and host names load, with any port from 0 to 65535."""
+    raw = {"server": {"grpc_address": address, "http_address": address}}
+    settings = settings_from_dict({**raw, "integrations": [integration()]}, {})
+    assert settings.server.grpc_address == settings.server.http_address == address

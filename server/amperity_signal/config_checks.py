@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from amperity_signal.config_values import check_integration_values, check_server
+from amperity_signal.config_values import check_cache, check_integration_values, check_server
 from amperity_signal.errors import ConfigProblem
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
@@ -56,7 +56,7 @@ def resolve_secrets(
 
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
-    problems = check_server(raw.get("server"))
+    problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
     integrations = raw.get("integrations", [])
     if not isinstance(integrations, list):
         return [

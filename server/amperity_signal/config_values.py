@@ -17,6 +17,7 @@ from amperity_signal.errors import ConfigProblem
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _PORT = re.compile(r"[0-9]+")
+_DB = re.compile(r"/?[0-9]*")
 
 
 def check_server(table: Any) -> list[ConfigProblem]:
@@ -37,6 +38,22 @@ def check_server(table: Any) -> list[ConfigProblem]:
                 )
             )
     return problems
+
+
+def check_cache(table: Any) -> list[ConfigProblem]:
+    """The ``[cache]`` table's ``redis_url``."""
+    value = table.get("redis_url") if isinstance(table, dict) else None
+    if not isinstance(value, str) or not (problem := _redis_url_problem(value)):
+        return []
+    return [
+        ConfigProblem(
+            "cache.redis_url",
+            problem,
+            "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock for a "
+            "socket), e.g. redis://127.0.0.1:6379/0; a password goes in as "
+            "redis://:PASSWORD@HOST:PORT/DB.",
+        )
+    ]
 
 
 def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
@@ -84,6 +101,23 @@ def _base_url_problem(url: str) -> str | None:
     if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         return f"{shown} has a query or fragment (?... or #...), which API paths cannot follow."
     return _host_port_problem(shown, parts.netloc, required=True)
+
+
+def _redis_url_problem(url: str) -> str | None:
+    shown = _shown_url(url)
+    parts = _parse_url(url)
+    if parts is None:
+        return f"{shown} is not a URL."
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"{shown} is not a redis://, rediss:// or unix:// URL."
+    if parts.scheme == "unix":
+        return None if parts.path else f"{shown} names no socket path."
+    host_port = parts.netloc.rpartition("@")[2]
+    if problem := _host_port_problem(shown, host_port, required=False):
+        return problem
+    if not _DB.fullmatch(parts.path):
+        return f"{shown} has a database other than a number after the port."
+    return None
 
 
 def _host_port_problem(shown: str, host_port: str, *, required: bool) -> str | None:

@@ -355,3 +355,36 @@ def test_host_port_listen_addresses_load(address: str) -> None:
     raw = {"server": {"grpc_address": address, "http_address": address}}
     settings = settings_from_dict({**raw, "integrations": [integration()]}, {})
     assert settings.server.grpc_address == settings.server.http_address == address
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not-a-url",
+        "http://127.0.0.1:6379",
+        "redis://:pw-Hunter2@127.0.0.1:notaport/0",
+        "redis://127.0.0.1:65536/0",
+        "redis://127.0.0.1:6379/zero",
+        "unix://",
+    ],
+)
+def test_a_redis_url_that_redis_cannot_use_is_refused_without_its_password(url: str) -> None:
+    """redis_url is redis://, rediss:// or unix:// with a valid port; a password is never shown."""
+    [problem] = problems_of({"cache": {"redis_url": url}, "integrations": [integration()]})
+    assert "cache.redis_url" in problem and "redis://127.0.0.1:6379/0" in problem
+    assert "Hunter2" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://localhost",
+        "rediss://:pw@cache.internal:6380/2",
+        "unix:///var/run/redis.sock",
+    ],
+)
+def test_redis_and_unix_socket_urls_load(url: str) -> None:
+    """TCP, TLS (with a password) and unix-socket Redis URLs load."""
+    raw = {"cache": {"backend": "redis", "redis_url": url}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).cache.redis_url == url

@@ -57,6 +57,7 @@ def resolve_secrets(
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
     problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
+    problems.extend(_check_blank_secrets("server", raw.get("server"), ("admin_token",)))
     integrations = raw.get("integrations", [])
     if not isinstance(integrations, list):
         return [
@@ -161,6 +162,7 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "use the subdomain portion of your Amperity dashboard URL "
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )
+    problems.extend(_check_blank_secrets(where, table, ("api_key", "profile_api_key")))
     problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
     problems.extend(check_integration_values(where, table))
@@ -183,6 +185,8 @@ def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProble
     problems: list[ConfigProblem] = []
     for name, header in HEADER_FIELDS.items():
         value = table.get(name)
+        if name in SECRET_FIELDS and isinstance(value, str) and not value.strip():
+            continue  # reported as blank by _check_blank_secrets
         if isinstance(value, str) and value and not _visible_ascii(value):
             shown = "the value" if name in SECRET_FIELDS else repr(value)
             problems.append(
@@ -197,6 +201,34 @@ def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProble
     return problems
 
 
+BLANK_SECRET_ADVICE = {
+    "api_key": (
+        "is blank, so every event would be sent with a bare 'Bearer' and refused with 401.",
+        "paste the Streaming Ingest key (Settings > Security > API Keys), or write env:NAME "
+        "to read it from the environment.",
+    ),
+    "profile_api_key": (
+        "is blank, which would turn profile enrichment off without a word.",
+        "remove it to turn enrichment off, or paste the Profile API key.",
+    ),
+    "admin_token": (
+        "is blank, so nobody could open Live Events with it.",
+        "remove it to keep Live Events off, or set a long random token.",
+    ),
+}
+
+
+def _check_blank_secrets(where: str, table: Any, names: tuple[str, ...]) -> list[ConfigProblem]:
+    """A secret written as "" or spaces is a mistake, never a way to turn a feature off."""
+    if not isinstance(table, dict):
+        return []
+    return [
+        ConfigProblem(f"{where}.{name}", *BLANK_SECRET_ADVICE[name])
+        for name in names
+        if isinstance(table.get(name), str) and not table[name].strip()
+    ]
+
+
 def _visible_ascii(value: str) -> bool:
     return value.isascii() and value.isprintable() and " " not in value
 
@@ -204,6 +236,8 @@ def _visible_ascii(value: str) -> bool:
 def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     profile_key = table.get("profile_api_key")
+    if isinstance(profile_key, str):
+        profile_key = profile_key.strip()  # a blank key is reported by _check_blank_secrets
     collection = table.get("profile_collection_id")
     if profile_key and not collection:
         problems.append(

@@ -388,3 +388,23 @@ def test_redis_and_unix_socket_urls_load(url: str) -> None:
     """TCP, TLS (with a password) and unix-socket Redis URLs load."""
     raw = {"cache": {"backend": "redis", "redis_url": url}, "integrations": [integration()]}
     assert settings_from_dict(raw, {}).cache.redis_url == url
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_blank_secrets_are_refused_with_what_to_paste(blank: str) -> None:
+    """A blank api_key, profile_api_key or admin_token is a mistake, not a way to turn it off."""
+    problems = problems_of(
+        {
+            "server": {"admin_token": blank},
+            "integrations": [
+                integration(api_key=blank, profile_api_key=blank, profile_collection_id="apc-x")
+            ],
+        }
+    )
+    assert len(problems) == 3
+    api_key, profile, admin = sorted(problems)
+    assert api_key.startswith("integrations[0].api_key: is blank") and "401" in api_key
+    assert "Streaming Ingest key" in api_key
+    assert profile.startswith("integrations[0].profile_api_key: is blank")
+    assert "remove it to turn enrichment off, or paste the Profile API key" in profile
+    assert admin.startswith("server.admin_token: is blank") and "remove it" in admin

@@ -21,6 +21,8 @@ VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publ
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
+COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
 SUBDOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -139,10 +141,10 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "update profiles in real time.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
-    elif isinstance(stream, str) and not stream.startswith("esm-"):
+    elif isinstance(stream, str) and not STREAM_ID.fullmatch(stream):
         add(
             "event_stream_id",
-            f"{stream!r} is not a realtime stream id.",
+            f"{stream!r} is not a realtime stream id: esm- followed by letters, digits, - or _.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
     source_value = table.get("source_value")
@@ -247,11 +249,12 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
                 "set it to the apc- id of the profile collection to query.",
             )
         )
-    if isinstance(collection, str) and collection and not collection.startswith("apc-"):
+    if isinstance(collection, str) and collection and not COLLECTION_ID.fullmatch(collection):
         problems.append(
             ConfigProblem(
                 f"{where}.profile_collection_id",
-                f"{collection!r} is not a profile collection id.",
+                f"{collection!r} is not a profile collection id: apc- followed by letters, "
+                "digits, - or _.",
                 "use the collection's id from the dashboard, prefixed apc-.",
             )
         )

@@ -408,3 +408,20 @@ def test_blank_secrets_are_refused_with_what_to_paste(blank: str) -> None:
     assert profile.startswith("integrations[0].profile_api_key: is blank")
     assert "remove it to turn enrichment off, or paste the Profile API key" in profile
     assert admin.startswith("server.admin_token: is blank") and "remove it" in admin
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_stream_id", "esm-../../x?y"),
+        ("event_stream_id", "esm-"),
+        ("event_stream_id", "esm-2VP6 va3Zn"),
+        ("profile_collection_id", "apc-../x#"),
+        ("profile_collection_id", "apc-"),
+    ],
+)
+def test_stream_and_collection_ids_are_the_prefix_and_an_id(field: str, value: str) -> None:
+    """esm-/apc- must be followed by letters, digits, '-' or '_' only: nothing that is a path."""
+    raw = integration(profile_api_key=PROFILE, **{"profile_collection_id": "apc-x", field: value})
+    [problem] = problems_of({"integrations": [raw]})
+    assert f"integrations[0].{field}" in problem and "letters, digits, - or _" in problem

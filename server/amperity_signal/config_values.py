@@ -17,6 +17,7 @@ from amperity_signal.errors import ConfigProblem
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _PORT = re.compile(r"[0-9]+")
+_ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
 _DB = re.compile(r"/?[0-9]*")
 
 
@@ -70,7 +71,47 @@ def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigPr
                 "https://{tenant_subdomain}.amperity.com.",
             )
         )
+    problems.extend(_check_origins(where, table.get("allowed_origins")))
     return problems
+
+
+def _check_origins(where: str, value: Any) -> list[ConfigProblem]:
+    if isinstance(value, str):  # the CSV form, split as IntegrationSettings splits it
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        return []
+    problems = []
+    for index, origin in enumerate(value):
+        if not isinstance(origin, str):
+            continue
+        location = f"{where}.allowed_origins[{index}]"
+        if origin.strip() == "*":
+            problems.append(
+                ConfigProblem(
+                    location,
+                    "'*' is not supported: the gateway answers with credentials (cookies), "
+                    "which browsers never allow for every origin.",
+                    "list each site's origin instead, e.g. https://shop.example.com.",
+                )
+            )
+        elif not _is_origin(origin):
+            problems.append(
+                ConfigProblem(
+                    location,
+                    f"{origin!r} is not an origin, so no page would match it.",
+                    "write the page's scheme://host[:port] with no path, as the browser sends "
+                    "it, e.g. https://shop.example.com or http://localhost:8080.",
+                )
+            )
+    return problems
+
+
+def _is_origin(origin: str) -> bool:
+    match = _ORIGIN.fullmatch(origin.strip())
+    if match is None:
+        return False
+    parts = _split_host_port(match[2])
+    return parts is not None and _valid_host(parts[0]) and _valid_port(parts[1], lowest=1)
 
 
 def _listen_address_problem(address: str) -> str | None:

@@ -425,3 +425,34 @@ def test_stream_and_collection_ids_are_the_prefix_and_an_id(field: str, value: s
     raw = integration(profile_api_key=PROFILE, **{"profile_collection_id": "apc-x", field: value})
     [problem] = problems_of({"integrations": [raw]})
     assert f"integrations[0].{field}" in problem and "letters, digits, - or _" in problem
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "127.0.0.1:8080/",
+        "*",
+        "null",
+        "https://shop.example.com/cart",
+        "http://localhost:99999",
+        "https://user@shop.example.com",
+    ],
+)
+def test_an_allowed_origin_must_be_scheme_host_and_port(origin: str) -> None:
+    """Browsers send scheme://host[:port]; anything else (or '*') would match no page."""
+    raw = integration(allowed_origins=["https://ok.example.com", origin])
+    [problem] = problems_of({"integrations": [raw]})
+    assert "integrations[0].allowed_origins[1]" in problem
+    assert "https://shop.example.com" in problem
+
+
+def test_origins_load_as_an_array_or_as_csv() -> None:
+    """Origins with a port, an IPv6 host or a trailing slash load, from an array or CSV."""
+    origins = ["https://shop.example.com", "http://localhost:8080", "http://[::1]:8080/"]
+    for value in (origins, ", ".join(origins)):
+        settings = settings_from_dict({"integrations": [integration(allowed_origins=value)]}, {})
+        assert settings.integrations[0].allowed_origins == tuple(origins)
+    [problem] = problems_of(
+        {"integrations": [integration(allowed_origins="https://a.example, a.example")]}
+    )
+    assert "integrations[0].allowed_origins[1]" in problem

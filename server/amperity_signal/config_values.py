@@ -20,6 +20,11 @@ _PORT = re.compile(r"[0-9]+")
 _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
 _DB = re.compile(r"/?[0-9]*")
 
+# The consent an event carries (the proto's Consent message), as ``ConsentLedger`` reads it.
+CONSENT_FLAGS = ("analytics", "marketing", "functional")
+GOOGLE_CONSENT = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+_CATEGORY = re.compile(r"categories\.[^.\s]+")
+
 
 def check_server(table: Any) -> list[ConfigProblem]:
     """The ``[server]`` table's listen addresses."""
@@ -72,7 +77,28 @@ def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigPr
             )
         )
     problems.extend(_check_origins(where, table.get("allowed_origins")))
+    consent = table.get("browser_consent")
+    if isinstance(consent, str) and not is_consent_condition(consent):
+        problems.append(
+            ConfigProblem(
+                f"{where}.browser_consent",
+                f"{consent!r} is not a consent condition the service understands, so no "
+                "visitor would ever meet it and every page would get no attributes.",
+                f"use one of {', '.join(CONSENT_FLAGS)}, categories.CODE (a consent "
+                "platform's category, e.g. categories.C0003) or google.NAME "
+                f"({', '.join(GOOGLE_CONSENT)}); or remove browser_consent to show the "
+                "allowlisted attributes without a consent check.",
+            )
+        )
     return problems
+
+
+def is_consent_condition(condition: str) -> bool:
+    """Whether ``ConsentLedger.allows`` can ever find ``condition`` in a visitor's consent."""
+    if condition in CONSENT_FLAGS or _CATEGORY.fullmatch(condition):
+        return True
+    prefix, _, name = condition.partition(".")
+    return prefix == "google" and name in GOOGLE_CONSENT
 
 
 def _check_origins(where: str, value: Any) -> list[ConfigProblem]:

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
+from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.setup_advice import setup_warnings
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
@@ -456,3 +458,33 @@ def test_origins_load_as_an_array_or_as_csv() -> None:
         {"integrations": [integration(allowed_origins="https://a.example, a.example")]}
     )
     assert "integrations[0].allowed_origins[1]" in problem
+
+
+@pytest.mark.parametrize(
+    "condition",
+    ["functonal", "Functional", "categories.", "google.ad_storag", "consent.analytics", ""],
+)
+def test_an_unknown_browser_consent_condition_is_refused_listing_the_known_ones(
+    condition: str,
+) -> None:
+    """A browser_consent no event can meet (a typo) is refused instead of hiding every attribute."""
+    [problem] = problems_of({"integrations": [integration(browser_consent=condition)]})
+    assert "integrations[0].browser_consent" in problem
+    assert "analytics, marketing, functional, categories.CODE" in problem
+    assert "ad_personalization" in problem and "remove browser_consent" in problem
+
+
+@pytest.mark.parametrize(
+    "condition", ["functional", "analytics", "categories.C0003", "google.ad_personalization"]
+)
+def test_known_browser_consent_conditions_load(condition: str) -> None:
+    """The flags, a CMP category and a Google Consent Mode parameter are conditions."""
+    settings = settings_from_dict({"integrations": [integration(browser_consent=condition)]}, {})
+    assert settings.integrations[0].browser_consent == condition
+
+
+def test_the_consent_conditions_are_the_consent_messages_fields() -> None:
+    """The conditions config accepts are exactly the fields an event's consent can carry."""
+    flags = [f.name for f in pb.Consent.DESCRIPTOR.fields if f.type == f.TYPE_BOOL]
+    assert tuple(flags) == CONSENT_FLAGS
+    assert tuple(f.name for f in pb.GoogleConsent.DESCRIPTOR.fields) == GOOGLE_CONSENT

@@ -24,6 +24,19 @@ SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
 STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
 COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
 SUBDOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MINIMAL_INTEGRATION = "\n".join(
+    f"      {line}"
+    for line in (
+        "[[integrations]]",
+        'id = "web"',
+        'pipeline_key = "pk_web"',
+        'tenant_subdomain = "acme"',
+        'tenant_id = "acme"',
+        'api_key = "env:AMPERITY_INGEST_KEY"',
+        'event_stream_id = "esm-..."',
+        'source_value = "DATAFLY"',
+    )
+)
 
 
 def resolve_secrets(
@@ -70,6 +83,15 @@ def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
                 "write each integration as an [[integrations]] table.",
             ),
         ]
+    if not integrations:
+        problems.append(
+            ConfigProblem(
+                "integrations",
+                "is empty: without an [[integrations]] table there is nothing to deliver "
+                "events to, and every call would answer that the integration is unknown.",
+                f"add one per Amperity integration; the smallest is:\n{MINIMAL_INTEGRATION}",
+            )
+        )
     seen: dict[str, dict[str, int]] = {"id": {}, "pipeline_key": {}}
     rates: dict[str, tuple[int, Any]] = {}
     for index, table in enumerate(integrations):

@@ -488,3 +488,14 @@ def test_the_consent_conditions_are_the_consent_messages_fields() -> None:
     flags = [f.name for f in pb.Consent.DESCRIPTOR.fields if f.type == f.TYPE_BOOL]
     assert tuple(flags) == CONSENT_FLAGS
     assert tuple(f.name for f in pb.GoogleConsent.DESCRIPTOR.fields) == GOOGLE_CONSENT
+
+
+@pytest.mark.parametrize("raw", [{}, {"integrations": []}, {"server": {"workers": 2}}])
+def test_a_configuration_without_integrations_is_refused_showing_a_minimal_one(
+    raw: dict[str, Any],
+) -> None:
+    """With no [[integrations]] the service could deliver nothing: the fix shows the table."""
+    [problem] = problems_of(raw)
+    assert problem.startswith("integrations: is empty")
+    for line in ("[[integrations]]", 'id = "web"', 'event_stream_id = "esm-', "source_value ="):
+        assert line in problem

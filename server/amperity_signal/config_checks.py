@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from amperity_signal.config_values import check_cache, check_integration_values, check_server
 from amperity_signal.errors import ConfigProblem
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
+COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
+SUBDOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+MINIMAL_INTEGRATION = "\n".join(
+    f"      {line}"
+    for line in (
+        "[[integrations]]",
+        'id = "web"',
+        'pipeline_key = "pk_web"',
+        'tenant_subdomain = "acme"',
+        'tenant_id = "acme"',
+        'api_key = "env:AMPERITY_INGEST_KEY"',
+        'event_stream_id = "esm-..."',
+        'source_value = "DATAFLY"',
+    )
+)
 
 
 def resolve_secrets(
@@ -53,16 +71,27 @@ def resolve_secrets(
 
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
+    problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
+    problems.extend(_check_blank_secrets("server", raw.get("server"), ("admin_token",)))
     integrations = raw.get("integrations", [])
     if not isinstance(integrations, list):
         return [
+            *problems,
             ConfigProblem(
                 "integrations",
                 "must be an array of tables.",
                 "write each integration as an [[integrations]] table.",
-            )
+            ),
         ]
-    problems: list[ConfigProblem] = []
+    if not integrations:
+        problems.append(
+            ConfigProblem(
+                "integrations",
+                "is empty: without an [[integrations]] table there is nothing to deliver "
+                "events to, and every call would answer that the integration is unknown.",
+                f"add one per Amperity integration; the smallest is:\n{MINIMAL_INTEGRATION}",
+            )
+        )
     seen: dict[str, dict[str, int]] = {"id": {}, "pipeline_key": {}}
     rates: dict[str, tuple[int, Any]] = {}
     for index, table in enumerate(integrations):
@@ -134,10 +163,10 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "update profiles in real time.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
-    elif isinstance(stream, str) and not stream.startswith("esm-"):
+    elif isinstance(stream, str) and not STREAM_ID.fullmatch(stream):
         add(
             "event_stream_id",
-            f"{stream!r} is not a realtime stream id.",
+            f"{stream!r} is not a realtime stream id: esm- followed by letters, digits, - or _.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
     source_value = table.get("source_value")
@@ -149,15 +178,18 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "set it to the exact, case-sensitive value your stream routes on, e.g. DATAFLY.",
         )
     subdomain = table.get("tenant_subdomain")
-    if isinstance(subdomain, str) and ("." in subdomain or "/" in subdomain or not subdomain):
+    if isinstance(subdomain, str) and not SUBDOMAIN.fullmatch(subdomain):
         add(
             "tenant_subdomain",
-            f"{subdomain!r} is not a subdomain.",
+            f"{subdomain!r} is not a subdomain: one DNS label of letters, digits and hyphens "
+            "(not first or last), at most 63 characters.",
             "use the subdomain portion of your Amperity dashboard URL "
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )
+    problems.extend(_check_blank_secrets(where, table, ("api_key", "profile_api_key")))
     problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
+    problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     return problems
 
@@ -177,6 +209,8 @@ def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProble
     problems: list[ConfigProblem] = []
     for name, header in HEADER_FIELDS.items():
         value = table.get(name)
+        if name in SECRET_FIELDS and isinstance(value, str) and not value.strip():
+            continue  # reported as blank by _check_blank_secrets
         if isinstance(value, str) and value and not _visible_ascii(value):
             shown = "the value" if name in SECRET_FIELDS else repr(value)
             problems.append(
@@ -191,6 +225,34 @@ def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProble
     return problems
 
 
+BLANK_SECRET_ADVICE = {
+    "api_key": (
+        "is blank, so every event would be sent with a bare 'Bearer' and refused with 401.",
+        "paste the Streaming Ingest key (Settings > Security > API Keys), or write env:NAME "
+        "to read it from the environment.",
+    ),
+    "profile_api_key": (
+        "is blank, which would turn profile enrichment off without a word.",
+        "remove it to turn enrichment off, or paste the Profile API key.",
+    ),
+    "admin_token": (
+        "is blank, so nobody could open Live Events with it.",
+        "remove it to keep Live Events off, or set a long random token.",
+    ),
+}
+
+
+def _check_blank_secrets(where: str, table: Any, names: tuple[str, ...]) -> list[ConfigProblem]:
+    """A secret written as "" or spaces is a mistake, never a way to turn a feature off."""
+    if not isinstance(table, dict):
+        return []
+    return [
+        ConfigProblem(f"{where}.{name}", *BLANK_SECRET_ADVICE[name])
+        for name in names
+        if isinstance(table.get(name), str) and not table[name].strip()
+    ]
+
+
 def _visible_ascii(value: str) -> bool:
     return value.isascii() and value.isprintable() and " " not in value
 
@@ -198,6 +260,8 @@ def _visible_ascii(value: str) -> bool:
 def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     profile_key = table.get("profile_api_key")
+    if isinstance(profile_key, str):
+        profile_key = profile_key.strip()  # a blank key is reported by _check_blank_secrets
     collection = table.get("profile_collection_id")
     if profile_key and not collection:
         problems.append(
@@ -207,11 +271,12 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
                 "set it to the apc- id of the profile collection to query.",
             )
         )
-    if isinstance(collection, str) and collection and not collection.startswith("apc-"):
+    if isinstance(collection, str) and collection and not COLLECTION_ID.fullmatch(collection):
         problems.append(
             ConfigProblem(
                 f"{where}.profile_collection_id",
-                f"{collection!r} is not a profile collection id.",
+                f"{collection!r} is not a profile collection id: apc- followed by letters, "
+                "digits, - or _.",
                 "use the collection's id from the dashboard, prefixed apc-.",
             )
         )

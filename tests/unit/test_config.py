@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
+from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.setup_advice import setup_warnings
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
@@ -274,3 +276,226 @@ def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
     assert "gateway.trusted_proxies" in proxies and "'lb.example.com'" in proxies
     assert "10.0.0.0/8" in proxies
     assert "gateway.rate_limit" in unknown and "not a known field" in unknown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "ftp://127.0.0.1:8765",
+        "127.0.0.1:8765",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:0",
+        "http://127.0.0.1:port",
+        "https://",
+        "http://127.0.0.1:8765/?debug=1",
+        "http://127.0.0.1:8765#top",
+        "http://127.0.0.1:8765 ",
+    ],
+)
+def test_an_api_base_url_that_no_request_could_use_is_refused(url: str) -> None:
+    """api_base_url must be http(s)://host[:port][/path]: no other scheme, port or query."""
+    [problem] = problems_of({"integrations": [integration(api_base_url=url)]})
+    assert "integrations[0].api_base_url" in problem
+    assert "http://127.0.0.1:8765" in problem and "remove api_base_url" in problem
+
+
+def test_an_api_base_url_with_a_password_is_refused_without_showing_it() -> None:
+    """user:password@ in api_base_url is refused; the password never appears in the message."""
+    url = "http://user:S3cretPASS@127.0.0.1:8765"
+    [problem] = problems_of({"integrations": [integration(api_base_url=url)]})
+    assert "integrations[0].api_base_url" in problem and "password" in problem
+    assert "S3cretPASS" not in problem and "user:" + "S3cret" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8765",
+        "https://app.amperity.com",
+        "http://[::1]:8765",
+        "http://sandbox.test/a/",
+    ],
+)
+def test_an_http_or_https_api_base_url_loads(url: str) -> None:
+    """Sandbox, proxy and Amperity URLs, with a port, an IPv6 host or a path prefix, load."""
+    settings = settings_from_dict({"integrations": [integration(api_base_url=url)]}, {})
+    assert settings.integrations[0].base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "subdomain", ["evil@x", "acme:443", "ac me", "ACME_corp!", "-acme", "acme-", "a" * 64, ""]
+)
+def test_a_tenant_subdomain_must_be_one_dns_label(subdomain: str) -> None:
+    """tenant_subdomain is one DNS label (letters, digits, inner hyphens, <= 63 characters)."""
+    [problem] = problems_of({"integrations": [integration(tenant_subdomain=subdomain)]})
+    assert "integrations[0].tenant_subdomain" in problem
+    assert "use the subdomain portion of your Amperity dashboard URL" in problem
+
+
+@pytest.mark.parametrize("subdomain", ["acme", "acme-corp", "Acme2", "a" * 63])
+def test_a_dns_label_tenant_subdomain_loads(subdomain: str) -> None:
+    """Letters of either case, digits and inner hyphens make a subdomain."""
+    settings = settings_from_dict({"integrations": [integration(tenant_subdomain=subdomain)]}, {})
+    assert settings.integrations[0].base_url == f"https://{subdomain}.amperity.com"
+
+
+@pytest.mark.parametrize("field", ["grpc_address", "http_address"])
+@pytest.mark.parametrize(
+    "address", ["nonsense", "localhost", "127.0.0.1:99999", "::1:8080", ":8080", "127.0.0.1:http"]
+)
+def test_a_listen_address_must_be_host_and_a_port_up_to_65535(field: str, address: str) -> None:
+    """grpc_address and http_address are host:port at load, not an error (or port % 65536) later."""
+    [problem] = problems_of({"server": {field: address}, "integrations": [integration()]})
+    assert f"server.{field}" in problem and repr(address) in problem
+    assert "port 0 picks a free port" in problem
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:50051", "0.0.0.0:65535", "localhost:80"])
+def test_host_port_listen_addresses_load(address: str) -> None:
+    """IPv4, bracketed IPv6 and host names load, with any port from 0 to 65535."""
+    raw = {"server": {"grpc_address": address, "http_address": address}}
+    settings = settings_from_dict({**raw, "integrations": [integration()]}, {})
+    assert settings.server.grpc_address == settings.server.http_address == address
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not-a-url",
+        "http://127.0.0.1:6379",
+        "redis://:pw-Hunter2@127.0.0.1:notaport/0",
+        "redis://127.0.0.1:65536/0",
+        "redis://127.0.0.1:6379/zero",
+        "unix://",
+    ],
+)
+def test_a_redis_url_that_redis_cannot_use_is_refused_without_its_password(url: str) -> None:
+    """redis_url is redis://, rediss:// or unix:// with a valid port; a password is never shown."""
+    [problem] = problems_of({"cache": {"redis_url": url}, "integrations": [integration()]})
+    assert "cache.redis_url" in problem and "redis://127.0.0.1:6379/0" in problem
+    assert "Hunter2" not in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://localhost",
+        "rediss://:pw@cache.internal:6380/2",
+        "unix:///var/run/redis.sock",
+    ],
+)
+def test_redis_and_unix_socket_urls_load(url: str) -> None:
+    """TCP, TLS (with a password) and unix-socket Redis URLs load."""
+    raw = {"cache": {"backend": "redis", "redis_url": url}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).cache.redis_url == url
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_blank_secrets_are_refused_with_what_to_paste(blank: str) -> None:
+    """A blank api_key, profile_api_key or admin_token is a mistake, not a way to turn it off."""
+    problems = problems_of(
+        {
+            "server": {"admin_token": blank},
+            "integrations": [
+                integration(api_key=blank, profile_api_key=blank, profile_collection_id="apc-x")
+            ],
+        }
+    )
+    assert len(problems) == 3
+    api_key, profile, admin = sorted(problems)
+    assert api_key.startswith("integrations[0].api_key: is blank") and "401" in api_key
+    assert "Streaming Ingest key" in api_key
+    assert profile.startswith("integrations[0].profile_api_key: is blank")
+    assert "remove it to turn enrichment off, or paste the Profile API key" in profile
+    assert admin.startswith("server.admin_token: is blank") and "remove it" in admin
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_stream_id", "esm-../../x?y"),
+        ("event_stream_id", "esm-"),
+        ("event_stream_id", "esm-2VP6 va3Zn"),
+        ("profile_collection_id", "apc-../x#"),
+        ("profile_collection_id", "apc-"),
+    ],
+)
+def test_stream_and_collection_ids_are_the_prefix_and_an_id(field: str, value: str) -> None:
+    """esm-/apc- must be followed by letters, digits, '-' or '_' only: nothing that is a path."""
+    raw = integration(profile_api_key=PROFILE, **{"profile_collection_id": "apc-x", field: value})
+    [problem] = problems_of({"integrations": [raw]})
+    assert f"integrations[0].{field}" in problem and "letters, digits, - or _" in problem
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "127.0.0.1:8080/",
+        "*",
+        "null",
+        "https://shop.example.com/cart",
+        "http://localhost:99999",
+        "https://user@shop.example.com",
+    ],
+)
+def test_an_allowed_origin_must_be_scheme_host_and_port(origin: str) -> None:
+    """Browsers send scheme://host[:port]; anything else (or '*') would match no page."""
+    raw = integration(allowed_origins=["https://ok.example.com", origin])
+    [problem] = problems_of({"integrations": [raw]})
+    assert "integrations[0].allowed_origins[1]" in problem
+    assert "https://shop.example.com" in problem
+
+
+def test_origins_load_as_an_array_or_as_csv() -> None:
+    """Origins with a port, an IPv6 host or a trailing slash load, from an array or CSV."""
+    origins = ["https://shop.example.com", "http://localhost:8080", "http://[::1]:8080/"]
+    for value in (origins, ", ".join(origins)):
+        settings = settings_from_dict({"integrations": [integration(allowed_origins=value)]}, {})
+        assert settings.integrations[0].allowed_origins == tuple(origins)
+    [problem] = problems_of(
+        {"integrations": [integration(allowed_origins="https://a.example, a.example")]}
+    )
+    assert "integrations[0].allowed_origins[1]" in problem
+
+
+@pytest.mark.parametrize(
+    "condition",
+    ["functonal", "Functional", "categories.", "google.ad_storag", "consent.analytics", ""],
+)
+def test_an_unknown_browser_consent_condition_is_refused_listing_the_known_ones(
+    condition: str,
+) -> None:
+    """A browser_consent no event can meet (a typo) is refused instead of hiding every attribute."""
+    [problem] = problems_of({"integrations": [integration(browser_consent=condition)]})
+    assert "integrations[0].browser_consent" in problem
+    assert "analytics, marketing, functional, categories.CODE" in problem
+    assert "ad_personalization" in problem and "remove browser_consent" in problem
+
+
+@pytest.mark.parametrize(
+    "condition", ["functional", "analytics", "categories.C0003", "google.ad_personalization"]
+)
+def test_known_browser_consent_conditions_load(condition: str) -> None:
+    """The flags, a CMP category and a Google Consent Mode parameter are conditions."""
+    settings = settings_from_dict({"integrations": [integration(browser_consent=condition)]}, {})
+    assert settings.integrations[0].browser_consent == condition
+
+
+def test_the_consent_conditions_are_the_consent_messages_fields() -> None:
+    """The conditions config accepts are exactly the fields an event's consent can carry."""
+    flags = [f.name for f in pb.Consent.DESCRIPTOR.fields if f.type == f.TYPE_BOOL]
+    assert tuple(flags) == CONSENT_FLAGS
+    assert tuple(f.name for f in pb.GoogleConsent.DESCRIPTOR.fields) == GOOGLE_CONSENT
+
+
+@pytest.mark.parametrize("raw", [{}, {"integrations": []}, {"server": {"workers": 2}}])
+def test_a_configuration_without_integrations_is_refused_showing_a_minimal_one(
+    raw: dict[str, Any],
+) -> None:
+    """With no [[integrations]] the service could deliver nothing: the fix shows the table."""
+    [problem] = problems_of(raw)
+    assert problem.startswith("integrations: is empty")
+    for line in ("[[integrations]]", 'id = "web"', 'event_stream_id = "esm-', "source_value ="):
+        assert line in problem

@@ -1,0 +1,246 @@
+"""Checks of single configuration values that must have a shape: URLs, addresses, origins.
+
+Each check turns a value that would only fail later (at bind, at the first request, or
+silently) into a ``ConfigProblem`` naming the field and the fix. A URL that may carry a
+password (``api_base_url``, ``redis_url``) is only quoted back when it cannot hold one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from amperity_signal.errors import ConfigProblem
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_PORT = re.compile(r"[0-9]+")
+_ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
+_DB = re.compile(r"/?[0-9]*")
+
+# The consent an event carries (the proto's Consent message), as ``ConsentLedger`` reads it.
+CONSENT_FLAGS = ("analytics", "marketing", "functional")
+GOOGLE_CONSENT = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+_CATEGORY = re.compile(r"categories\.[^.\s]+")
+
+
+def check_server(table: Any) -> list[ConfigProblem]:
+    """The ``[server]`` table's listen addresses."""
+    if not isinstance(table, dict):
+        return []
+    problems = []
+    for name, example in (("grpc_address", "127.0.0.1:50051"), ("http_address", "127.0.0.1:8080")):
+        value = table.get(name)
+        if isinstance(value, str) and (problem := _listen_address_problem(value)):
+            problems.append(
+                ConfigProblem(
+                    f"server.{name}",
+                    problem,
+                    f"write the interface and port to listen on, e.g. {example} "
+                    "(0.0.0.0 for every interface, [::1] or [::] for IPv6); "
+                    "port 0 picks a free port.",
+                )
+            )
+    return problems
+
+
+def check_cache(table: Any) -> list[ConfigProblem]:
+    """The ``[cache]`` table's ``redis_url``."""
+    value = table.get("redis_url") if isinstance(table, dict) else None
+    if not isinstance(value, str) or not (problem := _redis_url_problem(value)):
+        return []
+    return [
+        ConfigProblem(
+            "cache.redis_url",
+            problem,
+            "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock for a "
+            "socket), e.g. redis://127.0.0.1:6379/0; a password goes in as "
+            "redis://:PASSWORD@HOST:PORT/DB.",
+        )
+    ]
+
+
+def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    """An integration's ``api_base_url``, ``allowed_origins`` and ``browser_consent``."""
+    problems = []
+    base_url = table.get("api_base_url")
+    if isinstance(base_url, str) and (problem := _base_url_problem(base_url)):
+        problems.append(
+            ConfigProblem(
+                f"{where}.api_base_url",
+                problem,
+                "write http(s)://HOST[:PORT] with nothing after the host but an optional path, "
+                "e.g. http://127.0.0.1:8765 for the sandbox; or remove api_base_url to reach "
+                "https://{tenant_subdomain}.amperity.com.",
+            )
+        )
+    problems.extend(_check_origins(where, table.get("allowed_origins")))
+    consent = table.get("browser_consent")
+    if isinstance(consent, str) and not is_consent_condition(consent):
+        problems.append(
+            ConfigProblem(
+                f"{where}.browser_consent",
+                f"{consent!r} is not a consent condition the service understands, so no "
+                "visitor would ever meet it and every page would get no attributes.",
+                f"use one of {', '.join(CONSENT_FLAGS)}, categories.CODE (a consent "
+                "platform's category, e.g. categories.C0003) or google.NAME "
+                f"({', '.join(GOOGLE_CONSENT)}); or remove browser_consent to show the "
+                "allowlisted attributes without a consent check.",
+            )
+        )
+    return problems
+
+
+def is_consent_condition(condition: str) -> bool:
+    """Whether ``ConsentLedger.allows`` can ever find ``condition`` in a visitor's consent."""
+    if condition in CONSENT_FLAGS or _CATEGORY.fullmatch(condition):
+        return True
+    prefix, _, name = condition.partition(".")
+    return prefix == "google" and name in GOOGLE_CONSENT
+
+
+def _check_origins(where: str, value: Any) -> list[ConfigProblem]:
+    if isinstance(value, str):  # the CSV form, split as IntegrationSettings splits it
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        return []
+    problems = []
+    for index, origin in enumerate(value):
+        if not isinstance(origin, str):
+            continue
+        location = f"{where}.allowed_origins[{index}]"
+        if origin.strip() == "*":
+            problems.append(
+                ConfigProblem(
+                    location,
+                    "'*' is not supported: the gateway answers with credentials (cookies), "
+                    "which browsers never allow for every origin.",
+                    "list each site's origin instead, e.g. https://shop.example.com.",
+                )
+            )
+        elif not _is_origin(origin):
+            problems.append(
+                ConfigProblem(
+                    location,
+                    f"{origin!r} is not an origin, so no page would match it.",
+                    "write the page's scheme://host[:port] with no path, as the browser sends "
+                    "it, e.g. https://shop.example.com or http://localhost:8080.",
+                )
+            )
+    return problems
+
+
+def _is_origin(origin: str) -> bool:
+    match = _ORIGIN.fullmatch(origin.strip())
+    if match is None:
+        return False
+    parts = _split_host_port(match[2])
+    return parts is not None and _valid_host(parts[0]) and _valid_port(parts[1], lowest=1)
+
+
+def _listen_address_problem(address: str) -> str | None:
+    parts = _split_host_port(address)
+    if parts is None or parts[1] is None or not _valid_host(parts[0]):
+        return f"{address!r} is not host:port."
+    if not _PORT.fullmatch(parts[1]):
+        return f"{address!r} has a port that is not a number."
+    if not _valid_port(parts[1], lowest=0):
+        return f"{address!r} has port {parts[1]}, outside 0-65535."
+    return None
+
+
+def _base_url_problem(url: str) -> str | None:
+    shown = _shown_url(url)
+    parts = _parse_url(url)
+    if parts is None or "://" not in url:
+        return f"{shown} is not a URL."
+    if parts.scheme not in ("http", "https"):
+        return f"{shown} is not an http:// or https:// URL."
+    if "@" in parts.netloc:
+        # Userinfo would conflict with the Authorization header on every call, and end up
+        # in the rate limiter's key and its log lines.
+        return (
+            "holds a user name or password (user:password@...), which Amperity does not "
+            "use and which would conflict with the API key on every call."
+        )
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        return f"{shown} has a query or fragment (?... or #...), which API paths cannot follow."
+    return _host_port_problem(shown, parts.netloc, required=True)
+
+
+def _redis_url_problem(url: str) -> str | None:
+    shown = _shown_url(url)
+    parts = _parse_url(url)
+    if parts is None:
+        return f"{shown} is not a URL."
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"{shown} is not a redis://, rediss:// or unix:// URL."
+    if parts.scheme == "unix":
+        return None if parts.path else f"{shown} names no socket path."
+    host_port = parts.netloc.rpartition("@")[2]
+    if problem := _host_port_problem(shown, host_port, required=False):
+        return problem
+    if not _DB.fullmatch(parts.path):
+        return f"{shown} has a database other than a number after the port."
+    return None
+
+
+def _host_port_problem(shown: str, host_port: str, *, required: bool) -> str | None:
+    parts = _split_host_port(host_port)
+    if parts is None or ((required or host_port) and not _valid_host(parts[0])):
+        return f"{shown} has no valid host."
+    if not _valid_port(parts[1], lowest=1):
+        return f"{shown} has a port other than a number from 1 to 65535."
+    return None
+
+
+def _parse_url(url: str) -> SplitResult | None:
+    """The URL's parts, or None for one with spaces, control characters or a broken host."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return None
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+
+
+def _shown_url(url: str) -> str:
+    """The URL quoted, unless it may carry a password (user info or a query)."""
+    if any(mark in url for mark in "@?#") or "password" in url.lower():
+        return "the value"
+    return repr(url)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None] | None:
+    """``host[:port]`` or ``[v6][:port]`` as (host, port or None); None when malformed."""
+    if text.startswith("["):
+        host, bracket, rest = text.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        return host + bracket, (rest[1:] if rest else None)
+    host, colon, port = text.partition(":")
+    if ":" in port:  # an IPv6 address without brackets
+        return None
+    return host, (port if colon else None)
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+def _valid_port(port: str | None, *, lowest: int) -> bool:
+    return port is None or (_PORT.fullmatch(port) is not None and lowest <= int(port) <= 65535)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amperity_signal import commands
-from amperity_signal.errors import ConfigError
+from amperity_signal.errors import AmperitySignalError, ConfigError
 
 EXIT_CONFIG = 2
 
@@ -67,13 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    Errors the user can fix (this package's own errors, and the operating system's: a
+    missing file, a taken port) print one ``error:`` line and exit 2. Anything else is a
+    bug in amperity-signal and keeps its traceback, which is what a bug report needs.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["sandbox"]:
-        return commands.sandbox(words[1:])
-    args = build_parser().parse_args(words)
     try:
-        return _dispatch(args)
+        if words[:1] == ["sandbox"]:
+            return commands.sandbox(words[1:])
+        return _dispatch(build_parser().parse_args(words))
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         return EXIT_CONFIG
@@ -83,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         sys.stderr.close()
         return 0
+    except (AmperitySignalError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -1,0 +1,82 @@
+"""The command line: input the user can fix is one clear error and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amperity_signal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_clear_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit 2, every word in stderr, and no Python traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def write_config(
+    path: Path,
+    *,
+    grpc_address: str = "127.0.0.1:0",
+    http_address: str = "127.0.0.1:0",
+    **integration: Any,
+) -> Path:
+    table = {
+        "id": "web",
+        "pipeline_key": "pk_web",
+        "vertical": "retail",
+        "tenant_subdomain": "acme",
+        "tenant_id": "acme",
+        "api_key": INGEST,
+        "event_stream_id": "esm-2VP6va3Zn",
+        "source_value": "DATAFLY",
+        "api_base_url": "http://127.0.0.1:9",
+        **integration,
+    }
+    config = {
+        "server": {"grpc_address": grpc_address, "http_address": http_address},
+        "integrations": [table],
+    }
+    path.write_text(tomli_w.dumps(config))
+    return path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process (here: this one) is listening on."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("setting", ["grpc_address", "http_address"])
+def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
+    tmp_path: Path, taken_port: int, setting: str, workers: str
+) -> None:
+    """Serving on a port in use is one line naming the setting and address, exit 2."""
+    address = f"127.0.0.1:{taken_port}"
+    config = write_config(tmp_path / "c.toml", **{setting: address})
+    result = run_cli("serve", "--config", str(config), "--workers", workers)
+    assert_clear_error(result, f"server.{setting}", address, "already in use", "free port")
+    assert result.stderr.count("already in use") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import tomli_w
+
+from amperity_signal.cli import grpc_target
 
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
 
@@ -80,3 +83,35 @@ def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
     result = run_cli("serve", "--config", str(config), "--workers", workers)
     assert_clear_error(result, f"server.{setting}", address, "already in use", "free port")
     assert result.stderr.count("already in use") == 1
+
+
+@pytest.mark.parametrize("workers", ["500", "-3", "0", "two"])
+def test_serve_takes_workers_from_1_to_64(tmp_path: Path, workers: str) -> None:
+    """--workers outside the range [server] workers allows is refused, naming the flag."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli("serve", "--config", str(config), "--workers", workers)
+    assert_clear_error(result, "--workers", "1 to 64")
+
+
+def test_gateway_refuses_a_grpc_target_that_is_not_host_port(tmp_path: Path) -> None:
+    """A gateway --grpc-target of nonsense:xyz is refused before anything starts."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli("gateway", "--config", str(config), "--grpc-target", "nonsense:xyz")
+    assert_clear_error(result, "--grpc-target", "HOST:PORT")
+
+
+@pytest.mark.parametrize(
+    "target", ["127.0.0.1:50051", "localhost:1", "[::1]:50051", "dns:///svc.local:50051"]
+)
+def test_a_grpc_target_may_be_host_port_or_a_grpc_uri(target: str) -> None:
+    """HOST:PORT, a bracketed IPv6 host and gRPC's own URI schemes all pass."""
+    assert grpc_target(target) == target
+
+
+@pytest.mark.parametrize(
+    "target", ["nonsense:xyz", "host", ":50051", "::1:50051", "h:0", "h:70000"]
+)
+def test_a_grpc_target_without_a_usable_port_is_refused(target: str) -> None:
+    """A missing or out-of-range port, no host or a bare IPv6 host is refused."""
+    with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
+        grpc_target(target)

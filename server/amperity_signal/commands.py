@@ -51,8 +51,7 @@ def sandbox(words: list[str]) -> int:
     """Run the Amperity sandbox tenant, with the sandbox's own option parser."""
     from amperity_signal.sandbox.__main__ import main as sandbox_main
 
-    sandbox_main(words, prog="amperity-signal sandbox")
-    return 0
+    return sandbox_main(words, prog="amperity-signal sandbox")
 
 
 def gateway(args: argparse.Namespace) -> int:

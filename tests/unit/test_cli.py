@@ -115,3 +115,37 @@ def test_a_grpc_target_without_a_usable_port_is_refused(target: str) -> None:
     """A missing or out-of-range port, no host or a bare IPv6 host is refused."""
     with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
         grpc_target(target)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "-1"], ["--port", "0 to 65535"]),
+        (["--port", "70000"], ["--port", "0 to 65535"]),
+        (["--rate-limit", "0"], ["--rate-limit", "at least 1"]),
+        (["--profile-delay", "-1"], ["--profile-delay"]),
+        (["--host", "999.1.1.1"], ["999.1.1.1", "--host"]),
+        (["--data", "{missing}"], ["--data", "cannot read"]),
+        (["--data", "{broken}"], ["--data", "not valid YAML"]),
+        (["--data", "{wrong}"], ["--data", "signing_secret"]),
+    ],
+)
+def test_sandbox_flags_it_cannot_use_are_one_error(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """A bad sandbox port, rate limit, host or data file: `error:` naming it, exit 2."""
+    (tmp_path / "broken.yaml").write_text("tenants: [1,2\n")
+    (tmp_path / "wrong.yaml").write_text("tenants: {x: 1}\n")
+    files = {
+        "missing": str(tmp_path / "missing.yaml"),
+        "broken": str(tmp_path / "broken.yaml"),
+        "wrong": str(tmp_path / "wrong.yaml"),
+    }
+    result = run_cli("sandbox", "--port", "0", *(a.format(**files) for a in args), timeout=20)
+    assert_clear_error(result, "error:", *words)
+
+
+def test_sandbox_on_a_taken_port_says_so(taken_port: int) -> None:
+    """A sandbox --port already in use names the port and how to pick another."""
+    result = run_cli("sandbox", "--port", str(taken_port), timeout=20)
+    assert_clear_error(result, f"--port {taken_port}", "already in use")

@@ -16,6 +16,7 @@ import tomli_w
 from amperity_signal.cli import grpc_target
 
 INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
+BAD_OVERRIDES = {"handlers": {"custom": {"type": "custom", "events": ["A"], "use": ["nope"]}}}
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -83,6 +84,54 @@ def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
     result = run_cli("serve", "--config", str(config), "--workers", workers)
     assert_clear_error(result, f"server.{setting}", address, "already in use", "free port")
     assert result.stderr.count("already in use") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--vertical", "bogus"], ["--vertical", "'bogus'", "retail"]),
+        (["--vertical", "retail", "--config", "{empty}"], ["--config", "[[integrations]]"]),
+        (["--vertical", "retail", "--config", "{bad}"], ["integration 'web'", "'nope'"]),
+        (
+            ["--vertical", "retail", "--config", "{good}", "--integration", "x"],
+            ["--integration", "'x'", "'web'"],
+        ),
+    ],
+)
+def test_blueprint_show_explains_what_cannot_be_compiled(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """Showing a blueprint with an unknown vertical, integration or bad overrides: a clear error."""
+    (tmp_path / "empty.toml").write_text("")
+    files = {
+        "empty": str(tmp_path / "empty.toml"),
+        "bad": str(write_config(tmp_path / "bad.toml", blueprint=BAD_OVERRIDES)),
+        "good": str(write_config(tmp_path / "good.toml")),
+    }
+    result = run_cli("blueprint", "show", *(a.format(**files) for a in args))
+    assert_clear_error(result, *words)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[1, 2, 3]", ["events[0]", "not an object"]),
+        (b"\xff\xfe[", ["not UTF-8"]),
+        (
+            b'[{"type": "page", "anonymousId": "a"},'
+            b' {"type": "track", "event": "X", "anonymousId": "a", "timestamp": "garbage"}]',
+            ["events[1].timestamp", "ISO 8601"],
+        ),
+    ],
+)
+def test_blueprint_test_names_what_is_wrong_with_the_events_file(
+    tmp_path: Path, content: bytes, words: list[str]
+) -> None:
+    """Blueprint test names the index and field of what is wrong in an --events file."""
+    events = tmp_path / "events.json"
+    events.write_bytes(content)
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert_clear_error(result, f"--events {events}", *words)
 
 
 @pytest.mark.parametrize("workers", ["500", "-3", "0", "two"])

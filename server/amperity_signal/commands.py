@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amperity_signal.config import Settings, load_settings
-from amperity_signal.errors import InvalidEvent
+from amperity_signal.errors import ConfigError, ConfigProblem, InvalidEvent
 from amperity_signal.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -30,12 +30,46 @@ def _secrets(settings: Settings) -> list[str]:
     return values
 
 
+def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
+    """Compile every integration's blueprint (its vertical plus its overrides).
+
+    The configuration's own checks see each field alone; whether a handler's ``use`` names
+    a mapping set the vertical defines is only known once the two are compiled together.
+    """
+    from amperity_signal.blueprint import BlueprintError, load_blueprint
+
+    problems = []
+    for index, integration in enumerate(settings.integrations):
+        try:
+            load_blueprint(integration.vertical, integration.blueprint)
+        except BlueprintError as error:
+            problems.append(
+                ConfigProblem(
+                    f"integrations[{index}].blueprint",
+                    f"integration {integration.id!r} (vertical {integration.vertical!r}): "
+                    f"{error.message}.",
+                    "change the overrides as the message says; `amperity-signal blueprint "
+                    f"show --vertical {integration.vertical}` prints the preset's handlers "
+                    "and mapping sets.",
+                )
+            )
+    return problems
+
+
+def _load_checked_settings(path: str) -> Settings:
+    settings = load_settings(path)
+    problems = blueprint_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print every problem with its fix, or OK and warnings."""
     from amperity_signal.amperity.tokens import expiry_warnings
     from amperity_signal.setup_advice import setup_warnings
 
-    settings = load_settings(args.config)
+    settings = _load_checked_settings(args.config)
     for integration in settings.integrations:
         warnings = expiry_warnings(integration, datetime.now(UTC)) + setup_warnings(integration)
         for warning in warnings:
@@ -48,7 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the gRPC service (and, unless --no-gateway, the HTTP gateway) until signalled."""
     from amperity_signal.runner import run_service
 
-    settings = load_settings(args.config)
+    settings = _load_checked_settings(args.config)
     configure_logging(secrets=_secrets(settings))
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway)

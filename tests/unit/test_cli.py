@@ -86,6 +86,21 @@ def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
     assert result.stderr.count("already in use") == 1
 
 
+def test_check_config_compiles_each_integrations_blueprint(tmp_path: Path) -> None:
+    """A handler using an undefined mapping set fails check-config, naming the integration."""
+    config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("check-config", "--config", str(config))
+    assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")
+    assert "config OK" not in result.stdout
+
+
+def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None:
+    """Serving reports the same blueprint problem as check-config instead of a traceback."""
+    config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("serve", "--config", str(config), "--no-gateway")
+    assert_clear_error(result, "integrations[0].blueprint", "'nope'")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

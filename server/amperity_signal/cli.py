@@ -8,9 +8,46 @@ import sys
 from collections.abc import Sequence
 
 from amperity_signal import commands
-from amperity_signal.errors import ConfigError
+from amperity_signal.errors import AmperitySignalError, ConfigError
 
 EXIT_CONFIG = 2
+MAX_WORKERS = 64  # the ceiling [server] workers has in the configuration
+
+# Target forms gRPC resolves itself (dns:///host:port, unix:/path, ...): passed on as given.
+_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
+
+def workers_count(text: str) -> int:
+    """``--workers``: a whole number from 1 to 64, the range ``[server] workers`` allows."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a worker count; pass a whole number from 1 to {MAX_WORKERS} "
+            "(one process per core is the most that helps)"
+        )
+    return count
+
+
+def grpc_target(text: str) -> str:
+    """``--grpc-target``: HOST:PORT of the service (or a target with a gRPC scheme)."""
+    if text.startswith(_GRPC_SCHEMES):
+        return text
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an unbracketed IPv6 address: its last group would read as the port
+    valid_host = bool(host) and not any(c.isspace() or c in "[]/" for c in host)
+    valid_port = port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
+    if not (valid_host and valid_port):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT; pass the service's [server] grpc_address, "
+            "e.g. 127.0.0.1:50051 or [::1]:50051"
+        )
+    return text
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
     _config_arg(serve)
-    serve.add_argument("--workers", type=int, help="worker processes (overrides [server])")
+    serve.add_argument(
+        "--workers", type=workers_count, help="worker processes, 1 to 64 (overrides [server])"
+    )
     serve.add_argument("--no-gateway", action="store_true", help="run the gRPC service only")
 
     check = commands.add_parser("check-config", help="validate a configuration file")
@@ -43,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = commands.add_parser("gateway", help="run the HTTP gateway as its own process")
     _config_arg(gateway)
-    gateway.add_argument("--grpc-target", required=True, help="HOST:PORT of the service")
+    gateway.add_argument(
+        "--grpc-target", type=grpc_target, required=True, help="HOST:PORT of the service"
+    )
     gateway.add_argument("--http-address", help="HOST:PORT to listen on (overrides [server])")
 
     demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
@@ -67,13 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    Errors the user can fix (this package's own errors, and the operating system's: a
+    missing file, a taken port) print one ``error:`` line and exit 2. Anything else is a
+    bug in amperity-signal and keeps its traceback, which is what a bug report needs.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["sandbox"]:
-        return commands.sandbox(words[1:])
-    args = build_parser().parse_args(words)
     try:
-        return _dispatch(args)
+        if words[:1] == ["sandbox"]:
+            return commands.sandbox(words[1:])
+        return _dispatch(build_parser().parse_args(words))
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         return EXIT_CONFIG
@@ -83,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         sys.stderr.close()
         return 0
+    except (AmperitySignalError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -8,9 +8,16 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from amperity_signal.config import Settings, load_settings
+from amperity_signal.errors import ConfigError, ConfigProblem, InvalidEvent
 from amperity_signal.logs import configure_logging
+
+if TYPE_CHECKING:
+    from amperity_signal.blueprint import Blueprint
+
+EXIT_USAGE = 2
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -23,12 +30,46 @@ def _secrets(settings: Settings) -> list[str]:
     return values
 
 
+def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
+    """Compile every integration's blueprint (its vertical plus its overrides).
+
+    The configuration's own checks see each field alone; whether a handler's ``use`` names
+    a mapping set the vertical defines is only known once the two are compiled together.
+    """
+    from amperity_signal.blueprint import BlueprintError, load_blueprint
+
+    problems = []
+    for index, integration in enumerate(settings.integrations):
+        try:
+            load_blueprint(integration.vertical, integration.blueprint)
+        except BlueprintError as error:
+            problems.append(
+                ConfigProblem(
+                    f"integrations[{index}].blueprint",
+                    f"integration {integration.id!r} (vertical {integration.vertical!r}): "
+                    f"{error.message}.",
+                    "change the overrides as the message says; `amperity-signal blueprint "
+                    f"show --vertical {integration.vertical}` prints the preset's handlers "
+                    "and mapping sets.",
+                )
+            )
+    return problems
+
+
+def _load_checked_settings(path: str) -> Settings:
+    settings = load_settings(path)
+    problems = blueprint_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print every problem with its fix, or OK and warnings."""
     from amperity_signal.amperity.tokens import expiry_warnings
     from amperity_signal.setup_advice import setup_warnings
 
-    settings = load_settings(args.config)
+    settings = _load_checked_settings(args.config)
     for integration in settings.integrations:
         warnings = expiry_warnings(integration, datetime.now(UTC)) + setup_warnings(integration)
         for warning in warnings:
@@ -41,7 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the gRPC service (and, unless --no-gateway, the HTTP gateway) until signalled."""
     from amperity_signal.runner import run_service
 
-    settings = load_settings(args.config)
+    settings = _load_checked_settings(args.config)
     configure_logging(secrets=_secrets(settings))
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway)
@@ -51,8 +92,7 @@ def sandbox(words: list[str]) -> int:
     """Run the Amperity sandbox tenant, with the sandbox's own option parser."""
     from amperity_signal.sandbox.__main__ import main as sandbox_main
 
-    sandbox_main(words, prog="amperity-signal sandbox")
-    return 0
+    return sandbox_main(words, prog="amperity-signal sandbox")
 
 
 def gateway(args: argparse.Namespace) -> int:
@@ -73,41 +113,107 @@ def demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(once=args.once))
 
 
+class _UsageError(Exception):
+    """A flag's value cannot be used; the message names the flag and the fix."""
+
+
 def blueprint(args: argparse.Namespace) -> int:
     """``blueprint show`` prints the effective blueprint; ``blueprint test`` dry-runs events."""
-    from amperity_signal.blueprint import (
-        BlueprintOverrides,
-        dry_run,
-        event_from_datafly_json,
-        load_blueprint,
-        render_blueprint,
-    )
+    from amperity_signal.blueprint import dry_run, render_blueprint
 
-    overrides = BlueprintOverrides()
-    if getattr(args, "config", None):
-        settings = load_settings(args.config)
-        chosen = settings.integration(args.integration or settings.integrations[0].id)
-        if chosen is None:
-            print(f"no integration {args.integration!r} in {args.config}", file=sys.stderr)
-            return 2
-        overrides = chosen.blueprint
-    loaded = load_blueprint(args.vertical, overrides)
+    try:
+        loaded = _compile_blueprint(args)
+        events = _read_events(args.events) if args.blueprint_command == "test" else []
+    except _UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if args.blueprint_command == "show":
         print(render_blueprint(loaded))
-        return 0
-    try:
-        raw = json.loads(Path(args.events).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        print(
-            f"--events {args.events}: cannot read a JSON array of events ({exc})", file=sys.stderr
-        )
-        return 2
-    if not isinstance(raw, list):
-        print(f"--events {args.events}: expected a JSON array of events", file=sys.stderr)
-        return 2
-    report = dry_run(loaded, [event_from_datafly_json(e) for e in raw], args.source_value)
-    print(report.render())
+    else:
+        print(dry_run(loaded, events, args.source_value).render())
     return 0
+
+
+def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
+    """The blueprint of ``--vertical``, with ``--config``'s overrides when given.
+
+    Raises:
+        _UsageError: An unknown vertical or integration, or overrides that do not compile.
+    """
+    from amperity_signal.blueprint import (
+        VERTICALS,
+        BlueprintError,
+        BlueprintOverrides,
+        load_blueprint,
+    )
+
+    if args.vertical not in VERTICALS:
+        raise _UsageError(
+            f"--vertical: unknown vertical {args.vertical!r}; choose one of: {', '.join(VERTICALS)}"
+        )
+    overrides = BlueprintOverrides()
+    # What is compiled, for an error: the vertical is known by now, so a BlueprintError
+    # comes from the integration's overrides (or a damaged install).
+    compiled = f"vertical {args.vertical!r}"
+    if getattr(args, "config", None):
+        settings = load_settings(args.config)
+        if not settings.integrations:
+            raise _UsageError(
+                f"--config {args.config} defines no [[integrations]] whose overrides to "
+                "apply; add one, or leave out --config"
+            )
+        chosen = settings.integration(args.integration or settings.integrations[0].id)
+        if chosen is None:
+            known = ", ".join(repr(i.id) for i in settings.integrations)
+            raise _UsageError(
+                f"--integration: no integration {args.integration!r} in {args.config}; "
+                f"choose one of: {known}"
+            )
+        overrides = chosen.blueprint
+        compiled += f" with --config {args.config}'s overrides for integration {chosen.id!r}"
+    try:
+        return load_blueprint(args.vertical, overrides)
+    except BlueprintError as error:
+        raise _UsageError(f"{compiled}: {error}") from None
+
+
+def _read_events(path: str) -> list[dict[str, Any]]:
+    """The events of a ``--events`` file, converted to the engine's event dicts.
+
+    Raises:
+        _UsageError: The file cannot be read, is not a JSON array of objects, or one
+            event is invalid (named by its index and field).
+    """
+    from amperity_signal.blueprint import event_from_datafly_json
+
+    where = f"--events {path}"
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _UsageError(f"{where}: cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise _UsageError(f"{where}: is not UTF-8 text; save it as UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"{where}: is not valid JSON ({exc}); fix the syntax") from None
+    except RecursionError:
+        raise _UsageError(f"{where}: is nested too deeply to read") from None
+    if not isinstance(raw, list):
+        raise _UsageError(f"{where}: expected a JSON array of events")
+    events = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise _UsageError(
+                f"{where}: events[{index}] is {json.dumps(item)[:40]}, not an object; write "
+                'each event as a JSON object, e.g. {"type": "track", "event": "Product Viewed"}'
+            )
+        try:
+            events.append(event_from_datafly_json(item))
+        except InvalidEvent as error:
+            fields = "; ".join(
+                f"events[{index}].{v.field}: {v.description}" for v in error.violations
+            )
+            raise _UsageError(f"{where}: {fields}") from None
+    return events
 
 
 def send_test_event(args: argparse.Namespace) -> int:

@@ -7,25 +7,94 @@ SO_REUSEPORT, so the kernel spreads connections across them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+from multiprocessing.connection import wait
+from multiprocessing.queues import SimpleQueue
 
 import uvloop
 
 from amperity_signal.allocator import fix_mmap_threshold
 from amperity_signal.config import Settings
+from amperity_signal.errors import AmperitySignalError, ConfigProblem
 from amperity_signal.gateway.embedded import EmbeddedGateway
+from amperity_signal.gateway.server import split_address
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
 from amperity_signal.service.app import Deps, build_server
 
 log = logging.getLogger("amperity_signal.server")
+
+# A worker that could not start exits with this (the CLI's exit code for a bad setting).
+EXIT_CANNOT_LISTEN = 2
+
+
+class CannotListen(AmperitySignalError):
+    """The service cannot listen on a configured address; the message names the setting."""
+
+    reason = "CANNOT_LISTEN"
+
+
+def cannot_listen(setting: str, address: str, error: OSError | ValueError) -> CannotListen:
+    """The error for ``address`` (the value of ``setting``) that failed to bind with ``error``.
+
+    Args:
+        setting: The configuration field, e.g. ``server.grpc_address``.
+        address: Its value, ``host:port``.
+        error: Why binding failed.
+    """
+    code = error.errno if isinstance(error, OSError) else None
+    if code == errno.EADDRINUSE:
+        problem = f"{address} is already in use by another process."
+        fix = f"stop the other process, or set {setting} to a free port."
+    elif code == errno.EACCES:
+        problem = f"not permitted to listen on {address}."
+        fix = f"set {setting} to a port above 1023, or run with the right to bind it."
+    else:
+        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
+        problem = f"cannot listen on {address} ({reason})."
+        fix = f"set {setting} to an address of this machine (e.g. 127.0.0.1) and a free port."
+    return CannotListen(
+        str(ConfigProblem(setting, problem, fix)), metadata={"setting": setting, "address": address}
+    )
+
+
+def _check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
+    """Bind (without listening) and release ``address``, to say why it cannot be used.
+
+    gRPC reports only that binding failed, after logging its own error line; asking the
+    operating system first gives the reason (in use, not permitted, not this machine's).
+    Like gRPC, one bindable address of those the host resolves to is enough.
+
+    Raises:
+        CannotListen: No address the host resolves to can be bound.
+    """
+    try:
+        host, port = split_address(address)
+        resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise cannot_listen(setting, address, error) from None
+    failures: list[OSError] = []
+    for family, kind, protocol, _, socket_address in resolved:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                probe.bind(socket_address)
+        except OSError as error:
+            failures.append(error)
+        else:
+            return
+    raise cannot_listen(setting, address, failures[0])
 
 
 def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -> int:
@@ -38,8 +107,9 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     metrics_dir = tempfile.mkdtemp(prefix="amperity-signal-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
+    failures: SimpleQueue[str] = context.SimpleQueue()
     processes = [
-        context.Process(target=_run, args=(settings, gateway, True), name=f"worker-{n}")
+        context.Process(target=_worker, args=(settings, gateway, failures), name=f"worker-{n}")
         for n in range(workers)
     ]
     for process in processes:
@@ -52,10 +122,27 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
-    for process in processes:
-        process.join()
+    running = list(processes)
+    while running:
+        wait([process.sentinel for process in running])
+        for process in [p for p in running if not p.is_alive()]:
+            running.remove(process)
+            if process.exitcode == EXIT_CANNOT_LISTEN:
+                # The others fail alike, or would serve on with only some of the workers.
+                forward(signal.SIGTERM, None)
     shutil.rmtree(metrics_dir, ignore_errors=True)
+    if not failures.empty():
+        # Every worker that failed reports the same address: say it once, as one process.
+        raise CannotListen(failures.get())
     return max((p.exitcode or 0) for p in processes)
+
+
+def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str]) -> None:
+    try:
+        _run(settings, gateway, reuse_port=True)
+    except CannotListen as error:
+        failures.put(error.message)
+        sys.exit(EXIT_CANNOT_LISTEN)
 
 
 def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
@@ -66,7 +153,15 @@ def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
 
 async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     metrics = Metrics()
-    service = build_server(settings, Deps(metrics=metrics), reuse_port=reuse_port)
+    address = settings.server.grpc_address
+    _check_bindable("server.grpc_address", address, reuse_port=reuse_port)
+    # Bound here rather than by build_server, so that a failure is known to be the bind.
+    service = build_server(settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port)
+    try:
+        service.port = service.server.add_insecure_port(address)
+    except RuntimeError as error:
+        await service.stop(0)
+        raise cannot_listen("server.grpc_address", address, OSError(str(error))) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -88,8 +183,14 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
             metrics=metrics,
             reuse_port=reuse_port,
         )
-        address = await http.start()
-        announce(f"gateway listening on http://{address}")
+        try:
+            listening = await http.start()
+        except OSError as error:
+            await service.stop(0)
+            raise cannot_listen(
+                "server.http_address", settings.server.http_address, error
+            ) from None
+        announce(f"gateway listening on http://{listening}")
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
     await service.health.enter_graceful_shutdown()

@@ -4,40 +4,114 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Sequence
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
 
-from amperity_signal.sandbox.server import run
+import yaml
+
+from amperity_signal.sandbox.data import SandboxData, SandboxDataError, load_data
+from amperity_signal.sandbox.server import CannotListen, run
+
+EXIT_USAGE = 2
 
 
-def main(
-    argv: Sequence[str] | None = None, prog: str = "python -m amperity_signal.sandbox"
-) -> None:
-    """Parses the command line and serves until interrupted."""
+def _whole_number(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (None: no ceiling)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise argparse.ArgumentTypeError(f"{text!r}: pass a whole number {span} ({what})")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: pass a number of seconds, 0 or more")
+    return value
+
+
+def _load(path: str) -> SandboxData:
+    """The ``--data`` file, or SandboxDataError saying what is wrong with it."""
+    try:
+        return load_data(path)
+    except OSError as exc:
+        raise SandboxDataError(f"cannot read the file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise SandboxDataError("is not UTF-8 text; save it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise SandboxDataError(f"is not valid JSON ({exc}); fix the syntax") from None
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise SandboxDataError(f"is not valid YAML ({detail}); fix the syntax") from None
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_signal.sandbox") -> int:
+    """Parses the command line and serves until interrupted; the exit code.
+
+    A flag the sandbox cannot use (a bad data file, a taken port) prints one ``error:``
+    line naming it and returns 2, as argparse does for malformed flags.
+    """
     parser = argparse.ArgumentParser(
         prog=prog,
         description="A faithful Amperity tenant on localhost (Real-time API + inspector).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port; 0 picks a free one")
+    parser.add_argument(
+        "--port",
+        type=_whole_number(0, 65535, "a TCP port; 0 picks a free one"),
+        default=8765,
+        help="TCP port; 0 picks a free one",
+    )
     parser.add_argument("--data", default=None, help="data file (YAML or JSON) to load")
     parser.add_argument(
-        "--profile-delay", type=float, default=1.0, help="seconds before events reach profiles"
+        "--profile-delay",
+        type=_seconds,
+        default=1.0,
+        help="seconds before events reach profiles",
     )
     parser.add_argument(
-        "--rate-limit", type=int, default=500, help="requests per second per tenant"
+        "--rate-limit",
+        type=_whole_number(1, None, "requests per second per tenant"),
+        default=500,
+        help="requests per second per tenant",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(
-            args.host,
-            args.port,
-            args.data,
-            args.profile_delay,
-            rate_limit_per_second=args.rate_limit,
-            seed=args.seed,
-        )
+    try:
+        data = _load(args.data) if args.data else None
+    except SandboxDataError as error:
+        print(f"{prog}: error: --data {args.data}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(
+                args.host,
+                args.port,
+                None,
+                args.profile_delay,
+                rate_limit_per_second=args.rate_limit,
+                seed=args.seed,
+                data=data,
+            )
+    except CannotListen as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import sys
 
@@ -10,7 +11,11 @@ import uvicorn
 
 from amperity_signal.processes import announce
 from amperity_signal.sandbox.app import create_app
-from amperity_signal.sandbox.data import default_data, load_data
+from amperity_signal.sandbox.data import SandboxData, default_data, load_data
+
+
+class CannotListen(Exception):
+    """The sandbox cannot listen on the host and port asked for; the message says why."""
 
 
 def run(
@@ -21,6 +26,7 @@ def run(
     *,
     rate_limit_per_second: int = 500,
     seed: int | None = None,
+    data: SandboxData | None = None,
 ) -> None:
     """Serves the sandbox until interrupted (blocking).
 
@@ -34,8 +40,13 @@ def run(
         profile_delay: Seconds between an accepted event and its profile update.
         rate_limit_per_second: Requests admitted per tenant in any one-second window.
         seed: Seed for ids and fault draws (None = random).
+        data: An already loaded world; ``data_path`` is not read then.
+
+    Raises:
+        CannotListen: The host is not this machine's, or the port is taken.
     """
-    data = load_data(data_path) if data_path else default_data()
+    if data is None:
+        data = load_data(data_path) if data_path else default_data()
     app = create_app(
         data, profile_delay=profile_delay, rate_limit_per_second=rate_limit_per_second, seed=seed
     )
@@ -44,8 +55,12 @@ def run(
     # and without it Nagle plus delayed ACKs add 40 ms to every response.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise _cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
@@ -65,3 +80,17 @@ def run(
     finally:
         sock.close()
         sys.stdout.flush()
+
+
+def _cannot_listen(host: str, port: int, error: OSError | OverflowError) -> CannotListen:
+    code = error.errno if isinstance(error, OSError) else None
+    if code == errno.EADDRINUSE:
+        return CannotListen(
+            f"--port {port} is already in use on {host}; stop the other process, or pass "
+            "another --port (0 picks a free one)"
+        )
+    reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
+    return CannotListen(
+        f"cannot listen on {host} port {port} ({reason}); pass --host with an address of this "
+        "machine (e.g. 127.0.0.1) and a free --port (0 picks one)"
+    )

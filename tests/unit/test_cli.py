@@ -1,0 +1,215 @@
+"""The command line: input the user can fix is one clear error and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from amperity_signal.cli import grpc_target
+
+INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
+BAD_OVERRIDES = {"handlers": {"custom": {"type": "custom", "events": ["A"], "use": ["nope"]}}}
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "amperity_signal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_clear_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit 2, every word in stderr, and no Python traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def write_config(
+    path: Path,
+    *,
+    grpc_address: str = "127.0.0.1:0",
+    http_address: str = "127.0.0.1:0",
+    **integration: Any,
+) -> Path:
+    table = {
+        "id": "web",
+        "pipeline_key": "pk_web",
+        "vertical": "retail",
+        "tenant_subdomain": "acme",
+        "tenant_id": "acme",
+        "api_key": INGEST,
+        "event_stream_id": "esm-2VP6va3Zn",
+        "source_value": "DATAFLY",
+        "api_base_url": "http://127.0.0.1:9",
+        **integration,
+    }
+    config = {
+        "server": {"grpc_address": grpc_address, "http_address": http_address},
+        "integrations": [table],
+    }
+    path.write_text(tomli_w.dumps(config))
+    return path
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process (here: this one) is listening on."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("setting", ["grpc_address", "http_address"])
+def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
+    tmp_path: Path, taken_port: int, setting: str, workers: str
+) -> None:
+    """Serving on a port in use is one line naming the setting and address, exit 2."""
+    address = f"127.0.0.1:{taken_port}"
+    config = write_config(tmp_path / "c.toml", **{setting: address})
+    result = run_cli("serve", "--config", str(config), "--workers", workers)
+    assert_clear_error(result, f"server.{setting}", address, "already in use", "free port")
+    assert result.stderr.count("already in use") == 1
+
+
+def test_check_config_compiles_each_integrations_blueprint(tmp_path: Path) -> None:
+    """A handler using an undefined mapping set fails check-config, naming the integration."""
+    config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("check-config", "--config", str(config))
+    assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")
+    assert "config OK" not in result.stdout
+
+
+def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None:
+    """Serving reports the same blueprint problem as check-config instead of a traceback."""
+    config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("serve", "--config", str(config), "--no-gateway")
+    assert_clear_error(result, "integrations[0].blueprint", "'nope'")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--vertical", "bogus"], ["--vertical", "'bogus'", "retail"]),
+        (["--vertical", "retail", "--config", "{empty}"], ["--config", "[[integrations]]"]),
+        (["--vertical", "retail", "--config", "{bad}"], ["integration 'web'", "'nope'"]),
+        (
+            ["--vertical", "retail", "--config", "{good}", "--integration", "x"],
+            ["--integration", "'x'", "'web'"],
+        ),
+    ],
+)
+def test_blueprint_show_explains_what_cannot_be_compiled(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """Showing a blueprint with an unknown vertical, integration or bad overrides: a clear error."""
+    (tmp_path / "empty.toml").write_text("")
+    files = {
+        "empty": str(tmp_path / "empty.toml"),
+        "bad": str(write_config(tmp_path / "bad.toml", blueprint=BAD_OVERRIDES)),
+        "good": str(write_config(tmp_path / "good.toml")),
+    }
+    result = run_cli("blueprint", "show", *(a.format(**files) for a in args))
+    assert_clear_error(result, *words)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[1, 2, 3]", ["events[0]", "not an object"]),
+        (b"\xff\xfe[", ["not UTF-8"]),
+        (
+            b'[{"type": "page", "anonymousId": "a"},'
+            b' {"type": "track", "event": "X", "anonymousId": "a", "timestamp": "garbage"}]',
+            ["events[1].timestamp", "ISO 8601"],
+        ),
+    ],
+)
+def test_blueprint_test_names_what_is_wrong_with_the_events_file(
+    tmp_path: Path, content: bytes, words: list[str]
+) -> None:
+    """Blueprint test names the index and field of what is wrong in an --events file."""
+    events = tmp_path / "events.json"
+    events.write_bytes(content)
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert_clear_error(result, f"--events {events}", *words)
+
+
+@pytest.mark.parametrize("workers", ["500", "-3", "0", "two"])
+def test_serve_takes_workers_from_1_to_64(tmp_path: Path, workers: str) -> None:
+    """--workers outside the range [server] workers allows is refused, naming the flag."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli("serve", "--config", str(config), "--workers", workers)
+    assert_clear_error(result, "--workers", "1 to 64")
+
+
+def test_gateway_refuses_a_grpc_target_that_is_not_host_port(tmp_path: Path) -> None:
+    """A gateway --grpc-target of nonsense:xyz is refused before anything starts."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli("gateway", "--config", str(config), "--grpc-target", "nonsense:xyz")
+    assert_clear_error(result, "--grpc-target", "HOST:PORT")
+
+
+@pytest.mark.parametrize(
+    "target", ["127.0.0.1:50051", "localhost:1", "[::1]:50051", "dns:///svc.local:50051"]
+)
+def test_a_grpc_target_may_be_host_port_or_a_grpc_uri(target: str) -> None:
+    """HOST:PORT, a bracketed IPv6 host and gRPC's own URI schemes all pass."""
+    assert grpc_target(target) == target
+
+
+@pytest.mark.parametrize(
+    "target", ["nonsense:xyz", "host", ":50051", "::1:50051", "h:0", "h:70000"]
+)
+def test_a_grpc_target_without_a_usable_port_is_refused(target: str) -> None:
+    """A missing or out-of-range port, no host or a bare IPv6 host is refused."""
+    with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
+        grpc_target(target)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "-1"], ["--port", "0 to 65535"]),
+        (["--port", "70000"], ["--port", "0 to 65535"]),
+        (["--rate-limit", "0"], ["--rate-limit", "at least 1"]),
+        (["--profile-delay", "-1"], ["--profile-delay"]),
+        (["--host", "999.1.1.1"], ["999.1.1.1", "--host"]),
+        (["--data", "{missing}"], ["--data", "cannot read"]),
+        (["--data", "{broken}"], ["--data", "not valid YAML"]),
+        (["--data", "{wrong}"], ["--data", "signing_secret"]),
+    ],
+)
+def test_sandbox_flags_it_cannot_use_are_one_error(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """A bad sandbox port, rate limit, host or data file: `error:` naming it, exit 2."""
+    (tmp_path / "broken.yaml").write_text("tenants: [1,2\n")
+    (tmp_path / "wrong.yaml").write_text("tenants: {x: 1}\n")
+    files = {
+        "missing": str(tmp_path / "missing.yaml"),
+        "broken": str(tmp_path / "broken.yaml"),
+        "wrong": str(tmp_path / "wrong.yaml"),
+    }
+    result = run_cli("sandbox", "--port", "0", *(a.format(**files) for a in args), timeout=20)
+    assert_clear_error(result, "error:", *words)
+
+
+def test_sandbox_on_a_taken_port_says_so(taken_port: int) -> None:
+    """A sandbox --port already in use names the port and how to pick another."""
+    result = run_cli("sandbox", "--port", str(taken_port), timeout=20)
+    assert_clear_error(result, f"--port {taken_port}", "already in use")

@@ -105,7 +105,10 @@ def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None
     ("args", "words"),
     [
         (["--vertical", "bogus"], ["--vertical", "'bogus'", "retail"]),
-        (["--vertical", "retail", "--config", "{empty}"], ["--config", "[[integrations]]"]),
+        (
+            ["--vertical", "retail", "--config", "{empty}"],
+            ["integrations: is empty", "[[integrations]]"],
+        ),
         (["--vertical", "retail", "--config", "{bad}"], ["integration 'web'", "'nope'"]),
         (
             ["--vertical", "retail", "--config", "{good}", "--integration", "x"],

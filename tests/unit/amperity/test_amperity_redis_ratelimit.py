@@ -229,5 +229,5 @@ async def test_unreachable_redis_falls_back_to_a_local_limit_and_warns_once(
     await client.aclose()
 
     assert slept == [1.0]
-    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    warnings = [r for r in caplog.records if "rate limit unavailable" in r.getMessage()]
     assert len(warnings) == 1

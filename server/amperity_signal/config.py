@@ -177,6 +177,11 @@ class IntegrationSettings(_Strict):
         }
         return tuple(name for name, set_ in present.items() if not set_)
 
+    @property
+    def enrichment_half_configured(self) -> bool:
+        """Some but not all of the three enrichment fields set: meant, and still off."""
+        return 0 < len(self.enrichment_missing) < 3
+
 
 class Settings(_Strict):
     """The whole configuration file."""

@@ -20,7 +20,7 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
     name = f"integration {integration.id}"
     warnings: list[str] = []
     missing = integration.enrichment_missing
-    if 0 < len(missing) < 3:
+    if integration.enrichment_half_configured:
         verb = "is" if len(missing) == 1 else "are"
         warnings.append(
             f"{name}: {', '.join(missing)} {verb} not set, so profile enrichment is off and "

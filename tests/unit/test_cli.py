@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,10 @@ import pytest
 import tomli_w
 
 from amperity_signal.cli import grpc_target
+from tests.unit.cli_support import integration as integration_table
+from tests.unit.cli_support import run_cli
 
-INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
 BAD_OVERRIDES = {"handlers": {"custom": {"type": "custom", "events": ["A"], "use": ["nope"]}}}
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "amperity_signal.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def assert_clear_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -44,18 +34,7 @@ def write_config(
     http_address: str = "127.0.0.1:0",
     **integration: Any,
 ) -> Path:
-    table = {
-        "id": "web",
-        "pipeline_key": "pk_web",
-        "vertical": "retail",
-        "tenant_subdomain": "acme",
-        "tenant_id": "acme",
-        "api_key": INGEST,
-        "event_stream_id": "esm-2VP6va3Zn",
-        "source_value": "DATAFLY",
-        "api_base_url": "http://127.0.0.1:9",
-        **integration,
-    }
+    table = integration_table(api_base_url="http://127.0.0.1:9", **integration)
     config = {
         "server": {"grpc_address": grpc_address, "http_address": http_address},
         "integrations": [table],

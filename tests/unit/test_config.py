@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
@@ -15,25 +14,10 @@ from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.unit.cli_support import INGEST, integration, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-INGEST = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6ImluZ2VzdCJ9.aW5nZXN0LWNhbmFyeS0xMjM0NQ"
 PROFILE = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6InByb2ZpbGUifQ.cHJvZmlsZS1jYW5hcnktNjc4OTA"
-
-
-def integration(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "id": "web",
-        "pipeline_key": "pk_web",
-        "vertical": "retail",
-        "tenant_subdomain": "acme",
-        "tenant_id": "acme",
-        "api_key": INGEST,
-        "event_stream_id": "esm-2VP6va3Zn",
-        "source_value": "DATAFLY",
-    }
-    base.update(overrides)
-    return base
 
 
 def problems_of(raw: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
@@ -154,16 +138,6 @@ def test_secrets_never_appear_in_reprs_or_problems() -> None:
     assert all(INGEST not in p for p in problems)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "amperity_signal.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_check_config_prints_every_mistake_and_exits_non_zero() -> None:
     """check-config on the five-mistake example prints each with its fix, no secret, exit 2."""
     result = run_cli("check-config", "--config", str(ROOT / "examples" / "broken.toml"))
@@ -213,11 +187,8 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
 def test_check_config_prints_the_setup_advice_as_warnings(tmp_path: Path) -> None:
     """A half-configured integration loads (exit 0) with its warning printed."""
     config = tmp_path / "half.toml"
-    config.write_text(
-        "[[integrations]]\n"
-        + "".join(f"{k} = {v!r}\n" for k, v in integration().items()).replace("'", '"')
-        + f'profile_api_key = "{PROFILE}"\nprofile_collection_id = "apc-x"\n'
-    )
+    half = integration(profile_api_key=PROFILE, profile_collection_id="apc-x")
+    config.write_text(tomli_w.dumps({"integrations": [half]}))
     result = run_cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "warning: integration web: linking_keys is not set" in result.stdout

@@ -214,8 +214,10 @@ class _Observed:
             try:
                 if type(request) is Malformed:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+                if not streamed:
+                    return await inner(request, context)
                 try:
-                    return await inner(_checked(request) if streamed else request, context)
+                    return await inner(_checked(request), context)
                 except MalformedRequest as error:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
             finally:

@@ -38,8 +38,12 @@ class Integration:
         the user meant to enrich, and the spec sends them to Live Events for the "partner
         resolve failed" warning. None when enrichment is on, or when none of them is set.
         """
-        missing = self.settings.enrichment_missing
-        return not_configured(missing) if 0 < len(missing) < 3 else None
+        settings = self.settings
+        return (
+            not_configured(settings.enrichment_missing)
+            if settings.enrichment_half_configured
+            else None
+        )
 
 
 class Registry:

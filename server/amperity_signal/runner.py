@@ -101,6 +101,12 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     """Serve until signalled; with ``workers`` > 1, in that many processes."""
     if workers <= 1:
         return _run(settings, gateway, reuse_port=False)
+    # The workers bind with SO_REUSEPORT, which would also let them join the listeners of
+    # another `serve --workers` on the same ports, the kernel then splitting traffic
+    # between two services. A bind without it fails against any listener, so try one first.
+    _check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
+    if gateway:
+        _check_bindable("server.http_address", settings.server.http_address, reuse_port=False)
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.

@@ -65,6 +65,21 @@ def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
     assert result.stderr.count("already in use") == 1
 
 
+@pytest.mark.parametrize("setting", ["grpc_address", "http_address"])
+def test_workers_do_not_join_another_services_reuseport_listener(
+    tmp_path: Path, setting: str
+) -> None:
+    """A port held with SO_REUSEPORT (another `serve --workers`) is in use, not shared."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        address = f"127.0.0.1:{held.getsockname()[1]}"
+        config = write_config(tmp_path / "c.toml", **{setting: address})
+        result = run_cli("serve", "--config", str(config), "--workers", "2")
+    assert_clear_error(result, f"server.{setting}", address, "already in use")
+
+
 def test_check_config_compiles_each_integrations_blueprint(tmp_path: Path) -> None:
     """A handler using an undefined mapping set fails check-config, naming the integration."""
     config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class MemoryStore:
@@ -81,10 +82,14 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Redis through ``redis.asyncio``, with short timeouts and no client-side retries.
+    """Redis through ``redis.asyncio``, with short timeouts and one reconnect at most.
 
     A cache that cannot answer within a quarter of a second is worth less than no cache:
-    the caller degrades to cache-less enrichment instead of waiting.
+    the caller degrades to cache-less enrichment instead of waiting, so a timeout is never
+    retried. A connection error is retried once, on a fresh connection: after a Redis
+    restart every pooled connection is dead, and without it the first command on each
+    would fail and the cache be skipped for a second although Redis is back.
+    A Redis that is really down refuses the second connection as fast as the first.
 
     Args:
         client: A ``redis.asyncio.Redis`` (``decode_responses=False``).
@@ -100,7 +105,7 @@ class RedisStore:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             decode_responses=False,
         )
         return cls(client)

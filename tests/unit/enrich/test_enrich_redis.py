@@ -184,3 +184,30 @@ async def test_redis_outage_degrades_and_recovers_after_restart(
     after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     assert after.cache_status == "hit"
     assert len(client.lookups) == lookups
+
+
+async def test_a_redis_restart_between_calls_costs_no_degraded_window(
+    redis_cache: CacheBackend,
+    redis_server: RedisProcess,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """Pooled connections a restart killed are reconnected once, not taken for an outage.
+
+    Without the retry, the first command on each dead connection failed and the cache was
+    skipped for a second although Redis was already back.
+    """
+    enricher = redis_enricher(redis_cache, client, metrics, clock)
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    redis_server.kill()
+    redis_server.start()
+    # The restarted Redis is empty: a lookup again, then written back to the cache.
+    again = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert again.resolved
+    assert redis_cache.available
+    assert again.warnings == ()
+    lookups = len(client.lookups)
+    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert after.cache_status == "hit"
+    assert len(client.lookups) == lookups

@@ -20,7 +20,10 @@ ADMIN_TOKEN = "admin-standalone-9d41c7e2"
 async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
     service: RunningService, tmp_path: Path
 ) -> None:
-    """/live?token= is not access-logged; stderr is the service's JSON lines, nothing else."""
+    """/live?token= is not access-logged; stderr is the service's JSON lines, nothing else.
+
+    And SIGTERM stops the gateway cleanly: exit 0, as ``serve`` exits.
+    """
     keys = mint_keys()
     config = tmp_path / "amperity-signal.toml"
     config.write_text(
@@ -41,8 +44,9 @@ async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
         async with httpx.AsyncClient(base_url=url) as client:
             login = await client.get(f"/live?token={ADMIN_TOKEN}&integration=web")
     finally:
-        await gateway.stop()
+        exit_code = await gateway.stop()
     assert login.status_code == 303
+    assert exit_code == 0, "SIGTERM is the normal way to stop the gateway: exit 0"
 
     stdout = "\n".join(gateway.lines)
     stderr = stderr_log.read_text(encoding="utf-8")

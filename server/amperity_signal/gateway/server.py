@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import h11
@@ -92,6 +96,32 @@ def listening_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
+class _ProcessServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM/SIGINT end ``serve`` without killing the process.
+
+    uvicorn re-raises the captured signal once it has shut down, so a standalone gateway
+    died of it (exit -15) even after a clean, graceful stop; now it exits 0, as ``serve``
+    does. Embedded, the service still hears the signal: asyncio's handlers are woken by
+    the signal wakeup fd whichever Python-level handler is installed.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Stop on SIGTERM/SIGINT while serving, then restore the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set handlers (uvicorn skips them too)
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
@@ -110,7 +140,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return _ProcessServer(config)
 
 
 def run_gateway(

@@ -20,7 +20,9 @@ integration_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 message_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("message_id", default="")
 
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Record attributes that are not extra fields. uvicorn adds ``color_message``, a copy of
+# its message template with terminal colour codes, which has no place in a JSON line.
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -21,6 +21,12 @@ VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publ
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+ENV_EXAMPLES = {
+    "api_key": "AMPERITY_INGEST_KEY",
+    "profile_api_key": "AMPERITY_PROFILE_KEY",
+    "admin_token": "AMPERITY_SIGNAL_ADMIN_TOKEN",
+}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
 COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
 SUBDOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -55,7 +61,18 @@ def resolve_secrets(
             value = table.get(name)
             if isinstance(value, str) and value.startswith("env:"):
                 variable = value[4:]
-                if environ.get(variable):
+                if not ENV_NAME.fullmatch(variable):
+                    problems.append(
+                        ConfigProblem(
+                            f"{where}.{name}",
+                            "starts with env: but no environment variable name follows it "
+                            "(letters, digits and _, not starting with a digit).",
+                            f'write env:NAME, e.g. {name} = "env:{ENV_EXAMPLES[name]}", or '
+                            "write the value inline.",
+                        )
+                    )
+                    table.pop(name)
+                elif environ.get(variable):
                     table[name] = environ[variable]
                 else:
                     problems.append(

@@ -470,3 +470,12 @@ def test_a_configuration_without_integrations_is_refused_showing_a_minimal_one(
     assert problem.startswith("integrations: is empty")
     for line in ("[[integrations]]", 'id = "web"', 'event_stream_id = "esm-', "source_value ="):
         assert line in problem
+
+
+@pytest.mark.parametrize("value", ["env:", "env: INGEST_KEY", "env:INGEST-KEY"])
+def test_an_env_reference_without_a_variable_name_says_how_to_write_one(value: str) -> None:
+    """An env: with no valid name behind it shows the form, not "variable  is not set"."""
+    [problem] = problems_of({"integrations": [integration(api_key=value)]})
+    assert "integrations[0].api_key" in problem
+    assert "not set" not in problem
+    assert "env:NAME" in problem and "env:AMPERITY_INGEST_KEY" in problem

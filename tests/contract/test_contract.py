@@ -309,6 +309,28 @@ async def test_browser_profile_returns_only_allowlisted_attributes(harness: Harn
     assert dict(response.attributes) == {"Persona": "Value Hunter", "LifetimeTier": "Gold"}
 
 
+async def test_browser_profile_with_an_id_and_another_integrations_key_is_invalid(
+    harness: Harness,
+) -> None:
+    """integration_id and pipeline_key that disagree are refused, not routed by the id alone."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.BrowserProfile(
+            pb.BrowserProfileRequest(
+                integration_id="web", pipeline_key="pk_other", anonymous_id="anon_browser"
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = caught.value.details() or ""
+    assert "pipeline_key" in message and "'web'" in message
+    assert "pk_other" not in message
+    agreeing = await harness.stub.BrowserProfile(
+        pb.BrowserProfileRequest(
+            integration_id="web", pipeline_key="pk_web", anonymous_id="anon_never_seen"
+        )
+    )
+    assert agreeing.provider == "amperity"
+
+
 async def test_browser_profile_for_a_first_touch_visitor_is_empty(harness: Harness) -> None:
     """A visitor nobody has seen gets provider amperity and no attributes."""
     response = await harness.stub.BrowserProfile(

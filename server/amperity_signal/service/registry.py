@@ -59,6 +59,9 @@ class Registry:
     def get(self, integration_id: str = "", pipeline_key: str = "") -> Integration:
         """The integration with this id (or, when no id is given, this pipeline key).
 
+        Both given, they must name the same integration: routing by the id alone would
+        answer a page for another integration's visitors.
+
         Raises:
             UnknownIntegration: When none matches; the message says what was asked for.
         """
@@ -70,6 +73,18 @@ class Registry:
                     f"no integration with id {integration_id!r} is configured (configured: "
                     f"{known}); check integration_id or the [[integrations]] tables.",
                     metadata={"integration_id": integration_id},
+                )
+            if pipeline_key and pipeline_key != found.settings.pipeline_key:
+                raise InvalidEvent(
+                    [
+                        FieldViolation(
+                            "pipeline_key",
+                            f"is not the pipeline key of integration {integration_id!r}, "
+                            "so the request names two integrations (or none): send only "
+                            "integration_id, only the pipeline key, or the pair of one "
+                            "integration.",
+                        )
+                    ]
                 )
             return found
         if pipeline_key:

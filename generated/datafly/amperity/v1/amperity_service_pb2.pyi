@@ -356,7 +356,9 @@ class BrowserProfileRequest(_message.Message):
     integration_id: _builtins.str
     """The id of the integration; either this or pipeline_key is required."""
     pipeline_key: _builtins.str
-    """The pipeline key the page was built with; either this or integration_id is required."""
+    """The pipeline key the page was built with; either this or integration_id is required.
+    Both given, they must name the same integration (else INVALID_ARGUMENT).
+    """
     anonymous_id: _builtins.str
     """The visitor's anonymous id (the _dfid cookie)."""
     def __init__(

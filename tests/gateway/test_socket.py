@@ -105,10 +105,17 @@ async def test_a_client_leaving_mid_body_is_no_error_and_logs_nothing_above_debu
     ids=["garbled-line", "nul-in-target", "raw-non-ascii-path", "malformed-header"],
 )
 async def test_a_request_h11_cannot_parse_gets_the_json_error_shape(
-    gateway_socket: Served, request_head: bytes
+    gateway_socket: Served, request_head: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """What never reaches the app still answers 400 JSON, not uvicorn's plain text."""
+    """What never reaches the app still answers 400 JSON, not uvicorn's plain text.
+
+    And it is the client's mistake, so it logs at debug: a warning per request would let
+    any scanner fill the service's logs.
+    """
+    caplog.set_level(logging.DEBUG)
     status_line, headers, body = await gateway_socket.exchange(request_head)
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
+    assert any("Invalid HTTP request" in r.getMessage() for r in caplog.records)
     assert status_line == b"HTTP/1.1 400 Bad Request"
     assert headers["content-type"] == "application/json"
     assert headers["connection"] == "close"
@@ -116,3 +123,22 @@ async def test_a_request_h11_cannot_parse_gets_the_json_error_shape(
     error = json.loads(body)["error"]
     assert error["code"] == "INVALID_HTTP_REQUEST"
     assert "percent-encode" in error["message"]
+
+
+@pytest.mark.parametrize("protocol", [b"websocket", b"h2c"])
+async def test_an_upgrade_request_is_answered_without_install_advice(
+    gateway_socket: Served, protocol: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Upgrade:`` is ignored (HTTP/1.1 answers) and logs at debug, with no pip advice.
+
+    uvicorn warned twice per such request, the second time telling the operator to
+    install a WebSocket library the gateway has no use for.
+    """
+    caplog.set_level(logging.DEBUG)
+    status_line, _, _ = await gateway_socket.exchange(
+        b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nConnection: Upgrade, close\r\n"
+        b"Upgrade: " + protocol + b"\r\n\r\n"
+    )
+    assert status_line == b"HTTP/1.1 200 OK"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any("pip install" in r.getMessage() for r in caplog.records)

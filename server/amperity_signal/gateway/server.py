@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import uvicorn
@@ -28,12 +30,39 @@ from amperity_signal.processes import announce
 _HEAD_CEILING = 256 * 1024
 
 
+class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's protocol logger, with its warnings (all about what a client sent) at debug.
+
+    uvicorn warns once per request h11 cannot parse and per ``Upgrade:`` request (the
+    protocol below also drops its advice to install a WebSocket library the gateway has no
+    use for). Each is answered (400 JSON, or HTTP/1.1 as if no upgrade was asked), and a
+    warning each would let any scanner fill the logs. Errors (the app failing) stay errors.
+    """
+
+    @property
+    def level(self) -> int:
+        """The wrapped logger's level (uvicorn reads it to decide on trace logging)."""
+        return self.logger.level
+
+    def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log at debug instead."""
+        self.debug(msg, *args, **kwargs)
+
+
 class JsonErrorH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering what h11 cannot parse in the gateway's JSON shape.
 
     A garbled request line, raw non-ASCII in the target, a malformed header or a head over
     the ceiling never reaches the app; uvicorn answered it with a plain-text 400.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _ClientMistakesAtDebug(self.logger, {})  # type: ignore[assignment]
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """One debug line; uvicorn's second one advises installing a WebSocket library."""
+        self.logger.debug("Upgrade request ignored: the gateway answers HTTP/1.1 only.")
 
     def send_400_response(self, msg: str) -> None:
         """Write a 400 JSON error and close the connection (``msg`` is uvicorn's text)."""

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
+import yaml
 
+from amperity_signal.sandbox.data import DEFAULT_DATA_PATH
 from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.enrich_support import (
     PERSONALISATION,
+    RPC_TIMEOUT,
     deliver,
     enrich,
     event,
@@ -18,7 +22,7 @@ from tests.e2e.enrich_support import (
     serve,
 )
 from tests.e2e.stack import Stack
-from tests.support import ALICE_PROFILE, COLLECTION
+from tests.support import ALICE_PROFILE, COLLECTION, integration_dict, mint_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +161,52 @@ async def test_the_same_context_costs_one_personalised_call_and_a_new_category_a
         partner_attrs = struct_to_dict(response.event.partner_attrs)
         assert partner_attrs["amperity_personalized"] == personalized
     assert (await partner_calls(sandbox))[0] == 1
+
+
+async def test_a_collection_hashed_upper_case_is_matched_by_sha256_upper(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A collection built with Amperity's upper-case hashing resolves through sha256_upper.
+
+    The sandbox's collection stores upper-case email hashes (``hash: sha256_upper``). An
+    identify event delivered by an ingest-only integration creates the profile; an
+    integration looking up with ``sha256_upper`` finds it from a differently written email,
+    one with the default ``sha256`` does not.
+    """
+    data = yaml.safe_load(DEFAULT_DATA_PATH.read_text(encoding="utf-8"))
+    data["tenants"][0]["collections"][0]["hash"] = "sha256_upper"
+    data_file = tmp_path / "upper.yaml"
+    data_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    sandbox = await stack.sandbox("--data", str(data_file))
+    keys = mint_keys()
+    upper_keys = [{"source": "email", "key": "email_sha256", "hash": "sha256_upper"}]
+    lower_keys = [{"source": "email", "key": "email_sha256", "hash": "sha256"}]
+    ingest_only = integration_dict(sandbox.url, keys, integration_id="ingest")
+    for field in ("profile_api_key", "profile_collection_id", "linking_keys"):
+        del ingest_only[field]
+    ingest_only["browser_attribute_allowlist"] = ""
+    tables = [
+        ingest_only,
+        integration_dict(sandbox.url, keys, linking_keys=upper_keys),
+        integration_dict(sandbox.url, keys, integration_id="lower", linking_keys=lower_keys),
+    ]
+    service = await serve(stack, sandbox, *tables, keys=keys)
+
+    identify = event("anon_upper_1", type="identify", traits={"email": "Dana@Example.com"})
+    delivered = await service.stub.Deliver(
+        pb.DeliverRequest(integration_id="ingest", event=identify), timeout=RPC_TIMEOUT
+    )
+    assert delivered.vendor_request.status_code == 202
+    await sandbox.flush()
+    digest = hashlib.sha256(b"DANA@EXAMPLE.COM").hexdigest().upper()
+    profiles = (await sandbox.inspector.get("/_sandbox/profiles")).json()["profiles"]
+    [dana] = [p for p in profiles if digest in p["links"].get("email_sha256", [])]
+
+    later = event("anon_upper_2", traits={"email": " dana@example.COM "})
+    upper = await enrich(service, later)
+    assert (upper.resolved, upper.amperity_id) == (True, dana["profile_id"])
+    assert upper.matched_key == "email_sha256"
+    lower = await service.stub.Enrich(
+        pb.EnrichRequest(integration_id="lower", event=later), timeout=RPC_TIMEOUT
+    )
+    assert not lower.resolved

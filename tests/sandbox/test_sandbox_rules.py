@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from amperity_signal.sandbox.identity import hash_email, hash_phone, identifiers
 from amperity_signal.sandbox.ratelimit import SlidingWindowLimiter
 from amperity_signal.sandbox.rules import ProfileStats, context_attributes, derive, tier
@@ -22,6 +24,21 @@ def test_prehashed_identifiers_are_kept() -> None:
     """email_sha256 and phone_sha256 fields are used as sent (lowercased)."""
     event = {"email_sha256": "ABC", "phone_sha256": "DEF", "cookieid": ""}
     assert identifiers(event) == [("email_sha256", "abc"), ("phone_sha256", "def")]
+
+
+def test_an_upper_case_collection_hashes_and_keeps_identifiers_in_upper_case() -> None:
+    """sha256_upper: trim, UPPER, SHA-256, UPPER hex; pre-hashed values upper-cased."""
+    event = {"cookieid": "c1", "email": " a@B.com ", "phone": "+1 555 0100"}
+    assert identifiers(event, "sha256_upper") == [
+        ("device_cookie", "c1"),
+        ("email_sha256", hashlib.sha256(b"A@B.COM").hexdigest().upper()),
+        ("phone_sha256", hash_phone("+15550100").upper()),
+    ]
+    prehashed = {"email_sha256": "abc", "phone_sha256": "Def"}
+    assert identifiers(prehashed, "sha256_upper") == [
+        ("email_sha256", "ABC"),
+        ("phone_sha256", "DEF"),
+    ]
 
 
 def test_tiers_follow_lifetime_value_thresholds() -> None:

@@ -168,3 +168,18 @@ def test_invalid_streams_are_refused_with_the_fix(
     )
     with pytest.raises(SandboxDataError, match=problem):
         load_data(path)
+
+
+def test_a_collections_hash_is_sha256_unless_set_and_must_be_known(tmp_path: Path) -> None:
+    """``hash`` defaults to sha256, takes sha256_upper, and refuses anything else by name."""
+
+    def load_with(collection: dict[str, object]) -> str:
+        path = tmp_path / "world.json"
+        tenant = {"id": "t", "collections": [{"id": "apc-1", **collection}]}
+        path.write_text(json.dumps({"signing_secret": "s", "tenants": [tenant]}))
+        return load_data(path).tenants["t"].collections["apc-1"].hashing
+
+    assert load_with({}) == "sha256"
+    assert load_with({"hash": "sha256_upper"}) == "sha256_upper"
+    with pytest.raises(SandboxDataError, match=r"apc-1: hash 'md5' .* sha256_upper"):
+        load_with({"hash": "md5"})

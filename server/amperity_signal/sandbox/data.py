@@ -19,6 +19,8 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from amperity_signal.sandbox.identity import HASHINGS, SHA256
+
 StreamMode = Literal["active", "drop", "reject"]
 STREAM_MODES: tuple[StreamMode, ...] = ("active", "drop", "reject")
 DEFAULT_DATA_PATH = Path(__file__).with_name("default_data.yaml")
@@ -101,6 +103,7 @@ class Collection:
     name: str
     linking_keys: tuple[str, ...]
     profiles: tuple[SeedProfile, ...]
+    hashing: str = SHA256
 
 
 @dataclass(frozen=True)
@@ -227,11 +230,18 @@ def _collection(raw: Mapping[str, Any], where: str) -> Collection:
                 ),
             )
         )
+    hashing = raw.get("hash", SHA256)
+    if hashing not in HASHINGS:
+        raise SandboxDataError(
+            f"{collection_id}: hash {hashing!r} is not one of {', '.join(HASHINGS)}; write "
+            "sha256 (lowercase, the default) or sha256_upper (as Amperity's own examples)"
+        )
     return Collection(
         collection_id=collection_id,
         name=_string(raw.get("name", collection_id), f"{collection_id} name"),
         linking_keys=tuple(_strings(raw.get("linking_keys", []), f"{collection_id} keys")),
         profiles=tuple(profiles),
+        hashing=hashing,
     )
 
 

@@ -6,6 +6,10 @@
 - ``user_id`` → ``customer_id``, as sent.
 - ``phone`` → ``phone_sha256``: SHA-256 of the E.164 form (``+`` and digits);
   ``phone_sha256`` → ``phone_sha256`` as sent, lowercased.
+
+That is a collection's default hashing, ``sha256``. A collection built the way Amperity's
+own Profile API examples hash (``sha256_upper``: trim, UPPER, SHA-256, UPPER hex) stores
+both hashes and pre-hashed values in upper case instead.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ DEVICE_COOKIE = "device_cookie"
 EMAIL_SHA256 = "email_sha256"
 CUSTOMER_ID = "customer_id"
 PHONE_SHA256 = "phone_sha256"
+SHA256 = "sha256"
+SHA256_UPPER = "sha256_upper"
+HASHINGS = (SHA256, SHA256_UPPER)
 
 
 def sha256_hex(value: str) -> str:
@@ -51,8 +58,12 @@ def hash_phone(phone: str) -> str:
     return sha256_hex(normalise_phone(phone))
 
 
-def identifiers(event: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The ``(linking_key, value)`` pairs an event carries, in a stable order."""
+def identifiers(event: Mapping[str, Any], hashing: str = SHA256) -> list[tuple[str, str]]:
+    """The ``(linking_key, value)`` pairs an event carries, in a stable order.
+
+    ``hashing`` is the collection's: ``sha256`` (lowercase) or ``sha256_upper``.
+    """
+    case = str.upper if hashing == SHA256_UPPER else str.lower
     found: list[tuple[str, str]] = []
 
     def add(key: str, value: object, transform: Callable[[str], str] | None = None) -> None:
@@ -61,9 +72,9 @@ def identifiers(event: Mapping[str, Any]) -> list[tuple[str, str]]:
             found.append((key, transform(text) if transform else text))
 
     add(DEVICE_COOKIE, event.get("cookieid"))
-    add(EMAIL_SHA256, event.get("email"), hash_email)
-    add(EMAIL_SHA256, event.get("email_sha256"), str.lower)
+    add(EMAIL_SHA256, event.get("email"), lambda email: case(sha256_hex(case(email))))
+    add(EMAIL_SHA256, event.get("email_sha256"), case)
     add(CUSTOMER_ID, event.get("user_id"))
-    add(PHONE_SHA256, event.get("phone"), hash_phone)
-    add(PHONE_SHA256, event.get("phone_sha256"), str.lower)
+    add(PHONE_SHA256, event.get("phone"), lambda phone: case(hash_phone(phone)))
+    add(PHONE_SHA256, event.get("phone_sha256"), case)
     return list(dict.fromkeys(found))

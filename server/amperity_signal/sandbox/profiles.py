@@ -96,7 +96,7 @@ class CollectionProfiles:
 
     def apply(self, event: Mapping[str, Any], now: float) -> Profile | None:
         """Applies one accepted event; events without identifiers change nothing."""
-        pairs = identifiers(event)
+        pairs = identifiers(event, self._collection.hashing)
         if not pairs:
             return None
         matched = {self._index[pair] for pair in pairs if pair in self._index}

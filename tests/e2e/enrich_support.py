@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
-
-import httpx
 
 from amperity_signal.processes import start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -88,27 +85,5 @@ async def serve(stack: Stack, sandbox: Sandbox, *tables: dict[str, Any], **optio
 
 
 async def rate_limited_sandbox(stack: Stack, limit: int) -> Sandbox:
-    """A sandbox admitting ``limit`` requests/s per tenant (``python -m ...sandbox --rate-limit``).
-
-    ``amperity-signal sandbox`` has no ``--rate-limit`` option, the module entry point has.
-    """
-    process = await start_process(
-        [
-            sys.executable,
-            "-m",
-            "amperity_signal.sandbox",
-            "--port",
-            "0",
-            "--profile-delay",
-            "0",
-            "--rate-limit",
-            str(limit),
-        ],
-        ready="sandbox listening on ",
-        log=stack.workdir / f"sandbox-{len(stack.processes)}.log",
-    )
-    stack.processes.append(process)
-    url = process.ready_line.split("listening on ", 1)[1].strip()
-    inspector = httpx.AsyncClient(base_url=url, timeout=30)
-    stack.clients.append(inspector)
-    return Sandbox(process=process, url=url, inspector=inspector)
+    """A sandbox admitting ``limit`` requests/s per tenant (``sandbox --rate-limit``)."""
+    return await stack.sandbox("--rate-limit", str(limit))

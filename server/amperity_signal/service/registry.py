@@ -64,6 +64,7 @@ class Registry:
 
         Raises:
             UnknownIntegration: When none matches; the message says what was asked for.
+            InvalidEvent: When neither is given, or the two name different integrations.
         """
         if integration_id:
             found = self._by_id.get(integration_id)

@@ -28,6 +28,8 @@ from amperity_signal.processes import announce
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
 # ceiling get a 400 (JsonErrorH11Protocol), and memory per connection stays bounded.
 _HEAD_CEILING = 256 * 1024
+# What stops a standalone gateway (``_ProcessServer``).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
@@ -146,9 +148,6 @@ class _ProcessServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:

@@ -110,6 +110,14 @@ def redis_enricher(
     )
 
 
+async def assert_next_enrich_is_a_hit(enricher: Enricher, client: FakeProfileClient) -> None:
+    """Alice's next enrichment comes from the Redis cache, with no partner call."""
+    lookups = len(client.lookups)
+    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert after.cache_status == "hit"
+    assert len(client.lookups) == lookups
+
+
 async def test_two_enrichers_sharing_redis_make_one_lookup(
     redis_server: RedisProcess, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
 ) -> None:
@@ -180,10 +188,7 @@ async def test_redis_outage_degrades_and_recovers_after_restart(
     clock.advance(1)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     assert redis_cache.available
-    lookups = len(client.lookups)
-    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
-    assert after.cache_status == "hit"
-    assert len(client.lookups) == lookups
+    await assert_next_enrich_is_a_hit(enricher, client)
 
 
 async def test_a_redis_restart_between_calls_costs_no_degraded_window(
@@ -207,7 +212,4 @@ async def test_a_redis_restart_between_calls_costs_no_degraded_window(
     assert again.resolved
     assert redis_cache.available
     assert again.warnings == ()
-    lookups = len(client.lookups)
-    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
-    assert after.cache_status == "hit"
-    assert len(client.lookups) == lookups
+    await assert_next_enrich_is_a_hit(enricher, client)

@@ -3,6 +3,10 @@
 Used by ``demo`` and by the end-to-end tests: a process is ready when it prints a line
 starting with an agreed prefix (``sandbox listening on http://...``); every stdout line is
 kept so callers can read the bound addresses, and stderr goes to a log file.
+
+And for the processes' own side: :func:`announce` prints that line, and
+:class:`ProcessServer` serves uvicorn apps (the gateway, the sandbox) until SIGTERM/SIGINT,
+then exits 0.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import uvicorn
+
+# What stops a process served by ``ProcessServer``.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def announce(line: str) -> None:
@@ -26,6 +36,29 @@ def announce(line: str) -> None:
     """
     sys.stdout.write(f"{line}\n")
     sys.stdout.flush()
+
+
+class ProcessServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM/SIGINT end ``serve`` without killing the process.
+
+    uvicorn re-raises the captured signal once it has shut down, so a standalone gateway or
+    sandbox died of it (exit -15) even after a clean, graceful stop; now it exits 0, as
+    ``serve`` does. Embedded, the service still hears the signal: asyncio's handlers are
+    woken by the signal wakeup fd whichever Python-level handler is installed.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Stop on SIGTERM/SIGINT while serving, then restore the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set handlers (uvicorn skips them too)
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class ProcessFailed(RuntimeError):

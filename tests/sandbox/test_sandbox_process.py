@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from amperity_signal.processes import start_process
 from amperity_signal.sandbox import mint_token
 from amperity_signal.sandbox.identity import hash_email
 from amperity_signal.sandbox.testing import (
@@ -20,6 +22,7 @@ from amperity_signal.sandbox.testing import (
     ACME_REJECT_STREAM,
     ACME_STREAM,
     ALICE_PROFILE,
+    LISTENING_PREFIX,
     SandboxProcess,
     sandbox_process,
 )
@@ -274,3 +277,15 @@ def test_data_option_loads_another_world(tmp_path: Path) -> None:
             f"{process.base_url}/prof/events/esm-Init1", json={"source": "X"}, headers=headers
         )
     assert response.status_code == 202
+
+
+async def test_sigterm_stops_the_sandbox_with_exit_code_0(tmp_path: Path) -> None:
+    """SIGTERM is the normal way to stop the sandbox: a graceful stop and exit 0, not -15."""
+    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
+    process = await start_process(command, ready=LISTENING_PREFIX, log=tmp_path / "sandbox.log")
+    async with httpx.AsyncClient(
+        base_url=process.ready_line.removeprefix(LISTENING_PREFIX)
+    ) as http:
+        assert (await http.get("/_sandbox/stats")).status_code == 200
+    assert await process.stop() == 0
+    assert (tmp_path / "sandbox.log").read_text() == "", "a clean stop writes nothing to stderr"

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +18,12 @@ from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
-from amperity_signal.processes import announce
+from amperity_signal.processes import ProcessServer, announce
 
 # h11 buffers at most this much of a request head. The gateway's own limit
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
 # ceiling get a 400 (JsonErrorH11Protocol), and memory per connection stays bounded.
 _HEAD_CEILING = 256 * 1024
-# What stops a standalone gateway (``_ProcessServer``).
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
@@ -127,29 +121,6 @@ def listening_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}"
 
 
-class _ProcessServer(uvicorn.Server):
-    """uvicorn's server, except that SIGTERM/SIGINT end ``serve`` without killing the process.
-
-    uvicorn re-raises the captured signal once it has shut down, so a standalone gateway
-    died of it (exit -15) even after a clean, graceful stop; now it exits 0, as ``serve``
-    does. Embedded, the service still hears the signal: asyncio's handlers are woken by
-    the signal wakeup fd whichever Python-level handler is installed.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Stop on SIGTERM/SIGINT while serving, then restore the previous handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # only the main thread may set handlers (uvicorn skips them too)
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
@@ -168,7 +139,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    return _ProcessServer(config)
+    return ProcessServer(config)
 
 
 def run_gateway(

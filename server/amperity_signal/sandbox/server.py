@@ -9,7 +9,7 @@ import sys
 
 import uvicorn
 
-from amperity_signal.processes import announce
+from amperity_signal.processes import ProcessServer, announce
 from amperity_signal.sandbox.app import create_app
 from amperity_signal.sandbox.data import SandboxData, default_data, load_data
 
@@ -28,7 +28,7 @@ def run(
     seed: int | None = None,
     data: SandboxData | None = None,
 ) -> None:
-    """Serves the sandbox until interrupted (blocking).
+    """Serves the sandbox until SIGTERM or SIGINT, then returns after a graceful stop.
 
     Prints ``sandbox listening on http://HOST:PORT`` once the socket is bound; with port 0
     the line carries the port the system chose.
@@ -73,7 +73,7 @@ def run(
         backlog=2048,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = ProcessServer(config)  # SIGTERM/SIGINT: a graceful stop, then exit 0
     announce(f"sandbox listening on http://{shown_host}:{bound_port}")
     try:
         asyncio.run(server.serve(sockets=[sock]))

@@ -149,6 +149,17 @@ async def test_profile_changes_only_after_the_update_is_applied(sandbox: InProce
     assert after["updated_at"] != before["updated_at"]
 
 
+async def test_a_negative_order_value_gives_a_bronze_profile(sandbox: InProcessSandbox) -> None:
+    """A purchase with a negative value (a refund) is applied; the new profile is Bronze."""
+    event = {"source": "DATAFLY", "type": "purchase", "cookieid": "anon_refund", "value": -20}
+    assert (await sandbox.post_event(event)).status_code == 202
+    assert await sandbox.flush() == 1
+    response = await sandbox.lookup(device_cookie="anon_refund")
+    assert response.status_code == 200
+    attributes = response.json()["attributes"]
+    assert (attributes["LifetimeOrderValue"], attributes["LifetimeTier"]) == (-20.0, "Bronze")
+
+
 async def test_updates_apply_by_themselves_after_the_delay() -> None:
     """With a short profile_delay the update lands without a flush."""
     box = InProcessSandbox.build(profile_delay=0.05)

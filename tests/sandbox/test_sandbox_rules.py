@@ -42,8 +42,8 @@ def test_an_upper_case_collection_hashes_and_keeps_identifiers_in_upper_case() -
 
 
 def test_tiers_follow_lifetime_value_thresholds() -> None:
-    """Bronze < 250 <= Silver < 1000 <= Gold < 5000 <= Platinum."""
-    assert [tier(v) for v in (0, 249.99, 250, 999, 1000, 4999, 5000)] == [
+    """Bronze < 250 <= Silver < 1000 <= Gold < 5000 <= Platinum; below zero is Bronze too."""
+    assert [tier(v) for v in (-0.01, 249.99, 250, 999, 1000, 4999, 5000)] == [
         "Bronze",
         "Bronze",
         "Silver",

@@ -6,8 +6,8 @@ Aggregates, always maintained: ``EventCount``, ``LastEventType``, ``OrderCount``
 Derived attributes (recomputed after every applied event; a rule without evidence keeps the
 attribute already there, so seeded values survive until events say otherwise):
 
-- ``LifetimeTier``: Bronze below 250, Silver from 250, Gold from 1000, Platinum from 5000
-  (on ``LifetimeOrderValue``).
+- ``LifetimeTier``: Bronze below 250 (negative values, i.e. refunds, included), Silver from
+  250, Gold from 1000, Platinum from 5000 (on ``LifetimeOrderValue``).
 - ``Persona``, first rule that holds: lifetime value of 2000 or more → "Loyal Big Spender";
   purchases of which any used a ``coupon`` or at least half were under 50 → "Value Hunter";
   no purchase and 3 or more browsing events (view_item, view_item_list, add_to_cart,
@@ -127,8 +127,10 @@ def derive(stats: ProfileStats, attributes: dict[str, Any]) -> None:
 
 
 def tier(lifetime_value: float) -> str:
-    """The LifetimeTier for a lifetime order value."""
-    return next(name for threshold, name in TIER_THRESHOLDS if lifetime_value >= threshold)
+    """The LifetimeTier for a lifetime order value (Bronze below 250, negatives included)."""
+    return next(
+        (name for threshold, name in TIER_THRESHOLDS if lifetime_value >= threshold), "Bronze"
+    )
 
 
 def derive_persona(stats: ProfileStats) -> str | None:

@@ -160,6 +160,21 @@ async def test_a_negative_order_value_gives_a_bronze_profile(sandbox: InProcessS
     assert (attributes["LifetimeOrderValue"], attributes["LifetimeTier"]) == (-20.0, "Bronze")
 
 
+async def test_order_values_that_are_not_finite_numbers_count_as_no_value(
+    sandbox: InProcessSandbox,
+) -> None:
+    """A value of "nan", "1e999", 10**400 or a sum past the float range: lookups still 200."""
+    values: list[object] = ["nan", "-Infinity", "1e999", 10**400, 1e308, 1e308]
+    for value in values:
+        event = {"source": "DATAFLY", "type": "purchase", "cookieid": "anon_inf", "value": value}
+        assert (await sandbox.post_event(event)).status_code == 202
+    assert await sandbox.flush() == len(values)
+    response = await sandbox.lookup(device_cookie="anon_inf")
+    assert response.status_code == 200
+    attributes = response.json()["attributes"]
+    assert (attributes["OrderCount"], attributes["LifetimeOrderValue"]) == (6, 1e308)
+
+
 async def test_updates_apply_by_themselves_after_the_delay() -> None:
     """With a short profile_delay the update lands without a flush."""
     box = InProcessSandbox.build(profile_delay=0.05)

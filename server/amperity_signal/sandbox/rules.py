@@ -27,6 +27,7 @@ Context-dependent attributes (profile GET with ``enrich=true`` plus context para
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class ProfileStats:
         """Adds another profile's stats into these (used when two profiles merge)."""
         self.event_count += other.event_count
         self.order_count += other.order_count
-        self.lifetime_value += other.lifetime_value
+        self.lifetime_value = _finite_sum(self.lifetime_value, other.lifetime_value)
         self.browse_count += other.browse_count
         self.coupon_orders += other.coupon_orders
         self.low_value_orders += other.low_value_orders
@@ -104,7 +105,7 @@ class ProfileStats:
         value = _number(event.get("value"))
         value = _number(event.get("revenue")) if value is None else value
         self.order_count += 1
-        self.lifetime_value = round(self.lifetime_value + (value or 0.0), 2)
+        self.lifetime_value = round(_finite_sum(self.lifetime_value, value or 0.0), 2)
         if event.get("coupon"):
             self.coupon_orders += 1
         if value is not None and value < LOW_ORDER_VALUE:
@@ -174,16 +175,24 @@ def context_attributes(attributes: Mapping[str, Any], context: Mapping[str, str]
 
 
 def _number(raw: object) -> float | None:
-    if isinstance(raw, bool):
+    """A finite number from a JSON number or numeric string; None for anything else.
+
+    ``"nan"``, ``"inf"`` and ``"1e999"`` parse as floats but are no amount: kept, they made
+    every answer holding the profile a 500 (JSON has no NaN or Infinity).
+    """
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         return None
-    if isinstance(raw, int | float):
-        return float(raw)
-    if isinstance(raw, str):
-        try:
-            return float(raw)
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(raw)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _finite_sum(total: float, amount: float) -> float:
+    """``total + amount``, or ``total`` unchanged when the sum leaves the float range."""
+    result = total + amount
+    return result if math.isfinite(result) else total
 
 
 def _int(raw: object) -> int:

@@ -76,6 +76,35 @@ async def test_nan_and_bodies_nested_too_deep_to_parse_are_400_not_500(sandbox: 
         assert set(response.json()) == {"status", "message", "request_id", "trace_id"}
 
 
+async def test_a_lone_surrogate_is_400_naming_the_field_and_the_inspector_still_answers(
+    sandbox: Sandbox,
+) -> None:
+    r"""A "\ud800" escape is no Unicode: 400 naming where; a proper pair (an emoji) is 202."""
+    headers = _json_headers(sandbox)
+    for body, where in (
+        (b'{"source": "DATAFLY", "cookieid": "anon_\\ud800"}', "cookieid"),
+        (b'{"source": "DATAFLY", "items": [{"brand": "\\udc00"}]}', "items[0].brand"),
+        (b'{"source": "DATAFLY", "\\ud800": 1}', "a key in the object"),
+    ):
+        response = await _post_raw(sandbox, body, headers)
+        assert response.status_code == 400, body
+        assert f"{where} holds a lone surrogate" in response.json()["message"]
+    lookup = await sandbox.client.post(
+        "/prof/lookup/apc-vPsQheAm/keychain",
+        content=b'{"keys": {"device_cookie": "\\ud800"}}',
+        headers=_json_headers(sandbox, "acme-profile"),
+    )
+    assert lookup.status_code == 400
+    assert "keys.device_cookie holds a lone surrogate" in lookup.json()["message"]
+    emoji = b'{"source": "DATAFLY", "cookieid": "anon_\\ud83d\\ude00"}'
+    assert (await _post_raw(sandbox, emoji, headers)).status_code == 202
+    await sandbox.flush()
+    events = await sandbox.client.get("/_sandbox/events")
+    assert events.status_code == 200
+    assert [e["body"]["cookieid"] for e in events.json()["events"]] == ["anon_\U0001f600"]
+    assert (await sandbox.lookup(device_cookie="anon_\U0001f600")).status_code == 200
+
+
 async def test_a_sandbox_bug_still_answers_in_amperitys_error_shape(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

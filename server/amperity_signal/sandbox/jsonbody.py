@@ -1,26 +1,63 @@
-"""JSON as Amperity's API reads it: strict, so a bad body is a 400 and never a 500.
+r"""JSON as Amperity's API reads it: strict, so a bad body is a 400 and never a 500.
 
 Python's ``json`` accepts ``NaN`` and ``Infinity`` (not JSON: Amperity refuses them) and
 raises ``RecursionError`` on a body nested a few thousand levels deep (an unhandled error,
-a plain-text 500 a client would retry). Both become ``ValueError`` here.
+a plain-text 500 a client would retry). It also turns ``"\ud800"`` into a string holding
+a lone surrogate, which is no Unicode text: kept, it made every later answer that shows it
+(the inspector's events, a profile's links) fail to encode, a 500. All three become
+``ValueError`` here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NoReturn
+
+# A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from bytes.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def loads(data: bytes | str) -> Any:
     """Parse one JSON text.
 
     Raises:
-        ValueError: The text is not JSON, holds NaN/Infinity, or is nested too deeply.
+        ValueError: The text is not JSON, holds NaN/Infinity or a lone surrogate, or is
+            nested too deeply.
     """
     try:
-        return json.loads(data, parse_constant=_not_json)
+        value = json.loads(data, parse_constant=_not_json)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Raises ValueError naming the first string (or key) that holds a lone surrogate."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            _check_text(path or "value", item)
+        elif isinstance(item, list):
+            pending.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                _check_text(f"a key in {path or 'the object'}", key)
+                pending.append((child_path, child))
+
+
+def _check_text(where: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where} holds a lone surrogate (\\ud800-\\udfff): send valid Unicode"
+        ) from None
 
 
 def _not_json(name: str) -> NoReturn:

@@ -118,7 +118,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         event = jsonbody.loads(body)
     except ValueError as problem:
         raise RefusalError(
-            400, "the body is not valid JSON: send one JSON object (no NDJSON)"
+            400, f"the body is not valid JSON ({problem}): send one JSON object (no NDJSON)"
         ) from problem
     if not isinstance(event, dict):
         kind = type(event).__name__

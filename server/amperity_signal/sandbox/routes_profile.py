@@ -129,7 +129,7 @@ def _keys_from_body(body: bytes) -> tuple[dict[str, str], bool]:
         parsed = jsonbody.loads(body) if body.strip() else {}
     except ValueError as problem:
         raise RefusalError(
-            400, 'the body is not JSON: send {"keys": {"email_sha256": "..."}}'
+            400, f'the body is not JSON ({problem}): send {{"keys": {{"email_sha256": "..."}}}}'
         ) from problem
     if not isinstance(parsed, Mapping):
         raise RefusalError(400, 'send a JSON object: {"keys": {...}, "enrich": false}')

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from amperity_signal.sandbox import SandboxDataError, default_data, load_data, mint_token
+from amperity_signal.sandbox.__main__ import main as sandbox_main
 from amperity_signal.sandbox.identity import hash_email, hash_phone
 from amperity_signal.sandbox.testing import (
     ACME_COLLECTION,
@@ -183,3 +184,24 @@ def test_a_collections_hash_is_sha256_unless_set_and_must_be_known(tmp_path: Pat
     assert load_with({"hash": "sha256_upper"}) == "sha256_upper"
     with pytest.raises(SandboxDataError, match=r"apc-1: hash 'md5' .* sha256_upper"):
         load_with({"hash": "md5"})
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("deep.yaml", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("long.yaml", "signing_secret: s\ntenants: []\nx: " + "9" * 5000, "4300 digits"),
+    ],
+)
+def test_a_data_file_python_cannot_decode_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, problem: str
+) -> None:
+    """A data file nested too deeply or with a 5000-digit number: exit 2 naming --data."""
+    path = tmp_path / name
+    path.write_text(content)
+    assert sandbox_main(["--data", str(path)], prog="sandbox") == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sandbox: error: --data {path}: ")
+    assert problem in error
+    assert "Traceback" not in error

@@ -48,6 +48,8 @@ def _load(path: str) -> SandboxData:
     """The ``--data`` file, or SandboxDataError saying what is wrong with it."""
     try:
         return load_data(path)
+    except SandboxDataError:
+        raise
     except OSError as exc:
         raise SandboxDataError(f"cannot read the file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -57,6 +59,12 @@ def _load(path: str) -> SandboxData:
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise SandboxDataError(f"is not valid YAML ({detail}); fix the syntax") from None
+    except RecursionError:
+        raise SandboxDataError("is nested too deeply to read; flatten it") from None
+    except ValueError as exc:  # an integer of over 4300 digits (Python's int_max_str_digits)
+        raise SandboxDataError(
+            f"holds a value that cannot be read ({str(exc).split(';')[0]}); shorten it or quote it"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_signal.sandbox") -> int:

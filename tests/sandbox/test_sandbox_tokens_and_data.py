@@ -205,3 +205,34 @@ def test_a_data_file_python_cannot_decode_is_one_error_line(
     assert error.startswith(f"sandbox: error: --data {path}: ")
     assert problem in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("tenant", "problem"),
+    [
+        (
+            {"streams": [{"id": "esm-1", "routing": 'source == "X"', "target": "E"}] * 2},
+            "tenant 't': stream 'esm-1' is listed twice",
+        ),
+        ({"collections": [{"id": "apc-1"}, {"id": "apc-1"}]}, "collection 'apc-1' is listed twice"),
+        (
+            {
+                "collections": [
+                    {
+                        "id": "apc-1",
+                        "profiles": [{"profile_id": "p-1", "created_at": "2026-01-01"}] * 2,
+                    }
+                ]
+            },
+            "apc-1: profile 'p-1' is listed twice",
+        ),
+    ],
+)
+def test_an_id_listed_twice_is_refused_not_silently_dropped(
+    tmp_path: Path, tenant: dict[str, object], problem: str
+) -> None:
+    """Two streams, collections or seed profiles with one id: refused, naming the id."""
+    path = tmp_path / "world.json"
+    path.write_text(json.dumps({"signing_secret": "s", "tenants": [{"id": "t", **tenant}]}))
+    with pytest.raises(SandboxDataError, match=problem):
+        load_data(path)

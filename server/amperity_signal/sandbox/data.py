@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 
@@ -24,6 +24,7 @@ from amperity_signal.sandbox.identity import HASHINGS, SHA256
 StreamMode = Literal["active", "drop", "reject"]
 STREAM_MODES: tuple[StreamMode, ...] = ("active", "drop", "reject")
 DEFAULT_DATA_PATH = Path(__file__).with_name("default_data.yaml")
+T = TypeVar("T")
 
 _CLAUSE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*==\s*"([^"]*)"\s*$')
 
@@ -188,9 +189,19 @@ def _tenant(raw: Mapping[str, Any]) -> Tenant:
         tenant_id=tenant_id,
         subdomain=_string(raw.get("subdomain", tenant_id), f"{where} subdomain"),
         tokens=tokens,
-        streams=MappingProxyType({s.stream_id: s for s in streams}),
-        collections=MappingProxyType({c.collection_id: c for c in collections}),
+        streams=_by_id(((s.stream_id, s) for s in streams), f"{where}: stream"),
+        collections=_by_id(((c.collection_id, c) for c in collections), f"{where}: collection"),
     )
+
+
+def _by_id(items: Iterable[tuple[str, T]], what: str) -> Mapping[str, T]:
+    """Entries by id; an id listed twice is refused (the first entry was silently lost)."""
+    found: dict[str, T] = {}
+    for item_id, item in items:
+        if item_id in found:
+            raise SandboxDataError(f"{what} {item_id!r} is listed twice; give each its own id")
+        found[item_id] = item
+    return MappingProxyType(found)
 
 
 def _stream(raw: Mapping[str, Any], where: str) -> Stream:
@@ -236,11 +247,12 @@ def _collection(raw: Mapping[str, Any], where: str) -> Collection:
             f"{collection_id}: hash {hashing!r} is not one of {', '.join(HASHINGS)}; write "
             "sha256 (lowercase, the default) or sha256_upper (as Amperity's own examples)"
         )
+    by_id = _by_id(((p.profile_id, p) for p in profiles), f"{collection_id}: profile")
     return Collection(
         collection_id=collection_id,
         name=_string(raw.get("name", collection_id), f"{collection_id} name"),
         linking_keys=tuple(_strings(raw.get("linking_keys", []), f"{collection_id} keys")),
-        profiles=tuple(profiles),
+        profiles=tuple(by_id.values()),
         hashing=hashing,
     )
 

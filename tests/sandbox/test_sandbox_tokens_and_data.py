@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,26 @@ def test_an_id_listed_twice_is_refused_not_silently_dropped(
     path.write_text(json.dumps({"signing_secret": "s", "tenants": [{"id": "t", **tenant}]}))
     with pytest.raises(SandboxDataError, match=problem):
         load_data(path)
+
+
+def test_seed_times_without_a_zone_are_utc_quoted_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A created_at without a zone, or a bare date, is UTC whatever the machine's zone is."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        times = ["'2026-01-02T03:04:05'", "2026-01-02T03:04:05", "'2026-01-02'", "2026-01-02"]
+        profiles = ", ".join(
+            f"{{profile_id: p-{index}, created_at: {value}}}" for index, value in enumerate(times)
+        )
+        path = tmp_path / "world.yaml"
+        collection = f"{{id: apc-1, profiles: [{profiles}]}}"
+        path.write_text(f"signing_secret: s\ntenants: [{{id: t, collections: [{collection}]}}]\n")
+        seeds = load_data(path).tenants["t"].collections["apc-1"].profiles
+    finally:
+        monkeypatch.undo()  # the machine's own TZ again, then applied
+        time.tzset()
+    at_3_04_05 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    midnight = datetime(2026, 1, 2, tzinfo=UTC).timestamp()
+    assert [seed.created_at for seed in seeds] == [at_3_04_05, at_3_04_05, midnight, midnight]

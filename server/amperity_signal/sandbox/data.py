@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar, cast
@@ -258,15 +258,23 @@ def _collection(raw: Mapping[str, Any], where: str) -> Collection:
 
 
 def _timestamp(raw: object, what: str) -> float:
-    if isinstance(raw, datetime):
-        return raw.replace(tzinfo=raw.tzinfo or UTC).timestamp()
-    text = _string(raw, what)
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError as error:
-        raise SandboxDataError(
-            f"{what}: write an ISO 8601 time like 2026-01-02T03:04:05Z"
-        ) from error
+    """Epoch seconds of an ISO 8601 time; one without a zone (or a bare date) is UTC.
+
+    YAML turns an unquoted time into a ``datetime`` and an unquoted date into a ``date``;
+    a quoted one stays text. All three read alike, never in the machine's local zone.
+    """
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        raw = datetime(raw.year, raw.month, raw.day)
+    if not isinstance(raw, datetime):
+        if not isinstance(raw, str) or not raw:
+            raise SandboxDataError(f"{what}: write an ISO 8601 time like 2026-01-02T03:04:05Z")
+        try:
+            raw = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as error:
+            raise SandboxDataError(
+                f"{what}: write an ISO 8601 time like 2026-01-02T03:04:05Z"
+            ) from error
+    return raw.replace(tzinfo=raw.tzinfo or UTC).timestamp()
 
 
 def _mapping(raw: object, what: str) -> Mapping[str, Any]:

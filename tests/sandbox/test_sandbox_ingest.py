@@ -76,6 +76,22 @@ async def test_nan_and_bodies_nested_too_deep_to_parse_are_400_not_500(sandbox: 
         assert set(response.json()) == {"status", "message", "request_id", "trace_id"}
 
 
+async def test_numbers_beyond_a_double_are_400_and_the_inspector_still_answers(
+    sandbox: Sandbox,
+) -> None:
+    """1e400 (infinity to Python) and a 5000-digit integer are refused, saying why."""
+    headers = _json_headers(sandbox)
+    for body, why in (
+        (b'{"source": "DATAFLY", "value": 1e400}', "1e400 is beyond the range of a double"),
+        (b'{"source": "DATAFLY", "value": ' + b"9" * 5000 + b"}", "more than 4300 digits"),
+    ):
+        response = await _post_raw(sandbox, body, headers)
+        assert response.status_code == 400, body[:40]
+        assert why in response.json()["message"]
+        assert "set_int_max_str_digits" not in response.json()["message"]
+    assert (await sandbox.client.get("/_sandbox/events")).status_code == 200
+
+
 async def test_a_lone_surrogate_is_400_naming_the_field_and_the_inspector_still_answers(
     sandbox: Sandbox,
 ) -> None:

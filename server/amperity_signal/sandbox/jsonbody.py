@@ -1,34 +1,42 @@
 r"""JSON as Amperity's API reads it: strict, so a bad body is a 400 and never a 500.
 
-Python's ``json`` accepts ``NaN`` and ``Infinity`` (not JSON: Amperity refuses them) and
-raises ``RecursionError`` on a body nested a few thousand levels deep (an unhandled error,
-a plain-text 500 a client would retry). It also turns ``"\ud800"`` into a string holding
-a lone surrogate, which is no Unicode text: kept, it made every later answer that shows it
-(the inspector's events, a profile's links) fail to encode, a 500. All three become
-``ValueError`` here.
+Python's ``json`` accepts ``NaN`` and ``Infinity`` (not JSON: Amperity refuses them), reads
+``1e400`` as infinity (which no JSON answer can carry: the inspector's events became a
+500), and raises ``RecursionError`` on a body nested a few thousand levels deep (an
+unhandled error, a plain-text 500 a client would retry). It also turns ``"\ud800"`` into
+a string holding a lone surrogate, which is no Unicode text: kept, it made every later
+answer that shows it (the inspector's events, a profile's links) fail to encode, a 500.
+All of these become ``ValueError`` here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from typing import Any, NoReturn
 
 # A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from bytes.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_MAX_DIGITS = sys.get_int_max_str_digits()
 
 
 def loads(data: bytes | str) -> Any:
     """Parse one JSON text.
 
     Raises:
-        ValueError: The text is not JSON, holds NaN/Infinity or a lone surrogate, or is
-            nested too deeply.
+        ValueError: The text is not JSON, holds NaN/Infinity, a number beyond a double's
+            range or of over 4300 digits, or a lone surrogate, or is nested too deeply.
     """
     try:
-        value = json.loads(data, parse_constant=_not_json)
+        value = json.loads(data, parse_constant=_not_json, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+    except ValueError as error:
+        if "integer string conversion" in str(error):  # Python's own limit, and its own hint
+            raise ValueError(f"a number has more than {_MAX_DIGITS} digits") from None
+        raise
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if _SURROGATE_ESCAPE.search(raw):
         _refuse_lone_surrogates(value)
@@ -58,6 +66,13 @@ def _check_text(where: str, text: str) -> None:
         raise ValueError(
             f"{where} holds a lone surrogate (\\ud800-\\udfff): send valid Unicode"
         ) from None
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is beyond the range of a double")
+    return number
 
 
 def _not_json(name: str) -> NoReturn:

@@ -52,6 +52,16 @@ async def test_request_log_filters_by_prefix_tenant_and_limit(sandbox: InProcess
     assert [r["tenant"] for r in last["requests"]] == [GLOBEX]
 
 
+async def test_a_limit_that_is_no_plain_number_is_not_a_500(sandbox: InProcessSandbox) -> None:
+    """A limit=² or a 5000-digit limit answers 200 (the default, or everything) for both logs."""
+    await sandbox.post_event(EVENT)
+    for path in ("/_sandbox/requests", "/_sandbox/events"):
+        for limit in ("\u00b2", "9" * 5000, "abc", "0"):
+            response = await sandbox.client.get(path, params={"limit": limit})
+            assert response.status_code == 200, (path, limit[:5])
+            assert len(next(iter(response.json().values()))) == 1
+
+
 async def test_stats_count_by_kind_status_and_tenant(sandbox: InProcessSandbox) -> None:
     """Stats count requests by kind, by status and per tenant."""
     await sandbox.post_event(EVENT)

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,6 +22,7 @@ from starlette.routing import Route
 from amperity_signal.sandbox.state import SandboxState
 
 DEFAULT_LIMIT = 1000
+_MAX_LIMIT_DIGITS = 18
 
 
 class InspectorRoutes:
@@ -80,5 +83,12 @@ class InspectorRoutes:
 
 
 def _limit(request: Request) -> int:
+    """``limit``: a positive whole number (past the log's size: all); else the default.
+
+    ``str.isdigit`` alone let ``²`` and 5000-digit numbers through to ``int``: a 500.
+    """
     raw = request.query_params.get("limit", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit()):
+        return DEFAULT_LIMIT
+    value = int(raw) if len(raw) <= _MAX_LIMIT_DIGITS else sys.maxsize
+    return value if value > 0 else DEFAULT_LIMIT

@@ -79,7 +79,7 @@ async def test_nan_and_bodies_nested_too_deep_to_parse_are_400_not_500(sandbox: 
 async def test_numbers_beyond_a_double_are_400_and_the_inspector_still_answers(
     sandbox: Sandbox,
 ) -> None:
-    """1e400 (infinity to Python) and a 5000-digit integer are refused, saying why."""
+    """A 1e400 (infinity to Python) or a 5000-digit integer is refused, saying why."""
     headers = _json_headers(sandbox)
     for body, why in (
         (b'{"source": "DATAFLY", "value": 1e400}', "1e400 is beyond the range of a double"),
@@ -268,3 +268,17 @@ async def test_unknown_paths_and_methods_answer_in_amperitys_error_shape(
     assert (wrong_method.status_code, unknown.status_code) == (405, 404)
     assert set(wrong_method.json()) == {"status", "message", "request_id", "trace_id"}
     assert unknown.json()["status"] == 404
+
+
+async def test_a_405_names_the_allowed_methods_and_a_trailing_slash_is_404_not_a_redirect(
+    sandbox: Sandbox,
+) -> None:
+    """405 carries Allow; /prof/events/{id}/ is an Amperity-shaped 404, not a 307 elsewhere."""
+    wrong_method = await sandbox.client.get(f"/prof/events/{STREAM}")
+    assert wrong_method.headers["allow"] == "POST"
+    trailing = await sandbox.client.post(
+        f"/prof/events/{STREAM}/", json=EVENT, headers=_json_headers(sandbox)
+    )
+    assert trailing.status_code == 404
+    assert set(trailing.json()) == {"status", "message", "request_id", "trace_id"}
+    assert "location" not in trailing.headers

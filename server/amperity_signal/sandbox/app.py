@@ -43,6 +43,9 @@ class SandboxApp(Starlette):
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
         self.sandbox = state
+        # Amperity answers a path it does not serve with 404; Starlette would redirect
+        # /prof/events/{id}/ to the path without the slash (a 307 no client expects).
+        self.router.redirect_slashes = False
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, wrapped in the sandbox edge."""
@@ -51,8 +54,10 @@ class SandboxApp(Starlette):
 
 async def _http_error(request: Request, problem: Exception) -> Response:
     """Starlette's own 404/405 answers, in Amperity's error shape."""
-    status = problem.status_code if isinstance(problem, HTTPException) else 500
-    return error(request, status, f"{request.method} {request.url.path}: {problem}")
+    if not isinstance(problem, HTTPException):
+        return error(request, 500, f"{request.method} {request.url.path}: {problem}")
+    message = f"{request.method} {request.url.path}: {problem}"
+    return error(request, problem.status_code, message, problem.headers)  # 405: Allow
 
 
 async def _internal_error(request: Request, problem: Exception) -> Response:

@@ -8,7 +8,13 @@ import time
 import pytest
 
 from amperity_signal.sandbox.edge import ConnectionDropped
-from amperity_signal.sandbox.testing import ACME_STREAM, GLOBEX, GLOBEX_STREAM, InProcessSandbox
+from amperity_signal.sandbox.testing import (
+    ACME,
+    ACME_STREAM,
+    GLOBEX,
+    GLOBEX_STREAM,
+    InProcessSandbox,
+)
 from amperity_signal.sandbox.tokens import fingerprint, verify_token
 
 EVENT = {"source": "DATAFLY", "type": "page", "cookieid": "anon_i"}
@@ -105,6 +111,20 @@ async def test_token_endpoint_mints_valid_and_expired_tokens(sandbox: InProcessS
     assert response.status_code == 401
     bad = await sandbox.client.post("/_sandbox/tokens", json={"tenant": "acme", "scopes": "x"})
     assert bad.status_code == 400
+
+
+async def test_a_ttl_no_float_can_hold_is_400_and_such_a_token_is_401(
+    sandbox: InProcessSandbox,
+) -> None:
+    """A ttl_seconds of 10**400 is refused when minting; a token carrying such an exp gets 401."""
+    body = b'{"tenant": "acme", "scopes": ["stream:write"], "ttl_seconds": 1' + b"0" * 400 + b"}"
+    minted = await sandbox.client.post("/_sandbox/tokens", content=body)
+    assert minted.status_code == 400
+    assert "ttl_seconds" in minted.json()["message"]
+    huge = sandbox.mint(ACME, ["stream:write"], ttl=10**400)
+    headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {huge}"}
+    response = await sandbox.client.post(f"/prof/events/{ACME_STREAM}", json=EVENT, headers=headers)
+    assert response.status_code == 401
 
 
 async def test_status_fault_with_count_and_retry_after(sandbox: InProcessSandbox) -> None:

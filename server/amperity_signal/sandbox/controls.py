@@ -21,6 +21,10 @@ from amperity_signal.sandbox.faults import FaultSpecError
 from amperity_signal.sandbox.state import SandboxState
 from amperity_signal.sandbox.tokens import mint_token
 
+# A token's exp must stay a number a float can hold: with ttl_seconds 10**400 the token
+# was minted, then every request sending it was a 500 (OverflowError in verify_token).
+MAX_TTL = 100 * 365 * 24 * 3600
+
 
 class ControlRoutes:
     """Reset, flush, token minting and fault injection, bound to the sandbox state."""
@@ -56,8 +60,11 @@ class ControlRoutes:
             return _bad("tenant: a tenant id string")
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             return _bad('scopes: a list such as ["stream:write"] or ["profile:read"]')
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool):
-            return _bad("ttl_seconds: seconds (negative for an expired token)")
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or abs(ttl) > MAX_TTL:
+            return _bad(
+                f"ttl_seconds: seconds, at most {MAX_TTL} (100 years); negative for an "
+                "expired token"
+            )
         token = mint_token(
             self._state.data.signing_secret, tenant, scopes, ttl, self._state.clock()
         )

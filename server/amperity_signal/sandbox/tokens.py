@@ -110,8 +110,10 @@ def verify_token(secret: str, token: str, now: float) -> Claims:
             issued_at=float(claims["iat"]),
             token_id=str(claims["jti"]),
         )
-    except (KeyError, TypeError, ValueError) as error:
-        raise TokenError("the bearer token lacks tenant/scopes/exp/iat/jti claims") from error
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise TokenError(
+            "the bearer token lacks usable tenant/scopes/exp/iat/jti claims"
+        ) from error
     if result.expires_at <= now:
         raise TokenError("the bearer token has expired; generate a new API key")
     return result

@@ -261,3 +261,14 @@ def test_seed_times_without_a_zone_are_utc_quoted_or_not(
     at_3_04_05 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
     midnight = datetime(2026, 1, 2, tzinfo=UTC).timestamp()
     assert [seed.created_at for seed in seeds] == [at_3_04_05, at_3_04_05, midnight, midnight]
+
+
+def test_an_empty_host_is_refused_rather_than_binding_every_interface(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty --host (an unset variable) is a usage error naming --host, not 0.0.0.0."""
+    with pytest.raises(SystemExit) as stopped:
+        sandbox_main(["--host", " ", "--port", "0"], prog="sandbox")
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("sandbox: error: argument --host: pass an address")

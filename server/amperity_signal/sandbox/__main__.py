@@ -44,6 +44,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _host(text: str) -> str:
+    """An argparse type: an interface address; empty is refused.
+
+    An empty host (``--host "$UNSET"``) made the socket bind every interface, exposing the
+    unauthenticated ``/_sandbox/`` controls, and printed ``http://:PORT``.
+    """
+    host = text.strip()
+    if not host:
+        raise argparse.ArgumentTypeError(
+            "pass an address of this machine, e.g. 127.0.0.1 (0.0.0.0 for every interface)"
+        )
+    return host
+
+
 def _load(path: str) -> SandboxData:
     """The ``--data`` file, or SandboxDataError saying what is wrong with it."""
     try:
@@ -77,7 +91,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
         prog=prog,
         description="A faithful Amperity tenant on localhost (Real-time API + inspector).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--host", type=_host, default="127.0.0.1", help="interface to bind")
     parser.add_argument(
         "--port",
         type=_whole_number(0, 65535, "a TCP port; 0 picks a free one"),

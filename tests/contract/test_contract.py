@@ -185,6 +185,25 @@ async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(
     assert all(answers[e.message_id].result.vendor_request.status_code == 202 for e in good)
 
 
+async def test_a_trait_timestamp_beyond_year_9999_is_delivered_without_it(
+    harness: Harness,
+) -> None:
+    """An out-of-range created_at costs only that field; the stream goes on."""
+    odd = event(type="identify", traits={"created_at": 1e30, "email": "a@b.test"})
+    good = event(type="track", event="add_to_cart")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        for item in (odd, good):
+            yield pb.DeliverStreamRequest(integration_id="web", event=item)
+
+    answers = {r.message_id: r async for r in harness.stub.DeliverStream(requests())}
+    assert set(answers) == {odd.message_id, good.message_id}
+    sent = struct_to_dict(answers[odd.message_id].result.payload)
+    assert sent["type"] == "identify"
+    assert "user_created_at" not in sent
+    assert answers[good.message_id].result.vendor_request.status_code == 202
+
+
 async def test_a_streamed_event_without_message_id_fails_as_such(harness: Harness) -> None:
     """Answers come in completion order: without an id an answer could not find its event."""
     unnamed = event(type="page")

@@ -154,7 +154,20 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def iso8601(value: Any) -> str:
-    """Convert a datetime, an ISO 8601 string or epoch seconds/ms to ``...T..:..:..mmmZ``."""
+    """Convert a datetime, an ISO 8601 string or epoch seconds/ms to ``...T..:..:..mmmZ``.
+
+    A moment outside years 1-9999 in UTC (epoch ``1e30``, ``0001-01-01T00:00:00+01:00``)
+    fails like any other value that is not a timestamp.
+    """
+    try:
+        return _iso8601(value)
+    except (OverflowError, OSError, ValueError):
+        # datetime's own range errors: year out of range, time_t overflow, UTC shift.
+        raise TransformError(f"{value!r} is outside the years 1-9999 (UTC)") from None
+
+
+def _iso8601(value: Any) -> str:
+    """``iso8601`` without the range check (datetime raises its own errors)."""
     if isinstance(value, datetime):
         return format_timestamp(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -164,9 +177,10 @@ def iso8601(value: Any) -> str:
         return format_timestamp(datetime.fromtimestamp(seconds, tz=UTC))
     if isinstance(value, str):
         try:
-            return format_timestamp(datetime.fromisoformat(value.strip()))
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
             raise TransformError(f"{value!r} is not an ISO 8601 timestamp") from None
+        return format_timestamp(moment)
     raise TransformError(f"{value!r} is not a timestamp")
 
 

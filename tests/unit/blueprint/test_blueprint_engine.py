@@ -224,6 +224,18 @@ def test_a_failed_transform_omits_the_target_and_warns(
     assert any(w.startswith("value: transform to_number failed") for w in mapped.warnings)
 
 
+@pytest.mark.parametrize("created_at", [1e30, -1e15, "0001-01-01T00:00:00+01:00"])
+def test_a_timestamp_outside_the_datetime_range_is_omitted_with_a_warning(
+    retail: Blueprint, make_event: EventFactory, created_at: Any
+) -> None:
+    """An iso8601 value beyond years 1-9999 is left out and warned, never raised."""
+    event = make_event(None, message_type="identify", traits={"created_at": created_at})
+    mapped = map_event(retail, event, source_value="S")
+    assert mapped.amperity_type == "identify"
+    assert "user_created_at" not in mapped.payload
+    assert any(w.startswith("user_created_at: transform iso8601 failed") for w in mapped.warnings)
+
+
 def test_fired_lists_every_target_written(retail: Blueprint, make_event: EventFactory) -> None:
     """The fired set holds the payload's keys, built-ins included."""
     mapped = map_event(

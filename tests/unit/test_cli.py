@@ -134,6 +134,11 @@ def test_blueprint_show_explains_what_cannot_be_compiled(
             b' {"type": "track", "event": "X", "anonymousId": "a", "timestamp": "garbage"}]',
             ["events[1].timestamp", "ISO 8601"],
         ),
+        (
+            b'[{"type": "track", "event": "X", "anonymousId": "a",'
+            b' "timestamp": "0001-01-01T00:00:00+01:00"}]',
+            ["events[0].timestamp", "years 1-9999"],
+        ),
     ],
 )
 def test_blueprint_test_names_what_is_wrong_with_the_events_file(

@@ -83,7 +83,7 @@ def _timestamp(value: Any) -> datetime | None:
     """Parse an ISO 8601 timestamp into an aware UTC datetime (naive means UTC).
 
     Raises:
-        InvalidEvent: The value is not an ISO 8601 string.
+        InvalidEvent: The value is not an ISO 8601 string, or is out of range in UTC.
     """
     if value is None or value == "":
         return None
@@ -92,17 +92,20 @@ def _timestamp(value: Any) -> datetime | None:
         with contextlib.suppress(ValueError):
             moment = datetime.fromisoformat(value.strip())
     if moment is None:
-        raise InvalidEvent(
-            [
-                FieldViolation(
-                    "timestamp",
-                    f"{value!r} is not an ISO 8601 timestamp; send e.g. '2026-04-17T15:37:10.484Z'",
-                )
-            ]
-        )
+        raise _bad_timestamp(f"{value!r} is not an ISO 8601 timestamp")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise _bad_timestamp(f"{value!r} is outside the years 1-9999 in UTC") from None
+
+
+def _bad_timestamp(problem: str) -> InvalidEvent:
+    """The InvalidEvent for a timestamp that cannot be read, with an example to send."""
+    return InvalidEvent(
+        [FieldViolation("timestamp", f"{problem}; send e.g. '2026-04-17T15:37:10.484Z'")]
+    )
 
 
 def event_from_datafly_json(obj: Mapping[str, Any]) -> dict[str, Any]:

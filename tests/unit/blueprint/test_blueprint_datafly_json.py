@@ -87,7 +87,9 @@ def test_missing_timestamp_is_none() -> None:
     assert event_from_datafly_json({"type": "page"})["timestamp"] is None
 
 
-@pytest.mark.parametrize("timestamp", ["yesterday", 1713368230])
+@pytest.mark.parametrize(
+    "timestamp", ["yesterday", 1713368230, "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"]
+)
 def test_bad_timestamp_is_an_invalid_event_naming_the_field(timestamp: Any) -> None:
     """A timestamp that is not ISO 8601 raises InvalidEvent on the timestamp field."""
     with pytest.raises(InvalidEvent) as caught:

@@ -30,7 +30,8 @@ PROPERTY_PREFIX: Final = "prop_"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
-_NON_WORD = re.compile(r"[^a-z0-9]+")
+# Letters and digits of any script are kept ("größe", "名前"); everything else is a separator.
+_NON_WORD = re.compile(r"[\W_]+")
 
 
 class _Omitted:
@@ -44,8 +45,9 @@ def snake_case(name: str) -> str:
     """Normalise a name to lower snake_case: ``"Video Ad Clicked"`` -> ``"video_ad_clicked"``.
 
     CamelCase boundaries split (``"productId"`` -> ``"product_id"``, ``"OTPSent"`` ->
-    ``"otp_sent"``), every run of other characters becomes one ``_``, and leading and
-    trailing underscores are stripped.
+    ``"otp_sent"``), every run of characters other than letters and digits (of any script:
+    ``"größe"`` and ``"名前"`` stay as they are) becomes one ``_``, and leading and trailing
+    underscores are stripped.
     """
     spaced = _CAMEL_BOUNDARY.sub(r"\1_\2", _ACRONYM_BOUNDARY.sub(r"\1_\2", name))
     return _NON_WORD.sub("_", spaced.lower()).strip("_")

@@ -147,6 +147,8 @@ def test_unmapped_event_passes_through_with_snake_case_type(
         ("already_snake", "track", "already_snake"),
         (None, "screen", "screen"),
         ("!!!", "group", "group"),
+        ("Café Visité", "track", "café_visité"),
+        ("購入完了", "track", "購入完了"),
     ],
 )
 def test_pass_through_type_normalisation(
@@ -184,6 +186,21 @@ def test_pass_through_flattens_properties(retail: Blueprint, make_event: EventFa
     assert payload["email"] == "custom@x.test"  # the global email falls back to properties
     assert "blank" not in payload
     assert "nothing" not in payload
+
+
+def test_pass_through_keeps_property_keys_written_in_any_script(
+    retail: Blueprint, make_event: EventFactory
+) -> None:
+    """Keys in German or Japanese keep their letters: none dropped, none colliding."""
+    properties = {"größe": 42, "grüße": "hallo", "名前": "太郎", "Farbe Wählen": "rot"}
+    mapped = map_event(retail, make_event("Custom", properties=properties), source_value="S")
+    assert {k: mapped.payload.get(k) for k in ("größe", "grüße", "名前", "farbe_wählen")} == {
+        "größe": 42,
+        "grüße": "hallo",
+        "名前": "太郎",
+        "farbe_wählen": "rot",
+    }
+    assert mapped.warnings == ()
 
 
 def test_mapped_events_do_not_pass_properties_through_by_default(

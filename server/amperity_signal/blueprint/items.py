@@ -22,6 +22,10 @@ _ALIASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("price", ("price",)),
     ("quantity", ("quantity",)),
 )
+# A JSON integer we send must fit a signed 64-bit int: orjson cannot write a larger one
+# and Amperity's integer columns are 64-bit (``to_number`` sends bigger ones as floats).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 _IDENTIFYING = ("item_id", "product_id", "sku", "item_name", "name")
 
 
@@ -67,6 +71,8 @@ def normalise_item(product: Mapping[str, Any]) -> dict[str, Any]:
             elif field == "quantity":
                 number = _number(raw)
                 value = None if number is None else int(number)
+                if value is not None and not INT64_MIN <= value <= INT64_MAX:
+                    value = None  # no integer column holds it, and orjson cannot write it
             else:
                 value = _scalar(raw)
             if value is not None:

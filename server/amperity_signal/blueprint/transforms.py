@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from amperity_signal.blueprint.errors import TransformError
-from amperity_signal.blueprint.items import normalise_items
+from amperity_signal.blueprint.items import INT64_MAX, INT64_MIN, normalise_items
 from amperity_signal.phone import normalise_phone
 
 Transform = Callable[[Any], Any]
@@ -88,18 +88,22 @@ def e164(value: Any) -> str:
 
 
 def to_number(value: Any) -> int | float:
-    """Convert to a JSON number; integral strings become ints, NaN/Infinity fail."""
+    """Convert to a JSON number; integral strings become ints, NaN/Infinity fail.
+
+    An integer beyond the signed 64-bit range becomes a float (JSON's number), so the
+    body can still be written.
+    """
     if isinstance(value, bool):
         raise TransformError(f"{value!r} is a boolean, not a number")
     if isinstance(value, int):
-        return value
+        return value if INT64_MIN <= value <= INT64_MAX else _big_int_as_float(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise TransformError(f"{value!r} is not a finite number")
         return value
     text = _text(value).strip()
     try:
-        return int(text)
+        return to_number(int(text))
     except ValueError:
         pass
     try:
@@ -111,10 +115,24 @@ def to_number(value: Any) -> int | float:
     return number
 
 
+def _big_int_as_float(value: int) -> float:
+    """An integer beyond 64 bits as a float; one beyond a float's range fails."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise TransformError(f"{value} is too large a number") from None
+
+
 def to_int(value: Any) -> int:
-    """Convert to an integer, truncating toward zero (``"2.0"`` and ``2.7`` become 2)."""
+    """Convert to an integer, truncating toward zero (``"2.0"`` and ``2.7`` become 2).
+
+    Fails beyond the signed 64-bit range (``1e20``), which no integer column can hold.
+    """
     number = to_number(value)
-    return number if isinstance(number, int) else int(number)
+    whole = number if isinstance(number, int) else int(number)
+    if not INT64_MIN <= whole <= INT64_MAX:
+        raise TransformError(f"{value!r} is outside the 64-bit integer range")
+    return whole
 
 
 def to_bool(value: Any) -> bool:

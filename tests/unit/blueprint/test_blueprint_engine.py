@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from amperity_signal.amperity.body import encode_event
 from amperity_signal.blueprint import Blueprint, map_event
 from tests.unit.blueprint.context import FULL_CONTEXT
 
@@ -251,6 +252,22 @@ def test_a_timestamp_outside_the_datetime_range_is_omitted_with_a_warning(
     assert mapped.amperity_type == "identify"
     assert "user_created_at" not in mapped.payload
     assert any(w.startswith("user_created_at: transform iso8601 failed") for w in mapped.warnings)
+
+
+def test_numbers_beyond_64_bits_never_make_the_body_unwritable(
+    retail: Blueprint, make_event: EventFactory
+) -> None:
+    """A 20-digit value goes as a float; an item quantity of 1e20 is left out of the item."""
+    properties = {
+        "value": "99999999999999999999",
+        "items": [{"item_id": "A", "quantity": 1e20}],
+    }
+    mapped = map_event(retail, make_event("purchase", properties=properties), source_value="S")
+    encode_event(mapped.payload)
+    assert mapped.payload["value"] == 1e20
+    assert mapped.payload["items"] == [{"item_id": "A"}]
+    assert "item_quantity" not in mapped.payload
+    assert any(w.startswith("item_quantity: transform to_int failed") for w in mapped.warnings)
 
 
 def test_fired_lists_every_target_written(retail: Blueprint, make_event: EventFactory) -> None:

@@ -75,3 +75,16 @@ def test_a_string_at_the_limit_passes(case: str) -> None:
     apply(event, "x" * MAX_STRING)
     validate_event(event)  # raises InvalidEvent on a violation
     checked_event_dict(event)
+
+
+@pytest.mark.parametrize("value", ["GRANTED", "yes", ""])
+def test_a_google_consent_value_other_than_granted_or_denied_is_named(value: str) -> None:
+    """A Google consent signal that is neither granted nor denied is refused, by its path."""
+    event = _event()
+    event.context.consent.google.ad_storage = value
+    event.context.consent.google.analytics_storage = "granted"
+    with pytest.raises(InvalidEvent) as raised:
+        checked_event_dict(event)
+    [violation] = raised.value.violations
+    assert violation.field == "event.context.consent.google.ad_storage"
+    assert '"granted" or "denied"' in violation.description

@@ -7,6 +7,7 @@ The documented limits (README, "Input limits"):
   at most ``MAX_DEPTH`` levels of nesting, at most ``MAX_NODES`` values in all.
 - Every string (keys included) at most ``MAX_STRING`` characters.
 - ``timestamp`` between 2000-01-01 and 2100-01-01 when set.
+- Google consent signals (``context.consent.google.*``) are "granted" or "denied" when set.
 - Numbers are finite (JSON has no NaN or Infinity).
 - The whole gRPC message at most ``[server] max_message_bytes`` (default 1 MiB).
 """
@@ -24,6 +25,7 @@ from amperity_signal.service.convert import STRUCT_FIELDS, event_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = ("track", "page", "identify", "screen", "group", "alias")
+GOOGLE_CONSENT_VALUES = frozenset({"granted", "denied"})
 MAX_KEYS = 256
 MAX_DEPTH = 10
 MAX_NODES = 5_000
@@ -200,6 +202,18 @@ def _check_context(
         out.append(
             FieldViolation(f"{prefix}.consent.categories", f"has more than {MAX_KEYS} entries.")
         )
+    google = context.consent.google
+    for field, value in google.ListFields():
+        if value not in GOOGLE_CONSENT_VALUES:
+            # The blueprint forwards only these two: anything else would vanish silently
+            # from the consent Amperity sees (the gateway and the clients refuse it too).
+            out.append(
+                FieldViolation(
+                    f"{prefix}.consent.google.{field.name}",
+                    f'{value[:40]!r} is not Google Consent Mode\'s "granted" or "denied"; '
+                    "send one of those, or leave the signal unset.",
+                )
+            )
 
 
 def _check_struct(struct: struct_pb2.Struct, prefix: str, out: list[FieldViolation]) -> None:

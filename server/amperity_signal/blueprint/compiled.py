@@ -66,6 +66,9 @@ class Blueprint:
         by_message_type: Message type to handler.
         map_global_fields: ``global_mappings`` as one generated function (``codegen``),
             for events no handler matches.
+        identifier_property_keys: Top-level property keys any mapping reads into email
+            or phone (``properties.email``, ...); with ``hashed`` they are never passed
+            through, so the plain identifier cannot reach Amperity as ``prop_email``.
     """
 
     vertical: str
@@ -77,6 +80,7 @@ class Blueprint:
     by_event_name: Mapping[str, CompiledHandler]
     by_message_type: Mapping[str, CompiledHandler]
     map_global_fields: MappingFunction
+    identifier_property_keys: frozenset[str]
 
     def match(self, event: Mapping[str, Any]) -> CompiledHandler | None:
         """Find the handler for an event: by message type first, then by event name."""
@@ -192,8 +196,10 @@ def build_blueprint(
                 )
             table[key] = handler
     targets = {m.target for m in global_mappings}
+    identifier_mappings = [m for m in global_mappings if m.target in HASHABLE_IDENTIFIERS]
     for handler in handlers.values():
         targets.update(m.target for m in handler.own_mappings)
+        identifier_mappings += [m for m in handler.own_mappings if m.target in HASHABLE_IDENTIFIERS]
     targets.update(BUILT_IN_TARGETS)
     targets.update(f"{t}_sha256" for t in HASHABLE_IDENTIFIERS)
     return Blueprint(
@@ -206,4 +212,5 @@ def build_blueprint(
         by_event_name=MappingProxyType(by_name),
         by_message_type=MappingProxyType(by_type),
         map_global_fields=mapping_function(global_mappings),
+        identifier_property_keys=_mapped_property_keys(identifier_mappings),
     )

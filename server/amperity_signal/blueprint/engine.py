@@ -138,11 +138,15 @@ def map_event(blueprint: Blueprint, event: Mapping[str, Any], *, source_value: s
     _hash_identifiers(blueprint, payload, warnings)
     properties = event.get("properties")
     if isinstance(properties, Mapping) and (handler is None or handler.spec.include_properties):
+        skip: frozenset[str] = handler.mapped_property_keys if handler else frozenset()
+        if blueprint.hash_identifiers == "hashed":
+            # properties.email feeds email_sha256: passed through it would go out plain.
+            skip = skip | blueprint.identifier_property_keys
         flatten_properties(
             properties,
             payload,
             reserved=blueprint.declared_targets,
-            skip=handler.mapped_property_keys if handler else (),
+            skip=skip,
             warnings=warnings,
         )
     consent = build_consent(event)

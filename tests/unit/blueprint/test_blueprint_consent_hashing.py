@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,32 @@ def test_hash_identifiers_chooses_plain_hashed_or_both(
     payload = map_event(blueprint, event, source_value="S").payload
     assert present <= payload.keys()
     assert not absent & payload.keys()
+
+
+@pytest.mark.parametrize("name", ["Newsletter Signup", "Wished"])
+def test_hashed_never_passes_the_plain_email_or_phone_through_as_properties(
+    make_event: EventFactory, name: str
+) -> None:
+    """With hashed, properties.email/phone go out only as *_sha256, not as prop_email."""
+    overrides = BlueprintOverrides.model_validate(
+        {
+            "hash_identifiers": "hashed",
+            "handlers": {
+                "wish": {"type": "wish", "events": ["Wished"], "include_properties": True}
+            },
+        }
+    )
+    blueprint = load_blueprint("retail", overrides)
+    properties = {"email": "Jane@Example.com", "phone": "+44 7700 900123", "plan": "gold"}
+    payload = map_event(
+        blueprint, make_event(name, properties=properties), source_value="S"
+    ).payload
+    assert payload["email_sha256"] == hashlib.sha256(b"jane@example.com").hexdigest()
+    assert "phone_sha256" in payload
+    assert payload["plan"] == "gold"
+    sent = json.dumps(payload)
+    assert "Jane@Example.com" not in sent
+    assert "7700" not in sent
 
 
 def test_phone_is_hashed_after_e164_normalisation(make_event: EventFactory) -> None:

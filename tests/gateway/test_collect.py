@@ -147,6 +147,33 @@ async def test_bad_event_fields_are_named_in_a_400(
     assert service.fake.delivered == []
 
 
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_timestamp_beyond_the_calendar_in_utc_is_a_400_naming_it(
+    gateway: httpx.AsyncClient, service: RunningService, timestamp: str
+) -> None:
+    """A timestamp whose offset moves it past year 1 or 9999 answers 400, not 500."""
+    response = await gateway.post("/v1/t", json={**EVENT, "timestamp": timestamp}, headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "timestamp"
+    assert service.fake.delivered == []
+
+
+async def test_batch_reports_an_out_of_range_timestamp_on_its_event(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """One out-of-range timestamp fails only its own event; the batch answers 200."""
+    batch = [
+        {**EVENT, "messageId": "b-1"},
+        {**EVENT, "messageId": "b-2", "timestamp": "0001-01-01T00:00:00+14:00"},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["messageId"], r["ok"]) for r in results] == [("b-1", True), ("b-2", False)]
+    assert "batch[1].timestamp" in results[1]["error"]
+    assert [d.request.event.message_id for d in service.fake.delivered] == ["b-1"]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

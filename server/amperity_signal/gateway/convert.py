@@ -99,7 +99,16 @@ def _timestamp(value: Any, field: str, now: datetime) -> datetime:
         raise InvalidFieldError(
             field, "is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z."
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        # In UTC here: the proto Timestamp converts anyway, and near year 1 or 9999 an
+        # offset pushes the instant out of datetime's range (OverflowError, a 500).
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidFieldError(
+            field, "is out of range; send a date-time such as 2025-01-31T12:00:00.000Z."
+        ) from None
 
 
 def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Event:

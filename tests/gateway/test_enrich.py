@@ -135,6 +135,21 @@ async def test_parameters_are_decoded_and_blank_ones_count_as_absent(
     assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
 
 
+@pytest.mark.parametrize("escaped", ["caf%E9", "%FF%FE", "a%C3"])
+async def test_anonymous_id_that_is_not_utf8_is_a_400_naming_it(
+    gateway: httpx.AsyncClient, service: RunningService, escaped: str
+) -> None:
+    """Percent-escapes that are not UTF-8 are refused, not looked up as U+FFFD."""
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id={escaped}", headers={"X-Pipeline-Key": KNOWN_KEY}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_QUERY_ENCODING", "anonymous_id")
+    assert "UTF-8" in error["message"]
+    assert service.fake.profile_requests == []
+
+
 async def test_unknown_provider_is_refused(gateway: httpx.AsyncClient) -> None:
     """A provider other than amperity (or none) answers 400 UNKNOWN_PROVIDER."""
     for url in ("/v1/enrich?provider=zeotap", "/v1/enrich"):

@@ -1,4 +1,4 @@
-"""The enrich route's query parsing gives exactly what ``parse_qsl`` gives."""
+"""The enrich route's query parsing gives what ``parse_qsl`` gives, and refuses non-UTF-8."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from amperity_signal.gateway.errors import GatewayError
 from amperity_signal.gateway.routes_api import query_pairs
 
 QUERIES = [
@@ -32,3 +33,17 @@ QUERIES = [
 def test_query_pairs_equal_parse_qsl_with_blank_values(query: str) -> None:
     """Every query, escaped or not, parses to the same pairs as the standard library."""
     assert query_pairs(query) == parse_qsl(query, keep_blank_values=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("a=1&anonymous_id=%FF", "anonymous_id"), ("n%E9=1", "n\ufffd"), ("=%FF", None)],
+)
+def test_escapes_that_are_not_utf8_are_refused_naming_the_parameter(
+    query: str, field: str | None
+) -> None:
+    """Percent-escapes that do not decode as UTF-8 raise a 400 naming the parameter."""
+    with pytest.raises(GatewayError) as raised:
+        query_pairs(query)
+    assert (raised.value.status, raised.value.code) == (400, "INVALID_QUERY_ENCODING")
+    assert raised.value.field == field

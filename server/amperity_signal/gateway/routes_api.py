@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import grpc.aio
 from starlette.requests import Request
@@ -59,14 +59,43 @@ def _pipeline_key(request: Request, parameters: Mapping[str, str]) -> str:
     return key
 
 
+def _not_utf8(query: str) -> GatewayError:
+    """The 400 naming the first parameter whose percent-escapes are not UTF-8."""
+    field = None
+    for piece in query.split("&"):
+        name, _, value = piece.partition("=")
+        try:
+            unquote_plus(name, errors="strict")
+            unquote_plus(value, errors="strict")
+        except UnicodeDecodeError:
+            field = unquote_plus(name, errors="replace")[:40] or None
+            break
+    shown = field or "a parameter"
+    return GatewayError(
+        400,
+        "INVALID_QUERY_ENCODING",
+        f"The query parameter {shown} is not UTF-8 once percent-decoded; percent-encode its "
+        "UTF-8 bytes (encodeURIComponent and URLSearchParams do).",
+        field=field,
+    )
+
+
 def query_pairs(query: str) -> list[tuple[str, str]]:
     """``parse_qsl(query, keep_blank_values=True)``, cheaper when nothing is escaped.
 
     Without ``%`` or ``+`` unquoting changes nothing, so a split gives the same pairs;
     ``parse_qsl``'s general path was ~10 % of the gateway's own time per enrich request.
+    Escapes that are not UTF-8 are refused instead of becoming U+FFFD: ``anonymous_id=%E9``
+    and ``anonymous_id=%FF`` would otherwise both look up the visitor ``"\ufffd"``.
+
+    Raises:
+        GatewayError: 400 ``INVALID_QUERY_ENCODING`` naming the parameter.
     """
     if "%" in query or "+" in query:
-        return parse_qsl(query, keep_blank_values=True)
+        try:
+            return parse_qsl(query, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise _not_utf8(query) from None
     pairs = []
     for piece in query.split("&"):
         if piece:

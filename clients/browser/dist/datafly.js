@@ -36,7 +36,13 @@ function readCookie(name) {
   const parts = (globalThis.document ? document.cookie : '').split(';');
   for (const part of parts) {
     const [key, ...rest] = part.trim().split('=');
-    if (key === name) return decodeURIComponent(rest.join('='));
+    if (key !== name) continue;
+    const value = rest.join('=');
+    try {
+      return decodeURIComponent(value);
+    } catch {
+      return value; // set by something that did not percent-encode it: keep it as it is
+    }
   }
   return null;
 }

@@ -76,3 +76,58 @@ def test_init_survives_a_dfid_cookie_that_is_not_percent_encoded() -> None:
     """
     run = run_datafly(scenario, [], cookie="other=1; _dfid=%E0%A4%A; x=2")
     assert run["result"] == {"anonymousId": "%E0%A4%A"}
+
+
+def _results(*codes: str | None) -> dict[str, Any]:
+    """A 200 /v1/batch answer: ok for None, else failed with that code."""
+    results = [
+        {"messageId": f"m{i}", "ok": True}
+        if code is None
+        else {"messageId": f"m{i}", "ok": False, "error": "x", "code": code}
+        for i, code in enumerate(codes)
+    ]
+    return {"status": 200, "body": {"success": all(c is None for c in codes), "results": results}}
+
+
+_TRACK_AND_FLUSH = """
+  const datafly = createDatafly();
+  datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+  for (const name of NAMES) datafly.track(name);
+  await datafly.flush();
+  return null;
+"""
+
+
+def test_batch_events_that_failed_transiently_are_sent_again() -> None:
+    """Events a 200 batch answer reports as rate limited or unavailable are retried alone."""
+    names = ["a", "b", "c", "d", "e"]
+    answers = [
+        _results(None, "SERVICE_UNAVAILABLE", "INVALID_EVENT", "RATE_LIMITED", "UPSTREAM_ERROR"),
+        _results(None, "DEADLINE_EXCEEDED", None),
+        _results(None),
+    ]
+    run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", json.dumps(names)), answers)
+    sent = [[event["event"] for event in r["body"]["batch"]] for r in run["requests"]]
+    assert sent == [names, ["b", "d", "e"], ["d"]]
+
+
+def test_batch_retry_waits_at_least_the_retry_after_delay() -> None:
+    """A 429 or 503 whole-batch answer is retried no sooner than its Retry-After says."""
+    answers = [
+        {"status": 429, "headers": {"Retry-After": "3"}, "body": {"error": {}}},
+        {"status": 503, "headers": {"Retry-After": "2"}, "body": {"error": {}}},
+        _results(None),
+    ]
+    run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", '["a"]'), answers)
+    assert len(run["requests"]) == 3
+    backoff = run["delays"][1:]  # the first is the 200 ms flush delay
+    assert backoff == [3000, 2000]
+
+
+def test_a_rejected_batch_is_not_sent_again() -> None:
+    """A 400 answer, or events failing for their content, are not retried."""
+    answers = [{"status": 400, "body": {"error": {"code": "INVALID_BATCH"}}}]
+    run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", '["a"]'), answers)
+    assert len(run["requests"]) == 1
+    run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", '["a"]'), [_results("INVALID_EVENT")])
+    assert len(run["requests"]) == 1

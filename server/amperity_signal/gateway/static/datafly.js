@@ -18,6 +18,12 @@ const MAX_BATCH = 100;
 const MAX_QUEUE = 1000;
 const MAX_ATTEMPTS = 3;
 const KEEPALIVE_LIMIT = 60000;
+const MAX_RETRY_AFTER_MS = 30000;
+// /v1/batch answers 200 with a result per event; these codes fail an event for reasons
+// that can pass (the 429/5xx of a single request), so the event is sent again.
+const RETRYABLE_CODES = new Set([
+  'RATE_LIMITED', 'SERVICE_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UPSTREAM_ERROR', 'INTERNAL',
+]);
 const UTM = ['source', 'medium', 'campaign', 'term', 'content'];
 
 function uuid() {
@@ -147,8 +153,29 @@ function createDatafly() {
     else if (!state.timer) state.timer = setTimeout(() => api.flush(), FLUSH_DELAY_MS);
   }
 
+  function retryAfterMs(response) {
+    const seconds = Number(response.headers.get('Retry-After'));
+    return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
+  }
+
+  async function failedTransiently(events, response) {
+    let data;
+    try {
+      data = await response.json();
+    } catch {
+      return []; // an unreadable 200: nothing says which events failed
+    }
+    const results = data && Array.isArray(data.results) ? data.results : [];
+    return events.filter((_, index) => {
+      const result = results[index]; // results come in the order of the batch
+      return result && result.ok === false && RETRYABLE_CODES.has(result.code);
+    });
+  }
+
   async function send(events, attempt) {
     const body = JSON.stringify({ batch: events });
+    let again = events;
+    let wait = 0;
     try {
       const response = await fetch(collectorUrl('/v1/batch', false), {
         method: 'POST',
@@ -157,12 +184,15 @@ function createDatafly() {
         credentials: 'include',
         keepalive: body.length < KEEPALIVE_LIMIT,
       });
-      if (response.status === 429 || response.status >= 500) throw new Error(`HTTP ${response.status}`);
-    } catch (error) {
-      if (attempt + 1 >= MAX_ATTEMPTS) return;
-      await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
-      await send(events, attempt + 1);
+      if (response.status === 429 || response.status >= 500) wait = retryAfterMs(response);
+      else if (response.ok) again = await failedTransiently(events, response);
+      else return; // another 4xx: the request itself is wrong, resending cannot help
+    } catch {
+      // a network error: send the whole batch again
     }
+    if (!again.length || attempt + 1 >= MAX_ATTEMPTS) return;
+    await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
+    await send(again, attempt + 1);
   }
 
   function beacon() {

@@ -140,9 +140,9 @@ async def test_stream_reports_an_unknown_integration_as_a_failure_event(
     assert (error["code"], error["field"]) == ("UNKNOWN_INTEGRATION", "integration")
 
 
-@pytest.mark.parametrize("replay", ["-1", "x", "1001"])
+@pytest.mark.parametrize("replay", ["-1", "x", "1001", "%C2%B2", "%D9%A3"])
 async def test_stream_refuses_a_bad_replay(admin_gateway: httpx.AsyncClient, replay: str) -> None:
-    """The replay parameter must be a whole number from 0 to 1000 (400 JSON)."""
+    """The replay parameter must be an ASCII whole number from 0 to 1000 (400 JSON, never 500)."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     response = await admin_gateway.get(f"/live/stream?replay={replay}", headers=headers)
     assert response.status_code == 400

@@ -213,7 +213,8 @@ class LiveEndpoints:
         raw_replay = request.query_params.get("replay")
         replay = self._replay
         if raw_replay is not None:
-            if not raw_replay.isdigit() or int(raw_replay) > _MAX_REPLAY:
+            # isascii: str.isdigit() accepts "²", which int() refuses (a 500).
+            if not (raw_replay.isascii() and raw_replay.isdigit()) or int(raw_replay) > _MAX_REPLAY:
                 raise GatewayError(
                     400,
                     "INVALID_PARAMETER",

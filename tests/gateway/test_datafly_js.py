@@ -131,3 +131,27 @@ def test_a_rejected_batch_is_not_sent_again() -> None:
     assert len(run["requests"]) == 1
     run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", '["a"]'), [_results("INVALID_EVENT")])
     assert len(run["requests"]) == 1
+
+
+def test_identify_is_sent_when_storage_refuses_to_save_the_user_id() -> None:
+    """A full or blocked localStorage makes neither init nor identify throw; the event goes."""
+    scenario = """
+      globalThis.localStorage = {
+        getItem() { throw new DOMException('blocked', 'SecurityError'); },
+        setItem() { throw new DOMException('quota', 'QuotaExceededError'); },
+      };
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      try {
+        datafly.identify('user-1', { plan: 'gold' });
+      } catch (error) {
+        return { threw: String(error) };
+      }
+      await datafly.flush();
+      return null;
+    """
+    run = run_datafly(scenario, [_results(None)])
+    assert run["result"] is None
+    (request,) = run["requests"]
+    (event,) = request["body"]["batch"]
+    assert (event["type"], event["userId"]) == ("identify", "user-1")

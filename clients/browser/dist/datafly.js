@@ -255,7 +255,11 @@ function createDatafly() {
     state.anonymousId = readCookie(COOKIE_NAME) || uuid();
     writeCookie(COOKIE_NAME, state.anonymousId); // refreshes the one-year expiry
     const store = storage();
-    state.userId = store ? store.getItem(USER_ID_KEY) : null;
+    try {
+      state.userId = store ? store.getItem(USER_ID_KEY) : null;
+    } catch {
+      state.userId = null;
+    }
     if (globalThis.addEventListener) {
       globalThis.addEventListener('pagehide', beacon);
       if (globalThis.document) {
@@ -285,7 +289,11 @@ function createDatafly() {
     if (userId) {
       state.userId = String(userId);
       const store = storage();
-      if (store) store.setItem(USER_ID_KEY, state.userId);
+      try {
+        if (store) store.setItem(USER_ID_KEY, state.userId);
+      } catch {
+        // storage full or blocked: the id holds for this page, later visits start without it
+      }
     }
     enqueue({ type: 'identify', traits: { ...(traits || {}) } });
   };

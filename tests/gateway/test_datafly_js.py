@@ -29,6 +29,7 @@ globalThis.clearTimeout = () => {};
 globalThis.fetch = async (url, init) => {
   requests.push({ url: String(url), body: init && init.body ? JSON.parse(init.body) : null });
   const answer = answers.shift() || { status: 200, body: {} };
+  if (answer.network) throw new TypeError('Failed to fetch');
   return new Response(JSON.stringify(answer.body), {
     status: answer.status, headers: answer.headers || {},
   });
@@ -155,3 +156,58 @@ def test_identify_is_sent_when_storage_refuses_to_save_the_user_id() -> None:
     (request,) = run["requests"]
     (event,) = request["body"]["batch"]
     assert (event["type"], event["userId"]) == ("identify", "user-1")
+
+
+def test_on_profile_ready_resolves_when_the_enrich_config_is_malformed() -> None:
+    """A malformed enrich option (providers not a list) still resolves onProfileReady."""
+    scenario = """
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', enrich: { providers: 'amperity' } });
+      const settled = await Promise.race([
+        datafly.onProfileReady().then((profile) => ({ profile })),
+        new Promise((resolve) => { setImmediate(() => resolve('pending')); }),
+      ]);
+      return settled;
+    """
+    run = run_datafly(scenario, [])
+    assert run["result"] == {"profile": {}}
+
+
+_PROFILE = """
+  const datafly = createDatafly();
+  datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: {} });
+  const ready = await datafly.onProfileReady();
+  return { ready, profile: datafly.profile };
+"""
+
+
+def test_profile_is_hydrated_from_a_200_enrich_answer() -> None:
+    """GET /v1/enrich's attributes become profile.amperity and onProfileReady's value."""
+    attributes = {"Persona": "Value Hunter"}
+    answer = {"status": 200, "body": {"provider": "amperity", "attributes": attributes}}
+    run = run_datafly(_PROFILE, [answer])
+    assert run["result"] == {"ready": attributes, "profile": {"amperity": attributes}}
+    assert run["requests"][0]["url"].startswith(
+        "https://collect.example.com/v1/enrich?provider=amperity&anonymous_id="
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 400, "body": {"error": {"code": "INVALID_ANONYMOUS_ID"}}},
+        {"status": 404, "body": {"error": {"code": "UNKNOWN_PIPELINE_KEY"}}},
+        {"status": 429, "headers": {"Retry-After": "1"}, "body": {"error": {}}},
+        {"status": 503, "headers": {"Retry-After": "1"}, "body": {"error": {}}},
+        {"status": 504, "body": {"error": {}}},
+        {"status": 200, "body": None},
+        {"status": 200, "body": {"attributes": "not an object"}},
+        {"network": True},
+    ],
+)
+def test_enrich_error_answers_leave_an_empty_profile_without_throwing(
+    answer: dict[str, Any],
+) -> None:
+    """Every gateway error status resolves onProfileReady with {} and throws nothing."""
+    run = run_datafly(_PROFILE, [answer])
+    assert run["result"] == {"ready": {}, "profile": {}}

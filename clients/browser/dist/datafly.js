@@ -215,27 +215,34 @@ function createDatafly() {
     }
   }
 
+  async function lookUp(base, provider) {
+    try {
+      const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
+      const response = await fetch(`${base}/v1/enrich?${query}`, {
+        headers: { 'X-Pipeline-Key': state.config.pipelineKey },
+        credentials: 'include',
+        cache: 'no-store',
+      });
+      if (!response.ok) return;
+      const data = await response.json();
+      if (data && typeof data.attributes === 'object' && data.attributes !== null) {
+        api.profile[provider] = data.attributes;
+      }
+    } catch {
+      // a failed lookup leaves the profile as it was; the page renders its default
+    }
+  }
+
   async function fetchProfile() {
     const enrich = state.config.enrich;
     if (!enrich) return api.profile.amperity || {};
-    const base = trimSlash(enrich.endpoint || state.config.endpoint);
-    await Promise.all((enrich.providers || ['amperity']).map(async (provider) => {
-      try {
-        const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
-        const response = await fetch(`${base}/v1/enrich?${query}`, {
-          headers: { 'X-Pipeline-Key': state.config.pipelineKey },
-          credentials: 'include',
-          cache: 'no-store',
-        });
-        if (!response.ok) return;
-        const data = await response.json();
-        if (data && typeof data.attributes === 'object' && data.attributes !== null) {
-          api.profile[provider] = data.attributes;
-        }
-      } catch {
-        // a failed lookup leaves the profile as it was; the page renders its default
-      }
-    }));
+    try {
+      const base = trimSlash(enrich.endpoint || state.config.endpoint);
+      await Promise.all((enrich.providers || ['amperity']).map((provider) => lookUp(base, provider)));
+    } catch {
+      // a malformed enrich option (providers not a list): no lookup, and onProfileReady
+      // still resolves instead of leaving the page waiting for ever
+    }
     return api.profile.amperity || {};
   }
 

@@ -27,7 +27,11 @@ globalThis.document = {
 globalThis.setTimeout = (fn, ms) => { delays.push(ms); queueMicrotask(fn); return 1; };
 globalThis.clearTimeout = () => {};
 globalThis.fetch = async (url, init) => {
-  requests.push({ url: String(url), body: init && init.body ? JSON.parse(init.body) : null });
+  requests.push({
+    url: String(url),
+    body: init && init.body ? JSON.parse(init.body) : null,
+    keepalive: Boolean(init && init.keepalive),
+  });
   const answer = answers.shift() || { status: 200, body: {} };
   if (answer.network) throw new TypeError('Failed to fetch');
   return new Response(JSON.stringify(answer.body), {
@@ -211,3 +215,18 @@ def test_enrich_error_answers_leave_an_empty_profile_without_throwing(
     """Every gateway error status resolves onProfileReady with {} and throws nothing."""
     run = run_datafly(_PROFILE, [answer])
     assert run["result"] == {"ready": {}, "profile": {}}
+
+
+def test_keepalive_is_asked_only_for_bodies_under_64_kib_in_bytes() -> None:
+    """A batch under 60,000 characters but over 64 KiB of UTF-8 is sent without keepalive."""
+    scenario = """
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      datafly.track('small');
+      await datafly.flush();
+      datafly.track('big', { title: '\u6f22'.repeat(25000) });
+      await datafly.flush();
+      return null;
+    """
+    run = run_datafly(scenario, [_results(None), _results(None)])
+    assert [r["keepalive"] for r in run["requests"]] == [True, False]

@@ -64,6 +64,12 @@ function storage() {
   }
 }
 
+// keepalive requests may carry at most 64 KiB in all, counted in bytes, not characters.
+function fitsKeepalive(body) {
+  const bytes = typeof TextEncoder === 'function' ? new TextEncoder().encode(body).length : body.length * 3;
+  return bytes < KEEPALIVE_LIMIT;
+}
+
 function trimSlash(url) {
   return (url || '').replace(/\/+$/, '');
 }
@@ -178,7 +184,7 @@ export function createDatafly() {
         headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
         body,
         credentials: 'include',
-        keepalive: body.length < KEEPALIVE_LIMIT,
+        keepalive: fitsKeepalive(body),
       });
       if (response.status === 429 || response.status >= 500) wait = retryAfterMs(response);
       else if (response.ok) again = await failedTransiently(events, response);
@@ -205,7 +211,11 @@ export function createDatafly() {
         && navigator.sendBeacon(url, new Blob([body], { type }));
       if (!sent) {
         fetch(url, {
-          method: 'POST', headers: { 'Content-Type': type }, body, credentials: 'include', keepalive: true,
+          method: 'POST',
+          headers: { 'Content-Type': type },
+          body,
+          credentials: 'include',
+          keepalive: fitsKeepalive(body),
         }).catch(() => {});
       }
     }

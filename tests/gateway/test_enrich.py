@@ -150,6 +150,25 @@ async def test_anonymous_id_that_is_not_utf8_is_a_400_naming_it(
     assert service.fake.profile_requests == []
 
 
+@pytest.mark.parametrize(
+    ("query", "cookie", "field"),
+    [("&anonymous_id=" + "a" * 201, "", "anonymous_id"), ("", "a" * 201, "_dfid")],
+)
+async def test_too_long_anonymous_id_is_refused_naming_where_it_came_from(
+    gateway: httpx.AsyncClient, service: RunningService, query: str, cookie: str, field: str
+) -> None:
+    """An id over 200 characters answers 400 naming the parameter or the _dfid cookie."""
+    headers = {"X-Pipeline-Key": KNOWN_KEY}
+    if cookie:
+        headers["Cookie"] = f"_dfid={cookie}"
+    response = await gateway.get(f"{ENRICH}{query}", headers=headers)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_ANONYMOUS_ID", field)
+    assert field in error["message"]
+    assert service.fake.profile_requests == []
+
+
 async def test_unknown_provider_is_refused(gateway: httpx.AsyncClient) -> None:
     """A provider other than amperity (or none) answers 400 UNKNOWN_PROVIDER."""
     for url in ("/v1/enrich?provider=zeotap", "/v1/enrich"):

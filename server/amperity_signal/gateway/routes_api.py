@@ -181,16 +181,22 @@ class ApiEndpoints:
                 field="provider",
             )
         key = _pipeline_key(request, parameters)
-        anonymous_id = parameters.get("anonymous_id") or request.cookies.get(ANONYMOUS_ID_COOKIE)
+        anonymous_id = parameters.get("anonymous_id")
+        source = "anonymous_id"
+        if not anonymous_id:
+            anonymous_id = request.cookies.get(ANONYMOUS_ID_COOKIE)
+            source = ANONYMOUS_ID_COOKIE
         if not anonymous_id:
             # A first-touch visitor has no profile yet: an empty answer, not an error.
             return json_response({"provider": PROVIDER, "attributes": {}})
         if len(anonymous_id) > _MAX_ANONYMOUS_ID:
+            where = "parameter" if source == "anonymous_id" else "cookie"
             raise GatewayError(
                 400,
                 "INVALID_ANONYMOUS_ID",
-                f"An anonymous id is at most {_MAX_ANONYMOUS_ID} characters.",
-                field="anonymous_id",
+                f"The {source} {where} is longer than {_MAX_ANONYMOUS_ID} characters; an "
+                "anonymous id is the visitor's _dfid value (a uuid from datafly.js).",
+                field=source,
             )
         attributes = await self._client.browser_profile(key, anonymous_id)
         return json_response({"provider": PROVIDER, "attributes": attributes})

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
 
-from .conftest import GatewayFactory
+from .conftest import FIXED_NOW, GatewayFactory, gateway_settings
 from .fakes import LEAKED_SECRET, RunningService, live_record
 
 ADMIN_TOKEN = "admin-7f3c9a1e-live"
@@ -74,6 +76,31 @@ async def test_token_query_sets_an_httponly_session_and_redirects_without_it(
     script = await admin_gateway.get("/live/live.js")
     assert script.status_code == 200
     assert "EventSource" in script.text
+
+
+async def test_session_cookie_stops_working_after_eight_hours(service: RunningService) -> None:
+    """The server refuses a session cookie 8 hours after it was set, not only the browser."""
+    now = [FIXED_NOW]
+    app = create_gateway_app(
+        settings=gateway_settings(admin_token=ADMIN_TOKEN),
+        grpc_target=service.target,
+        now=lambda: now[0],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client,
+    ):
+        opened = await client.get("/live", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        # The cookie as a browser that ignored Max-Age (or a copy of it) would send it.
+        cookie = {"Cookie": f"{SESSION_COOKIE}={opened.cookies[SESSION_COOKIE]}"}
+        client.cookies.clear()
+        now[0] = FIXED_NOW + timedelta(hours=7, minutes=59)
+        assert (await client.get("/live/live.js", headers=cookie)).status_code == 200
+        now[0] = FIXED_NOW + timedelta(hours=8)
+        expired = await client.get("/live/live.js", headers=cookie)
+        assert expired.status_code == 401
+        assert expired.json()["error"]["code"] == "ADMIN_TOKEN_REQUIRED"
 
 
 async def test_bearer_header_opens_the_page_and_sets_the_session(

@@ -98,7 +98,8 @@ def create_gateway_app(
         static_dir: Where the demo page and browser client live: the packaged copy by
             default, or a ``clients/browser`` checkout.
         clock: Monotonic seconds, for rate limiting.
-        now: The current UTC time, the receive time of events without a timestamp.
+        now: The current UTC time: the receive time of events without a timestamp, and
+            the time Live Events session cookies expire by.
         metrics: Where request latency by route and status is recorded and what
             ``/metrics`` exposes: the service's when embedded; None makes the gateway's own.
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
@@ -122,7 +123,7 @@ def create_gateway_app(
         multiprocess_dir,
     )
     # The operator page is part of the package, whatever serves the demo.
-    live = LiveEndpoints(client, settings, PACKAGED_STATIC_DIR)
+    live = LiveEndpoints(client, settings, PACKAGED_STATIC_DIR, now=now)
     buckets = TokenBuckets(
         settings.rate_limit_per_second,
         settings.rate_limit_burst,

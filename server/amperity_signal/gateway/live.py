@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -96,6 +97,7 @@ class LiveEndpoints:
         settings: The admin token, the secrets to redact and the replay size.
         static_dir: Where ``live.html``, ``live.js`` and ``live.css`` live.
         heartbeat: Seconds between SSE comments that keep idle proxies from hanging up.
+        now: The current UTC time, against which session cookies expire.
     """
 
     def __init__(
@@ -104,7 +106,9 @@ class LiveEndpoints:
         settings: GatewaySettings,
         static_dir: Path,
         heartbeat: float = 15.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._now = now
         self._client = client
         self._token = settings.admin_token
         self._secrets = tuple(sorted(settings.redact, key=len, reverse=True))
@@ -120,8 +124,19 @@ class LiveEndpoints:
             Route("/live/{name}", self.asset, methods=["GET"]),
         ]
 
-    def _session(self, token: str) -> str:
-        return hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+    def _session(self, token: str, expires: int) -> str:
+        """``EXPIRES.MAC``: the expiry is signed, so the server enforces the 8 hours too."""
+        message = _SESSION_CONTEXT + b"\0" + str(expires).encode()
+        return f"{expires}.{hmac.new(token.encode(), message, hashlib.sha256).hexdigest()}"
+
+    def _valid_session(self, cookie: str, token: str) -> bool:
+        expires_text, _, _ = cookie.partition(".")
+        if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:
+            return False
+        expires = int(expires_text)
+        if expires <= self._now().timestamp():
+            return False
+        return hmac.compare_digest(cookie.encode(), self._session(token, expires).encode())
 
     def _authorise(self, request: Request, *, allow_query: bool) -> str:
         """How the caller proved the token: ``header``, ``query`` or ``cookie``.
@@ -150,7 +165,7 @@ class LiveEndpoints:
                 headers=unauthorised,
             )
         cookie = request.cookies.get(SESSION_COOKIE, "")
-        if cookie and hmac.compare_digest(cookie.encode(), self._session(token).encode()):
+        if cookie and self._valid_session(cookie, token):
             return "cookie"
         raise GatewayError(
             401,
@@ -164,7 +179,7 @@ class LiveEndpoints:
         assert self._token is not None
         response.set_cookie(
             SESSION_COOKIE,
-            self._session(self._token),
+            self._session(self._token, int(self._now().timestamp()) + _SESSION_MAX_AGE),
             max_age=_SESSION_MAX_AGE,
             path="/live",
             httponly=True,

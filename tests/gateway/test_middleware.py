@@ -12,6 +12,7 @@ from starlette.datastructures import MutableHeaders
 
 from amperity_signal.gateway import PipelineSettings, create_gateway_app
 from amperity_signal.gateway.middleware import _add_cors
+from amperity_signal.gateway.settings import normalise_origin
 from amperity_signal.metrics import Metrics
 
 from .conftest import SHOP_ORIGIN, FakeClock, GatewayFactory, gateway_settings
@@ -124,6 +125,32 @@ async def test_the_pipeline_key_parameter_selects_the_origins(make_gateway: Gate
     assert "access-control-allow-origin" not in other.headers
     preflight = await gateway.options("/v1/enrich", headers={"Origin": "https://other.example"})
     assert preflight.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("configured", "sent"),
+    [
+        ("https://shop.example.com:443", "https://shop.example.com"),
+        ("http://localhost:80", "http://localhost"),
+        ("https://shop.example.com", "https://shop.example.com:443"),
+    ],
+)
+async def test_an_origin_written_with_its_default_port_matches_the_browsers(
+    make_gateway: GatewayFactory, configured: str, sent: str
+) -> None:
+    """Browsers never send :443 / :80, so a configured default port must still match."""
+    gateway = make_gateway(pipelines=(PipelineSettings(KNOWN_KEY, (configured,)),))
+    response = await gateway.get(ENRICH, headers={"X-Pipeline-Key": KNOWN_KEY, "Origin": sent})
+    assert response.headers["access-control-allow-origin"] == sent
+    preflight = await gateway.options("/v1/enrich", headers={"Origin": sent})
+    assert preflight.status_code == 204
+
+
+def test_a_non_default_port_still_tells_origins_apart() -> None:
+    """Only the scheme's own default port is dropped: :8443 and http's :443 stay distinct."""
+    assert normalise_origin("https://Shop.example.com:443/") == "https://shop.example.com"
+    assert normalise_origin("https://shop.example.com:8443") == "https://shop.example.com:8443"
+    assert normalise_origin("http://shop.example.com:443") == "http://shop.example.com:443"
 
 
 def _starlette_cors(message: dict[str, Any], origin: str | None) -> None:

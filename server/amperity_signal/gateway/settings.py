@@ -15,10 +15,20 @@ from typing import Any
 
 from amperity_signal.config import Settings, load_settings
 
+_DEFAULT_PORTS = {"https://": ":443", "http://": ":80"}
+
 
 def normalise_origin(origin: str) -> str:
-    """An origin as browsers send it: lower-case, no trailing slash."""
-    return origin.strip().rstrip("/").lower()
+    """An origin as browsers send it: lower-case, no trailing slash, no default port.
+
+    Browsers serialise ``https://shop.example.com:443`` without the port, so a configured
+    origin that spells it out would otherwise never match.
+    """
+    normal = origin.strip().rstrip("/").lower()
+    for scheme, port in _DEFAULT_PORTS.items():
+        if normal.startswith(scheme) and normal.endswith(port):
+            return normal.removesuffix(port)
+    return normal
 
 
 @dataclass(frozen=True)

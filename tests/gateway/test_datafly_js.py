@@ -230,3 +230,25 @@ def test_keepalive_is_asked_only_for_bodies_under_64_kib_in_bytes() -> None:
     """
     run = run_datafly(scenario, [_results(None), _results(None)])
     assert [r["keepalive"] for r in run["requests"]] == [True, False]
+
+
+def test_consent_merges_categories_as_it_merges_google() -> None:
+    """Two consent() calls naming different categories keep both on the next event."""
+    scenario = """
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      datafly.consent({
+        analytics: true, categories: { C0001: true }, google: { ad_storage: 'denied' },
+      });
+      datafly.consent({ categories: { C0002: false }, google: { analytics_storage: 'granted' } });
+      datafly.track('after consent');
+      await datafly.flush();
+      return null;
+    """
+    run = run_datafly(scenario, [_results(None)])
+    (event,) = run["requests"][0]["body"]["batch"]
+    assert event["context"]["consent"] == {
+        "analytics": True,
+        "categories": {"C0001": True, "C0002": False},
+        "google": {"ad_storage": "denied", "analytics_storage": "granted"},
+    }

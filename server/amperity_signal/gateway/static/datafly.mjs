@@ -313,8 +313,13 @@ export function createDatafly() {
 
   /** Set (merge) the visitor's consent; it rides on every later event's context. */
   api.consent = (consent) => {
-    const merged = { ...(state.consent || {}), ...(consent || {}) };
-    if (consent && consent.google) merged.google = { ...((state.consent || {}).google || {}), ...consent.google };
+    const previous = state.consent || {};
+    const merged = { ...previous, ...(consent || {}) };
+    // Nested maps merge too: a CMP reporting one category (or Google parameter) at a time
+    // must not erase the others, since every event carries the full consent state.
+    for (const key of ['categories', 'google']) {
+      if (consent && consent[key]) merged[key] = { ...(previous[key] || {}), ...consent[key] };
+    }
     state.consent = merged;
   };
 

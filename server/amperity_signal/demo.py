@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import json
 import secrets
+import signal
 import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,19 +188,65 @@ async def _stack(
 
 
 async def run_demo(*, once: bool) -> int:
-    """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C."""
+    """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C.
+
+    SIGTERM and SIGINT stop it at any point, and the sandbox and service it started stop
+    with it (a plain SIGTERM used to kill the demo alone and leave both running).
+    """
     # The Live Events page's admin token: made up per run, since it guards only this demo.
     admin_token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp:
+    stop = asyncio.Event()
+    with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp, _stop_on_signals(stop):
         async with _stack(Path(tmp), admin_token) as (_, service, sandbox_url, http_port):
             grpc_target = service.output_value("grpc listening on ")
-            await _traffic(grpc_target, sandbox_url, http_port, admin_token)
+            traffic = asyncio.create_task(
+                _traffic(grpc_target, sandbox_url, http_port, admin_token)
+            )
+            if not await _until_stopped(traffic, stop):
+                return EXIT_STOPPED
             if once:
                 return 0
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+            await stop.wait()
     return 0
+
+
+# The exit code of a demo stopped by a signal before its summary was printed (128 + SIGINT).
+EXIT_STOPPED = 130
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT while the demo runs, so its cleanup always runs."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in _STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue  # e.g. SIGINT of a background job: whoever started us chose that
+        loop.add_signal_handler(sig, stop.set)
+        installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(work: asyncio.Task[None], stop: asyncio.Event) -> bool:
+    """Await ``work`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        return False
+    work.result()  # re-raise what the traffic raised
+    return True
 
 
 async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_token: str) -> None:

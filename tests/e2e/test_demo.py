@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,43 @@ async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
     assert '"EventCount": 92' in text  # the profile as the demo's own events changed it
     assert '"Persona": "Value Hunter"' in text.split("BrowserProfile", 1)[1]
     assert "FAILED" not in text and "Traceback" not in text
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie no longer runs anything)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux's /proc)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
+    """A SIGTERM to the demo alone stops its sandbox and service too, and it exits 0."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        while not any("The demo stays up" in line for line in seen):
+            line = await asyncio.wait_for(process.stdout.readline(), 180)
+            assert line, "".join(seen)
+            seen.append(line.decode(errors="replace"))
+        children = _children(process.pid)
+        assert len(children) == 2, children  # the sandbox and the service
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = "".join(seen) + rest.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert [pid for pid in children if _running(pid)] == [], text
+    assert "Traceback" not in text

@@ -26,7 +26,9 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML allows inf and nan; no duration or limit here means anything with them (an
+    # infinite TTL overflows Redis's PX, an infinite grace never ends a shutdown).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LinkingKey(_Strict):

@@ -479,3 +479,26 @@ def test_an_env_reference_without_a_variable_name_says_how_to_write_one(value: s
     assert "integrations[0].api_key" in problem
     assert "not set" not in problem
     assert "env:NAME" in problem and "env:AMPERITY_INGEST_KEY" in problem
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [
+        ("server", "grace_period"),
+        ("cache", "resolution_ttl"),
+        ("cache", "attribute_ttl"),
+        ("gateway", "rpc_timeout"),
+        ("integrations", "request_timeout"),
+    ],
+)
+def test_an_infinite_duration_is_refused_naming_the_field(table: str, field: str) -> None:
+    """TOML's inf is refused for a duration: it would hang a shutdown or overflow a Redis TTL."""
+    raw: dict[str, Any] = {"integrations": [integration()]}
+    if table == "integrations":
+        raw["integrations"][0][field] = float("inf")
+        location = f"integrations[0].{field}"
+    else:
+        raw[table] = {field: float("inf")}
+        location = f"{table}.{field}"
+    [problem] = problems_of(raw)
+    assert location in problem and "finite" in problem

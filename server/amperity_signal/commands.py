@@ -20,16 +20,6 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 
 
-def _secrets(settings: Settings) -> list[str]:
-    values = [s.api_key.get_secret_value() for s in settings.integrations]
-    values += [
-        s.profile_api_key.get_secret_value() for s in settings.integrations if s.profile_api_key
-    ]
-    if settings.server.admin_token:
-        values.append(settings.server.admin_token.get_secret_value())
-    return values
-
-
 def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
     """Compile every integration's blueprint (its vertical plus its overrides).
 
@@ -83,7 +73,7 @@ def serve(args: argparse.Namespace) -> int:
     from amperity_signal.runner import run_service
 
     settings = _load_checked_settings(args.config)
-    configure_logging(secrets=_secrets(settings))
+    configure_logging(secrets=settings.secret_values())
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway)
 
@@ -100,7 +90,7 @@ def gateway(args: argparse.Namespace) -> int:
     from amperity_signal.gateway import run_gateway, settings_from_config
 
     settings = load_settings(args.config)
-    configure_logging(secrets=_secrets(settings))
+    configure_logging(secrets=settings.secret_values())
     address = args.http_address or settings.server.http_address
     run_gateway(address, args.grpc_target, settings_from_config(settings))
     return 0
@@ -221,5 +211,5 @@ def send_test_event(args: argparse.Namespace) -> int:
     from amperity_signal.testevent import send_test_event as send
 
     settings = load_settings(args.config)
-    configure_logging(level="WARNING", secrets=_secrets(settings))
+    configure_logging(level="WARNING", secrets=settings.secret_values())
     return asyncio.run(send(settings, args.integration))

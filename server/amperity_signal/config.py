@@ -197,6 +197,16 @@ class Settings(_Strict):
         """The integration with this id, or None."""
         return next((i for i in self.integrations if i.id == integration_id), None)
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret's value, for the log formatter to scrub."""
+        values = [i.api_key.get_secret_value() for i in self.integrations]
+        values += [
+            i.profile_api_key.get_secret_value() for i in self.integrations if i.profile_api_key
+        ]
+        if self.server.admin_token:
+            values.append(self.server.admin_token.get_secret_value())
+        return values
+
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, resolve ``env:`` secrets in, and validate a TOML configuration file.

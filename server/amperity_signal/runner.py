@@ -27,6 +27,7 @@ from amperity_signal.config import Settings
 from amperity_signal.errors import AmperitySignalError, ConfigProblem
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.gateway.server import split_address
+from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
 from amperity_signal.service.app import Deps, build_server
@@ -115,7 +116,11 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     context = multiprocessing.get_context("spawn")
     failures: SimpleQueue[str] = context.SimpleQueue()
     processes = [
-        context.Process(target=_worker, args=(settings, gateway, failures), name=f"worker-{n}")
+        context.Process(
+            target=_worker,
+            args=(settings, gateway, failures, logging.getLogger().level),
+            name=f"worker-{n}",
+        )
         for n in range(workers)
     ]
     for process in processes:
@@ -143,7 +148,10 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     return max((p.exitcode or 0) for p in processes)
 
 
-def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str]) -> None:
+def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str], log_level: int) -> None:
+    # A spawned process starts with no logging configured: without this, its lines would go
+    # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
+    configure_logging(logging.getLevelName(log_level), secrets=settings.secret_values())
     try:
         _run(settings, gateway, reuse_port=True)
     except CannotListen as error:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +218,28 @@ def test_sandbox_on_a_taken_port_says_so(taken_port: int) -> None:
     """A sandbox --port already in use names the port and how to pick another."""
     result = run_cli("sandbox", "--port", str(taken_port), timeout=20)
     assert_clear_error(result, f"--port {taken_port}", "already in use")
+
+
+def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
+    """Each `serve --workers 2` worker logs JSON lines (scrubbed), as a single process does."""
+    config = write_config(
+        tmp_path / "c.toml", linking_keys=[{"source": "email", "key": "email_sha256"}]
+    )
+    command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
+    with subprocess.Popen(
+        [*command, "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        started = 0
+        while started < 2 and (line := process.stdout.readline()):
+            started += line.startswith("gateway listening")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert started == 2, stderr
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    warnings = [r for r in records if "profile enrichment is off" in r["msg"]]
+    assert [r["level"] for r in warnings] == ["warning", "warning"]
+    assert sum(r["msg"] == "shutting down" for r in records) == 2

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -59,6 +60,19 @@ class ProcessServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Stop on the first signal; force the exit only on a second Ctrl-C (SIGINT).
+
+        uvicorn forces on any SIGINT after a first signal. Under ``serve --workers`` (and
+        ``demo``) a Ctrl-C reaches each process twice, from the terminal (SIGINT) and from
+        the parent (SIGTERM), in either order: forced, a worker cancelled the requests in
+        flight and logged the cancelled lifespan's traceback.
+        """
+        self._captured_signals.append(sig)
+        self.should_exit = True
+        if self._captured_signals.count(signal.SIGINT) >= 2:
+            self.force_exit = True
 
 
 class ProcessFailed(RuntimeError):

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import tomli_w
+from starlette.applications import Starlette
 
 from amperity_signal.cli import grpc_target
+from amperity_signal.gateway.server import gateway_server
+from amperity_signal.gateway.settings import GatewaySettings
 from tests.unit.cli_support import integration as integration_table
 from tests.unit.cli_support import run_cli
 
@@ -243,3 +246,21 @@ def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
     warnings = [r for r in records if "profile enrichment is off" in r["msg"]]
     assert [r["level"] for r in warnings] == ["warning", "warning"]
     assert sum(r["msg"] == "shutting down" for r in records) == 2
+
+
+def test_ctrl_c_under_serve_workers_stops_each_worker_gracefully() -> None:
+    """A worker hearing the parent's SIGTERM and the terminal's SIGINT shuts down, unforced."""
+    server = gateway_server(Starlette(), GatewaySettings())
+    server.handle_exit(signal.SIGTERM, None)
+    server.handle_exit(signal.SIGINT, None)
+    assert server.should_exit
+    assert not server.force_exit
+
+
+def test_a_second_ctrl_c_still_forces_the_gateway_to_exit() -> None:
+    """Ctrl-C twice skips waiting for requests in flight, as uvicorn does."""
+    server = gateway_server(Starlette(), GatewaySettings())
+    server.handle_exit(signal.SIGINT, None)
+    assert not server.force_exit
+    server.handle_exit(signal.SIGINT, None)
+    assert server.force_exit

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amperity_signal.config import Settings, load_settings
+from amperity_signal.config import IntegrationSettings, Settings, load_settings
 from amperity_signal.errors import ConfigError, ConfigProblem, InvalidEvent
 from amperity_signal.logs import configure_logging
 
@@ -152,19 +152,30 @@ def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
                 f"--config {args.config} defines no [[integrations]] whose overrides to "
                 "apply; add one, or leave out --config"
             )
-        chosen = settings.integration(args.integration or settings.integrations[0].id)
-        if chosen is None:
-            known = ", ".join(repr(i.id) for i in settings.integrations)
-            raise _UsageError(
-                f"--integration: no integration {args.integration!r} in {args.config}; "
-                f"choose one of: {known}"
-            )
+        chosen = _chosen_integration(settings, args.integration, args.config)
         overrides = chosen.blueprint
         compiled += f" with --config {args.config}'s overrides for integration {chosen.id!r}"
     try:
         return load_blueprint(args.vertical, overrides)
     except BlueprintError as error:
         raise _UsageError(f"{compiled}: {error}") from None
+
+
+def _chosen_integration(
+    settings: Settings, integration_id: str | None, config: str
+) -> IntegrationSettings:
+    """The ``--integration`` of ``config`` (its first one when not given).
+
+    Raises:
+        _UsageError: No integration of that id is configured; the message lists the ids.
+    """
+    chosen = settings.integration(integration_id or settings.integrations[0].id)
+    if chosen is None:
+        known = ", ".join(repr(i.id) for i in settings.integrations)
+        raise _UsageError(
+            f"--integration: no integration {integration_id!r} in {config}; choose one of: {known}"
+        )
+    return chosen
 
 
 def _read_events(path: str) -> list[dict[str, Any]]:
@@ -210,6 +221,11 @@ def send_test_event(args: argparse.Namespace) -> int:
     """Deliver one test event through the configured integration, as the spec's check."""
     from amperity_signal.testevent import send_test_event as send
 
-    settings = load_settings(args.config)
+    settings = _load_checked_settings(args.config)
+    try:
+        chosen = _chosen_integration(settings, args.integration, args.config)
+    except _UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(level="WARNING", secrets=settings.secret_values())
-    return asyncio.run(send(settings, args.integration))
+    return asyncio.run(send(settings, chosen.id))

@@ -264,3 +264,21 @@ def test_a_second_ctrl_c_still_forces_the_gateway_to_exit() -> None:
     assert not server.force_exit
     server.handle_exit(signal.SIGINT, None)
     assert server.force_exit
+
+
+def test_send_test_event_to_an_unknown_integration_lists_the_configured_ids(
+    tmp_path: Path,
+) -> None:
+    """An --integration that is not configured is a usage error naming the ids there are."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli("send-test-event", "--config", str(config), "--integration", "nope")
+    assert_clear_error(result, "error:", "--integration", "'nope'", "'web'")
+
+
+def test_send_test_event_names_the_integration_whose_blueprint_does_not_compile(
+    tmp_path: Path,
+) -> None:
+    """Overrides that do not compile are reported as check-config reports them."""
+    config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("send-test-event", "--config", str(config))
+    assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")

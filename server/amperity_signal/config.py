@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from amperity_signal.blueprint.spec import BlueprintOverrides
-from amperity_signal.config_checks import check_raw, resolve_secrets, translate
+from amperity_signal.config_checks import check_raw, resolve_secrets
+from amperity_signal.config_messages import translate
 from amperity_signal.errors import ConfigError, ConfigProblem
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -12,8 +12,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from amperity_signal.config_values import check_cache, check_integration_values, check_server
 from amperity_signal.errors import ConfigProblem
 
@@ -349,38 +347,6 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
                 )
             )
     return problems
-
-
-def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
-    """Turn pydantic's errors into problems with fixes, skipping locations already reported."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        location = _location(error["loc"])
-        if location in reported:
-            continue
-        if location.endswith((".source", ".hash")) and ".linking_keys[" in location:
-            continue  # already reported with the allowed values by _check_linking_keys
-        if location.endswith(".vertical"):
-            continue
-        kind = error["type"]
-        if kind == "missing":
-            fix = "add it; see the Configuration table of the integration guide."
-            problem = "is required."
-        elif kind == "extra_forbidden":
-            fix = "remove it, or check its spelling against the Configuration table."
-            problem = "is not a known field."
-        else:
-            problem = f"{error['msg']}."
-            fix = "correct the value."
-        problems.append(ConfigProblem(location, problem, fix))
-    return problems
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _list(names: tuple[str, ...]) -> str:

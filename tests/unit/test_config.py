@@ -502,3 +502,48 @@ def test_an_infinite_duration_is_refused_naming_the_field(table: str, field: str
         location = f"{table}.{field}"
     [problem] = problems_of(raw)
     assert location in problem and "finite" in problem
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"server": 5}, ["server: must be a table, not a number", "[server]"]),
+        ({"integrations": [5]}, ["integrations[0]: must be a table", "[[integrations]]"]),
+        (
+            {"integrations": [integration(linking_keys="{}")]},
+            ["linking_keys: must be an array, not a table", '"key": "email_sha256"'],
+        ),
+        (
+            {"integrations": [integration(linking_keys="[1]")]},
+            ["linking_keys[0]: must be a table", "each linking key as an object"],
+        ),
+        (
+            {"integrations": [integration(browser_attribute_allowlist=5)]},
+            ["browser_attribute_allowlist: must be an array", '"Persona,LifetimeTier"'],
+        ),
+        (
+            {"gateway": {"trusted_proxies": "10.0.0.0/8"}, "integrations": [integration()]},
+            ["trusted_proxies: must be an array, not a string", '["10.0.0.0/8"]'],
+        ),
+        (
+            {
+                "integrations": [
+                    integration(personalisation_context_mappings=[{"source": "a", "target": "a b"}])
+                ]
+            },
+            ["target: has characters that are not allowed", "query parameter name"],
+        ),
+        ({"server": {"workers": "two"}}, ["workers: must be a whole number", "without quotes"]),
+        ({"cache": {"backend": "memcached"}}, ["must be 'memory' or 'redis'"]),
+    ],
+)
+def test_a_value_of_the_wrong_shape_is_described_in_toml_terms_with_an_example(
+    raw: dict[str, Any], words: list[str]
+) -> None:
+    """A wrong type names the TOML shape wanted and how to write it, not pydantic's types."""
+    raw.setdefault("integrations", [integration()])
+    [problem] = problems_of(raw)
+    for word in words:
+        assert word in problem
+    for jargon in ("Input should", "instance of", "tuple", "correct the value", "^["):
+        assert jargon not in problem

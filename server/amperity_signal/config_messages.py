@@ -1,0 +1,166 @@
+"""pydantic's validation errors, said in the words of the TOML file, each with its fix.
+
+pydantic describes its own types ("a valid tuple", "instance of LinkingKey"); the person
+editing the file needs the TOML shape (an array, a table) and, for the fields with a
+structure of their own (linking keys, allowlists, context mappings), an example to copy.
+Values are never quoted back: only their TOML type, so no secret can end up in a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from amperity_signal.errors import ConfigProblem
+
+MISSING_FIX = "add it; see the Configuration table of the integration guide."
+UNKNOWN_FIX = "remove it, or check its spelling against the Configuration table."
+
+_TOML_TYPES = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+}
+
+# What each kind of value must be, by pydantic error type.
+_SHAPES = {
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "tuple_type": "an array",
+    "list_type": "an array",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+_SHAPE_FIXES = {
+    "a table": "write it as a table of key = value settings.",
+    "an array": 'write it as an array, e.g. ["a", "b"].',
+    "a string": 'write it in double quotes, e.g. "value".',
+    "a whole number": "write a whole number without quotes, e.g. 10.",
+    "a number": "write a number without quotes, e.g. 10 or 2.5.",
+    "true or false": "write true or false, without quotes.",
+}
+
+# The mistakes whose description needs nothing from the error.
+_PLAIN = {
+    "finite_number": ("must be a finite number, not inf or nan.", "write a number, e.g. 10."),
+    "string_too_short": ("must not be empty.", "set a value."),
+    "string_pattern_mismatch": (
+        "has characters that are not allowed.",
+        "use only the allowed characters.",
+    ),
+}
+
+_LINKING_KEY = '{"source": "email", "key": "email_sha256", "hash": "sha256"}'
+_CONTEXT_MAPPING = '{"source": "properties.category", "target": "pageCategory"}'
+
+# Fixes for the fields whose value has a structure of its own, by the field's name.
+_FIELD_FIXES = {
+    "server": "write a [server] table: the line [server], then key = value settings.",
+    "cache": "write a [cache] table: the line [cache], then key = value settings.",
+    "gateway": "write a [gateway] table: the line [gateway], then key = value settings.",
+    "integrations[]": "write each integration as an [[integrations]] table.",
+    "linking_keys": (
+        f"write a JSON array of linking keys, e.g. '[{_LINKING_KEY}]' (as text or as a "
+        "TOML array of tables); see Linking keys in the integration guide."
+    ),
+    "linking_keys[]": f"write each linking key as an object, e.g. {_LINKING_KEY}.",
+    "personalisation_context_mappings": (
+        f"write a JSON array of source/target pairs, e.g. '[{_CONTEXT_MAPPING}]' (as text "
+        "or as a TOML array of tables)."
+    ),
+    "personalisation_context_mappings[]": (
+        f"write each mapping as an object, e.g. {_CONTEXT_MAPPING}."
+    ),
+    "target": (
+        "it is sent as a query parameter name: use letters, digits and _, not starting with "
+        "a digit, at most 64 characters, e.g. pageCategory."
+    ),
+    "browser_attribute_allowlist": (
+        'write the attribute names as CSV, e.g. "Persona,LifetimeTier", or as an array of '
+        'strings, e.g. ["Persona", "LifetimeTier"].'
+    ),
+    "allowed_origins": (
+        'write the origins as an array, e.g. ["https://shop.example.com"], or as CSV.'
+    ),
+    "trusted_proxies": 'write an array of addresses or networks, e.g. ["10.0.0.0/8"].',
+    "blueprint": ("write an [integrations.blueprint] table of overrides; see docs/blueprint.md."),
+}
+
+
+def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
+    """Turn pydantic's errors into problems with fixes, skipping locations already reported."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = _location(error["loc"])
+        if location in reported:
+            continue
+        if location.endswith((".source", ".hash")) and ".linking_keys[" in location:
+            continue  # already reported with the allowed values by _check_linking_keys
+        if location.endswith(".vertical"):
+            continue
+        kind = error["type"]
+        if kind == "missing":
+            problems.append(ConfigProblem(location, "is required.", MISSING_FIX))
+        elif kind == "extra_forbidden":
+            problems.append(ConfigProblem(location, "is not a known field.", UNKNOWN_FIX))
+        else:
+            problem, fix = _describe(kind, error)
+            field_fix = _FIELD_FIXES.get(_field(error["loc"]))
+            problems.append(ConfigProblem(location, problem, field_fix or fix))
+    return problems
+
+
+def _describe(kind: str, error: Any) -> tuple[str, str]:
+    """What is wrong with the value and the generic fix for its kind of mistake."""
+    context = error.get("ctx") or {}
+    if kind in _SHAPES:
+        shape = _SHAPES[kind]
+        given = _TOML_TYPES.get(type(error.get("input")), "something else")
+        if given == shape or kind in ("int_from_float", "int_parsing", "float_parsing"):
+            given = "that value"
+        return f"must be {shape}, not {given}.", _SHAPE_FIXES[shape]
+    limits = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("greater than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in limits:
+        words, key = limits[kind]
+        return (
+            f"must be {words} {context.get(key)}.",
+            "set a value within that limit, or remove the line to use the default.",
+        )
+    if kind == "literal_error":
+        return f"must be {context.get('expected')}.", "use one of those values."
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{message.rstrip('.')}.", "correct the value as the message says."
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """The name a fix is looked up by: the last name, with ``[]`` when an item is at fault."""
+    names = [part for part in loc if isinstance(part, str)]
+    if not names:
+        return ""
+    return names[-1] + ("[]" if isinstance(loc[-1], int) else "")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amperity_signal import commands
+from amperity_signal.config_values import listen_address_problem
 from amperity_signal.errors import AmperitySignalError, ConfigError
 
 EXIT_CONFIG = 2
@@ -50,6 +51,16 @@ def grpc_target(text: str) -> str:
     return text
 
 
+def http_address(text: str) -> str:
+    """``--http-address``: HOST:PORT to listen on, as ``[server] http_address`` takes it."""
+    if problem := listen_address_problem(text):
+        raise argparse.ArgumentTypeError(
+            f"{problem} Pass the interface and port to listen on, e.g. 127.0.0.1:8080 "
+            "(0.0.0.0 for every interface, [::1] for IPv6); port 0 picks a free port."
+        )
+    return text
+
+
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -85,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument(
         "--grpc-target", type=grpc_target, required=True, help="HOST:PORT of the service"
     )
-    gateway.add_argument("--http-address", help="HOST:PORT to listen on (overrides [server])")
+    gateway.add_argument(
+        "--http-address", type=http_address, help="HOST:PORT to listen on (overrides [server])"
+    )
 
     demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
     demo.add_argument("--once", action="store_true", help="exit after the summary")

@@ -88,10 +88,17 @@ def sandbox(words: list[str]) -> int:
 def gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway as its own process, talking to the service over gRPC."""
     from amperity_signal.gateway import run_gateway, settings_from_config
+    from amperity_signal.runner import check_bindable
 
     settings = load_settings(args.config)
     configure_logging(secrets=settings.secret_values())
     address = args.http_address or settings.server.http_address
+    # Asked first, so that a taken port names the flag or setting the address came from.
+    check_bindable(
+        "--http-address" if args.http_address else "server.http_address",
+        address,
+        reuse_port=False,
+    )
     run_gateway(address, args.grpc_target, settings_from_config(settings))
     return 0
 

@@ -33,7 +33,7 @@ def check_server(table: Any) -> list[ConfigProblem]:
     problems = []
     for name, example in (("grpc_address", "127.0.0.1:50051"), ("http_address", "127.0.0.1:8080")):
         value = table.get(name)
-        if isinstance(value, str) and (problem := _listen_address_problem(value)):
+        if isinstance(value, str) and (problem := listen_address_problem(value)):
             problems.append(
                 ConfigProblem(
                     f"server.{name}",
@@ -140,7 +140,8 @@ def _is_origin(origin: str) -> bool:
     return parts is not None and _valid_host(parts[0]) and _valid_port(parts[1], lowest=1)
 
 
-def _listen_address_problem(address: str) -> str | None:
+def listen_address_problem(address: str) -> str | None:
+    """What is wrong with a ``host:port`` to listen on (port 0 allowed), or None."""
     parts = _split_host_port(address)
     if parts is None or parts[1] is None or not _valid_host(parts[0]):
         return f"{address!r} is not host:port."

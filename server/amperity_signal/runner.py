@@ -68,7 +68,7 @@ def cannot_listen(setting: str, address: str, error: OSError | ValueError) -> Ca
     )
 
 
-def _check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
+def check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
     """Bind (without listening) and release ``address``, to say why it cannot be used.
 
     gRPC reports only that binding failed, after logging its own error line; asking the
@@ -105,9 +105,9 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     # The workers bind with SO_REUSEPORT, which would also let them join the listeners of
     # another `serve --workers` on the same ports, the kernel then splitting traffic
     # between two services. A bind without it fails against any listener, so try one first.
-    _check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
+    check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
     if gateway:
-        _check_bindable("server.http_address", settings.server.http_address, reuse_port=False)
+        check_bindable("server.http_address", settings.server.http_address, reuse_port=False)
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.
@@ -168,7 +168,7 @@ def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
 async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     metrics = Metrics()
     address = settings.server.grpc_address
-    _check_bindable("server.grpc_address", address, reuse_port=reuse_port)
+    check_bindable("server.grpc_address", address, reuse_port=reuse_port)
     # Bound here rather than by build_server, so that a failure is known to be the bind.
     service = build_server(settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port)
     try:

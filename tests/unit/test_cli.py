@@ -282,3 +282,36 @@ def test_send_test_event_names_the_integration_whose_blueprint_does_not_compile(
     config = write_config(tmp_path / "c.toml", blueprint=BAD_OVERRIDES)
     result = run_cli("send-test-event", "--config", str(config))
     assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:http"])
+def test_gateway_refuses_an_http_address_that_is_not_host_port(
+    tmp_path: Path, address: str
+) -> None:
+    """A gateway --http-address that is not host:port is a usage error, not a traceback."""
+    config = write_config(tmp_path / "c.toml")
+    result = run_cli(
+        "gateway",
+        "--config",
+        str(config),
+        "--grpc-target",
+        "127.0.0.1:1",
+        "--http-address",
+        address,
+    )
+    assert_clear_error(result, "--http-address", repr(address), "127.0.0.1:8080")
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_gateway_on_a_taken_port_names_where_the_address_came_from(
+    tmp_path: Path, taken_port: int, flag: bool
+) -> None:
+    """A taken gateway port names --http-address or server.http_address, and the fix."""
+    address = f"127.0.0.1:{taken_port}"
+    config = write_config(tmp_path / "c.toml", http_address=address)
+    args = ["--http-address", address] if flag else []
+    result = run_cli(
+        "gateway", "--config", str(config), "--grpc-target", "127.0.0.1:1", *args, timeout=20
+    )
+    setting = "--http-address" if flag else "server.http_address"
+    assert_clear_error(result, f"{setting}: {address} is already in use", "free port")

@@ -215,6 +215,17 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     Raises:
         ConfigError: Listing every problem found, each with its fix.
     """
+    if not str(path):
+        # Path("") is the current directory, which would be reported as "." below.
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "--config",
+                    "is empty.",
+                    "pass --config PATH to the TOML file, or set AMPERITY_SIGNAL_CONFIG to it.",
+                )
+            ]
+        )
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -222,9 +233,35 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         raise ConfigError(
             [ConfigProblem(str(file), "the file does not exist.", "pass --config PATH.")]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
         raise ConfigError(
-            [ConfigProblem(str(file), f"cannot be read ({exc}).", "check the path.")]
+            [
+                ConfigProblem(
+                    str(file),
+                    "is a directory.",
+                    "pass the TOML file, e.g. --config DIR/amperity-signal.toml.",
+                )
+            ]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(file),
+                    f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}).",
+                    "pass the TOML configuration file; if it is one, save it as UTF-8.",
+                )
+            ]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(file),
+                    f"cannot be read ({exc.strerror or exc}).",
+                    "make it readable by the user running amperity-signal.",
+                )
+            ]
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(

@@ -315,3 +315,25 @@ def test_gateway_on_a_taken_port_names_where_the_address_came_from(
     )
     setting = "--http-address" if flag else "server.http_address"
     assert_clear_error(result, f"{setting}: {address} is already in use", "free port")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, ["--config", "is empty", "AMPERITY_SIGNAL_CONFIG"]),
+        ("dir", ["is a directory", "the TOML file"]),
+        (b"\xff\xfe[server]\n", ["not UTF-8 text", "save it as UTF-8"]),
+    ],
+)
+def test_a_config_path_that_is_no_toml_text_says_what_it_is(
+    tmp_path: Path, content: bytes | str | None, words: list[str]
+) -> None:
+    """An empty --config, a directory or a binary file: what it is and what to pass instead."""
+    path = tmp_path / "c.toml"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    result = run_cli("check-config", "--config", "" if content is None else str(path))
+    assert_clear_error(result, *words)
+    assert "check the path" not in result.stderr

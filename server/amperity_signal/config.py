@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -62,7 +63,8 @@ class CacheSettings(_Strict):
     """The ``[cache]`` table: backend and every TTL, in seconds."""
 
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Out of the repr: the URL may carry the Redis password (redis://:PASSWORD@host).
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     max_entries: int = Field(default=200_000, ge=100)
     resolution_ttl: float = Field(default=86_400, gt=0)
     attribute_ttl: float = Field(default=60, gt=0)
@@ -206,6 +208,12 @@ class Settings(_Strict):
         ]
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
+        try:
+            redis_password = urlsplit(self.cache.redis_url).password
+        except ValueError:  # refused at load (cache.redis_url); a directly built Settings
+            redis_password = None
+        if redis_password:
+            values.append(redis_password)
         return values
 
 

@@ -547,3 +547,14 @@ def test_a_value_of_the_wrong_shape_is_described_in_toml_terms_with_an_example(
         assert word in problem
     for jargon in ("Input should", "instance of", "tuple", "correct the value", "^["):
         assert jargon not in problem
+
+
+def test_the_redis_password_is_kept_out_of_reprs_and_scrubbed_from_logs() -> None:
+    """A password in cache.redis_url is no part of the settings' repr, and logs scrub it."""
+    url = "redis://:hunter2-redis-pass@127.0.0.1:6379/0"
+    settings = settings_from_dict(
+        {"cache": {"backend": "redis", "redis_url": url}, "integrations": [integration()]}, {}
+    )
+    assert "hunter2-redis-pass" not in repr(settings) and "hunter2-redis-pass" not in str(settings)
+    assert "hunter2-redis-pass" in settings.secret_values()
+    assert settings.cache.redis_url == url

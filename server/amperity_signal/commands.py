@@ -135,7 +135,8 @@ def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
     """The blueprint of ``--vertical``, with ``--config``'s overrides when given.
 
     Raises:
-        _UsageError: An unknown vertical or integration, or overrides that do not compile.
+        _UsageError: An unknown vertical or integration, --integration without --config,
+            or overrides that do not compile.
     """
     from amperity_signal.blueprint import (
         VERTICALS,
@@ -147,6 +148,13 @@ def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
     if args.vertical not in VERTICALS:
         raise _UsageError(
             f"--vertical: unknown vertical {args.vertical!r}; choose one of: {', '.join(VERTICALS)}"
+        )
+    if getattr(args, "integration", None) and not getattr(args, "config", None):
+        # Without a configuration there are no overrides: the plain preset would be shown
+        # as if it were the integration's.
+        raise _UsageError(
+            f"--integration {args.integration} needs --config, the file that defines its "
+            f"overrides, e.g. --config amperity-signal.toml --integration {args.integration}"
         )
     overrides = BlueprintOverrides()
     # What is compiled, for an error: the vertical is known by now, so a BlueprintError

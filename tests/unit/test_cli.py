@@ -114,12 +114,13 @@ def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None
             ["--vertical", "retail", "--config", "{good}", "--integration", "x"],
             ["--integration", "'x'", "'web'"],
         ),
+        (["--vertical", "retail", "--integration", "web"], ["--integration", "--config"]),
     ],
 )
 def test_blueprint_show_explains_what_cannot_be_compiled(
     tmp_path: Path, args: list[str], words: list[str]
 ) -> None:
-    """Showing a blueprint with an unknown vertical, integration or bad overrides: a clear error."""
+    """An unknown vertical or integration, bad overrides, --integration alone: a clear error."""
     (tmp_path / "empty.toml").write_text("")
     files = {
         "empty": str(tmp_path / "empty.toml"),

@@ -43,7 +43,42 @@ def check_server(table: Any) -> list[ConfigProblem]:
                     "port 0 picks a free port.",
                 )
             )
+    if not problems and (shared := _shared_port_problem(table)):
+        problems.append(shared)
     return problems
+
+
+def _shared_port_problem(table: dict[str, Any]) -> ConfigProblem | None:
+    """The gRPC service and the gateway on one port (allowed only as port 0 or two hosts).
+
+    A single process fails to bind the second; under ``--workers`` every listener binds
+    with SO_REUSEPORT and the kernel hands each connection to either of them.
+    """
+    grpc_address = table.get("grpc_address", "127.0.0.1:50051")
+    http_address = table.get("http_address", "127.0.0.1:8080")
+    if not isinstance(grpc_address, str) or not isinstance(http_address, str):
+        return None
+    grpc_parts, http_parts = _split_host_port(grpc_address), _split_host_port(http_address)
+    if grpc_parts is None or http_parts is None or grpc_parts[1] != http_parts[1]:
+        return None
+    if grpc_parts[1] == "0" or not _hosts_overlap(grpc_parts[0], http_parts[0]):
+        return None
+    return ConfigProblem(
+        "server.http_address",
+        f"{http_address!r} is the port of server.grpc_address ({grpc_address!r}); the gRPC "
+        "service and the HTTP gateway each need their own.",
+        "set http_address to another port, e.g. 127.0.0.1:8080 (port 0 picks a free one).",
+    )
+
+
+def _hosts_overlap(first: str, second: str) -> bool:
+    """Whether one port on both hosts is one socket address (a bind of one takes the other)."""
+    if first == second or "[::]" in (first, second):
+        return True  # [::] is dual-stack: it takes the port on every IPv4 address too
+    pair = {first, second}
+    if "0.0.0.0" in pair:  # noqa: S104 - compared with, not bound to
+        return not (pair - {"0.0.0.0"}).pop().startswith("[")  # noqa: S104 - as above
+    return pair in ({"localhost", "127.0.0.1"}, {"localhost", "[::1]"})
 
 
 def check_cache(table: Any) -> list[ConfigProblem]:

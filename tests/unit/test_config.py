@@ -322,12 +322,45 @@ def test_a_listen_address_must_be_host_and_a_port_up_to_65535(field: str, addres
     assert "port 0 picks a free port" in problem
 
 
+@pytest.mark.parametrize("field", ["grpc_address", "http_address"])
 @pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:50051", "0.0.0.0:65535", "localhost:80"])
-def test_host_port_listen_addresses_load(address: str) -> None:
+def test_host_port_listen_addresses_load(field: str, address: str) -> None:
     """IPv4, bracketed IPv6 and host names load, with any port from 0 to 65535."""
-    raw = {"server": {"grpc_address": address, "http_address": address}}
+    raw = {"server": {field: address}}
     settings = settings_from_dict({**raw, "integrations": [integration()]}, {})
-    assert settings.server.grpc_address == settings.server.http_address == address
+    assert getattr(settings.server, field) == address
+
+
+@pytest.mark.parametrize(
+    ("grpc_address", "http_address"),
+    [
+        ("127.0.0.1:9000", "127.0.0.1:9000"),
+        ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ("127.0.0.1:9000", "[::]:9000"),
+        ("localhost:9000", "127.0.0.1:9000"),
+    ],
+)
+def test_the_service_and_the_gateway_cannot_share_a_port(
+    grpc_address: str, http_address: str
+) -> None:
+    """One port for both listeners is refused: with --workers, connections would go to either."""
+    raw = {"server": {"grpc_address": grpc_address, "http_address": http_address}}
+    [problem] = problems_of({**raw, "integrations": [integration()]})
+    assert "server.http_address" in problem and "server.grpc_address" in problem
+    assert "another port" in problem
+
+
+@pytest.mark.parametrize(
+    ("grpc_address", "http_address"),
+    [("127.0.0.1:0", "127.0.0.1:0"), ("127.0.0.1:9000", "10.0.0.5:9000")],
+)
+def test_port_0_or_two_hosts_let_the_listeners_share_a_port_number(
+    grpc_address: str, http_address: str
+) -> None:
+    """Port 0 (a free port each) and one port number on two interfaces load."""
+    raw = {"server": {"grpc_address": grpc_address, "http_address": http_address}}
+    settings = settings_from_dict({**raw, "integrations": [integration()]}, {})
+    assert settings.server.http_address == http_address
 
 
 @pytest.mark.parametrize(

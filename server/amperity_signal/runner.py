@@ -108,6 +108,14 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
     if gateway:
         check_bindable("server.http_address", settings.server.http_address, reuse_port=False)
+    # Port 0 would give each worker a free port of its own: N services on N ports.
+    server = settings.server.model_copy(
+        update={
+            "grpc_address": _one_free_port(settings.server.grpc_address),
+            "http_address": _one_free_port(settings.server.http_address),
+        }
+    )
+    settings = settings.model_copy(update={"server": server})
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.
@@ -146,6 +154,17 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
         # Every worker that failed reports the same address: say it once, as one process.
         raise CannotListen(failures.get())
     return max((p.exitcode or 0) for p in processes)
+
+
+def _one_free_port(address: str) -> str:
+    """``address`` with port 0 replaced by a port free now, which every worker then binds."""
+    host, port = split_address(address)
+    if port:
+        return address
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        free = probe.getsockname()[1]
+    return f"{address.rpartition(':')[0]}:{free}"
 
 
 def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str], log_level: int) -> None:

@@ -224,11 +224,8 @@ def test_sandbox_on_a_taken_port_says_so(taken_port: int) -> None:
     assert_clear_error(result, f"--port {taken_port}", "already in use")
 
 
-def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
-    """Each `serve --workers 2` worker logs JSON lines (scrubbed), as a single process does."""
-    config = write_config(
-        tmp_path / "c.toml", linking_keys=[{"source": "email", "key": "email_sha256"}]
-    )
+def serve_two_workers(config: Path) -> tuple[list[str], str]:
+    """Run `serve --workers 2` until both workers serve, then SIGTERM: stdout lines, stderr."""
     command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
     with subprocess.Popen(
         [*command, "--workers", "2"],
@@ -237,16 +234,34 @@ def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
         text=True,
     ) as process:
         assert process.stdout is not None
-        started = 0
-        while started < 2 and (line := process.stdout.readline()):
-            started += line.startswith("gateway listening")
+        lines: list[str] = []
+        while sum(x.startswith("gateway listening") for x in lines) < 2 and (
+            line := process.stdout.readline()
+        ):
+            lines.append(line.strip())
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
-    assert started == 2, stderr
+    assert sum(x.startswith("gateway listening") for x in lines) == 2, stderr
+    return lines, stderr
+
+
+def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
+    """Each `serve --workers 2` worker logs JSON lines (scrubbed), as a single process does."""
+    config = write_config(
+        tmp_path / "c.toml", linking_keys=[{"source": "email", "key": "email_sha256"}]
+    )
+    _, stderr = serve_two_workers(config)
     records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     warnings = [r for r in records if "profile enrichment is off" in r["msg"]]
     assert [r["level"] for r in warnings] == ["warning", "warning"]
     assert sum(r["msg"] == "shutting down" for r in records) == 2
+
+
+def test_serve_workers_on_port_0_share_one_free_port(tmp_path: Path) -> None:
+    """Port 0 under `serve --workers 2` is one free port both workers listen on, not two."""
+    lines, _ = serve_two_workers(write_config(tmp_path / "c.toml"))
+    assert len(lines) == 4
+    assert len(set(lines)) == 2, lines  # one grpc and one gateway address, each said twice
 
 
 def test_ctrl_c_under_serve_workers_stops_each_worker_gracefully() -> None:

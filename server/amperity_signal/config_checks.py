@@ -73,11 +73,13 @@ def resolve_secrets(
                 elif environ.get(variable):
                     table[name] = environ[variable]
                 else:
+                    state = "is empty" if variable in environ else "is not set"
                     problems.append(
                         ConfigProblem(
                             f"{where}.{name}",
-                            f"refers to environment variable {variable}, which is not set.",
-                            f"export {variable} before starting, or write the value inline.",
+                            f"refers to environment variable {variable}, which {state}.",
+                            f"export {variable} with the key before starting, or write the "
+                            "value inline.",
                         )
                     )
                     table.pop(name)

@@ -128,6 +128,13 @@ def test_env_secrets_are_resolved_and_a_missing_variable_is_named() -> None:
     assert "NOPE" in problem and "not set" in problem
 
 
+def test_an_env_secret_whose_variable_is_empty_says_it_is_empty() -> None:
+    """env:NAME naming a variable that is set to "" says so, rather than that it is not set."""
+    raw = {"integrations": [integration(api_key="env:INGEST_KEY")]}
+    [problem] = problems_of(raw, {"INGEST_KEY": ""})
+    assert "INGEST_KEY" in problem and "is empty" in problem and "not set" not in problem
+
+
 def test_secrets_never_appear_in_reprs_or_problems() -> None:
     """Neither repr of the settings nor any problem message contains a secret value."""
     settings = settings_from_dict({"integrations": [integration()]}, {})

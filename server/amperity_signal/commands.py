@@ -201,6 +201,7 @@ def _read_events(path: str) -> list[dict[str, Any]]:
             event is invalid (named by its index and field).
     """
     from amperity_signal.blueprint import event_from_datafly_json
+    from amperity_signal.service.validation import MAX_DEPTH
 
     where = f"--events {path}"
     try:
@@ -229,7 +230,27 @@ def _read_events(path: str) -> list[dict[str, Any]]:
                 f"events[{index}].{v.field}: {v.description}" for v in error.violations
             )
             raise _UsageError(f"{where}: {fields}") from None
+        for field in ("properties", "traits", "partner_attrs"):
+            if _depth(item.get(field)) > MAX_DEPTH:
+                # The mapping engine recurses into nested values (and would overflow Python's
+                # stack on a deep enough one); Deliver refuses such an event the same way.
+                raise _UsageError(
+                    f"{where}: events[{index}].{field} is nested deeper than {MAX_DEPTH} "
+                    "levels, which Deliver refuses; flatten it"
+                )
     return events
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value`` (0 for a scalar), without recursing."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        current, depth = stack.pop()
+        children = current.values() if isinstance(current, dict) else current
+        if isinstance(current, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def send_test_event(args: argparse.Namespace) -> int:

@@ -146,6 +146,14 @@ def test_blueprint_show_explains_what_cannot_be_compiled(
             b' "timestamp": "0001-01-01T00:00:00+01:00"}]',
             ["events[0].timestamp", "years 1-9999"],
         ),
+        (
+            b'[{"type": "track", "event": "X", "anonymousId": "a", "properties": '
+            + b'{"a": ' * 900
+            + b"1"
+            + b"}" * 901
+            + b"]",
+            ["events[0].properties", "nested deeper than 10 levels"],
+        ),
     ],
 )
 def test_blueprint_test_names_what_is_wrong_with_the_events_file(

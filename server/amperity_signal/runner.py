@@ -134,7 +134,11 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     for process in processes:
         process.start()
 
+    stopped = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopped
+        stopped = True
         for process in processes:
             if process.is_alive():
                 process.terminate() if signum == signal.SIGTERM else process.kill()
@@ -153,7 +157,20 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
     if not failures.empty():
         # Every worker that failed reports the same address: say it once, as one process.
         raise CannotListen(failures.get())
-    return max((p.exitcode or 0) for p in processes)
+    return exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
+
+
+def exit_status(exit_codes: list[int], *, stopped: bool) -> int:
+    """The service's exit code from its workers' (negative: killed by that signal).
+
+    A worker still starting when the parent forwards SIGTERM (or SIGKILL) dies of it
+    before its own handlers are set: that is the stop that was asked for, not a failure.
+    Any other death by a signal is 128 + the signal, as a shell reports it.
+    """
+    asked = (signal.SIGTERM, signal.SIGKILL) if stopped else ()
+    return max(
+        (128 - code if code < 0 and -code not in asked else max(code, 0)) for code in exit_codes
+    )
 
 
 def _one_free_port(address: str) -> str:

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from amperity_signal.cli import grpc_target
 from amperity_signal.gateway.server import gateway_server
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.runner import exit_status
 from tests.unit.cli_support import integration as integration_table
 from tests.unit.cli_support import run_cli
 
@@ -361,3 +362,16 @@ def test_a_config_path_that_is_no_toml_text_says_what_it_is(
     result = run_cli("check-config", "--config", "" if content is None else str(path))
     assert_clear_error(result, *words)
     assert "check the path" not in result.stderr
+
+
+def test_workers_stopped_before_their_handlers_are_set_count_as_a_clean_stop() -> None:
+    """A worker killed by the SIGTERM the parent forwarded exits 0 overall, not 241 (-15)."""
+    assert exit_status([-signal.SIGTERM, 0], stopped=True) == 0
+    assert exit_status([-signal.SIGTERM, -signal.SIGTERM], stopped=True) == 0
+
+
+def test_a_worker_killed_by_another_signal_is_a_failure_in_shell_terms() -> None:
+    """A worker that died of SIGSEGV, or of a SIGTERM nobody forwarded, is 128 + the signal."""
+    assert exit_status([-signal.SIGSEGV, 0], stopped=True) == 128 + signal.SIGSEGV
+    assert exit_status([-signal.SIGTERM, 0], stopped=False) == 128 + signal.SIGTERM
+    assert exit_status([1, 0], stopped=True) == 1

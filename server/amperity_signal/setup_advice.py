@@ -40,6 +40,7 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
             "(profile_api_key, profile_collection_id and linking_keys), so "
             "window.datafly.profile.amperity stays empty; set them to expose attributes."
         )
+    warnings += _personalisation_warnings(name, integration)
     value = integration.source_value
     if value != value.strip():
         warnings.append(
@@ -49,3 +50,22 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
             "(case-sensitive)."
         )
     return warnings
+
+
+def _personalisation_warnings(name: str, integration: IntegrationSettings) -> list[str]:
+    """The spec enables personalisation in two steps; either one alone changes nothing."""
+    mappings = integration.personalisation_context_mappings
+    if mappings and not integration.personalisation_enabled:
+        return [
+            f"{name}: personalisation_context_mappings is set but personalisation_enabled is "
+            "false, so no context is sent and partner_attrs.amperity_personalized never "
+            "appears; set it to true to enable context-sensitive personalisation."
+        ]
+    if integration.personalisation_enabled and not mappings:
+        return [
+            f"{name}: personalisation_enabled is true but personalisation_context_mappings is "
+            "empty, so there is no context to send and nothing is personalised; add the "
+            'context values to forward, e.g. [{"source": "properties.category", '
+            '"target": "pageCategory"}].'
+        ]
+    return []

@@ -191,6 +191,24 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
     assert advice_for(**profile, linking_keys=EMAIL_KEY, browser_attribute_allowlist="A") == []
 
 
+def test_half_of_the_personalisation_setup_is_a_warning_naming_the_other_half() -> None:
+    """Mappings without personalisation_enabled, or the reverse, do nothing: a warning says so."""
+    enriching = {
+        "profile_api_key": PROFILE,
+        "profile_collection_id": "apc-x",
+        "linking_keys": EMAIL_KEY,
+        "browser_attribute_allowlist": "Persona",
+    }
+    mappings = [{"source": "properties.category", "target": "pageCategory"}]
+    (unused,) = advice_for(**enriching, personalisation_context_mappings=mappings)
+    assert "personalisation_enabled is false" in unused and "set it to true" in unused
+    (empty,) = advice_for(**enriching, personalisation_enabled=True)
+    assert "personalisation_context_mappings is empty" in empty
+    assert '"target": "pageCategory"' in empty
+    both = {"personalisation_enabled": True, "personalisation_context_mappings": mappings}
+    assert advice_for(**enriching, **both) == []
+
+
 def test_check_config_prints_the_setup_advice_as_warnings(tmp_path: Path) -> None:
     """A half-configured integration loads (exit 0) with its warning printed."""
     config = tmp_path / "half.toml"

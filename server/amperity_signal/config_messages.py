@@ -8,6 +8,7 @@ Values are never quoted back: only their TOML type, so no secret can end up in a
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +19,9 @@ MISSING_FIX = "add it; see the Configuration table of the integration guide."
 UNKNOWN_FIX = "remove it, or check its spelling against the Configuration table."
 
 _TOML_TYPES = {
+    datetime: "a date-time",
+    date: "a date",
+    time: "a time",
     bool: "true or false",
     int: "a number",
     float: "a number",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -593,6 +594,10 @@ def test_an_infinite_duration_is_refused_naming_the_field(table: str, field: str
         ),
         ({"server": {"workers": "two"}}, ["workers: must be a whole number", "without quotes"]),
         ({"cache": {"backend": "memcached"}}, ["must be 'memory' or 'redis'"]),
+        (
+            {"integrations": [integration(tenant_id=datetime(2026, 1, 1, 9, 30))]},
+            ["tenant_id: must be a string, not a date-time", "double quotes"],
+        ),
     ],
 )
 def test_a_value_of_the_wrong_shape_is_described_in_toml_terms_with_an_example(

@@ -205,7 +205,7 @@ def _read_events(path: str) -> list[dict[str, Any]]:
 
     where = f"--events {path}"
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM is no mistake
     except OSError as exc:
         raise _UsageError(f"{where}: cannot read the file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:

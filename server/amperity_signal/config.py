@@ -236,7 +236,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         )
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte order mark (Windows editors write one) would be a TOML error
+        # at line 1, column 1, where nothing is visible to fix.
+        raw = tomllib.loads(file.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(
             [ConfigProblem(str(file), "the file does not exist.", "pass --config PATH.")]

@@ -375,3 +375,12 @@ def test_a_worker_killed_by_another_signal_is_a_failure_in_shell_terms() -> None
     assert exit_status([-signal.SIGSEGV, 0], stopped=True) == 128 + signal.SIGSEGV
     assert exit_status([-signal.SIGTERM, 0], stopped=False) == 128 + signal.SIGTERM
     assert exit_status([1, 0], stopped=True) == 1
+
+
+def test_blueprint_test_reads_an_events_file_with_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    """An --events file saved as "UTF-8 with BOM" is read like the same file without one."""
+    events = tmp_path / "events.json"
+    events.write_bytes(b'\xef\xbb\xbf[{"type": "page", "anonymousId": "a"}]')
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    assert "#1 page -> pageview" in result.stdout

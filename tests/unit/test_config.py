@@ -621,3 +621,10 @@ def test_the_redis_password_is_kept_out_of_reprs_and_scrubbed_from_logs() -> Non
     assert "hunter2-redis-pass" not in repr(settings) and "hunter2-redis-pass" not in str(settings)
     assert "hunter2-redis-pass" in settings.secret_values()
     assert settings.cache.redis_url == url
+
+
+def test_a_config_saved_with_a_utf8_byte_order_mark_loads(tmp_path: Path) -> None:
+    """A file a Windows editor saved as "UTF-8 with BOM" loads like the same file without one."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + tomli_w.dumps({"integrations": [integration()]}).encode())
+    assert load_settings(path).integrations[0].id == "web"

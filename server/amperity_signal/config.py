@@ -275,7 +275,14 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            [ConfigProblem(str(file), f"is not valid TOML: {exc}.", "fix the syntax.")]
+            [
+                ConfigProblem(
+                    str(file),
+                    f"is not valid TOML: {exc}.",
+                    "fix the syntax at that place; text values go in double "
+                    'quotes, e.g. tenant_id = "acme".',
+                )
+            ]
         ) from None
     return settings_from_dict(raw, os.environ if environ is None else environ)
 

@@ -628,3 +628,15 @@ def test_a_config_saved_with_a_utf8_byte_order_mark_loads(tmp_path: Path) -> Non
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xef\xbb\xbf" + tomli_w.dumps({"integrations": [integration()]}).encode())
     assert load_settings(path).integrations[0].id == "web"
+
+
+def test_an_unquoted_string_is_a_toml_error_with_its_line_and_the_quoting_fix(
+    tmp_path: Path,
+) -> None:
+    """tenant_id = acme (no quotes) names the line and column and says strings need quotes."""
+    path = tmp_path / "c.toml"
+    path.write_text('[[integrations]]\nid = "web"\ntenant_id = acme\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    [problem] = [str(p) for p in caught.value.problems]
+    assert "line 3" in problem and 'in double quotes, e.g. tenant_id = "acme"' in problem

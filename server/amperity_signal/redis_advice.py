@@ -7,6 +7,7 @@ the operator needs to know which setting to look at: ``cache.redis_url``.
 from __future__ import annotations
 
 from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def redis_failure(exc: BaseException) -> str:
@@ -20,7 +21,8 @@ def redis_failure(exc: BaseException) -> str:
             f"Redis refused the credentials ({kind}): check the user and password in "
             "cache.redis_url"
         )
-    if isinstance(exc, TimeoutError):
+    # redis-py raises its own TimeoutError (not the builtin one) when socket_timeout passes.
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
         return (
             f"Redis did not answer in time ({kind}): check that it is running and reachable "
             "at cache.redis_url's host and port"

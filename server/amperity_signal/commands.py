@@ -231,7 +231,7 @@ def _read_events(path: str) -> list[dict[str, Any]]:
             )
             raise _UsageError(f"{where}: {fields}") from None
         for field in ("properties", "traits", "partner_attrs"):
-            if _depth(item.get(field)) > MAX_DEPTH:
+            if _depth(events[-1].get(field)) > MAX_DEPTH:
                 # The mapping engine recurses into nested values (and would overflow Python's
                 # stack on a deep enough one); Deliver refuses such an event the same way.
                 raise _UsageError(

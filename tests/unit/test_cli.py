@@ -155,6 +155,13 @@ def test_blueprint_show_explains_what_cannot_be_compiled(
             + b"]",
             ["events[0].properties", "nested deeper than 10 levels"],
         ),
+        (
+            b'[{"type": "page", "anonymousId": "a", "partnerAttrs": {"x": '
+            + b"[" * 11
+            + b"]" * 11
+            + b"}}]",
+            ["events[0].partner_attrs", "nested deeper than 10 levels"],
+        ),
     ],
 )
 def test_blueprint_test_names_what_is_wrong_with_the_events_file(

@@ -36,8 +36,16 @@ def cache_key(kind: Kind, integration_id: str, name: str, value: str) -> str:
 
 
 def kind_of(key: str) -> str:
-    """The kind segment of a key built by ``cache_key`` (used as a metrics label)."""
+    """The kind segment of a key built by ``cache_key`` (used as a metrics label).
+
+    Other users of the shared cache (the browser's ``consent:{digest}`` keys) get their
+    first segment: the label must never take a per-visitor value, or every visitor read
+    during an outage would add a metrics series.
+    """
     start = len(PREFIX) + 1
+    if not key.startswith(PREFIX) or key[start - 1 : start] != ":":
+        head, colon, _ = key.partition(":")
+        return head if colon else "other"
     end = key.find(":", start)
     return key[start:] if end < 0 else key[start:end]
 

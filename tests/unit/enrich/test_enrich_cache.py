@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from amperity_signal.browser import ConsentLedger
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
 from amperity_signal.metrics import Metrics
@@ -146,3 +147,26 @@ async def test_enricher_wraps_a_bare_store_in_a_cache_backend(
     )
     assert again.cache_status == "hit"
     assert store.size() > 0
+
+
+async def test_consent_reads_during_an_outage_count_under_one_bounded_label(
+    metrics: Metrics, clock: FakeClock
+) -> None:
+    """A lost consent read is counted as cache="consent", never under a per-visitor label."""
+    store = FlakyStore(clock)
+    store.down = True
+    ledger = ConsentLedger(CacheBackend(store, metrics=metrics, clock=clock))
+    for number in range(3):
+        assert not await ledger.allows("acme", f"anon_{number}", "marketing")
+    labels = {
+        sample.labels["cache"]
+        for family in metrics.registry.collect()
+        if family.name == "amperity_signal_cache"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert labels == {"consent"}
+    errors = metrics.registry.get_sample_value(
+        "amperity_signal_cache_total", {"cache": "consent", "result": "error"}
+    )
+    assert errors == 3

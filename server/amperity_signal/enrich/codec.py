@@ -53,20 +53,25 @@ class JsonCache:
         """Whether the backend is answering (False during an outage)."""
         return self.backend.available
 
-    async def get(self, key: str) -> Any | None:
-        """The decoded value under ``key``, or None."""
+    async def get(self, key: str, *, count: bool = True) -> Any | None:
+        """The decoded value under ``key``, or None.
+
+        ``count=False`` for a re-read of a key this request already counted, so the hit
+        ratio counts each request's lookup once.
+        """
         get_now = self._get_now
         item = get_now(key) if get_now is not None else await self.backend.get(key)
-        if self.backend.available:  # during an outage the backend counted errors
+        if count and self.backend.available:  # during an outage the backend counted errors
             self._count(key, "miss" if item is None else "hit")
         return None if item is None else orjson.loads(item)
 
-    async def get_many(self, keys: Sequence[str]) -> list[Any | None]:
-        """The decoded values of several keys in one round trip."""
+    async def get_many(self, keys: Sequence[str], *, count: bool = True) -> list[Any | None]:
+        """The decoded values of several keys in one round trip (``count`` as for ``get``)."""
         if len(keys) == 1:  # most visitors have one candidate: the single read is cheaper
-            return [await self.get(keys[0])]
+            return [await self.get(keys[0], count=count)]
         raw = await self.backend.multi_get(keys)
-        counted = self.backend.available  # during an outage the backend counted errors
+        # During an outage the backend counted errors.
+        counted = count and self.backend.available
         values: list[Any | None] = []
         for key, item in zip(keys, raw, strict=True):
             if counted:

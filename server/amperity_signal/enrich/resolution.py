@@ -135,7 +135,11 @@ class Resolver:
         breaker: Breaker,
         deadline: float | None,
     ) -> Outcome:
-        """Resolve a visitor and get its attributes, calling the Profile API where needed."""
+        """Resolve a visitor and get its attributes, calling the Profile API where needed.
+
+        Called after ``cached`` found a call needed: the walk re-reads the entries (another
+        flight may just have written them) without counting them again in the hit ratio.
+        """
         call = _Call(integration_id, client, breaker, deadline, allow_calls=True)
         outcome = await self._walk(call, candidates)
         return outcome if outcome is not None else Outcome(None, None, None, "miss")
@@ -144,14 +148,16 @@ class Resolver:
         """Walk the candidates in order; None when a call is needed but not allowed."""
         integration_id = call.integration_id
         keys = [cache_key("res", integration_id, c.key, c.value) for c in candidates]
-        states = await self._cache.get_many(keys)
+        # The walk that may call re-reads what the cache-only walk before it counted.
+        count = not call.allow_calls
+        states = await self._cache.get_many(keys, count=count)
         walk = _Round()
         for candidate, key, state in zip(candidates, keys, states, strict=True):
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
                 attrs_key = cache_key("attrs", integration_id, "profile_id", profile_id)
-                cached = await self._cache.get(attrs_key)
+                cached = await self._cache.get(attrs_key, count=count)
                 if isinstance(cached, dict):
                     return Outcome(profile_id, candidate.key, cached, "hit")
                 if not call.allow_calls:

@@ -218,3 +218,27 @@ async def test_remember_learns_user_id_and_phone(
     await enricher.remember(settings, event("anon_b", **identify_fields[source]()))
     result = await enricher.enrich(settings, event("anon_b"), deadline=None)
     assert result.amperity_id == "p-bob"
+
+
+async def test_each_enrichment_counts_its_cache_lookups_once(
+    enricher: Enricher, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> None:
+    """A miss, then a hit, then an attribute refresh count one res and attrs result each."""
+
+    def counts(cache: str) -> tuple[float, float]:
+        hit = sample(metrics, "amperity_signal_cache_total", {"cache": cache, "result": "hit"})
+        miss = sample(metrics, "amperity_signal_cache_total", {"cache": cache, "result": "miss"})
+        return hit, miss
+
+    client.add("p-anon", {"Persona": "Browser"}, device_cookie="anon_7")
+    await enricher.enrich(integration(), event("anon_7"), deadline=None)
+    assert counts("res") == (0, 1)
+    await enricher.enrich(integration(), event("anon_7"), deadline=None)
+    assert counts("res") == (1, 1)
+    assert counts("attrs") == (1, 0)
+    clock.advance(60)
+    refreshed = await enricher.enrich(integration(), event("anon_7"), deadline=None)
+    assert refreshed.cache_status == "miss"
+    assert client.gets == [("p-anon", None)]
+    assert counts("res") == (2, 1)
+    assert counts("attrs") == (1, 1)

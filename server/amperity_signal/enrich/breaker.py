@@ -3,14 +3,32 @@
 After ``failures`` consecutive 5xx/timeouts (``AmperityUnavailable``) the breaker opens and
 refuses calls for ``cooldown`` seconds; then calls are let through again, and the next
 failure reopens it at once while a success closes it. 403s and 404s are answers, not
-outages, and do not count.
+outages, and do not count; nor does a call that was never sent (``is_outage``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from amperity_signal.errors import AmperityError, AmperityUnavailable
 from amperity_signal.metrics import Metrics
+
+
+def is_outage(exc: AmperityError) -> bool:
+    """Whether a failed call is evidence that Amperity is unavailable (5xx, timeouts, 429).
+
+    An ``AmperityUnavailable`` made after no attempt at all (``attempts == 0``: the
+    caller's deadline passed before a request could be sent, or the local per-tenant rate
+    limit had no slot in time) says nothing about Amperity: it neither counts towards the
+    breaker nor is remembered as a failed lookup for the next caller, whose deadline may
+    be fine.
+    """
+    return isinstance(exc, AmperityUnavailable) and exc.attempts > 0
+
+
+def nothing_sent(exc: AmperityError) -> bool:
+    """Whether the call failed before any request reached Amperity (see ``is_outage``)."""
+    return isinstance(exc, AmperityUnavailable) and exc.attempts == 0
 
 
 class Breaker:

@@ -16,12 +16,12 @@ from typing import Any
 from amperity_signal.blueprint import resolve_path
 from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
-from amperity_signal.enrich.breaker import Breaker
+from amperity_signal.enrich.breaker import Breaker, is_outage
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.keys import cache_key, context_digest
 from amperity_signal.enrich.ports import ProfileClient
 from amperity_signal.enrich.single_flight import SingleFlight
-from amperity_signal.errors import AmperityError, AmperityUnavailable
+from amperity_signal.errors import AmperityError
 
 
 def _parameter(value: Any) -> str | None:
@@ -106,7 +106,7 @@ class Personaliser:
                 )
             except AmperityError as exc:
                 messages.log_failure(self._logger, integration_id, "personalised", exc.reason)
-                if isinstance(exc, AmperityUnavailable):
+                if is_outage(exc):
                     breaker.record_failure()
                 return {}, (messages.partner_error(exc, stale=False),)
             breaker.record_success()

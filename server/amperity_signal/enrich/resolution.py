@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import messages
-from amperity_signal.enrich.breaker import Breaker
+from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.identifiers import Candidate
 from amperity_signal.enrich.keys import cache_key
@@ -211,9 +211,10 @@ class Resolver:
             )
         except AmperityError as exc:
             stop = self._failed(integration_id, "lookup", exc, breaker)
-            message = exc.message if isinstance(exc, AmperityRejected) else None
-            marker = {"miss": "error", "reason": exc.reason, "message": message, "stop": stop}
-            await self._cache.set(key, marker, self._expiry(self._settings.error_ttl))
+            if not nothing_sent(exc):  # this caller's deadline is not the next caller's
+                message = exc.message if isinstance(exc, AmperityRejected) else None
+                marker = {"miss": "error", "reason": exc.reason, "message": message, "stop": stop}
+                await self._cache.set(key, marker, self._expiry(self._settings.error_ttl))
             walk.warnings.append(messages.partner_error(exc, stale=False))
             return None, stop
         breaker.record_success()
@@ -287,7 +288,7 @@ class Resolver:
         """Log a failed call and feed the breaker; returns whether the walk must stop."""
         messages.log_failure(self._logger, integration_id, endpoint, exc.reason)
         if isinstance(exc, AmperityUnavailable):
-            if breaker.record_failure():
+            if is_outage(exc) and breaker.record_failure():
                 messages.log_failure(self._logger, integration_id, endpoint, "BREAKER_OPEN")
             return True
         # Every lookup would meet the same key or host: stop walking the linking keys.

@@ -133,3 +133,29 @@ async def test_a_failure_without_a_last_good_copy_attaches_nothing(
     assert result.resolved
     assert result.cache_status == "miss"
     assert "amperity" not in result.event.get("partner_attrs", {})
+
+
+async def test_a_lookup_never_sent_is_neither_dampened_nor_counted_by_the_breaker(
+    enricher: Enricher, client: FakeProfileClient, metrics: Metrics
+) -> None:
+    """A caller whose deadline passed before sending leaves no error entry and no breaker count."""
+    client.error = AmperityUnavailable(
+        "the call's deadline passed before a request could be sent, so nothing was sent",
+        reason="AMPERITY_UNAVAILABLE",
+        attempts=0,
+    )
+    for number in range(5):  # breaker_failures = 3
+        late = await enricher.enrich(integration(), event(f"anon_{number}"), deadline=None)
+        assert not late.resolved
+        assert late.cache_status == "miss"
+    assert len(client.lookups) == 5
+    gauge = metrics.registry.get_sample_value(
+        "amperity_signal_breaker_open", {"integration": "acme"}
+    )
+    assert gauge == 0
+    client.error = None
+    client.add("p-anon", {"Persona": "Browser"}, device_cookie="anon_0")
+    result = await enricher.enrich(integration(), event("anon_0"), deadline=None)
+    assert result.resolved
+    assert result.cache_status == "miss"
+    assert client.lookups[-1] == ("device_cookie", "anon_0")

@@ -16,6 +16,7 @@ already is a 64-hex digest is sent as it is (only its case follows the scheme).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,15 @@ def slot(source: str, scheme: str | None) -> str:
 
 
 def _text(value: Any) -> str | None:
+    """A source value as text, or None when it is empty or not a scalar id.
+
+    ``traits`` is a protobuf Struct, whose numbers are floats: ``traits.phone`` written as
+    a number arrives as ``447700900123.0``. An integral float is read without its ``.0``,
+    as the blueprint's ``e164`` transform reads it, so the lookup and the event's
+    ``phone`` agree.
+    """
+    if isinstance(value, float) and not isinstance(value, bool):
+        return str(int(value)) if math.isfinite(value) and value.is_integer() else None
     if value is None or isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value).strip()

@@ -7,6 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amperity_signal.blueprint.transforms import e164
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.identifiers import (
     Candidate,
@@ -102,3 +103,13 @@ def test_remembered_identifiers_fill_sources_missing_on_the_event() -> None:
     assert candidates(keys, event(), learned) == (
         Candidate("email_sha256", sha("alice@example.com")),
     )
+
+
+def test_a_phone_given_as_a_number_is_looked_up_as_the_blueprint_sends_it() -> None:
+    """traits.phone as a Struct number (a float) is looked up as its digits, like e164 maps it."""
+    keys = (LinkingKey(source="phone", key="phone_sha256", hash="sha256"),)
+    visitor = event(traits={"phone": 447700900123.0})
+    digest = sha(e164(447700900123.0))
+    assert candidates(keys, visitor, {}) == (Candidate("phone_sha256", digest),)
+    assert learnable(keys, visitor) == {"phone:sha256": digest}
+    assert candidates(keys, event(traits={"phone": 4477009.5}), {}) == ()

@@ -72,9 +72,13 @@ class IdentityMap:
     ) -> tuple[dict[str, str], bool]:
         """Like ``remember``, also returning the visitor's fields after the merge.
 
-        The event's identifiers win over remembered ones (a new login replaces the old
-        email). The entry is written only when it changed. ``learned`` is
-        ``learnable(linking_keys, event)`` when the caller already has it (hashing is not free).
+        The event's identifiers win over remembered ones. When one of them differs from
+        the remembered value (another user logged in on the same browser, or a new email),
+        the remembered identifiers the event does not carry are forgotten too: they may
+        belong to the previous user, whose profile would otherwise match first (email is
+        usually the first linking key) and be shown to the new one. The entry is written
+        only when it changed. ``learned`` is ``learnable(linking_keys, event)`` when the
+        caller already has it (hashing is not free).
         """
         anonymous_id = visitor_id(event)
         if anonymous_id is None:
@@ -82,7 +86,8 @@ class IdentityMap:
         current = await self.identifiers(integration_id, anonymous_id)
         if learned is None:
             learned = learnable(linking_keys, event)
-        merged = {**current, **learned}
+        someone_else = any(current.get(name, value) != value for name, value in learned.items())
+        merged = dict(learned) if someone_else else {**current, **learned}
         if merged == current:
             return current, False
         await self._cache.set(

@@ -242,3 +242,20 @@ async def test_each_enrichment_counts_its_cache_lookups_once(
     assert client.gets == [("p-anon", None)]
     assert counts("res") == (2, 1)
     assert counts("attrs") == (1, 1)
+
+
+async def test_a_new_login_on_a_shared_browser_forgets_the_previous_users_email(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """After user B logs in on A's cookie, B resolves as B, never through A's remembered email."""
+    client.add("p-bob", {"Persona": "Bob"}, customer_id="cust-bob")
+    await enricher.remember(integration(), event("anon_shared", user_id="cust-alice", traits=ALICE))
+    bob = await enricher.enrich(
+        integration(), event("anon_shared", user_id="cust-bob"), deadline=None
+    )
+    assert bob.amperity_id == "p-bob"
+    assert bob.matched_key == "customer_id"
+    remembered = await enricher.identity_map.identifiers("acme", "anon_shared")
+    assert remembered == {"user_id": "cust-bob"}
+    later = await enricher.enrich(integration(), event("anon_shared"), deadline=None)
+    assert later.amperity_id == "p-bob"

@@ -25,6 +25,7 @@ from amperity_signal.enrich.identifiers import (
     visitor_id,
 )
 from amperity_signal.enrich.identity import IdentityMap
+from amperity_signal.enrich.keys import profile_scope
 from amperity_signal.enrich.personalise import Personaliser, context_for
 from amperity_signal.enrich.ports import CacheStore, ProfileClient
 from amperity_signal.enrich.resolution import Outcome, Resolver
@@ -156,6 +157,7 @@ class Enricher:
                     integration.id,
                     outcome.profile_id,
                     context,
+                    scope=_scope(integration),
                     client=client,
                     breaker=self._breaker(integration.id),
                     deadline=deadline,
@@ -195,7 +197,7 @@ class Enricher:
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
-        personalized = await self._personaliser.latest(integration.id, outcome.profile_id)
+        personalized = await self._personaliser.latest(_scope(integration), outcome.profile_id)
         return dict(outcome.attributes or {}), personalized
 
     async def _outcome(
@@ -225,13 +227,21 @@ class Enricher:
             warning = messages.no_sources([lk.source for lk in linking_keys])
             return Outcome(None, None, None, "miss", (warning,))
         breaker = self._breaker(integration.id)
-        cached = await self._resolver.cached(integration.id, found, client=client, breaker=breaker)
+        scope = _scope(integration)
+        cached = await self._resolver.cached(
+            integration.id, found, scope=scope, client=client, breaker=breaker
+        )
         if cached is not None:
             return cached
 
         async def resolve() -> Outcome:
             return await self._resolver.resolve(
-                integration.id, found, client=client, breaker=breaker, deadline=deadline
+                integration.id,
+                found,
+                scope=scope,
+                client=client,
+                breaker=breaker,
+                deadline=deadline,
             )
 
         outcome: Outcome = await self._flights.run((integration.id, "resolve", found), resolve)
@@ -242,3 +252,10 @@ class Enricher:
             self._metrics.enrichment_degraded.labels(
                 integration=integration_id, cause="cache_unavailable"
             ).inc()
+
+
+def _scope(integration: IntegrationSettings) -> str:
+    """The cache scope of the integration's profiles: its id, tenant and collection."""
+    return profile_scope(
+        integration.id, integration.tenant_id, integration.profile_collection_id or ""
+    )

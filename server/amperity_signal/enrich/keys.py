@@ -1,9 +1,15 @@
 """Cache keys: readable kind, opaque digest, never a raw identifier.
 
-Every key is ``amperity_signal:v1:{kind}:{sha256(integration_id, name, value)}`` where the
-three parts are joined by a unit separator before hashing, so neither an email nor a cookie
-ever appears in Redis or in a memory dump of the keys. ``v1`` changes when the stored value
+Every key is ``amperity_signal:v1:{kind}:{sha256(scope, name, value)}`` where the three
+parts are joined by a unit separator before hashing, so neither an email nor a cookie ever
+appears in Redis or in a memory dump of the keys. ``v1`` changes when the stored value
 shapes change, which retires old entries instead of misreading them.
+
+The scope is the integration id for the identity map, and ``profile_scope`` (integration id,
+tenant id and collection id) for everything holding profile ids or attributes: a profile id
+means something only in its tenant's collection, and two deployments sharing a Redis with
+an integration of the same id (staging and production), or an integration pointed at
+another collection, must not answer with each other's profiles.
 
 | kind | name | value | holds |
 | --- | --- | --- | --- |
@@ -29,10 +35,15 @@ PREFIX: Final = "amperity_signal:v1"
 _SEPARATOR: Final = "\x1f"
 
 
-def cache_key(kind: Kind, integration_id: str, name: str, value: str) -> str:
-    """The cache key for one entry; see the module docstring for the scheme."""
-    material = _SEPARATOR.join((integration_id, name, value)).encode()
+def cache_key(kind: Kind, scope: str, name: str, value: str) -> str:
+    """The cache key for one entry; see the module docstring for the scheme and scopes."""
+    material = _SEPARATOR.join((scope, name, value)).encode()
     return f"{PREFIX}:{kind}:{hashlib.sha256(material).hexdigest()}"
+
+
+def profile_scope(integration_id: str, tenant_id: str, collection_id: str) -> str:
+    """The scope of the profile-holding kinds (all but ``ident``); see the module docstring."""
+    return _SEPARATOR.join((integration_id, tenant_id, collection_id))
 
 
 def kind_of(key: str) -> str:

@@ -73,11 +73,12 @@ class Personaliser:
         self._failures_to_open = failures_to_open
         self._logger = logger
 
-    async def latest(self, integration_id: str, profile_id: str) -> dict[str, Any]:
-        """The most recent personalised attributes of a profile (for the browser), or {}."""
-        found = await self._cache.get(
-            cache_key("perslast", integration_id, "profile_id", profile_id)
-        )
+    async def latest(self, scope: str, profile_id: str) -> dict[str, Any]:
+        """The most recent personalised attributes of a profile (for the browser), or {}.
+
+        ``scope`` is the integration's ``profile_scope``.
+        """
+        found = await self._cache.get(cache_key("perslast", scope, "profile_id", profile_id))
         return found if isinstance(found, dict) else {}
 
     async def personalised(
@@ -86,12 +87,16 @@ class Personaliser:
         profile_id: str,
         context: Mapping[str, str],
         *,
+        scope: str,
         client: ProfileClient,
         breaker: Breaker,
         deadline: float | None,
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """Personalised attributes for a profile in a context, and any warnings."""
-        key = cache_key("pers", integration_id, profile_id, context_digest(context))
+        """Personalised attributes for a profile in a context, and any warnings.
+
+        ``scope`` is the integration's ``profile_scope``.
+        """
+        key = cache_key("pers", scope, profile_id, context_digest(context))
         cached = await self._cache.get(key)
         if isinstance(cached, dict):
             return cached, ()
@@ -114,7 +119,7 @@ class Personaliser:
             ttl = self._expiry(self._ttl)
             await self._cache.set(key, attributes, ttl)
             await self._cache.set(
-                cache_key("perslast", integration_id, "profile_id", profile_id), attributes, ttl
+                cache_key("perslast", scope, "profile_id", profile_id), attributes, ttl
             )
             return attributes, ()
 

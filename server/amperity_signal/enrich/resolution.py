@@ -81,6 +81,7 @@ class _Call:
     """The parts of one resolution every step needs."""
 
     integration_id: str
+    scope: str
     client: ProfileClient
     breaker: Breaker
     deadline: float | None
@@ -119,11 +120,15 @@ class Resolver:
         integration_id: str,
         candidates: Sequence[Candidate],
         *,
+        scope: str,
         client: ProfileClient,
         breaker: Breaker,
     ) -> Outcome | None:
-        """The outcome from the cache alone, or None when a partner call is needed."""
-        call = _Call(integration_id, client, breaker, None, allow_calls=False)
+        """The outcome from the cache alone, or None when a partner call is needed.
+
+        ``scope`` is the integration's ``profile_scope`` (the cache keys' first part).
+        """
+        call = _Call(integration_id, scope, client, breaker, None, allow_calls=False)
         return await self._walk(call, candidates)
 
     async def resolve(
@@ -131,6 +136,7 @@ class Resolver:
         integration_id: str,
         candidates: Sequence[Candidate],
         *,
+        scope: str,
         client: ProfileClient,
         breaker: Breaker,
         deadline: float | None,
@@ -140,14 +146,14 @@ class Resolver:
         Called after ``cached`` found a call needed: the walk re-reads the entries (another
         flight may just have written them) without counting them again in the hit ratio.
         """
-        call = _Call(integration_id, client, breaker, deadline, allow_calls=True)
+        call = _Call(integration_id, scope, client, breaker, deadline, allow_calls=True)
         outcome = await self._walk(call, candidates)
         return outcome if outcome is not None else Outcome(None, None, None, "miss")
 
     async def _walk(self, call: _Call, candidates: Sequence[Candidate]) -> Outcome | None:
         """Walk the candidates in order; None when a call is needed but not allowed."""
-        integration_id = call.integration_id
-        keys = [cache_key("res", integration_id, c.key, c.value) for c in candidates]
+        scope = call.scope
+        keys = [cache_key("res", scope, c.key, c.value) for c in candidates]
         # The walk that may call re-reads what the cache-only walk before it counted.
         count = not call.allow_calls
         states = await self._cache.get_many(keys, count=count)
@@ -156,7 +162,7 @@ class Resolver:
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
-                attrs_key = cache_key("attrs", integration_id, "profile_id", profile_id)
+                attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
                 cached = await self._cache.get(attrs_key, count=count)
                 if isinstance(cached, dict):
                     return Outcome(profile_id, candidate.key, cached, "hit")
@@ -227,7 +233,7 @@ class Resolver:
         await self._cache.set(
             key, {"profile_id": profile.profile_id}, self._expiry(self._settings.resolution_ttl)
         )
-        attributes = await self._store_attributes(integration_id, profile)
+        attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile.profile_id, candidate.key, attributes, "miss"), True
 
     async def _refresh(
@@ -236,7 +242,7 @@ class Resolver:
         """Fetch a resolved profile's attributes; None when the profile no longer exists."""
         integration_id, breaker = call.integration_id, call.breaker
         if not breaker.allow():
-            good = await self._last_good(integration_id, profile_id)
+            good = await self._last_good(call.scope, profile_id)
             warning = messages.breaker_open(
                 self._settings.breaker_failures, breaker.retry_in(), stale=good is not None
             )
@@ -246,7 +252,7 @@ class Resolver:
             profile = await call.client.get_profile(profile_id, deadline=call.deadline)
         except AmperityError as exc:
             self._failed(integration_id, "profile", exc, breaker)
-            good = await self._last_good(integration_id, profile_id)
+            good = await self._last_good(call.scope, profile_id)
             warning = messages.partner_error(exc, stale=good is not None)
             status = "stale" if good is not None else "miss"
             return Outcome(profile_id, candidate.key, good, status, (warning,))
@@ -254,29 +260,29 @@ class Resolver:
         walk.called = True
         if profile is None:
             return None
-        attributes = await self._store_attributes(integration_id, profile)
+        attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile_id, candidate.key, attributes, "miss")
 
-    async def _store_attributes(self, integration_id: str, profile: ProfileLike) -> dict[str, Any]:
+    async def _store_attributes(self, scope: str, profile: ProfileLike) -> dict[str, Any]:
         """Cache a profile's attributes (fresh copy and long-lived last good copy)."""
         attributes = dict(profile.attributes)
         pid = profile.profile_id
         settings = self._settings
         await self._cache.set(
-            cache_key("attrs", integration_id, "profile_id", pid),
+            cache_key("attrs", scope, "profile_id", pid),
             attributes,
             self._expiry(settings.attribute_ttl),
         )
         if settings.stale_ttl > 0:
             await self._cache.set(
-                cache_key("good", integration_id, "profile_id", pid),
+                cache_key("good", scope, "profile_id", pid),
                 attributes,
                 self._expiry(settings.attribute_ttl + settings.stale_ttl),
             )
         return attributes
 
-    async def _last_good(self, integration_id: str, profile_id: str) -> dict[str, Any] | None:
-        good = await self._cache.get(cache_key("good", integration_id, "profile_id", profile_id))
+    async def _last_good(self, scope: str, profile_id: str) -> dict[str, Any] | None:
+        good = await self._cache.get(cache_key("good", scope, "profile_id", profile_id))
         if not isinstance(good, dict):
             return None
         self._stale.inc()

@@ -259,3 +259,19 @@ async def test_a_new_login_on_a_shared_browser_forgets_the_previous_users_email(
     assert remembered == {"user_id": "cust-bob"}
     later = await enricher.enrich(integration(), event("anon_shared"), deadline=None)
     assert later.amperity_id == "p-bob"
+
+
+@pytest.mark.parametrize(
+    "other", [{"tenant_id": "globex"}, {"profile_collection_id": "apc-Other123"}]
+)
+async def test_a_shared_cache_never_answers_with_another_tenants_or_collections_profile(
+    make_enricher: Callable[..., Enricher], client: FakeProfileClient, other: dict[str, str]
+) -> None:
+    """Same integration id, other tenant or collection, one cache: each resolves on its own."""
+    await make_enricher().enrich(integration(), event(traits=ALICE), deadline=None)
+    elsewhere = FakeProfileClient()
+    enricher = make_enricher(client_for=lambda _id: elsewhere)
+    result = await enricher.enrich(integration(**other), event(traits=ALICE), deadline=None)
+    assert not result.resolved
+    assert "partner_attrs" not in result.event
+    assert elsewhere.lookups[0] == ("email_sha256", ALICE_SHA)

@@ -78,6 +78,7 @@ class Enricher:
         )
         self._personaliser = Personaliser(
             ttl=settings.personalized_ttl,
+            error_ttl=settings.error_ttl,
             cache=self._cache,
             flights=self._flights,
             expiry=expiry,

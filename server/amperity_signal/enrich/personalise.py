@@ -3,7 +3,8 @@
 Each ``{source, target}`` mapping reads ``source`` from the event (the blueprint's path
 syntax: ``context.*``, ``properties.*``, ``partner_attrs.amperity.*``, flat fields) and sends
 it as the ``target`` parameter of ``get_profile``. Results are cached by profile id plus a
-digest of the sorted context for ``personalized_ttl``, so the same context costs one call.
+digest of the sorted context for ``personalized_ttl``, so the same context costs one call;
+a failed call is remembered for ``error_ttl``, as a failed lookup is.
 The latest result per profile is also kept for the browser, which never sends context.
 """
 
@@ -16,12 +17,12 @@ from typing import Any
 from amperity_signal.blueprint import resolve_path
 from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
-from amperity_signal.enrich.breaker import Breaker, is_outage
+from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.keys import cache_key, context_digest
 from amperity_signal.enrich.ports import ProfileClient
 from amperity_signal.enrich.single_flight import SingleFlight
-from amperity_signal.errors import AmperityError
+from amperity_signal.errors import AmperityError, AmperityRejected
 
 
 def _parameter(value: Any) -> str | None:
@@ -54,12 +55,14 @@ class Personaliser:
         expiry: Applies jitter to a TTL.
         failures_to_open: ``breaker_failures``, for the warning text.
         logger: Where ``partner resolve failed`` is logged.
+        error_ttl: Seconds a failed call is remembered for its context (``error_ttl``).
     """
 
     def __init__(
         self,
         *,
         ttl: float,
+        error_ttl: float,
         cache: JsonCache,
         flights: SingleFlight[Any],
         expiry: Callable[[float], float],
@@ -67,6 +70,7 @@ class Personaliser:
         logger: logging.Logger,
     ) -> None:
         self._ttl = ttl
+        self._error_ttl = error_ttl
         self._cache = cache
         self._flights = flights
         self._expiry = expiry
@@ -100,6 +104,9 @@ class Personaliser:
         cached = await self._cache.get(key)
         if isinstance(cached, dict):
             return cached, ()
+        if isinstance(cached, list) and len(cached) == 3:  # a failure: [error, reason, message]
+            _, reason, message = cached
+            return {}, (messages.dampened_error(str(reason), message, stale=False),)
 
         async def fetch() -> tuple[dict[str, Any], tuple[str, ...]]:
             if not breaker.allow():
@@ -113,6 +120,13 @@ class Personaliser:
                 messages.log_failure(self._logger, integration_id, "personalised", exc.reason)
                 if is_outage(exc):
                     breaker.record_failure()
+                if not nothing_sent(exc):
+                    # Remembered like a failed lookup, so a context Amperity refuses costs one
+                    # call per error_ttl, not one per event (the tenant's rate limit is shared
+                    # with event ingest). A list, which attributes never are.
+                    message = exc.message if isinstance(exc, AmperityRejected) else None
+                    failure = ["error", exc.reason, message]
+                    await self._cache.set(key, failure, self._expiry(self._error_ttl))
                 return {}, (messages.partner_error(exc, stale=False),)
             breaker.record_success()
             attributes = dict(profile.attributes) if profile is not None else {}

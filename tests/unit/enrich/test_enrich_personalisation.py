@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.personalise import context_for
+from amperity_signal.errors import AmperityRejected
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
 
@@ -105,3 +107,24 @@ def test_context_values_skip_empty_and_stringify() -> None:
         "pagePath": "/cart",
         "tierHint": "true",
     }
+
+
+async def test_a_refused_personalised_call_is_dampened_for_the_error_ttl(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A context Amperity refuses costs one call per error_ttl, not one per event."""
+
+    def refuse(_profile_id: str, _context: Mapping[str, str]) -> dict[str, Any]:
+        raise AmperityRejected(
+            "Amperity answered 400 to a Profile API call", reason="AMPERITY_REJECTED"
+        )
+
+    client.personalise = refuse
+    settings = personalised_integration()
+    results = [await enricher.enrich(settings, shoe_event(), deadline=None) for _ in range(5)]
+    assert len(client.personalised_gets) == 1
+    assert all(r.resolved and r.personalized_attributes == {} for r in results)
+    assert all(any("400" in w for w in r.warnings) for r in results)
+    clock.advance(30)
+    await enricher.enrich(settings, shoe_event(), deadline=None)
+    assert len(client.personalised_gets) == 2

@@ -11,6 +11,7 @@ The latest result per profile is also kept for the browser, which never sends co
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,11 +27,19 @@ from amperity_signal.errors import AmperityError, AmperityRejected
 
 
 def _parameter(value: Any) -> str | None:
-    """A context value as a query parameter, or None when it is empty."""
+    """A context value as a query parameter, or None when it is empty.
+
+    Event numbers come from protobuf Structs, so they are floats: an integral one is sent
+    without its ``.0`` (``cartValue=120``, as the blueprint renders it), not ``120.0``.
+    """
     if value is None or (isinstance(value, str | list | tuple | dict) and not value):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value.is_integer() else repr(value)
     text = str(value).strip()
     return text or None
 

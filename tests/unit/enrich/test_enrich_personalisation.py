@@ -128,3 +128,11 @@ async def test_a_refused_personalised_call_is_dampened_for_the_error_ttl(
     clock.advance(30)
     await enricher.enrich(settings, shoe_event(), deadline=None)
     assert len(client.personalised_gets) == 2
+
+
+def test_a_struct_number_is_sent_without_a_trailing_point_zero() -> None:
+    """properties.value 120.0 (every Struct number is a float) is sent as "120"; 19.5 as is."""
+    settings = personalised_integration()
+    mappings = settings.personalisation_context_mappings
+    assert context_for(mappings, {"properties": {"value": 120.0}}) == {"cartValue": "120"}
+    assert context_for(mappings, {"properties": {"value": 19.5}}) == {"cartValue": "19.5"}

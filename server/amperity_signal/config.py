@@ -47,6 +47,17 @@ class ContextMapping(_Strict):
     source: str = Field(min_length=1)
     target: str = Field(pattern=_PARAM_NAME.pattern)
 
+    @field_validator("target")
+    @classmethod
+    def _not_reserved(cls, target: str) -> str:
+        """``enrich`` is the Profile API's own parameter: the GET would fail for every event."""
+        if target == "enrich":
+            raise ValueError(
+                "is 'enrich', a name the Profile API call already uses (enrich=true); rename "
+                "the target to the name your Amperity attribute logic reads"
+            )
+        return target
+
 
 class ServerSettings(_Strict):
     """The ``[server]`` table: where to listen and how to shut down."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.personalise import context_for
@@ -136,3 +139,17 @@ def test_a_struct_number_is_sent_without_a_trailing_point_zero() -> None:
     mappings = settings.personalisation_context_mappings
     assert context_for(mappings, {"properties": {"value": 120.0}}) == {"cartValue": "120"}
     assert context_for(mappings, {"properties": {"value": 19.5}}) == {"cartValue": "19.5"}
+
+
+def test_a_context_target_named_enrich_is_refused_at_load() -> None:
+    """Target "enrich" (the Profile API's own parameter) is a config error naming the field."""
+    with pytest.raises(ValidationError) as refused:
+        integration(
+            personalisation_enabled=True,
+            personalisation_context_mappings=[
+                {"source": "properties.category", "target": "enrich"}
+            ],
+        )
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("personalisation_context_mappings", 0, "target")
+    assert "rename the target" in error["msg"]

@@ -162,10 +162,9 @@ class Resolver:
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
-                attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
-                cached = await self._cache.get(attrs_key, count=count)
-                if isinstance(cached, dict):
-                    return Outcome(profile_id, candidate.key, cached, "hit")
+                known = await self._known(scope, profile_id, candidate, count=count)
+                if known is not None:
+                    return known
                 if not call.allow_calls:
                     return None
                 found = await self._refresh(call, profile_id, candidate, walk)
@@ -252,6 +251,13 @@ class Resolver:
             profile = await call.client.get_profile(profile_id, deadline=call.deadline)
         except AmperityError as exc:
             self._failed(integration_id, "profile", exc, breaker)
+            if isinstance(exc, AmperityRejected):
+                # A 400/401/403 is not an outage, so the breaker never stops it: remembered
+                # for error_ttl, or every event of every known visitor would call again.
+                # A list, which attributes never are.
+                refused = ["error", exc.reason, exc.message]
+                attrs_key = cache_key("attrs", call.scope, "profile_id", profile_id)
+                await self._cache.set(attrs_key, refused, self._expiry(self._settings.error_ttl))
             good = await self._last_good(call.scope, profile_id)
             warning = messages.partner_error(exc, stale=good is not None)
             status = "stale" if good is not None else "miss"
@@ -262,6 +268,28 @@ class Resolver:
             return None
         attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile_id, candidate.key, attributes, "miss")
+
+    async def _known(
+        self, scope: str, profile_id: str, candidate: Candidate, *, count: bool
+    ) -> Outcome | None:
+        """The outcome the attribute cache holds for a resolved profile, else None.
+
+        Fresh attributes are a hit; a recently refused refresh is answered with the last
+        good copy and the refusal, without a call.
+        """
+        cached = await self._cache.get(
+            cache_key("attrs", scope, "profile_id", profile_id), count=count
+        )
+        if isinstance(cached, dict):
+            return Outcome(profile_id, candidate.key, cached, "hit")
+        if not (isinstance(cached, list) and len(cached) == 3):
+            return None
+        _, reason, message = cached
+        self._dampened.inc()
+        good = await self._last_good(scope, profile_id)
+        warning = messages.dampened_error(str(reason), message, stale=good is not None)
+        status: CacheStatus = "stale" if good is not None else "dampened"
+        return Outcome(profile_id, candidate.key, good, status, (warning,))
 
     async def _store_attributes(self, scope: str, profile: ProfileLike) -> dict[str, Any]:
         """Cache a profile's attributes (fresh copy and long-lived last good copy)."""

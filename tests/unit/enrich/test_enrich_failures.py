@@ -159,3 +159,24 @@ async def test_a_lookup_never_sent_is_neither_dampened_nor_counted_by_the_breake
     assert result.resolved
     assert result.cache_status == "miss"
     assert client.lookups[-1] == ("device_cookie", "anon_0")
+
+
+async def test_a_refused_attribute_refresh_is_dampened_for_the_error_ttl(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A 403 on a known visitor's refresh costs one call per error_ttl; the rest serve stale."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    clock.advance(61)
+    client.error = AmperityAuthError(FORBIDDEN, reason="PERMISSION_DENIED", status_code=403)
+    results = [
+        await enricher.enrich(integration(), event(traits=ALICE), deadline=None) for _ in range(5)
+    ]
+    assert len(client.gets) == 1
+    assert {r.cache_status for r in results} == {"stale"}
+    assert all(r.attributes["Persona"] == "Value Hunter" for r in results)
+    assert all(FORBIDDEN in r.warnings[0] for r in results)
+    clock.advance(30)
+    client.error = None
+    recovered = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert recovered.cache_status == "miss"
+    assert len(client.gets) == 2

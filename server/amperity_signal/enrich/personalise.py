@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from amperity_signal.blueprint import resolve_path
 from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
@@ -31,6 +33,7 @@ def _parameter(value: Any) -> str | None:
 
     Event numbers come from protobuf Structs, so they are floats: an integral one is sent
     without its ``.0`` (``cartValue=120``, as the blueprint renders it), not ``120.0``.
+    A list or object is sent as compact JSON.
     """
     if value is None or (isinstance(value, str | list | tuple | dict) and not value):
         return None
@@ -40,8 +43,23 @@ def _parameter(value: Any) -> str | None:
         if not math.isfinite(value):
             return None
         return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, list | tuple | dict):
+        # JSON, keys sorted (a stable context hash), integral numbers without ".0" - never
+        # Python's repr (['shoes'], {'gift': True}), which nothing on Amperity's side parses.
+        return orjson.dumps(_integral(value), option=orjson.OPT_SORT_KEYS).decode()
     text = str(value).strip()
     return text or None
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with integral floats (Struct numbers) as ints, at any depth."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
 
 
 def context_for(mappings: Sequence[ContextMapping], event: Mapping[str, Any]) -> dict[str, str]:

@@ -153,3 +153,20 @@ def test_a_context_target_named_enrich_is_refused_at_load() -> None:
     (error,) = refused.value.errors()
     assert error["loc"] == ("personalisation_context_mappings", 0, "target")
     assert "rename the target" in error["msg"]
+
+
+def test_a_list_or_object_context_value_is_sent_as_json() -> None:
+    """A list or object source value is sent as compact JSON, never as Python's repr."""
+    mappings = integration(
+        personalisation_context_mappings=[
+            {"source": "properties.categories", "target": "categories"},
+            {"source": "properties.cart", "target": "cart"},
+        ]
+    ).personalisation_context_mappings
+    enriched = {
+        "properties": {"categories": ["shoes", "bags"], "cart": {"items": 2.0, "gift": True}}
+    }
+    assert context_for(mappings, enriched) == {
+        "categories": '["shoes","bags"]',
+        "cart": '{"gift":true,"items":2}',
+    }

@@ -145,8 +145,10 @@ class Personaliser:
                 )
             except AmperityError as exc:
                 messages.log_failure(self._logger, integration_id, "personalised", exc.reason)
-                if is_outage(exc):
-                    breaker.record_failure()
+                if is_outage(exc) and breaker.record_failure():
+                    messages.log_failure(
+                        self._logger, integration_id, "personalised", "BREAKER_OPEN"
+                    )
                 if not nothing_sent(exc):
                     # Remembered like a failed lookup, so a context Amperity refuses costs one
                     # call per error_ttl, not one per event (the tenant's rate limit is shared

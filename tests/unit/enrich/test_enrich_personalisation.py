@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.personalise import context_for
-from amperity_signal.errors import AmperityRejected
+from amperity_signal.errors import AmperityRejected, AmperityUnavailable
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
 
@@ -170,3 +171,23 @@ def test_a_list_or_object_context_value_is_sent_as_json() -> None:
         "categories": '["shoes","bags"]',
         "cart": '{"gift":true,"items":2}',
     }
+
+
+async def test_personalised_failures_that_open_the_breaker_log_breaker_open(
+    enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The personalised call that opens the breaker logs reason=BREAKER_OPEN, as lookups do."""
+
+    def unavailable(_profile_id: str, _context: Mapping[str, str]) -> dict[str, Any]:
+        raise AmperityUnavailable(
+            "Amperity answered 503", reason="AMPERITY_UNAVAILABLE", status_code=503
+        )
+
+    client.personalise = unavailable
+    settings = personalised_integration()
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        for category in ("shoes", "bags", "hats"):  # breaker_failures = 3
+            await enricher.enrich(settings, shoe_event(category), deadline=None)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("reason=BREAKER_OPEN" in line for line in lines) == 1
+    assert "endpoint=personalised reason=BREAKER_OPEN" in lines[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -10,6 +11,13 @@ from email.utils import parsedate_to_datetime
 # 429 and every 5xx ("temporary, retry with backoff" in the ingest table), except the two a
 # retry cannot change: 501 Not Implemented and 505 HTTP Version Not Supported.
 RETRYABLE_STATUSES = frozenset({429, *range(500, 600)} - {501, 505})
+
+# The longest wait a Retry-After can ask for (a day, as the sandbox's faults allow): a
+# longer one is cut to it, so a caller is never told to wait years (or infinitely long).
+MAX_RETRY_AFTER = 86_400.0
+# delay-seconds: ASCII digits (RFC 9110), plus a fraction as some servers send. Not a sign,
+# an exponent, "inf" or "nan", which float() would accept.
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 _DNS_NOT_FOUND_TEXT = (
     "name or service not known",
@@ -55,15 +63,14 @@ def parse_retry_after(value: str | None, date_header: str | None, now: float) ->
         now: The current epoch time, used when the response has no usable ``Date``.
 
     Returns:
-        Non-negative seconds, or None when absent or unreadable.
+        Seconds between 0 and ``MAX_RETRY_AFTER``, or None when absent or unreadable
+        (a negative, infinite or NaN number is unreadable: the backoff applies).
     """
     if not value:
         return None
     text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
+    if _DELAY_SECONDS.fullmatch(text):
+        return min(float(text), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError):
@@ -74,7 +81,7 @@ def parse_retry_after(value: str | None, date_header: str | None, now: float) ->
             reference = parsedate_to_datetime(date_header).timestamp()
         except (TypeError, ValueError, IndexError):
             reference = now
-    return max(0.0, when - reference)
+    return min(max(0.0, when - reference), MAX_RETRY_AFTER)
 
 
 def is_unknown_host(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_c
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityError, AmperityUnavailable
 from amperity_signal.metrics import Metrics
+from amperity_signal.service.status import to_status_proto
 from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
@@ -290,3 +291,32 @@ async def test_local_rate_limit_refusal_carries_the_unsent_call(
     assert call is not None
     assert (call.attempts, call.status_code) == (0, 0)
     assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "Infinity", "1e400", "nan", "-5"])
+async def test_unreadable_retry_after_falls_back_to_backoff(
+    make_client: ClientFactory, time: FakeTime, retry_after: str
+) -> None:
+    """A Retry-After that is not delay-seconds or an HTTP date is ignored: backoff applies."""
+    script = Script(httpx.Response(429, headers={"Retry-After": retry_after}), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep, rng=HighestJitter())
+    result = await client.post_event({}, deadline=None)
+
+    assert result.call.attempts == 2
+    assert time.sleeps == pytest.approx([0.1])
+
+
+@pytest.mark.parametrize("retry_after", ["99999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_retry_after_beyond_a_day_is_cut_to_a_day_and_fits_a_grpc_retry_info(
+    make_client: ClientFactory, time: FakeTime, retry_after: str
+) -> None:
+    """A Retry-After of years is handed back as one day, which a RetryInfo can carry."""
+    script = Script(httpx.Response(503, headers={"Retry-After": retry_after}))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await client.post_event({}, deadline=None)
+
+    assert caught.value.retry_after == 86_400.0
+    assert time.sleeps == []
+    assert "86400s" in caught.value.message
+    to_status_proto(caught.value)  # raised ValueError/OverflowError for larger delays

@@ -328,6 +328,10 @@ class RetryingCaller:
                 response = await transport.handle_async_request(outgoing)
                 try:
                     await response.aread()
+                except httpx.DecodingError:
+                    # A body its Content-Encoding cannot undo (a proxy's doing: we ask for
+                    # none). The status still decides: a 202 is delivered, a 503 retried.
+                    response = _without_body(response, outgoing)
                 finally:
                     await response.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
@@ -349,6 +353,27 @@ class RetryingCaller:
             self._children[endpoint, status] = children
         children[0].inc()
         children[1].observe(max(0.0, self._clock() - started))
+
+
+UNDECODABLE = "undecodable_content_encoding"
+"""The response extension naming the Content-Encoding of a body that could not be decoded."""
+
+
+def _without_body(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    """``response``'s status and headers with an empty body, for a body that cannot be decoded."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.raw
+        if name.lower() not in (b"content-encoding", b"content-length")
+    ]
+    encoding = response.headers.get("Content-Encoding", "")
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"",
+        request=request,
+        extensions={UNDECODABLE: encoding},
+    )
 
 
 def with_call(error: AmperityError, call: VendorCall) -> AmperityError:

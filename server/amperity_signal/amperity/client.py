@@ -21,6 +21,7 @@ import orjson
 from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.body import encode_event, encode_json
 from amperity_signal.amperity.caller import (
+    UNDECODABLE,
     RetryingCaller,
     VendorRequest,
     call_headers,
@@ -221,14 +222,19 @@ class AmperityClient:
         response, call = await self._caller.call(request, deadline)
         if response.status_code == 404:
             return None
-        try:
-            return profile_from_json(orjson.loads(response.content), collection_id, profile_id)
-        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            error = responses.bad_response(
-                self._integration,
-                request.endpoint,
-                response.status_code,
-                f"its body is not a profile ({exc})",
-                call.attempts,
-            )
-            raise with_call(error, call) from None
+        undecodable = response.extensions.get(UNDECODABLE)
+        if undecodable is not None:
+            problem = f"it is not valid {undecodable!r} Content-Encoding"
+        else:
+            try:
+                return profile_from_json(orjson.loads(response.content), collection_id, profile_id)
+            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                problem = str(exc)
+        error = responses.bad_response(
+            self._integration,
+            request.endpoint,
+            response.status_code,
+            f"its body is not a profile ({problem})",
+            call.attempts,
+        )
+        raise with_call(error, call) from None

@@ -264,3 +264,38 @@ async def test_every_request_is_counted_by_endpoint_and_status(
     assert metrics.registry.get_sample_value("amperity_signal_amperity_calls_total", labels) == 4
     retried = {"integration": "acme-web", "endpoint": "lookup", "cause": "502"}
     assert metrics.registry.get_sample_value("amperity_signal_amperity_retries_total", retried) == 3
+
+
+def _bad_gzip(status: int) -> httpx.Response:
+    # As the aiohttp transport answers: the raw body as a stream, decoded when read.
+    return httpx.Response(
+        status, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+    )
+
+
+async def test_accepted_event_with_an_undecodable_body_is_delivered_once(
+    make_client: ClientFactory,
+) -> None:
+    """A 202 whose body its Content-Encoding cannot undo is still a delivered event."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return _bad_gzip(202)
+
+    result = await make_client(answer).post_event({"event": "purchase"}, deadline=None)
+
+    assert result.status_code == 202
+    assert len(requests) == 1
+
+
+async def test_profile_with_an_undecodable_body_is_a_bad_response_naming_the_encoding(
+    make_client: ClientFactory,
+) -> None:
+    """A 200 lookup whose gzip body is broken raises AMPERITY_BAD_RESPONSE, not httpx's error."""
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _lookup(make_client(lambda request: _bad_gzip(200)))
+
+    assert caught.value.reason == "AMPERITY_BAD_RESPONSE"
+    assert "'gzip' Content-Encoding" in caught.value.message
+    assert vendor_call(caught.value) is not None

@@ -241,7 +241,17 @@ def exhausted(
 
 
 def unknown_host(integration: IntegrationSettings, endpoint: str, host: str) -> AmperityError:
-    """DNS says the tenant's host does not exist: the subdomain is wrong. Never retried."""
+    """DNS says the host does not exist: the subdomain (or api_base_url) is wrong. Not retried."""
+    if integration.api_base_url:
+        # The host came from the override, not from tenant_subdomain: that is what to fix.
+        return AmperityMisconfigured(
+            f"no such host {host}: it is the host of api_base_url, which overrides "
+            "tenant_subdomain. Correct the host in api_base_url, or remove api_base_url to "
+            f"reach https://{integration.tenant_subdomain}.amperity.com.",
+            reason="TENANT_HOST_NOT_FOUND",
+            attempts=1,
+            metadata=_metadata(integration, endpoint, None, host=host),
+        )
     return AmperityMisconfigured(
         f"no such host {host}: tenant_subdomain is wrong — it's the URL host, not the "
         "Amperity-Tenant header value. Use the subdomain portion of your Amperity dashboard "

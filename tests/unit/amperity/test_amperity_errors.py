@@ -299,3 +299,19 @@ async def test_profile_with_an_undecodable_body_is_a_bad_response_naming_the_enc
     assert caught.value.reason == "AMPERITY_BAD_RESPONSE"
     assert "'gzip' Content-Encoding" in caught.value.message
     assert vendor_call(caught.value) is not None
+
+
+async def test_unknown_host_of_api_base_url_says_to_fix_api_base_url(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """With api_base_url set, a DNS "no such host" names api_base_url, not tenant_subdomain."""
+    proxied = integration.model_copy(update={"api_base_url": "https://amperity-proxy.corp.example"})
+
+    with pytest.raises(AmperityMisconfigured) as caught:
+        await _event(make_client(_dns_failure, integration=proxied))
+
+    assert caught.value.reason == "TENANT_HOST_NOT_FOUND"
+    assert "no such host amperity-proxy.corp.example" in caught.value.message
+    assert "api_base_url" in caught.value.message
+    assert "tenant_subdomain is wrong" not in caught.value.message
+    assert "tenant_subdomain" not in caught.value.metadata

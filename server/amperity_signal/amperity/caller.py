@@ -23,6 +23,7 @@ from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
 from amperity_signal.amperity.retry import (
     RETRYABLE_STATUSES,
     Backoff,
+    certificate_problem,
     is_unknown_host,
     parse_retry_after,
 )
@@ -213,6 +214,7 @@ class RetryingCaller:
                     retry_after=delay,
                     body=body,
                     why=why,
+                    failure=self._failure(outcome),
                 )
                 raise with_call(exhausted, call)
             self._metrics.retries.labels(
@@ -242,6 +244,16 @@ class RetryingCaller:
         if isinstance(outcome, httpx.TimeoutException | TimeoutError):
             return "timeout", None
         return "connection", None
+
+    def _failure(self, outcome: httpx.Response | BaseException) -> str | None:
+        """What a connection failure was, to show (None for an answer or a timeout)."""
+        if isinstance(outcome, httpx.Response | httpx.TimeoutException | TimeoutError):
+            return None
+        problem = certificate_problem(outcome)
+        if problem is not None:
+            return responses.TLS_REFUSED + problem
+        text = str(outcome) or type(outcome).__name__
+        return responses.scrub(text, self._integration)[:300]
 
     def _next_delay(
         self, outcome: httpx.Response | BaseException, attempts: int, deadline: float | None

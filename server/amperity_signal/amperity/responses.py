@@ -23,6 +23,8 @@ from amperity_signal.errors import (
 )
 
 _REDACTED = "[REDACTED]"
+TLS_REFUSED = "TLS certificate refused: "
+"""How a connection failure's description starts when the host's certificate was refused."""
 _MAX_MESSAGE_CHARS = 500
 
 
@@ -196,10 +198,12 @@ def exhausted(
     retry_after: float,
     body: ErrorBody | None,
     why: str,
+    failure: str | None = None,
 ) -> AmperityUnavailable:
     """The error once retries (or the caller's deadline) ran out on 429/5xx/no answer.
 
-    ``why`` says what ended the retrying, e.g. "the 5 retries (max_retries) ran out".
+    ``why`` says what ended the retrying, e.g. "the 5 retries (max_retries) ran out";
+    ``failure`` what the last connection failure was (e.g. "Connect call failed ...").
     """
     meta = _metadata(
         integration, endpoint, body, cause=cause, retry_after_seconds=f"{retry_after:.3f}"
@@ -227,8 +231,26 @@ def exhausted(
             retry_after=retry_after,
             metadata=meta,
         )
+    if failure is not None and failure.startswith(TLS_REFUSED):
+        field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
+        meta["failure"] = failure
+        problem = failure.removeprefix(TLS_REFUSED)
+        return AmperityUnavailable(
+            f"Amperity could not be reached at {host}: its TLS certificate was refused "
+            f"({problem}) on {attempts} attempt(s). Check that {field} names Amperity's "
+            "host; a proxy that re-signs "
+            "TLS on the way is not trusted (certificates are checked against the certifi "
+            f"CA bundle). Retry in {retry_after:.1f}s if it is Amperity's own certificate.",
+            reason="AMPERITY_UNAVAILABLE",
+            attempts=attempts,
+            retry_after=retry_after,
+            metadata=meta,
+        )
+    said = f"{cause}: {failure}" if failure else cause
+    if failure:
+        meta["failure"] = failure
     return AmperityUnavailable(
-        f"Amperity did not answer successfully ({cause}) and {why} after {attempts} "
+        f"Amperity did not answer successfully ({said}) and {why} after {attempts} "
         f"attempt(s): it is temporarily unavailable or unreachable. Retry in "
         f"{retry_after:.1f}s; if it persists, check network egress to {host} and "
         "request_timeout.",

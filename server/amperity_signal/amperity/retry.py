@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -100,3 +101,22 @@ def is_unknown_host(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def certificate_problem(exc: BaseException) -> str | None:
+    """What TLS certificate verification said when it refused the host (the chain is searched).
+
+    Returns:
+        The verification message (e.g. "self-signed certificate"), or None when the
+        failure is not a refused certificate.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # aiohttp's ClientConnectorCertificateError is one too, without the SSL attributes.
+        message = getattr(current, "verify_message", None)
+        if isinstance(current, ssl.SSLCertVerificationError) and message:
+            return str(message)
+        current = current.__cause__ or current.__context__
+    return None

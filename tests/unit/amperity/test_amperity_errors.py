@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -315,3 +316,49 @@ async def test_unknown_host_of_api_base_url_says_to_fix_api_base_url(
     assert "api_base_url" in caught.value.message
     assert "tenant_subdomain is wrong" not in caught.value.message
     assert "tenant_subdomain" not in caught.value.metadata
+
+
+async def test_exhausted_connection_failures_say_what_failed(
+    make_client: ClientFactory,
+) -> None:
+    """A refused connection's description is in the message and metadata, not only "connection"."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(
+            "Cannot connect to host acme.amperity.com:443 ssl:default "
+            "[Connect call failed ('10.1.2.3', 443)]",
+            request=request,
+        )
+
+    time = FakeTime()
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _event(make_client(refuse, clock=time.clock, sleep=time.sleep))
+
+    assert caught.value.reason == "AMPERITY_UNAVAILABLE"
+    assert "Connect call failed ('10.1.2.3', 443)" in caught.value.message
+    assert "Connect call failed" in caught.value.metadata["failure"]
+
+
+async def test_refused_tls_certificate_is_named_with_the_field_to_check(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """A certificate that fails verification says so and names api_base_url, not "unavailable"."""
+    refused = ssl.SSLCertVerificationError(
+        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate"
+    )
+    refused.verify_message = "self-signed certificate"
+
+    def handshake(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Cannot connect to host", request=request) from refused
+
+    proxied = integration.model_copy(update={"api_base_url": "https://amperity-proxy.corp.example"})
+    time = FakeTime()
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _event(
+            make_client(handshake, integration=proxied, clock=time.clock, sleep=time.sleep)
+        )
+
+    message = caught.value.message
+    assert "TLS certificate was refused (self-signed certificate)" in message
+    assert "Check that api_base_url names Amperity's host" in message
+    assert "temporarily unavailable" not in message

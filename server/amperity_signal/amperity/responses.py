@@ -147,11 +147,19 @@ _RULES: dict[tuple[str | None, int], _Rule] = {
         "linking_keys names keys in the collection's linking_keys and that "
         "personalisation_context_mappings targets are ones the collection knows.",
     ),
-    (None, 413): (
+    (EVENTS, 413): (
         AmperityRejected,
         "PAYLOAD_TOO_LARGE",
         "Amperity refused the body as too large (413): an event may be at most 65,536 bytes. "
         "Shorten or drop the largest mapped fields in the blueprint.{said}",
+    ),
+    (None, 413): (
+        AmperityRejected,
+        "PAYLOAD_TOO_LARGE",
+        "Amperity refused the {endpoint} request as too large (413).{said} It carries one "
+        "identifier (lookup) or the context values (profile): check that the event fields "
+        "named by linking_keys and personalisation_context_mappings hold identifiers and "
+        "short values, not whole documents.",
     ),
     (None, 411): _CONNECTOR_BUG,
     (None, 415): _CONNECTOR_BUG,

@@ -362,3 +362,18 @@ async def test_refused_tls_certificate_is_named_with_the_field_to_check(
     assert "TLS certificate was refused (self-signed certificate)" in message
     assert "Check that api_base_url names Amperity's host" in message
     assert "temporarily unavailable" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["lookup", "profile"])
+async def test_413_on_a_profile_call_names_the_profile_call_not_the_event_body(
+    make_client: ClientFactory, endpoint: str
+) -> None:
+    """A 413 on a lookup or profile GET points at identifiers and context, not event fields."""
+    with pytest.raises(AmperityRejected) as caught:
+        await CALLS[endpoint](make_client(Answer(413)))
+
+    message = caught.value.message
+    assert caught.value.reason == "PAYLOAD_TOO_LARGE"
+    assert f"the {endpoint} request as too large (413)" in message
+    assert "linking_keys" in message
+    assert "an event may be at most" not in message

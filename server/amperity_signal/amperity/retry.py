@@ -7,6 +7,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 # 429 and every 5xx ("temporary, retry with backoff" in the ingest table), except the two a
@@ -72,17 +73,29 @@ def parse_retry_after(value: str | None, date_header: str | None, now: float) ->
     text = value.strip()
     if _DELAY_SECONDS.fullmatch(text):
         return min(float(text), MAX_RETRY_AFTER)
+    when = _http_date(text)
+    if when is None:
+        return None
+    reference = _http_date(date_header) if date_header else None
+    if reference is None:
+        reference = now
+    return min(max(0.0, when - reference), MAX_RETRY_AFTER)
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP date as epoch seconds, or None when unreadable.
+
+    HTTP dates are always GMT; the asctime form (``Sun Nov  6 08:49:37 1994``) carries no
+    zone, and ``parsedate_to_datetime`` leaves it naive, which ``timestamp()`` would read
+    in the machine's local time zone.
+    """
     try:
-        when = parsedate_to_datetime(text).timestamp()
+        when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
-    reference = now
-    if date_header:
-        try:
-            reference = parsedate_to_datetime(date_header).timestamp()
-        except (TypeError, ValueError, IndexError):
-            reference = now
-    return min(max(0.0, when - reference), MAX_RETRY_AFTER)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def is_unknown_host(exc: BaseException) -> bool:

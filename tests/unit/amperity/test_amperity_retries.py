@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import time as local_time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -320,3 +321,29 @@ async def test_retry_after_beyond_a_day_is_cut_to_a_day_and_fits_a_grpc_retry_in
     assert time.sleeps == []
     assert "86400s" in caught.value.message
     to_status_proto(caught.value)  # raised ValueError/OverflowError for larger delays
+
+
+@pytest.fixture
+def pacific_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is eight hours behind UTC for the test."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    local_time.tzset()
+    yield
+    monkeypatch.undo()
+    local_time.tzset()
+
+
+@pytest.mark.usefixtures("pacific_local_time")
+async def test_retry_after_asctime_date_is_gmt_whatever_the_local_time_zone(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """An asctime-form Retry-After (no zone, as HTTP allows) is read as GMT, not local time."""
+    sent = datetime(2026, 4, 17, 15, 0, 0, tzinfo=UTC)
+    headers = {
+        "Date": format_datetime(sent, usegmt=True),
+        "Retry-After": (sent + timedelta(seconds=3)).strftime("%a %b %d %H:%M:%S %Y"),
+    }
+    script = Script(httpx.Response(503, headers=headers), httpx.Response(202))
+    await make_client(script, clock=time.clock, sleep=time.sleep).post_event({}, deadline=None)
+
+    assert time.sleeps == [3.0]

@@ -155,6 +155,7 @@ class RetryingCaller:
         self._backoff = backoff
         base_url = integration.base_url
         self._host = httpx.URL(base_url).host or base_url
+        self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._limiter_key = limiter_key(integration)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
@@ -234,6 +235,10 @@ class RetryingCaller:
         if isinstance(outcome, httpx.Response):
             status = outcome.status_code
             body = responses.parse_error_body(outcome.content, integration)
+            location = outcome.headers.get("Location")
+            if 300 <= status < 400 and location:
+                error = self._redirected(request, status, location, attempts)
+                raise with_call(error, call)
             if status not in RETRYABLE_STATUSES:
                 error = responses.rejection(status, request.endpoint, integration, body, attempts)
                 raise with_call(error, call)
@@ -244,6 +249,32 @@ class RetryingCaller:
         if isinstance(outcome, httpx.TimeoutException | TimeoutError):
             return "timeout", None
         return "connection", None
+
+    def _redirected(
+        self, request: VendorRequest, status: int, location: str, attempts: int
+    ) -> AmperityError:
+        """The error for a redirect, suggesting the base URL that would reach its target."""
+        suggested = None
+        try:
+            target = request.url.join(location)
+        except httpx.InvalidURL:
+            target_text = location
+        else:
+            target_text = str(target)
+            # The target is this same call under another base URL when its path ends with
+            # the API path (the request's path after the base URL's own path).
+            api_path = request.url.path.removeprefix(self._base_path)
+            if target.path.endswith(api_path) and target.scheme in ("http", "https"):
+                prefix = target.path.removesuffix(api_path)
+                suggested = f"{target.scheme}://{target.netloc.decode('ascii')}{prefix}"
+        return responses.redirected(
+            self._integration,
+            request.endpoint,
+            status=status,
+            location=target_text,
+            suggested_base_url=suggested,
+            attempts=attempts,
+        )
 
     def _failure(self, outcome: httpx.Response | BaseException) -> str | None:
         """What a connection failure was, to show (None for an answer or a timeout)."""

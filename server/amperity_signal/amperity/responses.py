@@ -196,6 +196,37 @@ def rejection(
     return error_class(message, reason=reason, status_code=status, attempts=attempts, metadata=meta)
 
 
+def redirected(
+    integration: IntegrationSettings,
+    endpoint: str,
+    *,
+    status: int,
+    location: str,
+    suggested_base_url: str | None,
+    attempts: int,
+) -> AmperityError:
+    """The permanent error for a 3xx: redirects are not followed, so the base URL must move.
+
+    ``suggested_base_url`` is the base URL under which the redirect's target is this same
+    call, or None when the target is some other page.
+    """
+    location = scrub(location, integration)[:_MAX_MESSAGE_CHARS]
+    field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
+    if suggested_base_url:
+        fix = f"Set api_base_url = {suggested_base_url!r}."
+    else:
+        fix = f"It is not the same API path: check that {field} points at Amperity's Real-time API."
+    return AmperityRejected(
+        f"Amperity answered {status} to the {endpoint} request, redirecting to {location}; "
+        "redirects are not followed (an event POST would lose its body), so nothing was "
+        f"sent there. {fix}",
+        reason="AMPERITY_UNEXPECTED_STATUS",
+        status_code=status,
+        attempts=attempts,
+        metadata=_metadata(integration, endpoint, None, location=location),
+    )
+
+
 def exhausted(
     integration: IntegrationSettings,
     endpoint: str,

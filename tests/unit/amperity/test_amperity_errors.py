@@ -377,3 +377,35 @@ async def test_413_on_a_profile_call_names_the_profile_call_not_the_event_body(
     assert f"the {endpoint} request as too large (413)" in message
     assert "linking_keys" in message
     assert "an event may be at most" not in message
+
+
+async def test_redirect_names_its_target_and_the_api_base_url_that_reaches_it(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """A 301 from http to https says where it points and which api_base_url to set; no retry."""
+    plain = integration.model_copy(update={"api_base_url": "http://acme.amperity.com"})
+    answer = Answer(301, headers={"Location": "https://acme.amperity.com/prof/events/esm-abc123"})
+
+    with pytest.raises(AmperityRejected) as caught:
+        await _event(make_client(answer, integration=plain))
+
+    message = caught.value.message
+    assert "redirecting to https://acme.amperity.com/prof/events/esm-abc123" in message
+    assert "Set api_base_url = 'https://acme.amperity.com'" in message
+    assert caught.value.metadata["location"] == "https://acme.amperity.com/prof/events/esm-abc123"
+    assert answer.count == 1
+
+
+async def test_redirect_to_another_page_says_the_base_url_is_not_the_api(
+    make_client: ClientFactory,
+) -> None:
+    """A redirect to a login page names it and points at tenant_subdomain, suggesting no URL."""
+    answer = Answer(302, headers={"Location": "/login?next=%2F"})
+
+    with pytest.raises(AmperityRejected) as caught:
+        await _profile(make_client(answer))
+
+    message = caught.value.message
+    assert "redirecting to https://acme.amperity.com/login?next=%2F" in message
+    assert "check that tenant_subdomain points at Amperity's Real-time API" in message
+    assert "Set api_base_url" not in message

@@ -67,7 +67,7 @@ async def test_send_test_event_posts_to_the_sandbox_and_prints_the_202(
         ),
         pytest.param(
             {"api_base_url": "http://no-such-tenant.invalid:1"},
-            "tenant_subdomain is wrong",
+            "no such host no-such-tenant.invalid: it is the host of api_base_url",
             id="unknown-host",
         ),
     ],

@@ -266,15 +266,19 @@ async def test_an_oversized_body_is_refused_before_sending_naming_the_biggest_fi
     assert await event_posts(world.sandbox) == []
 
 
-async def test_an_unknown_host_is_failed_precondition_with_the_tenant_subdomain_advice(
+async def test_an_unknown_host_is_failed_precondition_naming_the_field_that_set_it(
     world: World,
 ) -> None:
-    """A host DNS does not know is the spec's "no such host" row, answered at once."""
+    """A host DNS does not know is the spec's "no such host" row, answered at once.
+
+    The host here comes from api_base_url, so that is the field named (the unit tests
+    cover the tenant_subdomain wording, which needs DNS for amperity.com).
+    """
     error, status = await refused(world, "no_host")
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason(status) == "TENANT_HOST_NOT_FOUND"
-    assert "tenant_subdomain is wrong" in (error.details() or "")
-    assert "Use the subdomain portion of your Amperity dashboard URL" in (error.details() or "")
+    assert "no such host no-such-tenant.invalid" in (error.details() or "")
+    assert "Correct the host in api_base_url" in (error.details() or "")
     assert await event_posts(world.sandbox) == []
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from amperity_signal.amperity.endpoints import EVENTS
+from amperity_signal.amperity.tokens import jwt_expiry
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import (
     AmperityAuthError,
@@ -172,6 +174,29 @@ _UNEXPECTED: _Rule = (
 )
 
 
+_EXPIRED_KEYS = {
+    EVENTS: ("api_key", "event POST", "Streaming Ingest JWT", "Streaming Ingest Write Access"),
+    None: ("profile_api_key", "Profile API", "Profile API JWT", "Profile Read Access"),
+}
+
+
+def _expired_key_rule(endpoint: str, integration: IntegrationSettings) -> _Rule | None:
+    """The 401 rule naming the expiry date, when the key's own exp claim has passed."""
+    field, call, name, access = _EXPIRED_KEYS.get(endpoint, _EXPIRED_KEYS[None])
+    secret = getattr(integration, field)
+    expires = jwt_expiry(secret.get_secret_value()) if secret is not None else None
+    if expires is None or expires > datetime.now(UTC):
+        return None
+    when = expires.strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        AmperityAuthError,
+        "INGEST_KEY_REJECTED" if field == "api_key" else "PROFILE_KEY_INVALID",
+        f"Amperity answered 401 on {call}: the {name} ({field}) expired on {when} (its exp "
+        f"claim). Regenerate it under Settings > Security > API Keys with {access} and "
+        f"update {field}.{{said}}",
+    )
+
+
 def rejection(
     status: int,
     endpoint: str,
@@ -180,7 +205,8 @@ def rejection(
     attempts: int,
 ) -> AmperityError:
     """The permanent error for a non-retryable status (404 on profile calls is not one)."""
-    error_class, reason, template = _RULES.get(
+    rule = _expired_key_rule(endpoint, integration) if status == 401 else None
+    error_class, reason, template = rule or _RULES.get(
         (endpoint, status), _RULES.get((None, status), _UNEXPECTED)
     )
     meta = _metadata(integration, endpoint, body)

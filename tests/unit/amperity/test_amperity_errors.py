@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from amperity_signal.amperity import AmperityClient, vendor_call
 from amperity_signal.amperity.responses import parse_error_body
@@ -409,3 +411,38 @@ async def test_redirect_to_another_page_says_the_base_url_is_not_the_api(
     assert "redirecting to https://acme.amperity.com/login?next=%2F" in message
     assert "check that tenant_subdomain points at Amperity's Real-time API" in message
     assert "Set api_base_url" not in message
+
+
+def _jwt_expired_in_2020() -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = {"tenant": "acme", "exp": 1_577_836_800}  # 2020-01-01 00:00 UTC
+    return f"{part({'alg': 'HS256'})}.{part(claims)}.CANARY-EXPIRED-9d1e"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field", "access"),
+    [
+        ("events", "api_key", "Streaming Ingest Write Access"),
+        ("lookup", "profile_api_key", "Profile Read Access"),
+    ],
+)
+async def test_401_with_a_key_past_its_exp_claim_says_when_it_expired(
+    make_client: ClientFactory,
+    integration: IntegrationSettings,
+    endpoint: str,
+    field: str,
+    access: str,
+) -> None:
+    """A 401 for a JWT whose exp has passed names the key and date, not tenant or scope."""
+    expired = integration.model_copy(update={field: SecretStr(_jwt_expired_in_2020())})
+
+    with pytest.raises(AmperityAuthError) as caught:
+        await CALLS[endpoint](make_client(Answer(401), integration=expired))
+
+    message = caught.value.message
+    assert f"({field}) expired on 2020-01-01 00:00 UTC (its exp claim)" in message
+    assert f"with {access} and update {field}" in message
+    assert "check tenant_id" not in message
+    assert "CANARY-EXPIRED" not in message

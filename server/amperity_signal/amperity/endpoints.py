@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote
 
 from amperity_signal import __version__
-from amperity_signal.errors import FieldViolation, InvalidEvent
 
 EVENTS = "events"
 LOOKUP = "lookup"
@@ -59,6 +58,11 @@ def lookup_body(key: str, value: str) -> dict[str, Any]:
     return {"keys": {key: value}, "enrich": True}
 
 
+def reserved_context_target(context: Mapping[str, str] | None) -> str | None:
+    """The first context target that would override a parameter of ours, if any."""
+    return next((target for target in context or {} if target == ENRICH_PARAM), None)
+
+
 def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """Query parameters of a profile GET: ``enrich=true`` plus one per context target.
 
@@ -67,28 +71,18 @@ def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, 
     (``?enrich=true&pageCategory=shoes&cartValue=120``). The sandbox implements it.
 
     Args:
-        context: Context target name to value, in the order the mappings list them.
+        context: Context target name to value, in the order the mappings list them; none
+            may be ``reserved_context_target`` (the client checks before calling).
 
     Returns:
         The parameters, ``enrich`` first.
 
     Raises:
-        InvalidEvent: When a context target is named ``enrich``, which would override it.
+        ValueError: When a context target is named ``enrich``, which would override it.
     """
-    params = [(ENRICH_PARAM, "true")]
-    for target, value in (context or {}).items():
-        if target == ENRICH_PARAM:
-            raise InvalidEvent(
-                [
-                    FieldViolation(
-                        f"context.{target}",
-                        "'enrich' is reserved by the Profile API; rename this "
-                        "personalisation_context_mappings target.",
-                    )
-                ]
-            )
-        params.append((target, value))
-    return params
+    if reserved_context_target(context) is not None:
+        raise ValueError(f"a context target may not be named {ENRICH_PARAM!r}")
+    return [(ENRICH_PARAM, "true"), *(context or {}).items()]
 
 
 def request_headers(tenant_id: str, token: str, *, json_body: bool) -> dict[str, str]:

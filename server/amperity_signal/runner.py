@@ -98,8 +98,19 @@ def check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
     raise cannot_listen(setting, address, failures[0])
 
 
+def with_workers(settings: Settings, workers: int) -> Settings:
+    """``settings`` with ``[server] workers`` set to the processes actually started.
+
+    Each worker's in-memory rate limiter keeps its share of every tenant's limit by it, so
+    it must be the count ``--workers`` chose, not the configuration file's.
+    """
+    server = settings.server.model_copy(update={"workers": max(1, workers)})
+    return settings.model_copy(update={"server": server})
+
+
 def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -> int:
     """Serve until signalled; with ``workers`` > 1, in that many processes."""
+    settings = with_workers(settings, workers)
     if workers <= 1:
         return _run(settings, gateway, reuse_port=False)
     # The workers bind with SO_REUSEPORT, which would also let them join the listeners of

@@ -251,16 +251,30 @@ class _Slot:
 
 
 class MemoryRateLimiter(_QueuedLimiter):
-    """Slots held in memory, for one process."""
+    """Slots held in memory, for one process.
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    Args:
+        clock: Monotonic clock that deadlines are expressed in.
+        sleep: How to wait for a slot.
+        processes: How many processes send for the same tenants (``serve --workers N``),
+            each with a limiter of its own: each keeps ``limit // processes`` (at least 1),
+            so together they stay under the tenant's limit.
+    """
+
+    def __init__(
+        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, processes: int = 1
+    ) -> None:
         super().__init__(clock=clock, sleep=sleep)
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
+        self._processes = processes
         self._slots = _LocalSlots()
 
     async def _take(
         self, key: str, limit: int, request_timeout: float, *, peek: bool
     ) -> tuple[_Held | None, float]:
-        taken, wait = self._slots.take(key, limit, self._clock(), peek=peek)
+        share = max(1, limit // self._processes)
+        taken, wait = self._slots.take(key, share, self._clock(), peek=peek)
         return (_Held() if taken else None), wait
 
     async def _release(self, key: str, held: _Held) -> None:

@@ -116,7 +116,7 @@ def build_server(
     """
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
-    limiter = deps.limiter or build_rate_limiter(settings.cache)
+    limiter = deps.limiter or build_rate_limiter(settings.cache, processes=settings.server.workers)
     registry = Registry(
         [
             Integration(
@@ -238,9 +238,12 @@ async def probe_redis(url: str) -> bool:
     return True
 
 
-def build_rate_limiter(cache: CacheSettings) -> RateLimiter:
-    """The per-tenant limiter: shared through Redis when the cache is, else in-process."""
+def build_rate_limiter(cache: CacheSettings, *, processes: int = 1) -> RateLimiter:
+    """The per-tenant limiter: shared through Redis when the cache is, else in-process.
+
+    In process, each of the ``processes`` workers keeps its share of every tenant's limit.
+    """
     if cache.backend == "redis":
         client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
         return RedisRateLimiter(client)
-    return MemoryRateLimiter()
+    return MemoryRateLimiter(processes=processes)

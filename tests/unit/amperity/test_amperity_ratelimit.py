@@ -6,13 +6,17 @@ import asyncio
 import heapq
 import itertools
 import random
+import time
 from bisect import bisect_left
 from collections.abc import Coroutine, Sequence
 
 import pytest
 
 from amperity_signal.amperity import MemoryRateLimiter
+from amperity_signal.config import Settings
 from amperity_signal.errors import AmperityUnavailable
+from amperity_signal.runner import with_workers
+from amperity_signal.service.app import build_rate_limiter
 
 KEY = "acme@https://acme.amperity.com"
 
@@ -319,3 +323,33 @@ def test_busiest_window_counts_half_open_windows() -> None:
     """The test helper itself: events one second apart are in different windows."""
     assert busiest_window([0.0, 0.5, 1.0]) == 2
     assert busiest_window([0.0, 0.0, 0.999]) == 3
+
+
+async def test_each_of_n_worker_processes_is_granted_its_share_of_the_limit() -> None:
+    """With 4 worker processes and limit 500, one process grants 125 a second, so all 4 <= 500."""
+    time = VirtualTime()
+    limiter = MemoryRateLimiter(clock=time.clock, sleep=time.sleep, processes=4)
+    waits: list[float] = []
+
+    async def one() -> None:
+        async with limiter.slot("t", 500, None) as waited:
+            waits.append(waited)
+
+    await time.run([one() for _ in range(300)])
+
+    assert sorted(waits) == [0.0] * 125 + [1.0] * 125 + [2.0] * 50
+
+
+async def test_the_service_limiter_keeps_the_share_of_the_workers_started() -> None:
+    """`serve --workers 3` over a config saying 1: each worker grants a third of limit 3."""
+    settings = with_workers(Settings(), 3)
+    limiter = build_rate_limiter(settings.cache, processes=settings.server.workers)
+
+    async with limiter.slot("t", 3, None) as waited:
+        assert waited == 0.0
+        with pytest.raises(AmperityUnavailable) as caught:
+            async with limiter.slot("t", 3, time.monotonic() + 0.5):
+                pass
+
+    assert settings.server.workers == 3
+    assert caught.value.reason == "RATE_LIMITED_LOCALLY"

@@ -35,7 +35,11 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        kept = {s for s in secrets if len(s) >= 8}
+        # The line is scrubbed after json.dumps, which writes a quote, a backslash, a
+        # control or a non-ASCII character escaped: such a secret is looked for as written.
+        kept |= {json.dumps(s)[1:-1] for s in kept}
+        self._secrets = sorted(kept, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         """Render the record as a JSON line, scrubbed of secrets."""

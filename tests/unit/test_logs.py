@@ -1,0 +1,29 @@
+"""The JSON log formatter scrubs configured secrets from every line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from amperity_signal.logs import JsonFormatter
+
+
+def _line(formatter: JsonFormatter, message: str, *args: object) -> str:
+    record = logging.makeLogRecord(
+        {"name": "t", "levelno": logging.INFO, "levelname": "INFO", "msg": message, "args": args}
+    )
+    return formatter.format(record)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ['pass"word-1234', "back\\slash-1234", "mot-de-passe-\u00e9t\u00e9", "tab\tpassword-1"],
+    ids=["quote", "backslash", "non-ascii", "control"],
+)
+def test_a_secret_that_json_escapes_is_scrubbed_as_written(secret: str) -> None:
+    """A secret with a quote, backslash, control or non-ASCII character is still redacted."""
+    formatter = JsonFormatter([secret])
+    line = _line(formatter, "connecting to redis://:%s@cache:6379/0", secret)
+    assert json.loads(line)["msg"] == "connecting to redis://:[REDACTED]@cache:6379/0"

@@ -14,13 +14,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.contract.harness import Harness
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.contract.harness import SANDBOX_URL, Harness
 from tests.contract.test_contract import event
+from tests.support import Keys, integration_dict, settings_for
 
 ENRICH = "/datafly.amperity.v1.AmperityService/Enrich"
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -96,3 +100,46 @@ async def test_health_and_reflection_are_observed_too(harness: Harness) -> None:
     assert answers and answers[0].list_services_response.service
     assert _calls(harness, HEALTH, "OK") == health_before + 1
     assert _calls(harness, REFLECTION, "OK") == reflection_before + 1
+
+
+class _LeakyTransport(httpx.AsyncBaseTransport):
+    """A transport failing with an error no code expects, its text holding the key sent."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"could not send {request.headers['Authorization']}")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["Deliver", "DeliverStream"])
+async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_text(
+    keys: Keys, caplog: pytest.LogCaptureFixture, streamed: bool
+) -> None:
+    """A bug's exception reaches the caller as INTERNAL naming the request id, never its text."""
+    caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
+    settings = settings_for(integration_dict(SANDBOX_URL, keys))
+    service = build_server(settings, Deps(transport=_LeakyTransport()))
+    await service.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    stub = pb_grpc.AmperityServiceStub(channel)
+
+    async def call() -> None:
+        if streamed:
+            request = pb.DeliverStreamRequest(integration_id="web", event=event(type="page"))
+            async for _ in stub.DeliverStream(iter([request])):
+                pass
+        else:
+            await stub.Deliver(pb.DeliverRequest(integration_id="web", event=event(type="page")))
+
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call()
+    finally:
+        await channel.close()
+        await service.stop(0)
+    error = caught.value
+    request_id = _request_id(error.trailing_metadata())
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert request_id is not None and request_id in (error.details() or "")
+    assert keys.ingest not in f"{error.details()} {error.debug_error_string()}"
+    assert "RuntimeError" not in (error.details() or "")
+    logged = [r for r in caplog.records if r.getMessage() == "rpc failed unexpectedly"]
+    assert [r.exc_info and r.exc_info[0] for r in logged] == [RuntimeError]

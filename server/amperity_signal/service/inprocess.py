@@ -69,8 +69,8 @@ def _default_of(var: contextvars.ContextVar[Any]) -> Any:
         return _UNSET
 
 
-class _Aborted(Exception):
-    """Raised by ``abort``: the handler ends with a status."""
+class _Aborted(grpc.aio.AbortError):
+    """Raised by ``abort``: the handler ends with a status (as grpc.aio's own abort)."""
 
 
 class _Context:

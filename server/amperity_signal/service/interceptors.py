@@ -16,9 +16,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from amperity_signal.errors import AmperitySignalError
 from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
-from amperity_signal.service.status import REQUEST_ID_METADATA
+from amperity_signal.service.status import REQUEST_ID_METADATA, to_grpc_status
 
 log = logging.getLogger("amperity_signal.rpc")
 
@@ -202,6 +203,8 @@ class _Observed:
                             yield response
                     except MalformedRequest as error:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
+                except Exception as error:
+                    await self._unexpected(context, error)
                 finally:
                     self._end(context, started)
 
@@ -220,10 +223,32 @@ class _Observed:
                     return await inner(_checked(request), context)
                 except MalformedRequest as error:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
+            except Exception as error:
+                await self._unexpected(context, error)
             finally:
                 self._end(context, started)
 
         return awaited
+
+    async def _unexpected(self, context: Context, error: Exception) -> None:
+        """End the call with INTERNAL and a request id, logging the error; an abort passes.
+
+        grpc.aio would answer UNKNOWN with ``str(error)`` in the details: internals, and
+        whatever the error holds (a header value with a key in it), for any caller to read.
+        """
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        log.error(
+            "rpc failed unexpectedly",
+            exc_info=error,
+            extra={"method": self._method, "code": "INTERNAL"},
+        )
+        failure = AmperitySignalError(
+            "amperity-signal failed unexpectedly handling this call (a bug, not a mistake in "
+            f"the request); retry, and if it persists report request id {request_id_var.get()}: "
+            "the service's log line with that id has the error."
+        )
+        await context.abort_with_status(to_grpc_status(failure))
 
     def _begin(self, context: Context) -> float:
         rid = ""

@@ -380,6 +380,11 @@ class RetryingCaller:
         except (httpx.TransportError, TimeoutError) as exc:
             self._record(endpoint, 0, started)
             return exc
+        except asyncio.CancelledError:
+            # The caller gave up (its RPC was cancelled or ran out of time) with the request
+            # on its way: Amperity may well have seen it, so it counts, without an answer.
+            self._record(endpoint, 0, started)
+            raise
         self._record(endpoint, response.status_code, started)
         return response
 

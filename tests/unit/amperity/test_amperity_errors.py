@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -446,3 +447,29 @@ async def test_401_with_a_key_past_its_exp_claim_says_when_it_expired(
     assert f"with {access} and update {field}" in message
     assert "check tenant_id" not in message
     assert "CANARY-EXPIRED" not in message
+
+
+async def test_a_request_its_caller_cancels_is_counted_without_an_answer(
+    make_client: ClientFactory, metrics: Metrics
+) -> None:
+    """A request in flight when its caller is cancelled counts in partner_calls as status 0."""
+    sent = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        sent.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    lookup = asyncio.ensure_future(_lookup(make_client(hang)))
+    await sent.wait()
+    lookup.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lookup
+    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "0"}
+    assert metrics.registry.get_sample_value("amperity_signal_amperity_calls_total", labels) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "amperity_signal_amperity_call_seconds_count", {"endpoint": "lookup"}
+        )
+        == 1
+    )

@@ -143,3 +143,36 @@ async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_tex
     assert "RuntimeError" not in (error.details() or "")
     logged = [r for r in caplog.records if r.getMessage() == "rpc failed unexpectedly"]
     assert [r.exc_info and r.exc_info[0] for r in logged] == [RuntimeError]
+
+
+class _HangingTransport(httpx.AsyncBaseTransport):
+    """A transport whose requests never get an answer; ``sent`` is set by the first."""
+
+    def __init__(self) -> None:
+        self.sent = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_call_its_caller_cancels_is_timed_as_cancelled_not_ok(keys: Keys) -> None:
+    """An RPC the caller cancels mid-flight is observed under CANCELLED, never under OK."""
+    deliver = "/datafly.amperity.v1.AmperityService/Deliver"
+    transport = _HangingTransport()
+    settings = settings_for(integration_dict(SANDBOX_URL, keys, profile_api_key=None))
+    service = build_server(settings, Deps(transport=transport))
+    await service.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    harness: Any = type("H", (), {"service": service})
+    try:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        call = stub.Deliver(pb.DeliverRequest(integration_id="web", event=event(type="page")))
+        await transport.sent.wait()
+        call.cancel()
+        assert await _calls_reach(harness, deliver, "CANCELLED", 1) == 1
+        assert _calls(harness, deliver, "OK") == 0
+    finally:
+        await channel.close()
+        await service.stop(0)

@@ -6,6 +6,7 @@ The work is wrapped around each method handler when it is registered
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
@@ -192,7 +193,7 @@ class _Observed:
         if inspect.isasyncgenfunction(inner):
 
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = self._begin(context)
+                started, cancelled = self._begin(context), False
                 try:
                     if type(request) is Malformed:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
@@ -205,15 +206,18 @@ class _Observed:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
                 except Exception as error:
                     await self._unexpected(context, error)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
                 finally:
-                    self._end(context, started)
+                    self._end(context, started, cancelled=cancelled)
 
             return generator
 
         # Unary handlers return their response; streaming ones such as grpc_health's
         # Watch write with context.write() and return None. Either way: await it.
         async def awaited(request: Any, context: Context) -> Any:
-            started = self._begin(context)
+            started, cancelled = self._begin(context), False
             try:
                 if type(request) is Malformed:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
@@ -225,8 +229,11 @@ class _Observed:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
             except Exception as error:
                 await self._unexpected(context, error)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
-                self._end(context, started)
+                self._end(context, started, cancelled=cancelled)
 
         return awaited
 
@@ -260,8 +267,14 @@ class _Observed:
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
         return time.perf_counter()
 
-    def _end(self, context: Context, started: float) -> None:
+    def _end(self, context: Context, started: float, *, cancelled: bool = False) -> None:
         code = context.code()
+        if code is None and cancelled:
+            # grpc.aio cancels the handler when the caller hangs up or its deadline passes,
+            # and leaves the code unset: such a call did not succeed.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
         name = "OK" if code is None else getattr(code, "name", str(code))
         elapsed = time.perf_counter() - started
         child = self._latency.get(name)

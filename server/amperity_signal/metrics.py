@@ -7,6 +7,10 @@ Names are documented in the README's metrics list. A fresh ``CollectorRegistry``
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -15,8 +19,11 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     """Every metric the service exports."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._clock = clock  # wall-clock seconds, for the days to a key's expiry
         r = self.registry
         self.deliveries = Counter(
             "amperity_signal_deliveries",
@@ -73,12 +80,16 @@ class Metrics:
             ["integration", "cause"],
             registry=r,
         )
+        # Recomputed at every scrape (``refresh_key_expiry``); across workers the smallest,
+        # that is the freshest, value is shown: one series per key rather than one per pid.
         self.token_days_to_expiry = Gauge(
             "amperity_signal_token_days_to_expiry",
             "Days until an Amperity key expires (negative once expired), by integration/key.",
             ["integration", "key"],
             registry=r,
+            multiprocess_mode="min",
         )
+        self._key_expiries: dict[tuple[str, str], float] = {}
         self.rpc_latency = Histogram(
             "amperity_signal_rpc_seconds",
             "gRPC handling time by method and status code.",
@@ -93,3 +104,19 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def key_expires(self, integration_id: str, key: str, expires_at: datetime) -> None:
+        """Track when one key expires; ``token_days_to_expiry`` counts down to it."""
+        self._key_expiries[integration_id, key] = expires_at.timestamp()
+        self.refresh_key_expiry()
+
+    def refresh_key_expiry(self) -> None:
+        """Set ``token_days_to_expiry`` of every tracked key from the time now.
+
+        Called for each ``/metrics`` scrape: a value set once at start would read the same
+        for as long as the service runs, and an alert on it would never fire.
+        """
+        current = self._clock()
+        for (integration_id, key), expires in self._key_expiries.items():
+            days = (expires - current) / 86_400
+            self.token_days_to_expiry.labels(integration_id, key).set(days)

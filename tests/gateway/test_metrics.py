@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -98,3 +99,23 @@ def test_openapi_lists_exactly_the_routes_and_methods_the_app_serves(
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path":
                     assert "{" + parameter["name"] + "}" in path
+
+
+async def test_days_to_key_expiry_count_down_between_scrapes(service: RunningService) -> None:
+    """token_days_to_expiry is computed at each scrape, not frozen at the value of the start."""
+    now = [1_800_000_000.0]
+    metrics = Metrics(clock=lambda: now[0])
+    expires = datetime.fromtimestamp(now[0] + 10 * 86_400, UTC)
+    metrics.key_expires("web", "api_key", expires)
+    app = create_gateway_app(
+        settings=gateway_settings(), grpc_target=service.target, metrics=metrics
+    )
+    key = (
+        "amperity_signal_token_days_to_expiry",
+        frozenset({("integration", "web"), ("key", "api_key")}),
+    )
+    async with _client(app) as gateway:
+        first = _samples((await gateway.get("/metrics")).text)[key]
+        now[0] += 3 * 86_400
+        later = _samples((await gateway.get("/metrics")).text)[key]
+    assert (first, later) == (10, 7)

@@ -121,6 +121,7 @@ def create_gateway_app(
         static_dir or PACKAGED_STATIC_DIR,
         metrics.registry,
         multiprocess_dir,
+        before_scrape=metrics.refresh_key_expiry,
     )
     # The operator page is part of the package, whatever serves the demo.
     live = LiveEndpoints(client, settings, PACKAGED_STATIC_DIR, now=now)

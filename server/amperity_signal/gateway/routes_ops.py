@@ -8,6 +8,7 @@ instead (prometheus-client's multiprocess mode), so any worker answers for all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class OpsEndpoints:
         registry: The metrics registry ``/metrics`` exposes.
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when workers share metrics; then
             ``/metrics`` aggregates the files there instead of reading ``registry``.
+        before_scrape: Called before each ``/metrics`` answer, to bring values that
+            depend on the time (days to a key's expiry) up to date.
     """
 
     def __init__(
@@ -49,8 +52,11 @@ class OpsEndpoints:
         static_dir: Path,
         registry: CollectorRegistry,
         multiprocess_dir: str | None = None,
+        *,
+        before_scrape: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        self._before_scrape = before_scrape
         self._registry = registry
         self._multiprocess_dir = multiprocess_dir
         self._openapi = openapi
@@ -84,6 +90,7 @@ class OpsEndpoints:
 
     async def metrics(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text exposition."""
+        self._before_scrape()
         registry = self._registry
         if self._multiprocess_dir:
             registry = CollectorRegistry()

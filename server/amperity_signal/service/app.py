@@ -206,8 +206,7 @@ def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
         for name, secret in keys.items():
             expires = jwt_expiry(secret.get_secret_value()) if secret else None
             if expires is not None:
-                days = (expires - now).total_seconds() / 86_400
-                metrics.token_days_to_expiry.labels(integration.id, name).set(days)
+                metrics.key_expires(integration.id, name, expires)
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
 

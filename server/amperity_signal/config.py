@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
+from amperity_signal.config_values import quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -121,7 +122,7 @@ class GatewayTable(_Strict):
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(
-                    f"{proxy!r} is not an IP address or network; write the proxy's address "
+                    f"{quoted(proxy)} is not an IP address or network; write the proxy's address "
                     "(10.0.0.5), its network (10.0.0.0/8), or '*' to trust every peer"
                 ) from None
         return proxies

@@ -12,7 +12,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from amperity_signal.config_values import check_cache, check_integration_values, check_server
+from amperity_signal.config_values import (
+    check_cache,
+    check_integration_values,
+    check_server,
+    holds_key,
+    quoted,
+)
 from amperity_signal.errors import ConfigProblem
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
@@ -133,7 +139,7 @@ def _check_tenant_rate(
     return [
         ConfigProblem(
             f"integrations[{index}].rate_limit_per_second",
-            f"is {rate!r} but integrations[{first}], on the same tenant {tenant!r}, uses "
+            f"is {rate!r} but integrations[{first}], on the same tenant {quoted(tenant)}, uses "
             f"{first_rate!r}; Amperity's limit is one per tenant, shared by both.",
             "set the same rate_limit_per_second on every integration of a tenant.",
         )
@@ -152,7 +158,7 @@ def _check_unique(
             problems.append(
                 ConfigProblem(
                     f"integrations[{index}].{field}",
-                    f"{value!r} is also used by integrations[{seen[field][value]}].",
+                    f"{quoted(value)} is also used by integrations[{seen[field][value]}].",
                     f"give every integration its own {field}.",
                 )
             )
@@ -170,20 +176,23 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
     vertical = table.get("vertical", "retail")
     if vertical not in VERTICALS:
         add(
-            "vertical", f"{vertical!r} is not a vertical preset.", f"use one of {_list(VERTICALS)}."
+            "vertical",
+            f"{quoted(vertical)} is not a vertical preset.",
+            f"use one of {_list(VERTICALS)}.",
         )
     stream = table.get("event_stream_id")
     if isinstance(stream, str) and stream.startswith("is-"):
         add(
             "event_stream_id",
-            f"{stream!r} is a batch ingest stream (is-): it accepts events but does not "
+            f"{quoted(stream)} is a batch ingest stream (is-): it accepts events but does not "
             "update profiles in real time.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
     elif isinstance(stream, str) and not STREAM_ID.fullmatch(stream):
         add(
             "event_stream_id",
-            f"{stream!r} is not a realtime stream id: esm- followed by letters, digits, - or _.",
+            f"{quoted(stream)} is not a realtime stream id: esm- followed by letters, digits, "
+            "- or _.",
             "use the realtime esm- stream id from Sources > Streams in Amperity.",
         )
     source_value = table.get("source_value")
@@ -198,17 +207,48 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
     if isinstance(subdomain, str) and not SUBDOMAIN.fullmatch(subdomain):
         add(
             "tenant_subdomain",
-            f"{subdomain!r} is not a subdomain: one DNS label of letters, digits and hyphens "
+            f"{quoted(subdomain)} is not a subdomain: one DNS label of letters, digits and hyphens "
             "(not first or last), at most 63 characters.",
             "use the subdomain portion of your Amperity dashboard URL "
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )
     problems.extend(_check_blank_secrets(where, table, ("api_key", "profile_api_key")))
+    problems.extend(_check_keys_out_of_place(where, table))
     problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
     problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     return problems
+
+
+# Fields whose values are sent in the clear (headers, URLs), shown in responses, Live Events
+# and error messages, or handed to browsers (pipeline_key): never a place for an API key.
+PLAIN_FIELDS = (
+    "id",
+    "pipeline_key",
+    "tenant_subdomain",
+    "tenant_id",
+    "event_stream_id",
+    "source_value",
+    "profile_collection_id",
+    "api_base_url",
+)
+
+
+def _check_keys_out_of_place(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+    """An API key pasted into a field that is not secret would be sent and shown in the clear."""
+    return [
+        ConfigProblem(
+            f"{where}.{name}",
+            "holds an API key (a JWT); this field is not secret: its value is sent in "
+            "headers or URLs and shown in responses, Live Events and logs.",
+            f"write the {name} itself here, and put the key in api_key (Streaming Ingest) "
+            "or profile_api_key (Profile API); then regenerate that key in Amperity if "
+            "this configuration was shared.",
+        )
+        for name in PLAIN_FIELDS
+        if holds_key(table.get(name))
+    ]
 
 
 HEADER_FIELDS = {
@@ -229,7 +269,7 @@ def _check_header_values(where: str, table: dict[str, Any]) -> list[ConfigProble
         if name in SECRET_FIELDS and isinstance(value, str) and not value.strip():
             continue  # reported as blank by _check_blank_secrets
         if isinstance(value, str) and value and not _visible_ascii(value):
-            shown = "the value" if name in SECRET_FIELDS else repr(value)
+            shown = "the value" if name in SECRET_FIELDS else quoted(value)
             problems.append(
                 ConfigProblem(
                     f"{where}.{name}",
@@ -292,7 +332,7 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
         problems.append(
             ConfigProblem(
                 f"{where}.profile_collection_id",
-                f"{collection!r} is not a profile collection id: apc- followed by letters, "
+                f"{quoted(collection)} is not a profile collection id: apc- followed by letters, "
                 "digits, - or _.",
                 "use the collection's id from the dashboard, prefixed apc-.",
             )
@@ -335,7 +375,7 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(
                     f"{location}.source",
-                    f"{source!r} is not a linking-key source.",
+                    f"{quoted(source)} is not a linking-key source.",
                     f"use one of {_list(LINKING_SOURCES)}.",
                 )
             )
@@ -344,7 +384,7 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(
                     f"{location}.hash",
-                    f"{hash_name!r} is not a supported hash.",
+                    f"{quoted(hash_name)} is not a supported hash.",
                     f"use {_list(HASHES)}, or leave hash out to send the value as it is.",
                 )
             )

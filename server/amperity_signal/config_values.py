@@ -19,11 +19,28 @@ _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _PORT = re.compile(r"[0-9]+")
 _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
 _DB = re.compile(r"/?[0-9]*")
+# Amperity's API keys are JWTs: a JSON header, base64url-encoded, starts "eyJ".
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 
 # The consent an event carries (the proto's Consent message), as ``ConsentLedger`` reads it.
 CONSENT_FLAGS = ("analytics", "marketing", "functional")
 GOOGLE_CONSENT = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
 _CATEGORY = re.compile(r"categories\.[^.\s]+")
+
+
+def holds_key(value: Any) -> bool:
+    """Whether ``value`` is, or contains, something shaped like an API key (a JWT)."""
+    return isinstance(value, str) and _JWT.search(value) is not None
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)`` for a message, unless it holds an API key (a JWT) pasted in the wrong field.
+
+    Problems are printed to terminals and CI logs: a key is described, never quoted.
+    """
+    if holds_key(value):
+        return "the value (an API key, by its look)"
+    return repr(value)
 
 
 def check_server(table: Any) -> list[ConfigProblem]:
@@ -65,7 +82,7 @@ def _shared_port_problem(table: dict[str, Any]) -> ConfigProblem | None:
         return None
     return ConfigProblem(
         "server.http_address",
-        f"{http_address!r} is the port of server.grpc_address ({grpc_address!r}); the gRPC "
+        f"{quoted(http_address)} is the port of server.grpc_address ({grpc_address!r}); the gRPC "
         "service and the HTTP gateway each need their own.",
         "set http_address to another port, e.g. 127.0.0.1:8080 (port 0 picks a free one).",
     )
@@ -117,7 +134,7 @@ def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigPr
         problems.append(
             ConfigProblem(
                 f"{where}.browser_consent",
-                f"{consent!r} is not a consent condition the service understands, so no "
+                f"{quoted(consent)} is not a consent condition the service understands, so no "
                 "visitor would ever meet it and every page would get no attributes.",
                 f"use one of {', '.join(CONSENT_FLAGS)}, categories.CODE (a consent "
                 "platform's category, e.g. categories.C0003) or google.NAME "
@@ -159,7 +176,7 @@ def _check_origins(where: str, value: Any) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(
                     location,
-                    f"{origin!r} is not an origin, so no page would match it.",
+                    f"{quoted(origin)} is not an origin, so no page would match it.",
                     "write the page's scheme://host[:port] with no path, as the browser sends "
                     "it, e.g. https://shop.example.com or http://localhost:8080.",
                 )
@@ -179,11 +196,11 @@ def listen_address_problem(address: str) -> str | None:
     """What is wrong with a ``host:port`` to listen on (port 0 allowed), or None."""
     parts = _split_host_port(address)
     if parts is None or parts[1] is None or not _valid_host(parts[0]):
-        return f"{address!r} is not host:port."
+        return f"{quoted(address)} is not host:port."
     if not _PORT.fullmatch(parts[1]):
-        return f"{address!r} has a port that is not a number."
+        return f"{quoted(address)} has a port that is not a number."
     if not _valid_port(parts[1], lowest=0):
-        return f"{address!r} has port {parts[1]}, outside 0-65535."
+        return f"{quoted(address)} has port {parts[1]}, outside 0-65535."
     return None
 
 

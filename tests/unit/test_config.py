@@ -640,3 +640,22 @@ def test_an_unquoted_string_is_a_toml_error_with_its_line_and_the_quoting_fix(
         load_settings(path)
     [problem] = [str(p) for p in caught.value.problems]
     assert "line 3" in problem and 'in double quotes, e.g. tenant_id = "acme"' in problem
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "tenant_id",
+        "tenant_subdomain",
+        "event_stream_id",
+        "profile_collection_id",
+        "pipeline_key",
+        "source_value",
+    ],
+)
+def test_an_api_key_pasted_into_a_plain_field_is_refused_and_never_quoted(field: str) -> None:
+    """A key in a field that is sent and shown in the clear is refused, and not quoted back."""
+    raw = integration(**{field: PROFILE})
+    problems = problems_of({"integrations": [raw]})
+    assert any(p.startswith(f"integrations[0].{field}: holds an API key") for p in problems)
+    assert not [p for p in problems if PROFILE.split(".")[1] in p]

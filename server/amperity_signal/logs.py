@@ -63,6 +63,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             line["error_type"] = record.exc_info[0].__name__
             line["error"] = str(record.exc_info[1])
+            # Where it failed: an unexpected error is a bug, and its report needs the stack.
+            # Scrubbed with the rest of the line (chained errors' messages included).
+            line["traceback"] = self.formatException(record.exc_info)
         text = json.dumps(line, default=str)
         for secret in self._secrets:
             text = text.replace(secret, "[REDACTED]")

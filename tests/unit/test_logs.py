@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -27,3 +28,31 @@ def test_a_secret_that_json_escapes_is_scrubbed_as_written(secret: str) -> None:
     formatter = JsonFormatter([secret])
     line = _line(formatter, "connecting to redis://:%s@cache:6379/0", secret)
     assert json.loads(line)["msg"] == "connecting to redis://:[REDACTED]@cache:6379/0"
+
+
+def test_an_error_is_logged_with_its_traceback_scrubbed_of_secrets() -> None:
+    """A logged exception carries its stack, chained causes included, with secrets redacted."""
+    secret = "canary-admin-token-0123456789"
+    formatter = JsonFormatter([secret])
+
+    def refuse() -> None:
+        raise ValueError(f"bad token {secret}")
+
+    def fail() -> None:
+        try:
+            refuse()
+        except ValueError as cause:
+            raise RuntimeError("handler failed") from cause
+
+    try:
+        fail()
+    except RuntimeError:
+        record = logging.makeLogRecord(
+            {"name": "t", "levelno": logging.ERROR, "levelname": "ERROR", "msg": "boom"}
+        )
+        record.exc_info = sys.exc_info()
+    line = json.loads(formatter.format(record))
+    assert (line["error_type"], line["error"]) == ("RuntimeError", "handler failed")
+    assert "in fail" in line["traceback"]
+    assert "ValueError: bad token [REDACTED]" in line["traceback"]
+    assert secret not in json.dumps(line)

@@ -10,9 +10,11 @@ exception message and repr is scanned for any of the secrets, whole or by JWT se
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -231,3 +233,82 @@ async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_erro
     leaked = [h for text in texts for h in hits(text, secrets)]
     assert leaked == []
     assert any("INGEST_KEY_REJECTED" in t for t in texts)
+
+
+FAULTS: list[dict[str, Any]] = [
+    {"status": 503, "count": 2},
+    {"status": 500, "kind": "events", "count": 2},
+    {"burst_429": 2},
+    {"drop_rate": 1.0, "count": 2},
+    {"latency_ms": 1500, "count": 1},
+    {"status": 401, "count": 2},
+    {"status": 403, "count": 2},
+    {"status": 404, "kind": "events", "count": 1},
+]
+
+
+async def fault_texts(stub: Any, sandbox: Any) -> AsyncIterator[str]:
+    """Deliver and Enrich under each injected Amperity fault: answers and errors as text."""
+    for fault in FAULTS:
+        await sandbox.fault(**fault)
+        for method, request in (
+            ("Deliver", pb.DeliverRequest(integration_id="web", event=event("anon_f"))),
+            ("Enrich", pb.EnrichRequest(integration_id="web", event=event("anon_alice_01"))),
+        ):
+            try:
+                yield f"{fault} {await getattr(stub, method)(request, timeout=1.0)}"
+            except grpc.aio.AioRpcError as error:
+                yield f"{fault} {error} {error.trailing_metadata()} {error.debug_error_string()}"
+        await sandbox.clear_faults()
+
+
+async def test_no_canary_secret_appears_at_debug_level_through_faults_and_a_redis_outage(
+    stack: Stack,
+) -> None:
+    """At DEBUG, through Amperity faults and Redis going down: no secret in anything seen.
+
+    The Redis password needs JSON escaping and URL encoding, so both written forms are
+    looked for; the sandbox's inspector and /metrics are scanned too.
+    """
+    sandbox = await stack.sandbox()
+    keys = mint_keys()
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    password = f'canary"pass\\word-{uuid.uuid4().hex[:12]}'
+    redis_url = await stack.redis(password=password)
+    redis = stack.processes[-1]
+    authenticated = redis_url.replace("redis://", f"redis://:{quote(password, safe='')}@")
+    service = await stack.service(
+        sandbox,
+        keys=keys,
+        server={"admin_token": admin_token},
+        cache={"backend": "redis", "redis_url": authenticated},
+        debug=True,
+    )
+    secrets = needles([keys.ingest, keys.profile, admin_token, password])
+    secrets.append(quote(password, safe=""))
+
+    observed: dict[str, list[str]] = {"grpc": [], "gateway": [], "inspector": []}
+    async for text in fault_texts(service.stub, sandbox):
+        observed["grpc"].append(text)
+    await redis.stop(signal.SIGKILL)
+    async for text in fault_texts(service.stub, sandbox):
+        observed["grpc"].append(text)
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as gateway:
+        for path in ("/metrics", "/readyz", "/v1/enrich?provider=amperity&anonymous_id=a"):
+            answer = await gateway.get(path, headers={"X-Pipeline-Key": "pk_web"})
+            observed["gateway"].append(f"{path} {dict(answer.headers)} {answer.text}")
+    for path in ("/_sandbox/requests", "/_sandbox/events", "/_sandbox/stats"):
+        observed["inspector"].append((await sandbox.inspector.get(path)).text)
+    await service.process.stop()
+    observed["logs"] = stack.logs().splitlines()
+    found = {
+        where: [h for text in texts for h in hits(text, secrets)]
+        for where, texts in observed.items()
+    }
+
+    assert found == {"grpc": [], "gateway": [], "inspector": [], "logs": []}
+    logs = "\n".join(observed["logs"])
+    assert '"level": "debug"' in logs  # the scan read the most verbose logging
+    assert "Redis cannot be reached" in logs  # the outage path ran
+    joined = "\n".join(observed["grpc"])
+    assert "INGEST_KEY_REJECTED" in joined and "UNAVAILABLE" in joined

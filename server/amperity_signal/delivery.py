@@ -33,6 +33,9 @@ DROPPING_WARNING = (
 # still leaves the delivery itself time to happen.
 ENRICH_SHARE = 0.5
 ENRICH_MAX_SECONDS = 2.0
+# The deliveries metric's amperity_type for an event no handler maps: its pass-through type
+# is the caller's event name, and one series per name a site invents has no bound.
+UNMAPPED_TYPE_LABEL = "unmapped"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class Delivery:
         try:
             result = await integration.client.post_event(mapped.payload, deadline=deadline)
         except AmperityError as error:
-            self._count(settings.id, mapped.amperity_type, "failed")
+            self._count(settings.id, _type_label(mapped), "failed")
             log.warning(
                 "delivery failed: %s",
                 error.message,
@@ -110,7 +113,7 @@ class Delivery:
         if result.dropping:
             warnings.append(DROPPING_WARNING)
         outcome = "dropped" if result.dropping else "delivered"
-        self._count(settings.id, mapped.amperity_type, outcome)
+        self._count(settings.id, _type_label(mapped), outcome)
         self._record(
             integration,
             event,
@@ -162,3 +165,8 @@ class Delivery:
                 warnings=tuple(warnings),
             )
         )
+
+
+def _type_label(mapped: MappedEvent) -> str:
+    """The ``amperity_type`` label: the handler's type, or one label for every unmapped event."""
+    return UNMAPPED_TYPE_LABEL if mapped.passed_through else mapped.amperity_type

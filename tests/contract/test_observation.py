@@ -176,3 +176,22 @@ async def test_a_call_its_caller_cancels_is_timed_as_cancelled_not_ok(keys: Keys
     finally:
         await channel.close()
         await service.stop(0)
+
+
+async def test_unmapped_event_names_share_one_deliveries_label(harness: Harness) -> None:
+    """Events no handler maps count under amperity_type "unmapped", not one series per name."""
+    for name in ("Clicked banner 1", "Clicked banner 2", "Clicked banner 3"):
+        request = pb.DeliverRequest(integration_id="web", event=event(type="track", event=name))
+        answer = await harness.stub.Deliver(request)
+        assert answer.amperity_type.startswith("clicked_banner_")  # the payload keeps its name
+    registry = harness.service.metrics.registry
+    types = {
+        sample.labels["amperity_type"]
+        for family in registry.collect()
+        if family.name == "amperity_signal_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert types == {"unmapped"}
+    delivered = {"integration": "web", "amperity_type": "unmapped", "outcome": "delivered"}
+    assert registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 3

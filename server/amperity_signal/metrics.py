@@ -52,7 +52,8 @@ class Metrics:
         )
         self.cache_events = Counter(
             "amperity_signal_cache",
-            "Cache lookups by cache and result (hit, miss, dampened, stale, error).",
+            "Cache lookups by cache and result: hit, miss, error; dampened and stale hits "
+            "are also counted by kind.",
             ["cache", "result"],
             registry=r,
         )

@@ -195,3 +195,22 @@ async def test_unmapped_event_names_share_one_deliveries_label(harness: Harness)
     assert types == {"unmapped"}
     delivered = {"integration": "web", "amperity_type": "unmapped", "outcome": "delivered"}
     assert registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 3
+
+
+def _cache_count(harness: Harness, cache: str, result: str) -> float:
+    labels = {"cache": cache, "result": result}
+    value = harness.service.metrics.registry.get_sample_value("amperity_signal_cache_total", labels)
+    return value or 0.0
+
+
+async def test_each_enrichment_counts_one_cache_lookup_per_linking_key(harness: Harness) -> None:
+    """A miss that calls the Profile API counts once, so hit / all is the real hit ratio."""
+    first = pb.EnrichRequest(
+        integration_id="web", event=event(type="page", anonymous_id="anon_alice_01")
+    )
+    answer = await harness.stub.Enrich(first)
+    assert answer.resolved and answer.cache_status == pb.CACHE_STATUS_MISS
+    assert (_cache_count(harness, "res", "miss"), _cache_count(harness, "res", "hit")) == (1, 0)
+    again = await harness.stub.Enrich(first)
+    assert again.cache_status == pb.CACHE_STATUS_HIT
+    assert (_cache_count(harness, "res", "miss"), _cache_count(harness, "res", "hit")) == (1, 1)

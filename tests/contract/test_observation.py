@@ -109,9 +109,8 @@ class _LeakyTransport(httpx.AsyncBaseTransport):
         raise RuntimeError(f"could not send {request.headers['Authorization']}")
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["Deliver", "DeliverStream"])
 async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_text(
-    keys: Keys, caplog: pytest.LogCaptureFixture, streamed: bool
+    keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug's exception reaches the caller as INTERNAL naming the request id, never its text."""
     caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
@@ -120,18 +119,10 @@ async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_tex
     await service.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     stub = pb_grpc.AmperityServiceStub(channel)
-
-    async def call() -> None:
-        if streamed:
-            request = pb.DeliverStreamRequest(integration_id="web", event=event(type="page"))
-            async for _ in stub.DeliverStream(iter([request])):
-                pass
-        else:
-            await stub.Deliver(pb.DeliverRequest(integration_id="web", event=event(type="page")))
-
+    request = pb.DeliverRequest(integration_id="web", event=event(type="page"))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call()
+            await stub.Deliver(request)
     finally:
         await channel.close()
         await service.stop(0)
@@ -143,6 +134,34 @@ async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_tex
     assert "RuntimeError" not in (error.details() or "")
     logged = [r for r in caplog.records if r.getMessage() == "rpc failed unexpectedly"]
     assert [r.exc_info and r.exc_info[0] for r in logged] == [RuntimeError]
+
+
+async def test_an_unexpected_error_fails_its_own_stream_answer_not_the_stream(
+    keys: Keys,
+) -> None:
+    """On DeliverStream a bug fails each event it meets as INTERNAL; the stream ends OK."""
+    settings = settings_for(integration_dict(SANDBOX_URL, keys))
+    service = build_server(settings, Deps(transport=_LeakyTransport()))
+    await service.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    stub = pb_grpc.AmperityServiceStub(channel)
+    requests = [
+        pb.DeliverStreamRequest(integration_id="web", event=event(type="page")) for _ in range(3)
+    ]
+    try:
+        call = stub.DeliverStream(iter(requests))
+        answers = [answer async for answer in call]
+        code = await call.code()
+    finally:
+        await channel.close()
+        await service.stop(0)
+    assert code == grpc.StatusCode.OK
+    assert sorted(a.message_id for a in answers) == sorted(r.event.message_id for r in requests)
+    assert {(a.error.code, a.error.reason) for a in answers} == {
+        (grpc.StatusCode.INTERNAL.value[0], "INTERNAL")
+    }
+    assert all("request id" in a.error.message for a in answers)
+    assert not [a for a in answers if keys.profile in str(a) or keys.ingest in str(a)]
 
 
 class _HangingTransport(httpx.AsyncBaseTransport):

@@ -17,10 +17,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from amperity_signal.errors import AmperitySignalError
 from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
-from amperity_signal.service.status import REQUEST_ID_METADATA, to_grpc_status
+from amperity_signal.service.status import (
+    REQUEST_ID_METADATA,
+    to_grpc_status,
+    unexpected_failure,
+)
 
 log = logging.getLogger("amperity_signal.rpc")
 
@@ -250,12 +253,7 @@ class _Observed:
             exc_info=error,
             extra={"method": self._method, "code": "INTERNAL"},
         )
-        failure = AmperitySignalError(
-            "amperity-signal failed unexpectedly handling this call (a bug, not a mistake in "
-            f"the request); retry, and if it persists report request id {request_id_var.get()}: "
-            "the service's log line with that id has the error."
-        )
-        await context.abort_with_status(to_grpc_status(failure))
+        await context.abort_with_status(to_grpc_status(unexpected_failure()))
 
     def _begin(self, context: Context) -> float:
         rid = ""

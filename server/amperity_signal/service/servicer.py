@@ -23,7 +23,11 @@ from amperity_signal.service import convert
 from amperity_signal.service.interceptors import MalformedRequest
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
-from amperity_signal.service.status import to_delivery_error, to_grpc_status
+from amperity_signal.service.status import (
+    to_delivery_error,
+    to_grpc_status,
+    unexpected_failure,
+)
 from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -93,20 +97,28 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
 
-        async def handle(request: pb.DeliverStreamRequest) -> None:
+        async def answer(request: pb.DeliverStreamRequest) -> pb.DeliverStreamResponse:
             try:
                 if not request.event.message_id:
                     raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
                 integration = self._integration(request.integration_id, context)
                 result = await self._deliver(integration, request.event, self._deadline(context))
-                responses.put_nowait(
-                    pb.DeliverStreamResponse(message_id=result.message_id, result=result)
-                )
+                return pb.DeliverStreamResponse(message_id=result.message_id, result=result)
             except AmperitySignalError as error:
+                return pb.DeliverStreamResponse(
+                    message_id=request.event.message_id, error=to_delivery_error(error)
+                )
+
+        async def handle(request: pb.DeliverStreamRequest) -> None:
+            try:
+                responses.put_nowait(await answer(request))
+            except Exception:
+                # A bug met by one event fails that event's answer, not the stream and the
+                # events in flight beside it; its text stays in the log (it may hold anything).
+                log.exception("delivery failed unexpectedly")
+                failure = to_delivery_error(unexpected_failure())
                 responses.put_nowait(
-                    pb.DeliverStreamResponse(
-                        message_id=request.event.message_id, error=to_delivery_error(error)
-                    )
+                    pb.DeliverStreamResponse(message_id=request.event.message_id, error=failure)
                 )
             finally:
                 slots.release()

@@ -121,6 +121,15 @@ def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
     )
 
 
+def unexpected_failure() -> AmperitySignalError:
+    """The error a caller gets for a bug: INTERNAL, naming the request id, no internals."""
+    return AmperitySignalError(
+        "amperity-signal failed unexpectedly handling this call (a bug, not a mistake in "
+        f"the request); retry, and if it persists report request id {request_id_var.get()}: "
+        "the service's log line with that id has the error."
+    )
+
+
 def internal_status(message: str) -> status_pb2.Status:
     """A status for an unexpected failure, with no internals in it."""
     info = any_pb2.Any()

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -220,13 +220,22 @@ class Settings(_Strict):
         ]
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
-        try:
-            redis_password = urlsplit(self.cache.redis_url).password
-        except ValueError:  # refused at load (cache.redis_url); a directly built Settings
-            redis_password = None
-        if redis_password:
-            values.append(redis_password)
+        values += redis_passwords(self.cache.redis_url)
         return values
+
+
+def redis_passwords(url: str) -> list[str]:
+    """The password of a Redis URL in every form it may be seen in.
+
+    As written and decoded (redis-py decodes %40 to @ before sending it), from the user
+    info or from a ``?password=`` query parameter, which redis-py reads too.
+    """
+    try:
+        parts = urlsplit(url)
+        written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+    except ValueError:  # refused at load (cache.redis_url); a directly built Settings
+        return []
+    return [form for value in written if value for form in dict.fromkeys((value, unquote(value)))]
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:

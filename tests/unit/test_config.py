@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from amperity_signal.config import GatewayTable, load_settings, settings_from_di
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.logs import JsonFormatter
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.unit.cli_support import INGEST, integration, run_cli
@@ -659,3 +661,25 @@ def test_an_api_key_pasted_into_a_plain_field_is_refused_and_never_quoted(field:
     problems = problems_of({"integrations": [raw]})
     assert any(p.startswith(f"integrations[0].{field}: holds an API key") for p in problems)
     assert not [p for p in problems if PROFILE.split(".")[1] in p]
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "password"),
+    [
+        ("redis://:p%40ss%2Fword-123@cache:6379/0", "p@ss/word-123"),
+        ("redis://cache:6379/0?password=query-pass-456", "query-pass-456"),
+        ("rediss://app:p%23ss-word-789@cache:6380/0", "p#ss-word-789"),
+    ],
+    ids=["percent-encoded", "query-parameter", "user-and-password"],
+)
+def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
+    redis_url: str, password: str
+) -> None:
+    """The Redis password, decoded or given as ?password=, is among the scrubbed secrets."""
+    settings = settings_from_dict(
+        {"cache": {"backend": "redis", "redis_url": redis_url}, "integrations": [integration()]},
+        {},
+    )
+    formatter = JsonFormatter(settings.secret_values())
+    record = logging.makeLogRecord({"msg": "AUTH failed for %s", "args": (password,)})
+    assert password not in formatter.format(record)

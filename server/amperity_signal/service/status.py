@@ -123,10 +123,12 @@ def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
 
 def unexpected_failure() -> AmperitySignalError:
     """The error a caller gets for a bug: INTERNAL, naming the request id, no internals."""
+    request_id = request_id_var.get()
     return AmperitySignalError(
         "amperity-signal failed unexpectedly handling this call (a bug, not a mistake in "
-        f"the request); retry, and if it persists report request id {request_id_var.get()}: "
-        "the service's log line with that id has the error."
+        f"the request); retry, and if it persists report request id {request_id}: "
+        "the service's log line with that id has the error.",
+        metadata={"request_id": request_id},
     )
 
 

@@ -92,7 +92,11 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         request_iterator: AsyncIterator[pb.DeliverStreamRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DeliverStreamResponse]:
-        """Deliver many events, one response per request, each failing on its own."""
+        """Deliver many events, one response per request, each failing on its own.
+
+        At most ``STREAM_CONCURRENCY`` events are taken from the stream and not yet
+        answered: being delivered, or answered but not yet sent to the caller.
+        """
         responses: asyncio.Queue[pb.DeliverStreamResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
@@ -120,8 +124,6 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 responses.put_nowait(
                     pb.DeliverStreamResponse(message_id=request.event.message_id, error=failure)
                 )
-            finally:
-                slots.release()
 
         malformed: list[MalformedRequest] = []
 
@@ -146,6 +148,11 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         try:
             while (response := await responses.get()) is not None:
                 yield response
+                # The slot is free once the answer is sent, not when it is ready: a caller
+                # that stops reading answers stops the reading of its events (gRPC flow
+                # control holds the rest in its own windows), instead of the answers
+                # piling up in this queue without bound.
+                slots.release()
             await reader
             if malformed:
                 raise malformed[0]

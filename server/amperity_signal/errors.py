@@ -8,6 +8,7 @@ Errors are raised where they happen and mapped to a gRPC status in one place
     AmperitySignalError
     ├── ConfigError              configuration problems, all of them at once
     ├── InvalidEvent             an event that cannot be delivered (field violations)
+    ├── MalformedRequest         request bytes that are not the method's protobuf message
     ├── UnknownIntegration       no integration with that id or pipeline key
     ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
     └── AmperityError            Amperity answered, or could not be reached
@@ -91,6 +92,12 @@ class InvalidEvent(AmperitySignalError):
             f"invalid event: {text}",
             metadata={"fields": ",".join(v.field for v in self.violations)},
         )
+
+
+class MalformedRequest(AmperitySignalError):
+    """A request's bytes are not the method's protobuf message (a streamed one ends the stream)."""
+
+    reason = "MALFORMED_REQUEST"
 
 
 class UnknownIntegration(AmperitySignalError):

@@ -287,6 +287,23 @@ async def test_corrupt_request_bytes_are_invalid_argument_not_unknown(
         assert "<class" not in details
 
 
+@pytest.mark.parametrize("method", ["Deliver", "Enrich", "BrowserProfile"])
+async def test_corrupt_request_bytes_carry_one_error_info_naming_the_method(
+    harness: Harness, method: str
+) -> None:
+    """The INVALID_ARGUMENT of bytes that do not parse has its ErrorInfo (AIP-193)."""
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = harness.channel.unary_unary(
+        f"{SERVICE}/{method}"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(CORRUPT[0])
+    info = details(raised.value)["ErrorInfo"]
+    assert info.reason == "MALFORMED_REQUEST"
+    assert info.domain == "amperity-signal.datafly.com"
+    assert info.metadata["method"] == f"{SERVICE}/{method}"
+    assert info.metadata["decode_error"] in (raised.value.details() or "")
+
+
 async def test_a_corrupt_frame_ends_a_stream_after_answering_the_events_before_it(
     harness: Harness,
 ) -> None:
@@ -313,6 +330,7 @@ async def test_a_corrupt_frame_ends_a_stream_after_answering_the_events_before_i
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await read_all()
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(raised.value)["ErrorInfo"].reason == "MALFORMED_REQUEST"
     assert [a.message_id for a in answers] == [good.event.message_id]
     assert answers[0].result.vendor_request.status_code == 202
 

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from amperity_signal.errors import MalformedRequest
 from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.status import (
@@ -112,18 +113,19 @@ class Malformed:
     the details; the observed handler answers this with INVALID_ARGUMENT instead.
     """
 
-    __slots__ = ("details",)
+    __slots__ = ("decode_error",)
 
-    def __init__(self, details: str) -> None:
-        self.details = details
+    def __init__(self, decode_error: str) -> None:
+        self.decode_error = decode_error
 
 
-class MalformedRequest(Exception):
-    """A streamed request's bytes were not the method's message; the stream ends with it."""
-
-    def __init__(self, details: str) -> None:
-        super().__init__(details)
-        self.details = details
+def malformed_request(method: str, decode_error: str) -> MalformedRequest:
+    """The error of a request (or a streamed one) whose bytes did not parse."""
+    return MalformedRequest(
+        f"the request is not a valid protobuf message for {method} ({decode_error}); "
+        "send the message the generated stubs build",
+        metadata={"method": method, "decode_error": decode_error},
+    )
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -136,19 +138,16 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         try:
             return parse(data)
         except DecodeError as error:
-            return Malformed(
-                f"the request is not a valid protobuf message for this method ({error}); "
-                "send the message the generated stubs build"
-            )
+            return Malformed(str(error))
 
     return deserialize
 
 
-async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _checked(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
     """A request stream that raises ``MalformedRequest`` at the first corrupt message."""
     async for request in requests:
         if type(request) is Malformed:
-            raise MalformedRequest(request.details)
+            raise malformed_request(method, request.decode_error)
         yield request
 
 
@@ -199,14 +198,16 @@ class _Observed:
                 started, cancelled = self._begin(context), False
                 try:
                     if type(request) is Malformed:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+                        await context.abort_with_status(
+                            to_grpc_status(malformed_request(self._method, request.decode_error))
+                        )
                     try:
                         async for response in inner(
-                            _checked(request) if streamed else request, context
+                            _checked(request, self._method) if streamed else request, context
                         ):
                             yield response
                     except MalformedRequest as error:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
+                        await context.abort_with_status(to_grpc_status(error))
                 except Exception as error:
                     await self._unexpected(context, error)
                 except asyncio.CancelledError:
@@ -223,13 +224,15 @@ class _Observed:
             started, cancelled = self._begin(context), False
             try:
                 if type(request) is Malformed:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
+                    await context.abort_with_status(
+                        to_grpc_status(malformed_request(self._method, request.decode_error))
+                    )
                 if not streamed:
                     return await inner(request, context)
                 try:
-                    return await inner(_checked(request), context)
+                    return await inner(_checked(request, self._method), context)
                 except MalformedRequest as error:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.details)
+                    await context.abort_with_status(to_grpc_status(error))
             except Exception as error:
                 await self._unexpected(context, error)
             except asyncio.CancelledError:

@@ -17,10 +17,14 @@ from amperity_signal.browser import BrowserProfiles
 from amperity_signal.delivery import Delivered, Delivery
 from amperity_signal.enrich import Enricher
 from amperity_signal.enrich.result import EnrichResult
-from amperity_signal.errors import AmperitySignalError, FieldViolation, InvalidEvent
+from amperity_signal.errors import (
+    AmperitySignalError,
+    FieldViolation,
+    InvalidEvent,
+    MalformedRequest,
+)
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
-from amperity_signal.service.interceptors import MalformedRequest
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import (

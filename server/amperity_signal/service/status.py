@@ -23,6 +23,7 @@ from amperity_signal.errors import (
     AmperitySignalError,
     AmperityUnavailable,
     InvalidEvent,
+    MalformedRequest,
     ProfileUnavailable,
     UnknownIntegration,
 )
@@ -35,7 +36,7 @@ _PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
 # One return per error kind: the function is the mapping table, read top to bottom.
 def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
     """The gRPC status code for one of our errors."""
-    if isinstance(error, InvalidEvent):
+    if isinstance(error, InvalidEvent | MalformedRequest):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, UnknownIntegration):
         return grpc.StatusCode.NOT_FOUND

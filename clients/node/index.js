@@ -245,7 +245,7 @@ class AmperityClient {
         return await this._call(method, request, Math.max(Math.min(perAttemptMs, remainingMs), 1));
       } catch (error) {
         const failure = error instanceof AmperitySignalError ? error : fromServiceError(error);
-        const delay = nextDelayMs(this._retry, {
+        const delay = failure.permanent ? null : nextDelayMs(this._retry, {
           code: failure.code,
           attempt,
           elapsedMs: Date.now() - started,

@@ -52,9 +52,10 @@ class AmperitySignalError extends Error {
    * @param {FieldViolation[]} [init.fieldViolations] The BadRequest field violations.
    * @param {number|null} [init.retryAfter] The RetryInfo delay, in seconds.
    * @param {unknown} [init.cause] The original grpc-js error.
+   * @param {boolean} [init.permanent] Retrying the same request cannot help.
    */
   constructor({ code, details, reason = '', domain = '', metadata = {}, fieldViolations = [],
-    retryAfter = null, cause }) {
+    retryAfter = null, cause, permanent = false }) {
     const codeName = CODE_NAMES[code] || 'UNKNOWN';
     super(`${reason || codeName}: ${details}`, cause === undefined ? undefined : { cause });
     this.name = 'AmperitySignalError';
@@ -74,11 +75,13 @@ class AmperitySignalError extends Error {
     this.fieldViolations = fieldViolations;
     /** @type {number|null} */
     this.retryAfter = retryAfter;
+    /** @type {boolean} Retrying the same request cannot help, whatever its code. */
+    this.permanent = permanent;
   }
 
-  /** Whether retrying later can help (UNAVAILABLE or RESOURCE_EXHAUSTED). */
+  /** Whether retrying later can help (UNAVAILABLE or RESOURCE_EXHAUSTED, not too large). */
   get retryable() {
-    return this.code === 14 || this.code === 8;
+    return !this.permanent && (this.code === 14 || this.code === 8);
   }
 }
 
@@ -125,6 +128,45 @@ function decodeStatus(bytes) {
   return out;
 }
 
+const MESSAGE_TOO_LARGE = 'MESSAGE_TOO_LARGE';
+const TOO_LARGE = /(SERVER: )?(Received|Sent) message larger than max \((\d+) vs\.? (\d+)\)/;
+
+/**
+ * gRPC's own refusal of a message over its size limit (RESOURCE_EXHAUSTED, no details),
+ * told apart from rate limiting: the same request would be refused again, and a refused
+ * answer means the call already ran, so it is permanent.
+ * @param {string} details The status details.
+ * @param {unknown} cause The grpc-js error.
+ * @returns {AmperitySignalError|null}
+ */
+function messageTooLarge(details, cause) {
+  const found = TOO_LARGE.exec(details);
+  if (!found) return null;
+  const [, server, direction, size, limit] = found;
+  // The service (gRPC core) prefixes its refusal of a request with "SERVER: "; "Sent" is
+  // this client refusing to send; a bare "Received" is this client refusing an answer.
+  let refusedBy = 'client';
+  let text = `The request was ${size} bytes, more than the ${limit} bytes this client may `
+    + 'send (channel option grpc.max_send_message_length): send smaller events or raise it.';
+  if (server) {
+    refusedBy = 'service';
+    text = `The request was ${size} bytes, more than the ${limit} bytes the service accepts: `
+      + 'send smaller events (drop or shorten the largest properties or traits).';
+  } else if (direction === 'Received') {
+    text = `The answer was ${size} bytes, more than the ${limit} bytes this client accepts: `
+      + 'raise the channel option grpc.max_receive_message_length. The call ran on the '
+      + 'service, so it is not retried.';
+  }
+  return new AmperitySignalError({
+    code: 8,
+    details: text,
+    reason: MESSAGE_TOO_LARGE,
+    metadata: { size, limit, refused_by: refusedBy },
+    cause,
+    permanent: true,
+  });
+}
+
 /**
  * The readable error for a failed grpc-js call.
  * @param {any} error A grpc-js ServiceError (code, details, metadata).
@@ -145,7 +187,8 @@ function fromServiceError(error) {
       // A garbled trailer must still give a readable error.
     }
   }
-  return new AmperitySignalError({ code, details, cause: error });
+  return (code === 8 && messageTooLarge(details, error))
+    || new AmperitySignalError({ code, details, cause: error });
 }
 
 /**
@@ -167,6 +210,6 @@ function fromDeliveryError(error) {
 }
 
 module.exports = {
-  AmperitySignalError, CODE_NAMES, DOMAIN, STATUS_DETAILS_KEY, decodeStatus, fromDeliveryError,
-  fromServiceError,
+  AmperitySignalError, CODE_NAMES, DOMAIN, MESSAGE_TOO_LARGE, STATUS_DETAILS_KEY, decodeStatus,
+  fromDeliveryError, fromServiceError,
 };

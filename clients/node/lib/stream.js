@@ -180,7 +180,7 @@ class DeliverStreamRun {
           const failure = fromServiceError(broken);
           if (failures === 0) failingSince = Date.now();
           failures += 1;
-          const delay = nextDelayMs(streamRetry, {
+          const delay = failure.permanent ? null : nextDelayMs(streamRetry, {
             code: failure.code,
             attempt: failures,
             elapsedMs: Date.now() - failingSince,

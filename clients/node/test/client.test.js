@@ -163,6 +163,40 @@ test('the pipeline key travels as x-pipeline-key and in BrowserProfile', async (
   });
 });
 
+test('a message over a gRPC size limit rejects at once, never sent again', async (t) => {
+  let calls = 0;
+  const { server, target } = await startFake({
+    Deliver(call, callback) {
+      calls += 1;
+      callback(null, { message_id: 'm-1', amperity_type: 'view_item', payload: toStruct({ a: 'b' }) });
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const waits = [];
+  const sleep = async (ms) => { waits.push(ms); };
+  const client = new AmperityClient({ target, integrationId: 'web', sleep });
+  const strict = new AmperityClient({
+    target, integrationId: 'web', sleep, channelOptions: { 'grpc.max_receive_message_length': 8 },
+  });
+  t.after(() => { client.close(); strict.close(); });
+
+  const oversized = { type: 'track', event: 'x', anonymousId: 'a-1',
+    properties: { blob: 'x'.repeat(4 * 1024 * 1024 + 1000) } };
+  const refused = await client.deliver(oversized).then(() => null, (e) => e);
+  // An answer over this client's limit: the call ran, so a retry would deliver it again.
+  const unread = await strict.deliver({ type: 'page', anonymousId: 'a-1' }).then(() => null, (e) => e);
+
+  for (const error of [refused, unread]) {
+    assert.ok(error instanceof AmperitySignalError);
+    assert.equal(error.code, 8);
+    assert.equal(error.reason, 'MESSAGE_TOO_LARGE');
+    assert.equal(error.retryable, false);
+  }
+  assert.match(unread.message, /grpc\.max_receive_message_length/);
+  assert.equal(calls, 1);
+  assert.deepEqual(waits, []);
+});
+
 // --- live, against a running service -------------------------------------------------
 
 const liveTarget = process.env.AMPERITY_SIGNAL_GRPC_TARGET;

@@ -275,6 +275,20 @@ test('a non-retryable stream failure throws, after the answers before it', GUARD
   assert.equal(fake.fake.calls, 1);
 });
 
+test('an event over the size limit ends deliverMany without reopening', GUARD, async (t) => {
+  const fake = await streamFake((request, call) => call.write(delivered(request)));
+  const client = clientFor(t, fake);
+  const oversized = { ...events(1)[0], properties: { blob: 'x'.repeat(4 * 1024 * 1024 + 1000) } };
+
+  const error = await (async () => {
+    for await (const outcome of client.deliverMany([oversized])) assert.fail(outcome);
+  })().then(() => null, (e) => e);
+
+  assert.ok(error instanceof AmperitySignalError);
+  assert.equal(error.reason, 'MESSAGE_TOO_LARGE');
+  assert.equal(fake.fake.calls, 1);
+});
+
 test('deliverMany refuses a bad concurrency and a bad event', GUARD, async (t) => {
   const fake = await streamFake((request, call) => call.write(delivered(request)));
   const client = clientFor(t, fake);

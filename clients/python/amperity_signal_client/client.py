@@ -330,12 +330,16 @@ class AsyncAmperityClient:
                 )
             except grpc.aio.AioRpcError as error:
                 failure = from_rpc_error(error)
-                delay = self._retry.next_delay(
-                    code=failure.code,
-                    attempt=attempt,
-                    elapsed=self._clock() - started,
-                    retry_after=failure.retry_after,
-                    rng=self._rng,
+                delay = (
+                    None
+                    if failure.permanent
+                    else self._retry.next_delay(
+                        code=failure.code,
+                        attempt=attempt,
+                        elapsed=self._clock() - started,
+                        retry_after=failure.retry_after,
+                        rng=self._rng,
+                    )
                 )
                 if delay is None:
                     raise failure from error

@@ -11,12 +11,14 @@ The tree (one class per status code the service answers with)::
     ├── DeadlineExceeded                no answer within the call's deadline
     ├── Unavailable                     retryable: try again after ``retry_after``
     └── ResourceExhausted               retryable: rate limited, after ``retry_after``
+        └── MessageTooLarge             not retryable: a message over gRPC's size limit
 
 ``str(error)`` is ``"REASON: message"``; the message says what to fix.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -59,6 +61,8 @@ class AmperitySignalError(Exception):
 
     status_code: ClassVar[grpc.StatusCode | None] = None
     retryable: ClassVar[bool] = False
+    permanent: ClassVar[bool] = False
+    """Retrying the same request cannot help, whatever the retry policy's codes."""
 
     def __init__(  # noqa: PLR0917 - positional in google.rpc order: code, message, details
         self,
@@ -139,6 +143,51 @@ class ResourceExhausted(AmperitySignalError):
     retryable = True
 
 
+class MessageTooLarge(ResourceExhausted):
+    """A message was over gRPC's size limit: the same request would be refused again.
+
+    gRPC itself answers RESOURCE_EXHAUSTED, with no details, for a request larger than
+    the service accepts (or an answer larger than this client accepts), so it is told
+    apart from rate limiting by its message and never retried: each attempt would send
+    the whole message again, and a refused answer means the call already ran.
+    """
+
+    retryable = False
+    permanent = True
+
+
+MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+_TOO_LARGE = re.compile(r"(SERVER: )?(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _message_too_large(details: str) -> MessageTooLarge | None:
+    """The error for gRPC's own message-size refusal, None for any other details."""
+    found = _TOO_LARGE.search(details)
+    if found is None:
+        return None
+    server, direction, size, limit = found.groups()
+    if server or direction == "Sent":
+        what = f"The request was {size} bytes, more than the {limit} bytes " + (
+            "the service accepts: send smaller events (drop or shorten the largest "
+            "properties or traits)."
+            if server
+            else "this client may send (channel option grpc.max_send_message_length): "
+            "send smaller events or raise the option."
+        )
+    else:
+        what = (
+            f"The service's answer was {size} bytes, more than the {limit} bytes this "
+            "client accepts: raise the channel option grpc.max_receive_message_length. "
+            "The call ran on the service, so it is not retried."
+        )
+    return MessageTooLarge(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        what,
+        reason=MESSAGE_TOO_LARGE,
+        metadata={"size": size, "limit": limit, "refused_by": "service" if server else "client"},
+    )
+
+
 _BY_CODE: dict[grpc.StatusCode, type[AmperitySignalError]] = {
     cls.status_code: cls
     for cls in (
@@ -194,6 +243,11 @@ def from_rpc_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> AmperitySigna
     message = error.details() or ""
     status = _rich_status(error.trailing_metadata() or ())
     if status is None:
+        too_large = (
+            _message_too_large(message) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+        )
+        if too_large is not None:
+            return too_large
         return error_for(code, message or code.name.lower().replace("_", " "))
     reason, domain, metadata = "", "", dict[str, str]()
     violations: list[FieldViolation] = []

@@ -196,7 +196,7 @@ class AsyncStreamRun:
                     "The stream broke while events were being sent.",
                     None,
                 ) from error
-            if not self._stream_retry.is_retryable(error.code()):
+            if failure.permanent or not self._stream_retry.is_retryable(failure.code):
                 raise failure from error
             raise _StreamBroken(failure.code, failure.message, failure.retry_after) from error
 

@@ -158,7 +158,7 @@ class SyncStreamRun:
                     None,
                 ) from error
             failure = from_rpc_error(error)
-            if not self._stream_retry.is_retryable(failure.code):
+            if failure.permanent or not self._stream_retry.is_retryable(failure.code):
                 raise failure from error
             raise _Broken(failure.code, failure.message, failure.retry_after) from error
         finally:

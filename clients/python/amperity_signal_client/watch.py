@@ -141,12 +141,16 @@ class DeliveryWatch:
         now = self._clock()
         if self._failing_since is None:
             self._failing_since = now
-        delay = self._policy.next_delay(
-            code=failure.code,
-            attempt=self._failures,
-            elapsed=now - self._failing_since,
-            retry_after=failure.retry_after,
-            rng=self._rng,
+        delay = (
+            None
+            if failure.permanent
+            else self._policy.next_delay(
+                code=failure.code,
+                attempt=self._failures,
+                elapsed=now - self._failing_since,
+                retry_after=failure.retry_after,
+                rng=self._rng,
+            )
         )
         if delay is None:
             raise failure

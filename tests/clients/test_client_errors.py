@@ -110,6 +110,23 @@ def test_delivery_errors_become_the_same_exceptions() -> None:
     assert str(error) == "RATE_LIMITED: RATE_LIMITED happened."
 
 
+def test_a_streamed_invalid_event_lists_its_field_violations_as_deliver_does() -> None:
+    """The DeliveryError's field violations become InvalidArgument.field_violations."""
+    error = from_delivery_error(
+        pb.DeliveryError(
+            code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            message="invalid event: event.anonymous_id: is required.",
+            reason="INVALID_EVENT",
+            field_violations=[
+                pb.FieldViolation(field="event.anonymous_id", description="is required.")
+            ],
+        )
+    )
+
+    assert isinstance(error, InvalidArgument)
+    assert error.field_violations == (FieldViolation("event.anonymous_id", "is required."),)
+
+
 def test_a_client_must_name_its_integration() -> None:
     """Neither integration_id nor pipeline_key is a ValueError saying what to pass."""
     with pytest.raises(ValueError, match="integration_id"):

@@ -185,6 +185,24 @@ async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(
     assert all(answers[e.message_id].result.vendor_request.status_code == 202 for e in good)
 
 
+async def test_a_streamed_invalid_event_lists_the_field_violations_deliver_would(
+    harness: Harness,
+) -> None:
+    """The per-event error carries BadRequest's field violations, as unary Deliver's does."""
+    bad = pb.Event(message_id="bad-1", type="track")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        yield pb.DeliverStreamRequest(integration_id="web", event=bad)
+
+    (answer,) = [r async for r in harness.stub.DeliverStream(requests())]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=bad))
+    unary = details(raised.value)["BadRequest"].field_violations
+    streamed = answer.error.field_violations
+    assert [(v.field, v.description) for v in streamed] == [(v.field, v.description) for v in unary]
+    assert {v.field for v in streamed} == {"event.anonymous_id", "event.event"}
+
+
 async def test_a_trait_timestamp_beyond_year_9999_is_delivered_without_it(
     harness: Harness,
 ) -> None:

@@ -205,6 +205,9 @@ function fromDeliveryError(error) {
     reason: error.reason || '',
     domain: error.reason ? DOMAIN : '',
     metadata: { ...(error.metadata || {}) },
+    fieldViolations: (error.field_violations || []).map((v) => ({
+      field: v.field || '', description: v.description || '',
+    })),
     retryAfter: error.retry_after_seconds ? Number(error.retry_after_seconds) : null,
   });
 }

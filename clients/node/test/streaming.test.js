@@ -114,7 +114,8 @@ test('per-event errors are the AmperitySignalErrors unary calls raise', GUARD, a
     attempts.set(id, (attempts.get(id) || 0) + 1);
     if (id === 'm-0') {
       call.write({ message_id: id, error: { code: 3, message: 'anonymous_id is required.',
-        reason: 'INVALID_EVENT', metadata: { field: 'event.anonymous_id' } } });
+        reason: 'INVALID_EVENT', metadata: { field: 'event.anonymous_id' },
+        field_violations: [{ field: 'event.anonymous_id', description: 'is required.' }] } });
     } else if (id === 'm-1' && attempts.get(id) === 1) {
       call.write({ message_id: id, error: { code: 14, message: 'Amperity is unavailable.',
         reason: 'AMPERITY_UNAVAILABLE', retry_after_seconds: 2.5 } });
@@ -139,6 +140,7 @@ test('per-event errors are the AmperitySignalErrors unary calls raise', GUARD, a
   assert.equal(invalid.code, 3);
   assert.equal(invalid.message, 'INVALID_EVENT: anonymous_id is required.');
   assert.deepEqual(invalid.metadata, { field: 'event.anonymous_id' });
+  assert.deepEqual(invalid.fieldViolations, [{ field: 'event.anonymous_id', description: 'is required.' }]);
   assert.equal(invalid.domain, 'amperity-signal.datafly.com');
   assert.equal(invalid.retryable, false);
   assert.equal(attempts.get('m-0'), 1);

@@ -285,6 +285,7 @@ def from_delivery_error(error: pb.DeliveryError) -> AmperitySignalError:
         error.message,
         reason=error.reason,
         metadata=dict(error.metadata),
+        field_violations=[FieldViolation(v.field, v.description) for v in error.field_violations],
         retry_after=error.retry_after_seconds or None,
         domain=DOMAIN if error.reason else "",
     )

@@ -112,13 +112,17 @@ def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
 
 
 def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
-    """The per-event error of a DeliverStream response."""
+    """The per-event error of a DeliverStream response (with BadRequest's field violations)."""
     return pb.DeliveryError(
         code=code_for(error).value[0],
         message=error.message,
         reason=error.reason,
         metadata=error.metadata,
         retry_after_seconds=error.retry_after if isinstance(error, AmperityUnavailable) else 0.0,
+        field_violations=[
+            pb.FieldViolation(field=v.field, description=v.description)
+            for v in (error.violations if isinstance(error, InvalidEvent) else ())
+        ],
     )
 
 

@@ -386,6 +386,41 @@ async def test_browser_profile_with_an_id_and_another_integrations_key_is_invali
     assert agreeing.provider == "amperity"
 
 
+async def test_deliver_with_an_id_and_another_integrations_key_metadata_is_invalid(
+    harness: Harness,
+) -> None:
+    """Deliver checks the x-pipeline-key against integration_id, as BrowserProfile does."""
+    request = pb.DeliverRequest(integration_id="web", event=event(type="page"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(request, metadata=(("x-pipeline-key", "pk_other"),))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value)["BadRequest"].field_violations[0].field == "pipeline_key"
+    sent = (await harness.inspector.get("/_sandbox/events")).json()["events"]
+    assert sent == []  # not delivered through "web" on the strength of the id alone
+    agreeing = await harness.stub.Deliver(request, metadata=(("x-pipeline-key", "pk_web"),))
+    assert agreeing.vendor_request.status_code == 202
+
+
+async def test_browser_profile_takes_the_pipeline_key_from_metadata_too(harness: Harness) -> None:
+    """x-pipeline-key names the integration of a BrowserProfile as it does of a Deliver."""
+    answer = await harness.stub.BrowserProfile(
+        pb.BrowserProfileRequest(anonymous_id="anon_never_seen"),
+        metadata=(("x-pipeline-key", "pk_web"),),
+    )
+    assert answer.provider == "amperity"
+
+
+async def test_a_call_naming_no_integration_says_how_to_send_the_pipeline_key(
+    harness: Harness,
+) -> None:
+    """The violation names the x-pipeline-key metadata, the way to send the key."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(pb.DeliverRequest(event=event(type="page")))
+    (violation,) = details(caught.value)["BadRequest"].field_violations
+    assert violation.field == "integration_id"
+    assert "x-pipeline-key" in violation.description
+
+
 async def test_browser_profile_for_a_first_touch_visitor_is_empty(harness: Harness) -> None:
     """A visitor nobody has seen gets provider amperity and no attributes."""
     response = await harness.stub.BrowserProfile(

@@ -101,8 +101,9 @@ class Registry:
             [
                 FieldViolation(
                     "integration_id",
-                    "is required: name the configured integration to use (or send its "
-                    "pipeline key).",
+                    "is required: name the configured integration to use, or send its "
+                    "pipeline key as x-pipeline-key metadata (BrowserProfile also takes "
+                    "it in pipeline_key).",
                 )
             ]
         )

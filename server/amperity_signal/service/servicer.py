@@ -186,7 +186,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.BrowserProfileResponse:
         """The allowlisted attributes a page may see for one visitor."""
         try:
-            integration = self._registry.get(request.integration_id, request.pipeline_key)
+            integration = self._registry.get(
+                request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
+            )
             attributes = await self._browser.attributes(
                 integration.settings, request.anonymous_id, deadline=self._deadline(context)
             )
@@ -218,12 +220,10 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     def _integration(
         self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Integration:
-        pipeline_key = ""
-        if not integration_id:
-            for key, value in context.invocation_metadata() or ():
-                if key == PIPELINE_KEY_METADATA and isinstance(value, str):
-                    pipeline_key = value
-        integration = self._registry.get(integration_id, pipeline_key)
+        # The key is checked against the id when both are sent, as BrowserProfile's are:
+        # a client configured with one integration's id and another's key is refused
+        # rather than routed by whichever the service happens to read.
+        integration = self._registry.get(integration_id, _metadata_pipeline_key(context))
         integration_id_var.set(integration.id)  # every log line of this RPC names it
         return integration
 
@@ -246,6 +246,15 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         )
         delivered = await self._delivery.deliver(integration, event, deadline=deadline)
         return delivered_to_proto(delivered)
+
+
+def _metadata_pipeline_key(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The call's ``x-pipeline-key`` metadata, empty when it has none."""
+    pipeline_key = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == PIPELINE_KEY_METADATA and isinstance(value, str):
+            pipeline_key = value
+    return pipeline_key
 
 
 def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:

@@ -11,6 +11,7 @@ Errors are raised where they happen and mapped to a gRPC status in one place
     ├── MalformedRequest         request bytes that are not the method's protobuf message
     ├── UnknownIntegration       no integration with that id or pipeline key
     ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
+    ├── ServiceStopping          the service is shutting down: a stream ends to reopen elsewhere
     └── AmperityError            Amperity answered, or could not be reached
         ├── AmperityRejected     a permanent answer: never retried
         │   ├── AmperityAuthError        401/403: the key is wrong, expired or mis-scoped
@@ -110,6 +111,12 @@ class ProfileUnavailable(AmperitySignalError):
     """Enrichment could not run for this integration (not configured, or dampened)."""
 
     reason = "PROFILE_UNAVAILABLE"
+
+
+class ServiceStopping(AmperitySignalError):
+    """The service is shutting down; a stream or watch it held open ends with this."""
+
+    reason = "SERVICE_STOPPING"
 
 
 class AmperityError(AmperitySignalError):

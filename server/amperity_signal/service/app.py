@@ -79,6 +79,7 @@ class Service:
     port: int
     handlers: Handlers = field(default_factory=dict)
     redis_url: str | None = None
+    servicer: AmperityServicer | None = None
 
     def in_process_channel(self) -> InProcessChannel:
         """A channel for the generated stub that calls this service without a socket.
@@ -100,8 +101,15 @@ class Service:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
-        """Flip health to NOT_SERVING first, then let in-flight RPCs finish within ``grace``."""
+        """Flip health to NOT_SERVING first, then let in-flight RPCs finish within ``grace``.
+
+        Streams and watches, which never finish by themselves, stop taking events and end
+        (UNAVAILABLE) once the events they took are answered, rather than hold the whole
+        grace period and be cancelled at its end.
+        """
         await self.health.enter_graceful_shutdown()
+        if self.servicer is not None:
+            self.servicer.stop_streams()
         await self.server.stop(grace)
         await self.registry.aclose()
         await self.cache.close()
@@ -190,6 +198,7 @@ def build_server(
         cache=cache,
         port=port,
         handlers=handlers.handlers,
+        servicer=servicer,
         redis_url=(
             settings.cache.redis_url
             if settings.cache.backend == "redis" and not (deps.cache and deps.limiter)

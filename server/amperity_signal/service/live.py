@@ -43,12 +43,19 @@ class Watched:
 class _Subscriber:
     """One watch: its integration filter, its queue, and what overflowed the queue."""
 
-    __slots__ = ("integration_id", "missed", "queue")
+    __slots__ = ("closed", "integration_id", "missed", "queue")
 
     def __init__(self, integration_id: str, size: int) -> None:
         self.integration_id = integration_id
-        self.queue: asyncio.Queue[Watched] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[Watched | None] = asyncio.Queue(size)
         self.missed = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """End the watch once the records already queued are taken."""
+        self.closed = True
+        if not self.queue.full():
+            self.queue.put_nowait(None)  # wakes a watch waiting on an empty queue
 
     def offer(self, record: DeliveryRecord) -> None:
         """Queue ``record``, or count it missed when the watcher has fallen behind.
@@ -78,6 +85,7 @@ class LiveEvents:
         self._subscriber_queue = subscriber_queue
         self._recent: dict[str, deque[DeliveryRecord]] = {}
         self._subscribers: set[_Subscriber] = set()
+        self._closed = False
 
     def publish(self, record: DeliveryRecord) -> None:
         """Keep a record and hand it to every matching subscriber."""
@@ -86,6 +94,12 @@ class LiveEvents:
         for subscriber in self._subscribers:
             if subscriber.integration_id in ("", record.integration_id):
                 subscriber.offer(record)
+
+    def close(self) -> None:
+        """End every watch (the service is stopping) after the records queued for it."""
+        self._closed = True
+        for subscriber in self._subscribers:
+            subscriber.close()
 
     @property
     def watchers(self) -> int:
@@ -106,14 +120,19 @@ class LiveEvents:
     async def watch(
         self, integration_id: str = "", replay: int = 0
     ) -> AsyncGenerator[Watched, None]:
-        """Yield up to ``replay`` recent records, then live ones until cancelled."""
+        """Yield up to ``replay`` recent records, then live ones until cancelled or closed."""
         subscriber = _Subscriber(integration_id, self._subscriber_queue)
+        if self._closed:
+            return
         self._subscribers.add(subscriber)
         try:
             if replay > 0:
                 for record in self.recent(integration_id, min(replay, self._buffer_size)):
                     yield Watched(record)
-            while True:
-                yield await subscriber.queue.get()
+            while not (subscriber.closed and subscriber.queue.empty()):
+                watched = await subscriber.queue.get()
+                if watched is None:
+                    return
+                yield watched
         finally:
             self._subscribers.discard(subscriber)

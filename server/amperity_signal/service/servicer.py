@@ -22,6 +22,7 @@ from amperity_signal.errors import (
     FieldViolation,
     InvalidEvent,
     MalformedRequest,
+    ServiceStopping,
 )
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
@@ -79,6 +80,22 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         self._live = live
         self._clock = clock
         self._max_bytes = max_message_bytes
+        self._stopping = False
+        self._stream_readers: set[asyncio.Task[None]] = set()
+
+    def stop_streams(self) -> None:
+        """Shutdown begins: streams stop taking events and end once those taken are answered.
+
+        A DeliverStream or a watch never finishes by itself, so without this every one
+        open would hold the shutdown for its whole grace period and then be cancelled,
+        events in the middle of their POST to Amperity included (the client then sends
+        them again: a duplicate at Amperity). Each ends instead with UNAVAILABLE
+        (``SERVICE_STOPPING``), which the clients answer by reopening elsewhere.
+        """
+        self._stopping = True
+        for reader in list(self._stream_readers):
+            reader.cancel(_STOPPING)
+        self._live.close()
 
     async def Deliver(  # noqa: N802 - the RPC name is fixed by the contract
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -101,6 +118,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         At most ``STREAM_CONCURRENCY`` events are taken from the stream and not yet
         answered: being delivered, or answered but not yet sent to the caller.
         """
+        if self._stopping:
+            await context.abort_with_status(to_grpc_status(_stopping_error()))
         responses: asyncio.Queue[pb.DeliverStreamResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +149,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 )
 
         malformed: list[MalformedRequest] = []
+        stopped: list[bool] = []
 
         async def read() -> None:
             try:
@@ -143,12 +163,20 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                     # Corrupt bytes end the reading; the events already taken are still
                     # answered before the stream ends with INVALID_ARGUMENT.
                     malformed.append(error)
+                except asyncio.CancelledError as cancelled:
+                    # The service is stopping: no more events are read (one read and
+                    # waiting for a slot was never started); those taken are answered.
+                    if not _stopped_reading(cancelled):
+                        raise
+                    stopped.append(True)
                 while tasks:
                     await asyncio.gather(*list(tasks))
             finally:
                 responses.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        self._stream_readers.add(reader)
+        reader.add_done_callback(self._stream_readers.discard)
         try:
             while (response := await responses.get()) is not None:
                 yield response
@@ -160,6 +188,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             await reader
             if malformed:
                 raise malformed[0]
+            if stopped:
+                await context.abort_with_status(to_grpc_status(_stopping_error()))
         finally:
             reader.cancel()
             for task in list(tasks):
@@ -204,6 +234,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
         """Stream live delivery records, secrets redacted."""
+        if self._stopping:
+            await context.abort_with_status(to_grpc_status(_stopping_error()))
         if request.integration_id:
             try:
                 self._registry.get(request.integration_id)
@@ -216,6 +248,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             response = record_to_proto(watched.record)
             response.missed_before = min(watched.missed_before, _UINT32_MAX)
             yield response
+        # The watch ends only when the service stops (LiveEvents.close).
+        await context.abort_with_status(to_grpc_status(_stopping_error()))
 
     def _integration(
         self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]
@@ -246,6 +280,27 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         )
         delivered = await self._delivery.deliver(integration, event, deadline=deadline)
         return delivered_to_proto(delivered)
+
+
+_STOPPING = "the service is stopping"
+
+
+def _stopped_reading(cancelled: asyncio.CancelledError) -> bool:
+    """Whether a stream's reader was cancelled by ``stop_streams``; if so it carries on."""
+    if cancelled.args != (_STOPPING,):
+        return False
+    current = asyncio.current_task()
+    if current is not None:
+        current.uncancel()
+    return True
+
+
+def _stopping_error() -> ServiceStopping:
+    return ServiceStopping(
+        "the service is shutting down; events on this stream without an answer were not "
+        "taken: open a new stream and send them again (the amperity-signal clients "
+        "reconnect on their own)."
+    )
 
 
 def _metadata_pipeline_key(context: grpc.aio.ServicerContext[Any, Any]) -> str:

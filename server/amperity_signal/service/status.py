@@ -25,6 +25,7 @@ from amperity_signal.errors import (
     InvalidEvent,
     MalformedRequest,
     ProfileUnavailable,
+    ServiceStopping,
     UnknownIntegration,
 )
 from amperity_signal.logs import request_id_var
@@ -46,6 +47,8 @@ def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(error, AmperityMisconfigured | ProfileUnavailable):
         return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, ServiceStopping):
+        return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, AmperityUnavailable):
         if error.status_code == 429 or error.reason.startswith("RATE_LIMITED"):
             return grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -74,9 +77,12 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
                 ]
             )
         )
-    if isinstance(error, AmperityUnavailable):
+    if isinstance(error, AmperityUnavailable | ServiceStopping):
+        # A stopping service's callers may go again at once (to another replica, or to
+        # this one restarted): their clients' backoff spaces the attempts.
+        retry_after = error.retry_after if isinstance(error, AmperityUnavailable) else 0.0
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(max(error.retry_after, 0.0) * 1e9))
+        delay.FromNanoseconds(int(max(retry_after, 0.0) * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for detail in details:

@@ -1,0 +1,112 @@
+"""Stopping the service: open streams and watches end promptly, their events answered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from amperity_signal.service.app import Deps, Service, build_server
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.contract.test_contract import details, event
+from tests.support import Keys, integration_dict, settings_for
+
+GRACE = 10.0
+"""Longer than any of these tests needs: only a stream left open would wait it out."""
+
+
+class GatedAmperity(httpx.AsyncBaseTransport):
+    """Holds every event POST until ``gate`` opens; answers 202 then (404 to the rest)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self.posted = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.startswith("/prof/events/"):
+            return httpx.Response(404, json={"message": "not found"})
+        self.posted += 1
+        self.arrived.set()
+        await self.gate.wait()
+        return httpx.Response(202)
+
+
+@pytest.fixture
+async def amperity() -> GatedAmperity:
+    """Amperity whose answers the test releases."""
+    return GatedAmperity()
+
+
+@pytest.fixture
+async def service(keys: Keys, amperity: GatedAmperity) -> AsyncIterator[Service]:
+    """A running service delivering to the gated Amperity."""
+    settings = settings_for(integration_dict("http://amperity.test", keys))
+    built = build_server(settings, Deps(transport=amperity))
+    await built.start()
+    yield built
+    await built.stop(0)
+
+
+async def begin_stopping(service: Service, channel: grpc.aio.Channel) -> asyncio.Task[None]:
+    """Start stopping the service; return once health says NOT_SERVING (it has begun)."""
+    health: Any = health_pb2_grpc.HealthStub(channel)
+    # Opened before the stop: a stopping server takes no new calls.
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    stopping = asyncio.create_task(service.stop(GRACE))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    return stopping
+
+
+async def test_stop_answers_a_streams_event_in_flight_then_ends_the_stream_unavailable(
+    service: Service, amperity: GatedAmperity
+) -> None:
+    """The event being POSTed is answered, not cancelled; then UNAVAILABLE, SERVICE_STOPPING."""
+    in_flight = event(type="track", event="add_to_cart")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        yield pb.DeliverStreamRequest(integration_id="web", event=in_flight)
+        await asyncio.Event().wait()  # a caller with nothing more to send, yet
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        call = stub.DeliverStream(requests())
+        await amperity.arrived.wait()
+        stopping = await begin_stopping(service, channel)
+        amperity.gate.set()
+        answer = await call.read()
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await call.read()
+        await stopping
+
+    assert isinstance(answer, pb.DeliverStreamResponse)
+    assert answer.message_id == in_flight.message_id
+    assert answer.result.vendor_request.status_code == 202
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    found = details(ended.value)
+    assert found["ErrorInfo"].reason == "SERVICE_STOPPING"
+    assert "RetryInfo" in found
+    assert amperity.posted == 1
+
+
+async def test_stop_ends_an_open_watch_unavailable_at_once(service: Service) -> None:
+    """A watch does not hold the shutdown for its grace period."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        watch = stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+        await watch.initial_metadata()
+        stopping = asyncio.create_task(service.stop(GRACE))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await watch.read()
+        await stopping
+
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(ended.value)["ErrorInfo"].reason == "SERVICE_STOPPING"

@@ -148,6 +148,13 @@ def test_snake_case_aliases_are_accepted() -> None:
             {"context": {"consent": {"google": {"adStorage": "maybe"}}}},
             "context.consent.google.ad_storage",
         ),
+        # What json.loads makes of a 400-digit number and of a "\ud83d" escape.
+        ({"properties": {"id": 10**400}}, "properties.id"),
+        ({"anonymousId": "anon-\ud83d"}, "anonymousId"),
+        ({"properties": {"name": ["ok", "bad\udc00"]}}, "properties.name[1]"),
+        ({"traits": {"bad\ud800": 1}}, "traits.bad\ud800"),
+        ({"context": {"vendorIds": {"fbp": "fb.\ud800"}}}, "context.vendorIds.fbp"),
+        ({"context": {"page": {"title": "\udfff"}}}, "context.page.title"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_field(data: Any, field: str) -> None:

@@ -63,6 +63,20 @@ def _string(data: Mapping[str, Any], name: str, path: str) -> str | None:
         raise EventFieldError(
             f"{path}{camel(name)}", f"must be a string, not {type(value).__name__}."
         )
+    return _text(value, f"{path}{camel(name)}")
+
+
+def _text(value: str, field: str) -> str:
+    """``value``, refused naming ``field`` when protobuf cannot encode it (UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        # A lone surrogate: JSON's "\\ud800" escapes parse to one, protobuf refuses it.
+        raise EventFieldError(
+            field,
+            f"holds {value[error.start]!r} at position {error.start}, half of a UTF-16 "
+            "surrogate pair, which is not text: repair or drop the character.",
+        ) from None
     return value
 
 
@@ -157,7 +171,8 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
             raise EventFieldError(f"context.vendorIds.{key}", "must be a string.")
-        context.vendor_ids[str(key)] = vendor_id
+        field = f"context.vendorIds.{key}"
+        context.vendor_ids[_text(str(key), field)] = _text(vendor_id, field)
     consent = _object(data.get("consent"), "context.consent")
     if consent is not None:
         context.consent.CopyFrom(_consent(consent))
@@ -171,7 +186,7 @@ def _session(data: Mapping[str, Any]) -> pb.Session:
         session_id = str(session_id)
     if session_id is not None and not isinstance(session_id, str):
         raise EventFieldError("context.session.id", "must be a string.")
-    session.id = session_id or ""
+    session.id = _text(session_id or "", "context.session.id")
     number = data.get("number")
     if number is not None:
         if isinstance(number, float) and number.is_integer():
@@ -197,7 +212,7 @@ def _consent(data: Mapping[str, Any]) -> pb.Consent:
     for code, granted in (categories or {}).items():
         if not isinstance(granted, bool):
             raise EventFieldError(f"context.consent.categories.{code}", "must be true or false.")
-        consent.categories[str(code)] = granted
+        consent.categories[_text(str(code), f"context.consent.categories.{code}")] = granted
     google = _object(data.get("google"), "context.consent.google")
     if google is not None:
         consent.google.SetInParent()
@@ -223,7 +238,7 @@ def dict_to_struct(data: Mapping[str, Any], field: str = "struct") -> struct_pb2
     for key, value in data.items():
         if not isinstance(key, str):
             raise EventFieldError(field, f"keys must be strings, not {type(key).__name__}.")
-        _set_value(struct.fields[key], value, f"{field}.{key}")
+        _set_value(struct.fields[_text(key, f"{field}.{key}")], value, f"{field}.{key}")
     return struct
 
 
@@ -233,11 +248,18 @@ def _set_value(target: struct_pb2.Value, value: Any, field: str) -> None:
     elif isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int | float):
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            # A whole number of more than 308 digits, which a double cannot hold.
+            raise EventFieldError(
+                field, "is too large for a JSON number (a double); send it as a string."
+            ) from None
+        if not math.isfinite(number):
             raise EventFieldError(field, "must be a finite number (JSON has no NaN or Infinity).")
-        target.number_value = value
+        target.number_value = number
     elif isinstance(value, str):
-        target.string_value = value
+        target.string_value = _text(value, field)
     elif isinstance(value, Mapping):
         target.struct_value.CopyFrom(dict_to_struct(value, field))
     elif isinstance(value, list | tuple):

@@ -134,6 +134,10 @@ function toProtoContext(data) {
     if (number !== undefined && number !== null && (!Number.isInteger(number) || number < 0)) {
       throw new TypeError('context.session.number must be a whole number, 0 or more.');
     }
+    // Past 2**53 a number is not exact, and past int64 it would wrap on the wire.
+    if (number > Number.MAX_SAFE_INTEGER) {
+      throw new TypeError('context.session.number is too large (at most 2**53 - 1).');
+    }
     context.session = {
       id: session.id === undefined || session.id === null ? '' : String(session.id),
       number: number === undefined || number === null ? '0' : String(number),

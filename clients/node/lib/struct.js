@@ -13,21 +13,38 @@
  */
 
 /**
+ * Refuse an object or array that contains itself (JSON cannot carry it; the walk would
+ * overflow the stack), naming the field where the cycle closes.
+ * @param {object} container
+ * @param {string} field
+ * @param {Set<object>} enclosing The objects and arrays the walk is inside.
+ */
+function enter(container, field, enclosing) {
+  if (enclosing.has(container)) {
+    throw new TypeError(`${field} contains itself (a circular reference), which JSON cannot carry.`);
+  }
+  enclosing.add(container);
+}
+
+/**
  * A plain object as a Struct message.
  * @param {Object<string, JsonValue>} object
  * @param {string} [field] The field's path, named in errors.
+ * @param {Set<object>} [enclosing] The objects the walk is inside (cycle detection).
  * @returns {ProtoStruct}
  */
-function toStruct(object, field = 'struct') {
+function toStruct(object, field = 'struct', enclosing = new Set()) {
   if (object === null || typeof object !== 'object' || Array.isArray(object)) {
     throw new TypeError(`${field} must be a plain object.`);
   }
+  enter(object, field, enclosing);
   /** @type {Object<string, ProtoValue>} */
   const fields = {};
   for (const [key, value] of Object.entries(object)) {
     if (value === undefined) continue;
-    fields[key] = toValue(value, `${field}.${key}`);
+    fields[key] = toValue(value, `${field}.${key}`, enclosing);
   }
+  enclosing.delete(object);
   return { fields };
 }
 
@@ -35,9 +52,10 @@ function toStruct(object, field = 'struct') {
  * One JSON value as a google.protobuf.Value message.
  * @param {JsonValue} value
  * @param {string} [field]
+ * @param {Set<object>} [enclosing] The objects the walk is inside (cycle detection).
  * @returns {ProtoValue}
  */
-function toValue(value, field = 'value') {
+function toValue(value, field = 'value', enclosing = new Set()) {
   if (value === null) return { nullValue: 'NULL_VALUE' };
   if (typeof value === 'boolean') return { boolValue: value };
   if (typeof value === 'number') {
@@ -48,10 +66,13 @@ function toValue(value, field = 'value') {
   }
   if (typeof value === 'string') return { stringValue: value };
   if (Array.isArray(value)) {
-    return { listValue: { values: value.map((item, i) => toValue(item, `${field}[${i}]`)) } };
+    enter(value, field, enclosing);
+    const values = value.map((item, i) => toValue(item, `${field}[${i}]`, enclosing));
+    enclosing.delete(value);
+    return { listValue: { values } };
   }
   if (value instanceof Date) return { stringValue: value.toISOString() };
-  if (typeof value === 'object') return { structValue: toStruct(value, field) };
+  if (typeof value === 'object') return { structValue: toStruct(value, field, enclosing) };
   throw new TypeError(`${field} is a ${typeof value}, which JSON cannot carry.`);
 }
 

@@ -54,6 +54,21 @@ test('backoff is full jitter under a doubling cap with RetryInfo as the floor', 
   assert.equal(backoffMs(DEFAULT_RETRY, 1, 1500, () => 0.5), 1500);
 });
 
+test('a circular object or an oversized session number is a TypeError naming the field', () => {
+  const looped = { a: { list: [] } };
+  looped.a.list.push(looped.a);
+  assert.throws(() => toProtoEvent({ type: 'track', properties: looped }),
+    (error) => error instanceof TypeError && /^properties\.a\.list\[0\] contains itself/.test(error.message));
+  // The same object twice, side by side, is no cycle.
+  const shared = { k: 'v' };
+  assert.deepEqual(fromStruct(toStruct({ x: shared, y: [shared] })), { x: shared, y: [shared] });
+  // 2**64 and 1e21 went on the wire as int64 384 and 1.
+  for (const number of [2 ** 64, 1e21]) {
+    assert.throws(() => toProtoEvent({ type: 'page', context: { session: { number } } }),
+      /^TypeError: context\.session\.number is too large/);
+  }
+});
+
 test('Datafly JSON events convert to the proto shape, absent consent absent', () => {
   const event = toProtoEvent({
     type: 'track', event: 'Product Viewed', anonymousId: 'a-1', messageId: 'm-1',

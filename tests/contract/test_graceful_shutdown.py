@@ -97,6 +97,36 @@ async def test_stop_answers_a_streams_event_in_flight_then_ends_the_stream_unava
     assert amperity.posted == 1
 
 
+async def test_stop_answers_the_events_of_a_half_closed_stream(
+    service: Service, amperity: GatedAmperity
+) -> None:
+    """A stream with nothing more to send keeps its events in flight: each is answered."""
+    in_flight = event(type="track", event="add_to_cart")
+
+    async def requests() -> AsyncIterator[pb.DeliverStreamRequest]:
+        yield pb.DeliverStreamRequest(integration_id="web", event=in_flight)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        call = stub.DeliverStream(requests())
+        await amperity.arrived.wait()
+        stopping = await begin_stopping(service, channel)
+        amperity.gate.set()
+        answer = await call.read()
+        code = await call.code()
+        trailing = await call.trailing_metadata()
+        await stopping
+
+    assert isinstance(answer, pb.DeliverStreamResponse)
+    assert answer.message_id == in_flight.message_id
+    assert answer.result.vendor_request.status_code == 202
+    # OK when the service had read the half-close before it began to stop; else it ends
+    # as any stream it stopped reading does.
+    if code != grpc.StatusCode.OK:
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert any(key == "grpc-status-details-bin" for key, _ in trailing)
+
+
 async def test_stop_ends_an_open_watch_unavailable_at_once(service: Service) -> None:
     """A watch does not hold the shutdown for its grace period."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:

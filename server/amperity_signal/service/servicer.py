@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -124,21 +124,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.DeliverStreamRequest) -> pb.DeliverStreamResponse:
-            try:
-                if not request.event.message_id:
-                    raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
-                integration = self._integration(request.integration_id, context)
-                result = await self._deliver(integration, request.event, self._deadline(context))
-                return pb.DeliverStreamResponse(message_id=result.message_id, result=result)
-            except AmperitySignalError as error:
-                return pb.DeliverStreamResponse(
-                    message_id=request.event.message_id, error=to_delivery_error(error)
-                )
-
         async def handle(request: pb.DeliverStreamRequest) -> None:
             try:
-                responses.put_nowait(await answer(request))
+                responses.put_nowait(await self._deliver_streamed(request, context))
             except Exception:
                 # A bug met by one event fails that event's answer, not the stream and the
                 # events in flight beside it; its text stays in the log (it may hold anything).
@@ -169,14 +157,14 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                     if not _stopped_reading(cancelled):
                         raise
                     stopped.append(True)
+                # Done reading: a stop from now on must not cancel the events in flight.
+                self._stream_readers.discard(reader)
                 while tasks:
                     await asyncio.gather(*list(tasks))
             finally:
                 responses.put_nowait(None)
 
-        reader = asyncio.create_task(read())
-        self._stream_readers.add(reader)
-        reader.add_done_callback(self._stream_readers.discard)
+        reader = self._reading(read())
         try:
             while (response := await responses.get()) is not None:
                 yield response
@@ -194,6 +182,28 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    def _reading(self, read: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a stream's reader as a task that ``stop_streams`` can stop while it reads."""
+        reader = asyncio.create_task(read)
+        self._stream_readers.add(reader)
+        reader.add_done_callback(self._stream_readers.discard)
+        return reader
+
+    async def _deliver_streamed(
+        self, request: pb.DeliverStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverStreamResponse:
+        """One DeliverStream event's answer: its result, or its error."""
+        try:
+            if not request.event.message_id:
+                raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
+            integration = self._integration(request.integration_id, context)
+            result = await self._deliver(integration, request.event, self._deadline(context))
+        except AmperitySignalError as error:
+            return pb.DeliverStreamResponse(
+                message_id=request.event.message_id, error=to_delivery_error(error)
+            )
+        return pb.DeliverStreamResponse(message_id=result.message_id, result=result)
 
     async def Enrich(  # noqa: N802
         self, request: pb.EnrichRequest, context: grpc.aio.ServicerContext[Any, Any]

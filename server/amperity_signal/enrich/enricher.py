@@ -146,7 +146,8 @@ class Enricher:
                 (messages.not_configured(integration.enrichment_missing),),
                 dict(event),
             )
-        outcome = await self._outcome(integration, client, event, deadline)
+        scope = _scope(integration)
+        outcome = await self._outcome(integration, client, event, deadline, scope)
         enriched = attach(event, outcome.profile_id, outcome.attributes)
         warnings = list(outcome.warnings)
         personalized: dict[str, Any] = {}
@@ -158,7 +159,7 @@ class Enricher:
                     integration.id,
                     outcome.profile_id,
                     context,
-                    scope=_scope(integration),
+                    scope=scope,
                     client=client,
                     breaker=self._breaker(integration.id),
                     deadline=deadline,
@@ -194,11 +195,12 @@ class Enricher:
         if client is None or not anonymous_id.strip():
             return {}, {}
         visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
-        outcome = await self._outcome(integration, client, visitor, deadline)
+        scope = _scope(integration)
+        outcome = await self._outcome(integration, client, visitor, deadline, scope)
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
-        personalized = await self._personaliser.latest(_scope(integration), outcome.profile_id)
+        personalized = await self._personaliser.latest(scope, outcome.profile_id)
         return dict(outcome.attributes or {}), personalized
 
     async def _outcome(
@@ -207,6 +209,7 @@ class Enricher:
         client: ProfileClient,
         event: Mapping[str, Any],
         deadline: float | None,
+        scope: str,
     ) -> Outcome:
         """Resolve from the cache, else through one shared partner call per visitor.
 
@@ -228,7 +231,6 @@ class Enricher:
             warning = messages.no_sources([lk.source for lk in linking_keys])
             return Outcome(None, None, None, "miss", (warning,))
         breaker = self._breaker(integration.id)
-        scope = _scope(integration)
         cached = await self._resolver.cached(
             integration.id, found, scope=scope, client=client, breaker=breaker
         )

@@ -162,11 +162,14 @@ class Resolver:
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
-                known = await self._known(scope, profile_id, candidate, count=count)
-                if known is not None:
-                    return known
-                if not call.allow_calls:
-                    return None
+                attributes = await self._cache.get(
+                    cache_key("attrs", scope, "profile_id", profile_id), count=count
+                )
+                if isinstance(attributes, dict):  # a hit: answered with no further await
+                    return Outcome(profile_id, candidate.key, attributes, "hit")
+                refused = await self._refused(scope, profile_id, candidate, attributes)
+                if refused is not None or not call.allow_calls:
+                    return refused
                 found = await self._refresh(call, profile_id, candidate, walk)
                 if found is not None:
                     return found
@@ -269,19 +272,14 @@ class Resolver:
         attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile_id, candidate.key, attributes, "miss")
 
-    async def _known(
-        self, scope: str, profile_id: str, candidate: Candidate, *, count: bool
+    async def _refused(
+        self, scope: str, profile_id: str, candidate: Candidate, cached: Any
     ) -> Outcome | None:
-        """The outcome the attribute cache holds for a resolved profile, else None.
+        """The outcome for a profile whose attribute refresh was recently refused, else None.
 
-        Fresh attributes are a hit; a recently refused refresh is answered with the last
-        good copy and the refusal, without a call.
+        ``cached`` is what the attribute cache holds for it, fresh attributes aside: a
+        refusal is answered with the last good copy and the refusal, without a call.
         """
-        cached = await self._cache.get(
-            cache_key("attrs", scope, "profile_id", profile_id), count=count
-        )
-        if isinstance(cached, dict):
-            return Outcome(profile_id, candidate.key, cached, "hit")
         if not (isinstance(cached, list) and len(cached) == 3):
             return None
         _, reason, message = cached

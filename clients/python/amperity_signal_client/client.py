@@ -330,16 +330,8 @@ class AsyncAmperityClient:
                 )
             except grpc.aio.AioRpcError as error:
                 failure = from_rpc_error(error)
-                delay = (
-                    None
-                    if failure.permanent
-                    else self._retry.next_delay(
-                        code=failure.code,
-                        attempt=attempt,
-                        elapsed=self._clock() - started,
-                        retry_after=failure.retry_after,
-                        rng=self._rng,
-                    )
+                delay = self._retry.delay_after(
+                    failure, attempt=attempt, elapsed=self._clock() - started, rng=self._rng
                 )
                 if delay is None:
                     raise failure from error

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:
+    from amperity_signal_client.errors import AmperitySignalError
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
@@ -97,6 +101,29 @@ class RetryPolicy:
         if elapsed + delay >= self.total_timeout:
             return None
         return delay
+
+    def delay_after(
+        self,
+        failure: AmperitySignalError,
+        *,
+        attempt: int,
+        elapsed: float,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """The wait before another attempt after ``failure``, or None to raise it.
+
+        A permanent failure (e.g. a message over a gRPC size limit) is never retried,
+        whatever its code; otherwise ``next_delay`` decides, with the failure's RetryInfo.
+        """
+        if failure.permanent:
+            return None
+        return self.next_delay(
+            code=failure.code,
+            attempt=attempt,
+            elapsed=elapsed,
+            retry_after=failure.retry_after,
+            rng=rng,
+        )
 
 
 # Reopening a DeliverStream outlives a service restart: more attempts and a longer budget,

@@ -1,9 +1,12 @@
 """A per-integration circuit breaker for Profile API calls.
 
 After ``failures`` consecutive 5xx/timeouts (``AmperityUnavailable``) the breaker opens and
-refuses calls for ``cooldown`` seconds; then calls are let through again, and the next
-failure reopens it at once while a success closes it. 403s and 404s are answers, not
-outages, and do not count; nor does a call that was never sent (``is_outage``).
+refuses calls for ``cooldown`` seconds. Then it is half-open: one trial call is let through
+while the others are still refused, so a recovering Amperity meets one request rather than
+every visitor's at once; the trial's failure reopens the breaker, its success closes it. A
+trial that reports neither (cancelled, or refused for another reason) frees its place after
+another ``cooldown``. 403s and 404s are answers, not outages, and do not count; nor does a
+call that was never sent (``is_outage``).
 """
 
 from __future__ import annotations
@@ -57,26 +60,33 @@ class Breaker:
         self._clock = clock
         self._consecutive = 0
         self._open_until: float | None = None
+        # Half-open: until when the one trial call holds its place.
+        self._trial_until: float | None = None
         self._gauge.set(0)
 
     def allow(self) -> bool:
-        """Whether a partner call may be made now."""
+        """Whether a partner call may be made now (half-open: only the one trial call)."""
         if self._open_until is None:
             return True
-        if self._clock() >= self._open_until:
-            self._gauge.set(0)
-            return True
-        return False
+        now = self._clock()
+        if now < self._open_until:
+            return False
+        if self._trial_until is not None and now < self._trial_until:
+            return False  # another call is the trial
+        self._trial_until = now + self._cooldown
+        return True
 
     def retry_in(self) -> float:
-        """Seconds until calls are allowed again (0 when closed)."""
+        """Seconds until calls may be allowed again (0 when closed)."""
         if self._open_until is None:
             return 0.0
-        return max(0.0, self._open_until - self._clock())
+        until = max(self._open_until, self._trial_until or 0.0)
+        return max(0.0, until - self._clock())
 
     def record_success(self) -> None:
         """A call got an answer (including a 404): close the breaker."""
         self._consecutive = 0
+        self._trial_until = None
         if self._open_until is not None:
             self._open_until = None
             self._gauge.set(0)
@@ -88,5 +98,6 @@ class Breaker:
             return False
         was_open = self._open_until is not None and self._clock() < self._open_until
         self._open_until = self._clock() + self._cooldown
+        self._trial_until = None
         self._gauge.set(1)
         return not was_open

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+import pytest
+
 from amperity_signal.service.convert import struct_to_dict
+from amperity_signal.service.validation import MAX_STRING
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
+from tests.contract.test_contract import details
 from tests.support import ALICE_EMAIL, message_id
 
 
@@ -58,3 +63,18 @@ async def test_a_cmp_category_can_be_the_consent_condition(
     assert await attributes(harness, "anon_cmp") != {}
     await identify(harness, "anon_cmp", pb.Consent(categories={"C0003": False}))
     assert await attributes(harness, "anon_cmp") == {}
+
+
+async def test_an_anonymous_id_longer_than_an_event_string_is_invalid_naming_it(
+    make_harness: Callable[..., Any],
+) -> None:
+    """BrowserProfile caps anonymous_id as Deliver caps an event's strings, naming the field."""
+    harness: Harness = await make_harness()
+    long_id = "a" * (MAX_STRING + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await attributes(harness, long_id)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (violation,) = details(caught.value)["BadRequest"].field_violations
+    assert violation.field == "anonymous_id"
+    assert long_id not in (caught.value.details() or "")
+    assert await attributes(harness, "a" * MAX_STRING) == {}

@@ -33,7 +33,11 @@ from amperity_signal.service.status import (
     to_grpc_status,
     unexpected_failure,
 )
-from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
+from amperity_signal.service.validation import (
+    DEFAULT_MAX_BYTES,
+    MAX_STRING,
+    checked_event_dict,
+)
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -56,6 +60,12 @@ MESSAGE_ID_REQUIRED_ON_STREAMS = FieldViolation(
     "event.message_id",
     "is required on DeliverStream: answers arrive in completion order and carry it, so it "
     "is how each answer finds its event; set a unique id per event (Deliver makes one up).",
+)
+
+_ANONYMOUS_ID_TOO_LONG = FieldViolation(
+    "anonymous_id",
+    f"is longer than {MAX_STRING} characters; send the visitor's anonymous id (the _dfid "
+    "value datafly.js sets, or the event's anonymousId).",
 )
 
 
@@ -229,6 +239,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             integration = self._registry.get(
                 request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
             )
+            if len(request.anonymous_id) > MAX_STRING:
+                # As an event's anonymousId is: it becomes a lookup value sent to Amperity.
+                raise InvalidEvent([_ANONYMOUS_ID_TOO_LONG])
             attributes = await self._browser.attributes(
                 integration.settings, request.anonymous_id, deadline=self._deadline(context)
             )

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from amperity_signal.errors import (
@@ -141,10 +141,3 @@ def unexpected_failure() -> AmperitySignalError:
         "the service's log line with that id has the error.",
         metadata={"request_id": request_id},
     )
-
-
-def internal_status(message: str) -> status_pb2.Status:
-    """A status for an unexpected failure, with no internals in it."""
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN))
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[info])

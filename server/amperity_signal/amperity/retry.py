@@ -6,6 +6,7 @@ import random
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -103,16 +104,12 @@ def is_unknown_host(exc: BaseException) -> bool:
 
     A transient resolver failure (``EAI_AGAIN``) is not an unknown host: it is retried.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         if isinstance(current, socket.gaierror) and current.errno in _DNS_NOT_FOUND_CODES:
             return True
         text = str(current).lower()
         if any(fragment in text for fragment in _DNS_NOT_FOUND_TEXT):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
@@ -123,13 +120,19 @@ def certificate_problem(exc: BaseException) -> str | None:
         The verification message (e.g. "self-signed certificate"), or None when the
         failure is not a refused certificate.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         # aiohttp's ClientConnectorCertificateError is one too, without the SSL attributes.
         message = getattr(current, "verify_message", None)
         if isinstance(current, ssl.SSLCertVerificationError) and message:
             return str(message)
-        current = current.__cause__ or current.__context__
     return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -182,25 +182,17 @@ class AmperityClient:
 
         Raises:
             ProfileUnavailable: When the integration has no Profile API key or collection.
-            AmperityMisconfigured: ``CONTEXT_TARGET_RESERVED``, before any request, when a
-                context target is named ``enrich``.
             AmperityError: When Amperity refuses the request or cannot be reached.
         """
         collection_id, token = self._profile_credentials()
         path = endpoints.profile_path(collection_id, profile_id)
-        headers = call_headers(
-            endpoints.request_headers(self._integration.tenant_id, token, json_body=False)
-        )
-        reserved = endpoints.reserved_context_target(context)
-        if reserved is not None:
-            unsent = VendorCall("GET", self._base_url + path, 0, 0, 0.0, dict(headers.shown))
-            error = responses.reserved_context_target(self._integration, reserved)
-            raise with_call(error, unsent)
         request = VendorRequest(
             endpoint=endpoints.PROFILE,
             method="GET",
             url=httpx.URL(self._base_url + path, params=endpoints.profile_params(context)),
-            headers=headers,
+            headers=call_headers(
+                endpoints.request_headers(self._integration.tenant_id, token, json_body=False)
+            ),
             content=None,
             final_statuses=frozenset({404}),
         )

@@ -58,11 +58,6 @@ def lookup_body(key: str, value: str) -> dict[str, Any]:
     return {"keys": {key: value}, "enrich": True}
 
 
-def reserved_context_target(context: Mapping[str, str] | None) -> str | None:
-    """The first context target that would override a parameter of ours, if any."""
-    return next((target for target in context or {} if target == ENRICH_PARAM), None)
-
-
 def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """Query parameters of a profile GET: ``enrich=true`` plus one per context target.
 
@@ -72,7 +67,7 @@ def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, 
 
     Args:
         context: Context target name to value, in the order the mappings list them; none
-            may be ``reserved_context_target`` (the client checks before calling).
+            may be named ``enrich`` (the configuration refuses such a target at load).
 
     Returns:
         The parameters, ``enrich`` first.
@@ -80,7 +75,7 @@ def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, 
     Raises:
         ValueError: When a context target is named ``enrich``, which would override it.
     """
-    if reserved_context_target(context) is not None:
+    if ENRICH_PARAM in (context or {}):
         raise ValueError(f"a context target may not be named {ENRICH_PARAM!r}")
     return [(ENRICH_PARAM, "true"), *(context or {}).items()]
 

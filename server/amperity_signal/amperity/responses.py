@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from amperity_signal.amperity.endpoints import EVENTS, PROFILE
+from amperity_signal.amperity.endpoints import EVENTS
 from amperity_signal.amperity.tokens import jwt_expiry
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import (
@@ -250,28 +250,6 @@ def redirected(
         status_code=status,
         attempts=attempts,
         metadata=_metadata(integration, endpoint, None, location=location),
-    )
-
-
-def reserved_context_target(integration: IntegrationSettings, target: str) -> AmperityError:
-    """A personalisation context target that would override a Profile API parameter.
-
-    A configuration problem, raised before any request: an ``AmperityError``, so callers
-    that turn partner failures into warnings do so instead of failing the event.
-    """
-    return AmperityMisconfigured(
-        f"personalisation_context_mappings has a target named {target!r}, a query parameter "
-        "the Profile API reserves (enrich=true asks for enriched attributes): rename that "
-        "target. Nothing was sent to Amperity.",
-        reason="CONTEXT_TARGET_RESERVED",
-        attempts=0,
-        metadata=_metadata(
-            integration,
-            PROFILE,
-            None,
-            field="personalisation_context_mappings",
-            target=target,
-        ),
     )
 
 

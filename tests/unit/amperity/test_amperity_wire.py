@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from amperity_signal.amperity import AmperityClient, Profile, vendor_call
+from amperity_signal.amperity import AmperityClient, Profile
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import AmperityMisconfigured, InvalidEvent, ProfileUnavailable
+from amperity_signal.errors import InvalidEvent, ProfileUnavailable
 
 ClientFactory = Callable[..., AmperityClient]
 PROFILE_JSON = {
@@ -190,20 +190,14 @@ async def test_get_profile_not_in_the_collection_returns_none(make_client: Clien
     assert await make_client(Recorder(404)).get_profile("p-9", deadline=None) is None
 
 
-async def test_context_target_named_enrich_is_a_misconfiguration_sent_nowhere(
+async def test_context_target_named_enrich_is_refused_and_nothing_is_sent(
     make_client: ClientFactory,
 ) -> None:
-    """A context target may not override enrich: an AmperityError naming the mapping, unsent."""
+    """A context target may not override enrich (config refuses it at load): nothing goes."""
     recorder = Recorder(200, PROFILE_JSON)
-    with pytest.raises(AmperityMisconfigured) as caught:
+    with pytest.raises(ValueError, match="enrich"):
         await make_client(recorder).get_profile("p-1", context={"enrich": "no"}, deadline=None)
 
-    assert caught.value.reason == "CONTEXT_TARGET_RESERVED"
-    assert "personalisation_context_mappings" in caught.value.message
-    assert caught.value.metadata["target"] == "enrich"
-    call = vendor_call(caught.value)
-    assert call is not None
-    assert (call.attempts, call.status_code) == (0, 0)
     assert recorder.requests == []
 
 

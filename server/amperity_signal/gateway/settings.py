@@ -133,17 +133,11 @@ class GatewaySettings:
             for i in settings.integrations
         )
         token = settings.server.admin_token
-        secrets = [i.api_key.get_secret_value() for i in settings.integrations]
-        secrets += [
-            i.profile_api_key.get_secret_value() for i in settings.integrations if i.profile_api_key
-        ]
-        if token is not None:
-            secrets.append(token.get_secret_value())
         values: dict[str, Any] = {
             **settings.gateway.model_dump(),
             "pipelines": pipelines,
             "admin_token": token.get_secret_value() if token is not None else None,
-            "redact": tuple(s for s in secrets if s),
+            "redact": tuple(s for s in settings.secret_values() if s),
         }
         values.update(overrides)
         return cls(**values)

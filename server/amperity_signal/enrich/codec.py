@@ -86,3 +86,18 @@ class JsonCache:
     async def delete(self, key: str) -> None:
         """Remove ``key``."""
         await self.backend.delete(key)
+
+
+def failure_entry(reason: str, message: str | None) -> list[Any]:
+    """A failed attribute or personalised call, as cached for ``error_ttl``.
+
+    A list, which the attributes cached under the same key never are.
+    """
+    return ["error", reason, message]
+
+
+def read_failure(entry: Any) -> tuple[str, Any] | None:
+    """The ``(reason, message)`` of a ``failure_entry``, or None for anything else."""
+    if isinstance(entry, list) and len(entry) == 3 and entry[0] == "error":
+        return str(entry[1]), entry[2]
+    return None

@@ -21,7 +21,7 @@ from amperity_signal.blueprint import resolve_path
 from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
 from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
-from amperity_signal.enrich.codec import JsonCache
+from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
 from amperity_signal.enrich.keys import cache_key, context_digest
 from amperity_signal.enrich.ports import ProfileClient
 from amperity_signal.enrich.single_flight import SingleFlight
@@ -131,9 +131,9 @@ class Personaliser:
         cached = await self._cache.get(key)
         if isinstance(cached, dict):
             return cached, ()
-        if isinstance(cached, list) and len(cached) == 3:  # a failure: [error, reason, message]
-            _, reason, message = cached
-            return {}, (messages.dampened_error(str(reason), message, stale=False),)
+        failure = read_failure(cached)
+        if failure is not None:
+            return {}, (messages.dampened_error(*failure, stale=False),)
 
         async def fetch() -> tuple[dict[str, Any], tuple[str, ...]]:
             if not breaker.allow():
@@ -152,10 +152,10 @@ class Personaliser:
                 if not nothing_sent(exc):
                     # Remembered like a failed lookup, so a context Amperity refuses costs one
                     # call per error_ttl, not one per event (the tenant's rate limit is shared
-                    # with event ingest). A list, which attributes never are.
+                    # with event ingest).
                     message = exc.message if isinstance(exc, AmperityRejected) else None
-                    failure = ["error", exc.reason, message]
-                    await self._cache.set(key, failure, self._expiry(self._error_ttl))
+                    entry = failure_entry(exc.reason, message)
+                    await self._cache.set(key, entry, self._expiry(self._error_ttl))
                 return {}, (messages.partner_error(exc, stale=False),)
             breaker.record_success()
             attributes = dict(profile.attributes) if profile is not None else {}

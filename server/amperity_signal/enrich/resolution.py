@@ -24,7 +24,7 @@ from typing import Any, Literal
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import messages
 from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
-from amperity_signal.enrich.codec import JsonCache
+from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
 from amperity_signal.enrich.identifiers import Candidate
 from amperity_signal.enrich.keys import cache_key
 from amperity_signal.enrich.ports import ProfileClient, ProfileLike
@@ -257,8 +257,7 @@ class Resolver:
             if isinstance(exc, AmperityRejected):
                 # A 400/401/403 is not an outage, so the breaker never stops it: remembered
                 # for error_ttl, or every event of every known visitor would call again.
-                # A list, which attributes never are.
-                refused = ["error", exc.reason, exc.message]
+                refused = failure_entry(exc.reason, exc.message)
                 attrs_key = cache_key("attrs", call.scope, "profile_id", profile_id)
                 await self._cache.set(attrs_key, refused, self._expiry(self._settings.error_ttl))
             good = await self._last_good(call.scope, profile_id)
@@ -280,12 +279,13 @@ class Resolver:
         ``cached`` is what the attribute cache holds for it, fresh attributes aside: a
         refusal is answered with the last good copy and the refusal, without a call.
         """
-        if not (isinstance(cached, list) and len(cached) == 3):
+        failure = read_failure(cached)
+        if failure is None:
             return None
-        _, reason, message = cached
+        reason, message = failure
         self._dampened.inc()
         good = await self._last_good(scope, profile_id)
-        warning = messages.dampened_error(str(reason), message, stale=good is not None)
+        warning = messages.dampened_error(reason, message, stale=good is not None)
         status: CacheStatus = "stale" if good is not None else "dampened"
         return Outcome(profile_id, candidate.key, good, status, (warning,))
 

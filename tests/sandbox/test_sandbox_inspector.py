@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from amperity_signal.amperity.retry import parse_retry_after
 from amperity_signal.sandbox.edge import ConnectionDropped
 from amperity_signal.sandbox.testing import (
     ACME,
@@ -140,6 +141,19 @@ async def test_status_fault_with_count_and_retry_after(sandbox: InProcessSandbox
     assert (await sandbox.client.get("/_sandbox/faults")).json() == {"faults": []}
 
 
+@pytest.mark.parametrize(("configured", "sent"), [(0.5, "1"), (2.2, "3"), (4, "4"), (0, "0")])
+async def test_a_fractional_retry_after_is_sent_as_whole_seconds_rounded_up(
+    sandbox: InProcessSandbox, configured: float, sent: str
+) -> None:
+    """Retry-After is delta-seconds: 0.5 goes out as "1", never "0.5", and is listed so."""
+    fault = {"burst_429": 1, "retry_after": configured}
+    added = await sandbox.client.post("/_sandbox/faults", json=fault)
+    assert added.json()["fault"]["retry_after"] == int(sent)
+    response = await sandbox.post_event(EVENT)
+    assert (response.status_code, response.headers["retry-after"]) == (429, sent)
+    assert parse_retry_after(response.headers["retry-after"], None, 0.0) == float(sent)
+
+
 async def test_faults_match_kind_and_tenant(sandbox: InProcessSandbox) -> None:
     """A lookup fault for globex leaves acme lookups and events alone."""
     await sandbox.client.post(
@@ -200,6 +214,8 @@ async def test_drop_fault_outside_a_server_raises_connection_dropped(
         {"status": 503, "rate": 2},
         {"kind": "batch", "status": 503},
         {"bogus": 1},
+        {"status": 503, "retry_after": -1},
+        {"status": 503, "retry_after": "2"},
     ],
 )
 async def test_invalid_faults_are_400(sandbox: InProcessSandbox, fault: dict[str, object]) -> None:

@@ -120,9 +120,8 @@ class SandboxEdge:
             return {"type": "http.request", "body": body, "more_body": False}
 
         if outcome.status is not None:
-            extra = (
-                {} if outcome.retry_after is None else {"Retry-After": f"{outcome.retry_after:g}"}
-            )
+            # delta-seconds: a whole number, never "0.5" (Fault.from_json rounds up).
+            extra = {} if outcome.retry_after is None else {"Retry-After": str(outcome.retry_after)}
             response = error(scope, outcome.status, "injected fault (sandbox)", extra)
             await response(scope, replay, recording_send)
             return

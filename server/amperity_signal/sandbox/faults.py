@@ -11,11 +11,16 @@ request every matching fault, in the order they were added, is consulted:
    ``status`` answers that status with probability ``rate`` (default 1), with a
    ``Retry-After`` header when ``retry_after`` is set.
 
+``Retry-After`` is delta-seconds, a whole number (RFC 9110): a fractional ``retry_after``
+is rounded up when the fault is added, so a client that obeys the header never comes back
+sooner than the fault asked, and the fault lists the value it sends.
+
 Draws come from the sandbox's seeded :class:`random.Random`.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -42,7 +47,7 @@ class Fault:
     tenant: str | None = None
     kind: str | None = None
     count: int | None = None
-    retry_after: float | None = None
+    retry_after: int | None = None
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], fault_id: int) -> Fault:
@@ -65,8 +70,10 @@ class Fault:
         _check(fault.tenant is None or isinstance(fault.tenant, str), "tenant: a string")
         _check(
             fault.retry_after is None or _is_number(fault.retry_after, 0.0, 86_400.0),
-            "retry_after: seconds",
+            "retry_after: seconds, 0..86400 (a fraction is rounded up to whole seconds)",
         )
+        if fault.retry_after is not None:
+            fault.retry_after = math.ceil(fault.retry_after)
         _check(
             bool(fault.status or fault.latency_ms or fault.drop_rate or fault.burst_429),
             "set at least one of status, latency_ms, drop_rate, burst_429",
@@ -90,7 +97,7 @@ class FaultOutcome:
     delay_seconds: float = 0.0
     drop: bool = False
     status: int | None = None
-    retry_after: float | None = None
+    retry_after: int | None = None
 
 
 class FaultInjector:
@@ -126,7 +133,7 @@ class FaultInjector:
         delay = 0.0
         drop = False
         status: int | None = None
-        retry_after: float | None = None
+        retry_after: int | None = None
         for fault in [f for f in self._faults if f.matches(tenant, kind)]:
             if fault.count is not None:
                 fault.count -= 1

@@ -1,8 +1,10 @@
-"""The sandbox's front door for ``/prof`` requests: ids, faults, recording, counting.
+"""The sandbox's front door for ``/prof`` requests: ids, faults, framing, recording, counting.
 
 It wraps the whole Starlette app (outside its error middleware) so that it sees every
 status answered, and so that it holds the server's own ``receive`` when a fault drops the
 connection.
+
+Order: injected faults → the framing refusals of :mod:`.framing` (411, 400, 413) → the API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.sandbox.faults import FaultOutcome
+from amperity_signal.sandbox.framing import RequestBody, read_body
 from amperity_signal.sandbox.records import DROPPED, RequestRecord, redact_headers
 from amperity_signal.sandbox.responses import error, ids, set_ids
 from amperity_signal.sandbox.state import SandboxState
@@ -69,7 +72,7 @@ class SandboxEdge:
             headers=redact_headers(headers.items()),
         )
         started = time.perf_counter()
-        body, disconnected = await _read_body(receive)
+        body = await read_body(receive, scope["method"], scope["path"], headers)
         outcome = state.faults.decide(record.tenant, record.kind)
         try:
             await self._answer(
@@ -77,7 +80,6 @@ class SandboxEdge:
                 receive=receive,
                 send=send,
                 body=body,
-                disconnected=disconnected,
                 outcome=outcome,
                 record=record,
             )
@@ -92,8 +94,7 @@ class SandboxEdge:
         *,
         receive: Receive,
         send: Send,
-        body: bytes,
-        disconnected: bool,
+        body: RequestBody,
         outcome: FaultOutcome,
         record: RequestRecord,
     ) -> None:
@@ -114,10 +115,10 @@ class SandboxEdge:
 
         async def replay() -> Message:
             nonlocal replayed
-            if replayed or disconnected:
+            if replayed or body.disconnected:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body.data, "more_body": False}
 
         if outcome.status is not None:
             # delta-seconds: a whole number, never "0.5" (Fault.from_json rounds up).
@@ -125,31 +126,32 @@ class SandboxEdge:
             response = error(scope, outcome.status, "injected fault (sandbox)", extra)
             await response(scope, replay, recording_send)
             return
+        if body.refusal is not None:
+            refused = error(scope, body.refusal.status, body.refusal.message)
+            await refused(scope, replay, recording_send)
+            return
         await self._app(scope, replay, recording_send)
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """Reads the whole request body; the flag says the client went away meanwhile."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks), True
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-
-
 async def _wait_unless_gone(receive: Receive, seconds: float) -> bool:
-    """Waits out an injected latency; False when the client hung up meanwhile."""
-    listening = asyncio.ensure_future(receive())
-    done, _ = await asyncio.wait({listening}, timeout=seconds)
-    if not done:
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
-        return True
-    return str(listening.result()["type"]) != "http.disconnect"
+    """Waits out an injected latency; False when the client hung up meanwhile.
+
+    What arrives of a body the framing left unread (a refused one) is discarded: it
+    neither ends the wait early nor is kept.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        listening = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({listening}, timeout=left)
+        if not done:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+            return True
+        if str(listening.result()["type"]) == "http.disconnect":
+            return False
+    return True
 
 
 async def _drop_connection(receive: Receive) -> None:

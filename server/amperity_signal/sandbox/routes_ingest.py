@@ -1,11 +1,12 @@
 """``POST /prof/events/{event_stream_id}``: realtime event ingest.
 
-Checks in order (the first failing one answers): 411 no ``Content-Length`` header → 413
-declared or actual body over 65536 bytes → 401/403/429 (see :mod:`.auth`) → 404 unknown
-tenant or stream → 415 ``Content-Type`` not ``application/json`` (parameters allowed) →
-400 body missing, malformed, or not one JSON object → 409 stream in reject mode → 204 stream
-in drop mode → 202 accepted. An accepted event whose ``source`` misses the stream's routing
-expression is routed to ``_unknown`` and never reaches a profile.
+Checks in order (the first failing one answers), after the edge's 411 (no
+``Content-Length``) and 413 (body over 65536 bytes) of :mod:`.framing`: 401/403/429 (see
+:mod:`.auth`) → 404 unknown tenant or stream → 415 ``Content-Type`` not
+``application/json`` (parameters allowed) → 400 body missing, malformed, or not one JSON
+object → 409 stream in reject mode → 204 stream in drop mode → 202 accepted. An accepted
+event whose ``source`` misses the stream's routing expression is routed to ``_unknown``
+and never reaches a profile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from amperity_signal.sandbox.responses import error, ids
 from amperity_signal.sandbox.state import SandboxState
 from amperity_signal.sandbox.tokens import STREAM_WRITE
 
-MAX_BODY_BYTES = 65_536
 UNKNOWN_ROUTE = "_unknown"
 
 
@@ -63,16 +63,6 @@ class IngestRoutes:
         Raises:
             RefusalError: The first check that fails, in the module docstring's order.
         """
-        declared = request.headers.get("content-length")
-        if declared is None:
-            raise RefusalError(411, "send a Content-Length header (chunked bodies are refused)")
-        body = await request.body()
-        if not declared.isdigit():
-            raise RefusalError(400, "Content-Length is not a number")
-        if int(declared) > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
-            raise RefusalError(
-                413, f"the body is over {MAX_BODY_BYTES} bytes: send one small event"
-            )
         claims = authorize(self._state, request, STREAM_WRITE)
         tenant = self._state.tenant(claims.tenant)
         stream_id = request.path_params["event_stream_id"]
@@ -82,7 +72,7 @@ class IngestRoutes:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise RefusalError(415, "send Content-Type: application/json")
-        return claims.tenant, stream, _parse_event(body)
+        return claims.tenant, stream, _parse_event(await request.body())
 
     def _record(
         self,

@@ -30,12 +30,13 @@ OFFERED_CHUNKS = 1_024
 class EndlessBody:
     """An ASGI ``receive`` offering a body far over the limit, counting the chunks taken."""
 
+    offered: int = OFFERED_CHUNKS
     chunks_read: int = 0
     sent: list[Message] = field(default_factory=list)
 
     async def receive(self) -> Message:
         """The next chunk; a disconnect once the offered body is used up."""
-        if self.chunks_read >= OFFERED_CHUNKS:
+        if self.chunks_read >= self.offered:
             return {"type": "http.disconnect"}
         self.chunks_read += 1
         return {"type": "http.request", "body": CHUNK, "more_body": True}
@@ -55,7 +56,12 @@ class EndlessBody:
         return dict(json.loads(b"".join(m.get("body", b"") for m in self.sent[1:])))
 
 
-async def _call(box: InProcessSandbox, path: str, extra: list[tuple[bytes, bytes]]) -> EndlessBody:
+async def _call(
+    box: InProcessSandbox,
+    path: str,
+    extra: list[tuple[bytes, bytes]],
+    body: EndlessBody | None = None,
+) -> EndlessBody:
     """POSTs an endless body straight to the ASGI app with acme's tokens and ``extra``."""
     token = box.tokens["acme-profile" if path == LOOKUP_PATH else "acme-ingest"]
     headers = [
@@ -78,7 +84,7 @@ async def _call(box: InProcessSandbox, path: str, extra: list[tuple[bytes, bytes
         "client": ("127.0.0.1", 50_000),
         "server": ("sandbox", 80),
     }
-    body = EndlessBody()
+    body = body or EndlessBody()
     await box.app(scope, body.receive, body.send)
     return body
 
@@ -128,6 +134,18 @@ async def test_an_injected_fault_still_answers_before_the_size_checks(
     assert (answer.status, answer.chunks_read) == (503, 0)
     answer = await _call(sandbox, EVENTS_PATH, [(b"content-length", b"10000000")])
     assert answer.status == 413
+
+
+async def test_a_client_leaving_during_latency_is_seen_while_its_refused_body_arrives(
+    sandbox: InProcessSandbox,
+) -> None:
+    """During a latency fault the unread rest of a 413 body is discarded, not taken as a reply."""
+    await sandbox.client.post("/_sandbox/faults", json={"latency_ms": 60_000, "count": 1})
+    leaving = EndlessBody(offered=3)  # three chunks arrive, then the client hangs up
+    answer = await _call(sandbox, EVENTS_PATH, [(b"content-length", b"10000000")], leaving)
+    assert (answer.sent, answer.chunks_read) == ([], 3)
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert record["status"] == 499
 
 
 async def _status_of_raw_request(base_url: str, head: list[str], body: bytes) -> int:

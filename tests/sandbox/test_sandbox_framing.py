@@ -148,6 +148,19 @@ async def test_a_client_leaving_during_latency_is_seen_while_its_refused_body_ar
     assert record["status"] == 499
 
 
+async def test_a_client_gone_before_its_body_was_whole_is_499_not_a_500(
+    sandbox: InProcessSandbox,
+) -> None:
+    """Two chunks of a declared 60000-byte event, then a hang-up: recorded 499, nothing sent."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503, "count": 1})
+    leaving = EndlessBody(offered=2)
+    answer = await _call(sandbox, EVENTS_PATH, [(b"content-length", b"60000")], leaving)
+    assert answer.sent == []
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert record["status"] == 499
+    assert len((await sandbox.client.get("/_sandbox/faults")).json()["faults"]) == 1
+
+
 async def _status_of_raw_request(base_url: str, head: list[str], body: bytes) -> int:
     """Sends a request's head and part of a body, never finishing it, and reads the status."""
     url = urlsplit(base_url)

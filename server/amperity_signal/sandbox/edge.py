@@ -23,7 +23,9 @@ from amperity_signal.sandbox.responses import error, ids, set_ids
 from amperity_signal.sandbox.state import SandboxState
 
 API_PREFIX = "/prof/"
-CLIENT_GONE = 499  # nginx's "client closed request": the client left during injected latency
+# nginx's "client closed request": the client left before its body was whole, or during an
+# injected latency. Nobody is left to answer, so nothing is sent.
+CLIENT_GONE = 499
 
 
 class ConnectionDropped(Exception):
@@ -73,7 +75,10 @@ class SandboxEdge:
         )
         started = time.perf_counter()
         body = await read_body(receive, scope["method"], scope["path"], headers)
-        outcome = state.faults.decide(record.tenant, record.kind)
+        # A client gone before its body was whole gets no answer, and uses up no fault.
+        outcome = (
+            FaultOutcome() if body.disconnected else state.faults.decide(record.tenant, record.kind)
+        )
         try:
             await self._answer(
                 scope,
@@ -98,6 +103,11 @@ class SandboxEdge:
         outcome: FaultOutcome,
         record: RequestRecord,
     ) -> None:
+        if body.disconnected:
+            # Handing a cut body to the API made Starlette raise ClientDisconnect: a 500 in
+            # the inspector that no client saw, and a traceback in the sandbox's log.
+            record.status = CLIENT_GONE
+            return
         if outcome.delay_seconds and not await _wait_unless_gone(receive, outcome.delay_seconds):
             record.status = CLIENT_GONE
             return
@@ -115,7 +125,7 @@ class SandboxEdge:
 
         async def replay() -> Message:
             nonlocal replayed
-            if replayed or body.disconnected:
+            if replayed:
                 return await receive()
             replayed = True
             return {"type": "http.request", "body": body.data, "more_body": False}

@@ -141,7 +141,7 @@ async def test_a_sandbox_bug_still_answers_in_amperitys_error_shape(
 
 
 async def test_token_problems_answer_401(sandbox: Sandbox) -> None:
-    """Missing, malformed, badly signed and expired tokens are 401."""
+    """Missing, malformed, badly signed and expired tokens are 401, with WWW-Authenticate."""
     good = sandbox.tokens["acme-ingest"]
     expired = sandbox.mint(ACME, ["stream:write"], ttl=-10)
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
@@ -157,6 +157,7 @@ async def test_token_problems_answer_401(sandbox: Sandbox) -> None:
             headers["Authorization"] = authorization
         response = await _post_raw(sandbox, b"{}", headers)
         assert response.status_code == 401, authorization
+        assert response.headers["www-authenticate"] == "Bearer", authorization
 
 
 async def test_profile_token_on_events_is_403(sandbox: Sandbox) -> None:

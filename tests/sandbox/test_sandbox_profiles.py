@@ -6,6 +6,7 @@ import asyncio
 
 from amperity_signal.sandbox.identity import hash_email
 from amperity_signal.sandbox.testing import (
+    ACME,
     ACME_COLLECTION,
     ACME_EMPTY_KEYS_COLLECTION,
     ALICE_PROFILE,
@@ -102,6 +103,22 @@ async def test_get_profile_by_id_and_unknowns_404(sandbox: InProcessSandbox) -> 
     assert missing.status_code == 404
     nope = await sandbox.client.get(f"/prof/profiles/apc-nope/{ALICE_PROFILE}", headers=headers)
     assert nope.status_code == 404
+
+
+async def test_a_profile_call_without_a_key_is_401_naming_the_bearer_scheme(
+    sandbox: InProcessSandbox,
+) -> None:
+    """HTTP requires WWW-Authenticate on a 401; a 403 (a key without the scope) has none."""
+    unauthenticated = await sandbox.client.get(
+        f"/prof/profiles/{ACME_COLLECTION}/{ALICE_PROFILE}", headers={"Amperity-Tenant": ACME}
+    )
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["www-authenticate"] == "Bearer"
+    forbidden = await sandbox.client.get(
+        f"/prof/profiles/{ACME_COLLECTION}/{ALICE_PROFILE}", headers=sandbox.headers("acme-ingest")
+    )
+    assert forbidden.status_code == 403
+    assert "www-authenticate" not in forbidden.headers
 
 
 async def test_ingest_key_on_the_profile_api_is_403(sandbox: InProcessSandbox) -> None:

@@ -40,7 +40,14 @@ def error(
     message: str,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """An error in Amperity's shape: ``{"status", "message", "request_id", "trace_id"}``."""
+    """An error in Amperity's shape: ``{"status", "message", "request_id", "trace_id"}``.
+
+    A 401 also carries ``WWW-Authenticate: Bearer``, which HTTP requires of every 401
+    (RFC 9110, section 15.5.2) and which names the scheme the API keys use.
+    """
     scope = connection.scope if isinstance(connection, HTTPConnection) else connection
     body = {"status": status, "message": message, **ids(scope)}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+    extra = dict(headers or {})
+    if status == 401:
+        extra.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(body, status_code=status, headers=extra)

@@ -271,6 +271,18 @@ async def test_unknown_paths_and_methods_answer_in_amperitys_error_shape(
     assert unknown.json()["status"] == 404
 
 
+async def test_a_404_or_405_of_the_router_says_what_to_send_instead(sandbox: Sandbox) -> None:
+    """Not Starlette's bare "405: Method Not Allowed": the methods taken, the paths served."""
+    wrong_method = await sandbox.client.get(f"/prof/events/{STREAM}")
+    assert (
+        wrong_method.json()["message"]
+        == f"GET /prof/events/{STREAM}: this path takes POST, not GET"
+    )
+    unknown = (await sandbox.client.get("/prof/nothing")).json()["message"]
+    assert unknown.startswith("GET /prof/nothing: no such path;")
+    assert "/prof/lookup/{collection_id}/keychain" in unknown
+
+
 async def test_a_405_names_the_allowed_methods_and_a_trailing_slash_is_404_not_a_redirect(
     sandbox: Sandbox,
 ) -> None:

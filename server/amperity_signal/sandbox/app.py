@@ -52,11 +52,24 @@ class SandboxApp(Starlette):
         return SandboxEdge(super().build_middleware_stack(), self.sandbox)
 
 
+# What a 404 or 405 of the router tells the caller to do instead.
+_ROUTER_HINTS = {
+    404: "no such path; the Real-time API serves POST /prof/events/{event_stream_id}, "
+    "GET or POST /prof/lookup/{collection_id}/keychain and "
+    "GET /prof/profiles/{collection_id}/{profile_id}",
+    405: "this path does not take that method; send one of the Allow header's",
+}
+
+
 async def _http_error(request: Request, problem: Exception) -> Response:
-    """Starlette's own 404/405 answers, in Amperity's error shape."""
+    """Starlette's own 404/405 answers, in Amperity's error shape, saying what to send."""
     if not isinstance(problem, HTTPException):
         return error(request, 500, f"{request.method} {request.url.path}: {problem}")
-    message = f"{request.method} {request.url.path}: {problem}"
+    allowed = (problem.headers or {}).get("Allow")
+    hint = _ROUTER_HINTS.get(problem.status_code, problem.detail)
+    if problem.status_code == 405 and allowed:
+        hint = f"this path takes {allowed}, not {request.method}"
+    message = f"{request.method} {request.url.path}: {hint}"
     return error(request, problem.status_code, message, problem.headers)  # 405: Allow
 
 

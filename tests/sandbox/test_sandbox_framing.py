@@ -96,6 +96,7 @@ async def test_a_declared_content_length_over_64_kb_is_413_before_the_body_is_re
     answer = await _call(sandbox, EVENTS_PATH, [(b"content-length", b"10000000")])
     assert (answer.status, answer.chunks_read) == (413, 0)
     assert set(answer.body) == {"status", "message", "request_id", "trace_id"}
+    assert str(answer.body["message"]).endswith("send one small event")
 
 
 async def test_a_chunked_body_is_read_only_until_it_passes_64_kb_then_413(
@@ -104,6 +105,9 @@ async def test_a_chunked_body_is_read_only_until_it_passes_64_kb_then_413(
     """A lookup body without Content-Length stops being read at the chunk that passes 65536."""
     answer = await _call(sandbox, LOOKUP_PATH, [(b"transfer-encoding", b"chunked")])
     assert (answer.status, answer.chunks_read) == (413, 65_536 // len(CHUNK) + 1)
+    assert str(answer.body["message"]).endswith(
+        "65536 bytes, Amperity's limit: send a smaller body"
+    )
 
 
 async def test_an_event_without_content_length_is_411_before_its_body_is_read(

@@ -42,8 +42,9 @@ class RequestBody:
     refusal: RefusalError | None = None
 
 
-def _too_large() -> RefusalError:
-    return RefusalError(413, f"the body is over {MAX_BODY_BYTES} bytes: send one small event")
+def _too_large(path: str) -> RefusalError:
+    fix = "send one small event" if _EVENT_PATH.fullmatch(path) else "send a smaller body"
+    return RefusalError(413, f"the body is over {MAX_BODY_BYTES} bytes, Amperity's limit: {fix}")
 
 
 def framing_refusal(method: str, path: str, headers: Headers) -> RefusalError | None:
@@ -58,7 +59,7 @@ def framing_refusal(method: str, path: str, headers: Headers) -> RefusalError | 
         return RefusalError(400, "Content-Length is not a number")
     # Compared as text first: int() refuses strings of over 4300 digits.
     if len(digits.lstrip("0")) > len(str(MAX_BODY_BYTES)) or int(digits) > MAX_BODY_BYTES:
-        return _too_large()
+        return _too_large(path)
     return None
 
 
@@ -80,7 +81,7 @@ async def read_body(receive: Receive, method: str, path: str, headers: Headers) 
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            return RequestBody(b"", refusal=_too_large())
+            return RequestBody(b"", refusal=_too_large(path))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return RequestBody(b"".join(chunks))

@@ -211,6 +211,13 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
         attributes.update({"Persona": "Value Hunter"})
         return pb.BrowserProfileResponse(provider="amperity", attributes=attributes)
 
+    async def RecordConsent(  # noqa: N802
+        self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecordConsentResponse:
+        """Allow the profile, unless a failure is scripted (no client calls it yet)."""
+        await self._unary("RecordConsent", request, context)
+        return pb.RecordConsentResponse(profile_allowed=True)
+
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDeliveriesResponse]:

@@ -39,7 +39,7 @@ async def _clients(service: Service) -> AsyncGenerator[httpx.AsyncClient, None]:
 def _bad_requests() -> list[tuple[str, str, dict[str, str], bytes, int]]:
     """(method, url, headers, body, expected status) for every route and kind of abuse."""
     paths = [p.replace("{name}", "x") for p in openapi_document()["paths"]]
-    posts = ["/v1/t", "/v1/p", "/v1/i", "/v1/batch"]
+    posts = ["/v1/t", "/v1/p", "/v1/i", "/v1/batch", "/v1/consent"]
     cases: list[tuple[str, str, dict[str, str], bytes, int]] = []
     for path in paths:
         wrong = ["PUT", "DELETE", "PATCH"] + (["GET"] if path in posts else ["POST"])
@@ -63,6 +63,9 @@ def _bad_requests() -> list[tuple[str, str, dict[str, str], bytes, int]]:
         cases.append(("POST", path, unknown_key, b'{"anonymousId": "a"}', 404))
     cases += [("POST", "/v1/t", {**KEY, **JSON}, b'{"type": 5, "anonymousId": "a"}', 400)]
     cases += [("POST", "/v1/batch", {**KEY, **JSON}, b'{"batch": {}}', 400)]
+    unknown = {"X-Pipeline-Key": "pk_nope", **JSON}
+    cases += [("POST", "/v1/consent", unknown, b'{"anonymousId": "a", "consent": {}}', 404)]
+    cases += [("POST", "/v1/consent", {**KEY, **JSON}, b'{"anonymousId": "a"}', 400)]
     enrich = "/v1/enrich"
     cases += [
         ("GET", enrich, KEY, b"", 400),

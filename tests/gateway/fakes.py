@@ -75,6 +75,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     """Knows one pipeline key; visitors it has seen identified get the canned attributes.
 
     Events named ``fail:<STATUS>`` make Deliver fail with that status and rich details.
+    Its browser consent condition is ``functional``: a visitor whose last RecordConsent did
+    not grant it gets ``{}``, as the real service answers with ``browser_consent``.
     """
 
     delivered: list[Delivered] = field(default_factory=list)
@@ -82,6 +84,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     identified: set[str] = field(default_factory=lambda: {KNOWN_VISITOR})
     live_records: list[pb.WatchDeliveriesResponse] = field(default_factory=list)
     watch_requests: list[pb.WatchDeliveriesRequest] = field(default_factory=list)
+    consent_requests: list[pb.RecordConsentRequest] = field(default_factory=list)
+    withdrawn: set[str] = field(default_factory=set)
 
     async def BrowserProfile(  # noqa: N802 - the RPC name is fixed by the contract
         self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -93,9 +97,23 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
         if request.anonymous_id == "visitor-slow":
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")
         attributes = struct_pb2.Struct()
-        if request.anonymous_id in self.identified:
+        if request.anonymous_id in self.identified and request.anonymous_id not in self.withdrawn:
             attributes.update(CANNED_ATTRIBUTES)
         return pb.BrowserProfileResponse(provider="amperity", attributes=attributes)
+
+    async def RecordConsent(  # noqa: N802
+        self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecordConsentResponse:
+        """Records the call; the profile is allowed while ``functional`` is granted."""
+        self.consent_requests.append(request)
+        if request.pipeline_key != KNOWN_KEY:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no integration uses that key")
+        allowed = request.consent.HasField("functional") and request.consent.functional
+        if allowed:
+            self.withdrawn.discard(request.anonymous_id)
+        else:
+            self.withdrawn.add(request.anonymous_id)
+        return pb.RecordConsentResponse(profile_allowed=allowed)
 
     async def Deliver(  # noqa: N802
         self, request: pb.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]

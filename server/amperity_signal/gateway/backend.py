@@ -79,6 +79,20 @@ class ServiceClient:
         # CPU per /v1/enrich; this gives the same values, types and key order (tested).
         return struct_to_dict(response.attributes)
 
+    async def record_consent(
+        self, pipeline_key: str, anonymous_id: str, consent: pb.Consent
+    ) -> bool:
+        """Keep the visitor's consent state now; whether the page may see the profile.
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        request = pb.RecordConsentRequest(
+            pipeline_key=pipeline_key, anonymous_id=anonymous_id, consent=consent
+        )
+        response = await self._service().RecordConsent(request, timeout=self._rpc_timeout)
+        return response.profile_allowed
+
     async def deliver(self, pipeline_key: str, event: pb.Event) -> pb.DeliverResponse:
         """Deliver one event through the integration the pipeline key selects.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from amperity_signal.gateway.errors import InvalidFieldError
+from amperity_signal.gateway.errors import GatewayError, InvalidFieldError
 from amperity_signal.gateway.jsonbody import check_value
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
@@ -202,6 +202,26 @@ def _session(data: Mapping[str, Any], path: str) -> pb.Session:
             raise InvalidFieldError(f"{path}number", "is too large.")
         session.number = number
     return session
+
+
+def consent_from_json(value: Any, field: str = "consent") -> pb.Consent:
+    """The consent object of a ``POST /v1/consent`` body, checked as an event's is.
+
+    Raises:
+        GatewayError: 400 ``INVALID_CONSENT`` naming the first wrong field.
+    """
+    if not isinstance(value, Mapping):
+        raise GatewayError(
+            400,
+            "INVALID_CONSENT",
+            f"{field}: is required, a JSON object: the visitor's whole consent state, shaped "
+            "as an event's context.consent ({} when nothing is granted).",
+            field=field,
+        )
+    try:
+        return _consent(value, f"{field}.")
+    except InvalidFieldError as error:
+        raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
 
 
 def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:

@@ -225,6 +225,34 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/consent": {
+                "post": {
+                    "summary": "Keep the visitor's consent state now, without an event: a "
+                    "withdrawal stops /v1/enrich for the visitor at once.",
+                    "parameters": [*_PIPELINE_KEY_PARAMETERS, _DFID_COOKIE],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            _JSON: {"schema": ref("ConsentUpdate")},
+                            "text/plain": {"schema": ref("ConsentUpdate")},
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Kept.",
+                            "content": {_JSON: {"schema": ref("ConsentKept")}},
+                        },
+                        "400": _error(
+                            "Bad JSON, a bad consent field, no visitor id, or a missing "
+                            "pipeline key."
+                        ),
+                        "404": _error("No integration uses this pipeline key."),
+                        "413": _error("The body is too large."),
+                        "415": _error("The body is not application/json or text/plain."),
+                        **_UPSTREAM_ERRORS,
+                    },
+                }
+            },
             "/v1/t": _collector("Collect one event (track by default).", "Event", "Delivered."),
             "/v1/p": _collector("Collect one event (page by default).", "Event", "Delivered."),
             "/v1/i": _collector("Collect one event (identify by default).", "Event", "Delivered."),

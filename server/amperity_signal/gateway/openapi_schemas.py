@@ -106,6 +106,32 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "ConsentUpdate": {
+        "type": "object",
+        "required": ["consent"],
+        "properties": {
+            "anonymousId": {
+                "type": "string",
+                "maxLength": 200,
+                "description": "The visitor id; else the _dfid cookie is used.",
+            },
+            "consent": {
+                **_CONSENT,
+                "description": "The visitor's whole consent state; it replaces the last one.",
+            },
+        },
+    },
+    "ConsentKept": {
+        "type": "object",
+        "required": ["success", "profileAllowed"],
+        "properties": {
+            "success": {"type": "boolean"},
+            "profileAllowed": {
+                "type": "boolean",
+                "description": "Whether /v1/enrich answers attributes under this consent.",
+            },
+        },
+    },
     "Accepted": {
         "type": "object",
         "required": ["success", "messageId"],

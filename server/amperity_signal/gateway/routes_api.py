@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from amperity_signal.gateway.backend import ServiceClient
-from amperity_signal.gateway.convert import RequestFacts, event_from_json
+from amperity_signal.gateway.convert import RequestFacts, consent_from_json, event_from_json
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error, json_response
 from amperity_signal.gateway.jsonbody import read_json
 from amperity_signal.gateway.settings import GatewaySettings
@@ -33,6 +33,7 @@ _PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _MAX_ANONYMOUS_ID = 200
 API_METHODS: dict[str, tuple[str, ...]] = {
     "/v1/enrich": ("GET",),
+    "/v1/consent": ("POST",),
     "/v1/t": ("POST",),
     "/v1/p": ("POST",),
     "/v1/i": ("POST",),
@@ -162,6 +163,7 @@ class ApiEndpoints:
         """The routes, one per ``API_METHODS`` entry."""
         handlers = {
             "/v1/enrich": self.enrich,
+            "/v1/consent": self.consent,
             "/v1/t": self.track,
             "/v1/p": self.page,
             "/v1/i": self.identify,
@@ -189,17 +191,43 @@ class ApiEndpoints:
         if not anonymous_id:
             # A first-touch visitor has no profile yet: an empty answer, not an error.
             return json_response({"provider": PROVIDER, "attributes": {}})
-        if len(anonymous_id) > _MAX_ANONYMOUS_ID:
-            where = "parameter" if source == "anonymous_id" else "cookie"
-            raise GatewayError(
-                400,
-                "INVALID_ANONYMOUS_ID",
-                f"The {source} {where} is longer than {_MAX_ANONYMOUS_ID} characters; an "
-                "anonymous id is the visitor's _dfid value (a uuid from datafly.js).",
-                field=source,
-            )
+        _check_length(anonymous_id, source, "parameter" if source == "anonymous_id" else "cookie")
         attributes = await self._client.browser_profile(key, anonymous_id)
         return json_response({"provider": PROVIDER, "attributes": attributes})
+
+    async def consent(self, request: Request) -> Response:
+        """``POST /v1/consent``: keep the visitor's consent state now, without an event.
+
+        A withdrawal then stops ``/v1/enrich`` for this visitor at once, in every tab;
+        ``profileAllowed`` tells the page whether asking for the profile is worth it.
+        """
+        key = _pipeline_key(request, _parameters(request, COLLECTOR_PARAMETERS))
+        data = await read_json(request, self._settings.max_body_bytes)
+        if not isinstance(data, dict):
+            raise GatewayError(
+                400,
+                "INVALID_CONSENT",
+                'Send {"anonymousId": "<_dfid>", "consent": {...}} as the body.',
+                field="body",
+            )
+        given = data.get("anonymousId")
+        if given is not None and not isinstance(given, str):
+            raise GatewayError(
+                400, "INVALID_CONSENT", "anonymousId must be a string.", field="anonymousId"
+            )
+        anonymous_id = given or request.cookies.get(ANONYMOUS_ID_COOKIE)
+        source = "anonymousId" if given else ANONYMOUS_ID_COOKIE
+        if not anonymous_id:
+            raise GatewayError(
+                400,
+                "MISSING_ANONYMOUS_ID",
+                "Consent is kept per visitor: send anonymousId in the body or the _dfid cookie.",
+                field="anonymousId",
+            )
+        _check_length(anonymous_id, source, "field" if given else "cookie")
+        consent = consent_from_json(data.get("consent"))
+        allowed = await self._client.record_consent(key, anonymous_id, consent)
+        return json_response({"success": True, "profileAllowed": allowed})
 
     async def track(self, request: Request) -> Response:
         """``POST /v1/t``: one event, ``track`` unless it says otherwise."""
@@ -263,6 +291,17 @@ class ApiEndpoints:
 
         results = await asyncio.gather(*(deliver_one(i, item) for i, item in enumerate(items)))
         return json_response({"success": all(r["ok"] for r in results), "results": results})
+
+
+def _check_length(anonymous_id: str, source: str, where: str) -> None:
+    if len(anonymous_id) > _MAX_ANONYMOUS_ID:
+        raise GatewayError(
+            400,
+            "INVALID_ANONYMOUS_ID",
+            f"The {source} {where} is longer than {_MAX_ANONYMOUS_ID} characters; an "
+            "anonymous id is the visitor's _dfid value (a uuid from datafly.js).",
+            field=source,
+        )
 
 
 def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from amperity_signal.service.status import (
 )
 from amperity_signal.service.validation import (
     DEFAULT_MAX_BYTES,
+    GOOGLE_CONSENT_VALUES,
+    MAX_KEYS,
     MAX_STRING,
     checked_event_dict,
 )
@@ -67,6 +69,32 @@ _ANONYMOUS_ID_TOO_LONG = FieldViolation(
     f"is longer than {MAX_STRING} characters; send the visitor's anonymous id (the _dfid "
     "value datafly.js sets, or the event's anonymousId).",
 )
+
+_ANONYMOUS_ID_REQUIRED = FieldViolation(
+    "anonymous_id",
+    "is required: consent is kept per visitor; send the _dfid value datafly.js sets.",
+)
+
+
+def _consent_violations(consent: pb.Consent) -> list[FieldViolation]:
+    """The consent fields Deliver would refuse on an event, named as RecordConsent's."""
+    out: list[FieldViolation] = []
+    if len(consent.categories) > MAX_KEYS:
+        out.append(FieldViolation("consent.categories", f"has more than {MAX_KEYS} entries."))
+    for code in consent.categories:
+        if len(code) > MAX_STRING:
+            out.append(FieldViolation("consent.categories", "has a code that is too long."))
+            break
+    for field, value in consent.google.ListFields():
+        if value not in GOOGLE_CONSENT_VALUES:
+            out.append(
+                FieldViolation(
+                    f"consent.google.{field.name}",
+                    f'{value[:40]!r} is not Google Consent Mode\'s "granted" or "denied"; '
+                    "send one of those, or leave the signal unset.",
+                )
+            )
+    return out
 
 
 class AmperityServicer(pb_grpc.AmperityServiceServicer):
@@ -252,6 +280,29 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         response.attributes.SetInParent()  # present even when empty
         convert.fill_struct(response.attributes, attributes)
         return response
+
+    async def RecordConsent(  # noqa: N802
+        self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecordConsentResponse:
+        """Keep a visitor's consent state without an event (a withdrawal applies at once)."""
+        try:
+            integration = self._registry.get(
+                request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
+            )
+            violations = _consent_violations(request.consent)
+            if not request.anonymous_id:
+                violations.insert(0, _ANONYMOUS_ID_REQUIRED)
+            elif len(request.anonymous_id) > MAX_STRING:
+                violations.insert(0, _ANONYMOUS_ID_TOO_LONG)
+            if violations:
+                raise InvalidEvent(violations)
+            allowed = await self._browser.record_consent(
+                integration.settings, request.anonymous_id, convert.consent_to_dict(request.consent)
+            )
+        except AmperitySignalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+            raise
+        return pb.RecordConsentResponse(profile_allowed=allowed)
 
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]

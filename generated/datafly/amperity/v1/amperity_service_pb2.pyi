@@ -437,6 +437,68 @@ class BrowserProfileResponse(_message.Message):
 Global___BrowserProfileResponse: _TypeAlias = BrowserProfileResponse  # noqa: Y015
 
 @_typing.final
+class RecordConsentRequest(_message.Message):
+    """RecordConsentRequest carries the consent state a page holds for one visitor now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    PIPELINE_KEY_FIELD_NUMBER: _builtins.int
+    ANONYMOUS_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    integration_id: _builtins.str
+    """The id of the integration; either this or pipeline_key is required."""
+    pipeline_key: _builtins.str
+    """The pipeline key the page was built with; either this or integration_id is required.
+    Both given, they must name the same integration (else INVALID_ARGUMENT).
+    """
+    anonymous_id: _builtins.str
+    """The visitor's anonymous id (the _dfid cookie); required."""
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """The visitor's whole consent state, as events carry it; it replaces the last one kept."""
+
+    def __init__(
+        self,
+        *,
+        integration_id: _builtins.str = ...,
+        pipeline_key: _builtins.str = ...,
+        anonymous_id: _builtins.str = ...,
+        consent: Global___Consent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_id", b"anonymous_id", "consent", b"consent", "integration_id", b"integration_id", "pipeline_key", b"pipeline_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConsentRequest: _TypeAlias = RecordConsentRequest  # noqa: Y015
+
+@_typing.final
+class RecordConsentResponse(_message.Message):
+    """RecordConsentResponse tells whether the page may see the visitor's profile now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_ALLOWED_FIELD_NUMBER: _builtins.int
+    profile_allowed: _builtins.bool
+    """Whether BrowserProfile answers attributes under this consent: false when the
+    integration's browser_consent condition is not met.
+    """
+    def __init__(
+        self,
+        *,
+        profile_allowed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile_allowed", b"profile_allowed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConsentResponse: _TypeAlias = RecordConsentResponse  # noqa: Y015
+
+@_typing.final
 class WatchDeliveriesRequest(_message.Message):
     """WatchDeliveriesRequest subscribes to live delivery records."""
 

@@ -57,6 +57,11 @@ class AmperityServiceStub:
                 request_serializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileRequest.SerializeToString,
                 response_deserializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileResponse.FromString,
                 _registered_method=True)
+        self.RecordConsent = channel.unary_unary(
+                '/datafly.amperity.v1.AmperityService/RecordConsent',
+                request_serializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentRequest.SerializeToString,
+                response_deserializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentResponse.FromString,
+                _registered_method=True)
         self.WatchDeliveries = channel.unary_stream(
                 '/datafly.amperity.v1.AmperityService/WatchDeliveries',
                 request_serializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.WatchDeliveriesRequest.SerializeToString,
@@ -103,6 +108,14 @@ class AmperityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordConsent(self, request, context):
+        """RecordConsent keeps a visitor's consent state without an event, so that a consent
+        withdrawn in the page stops BrowserProfile at once rather than with the next event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchDeliveries(self, request, context):
         """WatchDeliveries streams live delivery records (the spec's Live Events): the input
         event, the transformed payload and the vendor request, secrets redacted.
@@ -133,6 +146,11 @@ def add_AmperityServiceServicer_to_server(servicer, server):
                     servicer.BrowserProfile,
                     request_deserializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileRequest.FromString,
                     response_serializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileResponse.SerializeToString,
+            ),
+            'RecordConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordConsent,
+                    request_deserializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentRequest.FromString,
+                    response_serializer=datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentResponse.SerializeToString,
             ),
             'WatchDeliveries': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchDeliveries,
@@ -251,6 +269,33 @@ class AmperityService:
             '/datafly.amperity.v1.AmperityService/BrowserProfile',
             datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileRequest.SerializeToString,
             datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.BrowserProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafly.amperity.v1.AmperityService/RecordConsent',
+            datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentRequest.SerializeToString,
+            datafly_dot_amperity_dot_v1_dot_amperity__service__pb2.RecordConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

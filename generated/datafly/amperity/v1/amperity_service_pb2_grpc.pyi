@@ -52,6 +52,10 @@ class AmperityServiceStub:
     """
     BrowserProfile: _grpc.UnaryUnaryMultiCallable[_amperity_service_pb2.BrowserProfileRequest, _amperity_service_pb2.BrowserProfileResponse]
     """BrowserProfile returns the allowlisted subset of a visitor's attributes for a page."""
+    RecordConsent: _grpc.UnaryUnaryMultiCallable[_amperity_service_pb2.RecordConsentRequest, _amperity_service_pb2.RecordConsentResponse]
+    """RecordConsent keeps a visitor's consent state without an event, so that a consent
+    withdrawn in the page stops BrowserProfile at once rather than with the next event.
+    """
     WatchDeliveries: _grpc.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
     event, the transformed payload and the vendor request, secrets redacted.
@@ -81,6 +85,10 @@ class AmperityServiceAsyncStub(AmperityServiceStub):
     """
     BrowserProfile: _aio.UnaryUnaryMultiCallable[_amperity_service_pb2.BrowserProfileRequest, _amperity_service_pb2.BrowserProfileResponse]  # type: ignore[assignment]
     """BrowserProfile returns the allowlisted subset of a visitor's attributes for a page."""
+    RecordConsent: _aio.UnaryUnaryMultiCallable[_amperity_service_pb2.RecordConsentRequest, _amperity_service_pb2.RecordConsentResponse]  # type: ignore[assignment]
+    """RecordConsent keeps a visitor's consent state without an event, so that a consent
+    withdrawn in the page stops BrowserProfile at once rather than with the next event.
+    """
     WatchDeliveries: _aio.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]  # type: ignore[assignment]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
     event, the transformed payload and the vendor request, secrets redacted.
@@ -131,6 +139,16 @@ class AmperityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_amperity_service_pb2.BrowserProfileResponse, _abc.Awaitable[_amperity_service_pb2.BrowserProfileResponse]]:
         """BrowserProfile returns the allowlisted subset of a visitor's attributes for a page."""
+
+    @_abc_1.abstractmethod
+    def RecordConsent(
+        self,
+        request: _amperity_service_pb2.RecordConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_amperity_service_pb2.RecordConsentResponse, _abc.Awaitable[_amperity_service_pb2.RecordConsentResponse]]:
+        """RecordConsent keeps a visitor's consent state without an event, so that a consent
+        withdrawn in the page stops BrowserProfile at once rather than with the next event.
+        """
 
     @_abc_1.abstractmethod
     def WatchDeliveries(

@@ -1,0 +1,194 @@
+"""POST /v1/consent: a consent withdrawn in the page stops /v1/enrich at once, no event needed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+
+from amperity_signal.gateway import GatewaySettings, create_gateway_app
+from amperity_signal.sandbox import SandboxApp, create_app
+from amperity_signal.service.app import Deps, Service, build_server
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.contract.harness import SANDBOX_URL
+from tests.support import ALICE_EMAIL, integration_dict, mint_keys, settings_for
+
+from .fakes import KNOWN_KEY, RunningService
+
+VISITOR = "anon-withdraws"
+
+
+@dataclass
+class Stack:
+    """The gateway's client, the real service behind it and its sandbox."""
+
+    client: httpx.AsyncClient
+    service: Service
+    sandbox: SandboxApp
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """The real service (browser_consent=functional) behind the gateway."""
+    sandbox = create_app(profile_delay=0.0, seed=7)
+    assert isinstance(sandbox, SandboxApp)
+    settings = settings_for(
+        integration_dict(SANDBOX_URL, mint_keys(), browser_consent="functional")
+    )
+    service: Service = build_server(settings, Deps(transport=httpx.ASGITransport(app=sandbox)))
+    await service.start()
+    app = create_gateway_app(
+        settings=GatewaySettings.from_settings(settings),
+        channel_factory=service.in_process_channel,
+    )
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+    try:
+        async with app.router.lifespan_context(app):
+            yield Stack(client, service, sandbox)
+    finally:
+        await client.aclose()
+        await service.stop(0)
+
+
+async def _enrich(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get(
+        "/v1/enrich",
+        params={"provider": "amperity", "anonymous_id": VISITOR},
+        headers={"X-Pipeline-Key": "pk_web"},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _consent(client: httpx.AsyncClient, consent: dict[str, Any]) -> httpx.Response:
+    return await client.post(
+        "/v1/consent",
+        json={"anonymousId": VISITOR, "consent": consent},
+        headers={"X-Pipeline-Key": "pk_web"},
+    )
+
+
+async def _ingested(sandbox: SandboxApp) -> int:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox), base_url=SANDBOX_URL
+    ) as inspector:
+        response = await inspector.get("/_sandbox/events")
+    response.raise_for_status()
+    return len(response.json()["events"])
+
+
+async def test_a_withdrawal_stops_enrich_at_once_and_a_grant_restores_it(
+    stack: Stack,
+) -> None:
+    """Withdrawn via /v1/consent (no event): /v1/enrich answers {} as for denied consent."""
+    client, sandbox = stack.client, stack.sandbox
+    identify = {
+        "type": "identify",
+        "anonymousId": VISITOR,
+        "traits": {"email": ALICE_EMAIL},
+        "context": {"consent": {"functional": True, "marketing": True}},
+    }
+    delivered = await client.post("/v1/i", json=identify, headers={"X-Pipeline-Key": "pk_web"})
+    assert delivered.status_code == 200, delivered.text
+    granted = await _enrich(client)
+    assert granted["attributes"]["Persona"]
+    events_before = await _ingested(sandbox)
+    assert events_before >= 1
+
+    withdrawn = await _consent(client, {"functional": False, "marketing": True})
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json() == {"success": True, "profileAllowed": False}
+    assert await _enrich(client) == {"provider": "amperity", "attributes": {}}
+    assert await _ingested(sandbox) == events_before  # recorded without an event
+
+    regranted = await _consent(client, {"functional": True, "marketing": True})
+    assert regranted.json() == {"success": True, "profileAllowed": True}
+    assert await _enrich(client) == granted
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.RecordConsentRequest(pipeline_key="pk_web"), "anonymous_id"),
+        (
+            pb.RecordConsentRequest(
+                pipeline_key="pk_web",
+                anonymous_id=VISITOR,
+                consent=pb.Consent(google=pb.GoogleConsent(ad_storage="maybe")),
+            ),
+            "consent.google.ad_storage",
+        ),
+    ],
+)
+async def test_record_consent_refuses_what_deliver_would_naming_the_field(
+    stack: Stack, request_: pb.RecordConsentRequest, field: str
+) -> None:
+    """The RPC itself (for callers other than the gateway) names the field to fix."""
+    channel = stack.service.in_process_channel()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.AmperityServiceStub(channel).RecordConsent(request_)
+    finally:
+        await channel.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (caught.value.details() or "")
+
+
+async def test_consent_takes_the_visitor_from_the_dfid_cookie(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Without anonymousId in the body the _dfid cookie names the visitor."""
+    response = await gateway.post(
+        "/v1/consent",
+        json={"consent": {"functional": True, "google": {"ad_storage": "denied"}}},
+        headers={"X-Pipeline-Key": KNOWN_KEY, "Cookie": "_dfid=visitor-cookie"},
+    )
+    assert response.json() == {"success": True, "profileAllowed": True}
+    (request,) = service.fake.consent_requests
+    assert request.anonymous_id == "visitor-cookie"
+    assert request.consent.functional is True
+    assert request.consent.google.ad_storage == "denied"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"consent": {"functional": True}}, "MISSING_ANONYMOUS_ID", "anonymousId"),
+        ({"anonymousId": 7, "consent": {}}, "INVALID_CONSENT", "anonymousId"),
+        ({"anonymousId": "a" * 201, "consent": {}}, "INVALID_ANONYMOUS_ID", "anonymousId"),
+        ({"anonymousId": "v"}, "INVALID_CONSENT", "consent"),
+        (
+            {"anonymousId": "v", "consent": {"functional": "no"}},
+            "INVALID_CONSENT",
+            "consent.functional",
+        ),
+        (
+            {"anonymousId": "v", "consent": {"google": {"ad_storage": "maybe"}}},
+            "INVALID_CONSENT",
+            "consent.google.ad_storage",
+        ),
+        ([], "INVALID_CONSENT", "body"),
+    ],
+)
+async def test_a_bad_consent_body_is_a_400_naming_the_field(
+    gateway: httpx.AsyncClient,
+    service: RunningService,
+    body: Any,
+    code: str,
+    field: str,
+) -> None:
+    """Each malformed body is refused with a code and the field to fix; nothing is kept."""
+    response = await gateway.post("/v1/consent", json=body, headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["field"] == field
+    assert service.fake.consent_requests == []

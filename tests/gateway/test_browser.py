@@ -14,9 +14,9 @@ from playwright.async_api import Response, async_playwright
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
 
-from .chromium import CHROMIUM_ARGS
+from .chromium import CHROMIUM_ARGS, launch
 from .conftest import gateway_settings, served
-from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, RunningService, live_record
+from .fakes import CANNED_ATTRIBUTES, KNOWN_KEY, KNOWN_VISITOR, RunningService, live_record
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -108,6 +108,57 @@ async def test_demo_page_personalises_after_identify(
     batches = [n for n in network if n[1].endswith("/v1/batch")]
     assert batches
     assert all(status == 200 for _, _, status in batches)
+
+
+async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
+    gateway_url: str, service: RunningService
+) -> None:
+    """The page withdraws consent: profile {} at once, the gateway told, no /v1/enrich."""
+    _require_chromium()
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            context = await browser.new_context()
+            await context.add_cookies(
+                [{"name": "_dfid", "value": KNOWN_VISITOR, "url": gateway_url}]
+            )
+            page = await context.new_page()
+            await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            assert await page.evaluate("window.datafly.profile.amperity") == CANNED_ATTRIBUTES
+            assert await page.get_attribute("#hero", "data-variant") == "promo"
+            lookups: list[str] = []
+            page.on("request", lambda r: lookups.append(r.url) if "/v1/enrich" in r.url else None)
+
+            async with page.expect_response(lambda r: r.url.endswith("/v1/consent")) as told:
+                cleared = await page.evaluate(
+                    "window.datafly.consent({ functional: false }), window.datafly.profile.amperity"
+                )
+            assert cleared == {}
+            assert (await told.value).status == 200
+            assert await page.get_attribute("#hero", "data-variant") == "default"
+            assert await page.evaluate("window.datafly.refreshProfile()") == {}
+            assert lookups == []
+            (request,) = service.fake.consent_requests
+            assert request.anonymous_id == KNOWN_VISITOR
+            assert not request.consent.functional
+
+            # Another tab, before any event: the gateway already answers as for denied.
+            other = await context.new_page()
+            await other.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+            await other.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            assert await other.evaluate("window.datafly.profile.amperity") == {}
+
+            restored = await page.evaluate(
+                """new Promise((resolve) => {
+                  const stop = window.datafly.onProfileChange((p) => { stop(); resolve(p); });
+                  window.datafly.consent({ functional: true });
+                })"""
+            )
+            assert restored == CANNED_ATTRIBUTES
+            assert await page.get_attribute("#hero", "data-variant") == "promo"
+        finally:
+            await browser.close()
 
 
 async def test_live_page_marks_where_a_slow_page_missed_deliveries(service: RunningService) -> None:

@@ -252,3 +252,138 @@ def test_consent_merges_categories_as_it_merges_google() -> None:
         "categories": {"C0001": True, "C0002": False},
         "google": {"ad_storage": "denied", "analytics_storage": "granted"},
     }
+
+
+_ALLOWED = {"status": 200, "body": {"success": True, "profileAllowed": True}}
+_DENIED = {"status": 200, "body": {"success": True, "profileAllowed": False}}
+_ATTRIBUTES = {"Persona": "Value Hunter"}
+_HYDRATED = {"status": 200, "body": {"provider": "amperity", "attributes": _ATTRIBUTES}}
+_INIT = """
+  const datafly = createDatafly();
+  const heard = [];
+  datafly.onProfileChange((profile) => heard.push(profile));
+  datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: {} });
+"""
+
+
+def _paths(run: Any) -> list[str]:
+    return [
+        r["url"].split("?")[0].removeprefix("https://collect.example.com") for r in run["requests"]
+    ]
+
+
+def test_a_withdrawal_clears_the_profile_at_once_and_tells_the_gateway() -> None:
+    """consent() denying clears profile.amperity synchronously, POSTs /v1/consent, no refetch."""
+    scenario = (
+        _INIT
+        + """
+      const before = await datafly.onProfileReady();
+      datafly.consent({ functional: false, categories: { C0003: false } });
+      const cleared = datafly.profile.amperity;
+      const refreshed = await datafly.refreshProfile();
+      return { before, cleared, refreshed, heard, after: datafly.profile.amperity };
+    """
+    )
+    run = run_datafly(scenario, [_HYDRATED, _DENIED])
+    assert run["result"] == {
+        "before": _ATTRIBUTES,
+        "cleared": {},
+        "refreshed": {},
+        "heard": [_ATTRIBUTES, {}],
+        "after": {},
+    }
+    assert _paths(run) == ["/v1/enrich", "/v1/consent"]  # no lookup while denied
+    consent = run["requests"][1]["body"]
+    assert consent["consent"] == {"functional": False, "categories": {"C0003": False}}
+    assert consent["anonymousId"]
+
+
+def test_a_grant_after_a_withdrawal_fetches_the_profile_again() -> None:
+    """Re-granting tells the gateway, and the profile is looked up and hydrated again."""
+    scenario = (
+        _INIT
+        + """
+      await datafly.onProfileReady();
+      datafly.consent({ functional: false });
+      await datafly.refreshProfile();
+      const restored = await new Promise((resolve) => {
+        const stop = datafly.onProfileChange((profile) => { stop(); resolve(profile); });
+        datafly.consent({ functional: true });
+      });
+      return { restored, heard };
+    """
+    )
+    run = run_datafly(scenario, [_HYDRATED, _DENIED, _ALLOWED, _HYDRATED])
+    assert run["result"] == {"restored": _ATTRIBUTES, "heard": [_ATTRIBUTES, {}, _ATTRIBUTES]}
+    assert _paths(run) == ["/v1/enrich", "/v1/consent", "/v1/consent", "/v1/enrich"]
+    assert run["requests"][2]["body"]["consent"] == {"functional": True}
+
+
+def test_a_lookup_answered_after_a_withdrawal_does_not_reach_the_page() -> None:
+    """Consent denied while the first /v1/enrich is on its way: its attributes are dropped."""
+    scenario = (
+        _INIT
+        + """
+      datafly.consent({ functional: false });
+      const ready = await datafly.onProfileReady();
+      return { ready, profile: datafly.profile.amperity, heard };
+    """
+    )
+    run = run_datafly(scenario, [_HYDRATED, _DENIED])
+    assert run["result"] == {"ready": {}, "profile": {}, "heard": [{}]}
+
+
+def test_a_lookup_already_sent_when_consent_is_withdrawn_is_dropped() -> None:
+    """The first /v1/enrich answers only after the withdrawal: its attributes never show."""
+    scenario = (
+        """
+      const answered = globalThis.fetch;
+      let release;
+      const held = new Promise((resolve) => { release = resolve; });
+      globalThis.fetch = async (url, init) => {
+        const response = await answered(url, init);
+        if (String(url).includes('/v1/enrich')) await held;
+        return response;
+      };
+    """
+        + _INIT
+        + """
+      await new Promise((resolve) => { setImmediate(resolve); });
+      datafly.consent({ functional: false });
+      release();
+      const ready = await datafly.onProfileReady();
+      return { ready, profile: datafly.profile.amperity, heard };
+    """
+    )
+    run = run_datafly(scenario, [_HYDRATED, _DENIED])
+    assert _paths(run) == ["/v1/enrich", "/v1/consent"]
+    assert run["result"] == {"ready": {}, "profile": {}, "heard": [{}]}
+
+
+def test_consent_given_before_init_is_sent_before_the_first_lookup() -> None:
+    """A denial set before init reaches the gateway first; no profile is fetched."""
+    scenario = """
+      const datafly = createDatafly();
+      datafly.consent({ functional: false });
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: {} });
+      return await datafly.onProfileReady();
+    """
+    run = run_datafly(scenario, [_DENIED])
+    assert run["result"] == {}
+    assert _paths(run) == ["/v1/consent"]
+
+
+def test_events_queued_before_a_withdrawal_leave_with_it() -> None:
+    """An event queued under granted consent but not sent yet carries the withdrawal."""
+    scenario = """
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      datafly.consent({ functional: true });
+      datafly.track('queued');
+      datafly.consent({ functional: false });
+      await datafly.flush();
+      return null;
+    """
+    run = run_datafly(scenario, [])
+    (batch,) = [r["body"]["batch"] for r in run["requests"] if r["url"].endswith("/v1/batch")]
+    assert [event["context"]["consent"] for event in batch] == [{"functional": False}]

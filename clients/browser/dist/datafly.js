@@ -6,8 +6,10 @@
 //
 // Collects page/track/identify events into batches for the gateway's /v1/batch, keeps the
 // visitor's anonymous id in the first-party _dfid cookie, and hydrates profile.amperity
-// from GET /v1/enrich?provider=amperity. Dependency-free; no build step is needed for the
-// ES module, and build.mjs wraps this same source into dist/datafly.js for <script> tags.
+// from GET /v1/enrich?provider=amperity. A consent change goes to POST /v1/consent at once,
+// so a withdrawal stops the profile everywhere without waiting for the next event; while
+// the gateway says the profile is not allowed, none is fetched. Dependency-free; no build
+// step is needed for the ES module, and build.mjs wraps this same source into dist/datafly.js for <script> tags.
 
 const COOKIE_NAME = '_dfid';
 const COOKIE_MAX_AGE = 365 * 24 * 60 * 60;
@@ -25,6 +27,37 @@ const RETRYABLE_CODES = new Set([
   'RATE_LIMITED', 'SERVICE_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UPSTREAM_ERROR', 'INTERNAL',
 ]);
 const UTM = ['source', 'medium', 'campaign', 'term', 'content'];
+const CONSENT_MAPS = ['categories', 'google'];
+
+function isGranted(value) {
+  return value === true || value === 'granted';
+}
+
+// Each consent signal as "name" or "categories.CODE" / "google.PARAMETER", with its value.
+function consentSignals(consent) {
+  const signals = new Map();
+  for (const [key, value] of Object.entries(consent || {})) {
+    if (CONSENT_MAPS.includes(key) && value && typeof value === 'object') {
+      for (const [name, inner] of Object.entries(value)) signals.set(`${key}.${name}`, inner);
+    } else {
+      signals.set(key, value);
+    }
+  }
+  return signals;
+}
+
+// What a consent update changed: whether some signal now denies (a withdrawal, or a first
+// report that is not a grant) and whether some signal is newly granted.
+function consentChange(previous, next) {
+  const before = consentSignals(previous);
+  const change = { denied: false, granted: false };
+  for (const [name, value] of consentSignals(next)) {
+    if (before.has(name) && before.get(name) === value) continue;
+    if (isGranted(value)) change.granted = true;
+    else change.denied = true;
+  }
+  return change;
+}
 
 function uuid() {
   const c = globalThis.crypto;
@@ -116,7 +149,7 @@ function pageContext() {
 /**
  * Create an independent datafly instance (the exported `datafly` is one of these).
  * @returns {object} The instance: init, page, track, identify, consent, flush,
- *   onProfileReady, refreshProfile and profile.
+ *   onProfileReady, onProfileChange, refreshProfile and profile.
  */
 function createDatafly() {
   const state = {
@@ -129,6 +162,13 @@ function createDatafly() {
     consent: null,
     profileReady: null,
     resolveReady: null,
+    // Whether the gateway last said the page may see the profile (POST /v1/consent).
+    profileAllowed: true,
+    // Bumped when consent is denied: a profile lookup started before is thrown away.
+    consentGeneration: 0,
+    // The consent sends, one after the other, so the gateway keeps the latest state.
+    consentSync: Promise.resolve(),
+    profileListeners: new Set(),
   };
   const api = { profile: {} };
   state.profileReady = new Promise((resolve) => {
@@ -225,7 +265,36 @@ function createDatafly() {
     }
   }
 
+  function setProfile(provider, attributes) {
+    api.profile[provider] = attributes;
+    if (provider !== 'amperity') return;
+    for (const listener of [...state.profileListeners]) {
+      try {
+        listener(attributes);
+      } catch {
+        // one page callback failing must not stop the others, nor the client
+      }
+    }
+  }
+
+  function providers() {
+    const enrich = state.config && state.config.enrich;
+    const named = enrich && Array.isArray(enrich.providers) ? enrich.providers : ['amperity'];
+    return [...new Set([...named, ...Object.keys(api.profile)])];
+  }
+
+  // Consent was denied: nothing the page held from the profile stays visible.
+  function clearProfile() {
+    for (const provider of providers()) {
+      const current = api.profile[provider];
+      if (current === undefined || (current && Object.keys(current).length)) {
+        setProfile(provider, {});
+      }
+    }
+  }
+
   async function lookUp(base, provider) {
+    const generation = state.consentGeneration;
     try {
       const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
       const response = await fetch(`${base}/v1/enrich?${query}`, {
@@ -235,8 +304,10 @@ function createDatafly() {
       });
       if (!response.ok) return;
       const data = await response.json();
+      // Consent denied while the answer was on its way: it must not reach the page.
+      if (generation !== state.consentGeneration || !state.profileAllowed) return;
       if (data && typeof data.attributes === 'object' && data.attributes !== null) {
-        api.profile[provider] = data.attributes;
+        setProfile(provider, data.attributes);
       }
     } catch {
       // a failed lookup leaves the profile as it was; the page renders its default
@@ -246,6 +317,16 @@ function createDatafly() {
   async function fetchProfile() {
     const enrich = state.config.enrich;
     if (!enrich) return api.profile.amperity || {};
+    // A consent change on its way to the gateway decides first, also one made meanwhile.
+    let sync;
+    do {
+      sync = state.consentSync;
+      await sync;
+    } while (sync !== state.consentSync);
+    if (!state.profileAllowed) {
+      clearProfile();
+      return {};
+    }
     try {
       const base = trimSlash(enrich.endpoint || state.config.endpoint);
       await Promise.all((enrich.providers || ['amperity']).map((provider) => lookUp(base, provider)));
@@ -254,6 +335,36 @@ function createDatafly() {
       // still resolves instead of leaving the page waiting for ever
     }
     return api.profile.amperity || {};
+  }
+
+  // Tell the gateway the visitor's whole consent state now (POST /v1/consent). Batches
+  // already sent carry the state before it, so they are let finish first: the gateway keeps
+  // the last state it hears. A failed send after a denial keeps the profile off.
+  function sendConsent(denied) {
+    const sending = state.consentSync.then(async () => {
+      await Promise.all([...state.inFlight]);
+      const body = JSON.stringify({ anonymousId: state.anonymousId, consent: state.consent });
+      let allowed = !denied;
+      try {
+        const response = await fetch(collectorUrl('/v1/consent', false), {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
+          body,
+          credentials: 'include',
+          keepalive: fitsKeepalive(body),
+        });
+        if (response.ok) {
+          const data = await response.json();
+          allowed = !(data && data.profileAllowed === false);
+        }
+      } catch {
+        // unreachable gateway: decided as above; the next event carries the consent too
+      }
+      state.profileAllowed = allowed;
+      if (!allowed) clearProfile();
+    });
+    state.consentSync = sending.catch(() => {});
+    return state.consentSync;
   }
 
   /**
@@ -285,6 +396,8 @@ function createDatafly() {
         });
       }
     }
+    // Consent given before init is told first: the first lookup waits for it.
+    if (state.consent) sendConsent(consentChange({}, state.consent).denied);
     fetchProfile().then(state.resolveReady);
     return api;
   };
@@ -315,7 +428,12 @@ function createDatafly() {
     enqueue({ type: 'identify', traits: { ...(traits || {}) } });
   };
 
-  /** Set (merge) the visitor's consent; it rides on every later event's context. */
+  /**
+   * Set (merge) the visitor's consent; it rides on every later event's context and is
+   * sent to the gateway at once. When a signal is denied, profile.amperity is cleared at
+   * once (onProfileChange listeners hear {}) and no profile is fetched while the gateway
+   * says it is not allowed; a grant fetches it again.
+   */
   api.consent = (consent) => {
     const previous = state.consent || {};
     const merged = { ...previous, ...(consent || {}) };
@@ -324,7 +442,24 @@ function createDatafly() {
     for (const key of ['categories', 'google']) {
       if (consent && consent[key]) merged[key] = { ...(previous[key] || {}), ...consent[key] };
     }
+    const before = state.consent;
     state.consent = merged;
+    // Events not sent yet leave with the visitor's current choice, not the one they
+    // were queued under (a withdrawal must not be undone by an older batch).
+    for (const event of state.queue) {
+      if (event.context && event.context.consent === before) event.context.consent = merged;
+    }
+    const change = consentChange(previous, merged);
+    if (!change.denied && !change.granted) return;
+    if (change.denied) {
+      state.consentGeneration += 1;
+      clearProfile();
+    }
+    if (!state.config) return; // init sends it
+    sendConsent(change.denied).then(() => {
+      if (state.profileAllowed && state.config.enrich) return fetchProfile();
+      return undefined;
+    });
   };
 
   /** Send every queued event now; resolves when they (and earlier sends) are answered. */
@@ -337,6 +472,17 @@ function createDatafly() {
       sending.finally(() => state.inFlight.delete(sending));
     }
     return Promise.all([...state.inFlight]).then(() => undefined);
+  };
+
+  /**
+   * Call `listener(profile.amperity)` each time profile.amperity is replaced: by a
+   * lookup, or by {} when consent is denied.
+   * @returns {() => void} Stops the calls.
+   */
+  api.onProfileChange = (listener) => {
+    if (typeof listener !== 'function') throw new Error('datafly.onProfileChange: pass a function');
+    state.profileListeners.add(listener);
+    return () => state.profileListeners.delete(listener);
   };
 
   /** Resolves with profile.amperity ({} when none) once the first lookup is done, even a failed one. */

@@ -134,7 +134,7 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
                 cleared = await page.evaluate(
                     "window.datafly.consent({ functional: false }), window.datafly.profile.amperity"
                 )
-            assert cleared == {}
+                assert cleared == {}  # before the gateway has answered
             assert (await told.value).status == 200
             assert await page.get_attribute("#hero", "data-variant") == "default"
             assert await page.evaluate("window.datafly.refreshProfile()") == {}

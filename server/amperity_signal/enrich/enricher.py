@@ -33,6 +33,13 @@ from amperity_signal.enrich.result import EnrichResult, attach, with_personalize
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.metrics import Metrics
 
+MAX_EXTRA_FLIGHTS = 2
+"""Calls again at most this often for a caller whose shared calls ran out of time.
+
+Usually once is enough (the caller starts the next call, with its own deadline); the bound
+only matters when newer callers with short deadlines keep starting the calls it joins.
+"""
+
 
 class Enricher:
     """Resolves visitors against Amperity and attaches their attributes to events.
@@ -74,7 +81,7 @@ class Enricher:
         self._breakers: dict[str, Breaker] = {}
         self.identity_map = IdentityMap(self._cache, ttl=settings.identity_ttl, expiry=expiry)
         self._resolver = Resolver(
-            settings, cache=self._cache, expiry=expiry, metrics=metrics, logger=log
+            settings, cache=self._cache, expiry=expiry, metrics=metrics, logger=log, clock=clock
         )
         self._personaliser = Personaliser(
             ttl=settings.personalized_ttl,
@@ -245,9 +252,20 @@ class Enricher:
                 client=client,
                 breaker=breaker,
                 deadline=deadline,
+                max_retries=integration.max_retries,
             )
 
-        outcome: Outcome = await self._flights.run((integration.id, "resolve", found), resolve)
+        # The shared call runs with the deadline of the caller that started it. A caller
+        # whose own deadline is later, when that call ran out of time, calls again (sharing
+        # that call with others in the same case), so each caller gets the best answer its
+        # own deadline allows, and concurrent misses still make one call when none ran out.
+        flight = (integration.id, "resolve", found)
+        outcome: Outcome = await self._flights.run(flight, resolve)
+        for _ in range(MAX_EXTRA_FLIGHTS):
+            ran_out_at = outcome.ran_out_at
+            if ran_out_at is None or (deadline is not None and deadline <= ran_out_at):
+                break
+            outcome = await self._flights.run(flight, resolve)
         return outcome
 
     def _count_degraded(self, integration_id: str) -> None:

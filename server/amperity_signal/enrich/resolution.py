@@ -10,6 +10,10 @@ Order of work for one visitor (``Resolver.resolve``):
 3. With a profile id, attributes come from the lookup's profile, the attribute cache, or
    ``get_profile``; when that refresh fails the last good copy is served, marked stale.
 
+A failure the call's own deadline caused (nothing sent, or retrying cut short by it) is not
+remembered as an error: the next caller's deadline may be fine. The outcome names that
+deadline (``ran_out_at``), so a single-flight joiner with more time can call again.
+
 ``Resolver.cached`` makes the same walk from the cache only and returns None when a partner
 call would be needed; the enricher runs it first and takes the single-flight path only then.
 """
@@ -17,6 +21,7 @@ call would be needed; the enricher runs it first and takes the single-flight pat
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,6 +55,9 @@ class Outcome:
         attributes: The profile's attributes, or None when none could be obtained.
         status: How the answer was obtained (hit, miss, stale, dampened).
         warnings: What went wrong, with the fix.
+        ran_out_at: The deadline a partner call of this resolution ran out of time against
+            (nothing sent, or its retrying cut short by it), or None. A caller whose own
+            deadline is later could get a better answer by calling again.
     """
 
     profile_id: str | None
@@ -57,6 +65,7 @@ class Outcome:
     attributes: dict[str, Any] | None
     status: CacheStatus
     warnings: tuple[str, ...] = ()
+    ran_out_at: float | None = None
 
 
 @dataclass
@@ -67,13 +76,14 @@ class _Round:
     dampened: bool = False
     not_found: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    ran_out_at: float | None = None
 
     def unresolved(self, total: int) -> Outcome:
         warnings = list(self.warnings)
         if total and len(self.not_found) == total:
             warnings += [messages.not_found(self.not_found), messages.LINKING_KEYS_404]
         status: CacheStatus = "dampened" if self.dampened and not self.called else "miss"
-        return Outcome(None, None, None, status, tuple(warnings))
+        return Outcome(None, None, None, status, tuple(warnings), self.ran_out_at)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ class _Call:
     breaker: Breaker
     deadline: float | None
     allow_calls: bool
+    max_retries: int = 0
 
 
 class Resolver:
@@ -97,6 +108,7 @@ class Resolver:
         expiry: Applies jitter to a TTL.
         metrics: ``cache_events`` gets ``res/dampened`` and ``good/stale`` counts.
         logger: Where ``partner resolve failed`` is logged.
+        clock: Monotonic seconds, the clock deadlines are expressed in.
     """
 
     def __init__(
@@ -107,8 +119,10 @@ class Resolver:
         expiry: Callable[[float], float],
         metrics: Metrics,
         logger: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._clock = clock
         self._dampened = metrics.cache_events.labels(cache="res", result="dampened")
         self._stale = metrics.cache_events.labels(cache="good", result="stale")
         self._cache = cache
@@ -140,13 +154,23 @@ class Resolver:
         client: ProfileClient,
         breaker: Breaker,
         deadline: float | None,
+        max_retries: int,
     ) -> Outcome:
         """Resolve a visitor and get its attributes, calling the Profile API where needed.
 
         Called after ``cached`` found a call needed: the walk re-reads the entries (another
         flight may just have written them) without counting them again in the hit ratio.
+        ``max_retries`` is the integration's, to tell retries running out from the deadline.
         """
-        call = _Call(integration_id, scope, client, breaker, deadline, allow_calls=True)
+        call = _Call(
+            integration_id,
+            scope,
+            client,
+            breaker,
+            deadline,
+            allow_calls=True,
+            max_retries=max_retries,
+        )
         outcome = await self._walk(call, candidates)
         return outcome if outcome is not None else Outcome(None, None, None, "miss")
 
@@ -219,7 +243,9 @@ class Resolver:
             )
         except AmperityError as exc:
             stop = self._failed(integration_id, "lookup", exc, breaker)
-            if not nothing_sent(exc):  # this caller's deadline is not the next caller's
+            if self._ran_out(exc, call):
+                walk.ran_out_at = call.deadline
+            elif not nothing_sent(exc):  # this caller's deadline is not the next caller's
                 message = exc.message if isinstance(exc, AmperityRejected) else None
                 marker = {"miss": "error", "reason": exc.reason, "message": message, "stop": stop}
                 await self._cache.set(key, marker, self._expiry(self._settings.error_ttl))
@@ -263,7 +289,8 @@ class Resolver:
             good = await self._last_good(call.scope, profile_id)
             warning = messages.partner_error(exc, stale=good is not None)
             status = "stale" if good is not None else "miss"
-            return Outcome(profile_id, candidate.key, good, status, (warning,))
+            ran_out_at = call.deadline if self._ran_out(exc, call) else None
+            return Outcome(profile_id, candidate.key, good, status, (warning,), ran_out_at)
         breaker.record_success()
         walk.called = True
         if profile is None:
@@ -313,6 +340,21 @@ class Resolver:
             return None
         self._stale.inc()
         return good
+
+    def _ran_out(self, exc: AmperityError, call: _Call) -> bool:
+        """Whether the call's deadline, not Amperity, ended a failed call.
+
+        Nothing was sent, or retries were left but the next one (``retry_after`` away) would
+        have come after the deadline; an attempt whose timeout the deadline shortened fails
+        at the deadline, so it counts too.
+        """
+        deadline = call.deadline
+        if deadline is None or not isinstance(exc, AmperityUnavailable):
+            return False
+        if exc.attempts == 0:
+            return True
+        retries_left = exc.attempts <= call.max_retries
+        return retries_left and self._clock() + exc.retry_after >= deadline
 
     def _failed(
         self, integration_id: str, endpoint: str, exc: AmperityError, breaker: Breaker

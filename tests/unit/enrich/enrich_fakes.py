@@ -9,7 +9,7 @@ from typing import Any
 
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import Enricher
-from amperity_signal.errors import AmperityError
+from amperity_signal.errors import AmperityError, AmperityUnavailable
 
 EnricherFactory = Callable[..., Enricher]
 """The ``make_enricher`` fixture: builds an Enricher, keyword arguments override its wiring."""
@@ -48,6 +48,9 @@ class FakeProfileClient:
         error: When set, every call raises it.
         gate: When set, calls wait for it (to hold concurrent callers in flight).
         personalise: Builds personalised attributes from a profile id and its context.
+        clock: When set, a call whose deadline passed while it waited fails as the real
+            client's does: ``AmperityUnavailable`` after ``late_attempts`` attempts (0:
+            nothing was sent; 1: the one attempt's timeout was cut short by the deadline).
     """
 
     def __init__(self) -> None:
@@ -57,6 +60,8 @@ class FakeProfileClient:
         self.gets: list[tuple[str, dict[str, str] | None]] = []
         self.error: AmperityError | None = None
         self.gate: asyncio.Event | None = None
+        self.clock: Callable[[], float] | None = None
+        self.late_attempts = 0
         self.personalise: Callable[[str, Mapping[str, str]], dict[str, Any]] = lambda _p, ctx: {
             "Offer": f"{ctx.get('pageCategory', 'none')}-promo"
         }
@@ -75,15 +80,21 @@ class FakeProfileClient:
     def plain_gets(self) -> list[tuple[str, dict[str, str] | None]]:
         return [call for call in self.gets if call[1] is None]
 
-    async def _enter(self) -> None:
+    async def _enter(self, deadline: float | None) -> None:
         if self.gate is not None:
             await self.gate.wait()
+        if self.clock is not None and deadline is not None and self.clock() >= deadline:
+            raise AmperityUnavailable(
+                "the call's deadline passed",
+                reason="AMPERITY_UNAVAILABLE",
+                attempts=self.late_attempts,
+            )
         if self.error is not None:
             raise self.error
 
     async def lookup(self, key: str, value: str, *, deadline: float | None) -> FakeProfile | None:
         self.lookups.append((key, value))
-        await self._enter()
+        await self._enter(deadline)
         profile_id = self.by_key.get((key, value))
         if profile_id is None:
             return None
@@ -97,7 +108,7 @@ class FakeProfileClient:
         deadline: float | None,
     ) -> FakeProfile | None:
         self.gets.append((profile_id, dict(context) if context is not None else None))
-        await self._enter()
+        await self._enter(deadline)
         if profile_id not in self.profiles:
             return None
         if context is not None:

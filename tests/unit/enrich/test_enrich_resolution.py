@@ -11,6 +11,7 @@ import pytest
 
 from amperity_signal.enrich import Enricher, MemoryStore
 from amperity_signal.enrich.messages import LINKING_KEYS_404
+from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
@@ -275,3 +276,64 @@ async def test_a_shared_cache_never_answers_with_another_tenants_or_collections_
     assert not result.resolved
     assert "partner_attrs" not in result.event
     assert elsewhere.lookups[0] == ("email_sha256", ALICE_SHA)
+
+
+@pytest.mark.parametrize("late_attempts", [0, 1], ids=["nothing_sent", "timed_out"])
+async def test_a_joiner_with_more_time_than_the_shared_call_calls_again(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock, late_attempts: int
+) -> None:
+    """A shared lookup that ran out of its starter's deadline does not fail a joiner with time."""
+    client.gate = asyncio.Event()
+    client.clock = clock
+    client.late_attempts = late_attempts
+    short = asyncio.create_task(
+        enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + 1)
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the short caller starts the flight first
+    patient = asyncio.create_task(
+        enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + 30)
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the patient caller joins it
+    clock.advance(2)  # the partner answers after the short deadline
+    client.gate.set()
+    first, second = await asyncio.gather(short, patient)
+    assert not first.resolved
+    assert second.resolved
+    assert second.amperity_id == "p-alice"
+    assert client.lookups == [("email_sha256", ALICE_SHA)] * 2
+
+
+async def test_concurrent_callers_with_ample_deadlines_still_share_one_call(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """Different deadlines alone do not cost extra calls: the shared call had time enough."""
+    client.gate = asyncio.Event()
+    client.clock = clock
+    calls = [
+        asyncio.create_task(
+            enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + seconds)
+        )
+        for seconds in (2, 5, 30)
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield to the event loop so every task reaches the flight
+    client.gate.set()
+    results = await asyncio.gather(*calls)
+    assert all(r.amperity_id == "p-alice" for r in results)
+    assert client.lookups == [("email_sha256", ALICE_SHA)]
+
+
+async def test_retries_running_out_within_the_deadline_are_still_dampened(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """Amperity failing every retry is an answer: remembered for error_ttl, not called again."""
+    client.error = AmperityUnavailable(
+        "Amperity answered 503", reason="AMPERITY_UNAVAILABLE", attempts=6, retry_after=3.2
+    )
+    first = await enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + 2)
+    second = await enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + 30)
+    assert not first.resolved
+    assert second.cache_status == "dampened"
+    assert len(client.lookups) == 1

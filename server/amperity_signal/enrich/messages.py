@@ -86,6 +86,10 @@ def breaker_open(failures: int, retry_in: float, *, stale: bool) -> str:
 
 
 _STALE: Final = "; attached the last known attributes (stale)"
+STALE_LATER_KEY: Final = (
+    f"{RESOLVE_FAILED}: attached the last known attributes of a later linking key's cached "
+    "profile (stale)"
+)
 
 
 def _status(status_code: int | None) -> str:

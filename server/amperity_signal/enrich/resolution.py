@@ -9,6 +9,9 @@ Order of work for one visitor (``Resolver.resolve``):
    404 as "not found" for ``not_found_ttl``, a failure as "error" for ``error_ttl``.
 3. With a profile id, attributes come from the lookup's profile, the attribute cache, or
    ``get_profile``; when that refresh fails the last good copy is served, marked stale.
+4. When a failure stops the walk (an outage, the breaker, a refused key), no further call is
+   made, but a later key's cached resolution still answers, with the failure's warning: the
+   first key that resolves wins, and a key that failed did not resolve.
 
 A failure the call's own deadline caused (nothing sent, or retrying cut short by it) is not
 remembered as an error: the next caller's deadline may be fine. The outcome names that
@@ -182,7 +185,8 @@ class Resolver:
         count = not call.allow_calls
         states = await self._cache.get_many(keys, count=count)
         walk = _Round()
-        for candidate, key, state in zip(candidates, keys, states, strict=True):
+        stopped_at = len(candidates)
+        for index, (candidate, key, state) in enumerate(zip(candidates, keys, states, strict=True)):
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
@@ -212,6 +216,7 @@ class Resolver:
                     )
                 )
                 if marker.get("stop"):
+                    stopped_at = index
                     break
                 continue
             if not call.allow_calls:
@@ -220,7 +225,41 @@ class Resolver:
             if done is not None:
                 return done
             if stop:
+                stopped_at = index
                 break
+        return await self._unresolved(call, candidates, states, stopped_at, walk)
+
+    async def _unresolved(
+        self,
+        call: _Call,
+        candidates: Sequence[Candidate],
+        states: Sequence[Any],
+        stopped_at: int,
+        walk: _Round,
+    ) -> Outcome:
+        """The outcome of a walk no key resolved in, up to the one at ``stopped_at``.
+
+        When a failure stopped the walk early, the later keys are not called (every call
+        would meet the same failure), but the first one resolved in the cache answers: with
+        its cached attributes, else its last good copy (stale), and the failure's warnings.
+        """
+        count = not call.allow_calls
+        later = zip(candidates[stopped_at + 1 :], states[stopped_at + 1 :], strict=True)
+        for candidate, state in later:
+            profile_id = state.get("profile_id") if isinstance(state, dict) else None
+            if not isinstance(profile_id, str):
+                continue
+            attrs_key = cache_key("attrs", call.scope, "profile_id", profile_id)
+            attributes = await self._cache.get(attrs_key, count=count)
+            warnings = tuple(walk.warnings)
+            if isinstance(attributes, dict):
+                return Outcome(
+                    profile_id, candidate.key, attributes, "hit", warnings, walk.ran_out_at
+                )
+            good = await self._last_good(call.scope, profile_id)
+            if good is not None:
+                warnings += (messages.STALE_LATER_KEY,)
+                return Outcome(profile_id, candidate.key, good, "stale", warnings, walk.ran_out_at)
         return walk.unresolved(len(candidates))
 
     async def _lookup(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import pytest
@@ -180,3 +181,67 @@ async def test_a_refused_attribute_refresh_is_dampened_for_the_error_ttl(
     recovered = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     assert recovered.cache_status == "miss"
     assert len(client.gets) == 2
+
+
+BOB_SHA = hashlib.sha256(b"bob@example.com").hexdigest()
+EMAIL_THEN_CUSTOMER_ID = [
+    {"source": "email", "key": "email_sha256", "hash": "sha256"},
+    {"source": "user_id", "key": "customer_id"},
+]
+
+
+async def test_an_outage_on_the_first_key_serves_a_later_keys_cached_profile(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """The email lookup fails, the cached customer_id resolution answers, with the warning."""
+    keys = integration(linking_keys=EMAIL_THEN_CUSTOMER_ID)
+    client.add("p-bob", {"Persona": "Loyalist"}, customer_id="cust-42")
+    known = await enricher.enrich(keys, event(user_id="cust-42"), deadline=None)
+    assert known.amperity_id == "p-bob"
+    client.error = unavailable()
+    visitor = event(user_id="cust-42", traits={"email": "bob@example.com"})
+    failed = await enricher.enrich(keys, visitor, deadline=None)  # the email lookup fails
+    dampened = await enricher.enrich(keys, visitor, deadline=None)  # its failure is remembered
+    for result in (failed, dampened):
+        assert result.amperity_id == "p-bob"
+        assert result.matched_key == "customer_id"
+        assert result.cache_status == "hit"
+        assert result.event["partner_attrs"]["amperity"] == {"Persona": "Loyalist"}
+        assert result.warnings[0].startswith("partner resolve failed")
+    assert client.lookups == [("customer_id", "cust-42"), ("email_sha256", BOB_SHA)]
+    clock.advance(61)  # attributes and the email's error entry expired; the resolution did not
+    stale = await enricher.enrich(keys, visitor, deadline=None)
+    assert stale.amperity_id == "p-bob"
+    assert stale.cache_status == "stale"
+    assert stale.event["partner_attrs"]["amperity"] == {"Persona": "Loyalist"}
+    assert client.plain_gets == []  # no call beyond the failed email lookup
+
+
+async def test_an_open_breaker_still_serves_a_later_keys_cached_profile(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """With calls paused, a visitor whose email was never looked up resolves from the cache."""
+    keys = integration(linking_keys=EMAIL_THEN_CUSTOMER_ID)
+    client.add("p-bob", {"Persona": "Loyalist"}, customer_id="cust-42")
+    await enricher.enrich(keys, event(user_id="cust-42"), deadline=None)
+    client.error = unavailable()
+    for number in range(3):  # breaker_failures = 3: other visitors open it
+        await enricher.enrich(keys, event(f"anon_{number}", user_id=f"x-{number}"), deadline=None)
+    calls = len(client.lookups)
+    visitor = event(user_id="cust-42", traits={"email": "bob@example.com"})
+    result = await enricher.enrich(keys, visitor, deadline=None)
+    assert len(client.lookups) == calls
+    assert result.amperity_id == "p-bob"
+    assert any("paused" in warning for warning in result.warnings)
+
+
+async def test_a_later_key_never_beats_an_earlier_key_that_resolves(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Key order holds: a cached later key does not answer while the first key can be called."""
+    keys = integration(linking_keys=EMAIL_THEN_CUSTOMER_ID)
+    client.add("p-bob", {"Persona": "Loyalist"}, customer_id="cust-42")
+    await enricher.enrich(keys, event(user_id="cust-42"), deadline=None)
+    result = await enricher.enrich(keys, event(user_id="cust-42", traits=ALICE), deadline=None)
+    assert result.amperity_id == "p-alice"
+    assert result.matched_key == "email_sha256"

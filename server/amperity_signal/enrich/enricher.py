@@ -49,7 +49,8 @@ class Enricher:
         client_for: The Profile API client of an integration id, or None when it has none.
         cache: The shared cache (``build_cache``); a bare store is wrapped in a ``CacheBackend``.
         metrics: The service's metrics.
-        clock: Monotonic seconds, for the breaker (tests pass a fake clock).
+        clock: Monotonic seconds, for the breaker and deadlines (tests pass a fake clock).
+        wall_clock: Epoch seconds, for the identity map's renewals, which replicas share.
         rng: Random source for TTL jitter (tests pass a seeded one).
         logger: Where ``partner resolve failed`` is logged (``amperity_signal.enrich``).
     """
@@ -62,6 +63,7 @@ class Enricher:
         cache: CacheStore,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -79,7 +81,9 @@ class Enricher:
         expiry = Jitter(settings.jitter, rng)
         self._flights: SingleFlight[Any] = SingleFlight(on_join=self._joined)
         self._breakers: dict[str, Breaker] = {}
-        self.identity_map = IdentityMap(self._cache, ttl=settings.identity_ttl, expiry=expiry)
+        self.identity_map = IdentityMap(
+            self._cache, ttl=settings.identity_ttl, expiry=expiry, wall_clock=wall_clock
+        )
         self._resolver = Resolver(
             settings, cache=self._cache, expiry=expiry, metrics=metrics, logger=log, clock=clock
         )

@@ -34,6 +34,23 @@ def nothing_sent(exc: AmperityError) -> bool:
     return isinstance(exc, AmperityUnavailable) and exc.attempts == 0
 
 
+def ran_out_of_time(
+    exc: AmperityError, deadline: float | None, *, max_retries: int, now: float
+) -> bool:
+    """Whether the call's deadline, not Amperity, ended a failed call.
+
+    Nothing was sent, or retries were left but the next one (``retry_after`` away) would
+    have come after the deadline; an attempt whose timeout the deadline shortened fails at
+    the deadline, so it counts too. Such a failure is not remembered for the next caller,
+    whose deadline may be fine (it still counts towards the breaker when a request was sent).
+    """
+    if deadline is None or not isinstance(exc, AmperityUnavailable):
+        return False
+    if exc.attempts == 0:
+        return True
+    return exc.attempts <= max_retries and now + exc.retry_after >= deadline
+
+
 class Breaker:
     """Consecutive-failure breaker for one integration.
 

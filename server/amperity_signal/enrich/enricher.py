@@ -33,13 +33,6 @@ from amperity_signal.enrich.result import EnrichResult, attach, with_personalize
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.metrics import Metrics
 
-MAX_EXTRA_FLIGHTS = 2
-"""Calls again at most this often for a caller whose shared calls ran out of time.
-
-Usually once is enough (the caller starts the next call, with its own deadline); the bound
-only matters when newer callers with short deadlines keep starting the calls it joins.
-"""
-
 
 class Enricher:
     """Resolves visitors against Amperity and attaches their attributes to events.
@@ -95,6 +88,7 @@ class Enricher:
             expiry=expiry,
             failures_to_open=settings.breaker_failures,
             logger=log,
+            clock=clock,
         )
 
     def _joined(self, key: Hashable) -> None:
@@ -174,6 +168,7 @@ class Enricher:
                     client=client,
                     breaker=self._breaker(integration.id),
                     deadline=deadline,
+                    max_retries=integration.max_retries,
                 )
                 warnings.extend(more)
                 with_personalized(enriched, personalized)
@@ -259,17 +254,12 @@ class Enricher:
                 max_retries=integration.max_retries,
             )
 
-        # The shared call runs with the deadline of the caller that started it. A caller
-        # whose own deadline is later, when that call ran out of time, calls again (sharing
-        # that call with others in the same case), so each caller gets the best answer its
-        # own deadline allows, and concurrent misses still make one call when none ran out.
-        flight = (integration.id, "resolve", found)
-        outcome: Outcome = await self._flights.run(flight, resolve)
-        for _ in range(MAX_EXTRA_FLIGHTS):
-            ran_out_at = outcome.ran_out_at
-            if ran_out_at is None or (deadline is not None and deadline <= ran_out_at):
-                break
-            outcome = await self._flights.run(flight, resolve)
+        outcome: Outcome = await self._flights.run_within(
+            (integration.id, "resolve", found),
+            resolve,
+            deadline=deadline,
+            ran_out_at=_ran_out_at,
+        )
         return outcome
 
     def _count_degraded(self, integration_id: str) -> None:
@@ -277,6 +267,10 @@ class Enricher:
             self._metrics.enrichment_degraded.labels(
                 integration=integration_id, cause="cache_unavailable"
             ).inc()
+
+
+def _ran_out_at(outcome: Outcome) -> float | None:
+    return outcome.ran_out_at
 
 
 def _scope(integration: IntegrationSettings) -> str:

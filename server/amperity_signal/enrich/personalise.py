@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import orjson
 from amperity_signal.blueprint import resolve_path
 from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
-from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
+from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent, ran_out_of_time
 from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
 from amperity_signal.enrich.keys import cache_key, context_digest
 from amperity_signal.enrich.ports import ProfileClient
@@ -83,6 +84,7 @@ class Personaliser:
         failures_to_open: ``breaker_failures``, for the warning text.
         logger: Where ``partner resolve failed`` is logged.
         error_ttl: Seconds a failed call is remembered for its context (``error_ttl``).
+        clock: Monotonic seconds, the clock deadlines are expressed in.
     """
 
     def __init__(
@@ -95,7 +97,9 @@ class Personaliser:
         expiry: Callable[[float], float],
         failures_to_open: int,
         logger: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._ttl = ttl
         self._error_ttl = error_ttl
         self._cache = cache
@@ -122,10 +126,12 @@ class Personaliser:
         client: ProfileClient,
         breaker: Breaker,
         deadline: float | None,
+        max_retries: int,
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Personalised attributes for a profile in a context, and any warnings.
 
-        ``scope`` is the integration's ``profile_scope``.
+        ``scope`` is the integration's ``profile_scope``; ``max_retries`` the integration's,
+        to tell retries running out from the deadline cutting them short.
         """
         key = cache_key("pers", scope, profile_id, context_digest(context))
         cached = await self._cache.get(key)
@@ -135,10 +141,14 @@ class Personaliser:
         if failure is not None:
             return {}, (messages.dampened_error(*failure, stale=False),)
 
-        async def fetch() -> tuple[dict[str, Any], tuple[str, ...]]:
+        async def fetch() -> _Fetched:
             if not breaker.allow():
                 retry_in = breaker.retry_in()
-                return {}, (messages.breaker_open(self._failures_to_open, retry_in, stale=False),)
+                return (
+                    {},
+                    (messages.breaker_open(self._failures_to_open, retry_in, stale=False),),
+                    None,
+                )
             try:
                 profile = await client.get_profile(
                     profile_id, context=dict(context), deadline=deadline
@@ -149,6 +159,9 @@ class Personaliser:
                     messages.log_failure(
                         self._logger, integration_id, "personalised", "BREAKER_OPEN"
                     )
+                warning = messages.partner_error(exc, stale=False)
+                if ran_out_of_time(exc, deadline, max_retries=max_retries, now=self._clock()):
+                    return {}, (warning,), deadline  # a joiner with more time calls again
                 if not nothing_sent(exc):
                     # Remembered like a failed lookup, so a context Amperity refuses costs one
                     # call per error_ttl, not one per event (the tenant's rate limit is shared
@@ -156,7 +169,7 @@ class Personaliser:
                     message = exc.message if isinstance(exc, AmperityRejected) else None
                     entry = failure_entry(exc.reason, message)
                     await self._cache.set(key, entry, self._expiry(self._error_ttl))
-                return {}, (messages.partner_error(exc, stale=False),)
+                return {}, (warning,), None
             breaker.record_success()
             attributes = dict(profile.attributes) if profile is not None else {}
             ttl = self._expiry(self._ttl)
@@ -164,9 +177,17 @@ class Personaliser:
             await self._cache.set(
                 cache_key("perslast", scope, "profile_id", profile_id), attributes, ttl
             )
-            return attributes, ()
+            return attributes, (), None
 
-        result: tuple[dict[str, Any], tuple[str, ...]] = await self._flights.run(
-            (integration_id, "pers", key), fetch
+        fetched: _Fetched = await self._flights.run_within(
+            (integration_id, "pers", key), fetch, deadline=deadline, ran_out_at=_ran_out_at
         )
-        return result
+        return fetched[0], fetched[1]
+
+
+_Fetched = tuple[dict[str, Any], tuple[str, ...], float | None]
+"""A personalised call's attributes, warnings, and the deadline it ran out of time against."""
+
+
+def _ran_out_at(fetched: _Fetched) -> float | None:
+    return fetched[2]

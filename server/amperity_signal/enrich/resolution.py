@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import messages
-from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent
+from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent, ran_out_of_time
 from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
 from amperity_signal.enrich.identifiers import Candidate
 from amperity_signal.enrich.keys import cache_key
@@ -381,19 +381,8 @@ class Resolver:
         return good
 
     def _ran_out(self, exc: AmperityError, call: _Call) -> bool:
-        """Whether the call's deadline, not Amperity, ended a failed call.
-
-        Nothing was sent, or retries were left but the next one (``retry_after`` away) would
-        have come after the deadline; an attempt whose timeout the deadline shortened fails
-        at the deadline, so it counts too.
-        """
-        deadline = call.deadline
-        if deadline is None or not isinstance(exc, AmperityUnavailable):
-            return False
-        if exc.attempts == 0:
-            return True
-        retries_left = exc.attempts <= call.max_retries
-        return retries_left and self._clock() + exc.retry_after >= deadline
+        """Whether the call's deadline, not Amperity, ended a failed call."""
+        return ran_out_of_time(exc, call.deadline, max_retries=call.max_retries, now=self._clock())
 
     def _failed(
         self, integration_id: str, endpoint: str, exc: AmperityError, breaker: Breaker

@@ -1,12 +1,26 @@
-"""Single flight: concurrent callers with the same key share one call and its result."""
+"""Single flight: concurrent callers with the same key share one call and its result.
+
+A shared call runs with the deadline of the caller that started it. ``run_within`` is for
+callers with deadlines of their own: when the shared call ran out of time and this caller
+has more, it calls again (shared with others in the same case), so each caller gets the
+best answer its own deadline allows while concurrent callers still make one call whenever
+it had time enough.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+MAX_EXTRA_CALLS: Final = 2
+"""How often ``run_within`` calls again for one caller whose shared calls ran out of time.
+
+Once is usually enough (the caller starts the next call, with its own deadline); the bound
+only matters when newer callers with shorter deadlines keep starting the calls it joins.
+"""
 
 
 class SingleFlight(Generic[T]):
@@ -44,3 +58,27 @@ class SingleFlight(Generic[T]):
             task = asyncio.get_running_loop().create_task(flight())
             self._calls[key] = task
         return await asyncio.shield(task)
+
+    async def run_within(
+        self,
+        key: Hashable,
+        call: Callable[[], Awaitable[T]],
+        *,
+        deadline: float | None,
+        ran_out_at: Callable[[T], float | None],
+    ) -> T:
+        """``run``, again while the shared call ran out of time before ``deadline``.
+
+        Args:
+            key: The call's key.
+            call: Makes the call with this caller's deadline.
+            deadline: This caller's deadline (None: no limit).
+            ran_out_at: The deadline a result's call ran out of time against, or None.
+        """
+        result = await self.run(key, call)
+        for _ in range(MAX_EXTRA_CALLS):
+            limit = ran_out_at(result)
+            if limit is None or (deadline is not None and deadline <= limit):
+                break
+            result = await self.run(key, call)
+        return result

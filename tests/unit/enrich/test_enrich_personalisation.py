@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -191,3 +192,25 @@ async def test_personalised_failures_that_open_the_breaker_log_breaker_open(
     lines = [r.getMessage() for r in caplog.records]
     assert sum("reason=BREAKER_OPEN" in line for line in lines) == 1
     assert "endpoint=personalised reason=BREAKER_OPEN" in lines[-1]
+
+
+async def test_a_joiner_with_more_time_gets_the_personalised_attributes(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A shared personalised call that ran out of its starter's deadline is made again."""
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event("bags"), deadline=None)  # resolved and cached
+    client.gate = asyncio.Event()
+    client.clock = clock
+    short = asyncio.create_task(enricher.enrich(settings, shoe_event(), deadline=clock.now + 1))
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the short caller starts the flight first
+    patient = asyncio.create_task(enricher.enrich(settings, shoe_event(), deadline=clock.now + 30))
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the patient caller joins it
+    clock.advance(2)  # the partner answers after the short deadline
+    client.gate.set()
+    first, second = await asyncio.gather(short, patient)
+    assert first.personalized_attributes == {}
+    assert second.personalized_attributes == {"Offer": "shoes-promo"}
+    assert len(client.personalised_gets) == 3  # bags, then shoes twice

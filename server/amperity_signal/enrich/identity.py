@@ -130,6 +130,11 @@ class IdentityMap:
         if anonymous_id is None:
             return {}, False
         key = self._key(integration_id, anonymous_id)
+        # Read, merge, write: with the memory store nothing here yields to the event loop
+        # (JsonCache reads it synchronously and its writes never wait), so two merges of one
+        # visitor cannot interleave. With Redis they can, across processes and across the
+        # awaits of one process: one of two concurrent changes may be lost (an atomic merge
+        # would be a Lua script doing this read-merge-write inside Redis).
         current, renew = self._decoded(await self._cache.get(key))
         if learned is None:
             learned = learnable(linking_keys, event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from amperity_signal.config import CacheSettings
@@ -107,4 +108,20 @@ async def test_an_entry_written_before_renewals_existed_is_renewed_at_its_next_u
     clock.advance(20 * DAY)
     assert await enricher.identity_map.identifiers("acme", "anon_abc123") == {
         "email:sha256": ALICE_SHA
+    }
+
+
+async def test_concurrent_merges_of_one_visitor_on_the_memory_store_both_land(
+    make_enricher: EnricherFactory,
+) -> None:
+    """Two events teaching different identifiers at once: neither is lost (memory store)."""
+    enricher = make_enricher()
+    keys = integration()
+    await asyncio.gather(
+        enricher.remember(keys, event(traits=ALICE)),
+        enricher.remember(keys, event(user_id="cust-1")),
+    )
+    assert await enricher.identity_map.identifiers("acme", "anon_abc123") == {
+        "email:sha256": ALICE_SHA,
+        "user_id": "cust-1",
     }

@@ -52,6 +52,7 @@ DEFAULT_CHANNEL_OPTIONS: ChannelOptions = (
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
 
@@ -80,8 +81,11 @@ class AsyncAmperityClient:
         pipeline_key: Or the Datafly pipeline key, sent as ``x-pipeline-key`` metadata.
         channel_options: gRPC channel options.
         credentials: TLS credentials; the channel is plaintext when None.
-        default_timeout: The deadline of each attempt of a unary call, in seconds.
-        retry: Retries of unary calls and of retryable per-event stream errors.
+        default_timeout: The deadline of each attempt of a unary call, and the longest
+            wait for a connection before a DeliverStream is opened, in seconds.
+        retry: Retries of unary calls and of retryable per-event stream errors; its
+            ``total_timeout`` is the overall deadline of a unary call, all attempts and
+            waits included, and bounds ``deliver_many`` until it first reaches the service.
         stream_retry: Reopening a broken DeliverStream, counted from the last answer,
             and a broken ``watch_deliveries``, counted from the last new record.
         stream_idle_timeout: Seconds without any answer, while events are unanswered,
@@ -111,6 +115,7 @@ class AsyncAmperityClient:
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
+        self._target = target
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=channel_options)
         else:
@@ -211,6 +216,9 @@ class AsyncAmperityClient:
         """
         run = AsyncStreamRun(
             open_call=self._open_stream,
+            connect=self._connect,
+            target=self._target,
+            connect_timeout=self._default_timeout,
             request_for=self._stream_request,
             concurrency=concurrency,
             retry=self._retry,
@@ -300,11 +308,30 @@ class AsyncAmperityClient:
         if watch is not None:
             raise watch_ended()
 
+    async def _connect(self, wait: float, *, fail_fast: bool) -> grpc.ChannelConnectivity:
+        """Wait for the channel to connect; returns its state when the wait ended.
+
+        The wait ends when the channel is READY, after ``wait`` seconds or, with
+        ``fail_fast``, when a connection attempt failed (TRANSIENT_FAILURE).
+        """
+        state = self._channel.get_state(try_to_connect=True)
+        deadline = self._clock() + wait
+        while state is not grpc.ChannelConnectivity.READY:
+            remaining = deadline - self._clock()
+            if remaining <= 0 or (fail_fast and state is _FAILED):
+                return state
+            try:
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), remaining)
+            except TimeoutError:
+                return state
+            state = self._channel.get_state(try_to_connect=True)
+        return state
+
     def _open_stream(
         self,
     ) -> grpc.aio.StreamStreamCall[pb.DeliverStreamRequest, pb.DeliverStreamResponse]:
-        # wait_for_ready: a reopened stream waits for a restarting service to come back
-        # instead of failing at once; the idle timeout bounds the wait.
+        # Opened once the channel is connected (``_connect``, bounded by default_timeout);
+        # wait_for_ready keeps a connection lost in between from failing the call at once.
         return self._stub.DeliverStream(metadata=self._metadata, wait_for_ready=True)
 
     def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:

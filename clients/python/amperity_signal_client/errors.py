@@ -157,6 +157,26 @@ class MessageTooLarge(ResourceExhausted):
 
 
 MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+SERVICE_UNREACHABLE = "SERVICE_UNREACHABLE"
+
+
+def service_unreachable(target: str, waited: float | None) -> Unavailable:
+    """The error for a service this client could not connect to.
+
+    Args:
+        target: The address the client was given.
+        waited: Seconds waited for the connection; None when the attempt failed at once.
+    """
+    why = "the connection failed" if waited is None else f"not connected within {waited:.3g} s"
+    return Unavailable(
+        grpc.StatusCode.UNAVAILABLE,
+        f"Could not reach the amperity-signal service at {target} ({why}): check that it "
+        "is running and that the target (host:port) is right.",
+        reason=SERVICE_UNREACHABLE,
+        metadata={"target": target, "waited_seconds": "0" if waited is None else f"{waited:.3g}"},
+    )
+
+
 _TOO_LARGE = re.compile(r"(SERVER: )?(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
 
 

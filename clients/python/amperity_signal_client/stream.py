@@ -6,6 +6,13 @@ task per call sends them; the run itself reads the answers. Retryable per-event 
 are sent again after their delay; when the stream breaks (UNAVAILABLE, a killed service,
 a stalled connection) a new one is opened after a backoff and everything unanswered is
 sent again. Every event gets exactly one final answer, yielded to the caller.
+
+Each call is opened only once the channel is connected, and that wait is bounded by the
+connect timeout (the client's ``default_timeout``) instead of being left to the idle
+timeout. Until the run has reached the service once, a failed connection attempt fails
+the attempt at once and attempts follow the unary ``retry`` policy counted from the run's
+start, so a service that is down fails ``deliver_many`` as ``deliver`` fails; after that,
+``stream_retry`` reopens the stream, each reopen waiting for a restarting service.
 """
 
 from __future__ import annotations
@@ -14,11 +21,16 @@ import asyncio
 import random
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
-from amperity_signal_client.errors import error_for, from_rpc_error
+from amperity_signal_client.errors import (
+    AmperitySignalError,
+    error_for,
+    from_rpc_error,
+    service_unreachable,
+)
 from amperity_signal_client.events import event_from_json
 from amperity_signal_client.ledger import Answer, Ledger
 from amperity_signal_client.retry import RetryPolicy
@@ -27,6 +39,7 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 EventLike = pb.Event | Mapping[str, Any]
 StreamCall = grpc.aio.StreamStreamCall[pb.DeliverStreamRequest, pb.DeliverStreamResponse]
 _CORE_WRITE_FAILURE = "Internal error from Core"
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _DONE = None  # the outbox sentinel: every event is answered, half-close the stream
 
 
@@ -38,13 +51,37 @@ def to_event(event: EventLike) -> pb.Event:
 
 
 class _StreamBroken(Exception):
-    """The stream ended before every event was answered; it is worth reopening."""
+    """The stream ended before every event was answered; it is worth reopening.
 
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None) -> None:
+    ``failure``, when given, is the error to raise if it is not reopened.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        retry_after: float | None,
+        failure: AmperitySignalError | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.failure = failure
+
+    def error(self) -> AmperitySignalError:
+        """The exception to raise when the stream is not reopened."""
+        if self.failure is not None:
+            return self.failure
+        return error_for(self.code, self.message, retry_after=self.retry_after)
+
+
+class Connect(Protocol):
+    """Waits for the channel to be connected; see ``AsyncAmperityClient._connect``."""
+
+    def __call__(self, wait: float, *, fail_fast: bool) -> Awaitable[grpc.ChannelConnectivity]:
+        """The channel's state when the wait for it to connect ended."""
+        ...
 
 
 class AsyncStreamRun:
@@ -54,6 +91,9 @@ class AsyncStreamRun:
         self,
         *,
         open_call: Callable[[], StreamCall],
+        connect: Connect,
+        target: str,
+        connect_timeout: float,
         request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
         concurrency: int,
         retry: RetryPolicy,
@@ -66,6 +106,10 @@ class AsyncStreamRun:
         if concurrency < 1:
             raise ValueError("deliver_many concurrency must be 1 or more.")
         self._open_call = open_call
+        self._connect = connect
+        self._target = target
+        self._connect_timeout = connect_timeout
+        self._reached = False
         self._request_for = request_for
         self._retry = retry
         self._stream_retry = stream_retry
@@ -94,39 +138,68 @@ class AsyncStreamRun:
                 yielded before is final, events without one were not confirmed.
         """
         feeder = asyncio.create_task(self._feed(events))
+        started = self._clock()
         failures = 0
         failing_since: float | None = None
         try:
             while True:
-                call = self._open()
                 try:
-                    async with aclosing(self._answers(call, feeder)) as answers:
-                        async for response in answers:
-                            failures, failing_since = 0, None
-                            yield response
+                    call = await self._open_connected(started)
+                    try:
+                        async with aclosing(self._answers(call, feeder)) as answers:
+                            async for response in answers:
+                                failures, failing_since = 0, None
+                                yield response
+                    finally:
+                        call.cancel()
                 except _StreamBroken as broken:
                     failures += 1
                     failing_since = self._clock() if failing_since is None else failing_since
-                    delay = self._stream_retry.next_delay(
+                    # Never reached: the run is one call to a service that may be down,
+                    # bounded like a unary call from its start.
+                    policy, since = (
+                        (self._stream_retry, failing_since)
+                        if self._reached
+                        else (self._retry, started)
+                    )
+                    delay = policy.next_delay(
                         code=broken.code,
                         attempt=failures,
-                        elapsed=self._clock() - failing_since,
+                        elapsed=self._clock() - since,
                         retry_after=broken.retry_after,
                         rng=self._rng,
                     )
                     if delay is None:
-                        raise error_for(
-                            broken.code, broken.message, retry_after=broken.retry_after
-                        ) from None
+                        raise broken.error() from None
                     await self._sleep(delay)
                 else:
                     return
-                finally:
-                    call.cancel()
         finally:
             feeder.cancel()
             for timer in list(self._timers):
                 timer.cancel()
+
+    async def _open_connected(self, started: float) -> StreamCall:
+        """A new call, once the channel is connected within the connect timeout.
+
+        Raises:
+            _StreamBroken: The service was not reached (UNAVAILABLE naming the
+                target); before it was ever reached, the wait is cut to what remains
+                of the retry policy's total_timeout and ends at a failed connection.
+        """
+        wait = self._connect_timeout
+        if not self._reached:
+            wait = min(wait, self._retry.total_timeout - (self._clock() - started))
+        # Until the service was reached, a failed connection attempt fails the attempt at
+        # once, as it fails a unary call; a reopen waits through them for a restart.
+        state = await self._connect(max(wait, 0.0), fail_fast=not self._reached)
+        if state is not grpc.ChannelConnectivity.READY:
+            failure = service_unreachable(
+                self._target, None if state is _FAILED and not self._reached else wait
+            )
+            raise _StreamBroken(failure.code, failure.message, None, failure)
+        self._reached = True
+        return self._open()
 
     def _open(self) -> StreamCall:
         """A new call whose outbox starts with every unanswered event."""

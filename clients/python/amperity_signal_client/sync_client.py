@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import random
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -29,6 +30,7 @@ from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
 
@@ -60,6 +62,7 @@ class AmperityClient:
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
+        self._target = target
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel_options)
         else:
@@ -121,6 +124,10 @@ class AmperityClient:
         """Deliver many events at least once; see ``AsyncAmperityClient.deliver_many``."""
         run = SyncStreamRun(
             open_call=self._open_stream,
+            connect=self._connect,
+            target=self._target,
+            connect_timeout=self._default_timeout,
+            retry=self._retry,
             request_for=self._stream_request,
             concurrency=concurrency,
             ledger=Ledger(self._retry, self._rng),
@@ -173,6 +180,34 @@ class AmperityClient:
             call.cancel()
         if watch is not None:
             raise watch_ended()
+
+    def _connect(self, wait: float, *, fail_fast: bool) -> grpc.ChannelConnectivity:
+        """Wait for the channel to connect; returns its state when the wait ended.
+
+        The wait ends when the channel is READY, after ``wait`` seconds or, with
+        ``fail_fast``, when a connection attempt failed (TRANSIENT_FAILURE).
+        """
+        states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
+        heard = states.put
+        state = grpc.ChannelConnectivity.IDLE
+        deadline = self._clock() + wait
+        # grpc calls ``heard`` with the current state at once, then with every change. The
+        # stream call just opened makes the channel connect: try_to_connect here would be
+        # left set in grpc's poller and make it touch the channel after close() (an
+        # exception in its thread).
+        self._channel.subscribe(heard, try_to_connect=False)
+        try:
+            while state is not grpc.ChannelConnectivity.READY:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or (fail_fast and state is _FAILED):
+                    return state
+                try:
+                    state = states.get(timeout=remaining)
+                except queue.Empty:
+                    return state
+            return state
+        finally:
+            self._channel.unsubscribe(heard)
 
     def _open_stream(
         self, requests: Iterator[pb.DeliverStreamRequest]

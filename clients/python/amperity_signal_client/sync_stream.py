@@ -5,7 +5,9 @@ requests from a generator on its own thread, and that generator is also the sche
 delayed re-sends (an outbox of ``(due, event)`` pairs); the caller's thread reads the
 answers, tops the window up from the caller's iterable and reopens broken streams. A
 watchdog thread cancels a call that stays silent for ``idle_timeout`` while events are
-unanswered.
+unanswered. Connecting follows the asyncio run: each call is opened once the channel is
+connected within the connect timeout, and until the service was reached a failed
+connection fails the attempt at once, under the unary ``retry`` policy.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from amperity_signal_client.errors import error_for, from_rpc_error
+from amperity_signal_client.errors import (
+    AmperitySignalError,
+    error_for,
+    from_rpc_error,
+    service_unreachable,
+)
 from amperity_signal_client.ledger import Ledger
 from amperity_signal_client.retry import RetryPolicy
 from amperity_signal_client.stream import EventLike, to_event
@@ -32,14 +39,36 @@ if TYPE_CHECKING:
         [Iterator[pb.DeliverStreamRequest]], grpc._CallIterator[pb.DeliverStreamResponse]
     ]
 _Item = tuple[float, pb.Event] | None  # None: every event is answered, half-close
+_FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+class SyncConnect(Protocol):
+    """Waits for the channel to be connected; see ``AmperityClient._connect``."""
+
+    def __call__(self, wait: float, *, fail_fast: bool) -> grpc.ChannelConnectivity:
+        """The channel's state when the wait for it to connect ended."""
+        ...
 
 
 class _Broken(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, retry_after: float | None) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        retry_after: float | None,
+        failure: AmperitySignalError | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.failure = failure
+
+    def error(self) -> AmperitySignalError:
+        """The exception to raise when the stream is not reopened."""
+        if self.failure is not None:
+            return self.failure
+        return error_for(self.code, self.message, retry_after=self.retry_after)
 
 
 class SyncStreamRun:
@@ -49,6 +78,10 @@ class SyncStreamRun:
         self,
         *,
         open_call: OpenCall,
+        connect: SyncConnect,
+        target: str,
+        connect_timeout: float,
+        retry: RetryPolicy,
         request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
         concurrency: int,
         ledger: Ledger,
@@ -60,6 +93,11 @@ class SyncStreamRun:
         if concurrency < 1:
             raise ValueError("deliver_many concurrency must be 1 or more.")
         self._open_call = open_call
+        self._connect = connect
+        self._target = target
+        self._connect_timeout = connect_timeout
+        self._retry = retry
+        self._reached = False
         self._request_for = request_for
         self._concurrency = concurrency
         self._ledger = ledger
@@ -82,31 +120,50 @@ class SyncStreamRun:
                 could not be reopened within the stream retry policy.
         """
         self._source = iter(events)
+        started = self._clock()
         failures = 0
         failing_since: float | None = None
         while True:
-            self._open_outbox()
-            self._top_up()
             try:
-                for response in self._answers():
+                self._open_outbox()
+                self._top_up()
+                for response in self._answers(started):
                     failures, failing_since = 0, None
                     yield response
             except _Broken as broken:
                 failures += 1
                 failing_since = self._clock() if failing_since is None else failing_since
-                delay = self._stream_retry.next_delay(
+                # Never reached: bounded like a unary call from the run's start.
+                policy, since = (
+                    (self._stream_retry, failing_since) if self._reached else (self._retry, started)
+                )
+                delay = policy.next_delay(
                     code=broken.code,
                     attempt=failures,
-                    elapsed=self._clock() - failing_since,
+                    elapsed=self._clock() - since,
                     retry_after=broken.retry_after,
                 )
                 if delay is None:
-                    raise error_for(
-                        broken.code, broken.message, retry_after=broken.retry_after
-                    ) from None
+                    raise broken.error() from None
                 self._sleep(delay)
             else:
                 return
+
+    def _await_connection(self, started: float) -> None:
+        """Return once the channel is connected; raise ``_Broken`` when it was not.
+
+        The call just opened (``wait_for_ready``) is what makes the channel connect.
+        """
+        wait = self._connect_timeout
+        if not self._reached:
+            wait = min(wait, self._retry.total_timeout - (self._clock() - started))
+        state = self._connect(max(wait, 0.0), fail_fast=not self._reached)
+        if state is not grpc.ChannelConnectivity.READY:
+            failure = service_unreachable(
+                self._target, None if state is _FAILED and not self._reached else wait
+            )
+            raise _Broken(failure.code, failure.message, None, failure)
+        self._reached = True
 
     def _open_outbox(self) -> None:
         self._outbox = queue.Queue()
@@ -128,8 +185,14 @@ class SyncStreamRun:
         if self._source_done and not self._ledger:
             self._outbox.put(None)
 
-    def _answers(self) -> Iterator[pb.DeliverStreamResponse]:
+    def _answers(self, started: float) -> Iterator[pb.DeliverStreamResponse]:
         call = self._open_call(self._requests(self._outbox))
+        try:
+            self._await_connection(started)
+        except _Broken:
+            call.cancel()
+            self._outbox.put(None)
+            raise
         stop = threading.Event()
         stalled = threading.Event()
         watchdog = threading.Thread(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,8 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
         stream_stalls: How many of the next DeliverStreams read requests but never answer.
         watch_failures: Statuses the next WatchDeliveries calls fail with, in order.
         live: The delivery records WatchDeliveries replays and streams.
+        clock: The clock ``arrivals`` are read from (a test's ``FakeClock``).
+        arrivals: The ``clock`` reading when each unary call arrived.
         calls: The unary method names called, in order.
         deadlines: The time remaining of each unary call when it arrived.
         metadata: The invocation metadata of each call, as dicts.
@@ -165,6 +167,8 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
         self.stream_stalls = 0
         self.watch_failures: list[Failure] = []
         self.live = LiveRecords()
+        self.clock: Callable[[], float] | None = None
+        self.arrivals: list[float] = []
         self.calls: list[str] = []
         self.deadlines: list[float | None] = []
         self.metadata: list[dict[str, str | bytes]] = []
@@ -175,6 +179,8 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
 
     async def _unary(self, name: str, request: Any, context: Any) -> None:
         self.calls.append(name)
+        if self.clock is not None:
+            self.arrivals.append(self.clock())
         self.requests.append(request)
         self.deadlines.append(context.time_remaining())
         self.metadata.append(dict(context.invocation_metadata() or ()))
@@ -299,3 +305,32 @@ class FakeSyncSleep:
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a wait is "slept" through ``sleep``.
+
+    Attributes:
+        now: The current reading.
+        overrun: Seconds every wait lasts beyond what was asked (a busy event loop).
+        waits: The waits asked for, in order.
+    """
+
+    def __init__(self, overrun: float = 0.0) -> None:
+        self.now = 0.0
+        self.overrun = overrun
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the wait and move the clock past it (by ``overrun`` more)."""
+        self.waits.append(seconds)
+        self.now += seconds + self.overrun
+        await asyncio.sleep(0)
+
+    def sync_sleep(self, seconds: float) -> None:
+        """The blocking twin of ``sleep``."""
+        self.waits.append(seconds)
+        self.now += seconds + self.overrun

@@ -17,7 +17,7 @@ from amperity_signal_client import (
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 from .conftest import ClientFactory
-from .fakes import Failure, FakeSleep, RunningService, live_record, unavailable
+from .fakes import Failure, FakeClock, FakeSleep, RunningService, live_record, unavailable
 
 DEADLINE_ROUNDING = 0.05
 """Seconds a propagated deadline may grow by on the wire (grpc-timeout rounding)."""
@@ -81,6 +81,46 @@ async def test_no_retry_starts_past_the_total_time_budget(
         await client.deliver(EVENT)
 
     assert running.service.calls == ["Deliver"]
+
+
+async def test_attempts_start_and_waits_end_within_the_total_timeout(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """All attempts and waits fit in total_timeout; the last attempt gets what is left."""
+    clock = FakeClock()
+    running.service.clock = clock
+    running.service.unary_failures = [unavailable(3.0)] * 10
+    retry = RetryPolicy(max_attempts=10, total_timeout=10.0)
+    client = make_client(retry=retry, clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(Unavailable):
+        await client.deliver(EVENT, attempt_timeout=2.5)
+
+    # Attempts at 0, 3, 6 and 9 s: a fifth would start at 12 s, so its wait never began.
+    assert running.service.arrivals == [0.0, 3.0, 6.0, 9.0]
+    assert clock.waits == [3.0, 3.0, 3.0]
+    deadlines = [d for d in running.service.deadlines if d is not None]
+    assert all(d <= 2.5 + DEADLINE_ROUNDING for d in deadlines)
+    assert deadlines[-1] <= retry.total_timeout - 9.0 + DEADLINE_ROUNDING
+
+
+async def test_no_attempt_starts_after_a_wait_overran_the_total_timeout(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """A wait that lasts longer than asked past total_timeout ends with the last error."""
+    clock = FakeClock(overrun=2.0)
+    running.service.clock = clock
+    running.service.unary_failures = [unavailable(3.0)] * 10
+    retry = RetryPolicy(max_attempts=10, total_timeout=10.0)
+    client = make_client(retry=retry, clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(Unavailable) as raised:
+        await client.deliver(EVENT, attempt_timeout=2.5)
+
+    # The second wait was asked at 5 s (5 + 3 < 10) and ended at 10 s: no third attempt.
+    assert running.service.arrivals == [0.0, 5.0]
+    assert all(arrival < retry.total_timeout for arrival in running.service.arrivals)
+    assert raised.value.reason == "AMPERITY_UNAVAILABLE"
 
 
 async def test_each_attempt_carries_the_default_deadline(

@@ -9,10 +9,18 @@ from itertools import islice
 import grpc
 import pytest
 
-from amperity_signal_client import AmperityClient, InvalidArgument
+from amperity_signal_client import AmperityClient, InvalidArgument, RetryPolicy, Unavailable
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
-from .fakes import Failure, FakeSyncSleep, RunningService, delivery_error, live_record, unavailable
+from .fakes import (
+    Failure,
+    FakeClock,
+    FakeSyncSleep,
+    RunningService,
+    delivery_error,
+    live_record,
+    unavailable,
+)
 
 EVENT = pb.Event(message_id="m-1", type="track", event="Product Viewed", anonymous_id="a-1")
 
@@ -86,3 +94,24 @@ async def test_sync_watch_deliveries_yields_records(
         records = await asyncio.to_thread(lambda: list(islice(watch, 3)))
 
     assert [record.message_id for record in records] == ["m0", "m1", "m2"]
+
+
+async def test_sync_no_attempt_starts_after_a_wait_overran_the_total_timeout(
+    running: RunningService,
+) -> None:
+    """The blocking client, too, starts no attempt once total_timeout has passed."""
+    clock = FakeClock(overrun=2.0)
+    running.service.clock = clock
+    running.service.unary_failures = [unavailable(3.0)] * 10
+    client = AmperityClient(
+        running.target,
+        integration_id="shop",
+        retry=RetryPolicy(max_attempts=10, total_timeout=10.0),
+        clock=clock,
+        sleep=clock.sync_sleep,
+    )
+
+    with closing(client), pytest.raises(Unavailable):
+        await asyncio.to_thread(client.deliver, EVENT, attempt_timeout=2.5)
+
+    assert running.service.arrivals == [0.0, 5.0]

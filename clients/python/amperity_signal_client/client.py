@@ -345,16 +345,12 @@ class AsyncAmperityClient:
     ) -> _Response:
         per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
         started = self._clock()
+        timeout = min(per_attempt, self._retry.total_timeout)
         attempt = 0
         while True:
             attempt += 1
-            remaining = self._retry.total_timeout - (self._clock() - started)
             try:
-                return await method(
-                    request,
-                    timeout=max(min(per_attempt, remaining), 0.001),
-                    metadata=self._metadata,
-                )
+                return await method(request, timeout=timeout, metadata=self._metadata)
             except grpc.aio.AioRpcError as error:
                 failure = from_rpc_error(error)
                 delay = self._retry.delay_after(
@@ -363,3 +359,8 @@ class AsyncAmperityClient:
                 if delay is None:
                     raise failure from error
                 await self._sleep(delay)
+                # A wait that overran total_timeout (a busy loop) ends the retries too.
+                remaining = self._retry.attempt_timeout(per_attempt, self._clock() - started)
+                if remaining is None:
+                    raise failure from error
+                timeout = remaining

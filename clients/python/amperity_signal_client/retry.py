@@ -33,7 +33,9 @@ class RetryPolicy:
         initial_backoff: The backoff cap, in seconds, before the first retry.
         max_backoff: The largest backoff cap, in seconds.
         multiplier: How much the cap grows per retry.
-        total_timeout: Seconds from the first attempt after which no retry starts.
+        total_timeout: The overall deadline of a call, in seconds from its first attempt:
+            no attempt starts and no backoff ends after it, and an attempt's own
+            deadline is cut to what is left of it.
         retryable_codes: The status codes worth retrying.
     """
 
@@ -76,6 +78,18 @@ class RetryPolicy:
         draw = rng.uniform if rng is not None else random.uniform
         jittered = draw(0.0, cap)
         return max(jittered, minimum or 0.0)
+
+    def attempt_timeout(self, per_attempt: float, elapsed: float) -> float | None:
+        """The deadline of the next attempt, or None when ``total_timeout`` has passed.
+
+        Args:
+            per_attempt: The deadline an attempt gets when enough time is left.
+            elapsed: Seconds since the first attempt started.
+        """
+        remaining = self.total_timeout - elapsed
+        if remaining <= 0:
+            return None
+        return min(per_attempt, remaining)
 
     def next_delay(
         self,

@@ -225,16 +225,12 @@ class AmperityClient:
     ) -> _Response:
         per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
         started = self._clock()
+        timeout = min(per_attempt, self._retry.total_timeout)
         attempt = 0
         while True:
             attempt += 1
-            remaining = self._retry.total_timeout - (self._clock() - started)
             try:
-                return method(
-                    request,
-                    timeout=max(min(per_attempt, remaining), 0.001),
-                    metadata=self._metadata,
-                )
+                return method(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as error:
                 failure = from_rpc_error(error)
                 delay = self._retry.delay_after(
@@ -243,3 +239,8 @@ class AmperityClient:
                 if delay is None:
                     raise failure from error
                 self._sleep(delay)
+                # A wait that overran total_timeout (a busy loop) ends the retries too.
+                remaining = self._retry.attempt_timeout(per_attempt, self._clock() - started)
+                if remaining is None:
+                    raise failure from error
+                timeout = remaining

@@ -95,6 +95,8 @@ class AmperityClient {
       },
     );
     /** @private */
+    this._target = target;
+    /** @private */
     this._integrationId = integrationId;
     /** @private */
     this._pipelineKey = pipelineKey;
@@ -151,9 +153,17 @@ class AmperityClient {
       throw new RangeError('concurrency must be a whole number, 1 or more.');
     }
     const run = new DeliverStreamRun({
-      // waitForReady: a reopened stream waits for a restarting service to come back
-      // instead of failing at once; the idle timeout bounds the wait.
-      openCall: () => this._client.DeliverStream(this._metadata(), { waitForReady: true }),
+      // waitForReady (a metadata option in grpc-js, ignored among the call options): a
+      // reopened stream waits for a restarting service to come back instead of failing
+      // at once; `connect` bounds the wait by timeoutMs.
+      openCall: () => {
+        const metadata = this._metadata();
+        metadata.setOptions({ waitForReady: true });
+        return this._client.DeliverStream(metadata);
+      },
+      connect: (waitMs, failFast, done) => this._connect(waitMs, failFast, done),
+      target: this._target,
+      connectTimeoutMs: this._timeoutMs,
       requestFor: (event) => ({ integration_id: this._integrationId, event }),
       concurrency,
       retry: this._retry,
@@ -278,6 +288,37 @@ class AmperityClient {
         },
       );
     });
+  }
+
+  /**
+   * Wait up to `waitMs` for the channel to be connected, then call `done` once.
+   * @private
+   * @param {number} waitMs
+   * @param {boolean} failFast End the wait when a connection attempt fails.
+   * @param {(how: import('./lib/stream').Connection) => void} done
+   * @returns {() => void} Cancels the wait; `done` is not called after it.
+   */
+  _connect(waitMs, failFast, done) {
+    const channel = this._client.getChannel();
+    const deadline = Date.now() + waitMs;
+    let cancelled = false;
+    const check = () => {
+      if (cancelled) return;
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) {
+        done('ready');
+      } else if (state === grpc.connectivityState.SHUTDOWN
+        || (failFast && state === grpc.connectivityState.TRANSIENT_FAILURE)) {
+        done('failed');
+      } else if (Date.now() >= deadline) {
+        done('timeout');
+      } else {
+        // Short slices: a cancelled wait keeps no timer (and no process) alive for long.
+        channel.watchConnectivityState(state, Math.min(deadline, Date.now() + 250), check);
+      }
+    };
+    check();
+    return () => { cancelled = true; };
   }
 
   /**

@@ -167,6 +167,26 @@ function messageTooLarge(details, cause) {
   });
 }
 
+const SERVICE_UNREACHABLE = 'SERVICE_UNREACHABLE';
+
+/**
+ * The error for a service this client could not connect to.
+ * @param {string} target The address the client was given.
+ * @param {number|null} waitedMs How long it waited for the connection; null when the
+ *   connection attempt failed at once.
+ * @returns {AmperitySignalError}
+ */
+function serviceUnreachable(target, waitedMs) {
+  const why = waitedMs === null ? 'the connection failed' : `not connected within ${waitedMs} ms`;
+  return new AmperitySignalError({
+    code: 14,
+    details: `Could not reach the amperity-signal service at ${target} (${why}): check that it `
+      + 'is running and that the target (host:port) is right.',
+    reason: SERVICE_UNREACHABLE,
+    metadata: { target, waited_ms: String(waitedMs ?? 0) },
+  });
+}
+
 /**
  * The readable error for a failed grpc-js call.
  * @param {any} error A grpc-js ServiceError (code, details, metadata).
@@ -213,6 +233,6 @@ function fromDeliveryError(error) {
 }
 
 module.exports = {
-  AmperitySignalError, CODE_NAMES, DOMAIN, MESSAGE_TOO_LARGE, STATUS_DETAILS_KEY, decodeStatus,
-  fromDeliveryError, fromServiceError,
+  AmperitySignalError, CODE_NAMES, DOMAIN, MESSAGE_TOO_LARGE, SERVICE_UNREACHABLE,
+  STATUS_DETAILS_KEY, decodeStatus, fromDeliveryError, fromServiceError, serviceUnreachable,
 };

@@ -7,10 +7,18 @@
  * stream breaks (UNAVAILABLE, a killed service, the call ending before every answer, no
  * answer for `idleTimeoutMs`) a new call is opened after a backoff and every unanswered
  * event is sent again, under the same message_id.
+ *
+ * Each call must be connected within `connectTimeoutMs`, or it is broken. Until the run
+ * has reached the service once, a failed connection attempt breaks it at once and the
+ * reopening follows the unary `retry` policy from the first call, so a service that is
+ * down fails deliverMany as it fails deliver; after that, `streamRetry` reopens it, each
+ * reopen waiting for a restarting service.
  */
 
 const { nextDelayMs } = require('./retry');
-const { fromDeliveryError, fromServiceError } = require('./status');
+const {
+  AmperitySignalError, fromDeliveryError, fromServiceError, serviceUnreachable,
+} = require('./status');
 const { plainDelivery, toProtoEvent, withMessageId } = require('./events');
 const { Ledger } = require('./ledger');
 
@@ -67,8 +75,19 @@ function outcome(response) {
 }
 
 /**
+ * @typedef {'ready'|'failed'|'timeout'} Connection How a wait for the channel ended:
+ *   connected, a connection attempt failed, or the wait ran out.
+ * @typedef {(waitMs: number, failFast: boolean, done: (how: Connection) => void) => () => void}
+ *   Connect Waits up to `waitMs` for the channel to be connected (with `failFast`, only
+ *   until a connection attempt fails), then calls `done` once; returns a cancel function.
+ */
+
+/**
  * @typedef {object} StreamRunOptions
  * @property {() => any} openCall Starts a DeliverStream call (a grpc-js ClientDuplexStream).
+ * @property {Connect} connect Waits for the channel to be connected.
+ * @property {string} target The service's address, for the error when it is unreachable.
+ * @property {number} connectTimeoutMs The longest wait for a connection per call.
  * @property {(event: Object<string, any>) => object} requestFor The request carrying an event.
  * @property {number} concurrency How many events may be unanswered at once.
  * @property {import('./retry').RetryPolicy} retry Re-sends of retryable per-event errors.
@@ -100,6 +119,12 @@ class DeliverStreamRun {
     this._idleToken = {};
     /** @private */
     this._finished = false;
+    /** @private Whether a call of this run was ever connected. */
+    this._reached = false;
+    /** @private When the first call was opened. */
+    this._started = 0;
+    /** @private @type {(() => void)|null} */
+    this._cancelConnect = null;
   }
 
   /**
@@ -108,7 +133,9 @@ class DeliverStreamRun {
    * @returns {AsyncGenerator<DeliveryOutcome>}
    */
   async *run(events) {
-    const { concurrency, streamRetry, sleep, random } = this._options;
+    const {
+      concurrency, retry, streamRetry, sleep, random,
+    } = this._options;
     const source = iterate(events);
     let sourceDone = false;
     let pulling = false;
@@ -163,6 +190,8 @@ class DeliverStreamRun {
           if (final) outcomes.push(final);
         } else if (item.kind === 'resend') {
           if (this._ledger.isPending(item.event.message_id)) this._write(item.event);
+        } else if (item.kind === 'unreachable') {
+          broken = item.error;
         } else if (item.kind === 'idle' && item.token === this._idleToken) {
           broken = {
             code: UNAVAILABLE,
@@ -177,13 +206,16 @@ class DeliverStreamRun {
           };
         }
         if (broken) {
-          const failure = fromServiceError(broken);
+          const failure = broken instanceof AmperitySignalError ? broken : fromServiceError(broken);
           if (failures === 0) failingSince = Date.now();
           failures += 1;
-          const delay = failure.permanent ? null : nextDelayMs(streamRetry, {
+          // Never reached: one call to a service that may be down, bounded like deliver.
+          const policy = this._reached ? streamRetry : retry;
+          const since = this._reached ? failingSince : this._started;
+          const delay = failure.permanent ? null : nextDelayMs(policy, {
             code: failure.code,
             attempt: failures,
-            elapsedMs: Date.now() - failingSince,
+            elapsedMs: Date.now() - since,
             retryAfterMs: failure.retryAfter === null ? null : failure.retryAfter * 1000,
             random,
           });
@@ -197,6 +229,7 @@ class DeliverStreamRun {
     } finally {
       this._finished = true;
       this._disarmIdleTimer();
+      if (this._cancelConnect) this._cancelConnect();
       // A no-op once the call has its status; otherwise the service sees CANCELLED.
       if (this._call) this._call.cancel();
       if (!sourceDone) source.return(undefined).catch(() => {});
@@ -214,6 +247,7 @@ class DeliverStreamRun {
     this._disarmIdleTimer();
     const epoch = this._epoch;
     const call = this._options.openCall();
+    this._watchConnection(epoch);
     /** @type {any} */
     let status = null;
     let ended = false;
@@ -230,6 +264,32 @@ class DeliverStreamRun {
     call.on('end', () => { ended = true; closed(); });
     this._call = call;
     for (const event of this._ledger.unacknowledged()) this._write(event);
+  }
+
+  /**
+   * Break the call of `epoch` unless the channel connects within the connect timeout
+   * (cut, before the service was reached, to what the retry budget leaves).
+   * @private
+   * @param {number} epoch
+   */
+  _watchConnection(epoch) {
+    const {
+      connect, connectTimeoutMs, retry, target,
+    } = this._options;
+    if (this._cancelConnect) this._cancelConnect();
+    if (!this._started) this._started = Date.now();
+    const failFast = !this._reached;
+    const waitMs = this._reached ? connectTimeoutMs : Math.max(0, Math.min(
+      connectTimeoutMs, retry.totalTimeoutMs - (Date.now() - this._started),
+    ));
+    this._cancelConnect = connect(waitMs, failFast, (how) => {
+      if (how === 'ready') {
+        this._reached = true;
+        return;
+      }
+      const error = serviceUnreachable(target, how === 'failed' && failFast ? null : waitMs);
+      this._inbox.push({ kind: 'unreachable', error, epoch });
+    });
   }
 
   /**

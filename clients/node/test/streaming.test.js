@@ -1,6 +1,7 @@
 'use strict';
 // deliverMany and watchDeliveries against an in-process grpc-js server of the service.
 
+const net = require('node:net');
 const test = require('node:test');
 const assert = require('node:assert/strict');
 
@@ -336,6 +337,109 @@ function record(messageId) {
     outcome: 'delivered',
   };
 }
+
+/** A 127.0.0.1 address nothing listens on: every connection is refused. */
+async function closedPort() {
+  const probe = net.createServer();
+  await new Promise((resolve) => { probe.listen(0, '127.0.0.1', resolve); });
+  const { port } = /** @type {net.AddressInfo} */ (probe.address());
+  await new Promise((resolve) => { probe.close(resolve); });
+  return `127.0.0.1:${port}`;
+}
+
+/**
+ * A 127.0.0.1 address that takes connections and never speaks: a hung host.
+ * @param {import('node:test').TestContext} t
+ */
+async function silentPort(t) {
+  const sockets = new Set();
+  const listener = net.createServer((socket) => { sockets.add(socket); });
+  await new Promise((resolve) => { listener.listen(0, '127.0.0.1', resolve); });
+  t.after(() => { for (const socket of sockets) socket.destroy(); listener.close(); });
+  const { port } = /** @type {net.AddressInfo} */ (listener.address());
+  return `127.0.0.1:${port}`;
+}
+
+// Bounds the old behaviour (wait for the idle timeout, reopen under streamRetry) would
+// also reach quickly, so a regression fails an assertion, not the clock.
+const DOWN_OPTIONS = { streamIdleTimeoutMs: 400, streamRetry: { maxAttempts: 2 } };
+
+/**
+ * deliverMany of one event with a client of `target`; resolves to the error it threw.
+ * @param {import('node:test').TestContext} t
+ * @param {string} target
+ * @param {object} options
+ */
+async function deliverManyError(t, target, options) {
+  const client = new AmperityClient({ target, integrationId: 'web', ...DOWN_OPTIONS, ...options });
+  t.after(() => client.close());
+  return collect(client.deliverMany(events(1))).then(
+    () => assert.fail('deliverMany ended without an error'), (error) => error,
+  );
+}
+
+test('deliverMany to a closed port fails under the retry policy, naming the target', GUARD, async (t) => {
+  const target = await closedPort();
+  const waits = [];
+  const error = await deliverManyError(t, target, {
+    retry: { maxAttempts: 3 }, sleep: async (ms) => { waits.push(ms); },
+  });
+
+  assert.ok(error instanceof AmperitySignalError);
+  assert.equal(error.code, 14);
+  assert.equal(error.reason, 'SERVICE_UNREACHABLE');
+  assert.equal(error.metadata.target, target);
+  assert.match(error.message, new RegExp(`service at ${target} \\(the connection failed\\)`));
+  assert.equal(waits.length, 3 - 1);
+});
+
+test('deliverMany to a hung host waits timeoutMs per attempt', GUARD, async (t) => {
+  const target = await silentPort(t);
+  const waits = [];
+  const error = await deliverManyError(t, target, {
+    timeoutMs: 200, retry: { maxAttempts: 2 }, sleep: async (ms) => { waits.push(ms); },
+  });
+
+  assert.equal(error.reason, 'SERVICE_UNREACHABLE');
+  assert.match(error.message, new RegExp(`service at ${target} \\(not connected within 200 ms\\)`));
+  assert.equal(waits.length, 2 - 1);
+});
+
+test('deliverMany that lost the service reopens under streamRetry, then names the target', GUARD, async (t) => {
+  // The second event finds the service going away for good: UNAVAILABLE, then gone.
+  const fake = await streamFake((request, call) => {
+    if (request.event.message_id === 'm-0') {
+      call.write(delivered(request));
+      return;
+    }
+    call.emit('error', failure(14, 'The service is shutting down.', []));
+    fake.server.tryShutdown(() => {});
+  });
+  const waits = [];
+  const client = clientFor(t, fake, {
+    ...DOWN_OPTIONS, timeoutMs: 200, sleep: async (ms) => { waits.push(ms); },
+  });
+  let release = () => {};
+  const answered = new Promise((resolve) => { release = resolve; });
+  async function* source() {
+    yield events(1)[0];
+    await answered;
+    yield { type: 'track', event: 'Later', anonymousId: 'anon-1', messageId: 'm-later' };
+  }
+
+  const outcomes = [];
+  const error = await (async () => {
+    for await (const outcome of client.deliverMany(source())) {
+      outcomes.push(outcome.messageId);
+      release();
+    }
+  })().then(() => assert.fail('deliverMany ended without an error'), (rejected) => rejected);
+
+  assert.deepEqual(outcomes, ['m-0']);
+  assert.equal(error.reason, 'SERVICE_UNREACHABLE');
+  assert.match(error.message, new RegExp(`service at ${fake.target} \\(not connected within 200 ms\\)`));
+  assert.equal(waits.length, DOWN_OPTIONS.streamRetry.maxAttempts - 1);
+});
 
 test('watchDeliveries yields plain records and a break cancels the call', GUARD, async (t) => {
   let request;

@@ -247,12 +247,13 @@ class AmperityClient {
    */
   async _unary(method, request, options) {
     const perAttemptMs = options.timeoutMs ?? this._timeoutMs;
+    const { totalTimeoutMs } = this._retry;
     const started = Date.now();
+    let timeoutMs = Math.min(perAttemptMs, totalTimeoutMs);
     for (let attempt = 1; ; attempt += 1) {
-      const remainingMs = this._retry.totalTimeoutMs - (Date.now() - started);
       try {
         // eslint-disable-next-line no-await-in-loop
-        return await this._call(method, request, Math.max(Math.min(perAttemptMs, remainingMs), 1));
+        return await this._call(method, request, timeoutMs);
       } catch (error) {
         const failure = error instanceof AmperitySignalError ? error : fromServiceError(error);
         const delay = failure.permanent ? null : nextDelayMs(this._retry, {
@@ -265,6 +266,11 @@ class AmperityClient {
         if (delay === null) throw failure;
         // eslint-disable-next-line no-await-in-loop
         await this._sleep(delay);
+        // totalTimeoutMs is the call's overall deadline: a wait that overran it (a busy
+        // event loop) ends the retries too, and the last attempt gets what is left.
+        const remainingMs = totalTimeoutMs - (Date.now() - started);
+        if (remainingMs <= 0) throw failure;
+        timeoutMs = Math.min(perAttemptMs, remainingMs);
       }
     }
   }

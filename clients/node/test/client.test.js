@@ -125,6 +125,37 @@ test('UNAVAILABLE with RetryInfo is retried, waiting at least the delay', async 
   assert.deepEqual(response.payload, { event_type: 'view_item' });
 });
 
+test('no attempt starts after totalTimeoutMs, even when a wait overran it', async (t) => {
+  const arrivals = [];
+  const { server, target } = await startFake({
+    Deliver(call, callback) {
+      arrivals.push(Date.now());
+      callback(failure(14, 'Amperity is unavailable.', [
+        detail('ErrorInfo', { reason: 'AMPERITY_UNAVAILABLE', domain: 'amperity-signal.datafly.com' }),
+        detail('RetryInfo', { retry_delay: { nanos: 100000000 } }),
+      ]));
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const waits = [];
+  const retry = { maxAttempts: 10, totalTimeoutMs: 300 };
+  // Each wait lasts 500 ms longer than asked (a busy event loop): the first one ends
+  // past the 300 ms budget, so no second attempt may start.
+  const sleep = (ms) => new Promise((resolve) => { waits.push(ms); setTimeout(resolve, ms + 500); });
+  const client = new AmperityClient({ target, integrationId: 'web', retry, sleep });
+  t.after(() => client.close());
+
+  const started = Date.now();
+  const error = await client.deliver({ type: 'track', anonymousId: 'a-1' }).then(
+    () => assert.fail('deliver resolved'), (rejected) => rejected,
+  );
+
+  assert.equal(error.code, 14);
+  assert.equal(error.reason, 'AMPERITY_UNAVAILABLE');
+  assert.equal(waits.length, 1);
+  assert.ok(arrivals.every((at) => at - started < retry.totalTimeoutMs), String(arrivals));
+});
+
 test('INVALID_ARGUMENT rejects at once with reason and field violations', async (t) => {
   let calls = 0;
   const { server, target } = await startFake({

@@ -315,9 +315,11 @@ class AsyncAmperityClient:
         ``fail_fast``, when a connection attempt failed (TRANSIENT_FAILURE).
         """
         state = self._channel.get_state(try_to_connect=True)
-        deadline = self._clock() + wait
+        # Real time, not the injectable clock: the wait is grpc's, on the event loop.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         while state is not grpc.ChannelConnectivity.READY:
-            remaining = deadline - self._clock()
+            remaining = deadline - loop.time()
             if remaining <= 0 or (fail_fast and state is _FAILED):
                 return state
             try:

@@ -190,7 +190,8 @@ class AmperityClient:
         states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
         heard = states.put
         state = grpc.ChannelConnectivity.IDLE
-        deadline = self._clock() + wait
+        # Real time, not the injectable clock: the wait is grpc's.
+        deadline = time.monotonic() + wait
         # grpc calls ``heard`` with the current state at once, then with every change. The
         # stream call just opened makes the channel connect: try_to_connect here would be
         # left set in grpc's poller and make it touch the channel after close() (an
@@ -198,7 +199,7 @@ class AmperityClient:
         self._channel.subscribe(heard, try_to_connect=False)
         try:
             while state is not grpc.ChannelConnectivity.READY:
-                remaining = deadline - self._clock()
+                remaining = deadline - time.monotonic()
                 if remaining <= 0 or (fail_fast and state is _FAILED):
                     return state
                 try:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amperity_signal import commands
+from amperity_signal.config import LOG_LEVELS
 from amperity_signal.config_values import listen_address_problem
 from amperity_signal.errors import AmperitySignalError, ConfigError
 
@@ -30,6 +31,23 @@ def workers_count(text: str) -> int:
             "(one process per core is the most that helps)"
         )
     return count
+
+
+def log_level(text: str) -> str:
+    """``--log-level``: one of the levels ``[server] log_level`` takes, in any case."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
+        )
+    return text.lower()
+
+
+def _log_level_arg(parser: argparse.ArgumentParser, overrides: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=log_level,
+        help=f"{', '.join(LOG_LEVELS)}: the least severe level logged ({overrides})",
+    )
 
 
 def grpc_target(text: str) -> str:
@@ -83,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=workers_count, help="worker processes, 1 to 64 (overrides [server])"
     )
     serve.add_argument("--no-gateway", action="store_true", help="run the gRPC service only")
+    _log_level_arg(serve, "overrides [server] log_level; every worker logs at it")
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     _config_arg(check)
@@ -99,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument(
         "--http-address", type=http_address, help="HOST:PORT to listen on (overrides [server])"
     )
+    _log_level_arg(gateway, "overrides [server] log_level")
 
     demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
     demo.add_argument("--once", action="store_true", help="exit after the summary")
+    _log_level_arg(demo, "of the service the demo starts; default info")
 
     blueprint = commands.add_parser("blueprint", help="inspect and dry-run blueprints")
     blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)

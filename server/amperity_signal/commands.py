@@ -68,12 +68,17 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_level(args: argparse.Namespace, settings: Settings) -> str:
+    """``--log-level`` if given, else ``[server] log_level``, as ``logging`` names it."""
+    return str(args.log_level or settings.server.log_level).upper()
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the gRPC service (and, unless --no-gateway, the HTTP gateway) until signalled."""
     from amperity_signal.runner import run_service
 
     settings = _load_checked_settings(args.config)
-    configure_logging(secrets=settings.secret_values())
+    configure_logging(_log_level(args, settings), secrets=settings.secret_values())
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway)
 
@@ -91,7 +96,7 @@ def gateway(args: argparse.Namespace) -> int:
     from amperity_signal.runner import check_bindable
 
     settings = load_settings(args.config)
-    configure_logging(secrets=settings.secret_values())
+    configure_logging(_log_level(args, settings), secrets=settings.secret_values())
     address = args.http_address or settings.server.http_address
     # Asked first, so that a taken port names the flag or setting the address came from.
     check_bindable(
@@ -107,7 +112,7 @@ def demo(args: argparse.Namespace) -> int:
     """Sandbox + service + gateway + sample traffic, with a summary of what happened."""
     from amperity_signal.demo import run_demo
 
-    return asyncio.run(run_demo(once=args.once))
+    return asyncio.run(run_demo(once=args.once, log_level=args.log_level or "info"))
 
 
 class _UsageError(Exception):

@@ -27,6 +27,9 @@ from amperity_signal.errors import ConfigError, ConfigProblem
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+
 
 class _Strict(BaseModel):
     # TOML allows inf and nan; no duration or limit here means anything with them (an
@@ -69,6 +72,15 @@ class ServerSettings(_Strict):
     grace_period: float = Field(default=10.0, ge=0)
     admin_token: SecretStr | None = None
     max_message_bytes: int = Field(default=1_048_576, ge=65_536)
+    # The least severe level logged; ``--log-level`` overrides it. Secrets are scrubbed
+    # from every line at every level, debug included.
+    log_level: LogLevel = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        """``INFO`` and ``info`` are one level: Python's logging writes them upper case."""
+        return value.lower() if isinstance(value, str) else value
 
 
 class CacheSettings(_Strict):

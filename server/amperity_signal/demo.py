@@ -161,7 +161,7 @@ def sample_events(visitor: str) -> list[pb.Event]:
 
 @contextlib.asynccontextmanager
 async def _stack(
-    workdir: Path, admin_token: str
+    workdir: Path, admin_token: str, log_level: str
 ) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
     sandbox = await start_process(
@@ -175,7 +175,7 @@ async def _stack(
         config = workdir / "demo.toml"
         config.write_text(demo_config(sandbox_url, _free_port(50051), http_port, admin_token))
         service = await start_process(
-            [*exe, "serve", "--config", str(config)],
+            [*exe, "serve", "--config", str(config), "--log-level", log_level],
             ready="gateway listening on ",
             log=workdir / "service.log",
         )
@@ -187,8 +187,10 @@ async def _stack(
         await sandbox.stop()
 
 
-async def run_demo(*, once: bool) -> int:
+async def run_demo(*, once: bool, log_level: str = "info") -> int:
     """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C.
+
+    ``log_level`` is the service's ``--log-level``.
 
     SIGTERM and SIGINT stop it at any point, and the sandbox and service it started stop
     with it (a plain SIGTERM used to kill the demo alone and leave both running).
@@ -197,7 +199,12 @@ async def run_demo(*, once: bool) -> int:
     admin_token = secrets.token_urlsafe(16)
     stop = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp, _stop_on_signals(stop):
-        async with _stack(Path(tmp), admin_token) as (_, service, sandbox_url, http_port):
+        async with _stack(Path(tmp), admin_token, log_level) as (
+            _,
+            service,
+            sandbox_url,
+            http_port,
+        ):
             grpc_target = service.output_value("grpc listening on ")
             traffic = asyncio.create_task(
                 _traffic(grpc_target, sandbox_url, http_port, admin_token)

@@ -236,6 +236,8 @@ async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
     await service.start()
     host = settings.server.grpc_address.rsplit(":", 1)[0]
     announce(f"grpc listening on {host}:{service.port}")
+    # Which process serves: under --workers each worker says it at the level it inherited.
+    log.debug("serving", extra={"pid": os.getpid(), "workers": settings.server.workers})
     http = None
     if gateway:
         http = EmbeddedGateway(

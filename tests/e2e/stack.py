@@ -26,15 +26,6 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.support import Keys, integration_dict, mint_keys
 
 CLI = [sys.executable, "-m", "amperity_signal.cli"]
-# The CLI with every process log line at DEBUG (serve has no log-level setting), for scans
-# that must see what the most verbose logging would write.
-DEBUG_CLI = [
-    sys.executable,
-    "-c",
-    "import sys; import amperity_signal.commands as c; import amperity_signal.logs as l; "
-    "c.configure_logging = lambda level='INFO', secrets=(): l.configure_logging('DEBUG', secrets); "
-    "from amperity_signal.cli import main; sys.exit(main())",
-]
 
 
 def require_binary(name: str) -> str:
@@ -143,7 +134,7 @@ class Stack:
     ) -> Service:
         """Start ``amperity-signal serve`` with the given integrations (default: one retail).
 
-        ``debug`` logs at DEBUG instead of INFO.
+        ``debug`` passes ``--log-level debug`` (the most verbose logging, for leak scans).
         """
         keys = keys or mint_keys()
         tables = list(integrations) or [integration_dict(sandbox.url, keys, **overrides)]
@@ -162,7 +153,14 @@ class Stack:
         path = self.workdir / f"service-{len(self.processes)}.toml"
         path.write_text(tomli_w.dumps(config))
         process = await start_process(
-            [*(DEBUG_CLI if debug else CLI), "serve", "--config", str(path), *args],
+            [
+                *CLI,
+                "serve",
+                "--config",
+                str(path),
+                *args,
+                *(("--log-level", "debug") if debug else ()),
+            ],
             ready="gateway listening on " if "--no-gateway" not in args else "grpc listening on ",
             log=self.workdir / f"service-{len(self.processes)}.log",
         )

@@ -20,8 +20,8 @@ from amperity_signal.cli import grpc_target
 from amperity_signal.gateway.server import gateway_server
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.runner import exit_status
+from tests.unit.cli_support import INGEST, run_cli
 from tests.unit.cli_support import integration as integration_table
-from tests.unit.cli_support import run_cli
 
 BAD_OVERRIDES = {"handlers": {"custom": {"type": "custom", "events": ["A"], "use": ["nope"]}}}
 
@@ -39,13 +39,14 @@ def write_config(
     *,
     grpc_address: str = "127.0.0.1:0",
     http_address: str = "127.0.0.1:0",
+    log_level: str | None = None,
     **integration: Any,
 ) -> Path:
     table = integration_table(api_base_url="http://127.0.0.1:9", **integration)
-    config = {
-        "server": {"grpc_address": grpc_address, "http_address": http_address},
-        "integrations": [table],
-    }
+    server = {"grpc_address": grpc_address, "http_address": http_address}
+    if log_level is not None:
+        server["log_level"] = log_level
+    config = {"server": server, "integrations": [table]}
     path.write_text(tomli_w.dumps(config))
     return path
 
@@ -240,11 +241,11 @@ def test_sandbox_on_a_taken_port_says_so(taken_port: int) -> None:
     assert_clear_error(result, f"--port {taken_port}", "already in use")
 
 
-def serve_two_workers(config: Path) -> tuple[list[str], str]:
+def serve_two_workers(config: Path, *args: str) -> tuple[list[str], str]:
     """Run `serve --workers 2` until both workers serve, then SIGTERM: stdout lines, stderr."""
     command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
     with subprocess.Popen(
-        [*command, "--workers", "2"],
+        [*command, "--workers", "2", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -271,6 +272,41 @@ def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
     warnings = [r for r in records if "profile enrichment is off" in r["msg"]]
     assert [r["level"] for r in warnings] == ["warning", "warning"]
     assert sum(r["msg"] == "shutting down" for r in records) == 2
+
+
+@pytest.mark.parametrize(
+    ("config_level", "args"),
+    [(None, ("--log-level", "debug")), ("DEBUG", ())],
+    ids=["flag", "config"],
+)
+def test_serve_workers_log_at_the_level_of_the_flag_or_the_config_with_no_key(
+    tmp_path: Path, config_level: str | None, args: tuple[str, ...]
+) -> None:
+    """--log-level or [server] log_level reaches every worker; debug lines carry no key."""
+    config = write_config(tmp_path / "c.toml", log_level=config_level)
+    _, stderr = serve_two_workers(config, *args)
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    serving = [r for r in records if r["msg"] == "serving"]
+    assert [r["level"] for r in serving] == ["debug", "debug"]
+    assert len({r["pid"] for r in serving}) == 2  # one line from each worker
+    assert INGEST not in stderr and INGEST.split(".")[2] not in stderr
+
+
+def test_the_log_level_flag_overrides_the_config(tmp_path: Path) -> None:
+    """`--log-level error` over [server] log_level = "debug": workers log no info or debug."""
+    config = write_config(tmp_path / "c.toml", log_level="debug")
+    _, stderr = serve_two_workers(config, "--log-level", "error")
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert {r["level"] for r in records} <= {"error"}, stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "gateway", "demo"])
+def test_an_unknown_log_level_flag_names_the_levels(tmp_path: Path, command: str) -> None:
+    """--log-level verbose is refused, naming the flag and the four levels."""
+    config = ("--config", str(write_config(tmp_path / "c.toml"))) if command != "demo" else ()
+    target = ("--grpc-target", "127.0.0.1:1") if command == "gateway" else ()
+    result = run_cli(command, *config, *target, "--log-level", "verbose")
+    assert_clear_error(result, "--log-level", "'verbose'", "debug, info, warning, error")
 
 
 def test_serve_workers_on_port_0_share_one_free_port(tmp_path: Path) -> None:

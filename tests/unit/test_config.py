@@ -683,3 +683,11 @@ def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     formatter = JsonFormatter(settings.secret_values())
     record = logging.makeLogRecord({"msg": "AUTH failed for %s", "args": (password,)})
     assert password not in formatter.format(record)
+
+
+def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:
+    """[server] log_level takes debug, info, warning or error, in any case; nothing else."""
+    [problem] = problems_of({"server": {"log_level": "verbose"}, "integrations": [integration()]})
+    assert problem.startswith("server.log_level: must be 'debug', 'info', 'warning' or 'error'")
+    raw = {"server": {"log_level": "WARNING"}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).server.log_level == "warning"

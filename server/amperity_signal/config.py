@@ -1,7 +1,8 @@
 """Configuration: one TOML file, validated once at start, then passed in explicitly.
 
 Field names under ``[[integrations]]`` are the spec's own (``tenant_subdomain``,
-``event_stream_id``, ``linking_keys``, ...). A secret may be written as ``env:NAME``.
+``event_stream_id``, ``linking_keys``, ...). A secret (the keys, ``admin_token``, and
+``redis_url``, which may carry the Redis password) may be written as ``env:NAME``.
 Validation collects every problem at once, each with its fix (see ``load_settings``).
 """
 

@@ -25,11 +25,21 @@ VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publ
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
+# The fields that may be written as env:NAME, by table. redis_url is one: it carries the
+# Redis password (redis://:PASSWORD@host), which has no place in a configuration file.
+ENV_FIELDS = {
+    "server": ("admin_token",),
+    "cache": ("redis_url",),
+    "integrations": ("api_key", "profile_api_key"),
+}
 ENV_EXAMPLES = {
     "api_key": "AMPERITY_INGEST_KEY",
     "profile_api_key": "AMPERITY_PROFILE_KEY",
     "admin_token": "AMPERITY_SIGNAL_ADMIN_TOKEN",
+    "redis_url": "AMPERITY_SIGNAL_REDIS_URL",
 }
+# What the variable holds, for "export NAME with ...": a key, unless named here.
+ENV_VALUES = {"admin_token": "the token", "redis_url": "the Redis URL"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
 COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
@@ -54,42 +64,56 @@ def resolve_secrets(
 ) -> dict[str, Any]:
     """Return a copy of ``raw`` with every ``env:NAME`` secret replaced by its value."""
     resolved = copy.deepcopy(raw)
-    tables: list[tuple[str, Any]] = [("server", resolved.get("server"))]
+    tables = [
+        (section, ENV_FIELDS[section], resolved.get(section)) for section in ("server", "cache")
+    ]
     integrations = resolved.get("integrations")
     if isinstance(integrations, list):
-        tables += [(f"integrations[{i}]", t) for i, t in enumerate(integrations)]
-    for where, table in tables:
-        if not isinstance(table, dict):
-            continue
-        for name in SECRET_FIELDS:
-            value = table.get(name)
-            if isinstance(value, str) and value.startswith("env:"):
-                variable = value[4:]
-                if not ENV_NAME.fullmatch(variable):
-                    problems.append(
-                        ConfigProblem(
-                            f"{where}.{name}",
-                            "starts with env: but no environment variable name follows it "
-                            "(letters, digits and _, not starting with a digit).",
-                            f'write env:NAME, e.g. {name} = "env:{ENV_EXAMPLES[name]}", or '
-                            "write the value inline.",
-                        )
-                    )
-                    table.pop(name)
-                elif environ.get(variable):
-                    table[name] = environ[variable]
-                else:
-                    state = "is empty" if variable in environ else "is not set"
-                    problems.append(
-                        ConfigProblem(
-                            f"{where}.{name}",
-                            f"refers to environment variable {variable}, which {state}.",
-                            f"export {variable} with the key before starting, or write the "
-                            "value inline.",
-                        )
-                    )
-                    table.pop(name)
+        names = ENV_FIELDS["integrations"]
+        tables += [(f"integrations[{i}]", names, t) for i, t in enumerate(integrations)]
+    for where, names, table in tables:
+        if isinstance(table, dict):
+            for name in names:
+                _resolve(f"{where}.{name}", name, table, environ, problems)
     return resolved
+
+
+def _resolve(
+    location: str,
+    name: str,
+    table: dict[str, Any],
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+) -> None:
+    """Replace ``table[name]``, if written ``env:NAME``, by the variable's value (or drop it)."""
+    value = table.get(name)
+    if not (isinstance(value, str) and value.startswith("env:")):
+        return
+    variable = value[4:]
+    if environ.get(variable) and ENV_NAME.fullmatch(variable):
+        table[name] = environ[variable]
+        return
+    table.pop(name)
+    if not ENV_NAME.fullmatch(variable):
+        problems.append(
+            ConfigProblem(
+                location,
+                "starts with env: but no environment variable name follows it "
+                "(letters, digits and _, not starting with a digit).",
+                f'write env:NAME, e.g. {name} = "env:{ENV_EXAMPLES[name]}", or '
+                "write the value inline.",
+            )
+        )
+        return
+    state = "is empty" if variable in environ else "is not set"
+    problems.append(
+        ConfigProblem(
+            location,
+            f"refers to environment variable {variable}, which {state}.",
+            f"export {variable} with {ENV_VALUES.get(name, 'the key')} before starting, or "
+            "write the value inline.",
+        )
+    )
 
 
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:

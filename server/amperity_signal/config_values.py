@@ -109,7 +109,8 @@ def check_cache(table: Any) -> list[ConfigProblem]:
             problem,
             "write redis://HOST:PORT/DB (rediss:// for TLS, unix:///path/to/redis.sock for a "
             "socket), e.g. redis://127.0.0.1:6379/0; a password goes in as "
-            "redis://:PASSWORD@HOST:PORT/DB.",
+            "redis://:PASSWORD@HOST:PORT/DB (write env:NAME to read the URL from the "
+            "environment).",
         )
     ]
 

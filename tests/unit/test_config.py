@@ -691,3 +691,44 @@ def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:
     assert problem.startswith("server.log_level: must be 'debug', 'info', 'warning' or 'error'")
     raw = {"server": {"log_level": "WARNING"}, "integrations": [integration()]}
     assert settings_from_dict(raw, {}).server.log_level == "warning"
+
+
+def test_a_redis_url_from_the_environment_keeps_its_password_out_of_reprs_and_logs() -> None:
+    """cache.redis_url = "env:NAME" reads the URL; its password is hidden and scrubbed."""
+    url = "redis://:env-Redis-Pa55word@cache.internal:6379/0"
+    raw = {
+        "cache": {"backend": "redis", "redis_url": "env:REDIS_URL"},
+        "integrations": [integration()],
+    }
+    settings = settings_from_dict(raw, {"REDIS_URL": url})
+    assert settings.cache.redis_url == url
+    assert "env-Redis-Pa55word" not in repr(settings) and "env-Redis-Pa55word" not in str(settings)
+    record = logging.makeLogRecord({"msg": "AUTH failed for %s", "args": (url,)})
+    assert "env-Redis-Pa55word" not in JsonFormatter(settings.secret_values()).format(record)
+
+
+@pytest.mark.parametrize(
+    ("environ", "words"),
+    [
+        ({}, ["REDIS_URL, which is not set", "export REDIS_URL with the Redis URL"]),
+        ({"REDIS_URL": ""}, ["REDIS_URL, which is empty", "export REDIS_URL with the Redis URL"]),
+    ],
+    ids=["not-set", "empty"],
+)
+def test_a_redis_url_variable_that_is_missing_or_empty_is_named(
+    environ: dict[str, str], words: list[str]
+) -> None:
+    """env:NAME in cache.redis_url fails as every env: secret does, naming the variable."""
+    raw = {"cache": {"redis_url": "env:REDIS_URL"}, "integrations": [integration()]}
+    [problem] = problems_of(raw, environ)
+    assert problem.startswith("cache.redis_url: refers to environment variable REDIS_URL")
+    for word in words:
+        assert word in problem
+
+
+def test_an_env_prefix_without_a_variable_name_shows_the_field_s_example() -> None:
+    """cache.redis_url = "env:" asks for env:NAME with an example variable for Redis."""
+    raw = {"cache": {"redis_url": "env:"}, "integrations": [integration()]}
+    [problem] = problems_of(raw)
+    assert problem.startswith("cache.redis_url: starts with env:")
+    assert 'redis_url = "env:AMPERITY_SIGNAL_REDIS_URL"' in problem

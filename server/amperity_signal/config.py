@@ -241,14 +241,25 @@ def redis_passwords(url: str) -> list[str]:
     """The password of a Redis URL in every form it may be seen in.
 
     As written and decoded (redis-py decodes %40 to @ before sending it), from the user
-    info or from a ``?password=`` query parameter, which redis-py reads too.
+    info or from a ``?password=`` query parameter, which redis-py reads too. A Redis
+    password is chosen on the Redis side, so a short one is not refused; the log scrubber
+    ignores values under 8 characters, so the forms that carry the password with its URL
+    (the whole URL, ``user:password@host:port``, ``password=...``) are listed too: those
+    are long whatever the password's length.
     """
     try:
         parts = urlsplit(url)
         written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
     except ValueError:  # refused at load (cache.redis_url); a directly built Settings
         return []
-    return [form for value in written if value for form in dict.fromkeys((value, unquote(value)))]
+    passwords = [
+        form for value in written if value for form in dict.fromkeys((value, unquote(value)))
+    ]
+    if not passwords:
+        return []
+    contexts = [url, parts.netloc] if parts.password else [url]
+    contexts += [f"password={form}" for form in passwords if f"password={form}" in url]
+    return list(dict.fromkeys(passwords + contexts))
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:

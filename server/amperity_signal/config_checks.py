@@ -20,6 +20,7 @@ from amperity_signal.config_values import (
     quoted,
 )
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.logs import SCRUB_MIN_LENGTH
 
 VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
@@ -120,6 +121,7 @@ def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
     problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
     problems.extend(_check_blank_secrets("server", raw.get("server"), ("admin_token",)))
+    problems.extend(_check_short_secrets("server", raw.get("server"), ("admin_token",)))
     integrations = raw.get("integrations", [])
     if not isinstance(integrations, list):
         return [
@@ -237,6 +239,7 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
             "(acme for https://acme.amperity.com), not the Amperity-Tenant value or a URL.",
         )
     problems.extend(_check_blank_secrets(where, table, ("api_key", "profile_api_key")))
+    problems.extend(_check_short_secrets(where, table, ("api_key", "profile_api_key")))
     problems.extend(_check_keys_out_of_place(where, table))
     problems.extend(_check_header_values(where, table))
     problems.extend(_check_profile(where, table))
@@ -331,6 +334,45 @@ def _check_blank_secrets(where: str, table: Any, names: tuple[str, ...]) -> list
         ConfigProblem(f"{where}.{name}", *BLANK_SECRET_ADVICE[name])
         for name in names
         if isinstance(table.get(name), str) and not table[name].strip()
+    ]
+
+
+_JWT_LOOKS = (
+    "Amperity API keys are JWTs of a few hundred characters, starting eyJ; this looks like "
+    "a placeholder or a truncated paste, and logs could not scrub a value this short."
+)
+SHORT_SECRET_ADVICE = {
+    "api_key": (
+        f"is shorter than {SCRUB_MIN_LENGTH} characters. {_JWT_LOOKS}",
+        "paste the whole Streaming Ingest key (Settings > Security > API Keys), or write "
+        "env:NAME to read it from the environment.",
+    ),
+    "profile_api_key": (
+        f"is shorter than {SCRUB_MIN_LENGTH} characters. {_JWT_LOOKS}",
+        "paste the whole Profile API key (Settings > Security > API Keys), or remove it to "
+        "turn enrichment off.",
+    ),
+    "admin_token": (
+        f"is shorter than {SCRUB_MIN_LENGTH} characters: easy to guess, and logs could not "
+        "scrub a value this short.",
+        "set a long random token, e.g. the output of `openssl rand -hex 16`, or remove it "
+        "to keep Live Events off.",
+    ),
+}
+
+
+def _check_short_secrets(where: str, table: Any, names: tuple[str, ...]) -> list[ConfigProblem]:
+    """A key or token too short for the log scrubber to see is a mistake: refused by name.
+
+    The value is never quoted, nor its exact length given.
+    """
+    if not isinstance(table, dict):
+        return []
+    return [
+        ConfigProblem(f"{where}.{name}", *SHORT_SECRET_ADVICE[name])
+        for name in names
+        if isinstance(table.get(name), str)
+        and 0 < len(table[name].strip()) < SCRUB_MIN_LENGTH  # blank: _check_blank_secrets
     ]
 
 

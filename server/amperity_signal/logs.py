@@ -24,6 +24,10 @@ message_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("message_id
 # its message template with terminal colour codes, which has no place in a JSON line.
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
+# Shorter values are not scrubbed: replacing every "admin" or "1234" would mangle ordinary
+# words and numbers. The configuration refuses keys and tokens this short (config_checks).
+SCRUB_MIN_LENGTH = 8
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, ids, extra fields.
@@ -35,7 +39,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        kept = {s for s in secrets if len(s) >= 8}
+        kept = {s for s in secrets if len(s) >= SCRUB_MIN_LENGTH}
         # The line is scrubbed after json.dumps, which writes a quote, a backslash, a
         # control or a non-ASCII character escaped: such a secret is looked for as written.
         kept |= {json.dumps(s)[1:-1] for s in kept}

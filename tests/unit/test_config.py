@@ -732,3 +732,59 @@ def test_an_env_prefix_without_a_variable_name_shows_the_field_s_example() -> No
     [problem] = problems_of(raw)
     assert problem.startswith("cache.redis_url: starts with env:")
     assert 'redis_url = "env:AMPERITY_SIGNAL_REDIS_URL"' in problem
+
+
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("api_key", ["JWTs of a few hundred characters", "Streaming Ingest key"]),
+        ("profile_api_key", ["JWTs of a few hundred characters", "Profile API key"]),
+        ("admin_token", ["easy to guess", "openssl rand -hex 16"]),
+    ],
+)
+def test_a_secret_too_short_for_the_log_scrubber_is_refused_unquoted(
+    field: str, words: list[str]
+) -> None:
+    """A key or token under 8 characters (a placeholder, a cut paste) is refused by name."""
+    server = {"admin_token": "adm1n"} if field == "admin_token" else {}
+    keys = {"profile_api_key": "pk-7chr", "profile_collection_id": "apc-x"}
+    table = integration(**(keys if field == "profile_api_key" else {}))
+    if field == "api_key":
+        table["api_key"] = "env:INGEST_KEY"  # read from the environment: refused alike
+    [problem] = problems_of({"server": server, "integrations": [table]}, {"INGEST_KEY": "xyz123"})
+    assert problem.startswith(
+        f"{'server' if field == 'admin_token' else 'integrations[0]'}.{field}"
+    )
+    assert "shorter than 8 characters" in problem and "logs could not scrub" in problem
+    for word in words:
+        assert word in problem
+    for secret in ("adm1n", "pk-7chr", "xyz123"):
+        assert secret not in problem
+
+
+def test_a_secret_of_8_characters_is_long_enough_to_be_scrubbed_and_loads() -> None:
+    """The shortest secret the configuration takes is the shortest the log scrubber sees."""
+    raw = {"server": {"admin_token": "8-chars!"}, "integrations": [integration()]}
+    settings = settings_from_dict(raw, {})
+    record = logging.makeLogRecord({"msg": "token %s", "args": ("8-chars!",)})
+    assert "8-chars!" not in JsonFormatter(settings.secret_values()).format(record)
+
+
+@pytest.mark.parametrize(
+    ("url", "forms"),
+    [
+        ("rediss://:pw@cache.internal:6380/2", [":pw@cache.internal:6380"]),
+        ("redis://cache.internal:6379/0?password=pw", ["?password=pw"]),
+    ],
+    ids=["user-info", "query-parameter"],
+)
+def test_a_short_redis_password_loads_and_its_url_is_scrubbed_from_logs(
+    url: str, forms: list[str]
+) -> None:
+    """Redis chose the password: a short one loads, and the URL forms carrying it are scrubbed."""
+    raw = {"cache": {"backend": "redis", "redis_url": url}, "integrations": [integration()]}
+    formatter = JsonFormatter(settings_from_dict(raw, {}).secret_values())
+    for shown in (url, *forms):
+        record = logging.makeLogRecord({"msg": "redis at %s failed", "args": (shown,)})
+        line = formatter.format(record)
+        assert "[REDACTED]" in line and ":pw@" not in line and "password=pw" not in line

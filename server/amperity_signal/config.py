@@ -15,10 +15,20 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    Strict,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
@@ -27,6 +37,11 @@ from amperity_signal.config_values import quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+# TOML has real booleans, integers and floats: "yes", "10" or true where a number goes is
+# a mistake to name, not to coerce (pydantic's lax mode reads "yes" as true, true as 1 and
+# 2.0 as 2). A float field still takes an integer: grace_period = 10 is ten seconds.
+Number = Annotated[float, Strict()]
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
@@ -69,10 +84,10 @@ class ServerSettings(_Strict):
 
     grpc_address: str = "127.0.0.1:50051"
     http_address: str = "127.0.0.1:8080"
-    workers: int = Field(default=1, ge=1, le=64)
-    grace_period: float = Field(default=10.0, ge=0)
+    workers: StrictInt = Field(default=1, ge=1, le=64)
+    grace_period: Number = Field(default=10.0, ge=0)
     admin_token: SecretStr | None = None
-    max_message_bytes: int = Field(default=1_048_576, ge=65_536)
+    max_message_bytes: StrictInt = Field(default=1_048_576, ge=65_536)
     # The least severe level logged; ``--log-level`` overrides it. Secrets are scrubbed
     # from every line at every level, debug included.
     log_level: LogLevel = "info"
@@ -90,17 +105,17 @@ class CacheSettings(_Strict):
     backend: Literal["memory", "redis"] = "memory"
     # Out of the repr: the URL may carry the Redis password (redis://:PASSWORD@host).
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
-    max_entries: int = Field(default=200_000, ge=100)
-    resolution_ttl: float = Field(default=86_400, gt=0)
-    attribute_ttl: float = Field(default=60, gt=0)
-    personalized_ttl: float = Field(default=120, gt=0)
-    not_found_ttl: float = Field(default=300, gt=0)
-    error_ttl: float = Field(default=30, gt=0)
-    identity_ttl: float = Field(default=30 * 86_400, gt=0)
-    stale_ttl: float = Field(default=3_600, ge=0)
-    jitter: float = Field(default=0.1, ge=0, le=0.5)
-    breaker_failures: int = Field(default=5, ge=1)
-    breaker_cooldown: float = Field(default=30, gt=0)
+    max_entries: StrictInt = Field(default=200_000, ge=100)
+    resolution_ttl: Number = Field(default=86_400, gt=0)
+    attribute_ttl: Number = Field(default=60, gt=0)
+    personalized_ttl: Number = Field(default=120, gt=0)
+    not_found_ttl: Number = Field(default=300, gt=0)
+    error_ttl: Number = Field(default=30, gt=0)
+    identity_ttl: Number = Field(default=30 * 86_400, gt=0)
+    stale_ttl: Number = Field(default=3_600, ge=0)
+    jitter: Number = Field(default=0.1, ge=0, le=0.5)
+    breaker_failures: StrictInt = Field(default=5, ge=1)
+    breaker_cooldown: Number = Field(default=30, gt=0)
 
 
 class GatewayTable(_Strict):
@@ -112,18 +127,18 @@ class GatewayTable(_Strict):
     ``X-Forwarded-For`` carries the visitor's address.
     """
 
-    rate_limit_per_second: float = Field(default=20.0, gt=0)
-    rate_limit_burst: int = Field(default=40, ge=1)
-    rate_limit_max_clients: int = Field(default=100_000, ge=1)
-    max_body_bytes: int = Field(default=32 * 1024, ge=1_024)
-    max_batch_body_bytes: int = Field(default=256 * 1024, ge=1_024)
-    max_batch_events: int = Field(default=100, ge=1)
-    max_header_bytes: int = Field(default=16 * 1024, ge=1_024)
-    rpc_timeout: float = Field(default=2.0, gt=0)
-    deliver_timeout: float = Field(default=5.0, gt=0)
-    batch_concurrency: int = Field(default=8, ge=1)
+    rate_limit_per_second: Number = Field(default=20.0, gt=0)
+    rate_limit_burst: StrictInt = Field(default=40, ge=1)
+    rate_limit_max_clients: StrictInt = Field(default=100_000, ge=1)
+    max_body_bytes: StrictInt = Field(default=32 * 1024, ge=1_024)
+    max_batch_body_bytes: StrictInt = Field(default=256 * 1024, ge=1_024)
+    max_batch_events: StrictInt = Field(default=100, ge=1)
+    max_header_bytes: StrictInt = Field(default=16 * 1024, ge=1_024)
+    rpc_timeout: Number = Field(default=2.0, gt=0)
+    deliver_timeout: Number = Field(default=5.0, gt=0)
+    batch_concurrency: StrictInt = Field(default=8, ge=1)
     trusted_proxies: tuple[str, ...] = ()
-    live_replay: int = Field(default=50, ge=1)
+    live_replay: StrictInt = Field(default=50, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -157,13 +172,13 @@ class IntegrationSettings(_Strict):
     linking_keys: tuple[LinkingKey, ...] = ()
     browser_attribute_allowlist: tuple[str, ...] = ()
     browser_consent: str | None = None
-    personalisation_enabled: bool = False
+    personalisation_enabled: StrictBool = False
     personalisation_context_mappings: tuple[ContextMapping, ...] = ()
     api_base_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
-    rate_limit_per_second: int = Field(default=500, ge=1, le=10_000)
-    request_timeout: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
+    rate_limit_per_second: StrictInt = Field(default=500, ge=1, le=10_000)
+    request_timeout: Number = Field(default=10.0, gt=0)
+    max_retries: StrictInt = Field(default=5, ge=0, le=20)
     blueprint: BlueprintOverrides = Field(default_factory=BlueprintOverrides)
 
     @field_validator("linking_keys", "personalisation_context_mappings", mode="before")

@@ -412,7 +412,8 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
                 "with Profile Read Access under Settings > Security > API Keys.",
             )
         )
-    if table.get("personalisation_enabled") and not profile_key:
+    # `is True`: "yes" or 1 is refused as not a boolean, not read as turning it on.
+    if table.get("personalisation_enabled") is True and not profile_key:
         problems.append(
             ConfigProblem(
                 f"{where}.personalisation_enabled",

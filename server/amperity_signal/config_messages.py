@@ -24,7 +24,7 @@ _TOML_TYPES = {
     time: "a time",
     bool: "true or false",
     int: "a number",
-    float: "a number",
+    float: "a decimal number",
     str: "a string",
     list: "an array",
     dict: "a table",
@@ -53,7 +53,7 @@ _SHAPE_FIXES = {
     "a string": 'write it in double quotes, e.g. "value".',
     "a whole number": "write a whole number without quotes, e.g. 10.",
     "a number": "write a number without quotes, e.g. 10 or 2.5.",
-    "true or false": "write true or false, without quotes.",
+    "true or false": "write true or false, without quotes, e.g. {field} = true.",
 }
 
 # The mistakes whose description needs nothing from the error.
@@ -120,21 +120,24 @@ def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
         elif kind == "extra_forbidden":
             problems.append(ConfigProblem(location, "is not a known field.", UNKNOWN_FIX))
         else:
-            problem, fix = _describe(kind, error)
+            problem, fix = _describe(kind, error, _field(error["loc"]).removesuffix("[]"))
             field_fix = _FIELD_FIXES.get(_field(error["loc"]))
             problems.append(ConfigProblem(location, problem, field_fix or fix))
     return problems
 
 
-def _describe(kind: str, error: Any) -> tuple[str, str]:
-    """What is wrong with the value and the generic fix for its kind of mistake."""
+def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
+    """What is wrong with the value and the generic fix for its kind of mistake.
+
+    A true or false wanted gets the field's own line as the example to copy.
+    """
     context = error.get("ctx") or {}
     if kind in _SHAPES:
         shape = _SHAPES[kind]
         given = _TOML_TYPES.get(type(error.get("input")), "something else")
         if given == shape or kind in ("int_from_float", "int_parsing", "float_parsing"):
             given = "that value"
-        return f"must be {shape}, not {given}.", _SHAPE_FIXES[shape]
+        return f"must be {shape}, not {given}.", _SHAPE_FIXES[shape].format(field=field)
     limits = {
         "greater_than_equal": ("at least", "ge"),
         "greater_than": ("greater than", "gt"),

@@ -788,3 +788,48 @@ def test_a_short_redis_password_loads_and_its_url_is_scrubbed_from_logs(
         record = logging.makeLogRecord({"msg": "redis at %s failed", "args": (shown,)})
         line = formatter.format(record)
         assert "[REDACTED]" in line and ":pw@" not in line and "password=pw" not in line
+
+
+@pytest.mark.parametrize(
+    ("table", "field", "value", "words"),
+    [
+        ("server", "workers", True, ["must be a whole number, not true or false", "e.g. 10"]),
+        ("server", "workers", "2", ["must be a whole number, not a string", "without quotes"]),
+        ("server", "workers", 2.0, ["must be a whole number, not a decimal number"]),
+        ("cache", "max_entries", "1000", ["must be a whole number, not a string"]),
+        ("gateway", "rate_limit_burst", 40.5, ["must be a whole number, not a decimal number"]),
+        ("integrations", "max_retries", False, ["must be a whole number, not true or false"]),
+        ("integrations", "rate_limit_per_second", "500", ["must be a whole number"]),
+        (
+            "integrations",
+            "personalisation_enabled",
+            "yes",
+            ["must be true or false, not a string", "e.g. personalisation_enabled = true"],
+        ),
+        ("integrations", "personalisation_enabled", 1, ["must be true or false, not a number"]),
+        ("server", "grace_period", "10", ["must be a number, not a string", "e.g. 10 or 2.5"]),
+        ("cache", "attribute_ttl", True, ["must be a number, not true or false"]),
+        ("gateway", "rpc_timeout", "2.0", ["must be a number, not a string"]),
+    ],
+)
+def test_booleans_and_numbers_must_be_toml_booleans_and_numbers(
+    table: str, field: str, value: Any, words: list[str]
+) -> None:
+    """A quoted number, a boolean for a number, "yes" for a boolean: each is refused by name."""
+    raw: dict[str, Any] = {"integrations": [integration()]}
+    if table == "integrations":
+        raw["integrations"][0][field] = value
+        location = f"integrations[0].{field}"
+    else:
+        raw[table] = {field: value}
+        location = f"{table}.{field}"
+    [problem] = problems_of(raw)
+    assert problem.startswith(f"{location}: ")
+    for word in words:
+        assert word in problem
+
+
+def test_a_whole_number_is_a_number_of_seconds() -> None:
+    """A float field takes a TOML integer: grace_period = 10 is ten seconds."""
+    raw = {"server": {"grace_period": 10}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).server.grace_period == 10.0

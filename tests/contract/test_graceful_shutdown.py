@@ -11,7 +11,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from amperity_signal.service.app import Deps, Service, build_server
+from amperity_signal.service.app import SERVICE_NAME, Deps, Service, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.test_contract import details, event
@@ -19,6 +19,8 @@ from tests.support import Keys, integration_dict, settings_for
 
 GRACE = 10.0
 """Longer than any of these tests needs: only a stream left open would wait it out."""
+LONG_GRACE = 60.0
+"""A grace no test waits out: a stop held by a watch would still be held at the end."""
 
 
 class GatedAmperity(httpx.AsyncBaseTransport):
@@ -140,3 +142,38 @@ async def test_stop_ends_an_open_watch_unavailable_at_once(service: Service) -> 
 
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details(ended.value)["ErrorInfo"].reason == "SERVICE_STOPPING"
+
+
+async def test_stop_ends_health_watches_not_serving_while_real_calls_finish(
+    service: Service, amperity: GatedAmperity
+) -> None:
+    """Watchers see NOT_SERVING, then their watch ends; the stop waits only for the Deliver."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        watches = [
+            health.Watch(health_pb2.HealthCheckRequest(service=name)) for name in ("", SERVICE_NAME)
+        ]
+        for watch in watches:
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stub = pb_grpc.AmperityServiceStub(channel)
+        deliver = stub.Deliver(
+            pb.DeliverRequest(integration_id="web", event=event(type="track", event="add_to_cart"))
+        )
+        await amperity.arrived.wait()
+        stopping = asyncio.create_task(service.stop(LONG_GRACE))
+        ended = []
+        for watch in watches:
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as watch_end:
+                await watch.read()
+            ended.append(watch_end.value)
+        # The watches ended on their own, not at the grace's end: the Deliver holds it yet.
+        assert not stopping.done()
+        amperity.gate.set()
+        delivered = await deliver
+        await stopping
+
+    for error in ended:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert details(error)["ErrorInfo"].reason == "SERVICE_STOPPING"
+    assert delivered.vendor_request.status_code == 202

@@ -80,6 +80,10 @@ async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: 
     assert not in_flight.done(), "health must flip before the in-flight RPC is cut short"
     response = await in_flight
     assert response.vendor_request.status_code == 202
+    # The watch ends (rather than hold the stop for its grace period) after NOT_SERVING.
+    with pytest.raises(grpc.aio.AioRpcError) as watch_end:
+        await watch.read()
+    assert watch_end.value.code() == grpc.StatusCode.UNAVAILABLE
     assert await asyncio.wait_for(service.process.proc.wait(), 20) == 0
     received = [e["body"]["message_id"] for e in await sandbox.events(stream=STREAM)]
     assert sent.message_id in received

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import httpx
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,6 +31,7 @@ from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
+from amperity_signal.service.health import HealthServicer
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
@@ -71,7 +72,7 @@ class Service:
     """A built, not yet started, server with handles on its parts."""
 
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: HealthServicer
     registry: Registry
     live: LiveEvents
     metrics: Metrics
@@ -105,9 +106,11 @@ class Service:
 
         Streams and watches, which never finish by themselves, stop taking events and end
         (UNAVAILABLE) once the events they took are answered, rather than hold the whole
-        grace period and be cancelled at its end.
+        grace period and be cancelled at its end; health watches end once they have sent
+        NOT_SERVING.
         """
         await self.health.enter_graceful_shutdown()
+        self.health.end_watches()
         if self.servicer is not None:
             self.servicer.stop_streams()
         await self.server.stop(grace)
@@ -169,7 +172,7 @@ def build_server(
         ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_LIMIT),
     ]
     server = grpc.aio.server(options=options)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     handlers = HandlerRegistry()
     # The generated add_*_to_server functions only call the registration methods, which
     # ObservedRegistration has: it gives the server and the in-process channel's registry

@@ -8,6 +8,7 @@ retrying later can help (AIP-193).
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -109,7 +110,33 @@ def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
     back beside the status details: a failed call answers it as a successful one does, and
     the caller can find the failure's log line by it.
     """
-    status = rpc_status.to_status(to_status_proto(error))
+    return _with_request_id(to_status_proto(error))
+
+
+def unknown_health_service(service: str, known: Iterable[str]) -> grpc.Status:
+    """NOT_FOUND for a health check of a service this server does not report on.
+
+    The health protocol fixes the code; the message names the services it does know.
+    """
+    names = ", ".join(repr(name) for name in sorted(known))
+    info = error_details_pb2.ErrorInfo(
+        reason="UNKNOWN_HEALTH_SERVICE", domain=DOMAIN, metadata={"service": service[:200]}
+    )
+    packed = any_pb2.Any()
+    packed.Pack(info)
+    message = (
+        f"no health status for service {service[:200]!r}; ask for one of {names} "
+        "('' is the whole server)"
+    )
+    return _with_request_id(
+        status_pb2.Status(
+            code=grpc.StatusCode.NOT_FOUND.value[0], message=message, details=[packed]
+        )
+    )
+
+
+def _with_request_id(proto: status_pb2.Status) -> grpc.Status:
+    status = rpc_status.to_status(proto)
     trailing = tuple(status.trailing_metadata)
     request_id = request_id_var.get()
     if request_id:

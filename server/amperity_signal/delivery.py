@@ -7,6 +7,7 @@ the outcome carries a warning. OK is only returned after Amperity answered 202 o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,19 @@ ENRICH_MAX_SECONDS = 2.0
 # The deliveries metric's amperity_type for an event no handler maps: its pass-through type
 # is the caller's event name, and one series per name a site invents has no bound.
 UNMAPPED_TYPE_LABEL = "unmapped"
+# The deliveries metric's amperity_type for an event cancelled before it was mapped.
+UNKNOWN_TYPE_LABEL = "unknown"
+CANCELLED = "cancelled"
+"""The outcome of a delivery whose caller hung up, or whose deadline passed, mid-way."""
+CANCELLED_BEFORE_POST = (
+    "cancelled before the event was posted to Amperity ({why}): it was not sent; the "
+    "caller decides whether to send it again."
+)
+CANCELLED_WHILE_POSTING = (
+    "cancelled while the event was being posted to Amperity ({why}): the POST may have "
+    "been sent and the event may well have reached Amperity; look for it there by "
+    "message_id before sending it again."
+)
 
 
 @dataclass(frozen=True)
@@ -73,43 +87,56 @@ class Delivery:
     async def deliver(
         self, integration: Integration, event: dict[str, Any], *, deadline: float
     ) -> Delivered:
-        """Enrich, map and post one event; raise an AmperityError when Amperity refused it."""
+        """Enrich, map and post one event; raise an AmperityError when Amperity refused it.
+
+        A cancelled call (its caller hung up, or its deadline passed) is counted and
+        recorded as ``cancelled`` on its way out, saying whether the POST had begun.
+        """
         settings = integration.settings
         warnings: list[str] = []
         enrichment: EnrichResult | None = None
-        if settings.browser_consent:
-            await self._consent.remember(settings.id, event)
-        if settings.profile_enabled:
-            budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
-            enrichment = await self._enricher.enrich(
-                settings, event, deadline=self._clock() + max(budget, 0.0)
-            )
-            warnings.extend(enrichment.warnings)
-            event = enrichment.event
-        elif integration.enrichment_gap:
-            warnings.append(integration.enrichment_gap)
-        mapped = map_event(integration.blueprint, event, source_value=settings.source_value)
-        warnings.extend(mapped.warnings)
-        message_id = str(event.get("message_id", ""))
+        # Set just before the POST, with no await between: whether it had begun.
+        mapped: MappedEvent | None = None
         try:
-            result = await integration.client.post_event(mapped.payload, deadline=deadline)
-        except AmperityError as error:
-            self._count(settings.id, _type_label(mapped), "failed")
-            log.warning(
-                "delivery failed: %s",
-                error.message,
-                extra={"reason": error.reason, "attempts": error.attempts},
-            )
-            self._record(
-                integration,
-                event,
-                mapped,
-                call=vendor_call(error),
-                outcome="failed",
-                error=error.message,
-                warnings=warnings,
-            )
+            if settings.browser_consent:
+                await self._consent.remember(settings.id, event)
+            if settings.profile_enabled:
+                budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
+                enrichment = await self._enricher.enrich(
+                    settings, event, deadline=self._clock() + max(budget, 0.0)
+                )
+                warnings.extend(enrichment.warnings)
+                event = enrichment.event
+            elif integration.enrichment_gap:
+                warnings.append(integration.enrichment_gap)
+            mapped = map_event(integration.blueprint, event, source_value=settings.source_value)
+            warnings.extend(mapped.warnings)
+            try:
+                result = await integration.client.post_event(mapped.payload, deadline=deadline)
+            except AmperityError as error:
+                self._count(settings.id, _type_label(mapped), "failed")
+                log.warning(
+                    "delivery failed: %s",
+                    error.message,
+                    extra={"reason": error.reason, "attempts": error.attempts},
+                )
+                self._record(
+                    integration,
+                    event,
+                    mapped.amperity_type,
+                    mapped.payload,
+                    call=vendor_call(error),
+                    outcome="failed",
+                    error=error.message,
+                    warnings=warnings,
+                )
+                raise
+        except asyncio.CancelledError:
+            # Recorded without awaiting anything, so the cancellation is not held up; the
+            # operator still sees an event that may have reached Amperity.
+            self._cancelled(integration, event, mapped, deadline=deadline, warnings=warnings)
             raise
+        message_id = str(event.get("message_id", ""))
         if result.dropping:
             warnings.append(DROPPING_WARNING)
         outcome = "dropped" if result.dropping else "delivered"
@@ -117,7 +144,8 @@ class Delivery:
         self._record(
             integration,
             event,
-            mapped,
+            mapped.amperity_type,
+            mapped.payload,
             call=result.call,
             outcome=outcome,
             error="",
@@ -132,6 +160,39 @@ class Delivery:
             warnings=tuple(warnings),
         )
 
+    def _cancelled(
+        self,
+        integration: Integration,
+        event: dict[str, Any],
+        mapped: MappedEvent | None,
+        *,
+        deadline: float,
+        warnings: list[str],
+    ) -> None:
+        """Count and record a delivery cancelled before (``mapped`` None) or while posting."""
+        why = (
+            "the caller's deadline passed"
+            if self._clock() >= deadline
+            else "the caller hung up, or the service stopped past its grace period"
+        )
+        if mapped is None:
+            label, error = UNKNOWN_TYPE_LABEL, CANCELLED_BEFORE_POST.format(why=why)
+            amperity_type, payload = "", {}
+        else:
+            label, error = _type_label(mapped), CANCELLED_WHILE_POSTING.format(why=why)
+            amperity_type, payload = mapped.amperity_type, mapped.payload
+        self._count(integration.id, label, CANCELLED)
+        self._record(
+            integration,
+            event,
+            amperity_type,
+            payload,
+            call=None,
+            outcome=CANCELLED,
+            error=error,
+            warnings=warnings,
+        )
+
     def _count(self, integration_id: str, amperity_type: str, outcome: str) -> None:
         """Count one delivery outcome (the same series ``deliveries.labels`` names)."""
         key = (integration_id, amperity_type, outcome)
@@ -144,7 +205,8 @@ class Delivery:
         self,
         integration: Integration,
         event: dict[str, Any],
-        mapped: MappedEvent,
+        amperity_type: str,
+        payload: dict[str, Any],
         *,
         call: VendorCall | None,
         outcome: str,
@@ -157,8 +219,8 @@ class Delivery:
                 message_id=str(event.get("message_id", "")),
                 delivered_at=datetime.now(UTC),
                 event=event,
-                amperity_type=mapped.amperity_type,
-                payload=mapped.payload,
+                amperity_type=amperity_type,
+                payload=payload,
                 vendor_request=call,
                 outcome=outcome,
                 error=error,

@@ -548,9 +548,11 @@ class WatchDeliveriesResponse(_message.Message):
     amperity_type: _builtins.str
     """The Amperity type the blueprint chose."""
     outcome: _builtins.str
-    """The outcome: "delivered", "dropped" or "failed"."""
+    """The outcome: "delivered", "dropped", "failed", or "cancelled" when the caller hung up
+    or its deadline passed mid-delivery (the error says whether the POST had begun).
+    """
     error: _builtins.str
-    """The error message when the delivery failed."""
+    """The error message when the delivery failed or was cancelled."""
     missed_before: _builtins.int
     """Deliveries this watch did not receive just before this one: the watcher read more
     slowly than events were delivered and its queue on the service (1,000 records) was

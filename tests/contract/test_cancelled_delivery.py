@@ -1,0 +1,122 @@
+"""A Deliver its caller cancels is still counted and shown in Live Events, as cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from amperity_signal.service.app import Deps, Service, build_server
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.contract.test_contract import event
+from tests.support import Keys, integration_dict, settings_for
+
+
+class SilentAmperity(httpx.AsyncBaseTransport):
+    """Amperity that never answers; records which paths were asked for."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        self.asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Running:
+    """A started service, a watch on its Live Events and a stub, over one channel."""
+
+    service: Service
+    stub: pb_grpc.AmperityServiceStub
+    watch: grpc.aio.UnaryStreamCall[pb.WatchDeliveriesRequest, pb.WatchDeliveriesResponse]
+
+
+@pytest.fixture
+async def amperity() -> SilentAmperity:
+    """Amperity whose every call hangs."""
+    return SilentAmperity()
+
+
+@pytest.fixture
+async def running(
+    request: pytest.FixtureRequest, keys: Keys, amperity: SilentAmperity
+) -> AsyncIterator[Running]:
+    """The service, its Profile API enrichment on only when a test cancels during it."""
+    overrides: dict[str, Any] = {} if request.param == "enriching" else {"profile_api_key": None}
+    settings = settings_for(integration_dict("http://amperity.test", keys, **overrides))
+    service = build_server(settings, Deps(transport=amperity))
+    await service.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        watch = stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+        await watch.initial_metadata()
+        yield Running(service, stub, watch)
+        watch.cancel()
+    await service.stop(0)
+
+
+def cancelled_count(service: Service, amperity_type: str) -> float:
+    """The deliveries counted as cancelled for one amperity_type label."""
+    value = service.metrics.registry.get_sample_value(
+        "amperity_signal_deliveries_total",
+        {"integration": "web", "amperity_type": amperity_type, "outcome": "cancelled"},
+    )
+    return value or 0.0
+
+
+async def hang_up_mid_delivery(
+    running: Running, amperity: SilentAmperity
+) -> tuple[pb.Event, pb.WatchDeliveriesResponse]:
+    """Send a Deliver, hang up once Amperity was asked something; the record it leaves."""
+    sent = event(type="track", event="add_to_cart", user_id="u-cancel")
+    # The generated stub's types know only the sync call; the aio call can be cancelled.
+    call: Any = running.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    await amperity.asked.wait()
+    call.cancel()
+    # Bounded only so that a service which records nothing fails here instead of hanging.
+    record = await asyncio.wait_for(running.watch.read(), 10)
+    assert isinstance(record, pb.WatchDeliveriesResponse)
+    return sent, record
+
+
+@pytest.mark.parametrize("running", ["posting"], indirect=True)
+async def test_a_deliver_cancelled_while_posting_is_recorded_as_maybe_at_amperity(
+    running: Running, amperity: SilentAmperity, keys: Keys
+) -> None:
+    """Live Events shows it cancelled, maybe delivered; the metric counts it under its type."""
+    sent, record = await hang_up_mid_delivery(running, amperity)
+
+    assert amperity.paths == [f"/prof/events/{integration_dict('', keys)['event_stream_id']}"]
+    assert (record.message_id, record.outcome) == (sent.message_id, "cancelled")
+    assert record.amperity_type == "add_to_cart"
+    assert "POST may have been sent" in record.error
+    assert "the caller hung up" in record.error
+    assert record.payload.fields["type"].string_value == "add_to_cart"
+    assert not record.HasField("vendor_request")
+    for secret in (keys.ingest, keys.profile):
+        assert secret not in str(record)
+    assert cancelled_count(running.service, "add_to_cart") == 1
+
+
+@pytest.mark.parametrize("running", ["enriching"], indirect=True)
+async def test_a_deliver_cancelled_while_enriching_is_recorded_as_not_sent(
+    running: Running, amperity: SilentAmperity
+) -> None:
+    """Cancelled before its POST: Live Events says it was not sent; counted as cancelled."""
+    sent, record = await hang_up_mid_delivery(running, amperity)
+
+    assert not any(path.startswith("/prof/events/") for path in amperity.paths)
+    assert (record.message_id, record.outcome) == (sent.message_id, "cancelled")
+    assert "before the event was posted" in record.error
+    assert "it was not sent" in record.error
+    assert cancelled_count(running.service, "unknown") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,3 +178,22 @@ async def test_stop_ends_health_watches_not_serving_while_real_calls_finish(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert details(error)["ErrorInfo"].reason == "SERVICE_STOPPING"
     assert delivered.vendor_request.status_code == 202
+
+
+async def test_a_stop_just_after_watchers_hang_up_logs_no_error(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watch whose caller just left is ended quietly: no failure logged, no second abort."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        deliveries = pb_grpc.AmperityServiceStub(channel).WatchDeliveries(
+            pb.WatchDeliveriesRequest(integration_id="web")
+        )
+        await deliveries.initial_metadata()
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        deliveries.cancel()
+        watch.cancel()
+    await service.stop(GRACE)
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -246,11 +246,21 @@ class _Observed:
     async def _unexpected(self, context: Context, error: Exception) -> None:
         """End the call with INTERNAL and a request id, logging the error; an abort passes.
 
+        A call already over has no one to answer: what failed is noted, not logged as a bug.
+
         grpc.aio would answer UNKNOWN with ``str(error)`` in the details: internals, and
         whatever the error holds (a header value with a key in it), for any caller to read.
         """
         if isinstance(error, grpc.aio.AbortError):
             raise error
+        if context.done():
+            # The call is over (its caller left just as the handler ended it, e.g. a watch
+            # closed by a stop): answering fails, and a second abort would raise again.
+            log.info(
+                "rpc ended after its call was over",
+                extra={"method": self._method, "error_type": type(error).__name__},
+            )
+            return
         log.error(
             "rpc failed unexpectedly",
             exc_info=error,

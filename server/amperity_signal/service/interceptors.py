@@ -256,8 +256,10 @@ class _Observed:
         if context.done():
             # The call is over (its caller left just as the handler ended it, e.g. a watch
             # closed by a stop): answering fails, and a second abort would raise again.
+            # The traceback still reaches a debug log: a real bug may end a call that late.
             log.info(
                 "rpc ended after its call was over",
+                exc_info=error if log.isEnabledFor(logging.DEBUG) else None,
                 extra={"method": self._method, "error_type": type(error).__name__},
             )
             return

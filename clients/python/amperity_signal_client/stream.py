@@ -50,7 +50,7 @@ def to_event(event: EventLike) -> pb.Event:
     return event_from_json(event)
 
 
-class _StreamBroken(Exception):
+class StreamBroken(Exception):
     """The stream ended before every event was answered; it is worth reopening.
 
     ``failure``, when given, is the error to raise if it is not reopened.
@@ -152,7 +152,7 @@ class AsyncStreamRun:
                                 yield response
                     finally:
                         call.cancel()
-                except _StreamBroken as broken:
+                except StreamBroken as broken:
                     failures += 1
                     failing_since = self._clock() if failing_since is None else failing_since
                     # Never reached: the run is one call to a service that may be down,
@@ -183,7 +183,7 @@ class AsyncStreamRun:
         """A new call, once the channel is connected within the connect timeout.
 
         Raises:
-            _StreamBroken: The service was not reached (UNAVAILABLE naming the
+            StreamBroken: The service was not reached (UNAVAILABLE naming the
                 target); before it was ever reached, the wait is cut to what remains
                 of the retry policy's total_timeout and ends at a failed connection.
         """
@@ -197,7 +197,7 @@ class AsyncStreamRun:
             failure = service_unreachable(
                 self._target, None if state is _FAILED and not self._reached else wait
             )
-            raise _StreamBroken(failure.code, failure.message, None, failure)
+            raise StreamBroken(failure.code, failure.message, None, failure)
         self._reached = True
         return self._open()
 
@@ -240,7 +240,7 @@ class AsyncStreamRun:
                 if result is grpc.aio.EOF:
                     if self._source_done and not self._ledger:
                         return
-                    raise _StreamBroken(
+                    raise StreamBroken(
                         grpc.StatusCode.UNAVAILABLE,
                         "The service ended the stream before answering every event.",
                         None,
@@ -264,18 +264,18 @@ class AsyncStreamRun:
             ):
                 # grpc.aio replaces the status with this INTERNAL when a write races the end
                 # of the call (a service going away); the stream broke, reopening helps.
-                raise _StreamBroken(
+                raise StreamBroken(
                     grpc.StatusCode.UNAVAILABLE,
                     "The stream broke while events were being sent.",
                     None,
                 ) from error
             if failure.permanent or not self._stream_retry.is_retryable(failure.code):
                 raise failure from error
-            raise _StreamBroken(failure.code, failure.message, failure.retry_after) from error
+            raise StreamBroken(failure.code, failure.message, failure.retry_after) from error
 
     def _check_stalled(self) -> None:
         if self._on_wire and self._clock() - self._last_progress >= self._idle_timeout:
-            raise _StreamBroken(
+            raise StreamBroken(
                 grpc.StatusCode.UNAVAILABLE,
                 f"No answer from the service for {self._idle_timeout:g} s.",
                 None,

@@ -23,14 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from amperity_signal_client.errors import (
-    AmperitySignalError,
-    error_for,
     from_rpc_error,
     service_unreachable,
 )
 from amperity_signal_client.ledger import Ledger
 from amperity_signal_client.retry import RetryPolicy
-from amperity_signal_client.stream import EventLike, to_event
+from amperity_signal_client.stream import EventLike, StreamBroken, to_event
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -48,27 +46,6 @@ class SyncConnect(Protocol):
     def __call__(self, wait: float, *, fail_fast: bool) -> grpc.ChannelConnectivity:
         """The channel's state when the wait for it to connect ended."""
         ...
-
-
-class _Broken(Exception):
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        retry_after: float | None,
-        failure: AmperitySignalError | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-        self.failure = failure
-
-    def error(self) -> AmperitySignalError:
-        """The exception to raise when the stream is not reopened."""
-        if self.failure is not None:
-            return self.failure
-        return error_for(self.code, self.message, retry_after=self.retry_after)
 
 
 class SyncStreamRun:
@@ -130,7 +107,7 @@ class SyncStreamRun:
                 for response in self._answers(started):
                     failures, failing_since = 0, None
                     yield response
-            except _Broken as broken:
+            except StreamBroken as broken:
                 failures += 1
                 failing_since = self._clock() if failing_since is None else failing_since
                 # Never reached: bounded like a unary call from the run's start.
@@ -150,7 +127,7 @@ class SyncStreamRun:
                 return
 
     def _await_connection(self, started: float) -> None:
-        """Return once the channel is connected; raise ``_Broken`` when it was not.
+        """Return once the channel is connected; raise ``StreamBroken`` when it was not.
 
         The call just opened (``wait_for_ready``) is what makes the channel connect.
         """
@@ -162,7 +139,7 @@ class SyncStreamRun:
             failure = service_unreachable(
                 self._target, None if state is _FAILED and not self._reached else wait
             )
-            raise _Broken(failure.code, failure.message, None, failure)
+            raise StreamBroken(failure.code, failure.message, None, failure)
         self._reached = True
 
     def _open_outbox(self) -> None:
@@ -189,7 +166,7 @@ class SyncStreamRun:
         call = self._open_call(self._requests(self._outbox))
         try:
             self._await_connection(started)
-        except _Broken:
+        except StreamBroken:
             call.cancel()
             self._outbox.put(None)
             raise
@@ -215,7 +192,7 @@ class SyncStreamRun:
                     yield answer.final
         except grpc.RpcError as error:
             if stalled.is_set():
-                raise _Broken(
+                raise StreamBroken(
                     grpc.StatusCode.UNAVAILABLE,
                     f"No answer from the service for {self._idle_timeout:g} s.",
                     None,
@@ -223,14 +200,14 @@ class SyncStreamRun:
             failure = from_rpc_error(error)
             if failure.permanent or not self._stream_retry.is_retryable(failure.code):
                 raise failure from error
-            raise _Broken(failure.code, failure.message, failure.retry_after) from error
+            raise StreamBroken(failure.code, failure.message, failure.retry_after) from error
         finally:
             stop.set()
             call.cancel()
             self._outbox.put(None)
         if self._source_done and not self._ledger:
             return
-        raise _Broken(
+        raise StreamBroken(
             grpc.StatusCode.UNAVAILABLE,
             "The service ended the stream before answering every event.",
             None,

@@ -264,9 +264,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.BrowserProfileResponse:
         """The allowlisted attributes a page may see for one visitor."""
         try:
-            integration = self._registry.get(
-                request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
-            )
+            integration = self._page_integration(request, context)
             if len(request.anonymous_id) > MAX_STRING:
                 # As an event's anonymousId is: it becomes a lookup value sent to Amperity.
                 raise InvalidEvent([_ANONYMOUS_ID_TOO_LONG])
@@ -286,9 +284,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.RecordConsentResponse:
         """Keep a visitor's consent state without an event (a withdrawal applies at once)."""
         try:
-            integration = self._registry.get(
-                request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
-            )
+            integration = self._page_integration(request, context)
             violations = _consent_violations(request.consent)
             if not request.anonymous_id:
                 violations.insert(0, _ANONYMOUS_ID_REQUIRED)
@@ -324,6 +320,16 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             yield response
         # The watch ends only when the service stops (LiveEvents.close).
         await context.abort_with_status(to_grpc_status(_stopping_error()))
+
+    def _page_integration(
+        self,
+        request: pb.BrowserProfileRequest | pb.RecordConsentRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Integration:
+        """The integration of a page's call: by id, or by the key in the request or metadata."""
+        return self._registry.get(
+            request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
+        )
 
     def _integration(
         self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]

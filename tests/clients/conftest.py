@@ -1,13 +1,23 @@
-"""Fixtures: the scriptable fake service on 127.0.0.1:0 and clients (async, sync) of it."""
+"""Fixtures: the scriptable fake service and clients (async, sync) of it; the real service.
+
+Both serve on 127.0.0.1:0; the real one runs in-process on the sandbox, for what only it
+can answer (which consent states meet an integration's condition).
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
 
+from amperity_signal.sandbox import SandboxApp, create_app
+from amperity_signal.service.app import Deps, Service, build_server
 from amperity_signal_client import AmperityClient, AsyncAmperityClient, RetryPolicy
+from tests.contract.harness import SANDBOX_URL
+from tests.support import integration_dict, mint_keys, settings_for
 
 from .fakes import FakeSleep, FakeSyncSleep, RunningService, start_service
 
@@ -81,3 +91,29 @@ def sync_client(running: RunningService, sync_sleep: FakeSyncSleep) -> Iterator[
     )
     yield client
     client.close()
+
+
+RealServiceFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def real_service() -> AsyncIterator[RealServiceFactory]:
+    """Starts the real service for integration "web" (pipeline key "pk_web") on the sandbox.
+
+    Keywords override the integration's settings (e.g. ``browser_consent``); each start
+    returns the gRPC target, and every service is stopped after the test.
+    """
+    started: list[Service] = []
+
+    async def start(**overrides: Any) -> str:
+        sandbox = create_app(profile_delay=0.0, seed=7)
+        assert isinstance(sandbox, SandboxApp)
+        settings = settings_for(integration_dict(SANDBOX_URL, mint_keys(), **overrides))
+        service = build_server(settings, Deps(transport=httpx.ASGITransport(app=sandbox)))
+        await service.start()
+        started.append(service)
+        return f"127.0.0.1:{service.port}"
+
+    yield start
+    for service in started:
+        await service.stop(0)

@@ -220,7 +220,7 @@ class ScriptedService(pb_grpc.AmperityServiceServicer):
     async def RecordConsent(  # noqa: N802
         self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordConsentResponse:
-        """Allow the profile, unless a failure is scripted (no client calls it yet)."""
+        """Allow the profile, unless a failure is scripted."""
         await self._unary("RecordConsent", request, context)
         return pb.RecordConsentResponse(profile_allowed=True)
 

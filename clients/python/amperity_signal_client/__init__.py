@@ -32,7 +32,13 @@ from amperity_signal_client.errors import (
     from_delivery_error,
     from_rpc_error,
 )
-from amperity_signal_client.events import dict_to_struct, event_from_json, struct_to_dict
+from amperity_signal_client.events import (
+    ConsentLike,
+    consent_from_json,
+    dict_to_struct,
+    event_from_json,
+    struct_to_dict,
+)
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
 from amperity_signal_client.sync_client import AmperityClient
 
@@ -44,6 +50,7 @@ __all__ = [
     "AmperityClient",
     "AmperitySignalError",
     "AsyncAmperityClient",
+    "ConsentLike",
     "DeadlineExceeded",
     "FailedPrecondition",
     "FieldViolation",
@@ -55,6 +62,7 @@ __all__ = [
     "RetryPolicy",
     "Unauthenticated",
     "Unavailable",
+    "consent_from_json",
     "dict_to_struct",
     "event_from_json",
     "from_delivery_error",

@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.message import Message
 
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
+from amperity_signal_client.events import ConsentLike, consent_from_json
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
@@ -70,6 +71,35 @@ def check_identity(integration_id: str | None, pipeline_key: str | None) -> None
             "pipeline_key (the Datafly pipeline key) so the service knows which "
             "integration to use."
         )
+
+
+def consent_request(
+    integration_id: str, pipeline_key: str, anonymous_id: str, consent: ConsentLike
+) -> pb.RecordConsentRequest:
+    """The RecordConsentRequest of ``record_consent``, checked as far as the client can.
+
+    Both clients build it here, so a new field of the request is one more line below.
+
+    Raises:
+        ValueError: Naming ``anonymous_id`` or the bad ``consent`` field.
+        TypeError: When ``anonymous_id`` is not a string.
+    """
+    if not isinstance(anonymous_id, str):
+        raise TypeError(
+            "anonymous_id must be a string, the visitor's anonymous id (the _dfid cookie), "
+            f"not {type(anonymous_id).__name__}."
+        )
+    if not anonymous_id:
+        raise ValueError(
+            "anonymous_id is required: consent is kept per visitor; pass the visitor's "
+            "anonymous id (the _dfid cookie datafly.js sets, or their events' anonymousId)."
+        )
+    return pb.RecordConsentRequest(
+        integration_id=integration_id,
+        pipeline_key=pipeline_key,
+        anonymous_id=anonymous_id,
+        consent=consent if isinstance(consent, pb.Consent) else consent_from_json(consent),
+    )
 
 
 class AsyncAmperityClient:
@@ -189,6 +219,36 @@ class AsyncAmperityClient:
             anonymous_id=anonymous_id,
         )
         return await self._unary(self._stub.BrowserProfile, request, attempt_timeout)
+
+    async def record_consent(
+        self, anonymous_id: str, consent: ConsentLike, *, attempt_timeout: float | None = None
+    ) -> bool:
+        """Keep a visitor's consent state now; returns whether the page may see their profile.
+
+        The state replaces the last one kept for the visitor, so a withdrawal stops
+        ``browser_profile`` at once rather than with the visitor's next event.
+
+        Args:
+            anonymous_id: The visitor's anonymous id (the ``_dfid`` cookie).
+            consent: Their whole consent state, in the nested shape events carry:
+                ``{"analytics": True, "marketing": False, "functional": True,
+                "categories": {"C0003": True}, "google": {"ad_storage": "denied"}}``
+                (absent means "no consent given"), or a ``pb.Consent``.
+            attempt_timeout: The deadline of each attempt, instead of ``default_timeout``.
+
+        Returns:
+            Whether ``browser_profile`` answers attributes for the visitor now: False when
+            the state does not meet the integration's ``browser_consent`` condition.
+
+        Raises:
+            AmperitySignalError: The subclass for the status, e.g. ``NotFound``.
+            ValueError: Without a call, for an empty ``anonymous_id`` or a consent field
+                of the wrong type (the message names it, e.g. ``consent.analytics``);
+                ``TypeError`` when ``anonymous_id`` is not a string.
+        """
+        request = consent_request(self._integration_id, self._pipeline_key, anonymous_id, consent)
+        response = await self._unary(self._stub.RecordConsent, request, attempt_timeout)
+        return response.profile_allowed
 
     async def deliver_many(
         self,

@@ -18,6 +18,9 @@ from google.protobuf import struct_pb2
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
+ConsentLike = Mapping[str, Any] | pb.Consent
+"""A consent state: a dict in the nested shape events carry, or the proto ``Consent``."""
+
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
 GOOGLE_CONSENT_VALUES = frozenset({"granted", "denied"})
 _GOOGLE_FIELDS = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
@@ -173,9 +176,9 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
             raise EventFieldError(f"context.vendorIds.{key}", "must be a string.")
         field = f"context.vendorIds.{key}"
         context.vendor_ids[_text(str(key), field)] = _text(vendor_id, field)
-    consent = _object(data.get("consent"), "context.consent")
+    consent = data.get("consent")
     if consent is not None:
-        context.consent.CopyFrom(_consent(consent))
+        context.consent.CopyFrom(consent_from_json(consent, "context.consent"))
     return context
 
 
@@ -199,21 +202,38 @@ def _session(data: Mapping[str, Any]) -> pb.Session:
     return session
 
 
-def _consent(data: Mapping[str, Any]) -> pb.Consent:
+def consent_from_json(data: Any, field: str = "consent") -> pb.Consent:
+    """A consent state in the nested shape events carry, as the proto ``Consent``.
+
+    Args:
+        data: ``analytics``, ``marketing`` and ``functional`` (true or false),
+            ``categories`` (CMP code → true or false) and ``google`` (Consent Mode v2
+            signals, camelCase or snake_case, ``"granted"`` or ``"denied"``); absent or
+            ``None`` fields stay absent, which Amperity reads as "no consent given".
+        field: The path errors name the state by, e.g. ``context.consent``.
+
+    Raises:
+        EventFieldError: A ``ValueError`` naming the first field of a wrong type or value.
+    """
+    state = _object(data, field)
+    if state is None:
+        raise EventFieldError(
+            field, 'must be a JSON object such as {"analytics": true}; {} means no consent given.'
+        )
     consent = pb.Consent()
     for name in ("analytics", "marketing", "functional"):
-        flag = data.get(name)
+        flag = state.get(name)
         if flag is None:
             continue
         if not isinstance(flag, bool):
-            raise EventFieldError(f"context.consent.{name}", "must be true or false.")
+            raise EventFieldError(f"{field}.{name}", "must be true or false.")
         setattr(consent, name, flag)
-    categories = _object(data.get("categories"), "context.consent.categories")
+    categories = _object(state.get("categories"), f"{field}.categories")
     for code, granted in (categories or {}).items():
         if not isinstance(granted, bool):
-            raise EventFieldError(f"context.consent.categories.{code}", "must be true or false.")
-        consent.categories[_text(str(code), f"context.consent.categories.{code}")] = granted
-    google = _object(data.get("google"), "context.consent.google")
+            raise EventFieldError(f"{field}.categories.{code}", "must be true or false.")
+        consent.categories[_text(str(code), f"{field}.categories.{code}")] = granted
+    google = _object(state.get("google"), f"{field}.google")
     if google is not None:
         consent.google.SetInParent()
         for name in _GOOGLE_FIELDS:
@@ -221,9 +241,7 @@ def _consent(data: Mapping[str, Any]) -> pb.Consent:
             if mode is None:
                 continue
             if not isinstance(mode, str) or mode not in GOOGLE_CONSENT_VALUES:
-                raise EventFieldError(
-                    f"context.consent.google.{name}", 'must be "granted" or "denied".'
-                )
+                raise EventFieldError(f"{field}.google.{name}", 'must be "granted" or "denied".')
             setattr(consent.google, name, mode)
     return consent
 

@@ -20,8 +20,10 @@ from amperity_signal_client.client import (
     ChannelOptions,
     call_metadata,
     check_identity,
+    consent_request,
 )
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
+from amperity_signal_client.events import ConsentLike
 from amperity_signal_client.ledger import Ledger, ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
 from amperity_signal_client.stream import EventLike, to_event
@@ -117,6 +119,14 @@ class AmperityClient:
             anonymous_id=anonymous_id,
         )
         return self._unary(self._stub.BrowserProfile, request, attempt_timeout)
+
+    def record_consent(
+        self, anonymous_id: str, consent: ConsentLike, *, attempt_timeout: float | None = None
+    ) -> bool:
+        """Keep a visitor's consent state; see ``AsyncAmperityClient.record_consent``."""
+        request = consent_request(self._integration_id, self._pipeline_key, anonymous_id, consent)
+        response = self._unary(self._stub.RecordConsent, request, attempt_timeout)
+        return response.profile_allowed
 
     def deliver_many(
         self, events: Iterable[EventLike], *, concurrency: int = 64

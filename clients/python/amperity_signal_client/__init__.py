@@ -14,6 +14,7 @@ with the ``amperity-signal`` package).
 from amperity_signal_client.client import (
     DEFAULT_CHANNEL_OPTIONS,
     DEFAULT_RETRY,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TIMEOUT,
     AsyncAmperityClient,
 )
@@ -45,6 +46,7 @@ from amperity_signal_client.sync_client import AmperityClient
 __all__ = [
     "DEFAULT_CHANNEL_OPTIONS",
     "DEFAULT_RETRY",
+    "DEFAULT_STREAM_IDLE_TIMEOUT",
     "DEFAULT_STREAM_RETRY",
     "DEFAULT_TIMEOUT",
     "AmperityClient",

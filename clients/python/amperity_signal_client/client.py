@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.events import ConsentLike, consent_from_json
 from amperity_signal_client.ledger import ensure_message_id
-from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
+from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
 from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -38,12 +38,14 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 __all__ = [
     "DEFAULT_CHANNEL_OPTIONS",
     "DEFAULT_RETRY",
+    "DEFAULT_STREAM_IDLE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "PIPELINE_KEY_METADATA",
     "AsyncAmperityClient",
 ]
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_STREAM_IDLE_TIMEOUT = 30.0
 DEFAULT_RETRY = RetryPolicy()
 PIPELINE_KEY_METADATA = "x-pipeline-key"
 ChannelOptions = Sequence[tuple[str, Any]]
@@ -71,6 +73,24 @@ def check_identity(integration_id: str | None, pipeline_key: str | None) -> None
             "pipeline_key (the Datafly pipeline key) so the service knows which "
             "integration to use."
         )
+
+
+def check_timeouts(default_timeout: object, stream_idle_timeout: object) -> None:
+    """Refuse a client whose deadlines could never let a call finish."""
+    check_timeout("default_timeout", default_timeout, example=DEFAULT_TIMEOUT)
+    check_timeout("stream_idle_timeout", stream_idle_timeout, example=DEFAULT_STREAM_IDLE_TIMEOUT)
+
+
+def attempt_deadline(attempt_timeout: float | None, default_timeout: float) -> float:
+    """The deadline of each attempt of one call: ``attempt_timeout``, else the default."""
+    if attempt_timeout is None:
+        return default_timeout
+    return check_timeout(
+        "attempt_timeout",
+        attempt_timeout,
+        example=2.5,
+        otherwise=", or None for the client's default_timeout",
+    )
 
 
 def consent_request(
@@ -136,12 +156,13 @@ class AsyncAmperityClient:
         default_timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY,
         stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
-        stream_idle_timeout: float = 30.0,
+        stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         check_identity(integration_id, pipeline_key)
+        check_timeouts(default_timeout, stream_idle_timeout)
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
@@ -405,7 +426,7 @@ class AsyncAmperityClient:
         request: _Request,
         attempt_timeout: float | None,
     ) -> _Response:
-        per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
+        per_attempt = attempt_deadline(attempt_timeout, self._default_timeout)
         started = self._clock()
         timeout = min(per_attempt, self._retry.total_timeout)
         attempt = 0

@@ -7,6 +7,7 @@ delivered. Every other code means retrying the same request cannot help.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +18,36 @@ if TYPE_CHECKING:
     from amperity_signal_client.errors import AmperitySignalError
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def _number(option: str, value: object, wanted: str) -> float:
+    """``value`` as a float, refused naming ``option`` when it is not a real number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{option} must be {wanted}, not {type(value).__name__}.")
+    return float(value)
+
+
+def check_timeout(option: str, value: object, *, example: float, otherwise: str = "") -> float:
+    """A deadline or idle timeout in seconds, refused unless a finite number above zero.
+
+    Zero or less would fail every call before it is sent, NaN fails them the same way,
+    and an infinite wait cannot be given to the blocking client's waits.
+
+    Args:
+        option: The option's name, as the caller spelt it (e.g. ``default_timeout``).
+        value: What the caller passed.
+        example: A sensible value, quoted in the error.
+        otherwise: What else the option accepts, e.g. ``", or None for ..."``.
+
+    Raises:
+        ValueError: Naming ``option``, the value given and what to pass instead.
+        TypeError: When ``value`` is not a number (``bool`` included).
+    """
+    wanted = f"a finite number of seconds more than zero, e.g. {example!r}{otherwise}"
+    seconds = _number(option, value, wanted)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{option} must be {wanted}; got {value!r}.")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -47,14 +78,35 @@ class RetryPolicy:
     retryable_codes: frozenset[grpc.StatusCode] = field(default=RETRYABLE_CODES)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be 1 or more.")
-        if self.initial_backoff < 0 or self.max_backoff < 0:
-            raise ValueError("RetryPolicy backoffs must be zero or more seconds.")
-        if self.multiplier < 1:
-            raise ValueError("RetryPolicy.multiplier must be 1 or more.")
-        if self.total_timeout <= 0:
-            raise ValueError("RetryPolicy.total_timeout must be more than zero seconds.")
+        # Refused here rather than at the first retry: a NaN or negative value would
+        # end every call early, or retry without waiting, long after the policy was made.
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise ValueError(
+                "RetryPolicy.max_attempts must be a whole number, 1 or more (1: no "
+                f"retries), e.g. 5; got {self.max_attempts!r}."
+            )
+        for option, example in (("initial_backoff", 0.1), ("max_backoff", 5.0)):
+            value = getattr(self, option)
+            wanted = f"a finite number of seconds, zero or more, e.g. {example!r}"
+            seconds = _number(f"RetryPolicy.{option}", value, wanted)
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"RetryPolicy.{option} must be {wanted}; got {value!r}.")
+        wanted = "a finite number, 1 or more (1: no growth), e.g. 2.0"
+        multiplier = _number("RetryPolicy.multiplier", self.multiplier, wanted)
+        if not (math.isfinite(multiplier) and multiplier >= 1):
+            raise ValueError(f"RetryPolicy.multiplier must be {wanted}; got {self.multiplier!r}.")
+        wanted = (
+            "a number of seconds more than zero, e.g. 30.0, or math.inf for no overall deadline"
+        )
+        total = _number("RetryPolicy.total_timeout", self.total_timeout, wanted)
+        if not total > 0:  # NaN too: it compares false to everything
+            raise ValueError(
+                f"RetryPolicy.total_timeout must be {wanted}; got {self.total_timeout!r}."
+            )
 
     def is_retryable(self, code: grpc.StatusCode) -> bool:
         """Whether a call that failed with ``code`` may be retried."""

@@ -16,10 +16,13 @@ from google.protobuf.message import Message
 from amperity_signal_client.client import (
     DEFAULT_CHANNEL_OPTIONS,
     DEFAULT_RETRY,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    attempt_deadline,
     call_metadata,
     check_identity,
+    check_timeouts,
     consent_request,
 )
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
@@ -55,12 +58,13 @@ class AmperityClient:
         default_timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy = DEFAULT_RETRY,
         stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
-        stream_idle_timeout: float = 30.0,
+        stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         check_identity(integration_id, pipeline_key)
+        check_timeouts(default_timeout, stream_idle_timeout)
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
@@ -234,7 +238,7 @@ class AmperityClient:
         request: _Request,
         attempt_timeout: float | None,
     ) -> _Response:
-        per_attempt = self._default_timeout if attempt_timeout is None else attempt_timeout
+        per_attempt = attempt_deadline(attempt_timeout, self._default_timeout)
         started = self._clock()
         timeout = min(per_attempt, self._retry.total_timeout)
         attempt = 0

@@ -19,7 +19,7 @@ const {
 const { AmperitySignalError, fromDeliveryError, fromServiceError } = require('./lib/status');
 const { toStruct, fromStruct, toValue, fromValue } = require('./lib/struct');
 const {
-  toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
+  toConsentRequest, toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
 } = require('./lib/events');
 const { DeliverStreamRun } = require('./lib/stream');
 
@@ -206,6 +206,28 @@ class AmperityClient {
       anonymous_id: anonymousId,
     }, options);
     return { provider: response.provider, attributes: fromStruct(response.attributes) };
+  }
+
+  /**
+   * Keep a visitor's consent state now, without an event: it replaces the last one kept,
+   * so a withdrawal stops browserProfile at once rather than with the visitor's next event.
+   * Retried like the other calls (the state is the same on every attempt).
+   * @param {string} anonymousId The visitor's anonymous id (the _dfid cookie).
+   * @param {Object<string, any>} consent Their whole consent state, in the nested shape
+   *   events carry: { analytics, marketing, functional, categories: { C0003: true },
+   *   google: { adStorage: 'denied' } }; absent means "no consent given".
+   * @param {{timeoutMs?: number}} [options]
+   * @returns {Promise<boolean>} Whether browserProfile answers attributes for the visitor
+   *   now: false when the state does not meet the integration's browser_consent
+   *   condition. Rejects with a TypeError naming anonymousId or the consent field before
+   *   any call, or an AmperitySignalError from the service.
+   */
+  async recordConsent(anonymousId, consent, options = {}) {
+    const request = toConsentRequest(
+      { integrationId: this._integrationId, pipelineKey: this._pipelineKey }, anonymousId, consent,
+    );
+    const response = await this._unary('RecordConsent', request, options);
+    return response.profile_allowed;
   }
 
   /**

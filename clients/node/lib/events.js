@@ -151,33 +151,36 @@ function toProtoContext(data) {
     context.vendor_ids = { ...vendorIds };
   }
   const consent = object(data.consent, 'context.consent');
-  if (consent) context.consent = toProtoConsent(consent);
+  if (consent) context.consent = toProtoConsent(consent, 'context.consent');
   return context;
 }
 
 /**
- * @param {Object<string, any>} data
+ * A consent state in the nested shape events carry, in the proto-loader shape of Consent.
+ * @param {Object<string, any>} data analytics, marketing, functional (booleans),
+ *   categories (CMP code -> boolean), google (Consent Mode v2: "granted" or "denied").
+ * @param {string} field The path errors name the state by.
  * @returns {Object<string, any>}
  */
-function toProtoConsent(data) {
+function toProtoConsent(data, field) {
   /** @type {Object<string, any>} */
   const consent = {};
   for (const name of ['analytics', 'marketing', 'functional']) {
     const flag = data[name];
     if (flag === undefined || flag === null) continue;
-    if (typeof flag !== 'boolean') throw new TypeError(`context.consent.${name} must be true or false.`);
+    if (typeof flag !== 'boolean') throw new TypeError(`${field}.${name} must be true or false.`);
     consent[name] = flag;
   }
-  const categories = object(data.categories, 'context.consent.categories');
+  const categories = object(data.categories, `${field}.categories`);
   if (categories) {
     for (const [code, granted] of Object.entries(categories)) {
       if (typeof granted !== 'boolean') {
-        throw new TypeError(`context.consent.categories.${code} must be true or false.`);
+        throw new TypeError(`${field}.categories.${code} must be true or false.`);
       }
     }
     consent.categories = { ...categories };
   }
-  const google = object(data.google, 'context.consent.google');
+  const google = object(data.google, `${field}.google`);
   if (google) {
     /** @type {Object<string, string>} */
     const modes = {};
@@ -185,13 +188,43 @@ function toProtoConsent(data) {
       const mode = get(google, name);
       if (mode === undefined || mode === null) continue;
       if (mode !== 'granted' && mode !== 'denied') {
-        throw new TypeError(`context.consent.google.${name} must be "granted" or "denied".`);
+        throw new TypeError(`${field}.google.${name} must be "granted" or "denied".`);
       }
       modes[name] = mode;
     }
     consent.google = modes;
   }
   return consent;
+}
+
+/**
+ * The RecordConsentRequest of recordConsent, checked as far as the client can. It is
+ * built only here, so a new field of the request is one more line below.
+ * @param {{integrationId: string, pipelineKey: string}} identity The client's integration.
+ * @param {unknown} anonymousId The visitor's anonymous id (the _dfid cookie).
+ * @param {unknown} consent Their consent state, as events carry it.
+ * @returns {Object<string, any>}
+ */
+function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent) {
+  if (typeof anonymousId !== 'string') {
+    throw new TypeError('anonymousId must be a string, the visitor\'s anonymous id (the _dfid '
+      + `cookie), not ${anonymousId === null ? 'null' : typeof anonymousId}.`);
+  }
+  if (!anonymousId) {
+    throw new TypeError('anonymousId is required: consent is kept per visitor; pass the '
+      + 'visitor\'s anonymous id (the _dfid cookie datafly.js sets, or their events\' anonymousId).');
+  }
+  const state = object(consent, 'consent');
+  if (!state) {
+    throw new TypeError('consent must be a JSON object such as { analytics: true }; {} means '
+      + 'no consent given.');
+  }
+  return {
+    integration_id: integrationId,
+    pipeline_key: pipelineKey,
+    anonymous_id: anonymousId,
+    consent: toProtoConsent(state, 'consent'),
+  };
 }
 
 /**
@@ -237,5 +270,12 @@ function plainRecord(record) {
 }
 
 module.exports = {
-  EVENT_TYPES, plainDelivery, plainEvent, plainRecord, toProtoEvent, toTimestamp, withMessageId,
+  EVENT_TYPES,
+  plainDelivery,
+  plainEvent,
+  plainRecord,
+  toConsentRequest,
+  toProtoEvent,
+  toTimestamp,
+  withMessageId,
 };

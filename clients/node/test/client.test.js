@@ -2,7 +2,9 @@
 // Unit tests always run; the live tests need a running service:
 //   AMPERITY_SIGNAL_GRPC_TARGET=localhost:50051 AMPERITY_SIGNAL_INTEGRATION_ID=web \
 //   AMPERITY_SIGNAL_PIPELINE_KEY=pk_... npm test
-// Without the target they are skipped locally and fail when CI=true.
+// and, when the integration has a browser_consent condition, AMPERITY_SIGNAL_BROWSER_CONSENT
+// naming it (e.g. functional). Without the target they are skipped locally and fail when
+// CI=true.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -296,6 +298,26 @@ test('live: the client against the running service', liveOptions, async (t) => {
     assert.equal(response.provider, 'amperity');
     assert.equal(typeof response.attributes, 'object');
   });
+
+  await t.test('RecordConsent: granting shows the profile, withdrawing hides it at once',
+    async () => {
+      const condition = process.env.AMPERITY_SIGNAL_BROWSER_CONSENT || '';
+      if (!condition) {
+        // No condition: every state allows the profile, and the service keeps none.
+        assert.equal(await client.recordConsent(visitor, {}), true,
+          'the integration has a browser_consent condition: set AMPERITY_SIGNAL_BROWSER_CONSENT');
+        return;
+      }
+      // The condition is a path into the state, e.g. functional or categories.C0003.
+      const state = (/** @type {boolean} */ granted) => condition.split('.').reduceRight(
+        (/** @type {any} */ inner, key) => ({ [key]: inner }),
+        condition.startsWith('google.') ? (granted ? 'granted' : 'denied') : granted,
+      );
+      assert.equal(await client.recordConsent(visitor, state(true)), true);
+      assert.equal((await client.browserProfile(visitor)).attributes.Persona, 'Value Hunter');
+      assert.equal(await client.recordConsent(visitor, state(false)), false);
+      assert.deepEqual((await client.browserProfile(visitor)).attributes, {});
+    });
 
   // The timeout guards against a record that never comes; it asserts nothing about speed.
   await t.test('deliverMany delivers over one stream and watchDeliveries sees each delivery',

@@ -1,0 +1,118 @@
+'use strict';
+// recordConsent against an in-process grpc-js server of the service. The live test, against
+// the real service, is in client.test.js.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+
+const { AmperityClient, AmperitySignalError } = require('..');
+const { detail, failure, startFake } = require('../testing/fake-service');
+
+/**
+ * A fake whose RecordConsent records each call and answers `answer(call, calls)`.
+ * @param {(call: any, calls: number) => [any, any]} answer [error, response] for the callback.
+ */
+async function consentFake(answer) {
+  const seen = { calls: /** @type {any[]} */ ([]) };
+  const { server, target } = await startFake({
+    RecordConsent(call, callback) {
+      seen.calls.push(call);
+      callback(...answer(call, seen.calls.length));
+    },
+  });
+  return { seen, server, target };
+}
+
+test('recordConsent sends the client identity and the nested state, resolves the answer',
+  async (t) => {
+    const { seen, server, target } = await consentFake(() => [null, { profile_allowed: false }]);
+    t.after(() => server.forceShutdown());
+    const client = new AmperityClient({ target, integrationId: 'web', pipelineKey: 'pk_web' });
+    t.after(() => client.close());
+
+    const allowed = await client.recordConsent('anon-1', {
+      analytics: true,
+      marketing: null,
+      categories: { C0003: false },
+      google: { adStorage: 'denied', analytics_storage: 'granted' },
+    });
+
+    assert.equal(allowed, false);
+    assert.equal(seen.calls.length, 1);
+    const [{ request, metadata }] = seen.calls;
+    assert.equal(request.integration_id, 'web');
+    assert.equal(request.pipeline_key, 'pk_web');
+    assert.equal(request.anonymous_id, 'anon-1');
+    assert.equal(request.consent.analytics, true);
+    // proto3 optional: a field sent is named by its synthetic oneof, an absent one is not.
+    assert.equal(request.consent._analytics, 'analytics');
+    assert.equal(request.consent._marketing, undefined);
+    assert.deepEqual(request.consent.categories, { C0003: false });
+    assert.equal(request.consent.google.ad_storage, 'denied');
+    assert.equal(request.consent.google.analytics_storage, 'granted');
+    assert.equal(request.consent.google._ad_user_data, undefined);
+    assert.deepEqual(metadata.get('x-pipeline-key'), ['pk_web']);
+  });
+
+test('recordConsent is retried on UNAVAILABLE and rejects INVALID_ARGUMENT readably',
+  async (t) => {
+    const { seen, server, target } = await consentFake((call, calls) => {
+      if (calls === 1) {
+        return [failure(14, 'The service is restarting.', [
+          detail('ErrorInfo', { reason: 'SERVICE_STOPPING', domain: 'amperity-signal.datafly.com' }),
+        ]), null];
+      }
+      if (call.request.anonymous_id === 'too-long') {
+        return [failure(3, 'invalid event: anonymous_id: is longer than 8192 characters.', [
+          detail('ErrorInfo', { reason: 'INVALID_EVENT', domain: 'amperity-signal.datafly.com' }),
+          detail('BadRequest', { field_violations: [
+            { field: 'anonymous_id', description: 'is longer than 8192 characters.' }] }),
+        ]), null];
+      }
+      return [null, { profile_allowed: true }];
+    });
+    t.after(() => server.forceShutdown());
+    const waits = [];
+    const client = new AmperityClient({
+      target, integrationId: 'web', sleep: async (ms) => { waits.push(ms); },
+    });
+    t.after(() => client.close());
+
+    const allowed = await client.recordConsent('anon-1', { functional: true });
+    const error = await client.recordConsent('too-long', {}).then(() => null, (e) => e);
+
+    assert.equal(allowed, true);
+    assert.equal(waits.length, 1);
+    assert.deepEqual(seen.calls[0].request, seen.calls[1].request);
+    assert.ok(error instanceof AmperitySignalError);
+    assert.equal(error.code, 3);
+    assert.equal(error.reason, 'INVALID_EVENT');
+    assert.deepEqual(error.fieldViolations.map((v) => v.field), ['anonymous_id']);
+    assert.equal(seen.calls.length, 3);
+  });
+
+test('what the client can check is a TypeError naming it, and nothing is sent', async (t) => {
+  const { seen, server, target } = await consentFake(() => [null, { profile_allowed: true }]);
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, pipelineKey: 'pk_web' });
+  t.after(() => client.close());
+
+  const refused = [
+    ['', {}, /^anonymousId is required: .*_dfid/],
+    [undefined, {}, /^anonymousId must be a string, .* not undefined\.$/],
+    [42, {}, /^anonymousId must be a string, .* not number\.$/],
+    ['anon-1', undefined, /^consent must be a JSON object such as/],
+    ['anon-1', ['functional'], /^consent must be a JSON object\.$/],
+    ['anon-1', { analytics: 'yes' }, /^consent\.analytics must be true or false\.$/],
+    ['anon-1', { categories: { C0003: 1 } }, /^consent\.categories\.C0003 must be true or false\.$/],
+    ['anon-1', { google: { adStorage: 'maybe' } },
+      /^consent\.google\.ad_storage must be "granted" or "denied"\.$/],
+  ];
+  for (const [anonymousId, consent, message] of refused) {
+    // eslint-disable-next-line no-await-in-loop
+    await assert.rejects(client.recordConsent(anonymousId, consent),
+      (error) => error instanceof TypeError && message.test(error.message),
+      `${String(anonymousId)} ${JSON.stringify(consent)}`);
+  }
+  assert.equal(seen.calls.length, 0);
+});

@@ -14,7 +14,7 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 const {
-  DEFAULT_RETRY, DEFAULT_STREAM_RETRY, backoffMs, nextDelayMs,
+  DEFAULT_RETRY, DEFAULT_STREAM_RETRY, backoffMs, checkMs, nextDelayMs, resolvePolicy,
 } = require('./lib/retry');
 const { AmperitySignalError, fromDeliveryError, fromServiceError } = require('./lib/status');
 const { toStruct, fromStruct, toValue, fromValue } = require('./lib/struct');
@@ -35,6 +35,9 @@ const LOADER_OPTIONS = Object.freeze({
 });
 
 /**
+ * The client's options. Settings that cannot work (a NaN, zero or negative timeout, a
+ * retry setting out of range or unknown) throw a TypeError or RangeError naming them
+ * when the client is built.
  * @typedef {object} ClientOptions
  * @property {string} target The service address, e.g. "localhost:50051".
  * @property {string} [integrationId] The integration to use (an [[integrations]] id).
@@ -43,13 +46,15 @@ const LOADER_OPTIONS = Object.freeze({
  *   or the repository's proto/datafly/amperity/v1/amperity_service.proto.
  * @property {grpc.ChannelCredentials} [credentials] Default: insecure (plaintext).
  * @property {Object<string, string|number>} [channelOptions] grpc-js channel options.
- * @property {number} [timeoutMs] The deadline of each attempt (default 10000).
+ * @property {number} [timeoutMs] The deadline of each attempt (default 10000): finite, more
+ *   than 0.
  * @property {Partial<import('./lib/retry').RetryPolicy>} [retry] Overrides of the retry policy
  *   of unary calls and of retryable per-event DeliverStream errors.
  * @property {Partial<import('./lib/retry').RetryPolicy>} [streamRetry] Overrides of the policy
  *   reopening a broken DeliverStream, counted from the last answer.
  * @property {number} [streamIdleTimeoutMs] No answer for this long while events are
- *   unanswered: the DeliverStream is treated as broken and reopened (default 30000).
+ *   unanswered: the DeliverStream is treated as broken and reopened (default 30000): more
+ *   than 0, at most 2147483647 (Node's longest timer).
  * @property {(ms: number) => Promise<void>} [sleep] Waits between retries (fake in tests).
  * @property {() => number} [random] The jitter's random source.
  */
@@ -83,6 +88,17 @@ class AmperityClient {
         + '(the Datafly pipeline key) so the service knows which integration to use.',
       );
     }
+    // Checked before the channel exists: a refused client leaves nothing open.
+    const timeoutMs = checkMs('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, {
+      example: DEFAULT_TIMEOUT_MS,
+    });
+    const streamIdleTimeoutMs = checkMs(
+      'streamIdleTimeoutMs',
+      options.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS,
+      { example: DEFAULT_STREAM_IDLE_TIMEOUT_MS, timer: true },
+    );
+    const retry = resolvePolicy('retry', options.retry, DEFAULT_RETRY);
+    const streamRetry = resolvePolicy('streamRetry', options.streamRetry, DEFAULT_STREAM_RETRY);
     const Service = loadService(options.protoPath);
     /** @private */
     this._client = new Service(
@@ -101,13 +117,13 @@ class AmperityClient {
     /** @private */
     this._pipelineKey = pipelineKey;
     /** @private */
-    this._timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this._timeoutMs = timeoutMs;
     /** @private @type {import('./lib/retry').RetryPolicy} */
-    this._retry = { ...DEFAULT_RETRY, ...(options.retry || {}) };
+    this._retry = retry;
     /** @private @type {import('./lib/retry').RetryPolicy} */
-    this._streamRetry = { ...DEFAULT_STREAM_RETRY, ...(options.streamRetry || {}) };
+    this._streamRetry = streamRetry;
     /** @private */
-    this._streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? DEFAULT_STREAM_IDLE_TIMEOUT_MS;
+    this._streamIdleTimeoutMs = streamIdleTimeoutMs;
     /** @private */
     this._sleep = options.sleep || realSleep;
     /** @private */
@@ -268,7 +284,13 @@ class AmperityClient {
    * @returns {Promise<any>}
    */
   async _unary(method, request, options) {
-    const perAttemptMs = options.timeoutMs ?? this._timeoutMs;
+    // A NaN deadline would not just fail the call: grpc-js throws it out of a callback
+    // once the channel is connected, an uncaught exception that ends the process.
+    const perAttemptMs = options.timeoutMs === undefined || options.timeoutMs === null
+      ? this._timeoutMs
+      : checkMs('timeoutMs', options.timeoutMs, {
+        example: 2500, otherwise: ', or leave it out for the client\'s timeoutMs',
+      });
     const { totalTimeoutMs } = this._retry;
     const started = Date.now();
     let timeoutMs = Math.min(perAttemptMs, totalTimeoutMs);

@@ -6,14 +6,18 @@
  */
 
 const RETRYABLE_CODES = Object.freeze([14, 8]);
+// Node's timers take at most 2**31 - 1 ms (about 24.8 days): a longer delay fires after
+// 1 ms instead, so a wait or idle timeout above it would end at once, every time.
+const MAX_TIMER_MS = 2147483647;
 
 /**
  * @typedef {object} RetryPolicy
- * @property {number} maxAttempts How many calls at most, the first included.
+ * @property {number} maxAttempts How many calls at most, the first included (1 or more).
  * @property {number} initialBackoffMs The backoff cap before the first retry.
- * @property {number} maxBackoffMs The largest backoff cap.
- * @property {number} multiplier How much the cap grows per retry.
- * @property {number} totalTimeoutMs No retry starts after this long since the first call.
+ * @property {number} maxBackoffMs The largest backoff cap (at most MAX_TIMER_MS).
+ * @property {number} multiplier How much the cap grows per retry (1 or more).
+ * @property {number} totalTimeoutMs No retry starts after this long since the first call;
+ *   Infinity for no overall deadline.
  * @property {number[]} retryableCodes The gRPC status codes worth retrying.
  */
 
@@ -67,6 +71,92 @@ function nextDelayMs(policy, { code, attempt, elapsedMs, retryAfterMs = null, ra
   return delay;
 }
 
+/**
+ * Refuse a number of milliseconds that cannot work as `option`.
+ * @param {string} option The option's name as the caller spells it, e.g. 'timeoutMs'.
+ * @param {unknown} value What the caller passed.
+ * @param {{example: number, zero?: boolean, infinite?: string,
+ *   timer?: boolean, otherwise?: string}} rules `zero`: 0 is allowed; `infinite`: what
+ *   Infinity means, when it is allowed; `timer`: it becomes a Node timer, so at most
+ *   MAX_TIMER_MS; `otherwise`: what else the option takes, for the message.
+ * @returns {number}
+ */
+function checkMs(option, value, {
+  example, zero = false, infinite = '', timer = false, otherwise = '',
+}) {
+  const wanted = `a ${infinite ? '' : 'finite '}number of milliseconds ${zero ? '0 or more' : 'more than 0'}`
+    + `${timer ? `, at most ${MAX_TIMER_MS} (Node's longest timer, about 24.8 days)` : ''}`
+    + `, e.g. ${example}${infinite ? `, or Infinity ${infinite}` : ''}${otherwise}`;
+  if (typeof value !== 'number') {
+    throw new TypeError(`${option} must be ${wanted}; got ${describe(value)}.`);
+  }
+  const finiteOrAllowed = Number.isFinite(value) || (infinite !== '' && value === Infinity);
+  if (!finiteOrAllowed || value < 0 || (!zero && value === 0) || (timer && value > MAX_TIMER_MS)) {
+    throw new RangeError(`${option} must be ${wanted}; got ${value}.`);
+  }
+  return value;
+}
+
+/** @param {unknown} value */
+function describe(value) {
+  return typeof value === 'string' ? `the string ${JSON.stringify(value)}` : String(value);
+}
+
+/**
+ * The policy `option` names: `defaults` with the caller's overrides, each checked so a
+ * policy that cannot work is refused when the client is built, not at the first retry.
+ * An override of undefined or null keeps the default.
+ * @param {string} option 'retry' or 'streamRetry'.
+ * @param {unknown} overrides What the caller passed.
+ * @param {RetryPolicy} defaults
+ * @returns {RetryPolicy}
+ */
+function resolvePolicy(option, overrides, defaults) {
+  if (overrides === undefined || overrides === null) return defaults;
+  if (typeof overrides !== 'object' || Array.isArray(overrides)) {
+    throw new TypeError(`${option} must be an object of retry settings such as `
+      + `{ maxAttempts: 3, totalTimeoutMs: 10000 }; got ${describe(overrides)}.`);
+  }
+  /** @type {Object<string, any>} */
+  const policy = { ...defaults };
+  for (const [name, value] of Object.entries(overrides)) {
+    if (!Object.hasOwn(defaults, name)) {
+      throw new TypeError(`${option}.${name} is not a retry setting; the settings are `
+        + `${Object.keys(defaults).join(', ')}.`);
+    }
+    if (value !== undefined && value !== null) policy[name] = value;
+  }
+  const { maxAttempts, multiplier, retryableCodes } = policy;
+  if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
+    throw new RangeError(`${option}.maxAttempts must be a whole number, 1 or more (1: no `
+      + `retries), e.g. ${defaults.maxAttempts}; got ${describe(maxAttempts)}.`);
+  }
+  for (const name of ['initialBackoffMs', 'maxBackoffMs']) {
+    checkMs(`${option}.${name}`, policy[name], {
+      example: /** @type {any} */ (defaults)[name], zero: true, timer: true,
+    });
+  }
+  if (typeof multiplier !== 'number' || !Number.isFinite(multiplier) || multiplier < 1) {
+    throw new RangeError(`${option}.multiplier must be a finite number, 1 or more (1: no `
+      + `growth), e.g. ${defaults.multiplier}; got ${describe(multiplier)}.`);
+  }
+  checkMs(`${option}.totalTimeoutMs`, policy.totalTimeoutMs, {
+    example: defaults.totalTimeoutMs, infinite: 'for no overall deadline',
+  });
+  if (!Array.isArray(retryableCodes) || !retryableCodes.every(Number.isInteger)) {
+    throw new TypeError(`${option}.retryableCodes must be an array of gRPC status code `
+      + `numbers, e.g. [14, 8]; got ${describe(retryableCodes)}.`);
+  }
+  return Object.freeze(/** @type {RetryPolicy} */ (policy));
+}
+
 module.exports = {
-  DEFAULT_RETRY, DEFAULT_STREAM_RETRY, RETRYABLE_CODES, backoffMs, nextDelayMs,
+  DEFAULT_RETRY,
+  DEFAULT_STREAM_RETRY,
+  MAX_TIMER_MS,
+  RETRYABLE_CODES,
+  backoffMs,
+  checkMs,
+  nextDelayMs,
+  resolvePolicy,
 };

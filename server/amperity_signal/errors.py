@@ -7,7 +7,9 @@ Errors are raised where they happen and mapped to a gRPC status in one place
 
     AmperitySignalError
     ├── ConfigError              configuration problems, all of them at once
-    ├── InvalidEvent             an event that cannot be delivered (field violations)
+    ├── InvalidFields            a request with invalid fields (BadRequest field violations)
+    │   ├── InvalidEvent         an event that cannot be delivered
+    │   └── InvalidConsent       a consent state that cannot be kept (RecordConsent)
     ├── MalformedRequest         request bytes that are not the method's protobuf message
     ├── UnknownIntegration       no integration with that id or pipeline key
     ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
@@ -81,18 +83,34 @@ class FieldViolation:
     description: str
 
 
-class InvalidEvent(AmperitySignalError):
-    """The event cannot be delivered as it is; each violation names its field."""
+class InvalidFields(AmperitySignalError):
+    """A request with invalid fields; each violation names its field and the fix."""
 
-    reason = "INVALID_EVENT"
+    reason = "INVALID_REQUEST"
+    subject = "request"
+    """What the message says is invalid ("invalid event: ...")."""
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = list(violations)
         text = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(
-            f"invalid event: {text}",
+            f"invalid {self.subject}: {text}",
             metadata={"fields": ",".join(v.field for v in self.violations)},
         )
+
+
+class InvalidEvent(InvalidFields):
+    """The event cannot be delivered as it is; each violation names its field."""
+
+    reason = "INVALID_EVENT"
+    subject = "event"
+
+
+class InvalidConsent(InvalidFields):
+    """A RecordConsent request cannot be kept as it is; each violation names its field."""
+
+    reason = "INVALID_CONSENT"
+    subject = "consent"
 
 
 class MalformedRequest(AmperitySignalError):

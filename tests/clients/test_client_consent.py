@@ -95,7 +95,7 @@ async def test_what_the_service_refuses_raises_its_readable_error(
         with pytest.raises(NotFound):
             await stranger.record_consent(visitor(), {"functional": True})
 
-    assert too_long.value.reason == "INVALID_EVENT"
+    assert too_long.value.reason == "INVALID_CONSENT"
     assert [v.field for v in too_long.value.field_violations] == ["anonymous_id"]
 
 

@@ -17,6 +17,7 @@ from amperity_signal.service.app import Deps, Service, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL
+from tests.contract.test_contract import details
 from tests.support import ALICE_EMAIL, integration_dict, mint_keys, settings_for
 
 from .fakes import KNOWN_KEY, RunningService
@@ -128,10 +129,10 @@ async def test_a_withdrawal_stops_enrich_at_once_and_a_grant_restores_it(
         ),
     ],
 )
-async def test_record_consent_refuses_what_deliver_would_naming_the_field(
+async def test_record_consent_refuses_bad_fields_as_invalid_consent_naming_the_field(
     stack: Stack, request_: pb.RecordConsentRequest, field: str
 ) -> None:
-    """The RPC itself (for callers other than the gateway) names the field to fix."""
+    """The RPC itself (for callers besides the gateway) names the field; reason INVALID_CONSENT."""
     channel = stack.service.in_process_channel()
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -140,6 +141,9 @@ async def test_record_consent_refuses_what_deliver_would_naming_the_field(
         await channel.close()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (caught.value.details() or "")
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "INVALID_CONSENT"
+    assert [v.field for v in found["BadRequest"].field_violations] == [field]
 
 
 async def test_consent_takes_the_visitor_from_the_dfid_cookie(

@@ -20,6 +20,7 @@ from amperity_signal.enrich.result import EnrichResult
 from amperity_signal.errors import (
     AmperitySignalError,
     FieldViolation,
+    InvalidConsent,
     InvalidEvent,
     MalformedRequest,
     ServiceStopping,
@@ -291,7 +292,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             elif len(request.anonymous_id) > MAX_STRING:
                 violations.insert(0, _ANONYMOUS_ID_TOO_LONG)
             if violations:
-                raise InvalidEvent(violations)
+                raise InvalidConsent(violations)
             allowed = await self._browser.record_consent(
                 integration.settings, request.anonymous_id, convert.consent_to_dict(request.consent)
             )

@@ -23,7 +23,7 @@ from amperity_signal.errors import (
     AmperityRejected,
     AmperitySignalError,
     AmperityUnavailable,
-    InvalidEvent,
+    InvalidFields,
     MalformedRequest,
     ProfileUnavailable,
     ServiceStopping,
@@ -38,7 +38,7 @@ _PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
 # One return per error kind: the function is the mapping table, read top to bottom.
 def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
     """The gRPC status code for one of our errors."""
-    if isinstance(error, InvalidEvent | MalformedRequest):
+    if isinstance(error, InvalidFields | MalformedRequest):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, UnknownIntegration):
         return grpc.StatusCode.NOT_FOUND
@@ -67,7 +67,7 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
     details: list[Any] = [
         error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
     ]
-    if isinstance(error, InvalidEvent):
+    if isinstance(error, InvalidFields):
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
@@ -154,7 +154,7 @@ def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
         retry_after_seconds=error.retry_after if isinstance(error, AmperityUnavailable) else 0.0,
         field_violations=[
             pb.FieldViolation(field=v.field, description=v.description)
-            for v in (error.violations if isinstance(error, InvalidEvent) else ())
+            for v in (error.violations if isinstance(error, InvalidFields) else ())
         ],
     )
 

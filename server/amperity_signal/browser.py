@@ -9,11 +9,16 @@ it gets ``{}``: absence of consent counts as "no consent given", as the spec say
 Consent reaches the ledger with every delivered event and, without one, through
 ``record_consent`` (the gateway's ``POST /v1/consent``): a visitor who withdraws consent
 in the page must stop seeing the profile at once, in every tab, not after the next event.
+Each state is kept with the instant it was true, and an older one never replaces a newer
+one: a retried or late batch of events from before the withdrawal cannot undo it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,45 +27,107 @@ from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import CacheStore, Enricher
 
 CONSENT_TTL = 30 * 86_400.0
+AT = "at"
+"""The stored state's key for the instant it was true (epoch seconds). It sits beside the
+consent's own keys (analytics, marketing, functional, categories, google), which no
+``browser_consent`` condition can name, so the previous version still reads the value."""
 
 
 class ConsentLedger:
-    """The last consent state seen per visitor, kept in the shared cache backend.
+    """The newest consent state seen per visitor, kept in the shared cache backend.
+
+    Each state is stored with ``at``, the instant it was true: an event's timestamp, or
+    when RecordConsent's visitor made the choice (by default when it arrived). A state
+    replaces the stored one only when its ``at`` is not older; a value stored without
+    ``at`` (by the previous version) is older than any. No instant past the ledger's
+    clock is believed: it counts as now, since a page's clock may run ahead and a state
+    stored "in the future" would outrank every real change until then.
+
+    The check is a read then a write (``CacheStore`` has no compare-and-set): two states
+    for one visitor arriving within one read-to-write interval (a Redis round trip) may
+    both pass it, and the later write wins even if its state is the older one.
 
     The backend (``build_cache``) degrades to no cache when Redis is down; a visitor whose
     consent cannot be read then counts as not having consented.
+
+    Args:
+        store: The shared cache backend.
+        ttl: Seconds a visitor's state is kept after its last change.
+        now: The wall clock, in epoch seconds.
     """
 
-    def __init__(self, store: CacheStore, ttl: float = CONSENT_TTL) -> None:
+    def __init__(
+        self,
+        store: CacheStore,
+        ttl: float = CONSENT_TTL,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._ttl = ttl
+        self._now = now
 
     async def remember(self, integration_id: str, event: dict[str, Any]) -> None:
-        """Keep the consent state an event carried, when it carried one."""
+        """Keep the consent state an event carried, as of its timestamp, when it is newest."""
         consent = event.get("context", {}).get("consent")
         anonymous_id = event.get("anonymous_id")
         if isinstance(consent, dict) and isinstance(anonymous_id, str) and anonymous_id:
-            value = orjson.dumps(consent)  # as record() does, without a coroutine per event
-            await self._store.set(self._key(integration_id, anonymous_id), value, self._ttl)
+            # Deliver always sets the timestamp (the receive time when the event had none).
+            timestamp = event.get("timestamp")
+            at = timestamp.timestamp() if isinstance(timestamp, datetime) else None
+            await self._keep(self._key(integration_id, anonymous_id), consent, at)
 
-    async def record(self, integration_id: str, anonymous_id: str, consent: dict[str, Any]) -> None:
-        """Keep ``consent`` as the visitor's whole consent state, replacing the last one."""
-        value = orjson.dumps(consent)
-        await self._store.set(self._key(integration_id, anonymous_id), value, self._ttl)
+    async def record(
+        self,
+        integration_id: str,
+        anonymous_id: str,
+        consent: dict[str, Any],
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Keep ``consent`` as the visitor's whole consent state as of ``at`` (None: now).
+
+        Returns:
+            The state kept now: ``consent``, or a newer one already kept.
+        """
+        moment = None if at is None else at.timestamp()
+        return await self._keep(self._key(integration_id, anonymous_id), consent, moment)
 
     async def allows(self, integration_id: str, anonymous_id: str, condition: str) -> bool:
-        """Whether the visitor's last known consent meets ``condition``.
+        """Whether the visitor's newest known consent meets ``condition``.
 
         ``condition`` is ``analytics``, ``marketing``, ``functional``, ``categories.CODE``
-        or ``google.PARAMETER``; the value must be true (or ``"granted"``).
+        or ``google.PARAMETER``; the value must be true (or ``"granted"``). The stored
+        ``at`` is never one of those, so the stored value is read as it is.
         """
         stored = await self._store.get(self._key(integration_id, anonymous_id))
-        return meets(orjson.loads(stored) if stored else None, condition)
+        return meets(_parsed(stored) if stored else None, condition)
+
+    async def _keep(self, key: str, consent: dict[str, Any], at: float | None) -> dict[str, Any]:
+        """Store ``consent`` as of ``at`` unless the stored state is newer; the state kept."""
+        now = self._now()
+        at = now if at is None or at > now else at
+        stored = await self._store.get(key)
+        kept = _parsed(stored) if stored is not None else None
+        if kept is not None:
+            kept_at = kept.pop(AT, None)  # the caller gets the consent state alone
+            if isinstance(kept_at, int | float) and at < kept_at:
+                return kept
+        await self._store.set(key, orjson.dumps({**consent, AT: at}), self._ttl)
+        return consent
 
     @staticmethod
     def _key(integration_id: str, anonymous_id: str) -> str:
         digest = hashlib.sha256(f"{integration_id}\0{anonymous_id}".encode()).hexdigest()
         return f"consent:{digest}"
+
+
+def _parsed(stored: bytes) -> dict[str, Any] | None:
+    """A stored state, or None when it is not one (it is then replaced)."""
+    try:
+        value = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def meets(consent: Any, condition: str) -> bool:
@@ -97,18 +164,29 @@ class BrowserProfiles:
         return {name: merged[name] for name in allowlist if name in merged}
 
     async def record_consent(
-        self, integration: IntegrationSettings, anonymous_id: str, consent: dict[str, Any]
+        self,
+        integration: IntegrationSettings,
+        anonymous_id: str,
+        consent: dict[str, Any],
+        consented_at: datetime | None = None,
     ) -> bool:
-        """Keep the visitor's consent state now, without an event.
+        """Keep the visitor's consent state, without an event.
+
+        Args:
+            integration: The page's integration.
+            anonymous_id: The visitor.
+            consent: The visitor's whole consent state.
+            consented_at: When the visitor made this choice; None means now.
 
         Returns:
-            Whether the page may see the visitor's profile under this consent: false when
-            the integration's ``browser_consent`` condition is not met, so the page stops
-            asking. Nothing is kept when the integration names no condition, as
-            ``Delivery`` keeps nothing then either.
+            Whether the page may see the visitor's profile under the state now kept (this
+            one, or a newer one already kept): false when the integration's
+            ``browser_consent`` condition is not met, so the page stops asking. Nothing is
+            kept when the integration names no condition, as ``Delivery`` keeps nothing
+            then either.
         """
         condition = integration.browser_consent
         if not condition:
             return True
-        await self._consent.record(integration.id, anonymous_id, consent)
-        return meets(consent, condition)
+        kept = await self._consent.record(integration.id, anonymous_id, consent, consented_at)
+        return meets(kept, condition)

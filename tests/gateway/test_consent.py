@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -77,6 +78,12 @@ async def _consent(client: httpx.AsyncClient, consent: dict[str, Any]) -> httpx.
     )
 
 
+def _timestamp(moment: datetime) -> Any:
+    stamp = pb.RecordConsentRequest().consented_at
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 async def _ingested(sandbox: SandboxApp) -> int:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sandbox), base_url=SANDBOX_URL
@@ -126,6 +133,22 @@ async def test_a_withdrawal_stops_enrich_at_once_and_a_grant_restores_it(
                 consent=pb.Consent(google=pb.GoogleConsent(ad_storage="maybe")),
             ),
             "consent.google.ad_storage",
+        ),
+        (
+            pb.RecordConsentRequest(
+                pipeline_key="pk_web",
+                anonymous_id=VISITOR,
+                consented_at=_timestamp(datetime.now(UTC) + timedelta(hours=1)),
+            ),
+            "consented_at",
+        ),
+        (
+            pb.RecordConsentRequest(
+                pipeline_key="pk_web",
+                anonymous_id=VISITOR,
+                consented_at=_timestamp(datetime(1999, 12, 31, tzinfo=UTC)),
+            ),
+            "consented_at",
         ),
     ],
 )

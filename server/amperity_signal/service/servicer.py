@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -96,6 +97,33 @@ def _consent_violations(consent: pb.Consent) -> list[FieldViolation]:
                 )
             )
     return out
+
+
+CONSENTED_AT_MAX_AHEAD = timedelta(minutes=5)
+"""How far past the service's clock RecordConsent's consented_at may lie (clocks drift);
+further is a mistake, which would otherwise outrank every real change until then."""
+_CONSENTED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+
+
+def _consented_at(
+    request: pb.RecordConsentRequest, now: datetime
+) -> tuple[datetime | None, list[FieldViolation]]:
+    """RecordConsent's ``consented_at`` (None when unset), or why it cannot be used."""
+    if not request.HasField("consented_at"):
+        return None, []
+    timestamp = request.consented_at
+    seconds = timestamp.seconds + timestamp.nanos / 1e9
+    latest = (now + CONSENTED_AT_MAX_AHEAD).timestamp()
+    if 0 <= timestamp.nanos < 1_000_000_000 and _CONSENTED_AT_MIN <= seconds <= latest:
+        return timestamp.ToDatetime(tzinfo=UTC), []
+    return None, [
+        FieldViolation(
+            "consented_at",
+            "must lie between 2000-01-01 and 5 minutes past the service's clock (now "
+            f"{now.isoformat(timespec='seconds')}): send when the visitor made the choice, "
+            "from a clock that is right, or leave it unset to mean now.",
+        )
+    ]
 
 
 class AmperityServicer(pb_grpc.AmperityServiceServicer):
@@ -291,10 +319,15 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 violations.insert(0, _ANONYMOUS_ID_REQUIRED)
             elif len(request.anonymous_id) > MAX_STRING:
                 violations.insert(0, _ANONYMOUS_ID_TOO_LONG)
+            consented_at, wrong_time = _consented_at(request, convert.now_utc())
+            violations.extend(wrong_time)
             if violations:
                 raise InvalidConsent(violations)
             allowed = await self._browser.record_consent(
-                integration.settings, request.anonymous_id, convert.consent_to_dict(request.consent)
+                integration.settings,
+                request.anonymous_id,
+                convert.consent_to_dict(request.consent),
+                consented_at,
             )
         except AmperitySignalError as error:
             await context.abort_with_status(to_grpc_status(error))

@@ -446,6 +446,7 @@ class RecordConsentRequest(_message.Message):
     PIPELINE_KEY_FIELD_NUMBER: _builtins.int
     ANONYMOUS_ID_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
+    CONSENTED_AT_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
     """The id of the integration; either this or pipeline_key is required."""
     pipeline_key: _builtins.str
@@ -456,7 +457,19 @@ class RecordConsentRequest(_message.Message):
     """The visitor's anonymous id (the _dfid cookie); required."""
     @_builtins.property
     def consent(self) -> Global___Consent:
-        """The visitor's whole consent state, as events carry it; it replaces the last one kept."""
+        """The visitor's whole consent state, as events carry it; it replaces the state kept
+        unless that one is newer (see consented_at).
+        """
+
+    @_builtins.property
+    def consented_at(self) -> _timestamp_pb2.Timestamp:
+        """When the visitor made this choice; unset means when the service receives it. Each
+        consent state is kept with the instant it was true (an event's own timestamp, or
+        this), and an older state never replaces a newer one, so a late or retried event
+        from before a withdrawal cannot undo it. More than 5 minutes ahead of the service's
+        clock, or before 2000-01-01, is INVALID_ARGUMENT (reason INVALID_CONSENT); an
+        instant less far ahead counts as the service's now.
+        """
 
     def __init__(
         self,
@@ -465,10 +478,11 @@ class RecordConsentRequest(_message.Message):
         pipeline_key: _builtins.str = ...,
         anonymous_id: _builtins.str = ...,
         consent: Global___Consent | None = ...,
+        consented_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "consented_at", b"consented_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_id", b"anonymous_id", "consent", b"consent", "integration_id", b"integration_id", "pipeline_key", b"pipeline_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anonymous_id", b"anonymous_id", "consent", b"consent", "consented_at", b"consented_at", "integration_id", b"integration_id", "pipeline_key", b"pipeline_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -482,8 +496,9 @@ class RecordConsentResponse(_message.Message):
 
     PROFILE_ALLOWED_FIELD_NUMBER: _builtins.int
     profile_allowed: _builtins.bool
-    """Whether BrowserProfile answers attributes under this consent: false when the
-    integration's browser_consent condition is not met.
+    """Whether BrowserProfile answers attributes under the consent state now kept: false
+    when the integration's browser_consent condition is not met. When consented_at is
+    older than the state already kept, that newer state answers.
     """
     def __init__(
         self,

@@ -55,6 +55,8 @@ class AmperityServiceStub:
     RecordConsent: _grpc.UnaryUnaryMultiCallable[_amperity_service_pb2.RecordConsentRequest, _amperity_service_pb2.RecordConsentResponse]
     """RecordConsent keeps a visitor's consent state without an event, so that a consent
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
+    Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
+    are INVALID_EVENT), each named in BadRequest.
     """
     WatchDeliveries: _grpc.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -88,6 +90,8 @@ class AmperityServiceAsyncStub(AmperityServiceStub):
     RecordConsent: _aio.UnaryUnaryMultiCallable[_amperity_service_pb2.RecordConsentRequest, _amperity_service_pb2.RecordConsentResponse]  # type: ignore[assignment]
     """RecordConsent keeps a visitor's consent state without an event, so that a consent
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
+    Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
+    are INVALID_EVENT), each named in BadRequest.
     """
     WatchDeliveries: _aio.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]  # type: ignore[assignment]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -148,6 +152,8 @@ class AmperityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_amperity_service_pb2.RecordConsentResponse, _abc.Awaitable[_amperity_service_pb2.RecordConsentResponse]]:
         """RecordConsent keeps a visitor's consent state without an event, so that a consent
         withdrawn in the page stops BrowserProfile at once rather than with the next event.
+        Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
+        are INVALID_EVENT), each named in BadRequest.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,113 @@
+"""The consent ledger keeps the newest consent state per visitor, by when it was true."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+from amperity_signal.browser import ConsentLedger, meets
+from amperity_signal.enrich import MemoryStore
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+GRANTED = {"functional": True, "marketing": True}
+WITHDRAWN = {"functional": False, "marketing": True}
+
+
+class WallClock:
+    """Epoch seconds that only move when a test says so."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.seconds = moment.timestamp()
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    """The memory backend the ledger writes to."""
+    return MemoryStore(100)
+
+
+@pytest.fixture
+def ledger(store: MemoryStore) -> ConsentLedger:
+    """A ledger whose clock reads ``NOW``."""
+    return ConsentLedger(store, now=WallClock(NOW))
+
+
+def delivered(consent: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
+    """An event as Deliver hands it to the ledger (its timestamp already a datetime)."""
+    return {
+        "type": "track",
+        "anonymous_id": "anon-1",
+        "timestamp": timestamp,
+        "context": {"consent": consent},
+    }
+
+
+async def test_an_event_from_before_a_recorded_withdrawal_does_not_undo_it(
+    ledger: ConsentLedger,
+) -> None:
+    """A late or retried event granting consent, older than the withdrawal, is ignored."""
+    await ledger.record("web", "anon-1", WITHDRAWN)  # unset consented_at: now
+    await ledger.remember("web", delivered(GRANTED, NOW - timedelta(minutes=1)))
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_an_event_newer_than_the_recorded_state_replaces_it(ledger: ConsentLedger) -> None:
+    """A grant carried by an event after the withdrawal wins, as it is the visitor's latest."""
+    await ledger.record("web", "anon-1", WITHDRAWN, NOW - timedelta(minutes=2))
+    await ledger.remember("web", delivered(GRANTED, NOW - timedelta(minutes=1)))
+    assert await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_a_state_as_old_as_the_kept_one_replaces_it(ledger: ConsentLedger) -> None:
+    """Not older is enough: of two states of the same instant the later arrival is kept."""
+    await ledger.record("web", "anon-1", GRANTED, NOW - timedelta(minutes=1))
+    await ledger.remember("web", delivered(WITHDRAWN, NOW - timedelta(minutes=1)))
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_an_older_record_answers_with_the_newer_state_already_kept(
+    ledger: ConsentLedger,
+) -> None:
+    """record() returns the state in force, so profile_allowed says what BrowserProfile does."""
+    await ledger.remember("web", delivered(WITHDRAWN, NOW - timedelta(seconds=10)))
+    kept = await ledger.record("web", "anon-1", GRANTED, NOW - timedelta(minutes=5))
+    assert kept == WITHDRAWN
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_a_timestamp_ahead_of_the_clock_counts_as_now(ledger: ConsentLedger) -> None:
+    """A page clock an hour fast cannot pin its grant: a withdrawal made now still wins."""
+    await ledger.remember("web", delivered(GRANTED, NOW + timedelta(hours=1)))
+    await ledger.record("web", "anon-1", WITHDRAWN)
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_a_state_stored_without_at_by_the_previous_version_reads_and_is_replaced(
+    ledger: ConsentLedger, store: MemoryStore
+) -> None:
+    """A value written before ``at`` existed reads as it did and yields to any new state."""
+    await ledger.record("web", "anon-1", WITHDRAWN)
+    (key,) = store.keys()
+    await store.set(key, orjson.dumps(GRANTED), ttl=60)  # the previous version's format
+    assert await ledger.allows("web", "anon-1", "functional")
+
+    await ledger.remember("web", delivered(WITHDRAWN, datetime(2001, 1, 1, tzinfo=UTC)))
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+async def test_the_previous_version_still_reads_what_this_one_stores(
+    ledger: ConsentLedger, store: MemoryStore
+) -> None:
+    """``at`` sits beside the consent keys, so a replica not yet upgraded reads the state."""
+    await ledger.record("web", "anon-1", GRANTED)
+    (key,) = store.keys()
+    stored = await store.get(key)
+    assert stored is not None
+    assert meets(orjson.loads(stored), "functional")  # the previous version's read
+    assert orjson.loads(stored)["at"] == NOW.timestamp()

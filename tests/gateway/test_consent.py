@@ -70,10 +70,12 @@ async def _enrich(client: httpx.AsyncClient) -> dict[str, Any]:
     return body
 
 
-async def _consent(client: httpx.AsyncClient, consent: dict[str, Any]) -> httpx.Response:
+async def _consent(
+    client: httpx.AsyncClient, consent: dict[str, Any], **extra: Any
+) -> httpx.Response:
     return await client.post(
         "/v1/consent",
-        json={"anonymousId": VISITOR, "consent": consent},
+        json={"anonymousId": VISITOR, "consent": consent, **extra},
         headers={"X-Pipeline-Key": "pk_web"},
     )
 
@@ -169,6 +171,32 @@ async def test_record_consent_refuses_bad_fields_as_invalid_consent_naming_the_f
     assert [v.field for v in found["BadRequest"].field_violations] == [field]
 
 
+async def test_a_consent_older_than_the_one_kept_is_answered_with_the_kept_one(
+    stack: Stack,
+) -> None:
+    """A consentedAt before a kept withdrawal changes nothing: profileAllowed stays false."""
+    withdrawn = await _consent(stack.client, {"functional": False})
+    assert withdrawn.json() == {"success": True, "profileAllowed": False}
+    earlier = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    late = await _consent(stack.client, {"functional": True}, consentedAt=earlier)
+    assert late.status_code == 200, late.text
+    assert late.json() == {"success": True, "profileAllowed": False}
+
+
+async def test_a_consented_at_far_ahead_of_the_service_is_a_400_naming_it(stack: Stack) -> None:
+    """An instant an hour ahead would pin the state for an hour: refused, nothing kept."""
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = await _consent(stack.client, {"functional": True}, consented_at=ahead)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_CONSENT", "consented_at")
+    assert "5 minutes past the service's clock" in error["message"]
+    # Had the grant been kept, this older withdrawal would be answered with it.
+    earlier = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    withdrawn = await _consent(stack.client, {"functional": False}, consentedAt=earlier)
+    assert withdrawn.json() == {"success": True, "profileAllowed": False}
+
+
 async def test_consent_takes_the_visitor_from_the_dfid_cookie(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:
@@ -183,6 +211,27 @@ async def test_consent_takes_the_visitor_from_the_dfid_cookie(
     assert request.anonymous_id == "visitor-cookie"
     assert request.consent.functional is True
     assert request.consent.google.ad_storage == "denied"
+    assert not request.HasField("consented_at")  # unset: the service's receive time
+
+
+async def test_consent_forwards_when_the_visitor_chose(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """The body's consentedAt (RFC 3339, any offset) reaches RecordConsent as consented_at."""
+    response = await gateway.post(
+        "/v1/consent",
+        json={
+            "anonymousId": "v",
+            "consent": {"functional": True},
+            "consentedAt": "2025-01-31T13:00:00.250+01:00",
+        },
+        headers={"X-Pipeline-Key": KNOWN_KEY},
+    )
+    assert response.status_code == 200, response.text
+    (request,) = service.fake.consent_requests
+    assert request.consented_at.ToDatetime(tzinfo=UTC) == datetime(
+        2025, 1, 31, 12, 0, 0, 250_000, tzinfo=UTC
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,6 +252,16 @@ async def test_consent_takes_the_visitor_from_the_dfid_cookie(
             "consent.google.ad_storage",
         ),
         ([], "INVALID_CONSENT", "body"),
+        (
+            {"anonymousId": "v", "consent": {}, "consentedAt": "yesterday"},
+            "INVALID_CONSENT",
+            "consentedAt",
+        ),
+        (
+            {"anonymousId": "v", "consent": {}, "consented_at": 1738324800},
+            "INVALID_CONSENT",
+            "consented_at",
+        ),
     ],
 )
 async def test_a_bad_consent_body_is_a_400_naming_the_field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -80,9 +81,15 @@ class ServiceClient:
         return struct_to_dict(response.attributes)
 
     async def record_consent(
-        self, pipeline_key: str, anonymous_id: str, consent: pb.Consent
+        self,
+        pipeline_key: str,
+        anonymous_id: str,
+        consent: pb.Consent,
+        consented_at: datetime | None = None,
     ) -> bool:
-        """Keep the visitor's consent state now; whether the page may see the profile.
+        """Keep the visitor's consent state; whether the page may see the profile.
+
+        ``consented_at`` is when the visitor made the choice; None means now.
 
         Raises:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
@@ -90,6 +97,8 @@ class ServiceClient:
         request = pb.RecordConsentRequest(
             pipeline_key=pipeline_key, anonymous_id=anonymous_id, consent=consent
         )
+        if consented_at is not None:
+            request.consented_at.FromDatetime(consented_at)
         response = await self._service().RecordConsent(request, timeout=self._rpc_timeout)
         return response.profile_allowed
 

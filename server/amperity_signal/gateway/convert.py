@@ -89,8 +89,11 @@ def _struct(value: Any, field: str) -> struct_pb2.Struct | None:
 
 
 def _timestamp(value: Any, field: str, now: datetime) -> datetime:
-    if value is None:
-        return now
+    return now if value is None else _moment(value, field)
+
+
+def _moment(value: Any, field: str) -> datetime:
+    """An ISO 8601 date-time string as an aware UTC datetime (no offset means UTC)."""
     if not isinstance(value, str):
         raise InvalidFieldError(field, "must be an ISO 8601 string such as 2025-01-31T12:00:00Z.")
     try:
@@ -220,6 +223,24 @@ def consent_from_json(value: Any, field: str = "consent") -> pb.Consent:
         )
     try:
         return _consent(value, f"{field}.")
+    except InvalidFieldError as error:
+        raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
+
+
+def consented_at_from_json(data: Mapping[str, Any]) -> datetime | None:
+    """When the visitor made the choice a ``POST /v1/consent`` body carries, if it says.
+
+    ``consentedAt`` (or ``consented_at``) is an RFC 3339 date-time; absent or null means
+    now. How far ahead of its clock it may lie is the service's to judge.
+
+    Raises:
+        GatewayError: 400 ``INVALID_CONSENT`` naming the field as sent.
+    """
+    name = next((n for n in ("consentedAt", "consented_at") if data.get(n) is not None), None)
+    if name is None:
+        return None
+    try:
+        return _moment(data[name], name)
     except InvalidFieldError as error:
         raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
 

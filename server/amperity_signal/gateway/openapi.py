@@ -243,8 +243,8 @@ def openapi_document() -> dict[str, Any]:
                             "content": {_JSON: {"schema": ref("ConsentKept")}},
                         },
                         "400": _error(
-                            "Bad JSON, a bad consent field, no visitor id, or a missing "
-                            "pipeline key."
+                            "Bad JSON, a bad consent field or consentedAt (code "
+                            "INVALID_CONSENT), no visitor id, or a missing pipeline key."
                         ),
                         "404": _error("No integration uses this pipeline key."),
                         "413": _error("The body is too large."),

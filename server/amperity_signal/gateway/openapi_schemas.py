@@ -117,7 +117,16 @@ SCHEMAS: dict[str, Any] = {
             },
             "consent": {
                 **_CONSENT,
-                "description": "The visitor's whole consent state; it replaces the last one.",
+                "description": "The visitor's whole consent state; it replaces the one kept "
+                "unless that one is newer.",
+            },
+            "consentedAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the visitor made this choice (RFC 3339; consented_at is "
+                "also accepted); absent means when the service receives it. An older state "
+                "never replaces a newer one (events count by their timestamp). More than 5 "
+                "minutes ahead of the service's clock is a 400 INVALID_CONSENT.",
             },
         },
     },

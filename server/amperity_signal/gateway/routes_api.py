@@ -20,7 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from amperity_signal.gateway.backend import ServiceClient
-from amperity_signal.gateway.convert import RequestFacts, consent_from_json, event_from_json
+from amperity_signal.gateway.convert import (
+    RequestFacts,
+    consent_from_json,
+    consented_at_from_json,
+    event_from_json,
+)
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error, json_response
 from amperity_signal.gateway.jsonbody import read_json
 from amperity_signal.gateway.settings import GatewaySettings
@@ -196,10 +201,11 @@ class ApiEndpoints:
         return json_response({"provider": PROVIDER, "attributes": attributes})
 
     async def consent(self, request: Request) -> Response:
-        """``POST /v1/consent``: keep the visitor's consent state now, without an event.
+        """``POST /v1/consent``: keep the visitor's consent state, without an event.
 
         A withdrawal then stops ``/v1/enrich`` for this visitor at once, in every tab;
         ``profileAllowed`` tells the page whether asking for the profile is worth it.
+        ``consentedAt`` (optional) says when the visitor chose; else it is now.
         """
         key = _pipeline_key(request, _parameters(request, COLLECTOR_PARAMETERS))
         data = await read_json(request, self._settings.max_body_bytes)
@@ -226,7 +232,8 @@ class ApiEndpoints:
             )
         _check_length(anonymous_id, source, "field" if given else "cookie")
         consent = consent_from_json(data.get("consent"))
-        allowed = await self._client.record_consent(key, anonymous_id, consent)
+        consented_at = consented_at_from_json(data)
+        allowed = await self._client.record_consent(key, anonymous_id, consent, consented_at)
         return json_response({"success": True, "profileAllowed": allowed})
 
     async def track(self, request: Request) -> Response:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient
+from .redis_support import REDIS_SERVER, RedisProcess, free_port
 
 
 @pytest.fixture
@@ -84,3 +88,16 @@ def make_enricher(
 def enricher(make_enricher: EnricherFactory) -> Enricher:
     """The default Enricher (memory store, fake clock, counting client)."""
     return make_enricher()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    """A real redis-server; skipped when missing unless running in CI."""
+    if shutil.which(REDIS_SERVER) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REDIS_SERVER} is required in CI")
+        pytest.skip(f"{REDIS_SERVER} is not installed")
+    server = RedisProcess(free_port())
+    server.start()
+    yield server
+    server.kill()

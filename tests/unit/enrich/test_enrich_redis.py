@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
@@ -17,75 +12,9 @@ from amperity_signal.enrich import CacheBackend, Enricher, build_cache
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+from .redis_support import RedisProcess
 
-REDIS_SERVER = "/usr/bin/redis-server"
 ALICE = {"email": "alice@example.com"}
-
-
-class RedisProcess:
-    """A throwaway redis-server on a fixed free port, stoppable and restartable."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        ready_by = time.monotonic() + 10
-        while time.monotonic() < ready_by:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)  # waiting for a real process to bind, not for test logic
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisProcess]:
-    """A real redis-server; skipped when missing unless running in CI."""
-    if shutil.which(REDIS_SERVER) is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REDIS_SERVER} is required in CI")
-        pytest.skip(f"{REDIS_SERVER} is not installed")
-    server = RedisProcess(free_port())
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

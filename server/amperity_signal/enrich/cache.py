@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from redis.exceptions import RedisError
 
 from amperity_signal.config import CacheSettings
+from amperity_signal.enrich.identity_entry import IdentityMerge
 from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.ports import CacheStore
 from amperity_signal.enrich.stores import MemoryStore, RedisStore
@@ -151,6 +152,26 @@ class CacheBackend:
             self._failed(exc)
         else:
             self._succeeded()
+
+    async def merge_identifiers(
+        self, key: str, learned: Mapping[str, str], *, now: float, ttl: float
+    ) -> IdentityMerge:
+        """The store's atomic identity-map merge; during an outage, the event's fields alone.
+
+        An outage answers as a miss would (the event's fields, changed when there are any),
+        counts the lost read and writes nothing.
+        """
+        if self._skip():
+            self._lost((key,))
+            return IdentityMerge.unstored(learned)
+        try:
+            merged = await self.store.merge_identifiers(key, learned, now=now, ttl=ttl)
+        except self._errors as exc:
+            self._failed(exc)
+            self._lost((key,))
+            return IdentityMerge.unstored(learned)
+        self._succeeded()
+        return merged
 
     async def close(self) -> None:
         """Release the store's connections."""

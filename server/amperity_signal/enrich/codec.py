@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from amperity_signal.enrich.cache import CacheBackend
+from amperity_signal.enrich.identity_entry import IdentityMerge
 from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.stores import MemoryStore
 from amperity_signal.metrics import Metrics
@@ -30,11 +31,16 @@ class JsonCache:
 
     def __init__(self, backend: CacheBackend, metrics: Metrics) -> None:
         self.backend = backend
-        # The memory store answers at once: reading it directly spares two coroutines per
-        # read, and it cannot fail, so the backend's outage handling has nothing to do.
-        # (Exactly MemoryStore: a subclass may override get, as the outage tests do.)
+        # The memory store answers at once: reading (and merging into) it directly spares
+        # two coroutines per call, and it cannot fail, so the backend's outage handling has
+        # nothing to do. (Exactly MemoryStore: a subclass may override get, as the outage
+        # tests do.)
         store = backend.store
-        self._get_now = store.get_now if type(store) is MemoryStore else None
+        self._get_now: Callable[[str], bytes | None] | None = None
+        self._merge_now: Callable[..., IdentityMerge] | None = None
+        if type(store) is MemoryStore:
+            self._get_now = store.get_now
+            self._merge_now = store.merge_identifiers_now
         self._metrics = metrics
         self._counters: dict[tuple[str, str], Any] = {}
 
@@ -86,6 +92,28 @@ class JsonCache:
     async def delete(self, key: str) -> None:
         """Remove ``key``."""
         await self.backend.delete(key)
+
+    async def merge_identifiers(
+        self,
+        key: str,
+        learned: Mapping[str, str],
+        *,
+        now: float,
+        ttl: float,
+        count: bool = True,
+    ) -> IdentityMerge:
+        """The backend's atomic identity-map merge, its read counted as a hit or a miss.
+
+        ``count`` as for ``get``.
+        """
+        merge_now = self._merge_now
+        if merge_now is not None:
+            merged = merge_now(key, learned, now=now, ttl=ttl)
+        else:
+            merged = await self.backend.merge_identifiers(key, learned, now=now, ttl=ttl)
+        if count and self.backend.available:  # during an outage the backend counted errors
+            self._count(key, "hit" if merged.found else "miss")
+        return merged
 
 
 def failure_entry(reason: str, message: str | None) -> list[Any]:

@@ -9,26 +9,28 @@ that is a digest of the anonymous id.
 An entry lives ``identity_ttl`` seconds after it was last *used*, so a visitor active every
 day keeps their identity. Rewriting it on every read would cost a cache write per event,
 so the entry carries the wall-clock time after which less than half its TTL remains
-(``RENEW_AFTER``): only a read past that time rewrites it, with a full TTL. Wall-clock,
+(``RENEW_AFTER``): only a use past that time rewrites it, with a full TTL. Wall-clock,
 because Redis entries are shared by processes whose monotonic clocks differ.
+
+Every write goes through the store's atomic ``merge_identifiers`` (one Lua script with
+Redis), so two replicas, or two concurrent events of one visitor, never write over each
+other's identifiers; a read is a plain GET, and a renewal it triggers is a merge of
+nothing, which keeps whatever the entry holds by then.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.identifiers import learnable, visitor_id
+from amperity_signal.enrich.identity_entry import RENEW_AFTER, is_due, read_entry
 from amperity_signal.enrich.keys import cache_key
 
-RENEW_AFTER: Final = "~renew_after"
-"""The entry's field holding when a read should rewrite it (epoch seconds).
-
-No identifier field can take this name: they are named after linking-key sources.
-"""
+__all__ = ["RENEW_AFTER", "IdentityMap"]
 
 
 class IdentityMap:
@@ -64,29 +66,14 @@ class IdentityMap:
         Reading an entry is using it: past half its TTL, it is rewritten with a full one.
         """
         key = self._key(integration_id, anonymous_id)
-        found, renew = self._decoded(await self._cache.get(key))
-        if renew and found:
-            await self._write(key, found)
+        found, renew_after = read_entry(await self._cache.get(key))
+        if found and is_due(renew_after, self._wall_clock()):
+            # A merge of nothing: renews the entry as Redis holds it by then, so a field
+            # another replica merged since this read is kept (a SET of ``found`` lost it).
+            await self._cache.merge_identifiers(
+                key, {}, now=self._wall_clock(), ttl=self._expiry(self._ttl), count=False
+            )
         return found
-
-    def _decoded(self, stored: Any) -> tuple[dict[str, str], bool]:
-        """The fields of a stored entry, and whether it is due to be rewritten.
-
-        Not a coroutine: a read stays one await, the cache's.
-        """
-        if not isinstance(stored, dict):
-            return {}, False
-        renew_after = stored.pop(RENEW_AFTER, None)
-        found = {str(k): str(v) for k, v in stored.items()}
-        # An entry written before renewal existed has no time: rewritten once, at its next use.
-        due = not isinstance(renew_after, int | float) or self._wall_clock() >= renew_after
-        return found, due
-
-    async def _write(self, key: str, fields: Mapping[str, str]) -> None:
-        """Store ``fields`` for a (jittered) full TTL, to be renewed once half of it passed."""
-        ttl = self._expiry(self._ttl)
-        entry = {**fields, RENEW_AFTER: self._wall_clock() + ttl / 2}
-        await self._cache.set(key, entry, ttl)
 
     async def remember(
         self,
@@ -122,25 +109,18 @@ class IdentityMap:
         the remembered identifiers the event does not carry are forgotten too: they may
         belong to the previous user, whose profile would otherwise match first (email is
         usually the first linking key) and be shown to the new one. The entry is written
-        only when it changed, or when it is due to be renewed (see ``identifiers``).
+        only when it changed, or when it is due to be renewed (see ``identifiers``), and
+        the whole read-merge-write is one atomic store operation (``merge_identifiers``).
         ``learned`` is ``learnable(linking_keys, event)`` when the caller already has it
         (hashing is not free).
         """
         anonymous_id = visitor_id(event)
         if anonymous_id is None:
             return {}, False
-        key = self._key(integration_id, anonymous_id)
-        # Read, merge, write: with the memory store nothing here yields to the event loop
-        # (JsonCache reads it synchronously and its writes never wait), so two merges of one
-        # visitor cannot interleave. With Redis they can, across processes and across the
-        # awaits of one process: one of two concurrent changes may be lost (an atomic merge
-        # would be a Lua script doing this read-merge-write inside Redis).
-        current, renew = self._decoded(await self._cache.get(key))
         if learned is None:
             learned = learnable(linking_keys, event)
-        someone_else = any(current.get(name, value) != value for name, value in learned.items())
-        merged = dict(learned) if someone_else else {**current, **learned}
-        changed = merged != current
-        if changed or (renew and merged):
-            await self._write(key, merged)
-        return merged, changed
+        key = self._key(integration_id, anonymous_id)
+        merged = await self._cache.merge_identifiers(
+            key, learned, now=self._wall_clock(), ttl=self._expiry(self._ttl)
+        )
+        return merged.fields, merged.changed

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from amperity_signal.enrich.identity_entry import IdentityMerge
+
 
 class ProfileLike(Protocol):
     """The fields of an Amperity profile that enrichment reads."""
@@ -68,6 +70,16 @@ class CacheStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+        ...
+
+    async def merge_identifiers(
+        self, key: str, learned: Mapping[str, str], *, now: float, ttl: float
+    ) -> IdentityMerge:
+        """Merge an event's identifiers into the identity-map entry under ``key``, atomically.
+
+        The read, the merge rule of ``identity_entry`` and the write happen with no other
+        merge of the same key in between (across processes, for a shared store).
+        """
         ...
 
     async def close(self) -> None:

@@ -179,14 +179,24 @@ class RedisStore:
     async def merge_identifiers(
         self, key: str, learned: Mapping[str, str], *, now: float, ttl: float
     ) -> IdentityMerge:
-        """The identity map's merge as one ``EVALSHA``: Redis runs the script atomically.
+        """The identity map's merge: a ``GET``, then, only when it must write, one ``EVALSHA``.
 
-        Two replicas (or two events of one visitor) merging at once therefore both land.
-        Running it twice is harmless (a connection error is retried once, maybe after
-        the first run took effect): the second run finds its fields already there and
-        only reports them unchanged.
+        Most events of a known visitor teach nothing new and the entry is not due for
+        renewal: the ``GET`` alone answers them, as cheaply as a plain read (the script
+        costs ~30 us more client CPU and ~12 us of Redis CPU per call). When the merge
+        must write, the script redoes it inside Redis, atomically, against the entry as it
+        is then: two replicas (or two events of one visitor) merging at once both land. A
+        merge answered by the ``GET`` alone is ordered at that read, before any merge that
+        wrote after it. Running the script twice is harmless (a connection error is retried
+        once, maybe after the first run took effect): the second run finds its fields
+        already there and only reports them unchanged.
         Arguments as for ``MemoryStore.merge_identifiers``.
         """
+        result, entry = merge_entry(
+            _as_bytes(await self._client.get(key)), learned, now=now, ttl=ttl
+        )
+        if entry is None:
+            return result
         reply = await self._merge_script(
             keys=[key], args=script_arguments(learned, now=now, ttl=ttl)
         )

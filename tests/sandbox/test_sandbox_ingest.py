@@ -283,6 +283,24 @@ async def test_a_404_or_405_of_the_router_says_what_to_send_instead(sandbox: San
     assert "/prof/lookup/{collection_id}/keychain" in unknown
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/prof/lookup/apc-vPsQheAm/keychain", "GET, HEAD, POST"),
+        ("PUT", "/prof/profiles/apc-vPsQheAm/p-a11ce0000001", "GET, HEAD"),
+        ("PUT", "/_sandbox/faults", "DELETE, GET, HEAD, POST"),
+        ("GET", "/_sandbox/flush", "POST"),
+    ],
+)
+async def test_a_405_of_the_router_lists_every_method_of_the_path_in_one_order(
+    sandbox: Sandbox, method: str, path: str, allowed: str
+) -> None:
+    """Allow and the message list the path's methods sorted, the same in every process."""
+    response = await sandbox.client.request(method, path)
+    assert (response.status_code, response.headers["allow"]) == (405, allowed)
+    assert response.json()["message"] == f"{method} {path}: this path takes {allowed}, not {method}"
+
+
 async def test_a_405_names_the_allowed_methods_and_a_trailing_slash_is_404_not_a_redirect(
     sandbox: Sandbox,
 ) -> None:

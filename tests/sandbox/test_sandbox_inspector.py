@@ -154,6 +154,22 @@ async def test_a_fractional_retry_after_is_sent_as_whole_seconds_rounded_up(
     assert parse_retry_after(response.headers["retry-after"], None, 0.0) == float(sent)
 
 
+async def test_an_injected_405_carries_allow_with_the_methods_of_the_path(
+    sandbox: InProcessSandbox,
+) -> None:
+    """HTTP requires Allow on every 405: an injected one lists what the path takes."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 405, "count": 3})
+    event = await sandbox.post_event(EVENT)
+    lookup = await sandbox.lookup(customer_id="cust-1001")
+    unknown = await sandbox.client.get("/prof/nothing")
+    assert [r.status_code for r in (event, lookup, unknown)] == [405, 405, 405]
+    assert event.headers["allow"] == "POST"
+    assert lookup.headers["allow"] == "GET, HEAD, POST"
+    # A path the sandbox does not serve takes no method: Allow is there, and empty.
+    assert unknown.headers["allow"] == ""
+    assert set(event.json()) == {"status", "message", "request_id", "trace_id"}
+
+
 async def test_faults_match_kind_and_tenant(sandbox: InProcessSandbox) -> None:
     """A lookup fault for globex leaves acme lookups and events alone."""
     await sandbox.client.post(

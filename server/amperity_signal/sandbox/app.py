@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Scope
 
 from amperity_signal.sandbox.controls import ControlRoutes
 from amperity_signal.sandbox.data import SandboxData, default_data
@@ -49,7 +49,22 @@ class SandboxApp(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, wrapped in the sandbox edge."""
-        return SandboxEdge(super().build_middleware_stack(), self.sandbox)
+        return SandboxEdge(super().build_middleware_stack(), self.sandbox, self.allowed_methods)
+
+    def allowed_methods(self, scope: Scope) -> str:
+        """The ``Allow`` value for the request's path: the methods its route takes.
+
+        Every 405 carries it (RFC 9110, section 15.5.6), the router's and an injected
+        one's alike. Sorted, so that it reads the same in every process (Starlette keeps a
+        route's methods in a set). Empty for a path the sandbox does not serve, which HTTP
+        allows: the resource takes no method.
+        """
+        for route in self.router.routes:
+            if isinstance(route, Route) and route.methods:
+                match, _ = route.matches(scope)
+                if match is not Match.NONE:
+                    return ", ".join(sorted(route.methods))
+        return ""
 
 
 # What a 404 or 405 of the router tells the caller to do instead.
@@ -65,12 +80,13 @@ async def _http_error(request: Request, problem: Exception) -> Response:
     """Starlette's own 404/405 answers, in Amperity's error shape, saying what to send."""
     if not isinstance(problem, HTTPException):
         return error(request, 500, f"{request.method} {request.url.path}: {problem}")
-    allowed = (problem.headers or {}).get("Allow")
+    headers = dict(problem.headers or {})
     hint = _ROUTER_HINTS.get(problem.status_code, problem.detail)
-    if problem.status_code == 405 and allowed:
-        hint = f"this path takes {allowed}, not {request.method}"
+    if problem.status_code == 405 and isinstance(request.app, SandboxApp):
+        headers["Allow"] = request.app.allowed_methods(request.scope)
+        hint = f"this path takes {headers['Allow']}, not {request.method}"
     message = f"{request.method} {request.url.path}: {hint}"
-    return error(request, problem.status_code, message, problem.headers)  # 405: Allow
+    return error(request, problem.status_code, message, headers)
 
 
 async def _internal_error(request: Request, problem: Exception) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,9 +51,12 @@ def request_kind(path: str) -> str:
 class SandboxEdge:
     """ASGI middleware applying faults to, and recording, every ``/prof`` request."""
 
-    def __init__(self, app: ASGIApp, state: SandboxState) -> None:
+    def __init__(
+        self, app: ASGIApp, state: SandboxState, allowed_methods: Callable[[Scope], str]
+    ) -> None:
         self._app = app
         self._state = state
+        self._allowed_methods = allowed_methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handles one ASGI connection."""
@@ -133,6 +137,9 @@ class SandboxEdge:
         if outcome.status is not None:
             # delta-seconds: a whole number, never "0.5" (Fault.from_json rounds up).
             extra = {} if outcome.retry_after is None else {"Retry-After": str(outcome.retry_after)}
+            if outcome.status == 405:
+                # HTTP requires it of every 405 (RFC 9110, section 15.5.6), injected or not.
+                extra["Allow"] = self._allowed_methods(scope)
             response = error(scope, outcome.status, "injected fault (sandbox)", extra)
             await response(scope, replay, recording_send)
             return

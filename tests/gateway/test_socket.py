@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -123,6 +124,24 @@ async def test_a_request_h11_cannot_parse_gets_the_json_error_shape(
     error = json.loads(body)["error"]
     assert error["code"] == "INVALID_HTTP_REQUEST"
     assert "percent-encode" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ],
+    ids=["answered-by-the-app", "refused-by-the-protocol"],
+)
+async def test_answers_carry_a_date_and_advertise_no_server_software(
+    gateway_socket: Served, request_head: bytes
+) -> None:
+    """No ``Server`` header names uvicorn; Date is on the app's answers and on h11's 400."""
+    status_line, headers, _ = await gateway_socket.exchange(request_head)
+    assert status_line.split(b" ")[1] in (b"200", b"400")
+    assert "server" not in headers
+    assert parsedate_to_datetime(headers["date"]).year >= 2025  # an HTTP date
 
 
 @pytest.mark.parametrize("protocol", [b"websocket", b"h2c"])

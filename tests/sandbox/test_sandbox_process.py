@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -289,3 +290,19 @@ async def test_sigterm_stops_the_sandbox_with_exit_code_0(tmp_path: Path) -> Non
         assert (await http.get("/_sandbox/stats")).status_code == 200
     assert await process.stop() == 0
     assert (tmp_path / "sandbox.log").read_text() == "", "a clean stop writes nothing to stderr"
+
+
+async def test_answers_carry_a_date_and_advertise_no_server_software(
+    sandbox_proc: SandboxProcess, client: httpx.AsyncClient
+) -> None:
+    """No ``server: uvicorn`` on any answer (API, refusal, controls); Date stays on each."""
+    answers = [
+        await client.post(EVENTS_URL, json=EVENT, headers=_auth(sandbox_proc, "acme-ingest")),
+        await client.get("/prof/nothing"),
+        await client.get(EVENTS_URL),
+        await client.get("/_sandbox/stats"),
+    ]
+    assert [a.status_code for a in answers] == [202, 404, 405, 200]
+    for answer in answers:
+        assert "server" not in answer.headers, answer.request.url
+        assert parsedate_to_datetime(answer.headers["date"]).year >= 2025, answer.request.url

@@ -69,7 +69,10 @@ class JsonErrorH11Protocol(H11Protocol):
             "the path and query, and send well-formed headers.",
         )
         response = error_response(error)
-        headers = [*response.raw_headers, (b"connection", b"close")]
+        # uvicorn's default headers, as on every other answer: Date, which HTTP asks of an
+        # origin server with a clock, and never Server (gateway_server turns it off).
+        defaults = self.server_state.default_headers
+        headers = [*defaults, *response.raw_headers, (b"connection", b"close")]
         for event in (
             h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
             h11.Data(data=bytes(response.body)),
@@ -132,6 +135,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         app,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        # No "Server: uvicorn": a production gateway does not advertise its software.
         server_header=False,
         http=JsonErrorH11Protocol,
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),

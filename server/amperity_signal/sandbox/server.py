@@ -70,6 +70,9 @@ def run(
         access_log=False,
         ws="none",
         lifespan="on",
+        # Amperity's API names no server software, and nothing here should advertise
+        # uvicorn's; the Date header stays (uvicorn's date_header).
+        server_header=False,
         backlog=2048,
         timeout_graceful_shutdown=2,
     )

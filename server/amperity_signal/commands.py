@@ -50,7 +50,7 @@ def _load_checked_settings(path: str) -> Settings:
     settings = load_settings(path)
     problems = blueprint_problems(settings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, source=path)
     return settings
 
 

@@ -344,7 +344,10 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
                 )
             ]
         ) from None
-    return settings_from_dict(raw, os.environ if environ is None else environ)
+    try:
+        return settings_from_dict(raw, os.environ if environ is None else environ)
+    except ConfigError as error:
+        raise ConfigError(error.problems, source=str(file)) from None
 
 
 def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Settings:

@@ -99,6 +99,7 @@ _FIELD_FIXES = {
         'write the origins as an array, e.g. ["https://shop.example.com"], or as CSV.'
     ),
     "trusted_proxies": 'write an array of addresses or networks, e.g. ["10.0.0.0/8"].',
+    "default": 'write one value, e.g. default = "unknown" or default = 0.',
     "blueprint": ("write an [integrations.blueprint] table of overrides; see docs/blueprint.md."),
 }
 

@@ -62,15 +62,22 @@ class ConfigProblem:
 
 
 class ConfigError(AmperitySignalError):
-    """The configuration has one or more problems; all of them are listed."""
+    """The configuration has one or more problems; all of them are listed.
+
+    Args:
+        problems: Each problem with its location and fix.
+        source: The file they are in, named in the message when known.
+    """
 
     reason = "INVALID_CONFIG"
 
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+    def __init__(self, problems: Sequence[ConfigProblem], source: str | None = None) -> None:
         self.problems = list(problems)
+        self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
+        where = f"the configuration in {source}" if source else "configuration"
         super().__init__(
-            f"configuration has {len(self.problems)} problem(s):\n{lines}",
+            f"{where} has {len(self.problems)} problem(s):\n{lines}",
             metadata={"problem_count": str(len(self.problems))},
         )
 

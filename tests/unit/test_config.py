@@ -829,6 +829,58 @@ def test_booleans_and_numbers_must_be_toml_booleans_and_numbers(
         assert word in problem
 
 
+@pytest.mark.parametrize("value", ["yes", "no", "true", 1, 0])
+def test_include_properties_in_blueprint_overrides_must_be_a_toml_boolean(
+    tmp_path: Path, value: Any
+) -> None:
+    """include_properties = "no" was read as false and "yes" or 1 as true: now each is named."""
+    wish = {"type": "wish", "events": ["Wished"], "include_properties": value}
+    table = integration(blueprint={"handlers": {"wish": wish}})
+    path = tmp_path / "overrides.toml"
+    path.write_text(tomli_w.dumps({"integrations": [table]}))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    [problem] = [str(p) for p in caught.value.problems]
+    location = "integrations[0].blueprint.handlers.wish.include_properties"
+    assert problem.startswith(f"{location}: must be true or false, not ")
+    assert "e.g. include_properties = true" in problem
+    assert str(caught.value).startswith(f"the configuration in {path} has 1 problem(s):")
+
+
+@pytest.mark.parametrize(
+    ("value", "given"),
+    [
+        (float("nan"), "not inf or nan"),
+        (float("inf"), "not inf or nan"),
+        (["a"], "not an array"),
+        ({"a": 1}, "not a table"),
+    ],
+)
+def test_a_mapping_default_in_overrides_is_one_finite_json_scalar(value: Any, given: str) -> None:
+    """A NaN default was dropped from every event; an array got one error per union member."""
+    mapping = {"target": "channel", "default": value}
+    [problem] = problems_of(
+        {"integrations": [integration(blueprint={"global_mappings": [mapping]})]}
+    )
+    assert problem.startswith("integrations[0].blueprint.global_mappings[0].default: must be ")
+    assert given in problem and 'e.g. default = "unknown"' in problem
+
+
+def test_a_mapping_default_keeps_its_toml_type() -> None:
+    """A string, a whole number, a decimal and a boolean default stay what they were."""
+    mappings = [
+        {"target": f"t{n}", "default": value} for n, value in enumerate(["web", 0, 2.5, True])
+    ]
+    raw = {"integrations": [integration(blueprint={"global_mappings": mappings})]}
+    loaded = settings_from_dict(raw, {}).integrations[0].blueprint.global_mappings
+    assert [(m.default, type(m.default)) for m in loaded] == [
+        ("web", str),
+        (0, int),
+        (2.5, float),
+        (True, bool),
+    ]
+
+
 def test_a_whole_number_is_a_number_of_seconds() -> None:
     """A float field takes a TOML integer: grace_period = 10 is ten seconds."""
     raw = {"server": {"grace_period": 10}, "integrations": [integration()]}

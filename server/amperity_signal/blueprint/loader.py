@@ -52,6 +52,9 @@ def _describe(error: ValidationError, origin: str) -> str:
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key; check its spelling against docs/blueprint.md"
+        elif problem["type"] == "bool_type":
+            name = next((p for p in reversed(problem["loc"]) if isinstance(p, str)), "flag")
+            message = f"must be true or false, without quotes, e.g. {name}: true"
         lines.append(f"{origin}: {location}: {message}")
     return "\n".join(lines)
 

@@ -7,13 +7,16 @@ under ``blueprint`` in its configuration, so both are validated by one set of ru
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
@@ -29,6 +32,14 @@ HANDLER_MESSAGE_TYPES = frozenset({"page", "identify", "screen", "group", "alias
 """Datafly message types a handler may claim (``track`` events match by name)."""
 
 _TARGET_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a value that is not a scalar is, in the words of TOML (and YAML's flow style).
+_SHAPE_NAMES: dict[type, str] = {
+    list: "an array",
+    dict: "a table",
+    datetime: "a date-time",
+    date: "a date",
+    time: "a time",
+}
 
 JsonScalar = str | int | float | bool
 HandlerName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -56,6 +67,26 @@ class MappingSpec(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     default: JsonScalar | None = None
     transform: str | list[str] | None = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default_is_one_json_scalar(cls, default: Any) -> Any:
+        """One message for a wrong default, not one per member of the union it may be.
+
+        NaN and infinity (TOML and YAML both have them) are no JSON: such a default would be
+        dropped, with a warning, from every event it was written for.
+        """
+        if default is None or isinstance(default, str | bool | int):
+            return default
+        if isinstance(default, float) and math.isfinite(default):
+            return default
+        given = _SHAPE_NAMES.get(type(default), "something else")
+        if isinstance(default, float):
+            given = "inf or nan, which JSON cannot carry"
+        raise ValueError(
+            f"must be a string, a number or true or false (the value sent when the event has "
+            f'none, e.g. "unknown" or 0), not {given}'
+        )
 
     @field_validator("target")
     @classmethod
@@ -124,7 +155,9 @@ class HandlerSpec(_Strict):
     message_types: list[str] = Field(default_factory=list)
     use: list[str] = Field(default_factory=list)
     mappings: list[MappingSpec] = Field(default_factory=list)
-    include_properties: bool = False
+    # Strict: lax mode read "yes", "off" or 1 as a boolean (and "no" as false); TOML and
+    # YAML have true and false, and anything else is a mistake to name.
+    include_properties: StrictBool = False
 
     @field_validator("message_types")
     @classmethod

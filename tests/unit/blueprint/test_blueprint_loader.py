@@ -102,6 +102,22 @@ def test_missing_required_field_is_named(tmp_path: Path) -> None:
         load_blueprint("shop", directory=tmp_path)
 
 
+@pytest.mark.parametrize("value", ['"yes"', '"false"', "1"])
+def test_include_properties_in_yaml_must_be_true_or_false(tmp_path: Path, value: str) -> None:
+    """A quoted "yes" or a 1 is refused naming the file, the field and what to write."""
+    _write(
+        tmp_path,
+        "vertical: shop\nhandlers:\n  buy:\n    type: purchase\n    events: [purchase]\n"
+        f"    include_properties: {value}\n",
+    )
+    with pytest.raises(BlueprintError) as caught:
+        load_blueprint("shop", directory=tmp_path)
+    assert str(caught.value) == (
+        "shop.yaml: handlers.buy.include_properties: must be true or false, without quotes, "
+        "e.g. include_properties: true"
+    )
+
+
 def test_yaml_mapping_targeting_consent_is_refused(tmp_path: Path) -> None:
     """Consent cannot be mapped from the YAML either."""
     bad_global = GOOD_GLOBAL + "    - source: context.consent\n      target: consent\n"

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
     demo.add_argument("--once", action="store_true", help="exit after the summary")
-    _log_level_arg(demo, "of the service the demo starts; default info")
+    _log_level_arg(demo, "of the sandbox, service and gateway the demo starts; default info")
 
     blueprint = commands.add_parser("blueprint", help="inspect and dry-run blueprints")
     blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)

@@ -34,6 +34,9 @@ PIPELINE_KEY = "pk_demo_storefront"
 VISITOR = "anon_demo_visitor"
 ALICE = "p-a11ce0000001"
 PROFILE_FIELDS = ("EventCount", "LastEventType", "LifetimeOrderValue", "OrderCount", "Persona")
+# Where each process the demo starts logs (in its temporary directory, gone at exit).
+SANDBOX_LOG = "sandbox.log"
+SERVICE_LOG = "service.log"  # the gRPC service and the gateway: one process
 
 
 def _free_port(preferred: int) -> int:
@@ -165,9 +168,14 @@ async def _stack(
 ) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
     sandbox = await start_process(
-        [*exe, "sandbox", "--port", str(_free_port(8765)), "--profile-delay", "0.5"],
+        [
+            *exe,
+            "sandbox",
+            *("--port", str(_free_port(8765)), "--profile-delay", "0.5"),
+            *("--log-level", log_level),
+        ],
         ready="sandbox listening on ",
-        log=workdir / "sandbox.log",
+        log=workdir / SANDBOX_LOG,
     )
     try:
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
@@ -177,7 +185,7 @@ async def _stack(
         service = await start_process(
             [*exe, "serve", "--config", str(config), "--log-level", log_level],
             ready="gateway listening on ",
-            log=workdir / "service.log",
+            log=workdir / SERVICE_LOG,
         )
         try:
             yield sandbox, service, sandbox_url, http_port
@@ -190,7 +198,8 @@ async def _stack(
 async def run_demo(*, once: bool, log_level: str = "info") -> int:
     """Run the demo; with ``once``, exit after the summary, else stay up until Ctrl-C.
 
-    ``log_level`` is the service's ``--log-level``.
+    ``log_level`` is the ``--log-level`` of every process it starts: the sandbox, and the
+    service with its gateway.
 
     SIGTERM and SIGINT stop it at any point, and the sandbox and service it started stop
     with it (a plain SIGTERM used to kill the demo alone and leave both running).
@@ -213,6 +222,11 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
                 return EXIT_STOPPED
             if once:
                 return 0
+            print(
+                f"\n-- Logs ({log_level} and above) while the demo runs:\n"
+                f"  sandbox:       {Path(tmp) / SANDBOX_LOG}\n"
+                f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
+            )
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
             await stop.wait()
     return 0

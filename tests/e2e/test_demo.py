@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from pathlib import Path
 
@@ -71,3 +73,48 @@ async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
     assert process.returncode == 0, text
     assert [pid for pid in children if _running(pid)] == [], text
     assert "Traceback" not in text
+
+
+def _levels(log: Path) -> dict[str, set[str]]:
+    """The levels each logger wrote to a JSON-lines log."""
+    found: dict[str, set[str]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        entry = json.loads(line)
+        found.setdefault(entry["logger"], set()).add(entry["level"])
+    return found
+
+
+async def test_log_level_reaches_the_sandbox_and_the_service_the_demo_starts() -> None:
+    """--log-level debug logs debug lines in the sandbox too, not only in the service."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        "--log-level",
+        "debug",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    try:
+        while not any("The demo stays up" in line for line in seen):
+            line = await asyncio.wait_for(process.stdout.readline(), 180)
+            assert line, "".join(seen)
+            seen.append(line.decode(errors="replace"))
+        # Each child's stderr is its log file (read while the demo, and its directory, live).
+        logs = {Path(os.readlink(f"/proc/{pid}/fd/2")) for pid in _children(process.pid)}
+        by_name = {log.name: log for log in logs}
+        assert set(by_name) == {"sandbox.log", "service.log"}, logs
+        sandbox, service = _levels(by_name["sandbox.log"]), _levels(by_name["service.log"])
+        printed = "".join(seen)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "debug" in sandbox.get("amperity_signal.sandbox", set()), sandbox
+    assert "debug" in service.get("amperity_signal.server", set()), service
+    # The demo says where they are, so that --log-level is of use while it runs.
+    for log in by_name.values():
+        assert str(log) in printed, printed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
@@ -306,3 +307,35 @@ async def test_answers_carry_a_date_and_advertise_no_server_software(
     for answer in answers:
         assert "server" not in answer.headers, answer.request.url
         assert parsedate_to_datetime(answer.headers["date"]).year >= 2025, answer.request.url
+
+
+async def test_log_level_debug_logs_each_api_request_as_json_without_its_token(
+    tmp_path: Path,
+) -> None:
+    """--log-level debug: one JSON line per /prof request (method, path, status), no token."""
+    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
+    log = tmp_path / "sandbox.log"
+    process = await start_process(
+        [*command, "--log-level", "DEBUG"], ready=LISTENING_PREFIX, log=log
+    )
+    base_url = process.ready_line.removeprefix(LISTENING_PREFIX)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        token = await _mint(http, ["stream:write"], 3600)
+        headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {token}"}
+        assert (await http.post(EVENTS_URL, json=EVENT, headers=headers)).status_code == 202
+    assert await process.stop() == 0
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    answered = [line for line in lines if line["logger"] == "amperity_signal.sandbox"]
+    assert [(a["level"], a["msg"], a["tenant"]) for a in answered] == [
+        ("debug", f"POST {EVENTS_URL} answered 202", ACME)
+    ]
+    assert token not in text and token.split(".")[2] not in text
+
+
+def test_an_unknown_log_level_is_a_usage_error_naming_the_levels() -> None:
+    """--log-level loud exits 2 and lists the levels it takes."""
+    command = [sys.executable, "-m", "amperity_signal.sandbox", "--log-level", "loud"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert finished.returncode == 2
+    assert "debug, info, warning, error" in finished.stderr

@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
-from amperity_signal.sandbox.data import SandboxData, SandboxDataError, load_data
+from amperity_signal.logs import configure_logging
+from amperity_signal.sandbox.data import SandboxData, SandboxDataError, default_data, load_data
 from amperity_signal.sandbox.server import CannotListen, run
 
 EXIT_USAGE = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _whole_number(low: int, high: int | None, what: str) -> Callable[[str], int]:
@@ -56,6 +58,21 @@ def _host(text: str) -> str:
             "pass an address of this machine, e.g. 127.0.0.1 (0.0.0.0 for every interface)"
         )
     return host
+
+
+def _log_level(text: str) -> str:
+    """An argparse type: one of ``LOG_LEVELS``, in any case."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
+        )
+    return text.lower()
+
+
+def _secrets(data: SandboxData) -> list[str]:
+    """What the log formatter scrubs: the signing secret and every pre-minted token."""
+    tokens = [token.token for tenant in data.tenants.values() for token in tenant.tokens]
+    return [data.signing_secret, *tokens]
 
 
 def _load(path: str) -> SandboxData:
@@ -112,12 +129,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
         help="requests per second per tenant",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="warning",
+        help=f"{', '.join(LOG_LEVELS)}: the least severe level logged (JSON lines on stderr; "
+        "debug adds one line per /prof request)",
+    )
     args = parser.parse_args(argv)
     try:
-        data = _load(args.data) if args.data else None
+        data = _load(args.data) if args.data else default_data()
     except SandboxDataError as error:
         print(f"{prog}: error: --data {args.data}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(args.log_level.upper(), secrets=_secrets(data))
     try:
         with contextlib.suppress(KeyboardInterrupt):
             run(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from amperity_signal.sandbox.responses import error, ids, set_ids
 from amperity_signal.sandbox.state import SandboxState
 
 API_PREFIX = "/prof/"
+log = logging.getLogger("amperity_signal.sandbox")
 # nginx's "client closed request": the client left before its body was whole, or during an
 # injected latency. Nobody is left to answer, so nothing is sent.
 CLIENT_GONE = 499
@@ -96,6 +98,8 @@ class SandboxEdge:
             record.duration_ms = (time.perf_counter() - started) * 1000
             state.requests.add(record)
             state.stats.add(record)
+            if log.isEnabledFor(logging.DEBUG):
+                _log_answered(record)
 
     async def _answer(
         self,
@@ -148,6 +152,23 @@ class SandboxEdge:
             await refused(scope, replay, recording_send)
             return
         await self._app(scope, replay, recording_send)
+
+
+def _log_answered(record: RequestRecord) -> None:
+    """One debug line per ``/prof`` request, as the inspector records it (no query, no token)."""
+    log.debug(
+        "%s %s answered %s",
+        record.method,
+        record.path,
+        record.status,
+        extra={
+            "request_id": record.request_id,
+            "tenant": record.tenant,
+            "kind": record.kind,
+            "status": record.status,
+            "duration_ms": round(record.duration_ms, 1),
+        },
+    )
 
 
 async def _wait_unless_gone(receive: Receive, seconds: float) -> bool:

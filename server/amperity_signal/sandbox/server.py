@@ -66,7 +66,9 @@ def run(
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
     config = uvicorn.Config(
         app,
-        log_level="warning",
+        # uvicorn's loggers propagate to the process's own (``__main__`` configures JSON
+        # lines at --log-level); its access log would repeat what the inspector records.
+        log_config=None,
         access_log=False,
         ws="none",
         lifespan="on",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -22,6 +22,11 @@ GRACE = 10.0
 """Longer than any of these tests needs: only a stream left open would wait it out."""
 LONG_GRACE = 60.0
 """A grace no test waits out: a stop held by a watch would still be held at the end."""
+NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
+"""Channel options of a client that stops reading: a receive window of 0 that never grows.
+
+It takes a message only while a read is pending; one more sent to it waits on flow control.
+"""
 
 
 class GatedAmperity(httpx.AsyncBaseTransport):
@@ -196,4 +201,63 @@ async def test_a_stop_just_after_watchers_hang_up_logs_no_error(
         watch.cancel()
     await service.stop(GRACE)
 
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+class Heard(logging.Handler):
+    """Sets ``event`` once a record holding ``words`` is logged (on the event loop's thread)."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__()
+        self.words = words
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Note the record if it holds the words."""
+        if self.words in record.getMessage():
+            self.event.set()
+
+
+@pytest.fixture
+def stuck_watches_noticed() -> Iterator[asyncio.Event]:
+    """Set when the service logs that health watchers stopped reading at a stop."""
+    heard = Heard("stopped reading")
+    logger = logging.getLogger("amperity_signal.server")
+    logger.addHandler(heard)
+    yield heard.event
+    logger.removeHandler(heard)
+
+
+async def test_a_health_watcher_that_stopped_reading_is_cancelled_once_real_calls_are_done(
+    service: Service,
+    amperity: GatedAmperity,
+    stuck_watches_noticed: asyncio.Event,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its NOT_SERVING cannot be sent: the Deliver in flight is answered, then the watch ends."""
+    caplog.set_level(logging.INFO)
+    target = f"127.0.0.1:{service.port}"
+    async with (
+        grpc.aio.insecure_channel(target, options=NOT_READING) as watching,
+        grpc.aio.insecure_channel(target) as delivering,
+    ):
+        health: Any = health_pb2_grpc.HealthStub(watching)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        # From here on the watcher reads nothing.
+        deliver = pb_grpc.AmperityServiceStub(delivering).Deliver(
+            pb.DeliverRequest(integration_id="web", event=event(type="track", event="add_to_cart"))
+        )
+        await amperity.arrived.wait()
+        stopping = asyncio.create_task(service.stop(LONG_GRACE))
+        # The watcher had its moment to take NOT_SERVING, and did not.
+        await asyncio.wait_for(stuck_watches_noticed.wait(), LONG_GRACE / 2)
+        assert not stopping.done(), "the Deliver in flight holds the stop, not the watch"
+        amperity.gate.set()
+        delivered = await deliver
+        # Well before the grace's end: the watch was cancelled once the Deliver was answered.
+        await asyncio.wait_for(stopping, LONG_GRACE / 2)
+        watch.cancel()
+
+    assert delivered.vendor_request.status_code == 202
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -87,3 +87,25 @@ async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: 
     assert await asyncio.wait_for(service.process.proc.wait(), 20) == 0
     received = [e["body"]["message_id"] for e in await sandbox.events(stream=STREAM)]
     assert sent.message_id in received
+
+
+async def test_a_health_watcher_that_stopped_reading_does_not_hold_the_stop(stack: Stack) -> None:
+    """SIGTERM with a watcher whose window is full: exit 0 long before the 60 s grace ends.
+
+    Its NOT_SERVING can never be sent (gRPC flow control), so its watch never ends by
+    itself: the service cancels it after a moment instead of waiting out the grace.
+    """
+    grace = 60.0
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox, server={"grace_period": grace})
+    # A receive window of 0 that never grows: a message arrives only while a read waits.
+    options = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(service.grpc_target, options=options) as channel:
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        # From here on the watcher reads nothing.
+        service.process.proc.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(service.process.proc.wait(), grace / 2)
+        watch.cancel()
+    assert exit_code == 0

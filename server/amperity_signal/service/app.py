@@ -6,6 +6,7 @@ Caches, clients, clocks and the metrics registry are constructor arguments colle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,8 @@ from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
-from amperity_signal.service.health import HealthServicer
+from amperity_signal.service.health import FAREWELL_SECONDS, HealthServicer
+from amperity_signal.service.inflight import CallsInFlight
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
@@ -81,6 +83,7 @@ class Service:
     handlers: Handlers = field(default_factory=dict)
     redis_url: str | None = None
     servicer: AmperityServicer | None = None
+    calls: CallsInFlight = field(default_factory=CallsInFlight)
 
     def in_process_channel(self) -> InProcessChannel:
         """A channel for the generated stub that calls this service without a socket.
@@ -107,15 +110,44 @@ class Service:
         Streams and watches, which never finish by themselves, stop taking events and end
         (UNAVAILABLE) once the events they took are answered, rather than hold the whole
         grace period and be cancelled at its end; health watches end once they have sent
-        NOT_SERVING.
+        NOT_SERVING, or are cancelled if their caller does not take it (see
+        ``_cancel_stuck_watches``).
         """
         await self.health.enter_graceful_shutdown()
         self.health.end_watches()
         if self.servicer is not None:
             self.servicer.stop_streams()
-        await self.server.stop(grace)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        if grace > 0:  # with none, the server cancels every call at once anyway
+            await self._cancel_stuck_watches(stopping, min(FAREWELL_SECONDS, grace))
+        await stopping
         await self.registry.aclose()
         await self.cache.close()
+
+    async def _cancel_stuck_watches(self, stopping: asyncio.Future[None], farewell: float) -> None:
+        """Cancel the health watches still open after ``farewell``, once no other call is.
+
+        Such a watch's caller has stopped reading: gRPC flow control holds its NOT_SERVING,
+        and the watch would hold the stop for the whole grace period. grpc.aio cannot
+        cancel one call, only every call left: so the real calls are answered first (or
+        cut at the grace's end, as ever), then what is left, only such watches, ends.
+        """
+        await asyncio.wait({stopping}, timeout=farewell)
+        if stopping.done() or not self.health.open_watches:
+            return
+        log.info(
+            "health watches whose callers stopped reading end once the calls in flight are done",
+            extra={"watches": self.health.open_watches, "calls": self.calls.count},
+        )
+        only_watches = asyncio.ensure_future(
+            self.calls.wait_until(lambda: self.calls.count <= self.health.open_watches)
+        )
+        try:
+            await asyncio.wait({stopping, only_watches}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            only_watches.cancel()
+        if not stopping.done():
+            await self.server.stop(None)  # cancels every call left: the stuck watches
 
 
 def build_server(
@@ -177,7 +209,8 @@ def build_server(
     # The generated add_*_to_server functions only call the registration methods, which
     # ObservedRegistration has: it gives the server and the in-process channel's registry
     # the same observed handlers, so the channel serves exactly what the server does.
-    target: Any = ObservedRegistration(deps.metrics, server, handlers)  # stands for a server
+    calls = CallsInFlight()
+    target: Any = ObservedRegistration(deps.metrics, server, handlers, calls=calls)
     pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
     # What reflection.enable_server_reflection does for a grpc.aio.Server, through the target.
@@ -202,6 +235,7 @@ def build_server(
         port=port,
         handlers=handlers.handlers,
         servicer=servicer,
+        calls=calls,
         redis_url=(
             settings.cache.redis_url
             if settings.cache.backend == "redis" and not (deps.cache and deps.limiter)

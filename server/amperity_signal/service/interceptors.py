@@ -1,4 +1,4 @@
-"""Cross-cutting work for every RPC: a request id, a log line and latency metrics.
+"""Cross-cutting work for every RPC: a request id, a log line, latency metrics, a count.
 
 The work is wrapped around each method handler when it is registered
 (``ObservedRegistration``), not run by a ``grpc.aio.ServerInterceptor``.
@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from amperity_signal.errors import MalformedRequest
 from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
+from amperity_signal.service.inflight import CallsInFlight
 from amperity_signal.service.status import (
     REQUEST_ID_METADATA,
     to_grpc_status,
@@ -47,11 +48,13 @@ class ObservedRegistration:
     Args:
         metrics: ``rpc_latency`` is observed per method and status code.
         targets: Where the wrapped handlers go (the ``grpc.aio.Server``, a ``HandlerRegistry``).
+        calls: Counts the calls in a handler (a stop waits on it); a fresh one when None.
     """
 
-    def __init__(self, metrics: Metrics, *targets: Any) -> None:
+    def __init__(self, metrics: Metrics, *targets: Any, calls: CallsInFlight | None = None) -> None:
         self._metrics = metrics
         self._targets = targets
+        self._calls = calls or CallsInFlight()
         self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[Any]) -> None:
@@ -80,7 +83,7 @@ class ObservedRegistration:
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _wrap(handler, _Observed(self._metrics, method))
+        wrapped = _wrap(handler, _Observed(self._metrics, method, self._calls))
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
@@ -181,9 +184,10 @@ def _new_request_id() -> str:
 class _Observed:
     """One method's observation: request id in, latency and outcome out."""
 
-    def __init__(self, metrics: Metrics, method: str) -> None:
+    def __init__(self, metrics: Metrics, method: str, calls: CallsInFlight) -> None:
         self._metrics = metrics
         self._method = method
+        self._calls = calls
         self._latency: dict[str, Any] = {}
 
     def wrap(self, inner: Any, *, streamed: bool = False) -> Any:
@@ -278,9 +282,11 @@ class _Observed:
         rid = rid or _new_request_id()
         request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
+        self._calls.begin()
         return time.perf_counter()
 
     def _end(self, context: Context, started: float, *, cancelled: bool = False) -> None:
+        self._calls.end()
         code = context.code()
         if code is None and cancelled:
             # grpc.aio cancels the handler when the caller hangs up or its deadline passes,

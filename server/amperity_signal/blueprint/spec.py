@@ -32,7 +32,7 @@ HANDLER_MESSAGE_TYPES = frozenset({"page", "identify", "screen", "group", "alias
 """Datafly message types a handler may claim (``track`` events match by name)."""
 
 _TARGET_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# What a value that is not a scalar is, in the words of TOML (and YAML's flow style).
+# How a default that JSON cannot carry is named, in the words of TOML.
 _SHAPE_NAMES: dict[type, str] = {
     list: "an array",
     dict: "a table",
@@ -155,7 +155,7 @@ class HandlerSpec(_Strict):
     message_types: list[str] = Field(default_factory=list)
     use: list[str] = Field(default_factory=list)
     mappings: list[MappingSpec] = Field(default_factory=list)
-    # Strict: lax mode read "yes", "off" or 1 as a boolean (and "no" as false); TOML and
+    # Strict: lax mode read "yes", "no", "off" or 1 as booleans; TOML and
     # YAML have true and false, and anything else is a mistake to name.
     include_properties: StrictBool = False
 

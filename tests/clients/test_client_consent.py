@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from contextlib import closing
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -97,6 +98,113 @@ async def test_what_the_service_refuses_raises_its_readable_error(
 
     assert too_long.value.reason == "INVALID_CONSENT"
     assert [v.field for v in too_long.value.field_violations] == ["anonymous_id"]
+
+
+async def test_a_state_older_than_the_kept_withdrawal_is_ignored_and_answered_for_it(
+    real_service: RealServiceFactory,
+) -> None:
+    """A grant consented an hour before a kept withdrawal is False; the profile stays hidden."""
+    target = await real_service(browser_consent="functional")
+    anonymous_id = visitor()
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    async with AsyncAmperityClient(target, pipeline_key="pk_web") as client:
+        await client.enrich(identify(anonymous_id))
+        withdrawn = await client.record_consent(anonymous_id, {"functional": False})
+        late_grant = await client.record_consent(
+            anonymous_id, {"functional": True}, consented_at=an_hour_ago
+        )
+        hidden = await client.browser_profile(anonymous_id)
+
+    assert (withdrawn, late_grant) == (False, False)
+    assert dict(hidden.attributes) == {}
+
+
+async def test_the_sync_client_sends_consented_at_so_a_late_grant_loses_too(
+    real_service: RealServiceFactory,
+) -> None:
+    """The blocking record_consent passes consented_at: an older grant is ignored."""
+    target = await real_service(browser_consent="functional")
+    anonymous_id = visitor()
+    client = AmperityClient(target, integration_id="web")
+    with closing(client):
+        withdrawn = await asyncio.to_thread(
+            client.record_consent,
+            anonymous_id,
+            {"functional": False},
+            consented_at=datetime.now(UTC) - timedelta(minutes=1),
+        )
+        late_grant = await asyncio.to_thread(
+            client.record_consent,
+            anonymous_id,
+            {"functional": True},
+            consented_at=datetime.now(UTC) - timedelta(minutes=2),
+        )
+
+    assert (withdrawn, late_grant) == (False, False)
+
+
+async def test_a_consented_at_an_hour_ahead_is_invalid_argument_naming_it(
+    real_service: RealServiceFactory,
+) -> None:
+    """The service refuses a consented_at past its clock; the error names consented_at."""
+    target = await real_service(browser_consent="functional")
+    async with AsyncAmperityClient(target, pipeline_key="pk_web") as client:
+        with pytest.raises(InvalidArgument) as ahead:
+            await client.record_consent(
+                visitor(), {"functional": True}, consented_at=datetime.now(UTC) + timedelta(hours=1)
+            )
+
+    assert ahead.value.reason == "INVALID_CONSENT"
+    assert [v.field for v in ahead.value.field_violations] == ["consented_at"]
+
+
+async def test_consented_at_travels_as_a_utc_timestamp_and_unset_stays_unset(
+    running: RunningService, client: AsyncAmperityClient
+) -> None:
+    """An aware datetime in any zone is sent as its instant; without it the field is absent."""
+    paris = timezone(timedelta(hours=1))
+
+    await client.record_consent(
+        "a-1", {}, consented_at=datetime(2025, 1, 31, 13, 0, 0, 250000, tzinfo=paris)
+    )
+    await client.record_consent("a-1", {})
+
+    timed, untimed = running.service.requests
+    assert timed.consented_at.ToJsonString() == "2025-01-31T12:00:00.250Z"
+    assert not untimed.HasField("consented_at")
+
+
+@pytest.mark.parametrize(
+    ("consented_at", "error", "message"),
+    [
+        (
+            datetime(2025, 1, 31, 12, 0),
+            ValueError,
+            r"^consented_at is a naive datetime \(no tzinfo\).*datetime\.now\(UTC\)",
+        ),
+        (
+            "2025-01-31T12:00:00Z",
+            TypeError,
+            r"^consented_at must be a datetime with a time zone, .* not str\.$",
+        ),
+        (1738324800, TypeError, r"^consented_at must be a datetime .* not int\.$"),
+    ],
+)
+async def test_a_consented_at_the_client_cannot_place_in_time_is_refused_before_any_call(  # noqa: PLR0917 - fixtures and parameters
+    running: RunningService,
+    client: AsyncAmperityClient,
+    sync_client: AmperityClient,
+    consented_at: Any,
+    error: type[Exception],
+    message: str,
+) -> None:
+    """A naive datetime (local or UTC?) or a non-datetime is an error naming consented_at."""
+    with pytest.raises(error, match=message):
+        await client.record_consent("a-1", {}, consented_at=consented_at)
+    with pytest.raises(error, match=message):
+        await asyncio.to_thread(sync_client.record_consent, "a-1", {}, consented_at=consented_at)
+
+    assert running.service.calls == []
 
 
 async def test_the_request_carries_the_client_identity_and_the_consent_state(

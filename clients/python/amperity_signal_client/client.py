@@ -20,6 +20,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -94,15 +95,20 @@ def attempt_deadline(attempt_timeout: float | None, default_timeout: float) -> f
 
 
 def consent_request(
-    integration_id: str, pipeline_key: str, anonymous_id: str, consent: ConsentLike
+    integration_id: str,
+    pipeline_key: str,
+    anonymous_id: str,
+    consent: ConsentLike,
+    consented_at: datetime | None = None,
 ) -> pb.RecordConsentRequest:
     """The RecordConsentRequest of ``record_consent``, checked as far as the client can.
 
     Both clients build it here, so a new field of the request is one more line below.
 
     Raises:
-        ValueError: Naming ``anonymous_id`` or the bad ``consent`` field.
-        TypeError: When ``anonymous_id`` is not a string.
+        ValueError: Naming ``anonymous_id``, the bad ``consent`` field, or a naive
+            ``consented_at``.
+        TypeError: When ``anonymous_id`` is not a string or ``consented_at`` not a datetime.
     """
     if not isinstance(anonymous_id, str):
         raise TypeError(
@@ -114,12 +120,36 @@ def consent_request(
             "anonymous_id is required: consent is kept per visitor; pass the visitor's "
             "anonymous id (the _dfid cookie datafly.js sets, or their events' anonymousId)."
         )
-    return pb.RecordConsentRequest(
+    request = pb.RecordConsentRequest(
         integration_id=integration_id,
         pipeline_key=pipeline_key,
         anonymous_id=anonymous_id,
         consent=consent if isinstance(consent, pb.Consent) else consent_from_json(consent),
     )
+    if consented_at is not None:
+        request.consented_at.FromDatetime(_aware("consented_at", consented_at))
+    return request
+
+
+def _aware(name: str, moment: object) -> datetime:
+    """``moment`` when it is a datetime with a time zone, else an error naming ``name``.
+
+    A naive datetime is refused rather than read as UTC (as an event's ``timestamp`` is):
+    ``datetime.now()`` is naive local time, and read as UTC it would move a consent
+    hours into the past, where a newer state kept would silently outrank it.
+    """
+    if not isinstance(moment, datetime):
+        raise TypeError(
+            f"{name} must be a datetime with a time zone, e.g. datetime.now(UTC), or None "
+            f"for when the service receives it; not {type(moment).__name__}."
+        )
+    if moment.utcoffset() is None:
+        raise ValueError(
+            f"{name} is a naive datetime (no tzinfo), so the instant it means is unknown: "
+            "pass an aware one, e.g. datetime.now(UTC), or .replace(tzinfo=UTC) when it "
+            "already holds UTC."
+        )
+    return moment
 
 
 class AsyncAmperityClient:
@@ -242,12 +272,18 @@ class AsyncAmperityClient:
         return await self._unary(self._stub.BrowserProfile, request, attempt_timeout)
 
     async def record_consent(
-        self, anonymous_id: str, consent: ConsentLike, *, attempt_timeout: float | None = None
+        self,
+        anonymous_id: str,
+        consent: ConsentLike,
+        *,
+        consented_at: datetime | None = None,
+        attempt_timeout: float | None = None,
     ) -> bool:
-        """Keep a visitor's consent state now; returns whether the page may see their profile.
+        """Keep a visitor's consent state; returns whether the page may see their profile.
 
-        The state replaces the last one kept for the visitor, so a withdrawal stops
-        ``browser_profile`` at once rather than with the visitor's next event.
+        The service keeps the newest state by time (``consented_at``, an event's
+        ``timestamp``), so a withdrawal stops ``browser_profile`` at once rather than
+        with the visitor's next event, and a state older than the one kept is ignored.
 
         Args:
             anonymous_id: The visitor's anonymous id (the ``_dfid`` cookie).
@@ -255,19 +291,29 @@ class AsyncAmperityClient:
                 ``{"analytics": True, "marketing": False, "functional": True,
                 "categories": {"C0003": True}, "google": {"ad_storage": "denied"}}``
                 (absent means "no consent given"), or a ``pb.Consent``.
+            consented_at: When the visitor made this choice, an aware datetime; None (the
+                default) means when the service receives it. Pass it when the call may
+                be late (queued, retried from a backlog): an older state never replaces
+                a newer one. More than 5 minutes ahead of the service's clock, or before
+                2000, is refused (``InvalidArgument``, reason ``INVALID_CONSENT``).
             attempt_timeout: The deadline of each attempt, instead of ``default_timeout``.
 
         Returns:
-            Whether ``browser_profile`` answers attributes for the visitor now: False when
-            the state does not meet the integration's ``browser_consent`` condition.
+            Whether ``browser_profile`` answers attributes for the visitor under the state
+            the service keeps: False when that state does not meet the integration's
+            ``browser_consent`` condition. When ``consented_at`` is older than the state
+            kept, the answer is for the kept one.
 
         Raises:
             AmperitySignalError: The subclass for the status, e.g. ``NotFound``.
-            ValueError: Without a call, for an empty ``anonymous_id`` or a consent field
-                of the wrong type (the message names it, e.g. ``consent.analytics``);
-                ``TypeError`` when ``anonymous_id`` is not a string.
+            ValueError: Without a call, for an empty ``anonymous_id``, a consent field
+                of the wrong type (the message names it, e.g. ``consent.analytics``) or
+                a naive ``consented_at``; ``TypeError`` when ``anonymous_id`` is not a
+                string or ``consented_at`` not a datetime.
         """
-        request = consent_request(self._integration_id, self._pipeline_key, anonymous_id, consent)
+        request = consent_request(
+            self._integration_id, self._pipeline_key, anonymous_id, consent, consented_at
+        )
         response = await self._unary(self._stub.RecordConsent, request, attempt_timeout)
         return response.profile_allowed
 

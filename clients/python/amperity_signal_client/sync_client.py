@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
+from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -125,10 +126,17 @@ class AmperityClient:
         return self._unary(self._stub.BrowserProfile, request, attempt_timeout)
 
     def record_consent(
-        self, anonymous_id: str, consent: ConsentLike, *, attempt_timeout: float | None = None
+        self,
+        anonymous_id: str,
+        consent: ConsentLike,
+        *,
+        consented_at: datetime | None = None,
+        attempt_timeout: float | None = None,
     ) -> bool:
         """Keep a visitor's consent state; see ``AsyncAmperityClient.record_consent``."""
-        request = consent_request(self._integration_id, self._pipeline_key, anonymous_id, consent)
+        request = consent_request(
+            self._integration_id, self._pipeline_key, anonymous_id, consent, consented_at
+        )
         response = self._unary(self._stub.RecordConsent, request, attempt_timeout)
         return response.profile_allowed
 

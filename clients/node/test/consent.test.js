@@ -63,8 +63,12 @@ test('recordConsent is retried on UNAVAILABLE and rejects INVALID_ARGUMENT reada
         ]), null];
       }
       if (call.request.anonymous_id === 'too-long') {
-        return [failure(3, 'invalid event: anonymous_id: is longer than 8192 characters.', [
-          detail('ErrorInfo', { reason: 'INVALID_EVENT', domain: 'amperity-signal.datafly.com' }),
+        // As the service answers: RecordConsent's field errors are INVALID_CONSENT.
+        return [failure(3, 'invalid consent: anonymous_id: is longer than 8192 characters.', [
+          detail('ErrorInfo', {
+            reason: 'INVALID_CONSENT', domain: 'amperity-signal.datafly.com',
+            metadata: { fields: 'anonymous_id' },
+          }),
           detail('BadRequest', { field_violations: [
             { field: 'anonymous_id', description: 'is longer than 8192 characters.' }] }),
         ]), null];
@@ -86,7 +90,7 @@ test('recordConsent is retried on UNAVAILABLE and rejects INVALID_ARGUMENT reada
     assert.deepEqual(seen.calls[0].request, seen.calls[1].request);
     assert.ok(error instanceof AmperitySignalError);
     assert.equal(error.code, 3);
-    assert.equal(error.reason, 'INVALID_EVENT');
+    assert.equal(error.reason, 'INVALID_CONSENT');
     assert.deepEqual(error.fieldViolations.map((v) => v.field), ['anonymous_id']);
     assert.equal(seen.calls.length, 3);
   });

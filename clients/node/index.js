@@ -225,22 +225,30 @@ class AmperityClient {
   }
 
   /**
-   * Keep a visitor's consent state now, without an event: it replaces the last one kept,
-   * so a withdrawal stops browserProfile at once rather than with the visitor's next event.
-   * Retried like the other calls (the state is the same on every attempt).
+   * Keep a visitor's consent state without an event. The service keeps the newest state by
+   * time (consentedAt, an event's timestamp), so a withdrawal stops browserProfile at once
+   * rather than with the visitor's next event, and a state older than the one kept is
+   * ignored. Retried like the other calls (the state is the same on every attempt).
    * @param {string} anonymousId The visitor's anonymous id (the _dfid cookie).
    * @param {Object<string, any>} consent Their whole consent state, in the nested shape
    *   events carry: { analytics, marketing, functional, categories: { C0003: true },
    *   google: { adStorage: 'denied' } }; absent means "no consent given".
-   * @param {{timeoutMs?: number}} [options]
+   * @param {{timeoutMs?: number, consentedAt?: Date|string}} [options] consentedAt: when
+   *   the visitor made this choice, a Date or an RFC 3339 string with its offset
+   *   ('2025-01-31T12:00:00Z'); left out, when the service receives it. Pass it when the
+   *   call may be late (queued, replayed). More than 5 minutes ahead of the service's
+   *   clock, or before 2000, is refused (INVALID_ARGUMENT, reason INVALID_CONSENT).
    * @returns {Promise<boolean>} Whether browserProfile answers attributes for the visitor
-   *   now: false when the state does not meet the integration's browser_consent
-   *   condition. Rejects with a TypeError naming anonymousId or the consent field before
-   *   any call, or an AmperitySignalError from the service.
+   *   under the state the service keeps: false when that state does not meet the
+   *   integration's browser_consent condition (when consentedAt is older than the kept
+   *   state, the answer is for the kept one). Rejects with a TypeError naming anonymousId,
+   *   the consent field or consentedAt before any call, or an AmperitySignalError from the
+   *   service.
    */
   async recordConsent(anonymousId, consent, options = {}) {
     const request = toConsentRequest(
-      { integrationId: this._integrationId, pipelineKey: this._pipelineKey }, anonymousId, consent,
+      { integrationId: this._integrationId, pipelineKey: this._pipelineKey },
+      anonymousId, consent, options.consentedAt,
     );
     const response = await this._unary('RecordConsent', request, options);
     return response.profile_allowed;

@@ -18,7 +18,8 @@ async def test_node_client_calls_deliver_enrich_and_browser_profile(stack: Stack
     """Node's test runner passes the client's live tests against sandbox + service.
 
     The integration shows the browser profile only under functional consent, so the live
-    RecordConsent test sees a withdrawal hide it.
+    RecordConsent test sees a withdrawal hide it and a grant with an older consentedAt
+    leave it hidden.
     """
     node = require_binary("node")
     if not (NODE_CLIENT / "node_modules").is_dir():

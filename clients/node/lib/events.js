@@ -75,6 +75,42 @@ function toTimestamp(value) {
   return { seconds: String(seconds), nanos };
 }
 
+// An RFC 3339 date-time: date, time and an offset. Date.parse reads one without an offset
+// as local time, so such a string names no single instant and is refused.
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$/;
+
+/**
+ * RecordConsent's consented_at as a google.protobuf.Timestamp, or undefined when unset.
+ * Unlike an event's timestamp it takes no epoch number and no string without an offset:
+ * a consent placed hours off (local time read as UTC) would silently lose to, or outrank,
+ * the state the service keeps.
+ * @param {unknown} value A Date or an RFC 3339 string; undefined or null means unset.
+ * @returns {{seconds: string, nanos: number}|undefined}
+ */
+function toConsentedAt(value) {
+  if (value === undefined || value === null) return undefined;
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) {
+      throw new TypeError('consentedAt is an Invalid Date: pass the Date the visitor made the '
+        + 'choice, or leave it out for when the service receives it.');
+    }
+    return toTimestamp(value);
+  }
+  if (typeof value !== 'string') {
+    throw new TypeError('consentedAt must be a Date or an RFC 3339 string such as '
+      + '2025-01-31T12:00:00Z (new Date(ms) for epoch milliseconds), or left out for when the '
+      + `service receives it; not ${Array.isArray(value) ? 'an array' : typeof value}.`);
+  }
+  const match = RFC3339.exec(value);
+  const day = match && new Date(Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])));
+  if (!match || !day || day.getUTCMonth() !== Number(match[2]) - 1
+    || day.getUTCDate() !== Number(match[3])) {
+    throw new TypeError('consentedAt must be an RFC 3339 date-time with its offset, such as '
+      + '2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00: without one the instant is unknown.');
+  }
+  return toTimestamp(value);
+}
+
 /**
  * One Datafly event (camelCase JSON) in the proto-loader shape of Event.
  * @param {Object<string, any>} data
@@ -203,9 +239,10 @@ function toProtoConsent(data, field) {
  * @param {{integrationId: string, pipelineKey: string}} identity The client's integration.
  * @param {unknown} anonymousId The visitor's anonymous id (the _dfid cookie).
  * @param {unknown} consent Their consent state, as events carry it.
+ * @param {unknown} [consentedAt] When the visitor chose it: a Date or an RFC 3339 string.
  * @returns {Object<string, any>}
  */
-function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent) {
+function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent, consentedAt) {
   if (typeof anonymousId !== 'string') {
     throw new TypeError('anonymousId must be a string, the visitor\'s anonymous id (the _dfid '
       + `cookie), not ${anonymousId === null ? 'null' : typeof anonymousId}.`);
@@ -219,12 +256,16 @@ function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent) 
     throw new TypeError('consent must be a JSON object such as { analytics: true }; {} means '
       + 'no consent given.');
   }
-  return {
+  /** @type {Object<string, any>} */
+  const request = {
     integration_id: integrationId,
     pipeline_key: pipelineKey,
     anonymous_id: anonymousId,
     consent: toProtoConsent(state, 'consent'),
   };
+  const at = toConsentedAt(consentedAt);
+  if (at) request.consented_at = at;
+  return request;
 }
 
 /**

@@ -317,6 +317,23 @@ test('live: the client against the running service', liveOptions, async (t) => {
       assert.equal((await client.browserProfile(visitor)).attributes.Persona, 'Value Hunter');
       assert.equal(await client.recordConsent(visitor, state(false)), false);
       assert.deepEqual((await client.browserProfile(visitor)).attributes, {});
+      // A grant from before the withdrawal (a late or replayed call) is ignored, and the
+      // answer is for the withdrawal kept.
+      const anHourAgo = new Date(Date.now() - 3600 * 1000);
+      assert.equal(await client.recordConsent(visitor, state(true), { consentedAt: anHourAgo }),
+        false);
+      assert.deepEqual((await client.browserProfile(visitor)).attributes, {});
+    });
+
+  await t.test('RecordConsent refuses a consentedAt an hour ahead, naming consented_at',
+    async () => {
+      const anHourAhead = new Date(Date.now() + 3600 * 1000).toISOString();
+      const error = await client.recordConsent(visitor, {}, { consentedAt: anHourAhead })
+        .then(() => null, (e) => e);
+      assert.ok(error instanceof AmperitySignalError, String(error));
+      assert.equal(error.code, 3);
+      assert.equal(error.reason, 'INVALID_CONSENT');
+      assert.deepEqual(error.fieldViolations.map((v) => v.field), ['consented_at']);
     });
 
   // The timeout guards against a record that never comes; it asserts nothing about speed.

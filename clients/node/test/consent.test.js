@@ -120,3 +120,44 @@ test('what the client can check is a TypeError naming it, and nothing is sent', 
   }
   assert.equal(seen.calls.length, 0);
 });
+
+test('recordConsent sends consentedAt as the instant it names, and nothing when left out',
+  async (t) => {
+    const { seen, server, target } = await consentFake(() => [null, { profile_allowed: true }]);
+    t.after(() => server.forceShutdown());
+    const client = new AmperityClient({ target, pipelineKey: 'pk_web' });
+    t.after(() => client.close());
+
+    await client.recordConsent('anon-1', {}, { consentedAt: new Date('2025-01-31T12:00:00.250Z') });
+    await client.recordConsent('anon-1', {}, { consentedAt: '2025-01-31T13:00:00.123456789+01:00' });
+    await client.recordConsent('anon-1', {});
+
+    const [date, text, unset] = seen.calls.map((call) => call.request);
+    assert.deepEqual(date.consented_at, { seconds: '1738324800', nanos: 250000000 });
+    assert.deepEqual(text.consented_at, { seconds: '1738324800', nanos: 123456789 });
+    assert.equal(unset.consented_at, null);
+  });
+
+test('a consentedAt that names no single instant is a TypeError naming it, and nothing is sent',
+  async (t) => {
+    const { seen, server, target } = await consentFake(() => [null, { profile_allowed: true }]);
+    t.after(() => server.forceShutdown());
+    const client = new AmperityClient({ target, pipelineKey: 'pk_web' });
+    t.after(() => client.close());
+
+    const refused = [
+      // No offset: Date.parse would read it as the machine's local time.
+      ['2025-01-31T12:00:00', /^consentedAt must be an RFC 3339 date-time with its offset, /],
+      ['2025-01-31', /^consentedAt must be an RFC 3339 date-time with its offset, /],
+      ['2025-02-30T12:00:00Z', /^consentedAt must be an RFC 3339 date-time with its offset, /],
+      ['yesterday', /^consentedAt must be an RFC 3339 date-time with its offset, /],
+      [1738324800000, /^consentedAt must be a Date or an RFC 3339 string .* not number\.$/],
+      [new Date(Number.NaN), /^consentedAt is an Invalid Date: /],
+    ];
+    for (const [consentedAt, message] of refused) {
+      // eslint-disable-next-line no-await-in-loop
+      await assert.rejects(client.recordConsent('anon-1', {}, { consentedAt }),
+        (error) => error instanceof TypeError && message.test(error.message), String(consentedAt));
+    }
+    assert.equal(seen.calls.length, 0);
+  });

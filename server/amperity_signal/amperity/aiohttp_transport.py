@@ -9,6 +9,10 @@ mapping do not change, and tests still inject ``httpx.MockTransport`` or an ASGI
 Only the headers of the ``httpx.Request`` go out: aiohttp's own defaults (``User-Agent``,
 ``Accept``, ``Accept-Encoding``, ``Content-Type``) are switched off, and bodies are not
 decompressed here (httpx decodes them as it always did).
+
+A request carrying a ``CallProgress`` (``progress.PROGRESS``) has it moved along: connecting
+until aiohttp has a connection for it (nothing written), sending from then on, answered
+once the status line is in.
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 import aiohttp
 import httpx
 from yarl import URL
 
+from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
+
 _NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+# The progress of the request being sent in this task, for the connector to move on once
+# it has a connection: aiohttp hands the connector no way to reach the caller's request.
+_connecting: ContextVar[CallProgress | None] = ContextVar("connecting", default=None)
 
 
 @contextmanager
@@ -52,6 +63,25 @@ def httpx_errors(request: httpx.Request) -> Iterator[None]:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
 
 
+class _Connector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that marks a request as sending once it has its connection.
+
+    aiohttp writes the request right after ``connect`` returns, with no wait between.
+    """
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[aiohttp.tracing.Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature
+    ) -> aiohttp.connector.Connection:
+        connection = await super().connect(req, traces, timeout)
+        progress = _connecting.get()
+        if progress is not None:
+            progress.stage = Stage.SENDING
+        return connection
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive connections to any host, at most ``max_connections`` at once.
 
@@ -79,7 +109,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         """The session, made on first use: aiohttp binds it to the running loop."""
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=self._max_connections,
             limit_per_host=0,
             keepalive_timeout=self._keepalive_expiry,
@@ -107,20 +137,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in request.headers.raw
         ]
-        with httpx_errors(request):
-            async with session.request(
-                request.method,
-                # Already percent-encoded by httpx: sent exactly as httpx would send it.
-                URL(str(request.url), encoded=True),
-                headers=headers,
-                data=request.content or None,
-                allow_redirects=False,
-                compress=None,
-                timeout=self._client_timeout,
-            ) as answer:
-                body = await answer.read()
-                raw_headers = answer.raw_headers
-                status = answer.status
+        progress: CallProgress | None = request.extensions.get(PROGRESS)
+        if progress is not None:
+            progress.stage = Stage.CONNECTING
+        connecting = _connecting.set(progress)
+        try:
+            with httpx_errors(request):
+                async with session.request(
+                    request.method,
+                    # Already percent-encoded by httpx: sent exactly as httpx would send it.
+                    URL(str(request.url), encoded=True),
+                    headers=headers,
+                    data=request.content or None,
+                    allow_redirects=False,
+                    compress=None,
+                    timeout=self._client_timeout,
+                ) as answer:
+                    status = answer.status
+                    if progress is not None:
+                        progress.stage = Stage.ANSWERED
+                        progress.status = status
+                    body = await answer.read()
+                    raw_headers = answer.raw_headers
+        finally:
+            _connecting.reset(connecting)
         return httpx.Response(
             status,
             headers=list(raw_headers),

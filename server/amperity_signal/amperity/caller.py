@@ -3,6 +3,9 @@
 Retries use full-jitter exponential backoff (``Backoff``) on 429, 5xx (not 501, 505) and
 transport failures, honour ``Retry-After``, stop at ``max_retries`` and never sleep past
 the caller's deadline. Everything else is final: a response or a mapped error.
+
+A call keeps its ``CallProgress`` (``progress.py``) up to date, so that a caller that
+cancels it can tell whether its request had left.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import httpx
 from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.amperity.pool import ShardedPool
+from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
 from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
 from amperity_signal.amperity.retry import (
     RETRYABLE_STATUSES,
@@ -88,13 +92,16 @@ class VendorRequest:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def outgoing_request(request: VendorRequest, timeout: float) -> httpx.Request:
+def outgoing_request(
+    request: VendorRequest, timeout: float, progress: CallProgress | None = None
+) -> httpx.Request:
     """The ``httpx.Request`` that ``httpx.Request(..., headers=, content=)`` would build.
 
     Built from the pre-encoded headers with ``stream=``, which skips httpx's per-request
     header normalisation (~20 us of a Deliver). The bytes are the same: ``Host`` first,
     then the call's headers, then ``Content-Length`` for a body (``Host`` and
     ``Content-Length: 0`` first for an empty POST), as ``Request._prepare`` orders them.
+    ``progress``, when given, goes to the transport as the ``PROGRESS`` extension.
     """
     url = request.url
     content = request.content or b""
@@ -106,14 +113,13 @@ def outgoing_request(request: VendorRequest, timeout: float) -> httpx.Request:
         if request.method in _BODY_METHODS:
             raw.append((b"Content-Length", b"0"))
         raw += request.headers.wire
+    extensions: dict[str, object] = {
+        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    }
+    if progress is not None:
+        extensions[PROGRESS] = progress
     outgoing = httpx.Request(
-        request.method,
-        url,
-        headers=raw,
-        stream=httpx.ByteStream(content),
-        extensions={
-            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        },
+        request.method, url, headers=raw, stream=httpx.ByteStream(content), extensions=extensions
     )
     outgoing.read()  # sets .content, as httpx does for a body given as bytes
     return outgoing
@@ -172,13 +178,17 @@ class RetryingCaller:
         )
 
     async def call(
-        self, request: VendorRequest, deadline: float | None
+        self,
+        request: VendorRequest,
+        deadline: float | None,
+        progress: CallProgress | None = None,
     ) -> tuple[httpx.Response, VendorCall]:
         """Send ``request`` until a final answer, a permanent error, or retries run out.
 
         Args:
             request: What to send.
             deadline: Absolute ``clock()`` time by which everything, retries included, ends.
+            progress: Kept up to date as the call goes, for a caller that may cancel it.
 
         Returns:
             The final response (2xx or one of ``request.final_statuses``) and its record.
@@ -187,12 +197,15 @@ class RetryingCaller:
             AmperityError: With ``.call`` set, mapped from the last answer or failure.
         """
         integration = self._integration
+        if progress is None:
+            progress = CallProgress()
         started = self._clock()
         attempts = 0
         status = 0
         while True:
+            progress.attempt = attempts + 1
             try:
-                outcome = await self._send_one(request, deadline, attempts, status)
+                outcome = await self._send_one(request, deadline, attempts, status, progress)
             except AmperityError as unsent:
                 with_call(unsent, self._vendor_call(request, status, attempts, started))
                 raise
@@ -221,6 +234,8 @@ class RetryingCaller:
             self._metrics.retries.labels(
                 integration=integration.id, endpoint=request.endpoint, cause=cause
             ).inc()
+            progress.stage = Stage.BACKOFF
+            progress.attempt = attempts + 1
             await self._sleep(delay)
 
     def _retryable_failure(
@@ -309,7 +324,12 @@ class RetryingCaller:
         return delay, ""
 
     async def _send_one(
-        self, request: VendorRequest, deadline: float | None, attempts: int, last_status: int
+        self,
+        request: VendorRequest,
+        deadline: float | None,
+        attempts: int,
+        last_status: int,
+        progress: CallProgress,
     ) -> httpx.Response | BaseException:
         """Borrow a pooled client, then take a rate-limit slot, then send one request.
 
@@ -324,22 +344,22 @@ class RetryingCaller:
         integration = self._integration
         remaining = None if deadline is None else max(deadline - self._clock(), 0.0)
         try:
-            # The slot is held until the attempt ends, as Amperity counts a request when it
-            # arrives; it is asked for once a transport is lent.
-            async with (
-                self._pool.transport(remaining) as transport,
-                self._limiter.slot(
+            progress.stage = Stage.POOL
+            async with self._pool.transport(remaining) as transport:
+                progress.stage = Stage.RATE_LIMIT
+                # The slot is held until the attempt ends, as Amperity counts a request when
+                # it arrives; it is asked for once a transport is lent.
+                async with self._limiter.slot(
                     self._limiter_key,
                     integration.rate_limit_per_second,
                     deadline,
                     request_timeout=integration.request_timeout,
-                ) as waited,
-            ):
-                if waited > 0:
-                    self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
-                if deadline is not None and self._clock() >= deadline:
-                    raise self._unsent(request, attempts, last_status)
-                return await self._attempt(transport, request, deadline)
+                ) as waited:
+                    if waited > 0:
+                        self._metrics.rate_limiter_waits.labels(integration=integration.id).inc()
+                    if deadline is not None and self._clock() >= deadline:
+                        raise self._unsent(request, attempts, last_status)
+                    return await self._attempt(transport, request, deadline, progress)
         except TimeoutError:
             raise self._unsent(request, attempts, last_status) from None
 
@@ -357,7 +377,11 @@ class RetryingCaller:
         )
 
     async def _attempt(
-        self, transport: httpx.AsyncBaseTransport, request: VendorRequest, deadline: float | None
+        self,
+        transport: httpx.AsyncBaseTransport,
+        request: VendorRequest,
+        deadline: float | None,
+        progress: CallProgress,
     ) -> httpx.Response | BaseException:
         """One request with its timeout; a transport failure is returned, not raised."""
         timeout = self._integration.request_timeout
@@ -365,10 +389,16 @@ class RetryingCaller:
             timeout = min(timeout, deadline - self._clock())
         endpoint = request.endpoint
         started = self._clock()
-        outgoing = outgoing_request(request, max(timeout, 0.0))
+        outgoing = outgoing_request(request, max(timeout, 0.0), progress)
+        # Handed to the transport, the request may leave at once: SENDING unless the
+        # transport says it is still connecting (see progress.py).
+        progress.stage = Stage.SENDING
+        progress.status = 0
         try:
             async with asyncio.timeout(timeout):
                 response = await transport.handle_async_request(outgoing)
+                progress.stage = Stage.ANSWERED
+                progress.status = response.status_code
                 try:
                     await response.aread()
                 except httpx.DecodingError:
@@ -379,10 +409,15 @@ class RetryingCaller:
                     await response.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
             self._record(endpoint, 0, started)
+            # Sent without an answer (a connection that failed to open sent nothing).
+            if progress.stage is Stage.SENDING and not isinstance(
+                exc, httpx.ConnectError | httpx.ConnectTimeout
+            ):
+                progress.unanswered = progress.attempt
             return exc
         except asyncio.CancelledError:
-            # The caller gave up (its RPC was cancelled or ran out of time) with the request
-            # on its way: Amperity may well have seen it, so it counts, without an answer.
+            # The caller gave up (its RPC was cancelled or ran out of time) during the
+            # attempt: it counts, without an answer; ``progress`` says whether it had left.
             self._record(endpoint, 0, started)
             raise
         self._record(endpoint, response.status_code, started)

@@ -29,6 +29,7 @@ from amperity_signal.amperity.caller import (
 )
 from amperity_signal.amperity.models import IngestResult, Profile, VendorCall, profile_from_json
 from amperity_signal.amperity.pool import ShardedPool
+from amperity_signal.amperity.progress import CallProgress
 from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
 from amperity_signal.amperity.retry import Backoff
 from amperity_signal.config import IntegrationSettings
@@ -108,14 +109,25 @@ class AmperityClient:
         """Requests in flight on each shard of the pool."""
         return self._pool.in_flight
 
+    @property
+    def waiting_for_connection(self) -> int:
+        """Requests waiting for a connection, every one of the pool's being in use."""
+        return self._pool.waiting
+
     async def post_event(
-        self, payload: Mapping[str, Any], *, deadline: float | None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        deadline: float | None,
+        progress: CallProgress | None = None,
     ) -> IngestResult:
         """POST one event to the integration's realtime stream.
 
         Args:
             payload: The event body: one JSON object, at most 65,536 bytes encoded.
             deadline: Absolute ``clock()`` time by which the call, retries included, ends.
+            progress: Kept up to date as the call goes: read it when the call is cancelled
+                to tell whether the event had been sent (``progress.py``).
 
         Returns:
             The result; ``dropping`` is True when the stream accepts but drops events (204).
@@ -132,7 +144,7 @@ class AmperityClient:
             content=encode_event(payload),
             final_statuses=frozenset(),
         )
-        response, call = await self._caller.call(request, deadline)
+        response, call = await self._caller.call(request, deadline, progress)
         return IngestResult(response.status_code, response.status_code == 204, call)
 
     async def lookup(self, key: str, value: str, *, deadline: float | None) -> Profile | None:

@@ -45,11 +45,17 @@ class ShardedPool:
         self._in_flight = [0] * shards
         self._capacity = asyncio.Semaphore(shards * max_in_flight_per_shard)
         self._next = 0
+        self._waiting = 0
 
     @property
     def in_flight(self) -> list[int]:
         """Requests currently in flight on each shard."""
         return list(self._in_flight)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a shard, every one being full."""
+        return self._waiting
 
     def _pick(self) -> int:
         """The least busy shard, rotating the starting point so ties spread out."""
@@ -93,8 +99,12 @@ class _Borrowed:
         pool = self._pool
         capacity = pool._capacity
         if capacity.locked():
-            async with asyncio.timeout(self._timeout):
-                await capacity.acquire()
+            pool._waiting += 1
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await capacity.acquire()
+            finally:
+                pool._waiting -= 1
         else:  # acquired without suspending: nothing to time
             await capacity.acquire()
         index = self._index = pool._pick()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from amperity_signal.amperity import VendorCall, vendor_call
+from amperity_signal.amperity import CallProgress, Stage, VendorCall, vendor_call
 from amperity_signal.blueprint import MappedEvent, map_event
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.enrich import Enricher, EnrichResult
@@ -45,11 +45,27 @@ CANCELLED_BEFORE_POST = (
     "cancelled before the event was posted to Amperity ({why}): it was not sent; the "
     "caller decides whether to send it again."
 )
+CANCELLED_NOT_SENT = (
+    "cancelled before {which} was posted to Amperity ({why}), while {waiting}: it was not sent"
+)
 CANCELLED_WHILE_POSTING = (
-    "cancelled while the event was being posted to Amperity ({why}): the POST may have "
-    "been sent and the event may well have reached Amperity; look for it there by "
+    "cancelled while the event was being posted to Amperity ({why}): attempt {attempt}'s "
+    "POST may have been sent and the event may well have reached Amperity; look for it "
+    "there by message_id before sending it again."
+)
+CANCELLED_AFTER_ANSWER = "cancelled after Amperity answered {status} to attempt {attempt} ({why})"
+_WAITING = {
+    Stage.POOL: "waiting for a connection",
+    Stage.RATE_LIMIT: "waiting for a rate-limit slot",
+    Stage.CONNECTING: "opening a connection to Amperity",
+    Stage.BACKOFF: "waiting to retry",
+}
+_ACCEPTED = ", so the event reached Amperity; do not send it again."
+_MAYBE_ARRIVED = (
+    "; attempt {attempt} got no answer and may have reached Amperity: look for it there by "
     "message_id before sending it again."
 )
+_CALLER_DECIDES = "; the caller decides whether to send it again."
 
 
 @dataclass(frozen=True)
@@ -95,8 +111,9 @@ class Delivery:
         settings = integration.settings
         warnings: list[str] = []
         enrichment: EnrichResult | None = None
-        # Set just before the POST, with no await between: whether it had begun.
+        # Set just before the POST, with no await between: whether it had begun, and how far.
         mapped: MappedEvent | None = None
+        progress = CallProgress()
         try:
             if settings.browser_consent:
                 await self._consent.remember(settings.id, event)
@@ -112,7 +129,9 @@ class Delivery:
             mapped = map_event(integration.blueprint, event, source_value=settings.source_value)
             warnings.extend(mapped.warnings)
             try:
-                result = await integration.client.post_event(mapped.payload, deadline=deadline)
+                result = await integration.client.post_event(
+                    mapped.payload, deadline=deadline, progress=progress
+                )
             except AmperityError as error:
                 self._count(settings.id, _type_label(mapped), "failed")
                 log.warning(
@@ -134,7 +153,9 @@ class Delivery:
         except asyncio.CancelledError:
             # Recorded without awaiting anything, so the cancellation is not held up; the
             # operator still sees an event that may have reached Amperity.
-            self._cancelled(integration, event, mapped, deadline=deadline, warnings=warnings)
+            self._cancelled(
+                integration, event, mapped, progress, deadline=deadline, warnings=warnings
+            )
             raise
         message_id = str(event.get("message_id", ""))
         if result.dropping:
@@ -165,6 +186,7 @@ class Delivery:
         integration: Integration,
         event: dict[str, Any],
         mapped: MappedEvent | None,
+        progress: CallProgress,
         *,
         deadline: float,
         warnings: list[str],
@@ -179,7 +201,7 @@ class Delivery:
             label, error = UNKNOWN_TYPE_LABEL, CANCELLED_BEFORE_POST.format(why=why)
             amperity_type, payload = "", {}
         else:
-            label, error = _type_label(mapped), CANCELLED_WHILE_POSTING.format(why=why)
+            label, error = _type_label(mapped), cancelled_while_posting(progress, why)
             amperity_type, payload = mapped.amperity_type, mapped.payload
         self._count(integration.id, label, CANCELLED)
         self._record(
@@ -227,6 +249,33 @@ class Delivery:
                 warnings=tuple(warnings),
             )
         )
+
+
+def cancelled_while_posting(progress: CallProgress, why: str) -> str:
+    """What a delivery cancelled once its POST had begun left behind, from its progress.
+
+    Not sent (waiting for a connection or a rate-limit slot, opening a connection, waiting
+    to retry: each names the attempt), maybe sent (written, no answer yet) or answered;
+    an earlier attempt that got no answer may have reached Amperity all the same.
+    """
+    attempt, stage, status = progress.attempt, progress.stage, progress.status
+    if stage is Stage.SENDING:
+        return CANCELLED_WHILE_POSTING.format(why=why, attempt=attempt)
+    if stage is Stage.ANSWERED:
+        text = CANCELLED_AFTER_ANSWER.format(status=status, attempt=attempt, why=why)
+        if 200 <= status < 300:
+            return text + _ACCEPTED
+        text += ", which does not accept the event"
+    else:
+        which = "the event" if attempt == 1 else f"attempt {attempt}"
+        text = CANCELLED_NOT_SENT.format(which=which, why=why, waiting=_WAITING[stage])
+        if status:  # the previous attempt's answer, kept until this one is sent
+            text += f"; attempt {attempt - 1} was answered {status}"
+            if 200 <= status < 300:  # its body was cut short, so it was retried
+                return text + _ACCEPTED
+    if progress.unanswered:
+        return text + _MAYBE_ARRIVED.format(attempt=progress.unanswered)
+    return text + _CALLER_DECIDES
 
 
 def _type_label(mapped: MappedEvent) -> str:

@@ -18,15 +18,33 @@ from tests.contract.test_contract import event
 from tests.support import Keys, integration_dict, settings_for
 
 
-class SilentAmperity(httpx.AsyncBaseTransport):
-    """Amperity that never answers; records which paths were asked for."""
+class EndlessBody(httpx.AsyncByteStream):
+    """A response body that never comes; ``hung`` is set once it is being read."""
 
-    def __init__(self) -> None:
+    def __init__(self, hung: asyncio.Event) -> None:
+        self._hung = hung
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._hung.set()
+        await asyncio.Event().wait()
+        yield b""  # unreachable: makes this an async generator
+
+
+class SilentAmperity(httpx.AsyncBaseTransport):
+    """Amperity that never answers (or answers events 202 and never sends the body).
+
+    ``asked`` is set once a call hangs on it; ``paths`` are the paths asked for.
+    """
+
+    def __init__(self, *, accepting: bool = False) -> None:
         self.asked = asyncio.Event()
         self.paths: list[str] = []
+        self._accepting = accepting
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
+        if self._accepting and request.url.path.startswith("/prof/events/"):
+            return httpx.Response(202, stream=EndlessBody(self.asked))
         self.asked.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -42,9 +60,9 @@ class Running:
 
 
 @pytest.fixture
-async def amperity() -> SilentAmperity:
-    """Amperity whose every call hangs."""
-    return SilentAmperity()
+async def amperity(request: pytest.FixtureRequest) -> SilentAmperity:
+    """Amperity whose every call hangs (after a 202 for events when the test says so)."""
+    return SilentAmperity(accepting=getattr(request, "param", "") == "accepting")
 
 
 @pytest.fixture
@@ -99,7 +117,7 @@ async def test_a_deliver_cancelled_while_posting_is_recorded_as_maybe_at_amperit
     assert amperity.paths == [f"/prof/events/{integration_dict('', keys)['event_stream_id']}"]
     assert (record.message_id, record.outcome) == (sent.message_id, "cancelled")
     assert record.amperity_type == "add_to_cart"
-    assert "POST may have been sent" in record.error
+    assert "attempt 1's POST may have been sent" in record.error
     assert "the caller hung up" in record.error
     assert record.payload.fields["type"].string_value == "add_to_cart"
     assert not record.HasField("vendor_request")
@@ -120,3 +138,18 @@ async def test_a_deliver_cancelled_while_enriching_is_recorded_as_not_sent(
     assert "before the event was posted" in record.error
     assert "it was not sent" in record.error
     assert cancelled_count(running.service, "unknown") == 1
+
+
+@pytest.mark.parametrize("running", ["posting"], indirect=True)
+@pytest.mark.parametrize("amperity", ["accepting"], indirect=True)
+async def test_a_deliver_cancelled_after_amperity_accepted_it_is_recorded_as_accepted(
+    running: Running, amperity: SilentAmperity
+) -> None:
+    """Amperity answered 202, the body never came: the record says the event got there."""
+    sent, record = await hang_up_mid_delivery(running, amperity)
+
+    assert (record.message_id, record.outcome) == (sent.message_id, "cancelled")
+    assert "cancelled after Amperity answered 202 to attempt 1" in record.error
+    assert "the event reached Amperity; do not send it again" in record.error
+    assert "may have been sent" not in record.error
+    assert cancelled_count(running.service, "add_to_cart") == 1

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     Strict,
     StrictBool,
@@ -35,6 +36,7 @@ from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
 from amperity_signal.config_values import quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
+from amperity_signal.proxies import ProxyRules
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -235,6 +237,13 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     gateway: GatewayTable = Field(default_factory=GatewayTable)
     integrations: tuple[IntegrationSettings, ...] = ()
+    # From the environment (HTTPS_PROXY, NO_PROXY...), not the file: see ``proxies``.
+    _proxies: ProxyRules = PrivateAttr(default_factory=ProxyRules)
+
+    @property
+    def proxies(self) -> ProxyRules:
+        """The outbound proxies the environment configured (``proxies.py``); empty if none."""
+        return self._proxies
 
     def integration(self, integration_id: str) -> IntegrationSettings | None:
         """The integration with this id, or None."""
@@ -249,6 +258,7 @@ class Settings(_Strict):
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
         values += redis_passwords(self.cache.redis_url)
+        values += self._proxies.secrets
         return values
 
 
@@ -351,8 +361,12 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 
 
 def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Validate an already-parsed configuration; see ``load_settings``."""
-    problems: list[ConfigProblem] = []
+    """Validate an already-parsed configuration; see ``load_settings``.
+
+    The outbound proxies come from ``environ`` too (``HTTPS_PROXY``, ``NO_PROXY``...).
+    """
+    proxies = ProxyRules.from_environ(environ)
+    problems: list[ConfigProblem] = list(proxies.problems)
     resolved = resolve_secrets(raw, environ, problems)
     problems.extend(check_raw(resolved))
     settings: Settings | None = None
@@ -364,4 +378,5 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
         # Several checks can describe one mistake; list each location/problem once.
         unique = list(dict.fromkeys(problems))
         raise ConfigError(unique)
+    settings._proxies = proxies
     return settings

@@ -44,7 +44,9 @@ async def send_test_event(settings: Settings, integration_id: str | None) -> int
         event,
         source_value=integration.source_value,
     )
-    client = AmperityClient(integration, limiter=MemoryRateLimiter(), metrics=Metrics())
+    client = AmperityClient(
+        integration, limiter=MemoryRateLimiter(), metrics=Metrics(), proxies=settings.proxies
+    )
     print(f"integration {integration.id}: payload\n{json.dumps(mapped.payload, indent=2)}")
     try:
         result = await client.post_event(mapped.payload, deadline=time.monotonic() + 30)

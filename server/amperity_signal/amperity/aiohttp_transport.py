@@ -10,6 +10,11 @@ Only the headers of the ``httpx.Request`` go out: aiohttp's own defaults (``User
 ``Accept``, ``Accept-Encoding``, ``Content-Type``) are switched off, and bodies are not
 decompressed here (httpx decodes them as it always did).
 
+Proxies come from ``ProxyRules`` (``proxies.py``: the environment, read as httpx reads
+it). Their credentials go as a ``Proxy-Authorization`` header (on the request for http, on
+the ``CONNECT`` for https); aiohttp is never given a URL holding them, so none of its
+errors can show them.
+
 A request carrying a ``CallProgress`` (``progress.PROGRESS``) has it moved along: connecting
 until aiohttp has a connection for it (nothing written), sending from then on, answered
 once the status line is in.
@@ -28,6 +33,7 @@ import httpx
 from yarl import URL
 
 from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
+from amperity_signal.proxies import Proxy, ProxyRules
 
 _NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
@@ -37,14 +43,23 @@ _connecting: ContextVar[CallProgress | None] = ContextVar("connecting", default=
 
 
 @contextmanager
-def httpx_errors(request: httpx.Request) -> Iterator[None]:
+def httpx_errors(request: httpx.Request, proxy: Proxy | None = None) -> Iterator[None]:
     """Raise aiohttp's failures as the ``httpx.TransportError`` httpcore raises for them.
 
     The original error stays chained as ``__cause__``, so a DNS failure is still found by
-    ``retry.is_unknown_host``.
+    ``retry.is_unknown_host``. A proxy that cannot be reached or refuses the tunnel is an
+    ``httpx.ProxyError`` naming it (credentials redacted) and its variable.
     """
     try:
         yield
+    except aiohttp.ClientProxyConnectionError as exc:
+        where = f"the proxy {proxy.shown} ({proxy.variable})" if proxy else "the proxy"
+        raise httpx.ProxyError(f"cannot connect to {where}: {exc}", request=request) from exc
+    except aiohttp.ClientHttpProxyError as exc:
+        where = f"the proxy {proxy.shown} ({proxy.variable})" if proxy else "the proxy"
+        raise httpx.ProxyError(
+            f"{where} refused the tunnel: {exc.status} {exc.message}", request=request
+        ) from exc
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
     except TimeoutError as exc:  # aiohttp.ServerTimeoutError and SocketTimeoutError
@@ -89,6 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: Connections open (and so requests in flight) at most.
         keepalive_expiry: Seconds an idle connection is kept (httpx's default, 5).
         ssl_context: For https; httpx's default context (certifi) when None.
+        proxies: Which proxy each URL goes through (none when None or empty).
     """
 
     def __init__(
@@ -97,8 +113,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: int,
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: ProxyRules | None = None,
     ) -> None:
         self._max_connections = max_connections
+        self._proxies = proxies or ProxyRules()
+        # Without a proxy configured (the usual case) no request looks one up.
+        self._proxied = bool(self._proxies)
+        self._proxy_cache: dict[tuple[str, str, int | None], Proxy | None] = {}
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._session: aiohttp.ClientSession | None = None
@@ -137,12 +158,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [
             (key.decode("latin-1"), value.decode("latin-1")) for key, value in request.headers.raw
         ]
+        proxy = proxy_headers = None
+        if self._proxied:
+            proxy = self._proxy_for(request.url)
+            if proxy is not None and proxy.authorization is not None:
+                if request.url.scheme == "https":  # said to the proxy in the CONNECT
+                    proxy_headers = {"Proxy-Authorization": proxy.authorization}
+                else:  # the request itself goes to the proxy
+                    headers.append(("Proxy-Authorization", proxy.authorization))
         progress: CallProgress | None = request.extensions.get(PROGRESS)
         if progress is not None:
             progress.stage = Stage.CONNECTING
         connecting = _connecting.set(progress)
         try:
-            with httpx_errors(request):
+            with httpx_errors(request, proxy):
                 async with session.request(
                     request.method,
                     # Already percent-encoded by httpx: sent exactly as httpx would send it.
@@ -152,6 +181,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     allow_redirects=False,
                     compress=None,
                     timeout=self._client_timeout,
+                    proxy=proxy.url if proxy is not None else None,
+                    proxy_headers=proxy_headers,
                 ) as answer:
                     status = answer.status
                     if progress is not None:
@@ -169,6 +200,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
+
+    def _proxy_for(self, url: httpx.URL) -> Proxy | None:
+        """The proxy for ``url``'s scheme, host and port, looked up once for each."""
+        key = (url.scheme, url.host, url.port)
+        try:
+            return self._proxy_cache[key]
+        except KeyError:
+            proxy = self._proxy_cache[key] = self._proxies.proxy_for(*key)
+            return proxy
 
     async def aclose(self) -> None:
         """Close every connection."""

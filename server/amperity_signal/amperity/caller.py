@@ -258,7 +258,9 @@ class RetryingCaller:
                 error = responses.rejection(status, request.endpoint, integration, body, attempts)
                 raise with_call(error, call)
             return str(status), body
-        if is_unknown_host(outcome):
+        # A proxy that cannot be reached is retried like any connection failure: a DNS
+        # "no such host" in its chain is about the proxy, not the tenant's host.
+        if not isinstance(outcome, httpx.ProxyError) and is_unknown_host(outcome):
             error = responses.unknown_host(integration, request.endpoint, self._host)
             raise with_call(error, call) from outcome
         if isinstance(outcome, httpx.TimeoutException | TimeoutError):

@@ -35,6 +35,7 @@ from amperity_signal.amperity.retry import Backoff
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import ProfileUnavailable
 from amperity_signal.metrics import Metrics
+from amperity_signal.proxies import ProxyRules
 
 
 def vendor_call(error: BaseException) -> VendorCall | None:
@@ -57,6 +58,8 @@ class AmperityClient:
         sleep: How to wait between retries (a fake in tests).
         rng: Randomness for backoff jitter.
         backoff: Backoff base and cap (0.1 s and 5 s by default).
+        proxies: Outbound proxies (``Settings.proxies``, read from the environment); none
+            by default. Ignored with a given ``transport``.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class AmperityClient:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
+        proxies: ProxyRules | None = None,
     ) -> None:
         self._integration = integration
         self._base_url = integration.base_url
@@ -88,6 +92,7 @@ class AmperityClient:
             shards=shards,
             max_in_flight_per_shard=max_in_flight_per_shard,
             transport=transport,
+            proxies=proxies,
         )
         self._caller = RetryingCaller(
             integration,

@@ -21,10 +21,14 @@ import asyncio
 import httpx
 
 from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
+from amperity_signal.proxies import ProxyRules
 
 
 class ShardedPool:
-    """``shards`` HTTP/1.1 keep-alive transports; each request goes to the least busy one."""
+    """``shards`` HTTP/1.1 keep-alive transports; each request goes to the least busy one.
+
+    ``proxies`` (outbound proxies) apply to the transports it makes, not to a given one.
+    """
 
     def __init__(
         self,
@@ -32,6 +36,7 @@ class ShardedPool:
         shards: int,
         max_in_flight_per_shard: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxies: ProxyRules | None = None,
     ) -> None:
         if shards < 1 or max_in_flight_per_shard < 1:
             raise ValueError("shards and max_in_flight_per_shard must be at least 1")
@@ -39,7 +44,7 @@ class ShardedPool:
         self._transports: list[httpx.AsyncBaseTransport] = [
             transport
             if transport is not None
-            else AiohttpTransport(max_connections=max_in_flight_per_shard)
+            else AiohttpTransport(max_connections=max_in_flight_per_shard, proxies=proxies)
             for _ in range(shards)
         ]
         self._in_flight = [0] * shards

@@ -163,6 +163,14 @@ _RULES: dict[tuple[str | None, int], _Rule] = {
         "named by linking_keys and personalisation_context_mappings hold identifiers and "
         "short values, not whole documents.",
     ),
+    (None, 407): (
+        AmperityMisconfigured,
+        "PROXY_AUTH_REQUIRED",
+        "the outbound proxy answered 407 (Proxy Authentication Required) to the {endpoint} "
+        "request: it wants credentials, and got none it accepts. Put the proxy's user and "
+        "password in the proxy variable (HTTP_PROXY for an http base URL, HTTPS_PROXY for "
+        "https), as http://user:password@host:port.",
+    ),
     (None, 411): _CONNECTOR_BUG,
     (None, 415): _CONNECTOR_BUG,
 }

@@ -166,13 +166,19 @@ def build_server(
                 settings=integration,
                 blueprint=load_blueprint(integration.vertical, integration.blueprint),
                 client=AmperityClient(
-                    integration, limiter=limiter, metrics=deps.metrics, transport=deps.transport
+                    integration,
+                    limiter=limiter,
+                    metrics=deps.metrics,
+                    transport=deps.transport,
+                    proxies=settings.proxies,
                 ),
             )
             for integration in settings.integrations
         ]
     )
     report_key_expiry(settings, deps.metrics)
+    if deps.transport is None:
+        report_proxies(settings)
     clients = {i.id: i.client for i in registry}
     enricher = Enricher(
         settings.cache,
@@ -255,6 +261,28 @@ def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
                 metrics.key_expires(integration.id, name, expires)
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
+
+
+def report_proxies(settings: Settings) -> None:
+    """Log, when the environment sets outbound proxies, how each integration reaches Amperity."""
+    proxies = settings.proxies
+    if not proxies:
+        return
+    for integration in settings.integrations:
+        url = httpx.URL(integration.base_url)
+        proxy = proxies.proxy_for(url.scheme, url.host, url.port)
+        route = (
+            f"through the proxy {proxy.shown} ({proxy.variable})"
+            if proxy is not None
+            else "directly (NO_PROXY)"
+        )
+        log.info(
+            "integration %s reaches %s %s",
+            integration.id,
+            integration.base_url,
+            route,
+            extra={"integration_id": integration.id},
+        )
 
 
 REDIS_PROBE_SECONDS = 1.0

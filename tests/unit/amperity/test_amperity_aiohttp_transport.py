@@ -7,6 +7,7 @@ answers (or misbehaves) as told.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +19,7 @@ import pytest
 from amperity_signal.amperity import endpoints
 from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
 from amperity_signal.amperity.retry import is_unknown_host
+from amperity_signal.proxies import ProxyRules
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ACCEPTED = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"
@@ -257,3 +259,48 @@ async def test_closing_before_any_request_and_twice_is_harmless() -> None:
     transport = AiohttpTransport(max_connections=1)
     await transport.aclose()
     await transport.aclose()
+
+
+PROXY_PASSWORD = "pr0xy-s3cret-7f3a9c"  # a canary: never in an error
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+async def test_a_proxied_request_goes_to_the_proxy_in_absolute_form_with_its_credentials(
+    serve: Callable[[bytes], Awaitable[Server]], bypassed: bool
+) -> None:
+    """HTTP_PROXY: the proxy gets the absolute URL and Proxy-Authorization; NO_PROXY: not."""
+    proxy = await serve(ACCEPTED)
+    environ = {"HTTP_PROXY": proxy.url.replace("http://", f"http://signal:{PROXY_PASSWORD}@")}
+    if bypassed:
+        environ["NO_PROXY"] = "127.0.0.1"
+    transport = AiohttpTransport(max_connections=1, proxies=ProxyRules.from_environ(environ))
+    try:
+        response, _ = await send(transport, post(proxy.url))
+    finally:
+        await transport.aclose()
+
+    assert response.status_code == 202
+    (request,) = proxy.requests
+    target = (proxy.url if not bypassed else "").encode() + b"/prof/events/is-1a2b?a=b%20c"
+    assert request.startswith(b"POST " + target + b" HTTP/1.1\r\n")
+    credentials = base64.b64encode(f"signal:{PROXY_PASSWORD}".encode())
+    assert (b"Proxy-Authorization: Basic " + credentials in request) is not bypassed
+
+
+async def test_an_unreachable_proxy_is_a_proxy_error_naming_it_without_its_password() -> None:
+    """Nothing listens at the proxy: httpx.ProxyError naming it, credentials redacted."""
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environ = {"HTTP_PROXY": f"http://signal:{PROXY_PASSWORD}@127.0.0.1:{port}"}
+    transport = AiohttpTransport(max_connections=1, proxies=ProxyRules.from_environ(environ))
+    try:
+        with pytest.raises(httpx.ProxyError) as caught:
+            await send(transport, post("http://amperity.test"))
+    finally:
+        await transport.aclose()
+
+    message = str(caught.value)
+    assert f"cannot connect to the proxy http://[REDACTED]@127.0.0.1:{port} (HTTP_PROXY)" in message
+    for error in (caught.value, caught.value.__cause__):
+        assert PROXY_PASSWORD not in f"{error} {error!r}"

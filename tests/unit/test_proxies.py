@@ -1,0 +1,129 @@
+"""Outbound proxies read from the environment as httpx reads them, credentials kept hidden."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from amperity_signal.config import settings_from_dict
+from amperity_signal.errors import ConfigError
+from amperity_signal.proxies import ProxyRules
+from tests.support import integration_dict, mint_keys
+
+PROXY = "http://proxy.corp:3128"
+SECRET = "pr0xy-s3cret-7f3a9c"  # a canary: never in a log or an error
+
+
+def route(environ: dict[str, str], url: str) -> str | None:
+    """The proxy for ``url`` under ``environ`` (None: direct), asked as the transport asks."""
+    parsed = httpx.URL(url)
+    proxy = ProxyRules.from_environ(environ).proxy_for(parsed.scheme, parsed.host, parsed.port)
+    return str(proxy.url) if proxy is not None else None
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "expected"),
+    [
+        ({"HTTP_PROXY": PROXY}, "http://acme.test/", PROXY),
+        ({"HTTP_PROXY": PROXY}, "https://acme.amperity.com/", None),
+        ({"HTTPS_PROXY": PROXY}, "https://acme.amperity.com/", PROXY),
+        ({"HTTPS_PROXY": PROXY}, "http://acme.test/", None),
+        ({"ALL_PROXY": PROXY}, "https://acme.amperity.com/", PROXY),
+        (
+            {"ALL_PROXY": PROXY, "HTTPS_PROXY": "http://other:8080"},
+            "https://a.test/",
+            "http://other:8080",
+        ),
+        ({"HTTPS_PROXY": "proxy.corp:3128"}, "https://a.test/", PROXY),
+        ({"HTTPS_PROXY": "http://ignored:1", "https_proxy": PROXY}, "https://a.test/", PROXY),
+        ({"HTTPS_PROXY": PROXY, "https_proxy": ""}, "https://a.test/", None),
+        ({"HTTP_PROXY": PROXY, "REQUEST_METHOD": "GET"}, "http://a.test/", None),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": "*"}, "https://acme.amperity.com/", None),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": "amperity.com"}, "https://amperity.com/", None),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": "amperity.com"}, "https://acme.amperity.com/", None),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": "amperity.com"}, "https://notamperity.com/", PROXY),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": ".amperity.com"}, "https://acme.amperity.com/", None),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": ".amperity.com"}, "https://amperity.com/", PROXY),
+        (
+            {"HTTPS_PROXY": PROXY, "NO_PROXY": " a.test , Acme.Amperity.com "},
+            "https://acme.amperity.com/",
+            None,
+        ),
+        ({"HTTP_PROXY": PROXY, "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:8765/", None),
+        ({"HTTP_PROXY": PROXY, "NO_PROXY": "127.0.0.1"}, "http://127.0.0.10:8765/", PROXY),
+        ({"HTTP_PROXY": PROXY, "NO_PROXY": "::1"}, "http://[::1]:8765/", None),
+        ({"HTTP_PROXY": PROXY, "NO_PROXY": "localhost"}, "http://localhost:8765/", None),
+        ({"HTTP_PROXY": PROXY, "NO_PROXY": "sandbox.test:8765"}, "http://sandbox.test:8765/", None),
+        (
+            {"HTTP_PROXY": PROXY, "NO_PROXY": "sandbox.test:8765"},
+            "http://sandbox.test:9999/",
+            PROXY,
+        ),
+        ({"HTTPS_PROXY": PROXY, "NO_PROXY": "a.test:443"}, "https://a.test/", None),
+        ({"ALL_PROXY": PROXY, "NO_PROXY": "http://a.test"}, "http://a.test/", None),
+        ({"ALL_PROXY": PROXY, "NO_PROXY": "http://a.test"}, "https://a.test/", PROXY),
+        ({"NO_PROXY": "a.test"}, "https://b.test/", None),
+    ],
+)
+def test_each_url_goes_through_the_proxy_httpx_would_pick(
+    environ: dict[str, str], url: str, expected: str | None
+) -> None:
+    """HTTP(S)_PROXY / ALL_PROXY by scheme, lower case winning, NO_PROXY's host rules."""
+    assert route(environ, url) == expected
+
+
+def test_credentials_become_a_header_and_are_shown_redacted() -> None:
+    """user:password goes into Proxy-Authorization only; URL, repr and log line hide it."""
+    rules = ProxyRules.from_environ({"HTTPS_PROXY": f"http://signal:{SECRET}@proxy.corp:3128"})
+    proxy = rules.proxy_for("https", "acme.amperity.com", None)
+
+    assert proxy is not None
+    assert str(proxy.url) == PROXY
+    expected = base64.b64encode(f"signal:{SECRET}".encode()).decode()
+    assert proxy.authorization == f"Basic {expected}"
+    assert proxy.shown == "http://[REDACTED]@proxy.corp:3128"
+    assert rules.describe() == "HTTPS_PROXY=http://[REDACTED]@proxy.corp:3128"
+    for text in (repr(rules), repr(proxy), rules.describe()):
+        assert SECRET not in text
+        assert expected not in text
+    assert {SECRET, expected} <= set(rules.secrets)
+
+
+def test_percent_encoded_credentials_are_decoded_for_the_header() -> None:
+    """A password with @ or : is written percent-encoded, and sent decoded."""
+    rules = ProxyRules.from_environ({"HTTP_PROXY": "http://me%40corp:p%3Ass@proxy.corp:3128"})
+    proxy = rules.proxy_for("http", "a.test", None)
+
+    assert proxy is not None
+    assert proxy.authorization == "Basic " + base64.b64encode(b"me@corp:p:ss").decode()
+    assert "p:ss" in rules.secrets
+
+
+def test_a_proxy_the_service_cannot_use_stops_the_configuration_naming_the_variable() -> None:
+    """A SOCKS proxy or a URL without a host: a config problem, credentials redacted."""
+    table = integration_dict("https://acme.amperity.com", mint_keys())
+    environ = {"ALL_PROXY": f"socks5://signal:{SECRET}@proxy.corp:1080", "http_proxy": "http://:80"}
+
+    with pytest.raises(ConfigError) as refused:
+        settings_from_dict({"integrations": [table]}, environ)
+
+    text = str(refused.value)
+    assert "environment variable ALL_PROXY: is socks5://[REDACTED]@proxy.corp:1080" in text
+    assert "HTTP proxies only" in text
+    assert "environment variable http_proxy: is http://:80, which is not a proxy URL" in text
+    assert "Fix: set it to http://host:port" in text
+    assert SECRET not in text
+
+
+def test_settings_carry_the_proxies_and_their_secrets_for_the_log_scrubber() -> None:
+    """The environment's proxies reach Settings; secret_values lists their credentials."""
+    table = integration_dict("https://acme.amperity.com", mint_keys())
+    environ = {"HTTPS_PROXY": f"http://signal:{SECRET}@proxy.corp:3128"}
+
+    settings = settings_from_dict({"integrations": [table]}, environ)
+
+    assert settings.proxies.proxy_for("https", "acme.amperity.com", None) is not None
+    assert SECRET in settings.secret_values()
+    assert not settings_from_dict({"integrations": [table]}, {}).proxies

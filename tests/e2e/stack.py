@@ -26,6 +26,7 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.support import Keys, integration_dict, mint_keys
 
 CLI = [sys.executable, "-m", "amperity_signal.cli"]
+FORWARD_PROXY = Path(__file__).with_name("forward_proxy.py")
 
 
 def require_binary(name: str) -> str:
@@ -85,6 +86,22 @@ class Sandbox:
 
 
 @dataclass
+class ForwardProxy:
+    """A forward proxy process (``forward_proxy.py``) and a client asking it what it saw."""
+
+    process: Process
+    url: str
+    inspector: httpx.AsyncClient
+
+    async def requests(self) -> list[dict[str, Any]]:
+        """The requests it was asked to forward, oldest first (see ``forward_proxy.py``)."""
+        seen: list[dict[str, Any]] = (await self.inspector.get("/_proxy/requests")).json()[
+            "requests"
+        ]
+        return seen
+
+
+@dataclass
 class Service:
     """A service process (gRPC + gateway) and a channel to it."""
 
@@ -130,11 +147,13 @@ class Stack:
         gateway: dict[str, Any] | None = None,
         args: tuple[str, ...] = (),
         debug: bool = False,
+        env: dict[str, str] | None = None,
         **overrides: Any,
     ) -> Service:
         """Start ``amperity-signal serve`` with the given integrations (default: one retail).
 
-        ``debug`` passes ``--log-level debug`` (the most verbose logging, for leak scans).
+        ``debug`` passes ``--log-level debug`` (the most verbose logging, for leak scans);
+        ``env`` is added to the process's environment.
         """
         keys = keys or mint_keys()
         tables = list(integrations) or [integration_dict(sandbox.url, keys, **overrides)]
@@ -163,6 +182,7 @@ class Stack:
             ],
             ready="gateway listening on " if "--no-gateway" not in args else "grpc listening on ",
             log=self.workdir / f"service-{len(self.processes)}.log",
+            env=env,
         )
         self.processes.append(process)
         target = process.output_value("grpc listening on ")
@@ -180,6 +200,26 @@ class Stack:
             config=path,
             keys=keys,
         )
+
+    async def forward_proxy(self, *, credentials: str | None = None) -> ForwardProxy:
+        """Start the test forward proxy on a free port (``credentials`` = "user:password")."""
+        process = await start_process(
+            [
+                sys.executable,
+                str(FORWARD_PROXY),
+                "--port",
+                "0",
+                *(("--credentials", credentials) if credentials is not None else ()),
+            ],
+            ready="proxy listening on ",
+            log=self.workdir / f"proxy-{len(self.processes)}.log",
+        )
+        self.processes.append(process)
+        url = process.ready_line.split("listening on ", 1)[1].strip()
+        # The proxy answers its own inspector only when asked directly (trust_env off).
+        inspector = httpx.AsyncClient(base_url=url, timeout=30, trust_env=False)
+        self.clients.append(inspector)
+        return ForwardProxy(process=process, url=url, inspector=inspector)
 
     async def redis(self, *, password: str | None = None) -> str:
         """Start a real redis-server on a free port; its URL (without the password)."""

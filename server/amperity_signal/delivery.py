@@ -106,7 +106,8 @@ class Delivery:
         """Enrich, map and post one event; raise an AmperityError when Amperity refused it.
 
         A cancelled call (its caller hung up, or its deadline passed) is counted and
-        recorded as ``cancelled`` on its way out, saying whether the POST had begun.
+        recorded as ``cancelled`` on its way out, saying how far its POST got: not sent
+        (and where it waited), possibly sent, or answered (``cancelled_while_posting``).
         """
         settings = integration.settings
         warnings: list[str] = []

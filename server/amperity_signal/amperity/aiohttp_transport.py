@@ -18,12 +18,17 @@ errors can show them.
 A request carrying a ``CallProgress`` (``progress.PROGRESS``) has it moved along: connecting
 until aiohttp has a connection for it (nothing written), sending from then on, answered
 once the status line is in.
+
+As with httpx's own transport, the response comes back once its status line and headers
+are in, and its body is read from the response's stream: a body cut off (a reset, a
+stalled read) fails that read, with the status and headers already in the caller's hands.
+For an event POST the status line is Amperity's answer (``caller.py``).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
@@ -146,7 +151,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request and read its whole body (Amperity's answers are small)."""
+        """Send one request; the answer comes back with its headers, the body when read."""
         session = self._session or self._open()
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         asked = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
@@ -172,7 +177,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connecting = _connecting.set(progress)
         try:
             with httpx_errors(request, proxy):
-                async with session.request(
+                answer = await session.request(
                     request.method,
                     # Already percent-encoded by httpx: sent exactly as httpx would send it.
                     URL(str(request.url), encoded=True),
@@ -183,20 +188,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     timeout=self._client_timeout,
                     proxy=proxy.url if proxy is not None else None,
                     proxy_headers=proxy_headers,
-                ) as answer:
-                    status = answer.status
-                    if progress is not None:
-                        progress.stage = Stage.ANSWERED
-                        progress.status = status
-                    body = await answer.read()
-                    raw_headers = answer.raw_headers
+                )
         finally:
             _connecting.reset(connecting)
+        if progress is not None:
+            progress.stage = Stage.ANSWERED
+            progress.status = answer.status
         return httpx.Response(
-            status,
-            headers=list(raw_headers),
-            # A stream, not content=: httpx adds no headers and decodes the body on read.
-            stream=httpx.ByteStream(body),
+            answer.status,
+            headers=list(answer.raw_headers),
+            # Read when the caller reads the response, and decoded then by httpx.
+            stream=_Body(answer, request, proxy),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
@@ -215,3 +217,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response's body, read whole on the first iteration (answers are small).
+
+    Closing it gives the connection back to the pool once the body was read, and closes
+    it otherwise (a cancelled or failed read leaves the connection mid-answer).
+    """
+
+    __slots__ = ("_answer", "_proxy", "_request")
+
+    def __init__(
+        self, answer: aiohttp.ClientResponse, request: httpx.Request, proxy: Proxy | None
+    ) -> None:
+        self._answer = answer
+        self._request = request
+        self._proxy = proxy
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with httpx_errors(self._request, self._proxy):
+            body = await self._answer.read()
+        yield body
+
+    async def aclose(self) -> None:
+        # release() also closes a connection whose answer was not read to its end.
+        self._answer.release()

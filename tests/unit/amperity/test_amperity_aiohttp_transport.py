@@ -236,6 +236,42 @@ async def test_each_request_gets_its_own_timeouts_when_they_change_between_reque
     assert response.status_code == 202
 
 
+@pytest.mark.parametrize(
+    ("hang_up", "error"), [(True, httpx.ReadError), (False, httpx.ReadTimeout)]
+)
+async def test_a_body_cut_off_after_the_status_line_fails_its_read_not_the_request(
+    serve: Callable[[Answer], Awaitable[Server]],
+    transport: AiohttpTransport,
+    hang_up: bool,
+    error: type[httpx.TransportError],
+) -> None:
+    """202 and part of a body, then a hang-up or a stall: the answer, then a failed read."""
+    released = asyncio.Event()
+
+    async def cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 202 Accepted\r\nX-Note: a\r\nContent-Length: 100\r\n\r\n{")
+            await writer.drain()
+            if hang_up:
+                return
+            await released.wait()
+
+    server = await serve(cut_short)
+    try:
+        response = await transport.handle_async_request(post(server.url, timeout=0.05))
+        assert (response.status_code, response.headers["x-note"]) == (202, "a")
+        with pytest.raises(error):
+            await response.aread()
+        await response.aclose()
+        # The cut connection is not reused: the next request opens another.
+        second = await transport.handle_async_request(post(server.url, timeout=0.05))
+        await second.aclose()
+    finally:
+        released.set()
+
+    assert server.connections == 2
+
+
 async def test_a_garbled_answer_is_an_httpx_remote_protocol_error(
     serve: Callable[[bytes], Awaitable[Server]], transport: AiohttpTransport
 ) -> None:

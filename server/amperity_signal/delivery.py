@@ -30,6 +30,10 @@ DROPPING_WARNING = (
     "stream is dropping events: Amperity answered 204, the stream's mode is Drop; set it to "
     "active in Amperity if these events should update profiles."
 )
+BODY_CUT_WARNING = (
+    "Amperity answered {status}, then its response body was cut off ({failure}): the status "
+    "line is Amperity's acceptance, so the event counts as delivered and was not sent again."
+)
 # Enrichment gets at most this share of the caller's remaining time, so a slow Profile API
 # still leaves the delivery itself time to happen.
 ENRICH_SHARE = 0.5
@@ -161,6 +165,10 @@ class Delivery:
         message_id = str(event.get("message_id", ""))
         if result.dropping:
             warnings.append(DROPPING_WARNING)
+        if result.body_cut:
+            warnings.append(
+                BODY_CUT_WARNING.format(status=result.status_code, failure=result.body_cut)
+            )
         outcome = "dropped" if result.dropping else "delivered"
         self._count(settings.id, _type_label(mapped), outcome)
         self._record(
@@ -270,10 +278,8 @@ def cancelled_while_posting(progress: CallProgress, why: str) -> str:
     else:
         which = "the event" if attempt == 1 else f"attempt {attempt}"
         text = CANCELLED_NOT_SENT.format(which=which, why=why, waiting=_WAITING[stage])
-        if status:  # the previous attempt's answer, kept until this one is sent
+        if status:  # the previous attempt's answer (never a 2xx: that is not retried)
             text += f"; attempt {attempt - 1} was answered {status}"
-            if 200 <= status < 300:  # its body was cut short, so it was retried
-                return text + _ACCEPTED
     if progress.unanswered:
         return text + _MAYBE_ARRIVED.format(attempt=progress.unanswered)
     return text + _CALLER_DECIDES

@@ -60,12 +60,6 @@ WHY = "the caller hung up"
             "cancelled after Amperity answered 503 to attempt 2 (the caller hung up), which "
             "does not accept the event; the caller decides whether to send it again.",
         ),
-        (
-            CallProgress(2, Stage.BACKOFF, status=202),
-            "cancelled before attempt 2 was posted to Amperity (the caller hung up), while "
-            "waiting to retry: it was not sent; attempt 1 was answered 202, so the event "
-            "reached Amperity; do not send it again.",
-        ),
     ],
     ids=lambda value: getattr(getattr(value, "stage", None), "name", "text"),
 )

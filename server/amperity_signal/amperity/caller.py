@@ -4,6 +4,12 @@ Retries use full-jitter exponential backoff (``Backoff``) on 429, 5xx (not 501, 
 transport failures, honour ``Retry-After``, stop at ``max_retries`` and never sleep past
 the caller's deadline. Everything else is final: a response or a mapped error.
 
+Once a status line has arrived, the status decides, whatever then happens to the body:
+a body cut off (a reset, a timeout) leaves the response without one, marked ``CUT_BODY``.
+An event POST answered 2xx was accepted by Amperity (the API notes), so it is never sent
+again; only a call whose answer *is* its body (``VendorRequest.body_required``: a
+profile) retries a 2xx whose body was cut, as it retries a lost connection.
+
 A call keeps its ``CallProgress`` (``progress.py``) up to date, so that a caller that
 cancels it can tell whether its request had left.
 """
@@ -11,6 +17,7 @@ cancels it can tell whether its request had left.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -34,6 +41,8 @@ from amperity_signal.amperity.retry import (
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityError
 from amperity_signal.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 # Without a deadline, a Retry-After longer than this is handed back to the caller
 # (as retry_after) rather than holding the request open.
@@ -79,7 +88,13 @@ def call_headers(headers: Mapping[str, str]) -> CallHeaders:
 
 @dataclass(frozen=True)
 class VendorRequest:
-    """One logical call: what to send, where, and what answers end it."""
+    """One logical call: what to send, where, and what answers end it.
+
+    Attributes:
+        body_required: A 2xx is only usable with its whole body (a profile): one whose body
+            was cut off is retried like a lost connection. Without it (an event POST) the
+            status line is the answer, and a cut body changes nothing.
+    """
 
     endpoint: str
     method: str
@@ -87,6 +102,24 @@ class VendorRequest:
     headers: CallHeaders
     content: bytes | None
     final_statuses: frozenset[int]
+    body_required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CutBody:
+    """What cut off the body of an answer whose status line had arrived.
+
+    Attributes:
+        cause: ``timeout`` or ``connection`` (the ``retries`` metric's cause for a retry).
+        failure: What happened, safe to show (tokens scrubbed), e.g. "the read timed out".
+    """
+
+    cause: str
+    failure: str
+
+
+CUT_BODY = "amperity_signal.cut_body"
+"""The response extension holding the ``CutBody`` of an answer whose body was cut off."""
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -213,7 +246,11 @@ class RetryingCaller:
             status = outcome.status_code if isinstance(outcome, httpx.Response) else 0
             call = self._vendor_call(request, status, attempts, started)
             if isinstance(outcome, httpx.Response) and (
-                outcome.is_success or status in request.final_statuses
+                status in request.final_statuses
+                or (
+                    outcome.is_success
+                    and not (request.body_required and CUT_BODY in outcome.extensions)
+                )
             ):
                 return outcome, call
             cause, body = self._retryable_failure(request, outcome, attempts, call)
@@ -249,6 +286,9 @@ class RetryingCaller:
         integration = self._integration
         if isinstance(outcome, httpx.Response):
             status = outcome.status_code
+            if outcome.is_success:  # a profile whose body was cut off: see call()
+                cut: CutBody = outcome.extensions[CUT_BODY]
+                return cut.cause, None
             body = responses.parse_error_body(outcome.content, integration)
             location = outcome.headers.get("Location")
             if 300 <= status < 400 and location:
@@ -294,8 +334,13 @@ class RetryingCaller:
         )
 
     def _failure(self, outcome: httpx.Response | BaseException) -> str | None:
-        """What a connection failure was, to show (None for an answer or a timeout)."""
-        if isinstance(outcome, httpx.Response | httpx.TimeoutException | TimeoutError):
+        """What a connection failure was, to show (None for a whole answer or a timeout)."""
+        if isinstance(outcome, httpx.Response):
+            cut: CutBody | None = outcome.extensions.get(CUT_BODY)
+            if cut is None:
+                return None
+            return f"the body of its {outcome.status_code} answer was cut off ({cut.failure})"
+        if isinstance(outcome, httpx.TimeoutException | TimeoutError):
             return None
         problem = certificate_problem(outcome)
         if problem is not None:
@@ -396,20 +441,29 @@ class RetryingCaller:
         # transport says it is still connecting (see progress.py).
         progress.stage = Stage.SENDING
         progress.status = 0
+        # Set once the status line is in: from then on the status decides (module docstring).
+        answer: httpx.Response | None = None
         try:
             async with asyncio.timeout(timeout):
-                response = await transport.handle_async_request(outgoing)
+                answer = await transport.handle_async_request(outgoing)
                 progress.stage = Stage.ANSWERED
-                progress.status = response.status_code
+                progress.status = answer.status_code
                 try:
-                    await response.aread()
+                    await answer.aread()
                 except httpx.DecodingError:
                     # A body its Content-Encoding cannot undo (a proxy's doing: we ask for
                     # none). The status still decides: a 202 is delivered, a 503 retried.
-                    response = _without_body(response, outgoing)
+                    encoding = answer.headers.get("Content-Encoding", "")
+                    response = _without_body(answer, outgoing, UNDECODABLE, encoding)
+                else:
+                    response = answer
                 finally:
-                    await response.aclose()
+                    await answer.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
+            if answer is not None:
+                response = self._cut_off(request, answer, outgoing, exc)
+                self._record(endpoint, response.status_code, started)
+                return response
             self._record(endpoint, 0, started)
             # Sent without an answer (a connection that failed to open sent nothing).
             if progress.stage is Stage.SENDING and not isinstance(
@@ -424,6 +478,36 @@ class RetryingCaller:
             raise
         self._record(endpoint, response.status_code, started)
         return response
+
+    def _cut_off(
+        self,
+        request: VendorRequest,
+        answer: httpx.Response,
+        outgoing: httpx.Request,
+        exc: BaseException,
+    ) -> httpx.Response:
+        """``answer`` without its body, which ``exc`` cut off; logged, as it is rare."""
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            cut = CutBody("timeout", "the read timed out")
+        else:
+            text = str(exc) or type(exc).__name__
+            cut = CutBody("connection", responses.scrub(text, self._integration)[:300])
+        status = answer.status_code
+        if not answer.is_success:
+            outcome = "its status decides"
+        elif request.body_required:
+            outcome = "it cannot be read from part of a body, so it is retried"
+        else:
+            outcome = "the status line is Amperity's acceptance, so it is not sent again"
+        log.warning(
+            "Amperity answered %d to the %s request, then its body was cut off (%s): %s",
+            status,
+            request.endpoint,
+            cut.failure,
+            outcome,
+            extra={"endpoint": request.endpoint, "status_code": status, "cause": cut.cause},
+        )
+        return _without_body(answer, outgoing, CUT_BODY, cut)
 
     def _record(self, endpoint: str, status: int, started: float) -> None:
         children = self._children.get((endpoint, status))
@@ -444,20 +528,25 @@ UNDECODABLE = "undecodable_content_encoding"
 """The response extension naming the Content-Encoding of a body that could not be decoded."""
 
 
-def _without_body(response: httpx.Response, request: httpx.Request) -> httpx.Response:
-    """``response``'s status and headers with an empty body, for a body that cannot be decoded."""
+def _without_body(
+    response: httpx.Response, request: httpx.Request, extension: str, value: object
+) -> httpx.Response:
+    """``response``'s status and headers with an empty body, marked with ``extension``.
+
+    For a body that cannot be decoded (``UNDECODABLE``) or that was cut off (``CUT_BODY``):
+    the headers that described it go, the rest (``Retry-After``, ``Location``) stay.
+    """
     headers = [
-        (name, value)
-        for name, value in response.headers.raw
+        (name, header)
+        for name, header in response.headers.raw
         if name.lower() not in (b"content-encoding", b"content-length")
     ]
-    encoding = response.headers.get("Content-Encoding", "")
     return httpx.Response(
         response.status_code,
         headers=headers,
         content=b"",
         request=request,
-        extensions={UNDECODABLE: encoding},
+        extensions={extension: value},
     )
 
 

@@ -21,6 +21,7 @@ import orjson
 from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.body import encode_event, encode_json
 from amperity_signal.amperity.caller import (
+    CUT_BODY,
     UNDECODABLE,
     RetryingCaller,
     VendorRequest,
@@ -136,6 +137,8 @@ class AmperityClient:
 
         Returns:
             The result; ``dropping`` is True when the stream accepts but drops events (204).
+            A 2xx is the result even when its body is then cut off (``body_cut`` says
+            how): Amperity accepted the event, so it is not sent again.
 
         Raises:
             InvalidEvent: Before any request, when the body is not strict JSON or too large.
@@ -150,7 +153,9 @@ class AmperityClient:
             final_statuses=frozenset(),
         )
         response, call = await self._caller.call(request, deadline, progress)
-        return IngestResult(response.status_code, response.status_code == 204, call)
+        status = response.status_code
+        cut = response.extensions.get(CUT_BODY)
+        return IngestResult(status, status == 204, call, cut.failure if cut is not None else "")
 
     async def lookup(self, key: str, value: str, *, deadline: float | None) -> Profile | None:
         """Find the profile holding ``value`` under linking key ``key`` (POSTed, not in URLs).
@@ -177,6 +182,7 @@ class AmperityClient:
             ),
             content=encode_json(endpoints.lookup_body(key, value)),
             final_statuses=frozenset({404}),
+            body_required=True,
         )
         return await self._profile_call(request, deadline, collection_id, None)
 
@@ -212,6 +218,7 @@ class AmperityClient:
             ),
             content=None,
             final_statuses=frozenset({404}),
+            body_required=True,
         )
         return await self._profile_call(request, deadline, collection_id, profile_id)
 

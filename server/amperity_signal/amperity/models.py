@@ -36,11 +36,15 @@ class IngestResult:
         status_code: 202 (published) or 204 (accepted while the stream drops events).
         dropping: True when the stream is set to drop events (204): flag it to the user.
         call: The vendor request that delivered it.
+        body_cut: What cut off the response body after its status line (a reset, a
+            timeout; safe to show), or "" when it came whole. The status line is
+            Amperity's acceptance, so the event was delivered all the same.
     """
 
     status_code: int
     dropping: bool
     call: VendorCall
+    body_cut: str = ""
 
 
 @dataclass(frozen=True)

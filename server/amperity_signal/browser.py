@@ -24,35 +24,46 @@ from typing import Any
 import orjson
 
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.enrich import CacheStore, Enricher
+from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemoryStore
+from amperity_signal.enrich.newer_entry import AT
 
 CONSENT_TTL = 30 * 86_400.0
-AT = "at"
-"""The stored state's key for the instant it was true (epoch seconds). It sits beside the
-consent's own keys (analytics, marketing, functional, categories, google), which no
-``browser_consent`` condition can name, so the previous version still reads the value."""
 
 
 class ConsentLedger:
     """The newest consent state seen per visitor, kept in the shared cache backend.
 
     Each state is stored with ``at``, the instant it was true: an event's timestamp, or
-    when RecordConsent's visitor made the choice (by default when it arrived). A state
+    when RecordConsent's visitor made the choice (by default when it arrived), in epoch
+    seconds beside the consent's own keys (analytics, marketing, functional, categories,
+    google), which no ``browser_consent`` condition can name, so a release that does not
+    know ``at`` still reads the state. A state
     replaces the stored one only when its ``at`` is not older; a value stored without
-    ``at`` (by the previous version) is older than any. No instant past the ledger's
-    clock is believed: it counts as now, since a page's clock may run ahead and a state
-    stored "in the future" would outrank every real change until then.
+    ``at`` (by a release before it existed) is older than any. No instant past the
+    ledger's clock is believed: it counts as now, since a page's clock may run ahead and a
+    state stored "in the future" would outrank every real change until then.
 
-    The check is a read then a write (``CacheStore`` has no compare-and-set): two states
-    for one visitor arriving within one read-to-write interval (a Redis round trip) may
-    both pass it, and the later write wins even if its state is the older one.
+    The comparison and the write are one atomic store operation (``CacheStore.keep_newer``:
+    on Redis one Lua script, see ``enrich/newer_entry.py``), so of two states for one
+    visitor landing at once on two replicas the newer stays, whichever writes last.
+
+    Nothing is written only when the stored state is newer, or is the very same state and
+    instant (a retried event). The same state with a newer ``at``, which a consenting
+    visitor's every event carries, is written: advancing ``at`` is what lets the newest
+    state win against one that arrives late. A visitor withdraws at 10:00, grants at 10:05
+    and withdraws again at 10:10; if the 10:10 withdrawal, finding a withdrawal kept,
+    left ``at`` at 10:00, the 10:05 grant arriving late (a retried batch, another tab)
+    would replace it and the page would see the profile of a visitor who withdrew. So that
+    write stays, made as cheap as correctness allows: on Redis the script alone, one round
+    trip, with no ``GET`` before it (which would answer only the rare retried or late
+    event, and add a round trip to every other); in memory, a call that never yields.
 
     The backend (``build_cache``) degrades to no cache when Redis is down; a visitor whose
     consent cannot be read then counts as not having consented.
 
     Args:
         store: The shared cache backend.
-        ttl: Seconds a visitor's state is kept after its last change.
+        ttl: Seconds a visitor's state is kept after it was last written.
         now: The wall clock, in epoch seconds.
     """
 
@@ -66,6 +77,11 @@ class ConsentLedger:
         self._store = store
         self._ttl = ttl
         self._now = now
+        # The memory store answers at once and cannot fail: keeping a state in it directly
+        # spares the backend's and the store's coroutines (as ``JsonCache`` reads it).
+        # Exactly MemoryStore: a subclass may override get or set, as the outage tests do.
+        memory = store.store if isinstance(store, CacheBackend) else store
+        self._keep_now = memory.keep_newer_now if type(memory) is MemoryStore else None
 
     async def remember(self, integration_id: str, event: dict[str, Any]) -> None:
         """Keep the consent state an event carried, as of its timestamp, when it is newest."""
@@ -106,14 +122,17 @@ class ConsentLedger:
         """Store ``consent`` as of ``at`` unless the stored state is newer; the state kept."""
         now = self._now()
         at = now if at is None or at > now else at
-        stored = await self._store.get(key)
-        kept = _parsed(stored) if stored is not None else None
-        if kept is not None:
-            kept_at = kept.pop(AT, None)  # the caller gets the consent state alone
-            if isinstance(kept_at, int | float) and at < kept_at:
-                return kept
-        await self._store.set(key, orjson.dumps({**consent, AT: at}), self._ttl)
-        return consent
+        value = orjson.dumps({**consent, AT: at})
+        keep_now = self._keep_now
+        if keep_now is not None:
+            newer = keep_now(key, value, at, self._ttl)
+        else:
+            newer = await self._store.keep_newer(key, value, at, self._ttl)
+        kept = _parsed(newer) if newer is not None else None
+        if kept is None:
+            return consent
+        kept.pop(AT, None)  # the caller gets the consent state alone
+        return kept
 
     @staticmethod
     def _key(integration_id: str, anonymous_id: str) -> str:

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from amperity_signal.browser import ConsentLedger, meets
-from amperity_signal.enrich import MemoryStore
+from amperity_signal.enrich import CacheBackend, MemoryStore
+from amperity_signal.metrics import Metrics
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 GRANTED = {"functional": True, "marketing": True}
@@ -111,3 +112,43 @@ async def test_the_previous_version_still_reads_what_this_one_stores(
     assert stored is not None
     assert meets(orjson.loads(stored), "functional")  # the previous version's read
     assert orjson.loads(stored)["at"] == NOW.timestamp()
+
+
+async def test_the_same_state_again_advances_at_so_a_late_older_change_cannot_win(
+    ledger: ConsentLedger,
+) -> None:
+    """Withdrawn at 10:00, granted 10:05, withdrawn 10:10: the 10:05 grant arriving last loses.
+
+    The 10:10 withdrawal finds a withdrawal kept; were ``at`` left at 10:00, the late grant
+    would be newer than it, and the page would see the profile of a visitor who withdrew.
+    """
+    await ledger.remember("web", delivered(WITHDRAWN, NOW - timedelta(minutes=10)))
+    await ledger.remember("web", delivered(WITHDRAWN, NOW))
+    await ledger.remember("web", delivered(GRANTED, NOW - timedelta(minutes=5)))
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its writes (a subclass: the ledger goes through its API)."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.writes = 0
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self.writes += 1
+        await super().set(key, value, ttl)
+
+
+async def test_a_retried_event_or_an_older_one_writes_nothing() -> None:
+    """Only a state not older, and not the very one kept, is written; each newer one is."""
+    store = CountingStore()
+    ledger = ConsentLedger(CacheBackend(store, metrics=Metrics()), now=WallClock(NOW))
+    event = delivered(GRANTED, NOW - timedelta(minutes=1))
+    await ledger.remember("web", event)
+    await ledger.remember("web", event)  # a retry: the same state at the same instant
+    await ledger.remember("web", delivered(WITHDRAWN, NOW - timedelta(minutes=2)))
+    assert store.writes == 1
+    await ledger.remember("web", delivered(GRANTED, NOW))
+    assert store.writes == 2
+    assert await ledger.allows("web", "anon-1", "functional")

@@ -173,6 +173,24 @@ class CacheBackend:
         self._succeeded()
         return merged
 
+    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+        """The store's atomic "keep the newer entry"; during an outage, None.
+
+        An outage answers as if ``value`` were in force (as a read that found nothing and
+        a dropped write did before), counts the lost read and writes nothing.
+        """
+        if self._skip():
+            self._lost((key,))
+            return None
+        try:
+            newer = await self.store.keep_newer(key, value, at, ttl)
+        except self._errors as exc:
+            self._failed(exc)
+            self._lost((key,))
+            return None
+        self._succeeded()
+        return newer
+
     async def close(self) -> None:
         """Release the store's connections."""
         try:

@@ -82,6 +82,17 @@ class CacheStore(Protocol):
         """
         ...
 
+    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+        """Store ``value``, true at ``at``, unless the entry under ``key`` is newer, atomically.
+
+        The read, the rule of ``newer_entry`` and the write happen with no other write of
+        the same key in between (across processes, for a shared store).
+
+        Returns:
+            The stored entry when it is newer and stays; None when ``value`` is in force.
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

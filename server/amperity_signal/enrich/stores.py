@@ -240,10 +240,10 @@ class RedisStore:
         A consenting visitor's every event carries the same state with a newer ``at``, and
         ``at`` must advance (see ``ConsentLedger``), so a ``GET`` first would answer alone
         only retried or late events and add a round trip to all the others (measured: two
-        round trips and ~250 us of client CPU per event against one and ~125 us; the old
-        ``GET`` and ``SET`` took two and ~200 us). Running the script twice is harmless (a
-        connection error is retried once, maybe after the first run took effect): the
-        second run finds the same bytes stored and writes nothing.
+        round trips and ~245 us of client CPU per event against one and ~150 us; the old
+        ``GET`` and ``SET`` took two and ~200 us; docs/benchmarks.md). Running the script
+        twice is harmless (a connection error is retried once, maybe after the first run
+        took effect): the second run finds the same bytes stored and writes nothing.
         Arguments and answer as for ``MemoryStore.keep_newer``.
         """
         reply = await self._keep_newer_script(keys=[key], args=keep_newer_arguments(value, at, ttl))

@@ -5,6 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -60,3 +67,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class CountingRedis(redis.Redis):
+    """A Redis client that records the name of every command it sends (one per round trip).
+
+    ``after_get``, when set, runs once after the next GET has been answered and before
+    its caller sees the answer: another replica's write landing at that moment.
+    """
+
+    def __init__(self, port: int, *, timeout: float) -> None:
+        # Configured as ``RedisStore.from_url`` configures the service's client.
+        super().__init__(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self.commands: list[str] = []
+        self.after_get: Callable[[], Awaitable[object]] | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        command = str(args[0]).upper()
+        self.commands.append(command)
+        # redis-py leaves execute_command unannotated.
+        reply = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        if command == "GET" and self.after_get is not None:
+            hook, self.after_get = self.after_get, None
+            await hook()
+        return reply

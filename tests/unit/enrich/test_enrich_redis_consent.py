@@ -21,8 +21,7 @@ from amperity_signal.enrich.stores import RedisStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock
-from .redis_support import RedisProcess
-from .test_enrich_redis_identity import CountingRedis
+from .redis_support import CountingRedis, RedisProcess
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 VISITOR = "anon_abc123"

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from amperity_signal.config import CacheSettings, LinkingKey
@@ -30,7 +27,7 @@ from amperity_signal.enrich.stores import RedisStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, event, integration
-from .redis_support import RedisProcess
+from .redis_support import CountingRedis, RedisProcess
 
 DAY = 86_400.0
 TTL = 30 * DAY
@@ -39,36 +36,6 @@ KEY = cache_key("ident", "acme", "anonymous_id", VISITOR)
 LINKING_KEYS: tuple[LinkingKey, ...] = tuple(integration().linking_keys)
 ALICE = {"email:sha256": "a" * 64}
 CUSTOMER = {"user_id": "cust-1"}
-
-
-class CountingRedis(redis.Redis):
-    """A Redis client that records the name of every command it sends (one per round trip).
-
-    ``after_get``, when set, runs once after the next GET has been answered and before
-    its caller sees the answer: another replica's write landing at that moment.
-    """
-
-    def __init__(self, port: int, *, timeout: float) -> None:
-        # Configured as ``RedisStore.from_url`` configures the service's client.
-        super().__init__(
-            host="127.0.0.1",
-            port=port,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-        self.commands: list[str] = []
-        self.after_get: Callable[[], Awaitable[object]] | None = None
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        command = str(args[0]).upper()
-        self.commands.append(command)
-        # redis-py leaves execute_command unannotated.
-        reply = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        if command == "GET" and self.after_get is not None:
-            hook, self.after_get = self.after_get, None
-            await hook()
-        return reply
 
 
 def counted_backend(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from amperity_signal.service.app import SERVICE_NAME, Deps, Service, build_serve
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.test_contract import details, event
-from tests.support import Keys, integration_dict, settings_for
+from tests.support import Keys, delivery_record, integration_dict, settings_for
 
 GRACE = 10.0
 """Longer than any of these tests needs: only a stream left open would wait it out."""
@@ -60,6 +61,12 @@ async def service(keys: Keys, amperity: GatedAmperity) -> AsyncIterator[Service]
     await built.start()
     yield built
     await built.stop(0)
+
+
+async def open_requests(first: pb.Event) -> AsyncIterator[pb.DeliverStreamRequest]:
+    """A stream's requests: ``first``, then nothing more, yet (the caller does not half-close)."""
+    yield pb.DeliverStreamRequest(integration_id="web", event=first)
+    await asyncio.Event().wait()
 
 
 async def begin_stopping(service: Service, channel: grpc.aio.Channel) -> asyncio.Task[None]:
@@ -223,9 +230,12 @@ def stuck_watches_noticed() -> Iterator[asyncio.Event]:
     """Set when the service logs that health watchers stopped reading at a stop."""
     heard = Heard("stopped reading")
     logger = logging.getLogger("amperity_signal.server")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the notice is logged at info
     logger.addHandler(heard)
     yield heard.event
     logger.removeHandler(heard)
+    logger.setLevel(level)
 
 
 async def test_a_health_watcher_that_stopped_reading_is_cancelled_once_real_calls_are_done(
@@ -261,3 +271,81 @@ async def test_a_health_watcher_that_stopped_reading_is_cancelled_once_real_call
 
     assert delivered.vendor_request.status_code == 202
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_deliveries_watcher_that_stopped_reading_is_cancelled_once_real_calls_are_done(
+    service: Service,
+    amperity: GatedAmperity,
+    stuck_watches_noticed: asyncio.Event,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its records cannot be sent: the Deliver in flight is answered, then the watch is cut."""
+    caplog.set_level(logging.INFO)
+    target = f"127.0.0.1:{service.port}"
+    async with (
+        grpc.aio.insecure_channel(target, options=NOT_READING) as watching,
+        grpc.aio.insecure_channel(target) as delivering,
+    ):
+        for number in range(3):
+            service.live.publish(delivery_record(number))
+        # The watcher reads nothing: the records it asked for wait on its flow control.
+        watch = pb_grpc.AmperityServiceStub(watching).WatchDeliveries(
+            pb.WatchDeliveriesRequest(integration_id="web", replay=3)
+        )
+        await watch.initial_metadata()
+        deliver = pb_grpc.AmperityServiceStub(delivering).Deliver(
+            pb.DeliverRequest(integration_id="web", event=event(type="track", event="add_to_cart"))
+        )
+        await amperity.arrived.wait()
+        stopping = asyncio.create_task(service.stop(LONG_GRACE))
+        # The watcher had its moment to take its records and the stop, and did not.
+        await asyncio.wait_for(stuck_watches_noticed.wait(), LONG_GRACE / 2)
+        assert not stopping.done(), "the Deliver in flight holds the stop, not the watch"
+        amperity.gate.set()
+        delivered = await deliver
+        # Well before the grace's end: the watch was cancelled once the Deliver was answered.
+        await asyncio.wait_for(stopping, LONG_GRACE / 2)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            async for _ in watch:
+                pass
+
+    assert delivered.vendor_request.status_code == 202
+    # What both clients take for a broken stream: the Python client's watch reopens it.
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_stream_slow_to_read_its_answer_holds_the_stop_past_a_stuck_watch(
+    service: Service, amperity: GatedAmperity, stuck_watches_noticed: asyncio.Event
+) -> None:
+    """A stream does work: unlike a stuck watch it is not cut, and its late reader is answered.
+
+    Then only the watch holds the stop, which ends well before the grace.
+    """
+    amperity.gate.set()
+    sent = event(type="track", event="add_to_cart")
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{service.port}", options=NOT_READING
+    ) as channel:
+        stub = pb_grpc.AmperityServiceStub(channel)
+        # Replayed if it comes first: the delivery's record reaches the watch either way.
+        watch = stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web", replay=1))
+        await watch.initial_metadata()
+        async with aclosing(service.live.watch("web")) as records:
+            call = stub.DeliverStream(open_requests(sent))
+            await anext(records)  # delivered: its record and its answer wait unread
+        stopping = asyncio.create_task(service.stop(LONG_GRACE))
+        await asyncio.wait_for(stuck_watches_noticed.wait(), LONG_GRACE / 2)
+        assert not stopping.done(), "the stream's unread answer holds the stop"
+        answer = await call.read()  # the caller reads again, after the watches' farewell
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await call.read()
+        await asyncio.wait_for(stopping, LONG_GRACE / 2)
+        watch.cancel()
+
+    assert isinstance(answer, pb.DeliverStreamResponse)
+    assert answer.message_id == sent.message_id
+    assert answer.result.vendor_request.status_code == 202
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details(ended.value)["ErrorInfo"].reason == "SERVICE_STOPPING"
+    assert amperity.posted == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,19 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from amperity_signal.processes import start_process
+from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.e2e.stack import CLI, Stack, free_port
 from tests.support import STREAM, message_id
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "datafly.amperity.v1.AmperityService"
+LONG_GRACE = 60.0
+"""A grace no test waits out: a stop held by a stream would still be held at the end."""
+NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
+"""A receive window of 0 that never grows: a message arrives only while a read waits."""
 
 
 async def test_the_example_config_serves_health_and_reflection(tmp_path: Path) -> None:
@@ -109,3 +115,39 @@ async def test_a_health_watcher_that_stopped_reading_does_not_hold_the_stop(stac
         exit_code = await asyncio.wait_for(service.process.proc.wait(), grace / 2)
         watch.cancel()
     assert exit_code == 0
+
+
+async def test_a_deliveries_watcher_that_stopped_reading_does_not_hold_the_stop(
+    stack: Stack,
+) -> None:
+    """SIGTERM with a Live Events watcher whose window is full: exit 0 long before the grace.
+
+    The records it was sent wait on gRPC flow control, so its watch cannot end by itself:
+    the service cuts it after a moment, and the watcher, reading again, sees UNAVAILABLE.
+    """
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox, server={"grace_period": LONG_GRACE})
+    async with grpc.aio.insecure_channel(service.grpc_target, options=NOT_READING) as channel:
+        watch = pb_grpc.AmperityServiceStub(channel).WatchDeliveries(
+            pb.WatchDeliveriesRequest(integration_id="web", replay=1)
+        )
+        await watch.initial_metadata()
+        sent = pb.Event(message_id=message_id(), type="page", anonymous_id="anon_watcher")
+        delivered = await service.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+        # From here on the watcher reads nothing: its record waits unread.
+        service.process.proc.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(service.process.proc.wait(), LONG_GRACE / 2)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            async for _ in watch:
+                pass
+    assert delivered.vendor_request.status_code == 202
+    assert exit_code == 0
+    # What both clients take for a broken stream: the Python client's watch reopens it.
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not _errors_logged(service.process)
+
+
+def _errors_logged(process: Process) -> list[str]:
+    """The error lines of a process's JSON log."""
+    lines = process.log.read_text(errors="replace").splitlines()
+    return [line for line in lines if json.loads(line).get("level") in ("error", "critical")]

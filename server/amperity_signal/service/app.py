@@ -32,8 +32,8 @@ from amperity_signal.enrich import CacheStore, Enricher, build_cache
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
-from amperity_signal.service.health import FAREWELL_SECONDS, HealthServicer
-from amperity_signal.service.inflight import CallsInFlight
+from amperity_signal.service.health import HealthServicer
+from amperity_signal.service.inflight import FAREWELL_SECONDS, CallsInFlight
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
@@ -46,6 +46,15 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 log = logging.getLogger("amperity_signal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+WATCH_METHODS = frozenset(
+    {
+        f"/{health_pb2.DESCRIPTOR.services_by_name['Health'].full_name}/Watch",
+        f"/{SERVICE_NAME}/WatchDeliveries",
+    }
+)
+"""The watches: streams that carry no work, only tell their caller what happens (the
+health status, Live Events). At a stop, one whose caller has stopped reading is cancelled
+``FAREWELL_SECONDS`` in, once the calls doing work are answered."""
 PENDING_CALLS_LIMIT = 10_000
 """Calls gRPC core holds for the event loop to pick up before it starts refusing them.
 
@@ -110,8 +119,9 @@ class Service:
         Streams and watches, which never finish by themselves, stop taking events and end
         (UNAVAILABLE) once the events they took are answered, rather than hold the whole
         grace period and be cancelled at its end; health watches end once they have sent
-        NOT_SERVING, or are cancelled if their caller does not take it (see
-        ``_cancel_stuck_watches``).
+        NOT_SERVING. A watch whose caller does not take its last messages is cancelled
+        (see ``_cancel_stuck_watches``); a DeliverStream whose caller does not take its
+        answers holds the stop for the grace period, as any call doing work does.
         """
         await self.health.enter_graceful_shutdown()
         self.health.end_watches()
@@ -125,23 +135,22 @@ class Service:
         await self.cache.close()
 
     async def _cancel_stuck_watches(self, stopping: asyncio.Future[None], farewell: float) -> None:
-        """Cancel the health watches still open after ``farewell``, once no other call is.
+        """Cancel the watches still open after ``farewell``, once no other call is.
 
-        Such a watch's caller has stopped reading: gRPC flow control holds its NOT_SERVING,
-        and the watch would hold the stop for the whole grace period. grpc.aio cannot
-        cancel one call, only every call left: so the real calls are answered first (or
-        cut at the grace's end, as ever), then what is left, only such watches, ends.
+        Such a watch's caller has stopped reading: gRPC flow control holds its last
+        messages (a health watch's NOT_SERVING, a Live Events watch's records), and the
+        watch would hold the stop for the whole grace period. grpc.aio cannot cancel one
+        call, only every call left: so the real calls are answered first (or cut at the
+        grace's end, as ever), then what is left, only such watches, ends.
         """
         await asyncio.wait({stopping}, timeout=farewell)
-        if stopping.done() or not self.health.open_watches:
+        if stopping.done() or not self.calls.watches:
             return
         log.info(
-            "health watches whose callers stopped reading end once the calls in flight are done",
-            extra={"watches": self.health.open_watches, "calls": self.calls.count},
+            "watches whose callers stopped reading end once the calls in flight are done",
+            extra={"watches": self.calls.watches, "calls": self.calls.count},
         )
-        only_watches = asyncio.ensure_future(
-            self.calls.wait_until(lambda: self.calls.count <= self.health.open_watches)
-        )
+        only_watches = asyncio.ensure_future(self.calls.wait_until(self.calls.only_watches))
         try:
             await asyncio.wait({stopping, only_watches}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -215,7 +224,7 @@ def build_server(
     # The generated add_*_to_server functions only call the registration methods, which
     # ObservedRegistration has: it gives the server and the in-process channel's registry
     # the same observed handlers, so the channel serves exactly what the server does.
-    calls = CallsInFlight()
+    calls = CallsInFlight(WATCH_METHODS)
     target: Any = ObservedRegistration(deps.metrics, server, handlers, calls=calls)
     pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)

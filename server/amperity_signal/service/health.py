@@ -8,8 +8,8 @@ their watches (``end_watches``) so the server stops as soon as the real RPCs are
 
 A watcher that has stopped reading (its stream's flow-control window full) never takes
 NOT_SERVING, so its watch cannot end by itself: ``Service.stop`` gives every watcher
-``FAREWELL_SECONDS`` to take it, then cancels the watches still open as soon as no other
-call is left.
+``inflight.FAREWELL_SECONDS`` to take it, then cancels the watches still open as soon as
+no other call is left.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ _LIST_MESSAGES: Any = health_pb2
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-FAREWELL_SECONDS = 1.0
-"""How long a watcher has, at a stop, to take its last status before its watch is cancelled."""
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -64,11 +62,6 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._watches_ended = True
         for changed in self._watchers:
             changed.set()
-
-    @property
-    def open_watches(self) -> int:
-        """How many watches are open (at a stop: those still to take their last status)."""
-        return len(self._watchers)
 
     def _set(self, service: str, status: int) -> None:
         self._statuses[service] = status

@@ -282,11 +282,11 @@ class _Observed:
         rid = rid or _new_request_id()
         request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
-        self._calls.begin()
+        self._calls.begin(self._method)
         return time.perf_counter()
 
     def _end(self, context: Context, started: float, *, cancelled: bool = False) -> None:
-        self._calls.end()
+        self._calls.end(self._method)
         code = context.code()
         if code is None and cancelled:
             # grpc.aio cancels the handler when the caller hangs up or its deadline passes,

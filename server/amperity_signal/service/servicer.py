@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -348,10 +349,12 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         # Headers at once, not with the first record: a reconnecting client can tell a
         # watch the service took from one still connecting, before anything is delivered.
         await context.send_initial_metadata(())
-        async for watched in self._live.watch(request.integration_id, max(request.replay, 0)):
-            response = record_to_proto(watched.record)
-            response.missed_before = min(watched.missed_before, _UINT32_MAX)
-            yield response
+        watch = self._live.watch(request.integration_id, max(request.replay, 0))
+        async with contextlib.aclosing(watch) as records:
+            async for watched in records:
+                response = record_to_proto(watched.record)
+                response.missed_before = min(watched.missed_before, _UINT32_MAX)
+                yield response
         # The watch ends only when the service stops (LiveEvents.close).
         await context.abort_with_status(to_grpc_status(_stopping_error()))
 

@@ -26,10 +26,19 @@ def amperity(request: httpx.Request) -> httpx.Response:
 
 
 class CallContext:
-    """The part of a server call's context the observed DeliverStream handler uses."""
+    """The part of a server call's context the observed DeliverStream handler uses.
+
+    Its caller reads nothing until the test says so: each ``write`` waits for a permit.
+    """
 
     def __init__(self) -> None:
         self.trailing: tuple[tuple[str, str], ...] = ()
+        self.written: list[pb.DeliverStreamResponse] = []
+        self.permits = asyncio.Semaphore(0)
+
+    async def write(self, message: pb.DeliverStreamResponse) -> None:
+        self.written.append(message)
+        await self.permits.acquire()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
@@ -65,18 +74,20 @@ async def test_a_stream_whose_answers_are_not_read_takes_no_more_events_than_its
             taken += 1
             yield pb.DeliverStreamRequest(integration_id="web", event=event(type="page"))
 
-    answers = handler.stream_stream(requests(), CallContext())
+    context = CallContext()
+    call = asyncio.create_task(handler.stream_stream(requests(), context))
     try:
-        first = await anext(answers)
-        assert first.result.vendor_request.status_code == 202
         await run_ready_tasks()
+        first = context.written[0]
+        assert first.result.vendor_request.status_code == 202
         # The answer being sent still holds its slot: the window's 64 events are taken,
         # plus one read and waiting for a slot.
         assert taken == STREAM_CONCURRENCY + 1
         for _ in range(10):
-            await anext(answers)
+            context.permits.release()
         await run_ready_tasks()
         assert taken == STREAM_CONCURRENCY + 11  # ten answers sent, ten slots freed
     finally:
-        await answers.aclose()
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
         await service.registry.aclose()

@@ -23,6 +23,8 @@ GRACE = 10.0
 """Longer than any of these tests needs: only a stream left open would wait it out."""
 LONG_GRACE = 60.0
 """A grace no test waits out: a stop held by a watch would still be held at the end."""
+ANSWERS_GRACE = 5.0
+"""A grace a test waits out: a stream whose caller reads no answers holds the stop so long."""
 NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
 """Channel options of a client that stops reading: a receive window of 0 that never grows.
 
@@ -238,6 +240,16 @@ def stuck_watches_noticed() -> Iterator[asyncio.Event]:
     logger.setLevel(level)
 
 
+@pytest.fixture
+def answers_given_up() -> Iterator[asyncio.Event]:
+    """Set when the service logs that a stop gave up a DeliverStream's answers."""
+    heard = Heard("gave up answers")
+    logger = logging.getLogger("amperity_signal.service")
+    logger.addHandler(heard)
+    yield heard.event
+    logger.removeHandler(heard)
+
+
 async def test_a_health_watcher_that_stopped_reading_is_cancelled_once_real_calls_are_done(
     service: Service,
     amperity: GatedAmperity,
@@ -349,3 +361,38 @@ async def test_a_stream_slow_to_read_its_answer_holds_the_stop_past_a_stuck_watc
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details(ended.value)["ErrorInfo"].reason == "SERVICE_STOPPING"
     assert amperity.posted == 1
+
+
+async def test_answers_a_stream_caller_never_reads_are_given_up_at_the_grace_and_logged(
+    keys: Keys,
+    service: Service,
+    amperity: GatedAmperity,
+    answers_given_up: asyncio.Event,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its event is delivered; its answer waits out the grace, then is logged without secrets."""
+    amperity.gate.set()
+    sent = event(type="track", event="add_to_cart")
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{service.port}", options=NOT_READING
+    ) as channel:
+        async with aclosing(service.live.watch("web")) as records:
+            call = pb_grpc.AmperityServiceStub(channel).DeliverStream(open_requests(sent))
+            await anext(records)  # delivered: its answer waits unread
+        await service.stop(ANSWERS_GRACE)
+        await asyncio.wait_for(answers_given_up.wait(), ANSWERS_GRACE)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            async for _ in call:
+                pass
+
+    assert amperity.posted == 1
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE  # the client sends it again
+    (given_up,) = [r for r in caplog.records if "gave up answers" in r.getMessage()]
+    assert given_up.levelno == logging.WARNING
+    fields: Any = given_up.__dict__
+    assert (fields["answers_not_sent"], fields["events_cancelled"]) == (1, 0)
+    assert fields["message_ids"] == [sent.message_id]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert keys.ingest not in logged
+    assert keys.profile not in logged
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -11,7 +11,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -175,6 +175,27 @@ def _wrap(
     return handler
 
 
+async def _write_all(responses: AsyncGenerator[Any, None], context: Context) -> bool:
+    """Write each answer of a streaming handler; False when gRPC refused one (the call is over).
+
+    The answers are written here, with grpc.aio's writer API, rather than by grpc.aio
+    iterating the generator: a call cancelled while an answer waits on flow control (its
+    caller stopped reading, and a stop cut the call) then stops here and the generator is
+    closed at once, so its ``finally`` runs now rather than whenever the collector
+    finalizes it.
+    """
+    try:
+        async for response in responses:
+            try:
+                await context.write(response)
+            except grpc.aio.InternalError:
+                # The call's caller left, or a stop cancelled it: no one is left to answer.
+                return False
+        return True
+    finally:
+        await responses.aclose()
+
+
 def _new_request_id() -> str:
     """32 random hex digits, the shape of ``uuid4().hex`` without its syscall per call."""
     # The module's generator reseeds itself in forked workers; this is an id, not a secret.
@@ -198,7 +219,7 @@ class _Observed:
         """
         if inspect.isasyncgenfunction(inner):
 
-            async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+            async def writer(request: Any, context: Context) -> None:
                 started, cancelled = self._begin(context), False
                 try:
                     if type(request) is Malformed:
@@ -206,10 +227,10 @@ class _Observed:
                             to_grpc_status(malformed_request(self._method, request.decode_error))
                         )
                     try:
-                        async for response in inner(
+                        responses = inner(
                             _checked(request, self._method) if streamed else request, context
-                        ):
-                            yield response
+                        )
+                        cancelled = not await _write_all(responses, context)
                     except MalformedRequest as error:
                         await context.abort_with_status(to_grpc_status(error))
                 except Exception as error:
@@ -220,7 +241,7 @@ class _Observed:
                 finally:
                     self._end(context, started, cancelled=cancelled)
 
-            return generator
+            return writer
 
         # Unary handlers return their response; streaming ones such as grpc_health's
         # Watch write with context.write() and return None. Either way: await it.

@@ -159,6 +159,10 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         events in the middle of their POST to Amperity included (the client then sends
         them again: a duplicate at Amperity). Each ends instead with UNAVAILABLE
         (``SERVICE_STOPPING``), which the clients answer by reopening elsewhere.
+
+        A DeliverStream whose caller has stopped reading its answers cannot end so: it
+        holds the stop for the grace period, as any call doing work does (its events are
+        still delivered), and what it could not tell its caller is logged then.
         """
         self._stopping = True
         for reader in list(self._stream_readers):
@@ -190,19 +194,11 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             await context.abort_with_status(to_grpc_status(_stopping_error()))
         responses: asyncio.Queue[pb.DeliverStreamResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
-        tasks: set[asyncio.Task[None]] = set()
+        # Each event being delivered, by its message_id (logged if a stop cuts it short).
+        tasks: dict[asyncio.Task[None], str] = {}
 
         async def handle(request: pb.DeliverStreamRequest) -> None:
-            try:
-                responses.put_nowait(await self._deliver_streamed(request, context))
-            except Exception:
-                # A bug met by one event fails that event's answer, not the stream and the
-                # events in flight beside it; its text stays in the log (it may hold anything).
-                log.exception("delivery failed unexpectedly")
-                failure = to_delivery_error(unexpected_failure())
-                responses.put_nowait(
-                    pb.DeliverStreamResponse(message_id=request.event.message_id, error=failure)
-                )
+            responses.put_nowait(await self._deliver_streamed(request, context))
 
         malformed: list[MalformedRequest] = []
         stopped: list[bool] = []
@@ -213,8 +209,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                     async for request in request_iterator:
                         await slots.acquire()
                         task = asyncio.create_task(handle(request))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        tasks[task] = request.event.message_id
+                        task.add_done_callback(tasks.pop)
                 except MalformedRequest as error:
                     # Corrupt bytes end the reading; the events already taken are still
                     # answered before the stream ends with INVALID_ARGUMENT.
@@ -233,9 +229,12 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 responses.put_nowait(None)
 
         reader = self._reading(read())
+        sending: pb.DeliverStreamResponse | None = None
         try:
             while (response := await responses.get()) is not None:
+                sending = response
                 yield response
+                sending = None
                 # The slot is free once the answer is sent, not when it is ready: a caller
                 # that stops reading answers stops the reading of its events (gRPC flow
                 # control holds the rest in its own windows), instead of the answers
@@ -248,6 +247,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 await context.abort_with_status(to_grpc_status(_stopping_error()))
         finally:
             reader.cancel()
+            if self._stopping:
+                _log_given_up(sending, responses, tasks)
             for task in list(tasks):
                 task.cancel()
 
@@ -261,7 +262,19 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     async def _deliver_streamed(
         self, request: pb.DeliverStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeliverStreamResponse:
-        """One DeliverStream event's answer: its result, or its error."""
+        """One DeliverStream event's answer: its result, or its error (a bug's included)."""
+        try:
+            return await self._answer_streamed(request, context)
+        except Exception:
+            # A bug met by one event fails that event's answer, not the stream and the
+            # events in flight beside it; its text stays in the log (it may hold anything).
+            log.exception("delivery failed unexpectedly")
+            failure = to_delivery_error(unexpected_failure())
+            return pb.DeliverStreamResponse(message_id=request.event.message_id, error=failure)
+
+    async def _answer_streamed(
+        self, request: pb.DeliverStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeliverStreamResponse:
         try:
             if not request.event.message_id:
                 raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
@@ -410,6 +423,35 @@ def _stopped_reading(cancelled: asyncio.CancelledError) -> bool:
     if current is not None:
         current.uncancel()
     return True
+
+
+def _log_given_up(
+    sending: pb.DeliverStreamResponse | None,
+    answers: asyncio.Queue[pb.DeliverStreamResponse | None],
+    delivering: dict[asyncio.Task[None], str],
+) -> None:
+    """Log what a DeliverStream cut short by a stop never told its caller (if anything).
+
+    Its caller stopped reading answers (or left): the events answered but not told were
+    delivered or refused, those still being delivered are cancelled, and the client sends
+    them all again. Only counts and message_ids: no event content, no header, no key.
+    """
+    unsent = [] if sending is None else [sending]
+    while not answers.empty():
+        answer = answers.get_nowait()
+        if answer is not None:
+            unsent.append(answer)
+    if not unsent and not delivering:
+        return
+    log.warning(
+        "the stop gave up answers its DeliverStream caller did not take: that client sends "
+        "those events again (Amperity sees the answered ones twice, by message_id)",
+        extra={
+            "answers_not_sent": len(unsent),
+            "events_cancelled": len(delivering),
+            "message_ids": [a.message_id for a in unsent] + sorted(delivering.values()),
+        },
+    )
 
 
 def _stopping_error() -> ServiceStopping:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -26,6 +27,7 @@ LONG_GRACE = 60.0
 """A grace no test waits out: a stop held by a stream would still be held at the end."""
 NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
 """A receive window of 0 that never grows: a message arrives only while a read waits."""
+ADMIN_TOKEN = "adm-3b8e61f0c2d94a57-stop"
 
 
 async def test_the_example_config_serves_health_and_reflection(tmp_path: Path) -> None:
@@ -145,6 +147,59 @@ async def test_a_deliveries_watcher_that_stopped_reading_does_not_hold_the_stop(
     # What both clients take for a broken stream: the Python client's watch reopens it.
     assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not _errors_logged(service.process)
+
+
+@pytest.mark.parametrize("standalone", [False, True], ids=["embedded", "standalone"])
+async def test_sigterm_ends_an_open_live_events_stream_with_a_failure_event(
+    stack: Stack, standalone: bool
+) -> None:
+    """The gateway's stop ends /live/stream at once, cleanly: no wait, no cut body, no error.
+
+    A stream never ends by itself; uvicorn waited for it (5 s) then cut it mid-body, and
+    logged the cancelled request as an error. The page hears ``failure``, then reconnects.
+    """
+    sandbox = await stack.sandbox()
+    service = await stack.service(
+        sandbox, server={"grace_period": LONG_GRACE, "admin_token": ADMIN_TOKEN}
+    )
+    gateway, url = service.process, service.http_url
+    if standalone:
+        gateway = await start_process(
+            [
+                *CLI,
+                "gateway",
+                "--config",
+                str(service.config),
+                "--grpc-target",
+                service.grpc_target,
+                "--http-address",
+                "127.0.0.1:0",
+            ],
+            ready="gateway listening on ",
+            log=stack.workdir / "gateway.log",
+        )
+        stack.processes.append(gateway)
+        url = gateway.output_value("gateway listening on ")
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=LONG_GRACE / 2) as client,
+        client.stream("GET", "/live/stream", headers=headers) as stream,
+    ):
+        assert stream.status_code == 200
+        chunks = stream.aiter_text()
+        body = await anext(chunks)  # the stream is open: its retry hint came
+        gateway.proc.send_signal(signal.SIGTERM)
+        body += "".join([chunk async for chunk in chunks])
+    exit_code = await asyncio.wait_for(gateway.proc.wait(), LONG_GRACE / 2)
+
+    events = [
+        (fields["event"], json.loads(fields["data"]))
+        for block in body.split("\n\n")
+        if "event" in (fields := dict(line.split(": ", 1) for line in block.splitlines()))
+    ]
+    assert [(name, error["code"]) for name, error in events] == [("failure", "SERVICE_UNAVAILABLE")]
+    assert exit_code == 0
+    assert not _errors_logged(gateway)
 
 
 def _errors_logged(process: Process) -> list[str]:

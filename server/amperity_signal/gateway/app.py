@@ -105,7 +105,8 @@ def create_gateway_app(
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
 
     Returns:
-        The Starlette app; its lifespan closes the gRPC channel.
+        The Starlette app; its lifespan closes the gRPC channel, and
+        ``app.state.end_streams()`` ends its open Live Events streams.
     """
     if (grpc_target is None) == (channel_factory is None):
         raise ValueError("Pass exactly one of grpc_target and channel_factory.")
@@ -152,7 +153,7 @@ def create_gateway_app(
             untimed=frozenset({STREAM_PATH}),
         ),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={
@@ -164,3 +165,7 @@ def create_gateway_app(
         },
         lifespan=lifespan,
     )
+    # What the server calls as its shutdown begins (``GatewayServer``): the Live Events
+    # streams never end by themselves, and it waits for open responses before it stops.
+    app.state.end_streams = live.close
+    return app

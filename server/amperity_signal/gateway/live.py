@@ -49,6 +49,8 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+_Item = dict[str, Any] | GatewayError | None
+"""What waits for a stream's page: a record, the error that ends it, or its end."""
 _ASSETS = {
     "live.js": "text/javascript; charset=utf-8",
     "live.css": "text/css; charset=utf-8",
@@ -76,6 +78,14 @@ def _sse(event: str, data: Any, event_id: str | None = None) -> str:
         lines.append(f"id: {event_id.replace(chr(10), ' ').replace(chr(13), ' ')}")
     lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
     return "\n".join(lines) + "\n\n"
+
+
+_GATEWAY_STOPPING = GatewayError(
+    503,
+    "SERVICE_UNAVAILABLE",
+    "The gateway is shutting down; this page reconnects by itself once it is back.",
+)
+"""How an open stream ends when the gateway stops: as it ends when the service stops."""
 
 
 def _watch_error(error: grpc.aio.AioRpcError) -> GatewayError:
@@ -115,6 +125,24 @@ class LiveEndpoints:
         self._replay = settings.live_replay
         self._static_dir = static_dir
         self._heartbeat = heartbeat
+        # Each open stream's WatchDeliveries pump and the queue its events wait in.
+        self._streams: dict[asyncio.Task[None], asyncio.Queue[_Item]] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """End every open stream with a ``failure`` event: the gateway is stopping.
+
+        A stream never ends by itself, and the server waits for open responses before it
+        stops: without this, a Live Events page open held every stop of the gateway for
+        its whole shutdown timeout, and its stream was then cut mid-body. The records
+        still queued for the page are dropped; a reconnecting page replays recent ones.
+        """
+        self._closed = True
+        for pump, queue in self._streams.items():
+            pump.cancel()  # puts nothing more: the queue has room for the last word
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(_GATEWAY_STOPPING)
 
     def routes(self) -> list[Route]:
         """``/live``, ``/live/stream`` and the page's two assets."""
@@ -243,7 +271,11 @@ class LiveEndpoints:
         )
 
     async def _events(self, integration_id: str, replay: int) -> AsyncIterator[str]:
-        queue: asyncio.Queue[dict[str, Any] | GatewayError | None] = asyncio.Queue(1000)
+        yield "retry: 3000\n\n"
+        if self._closed:
+            yield _sse("failure", _GATEWAY_STOPPING.body())
+            return
+        queue: asyncio.Queue[_Item] = asyncio.Queue(1000)
 
         async def pump() -> None:
             try:
@@ -255,8 +287,8 @@ class LiveEndpoints:
                 await queue.put(None)
 
         task = asyncio.create_task(pump())
+        self._streams[task] = queue
         try:
-            yield "retry: 3000\n\n"
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), self._heartbeat)
@@ -271,6 +303,7 @@ class LiveEndpoints:
                 record = scrub(item, self._secrets)
                 yield _sse("delivery", record, str(record.get("message_id", "")))
         finally:
+            del self._streams[task]
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

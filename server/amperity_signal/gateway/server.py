@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,25 @@ class JsonErrorH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class GatewayServer(ProcessServer):
+    """The gateway's uvicorn server: its shutdown first ends the streams that never end.
+
+    uvicorn stops by waiting for the responses in progress (``timeout_graceful_shutdown``)
+    and then cancelling them: an open Live Events page held every stop that long and had
+    its stream cut mid-body, an error logged. ``end_streams`` ends those streams instead
+    (``LiveEndpoints.close``), so the stop waits only for the requests doing work.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, end_streams: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._end_streams = end_streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End the endless streams, then stop as uvicorn does."""
+        self._end_streams()
+        await super().shutdown(sockets)
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` (or ``[v6]:port``) as a (host, port) pair.
 
@@ -127,6 +147,8 @@ def listening_url(sock: socket.socket) -> str:
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
+    ``app`` is one ``create_gateway_app`` built: its stop ends its Live Events streams.
+
     uvicorn configures no logging and writes no access log: its loggers propagate to the
     process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
     would carry query strings, among them ``/live?token=<admin token>``.
@@ -143,7 +165,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    return ProcessServer(config)
+    return GatewayServer(config, end_streams=app.state.end_streams)
 
 
 def run_gateway(

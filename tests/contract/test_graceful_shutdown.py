@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from amperity_signal.service.app import SERVICE_NAME, Deps, Service, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -396,3 +397,31 @@ async def test_answers_a_stream_caller_never_reads_are_given_up_at_the_grace_and
     assert keys.ingest not in logged
     assert keys.profile not in logged
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_idle_reflection_stream_does_not_hold_the_stop_for_the_grace(
+    service: Service,
+) -> None:
+    """An idle reflection stream (grpcurl and IDEs keep one open) does no work.
+
+    It is cut like a watch, not waited for until the grace ends.
+    """
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        asked = asyncio.Queue[reflection_pb2.ServerReflectionRequest]()
+        await asked.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+
+        async def questions() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            while True:  # a caller that may ask more and never half-closes
+                yield await asked.get()
+
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
+        call = stub.ServerReflectionInfo(questions())
+        listed = await call.read()
+        assert SERVICE_NAME in {s.name for s in listed.list_services_response.service}
+        stopping = asyncio.create_task(service.stop(LONG_GRACE))
+        # Well before the grace's end: nothing but the idle stream was in flight.
+        await asyncio.wait_for(stopping, LONG_GRACE / 2)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await call.read()
+
+    assert cut.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -46,15 +46,19 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 log = logging.getLogger("amperity_signal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
+_REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 WATCH_METHODS = frozenset(
     {
         f"/{health_pb2.DESCRIPTOR.services_by_name['Health'].full_name}/Watch",
         f"/{SERVICE_NAME}/WatchDeliveries",
+        # grpcurl and IDEs keep a reflection stream open between their questions.
+        f"/{_REFLECTION}/ServerReflectionInfo",
     }
 )
 """The watches: streams that carry no work, only tell their caller what happens (the
-health status, Live Events). At a stop, one whose caller has stopped reading is cancelled
-``FAREWELL_SECONDS`` in, once the calls doing work are answered."""
+health status, Live Events) or answer questions about the service (reflection). At a
+stop, one still open ``FAREWELL_SECONDS`` in (its caller stopped reading, or keeps an idle
+reflection stream) is cancelled once the calls doing work are answered."""
 PENDING_CALLS_LIMIT = 10_000
 """Calls gRPC core holds for the event loop to pick up before it starts refusing them.
 

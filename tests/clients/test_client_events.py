@@ -72,6 +72,26 @@ def test_timestamps_are_read_as_iso_8601_with_naive_meaning_utc() -> None:
     assert naive.ToDatetime(tzinfo=UTC) == datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "why"),
+    [
+        ("2025-02-30T12:00:00Z", "day is out of range for month"),
+        ("2025-02-29", "day is out of range for month"),
+        ("2025-01-31T24:00:00", "hour must be in 0..23"),
+    ],
+)
+def test_an_impossible_date_is_refused_naming_the_timestamp_and_why(
+    timestamp: str, why: str
+) -> None:
+    """Feb 30 has the form but names no day: the error says so, as the Node client's does."""
+    with pytest.raises(EventFieldError) as raised:
+        event_from_json({"timestamp": timestamp})
+
+    assert str(raised.value) == (
+        f"timestamp is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z ({why})."
+    )
+
+
 def test_an_absent_timestamp_stays_absent() -> None:
     """No timestamp in the JSON, no timestamp in the proto."""
     assert not event_from_json({"type": "page"}).HasField("timestamp")

@@ -55,28 +55,97 @@ function object(value, field) {
   return /** @type {Object<string, any>} */ (value);
 }
 
+// An ISO 8601 date, optionally with a time and an offset: 2025-01-31, 2025-01-31T12:00,
+// 2025-01-31T12:00:00.250, 2025-01-31 12:00:00+01:00, 2025-01-31T12:00:00Z. The forms the
+// Python client, the gateway (datetime.fromisoformat) and Date.parse all take; Date.parse's
+// other forms ('Jan 31 2025 12:00') are refused, as the others refuse them.
+const ISO_8601 = new RegExp('^(\\d{4})-(\\d{2})-(\\d{2})'
+  + '(?:[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d+))?)?'
+  + '([Zz]|([+-])(\\d{2})(?::?(\\d{2}))?)?)?$');
+const EXAMPLE = 'such as 2025-01-31T12:00:00.000Z';
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** @param {number} year */
+const isLeap = (year) => year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+
+/**
+ * Why a date and time name no moment of the calendar (datetime's words, so both clients
+ * say the same), or null when they do.
+ * @param {number} year
+ * @param {number} month
+ * @param {number} day
+ * @param {number} hour
+ * @param {number} minute
+ * @param {number} second
+ * @returns {string|null}
+ */
+function impossible(year, month, day, hour, minute, second) {
+  if (year < 1) return `year ${year} is out of range`;
+  if (month < 1 || month > 12) return 'month must be in 1..12';
+  const days = month === 2 && isLeap(year) ? 29 : DAYS_IN_MONTH[month - 1];
+  if (day < 1 || day > days) return 'day is out of range for month';
+  if (hour > 23) return 'hour must be in 0..23';
+  if (minute > 59) return 'minute must be in 0..59';
+  if (second > 59) return 'second must be in 0..59';
+  return null;
+}
+
+/**
+ * An ISO 8601 string as a google.protobuf.Timestamp; one without an offset is UTC, as
+ * the Python client, the gateway and the service read it (Date.parse would read it in
+ * the machine's time zone, and roll Feb 30 over to Mar 2).
+ * @param {string} value
+ * @param {string} field
+ * @returns {{seconds: string, nanos: number}}
+ */
+function parseTimestamp(value, field) {
+  const match = ISO_8601.exec(value);
+  if (!match) throw new TypeError(`${field} is not an ISO 8601 date-time ${EXAMPLE}.`);
+  const year = Number(match[1]);
+  const month = Number(match[2]);
+  const day = Number(match[3]);
+  const hour = match[4] ? Number(match[4]) : 0;
+  const minute = match[5] ? Number(match[5]) : 0;
+  const second = match[6] ? Number(match[6]) : 0;
+  const problem = impossible(year, month, day, hour, minute, second);
+  if (problem) {
+    throw new TypeError(`${field} is not an ISO 8601 date-time ${EXAMPLE} (${problem}).`);
+  }
+  const offsetHours = match[10] ? Number(match[10]) : 0;
+  const offsetMinutes = match[11] ? Number(match[11]) : 0;
+  if (offsetHours > 23 || offsetMinutes > 59) {
+    throw new TypeError(`${field} has an offset out of range (${match[8]}): send one `
+      + `between -23:59 and +23:59, ${EXAMPLE}.`);
+  }
+  let millis = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Date.UTC reads years 0 to 99 as 1900 to 1999.
+  if (year < 100) millis = new Date(millis).setUTCFullYear(year);
+  const offset = (match[9] === '-' ? -1 : 1) * (offsetHours * 3600 + offsetMinutes * 60);
+  // Up to nanoseconds; further digits are cut, as a Timestamp holds no more.
+  const nanos = match[7] ? Number(match[7].slice(0, 9).padEnd(9, '0')) : 0;
+  return { seconds: String(millis / 1000 - offset), nanos };
+}
+
 /**
  * An ISO 8601 string, Date or epoch milliseconds as a google.protobuf.Timestamp.
  * @param {string|Date|number} value
+ * @param {string} [field] The path errors name it by.
  * @returns {{seconds: string, nanos: number}}
  */
-function toTimestamp(value) {
-  const millis = value instanceof Date ? value.getTime()
-    : typeof value === 'number' ? value
-      : typeof value === 'string' ? Date.parse(value) : NaN;
+function toTimestamp(value, field = 'timestamp') {
+  if (typeof value === 'string') return parseTimestamp(value, field);
+  const millis = value instanceof Date ? value.getTime() : typeof value === 'number' ? value : NaN;
   if (!Number.isFinite(millis)) {
-    throw new TypeError('timestamp must be an ISO 8601 string such as 2025-01-31T12:00:00Z.');
+    throw new TypeError(`${field} must be an ISO 8601 string ${EXAMPLE}, a Date or epoch `
+      + 'milliseconds.');
   }
   const seconds = Math.floor(millis / 1000);
-  let nanos = Math.round((millis - seconds * 1000) * 1e6);
-  // Keep sub-millisecond digits an ISO string carries (Date.parse drops them).
-  const fraction = typeof value === 'string' ? /\.(\d{4,9})/.exec(value) : null;
-  if (fraction) nanos = Number(fraction[1].padEnd(9, '0'));
+  const nanos = Math.round((millis - seconds * 1000) * 1e6);
   return { seconds: String(seconds), nanos };
 }
 
-// An RFC 3339 date-time: date, time and an offset. Date.parse reads one without an offset
-// as local time, so such a string names no single instant and is refused.
+// An RFC 3339 date-time: date, time and an offset. consentedAt takes no string without
+// one: unlike an event's timestamp, it is not read as UTC (see toConsentedAt).
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$/;
 
 /**
@@ -94,7 +163,7 @@ function toConsentedAt(value) {
       throw new TypeError('consentedAt is an Invalid Date: pass the Date the visitor made the '
         + 'choice, or leave it out for when the service receives it.');
     }
-    return toTimestamp(value);
+    return toTimestamp(value, 'consentedAt');
   }
   if (typeof value !== 'string') {
     throw new TypeError('consentedAt must be a Date or an RFC 3339 string such as '
@@ -108,7 +177,7 @@ function toConsentedAt(value) {
     throw new TypeError('consentedAt must be an RFC 3339 date-time with its offset, such as '
       + '2025-01-31T12:00:00Z or 2025-01-31T13:00:00+01:00: without one the instant is unknown.');
   }
-  return toTimestamp(value);
+  return toTimestamp(value, 'consentedAt');
 }
 
 /**

@@ -139,9 +139,12 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError:
+        except ValueError as error:
+            # Feb 30 has the form but names no day: say why ("day is out of range for
+            # month"), as the Node client does; a malformed string's message only quotes it.
+            why = "" if str(error).startswith("Invalid isoformat") else f" ({error})"
             raise EventFieldError(
-                field, "is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z."
+                field, f"is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z{why}."
             ) from None
     else:
         raise EventFieldError(

@@ -175,6 +175,15 @@ def test_snake_case_aliases_are_accepted() -> None:
         ({"traits": {"bad\ud800": 1}}, "traits.bad\ud800"),
         ({"context": {"vendorIds": {"fbp": "fb.\ud800"}}}, "context.vendorIds.fbp"),
         ({"context": {"page": {"title": "\udfff"}}}, "context.page.title"),
+        ({"userId": "u\ud800"}, "userId"),
+        ({"context": {"userAgent": "UA\udc00"}}, "context.userAgent"),
+        ({"context": {"geo": {"postalCode": "SW1\ud800"}}}, "context.geo.postalCode"),
+        ({"context": {"session": {"id": "s\ud800"}}}, "context.session.id"),
+        ({"context": {"vendorIds": {"f\ud800": "fb.1"}}}, "context.vendorIds.f\ud800"),
+        (
+            {"context": {"consent": {"categories": {"C\ud800": True}}}},
+            "context.consent.categories.C\ud800",
+        ),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_field(data: Any, field: str) -> None:

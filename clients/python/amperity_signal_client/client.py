@@ -28,7 +28,7 @@ import grpc
 from google.protobuf.message import Message
 
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
-from amperity_signal_client.events import ConsentLike, consent_from_json
+from amperity_signal_client.events import ConsentLike, consent_from_json, not_text
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
@@ -67,13 +67,51 @@ def call_metadata(pipeline_key: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def check_identity(integration_id: str | None, pipeline_key: str | None) -> None:
-    """Refuse a client that names no integration."""
+    """Refuse a client that names no integration, or names it in what cannot be sent."""
     if not integration_id and not pipeline_key:
         raise ValueError(
             "Pass integration_id (the [[integrations]] id in the service's config) or "
             "pipeline_key (the Datafly pipeline key) so the service knows which "
             "integration to use."
         )
+    check_text("integration_id", integration_id)
+    if isinstance(pipeline_key, str):
+        # grpc refuses any other metadata value with an unreadable ExecuteBatchError on
+        # every call. The message names where, never which character: the key is secret.
+        at = next((i for i, c in enumerate(pipeline_key) if not " " <= c <= "~"), None)
+        if at is not None:
+            raise ValueError(
+                f"pipeline_key holds a character other than printable ASCII at position {at}: "
+                "it travels as gRPC metadata (x-pipeline-key), which carries nothing else; "
+                "copy the key again from Datafly."
+            )
+
+
+def check_text(name: str, value: object) -> None:
+    """Refuse a string argument a proto string field cannot hold, naming ``name``.
+
+    For the arguments of a call, one string each (a value of another type is left to
+    protobuf); the strings of an event are checked by protobuf as they are set.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} {not_text(value)}") from None
+
+
+def browser_profile_request(
+    integration_id: str, pipeline_key: str, anonymous_id: str
+) -> pb.BrowserProfileRequest:
+    """The BrowserProfileRequest of ``browser_profile``, in both clients.
+
+    Raises:
+        ValueError: Naming ``anonymous_id`` when it holds a lone UTF-16 surrogate.
+    """
+    check_text("anonymous_id", anonymous_id)
+    return pb.BrowserProfileRequest(
+        integration_id=integration_id, pipeline_key=pipeline_key, anonymous_id=anonymous_id
+    )
 
 
 def check_timeouts(default_timeout: object, stream_idle_timeout: object) -> None:
@@ -106,8 +144,8 @@ def consent_request(
     Both clients build it here, so a new field of the request is one more line below.
 
     Raises:
-        ValueError: Naming ``anonymous_id``, the bad ``consent`` field, or a naive
-            ``consented_at``.
+        ValueError: Naming ``anonymous_id`` (empty, or holding a lone UTF-16 surrogate),
+            the bad ``consent`` field, or a naive ``consented_at``.
         TypeError: When ``anonymous_id`` is not a string or ``consented_at`` not a datetime.
     """
     if not isinstance(anonymous_id, str):
@@ -120,6 +158,7 @@ def consent_request(
             "anonymous_id is required: consent is kept per visitor; pass the visitor's "
             "anonymous id (the _dfid cookie datafly.js sets, or their events' anonymousId)."
         )
+    check_text("anonymous_id", anonymous_id)
     request = pb.RecordConsentRequest(
         integration_id=integration_id,
         pipeline_key=pipeline_key,
@@ -263,12 +302,10 @@ class AsyncAmperityClient:
 
         Raises:
             AmperitySignalError: The subclass for the status.
+            ValueError: Without a call, naming ``anonymous_id`` when it holds a lone
+                UTF-16 surrogate.
         """
-        request = pb.BrowserProfileRequest(
-            integration_id=self._integration_id,
-            pipeline_key=self._pipeline_key,
-            anonymous_id=anonymous_id,
-        )
+        request = browser_profile_request(self._integration_id, self._pipeline_key, anonymous_id)
         return await self._unary(self._stub.BrowserProfile, request, attempt_timeout)
 
     async def record_consent(
@@ -394,6 +431,7 @@ class AsyncAmperityClient:
                 False.
         """
         integration_id = self._integration_id if integration_id is None else integration_id
+        check_text("integration_id", integration_id)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             async with aclosing(self._watch_call(request, None)) as records:

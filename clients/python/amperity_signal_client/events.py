@@ -10,11 +10,12 @@ which Amperity reads as "no consent given".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
@@ -66,21 +67,36 @@ def _string(data: Mapping[str, Any], name: str, path: str) -> str | None:
         raise EventFieldError(
             f"{path}{camel(name)}", f"must be a string, not {type(value).__name__}."
         )
-    return _text(value, f"{path}{camel(name)}")
-
-
-def _text(value: str, field: str) -> str:
-    """``value``, refused naming ``field`` when protobuf cannot encode it (UTF-8)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        # A lone surrogate: JSON's "\\ud800" escapes parse to one, protobuf refuses it.
-        raise EventFieldError(
-            field,
-            f"holds {value[error.start]!r} at position {error.start}, half of a UTF-16 "
-            "surrogate pair, which is not text: repair or drop the character.",
-        ) from None
     return value
+
+
+def not_text(*values: str) -> str:
+    r"""Why protobuf refused one of ``values`` for a string field: its lone surrogate.
+
+    A JSON ``"\ud800"`` escape alone parses to one; UTF-8 cannot encode it, so protobuf
+    refuses it (a ``UnicodeEncodeError``, or a plain ``ValueError`` in its pure-Python
+    build) without naming the field. Strings are not checked ahead: the conversion sets
+    each one and translates that error, so a well-formed event pays nothing for it.
+    """
+    for value in values:
+        for position, character in enumerate(value):
+            if "\ud800" <= character <= "\udfff":
+                return (
+                    f"holds {character!r} at position {position}, half of a UTF-16 "
+                    "surrogate pair, which is not text: repair or drop the character."
+                )
+    return "is not text that UTF-8 can encode: repair or drop the character."
+
+
+def _set_strings(target: Message, data: Mapping[str, Any], names: Iterable[str], path: str) -> None:
+    """Set each of the string fields ``names`` that ``data`` holds on ``target``."""
+    for name in names:
+        value = _string(data, name, path)
+        if value is not None:
+            try:
+                setattr(target, name, value)
+            except ValueError:
+                raise EventFieldError(f"{path}{camel(name)}", not_text(value)) from None
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any] | None:
@@ -115,10 +131,7 @@ def event_from_json(obj: Any) -> pb.Event:
         if event_type not in EVENT_TYPES:
             raise EventFieldError("type", f"must be one of {', '.join(sorted(EVENT_TYPES))}.")
         event.type = event_type
-    for name in _EVENT_STRINGS:
-        value = _string(data, name, "")
-        if value is not None:
-            setattr(event, name, value)
+    _set_strings(event, data, _EVENT_STRINGS, "")
     timestamp = data.get("timestamp")
     if timestamp is not None:
         event.timestamp.FromDatetime(parse_timestamp(timestamp, "timestamp"))
@@ -156,20 +169,14 @@ def parse_timestamp(value: Any, field: str) -> datetime:
 
 def _context(data: Mapping[str, Any]) -> pb.Context:
     context = pb.Context()
-    for name in _CONTEXT_STRINGS:
-        value = _string(data, name, "context.")
-        if value is not None:
-            setattr(context, name, value)
+    _set_strings(context, data, _CONTEXT_STRINGS, "context.")
     for name, fields in _SUBMESSAGES.items():
         sub = _object(data.get(name), f"context.{name}")
         if sub is None:
             continue
         target = getattr(context, name)
         target.SetInParent()
-        for field in fields:
-            value = _string(sub, field, f"context.{name}.")
-            if value is not None:
-                setattr(target, field, value)
+        _set_strings(target, sub, fields, f"context.{name}.")
     session = _object(data.get("session"), "context.session")
     if session is not None:
         context.session.CopyFrom(_session(session))
@@ -177,8 +184,11 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
             raise EventFieldError(f"context.vendorIds.{key}", "must be a string.")
-        field = f"context.vendorIds.{key}"
-        context.vendor_ids[_text(str(key), field)] = _text(vendor_id, field)
+        try:
+            context.vendor_ids[str(key)] = vendor_id
+        except ValueError:
+            field = f"context.vendorIds.{key}"
+            raise EventFieldError(field, not_text(str(key), vendor_id)) from None
     consent = data.get("consent")
     if consent is not None:
         context.consent.CopyFrom(consent_from_json(consent, "context.consent"))
@@ -192,7 +202,10 @@ def _session(data: Mapping[str, Any]) -> pb.Session:
         session_id = str(session_id)
     if session_id is not None and not isinstance(session_id, str):
         raise EventFieldError("context.session.id", "must be a string.")
-    session.id = _text(session_id or "", "context.session.id")
+    try:
+        session.id = session_id or ""
+    except ValueError:
+        raise EventFieldError("context.session.id", not_text(session_id or "")) from None
     number = data.get("number")
     if number is not None:
         if isinstance(number, float) and number.is_integer():
@@ -235,7 +248,10 @@ def consent_from_json(data: Any, field: str = "consent") -> pb.Consent:
     for code, granted in (categories or {}).items():
         if not isinstance(granted, bool):
             raise EventFieldError(f"{field}.categories.{code}", "must be true or false.")
-        consent.categories[_text(str(code), f"{field}.categories.{code}")] = granted
+        try:
+            consent.categories[str(code)] = granted
+        except ValueError:
+            raise EventFieldError(f"{field}.categories.{code}", not_text(str(code))) from None
     google = _object(state.get("google"), f"{field}.google")
     if google is not None:
         consent.google.SetInParent()
@@ -259,7 +275,11 @@ def dict_to_struct(data: Mapping[str, Any], field: str = "struct") -> struct_pb2
     for key, value in data.items():
         if not isinstance(key, str):
             raise EventFieldError(field, f"keys must be strings, not {type(key).__name__}.")
-        _set_value(struct.fields[_text(key, f"{field}.{key}")], value, f"{field}.{key}")
+        try:
+            target = struct.fields[key]
+        except ValueError:
+            raise EventFieldError(f"{field}.{key}", not_text(key)) from None
+        _set_value(target, value, f"{field}.{key}")
     return struct
 
 
@@ -280,7 +300,10 @@ def _set_value(target: struct_pb2.Value, value: Any, field: str) -> None:
             raise EventFieldError(field, "must be a finite number (JSON has no NaN or Infinity).")
         target.number_value = number
     elif isinstance(value, str):
-        target.string_value = _text(value, field)
+        try:
+            target.string_value = value
+        except ValueError:
+            raise EventFieldError(field, not_text(value)) from None
     elif isinstance(value, Mapping):
         target.struct_value.CopyFrom(dict_to_struct(value, field))
     elif isinstance(value, list | tuple):

@@ -21,8 +21,10 @@ from amperity_signal_client.client import (
     DEFAULT_TIMEOUT,
     ChannelOptions,
     attempt_deadline,
+    browser_profile_request,
     call_metadata,
     check_identity,
+    check_text,
     check_timeouts,
     consent_request,
 )
@@ -118,11 +120,7 @@ class AmperityClient:
         self, anonymous_id: str, *, attempt_timeout: float | None = None
     ) -> pb.BrowserProfileResponse:
         """The allowlisted attributes for a visitor; see ``AsyncAmperityClient``."""
-        request = pb.BrowserProfileRequest(
-            integration_id=self._integration_id,
-            pipeline_key=self._pipeline_key,
-            anonymous_id=anonymous_id,
-        )
+        request = browser_profile_request(self._integration_id, self._pipeline_key, anonymous_id)
         return self._unary(self._stub.BrowserProfile, request, attempt_timeout)
 
     def record_consent(
@@ -165,6 +163,7 @@ class AmperityClient:
     ) -> Generator[pb.WatchDeliveriesResponse, None, None]:
         """Live delivery records, reconnecting; see ``AsyncAmperityClient.watch_deliveries``."""
         integration_id = self._integration_id if integration_id is None else integration_id
+        check_text("integration_id", integration_id)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             yield from self._watch_call(request, None)

@@ -22,6 +22,7 @@ const {
   toConsentRequest, toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
 } = require('./lib/events');
 const { DeliverStreamRun } = require('./lib/stream');
+const { checkText } = require('./lib/text');
 
 const DEFAULT_PROTO_PATH = path.resolve(
   __dirname, '..', '..', 'proto', 'datafly', 'amperity', 'v1', 'amperity_service.proto',
@@ -30,6 +31,9 @@ const DEFAULT_TIMEOUT_MS = 10000;
 const DEFAULT_CONCURRENCY = 64;
 const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 30000;
 const PIPELINE_KEY_METADATA = 'x-pipeline-key';
+// What gRPC metadata carries in a text value (grpc-js refuses anything else, its error
+// quoting the whole value: here, the key).
+const METADATA_TEXT = /^[ -~]*$/;
 const LOADER_OPTIONS = Object.freeze({
   keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
 });
@@ -87,6 +91,13 @@ class AmperityClient {
         'Pass integrationId (the [[integrations]] id in the service config) or pipelineKey '
         + '(the Datafly pipeline key) so the service knows which integration to use.',
       );
+    }
+    if (typeof integrationId === 'string') checkText(integrationId, 'integrationId');
+    if (typeof pipelineKey === 'string' && !METADATA_TEXT.test(pipelineKey)) {
+      const at = pipelineKey.search(/[^ -~]/);
+      throw new TypeError(`pipelineKey holds a character other than printable ASCII at position `
+        + `${at}: it travels as gRPC metadata (x-pipeline-key), which carries nothing else; `
+        + 'copy the key again from Datafly.');
     }
     // Checked before the channel exists: a refused client leaves nothing open.
     const timeoutMs = checkMs('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, {
@@ -213,9 +224,11 @@ class AmperityClient {
    * The allowlisted attributes a page may see for one visitor.
    * @param {string} anonymousId The visitor's anonymous id (the _dfid cookie).
    * @param {{timeoutMs?: number}} [options]
-   * @returns {Promise<{provider: string, attributes: Object<string, any>}>}
+   * @returns {Promise<{provider: string, attributes: Object<string, any>}>} Rejects with a
+   *   TypeError naming anonymousId when it holds a lone UTF-16 surrogate, before any call.
    */
   async browserProfile(anonymousId, options = {}) {
+    if (typeof anonymousId === 'string') checkText(anonymousId, 'anonymousId');
     const response = await this._unary('BrowserProfile', {
       integration_id: this._integrationId,
       pipeline_key: this._pipelineKey,
@@ -263,9 +276,9 @@ class AmperityClient {
    *   as plain objects. Throws AmperitySignalError when the watch fails.
    */
   async *watchDeliveries({ replay = 0, integrationId } = {}) {
-    const call = this._client.WatchDeliveries({
-      integration_id: integrationId ?? this._integrationId, replay,
-    }, this._metadata());
+    const whose = integrationId ?? this._integrationId;
+    if (typeof whose === 'string') checkText(whose, 'integrationId');
+    const call = this._client.WatchDeliveries({ integration_id: whose, replay }, this._metadata());
     // The iterator hears failures itself. This listener keeps the CANCELLED status a
     // break causes from ever being an unhandled 'error' event (an uncaught exception):
     // that the stream iterator leaves a listener behind after it returns is not promised.

@@ -7,6 +7,7 @@
 
 const crypto = require('node:crypto');
 const { toStruct, fromStruct } = require('./struct');
+const { checkText, notText } = require('./text');
 
 const EVENT_TYPES = ['track', 'page', 'identify', 'screen', 'group', 'alias'];
 const SUBMESSAGES = {
@@ -39,6 +40,7 @@ function string(data, name, path) {
   const value = get(data, name);
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'string') throw new TypeError(`${path}${camel(name)} must be a string.`);
+  if (!value.isWellFormed()) throw notText(value, `${path}${camel(name)}`);
   return value;
 }
 
@@ -244,7 +246,8 @@ function toProtoContext(data) {
       throw new TypeError('context.session.number is too large (at most 2**53 - 1).');
     }
     context.session = {
-      id: session.id === undefined || session.id === null ? '' : String(session.id),
+      id: session.id === undefined || session.id === null ? ''
+        : checkText(String(session.id), 'context.session.id'),
       number: number === undefined || number === null ? '0' : String(number),
     };
   }
@@ -252,6 +255,8 @@ function toProtoContext(data) {
   if (vendorIds) {
     for (const [key, value] of Object.entries(vendorIds)) {
       if (typeof value !== 'string') throw new TypeError(`context.vendorIds.${key} must be a string.`);
+      if (!key.isWellFormed()) throw notText(key, `context.vendorIds.${key}`);
+      if (!value.isWellFormed()) throw notText(value, `context.vendorIds.${key}`);
     }
     context.vendor_ids = { ...vendorIds };
   }
@@ -282,6 +287,7 @@ function toProtoConsent(data, field) {
       if (typeof granted !== 'boolean') {
         throw new TypeError(`${field}.categories.${code} must be true or false.`);
       }
+      if (!code.isWellFormed()) throw notText(code, `${field}.categories.${code}`);
     }
     consent.categories = { ...categories };
   }
@@ -320,6 +326,7 @@ function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent, 
     throw new TypeError('anonymousId is required: consent is kept per visitor; pass the '
       + 'visitor\'s anonymous id (the _dfid cookie datafly.js sets, or their events\' anonymousId).');
   }
+  checkText(anonymousId, 'anonymousId');
   const state = object(consent, 'consent');
   if (!state) {
     throw new TypeError('consent must be a JSON object such as { analytics: true }; {} means '

@@ -12,6 +12,8 @@
  * @typedef {Object<string, any>} ProtoValue One google.protobuf.Value: `kind` and its member.
  */
 
+const { notText } = require('./text');
+
 /**
  * Refuse an object or array that contains itself (JSON cannot carry it; the walk would
  * overflow the stack), naming the field where the cycle closes.
@@ -42,6 +44,7 @@ function toStruct(object, field = 'struct', enclosing = new Set()) {
   const fields = {};
   for (const [key, value] of Object.entries(object)) {
     if (value === undefined) continue;
+    if (!key.isWellFormed()) throw notText(key, `${field}.${key}`);
     fields[key] = toValue(value, `${field}.${key}`, enclosing);
   }
   enclosing.delete(object);
@@ -64,7 +67,10 @@ function toValue(value, field = 'value', enclosing = new Set()) {
     }
     return { numberValue: value };
   }
-  if (typeof value === 'string') return { stringValue: value };
+  if (typeof value === 'string') {
+    if (!value.isWellFormed()) throw notText(value, field);
+    return { stringValue: value };
+  }
   if (Array.isArray(value)) {
     enter(value, field, enclosing);
     const values = value.map((item, i) => toValue(item, `${field}[${i}]`, enclosing));

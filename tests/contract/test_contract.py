@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -455,6 +456,47 @@ async def test_watch_deliveries_answers_with_headers_before_any_delivery(
     await asyncio.wait_for(call.initial_metadata(), 5)
     assert not call.done()
     call.cancel()
+
+
+class _PublishingWhenHeadersGo:
+    """A servicer context that publishes a record the moment the watch's headers are sent.
+
+    That is what a caller can do at the earliest: wait for the headers, then deliver.
+    """
+
+    def __init__(self, harness: Harness) -> None:
+        self._live = harness.service.live
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        self._live.publish(delivery_record(1))
+
+    async def abort_with_status(self, status: Any) -> None:
+        raise AssertionError(f"the watch was refused: {status}")
+
+
+async def test_watch_deliveries_shows_a_record_published_as_soon_as_its_headers_went(
+    harness: Harness,
+) -> None:
+    """A watch without replay is subscribed before its headers go, so it misses no record."""
+    assert harness.service.servicer is not None
+    context: Any = _PublishingWhenHeadersGo(harness)
+    records = harness.service.servicer.WatchDeliveries(
+        pb.WatchDeliveriesRequest(integration_id="web", replay=0), context
+    )
+    first = asyncio.ensure_future(anext(records))
+    try:
+        for _ in range(100):  # the watch is idle once its queue is waited on
+            if first.done():
+                break
+            await asyncio.sleep(0)
+        assert first.done(), "the record published after the headers never arrived"
+        assert first.result().message_id == "msg-1"
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await records.aclose()  # type: ignore[attr-defined]
+    assert harness.service.live.watchers == 0
 
 
 async def test_watch_deliveries_tells_a_watcher_that_fell_behind_what_it_missed(

@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 
-from amperity_signal.service.live import LiveEvents, Watched
+from amperity_signal.service.live import LiveEvents, LiveWatch, Watched
 from tests.support import delivery_record
 
-Watch = AsyncGenerator[Watched, None]
 
-
-async def _next(watch: Watch) -> Watched:
+async def _next(watch: LiveWatch) -> Watched:
     return await asyncio.wait_for(anext(watch), 1)
 
 
-async def _subscribed(live: LiveEvents, watch: Watch) -> asyncio.Task[Watched]:
-    """Start reading ``watch``; returns once the watch has subscribed (it waits for a record)."""
-    watching = live.watchers
-    task = asyncio.create_task(_next(watch))
-    for _ in range(100):
-        if live.watchers > watching:
-            return task
-        await asyncio.sleep(0)
-    raise AssertionError("the watch never subscribed")
+def _reading(watch: LiveWatch) -> asyncio.Task[Watched]:
+    """Start reading ``watch`` (subscribed already: ``LiveEvents.watch`` subscribes)."""
+    return asyncio.create_task(_next(watch))
 
 
 async def test_a_watcher_that_falls_behind_learns_how_many_records_it_missed() -> None:
     """Past the queue's size records are missed, and the next one received counts them."""
     live = LiveEvents(subscriber_queue=3)
     slow, fast = live.watch(), live.watch()
-    first_slow, first_fast = await _subscribed(live, slow), await _subscribed(live, fast)
+    first_slow, first_fast = _reading(slow), _reading(fast)
     live.publish(delivery_record(0))
     assert (await first_slow).missed_before == 0
     assert (await first_fast).missed_before == 0
@@ -59,7 +50,7 @@ async def test_records_of_other_integrations_are_not_counted_as_missed() -> None
     """A watch of one integration misses nothing when another integration is busy."""
     live = LiveEvents(subscriber_queue=1)
     watch = live.watch("web")
-    first = await _subscribed(live, watch)
+    first = _reading(watch)
     for number in range(10):
         live.publish(delivery_record(number, integration_id="app"))
     live.publish(delivery_record(10))
@@ -80,3 +71,14 @@ async def test_replayed_records_come_first_and_are_never_marked_missed() -> None
         ("msg-2", 0),
     ]
     await watch.aclose()
+
+
+async def test_a_watch_is_subscribed_from_the_moment_it_is_made() -> None:
+    """A record published before the watch is first read is still queued for it."""
+    live = LiveEvents()
+    watch = live.watch("web")
+    assert live.watchers == 1
+    live.publish(delivery_record(0))
+    assert (await _next(watch)).record.message_id == "msg-0"
+    await watch.aclose()
+    assert live.watchers == 0  # closing leaves the hub, read to the end or not

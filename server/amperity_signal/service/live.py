@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,22 +116,60 @@ class LiveEvents:
             )
         return records[-limit:] if limit else records
 
-    async def watch(
-        self, integration_id: str = "", replay: int = 0
-    ) -> AsyncGenerator[Watched, None]:
-        """Yield up to ``replay`` recent records, then live ones until cancelled or closed."""
-        subscriber = _Subscriber(integration_id, self._subscriber_queue)
+    def watch(self, integration_id: str = "", replay: int = 0) -> LiveWatch:
+        """Subscribe now; the watch yields up to ``replay`` recent records, then live ones.
+
+        The subscription starts when this returns, not when the watch is first read: a
+        record published in between (say, while the service sends the watch's headers) is
+        queued for it rather than missed. Close the watch (``aclose``) when done with it.
+        """
         if self._closed:
-            return
+            return LiveWatch(self._subscribers, None, [])
+        subscriber = _Subscriber(integration_id, self._subscriber_queue)
         self._subscribers.add(subscriber)
-        try:
-            if replay > 0:
-                for record in self.recent(integration_id, min(replay, self._buffer_size)):
-                    yield Watched(record)
-            while not (subscriber.closed and subscriber.queue.empty()):
-                watched = await subscriber.queue.get()
-                if watched is None:
-                    return
-                yield watched
-        finally:
-            self._subscribers.discard(subscriber)
+        # Taken in the same step as the subscription: no record is both replayed and queued.
+        replayed = self.recent(integration_id, min(replay, self._buffer_size)) if replay > 0 else []
+        return LiveWatch(self._subscribers, subscriber, replayed)
+
+
+class LiveWatch:
+    """One subscription's records: the replayed ones, then live ones until the hub closes.
+
+    Args:
+        subscribers: The hub's open subscriptions, which ``aclose`` leaves.
+        subscriber: This watch's subscription, or None when the hub was already closed.
+        replayed: Recent records to yield first, oldest first.
+    """
+
+    def __init__(
+        self,
+        subscribers: set[_Subscriber],
+        subscriber: _Subscriber | None,
+        replayed: list[DeliveryRecord],
+    ) -> None:
+        self._subscribers = subscribers
+        self._subscriber = subscriber
+        self._replayed = deque(replayed)
+
+    def __aiter__(self) -> LiveWatch:
+        return self
+
+    async def __anext__(self) -> Watched:
+        if self._replayed:
+            return Watched(self._replayed.popleft())
+        subscriber = self._subscriber
+        if subscriber is None or (subscriber.closed and subscriber.queue.empty()):
+            await self.aclose()
+            raise StopAsyncIteration
+        watched = await subscriber.queue.get()
+        if watched is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return watched
+
+    async def aclose(self) -> None:
+        """Leave the hub: nothing more is queued for this watch."""
+        if self._subscriber is not None:
+            self._subscribers.discard(self._subscriber)
+            self._subscriber = None
+        self._replayed.clear()

@@ -359,11 +359,13 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 self._registry.get(request.integration_id)
             except AmperitySignalError as error:
                 await context.abort_with_status(to_grpc_status(error))
-        # Headers at once, not with the first record: a reconnecting client can tell a
-        # watch the service took from one still connecting, before anything is delivered.
-        await context.send_initial_metadata(())
+        # Subscribed before the headers go: a caller that waits for them, then makes a
+        # delivery, must see its record, so none may be published in between unseen.
         watch = self._live.watch(request.integration_id, max(request.replay, 0))
         async with contextlib.aclosing(watch) as records:
+            # Headers at once, not with the first record: a reconnecting client can tell a
+            # watch the service took from one still connecting, before anything is delivered.
+            await context.send_initial_metadata(())
             async for watched in records:
                 response = record_to_proto(watched.record)
                 response.missed_before = min(watched.missed_before, _UINT32_MAX)

@@ -7,7 +7,9 @@ Errors are raised where they happen and mapped to a gRPC status in one place
 
     AmperitySignalError
     ├── ConfigError              configuration problems, all of them at once
-    ├── InvalidFields            a request with invalid fields (BadRequest field violations)
+    ├── InvalidFields            a request with invalid fields (BadRequest field violations):
+    │   │                        INVALID_REQUEST where no event or consent is at fault (which
+    │   │                        integration, BrowserProfile's anonymous_id)
     │   ├── InvalidEvent         an event that cannot be delivered
     │   └── InvalidConsent       a consent state that cannot be kept (RecordConsent)
     ├── MalformedRequest         request bytes that are not the method's protobuf message

@@ -74,7 +74,10 @@ async def test_an_anonymous_id_longer_than_an_event_string_is_invalid_naming_it(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await attributes(harness, long_id)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    (violation,) = details(caught.value)["BadRequest"].field_violations
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "INVALID_REQUEST"  # a BrowserProfile has no event
+    (violation,) = found["BadRequest"].field_violations
     assert violation.field == "anonymous_id"
+    assert (caught.value.details() or "").startswith("invalid request: anonymous_id")
     assert long_id not in (caught.value.details() or "")
     assert await attributes(harness, "a" * MAX_STRING) == {}

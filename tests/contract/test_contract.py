@@ -376,8 +376,10 @@ async def test_browser_profile_with_an_id_and_another_integrations_key_is_invali
             )
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value)["ErrorInfo"].reason == "INVALID_REQUEST"  # no event here
     message = caught.value.details() or ""
-    assert "pipeline_key" in message and "'web'" in message
+    assert message.startswith("invalid request: pipeline_key")
+    assert "'web'" in message
     assert "pk_other" not in message
     agreeing = await harness.stub.BrowserProfile(
         pb.BrowserProfileRequest(
@@ -395,7 +397,9 @@ async def test_deliver_with_an_id_and_another_integrations_key_metadata_is_inval
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await harness.stub.Deliver(request, metadata=(("x-pipeline-key", "pk_other"),))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(caught.value)["BadRequest"].field_violations[0].field == "pipeline_key"
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "INVALID_REQUEST"  # the event is not at fault
+    assert found["BadRequest"].field_violations[0].field == "pipeline_key"
     sent = (await harness.inspector.get("/_sandbox/events")).json()["events"]
     assert sent == []  # not delivered through "web" on the strength of the id alone
     agreeing = await harness.stub.Deliver(request, metadata=(("x-pipeline-key", "pk_web"),))

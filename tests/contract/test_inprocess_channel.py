@@ -84,6 +84,7 @@ async def test_the_pipeline_key_travels_as_metadata(
     missing = await _error(inprocess.Deliver(request))
     assert missing.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "integration_id" in (missing.details() or "")
+    assert details(missing)["ErrorInfo"].reason == "INVALID_REQUEST"  # the event is fine
 
 
 async def test_the_deadline_cuts_a_slow_handler_short_and_cancels_it(harness: Harness) -> None:

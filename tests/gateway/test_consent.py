@@ -171,6 +171,29 @@ async def test_record_consent_refuses_bad_fields_as_invalid_consent_naming_the_f
     assert [v.field for v in found["BadRequest"].field_violations] == [field]
 
 
+async def test_record_consent_with_another_integrations_key_is_an_invalid_request(
+    stack: Stack,
+) -> None:
+    """An id and a key of different integrations: INVALID_REQUEST on pipeline_key, no event."""
+    channel = stack.service.in_process_channel()
+    request = pb.RecordConsentRequest(
+        integration_id="web",
+        pipeline_key="pk_other",
+        anonymous_id="anon_mismatch",
+        consent=pb.Consent(categories={"C0003": True}),
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.AmperityServiceStub(channel).RecordConsent(request)
+    finally:
+        await channel.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("invalid request: pipeline_key")
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "INVALID_REQUEST"
+    assert [v.field for v in found["BadRequest"].field_violations] == ["pipeline_key"]
+
+
 async def test_a_consent_older_than_the_one_kept_is_answered_with_the_kept_one(
     stack: Stack,
 ) -> None:

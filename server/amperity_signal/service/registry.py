@@ -14,7 +14,7 @@ from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.blueprint import Blueprint
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich.messages import not_configured
-from amperity_signal.errors import FieldViolation, InvalidEvent, UnknownIntegration
+from amperity_signal.errors import FieldViolation, InvalidFields, UnknownIntegration
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,9 @@ class Registry:
 
         Raises:
             UnknownIntegration: When none matches; the message says what was asked for.
-            InvalidEvent: When neither is given, or the two name different integrations.
+            InvalidFields: When neither is given, or the two name different integrations
+                (reason ``INVALID_REQUEST``: which integration is the request's, not
+                the event's, business).
         """
         if integration_id:
             found = self._by_id.get(integration_id)
@@ -76,7 +78,7 @@ class Registry:
                     metadata={"integration_id": integration_id},
                 )
             if pipeline_key and pipeline_key != found.settings.pipeline_key:
-                raise InvalidEvent(
+                raise InvalidFields(
                     [
                         FieldViolation(
                             "pipeline_key",
@@ -97,7 +99,7 @@ class Registry:
                     metadata={"pipeline_key_length": str(len(pipeline_key))},
                 )
             return found
-        raise InvalidEvent(
+        raise InvalidFields(
             [
                 FieldViolation(
                     "integration_id",

@@ -24,6 +24,7 @@ from amperity_signal.errors import (
     FieldViolation,
     InvalidConsent,
     InvalidEvent,
+    InvalidFields,
     MalformedRequest,
     ServiceStopping,
 )
@@ -309,8 +310,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         try:
             integration = self._page_integration(request, context)
             if len(request.anonymous_id) > MAX_STRING:
-                # As an event's anonymousId is: it becomes a lookup value sent to Amperity.
-                raise InvalidEvent([_ANONYMOUS_ID_TOO_LONG])
+                # Capped as an event's anonymousId is (it becomes a lookup value sent to
+                # Amperity), but a BrowserProfile request carries no event to blame.
+                raise InvalidFields([_ANONYMOUS_ID_TOO_LONG])
             attributes = await self._browser.attributes(
                 integration.settings, request.anonymous_id, deadline=self._deadline(context)
             )

@@ -112,7 +112,8 @@ class AmperityServiceServicer:
         """RecordConsent keeps a visitor's consent state without an event, so that a consent
         withdrawn in the page stops BrowserProfile at once rather than with the next event.
         Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
-        are INVALID_EVENT), each named in BadRequest.
+        are INVALID_EVENT; an integration_id and pipeline key that disagree are
+        INVALID_REQUEST), each named in BadRequest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -56,7 +56,8 @@ class AmperityServiceStub:
     """RecordConsent keeps a visitor's consent state without an event, so that a consent
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
     Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
-    are INVALID_EVENT), each named in BadRequest.
+    are INVALID_EVENT; an integration_id and pipeline key that disagree are
+    INVALID_REQUEST), each named in BadRequest.
     """
     WatchDeliveries: _grpc.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -91,7 +92,8 @@ class AmperityServiceAsyncStub(AmperityServiceStub):
     """RecordConsent keeps a visitor's consent state without an event, so that a consent
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
     Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
-    are INVALID_EVENT), each named in BadRequest.
+    are INVALID_EVENT; an integration_id and pipeline key that disagree are
+    INVALID_REQUEST), each named in BadRequest.
     """
     WatchDeliveries: _aio.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]  # type: ignore[assignment]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -153,7 +155,8 @@ class AmperityServiceServicer(metaclass=_abc_1.ABCMeta):
         """RecordConsent keeps a visitor's consent state without an event, so that a consent
         withdrawn in the page stops BrowserProfile at once rather than with the next event.
         Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
-        are INVALID_EVENT), each named in BadRequest.
+        are INVALID_EVENT; an integration_id and pipeline key that disagree are
+        INVALID_REQUEST), each named in BadRequest.
         """
 
     @_abc_1.abstractmethod

@@ -316,9 +316,16 @@ def test_serve_workers_on_port_0_share_one_free_port(tmp_path: Path) -> None:
     assert len(set(lines)) == 2, lines  # one grpc and one gateway address, each said twice
 
 
+def gateway_app() -> Starlette:
+    """An app with the state ``create_gateway_app`` leaves for ``gateway_server``."""
+    app = Starlette()
+    app.state.end_streams = lambda: None
+    return app
+
+
 def test_ctrl_c_under_serve_workers_stops_each_worker_gracefully() -> None:
     """A worker hearing the parent's SIGTERM and the terminal's SIGINT shuts down, unforced."""
-    server = gateway_server(Starlette(), GatewaySettings())
+    server = gateway_server(gateway_app(), GatewaySettings())
     server.handle_exit(signal.SIGTERM, None)
     server.handle_exit(signal.SIGINT, None)
     assert server.should_exit
@@ -327,7 +334,7 @@ def test_ctrl_c_under_serve_workers_stops_each_worker_gracefully() -> None:
 
 def test_a_second_ctrl_c_still_forces_the_gateway_to_exit() -> None:
     """Ctrl-C twice skips waiting for requests in flight, as uvicorn does."""
-    server = gateway_server(Starlette(), GatewaySettings())
+    server = gateway_server(gateway_app(), GatewaySettings())
     server.handle_exit(signal.SIGINT, None)
     assert not server.force_exit
     server.handle_exit(signal.SIGINT, None)

@@ -37,6 +37,7 @@ from amperity_signal.config_messages import translate
 from amperity_signal.config_values import quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.proxies import ProxyRules
+from amperity_signal.trust import TrustedCertificates
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -239,11 +240,18 @@ class Settings(_Strict):
     integrations: tuple[IntegrationSettings, ...] = ()
     # From the environment (HTTPS_PROXY, NO_PROXY...), not the file: see ``proxies``.
     _proxies: ProxyRules = PrivateAttr(default_factory=ProxyRules)
+    # From the environment too (SSL_CERT_FILE, SSL_CERT_DIR): see ``trusted_certificates``.
+    _trusted_certificates: TrustedCertificates = PrivateAttr(default_factory=TrustedCertificates)
 
     @property
     def proxies(self) -> ProxyRules:
         """The outbound proxies the environment configured (``proxies.py``); empty if none."""
         return self._proxies
+
+    @property
+    def trusted_certificates(self) -> TrustedCertificates:
+        """The CA certificates TLS is checked against (``trust.py``); certifi's by default."""
+        return self._trusted_certificates
 
     def integration(self, integration_id: str) -> IntegrationSettings | None:
         """The integration with this id, or None."""
@@ -363,10 +371,12 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
 def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Settings:
     """Validate an already-parsed configuration; see ``load_settings``.
 
-    The outbound proxies come from ``environ`` too (``HTTPS_PROXY``, ``NO_PROXY``...).
+    The outbound proxies come from ``environ`` too (``HTTPS_PROXY``, ``NO_PROXY``...), and
+    so do the CA certificates (``SSL_CERT_FILE``, ``SSL_CERT_DIR``).
     """
     proxies = ProxyRules.from_environ(environ)
-    problems: list[ConfigProblem] = list(proxies.problems)
+    trusted_certificates = TrustedCertificates.from_environ(environ)
+    problems: list[ConfigProblem] = [*proxies.problems, *trusted_certificates.problems]
     resolved = resolve_secrets(raw, environ, problems)
     problems.extend(check_raw(resolved))
     settings: Settings | None = None
@@ -379,4 +389,5 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
         unique = list(dict.fromkeys(problems))
         raise ConfigError(unique)
     settings._proxies = proxies
+    settings._trusted_certificates = trusted_certificates
     return settings

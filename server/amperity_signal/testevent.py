@@ -45,7 +45,11 @@ async def send_test_event(settings: Settings, integration_id: str | None) -> int
         source_value=integration.source_value,
     )
     client = AmperityClient(
-        integration, limiter=MemoryRateLimiter(), metrics=Metrics(), proxies=settings.proxies
+        integration,
+        limiter=MemoryRateLimiter(),
+        metrics=Metrics(),
+        proxies=settings.proxies,
+        trusted_certificates=settings.trusted_certificates,
     )
     print(f"integration {integration.id}: payload\n{json.dumps(mapped.payload, indent=2)}")
     try:

@@ -37,6 +37,7 @@ from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import ProfileUnavailable
 from amperity_signal.metrics import Metrics
 from amperity_signal.proxies import ProxyRules
+from amperity_signal.trust import TrustedCertificates
 
 
 def vendor_call(error: BaseException) -> VendorCall | None:
@@ -61,6 +62,9 @@ class AmperityClient:
         backoff: Backoff base and cap (0.1 s and 5 s by default).
         proxies: Outbound proxies (``Settings.proxies``, read from the environment); none
             by default. Ignored with a given ``transport``.
+        trusted_certificates: The CA certificates TLS is checked against
+            (``Settings.trusted_certificates``); certifi's by default. Ignored with a given
+            ``transport``.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class AmperityClient:
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         proxies: ProxyRules | None = None,
+        trusted_certificates: TrustedCertificates | None = None,
     ) -> None:
         self._integration = integration
         self._base_url = integration.base_url
@@ -94,6 +99,12 @@ class AmperityClient:
             max_in_flight_per_shard=max_in_flight_per_shard,
             transport=transport,
             proxies=proxies,
+            # One context for every shard: built (the CA list parsed) once per client.
+            ssl_context=(
+                trusted_certificates.ssl_context()
+                if transport is None and trusted_certificates is not None
+                else None
+            ),
         )
         self._caller = RetryingCaller(
             integration,

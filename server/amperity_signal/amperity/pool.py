@@ -17,6 +17,7 @@ httpcore's CPU per POST); a given transport replaces them all.
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import httpx
 
@@ -27,7 +28,8 @@ from amperity_signal.proxies import ProxyRules
 class ShardedPool:
     """``shards`` HTTP/1.1 keep-alive transports; each request goes to the least busy one.
 
-    ``proxies`` (outbound proxies) apply to the transports it makes, not to a given one.
+    ``proxies`` (outbound proxies) and ``ssl_context`` (the CA certificates to verify
+    against; certifi's when None) apply to the transports it makes, not to a given one.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class ShardedPool:
         max_in_flight_per_shard: int,
         transport: httpx.AsyncBaseTransport | None = None,
         proxies: ProxyRules | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if shards < 1 or max_in_flight_per_shard < 1:
             raise ValueError("shards and max_in_flight_per_shard must be at least 1")
@@ -44,7 +47,9 @@ class ShardedPool:
         self._transports: list[httpx.AsyncBaseTransport] = [
             transport
             if transport is not None
-            else AiohttpTransport(max_connections=max_in_flight_per_shard, proxies=proxies)
+            else AiohttpTransport(
+                max_connections=max_in_flight_per_shard, proxies=proxies, ssl_context=ssl_context
+            )
             for _ in range(shards)
         ]
         self._in_flight = [0] * shards

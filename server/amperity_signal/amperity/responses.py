@@ -311,9 +311,10 @@ def exhausted(
         return AmperityUnavailable(
             f"Amperity could not be reached at {host}: its TLS certificate was refused "
             f"({problem}) on {attempts} attempt(s). Check that {field} names Amperity's "
-            "host; a proxy that re-signs "
-            "TLS on the way is not trusted (certificates are checked against the certifi "
-            f"CA bundle). Retry in {retry_after:.1f}s if it is Amperity's own certificate.",
+            "host. Certificates are checked against the bundled CA list (certifi), or the "
+            "CA certificates in SSL_CERT_FILE / SSL_CERT_DIR when set: for a proxy that "
+            "re-signs TLS, set SSL_CERT_FILE to a PEM file holding its CA. Retry in "
+            f"{retry_after:.1f}s if it is Amperity's own certificate.",
             reason="AMPERITY_UNAVAILABLE",
             attempts=attempts,
             retry_after=retry_after,

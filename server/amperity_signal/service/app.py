@@ -184,6 +184,7 @@ def build_server(
                     metrics=deps.metrics,
                     transport=deps.transport,
                     proxies=settings.proxies,
+                    trusted_certificates=settings.trusted_certificates,
                 ),
             )
             for integration in settings.integrations
@@ -277,7 +278,11 @@ def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
 
 
 def report_proxies(settings: Settings) -> None:
-    """Log, when the environment sets outbound proxies, how each integration reaches Amperity."""
+    """Log, when the environment sets them, the proxies and CA certificates Amperity's calls use."""
+    if settings.trusted_certificates.variable is not None:
+        log.info(
+            "TLS certificates are checked against %s", settings.trusted_certificates.describe()
+        )
     proxies = settings.proxies
     if not proxies:
         return

@@ -46,9 +46,24 @@ def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
     return problems
 
 
+def redis_problems(settings: Settings) -> list[ConfigProblem]:
+    """With the Redis cache, whether its user may run the service's Lua scripts.
+
+    Checked before serving (and by check-config) because it is a setting to change, not an
+    outage: without scripting every cache merge and rate-limit slot fails. A Redis that does
+    not answer is not a problem here; the service starts and says what to check.
+    """
+    if settings.cache.backend != "redis":
+        return []
+    from amperity_signal.redis_scripting import redis_scripting_problem
+
+    problem = asyncio.run(redis_scripting_problem(settings.cache.redis_url))
+    return [problem] if problem is not None else []
+
+
 def _load_checked_settings(path: str) -> Settings:
     settings = load_settings(path)
-    problems = blueprint_problems(settings)
+    problems = blueprint_problems(settings) + redis_problems(settings)
     if problems:
         raise ConfigError(problems, source=path)
     return settings

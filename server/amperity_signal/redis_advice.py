@@ -6,7 +6,12 @@ the operator needs to know which setting to look at: ``cache.redis_url``.
 
 from __future__ import annotations
 
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -21,6 +26,8 @@ def redis_failure(exc: BaseException) -> str:
             f"Redis refused the credentials ({kind}): check the user and password in "
             "cache.redis_url"
         )
+    if scripting_refused(exc):
+        return f"Redis refused to run the service's Lua scripts ({kind}): {SCRIPTING_FIX}"
     # redis-py raises its own TimeoutError (not the builtin one) when socket_timeout passes.
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return (
@@ -31,3 +38,25 @@ def redis_failure(exc: BaseException) -> str:
         f"Redis cannot be reached ({kind}): check that redis-server is running at "
         "cache.redis_url's host and port"
     )
+
+
+SCRIPTING_FIX = (
+    "grant the user of cache.redis_url scripting (ACL SETUSER <user> +@scripting, or at "
+    "least +evalsha +script|load), or use a Redis that allows Lua scripts"
+)
+"""What to do when Redis refuses scripts, as the end of a sentence."""
+
+
+def scripting_refused(exc: BaseException) -> bool:
+    """Whether Redis refused a script command: an ACL without it, or scripting switched off.
+
+    An ACL answers ``NOPERM``; a managed Redis that disables scripting answers that the
+    command is unknown or disabled.
+    """
+    if isinstance(exc, NoPermissionError):
+        return True
+    if not isinstance(exc, ResponseError):
+        return False
+    text = str(exc).lower()
+    scripting = any(word in text for word in ("script", "evalsha", "eval"))
+    return scripting and any(word in text for word in ("unknown command", "disabled", "noperm"))

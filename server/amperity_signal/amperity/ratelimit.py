@@ -317,6 +317,9 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
 """
 
+REDIS_SCRIPTS = (_TAKE_SCRIPT, _RELEASE_SCRIPT)
+"""The Lua scripts the limiter runs on Redis, for the start-up check that it may run them."""
+
 
 class RedisRateLimiter(_QueuedLimiter):
     """Slots in a Redis sorted set, shared by every process using the same Redis.

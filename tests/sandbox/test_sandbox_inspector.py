@@ -222,6 +222,17 @@ async def test_drop_fault_outside_a_server_raises_connection_dropped(
     assert (record["status"], record["dropped"]) == (0, True)
 
 
+async def test_cut_body_fault_outside_a_server_raises_connection_dropped(
+    sandbox: InProcessSandbox,
+) -> None:
+    """In process a cut-body fault surfaces as ConnectionDropped, the 202 logged as cut."""
+    await sandbox.client.post("/_sandbox/faults", json={"cut_body_rate": 1.0, "count": 1})
+    with pytest.raises(ConnectionDropped):
+        await sandbox.post_event(EVENT)
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert (record["status"], record["body_cut"]) == (202, True)
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -232,6 +243,8 @@ async def test_drop_fault_outside_a_server_raises_connection_dropped(
         {"bogus": 1},
         {"status": 503, "retry_after": -1},
         {"status": 503, "retry_after": "2"},
+        {"cut_body_rate": 1.5},
+        {"cut_body_rate": True},
     ],
 )
 async def test_invalid_faults_are_400(sandbox: InProcessSandbox, fault: dict[str, object]) -> None:

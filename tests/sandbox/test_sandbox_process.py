@@ -186,6 +186,99 @@ async def test_drop_fault_is_a_transport_error_for_httpx(
     assert stats["dropped"] == 1
 
 
+async def _raw_exchange(base_url: str, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Writes one request on a fresh connection, reads until the server hangs up.
+
+    Returns the status line, the headers (lower-case names) and every body byte that came.
+    """
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(request)
+        answer = await reader.read()  # to EOF: a cut answer ends with the connection
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {n.strip().lower(): v.strip() for n, _, v in (h.partition(":") for h in lines)}
+    return status_line.encode(), headers, body
+
+
+def _raw_event_post(sandbox_proc: SandboxProcess, stream: str) -> bytes:
+    body = json.dumps(EVENT).encode()
+    head = "".join(
+        f"{name}: {value}\r\n" for name, value in _auth(sandbox_proc, "acme-ingest").items()
+    )
+    return (
+        f"POST /prof/events/{stream} HTTP/1.1\r\nHost: sandbox\r\n{head}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def test_a_cut_body_fault_sends_the_status_line_and_headers_then_half_the_body(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """cut_body_rate: 202 and its Content-Length reach the wire, then fewer bytes, then EOF."""
+    fault = {"cut_body_rate": 1.0, "count": 1, "kind": "events"}
+    assert (await client.post("/_sandbox/faults", json=fault)).status_code == 200
+
+    status_line, headers, body = await _raw_exchange(
+        sandbox_proc.base_url, _raw_event_post(sandbox_proc, ACME_STREAM)
+    )
+
+    assert status_line == b"HTTP/1.1 202 Accepted"
+    announced = int(headers["content-length"])
+    assert 0 < len(body) < announced
+    assert body == body[: announced // 2] and body.startswith(b'{"status":202')
+    # Amperity took the event: it is recorded once, and the request shows the cut.
+    events = (await client.get("/_sandbox/events")).json()["events"]
+    assert [e["body"] for e in events] == [EVENT]
+    record = (await client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert (record["status"], record["body_cut"], record["dropped"]) == (202, True, False)
+    assert (await client.get("/_sandbox/stats")).json()["body_cut"] == 1
+    assert (await client.get("/_sandbox/faults")).json()["faults"] == []
+
+
+async def test_a_cut_body_fault_cuts_an_injected_status_too_and_spares_a_bodiless_204(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """With status 503 the 503 and its Retry-After arrive cut; a 204 has no body to cut."""
+    fault = {"status": 503, "retry_after": 2, "cut_body_rate": 1.0, "count": 1}
+    await client.post("/_sandbox/faults", json=fault)
+    status_line, headers, body = await _raw_exchange(
+        sandbox_proc.base_url, _raw_event_post(sandbox_proc, ACME_STREAM)
+    )
+    assert status_line == b"HTTP/1.1 503 Service Unavailable"
+    assert headers["retry-after"] == "2"
+    assert len(body) < int(headers["content-length"])
+
+    await client.post("/_sandbox/faults", json={"cut_body_rate": 1.0, "count": 1})
+    status_line, headers, body = await _raw_exchange(
+        sandbox_proc.base_url, _raw_event_post(sandbox_proc, ACME_DROP_STREAM)
+    )
+    assert status_line == b"HTTP/1.1 204 No Content"
+    assert body == b""
+    record = (await client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert (record["status"], record["body_cut"]) == (204, False)
+
+
+async def test_a_cut_profile_answer_is_a_protocol_error_for_httpx(
+    client: httpx.AsyncClient, sandbox_proc: SandboxProcess
+) -> None:
+    """A cut 200 lookup: httpx sees an incomplete body; the next lookup is whole."""
+    await client.post("/_sandbox/faults", json={"cut_body_rate": 1.0, "count": 1, "kind": "lookup"})
+    url = f"/prof/lookup/{ACME_COLLECTION}/keychain"
+    params = {"email_sha256": hash_email("alice@example.com")}
+    async with httpx.AsyncClient(base_url=sandbox_proc.base_url) as fresh:
+        headers = _auth(sandbox_proc, "acme-profile")
+        with pytest.raises(httpx.RemoteProtocolError):
+            await fresh.get(url, params=params, headers=headers)
+        after = await fresh.get(url, params=params, headers=headers)
+    assert after.status_code == 200
+    assert after.json()["profile_id"] == ALICE_PROFILE
+
+
 async def _fire_at_once(base_url: str, request: bytes, count: int) -> list[int]:
     """Opens ``count`` connections first, then writes the same request on all of them at once.
 

@@ -2,7 +2,7 @@
 
 It wraps the whole Starlette app (outside its error middleware) so that it sees every
 status answered, and so that it holds the server's own ``receive`` when a fault drops the
-connection.
+connection or cuts an answer's body.
 
 Order: injected faults → the framing refusals of :mod:`.framing` (411, 400, 413) → the API.
 """
@@ -32,9 +32,10 @@ CLIENT_GONE = 499
 
 
 class ConnectionDropped(Exception):
-    """Raised when a drop fault fires outside a real server (e.g. under httpx's ASGITransport).
+    """Raised when a drop or cut-body fault fires outside a real server (httpx's ASGITransport).
 
-    A real uvicorn connection is aborted instead, so that the client sees a reset.
+    A real uvicorn connection is aborted (drop) or closed (cut body) instead, so that the
+    client sees a reset or an incomplete body.
     """
 
 
@@ -129,6 +130,10 @@ class SandboxEdge:
                 record.status = message["status"]
             await send(message)
 
+        answer: Send = recording_send
+        if outcome.cut_body and scope["method"] != "HEAD":  # a HEAD answer has no body to cut
+            answer = _BodyCutter(recording_send, receive, record)
+
         replayed = False
 
         async def replay() -> Message:
@@ -145,13 +150,42 @@ class SandboxEdge:
                 # HTTP requires it of every 405 (RFC 9110, section 15.5.6), injected or not.
                 extra["Allow"] = self._allowed_methods(scope)
             response = error(scope, outcome.status, "injected fault (sandbox)", extra)
-            await response(scope, replay, recording_send)
+            await response(scope, replay, answer)
             return
         if body.refusal is not None:
             refused = error(scope, body.refusal.status, body.refusal.message)
-            await refused(scope, replay, recording_send)
+            await refused(scope, replay, answer)
             return
-        await self._app(scope, replay, recording_send)
+        await self._app(scope, replay, answer)
+
+
+class _BodyCutter:
+    """An ASGI ``send`` that passes the status line and headers, then cuts the body.
+
+    The first non-empty body chunk goes out halved (the headers' ``Content-Length`` still
+    announces the whole), then the connection is closed, so the client has the status and
+    an incomplete body: Amperity's acceptance with its answer lost on the way. An answer
+    without a body (a 204) has nothing to cut and goes out whole.
+    """
+
+    def __init__(self, send: Send, receive: Receive, record: RequestRecord) -> None:
+        self._send = send
+        self._receive = receive
+        self._record = record
+        self._cut = False
+
+    async def __call__(self, message: Message) -> None:
+        """Sends one ASGI message, or cuts the answer at its first body bytes."""
+        if self._cut:
+            return  # the app's further chunks have no connection to go to
+        chunk = message.get("body", b"") if message["type"] == "http.response.body" else b""
+        if not chunk:
+            await self._send(message)
+            return
+        self._cut = True
+        self._record.body_cut = True
+        await self._send({**message, "body": chunk[: len(chunk) // 2], "more_body": True})
+        await _close_after_sent(self._receive)
 
 
 def _log_answered(record: RequestRecord) -> None:
@@ -190,6 +224,22 @@ async def _wait_unless_gone(receive: Receive, seconds: float) -> bool:
         if str(listening.result()["type"]) == "http.disconnect":
             return False
     return True
+
+
+async def _close_after_sent(receive: Receive) -> None:
+    """Closes the client's connection once what was sent of the answer is on the wire.
+
+    ``transport.close`` (not ``abort``) writes out what is buffered first, so the status
+    line and headers reach the client before the hang-up. Returns once uvicorn has seen
+    the disconnect, so that it neither sends more nor logs an unfinished answer.
+    """
+    cycle = getattr(receive, "__self__", None)
+    close = getattr(getattr(cycle, "transport", None), "close", None)
+    if not callable(close):
+        raise ConnectionDropped("the sandbox cut this answer's body (fault injection)")
+    close()
+    while str((await receive())["type"]) != "http.disconnect":
+        pass  # the rest of a body the framing left unread (a refused one) is discarded
 
 
 async def _drop_connection(receive: Receive) -> None:

@@ -8,7 +8,7 @@ Amperity's error body (:func:`amperity_signal.sandbox.responses.error`)::
     ├── SandboxDataError   (data.py, a ValueError) a data file that cannot be loaded
     ├── TokenError         (tokens.py) a token that does not authenticate
     ├── FaultSpecError     (faults.py, a ValueError) a fault description that cannot be used
-    └── ConnectionDropped  (edge.py) a drop fault outside a real server
+    └── ConnectionDropped  (edge.py) a drop or cut-body fault outside a real server
 """
 
 from __future__ import annotations

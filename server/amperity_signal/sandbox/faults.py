@@ -1,4 +1,4 @@
-"""Fault injection: error statuses, latency, dropped connections and 429 bursts.
+"""Fault injection: error statuses, latency, dropped connections, cut bodies and 429 bursts.
 
 A fault matches requests by ``tenant`` (the ``Amperity-Tenant`` header; None = any) and
 ``kind`` (``events``, ``lookup``, ``profile``; None = any). Several can be active; for each
@@ -10,6 +10,10 @@ request every matching fault, in the order they were added, is consulted:
    without a response; ``burst_429`` answers 429 to the next N matching requests;
    ``status`` answers that status with probability ``rate`` (default 1), with a
    ``Retry-After`` header when ``retry_after`` is set.
+4. ``cut_body_rate`` cuts, with that probability, whatever answer the request gets: its
+   status line and headers go out whole, then half its body, then the connection closes.
+   It changes how the answer is sent, not which answer, so it is drawn apart from 3 and
+   only by the faults that have it (a drop still sends nothing).
 
 ``Retry-After`` is delta-seconds, a whole number (RFC 9110): a fractional ``retry_after``
 is rounded up when the fault is added, so a client that obeys the header never comes back
@@ -43,6 +47,7 @@ class Fault:
     latency_ms: float = 0.0
     latency_rate: float = 1.0
     drop_rate: float = 0.0
+    cut_body_rate: float = 0.0
     burst_429: int = 0
     tenant: str | None = None
     kind: str | None = None
@@ -61,7 +66,7 @@ class Fault:
             raise FaultSpecError(f"unknown fault fields: {sorted(unknown)}")
         fault = cls(fault_id=fault_id, **raw)
         _check(fault.status is None or _is_int(fault.status, 400, 599), "status: 400..599")
-        for name in ("rate", "latency_rate", "drop_rate"):
+        for name in ("rate", "latency_rate", "drop_rate", "cut_body_rate"):
             _check(_is_number(getattr(fault, name), 0.0, 1.0), f"{name}: a number in 0..1")
         _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
         _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
@@ -75,8 +80,8 @@ class Fault:
         if fault.retry_after is not None:
             fault.retry_after = math.ceil(fault.retry_after)
         _check(
-            bool(fault.status or fault.latency_ms or fault.drop_rate or fault.burst_429),
-            "set at least one of status, latency_ms, drop_rate, burst_429",
+            _does_something(fault),
+            "set at least one of status, latency_ms, drop_rate, cut_body_rate, burst_429",
         )
         return fault
 
@@ -98,6 +103,7 @@ class FaultOutcome:
     drop: bool = False
     status: int | None = None
     retry_after: int | None = None
+    cut_body: bool = False
 
 
 class FaultInjector:
@@ -134,6 +140,7 @@ class FaultInjector:
         drop = False
         status: int | None = None
         retry_after: int | None = None
+        cut_body = False
         for fault in [f for f in self._faults if f.matches(tenant, kind)]:
             if fault.count is not None:
                 fault.count -= 1
@@ -147,14 +154,27 @@ class FaultInjector:
                     status, retry_after = 429, fault.retry_after
                 elif fault.status and self._rng.random() < fault.rate:
                     status, retry_after = fault.status, fault.retry_after
+            # Drawn only when set, so adding the field left every seeded run as it was.
+            if not cut_body and fault.cut_body_rate:
+                cut_body = self._rng.random() < fault.cut_body_rate
         self._faults = [f for f in self._faults if not _exhausted(f)]
-        return FaultOutcome(delay, drop, status, retry_after)
+        return FaultOutcome(delay, drop, status, retry_after, cut_body and not drop)
 
 
 def _exhausted(fault: Fault) -> bool:
     if fault.count is not None and fault.count <= 0:
         return True
-    return not (fault.status or fault.latency_ms or fault.drop_rate or fault.burst_429)
+    return not _does_something(fault)
+
+
+def _does_something(fault: Fault) -> bool:
+    return bool(
+        fault.status
+        or fault.latency_ms
+        or fault.drop_rate
+        or fault.cut_body_rate
+        or fault.burst_429
+    )
 
 
 def _check(condition: bool, message: str) -> None:

@@ -2,11 +2,11 @@
 
 - ``GET /_sandbox/requests?path_prefix=&tenant=&limit=`` → ``{"requests": [...]}``, newest
   last, each ``{request_id, timestamp, time, method, path, query, kind, tenant, headers,
-  status, dropped, duration_ms}`` (``Authorization`` as ``Bearer <fp:…>``).
+  status, dropped, body_cut, duration_ms}`` (``Authorization`` as ``Bearer <fp:…>``).
 - ``GET /_sandbox/events?stream=&tenant=&limit=`` → ``{"events": [...]}``, each ``{stream,
   tenant, received_at, status, mode, routed_to, body}``.
-- ``GET /_sandbox/stats`` → ``{total, by_kind, by_status, throttled, dropped, pending_updates,
-  tenants: {id: {total, by_kind, by_status, throttled, dropped}}}``.
+- ``GET /_sandbox/stats`` → ``{total, by_kind, by_status, throttled, dropped, body_cut,
+  pending_updates, tenants: {id: {total, by_kind, by_status, throttled, dropped, body_cut}}}``.
 - ``GET /_sandbox/profiles?collection=&tenant=`` → ``{"profiles": [...]}`` in the wire shape,
   plus ``tenant``.
 """

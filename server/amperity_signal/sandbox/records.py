@@ -36,7 +36,10 @@ def _redact_authorization(value: str) -> str:
 
 @dataclass
 class RequestRecord:
-    """One API request; ``status`` 0 means the connection was dropped unanswered."""
+    """One API request; ``status`` 0 means the connection was dropped unanswered.
+
+    ``body_cut``: a fault sent the status line and headers, then cut the body.
+    """
 
     request_id: str
     timestamp: float
@@ -47,6 +50,7 @@ class RequestRecord:
     tenant: str | None
     headers: dict[str, str]
     status: int = DROPPED
+    body_cut: bool = False
     duration_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +67,7 @@ class RequestRecord:
             "headers": self.headers,
             "status": self.status,
             "dropped": self.status == DROPPED,
+            "body_cut": self.body_cut,
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -116,11 +121,13 @@ class _Counts:
     total: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
+    body_cut: int = 0
 
-    def add(self, kind: str, status: int) -> None:
+    def add(self, record: RequestRecord) -> None:
         self.total += 1
-        self.by_kind[kind] += 1
-        self.by_status["dropped" if status == DROPPED else str(status)] += 1
+        self.by_kind[record.kind] += 1
+        self.by_status["dropped" if record.status == DROPPED else str(record.status)] += 1
+        self.body_cut += record.body_cut
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +136,7 @@ class _Counts:
             "by_status": dict(sorted(self.by_status.items())),
             "throttled": self.by_status["429"],
             "dropped": self.by_status["dropped"],
+            "body_cut": self.body_cut,
         }
 
 
@@ -141,12 +149,12 @@ class Stats:
 
     def add(self, record: RequestRecord) -> None:
         """Counts one finished request."""
-        self._overall.add(record.kind, record.status)
+        self._overall.add(record)
         tenant = record.tenant or "-"
-        self._tenants.setdefault(tenant, _Counts()).add(record.kind, record.status)
+        self._tenants.setdefault(tenant, _Counts()).add(record)
 
     def to_json(self) -> dict[str, Any]:
-        """``{total, by_kind, by_status, throttled, dropped, tenants: {id: {same}}}``."""
+        """``{total, by_kind, by_status, throttled, dropped, body_cut, tenants: {id: {same}}}``."""
         return {
             **self._overall.to_json(),
             "tenants": {name: counts.to_json() for name, counts in sorted(self._tenants.items())},

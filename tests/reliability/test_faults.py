@@ -1,4 +1,4 @@
-"""At least once under Amperity faults: 503s, dropped connections, 429 bursts, latency spikes.
+"""At least once under Amperity faults: 503s, drops, cut bodies, 429 bursts, latency spikes.
 
 The caller (the Python client's ``deliver_many``) streams every event through
 ``DeliverStream`` while the sandbox misbehaves; afterwards every offered message id is in
@@ -39,16 +39,19 @@ async def storm(sandbox: Sandbox, steps: list[asyncio.Event]) -> int:
     return len(steps)
 
 
-async def test_every_event_reaches_amperity_through_503s_drops_429_bursts_and_spikes(
+async def test_every_event_reaches_amperity_through_503s_drops_cuts_429_bursts_and_spikes(
     stack: Stack,
 ) -> None:
-    """30% 503s, 5% drops, 429 bursts, 2 s spikes: every message id arrives, none lost."""
+    """30% 503s, 5% drops, 5% cut bodies, 429 bursts, 2 s spikes: every message id arrives."""
     sandbox = await stack.sandbox()
     # Five seconds per attempt outlasts a 2 s spike; eight retries make a lost event
     # (0.35 ** 9 per event) rare, and the caller re-sends the rare one that runs out.
     service = await stack.service(sandbox, max_retries=8, request_timeout=5.0)
     await sandbox.fault(status=503, rate=0.3, kind="events")
     await sandbox.fault(drop_rate=0.05, kind="events")
+    # Cuts the body of whichever answer comes, after its status line: a cut 202 is taken
+    # as delivered (not sent again), a cut 503 or 429 is retried as that status.
+    await sandbox.fault(cut_body_rate=0.05, kind="events")
     events = make_events(PROFILE.faulted_events, "faults")
     # Spike n fires once n / (spikes + 1) of the events are answered.
     steps = [asyncio.Event() for _ in range(PROFILE.latency_spikes)]
@@ -65,6 +68,12 @@ async def test_every_event_reaches_amperity_through_503s_drops_429_bursts_and_sp
     injected = await asyncio.wait_for(spikes, 5)
     await sandbox.clear_faults()
     stats = await sandbox.stats()
+    # Accepted events whose answer was cut: delivered, so the caller never resent them.
+    cut_202 = [
+        r
+        for r in await sandbox.requests(path_prefix="/prof/events/")
+        if r["body_cut"] and r["status"] == 202
+    ]
     report = RunReport(
         "faults",
         [e.message_id for e in events],
@@ -74,6 +83,8 @@ async def test_every_event_reaches_amperity_through_503s_drops_429_bursts_and_sp
             "latency_spikes": injected,
             "sandbox_by_status": stats["by_status"],
             "sandbox_dropped": stats["dropped"],
+            "sandbox_body_cut": stats["body_cut"],
+            "sandbox_body_cut_202": len(cut_202),
             "sandbox_throttled": stats["throttled"],
         },
     )
@@ -86,5 +97,6 @@ async def test_every_event_reaches_amperity_through_503s_drops_429_bursts_and_sp
     # The faults really fired: the run is only a proof if Amperity misbehaved.
     assert stats["by_status"].get("503", 0) > len(events) * 0.2
     assert stats["dropped"] > 0 and stats["throttled"] >= 30 * injected
+    assert stats["body_cut"] > 0 and cut_202
     assert service.process.proc.returncode is None, "the service died"
     assert sandbox.process.proc.returncode is None, "the sandbox died"

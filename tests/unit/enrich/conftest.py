@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
 from amperity_signal.config import CacheSettings
-from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
+from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore, build_cache
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient
@@ -101,3 +102,22 @@ def redis_server() -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+async def inspector(redis_server: RedisProcess) -> AsyncIterator[redis.Redis]:
+    """A plain client for looking at (and ageing) what the service wrote."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def backend(
+    redis_server: RedisProcess, metrics: Metrics, clock: FakeClock
+) -> AsyncIterator[CacheBackend]:
+    """One replica's Redis-backed cache, as the service builds it."""
+    settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
+    cache = build_cache(settings, metrics, clock=clock)
+    yield cache
+    await cache.close()

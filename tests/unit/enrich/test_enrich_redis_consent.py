@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,25 +84,6 @@ def delivered(consent: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
 def minutes_ago(minutes: float) -> datetime:
     """An instant before the ledger's clock."""
     return NOW - timedelta(minutes=minutes)
-
-
-@pytest.fixture
-async def inspector(redis_server: RedisProcess) -> AsyncIterator[redis.Redis]:
-    """A plain client for looking at (and ageing) what the service wrote."""
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def backend(
-    redis_server: RedisProcess, metrics: Metrics, clock: FakeClock
-) -> AsyncIterator[CacheBackend]:
-    """One replica's Redis-backed cache, as the service builds it."""
-    settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
-    cache = build_cache(settings, metrics, clock=clock)
-    yield cache
-    await cache.close()
 
 
 @pytest.fixture

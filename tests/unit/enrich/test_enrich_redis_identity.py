@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,25 +60,6 @@ def identity_map(backend: CacheBackend, metrics: Metrics, clock: FakeClock) -> I
 async def merge(identity: IdentityMap, learned: Mapping[str, str]) -> tuple[dict[str, str], bool]:
     """Merge ``learned`` into the test visitor's entry."""
     return await identity.merge("acme", event(VISITOR), LINKING_KEYS, learned=learned)
-
-
-@pytest.fixture
-async def inspector(redis_server: RedisProcess) -> AsyncIterator[redis.Redis]:
-    """A plain client for looking at (and ageing) what the service wrote."""
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def backend(
-    redis_server: RedisProcess, metrics: Metrics, clock: FakeClock
-) -> AsyncIterator[CacheBackend]:
-    """One replica's Redis-backed cache, as the service builds it."""
-    settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
-    cache = build_cache(settings, metrics, clock=clock)
-    yield cache
-    await cache.close()
 
 
 async def stored_entry(inspector: redis.Redis) -> dict[str, Any]:

@@ -31,17 +31,27 @@ async def _bare(request: Request) -> Response:
     return JSONResponse(BARE_BODY)
 
 
-def with_bare_route(gateway: Any) -> Any:
-    """An ASGI app sending ``BARE_PATH`` to the bare route and the rest to ``gateway``."""
-    bare = Starlette(routes=[Route(BARE_PATH, _bare)])
+class _WithBareRoute:
+    """An ASGI app sending ``BARE_PATH`` to the bare route and the rest to the gateway.
 
-    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+    It carries the gateway's ``state``: ``gateway_server`` reads ``end_streams`` from it.
+    """
+
+    def __init__(self, gateway: Any) -> None:
+        self._gateway = gateway
+        self._bare = Starlette(routes=[Route(BARE_PATH, _bare)])
+        self.state = gateway.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == BARE_PATH:
-            await bare(scope, receive, send)
+            await self._bare(scope, receive, send)
         else:
-            await gateway(scope, receive, send)
+            await self._gateway(scope, receive, send)
 
-    return dispatch
+
+def with_bare_route(gateway: Any) -> Any:
+    """The gateway app with the bare route in front of it (``_WithBareRoute``)."""
+    return _WithBareRoute(gateway)
 
 
 def _wrapped(create: Any) -> Any:

@@ -13,7 +13,8 @@ over 7 batches of CPU time (``time.process_time``) per call, on a warm cache:
 - ``browser_profile``: the generated stub over ``Service.in_process_channel()``, the
   handler called directly, and the stub over a loopback socket (client and server CPU);
 - ``gateway_*``: ``GET /v1/enrich`` and the gateway benchmark's bare route, as an ASGI
-  call and through uvicorn's h11 protocol (``inprocess_gateway``);
+  call and through uvicorn's h11 protocol, warm and (``gateway_*_h11_cold``) cold
+  (``inprocess_gateway``);
 - ``*_cold``: the Enrich, Deliver and BrowserProfile handlers with the CPU's caches
   evicted before each call (``COLD_BYTES`` written, one byte per cache line), the
   eviction itself not timed. Under load a handler costs ~2x its warm figure, because
@@ -176,7 +177,7 @@ async def measure() -> dict[str, float]:
         figures["browser_profile_socket"] = await _per_call(
             300, lambda _: socket_stub.BrowserProfile(browser, timeout=5)
         )
-    figures |= await gateway_figures(service, settings, _per_call)
+    figures |= await gateway_figures(service, settings, _per_call, _per_call_cold)
     await channel.close()
     await service.stop(0)
     return figures

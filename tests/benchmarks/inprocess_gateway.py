@@ -5,7 +5,8 @@ Part of ``python -m tests.benchmarks.inprocess``. Two layers, each for both rout
 - ``gateway_*_asgi``: the ASGI app called directly with a prebuilt scope (the gateway's
   own HTTP work, the in-process channel and the servicer; no HTTP parsing);
 - ``gateway_*_h11``: uvicorn's h11 protocol, as ``serve`` configures it, fed the request
-  bytes the load generator sends, over a transport that only collects what is written.
+  bytes the load generator sends, over a transport that only collects what is written;
+- ``gateway_*_h11_cold``: the same with the CPU's caches evicted before each request.
 
 The bare route is ``tests.benchmarks.gateway_serve``'s, behind the same dispatcher, so
 ``bare / enrich`` of the h11 figures is what the throughput ratio would be if CPU were all
@@ -29,6 +30,8 @@ from amperity_signal.service.app import Service
 from tests.benchmarks.gateway_serve import BARE_PATH, with_bare_route
 
 ENRICH_QUERY = b"provider=amperity&anonymous_id=anon-3"
+COLD_CALLS = 500
+"""Requests per batch of the cold figures (each after an eviction, which is not timed)."""
 MAX_TURNS = 10_000
 """Loop turns one in-process request may take (it takes a handful)."""
 PerCall = Callable[[int, Callable[[int], Awaitable[Any]]], Awaitable[float]]
@@ -114,9 +117,13 @@ def _h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Aw
 
 
 async def gateway_figures(
-    service: Service, settings: Settings, per_call: PerCall
+    service: Service, settings: Settings, per_call: PerCall, per_call_cold: PerCall
 ) -> dict[str, float]:
-    """CPU microseconds per request of both routes, at the ASGI and the h11 layer."""
+    """CPU microseconds per request of both routes, at the ASGI and the h11 layer.
+
+    ``*_h11_cold`` are the h11 figures with the CPU's caches evicted before each request
+    (``per_call_cold``), which predict the load benchmark better (docs/benchmarks.md).
+    """
     gateway_settings = GatewaySettings.from_settings(settings).replace(
         rate_limit_per_second=1e9, rate_limit_burst=10**9
     )
@@ -134,4 +141,7 @@ async def gateway_figures(
         figures[f"gateway_{name}_asgi"] = await per_call(3000, _asgi_call(app, path, query))
     for name, (path, query) in routes.items():
         figures[f"gateway_{name}_h11"] = await per_call(3000, _h11_call(config, path, query))
+    for name, (path, query) in routes.items():
+        call = _h11_call(config, path, query)
+        figures[f"gateway_{name}_h11_cold"] = await per_call_cold(COLD_CALLS, call)
     return figures

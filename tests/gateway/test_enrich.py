@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
@@ -34,6 +36,31 @@ async def test_the_dfid_cookie_identifies_the_visitor(
     )
     assert response.json()["attributes"] == CANNED_ATTRIBUTES
     assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
+
+
+async def test_the_dfid_cookie_is_read_from_any_cookie_header(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Several Cookie headers are read as Starlette reads them: merged, later names winning."""
+    headers = [
+        ("X-Pipeline-Key", KNOWN_KEY),
+        ("Cookie", "theme=dark; _dfid=stale"),
+        ("Cookie", f'other=1; _dfid="{KNOWN_VISITOR}"'),
+    ]
+    response = await gateway.get(ENRICH, headers=headers)
+    assert response.json()["attributes"] == CANNED_ATTRIBUTES
+    assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
+
+
+async def test_head_answers_the_headers_get_answers(gateway: httpx.AsyncClient) -> None:
+    """HEAD is served as GET is (as by every Starlette GET route); other methods are 405."""
+    url = f"{ENRICH}&anonymous_id={KNOWN_VISITOR}"
+    key = {"X-Pipeline-Key": KNOWN_KEY}
+    got, head = await gateway.get(url, headers=key), await gateway.head(url, headers=key)
+    assert (head.status_code, head.headers) == (got.status_code, got.headers)
+    refused = await gateway.post(url, headers=key)
+    assert refused.status_code == 405
+    assert refused.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
 async def test_first_touch_visitor_gets_empty_attributes(
@@ -210,6 +237,17 @@ async def test_deadline_exceeded_is_504(gateway: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"
+
+
+async def test_a_failed_rpc_is_logged_with_the_method_and_path(
+    gateway: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 5xx from the service is logged as on every route, without the visitor or the key."""
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.gateway.app"):
+        await gateway.get(
+            f"{ENRICH}&anonymous_id=visitor-slow", headers={"X-Pipeline-Key": KNOWN_KEY}
+        )
+    assert caplog.messages == ["RPC failed on GET /v1/enrich: StatusCode.DEADLINE_EXCEEDED"]
 
 
 async def test_allowed_origin_gets_credentialed_cors(gateway: httpx.AsyncClient) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from starlette.responses import JSONResponse
+from starlette.types import Message
 
-from amperity_signal.gateway.errors import GatewayJSONResponse, json_response
+from amperity_signal.gateway.errors import GatewayJSONResponse, json_response, send_json
 
 CONTENTS: list[Any] = [
     {"provider": "amperity", "attributes": {}},
@@ -38,3 +39,24 @@ def test_non_finite_numbers_are_refused_as_starlette_refuses_them(number: float)
         json_response({"value": number})
     with pytest.raises(ValueError, match="Out of range float values"):
         JSONResponse({"value": number})
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+async def test_send_json_sends_what_a_json_response_sends(content: Any) -> None:
+    """The enrich route's direct answer: the messages json_response's ASGI call sends."""
+    theirs: list[Message] = []
+    ours: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send_theirs(message: Message) -> None:
+        theirs.append(message)
+
+    async def send_ours(message: Message) -> None:
+        ours.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    await json_response(content)(scope, receive, send_theirs)
+    await send_json(send_ours, content)
+    assert ours == theirs

@@ -9,9 +9,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.datastructures import MutableHeaders
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from amperity_signal.gateway import PipelineSettings, create_gateway_app
-from amperity_signal.gateway.middleware import _add_cors
+from amperity_signal.gateway.middleware import GatewayMiddleware, _add_cors
+from amperity_signal.gateway.ratelimit import TokenBuckets
 from amperity_signal.gateway.settings import normalise_origin
 from amperity_signal.metrics import Metrics
 
@@ -186,3 +189,37 @@ def test_cors_headers_are_what_starlettes_header_objects_made(
     _starlette_cors(theirs, origin)
     assert ours["headers"] == theirs["headers"]
     assert headers == snapshot  # the app's own list is not changed in place
+
+
+async def test_a_direct_route_is_called_for_its_methods_and_head_the_app_for_the_rest(
+    clock: FakeClock,
+) -> None:
+    """GET and HEAD of a direct path reach its own ASGI app, after the rate limit and CORS."""
+    reached: list[tuple[str, str]] = []
+
+    def answering(name: str) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            reached.append((name, scope["method"]))
+            await PlainTextResponse(name)(scope, receive, send)
+
+        return app
+
+    settings = gateway_settings(rate_limit_per_second=1.0).replace(rate_limit_burst=3)
+    middleware = GatewayMiddleware(
+        answering("app"),
+        metrics=Metrics(),
+        routes=frozenset({"/v1/enrich"}),
+        settings=settings,
+        methods={"/v1/enrich": ("GET",)},
+        buckets=TokenBuckets(1.0, 3, clock, 100),
+        direct={"/v1/enrich": answering("direct")},
+    )
+    origin = {"Origin": SHOP_ORIGIN, "X-Pipeline-Key": KNOWN_KEY}
+    async with _client(middleware) as client:
+        answers = [await client.request(m, "/v1/enrich", headers=origin) for m in ("GET", "HEAD")]
+        answers.append(await client.post("/v1/enrich", headers=origin))
+        limited = await client.get("/v1/enrich", headers=origin)
+    assert reached == [("direct", "GET"), ("direct", "HEAD"), ("app", "POST")]
+    for answer in answers:
+        assert answer.headers["access-control-allow-origin"] == SHOP_ORIGIN
+    assert limited.status_code == 429

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from amperity_signal.gateway.backend import ChannelFactory, ServiceClient
 from amperity_signal.gateway.errors import (
@@ -75,6 +76,25 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # Starlette logs and re-raises after this answer; the caller sees no internals.
     error = GatewayError(500, "INTERNAL", "The gateway failed unexpectedly; retry later.")
     return error_response(error)
+
+
+def _answering_errors(app: ASGIApp) -> ASGIApp:
+    """``app``, its ``GatewayError`` and ``AioRpcError`` answered by the app's handlers.
+
+    For a route the middleware calls directly, outside Starlette's exception layer: its
+    errors get the answers (and the log line) they would get through the router.
+    """
+
+    async def answering(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except GatewayError as exc:
+            await error_response(exc)(scope, receive, send)
+        except grpc.aio.AioRpcError as exc:
+            response = await _rpc_error(Request(scope, receive, send), exc)
+            await response(scope, receive, send)
+
+    return answering
 
 
 def create_gateway_app(
@@ -151,6 +171,7 @@ def create_gateway_app(
             methods=API_METHODS,
             buckets=buckets,
             untimed=frozenset({STREAM_PATH}),
+            direct={"/v1/enrich": _answering_errors(api.enrich_route)},
         ),
     ]
     app = Starlette(

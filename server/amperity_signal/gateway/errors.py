@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from starlette.responses import JSONResponse
+from starlette.types import Send
 
 # google.rpc ships without type information; its messages are read dynamically.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -81,12 +82,17 @@ class InvalidFieldError(GatewayError):
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
 
 
+def json_body(content: Any) -> bytes:
+    """``content`` as the bytes ``JSONResponse.render`` gives."""
+    return _ENCODER.encode(content).encode("utf-8")
+
+
 class GatewayJSONResponse(JSONResponse):
     """Starlette's ``JSONResponse``, rendered by one shared encoder of the same settings."""
 
     def render(self, content: Any) -> bytes:
         """The body: exactly the bytes ``JSONResponse.render`` gives."""
-        return _ENCODER.encode(content).encode("utf-8")
+        return json_body(content)
 
 
 def json_response(
@@ -95,6 +101,21 @@ def json_response(
     """A JSON response that no cache stores (profiles and receipts are per visitor)."""
     all_headers = {"Cache-Control": "no-store", **(headers or {})}
     return GatewayJSONResponse(content, status_code=status, headers=all_headers)
+
+
+async def send_json(send: Send, content: Any) -> None:
+    """Send what ``json_response(content)`` sends, without building the response object.
+
+    The same status, raw headers (in the same order) and body bytes: a test compares them.
+    """
+    body = json_body(content)
+    headers = [
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(body)).encode("latin-1")),
+        (b"content-type", b"application/json"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def error_response(error: GatewayError) -> JSONResponse:

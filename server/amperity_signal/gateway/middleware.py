@@ -15,7 +15,9 @@ unchanged, as if still stacked outermost first:
 3. **header size**: more than ``max_header_bytes`` of names and values answers 431;
 4. **rate limit** per client IP on ``/v1/`` paths (not preflights): 429 with Retry-After.
 
-Refusals of 3 and 4 carry the CORS headers of 2, so a page can read them.
+Refusals of 3 and 4 carry the CORS headers of 2, so a page can read them. Then the request
+reaches the app, or, for the ``direct`` routes (``GET /v1/enrich``), that route's own ASGI
+app without Starlette's router and exception layers in between.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class GatewayMiddleware:
         methods: The methods of each API path, e.g. ``{"/v1/enrich": ("GET",)}``.
         buckets: The per-client token buckets.
         untimed: Paths not recorded at all: streams, whose duration is the viewer's.
+        direct: API paths whose ASGI app this layer calls itself for their methods (and HEAD
+            with GET, as Starlette's routes take it); the app must answer its own errors.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class GatewayMiddleware:
         methods: Mapping[str, tuple[str, ...]],
         buckets: TokenBuckets,
         untimed: frozenset[str] = frozenset(),
+        direct: Mapping[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
         self._metrics = metrics
@@ -116,6 +121,11 @@ class GatewayMiddleware:
         self._any_origin = settings.allowed_origins(None)
         # One histogram child per (route, status): ``labels()`` validates and locks per call.
         self._latency: dict[tuple[str, int], Histogram] = {}
+        self._direct = {
+            (path, method): route
+            for path, route in (direct or {}).items()
+            for method in _with_head(methods[path])
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI call."""
@@ -207,6 +217,10 @@ class GatewayMiddleware:
                 )
                 await error_response(error)(scope, receive, send)
                 return
+            direct = self._direct.get((scope["path"], scope["method"]))
+            if direct is not None:
+                await direct(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _preflight(
@@ -235,6 +249,10 @@ class GatewayMiddleware:
             )
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:
+    return (*methods, "HEAD") if "GET" in methods and "HEAD" not in methods else methods
 
 
 def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -212,3 +212,109 @@ async def test_streaming_calls_take_the_socket(
     record: Any = await asyncio.wait_for(first, 10)
     assert record.message_id == delivered.message_id
     watch.cancel()
+
+
+def _one_method(harness: Harness, path: str, behaviour: Any) -> InProcessChannel:
+    return InProcessChannel(
+        {path: grpc.unary_unary_rpc_method_handler(behaviour)},
+        fallback_target=f"127.0.0.1:{harness.service.port}",
+    )
+
+
+async def test_a_handler_answering_without_waiting_arms_no_deadline_timer(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call answered in its handler's first step (a cache hit) arms no timer; a wait does."""
+
+    async def instant(request: bytes, context: Any) -> bytes:
+        return request
+
+    async def waits(request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(0)
+        return request
+
+    channel = InProcessChannel(
+        {
+            "/t.T/Instant": grpc.unary_unary_rpc_method_handler(instant),
+            "/t.T/Waits": grpc.unary_unary_rpc_method_handler(waits),
+        },
+        fallback_target=f"127.0.0.1:{harness.service.port}",
+    )
+    loop = asyncio.get_running_loop()
+    call_at = loop.call_at
+    armed: list[Any] = []
+
+    def spy(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        armed.append(callback)
+        return call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", spy)
+    assert await channel.unary_unary("/t.T/Instant")(b"x", timeout=5) == b"x"
+    assert armed == []
+    assert await channel.unary_unary("/t.T/Waits")(b"y", timeout=5) == b"y"
+    assert len(armed) == 1
+    await channel.close()
+
+
+async def test_a_handler_that_waits_answers_with_or_without_a_deadline(harness: Harness) -> None:
+    """A handler that waits several times gets its answer through, deadline or none."""
+
+    async def waits(request: bytes, context: Any) -> bytes:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        return request + b"!"
+
+    channel = _one_method(harness, "/t.T/Waits", waits)
+    assert await channel.unary_unary("/t.T/Waits")(b"x", timeout=5) == b"x!"
+    assert await channel.unary_unary("/t.T/Waits")(b"y") == b"y!"
+    await channel.close()
+
+
+async def test_a_handler_cut_short_by_its_deadline_may_still_await_its_clean_up(
+    harness: Harness,
+) -> None:
+    """The deadline's cancellation reaches the handler where it waits, after its first step."""
+    cleaned = asyncio.Event()
+
+    async def slow(request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(0)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)
+            cleaned.set()
+            raise
+        return request
+
+    channel = _one_method(harness, "/t.T/Slow", slow)
+    error = await _error(channel.unary_unary("/t.T/Slow")(b"x", timeout=0.1))
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "Deadline Exceeded",
+    )
+    assert cleaned.is_set()
+    await channel.close()
+
+
+async def test_cancelling_the_caller_cancels_the_waiting_handler(harness: Harness) -> None:
+    """A caller cancelled while the handler waits (the page went away) cancels the handler."""
+    waiting, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: bytes, context: Any) -> bytes:
+        waiting.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return request
+
+    channel = _one_method(harness, "/t.T/Slow", slow)
+    call = asyncio.ensure_future(channel.unary_unary("/t.T/Slow")(b"x", timeout=10))
+    await waiting.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cancelled.is_set()
+    await channel.close()

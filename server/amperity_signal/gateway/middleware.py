@@ -73,7 +73,11 @@ def _add_cors(message: Message, origin: str | None) -> None:
     """
     headers = list(message["headers"])
     message["headers"] = headers
-    _set_header(headers, _VARY, b", ".join([*(v for k, v in headers if k == _VARY), b"Origin"]))
+    varies = [value for name, value in headers if name == _VARY]
+    if varies:
+        _set_header(headers, _VARY, b", ".join([*varies, b"Origin"]))
+    else:  # the usual answer: no Vary of its own
+        headers.append((_VARY, b"Origin"))
     if origin is not None:
         encoded = origin.encode("latin-1")
         for name, value in _CORS_ANSWER:
@@ -132,33 +136,7 @@ class GatewayMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if path in self._untimed:
-            await self._handle(scope, receive, send)
-            return
         started = time.perf_counter()
-        status = 500
-
-        async def send_recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, send_recording)
-        finally:
-            self._observe(path, status, time.perf_counter() - started)
-
-    def _observe(self, path: str, status: int, seconds: float) -> None:
-        route = path if path in self._routes else "other"
-        child = self._latency.get((route, status))
-        if child is None:
-            child = self._metrics.gateway_latency.labels(route=route, status=str(status))
-            self._latency[(route, status)] = child
-        child.observe(seconds)
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         # One pass over the headers: the size, and the first Origin and X-Pipeline-Key.
         size = 0
@@ -170,23 +148,45 @@ class GatewayMiddleware:
                 origin = value.decode("latin-1")
             elif name == b"x-pipeline-key" and key_header is None:
                 key_header = value.decode("latin-1")
-        if not path.startswith(API_PREFIX):
-            await self._limited(scope, receive, send, size, api=False)
-            return
-        allowed = origin is not None and normalise_origin(origin) in self._allowed(
-            pipeline_key_of(key_header, scope.get("query_string", b""))
+        api = path.startswith(API_PREFIX)
+        preflight = api and scope["method"] == "OPTIONS" and path in self._methods
+        allowed = (
+            api
+            and origin is not None
+            and normalise_origin(origin)
+            in self._allowed(pipeline_key_of(key_header, scope.get("query_string", b"")))
         )
-        if scope["method"] == "OPTIONS" and path in self._methods:
-            await self._preflight(scope, receive, send, origin, allowed=allowed)
-            return
+        cors = api and not preflight  # a preflight's answer carries its own CORS headers
         echoed = origin if allowed else None
+        timed = path not in self._untimed
+        status = 500
 
-        async def send_with_cors(message: Message) -> None:
+        # One wrapper for the latency's status and the CORS headers, instead of one each.
+        async def send_observed(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                _add_cors(message, echoed)
+                status = int(message["status"])
+                if cors:
+                    _add_cors(message, echoed)
             await send(message)
 
-        await self._limited(scope, receive, send_with_cors, size, api=True)
+        wrapped = send_observed if timed or cors else send
+        try:
+            if preflight:
+                await self._preflight(scope, receive, wrapped, origin, allowed=allowed)
+            else:
+                await self._limited(scope, receive, wrapped, size, api=api)
+        finally:
+            if timed:
+                self._observe(path, status, time.perf_counter() - started)
+
+    def _observe(self, path: str, status: int, seconds: float) -> None:
+        route = path if path in self._routes else "other"
+        child = self._latency.get((route, status))
+        if child is None:
+            child = self._metrics.gateway_latency.labels(route=route, status=str(status))
+            self._latency[(route, status)] = child
+        child.observe(seconds)
 
     def _allowed(self, pipeline_key: str | None) -> frozenset[str]:
         if pipeline_key is None:

@@ -126,10 +126,21 @@ def _parameters(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
 
     Parsed once, as Starlette's ``request.query_params`` parses (blank values kept): its
     multidict and the lookups on it were a tenth of the gateway's own time per request.
+
+    Raises:
+        GatewayError: 400 naming an unexpected or repeated parameter.
     """
-    query = scope["query_string"].decode("latin-1")
+    pairs = query_pairs(scope["query_string"].decode("latin-1"))
+    parameters = dict(pairs)
+    if len(parameters) == len(pairs) and parameters.keys() <= allowed:
+        return parameters
+    raise _refused(pairs, allowed)
+
+
+def _refused(pairs: list[tuple[str, str]], allowed: frozenset[str]) -> GatewayError:
+    """The 400 for parameters of which one is unexpected or repeated."""
     values: dict[str, list[str]] = {}
-    for name, value in query_pairs(query):
+    for name, value in pairs:
         values.setdefault(name, []).append(value)
     unexpected = values.keys() - allowed
     if unexpected:
@@ -138,7 +149,7 @@ def _parameters(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
         # "&=" or "=value": an empty name would read as "parameter(s): ." and field "".
         if "" in unexpected:
             shown.append("a parameter without a name")
-        raise GatewayError(
+        return GatewayError(
             400,
             "PARAMETER_NOT_ALLOWED",
             f"Unexpected query parameter(s): {', '.join(shown)}. Only "
@@ -147,10 +158,8 @@ def _parameters(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
             "the page.",
             field=names[0][:40] if names else None,
         )
-    for name in allowed:
-        if len(values.get(name, ())) > 1:
-            raise GatewayError(400, "DUPLICATE_PARAMETER", f"Send {name} once.", field=name)
-    return {name: given[0] for name, given in values.items()}
+    repeated = next(name for name in allowed if len(values.get(name, ())) > 1)
+    return GatewayError(400, "DUPLICATE_PARAMETER", f"Send {repeated} once.", field=repeated)
 
 
 class ApiEndpoints:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import json.encoder
 import math
 from typing import Any
 
@@ -9,7 +11,12 @@ import pytest
 from starlette.responses import JSONResponse
 from starlette.types import Message
 
-from amperity_signal.gateway.errors import GatewayJSONResponse, json_response, send_json
+from amperity_signal.gateway.errors import (
+    GatewayJSONResponse,
+    json_body,
+    json_response,
+    send_json,
+)
 
 CONTENTS: list[Any] = [
     {"provider": "amperity", "attributes": {}},
@@ -60,3 +67,19 @@ async def test_send_json_sends_what_a_json_response_sends(content: Any) -> None:
     await json_response(content)(scope, receive, send_theirs)
     await send_json(send_ours, content)
     assert ours == theirs
+
+
+def test_the_c_encoder_is_built_once_not_per_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering bodies builds no encoder (JSONEncoder.encode built one per call)."""
+    built: list[object] = []
+    make = getattr(json.encoder, "c_make_encoder", None)
+    assert make is not None, "this interpreter has no C accelerator for json"
+
+    def counting(*args: Any) -> Any:
+        built.append(args)
+        return make(*args)
+
+    monkeypatch.setattr(json.encoder, "c_make_encoder", counting)
+    for content in CONTENTS:
+        assert json_body(content) == JSONResponse(content).body
+    assert len(built) == len(CONTENTS)  # Starlette's renders, not ours

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import json.encoder
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -80,11 +81,26 @@ class InvalidFieldError(GatewayError):
 # JSONResponse's json.dumps call builds a JSONEncoder per response (its arguments are not
 # the defaults); one encoder with the same arguments writes the same bytes for less.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+# And ``JSONEncoder.encode`` builds its C encoder (and a closure) on every call: the same C
+# encoder, built once with the same settings, writes the same bytes in half the time. It
+# keeps no record of the containers it is inside (``check_circular``): a body is built from
+# JSON and protobuf values, which cannot contain themselves, and a failure half-way (NaN)
+# then leaves no stale record behind for the next body.
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    None
+    if _make_c_encoder is None
+    else _make_c_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
 
 
 def json_body(content: Any) -> bytes:
     """``content`` as the bytes ``JSONResponse.render`` gives."""
-    return _ENCODER.encode(content).encode("utf-8")
+    if _C_ENCODE is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode(content).encode("utf-8")
+    return "".join(_C_ENCODE(content, 0)).encode("utf-8")
 
 
 class GatewayJSONResponse(JSONResponse):

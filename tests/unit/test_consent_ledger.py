@@ -11,20 +11,11 @@ import pytest
 from amperity_signal.browser import ConsentLedger, meets
 from amperity_signal.enrich import CacheBackend, MemoryStore
 from amperity_signal.metrics import Metrics
+from tests.unit.enrich.enrich_fakes import FakeClock
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 GRANTED = {"functional": True, "marketing": True}
 WITHDRAWN = {"functional": False, "marketing": True}
-
-
-class WallClock:
-    """Epoch seconds that only move when a test says so."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.seconds = moment.timestamp()
-
-    def __call__(self) -> float:
-        return self.seconds
 
 
 @pytest.fixture
@@ -36,7 +27,7 @@ def store() -> MemoryStore:
 @pytest.fixture
 def ledger(store: MemoryStore) -> ConsentLedger:
     """A ledger whose clock reads ``NOW``."""
-    return ConsentLedger(store, now=WallClock(NOW))
+    return ConsentLedger(store, now=FakeClock(NOW.timestamp()))
 
 
 def delivered(consent: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
@@ -143,7 +134,7 @@ class CountingStore(MemoryStore):
 async def test_a_retried_event_or_an_older_one_writes_nothing() -> None:
     """Only a state not older, and not the very one kept, is written; each newer one is."""
     store = CountingStore()
-    ledger = ConsentLedger(CacheBackend(store, metrics=Metrics()), now=WallClock(NOW))
+    ledger = ConsentLedger(CacheBackend(store, metrics=Metrics()), now=FakeClock(NOW.timestamp()))
     event = delivered(GRANTED, NOW - timedelta(minutes=1))
     await ledger.remember("web", event)
     await ledger.remember("web", event)  # a retry: the same state at the same instant

@@ -8,10 +8,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from amperity_signal.config import CacheSettings
+from amperity_signal.enrich import CacheBackend, MemoryStore, build_cache
+from amperity_signal.metrics import Metrics
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -97,3 +102,17 @@ class CountingRedis(redis.Redis):
             hook, self.after_get = self.after_get, None
             await hook()
         return reply
+
+
+def memory_or_redis(
+    request: pytest.FixtureRequest, kind: str, metrics: Metrics, clock: Callable[[], float]
+) -> CacheBackend:
+    """The service's cache backend on a memory store (``kind`` "memory") or a real Redis.
+
+    For tests that pin one rule on both stores; the Redis one starts the ``redis_server``
+    fixture only when asked for.
+    """
+    if kind == "memory":
+        return CacheBackend(MemoryStore(100, clock=clock), metrics=metrics, clock=clock)
+    server: RedisProcess = request.getfixturevalue("redis_server")
+    return build_cache(CacheSettings(backend="redis", redis_url=server.url), metrics, clock=clock)

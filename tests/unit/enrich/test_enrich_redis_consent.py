@@ -15,13 +15,12 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from amperity_signal.browser import ConsentLedger
-from amperity_signal.config import CacheSettings
-from amperity_signal.enrich import CacheBackend, MemoryStore, build_cache
+from amperity_signal.enrich import CacheBackend
 from amperity_signal.enrich.stores import RedisStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock
-from .redis_support import CountingRedis, RedisProcess
+from .redis_support import CountingRedis, RedisProcess, memory_or_redis
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 VISITOR = "anon_abc123"
@@ -29,16 +28,6 @@ KEY = "consent:" + hashlib.sha256(f"web\0{VISITOR}".encode()).hexdigest()
 """The visitor's key: spelled out, as replicas of every version must share it."""
 GRANTED = {"functional": True, "marketing": True}
 WITHDRAWN = {"functional": False, "marketing": True}
-
-
-class WallClock:
-    """Epoch seconds that only move when a test says so (the ledger's ``now``)."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.seconds = moment.timestamp()
-
-    def __call__(self) -> float:
-        return self.seconds
 
 
 class InterleavingRedis(CountingRedis):
@@ -68,7 +57,7 @@ def replica(
     backend = CacheBackend(
         RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
     )
-    return ConsentLedger(backend, now=WallClock(NOW)), backend, client
+    return ConsentLedger(backend, now=FakeClock(NOW.timestamp())), backend, client
 
 
 def delivered(consent: dict[str, Any], timestamp: datetime) -> dict[str, Any]:
@@ -89,7 +78,7 @@ def minutes_ago(minutes: float) -> datetime:
 @pytest.fixture
 def ledger(backend: CacheBackend) -> ConsentLedger:
     """The ledger as the service builds it, its clock at ``NOW``."""
-    return ConsentLedger(backend, now=WallClock(NOW))
+    return ConsentLedger(backend, now=FakeClock(NOW.timestamp()))
 
 
 async def stored_state(inspector: redis.Redis) -> dict[str, Any]:
@@ -326,13 +315,8 @@ async def test_memory_and_redis_keep_the_same_state(
 ) -> None:
     """The Lua script and the memory store keep, and answer with, the same state."""
     rule = KEEP_RULES[case]
-    if backend_kind == "memory":
-        cache = CacheBackend(MemoryStore(100, clock=clock), metrics=metrics, clock=clock)
-    else:
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        settings = CacheSettings(backend="redis", redis_url=server.url)
-        cache = build_cache(settings, metrics, clock=clock)
-    ledger = ConsentLedger(cache, now=WallClock(NOW))
+    cache = memory_or_redis(request, backend_kind, metrics, clock)
+    ledger = ConsentLedger(cache, now=FakeClock(NOW.timestamp()))
     try:
         if rule.stored is not None:
             await cache.set(KEY, rule.stored, 60)

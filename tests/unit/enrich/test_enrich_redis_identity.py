@@ -12,14 +12,12 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from amperity_signal.config import CacheSettings, LinkingKey
+from amperity_signal.config import LinkingKey
 from amperity_signal.enrich import (
     CacheBackend,
     IdentityMap,
     Jitter,
     JsonCache,
-    MemoryStore,
-    build_cache,
 )
 from amperity_signal.enrich.identity import RENEW_AFTER
 from amperity_signal.enrich.keys import cache_key
@@ -27,7 +25,7 @@ from amperity_signal.enrich.stores import RedisStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, event, integration
-from .redis_support import CountingRedis, RedisProcess
+from .redis_support import CountingRedis, RedisProcess, memory_or_redis
 
 DAY = 86_400.0
 TTL = 30 * DAY
@@ -287,12 +285,7 @@ async def test_memory_and_redis_merges_follow_the_same_rules(
 ) -> None:
     """The Lua merge and the memory store's give the same fields and the same 'changed'."""
     rule = MERGE_RULES[case]
-    if backend_kind == "memory":
-        cache = CacheBackend(MemoryStore(100, clock=clock), metrics=metrics, clock=clock)
-    else:
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        settings = CacheSettings(backend="redis", redis_url=server.url)
-        cache = build_cache(settings, metrics, clock=clock)
+    cache = memory_or_redis(request, backend_kind, metrics, clock)
     identity = identity_map(cache, metrics, clock)
     try:
         if rule.before:

@@ -205,6 +205,17 @@ async def run(profile: Profile) -> dict[str, Any]:
                 f"{ratio(ours_open['p99_ms'], bare_same['p99_ms']):.2f}",
                 "",
             ),
+            (
+                # Counted from when each call actually started, not from its scheduled
+                # time: without the generator's pacing (a 1 ms tick, the loop's timer
+                # resolution), which the rows above include. Diagnostic: the 3 ms target
+                # stays on the p99 from the scheduled time.
+                f"enrich hit p50/p99 ms from each call's send, both at {ours_open['rate']:.0f}/s",
+                f"{ours_open['p50_from_send_ms']:.2f}/{ours_open['p99_from_send_ms']:.2f}",
+                f"{bare_same['p50_from_send_ms']:.2f}/{bare_same['p99_from_send_ms']:.2f} echo",
+                f"{ratio(ours_open['p99_from_send_ms'], bare_same['p99_from_send_ms']):.2f}",
+                "",
+            ),
         ],
         "request_bytes": len(payloads[0]),
         "response_bytes": len(answers[0]),
@@ -222,6 +233,9 @@ async def run(profile: Profile) -> dict[str, Any]:
             "p50_at_half": ratio(ours_open["p50_ms"], bare_open["p50_ms"]),
             "p99_at_half": ratio(ours_open["p99_ms"], bare_open["p99_ms"]),
             "p99_same_rate": ratio(ours_open["p99_ms"], bare_same["p99_ms"]),
+            "p99_from_send_same_rate": ratio(
+                ours_open["p99_from_send_ms"], bare_same["p99_from_send_ms"]
+            ),
         },
         "targets": targets,
     }

@@ -135,6 +135,7 @@ def grpc_open(  # noqa: PLR0917 - submitted positionally to a process pool
         call: Any = channel.unary_unary(method)
         await channel.channel_ready()
         latencies: list[float] = []
+        from_send: list[float] = []
         lags: list[float] = []
         errors = 0
         pending: set[asyncio.Task[None]] = set()
@@ -142,13 +143,16 @@ def grpc_open(  # noqa: PLR0917 - submitted positionally to a process pool
 
         async def one(payload: bytes, scheduled: float, keep: bool) -> None:
             nonlocal errors
+            sent_at = time.monotonic()
             try:
                 await call(payload, timeout=10)
             except grpc.aio.AioRpcError:
                 errors += 1
                 return
             if keep:
-                latencies.append(time.monotonic() - scheduled)
+                done = time.monotonic()
+                latencies.append(done - scheduled)
+                from_send.append(done - sent_at)
 
         total = int((warmup + duration) * rate)
         first_kept = int(warmup * rate)
@@ -180,6 +184,7 @@ def grpc_open(  # noqa: PLR0917 - submitted positionally to a process pool
             "calls": len(latencies),
             "errors": errors,
             "latencies": latencies,
+            "from_send": from_send,
             "lag_p99_ms": percentile(lags, 0.99) * 1000,
         }
 
@@ -205,6 +210,7 @@ def grpc_open_spread(  # noqa: PLR0917
     args = (target, method, payloads, share, duration, warmup)
     parts = run_many(grpc_open, [args] * processes)
     latencies = [lat for part in parts for lat in part["latencies"]]
+    from_send = [lat for part in parts for lat in part["from_send"]]
     achieved = sum(part["achieved_rate"] for part in parts)
     errors = sum(part["errors"] for part in parts)
     lag = max(part["lag_p99_ms"] for part in parts)
@@ -220,6 +226,8 @@ def grpc_open_spread(  # noqa: PLR0917
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p90_ms": percentile(latencies, 0.9) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p50_from_send_ms": percentile(from_send, 0.5) * 1000,
+        "p99_from_send_ms": percentile(from_send, 0.99) * 1000,
     }
 
 

@@ -30,6 +30,15 @@ DROPPING_WARNING = (
     "stream is dropping events: Amperity answered 204, the stream's mode is Drop; set it to "
     "active in Amperity if these events should update profiles."
 )
+UNEXPECTED_STATUS_WARNING = (
+    "Amperity answered {status} to the event POST, a success status it does not document "
+    "for realtime ingest (Amperity documents only 202, published, and 204, accepted while "
+    "the stream drops events): the event counts as delivered and was not sent again, as "
+    "resending a success would duplicate it. Check that api_base_url reaches Amperity's "
+    "Real-time API directly; a proxy or gateway in between may rewrite its answers."
+)
+UNEXPECTED_STATUS = "delivered_unexpected_status"
+"""The deliveries metric's outcome for an event accepted with an undocumented 2xx."""
 BODY_CUT_WARNING = (
     "Amperity answered {status}, then its response body was cut off ({failure}): the status "
     "line is Amperity's acceptance, so the event counts as delivered and was not sent again."
@@ -170,7 +179,17 @@ class Delivery:
                 BODY_CUT_WARNING.format(status=result.status_code, failure=result.body_cut)
             )
         outcome = "dropped" if result.dropping else "delivered"
-        self._count(settings.id, _type_label(mapped), outcome)
+        counted = outcome
+        if result.unexpected_status:
+            warning = UNEXPECTED_STATUS_WARNING.format(status=result.status_code)
+            warnings.append(warning)
+            counted = UNEXPECTED_STATUS
+            log.warning(
+                "delivered with an undocumented status: %s",
+                warning,
+                extra={"status_code": result.status_code},
+            )
+        self._count(settings.id, _type_label(mapped), counted)
         self._record(
             integration,
             event,

@@ -63,6 +63,11 @@ async def send_test_event(settings: Settings, integration_id: str | None) -> int
     print(f"{call.method} {call.url} -> {call.status_code} (attempts {call.attempts})")
     if result.dropping:
         print("warning: the stream is dropping events (204): set its mode to active.")
+    if result.unexpected_status:
+        print(
+            f"warning: Amperity answered {call.status_code}, which it does not document for "
+            "ingest (only 202 and 204): check that api_base_url reaches Amperity directly."
+        )
     print(
         "Accepted. In Amperity, open the stream's event inspector: the event appears within "
         "about 5 s. If it never does, source_value does not match the stream's routing "

@@ -11,6 +11,8 @@ from amperity_signal.amperity.retry import parse_retry_after
 from amperity_signal.sandbox.edge import ConnectionDropped
 from amperity_signal.sandbox.testing import (
     ACME,
+    ACME_DROP_STREAM,
+    ACME_REJECT_STREAM,
     ACME_STREAM,
     GLOBEX,
     GLOBEX_STREAM,
@@ -233,6 +235,34 @@ async def test_cut_body_fault_outside_a_server_raises_connection_dropped(
     assert (record["status"], record["body_cut"]) == (202, True)
 
 
+async def test_accept_status_answers_an_accepted_event_with_an_undocumented_2xx(
+    sandbox: InProcessSandbox,
+) -> None:
+    """accept_status 200: the event is taken and published, answered 200 instead of 202."""
+    await sandbox.client.post("/_sandbox/faults", json={"accept_status": 200, "count": 1})
+
+    first = await sandbox.post_event({**EVENT, "message_id": "m-200"})
+    second = await sandbox.post_event({**EVENT, "message_id": "m-202"})
+
+    assert (first.status_code, second.status_code) == (200, 202)
+    events = (await sandbox.client.get("/_sandbox/events")).json()["events"]
+    assert [e["body"]["message_id"] for e in events] == ["m-200", "m-202"]
+    records = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
+    assert [r["status"] for r in records] == [200, 202]
+
+
+async def test_accept_status_leaves_a_drop_streams_204_and_refusals_alone(
+    sandbox: InProcessSandbox,
+) -> None:
+    """Only a 202 is rewritten: a drop stream's 204 and a reject stream's 409 go out as is."""
+    await sandbox.client.post("/_sandbox/faults", json={"accept_status": 201})
+
+    dropped = await sandbox.post_event(EVENT, stream=ACME_DROP_STREAM)
+    rejected = await sandbox.post_event(EVENT, stream=ACME_REJECT_STREAM)
+
+    assert (dropped.status_code, rejected.status_code) == (204, 409)
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -245,6 +275,10 @@ async def test_cut_body_fault_outside_a_server_raises_connection_dropped(
         {"status": 503, "retry_after": "2"},
         {"cut_body_rate": 1.5},
         {"cut_body_rate": True},
+        {"accept_status": 202},
+        {"accept_status": 204},
+        {"accept_status": 300},
+        {"accept_status": 200.0},
     ],
 )
 async def test_invalid_faults_are_400(sandbox: InProcessSandbox, fault: dict[str, object]) -> None:

@@ -39,6 +39,10 @@ from amperity_signal.metrics import Metrics
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
 
+DOCUMENTED_INGEST_STATUSES = frozenset({202, 204})
+"""The 2xx answers Amperity documents for realtime ingest: published, and accepted while
+the stream drops events. Any other 2xx is taken as accepted and flagged (``IngestResult``)."""
+
 
 def vendor_call(error: BaseException) -> VendorCall | None:
     """The vendor request an error raised by ``AmperityClient`` carries, if any."""
@@ -149,7 +153,9 @@ class AmperityClient:
         Returns:
             The result; ``dropping`` is True when the stream accepts but drops events (204).
             A 2xx is the result even when its body is then cut off (``body_cut`` says
-            how): Amperity accepted the event, so it is not sent again.
+            how): Amperity accepted the event, so it is not sent again. So is a 2xx
+            Amperity does not document (200, 201, 206...): accepted, and flagged
+            ``unexpected_status``.
 
         Raises:
             InvalidEvent: Before any request, when the body is not strict JSON or too large.
@@ -166,7 +172,13 @@ class AmperityClient:
         response, call = await self._caller.call(request, deadline, progress)
         status = response.status_code
         cut = response.extensions.get(CUT_BODY)
-        return IngestResult(status, status == 204, call, cut.failure if cut is not None else "")
+        return IngestResult(
+            status,
+            status == 204,
+            call,
+            cut.failure if cut is not None else "",
+            unexpected_status=status not in DOCUMENTED_INGEST_STATUSES,
+        )
 
     async def lookup(self, key: str, value: str, *, deadline: float | None) -> Profile | None:
         """Find the profile holding ``value`` under linking key ``key`` (POSTed, not in URLs).

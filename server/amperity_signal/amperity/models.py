@@ -33,8 +33,12 @@ class IngestResult:
     """Amperity accepted an event.
 
     Attributes:
-        status_code: 202 (published) or 204 (accepted while the stream drops events).
+        status_code: 202 (published) or 204 (accepted while the stream drops events), or
+            another 2xx that Amperity does not document (``unexpected_status``).
         dropping: True when the stream is set to drop events (204): flag it to the user.
+        unexpected_status: True for a 2xx other than 202 and 204. It is a success, so
+            the event is not sent again (that would duplicate it), but flag it to the user:
+            something between us and Amperity, or Amperity itself, answers off the notes.
         call: The vendor request that delivered it.
         body_cut: What cut off the response body after its status line (a reset, a
             timeout; safe to show), or "" when it came whole. The status line is
@@ -45,6 +49,7 @@ class IngestResult:
     dropping: bool
     call: VendorCall
     body_cut: str = ""
+    unexpected_status: bool = False
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ class SandboxEdge:
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start":
+                if outcome.accept_status is not None and message["status"] == 202:
+                    message = {**message, "status": outcome.accept_status}
                 record.status = message["status"]
             await send(message)
 

@@ -14,6 +14,10 @@ request every matching fault, in the order they were added, is consulted:
    status line and headers go out whole, then half its body, then the connection closes.
    It changes how the answer is sent, not which answer, so it is drawn apart from 3 and
    only by the faults that have it (a drop still sends nothing).
+5. ``accept_status`` (200..299, not 202 or 204) answers an event the API accepted and
+   published with that status instead of 202, as an Amperity (or something in front of
+   it) answering a success it does not document would: the event is still ingested.
+   Only events are answered 202, so only they are changed; the first such fault wins.
 
 ``Retry-After`` is delta-seconds, a whole number (RFC 9110): a fractional ``retry_after``
 is rounded up when the fault is added, so a client that obeys the header never comes back
@@ -53,6 +57,7 @@ class Fault:
     kind: str | None = None
     count: int | None = None
     retry_after: int | None = None
+    accept_status: int | None = None
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], fault_id: int) -> Fault:
@@ -68,6 +73,11 @@ class Fault:
         _check(fault.status is None or _is_int(fault.status, 400, 599), "status: 400..599")
         for name in ("rate", "latency_rate", "drop_rate", "cut_body_rate"):
             _check(_is_number(getattr(fault, name), 0.0, 1.0), f"{name}: a number in 0..1")
+        _check(
+            fault.accept_status is None
+            or (_is_int(fault.accept_status, 200, 299) and fault.accept_status not in (202, 204)),
+            "accept_status: 200..299 other than 202 and 204 (the statuses Amperity documents)",
+        )
         _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
         _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
         _check(fault.count is None or _is_int(fault.count, 1, 1_000_000_000), "count: >= 1")
@@ -81,7 +91,8 @@ class Fault:
             fault.retry_after = math.ceil(fault.retry_after)
         _check(
             _does_something(fault),
-            "set at least one of status, latency_ms, drop_rate, cut_body_rate, burst_429",
+            "set at least one of status, latency_ms, drop_rate, cut_body_rate, burst_429, "
+            "accept_status",
         )
         return fault
 
@@ -104,6 +115,7 @@ class FaultOutcome:
     status: int | None = None
     retry_after: int | None = None
     cut_body: bool = False
+    accept_status: int | None = None
 
 
 class FaultInjector:
@@ -141,6 +153,7 @@ class FaultInjector:
         status: int | None = None
         retry_after: int | None = None
         cut_body = False
+        accept_status: int | None = None
         for fault in [f for f in self._faults if f.matches(tenant, kind)]:
             if fault.count is not None:
                 fault.count -= 1
@@ -157,8 +170,10 @@ class FaultInjector:
             # Drawn only when set, so adding the field left every seeded run as it was.
             if not cut_body and fault.cut_body_rate:
                 cut_body = self._rng.random() < fault.cut_body_rate
+            if accept_status is None:
+                accept_status = fault.accept_status
         self._faults = [f for f in self._faults if not _exhausted(f)]
-        return FaultOutcome(delay, drop, status, retry_after, cut_body and not drop)
+        return FaultOutcome(delay, drop, status, retry_after, cut_body and not drop, accept_status)
 
 
 def _exhausted(fault: Fault) -> bool:
@@ -174,6 +189,7 @@ def _does_something(fault: Fault) -> bool:
         or fault.drop_rate
         or fault.cut_body_rate
         or fault.burst_429
+        or fault.accept_status
     )
 
 

@@ -65,7 +65,7 @@ async def test_event_post_sends_the_notes_url_and_headers(make_client: ClientFac
     assert request.headers["Content-Length"] == str(len(request.content))
     assert "api-version" not in request.headers
     assert result.status_code == 202
-    assert not result.dropping
+    assert not result.dropping and not result.unexpected_status
     assert result.call.url == "https://acme.amperity.com/prof/events/esm-abc123"
     assert result.call.headers["Authorization"] == "Bearer [REDACTED]"
     assert result.call.attempts == 1
@@ -136,6 +136,23 @@ async def test_204_is_success_flagged_as_dropping(make_client: ClientFactory) ->
     result = await make_client(Recorder(204)).post_event({"a": 1}, deadline=None)
 
     assert (result.status_code, result.dropping) == (204, True)
+    assert not result.unexpected_status
+
+
+@pytest.mark.parametrize("status", [200, 201, 206, 299])
+async def test_an_undocumented_2xx_is_accepted_once_and_flagged(
+    make_client: ClientFactory, status: int
+) -> None:
+    """A 2xx other than 202/204 is a success (not resent) flagged unexpected_status."""
+    recorder = Recorder(status)
+    result = await make_client(recorder).post_event({"a": 1}, deadline=None)
+
+    assert len(recorder.requests) == 1
+    assert (result.status_code, result.dropping, result.unexpected_status) == (
+        status,
+        False,
+        True,
+    )
 
 
 async def test_lookup_posts_the_identifier_in_the_body_never_the_url(

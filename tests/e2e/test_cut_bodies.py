@@ -32,7 +32,9 @@ async def test_a_202_whose_body_is_cut_is_delivered_once_with_a_warning(stack: S
     assert cut, response.warnings
     assert cut[0].startswith("Amperity answered 202")
     posts = await sandbox.requests(path_prefix="/prof/events/")
-    assert [(r["status"], r["body_cut"]) for r in posts] == [(202, True)]
+    assert [(r["status"], r["body_cut"], r["message_id"]) for r in posts] == [
+        (202, True, sent.message_id)
+    ]
     received = [e for e in await sandbox.events() if e["body"].get("message_id") == sent.message_id]
     assert len(received) == 1
     assert "Amperity answered 202 to the events request, then its body was cut off" in (

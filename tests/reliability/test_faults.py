@@ -3,12 +3,16 @@
 The caller (the Python client's ``deliver_many``) streams every event through
 ``DeliverStream`` while the sandbox misbehaves; afterwards every offered message id is in
 the sandbox's inspector, nothing acknowledged is missing, duplicates are counted and
-written to ``artifacts/reliability/faults.json``, and no process died.
+written to ``artifacts/reliability/faults.json``, and no process died. Each event whose
+accepted answer was cut after its status line is tied, by its message id in the sandbox's
+request log, to exactly one accepted POST and none after it: a cut acceptance is never
+re-sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -26,6 +30,32 @@ from tests.reliability.support import (
 pytestmark = pytest.mark.e2e
 
 SPIKE_MS = 2_000
+
+
+def cut_acceptances(posts: list[dict[str, Any]]) -> tuple[dict[str, int], list[str]]:
+    """Events whose 2xx answer was cut: POSTs each took in all, and any that broke the rule.
+
+    The rule, read from the sandbox's request log by message id: such an event was
+    accepted by that one POST only and never posted after it. Earlier attempts (answered
+    503 or 429, dropped) are the retries that led to it.
+    """
+    by_message: dict[str, list[dict[str, Any]]] = {}
+    for post in posts:
+        by_message.setdefault(post["message_id"], []).append(post)
+    attempts: dict[str, int] = {}
+    broken: list[str] = []
+    for post in posts:
+        if not (post["body_cut"] and 200 <= post["status"] < 300):
+            continue
+        message_id = post["message_id"]
+        tried = by_message[message_id]
+        attempts[message_id] = len(tried)
+        accepted = sum(1 for p in tried if 200 <= p["status"] < 300)
+        # Arrival times: a re-send arrives after the cut answer went out.
+        later = sum(1 for p in tried if p["timestamp"] > post["timestamp"])
+        if accepted != 1 or later:
+            broken.append(f"{message_id}: accepted {accepted}x, {later} POST(s) after the cut")
+    return attempts, broken
 
 
 async def storm(sandbox: Sandbox, steps: list[asyncio.Event]) -> int:
@@ -68,12 +98,9 @@ async def test_every_event_reaches_amperity_through_503s_drops_cuts_429_bursts_a
     injected = await asyncio.wait_for(spikes, 5)
     await sandbox.clear_faults()
     stats = await sandbox.stats()
-    # Accepted events whose answer was cut: delivered, so the caller never resent them.
-    cut_202 = [
-        r
-        for r in await sandbox.requests(path_prefix="/prof/events/")
-        if r["body_cut"] and r["status"] == 202
-    ]
+    posts = await sandbox.requests(path_prefix="/prof/events/")
+    cut_accepted, resent = cut_acceptances(posts)
+    cut_202 = [r for r in posts if r["body_cut"] and r["status"] == 202]
     report = RunReport(
         "faults",
         [e.message_id for e in events],
@@ -85,6 +112,8 @@ async def test_every_event_reaches_amperity_through_503s_drops_cuts_429_bursts_a
             "sandbox_dropped": stats["dropped"],
             "sandbox_body_cut": stats["body_cut"],
             "sandbox_body_cut_202": len(cut_202),
+            "cut_accepted_events": len(cut_accepted),
+            "cut_accepted_posted_once": sum(1 for n in cut_accepted.values() if n == 1),
             "sandbox_throttled": stats["throttled"],
         },
     )
@@ -98,5 +127,11 @@ async def test_every_event_reaches_amperity_through_503s_drops_cuts_429_bursts_a
     assert stats["by_status"].get("503", 0) > len(events) * 0.2
     assert stats["dropped"] > 0 and stats["throttled"] >= 30 * injected
     assert stats["body_cut"] > 0 and cut_202
+    # The request log holds every event POST (the ring did not overflow), each with its
+    # message id, so every cut acceptance is checked against all of its event's POSTs.
+    assert len(posts) == stats["by_kind"]["events"]
+    assert all(r["message_id"] for r in posts)
+    assert resent == []
+    assert all(report.found[m] == 1 for m in cut_accepted)
     assert service.process.proc.returncode is None, "the service died"
     assert sandbox.process.proc.returncode is None, "the sandbox died"

@@ -235,6 +235,62 @@ async def test_cut_body_fault_outside_a_server_raises_connection_dropped(
     assert (record["status"], record["body_cut"]) == (202, True)
 
 
+async def test_each_event_post_is_logged_with_its_message_id_whatever_the_answer(
+    sandbox: InProcessSandbox,
+) -> None:
+    """Accepted, cut, injected 503, dropped: every event POST names its message_id."""
+    events = [{**EVENT, "message_id": f"m-{n}"} for n in range(4)]
+    await sandbox.post_event(events[0])
+    await sandbox.client.post("/_sandbox/faults", json={"cut_body_rate": 1.0, "count": 1})
+    with pytest.raises(ConnectionDropped):
+        await sandbox.post_event(events[1])
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503, "count": 1})
+    await sandbox.post_event(events[2])
+    await sandbox.client.post("/_sandbox/faults", json={"drop_rate": 1.0, "count": 1})
+    with pytest.raises(ConnectionDropped):
+        await sandbox.post_event(events[3])
+
+    records = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
+    assert [(r["message_id"], r["status"], r["body_cut"]) for r in records] == [
+        ("m-0", 202, False),
+        ("m-1", 202, True),
+        ("m-2", 503, False),
+        ("m-3", 0, False),
+    ]
+    token = sandbox.headers("acme-ingest")["Authorization"].split(" ", 1)[1]
+    assert token not in json.dumps(records)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"source": "DATAFLY"}', None),
+        (b'{"message_id": 42}', None),
+        (b'[{"message_id": "m-array"}]', None),
+        (b"not json", None),
+        (b'{"message_id": "' + b"x" * 300 + b'"}', "x" * 200),
+    ],
+    ids=["absent", "not-a-string", "array", "not-json", "long"],
+)
+async def test_a_message_id_is_only_a_string_at_the_top_of_an_object_and_kept_short(
+    sandbox: InProcessSandbox, body: bytes, expected: str | None
+) -> None:
+    """No message_id is made up: absent, non-string or unparseable gives null; long is cut."""
+    headers = {**sandbox.headers("acme-ingest"), "Content-Type": "application/json"}
+    await sandbox.client.post(f"/prof/events/{ACME_STREAM}", content=body, headers=headers)
+
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert record["message_id"] == expected
+
+
+async def test_a_lookup_has_no_message_id(sandbox: InProcessSandbox) -> None:
+    """Only event POSTs carry one: a lookup's record says null."""
+    await sandbox.lookup(device_cookie="anon_alice_01")
+
+    record = (await sandbox.client.get("/_sandbox/requests")).json()["requests"][-1]
+    assert (record["kind"], record["message_id"]) == ("lookup", None)
+
+
 async def test_accept_status_answers_an_accepted_event_with_an_undocumented_2xx(
     sandbox: InProcessSandbox,
 ) -> None:

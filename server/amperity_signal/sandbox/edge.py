@@ -18,6 +18,7 @@ from collections.abc import Callable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from amperity_signal.sandbox import jsonbody
 from amperity_signal.sandbox.faults import FaultOutcome
 from amperity_signal.sandbox.framing import RequestBody, read_body
 from amperity_signal.sandbox.records import DROPPED, RequestRecord, redact_headers
@@ -26,6 +27,7 @@ from amperity_signal.sandbox.state import SandboxState
 
 API_PREFIX = "/prof/"
 log = logging.getLogger("amperity_signal.sandbox")
+MAX_MESSAGE_ID_CHARS = 200
 # nginx's "client closed request": the client left before its body was whole, or during an
 # injected latency. Nobody is left to answer, so nothing is sent.
 CLIENT_GONE = 499
@@ -49,6 +51,20 @@ def request_kind(path: str) -> str:
         if path.startswith(prefix):
             return kind
     return "other"
+
+
+def event_message_id(data: bytes) -> str | None:
+    """An event body's top-level ``message_id`` string (cut short), or None.
+
+    Read before any fault or check answers, so that a dropped, throttled or refused
+    attempt is tied to its event too. A body that is not a JSON object has none.
+    """
+    try:
+        event = jsonbody.loads(data)
+    except ValueError:
+        return None
+    value = event.get("message_id") if isinstance(event, dict) else None
+    return value[:MAX_MESSAGE_ID_CHARS] if isinstance(value, str) else None
 
 
 class SandboxEdge:
@@ -82,6 +98,8 @@ class SandboxEdge:
         )
         started = time.perf_counter()
         body = await read_body(receive, scope["method"], scope["path"], headers)
+        if record.kind == "events" and body.data:
+            record.message_id = event_message_id(body.data)
         # A client gone before its body was whole gets no answer, and uses up no fault.
         outcome = (
             FaultOutcome() if body.disconnected else state.faults.decide(record.tenant, record.kind)

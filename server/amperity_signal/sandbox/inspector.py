@@ -2,7 +2,8 @@
 
 - ``GET /_sandbox/requests?path_prefix=&tenant=&limit=`` → ``{"requests": [...]}``, newest
   last, each ``{request_id, timestamp, time, method, path, query, kind, tenant, headers,
-  status, dropped, body_cut, duration_ms}`` (``Authorization`` as ``Bearer <fp:…>``).
+  status, dropped, body_cut, message_id, duration_ms}`` (``Authorization`` as
+  ``Bearer <fp:…>``; ``message_id`` an event POST's, else null).
 - ``GET /_sandbox/events?stream=&tenant=&limit=`` → ``{"events": [...]}``, each ``{stream,
   tenant, received_at, status, mode, routed_to, body}``.
 - ``GET /_sandbox/stats`` → ``{total, by_kind, by_status, throttled, dropped, body_cut,

@@ -39,6 +39,9 @@ class RequestRecord:
     """One API request; ``status`` 0 means the connection was dropped unanswered.
 
     ``body_cut``: a fault sent the status line and headers, then cut the body.
+    ``message_id``: an event POST's top-level ``message_id`` (a string, cut to 200
+    characters), whatever the answer, so that every attempt at one event can be told
+    apart (a retry, a re-send); None for other requests and bodies without one.
     """
 
     request_id: str
@@ -52,6 +55,7 @@ class RequestRecord:
     status: int = DROPPED
     body_cut: bool = False
     duration_ms: float = 0.0
+    message_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as ``GET /_sandbox/requests`` lists it."""
@@ -68,6 +72,7 @@ class RequestRecord:
             "status": self.status,
             "dropped": self.status == DROPPED,
             "body_cut": self.body_cut,
+            "message_id": self.message_id,
             "duration_ms": round(self.duration_ms, 3),
         }
 

@@ -6,8 +6,12 @@ lists what is reached directly, comma-separated: ``*`` (nothing goes through a p
 host (it and its subdomains), ``.host`` (its subdomains only), an IP address or
 ``localhost`` (exactly), each optionally with ``:port``, or a ``scheme://host`` pattern.
 The most specific rule wins, as in httpx: one with a port, then the longest host, then a
-named scheme. One difference: a ``:port`` rule also matches a URL that leaves that port
+named scheme. Two differences: a ``:port`` rule also matches a URL that leaves that port
 implicit (``NO_PROXY=host:443`` covers ``https://host/``); httpx compares it with ``None``.
+And a CIDR range (``10.0.0.0/8``, ``::1/128``, ``192.168.1.5/24`` for its network) covers
+every IP address literal in it, as curl and Go read it; httpx takes it for a host name
+that matches nothing. A host name is not resolved to be matched against a range, so
+``localhost`` is not in ``127.0.0.0/8``: list names as names.
 
 A proxy URL's credentials (``http://user:password@proxy:3128``) are turned into a
 ``Proxy-Authorization`` header at load and never kept in a URL: what is shown, logged or
@@ -27,6 +31,7 @@ from yarl import URL
 
 from amperity_signal.errors import ConfigProblem
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PROXY_SCHEMES = ("http", "https")
 _REDACTED = "[REDACTED]"
@@ -55,9 +60,12 @@ class _Rule:
     """A URL pattern (httpx's ``URLPattern``) and the proxy for URLs it matches (None: direct)."""
 
     scheme: str  # "" for any
-    host: str  # "" for any; "*.x" subdomains of x; "*x" x and its subdomains; else exactly
+    # "" for any; "*.x" subdomains of x; "*x" x and its subdomains; a CIDR range's text
+    # (then ``network`` is set); else exactly
+    host: str
     port: int | None
     proxy: Proxy | None
+    network: IPNetwork | None = None
 
     @property
     def priority(self) -> tuple[bool, int, int]:
@@ -70,9 +78,15 @@ class _Rule:
             return False
         if self.port is not None and self.port != port:
             return False
+        return self._matches_host(host)
+
+    def _matches_host(self, host: str) -> bool:
         pattern = self.host
         if not pattern:
             return True
+        if self.network is not None:
+            address = _ip(host)
+            return address is not None and address in self.network
         if pattern.startswith("*."):
             return host.endswith(pattern[1:])
         if pattern.startswith("*"):
@@ -221,8 +235,12 @@ def _no_proxy_rule(entry: str) -> _Rule:
     if "://" in entry:
         scheme, _, entry = entry.partition("://")
         scheme = "" if scheme == "all" else scheme.lower()
-        return _Rule(scheme, *_host_port(entry), None)
     host, port = _host_port(entry)
+    network = _network(host)
+    if network is not None:
+        return _Rule(scheme, str(network), port, None, network)
+    if scheme:
+        return _Rule(scheme, host, port, None)
     if _is_ip(host) or host == "localhost":
         return _Rule("", host, port, None)
     return _Rule("", f"*{host}", port, None)
@@ -243,11 +261,28 @@ def _host_port(text: str) -> tuple[str, int | None]:
 
 
 def _is_ip(host: str) -> bool:
+    return _ip(host) is not None
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a host is written as (an IPv6 one bare or in brackets), or None."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _network(host: str) -> IPNetwork | None:
+    """The range a ``NO_PROXY`` entry's host writes in CIDR notation, or None.
+
+    Host bits are allowed (``192.168.1.5/24`` is ``192.168.1.0/24``), as curl allows them.
+    """
+    if "/" not in host:
+        return None
+    try:
+        return ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return None
 
 
 def _pattern_text(rule: _Rule) -> str:

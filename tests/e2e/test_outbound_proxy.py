@@ -108,6 +108,23 @@ async def test_no_proxy_sends_a_matching_host_directly(stack: Stack) -> None:
     assert f"reaches {sandbox.url} directly (NO_PROXY)" in stack.logs()
 
 
+async def test_a_no_proxy_cidr_range_sends_an_ip_in_it_directly(stack: Stack) -> None:
+    """no_proxy=127.0.0.0/8 (a range, as curl reads it): the sandbox is reached directly."""
+    sandbox = await stack.sandbox()
+    proxy = await stack.forward_proxy(credentials=CREDENTIALS)
+    service = await stack.service(
+        sandbox, env=proxy_env(http=with_credentials(proxy.url), no="10.0.0.0/8,127.0.0.0/8")
+    )
+
+    response = await deliver(service, anonymous_id="anon_cidr")
+
+    assert response.vendor_request.status_code == 202
+    assert await proxy.requests() == []
+    assert f"reaches {sandbox.url} directly (NO_PROXY)" in stack.logs()
+    received = [e["body"].get("message_id") for e in await sandbox.events()]
+    assert response.message_id in received
+
+
 async def test_refused_proxy_credentials_name_the_fix_and_never_the_password(
     stack: Stack,
 ) -> None:

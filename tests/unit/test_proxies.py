@@ -74,6 +74,46 @@ def test_each_url_goes_through_the_proxy_httpx_would_pick(
     assert route(environ, url) == expected
 
 
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "expected"),
+    [
+        ("10.0.0.0/8", "https://10.20.30.40/", None),
+        ("10.0.0.0/8", "https://10.255.255.255:8443/", None),
+        ("10.0.0.0/8", "https://11.0.0.1/", PROXY),
+        ("127.0.0.0/8", "https://127.0.0.1:8765/", None),
+        ("192.168.1.5/24", "https://192.168.1.200/", None),
+        ("192.168.1.5/24", "https://192.168.2.1/", PROXY),
+        ("172.16.0.0/12, ::1/128", "https://[::1]:8443/", None),
+        ("::1/128", "https://[::2]/", PROXY),
+        ("fd00::/8", "https://[fd12:3456::1]/", None),
+        ("fd00::/8", "https://10.0.0.1/", PROXY),
+        ("10.0.0.0/8", "https://[::ffff:a00:1]/", PROXY),
+        ("0.0.0.0/0", "https://203.0.113.7/", None),
+        ("10.0.0.0/8:8443", "https://10.1.1.1:8443/", None),
+        ("10.0.0.0/8:8443", "https://10.1.1.1/", PROXY),
+        ("https://10.0.0.0/8", "https://10.1.1.1/", None),
+        ("http://10.0.0.0/8", "https://10.1.1.1/", PROXY),
+        # Host names are not resolved: localhost is not matched by 127.0.0.0/8.
+        ("127.0.0.0/8", "https://localhost:8443/", PROXY),
+        ("10.0.0.0/8", "https://10.0.0.1.nip.io/", PROXY),
+        # Not a range (no such prefix length): matches nothing, as before.
+        ("10.0.0.0/33", "https://10.0.0.1/", PROXY),
+    ],
+)
+def test_no_proxy_cidr_ranges_cover_ip_literals_only(
+    no_proxy: str, url: str, expected: str | None
+) -> None:
+    """A NO_PROXY CIDR range (curl's and Go's reading) sends the IP literals in it directly."""
+    assert route({"HTTPS_PROXY": PROXY, "NO_PROXY": no_proxy}, url) == expected
+
+
+def test_a_cidr_range_is_listed_in_the_start_up_line() -> None:
+    """describe() shows a range as its network, among the NO_PROXY entries."""
+    rules = ProxyRules.from_environ({"HTTPS_PROXY": PROXY, "NO_PROXY": "10.1.2.3/8,::1/128"})
+
+    assert rules.describe() == f"HTTPS_PROXY={PROXY}; NO_PROXY: 10.0.0.0/8, ::1/128"
+
+
 def test_credentials_become_a_header_and_are_shown_redacted() -> None:
     """user:password goes into Proxy-Authorization only; URL, repr and log line hide it."""
     rules = ProxyRules.from_environ({"HTTPS_PROXY": f"http://signal:{SECRET}@proxy.corp:3128"})

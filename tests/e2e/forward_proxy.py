@@ -4,13 +4,22 @@
 ``proxy listening on http://127.0.0.1:PORT`` once bound. It forwards absolute-form
 requests (``POST http://host:port/path HTTP/1.1``), one upstream connection each, and keeps
 the client's connection alive between them. With ``--credentials`` a request without the
-matching ``Proxy-Authorization: Basic ...`` is answered 407 and not forwarded. ``CONNECT``
-(https tunnels) is answered 501: the sandbox speaks plain http.
+matching ``Proxy-Authorization: Basic ...`` is answered 407 and not forwarded.
+
+``CONNECT host:port`` (an https tunnel) is checked the same way, then answered 200 and
+the bytes relayed both ways, unread, until either side closes; 502 when the target cannot
+be reached. What crossed the tunnel is summed up, so a test can show the TLS was end to
+end: the proxy only ever had the ``CONNECT`` line and its headers in the clear.
 
 ``GET /_proxy/requests`` (origin form, asked of the proxy itself) answers what it saw, as
-JSON: ``{"requests": [{"method", "url", "status", "authorized"}]}``, where ``status`` is what
-the client was answered (407 for a refused one) and ``authorized`` whether the request
-carried the right credentials. The ``Proxy-Authorization`` header is never forwarded.
+JSON: ``{"requests": [{"method", "url", "status", "authorized", "headers"}]}``, where
+``url`` is the absolute URL (``host:port`` for a CONNECT), ``status`` what the client was
+answered (407 for a refused one), ``authorized`` whether the request carried the right
+credentials and ``headers`` the lower-case names of the headers it came with. A tunnel's
+record adds ``tunnel``: ``{"client_bytes", "server_bytes", "first_byte"}`` (the first byte
+the client sent through it, as a number: 22 opens a TLS handshake) and
+``"plaintext_authorization"`` (whether ``authorization:`` appeared in the client's bytes).
+The ``Proxy-Authorization`` header is never forwarded.
 """
 
 from __future__ import annotations
@@ -59,22 +68,76 @@ class ForwardProxy:
         if target == "/_proxy/requests":
             await _answer(writer, 200, json.dumps({"requests": self.seen}).encode())
             return True
-        if method == "CONNECT" or not target.startswith("http://"):
+        if method != "CONNECT" and not target.startswith("http://"):
             await _answer(writer, 501, b"only absolute-form http requests are forwarded")
             return True
         given = next((v for k, v in headers if k.lower() == b"proxy-authorization"), None)
         authorized = self._expected is None or given == self._expected
-        record: dict[str, Any] = {"method": method, "url": target, "authorized": authorized}
+        record: dict[str, Any] = {
+            "method": method,
+            "url": target,
+            "authorized": authorized,
+            "headers": [k.decode("latin-1").lower() for k, _ in headers],
+        }
         self.seen.append(record)
         if not authorized:
             record["status"] = 407
             await _answer(writer, 407, b"", [(b"Proxy-Authenticate", b'Basic realm="test"')])
             return True
+        if method == "CONNECT":
+            await _tunnel(target, reader, writer, record)
+            return False
         status, answer = await _forward(method, target, headers, body)
         record["status"] = status
         writer.write(answer)
         await writer.drain()
         return True
+
+
+async def _tunnel(
+    target: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    record: dict[str, Any],
+) -> None:
+    """Open ``host:port``, answer 200, then relay bytes both ways until either side closes."""
+    host, _, port = target.rpartition(":")
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            host.strip("[]"), int(port)
+        )
+    except (OSError, ValueError):
+        record["status"] = 502
+        await _answer(writer, 502, b"cannot reach " + target.encode("latin-1"))
+        return
+    record["status"] = 200
+    tunnel = record["tunnel"] = {"client_bytes": 0, "server_bytes": 0, "first_byte": None}
+    record["plaintext_authorization"] = False
+    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    await writer.drain()
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, key: str) -> None:
+        tail = b""  # the end of the previous chunk, so a word split across two is found
+        try:
+            while chunk := await source.read(65_536):
+                if key == "client_bytes":
+                    if tunnel["first_byte"] is None:
+                        tunnel["first_byte"] = chunk[0]
+                    if b"authorization:" in (tail + chunk).lower():
+                        record["plaintext_authorization"] = True
+                    tail = chunk[-16:]
+                tunnel[key] += len(chunk)
+                sink.write(chunk)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    await asyncio.gather(
+        pipe(reader, upstream_writer, "client_bytes"),
+        pipe(upstream_reader, writer, "server_bytes"),
+    )
 
 
 async def _forward(

@@ -1,0 +1,122 @@
+"""HTTPS through a CONNECT proxy: the TLS runs end to end, the proxy sees only the tunnel.
+
+Real processes: the forward proxy (``forward_proxy.py``, asking for credentials) and the
+service, started with ``https_proxy`` and ``SSL_CERT_FILE`` in its environment. Amperity
+is a TLS server in this test's process whose certificate a throwaway CA (trustme) signed.
+The service must open a tunnel with ``CONNECT host:port`` (credentials on the CONNECT,
+never Amperity's token), then speak TLS through it: the TLS server gets the event with
+its ``Authorization`` header, the proxy only a ``CONNECT`` and bytes it cannot read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.e2e.stack import Stack
+from tests.e2e.test_outbound_proxy import (
+    CREDENTIALS,
+    assert_no_credentials,
+    deliver,
+    proxy_env,
+    with_credentials,
+)
+from tests.support import integration_dict, mint_keys
+from tests.unit.amperity.test_amperity_aiohttp_transport import read_request
+
+pytestmark = pytest.mark.e2e
+
+ACCEPTED = (
+    b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n"
+    b'{"status": 202}'
+)
+TLS_HANDSHAKE = 22  # the first byte of a TLS record carrying a handshake (ClientHello)
+
+
+@dataclass
+class TlsAmperity:
+    """An HTTPS server for ``localhost`` answering 202 to every request it reads whole."""
+
+    url: str
+    ca_file: Path
+    requests: list[bytes] = field(default_factory=list)
+
+
+@pytest.fixture
+async def tls_amperity(tmp_path: Path) -> AsyncIterator[TlsAmperity]:
+    """Start the TLS server on 127.0.0.1:0 with a certificate signed by a throwaway CA."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while request := await read_request(reader):
+                seen.append(request)
+                writer.write(ACCEPTED)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    yield TlsAmperity(f"https://localhost:{port}", ca_file, seen)
+    server.close()
+    await server.wait_closed()
+
+
+def ingest_table(url: str) -> dict[str, object]:
+    """Integration ``web`` at ``url`` without enrichment: only event POSTs leave the service."""
+    table = integration_dict(url, mint_keys())
+    for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
+        del table[name]
+    return table
+
+
+async def test_https_goes_through_a_connect_tunnel_with_tls_end_to_end(
+    stack: Stack, tls_amperity: TlsAmperity
+) -> None:
+    """https_proxy + SSL_CERT_FILE: one CONNECT, a TLS handshake inside, the token unseen."""
+    sandbox = await stack.sandbox()  # unused by the integration: stack.service wants one
+    proxy = await stack.forward_proxy(credentials=CREDENTIALS)
+    table = ingest_table(tls_amperity.url)
+    env = proxy_env(https=with_credentials(proxy.url))
+    env["SSL_CERT_FILE"] = str(tls_amperity.ca_file)
+    service = await stack.service(sandbox, table, env=env, debug=True)
+
+    response = await deliver(service, anonymous_id="anon_tunnel")
+
+    assert response.vendor_request.status_code == 202
+    # Amperity (the TLS server) got the event with its token: the tunnel reached it.
+    [request] = tls_amperity.requests
+    request_line, *lines = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert request_line.startswith("POST /prof/events/")
+    assert headers["Authorization"] == f"Bearer {table['api_key']}"
+    assert response.message_id.encode() in request
+    # The proxy saw one CONNECT to Amperity's host and port, authorised, and nothing it
+    # could read: no Authorization header, a TLS handshake first, no plaintext token.
+    [tunnel] = await proxy.requests()
+    host_port = tls_amperity.url.removeprefix("https://")
+    assert (tunnel["method"], tunnel["url"], tunnel["status"]) == ("CONNECT", host_port, 200)
+    assert tunnel["authorized"]
+    assert "authorization" not in tunnel["headers"]
+    assert "proxy-authorization" in tunnel["headers"]
+    assert tunnel["tunnel"]["first_byte"] == TLS_HANDSHAKE
+    assert tunnel["tunnel"]["client_bytes"] > len(request)  # the request, encrypted
+    assert not tunnel["plaintext_authorization"]
+    logs = stack.logs()
+    assert f"reaches {tls_amperity.url} through the proxy http://[REDACTED]@" in logs
+    assert_no_credentials(logs)
+    assert str(table["api_key"]) not in logs

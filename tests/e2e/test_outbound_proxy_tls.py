@@ -16,12 +16,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 import trustme
 
 from tests.e2e.stack import Stack
 from tests.e2e.test_outbound_proxy import (
     CREDENTIALS,
+    PASSWORD,
+    USER,
     assert_no_credentials,
     deliver,
     proxy_env,
@@ -120,3 +123,27 @@ async def test_https_goes_through_a_connect_tunnel_with_tls_end_to_end(
     assert f"reaches {tls_amperity.url} through the proxy http://[REDACTED]@" in logs
     assert_no_credentials(logs)
     assert str(table["api_key"]) not in logs
+
+
+async def test_a_connect_refused_for_credentials_names_the_fix_and_is_not_retried(
+    stack: Stack, tls_amperity: TlsAmperity
+) -> None:
+    """407 to the CONNECT: FAILED_PRECONDITION PROXY_AUTH_REQUIRED at once, as for http."""
+    sandbox = await stack.sandbox()
+    proxy = await stack.forward_proxy(credentials=CREDENTIALS)
+    env = proxy_env(https=with_credentials(proxy.url, f"{USER}:{PASSWORD}-but-wrong"))
+    env["SSL_CERT_FILE"] = str(tls_amperity.ca_file)
+    service = await stack.service(sandbox, ingest_table(tls_amperity.url), env=env, debug=True)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await deliver(service, anonymous_id="anon_tunnel_refused")
+
+    error = refused.value
+    details = error.details() or ""
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    assert "407 (Proxy Authentication Required)" in details
+    assert "HTTPS_PROXY" in details
+    assert [(r["method"], r["status"]) for r in await proxy.requests()] == [("CONNECT", 407)]
+    assert tls_amperity.requests == []
+    assert_no_credentials(str(error.trailing_metadata()) + details)
+    assert_no_credentials(stack.logs())

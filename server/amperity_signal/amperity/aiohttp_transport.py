@@ -13,7 +13,10 @@ decompressed here (httpx decodes them as it always did).
 Proxies come from ``ProxyRules`` (``proxies.py``: the environment, read as httpx reads
 it). Their credentials go as a ``Proxy-Authorization`` header (on the request for http, on
 the ``CONNECT`` for https); aiohttp is never given a URL holding them, so none of its
-errors can show them.
+errors can show them. A ``CONNECT`` the proxy answers 407 comes back as a 407 response,
+as the same refusal of a plain http request does, so that both are the permanent
+``PROXY_AUTH_REQUIRED`` (wrong or missing credentials) rather than a connection failure
+retried until ``max_retries`` runs out; any other refused tunnel is an ``httpx.ProxyError``.
 
 A request carrying a ``CallProgress`` (``progress.PROGRESS``) has it moved along: connecting
 until aiohttp has a connection for it (nothing written), sending from then on, answered
@@ -40,6 +43,7 @@ from yarl import URL
 from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
 from amperity_signal.proxies import Proxy, ProxyRules
 
+PROXY_AUTH_REQUIRED: Final = 407
 _NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 # The progress of the request being sent in this task, for the connector to move on once
@@ -81,6 +85,12 @@ def httpx_errors(request: httpx.Request, proxy: Proxy | None = None) -> Iterator
         raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
+def _tunnel_status(error: httpx.ProxyError) -> int | None:
+    """The status a proxy refused a ``CONNECT`` with, or None for another proxy failure."""
+    cause = error.__cause__
+    return cause.status if isinstance(cause, aiohttp.ClientHttpProxyError) else None
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -189,6 +199,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     proxy=proxy.url if proxy is not None else None,
                     proxy_headers=proxy_headers,
                 )
+        except httpx.ProxyError as refused:
+            if _tunnel_status(refused) != PROXY_AUTH_REQUIRED:
+                raise
+            return httpx.Response(PROXY_AUTH_REQUIRED, content=b"", request=request)
         finally:
             _connecting.reset(connecting)
         if progress is not None:

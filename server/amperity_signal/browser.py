@@ -15,6 +15,7 @@ one: a retried or late batch of events from before the withdrawal cannot undo it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import orjson
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemoryStore
 from amperity_signal.enrich.newer_entry import AT
+from amperity_signal.errors import CacheUnavailable
 
 CONSENT_TTL = 30 * 86_400.0
 
@@ -59,7 +61,10 @@ class ConsentLedger:
     event, and add a round trip to every other); in memory, a call that never yields.
 
     The backend (``build_cache``) degrades to no cache when Redis is down; a visitor whose
-    consent cannot be read then counts as not having consented.
+    consent cannot be read then counts as not having consented (``allows`` fails closed).
+    A state that cannot be kept is not pretended kept: ``record`` raises
+    ``CacheUnavailable`` (RecordConsent answers UNAVAILABLE, the caller retries), while
+    ``remember`` drops it, since the event it came with is still delivered and carries it.
 
     Args:
         store: The shared cache backend.
@@ -84,14 +89,20 @@ class ConsentLedger:
         self._keep_now = memory.keep_newer_now if type(memory) is MemoryStore else None
 
     async def remember(self, integration_id: str, event: dict[str, Any]) -> None:
-        """Keep the consent state an event carried, as of its timestamp, when it is newest."""
+        """Keep the consent state an event carried, as of its timestamp, when it is newest.
+
+        During a cache outage the state is dropped (the backend counted and logged it):
+        the event is delivered all the same, and ``allows`` answers no until the cache
+        is back.
+        """
         consent = event.get("context", {}).get("consent")
         anonymous_id = event.get("anonymous_id")
         if isinstance(consent, dict) and isinstance(anonymous_id, str) and anonymous_id:
             # Deliver always sets the timestamp (the receive time when the event had none).
             timestamp = event.get("timestamp")
             at = timestamp.timestamp() if isinstance(timestamp, datetime) else None
-            await self._keep(self._key(integration_id, anonymous_id), consent, at)
+            with contextlib.suppress(CacheUnavailable):
+                await self._keep(self._key(integration_id, anonymous_id), consent, at)
 
     async def record(
         self,
@@ -104,9 +115,23 @@ class ConsentLedger:
 
         Returns:
             The state kept now: ``consent``, or a newer one already kept.
+
+        Raises:
+            CacheUnavailable: The cache cannot be reached: ``consent`` was not kept, and
+                ``allows`` answers no until it is back. Retrying later can help.
         """
         moment = None if at is None else at.timestamp()
-        return await self._keep(self._key(integration_id, anonymous_id), consent, moment)
+        key = self._key(integration_id, anonymous_id)
+        try:
+            return await self._keep(key, consent, moment)
+        except CacheUnavailable as error:
+            raise CacheUnavailable(
+                "consent not recorded: the consent ledger's store (the shared cache) cannot "
+                "be reached, so this state was not kept and the visitor's profile stays "
+                f"hidden; send the same state again in {error.metadata['retry_after_seconds']} s",
+                retry_after=error.retry_after,
+                metadata=error.metadata,
+            ) from None
 
     async def allows(self, integration_id: str, anonymous_id: str, condition: str) -> bool:
         """Whether the visitor's newest known consent meets ``condition``.
@@ -203,6 +228,9 @@ class BrowserProfiles:
             ``browser_consent`` condition is not met, so the page stops asking. Nothing is
             kept when the integration names no condition, as ``Delivery`` keeps nothing
             then either.
+
+        Raises:
+            CacheUnavailable: The state could not be kept (see ``ConsentLedger.record``).
         """
         condition = integration.browser_consent
         if not condition:

@@ -16,6 +16,7 @@ Errors are raised where they happen and mapped to a gRPC status in one place
     ├── UnknownIntegration       no integration with that id or pipeline key
     ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
     ├── ServiceStopping          the service is shutting down: a stream ends to reopen elsewhere
+    ├── CacheUnavailable         the shared cache (Redis) is unreachable and a write must land
     └── AmperityError            Amperity answered, or could not be reached
         ├── AmperityRejected     a permanent answer: never retried
         │   ├── AmperityAuthError        401/403: the key is wrong, expired or mis-scoped
@@ -144,6 +145,30 @@ class ServiceStopping(AmperitySignalError):
     """The service is shutting down; a stream or watch it held open ends with this."""
 
     reason = "SERVICE_STOPPING"
+
+
+class CacheUnavailable(AmperitySignalError):
+    """The shared cache cannot be reached, and the call needs its write to land.
+
+    Most cache users degrade without it (a miss, a dropped write); a consent state recorded
+    on its own (RecordConsent) cannot: answering as if it were kept would tell the caller
+    something untrue. Retrying later can help.
+
+    Attributes:
+        retry_after: Seconds the caller should wait before trying again.
+    """
+
+    reason = "CACHE_UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        self.retry_after = retry_after
 
 
 class AmperityError(AmperitySignalError):

@@ -1,18 +1,22 @@
-"""Real processes: a late event from before a withdrawal cannot give the page the profile back.
+"""Real processes: consent kept in a real Redis, by replicas, through an outage.
 
 sandbox → two ``amperity-signal serve`` processes (gRPC + gateway) sharing a real Redis,
 as two replicas behind one load balancer: the withdrawal reaches one, the late batch the
-other.
+other. And one replica whose Redis is stopped mid-test: a consent it cannot keep is
+refused (503, UNAVAILABLE), never answered as kept.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from amperity_signal_client import AsyncAmperityClient, RetryPolicy, Unavailable
+from tests.e2e.enrich_support import redis_on
 from tests.e2e.stack import Service, Stack
 from tests.support import ALICE_EMAIL, integration_dict, mint_keys
 
@@ -80,3 +84,59 @@ async def test_an_event_timestamped_before_a_withdrawal_does_not_restore_the_pro
 
     assert await _attributes(first) == {}
     assert await _attributes(second) == {}
+
+
+async def test_a_consent_sent_while_redis_is_down_is_refused_and_lands_once_it_is_back(
+    stack: Stack,
+) -> None:
+    """Redis stopped: /v1/consent 503 + Retry-After, the client's Unavailable; back: kept.
+
+    Before, both answered that the grant was kept (profileAllowed true) although nothing
+    was written, while /v1/enrich answered {}.
+    """
+    sandbox = await stack.sandbox()
+    redis_url = await stack.redis()
+    redis_process = stack.processes[-1]
+    port = urlsplit(redis_url).port
+    assert port is not None
+    keys = mint_keys()
+    table = integration_dict(sandbox.url, keys, browser_consent="functional")
+    service = await stack.service(
+        sandbox, table, keys=keys, cache={"backend": "redis", "redis_url": redis_url}
+    )
+    identify = {
+        "type": "identify",
+        "anonymousId": VISITOR,
+        "traits": {"email": ALICE_EMAIL},
+        "context": {"consent": {"functional": True}},
+    }
+    assert (await _post(service, "/v1/i", identify))["success"] is True
+    assert (await _attributes(service))["Persona"]
+
+    await redis_process.stop()
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=15) as client:
+        refused = await client.post(
+            "/v1/consent",
+            json={"anonymousId": VISITOR, "consent": {"functional": True}},
+            headers=HEADERS,
+        )
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["message"].startswith("The consent state was not recorded")
+    assert str(port) not in refused.text
+    assert await _attributes(service) == {}  # consent unreadable: no profile to the page
+    once = RetryPolicy(max_attempts=1)
+    async with AsyncAmperityClient(service.grpc_target, pipeline_key="pk_web", retry=once) as sdk:
+        with pytest.raises(Unavailable) as caught:
+            await sdk.record_consent(VISITOR, {"functional": True})
+    assert caught.value.reason == "CACHE_UNAVAILABLE"
+    assert caught.value.retry_after == 1.0
+    assert caught.value.message.startswith("consent not recorded: ")
+    assert str(port) not in caught.value.message
+
+    await redis_on(stack, port)
+    # The client's default policy retries UNAVAILABLE, at least RetryInfo's second apart,
+    # until the service's cache tries Redis again and the state lands.
+    async with AsyncAmperityClient(service.grpc_target, pipeline_key="pk_web") as sdk:
+        assert await sdk.record_consent(VISITOR, {"functional": True}) is True
+    assert "cache unavailable" in stack.logs()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +12,9 @@ import grpc.aio
 import httpx
 import pytest
 
+from amperity_signal.enrich import CacheBackend, MemoryStore
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
+from amperity_signal.metrics import Metrics
 from amperity_signal.sandbox import SandboxApp, create_app
 from amperity_signal.service.app import Deps, Service, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -20,6 +22,7 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL
 from tests.contract.test_contract import details
 from tests.support import ALICE_EMAIL, integration_dict, mint_keys, settings_for
+from tests.unit.enrich.enrich_fakes import FakeClock
 
 from .fakes import KNOWN_KEY, RunningService
 
@@ -35,15 +38,54 @@ class Stack:
     sandbox: SandboxApp
 
 
+class OutageStore(MemoryStore):
+    """A memory store whose every call raises ConnectionError while ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__(1000)
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("store unreachable")
+
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return await super().get(key)
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check()
+        return await super().multi_get(keys)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._check()
+        await super().set(key, value, ttl)
+
+
 @pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
+def store() -> OutageStore:
+    """The service's cache store, which a test can take down."""
+    return OutageStore()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The cache backend's clock: moved past the outage retry interval by hand."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stack]:
     """The real service (browser_consent=functional) behind the gateway."""
     sandbox = create_app(profile_delay=0.0, seed=7)
     assert isinstance(sandbox, SandboxApp)
     settings = settings_for(
         integration_dict(SANDBOX_URL, mint_keys(), browser_consent="functional")
     )
-    service: Service = build_server(settings, Deps(transport=httpx.ASGITransport(app=sandbox)))
+    metrics = Metrics()
+    cache = CacheBackend(store, metrics=metrics, clock=clock)
+    deps = Deps(metrics=metrics, transport=httpx.ASGITransport(app=sandbox), cache=cache)
+    service: Service = build_server(settings, deps)
     await service.start()
     app = create_gateway_app(
         settings=GatewaySettings.from_settings(settings),
@@ -301,3 +343,54 @@ async def test_a_bad_consent_body_is_a_400_naming_the_field(
     assert error["code"] == code
     assert error["field"] == field
     assert service.fake.consent_requests == []
+
+
+async def test_a_consent_the_service_cannot_keep_is_a_503_and_unavailable_not_a_success(
+    stack: Stack, store: OutageStore, clock: FakeClock
+) -> None:
+    """Cache down: /v1/consent is 503 with Retry-After, the RPC UNAVAILABLE; nothing kept.
+
+    Before, both answered success and profileAllowed true for a grant that was dropped,
+    while /v1/enrich (failing closed) answered {} and kept doing so after the outage.
+    """
+    client = stack.client
+    two_minutes_ago = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    withdrawn = await _consent(client, {"functional": False}, consentedAt=two_minutes_ago)
+    assert withdrawn.json() == {"success": True, "profileAllowed": False}
+    store.down = True
+
+    refused = await _consent(client, {"functional": True})
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json() == {
+        "error": {
+            "code": "SERVICE_UNAVAILABLE",
+            "message": "The consent state was not recorded; send it again after the "
+            "Retry-After delay.",
+        }
+    }
+    assert await _enrich(client) == {"provider": "amperity", "attributes": {}}
+    channel = stack.service.in_process_channel()
+    request = pb.RecordConsentRequest(
+        pipeline_key="pk_web", anonymous_id=VISITOR, consent=pb.Consent(functional=True)
+    )
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.AmperityServiceStub(channel).RecordConsent(request)
+    finally:
+        await channel.close()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (caught.value.details() or "").startswith("consent not recorded: ")
+    found = details(caught.value)
+    assert found["ErrorInfo"].reason == "CACHE_UNAVAILABLE"
+    assert dict(found["ErrorInfo"].metadata) == {"retry_after_seconds": "1"}
+    assert found["RetryInfo"].retry_delay.ToNanoseconds() == 1_000_000_000
+
+    store.down = False
+    clock.advance(1)
+    # Had the grant (made "now") been kept, this older withdrawal would be answered with it.
+    a_minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    again = await _consent(client, {"functional": False}, consentedAt=a_minute_ago)
+    assert again.json() == {"success": True, "profileAllowed": False}
+    granted = await _consent(client, {"functional": True})
+    assert granted.json() == {"success": True, "profileAllowed": True}

@@ -5,7 +5,9 @@ connection error the backend logs once, reports itself unavailable, and answers 
 as a miss (writes are dropped) until ``retry_interval`` has passed; then it tries the store
 again and logs when it is back. Enrichment therefore keeps working, just without a cache.
 ``CacheBackend`` is itself a ``CacheStore`` (bytes in, bytes out), so other users of the
-shared cache (the browser consent ledger) get the same behaviour.
+shared cache (the browser consent ledger) get the same behaviour, with one exception:
+``keep_newer``, whose answer says which entry is in force, raises ``CacheUnavailable``
+during an outage instead of pretending the offered entry was kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from amperity_signal.enrich.identity_entry import IdentityMerge
 from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.ports import CacheStore
 from amperity_signal.enrich.stores import MemoryStore, RedisStore
+from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
 
@@ -174,22 +177,37 @@ class CacheBackend:
         return merged
 
     async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
-        """The store's atomic "keep the newer entry"; during an outage, None.
+        """The store's atomic "keep the newer entry"; during an outage, ``CacheUnavailable``.
 
-        An outage answers as if ``value`` were in force (as a read that found nothing and
-        a dropped write did before), counts the lost read and writes nothing.
+        Unlike every other call this one does not answer an outage as a miss: its answer
+        says which entry is in force, and "``value``" would be untrue when nothing was
+        written (and a read made now would find the older entry, or nothing). It counts
+        the lost read and raises; a caller that can do without the write catches it.
+
+        Raises:
+            CacheUnavailable: The store is unreachable (or was, under ``retry_interval``
+                ago); nothing was written. Its ``retry_after`` is the retry interval.
         """
         if self._skip():
             self._lost((key,))
-            return None
+            raise self._unavailable()
         try:
             newer = await self.store.keep_newer(key, value, at, ttl)
         except self._errors as exc:
             self._failed(exc)
             self._lost((key,))
-            return None
+            # Not chained: the store's error is logged (redis_failure), never passed on.
+            raise self._unavailable() from None
         self._succeeded()
         return newer
+
+    def _unavailable(self) -> CacheUnavailable:
+        seconds = f"{self._retry_interval:g}"
+        return CacheUnavailable(
+            f"the cache cannot be reached, so nothing was written; retry in {seconds} s",
+            retry_after=self._retry_interval,
+            metadata={"retry_after_seconds": seconds},
+        )
 
     async def close(self) -> None:
         """Release the store's connections."""

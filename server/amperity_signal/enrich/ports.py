@@ -89,7 +89,12 @@ class CacheStore(Protocol):
         the same key in between (across processes, for a shared store).
 
         Returns:
-            The stored entry when it is newer and stays; None when ``value`` is in force.
+            The stored entry when it is newer and stays; None when ``value`` is in force
+            (it was written, or the very same entry was stored already).
+
+        Raises:
+            CacheUnavailable: From ``CacheBackend``, when the store cannot be reached:
+                nothing was written, and nothing is known to be in force.
         """
         ...
 

@@ -215,12 +215,13 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
             headers=_retry_after(delay, 1),
         )
     if code == grpc.StatusCode.UNAVAILABLE:
-        return GatewayError(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The service is unavailable; retry after the Retry-After delay.",
-            headers=_retry_after(delay, 1),
+        # A consent state the service could not keep: the page must not believe it was.
+        message = (
+            "The consent state was not recorded; send it again after the Retry-After delay."
+            if reason == "CACHE_UNAVAILABLE"
+            else "The service is unavailable; retry after the Retry-After delay."
         )
+        return GatewayError(503, "SERVICE_UNAVAILABLE", message, headers=_retry_after(delay, 1))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return GatewayError(504, "DEADLINE_EXCEEDED", "The service did not answer in time.")
     return GatewayError(502, "UPSTREAM_ERROR", "The service could not handle the request.")

@@ -250,6 +250,12 @@ def openapi_document() -> dict[str, Any]:
                         "413": _error("The body is too large."),
                         "415": _error("The body is not application/json or text/plain."),
                         **_UPSTREAM_ERRORS,
+                        "503": _error(
+                            "The service is unavailable, or could not reach the store that "
+                            "keeps consent: the state was NOT recorded; send it again after "
+                            "Retry-After.",
+                            retry_after=True,
+                        ),
                     },
                 }
             },

@@ -23,6 +23,7 @@ from amperity_signal.errors import (
     AmperityRejected,
     AmperitySignalError,
     AmperityUnavailable,
+    CacheUnavailable,
     InvalidFields,
     MalformedRequest,
     ProfileUnavailable,
@@ -48,7 +49,7 @@ def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
         return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(error, AmperityMisconfigured | ProfileUnavailable):
         return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(error, ServiceStopping):
+    if isinstance(error, ServiceStopping | CacheUnavailable):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, AmperityUnavailable):
         if error.status_code == 429 or error.reason.startswith("RATE_LIMITED"):
@@ -78,10 +79,10 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
                 ]
             )
         )
-    if isinstance(error, AmperityUnavailable | ServiceStopping):
+    if isinstance(error, AmperityUnavailable | CacheUnavailable | ServiceStopping):
         # A stopping service's callers may go again at once (to another replica, or to
         # this one restarted): their clients' backoff spaces the attempts.
-        retry_after = error.retry_after if isinstance(error, AmperityUnavailable) else 0.0
+        retry_after = 0.0 if isinstance(error, ServiceStopping) else error.retry_after
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(max(retry_after, 0.0) * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
@@ -151,7 +152,9 @@ def to_delivery_error(error: AmperitySignalError) -> pb.DeliveryError:
         message=error.message,
         reason=error.reason,
         metadata=error.metadata,
-        retry_after_seconds=error.retry_after if isinstance(error, AmperityUnavailable) else 0.0,
+        retry_after_seconds=(
+            error.retry_after if isinstance(error, AmperityUnavailable | CacheUnavailable) else 0.0
+        ),
         field_violations=[
             pb.FieldViolation(field=v.field, description=v.description)
             for v in (error.violations if isinstance(error, InvalidFields) else ())

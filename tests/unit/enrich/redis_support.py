@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -102,6 +103,37 @@ class CountingRedis(redis.Redis):
             hook, self.after_get = self.after_get, None
             await hook()
         return reply
+
+
+class ReplyLosingRedis(CountingRedis):
+    """A counting client that loses the reply to the next ``lose`` command, once.
+
+    The command reaches Redis and runs; then, instead of its reply, the caller's connection
+    raises ConnectionError (a connection reset after the request went out). redis-py's own
+    retry (one, as the service configures it) then sends the command again on a new
+    connection: the second run sees what the first one wrote.
+    """
+
+    def __init__(self, port: int, *, timeout: float) -> None:
+        super().__init__(port, timeout=timeout)
+        self.lose: str | None = None
+        self.lost: list[str] = []
+        client = self
+
+        class LosingConnection(Connection):
+            async def send_command(self, *args: Any, **kwargs: Any) -> None:
+                self.sent = str(args[0]).upper()
+                await super().send_command(*args, **kwargs)
+
+            async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+                reply = await super().read_response(*args, **kwargs)
+                if client.lose is not None and getattr(self, "sent", None) == client.lose:
+                    client.lost.append(client.lose)
+                    client.lose = None
+                    raise RedisConnectionError("connection reset: the reply was lost")
+                return reply
+
+        self.connection_pool.connection_class = LosingConnection
 
 
 def memory_or_redis(

@@ -11,6 +11,7 @@ import pytest
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
+from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient, event, integration
@@ -170,3 +171,34 @@ async def test_consent_reads_during_an_outage_count_under_one_bounded_label(
         "amperity_signal_cache_total", {"cache": "consent", "result": "error"}
     )
     assert errors == 3
+
+
+async def test_a_consent_state_recorded_during_an_outage_is_refused_not_pretended_kept(
+    metrics: Metrics, clock: FakeClock
+) -> None:
+    """record() raises CacheUnavailable (nothing kept); an event's state is dropped quietly.
+
+    Before, record() answered the offered grant as if kept, while allows() said no and,
+    once the store was back, the withdrawal kept before the outage was still in force.
+    """
+    store = FlakyStore(clock)
+    ledger = ConsentLedger(CacheBackend(store, metrics=metrics, clock=clock), now=clock)
+    await ledger.record("acme", "anon_1", {"marketing": False})
+    store.down = True
+    for _ in range(2):  # the store failing, then skipped for the retry interval
+        with pytest.raises(CacheUnavailable) as refused:
+            await ledger.record("acme", "anon_1", {"marketing": True})
+        assert refused.value.reason == "CACHE_UNAVAILABLE"
+        assert refused.value.retry_after == 1.0
+        assert refused.value.message.startswith("consent not recorded:")
+        assert refused.value.metadata == {"retry_after_seconds": "1"}
+        assert refused.value.__cause__ is None  # the store's error is logged, not passed on
+    grant = {"anonymous_id": "anon_1", "context": {"consent": {"marketing": True}}}
+    await ledger.remember("acme", grant)  # the event is delivered all the same
+    assert not await ledger.allows("acme", "anon_1", "marketing")
+
+    store.down = False
+    clock.advance(1)
+    assert not await ledger.allows("acme", "anon_1", "marketing")  # the grant was never kept
+    assert await ledger.record("acme", "anon_1", {"marketing": True}) == {"marketing": True}
+    assert await ledger.allows("acme", "anon_1", "marketing")

@@ -17,10 +17,11 @@ from redis.exceptions import RedisError
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.enrich import CacheBackend
 from amperity_signal.enrich.stores import RedisStore
+from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock
-from .redis_support import CountingRedis, RedisProcess, memory_or_redis
+from .redis_support import CountingRedis, RedisProcess, ReplyLosingRedis, memory_or_redis
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 VISITOR = "anon_abc123"
@@ -223,6 +224,60 @@ async def test_while_redis_is_down_no_one_has_consented_then_states_land_again(
     await ledger.remember("web", delivered(GRANTED, minutes_ago(5)))
     assert backend.available
     assert await ledger.allows("web", VISITOR, "functional")
+
+
+async def test_a_state_recorded_while_redis_is_down_is_refused_and_not_kept(
+    redis_server: RedisProcess, backend: CacheBackend, ledger: ConsentLedger, clock: FakeClock
+) -> None:
+    """Redis stopped: record() raises CacheUnavailable, not "granted"; back, the grant lands.
+
+    Before, record() answered the grant it could not store (RecordConsent said
+    profile_allowed), while allows() said no, and after the outage the withdrawal kept
+    before it was still in force: the caller had been told something untrue.
+    """
+    await ledger.record("web", VISITOR, WITHDRAWN, minutes_ago(10))
+    redis_server.kill()
+    for _ in range(2):  # Redis refusing, then skipped for the retry interval
+        with pytest.raises(CacheUnavailable) as refused:
+            await ledger.record("web", VISITOR, GRANTED, minutes_ago(5))
+        assert "not recorded" in refused.value.message
+        assert str(redis_server.port) not in refused.value.message
+    assert not await ledger.allows("web", VISITOR, "functional")  # fails closed
+    assert not backend.available
+
+    redis_server.start()
+    clock.advance(1)
+    assert not await ledger.allows("web", VISITOR, "functional")  # the grant was not kept
+    assert backend.available
+    assert await ledger.record("web", VISITOR, GRANTED, minutes_ago(5)) == GRANTED
+    assert await ledger.allows("web", VISITOR, "functional")
+
+
+async def test_a_state_whose_script_reply_was_lost_is_answered_as_kept(
+    redis_server: RedisProcess, inspector: redis.Redis, metrics: Metrics, clock: FakeClock
+) -> None:
+    """The EVALSHA runs, its reply is lost, redis-py runs it again: the answer is still right.
+
+    The second run finds the very bytes the first wrote and answers "in force", which is
+    true; a newer state landing in between would be answered, which is true too.
+    """
+    client = ReplyLosingRedis(redis_server.port, timeout=0.25)
+    cache = CacheBackend(
+        RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
+    )
+    ledger = ConsentLedger(cache, now=FakeClock(NOW.timestamp()))
+    try:
+        await ledger.record("web", VISITOR, WITHDRAWN, minutes_ago(10))
+        client.lose = "EVALSHA"
+        assert await ledger.record("web", VISITOR, GRANTED, minutes_ago(5)) == GRANTED
+        assert client.lost == ["EVALSHA"]
+        assert await stored_state(inspector) == {**GRANTED, "at": minutes_ago(5).timestamp()}
+        client.lose = "EVALSHA"
+        assert await ledger.record("web", VISITOR, WITHDRAWN, minutes_ago(8)) == GRANTED
+        assert client.lost == ["EVALSHA", "EVALSHA"]
+        assert cache.available
+    finally:
+        await cache.close()
 
 
 async def test_states_written_by_the_previous_version_are_read_and_outranked_as_before(

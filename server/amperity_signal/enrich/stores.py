@@ -218,20 +218,29 @@ class RedisStore:
         must write, the script redoes it inside Redis, atomically, against the entry as it
         is then: two replicas (or two events of one visitor) merging at once both land. A
         merge answered by the ``GET`` alone is ordered at that read, before any merge that
-        wrote after it. Running the script twice is harmless (a connection error is retried
-        once, maybe after the first run took effect): the second run finds its fields
-        already there and only reports them unchanged.
+        wrote after it.
+
+        Running the script twice is harmless to the entry: a connection error is retried
+        once, and when only the reply was lost the first run had taken effect, so the
+        second finds its fields already there and reports them unchanged, found. The
+        answer is therefore taken relative to the ``GET``: ``found`` is what the ``GET``
+        found, and ``changed`` is the ``GET``'s prediction when the script left exactly
+        the fields predicted (nothing but this merge, or an identical one, came in
+        between), else the script's own. Without that, an event that taught the map a new
+        email answered "unchanged" and its lookup counted as a hit.
         Arguments as for ``MemoryStore.merge_identifiers``.
         """
-        result, entry = merge_entry(
+        predicted, entry = merge_entry(
             _as_bytes(await self._client.get(key)), learned, now=now, ttl=ttl
         )
         if entry is None:
-            return result
+            return predicted
         reply = await self._merge_script(
             keys=[key], args=script_arguments(learned, now=now, ttl=ttl)
         )
-        return script_result(_as_bytes(reply) or b"")
+        merged = script_result(_as_bytes(reply) or b"")
+        as_predicted = predicted.changed and merged.fields == predicted.fields
+        return merged._replace(changed=merged.changed or as_predicted, found=predicted.found)
 
     async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
         """The consent ledger's "keep the newer state": one ``EVALSHA``, read and write in it.

@@ -25,7 +25,7 @@ from amperity_signal.enrich.stores import RedisStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, event, integration
-from .redis_support import CountingRedis, RedisProcess, memory_or_redis
+from .redis_support import CountingRedis, RedisProcess, ReplyLosingRedis, memory_or_redis
 
 DAY = 86_400.0
 TTL = 30 * DAY
@@ -109,6 +109,41 @@ async def test_a_merge_reads_once_and_writes_only_through_the_script(
         assert await merge(identity, ALICE) == (ALICE, False)
         assert await merge(identity, CUSTOMER) == ({**ALICE, **CUSTOMER}, True)
         assert client.commands == ["GET", "EVALSHA", "GET", "GET", "EVALSHA"]
+    finally:
+        await cache.close()
+
+
+async def test_a_merge_whose_script_reply_was_lost_still_answers_changed_and_a_miss(
+    redis_server: RedisProcess, metrics: Metrics, clock: FakeClock
+) -> None:
+    """The first EVALSHA runs but its reply is lost; redis-py's retry runs it again.
+
+    The second run finds the fields the first one wrote. The answer used to come from it
+    alone: "unchanged" (remember() returned False for an event that taught a new email)
+    and "found" (a lookup that missed was counted as a hit).
+    """
+    client = ReplyLosingRedis(redis_server.port, timeout=0.25)
+    cache = CacheBackend(
+        RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
+    )
+    identity = identity_map(cache, metrics, clock)
+    try:
+        await merge(identity, CUSTOMER)  # the script loaded, the entry there
+        client.commands.clear()
+        client.lose = "EVALSHA"
+        assert await merge(identity, {**CUSTOMER, **ALICE}) == ({**CUSTOMER, **ALICE}, True)
+        assert client.lost == ["EVALSHA"]
+        assert client.commands == ["GET", "EVALSHA"]  # the retry is redis-py's, inside
+        assert cache.available
+
+        client.lose = "EVALSHA"
+        other = event("anon_new_visitor", traits={"email": "new@example.com"})
+        assert await identity.remember("acme", other, LINKING_KEYS)
+        assert client.lost == ["EVALSHA", "EVALSHA"]
+        misses = metrics.registry.get_sample_value(
+            "amperity_signal_cache_total", {"cache": "ident", "result": "miss"}
+        )
+        assert misses == 2  # the warm-up's, and the new visitor's although retried
     finally:
         await cache.close()
 

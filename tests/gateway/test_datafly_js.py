@@ -387,3 +387,54 @@ def test_events_queued_before_a_withdrawal_leave_with_it() -> None:
     run = run_datafly(scenario, [])
     (batch,) = [r["body"]["batch"] for r in run["requests"] if r["url"].endswith("/v1/batch")]
     assert [event["context"]["consent"] for event in batch] == [{"functional": False}]
+
+
+def test_a_consent_the_gateway_could_not_record_is_sent_again_after_retry_after() -> None:
+    """A 503 (not recorded) and a network error are retried; the answer that kept it decides."""
+    scenario = (
+        _INIT
+        + """
+      await datafly.onProfileReady();
+      datafly.consent({ functional: false });
+      const refreshed = await datafly.refreshProfile();
+      return { refreshed, heard };
+    """
+    )
+    unavailable = {
+        "status": 503,
+        "headers": {"Retry-After": "2"},
+        "body": {"error": {"code": "SERVICE_UNAVAILABLE", "message": "not recorded"}},
+    }
+    run = run_datafly(scenario, [_HYDRATED, unavailable, {"network": True}, _DENIED])
+    assert _paths(run) == ["/v1/enrich", "/v1/consent", "/v1/consent", "/v1/consent"]
+    assert [r["body"]["consent"] for r in run["requests"][1:]] == [{"functional": False}] * 3
+    assert run["delays"] == [2000, 500]  # Retry-After, then the backoff of a second attempt
+    assert run["result"] == {"refreshed": {}, "heard": [_ATTRIBUTES, {}]}
+
+
+def test_a_grant_the_gateway_never_recorded_gives_the_page_only_what_enrich_answers() -> None:
+    """Three 503s: the grant is given up; the lookup's {} (consent not kept) is what shows."""
+    scenario = (
+        _INIT
+        + """
+      await datafly.onProfileReady();
+      datafly.consent({ functional: false });
+      await datafly.refreshProfile();
+      datafly.consent({ functional: true });
+      await new Promise((resolve) => { setTimeout(resolve, 0); });
+      const profile = await datafly.refreshProfile();
+      return { profile, heard };
+    """
+    )
+    unavailable = {"status": 503, "headers": {"Retry-After": "1"}, "body": {"error": {}}}
+    kept_nothing = {"status": 200, "body": {"provider": "amperity", "attributes": {}}}
+    answers = [_HYDRATED, _DENIED, unavailable, unavailable, unavailable, kept_nothing]
+    run = run_datafly(scenario, answers)
+    assert _paths(run).count("/v1/consent") == 4  # the denial once, the grant three times
+    assert run["result"] == {"profile": {}, "heard": [_ATTRIBUTES, {}, {}]}
+    rejected = run_datafly(
+        _INIT + "await datafly.onProfileReady(); datafly.consent({ functional: false });"
+        " await datafly.refreshProfile(); return null;",
+        [_HYDRATED, {"status": 400, "body": {"error": {"code": "INVALID_CONSENT"}}}],
+    )
+    assert _paths(rejected) == ["/v1/enrich", "/v1/consent"]  # a 400 is not sent again

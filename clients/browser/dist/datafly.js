@@ -339,26 +339,48 @@ function createDatafly() {
 
   // Tell the gateway the visitor's whole consent state now (POST /v1/consent). Batches
   // already sent carry the state before it, so they are let finish first: the gateway keeps
-  // the last state it hears. A failed send after a denial keeps the profile off.
+  // the last state it hears. A 429 or 5xx (a 503 when the service could not record it) or a
+  // network error means the state was not kept: it is sent again, after Retry-After, as
+  // batches are. A send that never succeeds decides nothing: after a denial the profile
+  // stays off, and a grant only lets the page ask /v1/enrich, which answers by what the
+  // gateway kept.
   function sendConsent(denied) {
     const sending = state.consentSync.then(async () => {
       await Promise.all([...state.inFlight]);
-      const body = JSON.stringify({ anonymousId: state.anonymousId, consent: state.consent });
       let allowed = !denied;
-      try {
-        const response = await fetch(collectorUrl('/v1/consent', false), {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
-          body,
-          credentials: 'include',
-          keepalive: fitsKeepalive(body),
-        });
-        if (response.ok) {
-          const data = await response.json();
-          allowed = !(data && data.profileAllowed === false);
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
+        // Built for each attempt: a resend carries the visitor's choice as it is by then.
+        const body = JSON.stringify({ anonymousId: state.anonymousId, consent: state.consent });
+        let wait = 0;
+        let response;
+        try {
+          response = await fetch(collectorUrl('/v1/consent', false), {
+            method: 'POST',
+            headers: {
+              'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey,
+            },
+            body,
+            credentials: 'include',
+            keepalive: fitsKeepalive(body),
+          });
+        } catch {
+          response = null; // unreachable gateway: send again
         }
-      } catch {
-        // unreachable gateway: decided as above; the next event carries the consent too
+        if (response && response.ok) {
+          try {
+            const data = await response.json();
+            allowed = !(data && data.profileAllowed === false);
+          } catch {
+            // an unreadable 200: the state was kept; decided as above
+          }
+          break;
+        }
+        // Another 4xx: the request itself is wrong, resending cannot help.
+        if (response && response.status !== 429 && response.status < 500) break;
+        if (response) wait = retryAfterMs(response);
+        if (attempt + 1 < MAX_ATTEMPTS) {
+          await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
+        }
       }
       state.profileAllowed = allowed;
       if (!allowed) clearProfile();

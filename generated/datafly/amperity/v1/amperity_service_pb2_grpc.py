@@ -113,7 +113,10 @@ class AmperityServiceServicer:
         withdrawn in the page stops BrowserProfile at once rather than with the next event.
         Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
         are INVALID_EVENT; an integration_id and pipeline key that disagree are
-        INVALID_REQUEST), each named in BadRequest.
+        INVALID_REQUEST), each named in BadRequest. When the service cannot reach the
+        store that keeps consent states (the shared cache) it answers UNAVAILABLE with
+        ErrorInfo reason CACHE_UNAVAILABLE and a RetryInfo delay: nothing was kept, and
+        BrowserProfile answers no attributes meanwhile; send the same state again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

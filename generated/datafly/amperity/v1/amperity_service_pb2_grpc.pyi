@@ -57,7 +57,10 @@ class AmperityServiceStub:
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
     Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
     are INVALID_EVENT; an integration_id and pipeline key that disagree are
-    INVALID_REQUEST), each named in BadRequest.
+    INVALID_REQUEST), each named in BadRequest. When the service cannot reach the
+    store that keeps consent states (the shared cache) it answers UNAVAILABLE with
+    ErrorInfo reason CACHE_UNAVAILABLE and a RetryInfo delay: nothing was kept, and
+    BrowserProfile answers no attributes meanwhile; send the same state again.
     """
     WatchDeliveries: _grpc.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -93,7 +96,10 @@ class AmperityServiceAsyncStub(AmperityServiceStub):
     withdrawn in the page stops BrowserProfile at once rather than with the next event.
     Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
     are INVALID_EVENT; an integration_id and pipeline key that disagree are
-    INVALID_REQUEST), each named in BadRequest.
+    INVALID_REQUEST), each named in BadRequest. When the service cannot reach the
+    store that keeps consent states (the shared cache) it answers UNAVAILABLE with
+    ErrorInfo reason CACHE_UNAVAILABLE and a RetryInfo delay: nothing was kept, and
+    BrowserProfile answers no attributes meanwhile; send the same state again.
     """
     WatchDeliveries: _aio.UnaryStreamMultiCallable[_amperity_service_pb2.WatchDeliveriesRequest, _amperity_service_pb2.WatchDeliveriesResponse]  # type: ignore[assignment]
     """WatchDeliveries streams live delivery records (the spec's Live Events): the input
@@ -156,7 +162,10 @@ class AmperityServiceServicer(metaclass=_abc_1.ABCMeta):
         withdrawn in the page stops BrowserProfile at once rather than with the next event.
         Invalid fields are INVALID_ARGUMENT with ErrorInfo reason INVALID_CONSENT (Deliver's
         are INVALID_EVENT; an integration_id and pipeline key that disagree are
-        INVALID_REQUEST), each named in BadRequest.
+        INVALID_REQUEST), each named in BadRequest. When the service cannot reach the
+        store that keeps consent states (the shared cache) it answers UNAVAILABLE with
+        ErrorInfo reason CACHE_UNAVAILABLE and a RetryInfo delay: nothing was kept, and
+        BrowserProfile answers no attributes meanwhile; send the same state again.
         """
 
     @_abc_1.abstractmethod

@@ -256,7 +256,8 @@ class AmperityClient {
    *   integration's browser_consent condition (when consentedAt is older than the kept
    *   state, the answer is for the kept one). Rejects with a TypeError naming anonymousId,
    *   the consent field or consentedAt before any call, or an AmperitySignalError from the
-   *   service.
+   *   service: UNAVAILABLE with reason CACHE_UNAVAILABLE (after the retries) when the service
+   *   could not keep the state (its consent store unreachable); send it again later.
    */
   async recordConsent(anonymousId, consent, options = {}) {
     const request = toConsentRequest(

@@ -342,7 +342,10 @@ class AsyncAmperityClient:
             kept, the answer is for the kept one.
 
         Raises:
-            AmperitySignalError: The subclass for the status, e.g. ``NotFound``.
+            AmperitySignalError: The subclass for the status, e.g. ``NotFound``; or
+                ``Unavailable`` with reason ``CACHE_UNAVAILABLE`` when the service could not
+                keep the state (its consent store unreachable) and the retries ran out:
+                nothing was kept, send it again later.
             ValueError: Without a call, for an empty ``anonymous_id``, a consent field
                 of the wrong type (the message names it, e.g. ``consent.analytics``) or
                 a naive ``consented_at``; ``TypeError`` when ``anonymous_id`` is not a

@@ -117,8 +117,9 @@ class ConsentLedger:
             The state kept now: ``consent``, or a newer one already kept.
 
         Raises:
-            CacheUnavailable: The cache cannot be reached: ``consent`` was not kept, and
-                ``allows`` answers no until it is back. Retrying later can help.
+            CacheUnavailable: The cache did not answer: ``consent`` is not known to be kept
+                (after a timeout the write may have landed), and ``allows`` answers no
+                until it is back. Sending the same state again later is safe.
         """
         moment = None if at is None else at.timestamp()
         key = self._key(integration_id, anonymous_id)
@@ -126,9 +127,10 @@ class ConsentLedger:
             return await self._keep(key, consent, moment)
         except CacheUnavailable as error:
             raise CacheUnavailable(
-                "consent not recorded: the consent ledger's store (the shared cache) cannot "
-                "be reached, so this state was not kept and the visitor's profile stays "
-                f"hidden; send the same state again in {error.metadata['retry_after_seconds']} s",
+                "consent not recorded: the consent ledger's store (the shared cache) did not "
+                "answer, so this state is not known to be kept and the visitor's profile "
+                "stays hidden meanwhile; send the same state again in "
+                f"{error.metadata['retry_after_seconds']} s (sending it twice is harmless)",
                 retry_after=error.retry_after,
                 metadata=error.metadata,
             ) from None

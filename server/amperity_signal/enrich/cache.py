@@ -186,7 +186,9 @@ class CacheBackend:
 
         Raises:
             CacheUnavailable: The store is unreachable (or was, under ``retry_interval``
-                ago); nothing was written. Its ``retry_after`` is the retry interval.
+                ago): the write is not known to have landed (none did when the store was
+                skipped or refused the connection; after a timeout it may have). Its
+                ``retry_after`` is the retry interval.
         """
         if self._skip():
             self._lost((key,))
@@ -204,7 +206,8 @@ class CacheBackend:
     def _unavailable(self) -> CacheUnavailable:
         seconds = f"{self._retry_interval:g}"
         return CacheUnavailable(
-            f"the cache cannot be reached, so nothing was written; retry in {seconds} s",
+            f"the cache did not answer, so the write is not known to have landed; retry in "
+            f"{seconds} s",
             retry_after=self._retry_interval,
             metadata={"retry_after_seconds": seconds},
         )

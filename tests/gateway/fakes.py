@@ -96,6 +96,9 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, "no integration uses that key")
         if request.anonymous_id == "visitor-slow":
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")
+        if request.anonymous_id == "visitor-refused-bare":
+            # A refusal without an ErrorInfo, as a service older than the reasons sends.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "anonymous_id is refused")
         attributes = struct_pb2.Struct()
         if request.anonymous_id in self.identified and request.anonymous_id not in self.withdrawn:
             attributes.update(CANNED_ATTRIBUTES)

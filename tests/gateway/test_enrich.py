@@ -239,6 +239,20 @@ async def test_deadline_exceeded_is_504(gateway: httpx.AsyncClient) -> None:
     assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"
 
 
+async def test_an_invalid_argument_without_a_reason_is_not_blamed_on_an_event(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """INVALID_ARGUMENT with no ErrorInfo is 400 INVALID_REQUEST: enrich sends no event."""
+    response = await gateway.get(
+        f"{ENRICH}&anonymous_id=visitor-refused-bare", headers={"X-Pipeline-Key": KNOWN_KEY}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_REQUEST",
+        "message": "anonymous_id is refused",
+    }
+
+
 async def test_a_failed_rpc_is_logged_with_the_method_and_path(
     gateway: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

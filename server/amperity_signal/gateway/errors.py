@@ -201,9 +201,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
     details = error.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field = fields[0] if fields else None
-        return GatewayError(
-            400, reason or "INVALID_EVENT", details or "Invalid event.", field=field
-        )
+        # No reason given: the request is at fault, not necessarily an event (an enrich
+        # or consent request carries none), so the neutral reason the service uses.
+        message = details or "The service refused the request as invalid; check its fields."
+        return GatewayError(400, reason or "INVALID_REQUEST", message, field=field)
     if code == grpc.StatusCode.NOT_FOUND:
         message = details or "No integration uses this pipeline key."
         return GatewayError(404, "UNKNOWN_PIPELINE_KEY", message, field="pipeline_key")

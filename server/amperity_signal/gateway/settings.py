@@ -54,7 +54,7 @@ class GatewaySettings:
             answers NOT_FOUND) but never get CORS headers.
         rate_limit_per_second: Sustained requests per second allowed per client IP.
         rate_limit_burst: Requests a client may make at once before the rate applies.
-        rate_limit_max_clients: Client IPs tracked at once; the least recent are forgotten.
+        rate_limit_max_clients: Client IPs tracked at once (``TokenBuckets``).
         max_body_bytes: Largest body of a single-event route (``/v1/t``, ``/v1/p``, ``/v1/i``).
         max_batch_body_bytes: Largest body of ``/v1/batch``.
         max_batch_events: Most events one ``/v1/batch`` call may carry.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,6 +87,23 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     watch_requests: list[pb.WatchDeliveriesRequest] = field(default_factory=list)
     consent_requests: list[pb.RecordConsentRequest] = field(default_factory=list)
     withdrawn: set[str] = field(default_factory=set)
+    watching: bool = False
+    """Whether a watch stays open after ``live_records``, for records ``publish`` sends."""
+    subscribe_delay: float = 0.0
+    """Seconds a watch takes to subscribe, as a busy service might."""
+    watches: list[asyncio.Queue[pb.WatchDeliveriesResponse | None]] = field(default_factory=list)
+    watches_ended: bool = False
+
+    def publish(self, record: pb.WatchDeliveriesResponse) -> None:
+        """Send ``record`` to every watch subscribed so far, as a delivery would."""
+        for queue in self.watches:
+            queue.put_nowait(record)
+
+    def end_watches(self) -> None:
+        """End every watch, and any that subscribes later, as a stopping service does."""
+        self.watches_ended = True
+        for queue in self.watches:
+            queue.put_nowait(None)
 
     async def BrowserProfile(  # noqa: N802 - the RPC name is fixed by the contract
         self, request: pb.BrowserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -151,12 +169,23 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     async def WatchDeliveries(  # noqa: N802
         self, request: pb.WatchDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchDeliveriesResponse]:
-        """Streams ``live_records`` then ends; an unknown integration is NOT_FOUND."""
+        """Streams ``live_records``, then published ones while ``watching``; unknown: NOT_FOUND.
+
+        Like the service, it subscribes before it sends the call's headers.
+        """
         self.watch_requests.append(request)
         if request.integration_id not in ("", "web"):
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such integration")
+        if self.subscribe_delay:
+            await asyncio.sleep(self.subscribe_delay)
+        queue: asyncio.Queue[pb.WatchDeliveriesResponse | None] = asyncio.Queue()
+        if self.watching and not self.watches_ended:
+            self.watches.append(queue)
+        await context.send_initial_metadata(())
         for record in self.live_records:
             yield record
+        while queue in self.watches and (published := await queue.get()) is not None:
+            yield published
 
     async def _fail(
         self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode

@@ -12,7 +12,7 @@ import pytest
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
 
-from .conftest import FIXED_NOW, GatewayFactory, gateway_settings
+from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served
 from .fakes import LEAKED_SECRET, RunningService, live_record
 
 ADMIN_TOKEN = "admin-7f3c9a1e-live"
@@ -165,6 +165,47 @@ async def test_stream_reports_an_unknown_integration_as_a_failure_event(
     ((name, error),) = _sse_records(response.text)
     assert name == "failure"
     assert (error["code"], error["field"]) == ("UNKNOWN_INTEGRATION", "integration")
+
+
+async def test_stream_headers_wait_until_the_service_has_subscribed_the_watch(
+    service: RunningService,
+) -> None:
+    """A page that delivers once its stream's headers arrive sees that delivery's record.
+
+    The fake service takes a moment to subscribe, as a busy one may; the gateway sent the
+    headers before the watch existed, and the first record was published unseen.
+    """
+    service.fake.watching = True
+    service.fake.subscribe_delay = 0.3
+    settings = gateway_settings(admin_token=ADMIN_TOKEN)
+    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        served(app, settings) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        client.stream("GET", "/live/stream", headers=headers) as response,
+    ):
+        assert response.status_code == 200  # the headers only: nothing of the body read yet
+        service.fake.publish(live_record("msg-first"))
+        service.fake.end_watches()  # the stream ends once the watch has sent what it got
+        body = (await response.aread()).decode()
+    records = [record["message_id"] for name, record in _sse_records(body) if name == "delivery"]
+    assert records == ["msg-first"]
+
+
+async def test_stream_that_the_service_never_subscribes_ends_with_a_failure_event(
+    service: RunningService,
+) -> None:
+    """A watch the service does not take within rpc_timeout ends in `failure` (504), no hang."""
+    service.fake.subscribe_delay = 30.0
+    settings = gateway_settings(admin_token=ADMIN_TOKEN, rpc_timeout=0.2)
+    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with served(app, settings) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/live/stream", headers=headers)
+    assert response.status_code == 200
+    ((name, error),) = _sse_records(response.text)
+    assert (name, error["code"]) == ("failure", "DEADLINE_EXCEEDED")
 
 
 @pytest.mark.parametrize("replay", ["-1", "x", "1001", "%C2%B2", "%D9%A3"])

@@ -118,12 +118,17 @@ class ServiceClient:
         )
 
     async def watch_deliveries(
-        self, integration_id: str, replay: int
+        self,
+        integration_id: str,
+        replay: int,
+        subscribed: Callable[[], None] = lambda: None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Live delivery records as JSON-ready dicts (proto field names), until cancelled.
 
         No deadline: the stream lasts as long as the operator's page is open; cancelling
-        the iteration cancels the RPC.
+        the iteration cancels the RPC. ``subscribed`` is called once the service has sent
+        the call's headers, which it does only once its subscription exists (or as it
+        refuses the call): from then on, no delivery is missed.
 
         Raises:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
@@ -131,6 +136,8 @@ class ServiceClient:
         request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
         call = self._service().WatchDeliveries(request)
         try:
+            await call.initial_metadata()
+            subscribed()
             async for record in call:
                 data = json_format.MessageToDict(record, preserving_proto_field_name=True)
                 yield struct_number(data)

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,14 @@ _GATEWAY_STOPPING = GatewayError(
     "The gateway is shutting down; this page reconnects by itself once it is back.",
 )
 """How an open stream ends when the gateway stops: as it ends when the service stops."""
+_WATCH_NOT_TAKEN = GatewayError(
+    504,
+    "DEADLINE_EXCEEDED",
+    "The service did not take the watch in time; this page reconnects by itself.",
+)
+"""How a stream ends whose watch the service has not subscribed within ``rpc_timeout``."""
+_RETRY = "retry: 3000\n\n"
+"""The stream's first chunk: how long a page waits before it reconnects."""
 
 
 def _watch_error(error: grpc.aio.AioRpcError) -> GatewayError:
@@ -125,6 +133,7 @@ class LiveEndpoints:
         self._replay = settings.live_replay
         self._static_dir = static_dir
         self._heartbeat = heartbeat
+        self._subscribe_timeout = settings.rpc_timeout
         # Each open stream's WatchDeliveries pump and the queue its events wait in.
         self._streams: dict[asyncio.Task[None], asyncio.Queue[_Item]] = {}
         self._closed = False
@@ -266,29 +275,46 @@ class LiveEndpoints:
                 )
             replay = int(raw_replay)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        events = self._events(integration_id, replay)
+        # The first chunk comes once the service has subscribed the watch, and only then
+        # may the headers go: a page that delivers an event as soon as its stream opens
+        # must see that event's record.
+        first = await anext(events)
         return StreamingResponse(
-            self._events(integration_id, replay), media_type="text/event-stream", headers=headers
+            _after(first, events), media_type="text/event-stream", headers=headers
         )
 
-    async def _events(self, integration_id: str, replay: int) -> AsyncIterator[str]:
-        yield "retry: 3000\n\n"
+    async def _events(self, integration_id: str, replay: int) -> AsyncGenerator[str]:
+        """The stream's chunks; the first one waits until the watch is subscribed."""
         if self._closed:
+            yield _RETRY
             yield _sse("failure", _GATEWAY_STOPPING.body())
             return
         queue: asyncio.Queue[_Item] = asyncio.Queue(1000)
+        subscribed = asyncio.Event()
 
         async def pump() -> None:
             try:
-                async for record in self._client.watch_deliveries(integration_id, replay):
+                watch = self._client.watch_deliveries(integration_id, replay, subscribed.set)
+                async for record in watch:
                     await queue.put(record)
             except grpc.aio.AioRpcError as error:
                 await queue.put(_watch_error(error))
             else:
                 await queue.put(None)
+            finally:
+                subscribed.set()  # refused or cancelled: the queue says what happened
 
         task = asyncio.create_task(pump())
         self._streams[task] = queue
         try:
+            try:
+                await asyncio.wait_for(subscribed.wait(), self._subscribe_timeout)
+            except TimeoutError:
+                yield _RETRY
+                yield _sse("failure", _WATCH_NOT_TAKEN.body())
+                return
+            yield _RETRY
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), self._heartbeat)
@@ -307,3 +333,11 @@ class LiveEndpoints:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _after(first: str, rest: AsyncGenerator[str]) -> AsyncIterator[str]:
+    """``first``, then the chunks of ``rest``, which is closed however the stream ends."""
+    async with contextlib.aclosing(rest):
+        yield first
+        async for chunk in rest:
+            yield chunk

@@ -59,7 +59,8 @@ class GatewaySettings:
         max_batch_body_bytes: Largest body of ``/v1/batch``.
         max_batch_events: Most events one ``/v1/batch`` call may carry.
         max_header_bytes: Largest total size of request header names and values.
-        rpc_timeout: Deadline, in seconds, of BrowserProfile and health RPCs.
+        rpc_timeout: Deadline, in seconds, of BrowserProfile and health RPCs, and how long
+            a Live Events stream waits for the service to take its watch.
         deliver_timeout: Deadline, in seconds, of each Deliver RPC.
         batch_concurrency: Deliver RPCs one batch keeps in flight at once.
         trusted_proxies: Proxy IPs whose ``X-Forwarded-For`` is believed (uvicorn's

@@ -17,9 +17,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.errors import GatewayError, error_response
+from amperity_signal.gateway.live import STREAM_PATH
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import ProcessServer, announce
+
+_log = logging.getLogger(__name__)
 
 # h11 buffers at most this much of a request head. The gateway's own limit
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
@@ -56,6 +59,37 @@ class JsonErrorH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.logger = _ClientMistakesAtDebug(self.logger, {})  # type: ignore[assignment]
+        self._stopping = False
+
+    def shutdown(self) -> None:
+        """Begin the graceful stop; a Live Events stream nobody reads is dropped at once.
+
+        The stop first ends each stream with a ``failure`` event (``GatewayServer``); a
+        stream whose client stopped reading cannot send it: its send waits for the socket
+        to drain, which never happens, and held the stop for uvicorn's whole graceful
+        timeout before being cancelled with an error. Its connection is closed instead,
+        now or as soon as its writes back up, so the page reconnects as on any cut.
+        """
+        super().shutdown()
+        self._stopping = True
+        self._drop_stalled_stream()
+
+    def pause_writing(self) -> None:
+        """The socket's buffer is full: at a stop, a stream's last words wait for nobody."""
+        super().pause_writing()
+        if self._stopping:
+            self._drop_stalled_stream()
+
+    def _drop_stalled_stream(self) -> None:
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and self.flow.write_paused
+            and cycle.scope["path"] == STREAM_PATH
+        ):
+            _log.info("Live Events stream dropped at the stop: its client was not reading")
+            self.transport.abort()
 
     def _unsupported_upgrade_warning(self) -> None:
         """One debug line; uvicorn's second one advises installing a WebSocket library."""
@@ -89,7 +123,9 @@ class GatewayServer(ProcessServer):
     uvicorn stops by waiting for the responses in progress (``timeout_graceful_shutdown``)
     and then cancelling them: an open Live Events page held every stop that long and had
     its stream cut mid-body, an error logged. ``end_streams`` ends those streams instead
-    (``LiveEndpoints.close``), so the stop waits only for the requests doing work.
+    (``LiveEndpoints.close``), so the stop waits only for the requests doing work. A
+    stream whose client stopped reading cannot send that last event; its connection is
+    closed instead (``JsonErrorH11Protocol.shutdown``).
     """
 
     def __init__(self, config: uvicorn.Config, *, end_streams: Callable[[], None]) -> None:

@@ -112,7 +112,8 @@ class LiveEndpoints:
 
     Args:
         client: The gRPC client; ``WatchDeliveries`` feeds the stream.
-        settings: The admin token, the secrets to redact and the replay size.
+        settings: The admin token, the secrets to redact, the replay size, and
+            ``rpc_timeout``: how long the service may take to subscribe a stream's watch.
         static_dir: Where ``live.html``, ``live.js`` and ``live.css`` live.
         heartbeat: Seconds between SSE comments that keep idle proxies from hanging up.
         now: The current UTC time, against which session cookies expire.

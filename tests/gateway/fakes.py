@@ -93,6 +93,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     """Seconds a watch takes to subscribe, as a busy service might."""
     watches: list[asyncio.Queue[pb.WatchDeliveriesResponse | None]] = field(default_factory=list)
     watches_ended: bool = False
+    watch_called: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once a WatchDeliveries call has reached the fake."""
 
     def publish(self, record: pb.WatchDeliveriesResponse) -> None:
         """Send ``record`` to every watch subscribed so far, as a delivery would."""
@@ -174,6 +176,7 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
         Like the service, it subscribes before it sends the call's headers.
         """
         self.watch_requests.append(request)
+        self.watch_called.set()
         if request.integration_id not in ("", "web"):
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such integration")
         if self.subscribe_delay:

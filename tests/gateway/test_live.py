@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -206,6 +207,23 @@ async def test_stream_that_the_service_never_subscribes_ends_with_a_failure_even
     assert response.status_code == 200
     ((name, error),) = _sse_records(response.text)
     assert (name, error["code"]) == ("failure", "DEADLINE_EXCEEDED")
+
+
+async def test_stream_still_waiting_for_its_watch_ends_when_the_gateway_stops(
+    service: RunningService,
+) -> None:
+    """A stop while the service has not yet subscribed the watch answers `failure` at once."""
+    service.fake.subscribe_delay = 30.0
+    settings = gateway_settings(admin_token=ADMIN_TOKEN, rpc_timeout=30.0)
+    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with served(app, settings) as url, httpx.AsyncClient(base_url=url) as client:
+        answer = asyncio.create_task(client.get("/live/stream", headers=headers))
+        await service.fake.watch_called.wait()  # the gateway's call reached the service
+        app.state.end_streams()
+        response = await answer
+    ((name, error),) = _sse_records(response.text)
+    assert (name, error["code"]) == ("failure", "SERVICE_UNAVAILABLE")
 
 
 @pytest.mark.parametrize("replay", ["-1", "x", "1001", "%C2%B2", "%D9%A3"])

@@ -42,17 +42,19 @@ class JsonCache:
             self._get_now = store.get_now
             self._merge_now = store.merge_identifiers_now
         self._metrics = metrics
-        self._counters: dict[tuple[str, str], Any] = {}
+        self._counters: dict[str, tuple[Any, Any]] = {}
 
-    def _count(self, key: str, result: str) -> None:
-        # Keys of one kind share everything before their 64-hex digest: the counter is
-        # found by that prefix, without parsing the key on every read.
-        counter = self._counters.get((key[:-64], result))
-        if counter is None:
-            counter = self._metrics.cache_events.labels(cache=kind_of(key), result=result)
+    def _count(self, key: str, hit: bool) -> None:
+        """Count a read of ``key`` as a hit or a miss of its kind."""
+        # Keys of one kind share everything before their 64-hex digest: the (miss, hit)
+        # counters are found by that prefix, without parsing the key on every read.
+        counters = self._counters.get(key[:-64])
+        if counters is None:
+            events, kind = self._metrics.cache_events, kind_of(key)
+            counters = (events.labels(kind, "miss"), events.labels(kind, "hit"))
             if _DIGEST_TAIL.fullmatch(key[-65:]):
-                self._counters[key[:-64], result] = counter
-        counter.inc()
+                self._counters[key[:-64]] = counters
+        counters[hit].inc()
 
     @property
     def available(self) -> bool:
@@ -66,9 +68,14 @@ class JsonCache:
         ratio counts each request's lookup once.
         """
         get_now = self._get_now
-        item = get_now(key) if get_now is not None else await self.backend.get(key)
-        if count and self.backend.available:  # during an outage the backend counted errors
-            self._count(key, "miss" if item is None else "hit")
+        if get_now is not None:  # the memory store, which is never unavailable
+            item = get_now(key)
+            if count:
+                self._count(key, item is not None)
+        else:
+            item = await self.backend.get(key)
+            if count and self.backend.available:  # during an outage the backend counted
+                self._count(key, item is not None)
         return None if item is None else orjson.loads(item)
 
     async def get_many(self, keys: Sequence[str], *, count: bool = True) -> list[Any | None]:
@@ -81,7 +88,7 @@ class JsonCache:
         values: list[Any | None] = []
         for key, item in zip(keys, raw, strict=True):
             if counted:
-                self._count(key, "miss" if item is None else "hit")
+                self._count(key, item is not None)
             values.append(None if item is None else orjson.loads(item))
         return values
 
@@ -112,7 +119,7 @@ class JsonCache:
         else:
             merged = await self.backend.merge_identifiers(key, learned, now=now, ttl=ttl)
         if count and self.backend.available:  # during an outage the backend counted errors
-            self._count(key, "hit" if merged.found else "miss")
+            self._count(key, merged.found)
         return merged
 
 

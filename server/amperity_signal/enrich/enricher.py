@@ -202,7 +202,9 @@ class Enricher:
             return {}, {}
         visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
         scope = _scope(integration)
-        outcome = await self._outcome(integration, client, visitor, deadline, scope)
+        # The page's visitor carries no identifier the identity map learns (no traits, no
+        # user_id): the map is only read, and nothing is hashed for it.
+        outcome = await self._outcome(integration, client, visitor, deadline, scope, learned={})
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
@@ -216,16 +218,20 @@ class Enricher:
         event: Mapping[str, Any],
         deadline: float | None,
         scope: str,
+        *,
+        learned: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Resolve from the cache, else through one shared partner call per visitor.
 
         The event's identifiers are remembered on the way (one identity-map read serves both
-        learning and filling in sources the event lacks).
+        learning and filling in sources the event lacks). ``learned`` is
+        ``learnable(linking_keys, event)`` when the caller knows it already.
         """
         linking_keys = integration.linking_keys
         remembered: dict[str, str] = {}
         anonymous_id = visitor_id(event)
-        learned = learnable(linking_keys, event) if anonymous_id is not None else {}
+        if learned is None:
+            learned = learnable(linking_keys, event) if anonymous_id is not None else {}
         if anonymous_id is not None and learned:
             remembered, _ = await self.identity_map.merge(
                 integration.id, event, linking_keys, learned=learned

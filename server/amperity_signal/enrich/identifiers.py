@@ -19,8 +19,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from amperity_signal.config import LinkingKey
 from amperity_signal.phone import normalise_phone
@@ -31,9 +30,11 @@ LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
 _DIGEST: Final = re.compile(r"[0-9A-Fa-f]{64}")
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One linking key lookup Signal may make: the key name and the value to send."""
+class Candidate(NamedTuple):
+    """One linking key lookup Signal may make: the key name and the value to send.
+
+    A NamedTuple: a few are built per request, and a tuple is the cheapest to build.
+    """
 
     key: str
     value: str
@@ -156,7 +157,7 @@ def candidates(
         if raw is not None:
             ready = learned.get(slot(lk.source, lk.hash)) if learned else None
             value: str | None = ready or prepare(lk.source, lk.hash, raw)
-        elif lk.source in LEARNABLE_SOURCES:
+        elif remembered and lk.source in LEARNABLE_SOURCES:
             value = remembered.get(slot(lk.source, lk.hash))
         else:
             value = None

@@ -35,7 +35,9 @@ STRUCT_FIELDS: tuple[Literal["properties", "traits", "partner_attrs"], ...] = (
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as a plain dict; whole numbers below 2**53 become ints (``1.0`` reads as ``1``)."""
-    return {key: value_to_python(value) for key, value in struct.fields.items()}
+    # By key rather than ``items()``: the map's items view is a Python generator.
+    fields = struct.fields
+    return {key: value_to_python(fields[key]) for key in fields}
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:

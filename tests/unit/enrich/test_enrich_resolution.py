@@ -245,6 +245,33 @@ async def test_each_enrichment_counts_its_cache_lookups_once(
     assert counts("attrs") == (1, 1)
 
 
+async def test_each_browser_read_counts_one_lookup_of_each_cache_it_reads(
+    enricher: Enricher, client: FakeProfileClient, metrics: Metrics
+) -> None:
+    """A page's read counts its identity-map, resolution, attribute and latest lookups once."""
+
+    def counts() -> dict[str, tuple[float, float]]:
+        return {
+            cache: (
+                sample(metrics, "amperity_signal_cache_total", {"cache": cache, "result": "hit"}),
+                sample(metrics, "amperity_signal_cache_total", {"cache": cache, "result": "miss"}),
+            )
+            for cache in ("ident", "res", "attrs", "perslast")
+        }
+
+    client.add("p-anon", {"Persona": "Browser"}, device_cookie="anon_8")
+    await enricher.remember(integration(), event("anon_8", traits={"email": "nobody@example.com"}))
+    first, _ = await enricher.browser_attributes(integration(), "anon_8", deadline=None)
+    assert first == {"Persona": "Browser"}
+    # The identify's merge found no entry (the ident miss); the page's read found it. The
+    # remembered email matches nobody: the walk goes on to the cookie, which resolves.
+    assert counts() == {"ident": (1, 1), "res": (0, 2), "attrs": (0, 0), "perslast": (0, 1)}
+    again, _ = await enricher.browser_attributes(integration(), "anon_8", deadline=None)
+    assert again == first
+    # The email's cached "not found" is a hit too: the entry answered without a call.
+    assert counts() == {"ident": (2, 1), "res": (2, 2), "attrs": (1, 0), "perslast": (0, 2)}
+
+
 async def test_a_new_login_on_a_shared_browser_forgets_the_previous_users_email(
     enricher: Enricher, client: FakeProfileClient
 ) -> None:

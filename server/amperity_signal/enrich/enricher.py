@@ -19,9 +19,12 @@ from amperity_signal.enrich.breaker import Breaker
 from amperity_signal.enrich.cache import LOGGER_NAME, CacheBackend, Jitter
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.identifiers import (
+    Candidate,
     candidates,
     learnable,
     needs_identity_map,
+    page_candidates,
+    remembers_any,
     visitor_id,
 )
 from amperity_signal.enrich.identity import IdentityMap
@@ -198,13 +201,18 @@ class Enricher:
         caller's job. Unresolved or unconfigured visitors get ``({}, {})``.
         """
         client = self._client(integration)
-        if client is None or not anonymous_id.strip():
+        visitor = anonymous_id.strip()
+        if client is None or not visitor:
             return {}, {}
-        visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
-        scope = _scope(integration)
         # The page's visitor carries no identifier the identity map learns (no traits, no
-        # user_id): the map is only read, and nothing is hashed for it.
-        outcome = await self._outcome(integration, client, visitor, deadline, scope, learned={})
+        # user_id): the map is only read, for the sources only it can fill in.
+        linking_keys = integration.linking_keys
+        remembered: dict[str, str] = {}
+        if remembers_any(linking_keys):
+            remembered = await self.identity_map.identifiers(integration.id, visitor)
+        found = page_candidates(linking_keys, visitor, remembered)
+        scope = _scope(integration)
+        outcome = await self._resolved(integration, client, found, deadline, scope)
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
@@ -218,20 +226,16 @@ class Enricher:
         event: Mapping[str, Any],
         deadline: float | None,
         scope: str,
-        *,
-        learned: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Resolve from the cache, else through one shared partner call per visitor.
 
         The event's identifiers are remembered on the way (one identity-map read serves both
-        learning and filling in sources the event lacks). ``learned`` is
-        ``learnable(linking_keys, event)`` when the caller knows it already.
+        learning and filling in sources the event lacks).
         """
         linking_keys = integration.linking_keys
         remembered: dict[str, str] = {}
         anonymous_id = visitor_id(event)
-        if learned is None:
-            learned = learnable(linking_keys, event) if anonymous_id is not None else {}
+        learned = learnable(linking_keys, event) if anonymous_id is not None else {}
         if anonymous_id is not None and learned:
             remembered, _ = await self.identity_map.merge(
                 integration.id, event, linking_keys, learned=learned
@@ -239,8 +243,19 @@ class Enricher:
         elif anonymous_id is not None and needs_identity_map(linking_keys, event):
             remembered = await self.identity_map.identifiers(integration.id, anonymous_id)
         found = candidates(linking_keys, event, remembered, learned)
+        return await self._resolved(integration, client, found, deadline, scope)
+
+    async def _resolved(
+        self,
+        integration: IntegrationSettings,
+        client: ProfileClient,
+        found: tuple[Candidate, ...],
+        deadline: float | None,
+        scope: str,
+    ) -> Outcome:
+        """The outcome of the visitor's candidates: the cache's, else a shared partner call."""
         if not found:
-            warning = messages.no_sources([lk.source for lk in linking_keys])
+            warning = messages.no_sources([lk.source for lk in integration.linking_keys])
             return Outcome(None, None, None, "miss", (warning,))
         breaker = self._breaker(integration.id)
         cached = await self._resolver.cached(

@@ -166,3 +166,36 @@ def candidates(
             if candidate not in found:
                 found.append(candidate)
     return tuple(found)
+
+
+def page_candidates(
+    linking_keys: Sequence[LinkingKey], anonymous_id: str, remembered: Mapping[str, str]
+) -> tuple[Candidate, ...]:
+    """``candidates`` for a page's visitor, who carries nothing but its anonymous id.
+
+    The same lookups as ``candidates(linking_keys, {"anonymous_id": anonymous_id,
+    "canonical_id": anonymous_id}, remembered)`` (a test compares the two for every source
+    and scheme), without reading an event: every ``/v1/enrich`` runs it, and reading a
+    made-up event cost more than the rest of the work.
+    """
+    visitor = anonymous_id.strip()
+    found: list[Candidate] = []
+    for lk in linking_keys:
+        source = lk.source
+        if source in LEARNABLE_SOURCES:  # never on the page: only the identity map has them
+            value = remembered.get(slot(source, lk.hash)) if remembered else None
+        else:  # canonical_id and anonymous_id: both are the page's anonymous id
+            value = prepare(source, lk.hash, visitor) if visitor else None
+        if value:
+            candidate = Candidate(lk.key, value)
+            if candidate not in found:
+                found.append(candidate)
+    return tuple(found)
+
+
+def remembers_any(linking_keys: Sequence[LinkingKey]) -> bool:
+    """Whether a linking key reads a source the identity map remembers (see the table above)."""
+    for lk in linking_keys:  # noqa: SIM110 - per page request; any() adds a generator
+        if lk.source in LEARNABLE_SOURCES:
+            return True
+    return False

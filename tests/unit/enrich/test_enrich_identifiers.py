@@ -13,7 +13,10 @@ from amperity_signal.enrich.identifiers import (
     Candidate,
     candidates,
     learnable,
+    page_candidates,
     prepare,
+    remembers_any,
+    slot,
 )
 from amperity_signal.phone import normalise_phone
 
@@ -113,3 +116,33 @@ def test_a_phone_given_as_a_number_is_looked_up_as_the_blueprint_sends_it() -> N
     assert candidates(keys, visitor, {}) == (Candidate("phone_sha256", digest),)
     assert learnable(keys, visitor) == {"phone:sha256": digest}
     assert candidates(keys, event(traits={"phone": 4477009.5}), {}) == ()
+
+
+_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
+_SCHEMES = (None, "sha256", "sha256_upper")
+_LINKING_KEYS = st.lists(
+    st.builds(
+        LinkingKey,
+        source=st.sampled_from(_SOURCES),
+        key=st.sampled_from(("device_cookie", "email_sha256", "customer_id")),
+        hash=st.sampled_from(_SCHEMES),
+    ),
+    max_size=4,
+)
+_SLOTS = [slot(source, scheme) for source in ("user_id", "email", "phone") for scheme in _SCHEMES]
+
+
+@given(
+    linking_keys=_LINKING_KEYS,
+    anonymous_id=st.sampled_from(("anon_1", " Anon_1 ", "", "  ", "A" * 64, "cust-1")),
+    remembered=st.dictionaries(st.sampled_from(_SLOTS), st.sampled_from(("cust-1", "anon_1"))),
+)
+def test_a_pages_candidates_are_those_of_an_event_carrying_only_its_anonymous_id(
+    linking_keys: list[LinkingKey], anonymous_id: str, remembered: dict[str, str]
+) -> None:
+    """page_candidates gives what candidates gives for {anonymous_id, canonical_id}, in order."""
+    visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
+    expected = candidates(linking_keys, visitor, remembered, learnable(linking_keys, visitor))
+    assert page_candidates(linking_keys, anonymous_id, remembered) == expected
+    learnable_sources = {"user_id", "email", "phone"}
+    assert remembers_any(linking_keys) == any(lk.source in learnable_sources for lk in linking_keys)

@@ -216,7 +216,9 @@ class Enricher:
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
-        personalized = await self._personaliser.latest(scope, outcome.profile_id)
+        personalized = await self._personaliser.latest(
+            scope, outcome.profile_id, attributes_key=outcome.attributes_key
+        )
         return dict(outcome.attributes or {}), personalized
 
     async def _outcome(

@@ -41,6 +41,15 @@ def cache_key(kind: Kind, scope: str, name: str, value: str) -> str:
     return f"{PREFIX}:{kind}:{hashlib.sha256(material).hexdigest()}"
 
 
+def rekind(key: str, kind: Kind) -> str:
+    """The key of ``kind`` for the scope, name and value of ``key`` (a ``cache_key``).
+
+    The digest covers neither kind nor prefix, so a profile's ``attrs``, ``good`` and
+    ``perslast`` keys share it: computed once, it names all three.
+    """
+    return f"{PREFIX}:{kind}:{key[-64:]}"
+
+
 def profile_scope(integration_id: str, tenant_id: str, collection_id: str) -> str:
     """The scope of the profile-holding kinds (all but ``ident``); see the module docstring."""
     return _SEPARATOR.join((integration_id, tenant_id, collection_id))

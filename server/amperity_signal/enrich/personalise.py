@@ -23,7 +23,7 @@ from amperity_signal.config import ContextMapping
 from amperity_signal.enrich import messages
 from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent, ran_out_of_time
 from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
-from amperity_signal.enrich.keys import cache_key, context_digest
+from amperity_signal.enrich.keys import cache_key, context_digest, rekind
 from amperity_signal.enrich.ports import ProfileClient
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.errors import AmperityError, AmperityRejected
@@ -108,12 +108,20 @@ class Personaliser:
         self._failures_to_open = failures_to_open
         self._logger = logger
 
-    async def latest(self, scope: str, profile_id: str) -> dict[str, Any]:
+    async def latest(
+        self, scope: str, profile_id: str, *, attributes_key: str | None = None
+    ) -> dict[str, Any]:
         """The most recent personalised attributes of a profile (for the browser), or {}.
 
-        ``scope`` is the integration's ``profile_scope``.
+        ``scope`` is the integration's ``profile_scope``; ``attributes_key`` the profile's
+        ``attrs`` key when the caller has it, whose digest names this entry too (one
+        SHA-256 less per page).
         """
-        found = await self._cache.get(cache_key("perslast", scope, "profile_id", profile_id))
+        if attributes_key is not None:
+            key = rekind(attributes_key, "perslast")
+        else:
+            key = cache_key("perslast", scope, "profile_id", profile_id)
+        found = await self._cache.get(key)
         return found if isinstance(found, dict) else {}
 
     async def personalised(

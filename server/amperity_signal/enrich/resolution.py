@@ -60,6 +60,8 @@ class Outcome(NamedTuple):
         ran_out_at: The deadline a partner call of this resolution ran out of time against
             (nothing sent, or its retrying cut short by it), or None. A caller whose own
             deadline is later could get a better answer by calling again.
+        attributes_key: The profile's ``attrs`` cache key when the answer came from it, or
+            None; the profile's other entries are named by the same digest (``rekind``).
     """
 
     profile_id: str | None
@@ -68,6 +70,7 @@ class Outcome(NamedTuple):
     status: CacheStatus
     warnings: tuple[str, ...] = ()
     ran_out_at: float | None = None
+    attributes_key: str | None = None
 
 
 @dataclass
@@ -188,11 +191,12 @@ class Resolver:
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
             if isinstance(profile_id, str):
-                attributes = await self._cache.get(
-                    cache_key("attrs", scope, "profile_id", profile_id), count=count
-                )
+                attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
+                attributes = await self._cache.get(attrs_key, count=count)
                 if isinstance(attributes, dict):  # a hit: answered with no further await
-                    return Outcome(profile_id, candidate.key, attributes, "hit")
+                    return Outcome(
+                        profile_id, candidate.key, attributes, "hit", attributes_key=attrs_key
+                    )
                 refused = await self._refused(scope, profile_id, candidate, attributes)
                 if refused is not None or not call.allow_calls:
                     return refused

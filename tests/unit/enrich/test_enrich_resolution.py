@@ -8,8 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amperity_signal.enrich import Enricher, MemoryStore
+from amperity_signal.enrich.keys import cache_key, rekind
 from amperity_signal.enrich.messages import LINKING_KEYS_404
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
@@ -165,6 +168,14 @@ async def test_cache_keys_never_hold_raw_identifiers(
         assert "anon_secret" not in key
         assert "p-alice" not in key
         assert ALICE_SHA not in key
+
+
+@given(scope=st.text(), name=st.text(), value=st.text())
+def test_a_key_of_another_kind_shares_the_digest(scope: str, name: str, value: str) -> None:
+    """A profile's attrs key names its perslast and good entries too: no second hash."""
+    attrs = cache_key("attrs", scope, name, value)
+    for kind in ("good", "perslast"):
+        assert rekind(attrs, kind) == cache_key(kind, scope, name, value)
 
 
 async def test_unconfigured_integration_is_disabled_with_the_advice(

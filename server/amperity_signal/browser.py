@@ -206,8 +206,13 @@ class BrowserProfiles:
         attributes, personalized = await self._enricher.browser_attributes(
             integration, anonymous_id, deadline=deadline
         )
-        merged = {**attributes, **personalized}
-        return {name: merged[name] for name in allowlist if name in merged}
+        allowed: dict[str, Any] = {}
+        for name in allowlist:  # a personalised value wins over the profile's own
+            if name in personalized:
+                allowed[name] = personalized[name]
+            elif name in attributes:
+                allowed[name] = attributes[name]
+        return allowed
 
     async def record_consent(
         self,

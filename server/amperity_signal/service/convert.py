@@ -35,9 +35,17 @@ STRUCT_FIELDS: tuple[Literal["properties", "traits", "partner_attrs"], ...] = (
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as a plain dict; whole numbers below 2**53 become ints (``1.0`` reads as ``1``)."""
-    # By key rather than ``items()``: the map's items view is a Python generator.
+    # By key rather than ``items()``: the map's items view is a Python generator. Most
+    # values are strings, for which HasField costs less than value_to_python's WhichOneof.
     fields = struct.fields
-    return {key: value_to_python(fields[key]) for key in fields}
+    converted: dict[str, Any] = {}
+    for key in fields:
+        value = fields[key]
+        if value.HasField("string_value"):
+            converted[key] = value.string_value
+        else:
+            converted[key] = value_to_python(value)
+    return converted
 
 
 def value_to_python(value: struct_pb2.Value) -> Any:

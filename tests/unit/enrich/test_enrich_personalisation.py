@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.enrich import Enricher
+from amperity_signal.enrich import Enricher, MemoryStore
 from amperity_signal.enrich.personalise import context_for
 from amperity_signal.errors import AmperityRejected, AmperityUnavailable
 
@@ -88,6 +89,21 @@ async def test_browser_gets_the_latest_personalised_result(
     assert attributes["Persona"] == "Value Hunter"
     assert personalised == {"Offer": "bags-promo"}
     assert len(client.gets) + len(client.lookups) == calls
+
+
+async def test_the_page_sees_allowlisted_names_a_personalised_value_first(
+    enricher: Enricher, client: FakeProfileClient, store: MemoryStore
+) -> None:
+    """A personalised value wins over the profile's own of that name; unlisted names stay out."""
+    client.personalise = lambda _p, ctx: {"LifetimeTier": "Platinum", "Offer": "bags-promo"}
+    settings = personalised_integration().model_copy(
+        update={"browser_attribute_allowlist": ("Offer", "LifetimeTier", "Unknown")}
+    )
+    await enricher.enrich(settings, shoe_event("bags"), deadline=None)
+    profiles = BrowserProfiles(enricher, ConsentLedger(store))
+    page = await profiles.attributes(settings, "anon_abc123", deadline=1e9)
+    assert page == {"Offer": "bags-promo", "LifetimeTier": "Platinum"}
+    assert list(page) == ["Offer", "LifetimeTier"]  # the allowlist's order
 
 
 async def test_disabled_personalisation_makes_no_context_call(

@@ -75,6 +75,8 @@ def check_config(args: argparse.Namespace) -> int:
     from amperity_signal.setup_advice import setup_warnings
 
     settings = _load_checked_settings(args.config)
+    for warning in settings.proxies.warnings:
+        print(f"warning: {warning}")
     for integration in settings.integrations:
         warnings = expiry_warnings(integration, datetime.now(UTC)) + setup_warnings(integration)
         for warning in warnings:

@@ -10,8 +10,13 @@ named scheme. Two differences: a ``:port`` rule also matches a URL that leaves t
 implicit (``NO_PROXY=host:443`` covers ``https://host/``); httpx compares it with ``None``.
 And a CIDR range (``10.0.0.0/8``, ``::1/128``, ``192.168.1.5/24`` for its network) covers
 every IP address literal in it, as curl and Go read it; httpx takes it for a host name
-that matches nothing. A host name is not resolved to be matched against a range, so
-``localhost`` is not in ``127.0.0.0/8``: list names as names.
+that matches nothing. An IPv6 range may also be written in brackets, ``[fd00::]/8`` (then
+with an optional ``:port``, ``[fd00::]/8:443``) or ``[fd00::/8]``, and reads as the bare
+form; curl and Go match nothing with a bracketed range, so a ``NO_PROXY`` shared with
+them is better written bare. A host name is not resolved to be matched against a range,
+so ``localhost`` is not in ``127.0.0.0/8``: list names as names. An entry with a ``/``
+that is no range (``10.0.0.0/33``, ``10.0.0/8``) matches nothing, as in curl; since
+``NO_PROXY`` is shared with other tools it is not refused, but ``warnings`` names it.
 
 A proxy URL's credentials (``http://user:password@proxy:3128``) are turned into a
 ``Proxy-Authorization`` header at load and never kept in a URL: what is shown, logged or
@@ -99,11 +104,13 @@ class ProxyRules:
     """Which proxy, if any, each URL goes through; empty (falsy) when none is configured.
 
     Build it with ``ProxyRules.from_environ(os.environ)``; ``problems`` lists the variables
-    that could not be used (the configuration refuses to start with any).
+    that could not be used (the configuration refuses to start with any), ``warnings`` the
+    ``NO_PROXY`` entries ignored because they match nothing (when a proxy is configured).
     """
 
     rules: tuple[_Rule, ...] = ()
     problems: tuple[ConfigProblem, ...] = ()
+    warnings: tuple[str, ...] = ()
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def __bool__(self) -> bool:
@@ -124,14 +131,20 @@ class ProxyRules:
             if proxy is not None:
                 rules.append(_Rule("" if scheme == "all" else scheme, "", None, proxy))
                 secrets += _credential_forms(value)
+        warnings: list[str] = []
         if "no" in found:
-            entries = [entry.strip() for entry in found["no"][1].split(",")]
+            variable, value = found["no"]
+            entries = [entry.strip() for entry in value.split(",")]
             if "*" in entries:
                 rules = []
-            else:
-                rules += [_no_proxy_rule(entry) for entry in entries if entry]
+            elif rules:  # without a proxy, NO_PROXY changes nothing here: no warnings
+                for entry in filter(None, entries):
+                    rule, unusable = _no_proxy_rule(entry)
+                    rules.append(rule)
+                    if unusable is not None:
+                        warnings.append(_ignored(variable, entry, unusable))
         rules.sort(key=lambda rule: rule.priority)
-        return cls(tuple(rules), tuple(problems), tuple(dict.fromkeys(secrets)))
+        return cls(tuple(rules), tuple(problems), tuple(warnings), tuple(dict.fromkeys(secrets)))
 
     def proxy_for(self, scheme: str, host: str, port: int | None) -> Proxy | None:
         """The proxy for a URL (None: connect directly); ``port`` None is the default one."""
@@ -229,28 +242,47 @@ def _credential_forms(value: str) -> list[str]:
     return [form for form in dict.fromkeys(forms) if form]
 
 
-def _no_proxy_rule(entry: str) -> _Rule:
-    """The direct-connection rule of one ``NO_PROXY`` entry, as httpx builds its pattern."""
+def _no_proxy_rule(entry: str) -> tuple[_Rule, str | None]:
+    """The direct-connection rule of one ``NO_PROXY`` entry, as httpx builds its pattern.
+
+    Also why the entry matches nothing, when it is written as a range that is none.
+    """
     scheme = ""
     if "://" in entry:
         scheme, _, entry = entry.partition("://")
         scheme = "" if scheme == "all" else scheme.lower()
     host, port = _host_port(entry)
-    network = _network(host)
+    network, unusable = _network(host)
     if network is not None:
-        return _Rule(scheme, str(network), port, None, network)
+        return _Rule(scheme, str(network), port, None, network), None
     if scheme:
-        return _Rule(scheme, host, port, None)
+        return _Rule(scheme, host, port, None), unusable
     if _is_ip(host) or host == "localhost":
-        return _Rule("", host, port, None)
-    return _Rule("", f"*{host}", port, None)
+        return _Rule("", host, port, None), None
+    return _Rule("", f"*{host}", port, None), unusable
+
+
+def _ignored(variable: str, entry: str, why: str) -> str:
+    """The start-up warning for a ``NO_PROXY`` entry that can match nothing."""
+    return (
+        f"{variable} entry {entry!r} is ignored: {why}, so it covers no address (the "
+        "addresses meant still go through the proxy). Write a range as address/bits (10.0.0.0/8, "
+        "fd00::/8), or remove the entry."
+    )
 
 
 def _host_port(text: str) -> tuple[str, int | None]:
-    """``host[:port]`` (an IPv6 address bare or in brackets), host lower-cased."""
+    """``host[:port]`` (an IPv6 address bare or in brackets), host lower-cased.
+
+    A bracketed IPv6 range keeps its prefix length: ``[fd00::]/8:443`` is ``fd00::/8``, 443.
+    """
     text = text.strip().rstrip("/")
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
+        if rest.startswith("/"):
+            bits, _, rest = rest.partition(":")
+            host += bits
+            rest = ":" + rest if rest else ""
         port_text = rest.removeprefix(":")
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
@@ -272,20 +304,33 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _network(host: str) -> IPNetwork | None:
-    """The range a ``NO_PROXY`` entry's host writes in CIDR notation, or None.
+def _network(host: str) -> tuple[IPNetwork | None, str | None]:
+    """The range a ``NO_PROXY`` entry's host writes in CIDR notation, or why it is none.
 
-    Host bits are allowed (``192.168.1.5/24`` is ``192.168.1.0/24``), as curl allows them.
+    ``(None, None)`` for a host without ``/`` (no range meant). Host bits are allowed
+    (``192.168.1.5/24`` is ``192.168.1.0/24``), as curl allows them.
     """
     if "/" not in host:
-        return None
+        return None, None
+    address_text, _, bits = host.partition("/")
+    address = _ip(address_text)
+    if address is None:
+        return None, f"{address_text!r} before the / is not an IP address"
+    if not (bits.isascii() and bits.isdigit()):
+        return None, f"{bits!r} after the / is not a number of bits"
+    if int(bits) > address.max_prefixlen:
+        most = address.max_prefixlen
+        return None, f"/{bits} is more than the {most} bits of an IPv{address.version} address"
     try:
-        return ipaddress.ip_network(host, strict=False)
-    except ValueError:
-        return None
+        return ipaddress.ip_network(f"{address}/{int(bits)}", strict=False), None
+    except ValueError as error:  # e.g. an IPv6 scope (fe80::1%eth0), which no range has
+        return None, str(error)
 
 
 def _pattern_text(rule: _Rule) -> str:
     host = rule.host.removeprefix("*") if not rule.host.startswith("*.") else rule.host[1:]
+    if rule.port is not None and ":" in host:  # IPv6: brackets keep the port apart
+        address, slash, bits = host.partition("/")
+        host = f"[{address}]{slash}{bits}"
     text = f"{rule.scheme}://{host}" if rule.scheme else host
     return f"{text}:{rule.port}" if rule.port is not None else text

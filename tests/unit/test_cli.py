@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -94,6 +95,22 @@ def test_check_config_compiles_each_integrations_blueprint(tmp_path: Path) -> No
     result = run_cli("check-config", "--config", str(config))
     assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")
     assert "config OK" not in result.stdout
+
+
+def test_check_config_warns_of_a_no_proxy_entry_that_is_no_range(tmp_path: Path) -> None:
+    """NO_PROXY=10.0.0.0/33 is still OK (other tools share it), with a warning naming it."""
+    config = write_config(tmp_path / "c.toml")
+    proxies = {name: "" for name in os.environ if name.lower().endswith("_proxy")}
+    proxies |= {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": "localhost,10.0.0.0/33"}
+
+    result = run_cli("check-config", "--config", str(config), env=proxies)
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        "warning: NO_PROXY entry '10.0.0.0/33' is ignored: /33 is more than the 32 bits of an "
+        "IPv4 address" in result.stdout
+    )
+    assert "config OK" in result.stdout
 
 
 def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None:

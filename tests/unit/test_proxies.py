@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from amperity_signal.config import settings_from_dict
 from amperity_signal.errors import ConfigError
 from amperity_signal.proxies import ProxyRules
+from amperity_signal.service.app import report_proxies
 from tests.support import integration_dict, mint_keys
 
 PROXY = "http://proxy.corp:3128"
@@ -107,6 +109,82 @@ def test_no_proxy_cidr_ranges_cover_ip_literals_only(
     assert route({"HTTPS_PROXY": PROXY, "NO_PROXY": no_proxy}, url) == expected
 
 
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "expected"),
+    [
+        ("[fd00::]/8", "https://[fd12:3456::1]/", None),
+        ("[fd00::]/8", "https://[fe80::1]/", PROXY),
+        ("[fd00::/8]", "https://[fd12:3456::1]/", None),
+        ("[::1]/128", "https://[::1]:8443/", None),
+        ("[::1]/127", "https://[::]/", None),
+        ("[::1]/128", "https://[::2]/", PROXY),
+        ("[fd00::]/16", "https://[fd00:1::1]/", None),
+        # The port after the brackets applies to the range, as after an address.
+        ("[fd00::]/8:8443", "https://[fd12::1]:8443/", None),
+        ("[fd00::]/8:8443", "https://[fd12::1]/", PROXY),
+        ("https://[fd00::]/8", "https://[fd12::1]/", None),
+        ("http://[fd00::]/8", "https://[fd12::1]/", PROXY),
+        # Bracketed or bare, an address is one address; a range in brackets is no name.
+        ("[fd00::]", "https://[fd00::1]/", PROXY),
+        ("[fd00::]/129", "https://[fd00::]/", PROXY),
+    ],
+)
+def test_bracketed_ipv6_ranges_read_as_the_bare_form(
+    no_proxy: str, url: str, expected: str | None
+) -> None:
+    """[fd00::]/8 and [fd00::/8] are fd00::/8; [::1]/128 is ::1/128 (an optional :port)."""
+    assert route({"HTTPS_PROXY": PROXY, "NO_PROXY": no_proxy}, url) == expected
+
+
+def test_a_bracketed_range_is_listed_as_its_network() -> None:
+    """describe() shows a bracketed range as the bare network, in brackets beside a port."""
+    rules = ProxyRules.from_environ(
+        {"HTTPS_PROXY": PROXY, "NO_PROXY": "[fd12::1]/8,[fd00::]/16:8443,[::1]:80"}
+    )
+
+    assert rules.describe() == (
+        f"HTTPS_PROXY={PROXY}; NO_PROXY: [fd00::]/16:8443, [::1]:80, fd00::/8"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("10.0.0.0/33", "/33 is more than the 32 bits of an IPv4 address"),
+        ("::1/129", "/129 is more than the 128 bits of an IPv6 address"),
+        ("[fd00::]/200", "/200 is more than the 128 bits of an IPv6 address"),
+        ("10.0.0/8", "'10.0.0' before the / is not an IP address"),
+        ("corp.test/16", "'corp.test' before the / is not an IP address"),
+        ("10.0.0.0/eight", "'eight' after the / is not a number of bits"),
+        ("https://10.0.0.0/33:443", "/33 is more than the 32 bits"),
+    ],
+)
+def test_a_no_proxy_entry_that_is_no_range_is_ignored_with_a_warning(entry: str, why: str) -> None:
+    """10.0.0.0/33 still matches nothing, and warnings names it, why, and how to write one."""
+    rules = ProxyRules.from_environ(
+        {"HTTPS_PROXY": PROXY, "no_proxy": f"localhost, {entry} ,10.0.0.0/8"}
+    )
+
+    (warning,) = rules.warnings
+    assert warning.startswith(f"no_proxy entry {entry!r} is ignored: {why}")
+    assert "covers no address" in warning
+    assert "address/bits (10.0.0.0/8, fd00::/8)" in warning
+    assert route({"HTTPS_PROXY": PROXY, "NO_PROXY": entry}, "https://10.0.0.1:443/") == PROXY
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"HTTPS_PROXY": PROXY, "NO_PROXY": "localhost,.corp.test,10.0.0.0/8,::1/128,[fd00::]/8"},
+        {"HTTPS_PROXY": PROXY, "NO_PROXY": "10.0.0.0/33,*"},  # nothing goes through it
+        {"NO_PROXY": "10.0.0.0/33"},  # no proxy: NO_PROXY changes nothing here
+    ],
+)
+def test_no_warning_when_every_entry_is_usable_or_none_matters(environ: dict[str, str]) -> None:
+    """Good entries, NO_PROXY=*, or no proxy at all: no warnings."""
+    assert ProxyRules.from_environ(environ).warnings == ()
+
+
 def test_a_cidr_range_is_listed_in_the_start_up_line() -> None:
     """describe() shows a range as its network, among the NO_PROXY entries."""
     rules = ProxyRules.from_environ({"HTTPS_PROXY": PROXY, "NO_PROXY": "10.1.2.3/8,::1/128"})
@@ -167,3 +245,22 @@ def test_settings_carry_the_proxies_and_their_secrets_for_the_log_scrubber() -> 
     assert settings.proxies.proxy_for("https", "acme.amperity.com", None) is not None
     assert SECRET in settings.secret_values()
     assert not settings_from_dict({"integrations": [table]}, {}).proxies
+
+
+def test_serve_logs_each_ignored_no_proxy_entry_once_at_start_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The start-up report warns once per unusable NO_PROXY entry, beside the routes."""
+    table = integration_dict("https://acme.amperity.com", mint_keys())
+    environ = {"HTTPS_PROXY": PROXY, "NO_PROXY": "10.0.0.0/33,localhost,10.0.0/8"}
+    settings = settings_from_dict({"integrations": [table]}, environ)
+    caplog.set_level(logging.INFO, logger="amperity_signal.server")
+
+    report_proxies(settings)
+
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [text.split(" is ignored")[0] for text in warned] == [
+        "NO_PROXY entry '10.0.0.0/33'",
+        "NO_PROXY entry '10.0.0/8'",
+    ]
+    assert "through the proxy" in caplog.text

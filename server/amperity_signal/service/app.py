@@ -286,6 +286,8 @@ def report_proxies(settings: Settings) -> None:
     proxies = settings.proxies
     if not proxies:
         return
+    for warning in proxies.warnings:
+        log.warning(warning)
     for integration in settings.integrations:
         url = httpx.URL(integration.base_url)
         proxy = proxies.proxy_for(url.scheme, url.host, url.port)

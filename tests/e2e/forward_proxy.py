@@ -8,7 +8,9 @@ matching ``Proxy-Authorization: Basic ...`` is answered 407 and not forwarded.
 
 ``CONNECT host:port`` (an https tunnel) is checked the same way, then answered 200 and
 the bytes relayed both ways, unread, until either side closes; 502 when the target cannot
-be reached. What crossed the tunnel is summed up, so a test can show the TLS was end to
+be reached. With ``--connect-status N`` every authorised ``CONNECT`` is answered N instead
+(a proxy refusing tunnels by policy: 403, 405...; or 502 for an unreachable upstream),
+with no tunnel opened. What crossed the tunnel is summed up, so a test can show the TLS was end to
 end: the proxy only ever had the ``CONNECT`` line and its headers in the clear.
 
 ``GET /_proxy/requests`` (origin form, asked of the proxy itself) answers what it saw, as
@@ -38,10 +40,11 @@ _HOP_BY_HOP = {b"proxy-authorization", b"proxy-connection", b"connection", b"kee
 class ForwardProxy:
     """Forwards requests; remembers each one for ``/_proxy/requests``."""
 
-    def __init__(self, credentials: str | None) -> None:
+    def __init__(self, credentials: str | None, connect_status: int | None = None) -> None:
         self._expected = (
             b"Basic " + base64.b64encode(credentials.encode()) if credentials is not None else None
         )
+        self._connect_status = connect_status
         self.seen: list[dict[str, Any]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,13 +88,30 @@ class ForwardProxy:
             await _answer(writer, 407, b"", [(b"Proxy-Authenticate", b'Basic realm="test"')])
             return True
         if method == "CONNECT":
-            await _tunnel(target, reader, writer, record)
-            return False
+            return await self._connect(target, reader, writer, record)
         status, answer = await _forward(method, target, headers, body)
         record["status"] = status
         writer.write(answer)
         await writer.drain()
         return True
+
+    async def _connect(
+        self,
+        target: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        record: dict[str, Any],
+    ) -> bool:
+        """Answer an authorised CONNECT: ``--connect-status`` if set, else open the tunnel.
+
+        True when the client's connection stays open for another request.
+        """
+        if self._connect_status is not None:
+            record["status"] = self._connect_status
+            await _answer(writer, self._connect_status, b"tunnel refused by test policy")
+            return True
+        await _tunnel(target, reader, writer, record)
+        return False
 
 
 async def _tunnel(
@@ -175,9 +195,9 @@ async def _answer(
     await writer.drain()
 
 
-async def serve(port: int, credentials: str | None) -> None:
+async def serve(port: int, credentials: str | None, connect_status: int | None = None) -> None:
     """Listen on 127.0.0.1 until killed; announce the address once bound."""
-    proxy = ForwardProxy(credentials)
+    proxy = ForwardProxy(credentials, connect_status)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", port, limit=HEAD_LIMIT)
     bound = server.sockets[0].getsockname()[1]
     print(f"proxy listening on http://127.0.0.1:{bound}", flush=True)
@@ -190,8 +210,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A minimal HTTP forward proxy for tests.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--credentials", help="user:password a request must carry")
+    parser.add_argument(
+        "--connect-status", type=int, help="answer every authorised CONNECT with this status"
+    )
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.credentials))
+    asyncio.run(serve(args.port, args.credentials, args.connect_status))
 
 
 if __name__ == "__main__":

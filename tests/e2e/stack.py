@@ -201,8 +201,13 @@ class Stack:
             keys=keys,
         )
 
-    async def forward_proxy(self, *, credentials: str | None = None) -> ForwardProxy:
-        """Start the test forward proxy on a free port (``credentials`` = "user:password")."""
+    async def forward_proxy(
+        self, *, credentials: str | None = None, connect_status: int | None = None
+    ) -> ForwardProxy:
+        """Start the test forward proxy on a free port (``credentials`` = "user:password").
+
+        ``connect_status``: the status every authorised ``CONNECT`` is answered (no tunnel).
+        """
         process = await start_process(
             [
                 sys.executable,
@@ -210,6 +215,7 @@ class Stack:
                 "--port",
                 "0",
                 *(("--credentials", credentials) if credentials is not None else ()),
+                *(("--connect-status", str(connect_status)) if connect_status else ()),
             ],
             ready="proxy listening on ",
             log=self.workdir / f"proxy-{len(self.processes)}.log",

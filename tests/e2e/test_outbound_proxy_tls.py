@@ -15,12 +15,15 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import trustme
+from google.rpc import status_pb2
 
 from tests.e2e.stack import Stack
+from tests.e2e.test_deliver_statuses import reason
 from tests.e2e.test_outbound_proxy import (
     CREDENTIALS,
     PASSWORD,
@@ -79,9 +82,9 @@ async def tls_amperity(tmp_path: Path) -> AsyncIterator[TlsAmperity]:
     await server.wait_closed()
 
 
-def ingest_table(url: str) -> dict[str, object]:
+def ingest_table(url: str, **overrides: Any) -> dict[str, object]:
     """Integration ``web`` at ``url`` without enrichment: only event POSTs leave the service."""
-    table = integration_dict(url, mint_keys())
+    table = integration_dict(url, mint_keys(), **overrides)
     for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
         del table[name]
     return table
@@ -145,5 +148,74 @@ async def test_a_connect_refused_for_credentials_names_the_fix_and_is_not_retrie
     assert "HTTPS_PROXY" in details
     assert [(r["method"], r["status"]) for r in await proxy.requests()] == [("CONNECT", 407)]
     assert tls_amperity.requests == []
+    assert_no_credentials(str(error.trailing_metadata()) + details)
+    assert_no_credentials(stack.logs())
+
+
+def rpc_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status in an RPC error's trailing metadata."""
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status.ParseFromString(value)
+    return status
+
+
+@pytest.mark.parametrize("proxy_status", [403, 404, 405])
+async def test_a_connect_the_proxy_refuses_by_policy_names_the_fix_and_is_not_retried(
+    stack: Stack, tls_amperity: TlsAmperity, proxy_status: int
+) -> None:
+    """4xx to the CONNECT: FAILED_PRECONDITION PROXY_REFUSED at once, naming host:port."""
+    sandbox = await stack.sandbox()
+    proxy = await stack.forward_proxy(credentials=CREDENTIALS, connect_status=proxy_status)
+    env = proxy_env(https=with_credentials(proxy.url))
+    env["SSL_CERT_FILE"] = str(tls_amperity.ca_file)
+    service = await stack.service(sandbox, ingest_table(tls_amperity.url), env=env, debug=True)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await deliver(service, anonymous_id="anon_tunnel_policy")
+
+    error = refused.value
+    details = error.details() or ""
+    host_port = tls_amperity.url.removeprefix("https://")
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, details
+    assert reason(rpc_status(error)) == "PROXY_REFUSED"
+    assert f"refused the tunnel to {host_port} ({proxy_status} " in details
+    assert f"Allow CONNECT to {host_port} in the proxy's rules" in details
+    assert "add localhost to NO_PROXY" in details
+    assert "http://[REDACTED]@127.0.0.1:" in details
+    assert "(https_proxy)" in details
+    assert "Amperity rejected" not in details
+    assert "API Keys" not in details  # not the advice for Amperity's own 403
+    # Asked once: a policy refusal is not retried.
+    assert [(r["method"], r["status"]) for r in await proxy.requests()] == [
+        ("CONNECT", proxy_status)
+    ]
+    assert tls_amperity.requests == []
+    assert_no_credentials(str(error.trailing_metadata()) + details)
+    assert_no_credentials(stack.logs())
+
+
+async def test_a_connect_the_proxy_cannot_carry_out_is_retried(
+    stack: Stack, tls_amperity: TlsAmperity
+) -> None:
+    """502 to the CONNECT (upstream unreachable): retried, then UNAVAILABLE naming the proxy."""
+    sandbox = await stack.sandbox()
+    proxy = await stack.forward_proxy(credentials=CREDENTIALS, connect_status=502)
+    env = proxy_env(https=with_credentials(proxy.url))
+    env["SSL_CERT_FILE"] = str(tls_amperity.ca_file)
+    table = ingest_table(tls_amperity.url, max_retries=1)
+    service = await stack.service(sandbox, table, env=env, debug=True)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await deliver(service, anonymous_id="anon_tunnel_502")
+
+    error = refused.value
+    details = error.details() or ""
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, details
+    assert reason(rpc_status(error)) == "AMPERITY_UNAVAILABLE"
+    assert "refused the tunnel" in details
+    assert "502" in details
+    assert [(r["method"], r["status"]) for r in await proxy.requests()] == [("CONNECT", 502)] * 2
     assert_no_credentials(str(error.trailing_metadata()) + details)
     assert_no_credentials(stack.logs())

@@ -16,7 +16,12 @@ the ``CONNECT`` for https); aiohttp is never given a URL holding them, so none o
 errors can show them. A ``CONNECT`` the proxy answers 407 comes back as a 407 response,
 as the same refusal of a plain http request does, so that both are the permanent
 ``PROXY_AUTH_REQUIRED`` (wrong or missing credentials) rather than a connection failure
-retried until ``max_retries`` runs out; any other refused tunnel is an ``httpx.ProxyError``.
+retried until ``max_retries`` runs out. Any other 4xx to the ``CONNECT`` is the proxy's
+own refusal by policy, which it will repeat: a ``TunnelRefused`` (an ``httpx.ProxyError``
+with the status, the tunnel's target and the proxy) that the caller does not retry. A 5xx
+(the proxy could not reach the target) and a proxy that cannot be reached are a plain
+``httpx.ProxyError``, retried as connection failures. For plain http the proxy forwards
+Amperity's answer, so its status is Amperity's: only the 407 is taken for the proxy's.
 
 A request carrying a ``CallProgress`` (``progress.PROGRESS``) has it moved along: connecting
 until aiohttp has a connection for it (nothing written), sending from then on, answered
@@ -87,10 +92,40 @@ def httpx_errors(request: httpx.Request, proxy: Proxy | None = None) -> Iterator
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
 
 
-def _tunnel_status(error: httpx.ProxyError) -> int | None:
-    """The status a proxy refused a ``CONNECT`` with, or None for another proxy failure."""
+class TunnelRefused(httpx.ProxyError):
+    """The proxy answered an https tunnel's ``CONNECT`` with a 4xx other than 407.
+
+    Attributes:
+        status: The proxy's status (403, 404, 405...).
+        phrase: Its reason phrase, as the proxy sent it.
+        target: The tunnel's ``host:port``.
+        proxy: The proxy that refused it (``shown`` hides its credentials).
+    """
+
+    def __init__(
+        self, *, request: httpx.Request, status: int, phrase: str, target: str, proxy: Proxy
+    ) -> None:
+        super().__init__(
+            f"the proxy {proxy.shown} ({proxy.variable}) refused the tunnel to {target}: "
+            f"{status} {phrase}",
+            request=request,
+        )
+        self.status = status
+        self.phrase = phrase
+        self.target = target
+        self.proxy = proxy
+
+
+def _tunnel_refusal(error: httpx.ProxyError) -> aiohttp.ClientHttpProxyError | None:
+    """The error aiohttp raised for a ``CONNECT`` the proxy answered, or None for another."""
     cause = error.__cause__
-    return cause.status if isinstance(cause, aiohttp.ClientHttpProxyError) else None
+    return cause if isinstance(cause, aiohttp.ClientHttpProxyError) else None
+
+
+def _target(url: httpx.URL) -> str:
+    """``host:port`` as a ``CONNECT`` names it (an IPv6 address in brackets)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{url.port or 443}"
 
 
 class _Connector(aiohttp.TCPConnector):
@@ -199,10 +234,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     proxy=proxy.url if proxy is not None else None,
                     proxy_headers=proxy_headers,
                 )
-        except httpx.ProxyError as refused:
-            if _tunnel_status(refused) != PROXY_AUTH_REQUIRED:
+        except httpx.ProxyError as failed:
+            refusal = _tunnel_refusal(failed)
+            if refusal is None or proxy is None or not 400 <= refusal.status < 500:
                 raise
-            return httpx.Response(PROXY_AUTH_REQUIRED, content=b"", request=request)
+            if refusal.status == PROXY_AUTH_REQUIRED:
+                return httpx.Response(PROXY_AUTH_REQUIRED, content=b"", request=request)
+            raise TunnelRefused(
+                request=request,
+                status=refusal.status,
+                phrase=refusal.message,
+                target=_target(request.url),
+                proxy=proxy,
+            ) from refusal
         finally:
             _connecting.reset(connecting)
         if progress is not None:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from amperity_signal.amperity import endpoints, responses
+from amperity_signal.amperity.aiohttp_transport import TunnelRefused
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.amperity.pool import ShardedPool
 from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
@@ -298,6 +299,16 @@ class RetryingCaller:
                 error = responses.rejection(status, request.endpoint, integration, body, attempts)
                 raise with_call(error, call)
             return str(status), body
+        if isinstance(outcome, TunnelRefused):  # the proxy's policy: it would refuse again
+            error = responses.tunnel_refused(
+                integration,
+                request.endpoint,
+                status=outcome.status,
+                target=outcome.target,
+                proxy=f"{outcome.proxy.shown} ({outcome.proxy.variable})",
+                attempts=attempts,
+            )
+            raise with_call(error, call) from outcome
         # A proxy that cannot be reached is retried like any connection failure: a DNS
         # "no such host" in its chain is about the proxy, not the tenant's host.
         if not isinstance(outcome, httpx.ProxyError) and is_unknown_host(outcome):

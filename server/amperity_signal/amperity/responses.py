@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -333,6 +334,40 @@ def exhausted(
         attempts=attempts,
         retry_after=retry_after,
         metadata=meta,
+    )
+
+
+def tunnel_refused(
+    integration: IntegrationSettings,
+    endpoint: str,
+    *,
+    status: int,
+    target: str,
+    proxy: str,
+    attempts: int,
+) -> AmperityError:
+    """The outbound proxy refused the https tunnel (a 4xx to ``CONNECT``, not 407). Not retried.
+
+    It is the proxy's own answer, by its rules: Amperity never saw the request, so none of
+    the advice for Amperity's own 403 or 404 applies. ``proxy`` is shown with its
+    credentials redacted, and its variable. The status is named by its standard phrase,
+    not the proxy's: whatever a proxy puts there stays out of the error.
+    """
+    try:
+        said = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        said = str(status)
+    host = target.rpartition(":")[0].strip("[]")
+    return AmperityMisconfigured(
+        f"the outbound proxy {proxy} refused the tunnel to {target} ({said}) for the "
+        f"{endpoint} request, so it never reached Amperity; a proxy refuses by its rules, so "
+        f"it is not retried. Allow CONNECT to {target} in the proxy's rules, or add {host} "
+        "to NO_PROXY if it can be reached directly.",
+        reason="PROXY_REFUSED",
+        attempts=attempts,
+        metadata=_metadata(
+            integration, endpoint, None, proxy=proxy, proxy_status=str(status), target=target
+        ),
     )
 
 

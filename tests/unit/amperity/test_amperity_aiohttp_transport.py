@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from amperity_signal.amperity import endpoints
-from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
+from amperity_signal.amperity.aiohttp_transport import AiohttpTransport, TunnelRefused
 from amperity_signal.amperity.retry import is_unknown_host
 from amperity_signal.proxies import ProxyRules
 
@@ -340,3 +340,67 @@ async def test_an_unreachable_proxy_is_a_proxy_error_naming_it_without_its_passw
     assert f"cannot connect to the proxy http://[REDACTED]@127.0.0.1:{port} (HTTP_PROXY)" in message
     for error in (caught.value, caught.value.__cause__):
         assert PROXY_PASSWORD not in f"{error} {error!r}"
+
+
+def tunnel_answer(status: int) -> bytes:
+    """A proxy's answer to CONNECT, with a reason phrase it made up (never to be shown)."""
+    return f"HTTP/1.1 {status} Denied by rule 12\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("status", [403, 404, 405, 400])
+async def test_a_connect_refused_with_a_4xx_is_a_tunnel_refused_naming_target_and_proxy(
+    serve: Callable[[bytes], Awaitable[Server]], status: int
+) -> None:
+    """The proxy's own 4xx to CONNECT: TunnelRefused with its status and host:port."""
+    proxy = await serve(tunnel_answer(status))
+    environ = {"HTTPS_PROXY": proxy.url.replace("http://", f"http://signal:{PROXY_PASSWORD}@")}
+    transport = AiohttpTransport(max_connections=1, proxies=ProxyRules.from_environ(environ))
+    try:
+        with pytest.raises(TunnelRefused) as caught:
+            await send(transport, post("https://acme.amperity.test:8443"))
+    finally:
+        await transport.aclose()
+
+    refused = caught.value
+    assert (refused.status, refused.target) == (status, "acme.amperity.test:8443")
+    assert refused.proxy.variable == "HTTPS_PROXY"
+    assert isinstance(refused, httpx.ProxyError)
+    [connect] = proxy.requests
+    assert connect.startswith(b"CONNECT acme.amperity.test:8443 HTTP/1.1\r\n")
+    for error in (refused, refused.__cause__):
+        assert PROXY_PASSWORD not in f"{error} {error!r}"
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_connect_the_proxy_could_not_carry_out_stays_a_plain_proxy_error(
+    serve: Callable[[bytes], Awaitable[Server]], status: int
+) -> None:
+    """5xx to CONNECT (upstream unreachable): an httpx.ProxyError, retried by the caller."""
+    proxy = await serve(tunnel_answer(status))
+    transport = AiohttpTransport(
+        max_connections=1, proxies=ProxyRules.from_environ({"HTTPS_PROXY": proxy.url})
+    )
+    try:
+        with pytest.raises(httpx.ProxyError) as caught:
+            await send(transport, post("https://acme.amperity.test"))
+    finally:
+        await transport.aclose()
+
+    assert not isinstance(caught.value, TunnelRefused)
+    assert f"refused the tunnel: {status}" in str(caught.value)
+
+
+async def test_a_403_to_a_plain_http_request_is_amperitys_answer_not_the_proxys(
+    serve: Callable[[bytes], Awaitable[Server]],
+) -> None:
+    """Through an http proxy the status is the forwarded answer's: a 403 response, as sent."""
+    proxy = await serve(tunnel_answer(403))
+    transport = AiohttpTransport(
+        max_connections=1, proxies=ProxyRules.from_environ({"HTTP_PROXY": proxy.url})
+    )
+    try:
+        response, _ = await send(transport, post("http://acme.amperity.test"))
+    finally:
+        await transport.aclose()
+
+    assert response.status_code == 403

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from amperity_signal.amperity import AmperityClient, MemoryRateLimiter, vendor_call
+from amperity_signal.amperity.aiohttp_transport import TunnelRefused
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import AmperityError, AmperityUnavailable
+from amperity_signal.errors import AmperityError, AmperityMisconfigured, AmperityUnavailable
 from amperity_signal.metrics import Metrics
+from amperity_signal.proxies import ProxyRules
 from amperity_signal.service.status import to_status_proto
 from tests.unit.amperity.faketime import FakeTime
 
@@ -347,3 +349,57 @@ async def test_retry_after_asctime_date_is_gmt_whatever_the_local_time_zone(
     await make_client(script, clock=time.clock, sleep=time.sleep).post_event({}, deadline=None)
 
     assert time.sleeps == [3.0]
+
+
+def refused_tunnel(status: int) -> TunnelRefused:
+    """The transport's error for a proxy that answered the CONNECT ``status``."""
+    proxy = ProxyRules.from_environ(
+        {"HTTPS_PROXY": "http://signal:pr0xy-s3cret-7f3a9c@proxy.corp:3128"}
+    ).proxy_for("https", "acme.amperity.com", None)
+    assert proxy is not None
+    request = httpx.Request("POST", "https://acme.amperity.com/prof/events/x")
+    return TunnelRefused(
+        request=request,
+        status=status,
+        phrase="Go away",
+        target="acme.amperity.com:443",
+        proxy=proxy,
+    )
+
+
+async def test_a_tunnel_the_proxy_refuses_is_permanent_and_names_the_fix(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """TunnelRefused (4xx to CONNECT): PROXY_REFUSED on the first attempt, nothing retried."""
+    script = Script(refused_tunnel(403), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+
+    with pytest.raises(AmperityMisconfigured) as caught:
+        await client.post_event({"a": 1}, deadline=None)
+
+    error = caught.value
+    assert len(script.requests) == 1
+    assert time.sleeps == []
+    assert error.reason == "PROXY_REFUSED"
+    assert error.metadata["proxy_status"] == "403"
+    assert error.metadata["target"] == "acme.amperity.com:443"
+    assert "(403 Forbidden)" in str(error)
+    assert "Go away" not in str(error)  # the proxy's own words stay out
+    assert "http://[REDACTED]@proxy.corp:3128 (HTTPS_PROXY)" in str(error)
+    assert "add acme.amperity.com to NO_PROXY" in str(error)
+    assert "pr0xy-s3cret-7f3a9c" not in f"{error} {error.metadata}"
+    assert to_status_proto(error).code == 9  # FAILED_PRECONDITION
+
+
+async def test_a_tunnel_the_proxy_could_not_open_is_retried(
+    make_client: ClientFactory, time: FakeTime
+) -> None:
+    """A plain httpx.ProxyError (a 502 to CONNECT) is a connection failure: retried."""
+    request = httpx.Request("POST", "https://acme.amperity.com/prof/events/x")
+    failed = httpx.ProxyError("the proxy refused the tunnel: 502 Bad Gateway", request=request)
+    script = Script(failed, httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+
+    result = await client.post_event({"a": 1}, deadline=None)
+
+    assert result.call.attempts == 2

@@ -172,6 +172,23 @@ async def test_an_injected_405_carries_allow_with_the_methods_of_the_path(
     assert set(event.json()) == {"status", "message", "request_id", "trace_id"}
 
 
+async def test_an_injected_426_carries_upgrade_naming_the_protocols_to_switch_to(
+    sandbox: InProcessSandbox,
+) -> None:
+    """HTTP requires Upgrade on every 426 (RFC 9110, 15.5.22), and Connection: Upgrade with it."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 426, "count": 2})
+    event = await sandbox.post_event(EVENT)
+    lookup = await sandbox.lookup(customer_id="cust-1001")
+    for response in (event, lookup):
+        assert response.status_code == 426
+        assert response.headers["upgrade"] == "TLS/1.2, HTTP/1.1"
+        assert response.headers["connection"].lower() == "upgrade"
+        assert set(response.json()) == {"status", "message", "request_id", "trace_id"}
+    # Any other injected status has no Upgrade.
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503, "count": 1})
+    assert "upgrade" not in (await sandbox.post_event(EVENT)).headers
+
+
 async def test_faults_match_kind_and_tenant(sandbox: InProcessSandbox) -> None:
     """A lookup fault for globex leaves acme lookups and events alone."""
     await sandbox.client.post(

@@ -22,7 +22,7 @@ const {
   toConsentRequest, toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
 } = require('./lib/events');
 const { DeliverStreamRun } = require('./lib/stream');
-const { checkText } = require('./lib/text');
+const { checkString, requireString } = require('./lib/text');
 
 const DEFAULT_PROTO_PATH = path.resolve(
   __dirname, '..', '..', 'proto', 'datafly', 'amperity', 'v1', 'amperity_service.proto',
@@ -85,14 +85,20 @@ class AmperityClient {
   /** @param {ClientOptions} options */
   constructor(options) {
     const { target, integrationId = '', pipelineKey = '' } = options || /** @type {any} */ ({});
-    if (!target) throw new TypeError('target is required, e.g. "localhost:50051".');
+    if (target === undefined || target === null || target === '') {
+      throw new TypeError('target is required, e.g. "localhost:50051".');
+    }
+    checkString(target, 'target');
+    // null is "not given", as undefined is; any other value must be a string.
+    if (integrationId !== null) checkString(integrationId, 'integrationId');
+    // Its type only: checkText would quote the character, and the key is secret.
+    if (pipelineKey !== null) requireString(pipelineKey, 'pipelineKey');
     if (!integrationId && !pipelineKey) {
       throw new TypeError(
         'Pass integrationId (the [[integrations]] id in the service config) or pipelineKey '
         + '(the Datafly pipeline key) so the service knows which integration to use.',
       );
     }
-    if (typeof integrationId === 'string') checkText(integrationId, 'integrationId');
     if (typeof pipelineKey === 'string' && !METADATA_TEXT.test(pipelineKey)) {
       const at = pipelineKey.search(/[^ -~]/);
       throw new TypeError(`pipelineKey holds a character other than printable ASCII at position `
@@ -124,9 +130,9 @@ class AmperityClient {
     /** @private */
     this._target = target;
     /** @private */
-    this._integrationId = integrationId;
+    this._integrationId = integrationId ?? '';
     /** @private */
-    this._pipelineKey = pipelineKey;
+    this._pipelineKey = pipelineKey ?? '';
     /** @private */
     this._timeoutMs = timeoutMs;
     /** @private @type {import('./lib/retry').RetryPolicy} */
@@ -225,10 +231,11 @@ class AmperityClient {
    * @param {string} anonymousId The visitor's anonymous id (the _dfid cookie).
    * @param {{timeoutMs?: number}} [options]
    * @returns {Promise<{provider: string, attributes: Object<string, any>}>} Rejects with a
-   *   TypeError naming anonymousId when it holds a lone UTF-16 surrogate, before any call.
+   *   TypeError naming anonymousId when it is not a string or holds a lone UTF-16
+   *   surrogate, before any call.
    */
   async browserProfile(anonymousId, options = {}) {
-    if (typeof anonymousId === 'string') checkText(anonymousId, 'anonymousId');
+    checkString(anonymousId, 'anonymousId');
     const response = await this._unary('BrowserProfile', {
       integration_id: this._integrationId,
       pipeline_key: this._pipelineKey,
@@ -278,7 +285,7 @@ class AmperityClient {
    */
   async *watchDeliveries({ replay = 0, integrationId } = {}) {
     const whose = integrationId ?? this._integrationId;
-    if (typeof whose === 'string') checkText(whose, 'integrationId');
+    checkString(whose, 'integrationId');
     const call = this._client.WatchDeliveries({ integration_id: whose, replay }, this._metadata());
     // The iterator hears failures itself. This listener keeps the CANCELLED status a
     // break causes from ever being an unhandled 'error' event (an uncaught exception):

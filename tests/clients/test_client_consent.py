@@ -256,7 +256,7 @@ async def test_record_consent_is_retried_like_the_other_calls(
     ("anonymous_id", "consent", "error", "message"),
     [
         ("", {}, ValueError, r"^anonymous_id is required: .*_dfid"),
-        (None, {}, TypeError, r"^anonymous_id must be a string, .* not NoneType\."),
+        (None, {}, TypeError, r"^anonymous_id must be a string, .* not None: pass it as text"),
         ("a-1", None, ValueError, r"^consent must be a JSON object such as"),
         ("a-1", ["functional"], ValueError, r"^consent must be a JSON object, not list\."),
         ("a-1", {"analytics": "yes"}, ValueError, r"^consent\.analytics must be true or false"),

@@ -7,7 +7,9 @@
 
 const crypto = require('node:crypto');
 const { toStruct, fromStruct } = require('./struct');
-const { checkText, notText } = require('./text');
+const {
+  checkString, checkText, notAString, notText, typeName,
+} = require('./text');
 
 const EVENT_TYPES = ['track', 'page', 'identify', 'screen', 'group', 'alias'];
 const SUBMESSAGES = {
@@ -39,7 +41,7 @@ function get(data, name) {
 function string(data, name, path) {
   const value = get(data, name);
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') throw new TypeError(`${path}${camel(name)} must be a string.`);
+  if (typeof value !== 'string') throw new TypeError(`${path}${camel(name)} ${notAString(value)}`);
   if (!value.isWellFormed()) throw notText(value, `${path}${camel(name)}`);
   return value;
 }
@@ -246,15 +248,14 @@ function toProtoContext(data) {
       throw new TypeError('context.session.number is too large (at most 2**53 - 1).');
     }
     context.session = {
-      id: session.id === undefined || session.id === null ? ''
-        : checkText(String(session.id), 'context.session.id'),
+      id: sessionId(session.id),
       number: number === undefined || number === null ? '0' : String(number),
     };
   }
   const vendorIds = object(get(data, 'vendor_ids'), 'context.vendorIds');
   if (vendorIds) {
     for (const [key, value] of Object.entries(vendorIds)) {
-      if (typeof value !== 'string') throw new TypeError(`context.vendorIds.${key} must be a string.`);
+      if (typeof value !== 'string') throw new TypeError(`context.vendorIds.${key} ${notAString(value)}`);
       if (!key.isWellFormed()) throw notText(key, `context.vendorIds.${key}`);
       if (!value.isWellFormed()) throw notText(value, `context.vendorIds.${key}`);
     }
@@ -263,6 +264,27 @@ function toProtoContext(data) {
   const consent = object(data.consent, 'context.consent');
   if (consent) context.consent = toProtoConsent(consent, 'context.consent');
   return context;
+}
+
+/**
+ * context.session.id: a string, or a whole number (datafly.js's are epoch milliseconds) as
+ * its decimal digits, as the Python client reads it. Anything else is refused rather than
+ * sent as String(value): "[object Object]", "true".
+ * @param {unknown} id
+ * @returns {string}
+ */
+function sessionId(id) {
+  if (id === undefined || id === null) return '';
+  if (typeof id === 'string') return checkText(id, 'context.session.id');
+  if (Number.isInteger(id)) {
+    if (!Number.isSafeInteger(id)) {
+      throw new TypeError('context.session.id is a whole number too large to be exact in '
+        + 'JavaScript (over 2**53 - 1): send it as a JSON string.');
+    }
+    return String(id);
+  }
+  throw new TypeError(`context.session.id must be a string or a whole number, not ${typeName(id)}: `
+    + 'send it as a JSON string.');
 }
 
 /**
@@ -318,15 +340,11 @@ function toProtoConsent(data, field) {
  * @returns {Object<string, any>}
  */
 function toConsentRequest({ integrationId, pipelineKey }, anonymousId, consent, consentedAt) {
-  if (typeof anonymousId !== 'string') {
-    throw new TypeError('anonymousId must be a string, the visitor\'s anonymous id (the _dfid '
-      + `cookie), not ${anonymousId === null ? 'null' : typeof anonymousId}.`);
-  }
+  checkString(anonymousId, 'anonymousId');
   if (!anonymousId) {
     throw new TypeError('anonymousId is required: consent is kept per visitor; pass the '
       + 'visitor\'s anonymous id (the _dfid cookie datafly.js sets, or their events\' anonymousId).');
   }
-  checkText(anonymousId, 'anonymousId');
   const state = object(consent, 'consent');
   if (!state) {
     throw new TypeError('consent must be a JSON object such as { analytics: true }; {} means '

@@ -51,4 +51,61 @@ function checkText(value, field) {
   return value;
 }
 
-module.exports = { checkText, notText };
+// What each string argument holds and an example, for the error refusing another type: the
+// Python client's words, under its snake_case names.
+const ARGUMENTS = {
+  target: ['the service\'s address', '"localhost:50051"'],
+  integrationId: ['an [[integrations]] id of the service\'s config', '"acme-web"'],
+  pipelineKey: ['the Datafly pipeline key', '"pk_live_..."'],
+  anonymousId: ['the visitor\'s anonymous id (the _dfid cookie)', '"anon-1"'],
+};
+
+/**
+ * What an error calls the type of `value`: null, undefined, number, boolean, Array,
+ * Buffer, Object...
+ * @param {unknown} value
+ * @returns {string}
+ */
+function typeName(value) {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value;
+  return Object.getPrototypeOf(value)?.constructor?.name || 'object';
+}
+
+/**
+ * `value`, when it is a string; a TypeError naming the argument and what to pass otherwise.
+ * Never converted: protobufjs would send String(value), so 1.0 went out as "1" (the Python
+ * client's str(1.0) is "1.0") and an object as "[object Object]": another visitor's id.
+ * @param {unknown} value
+ * @param {keyof typeof ARGUMENTS} field
+ * @returns {string}
+ */
+function requireString(value, field) {
+  if (typeof value !== 'string') {
+    const [what, example] = ARGUMENTS[field];
+    throw new TypeError(`${field} must be a string, ${what}, not ${typeName(value)}: pass it `
+      + `as text, e.g. ${example}.`);
+  }
+  return value;
+}
+
+/**
+ * `value` when it is a string that is text; a TypeError naming the argument otherwise.
+ * @param {unknown} value
+ * @param {keyof typeof ARGUMENTS} field
+ * @returns {string}
+ */
+function checkString(value, field) {
+  return checkText(requireString(value, field), field);
+}
+
+/**
+ * Why a field of an event refuses `value` (not a string), in the Python client's words.
+ * @param {unknown} value
+ * @returns {string}
+ */
+const notAString = (value) => `must be a string, not ${typeName(value)}: send it as a JSON string.`;
+
+module.exports = {
+  checkString, checkText, notAString, notText, requireString, typeName,
+};

@@ -103,8 +103,8 @@ test('what the client can check is a TypeError naming it, and nothing is sent', 
 
   const refused = [
     ['', {}, /^anonymousId is required: .*_dfid/],
-    [undefined, {}, /^anonymousId must be a string, .* not undefined\.$/],
-    [42, {}, /^anonymousId must be a string, .* not number\.$/],
+    [undefined, {}, /^anonymousId must be a string, .* not undefined: pass it as text, e\.g\. "anon-1"\.$/],
+    [42, {}, /^anonymousId must be a string, .* not number: pass it as text, e\.g\. "anon-1"\.$/],
     ['anon-1', undefined, /^consent must be a JSON object such as/],
     ['anon-1', ['functional'], /^consent must be a JSON object\.$/],
     ['anon-1', { analytics: 'yes' }, /^consent\.analytics must be true or false\.$/],

@@ -28,7 +28,7 @@ import grpc
 from google.protobuf.message import Message
 
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
-from amperity_signal_client.events import ConsentLike, consent_from_json, not_text
+from amperity_signal_client.events import ConsentLike, consent_from_json, not_text, type_name
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
@@ -66,15 +66,26 @@ def call_metadata(pipeline_key: str | None) -> tuple[tuple[str, str], ...]:
     return ((PIPELINE_KEY_METADATA, pipeline_key),) if pipeline_key else ()
 
 
-def check_identity(integration_id: str | None, pipeline_key: str | None) -> None:
-    """Refuse a client that names no integration, or names it in what cannot be sent."""
+def check_identity(target: object, integration_id: object, pipeline_key: object) -> None:
+    """Refuse a client that names no integration, or names it in what cannot be sent.
+
+    Raises:
+        TypeError: Naming ``target``, ``integration_id`` or ``pipeline_key`` when it is not
+            a string (None means "not given" for the last two).
+        ValueError: When neither is given, or one holds what cannot be sent.
+    """
+    check_string("target", target)
+    if integration_id is not None:
+        check_string("integration_id", integration_id)
+    if pipeline_key is not None:
+        # Its type only: check_text would quote the character, and the key is secret.
+        require_string("pipeline_key", pipeline_key)
     if not integration_id and not pipeline_key:
         raise ValueError(
             "Pass integration_id (the [[integrations]] id in the service's config) or "
             "pipeline_key (the Datafly pipeline key) so the service knows which "
             "integration to use."
         )
-    check_text("integration_id", integration_id)
     if isinstance(pipeline_key, str):
         # grpc refuses any other metadata value with an unreadable ExecuteBatchError on
         # every call. The message names where, never which character: the key is secret.
@@ -85,6 +96,43 @@ def check_identity(integration_id: str | None, pipeline_key: str | None) -> None
                 "it travels as gRPC metadata (x-pipeline-key), which carries nothing else; "
                 "copy the key again from Datafly."
             )
+
+
+# What each string argument holds and an example, for the error refusing another type.
+_ARGUMENTS = {
+    "target": ("the service's address", '"localhost:50051"'),
+    "integration_id": ("an [[integrations]] id of the service's config", '"acme-web"'),
+    "pipeline_key": ("the Datafly pipeline key", '"pk_live_..."'),
+    "anonymous_id": ("the visitor's anonymous id (the _dfid cookie)", '"anon-1"'),
+}
+
+
+def check_string(name: str, value: object) -> str:
+    """``value`` when it is a string a proto string field can hold, else an error naming it.
+
+    Another type is refused rather than left to protobuf, whose ``TypeError`` names no
+    field, and never converted: ``str(1.0)`` is ``"1.0"`` here but ``"1"`` in the Node
+    client, so a converted id would name another visitor. The message says what to pass,
+    in the Node client's words (its camelCase names and JavaScript's type names).
+
+    Raises:
+        TypeError: When ``value`` is not a ``str`` (``bytes`` included).
+        ValueError: When it holds a lone UTF-16 surrogate.
+    """
+    text = require_string(name, value)
+    check_text(name, text)
+    return text
+
+
+def require_string(name: str, value: object) -> str:
+    """``value`` when it is a ``str``, else the ``TypeError`` of ``check_string``."""
+    if not isinstance(value, str):
+        what, example = _ARGUMENTS[name]
+        raise TypeError(
+            f"{name} must be a string, {what}, not {type_name(value)}: pass it as text, "
+            f"e.g. {example}."
+        )
+    return value
 
 
 def check_text(name: str, value: object) -> None:
@@ -106,9 +154,10 @@ def browser_profile_request(
     """The BrowserProfileRequest of ``browser_profile``, in both clients.
 
     Raises:
+        TypeError: Naming ``anonymous_id`` when it is not a string.
         ValueError: Naming ``anonymous_id`` when it holds a lone UTF-16 surrogate.
     """
-    check_text("anonymous_id", anonymous_id)
+    check_string("anonymous_id", anonymous_id)
     return pb.BrowserProfileRequest(
         integration_id=integration_id, pipeline_key=pipeline_key, anonymous_id=anonymous_id
     )
@@ -148,17 +197,12 @@ def consent_request(
             the bad ``consent`` field, or a naive ``consented_at``.
         TypeError: When ``anonymous_id`` is not a string or ``consented_at`` not a datetime.
     """
-    if not isinstance(anonymous_id, str):
-        raise TypeError(
-            "anonymous_id must be a string, the visitor's anonymous id (the _dfid cookie), "
-            f"not {type(anonymous_id).__name__}."
-        )
+    check_string("anonymous_id", anonymous_id)
     if not anonymous_id:
         raise ValueError(
             "anonymous_id is required: consent is kept per visitor; pass the visitor's "
             "anonymous id (the _dfid cookie datafly.js sets, or their events' anonymousId)."
         )
-    check_text("anonymous_id", anonymous_id)
     request = pb.RecordConsentRequest(
         integration_id=integration_id,
         pipeline_key=pipeline_key,
@@ -230,7 +274,7 @@ class AsyncAmperityClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        check_identity(integration_id, pipeline_key)
+        check_identity(target, integration_id, pipeline_key)
         check_timeouts(default_timeout, stream_idle_timeout)
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
@@ -434,7 +478,7 @@ class AsyncAmperityClient:
                 False.
         """
         integration_id = self._integration_id if integration_id is None else integration_id
-        check_text("integration_id", integration_id)
+        check_string("integration_id", integration_id)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             async with aclosing(self._watch_call(request, None)) as records:

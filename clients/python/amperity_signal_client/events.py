@@ -27,6 +27,11 @@ GOOGLE_CONSENT_VALUES = frozenset({"granted", "denied"})
 _GOOGLE_FIELDS = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
 _EVENT_STRINGS = ("message_id", "event", "anonymous_id", "canonical_id", "user_id")
 _CONTEXT_STRINGS = ("ip", "user_agent", "locale", "timezone")
+_MAX_SAFE_INTEGER = 2**53 - 1
+_SESSION_ID_TOO_LARGE = (
+    "is a whole number too large to be exact in JavaScript (over 2**53 - 1): "
+    "send it as a JSON string."
+)
 _SUBMESSAGES: dict[str, tuple[str, ...]] = {
     "page": ("url", "path", "referrer", "title", "search"),
     "campaign": ("source", "medium", "name", "term", "content"),
@@ -59,14 +64,26 @@ def _get(data: Mapping[str, Any], name: str) -> Any:
     return data.get(name) if value is None else value
 
 
+def type_name(value: object) -> str:
+    """What an error calls the type of ``value``: ``None``, ``int``, ``bytes`` and so on."""
+    return "None" if value is None else type(value).__name__
+
+
+def not_a_string(value: object) -> str:
+    """Why a field of an event refuses ``value``, in the Node client's words.
+
+    Never converted: ``str(1.0)`` is ``"1.0"`` but the Node client's ``String(1.0)`` is
+    ``"1"``, so a converted id would differ between the clients.
+    """
+    return f"must be a string, not {type_name(value)}: send it as a JSON string."
+
+
 def _string(data: Mapping[str, Any], name: str, path: str) -> str | None:
     value = _get(data, name)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise EventFieldError(
-            f"{path}{camel(name)}", f"must be a string, not {type(value).__name__}."
-        )
+        raise EventFieldError(f"{path}{camel(name)}", not_a_string(value))
     return value
 
 
@@ -183,7 +200,7 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
     vendor_ids = _object(_get(data, "vendor_ids"), "context.vendorIds")
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
-            raise EventFieldError(f"context.vendorIds.{key}", "must be a string.")
+            raise EventFieldError(f"context.vendorIds.{key}", not_a_string(vendor_id))
         try:
             context.vendor_ids[str(key)] = vendor_id
         except ValueError:
@@ -198,10 +215,18 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
 def _session(data: Mapping[str, Any]) -> pb.Session:
     session = pb.Session()
     session_id = data.get("id")
+    # A whole number (datafly.js's session ids are epoch milliseconds) is its decimal
+    # digits, as in the Node client; up to 2**53 - 1, the most a JavaScript number holds.
     if isinstance(session_id, int) and not isinstance(session_id, bool):
+        if abs(session_id) > _MAX_SAFE_INTEGER:
+            raise EventFieldError("context.session.id", _SESSION_ID_TOO_LARGE)
         session_id = str(session_id)
     if session_id is not None and not isinstance(session_id, str):
-        raise EventFieldError("context.session.id", "must be a string.")
+        raise EventFieldError(
+            "context.session.id",
+            f"must be a string or a whole number, not {type_name(session_id)}: "
+            "send it as a JSON string.",
+        )
     try:
         session.id = session_id or ""
     except ValueError:

@@ -24,7 +24,7 @@ from amperity_signal_client.client import (
     browser_profile_request,
     call_metadata,
     check_identity,
-    check_text,
+    check_string,
     check_timeouts,
     consent_request,
 )
@@ -66,7 +66,7 @@ class AmperityClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        check_identity(integration_id, pipeline_key)
+        check_identity(target, integration_id, pipeline_key)
         check_timeouts(default_timeout, stream_idle_timeout)
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
@@ -163,7 +163,7 @@ class AmperityClient:
     ) -> Generator[pb.WatchDeliveriesResponse, None, None]:
         """Live delivery records, reconnecting; see ``AsyncAmperityClient.watch_deliveries``."""
         integration_id = self._integration_id if integration_id is None else integration_id
-        check_text("integration_id", integration_id)
+        check_string("integration_id", integration_id)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             yield from self._watch_call(request, None)

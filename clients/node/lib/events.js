@@ -59,22 +59,26 @@ function object(value, field) {
   return /** @type {Object<string, any>} */ (value);
 }
 
-// An ISO 8601 date, optionally with a time and an offset: 2025-01-31, 2025-01-31T12:00,
-// 2025-01-31T12:00:00.250, 2025-01-31 12:00:00+01:00, 2025-01-31T12:00:00Z. The forms the
-// Python client, the gateway (datetime.fromisoformat) and Date.parse all take; Date.parse's
-// other forms ('Jan 31 2025 12:00') are refused, as the others refuse them.
-const ISO_8601 = new RegExp('^(\\d{4})-(\\d{2})-(\\d{2})'
-  + '(?:[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d+))?)?'
-  + '([Zz]|([+-])(\\d{2})(?::?(\\d{2}))?)?)?$');
+// An RFC 3339 date-time (section 5.6): date, 'T' (or 't', or a space, as its note allows),
+// time with seconds, a fraction of any length, then 'Z' (or 'z') or +hh:mm / -hh:mm. One
+// extension: without an offset it is UTC. The Python client reads the same strings (the
+// cases in clients/testdata/timestamps.json); Date.parse's other forms ('Jan 31 2025
+// 12:00'), dates alone, ISO 8601 week dates and +0100 offsets are refused.
+const RFC_3339_TIMESTAMP = new RegExp('^(\\d{4})-(\\d{2})-(\\d{2})[Tt ](\\d{2}):(\\d{2}):(\\d{2})'
+  + '(?:\\.(\\d+))?([Zz]|([+-])(\\d{2}):(\\d{2}))?$');
 const EXAMPLE = 'such as 2025-01-31T12:00:00.000Z';
 const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+// The seconds of 0001-01-01T00:00:00Z and of 9999-12-31T23:59:59Z: a Timestamp's range.
+const MIN_SECONDS = -62135596800;
+const MAX_SECONDS = 253402300799;
 
 /** @param {number} year */
 const isLeap = (year) => year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
 
 /**
  * Why a date and time name no moment of the calendar (datetime's words, so both clients
- * say the same), or null when they do.
+ * say the same), or null when they do. A leap second (:60) is refused: a Timestamp, which
+ * smears leap seconds, has no such instant.
  * @param {number} year
  * @param {number} month
  * @param {number} day
@@ -95,25 +99,21 @@ function impossible(year, month, day, hour, minute, second) {
 }
 
 /**
- * An ISO 8601 string as a google.protobuf.Timestamp; one without an offset is UTC, as
- * the Python client, the gateway and the service read it (Date.parse would read it in
- * the machine's time zone, and roll Feb 30 over to Mar 2).
+ * An RFC 3339 string as a google.protobuf.Timestamp, the fraction kept to nanoseconds
+ * (further digits cut); one without an offset is UTC, as the Python client, the gateway
+ * and the service read it (Date.parse would read it in the machine's time zone, and roll
+ * Feb 30 over to Mar 2).
  * @param {string} value
  * @param {string} field
  * @returns {{seconds: string, nanos: number}}
  */
 function parseTimestamp(value, field) {
-  const match = ISO_8601.exec(value);
-  if (!match) throw new TypeError(`${field} is not an ISO 8601 date-time ${EXAMPLE}.`);
-  const year = Number(match[1]);
-  const month = Number(match[2]);
-  const day = Number(match[3]);
-  const hour = match[4] ? Number(match[4]) : 0;
-  const minute = match[5] ? Number(match[5]) : 0;
-  const second = match[6] ? Number(match[6]) : 0;
+  const match = RFC_3339_TIMESTAMP.exec(value);
+  if (!match) throw new TypeError(`${field} is not an RFC 3339 date-time ${EXAMPLE}.`);
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number);
   const problem = impossible(year, month, day, hour, minute, second);
   if (problem) {
-    throw new TypeError(`${field} is not an ISO 8601 date-time ${EXAMPLE} (${problem}).`);
+    throw new TypeError(`${field} is not an RFC 3339 date-time ${EXAMPLE} (${problem}).`);
   }
   const offsetHours = match[10] ? Number(match[10]) : 0;
   const offsetMinutes = match[11] ? Number(match[11]) : 0;
@@ -125,13 +125,18 @@ function parseTimestamp(value, field) {
   // Date.UTC reads years 0 to 99 as 1900 to 1999.
   if (year < 100) millis = new Date(millis).setUTCFullYear(year);
   const offset = (match[9] === '-' ? -1 : 1) * (offsetHours * 3600 + offsetMinutes * 60);
+  const seconds = millis / 1000 - offset;
+  if (seconds < MIN_SECONDS || seconds > MAX_SECONDS) {
+    throw new TypeError(`${field} is out of the range a Timestamp holds, 0001-01-01T00:00:00Z `
+      + 'to 9999-12-31T23:59:59.999999999Z in UTC.');
+  }
   // Up to nanoseconds; further digits are cut, as a Timestamp holds no more.
   const nanos = match[7] ? Number(match[7].slice(0, 9).padEnd(9, '0')) : 0;
-  return { seconds: String(millis / 1000 - offset), nanos };
+  return { seconds: String(seconds), nanos };
 }
 
 /**
- * An ISO 8601 string, Date or epoch milliseconds as a google.protobuf.Timestamp.
+ * An RFC 3339 string, Date or epoch milliseconds as a google.protobuf.Timestamp.
  * @param {string|Date|number} value
  * @param {string} [field] The path errors name it by.
  * @returns {{seconds: string, nanos: number}}
@@ -140,7 +145,7 @@ function toTimestamp(value, field = 'timestamp') {
   if (typeof value === 'string') return parseTimestamp(value, field);
   const millis = value instanceof Date ? value.getTime() : typeof value === 'number' ? value : NaN;
   if (!Number.isFinite(millis)) {
-    throw new TypeError(`${field} must be an ISO 8601 string ${EXAMPLE}, a Date or epoch `
+    throw new TypeError(`${field} must be an RFC 3339 string ${EXAMPLE}, a Date or epoch `
       + 'milliseconds.');
   }
   const seconds = Math.floor(millis / 1000);

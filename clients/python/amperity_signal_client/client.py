@@ -28,7 +28,8 @@ import grpc
 from google.protobuf.message import Message
 
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
-from amperity_signal_client.events import ConsentLike, consent_from_json, not_text, type_name
+from amperity_signal_client.events import ConsentLike, consent_from_json, not_text
+from amperity_signal_client.fields import type_name
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event

@@ -11,13 +11,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
+from amperity_signal_client.fields import EventFieldError, type_name
+from amperity_signal_client.timestamps import timestamp_parts
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+__all__ = [
+    "EVENT_TYPES",
+    "GOOGLE_CONSENT_VALUES",
+    "ConsentLike",
+    "EventFieldError",
+    "camel",
+    "consent_from_json",
+    "dict_to_struct",
+    "event_from_json",
+    "not_a_string",
+    "not_text",
+    "struct_to_dict",
+    "type_name",
+    "value_to_python",
+]
 
 ConsentLike = Mapping[str, Any] | pb.Consent
 """A consent state: a dict in the nested shape events carry, or the proto ``Consent``."""
@@ -40,18 +57,6 @@ _SUBMESSAGES: dict[str, tuple[str, ...]] = {
 }
 
 
-class EventFieldError(ValueError):
-    """A Datafly JSON event has a field of the wrong type or value.
-
-    Attributes:
-        field: The path of the field, camelCase as in the JSON, e.g. ``context.consent``.
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
-        self.field = field
-
-
 def camel(name: str) -> str:
     """``postal_code`` → ``postalCode``."""
     head, *rest = name.split("_")
@@ -62,11 +67,6 @@ def _get(data: Mapping[str, Any], name: str) -> Any:
     """The value under the camelCase name, else the snake_case one; None when absent."""
     value = data.get(camel(name))
     return data.get(name) if value is None else value
-
-
-def type_name(value: object) -> str:
-    """What an error calls the type of ``value``: ``None``, ``int``, ``bytes`` and so on."""
-    return "None" if value is None else type(value).__name__
 
 
 def not_a_string(value: object) -> str:
@@ -129,7 +129,7 @@ def event_from_json(obj: Any) -> pb.Event:
 
     Args:
         obj: The parsed JSON of one event: ``type``, ``event``, ``anonymousId``,
-            ``canonicalId``, ``userId``, ``messageId``, ``timestamp`` (ISO 8601),
+            ``canonicalId``, ``userId``, ``messageId``, ``timestamp`` (RFC 3339),
             ``properties``, ``traits``, ``partnerAttrs`` and ``context``.
 
     Returns:
@@ -151,7 +151,7 @@ def event_from_json(obj: Any) -> pb.Event:
     _set_strings(event, data, _EVENT_STRINGS, "")
     timestamp = data.get("timestamp")
     if timestamp is not None:
-        event.timestamp.FromDatetime(parse_timestamp(timestamp, "timestamp"))
+        event.timestamp.seconds, event.timestamp.nanos = timestamp_parts(timestamp, "timestamp")
     for name in ("properties", "traits", "partner_attrs"):
         json_object = _object(_get(data, name), camel(name))
         if json_object is not None:
@@ -160,28 +160,6 @@ def event_from_json(obj: Any) -> pb.Event:
     if context is not None:
         event.context.CopyFrom(_context(context))
     return event
-
-
-def parse_timestamp(value: Any, field: str) -> datetime:
-    """An ISO 8601 string (or datetime) as an aware datetime; naive means UTC."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError as error:
-            # Feb 30 has the form but names no day: say why ("day is out of range for
-            # month"), as the Node client does; a malformed string's message only quotes it.
-            why = "" if str(error).startswith("Invalid isoformat") else f" ({error})"
-            raise EventFieldError(
-                field, f"is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z{why}."
-            ) from None
-    else:
-        raise EventFieldError(
-            field,
-            f"must be an ISO 8601 string such as 2025-01-31T12:00:00Z, not {type(value).__name__}.",
-        )
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _context(data: Mapping[str, Any]) -> pb.Context:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from amperity_signal.config import Settings, settings_from_dict
+from amperity_signal.enrich.stores import MemoryStore
 from amperity_signal.sandbox import PROFILE_READ, STREAM_WRITE, default_data, mint_token
 from amperity_signal.service.live import DeliveryRecord
 
@@ -92,3 +94,35 @@ def delivery_record(number: int, integration_id: str = "web") -> DeliveryRecord:
         vendor_request=None,
         outcome="delivered",
     )
+
+
+class OutageStore(MemoryStore):
+    """A memory store whose reads and writes raise ConnectionError while ``down``.
+
+    ``calls`` counts them, so a test can see the backend skip the store during an outage.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        if clock is None:
+            super().__init__(1000)
+        else:
+            super().__init__(1000, clock=clock)
+        self.down = False
+        self.calls = 0
+
+    def _check(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("store unreachable")
+
+    async def get(self, key: str) -> bytes | None:
+        self._check()
+        return await super().get(key)
+
+    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check()
+        return await super().multi_get(keys)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._check()
+        await super().set(key, value, ttl)

@@ -201,6 +201,25 @@ class Stack:
             keys=keys,
         )
 
+    async def gateway(self, service: Service) -> Process:
+        """``amperity-signal gateway`` in its own process, in front of ``service``."""
+        gateway = await start_process(
+            [
+                *CLI,
+                "gateway",
+                "--config",
+                str(service.config),
+                "--grpc-target",
+                service.grpc_target,
+                "--http-address",
+                "127.0.0.1:0",
+            ],
+            ready="gateway listening on ",
+            log=self.workdir / "gateway.log",
+        )
+        self.processes.append(gateway)
+        return gateway
+
     async def forward_proxy(
         self, *, credentials: str | None = None, connect_status: int | None = None
     ) -> ForwardProxy:

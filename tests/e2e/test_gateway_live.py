@@ -10,9 +10,8 @@ import pytest
 from playwright.async_api import async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
-from amperity_signal.processes import start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import CLI, Stack, require_binary
+from tests.e2e.stack import Stack, require_binary
 from tests.gateway.chromium import launch
 from tests.support import STREAM, message_id
 
@@ -127,21 +126,7 @@ async def test_metrics_count_deliveries_and_gateway_latency_embedded_and_standal
         count = _total(embedded, "amperity_signal_gateway_seconds_count", route=route)
         assert count == 1, route
 
-    gateway = await start_process(
-        [
-            *CLI,
-            "gateway",
-            "--config",
-            str(service.config),
-            "--grpc-target",
-            service.grpc_target,
-            "--http-address",
-            "127.0.0.1:0",
-        ],
-        ready="gateway listening on ",
-        log=stack.workdir / "gateway.log",
-    )
-    stack.processes.append(gateway)
+    gateway = await stack.gateway(service)
     url = gateway.output_value("gateway listening on ")
     async with httpx.AsyncClient(base_url=url) as client:
         answer = await client.get(enrich, headers=KEY)

@@ -164,21 +164,7 @@ async def test_sigterm_ends_an_open_live_events_stream_with_a_failure_event(
     )
     gateway, url = service.process, service.http_url
     if standalone:
-        gateway = await start_process(
-            [
-                *CLI,
-                "gateway",
-                "--config",
-                str(service.config),
-                "--grpc-target",
-                service.grpc_target,
-                "--http-address",
-                "127.0.0.1:0",
-            ],
-            ready="gateway listening on ",
-            log=stack.workdir / "gateway.log",
-        )
-        stack.processes.append(gateway)
+        gateway = await stack.gateway(service)
         url = gateway.output_value("gateway listening on ")
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with (

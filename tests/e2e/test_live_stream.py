@@ -16,7 +16,7 @@ import tomli_w
 
 from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import CLI, Service, Stack
+from tests.e2e.stack import CLI, Stack
 from tests.gateway.fakes import RunningService, live_record, start_fake_service
 from tests.support import integration_dict, message_id, mint_keys
 
@@ -29,26 +29,6 @@ RECORD_BYTES = 3_900_000
 """One record larger than the most a socket's kernel send buffer here takes plus asyncio's
 64 KiB high-water mark, and within the gateway's 4 MiB gRPC message limit: writing it to
 a client that reads nothing leaves the gateway's writes paused."""
-
-
-async def _standalone_gateway(stack: Stack, service: Service) -> Process:
-    """``amperity-signal gateway`` in its own process, in front of ``service``."""
-    gateway = await start_process(
-        [
-            *CLI,
-            "gateway",
-            "--config",
-            str(service.config),
-            "--grpc-target",
-            service.grpc_target,
-            "--http-address",
-            "127.0.0.1:0",
-        ],
-        ready="gateway listening on ",
-        log=stack.workdir / "gateway.log",
-    )
-    stack.processes.append(gateway)
-    return gateway
 
 
 @pytest.mark.parametrize("standalone", [False, True], ids=["embedded", "standalone"])
@@ -64,7 +44,7 @@ async def test_a_delivery_made_once_the_stream_answers_is_on_the_stream(
     service = await stack.service(sandbox, server={"admin_token": ADMIN_TOKEN})
     url = service.http_url
     if standalone:
-        url = (await _standalone_gateway(stack, service)).output_value("gateway listening on ")
+        url = (await stack.gateway(service)).output_value("gateway listening on ")
     first, second = (
         pb.Event(message_id=message_id(), type="page", anonymous_id="anon_open_01")
         for _ in range(2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +12,7 @@ import grpc.aio
 import httpx
 import pytest
 
-from amperity_signal.enrich import CacheBackend, MemoryStore
+from amperity_signal.enrich import CacheBackend
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.metrics import Metrics
 from amperity_signal.sandbox import SandboxApp, create_app
@@ -21,7 +21,7 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL
 from tests.contract.test_contract import details
-from tests.support import ALICE_EMAIL, integration_dict, mint_keys, settings_for
+from tests.support import ALICE_EMAIL, OutageStore, integration_dict, mint_keys, settings_for
 from tests.unit.enrich.enrich_fakes import FakeClock
 
 from .fakes import KNOWN_KEY, RunningService
@@ -36,30 +36,6 @@ class Stack:
     client: httpx.AsyncClient
     service: Service
     sandbox: SandboxApp
-
-
-class OutageStore(MemoryStore):
-    """A memory store whose every call raises ConnectionError while ``down``."""
-
-    def __init__(self) -> None:
-        super().__init__(1000)
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise ConnectionError("store unreachable")
-
-    async def get(self, key: str) -> bytes | None:
-        self._check()
-        return await super().get(key)
-
-    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
-        self._check()
-        return await super().multi_get(keys)
-
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._check()
-        await super().set(key, value, ttl)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 
 import pytest
 
@@ -13,6 +12,7 @@ from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
 from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
+from tests.support import OutageStore
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient, event, integration
 
@@ -69,32 +69,6 @@ def test_build_cache_chooses_the_backend() -> None:
     assert type(redis_backed.store).__name__ == "RedisStore"
 
 
-class FlakyStore(MemoryStore):
-    """A memory store that raises ConnectionError while ``down``."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__(1000, clock=clock)
-        self.down = False
-        self.calls = 0
-
-    def _check(self) -> None:
-        self.calls += 1
-        if self.down:
-            raise ConnectionError("store unreachable")
-
-    async def get(self, key: str) -> bytes | None:
-        self._check()
-        return await super().get(key)
-
-    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
-        self._check()
-        return await super().multi_get(keys)
-
-    async def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._check()
-        await super().set(key, value, ttl)
-
-
 async def test_cache_outage_degrades_logs_once_and_recovers(
     make_enricher: EnricherFactory,
     client: FakeProfileClient,
@@ -103,7 +77,7 @@ async def test_cache_outage_degrades_logs_once_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A failing store means no cache (counted, logged once), and the cache returns after."""
-    store = FlakyStore(clock)
+    store = OutageStore(clock)
     enricher = make_enricher(cache=CacheBackend(store, metrics=metrics, clock=clock))
     store.down = True
     with caplog.at_level(logging.INFO, logger="amperity_signal.enrich"):
@@ -154,7 +128,7 @@ async def test_consent_reads_during_an_outage_count_under_one_bounded_label(
     metrics: Metrics, clock: FakeClock
 ) -> None:
     """A lost consent read is counted as cache="consent", never under a per-visitor label."""
-    store = FlakyStore(clock)
+    store = OutageStore(clock)
     store.down = True
     ledger = ConsentLedger(CacheBackend(store, metrics=metrics, clock=clock))
     for number in range(3):
@@ -181,7 +155,7 @@ async def test_a_consent_state_recorded_during_an_outage_is_refused_not_pretende
     Before, record() answered the offered grant as if kept, while allows() said no and,
     once the store was back, the withdrawal kept before the outage was still in force.
     """
-    store = FlakyStore(clock)
+    store = OutageStore(clock)
     ledger = ConsentLedger(CacheBackend(store, metrics=metrics, clock=clock), now=clock)
     await ledger.record("acme", "anon_1", {"marketing": False})
     store.down = True

@@ -95,8 +95,10 @@ def _digits(low: int, high: int, width: int) -> st.SearchStrategy[str]:
 
 
 # Strings near the grammar: mostly date-times, some with a part out of range or the
-# wrong form, and strings of the characters it and its neighbours use.
+# wrong form, strings of the characters it and its neighbours use, and any text at all
+# (whatever it is, the gateway answers a 400, never a 500).
 _NEAR_RFC_3339 = st.one_of(
+    st.text(max_size=40),
     st.text(alphabet="0123456789-:.+TtZz ,W", max_size=40),
     st.builds(
         "{}-{}-{}{}{}:{}:{}{}{}".format,

@@ -133,6 +133,7 @@ class GatewayTable(_Strict):
     rate_limit_per_second: Number = Field(default=20.0, gt=0)
     rate_limit_burst: StrictInt = Field(default=40, ge=1)
     rate_limit_max_clients: StrictInt = Field(default=100_000, ge=1)
+    rate_limit_ipv6_prefix: StrictInt = Field(default=64, ge=48, le=128)
     max_body_bytes: StrictInt = Field(default=32 * 1024, ge=1_024)
     max_batch_body_bytes: StrictInt = Field(default=256 * 1024, ge=1_024)
     max_batch_events: StrictInt = Field(default=100, ge=1)

@@ -98,6 +98,10 @@ _FIELD_FIXES = {
     "allowed_origins": (
         'write the origins as an array, e.g. ["https://shop.example.com"], or as CSV.'
     ),
+    "rate_limit_ipv6_prefix": (
+        "write a prefix length from 48 to 128, e.g. 64: every address of one IPv6 /64 (the "
+        "network one subscriber is given) shares one limit; 128 limits each address alone."
+    ),
     "trusted_proxies": 'write an array of addresses or networks, e.g. ["10.0.0.0/8"].',
     "default": 'write one value, e.g. default = "unknown" or default = 0.',
     "blueprint": ("write an [integrations.blueprint] table of overrides; see docs/blueprint.md."),

@@ -277,6 +277,19 @@ def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
     assert "gateway.rate_limit" in unknown and "not a known field" in unknown
 
 
+@pytest.mark.parametrize(("prefix", "limit"), [(32, "at least 48"), (129, "at most 128")])
+def test_an_ipv6_prefix_outside_48_to_128_is_refused_with_the_fix(prefix: int, limit: str) -> None:
+    raw = {"gateway": {"rate_limit_ipv6_prefix": prefix}, "integrations": [integration()]}
+    (problem,) = problems_of(raw)
+    assert "gateway.rate_limit_ipv6_prefix" in problem and limit in problem
+    assert "e.g. 64" in problem
+
+
+def test_the_ipv6_prefix_reaches_the_gateway_settings() -> None:
+    raw = {"gateway": {"rate_limit_ipv6_prefix": 56}, "integrations": [integration()]}
+    assert GatewaySettings.from_settings(settings_from_dict(raw, {})).rate_limit_ipv6_prefix == 56
+
+
 @pytest.mark.parametrize(
     "url",
     [

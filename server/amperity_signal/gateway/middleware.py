@@ -13,7 +13,8 @@ unchanged, as if still stacked outermost first:
    preflight cannot carry the key's value, so it is checked against every key's origins
    (or the ``pipeline_key`` query parameter's, when given) and answered here;
 3. **header size**: more than ``max_header_bytes`` of names and values answers 431;
-4. **rate limit** per client IP on ``/v1/`` paths (not preflights): 429 with Retry-After.
+4. **rate limit** per client on ``/v1/`` paths (not preflights): 429 with Retry-After. A
+   client is an IPv4 address, or an IPv6 network (``rate_limit_ipv6_prefix``, /64).
 
 Refusals of 3 and 4 carry the CORS headers of 2, so a page can read them. Then the request
 reaches the app, or, for the ``direct`` routes (``GET /v1/enrich``), that route's own ASGI
@@ -31,7 +32,7 @@ from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.gateway.errors import GatewayError, error_response
-from amperity_signal.gateway.ratelimit import TokenBuckets
+from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
 from amperity_signal.metrics import Metrics
 
@@ -117,6 +118,7 @@ class GatewayMiddleware:
         self._untimed = untimed
         self._methods = methods
         self._buckets = buckets
+        self._client_key = client_keys(settings.rate_limit_ipv6_prefix)
         self._max_header_bytes = settings.max_header_bytes
         # Settings are frozen: each key's origins (and the union, for no key) once.
         self._origins = {
@@ -207,7 +209,7 @@ class GatewayMiddleware:
             return
         if api and scope["method"] != "OPTIONS":
             client = scope.get("client")
-            wait = self._buckets.take(client[0] if client else "unknown")
+            wait = self._buckets.take(self._client_key(client[0]) if client else "unknown")
             if wait > 0:
                 error = GatewayError(
                     429,

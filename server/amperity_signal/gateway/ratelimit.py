@@ -2,9 +2,75 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+IPV6_PREFIX_RANGE = range(48, 129)
+"""The IPv6 prefix lengths a client may be keyed by: /48 (a whole site) to /128 (one address)."""
+
+IPV6_KEYS_CACHED = 4_096
+"""IPv6 addresses whose key is remembered: a returning visitor's costs a dictionary lookup."""
+
+_MAPPED = bytes(10) + b"\xff\xff"
+"""The first 12 bytes of an IPv4-mapped IPv6 address, ``::ffff:a.b.c.d``."""
+
+
+def check_ipv6_prefix(prefix: object, name: str) -> None:
+    """Refuse an IPv6 prefix length outside ``IPV6_PREFIX_RANGE``, naming ``name`` and the fix.
+
+    Raises:
+        ValueError: When ``prefix`` is not a whole number from 48 to 128.
+    """
+    if type(prefix) is not int or prefix not in IPV6_PREFIX_RANGE:
+        raise ValueError(
+            f"{name} must be a whole number from 48 to 128, got {prefix!r}; use 64, the "
+            "network one IPv6 subscriber is given (128 limits each address alone)."
+        )
+
+
+def client_keys(ipv6_prefix: int) -> Callable[[str], str]:
+    """The function giving a client address its rate-limit key: IPv4 per address, IPv6 per network.
+
+    An IPv6 subscriber is normally given a whole /64 and may use any address in it (privacy
+    extensions change it every day, and a client can pick a fresh one per request), so a
+    bucket per IPv6 address would not limit anyone. An IPv6 client is keyed by its network,
+    ``2001:db8:1:2::/64``; an IPv4-mapped address (``::ffff:203.0.113.7``, what a dual-stack
+    socket reports for an IPv4 peer) by its IPv4 address, the same key as ``203.0.113.7``.
+    Anything else (an IPv4 address, or a forwarded name such as ``unknown``) is its own key.
+
+    This runs on every API request, so it is a plain function (a callable object costs
+    three times as much to call) that parses nothing for IPv4 and builds no ``ipaddress``
+    object for IPv6 (``inet_pton``/``inet_ntop``, the last ``IPV6_KEYS_CACHED`` addresses'
+    keys remembered; figures in docs/benchmarks.md, session 16).
+
+    Args:
+        ipv6_prefix: The prefix length IPv6 clients are keyed by, 48 to 128.
+
+    Raises:
+        ValueError: When ``ipv6_prefix`` is not a whole number from 48 to 128.
+    """
+    check_ipv6_prefix(ipv6_prefix, "rate_limit_ipv6_prefix")
+    mask = ((1 << ipv6_prefix) - 1) << (128 - ipv6_prefix)
+    suffix = f"/{ipv6_prefix}"
+
+    @functools.lru_cache(maxsize=IPV6_KEYS_CACHED)
+    def ipv6_key(host: str) -> str:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        except OSError:  # not an address: a forwarded name, keyed as it is
+            return host
+        if packed[:12] == _MAPPED:
+            return socket.inet_ntop(socket.AF_INET, packed[12:])
+        network = (int.from_bytes(packed) & mask).to_bytes(16)
+        return socket.inet_ntop(socket.AF_INET6, network) + suffix
+
+    def client_key(host: str) -> str:
+        return host if ":" not in host else ipv6_key(host)  # IPv4, the usual case: as is
+
+    return client_key
 
 
 @dataclass
@@ -14,7 +80,7 @@ class _Bucket:
 
 
 class TokenBuckets:
-    """One token bucket per client key (the client IP), at most ``max_clients`` of them.
+    """One token bucket per client key (``client_keys``), at most ``max_clients`` of them.
 
     A bucket is forgotten only once it has refilled, when a fresh one would hold the same
     tokens: forgetting never hands a client back a burst it has spent. While every tracked

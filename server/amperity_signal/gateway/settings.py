@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from amperity_signal.config import Settings, load_settings
+from amperity_signal.gateway.ratelimit import check_ipv6_prefix
 
 _DEFAULT_PORTS = {"https://": ":443", "http://": ":80"}
 
@@ -55,6 +56,9 @@ class GatewaySettings:
         rate_limit_per_second: Sustained requests per second allowed per client IP.
         rate_limit_burst: Requests a client may make at once before the rate applies.
         rate_limit_max_clients: Client IPs tracked at once (``TokenBuckets``).
+        rate_limit_ipv6_prefix: The prefix length IPv6 clients are limited by, 48 to 128:
+            every address of one /64 (one subscriber's network) shares a bucket
+            (``client_keys``). IPv4 clients are limited per address.
         max_body_bytes: Largest body of a single-event route (``/v1/t``, ``/v1/p``, ``/v1/i``).
         max_batch_body_bytes: Largest body of ``/v1/batch``.
         max_batch_events: Most events one ``/v1/batch`` call may carry.
@@ -76,6 +80,7 @@ class GatewaySettings:
     rate_limit_per_second: float = 20.0
     rate_limit_burst: int = 40
     rate_limit_max_clients: int = 100_000
+    rate_limit_ipv6_prefix: int = 64
     max_body_bytes: int = 32 * 1024
     max_batch_body_bytes: int = 256 * 1024
     max_batch_events: int = 100
@@ -106,6 +111,7 @@ class GatewaySettings:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"GatewaySettings.{name} must be positive, got {value!r}.")
+        check_ipv6_prefix(self.rate_limit_ipv6_prefix, "GatewaySettings.rate_limit_ipv6_prefix")
         keys = [p.pipeline_key for p in self.pipelines]
         if len(keys) != len(set(keys)):
             raise ValueError("GatewaySettings.pipelines lists a pipeline_key twice.")

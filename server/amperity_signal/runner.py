@@ -30,7 +30,7 @@ from amperity_signal.gateway.server import split_address
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
-from amperity_signal.service.app import Deps, build_server
+from amperity_signal.service.app import Deps, build_server, report_configuration
 
 log = logging.getLogger("amperity_signal.server")
 
@@ -127,6 +127,9 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
         }
     )
     settings = settings.model_copy(update={"server": server})
+    # Key expiry, setup advice, proxies: the same for every worker, so said once, here;
+    # each worker still logs its own start and stop.
+    report_configuration(settings)
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.
@@ -200,24 +203,26 @@ def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str], log_l
     # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
     configure_logging(logging.getLevelName(log_level), secrets=settings.secret_values())
     try:
-        _run(settings, gateway, reuse_port=True)
+        _run(settings, gateway, reuse_port=True, report=False)
     except CannotListen as error:
         failures.put(error.message)
         sys.exit(EXIT_CANNOT_LISTEN)
 
 
-def _run(settings: Settings, gateway: bool, reuse_port: bool) -> int:
+def _run(settings: Settings, gateway: bool, *, reuse_port: bool, report: bool = True) -> int:
     fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
-    uvloop.run(_serve(settings, gateway, reuse_port))
+    uvloop.run(_serve(settings, gateway, reuse_port=reuse_port, report=report))
     return 0
 
 
-async def _serve(settings: Settings, gateway: bool, reuse_port: bool) -> None:
+async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report: bool) -> None:
     metrics = Metrics()
     address = settings.server.grpc_address
     check_bindable("server.grpc_address", address, reuse_port=reuse_port)
     # Bound here rather than by build_server, so that a failure is known to be the bind.
-    service = build_server(settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port)
+    service = build_server(
+        settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port, report=report
+    )
     try:
         service.port = service.server.add_insecure_port(address)
     except RuntimeError as error:

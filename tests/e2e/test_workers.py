@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 
@@ -60,3 +61,32 @@ async def test_two_workers_share_the_ports_and_aggregate_metrics(stack: Stack) -
     assert len(await sandbox.events()) == 30
     service.process.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+
+
+async def test_configuration_warnings_are_logged_once_whatever_the_workers(stack: Stack) -> None:
+    """Key expiry, NO_PROXY and route lines once under --workers 2; each worker's own twice.
+
+    The keys minted for the stack expire within the hour (a warning each), and NO_PROXY
+    carries an entry that is no range (a warning); the sandbox is reached directly.
+    """
+    sandbox = await stack.sandbox()
+    env = {"HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,10.0.0/8"}
+    service = await stack.service(sandbox, args=("--workers", "2"), env=env)
+    for _ in range(100):
+        if sum(line.startswith("gateway listening") for line in service.process.lines) == 2:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"two workers did not start: {service.process.lines}")
+    service.process.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+    messages = [json.loads(line)["msg"] for line in service.process.log.read_text().splitlines()]
+
+    def count(fragment: str) -> int:
+        return sum(fragment in message for message in messages)
+
+    assert count("api_key expires in") == 2, messages  # api_key and profile_api_key
+    assert count("NO_PROXY entry '10.0.0/8' is ignored") == 1, messages
+    assert count("integration web reaches") == 1, messages
+    assert count("shutting down") == 2, messages  # each worker's own line
+    assert sum(line.startswith("grpc listening") for line in service.process.lines) == 2

@@ -164,11 +164,18 @@ class Service:
 
 
 def build_server(
-    settings: Settings, deps: Deps | None = None, *, bind: bool = True, reuse_port: bool = False
+    settings: Settings,
+    deps: Deps | None = None,
+    *,
+    bind: bool = True,
+    reuse_port: bool = False,
+    report: bool = True,
 ) -> Service:
     """Compose the gRPC server for ``settings``; bind it to ``[server] grpc_address``.
 
     ``reuse_port`` (SO_REUSEPORT) is for ``--workers``: several processes share the port.
+    ``report`` logs the configuration's warnings and routes (``report_configuration``); a
+    ``--workers`` worker passes False, its parent having logged them once for all.
     """
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
@@ -190,9 +197,9 @@ def build_server(
             for integration in settings.integrations
         ]
     )
-    report_key_expiry(settings, deps.metrics)
-    if deps.transport is None:
-        report_proxies(settings)
+    set_key_expiry(settings, deps.metrics)
+    if report:
+        report_configuration(settings, proxies=deps.transport is None)
     clients = {i.id: i.client for i in registry}
     enricher = Enricher(
         settings.cache,
@@ -264,17 +271,30 @@ def build_server(
     )
 
 
-def report_key_expiry(settings: Settings, metrics: Metrics) -> None:
-    """Set the days-to-expiry gauge of every key; log keys near expiry and setup advice."""
-    now = datetime.now(UTC)
+def set_key_expiry(settings: Settings, metrics: Metrics) -> None:
+    """Set the days-to-expiry gauge of every key (in each process: its own metrics)."""
     for integration in settings.integrations:
         keys = {"api_key": integration.api_key, "profile_api_key": integration.profile_api_key}
         for name, secret in keys.items():
             expires = jwt_expiry(secret.get_secret_value()) if secret else None
             if expires is not None:
                 metrics.key_expires(integration.id, name, expires)
+
+
+def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
+    """Log what the configuration warrants at start, once per service (not per worker).
+
+    Keys near expiry and setup advice as warnings, then (with ``proxies``; off when a test
+    transport replaces the network) the CA certificates and proxy route of Amperity's calls.
+    Nothing here is checked again later: the expiry gauge (``set_key_expiry``) is what is
+    kept current, at every scrape.
+    """
+    now = datetime.now(UTC)
+    for integration in settings.integrations:
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
+    if proxies:
+        report_proxies(settings)
 
 
 def report_proxies(settings: Settings) -> None:

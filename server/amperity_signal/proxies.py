@@ -1,7 +1,8 @@
 """Outbound proxies from the environment, read as httpx reads them (``trust_env``).
 
 ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``ALL_PROXY`` (lower case too, which wins) name the
-proxy for http, https or any URL; a value without a scheme means ``http://``. ``NO_PROXY``
+proxy for http, https or any URL; a value without a scheme means ``http://``, one without a
+port the scheme's default (80, or 443 for ``https://``), as httpx reads them. ``NO_PROXY``
 lists what is reached directly, comma-separated: ``*`` (nothing goes through a proxy), a
 host (it and its subdomains), ``.host`` (its subdomains only), an IP address or
 ``localhost`` (exactly), each optionally with ``:port``, or a ``scheme://host`` pattern.
@@ -186,35 +187,85 @@ def _proxy_variables(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
 
 
 def _parse_proxy(variable: str, value: str, problems: list[ConfigProblem]) -> Proxy | None:
-    """The proxy a variable names, or None with a problem saying how to write it."""
+    """The proxy a variable names, or None with a problem saying how to write it.
+
+    A URL without a port (``http://proxy.internal``, ``http://proxy:``) is the scheme's
+    default port, 80 for ``http://`` and 443 for ``https://``, as httpx (httpcore) and
+    urllib take it (curl would try 1080).
+    """
     text = value.strip() if "://" in value else f"http://{value.strip()}"
+    shown = _redacted(text)
     try:
         url = URL(text)
-        host, port = url.host, url.port
+        host = url.host
     except ValueError:
-        host, port, url = None, None, URL()
-    shown = _redacted(text)
-    if host is None or port is None or url.scheme not in _PROXY_SCHEMES:
-        why = (
-            f"is {shown}, a {url.scheme} proxy: Amperity calls go through HTTP proxies only."
-            if host and url.scheme not in _PROXY_SCHEMES
-            else f"is {shown}, which is not a proxy URL (scheme://host:port)."
-        )
+        host, url = None, URL()
+    port_text = _port_text(text)
+    why = _unusable(text, shown, url.scheme, host, port_text)
+    if why is not None or not host:  # no host always has a why: this narrows host
         problems.append(
-            ConfigProblem(
-                f"environment variable {variable}",
-                why,
-                "set it to http://host:port (with credentials, http://user:password@host:port; "
-                "percent-encode @ : / in them), or unset it.",
-            )
+            ConfigProblem(f"environment variable {variable}", why or shown, _PROXY_URL_FIX)
         )
         return None
+    port = int(port_text) if port_text else _DEFAULT_PORTS[url.scheme]
     authorization = None
     if url.raw_user is not None:
         userinfo = f"{url.user or ''}:{url.password or ''}".encode()
         authorization = "Basic " + base64.b64encode(userinfo).decode("ascii")
-    bare = URL.build(scheme=url.scheme, host=host, port=port, encoded=True)
+    bare = URL.build(scheme=url.scheme, host=host, port=port)
+    # As it may be shown: the port always written, so "no port" reads as the port it means.
+    address = f"[{host}]" if ":" in host else bare.raw_host
+    credentials = f"{_REDACTED}@" if url.raw_user is not None else ""
+    shown = f"{url.scheme}://{credentials}{address}:{port}"
     return Proxy(url=bare, authorization=authorization, shown=shown, variable=variable)
+
+
+_PROXY_URL_FIX = (
+    "set it to http://host:port (with credentials, http://user:password@host:port; "
+    "percent-encode @ : / ? # in them; an IPv6 address in brackets, http://[fd00::1]:3128), "
+    "or unset it. Without a port, http:// means port 80 and https:// 443."
+)
+
+
+def _unusable(text: str, shown: str, scheme: str, host: str | None, port_text: str) -> str | None:
+    """Why a proxy URL cannot be used, or None.
+
+    Only ``shown`` (credentials redacted) is quoted: with an unencoded ``/`` in the
+    password, what a parser reads as the host and the port is part of the credentials.
+    """
+    hostport = _authority(text).rpartition("@")[2]
+    if "@" in text.partition("://")[2] and "@" not in _authority(text):
+        return (
+            f"is {shown}, whose credentials hold a / ? or # that is not percent-encoded, "
+            "which ends the host part before the @."
+        )
+    if not hostport.startswith("[") and hostport.count(":") > 1:
+        return f"is {shown}, an IPv6 address without brackets, which cannot be told from its port."
+    if port_text and not (
+        port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65_536
+    ):
+        return f"is {shown}, whose port is not a number from 1 to 65535."
+    if host and scheme not in _PROXY_SCHEMES:
+        return f"is {shown}, a {scheme} proxy: Amperity calls go through HTTP proxies only."
+    if not host:
+        return f"is {shown}, which is not a proxy URL (scheme://host:port)."
+    return None
+
+
+def _port_text(url: str) -> str:
+    """The port of a URL as written ("" for none or an empty one)."""
+    hostport = _authority(url).rpartition("@")[2]
+    if hostport.startswith("["):
+        return hostport.partition("]")[2].removeprefix(":")
+    return hostport.rpartition(":")[2] if ":" in hostport else ""
+
+
+def _authority(url: str) -> str:
+    """The ``[userinfo@]host[:port]`` of a URL as written, up to its path, query or fragment."""
+    rest = url.partition("://")[2]
+    for end in "/?#":
+        rest = rest.partition(end)[0]
+    return rest
 
 
 def _redacted(text: str) -> str:

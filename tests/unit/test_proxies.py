@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 
+import httpcore
 import httpx
 import pytest
 
+from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
 from amperity_signal.config import settings_from_dict
 from amperity_signal.errors import ConfigError
 from amperity_signal.proxies import ProxyRules
@@ -264,3 +267,93 @@ def test_serve_logs_each_ignored_no_proxy_entry_once_at_start_up(
         "NO_PROXY entry '10.0.0/8'",
     ]
     assert "through the proxy" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "url", "shown"),
+    [
+        ("http://proxy.internal", "http://proxy.internal", "http://proxy.internal:80"),
+        (f"http://signal:{SECRET}@proxy", "http://proxy", "http://[REDACTED]@proxy:80"),
+        ("http://proxy:", "http://proxy", "http://proxy:80"),
+        ("http://proxy.internal/", "http://proxy.internal", "http://proxy.internal:80"),
+        ("proxy.internal", "http://proxy.internal", "http://proxy.internal:80"),
+        ("https://proxy.internal", "https://proxy.internal", "https://proxy.internal:443"),
+        ("http://[::1]", "http://[::1]", "http://[::1]:80"),
+        ("http://[fd00::1]:3128", "http://[fd00::1]:3128", "http://[fd00::1]:3128"),
+    ],
+)
+def test_a_proxy_without_a_port_is_the_schemes_default_port_as_in_httpx(
+    value: str, url: str, shown: str
+) -> None:
+    """No port (or an empty one) is 80 for http://, 443 for https://: httpcore's choice.
+
+    The port is then written out wherever the proxy is shown, so a forgotten :3128 is seen.
+    """
+    proxy = ProxyRules.from_environ({"HTTPS_PROXY": value}).proxy_for("https", "a.test", None)
+
+    assert proxy is not None
+    assert (str(proxy.url), proxy.shown) == (url, shown)
+    httpx_proxy = httpx.Proxy(value if "://" in value else f"http://{value}").url
+    origin = httpcore.URL(
+        scheme=httpx_proxy.raw_scheme, host=httpx_proxy.raw_host, port=httpx_proxy.port, target="/"
+    ).origin
+    assert (proxy.url.host, proxy.url.port) == (origin.host.decode(), origin.port)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("http://proxy:0", "whose port is not a number from 1 to 65535"),
+        ("http://proxy:99999", "whose port is not a number from 1 to 65535"),
+        (f"http://signal:{SECRET}@proxy:31x8", "whose port is not a number from 1 to 65535"),
+        ("http://proxy: 3128", "whose port is not a number from 1 to 65535"),
+        ("http://proxy:+3128", "whose port is not a number from 1 to 65535"),
+        ("http://fd00::1:3128", "an IPv6 address without brackets"),
+        (f"http://signal:{SECRET}/x@proxy:3128", "a / ? or # that is not percent-encoded"),
+        (f"http://signal:1234/{SECRET}@proxy", "a / ? or # that is not percent-encoded"),
+    ],
+)
+def test_a_proxy_with_a_bad_port_is_refused_naming_the_variable_and_the_fix(
+    value: str, why: str
+) -> None:
+    """A port that is none, or a password read as one, is a problem; the password unshown."""
+    table = integration_dict("https://acme.amperity.com", mint_keys())
+
+    with pytest.raises(ConfigError) as refused:
+        settings_from_dict({"integrations": [table]}, {"HTTPS_PROXY": value})
+
+    (problem,) = refused.value.problems
+    text = str(problem)
+    assert text.startswith("environment variable HTTPS_PROXY: is ") and why in text
+    assert "Fix: set it to http://host:port" in text and "http:// means port 80" in text
+    assert SECRET not in text and "1234" not in text
+
+
+async def test_an_ipv6_literal_proxy_is_reached() -> None:
+    """HTTP_PROXY=http://user:password@[::1]:PORT: the request goes to that proxy."""
+    received: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    environ = {"HTTP_PROXY": f"http://signal:{SECRET}@[::1]:{port}"}
+    transport = AiohttpTransport(max_connections=1, proxies=ProxyRules.from_environ(environ))
+    try:
+        request = httpx.Request("POST", "http://amperity.test/prof/events", content=b"{}")
+        response = await transport.handle_async_request(request)
+        await response.aclose()
+    finally:
+        await transport.aclose()
+        server.close()
+        await server.wait_closed()
+
+    assert response.status_code == 202
+    (head,) = received
+    assert head.startswith(b"POST http://amperity.test/prof/events HTTP/1.1\r\n")
+    credentials = base64.b64encode(f"signal:{SECRET}".encode())
+    assert b"Proxy-Authorization: Basic " + credentials in head

@@ -15,13 +15,13 @@ already is a 64-hex digest is sent as it is (only its case follows the scheme).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from amperity_signal.config import LinkingKey
+from amperity_signal.enrich.keys import sha256_hex
 from amperity_signal.phone import normalise_phone
 
 LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
@@ -68,7 +68,7 @@ def prepare(source: str, scheme: str | None, raw: str) -> str | None:
     if _DIGEST.fullmatch(value):
         return value.upper() if upper else value.lower()
     normalised = value.upper() if upper else value.lower()
-    digest = hashlib.sha256(normalised.encode()).hexdigest()
+    digest = sha256_hex(normalised.encode())
     return digest.upper() if upper else digest
 
 

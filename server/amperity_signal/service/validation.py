@@ -42,11 +42,12 @@ def checked_event_dict(
     *,
     message_id: str = "",
     received_at: datetime | None = None,
+    context: bool = True,
 ) -> dict[str, Any]:
     """``event_to_dict`` of a valid event; InvalidEvent exactly as ``validate_event`` raises it.
 
-    ``message_id`` and ``received_at`` are ``event_to_dict``'s defaults for an event that
-    has no message_id or timestamp.
+    ``message_id``, ``received_at`` and ``context`` are passed to ``event_to_dict`` (the
+    context is validated either way).
 
     One walk over the Structs instead of two (validation, then conversion: a quarter of an
     Enrich hit's Python time): they are converted by a walker that checks the limits on
@@ -55,12 +56,14 @@ def checked_event_dict(
     """
     try:
         validate_event(event, max_bytes=max_bytes, structs=False)
-        return event_to_dict(event, _checked_struct, message_id=message_id, received_at=received_at)
+        return event_to_dict(
+            event, _checked_struct, message_id=message_id, received_at=received_at, context=context
+        )
     except (InvalidEvent, _OverLimit):
         validate_event(event, max_bytes=max_bytes)  # raises, naming every violation at once
     # The walker and validate_event check the same limits; should they ever disagree, the
     # validator's judgement stands and the event is converted as it is.
-    return event_to_dict(event, message_id=message_id, received_at=received_at)
+    return event_to_dict(event, message_id=message_id, received_at=received_at, context=context)
 
 
 class _OverLimit(Exception):

@@ -16,19 +16,8 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from .enrich_fakes import FakeProfileClient, integration
 
 ALICE_EMAIL = "alice@example.com"
-
-
-class _Context:
-    """The servicer context methods Enrich calls."""
-
-    def time_remaining(self) -> float:
-        return 10.0
-
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-    async def abort_with_status(self, status: Any) -> None:
-        raise AssertionError(status)
+# The servicer context methods Enrich calls on a call that succeeds.
+CONTEXT = mock.Mock(**{"time_remaining.return_value": 10.0, "invocation_metadata.return_value": ()})
 
 
 def _servicer(settings: IntegrationSettings, enricher: Enricher) -> AmperityServicer:
@@ -104,7 +93,7 @@ async def test_enrich_converts_the_context_only_for_a_mapping_that_reads_it(
     enricher.enrich = spied
     settings = _mapped(*sources)
     request = pb.EnrichRequest(integration_id=settings.id, event=_event())
-    response = await _servicer(settings, enricher).Enrich(request, _Context())  # type: ignore[arg-type]
+    response = await _servicer(settings, enricher).Enrich(request, CONTEXT)
 
     assert given[0].get("context") == seen
     assert response.resolved

@@ -201,6 +201,8 @@ def _check_context(
         for field, value in sub.ListFields():
             if isinstance(value, str) and len(value) > MAX_STRING:
                 out.append(FieldViolation(f"{prefix}.{name}.{field.name}", _too_long()))
+    if not context.HasField("consent"):  # most events: nothing below to check
+        return
     if len(context.consent.categories) > MAX_KEYS:
         out.append(
             FieldViolation(f"{prefix}.consent.categories", f"has more than {MAX_KEYS} entries.")

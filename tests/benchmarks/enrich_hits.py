@@ -4,7 +4,7 @@
 
 (with the venv's python) writes the startup to part 1 and 300 hits to part 2
 (``callgrind.out.PID.2``): its ``summary`` line over 300 is the instructions per hit,
-repeatable to ~0.1 %. With ``--cold`` the caches are evicted before each hit
+repeatable within ~1k. With ``--cold`` the caches are evicted before each hit
 (``inprocess.COLD_BYTES``) and each hit gets its own part (the even ones: 2, 4, ...); run
 it with ``--cache-sim=yes --LL=2097152,16,64`` and the misses of those parts are how much
 code and memory one cold hit touches, the figure that predicts a hit under load

@@ -19,15 +19,11 @@ import gc
 import os
 from typing import Any
 
-import httpx
 import uvloop
 
-from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.benchmarks.bench_enrich import HOT_CACHE, enrich_requests
-from tests.benchmarks.inprocess import _amperity, _Context, _evictor
-from tests.benchmarks.sink import ATTRIBUTES
-from tests.support import integration_dict, mint_keys, settings_for
+from tests.benchmarks.bench_enrich import enrich_requests
+from tests.benchmarks.inprocess import _Context, _evictor, bench_server
 
 VISITORS = 30
 WARM_UP = 100
@@ -35,22 +31,8 @@ WARM_UP = 100
 
 async def run(hits: int, *, cold: bool) -> None:
     """Fill the cache, then make ``hits`` Enrich hits between ``os.getppid()`` markers."""
-    table = integration_dict(
-        "http://amperity.test",
-        mint_keys(ttl=86_400),
-        personalisation_enabled=True,
-        personalisation_context_mappings=[
-            {"source": "properties.category", "target": "pageCategory"}
-        ],
-        rate_limit_per_second=10_000,
-        browser_attribute_allowlist=list(ATTRIBUTES),
-    )
-    settings = settings_for(table, cache={"backend": "memory", **HOT_CACHE})
-    service = build_server(settings, Deps(transport=httpx.MockTransport(_amperity)))
+    _, _, methods = bench_server()
     context: Any = _Context()
-    methods: dict[str, Any] = {
-        path.rsplit("/", 1)[1]: handler.unary_unary for path, handler in service.handlers.items()
-    }
     enrich = methods["Enrich"]
     raw = enrich_requests(VISITORS)
     for i in range(VISITORS + WARM_UP):  # the first round fills the cache

@@ -83,7 +83,15 @@ def _checked_fields(struct: struct_pb2.Struct, depth: int, budget: list[int]) ->
     for key in fields:
         if len(key) > MAX_STRING:
             raise _OverLimit
-        out[key] = _checked_value(fields[key], depth, budget)
+        value = fields[key]
+        if value.HasField("string_value"):  # most values: _checked_value's string case inline
+            budget[0] -= 1
+            text = value.string_value
+            if budget[0] < 0 or len(text) > MAX_STRING:
+                raise _OverLimit
+            out[key] = text
+        else:
+            out[key] = _checked_value(value, depth, budget)
     return out
 
 
@@ -148,17 +156,18 @@ def validate_event(
                 "the Datafly anonymous identifier (the _dfid cookie).",
             )
         )
-    if not event.type:
+    kind = event.type  # each read of a proto string field makes a new str
+    if not kind:
         violations.append(
             FieldViolation(f"{prefix}.type", f"is required: one of {', '.join(EVENT_TYPES)}.")
         )
-    elif event.type not in EVENT_TYPES:
+    elif kind not in EVENT_TYPES:
         violations.append(
             FieldViolation(
-                f"{prefix}.type", f"{event.type[:40]!r} is not one of {', '.join(EVENT_TYPES)}."
+                f"{prefix}.type", f"{kind[:40]!r} is not one of {', '.join(EVENT_TYPES)}."
             )
         )
-    if event.type == "track" and not event.event:
+    if kind == "track" and not event.event:
         violations.append(FieldViolation(f"{prefix}.event", "a track event needs a name."))
     # A string of more than MAX_STRING characters takes more than MAX_STRING bytes on the
     # wire, so in an event no larger than that no string can be too long.

@@ -86,8 +86,8 @@ async def test_the_node_client_reads_a_timestamp_as_the_python_client_does() -> 
     """West of UTC too: the same instant from both clients, or the same refusal.
 
     Node runs under TZ=America/New_York, where Date.parse read an offset-less timestamp
-    5 hours late and rolled Feb 30 over to Mar 2. Where the gateway's reading differs
-    from theirs is pinned by tests/unit/test_timestamp_parity.py.
+    5 hours late and rolled Feb 30 over to Mar 2. That the gateway reads each as the
+    Python client does, to the same words, is pinned by tests/unit/test_timestamp_parity.py.
     """
     node = require_binary("node")
     process = await asyncio.create_subprocess_exec(

@@ -158,6 +158,83 @@ async def test_timestamp_beyond_the_calendar_in_utc_is_a_400_naming_it(
     assert service.fake.delivered == []
 
 
+# What fromisoformat took and RFC 3339 (and so the clients) does not; each was delivered.
+NOT_RFC_3339 = [
+    "2025-01-31x12:00:00Z",
+    "2025-01-31T12:00:00-05:60",
+    "2025-W05-5T12:00:00Z",
+    "20250131T120000Z",
+    "2025-01-31",
+    "2025-01-31T12:00",
+    "2025-01-31T12:00:00,250Z",
+    "2025-01-31T12:00:00.Z",
+    "2025-01-31T13:00:00+0100",
+    "2025-01-31T13:00:00+01",
+]
+
+
+@pytest.mark.parametrize("timestamp", NOT_RFC_3339)
+async def test_a_timestamp_that_is_not_rfc_3339_is_a_400_naming_it_with_an_example(
+    gateway: httpx.AsyncClient, service: RunningService, timestamp: str
+) -> None:
+    """Read as the clients read it: week dates, `+0100`, a date alone… are refused, not sent."""
+    response = await gateway.post("/v1/t", json={**EVENT, "timestamp": timestamp}, headers=KEY)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_EVENT", "timestamp")
+    assert error["message"].startswith("timestamp: ")
+    assert "RFC 3339" in error["message"] or "offset out of range" in error["message"]
+    assert "such as 2025-01-31T12:00:00.000Z" in error["message"]
+    assert service.fake.delivered == []
+
+
+async def test_a_week_date_is_refused_in_the_clients_words(gateway: httpx.AsyncClient) -> None:
+    """The whole message, as a client would word it for its own field."""
+    response = await gateway.post("/v1/t", json={**EVENT, "timestamp": "2025-W05-5"}, headers=KEY)
+    assert response.json()["error"]["message"] == (
+        "timestamp: is not an RFC 3339 date-time such as 2025-01-31T12:00:00.000Z."
+    )
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "seconds", "nanos"),
+    [
+        ("2025-01-31t12:00:00z", 1_738_324_800, 0),  # RFC 3339 allows lowercase t and z
+        ("2025-01-31 12:00:00Z", 1_738_324_800, 0),  # and a space (the note in 5.6)
+        ("2025-01-31T12:00:00", 1_738_324_800, 0),  # no offset is UTC
+        ("2025-01-31T13:00:00.123456789+01:00", 1_738_324_800, 123_456_789),
+    ],
+)
+async def test_an_rfc_3339_timestamp_is_delivered_to_the_nanosecond(
+    gateway: httpx.AsyncClient,
+    service: RunningService,
+    timestamp: str,
+    seconds: int,
+    nanos: int,
+) -> None:
+    """Lowercase t/z were refused, and a fraction was cut to microseconds."""
+    response = await gateway.post("/v1/t", json={**EVENT, "timestamp": timestamp}, headers=KEY)
+    assert response.status_code == 200, response.text
+    stamp = service.fake.delivered[-1].request.event.timestamp
+    assert (stamp.seconds, stamp.nanos) == (seconds, nanos)
+
+
+async def test_batch_refuses_only_the_event_whose_timestamp_is_not_rfc_3339(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """In a batch the error names batch[i].timestamp; the other events are delivered."""
+    batch = [
+        {**EVENT, "messageId": "b-1", "timestamp": "2025-01-31T13:00:00+0100"},
+        {**EVENT, "messageId": "b-2", "timestamp": "2025-01-31t12:00:00z"},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["messageId"], r["ok"]) for r in results] == [("b-1", False), ("b-2", True)]
+    assert results[0]["error"].startswith("batch[0].timestamp: is not an RFC 3339 date-time")
+    assert [d.request.event.message_id for d in service.fake.delivered] == ["b-2"]
+
+
 async def test_batch_reports_an_out_of_range_timestamp_on_its_event(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:

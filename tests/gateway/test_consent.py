@@ -275,6 +275,39 @@ async def test_consent_forwards_when_the_visitor_chose(
     )
 
 
+async def test_consented_at_keeps_nanoseconds(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """The fraction reaches consented_at whole; it was cut to microseconds."""
+    response = await gateway.post(
+        "/v1/consent",
+        json={"anonymousId": "v", "consent": {}, "consentedAt": "2025-01-31t12:00:00.123456789z"},
+        headers={"X-Pipeline-Key": KNOWN_KEY},
+    )
+    assert response.status_code == 200, response.text
+    (request,) = service.fake.consent_requests
+    assert (request.consented_at.seconds, request.consented_at.nanos) == (
+        1_738_324_800,
+        123_456_789,
+    )
+
+
+@pytest.mark.parametrize("consented_at", ["2025-01-31T12:00", "2025-01-31", "2025-W05-5"])
+async def test_a_consented_at_that_is_not_rfc_3339_is_a_400_naming_it(
+    gateway: httpx.AsyncClient, service: RunningService, consented_at: str
+) -> None:
+    """Read as an event's timestamp is; fromisoformat took these, and the state was kept."""
+    body = {"anonymousId": "v", "consent": {}, "consented_at": consented_at}
+    response = await gateway.post("/v1/consent", json=body, headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_CONSENT",
+        "message": "consented_at: is not an RFC 3339 date-time such as 2025-01-31T12:00:00.000Z.",
+        "field": "consented_at",
+    }
+    assert service.fake.consent_requests == []
+
+
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 
 from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -85,7 +84,7 @@ class ServiceClient:
         pipeline_key: str,
         anonymous_id: str,
         consent: pb.Consent,
-        consented_at: datetime | None = None,
+        consented_at: timestamp_pb2.Timestamp | None = None,
     ) -> bool:
         """Keep the visitor's consent state; whether the page may see the profile.
 
@@ -98,7 +97,7 @@ class ServiceClient:
             pipeline_key=pipeline_key, anonymous_id=anonymous_id, consent=consent
         )
         if consented_at is not None:
-            request.consented_at.FromDatetime(consented_at)
+            request.consented_at.CopyFrom(consented_at)
         response = await self._service().RecordConsent(request, timeout=self._rpc_timeout)
         return response.profile_allowed
 

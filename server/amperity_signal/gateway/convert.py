@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from amperity_signal import rfc3339
 from amperity_signal.gateway.errors import GatewayError, InvalidFieldError
 from amperity_signal.gateway.jsonbody import check_value
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -88,30 +89,19 @@ def _struct(value: Any, field: str) -> struct_pb2.Struct | None:
     return struct
 
 
-def _timestamp(value: Any, field: str, now: datetime) -> datetime:
-    return now if value is None else _moment(value, field)
+def _timestamp(value: Any, field: str) -> tuple[int, int]:
+    """An RFC 3339 date-time string as a Timestamp's (seconds, nanos); no offset means UTC.
 
-
-def _moment(value: Any, field: str) -> datetime:
-    """An ISO 8601 date-time string as an aware UTC datetime (no offset means UTC)."""
+    The clients' grammar (``amperity_signal.rfc3339``): what they refuse is a 400 here too,
+    in their words, naming ``field``. The caller sets the parts on its own Timestamp
+    (building one and ``CopyFrom`` costs ~3x the two assignments; ``FromDatetime`` ~8x).
+    """
     if not isinstance(value, str):
-        raise InvalidFieldError(field, "must be an ISO 8601 string such as 2025-01-31T12:00:00Z.")
+        raise InvalidFieldError(field, f"must be an RFC 3339 string {rfc3339.EXAMPLE}.")
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidFieldError(
-            field, "is not an ISO 8601 date-time such as 2025-01-31T12:00:00.000Z."
-        ) from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        # In UTC here: the proto Timestamp converts anyway, and near year 1 or 9999 an
-        # offset pushes the instant out of datetime's range (OverflowError, a 500).
-        return moment.astimezone(UTC)
-    except OverflowError:
-        raise InvalidFieldError(
-            field, "is out of range; send a date-time such as 2025-01-31T12:00:00.000Z."
-        ) from None
+        return rfc3339.timestamp_parts(value)
+    except rfc3339.TimestampError as error:
+        raise InvalidFieldError(field, str(error)) from None
 
 
 def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Event:
@@ -147,7 +137,12 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
             f"{prefix}anonymousId",
             "an event needs an anonymousId (or the _dfid cookie) or a userId.",
         )
-    event.timestamp.FromDatetime(_timestamp(data.get("timestamp"), f"{prefix}timestamp", facts.now))
+    timestamp = data.get("timestamp")
+    if timestamp is None:
+        event.timestamp.FromDatetime(facts.now)
+    else:
+        stamp = event.timestamp
+        stamp.seconds, stamp.nanos = _timestamp(timestamp, f"{prefix}timestamp")
     for name in ("properties", "traits"):
         struct = _struct(data.get(name), f"{prefix}{name}")
         if struct is not None:
@@ -227,7 +222,7 @@ def consent_from_json(value: Any, field: str = "consent") -> pb.Consent:
         raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
 
 
-def consented_at_from_json(data: Mapping[str, Any]) -> datetime | None:
+def consented_at_from_json(data: Mapping[str, Any]) -> timestamp_pb2.Timestamp | None:
     """When the visitor made the choice a ``POST /v1/consent`` body carries, if it says.
 
     ``consentedAt`` (or ``consented_at``) is an RFC 3339 date-time; absent or null means
@@ -240,9 +235,10 @@ def consented_at_from_json(data: Mapping[str, Any]) -> datetime | None:
     if name is None:
         return None
     try:
-        return _moment(data[name], name)
+        seconds, nanos = _timestamp(data[name], name)
     except InvalidFieldError as error:
         raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
 def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:

@@ -79,7 +79,12 @@ SCHEMAS: dict[str, Any] = {
             "anonymousId": {"type": "string"},
             "userId": {"type": "string"},
             "canonicalId": {"type": "string"},
-            "timestamp": {"type": "string", "format": "date-time"},
+            "timestamp": {
+                "type": "string",
+                "format": "date-time",
+                "description": "RFC 3339, read to the nanosecond; no offset means UTC. "
+                "Absent means when the gateway receives it.",
+            },
             "properties": {"type": "object"},
             "traits": {"type": "object"},
             "context": {
@@ -123,9 +128,10 @@ SCHEMAS: dict[str, Any] = {
             "consentedAt": {
                 "type": "string",
                 "format": "date-time",
-                "description": "When the visitor made this choice (RFC 3339; consented_at is "
-                "also accepted); absent means when the service receives it. An older state "
-                "never replaces a newer one (events count by their timestamp). More than 5 "
+                "description": "When the visitor made this choice (RFC 3339, no offset means "
+                "UTC; consented_at is also accepted); absent means when the service receives "
+                "it. An older state never replaces a newer one (events count by their "
+                "timestamp). More than 5 "
                 "minutes ahead of the service's clock is a 400 INVALID_CONSENT.",
             },
         },

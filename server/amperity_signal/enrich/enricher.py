@@ -20,12 +20,10 @@ from amperity_signal.enrich.cache import LOGGER_NAME, CacheBackend, Jitter
 from amperity_signal.enrich.codec import JsonCache
 from amperity_signal.enrich.identifiers import (
     Candidate,
-    candidates,
-    learnable,
-    needs_identity_map,
+    event_candidates,
     page_candidates,
+    read_identifiers,
     remembers_any,
-    visitor_id,
 )
 from amperity_signal.enrich.identity import IdentityMap
 from amperity_signal.enrich.keys import profile_scope
@@ -236,15 +234,13 @@ class Enricher:
         """
         linking_keys = integration.linking_keys
         remembered: dict[str, str] = {}
-        anonymous_id = visitor_id(event)
-        learned = learnable(linking_keys, event) if anonymous_id is not None else {}
-        if anonymous_id is not None and learned:
-            remembered, _ = await self.identity_map.merge(
-                integration.id, event, linking_keys, learned=learned
-            )
-        elif anonymous_id is not None and needs_identity_map(linking_keys, event):
-            remembered = await self.identity_map.identifiers(integration.id, anonymous_id)
-        found = candidates(linking_keys, event, remembered, learned)
+        ids = read_identifiers(linking_keys, event)
+        visitor = ids.visitor
+        if visitor is not None and ids.learned:
+            remembered, _ = await self.identity_map.learn(integration.id, visitor, ids.learned)
+        elif visitor is not None and ids.lacking:
+            remembered = await self.identity_map.identifiers(integration.id, visitor)
+        found = event_candidates(linking_keys, ids.prepared, remembered)
         return await self._resolved(integration, client, found, deadline, scope)
 
     async def _resolved(

@@ -15,13 +15,13 @@ already is a 64-hex digest is sent as it is (only its case follows the scheme).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from amperity_signal.config import LinkingKey
+from amperity_signal.enrich.keys import sha256_hex
 from amperity_signal.phone import normalise_phone
 
 LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
@@ -68,7 +68,7 @@ def prepare(source: str, scheme: str | None, raw: str) -> str | None:
     if _DIGEST.fullmatch(value):
         return value.upper() if upper else value.lower()
     normalised = value.upper() if upper else value.lower()
-    digest = hashlib.sha256(normalised.encode()).hexdigest()
+    digest = sha256_hex(normalised.encode())
     return digest.upper() if upper else digest
 
 
@@ -108,14 +108,6 @@ def visitor_id(event: Mapping[str, Any]) -> str | None:
     return _text(event.get("anonymous_id")) or _text(event.get("canonical_id"))
 
 
-def needs_identity_map(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> bool:
-    """Whether some remembered source is missing on the event, so the map is worth reading."""
-    return any(
-        lk.source in LEARNABLE_SOURCES and source_value(event, lk.source) is None
-        for lk in linking_keys
-    )
-
-
 def learnable(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> dict[str, str]:
     """The identity-map fields an event teaches, prepared for each configured scheme.
 
@@ -133,39 +125,87 @@ def learnable(linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]) -> d
     return found
 
 
-def candidates(
+class EventIdentifiers(NamedTuple):
+    """What one event tells about its visitor, each linking key's source read once.
+
+    Attributes:
+        visitor: ``visitor_id(event)``, the id the identity map files the visitor under.
+        learned: ``learnable(linking_keys, event)``, the identity-map fields it teaches.
+        lacking: Whether a source the identity map remembers is missing on the event, so
+            the map is worth reading.
+        prepared: Per linking key, in order: the value the event gives it, prepared for
+            its scheme; ``""`` when the event's value cannot be sent (a phone that is no
+            number), None when the event has none (the identity map may have one).
+    """
+
+    visitor: str | None
+    learned: dict[str, str]
+    lacking: bool
+    prepared: tuple[str | None, ...]
+
+
+def read_identifiers(
+    linking_keys: Sequence[LinkingKey], event: Mapping[str, Any]
+) -> EventIdentifiers:
+    """Everything enrichment reads from an event's identifiers, in one pass.
+
+    ``learnable``, the identity-map check and ``candidates`` each read every source again
+    (and an Enrich hit made all three): this reads each linking key's source once, and
+    ``event_candidates`` completes the lookups with what the identity map remembers.
+    """
+    learned: dict[str, str] = {}
+    lacking = False
+    prepared: list[str | None] = []
+    for lk in linking_keys:
+        source = lk.source
+        raw = source_value(event, source)
+        if raw is None:
+            lacking = lacking or source in LEARNABLE_SOURCES
+            prepared.append(None)
+            continue
+        value = prepare(source, lk.hash, raw)
+        prepared.append(value or "")
+        if value is not None and source in LEARNABLE_SOURCES:
+            learned[slot(source, lk.hash)] = value
+    return EventIdentifiers(visitor_id(event), learned, lacking, tuple(prepared))
+
+
+def event_candidates(
     linking_keys: Sequence[LinkingKey],
-    event: Mapping[str, Any],
+    prepared: Sequence[str | None],
     remembered: Mapping[str, str],
-    learned: Mapping[str, str] | None = None,
 ) -> tuple[Candidate, ...]:
     """The lookups to try, in linking-key order, skipping sources empty on the visitor.
 
     Args:
         linking_keys: The integration's linking keys, in order.
-        event: The event dict.
-        remembered: Identity-map fields for the visitor (see ``learnable``).
-        learned: ``learnable(linking_keys, event)`` when the caller has it, so the event's
-            own identifiers are not hashed twice.
+        prepared: ``read_identifiers(linking_keys, event).prepared``.
+        remembered: Identity-map fields for the visitor (see ``learnable``), which fill in
+            the sources the event lacks.
 
     Returns:
         One candidate per linking key with a value, on the event or remembered.
     """
     found: list[Candidate] = []
-    for lk in linking_keys:
-        raw = source_value(event, lk.source)
-        if raw is not None:
-            ready = learned.get(slot(lk.source, lk.hash)) if learned else None
-            value: str | None = ready or prepare(lk.source, lk.hash, raw)
-        elif remembered and lk.source in LEARNABLE_SOURCES:
+    for lk, ready in zip(linking_keys, prepared, strict=True):
+        value = ready
+        if value is None and remembered and lk.source in LEARNABLE_SOURCES:
             value = remembered.get(slot(lk.source, lk.hash))
-        else:
-            value = None
         if value:
             candidate = Candidate(lk.key, value)
             if candidate not in found:
                 found.append(candidate)
     return tuple(found)
+
+
+def candidates(
+    linking_keys: Sequence[LinkingKey],
+    event: Mapping[str, Any],
+    remembered: Mapping[str, str],
+) -> tuple[Candidate, ...]:
+    """The lookups to try for an event (``event_candidates`` of ``read_identifiers``)."""
+    prepared = read_identifiers(linking_keys, event).prepared
+    return event_candidates(linking_keys, prepared, remembered)
 
 
 def page_candidates(

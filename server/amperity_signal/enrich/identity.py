@@ -119,6 +119,16 @@ class IdentityMap:
             return {}, False
         if learned is None:
             learned = learnable(linking_keys, event)
+        return await self.learn(integration_id, anonymous_id, learned)
+
+    async def learn(
+        self, integration_id: str, anonymous_id: str, learned: Mapping[str, str]
+    ) -> tuple[dict[str, str], bool]:
+        """``merge`` with what the caller already read from the event.
+
+        ``anonymous_id`` is its ``visitor_id``, ``learned`` its ``learnable`` fields
+        (``read_identifiers`` gives both).
+        """
         key = self._key(integration_id, anonymous_id)
         merged = await self._cache.merge_identifiers(
             key, learned, now=self._wall_clock(), ttl=self._expiry(self._ttl)

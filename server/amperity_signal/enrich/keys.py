@@ -23,11 +23,25 @@ another collection, must not answer with each other's profiles.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
-from typing import Final, Literal
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
 
 import orjson
+
+
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """CPython's own SHA-256 (``_sha256`` in 3.11, ``_sha2`` from 3.12), else hashlib's."""
+    for module in ("_sha256", "_sha2"):
+        with contextlib.suppress(ImportError):
+            found: Callable[[bytes], Any] = importlib.import_module(module).sha256
+            return found
+    return hashlib.sha256
+
+
+_sha256: Final = _builtin_sha256()
 
 Kind = Literal["res", "attrs", "good", "pers", "perslast", "ident"]
 
@@ -35,10 +49,22 @@ PREFIX: Final = "amperity_signal:v1"
 _SEPARATOR: Final = "\x1f"
 
 
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data``, lowercase hex: the digest of every key and hashed identifier.
+
+    CPython's own implementation rather than ``hashlib.sha256``: the same digest, but
+    OpenSSL's goes through its provider machinery first. An Enrich hit takes ~5 of them,
+    and with the CPU caches cold (as under load) each costs ~1 us more through OpenSSL
+    (docs/benchmarks.md, sessions 6 and 16).
+    """
+    digest: str = _sha256(data).hexdigest()
+    return digest
+
+
 def cache_key(kind: Kind, scope: str, name: str, value: str) -> str:
     """The cache key for one entry; see the module docstring for the scheme and scopes."""
     material = _SEPARATOR.join((scope, name, value)).encode()
-    return f"{PREFIX}:{kind}:{hashlib.sha256(material).hexdigest()}"
+    return f"{PREFIX}:{kind}:{sha256_hex(material)}"
 
 
 def rekind(key: str, kind: Kind) -> str:
@@ -72,4 +98,4 @@ def kind_of(key: str) -> str:
 
 def context_digest(context: Mapping[str, str]) -> str:
     """SHA-256 of the context parameters, sorted, so equal contexts share a cache entry."""
-    return hashlib.sha256(orjson.dumps(sorted(context.items()))).hexdigest()
+    return sha256_hex(orjson.dumps(sorted(context.items())))

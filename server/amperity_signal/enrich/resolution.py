@@ -185,11 +185,12 @@ class Resolver:
         # The walk that may call re-reads what the cache-only walk before it counted.
         count = not call.allow_calls
         states = await self._cache.get_many(keys, count=count)
-        walk = _Round()
+        walk: _Round | None = None
         stopped_at = len(candidates)
         for index, (candidate, key, state) in enumerate(zip(candidates, keys, states, strict=True)):
             marker = state if isinstance(state, dict) else {}
             profile_id = marker.get("profile_id")
+            attributes = None
             if isinstance(profile_id, str):
                 attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
                 attributes = await self._cache.get(attrs_key, count=count)
@@ -197,6 +198,8 @@ class Resolver:
                     return Outcome(
                         profile_id, candidate.key, attributes, "hit", attributes_key=attrs_key
                     )
+            walk = walk or _Round()  # the walk's bookkeeping, which a hit does without
+            if isinstance(profile_id, str):
                 refused = await self._refused(scope, profile_id, candidate, attributes)
                 if refused is not None or not call.allow_calls:
                     return refused
@@ -229,7 +232,7 @@ class Resolver:
             if stop:
                 stopped_at = index
                 break
-        return await self._unresolved(call, candidates, states, stopped_at, walk)
+        return await self._unresolved(call, candidates, states, stopped_at, walk or _Round())
 
     async def _unresolved(
         self,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from amperity_signal.enrich.resolution import CacheStatus
 
 
-@dataclass(frozen=True)
-class EnrichResult:
-    """The result of ``Enricher.enrich``.
+class EnrichResult(NamedTuple):
+    """The result of ``Enricher.enrich`` (a NamedTuple: one is built per Enrich and Deliver).
 
     Attributes:
         resolved: Whether the visitor resolved to an Amperity profile.

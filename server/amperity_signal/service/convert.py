@@ -115,6 +115,7 @@ def event_to_dict(
     *,
     message_id: str = "",
     received_at: datetime | None = None,
+    context: bool = True,
 ) -> dict[str, Any]:
     """The proto Event as the blueprint's event dict (empty fields left out).
 
@@ -122,6 +123,7 @@ def event_to_dict(
     by default; validation passes one that checks the limits on the way). ``message_id``
     and ``received_at`` stand in for a missing message_id and timestamp (Deliver fills
     both, as the spec's payload always carries them), in the same places.
+    ``context=False`` leaves the context out, for a caller that never reads it.
     """
     convert_struct = struct_converter or struct_to_dict
     out: dict[str, Any] = {"message_id": message_id} if message_id else {}
@@ -138,7 +140,7 @@ def event_to_dict(
     for name in STRUCT_FIELDS:
         if event.HasField(name):
             out[name] = convert_struct(getattr(event, name))
-    if event.HasField("context"):
+    if context and event.HasField("context"):
         out["context"] = context_to_dict(event.context)
     return out
 

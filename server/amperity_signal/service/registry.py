@@ -31,6 +31,16 @@ class Integration:
         return self.settings.id
 
     @cached_property
+    def enrichment_reads_context(self) -> bool:
+        """Whether enriching an event reads its ``context``.
+
+        Only a personalisation mapping can (``context.*``): identifiers and the attributes
+        never come from it. Enrich converts the context for these integrations alone.
+        """
+        mappings = self.settings.personalisation_context_mappings
+        return any(mapping.source.split(".", 1)[0] == "context" for mapping in mappings)
+
+    @cached_property
     def enrichment_gap(self) -> str | None:
         """The warning each delivered event carries when enrichment is half configured.
 

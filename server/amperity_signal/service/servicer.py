@@ -294,7 +294,13 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         try:
             integration = self._integration(request.integration_id, context)
             message_id_var.set(request.event.message_id)
-            event = checked_event_dict(request.event, max_bytes=self._max_bytes)
+            event = checked_event_dict(
+                request.event,
+                max_bytes=self._max_bytes,
+                # The response is built from the request's event, not this dict, which
+                # enrichment reads for identifiers and context mappings only.
+                context=integration.enrichment_reads_context,
+            )
             result = await self._enricher.enrich(
                 integration.settings, event, deadline=self._deadline(context)
             )

@@ -42,11 +42,12 @@ def checked_event_dict(
     *,
     message_id: str = "",
     received_at: datetime | None = None,
+    context: bool = True,
 ) -> dict[str, Any]:
     """``event_to_dict`` of a valid event; InvalidEvent exactly as ``validate_event`` raises it.
 
-    ``message_id`` and ``received_at`` are ``event_to_dict``'s defaults for an event that
-    has no message_id or timestamp.
+    ``message_id``, ``received_at`` and ``context`` are passed to ``event_to_dict`` (the
+    context is validated either way).
 
     One walk over the Structs instead of two (validation, then conversion: a quarter of an
     Enrich hit's Python time): they are converted by a walker that checks the limits on
@@ -55,12 +56,14 @@ def checked_event_dict(
     """
     try:
         validate_event(event, max_bytes=max_bytes, structs=False)
-        return event_to_dict(event, _checked_struct, message_id=message_id, received_at=received_at)
+        return event_to_dict(
+            event, _checked_struct, message_id=message_id, received_at=received_at, context=context
+        )
     except (InvalidEvent, _OverLimit):
         validate_event(event, max_bytes=max_bytes)  # raises, naming every violation at once
     # The walker and validate_event check the same limits; should they ever disagree, the
     # validator's judgement stands and the event is converted as it is.
-    return event_to_dict(event, message_id=message_id, received_at=received_at)
+    return event_to_dict(event, message_id=message_id, received_at=received_at, context=context)
 
 
 class _OverLimit(Exception):
@@ -80,7 +83,15 @@ def _checked_fields(struct: struct_pb2.Struct, depth: int, budget: list[int]) ->
     for key in fields:
         if len(key) > MAX_STRING:
             raise _OverLimit
-        out[key] = _checked_value(fields[key], depth, budget)
+        value = fields[key]
+        if value.HasField("string_value"):  # most values: _checked_value's string case inline
+            budget[0] -= 1
+            text = value.string_value
+            if budget[0] < 0 or len(text) > MAX_STRING:
+                raise _OverLimit
+            out[key] = text
+        else:
+            out[key] = _checked_value(value, depth, budget)
     return out
 
 
@@ -145,17 +156,18 @@ def validate_event(
                 "the Datafly anonymous identifier (the _dfid cookie).",
             )
         )
-    if not event.type:
+    kind = event.type  # each read of a proto string field makes a new str
+    if not kind:
         violations.append(
             FieldViolation(f"{prefix}.type", f"is required: one of {', '.join(EVENT_TYPES)}.")
         )
-    elif event.type not in EVENT_TYPES:
+    elif kind not in EVENT_TYPES:
         violations.append(
             FieldViolation(
-                f"{prefix}.type", f"{event.type[:40]!r} is not one of {', '.join(EVENT_TYPES)}."
+                f"{prefix}.type", f"{kind[:40]!r} is not one of {', '.join(EVENT_TYPES)}."
             )
         )
-    if event.type == "track" and not event.event:
+    if kind == "track" and not event.event:
         violations.append(FieldViolation(f"{prefix}.event", "a track event needs a name."))
     # A string of more than MAX_STRING characters takes more than MAX_STRING bytes on the
     # wire, so in an event no larger than that no string can be too long.
@@ -198,6 +210,8 @@ def _check_context(
         for field, value in sub.ListFields():
             if isinstance(value, str) and len(value) > MAX_STRING:
                 out.append(FieldViolation(f"{prefix}.{name}.{field.name}", _too_long()))
+    if not context.HasField("consent"):  # most events: nothing below to check
+        return
     if len(context.consent.categories) > MAX_KEYS:
         out.append(
             FieldViolation(f"{prefix}.consent.categories", f"has more than {MAX_KEYS} entries.")

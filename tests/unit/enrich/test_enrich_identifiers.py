@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,13 +12,18 @@ from hypothesis import strategies as st
 from amperity_signal.blueprint.transforms import e164
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.identifiers import (
+    LEARNABLE_SOURCES,
     Candidate,
     candidates,
+    event_candidates,
     learnable,
     page_candidates,
     prepare,
+    read_identifiers,
     remembers_any,
     slot,
+    source_value,
+    visitor_id,
 )
 from amperity_signal.phone import normalise_phone
 
@@ -142,7 +149,57 @@ def test_a_pages_candidates_are_those_of_an_event_carrying_only_its_anonymous_id
 ) -> None:
     """page_candidates gives what candidates gives for {anonymous_id, canonical_id}, in order."""
     visitor = {"anonymous_id": anonymous_id, "canonical_id": anonymous_id}
-    expected = candidates(linking_keys, visitor, remembered, learnable(linking_keys, visitor))
+    expected = candidates(linking_keys, visitor, remembered)
     assert page_candidates(linking_keys, anonymous_id, remembered) == expected
     learnable_sources = {"user_id", "email", "phone"}
     assert remembers_any(linking_keys) == any(lk.source in learnable_sources for lk in linking_keys)
+
+
+def _candidates_read_three_times(
+    linking_keys: Sequence[LinkingKey], event: Mapping[str, Any], remembered: Mapping[str, str]
+) -> tuple[Candidate, ...]:
+    """``candidates`` as it was before ``read_identifiers``: the reference for the one pass."""
+    found: list[Candidate] = []
+    for lk in linking_keys:
+        raw = source_value(event, lk.source)
+        if raw is not None:
+            value: str | None = prepare(lk.source, lk.hash, raw)
+        elif remembered and lk.source in LEARNABLE_SOURCES:
+            value = remembered.get(slot(lk.source, lk.hash))
+        else:
+            value = None
+        if value and Candidate(lk.key, value) not in found:
+            found.append(Candidate(lk.key, value))
+    return tuple(found)
+
+
+_VALUES = st.sampled_from(
+    ("", "  ", "anon_1", " Cust-1 ", "Bob@Example.com", "+44 7700 900123", "call me", "A" * 64)
+)
+_TRAIT_VALUES = st.one_of(_VALUES, st.sampled_from((447700900123.0, 4477009.5, 12, True, None)))
+
+
+@given(
+    linking_keys=_LINKING_KEYS,
+    fields=st.dictionaries(st.sampled_from(("anonymous_id", "canonical_id", "user_id")), _VALUES),
+    traits=st.dictionaries(st.sampled_from(("email", "phone")), _TRAIT_VALUES),
+    remembered=st.dictionaries(st.sampled_from(_SLOTS), st.sampled_from(("cust-1", "anon_1"))),
+)
+def test_one_read_of_an_events_identifiers_gives_what_the_separate_reads_gave(
+    linking_keys: list[LinkingKey],
+    fields: dict[str, str],
+    traits: dict[str, Any],
+    remembered: dict[str, str],
+) -> None:
+    """read_identifiers and event_candidates agree with visitor_id, learnable and candidates."""
+    visitor = {**fields, "traits": traits}
+    ids = read_identifiers(linking_keys, visitor)
+    assert ids.visitor == visitor_id(visitor)
+    assert ids.learned == learnable(linking_keys, visitor)
+    assert ids.lacking == any(
+        lk.source in LEARNABLE_SOURCES and source_value(visitor, lk.source) is None
+        for lk in linking_keys
+    )
+    expected = _candidates_read_three_times(linking_keys, visitor, remembered)
+    assert event_candidates(linking_keys, ids.prepared, remembered) == expected
+    assert candidates(linking_keys, visitor, remembered) == expected

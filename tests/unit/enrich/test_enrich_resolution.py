@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amperity_signal.enrich import Enricher, MemoryStore
-from amperity_signal.enrich.keys import cache_key, rekind
+from amperity_signal.enrich.keys import cache_key, context_digest, rekind, sha256_hex
 from amperity_signal.enrich.messages import LINKING_KEYS_404
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
@@ -176,6 +176,24 @@ def test_a_key_of_another_kind_shares_the_digest(scope: str, name: str, value: s
     attrs = cache_key("attrs", scope, name, value)
     for kind in ("good", "perslast"):
         assert rekind(attrs, kind) == cache_key(kind, scope, name, value)
+
+
+@given(data=st.binary(max_size=300))
+def test_the_built_in_sha256_gives_hashlibs_digest(data: bytes) -> None:
+    """Keys and hashed identifiers keep their digests whichever SHA-256 computes them."""
+    assert sha256_hex(data) == hashlib.sha256(data).hexdigest()
+
+
+def test_keys_keep_their_published_digests() -> None:
+    """The key scheme is unchanged: shared Redis entries stay readable across versions."""
+    material = b"acme\x1fprofile_id\x1fp-alice"
+    digest = hashlib.sha256(material).hexdigest()
+    assert (
+        cache_key("attrs", "acme", "profile_id", "p-alice") == f"amperity_signal:v1:attrs:{digest}"
+    )
+    context = {"pageCategory": "shoes", "cartValue": "120"}
+    expected = hashlib.sha256(b'[["cartValue","120"],["pageCategory","shoes"]]').hexdigest()
+    assert context_digest(context) == expected
 
 
 async def test_unconfigured_integration_is_disabled_with_the_advice(

@@ -1,0 +1,67 @@
+"""Enrich cache hits in process, each window marked for callgrind (deterministic counts).
+
+    valgrind --tool=callgrind --dump-before=os_getppid python -m tests.benchmarks.enrich_hits
+
+(with the venv's python) writes the startup to part 1 and 300 hits to part 2
+(``callgrind.out.PID.2``): its ``summary`` line over 300 is the instructions per hit,
+repeatable within ~1k. With ``--cold`` the caches are evicted before each hit
+(``inprocess.COLD_BYTES``) and each hit gets its own part (the even ones: 2, 4, ...); run
+it with ``--cache-sim=yes --LL=2097152,16,64`` and the misses of those parts are how much
+code and memory one cold hit touches, the figure that predicts a hit under load
+(docs/benchmarks.md, sessions 6 and 16). The visitors are the Enrich benchmark's (a third
+identified by email), the integration ``inprocess``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+from typing import Any
+
+import uvloop
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.benchmarks.bench_enrich import enrich_requests
+from tests.benchmarks.inprocess import _Context, _evictor, bench_server
+
+VISITORS = 30
+WARM_UP = 100
+
+
+async def run(hits: int, *, cold: bool) -> None:
+    """Fill the cache, then make ``hits`` Enrich hits between ``os.getppid()`` markers."""
+    _, _, methods = bench_server()
+    context: Any = _Context()
+    enrich = methods["Enrich"]
+    raw = enrich_requests(VISITORS)
+    for i in range(VISITORS + WARM_UP):  # the first round fills the cache
+        response = await enrich(pb.EnrichRequest.FromString(raw[i % VISITORS]), context)
+        assert i < VISITORS or response.cache_status == pb.CACHE_STATUS_HIT
+    gc.collect()
+    gc.freeze()  # as serve does
+    evict = _evictor()
+    if not cold:
+        os.getppid()
+    for i in range(hits):
+        if cold:
+            evict()
+            os.getppid()
+        await enrich(pb.EnrichRequest.FromString(raw[i % VISITORS]), context)
+        if cold:
+            os.getppid()
+    if not cold:
+        os.getppid()
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("hits", type=int, nargs="?", default=300)
+    parser.add_argument("--cold", action="store_true", help="evict the caches before each hit")
+    args = parser.parse_args()
+    uvloop.run(run(args.hits, cold=args.cold))
+
+
+if __name__ == "__main__":
+    main()

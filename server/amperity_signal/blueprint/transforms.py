@@ -179,6 +179,10 @@ def iso8601(value: Any) -> str:
     """
     try:
         return _iso8601(value)
+    except TransformError:
+        # A ValueError too, but already saying what is wrong ("is not an ISO 8601
+        # timestamp"): it is no range error, so it must not be reworded as one.
+        raise
     except (OverflowError, OSError, ValueError):
         # datetime's own range errors: year out of range, time_t overflow, UTC shift.
         raise TransformError(f"{value!r} is outside the years 1-9999 (UTC)") from None

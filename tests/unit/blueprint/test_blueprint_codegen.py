@@ -303,3 +303,34 @@ def test_a_prefix_shared_by_several_paths_is_read_once_per_event() -> None:
         "ip_address": "1.2.3.4",
         "anonymous_id": "anon-1",
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "transform", "problem"),
+    [
+        ("2025-01-31T12:00:00z", "iso8601", "'2025-01-31T12:00:00z' is not an ISO 8601 timestamp"),
+        ("1738324800", "iso8601", "'1738324800' is not an ISO 8601 timestamp"),
+        ("   ", ["trim", "iso8601"], "'' is not an ISO 8601 timestamp"),
+        (True, "iso8601", "True is not a timestamp"),
+        (math.nan, "iso8601", "nan is not a timestamp"),
+        (1e30, "iso8601", "1e+30 is outside the years 1-9999 (UTC)"),
+    ],
+    ids=repr,
+)
+def test_an_iso8601_failure_is_warned_in_the_same_words_by_both_forms(
+    value: Any, transform: str | list[str], problem: str
+) -> None:
+    """The value is left out and the warning says why, the same from the generated code."""
+    mappings = [
+        compile_mapping(
+            MappingSpec(source="traits.created_at", target="user_created_at", transform=transform)
+        )
+    ]
+    event = {"traits": {"created_at": value}}
+    payload: dict[str, Any] = {}
+    warnings: list[str] = []
+    mapping_function(mappings)(event, payload, warnings)
+
+    assert payload == {}
+    assert warnings == [f"user_created_at: transform iso8601 failed: {problem}; omitted"]
+    assert_equivalent(mappings, mapping_function(mappings), event)

@@ -81,6 +81,33 @@ def test_transform_refuses_values_it_cannot_convert(name: str, value: Any) -> No
         TRANSFORMS[name](value)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2025-01-31T12:00:00z", "'2025-01-31T12:00:00z' is not an ISO 8601 timestamp"),
+        ("1738324800", "'1738324800' is not an ISO 8601 timestamp"),
+        ("", "'' is not an ISO 8601 timestamp"),
+        ("yesterday", "'yesterday' is not an ISO 8601 timestamp"),
+        (True, "True is not a timestamp"),
+        (float("nan"), "nan is not a timestamp"),
+        (float("-inf"), "-inf is not a timestamp"),
+        ([2025], "[2025] is not a timestamp"),
+        # Only a moment datetime cannot hold is out of range.
+        (1e30, "1e+30 is outside the years 1-9999 (UTC)"),
+        (
+            "0001-01-01T00:00:00+01:00",
+            "'0001-01-01T00:00:00+01:00' is outside the years 1-9999 (UTC)",
+        ),
+    ],
+    ids=repr,
+)
+def test_iso8601_says_why_a_value_is_not_a_timestamp(value: Any, message: str) -> None:
+    """A value that is no timestamp is not called out of range (TransformError is a ValueError)."""
+    with pytest.raises(TransformError) as caught:
+        TRANSFORMS["iso8601"](value)
+    assert str(caught.value) == message
+
+
 def test_sha256_never_hashes_an_existing_digest_again() -> None:
     """A value that already is a 64-char hex digest passes through sha256 unchanged."""
     assert TRANSFORMS["sha256"](EMAIL_SHA) == EMAIL_SHA

@@ -44,14 +44,20 @@ class TimestampError(ValueError):
     """Why a string is not a date-time a Timestamp holds; worded to follow a field name."""
 
 
-def timestamp_parts(text: str) -> tuple[int, int]:
-    """``text``, an RFC 3339 date-time (no offset means UTC), as ``(seconds, nanos)``.
+def timestamp_parts(text: object) -> tuple[int, int]:
+    """``text``, an RFC 3339 date-time string (no offset means UTC), as ``(seconds, nanos)``.
+
+    The one reading of an event's own ``timestamp`` (and of ``consentedAt``), for the
+    gateway and for ``blueprint test --events`` alike, so a dry run refuses what the
+    gateway refuses, in the same words.
 
     Raises:
-        TimestampError: Not RFC 3339, a date or time that does not exist, an offset out
-            of range, or an instant out of a Timestamp's range; the message (the
-            clients' words) starts with a verb, to follow the field's name.
+        TimestampError: Not a string, not RFC 3339, a date or time that does not exist,
+            an offset out of range, or an instant out of a Timestamp's range; the
+            message (the clients' words) starts with a verb, to follow the field's name.
     """
+    if not isinstance(text, str):
+        raise TimestampError(f"must be an RFC 3339 string {EXAMPLE}.")
     match = _DATE_TIME.fullmatch(text)
     if match is None:
         raise TimestampError(f"is not an RFC 3339 date-time {EXAMPLE}.")

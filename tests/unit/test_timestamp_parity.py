@@ -6,6 +6,10 @@ an event's ``timestamp`` and ``/v1/consent``'s ``consentedAt`` with the same gra
 (``amperity_signal.rfc3339``): the same Timestamp to the nanosecond, or a 400 naming the
 field in the clients' words (``timestamp: is not …`` where a client says ``timestamp is
 not …``). No difference is left; no offset means UTC in all three (docs/gateway.md).
+
+A dry run (``blueprint test --events FILE``, ``event_from_datafly_json``) reads an event's
+``timestamp`` as the gateway does: the datetime the service makes of the gateway's
+Timestamp, or the gateway's refusal word for word (docs/blueprint.md).
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from amperity_signal.blueprint import event_from_datafly_json
+from amperity_signal.errors import InvalidEvent
 from amperity_signal.gateway import convert
 from amperity_signal.gateway.errors import GatewayError, InvalidFieldError
+from amperity_signal.service.convert import event_to_dict
 from amperity_signal_client.fields import EventFieldError
 from amperity_signal_client.timestamps import timestamp_parts
 
@@ -131,3 +138,43 @@ _NEAR_RFC_3339 = st.one_of(
 def test_the_gateway_and_the_python_client_agree_beyond_the_shared_cases(timestamp: str) -> None:
     """Any string near the grammar: the same Timestamp or the same words."""
     assert _event_reads(timestamp) == _client_reads(timestamp)
+
+
+def _gateway_moment(timestamp: Any) -> dict[str, Any]:
+    """What the service's mapping sees of a gateway event's ``timestamp``, or the refusal."""
+    try:
+        event = convert.event_from_json({"anonymousId": "a", "timestamp": timestamp}, FACTS)
+    except InvalidFieldError as error:
+        return {"error": error.message}
+    return {"moment": event_to_dict(event)["timestamp"]}
+
+
+def _dry_run_moment(timestamp: Any) -> dict[str, Any]:
+    """What a dry run maps for the same event, or its refusal as the CLI words it."""
+    try:
+        event = event_from_datafly_json({"anonymousId": "a", "timestamp": timestamp})
+    except InvalidEvent as error:
+        return {"error": "; ".join(f"{v.field}: {v.description}" for v in error.violations)}
+    return {"moment": event["timestamp"]}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_a_dry_run_reads_an_event_timestamp_as_the_gateway_does(case: dict[str, Any]) -> None:
+    """The same instant (to the microsecond the mapping sees) or the same words."""
+    gateway = _gateway_moment(case["input"])
+    assert _dry_run_moment(case["input"]) == gateway
+    assert ("error" in gateway) == ("error" in case)
+
+
+@pytest.mark.parametrize("timestamp", ["", 1738324800, 1.5, True, [], {}], ids=repr)
+def test_a_dry_run_refuses_what_the_gateway_refuses_beyond_strings(timestamp: Any) -> None:
+    """An empty string is no absent timestamp, a number no date-time: refused, as there."""
+    assert _dry_run_moment(timestamp) == _gateway_moment(timestamp)
+    assert "error" in _dry_run_moment(timestamp)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_NEAR_RFC_3339)
+def test_a_dry_run_and_the_gateway_agree_beyond_the_shared_cases(timestamp: str) -> None:
+    """Any string near the grammar: the same instant or the same words."""
+    assert _dry_run_moment(timestamp) == _gateway_moment(timestamp)

@@ -1,18 +1,19 @@
 """``event_from_datafly_json``: Datafly's camelCase JSON event to the engine's event dict.
 
-Used by ``blueprint test --events FILE`` and the HTTP gateway's collector routes. Keys are
-converted to snake_case except where they are user data: ``properties``, ``traits``,
-``partner_attrs`` and consent ``categories`` keep their keys verbatim. snake_case input is
-accepted too, so converting twice changes nothing.
+Used by ``blueprint test --events FILE``; the HTTP gateway builds the proto ``Event``
+itself (``gateway/convert.py``), reading ``timestamp`` by the same ``amperity_signal.rfc3339``
+as here. Keys are converted to snake_case except where they are user data: ``properties``,
+``traits``, ``partner_attrs`` and consent ``categories`` keep their keys verbatim.
+snake_case input is accepted too, so converting twice changes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from amperity_signal import rfc3339
 from amperity_signal.errors import FieldViolation, InvalidEvent
 
 _TOP_LEVEL = {
@@ -28,6 +29,7 @@ _SNAKE_FIELDS = frozenset(
     {"message_id", "anonymous_id", "canonical_id", "user_id", "partner_attrs", "amperity_id"}
 )
 _CONTEXT_VERBATIM = frozenset({"traits"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def camel_to_snake(name: str) -> str:
@@ -80,32 +82,38 @@ def _context(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _timestamp(value: Any) -> datetime | None:
-    """Parse an ISO 8601 timestamp into an aware UTC datetime (naive means UTC).
+    """The event's own ``timestamp`` as an aware UTC datetime, read as the gateway reads it.
+
+    A string is read by ``amperity_signal.rfc3339``, the gateway's (and the clients')
+    grammar, to the datetime the service makes of the gateway's Timestamp (nanoseconds
+    cut to microseconds): what the gateway refuses is refused here in its words. A
+    datetime (a Python caller's, or an event converted before) is taken as it is, naive
+    meaning UTC.
 
     Raises:
-        InvalidEvent: The value is not an ISO 8601 string, or is out of range in UTC.
+        InvalidEvent: Naming ``timestamp``, why and what to send.
     """
-    if value is None or value == "":
+    if value is None:
         return None
-    moment: datetime | None = value if isinstance(value, datetime) else None
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            moment = datetime.fromisoformat(value.strip())
-    if moment is None:
-        raise _bad_timestamp(f"{value!r} is not an ISO 8601 timestamp")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+            raise _bad_timestamp(
+                f"{value!r} is outside the years 1-9999 in UTC; send e.g. "
+                "'2026-04-17T15:37:10.484Z'"
+            ) from None
     try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
-        raise _bad_timestamp(f"{value!r} is outside the years 1-9999 in UTC") from None
+        seconds, nanos = rfc3339.timestamp_parts(value)
+    except rfc3339.TimestampError as error:
+        raise _bad_timestamp(str(error)) from None
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def _bad_timestamp(problem: str) -> InvalidEvent:
-    """The InvalidEvent for a timestamp that cannot be read, with an example to send."""
-    return InvalidEvent(
-        [FieldViolation("timestamp", f"{problem}; send e.g. '2026-04-17T15:37:10.484Z'")]
-    )
+    """The InvalidEvent for a timestamp that cannot be read."""
+    return InvalidEvent([FieldViolation("timestamp", problem)])
 
 
 def event_from_datafly_json(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,7 +127,7 @@ def event_from_datafly_json(obj: Mapping[str, Any]) -> dict[str, Any]:
         ``canonical_id`` defaulted to ``anonymous_id``.
 
     Raises:
-        InvalidEvent: The timestamp is not ISO 8601.
+        InvalidEvent: The timestamp is one the gateway refuses (``amperity_signal.rfc3339``).
     """
     event: dict[str, Any] = {key: obj[key] for key in _VERBATIM_TOP if key in obj}
     for key, value in obj.items():

@@ -11,7 +11,10 @@ which the other work on a shared machine does not disturb. Three layers:
 - ``event``: what ``event_from_json`` does with it; old ``FromDatetime`` of the parsed
   datetime into ``event.timestamp``, new the gateway's ``(seconds, nanos)`` set on it;
 - over ``2025-01-31T12:00:00.123Z`` (what ``Date.toISOString()`` sends) and over the 59
-  shared cases of ``clients/testdata/timestamps.json`` (refusals included, each caught).
+  shared cases of ``clients/testdata/timestamps.json`` (refusals included, each caught);
+- ``receive``: an event without a timestamp, which gets the receive time; old
+  ``FromDatetime(now)`` into ``event.timestamp``, new the gateway's ``_receive_time``
+  parts set on it (the string is not read).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ CASES = [
 ]
 ROUNDS = 7
 _EVENT = pb.Event()
+_NOW = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def _old_parse(value: str) -> datetime | None:
@@ -78,6 +82,15 @@ def _new_event(value: str) -> None:
     stamp.seconds, stamp.nanos = parts
 
 
+def _old_receive(_: str) -> None:
+    _EVENT.timestamp.FromDatetime(_NOW)
+
+
+def _new_receive(_: str) -> None:
+    stamp = _EVENT.timestamp
+    stamp.seconds, stamp.nanos = convert._receive_time(_NOW)
+
+
 def _per_string(function: Callable[[str], object], values: list[str]) -> float:
     """Nanoseconds per string of one round of ~200,000 strings."""
     calls = max(1, 200_000 // len(values))
@@ -92,8 +105,11 @@ def _per_string(function: Callable[[str], object], values: list[str]) -> float:
 LAYERS: dict[str, tuple[Callable[[str], object], Callable[[str], object]]] = {
     "parse": (_old_parse, _new_parse),
     "event": (_old_event, _new_event),
+    "receive": (_old_receive, _new_receive),
 }
-INPUTS = {"typical": [TYPICAL], "59 cases": CASES}
+INPUTS = {"typical": [TYPICAL], "59 cases": CASES, "none": [""]}
+LAYER_INPUTS = {"parse": ("typical", "59 cases"), "event": ("typical", "59 cases")}
+"""The inputs each layer is run over (``receive`` reads none: "none")."""
 MARKED_STRINGS = 20_000
 """Strings read between the callgrind markers (the 59 cases round it up to whole passes)."""
 
@@ -146,7 +162,8 @@ def main() -> None:
         return
     callgrind = sys.argv[1:2] == ["--callgrind"]
     for layer, (old, new) in LAYERS.items():
-        for name, values in INPUTS.items():
+        for name in LAYER_INPUTS.get(layer, ("none",)):
+            values = INPUTS[name]
             if callgrind:
                 best_old, best_new = _instructions(layer, 0, name), _instructions(layer, 1, name)
                 unit = "Ir"
@@ -157,7 +174,7 @@ def main() -> None:
                     best_new = min(best_new, _per_string(new, values))
                 unit = "ns"
             print(
-                f"{layer:5} {name:8}: old {best_old:6.0f} {unit}, new {best_new:6.0f} {unit}, "
+                f"{layer:7} {name:8}: old {best_old:6.0f} {unit}, new {best_new:6.0f} {unit}, "
                 f"new/old {best_new / best_old:.2f}"
             )
 

@@ -14,12 +14,14 @@ Timestamp, or the gateway's refusal word for word (docs/blueprint.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import timestamp_pb2
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -178,3 +180,51 @@ def test_a_dry_run_refuses_what_the_gateway_refuses_beyond_strings(timestamp: An
 def test_a_dry_run_and_the_gateway_agree_beyond_the_shared_cases(timestamp: str) -> None:
     """Any string near the grammar: the same instant or the same words."""
     assert _dry_run_moment(timestamp) == _gateway_moment(timestamp)
+
+
+def _received_at(now: datetime) -> timestamp_pb2.Timestamp:
+    """The Timestamp the gateway gives an event without one, received at ``now``."""
+    facts = dataclasses.replace(FACTS, now=now)
+    return convert.event_from_json({"anonymousId": "a"}, facts).timestamp
+
+
+@pytest.mark.parametrize(
+    ("now", "seconds", "nanos"),
+    [
+        (datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC), 1738324800, 123456000),
+        (
+            datetime(2025, 1, 31, 13, 0, 0, 999999, tzinfo=timezone(timedelta(hours=1))),
+            1738324800,
+            999999000,
+        ),
+        (datetime(2025, 1, 31, 12, 0, 0, 1), 1738324800, 1000),  # naive: UTC
+        (datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC), -1, 500000000),
+    ],
+    ids=["UTC", "an offset", "naive", "before 1970"],
+)
+def test_an_event_without_a_timestamp_gets_the_receive_time_to_the_microsecond(
+    now: datetime, seconds: int, nanos: int
+) -> None:
+    """The receive time, set part by part, is the instant ``FromDatetime`` gave."""
+    stamp = _received_at(now)
+    assert (stamp.seconds, stamp.nanos) == (seconds, nanos)
+    assert stamp.ToDatetime(tzinfo=UTC) == now.replace(tzinfo=now.tzinfo or UTC)
+
+
+# Offsets of whole seconds, as every real zone's (of a fraction of a second in the offset,
+# FromDatetime's utctimetuple drops the fraction); the gateway's own now is UTC.
+_RECEIVE_ZONES = st.integers(-86_399, 86_399).map(lambda s: timezone(timedelta(seconds=s)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(datetime(1900, 1, 1), datetime(2200, 1, 1), timezones=_RECEIVE_ZONES),
+    st.booleans(),
+)
+def test_the_receive_time_is_what_from_datetime_made_of_it(now: datetime, naive: bool) -> None:
+    """Any receive time, aware or naive: the same seconds and nanos as ``FromDatetime``."""
+    if naive:
+        now = now.replace(tzinfo=None)
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(now)
+    assert _received_at(now) == expected

@@ -12,7 +12,7 @@ from amperity_signal.enrich.cache import CacheBackend
 from amperity_signal.enrich.identity_entry import IdentityMerge
 from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.stores import MemoryStore
-from amperity_signal.metrics import Metrics
+from amperity_signal.metrics import Increments, Metrics
 
 _DIGEST_TAIL = re.compile(r":[0-9a-f]{64}")
 """How every ``cache_key`` ends: the digest behind the kind."""
@@ -42,7 +42,7 @@ class JsonCache:
             self._get_now = store.get_now
             self._merge_now = store.merge_identifiers_now
         self._metrics = metrics
-        self._counters: dict[str, tuple[Any, Any]] = {}
+        self._counters: dict[str, tuple[Increments, Increments]] = {}
 
     def _count(self, key: str, hit: bool) -> None:
         """Count a read of ``key`` as a hit or a miss of its kind."""
@@ -51,7 +51,7 @@ class JsonCache:
         counters = self._counters.get(key[:-64])
         if counters is None:
             events, kind = self._metrics.cache_events, kind_of(key)
-            counters = (events.labels(kind, "miss"), events.labels(kind, "hit"))
+            counters = (events.tally(kind, "miss"), events.tally(kind, "hit"))
             if _DIGEST_TAIL.fullmatch(key[-65:]):
                 self._counters[key[:-64]] = counters
         counters[hit].inc()

@@ -122,15 +122,23 @@ class CacheBackend:
             self._succeeded()
         return value
 
-    async def multi_get(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The values of several keys in one store round trip (all None during an outage)."""
+    async def multi_get(
+        self, keys: Sequence[str], *, counted: int | None = None
+    ) -> list[bytes | None]:
+        """The values of several keys in one store round trip (all None during an outage).
+
+        An outage counts a lost read for each key, or for the first ``counted`` keys only:
+        a caller that reads a key ahead of need counts it when it uses it (``get_with``).
+        """
         if self._skip():
-            return self._lost(keys)
+            self._lost(keys[:counted])
+            return [None] * len(keys)
         try:
             values = await self.store.multi_get(keys)
         except self._errors as exc:
             self._failed(exc)
-            return self._lost(keys)
+            self._lost(keys[:counted])
+            return [None] * len(keys)
         self._succeeded()
         return values
 

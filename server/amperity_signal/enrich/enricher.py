@@ -210,13 +210,15 @@ class Enricher:
             remembered = await self.identity_map.identifiers(integration.id, visitor)
         found = page_candidates(linking_keys, visitor, remembered)
         scope = _scope(integration)
-        outcome = await self._resolved(integration, client, found, deadline, scope)
+        outcome = await self._resolved(integration, client, found, deadline, scope, latest=True)
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
-        personalized = await self._personaliser.latest(
-            scope, outcome.profile_id, attributes_key=outcome.attributes_key
-        )
+        personalized = outcome.latest  # a hit read it with the attributes
+        if personalized is None:
+            personalized = await self._personaliser.latest(
+                scope, outcome.profile_id, attributes_key=outcome.attributes_key
+            )
         return dict(outcome.attributes or {}), personalized
 
     async def _outcome(
@@ -250,14 +252,19 @@ class Enricher:
         found: tuple[Candidate, ...],
         deadline: float | None,
         scope: str,
+        *,
+        latest: bool = False,
     ) -> Outcome:
-        """The outcome of the visitor's candidates: the cache's, else a shared partner call."""
+        """The outcome of the visitor's candidates: the cache's, else a shared partner call.
+
+        ``latest`` as for ``Resolver.cached``.
+        """
         if not found:
             warning = messages.no_sources([lk.source for lk in integration.linking_keys])
             return Outcome(None, None, None, "miss", (warning,))
         breaker = self._breaker(integration.id)
         cached = await self._resolver.cached(
-            integration.id, found, scope=scope, client=client, breaker=breaker
+            integration.id, found, scope=scope, client=client, breaker=breaker, latest=latest
         )
         if cached is not None:
             return cached

@@ -34,7 +34,7 @@ from amperity_signal.enrich import messages
 from amperity_signal.enrich.breaker import Breaker, is_outage, nothing_sent, ran_out_of_time
 from amperity_signal.enrich.codec import JsonCache, failure_entry, read_failure
 from amperity_signal.enrich.identifiers import Candidate
-from amperity_signal.enrich.keys import cache_key
+from amperity_signal.enrich.keys import cache_key, rekind
 from amperity_signal.enrich.ports import ProfileClient, ProfileLike
 from amperity_signal.errors import (
     AmperityAuthError,
@@ -62,6 +62,8 @@ class Outcome(NamedTuple):
             deadline is later could get a better answer by calling again.
         attributes_key: The profile's ``attrs`` cache key when the answer came from it, or
             None; the profile's other entries are named by the same digest (``rekind``).
+        latest: The profile's latest personalised attributes (``{}``: none), when they were
+            read with its attributes (``Resolver.cached`` with ``latest``), else None.
     """
 
     profile_id: str | None
@@ -71,6 +73,7 @@ class Outcome(NamedTuple):
     warnings: tuple[str, ...] = ()
     ran_out_at: float | None = None
     attributes_key: str | None = None
+    latest: dict[str, Any] | None = None
 
 
 @dataclass
@@ -101,6 +104,7 @@ class _Call(NamedTuple):
     deadline: float | None
     allow_calls: bool
     max_retries: int = 0
+    latest: bool = False
 
 
 class Resolver:
@@ -141,12 +145,15 @@ class Resolver:
         scope: str,
         client: ProfileClient,
         breaker: Breaker,
+        latest: bool = False,
     ) -> Outcome | None:
         """The outcome from the cache alone, or None when a partner call is needed.
 
         ``scope`` is the integration's ``profile_scope`` (the cache keys' first part).
+        With ``latest`` a hit also reads the profile's latest personalised attributes, with
+        its attributes, in one round trip (``Outcome.latest``; the browser's page asks).
         """
-        call = _Call(integration_id, scope, client, breaker, None, allow_calls=False)
+        call = _Call(integration_id, scope, client, breaker, None, False, 0, latest)
         return await self._walk(call, candidates)
 
     async def resolve(
@@ -193,11 +200,11 @@ class Resolver:
             attributes = None
             if isinstance(profile_id, str):
                 attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
-                attributes = await self._cache.get(attrs_key, count=count)
+                # The page's visitor: its latest personalised entry in the same round trip.
+                latest_key = rekind(attrs_key, "perslast") if call.latest else None
+                attributes, stored = await self._cache.get_with(attrs_key, latest_key, count=count)
                 if isinstance(attributes, dict):  # a hit: answered with no further await
-                    return Outcome(
-                        profile_id, candidate.key, attributes, "hit", attributes_key=attrs_key
-                    )
+                    return self._hit(call, profile_id, candidate, attrs_key, attributes, stored)
             walk = walk or _Round()  # the walk's bookkeeping, which a hit does without
             if isinstance(profile_id, str):
                 refused = await self._refused(scope, profile_id, candidate, attributes)
@@ -233,6 +240,24 @@ class Resolver:
                 stopped_at = index
                 break
         return await self._unresolved(call, candidates, states, stopped_at, walk or _Round())
+
+    def _hit(  # noqa: PLR0917 - one hit's parts
+        self,
+        call: _Call,
+        profile_id: str,
+        candidate: Candidate,
+        attrs_key: str,
+        attributes: dict[str, Any],
+        stored: bytes | None,
+    ) -> Outcome:
+        """A cached profile's outcome; with ``call.latest``, its latest entry (``stored``)."""
+        latest = None
+        if call.latest:
+            found = self._cache.decode(
+                rekind(attrs_key, "perslast"), stored, count=not call.allow_calls
+            )
+            latest = found if isinstance(found, dict) else {}
+        return Outcome(profile_id, candidate.key, attributes, "hit", (), None, attrs_key, latest)
 
     async def _unresolved(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest, values
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from amperity_signal.metrics import Metrics
@@ -40,12 +40,17 @@ def test_one_tally_per_child() -> None:
     assert metrics.cache_events.tally("attrs", "miss") is not first
 
 
-def test_with_several_workers_the_child_counts_at_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """In multiprocess mode ``/metrics`` reads every worker's files: no count may wait."""
+@pytest.fixture
+def multiprocess(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """prometheus-client in multiprocess mode, as a worker of ``serve --workers`` runs it."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())  # type: ignore[no-untyped-call]
+    return tmp_path
+
+
+def test_with_several_workers_the_child_counts_at_once(multiprocess: Path) -> None:
+    """In multiprocess mode ``/metrics`` reads every worker's files: no count may wait."""
+    tmp_path = multiprocess
     metrics = Metrics()
     counts = metrics.cache_events.tally("attrs", "hit")
     assert counts is metrics.cache_events.labels("attrs", "hit")
@@ -53,3 +58,51 @@ def test_with_several_workers_the_child_counts_at_once(
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert registry.get_sample_value("amperity_signal_cache_total", HIT) == 1
+
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""The service's latency buckets (``metrics._LATENCY_BUCKETS``)."""
+
+
+def latency_lines(registry: CollectorRegistry) -> list[str]:
+    """The ``amperity_signal_rpc_seconds`` lines of a scrape, but for the creation times."""
+    body = generate_latest(registry).decode()
+    return [line for line in body.splitlines() if "rpc_seconds" in line and "created" not in line]
+
+
+def test_a_tallied_histogram_scrapes_as_a_histogram_observing_the_same() -> None:
+    """Buckets (bounds inclusive, +Inf), count and sum: the very lines a Histogram gives."""
+    metrics = Metrics()
+    plain = CollectorRegistry()
+    reference = Histogram(
+        "amperity_signal_rpc_seconds",
+        "gRPC handling time by method and status code.",
+        ["method", "code"],
+        buckets=LATENCY_BUCKETS,
+        registry=plain,
+    ).labels("Enrich", "OK")
+    tally = metrics.rpc_latency.tally("Enrich", "OK")
+    amounts = [0.0, 1e-9, 0.0005, 0.0007, 0.001, 0.3, 2.5, 9.99, 10.0, 11.0, 3600.0]
+    for amount in amounts * 3:
+        tally.observe(amount)
+        reference.observe(amount)
+    assert latency_lines(metrics.registry) == latency_lines(plain)
+    labels = {"method": "Enrich", "code": "OK"}
+    assert metrics.registry.get_sample_value("amperity_signal_rpc_seconds_count", labels) == 33
+
+
+def test_a_histogram_child_and_its_tally_add_up() -> None:
+    """Observations made on the child itself are not lost beside the tally's."""
+    metrics = Metrics()
+    metrics.rpc_latency.labels("Enrich", "OK").observe(0.002)
+    metrics.rpc_latency.tally("Enrich", "OK").observe(0.004)
+    labels = {"method": "Enrich", "code": "OK", "le": "0.005"}
+    assert metrics.registry.get_sample_value("amperity_signal_rpc_seconds_bucket", labels) == 2
+    assert metrics.rpc_latency.tally("Enrich", "OK") is metrics.rpc_latency.tally("Enrich", "OK")
+
+
+@pytest.mark.usefixtures("multiprocess")
+def test_with_several_workers_the_histogram_child_observes_at_once() -> None:
+    """In multiprocess mode the child itself observes (as counters, above)."""
+    metrics = Metrics()
+    assert metrics.rpc_latency.tally("Enrich", "OK") is metrics.rpc_latency.labels("Enrich", "OK")

@@ -28,13 +28,12 @@ import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from prometheus_client import Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
-from amperity_signal.metrics import Metrics
+from amperity_signal.metrics import Metrics, Observes
 
 API_PREFIX = "/v1/"
 _ALLOWED_HEADERS = "Content-Type, X-Pipeline-Key"
@@ -125,8 +124,8 @@ class GatewayMiddleware:
             p.pipeline_key: settings.allowed_origins(p.pipeline_key) for p in settings.pipelines
         }
         self._any_origin = settings.allowed_origins(None)
-        # One histogram child per (route, status): ``labels()`` validates and locks per call.
-        self._latency: dict[tuple[str, int], Histogram] = {}
+        # One tally per (route, status): ``labels()`` validates and locks per call.
+        self._latency: dict[tuple[str, int], Observes] = {}
         self._direct = {
             (path, method): route
             for path, route in (direct or {}).items()
@@ -186,7 +185,7 @@ class GatewayMiddleware:
         route = path if path in self._routes else "other"
         child = self._latency.get((route, status))
         if child is None:
-            child = self._metrics.gateway_latency.labels(route=route, status=str(status))
+            child = self._metrics.gateway_latency.tally(route, str(status))
             self._latency[(route, status)] = child
         child.observe(seconds)
 

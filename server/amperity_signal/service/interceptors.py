@@ -319,7 +319,7 @@ class _Observed:
         elapsed = time.perf_counter() - started
         child = self._latency.get(name)
         if child is None:
-            child = self._latency[name] = self._metrics.rpc_latency.labels(self._method, name)
+            child = self._latency[name] = self._metrics.rpc_latency.tally(self._method, name)
         child.observe(elapsed)
         if name != "OK":
             log.info("rpc failed", extra={"method": self._method, "code": name})

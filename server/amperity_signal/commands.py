@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from amperity_signal.blueprint import Blueprint
 
 EXIT_USAGE = 2
+# ``blueprint test``: the report is printed, but the service would refuse some events.
+EXIT_REFUSED = 1
 
 
 def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
@@ -137,20 +139,36 @@ class _UsageError(Exception):
 
 
 def blueprint(args: argparse.Namespace) -> int:
-    """``blueprint show`` prints the effective blueprint; ``blueprint test`` dry-runs events."""
+    """``blueprint show`` prints the effective blueprint; ``blueprint test`` dry-runs events.
+
+    ``test`` maps every event the service would take and lists each one it would refuse
+    (on stderr, in the gateway's or Deliver's words), then exits ``EXIT_REFUSED``.
+    """
     from amperity_signal.blueprint import dry_run, render_blueprint
 
     try:
         loaded = _compile_blueprint(args)
-        events = _read_events(args.events) if args.blueprint_command == "test" else []
+        if args.blueprint_command == "show":
+            print(render_blueprint(loaded))
+            return 0
+        raw = _read_events(args.events)
     except _UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if args.blueprint_command == "show":
-        print(render_blueprint(loaded))
-    else:
-        print(dry_run(loaded, events, args.source_value).render())
-    return 0
+    where = f"--events {args.events}"
+    events, refused = _deliverable_events(raw)
+    for _, refusal in refused:
+        for violation in refusal.violations:
+            print(f"error: {where}: {violation.field}: {violation.description}", file=sys.stderr)
+    report = dry_run(
+        loaded, [e for _, e in events], args.source_value, numbers=[i + 1 for i, _ in events]
+    )
+    print(report.render())
+    if not refused:
+        return 0
+    named = ", ".join(f"events[{index}]" for index, _ in refused)
+    print(f"refused, not mapped: {named} (the errors say why)")
+    return EXIT_REFUSED
 
 
 def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
@@ -215,16 +233,15 @@ def _chosen_integration(
     return chosen
 
 
-def _read_events(path: str) -> list[dict[str, Any]]:
-    """The events of a ``--events`` file, converted to the engine's event dicts.
+def _read_events(path: str) -> list[Any]:
+    """The JSON array of an ``--events`` file, its items not yet checked.
+
+    NaN and Infinity are read as numbers, so that the event holding one is refused on
+    its own (``_deliverable_events``) rather than the whole file.
 
     Raises:
-        _UsageError: The file cannot be read, is not a JSON array of objects, or one
-            event is invalid (named by its index and field).
+        _UsageError: The file cannot be read or is not a JSON array.
     """
-    from amperity_signal.blueprint import event_from_datafly_json
-    from amperity_signal.service.validation import MAX_DEPTH
-
     where = f"--events {path}"
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM is no mistake
@@ -238,41 +255,27 @@ def _read_events(path: str) -> list[dict[str, Any]]:
         raise _UsageError(f"{where}: is nested too deeply to read") from None
     if not isinstance(raw, list):
         raise _UsageError(f"{where}: expected a JSON array of events")
-    events = []
+    return raw
+
+
+def _deliverable_events(
+    raw: list[Any],
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, InvalidEvent]]]:
+    """Each event as Deliver would map it, and each one the gateway or Deliver would refuse.
+
+    Both by position in the file. One bad event does not hide what the others map to.
+    """
+    from amperity_signal.dry_run_events import deliverable_event
+
+    now = datetime.now(UTC)  # one receive time, as for one batch
+    events: list[tuple[int, dict[str, Any]]] = []
+    refused: list[tuple[int, InvalidEvent]] = []
     for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise _UsageError(
-                f"{where}: events[{index}] is {json.dumps(item)[:40]}, not an object; write "
-                'each event as a JSON object, e.g. {"type": "track", "event": "Product Viewed"}'
-            )
         try:
-            events.append(event_from_datafly_json(item))
+            events.append((index, deliverable_event(item, index, now)))
         except InvalidEvent as error:
-            fields = "; ".join(
-                f"events[{index}].{v.field}: {v.description}" for v in error.violations
-            )
-            raise _UsageError(f"{where}: {fields}") from None
-        for field in ("properties", "traits", "partner_attrs"):
-            if _depth(events[-1].get(field)) > MAX_DEPTH:
-                # The mapping engine recurses into nested values (and would overflow Python's
-                # stack on a deep enough one); Deliver refuses such an event the same way.
-                raise _UsageError(
-                    f"{where}: events[{index}].{field} is nested deeper than {MAX_DEPTH} "
-                    "levels, which Deliver refuses; flatten it"
-                )
-    return events
-
-
-def _depth(value: Any) -> int:
-    """How deeply objects and arrays nest in ``value`` (0 for a scalar), without recursing."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        current, depth = stack.pop()
-        children = current.values() if isinstance(current, dict) else current
-        if isinstance(current, dict | list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
+            refused.append((index, error))
+    return events, refused
 
 
 def send_test_event(args: argparse.Namespace) -> int:

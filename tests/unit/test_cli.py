@@ -17,6 +17,8 @@ import pytest
 import tomli_w
 from starlette.applications import Starlette
 
+from amperity_signal import commands
+from amperity_signal.blueprint import SAMPLES_DIR, VERTICALS
 from amperity_signal.cli import grpc_target
 from amperity_signal.gateway.server import gateway_server
 from amperity_signal.gateway.settings import GatewaySettings
@@ -153,48 +155,155 @@ def test_blueprint_show_explains_what_cannot_be_compiled(
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        (b"[1, 2, 3]", ["events[0]", "not an object"]),
         (b"\xff\xfe[", ["not UTF-8"]),
-        (
-            b'[{"type": "page", "anonymousId": "a"},'
-            b' {"type": "track", "event": "X", "anonymousId": "a", "timestamp": "garbage"}]',
-            ["events[1].timestamp: is not an RFC 3339 date-time such as"],
-        ),
-        (
-            b'[{"type": "track", "event": "X", "anonymousId": "a",'
-            b' "timestamp": "0001-01-01T00:00:00+01:00"}]',
-            ["events[0].timestamp: is out of the range a Timestamp holds"],
-        ),
-        (
-            # The gateway refuses an empty timestamp (only null or none means now): so does this.
-            b'[{"type": "track", "event": "X", "anonymousId": "a", "timestamp": ""}]',
-            ["events[0].timestamp: is not an RFC 3339 date-time such as"],
-        ),
-        (
-            b'[{"type": "track", "event": "X", "anonymousId": "a", "properties": '
-            + b'{"a": ' * 900
-            + b"1"
-            + b"}" * 901
-            + b"]",
-            ["events[0].properties", "nested deeper than 10 levels"],
-        ),
-        (
-            b'[{"type": "page", "anonymousId": "a", "partnerAttrs": {"x": '
-            + b"[" * 11
-            + b"]" * 11
-            + b"}}]",
-            ["events[0].partner_attrs", "nested deeper than 10 levels"],
-        ),
+        (b'{"type": "page"}', ["expected a JSON array of events"]),
+        (b"[{", ["is not valid JSON"]),
     ],
 )
 def test_blueprint_test_names_what_is_wrong_with_the_events_file(
     tmp_path: Path, content: bytes, words: list[str]
 ) -> None:
-    """Blueprint test names the index and field of what is wrong in an --events file."""
+    """An --events file that is no JSON array of events is one clear error and exit 2."""
     events = tmp_path / "events.json"
     events.write_bytes(content)
     result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
     assert_clear_error(result, f"--events {events}", *words)
+
+
+_TRACK = '{"type": "track", "event": "X", "anonymousId": "a"'
+_DEEP_PROPERTIES = '{"a": ' * 900 + "1" + "}" * 900
+
+
+@pytest.mark.parametrize(
+    ("bad_event", "refusal"),
+    [
+        # What the gateway refuses (gateway/jsonbody.py, gateway/convert.py), in its words.
+        ("1", "events[1]: an event must be a JSON object."),
+        ('{"type": "page", "anonymousId": 42}', "events[1].anonymousId: must be a string."),
+        (_TRACK + ', "properties": [1]}', "events[1].properties: must be a JSON object."),
+        (
+            _TRACK + ', "context": {"consent": {"analytics": "yes"}}}',
+            "events[1].context.consent.analytics: must be true or false.",
+        ),
+        (
+            _TRACK + ', "context": {"consent": {"google": {"adStorage": "maybe"}}}}',
+            'events[1].context.consent.google.ad_storage: must be "granted" or "denied".',
+        ),
+        (_TRACK + ', "properties": {"n": NaN}}', "events[1].properties.n: numbers must be finite."),
+        (
+            _TRACK + ', "properties": {"big": 12345678901234567890}}',
+            "events[1].properties.big: integers beyond ±2^53 lose precision; send it as a string.",
+        ),
+        (
+            _TRACK + ', "timestamp": "garbage"}',
+            "events[1].timestamp: is not an RFC 3339 date-time such as",
+        ),
+        (
+            _TRACK + ', "timestamp": "0001-01-01T00:00:00+01:00"}',
+            "events[1].timestamp: is out of the range a Timestamp holds",
+        ),
+        # Only null or no timestamp means now: an empty one is refused.
+        (_TRACK + ', "timestamp": ""}', "events[1].timestamp: is not an RFC 3339 date-time"),
+        (
+            _TRACK + f', "properties": {_DEEP_PROPERTIES}}}',
+            ": The JSON is nested deeper than 32 levels.",
+        ),
+        # What Deliver refuses (service/validation.py), in its words and field names.
+        (
+            _TRACK + ', "timestamp": "1990-06-01T12:00:00Z"}',
+            "events[1].timestamp: must lie between 2000-01-01 and 2100-01-01 (UTC).",
+        ),
+        (
+            _TRACK + ', "properties": {"s": "' + "x" * 8193 + '"}}',
+            "events[1].properties.s: is longer than 8192 characters.",
+        ),
+        (
+            '{"type": "page", "userId": "u"}',
+            "events[1].anonymous_id: is required: it becomes the cookieid",
+        ),
+        ('{"type": "track", "anonymousId": "a"}', "events[1].event: a track event needs a name."),
+        (
+            '{"type": "page", "anonymousId": "a", "partnerAttrs": {"x": '
+            + "[" * 11
+            + "]" * 11
+            + "}}",
+            "events[1].partner_attrs.x" + "[0]" * 9 + ": is nested deeper than 10 levels.",
+        ),
+    ],
+    ids=lambda value: value[:48],
+)
+def test_blueprint_test_refuses_each_event_the_service_would_refuse(
+    tmp_path: Path, bad_event: str, refusal: str
+) -> None:
+    """The refusal the gateway or Deliver would answer, named by events[i]; the rest mapped.
+
+    The events around the refused one are still mapped under their own numbers, and the
+    exit status (1) says the report is incomplete.
+    """
+    events = tmp_path / "events.json"
+    page = '{"type": "page", "anonymousId": "a"}'
+    events.write_text(f"[{page}, {bad_event}, {page}]", encoding="utf-8")
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert f"error: --events {events}: " in result.stderr
+    assert refusal in result.stderr, result.stderr
+    assert result.stderr.count("error: ") == 1, result.stderr
+    assert "#1 page -> pageview" in result.stdout
+    assert "#3 page -> pageview" in result.stdout
+    assert "#2 " not in result.stdout
+    assert "events: 2, passed through: 0" in result.stdout
+    assert "refused, not mapped: events[1]" in result.stdout
+
+
+def test_blueprint_test_lists_every_refused_event(tmp_path: Path) -> None:
+    """Several bad events are each listed (every violation of each); none stops the run."""
+    events = tmp_path / "events.json"
+    long = "x" * 8193
+    events.write_text(
+        json.dumps(
+            [
+                {"type": "track", "anonymousId": 7},
+                {"type": "page", "anonymousId": "a"},
+                {"type": "track", "anonymousId": "a", "properties": {"s": long, "t": long}},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [
+        f"error: --events {events}: events[0].anonymousId: must be a string.",
+        f"error: --events {events}: events[2].event: a track event needs a name.",
+    ]
+    # A Struct's keys come in no set order, to Deliver's validation as here.
+    assert sorted(lines[2:]) == [
+        f"error: --events {events}: events[2].properties.s: is longer than 8192 characters.",
+        f"error: --events {events}: events[2].properties.t: is longer than 8192 characters.",
+    ]
+    assert "#2 page -> pageview" in result.stdout
+    assert "refused, not mapped: events[0], events[2]" in result.stdout
+
+
+@pytest.mark.parametrize("vertical", VERTICALS)
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES_DIR.glob("*.json")))
+def test_every_shipped_sample_dry_runs_cleanly_on_every_vertical(
+    sample: str, vertical: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The samples are events the gateway and Deliver take: none is refused, exit 0."""
+    args = argparse.Namespace(
+        blueprint_command="test",
+        vertical=vertical,
+        events=str(SAMPLES_DIR / sample),
+        source_value="DATAFLY",
+    )
+    assert commands.blueprint(args) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    count = len(json.loads((SAMPLES_DIR / sample).read_text("utf-8")))
+    assert f"events: {count}, passed through: " in out
+    assert "refused" not in out
 
 
 @pytest.mark.parametrize("workers", ["500", "-3", "0", "two"])

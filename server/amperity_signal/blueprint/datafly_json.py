@@ -1,8 +1,12 @@
 """``event_from_datafly_json``: Datafly's camelCase JSON event to the engine's event dict.
 
-Used by ``blueprint test --events FILE``; the HTTP gateway builds the proto ``Event``
-itself (``gateway/convert.py``), reading ``timestamp`` by the same ``amperity_signal.rfc3339``
-as here. Keys are converted to snake_case except where they are user data: ``properties``,
+For Python callers of ``dry_run``. It reads ``timestamp`` by the gateway's
+``amperity_signal.rfc3339`` but checks nothing else the gateway or Deliver would refuse;
+``blueprint test --events FILE`` takes each event through their own code instead
+(``amperity_signal.dry_run_events``, which the blueprint engine may not import: it
+reaches the gateway, hence grpc).
+
+Keys are converted to snake_case except where they are user data: ``properties``,
 ``traits``, ``partner_attrs`` and consent ``categories`` keep their keys verbatim.
 snake_case input is accepted too, so converting twice changes nothing.
 """

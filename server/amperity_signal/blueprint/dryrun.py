@@ -8,7 +8,7 @@ property the site never sends) and which events fell through to pass-through.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,11 @@ def _event_name(event: Mapping[str, Any]) -> str:
 
 
 def dry_run(
-    blueprint: Blueprint, events: Iterable[Mapping[str, Any]], source_value: str
+    blueprint: Blueprint,
+    events: Iterable[Mapping[str, Any]],
+    source_value: str,
+    *,
+    numbers: Sequence[int] | None = None,
 ) -> DryRunReport:
     """Map every event and report unfired mappings and pass-through events.
 
@@ -84,6 +88,9 @@ def dry_run(
         blueprint: The blueprint under test.
         events: Event dicts (convert Datafly JSON with ``event_from_datafly_json`` first).
         source_value: The integration's ``source_value``.
+        numbers: The number each event is shown with (``#n``); 1, 2, 3… by default. A
+            caller that left some events out (``blueprint test`` leaves out those the
+            service would refuse) passes their positions, so ``#n`` stays the n-th event.
 
     Returns:
         The report; ``report.render()`` prints it.
@@ -91,7 +98,8 @@ def dry_run(
     entries = []
     fired_global: set[str] = set()
     fired_by_handler: dict[str, set[str]] = {}
-    for index, event in enumerate(events, start=1):
+    for position, event in enumerate(events):
+        index = numbers[position] if numbers is not None else position + 1
         result = map_event(blueprint, event, source_value=source_value)
         entries.append(DryRunEntry(index=index, event_name=_event_name(event), result=result))
         fired_global.update(result.fired)

@@ -1,0 +1,110 @@
+"""A dry run's event: one Datafly JSON event taken the way a real one goes, or its refusal.
+
+``blueprint test --events FILE`` should refuse what the service would refuse, in the same
+words, so each event goes through the real code rather than a copy of its checks:
+
+1. the gateway's JSON checks (``gateway/jsonbody.check_value``: finite numbers, integers
+   within ±2^53, valid Unicode, nesting) and its conversion to the proto ``Event``
+   (``gateway/convert.event_from_json``: the type of every known field, consent's shape,
+   an identifier, a messageId and the receive time filled in when missing);
+2. Deliver's validation and conversion to the engine's dict
+   (``service/validation.checked_event_dict``: the 2000-2100 timestamp range, string
+   lengths, depth, key and value counts, the message size, event type rules).
+
+Two departures, so that an event exported from Datafly Signal dry-runs as Signal delivers
+it over gRPC: ``partnerAttrs`` (the gateway refuses it, as Signal attaches it server-side)
+is checked as the gateway checks any JSON object and carried over; and ``context.ip``
+(the gateway takes the connection's instead) is taken as the client's address.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from amperity_signal.errors import FieldViolation, InvalidEvent
+from amperity_signal.gateway.convert import RequestFacts, event_from_json
+from amperity_signal.gateway.errors import GatewayError
+from amperity_signal.gateway.jsonbody import check_value
+from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
+
+# The type an event without one gets: what the gateway's batch route gives it.
+DEFAULT_TYPE = "track"
+_PARTNER_ATTRS = ("partnerAttrs", "partner_attrs")
+# The name Deliver's validation gives the event in its field names.
+_SERVICE_PREFIX = "event"
+
+
+def deliverable_event(
+    item: Any, index: int, now: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, Any]:
+    """The engine's event dict Deliver would map for ``item``, the ``index``-th of a file.
+
+    Args:
+        item: One decoded JSON event, as Datafly sends it (camelCase).
+        index: Its position in the file, which prefixes every field name (``events[2].``).
+        now: The receive time, for an event without a timestamp.
+        max_bytes: The largest event Deliver takes (``[server] max_message_bytes``).
+
+    Raises:
+        InvalidEvent: What the gateway or Deliver would refuse, each violation naming
+            ``events[index].<field>`` (the gateway's camelCase names for a refusal of
+            the gateway, Deliver's snake_case ones for a refusal of Deliver) and saying
+            why in their words.
+    """
+    where = f"events[{index}]"
+    try:
+        check_value(item, where)
+        data = dict(item) if isinstance(item, dict) else item
+        partner_attrs = _pop_partner_attrs(data, where)
+        event = event_from_json(data, _facts(data, now), prefix=f"{where}.")
+    except GatewayError as error:
+        raise InvalidEvent([_violation(error, where)]) from None
+    if partner_attrs is not None:
+        event.partner_attrs.update(partner_attrs)
+    try:
+        # As Deliver: the gateway has filled message_id and timestamp already.
+        return checked_event_dict(
+            event, max_bytes=max_bytes, message_id=event.message_id or str(uuid.uuid4())
+        )
+    except InvalidEvent as error:
+        raise InvalidEvent(
+            [
+                FieldViolation(where + v.field.removeprefix(_SERVICE_PREFIX), v.description)
+                for v in error.violations
+            ]
+        ) from None
+
+
+def _pop_partner_attrs(data: Any, where: str) -> dict[str, Any] | None:
+    """Take ``partnerAttrs`` out of an event, which must then be a JSON object if given."""
+    if not isinstance(data, dict):
+        return None  # event_from_json refuses a non-object in its words
+    given = [data.pop(name) for name in _PARTNER_ATTRS if name in data]
+    value = next((v for v in given if v is not None), None)
+    if value is not None and not isinstance(value, dict):
+        raise GatewayError(
+            400, "INVALID_EVENT", "must be a JSON object.", field=f"{where}.partnerAttrs"
+        )
+    return value
+
+
+def _facts(data: Any, now: datetime) -> RequestFacts:
+    """The request a file's event stands for: no headers or cookie, sent from ``context.ip``."""
+    context = data.get("context") if isinstance(data, dict) else None
+    ip = context.get("ip") if isinstance(context, dict) else None
+    return RequestFacts(
+        default_type=DEFAULT_TYPE,
+        ip=ip if isinstance(ip, str) else "",
+        user_agent=None,  # the event's own context.userAgent is used
+        cookie_anonymous_id=None,
+        now=now,
+        new_message_id=lambda: str(uuid.uuid4()),
+    )
+
+
+def _violation(error: GatewayError, where: str) -> FieldViolation:
+    """The gateway's 400 as a violation: its field, and its message without the field."""
+    field = error.field or where
+    return FieldViolation(field, error.message.removeprefix(f"{field}: "))

@@ -31,7 +31,7 @@ FULL_EVENT: dict[str, Any] = {
         "session": {"id": "s-1", "number": 3},
         "geo": {"country": "GB", "postalCode": "SW1A 1AA"},
         "device": {"type": "mobile", "os": "iOS", "browser": "Safari"},
-        "vendorIds": {"ga_client_id": "GA1.1.1", "fbp": "fb.1.2"},
+        "vendorIds": {"gaClientId": "GA1.1.1", "fbp": "fb.1.2"},
         "library": {"name": "datafly.js"},
     },
 }

@@ -82,7 +82,7 @@ async def test_full_context_and_partial_consent_convert(
         "session": {"id": "s-1", "number": 3},
         "device": {"type": "mobile", "os": "iOS", "browser": "Safari"},
         "geo": {"country": "GB", "postalCode": "SW1A"},
-        "vendorIds": {"fbp": "fb.1.2", "gclid": "g-1"},
+        "vendorIds": {"fbp": "fb.1.2", "gclid": "g-1", "gaClientId": "GA1.2"},
         "consent": {
             "analytics": True,
             "categories": {"C0002": False},
@@ -97,7 +97,8 @@ async def test_full_context_and_partial_consent_convert(
     assert (ctx.locale, ctx.timezone) == ("en-GB", "Europe/London")
     assert (ctx.session.id, ctx.session.number) == ("s-1", 3)
     assert (ctx.device.type, ctx.geo.postal_code) == ("mobile", "SW1A")
-    assert dict(ctx.vendor_ids) == {"fbp": "fb.1.2", "gclid": "g-1"}
+    # camelCase vendor keys land under the proto's (and the global mappings') snake_case
+    assert dict(ctx.vendor_ids) == {"fbp": "fb.1.2", "gclid": "g-1", "ga_client_id": "GA1.2"}
     consent = ctx.consent
     assert consent.HasField("analytics")
     assert consent.analytics is True

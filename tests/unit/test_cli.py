@@ -304,6 +304,9 @@ def test_every_shipped_sample_dry_runs_cleanly_on_every_vertical(
     count = len(json.loads((SAMPLES_DIR / sample).read_text("utf-8")))
     assert f"events: {count}, passed through: " in out
     assert "refused" not in out
+    # The samples' context.vendorIds.gaClientId fills the global ga_client_id mapping.
+    never_fired = next(line for line in out.splitlines() if line.startswith("global mappings"))
+    assert "ga_client_id" not in never_fired.split(": ", 1)[1].split(", ")
 
 
 @pytest.mark.parametrize("workers", ["500", "-3", "0", "two"])

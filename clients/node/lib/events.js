@@ -22,6 +22,13 @@ const GOOGLE = ['ad_storage', 'ad_user_data', 'ad_personalization', 'analytics_s
 
 /** @param {string} name */
 const camel = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+/**
+ * A vendor id's key as the proto names it: gaClientId -> ga_client_id. A new word starts
+ * after a lower-case letter or digit, or at the last capital of an acronym (GCLID stays
+ * one word), as in the service's amperity_signal/casing.py.
+ */
+const vendorKey = (name) =>
+  name.replace(/(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])/g, '_').toLowerCase();
 
 /**
  * @param {Object<string, any>} data
@@ -264,7 +271,9 @@ function toProtoContext(data) {
       if (!key.isWellFormed()) throw notText(key, `context.vendorIds.${key}`);
       if (!value.isWellFormed()) throw notText(value, `context.vendorIds.${key}`);
     }
-    context.vendor_ids = { ...vendorIds };
+    context.vendor_ids = Object.fromEntries(
+      Object.entries(vendorIds).map(([key, value]) => [vendorKey(key), value]),
+    );
   }
   const consent = object(data.consent, 'context.consent');
   if (consent) context.consent = toProtoConsent(consent, 'context.consent');

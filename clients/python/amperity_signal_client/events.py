@@ -10,6 +10,7 @@ which Amperity reads as "no consent given".
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,6 +62,17 @@ def camel(name: str) -> str:
     """``postal_code`` → ``postalCode``."""
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+# Where a camelCase key's next word starts: after a lower-case letter or digit, or at the
+# last capital of an acronym (GCLID stays one word). The service's amperity_signal.casing
+# reads the same; tests/clients/test_client_events.py holds the two to each other.
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def vendor_key(name: str) -> str:
+    """A vendor id's key as the proto names it: ``gaClientId`` → ``ga_client_id``."""
+    return name if name.islower() else _WORD_START.sub("_", name).lower()
 
 
 def _get(data: Mapping[str, Any], name: str) -> Any:
@@ -180,7 +192,7 @@ def _context(data: Mapping[str, Any]) -> pb.Context:
         if not isinstance(vendor_id, str):
             raise EventFieldError(f"context.vendorIds.{key}", not_a_string(vendor_id))
         try:
-            context.vendor_ids[str(key)] = vendor_id
+            context.vendor_ids[vendor_key(str(key))] = vendor_id
         except ValueError:
             field = f"context.vendorIds.{key}"
             raise EventFieldError(field, not_text(str(key), vendor_id)) from None

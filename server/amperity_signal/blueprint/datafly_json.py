@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from amperity_signal import rfc3339
+from amperity_signal.casing import camel_to_snake
 from amperity_signal.errors import FieldViolation, InvalidEvent
 
 _TOP_LEVEL = {
@@ -34,19 +35,6 @@ _SNAKE_FIELDS = frozenset(
 )
 _CONTEXT_VERBATIM = frozenset({"traits"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def camel_to_snake(name: str) -> str:
-    """Convert one camelCase key to snake_case (``postalCode`` -> ``postal_code``)."""
-    chars = []
-    for index, char in enumerate(name):
-        if char.isupper():
-            if index and name[index - 1] != "_":
-                chars.append("_")
-            chars.append(char.lower())
-        else:
-            chars.append(char)
-    return "".join(chars)
 
 
 def _snake_keys(value: Mapping[str, Any]) -> dict[str, Any]:

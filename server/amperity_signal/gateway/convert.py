@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from amperity_signal import rfc3339
+from amperity_signal.casing import camel_to_snake
 from amperity_signal.gateway.errors import GatewayError, InvalidFieldError
 from amperity_signal.gateway.jsonbody import check_value
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -190,7 +191,9 @@ def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
             raise InvalidFieldError(f"{path}vendorIds.{key}", "must be a string.")
-        context.vendor_ids[key] = vendor_id
+        # Datafly names them in camelCase (gaClientId); the proto and the blueprint's
+        # global mappings in snake_case (context.vendor_ids.ga_client_id).
+        context.vendor_ids[camel_to_snake(key)] = vendor_id
     consent = _object(data.get("consent"), f"{path}consent")
     if consent is not None:
         context.consent.CopyFrom(_consent(consent, f"{path}consent."))

@@ -9,7 +9,8 @@ repeatable within ~1k. With ``--cold`` the caches are evicted before each hit
 it with ``--cache-sim=yes --LL=2097152,16,64`` and the misses of those parts are how much
 code and memory one cold hit touches, the figure that predicts a hit under load
 (docs/benchmarks.md, sessions 6 and 16). The visitors are the Enrich benchmark's (a third
-identified by email), the integration ``inprocess``'s.
+identified by email), the integration ``inprocess``'s. ``deliver_calls`` does the same for
+Deliver with ``marked_calls``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -29,6 +31,28 @@ VISITORS = 30
 WARM_UP = 100
 
 
+async def marked_calls(calls: int, call: Callable[[int], Awaitable[Any]], *, cold: bool) -> None:
+    """``call(i)`` for ``calls`` values of ``i``, between ``os.getppid()`` markers.
+
+    Warm: one window around all the calls. Cold: the caches evicted before each call, and a
+    window around each. Startup objects are frozen first, as serve does.
+    """
+    gc.collect()
+    gc.freeze()  # as serve does
+    evict = _evictor()
+    if not cold:
+        os.getppid()
+    for i in range(calls):
+        if cold:
+            evict()
+            os.getppid()
+        await call(i)
+        if cold:
+            os.getppid()
+    if not cold:
+        os.getppid()
+
+
 async def run(hits: int, *, cold: bool) -> None:
     """Fill the cache, then make ``hits`` Enrich hits between ``os.getppid()`` markers."""
     _, _, methods = bench_server()
@@ -38,29 +62,23 @@ async def run(hits: int, *, cold: bool) -> None:
     for i in range(VISITORS + WARM_UP):  # the first round fills the cache
         response = await enrich(pb.EnrichRequest.FromString(raw[i % VISITORS]), context)
         assert i < VISITORS or response.cache_status == pb.CACHE_STATUS_HIT
-    gc.collect()
-    gc.freeze()  # as serve does
-    evict = _evictor()
-    if not cold:
-        os.getppid()
-    for i in range(hits):
-        if cold:
-            evict()
-            os.getppid()
-        await enrich(pb.EnrichRequest.FromString(raw[i % VISITORS]), context)
-        if cold:
-            os.getppid()
-    if not cold:
-        os.getppid()
+    await marked_calls(
+        hits, lambda i: enrich(pb.EnrichRequest.FromString(raw[i % VISITORS]), context), cold=cold
+    )
+
+
+def arguments(doc: str, what: str) -> argparse.Namespace:
+    """The command line of a callgrind script: how many calls, and whether cold."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("calls", type=int, nargs="?", default=300)
+    parser.add_argument("--cold", action="store_true", help=f"evict the caches before each {what}")
+    return parser.parse_args()
 
 
 def main() -> None:
     """Parse the arguments and run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("hits", type=int, nargs="?", default=300)
-    parser.add_argument("--cold", action="store_true", help="evict the caches before each hit")
-    args = parser.parse_args()
-    uvloop.run(run(args.hits, cold=args.cold))
+    args = arguments(__doc__ or "", "hit")
+    uvloop.run(run(args.calls, cold=args.cold))
 
 
 if __name__ == "__main__":

@@ -179,7 +179,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock  # wall-clock seconds, for the days to a key's expiry
         r = self.registry
-        self.deliveries = Counter(
+        # Counted once per Deliver, and the Amperity call once per request it makes:
+        # tallied, see ``Tally`` and ``HistogramTally``.
+        self.deliveries = TalliedCounter(
             "amperity_signal_deliveries",
             "Events handled by Deliver, by integration, Amperity type and outcome.",
             ["integration", "amperity_type", "outcome"],
@@ -191,13 +193,13 @@ class Metrics:
             ["integration", "endpoint", "cause"],
             registry=r,
         )
-        self.partner_calls = Counter(
+        self.partner_calls = TalliedCounter(
             "amperity_signal_amperity_calls",
             "HTTP requests made to Amperity, by integration, endpoint and status (0 = none).",
             ["integration", "endpoint", "status"],
             registry=r,
         )
-        self.partner_latency = Histogram(
+        self.partner_latency = TalliedHistogram(
             "amperity_signal_amperity_call_seconds",
             "Latency of single HTTP requests to Amperity, by endpoint.",
             ["endpoint"],

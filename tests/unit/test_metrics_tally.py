@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from amperity_signal.metrics import Metrics
@@ -106,3 +106,56 @@ def test_with_several_workers_the_histogram_child_observes_at_once() -> None:
     """In multiprocess mode the child itself observes (as counters, above)."""
     metrics = Metrics()
     assert metrics.rpc_latency.tally("Enrich", "OK") is metrics.rpc_latency.labels("Enrich", "OK")
+
+
+def plain_lines(registry: CollectorRegistry, names: tuple[str, ...]) -> list[str]:
+    """The scrape's HELP, TYPE and sample lines of ``names``, but for the creation times."""
+    body = generate_latest(registry).decode()
+    return [
+        line
+        for line in body.splitlines()
+        if any(name in line for name in names) and "_created" not in line
+    ]
+
+
+def test_deliver_metrics_scrape_as_the_plain_counters_and_histogram() -> None:
+    """Each Deliver's counts, tallied: the same names, help, labels and exact values.
+
+    The reference registry holds what ``Metrics`` declared before they were tallied.
+    """
+    metrics = Metrics()
+    plain = CollectorRegistry()
+    deliveries = Counter(
+        "amperity_signal_deliveries",
+        "Events handled by Deliver, by integration, Amperity type and outcome.",
+        ["integration", "amperity_type", "outcome"],
+        registry=plain,
+    )
+    calls = Counter(
+        "amperity_signal_amperity_calls",
+        "HTTP requests made to Amperity, by integration, endpoint and status (0 = none).",
+        ["integration", "endpoint", "status"],
+        registry=plain,
+    )
+    latency = Histogram(
+        "amperity_signal_amperity_call_seconds",
+        "Latency of single HTTP requests to Amperity, by endpoint.",
+        ["endpoint"],
+        buckets=LATENCY_BUCKETS,
+        registry=plain,
+    )
+    names = ("amperity_signal_deliveries", "amperity_signal_amperity_call")
+    for n, (outcome, status, seconds) in enumerate(
+        [("delivered", "202", 0.004), ("failed", "503", 0.3), ("delivered", "202", 0.0005)] * 7
+    ):
+        metrics.deliveries.tally("web", "view_item", outcome).inc()
+        deliveries.labels("web", "view_item", outcome).inc()
+        metrics.partner_calls.tally("web", "events", status).inc()
+        calls.labels("web", "events", status).inc()
+        metrics.partner_latency.tally("events").observe(seconds)
+        latency.labels("events").observe(seconds)
+        if n % 5 == 0:  # a scrape in between folds what was counted so far
+            assert plain_lines(metrics.registry, names) == plain_lines(plain, names)
+    assert plain_lines(metrics.registry, names) == plain_lines(plain, names)
+    delivered = {"integration": "web", "amperity_type": "view_item", "outcome": "delivered"}
+    assert metrics.registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 14

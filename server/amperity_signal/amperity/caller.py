@@ -22,7 +22,6 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
@@ -41,7 +40,7 @@ from amperity_signal.amperity.retry import (
 )
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityError
-from amperity_signal.metrics import Metrics
+from amperity_signal.metrics import Increments, Metrics, Observes
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ class RetryingCaller:
         self._host = httpx.URL(base_url).host or base_url
         self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._limiter_key = limiter_key(integration)
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, int], tuple[Increments, Observes]] = {}
 
     def _vendor_call(
         self, request: VendorRequest, status: int, attempts: int, started: float
@@ -525,10 +524,8 @@ class RetryingCaller:
         if children is None:
             metrics = self._metrics
             children = (
-                metrics.partner_calls.labels(
-                    integration=self._integration.id, endpoint=endpoint, status=str(status)
-                ),
-                metrics.partner_latency.labels(endpoint=endpoint),
+                metrics.partner_calls.tally(self._integration.id, endpoint, str(status)),
+                metrics.partner_latency.tally(endpoint),
             )
             self._children[endpoint, status] = children
         children[0].inc()

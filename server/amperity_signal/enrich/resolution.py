@@ -131,8 +131,9 @@ class Resolver:
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._dampened = metrics.cache_events.labels(cache="res", result="dampened")
-        self._stale = metrics.cache_events.labels(cache="good", result="stale")
+        # Per answer while dampened or stale, with no call to Amperity: tallied.
+        self._dampened = metrics.cache_events.tally("res", "dampened")
+        self._stale = metrics.cache_events.tally("good", "stale")
         self._cache = cache
         self._expiry = expiry
         self._logger = logger

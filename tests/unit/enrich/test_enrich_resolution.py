@@ -90,14 +90,19 @@ async def test_after_the_attribute_ttl_exactly_one_get_profile(
 
 
 async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
-    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock, metrics: Metrics
 ) -> None:
-    """50 events of an unknown visitor in the dampening window cost one round of lookups."""
+    """50 events of an unknown visitor in the dampening window cost one round of lookups.
+
+    Each dampened key of each of the 49 dampened events is counted, exactly (a tally).
+    """
     unknown = event("anon_new", user_id="cust-404", traits={"email": "nobody@example.com"})
     results = [await enricher.enrich(integration(), unknown, deadline=None) for _ in range(50)]
     assert len(client.lookups) == 3
     assert results[0].cache_status == "miss"
     assert {r.cache_status for r in results[1:]} == {"dampened"}
+    dampened = {"cache": "res", "result": "dampened"}
+    assert sample(metrics, "amperity_signal_cache_total", dampened) == 49 * 3
     assert LINKING_KEYS_404 in results[0].warnings
     assert LINKING_KEYS_404 in results[-1].warnings
     clock.advance(300)

@@ -22,6 +22,7 @@ from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.inflight import CallsInFlight
 from amperity_signal.service.status import (
+    PIPELINE_KEY_METADATA,
     REQUEST_ID_METADATA,
     to_grpc_status,
     unexpected_failure,
@@ -30,6 +31,30 @@ from amperity_signal.service.status import (
 log = logging.getLogger("amperity_signal.rpc")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_NOT_READ: tuple[Any, str] = (None, "")
+_begun: tuple[Any, str] = _NOT_READ
+"""The context of the call whose observation began last, and its ``x-pipeline-key``."""
+
+
+def pipeline_key_of(context: Context) -> str:
+    """The call's ``x-pipeline-key`` metadata, empty when it has none.
+
+    grpc.aio builds a new tuple of the call's metadata at each ``invocation_metadata()``
+    (~16k instructions for three entries). The observation reads it once as the call
+    begins (``_Observed._begin``) and keeps the key beside that call's context: a servicer
+    method that asks before its first ``await``, as each method does, finds it there. Any
+    other context (another call began since, or a servicer called directly) has its
+    metadata read here, so the answer is always this context's own.
+    """
+    begun = _begun
+    if begun[0] is context:
+        return begun[1]
+    pipeline_key = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == PIPELINE_KEY_METADATA and isinstance(value, str):
+            pipeline_key = value
+    return pipeline_key
 
 
 class ObservedRegistration:
@@ -296,10 +321,16 @@ class _Observed:
         await context.abort_with_status(to_grpc_status(unexpected_failure()))
 
     def _begin(self, context: Context) -> float:
-        rid = ""
+        # The call's metadata, read once: its request id, and its pipeline key for
+        # ``pipeline_key_of``. The last value of each key counts.
+        rid = pipeline_key = ""
         for key, value in context.invocation_metadata() or ():
             if key == REQUEST_ID_METADATA and isinstance(value, str):
                 rid = value[:64]
+            elif key == PIPELINE_KEY_METADATA and isinstance(value, str):
+                pipeline_key = value
+        global _begun  # noqa: PLW0603 - one slot, see pipeline_key_of
+        _begun = (context, pipeline_key)
         rid = rid or _new_request_id()
         request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
@@ -307,6 +338,9 @@ class _Observed:
         return time.perf_counter()
 
     def _end(self, context: Context, started: float, *, cancelled: bool = False) -> None:
+        global _begun  # noqa: PLW0603
+        if _begun[0] is context:
+            _begun = _NOT_READ  # the call is over: its context is not kept alive
         self._calls.end(self._method)
         code = context.code()
         if code is None and cancelled:

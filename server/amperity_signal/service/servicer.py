@@ -30,6 +30,7 @@ from amperity_signal.errors import (
 )
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
+from amperity_signal.service.interceptors import pipeline_key_of
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import (
@@ -50,7 +51,6 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 log = logging.getLogger("amperity_signal.service")
 
 DEFAULT_DEADLINE = 30.0
-PIPELINE_KEY_METADATA = "x-pipeline-key"
 STREAM_CONCURRENCY = 64
 _UINT32_MAX = 2**32 - 1
 _CACHE_STATUS = {
@@ -175,7 +175,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.DeliverResponse:
         """Deliver one event; OK only after Amperity accepted it."""
         try:
-            integration = self._integration(request.integration_id, context)
+            integration = self._integration(request.integration_id, pipeline_key_of(context))
             return await self._deliver(integration, request.event, self._deadline(context))
         except AmperitySignalError as error:
             await context.abort_with_status(to_grpc_status(error))
@@ -191,6 +191,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         At most ``STREAM_CONCURRENCY`` events are taken from the stream and not yet
         answered: being delivered, or answered but not yet sent to the caller.
         """
+        # Read as the call begins, once for all its events.
+        pipeline_key = pipeline_key_of(context)
         if self._stopping:
             await context.abort_with_status(to_grpc_status(_stopping_error()))
         responses: asyncio.Queue[pb.DeliverStreamResponse | None] = asyncio.Queue()
@@ -199,7 +201,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         tasks: dict[asyncio.Task[None], str] = {}
 
         async def handle(request: pb.DeliverStreamRequest) -> None:
-            responses.put_nowait(await self._deliver_streamed(request, context))
+            responses.put_nowait(await self._deliver_streamed(request, context, pipeline_key))
 
         malformed: list[MalformedRequest] = []
         stopped: list[bool] = []
@@ -261,11 +263,14 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         return reader
 
     async def _deliver_streamed(
-        self, request: pb.DeliverStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: pb.DeliverStreamRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        pipeline_key: str,
     ) -> pb.DeliverStreamResponse:
         """One DeliverStream event's answer: its result, or its error (a bug's included)."""
         try:
-            return await self._answer_streamed(request, context)
+            return await self._answer_streamed(request, context, pipeline_key)
         except Exception:
             # A bug met by one event fails that event's answer, not the stream and the
             # events in flight beside it; its text stays in the log (it may hold anything).
@@ -274,12 +279,15 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             return pb.DeliverStreamResponse(message_id=request.event.message_id, error=failure)
 
     async def _answer_streamed(
-        self, request: pb.DeliverStreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: pb.DeliverStreamRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        pipeline_key: str,
     ) -> pb.DeliverStreamResponse:
         try:
             if not request.event.message_id:
                 raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
-            integration = self._integration(request.integration_id, context)
+            integration = self._integration(request.integration_id, pipeline_key)
             result = await self._deliver(integration, request.event, self._deadline(context))
         except AmperitySignalError as error:
             return pb.DeliverStreamResponse(
@@ -292,7 +300,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.EnrichResponse:
         """Resolve the visitor and return the event with partner_attrs.amperity attached."""
         try:
-            integration = self._integration(request.integration_id, context)
+            integration = self._integration(request.integration_id, pipeline_key_of(context))
             message_id_var.set(request.event.message_id)
             event = checked_event_dict(
                 request.event,
@@ -388,16 +396,15 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> Integration:
         """The integration of a page's call: by id, or by the key in the request or metadata."""
         return self._registry.get(
-            request.integration_id, request.pipeline_key or _metadata_pipeline_key(context)
+            request.integration_id, request.pipeline_key or pipeline_key_of(context)
         )
 
-    def _integration(
-        self, integration_id: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Integration:
-        # The key is checked against the id when both are sent, as BrowserProfile's are:
-        # a client configured with one integration's id and another's key is refused
-        # rather than routed by whichever the service happens to read.
-        integration = self._registry.get(integration_id, _metadata_pipeline_key(context))
+    def _integration(self, integration_id: str, pipeline_key: str) -> Integration:
+        # The key (the call's x-pipeline-key) is checked against the id when both are
+        # sent, as BrowserProfile's are: a client configured with one integration's id and
+        # another's key is refused rather than routed by whichever the service happens to
+        # read.
+        integration = self._registry.get(integration_id, pipeline_key)
         integration_id_var.set(integration.id)  # every log line of this RPC names it
         return integration
 
@@ -470,15 +477,6 @@ def _stopping_error() -> ServiceStopping:
         "taken: open a new stream and send them again (the amperity-signal clients "
         "reconnect on their own)."
     )
-
-
-def _metadata_pipeline_key(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The call's ``x-pipeline-key`` metadata, empty when it has none."""
-    pipeline_key = ""
-    for key, value in context.invocation_metadata() or ():
-        if key == PIPELINE_KEY_METADATA and isinstance(value, str):
-            pipeline_key = value
-    return pipeline_key
 
 
 def enrich_response(event: pb.Event, result: EnrichResult) -> pb.EnrichResponse:

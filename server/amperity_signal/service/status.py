@@ -97,6 +97,9 @@ def to_status_proto(error: AmperitySignalError) -> status_pb2.Status:
 REQUEST_ID_METADATA = "x-request-id"
 """The metadata key of a call's request id (sent by the caller or minted, always answered)."""
 
+PIPELINE_KEY_METADATA = "x-pipeline-key"
+"""The metadata key of a pipeline key, naming (or checked against) a call's integration."""
+
 
 class _Status(
     collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status

@@ -104,7 +104,8 @@ class CacheBackend:
             self._logger.info("cache available again")
             self._down_until = None
 
-    def _lost(self, keys: Sequence[str]) -> list[bytes | None]:
+    def lost(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Count a read of each key lost to an outage (``result="error"``); Nones for them."""
         for key in keys:
             self._metrics.cache_events.labels(cache=kind_of(key), result="error").inc()
         return [None] * len(keys)
@@ -112,12 +113,12 @@ class CacheBackend:
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None (absent, expired or store unavailable)."""
         if self._down_until is not None and self._skip():
-            return self._lost((key,))[0]
+            return self.lost((key,))[0]
         try:
             value = await self.store.get(key)
         except self._errors as exc:
             self._failed(exc)
-            return self._lost((key,))[0]
+            return self.lost((key,))[0]
         if self._down_until is not None:  # every read of an Enrich hit passes here
             self._succeeded()
         return value
@@ -131,13 +132,13 @@ class CacheBackend:
         a caller that reads a key ahead of need counts it when it uses it (``get_with``).
         """
         if self._skip():
-            self._lost(keys[:counted])
+            self.lost(keys[:counted])
             return [None] * len(keys)
         try:
             values = await self.store.multi_get(keys)
         except self._errors as exc:
             self._failed(exc)
-            self._lost(keys[:counted])
+            self.lost(keys[:counted])
             return [None] * len(keys)
         self._succeeded()
         return values
@@ -173,13 +174,13 @@ class CacheBackend:
         counts the lost read and writes nothing.
         """
         if self._skip():
-            self._lost((key,))
+            self.lost((key,))
             return IdentityMerge.unstored(learned)
         try:
             merged = await self.store.merge_identifiers(key, learned, now=now, ttl=ttl)
         except self._errors as exc:
             self._failed(exc)
-            self._lost((key,))
+            self.lost((key,))
             return IdentityMerge.unstored(learned)
         self._succeeded()
         return merged
@@ -199,13 +200,13 @@ class CacheBackend:
                 ``retry_after`` is the retry interval.
         """
         if self._skip():
-            self._lost((key,))
+            self.lost((key,))
             raise self._unavailable()
         try:
             newer = await self.store.keep_newer(key, value, at, ttl)
         except self._errors as exc:
             self._failed(exc)
-            self._lost((key,))
+            self.lost((key,))
             # Not chained: the store's error is logged (redis_failure), never passed on.
             raise self._unavailable() from None
         self._succeeded()

@@ -29,7 +29,7 @@ from amperity_signal.enrich.identity import IdentityMap
 from amperity_signal.enrich.keys import profile_scope
 from amperity_signal.enrich.personalise import Personaliser, context_for
 from amperity_signal.enrich.ports import CacheStore, ProfileClient
-from amperity_signal.enrich.resolution import Outcome, Resolver
+from amperity_signal.enrich.resolution import Outcome, ReadAhead, Resolver, resolution_key
 from amperity_signal.enrich.result import EnrichResult, attach, with_personalized
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.metrics import Metrics
@@ -205,12 +205,18 @@ class Enricher:
         # The page's visitor carries no identifier the identity map learns (no traits, no
         # user_id): the map is only read, for the sources only it can fill in.
         linking_keys = integration.linking_keys
-        remembered: dict[str, str] = {}
-        if remembers_any(linking_keys):
-            remembered = await self.identity_map.identifiers(integration.id, visitor)
-        found = page_candidates(linking_keys, visitor, remembered)
         scope = _scope(integration)
-        outcome = await self._resolved(integration, client, found, deadline, scope, latest=True)
+        read: ReadAhead | None = None
+        if not remembers_any(linking_keys):
+            found = page_candidates(linking_keys, visitor, {})
+        elif self._cache.answers_now:  # the memory store: no round trip to save
+            remembered = await self.identity_map.identifiers(integration.id, visitor)
+            found = page_candidates(linking_keys, visitor, remembered)
+        else:
+            found, read = await self._read_ahead(integration, visitor, scope)
+        outcome = await self._resolved(
+            integration, client, found, deadline, scope, latest=True, read=read
+        )
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
             return {}, {}
@@ -220,6 +226,26 @@ class Enricher:
                 scope, outcome.profile_id, attributes_key=outcome.attributes_key
             )
         return dict(outcome.attributes or {}), personalized
+
+    async def _read_ahead(
+        self, integration: IntegrationSettings, visitor: str, scope: str
+    ) -> tuple[tuple[Candidate, ...], ReadAhead | None]:
+        """The page's lookups, reading the identity map and the cookie's resolutions at once.
+
+        Most pages' visitors have no identity-map entry, and then their lookups are their
+        cookie's alone: those resolutions are read with the map, in one round trip, and
+        returned (counted) for the walk. For a visitor the map knows, that read is unused
+        and not counted, and the walk reads its resolutions as usual.
+        """
+        linking_keys = integration.linking_keys
+        cookie = page_candidates(linking_keys, visitor, {})
+        keys = [resolution_key(scope, candidate) for candidate in cookie]
+        remembered, ahead = await self.identity_map.identifiers_ahead(integration.id, visitor, keys)
+        if remembered:
+            return page_candidates(linking_keys, visitor, remembered), None
+        if ahead is None:
+            return cookie, None
+        return cookie, ReadAhead(keys, self._cache.decode_ahead(keys, ahead))
 
     async def _outcome(
         self,
@@ -254,17 +280,24 @@ class Enricher:
         scope: str,
         *,
         latest: bool = False,
+        read: ReadAhead | None = None,
     ) -> Outcome:
         """The outcome of the visitor's candidates: the cache's, else a shared partner call.
 
-        ``latest`` as for ``Resolver.cached``.
+        ``latest`` and ``read`` as for ``Resolver.cached``.
         """
         if not found:
             warning = messages.no_sources([lk.source for lk in integration.linking_keys])
             return Outcome(None, None, None, "miss", (warning,))
         breaker = self._breaker(integration.id)
         cached = await self._resolver.cached(
-            integration.id, found, scope=scope, client=client, breaker=breaker, latest=latest
+            integration.id,
+            found,
+            scope=scope,
+            client=client,
+            breaker=breaker,
+            latest=latest,
+            read=read,
         )
         if cached is not None:
             return cached

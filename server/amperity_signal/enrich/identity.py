@@ -68,12 +68,32 @@ class IdentityMap:
         key = self._key(integration_id, anonymous_id)
         found, renew_after = read_entry(await self._cache.get(key))
         if found and is_due(renew_after, self._wall_clock()):
-            # A merge of nothing: renews the entry as Redis holds it by then, so a field
-            # another replica merged since this read is kept (a SET of ``found`` lost it).
-            await self._cache.merge_identifiers(
-                key, {}, now=self._wall_clock(), ttl=self._expiry(self._ttl), count=False
-            )
+            await self._renew(key)
         return found
+
+    async def identifiers_ahead(
+        self, integration_id: str, anonymous_id: str, ahead: Sequence[str]
+    ) -> tuple[dict[str, str], list[bytes | None] | None]:
+        """``identifiers``, with the stored bytes of ``ahead`` read in the same round trip.
+
+        For the page, whose next read (its cookie's resolutions) is known unless the map
+        has an entry: see ``JsonCache.get_ahead``, which counts nothing of ``ahead`` (None:
+        nothing was read ahead).
+        """
+        key = self._key(integration_id, anonymous_id)
+        stored, read = await self._cache.get_ahead(key, ahead)
+        found, renew_after = read_entry(stored)
+        if found and is_due(renew_after, self._wall_clock()):
+            await self._renew(key)
+        return found, read
+
+    async def _renew(self, key: str) -> None:
+        """Give a used entry a full TTL again."""
+        # A merge of nothing: renews the entry as Redis holds it by then, so a field
+        # another replica merged since this read is kept (a SET of ``found`` lost it).
+        await self._cache.merge_identifiers(
+            key, {}, now=self._wall_clock(), ttl=self._expiry(self._ttl), count=False
+        )
 
     async def remember(
         self,

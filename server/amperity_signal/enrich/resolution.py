@@ -76,6 +76,18 @@ class Outcome(NamedTuple):
     latest: dict[str, Any] | None = None
 
 
+def resolution_key(scope: str, candidate: Candidate) -> str:
+    """The cache key of a candidate's resolution entry (its profile id, or a miss)."""
+    return cache_key("res", scope, candidate.key, candidate.value)
+
+
+class ReadAhead(NamedTuple):
+    """Resolution entries read before the walk: their keys, and their decoded values."""
+
+    keys: Sequence[str]
+    states: Sequence[Any]
+
+
 @dataclass
 class _Round:
     """Bookkeeping of one walk over the candidates."""
@@ -147,15 +159,18 @@ class Resolver:
         client: ProfileClient,
         breaker: Breaker,
         latest: bool = False,
+        read: ReadAhead | None = None,
     ) -> Outcome | None:
         """The outcome from the cache alone, or None when a partner call is needed.
 
         ``scope`` is the integration's ``profile_scope`` (the cache keys' first part).
         With ``latest`` a hit also reads the profile's latest personalised attributes, with
         its attributes, in one round trip (``Outcome.latest``; the browser's page asks).
+        ``read``: the candidates' resolution entries, already read (and counted) with the
+        identity map (``resolution_key`` of each candidate, in order).
         """
         call = _Call(integration_id, scope, client, breaker, None, False, 0, latest)
-        return await self._walk(call, candidates)
+        return await self._walk(call, candidates, read)
 
     async def resolve(
         self,
@@ -186,13 +201,16 @@ class Resolver:
         outcome = await self._walk(call, candidates)
         return outcome if outcome is not None else Outcome(None, None, None, "miss")
 
-    async def _walk(self, call: _Call, candidates: Sequence[Candidate]) -> Outcome | None:
+    async def _walk(
+        self, call: _Call, candidates: Sequence[Candidate], read: ReadAhead | None = None
+    ) -> Outcome | None:
         """Walk the candidates in order; None when a call is needed but not allowed."""
         scope = call.scope
-        keys = [cache_key("res", scope, c.key, c.value) for c in candidates]
         # The walk that may call re-reads what the cache-only walk before it counted.
         count = not call.allow_calls
-        states = await self._cache.get_many(keys, count=count)
+        # ``read``: the entries, read before the walk and counted then.
+        keys = read.keys if read is not None else [resolution_key(scope, c) for c in candidates]
+        states = read.states if read is not None else await self._cache.get_many(keys, count=count)
         walk: _Round | None = None
         stopped_at = len(candidates)
         for index, (candidate, key, state) in enumerate(zip(candidates, keys, states, strict=True)):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from amperity_signal.config import IntegrationSettings
-from amperity_signal.enrich import CacheBackend
+from amperity_signal.config import CacheSettings, IntegrationSettings
+from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
@@ -18,6 +18,8 @@ from .redis_support import RedisProcess
 from .test_enrich_redis import redis_enricher
 
 ALICE = {"email": "alice@example.com"}
+BOB = "anon_bob"
+"""A visitor known by its cookie alone: the identity map has no entry for it."""
 
 
 def personalised() -> IntegrationSettings:
@@ -36,6 +38,76 @@ async def reads(inspector: redis.Redis) -> dict[str, int]:
     return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget")}
 
 
+def cache_counts(metrics: Metrics) -> dict[tuple[str, str], float]:
+    """Every ``amperity_signal_cache_total`` sample, by (kind, result)."""
+    return {
+        (sample.labels["cache"], sample.labels["result"]): sample.value
+        for family in metrics.registry.collect()
+        if family.name == "amperity_signal_cache"
+        for sample in family.samples
+        if sample.name == "amperity_signal_cache_total"
+    }
+
+
+def counted_since(before: dict[tuple[str, str], float], metrics: Metrics) -> dict[Any, float]:
+    """The cache counts that grew since ``before``, by how much."""
+    after = cache_counts(metrics)
+    grown = {label: value - before.get(label, 0.0) for label, value in after.items()}
+    return {label: value for label, value in grown.items() if value}
+
+
+def with_bob(client: FakeProfileClient) -> FakeProfileClient:
+    """``client`` also knowing bob, through his cookie."""
+    client.add("p-bob", {"Persona": "Browser", "LifetimeTier": "Silver"}, device_cookie=BOB)
+    return client
+
+
+Page = Callable[[Enricher], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
+
+
+async def memory_page(
+    client: FakeProfileClient,
+    clock: FakeClock,
+    prepare: Callable[[Enricher], Awaitable[None]],
+    page: Page,
+) -> tuple[Any, dict[Any, float]]:
+    """``page``'s answer and the cache counts it adds, with the memory store as the cache.
+
+    ``prepare`` runs first (filling the cache), uncounted. What Redis counts must match.
+    """
+    metrics = Metrics()
+    enricher = Enricher(
+        CacheSettings(jitter=0),
+        client_for=lambda _id: client,
+        cache=CacheBackend(MemoryStore(1000, clock=clock), metrics=metrics, clock=clock),
+        metrics=metrics,
+        clock=clock,
+    )
+    await prepare(enricher)
+    before = cache_counts(metrics)
+    answer = await page(enricher)
+    return answer, counted_since(before, metrics)
+
+
+async def redis_page(
+    enricher: Enricher,
+    inspector: redis.Redis,
+    metrics: Metrics,
+    prepare: Callable[[Enricher], Awaitable[None]],
+    page: Page,
+) -> tuple[Any, tuple[int, int], dict[Any, float]]:
+    """``page``'s answer, its (GET, MGET) commands and the cache counts it adds, on Redis.
+
+    ``metrics`` are the enricher's; ``prepare`` runs first, uncounted.
+    """
+    await prepare(enricher)
+    before, counted = await reads(inspector), cache_counts(metrics)
+    answer = await page(enricher)
+    after = await reads(inspector)
+    trips = after["get"] - before["get"], after["mget"] - before["mget"]
+    return answer, trips, counted_since(counted, metrics)
+
+
 def cache_count(metrics: Metrics, kind: str, result: str) -> float:
     """``amperity_signal_cache_total`` for one kind and result, as a scrape reads it."""
     labels = {"cache": kind, "result": result}
@@ -51,9 +123,9 @@ async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip
 ) -> None:
     """A cached visitor costs three round trips, four before.
 
-    The identity map (GET), the resolutions of its candidates (email and cookie: one
-    MGET), then one MGET for both the attributes and the latest personalised entry (those
-    two were a GET each).
+    The identity map (with the cookie's resolution, read ahead and unused: one MGET), the
+    resolutions of its candidates (email and cookie: one MGET), then one MGET for both the
+    attributes and the latest personalised entry (those two were a GET each).
     """
     enricher = redis_enricher(backend, client, metrics, clock)
     settings = personalised()
@@ -65,7 +137,7 @@ async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip
     after = await reads(inspector)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {"Offer": "bags-promo"}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
+    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (0, 3)
     # Each entry read is counted once, as a hit of its own kind.
     assert cache_count(metrics, "perslast", "hit") == hits[0] + 1
     assert cache_count(metrics, "attrs", "hit") == hits[1] + 1
@@ -89,8 +161,99 @@ async def test_a_page_without_a_personalised_entry_gets_none_counted_as_a_miss(
     after = await reads(inspector)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
+    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (0, 3)
     assert cache_count(metrics, "perslast", "miss") == misses + 1
+
+
+async def test_a_page_of_a_visitor_the_identity_map_does_not_know_costs_two_round_trips(
+    backend: CacheBackend,
+    inspector: redis.Redis,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """No identity-map entry (the common anonymous page): two round trips, three before.
+
+    The identity map is read with the cookie's resolution (one MGET, was a GET each),
+    then the attributes with the latest personalised entry (one MGET). Answers and cache
+    counts are the memory store's: each entry read once, as a hit or a miss of its kind.
+    """
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+    settings = personalised()
+
+    async def prepare(enricher: Enricher) -> None:
+        await enricher.enrich(settings, event(BOB, properties={"category": "shoes"}), deadline=None)
+
+    async def page(enricher: Enricher) -> tuple[dict[str, Any], dict[str, Any]]:
+        return await enricher.browser_attributes(settings, BOB, deadline=None)
+
+    answer, trips, counted = await redis_page(enricher, inspector, metrics, prepare, page)
+    assert answer == ({"Persona": "Browser", "LifetimeTier": "Silver"}, {"Offer": "shoes-promo"})
+    assert trips == (0, 2)
+    assert counted == {
+        ("ident", "miss"): 1,
+        ("res", "hit"): 1,
+        ("attrs", "hit"): 1,
+        ("perslast", "hit"): 1,
+    }
+    assert (answer, counted) == await memory_page(client, clock, prepare, page)
+
+
+async def test_a_page_of_a_visitor_the_identity_map_knows_counts_no_unused_read(
+    backend: CacheBackend,
+    inspector: redis.Redis,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """An identity-map entry: the cookie's resolution read ahead is unused, never counted.
+
+    The visitor resolves through the remembered email, with the answer and the cache
+    counts of the memory store (the cookie's resolution counted once, by the walk).
+    """
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+
+    async def prepare(enricher: Enricher) -> None:
+        await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+
+    async def page(enricher: Enricher) -> tuple[dict[str, Any], dict[str, Any]]:
+        return await enricher.browser_attributes(integration(), "anon_abc123", deadline=None)
+
+    answer, trips, counted = await redis_page(enricher, inspector, metrics, prepare, page)
+    assert answer == ({"Persona": "Value Hunter", "LifetimeTier": "Gold"}, {})
+    assert trips == (0, 3)  # three round trips, as before (one GET is now an MGET)
+    assert counted == {
+        ("ident", "hit"): 1,
+        ("res", "hit"): 1,  # the email's
+        ("res", "miss"): 1,  # the cookie's, never looked up (the email matched first)
+        ("attrs", "hit"): 1,
+        ("perslast", "miss"): 1,
+    }
+    assert (answer, counted) == await memory_page(client, clock, prepare, page)
+
+
+async def test_a_page_of_an_unknown_cookie_counts_as_it_did_during_an_outage(
+    backend: CacheBackend,
+    redis_server: RedisProcess,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+) -> None:
+    """Redis gone: the read-ahead's lost reads are counted as the separate reads' were.
+
+    One lost read for the identity map, and one for the cookie's resolution at each of the
+    two walks (the cache's, then the partner's); bob is resolved through the partner.
+    """
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+    redis_server.kill()
+    counted = cache_counts(metrics)
+    answer = await enricher.browser_attributes(integration(), BOB, deadline=None)
+    assert answer == ({"Persona": "Browser", "LifetimeTier": "Silver"}, {})
+    assert client.lookups == [("device_cookie", BOB)]
+    lost = {label: n for label, n in counted_since(counted, metrics).items() if "error" in label}
+    assert lost == {("ident", "error"): 1, ("res", "error"): 2, ("perslast", "error"): 1}
+    degraded = {"integration": "acme", "cause": "cache_unavailable"}
+    assert metrics.registry.get_sample_value("amperity_signal_enrichment_degraded_total", degraded)
 
 
 async def test_a_page_read_during_an_outage_answers_nothing_and_counts_lost_reads(

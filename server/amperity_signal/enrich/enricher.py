@@ -230,22 +230,33 @@ class Enricher:
     async def _read_ahead(
         self, integration: IntegrationSettings, visitor: str, scope: str
     ) -> tuple[tuple[Candidate, ...], ReadAhead | None]:
-        """The page's lookups, reading the identity map and the cookie's resolutions at once.
+        """The page's lookups and their resolutions, the cookie's read with the identity map.
 
-        Most pages' visitors have no identity-map entry, and then their lookups are their
-        cookie's alone: those resolutions are read with the map, in one round trip, and
-        returned (counted) for the walk. For a visitor the map knows, that read is unused
-        and not counted, and the walk reads its resolutions as usual.
+        Every page's lookups include its cookie's, known before the map answers, so their
+        resolutions are read with the map, in one round trip: for most pages' visitors,
+        whom the map does not know, that is all of them. For a visitor it knows, the
+        remembered lookups' resolutions are read next. Each entry is counted once, when
+        the walk is handed it, as the walk's own read counted it.
         """
         linking_keys = integration.linking_keys
         cookie = page_candidates(linking_keys, visitor, {})
         keys = [resolution_key(scope, candidate) for candidate in cookie]
         remembered, ahead = await self.identity_map.identifiers_ahead(integration.id, visitor, keys)
-        if remembered:
+        if ahead is None:  # nothing read ahead (the cookie gives no lookup)
             return page_candidates(linking_keys, visitor, remembered), None
-        if ahead is None:
-            return cookie, None
-        return cookie, ReadAhead(keys, self._cache.decode_ahead(keys, ahead))
+        if not remembered:
+            return cookie, ReadAhead(keys, self._cache.decode_ahead(keys, ahead))
+        found = page_candidates(linking_keys, visitor, remembered)
+        rest = [candidate for candidate in found if candidate not in cookie]
+        rest_keys = [resolution_key(scope, candidate) for candidate in rest]
+        # Read before decoding the read-ahead, which a failure of this read makes lost too.
+        states = dict(zip(rest, await self._cache.get_many(rest_keys), strict=True))
+        by_key = dict(zip(rest, rest_keys, strict=True))
+        for candidate, key, state in zip(
+            cookie, keys, self._cache.decode_ahead(keys, ahead), strict=True
+        ):
+            states[candidate], by_key[candidate] = state, key
+        return found, ReadAhead([by_key[c] for c in found], [states[c] for c in found])
 
     async def _outcome(
         self,

@@ -123,8 +123,8 @@ async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip
 ) -> None:
     """A cached visitor costs three round trips, four before.
 
-    The identity map (with the cookie's resolution, read ahead and unused: one MGET), the
-    resolutions of its candidates (email and cookie: one MGET), then one MGET for both the
+    The identity map with the cookie's resolution (one MGET), the remembered email's
+    resolution (one GET; the cookie's was read with the map), then one MGET for both the
     attributes and the latest personalised entry (those two were a GET each).
     """
     enricher = redis_enricher(backend, client, metrics, clock)
@@ -137,7 +137,7 @@ async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip
     after = await reads(inspector)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {"Offer": "bags-promo"}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (0, 3)
+    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
     # Each entry read is counted once, as a hit of its own kind.
     assert cache_count(metrics, "perslast", "hit") == hits[0] + 1
     assert cache_count(metrics, "attrs", "hit") == hits[1] + 1
@@ -161,7 +161,7 @@ async def test_a_page_without_a_personalised_entry_gets_none_counted_as_a_miss(
     after = await reads(inspector)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (0, 3)
+    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
     assert cache_count(metrics, "perslast", "miss") == misses + 1
 
 
@@ -199,17 +199,17 @@ async def test_a_page_of_a_visitor_the_identity_map_does_not_know_costs_two_roun
     assert (answer, counted) == await memory_page(client, clock, prepare, page)
 
 
-async def test_a_page_of_a_visitor_the_identity_map_knows_counts_no_unused_read(
+async def test_a_page_of_a_visitor_the_identity_map_knows_counts_each_read_once(
     backend: CacheBackend,
     inspector: redis.Redis,
     client: FakeProfileClient,
     metrics: Metrics,
     clock: FakeClock,
 ) -> None:
-    """An identity-map entry: the cookie's resolution read ahead is unused, never counted.
+    """An identity-map entry: the cookie's resolution, read ahead, is counted once.
 
     The visitor resolves through the remembered email, with the answer and the cache
-    counts of the memory store (the cookie's resolution counted once, by the walk).
+    counts of the memory store, in the round trips it took before.
     """
     enricher = redis_enricher(backend, with_bob(client), metrics, clock)
 
@@ -221,7 +221,7 @@ async def test_a_page_of_a_visitor_the_identity_map_knows_counts_no_unused_read(
 
     answer, trips, counted = await redis_page(enricher, inspector, metrics, prepare, page)
     assert answer == ({"Persona": "Value Hunter", "LifetimeTier": "Gold"}, {})
-    assert trips == (0, 3)  # three round trips, as before (one GET is now an MGET)
+    assert trips == (1, 2)  # three round trips, as before (one GET is now an MGET)
     assert counted == {
         ("ident", "hit"): 1,
         ("res", "hit"): 1,  # the email's
@@ -254,6 +254,45 @@ async def test_a_page_of_an_unknown_cookie_counts_as_it_did_during_an_outage(
     assert lost == {("ident", "error"): 1, ("res", "error"): 2, ("perslast", "error"): 1}
     degraded = {"integration": "acme", "cause": "cache_unavailable"}
     assert metrics.registry.get_sample_value("amperity_signal_enrichment_degraded_total", degraded)
+
+
+async def test_a_page_whose_remembered_resolutions_read_fails_counts_both_lost(
+    backend: CacheBackend,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis failing after the identity map's read: the cookie's read-ahead is lost too.
+
+    As when both resolutions were one read: each counted as a lost read (at the cache's
+    walk, then at the partner's), and the visitor resolved through the partner.
+    """
+    enricher = redis_enricher(backend, client, metrics, clock)
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    store = backend.store
+    get, multi_get = store.get, store.multi_get
+
+    def failing_at_resolutions(keys: Sequence[str]) -> None:
+        if all(":res:" in key for key in keys):
+            raise RedisConnectionError("connection refused")
+
+    async def failing_get(key: str) -> bytes | None:
+        failing_at_resolutions([key])
+        return await get(key)
+
+    async def failing_multi_get(keys: Sequence[str]) -> list[bytes | None]:
+        failing_at_resolutions(keys)
+        return await multi_get(keys)
+
+    monkeypatch.setattr(store, "get", failing_get)
+    monkeypatch.setattr(store, "multi_get", failing_multi_get)
+    counted = cache_counts(metrics)
+    answer = await enricher.browser_attributes(integration(), "anon_abc123", deadline=None)
+    assert answer == ({"Persona": "Value Hunter", "LifetimeTier": "Gold"}, {})
+    lost = {label: n for label, n in counted_since(counted, metrics).items() if "error" in label}
+    assert lost[("res", "error")] == 4
+    assert ("ident", "error") not in lost
 
 
 async def test_a_page_read_during_an_outage_answers_nothing_and_counts_lost_reads(

@@ -41,6 +41,8 @@ class JsonCache:
         if type(store) is MemoryStore:
             self._get_now = store.get_now
             self._merge_now = store.merge_identifiers_now
+        self.answers_now = self._get_now is not None
+        """Whether reads are answered without a round trip (the memory store)."""
         self._metrics = metrics
         self._counters: dict[str, tuple[Increments, Increments]] = {}
 
@@ -55,11 +57,6 @@ class JsonCache:
             if _DIGEST_TAIL.fullmatch(key[-65:]):
                 self._counters[key[:-64]] = counters
         counters[hit].inc()
-
-    @property
-    def answers_now(self) -> bool:
-        """Whether reads are answered without a round trip (the memory store)."""
-        return self._get_now is not None
 
     @property
     def available(self) -> bool:

@@ -209,7 +209,12 @@ class Resolver:
         # The walk that may call re-reads what the cache-only walk before it counted.
         count = not call.allow_calls
         # ``read``: the entries, read before the walk and counted then.
-        keys = read.keys if read is not None else [resolution_key(scope, c) for c in candidates]
+        # (``resolution_key`` inlined: a call per candidate of every request.)
+        keys = (
+            read.keys
+            if read is not None
+            else [cache_key("res", scope, c.key, c.value) for c in candidates]
+        )
         states = read.states if read is not None else await self._cache.get_many(keys, count=count)
         walk: _Round | None = None
         stopped_at = len(candidates)

@@ -108,6 +108,31 @@ async def redis_page(
     return answer, trips, counted_since(counted, metrics)
 
 
+def fail_reads(
+    monkeypatch: pytest.MonkeyPatch,
+    backend: CacheBackend,
+    fails: Callable[[Sequence[str]], bool],
+) -> None:
+    """Make the store's GET and MGET of the keys ``fails`` picks refuse the connection."""
+    store = backend.store
+    get, multi_get = store.get, store.multi_get
+
+    def check(keys: Sequence[str]) -> None:
+        if fails(keys):
+            raise RedisConnectionError("connection refused")
+
+    async def failing_get(key: str) -> bytes | None:
+        check([key])
+        return await get(key)
+
+    async def failing_multi_get(keys: Sequence[str]) -> list[bytes | None]:
+        check(keys)
+        return await multi_get(keys)
+
+    monkeypatch.setattr(store, "get", failing_get)
+    monkeypatch.setattr(store, "multi_get", failing_multi_get)
+
+
 def cache_count(metrics: Metrics, kind: str, result: str) -> float:
     """``amperity_signal_cache_total`` for one kind and result, as a scrape reads it."""
     labels = {"cache": kind, "result": result}
@@ -270,23 +295,7 @@ async def test_a_page_whose_remembered_resolutions_read_fails_counts_both_lost(
     """
     enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
-    store = backend.store
-    get, multi_get = store.get, store.multi_get
-
-    def failing_at_resolutions(keys: Sequence[str]) -> None:
-        if all(":res:" in key for key in keys):
-            raise RedisConnectionError("connection refused")
-
-    async def failing_get(key: str) -> bytes | None:
-        failing_at_resolutions([key])
-        return await get(key)
-
-    async def failing_multi_get(keys: Sequence[str]) -> list[bytes | None]:
-        failing_at_resolutions(keys)
-        return await multi_get(keys)
-
-    monkeypatch.setattr(store, "get", failing_get)
-    monkeypatch.setattr(store, "multi_get", failing_multi_get)
+    fail_reads(monkeypatch, backend, lambda keys: all(":res:" in key for key in keys))
     counted = cache_counts(metrics)
     answer = await enricher.browser_attributes(integration(), "anon_abc123", deadline=None)
     assert answer == ({"Persona": "Value Hunter", "LifetimeTier": "Gold"}, {})
@@ -331,23 +340,7 @@ async def test_a_page_whose_attributes_read_fails_answers_as_without_a_cache(
     """
     enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
-    store = backend.store
-    get, multi_get = store.get, store.multi_get
-
-    def failing_at_attributes(keys: Sequence[str]) -> None:
-        if any(":attrs:" in key for key in keys):
-            raise RedisConnectionError("connection refused")
-
-    async def failing_get(key: str) -> bytes | None:
-        failing_at_attributes([key])
-        return await get(key)
-
-    async def failing_multi_get(keys: Sequence[str]) -> list[bytes | None]:
-        failing_at_attributes(keys)
-        return await multi_get(keys)
-
-    monkeypatch.setattr(store, "get", failing_get)
-    monkeypatch.setattr(store, "multi_get", failing_multi_get)
+    fail_reads(monkeypatch, backend, lambda keys: any(":attrs:" in key for key in keys))
     calls = len(client.lookups), len(client.gets)
     attributes, latest = await enricher.browser_attributes(
         integration(), "anon_abc123", deadline=None

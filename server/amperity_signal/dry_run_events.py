@@ -65,7 +65,7 @@ def deliverable_event(
         event.partner_attrs.update(partner_attrs)
     try:
         # As Deliver: the gateway has filled message_id and timestamp already.
-        return checked_event_dict(
+        mapped = checked_event_dict(
             event, max_bytes=max_bytes, message_id=event.message_id or str(uuid.uuid4())
         )
     except InvalidEvent as error:
@@ -75,6 +75,44 @@ def deliverable_event(
                 for v in error.violations
             ]
         ) from None
+    return _in_file_order(mapped, item, partner_attrs)
+
+
+def _in_file_order(
+    mapped: dict[str, Any], item: dict[str, Any], partner_attrs: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``mapped`` with the keys of its Structs and maps in the order the file gives them.
+
+    A proto Struct or map hands its keys back in an order of its own, which differs from
+    one process to the next: without this, two dry runs of one file would print their
+    payloads differently and a diff of them would show changes nobody made.
+    """
+    for name, given in (
+        ("properties", item.get("properties")),
+        ("traits", item.get("traits")),
+        ("partner_attrs", partner_attrs),
+    ):
+        if name in mapped:
+            mapped[name] = _ordered_like(mapped[name], given)
+    context = item.get("context")
+    consent = context.get("consent") if isinstance(context, dict) else None
+    categories = consent.get("categories") if isinstance(consent, dict) else None
+    mapped_consent = mapped.get("context", {}).get("consent", {})
+    if "categories" in mapped_consent:
+        mapped_consent["categories"] = _ordered_like(mapped_consent["categories"], categories)
+    return mapped
+
+
+def _ordered_like(value: Any, given: Any) -> Any:
+    """``value`` with each dict's keys in ``given``'s order (the rest after them, sorted)."""
+    if isinstance(value, dict):
+        order = list(given) if isinstance(given, dict) else []
+        keys = [k for k in order if k in value] + sorted(k for k in value if k not in order)
+        return {k: _ordered_like(value[k], given.get(k) if order else None) for k in keys}
+    if isinstance(value, list):
+        others = given if isinstance(given, list) and len(given) == len(value) else []
+        return [_ordered_like(v, others[i] if others else None) for i, v in enumerate(value)]
+    return value
 
 
 def _pop_partner_attrs(data: Any, where: str) -> dict[str, Any] | None:

@@ -66,3 +66,30 @@ def test_whole_numbers_come_out_as_deliver_maps_them() -> None:
     """A Struct carries doubles; Deliver maps 120.0 as 120, and so does a dry run."""
     data = {"type": "track", "event": "X", "anonymousId": "a", "properties": {"price": 120.0}}
     assert deliverable_event(data, 0, NOW)["properties"] == {"price": 120}
+
+
+def test_struct_and_map_keys_come_back_in_the_files_order() -> None:
+    """A Struct's or map's own key order differs between processes; the file's is kept.
+
+    Forty keys in an order neither sorted nor any hash's: the chance that a Struct hands
+    them back so by accident is nil, so the old conversion fails this.
+    """
+    keys = [f"k{(i * 17) % 40:02d}" for i in range(40)]
+    nested = {key: i for i, key in enumerate(reversed(keys))}
+    event = deliverable_event(
+        {
+            "event": "X",
+            "anonymousId": "a",
+            "properties": {**{key: i for i, key in enumerate(keys)}, "items": [nested]},
+            "traits": nested,
+            "partnerAttrs": {"amperity": nested},
+            "context": {"consent": {"categories": dict.fromkeys(keys, True)}},
+        },
+        0,
+        NOW,
+    )
+    assert list(event["properties"]) == [*keys, "items"]
+    assert list(event["properties"]["items"][0]) == list(nested)
+    assert list(event["traits"]) == list(nested)
+    assert list(event["partner_attrs"]["amperity"]) == list(nested)
+    assert list(event["context"]["consent"]["categories"]) == keys

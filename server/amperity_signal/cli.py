@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--vertical", required=True)
     test.add_argument("--events", required=True, help="JSON array of Datafly events")
     test.add_argument("--source-value", default="DATAFLY")
+    test.add_argument(
+        "--config",
+        help="apply this config's overrides for --integration and its [server] max_message_bytes",
+    )
+    test.add_argument("--integration", help="integration id whose overrides to apply")
 
     send = commands.add_parser("send-test-event", help="deliver one test event (verify setup)")
     _config_arg(send)

@@ -156,7 +156,10 @@ def blueprint(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     where = f"--events {args.events}"
-    events, refused = _deliverable_events(raw)
+    # Deliver's largest event is the configuration's; without one, the default.
+    config = getattr(args, "config", None)
+    max_bytes = load_settings(config).server.max_message_bytes if config else None
+    events, refused = _deliverable_events(raw, max_bytes)
     for _, refusal in refused:
         for violation in refusal.violations:
             print(f"error: {where}: {violation.field}: {violation.description}", file=sys.stderr)
@@ -259,20 +262,24 @@ def _read_events(path: str) -> list[Any]:
 
 
 def _deliverable_events(
-    raw: list[Any],
+    raw: list[Any], max_bytes: int | None = None
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, InvalidEvent]]]:
     """Each event as Deliver would map it, and each one the gateway or Deliver would refuse.
 
     Both by position in the file. One bad event does not hide what the others map to.
+    ``max_bytes`` is ``[server] max_message_bytes`` (None: its default).
     """
     from amperity_signal.dry_run_events import deliverable_event
+    from amperity_signal.service.validation import DEFAULT_MAX_BYTES
+
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
 
     now = datetime.now(UTC)  # one receive time, as for one batch
     events: list[tuple[int, dict[str, Any]]] = []
     refused: list[tuple[int, InvalidEvent]] = []
     for index, item in enumerate(raw):
         try:
-            events.append((index, deliverable_event(item, index, now)))
+            events.append((index, deliverable_event(item, index, now, limit)))
         except InvalidEvent as error:
             refused.append((index, error))
     return events, refused

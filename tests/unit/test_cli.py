@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -572,3 +573,42 @@ def test_blueprint_test_reads_an_events_file_with_a_utf8_byte_order_mark(tmp_pat
     result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
     assert result.returncode == 0, result.stderr
     assert "#1 page -> pageview" in result.stdout
+
+
+def test_blueprint_test_takes_the_configs_overrides_and_message_size(tmp_path: Path) -> None:
+    """--config (and --integration) dry-run as that integration delivers.
+
+    Its blueprint overrides apply (an added global mapping fires), and so does its
+    ``[server] max_message_bytes``: an event within the default 1 MiB but over the
+    configured 64 KiB is refused in Deliver's words, as Deliver would refuse it.
+    """
+    config = write_config(
+        tmp_path / "c.toml",
+        blueprint={"global_mappings": [{"source": "properties.shelf", "target": "shelf_code"}]},
+    )
+    settings = tomllib.loads(config.read_text("utf-8"))
+    settings["server"]["max_message_bytes"] = 65_536
+    config.write_text(tomli_w.dumps(settings), encoding="utf-8")
+    big = {f"p{i}": "x" * 8000 for i in range(9)}  # 72 KB: under 1 MiB, over 64 KiB
+    events = tmp_path / "events.json"
+    events.write_text(
+        json.dumps(
+            [
+                {"type": "page", "anonymousId": "a", "properties": {"shelf": "S-9"}},
+                {"type": "page", "anonymousId": "a", "properties": big},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    plain = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert plain.returncode == 0, plain.stderr
+    assert '"shelf_code"' not in plain.stdout
+    result = run_cli(
+        "blueprint", "test", "--vertical", "retail", "--events", str(events),
+        "--config", str(config),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert '"shelf_code": "S-9"' in result.stdout
+    assert "events[1]" in result.stderr
+    assert "at most 65536 are accepted" in result.stderr, result.stderr
+    assert "refused, not mapped: events[1]" in result.stdout

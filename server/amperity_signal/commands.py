@@ -147,7 +147,7 @@ def blueprint(args: argparse.Namespace) -> int:
     from amperity_signal.blueprint import dry_run, render_blueprint
 
     try:
-        loaded = _compile_blueprint(args)
+        loaded, settings = _compile_blueprint(args)
         if args.blueprint_command == "show":
             print(render_blueprint(loaded))
             return 0
@@ -157,9 +157,9 @@ def blueprint(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     where = f"--events {args.events}"
     # Deliver's largest event is the configuration's; without one, the default.
-    config = getattr(args, "config", None)
-    max_bytes = load_settings(config).server.max_message_bytes if config else None
-    events, refused = _deliverable_events(raw, max_bytes)
+    events, refused = _deliverable_events(
+        raw, settings.server.max_message_bytes if settings else None
+    )
     for _, refusal in refused:
         for violation in refusal.violations:
             print(f"error: {where}: {violation.field}: {violation.description}", file=sys.stderr)
@@ -174,8 +174,11 @@ def blueprint(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
-def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
+def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | None]:
     """The blueprint of ``--vertical``, with ``--config``'s overrides when given.
+
+    Returns:
+        The blueprint, and ``--config``'s settings (None without it).
 
     Raises:
         _UsageError: An unknown vertical or integration, --integration without --config,
@@ -203,6 +206,7 @@ def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
     # What is compiled, for an error: the vertical is known by now, so a BlueprintError
     # comes from the integration's overrides (or a damaged install).
     compiled = f"vertical {args.vertical!r}"
+    settings = None
     if getattr(args, "config", None):
         settings = load_settings(args.config)
         if not settings.integrations:
@@ -214,7 +218,7 @@ def _compile_blueprint(args: argparse.Namespace) -> Blueprint:
         overrides = chosen.blueprint
         compiled += f" with --config {args.config}'s overrides for integration {chosen.id!r}"
     try:
-        return load_blueprint(args.vertical, overrides)
+        return load_blueprint(args.vertical, overrides), settings
     except BlueprintError as error:
         raise _UsageError(f"{compiled}: {error}") from None
 

@@ -89,15 +89,13 @@ async def main() -> None:
     backend = build_cache(settings, metrics)
     identity = IdentityMap(JsonCache(backend, metrics), ttl=settings.identity_ttl, expiry=float)
     admin = redis.Redis.from_url(args.redis_url)
-    learned = {"email:sha256": "a" * 64, "user_id": "cust-1"}
     offset = 0
 
     async def repeat(_number: int) -> object:
-        return await identity.merge("acme", _event(0), LINKING_KEYS, learned=learned)
+        return await identity.merge("acme", _event(0), LINKING_KEYS)
 
     async def new(number: int) -> object:
-        event = _event(offset + number)
-        return await identity.merge("acme", event, LINKING_KEYS, learned=learned)
+        return await identity.merge("acme", _event(offset + number), LINKING_KEYS)
 
     try:
         for scenario, merge, in_flight in (

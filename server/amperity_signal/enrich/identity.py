@@ -119,8 +119,6 @@ class IdentityMap:
         integration_id: str,
         event: Mapping[str, Any],
         linking_keys: Sequence[LinkingKey],
-        *,
-        learned: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, str], bool]:
         """Like ``remember``, also returning the visitor's fields after the merge.
 
@@ -131,15 +129,12 @@ class IdentityMap:
         usually the first linking key) and be shown to the new one. The entry is written
         only when it changed, or when it is due to be renewed (see ``identifiers``), and
         the whole read-merge-write is one atomic store operation (``merge_identifiers``).
-        ``learned`` is ``learnable(linking_keys, event)`` when the caller already has it
-        (hashing is not free).
+        A caller that has read the event's identifiers already calls ``learn``.
         """
         anonymous_id = visitor_id(event)
         if anonymous_id is None:
             return {}, False
-        if learned is None:
-            learned = learnable(linking_keys, event)
-        return await self.learn(integration_id, anonymous_id, learned)
+        return await self.learn(integration_id, anonymous_id, learnable(linking_keys, event))
 
     async def learn(
         self, integration_id: str, anonymous_id: str, learned: Mapping[str, str]

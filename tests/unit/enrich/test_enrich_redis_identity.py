@@ -57,7 +57,7 @@ def identity_map(backend: CacheBackend, metrics: Metrics, clock: FakeClock) -> I
 
 async def merge(identity: IdentityMap, learned: Mapping[str, str]) -> tuple[dict[str, str], bool]:
     """Merge ``learned`` into the test visitor's entry."""
-    return await identity.merge("acme", event(VISITOR), LINKING_KEYS, learned=learned)
+    return await identity.learn("acme", VISITOR, learned)
 
 
 async def stored_entry(inspector: redis.Redis) -> dict[str, Any]:
@@ -103,7 +103,7 @@ async def test_a_merge_reads_once_and_writes_only_through_the_script(
     cache, client = counted_backend(redis_server, metrics, clock)
     identity = identity_map(cache, metrics, clock)
     try:
-        await identity.merge("acme", event("anon_warm_up"), LINKING_KEYS, learned=ALICE)
+        await identity.learn("acme", "anon_warm_up", ALICE)
         client.commands.clear()
         assert await merge(identity, ALICE) == (ALICE, True)
         assert await merge(identity, ALICE) == (ALICE, False)

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--source-value", default="DATAFLY")
     test.add_argument(
         "--config",
-        help="apply this config's overrides for --integration and its [server] max_message_bytes",
+        help="apply this config's overrides for --integration and its size limits "
+        "([server] max_message_bytes, [gateway] max_batch_body_bytes)",
     )
     test.add_argument("--integration", help="integration id whose overrides to apply")
 

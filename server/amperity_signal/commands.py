@@ -156,10 +156,7 @@ def blueprint(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     where = f"--events {args.events}"
-    # Deliver's largest event is the configuration's; without one, the default.
-    events, refused = _deliverable_events(
-        raw, settings.server.max_message_bytes if settings else None
-    )
+    events, refused = _deliverable_events(raw, settings)
     for _, refusal in refused:
         for violation in refusal.violations:
             print(f"error: {where}: {violation.field}: {violation.description}", file=sys.stderr)
@@ -266,24 +263,30 @@ def _read_events(path: str) -> list[Any]:
 
 
 def _deliverable_events(
-    raw: list[Any], max_bytes: int | None = None
+    raw: list[Any], settings: Settings | None = None
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, InvalidEvent]]]:
     """Each event as Deliver would map it, and each one the gateway or Deliver would refuse.
 
     Both by position in the file. One bad event does not hide what the others map to.
-    ``max_bytes`` is ``[server] max_message_bytes`` (None: its default).
+    The limits are ``settings``' (``--config``): Deliver's ``[server] max_message_bytes``
+    and the gateway's ``[gateway] max_batch_body_bytes``; without it, their defaults.
     """
     from amperity_signal.dry_run_events import deliverable_event
-    from amperity_signal.service.validation import DEFAULT_MAX_BYTES
 
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-
+    limits = (
+        {}
+        if settings is None
+        else {
+            "max_bytes": settings.server.max_message_bytes,
+            "max_body_bytes": settings.gateway.max_batch_body_bytes,
+        }
+    )
     now = datetime.now(UTC)  # one receive time, as for one batch
     events: list[tuple[int, dict[str, Any]]] = []
     refused: list[tuple[int, InvalidEvent]] = []
     for index, item in enumerate(raw):
         try:
-            events.append((index, deliverable_event(item, index, now, limit)))
+            events.append((index, deliverable_event(item, index, now, **limits)))
         except InvalidEvent as error:
             refused.append((index, error))
     return events, refused

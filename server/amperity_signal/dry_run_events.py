@@ -3,8 +3,11 @@
 ``blueprint test --events FILE`` should refuse what the service would refuse, in the same
 words, so each event goes through the real code rather than a copy of its checks:
 
-1. the gateway's JSON checks (``gateway/jsonbody.check_value``: finite numbers, integers
-   within ±2^53, valid Unicode, nesting) and its conversion to the proto ``Event``
+1. the gateway's body size (``gateway/jsonbody.body_too_large``: the event alone in a
+   ``/v1/batch`` body, as the browser client sends it, is at most ``[gateway]
+   max_batch_body_bytes``), its JSON checks (``gateway/jsonbody.check_value``: finite
+   numbers, integers within ±2^53, valid Unicode, nesting) and its conversion to the
+   proto ``Event``
    (``gateway/convert.event_from_json``: the type of every known field, consent's shape,
    an identifier, a messageId and the receive time filled in when missing);
 2. Deliver's validation and conversion to the engine's dict
@@ -19,6 +22,7 @@ is checked as the gateway checks any JSON object and carried over; and ``context
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -26,18 +30,25 @@ from typing import Any
 from amperity_signal.errors import FieldViolation, InvalidEvent
 from amperity_signal.gateway.convert import RequestFacts, event_from_json
 from amperity_signal.gateway.errors import GatewayError
-from amperity_signal.gateway.jsonbody import check_value
+from amperity_signal.gateway.jsonbody import body_too_large, check_value
+from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
 
 # The type an event without one gets: what the gateway's batch route gives it.
 DEFAULT_TYPE = "track"
 _PARTNER_ATTRS = ("partnerAttrs", "partner_attrs")
+# The largest body the gateway takes on the route a file's events go by, /v1/batch.
+DEFAULT_MAX_BODY_BYTES = GatewaySettings.max_batch_body_bytes
 # The name Deliver's validation gives the event in its field names.
 _SERVICE_PREFIX = "event"
 
 
 def deliverable_event(
-    item: Any, index: int, now: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+    item: Any,
+    index: int,
+    now: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> dict[str, Any]:
     """The engine's event dict Deliver would map for ``item``, the ``index``-th of a file.
 
@@ -46,6 +57,9 @@ def deliverable_event(
         index: Its position in the file, which prefixes every field name (``events[2].``).
         now: The receive time, for an event without a timestamp.
         max_bytes: The largest event Deliver takes (``[server] max_message_bytes``).
+        max_body_bytes: The largest ``/v1/batch`` body the gateway takes (``[gateway]
+            max_batch_body_bytes``); an event too large for one of its own is refused
+            (``events[index]``, the gateway's 413 message).
 
     Raises:
         InvalidEvent: What the gateway or Deliver would refuse, each violation naming
@@ -55,6 +69,7 @@ def deliverable_event(
     """
     where = f"events[{index}]"
     try:
+        _check_body_size(item, max_body_bytes)  # the gateway reads the body's size first
         check_value(item, where)
         data = dict(item) if isinstance(item, dict) else item
         partner_attrs = _pop_partner_attrs(data, where)
@@ -113,6 +128,32 @@ def _ordered_like(value: Any, given: Any) -> Any:
         others = given if isinstance(given, list) and len(given) == len(value) else []
         return [_ordered_like(v, others[i] if others else None) for i, v in enumerate(value)]
     return value
+
+
+def _check_body_size(item: Any, limit: int) -> None:
+    """Refuse an event too large for a ``/v1/batch`` body of its own, as the gateway does.
+
+    The body is the smallest that carries the event, the one the browser client sends
+    (``JSON.stringify``): ``{"batch":[event]}`` without spaces, in UTF-8, a lone surrogate
+    as its six-character escape. ``partnerAttrs`` is left out: Signal attaches them
+    server-side, a page never sends them. A batch is the largest body the gateway takes
+    (by default: ``/v1/t``, ``/v1/p`` and ``/v1/i`` take 32 KiB), so an event refused
+    here reaches Deliver by no route.
+
+    Raises:
+        GatewayError: 413, the gateway's own.
+    """
+    sent = (
+        {k: v for k, v in item.items() if k not in _PARTNER_ATTRS}
+        if isinstance(item, dict)
+        else item
+    )
+    try:
+        body = json.dumps({"batch": [sent]}, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return  # nested too deeply to write; check_value refuses its nesting
+    if len(body.encode("utf-8", "backslashreplace")) > limit:
+        raise body_too_large(limit)
 
 
 def _pop_partner_attrs(data: Any, where: str) -> dict[str, Any] | None:

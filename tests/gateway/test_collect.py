@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+
+from amperity_signal.dry_run_events import deliverable_event
+from amperity_signal.errors import InvalidEvent
 
 from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
 from .fakes import KNOWN_KEY, RunningService
@@ -375,6 +379,47 @@ async def test_batch_limits(gateway: httpx.AsyncClient) -> None:
     huge = {"batch": [{**EVENT, "properties": {"b": "x" * 3000}}] * 90}
     too_big = await gateway.post("/v1/batch", json=huge, headers=KEY)
     assert too_big.status_code == 413
+
+
+def _batch_body(event: dict[str, Any]) -> bytes:
+    """``{"batch":[event]}`` as the browser client sends it (``JSON.stringify``)."""
+    return json.dumps({"batch": [event]}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _event_in_a_batch_body_of(size: int) -> dict[str, Any]:
+    """EVENT padded so that its own ``/v1/batch`` body is ``size`` bytes.
+
+    The padding is mostly "é", two bytes of UTF-8: a size counted in characters is off.
+    """
+    missing = size - len(_batch_body({**EVENT, "properties": {"pad": ""}}))
+    return {**EVENT, "properties": {"pad": "é" * (missing // 2) + "x" * (missing % 2)}}
+
+
+@pytest.mark.parametrize(("size", "status"), [(2048, 200), (2049, 413)])
+async def test_a_dry_run_refuses_the_batch_bodies_the_gateway_refuses_in_its_words(
+    make_gateway: GatewayFactory, size: int, status: int
+) -> None:
+    """``blueprint test`` measures an event as its own ``/v1/batch`` body, as the gateway does.
+
+    At ``max_batch_body_bytes`` both take it; a byte over, the gateway answers 413 and the
+    dry run refuses the event (``events[i]``) with that answer's message.
+    """
+    gateway = make_gateway(max_batch_body_bytes=2048)
+    event = _event_in_a_batch_body_of(size)
+    assert len(_batch_body(event)) == size
+    response = await gateway.post(
+        "/v1/batch",
+        content=_batch_body(event),
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert response.status_code == status
+    try:
+        deliverable_event(event, 3, datetime.now(UTC), max_body_bytes=2048)
+        refused = []
+    except InvalidEvent as error:
+        refused = [(v.field, v.description) for v in error.violations]
+    expected = [] if status == 200 else [("events[3]", response.json()["error"]["message"])]
+    assert refused == expected
 
 
 async def test_collector_cors_for_allowed_origin(gateway: httpx.AsyncClient) -> None:

@@ -173,6 +173,8 @@ def test_blueprint_test_names_what_is_wrong_with_the_events_file(
 
 _TRACK = '{"type": "track", "event": "X", "anonymousId": "a"'
 _DEEP_PROPERTIES = '{"a": ' * 900 + "1" + "}" * 900
+# 33 strings of 8000 characters: each within Deliver's limit, 264 KB over the gateway's.
+_BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) + "}"
 
 
 @pytest.mark.parametrize(
@@ -208,6 +210,11 @@ _DEEP_PROPERTIES = '{"a": ' * 900 + "1" + "}" * 900
         (
             _TRACK + f', "properties": {_DEEP_PROPERTIES}}}',
             ": The JSON is nested deeper than 32 levels.",
+        ),
+        # A body over 256 KiB, even alone in a /v1/batch body: the gateway's 413.
+        (
+            _TRACK + f', "properties": {_BIG_PROPERTIES}}}',
+            "events[1]: The request body is larger than 262144 bytes; send less.",
         ),
         # What Deliver refuses (service/validation.py), in its words and field names.
         (
@@ -611,4 +618,31 @@ def test_blueprint_test_takes_the_configs_overrides_and_message_size(tmp_path: P
     assert '"shelf_code": "S-9"' in result.stdout
     assert "events[1]" in result.stderr
     assert "at most 65536 are accepted" in result.stderr, result.stderr
+    assert "refused, not mapped: events[1]" in result.stdout
+
+
+def test_blueprint_test_takes_the_configs_gateway_body_limit(tmp_path: Path) -> None:
+    """--config's ``[gateway] max_batch_body_bytes`` is the body size an event must fit.
+
+    An event of 5 KB is taken with the default 256 KiB and refused, in the gateway's words,
+    under a configured 4 KiB.
+    """
+    config = write_config(tmp_path / "c.toml")
+    settings = tomllib.loads(config.read_text("utf-8"))
+    settings["gateway"] = {"max_batch_body_bytes": 4096}
+    config.write_text(tomli_w.dumps(settings), encoding="utf-8")
+    events = tmp_path / "events.json"
+    page = {"type": "page", "anonymousId": "a"}
+    events.write_text(
+        json.dumps([page, {**page, "properties": {"s": "x" * 5000}}]), encoding="utf-8"
+    )
+    command = ("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    plain = run_cli(*command)
+    assert plain.returncode == 0, plain.stderr
+    result = run_cli(*command, "--config", str(config))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --events {events}: events[1]: "
+        "The request body is larger than 4096 bytes; send less."
+    ]
     assert "refused, not mapped: events[1]" in result.stdout

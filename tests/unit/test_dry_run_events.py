@@ -93,3 +93,19 @@ def test_struct_and_map_keys_come_back_in_the_files_order() -> None:
     assert list(event["traits"]) == list(nested)
     assert list(event["partner_attrs"]["amperity"]) == list(nested)
     assert list(event["context"]["consent"]["categories"]) == keys
+
+
+def test_a_body_too_large_is_the_gateways_413_alone_partner_attrs_left_out() -> None:
+    """The gateway refuses a body by its size before reading it: that refusal alone.
+
+    ``partnerAttrs``, which Signal attaches server-side and no page sends, do not count.
+    """
+    big = {"type": "track", "event": "X", "anonymousId": 7, "properties": {"s": "x" * 3000}}
+    with pytest.raises(InvalidEvent) as caught:
+        deliverable_event(big, 2, NOW, max_body_bytes=2048)
+    assert [(v.field, v.description) for v in caught.value.violations] == [
+        ("events[2]", "The request body is larger than 2048 bytes; send less.")
+    ]
+    attached = {"type": "page", "anonymousId": "a", "partnerAttrs": {"s": "x" * 3000}}
+    event = deliverable_event(attached, 2, NOW, max_body_bytes=2048)
+    assert event["partner_attrs"] == {"s": "x" * 3000}

@@ -21,7 +21,8 @@ _MAX_SAFE_INTEGER = 2**53
 MAX_DEPTH = 32
 
 
-def _too_large(limit: int) -> GatewayError:
+def body_too_large(limit: int) -> GatewayError:
+    """The 413 of a body larger than ``limit`` bytes (``blueprint test`` says it too)."""
     return GatewayError(
         413, "BODY_TOO_LARGE", f"The request body is larger than {limit} bytes; send less."
     )
@@ -54,13 +55,13 @@ async def read_json(request: Request, limit: int) -> Any:
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise body_too_large(limit)
         chunks.append(chunk)
     try:
         text = b"".join(chunks).decode("utf-8")

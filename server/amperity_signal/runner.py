@@ -30,7 +30,7 @@ from amperity_signal.gateway.server import split_address
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
-from amperity_signal.service.app import Deps, build_server, report_configuration
+from amperity_signal.service.app import Deps, build_server, probe_redis, report_configuration
 
 log = logging.getLogger("amperity_signal.server")
 
@@ -127,9 +127,12 @@ def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -
         }
     )
     settings = settings.model_copy(update={"server": server})
-    # Key expiry, setup advice, proxies: the same for every worker, so said once, here;
-    # each worker still logs its own start and stop.
+    # Key expiry, setup advice, proxies, whether Redis answers: the same for every worker,
+    # so said once, here, whichever workers then fail; each worker still logs its own
+    # start and stop, and what goes wrong while it serves (Redis lost, a script refused).
     report_configuration(settings)
+    if settings.cache.backend == "redis":
+        asyncio.run(probe_redis(settings.cache.redis_url))
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.

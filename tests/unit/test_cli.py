@@ -420,6 +420,27 @@ def test_serve_workers_log_json_lines_like_one_process(tmp_path: Path) -> None:
     assert sum(r["msg"] == "shutting down" for r in records) == 2
 
 
+def test_serve_workers_say_once_that_redis_does_not_answer(tmp_path: Path) -> None:
+    """The start-up ping of a Redis where nothing listens is one warning, not one a worker.
+
+    The parent pings before it starts the workers, as it gives the configuration's advice:
+    the warning cannot be lost with a worker that fails. Both workers still serve.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    config = write_config(tmp_path / "c.toml")
+    settings = tomllib.loads(config.read_text("utf-8"))
+    settings["cache"] = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0"}
+    config.write_text(tomli_w.dumps(settings), encoding="utf-8")
+    _, stderr = serve_two_workers(config)
+    records = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    warnings = [r for r in records if r["msg"].startswith("Redis does not answer at start")]
+    assert [r["level"] for r in warnings] == ["warning"], stderr
+    assert "Redis cannot be reached (ConnectionError)" in warnings[0]["msg"]
+    assert sum(r["msg"] == "shutting down" for r in records) == 2
+
+
 @pytest.mark.parametrize(
     ("config_level", "args"),
     [(None, ("--log-level", "debug")), ("DEBUG", ())],

@@ -174,8 +174,9 @@ def build_server(
     """Compose the gRPC server for ``settings``; bind it to ``[server] grpc_address``.
 
     ``reuse_port`` (SO_REUSEPORT) is for ``--workers``: several processes share the port.
-    ``report`` logs the configuration's warnings and routes (``report_configuration``); a
-    ``--workers`` worker passes False, its parent having logged them once for all.
+    ``report`` logs the configuration's warnings and routes (``report_configuration``) and,
+    at ``start``, whether Redis answers (``probe_redis``); a ``--workers`` worker passes
+    False, its parent having logged them once for all.
     """
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
@@ -265,7 +266,7 @@ def build_server(
         calls=calls,
         redis_url=(
             settings.cache.redis_url
-            if settings.cache.backend == "redis" and not (deps.cache and deps.limiter)
+            if report and settings.cache.backend == "redis" and not (deps.cache and deps.limiter)
             else None
         ),
     )

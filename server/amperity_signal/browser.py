@@ -20,12 +20,14 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
 
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemoryStore
+from amperity_signal.enrich.enricher import Gate
 from amperity_signal.enrich.newer_entry import AT
 from amperity_signal.errors import CacheUnavailable
 
@@ -143,7 +145,15 @@ class ConsentLedger:
         ``at`` is never one of those, so the stored value is read as it is.
         """
         stored = await self._store.get(self._key(integration_id, anonymous_id))
-        return meets(_parsed(stored) if stored else None, condition)
+        return grants(condition, stored)
+
+    def gate(self, integration_id: str, anonymous_id: str, condition: str) -> Gate:
+        """``allows`` as the enricher's ``Gate``: read with the page's first read on Redis.
+
+        The enricher reads it from its own cache, which must be this ledger's store (as
+        ``build_server`` wires them).
+        """
+        return Gate(self._key(integration_id, anonymous_id), partial(grants, condition))
 
     async def _keep(self, key: str, consent: dict[str, Any], at: float | None) -> dict[str, Any]:
         """Store ``consent`` as of ``at`` unless the stored state is newer; the state kept."""
@@ -176,6 +186,11 @@ def _parsed(stored: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def grants(condition: str, stored: bytes | None) -> bool:
+    """Whether a stored state (None: none, or unreadable) meets ``condition`` (``allows``)."""
+    return meets(_parsed(stored) if stored else None, condition)
+
+
 def meets(consent: Any, condition: str) -> bool:
     """Whether a consent state (the nested shape events carry) grants ``condition``."""
     if not isinstance(consent, dict):
@@ -201,10 +216,10 @@ class BrowserProfiles:
         if not anonymous_id or not allowlist or not integration.profile_enabled:
             return {}
         condition = integration.browser_consent
-        if condition and not await self._consent.allows(integration.id, anonymous_id, condition):
-            return {}
+        # The visitor's consent is read with the page's first read (fails closed: ``{}``).
+        gate = self._consent.gate(integration.id, anonymous_id, condition) if condition else None
         attributes, personalized = await self._enricher.browser_attributes(
-            integration, anonymous_id, deadline=deadline
+            integration, anonymous_id, deadline=deadline, gate=gate
         )
         allowed: dict[str, Any] = {}
         for name in allowlist:  # a personalised value wins over the profile's own

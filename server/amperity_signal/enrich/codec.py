@@ -119,27 +119,21 @@ class JsonCache:
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item), extra
 
-    async def get_ahead(
-        self, key: str, ahead: Sequence[str]
-    ) -> tuple[Any | None, list[bytes | None] | None]:
-        """``key``'s decoded value, and the stored bytes of ``ahead``, in one round trip.
+    async def read_ahead(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The stored bytes of ``keys``, read in one round trip, none of them counted yet.
 
-        For a caller that needs ``ahead`` next unless ``key``'s value says otherwise: on
-        Redis one ``MGET`` instead of two round trips. Only ``key``'s read is counted;
-        ``decode_ahead`` counts the others when the caller uses them, and an unused one is
-        never counted. The memory store answers at once, so nothing is read ahead there
-        (None: read ``ahead`` as usual).
+        For a caller that reads, with the entry it needs first, entries it needs next
+        unless that first one says otherwise: on Redis one ``MGET`` instead of two round
+        trips. Each entry is counted when the caller uses it (``decode``, ``decode_ahead``)
+        and one it never uses never is; during an outage the round trip counts the first
+        key's lost read alone, the one read every caller uses, as a read of it alone would.
         """
-        if self._get_now is not None or not ahead:
-            return await self.get(key), None
-        items = await self.backend.multi_get((key, *ahead), counted=1)
-        if self.backend.available:  # during an outage the backend counted
-            self._count(key, items[0] is not None)
-        item = items[0]
-        return None if item is None else orjson.loads(item), items[1:]
+        if len(keys) == 1:  # nothing ahead: the single read is cheaper
+            return [await self.backend.get(keys[0])]
+        return await self.backend.multi_get(keys, counted=1)
 
     def decode_ahead(self, keys: Sequence[str], items: Sequence[bytes | None]) -> list[Any | None]:
-        """The decoded values ``get_ahead`` read for ``keys``, counted now, as read now.
+        """The decoded values ``read_ahead`` read for ``keys``, counted now, as read now.
 
         Each is counted as a hit or a miss; while the backend is unavailable (also when it
         became so after the read) as a lost read, and answered as None, as a read made now
@@ -154,7 +148,10 @@ class JsonCache:
         return values
 
     def decode(self, key: str, item: bytes | None, *, count: bool = True) -> Any | None:
-        """The decoded value of ``item``, read from ``key`` by ``get_with``, counted then."""
+        """The decoded value of ``item``, read from ``key`` by ``get_with`` or ``read_ahead``.
+
+        Counted now, unless the backend is unavailable: a lost read is counted by the read.
+        """
         if count and self.backend.available:
             self._count(key, item is not None)
         return None if item is None else orjson.loads(item)

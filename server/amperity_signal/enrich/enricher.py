@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from amperity_signal.config import CacheSettings, IntegrationSettings
 from amperity_signal.enrich import messages
@@ -33,6 +33,22 @@ from amperity_signal.enrich.resolution import Outcome, ReadAhead, Resolver, reso
 from amperity_signal.enrich.result import EnrichResult, attach, with_personalized
 from amperity_signal.enrich.single_flight import SingleFlight
 from amperity_signal.metrics import Metrics
+
+
+class Gate(NamedTuple):
+    """An entry that decides whether a page's visitor is read at all: its consent.
+
+    Read from the enricher's cache, which the consent ledger shares (``build_server``
+    gives both the one backend), with the page's first read on Redis.
+
+    Attributes:
+        key: The entry's cache key.
+        admits: Whether the entry's stored bytes (None: absent, or unreadable during an
+            outage) let the page read on.
+    """
+
+    key: str
+    admits: Callable[[bytes | None], bool]
 
 
 class Enricher:
@@ -191,12 +207,15 @@ class Enricher:
         anonymous_id: str,
         *,
         deadline: float | None,
+        gate: Gate | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A visitor's attributes and latest personalised attributes, for the browser.
 
         The browser never supplies identifiers or context: the visitor resolves through its
         anonymous id (as ``canonical_id``) and the identity map. Allowlist filtering is the
-        caller's job. Unresolved or unconfigured visitors get ``({}, {})``.
+        caller's job. Unresolved or unconfigured visitors get ``({}, {})``, and so does one
+        whose ``gate`` (its consent) does not admit it: nothing else is read for it then
+        (on Redis nothing else read with the gate is used, counted or renewed).
         """
         client = self._client(integration)
         visitor = anonymous_id.strip()
@@ -205,15 +224,21 @@ class Enricher:
         # The page's visitor carries no identifier the identity map learns (no traits, no
         # user_id): the map is only read, for the sources only it can fill in.
         linking_keys = integration.linking_keys
+        remembers = remembers_any(linking_keys)
         scope = _scope(integration)
         read: ReadAhead | None = None
-        if not remembers_any(linking_keys):
-            found = page_candidates(linking_keys, visitor, {})
-        elif self._cache.answers_now:  # the memory store: no round trip to save
+        if remembers and not self._cache.answers_now:
+            page = await self._read_ahead(integration, visitor, scope, gate)
+            if page is None:
+                return {}, {}
+            found, read = page
+        elif gate is not None and not gate.admits(await self._cache.backend.get(gate.key)):
+            return {}, {}
+        elif remembers:  # the memory store: no round trip to save
             remembered = await self.identity_map.identifiers(integration.id, visitor)
             found = page_candidates(linking_keys, visitor, remembered)
         else:
-            found, read = await self._read_ahead(integration, visitor, scope)
+            found = page_candidates(linking_keys, visitor, {})
         outcome = await self._resolved(
             integration, client, found, deadline, scope, latest=True, read=read
         )
@@ -228,21 +253,29 @@ class Enricher:
         return dict(outcome.attributes or {}), personalized
 
     async def _read_ahead(
-        self, integration: IntegrationSettings, visitor: str, scope: str
-    ) -> tuple[tuple[Candidate, ...], ReadAhead | None]:
+        self, integration: IntegrationSettings, visitor: str, scope: str, gate: Gate | None
+    ) -> tuple[tuple[Candidate, ...], ReadAhead | None] | None:
         """The page's lookups and their resolutions, the cookie's read with the identity map.
 
         Every page's lookups include its cookie's, known before the map answers, so their
-        resolutions are read with the map, in one round trip: for most pages' visitors,
-        whom the map does not know, that is all of them. For a visitor it knows, the
-        remembered lookups' resolutions are read next. Each entry is counted once, when
-        the walk is handed it, as the walk's own read counted it.
+        resolutions are read with the map, and the ``gate`` (the visitor's consent) with
+        both, in one round trip: for most pages' visitors, whom the map does not know, that
+        is all of them. For a visitor it knows, the remembered lookups' resolutions are
+        read next. Each entry is counted once, when it is used (the cookie's when the walk
+        is handed it, as the walk's own read counted it); None when the gate does not
+        admit the visitor, whose other entries are then never used.
         """
         linking_keys = integration.linking_keys
         cookie = page_candidates(linking_keys, visitor, {})
         keys = [resolution_key(scope, candidate) for candidate in cookie]
-        remembered, ahead = await self.identity_map.identifiers_ahead(integration.id, visitor, keys)
-        if ahead is None:  # nothing read ahead (the cookie gives no lookup)
+        entry = self.identity_map.entry_key(integration.id, visitor)
+        first = (entry,) if gate is None else (gate.key, entry)
+        items = await self._cache.read_ahead((*first, *keys))
+        if gate is not None and not gate.admits(items[0]):
+            return None
+        remembered = await self.identity_map.identifiers_in(entry, items[len(first) - 1])
+        ahead = items[len(first) :]
+        if not keys:  # nothing read ahead (the cookie gives no lookup)
             return page_candidates(linking_keys, visitor, remembered), None
         if not remembered:
             return cookie, ReadAhead(keys, self._cache.decode_ahead(keys, ahead))

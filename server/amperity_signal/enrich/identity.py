@@ -57,7 +57,8 @@ class IdentityMap:
         self._wall_clock = wall_clock
 
     @staticmethod
-    def _key(integration_id: str, anonymous_id: str) -> str:
+    def entry_key(integration_id: str, anonymous_id: str) -> str:
+        """The cache key of a visitor's entry (for a caller reading it with other entries)."""
         return cache_key("ident", integration_id, "anonymous_id", anonymous_id)
 
     async def identifiers(self, integration_id: str, anonymous_id: str) -> dict[str, str]:
@@ -65,27 +66,22 @@ class IdentityMap:
 
         Reading an entry is using it: past half its TTL, it is rewritten with a full one.
         """
-        key = self._key(integration_id, anonymous_id)
+        key = self.entry_key(integration_id, anonymous_id)
         found, renew_after = read_entry(await self._cache.get(key))
         if found and is_due(renew_after, self._wall_clock()):
             await self._renew(key)
         return found
 
-    async def identifiers_ahead(
-        self, integration_id: str, anonymous_id: str, ahead: Sequence[str]
-    ) -> tuple[dict[str, str], list[bytes | None] | None]:
-        """``identifiers``, with the stored bytes of ``ahead`` read in the same round trip.
+    async def identifiers_in(self, key: str, stored: bytes | None) -> dict[str, str]:
+        """``identifiers`` from the entry a caller read under ``key`` (``entry_key``).
 
-        For the page, whose next read (its cookie's resolutions) is known unless the map
-        has an entry: see ``JsonCache.get_ahead``, which counts nothing of ``ahead`` (None:
-        nothing was read ahead).
+        For the page, which reads the entry with the entries it needs next
+        (``JsonCache.read_ahead``): the entry is counted, and renewed when due, now.
         """
-        key = self._key(integration_id, anonymous_id)
-        stored, read = await self._cache.get_ahead(key, ahead)
-        found, renew_after = read_entry(stored)
+        found, renew_after = read_entry(self._cache.decode(key, stored))
         if found and is_due(renew_after, self._wall_clock()):
             await self._renew(key)
-        return found, read
+        return found
 
     async def _renew(self, key: str) -> None:
         """Give a used entry a full TTL again."""
@@ -144,7 +140,7 @@ class IdentityMap:
         ``anonymous_id`` is its ``visitor_id``, ``learned`` its ``learnable`` fields
         (``read_identifiers`` gives both).
         """
-        key = self._key(integration_id, anonymous_id)
+        key = self.entry_key(integration_id, anonymous_id)
         merged = await self._cache.merge_identifiers(
             key, learned, now=self._wall_clock(), ttl=self._expiry(self._ttl)
         )

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import CacheSettings, IntegrationSettings
 from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
 from amperity_signal.metrics import Metrics
@@ -354,3 +355,130 @@ async def test_a_page_whose_attributes_read_fails_answers_as_without_a_cache(
     assert cache_count(metrics, "attrs", "error") == 1
     degraded = {"integration": "acme", "cause": "cache_unavailable"}
     assert metrics.registry.get_sample_value("amperity_signal_enrichment_degraded_total", degraded)
+
+
+CONSENTING = integration(browser_consent="functional", browser_attribute_allowlist=["Persona"])
+"""An integration whose page sees a visitor's Persona only with functional consent."""
+
+
+async def consent_page(
+    backend: CacheBackend,
+    enricher: Enricher,
+    metrics: Metrics,
+    visitor: str,
+    consent: dict[str, Any] | None,
+    *,
+    inspector: redis.Redis | None = None,
+) -> tuple[dict[str, Any], tuple[int, int], dict[Any, float]]:
+    """A page of ``visitor`` (after an event, ``consent`` recorded unless None), as served.
+
+    Its answer, its (GET, MGET) commands (with an ``inspector``; else (0, 0)) and the cache
+    counts it adds; the consent ledger shares the enricher's cache, as ``build_server``
+    wires them. ``metrics`` are the enricher's.
+    """
+    profiles = BrowserProfiles(enricher, ConsentLedger(backend))
+    traits = ALICE if visitor == "anon_abc123" else {}
+    await enricher.enrich(CONSENTING, event(visitor, traits=traits), deadline=None)
+    if consent is not None:
+        await profiles.record_consent(CONSENTING, visitor, consent)
+    before = await reads(inspector) if inspector is not None else {"get": 0, "mget": 0}
+    counted = cache_counts(metrics)
+    answer = await profiles.attributes(CONSENTING, visitor, deadline=1e9)
+    after = await reads(inspector) if inspector is not None else before
+    trips = after["get"] - before["get"], after["mget"] - before["mget"]
+    return answer, trips, counted_since(counted, metrics)
+
+
+async def memory_consent_page(
+    client: FakeProfileClient, clock: FakeClock, visitor: str, consent: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[Any, float]]:
+    """``consent_page``'s answer and counts with the memory store as the cache."""
+    metrics = Metrics()
+    backend = CacheBackend(MemoryStore(1000, clock=clock), metrics=metrics, clock=clock)
+    enricher = Enricher(
+        CacheSettings(jitter=0),
+        client_for=lambda _id: client,
+        cache=backend,
+        metrics=metrics,
+        clock=clock,
+    )
+    answer, _, counted = await consent_page(backend, enricher, metrics, visitor, consent)
+    return answer, counted
+
+
+@pytest.mark.parametrize(
+    ("visitor", "trips", "answer", "resolutions"),
+    [
+        # The identity map, the cookie's resolution and the consent in one MGET; then the
+        # attributes with the latest personalised entry. Three round trips before.
+        (BOB, (0, 2), {"Persona": "Browser"}, {("res", "hit"): 1}),
+        # The same, then the remembered email's resolution (a GET). Four before.
+        (
+            "anon_abc123",
+            (1, 2),
+            {"Persona": "Value Hunter"},
+            {("res", "hit"): 1, ("res", "miss"): 1},
+        ),
+    ],
+)
+async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa: PLR0917 - fixtures and parameters
+    backend: CacheBackend,
+    inspector: redis.Redis,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+    visitor: str,
+    trips: tuple[int, int],
+    answer: dict[str, Any],
+    resolutions: dict[Any, float],
+) -> None:
+    """A page of a consenting visitor costs no round trip for its consent on Redis.
+
+    Its answer and cache counts are the memory store's: each entry read counted once (the
+    consent's read is never counted as a hit or a miss, as before).
+    """
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+    granted = {"functional": True}
+    page = await consent_page(backend, enricher, metrics, visitor, granted, inspector=inspector)
+    assert page[:2] == (answer, trips)
+    assert page[2] == {
+        ("ident", "hit" if visitor == "anon_abc123" else "miss"): 1,
+        **resolutions,
+        ("attrs", "hit"): 1,
+        ("perslast", "miss"): 1,
+    }
+    assert (page[0], page[2]) == await memory_consent_page(client, clock, visitor, granted)
+
+
+@pytest.mark.parametrize("consent", [{"functional": False}, {"marketing": True}, None])
+async def test_a_page_without_consent_reads_nothing_past_it(  # noqa: PLR0917 - fixtures and parameters
+    backend: CacheBackend,
+    inspector: redis.Redis,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    consent: dict[str, Any] | None,
+) -> None:
+    """Withdrawn, other, no or unreadable consent: ``{}``, one read, nothing else counted.
+
+    The identity map and the cookie's resolution, read with the consent in one ``MGET``
+    (a ``GET`` of the consent alone before), are left unused and uncounted,
+    as the memory store leaves them unread. A failed read fails closed, its lost read
+    counted as the consent's alone, with no partner call.
+    """
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+    answer, trips, counted = await consent_page(
+        backend, enricher, metrics, "anon_abc123", consent, inspector=inspector
+    )
+    assert (answer, trips, counted) == ({}, (0, 1), {})
+    assert await memory_consent_page(client, clock, "anon_abc123", consent) == ({}, {})
+    # Granted now, but unreadable: the page fails closed.
+    profiles = BrowserProfiles(enricher, ConsentLedger(backend))
+    await profiles.record_consent(CONSENTING, "anon_abc123", {"functional": True})
+    fail_reads(monkeypatch, backend, lambda keys: any(key.startswith("consent:") for key in keys))
+    calls = len(client.lookups), len(client.gets)
+    before = cache_counts(metrics)
+    assert await profiles.attributes(CONSENTING, "anon_abc123", deadline=1e9) == {}
+    assert counted_since(before, metrics) == {("consent", "error"): 1}
+    assert (len(client.lookups), len(client.gets)) == calls

@@ -110,15 +110,19 @@ class CacheBackend:
             self._metrics.cache_events.labels(cache=kind_of(key), result="error").inc()
         return [None] * len(keys)
 
-    async def get(self, key: str) -> bytes | None:
-        """The value under ``key``, or None (absent, expired or store unavailable)."""
+    async def get(self, key: str, *, counted: bool = True) -> bytes | None:
+        """The value under ``key``, or None (absent, expired or store unavailable).
+
+        An outage counts the lost read unless ``counted`` is false: a caller re-reading a
+        key it counted already (``JsonCache.get``'s ``count``) counts each read once.
+        """
         if self._down_until is not None and self._skip():
-            return self.lost((key,))[0]
+            return self.lost((key,))[0] if counted else None
         try:
             value = await self.store.get(key)
         except self._errors as exc:
             self._failed(exc)
-            return self.lost((key,))[0]
+            return self.lost((key,))[0] if counted else None
         if self._down_until is not None:  # every read of an Enrich hit passes here
             self._succeeded()
         return value
@@ -129,7 +133,8 @@ class CacheBackend:
         """The values of several keys in one store round trip (all None during an outage).
 
         An outage counts a lost read for each key, or for the first ``counted`` keys only:
-        a caller that reads a key ahead of need counts it when it uses it (``get_with``).
+        a caller that reads a key ahead of need counts it when it uses it (``get_with``),
+        and one re-reading keys it counted already counts none (0).
         """
         if self._skip():
             self.lost(keys[:counted])

@@ -67,7 +67,7 @@ class JsonCache:
         """The decoded value under ``key``, or None.
 
         ``count=False`` for a re-read of a key this request already counted, so the hit
-        ratio counts each request's lookup once.
+        ratio counts each request's lookup once, and an outage each lost read once.
         """
         get_now = self._get_now
         if get_now is not None:  # the memory store, which is never unavailable
@@ -75,7 +75,7 @@ class JsonCache:
             if count:
                 self._count(key, item is not None)
         else:
-            item = await self.backend.get(key)
+            item = await self.backend.get(key, counted=count)
             if count and self.backend.available:  # during an outage the backend counted
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item)
@@ -84,8 +84,8 @@ class JsonCache:
         """The decoded values of several keys in one round trip (``count`` as for ``get``)."""
         if len(keys) == 1:  # most visitors have one candidate: the single read is cheaper
             return [await self.get(keys[0], count=count)]
-        raw = await self.backend.multi_get(keys)
-        # During an outage the backend counted errors.
+        raw = await self.backend.multi_get(keys, counted=None if count else 0)
+        # During an outage the backend counted errors (unless ``count`` is false).
         counted = count and self.backend.available
         values: list[Any | None] = []
         for key, item in zip(keys, raw, strict=True):
@@ -112,9 +112,9 @@ class JsonCache:
                 self._count(key, item is not None)
         else:
             if other is None:
-                item, extra = await self.backend.get(key), None
+                item, extra = await self.backend.get(key, counted=count), None
             else:
-                item, extra = await self.backend.multi_get((key, other), counted=1)
+                item, extra = await self.backend.multi_get((key, other), counted=int(count))
             if count and self.backend.available:  # during an outage the backend counted
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item), extra

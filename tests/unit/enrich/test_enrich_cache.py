@@ -108,6 +108,28 @@ async def test_cache_outage_degrades_logs_once_and_recovers(
     assert sum("cache available again" in m for m in messages) == 1
 
 
+async def test_an_enrichment_during_an_outage_counts_each_lost_read_once(
+    make_enricher: EnricherFactory, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> None:
+    """The store failing its reads: each of the visitor's resolutions counts one lost read.
+
+    The walk that calls the partner re-reads the resolutions the cache-only walk before it
+    read (and counted): its lost re-reads are not counted again.
+    """
+    store = OutageStore(clock)
+    enricher = make_enricher(cache=CacheBackend(store, metrics=metrics, clock=clock))
+    store.down = True
+    result = await enricher.enrich(
+        integration(), event(traits={"email": "alice@example.com"}), deadline=None
+    )
+    assert result.resolved
+    assert len(client.lookups) == 1  # the email matched first
+    lost = metrics.registry.get_sample_value(
+        "amperity_signal_cache_total", {"cache": "res", "result": "error"}
+    )
+    assert lost == 2  # the email's and the cookie's
+
+
 async def test_enricher_wraps_a_bare_store_in_a_cache_backend(
     make_enricher: EnricherFactory, client: FakeProfileClient, clock: FakeClock
 ) -> None:

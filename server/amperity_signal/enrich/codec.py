@@ -80,6 +80,15 @@ class JsonCache:
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item)
 
+    async def stored(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, never counted as a hit or a miss (``Gate``).
+
+        As the backend's ``get`` (which counts a lost read), without its coroutines on the
+        memory store.
+        """
+        get_now = self._get_now
+        return get_now(key) if get_now is not None else await self.backend.get(key)
+
     async def get_many(self, keys: Sequence[str], *, count: bool = True) -> list[Any | None]:
         """The decoded values of several keys in one round trip (``count`` as for ``get``)."""
         if len(keys) == 1:  # most visitors have one candidate: the single read is cheaper

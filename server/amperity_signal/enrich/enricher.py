@@ -232,7 +232,7 @@ class Enricher:
             if page is None:
                 return {}, {}
             found, read = page
-        elif gate is not None and not gate.admits(await self._cache.backend.get(gate.key)):
+        elif gate is not None and not gate.admits(await self._cache.stored(gate.key)):
             return {}, {}
         elif remembers:  # the memory store: no round trip to save
             remembered = await self.identity_map.identifiers(integration.id, visitor)

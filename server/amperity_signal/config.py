@@ -194,6 +194,8 @@ class IntegrationSettings(_Strict):
                 return json.loads(value) if value.strip() else []
             except json.JSONDecodeError as exc:
                 raise ValueError(f"is not valid JSON ({exc.msg} at char {exc.pos})") from exc
+            except RecursionError:
+                raise ValueError("is not valid JSON (nested too deeply to read)") from None
         return value
 
     @field_validator("browser_attribute_allowlist", "allowed_origins", mode="before")

@@ -160,7 +160,8 @@ def _check_tenant_rate(
         return []
     rate = table.get("rate_limit_per_second", 500)
     first, first_rate = rates.setdefault(tenant, (index, rate))
-    if first_rate == rate:
+    # `first == index`: nan is not equal to itself, and the field check already refuses it.
+    if first == index or first_rate == rate:
         return []
     return [
         ConfigProblem(
@@ -428,7 +429,7 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return []  # pydantic reports the JSON error with its position
     if not isinstance(value, list):
         return []

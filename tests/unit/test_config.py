@@ -121,6 +121,18 @@ def test_linking_keys_accept_json_text_or_native_toml() -> None:
     assert one.integrations[0].linking_keys == two.integrations[0].linking_keys
 
 
+def test_linking_keys_nested_too_deeply_are_a_problem_not_a_traceback() -> None:
+    """A textarea of JSON nested past Python's recursion limit is named as bad JSON."""
+    [problem] = problems_of({"integrations": [integration(linking_keys="[" * 100_000)]})
+    assert "integrations[0].linking_keys" in problem and "nested too deeply" in problem
+
+
+def test_a_nan_rate_limit_is_refused_as_not_a_whole_number() -> None:
+    """rate_limit_per_second = nan gets the whole-number fix, not a clash with itself."""
+    [problem] = problems_of({"integrations": [integration(rate_limit_per_second=float("nan"))]})
+    assert "integrations[0].rate_limit_per_second" in problem and "whole number" in problem
+
+
 def test_env_secrets_are_resolved_and_a_missing_variable_is_named() -> None:
     """env:NAME reads the variable; an unset one is a problem naming the variable."""
     settings = settings_from_dict(

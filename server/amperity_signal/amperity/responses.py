@@ -226,9 +226,17 @@ def rejection(
         endpoint=endpoint,
         tenant_id=integration.tenant_id,
         event_stream_id=integration.event_stream_id,
-        said=f" Amperity said: {body.message}" if body.message else "",
+        said=_amperity_said(body.message),
     )
     return error_class(message, reason=reason, status_code=status, attempts=attempts, metadata=meta)
+
+
+def _amperity_said(message: str) -> str:
+    """Amperity's own message as a sentence of ours, so advice that follows it reads apart."""
+    if not message:
+        return ""
+    text = message.rstrip()
+    return f" Amperity said: {text}" + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 def redirected(

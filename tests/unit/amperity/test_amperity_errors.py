@@ -124,6 +124,17 @@ async def test_bad_request_carries_amperitys_message_and_ids(make_client: Client
     assert caught.value.metadata["trace_id"] == "t"
 
 
+async def test_amperitys_message_ends_its_sentence_before_our_advice(
+    make_client: ClientFactory,
+) -> None:
+    """Amperity's message, unpunctuated, is closed with a period before the fix that follows."""
+    body = {"status": 400, "message": "body is not an object"}
+    with pytest.raises(AmperityRejected) as caught:
+        await _event(make_client(Answer(400, body)))
+
+    assert "Amperity said: body is not an object. The body must be" in caught.value.message
+
+
 async def test_stream_not_found_names_stream_and_tenant(make_client: ClientFactory) -> None:
     """404 on ingest says which stream id and tenant to check."""
     with pytest.raises(AmperityMisconfigured) as caught:

@@ -50,6 +50,18 @@ async def test_post_lookup_takes_keys_from_the_body(sandbox: InProcessSandbox) -
     assert response.json()["profile_id"] == ALICE_PROFILE
 
 
+async def test_a_post_lookup_not_sent_as_json_is_415(sandbox: InProcessSandbox) -> None:
+    """A POST lookup without Content-Type: application/json is refused as Amperity does."""
+    for content_type in ("text/plain", ""):
+        response = await sandbox.client.post(
+            f"/prof/lookup/{ACME_COLLECTION}/keychain",
+            content=b'{"keys": {"customer_id": "cust-1001"}}',
+            headers={**sandbox.headers("acme-profile"), "Content-Type": content_type},
+        )
+        assert response.status_code == 415, content_type
+        assert "application/json" in response.json()["message"]
+
+
 async def test_a_lookup_body_nested_too_deep_or_with_nan_is_400(
     sandbox: InProcessSandbox,
 ) -> None:

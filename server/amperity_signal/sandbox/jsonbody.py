@@ -17,6 +17,8 @@ import re
 import sys
 from typing import Any, NoReturn
 
+from amperity_signal.sandbox.errors import RefusalError
+
 # A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from bytes.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _MAX_DIGITS = sys.get_int_max_str_digits()
@@ -41,6 +43,16 @@ def loads(data: bytes | str) -> Any:
     if _SURROGATE_ESCAPE.search(raw):
         _refuse_lone_surrogates(value)
     return value
+
+
+def require_json_media_type(content_type: str) -> None:
+    """Refuse a JSON body sent under another ``Content-Type`` (parameters allowed).
+
+    Raises:
+        RefusalError: 415, as Amperity answers it.
+    """
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise RefusalError(415, "send Content-Type: application/json")
 
 
 def _refuse_lone_surrogates(value: Any) -> None:

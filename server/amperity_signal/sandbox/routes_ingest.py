@@ -69,9 +69,7 @@ class IngestRoutes:
         stream = None if tenant is None else tenant.streams.get(stream_id)
         if stream is None:
             raise RefusalError(404, f"no event stream {stream_id!r} for tenant {claims.tenant!r}")
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise RefusalError(415, "send Content-Type: application/json")
+        jsonbody.require_json_media_type(request.headers.get("content-type", ""))
         return claims.tenant, stream, _parse_event(await request.body())
 
     def _record(

@@ -1,7 +1,8 @@
 """Profile API: lookup by linking key and get by id.
 
 Checks in order: 401/403/429 (see :mod:`.auth`) → 404 unknown tenant or collection →
-(lookup) 400 no keys / malformed POST body → 404 a key outside the collection's
+(lookup) 415 a POST whose ``Content-Type`` is not ``application/json`` → 400 no keys /
+malformed POST body → 404 a key outside the collection's
 ``linking_keys`` → 404 no profile matches → 200 with the profile (lookup: plus a
 ``Location`` header). ``enrich=true`` adds ``PredictedLifetimeValue``; on GET by id, any
 further query parameter is a personalisation context and adds the context-dependent
@@ -88,6 +89,7 @@ class ProfileRoutes:
 async def _lookup_keys(request: Request) -> tuple[dict[str, str], bool]:
     """``(keys, enrich)`` of a lookup, from the query (GET) or the JSON body (POST)."""
     if request.method == "POST":
+        jsonbody.require_json_media_type(request.headers.get("content-type", ""))
         keys, enrich = _keys_from_body(await request.body())
     else:
         query = request.query_params

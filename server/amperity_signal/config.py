@@ -365,6 +365,16 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
                 )
             ]
         ) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(file),
+                    "is not valid TOML: arrays or tables are nested too deeply to read.",
+                    "nest values a few levels at most, as the example configuration does.",
+                )
+            ]
+        ) from None
     try:
         return settings_from_dict(raw, os.environ if environ is None else environ)
     except ConfigError as error:

@@ -669,6 +669,16 @@ def test_an_unquoted_string_is_a_toml_error_with_its_line_and_the_quoting_fix(
     assert "line 3" in problem and 'in double quotes, e.g. tenant_id = "acme"' in problem
 
 
+def test_a_toml_file_nested_too_deeply_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """Arrays nested past Python's recursion limit are named as bad TOML, with no traceback."""
+    path = tmp_path / "c.toml"
+    path.write_text("x = " + "[" * 5_000 + "]" * 5_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    [problem] = [str(p) for p in caught.value.problems]
+    assert "not valid TOML" in problem and "nested too deeply" in problem
+
+
 @pytest.mark.parametrize(
     "field",
     [

@@ -100,6 +100,7 @@ async def test_an_unknown_visitor_costs_one_round_of_lookups_inside_the_dampenin
     assert not any(r.resolved for r in statuses)
     assert statuses[0].cache_status == pb.CACHE_STATUS_MISS
     assert {r.cache_status for r in statuses[1:]} == {pb.CACHE_STATUS_DAMPENED}
+    # No lookup of this fresh service has matched: the misses carry the linking-keys advice.
     assert any("linking_keys" in w for w in statuses[-1].warnings)
 
 

@@ -13,11 +13,14 @@ from typing import Final
 from amperity_signal.errors import AmperityError, AmperityRejected
 
 RESOLVE_FAILED: Final = "partner resolve failed"
-LINKING_KEYS_404: Final = (
-    "Profile lookups 404: the collection's linking_keys may not include any key Signal is "
-    "sending — ask your Amperity admin to add email_sha256 / device cookie / etc. to the "
-    "collection's linking_keys"
+_LINKING_KEYS_FIX: Final = (
+    "the collection's linking_keys may not include any key Signal is sending — ask your "
+    "Amperity admin to add email_sha256 / device cookie / etc. to the collection's linking_keys"
 )
+LINKING_KEYS_404: Final = f"Profile lookups 404: {_LINKING_KEYS_FIX}"
+"""The troubleshooting row "Profile lookups always 404", carried by a miss only while no
+lookup of the integration has matched a profile (``Resolver``): a 404 is also simply a
+visitor Amperity does not know."""
 
 
 def not_configured(missing: Sequence[str]) -> str:
@@ -104,4 +107,18 @@ def log_failure(logger: logging.Logger, integration_id: str, endpoint: str, reas
         integration_id,
         endpoint,
         reason,
+    )
+
+
+def log_always_404(logger: logging.Logger, integration_id: str, lookups: int) -> None:
+    """Log, once, that an integration's lookups keep answering 404 with none ever matched.
+
+    The integration id and the count only: no linking key value, profile id or token.
+    """
+    logger.warning(
+        "Profile lookups always 404: integration=%s: none of the first %d Profile API "
+        "lookups matched a profile; %s",
+        integration_id,
+        lookups,
+        _LINKING_KEYS_FIX,
     )

@@ -13,6 +13,13 @@ Order of work for one visitor (``Resolver.resolve``):
    made, but a later key's cached resolution still answers, with the failure's warning: the
    first key that resolves wins, and a key that failed did not resolve.
 
+A miss carries the troubleshooting row "Profile lookups always 404" (the linking-keys
+advice) only while no lookup of the integration's collection (its ``scope``) has matched in
+this process, by a partner call or a cached resolution: a 404 is also simply a visitor
+Amperity does not know, most first-touch visitors on a healthy collection. When
+``UNMATCHED_LOOKUPS_TO_LOG`` lookups have answered 404 with none ever matched, the advice is
+logged, once.
+
 A failure the call's own deadline caused (nothing sent, or retrying cut short by it) is not
 remembered as an error: the next caller's deadline may be fine. The outcome names that
 deadline (``ran_out_at``), so a single-flight joiner with more time can call again.
@@ -27,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import messages
@@ -46,6 +53,12 @@ from amperity_signal.errors import (
 from amperity_signal.metrics import Metrics
 
 CacheStatus = Literal["hit", "miss", "stale", "dampened", "disabled"]
+
+UNMATCHED_LOOKUPS_TO_LOG: Final = 1_000
+"""Profile API lookups of a collection answering 404, none ever matched, before the advice
+is logged. A healthy collection's first visitors may all be unknown (most are anonymous),
+but with even 1 % of lookups matching, 1,000 misses in a row happen by chance with
+probability 0.99 ** 1000, about 4e-5. The warnings carry the advice from the first miss."""
 
 
 class Outcome(NamedTuple):
@@ -98,10 +111,13 @@ class _Round:
     warnings: list[str] = field(default_factory=list)
     ran_out_at: float | None = None
 
-    def unresolved(self, total: int) -> Outcome:
+    def unresolved(self, total: int, *, advise: bool) -> Outcome:
+        """The walk's outcome; ``advise``: a miss carries the linking-keys advice."""
         warnings = list(self.warnings)
         if total and len(self.not_found) == total:
-            warnings += [messages.not_found(self.not_found), messages.LINKING_KEYS_404]
+            warnings.append(messages.not_found(self.not_found))
+            if advise:
+                warnings.append(messages.LINKING_KEYS_404)
         status: CacheStatus = "dampened" if self.dampened and not self.called else "miss"
         return Outcome(None, None, None, status, tuple(warnings), self.ran_out_at)
 
@@ -149,6 +165,10 @@ class Resolver:
         self._cache = cache
         self._expiry = expiry
         self._logger = logger
+        # The scopes (integration, tenant, collection) a linking key has matched in, and
+        # the lookups answered 404 so far in each that has none.
+        self._matched: set[str] = set()
+        self._unmatched: dict[str, int] = {}
 
     async def cached(
         self,
@@ -223,6 +243,7 @@ class Resolver:
             profile_id = marker.get("profile_id")
             attributes = None
             if isinstance(profile_id, str):
+                self._matched.add(scope)  # a linking key matched: the collection has them
                 attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
                 # The page's visitor: its latest personalised entry in the same round trip.
                 latest_key = rekind(attrs_key, "perslast") if call.latest else None
@@ -303,6 +324,7 @@ class Resolver:
             profile_id = state.get("profile_id") if isinstance(state, dict) else None
             if not isinstance(profile_id, str):
                 continue
+            self._matched.add(call.scope)
             attrs_key = cache_key("attrs", call.scope, "profile_id", profile_id)
             attributes = await self._cache.get(attrs_key, count=count)
             warnings = tuple(walk.warnings)
@@ -314,7 +336,7 @@ class Resolver:
             if good is not None:
                 warnings += (messages.STALE_LATER_KEY,)
                 return Outcome(profile_id, candidate.key, good, "stale", warnings, walk.ran_out_at)
-        return walk.unresolved(len(candidates))
+        return walk.unresolved(len(candidates), advise=call.scope not in self._matched)
 
     async def _lookup(
         self, call: _Call, candidate: Candidate, key: str, walk: _Round
@@ -350,12 +372,24 @@ class Resolver:
                 key, {"miss": "not_found"}, self._expiry(self._settings.not_found_ttl)
             )
             walk.not_found.append(candidate.key)
+            self._no_match(call)
             return None, False
+        self._matched.add(call.scope)
+        self._unmatched.pop(call.scope, None)
         await self._cache.set(
             key, {"profile_id": profile.profile_id}, self._expiry(self._settings.resolution_ttl)
         )
         attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile.profile_id, candidate.key, attributes, "miss"), True
+
+    def _no_match(self, call: _Call) -> None:
+        """Count a lookup answered 404; log the advice once when none has ever matched."""
+        if call.scope in self._matched:
+            return
+        lookups = self._unmatched.get(call.scope, 0) + 1
+        self._unmatched[call.scope] = lookups
+        if lookups == UNMATCHED_LOOKUPS_TO_LOG:
+            messages.log_always_404(self._logger, call.integration_id, lookups)
 
     async def _refresh(
         self, call: _Call, profile_id: str, candidate: Candidate, walk: _Round

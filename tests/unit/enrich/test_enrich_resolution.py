@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +15,11 @@ from hypothesis import strategies as st
 from amperity_signal.enrich import Enricher, MemoryStore
 from amperity_signal.enrich.keys import cache_key, context_digest, rekind, sha256_hex
 from amperity_signal.enrich.messages import LINKING_KEYS_404
+from amperity_signal.enrich.resolution import UNMATCHED_LOOKUPS_TO_LOG
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
 
-from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
+from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient, event, integration
 
 ALICE = {"email": " Alice@Example.COM "}
 ALICE_SHA = hashlib.sha256(b"alice@example.com").hexdigest()
@@ -94,7 +96,9 @@ async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
 ) -> None:
     """50 events of an unknown visitor in the dampening window cost one round of lookups.
 
-    Each dampened key of each of the 49 dampened events is counted, exactly (a tally).
+    Each dampened key of each of the 49 dampened events is counted, exactly (a tally). No
+    lookup of this integration has matched, so every miss carries the linking-keys advice
+    (a healthy integration's misses do not: see the tests below).
     """
     unknown = event("anon_new", user_id="cust-404", traits={"email": "nobody@example.com"})
     results = [await enricher.enrich(integration(), unknown, deadline=None) for _ in range(50)]
@@ -108,6 +112,94 @@ async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
     clock.advance(300)
     await enricher.enrich(integration(), unknown, deadline=None)
     assert len(client.lookups) == 6
+
+
+async def test_a_healthy_integrations_unknown_visitor_gets_no_linking_keys_advice(
+    enricher: Enricher,
+) -> None:
+    """Once a lookup has matched, a miss is a visitor Amperity does not know: no advice.
+
+    The spec's row is "Profile lookups always 404"; a 404 on a collection that matches
+    other visitors is most first-touch visitors, not a misconfiguration.
+    """
+    unknown = event("anon_new", user_id="cust-404", traits={"email": "nobody@example.com"})
+    before = await enricher.enrich(integration(), unknown, deadline=None)
+    assert LINKING_KEYS_404 in before.warnings  # nothing has matched yet
+    await enricher.enrich(integration(), event("anon_alice", traits=ALICE), deadline=None)
+
+    stranger = event("anon_other", user_id="cust-405", traits={"email": "other@example.com"})
+    missed = await enricher.enrich(integration(), stranger, deadline=None)
+    dampened = await enricher.enrich(integration(), unknown, deadline=None)
+
+    for result in (missed, dampened):
+        assert not result.resolved
+        assert result.warnings == (
+            "partner resolve failed: no profile matched linking keys "
+            "email_sha256, device_cookie, customer_id",
+        )
+    # A match in one collection says nothing of another's linking keys.
+    moved = integration(profile_collection_id="apc-Kx3nNoLnk")
+    elsewhere = await enricher.enrich(moved, event("anon_moved"), deadline=None)
+    assert LINKING_KEYS_404 in elsewhere.warnings
+
+
+async def test_a_match_another_replica_cached_counts_as_a_match(
+    make_enricher: EnricherFactory, client: FakeProfileClient
+) -> None:
+    """A process whose only matches are cache hits (another replica looked them up) is healthy."""
+    await make_enricher().enrich(integration(), event(traits=ALICE), deadline=None)
+    replica = make_enricher()  # a fresh process on the same cache
+    hit = await replica.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert hit.cache_status == "hit"
+
+    unknown = event("anon_new", traits={"email": "nobody@example.com"})
+    missed = await replica.enrich(integration(), unknown, deadline=None)
+
+    assert len(client.lookups) == 3  # alice's once, the unknown visitor's two keys
+    assert not missed.resolved
+    assert LINKING_KEYS_404 not in missed.warnings
+
+
+async def test_a_collection_that_never_matches_logs_the_advice_once(
+    enricher: Enricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every lookup 404s: each miss advises, and the log says so once, at the Nth lookup.
+
+    The log line names the integration, never a visitor's identifier or a token.
+    """
+    visitors = [event(f"anon_visitor_{i}") for i in range(UNMATCHED_LOOKUPS_TO_LOG + 50)]
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        results = []
+        for index, visitor in enumerate(visitors, 1):
+            results.append(await enricher.enrich(integration(), visitor, deadline=None))
+            logged = [r for r in caplog.records if "always 404" in r.getMessage()]
+            assert len(logged) == (index >= UNMATCHED_LOOKUPS_TO_LOG), index
+
+    assert all(LINKING_KEYS_404 in r.warnings for r in results)
+    (line,) = [r.getMessage() for r in caplog.records if "always 404" in r.getMessage()]
+    assert line == (
+        "Profile lookups always 404: integration=acme: none of the first 1000 Profile API "
+        "lookups matched a profile; the collection's linking_keys may not include any key "
+        "Signal is sending — ask your Amperity admin to add email_sha256 / device cookie / "
+        "etc. to the collection's linking_keys"
+    )
+    for secret in ("anon_visitor", "profile-jwt", "apc-vPsQheAm"):
+        assert secret not in line
+
+
+async def test_no_advice_once_a_lookup_has_matched(
+    enricher: Enricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A healthy collection's unknown visitors, however many, get and log no advice."""
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        results = [
+            await enricher.enrich(integration(), event(f"anon_visitor_{i}"), deadline=None)
+            for i in range(UNMATCHED_LOOKUPS_TO_LOG + 1)
+        ]
+
+    assert not any(LINKING_KEYS_404 in r.warnings for r in results)
+    assert not [r for r in caplog.records if "always 404" in r.getMessage()]
 
 
 async def test_concurrent_events_of_a_new_visitor_share_one_round(

@@ -16,6 +16,9 @@ from amperity_signal.errors import FieldViolation, InvalidEvent
 
 MAX_BODY_BYTES = 65_536
 _REPORTED_FIELDS = 3
+# Beyond the largest, a field under this share of the excess is not named: dropping it
+# changes next to nothing (a 38-byte message_id on a body thousands of bytes over).
+_MIN_SHARE_OF_EXCESS = 0.1
 
 
 def _default(value: Any) -> Any:
@@ -73,20 +76,41 @@ def _heaviest_path(path: str, value: Any, size: int) -> tuple[str, int]:
 
 
 def _too_large(payload: Mapping[str, Any], total: int) -> InvalidEvent:
+    """Name the fields that matter: the largest, until dropping them brings the body under.
+
+    At least one and at most ``_REPORTED_FIELDS``; beyond the largest, none under
+    ``_MIN_SHARE_OF_EXCESS`` of the excess. When the fields named are not enough, the
+    payload itself is named too (an event mapping too many fields).
+    """
+    excess = total - MAX_BODY_BYTES
+    comma = 1 if len(payload) > 1 else 0
     fields = sorted(
         ((str(key), _size(value), value) for key, value in payload.items()),
         key=lambda entry: entry[1],
         reverse=True,
     )
-    violations = []
+    violations: list[FieldViolation] = []
+    saved = 0  # what dropping the fields named so far saves: keys, colons, values, commas
     for key, size, value in fields[:_REPORTED_FIELDS]:
+        if violations and (saved >= excess or size < excess * _MIN_SHARE_OF_EXCESS):
+            break
         path, path_size = _heaviest_path(key, value, size)
         violations.append(
             FieldViolation(
                 path,
-                f"{path_size:,} bytes of a {total:,}-byte body; Amperity accepts at most "
-                f"{MAX_BODY_BYTES:,} bytes per event: shorten or drop this field in the "
-                "blueprint mapping.",
+                f"{path_size:,} bytes of a {total:,}-byte body, {excess:,} bytes over: Amperity "
+                f"accepts at most {MAX_BODY_BYTES:,} bytes per event; shorten or drop this "
+                "field in the blueprint mapping.",
+            )
+        )
+        saved += _size(key) + 1 + size + comma
+    if violations and saved < excess:
+        violations.append(
+            FieldViolation(
+                "payload",
+                f"the body is {total:,} bytes, {excess:,} over the {MAX_BODY_BYTES:,} "
+                "Amperity accepts per event, and dropping the fields named is not enough: "
+                "map fewer fields in the blueprint mapping.",
             )
         )
     return InvalidEvent(violations or [FieldViolation("payload", f"{total:,} bytes")])

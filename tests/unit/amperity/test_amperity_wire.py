@@ -104,7 +104,11 @@ async def test_non_finite_number_is_refused_naming_its_field(
 async def test_oversize_event_names_its_largest_field_and_sends_nothing(
     make_client: ClientFactory,
 ) -> None:
-    """A body over 65,536 bytes raises InvalidEvent naming the biggest field and its size."""
+    """A body over 65,536 bytes raises InvalidEvent naming the biggest field and its size.
+
+    It names that field alone: dropping it brings the body under the limit, so the 3,000-byte
+    ``context.page`` (named until session 17) and ``source`` do not matter.
+    """
     recorder = Recorder(202)
     payload = {
         "source": "datafly",
@@ -114,12 +118,43 @@ async def test_oversize_event_names_its_largest_field_and_sends_nothing(
     with pytest.raises(InvalidEvent) as caught:
         await make_client(recorder).post_event(payload, deadline=None)
 
-    first = caught.value.violations[0]
-    assert first.field == "properties.description"
-    assert "70,002 bytes" in first.description
-    assert "65,536" in first.description
-    assert "context.page" in [v.field for v in caught.value.violations]
+    (only,) = caught.value.violations
+    assert only.field == "properties.description"
+    assert only.description == (
+        "70,002 bytes of a 73,090-byte body, 7,554 bytes over: Amperity accepts at most "
+        "65,536 bytes per event; shorten or drop this field in the blueprint mapping."
+    )
     assert recorder.requests == []
+
+
+async def test_oversize_event_names_the_fields_that_bring_it_under_not_a_small_one(
+    make_client: ClientFactory,
+) -> None:
+    """Twenty 3,500-byte fields, 4,697 bytes over: two are named, never the message_id."""
+    recorder = Recorder(202)
+    payload = {"message_id": "msg-" + "0" * 32, **{f"f{i:02}": "x" * 3_500 for i in range(20)}}
+    with pytest.raises(InvalidEvent) as caught:
+        await make_client(recorder).post_event(payload, deadline=None)
+
+    assert [v.field for v in caught.value.violations] == ["f00", "f01"]
+    assert "4,697 bytes over" in caught.value.violations[0].description
+    assert recorder.requests == []
+
+
+async def test_oversize_event_of_many_small_fields_says_dropping_one_is_not_enough(
+    make_client: ClientFactory,
+) -> None:
+    """100 fields of 800 bytes: the largest is named, and the payload, to map fewer fields."""
+    recorder = Recorder(202)
+    payload = {f"f{i:03}": "x" * 800 for i in range(100)}
+    with pytest.raises(InvalidEvent) as caught:
+        await make_client(recorder).post_event(payload, deadline=None)
+
+    assert [v.field for v in caught.value.violations] == ["f000", "payload"]
+    assert caught.value.violations[1].description == (
+        "the body is 81,001 bytes, 15,465 over the 65,536 Amperity accepts per event, and "
+        "dropping the fields named is not enough: map fewer fields in the blueprint mapping."
+    )
 
 
 async def test_body_of_exactly_64_kb_is_sent(make_client: ClientFactory) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,30 +11,18 @@ import grpc.aio
 import httpx
 import pytest
 
-from amperity_signal.enrich import CacheBackend
-from amperity_signal.gateway import GatewaySettings, create_gateway_app
-from amperity_signal.metrics import Metrics
-from amperity_signal.sandbox import SandboxApp, create_app
-from amperity_signal.service.app import Deps, Service, build_server
+from amperity_signal.sandbox import SandboxApp
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL
 from tests.contract.test_contract import details
-from tests.support import ALICE_EMAIL, OutageStore, integration_dict, mint_keys, settings_for
+from tests.support import ALICE_EMAIL, OutageStore
 from tests.unit.enrich.enrich_fakes import FakeClock
 
 from .fakes import KNOWN_KEY, RunningService
+from .realservice import Stack, real_stack
 
 VISITOR = "anon-withdraws"
-
-
-@dataclass
-class Stack:
-    """The gateway's client, the real service behind it and its sandbox."""
-
-    client: httpx.AsyncClient
-    service: Service
-    sandbox: SandboxApp
 
 
 @pytest.fixture
@@ -53,28 +40,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stack]:
     """The real service (browser_consent=functional) behind the gateway."""
-    sandbox = create_app(profile_delay=0.0, seed=7)
-    assert isinstance(sandbox, SandboxApp)
-    settings = settings_for(
-        integration_dict(SANDBOX_URL, mint_keys(), browser_consent="functional")
-    )
-    metrics = Metrics()
-    cache = CacheBackend(store, metrics=metrics, clock=clock)
-    deps = Deps(metrics=metrics, transport=httpx.ASGITransport(app=sandbox), cache=cache)
-    service: Service = build_server(settings, deps)
-    await service.start()
-    app = create_gateway_app(
-        settings=GatewaySettings.from_settings(settings),
-        channel_factory=service.in_process_channel,
-    )
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
-    try:
-        async with app.router.lifespan_context(app):
-            yield Stack(client, service, sandbox)
-    finally:
-        await client.aclose()
-        await service.stop(0)
+    async with real_stack(store, clock) as running:
+        yield running
 
 
 async def _enrich(client: httpx.AsyncClient) -> dict[str, Any]:

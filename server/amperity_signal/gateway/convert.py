@@ -18,24 +18,24 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from amperity_signal import rfc3339
 from amperity_signal.casing import camel_to_snake
 from amperity_signal.gateway.errors import GatewayError, InvalidFieldError
+from amperity_signal.gateway.fieldnames import (
+    CONSENT_FLAGS,
+    CONSENT_REQUEST_FIELDS,
+    CONTEXT,
+    EVENT_FIELDS,
+    GOOGLE,
+    SUBMESSAGES,
+)
 from amperity_signal.gateway.jsonbody import check_value
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
 _GOOGLE_VALUES = frozenset({"granted", "denied"})
-# (json names, proto field): the camelCase name first, the snake_case alias second.
-_SUBMESSAGE_FIELDS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
-    "page": tuple(((n,), n) for n in ("url", "path", "referrer", "title", "search")),
-    "campaign": tuple(((n,), n) for n in ("source", "medium", "name", "term", "content")),
-    "geo": (
-        (("country",), "country"),
-        (("region",), "region"),
-        (("city",), "city"),
-        (("postalCode", "postal_code"), "postal_code"),
-    ),
-    "device": tuple(((n,), n) for n in ("type", "os", "browser")),
-}
-_GOOGLE_FIELDS = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
+
+
+# The names the converter reads each field by, looked up once per field.
+_EVENT_NAMES = {name: spec.names for name, spec in EVENT_FIELDS.items()}
+_CONTEXT_NAMES = {name: spec.names for name, spec in CONTEXT.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY = 86_400
 
@@ -131,21 +131,22 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     """
     if not isinstance(data, dict):
         raise InvalidFieldError(prefix.rstrip(".") or "body", "an event must be a JSON object.")
-    if data.get("partner_attrs") is not None or data.get("partnerAttrs") is not None:
+    if _get(data, _EVENT_NAMES["partner_attrs"]) is not None:
         raise InvalidFieldError(f"{prefix}partnerAttrs", "is attached server-side; do not send it.")
     event = pb.Event()
-    event_type = _string(data, ("type",), prefix) or facts.default_type
+    event_type = _string(data, _EVENT_NAMES["type"], prefix) or facts.default_type
     if event_type not in EVENT_TYPES:
         raise InvalidFieldError(
             f"{prefix}type", f"must be one of {', '.join(sorted(EVENT_TYPES))}."
         )
     event.type = event_type
-    event.event = _string(data, ("event",), prefix) or ""
-    event.message_id = _string(data, ("messageId", "message_id"), prefix) or facts.new_message_id()
-    anonymous_id = _string(data, ("anonymousId", "anonymous_id"), prefix)
+    event.event = _string(data, _EVENT_NAMES["event"], prefix) or ""
+    message_id = _string(data, _EVENT_NAMES["message_id"], prefix)
+    event.message_id = message_id or facts.new_message_id()
+    anonymous_id = _string(data, _EVENT_NAMES["anonymous_id"], prefix)
     event.anonymous_id = anonymous_id or facts.cookie_anonymous_id or ""
-    event.user_id = _string(data, ("userId", "user_id"), prefix) or ""
-    event.canonical_id = _string(data, ("canonicalId", "canonical_id"), prefix) or ""
+    event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
+    event.canonical_id = _string(data, _EVENT_NAMES["canonical_id"], prefix) or ""
     if not event.anonymous_id and not event.user_id:
         raise InvalidFieldError(
             f"{prefix}anonymousId",
@@ -170,29 +171,29 @@ def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:
     context = pb.Context()
     # The IP always comes from the connection: a page cannot claim someone else's.
     context.ip = facts.ip
-    body_agent = _string(data, ("userAgent", "user_agent"), path)
+    body_agent = _string(data, _CONTEXT_NAMES["user_agent"], path)
     context.user_agent = facts.user_agent or body_agent or ""
-    context.locale = _string(data, ("locale",), path) or ""
-    context.timezone = _string(data, ("timezone",), path) or ""
-    for name, fields in _SUBMESSAGE_FIELDS.items():
+    context.locale = _string(data, _CONTEXT_NAMES["locale"], path) or ""
+    context.timezone = _string(data, _CONTEXT_NAMES["timezone"], path) or ""
+    for name, fields in SUBMESSAGES.items():
         sub = _object(data.get(name), f"{path}{name}")
         if sub is None:
             continue
         target = getattr(context, name)
         target.SetInParent()
-        for names, proto_name in fields:
-            text = _string(sub, names, f"{path}{name}.")
+        for proto_name, spec in fields.items():
+            text = _string(sub, spec.names, f"{path}{name}.")
             if text is not None:
                 setattr(target, proto_name, text)
     session = _object(data.get("session"), f"{path}session")
     if session is not None:
         context.session.CopyFrom(_session(session, f"{path}session."))
-    vendor_ids = _object(_get(data, ("vendorIds", "vendor_ids")), f"{path}vendorIds")
+    vendor_ids = _object(_get(data, _CONTEXT_NAMES["vendor_ids"]), f"{path}vendorIds")
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
             raise InvalidFieldError(f"{path}vendorIds.{key}", "must be a string.")
-        # Datafly names them in camelCase (gaClientId); the proto and the blueprint's
-        # global mappings in snake_case (context.vendor_ids.ga_client_id).
+        # In snake_case, as the proto and the blueprint's global mappings name them
+        # (``fieldnames.CONTEXT``, which names a refused key back as the body sent it).
         context.vendor_ids[camel_to_snake(key)] = vendor_id
     consent = _object(data.get("consent"), f"{path}consent")
     if consent is not None:
@@ -247,7 +248,8 @@ def consented_at_from_json(data: Mapping[str, Any]) -> timestamp_pb2.Timestamp |
     Raises:
         GatewayError: 400 ``INVALID_CONSENT`` naming the field as sent.
     """
-    name = next((n for n in ("consentedAt", "consented_at") if data.get(n) is not None), None)
+    names = CONSENT_REQUEST_FIELDS["consented_at"].names
+    name = next((n for n in names if data.get(n) is not None), None)
     if name is None:
         return None
     try:
@@ -259,7 +261,7 @@ def consented_at_from_json(data: Mapping[str, Any]) -> timestamp_pb2.Timestamp |
 
 def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:
     consent = pb.Consent()
-    for name in ("analytics", "marketing", "functional"):
+    for name in CONSENT_FLAGS:
         flag = data.get(name)
         if flag is None:
             continue
@@ -274,11 +276,8 @@ def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:
     google = _object(data.get("google"), f"{path}google")
     if google is not None:
         consent.google.SetInParent()
-        for name in _GOOGLE_FIELDS:
-            camel = "".join(
-                part.capitalize() if i else part for i, part in enumerate(name.split("_"))
-            )
-            mode = _get(google, (name, camel))
+        for name, spec in GOOGLE.items():
+            mode = _get(google, spec.names)
             if mode is None:
                 continue
             if not isinstance(mode, str) or mode not in _GOOGLE_VALUES:

@@ -16,7 +16,7 @@ import importlib
 import json
 import json.encoder
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -154,8 +154,10 @@ def http_status_error(
     return GatewayError(status, code, message, headers=headers)
 
 
-def _rich_details(error: grpc.aio.AioRpcError) -> tuple[str | None, list[str], float | None]:
-    """The ErrorInfo reason, BadRequest fields and RetryInfo delay of a failed RPC."""
+def _rich_details(
+    error: grpc.aio.AioRpcError,
+) -> tuple[str | None, list[tuple[str, str]], float | None]:
+    """The ErrorInfo reason, BadRequest (field, description)s and RetryInfo delay of an RPC."""
     metadata = error.trailing_metadata() or ()
     raw = next((v for k, v in metadata if k == _STATUS_DETAILS_KEY), None)
     if not isinstance(raw, bytes):
@@ -163,7 +165,7 @@ def _rich_details(error: grpc.aio.AioRpcError) -> tuple[str | None, list[str], f
     status_pb2: Any = importlib.import_module("google.rpc.status_pb2")
     details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
     reason: str | None = None
-    fields: list[str] = []
+    fields: list[tuple[str, str]] = []
     delay: float | None = None
     try:
         status = status_pb2.Status.FromString(raw)
@@ -177,7 +179,7 @@ def _rich_details(error: grpc.aio.AioRpcError) -> tuple[str | None, list[str], f
         elif detail.Is(details_pb2.BadRequest.DESCRIPTOR):
             bad = details_pb2.BadRequest()
             detail.Unpack(bad)
-            fields.extend(str(v.field) for v in bad.field_violations)
+            fields.extend((str(v.field), str(v.description)) for v in bad.field_violations)
         elif detail.Is(details_pb2.RetryInfo.DESCRIPTOR):
             retry = details_pb2.RetryInfo()
             detail.Unpack(retry)
@@ -190,16 +192,43 @@ def _retry_after(delay: float | None, default: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
+def _renamed(
+    message: str, violations: list[tuple[str, str]], body_field: Callable[[str], str]
+) -> tuple[str, list[str]]:
+    """The service's message and fields, each field named by ``body_field`` instead.
+
+    The service's message ends with its violations, each ``field: description``; a
+    message of another shape keeps its words (the ``field`` is renamed all the same).
+    """
+    fields = [body_field(field) for field, _ in violations]
+    given = "; ".join(f"{field}: {description}" for field, description in violations)
+    if given and message.endswith(given):
+        renamed = "; ".join(f"{f}: {d}" for f, (_, d) in zip(fields, violations, strict=True))
+        message = message[: len(message) - len(given)] + renamed
+    return message, fields
+
+
+def from_rpc_error(
+    error: grpc.aio.AioRpcError, body_field: Callable[[str], str] | None = None
+) -> GatewayError:
     """Map a failed RPC to what the HTTP caller may see.
 
     Only caller mistakes (INVALID_ARGUMENT, NOT_FOUND) carry the service's message; the
     rest get a generic one, so no configuration detail of the service reaches a browser.
+
+    Args:
+        error: The failed RPC.
+        body_field: The request body's name for a field the service names (its proto
+            path), for a route whose body the request was made from; it returns a path
+            it cannot name unchanged.
     """
     code = error.code()
-    reason, fields, delay = _rich_details(error)
+    reason, violations, delay = _rich_details(error)
     details = error.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
+        fields = [field for field, _ in violations]
+        if body_field is not None:
+            details, fields = _renamed(details, violations, body_field)
         field = fields[0] if fields else None
         # No reason given: the request is at fault, not necessarily an event (an enrich
         # or consent request carries none), so the neutral reason the service uses.

@@ -37,6 +37,7 @@ from amperity_signal.gateway.errors import (
     json_response,
     send_json,
 )
+from amperity_signal.gateway.fieldnames import consent_field, event_field
 from amperity_signal.gateway.jsonbody import read_json
 from amperity_signal.gateway.settings import GatewaySettings
 
@@ -237,7 +238,10 @@ class ApiEndpoints:
         _check_length(anonymous_id, source, "field" if given else "cookie")
         consent = consent_from_json(data.get("consent"))
         consented_at = consented_at_from_json(data)
-        allowed = await self._client.record_consent(key, anonymous_id, consent, consented_at)
+        try:
+            allowed = await self._client.record_consent(key, anonymous_id, consent, consented_at)
+        except grpc.aio.AioRpcError as error:
+            raise _in_body_names(error, lambda path: consent_field(path, data)) from None
         return json_response({"success": True, "profileAllowed": allowed})
 
     async def track(self, request: Request) -> Response:
@@ -266,7 +270,10 @@ class ApiEndpoints:
         key = _collector_key(request)
         data = await read_json(request, self._settings.max_body_bytes)
         event = event_from_json(data, self._facts(request, default_type))
-        await self._client.deliver(key, event)
+        try:
+            await self._client.deliver(key, event)
+        except grpc.aio.AioRpcError as error:
+            raise _in_body_names(error, lambda path: event_field(path, data)) from None
         return json_response({"success": True, "messageId": event.message_id})
 
     async def batch(self, request: Request) -> Response:
@@ -297,11 +304,23 @@ class ApiEndpoints:
             except GatewayError as error:
                 return _failed(message_id, error)
             except grpc.aio.AioRpcError as rpc_error:
-                return _failed(event.message_id, from_rpc_error(rpc_error))
+                prefix = f"batch[{index}]."
+                refused = from_rpc_error(rpc_error, lambda path: event_field(path, item, prefix))
+                return _failed(event.message_id, refused)
             return {"messageId": event.message_id, "ok": True}
 
         results = await asyncio.gather(*(deliver_one(i, item) for i, item in enumerate(items)))
         return json_response({"success": all(r["ok"] for r in results), "results": results})
+
+
+def _in_body_names(error: grpc.aio.AioRpcError, body_field: Callable[[str], str]) -> Exception:
+    """What to raise for a failed RPC: a refusal of the body's fields in the body's names.
+
+    Any other failure is raised as it is, for the app's handler (which logs the 5xx).
+    """
+    if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return error
+    return from_rpc_error(error, body_field)
 
 
 def _collector_key(request: Request) -> str:

@@ -84,10 +84,15 @@ def _as_sent(response: bytes) -> bytes:
 
 def arguments(doc: str, what: str) -> argparse.Namespace:
     """The command line of a callgrind script: how many calls, and whether cold."""
+    return argument_parser(doc, what).parse_args()
+
+
+def argument_parser(doc: str, what: str) -> argparse.ArgumentParser:
+    """``arguments``' parser, for a script that adds its own."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("calls", type=int, nargs="?", default=300)
     parser.add_argument("--cold", action="store_true", help=f"evict the caches before each {what}")
-    return parser.parse_args()
+    return parser
 
 
 def main() -> None:

@@ -91,7 +91,7 @@ def _asgi_call(app: Any, path: str, query: bytes) -> Callable[[int], Awaitable[N
     return call
 
 
-def _h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Awaitable[None]]:
+def h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Awaitable[None]]:
     protocol = H11Protocol(server_config, ServerState(), {}, asyncio.get_running_loop())
     transport = _Transport()
     protocol.connection_made(transport)
@@ -116,13 +116,11 @@ def _h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Aw
     return call
 
 
-async def gateway_figures(
-    service: Service, settings: Settings, per_call: PerCall, per_call_cold: PerCall
-) -> dict[str, float]:
-    """CPU microseconds per request of both routes, at the ASGI and the h11 layer.
+def bench_gateway(service: Service, settings: Settings) -> tuple[Any, Any]:
+    """The gateway app with the bare route in front, and uvicorn's config for it.
 
-    ``*_h11_cold`` are the h11 figures with the CPU's caches evicted before each request
-    (``per_call_cold``), which predict the load benchmark better (docs/benchmarks.md).
+    As the load benchmark runs it: the service's in-process channel, the rate limit raised
+    out of the way.
     """
     gateway_settings = GatewaySettings.from_settings(settings).replace(
         rate_limit_per_second=1e9, rate_limit_burst=10**9
@@ -134,14 +132,25 @@ async def gateway_figures(
             metrics=service.metrics,
         )
     )
-    config = gateway_server(app, gateway_settings).config
+    return app, gateway_server(app, gateway_settings).config
+
+
+async def gateway_figures(
+    service: Service, settings: Settings, per_call: PerCall, per_call_cold: PerCall
+) -> dict[str, float]:
+    """CPU microseconds per request of both routes, at the ASGI and the h11 layer.
+
+    ``*_h11_cold`` are the h11 figures with the CPU's caches evicted before each request
+    (``per_call_cold``), which predict the load benchmark better (docs/benchmarks.md).
+    """
+    app, config = bench_gateway(service, settings)
     routes = {"enrich": ("/v1/enrich", ENRICH_QUERY), "bare": (BARE_PATH, b"")}
     figures: dict[str, float] = {}
     for name, (path, query) in routes.items():
         figures[f"gateway_{name}_asgi"] = await per_call(3000, _asgi_call(app, path, query))
     for name, (path, query) in routes.items():
-        figures[f"gateway_{name}_h11"] = await per_call(3000, _h11_call(config, path, query))
+        figures[f"gateway_{name}_h11"] = await per_call(3000, h11_call(config, path, query))
     for name, (path, query) in routes.items():
-        call = _h11_call(config, path, query)
+        call = h11_call(config, path, query)
         figures[f"gateway_{name}_h11_cold"] = await per_call_cold(COLD_CALLS, call)
     return figures

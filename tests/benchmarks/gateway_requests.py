@@ -1,0 +1,53 @@
+r"""``GET /v1/enrich`` through uvicorn's h11 protocol in process, marked for callgrind.
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --dump-before=os_getppid \
+        python -m tests.benchmarks.gateway_requests
+
+(with the venv's python) writes the startup and 100 warm-up requests to part 1 and 300
+requests to part 2 (``callgrind.out.PID.2``): its ``summary`` line over 300 is the
+instructions per h11 request (docs/benchmarks.md, sessions 14-17). The visitor is the
+gateway load benchmark's (``bench_gateway.VISITOR``), resolved by the route itself on its
+first request, nothing else warmed; the server is ``inprocess.bench_server``'s, the gateway
+and the h11 protocol ``inprocess_gateway``'s. ``--bare`` measures the benchmark's bare
+route instead. With ``--cold`` the caches are evicted before each request and each request
+gets its own part (the even ones); run it with ``--cache-sim=yes --LL=2097152,16,64`` and
+the misses of those parts are what one cold request touches.
+"""
+
+from __future__ import annotations
+
+import uvloop
+
+from tests.benchmarks.bench_gateway import VISITOR
+from tests.benchmarks.enrich_hits import WARM_UP, argument_parser, marked_calls
+from tests.benchmarks.gateway_serve import BARE_PATH
+from tests.benchmarks.inprocess import bench_server
+from tests.benchmarks.inprocess_gateway import bench_gateway, h11_call
+
+ENRICH_QUERY = f"provider=amperity&anonymous_id={VISITOR}".encode()
+
+
+async def run(requests: int, *, cold: bool, bare: bool) -> None:
+    """``WARM_UP`` requests, then ``requests`` between ``os.getppid()`` markers."""
+    settings, service, _ = bench_server()
+    await service.start()
+    _, config = bench_gateway(service, settings)
+    call = (
+        h11_call(config, BARE_PATH, b"") if bare else h11_call(config, "/v1/enrich", ENRICH_QUERY)
+    )
+    for i in range(WARM_UP):
+        await call(i)
+    await marked_calls(requests, call, cold=cold)
+    await service.stop(0)
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argument_parser(__doc__ or "", "request")
+    parser.add_argument("--bare", action="store_true", help="the bare route instead")
+    args = parser.parse_args()
+    uvloop.run(run(args.calls, cold=args.cold, bare=args.bare))
+
+
+if __name__ == "__main__":
+    main()

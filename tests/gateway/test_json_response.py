@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from starlette.responses import JSONResponse
@@ -17,10 +17,15 @@ from amperity_signal.gateway.errors import (
     json_response,
     send_json,
 )
+from amperity_signal.gateway.routes_api import EnrichRoute
 
 CONTENTS: list[Any] = [
     {"provider": "amperity", "attributes": {}},
     {"provider": "amperity", "attributes": {"Persona": "Value Hunter", "Ltv": 1250, "x": 0.1}},
+    {
+        "provider": "amperity",
+        "attributes": {"caf\u00e9": '\U0001f600 \u2028 \\ "q"', "n": [1.5, None]},
+    },
     {"error": {"code": "BAD", "message": 'caf\u00e9 \u20ac \U0001f600 "quoted" \n'}},
     [1, 2.5, 1e16, -0.0, None, True, False, "\x00"],
     {"nested": {"list": [{"a": [1, {"b": "c"}]}]}},
@@ -48,25 +53,29 @@ def test_non_finite_numbers_are_refused_as_starlette_refuses_them(number: float)
         JSONResponse({"value": number})
 
 
-@pytest.mark.parametrize("content", CONTENTS)
-async def test_send_json_sends_what_a_json_response_sends(content: Any) -> None:
-    """The enrich route's direct answer: the messages json_response's ASGI call sends."""
-    theirs: list[Message] = []
-    ours: list[Message] = []
+async def _sent(app: Any, scope: dict[str, Any]) -> list[Message]:
+    """The messages an ASGI app sends for ``scope``."""
+    sent: list[Message] = []
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send_theirs(message: Message) -> None:
-        theirs.append(message)
+    async def send(message: Message) -> None:
+        sent.append(message)
 
-    async def send_ours(message: Message) -> None:
-        ours.append(message)
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("content", CONTENTS)
+async def test_send_json_sends_what_a_json_response_sends(content: Any) -> None:
+    """The enrich route's direct answer: the messages json_response's ASGI call sends."""
+
+    async def ours(scope: Any, receive: Any, send: Any) -> None:
+        await send_json(send, content)
 
     scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
-    await json_response(content)(scope, receive, send_theirs)
-    await send_json(send_ours, content)
-    assert ours == theirs
+    assert await _sent(ours, scope) == await _sent(json_response(content), scope)
 
 
 def test_the_c_encoder_is_built_once_not_per_body(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,3 +92,27 @@ def test_the_c_encoder_is_built_once_not_per_body(monkeypatch: pytest.MonkeyPatc
     for content in CONTENTS:
         assert json_body(content) == JSONResponse(content).body
     assert len(built) == len(CONTENTS)  # Starlette's renders, not ours
+
+
+class _Client:
+    """A ``ServiceClient`` answering fixed attributes."""
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+
+    async def browser_profile(self, pipeline_key: str, anonymous_id: str) -> dict[str, Any]:
+        return self.attributes
+
+
+@pytest.mark.parametrize("content", [c for c in CONTENTS if "attributes" in c])
+async def test_the_enrich_route_answers_what_a_json_response_sends(content: Any) -> None:
+    """``GET /v1/enrich`` renders its envelope around the attributes: the same bytes."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/enrich",
+        "query_string": b"provider=amperity&anonymous_id=anon-1",
+        "headers": [(b"x-pipeline-key", b"pk_web")],
+    }
+    route = EnrichRoute(cast(Any, _Client(content["attributes"])))
+    assert await _sent(route, scope) == await _sent(json_response(content), scope)

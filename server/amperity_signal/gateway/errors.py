@@ -124,7 +124,11 @@ async def send_json(send: Send, content: Any) -> None:
 
     The same status, raw headers (in the same order) and body bytes: a test compares them.
     """
-    body = json_body(content)
+    await send_json_body(send, json_body(content))
+
+
+async def send_json_body(send: Send, body: bytes) -> None:
+    """``send_json`` for a body already rendered (``json_body``'s bytes)."""
     headers = [
         (b"cache-control", b"no-store"),
         (b"content-length", str(len(body)).encode("latin-1")),

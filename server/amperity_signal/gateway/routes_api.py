@@ -34,8 +34,10 @@ from amperity_signal.gateway.convert import (
 from amperity_signal.gateway.errors import (
     GatewayError,
     from_rpc_error,
+    json_body,
     json_response,
     send_json,
+    send_json_body,
 )
 from amperity_signal.gateway.fieldnames import consent_field, event_field
 from amperity_signal.gateway.jsonbody import read_json
@@ -47,6 +49,8 @@ ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _MAX_ANONYMOUS_ID = 200
+_BODY_OPEN = b'{"provider":' + json_body(PROVIDER) + b',"attributes":'
+"""What ``json_body`` writes before an enrich answer's attributes."""
 API_METHODS: dict[str, tuple[str, ...]] = {
     "/v1/enrich": ("GET",),
     "/v1/consent": ("POST",),
@@ -378,7 +382,10 @@ class EnrichRoute:
             return
         _check_length(anonymous_id, source, "parameter" if source == "anonymous_id" else "cookie")
         attributes = await self._client.browser_profile(key, anonymous_id)
-        await send_json(send, {"provider": PROVIDER, "attributes": attributes})
+        # The bytes json_body gives for {"provider": ..., "attributes": attributes}: with
+        # no spaces between items, the envelope is a constant around the attributes' own
+        # rendering, and the encoder skips a dict and two keys (~4k instructions).
+        await send_json_body(send, _BODY_OPEN + json_body(attributes) + b"}")
 
 
 def _check_length(anonymous_id: str, source: str, where: str) -> None:

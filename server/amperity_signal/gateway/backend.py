@@ -74,7 +74,8 @@ class ServiceClient:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
         """
         request = pb.BrowserProfileRequest(pipeline_key=pipeline_key, anonymous_id=anonymous_id)
-        response = await self._service().BrowserProfile(request, timeout=self._rpc_timeout)
+        stub = self._stub or self._service()
+        response = await stub.BrowserProfile(request, timeout=self._rpc_timeout)
         # Read straight from the Struct: the generic MessageToDict walk cost ~10-20 us of
         # CPU per /v1/enrich; this gives the same values, types and key order (tested).
         return struct_to_dict(response.attributes)

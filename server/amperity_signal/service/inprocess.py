@@ -200,7 +200,8 @@ class InProcessChannel(grpc.aio.Channel):
         self._fallback_target = fallback_target
         self._fallback_options = list(fallback_options)
         self._fallback: grpc.aio.Channel | None = None
-        self._context_vars = tuple(context_vars)
+        # Each variable with its default, found once: finding it makes a Context per call.
+        self._context_vars = tuple((var, _default_of(var)) for var in context_vars)
 
     async def invoke(  # noqa: PLR0917 - one call's parts, positional by design
         self,
@@ -222,14 +223,14 @@ class InProcessChannel(grpc.aio.Channel):
             raise _unexpected(exc) from None
         deadline = None if seconds is None else time.monotonic() + seconds
         context = _Context(metadata, deadline)
-        saved = [(var, var.get(_UNSET)) for var in self._context_vars]
+        saved = [(var, default, var.get(_UNSET)) for var, default in self._context_vars]
         try:
             response = await _within(_run(handler.unary_unary, parsed, context), deadline)
         finally:
-            for var, value in saved:
+            for var, default, value in saved:
                 if value is not _UNSET:
                     var.set(value)
-                elif var.get(_UNSET) is not _UNSET and (default := _default_of(var)) is not _UNSET:
+                elif default is not _UNSET and var.get(_UNSET) is not _UNSET:
                     var.set(default)  # never set before this call: back to its default
         if context.code() not in (None, grpc.StatusCode.OK):
             raise context.error()

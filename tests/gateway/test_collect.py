@@ -134,6 +134,11 @@ async def test_absent_consent_stays_absent(
             {**EVENT, "context": {"consent": {"google": {"ad_storage": "ok"}}}},
             "context.consent.google.ad_storage",
         ),
+        # Named as the body spelled it, as the service's refusals are (fieldnames.py).
+        (
+            {**EVENT, "context": {"consent": {"google": {"adStorage": "ok"}}}},
+            "context.consent.google.adStorage",
+        ),
         ({**EVENT, "context": {"session": {"number": 1.5}}}, "context.session.number"),
         ({**EVENT, "context": {"vendorIds": {"fbp": 1}}}, "context.vendorIds.fbp"),
         ({**EVENT, "partner_attrs": {"amperity": {}}}, "partnerAttrs"),

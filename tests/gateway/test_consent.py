@@ -292,6 +292,11 @@ async def test_a_consented_at_that_is_not_rfc_3339_is_a_400_naming_it(
             "INVALID_CONSENT",
             "consent.google.ad_storage",
         ),
+        (
+            {"anonymousId": "v", "consent": {"google": {"adUserData": "maybe"}}},
+            "INVALID_CONSENT",
+            "consent.google.adUserData",
+        ),
         ([], "INVALID_CONSENT", "body"),
         (
             {"anonymousId": "v", "consent": {}, "consentedAt": "yesterday"},

@@ -190,7 +190,7 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
         ),
         (
             _TRACK + ', "context": {"consent": {"google": {"adStorage": "maybe"}}}}',
-            'events[1].context.consent.google.ad_storage: must be "granted" or "denied".',
+            'events[1].context.consent.google.adStorage: must be "granted" or "denied".',
         ),
         (_TRACK + ', "properties": {"n": NaN}}', "events[1].properties.n: numbers must be finite."),
         (

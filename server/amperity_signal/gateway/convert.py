@@ -281,6 +281,8 @@ def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:
             if mode is None:
                 continue
             if not isinstance(mode, str) or mode not in _GOOGLE_VALUES:
-                raise InvalidFieldError(f"{path}google.{name}", 'must be "granted" or "denied".')
+                # Named as the body spelled it (adStorage, or Consent Mode's ad_storage).
+                sent = next(n for n in spec.names if google.get(n) is not None)
+                raise InvalidFieldError(f"{path}google.{sent}", 'must be "granted" or "denied".')
             setattr(consent.google, name, mode)
     return consent

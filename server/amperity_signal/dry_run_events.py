@@ -30,6 +30,7 @@ from typing import Any
 from amperity_signal.errors import FieldViolation, InvalidEvent
 from amperity_signal.gateway.convert import RequestFacts, event_from_json
 from amperity_signal.gateway.errors import GatewayError
+from amperity_signal.gateway.fieldnames import event_field
 from amperity_signal.gateway.jsonbody import body_too_large, check_value
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.service.validation import DEFAULT_MAX_BYTES, checked_event_dict
@@ -63,9 +64,9 @@ def deliverable_event(
 
     Raises:
         InvalidEvent: What the gateway or Deliver would refuse, each violation naming
-            ``events[index].<field>`` (the gateway's camelCase names for a refusal of
-            the gateway, Deliver's snake_case ones for a refusal of Deliver) and saying
-            why in their words.
+            ``events[index].<field>`` as the file spelled it (Deliver's refusals named
+            back as the gateway names a batch item's: ``gateway/fieldnames.event_field``)
+            and saying why in their words.
     """
     where = f"events[{index}]"
     try:
@@ -86,11 +87,22 @@ def deliverable_event(
     except InvalidEvent as error:
         raise InvalidEvent(
             [
-                FieldViolation(where + v.field.removeprefix(_SERVICE_PREFIX), v.description)
+                FieldViolation(_as_sent(v.field, item, where), v.description)
                 for v in error.violations
             ]
         ) from None
     return _in_file_order(mapped, item, partner_attrs)
+
+
+def _as_sent(field: str, item: dict[str, Any], where: str) -> str:
+    """Deliver's name for a field of the file's event, as the gateway names a batch item's.
+
+    ``event.anonymous_id`` -> ``events[0].anonymousId`` (or ``anonymous_id``, as the file
+    spelled it). A field the gateway's table does not know (``context.ip``, which a dry run
+    takes from the file) keeps Deliver's path below the event.
+    """
+    named = event_field(field, item, f"{where}.")
+    return where + field.removeprefix(_SERVICE_PREFIX) if named == field else named
 
 
 def _in_file_order(

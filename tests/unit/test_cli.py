@@ -216,7 +216,8 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
             _TRACK + f', "properties": {_BIG_PROPERTIES}}}',
             "events[1]: The request body is larger than 262144 bytes; send less.",
         ),
-        # What Deliver refuses (service/validation.py), in its words and field names.
+        # What Deliver refuses (service/validation.py), in its words, named as the file
+        # spelled the field (as the gateway names a batch item's).
         (
             _TRACK + ', "timestamp": "1990-06-01T12:00:00Z"}',
             "events[1].timestamp: must lie between 2000-01-01 and 2100-01-01 (UTC).",
@@ -227,7 +228,7 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
         ),
         (
             '{"type": "page", "userId": "u"}',
-            "events[1].anonymous_id: is required: it becomes the cookieid",
+            "events[1].anonymousId: is required: it becomes the cookieid",
         ),
         ('{"type": "track", "anonymousId": "a"}', "events[1].event: a track event needs a name."),
         (
@@ -235,7 +236,7 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
             + "[" * 11
             + "]" * 11
             + "}}",
-            "events[1].partner_attrs.x" + "[0]" * 9 + ": is nested deeper than 10 levels.",
+            "events[1].partnerAttrs.x" + "[0]" * 9 + ": is nested deeper than 10 levels.",
         ),
     ],
     ids=lambda value: value[:48],
@@ -292,6 +293,43 @@ def test_blueprint_test_lists_every_refused_event(tmp_path: Path) -> None:
     ]
     assert "#2 page -> pageview" in result.stdout
     assert "refused, not mapped: events[0], events[2]" in result.stdout
+
+
+def test_blueprint_test_names_deliver_refusals_as_the_file_spelled_them(tmp_path: Path) -> None:
+    """Deliver's snake_case paths, named back by the gateway's table (``event_field``).
+
+    camelCase or the proto's name, whichever the file used, below ``events[i].``; a field
+    the gateway takes from the connection (``context.ip``) keeps Deliver's path.
+    """
+    events = tmp_path / "events.json"
+    long = "x" * 8193
+    page: dict[str, Any] = {"type": "page", "anonymousId": "a"}
+    events.write_text(
+        json.dumps(
+            [
+                {"type": "page", "anonymousId": long},
+                {"type": "page", "anonymous_id": long},
+                {**page, "context": {"geo": {"postalCode": long}}},
+                {**page, "context": {"vendorIds": {"gaClientId": long}}},
+                {**page, "partner_attrs": {"s": long}},
+                {**page, "context": {"ip": long}},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli("blueprint", "test", "--vertical", "retail", "--events", str(events))
+    assert result.returncode == 1, result.stderr
+    fields = [
+        "events[0].anonymousId",
+        "events[1].anonymous_id",
+        "events[2].context.geo.postalCode",
+        "events[3].context.vendorIds.gaClientId",
+        "events[4].partner_attrs.s",
+        "events[5].context.ip",
+    ]
+    assert result.stderr.splitlines() == [
+        f"error: --events {events}: {field}: is longer than 8192 characters." for field in fields
+    ]
 
 
 @pytest.mark.parametrize("vertical", VERTICALS)

@@ -65,12 +65,20 @@ def _get(data: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     return next((data[n] for n in names if data.get(n) is not None), None)
 
 
+def _sent(data: Mapping[str, Any], names: tuple[str, ...]) -> str:
+    """The one of ``names`` that ``_get`` read: a refusal names the field as the body spelled it.
+
+    Asked only once a value is refused, so an accepted event pays nothing for it.
+    """
+    return next(n for n in names if data.get(n) is not None)
+
+
 def _string(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> str | None:
     value = _get(data, names)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidFieldError(f"{path}{names[0]}", "must be a string.")
+        raise InvalidFieldError(f"{path}{_sent(data, names)}", "must be a string.")
     return value
 
 
@@ -80,6 +88,16 @@ def _object(value: Any, field: str) -> Mapping[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidFieldError(field, "must be a JSON object.")
     return value
+
+
+def _object_at(
+    data: Mapping[str, Any], names: tuple[str, ...], path: str
+) -> Mapping[str, Any] | None:
+    """``_object`` of a field read by ``names``, refused by the one the body used."""
+    value = _get(data, names)
+    if value is None or isinstance(value, dict):
+        return value
+    raise InvalidFieldError(f"{path}{_sent(data, names)}", "must be a JSON object.")
 
 
 def _struct(value: Any, field: str) -> struct_pb2.Struct | None:
@@ -131,8 +149,10 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     """
     if not isinstance(data, dict):
         raise InvalidFieldError(prefix.rstrip(".") or "body", "an event must be a JSON object.")
-    if _get(data, _EVENT_NAMES["partner_attrs"]) is not None:
-        raise InvalidFieldError(f"{prefix}partnerAttrs", "is attached server-side; do not send it.")
+    if _get(data, partner_attrs := _EVENT_NAMES["partner_attrs"]) is not None:
+        raise InvalidFieldError(
+            f"{prefix}{_sent(data, partner_attrs)}", "is attached server-side; do not send it."
+        )
     event = pb.Event()
     event_type = _string(data, _EVENT_NAMES["type"], prefix) or facts.default_type
     if event_type not in EVENT_TYPES:
@@ -188,10 +208,12 @@ def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:
     session = _object(data.get("session"), f"{path}session")
     if session is not None:
         context.session.CopyFrom(_session(session, f"{path}session."))
-    vendor_ids = _object(_get(data, _CONTEXT_NAMES["vendor_ids"]), f"{path}vendorIds")
+    vendor_names = _CONTEXT_NAMES["vendor_ids"]
+    vendor_ids = _object_at(data, vendor_names, path)
     for key, vendor_id in (vendor_ids or {}).items():
         if not isinstance(vendor_id, str):
-            raise InvalidFieldError(f"{path}vendorIds.{key}", "must be a string.")
+            sent = _sent(data, vendor_names)
+            raise InvalidFieldError(f"{path}{sent}.{key}", "must be a string.")
         # In snake_case, as the proto and the blueprint's global mappings name them
         # (``fieldnames.CONTEXT``, which names a refused key back as the body sent it).
         context.vendor_ids[camel_to_snake(key)] = vendor_id
@@ -282,7 +304,7 @@ def _consent(data: Mapping[str, Any], path: str) -> pb.Consent:
                 continue
             if not isinstance(mode, str) or mode not in _GOOGLE_VALUES:
                 # Named as the body spelled it (adStorage, or Consent Mode's ad_storage).
-                sent = next(n for n in spec.names if google.get(n) is not None)
+                sent = _sent(google, spec.names)
                 raise InvalidFieldError(f"{path}google.{sent}", 'must be "granted" or "denied".')
             setattr(consent.google, name, mode)
     return consent

@@ -172,12 +172,11 @@ def _pop_partner_attrs(data: Any, where: str) -> dict[str, Any] | None:
     """Take ``partnerAttrs`` out of an event, which must then be a JSON object if given."""
     if not isinstance(data, dict):
         return None  # event_from_json refuses a non-object in its words
-    given = [data.pop(name) for name in _PARTNER_ATTRS if name in data]
-    value = next((v for v in given if v is not None), None)
+    given = [(name, data.pop(name)) for name in _PARTNER_ATTRS if name in data]
+    sent, value = next(((n, v) for n, v in given if v is not None), ("", None))
     if value is not None and not isinstance(value, dict):
-        raise GatewayError(
-            400, "INVALID_EVENT", "must be a JSON object.", field=f"{where}.partnerAttrs"
-        )
+        # Named as the file spelled it, as the gateway's checks name a field.
+        raise GatewayError(400, "INVALID_EVENT", "must be a JSON object.", field=f"{where}.{sent}")
     return value
 
 

@@ -183,6 +183,13 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
         # What the gateway refuses (gateway/jsonbody.py, gateway/convert.py), in its words.
         ("1", "events[1]: an event must be a JSON object."),
         ('{"type": "page", "anonymousId": 42}', "events[1].anonymousId: must be a string."),
+        # An alias is named as the file spelled it.
+        ('{"type": "page", "anonymous_id": 42}', "events[1].anonymous_id: must be a string."),
+        (
+            _TRACK + ', "context": {"vendor_ids": {"gaClientId": 1}}}',
+            "events[1].context.vendor_ids.gaClientId: must be a string.",
+        ),
+        (_TRACK + ', "partner_attrs": 5}', "events[1].partner_attrs: must be a JSON object."),
         (_TRACK + ', "properties": [1]}', "events[1].properties: must be a JSON object."),
         (
             _TRACK + ', "context": {"consent": {"analytics": "yes"}}}',

@@ -33,10 +33,41 @@ def personalised() -> IntegrationSettings:
     )
 
 
-async def reads(inspector: redis.Redis) -> dict[str, int]:
+async def reads(inspector: redis.Redis) -> tuple[int, int]:
     """How many GET and MGET commands Redis has served so far."""
     stats: dict[str, Any] = await inspector.info("commandstats")
-    return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget")}
+    get, mget = (stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget"))
+    return get, mget
+
+
+async def reads_since(inspector: redis.Redis, before: tuple[int, int]) -> tuple[int, int]:
+    """The (GET, MGET) commands Redis has served since ``reads`` gave ``before``."""
+    get, mget = await reads(inspector)
+    return get - before[0], mget - before[1]
+
+
+@pytest.fixture
+def enricher(
+    backend: CacheBackend, client: FakeProfileClient, metrics: Metrics, clock: FakeClock
+) -> Enricher:
+    """The enricher on Redis, its partner knowing alice (by email) and bob (by cookie)."""
+    return redis_enricher(backend, with_bob(client), metrics, clock)
+
+
+def memory_enricher(
+    client: FakeProfileClient, clock: FakeClock
+) -> tuple[CacheBackend, Enricher, Metrics]:
+    """An enricher of ``client`` with the memory store as its cache; the cache, its metrics."""
+    metrics = Metrics()
+    backend = CacheBackend(MemoryStore(1000, clock=clock), metrics=metrics, clock=clock)
+    enricher = Enricher(
+        CacheSettings(jitter=0),
+        client_for=lambda _id: client,
+        cache=backend,
+        metrics=metrics,
+        clock=clock,
+    )
+    return backend, enricher, metrics
 
 
 def cache_counts(metrics: Metrics) -> dict[tuple[str, str], float]:
@@ -76,14 +107,7 @@ async def memory_page(
 
     ``prepare`` runs first (filling the cache), uncounted. What Redis counts must match.
     """
-    metrics = Metrics()
-    enricher = Enricher(
-        CacheSettings(jitter=0),
-        client_for=lambda _id: client,
-        cache=CacheBackend(MemoryStore(1000, clock=clock), metrics=metrics, clock=clock),
-        metrics=metrics,
-        clock=clock,
-    )
+    _, enricher, metrics = memory_enricher(client, clock)
     await prepare(enricher)
     before = cache_counts(metrics)
     answer = await page(enricher)
@@ -104,9 +128,7 @@ async def redis_page(
     await prepare(enricher)
     before, counted = await reads(inspector), cache_counts(metrics)
     answer = await page(enricher)
-    after = await reads(inspector)
-    trips = after["get"] - before["get"], after["mget"] - before["mget"]
-    return answer, trips, counted_since(counted, metrics)
+    return answer, await reads_since(inspector, before), counted_since(counted, metrics)
 
 
 def fail_reads(
@@ -141,11 +163,9 @@ def cache_count(metrics: Metrics, kind: str, result: str) -> float:
 
 
 async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip(
-    backend: CacheBackend,
+    enricher: Enricher,
     inspector: redis.Redis,
-    client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
 ) -> None:
     """A cached visitor costs three round trips, four before.
 
@@ -153,46 +173,42 @@ async def test_a_page_reads_attributes_and_latest_personalised_in_one_round_trip
     resolution (one GET; the cookie's was read with the map), then one MGET for both the
     attributes and the latest personalised entry (those two were a GET each).
     """
-    enricher = redis_enricher(backend, client, metrics, clock)
     settings = personalised()
     event_of_alice = event(traits=ALICE, properties={"category": "bags"})
     await enricher.enrich(settings, event_of_alice, deadline=None)
     before = await reads(inspector)
     hits = cache_count(metrics, "perslast", "hit"), cache_count(metrics, "attrs", "hit")
     attributes, latest = await enricher.browser_attributes(settings, "anon_abc123", deadline=None)
-    after = await reads(inspector)
+    trips = await reads_since(inspector, before)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {"Offer": "bags-promo"}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
+    assert trips == (1, 2)
     # Each entry read is counted once, as a hit of its own kind.
     assert cache_count(metrics, "perslast", "hit") == hits[0] + 1
     assert cache_count(metrics, "attrs", "hit") == hits[1] + 1
 
 
 async def test_a_page_without_a_personalised_entry_gets_none_counted_as_a_miss(
-    backend: CacheBackend,
+    enricher: Enricher,
     inspector: redis.Redis,
-    client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
 ) -> None:
     """No personalisation yet: ``{}``, the entry's read a miss, in the same round trips."""
-    enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     before = await reads(inspector)
     misses = cache_count(metrics, "perslast", "miss")
     attributes, latest = await enricher.browser_attributes(
         integration(), "anon_abc123", deadline=None
     )
-    after = await reads(inspector)
+    trips = await reads_since(inspector, before)
     assert attributes["Persona"] == "Value Hunter"
     assert latest == {}
-    assert (after["get"] - before["get"], after["mget"] - before["mget"]) == (1, 2)
+    assert trips == (1, 2)
     assert cache_count(metrics, "perslast", "miss") == misses + 1
 
 
 async def test_a_page_of_a_visitor_the_identity_map_does_not_know_costs_two_round_trips(
-    backend: CacheBackend,
+    enricher: Enricher,
     inspector: redis.Redis,
     client: FakeProfileClient,
     metrics: Metrics,
@@ -204,7 +220,6 @@ async def test_a_page_of_a_visitor_the_identity_map_does_not_know_costs_two_roun
     then the attributes with the latest personalised entry (one MGET). Answers and cache
     counts are the memory store's: each entry read once, as a hit or a miss of its kind.
     """
-    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
     settings = personalised()
 
     async def prepare(enricher: Enricher) -> None:
@@ -226,7 +241,7 @@ async def test_a_page_of_a_visitor_the_identity_map_does_not_know_costs_two_roun
 
 
 async def test_a_page_of_a_visitor_the_identity_map_knows_counts_each_read_once(
-    backend: CacheBackend,
+    enricher: Enricher,
     inspector: redis.Redis,
     client: FakeProfileClient,
     metrics: Metrics,
@@ -237,7 +252,6 @@ async def test_a_page_of_a_visitor_the_identity_map_knows_counts_each_read_once(
     The visitor resolves through the remembered email, with the answer and the cache
     counts of the memory store, in the round trips it took before.
     """
-    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
 
     async def prepare(enricher: Enricher) -> None:
         await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
@@ -259,11 +273,10 @@ async def test_a_page_of_a_visitor_the_identity_map_knows_counts_each_read_once(
 
 
 async def test_a_page_of_an_unknown_cookie_counts_each_lost_read_once_in_an_outage(
-    backend: CacheBackend,
+    enricher: Enricher,
     redis_server: RedisProcess,
     client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
 ) -> None:
     """Redis gone: each read the page makes counts one lost read, the read-ahead's too.
 
@@ -272,7 +285,6 @@ async def test_a_page_of_an_unknown_cookie_counts_each_lost_read_once_in_an_outa
     twice before), one for the latest personalised entry; bob is resolved through the
     partner.
     """
-    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
     redis_server.kill()
     counted = cache_counts(metrics)
     answer = await enricher.browser_attributes(integration(), BOB, deadline=None)
@@ -285,10 +297,9 @@ async def test_a_page_of_an_unknown_cookie_counts_each_lost_read_once_in_an_outa
 
 
 async def test_a_page_whose_remembered_resolutions_read_fails_counts_both_lost(
+    enricher: Enricher,
     backend: CacheBackend,
-    client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Redis failing after the identity map's read: the cookie's read-ahead is lost too.
@@ -297,7 +308,6 @@ async def test_a_page_whose_remembered_resolutions_read_fails_counts_both_lost(
     walk; the partner's walk re-reads them uncounted: 4 before, each twice), and the
     visitor resolved through the partner.
     """
-    enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     fail_reads(monkeypatch, backend, lambda keys: all(":res:" in key for key in keys))
     counted = cache_counts(metrics)
@@ -309,17 +319,15 @@ async def test_a_page_whose_remembered_resolutions_read_fails_counts_both_lost(
 
 
 async def test_a_page_read_during_an_outage_answers_nothing_and_counts_lost_reads(
+    enricher: Enricher,
     backend: CacheBackend,
     redis_server: RedisProcess,
-    client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
 ) -> None:
     """Redis gone after the visitor was cached: the page gets ({}, {}), never an error.
 
     The lost reads are counted as errors (the enrichment as degraded).
     """
-    enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     redis_server.kill()
     assert await enricher.browser_attributes(integration(), "anon_abc123", deadline=None) == (
@@ -331,10 +339,10 @@ async def test_a_page_read_during_an_outage_answers_nothing_and_counts_lost_read
 
 
 async def test_a_page_whose_attributes_read_fails_answers_as_without_a_cache(
+    enricher: Enricher,
     backend: CacheBackend,
     client: FakeProfileClient,
     metrics: Metrics,
-    clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Redis failing at the attributes' read: the page is answered as with no cache.
@@ -342,7 +350,6 @@ async def test_a_page_whose_attributes_read_fails_answers_as_without_a_cache(
     The visitor's profile comes from the partner; the enrichment counts as degraded, each
     lost read once as an error.
     """
-    enricher = redis_enricher(backend, client, metrics, clock)
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     fail_reads(monkeypatch, backend, lambda keys: any(":attrs:" in key for key in keys))
     calls = len(client.lookups), len(client.gets)
@@ -384,11 +391,10 @@ async def consent_page(
     await enricher.enrich(CONSENTING, event(visitor, traits=traits), deadline=None)
     if consent is not None:
         await profiles.record_consent(CONSENTING, visitor, consent)
-    before = await reads(inspector) if inspector is not None else {"get": 0, "mget": 0}
+    before = await reads(inspector) if inspector is not None else (0, 0)
     counted = cache_counts(metrics)
     answer = await profiles.attributes(CONSENTING, visitor, deadline=1e9)
-    after = await reads(inspector) if inspector is not None else before
-    trips = after["get"] - before["get"], after["mget"] - before["mget"]
+    trips = await reads_since(inspector, before) if inspector is not None else (0, 0)
     return answer, trips, counted_since(counted, metrics)
 
 
@@ -396,15 +402,7 @@ async def memory_consent_page(
     client: FakeProfileClient, clock: FakeClock, visitor: str, consent: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[Any, float]]:
     """``consent_page``'s answer and counts with the memory store as the cache."""
-    metrics = Metrics()
-    backend = CacheBackend(MemoryStore(1000, clock=clock), metrics=metrics, clock=clock)
-    enricher = Enricher(
-        CacheSettings(jitter=0),
-        client_for=lambda _id: client,
-        cache=backend,
-        metrics=metrics,
-        clock=clock,
-    )
+    backend, enricher, metrics = memory_enricher(client, clock)
     answer, _, counted = await consent_page(backend, enricher, metrics, visitor, consent)
     return answer, counted
 
@@ -425,6 +423,7 @@ async def memory_consent_page(
     ],
 )
 async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa: PLR0917 - fixtures and parameters
+    enricher: Enricher,
     backend: CacheBackend,
     inspector: redis.Redis,
     client: FakeProfileClient,
@@ -440,7 +439,6 @@ async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa
     Its answer and cache counts are the memory store's: each entry read counted once (the
     consent's read is never counted as a hit or a miss, as before).
     """
-    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
     granted = {"functional": True}
     page = await consent_page(backend, enricher, metrics, visitor, granted, inspector=inspector)
     assert page[:2] == (answer, trips)
@@ -455,6 +453,7 @@ async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa
 
 @pytest.mark.parametrize("consent", [{"functional": False}, {"marketing": True}, None])
 async def test_a_page_without_consent_reads_nothing_past_it(  # noqa: PLR0917 - fixtures and parameters
+    enricher: Enricher,
     backend: CacheBackend,
     inspector: redis.Redis,
     client: FakeProfileClient,
@@ -470,7 +469,6 @@ async def test_a_page_without_consent_reads_nothing_past_it(  # noqa: PLR0917 - 
     as the memory store leaves them unread. A failed read fails closed, its lost read
     counted as the consent's alone, with no partner call.
     """
-    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
     answer, trips, counted = await consent_page(
         backend, enricher, metrics, "anon_abc123", consent, inspector=inspector
     )

@@ -195,8 +195,9 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     ) -> None:
         details: list[Any] = [_details_pb2.ErrorInfo(reason=f"FAKE_{code.name}", domain="test")]
         if code == grpc.StatusCode.INVALID_ARGUMENT:
+            # Named as Deliver names its fields, below the request's ``event``.
             violation = _details_pb2.BadRequest.FieldViolation(
-                field="properties.price", description="must be a number"
+                field="event.properties.price", description="must be a number"
             )
             details.append(_details_pb2.BadRequest(field_violations=[violation]))
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):

@@ -11,6 +11,7 @@ import pytest
 
 from amperity_signal.dry_run_events import deliverable_event
 from amperity_signal.errors import InvalidEvent
+from amperity_signal.gateway.openapi import openapi_document
 
 from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
 from .fakes import KNOWN_KEY, RunningService
@@ -374,6 +375,46 @@ async def test_batch_answers_each_event(
     assert "userId" in body["results"][1]["error"]
     assert body["results"][2]["code"] == "SERVICE_UNAVAILABLE"
     assert sorted(d.request.event.message_id for d in service.fake.delivered) == ["b-1", "b-4"]
+
+
+async def test_a_failed_batch_result_names_the_field_a_single_events_answer_names(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """``field`` is there exactly when ``/v1/t``'s answer has one, as ``batch[i].`` of it.
+
+    The gateway's own check (``anonymous_id``, named as sent) and the service's refusal
+    (renamed from Deliver's ``event.properties.price``) carry it; a delivered event and a
+    failed delivery, which no field of the event caused, do not.
+    """
+    batch = [
+        {**EVENT, "messageId": "b-0"},
+        {**EVENT, "messageId": "b-1", "anonymousId": None, "anonymous_id": 7},
+        {**EVENT, "messageId": "b-2", "event": "fail:INVALID_ARGUMENT"},
+        {**EVENT, "messageId": "b-3", "event": "fail:UNAVAILABLE"},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r.get("field") for r in results] == [
+        None,
+        "batch[1].anonymous_id",
+        "batch[2].properties.price",
+        None,
+    ]
+    assert [r.get("code") for r in results] == [
+        None,
+        "INVALID_EVENT",
+        "FAKE_INVALID_ARGUMENT",
+        "SERVICE_UNAVAILABLE",
+    ]
+    for index, event in enumerate(batch):
+        single = (await gateway.post("/v1/t", json=event, headers=KEY)).json()
+        field = single.get("error", {}).get("field")
+        assert results[index].get("field") == (field and f"batch[{index}].{field}")
+    # The OpenAPI document describes every key a result carries.
+    item = openapi_document()["components"]["schemas"]["BatchResult"]["properties"]["results"]
+    for result in results:
+        assert set(item["items"]["required"]) <= result.keys() <= item["items"]["properties"].keys()
 
 
 async def test_batch_of_good_events_succeeds(gateway: httpx.AsyncClient) -> None:

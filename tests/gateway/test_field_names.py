@@ -80,12 +80,13 @@ async def test_keys_below_properties_are_the_bodys_own(stack: Stack) -> None:
 
 
 async def test_a_refused_batch_item_is_named_by_its_index(stack: Stack) -> None:
-    """As the gateway's own checks name it: ``batch[1].`` and the body's names."""
+    """As the gateway's own checks name it: ``batch[1].`` and the body's names, in ``field`` too."""
     body = {
         "batch": [
             _event(messageId="m-0"),
             _event(messageId="m-1", context={"page": {"url": TOO_LONG}}),
             _event(messageId="m-2", userId=1),
+            _event(messageId="m-3", anonymous_id=TOO_LONG, anonymousId=None),
         ]
     }
     response = await stack.client.post("/v1/batch", json=body, headers=KEY)
@@ -97,9 +98,14 @@ async def test_a_refused_batch_item_is_named_by_its_index(stack: Stack) -> None:
         "ok": False,
         "code": "INVALID_EVENT",
         "error": "invalid event: batch[1].context.page.url: is longer than 8192 characters.",
+        "field": "batch[1].context.page.url",
     }
     # The gateway's own check of the next item, for comparison.
     assert results[2]["error"] == "batch[2].userId: must be a string."
+    assert results[2]["field"] == "batch[2].userId"
+    # Deliver's event.anonymous_id, as this item spelled it.
+    assert results[3]["field"] == "batch[3].anonymous_id"
+    assert results[3]["error"].startswith("invalid event: batch[3].anonymous_id: is longer")
 
 
 async def test_consented_at_is_named_as_the_body_spelled_it(stack: Stack) -> None:

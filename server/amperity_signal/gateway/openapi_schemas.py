@@ -170,8 +170,14 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "messageId": {"type": "string"},
                         "ok": {"type": "boolean"},
-                        "error": {"type": "string"},
-                        "code": {"type": "string"},
+                        "error": {"type": "string", "description": "What to change."},
+                        "code": {"type": "string", "description": "UPPER_SNAKE, stable."},
+                        "field": {
+                            "type": "string",
+                            "description": "The offending field as the body spelled it "
+                            "(batch[3].context.page.url), when the error names one: exactly "
+                            "when the event's own /v1/t answer would carry a field.",
+                        },
                     },
                 },
             },

@@ -400,4 +400,12 @@ def _check_length(anonymous_id: str, source: str, where: str) -> None:
 
 
 def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:
-    return {"messageId": message_id, "ok": False, "error": error.message, "code": error.code}
+    """A batch item's failure: the field, as its body spelled it, when the error names one.
+
+    The same ``field`` a single event's answer would carry (``batch[3].``-prefixed for a
+    field of the event), so a pipeline can branch on it without parsing the message.
+    """
+    result = {"messageId": message_id, "ok": False, "error": error.message, "code": error.code}
+    if error.field is not None:
+        result["field"] = error.field
+    return result

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--config",
         help="apply this config's overrides for --integration and its size limits "
-        "([server] max_message_bytes, [gateway] max_batch_body_bytes)",
+        "([server] max_message_bytes, [gateway] max_batch_body_bytes and max_body_bytes)",
     )
     test.add_argument("--integration", help="integration id whose overrides to apply")
 

@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amperity_signal.config import IntegrationSettings, Settings, load_settings
+from amperity_signal.config import GatewayTable, IntegrationSettings, Settings, load_settings
 from amperity_signal.errors import ConfigError, ConfigProblem, InvalidEvent
 from amperity_signal.logs import configure_logging
 
@@ -142,7 +143,8 @@ def blueprint(args: argparse.Namespace) -> int:
     """``blueprint show`` prints the effective blueprint; ``blueprint test`` dry-runs events.
 
     ``test`` maps every event the service would take and lists each one it would refuse
-    (on stderr, in the gateway's or Deliver's words), then exits ``EXIT_REFUSED``.
+    (on stderr, in the gateway's or Deliver's words), then exits ``EXIT_REFUSED``. An
+    event mapped although a ``/v1/batch`` body cannot carry it gets a warning line.
     """
     from amperity_signal.blueprint import dry_run, render_blueprint
 
@@ -156,17 +158,20 @@ def blueprint(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     where = f"--events {args.events}"
-    events, refused = _deliverable_events(raw, settings)
-    for _, refusal in refused:
+    events = _deliverable_events(raw, settings)
+    for _, refusal in events.refused:
         for violation in refusal.violations:
             print(f"error: {where}: {violation.field}: {violation.description}", file=sys.stderr)
+    for note in events.notes:
+        print(f"warning: {where}: {note}", file=sys.stderr)
+    mapped = events.mapped
     report = dry_run(
-        loaded, [e for _, e in events], args.source_value, numbers=[i + 1 for i, _ in events]
+        loaded, [e for _, e in mapped], args.source_value, numbers=[i + 1 for i, _ in mapped]
     )
     print(report.render())
-    if not refused:
+    if not events.refused:
         return 0
-    named = ", ".join(f"events[{index}]" for index, _ in refused)
+    named = ", ".join(f"events[{index}]" for index, _ in events.refused)
     print(f"refused, not mapped: {named} (the errors say why)")
     return EXIT_REFUSED
 
@@ -262,34 +267,43 @@ def _read_events(path: str) -> list[Any]:
     return raw
 
 
-def _deliverable_events(
-    raw: list[Any], settings: Settings | None = None
-) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, InvalidEvent]]]:
+@dataclass
+class _DryRunEvents:
+    """A file's events, each by its position: mapped, refused, or mapped with a note."""
+
+    mapped: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    refused: list[tuple[int, InvalidEvent]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _deliverable_events(raw: list[Any], settings: Settings | None = None) -> _DryRunEvents:
     """Each event as Deliver would map it, and each one the gateway or Deliver would refuse.
 
-    Both by position in the file. One bad event does not hide what the others map to.
-    The limits are ``settings``' (``--config``): Deliver's ``[server] max_message_bytes``
-    and the gateway's ``[gateway] max_batch_body_bytes``; without it, their defaults.
+    One bad event does not hide what the others map to. The limits are ``settings``'
+    (``--config``): Deliver's ``[server] max_message_bytes`` and the gateway's ``[gateway]
+    max_batch_body_bytes`` and ``max_body_bytes``; without it, their defaults. An event only
+    a single-event route's body carries is mapped, with a note saying so.
     """
-    from amperity_signal.dry_run_events import deliverable_event
+    from amperity_signal.dry_run_events import deliverable_event, single_route_only
 
-    limits = (
-        {}
-        if settings is None
-        else {
-            "max_bytes": settings.server.max_message_bytes,
-            "max_body_bytes": settings.gateway.max_batch_body_bytes,
-        }
-    )
+    gateway = settings.gateway if settings is not None else GatewayTable()
+    bodies = {
+        "max_body_bytes": gateway.max_batch_body_bytes,
+        "max_single_body_bytes": gateway.max_body_bytes,
+    }
+    limits = {} if settings is None else {"max_bytes": settings.server.max_message_bytes}
     now = datetime.now(UTC)  # one receive time, as for one batch
-    events: list[tuple[int, dict[str, Any]]] = []
-    refused: list[tuple[int, InvalidEvent]] = []
+    events = _DryRunEvents()
     for index, item in enumerate(raw):
         try:
-            events.append((index, deliverable_event(item, index, now, **limits)))
+            events.mapped.append((index, deliverable_event(item, index, now, **limits, **bodies)))
         except InvalidEvent as error:
-            refused.append((index, error))
-    return events, refused
+            events.refused.append((index, error))
+            continue
+        note = single_route_only(item, index, **bodies)
+        if note is not None:
+            events.notes.append(note)
+    return events
 
 
 def send_test_event(args: argparse.Namespace) -> int:

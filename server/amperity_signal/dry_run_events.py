@@ -5,9 +5,10 @@ words, so each event goes through the real code rather than a copy of its checks
 
 1. the gateway's body size (``gateway/jsonbody.body_too_large``: the event alone in a
    ``/v1/batch`` body, as the browser client sends it, is at most ``[gateway]
-   max_batch_body_bytes``), its JSON checks (``gateway/jsonbody.check_value``: finite
-   numbers, integers within ±2^53, valid Unicode, nesting) and its conversion to the
-   proto ``Event``
+   max_batch_body_bytes``, or else, where a config lets the single-event routes take more,
+   the event alone is at most ``[gateway] max_body_bytes``: ``single_route_only``), its
+   JSON checks (``gateway/jsonbody.check_value``: finite numbers, integers within ±2^53,
+   valid Unicode, nesting) and its conversion to the proto ``Event``
    (``gateway/convert.event_from_json``: the type of every known field, consent's shape,
    an identifier, a messageId and the receive time filled in when missing);
 2. Deliver's validation and conversion to the engine's dict
@@ -40,6 +41,10 @@ DEFAULT_TYPE = "track"
 _PARTNER_ATTRS = ("partnerAttrs", "partner_attrs")
 # The largest body the gateway takes on the route a file's events go by, /v1/batch.
 DEFAULT_MAX_BODY_BYTES = GatewaySettings.max_batch_body_bytes
+# The largest body of the single-event routes, /v1/t, /v1/p and /v1/i.
+DEFAULT_MAX_SINGLE_BODY_BYTES = GatewaySettings.max_body_bytes
+# What a /v1/batch body of one event adds to the event's own JSON: {"batch":[...]}.
+_BATCH_OF_ONE = len('{"batch":[]}')
 # The name Deliver's validation gives the event in its field names.
 _SERVICE_PREFIX = "event"
 
@@ -50,6 +55,8 @@ def deliverable_event(
     now: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    *,
+    max_single_body_bytes: int | None = None,
 ) -> dict[str, Any]:
     """The engine's event dict Deliver would map for ``item``, the ``index``-th of a file.
 
@@ -60,7 +67,11 @@ def deliverable_event(
         max_bytes: The largest event Deliver takes (``[server] max_message_bytes``).
         max_body_bytes: The largest ``/v1/batch`` body the gateway takes (``[gateway]
             max_batch_body_bytes``); an event too large for one of its own is refused
-            (``events[index]``, the gateway's 413 message).
+            (``events[index]``, the gateway's 413 message), unless it fits the body of a
+            single-event route (``single_route_only`` says so).
+        max_single_body_bytes: The largest ``/v1/t``, ``/v1/p`` or ``/v1/i`` body the
+            gateway takes (``[gateway] max_body_bytes``); None counts the ``/v1/batch``
+            body alone, which by default is the larger limit.
 
     Raises:
         InvalidEvent: What the gateway or Deliver would refuse, each violation naming
@@ -70,7 +81,8 @@ def deliverable_event(
     """
     where = f"events[{index}]"
     try:
-        _check_body_size(item, max_body_bytes)  # the gateway reads the body's size first
+        # The gateway reads the body's size first.
+        _check_body_size(item, max_body_bytes, max_single_body_bytes)
         check_value(item, where)
         data = dict(item) if isinstance(item, dict) else item
         partner_attrs = _pop_partner_attrs(data, where)
@@ -142,18 +154,63 @@ def _ordered_like(value: Any, given: Any) -> Any:
     return value
 
 
-def _check_body_size(item: Any, limit: int) -> None:
-    """Refuse an event too large for a ``/v1/batch`` body of its own, as the gateway does.
+def single_route_only(
+    item: Any,
+    index: int,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_single_body_bytes: int = DEFAULT_MAX_SINGLE_BODY_BYTES,
+) -> str | None:
+    """What to tell of an event the single-event routes take but a batch of its own does not.
 
-    The body is the smallest that carries the event, the one the browser client sends
-    (``JSON.stringify``): ``{"batch":[event]}`` without spaces, in UTF-8, a lone surrogate
-    as its six-character escape. ``partnerAttrs`` is left out: Signal attaches them
-    server-side, a page never sends them. A batch is the largest body the gateway takes
-    (by default: ``/v1/t``, ``/v1/p`` and ``/v1/i`` take 32 KiB), so an event refused
-    here reaches Deliver by no route.
+    Only a config whose ``[gateway] max_body_bytes`` is near or above its
+    ``max_batch_body_bytes`` has such events: the gateway answers 413 to the ``/v1/batch``
+    body datafly.js sends, yet ``/v1/t``, ``/v1/p`` and ``/v1/i`` deliver the event, so
+    ``deliverable_event`` maps it. None for every other event.
+
+    Args:
+        item: One decoded JSON event, as ``deliverable_event`` takes it.
+        index: Its position in the file.
+        max_body_bytes: The largest ``/v1/batch`` body, as for ``deliverable_event``.
+        max_single_body_bytes: The largest single-event body, as for ``deliverable_event``.
+
+    Returns:
+        One line naming the event and both settings, or None.
+    """
+    size = _body_size(item)
+    if size is None or size + _BATCH_OF_ONE <= max_body_bytes or size > max_single_body_bytes:
+        return None
+    return (
+        f"events[{index}]: fits a /v1/t, /v1/p or /v1/i body ([gateway] max_body_bytes = "
+        f"{max_single_body_bytes}) but not a /v1/batch body of its own ([gateway] "
+        f"max_batch_body_bytes = {max_body_bytes}): the gateway answers 413 to it from "
+        "datafly.js, which sends every event in a batch; mapped as those routes deliver it."
+    )
+
+
+def _check_body_size(item: Any, batch_limit: int, single_limit: int | None) -> None:
+    """Refuse an event too large for any body of its own, as the gateway does.
+
+    By default the largest body the gateway takes is a ``/v1/batch`` one (``/v1/t``,
+    ``/v1/p`` and ``/v1/i`` take 32 KiB), so an event refused here reaches Deliver by no
+    route; one that fits only a single-event route's body is taken (``single_route_only``).
 
     Raises:
-        GatewayError: 413, the gateway's own.
+        GatewayError: 413, the gateway's own for the ``/v1/batch`` body.
+    """
+    size = _body_size(item)
+    if size is None or size + _BATCH_OF_ONE <= batch_limit:
+        return
+    if single_limit is None or size > single_limit:
+        raise body_too_large(batch_limit)
+
+
+def _body_size(item: Any) -> int | None:
+    """The bytes of the smallest body that carries the event alone, as a page sends it.
+
+    That is ``JSON.stringify``'s: no spaces, in UTF-8, a lone surrogate as its
+    six-character escape; a ``/v1/batch`` body of it is ``_BATCH_OF_ONE`` bytes more.
+    ``partnerAttrs`` is left out: Signal attaches them server-side, a page never sends them.
+    None for an event nested too deeply to write, whose nesting ``check_value`` refuses.
     """
     sent = (
         {k: v for k, v in item.items() if k not in _PARTNER_ATTRS}
@@ -161,11 +218,10 @@ def _check_body_size(item: Any, limit: int) -> None:
         else item
     )
     try:
-        body = json.dumps({"batch": [sent]}, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(sent, ensure_ascii=False, separators=(",", ":"))
     except RecursionError:
-        return  # nested too deeply to write; check_value refuses its nesting
-    if len(body.encode("utf-8", "backslashreplace")) > limit:
-        raise body_too_large(limit)
+        return None
+    return len(body.encode("utf-8", "backslashreplace"))
 
 
 def _pop_partner_attrs(data: Any, where: str) -> dict[str, Any] | None:

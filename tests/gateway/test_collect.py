@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from amperity_signal.dry_run_events import deliverable_event
+from amperity_signal.dry_run_events import deliverable_event, single_route_only
 from amperity_signal.errors import InvalidEvent
 from amperity_signal.gateway.openapi import openapi_document
 
@@ -473,6 +473,40 @@ async def test_a_dry_run_refuses_the_batch_bodies_the_gateway_refuses_in_its_wor
         refused = [(v.field, v.description) for v in error.violations]
     expected = [] if status == 200 else [("events[3]", response.json()["error"]["message"])]
     assert refused == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "batch_status", "single_status"),
+    [(2048, 200, 200), (2049, 413, 200), (4108, 413, 200), (4109, 413, 413)],
+)
+async def test_a_dry_run_answers_as_each_route_does_when_the_body_limits_differ(
+    make_gateway: GatewayFactory, size: int, batch_status: int, single_status: int
+) -> None:
+    """``/v1/t`` taking more than ``/v1/batch``: the dry run maps what either route takes.
+
+    ``size`` is the event's own ``/v1/batch`` body; its ``/v1/t`` body is 12 bytes less.
+    Only ``/v1/t`` taking it: mapped, with ``single_route_only``'s note; neither: refused
+    with the batch's 413 message, as before.
+    """
+    gateway = make_gateway(max_batch_body_bytes=2048, max_body_bytes=4096)
+    event = _event_in_a_batch_body_of(size)
+    body = _batch_body(event)
+    headers = {**KEY, "Content-Type": "application/json"}
+    batch = await gateway.post("/v1/batch", content=body, headers=headers)
+    single = await gateway.post("/v1/t", content=body[len(b'{"batch":[') : -2], headers=headers)
+    assert (batch.status_code, single.status_code) == (batch_status, single_status)
+    limits = {"max_body_bytes": 2048, "max_single_body_bytes": 4096}
+    try:
+        deliverable_event(event, 3, datetime.now(UTC), **limits)
+        refused = []
+    except InvalidEvent as error:
+        refused = [(v.field, v.description) for v in error.violations]
+    note = single_route_only(event, 3, **limits)
+    if single_status == 413:
+        assert (refused, note) == ([("events[3]", batch.json()["error"]["message"])], None)
+    else:
+        assert refused == []
+        assert (note is None) == (batch_status == 200)
 
 
 async def test_collector_cors_for_allowed_origin(gateway: httpx.AsyncClient) -> None:

@@ -691,11 +691,11 @@ def test_blueprint_test_takes_the_configs_gateway_body_limit(tmp_path: Path) -> 
     """--config's ``[gateway] max_batch_body_bytes`` is the body size an event must fit.
 
     An event of 5 KB is taken with the default 256 KiB and refused, in the gateway's words,
-    under a configured 4 KiB.
+    under a configured 4 KiB (for the single-event routes too).
     """
     config = write_config(tmp_path / "c.toml")
     settings = tomllib.loads(config.read_text("utf-8"))
-    settings["gateway"] = {"max_batch_body_bytes": 4096}
+    settings["gateway"] = {"max_batch_body_bytes": 4096, "max_body_bytes": 4096}
     config.write_text(tomli_w.dumps(settings), encoding="utf-8")
     events = tmp_path / "events.json"
     page = {"type": "page", "anonymousId": "a"}
@@ -712,3 +712,44 @@ def test_blueprint_test_takes_the_configs_gateway_body_limit(tmp_path: Path) -> 
         "The request body is larger than 4096 bytes; send less."
     ]
     assert "refused, not mapped: events[1]" in result.stdout
+
+
+def test_blueprint_test_says_which_routes_take_an_event_when_the_body_limits_differ(
+    tmp_path: Path,
+) -> None:
+    """An event over ``max_batch_body_bytes`` but within ``max_body_bytes`` is mapped, with a line.
+
+    ``/v1/t``, ``/v1/p`` and ``/v1/i`` deliver it, ``/v1/batch`` (datafly.js) answers 413:
+    one warning naming both settings. An event over both is refused in the gateway's words.
+    """
+    config = write_config(tmp_path / "c.toml")
+    settings = tomllib.loads(config.read_text("utf-8"))
+    settings["gateway"] = {"max_batch_body_bytes": 4096, "max_body_bytes": 8192}
+    config.write_text(tomli_w.dumps(settings), encoding="utf-8")
+    page = {"type": "page", "anonymousId": "a"}
+    events = tmp_path / "events.json"
+    events.write_text(
+        json.dumps(
+            [
+                page,
+                {**page, "properties": {"s": "x" * 5000}},
+                {**page, "properties": {"s": "x" * 9000}},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli(
+        "blueprint", "test", "--vertical", "retail", "--events", str(events),
+        "--config", str(config),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --events {events}: events[2]: "
+        "The request body is larger than 4096 bytes; send less.",
+        f"warning: --events {events}: events[1]: fits a /v1/t, /v1/p or /v1/i body "
+        "([gateway] max_body_bytes = 8192) but not a /v1/batch body of its own ([gateway] "
+        "max_batch_body_bytes = 4096): the gateway answers 413 to it from datafly.js, which "
+        "sends every event in a batch; mapped as those routes deliver it.",
+    ]
+    assert "#2 page -> pageview" in result.stdout
+    assert "refused, not mapped: events[2]" in result.stdout

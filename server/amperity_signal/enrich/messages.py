@@ -18,9 +18,9 @@ _LINKING_KEYS_FIX: Final = (
     "Amperity admin to add email_sha256 / device cookie / etc. to the collection's linking_keys"
 )
 LINKING_KEYS_404: Final = f"Profile lookups 404: {_LINKING_KEYS_FIX}"
-"""The troubleshooting row "Profile lookups always 404", carried by a miss only while no
-lookup of the integration has matched a profile (``Resolver``): a 404 is also simply a
-visitor Amperity does not know."""
+"""The troubleshooting row "Profile lookups always 404", carried by a miss while no lookup of
+the integration's collection has matched a profile, or after a long streak of 404s since the
+last one did (``Resolver``): a 404 is also simply a visitor Amperity does not know."""
 
 
 def not_configured(missing: Sequence[str]) -> str:
@@ -110,15 +110,22 @@ def log_failure(logger: logging.Logger, integration_id: str, endpoint: str, reas
     )
 
 
-def log_always_404(logger: logging.Logger, integration_id: str, lookups: int) -> None:
-    """Log, once, that an integration's lookups keep answering 404 with none ever matched.
+def log_always_404(
+    logger: logging.Logger, integration_id: str, lookups: int, *, matched_before: bool
+) -> None:
+    """Log that an integration's last ``lookups`` lookups all answered 404 (once per streak).
 
-    The integration id and the count only: no linking key value, profile id or token.
+    ``matched_before``: an earlier lookup matched, so the linking keys worked and may have
+    changed since. The integration id and the count only: no linking key value, profile id
+    or token.
     """
+    which = "last" if matched_before else "first"
     logger.warning(
-        "Profile lookups always 404: integration=%s: none of the first %d Profile API "
-        "lookups matched a profile; %s",
+        "Profile lookups always 404: integration=%s: none of the %s %d Profile API "
+        "lookups matched a profile%s; %s",
         integration_id,
+        which,
         lookups,
+        " (earlier ones did)" if matched_before else "",
         _LINKING_KEYS_FIX,
     )

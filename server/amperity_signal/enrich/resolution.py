@@ -14,11 +14,13 @@ Order of work for one visitor (``Resolver.resolve``):
    first key that resolves wins, and a key that failed did not resolve.
 
 A miss carries the troubleshooting row "Profile lookups always 404" (the linking-keys
-advice) only while no lookup of the integration's collection (its ``scope``) has matched in
-this process, by a partner call or a cached resolution: a 404 is also simply a visitor
-Amperity does not know, most first-touch visitors on a healthy collection. When
-``UNMATCHED_LOOKUPS_TO_LOG`` lookups have answered 404 with none ever matched, the advice is
-logged, once.
+advice) while no linking key of the integration's collection (its ``scope``) has matched in
+this process, by a partner call or a cached resolution, or once the lookups answered 404
+since the last match number ``UNMATCHED_LOOKUPS_TO_LOG``: a 404 is also simply a visitor
+Amperity does not know, most first-touch visitors on a healthy collection, whose streaks of
+404s are short. When a streak reaches ``UNMATCHED_LOOKUPS_TO_LOG``, the advice is logged,
+once; the next match ends the streak and re-arms it (a collection that matched and then
+broke, its linking keys changed at Amperity, is caught too).
 
 A failure the call's own deadline caused (nothing sent, or retrying cut short by it) is not
 remembered as an error: the next caller's deadline may be fine. The outcome names that
@@ -55,10 +57,12 @@ from amperity_signal.metrics import Metrics
 CacheStatus = Literal["hit", "miss", "stale", "dampened", "disabled"]
 
 UNMATCHED_LOOKUPS_TO_LOG: Final = 1_000
-"""Profile API lookups of a collection answering 404, none ever matched, before the advice
-is logged. A healthy collection's first visitors may all be unknown (most are anonymous),
-but with even 1 % of lookups matching, 1,000 misses in a row happen by chance with
-probability 0.99 ** 1000, about 4e-5. The warnings carry the advice from the first miss."""
+"""Profile API lookups of a collection answering 404 in a row (since the last match, or
+since the process started) before the advice is logged, and carried again by misses of a
+collection that has matched. A healthy collection's visitors may be mostly unknown (most
+are anonymous), but with even 1 % of lookups matching, 1,000 misses in a row happen by
+chance with probability 0.99 ** 1000, about 4e-5. Before any match, misses carry the advice
+from the first one."""
 
 
 class Outcome(NamedTuple):
@@ -165,9 +169,11 @@ class Resolver:
         self._cache = cache
         self._expiry = expiry
         self._logger = logger
-        # The scopes (integration, tenant, collection) a linking key has matched in, and
-        # the lookups answered 404 so far in each that has none.
-        self._matched: set[str] = set()
+        # The scopes (integration, tenant, collection) a linking key has matched in, each
+        # with the lookups answered 404 since its last match (a match stores 0: one dict
+        # store on the hit path); and the lookups answered 404 in each that never has.
+        # One entry per configured collection, nothing per visitor.
+        self._since_match: dict[str, int] = {}
         self._unmatched: dict[str, int] = {}
 
     async def cached(
@@ -243,7 +249,7 @@ class Resolver:
             profile_id = marker.get("profile_id")
             attributes = None
             if isinstance(profile_id, str):
-                self._matched.add(scope)  # a linking key matched: the collection has them
+                self._since_match[scope] = 0  # a linking key matched: the 404 streak ends
                 attrs_key = cache_key("attrs", scope, "profile_id", profile_id)
                 # The page's visitor: its latest personalised entry in the same round trip.
                 latest_key = rekind(attrs_key, "perslast") if call.latest else None
@@ -324,7 +330,7 @@ class Resolver:
             profile_id = state.get("profile_id") if isinstance(state, dict) else None
             if not isinstance(profile_id, str):
                 continue
-            self._matched.add(call.scope)
+            self._since_match[call.scope] = 0
             attrs_key = cache_key("attrs", call.scope, "profile_id", profile_id)
             attributes = await self._cache.get(attrs_key, count=count)
             warnings = tuple(walk.warnings)
@@ -336,7 +342,7 @@ class Resolver:
             if good is not None:
                 warnings += (messages.STALE_LATER_KEY,)
                 return Outcome(profile_id, candidate.key, good, "stale", warnings, walk.ran_out_at)
-        return walk.unresolved(len(candidates), advise=call.scope not in self._matched)
+        return walk.unresolved(len(candidates), advise=self._advise(call.scope))
 
     async def _lookup(
         self, call: _Call, candidate: Candidate, key: str, walk: _Round
@@ -374,7 +380,7 @@ class Resolver:
             walk.not_found.append(candidate.key)
             self._no_match(call)
             return None, False
-        self._matched.add(call.scope)
+        self._since_match[call.scope] = 0
         self._unmatched.pop(call.scope, None)
         await self._cache.set(
             key, {"profile_id": profile.profile_id}, self._expiry(self._settings.resolution_ttl)
@@ -382,14 +388,26 @@ class Resolver:
         attributes = await self._store_attributes(call.scope, profile)
         return Outcome(profile.profile_id, candidate.key, attributes, "miss"), True
 
+    def _advise(self, scope: str) -> bool:
+        """Whether a miss carries the linking-keys advice: never matched, or a long streak."""
+        since = self._since_match.get(scope)
+        return since is None or since >= UNMATCHED_LOOKUPS_TO_LOG
+
     def _no_match(self, call: _Call) -> None:
-        """Count a lookup answered 404; log the advice once when none has ever matched."""
-        if call.scope in self._matched:
-            return
-        lookups = self._unmatched.get(call.scope, 0) + 1
-        self._unmatched[call.scope] = lookups
+        """Count a lookup answered 404; log the advice once per streak that reaches the mark.
+
+        The streak runs since the scope's last match, or since the process started when it
+        has none (then the log says "the first" lookups).
+        """
+        scope = call.scope
+        since = self._since_match.get(scope)
+        counts = self._unmatched if since is None else self._since_match
+        lookups = counts.get(scope, 0) + 1
+        counts[scope] = lookups
         if lookups == UNMATCHED_LOOKUPS_TO_LOG:
-            messages.log_always_404(self._logger, call.integration_id, lookups)
+            messages.log_always_404(
+                self._logger, call.integration_id, lookups, matched_before=since is not None
+            )
 
     async def _refresh(
         self, call: _Call, profile_id: str, candidate: Candidate, walk: _Round

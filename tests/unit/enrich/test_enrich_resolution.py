@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amperity_signal.enrich import Enricher, MemoryStore
+from amperity_signal.enrich import Enricher, EnrichResult, MemoryStore
 from amperity_signal.enrich.keys import cache_key, context_digest, rekind, sha256_hex
 from amperity_signal.enrich.messages import LINKING_KEYS_404
 from amperity_signal.enrich.resolution import UNMATCHED_LOOKUPS_TO_LOG
@@ -187,19 +187,88 @@ async def test_a_collection_that_never_matches_logs_the_advice_once(
         assert secret not in line
 
 
-async def test_no_advice_once_a_lookup_has_matched(
+def always_404_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The "Profile lookups always 404" log lines captured so far."""
+    return [r.getMessage() for r in caplog.records if "always 404" in r.getMessage()]
+
+
+async def miss_streak(enricher: Enricher, visitors: range) -> list[EnrichResult]:
+    """Enrich a new anonymous visitor per number: one lookup each, answered 404."""
+    return [
+        await enricher.enrich(integration(), event(f"anon_visitor_{i}"), deadline=None)
+        for i in visitors
+    ]
+
+
+async def test_a_collection_that_matched_then_always_404s_logs_the_row(
     enricher: Enricher, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A healthy collection's unknown visitors, however many, get and log no advice."""
+    """Its linking keys changed after a match: the 1,000th 404 in a row logs the row, once.
+
+    Misses carry the advice from that lookup on (before it, they are a healthy collection's
+    unknown visitors), dampened ones included. The line says earlier lookups matched, and
+    names the integration, never an identifier or a token.
+    """
     await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
     with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
-        results = [
-            await enricher.enrich(integration(), event(f"anon_visitor_{i}"), deadline=None)
-            for i in range(UNMATCHED_LOOKUPS_TO_LOG + 1)
-        ]
+        before = await miss_streak(enricher, range(UNMATCHED_LOOKUPS_TO_LOG - 1))
+        assert always_404_lines(caplog) == []
+        after = await miss_streak(enricher, range(UNMATCHED_LOOKUPS_TO_LOG - 1, 1_050))
+        dampened = await enricher.enrich(integration(), event("anon_visitor_0"), deadline=None)
 
-    assert not any(LINKING_KEYS_404 in r.warnings for r in results)
-    assert not [r for r in caplog.records if "always 404" in r.getMessage()]
+    assert not any(LINKING_KEYS_404 in r.warnings for r in before)
+    assert all(LINKING_KEYS_404 in r.warnings for r in after)
+    assert dampened.cache_status == "dampened"
+    assert LINKING_KEYS_404 in dampened.warnings
+    (line,) = always_404_lines(caplog)
+    assert line == (
+        "Profile lookups always 404: integration=acme: none of the last 1000 Profile API "
+        "lookups matched a profile (earlier ones did); the collection's linking_keys may not "
+        "include any key Signal is sending — ask your Amperity admin to add email_sha256 / "
+        "device cookie / etc. to the collection's linking_keys"
+    )
+    for secret in ("anon_visitor", "profile-jwt", "apc-vPsQheAm", "p-alice", ALICE_SHA):
+        assert secret not in line
+
+
+async def test_a_match_ends_the_streak_and_the_next_streak_logs_again(
+    enricher: Enricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One line per streak: a match (here a cached resolution) re-arms the warning.
+
+    The match also takes the advice off the misses after it, until the next streak is long.
+    """
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        await miss_streak(enricher, range(UNMATCHED_LOOKUPS_TO_LOG + 10))
+        assert len(always_404_lines(caplog)) == 1
+        hit = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+        assert hit.cache_status == "hit"
+        second = await miss_streak(enricher, range(2_000, 2_000 + UNMATCHED_LOOKUPS_TO_LOG))
+
+    assert not any(LINKING_KEYS_404 in r.warnings for r in second[:-1])
+    assert LINKING_KEYS_404 in second[-1].warnings
+    assert len(always_404_lines(caplog)) == 2
+
+
+async def test_a_streak_broken_before_the_mark_logs_nothing(
+    enricher: Enricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A healthy collection's 404s come in short streaks: a match resets the count.
+
+    999 misses, a match, then the next streak logs at its own 1,000th lookup, not at the
+    1,000th since the first match (the count starts again from the match).
+    """
+    await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        first = await miss_streak(enricher, range(UNMATCHED_LOOKUPS_TO_LOG - 1))
+        await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+        second = await miss_streak(enricher, range(2_000, 2_000 + UNMATCHED_LOOKUPS_TO_LOG - 1))
+        assert always_404_lines(caplog) == []
+        await miss_streak(enricher, range(3_000, 3_001))
+
+    assert not any(LINKING_KEYS_404 in r.warnings for r in first + second)
+    assert len(always_404_lines(caplog)) == 1
 
 
 async def test_concurrent_events_of_a_new_visitor_share_one_round(

@@ -74,9 +74,18 @@ def expiry_warnings(integration: IntegrationSettings, now: datetime) -> list[str
         if expires <= now:
             warnings.append(f"integration {integration.id}: {field} expired on {when}; {fix}")
         elif expires - now <= EXPIRY_WARNING_WINDOW:
-            days = (expires - now).total_seconds() / 86_400
             warnings.append(
-                f"integration {integration.id}: {field} expires in {days:.1f} days "
-                f"(on {when}); {fix}"
+                f"integration {integration.id}: {field} expires in "
+                f"{_time_left(expires - now)} (on {when}); {fix}"
             )
     return warnings
+
+
+def _time_left(left: timedelta) -> str:
+    """``3.0 days``, or hours or minutes under a day (a key for an hour is not "0.0 days")."""
+    seconds = left.total_seconds()
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3_600:
+        return f"{seconds / 3_600:.1f} hours"
+    return f"{max(1, round(seconds / 60))} minute(s)"

@@ -66,6 +66,24 @@ def test_expired_and_soon_expiring_keys_are_warned_about_by_field(
         assert soon not in warning
 
 
+def test_a_key_expiring_within_a_day_is_warned_about_in_hours_or_minutes(
+    integration: IntegrationSettings,
+) -> None:
+    """A key with an hour or minutes left says so, not "expires in 0.0 days"."""
+    keys = IntegrationSettings.model_validate(
+        integration.model_dump()
+        | {
+            "api_key": _expiring(timedelta(hours=1, minutes=30)),
+            "profile_api_key": _expiring(timedelta(minutes=20)),
+        }
+    )
+
+    warnings = expiry_warnings(keys, NOW)
+
+    assert "api_key expires in 1.5 hours (on 2026-04-17 13:30 UTC)" in warnings[0]
+    assert "profile_api_key expires in 20 minute(s) (on 2026-04-17 12:20 UTC)" in warnings[1]
+
+
 def test_keys_valid_beyond_14_days_or_opaque_are_not_warned_about(
     integration: IntegrationSettings,
 ) -> None:

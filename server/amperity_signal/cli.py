@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from amperity_signal import commands
+from amperity_signal.blueprint import VERTICALS
 from amperity_signal.config import LOG_LEVELS
 from amperity_signal.config_values import listen_address_problem
 from amperity_signal.errors import AmperitySignalError, ConfigError
@@ -88,6 +89,12 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _vertical_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vertical", required=True, help=f"the vertical preset: {', '.join(VERTICALS)}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -127,13 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     blueprint = commands.add_parser("blueprint", help="inspect and dry-run blueprints")
     blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)
     show = blueprint_commands.add_parser("show", help="print the effective blueprint")
-    show.add_argument("--vertical", required=True)
+    _vertical_arg(show)
     show.add_argument("--config", help="apply this config's overrides for --integration")
     show.add_argument("--integration", help="integration id whose overrides to apply")
     test = blueprint_commands.add_parser("test", help="dry-run sample events")
-    test.add_argument("--vertical", required=True)
+    _vertical_arg(test)
     test.add_argument("--events", required=True, help="JSON array of Datafly events")
-    test.add_argument("--source-value", default="DATAFLY")
+    test.add_argument(
+        "--source-value",
+        help="the payloads' source (default: --config's integration's source_value, else DATAFLY)",
+    )
     test.add_argument(
         "--config",
         help="apply this config's overrides for --integration and its size limits "

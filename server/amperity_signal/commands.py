@@ -166,7 +166,10 @@ def blueprint(args: argparse.Namespace) -> int:
         print(f"warning: {where}: {note}", file=sys.stderr)
     mapped = events.mapped
     report = dry_run(
-        loaded, [e for _, e in mapped], args.source_value, numbers=[i + 1 for i, _ in mapped]
+        loaded,
+        [e for _, e in mapped],
+        _source_value(args, settings),
+        numbers=[i + 1 for i, _ in mapped],
     )
     print(report.render())
     if not events.refused:
@@ -223,6 +226,15 @@ def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | 
         return load_blueprint(args.vertical, overrides), settings
     except BlueprintError as error:
         raise _UsageError(f"{compiled}: {error}") from None
+
+
+def _source_value(args: argparse.Namespace, settings: Settings | None) -> str:
+    """``--source-value``; else ``--config``'s integration's, as it delivers; else DATAFLY."""
+    if args.source_value is not None:
+        return str(args.source_value)
+    if settings is None:
+        return "DATAFLY"
+    return _chosen_integration(settings, args.integration, args.config).source_value
 
 
 def _chosen_integration(

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from amperity_signal import commands
 from amperity_signal.blueprint import SAMPLES_DIR, VERTICALS
-from amperity_signal.cli import grpc_target
+from amperity_signal.cli import grpc_target, main
 from amperity_signal.gateway.server import gateway_server
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.runner import exit_status
@@ -753,3 +753,30 @@ def test_blueprint_test_says_which_routes_take_an_event_when_the_body_limits_dif
     ]
     assert "#2 page -> pageview" in result.stdout
     assert "refused, not mapped: events[2]" in result.stdout
+
+
+def test_blueprint_test_maps_with_the_configs_source_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--config's integration's source_value is the payloads' source; --source-value wins."""
+    config = write_config(tmp_path / "c.toml", source_value="WEB_STORE")
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([{"type": "page", "anonymousId": "a"}]), encoding="utf-8")
+    command = ["blueprint", "test", "--vertical", "retail", "--events", str(events)]
+
+    assert main([*command, "--config", str(config)]) == 0
+    assert '"source": "WEB_STORE"' in capsys.readouterr().out
+    assert main([*command, "--config", str(config), "--source-value", "APP"]) == 0
+    assert '"source": "APP"' in capsys.readouterr().out
+    assert main(command) == 0
+    assert '"source": "DATAFLY"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["show", "test"])
+def test_blueprint_help_lists_the_verticals(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``blueprint show|test --help`` says what --vertical takes."""
+    with pytest.raises(SystemExit):
+        main(["blueprint", command, "--help"])
+    assert ", ".join(VERTICALS) in " ".join(capsys.readouterr().out.split())

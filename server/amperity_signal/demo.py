@@ -33,6 +33,9 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 PIPELINE_KEY = "pk_demo_storefront"
 VISITOR = "anon_demo_visitor"
 ALICE = "p-a11ce0000001"
+# grpcurl's name for the call the demo prints: the service's full name from the proto.
+_SERVICE = pb.DESCRIPTOR.services_by_name["AmperityService"]
+BROWSER_PROFILE_METHOD = f"{_SERVICE.full_name}/{_SERVICE.methods_by_name['BrowserProfile'].name}"
 PROFILE_FIELDS = ("EventCount", "LastEventType", "LifetimeOrderValue", "OrderCount", "Persona")
 # Where each process the demo starts logs (in its temporary directory, gone at exit).
 SANDBOX_LOG = "sandbox.log"
@@ -325,7 +328,10 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
         print(f"  {json.dumps(struct_to_dict(browser.attributes))}")
     base = f"http://127.0.0.1:{http_port}"
     print("\n-- Look around:")
-    print(f"  storefront (hero switches on Persona): {base}/demo/?pipeline_key={PIPELINE_KEY}")
+    print(
+        f"  storefront (click Identify: the hero switches on Persona): "
+        f"{base}/demo/?pipeline_key={PIPELINE_KEY}"
+    )
     print(f"  live events:   {base}/live?token={admin_token}")
     print(f"  metrics:       {base}/metrics")
     print(
@@ -333,7 +339,14 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
         f"&pipeline_key={PIPELINE_KEY}"
     )
     print(f"  sandbox:       {sandbox_url}/_sandbox/events  {sandbox_url}/_sandbox/profiles")
-    print(f"  grpcurl:       grpcurl -plaintext {grpc_target} list", flush=True)
+    print(f"  grpcurl:       grpcurl -plaintext {grpc_target} list")
+    # The README's grpcurl calls name the example configuration's integration; this one
+    # names the demo's, so it can be pasted as it is.
+    call = json.dumps({"pipeline_key": PIPELINE_KEY, "anonymous_id": VISITOR})
+    print(
+        f"                 grpcurl -plaintext -d '{call}' {grpc_target} {BROWSER_PROFILE_METHOD}",
+        flush=True,
+    )
 
 
 def _count(received: Any) -> int:

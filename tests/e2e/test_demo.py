@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shlex
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
+from google.protobuf import json_format
 
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import CLI
 
 pytestmark = pytest.mark.e2e
@@ -49,10 +55,15 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
-    """A SIGTERM to the demo alone stops its sandbox and service too, and it exits 0."""
+@contextlib.asynccontextmanager
+async def _demo_up(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
+    """``demo ARGS`` started and read up to "The demo stays up": the process, its lines.
+
+    Stopped on the way out unless the body stopped it: by SIGTERM, so that the sandbox and
+    service it started stop too (a SIGKILL would leave them running), then SIGKILL.
+    """
     process = await asyncio.create_subprocess_exec(
-        *CLI, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *CLI, "demo", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     assert process.stdout is not None
     seen: list[str] = []
@@ -61,14 +72,24 @@ async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
             line = await asyncio.wait_for(process.stdout.readline(), 180)
             assert line, "".join(seen)
             seen.append(line.decode(errors="replace"))
+        yield process, seen
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.communicate(), 60)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
+    """A SIGTERM to the demo alone stops its sandbox and service too, and it exits 0."""
+    async with _demo_up() as (process, seen):
         children = _children(process.pid)
         assert len(children) == 2, children  # the sandbox and the service
         process.send_signal(signal.SIGTERM)
         rest, _ = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     text = "".join(seen) + rest.decode(errors="replace")
     assert process.returncode == 0, text
     assert [pid for pid in children if _running(pid)] == [], text
@@ -86,21 +107,7 @@ def _levels(log: Path) -> dict[str, set[str]]:
 
 async def test_log_level_reaches_the_sandbox_and_the_service_the_demo_starts() -> None:
     """--log-level debug logs debug lines in the sandbox too, not only in the service."""
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "demo",
-        "--log-level",
-        "debug",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    seen: list[str] = []
-    try:
-        while not any("The demo stays up" in line for line in seen):
-            line = await asyncio.wait_for(process.stdout.readline(), 180)
-            assert line, "".join(seen)
-            seen.append(line.decode(errors="replace"))
+    async with _demo_up("--log-level", "debug") as (process, seen):
         # Each child's stderr is its log file (read while the demo, and its directory, live).
         logs = {Path(os.readlink(f"/proc/{pid}/fd/2")) for pid in _children(process.pid)}
         by_name = {log.name: log for log in logs}
@@ -109,12 +116,33 @@ async def test_log_level_reaches_the_sandbox_and_the_service_the_demo_starts() -
         printed = "".join(seen)
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert "debug" in sandbox.get("amperity_signal.sandbox", set()), sandbox
     assert "debug" in service.get("amperity_signal.server", set()), service
     # The demo says where they are, so that --log-level is of use while it runs.
     for log in by_name.values():
         assert str(log) in printed, printed
+
+
+async def test_the_grpcurl_call_the_demo_prints_answers_the_demos_visitor() -> None:
+    """The printed grpcurl BrowserProfile call, made as printed, gets the visitor's Persona.
+
+    The README's grpcurl calls name the example configuration's integration, which the
+    demo does not run; the demo prints one of its own to paste.
+    """
+    async with _demo_up() as (process, seen):
+        printed = [line for line in seen if "grpcurl" in line and "-d " in line]
+        assert len(printed) == 1, "".join(seen)
+        words = shlex.split(printed[0])
+        assert words[:2] == ["grpcurl", "-plaintext"], words
+        body, target, method = words[words.index("-d") + 1], words[-2], words[-1]
+        request = json_format.Parse(body, pb.BrowserProfileRequest())
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = channel.unary_unary(
+                f"/{method}",
+                request_serializer=pb.BrowserProfileRequest.SerializeToString,
+                response_deserializer=pb.BrowserProfileResponse.FromString,
+            )
+            response = await call(request, timeout=10)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 60)
+    assert json_format.MessageToDict(response)["attributes"]["Persona"] == "Value Hunter"

@@ -97,6 +97,12 @@ async def test_demo_redirect_and_unknown_asset(gateway: httpx.AsyncClient) -> No
     assert missing.json()["error"]["code"] == "NOT_FOUND"
 
 
+async def test_favicon_is_no_content_not_a_404(gateway: httpx.AsyncClient) -> None:
+    """/favicon.ico, which browsers ask for on the demo and Live Events pages, is a 204."""
+    response = await gateway.get("/favicon.ico")
+    assert (response.status_code, response.content) == (204, b"")
+
+
 async def test_unknown_route_and_wrong_method_are_json(gateway: httpx.AsyncClient) -> None:
     """Unknown paths answer 404 and wrong methods 405, both JSON."""
     missing = await gateway.get("/nope")

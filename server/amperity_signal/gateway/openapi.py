@@ -300,6 +300,10 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
             ),
+            "/favicon.ico": _ops(
+                "No icon: answered so that browsers log no error for the pages.",
+                {"204": {"description": "No content."}},
+            ),
             **_live_paths(),
         },
         "components": {

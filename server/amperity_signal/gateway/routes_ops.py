@@ -73,6 +73,7 @@ class OpsEndpoints:
             Route("/demo", self.demo_redirect, methods=["GET"]),
             Route("/demo/", self.demo_asset, methods=["GET"]),
             Route("/demo/{name}", self.demo_asset, methods=["GET"]),
+            Route("/favicon.ico", self.favicon, methods=["GET"]),
         ]
 
     async def healthz(self, request: Request) -> Response:
@@ -102,6 +103,14 @@ class OpsEndpoints:
     async def openapi(self, request: Request) -> Response:
         """``GET /openapi.json``: this gateway's OpenAPI 3 description."""
         return json_response(self._openapi)
+
+    async def favicon(self, request: Request) -> Response:
+        """``GET /favicon.ico``: no icon, said without an error.
+
+        Every browser asks for it on the demo and Live Events pages; a 404 put a red
+        "Failed to load resource" in the console of pages that work.
+        """
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
 
     async def demo_redirect(self, request: Request) -> Response:
         """``GET /demo``: to ``/demo/``, keeping the query string."""

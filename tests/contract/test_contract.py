@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -18,6 +19,17 @@ from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
 from tests.support import ALICE_EMAIL, ALICE_PROFILE, delivery_record, message_id
+
+V1_REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+def v1_reflection(channel: grpc.aio.Channel) -> Any:
+    """A ``grpc.reflection.v1`` client: v1's messages are v1alpha's, byte for byte."""
+    return channel.stream_stream(
+        V1_REFLECTION,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
 
 
 def event(**fields: Any) -> pb.Event:
@@ -552,3 +564,37 @@ async def test_reflection_lists_the_service(harness: Harness) -> None:
         break
     else:  # pragma: no cover - the stream must answer
         pytest.fail("reflection answered nothing")
+
+
+async def test_reflection_v1_lists_the_services_and_resolves_their_files(harness: Harness) -> None:
+    """A client asking only grpc.reflection.v1 (no v1alpha fallback) lists and describes."""
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        for symbol in (
+            "datafly.amperity.v1.AmperityService",
+            "grpc.reflection.v1.ServerReflection",
+        ):
+            yield reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
+
+    listed, amperity, reflection = [
+        answer async for answer in v1_reflection(harness.channel)(ask())
+    ]
+
+    # As grpc-go's servers do, it lists both reflection services beside the service.
+    assert {s.name for s in listed.list_services_response.service} >= {
+        "datafly.amperity.v1.AmperityService",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    files = {}
+    for answer in (amperity, reflection):
+        for serialized in answer.file_descriptor_response.file_descriptor_proto:
+            file = descriptor_pb2.FileDescriptorProto.FromString(serialized)
+            files[file.package] = file
+    assert [s.name for s in files["datafly.amperity.v1"].service] == ["AmperityService"]
+    served = files["grpc.reflection.v1"].service[0].method[0]
+    assert (served.name, served.input_type) == (
+        "ServerReflectionInfo",
+        ".grpc.reflection.v1.ServerReflectionRequest",
+    )

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from amperity_signal.service.app import SERVICE_NAME, Deps, Service, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from tests.contract.test_contract import details, event
+from tests.contract.test_contract import details, event, v1_reflection
 from tests.support import Keys, delivery_record, integration_dict, settings_for
 
 GRACE = 10.0
@@ -399,8 +399,9 @@ async def test_answers_a_stream_caller_never_reads_are_given_up_at_the_grace_and
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
 async def test_an_idle_reflection_stream_does_not_hold_the_stop_for_the_grace(
-    service: Service,
+    service: Service, version: str
 ) -> None:
     """An idle reflection stream (grpcurl and IDEs keep one open) does no work.
 
@@ -415,7 +416,8 @@ async def test_an_idle_reflection_stream_does_not_hold_the_stop_for_the_grace(
                 yield await asked.get()
 
         stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
-        call = stub.ServerReflectionInfo(questions())
+        reflect = stub.ServerReflectionInfo if version == "v1alpha" else v1_reflection(channel)
+        call = reflect(questions())
         listed = await call.read()
         assert SERVICE_NAME in {s.name for s in listed.list_services_response.service}
         stopping = asyncio.create_task(service.stop(LONG_GRACE))

@@ -23,7 +23,7 @@ from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL, Harness
-from tests.contract.test_contract import event
+from tests.contract.test_contract import V1_REFLECTION, event, v1_reflection
 from tests.support import Keys, integration_dict, settings_for
 
 ENRICH = "/datafly.amperity.v1.AmperityService/Enrich"
@@ -100,6 +100,20 @@ async def test_health_and_reflection_are_observed_too(harness: Harness) -> None:
     assert answers and answers[0].list_services_response.service
     assert _calls(harness, HEALTH, "OK") == health_before + 1
     assert _calls(harness, REFLECTION, "OK") == reflection_before + 1
+
+
+async def test_reflection_v1_is_observed_under_its_own_method(harness: Harness) -> None:
+    """grpc.reflection.v1 goes through the same observed registration as v1alpha."""
+    before = _calls(harness, V1_REFLECTION, "OK")
+
+    async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    call = v1_reflection(harness.channel)(ask(), metadata=(("x-request-id", "req-v1"),))
+    answers = [answer async for answer in call]
+    assert answers and answers[0].list_services_response.service
+    assert _request_id(await call.trailing_metadata()) == "req-v1"
+    assert _calls(harness, V1_REFLECTION, "OK") == before + 1
 
 
 class _LeakyTransport(httpx.AsyncBaseTransport):

@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -37,6 +36,8 @@ from amperity_signal.service.inflight import FAREWELL_SECONDS, CallsInFlight
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
 from amperity_signal.service.interceptors import ObservedRegistration
 from amperity_signal.service.live import LiveEvents
+from amperity_signal.service.reflection import SERVICE_NAMES as REFLECTION_SERVICES
+from amperity_signal.service.reflection import add_reflection
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
 from amperity_signal.setup_advice import setup_warnings
@@ -46,13 +47,12 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 log = logging.getLogger("amperity_signal.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
-_REFLECTION = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 WATCH_METHODS = frozenset(
     {
         f"/{health_pb2.DESCRIPTOR.services_by_name['Health'].full_name}/Watch",
         f"/{SERVICE_NAME}/WatchDeliveries",
         # grpcurl and IDEs keep a reflection stream open between their questions.
-        f"/{_REFLECTION}/ServerReflectionInfo",
+        *(f"/{name}/ServerReflectionInfo" for name in REFLECTION_SERVICES),
     }
 )
 """The watches: streams that carry no work, only tell their caller what happens (the
@@ -241,16 +241,8 @@ def build_server(
     target: Any = ObservedRegistration(deps.metrics, server, handlers, calls=calls)
     pb_grpc.add_AmperityServiceServicer_to_server(servicer, target)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
-    # What reflection.enable_server_reflection does for a grpc.aio.Server, through the target.
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
-        reflection.aio.ReflectionServicer(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            )
-        ),
-        target,
+    add_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), target
     )
     port = server.add_insecure_port(settings.server.grpc_address) if bind else 0
     return Service(

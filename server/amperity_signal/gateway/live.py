@@ -51,7 +51,7 @@ _PAGE_HEADERS = {
 }
 _Item = dict[str, Any] | GatewayError | None
 """What waits for a stream's page: a record, the error that ends it, or its end."""
-_ASSETS = {
+LIVE_ASSETS = {
     "live.js": "text/javascript; charset=utf-8",
     "live.css": "text/css; charset=utf-8",
 }
@@ -246,10 +246,10 @@ class LiveEndpoints:
         """``GET /live/live.js`` and ``/live/live.css``."""
         self._authorise(request, allow_query=False)
         name = request.path_params["name"]
-        if name not in _ASSETS:
+        if name not in LIVE_ASSETS:
             raise GatewayError(404, "NOT_FOUND", "Live Events serves live.js and live.css.")
         return FileResponse(
-            self._static_dir / name, media_type=_ASSETS[name], headers=_PAGE_HEADERS
+            self._static_dir / name, media_type=LIVE_ASSETS[name], headers=_PAGE_HEADERS
         )
 
     async def stream(self, request: Request) -> Response:

@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from amperity_signal.gateway.live import LIVE_ASSETS
 from amperity_signal.gateway.openapi_schemas import SCHEMAS, ref
+from amperity_signal.gateway.routes_ops import DEMO_ASSETS
 
 _JSON = "application/json"
 
 
-def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="live".',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+_LOCATION = {"Location": {"required": True, "schema": {"type": "string"}}}
+
+
+def _error(
+    description: str, retry_after: bool = False, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An error answer: the JSON envelope, and the headers it always carries."""
     response: dict[str, Any] = {
         "description": description,
         "content": {_JSON: {"schema": ref("Error")}},
     }
-    if retry_after:
-        response["headers"] = {
-            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
-        }
+    all_headers = {**(_RETRY_AFTER if retry_after else {}), **(headers or {})}
+    if all_headers:
+        response["headers"] = all_headers
     return response
 
 
@@ -33,7 +55,7 @@ _HEADERS_TOO_LARGE = {"431": _error("The request headers are too large.")}
 
 _ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}, {"adminSession": []}]
 _ADMIN_ERRORS = {
-    "401": _error("No admin token, or the wrong one (WWW-Authenticate: Bearer)."),
+    "401": _error("No admin token, or the wrong one.", headers=_WWW_AUTHENTICATE),
     "404": _error("Live Events is off: no [server] admin_token is configured."),
     **_HEADERS_TOO_LARGE,
 }
@@ -93,6 +115,11 @@ def _collector(summary: str, schema: str, ok: str) -> dict[str, Any]:
     }
 
 
+def _media_types(content_types: Iterable[str]) -> dict[str, Any]:
+    """The ``content`` of an asset's answer: each served type, without its parameters."""
+    return {t.split(";")[0]: {} for t in sorted(content_types)}
+
+
 def _ops(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"get": {"summary": summary, **extra, "responses": {**responses, **_HEADERS_TOO_LARGE}}}
 
@@ -114,12 +141,17 @@ def _live_paths() -> dict[str, Any]:
                     }
                 ],
                 "responses": {
-                    "200": {"description": "The page.", "content": {"text/html": {}}},
+                    "200": {
+                        "description": "The page; the session cookie is set unless it came "
+                        "with one.",
+                        "headers": {"Set-Cookie": {"schema": {"type": "string"}}},
+                        "content": {"text/html": {}},
+                    },
                     "303": {
                         "description": "Token accepted; the session cookie is set.",
                         "headers": {
-                            "Location": {"schema": {"type": "string"}},
-                            "Set-Cookie": {"schema": {"type": "string"}},
+                            **_LOCATION,
+                            "Set-Cookie": {"required": True, "schema": {"type": "string"}},
                         },
                     },
                     **_ADMIN_ERRORS,
@@ -129,7 +161,9 @@ def _live_paths() -> dict[str, Any]:
         "/live/stream": {
             "get": {
                 "summary": "Server-sent events: one `delivery` event (a WatchDeliveries "
-                "record as JSON, proto field names, secrets redacted) per delivery.",
+                "record as JSON, proto field names, secrets redacted) per delivery; a "
+                "`failure` event (an Error's `error` object) ends the stream when the service "
+                "or the gateway stops or the integration is unknown.",
                 "security": _ADMIN,
                 "parameters": [
                     {
@@ -163,15 +197,16 @@ def _live_paths() -> dict[str, Any]:
                         "name": "name",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "enum": sorted(LIVE_ASSETS)},
                     }
                 ],
                 "responses": {
                     "200": {
                         "description": "live.js or live.css.",
-                        "content": {"text/javascript": {}, "text/css": {}},
+                        "content": _media_types(LIVE_ASSETS.values()),
                     },
                     **_ADMIN_ERRORS,
+                    "404": _error("Live Events is off, or no such asset."),
                 },
             }
         },
@@ -268,7 +303,10 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": _ops("The process is alive.", {"200": {"description": "Alive.", **status}}),
             "/readyz": _ops(
                 "The gRPC service answers SERVING.",
-                {"200": {"description": "Ready.", **status}, "503": _error("Not ready.")},
+                {
+                    "200": {"description": "Ready.", **status},
+                    "503": _error("Not ready.", retry_after=True),
+                },
             ),
             "/metrics": _ops(
                 "Prometheus metrics (text exposition format).",
@@ -279,25 +317,29 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/demo": _ops(
                 "Redirects to /demo/, keeping the query string.",
-                {
-                    "308": {
-                        "description": "To /demo/.",
-                        "headers": {"Location": {"schema": {"type": "string"}}},
-                    }
-                },
+                {"308": {"description": "To /demo/.", "headers": _LOCATION}},
             ),
             "/demo/": _ops(
                 "The demo storefront page (?pipeline_key= or ?pipelineKey=).",
                 {"200": {"description": "HTML.", "content": {"text/html": {}}}},
             ),
             "/demo/{name}": _ops(
-                "The browser client: datafly.js (script) or datafly.mjs (module).",
+                "The browser client, datafly.js (script) or datafly.mjs (module), or the "
+                "storefront page again as index.html.",
                 {
-                    "200": {"description": "JavaScript.", "content": {"text/javascript": {}}},
+                    "200": {
+                        "description": "JavaScript, or the HTML page.",
+                        "content": _media_types(t for _, _, t in DEMO_ASSETS.values()),
+                    },
                     "404": _error("No such asset."),
                 },
                 parameters=[
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sorted(DEMO_ASSETS)},
+                    }
                 ],
             ),
             "/favicon.ico": _ops(

@@ -18,6 +18,8 @@ def _strings(*names: str) -> dict[str, Any]:
     }
 
 
+_CODE: dict[str, Any] = {"type": "string", "pattern": "^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$"}
+
 _CONSENT: dict[str, Any] = {
     "type": "object",
     "description": "Absent fields stay absent all the way to Amperity.",
@@ -42,16 +44,21 @@ _CONSENT: dict[str, Any] = {
 }
 
 SCHEMAS: dict[str, Any] = {
+    # The answers' schemas list every key the gateway writes and no other
+    # (additionalProperties false), so a route that adds or drops one fails
+    # tests/gateway/test_openapi_conformance.py rather than a generated client.
     "Error": {
         "type": "object",
         "required": ["error"],
+        "additionalProperties": False,
         "properties": {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
+                "additionalProperties": False,
                 "properties": {
-                    "code": {"type": "string", "description": "UPPER_SNAKE, stable."},
-                    "message": {"type": "string", "description": "What to change."},
+                    "code": {**_CODE, "description": "UPPER_SNAKE, stable."},
+                    "message": {"type": "string", "minLength": 1, "description": "What to change."},
                     "field": {"type": "string", "description": "The offending field."},
                 },
             }
@@ -60,6 +67,7 @@ SCHEMAS: dict[str, Any] = {
     "EnrichResponse": {
         "type": "object",
         "required": ["provider", "attributes"],
+        "additionalProperties": False,
         "properties": {
             "provider": {"type": "string", "enum": ["amperity"]},
             "attributes": {"type": "object", "description": "Only allowlisted attributes."},
@@ -139,6 +147,7 @@ SCHEMAS: dict[str, Any] = {
     "ConsentKept": {
         "type": "object",
         "required": ["success", "profileAllowed"],
+        "additionalProperties": False,
         "properties": {
             "success": {"type": "boolean"},
             "profileAllowed": {
@@ -150,6 +159,7 @@ SCHEMAS: dict[str, Any] = {
     "Accepted": {
         "type": "object",
         "required": ["success", "messageId"],
+        "additionalProperties": False,
         "properties": {"success": {"type": "boolean"}, "messageId": {"type": "string"}},
     },
     "Batch": {
@@ -160,18 +170,25 @@ SCHEMAS: dict[str, Any] = {
     "BatchResult": {
         "type": "object",
         "required": ["success", "results"],
+        "additionalProperties": False,
         "properties": {
             "success": {"type": "boolean", "description": "Whether every event was delivered."},
             "results": {
                 "type": "array",
+                "description": "One per event, in the batch's order.",
                 "items": {
                     "type": "object",
                     "required": ["messageId", "ok"],
+                    "additionalProperties": False,
+                    # A failed event says why; a delivered one carries nothing more.
+                    "if": {"properties": {"ok": {"const": False}}},
+                    "then": {"required": ["error", "code"]},
+                    "else": {"properties": {"error": False, "code": False, "field": False}},
                     "properties": {
                         "messageId": {"type": "string"},
                         "ok": {"type": "boolean"},
                         "error": {"type": "string", "description": "What to change."},
-                        "code": {"type": "string", "description": "UPPER_SNAKE, stable."},
+                        "code": {**_CODE, "description": "UPPER_SNAKE, stable."},
                         "field": {
                             "type": "string",
                             "description": "The offending field as the body spelled it "
@@ -183,5 +200,10 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "Status": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"type": "string", "enum": ["ok", "ready"]}},
+    },
 }

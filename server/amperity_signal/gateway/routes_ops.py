@@ -23,7 +23,7 @@ from amperity_signal.gateway.errors import GatewayError, json_response
 
 PACKAGED_STATIC_DIR = Path(__file__).parent / "static"
 # Served name → (path in the packaged flat copy, path in the clients/browser checkout).
-_ASSETS: dict[str, tuple[str, str, str]] = {
+DEMO_ASSETS: dict[str, tuple[str, str, str]] = {
     "index.html": ("index.html", "demo/index.html", "text/html; charset=utf-8"),
     "datafly.js": ("datafly.js", "dist/datafly.js", "text/javascript; charset=utf-8"),
     "datafly.mjs": ("datafly.mjs", "src/datafly.mjs", "text/javascript; charset=utf-8"),
@@ -120,7 +120,7 @@ class OpsEndpoints:
     async def demo_asset(self, request: Request) -> Response:
         """``GET /demo/`` and ``/demo/datafly.js`` / ``.mjs``: the storefront and client."""
         name = request.path_params.get("name", "index.html")
-        asset = _ASSETS.get(name)
+        asset = DEMO_ASSETS.get(name)
         path = None
         if asset is not None:
             path = self._static_dir / (asset[1] if self._checkout else asset[0])

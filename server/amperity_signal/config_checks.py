@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from amperity_signal.blueprint.loader import VERTICALS
 from amperity_signal.config_values import (
     check_cache,
     check_integration_values,
@@ -22,7 +23,6 @@ from amperity_signal.config_values import (
 from amperity_signal.errors import ConfigProblem
 from amperity_signal.logs import SCRUB_MIN_LENGTH
 
-VERTICALS = ("retail", "travel", "finance", "b2b_saas", "media", "gaming", "publishing")
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")

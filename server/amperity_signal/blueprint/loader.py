@@ -38,7 +38,9 @@ VERTICALS: tuple[str, ...] = (
     "gaming",
     "publishing",
 )
-"""The vertical presets the blueprint ships, one ``<vertical>.yaml`` each."""
+"""The vertical presets the blueprint ships, one ``<vertical>.yaml`` each.
+
+The one list: the configuration check of ``[[integrations]] vertical`` imports it."""
 
 GLOBAL_FILE = "global.yaml"
 _Model = TypeVar("_Model", bound=BaseModel)

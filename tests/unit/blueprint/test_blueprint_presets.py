@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from amperity_signal.blueprint import VERTICALS, load_blueprint, map_event
+from amperity_signal import config_checks
+from amperity_signal.blueprint import BLUEPRINTS_DIR, VERTICALS, load_blueprint, map_event
 
 EventFactory = Callable[..., dict[str, Any]]
 
@@ -318,6 +319,17 @@ ROWS = [
 def test_the_seven_presets_are_the_spec_ones() -> None:
     """VERTICALS lists exactly the spec's seven presets."""
     assert set(VERTICALS) == set(SPEC_TABLE)
+
+
+def test_the_preset_files_are_the_verticals_the_config_takes() -> None:
+    """One ``<vertical>.yaml`` per vertical, and the config check reads this very list.
+
+    ``[[integrations]] vertical`` is checked against ``config_checks.VERTICALS``: the same
+    tuple, not a copy that could drift from the files (as it could until session 18).
+    """
+    files = {path.stem for path in BLUEPRINTS_DIR.glob("*.yaml")} - {"global"}
+    assert set(VERTICALS) == files
+    assert vars(config_checks)["VERTICALS"] is VERTICALS  # vars(): an import, not an export
 
 
 @pytest.mark.parametrize("vertical", VERTICALS)

@@ -91,7 +91,20 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 def _vertical_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--vertical", required=True, help=f"the vertical preset: {', '.join(VERTICALS)}"
+        "--vertical",
+        help=f"the vertical preset: {', '.join(VERTICALS)}; required without --config "
+        "(with it: the integration's vertical, the default and the only one accepted)",
+    )
+
+
+def _integration_args(parser: argparse.ArgumentParser, also: str) -> None:
+    """``blueprint show|test``'s ``--config`` and ``--integration``: whose blueprint it is."""
+    parser.add_argument(
+        "--config", help=f"apply this config's overrides for --integration, on its vertical{also}"
+    )
+    parser.add_argument(
+        "--integration",
+        help="integration id whose vertical and overrides apply (default: the config's first)",
     )
 
 
@@ -135,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)
     show = blueprint_commands.add_parser("show", help="print the effective blueprint")
     _vertical_arg(show)
-    show.add_argument("--config", help="apply this config's overrides for --integration")
-    show.add_argument("--integration", help="integration id whose overrides to apply")
+    _integration_args(show, "")
     test = blueprint_commands.add_parser("test", help="dry-run sample events")
     _vertical_arg(test)
     test.add_argument("--events", required=True, help="JSON array of Datafly events")
@@ -144,12 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--source-value",
         help="the payloads' source (default: --config's integration's source_value, else DATAFLY)",
     )
-    test.add_argument(
-        "--config",
-        help="apply this config's overrides for --integration and its size limits "
+    _integration_args(
+        test,
+        ", and its size limits "
         "([server] max_message_bytes, [gateway] max_batch_body_bytes and max_body_bytes)",
     )
-    test.add_argument("--integration", help="integration id whose overrides to apply")
 
     send = commands.add_parser("send-test-event", help="deliver one test event (verify setup)")
     _config_arg(send)

@@ -182,11 +182,15 @@ def blueprint(args: argparse.Namespace) -> int:
 def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | None]:
     """The blueprint of ``--vertical``, with ``--config``'s overrides when given.
 
+    With ``--config`` the vertical is the chosen integration's, as the service compiles it;
+    ``--vertical`` may be left out, and must name that vertical when given.
+
     Returns:
         The blueprint, and ``--config``'s settings (None without it).
 
     Raises:
         _UsageError: An unknown vertical or integration, --integration without --config,
+            no --vertical without --config, a --vertical that is not the integration's,
             or overrides that do not compile.
     """
     from amperity_signal.blueprint import (
@@ -196,9 +200,10 @@ def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | 
         load_blueprint,
     )
 
-    if args.vertical not in VERTICALS:
+    given = getattr(args, "vertical", None)
+    if given is not None and given not in VERTICALS:
         raise _UsageError(
-            f"--vertical: unknown vertical {args.vertical!r}; choose one of: {', '.join(VERTICALS)}"
+            f"--vertical: unknown vertical {given!r}; choose one of: {', '.join(VERTICALS)}"
         )
     if getattr(args, "integration", None) and not getattr(args, "config", None):
         # Without a configuration there are no overrides: the plain preset would be shown
@@ -208,9 +213,6 @@ def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | 
             f"overrides, e.g. --config amperity-signal.toml --integration {args.integration}"
         )
     overrides = BlueprintOverrides()
-    # What is compiled, for an error: the vertical is known by now, so a BlueprintError
-    # comes from the integration's overrides (or a damaged install).
-    compiled = f"vertical {args.vertical!r}"
     settings = None
     if getattr(args, "config", None):
         settings = load_settings(args.config)
@@ -220,12 +222,45 @@ def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | 
                 "apply; add one, or leave out --config"
             )
         chosen = _chosen_integration(settings, args.integration, args.config)
-        overrides = chosen.blueprint
-        compiled += f" with --config {args.config}'s overrides for integration {chosen.id!r}"
+        if given is not None and given != chosen.vertical:
+            # Its overrides on another preset: a blueprint the service never compiles.
+            raise _UsageError(_vertical_mismatch(given, chosen, settings, args.config))
+        vertical, overrides = chosen.vertical, chosen.blueprint
+        # What is compiled, for an error: the vertical is known by now, so a BlueprintError
+        # comes from the integration's overrides (or a damaged install).
+        compiled = (
+            f"vertical {vertical!r} with --config {args.config}'s overrides for "
+            f"integration {chosen.id!r}"
+        )
+    elif given is None:
+        raise _UsageError(
+            f"--vertical is required without --config; choose one of: {', '.join(VERTICALS)}"
+            " (or pass --config to take its integration's vertical)"
+        )
+    else:
+        vertical, compiled = given, f"vertical {given!r}"
     try:
-        return load_blueprint(args.vertical, overrides), settings
+        return load_blueprint(vertical, overrides), settings
     except BlueprintError as error:
         raise _UsageError(f"{compiled}: {error}") from None
+
+
+def _vertical_mismatch(
+    given: str, chosen: IntegrationSettings, settings: Settings, config: str
+) -> str:
+    """Why ``--vertical`` cannot go with ``chosen``, and the two ways out."""
+    others = [repr(i.id) for i in settings.integrations if i.vertical == given]
+    choose = (
+        f"or choose with --integration an integration of that vertical: {', '.join(others)}"
+        if others
+        else f"or leave out --config for the plain {given} preset (no integration in "
+        f"{config} has vertical {given!r})"
+    )
+    return (
+        f"--vertical {given}: integration {chosen.id!r} in {config} has vertical "
+        f"{chosen.vertical!r}, the preset the service compiles its overrides with; "
+        f"leave out --vertical, {choose}"
+    )
 
 
 def _source_value(args: argparse.Namespace, settings: Settings | None) -> str:

@@ -780,3 +780,97 @@ def test_blueprint_help_lists_the_verticals(
     with pytest.raises(SystemExit):
         main(["blueprint", command, "--help"])
     assert ", ".join(VERTICALS) in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["show", "test"])
+def test_blueprint_takes_the_vertical_of_the_configs_integration(
+    tmp_path: Path, command: str
+) -> None:
+    """With --config, --vertical may be left out: the integration's vertical is compiled.
+
+    The config's first integration, or --integration's, as the service compiles each; its
+    overrides apply (an added global mapping fires in the dry run).
+    """
+    web = integration_table(
+        api_base_url="http://127.0.0.1:9",
+        vertical="travel",
+        blueprint={"global_mappings": [{"source": "properties.shelf", "target": "shelf_code"}]},
+    )
+    shop = integration_table(api_base_url="http://127.0.0.1:9", id="shop", pipeline_key="pk_s")
+    config = tmp_path / "c.toml"
+    config.write_text(tomli_w.dumps({"integrations": [web, shop]}), encoding="utf-8")
+    events = tmp_path / "events.json"
+    events.write_text(
+        json.dumps([{"type": "page", "anonymousId": "a", "properties": {"shelf": "S-9"}}]),
+        encoding="utf-8",
+    )
+    words = ["blueprint", command, "--config", str(config)]
+    if command == "test":
+        words += ["--events", str(events)]
+    first = run_cli(*words)
+    assert first.returncode == 0, first.stderr
+    if command == "show":
+        assert "vertical: travel" in first.stdout.splitlines()
+        assert "shelf_code" in first.stdout
+    else:
+        assert '"shelf_code": "S-9"' in first.stdout
+    chosen = run_cli(*words, "--integration", "shop", "--vertical", "retail")
+    assert chosen.returncode == 0, chosen.stderr
+    assert "shelf_code" not in chosen.stdout
+    if command == "show":
+        assert "vertical: retail" in chosen.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--vertical", "retail"],
+            "error: --vertical retail: integration 'web' in {config} has vertical 'travel', "
+            "the preset the service compiles its overrides with; leave out --vertical, or "
+            "choose with --integration an integration of that vertical: 'shop'",
+        ),
+        (
+            ["--vertical", "media"],
+            "error: --vertical media: integration 'web' in {config} has vertical 'travel', "
+            "the preset the service compiles its overrides with; leave out --vertical, or "
+            "leave out --config for the plain media preset (no integration in {config} has "
+            "vertical 'media')",
+        ),
+        (
+            ["--vertical", "travel", "--integration", "shop"],
+            "error: --vertical travel: integration 'shop' in {config} has vertical 'retail', "
+            "the preset the service compiles its overrides with; leave out --vertical, or "
+            "choose with --integration an integration of that vertical: 'web'",
+        ),
+    ],
+)
+def test_blueprint_refuses_a_vertical_that_is_not_the_integrations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Its overrides on another preset would show a blueprint the service never compiles.
+
+    One line naming both verticals and the fix, exit 2, nothing on stdout (show and test).
+    """
+    web = integration_table(api_base_url="http://127.0.0.1:9", vertical="travel")
+    shop = integration_table(api_base_url="http://127.0.0.1:9", id="shop", pipeline_key="pk_s")
+    config = tmp_path / "c.toml"
+    config.write_text(tomli_w.dumps({"integrations": [web, shop]}), encoding="utf-8")
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([{"type": "page", "anonymousId": "a"}]), encoding="utf-8")
+    for command in (["show"], ["test", "--events", str(events)]):
+        assert main(["blueprint", *command, "--config", str(config), *args]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.splitlines() == [message.format(config=config)]
+
+
+@pytest.mark.parametrize("command", [["show"], ["test", "--events", "events.json"]])
+def test_blueprint_without_config_needs_a_vertical(command: list[str]) -> None:
+    """No --config and no --vertical: one line naming --vertical, its choices and --config."""
+    result = run_cli("blueprint", *command)
+    assert_clear_error(result)
+    assert result.stderr.splitlines() == [
+        f"error: --vertical is required without --config; choose one of: {', '.join(VERTICALS)}"
+        " (or pass --config to take its integration's vertical)"
+    ]

@@ -80,14 +80,16 @@ class JsonCache:
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item)
 
-    async def stored(self, key: str) -> bytes | None:
-        """The bytes stored under ``key``, never counted as a hit or a miss (``Gate``).
+    def stored_now(self, key: str) -> bytes | None:
+        """The bytes the memory store holds under ``key``, never counted (``Gate``).
 
-        As the backend's ``get`` (which counts a lost read), without its coroutines on the
-        memory store.
+        Only while ``answers_now``: another store's read is a round trip, to be made with
+        the caller's others (``read_ahead``).
         """
         get_now = self._get_now
-        return get_now(key) if get_now is not None else await self.backend.get(key)
+        if get_now is None:
+            raise RuntimeError("stored_now reads the memory store only; use read_ahead")
+        return get_now(key)
 
     async def get_many(self, keys: Sequence[str], *, count: bool = True) -> list[Any | None]:
         """The decoded values of several keys in one round trip (``count`` as for ``get``)."""

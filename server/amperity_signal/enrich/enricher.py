@@ -227,16 +227,19 @@ class Enricher:
         remembers = remembers_any(linking_keys)
         scope = _scope(integration)
         read: ReadAhead | None = None
-        if remembers and not self._cache.answers_now:
-            page = await self._read_ahead(integration, visitor, scope, gate)
+        cache = self._cache
+        if cache.answers_now:  # the memory store: no round trip to save
+            if gate is not None and not gate.admits(cache.stored_now(gate.key)):
+                return {}, {}
+            remembered = (
+                await self.identity_map.identifiers(integration.id, visitor) if remembers else {}
+            )
+            found = page_candidates(linking_keys, visitor, remembered)
+        elif remembers or gate is not None:  # all in the page's first round trip
+            page = await self._read_ahead(integration, visitor, scope, gate, remembers)
             if page is None:
                 return {}, {}
             found, read = page
-        elif gate is not None and not gate.admits(await self._cache.stored(gate.key)):
-            return {}, {}
-        elif remembers:  # the memory store: no round trip to save
-            remembered = await self.identity_map.identifiers(integration.id, visitor)
-            found = page_candidates(linking_keys, visitor, remembered)
         else:
             found = page_candidates(linking_keys, visitor, {})
         outcome = await self._resolved(
@@ -253,28 +256,39 @@ class Enricher:
         return dict(outcome.attributes or {}), personalized
 
     async def _read_ahead(
-        self, integration: IntegrationSettings, visitor: str, scope: str, gate: Gate | None
+        self,
+        integration: IntegrationSettings,
+        visitor: str,
+        scope: str,
+        gate: Gate | None,
+        remembers: bool,
     ) -> tuple[tuple[Candidate, ...], ReadAhead | None] | None:
-        """The page's lookups and their resolutions, the cookie's read with the identity map.
+        """The page's lookups and their resolutions, the cookie's read with its first read.
 
         Every page's lookups include its cookie's, known before the map answers, so their
-        resolutions are read with the map, and the ``gate`` (the visitor's consent) with
-        both, in one round trip: for most pages' visitors, whom the map does not know, that
-        is all of them. For a visitor it knows, the remembered lookups' resolutions are
-        read next. Each entry is counted once, when it is used (the cookie's when the walk
-        is handed it, as the walk's own read counted it); None when the gate does not
-        admit the visitor, whose other entries are then never used.
+        resolutions are read with the map (when the linking keys ``remembers`` a source it
+        fills in), and the ``gate`` (the visitor's consent) with them, in one round trip:
+        for most pages' visitors, whom the map does not know, that is all of them. For a
+        visitor it knows, the remembered lookups' resolutions are read next. Each entry is
+        counted once, when it is used (the cookie's when the walk is handed it, as the
+        walk's own read counted it); None when the gate does not admit the visitor, whose
+        other entries are then never used.
         """
         linking_keys = integration.linking_keys
         cookie = page_candidates(linking_keys, visitor, {})
         keys = [resolution_key(scope, candidate) for candidate in cookie]
-        entry = self.identity_map.entry_key(integration.id, visitor)
-        first = (entry,) if gate is None else (gate.key, entry)
+        first = [] if gate is None else [gate.key]
+        entry = None
+        if remembers:
+            entry = self.identity_map.entry_key(integration.id, visitor)
+            first.append(entry)
         items = await self._cache.read_ahead((*first, *keys))
         if gate is not None and not gate.admits(items[0]):
             return None
-        remembered = await self.identity_map.identifiers_in(entry, items[len(first) - 1])
         ahead = items[len(first) :]
+        remembered: dict[str, str] = {}
+        if entry is not None:
+            remembered = await self.identity_map.identifiers_in(entry, items[len(first) - 1])
         if not keys:  # nothing read ahead (the cookie gives no lookup)
             return page_candidates(linking_keys, visitor, remembered), None
         if not remembered:

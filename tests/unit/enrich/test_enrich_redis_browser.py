@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import CacheSettings, IntegrationSettings
 from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
+from amperity_signal.enrich.cache import DEFAULT_RETRY_INTERVAL
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
@@ -371,6 +372,14 @@ CONSENTING = integration(browser_consent="functional", browser_attribute_allowli
 """An integration whose page sees a visitor's Persona only with functional consent."""
 
 
+COOKIE_CONSENTING = integration(
+    linking_keys=[{"source": "canonical_id", "key": "device_cookie"}],
+    browser_consent="functional",
+    browser_attribute_allowlist=["Persona"],
+)
+"""``CONSENTING`` with linking keys the identity map never fills in: the page's cookie alone."""
+
+
 async def consent_page(
     backend: CacheBackend,
     enricher: Enricher,
@@ -379,6 +388,7 @@ async def consent_page(
     consent: dict[str, Any] | None,
     *,
     inspector: redis.Redis | None = None,
+    settings: IntegrationSettings = CONSENTING,
 ) -> tuple[dict[str, Any], tuple[int, int], dict[Any, float]]:
     """A page of ``visitor`` (after an event, ``consent`` recorded unless None), as served.
 
@@ -388,51 +398,67 @@ async def consent_page(
     """
     profiles = BrowserProfiles(enricher, ConsentLedger(backend))
     traits = ALICE if visitor == "anon_abc123" else {}
-    await enricher.enrich(CONSENTING, event(visitor, traits=traits), deadline=None)
+    await enricher.enrich(settings, event(visitor, traits=traits), deadline=None)
     if consent is not None:
-        await profiles.record_consent(CONSENTING, visitor, consent)
+        await profiles.record_consent(settings, visitor, consent)
     before = await reads(inspector) if inspector is not None else (0, 0)
     counted = cache_counts(metrics)
-    answer = await profiles.attributes(CONSENTING, visitor, deadline=1e9)
+    answer = await profiles.attributes(settings, visitor, deadline=1e9)
     trips = await reads_since(inspector, before) if inspector is not None else (0, 0)
     return answer, trips, counted_since(counted, metrics)
 
 
 async def memory_consent_page(
-    client: FakeProfileClient, clock: FakeClock, visitor: str, consent: dict[str, Any] | None
+    client: FakeProfileClient,
+    clock: FakeClock,
+    visitor: str,
+    consent: dict[str, Any] | None,
+    settings: IntegrationSettings = CONSENTING,
 ) -> tuple[dict[str, Any], dict[Any, float]]:
     """``consent_page``'s answer and counts with the memory store as the cache."""
     backend, enricher, metrics = memory_enricher(client, clock)
-    answer, _, counted = await consent_page(backend, enricher, metrics, visitor, consent)
-    return answer, counted
+    page = await consent_page(backend, enricher, metrics, visitor, consent, settings=settings)
+    return page[0], page[2]
 
 
 @pytest.mark.parametrize(
-    ("visitor", "trips", "answer", "resolutions"),
+    ("settings", "visitor", "trips", "answer", "reads"),
     [
         # The identity map, the cookie's resolution and the consent in one MGET; then the
         # attributes with the latest personalised entry. Three round trips before.
-        (BOB, (0, 2), {"Persona": "Browser"}, {("res", "hit"): 1}),
+        (
+            CONSENTING,
+            BOB,
+            (0, 2),
+            {"Persona": "Browser"},
+            {("ident", "miss"): 1, ("res", "hit"): 1},
+        ),
         # The same, then the remembered email's resolution (a GET). Four before.
         (
+            CONSENTING,
             "anon_abc123",
             (1, 2),
             {"Persona": "Value Hunter"},
-            {("res", "hit"): 1, ("res", "miss"): 1},
+            {("ident", "hit"): 1, ("res", "hit"): 1, ("res", "miss"): 1},
         ),
+        # No identity map to read: the consent with the cookie's resolution, then the
+        # attributes with the latest entry. Three before (two GETs, then the MGET).
+        (COOKIE_CONSENTING, BOB, (0, 2), {"Persona": "Browser"}, {("res", "hit"): 1}),
     ],
+    ids=["map-anonymous", "map-identified", "cookie"],
 )
-async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa: PLR0917 - fixtures and parameters
+async def test_a_consented_page_reads_its_consent_with_its_first_read(  # noqa: PLR0917 - fixtures and parameters
     enricher: Enricher,
     backend: CacheBackend,
     inspector: redis.Redis,
     client: FakeProfileClient,
     metrics: Metrics,
     clock: FakeClock,
+    settings: IntegrationSettings,
     visitor: str,
     trips: tuple[int, int],
     answer: dict[str, Any],
-    resolutions: dict[Any, float],
+    reads: dict[Any, float],
 ) -> None:
     """A page of a consenting visitor costs no round trip for its consent on Redis.
 
@@ -440,18 +466,17 @@ async def test_a_consented_page_reads_its_consent_with_the_identity_map(  # noqa
     consent's read is never counted as a hit or a miss, as before).
     """
     granted = {"functional": True}
-    page = await consent_page(backend, enricher, metrics, visitor, granted, inspector=inspector)
+    page = await consent_page(
+        backend, enricher, metrics, visitor, granted, inspector=inspector, settings=settings
+    )
     assert page[:2] == (answer, trips)
-    assert page[2] == {
-        ("ident", "hit" if visitor == "anon_abc123" else "miss"): 1,
-        **resolutions,
-        ("attrs", "hit"): 1,
-        ("perslast", "miss"): 1,
-    }
-    assert (page[0], page[2]) == await memory_consent_page(client, clock, visitor, granted)
+    assert page[2] == {**reads, ("attrs", "hit"): 1, ("perslast", "miss"): 1}
+    memory = await memory_consent_page(client, clock, visitor, granted, settings)
+    assert (page[0], page[2]) == memory
 
 
 @pytest.mark.parametrize("consent", [{"functional": False}, {"marketing": True}, None])
+@pytest.mark.parametrize("settings", [CONSENTING, COOKIE_CONSENTING], ids=["map", "cookie"])
 async def test_a_page_without_consent_reads_nothing_past_it(  # noqa: PLR0917 - fixtures and parameters
     enricher: Enricher,
     backend: CacheBackend,
@@ -461,25 +486,64 @@ async def test_a_page_without_consent_reads_nothing_past_it(  # noqa: PLR0917 - 
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
     consent: dict[str, Any] | None,
+    settings: IntegrationSettings,
 ) -> None:
     """Withdrawn, other, no or unreadable consent: ``{}``, one read, nothing else counted.
 
-    The identity map and the cookie's resolution, read with the consent in one ``MGET``
-    (a ``GET`` of the consent alone before), are left unused and uncounted,
-    as the memory store leaves them unread. A failed read fails closed, its lost read
-    counted as the consent's alone, with no partner call.
+    The identity map (when the linking keys use it) and the cookie's resolution, read with
+    the consent in one ``MGET`` (a ``GET`` of the consent alone before), are left unused
+    and uncounted, as the memory store leaves them unread. A failed read fails closed, its
+    lost read counted as the consent's alone, with no partner call.
     """
     answer, trips, counted = await consent_page(
-        backend, enricher, metrics, "anon_abc123", consent, inspector=inspector
+        backend, enricher, metrics, "anon_abc123", consent, inspector=inspector, settings=settings
     )
     assert (answer, trips, counted) == ({}, (0, 1), {})
-    assert await memory_consent_page(client, clock, "anon_abc123", consent) == ({}, {})
+    memory = await memory_consent_page(client, clock, "anon_abc123", consent, settings)
+    assert memory == ({}, {})
     # Granted now, but unreadable: the page fails closed.
     profiles = BrowserProfiles(enricher, ConsentLedger(backend))
-    await profiles.record_consent(CONSENTING, "anon_abc123", {"functional": True})
+    await profiles.record_consent(settings, "anon_abc123", {"functional": True})
     fail_reads(monkeypatch, backend, lambda keys: any(key.startswith("consent:") for key in keys))
     calls = len(client.lookups), len(client.gets)
     before = cache_counts(metrics)
-    assert await profiles.attributes(CONSENTING, "anon_abc123", deadline=1e9) == {}
+    assert await profiles.attributes(settings, "anon_abc123", deadline=1e9) == {}
     assert counted_since(before, metrics) == {("consent", "error"): 1}
     assert (len(client.lookups), len(client.gets)) == calls
+
+
+async def test_a_page_without_map_keys_fails_closed_counting_each_lost_read_once(  # noqa: PLR0917 - fixtures
+    enricher: Enricher,
+    backend: CacheBackend,
+    redis_server: RedisProcess,
+    client: FakeProfileClient,
+    metrics: Metrics,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consented visitor's page whose read fails gets ``{}``: its consent is unreadable.
+
+    The resolution's read is the consent's (one ``MGET``), so its failure fails the page
+    closed, with no partner call, counting the consent's lost read alone (before: the
+    consent's ``GET`` answered, the resolution's failed and the partner was asked). A page
+    during the outage that follows (the store not tried), then one after its retry
+    interval with Redis gone, count one lost read each all the same.
+    """
+    profiles = BrowserProfiles(enricher, ConsentLedger(backend))
+    await enricher.enrich(COOKIE_CONSENTING, event(BOB), deadline=None)
+    await profiles.record_consent(COOKIE_CONSENTING, BOB, {"functional": True})
+    fail_reads(monkeypatch, backend, lambda keys: any(":res:" in key for key in keys))
+    calls = len(client.lookups), len(client.gets)
+
+    async def fails_closed() -> None:
+        counted = cache_counts(metrics)
+        assert await profiles.attributes(COOKIE_CONSENTING, BOB, deadline=1e9) == {}
+        assert counted_since(counted, metrics) == {("consent", "error"): 1}
+        assert (len(client.lookups), len(client.gets)) == calls
+
+    await fails_closed()  # the MGET fails
+    await fails_closed()  # the outage: the store is not tried
+    monkeypatch.undo()
+    redis_server.kill()
+    clock.advance(DEFAULT_RETRY_INTERVAL + 1)
+    await fails_closed()  # tried again: Redis is gone

@@ -227,21 +227,20 @@ class Enricher:
         remembers = remembers_any(linking_keys)
         scope = _scope(integration)
         read: ReadAhead | None = None
-        cache = self._cache
-        if cache.answers_now:  # the memory store: no round trip to save
-            if gate is not None and not gate.admits(cache.stored_now(gate.key)):
+        if not remembers and gate is None:  # nothing to read before the walk
+            found = page_candidates(linking_keys, visitor, {})
+        elif self._cache.answers_now:  # the memory store: no round trip to save
+            if gate is not None and not gate.admits(self._cache.stored_now(gate.key)):
                 return {}, {}
             remembered = (
                 await self.identity_map.identifiers(integration.id, visitor) if remembers else {}
             )
             found = page_candidates(linking_keys, visitor, remembered)
-        elif remembers or gate is not None:  # all in the page's first round trip
+        else:  # Redis: the gate, the map and the cookie's resolutions in one round trip
             page = await self._read_ahead(integration, visitor, scope, gate, remembers)
             if page is None:
                 return {}, {}
             found, read = page
-        else:
-            found = page_candidates(linking_keys, visitor, {})
         outcome = await self._resolved(
             integration, client, found, deadline, scope, latest=True, read=read
         )

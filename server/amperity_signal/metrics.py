@@ -15,10 +15,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_CACHE_TOTAL = "amperity_signal_cache_total"
+# The results that are lookups; dampened and stale are hits counted again by kind.
+_LOOKUPS = frozenset({"hit", "miss", "error"})
 
 
 class Increments(Protocol):
@@ -279,3 +283,58 @@ class Metrics:
         for (integration_id, key), expires in self._key_expiries.items():
             days = (expires - current) / 86_400
             self.token_days_to_expiry.labels(integration_id, key).set(days)
+
+
+class WithCacheHitRatio:
+    """What ``/metrics`` shows: every metric of ``source``, and the cache hit ratio of them.
+
+    ``amperity_signal_cache_hit_ratio{cache}`` is hits / (hit + miss + error) of the
+    ``amperity_signal_cache_total`` samples this very collect gives, by kind and over
+    ``cache="all"``: under ``--workers`` the summed counters of every worker, so one series
+    per kind. Computed only here, at the scrape: the lookups count exactly as before. A kind
+    with no lookup yet has no series (no 0/0).
+
+    Args:
+        source: The registry, or the multiprocess collector of the workers' files.
+    """
+
+    def __init__(self, source: Collector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        """``source``'s metrics, the ratio right after the counters it is computed from."""
+        metrics = list(self._source.collect())
+        for at, metric in enumerate(metrics):
+            ratio = cache_hit_ratio(metric)
+            if ratio is not None:
+                metrics.insert(at + 1, ratio)
+                break
+        return metrics
+
+
+def cache_hit_ratio(metric: Metric) -> Metric | None:
+    """``amperity_signal_cache_hit_ratio`` from ``metric``, if it holds the cache counters."""
+    lookups: dict[str, float] = {}
+    hits: dict[str, float] = {}
+    for sample in metric.samples:
+        result = sample.labels.get("result")
+        if sample.name != _CACHE_TOTAL or result not in _LOOKUPS:
+            continue
+        kind = sample.labels["cache"]
+        lookups[kind] = lookups.get(kind, 0.0) + sample.value
+        if result == "hit":
+            hits[kind] = hits.get(kind, 0.0) + sample.value
+    if not lookups:
+        return None
+    ratio = GaugeMetricFamily(
+        "amperity_signal_cache_hit_ratio",
+        "Cache hits / (hit + miss + error) since the start, by cache; all = every kind.",
+        labels=["cache"],
+    )
+    for kind, count in sorted(lookups.items()):
+        if count:
+            ratio.add_metric([kind], hits.get(kind, 0.0) / count)
+    total = sum(lookups.values())
+    if total:
+        ratio.add_metric(["all"], sum(hits.values()) / total)
+    return ratio

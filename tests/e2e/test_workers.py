@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from tests.e2e.stack import Stack, free_port
+from tests.e2e.stack import Service, Stack, free_port
 from tests.support import message_id
 
 pytestmark = pytest.mark.e2e
 DELIVERIES = re.compile(
     r'^amperity_signal_deliveries_total\{[^}]*outcome="delivered"[^}]*\} (\S+)$'
 )
+
+
+@contextlib.asynccontextmanager
+async def stub_on_new_connection(address: str) -> AsyncIterator[pb_grpc.AmperityServiceAsyncStub]:
+    """A stub on a channel of its own: a fresh TCP connection, which may reach either worker."""
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.use_local_subchannel_pool", 1)]
+    ) as channel:
+        yield pb_grpc.AmperityServiceStub(channel)
+
+
+async def two_workers_up(service: Service) -> None:
+    """Wait until both workers print their addresses, that is until both serve."""
+    for _ in range(100):
+        if sum(line.startswith("gateway listening") for line in service.process.lines) == 2:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"two workers did not start: {service.process.lines}")
 
 
 async def test_two_workers_share_the_ports_and_aggregate_metrics(stack: Stack) -> None:
@@ -29,22 +53,12 @@ async def test_two_workers_share_the_ports_and_aggregate_metrics(stack: Stack) -
     service = await stack.service(
         sandbox, server={"grpc_address": grpc_address}, args=("--workers", "2")
     )
-    for _ in range(100):  # both workers print their addresses once they serve
-        if sum(line.startswith("gateway listening") for line in service.process.lines) == 2:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail(f"two workers did not start: {service.process.lines}")
+    await two_workers_up(service)
 
     async def deliver_on_new_connection(n: int) -> None:
-        # A channel per call: a fresh TCP connection, which the kernel may give either worker.
-        async with grpc.aio.insecure_channel(
-            grpc_address, options=[("grpc.use_local_subchannel_pool", 1)]
-        ) as channel:
+        async with stub_on_new_connection(grpc_address) as stub:
             event = pb.Event(message_id=message_id(), type="page", anonymous_id=f"anon_w{n}")
-            await pb_grpc.AmperityServiceStub(channel).Deliver(
-                pb.DeliverRequest(integration_id="web", event=event), timeout=10
-            )
+            await stub.Deliver(pb.DeliverRequest(integration_id="web", event=event), timeout=10)
 
     await asyncio.gather(*(deliver_on_new_connection(n) for n in range(30)))
     async with httpx.AsyncClient(base_url=service.http_url) as http:
@@ -72,12 +86,7 @@ async def test_configuration_warnings_are_logged_once_whatever_the_workers(stack
     sandbox = await stack.sandbox()
     env = {"HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,10.0.0/8"}
     service = await stack.service(sandbox, args=("--workers", "2"), env=env)
-    for _ in range(100):
-        if sum(line.startswith("gateway listening") for line in service.process.lines) == 2:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        pytest.fail(f"two workers did not start: {service.process.lines}")
+    await two_workers_up(service)
     service.process.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
     messages = [json.loads(line)["msg"] for line in service.process.log.read_text().splitlines()]
@@ -90,3 +99,75 @@ async def test_configuration_warnings_are_logged_once_whatever_the_workers(stack
     assert count("integration web reaches") == 1, messages
     assert count("shutting down") == 2, messages  # each worker's own line
     assert sum(line.startswith("grpc listening") for line in service.process.lines) == 2
+
+
+def lookups_by_kind(families: Iterable[Metric]) -> dict[str, tuple[float, float]]:
+    """(hits, hit + miss + error) of each cache kind's counters among ``families``."""
+    counts: dict[str, tuple[float, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            result = sample.labels.get("result")
+            if sample.name == "amperity_signal_cache_total" and result in {"hit", "miss", "error"}:
+                hits, lookups = counts.get(sample.labels["cache"], (0.0, 0.0))
+                hit = sample.value if result == "hit" else 0.0
+                counts[sample.labels["cache"]] = (hits + hit, lookups + sample.value)
+    return counts
+
+
+def counters_by_worker(tmpdir: Path) -> list[Iterable[Metric]]:
+    """Each worker's own counters: its file in the metrics directory made under ``tmpdir``."""
+    return [
+        MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+        for path in tmpdir.glob("amperity-signal-metrics-*/counter_*.db")
+    ]
+
+
+async def test_two_workers_show_one_cache_hit_ratio_of_their_summed_counters(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Enrich on both workers: one ratio series per kind, of the counters summed on the page."""
+    sandbox = await stack.sandbox()
+    grpc_address = f"127.0.0.1:{free_port()}"
+    # The workers' metrics directory is made under TMPDIR: there each worker's own files
+    # show that both served lookups.
+    service = await stack.service(
+        sandbox,
+        server={"grpc_address": grpc_address},
+        args=("--workers", "2"),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    await two_workers_up(service)
+
+    async def enrich_on_new_connection(n: int) -> None:
+        async with stub_on_new_connection(grpc_address) as stub:
+            # Four visitors, each seen several times: misses first, then hits, per worker.
+            event = pb.Event(message_id=message_id(), type="page", anonymous_id=f"anon_r{n % 4}")
+            event.traits.update({"email": "alice@example.com"})
+            await stub.Enrich(pb.EnrichRequest(integration_id="web", event=event), timeout=10)
+
+    for n in range(40):  # one after another: a visitor's second call finds the cache filled
+        await enrich_on_new_connection(n)
+    async with httpx.AsyncClient(base_url=service.http_url) as http:
+        text = (await http.get("/metrics")).text
+    # Both workers looked up (each has its own counter file), so the page sums two.
+    workers = counters_by_worker(tmp_path)
+    assert len(workers) == 2
+    for metrics in workers:
+        assert lookups_by_kind(metrics), "a worker served no Enrich"
+    summed = lookups_by_kind(text_string_to_metric_families(text))
+    counts = {kind: count for kind, count in summed.items() if count[1]}
+    assert counts, text
+    ratios = [
+        line for line in text.splitlines() if line.startswith("amperity_signal_cache_hit_ratio")
+    ]
+    expected = {kind: hits / lookups for kind, (hits, lookups) in counts.items()}
+    expected["all"] = sum(h for h, _ in counts.values()) / sum(n for _, n in counts.values())
+    shown = {
+        sample.labels["cache"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "amperity_signal_cache_hit_ratio" and set(sample.labels) == {"cache"}
+    }
+    assert len(ratios) == len(expected) and shown == expected, text
+    service.process.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0

@@ -59,6 +59,29 @@ async def test_metrics_exposes_the_registry_with_api_latency(service: RunningSer
     assert samples[key] == 3
 
 
+async def test_metrics_shows_the_cache_hit_ratio_of_its_own_counters(
+    service: RunningService,
+) -> None:
+    """/metrics carries hits / (hit + miss + error) by kind and for all, beside the counters."""
+    metrics = Metrics()
+    metrics.cache_events.labels("attrs", "hit").inc(3)
+    metrics.cache_events.labels("attrs", "miss").inc()
+    metrics.cache_events.labels("res", "hit").inc()
+    metrics.cache_events.labels("res", "dampened").inc()
+    metrics.cache_events.labels("res", "error").inc()
+    app = create_gateway_app(
+        settings=gateway_settings(), grpc_target=service.target, metrics=metrics
+    )
+    async with _client(app) as gateway:
+        samples = _samples((await gateway.get("/metrics")).text)
+    ratio = {
+        dict(labels)["cache"]: value
+        for (name, labels), value in samples.items()
+        if name == "amperity_signal_cache_hit_ratio"
+    }
+    assert ratio == {"attrs": 0.75, "res": 0.5, "all": 4 / 6}
+
+
 async def test_metrics_aggregates_every_worker_in_multiprocess_mode(
     service: RunningService, tmp_path: Path
 ) -> None:

@@ -3,7 +3,8 @@
 ``/metrics`` exposes the ``Metrics`` registry the app was built with: the service's own
 when embedded in ``serve``, the gateway's when it runs alone. With
 ``PROMETHEUS_MULTIPROC_DIR`` set, every worker's values are read from that directory
-instead (prometheus-client's multiprocess mode), so any worker answers for all.
+instead (prometheus-client's multiprocess mode), so any worker answers for all. The cache
+hit ratio is computed from the very counters the page shows (``WithCacheHitRatio``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, json_response
+from amperity_signal.metrics import WithCacheHitRatio
 
 PACKAGED_STATIC_DIR = Path(__file__).parent / "static"
 # Served name → (path in the packaged flat copy, path in the clients/browser checkout).
@@ -92,12 +95,11 @@ class OpsEndpoints:
     async def metrics(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text exposition."""
         self._before_scrape()
-        registry = self._registry
+        source: Collector = self._registry
         if self._multiprocess_dir:
-            registry = CollectorRegistry()
             # prometheus-client leaves this constructor unannotated.
-            MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
-        body = generate_latest(registry)
+            source = MultiProcessCollector(None, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        body = generate_latest(WithCacheHitRatio(source))
         return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
     async def openapi(self, request: Request) -> Response:

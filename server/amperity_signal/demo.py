@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from amperity_signal.processes import Process, start_process
 from amperity_signal.sandbox import default_data
@@ -36,6 +37,7 @@ ALICE = "p-a11ce0000001"
 # grpcurl's name for the call the demo prints: the service's full name from the proto.
 _SERVICE = pb.DESCRIPTOR.services_by_name["AmperityService"]
 BROWSER_PROFILE_METHOD = f"{_SERVICE.full_name}/{_SERVICE.methods_by_name['BrowserProfile'].name}"
+HIT_RATIO = "amperity_signal_cache_hit_ratio"
 PROFILE_FIELDS = ("EventCount", "LastEventType", "LifetimeOrderValue", "OrderCount", "Persona")
 # Where each process the demo starts logs (in its temporary directory, gone at exit).
 SANDBOX_LOG = "sandbox.log"
@@ -327,6 +329,10 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
         print("\n-- BrowserProfile: what the page may see (allowlisted)")
         print(f"  {json.dumps(struct_to_dict(browser.attributes))}")
     base = f"http://127.0.0.1:{http_port}"
+    async with httpx.AsyncClient(base_url=base) as gateway:
+        page = (await gateway.get("/metrics")).text
+    print("\n-- Cache, from /metrics")
+    print(f"  {cache_hit_line(page)}")
     print("\n-- Look around:")
     print(
         f"  storefront (click Identify: the hero switches on Persona): "
@@ -347,6 +353,15 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
         f"                 grpcurl -plaintext -d '{call}' {grpc_target} {BROWSER_PROFILE_METHOD}",
         flush=True,
     )
+
+
+def cache_hit_line(metrics_page: str) -> str:
+    """The overall cache hit ratio of a ``/metrics`` page, as a line of the summary."""
+    for family in text_string_to_metric_families(metrics_page):
+        for sample in family.samples:
+            if sample.name == HIT_RATIO and sample.labels.get("cache") == "all":
+                return f'hit ratio {sample.value:.0%} since the start ({HIT_RATIO}{{cache="all"}})'
+    return "no cache lookups yet"
 
 
 def _count(received: Any) -> int:

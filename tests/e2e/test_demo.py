@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 from collections.abc import AsyncIterator
@@ -38,6 +39,8 @@ async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
     assert "resolved=True amperity_id=p-a11ce0000001 matched_key=email_sha256" in text
     assert '"EventCount": 92' in text  # the profile as the demo's own events changed it
     assert '"Persona": "Value Hunter"' in text.split("BrowserProfile", 1)[1]
+    # The cache hit ratio, as /metrics shows it (the Enrich and BrowserProfile read the cache).
+    assert re.search(r"\n-- Cache, from /metrics\n  hit ratio \d+% since the start", text), text
     assert "FAILED" not in text and "Traceback" not in text
 
 

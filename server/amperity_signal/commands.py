@@ -80,12 +80,28 @@ def check_config(args: argparse.Namespace) -> int:
     settings = _load_checked_settings(args.config)
     for warning in settings.proxies.warnings:
         print(f"warning: {warning}")
+    now = datetime.now(UTC)
     for integration in settings.integrations:
-        warnings = expiry_warnings(integration, datetime.now(UTC)) + setup_warnings(integration)
+        warnings = expiry_warnings(integration, now) + setup_warnings(integration)
         for warning in warnings:
             print(f"warning: {warning}")
+    for warning in _tls_warnings(settings, now):
+        print(f"warning: {warning}")
     print(f"config OK: {len(settings.integrations)} integration(s) in {args.config}")
     return 0
+
+
+def _tls_warnings(settings: Settings, now: datetime) -> list[str]:
+    """The listeners' and the standalone gateway's certificates: expiry, open key files."""
+    from amperity_signal.gateway.settings import settings_from_config
+    from amperity_signal.listener_tls import tls_warnings
+
+    warnings = []
+    if settings.server.tls is not None:
+        warnings += tls_warnings("server", settings.server.tls, now)
+    if (service_tls := settings_from_config(settings).service_tls) is not None:
+        warnings += tls_warnings("gateway", service_tls, now)
+    return warnings
 
 
 def _log_level(args: argparse.Namespace, settings: Settings) -> str:

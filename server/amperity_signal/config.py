@@ -36,6 +36,7 @@ from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
 from amperity_signal.config_values import quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
+from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
 
@@ -94,6 +95,18 @@ class ServerSettings(_Strict):
     # The least severe level logged; ``--log-level`` overrides it. Secrets are scrubbed
     # from every line at every level, debug included.
     log_level: LogLevel = "info"
+    # PEM files: with the certificate and its key both listeners speak TLS; with the CA
+    # too, gRPC callers must show a certificate it signed (listener_tls.py checks them).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The listeners' TLS files, or None when they serve plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -143,6 +156,11 @@ class GatewayTable(_Strict):
     batch_concurrency: StrictInt = Field(default=8, ge=1)
     trusted_proxies: tuple[str, ...] = ()
     live_replay: StrictInt = Field(default=50, ge=1)
+    # How the standalone `gateway` reaches a service on TLS: the CA that signed its
+    # certificate and, for mutual TLS, the gateway's own certificate and key.
+    service_ca_file: str | None = None
+    service_cert_file: str | None = None
+    service_key_file: str | None = None
 
     @field_validator("trusted_proxies")
     @classmethod

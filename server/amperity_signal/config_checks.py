@@ -21,6 +21,7 @@ from amperity_signal.config_values import (
     quoted,
 )
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.listener_tls import check_tls
 from amperity_signal.logs import SCRUB_MIN_LENGTH
 
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
@@ -120,6 +121,7 @@ def _resolve(
 def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     """Every semantic problem of the configuration, each with its fix."""
     problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
+    problems += check_tls("server", raw.get("server")) + check_tls("gateway", raw.get("gateway"))
     problems.extend(_check_blank_secrets("server", raw.get("server"), ("admin_token",)))
     problems.extend(_check_short_secrets("server", raw.get("server"), ("admin_token",)))
     integrations = raw.get("integrations", [])

@@ -30,7 +30,13 @@ from amperity_signal.gateway.server import split_address
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
-from amperity_signal.service.app import Deps, build_server, probe_redis, report_configuration
+from amperity_signal.service.app import (
+    Deps,
+    Service,
+    build_server,
+    probe_redis,
+    report_configuration,
+)
 
 log = logging.getLogger("amperity_signal.server")
 
@@ -226,11 +232,27 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
     service = build_server(
         settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port, report=report
     )
+    # With TLS, the embedded gateway's streams (Live Events) reach the service over a Unix
+    # socket in a directory of this process's own (mkdtemp: mode 700), not the TLS port.
+    tls_streams = gateway and settings.server.tls is not None
+    local_dir = tempfile.mkdtemp(prefix="amperity-signal-grpc-") if tls_streams else None
     try:
-        service.port = service.server.add_insecure_port(address)
+        service.listen(
+            settings.server, local_socket=f"{local_dir}/grpc.sock" if local_dir else None
+        )
     except RuntimeError as error:
         await service.stop(0)
         raise cannot_listen("server.grpc_address", address, OSError(str(error))) from None
+    try:
+        await _serve_bound(service, settings, gateway, metrics, reuse_port=reuse_port)
+    finally:
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+
+
+async def _serve_bound(
+    service: Service, settings: Settings, gateway: bool, metrics: Metrics, *, reuse_port: bool
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -261,7 +283,8 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
             raise cannot_listen(
                 "server.http_address", settings.server.http_address, error
             ) from None
-        announce(f"gateway listening on http://{listening}")
+        scheme = "https" if settings.server.tls else "http"
+        announce(f"gateway listening on {scheme}://{listening}")
     await stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
     await service.health.enter_graceful_shutdown()

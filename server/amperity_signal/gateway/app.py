@@ -39,11 +39,17 @@ _log = logging.getLogger(__name__)
 _CLIENT_CLOSED_REQUEST = 499
 
 
-def _insecure_channel(target: str, settings: GatewaySettings) -> ChannelFactory:
+def _channel(target: str, settings: GatewaySettings) -> ChannelFactory:
+    """Channels to the service at ``target``: TLS with ``[gateway] service_ca_file``."""
     # Bodies are capped well below this; the margin covers proto overhead.
     limit = max(4 * 1024 * 1024, 4 * settings.max_batch_body_bytes)
     options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    return lambda: grpc.aio.insecure_channel(target, options=options)
+    tls = settings.service_tls
+    if tls is None:
+        return lambda: grpc.aio.insecure_channel(target, options=options)
+    # Read once, at start: a file that went missing since the check fails the start.
+    credentials = tls.channel_credentials()
+    return lambda: grpc.aio.secure_channel(target, credentials, options=options)
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -112,7 +118,8 @@ def create_gateway_app(
 
     Args:
         settings: CORS origins, limits and deadlines.
-        grpc_target: The service's address, e.g. ``127.0.0.1:50051`` (an insecure channel).
+        grpc_target: The service's address, e.g. ``127.0.0.1:50051`` (a plaintext channel,
+            or TLS with ``settings.service_ca_file``).
         channel_factory: Makes the gRPC channel instead (TLS, interceptors, tests); exactly
             one of ``grpc_target`` and ``channel_factory`` is required.
         static_dir: Where the demo page and browser client live: the packaged copy by
@@ -130,7 +137,7 @@ def create_gateway_app(
     """
     if (grpc_target is None) == (channel_factory is None):
         raise ValueError("Pass exactly one of grpc_target and channel_factory.")
-    factory = channel_factory or _insecure_channel(str(grpc_target), settings)
+    factory = channel_factory or _channel(str(grpc_target), settings)
     client = ServiceClient(
         factory, rpc_timeout=settings.rpc_timeout, deliver_timeout=settings.deliver_timeout
     )

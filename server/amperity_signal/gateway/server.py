@@ -173,11 +173,11 @@ def bind_socket(http_address: str, *, reuse_port: bool = False) -> socket.socket
     return sock
 
 
-def listening_url(sock: socket.socket) -> str:
-    """The http URL a bound socket serves, e.g. ``http://127.0.0.1:8080``."""
+def listening_url(sock: socket.socket, *, tls: bool = False) -> str:
+    """The URL a bound socket serves, e.g. ``http://127.0.0.1:8080`` (``https://`` with TLS)."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
@@ -188,7 +188,11 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     uvicorn configures no logging and writes no access log: its loggers propagate to the
     process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
     would carry query strings, among them ``/live?token=<admin token>``.
+
+    With ``settings.listener_tls`` it serves HTTPS and asks no client certificate: browsers
+    call it, and they have none to show.
     """
+    tls = settings.listener_tls
     config = uvicorn.Config(
         app,
         proxy_headers=bool(settings.trusted_proxies),
@@ -200,6 +204,8 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=tls.cert_file if tls else None,
+        ssl_keyfile=tls.key_file if tls else None,
     )
     return GatewayServer(config, end_streams=app.state.end_streams)
 
@@ -232,7 +238,7 @@ def run_gateway(
         multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     server = gateway_server(app, gateway_settings)
-    announce(f"gateway listening on {listening_url(sock)}")
+    announce(f"gateway listening on {listening_url(sock, tls=bool(gateway_settings.listener_tls))}")
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:

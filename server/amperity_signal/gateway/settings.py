@@ -15,6 +15,7 @@ from typing import Any
 
 from amperity_signal.config import Settings, load_settings
 from amperity_signal.gateway.ratelimit import check_ipv6_prefix
+from amperity_signal.listener_tls import TlsFiles
 
 _DEFAULT_PORTS = {"https://": ":443", "http://": ":80"}
 
@@ -74,6 +75,13 @@ class GatewaySettings:
         redact: Secret strings (the integrations' Amperity keys, the admin token) scrubbed
             from anything the operator routes show, in case one slipped into a record.
         live_replay: Recent delivery records the Live Events page replays on opening.
+        service_ca_file: The CA that signed the service's certificate: the standalone
+            gateway's channel to the service uses TLS when it is set.
+        service_cert_file: The gateway's client certificate, for a service that requires
+            one (``[server] tls_client_ca_file``); with ``service_key_file``.
+        service_key_file: The private key of ``service_cert_file``.
+        listener_tls: The certificate and key the gateway serves HTTPS with (``[server]
+            tls_cert_file`` and ``tls_key_file``); None serves plain HTTP.
     """
 
     pipelines: tuple[PipelineSettings, ...] = ()
@@ -92,6 +100,10 @@ class GatewaySettings:
     admin_token: str | None = field(default=None, repr=False)
     redact: tuple[str, ...] = field(default=(), repr=False)
     live_replay: int = 50
+    service_ca_file: str | None = None
+    service_cert_file: str | None = None
+    service_key_file: str | None = None
+    listener_tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         """Reject limits that would make the gateway refuse everything or nothing."""
@@ -115,6 +127,13 @@ class GatewaySettings:
         keys = [p.pipeline_key for p in self.pipelines]
         if len(keys) != len(set(keys)):
             raise ValueError("GatewaySettings.pipelines lists a pipeline_key twice.")
+
+    @property
+    def service_tls(self) -> TlsFiles | None:
+        """The files of the channel to the service, or None for a plaintext one."""
+        if self.service_ca_file is None:
+            return None
+        return TlsFiles(self.service_cert_file, self.service_key_file, self.service_ca_file)
 
     def allowed_origins(self, pipeline_key: str | None) -> frozenset[str]:
         """The normalised origins allowed for a key; for no key, those of every key.
@@ -145,6 +164,7 @@ class GatewaySettings:
             "pipelines": pipelines,
             "admin_token": token.get_secret_value() if token is not None else None,
             "redact": tuple(s for s in settings.secret_values() if s),
+            "listener_tls": settings.server.tls,
         }
         values.update(overrides)
         return cls(**values)

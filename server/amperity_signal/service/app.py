@@ -25,9 +25,10 @@ from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.amperity.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from amperity_signal.blueprint import load_blueprint
 from amperity_signal.browser import BrowserProfiles, ConsentLedger
-from amperity_signal.config import CacheSettings, Settings
+from amperity_signal.config import CacheSettings, ServerSettings, Settings
 from amperity_signal.delivery import Delivery
 from amperity_signal.enrich import CacheStore, Enricher, build_cache
+from amperity_signal.listener_tls import tls_warnings
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
@@ -97,15 +98,39 @@ class Service:
     redis_url: str | None = None
     servicer: AmperityServicer | None = None
     calls: CallsInFlight = field(default_factory=CallsInFlight)
+    local_socket: str | None = None
+
+    def listen(self, settings: ServerSettings, *, local_socket: str | None = None) -> None:
+        """Bind ``settings.grpc_address``: with TLS when configured, else plaintext.
+
+        ``local_socket`` (a path) also binds a Unix socket that only this machine's
+        connections reach (gRPC's local credentials): the in-process channel's streaming
+        calls go there when the port speaks TLS, or mutual TLS this process holds no
+        client certificate for. Keep it in a directory only the service's user can enter.
+        """
+        tls = settings.tls
+        if tls is None:
+            self.port = self.server.add_insecure_port(settings.grpc_address)
+            return
+        self.port = self.server.add_secure_port(settings.grpc_address, tls.server_credentials())
+        if local_socket is not None:
+            local = grpc.local_server_credentials(grpc.LocalConnectionType.UDS)
+            self.server.add_secure_port(f"unix:{local_socket}", local)
+            self.local_socket = local_socket
 
     def in_process_channel(self) -> InProcessChannel:
         """A channel for the generated stub that calls this service without a socket.
 
-        Streaming calls fall back to the service's own port (started by then).
+        Streaming calls fall back to the service's own port (started by then), or to its
+        local socket when it has one (``listen``).
         """
+        local = self.local_socket
         return InProcessChannel(
             self.handlers,
-            fallback_target=f"127.0.0.1:{self.port}",
+            fallback_target=f"unix:{local}" if local else f"127.0.0.1:{self.port}",
+            fallback_credentials=(
+                grpc.local_channel_credentials(grpc.LocalConnectionType.UDS) if local else None
+            ),
             context_vars=(request_id_var, integration_id_var, message_id_var),
         )
 
@@ -244,15 +269,14 @@ def build_server(
     add_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), target
     )
-    port = server.add_insecure_port(settings.server.grpc_address) if bind else 0
-    return Service(
+    service = Service(
         server=server,
         health=health_servicer,
         registry=registry,
         live=live,
         metrics=deps.metrics,
         cache=cache,
-        port=port,
+        port=0,
         handlers=handlers.handlers,
         servicer=servicer,
         calls=calls,
@@ -262,6 +286,9 @@ def build_server(
             else None
         ),
     )
+    if bind:
+        service.listen(settings.server)
+    return service
 
 
 def set_key_expiry(settings: Settings, metrics: Metrics) -> None:
@@ -277,7 +304,8 @@ def set_key_expiry(settings: Settings, metrics: Metrics) -> None:
 def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
     """Log what the configuration warrants at start, once per service (not per worker).
 
-    Keys near expiry and setup advice as warnings, then (with ``proxies``; off when a test
+    Keys near expiry, setup advice and the listeners' certificate (expiry, key file open
+    to other users) as warnings, then (with ``proxies``; off when a test
     transport replaces the network) the CA certificates and proxy route of Amperity's calls.
     Nothing here is checked again later: the expiry gauge (``set_key_expiry``) is what is
     kept current, at every scrape.
@@ -286,6 +314,9 @@ def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
     for integration in settings.integrations:
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
+    if settings.server.tls is not None:
+        for warning in tls_warnings("server", settings.server.tls, now):
+            log.warning(warning)
     if proxies:
         report_proxies(settings)
 

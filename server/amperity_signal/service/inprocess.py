@@ -25,7 +25,8 @@ and grpc-go's ``bufconn`` do:
 - ``abort``/``abort_with_status`` and ``set_code`` reach the caller as the same
   ``grpc.aio.AioRpcError`` (status details in the trailing metadata) a socket would carry;
 - streaming methods, which the gateway uses only for the operator's live page, go over a
-  real channel to ``fallback_target``, opened on first use.
+  real channel to ``fallback_target``, opened on first use (with ``fallback_credentials``
+  when the service listens with TLS: a private Unix socket, see ``runner``).
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ class InProcessChannel(grpc.aio.Channel):
         handlers: Method path to handler (``HandlerRegistry.handlers``).
         fallback_target: Where streaming calls go (the service's own gRPC address).
         fallback_options: Options of that channel.
+        fallback_credentials: Its credentials; None for a plaintext channel.
         context_vars: Context variables handlers set per RPC, restored after each call.
     """
 
@@ -194,11 +196,13 @@ class InProcessChannel(grpc.aio.Channel):
         *,
         fallback_target: str,
         fallback_options: Sequence[tuple[str, Any]] = (),
+        fallback_credentials: grpc.ChannelCredentials | None = None,
         context_vars: Sequence[contextvars.ContextVar[Any]] = (),
     ) -> None:
         self._handlers = handlers
         self._fallback_target = fallback_target
         self._fallback_options = list(fallback_options)
+        self._fallback_credentials = fallback_credentials
         self._fallback: grpc.aio.Channel | None = None
         # Each variable with its default, found once: finding it makes a Context per call.
         self._context_vars = tuple((var, _default_of(var)) for var in context_vars)
@@ -243,7 +247,11 @@ class InProcessChannel(grpc.aio.Channel):
         return deserializer(wire) if deserializer else wire
 
     def _fallback_channel(self) -> grpc.aio.Channel:
-        if self._fallback is None:
+        if self._fallback is None and self._fallback_credentials is not None:
+            self._fallback = grpc.aio.secure_channel(
+                self._fallback_target, self._fallback_credentials, options=self._fallback_options
+            )
+        elif self._fallback is None:
             self._fallback = grpc.aio.insecure_channel(
                 self._fallback_target, options=self._fallback_options
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -126,13 +127,28 @@ def sandbox(words: list[str]) -> int:
     return sandbox_main(words, prog="amperity-signal sandbox")
 
 
+# The service this configuration describes listens with TLS; a plaintext channel to it
+# would fail every call, each answered 503, with nothing in the gateway's log to say why.
+_GATEWAY_WITHOUT_CA = ConfigProblem(
+    "gateway.service_ca_file",
+    "is not set, but server.tls_cert_file is: the service listens with TLS, and the gateway "
+    "would call it in plaintext.",
+    "set service_ca_file to the PEM certificate of the CA that signed server.tls_cert_file "
+    "(and service_cert_file and service_key_file when server.tls_client_ca_file is set).",
+)
+
+
 def gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway as its own process, talking to the service over gRPC."""
     from amperity_signal.gateway import run_gateway, settings_from_config
     from amperity_signal.runner import check_bindable
 
     settings = load_settings(args.config)
+    if settings.server.tls is not None and settings.gateway.service_ca_file is None:
+        raise ConfigError([_GATEWAY_WITHOUT_CA], source=args.config)
     configure_logging(_log_level(args, settings), secrets=settings.secret_values())
+    for warning in _tls_warnings(settings, datetime.now(UTC)):
+        logging.getLogger("amperity_signal.gateway").warning(warning)
     address = args.http_address or settings.server.http_address
     # Asked first, so that a taken port names the flag or setting the address came from.
     check_bindable(

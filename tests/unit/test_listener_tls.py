@@ -256,3 +256,19 @@ def test_certificate_expiry_reads_both_time_forms(tls: TlsFiles) -> None:
     expired = certificate_expiry(tls.expired_cert.read_bytes())
     assert expired is not None and expired < datetime.now(UTC)
     assert certificate_expiry(b"no certificate here") is None
+
+
+def test_the_standalone_gateway_refuses_a_tls_service_without_its_ca(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    """`gateway` on a configuration whose service speaks TLS needs service_ca_file."""
+    server = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"} | pair(tls)
+    config = tmp_path / "c.toml"
+    config.write_text(tomli_w.dumps({"server": server, "integrations": [integration()]}))
+    result = run_cli("gateway", "--config", str(config), "--grpc-target", "127.0.0.1:1", timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        "gateway.service_ca_file: is not set, but server.tls_cert_file is: the service listens "
+        "with TLS, and the gateway would call it in plaintext." in result.stderr
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import tomli_w
 from amperity_signal.config import settings_from_dict
 from amperity_signal.errors import ConfigError
 from amperity_signal.listener_tls import certificate_expiry, tls_warnings
+from amperity_signal.service.app import report_configuration
 from tests.tls_files import TlsFiles, write_tls_files
 from tests.unit.cli_support import integration, run_cli
 
@@ -272,3 +274,17 @@ def test_the_standalone_gateway_refuses_a_tls_service_without_its_ca(
         "gateway.service_ca_file: is not set, but server.tls_cert_file is: the service listens "
         "with TLS, and the gateway would call it in plaintext." in result.stderr
     )
+
+
+def test_serve_logs_the_certificate_warnings_at_start(
+    tls: TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """report_configuration (once per service, also under --workers) warns of the expiry."""
+    expired = pair(tls, tls_cert_file=str(tls.expired_cert), tls_key_file=str(tls.expired_key))
+    settings = settings_from_dict({"server": expired, "integrations": [integration()]}, {})
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.server"):
+        report_configuration(settings, proxies=False)
+    assert any(
+        r.getMessage().startswith("server.tls_cert_file: the certificate expired 3 day(s) ago")
+        for r in caplog.records
+    ), caplog.text

@@ -131,11 +131,20 @@ def _pair_problems(table: dict[str, Any], kind: str) -> list[ConfigProblem]:
         # A password callback, so that OpenSSL never prompts on the terminal for one.
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path, _no_password)
     except ssl.SSLError as exc:
+        if exc.reason != "KEY_VALUES_MISMATCH":
+            return [
+                ConfigProblem(
+                    f"{kind}.{key_field}",
+                    f"names {key_path}, which holds no private key OpenSSL can load (a "
+                    "damaged or truncated PEM).",
+                    f"point it at the private key of {cert_field}, in PEM form, copied whole.",
+                )
+            ]
         problems.append(
             ConfigProblem(
                 f"{kind}.{key_field}",
                 f"names {key_path}, which OpenSSL cannot use with {cert_field} {cert_path} "
-                f"({exc.reason or exc.strerror or 'unreadable key'}).",
+                f"({exc.reason}).",
                 f"set {key_field} to the private key {cert_field} was issued for; a key "
                 "that does not match it is the usual cause.",
             )

@@ -288,3 +288,16 @@ def test_serve_logs_the_certificate_warnings_at_start(
         r.getMessage().startswith("server.tls_cert_file: the certificate expired 3 day(s) ago")
         for r in caplog.records
     ), caplog.text
+
+
+def test_a_damaged_key_is_named_as_unloadable_not_as_a_mismatch(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    """A PEM armour around a truncated key: OpenSSL cannot load it at all."""
+    damaged = tmp_path / "damaged.key"
+    damaged.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    assert problems_of(pair(tls, tls_key_file=str(damaged))) == [
+        f"server.tls_key_file: names {damaged}, which holds no private key OpenSSL can load (a "
+        "damaged or truncated PEM). Fix: point it at the private key of tls_cert_file, in PEM "
+        "form, copied whole."
+    ]

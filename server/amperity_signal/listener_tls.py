@@ -73,24 +73,26 @@ def _certificate_problem(path: str, data: bytes) -> str | None:
 def _pair_problems(table: dict[str, Any], kind: str) -> list[ConfigProblem]:
     """The certificate and key of one side: both or neither, readable, PEM, matching."""
     cert_field, key_field, _ = _FIELDS[kind]
-    cert_path, key_path = table.get(cert_field), table.get(key_field)
-    if not isinstance(cert_path, str) and not isinstance(key_path, str):
+    given = [name for name in (cert_field, key_field) if name in table]
+    if not given:
         return []
     off = _OFF[kind]
     cert_what = "the PEM certificate (its intermediates after it)"
     key_what = f"the PEM private key of {cert_field}"
-    if not isinstance(cert_path, str) or not isinstance(key_path, str):
-        given, missing = (
-            (key_field, cert_field) if isinstance(key_path, str) else (cert_field, key_field)
-        )
+    if len(given) == 1:
+        [present] = given
+        missing = key_field if present == cert_field else cert_field
         what = cert_what if missing == cert_field else key_what
         return [
             ConfigProblem(
                 f"{kind}.{missing}",
-                f"is not set, but {given} is: TLS needs the certificate and its key.",
+                f"is not set, but {present} is: TLS needs the certificate and its key.",
                 f"set {missing} to the path of {what}, {off}.",
             )
         ]
+    cert_path, key_path = table[cert_field], table[key_field]
+    if not isinstance(cert_path, str) or not isinstance(key_path, str):
+        return []  # not text: the type check names it
     problems: list[ConfigProblem] = []
     cert = _read(f"{kind}.{cert_field}", cert_path, cert_what, off)
     if isinstance(cert, ConfigProblem):
@@ -100,8 +102,8 @@ def _pair_problems(table: dict[str, Any], kind: str) -> list[ConfigProblem]:
             ConfigProblem(
                 f"{kind}.{cert_field}",
                 problem,
-                f"point it at the certificate in PEM form (openssl x509 -in CERT -out "
-                f"cert.pem converts a DER one), {off}.",
+                f"point it at the certificate in PEM form (openssl x509 -inform der -in "
+                f"CERT -out cert.pem converts a DER one), {off}.",
             )
         )
     key = _read(f"{kind}.{key_field}", key_path, key_what, off)
@@ -168,7 +170,7 @@ def _ca_problems(table: dict[str, Any], kind: str) -> list[ConfigProblem]:
         if kind == "server"
         else "the PEM certificate(s) of the CA that signed server.tls_cert_file"
     )
-    if kind == "server" and not isinstance(table.get(cert_field), str):
+    if kind == "server" and cert_field not in table:
         return [
             ConfigProblem(
                 location,
@@ -191,7 +193,7 @@ def check_tls(kind: str, table: Any) -> list[ConfigProblem]:
         return []
     cert_field, key_field, ca_field = _FIELDS[kind]
     problems = _pair_problems(table, kind) + _ca_problems(table, kind)
-    if kind == "gateway" and isinstance(table.get(cert_field), str) and ca_field not in table:
+    if kind == "gateway" and cert_field in table and ca_field not in table:
         problems.append(
             ConfigProblem(
                 f"gateway.{ca_field}",

@@ -90,7 +90,7 @@ def test_a_certificate_file_that_is_not_pem_is_refused(tls: TlsFiles, tmp_path: 
     assert problems_of(pair(tls, tls_cert_file=str(der))) == [
         f"server.tls_cert_file: names {der}, which holds no PEM certificate "
         "(-----BEGIN CERTIFICATE-----). Fix: point it at the certificate in PEM form (openssl "
-        "x509 -in CERT -out cert.pem converts a DER one), " + SERVE_PLAINTEXT
+        "x509 -inform der -in CERT -out cert.pem converts a DER one), " + SERVE_PLAINTEXT
     ]
     [problem] = problems_of(pair(tls, tls_cert_file=str(broken)))
     assert problem.startswith(
@@ -301,3 +301,10 @@ def test_a_damaged_key_is_named_as_unloadable_not_as_a_mismatch(
         "damaged or truncated PEM). Fix: point it at the private key of tls_cert_file, in PEM "
         "form, copied whole."
     ]
+
+
+def test_a_file_setting_that_is_not_text_gets_the_type_check_alone(tls: TlsFiles) -> None:
+    """tls_key_file = 5 is named as not a string, not as a missing key."""
+    [problem] = problems_of(pair(tls) | {"tls_key_file": 5})
+    assert problem.startswith("server.tls_key_file:")
+    assert "is not set" not in problem

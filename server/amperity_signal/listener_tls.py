@@ -18,7 +18,7 @@ import os
 import ssl
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -289,48 +289,18 @@ def tls_warnings(kind: str, files: TlsFiles, now: datetime) -> list[str]:
 
 
 def certificate_expiry(pem: bytes) -> datetime | None:
-    """The ``notAfter`` of the first certificate in ``pem``, read from its DER encoding.
+    """The ``notAfter`` of the first certificate in ``pem`` (None when it holds none).
 
-    The standard library loads certificates but does not show a leaf's dates, and the
-    ``cryptography`` package is not a dependency: the validity sits at a fixed place in
-    the TBSCertificate (after version, serial, signature algorithm and issuer).
+    The standard library loads certificates but does not show a leaf's dates; the
+    ``cryptography`` package reads them.
 
     Raises:
-        ValueError: The first certificate is not DER a certificate parser would accept.
+        ValueError: The first certificate is not one a certificate parser would accept.
     """
+    # Imported here: ~70 ms at every start, for the configurations that name a certificate.
+    from cryptography import x509  # noqa: PLC0415
+
     start = pem.find(_CERT_MARK)
     if start < 0:
         return None
-    der = ssl.PEM_cert_to_DER_cert(pem[start:].decode("ascii", "replace"))
-    _, certificate, _ = _element(der, 0)
-    _, tbs, _ = _element(der, certificate)
-    position = tbs
-    tag, _, end = _element(der, position)
-    if tag == 0xA0:  # the explicit version, absent from v1 certificates
-        position = end
-    for _ in range(3):  # serial number, signature algorithm, issuer
-        position = _element(der, position)[2]
-    tag, validity, _ = _element(der, position)
-    not_before_end = _element(der, validity)[2]
-    tag, value, end = _element(der, not_before_end)
-    text = der[value:end].decode("ascii")
-    if tag == 0x17:  # UTCTime, YYMMDDHHMMSSZ: 50-99 are 1950-1999 (RFC 5280)
-        text = ("19" if int(text[:2]) >= 50 else "20") + text
-    elif tag != 0x18:  # GeneralizedTime, YYYYMMDDHHMMSSZ
-        raise ValueError("the certificate's notAfter is not a time")
-    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
-
-
-def _element(der: bytes, position: int) -> tuple[int, int, int]:
-    """The DER element at ``position``: (tag, start of its content, end of its content)."""
-    if position + 2 > len(der):
-        raise ValueError("the certificate ends early")
-    tag, length = der[position], der[position + 1]
-    start = position + 2
-    if length & 0x80:
-        size = length & 0x7F
-        length = int.from_bytes(der[start : start + size], "big")
-        start += size
-    if start + length > len(der):
-        raise ValueError("the certificate ends early")
-    return tag, start, start + length
+    return x509.load_pem_x509_certificate(pem[start:]).not_valid_after_utc

@@ -237,15 +237,15 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
     tls_streams = gateway and settings.server.tls is not None
     local_dir = tempfile.mkdtemp(prefix="amperity-signal-grpc-") if tls_streams else None
     try:
-        service.listen(
-            settings.server, local_socket=f"{local_dir}/grpc.sock" if local_dir else None
-        )
-    except RuntimeError as error:
-        await service.stop(0)
-        raise cannot_listen("server.grpc_address", address, OSError(str(error))) from None
-    try:
+        try:
+            service.listen(
+                settings.server, local_socket=f"{local_dir}/grpc.sock" if local_dir else None
+            )
+        except RuntimeError as error:
+            await service.stop(0)
+            raise cannot_listen("server.grpc_address", address, OSError(str(error))) from None
         await _serve_bound(service, settings, gateway, metrics, reuse_port=reuse_port)
-    finally:
+    finally:  # also when the port cannot be bound: no directory left behind
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
 

@@ -1,4 +1,8 @@
-"""The ``amperity-signal`` command line: serve, sandbox, gateway, demo and the checks."""
+"""The ``amperity-signal`` command line: serve, sandbox, gateway, demo and the checks.
+
+Nothing imported at the top of this module imports grpc: :func:`main` first sets gRPC
+core's log level (``logs.quiet_grpc_core``), which core reads when grpc is imported.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from amperity_signal import commands
 from amperity_signal.blueprint import VERTICALS
-from amperity_signal.config import LOG_LEVELS
-from amperity_signal.config_values import listen_address_problem
+from amperity_signal.config_values import LOG_LEVELS, listen_address_problem
 from amperity_signal.errors import AmperitySignalError, ConfigError
+from amperity_signal.logs import quiet_grpc_core
 
 EXIT_CONFIG = 2
 MAX_WORKERS = 64  # the ceiling [server] workers has in the configuration
@@ -176,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bug in amperity-signal and keeps its traceback, which is what a bug report needs.
     """
     words = list(sys.argv[1:] if argv is None else argv)
+    if "grpc" not in sys.modules:  # imported already (a test calling main): too late to set
+        quiet_grpc_core(os.environ)
+    from amperity_signal import commands  # imports grpc: after the line above
+
     try:
         if words[:1] == ["sandbox"]:
             return commands.sandbox(words[1:])
@@ -195,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from amperity_signal import commands  # main imported it, after setting core's log level
+
     handlers = {
         "serve": commands.serve,
         "check-config": commands.check_config,

@@ -34,7 +34,7 @@ from pydantic import (
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
-from amperity_signal.config_values import quoted
+from amperity_signal.config_values import LogLevel, quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
@@ -46,9 +46,6 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # a mistake to name, not to coerce (pydantic's lax mode reads "yes" as true, true as 1 and
 # 2.0 as 2). A float field still takes an integer: grace_period = 10 is ten seconds.
 Number = Annotated[float, Strict()]
-
-LogLevel = Literal["debug", "info", "warning", "error"]
-LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 
 class _Strict(BaseModel):

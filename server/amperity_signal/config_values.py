@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from amperity_signal.errors import ConfigProblem
@@ -21,6 +21,11 @@ _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
 _DB = re.compile(r"/?[0-9]*")
 # Amperity's API keys are JWTs: a JSON header, base64url-encoded, starts "eyJ".
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
+
+# ``[server] log_level`` and ``--log-level``. Here, not in ``config``, because the CLI reads
+# it before anything imports grpc (``logs.quiet_grpc_core``).
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 # The consent an event carries (the proto's Consent message), as ``ConsentLedger`` reads it.
 CONSENT_FLAGS = ("analytics", "marketing", "functional")

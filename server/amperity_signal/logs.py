@@ -2,6 +2,9 @@
 
 The formatter holds the configured secret values and replaces any occurrence in a log
 line with ``[REDACTED]``: defence in depth behind the rule that code never logs them.
+
+gRPC's C core writes its own plain-text lines to the same stderr (through absl, at INFO
+for every refused TLS handshake), which :func:`quiet_grpc_core` keeps to errors.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,9 @@ message_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("message_id
 # Record attributes that are not extra fields. uvicorn adds ``color_message``, a copy of
 # its message template with terminal colour codes, which has no place in a JSON line.
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+# gRPC core's level when the operator chose none: its errors (a port it cannot bind) stay.
+GRPC_CORE_VERBOSITY = "ERROR"
 
 # Shorter values are not scrubbed: replacing every "admin" or "1234" would mangle ordinary
 # words and numbers. The configuration refuses keys and tokens this short (config_checks).
@@ -85,3 +91,20 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_grpc_core(environ: MutableMapping[str, str]) -> None:
+    """Keep gRPC core's INFO lines off stderr, unless the operator asked for core's output.
+
+    Core writes plain text (``I1207 00:04:52.298644 6874 ssl_transport_security.cc:2563]
+    Handshake failed ...``) for each refused TLS handshake and each plaintext client on a
+    TLS port: lines a JSON log pipeline cannot parse, and as many as a scanner makes. Core
+    reads ``GRPC_VERBOSITY`` once, when ``grpc`` is first imported, so this must run before
+    that; spawned workers and the processes ``demo`` starts inherit it. Either variable
+    already set (``GRPC_TRACE`` needs INFO to print anything) is left as it is.
+
+    Args:
+        environ: The process environment (``os.environ``), updated in place.
+    """
+    if "GRPC_VERBOSITY" not in environ and "GRPC_TRACE" not in environ:
+        environ["GRPC_VERBOSITY"] = GRPC_CORE_VERBOSITY

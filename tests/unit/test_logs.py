@@ -1,14 +1,15 @@
-"""The JSON log formatter scrubs configured secrets from every line."""
+"""The JSON log formatter scrubs configured secrets from every line; gRPC core stays quiet."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 
 import pytest
 
-from amperity_signal.logs import JsonFormatter
+from amperity_signal.logs import JsonFormatter, quiet_grpc_core
 
 
 def _line(formatter: JsonFormatter, message: str, *args: object) -> str:
@@ -56,3 +57,30 @@ def test_an_error_is_logged_with_its_traceback_scrubbed_of_secrets() -> None:
     assert "in fail" in line["traceback"]
     assert "ValueError: bad token [REDACTED]" in line["traceback"]
     assert secret not in json.dumps(line)
+
+
+@pytest.mark.parametrize(
+    ("environ", "verbosity"),
+    [
+        ({}, "ERROR"),
+        ({"GRPC_VERBOSITY": "DEBUG"}, "DEBUG"),
+        ({"GRPC_VERBOSITY": ""}, ""),
+        ({"GRPC_TRACE": "tcp,http"}, None),
+    ],
+    ids=["unset", "chosen", "chosen-empty", "tracing"],
+)
+def test_grpc_core_is_kept_to_errors_unless_the_operator_chose(
+    environ: dict[str, str], verbosity: str | None
+) -> None:
+    """GRPC_VERBOSITY defaults to ERROR; a set one, or GRPC_TRACE (needs INFO), is left alone."""
+    quiet_grpc_core(environ)
+    assert environ.get("GRPC_VERBOSITY") == verbosity
+
+
+def test_the_cli_module_does_not_import_grpc() -> None:
+    """main() sets core's level before grpc loads, so importing the CLI must not load it."""
+    check = "import sys, amperity_signal.cli; print('grpc' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"

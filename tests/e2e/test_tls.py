@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -100,6 +101,28 @@ async def refused(target: str, creds: grpc.ChannelCredentials | None) -> grpc.St
     return code
 
 
+async def http_bytes_to(target: str) -> None:
+    """Send an HTTP/1.1 request (not TLS, not gRPC) to ``target``; read until it hangs up."""
+    host, _, port = target.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: scanner\r\n\r\n")
+    await writer.drain()
+    await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+
+
+def not_json(log: Path) -> list[str]:
+    """The lines of ``log`` that are not a JSON object (gRPC core's own, for one)."""
+    lines = []
+    for line in log.read_text().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            lines.append(line)
+    return lines
+
+
 async def tls_service(stack: Stack, tls: TlsFiles, *, mutual: bool, **kwargs: Any) -> Service:
     """``serve`` with TLS on its listeners, and the sandbox it delivers to."""
     sandbox: Sandbox = await stack.sandbox()
@@ -177,3 +200,35 @@ async def test_the_standalone_gateway_reaches_a_mutual_tls_service(
             headers={"X-Pipeline-Key": "pk_web"},
         )
     assert answer.status_code in (200, 202), answer.text
+
+
+async def test_refused_handshakes_leave_only_json_lines_on_stderr(
+    stack: Stack, tls: TlsFiles
+) -> None:
+    """Plaintext, certificate-less and HTTP callers on mTLS: gRPC core adds no text lines.
+
+    Core logs each refused handshake at INFO (``I1207 ... ssl_transport_security.cc:...]
+    Handshake failed ...``); ``serve`` keeps core to errors, in both workers.
+    """
+    service = await tls_service(stack, tls, mutual=True, args=("--workers", "2"))
+    await two_workers_up(service)
+    target = service.grpc_target
+    # Six new connections of each kind, so that both workers refuse some.
+    for creds in (None, credentials(tls)):
+        codes = await asyncio.gather(*(refused(target, creds) for _ in range(6)))
+        assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
+    await asyncio.gather(*(http_bytes_to(target) for _ in range(6)))
+    assert (await deliver(target, credentials(tls, client_cert=True))).ByteSize() > 0
+    assert await service.process.stop() == 0
+    assert service.process.log.read_text().strip(), "serve logged nothing at all"
+    assert not_json(service.process.log) == []
+
+
+async def test_grpc_verbosity_set_in_the_environment_keeps_grpc_core_lines(
+    stack: Stack, tls: TlsFiles
+) -> None:
+    """An operator's GRPC_VERBOSITY=INFO (to debug) still gets core's handshake lines."""
+    service = await tls_service(stack, tls, mutual=False, env={"GRPC_VERBOSITY": "INFO"})
+    assert await refused(service.grpc_target, None) == grpc.StatusCode.UNAVAILABLE
+    await service.process.stop()
+    assert any("Handshake failed" in line for line in not_json(service.process.log))

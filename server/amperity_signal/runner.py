@@ -27,6 +27,7 @@ from amperity_signal.config import Settings
 from amperity_signal.errors import AmperitySignalError, ConfigProblem
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.gateway.server import split_address
+from amperity_signal.local_socket import SOCKET_NAME, make_local_socket_dir
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
@@ -233,13 +234,14 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
         settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port, report=report
     )
     # With TLS, the embedded gateway's streams (Live Events) reach the service over a Unix
-    # socket in a directory of this process's own (mkdtemp: mode 700), not the TLS port.
+    # socket in a directory of this process's own (mode 700), not the TLS port.
     tls_streams = gateway and settings.server.tls is not None
-    local_dir = tempfile.mkdtemp(prefix="amperity-signal-grpc-") if tls_streams else None
+    local_dir = make_local_socket_dir() if tls_streams else None
     try:
         try:
             service.listen(
-                settings.server, local_socket=f"{local_dir}/grpc.sock" if local_dir else None
+                settings.server,
+                local_socket=f"{local_dir}/{SOCKET_NAME}" if local_dir else None,
             )
         except RuntimeError as error:
             await service.stop(0)

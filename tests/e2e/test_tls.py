@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import signal
 import ssl
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +235,42 @@ async def test_grpc_verbosity_set_in_the_environment_keeps_grpc_core_lines(
     assert await refused(service.grpc_target, None) == grpc.StatusCode.UNAVAILABLE
     await service.process.stop()
     assert any("Handshake failed" in line for line in not_json(service.process.log))
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A short TMPDIR of this test's own (a Unix socket's path is limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="s-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def entries(directory: Path) -> list[Path]:
+    """What ``directory`` holds."""
+    return sorted(directory.iterdir())
+
+
+async def test_a_start_removes_the_local_socket_directory_a_killed_service_left(
+    stack: Stack, tls: TlsFiles, private_tmp: Path
+) -> None:
+    """SIGKILL leaves the private socket's directory; the next start sweeps it, not a live one.
+
+    The first service's directory is dead (its process gone, its socket refusing); the
+    second's, live, stays while the third starts.
+    """
+    env = {"TMPDIR": str(private_tmp)}
+    killed = await tls_service(stack, tls, mutual=True, env=env)
+    left = entries(private_tmp)
+    assert len(left) == 1 and left[0].stat().st_mode & 0o777 == 0o700
+    await killed.process.stop(signal.SIGKILL)
+    assert left[0].exists()  # nothing runs at a SIGKILL
+
+    live = await tls_service(stack, tls, mutual=True, env=env)
+    assert not left[0].exists()
+    [kept] = entries(private_tmp)
+    await tls_service(stack, tls, mutual=True, env=env)
+    assert kept.exists() and len(entries(private_tmp)) == 2
+    assert (
+        await health(live.grpc_target, credentials(tls, client_cert=True))
+        == health_pb2.HealthCheckResponse.SERVING
+    )

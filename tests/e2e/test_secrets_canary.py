@@ -5,24 +5,31 @@ end-to-end flow exercises every RPC, the error paths (invalid events, a 401 and 
 from Amperity, unknown integrations) and every gateway route; then each log line, gRPC
 response (``str`` of the whole message), live-event record, gateway body and header,
 exception message and repr is scanned for any of the secrets, whole or by JWT segment.
+The listeners' TLS private keys get the same scan, by line of their PEM bodies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import signal
+import ssl
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import grpc
 import httpx
 import pytest
+import tomli_w
 
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.amperity.ratelimit import MemoryRateLimiter
-from amperity_signal.config import settings_from_dict
+from amperity_signal.config import load_settings, settings_from_dict
 from amperity_signal.errors import AmperitySignalError
 from amperity_signal.gateway import GatewaySettings
 from amperity_signal.metrics import Metrics
@@ -30,8 +37,10 @@ from amperity_signal.sandbox import SandboxApp, create_app
 from amperity_signal_client import AmperitySignalError as ClientError
 from amperity_signal_client import AsyncAmperityClient, from_delivery_error
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import Stack
+from tests.e2e.stack import CLI, Stack
+from tests.e2e.test_tls import credentials, deliver, refused, server_table
 from tests.support import Keys, integration_dict, mint_keys
+from tests.tls_files import TlsFiles, write_tls_files
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +116,9 @@ async def rpc_texts(target: str) -> AsyncIterator[str]:
             yield str(error)
 
 
-async def gateway_texts(base_url: str, admin_token: str) -> AsyncIterator[str]:
+async def gateway_texts(
+    base_url: str, admin_token: str, verify: ssl.SSLContext | bool = True
+) -> AsyncIterator[str]:
     """Bodies and headers of every gateway route, including errors and the operator page."""
     requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/v1/enrich?provider=amperity&anonymous_id=anon_alice_01", {}),
@@ -127,7 +138,7 @@ async def gateway_texts(base_url: str, admin_token: str) -> AsyncIterator[str]:
         ("GET", "/live", {}),
         ("GET", "/live", {"headers": {"Authorization": "Bearer wrong"}}),
     ]
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as gateway:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, verify=verify) as gateway:
         for method, url, options in requests:
             cookies = options.pop("cookies", None)
             if cookies:
@@ -312,3 +323,96 @@ async def test_no_canary_secret_appears_at_debug_level_through_faults_and_a_redi
     assert "Redis cannot be reached" in logs  # the outage path ran
     joined = "\n".join(observed["grpc"])
     assert "INGEST_KEY_REJECTED" in joined and "UNAVAILABLE" in joined
+
+
+def pem_bodies(*keys: Path) -> list[str]:
+    """Each key file's base64 lines, and its whole body on one line (a leak may be either)."""
+    found: list[str] = []
+    for key in keys:
+        lines = [line for line in key.read_text().splitlines() if not line.startswith("-----")]
+        found += [line for line in lines if len(line) >= 16]
+        found.append("".join(lines))
+    return found
+
+
+async def check_config(path: Path) -> str:
+    """What ``check-config --config path`` prints, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "check-config",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return output.decode(errors="replace")
+
+
+async def test_no_tls_key_material_appears_in_logs_answers_check_config_or_reprs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """No line of a private key's PEM body anywhere, through mutual TLS at debug level.
+
+    Refused callers, both gateways, check-config on an open, a mismatched and a damaged
+    key file, and the settings' reprs are all scanned.
+    """
+    tls: TlsFiles = write_tls_files(tmp_path)
+    sandbox = await stack.sandbox()
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    # A copy of the key other users can read: serve and check-config warn about it.
+    open_key = tmp_path / "open.key"
+    shutil.copy(tls.server_key, open_key)
+    open_key.chmod(0o644)
+    server = {**server_table(tls, mutual=True), "tls_key_file": str(open_key)}
+    server["admin_token"] = admin_token
+    gateway_table = {
+        "service_ca_file": str(tls.ca),
+        "service_cert_file": str(tls.client_cert),
+        "service_key_file": str(tls.client_key),
+    }
+    service = await stack.service(sandbox, server=server, gateway=gateway_table, debug=True)
+    secrets = [*pem_bodies(tls.server_key, tls.client_key, tls.other_key), admin_token]
+    verified = ssl.create_default_context(cafile=str(tls.ca))
+
+    observed: dict[str, list[str]] = {"grpc": [], "gateway": [], "check-config": []}
+    target = service.grpc_target
+    observed["grpc"].append(str(await deliver(target, credentials(tls, client_cert=True))))
+    for creds in (None, credentials(tls)):
+        observed["grpc"].append(str(await refused(target, creds)))
+    async for text in gateway_texts(service.http_url, admin_token, verified):
+        observed["gateway"].append(text)
+    standalone = await stack.gateway(service)
+    async for text in gateway_texts(
+        standalone.output_value("gateway listening on "), admin_token, verified
+    ):
+        observed["gateway"].append(text)
+    # A key of another certificate, and one cut short: check-config names each file.
+    damaged = tmp_path / "damaged.key"
+    damaged.write_text(tls.server_key.read_text()[:150] + "\n-----END EC PRIVATE KEY-----\n")
+    for key in (open_key, tls.other_key, damaged):
+        table = {**tomllib.loads(service.config.read_text())}
+        table["server"] = {**table["server"], "tls_key_file": str(key)}
+        path = tmp_path / f"check-{key.stem}.toml"
+        path.write_text(tomli_w.dumps(table))
+        observed["check-config"].append(await check_config(path))
+    settings = load_settings(service.config)
+    observed["reprs"] = [
+        repr(settings),
+        repr(settings.server.tls),
+        repr(GatewaySettings.from_settings(settings)),
+        settings.model_dump_json(),
+    ]
+    await service.process.stop()
+    await standalone.stop()
+    observed["logs"] = stack.logs().splitlines()
+    found = {
+        where: [h for text in texts for h in hits(text, secrets)]
+        for where, texts in observed.items()
+    }
+
+    assert found == {k: [] for k in observed}
+    checked = "\n".join(observed["check-config"])
+    assert "open to other users" in checked and "KEY_VALUES_MISMATCH" in checked
+    assert "damaged or truncated" in checked  # the broken-key paths really ran
+    assert '"level": "debug"' in "\n".join(observed["logs"])

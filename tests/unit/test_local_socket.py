@@ -1,0 +1,75 @@
+"""Which local socket directories a start removes: only this user's whose service is gone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amperity_signal.local_socket import PREFIX, SOCKET_NAME, remove_stale_dirs
+
+
+@pytest.fixture
+def parent() -> Iterator[Path]:
+    """A short directory (a Unix socket's path is limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ls-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    process = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(process.stdout)
+
+
+def socket_dir(parent: Path, pid: int | None, *, listening: bool) -> tuple[Path, socket.socket]:
+    """A directory as ``serve`` makes it, with a socket that listens or one left behind."""
+    directory = parent / (f"{PREFIX}{pid}-abc" if pid is not None else f"{PREFIX}abc123")
+    directory.mkdir(mode=0o700)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(directory / SOCKET_NAME))
+    if listening:
+        server.listen()
+    else:
+        server.close()  # the file stays, as after a SIGKILL: connecting is refused
+    return directory, server
+
+
+def test_a_dead_services_directory_is_removed_with_its_socket(parent: Path, dead_pid: int) -> None:
+    """Its process gone and its socket refusing: removed, as is an older one without a pid."""
+    dead, _ = socket_dir(parent, dead_pid, listening=False)
+    older, _ = socket_dir(parent, None, listening=False)
+    assert remove_stale_dirs(str(parent)) == 2
+    assert not dead.exists() and not older.exists()
+
+
+def test_a_directory_whose_socket_answers_is_kept_though_its_pid_is_gone(
+    parent: Path, dead_pid: int
+) -> None:
+    """A live service in another PID namespace (its pid unknown here) keeps its directory."""
+    live, server = socket_dir(parent, dead_pid, listening=True)
+    with server:
+        assert remove_stale_dirs(str(parent)) == 0
+    assert live.exists()
+
+
+def test_a_running_process_keeps_its_directory_before_it_binds(parent: Path) -> None:
+    """A worker between mkdtemp and the bind (no socket yet) is not swept by another."""
+    starting = parent / f"{PREFIX}{os.getpid()}-abc"
+    starting.mkdir(mode=0o700)
+    assert remove_stale_dirs(str(parent)) == 0
+    assert starting.exists()

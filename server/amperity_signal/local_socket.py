@@ -45,9 +45,10 @@ def make_local_socket_dir() -> str:
 def remove_stale_dirs(parent: str) -> int:
     """Remove this user's local socket directories in ``parent`` whose service is gone.
 
-    Gone: the process named in the directory's name no longer runs (a name without one is
-    from an older version) and nothing answers on its socket, so a service in another PID
-    namespace sharing ``parent`` keeps its own. Returns how many were removed.
+    Gone: the process named in the directory's name no longer runs and nothing answers on
+    its socket, so a service in another PID namespace sharing ``parent`` keeps its own. A
+    name without a process id is not one this module makes, and is left. Returns how many
+    were removed.
     """
     removed = 0
     try:
@@ -69,8 +70,8 @@ def _is_stale(entry: os.DirEntry[str]) -> bool:
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         return False
     pid_text, dash, _ = entry.name.removeprefix(PREFIX).partition("-")
-    if dash and pid_text.isdigit() and _runs(int(pid_text)):
-        return False
+    if not (dash and pid_text.isdigit()) or _runs(int(pid_text)):
+        return False  # not a name this module makes, or its process still runs
     return not _answers(os.path.join(entry.path, SOCKET_NAME))
 
 

@@ -50,11 +50,11 @@ def socket_dir(parent: Path, pid: int | None, *, listening: bool) -> tuple[Path,
 
 
 def test_a_dead_services_directory_is_removed_with_its_socket(parent: Path, dead_pid: int) -> None:
-    """Its process gone and its socket refusing: removed, as is an older one without a pid."""
+    """Its process gone and its socket refusing: removed; a name without a pid is left."""
     dead, _ = socket_dir(parent, dead_pid, listening=False)
-    older, _ = socket_dir(parent, None, listening=False)
-    assert remove_stale_dirs(str(parent)) == 2
-    assert not dead.exists() and not older.exists()
+    unnamed, _ = socket_dir(parent, None, listening=False)
+    assert remove_stale_dirs(str(parent)) == 1
+    assert not dead.exists() and unnamed.exists()
 
 
 def test_a_directory_whose_socket_answers_is_kept_though_its_pid_is_gone(

@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from amperity_signal.errors import ConfigProblem
+from amperity_signal.errors import ConfigError, ConfigProblem
 
 CERTIFICATE_WINDOW = timedelta(days=14)
 _CERT_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -212,12 +212,34 @@ class TlsFiles:
     cert_file: str | None = None
     key_file: str | None = None
     ca_file: str | None = None
+    side: str = "server"  # whose files: "server" (the listeners) or "gateway" (its channel)
 
     def _read(self, path: str | None) -> bytes | None:
+        """The file's bytes, read when the credentials are built (after the load's check).
+
+        Raises:
+            ConfigError: The file went away, or became unreadable, since the check.
+        """
         if path is None:
             return None
-        with open(path, "rb") as file:
-            return file.read()
+        try:
+            with open(path, "rb") as file:
+                return file.read()
+        except OSError as exc:
+            paths = (self.cert_file, self.key_file, self.ca_file)
+            fields = dict(zip(paths, _FIELDS[self.side], strict=True))
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        f"{self.side}.{fields[path]}",
+                        f"names {path}, which could not be read at start "
+                        f"({exc.strerror or exc}), though it was when the configuration "
+                        "was loaded.",
+                        "put the file back (readable by the user running amperity-signal) "
+                        "and start again.",
+                    )
+                ]
+            ) from None
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """The service's TLS credentials; a client certificate is required with ``ca_file``.

@@ -13,6 +13,7 @@ import tomli_w
 
 from amperity_signal.config import settings_from_dict
 from amperity_signal.errors import ConfigError
+from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.listener_tls import certificate_expiry, tls_warnings
 from amperity_signal.service.app import report_configuration
 from tests.tls_files import TlsFiles, write_tls_files
@@ -308,3 +309,35 @@ def test_a_file_setting_that_is_not_text_gets_the_type_check_alone(tls: TlsFiles
     [problem] = problems_of(pair(tls) | {"tls_key_file": 5})
     assert problem.startswith("server.tls_key_file:")
     assert "is not set" not in problem
+
+
+def test_a_file_gone_since_the_load_is_named_when_the_credentials_are_built(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    """A key removed between the check and the bind: the field and path, not an OSError."""
+    key = tmp_path / "server.key"
+    key.write_bytes(tls.server_key.read_bytes())
+    server = settings_from_dict(
+        {"server": pair(tls, tls_key_file=str(key)), "integrations": [integration()]}, {}
+    ).server.tls
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tls.ca.read_bytes())
+    gateway = GatewaySettings.from_settings(
+        settings_from_dict(
+            {"gateway": {"service_ca_file": str(ca)}, "integrations": [integration()]}, {}
+        )
+    ).service_tls
+    assert server is not None and gateway is not None
+    key.unlink()
+    ca.unlink()
+
+    with pytest.raises(ConfigError) as caught:
+        server.server_credentials()
+    assert [str(p) for p in caught.value.problems] == [
+        f"server.tls_key_file: names {key}, which could not be read at start (No such file "
+        "or directory), though it was when the configuration was loaded. Fix: put the file "
+        "back (readable by the user running amperity-signal) and start again."
+    ]
+    with pytest.raises(ConfigError) as caught:
+        gateway.channel_credentials()
+    assert str(caught.value.problems[0]).startswith(f"gateway.service_ca_file: names {ca},")

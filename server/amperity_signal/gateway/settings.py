@@ -133,7 +133,9 @@ class GatewaySettings:
         """The files of the channel to the service, or None for a plaintext one."""
         if self.service_ca_file is None:
             return None
-        return TlsFiles(self.service_cert_file, self.service_key_file, self.service_ca_file)
+        return TlsFiles(
+            self.service_cert_file, self.service_key_file, self.service_ca_file, side="gateway"
+        )
 
     def allowed_origins(self, pipeline_key: str | None) -> frozenset[str]:
         """The normalised origins allowed for a key; for no key, those of every key.

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=workers_count, help="worker processes, 1 to 64 (overrides [server])"
     )
     serve.add_argument("--no-gateway", action="store_true", help="run the gRPC service only")
+    serve.add_argument(
+        "--handoff",
+        action="store_true",
+        help="share the ports with another `serve --handoff`, to replace it without "
+        "dropping calls (README: Rotating keys and certificates)",
+    )
     _log_level_arg(serve, "overrides [server] log_level; every worker logs at it")
 
     check = commands.add_parser("check-config", help="validate a configuration file")

@@ -117,7 +117,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = _load_checked_settings(args.config)
     configure_logging(_log_level(args, settings), secrets=settings.secret_values())
     workers = args.workers or settings.server.workers
-    return run_service(settings, workers=workers, gateway=not args.no_gateway)
+    return run_service(settings, workers=workers, gateway=not args.no_gateway, handoff=args.handoff)
 
 
 def sandbox(words: list[str]) -> int:

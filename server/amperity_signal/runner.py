@@ -1,7 +1,9 @@
 """Running the service as a process: one event loop per core, graceful on SIGTERM/SIGINT.
 
 ``--workers N`` starts N processes that each bind the same gRPC and gateway addresses with
-SO_REUSEPORT, so the kernel spreads connections across them.
+SO_REUSEPORT, so the kernel spreads connections across them. ``--handoff`` binds so in one
+process too, and lets a service join the ports of one already listening with SO_REUSEPORT:
+the new one starts, the old one is stopped (README, "Rotating keys and certificates").
 """
 
 from __future__ import annotations
@@ -51,16 +53,29 @@ class CannotListen(AmperitySignalError):
     reason = "CANNOT_LISTEN"
 
 
-def cannot_listen(setting: str, address: str, error: OSError | ValueError) -> CannotListen:
+def cannot_listen(
+    setting: str, address: str, error: OSError | ValueError, *, shared: bool = False
+) -> CannotListen:
     """The error for ``address`` (the value of ``setting``) that failed to bind with ``error``.
 
     Args:
         setting: The configuration field, e.g. ``server.grpc_address``.
         address: Its value, ``host:port``.
         error: Why binding failed.
+        shared: The bind asked to share the port (SO_REUSEPORT): in use means the process
+            listening there does not share it.
     """
     code = error.errno if isinstance(error, OSError) else None
-    if code == errno.EADDRINUSE:
+    if code == errno.EADDRINUSE and shared:
+        problem = (
+            f"{address} is already in use by a process that does not share it (a serve "
+            "started without --handoff or --workers, another program, or another user)."
+        )
+        fix = (
+            f"stop that process, or set {setting} to a free port; a serve started with "
+            "--handoff can later be replaced without a gap."
+        )
+    elif code == errno.EADDRINUSE:
         problem = f"{address} is already in use by another process."
         fix = f"stop the other process, or set {setting} to a free port."
     elif code == errno.EACCES:
@@ -102,7 +117,7 @@ def check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
             failures.append(error)
         else:
             return
-    raise cannot_listen(setting, address, failures[0])
+    raise cannot_listen(setting, address, failures[0], shared=reuse_port)
 
 
 def with_workers(settings: Settings, workers: int) -> Settings:
@@ -115,16 +130,25 @@ def with_workers(settings: Settings, workers: int) -> Settings:
     return settings.model_copy(update={"server": server})
 
 
-def run_service(settings: Settings, *, workers: int = 1, gateway: bool = True) -> int:
-    """Serve until signalled; with ``workers`` > 1, in that many processes."""
+def run_service(
+    settings: Settings, *, workers: int = 1, gateway: bool = True, handoff: bool = False
+) -> int:
+    """Serve until signalled; with ``workers`` > 1, in that many processes.
+
+    ``handoff`` shares the ports (SO_REUSEPORT) also in one process, and may join a
+    service already listening on them with SO_REUSEPORT (``--handoff`` or ``--workers``):
+    the way to replace it, with a new key or certificate, without refusing a connection.
+    """
     settings = with_workers(settings, workers)
     if workers <= 1:
-        return _run(settings, gateway, reuse_port=False)
+        return _run(settings, gateway, reuse_port=handoff)
     # The workers bind with SO_REUSEPORT, which would also let them join the listeners of
     # another `serve --workers` on the same ports, the kernel then splitting traffic
-    # between two services. A bind without it fails against any listener, so try one first.
-    check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
-    if gateway:
+    # between two services. A bind without it fails against any listener, so try one first,
+    # unless joining is what was asked (a handoff).
+    if not handoff:
+        check_bindable("server.grpc_address", settings.server.grpc_address, reuse_port=False)
+    if gateway and not handoff:
         check_bindable("server.http_address", settings.server.http_address, reuse_port=False)
     # Port 0 would give each worker a free port of its own: N services on N ports.
     server = settings.server.model_copy(
@@ -245,7 +269,9 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
             )
         except RuntimeError as error:
             await service.stop(0)
-            raise cannot_listen("server.grpc_address", address, OSError(str(error))) from None
+            raise cannot_listen(
+                "server.grpc_address", address, OSError(str(error)), shared=reuse_port
+            ) from None
         await _serve_bound(service, settings, gateway, metrics, reuse_port=reuse_port)
     finally:  # also when the port cannot be bound: no directory left behind
         if local_dir is not None:
@@ -283,7 +309,7 @@ async def _serve_bound(
         except OSError as error:
             await service.stop(0)
             raise cannot_listen(
-                "server.http_address", settings.server.http_address, error
+                "server.http_address", settings.server.http_address, error, shared=reuse_port
             ) from None
         scheme = "https" if settings.server.tls else "http"
         announce(f"gateway listening on {scheme}://{listening}")

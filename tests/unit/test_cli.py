@@ -64,16 +64,27 @@ def taken_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
+WITHOUT_HANDOFF = ((), ("already in use", "free port"))
+# A handoff cannot join a listener without SO_REUSEPORT (a serve without --handoff).
+HANDOFF = (("--handoff",), ("does not share it", "without --handoff", "free port"))
+
+
+@pytest.mark.parametrize("handoff", [WITHOUT_HANDOFF, HANDOFF])
 @pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("setting", ["grpc_address", "http_address"])
 def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
-    tmp_path: Path, taken_port: int, setting: str, workers: str
+    tmp_path: Path,
+    taken_port: int,
+    setting: str,
+    workers: str,
+    handoff: tuple[tuple[str, ...], tuple[str, ...]],
 ) -> None:
     """Serving on a port in use is one line naming the setting and address, exit 2."""
+    flags, says = handoff
     address = f"127.0.0.1:{taken_port}"
     config = write_config(tmp_path / "c.toml", **{setting: address})
-    result = run_cli("serve", "--config", str(config), "--workers", workers)
-    assert_clear_error(result, f"server.{setting}", address, "already in use", "free port")
+    result = run_cli("serve", "--config", str(config), "--workers", workers, *flags)
+    assert_clear_error(result, f"server.{setting}", address, *says)
     assert result.stderr.count("already in use") == 1
 
 

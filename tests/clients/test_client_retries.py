@@ -206,3 +206,18 @@ def test_only_unavailable_and_resource_exhausted_are_retryable() -> None:
         retryable = code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert (delay is not None) is retryable
     assert policy.next_delay(code=grpc.StatusCode.UNAVAILABLE, attempt=2, elapsed=0.0) is None
+
+
+async def test_a_call_the_service_dropped_unstarted_is_sent_again_by_grpc(
+    running: RunningService, client: AsyncAmperityClient, fake_sleep: FakeSleep
+) -> None:
+    """CANCELLED before any answer (a stopping service's unstarted call): gRPC resends it."""
+    running.service.unary_failures = [
+        Failure(grpc.StatusCode.CANCELLED, "CANCELLED", "SERVICE_STOPPING")
+    ]
+
+    response = await client.deliver(EVENT)
+
+    assert response.amperity_type == "view_item"
+    assert running.service.calls == ["Deliver", "Deliver"]
+    assert fake_sleep.waits == []  # gRPC's retry (RETRY_DROPPED_CALLS), not the policy's

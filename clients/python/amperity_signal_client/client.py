@@ -8,6 +8,7 @@ readable exceptions of ``amperity_signal_client.errors``.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import (
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_STREAM_IDLE_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "PIPELINE_KEY_METADATA",
+    "RETRY_DROPPED_CALLS",
     "AsyncAmperityClient",
 ]
 
@@ -51,10 +53,36 @@ DEFAULT_STREAM_IDLE_TIMEOUT = 30.0
 DEFAULT_RETRY = RetryPolicy()
 PIPELINE_KEY_METADATA = "x-pipeline-key"
 ChannelOptions = Sequence[tuple[str, Any]]
+RETRY_DROPPED_CALLS = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "datafly.amperity.v1.AmperityService"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["CANCELLED"],
+                },
+            }
+        ]
+    }
+)
+"""gRPC's own retry of a call the service dropped before handling it.
+
+A stopping service (SIGTERM; the old process of a handoff, README "Rotating keys and
+certificates") answers CANCELLED to the calls it had received but not yet started: gRPC
+core drops them at the stop. gRPC retries such a call only while nothing of its answer has
+arrived, and never one the caller cancelled, so it was not handled: the retry reaches the
+process that took over. Measured: 6 to 14 such calls per handoff with 16 calls in flight
+on one channel, none with this.
+"""
 DEFAULT_CHANNEL_OPTIONS: ChannelOptions = (
     ("grpc.primary_user_agent", "amperity-signal-client-python/0.1.0"),
     # Reconnect within seconds of a restarted service rather than grpc's 120 s cap.
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.service_config", RETRY_DROPPED_CALLS),
 )
 
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
@@ -243,7 +271,9 @@ class AsyncAmperityClient:
         target: The service's address, e.g. ``"localhost:50051"``.
         integration_id: The integration to use (an ``[[integrations]]`` id).
         pipeline_key: Or the Datafly pipeline key, sent as ``x-pipeline-key`` metadata.
-        channel_options: gRPC channel options.
+        channel_options: gRPC channel options, in place of ``DEFAULT_CHANNEL_OPTIONS``:
+            keep its ``grpc.service_config`` (``RETRY_DROPPED_CALLS``) to ride out a
+            service's stop or handoff.
         credentials: TLS credentials; the channel is plaintext when None.
         default_timeout: The deadline of each attempt of a unary call, and the longest
             wait for a connection before a DeliverStream is opened, in seconds.

@@ -1,0 +1,131 @@
+"""Rotating a key by handoff: a second ``serve --handoff`` takes the ports, the old one stops.
+
+The procedure of README "Rotating keys and certificates", with real processes and callers
+that keep calling through it: none of their calls fails, and once the old process is gone
+Amperity sees only the new key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from amperity_signal.sandbox.tokens import fingerprint
+from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
+from tests.e2e.stack import Sandbox, Stack, free_port
+from tests.support import mint_keys
+
+pytestmark = pytest.mark.e2e
+# Many calls a second from one address: the gateway's per-client limit would answer 429.
+UNLIMITED = {"rate_limit_per_second": 10_000.0, "rate_limit_burst": 10_000}
+
+
+@dataclass
+class Callers:
+    """Callers that call until stopped; what failed, and what each Deliver sent."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: list[str] = field(default_factory=list)
+    calls: int = 0
+    delivered: list[tuple[str, bool]] = field(default_factory=list)  # (message_id, later)
+    later: bool = False  # set once the old process has exited
+    closed_connections: int = 0
+
+    async def repeat(self, call: Callable[[int], Awaitable[None]]) -> None:
+        """Call ``call`` (with a running count) until stopped, keeping every failure."""
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                await call(n)
+            except (AmperitySignalError, httpx.HTTPError) as error:
+                self.failures.append(f"{type(error).__name__}: {error}")
+            else:
+                self.calls += 1
+
+
+async def requests_since(sandbox: Sandbox, total: int) -> list[dict[str, Any]]:
+    """The requests the sandbox recorded after its first ``total`` ones."""
+    newer = (await sandbox.stats())["total"] - total
+    return await sandbox.requests(limit=newer) if newer else []
+
+
+async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reaches_amperity(
+    stack: Stack,
+) -> None:
+    """Deliver, Enrich and /v1/enrich keep answering through the handoff; then new key only."""
+    sandbox = await stack.sandbox()
+    server = {
+        "grpc_address": f"127.0.0.1:{free_port()}",
+        "http_address": f"127.0.0.1:{free_port()}",
+    }
+    old_keys, new_keys = mint_keys(), mint_keys()
+    old = await stack.service(
+        sandbox, keys=old_keys, server=server, gateway=UNLIMITED, args=("--handoff",)
+    )
+    callers = Callers()
+    client = AsyncAmperityClient(server["grpc_address"], pipeline_key="pk_web")
+    # Keep-alive: the same connections to the old process until it closes them.
+    http = httpx.AsyncClient(base_url=old.http_url, timeout=10)
+
+    async def deliver(n: int) -> None:
+        event = event_from_json({"type": "page", "anonymousId": f"anon_d{n % 8}"})
+        later = callers.later
+        answer = await client.deliver(event)
+        callers.delivered.append((answer.message_id, later))
+
+    async def enrich(n: int) -> None:
+        await client.enrich(event_from_json({"type": "page", "anonymousId": f"anon_e{n}"}))
+
+    async def browser_enrich(n: int) -> None:
+        params = {"provider": "amperity", "anonymous_id": f"anon_b{n % 8}"}
+        headers = {"X-Pipeline-Key": "pk_web"}
+        try:
+            answer = await http.get("/v1/enrich", params=params, headers=headers)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            # The old process closed this idle keep-alive connection as the request left:
+            # nothing was answered, and a browser sends it again on a new connection.
+            callers.closed_connections += 1
+            answer = await http.get("/v1/enrich", params=params, headers=headers)
+        if answer.status_code != 200:
+            callers.failures.append(f"/v1/enrich {answer.status_code}: {answer.text}")
+
+    # Enough calls in flight on one channel that some wait in gRPC core, unstarted, when
+    # the old process stops: it answers those CANCELLED (README: client retries).
+    loops = [*[deliver, enrich] * 6, browser_enrich]
+    tasks = [asyncio.create_task(callers.repeat(loop)) for loop in loops]
+    try:
+        await asyncio.sleep(0.5)
+        await stack.service(
+            sandbox, keys=new_keys, server=server, gateway=UNLIMITED, args=("--handoff",)
+        )
+        old.process.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(old.process.proc.wait(), 15) == 0
+        seen = (await sandbox.stats())["total"]
+        callers.later = True
+        await asyncio.sleep(0.5)
+    finally:
+        callers.stop.set()
+        await asyncio.gather(*tasks)
+        await client.aclose()
+        await http.aclose()
+
+    assert callers.failures == [], callers.failures
+    later = [message_id for message_id, after in callers.delivered if after]
+    assert later, "no Deliver after the old process exited"
+    old_fingerprints = {f"Bearer <fp:{fingerprint(key)}>" for key in vars(old_keys).values()}
+    new_fingerprints = {f"Bearer <fp:{fingerprint(key)}>" for key in vars(new_keys).values()}
+    sent = {str(r["message_id"]): r["headers"] for r in await sandbox.requests()}
+    assert {sent[m]["authorization"] for m in later} == {
+        f"Bearer <fp:{fingerprint(new_keys.ingest)}>"
+    }
+    newer = await requests_since(sandbox, seen)
+    assert newer and {r["headers"]["authorization"] for r in newer} <= new_fingerprints
+    before = {sent[m]["authorization"] for m, after in callers.delivered if not after}
+    assert before & old_fingerprints, "the old process never delivered: nothing was rotated"

@@ -45,6 +45,12 @@ log = logging.getLogger("amperity_signal.server")
 
 # A worker that could not start exits with this (the CLI's exit code for a bad setting).
 EXIT_CANNOT_LISTEN = 2
+NO_RELOAD = (
+    "SIGHUP ignored: serve reads its configuration only at start. To apply a new key, "
+    "certificate or setting without dropping calls, start a second serve --handoff with "
+    "the new configuration and SIGTERM this one once the new one is ready "
+    "(README: Rotating keys and certificates)."
+)
 
 
 class CannotListen(AmperitySignalError):
@@ -193,6 +199,7 @@ def run_service(
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    signal.signal(signal.SIGHUP, _no_reload)
     running = list(processes)
     while running:
         wait([process.sentinel for process in running])
@@ -206,6 +213,11 @@ def run_service(
         # Every worker that failed reports the same address: say it once, as one process.
         raise CannotListen(failures.get())
     return exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
+
+
+def _no_reload(*_: object) -> None:
+    """SIGHUP, by default the end of a process, is a reload elsewhere: say what to do."""
+    log.warning(NO_RELOAD, extra={"pid": os.getpid()})
 
 
 def exit_status(exit_codes: list[int], *, stopped: bool) -> int:
@@ -285,6 +297,9 @@ async def _serve_bound(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # An operator may send SIGHUP expecting a reload; its default action stopped the
+    # service, every call in flight cut. A reload in place is not offered: see NO_RELOAD.
+    loop.add_signal_handler(signal.SIGHUP, _no_reload)
     # Everything built so far (modules, config, blueprints, servicers) lives as long as the
     # process: moved out of the collector's reach, a full collection no longer walks it.
     # Measured: a full collection of the built service took ~50 ms, a pause every RPC in

@@ -129,3 +129,20 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
     assert newer and {r["headers"]["authorization"] for r in newer} <= new_fingerprints
     before = {sent[m]["authorization"] for m, after in callers.delivered if not after}
     assert before & old_fingerprints, "the old process never delivered: nothing was rotated"
+
+
+async def test_sighup_is_logged_as_no_reload_and_the_service_keeps_serving(stack: Stack) -> None:
+    """SIGHUP no longer stops the service: a warning names the rotation procedure instead."""
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox)
+    service.process.proc.send_signal(signal.SIGHUP)
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as http:
+        for _ in range(50):
+            if "SIGHUP ignored" in stack.logs() or service.process.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert service.process.proc.returncode is None, "SIGHUP stopped the service"
+        assert "start a second serve --handoff" in stack.logs()
+        assert (await http.get("/readyz")).status_code == 200
+    service.process.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.proc.wait(), 15) == 0

@@ -3,9 +3,10 @@
  * @datafly/amperity-signal-client: a Promise-based Node.js client of the amperity-signal
  * gRPC service. Deadlines by default (10 s per attempt); UNAVAILABLE and
  * RESOURCE_EXHAUSTED retried with exponential backoff and full jitter, RetryInfo's delay
- * the least wait; failures rejected as AmperitySignalError ("REASON: message", with
- * `code`, `details`, `reason`, `fieldViolations`, `retryAfter`). Struct fields go in and
- * come out as plain objects. deliverMany and watchDeliveries are async iterators over
+ * the least wait; a call a stopping service dropped unstarted (CANCELLED) sent again by
+ * gRPC itself (RETRY_DROPPED_CALLS); failures rejected as AmperitySignalError
+ * ("REASON: message", with `code`, `details`, `reason`, `fieldViolations`, `retryAfter`).
+ * Struct fields go in and come out as plain objects. deliverMany and watchDeliveries are async iterators over
  * the two streaming RPCs.
  */
 
@@ -34,6 +35,23 @@ const PIPELINE_KEY_METADATA = 'x-pipeline-key';
 // What gRPC metadata carries in a text value (grpc-js refuses anything else, its error
 // quoting the whole value: here, the key).
 const METADATA_TEXT = /^[ -~]*$/;
+// gRPC's own retry of a call a stopping service dropped before handling it (CANCELLED:
+// grpc core drops the calls it received but had not started when a server stops, as the
+// old process of a handoff does). gRPC resends a call only while nothing of its answer
+// has arrived and never one the caller cancelled, so it was not handled. README,
+// "Rotating keys and certificates".
+const RETRY_DROPPED_CALLS = JSON.stringify({
+  methodConfig: [{
+    name: [{ service: 'datafly.amperity.v1.AmperityService' }],
+    retryPolicy: {
+      maxAttempts: 3,
+      initialBackoff: '0.05s',
+      maxBackoff: '0.5s',
+      backoffMultiplier: 2,
+      retryableStatusCodes: ['CANCELLED'],
+    },
+  }],
+});
 const LOADER_OPTIONS = Object.freeze({
   keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
 });
@@ -124,6 +142,7 @@ class AmperityClient {
       {
         'grpc.primary_user_agent': 'amperity-signal-client-node/0.1.0',
         'grpc.max_reconnect_backoff_ms': 5000,
+        'grpc.service_config': RETRY_DROPPED_CALLS,
         ...(options.channelOptions || {}),
       },
     );

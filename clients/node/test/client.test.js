@@ -187,6 +187,32 @@ test('INVALID_ARGUMENT rejects at once with reason and field violations', async 
   assert.equal(error.retryable, false);
 });
 
+test('a call a stopping service dropped unstarted (CANCELLED) is sent again by gRPC', async (t) => {
+  let calls = 0;
+  const { server, target } = await startFake({
+    Deliver(call, callback) {
+      calls += 1;
+      if (calls === 1) {
+        callback(failure(1, 'CANCELLED', []));
+        return;
+      }
+      callback(null, { message_id: call.request.event.message_id, amperity_type: 'view_item' });
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const waits = [];
+  const client = new AmperityClient({
+    target, pipelineKey: 'pk_test', sleep: async (ms) => { waits.push(ms); },
+  });
+  t.after(() => client.close());
+
+  const answer = await client.deliver({ type: 'page', anonymousId: 'a-1', messageId: 'm-1' });
+
+  assert.equal(answer.amperity_type, 'view_item');
+  assert.equal(calls, 2);
+  assert.deepEqual(waits, []); // gRPC's retry (RETRY_DROPPED_CALLS), not the client's policy
+});
+
 test('the pipeline key travels as x-pipeline-key and in BrowserProfile', async (t) => {
   const { server, target } = await startFake({
     BrowserProfile(call, callback) {

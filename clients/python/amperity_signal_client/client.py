@@ -1,8 +1,9 @@
 """``AsyncAmperityClient``: the asyncio client of the amperity-signal service.
 
 Every unary call has a deadline (``default_timeout`` per attempt) and is retried on
-UNAVAILABLE / RESOURCE_EXHAUSTED under the ``RetryPolicy``; failures surface as the
-readable exceptions of ``amperity_signal_client.errors``.
+UNAVAILABLE / RESOURCE_EXHAUSTED under the ``RetryPolicy``; a call a stopping service
+dropped unstarted (CANCELLED) gRPC itself sends again (``RETRY_DROPPED_CALLS``); failures
+surface as the readable exceptions of ``amperity_signal_client.errors``.
 """
 
 from __future__ import annotations

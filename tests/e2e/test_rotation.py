@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+import trustme
 
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
@@ -146,3 +151,71 @@ async def test_sighup_is_logged_as_no_reload_and_the_service_keeps_serving(stack
         assert (await http.get("/readyz")).status_code == 200
     service.process.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(service.process.proc.wait(), 15) == 0
+
+
+def served_certificate(address: str, ca: Path) -> bytes:
+    """The certificate (DER) a new TLS connection to ``address`` is shown."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as wrapped,
+    ):
+        certificate = wrapped.getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate
+
+
+async def test_a_certificate_rotated_by_handoff_is_shown_to_new_connections(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A TLS caller keeps calling through the handoff; new connections get the new certificate."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    tables = []
+    for name in ("old", "new"):
+        issued = ca.issue_cert("127.0.0.1")
+        issued.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
+        issued.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        (tmp_path / f"{name}.key").chmod(0o600)
+        tables.append(
+            {
+                "tls_cert_file": str(tmp_path / f"{name}.pem"),
+                "tls_key_file": str(tmp_path / f"{name}.key"),
+            }
+        )
+    sandbox = await stack.sandbox()
+    addresses = {
+        "grpc_address": f"127.0.0.1:{free_port()}",
+        "http_address": f"127.0.0.1:{free_port()}",
+    }
+    old = await stack.service(sandbox, server={**addresses, **tables[0]}, args=("--handoff",))
+    old_certificate = served_certificate(addresses["http_address"], tmp_path / "ca.pem")
+    callers = Callers()
+    trust = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+    client = AsyncAmperityClient(
+        addresses["grpc_address"], pipeline_key="pk_web", credentials=trust
+    )
+
+    async def deliver(n: int) -> None:
+        await client.deliver(event_from_json({"type": "page", "anonymousId": f"anon_t{n % 8}"}))
+
+    tasks = [asyncio.create_task(callers.repeat(deliver)) for _ in range(4)]
+    try:
+        await asyncio.sleep(0.3)
+        await stack.service(sandbox, server={**addresses, **tables[1]}, args=("--handoff",))
+        old.process.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(old.process.proc.wait(), 15) == 0
+        calls = callers.calls
+        await asyncio.sleep(0.3)
+    finally:
+        callers.stop.set()
+        await asyncio.gather(*tasks)
+        await client.aclose()
+
+    assert callers.failures == [], callers.failures
+    assert callers.calls > calls, "no call after the old process exited"
+    for address in addresses.values():
+        certificate = served_certificate(address, tmp_path / "ca.pem")
+        assert certificate != old_certificate
+        assert certificate == ssl.PEM_cert_to_DER_cert((tmp_path / "new.pem").read_text())

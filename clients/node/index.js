@@ -38,8 +38,9 @@ const METADATA_TEXT = /^[ -~]*$/;
 // gRPC's own retry of a call a stopping service dropped before handling it (CANCELLED:
 // grpc core drops the calls it received but had not started when a server stops, as the
 // old process of a handoff does). gRPC resends a call only while nothing of its answer
-// has arrived and never one the caller cancelled, so it was not handled. README,
-// "Rotating keys and certificates".
+// has arrived and never one the caller cancelled. A call the stop's grace period cut off
+// mid-handling is resent too, under the same messageId (every event gets one), which
+// Amperity deduplicates. README, "Rotating keys and certificates".
 const RETRY_DROPPED_CALLS = JSON.stringify({
   methodConfig: [{
     name: [{ service: 'datafly.amperity.v1.AmperityService' }],

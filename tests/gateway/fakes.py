@@ -75,7 +75,9 @@ class Delivered:
 class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     """Knows one pipeline key; visitors it has seen identified get the canned attributes.
 
-    Events named ``fail:<STATUS>`` make Deliver fail with that status and rich details.
+    Events named ``fail:<STATUS>`` make Deliver fail with that status and rich details;
+    one named ``cancelled-once`` is answered CANCELLED the first time its message_id comes,
+    as a stopping service answers a call it had received but not started.
     Its browser consent condition is ``functional``: a visitor whose last RecordConsent did
     not grant it gets ``{}``, as the real service answers with ``browser_consent``.
     """
@@ -95,6 +97,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     watches_ended: bool = False
     watch_called: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once a WatchDeliveries call has reached the fake."""
+    deliver_calls: list[str] = field(default_factory=list)
+    """The message_id of every Deliver call that reached the fake, answered or not."""
 
     def publish(self, record: pb.WatchDeliveriesResponse) -> None:
         """Send ``record`` to every watch subscribed so far, as a delivery would."""
@@ -146,6 +150,9 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
         if metadata.get("x-pipeline-key") != KNOWN_KEY:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no integration uses that key")
         name = request.event.event
+        self.deliver_calls.append(request.event.message_id)
+        if name == "cancelled-once" and self.deliver_calls.count(request.event.message_id) == 1:
+            await context.abort(grpc.StatusCode.CANCELLED, "the service is stopping")
         if name.startswith("fail:"):
             await self._fail(context, grpc.StatusCode[name.removeprefix("fail:")])
         self.delivered.append(Delivered(request, metadata))

@@ -326,6 +326,23 @@ async def test_unknown_key_on_collector_is_404(gateway: httpx.AsyncClient) -> No
     assert response.json()["error"]["code"] == "UNKNOWN_PIPELINE_KEY"
 
 
+async def test_a_call_the_service_dropped_unstarted_is_sent_again(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """CANCELLED with nothing answered (a stopping service's unstarted call): resent, 200.
+
+    A handoff's old process answers so the calls it held but had not started; the gateway's
+    channel lets gRPC resend them, as the shipped clients do, under the same messageId.
+    """
+    body = {**EVENT, "messageId": "m-dropped", "event": "cancelled-once"}
+
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+
+    assert response.status_code == 200, response.text
+    assert service.fake.deliver_calls == ["m-dropped", "m-dropped"]
+    assert [d.request.event.message_id for d in service.fake.delivered] == ["m-dropped"]
+
+
 @pytest.mark.parametrize(
     ("status", "http", "code", "retry_after"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,17 +34,44 @@ from amperity_signal.gateway.routes_api import API_METHODS, ApiEndpoints
 from amperity_signal.gateway.routes_ops import PACKAGED_STATIC_DIR, OpsEndpoints
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _log = logging.getLogger(__name__)
 
 _CLIENT_CLOSED_REQUEST = 499
 
 
+# gRPC's own resend of a call a stopping service answered CANCELLED with nothing else
+# (one it had received but not started: the old process of a handoff, README "Rotating
+# keys and certificates"), as the shipped clients do. Deliver's events carry a messageId
+# (filled in when missing), so a resent one is one event to Amperity.
+_RETRY_DROPPED_CALLS = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": pb.DESCRIPTOR.services_by_name["AmperityService"].full_name}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["CANCELLED"],
+                },
+            }
+        ]
+    }
+)
+
+
 def _channel(target: str, settings: GatewaySettings) -> ChannelFactory:
     """Channels to the service at ``target``: TLS with ``[gateway] service_ca_file``."""
     # Bodies are capped well below this; the margin covers proto overhead.
     limit = max(4 * 1024 * 1024, 4 * settings.max_batch_body_bytes)
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+    options = [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.service_config", _RETRY_DROPPED_CALLS),
+    ]
     tls = settings.service_tls
     if tls is None:
         return lambda: grpc.aio.insecure_channel(target, options=options)

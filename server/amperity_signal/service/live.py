@@ -14,6 +14,10 @@ from typing import Any
 
 from amperity_signal.amperity.models import VendorCall
 
+REPLAYED_METADATA = "x-live-replayed"
+"""The header of a ``WatchDeliveries`` call that says how many of its first records are
+replayed: a gateway merging several processes' watches orders their replays together."""
+
 
 @dataclass(frozen=True)
 class DeliveryRecord:
@@ -150,6 +154,8 @@ class LiveWatch:
         self._subscribers = subscribers
         self._subscriber = subscriber
         self._replayed = deque(replayed)
+        self.replaying = len(replayed)
+        """How many recent records the watch yields first, before live ones."""
 
     def __aiter__(self) -> LiveWatch:
         return self

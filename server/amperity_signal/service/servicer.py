@@ -31,7 +31,7 @@ from amperity_signal.errors import (
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
 from amperity_signal.service.interceptors import pipeline_key_of
-from amperity_signal.service.live import DeliveryRecord, LiveEvents
+from amperity_signal.service.live import REPLAYED_METADATA, DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.status import (
     to_delivery_error,
@@ -383,7 +383,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         async with contextlib.aclosing(watch) as records:
             # Headers at once, not with the first record: a reconnecting client can tell a
             # watch the service took from one still connecting, before anything is delivered.
-            await context.send_initial_metadata(())
+            # They say how many records are replayed, for a gateway merging several watches.
+            await context.send_initial_metadata(((REPLAYED_METADATA, str(watch.replaying)),))
             async for watched in records:
                 response = record_to_proto(watched.record)
                 response.missed_before = min(watched.missed_before, _UINT32_MAX)

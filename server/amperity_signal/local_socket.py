@@ -25,6 +25,8 @@ log = logging.getLogger("amperity_signal.server")
 
 PREFIX = "amperity-signal-grpc-"
 SOCKET_NAME = "grpc.sock"
+MAX_SOCKET_PATH = 107
+"""The longest path (bytes) a Unix socket can be bound at on Linux."""
 
 
 def make_local_socket_dir() -> str:

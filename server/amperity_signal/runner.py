@@ -28,8 +28,9 @@ from amperity_signal.allocator import fix_mmap_threshold
 from amperity_signal.config import Settings
 from amperity_signal.errors import AmperitySignalError, ConfigProblem
 from amperity_signal.gateway.embedded import EmbeddedGateway
+from amperity_signal.gateway.live_merge import worker_socket
 from amperity_signal.gateway.server import split_address
-from amperity_signal.local_socket import SOCKET_NAME, make_local_socket_dir
+from amperity_signal.local_socket import MAX_SOCKET_PATH, SOCKET_NAME, make_local_socket_dir
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
 from amperity_signal.processes import announce
@@ -175,12 +176,16 @@ def run_service(
     # worker imports prometheus_client, so before the workers are spawned.
     metrics_dir = tempfile.mkdtemp(prefix="amperity-signal-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Each worker keeps its own Live Events: each also listens on a Unix socket here, where
+    # every worker's gateway watches them all (gateway/live_merge.py). Mode 700, as the
+    # TLS local socket's, and swept alike when a killed service left it.
+    workers_dir = _workers_dir(workers) if gateway else None
     context = multiprocessing.get_context("spawn")
     failures: SimpleQueue[str] = context.SimpleQueue()
     processes = [
         context.Process(
             target=_worker,
-            args=(settings, gateway, failures, logging.getLogger().level),
+            args=(settings, gateway, failures, logging.getLogger().level, (workers_dir, n)),
             name=f"worker-{n}",
         )
         for n in range(workers)
@@ -209,10 +214,26 @@ def run_service(
                 # The others fail alike, or would serve on with only some of the workers.
                 forward(signal.SIGTERM, None)
     shutil.rmtree(metrics_dir, ignore_errors=True)
+    if workers_dir is not None:
+        shutil.rmtree(workers_dir, ignore_errors=True)
     if not failures.empty():
         # Every worker that failed reports the same address: say it once, as one process.
         raise CannotListen(failures.get())
     return exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
+
+
+def _workers_dir(workers: int) -> str | None:
+    """The directory of the workers' Live Events sockets; None when a path is too long."""
+    directory = make_local_socket_dir()
+    if len(worker_socket(directory, workers - 1).encode()) <= MAX_SOCKET_PATH:
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    log.warning(
+        f"Live Events shows each worker's own deliveries only: the temporary directory "
+        f"{os.path.dirname(directory)} is too long a path for the workers' Unix sockets "
+        f"(at most {MAX_SOCKET_PATH} bytes); set TMPDIR to a shorter one, such as /tmp"
+    )
+    return None
 
 
 def _no_reload(*_: object) -> None:
@@ -244,24 +265,45 @@ def _one_free_port(address: str) -> str:
     return f"{address.rpartition(':')[0]}:{free}"
 
 
-def _worker(settings: Settings, gateway: bool, failures: SimpleQueue[str], log_level: int) -> None:
+def _worker(
+    settings: Settings,
+    gateway: bool,
+    failures: SimpleQueue[str],
+    log_level: int,
+    workers: tuple[str | None, int],
+) -> None:
     # A spawned process starts with no logging configured: without this, its lines would go
     # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
     configure_logging(logging.getLevelName(log_level), secrets=settings.secret_values())
     try:
-        _run(settings, gateway, reuse_port=True, report=False)
+        _run(settings, gateway, reuse_port=True, report=False, workers=workers)
     except CannotListen as error:
         failures.put(error.message)
         sys.exit(EXIT_CANNOT_LISTEN)
 
 
-def _run(settings: Settings, gateway: bool, *, reuse_port: bool, report: bool = True) -> int:
+def _run(
+    settings: Settings,
+    gateway: bool,
+    *,
+    reuse_port: bool,
+    report: bool = True,
+    workers: tuple[str | None, int] = (None, 0),
+) -> int:
+    """Serve in this process; ``workers``: the workers' socket directory and this one's n."""
     fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
-    uvloop.run(_serve(settings, gateway, reuse_port=reuse_port, report=report))
+    uvloop.run(_serve(settings, gateway, reuse_port=reuse_port, report=report, workers=workers))
     return 0
 
 
-async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report: bool) -> None:
+async def _serve(
+    settings: Settings,
+    gateway: bool,
+    *,
+    reuse_port: bool,
+    report: bool,
+    workers: tuple[str | None, int],
+) -> None:
     metrics = Metrics()
     address = settings.server.grpc_address
     check_bindable("server.grpc_address", address, reuse_port=reuse_port)
@@ -273,25 +315,35 @@ async def _serve(settings: Settings, gateway: bool, *, reuse_port: bool, report:
     # socket in a directory of this process's own (mode 700), not the TLS port.
     tls_streams = gateway and settings.server.tls is not None
     local_dir = make_local_socket_dir() if tls_streams else None
+    workers_dir, n = workers
     try:
         try:
             service.listen(
                 settings.server,
                 local_socket=f"{local_dir}/{SOCKET_NAME}" if local_dir else None,
+                worker_socket=worker_socket(workers_dir, n) if workers_dir else None,
             )
         except RuntimeError as error:
             await service.stop(0)
             raise cannot_listen(
                 "server.grpc_address", address, OSError(str(error)), shared=reuse_port
             ) from None
-        await _serve_bound(service, settings, gateway, metrics, reuse_port=reuse_port)
+        await _serve_bound(
+            service, settings, gateway, metrics, reuse_port=reuse_port, workers_dir=workers_dir
+        )
     finally:  # also when the port cannot be bound: no directory left behind
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
 
 
 async def _serve_bound(
-    service: Service, settings: Settings, gateway: bool, metrics: Metrics, *, reuse_port: bool
+    service: Service,
+    settings: Settings,
+    gateway: bool,
+    metrics: Metrics,
+    *,
+    reuse_port: bool,
+    workers_dir: str | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -318,6 +370,7 @@ async def _serve_bound(
             channel_factory=service.in_process_channel,
             metrics=metrics,
             reuse_port=reuse_port,
+            workers_dir=workers_dir,
         )
         try:
             listening = await http.start()

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tests.e2e.stack import Service, Stack, free_port
 from tests.support import message_id
 
 pytestmark = pytest.mark.e2e
+ADMIN_TOKEN = "adm-3e9d51c07b2a4f86-workers"
 DELIVERIES = re.compile(
     r'^amperity_signal_deliveries_total\{[^}]*outcome="delivered"[^}]*\} (\S+)$'
 )
@@ -171,3 +174,91 @@ async def test_two_workers_show_one_cache_hit_ratio_of_their_summed_counters(
     assert len(ratios) == len(expected) and shown == expected, text
     service.process.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+
+
+def deliveries_by_worker(tmpdir: Path) -> list[float]:
+    """How many events each worker has delivered, from its counter file under ``tmpdir``."""
+    return [
+        sum(
+            sample.value
+            for family in metrics
+            for sample in family.samples
+            if sample.name == "amperity_signal_deliveries_total"
+        )
+        for metrics in counters_by_worker(tmpdir)
+    ]
+
+
+async def deliver_until_both_workers_have(grpc_address: str, tmpdir: Path) -> list[str]:
+    """Deliver on fresh connections until each worker has delivered one more; their ids."""
+    before = deliveries_by_worker(tmpdir) or [0.0, 0.0]
+    delivered = []
+    for n in range(40):
+        async with stub_on_new_connection(grpc_address) as stub:
+            event = pb.Event(message_id=message_id(), type="page", anonymous_id=f"anon_l{n}")
+            await stub.Deliver(pb.DeliverRequest(integration_id="web", event=event), timeout=10)
+        delivered.append(event.message_id)
+        now = deliveries_by_worker(tmpdir)
+        if len(now) == 2 and all(a > b for a, b in zip(now, before, strict=True)):
+            return delivered
+    pytest.fail(f"the kernel gave every connection to one worker: {before} -> {now}")
+
+
+async def stream_until(lines: AsyncIterator[str], wanted: set[str]) -> None:
+    """Read a Live Events stream until it has shown a `delivery` of every id in ``wanted``."""
+    missing = set(wanted)
+    event = ""
+    async for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == "delivery":
+            missing.discard(json.loads(line.removeprefix("data: "))["message_id"])
+            if not missing:
+                return
+
+
+def made(tmpdir: Path, pattern: str) -> list[Path]:
+    """What the service made under ``tmpdir`` besides its metrics files' directory."""
+    return [p for p in tmpdir.glob(pattern) if not p.name.startswith("amperity-signal-metrics-")]
+
+
+async def test_live_events_shows_every_workers_deliveries(stack: Stack) -> None:
+    """Under --workers 2 one /live/stream replays, then streams, what both workers delivered.
+
+    Each worker keeps its own Live Events; the gateway that answers the stream watches
+    every worker's socket, so which worker the kernel gives the page does not matter.
+    """
+    sandbox = await stack.sandbox()
+    grpc_address = f"127.0.0.1:{free_port()}"
+    # A short TMPDIR: the workers' metrics files show who delivered, and their sockets'
+    # paths stay within a Unix socket's 107 bytes.
+    tmpdir = Path(tempfile.mkdtemp(prefix="lv", dir="/tmp"))
+    try:
+        service = await stack.service(
+            sandbox,
+            server={"grpc_address": grpc_address, "admin_token": ADMIN_TOKEN},
+            args=("--workers", "2"),
+            env={"TMPDIR": str(tmpdir)},
+        )
+        await two_workers_up(service)
+        replayed = await deliver_until_both_workers_have(grpc_address, tmpdir)
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with (
+            httpx.AsyncClient(base_url=service.http_url, timeout=10) as http,
+            http.stream("GET", "/live/stream?replay=100", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            lines = response.aiter_lines()
+            await asyncio.wait_for(stream_until(lines, set(replayed)), 5)
+            live = await deliver_until_both_workers_have(grpc_address, tmpdir)
+            await asyncio.wait_for(stream_until(lines, set(live)), 5)
+        assert sorted(path.name for path in made(tmpdir, "*/worker-*.sock")) == [
+            "worker-0.sock",
+            "worker-1.sock",
+        ]
+        service.process.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+        # The parent removes the workers' socket directory as it stops.
+        assert made(tmpdir, "*") == []
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -73,3 +73,20 @@ def test_a_running_process_keeps_its_directory_before_it_binds(parent: Path) -> 
     starting.mkdir(mode=0o700)
     assert remove_stale_dirs(str(parent)) == 0
     assert starting.exists()
+
+
+def test_workers_skip_their_live_events_sockets_when_the_temp_path_is_too_long(
+    parent: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long TMPDIR would fail every worker's bind: they serve, each showing its own."""
+    from amperity_signal import runner
+
+    deep = parent / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert runner._workers_dir(2) is None
+    assert list(deep.iterdir()) == []
+    assert "set TMPDIR to a shorter one" in caplog.text
+    monkeypatch.setattr(tempfile, "tempdir", str(parent))
+    directory = runner._workers_dir(2)
+    assert directory is not None and Path(directory).parent == parent

@@ -27,6 +27,7 @@ from amperity_signal.gateway.errors import (
     http_status_error,
 )
 from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
+from amperity_signal.gateway.live_merge import WorkerWatches
 from amperity_signal.gateway.middleware import GatewayMiddleware
 from amperity_signal.gateway.openapi import openapi_document
 from amperity_signal.gateway.ratelimit import TokenBuckets
@@ -141,6 +142,7 @@ def create_gateway_app(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     metrics: Metrics | None = None,
     multiprocess_dir: str | None = None,
+    workers_dir: str | None = None,
 ) -> Starlette:
     """Build the gateway app.
 
@@ -158,6 +160,8 @@ def create_gateway_app(
         metrics: Where request latency by route and status is recorded and what
             ``/metrics`` exposes: the service's when embedded; None makes the gateway's own.
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
+        workers_dir: Where ``serve --workers`` workers listen on Unix sockets: Live Events
+            then watches them all (``live_merge``), not only the worker ``client`` reaches.
 
     Returns:
         The Starlette app; its lifespan closes the gRPC channel, and
@@ -180,7 +184,10 @@ def create_gateway_app(
         before_scrape=metrics.refresh_key_expiry,
     )
     # The operator page is part of the package, whatever serves the demo.
-    live = LiveEndpoints(client, settings, PACKAGED_STATIC_DIR, now=now)
+    workers = WorkerWatches(workers_dir, settings.rpc_timeout) if workers_dir else None
+    live = LiveEndpoints(
+        client, settings, PACKAGED_STATIC_DIR, now=now, watch=workers.watch if workers else None
+    )
     buckets = TokenBuckets(
         settings.rate_limit_per_second,
         settings.rate_limit_burst,

@@ -7,7 +7,7 @@ the gateway can run in its own process, next to or far from the service.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -15,6 +15,7 @@ import grpc.aio
 from google.protobuf import json_format, timestamp_pb2
 
 from amperity_signal.service.convert import struct_to_dict
+from amperity_signal.service.live import REPLAYED_METADATA
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -138,11 +139,35 @@ class ServiceClient:
         try:
             await call.initial_metadata()
             subscribed()
-            async for record in call:
-                data = json_format.MessageToDict(record, preserving_proto_field_name=True)
-                yield struct_number(data)
+            async for record in _records(call):
+                yield record
         finally:
             call.cancel()
+
+    async def open_watch(
+        self, integration_id: str, replay: int
+    ) -> tuple[int, AsyncGenerator[dict[str, Any]]]:
+        """A watch the service has taken: how many records it replays, and its records.
+
+        The replayed records come first; the records are as ``watch_deliveries`` gives
+        them, and closing them cancels the RPC.
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
+        call = self._service().WatchDeliveries(request)
+        try:
+            count = dict(await call.initial_metadata() or ()).get(REPLAYED_METADATA)
+            if call.done():  # refused: its status came with the headers
+                async for _ in call:
+                    pass  # raises the refusal
+            if not (isinstance(count, str) and count.isdigit()):
+                count = "0"  # a service that does not say: its records are all live ones
+        except BaseException:
+            call.cancel()
+            raise
+        return int(count), _cancelling(call)
 
     async def ready(self) -> bool:
         """Whether the service's gRPC health check answers SERVING."""
@@ -162,3 +187,19 @@ class ServiceClient:
         except grpc.aio.AioRpcError:
             return False
         return bool(response.status == health.HealthCheckResponse.SERVING)
+
+
+async def _records(call: Any) -> AsyncIterator[dict[str, Any]]:
+    """A ``WatchDeliveries`` call's records as JSON-ready dicts (proto field names)."""
+    async for record in call:
+        data = json_format.MessageToDict(record, preserving_proto_field_name=True)
+        yield struct_number(data)
+
+
+async def _cancelling(call: Any) -> AsyncGenerator[dict[str, Any]]:
+    """``_records(call)``, the call cancelled however their reading ends."""
+    try:
+        async for record in _records(call):
+            yield record
+    finally:
+        call.cancel()

@@ -34,6 +34,8 @@ class EmbeddedGateway:
             there and ``/metrics`` exposes them all; None gives the gateway its own.
         static_dir: Where the demo and browser client live (the packaged copy by default).
         gateway_settings: Overrides the settings derived from ``settings``.
+        workers_dir: Under ``serve --workers``, where every worker's Unix socket is: Live
+            Events shows the deliveries of them all.
     """
 
     def __init__(
@@ -46,7 +48,9 @@ class EmbeddedGateway:
         static_dir: Path | None = None,
         gateway_settings: GatewaySettings | None = None,
         reuse_port: bool = False,
+        workers_dir: str | None = None,
     ) -> None:
+        self._workers_dir = workers_dir
         self._address = settings.server.http_address
         self._reuse_port = reuse_port
         self._settings = gateway_settings or GatewaySettings.from_settings(settings)
@@ -68,6 +72,7 @@ class EmbeddedGateway:
             static_dir=self._static_dir,
             metrics=self._metrics,
             multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            workers_dir=self._workers_dir,
         )
         self._server = gateway_server(app, self._settings)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))

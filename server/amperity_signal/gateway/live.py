@@ -51,6 +51,9 @@ _PAGE_HEADERS = {
 }
 _Item = dict[str, Any] | GatewayError | None
 """What waits for a stream's page: a record, the error that ends it, or its end."""
+Watch = Callable[[str, int, Callable[[], None]], AsyncIterator[dict[str, Any]]]
+"""``watch(integration_id, replay, subscribed)``: a stream's records, as
+``ServiceClient.watch_deliveries`` gives them."""
 LIVE_ASSETS = {
     "live.js": "text/javascript; charset=utf-8",
     "live.css": "text/css; charset=utf-8",
@@ -117,6 +120,8 @@ class LiveEndpoints:
         static_dir: Where ``live.html``, ``live.js`` and ``live.css`` live.
         heartbeat: Seconds between SSE comments that keep idle proxies from hanging up.
         now: The current UTC time, against which session cookies expire.
+        watch: What feeds a stream instead of ``client.watch_deliveries`` (same arguments):
+            under ``serve --workers``, every worker's watch merged (``live_merge``).
     """
 
     def __init__(
@@ -126,9 +131,11 @@ class LiveEndpoints:
         static_dir: Path,
         heartbeat: float = 15.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        watch: Watch | None = None,
     ) -> None:
         self._now = now
-        self._client = client
+        self._watch = watch or client.watch_deliveries
         self._token = settings.admin_token
         self._secrets = tuple(sorted(settings.redact, key=len, reverse=True))
         self._replay = settings.live_replay
@@ -296,7 +303,7 @@ class LiveEndpoints:
 
         async def pump() -> None:
             try:
-                watch = self._client.watch_deliveries(integration_id, replay, subscribed.set)
+                watch = self._watch(integration_id, replay, subscribed.set)
                 async for record in watch:
                     await queue.put(record)
             except grpc.aio.AioRpcError as error:

@@ -100,14 +100,25 @@ class Service:
     calls: CallsInFlight = field(default_factory=CallsInFlight)
     local_socket: str | None = None
 
-    def listen(self, settings: ServerSettings, *, local_socket: str | None = None) -> None:
+    def listen(
+        self,
+        settings: ServerSettings,
+        *,
+        local_socket: str | None = None,
+        worker_socket: str | None = None,
+    ) -> None:
         """Bind ``settings.grpc_address``: with TLS when configured, else plaintext.
 
         ``local_socket`` (a path) also binds a Unix socket that only this machine's
         connections reach (gRPC's local credentials): the in-process channel's streaming
         calls go there when the port speaks TLS, or mutual TLS this process holds no
         client certificate for. Keep it in a directory only the service's user can enter.
+        ``worker_socket`` binds such a socket with or without TLS: under ``serve
+        --workers``, where every worker's gateway watches this worker's Live Events.
         """
+        if worker_socket is not None:
+            local = grpc.local_server_credentials(grpc.LocalConnectionType.UDS)
+            self.server.add_secure_port(f"unix:{worker_socket}", local)
         tls = settings.tls
         if tls is None:
             self.port = self.server.add_insecure_port(settings.grpc_address)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,11 +25,12 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 1
 
 
-def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
+def blueprint_problems(settings: Settings, config: str) -> list[ConfigProblem]:
     """Compile every integration's blueprint (its vertical plus its overrides).
 
     The configuration's own checks see each field alone; whether a handler's ``use`` names
     a mapping set the vertical defines is only known once the two are compiled together.
+    ``config`` is the file the settings came from, named in the fix's commands.
     """
     from amperity_signal.blueprint import BlueprintError, load_blueprint
 
@@ -37,14 +39,20 @@ def blueprint_problems(settings: Settings) -> list[ConfigProblem]:
         try:
             load_blueprint(integration.vertical, integration.blueprint)
         except BlueprintError as error:
+            # The integration's own blueprint cannot be shown until its overrides compile
+            # (`blueprint show --config` stops at this same error): the preset is what says
+            # which handlers and mapping sets they may name, the integration's is the check.
             problems.append(
                 ConfigProblem(
                     f"integrations[{index}].blueprint",
                     f"integration {integration.id!r} (vertical {integration.vertical!r}): "
                     f"{error.message}.",
                     "change the overrides as the message says; `amperity-signal blueprint "
-                    f"show --vertical {integration.vertical}` prints the preset's handlers "
-                    "and mapping sets.",
+                    f"show --vertical {integration.vertical}` prints the handlers and mapping "
+                    "sets of the preset they apply to, and once they compile, "
+                    f"`amperity-signal blueprint show --config {shlex.quote(config)} "
+                    f"--integration {shlex.quote(integration.id)}` prints the integration's "
+                    "blueprint as the service compiles it.",
                 )
             )
     return problems
@@ -67,7 +75,7 @@ def redis_problems(settings: Settings) -> list[ConfigProblem]:
 
 def _load_checked_settings(path: str) -> Settings:
     settings = load_settings(path)
-    problems = blueprint_problems(settings) + redis_problems(settings)
+    problems = blueprint_problems(settings, path) + redis_problems(settings)
     if problems:
         raise ConfigError(problems, source=path)
     return settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -109,6 +110,25 @@ def test_check_config_compiles_each_integrations_blueprint(tmp_path: Path) -> No
     result = run_cli("check-config", "--config", str(config))
     assert_clear_error(result, "integrations[0].blueprint", "'web'", "'nope'", "Fix:")
     assert "config OK" not in result.stdout
+
+
+def test_check_configs_blueprint_fix_names_the_integrations_show_command(tmp_path: Path) -> None:
+    """The fix names `blueprint show` with this config and integration, a command that works.
+
+    The path has a space: the command is quoted as a shell reads it. Once the overrides
+    compile, the command the fix printed shows the integration's blueprint.
+    """
+    config = write_config(tmp_path / "my config.toml", blueprint=BAD_OVERRIDES)
+    result = run_cli("check-config", "--config", str(config))
+    assert_clear_error(result, "`amperity-signal blueprint show --vertical retail`")
+    command = f"amperity-signal blueprint show --config '{config}' --integration web"
+    assert f"`{command}`" in result.stderr, result.stderr
+
+    fixed = {"handlers": {"custom": {"type": "custom", "events": ["A"], "use": []}}}
+    write_config(config, blueprint=fixed)
+    shown = run_cli(*shlex.split(command)[1:])
+    assert shown.returncode == 0, shown.stderr
+    assert "custom" in shown.stdout
 
 
 def test_check_config_warns_of_a_no_proxy_entry_that_is_no_range(tmp_path: Path) -> None:

@@ -6,22 +6,17 @@ local credentials instead (``Service.listen``). Those credentials check nothing 
 connection is a Unix socket's, so what guards it is the directory: ``mkdtemp`` makes it
 mode 700, and only the service's user (and root, who can read its key anyway) can connect.
 
-``serve`` removes the directory when it stops, but a service killed with SIGKILL (the
-OOM killer, a container runtime's timeout) cannot: each start therefore first removes the
-directories of this user's services that are gone, so that crashes leave no pile in /tmp.
+``serve`` removes the directory when it stops; one a SIGKILL left is removed by a later start
+(``pid_dirs``) once its process is gone and nothing answers on its socket.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import shutil
 import socket
-import stat
-import tempfile
 
-log = logging.getLogger("amperity_signal.server")
+from amperity_signal.pid_dirs import PidDirs
 
 PREFIX = "amperity-signal-grpc-"
 SOCKET_NAME = "grpc.sock"
@@ -29,69 +24,33 @@ MAX_SOCKET_PATH = 107
 """The longest path (bytes) a Unix socket can be bound at on Linux."""
 
 
-def make_local_socket_dir() -> str:
-    """A new directory (mode 700) for one process's local socket, after a sweep of stale ones.
+def _answers(directory: str) -> bool:
+    """Whether a server listens on any socket in ``directory`` (none there: no).
 
-    Its name carries the process id, so a later start can tell a dead owner's from a live one.
+    The TLS local socket (``grpc.sock``) or the workers' Live Events sockets
+    (``worker-<n>.sock``, in a directory the ``--workers`` parent made): a worker its killed
+    parent left serving keeps them. A service in another PID namespace sharing $TMPDIR (its
+    pid unknown here) keeps its own.
     """
-    parent = tempfile.gettempdir()
-    removed = remove_stale_dirs(parent)
-    if removed:
-        log.info(
-            f"removed {removed} local socket director{'y' if removed == 1 else 'ies'} that "
-            f"stopped services left in {parent}"
-        )
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
-
-
-def remove_stale_dirs(parent: str) -> int:
-    """Remove this user's local socket directories in ``parent`` whose service is gone.
-
-    Gone: the process named in the directory's name no longer runs and nothing answers on
-    its socket, so a service in another PID namespace sharing ``parent`` keeps its own. A
-    name without a process id is not one this module makes, and is left. Returns how many
-    were removed.
-    """
-    removed = 0
     try:
-        entries = list(os.scandir(parent))
+        names = [name for name in os.listdir(directory) if name.endswith(".sock")]
     except OSError:
-        return 0
-    for entry in entries:
-        if entry.name.startswith(PREFIX) and _is_stale(entry):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed += not os.path.lexists(entry.path)
-    return removed
+        return True  # what cannot be listed is kept
+    return any(_listening(os.path.join(directory, name)) for name in names)
 
 
-def _is_stale(entry: os.DirEntry[str]) -> bool:
-    try:
-        info = entry.stat(follow_symlinks=False)
-    except OSError:
-        return False
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        return False
-    pid_text, dash, _ = entry.name.removeprefix(PREFIX).partition("-")
-    if not (dash and pid_text.isdigit()) or _runs(int(pid_text)):
-        return False  # not a name this module makes, or its process still runs
-    return not _answers(os.path.join(entry.path, SOCKET_NAME))
-
-
-def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process of that id: not ours to judge
-    return True
-
-
-def _answers(path: str) -> bool:
-    """Whether a server listens on the Unix socket ``path`` (a missing one does not)."""
+def _listening(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(path)
         except OSError as error:
             return error.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     return True
+
+
+LOCAL_SOCKET_DIRS = PidDirs(PREFIX, "local socket", in_use=_answers)
+
+
+def make_local_socket_dir() -> str:
+    """A new directory (mode 700) for one process's local socket, after a sweep of stale ones."""
+    return LOCAL_SOCKET_DIRS.make()

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
 
@@ -33,6 +32,7 @@ from amperity_signal.gateway.server import split_address
 from amperity_signal.local_socket import MAX_SOCKET_PATH, SOCKET_NAME, make_local_socket_dir
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
+from amperity_signal.pid_dirs import PidDirs, runs
 from amperity_signal.processes import announce
 from amperity_signal.service.app import (
     Deps,
@@ -174,7 +174,7 @@ def run_service(
     # Workers write their metrics to files in one directory and whichever worker answers
     # /metrics sums them (prometheus-client's multiprocess mode). It must be set before a
     # worker imports prometheus_client, so before the workers are spawned.
-    metrics_dir = tempfile.mkdtemp(prefix="amperity-signal-metrics-")
+    metrics_dir = METRICS_DIRS.make()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Each worker keeps its own Live Events: each also listens on a Unix socket here, where
     # every worker's gateway watches them all (gateway/live_merge.py). Mode 700, as the
@@ -234,6 +234,26 @@ def _workers_dir(workers: int) -> str | None:
         f"(at most {MAX_SOCKET_PATH} bytes); set TMPDIR to a shorter one, such as /tmp"
     )
     return None
+
+
+def _workers_write(directory: str) -> bool:
+    """Whether a process named by one of the metrics files in ``directory`` still runs.
+
+    prometheus-client names each process's files ``{kind}_{pid}.db``. Nothing ends the
+    workers of a parent killed with SIGKILL: they serve on, writing there, and keep the
+    directory (whatever cannot be listed is kept too).
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return True
+    pids = {name.removesuffix(".db").rpartition("_")[2] for name in names if name.endswith(".db")}
+    return any(pid.isdigit() and runs(int(pid)) for pid in pids)
+
+
+# The workers' metrics files: the parent's pid in the name, swept once it and every worker
+# that wrote there are gone (a reused pid only delays the removal).
+METRICS_DIRS = PidDirs("amperity-signal-metrics-", "metrics", in_use=_workers_write)
 
 
 def _no_reload(*_: object) -> None:

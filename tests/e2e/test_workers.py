@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -262,3 +263,49 @@ async def test_live_events_shows_every_workers_deliveries(stack: Stack) -> None:
         assert made(tmpdir, "*") == []
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def metrics_dirs(tmpdir: Path) -> list[Path]:
+    """The workers' metrics directories in ``tmpdir``."""
+    return sorted(tmpdir.glob("amperity-signal-metrics-*"))
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux: its workers and multiprocessing's tracker)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_a_start_removes_the_metrics_directory_a_killed_service_left(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the metrics directory; a later start removes it once no worker runs.
+
+    A parent killed alone leaves its workers serving, writing there: the next start keeps
+    it, and removes it only after they are killed too, while the live service's stays.
+    """
+    sandbox = await stack.sandbox()
+    env = {"TMPDIR": str(tmp_path)}
+    killed = await stack.service(sandbox, args=("--workers", "2"), env=env)
+    await two_workers_up(killed)
+    [left] = metrics_dirs(tmp_path)
+    children = children_of(killed.process.pid)
+    writers = {int(path.stem.rpartition("_")[2]) for path in left.glob("*.db")}
+    assert len(writers) == 2 and writers <= set(children)  # files named for the workers
+    await killed.process.stop(signal.SIGKILL)  # the parent alone
+
+    live = await stack.service(sandbox, args=("--workers", "2"), env=env)
+    await two_workers_up(live)
+    assert left.exists() and len(metrics_dirs(tmp_path)) == 2  # its workers still write
+
+    for pid in children:  # now what a kill of its process group also ends
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    third = await stack.service(sandbox, args=("--workers", "2"), env=env)
+    await two_workers_up(third)
+    assert not left.exists() and len(metrics_dirs(tmp_path)) == 2
+    assert "removed 1 metrics directory that stopped services left in" in (
+        third.process.log.read_text()
+    )
+    for service in (live, third):
+        assert await service.process.stop() == 0
+    assert metrics_dirs(tmp_path) == []

@@ -20,6 +20,7 @@ import socket
 import sys
 from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
+from typing import NamedTuple
 
 import uvloop
 
@@ -185,7 +186,13 @@ def run_service(
     processes = [
         context.Process(
             target=_worker,
-            args=(settings, gateway, failures, logging.getLogger().level, (workers_dir, n)),
+            args=(
+                settings,
+                gateway,
+                failures,
+                logging.getLogger().level,
+                Place(workers_dir, n, os.getpid()),
+            ),
             name=f"worker-{n}",
         )
         for n in range(workers)
@@ -285,12 +292,50 @@ def _one_free_port(address: str) -> str:
     return f"{address.rpartition(':')[0]}:{free}"
 
 
+class Place(NamedTuple):
+    """Where a process stands among ``serve --workers N``; the default: serving alone.
+
+    Attributes:
+        dir: The workers' Live Events socket directory (``_workers_dir``), if any.
+        n: This worker's number.
+        parent: The ``serve --workers`` process that started it.
+    """
+
+    dir: str | None = None
+    n: int = 0
+    parent: int | None = None
+
+
+ALONE = Place()
+"""A process serving by itself (``serve`` without ``--workers``)."""
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that its ``serve --workers`` parent still runs."""
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Stop this worker, gracefully, once the parent that started it is gone.
+
+    A parent killed with SIGKILL (the OOM killer, ``kill -9``) forwards no signal: its
+    workers would serve on, unsupervised, holding the ports, so that a restart fails
+    ("already in use") or, with ``--handoff``, joins them. The kernel gives an orphan a new
+    parent, which is what is checked.
+    """
+    while not stop.is_set():
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:
+            log.warning(
+                "the serve --workers process that started this worker is gone; stopping",
+                extra={"pid": os.getpid(), "parent_pid": parent},
+            )
+            stop.set()
+
+
 def _worker(
     settings: Settings,
     gateway: bool,
     failures: SimpleQueue[str],
     log_level: int,
-    workers: tuple[str | None, int],
+    workers: Place,
 ) -> None:
     # A spawned process starts with no logging configured: without this, its lines would go
     # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
@@ -308,9 +353,9 @@ def _run(
     *,
     reuse_port: bool,
     report: bool = True,
-    workers: tuple[str | None, int] = (None, 0),
+    workers: Place = ALONE,
 ) -> int:
-    """Serve in this process; ``workers``: the workers' socket directory and this one's n."""
+    """Serve in this process; ``workers``: where it stands among ``--workers`` (``Place``)."""
     fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
     uvloop.run(_serve(settings, gateway, reuse_port=reuse_port, report=report, workers=workers))
     return 0
@@ -322,7 +367,7 @@ async def _serve(
     *,
     reuse_port: bool,
     report: bool,
-    workers: tuple[str | None, int],
+    workers: Place,
 ) -> None:
     metrics = Metrics()
     address = settings.server.grpc_address
@@ -335,13 +380,13 @@ async def _serve(
     # socket in a directory of this process's own (mode 700), not the TLS port.
     tls_streams = gateway and settings.server.tls is not None
     local_dir = make_local_socket_dir() if tls_streams else None
-    workers_dir, n = workers
+    workers_dir = workers.dir
     try:
         try:
             service.listen(
                 settings.server,
                 local_socket=f"{local_dir}/{SOCKET_NAME}" if local_dir else None,
-                worker_socket=worker_socket(workers_dir, n) if workers_dir else None,
+                worker_socket=worker_socket(workers_dir, workers.n) if workers_dir else None,
             )
         except RuntimeError as error:
             await service.stop(0)
@@ -349,7 +394,13 @@ async def _serve(
                 "server.grpc_address", address, OSError(str(error)), shared=reuse_port
             ) from None
         await _serve_bound(
-            service, settings, gateway, metrics, reuse_port=reuse_port, workers_dir=workers_dir
+            service,
+            settings,
+            gateway,
+            metrics,
+            reuse_port=reuse_port,
+            workers_dir=workers_dir,
+            parent=workers.parent,
         )
     finally:  # also when the port cannot be bound: no directory left behind
         if local_dir is not None:
@@ -364,11 +415,13 @@ async def _serve_bound(
     *,
     reuse_port: bool,
     workers_dir: str | None = None,
+    parent: int | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    orphaned = None if parent is None else asyncio.create_task(_stop_when_orphaned(parent, stop))
     # An operator may send SIGHUP expecting a reload; its default action stopped the
     # service, every call in flight cut. A reload in place is not offered: see NO_RELOAD.
     loop.add_signal_handler(signal.SIGHUP, _no_reload)
@@ -402,6 +455,8 @@ async def _serve_bound(
         scheme = "https" if settings.server.tls else "http"
         announce(f"gateway listening on {scheme}://{listening}")
     await stop.wait()
+    if orphaned is not None:
+        orphaned.cancel()
     log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
     await service.health.enter_graceful_shutdown()
     if http is not None:

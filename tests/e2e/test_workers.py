@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -20,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from amperity_signal.pid_dirs import runs
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.e2e.stack import Service, Stack, free_port
@@ -275,13 +275,14 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-async def test_a_start_removes_the_metrics_directory_a_killed_service_left(
+async def test_workers_stop_when_their_parent_is_killed_and_a_start_sweeps_their_directory(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """SIGKILL leaves the metrics directory; a later start removes it once no worker runs.
+    """A parent killed alone: its workers stop by themselves; the next start sweeps its files.
 
-    A parent killed alone leaves its workers serving, writing there: the next start keeps
-    it, and removes it only after they are killed too, while the live service's stays.
+    SIGKILL forwards nothing, so the workers notice their parent is gone (``runner``:
+    ``_stop_when_orphaned``) and stop gracefully, leaving the metrics directory the parent
+    would have removed; a later start removes it, and its own is removed at its stop.
     """
     sandbox = await stack.sandbox()
     env = {"TMPDIR": str(tmp_path)}
@@ -293,19 +294,21 @@ async def test_a_start_removes_the_metrics_directory_a_killed_service_left(
     assert len(writers) == 2 and writers <= set(children)  # files named for the workers
     await killed.process.stop(signal.SIGKILL)  # the parent alone
 
-    live = await stack.service(sandbox, args=("--workers", "2"), env=env)
-    await two_workers_up(live)
-    assert left.exists() and len(metrics_dirs(tmp_path)) == 2  # its workers still write
+    for _ in range(300):  # up to 30 s; old code: they serve on, unsupervised
+        if not any(runs(pid) for pid in writers):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"the killed parent's workers {sorted(writers)} still run")
+    stopping = killed.process.log.read_text().count("that started this worker is gone")
+    assert stopping == 2
+    assert left.exists()  # nobody removed it
 
-    for pid in children:  # now what a kill of its process group also ends
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    third = await stack.service(sandbox, args=("--workers", "2"), env=env)
-    await two_workers_up(third)
-    assert not left.exists() and len(metrics_dirs(tmp_path)) == 2
+    later = await stack.service(sandbox, args=("--workers", "2"), env=env)
+    await two_workers_up(later)
+    assert not left.exists() and len(metrics_dirs(tmp_path)) == 1
     assert "removed 1 metrics directory that stopped services left in" in (
-        third.process.log.read_text()
+        later.process.log.read_text()
     )
-    for service in (live, third):
-        assert await service.process.stop() == 0
+    assert await later.process.stop() == 0
     assert metrics_dirs(tmp_path) == []

@@ -149,7 +149,7 @@ _GATEWAY_WITHOUT_CA = ConfigProblem(
 def gateway(args: argparse.Namespace) -> int:
     """Run the HTTP gateway as its own process, talking to the service over gRPC."""
     from amperity_signal.gateway import run_gateway, settings_from_config
-    from amperity_signal.runner import check_bindable
+    from amperity_signal.listening import check_bindable
 
     settings = load_settings(args.config)
     if settings.server.tls is not None and settings.gateway.service_ca_file is None:

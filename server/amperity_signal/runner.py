@@ -9,31 +9,26 @@ the new one starts, the old one is stopped (README, "Rotating keys and certifica
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sys
 from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
-from typing import NamedTuple
 
 import uvloop
 
 from amperity_signal.allocator import fix_mmap_threshold
 from amperity_signal.config import Settings
-from amperity_signal.errors import AmperitySignalError, ConfigProblem
 from amperity_signal.gateway.embedded import EmbeddedGateway
 from amperity_signal.gateway.live_merge import worker_socket
-from amperity_signal.gateway.server import split_address
-from amperity_signal.local_socket import MAX_SOCKET_PATH, SOCKET_NAME, make_local_socket_dir
+from amperity_signal.listening import CannotListen, cannot_listen, check_bindable, one_free_port
+from amperity_signal.local_socket import SOCKET_NAME, make_local_socket_dir
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
-from amperity_signal.pid_dirs import PidDirs, runs
 from amperity_signal.processes import announce
 from amperity_signal.service.app import (
     Deps,
@@ -41,6 +36,14 @@ from amperity_signal.service.app import (
     build_server,
     probe_redis,
     report_configuration,
+)
+from amperity_signal.workers import (
+    ALONE,
+    METRICS_DIRS,
+    Place,
+    exit_status,
+    make_workers_dir,
+    stop_when_orphaned,
 )
 
 log = logging.getLogger("amperity_signal.server")
@@ -53,79 +56,6 @@ NO_RELOAD = (
     "the new configuration and SIGTERM this one once the new one is ready "
     "(README: Rotating keys and certificates)."
 )
-
-
-class CannotListen(AmperitySignalError):
-    """The service cannot listen on a configured address; the message names the setting."""
-
-    reason = "CANNOT_LISTEN"
-
-
-def cannot_listen(
-    setting: str, address: str, error: OSError | ValueError, *, shared: bool = False
-) -> CannotListen:
-    """The error for ``address`` (the value of ``setting``) that failed to bind with ``error``.
-
-    Args:
-        setting: The configuration field, e.g. ``server.grpc_address``.
-        address: Its value, ``host:port``.
-        error: Why binding failed.
-        shared: The bind asked to share the port (SO_REUSEPORT): in use means the process
-            listening there does not share it.
-    """
-    code = error.errno if isinstance(error, OSError) else None
-    if code == errno.EADDRINUSE and shared:
-        problem = (
-            f"{address} is already in use by a process that does not share it (a serve "
-            "started without --handoff or --workers, another program, or another user)."
-        )
-        fix = (
-            f"stop that process, or set {setting} to a free port; a serve started with "
-            "--handoff can later be replaced without a gap."
-        )
-    elif code == errno.EADDRINUSE:
-        problem = f"{address} is already in use by another process."
-        fix = f"stop the other process, or set {setting} to a free port."
-    elif code == errno.EACCES:
-        problem = f"not permitted to listen on {address}."
-        fix = f"set {setting} to a port above 1023, or run with the right to bind it."
-    else:
-        reason = (error.strerror if isinstance(error, OSError) else None) or str(error)
-        problem = f"cannot listen on {address} ({reason})."
-        fix = f"set {setting} to an address of this machine (e.g. 127.0.0.1) and a free port."
-    return CannotListen(
-        str(ConfigProblem(setting, problem, fix)), metadata={"setting": setting, "address": address}
-    )
-
-
-def check_bindable(setting: str, address: str, *, reuse_port: bool) -> None:
-    """Bind (without listening) and release ``address``, to say why it cannot be used.
-
-    gRPC reports only that binding failed, after logging its own error line; asking the
-    operating system first gives the reason (in use, not permitted, not this machine's).
-    Like gRPC, one bindable address of those the host resolves to is enough.
-
-    Raises:
-        CannotListen: No address the host resolves to can be bound.
-    """
-    try:
-        host, port = split_address(address)
-        resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, ValueError) as error:
-        raise cannot_listen(setting, address, error) from None
-    failures: list[OSError] = []
-    for family, kind, protocol, _, socket_address in resolved:
-        try:
-            with socket.socket(family, kind, protocol) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if reuse_port:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                probe.bind(socket_address)
-        except OSError as error:
-            failures.append(error)
-        else:
-            return
-    raise cannot_listen(setting, address, failures[0], shared=reuse_port)
 
 
 def with_workers(settings: Settings, workers: int) -> Settings:
@@ -161,8 +91,8 @@ def run_service(
     # Port 0 would give each worker a free port of its own: N services on N ports.
     server = settings.server.model_copy(
         update={
-            "grpc_address": _one_free_port(settings.server.grpc_address),
-            "http_address": _one_free_port(settings.server.http_address),
+            "grpc_address": one_free_port(settings.server.grpc_address),
+            "http_address": one_free_port(settings.server.http_address),
         }
     )
     settings = settings.model_copy(update={"server": server})
@@ -180,7 +110,7 @@ def run_service(
     # Each worker keeps its own Live Events: each also listens on a Unix socket here, where
     # every worker's gateway watches them all (gateway/live_merge.py). Mode 700, as the
     # TLS local socket's, and swept alike when a killed service left it.
-    workers_dir = _workers_dir(workers) if gateway else None
+    workers_dir = make_workers_dir(workers) if gateway else None
     context = multiprocessing.get_context("spawn")
     failures: SimpleQueue[str] = context.SimpleQueue()
     processes = [
@@ -229,105 +159,9 @@ def run_service(
     return exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
 
 
-def _workers_dir(workers: int) -> str | None:
-    """The directory of the workers' Live Events sockets; None when a path is too long."""
-    directory = make_local_socket_dir()
-    if len(worker_socket(directory, workers - 1).encode()) <= MAX_SOCKET_PATH:
-        return directory
-    shutil.rmtree(directory, ignore_errors=True)
-    log.warning(
-        f"Live Events shows each worker's own deliveries only: the temporary directory "
-        f"{os.path.dirname(directory)} is too long a path for the workers' Unix sockets "
-        f"(at most {MAX_SOCKET_PATH} bytes); set TMPDIR to a shorter one, such as /tmp"
-    )
-    return None
-
-
-def _workers_write(directory: str) -> bool:
-    """Whether a process named by one of the metrics files in ``directory`` still runs.
-
-    prometheus-client names each process's files ``{kind}_{pid}.db``. Nothing ends the
-    workers of a parent killed with SIGKILL: they serve on, writing there, and keep the
-    directory (whatever cannot be listed is kept too).
-    """
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return True
-    pids = {name.removesuffix(".db").rpartition("_")[2] for name in names if name.endswith(".db")}
-    return any(pid.isdigit() and runs(int(pid)) for pid in pids)
-
-
-# The workers' metrics files: the parent's pid in the name, swept once it and every worker
-# that wrote there are gone (a reused pid only delays the removal).
-METRICS_DIRS = PidDirs("amperity-signal-metrics-", "metrics", in_use=_workers_write)
-
-
 def _no_reload(*_: object) -> None:
     """SIGHUP, by default the end of a process, is a reload elsewhere: say what to do."""
     log.warning(NO_RELOAD, extra={"pid": os.getpid()})
-
-
-def exit_status(exit_codes: list[int], *, stopped: bool) -> int:
-    """The service's exit code from its workers' (negative: killed by that signal).
-
-    A worker still starting when the parent forwards SIGTERM (or SIGKILL) dies of it
-    before its own handlers are set: that is the stop that was asked for, not a failure.
-    Any other death by a signal is 128 + the signal, as a shell reports it.
-    """
-    asked = (signal.SIGTERM, signal.SIGKILL) if stopped else ()
-    return max(
-        (128 - code if code < 0 and -code not in asked else max(code, 0)) for code in exit_codes
-    )
-
-
-def _one_free_port(address: str) -> str:
-    """``address`` with port 0 replaced by a port free now, which every worker then binds."""
-    host, port = split_address(address)
-    if port:
-        return address
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        free = probe.getsockname()[1]
-    return f"{address.rpartition(':')[0]}:{free}"
-
-
-class Place(NamedTuple):
-    """Where a process stands among ``serve --workers N``; the default: serving alone.
-
-    Attributes:
-        dir: The workers' Live Events socket directory (``_workers_dir``), if any.
-        n: This worker's number.
-        parent: The ``serve --workers`` process that started it.
-    """
-
-    dir: str | None = None
-    n: int = 0
-    parent: int | None = None
-
-
-ALONE = Place()
-"""A process serving by itself (``serve`` without ``--workers``)."""
-PARENT_CHECK_SECONDS = 1.0
-"""How often a worker checks that its ``serve --workers`` parent still runs."""
-
-
-async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
-    """Stop this worker, gracefully, once the parent that started it is gone.
-
-    A parent killed with SIGKILL (the OOM killer, ``kill -9``) forwards no signal: its
-    workers would serve on, unsupervised, holding the ports, so that a restart fails
-    ("already in use") or, with ``--handoff``, joins them. The kernel gives an orphan a new
-    parent, which is what is checked.
-    """
-    while not stop.is_set():
-        await asyncio.sleep(PARENT_CHECK_SECONDS)
-        if os.getppid() != parent:
-            log.warning(
-                "the serve --workers process that started this worker is gone; stopping",
-                extra={"pid": os.getpid(), "parent_pid": parent},
-            )
-            stop.set()
 
 
 def _worker(
@@ -421,7 +255,7 @@ async def _serve_bound(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    orphaned = None if parent is None else asyncio.create_task(_stop_when_orphaned(parent, stop))
+    orphaned = None if parent is None else asyncio.create_task(stop_when_orphaned(parent, stop))
     # An operator may send SIGHUP expecting a reload; its default action stopped the
     # service, every call in flight cut. A reload in place is not offered: see NO_RELOAD.
     loop.add_signal_handler(signal.SIGHUP, _no_reload)

@@ -280,8 +280,8 @@ async def test_workers_stop_when_their_parent_is_killed_and_a_start_sweeps_their
 ) -> None:
     """A parent killed alone: its workers stop by themselves; the next start sweeps its files.
 
-    SIGKILL forwards nothing, so the workers notice their parent is gone (``runner``:
-    ``_stop_when_orphaned``) and stop gracefully, leaving the metrics directory the parent
+    SIGKILL forwards nothing, so the workers notice their parent is gone (``workers``:
+    ``stop_when_orphaned``) and stop gracefully, leaving the metrics directory the parent
     would have removed; a later start removes it, and its own is removed at its stop.
     """
     sandbox = await stack.sandbox()

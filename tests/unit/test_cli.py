@@ -24,7 +24,7 @@ from amperity_signal.blueprint import SAMPLES_DIR, VERTICALS
 from amperity_signal.cli import grpc_target, main
 from amperity_signal.gateway.server import gateway_server
 from amperity_signal.gateway.settings import GatewaySettings
-from amperity_signal.runner import exit_status
+from amperity_signal.workers import exit_status
 from tests.unit.cli_support import INGEST, run_cli
 from tests.unit.cli_support import integration as integration_table
 

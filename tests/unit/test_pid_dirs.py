@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from amperity_signal.local_socket import LOCAL_SOCKET_DIRS, PREFIX, SOCKET_NAME
-from amperity_signal.runner import METRICS_DIRS
+from amperity_signal.workers import METRICS_DIRS
 
 
 @pytest.fixture
@@ -144,14 +144,14 @@ def test_workers_skip_their_live_events_sockets_when_the_temp_path_is_too_long(
     parent: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A long TMPDIR would fail every worker's bind: they serve, each showing its own."""
-    from amperity_signal import runner
+    from amperity_signal import workers
 
     deep = parent / ("d" * 90)
     deep.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
-    assert runner._workers_dir(2) is None
+    assert workers.make_workers_dir(2) is None
     assert list(deep.iterdir()) == []
     assert "set TMPDIR to a shorter one" in caplog.text
     monkeypatch.setattr(tempfile, "tempdir", str(parent))
-    directory = runner._workers_dir(2)
+    directory = workers.make_workers_dir(2)
     assert directory is not None and Path(directory).parent == parent

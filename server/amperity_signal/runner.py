@@ -211,10 +211,12 @@ async def _serve(
         settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port, report=report
     )
     # With TLS, the embedded gateway's streams (Live Events) reach the service over a Unix
-    # socket in a directory of this process's own (mode 700), not the TLS port.
-    tls_streams = gateway and settings.server.tls is not None
-    local_dir = make_local_socket_dir() if tls_streams else None
+    # socket in a directory of this process's own (mode 700), not the TLS port; under
+    # --workers they go to every worker's socket in the workers' directory instead, so a
+    # socket of its own would be bound for nothing.
     workers_dir = workers.dir
+    tls_streams = gateway and settings.server.tls is not None and workers_dir is None
+    local_dir = make_local_socket_dir() if tls_streams else None
     try:
         try:
             service.listen(

@@ -126,6 +126,11 @@ def not_json(log: Path) -> list[str]:
     return lines
 
 
+def socket_names(tmpdir: Path) -> list[str]:
+    """The Unix sockets the service's directories in ``tmpdir`` hold."""
+    return sorted(path.name for path in tmpdir.glob("amperity-signal-grpc-*/*.sock"))
+
+
 async def tls_service(stack: Stack, tls: TlsFiles, *, mutual: bool, **kwargs: Any) -> Service:
     """``serve`` with TLS on its listeners, and the sandbox it delivers to."""
     sandbox: Sandbox = await stack.sandbox()
@@ -133,11 +138,18 @@ async def tls_service(stack: Stack, tls: TlsFiles, *, mutual: bool, **kwargs: An
 
 
 async def test_serve_with_tls_answers_tls_clients_and_refuses_plaintext_in_each_worker(
-    stack: Stack, tls: TlsFiles
+    stack: Stack, tls: TlsFiles, private_tmp: Path
 ) -> None:
-    """--workers 2 on TLS: Deliver, health and https /healthz answer; plaintext is refused."""
-    service = await tls_service(stack, tls, mutual=False, args=("--workers", "2"))
+    """--workers 2 on TLS: Deliver, health and https /healthz answer; plaintext is refused.
+
+    The workers' Live Events sockets serve the gateways' streams: no worker binds a TLS
+    local socket of its own beside them.
+    """
+    service = await tls_service(
+        stack, tls, mutual=False, args=("--workers", "2"), env={"TMPDIR": str(private_tmp)}
+    )
     await two_workers_up(service)
+    assert socket_names(private_tmp) == ["worker-0.sock", "worker-1.sock"]
     assert service.http_url.startswith("https://127.0.0.1:")
     target = service.grpc_target
     # New connections, so that both workers' listeners are reached (the kernel spreads them).

@@ -121,6 +121,35 @@ async def test_a_lone_surrogate_is_400_naming_the_field_and_the_inspector_still_
     assert (await sandbox.lookup(device_cookie="anon_\U0001f600")).status_code == 200
 
 
+async def test_a_surrogate_in_bytes_or_in_a_utf16_body_is_400_and_the_inspector_still_answers(
+    sandbox: Sandbox,
+) -> None:
+    r"""A lone surrogate arriving any other way than a "\ud800" in UTF-8 is refused too.
+
+    Raw surrogate bytes (``ED A0 80``: no UTF-8) and a ``\ud800`` escape in a UTF-16 body
+    (which Python's json reads, with the escape's bytes far apart) were accepted with 202,
+    and the stored event then failed every inspector answer with a 500.
+    """
+    headers = _json_headers(sandbox)
+    for body in (
+        b'{"source": "DATAFLY", "cookieid": "anon_\xed\xa0\x80"}',
+        '{"source": "DATAFLY", "cookieid": "anon_\\ud800"}'.encode("utf-16-le"),
+        '{"source": "DATAFLY", "cookieid": "anon_\\udc00"}'.encode("utf-32"),
+    ):
+        response = await _post_raw(sandbox, body, headers)
+        assert response.status_code == 400, body
+        assert response.json()["status"] == 400
+    lookup = await sandbox.client.post(
+        "/prof/lookup/apc-vPsQheAm/keychain",
+        content='{"keys": {"device_cookie": "\\ud800"}}'.encode("utf-16"),
+        headers=_json_headers(sandbox, "acme-profile"),
+    )
+    assert lookup.status_code == 400
+    events = await sandbox.client.get("/_sandbox/events")
+    assert events.status_code == 200
+    assert events.json()["events"] == []
+
+
 async def test_a_sandbox_bug_still_answers_in_amperitys_error_shape(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,9 @@ Python's ``json`` accepts ``NaN`` and ``Infinity`` (not JSON: Amperity refuses t
 unhandled error, a plain-text 500 a client would retry). It also turns ``"\ud800"`` into
 a string holding a lone surrogate, which is no Unicode text: kept, it made every later
 answer that shows it (the inspector's events, a profile's links) fail to encode, a 500.
-All of these become ``ValueError`` here.
+So do surrogate bytes in a body (``ED A0 80``, which is no UTF-8: Python's json decodes
+bytes with ``surrogatepass``) and a ``\ud800`` escape in a UTF-16 or UTF-32 body (whose
+bytes the escape search did not find). All of these become ``ValueError`` here.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any, NoReturn
 
 from amperity_signal.sandbox.errors import RefusalError
 
-# A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from bytes.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from text
+# decoded strictly.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MAX_DIGITS = sys.get_int_max_str_digits()
 
 
@@ -31,16 +34,18 @@ def loads(data: bytes | str) -> Any:
         ValueError: The text is not JSON, holds NaN/Infinity, a number beyond a double's
             range or of over 4300 digits, or a lone surrogate, or is nested too deeply.
     """
+    # Decoded as json.loads decodes bytes (UTF-8, -16 or -32 by their first bytes), but
+    # strictly: its surrogatepass would let surrogate bytes through as lone surrogates.
+    text = data.decode(json.detect_encoding(data)) if isinstance(data, bytes) else data
     try:
-        value = json.loads(data, parse_constant=_not_json, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
     except ValueError as error:
         if "integer string conversion" in str(error):  # Python's own limit, and its own hint
             raise ValueError(f"a number has more than {_MAX_DIGITS} digits") from None
         raise
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _SURROGATE_ESCAPE.search(raw):
+    if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
 

@@ -1,6 +1,6 @@
 """Sending one logical Amperity call: rate limit, pool, timeouts, retries, metrics.
 
-Retries use full-jitter exponential backoff (``Backoff``) on 429, 5xx (not 501, 505) and
+Retries use full-jitter exponential backoff (``Backoff``) on 408, 429, 5xx (not 501, 505) and
 transport failures, honour ``Retry-After``, stop at ``max_retries`` and never sleep past
 the caller's deadline. Everything else is final: a response or a mapped error.
 

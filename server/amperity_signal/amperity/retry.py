@@ -12,8 +12,11 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 # 429 and every 5xx ("temporary, retry with backoff" in the ingest table), except the two a
-# retry cannot change: 501 Not Implemented and 505 HTTP Version Not Supported.
-RETRYABLE_STATUSES = frozenset({429, *range(500, 600)} - {501, 505})
+# retry cannot change: 501 Not Implemented and 505 HTTP Version Not Supported. Also 408
+# (the notes are silent on it): the server, or a load balancer in front of it, gave up
+# waiting for the request and processed nothing; RFC 9110 15.5.9 lets the client repeat it,
+# and an idle keep-alive connection can get one unasked.
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)} - {501, 505})
 
 # The longest wait a Retry-After can ask for (a day, as the sandbox's faults allow): a
 # longer one is cut to it, so a caller is never told to wait years (or infinitely long).

@@ -77,6 +77,15 @@ async def test_every_5xx_is_temporary(
     assert result.call.attempts == 2
 
 
+async def test_408_is_retried(make_client: ClientFactory, time: FakeTime) -> None:
+    """408 Request Timeout (nothing was processed) is retried, not reported as a rejection."""
+    script = Script(httpx.Response(408), httpx.Response(202))
+    client = make_client(script, clock=time.clock, sleep=time.sleep)
+    result = await client.post_event({"a": 1}, deadline=None)
+    assert (result.call.attempts, result.call.status_code) == (2, 202)
+    assert len(script.requests) == 2
+
+
 @pytest.mark.parametrize("status", [501, 505])
 async def test_the_two_5xx_a_retry_cannot_change_are_permanent(
     make_client: ClientFactory, time: FakeTime, status: int

@@ -7,171 +7,23 @@ Names are documented in the README's metrics list. A fresh ``CollectorRegistry``
 
 from __future__ import annotations
 
-import math
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
+
+from amperity_signal.metric_tallies import Increments, Observes, TalliedCounter, TalliedHistogram
+
+# Increments and Observes: what callers type a tally with, imported from here.
+__all__ = ["Increments", "Metrics", "Observes", "WithCacheHitRatio", "cache_hit_ratio"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _CACHE_TOTAL = "amperity_signal_cache_total"
 # The results that are lookups; dampened and stale are hits counted again by kind.
 _LOOKUPS = frozenset({"hit", "miss", "error"})
-
-
-class Increments(Protocol):
-    """What counts one more: a ``Counter`` child or a ``Tally``."""
-
-    def inc(self) -> Any:
-        """Count one."""
-
-
-class Tally:
-    """One ``Counter`` child's increments, kept in a plain int until the counter is collected.
-
-    ``Counter.inc`` costs ~4.4k instructions (its checks and its lock); ``Tally.inc`` a few
-    hundred. A page's ``/v1/enrich`` counts four cache reads (docs/benchmarks.md, session
-    16). ``TalliedCounter.collect`` folds the count into the child, so every scrape (and
-    every ``get_sample_value``) sees exact values. Incremented and collected on one thread:
-    the event loop's, where the service and the gateway's ``/metrics`` both run.
-    """
-
-    __slots__ = ("_child", "count")
-
-    def __init__(self, child: Counter) -> None:
-        self._child = child
-        self.count = 0
-
-    def inc(self) -> None:
-        """Count one."""
-        self.count += 1
-
-    def fold(self) -> None:
-        """Add the count to the child and start again from zero."""
-        count = self.count
-        if count:
-            self.count = 0
-            self._child.inc(count)
-
-
-class TalliedCounter(Counter):
-    """A ``Counter`` whose hottest children may be counted through a ``Tally``.
-
-    Each ``collect`` first folds every tally into its child. With ``PROMETHEUS_MULTIPROC_DIR``
-    set (several workers) ``tally`` gives the child itself: there ``/metrics`` reads every
-    worker's values from their files, where a count still held in another worker's tally
-    would be missing.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._tallies: dict[tuple[str, ...], Tally] = {}
-
-    def tally(self, *labelvalues: str) -> Increments:
-        """What counts one more for these label values: a ``Tally``, or the child itself.
-
-        One tally per child, however often it is asked for.
-        """
-        child = self.labels(*labelvalues)
-        if values.ValueClass is not values.MutexValue:  # multiprocess mode
-            return child
-        tally = self._tallies.get(labelvalues)
-        if tally is None:
-            tally = self._tallies[labelvalues] = Tally(child)
-        return tally
-
-    def collect(self) -> Iterable[Metric]:
-        """The counter's samples, every tally folded in first."""
-        for tally in self._tallies.values():
-            tally.fold()
-        return super().collect()
-
-
-class Observes(Protocol):
-    """What observes a value: a ``Histogram`` child or a ``HistogramTally``."""
-
-    def observe(self, amount: float) -> Any:
-        """Observe ``amount``."""
-
-
-class HistogramTally:
-    """One ``Histogram`` child's observations, kept in plain numbers.
-
-    ``Histogram.observe`` costs ~9.7k instructions (its checks, a Python walk over the
-    bounds and two locked increments); this a bisection and two additions. Each request
-    to ``/v1/enrich`` makes two (the gateway's and the RPC's latency). Never folded into
-    the child (no public call adds to its buckets): ``TalliedHistogram.collect`` adds the
-    tally to the child's samples instead. One thread, as ``Tally``.
-    """
-
-    __slots__ = ("_bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.sum = 0.0
-
-    def observe(self, amount: float) -> None:
-        """Count ``amount`` in the first bucket whose bound is not below it."""
-        self.sum += amount
-        self.counts[bisect_left(self._bounds, amount)] += 1
-
-    def added(self, sample: Sample, bounds: Sequence[float]) -> Sample:
-        """``sample`` of the child (a bucket, the count or the sum) with this tally added."""
-        name = sample.name
-        if name.endswith("_bucket"):
-            last = bisect_left(bounds, float(sample.labels["le"]))
-            return sample._replace(value=sample.value + sum(self.counts[: last + 1]))
-        if name.endswith("_count"):
-            return sample._replace(value=sample.value + sum(self.counts))
-        if name.endswith("_sum"):
-            return sample._replace(value=sample.value + self.sum)
-        return sample
-
-
-class TalliedHistogram(Histogram):
-    """A ``Histogram`` whose hottest children may observe through a ``HistogramTally``.
-
-    ``collect`` adds each tally to its child's samples, so every scrape is exact. With
-    ``PROMETHEUS_MULTIPROC_DIR`` set, ``tally`` gives the child itself (as
-    ``TalliedCounter.tally``).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        buckets = [float(b) for b in kwargs.get("buckets", Histogram.DEFAULT_BUCKETS)]
-        self._bounds = buckets if buckets[-1] == math.inf else [*buckets, math.inf]
-        self._tallies: dict[tuple[str, ...], HistogramTally] = {}
-
-    def tally(self, *labelvalues: str) -> Observes:
-        """What observes for these label values: a ``HistogramTally``, or the child itself."""
-        child = self.labels(*labelvalues)
-        if values.ValueClass is not values.MutexValue:  # multiprocess mode
-            return child
-        tally = self._tallies.get(labelvalues)
-        if tally is None:
-            tally = self._tallies[labelvalues] = HistogramTally(self._bounds)
-        return tally
-
-    def collect(self) -> Iterable[Metric]:
-        """The histogram's samples, each child's tally added."""
-        metrics = list(super().collect())
-        if not self._tallies:
-            return metrics
-        names = self._labelnames
-        for metric in metrics:
-            samples = []
-            for sample in metric.samples:
-                tally = self._tallies.get(tuple(sample.labels[name] for name in names))
-                samples.append(sample if tally is None else tally.added(sample, self._bounds))
-            metric.samples = samples
-        return metrics
 
 
 class Metrics:
@@ -184,7 +36,7 @@ class Metrics:
         self._clock = clock  # wall-clock seconds, for the days to a key's expiry
         r = self.registry
         # Counted once per Deliver, and the Amperity call once per request it makes:
-        # tallied, see ``Tally`` and ``HistogramTally``.
+        # tallied, see ``metric_tallies``.
         self.deliveries = TalliedCounter(
             "amperity_signal_deliveries",
             "Events handled by Deliver, by integration, Amperity type and outcome.",
@@ -210,7 +62,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        # Four reads per page (``JsonCache``): tallied, see ``Tally``.
+        # Four reads per page (``JsonCache``): tallied, see ``metric_tallies.Tally``.
         self.cache_events = TalliedCounter(
             "amperity_signal_cache",
             "Cache lookups by cache and result: hit, miss, error; dampened and stale hits "
@@ -252,7 +104,8 @@ class Metrics:
             multiprocess_mode="min",
         )
         self._key_expiries: dict[tuple[str, str], float] = {}
-        # Observed once per RPC and per gateway request: tallied, see ``HistogramTally``.
+        # Observed once per RPC and per gateway request: tallied, see
+        # ``metric_tallies.HistogramTally``.
         self.rpc_latency = TalliedHistogram(
             "amperity_signal_rpc_seconds",
             "gRPC handling time by method and status code.",

@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
 )
 
+from amperity_signal.blueprint.paths import compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
@@ -67,6 +68,13 @@ class ContextMapping(_Strict):
 
     source: str = Field(min_length=1)
     target: str = Field(pattern=_PARAM_NAME.pattern)
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_a_path(cls, source: str) -> str:
+        """The blueprint's path syntax: resolving ``a..b`` raises, on every resolved event."""
+        compile_path(source)
+        return source
 
     @field_validator("target")
     @classmethod

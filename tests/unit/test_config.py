@@ -224,6 +224,17 @@ def test_half_of_the_personalisation_setup_is_a_warning_naming_the_other_half() 
     assert advice_for(**enriching, **both) == []
 
 
+@pytest.mark.parametrize("source", ["properties..category", "properties.category.", "."])
+def test_a_context_mapping_source_that_is_no_path_is_refused_at_load(source: str) -> None:
+    """A malformed context path is a config problem, not an INTERNAL on every resolved event."""
+    mappings = [{"source": source, "target": "pageCategory"}]
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert "integrations[0].personalisation_context_mappings[0].source" in problem
+    assert f"invalid path {source!r}" in problem and "context.page.path" in problem
+
+
 def test_check_config_prints_the_setup_advice_as_warnings(tmp_path: Path) -> None:
     """A half-configured integration loads (exit 0) with its warning printed."""
     config = tmp_path / "half.toml"

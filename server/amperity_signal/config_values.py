@@ -31,6 +31,7 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 CONSENT_FLAGS = ("analytics", "marketing", "functional")
 GOOGLE_CONSENT = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
 _CATEGORY = re.compile(r"categories\.[^.\s]+")
+_QUOTES_OR_BRACKETS = re.compile(r"[\"'\[\]{}]")
 
 
 def holds_key(value: Any) -> bool:
@@ -121,7 +122,7 @@ def check_cache(table: Any) -> list[ConfigProblem]:
 
 
 def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
-    """An integration's ``api_base_url``, ``allowed_origins`` and ``browser_consent``."""
+    """An integration's ``api_base_url``, ``allowed_origins``, ``browser_consent`` and allowlist."""
     problems = []
     base_url = table.get("api_base_url")
     if isinstance(base_url, str) and (problem := _base_url_problem(base_url)):
@@ -135,6 +136,7 @@ def check_integration_values(where: str, table: dict[str, Any]) -> list[ConfigPr
             )
         )
     problems.extend(_check_origins(where, table.get("allowed_origins")))
+    problems.extend(_check_allowlist(where, table.get("browser_attribute_allowlist")))
     consent = table.get("browser_consent")
     if isinstance(consent, str) and not is_consent_condition(consent):
         problems.append(
@@ -159,9 +161,37 @@ def is_consent_condition(condition: str) -> bool:
     return prefix == "google" and name in GOOGLE_CONSENT
 
 
+def _csv_items(value: Any) -> Any:
+    """The CSV form split as ``IntegrationSettings`` splits it; any other value as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_allowlist(where: str, value: Any) -> list[ConfigProblem]:
+    """Attribute names hold no quotes or brackets: such a name is JSON or quoted CSV misread.
+
+    Split as CSV, '["Persona", "Tier"]' gives the names '["Persona"' and '"Tier"]', which no
+    profile has, so the page would see nothing and the empty-allowlist advice never show.
+    """
+    value = _csv_items(value)
+    if not isinstance(value, list | tuple):
+        return []
+    return [
+        ConfigProblem(
+            f"{where}.browser_attribute_allowlist[{index}]",
+            f"{quoted(name)} holds quotes or brackets, which no attribute name has, so no "
+            "attribute would match it and the page would see nothing.",
+            'write the attribute names as CSV without quotes, e.g. "Persona,LifetimeTier", '
+            'or as an array of strings, e.g. ["Persona", "LifetimeTier"].',
+        )
+        for index, name in enumerate(value)
+        if isinstance(name, str) and _QUOTES_OR_BRACKETS.search(name)
+    ]
+
+
 def _check_origins(where: str, value: Any) -> list[ConfigProblem]:
-    if isinstance(value, str):  # the CSV form, split as IntegrationSettings splits it
-        value = [part.strip() for part in value.split(",") if part.strip()]
+    value = _csv_items(value)
     if not isinstance(value, list | tuple):
         return []
     problems = []

@@ -235,6 +235,25 @@ def test_a_context_mapping_source_that_is_no_path_is_refused_at_load(source: str
     assert f"invalid path {source!r}" in problem and "context.page.path" in problem
 
 
+@pytest.mark.parametrize(
+    ("value", "index"),
+    [
+        ('["Persona", "LifetimeTier"]', 0),
+        ('"Persona","LifetimeTier"', 0),
+        (["Persona", "'LifetimeTier'"], 1),
+    ],
+)
+def test_an_allowlist_written_as_json_or_quoted_is_refused_not_read_as_names(
+    value: str | list[str], index: int
+) -> None:
+    """Quotes or brackets name no attribute: read as CSV, such a list exposed nothing, silently."""
+    raw = integration(browser_attribute_allowlist=value)
+    problem, *more = problems_of({"integrations": [raw]})
+    assert f"integrations[0].browser_attribute_allowlist[{index}]" in problem
+    assert "quotes or brackets" in problem and '"Persona,LifetimeTier"' in problem
+    assert all("quotes or brackets" in other for other in more)  # each such name
+
+
 def test_check_config_prints_the_setup_advice_as_warnings(tmp_path: Path) -> None:
     """A half-configured integration loads (exit 0) with its warning printed."""
     config = tmp_path / "half.toml"

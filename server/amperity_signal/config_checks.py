@@ -248,6 +248,7 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
     problems.extend(_check_profile(where, table))
     problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
+    problems.extend(_check_context_targets(where, table.get("personalisation_context_mappings")))
     return problems
 
 
@@ -427,16 +428,45 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
     return problems
 
 
-def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
+def _json_array(value: Any) -> list[Any]:
+    """A textarea field's entries, from JSON text or a TOML array; [] for anything else.
+
+    Invalid JSON and a value that is no array are pydantic's to report, with the position.
+    """
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
         except (json.JSONDecodeError, RecursionError):
-            return []  # pydantic reports the JSON error with its position
-    if not isinstance(value, list):
-        return []
+            return []
+    return value if isinstance(value, list) else []
+
+
+def _check_context_targets(where: str, value: Any) -> list[ConfigProblem]:
+    """Two context mappings with one target: one value goes, the other is dropped silently."""
     problems = []
-    for index, entry in enumerate(value):
+    first: dict[str, int] = {}
+    for index, entry in enumerate(_json_array(value)):
+        target = entry.get("target") if isinstance(entry, dict) else None
+        if not isinstance(target, str):
+            continue
+        if target not in first:
+            first[target] = index
+            continue
+        problems.append(
+            ConfigProblem(
+                f"{where}.personalisation_context_mappings[{index}].target",
+                f"{quoted(target)} is also the target of "
+                f"personalisation_context_mappings[{first[target]}]; each call sends one value "
+                "per target, so one of the two would be dropped without a word.",
+                "give each mapping its own target, or remove one of the two.",
+            )
+        )
+    return problems
+
+
+def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
+    problems = []
+    for index, entry in enumerate(_json_array(value)):
         if not isinstance(entry, dict):
             continue
         location = f"{where}.linking_keys[{index}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -233,6 +234,23 @@ def test_a_context_mapping_source_that_is_no_path_is_refused_at_load(source: str
     )
     assert "integrations[0].personalisation_context_mappings[0].source" in problem
     assert f"invalid path {source!r}" in problem and "context.page.path" in problem
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_two_context_mappings_with_one_target_are_refused(as_text: bool) -> None:
+    """One call sends one value per target: a second mapping to it would be dropped silently."""
+    mappings: Any = [
+        {"source": "properties.category", "target": "pageCategory"},
+        {"source": "properties.value", "target": "cartValue"},
+        {"source": "context.page.path", "target": "pageCategory"},
+    ]
+    if as_text:
+        mappings = json.dumps(mappings)
+    raw = integration(personalisation_context_mappings=mappings)
+    [problem] = problems_of({"integrations": [raw]})
+    assert "integrations[0].personalisation_context_mappings[2].target" in problem
+    assert "'pageCategory' is also the target of personalisation_context_mappings[0]" in problem
+    assert "its own target" in problem
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
             "window.datafly.profile.amperity stays empty; set them to expose attributes."
         )
     warnings += _personalisation_warnings(name, integration)
+    warnings += _plain_values_for_hashed_keys(name, integration)
     value = integration.source_value
     if value != value.strip():
         warnings.append(
@@ -69,3 +70,19 @@ def _personalisation_warnings(name: str, integration: IntegrationSettings) -> li
             '"target": "pageCategory"}].'
         ]
     return []
+
+
+def _plain_values_for_hashed_keys(name: str, integration: IntegrationSettings) -> list[str]:
+    """A key named for digests (``email_sha256``) with no ``hash`` is sent the plain value.
+
+    Amperity compares the value with the stored digests, so every lookup answers 404 (the
+    troubleshooting table's "always 404" row). A key may hold plain values under any name,
+    so this is advice, not an error.
+    """
+    return [
+        f"{name}: linking_keys[{index}] sends the plain {entry.source} to key "
+        f"{entry.key!r}, whose name says it holds SHA-256 digests, so its lookups would "
+        f'always 404; set "hash": "sha256" (or "sha256_upper" for upper-case hex) if it does.'
+        for index, entry in enumerate(integration.linking_keys)
+        if entry.hash is None and "sha256" in entry.key.lower()
+    ]

@@ -207,6 +207,20 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
     assert advice_for(**profile, linking_keys=EMAIL_KEY, browser_attribute_allowlist="A") == []
 
 
+def test_a_hashed_key_name_without_hash_is_a_warning_naming_the_entry() -> None:
+    """A key named ``*_sha256`` with no ``hash`` gets the plain value: advice to set hash."""
+    profile = {"profile_api_key": PROFILE, "profile_collection_id": "apc-x"}
+    allow = {"browser_attribute_allowlist": "Persona"}
+    plain = [
+        {"source": "user_id", "key": "customer_id"},
+        {"source": "email", "key": "Email_SHA256"},
+    ]
+    (warning,) = advice_for(**profile, **allow, linking_keys=plain)
+    assert "linking_keys[1]" in warning and "'Email_SHA256'" in warning
+    assert '"hash": "sha256"' in warning and "always 404" in warning
+    assert advice_for(**profile, **allow, linking_keys=EMAIL_KEY) == []
+
+
 def test_half_of_the_personalisation_setup_is_a_warning_naming_the_other_half() -> None:
     """Mappings without personalisation_enabled, or the reverse, do nothing: a warning says so."""
     enriching = {

@@ -62,6 +62,19 @@ class LinkingKey(_Strict):
     key: str = Field(min_length=1)
     hash: Literal["sha256", "sha256_upper"] | None = None
 
+    @field_validator("key")
+    @classmethod
+    def _exact_name(cls, key: str) -> str:
+        """Amperity matches the key's name exactly: ``" email_sha256"`` would always 404."""
+        if not key.strip():
+            raise ValueError("is blank; write the linking key's name, e.g. email_sha256")
+        if key != key.strip():
+            raise ValueError(
+                "has spaces around it, and Amperity matches key names exactly, so every "
+                "lookup would 404; remove the spaces"
+            )
+        return key
+
 
 class ContextMapping(_Strict):
     """One personalisation context mapping: an event path sent as a query parameter."""

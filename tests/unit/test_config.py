@@ -207,6 +207,15 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
     assert advice_for(**profile, linking_keys=EMAIL_KEY, browser_attribute_allowlist="A") == []
 
 
+@pytest.mark.parametrize(("key", "words"), [("  ", "is blank"), (" email_sha256", "spaces")])
+def test_a_blank_or_padded_linking_key_name_is_refused(key: str, words: str) -> None:
+    """Amperity matches key names exactly: a blank or padded name is a problem, not a 404."""
+    keys = [{"source": "email", "key": key, "hash": "sha256"}]
+    raw = {"integrations": [integration(profile_api_key=PROFILE, linking_keys=keys)]}
+    problems = [p for p in problems_of(raw) if "linking_keys[0].key" in p]
+    assert len(problems) == 1 and words in problems[0]
+
+
 def test_a_hashed_key_name_without_hash_is_a_warning_naming_the_entry() -> None:
     """A key named ``*_sha256`` with no ``hash`` gets the plain value: advice to set hash."""
     profile = {"profile_api_key": PROFILE, "profile_collection_id": "apc-x"}

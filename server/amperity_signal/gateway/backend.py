@@ -15,11 +15,15 @@ import grpc.aio
 from google.protobuf import json_format, timestamp_pb2
 
 from amperity_signal.service.convert import struct_to_dict
-from amperity_signal.service.live import REPLAYED_METADATA
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 PIPELINE_KEY_METADATA = "x-pipeline-key"
+REPLAYED_METADATA = "x-live-replayed"
+"""The header of a ``WatchDeliveries`` call saying how many of its records are replayed.
+
+The service's own name for it (``service.live``) is not imported: that module brings the
+Amperity client with it, which has no place in a gateway running as its own process."""
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AmperityService"].full_name
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 

@@ -189,21 +189,24 @@ _EXPIRED_KEYS = {
 }
 
 
-def _expired_key_rule(endpoint: str, integration: IntegrationSettings) -> _Rule | None:
-    """The 401 rule naming the expiry date, when the key's own exp claim has passed."""
+def _expired_key_rule(
+    endpoint: str, integration: IntegrationSettings
+) -> tuple[_Rule, datetime] | None:
+    """The 401 rule naming the expiry date, and the date, when the key's exp has passed."""
     field, call, name, access = _EXPIRED_KEYS.get(endpoint, _EXPIRED_KEYS[None])
     secret = getattr(integration, field)
     expires = jwt_expiry(secret.get_secret_value()) if secret is not None else None
     if expires is None or expires > datetime.now(UTC):
         return None
     when = expires.strftime("%Y-%m-%d %H:%M UTC")
-    return (
+    rule = (
         AmperityAuthError,
         "INGEST_KEY_REJECTED" if field == "api_key" else "PROFILE_KEY_INVALID",
         f"Amperity answered 401 on {call}: the {name} ({field}) expired on {when} (its exp "
         f"claim). Regenerate it under Settings > Security > API Keys with {access} and "
         f"update {field}.{{said}}",
     )
+    return rule, expires
 
 
 def rejection(
@@ -214,13 +217,21 @@ def rejection(
     attempts: int,
 ) -> AmperityError:
     """The permanent error for a non-retryable status (404 on profile calls is not one)."""
-    rule = _expired_key_rule(endpoint, integration) if status == 401 else None
-    error_class, reason, template = rule or _RULES.get(
-        (endpoint, status), _RULES.get((None, status), _UNEXPECTED)
+    expired = _expired_key_rule(endpoint, integration) if status == 401 else None
+    error_class, reason, template = (
+        expired[0]
+        if expired
+        else _RULES.get((endpoint, status), _RULES.get((None, status), _UNEXPECTED))
     )
+    # Every variable of the message is in the metadata (AIP-193), status_code and
+    # attempts added by the error itself.
     meta = _metadata(integration, endpoint, body)
     if "{event_stream_id}" in template:
         meta["event_stream_id"] = integration.event_stream_id
+    if "{said}" in template and body.message:
+        meta["amperity_message"] = body.message
+    if expired:
+        meta["key_expired_at"] = expired[1].isoformat().replace("+00:00", "Z")
     message = template.format(
         status=status,
         endpoint=endpoint,

@@ -100,6 +100,31 @@ async def test_permanent_status_maps_to_its_error_after_exactly_one_request(
     assert error.metadata["request_id"] == "req-1"
 
 
+@pytest.mark.parametrize(("endpoint", "status", "error_type"), [case[:3] for case in PERMANENT])
+async def test_every_variable_of_a_rejection_is_in_its_metadata(
+    make_client: ClientFactory,
+    integration: IntegrationSettings,
+    endpoint: str,
+    status: int,
+    error_type: type[AmperityError],
+) -> None:
+    """What the message names (Amperity's own words included) is in the ErrorInfo metadata."""
+    said = "the tenant said no"
+    with pytest.raises(error_type) as caught:
+        await CALLS[endpoint](make_client(Answer(status, {"message": said})))
+
+    error = caught.value
+    variables = {
+        "amperity_message": said,
+        "status_code": str(status),
+        "endpoint": endpoint,
+        "tenant_id": integration.tenant_id,
+        "event_stream_id": integration.event_stream_id,
+    }
+    named = {key: value for key, value in variables.items() if value in error.message}
+    assert {key: error.metadata.get(key) for key in named} == named
+
+
 async def test_troubleshooting_advice_is_the_message(make_client: ClientFactory) -> None:
     """401 on ingest and 403 on the Profile API carry the spec's fix in their message."""
     with pytest.raises(AmperityAuthError) as ingest:
@@ -458,6 +483,21 @@ async def test_401_with_a_key_past_its_exp_claim_says_when_it_expired(
     assert f"with {access} and update {field}" in message
     assert "check tenant_id" not in message
     assert "CANARY-EXPIRED" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["events", "lookup"])
+async def test_a_401_naming_when_the_key_expired_has_the_date_in_its_metadata(
+    make_client: ClientFactory, integration: IntegrationSettings, endpoint: str
+) -> None:
+    """The expiry the message names is in the ErrorInfo metadata too, in RFC 3339."""
+    field = "api_key" if endpoint == "events" else "profile_api_key"
+    expired = integration.model_copy(update={field: SecretStr(_jwt_expired_in_2020())})
+
+    with pytest.raises(AmperityAuthError) as caught:
+        await CALLS[endpoint](make_client(Answer(401), integration=expired))
+
+    assert caught.value.metadata["key_expired_at"] == "2020-01-01T00:00:00Z"
+    assert "CANARY-EXPIRED" not in repr(caught.value.metadata)
 
 
 async def test_a_request_its_caller_cancels_is_counted_without_an_answer(

@@ -266,8 +266,10 @@ def redirected(
     """
     location = scrub(location, integration)[:_MAX_MESSAGE_CHARS]
     field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
+    meta = _metadata(integration, endpoint, None, location=location)
     if suggested_base_url:
         fix = f"Set api_base_url = {suggested_base_url!r}."
+        meta["suggested_base_url"] = suggested_base_url
     else:
         fix = f"It is not the same API path: check that {field} points at Amperity's Real-time API."
     return AmperityRejected(
@@ -277,7 +279,7 @@ def redirected(
         reason="AMPERITY_UNEXPECTED_STATUS",
         status_code=status,
         attempts=attempts,
-        metadata=_metadata(integration, endpoint, None, location=location),
+        metadata=meta,
     )
 
 

@@ -432,6 +432,8 @@ async def test_redirect_names_its_target_and_the_api_base_url_that_reaches_it(
     assert "redirecting to https://acme.amperity.com/prof/events/esm-abc123" in message
     assert "Set api_base_url = 'https://acme.amperity.com'" in message
     assert caught.value.metadata["location"] == "https://acme.amperity.com/prof/events/esm-abc123"
+    # Every variable of the message is in the metadata (AIP-193).
+    assert caught.value.metadata["suggested_base_url"] == "https://acme.amperity.com"
     assert answer.count == 1
 
 

@@ -303,6 +303,8 @@ def exhausted(
     meta = _metadata(
         integration, endpoint, body, cause=cause, retry_after_seconds=f"{retry_after:.3f}"
     )
+    if attempts > integration.max_retries:  # ``why`` says the retries ran out
+        meta["max_retries"] = str(integration.max_retries)
     if status == 429:
         return AmperityUnavailable(
             f"Amperity kept throttling (429) and {why} after {attempts} attempt(s): the tenant "

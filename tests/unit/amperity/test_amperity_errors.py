@@ -187,6 +187,9 @@ async def test_retries_running_out_raise_unavailable_with_retry_after(
     assert caught.value.attempts == 4
     assert caught.value.retry_after > 0
     assert len(time.sleeps) == 3
+    # The message says the 3 retries (max_retries) ran out: that count is metadata too.
+    assert "the 3 retries (max_retries) ran out" in caught.value.message
+    assert caught.value.metadata["max_retries"] == "3"
 
 
 def _connect_error(request: httpx.Request, code: int, text: str) -> httpx.ConnectError:

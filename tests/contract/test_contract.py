@@ -178,7 +178,11 @@ async def test_an_unknown_integration_is_not_found(harness: Harness) -> None:
             pb.DeliverRequest(integration_id="nope", event=event(type="page"))
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert details(caught.value)["ErrorInfo"].reason == "UNKNOWN_INTEGRATION"
+    info = details(caught.value)["ErrorInfo"]
+    assert info.reason == "UNKNOWN_INTEGRATION"
+    # Every variable of the message (the id asked for, the ids configured) is metadata.
+    assert "(configured: web)" in (caught.value.details() or "")
+    assert dict(info.metadata) == {"integration_id": "nope", "configured": "web"}
 
 
 async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(

@@ -85,7 +85,7 @@ class Registry:
                 raise UnknownIntegration(
                     f"no integration with id {integration_id!r} is configured (configured: "
                     f"{known}); check integration_id or the [[integrations]] tables.",
-                    metadata={"integration_id": integration_id},
+                    metadata={"integration_id": integration_id, "configured": known},
                 )
             if pipeline_key and pipeline_key != found.settings.pipeline_key:
                 raise InvalidFields(

@@ -94,18 +94,28 @@ class FieldViolation:
 
 
 class InvalidFields(AmperitySignalError):
-    """A request with invalid fields; each violation names its field and the fix."""
+    """A request with invalid fields; each violation names its field and the fix.
+
+    Args:
+        violations: Each invalid field, with what is wrong and how to fix it.
+        metadata: A variable a violation's description names, beside ``fields``.
+    """
 
     reason = "INVALID_REQUEST"
     subject = "request"
     """What the message says is invalid ("invalid event: ...")."""
 
-    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+    def __init__(
+        self,
+        violations: Sequence[FieldViolation],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.violations = list(violations)
         text = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(
             f"invalid {self.subject}: {text}",
-            metadata={"fields": ",".join(v.field for v in self.violations)},
+            metadata={"fields": ",".join(v.field for v in self.violations), **(metadata or {})},
         )
 
 

@@ -416,6 +416,9 @@ async def test_deliver_with_an_id_and_another_integrations_key_metadata_is_inval
     found = details(caught.value)
     assert found["ErrorInfo"].reason == "INVALID_REQUEST"  # the event is not at fault
     assert found["BadRequest"].field_violations[0].field == "pipeline_key"
+    # The message names the integration the id chose; the key itself is kept out.
+    assert "integration 'web'" in (caught.value.details() or "")
+    assert dict(found["ErrorInfo"].metadata) == {"fields": "pipeline_key", "integration_id": "web"}
     sent = (await harness.inspector.get("/_sandbox/events")).json()["events"]
     assert sent == []  # not delivered through "web" on the strength of the id alone
     agreeing = await harness.stub.Deliver(request, metadata=(("x-pipeline-key", "pk_web"),))

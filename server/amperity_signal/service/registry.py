@@ -97,7 +97,8 @@ class Registry:
                             "integration_id, only the pipeline key, or the pair of one "
                             "integration.",
                         )
-                    ]
+                    ],
+                    metadata={"integration_id": integration_id},
                 )
             return found
         if pipeline_key:

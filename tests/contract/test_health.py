@@ -37,7 +37,11 @@ async def test_check_of_an_unknown_service_is_not_found_naming_the_known_ones(
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert SERVICE_NAME in (error.value.details() or "")
     info = details(error.value)["ErrorInfo"]
-    assert (info.reason, dict(info.metadata)) == ("UNKNOWN_HEALTH_SERVICE", {"service": "nope"})
+    # Every variable of the message is metadata: the service asked for, those known.
+    known = f"'', '{SERVICE_NAME}'"
+    assert f"ask for one of {known}" in (error.value.details() or "")
+    assert info.reason == "UNKNOWN_HEALTH_SERVICE"
+    assert dict(info.metadata) == {"service": "nope", "known_services": known}
 
 
 async def test_graceful_shutdown_turns_check_and_watch_not_serving_for_good(

@@ -124,7 +124,9 @@ def unknown_health_service(service: str, known: Iterable[str]) -> grpc.Status:
     """
     names = ", ".join(repr(name) for name in sorted(known))
     info = error_details_pb2.ErrorInfo(
-        reason="UNKNOWN_HEALTH_SERVICE", domain=DOMAIN, metadata={"service": service[:200]}
+        reason="UNKNOWN_HEALTH_SERVICE",
+        domain=DOMAIN,
+        metadata={"service": service[:200], "known_services": names},
     )
     packed = any_pb2.Any()
     packed.Pack(info)

@@ -29,7 +29,7 @@ class _CacheStatus:
 class _CacheStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CACHE_STATUS_UNSPECIFIED: _CacheStatus.ValueType  # 0
-    """Not set."""
+    """The cache status is unknown: the zero value, set by no enrichment outcome."""
     CACHE_STATUS_HIT: _CacheStatus.ValueType  # 1
     """Answered from fresh cache entries, no partner call."""
     CACHE_STATUS_MISS: _CacheStatus.ValueType  # 2
@@ -45,7 +45,7 @@ class CacheStatus(_CacheStatus, metaclass=_CacheStatusEnumTypeWrapper):
     """CacheStatus says where an enrichment answer came from."""
 
 CACHE_STATUS_UNSPECIFIED: CacheStatus.ValueType  # 0
-"""Not set."""
+"""The cache status is unknown: the zero value, set by no enrichment outcome."""
 CACHE_STATUS_HIT: CacheStatus.ValueType  # 1
 """Answered from fresh cache entries, no partner call."""
 CACHE_STATUS_MISS: CacheStatus.ValueType  # 2
@@ -836,15 +836,15 @@ class Campaign(_message.Message):
     TERM_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     source: _builtins.str
-    """utm_source."""
+    """The campaign's source, from utm_source (e.g. "google" or "newsletter")."""
     medium: _builtins.str
-    """utm_medium."""
+    """The campaign's medium, from utm_medium (e.g. "cpc" or "email")."""
     name: _builtins.str
-    """utm_campaign."""
+    """The campaign's name, from utm_campaign."""
     term: _builtins.str
-    """utm_term."""
+    """The paid search term, from utm_term."""
     content: _builtins.str
-    """utm_content."""
+    """The content that tells apart links to the same page, from utm_content."""
     def __init__(
         self,
         *,
@@ -899,13 +899,13 @@ class Geo(_message.Message):
     CITY_FIELD_NUMBER: _builtins.int
     POSTAL_CODE_FIELD_NUMBER: _builtins.int
     country: _builtins.str
-    """ISO 3166-1 alpha-2 country code."""
+    """The country, as an ISO 3166-1 alpha-2 code (e.g. "GB")."""
     region: _builtins.str
-    """Region or state."""
+    """The region or state within the country."""
     city: _builtins.str
-    """City."""
+    """The city the visitor is in."""
     postal_code: _builtins.str
-    """Postal code."""
+    """The visitor's postal code."""
     def __init__(
         self,
         *,
@@ -932,7 +932,7 @@ class Device(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     BROWSER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """desktop, mobile or tablet."""
+    """The kind of device: desktop, mobile or tablet."""
     os: _builtins.str
     """The operating system name."""
     browser: _builtins.str
@@ -1038,13 +1038,13 @@ class GoogleConsent(_message.Message):
     AD_PERSONALIZATION_FIELD_NUMBER: _builtins.int
     ANALYTICS_STORAGE_FIELD_NUMBER: _builtins.int
     ad_storage: _builtins.str
-    """ad_storage."""
+    """Whether storage for advertising (cookies) is allowed: ad_storage."""
     ad_user_data: _builtins.str
-    """ad_user_data."""
+    """Whether user data may be sent to Google for advertising: ad_user_data."""
     ad_personalization: _builtins.str
-    """ad_personalization."""
+    """Whether ads may be personalised: ad_personalization."""
     analytics_storage: _builtins.str
-    """analytics_storage."""
+    """Whether storage for analytics (cookies) is allowed: analytics_storage."""
     def __init__(
         self,
         *,

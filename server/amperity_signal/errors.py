@@ -14,7 +14,7 @@ Errors are raised where they happen and mapped to a gRPC status in one place
     │   └── InvalidConsent       a consent state that cannot be kept (RecordConsent)
     ├── MalformedRequest         request bytes that are not the method's protobuf message
     ├── UnknownIntegration       no integration with that id or pipeline key
-    ├── ProfileUnavailable       enrichment could not run (no profile key, breaker open)
+    ├── ProfileUnavailable       enrichment cannot run (no profile key or collection)
     ├── ServiceStopping          the service is shutting down: a stream ends to reopen elsewhere
     ├── CacheUnavailable         the shared cache (Redis) is unreachable and a write must land
     └── AmperityError            Amperity answered, or could not be reached
@@ -146,7 +146,10 @@ class UnknownIntegration(AmperitySignalError):
 
 
 class ProfileUnavailable(AmperitySignalError):
-    """Enrichment could not run for this integration (not configured, or dampened)."""
+    """Enrichment cannot run for this integration: it has no Profile API key or collection.
+
+    A breaker that stops partner calls raises nothing: enrichment answers with a warning.
+    """
 
     reason = "PROFILE_UNAVAILABLE"
 

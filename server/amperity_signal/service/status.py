@@ -33,8 +33,6 @@ from amperity_signal.errors import (
 from amperity_signal.logs import request_id_var
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
-_PERMISSION_REASONS = {"INGEST_KEY_REJECTED", "PROFILE_KEY_FORBIDDEN"}
-
 
 # One return per error kind: the function is the mapping table, read top to bottom.
 def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911

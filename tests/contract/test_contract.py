@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -44,7 +45,16 @@ def event(**fields: Any) -> pb.Event:
     return message
 
 
+REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
+DOMAIN = "amperity-signal.datafly.com"
+
+
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The status's details by kind, each checked against AIP-193's shape.
+
+    Exactly one ErrorInfo (an UPPER_SNAKE reason, the fixed domain), and at most one
+    detail of each other kind: a second would be hidden behind the first here.
+    """
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
     found: dict[str, Any] = {}
@@ -57,7 +67,11 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
                 detail.Unpack(message)
+                assert kind.DESCRIPTOR.name not in found, f"two {kind.DESCRIPTOR.name} details"
                 found[kind.DESCRIPTOR.name] = message
+    info = found["ErrorInfo"]
+    assert REASON.fullmatch(info.reason), info.reason
+    assert info.domain == DOMAIN
     return found
 
 

@@ -397,14 +397,18 @@ def tunnel_refused(
 def unknown_host(integration: IntegrationSettings, endpoint: str, host: str) -> AmperityError:
     """DNS says the host does not exist: the subdomain (or api_base_url) is wrong. Not retried."""
     if integration.api_base_url:
-        # The host came from the override, not from tenant_subdomain: that is what to fix.
+        # The host came from the override, not from tenant_subdomain: that is what to fix
+        # (so the metadata names the URL without it, not tenant_subdomain as at fault).
+        without_override = f"https://{integration.tenant_subdomain}.amperity.com"
         return AmperityMisconfigured(
             f"no such host {host}: it is the host of api_base_url, which overrides "
             "tenant_subdomain. Correct the host in api_base_url, or remove api_base_url to "
-            f"reach https://{integration.tenant_subdomain}.amperity.com.",
+            f"reach {without_override}.",
             reason="TENANT_HOST_NOT_FOUND",
             attempts=1,
-            metadata=_metadata(integration, endpoint, None, host=host),
+            metadata=_metadata(
+                integration, endpoint, None, host=host, base_url_without_override=without_override
+            ),
         )
     return AmperityMisconfigured(
         f"no such host {host}: tenant_subdomain is wrong — it's the URL host, not the "

@@ -358,6 +358,9 @@ async def test_unknown_host_of_api_base_url_says_to_fix_api_base_url(
     assert "api_base_url" in caught.value.message
     assert "tenant_subdomain is wrong" not in caught.value.message
     assert "tenant_subdomain" not in caught.value.metadata
+    # The URL the message offers instead is in the metadata, as every variable is.
+    assert "remove api_base_url to reach https://acme.amperity.com." in caught.value.message
+    assert caught.value.metadata["base_url_without_override"] == "https://acme.amperity.com"
 
 
 async def test_exhausted_connection_failures_say_what_failed(

@@ -56,6 +56,8 @@ def code_for(error: AmperitySignalError) -> grpc.StatusCode:  # noqa: PLR0911
     if isinstance(error, AmperityRejected):
         if error.reason == "PAYLOAD_TOO_LARGE":
             return grpc.StatusCode.INVALID_ARGUMENT
+        if error.reason == "CONNECTOR_BUG":  # our request was malformed: a bug, as INTERNAL is
+            return grpc.StatusCode.INTERNAL
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 

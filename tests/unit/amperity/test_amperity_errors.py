@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -26,6 +27,7 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.metrics import Metrics
+from amperity_signal.service.status import code_for
 from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
@@ -123,6 +125,18 @@ async def test_every_variable_of_a_rejection_is_in_its_metadata(
     }
     named = {key: value for key, value in variables.items() if value in error.message}
     assert {key: error.metadata.get(key) for key in named} == named
+
+
+@pytest.mark.parametrize("status", [411, 415])
+async def test_a_request_amperity_finds_malformed_by_our_fault_is_internal(
+    make_client: ClientFactory, status: int
+) -> None:
+    """411/415 say the bug is amperity-signal's, not the configuration's: INTERNAL, as bugs are."""
+    with pytest.raises(AmperityRejected) as caught:
+        await _event(make_client(Answer(status)))
+
+    assert "not in your configuration" in caught.value.message
+    assert code_for(caught.value) == grpc.StatusCode.INTERNAL
 
 
 async def test_troubleshooting_advice_is_the_message(make_client: ClientFactory) -> None:

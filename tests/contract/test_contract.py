@@ -185,18 +185,51 @@ async def test_a_key_of_another_tenant_points_at_tenant_id(
     assert "Amperity said: the API key is for tenant 'acme'" in details
 
 
-async def test_an_unknown_integration_is_not_found(harness: Harness) -> None:
-    """An unknown integration id is NOT_FOUND with ErrorInfo UNKNOWN_INTEGRATION."""
+async def _watch(stub: Any, request: Any) -> None:
+    async for _ in stub.WatchDeliveries(request):
+        pass
+
+
+UNKNOWN_INTEGRATION_CALLS: dict[str, Callable[[Any], Any]] = {
+    "Deliver": lambda stub: stub.Deliver(
+        pb.DeliverRequest(integration_id="nope", event=event(type="page"))
+    ),
+    "Enrich": lambda stub: stub.Enrich(
+        pb.EnrichRequest(integration_id="nope", event=event(type="page"))
+    ),
+    "BrowserProfile": lambda stub: stub.BrowserProfile(
+        pb.BrowserProfileRequest(integration_id="nope", anonymous_id="anon_contract")
+    ),
+    "RecordConsent": lambda stub: stub.RecordConsent(
+        pb.RecordConsentRequest(integration_id="nope", anonymous_id="anon_contract")
+    ),
+    "WatchDeliveries": lambda stub: _watch(stub, pb.WatchDeliveriesRequest(integration_id="nope")),
+}
+
+
+@pytest.mark.parametrize("method", sorted(UNKNOWN_INTEGRATION_CALLS))
+async def test_an_unknown_integration_is_not_found(harness: Harness, method: str) -> None:
+    """An unknown integration id is NOT_FOUND with ErrorInfo UNKNOWN_INTEGRATION, on every RPC."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.stub.Deliver(
-            pb.DeliverRequest(integration_id="nope", event=event(type="page"))
-        )
+        await UNKNOWN_INTEGRATION_CALLS[method](harness.stub)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     info = details(caught.value)["ErrorInfo"]
     assert info.reason == "UNKNOWN_INTEGRATION"
     # Every variable of the message (the id asked for, the ids configured) is metadata.
     assert "(configured: web)" in (caught.value.details() or "")
     assert dict(info.metadata) == {"integration_id": "nope", "configured": "web"}
+
+
+async def test_a_streamed_event_of_an_unknown_integration_fails_alone_as_not_found(
+    harness: Harness,
+) -> None:
+    """On DeliverStream the same error is the event's own answer, its metadata the same."""
+    call = harness.stub.DeliverStream()
+    await call.write(pb.DeliverStreamRequest(integration_id="nope", event=event(type="page")))
+    await call.done_writing()
+    (answer,) = [response async for response in call]
+    assert (answer.error.code, answer.error.reason) == (5, "UNKNOWN_INTEGRATION")
+    assert dict(answer.error.metadata) == {"integration_id": "nope", "configured": "web"}
 
 
 async def test_deliver_stream_answers_each_request_and_fails_bad_events_alone(

@@ -139,6 +139,17 @@ async def test_half_configured_enrichment_says_partner_resolve_failed_on_each_de
     assert any(w.startswith(advice) for w in record.warnings)
 
 
+async def test_a_negative_replay_is_invalid_argument_naming_the_field(harness: Harness) -> None:
+    """WatchDeliveries(replay=-1) is refused with a BadRequest on replay, not read as 0."""
+    call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(replay=-1))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await asyncio.wait_for(call.read(), 5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = details(caught.value)
+    assert [v.field for v in found["BadRequest"].field_violations] == ["replay"]
+    assert found["ErrorInfo"].metadata["replay"] == "-1"
+
+
 async def test_enrichment_left_out_altogether_is_no_warning(
     make_harness: Callable[..., Any],
 ) -> None:

@@ -377,9 +377,17 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
                 self._registry.get(request.integration_id)
             except AmperitySignalError as error:
                 await context.abort_with_status(to_grpc_status(error))
+        if request.replay < 0:
+            violation = FieldViolation(
+                "replay",
+                f"is {request.replay}; it counts recent records to replay: use 0 for none, "
+                "or a positive number (at most the buffer size).",
+            )
+            refusal = InvalidFields([violation], metadata={"replay": str(request.replay)})
+            await context.abort_with_status(to_grpc_status(refusal))
         # Subscribed before the headers go: a caller that waits for them, then makes a
         # delivery, must see its record, so none may be published in between unseen.
-        watch = self._live.watch(request.integration_id, max(request.replay, 0))
+        watch = self._live.watch(request.integration_id, request.replay)
         async with contextlib.aclosing(watch) as records:
             # Headers at once, not with the first record: a reconnecting client can tell a
             # watch the service took from one still connecting, before anything is delivered.

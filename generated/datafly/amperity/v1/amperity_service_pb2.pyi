@@ -524,7 +524,9 @@ class WatchDeliveriesRequest(_message.Message):
     integration_id: _builtins.str
     """Only records of this integration; empty means all."""
     replay: _builtins.int
-    """How many recent records to replay before live ones (at most the buffer size)."""
+    """How many recent records to replay before live ones (at most the buffer size). A negative
+    number is refused with INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,

@@ -438,3 +438,33 @@ def test_a_grant_the_gateway_never_recorded_gives_the_page_only_what_enrich_answ
         [_HYDRATED, {"status": 400, "body": {"error": {"code": "INVALID_CONSENT"}}}],
     )
     assert _paths(rejected) == ["/v1/enrich", "/v1/consent"]  # a 400 is not sent again
+
+
+def test_a_document_that_may_not_use_cookies_still_gets_a_profile_and_events() -> None:
+    """A sandboxed iframe's document.cookie throws SecurityError: init must not throw.
+
+    Chromium throws on reading and on writing ``document.cookie`` in an iframe sandboxed
+    without ``allow-same-origin``; the visitor then gets an id for this page only.
+    """
+    scenario = """
+      Object.defineProperty(globalThis.document, 'cookie', {
+        get() { throw new DOMException('sandboxed', 'SecurityError'); },
+        set() { throw new DOMException('sandboxed', 'SecurityError'); },
+      });
+      const datafly = createDatafly();
+      try {
+        datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: {} });
+      } catch (error) {
+        return { threw: String(error) };
+      }
+      const ready = await datafly.onProfileReady();
+      datafly.page('Home');
+      await datafly.flush();
+      return { ready, anonymousId: datafly.anonymousId() };
+    """
+    run = run_datafly(scenario, [_HYDRATED, _results(None)])
+    assert run["result"]["ready"] == _ATTRIBUTES
+    anonymous_id = run["result"]["anonymousId"]
+    assert anonymous_id
+    assert f"anonymous_id={anonymous_id}" in run["requests"][0]["url"]
+    assert run["requests"][1]["body"]["batch"][0]["anonymousId"] == anonymous_id

@@ -72,8 +72,13 @@ function uuid() {
 }
 
 function readCookie(name) {
-  const parts = (globalThis.document ? document.cookie : '').split(';');
-  for (const part of parts) {
+  let jar = '';
+  try {
+    jar = globalThis.document ? document.cookie : '';
+  } catch {
+    return null; // a sandboxed document (an iframe without allow-same-origin) has no cookies
+  }
+  for (const part of jar.split(';')) {
     const [key, ...rest] = part.trim().split('=');
     if (key !== name) continue;
     const value = rest.join('=');
@@ -89,8 +94,12 @@ function readCookie(name) {
 function writeCookie(name, value) {
   if (!globalThis.document) return;
   const secure = globalThis.location && location.protocol === 'https:' ? '; Secure' : '';
-  document.cookie =
-    `${name}=${encodeURIComponent(value)}; Max-Age=${COOKIE_MAX_AGE}; Path=/; SameSite=Lax${secure}`;
+  try {
+    document.cookie =
+      `${name}=${encodeURIComponent(value)}; Max-Age=${COOKIE_MAX_AGE}; Path=/; SameSite=Lax${secure}`;
+  } catch {
+    // a sandboxed document may not set cookies: the id holds for this page only
+  }
 }
 
 function storage() {

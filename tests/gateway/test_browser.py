@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Response, async_playwright
+from playwright.async_api import Response, Route, async_playwright
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
@@ -157,6 +157,41 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
             )
             assert restored == CANNED_ATTRIBUTES
             assert await page.get_attribute("#hero", "data-variant") == "promo"
+        finally:
+            await browser.close()
+
+
+async def test_a_gateway_that_never_answers_enrich_leaves_the_page_its_default(
+    gateway_url: str,
+) -> None:
+    """/v1/enrich hangs: the lookup is given up at enrich.timeoutMs, onProfileReady is {}.
+
+    The demo page (default timeout) also leaves its loading state with the default hero.
+    """
+    _require_chromium()
+    stalled: list[Route] = []
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await browser.new_page()
+
+            def stall(route: Route) -> None:
+                stalled.append(route)  # never answered
+
+            await page.route("**/v1/enrich*", stall)
+            await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+            ready: Any = await page.evaluate(
+                f"""Promise.race([
+                  createDatafly().init({{
+                    pipelineKey: '{KNOWN_KEY}', enrich: {{ timeoutMs: 300 }},
+                  }}).onProfileReady(),
+                  new Promise((resolve) => {{ setTimeout(() => resolve('pending'), 20000); }}),
+                ])"""
+            )
+            assert ready == {}
+            await page.wait_for_selector("body[data-state=ready]", timeout=20_000)
+            assert await page.get_attribute("#hero", "data-variant") == "default"
+            assert stalled
         finally:
             await browser.close()
 

@@ -15,25 +15,44 @@ MODULE = Path(__file__).resolve().parents[2] / "clients" / "browser" / "src" / "
 
 # Runs before each scenario: a document with a cookie jar, a fetch that answers from a
 # script of responses and records requests, and timers that fire at once but record
-# their delays. `scenario` is an async function body; its return value is printed as JSON.
+# their delays; timers of a HOLD delay (the enrich timeout) wait for `fireHeld()`, and an
+# answer `{hang: true}` never comes (its request records whether it was aborted).
+# `scenario` is an async function body; its return value is printed as JSON.
 _HARNESS = """
 const answers = ANSWERS;
 const requests = [];
 const delays = [];
+const held = [];
 globalThis.document = {
   cookie: COOKIE, title: '', referrer: '', visibilityState: 'visible',
   addEventListener() {},
 };
-globalThis.setTimeout = (fn, ms) => { delays.push(ms); queueMicrotask(fn); return 1; };
+globalThis.setTimeout = (fn, ms) => {
+  if (HOLD.includes(ms)) held.push(fn);
+  else { delays.push(ms); queueMicrotask(fn); }
+  return 1;
+};
 globalThis.clearTimeout = () => {};
+globalThis.fireHeld = () => { for (const fn of held.splice(0)) fn(); };
 globalThis.fetch = async (url, init) => {
-  requests.push({
+  const request = {
     url: String(url),
     body: init && init.body ? JSON.parse(init.body) : null,
     keepalive: Boolean(init && init.keepalive),
-  });
+  };
+  requests.push(request);
   const answer = answers.shift() || { status: 200, body: {} };
   if (answer.network) throw new TypeError('Failed to fetch');
+  if (answer.hang) {
+    return new Promise((_, reject) => {
+      if (init && init.signal) {
+        init.signal.addEventListener('abort', () => {
+          request.aborted = true;
+          reject(new DOMException('aborted', 'AbortError'));
+        });
+      }
+    });
+  }
   return new Response(JSON.stringify(answer.body), {
     status: answer.status, headers: answer.headers || {},
   });
@@ -44,7 +63,16 @@ console.log(JSON.stringify({ result, requests, delays }));
 """
 
 
-def run_datafly(scenario: str, answers: list[dict[str, Any]], cookie: str = "") -> Any:
+# datafly.js's default enrich timeout, in milliseconds: held by the harness (above).
+ENRICH_TIMEOUT_MS = 5000
+
+
+def run_datafly(
+    scenario: str,
+    answers: list[dict[str, Any]],
+    cookie: str = "",
+    hold: tuple[int, ...] = (ENRICH_TIMEOUT_MS,),
+) -> Any:
     """Run ``scenario`` against datafly.mjs in Node; its result, requests and timer delays."""
     node = shutil.which("node")
     if node is None:
@@ -54,6 +82,7 @@ def run_datafly(scenario: str, answers: list[dict[str, Any]], cookie: str = "") 
     script = (
         _HARNESS.replace("ANSWERS", json.dumps(answers))
         .replace("COOKIE", json.dumps(cookie))
+        .replace("HOLD", json.dumps(list(hold)))
         .replace("MODULE_URL", json.dumps(MODULE.as_uri()))
         .replace("SCENARIO", scenario)
     )
@@ -468,3 +497,76 @@ def test_a_document_that_may_not_use_cookies_still_gets_a_profile_and_events() -
     assert anonymous_id
     assert f"anonymous_id={anonymous_id}" in run["requests"][0]["url"]
     assert run["requests"][1]["body"]["batch"][0]["anonymousId"] == anonymous_id
+
+
+_PENDING_OR_READY = """
+  const settled = await Promise.race([
+    datafly.onProfileReady().then((profile) => ({ profile })),
+    new Promise((resolve) => { setImmediate(() => resolve('pending')); }),
+  ]);
+"""
+
+
+def test_a_lookup_that_never_answers_is_given_up_after_the_enrich_timeout() -> None:
+    """/v1/enrich never answers: once enrich.timeoutMs passes, onProfileReady resolves {}.
+
+    The request is aborted, and ``refreshProfile()`` is bounded the same way.
+    """
+    scenario = (
+        """
+      const datafly = createDatafly();
+      datafly.init({
+        pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: { timeoutMs: 1500 },
+      });
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();
+    """
+        + _PENDING_OR_READY
+        + """
+      const refreshing = datafly.refreshProfile();
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();
+      const refreshed = await Promise.race([
+        refreshing, new Promise((resolve) => { setImmediate(() => resolve('pending')); }),
+      ]);
+      return { settled, refreshed, profile: datafly.profile };
+    """
+    )
+    run = run_datafly(scenario, [{"hang": True}, {"hang": True}], hold=(1500,))
+    assert run["result"] == {"settled": {"profile": {}}, "refreshed": {}, "profile": {}}
+    assert [r.get("aborted") for r in run["requests"]] == [True, True]
+
+
+def test_the_default_enrich_timeout_applies_without_the_option() -> None:
+    """Without enrich.timeoutMs (or with one that is no positive number) 5 s applies."""
+    for enrich in ("{}", "{ timeoutMs: 'soon' }", "{ timeoutMs: -1 }"):
+        scenario = (
+            f"""
+          const datafly = createDatafly();
+          datafly.init({{ pipelineKey: 'pk', enrich: {enrich} }});
+          await new Promise((resolve) => {{ setImmediate(resolve); }});
+          fireHeld();
+        """
+            + _PENDING_OR_READY
+            + "return settled;"
+        )
+        run = run_datafly(scenario, [{"hang": True}])
+        assert run["result"] == {"profile": {}}, enrich
+
+
+def test_a_consent_send_that_never_answers_does_not_hold_on_profile_ready() -> None:
+    """A denial before init whose /v1/consent hangs: ready with {} at the timeout, no lookup."""
+    scenario = (
+        """
+      const datafly = createDatafly();
+      datafly.consent({ functional: false });
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com', enrich: {} });
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();
+    """
+        + _PENDING_OR_READY
+        + "return settled;"
+    )
+    run = run_datafly(scenario, [{"hang": True}])
+    assert run["result"] == {"profile": {}}
+    assert _paths(run) == ["/v1/consent"]

@@ -17,6 +17,10 @@ const MAX_QUEUE = 1000;
 const MAX_ATTEMPTS = 3;
 const KEEPALIVE_LIMIT = 60000;
 const MAX_RETRY_AFTER_MS = 30000;
+// How long the page waits for its profile: the gateway answers within its own 2 s
+// deadline, so this leaves room for a slow network, not for a gateway that never answers.
+const ENRICH_TIMEOUT_MS = 5000;
+const MAX_TIMER_MS = 2147483647; // a longer setTimeout fires at once
 // /v1/batch answers 200 with a result per event; these codes fail an event for reasons
 // that can pass (the 429/5xx of a single request), so the event is sent again.
 const RETRYABLE_CODES = new Set([
@@ -110,6 +114,22 @@ function storage() {
 function fitsKeepalive(body) {
   const bytes = typeof TextEncoder === 'function' ? new TextEncoder().encode(body).length : body.length * 3;
   return bytes < KEEPALIVE_LIMIT;
+}
+
+// enrich.timeoutMs when it is a number of milliseconds above 0, else the default.
+function enrichTimeout(enrich) {
+  const ms = enrich && typeof enrich.timeoutMs === 'number' ? enrich.timeoutMs : NaN;
+  return ms > 0 ? Math.min(ms, MAX_TIMER_MS) : ENRICH_TIMEOUT_MS;
+}
+
+// `promise`, or `fallback()` when it has not settled within `ms` (it runs, and is
+// dropped, the moment the time is up).
+function within(promise, ms, fallback) {
+  let timer;
+  const expired = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(fallback()), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 function trimSlash(url) {
@@ -298,17 +318,26 @@ export function createDatafly() {
     }
   }
 
-  async function lookUp(base, provider) {
+  // GET /v1/enrich for one provider, given up (and aborted) after enrich.timeoutMs: a
+  // gateway or network that never answers leaves the profile as it was.
+  async function lookUp(base, provider, timeoutMs) {
     const generation = state.consentGeneration;
-    try {
+    const controller = typeof AbortController === 'function' ? new AbortController() : null;
+    const answer = (async () => {
       const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
       const response = await fetch(`${base}/v1/enrich?${query}`, {
         headers: { 'X-Pipeline-Key': state.config.pipelineKey },
         credentials: 'include',
         cache: 'no-store',
+        signal: controller ? controller.signal : undefined,
       });
-      if (!response.ok) return;
-      const data = await response.json();
+      return response.ok ? response.json() : null;
+    })().catch(() => null); // a failed lookup leaves the profile as it was
+    try {
+      const data = await within(answer, timeoutMs, () => {
+        if (controller) controller.abort();
+        return null;
+      });
       // Consent denied while the answer was on its way: it must not reach the page.
       if (generation !== state.consentGeneration || !state.profileAllowed) return;
       if (data && typeof data.attributes === 'object' && data.attributes !== null) {
@@ -334,7 +363,10 @@ export function createDatafly() {
     }
     try {
       const base = trimSlash(enrich.endpoint || state.config.endpoint);
-      await Promise.all((enrich.providers || ['amperity']).map((provider) => lookUp(base, provider)));
+      const timeoutMs = enrichTimeout(enrich);
+      await Promise.all(
+        (enrich.providers || ['amperity']).map((provider) => lookUp(base, provider, timeoutMs)),
+      );
     } catch {
       // a malformed enrich option (providers not a list): no lookup, and onProfileReady
       // still resolves instead of leaving the page waiting for ever
@@ -397,7 +429,9 @@ export function createDatafly() {
   /**
    * Configure the instance, set the _dfid cookie and start the first profile fetch.
    * @param {{pipelineKey: string, endpoint?: string,
-   *   enrich?: {endpoint?: string, providers?: string[]}}} options
+   *   enrich?: {endpoint?: string, providers?: string[], timeoutMs?: number}}} options
+   *   enrich.timeoutMs: how long a profile lookup may take before it is given up
+   *   (default 5000); onProfileReady resolves by then at the latest.
    * @returns {object} This instance.
    */
   api.init = (options) => {
@@ -425,7 +459,12 @@ export function createDatafly() {
     }
     // Consent given before init is told first: the first lookup waits for it.
     if (state.consent) sendConsent(consentChange({}, state.consent).denied);
-    fetchProfile().then(state.resolveReady);
+    // Ready within enrich.timeoutMs also when a consent send before the lookup hangs: the
+    // page renders with the profile it has ({} then), and nothing is fetched meanwhile.
+    const ready = state.config.enrich
+      ? within(fetchProfile(), enrichTimeout(state.config.enrich), () => api.profile.amperity || {})
+      : fetchProfile();
+    ready.then(state.resolveReady);
     return api;
   };
 
@@ -512,7 +551,10 @@ export function createDatafly() {
     return () => state.profileListeners.delete(listener);
   };
 
-  /** Resolves with profile.amperity ({} when none) once the first lookup is done, even a failed one. */
+  /**
+   * Resolves with profile.amperity ({} when none) once the first lookup is done, even a
+   * failed one, and at the latest after enrich.timeoutMs.
+   */
   api.onProfileReady = () => state.profileReady;
 
   /** Flush pending events (so an identify reaches the server), then fetch the profile again. */

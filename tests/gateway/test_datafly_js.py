@@ -235,6 +235,7 @@ def test_profile_is_hydrated_from_a_200_enrich_answer() -> None:
         {"status": 504, "body": {"error": {}}},
         {"status": 200, "body": None},
         {"status": 200, "body": {"attributes": "not an object"}},
+        {"status": 200, "body": {"provider": "amperity", "attributes": ["Value Hunter"]}},
         {"network": True},
     ],
 )

@@ -340,8 +340,11 @@ export function createDatafly() {
       });
       // Consent denied while the answer was on its way: it must not reach the page.
       if (generation !== state.consentGeneration || !state.profileAllowed) return;
-      if (data && typeof data.attributes === 'object' && data.attributes !== null) {
-        setProfile(provider, data.attributes);
+      // Only an object of attributes: a list (a proxy's or a broken gateway's answer)
+      // would give the page profile.amperity[0] instead of named attributes.
+      const { attributes } = data || {};
+      if (attributes && typeof attributes === 'object' && !Array.isArray(attributes)) {
+        setProfile(provider, attributes);
       }
     } catch {
       // a failed lookup leaves the profile as it was; the page renders its default

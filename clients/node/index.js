@@ -101,6 +101,10 @@ function loadService(protoPath) {
 const realSleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 class AmperityClient {
+  // A private field: util.inspect (console.log) and JSON.stringify of a client show
+  // neither it nor the key, which is a secret.
+  #pipelineKey = '';
+
   /** @param {ClientOptions} options */
   constructor(options) {
     const { target, integrationId = '', pipelineKey = '' } = options || /** @type {any} */ ({});
@@ -151,8 +155,7 @@ class AmperityClient {
     this._target = target;
     /** @private */
     this._integrationId = integrationId ?? '';
-    /** @private */
-    this._pipelineKey = pipelineKey ?? '';
+    this.#pipelineKey = pipelineKey ?? '';
     /** @private */
     this._timeoutMs = timeoutMs;
     /** @private @type {import('./lib/retry').RetryPolicy} */
@@ -258,7 +261,7 @@ class AmperityClient {
     checkString(anonymousId, 'anonymousId');
     const response = await this._unary('BrowserProfile', {
       integration_id: this._integrationId,
-      pipeline_key: this._pipelineKey,
+      pipeline_key: this.#pipelineKey,
       anonymous_id: anonymousId,
     }, options);
     return { provider: response.provider, attributes: fromStruct(response.attributes) };
@@ -288,7 +291,7 @@ class AmperityClient {
    */
   async recordConsent(anonymousId, consent, options = {}) {
     const request = toConsentRequest(
-      { integrationId: this._integrationId, pipelineKey: this._pipelineKey },
+      { integrationId: this._integrationId, pipelineKey: this.#pipelineKey },
       anonymousId, consent, options.consentedAt,
     );
     const response = await this._unary('RecordConsent', request, options);
@@ -427,7 +430,7 @@ class AmperityClient {
    */
   _metadata() {
     const metadata = new grpc.Metadata();
-    if (this._pipelineKey) metadata.set(PIPELINE_KEY_METADATA, this._pipelineKey);
+    if (this.#pipelineKey) metadata.set(PIPELINE_KEY_METADATA, this.#pipelineKey);
     return metadata;
   }
 }

@@ -9,6 +9,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const util = require('node:util');
 
 const {
   AmperityClient, AmperitySignalError, fromStruct, toStruct, nextDelayMs, backoffMs,
@@ -235,6 +236,17 @@ test('the pipeline key travels as x-pipeline-key and in BrowserProfile', async (
   assert.deepEqual(profile, {
     provider: 'amperity', attributes: { key: 'pk_test', field: 'pk_test', visitor: 'anon-1' },
   });
+});
+
+test('the pipeline key shows in neither console.log nor JSON of a client', (t) => {
+  const client = new AmperityClient({ target: '127.0.0.1:1', pipelineKey: 'pk_live_secret_9f2' });
+  t.after(() => client.close());
+
+  for (const shown of [
+    util.inspect(client, { depth: 8, showHidden: true }), JSON.stringify(client),
+  ]) {
+    assert.equal(shown.includes('pk_live_secret_9f2'), false, shown);
+  }
 });
 
 test('a message over a gRPC size limit rejects at once, never sent again', async (t) => {

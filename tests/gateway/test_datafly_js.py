@@ -571,3 +571,33 @@ def test_a_consent_send_that_never_answers_does_not_hold_on_profile_ready() -> N
     run = run_datafly(scenario, [{"hang": True}])
     assert run["result"] == {"profile": {}}
     assert _paths(run) == ["/v1/consent"]
+
+
+def test_an_event_json_cannot_carry_is_dropped_alone() -> None:
+    """A property holding a cycle or a BigInt drops that event, not its batch, throwing nothing.
+
+    ``JSON.stringify`` of the batch threw: flush() rejected (an unhandled rejection when the
+    flush timer sent it) and every other event of the batch was lost.
+    """
+    scenario = """
+      const warned = [];
+      console.warn = (...args) => warned.push(args.join(' '));
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      const cycle = { name: 'x' };
+      cycle.self = cycle;
+      try {
+        datafly.track('before');
+        datafly.track('cyclic', { product: cycle });
+        datafly.track('big', { value: 10n });
+        datafly.track('after');
+        await datafly.flush();
+      } catch (error) {
+        return { threw: String(error) };
+      }
+      return { warned: warned.length };
+    """
+    run = run_datafly(scenario, [_results(None, None)])
+    assert run["result"] == {"warned": 2}
+    (request,) = run["requests"]
+    assert [event["event"] for event in request["body"]["batch"]] == ["before", "after"]

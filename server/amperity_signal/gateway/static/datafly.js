@@ -222,6 +222,13 @@ function createDatafly() {
       context: { ...context, ...(event.context || {}) },
     };
     if (state.userId) full.userId = state.userId;
+    try {
+      JSON.stringify(full);
+    } catch (error) {
+      // A value JSON cannot carry (a cycle, a BigInt) would fail the whole batch it rides in.
+      if (globalThis.console) console.warn('datafly: event dropped, not JSON:', error);
+      return;
+    }
     state.queue.push(full);
     if (state.queue.length > MAX_QUEUE) state.queue.splice(0, state.queue.length - MAX_QUEUE);
     if (state.queue.length >= FLUSH_SIZE) api.flush();

@@ -63,15 +63,17 @@ console.log(JSON.stringify({ result, requests, delays }));
 """
 
 
-# datafly.js's default enrich timeout, in milliseconds: held by the harness (above).
+# datafly.js's default enrich timeout and its batch and consent request timeout, in
+# milliseconds: held by the harness (above).
 ENRICH_TIMEOUT_MS = 5000
+SEND_TIMEOUT_MS = 20000
 
 
 def run_datafly(
     scenario: str,
     answers: list[dict[str, Any]],
     cookie: str = "",
-    hold: tuple[int, ...] = (ENRICH_TIMEOUT_MS,),
+    hold: tuple[int, ...] = (ENRICH_TIMEOUT_MS, SEND_TIMEOUT_MS),
 ) -> Any:
     """Run ``scenario`` against datafly.mjs in Node; its result, requests and timer delays."""
     node = shutil.which("node")
@@ -570,7 +572,7 @@ def test_a_consent_send_that_never_answers_does_not_hold_on_profile_ready() -> N
     )
     run = run_datafly(scenario, [{"hang": True}])
     assert run["result"] == {"profile": {}}
-    assert _paths(run) == ["/v1/consent"]
+    assert "/v1/enrich" not in _paths(run)
 
 
 def test_an_event_json_cannot_carry_is_dropped_alone() -> None:
@@ -601,3 +603,33 @@ def test_an_event_json_cannot_carry_is_dropped_alone() -> None:
     assert run["result"] == {"warned": 2}
     (request,) = run["requests"]
     assert [event["event"] for event in request["body"]["batch"]] == ["before", "after"]
+
+
+def test_a_batch_that_never_answers_holds_neither_refresh_nor_a_withdrawal() -> None:
+    """/v1/batch never answers: refreshProfile still looks up, a withdrawal still goes out.
+
+    The batch is aborted after 20 s and sent again, as after a network error.
+    """
+    scenario = (
+        _INIT
+        + """
+      await datafly.onProfileReady();
+      datafly.identify('user-1', { email: 'alice@example.com' });
+      const refreshing = datafly.refreshProfile();
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();
+      const refreshed = await Promise.race([
+        refreshing, new Promise((resolve) => { setImmediate(() => resolve('pending')); }),
+      ]);
+      datafly.consent({ functional: false });
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();
+      await new Promise((resolve) => { setImmediate(resolve); });
+      return { refreshed };
+    """
+    )
+    answers: list[dict[str, Any]] = [_HYDRATED, {"hang": True}, _HYDRATED, _results(None), _DENIED]
+    run = run_datafly(scenario, answers)
+    assert run["result"] == {"refreshed": _ATTRIBUTES}
+    assert _paths(run) == ["/v1/enrich", "/v1/batch", "/v1/enrich", "/v1/batch", "/v1/consent"]
+    assert run["requests"][1].get("aborted") is True

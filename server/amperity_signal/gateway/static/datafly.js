@@ -25,6 +25,10 @@ const MAX_RETRY_AFTER_MS = 30000;
 // deadline, so this leaves room for a slow network, not for a gateway that never answers.
 const ENRICH_TIMEOUT_MS = 5000;
 const MAX_TIMER_MS = 2147483647; // a longer setTimeout fires at once
+// How long a /v1/batch or /v1/consent request may go unanswered before it is given up and
+// sent again, as after a network error: the gateway answers a batch within its Deliver
+// deadline (5 s a wave of 8 events), so this leaves room for a slow batch.
+const SEND_TIMEOUT_MS = 20000;
 // /v1/batch answers 200 with a result per event; these codes fail an event for reasons
 // that can pass (the 429/5xx of a single request), so the event is sent again.
 const RETRYABLE_CODES = new Set([
@@ -134,6 +138,18 @@ function within(promise, ms, fallback) {
     timer = setTimeout(() => resolve(fallback()), ms);
   });
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+// fetch, aborted after SEND_TIMEOUT_MS; resolves null for no answer (a network error, or
+// none in time), so a request never holds what waits on it for ever.
+function fetchWithin(url, init) {
+  const controller = typeof AbortController === 'function' ? new AbortController() : null;
+  const request = fetch(url, controller ? { ...init, signal: controller.signal } : init)
+    .catch(() => null);
+  return within(request, SEND_TIMEOUT_MS, () => {
+    if (controller) controller.abort();
+    return null;
+  });
 }
 
 function trimSlash(url) {
@@ -259,18 +275,19 @@ function createDatafly() {
     let again = events;
     let wait = 0;
     try {
-      const response = await fetch(collectorUrl('/v1/batch', false), {
+      const response = await fetchWithin(collectorUrl('/v1/batch', false), {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
         body,
         credentials: 'include',
         keepalive: fitsKeepalive(body),
       });
+      if (!response) throw new Error('no answer'); // sent again below
       if (response.status === 429 || response.status >= 500) wait = retryAfterMs(response);
       else if (response.ok) again = await failedTransiently(events, response);
       else return; // another 4xx: the request itself is wrong, resending cannot help
     } catch {
-      // a network error: send the whole batch again
+      // a network error or no answer in time: send the whole batch again
     }
     if (!again.length || attempt + 1 >= MAX_ATTEMPTS) return;
     await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
@@ -397,26 +414,22 @@ function createDatafly() {
   // gateway kept.
   function sendConsent(denied) {
     const sending = state.consentSync.then(async () => {
-      await Promise.all([...state.inFlight]);
+      await within(Promise.all([...state.inFlight]), SEND_TIMEOUT_MS, () => undefined);
       let allowed = !denied;
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
         // Built for each attempt: a resend carries the visitor's choice as it is by then.
         const body = JSON.stringify({ anonymousId: state.anonymousId, consent: state.consent });
         let wait = 0;
-        let response;
-        try {
-          response = await fetch(collectorUrl('/v1/consent', false), {
-            method: 'POST',
-            headers: {
-              'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey,
-            },
-            body,
-            credentials: 'include',
-            keepalive: fitsKeepalive(body),
-          });
-        } catch {
-          response = null; // unreachable gateway: send again
-        }
+        // null: unreachable gateway, or no answer in time: send again
+        const response = await fetchWithin(collectorUrl('/v1/consent', false), {
+          method: 'POST',
+          headers: {
+            'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey,
+          },
+          body,
+          credentials: 'include',
+          keepalive: fitsKeepalive(body),
+        });
         if (response && response.ok) {
           try {
             const data = await response.json();
@@ -571,10 +584,14 @@ function createDatafly() {
    */
   api.onProfileReady = () => state.profileReady;
 
-  /** Flush pending events (so an identify reaches the server), then fetch the profile again. */
+  /**
+   * Flush pending events (so an identify reaches the server), then fetch the profile again.
+   * The flush is waited for at most enrich.timeoutMs: a batch still unanswered then does
+   * not hold the lookup.
+   */
   api.refreshProfile = async () => {
     if (!state.config) throw new Error('datafly: call datafly.init({...}) first');
-    await api.flush();
+    await within(api.flush(), enrichTimeout(state.config.enrich), () => undefined);
     return fetchProfile();
   };
 

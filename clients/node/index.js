@@ -97,6 +97,26 @@ function loadService(protoPath) {
   return loaded.datafly.amperity.v1.AmperityService;
 }
 
+const MAX_REPLAY = 2 ** 31 - 1; // WatchDeliveriesRequest.replay is an int32
+
+/**
+ * Refuse a `replay` a WatchDeliveriesRequest cannot hold, naming it; protobufjs converted
+ * it instead ("2" to 2, 1.5 to 1, 2 ** 33 to 0), and the Python client refuses it.
+ * @param {unknown} replay
+ * @returns {number}
+ */
+function checkReplay(replay) {
+  const wanted = `a whole number of records, 0 to ${MAX_REPLAY}, e.g. 10`;
+  if (typeof replay !== 'number' || !Number.isInteger(replay)) {
+    const shown = typeof replay === 'number' ? `; got ${replay}` : `, not ${typeof replay}`;
+    throw new TypeError(`replay must be ${wanted}${shown}.`);
+  }
+  if (replay < 0 || replay > MAX_REPLAY) {
+    throw new RangeError(`replay must be ${wanted}; got ${replay}.`);
+  }
+  return replay;
+}
+
 /** @param {number} ms */
 const realSleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
@@ -309,7 +329,10 @@ class AmperityClient {
   async *watchDeliveries({ replay = 0, integrationId } = {}) {
     const whose = integrationId ?? this._integrationId;
     checkString(whose, 'integrationId');
-    const call = this._client.WatchDeliveries({ integration_id: whose, replay }, this._metadata());
+    const replayed = checkReplay(replay ?? 0); // null keeps the default, as options do
+    const call = this._client.WatchDeliveries(
+      { integration_id: whose, replay: replayed }, this._metadata(),
+    );
     // The iterator hears failures itself. This listener keeps the CANCELLED status a
     // break causes from ever being an unhandled 'error' event (an uncaught exception):
     // that the stream iterator leaves a listener behind after it returns is not promised.

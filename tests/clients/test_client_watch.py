@@ -302,3 +302,37 @@ def test_the_memory_of_yielded_records_is_bounded() -> None:
     assert not recent.add(keys[4])
 
     assert recent.add(keys[0])
+
+
+_BAD_REPLAYS: list[tuple[object, type[Exception], str]] = [
+    (1.5, TypeError, "not float"),
+    ("2", TypeError, "not str"),
+    (True, TypeError, "not bool"),
+    (-1, ValueError, "got -1"),
+    (2**33, ValueError, "got 8589934592"),
+]
+
+
+@pytest.mark.parametrize("case", _BAD_REPLAYS)
+async def test_a_replay_that_is_no_record_count_is_refused_naming_it_before_any_call(
+    running: RunningService,
+    client: AsyncAmperityClient,
+    sync_client: AmperityClient,
+    case: tuple[object, type[Exception], str],
+) -> None:
+    """Both clients, reconnecting or not: the error names replay; nothing is sent.
+
+    Protobuf refused these with errors naming no field (``Value out of range``), and the
+    Node client sent ``"2"`` as 2, ``1.5`` as 1 and ``2**33`` as 0.
+    """
+    replay, error, says = case
+    refused = rf"^replay must be a whole number .*{says}"
+    for reconnect in (True, False):
+        watch = client.watch_deliveries(replay, reconnect=reconnect)  # type: ignore[arg-type]
+        async with aclosing(watch):
+            with pytest.raises(error, match=refused):
+                await next_record(watch)
+        sync_watch = sync_client.watch_deliveries(replay, reconnect=reconnect)  # type: ignore[arg-type]
+        with closing(sync_watch), pytest.raises(error, match=refused):
+            next(sync_watch)
+    assert running.service.calls == []

@@ -505,3 +505,27 @@ test('a failing watch throws the mapped error after its records', GUARD, async (
   assert.equal(error.reason, 'INTEGRATION_NOT_FOUND');
   assert.deepEqual(error.metadata, { integration_id: 'nope' });
 });
+
+test('watchDeliveries refuses a replay that is no record count, naming it, before any call', GUARD, async (t) => {
+  let calls = 0;
+  const { server, target } = await startFake({
+    WatchDeliveries(call) { calls += 1; call.end(); },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web' });
+  t.after(() => client.close());
+
+  // protobufjs sent '2' as 2, 1.5 as 1 and 2 ** 33 as 0; the Python client refuses them.
+  for (const [replay, Error, says] of [
+    [1.5, TypeError, 'got 1.5'], ['2', TypeError, 'not string'], [true, TypeError, 'not boolean'],
+    [-1, RangeError, 'got -1'], [2 ** 33, RangeError, 'got 8589934592'],
+  ]) {
+    const error = await client.watchDeliveries({ replay }).next().then(() => null, (e) => e);
+    assert.ok(error instanceof Error, `${replay}: ${error}`);
+    assert.match(error.message, new RegExp(`^replay must be a whole number .*${says}`));
+  }
+  assert.equal(calls, 0);
+  const ended = await client.watchDeliveries({ replay: null }).next(); // null: the default
+  assert.equal(ended.done, true);
+  assert.equal(calls, 1);
+});

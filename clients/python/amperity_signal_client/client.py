@@ -156,6 +156,30 @@ def check_string(name: str, value: object) -> str:
     return text
 
 
+_MAX_REPLAY = 2**31 - 1  # WatchDeliveriesRequest.replay is an int32
+
+
+def check_replay(replay: object) -> int:
+    """``replay`` when it is a whole number of records a WatchDeliveriesRequest holds.
+
+    Refused naming ``replay`` rather than left to protobuf, whose errors name no field,
+    and never converted: the Node client used to send ``"2"`` as 2, ``1.5`` as 1 and
+    ``2**33`` as 0.
+
+    Raises:
+        TypeError: When ``replay`` is not an ``int`` (``bool`` included) or None (0).
+        ValueError: When it is below 0 or above 2**31 - 1.
+    """
+    if replay is None:
+        return 0  # what protobuf made of it before
+    wanted = f"a whole number of records, 0 to {_MAX_REPLAY}, e.g. 10"
+    if isinstance(replay, bool) or not isinstance(replay, int):
+        raise TypeError(f"replay must be {wanted}, not {type_name(replay)}.")
+    if not 0 <= replay <= _MAX_REPLAY:
+        raise ValueError(f"replay must be {wanted}; got {replay!r}.")
+    return replay
+
+
 def require_string(name: str, value: object) -> str:
     """``value`` when it is a ``str``, else the ``TypeError`` of ``check_string``."""
     if not isinstance(value, str):
@@ -513,6 +537,7 @@ class AsyncAmperityClient:
         """
         integration_id = self._integration_id if integration_id is None else integration_id
         check_string("integration_id", integration_id)
+        replay = check_replay(replay)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             async with aclosing(self._watch_call(request, None)) as records:

@@ -24,6 +24,7 @@ from amperity_signal_client.client import (
     browser_profile_request,
     call_metadata,
     check_identity,
+    check_replay,
     check_string,
     check_timeouts,
     consent_request,
@@ -164,6 +165,7 @@ class AmperityClient:
         """Live delivery records, reconnecting; see ``AsyncAmperityClient.watch_deliveries``."""
         integration_id = self._integration_id if integration_id is None else integration_id
         check_string("integration_id", integration_id)
+        replay = check_replay(replay)
         if not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             yield from self._watch_call(request, None)

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from amperity_signal_client import AsyncAmperityClient, PermissionDenied, RetryPolicy, Unavailable
+from amperity_signal_client import (
+    AmperityClient,
+    AsyncAmperityClient,
+    PermissionDenied,
+    RetryPolicy,
+    Unavailable,
+)
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 from .conftest import ClientFactory
@@ -194,3 +200,32 @@ async def test_events_without_message_id_get_one_and_events_sharing_one_wait(
 async def test_an_empty_source_finishes_at_once(client: AsyncAmperityClient) -> None:
     """No events, no responses, no error."""
     assert await collect(client, []) == []
+
+
+_BAD_CONCURRENCY: list[tuple[object, type[Exception], str]] = [
+    (1.5, TypeError, "not float"),
+    ("2", TypeError, "not str"),
+    (True, TypeError, "not bool"),
+    (None, TypeError, "not None"),
+    (0, ValueError, "got 0"),
+]
+
+
+@pytest.mark.parametrize("case", _BAD_CONCURRENCY)
+async def test_a_concurrency_that_is_no_event_count_is_refused_naming_it(
+    running: RunningService,
+    client: AsyncAmperityClient,
+    sync_client: AmperityClient,
+    case: tuple[object, type[Exception], str],
+) -> None:
+    """Both clients refuse it before any stream, as the Node client does.
+
+    A float was taken as it came and a string failed with ``'<' not supported``.
+    """
+    concurrency, error, says = case
+    refused = rf"^deliver_many concurrency must be a whole number, 1 or more.*{says}"
+    with pytest.raises(error, match=refused):
+        await collect(client, events(1), concurrency=concurrency)  # type: ignore[arg-type]
+    with pytest.raises(error, match=refused):
+        list(sync_client.deliver_many(events(1), concurrency=concurrency))  # type: ignore[arg-type]
+    assert running.service.streams_opened == 0

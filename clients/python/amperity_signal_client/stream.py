@@ -32,6 +32,7 @@ from amperity_signal_client.errors import (
     service_unreachable,
 )
 from amperity_signal_client.events import event_from_json
+from amperity_signal_client.fields import type_name
 from amperity_signal_client.ledger import Answer, Ledger
 from amperity_signal_client.retry import RetryPolicy
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -84,6 +85,24 @@ class Connect(Protocol):
         ...
 
 
+def check_concurrency(concurrency: object) -> int:
+    """``concurrency`` when it is a whole number of events, 1 or more.
+
+    Refused naming it, as the Node client refuses it: a float was taken as it came (1.5
+    kept two events unanswered) and a string failed with ``'<' not supported``.
+
+    Raises:
+        TypeError: When ``concurrency`` is not an ``int`` (``bool`` included).
+        ValueError: When it is below 1.
+    """
+    wanted = "a whole number, 1 or more, e.g. 64"
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError(f"deliver_many concurrency must be {wanted}, not {type_name(concurrency)}.")
+    if concurrency < 1:
+        raise ValueError(f"deliver_many concurrency must be {wanted}; got {concurrency!r}.")
+    return concurrency
+
+
 class AsyncStreamRun:
     """One ``deliver_many``: feeds, sends, re-sends and yields until all is answered."""
 
@@ -103,8 +122,7 @@ class AsyncStreamRun:
         clock: Callable[[], float],
         rng: random.Random | None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("deliver_many concurrency must be 1 or more.")
+        check_concurrency(concurrency)
         self._open_call = open_call
         self._connect = connect
         self._target = target

@@ -28,7 +28,7 @@ from amperity_signal_client.errors import (
 )
 from amperity_signal_client.ledger import Ledger
 from amperity_signal_client.retry import RetryPolicy
-from amperity_signal_client.stream import EventLike, StreamBroken, to_event
+from amperity_signal_client.stream import EventLike, StreamBroken, check_concurrency, to_event
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ class SyncStreamRun:
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("deliver_many concurrency must be 1 or more.")
+        check_concurrency(concurrency)
         self._open_call = open_call
         self._connect = connect
         self._target = target

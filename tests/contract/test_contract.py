@@ -18,8 +18,15 @@ from grpc_status import rpc_status
 
 from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.contract.harness import Harness
-from tests.support import ALICE_EMAIL, ALICE_PROFILE, delivery_record, message_id
+from tests.contract.harness import SANDBOX_URL, Harness
+from tests.support import (
+    ALICE_EMAIL,
+    ALICE_PROFILE,
+    Keys,
+    delivery_record,
+    integration_dict,
+    message_id,
+)
 
 V1_REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
@@ -529,6 +536,34 @@ async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
     assert harness.keys.ingest not in text and harness.keys.profile not in text
 
 
+async def test_a_pipeline_key_scopes_watch_deliveries_to_its_integration(
+    make_harness: Callable[..., Any], keys: Keys
+) -> None:
+    """A key-only watch sees its integration's records only; a key nobody has is NOT_FOUND."""
+    harness = await make_harness(
+        integration_dict(SANDBOX_URL, keys, integration_id="web"),
+        integration_dict(SANDBOX_URL, keys, integration_id="shop"),
+    )
+    for integration_id in ("shop", "web"):
+        request = pb.DeliverRequest(integration_id=integration_id, event=event(type="page"))
+        await harness.stub.Deliver(request)
+    call = harness.stub.WatchDeliveries(
+        pb.WatchDeliveriesRequest(replay=10), metadata=(("x-pipeline-key", "pk_web"),)
+    )
+    record = await asyncio.wait_for(call.read(), 5)
+    assert isinstance(record, pb.WatchDeliveriesResponse)
+    assert record.integration_id == "web"
+    with pytest.raises(asyncio.TimeoutError):  # the shop's record is not replayed
+        await asyncio.wait_for(call.read(), 0.5)
+    call.cancel()
+    nobody = harness.stub.WatchDeliveries(
+        pb.WatchDeliveriesRequest(), metadata=(("x-pipeline-key", "pk_nobody"),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await asyncio.wait_for(nobody.read(), 5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_watch_deliveries_answers_with_headers_before_any_delivery(
     harness: Harness,
 ) -> None:
@@ -547,6 +582,9 @@ class _PublishingWhenHeadersGo:
 
     def __init__(self, harness: Harness) -> None:
         self._live = harness.service.live
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         self._live.publish(delivery_record(1))

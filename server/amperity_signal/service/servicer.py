@@ -372,9 +372,14 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """Stream live delivery records, secrets redacted."""
         if self._stopping:
             await context.abort_with_status(to_grpc_status(_stopping_error()))
-        if request.integration_id:
+        # A caller's pipeline key scopes the watch to its integration, as it scopes every
+        # other call: a client built with only a key sends no integration_id, and must not
+        # watch every integration (nor with a key that is nobody's).
+        scope = request.integration_id
+        pipeline_key = pipeline_key_of(context)
+        if scope or pipeline_key:
             try:
-                self._registry.get(request.integration_id)
+                scope = self._integration(scope, pipeline_key).id
             except AmperitySignalError as error:
                 await context.abort_with_status(to_grpc_status(error))
         if request.replay < 0:
@@ -387,7 +392,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             await context.abort_with_status(to_grpc_status(refusal))
         # Subscribed before the headers go: a caller that waits for them, then makes a
         # delivery, must see its record, so none may be published in between unseen.
-        watch = self._live.watch(request.integration_id, request.replay)
+        watch = self._live.watch(scope, request.replay)
         async with contextlib.aclosing(watch) as records:
             # Headers at once, not with the first record: a reconnecting client can tell a
             # watch the service took from one still connecting, before anything is delivered.

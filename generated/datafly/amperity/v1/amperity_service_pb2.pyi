@@ -522,7 +522,9 @@ class WatchDeliveriesRequest(_message.Message):
     INTEGRATION_ID_FIELD_NUMBER: _builtins.int
     REPLAY_FIELD_NUMBER: _builtins.int
     integration_id: _builtins.str
-    """Only records of this integration; empty means all."""
+    """Only records of this integration. Empty means the integration of the call's x-pipeline-key
+    metadata when it carries one (a key nobody has is NOT_FOUND), else all integrations.
+    """
     replay: _builtins.int
     """How many recent records to replay before live ones (at most the buffer size). A negative
     number is refused with INVALID_ARGUMENT.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,3 +127,12 @@ class OutageStore(MemoryStore):
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._check()
         await super().set(key, value, ttl)
+
+
+async def read_http_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]]:
+    """One whole HTTP/1.1 answer with a Content-Length body: status line, headers (lower)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return status_line.encode(), headers

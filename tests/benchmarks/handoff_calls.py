@@ -1,13 +1,15 @@
 """Count the calls that fail across a handoff: ``serve --handoff`` old, new, SIGTERM to old.
 
 Callers on one long-lived channel (and keep-alive HTTP callers of ``/v1/enrich``) call
-without pause through the handoff; every outcome is counted by kind. Counts, not
+without pause through the handoff; every outcome is counted by kind, and the HTTP answers
+a draining old process gave with ``Connection: close``. Counts, not
 timings: the machine's load changes how many calls wait in gRPC core at the stop, not
 whether any fails.
 
     .venv/bin/python -m tests.benchmarks.handoff_calls --callers 16 --caller client
     .venv/bin/python -m tests.benchmarks.handoff_calls --callers 16 --caller stub
     .venv/bin/python -m tests.benchmarks.handoff_calls --callers 0 --http 2 --pause 0.005
+    .venv/bin/python -m tests.benchmarks.handoff_calls --callers 0 --http 8 --pause 0.002
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ async def handoff(args: argparse.Namespace) -> dict[str, int]:
                     "/v1/enrich", params=params, headers={"X-Pipeline-Key": "pk_web"}
                 )
                 answer.raise_for_status()
+                if answer.headers.get("connection") == "close":
+                    # The old process draining: answered, and this caller reconnects.
+                    counts["answered with Connection: close"] += 1
 
             async def repeat(call: Call) -> None:
                 n = 0

@@ -8,6 +8,7 @@ Amperity sees only the new key.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import ssl
@@ -24,7 +25,7 @@ import trustme
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
 from tests.e2e.stack import Sandbox, Stack, free_port
-from tests.support import mint_keys
+from tests.support import mint_keys, read_http_answer
 
 pytestmark = pytest.mark.e2e
 # Many calls a second from one address: the gateway's per-client limit would answer 429.
@@ -40,7 +41,7 @@ class Callers:
     calls: int = 0
     delivered: list[tuple[str, bool]] = field(default_factory=list)  # (message_id, later)
     later: bool = False  # set once the old process has exited
-    closed_connections: int = 0
+    answered_closing: int = 0  # HTTP answers saying Connection: close
 
     async def repeat(self, call: Callable[[int], Awaitable[None]]) -> None:
         """Call ``call`` (with a running count) until stopped, keeping every failure."""
@@ -76,7 +77,7 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
     )
     callers = Callers()
     client = AsyncAmperityClient(server["grpc_address"], pipeline_key="pk_web")
-    # Keep-alive: the same connections to the old process until it closes them.
+    # Keep-alive: the same connection to the old process until an answer closes it.
     http = httpx.AsyncClient(base_url=old.http_url, timeout=10)
 
     async def deliver(n: int) -> None:
@@ -91,13 +92,10 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
     async def browser_enrich(n: int) -> None:
         params = {"provider": "amperity", "anonymous_id": f"anon_b{n % 8}"}
         headers = {"X-Pipeline-Key": "pk_web"}
-        try:
-            answer = await http.get("/v1/enrich", params=params, headers=headers)
-        except (httpx.RemoteProtocolError, httpx.ReadError):
-            # The old process closed this idle keep-alive connection as the request left:
-            # nothing was answered, and a browser sends it again on a new connection.
-            callers.closed_connections += 1
-            answer = await http.get("/v1/enrich", params=params, headers=headers)
+        # No retry: the draining old process answers every request on its connections.
+        answer = await http.get("/v1/enrich", params=params, headers=headers)
+        if answer.headers.get("connection") == "close":
+            callers.answered_closing += 1
         if answer.status_code != 200:
             callers.failures.append(f"/v1/enrich {answer.status_code}: {answer.text}")
 
@@ -122,6 +120,7 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
         await http.aclose()
 
     assert callers.failures == [], callers.failures
+    assert callers.answered_closing, "the old process never answered with Connection: close"
     later = [message_id for message_id, after in callers.delivered if after]
     assert later, "no Deliver after the old process exited"
     old_fingerprints = {f"Bearer <fp:{fingerprint(key)}>" for key in vars(old_keys).values()}
@@ -134,6 +133,82 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
     assert newer and {r["headers"]["authorization"] for r in newer} <= new_fingerprints
     before = {sent[m]["authorization"] for m, after in callers.delivered if not after}
     assert before & old_fingerprints, "the old process never delivered: nothing was rotated"
+
+
+def tcp_sockets(pid: int) -> list[tuple[int, int, str]]:
+    """(local port, remote port, state) of each TCP socket process ``pid`` holds (/proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    held = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, remote, state, inode = (line.split()[i] for i in (1, 2, 3, 9))
+            if inode in inodes:
+                held.append((int(local[-4:], 16), int(remote[-4:], 16), state))
+    return held
+
+
+LISTEN = "0A"  # /proc/net/tcp's state of a listening socket
+
+
+async def connection_to(
+    pid: int, port: int, request: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A keep-alive connection to ``port`` whose request process ``pid`` answered.
+
+    Two processes share the port: the kernel gives each new connection to one of them.
+    """
+    for _ in range(50):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        status, headers = await read_http_answer(reader)
+        assert (status, headers.get("connection")) == (b"HTTP/1.1 200 OK", None)
+        client_port = writer.get_extra_info("sockname")[1]
+        if (port, client_port, "01") in tcp_sockets(pid):  # 01: established
+            return reader, writer
+        writer.close()
+    raise AssertionError(f"50 connections to port {port}, none to process {pid}")
+
+
+async def test_an_idle_keep_alive_connection_to_the_old_process_is_answered_after_sigterm(
+    stack: Stack,
+) -> None:
+    """Its request, sent once the old process stopped listening: answered, Connection: close.
+
+    The old process used to close its idle keep-alive connections as its stop began, and a
+    request its client sent then got no answer. Now it drains them: the client is told to
+    reconnect, which reaches the new process.
+    """
+    sandbox = await stack.sandbox()
+    port = free_port()
+    server = {"grpc_address": f"127.0.0.1:{free_port()}", "http_address": f"127.0.0.1:{port}"}
+    old = await stack.service(sandbox, server=server, gateway=UNLIMITED, args=("--handoff",))
+    request = (
+        b"GET /v1/enrich?provider=amperity&anonymous_id=anon_idle HTTP/1.1\r\n"
+        b"Host: gateway\r\nX-Pipeline-Key: pk_web\r\n\r\n"
+    )
+    await stack.service(sandbox, server=server, gateway=UNLIMITED, args=("--handoff",))
+    # Opened after the new process started: the old one's keep-alive timeout (5 s) must not
+    # close it before the SIGTERM.
+    reader, writer = await connection_to(old.process.pid, port, request)
+    try:
+        old.process.proc.send_signal(signal.SIGTERM)
+        while (port, 0, LISTEN) in tcp_sockets(old.process.pid):  # the stop closes it first
+            assert old.process.proc.returncode is None, "the old process exited at once"
+            await asyncio.sleep(0.01)
+        writer.write(request)
+        status, headers = await read_http_answer(reader)
+        assert (status, headers.get("connection")) == (b"HTTP/1.1 200 OK", "close")
+        assert await asyncio.wait_for(reader.read(), 10) == b"", "closed after its answer"
+    finally:
+        writer.close()
+    assert await asyncio.wait_for(old.process.proc.wait(), 15) == 0
 
 
 async def test_sighup_is_logged_as_no_reload_and_the_service_keeps_serving(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import h11
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from amperity_signal.gateway.app import create_gateway_app
@@ -28,6 +29,10 @@ _log = logging.getLogger(__name__)
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
 # ceiling get a 400 (JsonErrorH11Protocol), and memory per connection stays bounded.
 _HEAD_CEILING = 256 * 1024
+# uvicorn closes a keep-alive connection idle this long (its default, said here because the
+# stop's drain window is tied to it: GatewayServer).
+_KEEP_ALIVE_SECONDS = 5
+_CONNECTION_CLOSE = (b"connection", b"close")
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
@@ -117,25 +122,98 @@ class JsonErrorH11Protocol(H11Protocol):
         self.transport.close()
 
 
-class GatewayServer(ProcessServer):
-    """The gateway's uvicorn server: its shutdown first ends the streams that never end.
+class ClosingWhenDraining:
+    """The gateway app, whose answers say ``Connection: close`` once its server drains.
 
-    uvicorn stops by waiting for the responses in progress (``timeout_graceful_shutdown``)
-    and then cancelling them: an open Live Events page held every stop that long and had
-    its stream cut mid-body, an error logged. ``end_streams`` ends those streams instead
+    A client reads it as "send the next request on a new connection": under a handoff
+    that connection reaches the new process. uvicorn, h11 and httptools alike, closes a
+    connection after an answer carrying it. Until the drain, requests pass through as
+    they are (one ``if`` each); a request already in flight when it begins keeps its
+    connection, and the next request on it is answered with the header.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve ``scope``; while draining, an HTTP answer closes its connection."""
+        if self.draining and scope["type"] == "http":
+            await self.app(scope, receive, _closing(send))
+        else:
+            await self.app(scope, receive, send)
+
+
+def _closing(send: Send) -> Send:
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+            message = {**message, "headers": [*headers, _CONNECTION_CLOSE]}
+        await send(message)
+
+    return send_closing
+
+
+class GatewayServer(ProcessServer):
+    """The gateway's uvicorn server: it stops accepting, drains, then stops as uvicorn does.
+
+    uvicorn's stop closes every idle keep-alive connection at once; a request its client
+    sent on one at that moment got no answer ("Server disconnected without sending a
+    response"), which under a handoff (README, "Rotating keys and certificates") cost
+    keep-alive HTTP callers a request or two per stop. The stop now drains first: the
+    listening socket is closed, and for ``drain_seconds`` every request arriving on an
+    open connection is answered in full with ``Connection: close`` (``ClosingWhenDraining``),
+    its connection closed after it; the drain ends early once no connection is left.
+    Connections idle through the whole drain are closed at its end.
+
+    uvicorn also waits for the responses in progress (``timeout_graceful_shutdown``) and
+    then cancels them: an open Live Events page held every stop that long and had its
+    stream cut mid-body, an error logged. ``end_streams`` ends those streams first
     (``LiveEndpoints.close``), so the stop waits only for the requests doing work. A
     stream whose client stopped reading cannot send that last event; its connection is
     closed instead (``JsonErrorH11Protocol.shutdown``).
     """
 
-    def __init__(self, config: uvicorn.Config, *, end_streams: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        end_streams: Callable[[], None],
+        app: ClosingWhenDraining,
+        drain_seconds: float,
+    ) -> None:
         super().__init__(config)
         self._end_streams = end_streams
+        self._app = app
+        self._drain_seconds = drain_seconds
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the endless streams, then stop as uvicorn does."""
+        """End the endless streams, stop accepting, drain, then stop as uvicorn does."""
         self._end_streams()
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await self._drain()
         await super().shutdown(sockets)
+
+    async def _drain(self) -> None:
+        """Answer with ``Connection: close`` until no connection is left or the window ends."""
+        self._app.draining = True
+        connections = self.server_state.connections
+        if not connections or self._drain_seconds <= 0:
+            return
+        _log.info(
+            "gateway draining: requests on open connections are answered with Connection: close",
+            extra={"connections": len(connections), "drain_seconds": self._drain_seconds},
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_seconds
+        while connections and not self.force_exit:
+            left = deadline - loop.time()
+            if left <= 0:
+                break  # those left are idle (closed next) or busy (uvicorn waits for them)
+            await asyncio.sleep(min(0.05, left))
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -183,7 +261,9 @@ def listening_url(sock: socket.socket, *, tls: bool = False) -> str:
 def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
-    ``app`` is one ``create_gateway_app`` built: its stop ends its Live Events streams.
+    ``app`` is one ``create_gateway_app`` built: its stop ends its Live Events streams,
+    then drains the keep-alive connections for up to ``settings.grace_period`` seconds,
+    at most the 5 s keep-alive timeout (``GatewayServer``).
 
     uvicorn configures no logging and writes no access log: its loggers propagate to the
     process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
@@ -193,8 +273,9 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     call it, and they have none to show.
     """
     tls = settings.listener_tls
+    served = ClosingWhenDraining(app)
     config = uvicorn.Config(
-        app,
+        served,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         # No "Server: uvicorn": a production gateway does not advertise its software.
@@ -203,11 +284,17 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
         log_config=None,
         access_log=False,
+        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=5,
         ssl_certfile=tls.cert_file if tls else None,
         ssl_keyfile=tls.key_file if tls else None,
     )
-    return GatewayServer(config, end_streams=app.state.end_streams)
+    # The drain is part of the stop's grace (``[server] grace_period``); past the keep-alive
+    # timeout no connection it could still move is left: uvicorn has closed the idle ones.
+    drain_seconds = min(settings.grace_period, _KEEP_ALIVE_SECONDS)
+    return GatewayServer(
+        config, end_streams=app.state.end_streams, app=served, drain_seconds=drain_seconds
+    )
 
 
 def run_gateway(

@@ -80,6 +80,9 @@ class GatewaySettings:
         service_cert_file: The gateway's client certificate, for a service that requires
             one (``[server] tls_client_ca_file``); with ``service_key_file``.
         service_key_file: The private key of ``service_cert_file``.
+        grace_period: The stop's grace, in seconds (``[server] grace_period``): the
+            gateway drains its keep-alive connections for at most this long, and never
+            more than its 5 s keep-alive timeout (``GatewayServer``); 0 closes them at once.
         listener_tls: The certificate and key the gateway serves HTTPS with (``[server]
             tls_cert_file`` and ``tls_key_file``); None serves plain HTTP.
     """
@@ -104,6 +107,7 @@ class GatewaySettings:
     service_cert_file: str | None = None
     service_key_file: str | None = None
     listener_tls: TlsFiles | None = None
+    grace_period: float = 10.0
 
     def __post_init__(self) -> None:
         """Reject limits that would make the gateway refuse everything or nothing."""
@@ -123,6 +127,10 @@ class GatewaySettings:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"GatewaySettings.{name} must be positive, got {value!r}.")
+        if not self.grace_period >= 0:
+            raise ValueError(
+                f"GatewaySettings.grace_period must be 0 or more, got {self.grace_period!r}."
+            )
         check_ipv6_prefix(self.rate_limit_ipv6_prefix, "GatewaySettings.rate_limit_ipv6_prefix")
         keys = [p.pipeline_key for p in self.pipelines]
         if len(keys) != len(set(keys)):
@@ -167,6 +175,7 @@ class GatewaySettings:
             "admin_token": token.get_secret_value() if token is not None else None,
             "redact": tuple(s for s in settings.secret_values() if s),
             "listener_tls": settings.server.tls,
+            "grace_period": settings.server.grace_period,
         }
         values.update(overrides)
         return cls(**values)

@@ -1,0 +1,97 @@
+"""The gateway's stop: it stops accepting, then drains its keep-alive connections.
+
+uvicorn closed every idle keep-alive connection as its stop began, and a request a client
+wrote on one at that moment got no answer. A real server on a real socket, stopped while a
+raw client holds connections open: what each connection gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from amperity_signal.gateway import create_gateway_app
+from amperity_signal.gateway.server import GatewayServer, bind_socket, gateway_server
+from tests.support import read_http_answer
+
+from .conftest import gateway_settings
+from .fakes import RunningService
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+
+
+@dataclass
+class Stoppable:
+    """A gateway served on 127.0.0.1:0 that the test stops itself."""
+
+    server: GatewayServer
+    task: asyncio.Task[None]
+    port: int
+
+    def stop_begun(self) -> bool:
+        """Whether the stop has closed the listening socket (the first thing it does)."""
+        return not self.server.servers[0].is_serving()
+
+    async def begin_stop(self) -> None:
+        """Ask the server to stop, and return once it no longer accepts connections."""
+        self.server.should_exit = True
+        while not self.stop_begun():
+            assert not self.task.done(), "the gateway stopped before the test looked"
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def gateway(service: RunningService) -> AsyncIterator[Stoppable]:
+    """The gateway with the test settings and a grace period of 1 s: a 1 s drain."""
+    settings = gateway_settings(grace_period=1.0)
+    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    sock = bind_socket("127.0.0.1:0")
+    server = gateway_server(app, settings)
+    assert isinstance(server, GatewayServer)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done(), "the gateway failed to start"
+        await asyncio.sleep(0.01)
+    try:
+        yield Stoppable(server, task, sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_a_request_on_an_idle_keep_alive_connection_after_the_stop_began_is_answered(
+    gateway: Stoppable,
+) -> None:
+    """Sent once the stop closed the listener: a full answer, `Connection: close`, then EOF.
+
+    Before the drain the stop closed the idle connection at once: the request got no
+    answer (httpx: "Server disconnected without sending a response").
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        for stream_reader, stream_writer in ((reader, writer), (idle_reader, idle_writer)):
+            stream_writer.write(HEALTHZ)
+            status, headers = await read_http_answer(stream_reader)
+            assert status == b"HTTP/1.1 200 OK"
+            assert "connection" not in headers  # kept alive while serving
+
+        await gateway.begin_stop()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(HEALTHZ)
+        status, headers = await read_http_answer(reader)
+        assert status == b"HTTP/1.1 200 OK"
+        assert headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "closed after the answer"
+
+        # The other connection stayed idle: closed once the drain ends, and the stop ends.
+        assert await asyncio.wait_for(idle_reader.read(), 15) == b""
+        await asyncio.wait_for(gateway.task, 15)
+    finally:
+        for stream_writer in (writer, idle_writer):
+            stream_writer.close()

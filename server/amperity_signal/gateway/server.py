@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ class ClosingWhenDraining:
     A client reads it as "send the next request on a new connection": under a handoff
     that connection reaches the new process. uvicorn, h11 and httptools alike, closes a
     connection after an answer carrying it. Until the drain, requests pass through as
-    they are (one ``if`` each); a request already in flight when it begins keeps its
+    they are (one ``if`` and one call each); a request already in flight when it begins keeps its
     connection, and the next request on it is answered with the header.
     """
 
@@ -136,12 +136,15 @@ class ClosingWhenDraining:
         self.app = app
         self.draining = False
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve ``scope``; while draining, an HTTP answer closes its connection."""
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Serve ``scope``; while draining, an HTTP answer closes its connection.
+
+        Not a coroutine of its own: it hands back the app's, one frame less per request
+        (uvicorn is told the interface, ``asgi3``, since it cannot infer it from this).
+        """
         if self.draining and scope["type"] == "http":
-            await self.app(scope, receive, _closing(send))
-        else:
-            await self.app(scope, receive, send)
+            return self.app(scope, receive, _closing(send))
+        return self.app(scope, receive, send)
 
 
 def _closing(send: Send) -> Send:
@@ -276,6 +279,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
     served = ClosingWhenDraining(app)
     config = uvicorn.Config(
         served,
+        interface="asgi3",
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         # No "Server: uvicorn": a production gateway does not advertise its software.

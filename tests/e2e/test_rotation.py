@@ -146,8 +146,9 @@ def tcp_sockets(pid: int) -> list[tuple[int, int, str]]:
         if target.startswith("socket:["):
             inodes.add(target.removeprefix("socket:[").removesuffix("]"))
     held = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        lines = table.read_text().splitlines()[1:] if table.exists() else []  # no IPv6
+        for line in lines:
             local, remote, state, inode = (line.split()[i] for i in (1, 2, 3, 9))
             if inode in inodes:
                 held.append((int(local[-4:], 16), int(remote[-4:], 16), state))

@@ -320,16 +320,24 @@ class AmperityClient {
 
   /**
    * Live delivery records, after replaying up to `replay` recent ones. Stopping the
-   * iteration (`break`, `return()`) cancels the call. Not retried: a failed watch throws.
-   * @param {{replay?: number, integrationId?: string}} [options] integrationId: whose
-   *   records; the client's integration by default, '' for all.
+   * iteration (`break`, `return()`) cancels the call; so does aborting `signal`, which also
+   * ends a watch that is waiting for its next record (the iteration then ends without an
+   * error). Not retried: a failed watch throws.
+   * @param {{replay?: number, integrationId?: string, signal?: AbortSignal}} [options]
+   *   integrationId: whose records; the client's integration by default, '' for all (a
+   *   client with a pipelineKey sees only its key's integration: the service scopes the
+   *   watch by the key).
    * @returns {AsyncGenerator<Object<string, any>>} WatchDeliveriesResponse records, Structs
    *   as plain objects. Throws AmperitySignalError when the watch fails.
    */
-  async *watchDeliveries({ replay = 0, integrationId } = {}) {
+  async *watchDeliveries({ replay = 0, integrationId, signal } = {}) {
     const whose = integrationId ?? this._integrationId;
     checkString(whose, 'integrationId');
     const replayed = checkReplay(replay ?? 0); // null keeps the default, as options do
+    if (signal != null && !(signal instanceof AbortSignal)) {
+      throw new TypeError(`signal must be an AbortSignal, got ${typeof signal}`);
+    }
+    if (signal?.aborted) return;
     const call = this._client.WatchDeliveries(
       { integration_id: whose, replay: replayed }, this._metadata(),
     );
@@ -337,11 +345,18 @@ class AmperityClient {
     // break causes from ever being an unhandled 'error' event (an uncaught exception):
     // that the stream iterator leaves a listener behind after it returns is not promised.
     call.on('error', () => {});
+    const stop = () => call.cancel();
+    signal?.addEventListener('abort', stop, { once: true });
     try {
-      for await (const record of call) yield plainRecord(record);
+      for await (const record of call) {
+        if (signal?.aborted) return;
+        yield plainRecord(record);
+      }
     } catch (error) {
+      if (signal?.aborted) return; // the CANCELLED status the abort caused
       throw fromServiceError(error);
     } finally {
+      signal?.removeEventListener('abort', stop);
       call.cancel();
     }
   }

@@ -477,6 +477,44 @@ test('watchDeliveries yields plain records and a break cancels the call', GUARD,
   assert.equal(records[0].outcome, 'delivered');
 });
 
+test('aborting its signal ends a watch waiting for a record, and cancels the call', GUARD, async (t) => {
+  let cancelled;
+  const seen = new Promise((resolve) => { cancelled = resolve; });
+  let opened;
+  const open = new Promise((resolve) => { opened = resolve; });
+  const { server, target } = await startFake({
+    WatchDeliveries(call) {
+      call.on('cancelled', cancelled);
+      call.write(record('m-1'));
+      opened();
+      // Then nothing: a quiet live stream.
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web' });
+  t.after(() => client.close());
+  const controller = new AbortController();
+
+  const records = [];
+  const watching = (async () => {
+    for await (const item of client.watchDeliveries({ signal: controller.signal })) {
+      records.push(item);
+    }
+  })();
+  await open;
+  while (records.length === 0) await new Promise((resolve) => setImmediate(resolve));
+  controller.abort();
+  await watching; // ends, no error
+  await seen;
+  assert.deepEqual(records.map((r) => r.message_id), ['m-1']);
+
+  const ended = await client.watchDeliveries({ signal: controller.signal }).next();
+  assert.equal(ended.done, true); // already aborted: no call
+  const error = await client.watchDeliveries({ signal: 'stop' }).next().then(() => null, (e) => e);
+  assert.ok(error instanceof TypeError);
+  assert.match(error.message, /^signal must be an AbortSignal/);
+});
+
 test('a failing watch throws the mapped error after its records', GUARD, async (t) => {
   let request;
   const { server, target } = await startFake({

@@ -525,7 +525,8 @@ class AsyncAmperityClient:
         Args:
             replay: How many recent records to replay first.
             integration_id: Whose records; the client's integration by default, ``""``
-                for all.
+                for all (a client with a pipeline key sees only its key's integration:
+                the service scopes the watch by the key).
             reconnect: Reopen the watch when it breaks; False raises on the first break
                 and ends when the service ends the stream.
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from amperity_signal.config import Settings
@@ -35,6 +36,8 @@ COLD_CALLS = 500
 MAX_TURNS = 10_000
 """Loop turns one in-process request may take (it takes a handful)."""
 PerCall = Callable[[int, Callable[[int], Awaitable[Any]]], Awaitable[float]]
+PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"h11": H11Protocol, "httptools": HttpToolsProtocol}
+"""uvicorn's HTTP/1.1 protocols by the name its ``--http`` option gives them."""
 
 
 class _Transport(asyncio.Transport):
@@ -91,8 +94,11 @@ def _asgi_call(app: Any, path: str, query: bytes) -> Callable[[int], Awaitable[N
     return call
 
 
-def h11_call(server_config: Any, path: str, query: bytes) -> Callable[[int], Awaitable[None]]:
-    protocol = H11Protocol(server_config, ServerState(), {}, asyncio.get_running_loop())
+def h11_call(
+    server_config: Any, path: str, query: bytes, protocol_class: Any = H11Protocol
+) -> Callable[[int], Awaitable[None]]:
+    """One request through ``protocol_class`` (uvicorn's h11 protocol unless told) per call."""
+    protocol = protocol_class(server_config, ServerState(), {}, asyncio.get_running_loop())
     transport = _Transport()
     protocol.connection_made(transport)
     target = f"{path}?{query.decode()}" if query else path

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from amperity_signal.gateway import create_gateway_app
+from amperity_signal.gateway.server import JsonErrorHttpToolsProtocol, gateway_server
 from amperity_signal.metrics import Metrics
 
 from .conftest import gateway_settings, served
@@ -161,3 +163,113 @@ async def test_an_upgrade_request_is_answered_without_install_advice(
     assert status_line == b"HTTP/1.1 200 OK"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert not any("pip install" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_gateway_is_served_by_httptools_through_its_own_protocol(
+    service: RunningService,
+) -> None:
+    """The C parser (llhttp, through httptools) reads requests: ~40 % less CPU than h11."""
+    settings = gateway_settings()
+    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    config = gateway_server(app, settings).config
+    config.load()
+    assert config.http_protocol_class is JsonErrorHttpToolsProtocol
+    assert issubclass(JsonErrorHttpToolsProtocol, HttpToolsProtocol)
+
+
+HOST = b"Host: gateway.test\r\n"
+CLOSE = b"Connection: close\r\n"
+INVALID = b"INVALID_HTTP_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "answers"),
+    [
+        (b"GET /healthz HTTP/1.1\r\n" + CLOSE + b"\r\n", [b"400 " + INVALID]),
+        (b"GET /healthz HTTP/1.1\r\n" + HOST + HOST + CLOSE + b"\r\n", [b"400 " + INVALID]),
+        (b"GET /healthz\r\n" + HOST + CLOSE + b"\r\n", [b"400 " + INVALID]),
+        (b"GET /healthz HTTP/1.0\r\n\r\n", [b"200 "]),
+        (b"GET http://gateway.test/healthz HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n", [b"404 "]),
+        (b"GET /healthz#top HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n", [b"404 "]),
+        (b"CONNECT gateway.test:443 HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n", [b"404 "]),
+        (
+            b"GET /healthz?a=" + b"y" * 100_000 + b" HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n",
+            [b"200 "],
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\n" + HOST + b"\r\n" + b"GARBAGE\r\n\r\n",
+            [b"200 ", b"400 " + INVALID],
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\n" + HOST + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+            b"GET /openapi.json HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n",
+            [b"200 ", b"200 "],
+        ),
+        (b"POST /v1/t HTTP/1.1\r\n" + HOST + b"Content-Length: x\r\n\r\n", [b"400 " + INVALID]),
+        (
+            b"POST /v1/t HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+            [b"400 " + INVALID],
+        ),
+    ],
+    ids=[
+        "no-host",
+        "two-hosts",
+        "no-version",
+        "http-1.0-without-host",
+        "absolute-form-target",
+        "fragment-in-target",
+        "connect",
+        "target-over-64kb",
+        "pipelined-garbage-after-a-request",
+        "upgrade-then-pipelined-request",
+        "bad-content-length",
+        "bad-chunk-size",
+    ],
+)
+async def test_requests_get_the_answers_h11_gave(
+    gateway_socket: Served, request_bytes: bytes, answers: list[bytes]
+) -> None:
+    """The answers of the h11 protocol the gateway served until session 19, kept on llhttp.
+
+    uvicorn's own httptools protocol answers several differently: a target parsed as a
+    URL (the absolute form and a fragment reach ``/healthz``, a CONNECT's or one over
+    64 KB is refused), a missing or doubled Host let through, a pipelined request's 400
+    written before the answer to the one before it.
+    """
+    reader, writer = await asyncio.open_connection(gateway_socket.host, gateway_socket.port)
+    writer.write(request_bytes)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    statuses = []
+    while answer:
+        head, _, answer = answer.partition(b"\r\n\r\n")
+        length = int(head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0)
+        body, answer = answer[:length], answer[length:]
+        statuses.append(head[9:13] + (INVALID if INVALID in body else b""))
+    assert statuses == answers
+
+
+async def test_a_head_over_the_ceiling_gets_a_400_before_it_ends(gateway_socket: Served) -> None:
+    """Past 256 KB of an unfinished head the gateway answers 400 JSON and stops buffering."""
+    reader, writer = await asyncio.open_connection(gateway_socket.host, gateway_socket.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\n" + HOST + b"Cookie: c=" + b"y" * 300_000)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert INVALID in answer
+
+
+async def test_the_protocols_400_is_byte_for_byte_h11s(gateway_socket: Served) -> None:
+    """The refusal's bytes as h11 wrote them, but for the date."""
+    reader, writer = await asyncio.open_connection(gateway_socket.host, gateway_socket.port)
+    writer.write(b"GARBAGE\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    date, _, rest = answer.removeprefix(b"HTTP/1.1 400 Bad Request\r\ndate: ").partition(b"\r\n")
+    assert parsedate_to_datetime(date.decode()).year >= 2025
+    assert rest == (
+        b"cache-control: no-store\r\ncontent-length: 184\r\ncontent-type: application/json\r\n"
+        b'connection: close\r\n\r\n{"error":{"code":"INVALID_HTTP_REQUEST","message":"The '
+        b"request is not valid HTTP/1.1 (or its head is far too large): percent-encode the "
+        b'path and query, and send well-formed headers."}}'
+    )

@@ -9,12 +9,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-import h11
+import httptools
 import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.errors import GatewayError, error_response
@@ -25,20 +26,26 @@ from amperity_signal.processes import ProcessServer, announce
 
 _log = logging.getLogger(__name__)
 
-# h11 buffers at most this much of a request head. The gateway's own limit
+# The most of a request head the gateway buffers. The gateway's own limit
 # (max_header_bytes, answered 431 JSON) sits well below it; only heads beyond this
-# ceiling get a 400 (JsonErrorH11Protocol), and memory per connection stays bounded.
+# ceiling get a 400 (JsonErrorHttpToolsProtocol), and memory per connection stays bounded.
 _HEAD_CEILING = 256 * 1024
 # uvicorn closes a keep-alive connection idle this long (its default, said here because the
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
+_INVALID_REQUEST = GatewayError(
+    400,
+    "INVALID_HTTP_REQUEST",
+    "The request is not valid HTTP/1.1 (or its head is far too large): percent-encode "
+    "the path and query, and send well-formed headers.",
+)
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
     """uvicorn's protocol logger, with its warnings (all about what a client sent) at debug.
 
-    uvicorn warns once per request h11 cannot parse and per ``Upgrade:`` request (the
+    uvicorn warns once per request the parser rejects and per ``Upgrade:`` request (the
     protocol below also drops its advice to install a WebSocket library the gateway has no
     use for). Each is answered (400 JSON, or HTTP/1.1 as if no upgrade was asked), and a
     warning each would let any scanner fill the logs. Errors (the app failing) stay errors.
@@ -54,17 +61,98 @@ class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
         self.debug(msg, *args, **kwargs)
 
 
-class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, answering what h11 cannot parse in the gateway's JSON shape.
+class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp), answering what it refuses in the JSON shape.
 
-    A garbled request line, raw non-ASCII in the target, a malformed header or a head over
-    the ceiling never reaches the app; uvicorn answered it with a plain-text 400.
+    A garbled request line, raw non-ASCII or NUL in the target, a malformed header or a
+    head over the ceiling (``Config.h11_max_incomplete_event_size``, which uvicorn's own
+    httptools protocol ignores) never reaches the app; uvicorn answered it with a
+    plain-text 400, and buffered a head of any size. The gateway served h11 until session
+    19; this gives h11's answers (``tests/gateway/test_socket.py``) for ~40 % less CPU per
+    request, but for what llhttp's grammar refuses and h11 took (docs/gateway.md).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.logger = _ClientMistakesAtDebug(self.logger, {})  # type: ignore[assignment]
         self._stopping = False
+        self._head_ceiling = self.config.h11_max_incomplete_event_size or _HEAD_CEILING
+        # Bytes received since the head in progress began (None: no head in progress).
+        self._head_bytes: int | None = None
+        # A request refused while earlier ones are answered: its 400 follows theirs.
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
+
+        After an ``Upgrade:`` request (answered as plain HTTP/1.1) the parser stops at the
+        end of its head; uvicorn dropped what followed in the same read, a pipelined
+        request, which is parsed here.
+        """
+        self._unset_keepalive_if_required()
+        while True:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.logger.debug("Invalid HTTP request received.")
+                cycle = self.cycle
+                if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                    # A request after one complete but unanswered: as h11 did, the requests
+                    # before it are answered first.
+                    self._refused = True
+                    self.flow.pause_reading()
+                else:
+                    self.send_400_response("")
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                    return
+                self._unsupported_upgrade_warning()
+                data = data[upgrade.args[0] :]
+                if data:
+                    continue
+            break
+        if self._head_bytes is not None:
+            # The head began in this read or before: what h11 would have buffered, at most.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_ceiling:
+                self.logger.debug("Invalid HTTP request received: the head is over the ceiling.")
+                self.send_400_response("")
+
+    def on_message_begin(self) -> None:
+        """A request starts: its head is counted until it is complete."""
+        super().on_message_begin()
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        """The head is complete: refused as h11 refused it, else read as h11 read it.
+
+        h11 wanted one ``Host`` (none allowed in HTTP/1.0) and a version in the request
+        line, and split the target at its first ``?``: uvicorn's httptools protocol parses
+        it as a URL instead, which answered ``http://host/healthz`` and ``/healthz#x`` as
+        ``/healthz`` (h11: 404) and refused a target over 64 KB (h11: up to the ceiling).
+        Raising here makes llhttp reject the request (``data_received``'s 400).
+        """
+        self._head_bytes = None
+        hosts = [name for name, _ in self.headers if name == b"host"]
+        version = self.parser.get_http_version()
+        if len(hosts) > 1 or (not hosts and version == "1.1") or version == "0.9":
+            raise ValueError("no single Host header, or no HTTP version")
+        target, self.url = self.url, b"/"
+        super().on_headers_complete()
+        self.url = target
+        raw_path, _, query = target.partition(b"?")
+        self.scope["path"] = self.root_path + unquote(raw_path.decode("ascii"))
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = query
+
+    def on_response_complete(self) -> None:
+        """A response is complete: the next pipelined request starts, or a refusal follows."""
+        super().on_response_complete()
+        refusal_due = self._refused and not self.pipeline and self.cycle.response_complete
+        if refusal_due and not self.transport.is_closing():
+            self.send_400_response("")
 
     def shutdown(self) -> None:
         """Begin the graceful stop; a Live Events stream nobody reads is dropped at once.
@@ -101,24 +189,18 @@ class JsonErrorH11Protocol(H11Protocol):
         self.logger.debug("Upgrade request ignored: the gateway answers HTTP/1.1 only.")
 
     def send_400_response(self, msg: str) -> None:
-        """Write a 400 JSON error and close the connection (``msg`` is uvicorn's text)."""
-        error = GatewayError(
-            400,
-            "INVALID_HTTP_REQUEST",
-            "The request is not valid HTTP/1.1 (or its head is far too large): percent-encode "
-            "the path and query, and send well-formed headers.",
-        )
-        response = error_response(error)
+        """Write a 400 JSON error and close the connection (``msg``, uvicorn's text, unused)."""
+        response = error_response(_INVALID_REQUEST)
         # uvicorn's default headers, as on every other answer: Date, which HTTP asks of an
         # origin server with a clock, and never Server (gateway_server turns it off).
-        defaults = self.server_state.default_headers
-        headers = [*defaults, *response.raw_headers, (b"connection", b"close")]
-        for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=bytes(response.body)),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event) or b"")
+        headers = [
+            *self.server_state.default_headers,
+            *response.raw_headers,
+            (b"connection", b"close"),
+        ]
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [b"%s: %s\r\n" % header for header in headers]
+        self.transport.write(b"".join([*head, b"\r\n", bytes(response.body)]))
         self.transport.close()
 
 
@@ -174,7 +256,7 @@ class GatewayServer(ProcessServer):
     stream cut mid-body, an error logged. ``end_streams`` ends those streams first
     (``LiveEndpoints.close``), so the stop waits only for the requests doing work. A
     stream whose client stopped reading cannot send that last event; its connection is
-    closed instead (``JsonErrorH11Protocol.shutdown``).
+    closed instead (``JsonErrorHttpToolsProtocol.shutdown``).
     """
 
     def __init__(
@@ -284,7 +366,8 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
         forwarded_allow_ips=list(settings.trusted_proxies) or None,
         # No "Server: uvicorn": a production gateway does not advertise its software.
         server_header=False,
-        http=JsonErrorH11Protocol,
+        http=JsonErrorHttpToolsProtocol,
+        # The head's ceiling: uvicorn's name for it is h11's, ours enforces it on llhttp.
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
         log_config=None,
         access_log=False,

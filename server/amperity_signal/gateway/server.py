@@ -61,6 +61,57 @@ class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
         self.debug(msg, *args, **kwargs)
 
 
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The header line framing a request's body (``b""`` when it has none)."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return name + b": " + value
+    return b""
+
+
+def _new_parser(protocol: object) -> httptools.HttpRequestParser:
+    """A request parser calling ``protocol``, as lenient as uvicorn's."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
+class _UpgradeBodyThen:
+    """Parser callbacks: the body of an Upgrade request, then the connection's next requests.
+
+    llhttp hands over the bytes after an Upgrade request's head, body included, as another
+    protocol's. This parser is fed a head framing that body as the request's did; its body
+    goes to the request, and every request after it to the protocol, as usual.
+    """
+
+    def __init__(self, protocol: JsonErrorHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self._in_body = True
+
+    def on_message_begin(self) -> None:
+        if not self._in_body:
+            self._protocol.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._in_body:
+            self._protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_body:
+            self._protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self._in_body:
+            self._protocol.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._protocol.on_message_complete()
+
+
 class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol (llhttp), answering what it refuses in the JSON shape.
 
@@ -86,8 +137,8 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
 
         After an ``Upgrade:`` request (answered as plain HTTP/1.1) the parser stops at the
-        end of its head; uvicorn dropped what followed in the same read, a pipelined
-        request, which is parsed here.
+        end of its head; uvicorn dropped what followed in the same read (its body, a
+        pipelined request), which is parsed here.
         """
         self._unset_keepalive_if_required()
         while True:
@@ -110,6 +161,13 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
                     return
                 self._unsupported_upgrade_warning()
                 data = data[upgrade.args[0] :]
+                framing = _body_framing(self.headers)
+                if framing:
+                    # httptools skips an Upgrade request's body: read it as h11 did.
+                    self.cycle.more_body = True
+                    self.cycle.message_event.clear()
+                    self.parser = _new_parser(_UpgradeBodyThen(self))
+                    data = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n" + data
                 if data:
                     continue
             break

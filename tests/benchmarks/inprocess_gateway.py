@@ -4,8 +4,9 @@ Part of ``python -m tests.benchmarks.inprocess``. Two layers, each for both rout
 
 - ``gateway_*_asgi``: the ASGI app called directly with a prebuilt scope (the gateway's
   own HTTP work, the in-process channel and the servicer; no HTTP parsing);
-- ``gateway_*_h11``: uvicorn's h11 protocol, as ``serve`` configures it, fed the request
-  bytes the load generator sends, over a transport that only collects what is written;
+- ``gateway_*_h11``: uvicorn's h11 protocol (``serve``'s until session 19, httptools since:
+  kept here so the figures compare with the earlier ones), fed the request bytes the load
+  generator sends, over a transport that only collects what is written;
 - ``gateway_*_h11_cold``: the same with the CPU's caches evicted before each request.
 
 The bare route is ``tests.benchmarks.gateway_serve``'s, behind the same dispatcher, so

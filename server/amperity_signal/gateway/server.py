@@ -119,8 +119,9 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
     head over the ceiling (``Config.h11_max_incomplete_event_size``, which uvicorn's own
     httptools protocol ignores) never reaches the app; uvicorn answered it with a
     plain-text 400, and buffered a head of any size. The gateway served h11 until session
-    19; this gives h11's answers (``tests/gateway/test_socket.py``) for ~40 % less CPU per
-    request, but for what llhttp's grammar refuses and h11 took (docs/gateway.md).
+    19; this gives h11's answers (``tests/gateway/test_socket.py``) for ~45 % fewer CPU
+    instructions per request, but for what llhttp's grammar refuses and h11 took
+    (docs/gateway.md).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

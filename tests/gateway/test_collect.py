@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -309,6 +310,38 @@ async def test_wrong_content_type_is_415(gateway: httpx.AsyncClient) -> None:
         headers={"Content-Type": "text/plain;charset=UTF-8"},
     )
     assert beacon.status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/v1/t", "/v1/batch", "/v1/consent"])
+async def test_a_compressed_body_is_415_and_not_delivered(
+    gateway: httpx.AsyncClient, service: RunningService, route: str
+) -> None:
+    """A Content-Encoding body is refused as such (RFC 9110: 415, Accept-Encoding: identity).
+
+    It was read as sent: a gzip body was a 400 "not UTF-8", and a plain body labelled gzip
+    was delivered.
+    """
+    bodies = {
+        "/v1/t": EVENT,
+        "/v1/batch": {"batch": [EVENT]},
+        "/v1/consent": {"anonymousId": "anon-1", "consent": {"functional": True}},
+    }
+    body = bodies[route]
+    plain = json.dumps(body).encode()
+    json_type = {**KEY, "Content-Type": "application/json"}
+    for content in (gzip.compress(plain), plain):
+        response = await gateway.post(
+            route, content=content, headers={**json_type, "Content-Encoding": "gzip"}
+        )
+        assert response.status_code == 415, response.text
+        assert response.json()["error"]["code"] == "UNSUPPORTED_CONTENT_ENCODING"
+        assert "Content-Encoding" in response.json()["error"]["message"]
+        assert response.headers["accept-encoding"] == "identity"
+    assert service.fake.delivered == []
+    identity = await gateway.post(
+        route, content=plain, headers={**json_type, "Content-Encoding": "identity"}
+    )
+    assert identity.status_code == 200
 
 
 async def test_wrong_method_is_405(gateway: httpx.AsyncClient) -> None:

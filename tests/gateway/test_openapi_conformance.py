@@ -9,6 +9,8 @@ here in a second.
 
 from __future__ import annotations
 
+import gzip
+import json
 from typing import Any
 
 import httpx
@@ -23,7 +25,7 @@ KEY = {"X-Pipeline-Key": KNOWN_KEY}
 ADMIN_TOKEN = "admin-2b8e41d0-conformance"
 EVENT: dict[str, Any] = {"event": "Product Viewed", "anonymousId": "anon-1", "messageId": "m-1"}
 # Headers a client acts on: each one an answer carries must be in the document.
-CONTRACT_HEADERS = ("retry-after", "location", "www-authenticate", "set-cookie")
+CONTRACT_HEADERS = ("retry-after", "location", "www-authenticate", "set-cookie", "accept-encoding")
 DOCUMENT = openapi_document()
 
 Answer = tuple[str, httpx.Response]
@@ -141,6 +143,8 @@ async def test_every_collector_answer_is_described(
     await post("/v1/t", 404, json=EVENT, headers={"X-Pipeline-Key": "pk_other"})
     await post("/v1/t", 413, json={**EVENT, "properties": {"blob": "x" * 40_000}})
     await post("/v1/t", 415, content=b"event=x", headers={**KEY, "Content-Type": "text/csv"})
+    gzipped = {**KEY, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    await post("/v1/t", 415, content=gzip.compress(json.dumps(EVENT).encode()), headers=gzipped)
     await post("/v1/t", 429, json={**EVENT, "event": "fail:RESOURCE_EXHAUSTED"})
     await post("/v1/t", 502, json={**EVENT, "event": "fail:INTERNAL"})
     await post("/v1/t", 503, json={**EVENT, "event": "fail:UNAVAILABLE"})

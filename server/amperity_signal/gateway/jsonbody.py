@@ -1,8 +1,9 @@
 """Reading a JSON request body safely: size, content type, strict JSON, sane values.
 
 Everything refused here becomes a 4xx JSON error, never a 500: oversized bodies (413),
-other media types (415), malformed or non-UTF-8 JSON, ``NaN``/``Infinity``, numbers a
-double cannot hold exactly, lone surrogates and absurd nesting (400).
+other media types and compressed bodies (415), malformed or non-UTF-8 JSON,
+``NaN``/``Infinity``, numbers a double cannot hold exactly, lone surrogates and absurd
+nesting (400).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from amperity_signal.gateway.errors import GatewayError
 
 # text/plain is what navigator.sendBeacon may send cross-origin without a preflight.
 _JSON_MEDIA_TYPES = frozenset({"application/json", "text/plain"})
+# A body is read as sent: a gzip body was refused as "not UTF-8", and one labelled gzip but
+# sent plain was delivered. No browser API compresses a request body by itself.
+_UNENCODED = frozenset({"", "identity"})
 _MAX_SAFE_INTEGER = 2**53
 MAX_DEPTH = 32
 
@@ -52,6 +56,16 @@ async def read_json(request: Request, limit: int) -> Any:
             415,
             "UNSUPPORTED_MEDIA_TYPE",
             "Send the body as application/json (or text/plain from navigator.sendBeacon).",
+        )
+    encoding = request.headers.get("content-encoding", "")
+    if not {token.strip().lower() for token in encoding.split(",")} <= _UNENCODED:
+        # RFC 9110 15.5.16: an unsupported content coding is a 415 saying what is taken.
+        raise GatewayError(
+            415,
+            "UNSUPPORTED_CONTENT_ENCODING",
+            f"The gateway reads bodies uncompressed; send this one without Content-Encoding "
+            f"({encoding[:40]}).",
+            headers={"Accept-Encoding": "identity"},
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -52,6 +52,16 @@ _UPSTREAM_ERRORS = {
 }
 
 _HEADERS_TOO_LARGE = {"431": _error("The request headers are too large.")}
+_UNSUPPORTED_BODY = _error(
+    "The body is not application/json or text/plain (UNSUPPORTED_MEDIA_TYPE), or it is "
+    "compressed (UNSUPPORTED_CONTENT_ENCODING: send it without Content-Encoding).",
+    headers={
+        "Accept-Encoding": {
+            "description": "identity, on UNSUPPORTED_CONTENT_ENCODING: bodies are read as sent.",
+            "schema": {"type": "string", "const": "identity"},
+        }
+    },
+)
 
 _ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}, {"adminSession": []}]
 _ADMIN_ERRORS = {
@@ -108,7 +118,7 @@ def _collector(summary: str, schema: str, ok: str) -> dict[str, Any]:
                 "400": _error("Bad JSON, a bad event, or a missing pipeline key."),
                 "404": _error("No integration uses this pipeline key."),
                 "413": _error("The body is too large."),
-                "415": _error("The body is not application/json or text/plain."),
+                "415": _UNSUPPORTED_BODY,
                 **_UPSTREAM_ERRORS,
             },
         }
@@ -283,7 +293,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "404": _error("No integration uses this pipeline key."),
                         "413": _error("The body is too large."),
-                        "415": _error("The body is not application/json or text/plain."),
+                        "415": _UNSUPPORTED_BODY,
                         **_UPSTREAM_ERRORS,
                         "503": _error(
                             "The service is unavailable, or could not reach the store that "

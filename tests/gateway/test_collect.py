@@ -573,6 +573,37 @@ async def test_collector_cors_for_allowed_origin(gateway: httpx.AsyncClient) -> 
     assert "POST" in preflight.headers["access-control-allow-methods"]
 
 
+@pytest.mark.parametrize(
+    ("path", "wrong", "methods"),
+    [
+        ("/v1/enrich", "POST", {"GET", "HEAD", "OPTIONS"}),
+        ("/v1/t", "GET", {"POST", "OPTIONS"}),
+        ("/v1/batch", "HEAD", {"POST", "OPTIONS"}),
+        ("/v1/consent", "PUT", {"POST", "OPTIONS"}),
+    ],
+)
+async def test_allow_names_every_method_a_v1_route_answers(
+    gateway: httpx.AsyncClient, path: str, wrong: str, methods: set[str]
+) -> None:
+    """A 405 and a preflight list the same methods, each one the route answers (RFC 9110).
+
+    The 405 (Starlette's) left out OPTIONS, which answers every /v1 route's preflight, and
+    the preflight left out HEAD, which /v1/enrich answers.
+    """
+    refused = await gateway.request(wrong, path, headers=KEY)
+    preflight = await gateway.options(
+        path, headers={"Origin": SHOP_ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert refused.status_code == 405
+    assert (preflight.status_code, preflight.headers["allow"]) == (204, refused.headers["allow"])
+    assert set(refused.headers["allow"].split(", ")) == methods
+    if wrong != "HEAD":
+        assert refused.headers["allow"] in refused.json()["error"]["message"]
+    for method in methods - {"OPTIONS", "POST"}:
+        answered = await gateway.request(method, path, params={"provider": "amperity"}, headers=KEY)
+        assert answered.status_code == 200
+
+
 async def test_rate_limit_covers_collector(make_gateway: GatewayFactory) -> None:
     """The per-client limit applies to collector posts too."""
     gateway = make_gateway(rate_limit_per_second=1.0, rate_limit_burst=1)

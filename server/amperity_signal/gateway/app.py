@@ -28,7 +28,7 @@ from amperity_signal.gateway.errors import (
 )
 from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
 from amperity_signal.gateway.live_merge import WorkerWatches
-from amperity_signal.gateway.middleware import GatewayMiddleware
+from amperity_signal.gateway.middleware import GatewayMiddleware, allow_header
 from amperity_signal.gateway.openapi import openapi_document
 from amperity_signal.gateway.ratelimit import TokenBuckets
 from amperity_signal.gateway.routes_api import API_METHODS, ApiEndpoints
@@ -88,7 +88,11 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(http_status_error(exc.status_code, exc.detail, exc.headers))
+    headers = exc.headers
+    methods = API_METHODS.get(request.scope["path"])
+    if exc.status_code == 405 and methods is not None:
+        headers = {**(headers or {}), "Allow": allow_header(methods)}
+    return error_response(http_status_error(exc.status_code, exc.detail, headers))
 
 
 async def _rpc_error(request: Request, exc: Exception) -> Response:

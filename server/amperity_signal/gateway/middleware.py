@@ -227,7 +227,7 @@ class GatewayMiddleware:
     async def _preflight(
         self, scope: Scope, receive: Receive, send: Send, origin: str | None, *, allowed: bool
     ) -> None:
-        methods = ", ".join((*self._methods[scope["path"]], "OPTIONS"))
+        methods = allow_header(self._methods[scope["path"]])
         if origin is not None and not allowed:
             error = GatewayError(
                 403,
@@ -250,6 +250,16 @@ class GatewayMiddleware:
             )
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
         await send({"type": "http.response.body", "body": b""})
+
+
+def allow_header(methods: tuple[str, ...]) -> str:
+    """An API path's ``Allow``: its methods, HEAD with GET, and OPTIONS (its preflight).
+
+    The same in a preflight's answer and in a 405's (RFC 9110: the methods the target
+    supports): the preflight's left out HEAD, which ``/v1/enrich`` takes, and the 405's
+    (Starlette's) left out OPTIONS, which every ``/v1`` route answers.
+    """
+    return ", ".join((*_with_head(methods), "OPTIONS"))
 
 
 def _with_head(methods: tuple[str, ...]) -> tuple[str, ...]:

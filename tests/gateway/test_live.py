@@ -143,6 +143,28 @@ async def test_stream_sends_records_with_secrets_redacted(
     assert (request.integration_id, request.replay) == ("web", 7)
 
 
+async def test_head_of_the_stream_answers_its_headers_without_a_watch(
+    admin_gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """HEAD /live/stream: GET's status and headers, and the answer ends; no watch is opened.
+
+    It was served as GET is, watch and all: the answer never ended while the watch lived,
+    holding the connection (and a WatchDeliveries stream on the service) until the client
+    hung up. Refusals stay GET's.
+    """
+    service.fake.live_records.append(live_record())
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    head = await admin_gateway.head("/live/stream?replay=7", headers=headers)
+    assert service.fake.watch_requests == []
+    got = await admin_gateway.get("/live/stream?replay=7", headers=headers)
+    assert len(service.fake.watch_requests) == 1
+    assert (head.status_code, head.headers) == (got.status_code, got.headers)
+    assert head.content == b""
+    refused = await admin_gateway.head("/live/stream?replay=x", headers=headers)
+    assert refused.status_code == 400
+    assert (await admin_gateway.head("/live/stream")).status_code == 401
+
+
 async def test_stream_passes_on_how_many_records_a_slow_watch_missed(
     admin_gateway: httpx.AsyncClient, service: RunningService
 ) -> None:

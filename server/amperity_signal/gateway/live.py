@@ -283,6 +283,10 @@ class LiveEndpoints:
                 )
             replay = int(raw_replay)
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        if request.method == "HEAD":
+            # The stream's headers, and its end: a HEAD answer has no body to wait for, and
+            # it held a watch (and its connection) open until the client hung up.
+            return StreamingResponse(iter(()), media_type="text/event-stream", headers=headers)
         events = self._events(integration_id, replay)
         # The first chunk comes once the service has subscribed the watch, and only then
         # may the headers go: a page that delivers an event as soon as its stream opens

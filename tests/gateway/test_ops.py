@@ -177,3 +177,25 @@ def test_settings_reject_nonsense_limits() -> None:
     with pytest.raises(ValueError, match="rate_limit_per_second"):
         GatewaySettings(rate_limit_per_second=0)
     assert "hunter2" not in repr(GatewaySettings(admin_token="hunter2"))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/enrich/"), ("POST", "/v1/t/"), ("GET", "/healthz/"), ("GET", "/live/")],
+)
+async def test_a_path_one_slash_off_a_route_is_a_404_not_a_redirect(
+    gateway: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """No 307 to the other spelling, whose Location was built from the Host header.
+
+    ``Host: attacker.example`` made it ``http://attacker.example/v1/enrich``, and behind a
+    proxy that ends TLS the scheme was http; the answer had no JSON body either.
+    """
+    response = await gateway.request(
+        method,
+        path + "?provider=amperity",
+        headers={"Host": "attacker.example", "X-Pipeline-Key": KNOWN_KEY},
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["error"]["code"] == "NOT_FOUND"

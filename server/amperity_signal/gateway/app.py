@@ -232,6 +232,11 @@ def create_gateway_app(
         },
         lifespan=lifespan,
     )
+    # A path one slash off a route is a 404 like any unknown path, not Starlette's 307 to the
+    # other spelling: that redirect's Location was an absolute URL built from the request's
+    # Host header (anyone's choice) and the socket's scheme (http:// behind a proxy that
+    # ends TLS), with no JSON body and no Cache-Control.
+    app.router.redirect_slashes = False
     # What the server calls as its shutdown begins (``GatewayServer``): the Live Events
     # streams never end by themselves, and it waits for open responses before it stops.
     app.state.end_streams = live.close

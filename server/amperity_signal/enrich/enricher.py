@@ -89,7 +89,7 @@ class Enricher:
         self._clock = clock
         log = logger or logging.getLogger(LOGGER_NAME)
         expiry = Jitter(settings.jitter, rng)
-        self._flights: SingleFlight[Any] = SingleFlight(on_join=self._joined)
+        self._flights: SingleFlight[Any] = SingleFlight(on_join=self._joined, clock=clock)
         self._breakers: dict[str, Breaker] = {}
         self.identity_map = IdentityMap(
             self._cache, ttl=settings.identity_ttl, expiry=expiry, wall_clock=wall_clock
@@ -370,11 +370,15 @@ class Enricher:
                 max_retries=integration.max_retries,
             )
 
+        def late() -> Outcome:
+            return Outcome(None, None, None, "miss", (messages.SHARED_CALL_LATE,), deadline)
+
         outcome: Outcome = await self._flights.run_within(
             (integration.id, "resolve", found),
             resolve,
             deadline=deadline,
             ran_out_at=_ran_out_at,
+            late=late,
         )
         return outcome
 

@@ -88,6 +88,13 @@ def breaker_open(failures: int, retry_in: float, *, stale: bool) -> str:
     return text + (_STALE if stale else "")
 
 
+SHARED_CALL_LATE: Final = (
+    f"{RESOLVE_FAILED}: the Profile API call this request shared with a concurrent one for "
+    "the same visitor had not answered by this request's deadline; a later request uses its "
+    "answer (a slow Profile API: check Amperity's status)"
+)
+"""A request that joined a call in flight (single flight) and whose own deadline came first."""
+
 _STALE: Final = "; attached the last known attributes (stale)"
 STALE_LATER_KEY: Final = (
     f"{RESOLVE_FAILED}: attached the last known attributes of a later linking key's cached "

@@ -187,8 +187,15 @@ class Personaliser:
             )
             return attributes, (), None
 
+        def late() -> _Fetched:
+            return {}, (messages.SHARED_CALL_LATE,), deadline
+
         fetched: _Fetched = await self._flights.run_within(
-            (integration_id, "pers", key), fetch, deadline=deadline, ran_out_at=_ran_out_at
+            (integration_id, "pers", key),
+            fetch,
+            deadline=deadline,
+            ran_out_at=_ran_out_at,
+            late=late,
         )
         return fetched[0], fetched[1]
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich import Enricher, MemoryStore
+from amperity_signal.enrich.messages import SHARED_CALL_LATE
 from amperity_signal.enrich.personalise import context_for
 from amperity_signal.errors import AmperityRejected, AmperityUnavailable
 
@@ -230,3 +231,23 @@ async def test_a_joiner_with_more_time_gets_the_personalised_attributes(
     assert first.personalized_attributes == {}
     assert second.personalized_attributes == {"Offer": "shoes-promo"}
     assert len(client.personalised_gets) == 3  # bags, then shoes twice
+
+
+async def test_a_joiner_with_less_time_stops_waiting_for_the_personalised_call(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A joiner whose deadline comes first gives up its wait; the shared call goes on."""
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event("bags"), deadline=None)  # resolved and cached
+    client.gate = asyncio.Event()
+    patient = asyncio.create_task(enricher.enrich(settings, shoe_event(), deadline=clock.now + 30))
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the patient caller starts the flight
+    hurried = asyncio.create_task(enricher.enrich(settings, shoe_event(), deadline=clock.now))
+    done, _ = await asyncio.wait({hurried}, timeout=5)
+    assert done == {hurried}  # before: it waited for the patient caller's call
+    assert hurried.result().personalized_attributes == {}
+    assert hurried.result().warnings == (SHARED_CALL_LATE,)
+    client.gate.set()
+    assert (await patient).personalized_attributes == {"Offer": "shoes-promo"}
+    assert len(client.personalised_gets) == 2  # bags, then shoes once

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from amperity_signal.enrich import Enricher, EnrichResult, MemoryStore
 from amperity_signal.enrich.keys import cache_key, context_digest, rekind, sha256_hex
-from amperity_signal.enrich.messages import LINKING_KEYS_404
+from amperity_signal.enrich.messages import LINKING_KEYS_404, SHARED_CALL_LATE
 from amperity_signal.enrich.resolution import UNMATCHED_LOOKUPS_TO_LOG
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.metrics import Metrics
@@ -544,6 +544,36 @@ async def test_concurrent_callers_with_ample_deadlines_still_share_one_call(
     client.gate.set()
     results = await asyncio.gather(*calls)
     assert all(r.amperity_id == "p-alice" for r in results)
+    assert client.lookups == [("email_sha256", ALICE_SHA)]
+
+
+async def test_a_joiner_with_less_time_stops_waiting_at_its_deadline(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A Deliver joining a slow Enrich's lookup gives up at its own deadline, not the Enrich's.
+
+    Its POST gets the rest of its time; the shared lookup still answers the Enrich and fills
+    the cache for the next event.
+    """
+    client.gate = asyncio.Event()
+    enrich_rpc = asyncio.create_task(
+        enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now + 30)
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)  # yield so the Enrich starts the lookup
+    deliver = asyncio.create_task(
+        enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now)
+    )
+    done, _ = await asyncio.wait({deliver}, timeout=5)
+    assert done == {deliver}  # before: it waited for the Enrich's lookup, 30 s at most
+    late = deliver.result()
+    assert not late.resolved
+    assert late.warnings == (SHARED_CALL_LATE,)
+    assert not enrich_rpc.done()
+    client.gate.set()
+    assert (await enrich_rpc).amperity_id == "p-alice"
+    after = await enricher.enrich(integration(), event(traits=ALICE), deadline=clock.now)
+    assert after.cache_status == "hit"
     assert client.lookups == [("email_sha256", ALICE_SHA)]
 
 

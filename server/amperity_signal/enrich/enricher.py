@@ -242,7 +242,7 @@ class Enricher:
                 return {}, {}
             found, read = page
         outcome = await self._resolved(
-            integration, client, found, deadline, scope, latest=True, read=read
+            integration, client, found, deadline, scope, latest=True, read=read, gate=gate
         )
         self._count_degraded(integration.id)
         if outcome.profile_id is None:
@@ -338,10 +338,13 @@ class Enricher:
         *,
         latest: bool = False,
         read: ReadAhead | None = None,
+        gate: Gate | None = None,
     ) -> Outcome:
         """The outcome of the visitor's candidates: the cache's, else a shared partner call.
 
-        ``latest`` and ``read`` as for ``Resolver.cached``.
+        ``latest`` and ``read`` as for ``Resolver.cached``. ``gate``: the page's consent, read
+        again after a partner call (see ``_still_admitted``); unresolved when it no longer
+        admits the visitor.
         """
         if not found:
             warning = messages.no_sources([lk.source for lk in integration.linking_keys])
@@ -380,7 +383,23 @@ class Enricher:
             ran_out_at=_ran_out_at,
             late=late,
         )
+        if gate is not None and not await self._still_admitted(gate):
+            return Outcome(None, None, None, outcome.status)
         return outcome
+
+    async def _still_admitted(self, gate: Gate) -> bool:
+        """Whether the page's consent still admits its visitor, read again now.
+
+        A partner call takes up to the page's deadline (seconds when Amperity is slow): a
+        withdrawal recorded meanwhile (``RecordConsent``, another tab's ``/v1/consent``) must
+        hide the profile from this answer too, not only from the next page's. Made after a
+        partner call only: a cached answer comes a round trip or two after the first read.
+        Never counted as a hit or a miss (as the first read); fails closed in an outage.
+        """
+        if self._cache.answers_now:
+            return gate.admits(self._cache.stored_now(gate.key))
+        (stored,) = await self._cache.read_ahead((gate.key,))
+        return gate.admits(stored)
 
     def _count_degraded(self, integration_id: str) -> None:
         if not self._cache.available:

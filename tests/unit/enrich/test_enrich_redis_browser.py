@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -547,3 +548,55 @@ async def test_a_page_without_map_keys_fails_closed_counting_each_lost_read_once
     redis_server.kill()
     clock.advance(DEFAULT_RETRY_INTERVAL + 1)
     await fails_closed()  # tried again: Redis is gone
+
+
+class ArrivalClient(FakeProfileClient):
+    """A Profile API that sets ``arrived`` when a lookup reaches it (then waits on ``gate``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    async def lookup(self, key: str, value: str, *, deadline: float | None) -> Any:
+        self.arrived.set()
+        return await super().lookup(key, value, deadline=deadline)
+
+
+async def withdraw_during_the_pages_lookup(
+    backend: CacheBackend, enricher: Enricher, client: ArrivalClient
+) -> None:
+    """A page whose lookup answers after a withdrawal gets ``{}``; after a grant, the profile."""
+    profiles = BrowserProfiles(enricher, ConsentLedger(backend))
+    await profiles.record_consent(COOKIE_CONSENTING, BOB, {"functional": True})
+    client.gate = asyncio.Event()  # Amperity answers once the test says so
+    page = asyncio.create_task(profiles.attributes(COOKIE_CONSENTING, BOB, deadline=1e9))
+    await client.arrived.wait()  # the page's consent was read; its lookup is in flight
+    assert not await profiles.record_consent(COOKIE_CONSENTING, BOB, {"functional": False})
+    client.gate.set()
+    assert await page == {}  # before: {"Persona": "Browser"}, after the withdrawal
+    await profiles.record_consent(COOKIE_CONSENTING, BOB, {"functional": True})
+    answer = await profiles.attributes(COOKIE_CONSENTING, BOB, deadline=1e9)
+    assert answer == {"Persona": "Browser"}
+    assert client.lookups == [("device_cookie", BOB)]  # the hidden answer was cached
+
+
+async def test_consent_withdrawn_during_the_pages_lookup_hides_its_answer(
+    backend: CacheBackend, metrics: Metrics, clock: FakeClock
+) -> None:
+    """A withdrawal kept while the page waits for Amperity hides that page's answer too.
+
+    The page's consent was read before its lookup, which answers after ``RecordConsent``
+    said the withdrawal was kept: the answer must not carry the profile.
+    """
+    client = ArrivalClient()
+    enricher = redis_enricher(backend, with_bob(client), metrics, clock)
+    await withdraw_during_the_pages_lookup(backend, enricher, client)
+
+
+async def test_consent_withdrawn_during_the_pages_lookup_hides_it_in_memory(
+    clock: FakeClock,
+) -> None:
+    """The same with the memory store."""
+    client = ArrivalClient()
+    backend, enricher, _ = memory_enricher(with_bob(client), clock)
+    await withdraw_during_the_pages_lookup(backend, enricher, client)

@@ -45,7 +45,11 @@ class ConsentLedger:
     replaces the stored one only when its ``at`` is not older; a value stored without
     ``at`` (by a release before it existed) is older than any. No instant past the
     ledger's clock is believed: it counts as now, since a page's clock may run ahead and a
-    state stored "in the future" would outrank every real change until then.
+    state stored "in the future" would outrank every real change until then. That holds
+    for the kept state's ``at`` too, compared against the clock of the replica offering a
+    state: another replica's clock may run ahead of this one, or this one's be stepped back
+    (NTP), and before session 19 a withdrawal made then was dropped, and answered
+    ``profile_allowed: true``, until the clock caught up with the kept grant's ``at``.
 
     The comparison and the write are one atomic store operation (``CacheStore.keep_newer``:
     on Redis one Lua script, see ``enrich/newer_entry.py``), so of two states for one
@@ -162,9 +166,9 @@ class ConsentLedger:
         value = orjson.dumps({**consent, AT: at})
         keep_now = self._keep_now
         if keep_now is not None:
-            newer = keep_now(key, value, at, self._ttl)
+            newer = keep_now(key, value, at, self._ttl, now=now)
         else:
-            newer = await self._store.keep_newer(key, value, at, self._ttl)
+            newer = await self._store.keep_newer(key, value, at, self._ttl, now=now)
         kept = _parsed(newer) if newer is not None else None
         if kept is None:
             return consent

@@ -80,6 +80,21 @@ async def test_a_timestamp_ahead_of_the_clock_counts_as_now(ledger: ConsentLedge
     assert not await ledger.allows("web", "anon-1", "functional")
 
 
+async def test_a_withdrawal_after_the_clock_was_stepped_back_still_wins(store: MemoryStore) -> None:
+    """A grant stamped before NTP stepped the clock back an hour does not outrank a withdrawal.
+
+    Its ``at`` is past the clock now, so it counts as now, as an offered one would (the same
+    with a replica whose clock runs ahead). Before: the withdrawal was dropped, answered
+    with the grant, for an hour.
+    """
+    clock = FakeClock(NOW.timestamp())
+    ledger = ConsentLedger(store, now=clock)
+    await ledger.record("web", "anon-1", GRANTED)
+    clock.advance(-3600)
+    assert await ledger.record("web", "anon-1", WITHDRAWN) == WITHDRAWN
+    assert not await ledger.allows("web", "anon-1", "functional")
+
+
 async def test_a_state_stored_without_at_by_the_previous_version_reads_and_is_replaced(
     ledger: ConsentLedger, store: MemoryStore
 ) -> None:

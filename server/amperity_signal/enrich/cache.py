@@ -190,7 +190,9 @@ class CacheBackend:
         self._succeeded()
         return merged
 
-    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+    async def keep_newer(
+        self, key: str, value: bytes, at: float, ttl: float, *, now: float
+    ) -> bytes | None:
         """The store's atomic "keep the newer entry"; during an outage, ``CacheUnavailable``.
 
         Unlike every other call this one does not answer an outage as a miss: its answer
@@ -208,7 +210,7 @@ class CacheBackend:
             self.lost((key,))
             raise self._unavailable()
         try:
-            newer = await self.store.keep_newer(key, value, at, ttl)
+            newer = await self.store.keep_newer(key, value, at, ttl, now=now)
         except self._errors as exc:
             self._failed(exc)
             self.lost((key,))

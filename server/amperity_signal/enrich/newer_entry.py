@@ -9,7 +9,10 @@ one Lua script (``KEEP_NEWER_SCRIPT``), which Redis runs atomically. Both follow
 pinned by one test against both stores:
 
 1. A stored entry whose ``at`` is newer than the offered one's stays; the caller is
-   answered with it.
+   answered with it. A stored ``at`` past the writer's clock (``now``) counts as ``now``,
+   as the ledger reads an offered one: it was stamped by a clock that ran ahead (another
+   replica's, or this one's before it was stepped back), and believed as it is it would
+   outrank every state offered until then, a withdrawal made now included.
 2. A stored entry byte for byte equal to the offered one (a retried event: same state,
    same instant) stays as it is: there is nothing to change.
 3. Otherwise the offered entry is written, with a full TTL: when nothing is stored, when
@@ -43,13 +46,16 @@ def stored_at(stored: bytes) -> float | None:
     return float(moment)
 
 
-def keep_newer_entry(stored: bytes | None, value: bytes, at: float) -> tuple[bytes | None, bool]:
+def keep_newer_entry(
+    stored: bytes | None, value: bytes, at: float, now: float
+) -> tuple[bytes | None, bool]:
     """The rule above, over what is stored: the memory store's twin of the script.
 
     Args:
         stored: The stored entry's bytes, or None.
         value: The offered entry (a JSON object whose ``at`` is ``at``).
         at: When the offered entry was true, in epoch seconds.
+        now: The writer's clock, in epoch seconds: no stored ``at`` counts as later.
 
     Returns:
         The stored entry when it is newer and stays (else None: ``value`` is in force),
@@ -60,7 +66,7 @@ def keep_newer_entry(stored: bytes | None, value: bytes, at: float) -> tuple[byt
     if stored == value:
         return None, False
     kept_at = stored_at(stored)
-    if kept_at is not None and kept_at > at:
+    if kept_at is not None and min(kept_at, now) > at:
         return stored, False
     return None, True
 
@@ -68,7 +74,8 @@ def keep_newer_entry(stored: bytes | None, value: bytes, at: float) -> tuple[byt
 KEEP_NEWER_SCRIPT: Final = """
 -- keep_newer_entry in Lua, run by Redis as one atomic step.
 -- KEYS[1]: the entry. ARGV[1]: the offered entry (a JSON object with "at"), ARGV[2]: its
--- "at" (epoch seconds, as Python's repr writes a float), ARGV[3]: the TTL in milliseconds.
+-- "at" (epoch seconds, as Python's repr writes a float), ARGV[3]: the TTL in milliseconds,
+-- ARGV[4]: the writer's clock (epoch seconds, as ARGV[2]): a stored "at" past it counts as it.
 -- Returns the stored entry when it is newer and stays, else '' (the offered one is in force).
 local stored = redis.call('GET', KEYS[1])
 if stored == ARGV[1] then
@@ -77,7 +84,7 @@ end
 if stored then
   local ok, entry = pcall(cjson.decode, stored)
   if ok and type(entry) == 'table' and type(entry['at']) == 'number'
-      and entry['at'] > tonumber(ARGV[2]) then
+      and math.min(entry['at'], tonumber(ARGV[4])) > tonumber(ARGV[2]) then
     return stored
   end
 end
@@ -87,10 +94,10 @@ return ''
 """``keep_newer_entry`` as a Redis script (Redis ships the ``cjson`` library to Lua)."""
 
 
-def script_arguments(value: bytes, at: float, ttl: float) -> list[bytes | str | int]:
-    """``KEEP_NEWER_SCRIPT``'s ARGV: the entry, its ``at`` exactly, the TTL in milliseconds.
+def script_arguments(value: bytes, at: float, ttl: float, now: float) -> list[bytes | str | int]:
+    """``KEEP_NEWER_SCRIPT``'s ARGV: the entry, its ``at`` exactly, the TTL in ms, ``now``.
 
     ``repr`` writes the shortest decimal that reads back as the same float, so Lua's
-    ``tonumber`` compares exactly the instant Python compares.
+    ``tonumber`` compares exactly the instants Python compares.
     """
-    return [value, repr(float(at)), max(1, int(ttl * 1000))]
+    return [value, repr(float(at)), max(1, int(ttl * 1000)), repr(float(now))]

@@ -82,8 +82,12 @@ class CacheStore(Protocol):
         """
         ...
 
-    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+    async def keep_newer(
+        self, key: str, value: bytes, at: float, ttl: float, *, now: float
+    ) -> bytes | None:
         """Store ``value``, true at ``at``, unless the entry under ``key`` is newer, atomically.
+
+        ``now`` is the writer's clock: a stored ``at`` past it counts as ``now``.
 
         The read, the rule of ``newer_entry`` and the write happen with no other write of
         the same key in between (across processes, for a shared store).

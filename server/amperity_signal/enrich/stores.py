@@ -124,7 +124,9 @@ class MemoryStore:
             self.set_now(key, entry, ttl)
         return result
 
-    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+    async def keep_newer(
+        self, key: str, value: bytes, at: float, ttl: float, *, now: float
+    ) -> bytes | None:
         """Store ``value`` (true at ``at``) unless the entry under ``key`` is newer.
 
         Atomic, as ``merge_identifiers`` is, and through ``get`` and ``set`` for the same
@@ -135,18 +137,21 @@ class MemoryStore:
             value: A JSON object whose ``at`` is ``at`` (see ``newer_entry``).
             at: When ``value`` was true, in epoch seconds.
             ttl: The TTL a write gives the entry.
+            now: The writer's clock, in epoch seconds (a stored ``at`` past it counts as it).
 
         Returns:
             The stored entry when it is newer and stays; None when ``value`` is in force.
         """
-        newer, write = keep_newer_entry(await self.get(key), value, at)
+        newer, write = keep_newer_entry(await self.get(key), value, at, now)
         if write:
             await self.set(key, value, ttl)
         return newer
 
-    def keep_newer_now(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+    def keep_newer_now(
+        self, key: str, value: bytes, at: float, ttl: float, *, now: float
+    ) -> bytes | None:
         """``keep_newer`` without the coroutine (the consent ledger uses it, as ``get_now``)."""
-        newer, write = keep_newer_entry(self.get_now(key), value, at)
+        newer, write = keep_newer_entry(self.get_now(key), value, at, now)
         if write:
             self.set_now(key, value, ttl)
         return newer
@@ -242,7 +247,9 @@ class RedisStore:
         as_predicted = predicted.changed and merged.fields == predicted.fields
         return merged._replace(changed=merged.changed or as_predicted, found=predicted.found)
 
-    async def keep_newer(self, key: str, value: bytes, at: float, ttl: float) -> bytes | None:
+    async def keep_newer(
+        self, key: str, value: bytes, at: float, ttl: float, *, now: float
+    ) -> bytes | None:
         """The consent ledger's "keep the newer state": one ``EVALSHA``, read and write in it.
 
         Unlike ``merge_identifiers`` there is no plain ``GET`` first: its common case writes.
@@ -255,7 +262,8 @@ class RedisStore:
         took effect): the second run finds the same bytes stored and writes nothing.
         Arguments and answer as for ``MemoryStore.keep_newer``.
         """
-        reply = await self._keep_newer_script(keys=[key], args=keep_newer_arguments(value, at, ttl))
+        arguments = keep_newer_arguments(value, at, ttl, now)
+        reply = await self._keep_newer_script(keys=[key], args=arguments)
         return _as_bytes(reply) or None
 
     async def close(self) -> None:

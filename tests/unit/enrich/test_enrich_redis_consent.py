@@ -314,6 +314,7 @@ def entry(consent: dict[str, Any], moment: datetime) -> bytes:
 
 
 OLDER, NEWER = minutes_ago(10), minutes_ago(5)
+AHEAD = NOW + timedelta(hours=1)
 NESTED_AT = {"categories": {"at": True}, "functional": False}
 KEEP_RULES = {
     "nothing stored": KeepRule(
@@ -351,6 +352,15 @@ KEEP_RULES = {
         (GRANTED, OLDER),
         {**GRANTED, "at": OLDER.timestamp()},
         GRANTED,
+    ),
+    # Stamped by a clock ahead of this one (another replica's, or this one's before NTP
+    # stepped it back): its at counts as now, so a withdrawal made now replaces it...
+    "a state stored ahead of the clock": KeepRule(
+        entry(GRANTED, AHEAD), (WITHDRAWN, NOW), {**WITHDRAWN, "at": NOW.timestamp()}, WITHDRAWN
+    ),
+    # ... and a state older than now still yields to it.
+    "an older state against one stored ahead": KeepRule(
+        entry(GRANTED, AHEAD), (WITHDRAWN, OLDER), {**GRANTED, "at": AHEAD.timestamp()}, GRANTED
     ),
     "not JSON": KeepRule(b"\xff{", (GRANTED, OLDER), {**GRANTED, "at": OLDER.timestamp()}, GRANTED),
     "a JSON array": KeepRule(

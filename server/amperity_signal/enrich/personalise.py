@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -52,9 +52,18 @@ def _parameter(value: Any) -> str | None:
     return text or None
 
 
+_EXACT_INTEGERS: Final = 2**53
+"""Floats below this magnitude are integers exactly (the servicer's conversion bound too)."""
+
+
 def _integral(value: Any) -> Any:
-    """``value`` with integral floats (Struct numbers) as ints, at any depth."""
-    if isinstance(value, float) and value.is_integer():
+    """``value`` with integral floats (Struct numbers) as ints, at any depth.
+
+    Only below ``_EXACT_INTEGERS``: a larger one (``1e30``) stays a float, which JSON writes
+    as ``1e+30``; as an int it was past the 64 bits orjson writes, and the ``TypeError`` failed
+    the whole Deliver or Enrich (``INTERNAL``) of an event carrying it in a mapped list.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGERS:
         return int(value)
     if isinstance(value, list | tuple):
         return [_integral(item) for item in value]

@@ -131,6 +131,25 @@ def test_context_values_skip_empty_and_stringify() -> None:
     }
 
 
+async def test_a_huge_number_in_a_list_context_value_is_sent_not_raised(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """A number past 64 bits in a mapped list is sent as JSON writes it (``1e+30``).
+
+    Before: converted to an int orjson cannot write, the ``TypeError`` failed the event's
+    whole enrichment (and its Deliver, ``INTERNAL``).
+    """
+    settings = integration(
+        personalisation_enabled=True,
+        personalisation_context_mappings=[{"source": "properties.ids", "target": "ids"}],
+    )
+    result = await enricher.enrich(
+        settings, event(traits=ALICE, properties={"ids": [1e30, -1e19, 7.0]}), deadline=None
+    )
+    assert result.resolved
+    assert client.personalised_gets == [("p-alice", {"ids": "[1e+30,-1e+19,7]"})]
+
+
 async def test_a_refused_personalised_call_is_dampened_for_the_error_ttl(
     enricher: Enricher, client: FakeProfileClient, clock: FakeClock
 ) -> None:

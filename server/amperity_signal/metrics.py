@@ -82,11 +82,15 @@ class Metrics:
             ["integration"],
             registry=r,
         )
+        # Each worker has its own breaker: across workers the largest value is shown, 1
+        # while any of them stops partner calls, one series per integration rather than
+        # prometheus-client's default of one per pid (a new set at every restart).
         self.breaker_open = Gauge(
             "amperity_signal_breaker_open",
             "1 while the integration's profile breaker stops partner calls.",
             ["integration"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.enrichment_degraded = Counter(
             "amperity_signal_enrichment_degraded",

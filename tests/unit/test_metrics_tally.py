@@ -159,3 +159,22 @@ def test_deliver_metrics_scrape_as_the_plain_counters_and_histogram() -> None:
     assert plain_lines(metrics.registry, names) == plain_lines(plain, names)
     delivered = {"integration": "web", "amperity_type": "view_item", "outcome": "delivered"}
     assert metrics.registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 14
+
+
+def test_with_several_workers_the_breaker_gauge_is_one_series_per_integration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One series per integration, 1 while any worker's breaker is open; no pid label.
+
+    prometheus-client's default for a gauge under ``--workers`` is a series per worker pid:
+    a new set at every restart, and the README's ``integration`` label alone no longer
+    names one series.
+    """
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for worker, is_open in enumerate([0, 1, 0], start=1):
+        # Each worker's values go to its own files, as under `serve --workers 3`.
+        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda w=worker: w))  # type: ignore[no-untyped-call]
+        Metrics().breaker_open.labels(integration="acme").set(is_open)
+    body = generate_latest(MultiProcessCollector(None, path=str(tmp_path))).decode()  # type: ignore[no-untyped-call]
+    lines = [line for line in body.splitlines() if line.startswith("amperity_signal_breaker_open")]
+    assert lines == ['amperity_signal_breaker_open{integration="acme"} 1.0']

@@ -206,6 +206,10 @@ async def _serve(
     metrics = Metrics()
     address = settings.server.grpc_address
     check_bindable("server.grpc_address", address, reuse_port=reuse_port)
+    if gateway:
+        # Also before gRPC serves: otherwise it would announce itself and take calls, only
+        # to stop them when the gateway's port turns out to be taken.
+        check_bindable("server.http_address", settings.server.http_address, reuse_port=reuse_port)
     # Bound here rather than by build_server, so that a failure is known to be the bind.
     service = build_server(
         settings, Deps(metrics=metrics), bind=False, reuse_port=reuse_port, report=report

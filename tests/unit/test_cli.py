@@ -87,6 +87,9 @@ def test_serve_on_a_taken_port_names_the_setting_and_the_fix(
     result = run_cli("serve", "--config", str(config), "--workers", workers, *flags)
     assert_clear_error(result, f"server.{setting}", address, *says)
     assert result.stderr.count("already in use") == 1
+    # Refused before anything listens: no gRPC port announced as ready (and taking calls)
+    # for a service that then exits because its gateway's port is taken.
+    assert "listening" not in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("setting", ["grpc_address", "http_address"])

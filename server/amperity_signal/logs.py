@@ -89,7 +89,8 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+    # grpc._cython.cygrpc: grpc.aio logs "Loaded running loop" at debug for every call.
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "grpc._cython.cygrpc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from amperity_signal.logs import JsonFormatter, quiet_grpc_core
+from amperity_signal.logs import JsonFormatter, configure_logging, quiet_grpc_core
 
 
 def _line(formatter: JsonFormatter, message: str, *args: object) -> str:
@@ -84,3 +84,22 @@ def test_the_cli_module_does_not_import_grpc() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+def test_debug_level_leaves_out_grpcs_line_per_call() -> None:
+    """At debug, the service's own lines show; gRPC's "Loaded running loop" per call does not.
+
+    grpc.aio's Cython layer logs that line at debug for every call it handles: with
+    ``--log-level debug`` it was most of the log, and says nothing an operator can use.
+    """
+    root, grpc_aio = logging.getLogger(), logging.getLogger("grpc._cython.cygrpc")
+    handlers, level, grpc_level = root.handlers[:], root.level, grpc_aio.level
+    try:
+        configure_logging("DEBUG")
+        assert logging.getLogger("amperity_signal.server").isEnabledFor(logging.DEBUG)
+        assert not grpc_aio.isEnabledFor(logging.DEBUG)
+        assert grpc_aio.isEnabledFor(logging.WARNING)
+    finally:  # this process's logging as it was
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        grpc_aio.setLevel(grpc_level)

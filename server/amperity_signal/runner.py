@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
 
@@ -50,6 +51,11 @@ log = logging.getLogger("amperity_signal.server")
 
 # A worker that could not start exits with this (the CLI's exit code for a bad setting).
 EXIT_CANNOT_LISTEN = 2
+# A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
+EXIT_FORCED = 128 + signal.SIGINT
+# How long a `serve --workers` parent interrupted twice lets its workers end their own
+# forced stop (they hear a terminal's Ctrl-C too) before it kills those still running.
+FORCE_SECONDS = 2.0
 NO_RELOAD = (
     "SIGHUP ignored: serve reads its configuration only at start. To apply a new key, "
     "certificate or setting without dropping calls, start a second serve --handoff with "
@@ -131,6 +137,7 @@ def run_service(
         process.start()
 
     stopped = False
+    interrupts = 0
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopped
@@ -139,8 +146,20 @@ def run_service(
             if process.is_alive():
                 process.terminate() if signum == signal.SIGTERM else process.kill()
 
+    def interrupted(*_: object) -> None:
+        # A second Ctrl-C forces the stop: from a terminal each worker hears it too and
+        # cuts its own calls; one that has not ended by then (SIGINT sent to this process
+        # alone) is killed.
+        nonlocal interrupts
+        interrupts += 1
+        forward(signal.SIGTERM, None)
+        if interrupts == 2:
+            kill = threading.Timer(FORCE_SECONDS, forward, (signal.SIGKILL, None))
+            kill.daemon = True
+            kill.start()
+
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGHUP, _no_reload)
     running = list(processes)
     while running:
@@ -156,7 +175,8 @@ def run_service(
     if not failures.empty():
         # Every worker that failed reports the same address: say it once, as one process.
         raise CannotListen(failures.get())
-    return exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
+    status = exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
+    return max(status, EXIT_FORCED) if interrupts >= 2 else status
 
 
 def _no_reload(*_: object) -> None:
@@ -175,10 +195,11 @@ def _worker(
     # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
     configure_logging(logging.getLevelName(log_level), secrets=settings.secret_values())
     try:
-        _run(settings, gateway, reuse_port=True, report=False, workers=workers)
+        status = _run(settings, gateway, reuse_port=True, report=False, workers=workers)
     except CannotListen as error:
         failures.put(error.message)
         sys.exit(EXIT_CANNOT_LISTEN)
+    sys.exit(status)
 
 
 def _run(
@@ -191,8 +212,9 @@ def _run(
 ) -> int:
     """Serve in this process; ``workers``: where it stands among ``--workers`` (``Place``)."""
     fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
-    uvloop.run(_serve(settings, gateway, reuse_port=reuse_port, report=report, workers=workers))
-    return 0
+    return uvloop.run(
+        _serve(settings, gateway, reuse_port=reuse_port, report=report, workers=workers)
+    )
 
 
 async def _serve(
@@ -202,7 +224,7 @@ async def _serve(
     reuse_port: bool,
     report: bool,
     workers: Place,
-) -> None:
+) -> int:
     metrics = Metrics()
     address = settings.server.grpc_address
     check_bindable("server.grpc_address", address, reuse_port=reuse_port)
@@ -233,7 +255,7 @@ async def _serve(
             raise cannot_listen(
                 "server.grpc_address", address, OSError(str(error)), shared=reuse_port
             ) from None
-        await _serve_bound(
+        return await _serve_bound(
             service,
             settings,
             gateway,
@@ -256,11 +278,22 @@ async def _serve_bound(
     reuse_port: bool,
     workers_dir: str | None = None,
     parent: int | None = None,
-) -> None:
+) -> int:
+    """Serve until SIGTERM or SIGINT, then stop; the exit code (``EXIT_FORCED`` if forced)."""
     stop = asyncio.Event()
+    # A second Ctrl-C cuts the grace period short. Only a second SIGINT: under --workers a
+    # Ctrl-C reaches a worker from the terminal (SIGINT) and from its parent (SIGTERM).
+    force = asyncio.Event()
+    interrupts = 0
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        (stop if interrupts == 1 else force).set()
+
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, interrupted)
     orphaned = None if parent is None else asyncio.create_task(stop_when_orphaned(parent, stop))
     # An operator may send SIGHUP expecting a reload; its default action stopped the
     # service, every call in flight cut. A reload in place is not offered: see NO_RELOAD.
@@ -298,8 +331,30 @@ async def _serve_bound(
     if orphaned is not None:
         orphaned.cancel()
     log.info("shutting down", extra={"grace_seconds": settings.server.grace_period})
+    stopping = asyncio.ensure_future(_stop(service, http, settings.server.grace_period))
+    forced = asyncio.ensure_future(force.wait())
+    try:
+        await asyncio.wait({stopping, forced}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        forced.cancel()
+    status = 0
+    if not stopping.done():
+        log.warning(
+            "interrupted again: stopping now, the calls still in flight are cut",
+            extra={"calls": service.calls.count},
+        )
+        if http is not None:
+            http.force_stop()
+        await service.server.stop(None)  # cancels every call left
+        await stopping
+        status = EXIT_FORCED
+    sys.stdout.flush()
+    return status
+
+
+async def _stop(service: Service, http: EmbeddedGateway | None, grace: float) -> None:
+    """NOT_SERVING, then the gateway stops, then the calls in flight get ``grace``."""
     await service.health.enter_graceful_shutdown()
     if http is not None:
         await http.stop()
-    await service.stop(settings.server.grace_period)
-    sys.stdout.flush()
+    await service.stop(grace)

@@ -83,6 +83,11 @@ class EmbeddedGateway:
             await asyncio.sleep(0.01)
         return listening_url(self._socket).removeprefix("http://")
 
+    def force_stop(self) -> None:
+        """Make a ``stop`` under way end its drain and stop waiting for requests in flight."""
+        if self._server is not None:
+            self._server.force_exit = True
+
     async def stop(self) -> None:
         """Stop accepting requests, finish the ones in flight and close the socket."""
         if self._server is not None and self._task is not None:

@@ -1,0 +1,96 @@
+"""A second Ctrl-C (SIGINT) ends `serve` at once, its calls in flight cut; exit 130.
+
+The first SIGINT stops as SIGTERM does, giving the calls in flight ``grace_period``. An
+operator who presses Ctrl-C again does not want to wait that out (here a minute, for an
+Amperity that never answers); before, the second one changed nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import grpc
+import pytest
+import tomli_w
+
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
+from tests.unit.cli_support import integration
+
+GRACE = 60.0
+EXITED_WITHIN = 30.0  # well under GRACE: only a forced stop exits by then
+
+
+@pytest.fixture
+def silent_amperity() -> Iterator[tuple[str, threading.Event]]:
+    """An Amperity base URL that takes a request and never answers; set once one arrived."""
+    arrived = threading.Event()
+    held: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def accept() -> None:
+            connection, _ = listener.accept()
+            held.append(connection)
+            if connection.recv(65536):
+                arrived.set()
+
+        threading.Thread(target=accept, daemon=True).start()
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", arrived
+    for connection in held:
+        connection.close()
+
+
+def read_until(stream: IO[str] | None, wanted: str, count: int = 1) -> list[str]:
+    """Lines of ``stream`` up to the ``count``-th holding ``wanted`` (or its end)."""
+    assert stream is not None
+    lines: list[str] = []
+    while sum(wanted in line for line in lines) < count and (line := stream.readline()):
+        lines.append(line)
+    return lines
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_sigint_cuts_the_grace_period_short(
+    tmp_path: Path, silent_amperity: tuple[str, threading.Event], workers: str
+) -> None:
+    """SIGINT, then SIGINT again with a Deliver still waiting on Amperity: exit 130 now.
+
+    With ``--workers 2`` both signals go to the parent alone (``kill -INT``), which must
+    then end workers that heard no Ctrl-C of their own.
+    """
+    base_url, arrived = silent_amperity
+    table = integration(api_base_url=base_url, request_timeout=GRACE, max_retries=0)
+    server = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"}
+    config = tmp_path / "c.toml"
+    config.write_text(
+        tomli_w.dumps({"server": server | {"grace_period": GRACE}, "integrations": [table]})
+    )
+    command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
+    with subprocess.Popen(
+        [*command, "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            lines = read_until(process.stdout, "gateway listening", int(workers))
+            target = next(x.split()[-1] for x in lines if x.startswith("grpc listening"))
+            with grpc.insecure_channel(target) as channel:
+                event = pb.Event(message_id="m-1", type="page", anonymous_id="anon-1")
+                call = pb_grpc.AmperityServiceStub(channel).Deliver.future(
+                    pb.DeliverRequest(integration_id="web", event=event), timeout=2 * GRACE
+                )
+                assert arrived.wait(30), "the Deliver never reached the fake Amperity"
+                process.send_signal(signal.SIGINT)
+                read_until(process.stderr, '"shutting down"')  # the first one was taken
+                process.send_signal(signal.SIGINT)
+                assert process.wait(EXITED_WITHIN) == 128 + signal.SIGINT
+                assert call.exception(10) is not None  # cut, not answered OK
+        finally:
+            process.kill()

@@ -226,6 +226,12 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
             if not await _until_stopped(traffic, stop):
                 return EXIT_STOPPED
             if once:
+                # The addresses just listed were this run's: say they are gone with it.
+                print(
+                    "\nThe demo has stopped (--once): run it without --once to keep these "
+                    "addresses up.",
+                    flush=True,
+                )
                 return 0
             print(
                 f"\n-- Logs ({log_level} and above) while the demo runs:\n"

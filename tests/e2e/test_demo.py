@@ -42,6 +42,10 @@ async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
     # The cache hit ratio, as /metrics shows it (the Enrich and BrowserProfile read the cache).
     assert re.search(r"\n-- Cache, from /metrics\n  hit ratio \d+% since the start", text), text
     assert "FAILED" not in text and "Traceback" not in text
+    # The addresses listed were the stopped demo's: the last line says so, and how to keep
+    # them up, rather than leave a newcomer opening pages nothing serves.
+    closing = "The demo has stopped (--once): run it without --once to keep these addresses up."
+    assert text.rstrip().splitlines()[-1] == closing, text
 
 
 def _running(pid: int) -> bool:

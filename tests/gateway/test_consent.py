@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ import grpc.aio
 import httpx
 import pytest
 
+from amperity_signal.logs import JsonFormatter
 from amperity_signal.sandbox import SandboxApp
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -375,3 +378,37 @@ async def test_a_consent_the_service_cannot_keep_is_a_503_and_unavailable_not_a_
     assert again.json() == {"success": True, "profileAllowed": False}
     granted = await _consent(client, {"functional": True})
     assert granted.json() == {"success": True, "profileAllowed": True}
+
+
+async def test_a_5xx_the_service_answered_is_logged_with_its_request_id(
+    stack: Stack, store: OutageStore
+) -> None:
+    """The gateway's warning carries the request id the service's own lines for it carry.
+
+    The service answers every call with its request id (``x-request-id`` trailing
+    metadata) and logs it with the failure; the gateway's "RPC failed" warning had none,
+    so an operator could not tell which service line it was about.
+    """
+    lines: list[dict[str, Any]] = []
+
+    class Lines(logging.Handler):
+        """Each record as its JSON line, formatted where it is logged (ids in context)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    root = logging.getLogger()
+    handler, level = Lines(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    store.down = True
+    try:
+        refused = await _consent(stack.client, {"functional": True})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert refused.status_code == 503, refused.text
+    [failed] = [line for line in lines if line["msg"] == "rpc failed"]
+    [warning] = [line for line in lines if line["logger"] == "amperity_signal.gateway.app"]
+    assert warning["msg"] == "RPC failed on POST /v1/consent: StatusCode.UNAVAILABLE"
+    assert warning.get("request_id") == failed["request_id"], lines

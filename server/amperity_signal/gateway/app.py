@@ -38,6 +38,8 @@ from amperity_signal.metrics import Metrics
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _log = logging.getLogger(__name__)
+# The trailing metadata the service answers every call's request id in (README, Logs).
+_REQUEST_ID_METADATA = "x-request-id"
 
 _CLIENT_CLOSED_REQUEST = 499
 
@@ -99,7 +101,12 @@ async def _rpc_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, grpc.aio.AioRpcError)
     error = from_rpc_error(exc)
     if error.status >= 500:
-        _log.warning("RPC failed on %s %s: %s", request.method, request.url.path, exc.code())
+        # The service's request id for the call, which its own lines about it carry.
+        ids = [v for k, v in exc.trailing_metadata() or () if k == _REQUEST_ID_METADATA]
+        extra = {"request_id": ids[-1]} if ids and isinstance(ids[-1], str) else {}
+        _log.warning(
+            "RPC failed on %s %s: %s", request.method, request.url.path, exc.code(), extra=extra
+        )
     return error_response(error)
 
 

@@ -94,7 +94,7 @@ class Metrics:
         )
         self.enrichment_degraded = Counter(
             "amperity_signal_enrichment_degraded",
-            "Enrichments that ran without a cache or failed, by integration and cause.",
+            "Enrichments that ran without the cache, by integration and cause.",
             ["integration", "cause"],
             registry=r,
         )

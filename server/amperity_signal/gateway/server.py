@@ -87,6 +87,7 @@ class _UpgradeBodyThen:
     def __init__(self, protocol: JsonErrorHttpToolsProtocol) -> None:
         self._protocol = protocol
         self._in_body = True
+        self._in_trailers = False
 
     def on_message_begin(self) -> None:
         if not self._in_body:
@@ -97,11 +98,13 @@ class _UpgradeBodyThen:
             self._protocol.on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_body:
-            self._protocol.on_header(name, value)
+        if not self._in_body or self._in_trailers:
+            self._protocol.on_header(name, value)  # the body's trailers: counted, dropped
 
     def on_headers_complete(self) -> None:
-        if not self._in_body:
+        if self._in_body:
+            self._in_trailers = True
+        else:
             self._protocol.on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -133,6 +136,8 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = None
         # A request refused while earlier ones are answered: its 400 follows theirs.
         self._refused = False
+        # The head in progress is complete: a header now is a trailer (after a chunked body).
+        self._head_done = False
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
@@ -183,6 +188,20 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         """A request starts: its head is counted until it is complete."""
         super().on_message_begin()
         self._head_bytes = 0
+        self._head_done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header of the head; a trailer is dropped, and counted against the ceiling.
+
+        llhttp reports a chunked body's trailers as headers, which uvicorn appended to the
+        request's headers, the app already running on them (a trailer could pose as a header
+        a proxy in front vetted), without limit: 30 MB of trailers cost the process 590 MB.
+        h11 dropped trailers and buffered them up to the ceiling, as this does.
+        """
+        if not self._head_done:
+            super().on_header(name, value)
+        elif self._head_bytes is None:
+            self._head_bytes = 0
 
     def on_headers_complete(self) -> None:
         """The head is complete: refused as h11 refused it, else read as h11 read it.
@@ -194,6 +213,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         Raising here makes llhttp reject the request (``data_received``'s 400).
         """
         self._head_bytes = None
+        self._head_done = True
         hosts = [name for name, _ in self.headers if name == b"host"]
         version = self.parser.get_http_version()
         if len(hosts) > 1 or (not hosts and version == "1.1") or version == "0.9":
@@ -205,6 +225,11 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self.scope["path"] = self.root_path + unquote(raw_path.decode("ascii"))
         self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         self.scope["query_string"] = query
+
+    def on_message_complete(self) -> None:
+        """The request is complete, trailers and all: no more of it is counted."""
+        self._head_bytes = None
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         """A response is complete: the next pipelined request starts, or a refusal follows."""

@@ -268,6 +268,9 @@ def redirected(
     field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
     meta = _metadata(integration, endpoint, None, location=location)
     if suggested_base_url:
+        # Cut from the same target, so scrubbed and cut as it is: a Location echoing a key
+        # before the API path would otherwise carry it whole, to the caller and the logs.
+        suggested_base_url = scrub(suggested_base_url, integration)[:_MAX_MESSAGE_CHARS]
         fix = f"Set api_base_url = {suggested_base_url!r}."
         meta["suggested_base_url"] = suggested_base_url
     else:

@@ -270,6 +270,9 @@ async def test_tokens_never_appear_in_errors_calls_or_logs(
     handlers: list[Callable[[httpx.Request], httpx.Response]] = [
         Answer(status, echo) for status in (400, 401, 403, 404, 409, 411, 413, 429, 503)
     ]
+    # A redirect echoing a key before the API path, which its suggested base URL keeps.
+    echoed_path = f"https://acme.amperity.com/{ingest}/prof/events/esm-abc123"
+    handlers.append(Answer(301, headers={"Location": echoed_path}))
     handlers.append(_dns_failure)
     for handler in handlers:
         client = make_client(handler, clock=time.clock, sleep=time.sleep)
@@ -455,6 +458,31 @@ async def test_redirect_names_its_target_and_the_api_base_url_that_reaches_it(
     # Every variable of the message is in the metadata (AIP-193).
     assert caught.value.metadata["suggested_base_url"] == "https://acme.amperity.com"
     assert answer.count == 1
+
+
+async def test_a_suggested_base_url_echoing_a_token_is_redacted_and_cut(
+    make_client: ClientFactory, integration: IntegrationSettings, canaries: tuple[str, str]
+) -> None:
+    """The suggestion is cut from the redirect's target: scrubbed and cut as the target is.
+
+    A Location echoing the key before the API path put the key, whole, in the message and
+    in the metadata's ``suggested_base_url``, however long the target.
+    """
+    ingest, _ = canaries
+    padding = "p" * 2000
+    target = f"https://acme.amperity.com/{ingest}/{padding}/prof/events/esm-abc123"
+
+    with pytest.raises(AmperityRejected) as caught:
+        await _event(
+            make_client(Answer(301, headers={"Location": target}), integration=integration)
+        )
+
+    suggested = caught.value.metadata["suggested_base_url"]
+    assert suggested.startswith("https://acme.amperity.com/[REDACTED]/ppp")
+    assert len(suggested) == 500
+    assert f"Set api_base_url = {suggested!r}." in caught.value.message
+    assert ingest not in caught.value.message
+    assert ingest not in repr(caught.value.metadata)
 
 
 async def test_redirect_to_another_page_says_the_base_url_is_not_the_api(

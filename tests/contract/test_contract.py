@@ -238,6 +238,24 @@ async def test_an_unknown_integration_is_not_found(harness: Harness, method: str
     assert dict(info.metadata) == {"integration_id": "nope", "configured": "web"}
 
 
+async def test_a_huge_unknown_integration_id_is_not_found_and_echoed_cut(
+    harness: Harness,
+) -> None:
+    """A 100 KB id is NOT_FOUND like any other: echoed cut to 200 characters, not whole.
+
+    Whole, it made the status's trailers larger than gRPC's metadata limit.
+    """
+    huge = "x" * 100_000
+    request = pb.DeliverRequest(integration_id=huge, event=event(type="page"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(request)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    info = details(caught.value)["ErrorInfo"]
+    assert info.reason == "UNKNOWN_INTEGRATION"
+    assert info.metadata["integration_id"] == huge[:200]
+    assert len(caught.value.details() or "") < 1_000
+
+
 async def test_a_streamed_event_of_an_unknown_integration_fails_alone_as_not_found(
     harness: Harness,
 ) -> None:

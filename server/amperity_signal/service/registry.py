@@ -16,6 +16,9 @@ from amperity_signal.config import IntegrationSettings
 from amperity_signal.enrich.messages import not_configured
 from amperity_signal.errors import FieldViolation, InvalidFields, UnknownIntegration
 
+# The most of a caller's integration id an error repeats (configured ids are shorter).
+_ECHOED_ID = 200
+
 
 @dataclass(frozen=True)
 class Integration:
@@ -80,25 +83,28 @@ class Registry:
         """
         if integration_id:
             found = self._by_id.get(integration_id)
+            # Echoed cut: a caller's id of any length, whole, made the status's trailers
+            # larger than gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED).
+            shown = integration_id[:_ECHOED_ID]
             if found is None:
                 known = ", ".join(sorted(self._by_id)) or "none"
                 raise UnknownIntegration(
-                    f"no integration with id {integration_id!r} is configured (configured: "
+                    f"no integration with id {shown!r} is configured (configured: "
                     f"{known}); check integration_id or the [[integrations]] tables.",
-                    metadata={"integration_id": integration_id, "configured": known},
+                    metadata={"integration_id": shown, "configured": known},
                 )
             if pipeline_key and pipeline_key != found.settings.pipeline_key:
                 raise InvalidFields(
                     [
                         FieldViolation(
                             "pipeline_key",
-                            f"is not the pipeline key of integration {integration_id!r}, "
+                            f"is not the pipeline key of integration {shown!r}, "
                             "so the request names two integrations (or none): send only "
                             "integration_id, only the pipeline key, or the pair of one "
                             "integration.",
                         )
                     ],
-                    metadata={"integration_id": integration_id},
+                    metadata={"integration_id": shown},
                 )
             return found
         if pipeline_key:

@@ -75,9 +75,10 @@ def test_each_service_process_pins_the_threshold_before_its_loop_starts(
 
     monkeypatch.setattr(runner, "fix_mmap_threshold", pin)
 
-    def run(coroutine: Any) -> None:
+    def run(coroutine: Any) -> int:
         coroutine.close()  # not started: only the order matters here
         order.append("loop")
+        return 0  # the served loop's exit status, which _run passes on
 
     monkeypatch.setattr(uvloop, "run", run)
     settings: Any = object()

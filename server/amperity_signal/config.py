@@ -35,7 +35,7 @@ from amperity_signal.blueprint.paths import compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
-from amperity_signal.config_values import LogLevel, quoted
+from amperity_signal.config_values import LogLevel, csv_items, quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
@@ -238,9 +238,7 @@ class IntegrationSettings(_Strict):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         """Accept a comma-separated string (the spec's CSV field) or an array."""
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return csv_items(value)
 
     @property
     def base_url(self) -> str:

@@ -161,10 +161,10 @@ def is_consent_condition(condition: str) -> bool:
     return prefix == "google" and name in GOOGLE_CONSENT
 
 
-def _csv_items(value: Any) -> Any:
-    """The CSV form split as ``IntegrationSettings`` splits it; any other value as it is."""
+def csv_items(value: Any) -> Any:
+    """A CSV field's items (the spec's CSV strings); any other value (an array) as it is."""
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
 
 
@@ -174,7 +174,7 @@ def _check_allowlist(where: str, value: Any) -> list[ConfigProblem]:
     Split as CSV, '["Persona", "Tier"]' gives the names '["Persona"' and '"Tier"]', which no
     profile has, so the page would see nothing and the empty-allowlist advice never show.
     """
-    value = _csv_items(value)
+    value = csv_items(value)
     if not isinstance(value, list | tuple):
         return []
     return [
@@ -191,7 +191,7 @@ def _check_allowlist(where: str, value: Any) -> list[ConfigProblem]:
 
 
 def _check_origins(where: str, value: Any) -> list[ConfigProblem]:
-    value = _csv_items(value)
+    value = csv_items(value)
     if not isinstance(value, list | tuple):
         return []
     problems = []

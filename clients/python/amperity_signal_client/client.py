@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.events import ConsentLike, consent_from_json, not_text
-from amperity_signal_client.fields import type_name
+from amperity_signal_client.fields import check_whole_number, type_name
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
@@ -173,11 +173,7 @@ def check_replay(replay: object) -> int:
     if replay is None:
         return 0  # what protobuf made of it before
     wanted = f"a whole number of records, 0 to {_MAX_REPLAY}, e.g. 10"
-    if isinstance(replay, bool) or not isinstance(replay, int):
-        raise TypeError(f"replay must be {wanted}, not {type_name(replay)}.")
-    if not 0 <= replay <= _MAX_REPLAY:
-        raise ValueError(f"replay must be {wanted}; got {replay!r}.")
-    return replay
+    return check_whole_number("replay", replay, wanted, 0, _MAX_REPLAY)
 
 
 def require_string(name: str, value: object) -> str:

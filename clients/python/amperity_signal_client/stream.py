@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from amperity_signal_client.errors import (
     service_unreachable,
 )
 from amperity_signal_client.events import event_from_json
-from amperity_signal_client.fields import type_name
+from amperity_signal_client.fields import check_whole_number
 from amperity_signal_client.ledger import Answer, Ledger
 from amperity_signal_client.retry import RetryPolicy
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -96,11 +97,7 @@ def check_concurrency(concurrency: object) -> int:
         ValueError: When it is below 1.
     """
     wanted = "a whole number, 1 or more, e.g. 64"
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
-        raise TypeError(f"deliver_many concurrency must be {wanted}, not {type_name(concurrency)}.")
-    if concurrency < 1:
-        raise ValueError(f"deliver_many concurrency must be {wanted}; got {concurrency!r}.")
-    return concurrency
+    return check_whole_number("deliver_many concurrency", concurrency, wanted, 1, sys.maxsize)
 
 
 class AsyncStreamRun:

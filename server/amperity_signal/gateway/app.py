@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from amperity_signal.gateway.backend import ChannelFactory, ServiceClient
+from amperity_signal.gateway.backend import REQUEST_ID_METADATA, ChannelFactory, ServiceClient
 from amperity_signal.gateway.errors import (
     GatewayError,
     error_response,
@@ -38,8 +38,6 @@ from amperity_signal.metrics import Metrics
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _log = logging.getLogger(__name__)
-# The trailing metadata the service answers every call's request id in (README, Logs).
-_REQUEST_ID_METADATA = "x-request-id"
 
 _CLIENT_CLOSED_REQUEST = 499
 
@@ -102,7 +100,7 @@ async def _rpc_error(request: Request, exc: Exception) -> Response:
     error = from_rpc_error(exc)
     if error.status >= 500:
         # The service's request id for the call, which its own lines about it carry.
-        ids = [v for k, v in exc.trailing_metadata() or () if k == _REQUEST_ID_METADATA]
+        ids = [v for k, v in exc.trailing_metadata() or () if k == REQUEST_ID_METADATA]
         extra = {"request_id": ids[-1]} if ids and isinstance(ids[-1], str) else {}
         _log.warning(
             "RPC failed on %s %s: %s", request.method, request.url.path, exc.code(), extra=extra

@@ -19,6 +19,8 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
 PIPELINE_KEY_METADATA = "x-pipeline-key"
+# The trailing metadata the service answers every call's request id in (README, Logs).
+REQUEST_ID_METADATA = "x-request-id"
 REPLAYED_METADATA = "x-live-replayed"
 """The header of a ``WatchDeliveries`` call saying how many of its records are replayed.
 

@@ -280,7 +280,7 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         headers = [
             *self.server_state.default_headers,
             *response.raw_headers,
-            (b"connection", b"close"),
+            _CONNECTION_CLOSE,
         ]
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         head += [b"%s: %s\r\n" % header for header in headers]

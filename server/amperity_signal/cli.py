@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
 
 from amperity_signal.blueprint import VERTICALS
 from amperity_signal.config_values import LOG_LEVELS, listen_address_problem
@@ -111,9 +112,61 @@ def _integration_args(parser: argparse.ArgumentParser, also: str) -> None:
     )
 
 
+_REQUIRED = "the following arguments are required: "
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, except that a missing argument no longer hides an unknown one.
+
+    argparse checks the required arguments first: ``amperity-signal --bogus`` said only
+    "the following arguments are required: command", and ``serve --bogus`` only that
+    ``--config`` was, never a word of ``--bogus``. This parser names what it did not
+    recognise first, and the commands to choose from where one is missing. Subcommands'
+    parsers are of this class too (``add_subparsers`` makes them of their parent's).
+    """
+
+    _words: list[str] | None = None
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        """As argparse's, keeping the words parsed for :meth:`error`."""
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._words, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """As argparse's (usage, the message, exit 2), saying more of a missing argument."""
+        if message.startswith(_REQUIRED) and self._words is not None:
+            message = self._missing(message.removeprefix(_REQUIRED).split(", "))
+        super().error(message)
+
+    def _missing(self, names: list[str]) -> str:
+        """The message for required ``names`` missing, after what was not recognised."""
+        unknown = self._unrecognized()
+        parts = [f"unrecognized arguments: {' '.join(unknown)}"] if unknown else []
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest in names:
+                names.remove(action.dest)
+                parts.append(f"name a command: {', '.join(action.choices)}")
+        if names:
+            parts.append(_REQUIRED + ", ".join(names))
+        return f"{'; '.join(parts)} (see {self.prog} --help)"
+
+    def _unrecognized(self) -> list[str]:
+        """The words no argument of this parser takes, parsed as if none were required."""
+        required = [action for action in self._actions if action.required]
+        for action in required:
+            action.required = False
+        try:
+            return super().parse_known_args(self._words)[1]
+        finally:
+            for action in required:
+                action.required = True
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="amperity-signal", description="Datafly Signal to Amperity connector."
     )
     commands = parser.add_subparsers(dest="command", required=True)

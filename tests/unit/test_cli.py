@@ -908,3 +908,44 @@ def test_blueprint_without_config_needs_a_vertical(command: list[str]) -> None:
         f"error: --vertical is required without --config; choose one of: {', '.join(VERTICALS)}"
         " (or pass --config to take its integration's vertical)"
     ]
+
+
+COMMANDS = "serve, check-config, sandbox, gateway, demo, blueprint, send-test-event"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--bogus"],
+            "amperity-signal: error: unrecognized arguments: --bogus; "
+            f"name a command: {COMMANDS} (see amperity-signal --help)",
+        ),
+        ([], f"amperity-signal: error: name a command: {COMMANDS} (see amperity-signal --help)"),
+        (
+            ["serve", "--bogus"],
+            "amperity-signal serve: error: unrecognized arguments: --bogus; the following "
+            "arguments are required: --config (see amperity-signal serve --help)",
+        ),
+        (
+            ["blueprint", "--bogus"],
+            "amperity-signal blueprint: error: unrecognized arguments: --bogus; "
+            "name a command: show, test (see amperity-signal blueprint --help)",
+        ),
+    ],
+    ids=["unknown-option", "no-command", "serve-unknown-option", "blueprint-unknown-option"],
+)
+def test_an_unknown_option_is_named_before_a_missing_argument(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown option and a missing command: both named, and the commands listed.
+
+    argparse reports a missing required argument first, so ``--bogus`` was never named:
+    "the following arguments are required: command" (or ``--config`` under ``serve``).
+    """
+    monkeypatch.delenv("AMPERITY_SIGNAL_CONFIG", raising=False)  # else --config is not required
+    result = run_cli(*args)
+    assert_clear_error(result)
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == message
+    assert result.stderr.startswith("usage: "), result.stderr

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ import grpc
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from amperity_signal.pid_dirs import PidDirs
 from amperity_signal.processes import Process, start_process
 from amperity_signal.sandbox import default_data
 from amperity_signal.service.convert import struct_to_dict
@@ -42,6 +45,36 @@ PROFILE_FIELDS = ("EventCount", "LastEventType", "LifetimeOrderValue", "OrderCou
 # Where each process the demo starts logs (in its temporary directory, gone at exit).
 SANDBOX_LOG = "sandbox.log"
 SERVICE_LOG = "service.log"  # the gRPC service and the gateway: one process
+
+
+def _logs_written(directory: str) -> bool:
+    """Whether a process the demo started still writes a log in ``directory``.
+
+    Each holds a shared lock on its log through its stderr (``start_process``): a demo
+    killed with SIGKILL leaves its sandbox and service running, and their directory is kept
+    until they have exited too (whatever cannot be read is kept as well).
+    """
+    try:
+        logs = [entry.path for entry in os.scandir(directory) if entry.name.endswith(".log")]
+    except OSError:
+        return True
+    return any(_locked(log) for log in logs)
+
+
+def _locked(path: str) -> bool:
+    try:
+        with open(path, "rb") as log:
+            fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return os.path.lexists(path)  # removed meanwhile: nothing writes it
+    return False
+
+
+# Each demo's logs and configuration: the demo's pid in the name, removed when it stops,
+# and swept by a later demo once it was killed (SIGKILL) and what it started is gone.
+DEMO_DIRS = PidDirs("amperity-signal-demo-", "demo", in_use=_logs_written)
 
 
 def _free_port(preferred: int) -> int:
@@ -212,7 +245,7 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     # The Live Events page's admin token: made up per run, since it guards only this demo.
     admin_token = secrets.token_urlsafe(16)
     stop = asyncio.Event()
-    with tempfile.TemporaryDirectory(prefix="amperity-signal-demo-") as tmp, _stop_on_signals(stop):
+    with _demo_dir() as tmp, _stop_on_signals(stop):
         async with _stack(Path(tmp), admin_token, log_level) as (
             _,
             service,
@@ -241,6 +274,16 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
             await stop.wait()
     return 0
+
+
+@contextlib.contextmanager
+def _demo_dir() -> Iterator[str]:
+    """This demo's directory (after a sweep of those killed demos left), removed at exit."""
+    directory = DEMO_DIRS.make()
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # The exit code of a demo stopped by a signal before its summary was printed (128 + SIGINT).

@@ -1,10 +1,11 @@
 """Temporary directories named for the process that makes them, and the sweep of dead ones.
 
-``serve`` makes directories in $TMPDIR (the local socket's, the workers' metrics files) and
-removes them when it stops, but a process killed with SIGKILL (the OOM killer, a container
-runtime's timeout) cannot. Each such directory's name therefore carries its maker's process
-id, and each start first removes this user's directories of the same kind whose maker is
-gone and which nothing else still uses, so that crashes leave no pile in /tmp.
+``serve`` makes directories in $TMPDIR (the local socket's, the workers' metrics files), as
+``demo`` does (its logs and configuration), and removes them when it stops, but a process
+killed with SIGKILL (the OOM killer, a container runtime's timeout) cannot. Each such
+directory's name therefore carries its maker's process id, and each start first removes
+this user's directories of the same kind whose maker is gone and which nothing else still
+uses, so that crashes leave no pile in /tmp.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -126,6 +127,10 @@ async def start_process(
 ) -> Process:
     """Start ``command`` and return once it printed a line starting with ``ready``."""
     stderr = log.open("ab")
+    # A shared lock on the log, held by the child through its stderr (the same open file)
+    # until it and every process it starts with that stderr have exited: so a sweep can tell
+    # a log still written from one left behind, though this process be killed (demo.py).
+    fcntl.flock(stderr, fcntl.LOCK_SH)
     proc = await asyncio.create_subprocess_exec(
         *command,
         stdout=asyncio.subprocess.PIPE,

@@ -63,14 +63,21 @@ def _children(pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def _demo_up(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
+async def _demo_up(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
     """``demo ARGS`` started and read up to "The demo stays up": the process, its lines.
 
     Stopped on the way out unless the body stopped it: by SIGTERM, so that the sandbox and
     service it started stop too (a SIGKILL would leave them running), then SIGKILL.
     """
     process = await asyncio.create_subprocess_exec(
-        *CLI, "demo", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *CLI,
+        "demo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
     )
     assert process.stdout is not None
     seen: list[str] = []
@@ -153,3 +160,45 @@ async def test_the_grpcurl_call_the_demo_prints_answers_the_demos_visitor() -> N
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), 60)
     assert json_format.MessageToDict(response)["attributes"]["Persona"] == "Value Hunter"
+
+
+def _demo_dirs(parent: Path) -> set[Path]:
+    """The demos' directories in ``parent``."""
+    return {path for path in parent.iterdir() if path.name.startswith("amperity-signal-demo-")}
+
+
+async def test_a_demo_sweeps_what_a_killed_demo_left_once_its_processes_are_gone(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILLed demo's directory: kept while its sandbox and service run, then swept.
+
+    The next demo removes it once they are gone too, and leaves a running demo's alone.
+    """
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    async with _demo_up(env=env) as (killed, _):
+        (left,) = _demo_dirs(tmp_path)
+        orphans = _children(killed.pid)  # the sandbox and service, which SIGKILL leaves running
+        killed.kill()
+        await killed.wait()
+    try:
+        async with _demo_up(env=env) as (running, seen):
+            (kept,) = _demo_dirs(tmp_path) - {left}
+            assert left.is_dir(), "".join(seen)  # its sandbox and service still log there
+            for pid in orphans:
+                os.kill(pid, signal.SIGKILL)
+            for _ in range(200):
+                if not any(_running(pid) for pid in orphans):
+                    break
+                await asyncio.sleep(0.05)
+            once = await asyncio.create_subprocess_exec(
+                *CLI, "demo", "--once", stdout=asyncio.subprocess.PIPE, env=env
+            )
+            output, _ = await asyncio.wait_for(once.communicate(), 180)
+            assert once.returncode == 0, output.decode(errors="replace")
+            assert _demo_dirs(tmp_path) == {kept}
+            assert running.returncode is None
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert _demo_dirs(tmp_path) == set()  # the running demo's, removed as it stopped

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Response, Route, async_playwright
+from playwright.async_api import ConsoleMessage, Request, Response, Route, async_playwright
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
@@ -194,6 +195,69 @@ async def test_a_gateway_that_never_answers_enrich_leaves_the_page_its_default(
             assert stalled
         finally:
             await browser.close()
+
+
+async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(
+    gateway_url: str, service: RunningService
+) -> None:
+    """?endpoint=https://attacker.example: events and lookups stay on the page's origin.
+
+    The page names the ignored parameter, on the page and in the console; a same-origin
+    path (here ``enrichEndpoint=/``) is taken.
+    """
+    _require_chromium()
+    foreign: list[str] = []
+    requests: list[str] = []
+    warnings: list[str] = []
+
+    async def elsewhere(route: Route) -> None:
+        foreign.append(route.request.url)  # answered here: nothing leaves the machine
+        await route.fulfill(status=204)
+
+    def record(request: Request) -> None:
+        requests.append(request.url)
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "warning":
+            warnings.append(message.text)
+
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            context = await browser.new_context()
+            await context.route(re.compile(r"^https?://attacker\.example"), elsewhere)
+            page = await context.new_page()
+            page.on("request", record)
+            page.on("console", console)
+            await page.goto(
+                f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}"
+                "&endpoint=https://attacker.example/collect&enrichEndpoint=/"
+            )
+            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            async with page.expect_response(lambda r: r.url.endswith("/v1/batch")) as sent:
+                await page.click("#view-product")
+            assert (await sent.value).status == 200
+            notices = await page.eval_on_selector_all(
+                "#notices > p", "ps => ps.map(p => p.textContent)"
+            )
+            visible = await page.is_visible("#notices > p")
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "demo-foreign-endpoint.png"), full_page=True)
+        finally:
+            await browser.close()
+
+    assert foreign == []
+    assert all(url.startswith(f"{gateway_url}/") for url in requests), requests
+    assert any("/v1/enrich?provider=amperity" in url for url in requests), requests
+    assert sorted(d.request.event.type for d in service.fake.delivered) == ["page", "track"]
+    expected = (
+        "Ignored the endpoint parameter (https://attacker.example/collect): it is not this "
+        f"page's origin ({gateway_url}), and the demo sends events and reads profiles only "
+        "there. Give a path, such as endpoint=/, or leave it out."
+    )
+    assert notices == [expected]
+    assert visible
+    assert warnings == [expected]
 
 
 async def test_live_page_marks_where_a_slow_page_missed_deliveries(service: RunningService) -> None:

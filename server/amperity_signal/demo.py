@@ -67,8 +67,8 @@ def _locked(path: str) -> bool:
             fcntl.flock(log, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    except OSError:
-        return os.path.lexists(path)  # removed meanwhile: nothing writes it
+    except OSError:  # removed meanwhile: nothing writes it; no locks there: kept
+        return os.path.lexists(path)
     return False
 
 

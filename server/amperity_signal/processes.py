@@ -130,7 +130,9 @@ async def start_process(
     # A shared lock on the log, held by the child through its stderr (the same open file)
     # until it and every process it starts with that stderr have exited: so a sweep can tell
     # a log still written from one left behind, though this process be killed (demo.py).
-    fcntl.flock(stderr, fcntl.LOCK_SH)
+    # A file system without locks (ENOLCK) goes without: such a sweep keeps every log.
+    with contextlib.suppress(OSError):
+        fcntl.flock(stderr, fcntl.LOCK_SH)
     proc = await asyncio.create_subprocess_exec(
         *command,
         stdout=asyncio.subprocess.PIPE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -68,8 +69,8 @@ async def _demo_up(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
     """``demo ARGS`` started and read up to "The demo stays up": the process, its lines.
 
-    Stopped on the way out unless the body stopped it: by SIGTERM, so that the sandbox and
-    service it started stop too (a SIGKILL would leave them running), then SIGKILL.
+    Stopped on the way out unless the body stopped it: by SIGTERM, so that it stops its
+    sandbox and service itself, then SIGKILL.
     """
     process = await asyncio.create_subprocess_exec(
         *CLI,
@@ -167,38 +168,48 @@ def _demo_dirs(parent: Path) -> set[Path]:
     return {path for path in parent.iterdir() if path.name.startswith("amperity-signal-demo-")}
 
 
-async def test_a_demo_sweeps_what_a_killed_demo_left_once_its_processes_are_gone(
+async def _demo_once(env: dict[str, str]) -> None:
+    """``demo --once``, to its end."""
+    once = await asyncio.create_subprocess_exec(
+        *CLI, "demo", "--once", stdout=asyncio.subprocess.PIPE, env=env
+    )
+    output, _ = await asyncio.wait_for(once.communicate(), 180)
+    assert once.returncode == 0, output.decode(errors="replace")
+
+
+async def test_a_killed_demos_processes_stop_and_a_later_demo_sweeps_its_directory(
     tmp_path: Path,
 ) -> None:
-    """A SIGKILLed demo's directory: kept while its sandbox and service run, then swept.
+    """A SIGKILLed demo: its sandbox and service stop on their own, its directory is swept.
 
-    The next demo removes it once they are gone too, and leaves a running demo's alone.
+    The directory is kept while a process still writes a log there (here the test holds
+    the log's lock, as a sandbox still stopping does), and a running demo's is left alone.
     """
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     async with _demo_up(env=env) as (killed, _):
         (left,) = _demo_dirs(tmp_path)
-        orphans = _children(killed.pid)  # the sandbox and service, which SIGKILL leaves running
+        started = _children(killed.pid)  # its sandbox and service
         killed.kill()
         await killed.wait()
     try:
-        async with _demo_up(env=env) as (running, seen):
+        for _ in range(600):
+            if not any(_running(pid) for pid in started):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(_running(pid) for pid in started), "the killed demo's children still run"
+        async with contextlib.AsyncExitStack() as stack:
+            log = stack.enter_context((left / "sandbox.log").open("rb"))
+            fcntl.flock(log, fcntl.LOCK_SH)  # as a writer still at work holds it
+            running, _ = await stack.enter_async_context(_demo_up(env=env))
             (kept,) = _demo_dirs(tmp_path) - {left}
-            assert left.is_dir(), "".join(seen)  # its sandbox and service still log there
-            for pid in orphans:
-                os.kill(pid, signal.SIGKILL)
-            for _ in range(200):
-                if not any(_running(pid) for pid in orphans):
-                    break
-                await asyncio.sleep(0.05)
-            once = await asyncio.create_subprocess_exec(
-                *CLI, "demo", "--once", stdout=asyncio.subprocess.PIPE, env=env
-            )
-            output, _ = await asyncio.wait_for(once.communicate(), 180)
-            assert once.returncode == 0, output.decode(errors="replace")
+            await _demo_once(env)
+            assert _demo_dirs(tmp_path) == {left, kept}
+            log.close()
+            await _demo_once(env)
             assert _demo_dirs(tmp_path) == {kept}
             assert running.returncode is None
     finally:
-        for pid in orphans:
+        for pid in started:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert _demo_dirs(tmp_path) == set()  # the running demo's, removed as it stopped

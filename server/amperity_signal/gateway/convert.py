@@ -24,6 +24,7 @@ from amperity_signal.gateway.fieldnames import (
     CONTEXT,
     EVENT_FIELDS,
     GOOGLE,
+    SENT_AT,
     SUBMESSAGES,
 )
 from amperity_signal.gateway.jsonbody import check_value
@@ -38,6 +39,69 @@ _EVENT_NAMES = {name: spec.names for name, spec in EVENT_FIELDS.items()}
 _CONTEXT_NAMES = {name: spec.names for name, spec in CONTEXT.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY = 86_400
+_NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class PageClock:
+    """A request's ``sentAt`` and its receive time, to put the page's instants on our clock.
+
+    An instant the page stamped (an event's ``timestamp``, a ``consentedAt``) counts as
+    received less its age on the page's own clock, ``received - (sent - instant)``
+    (Segment's clock-skew correction): however far the page's clock is off, the offset
+    cancels out. A consent state's ``at`` in the ledger comes from these instants: taken
+    as stamped, a grant from a page clock 10 minutes ahead, sent before a withdrawal but
+    retried after it, counted as newer and undid it. A negative age (an instant after
+    ``sentAt``, which one clock does not give) counts as 0: received now, never later. A
+    huge one is kept, and the service judges the instant it gives as it judges one sent
+    without ``sentAt`` (an event's outside 2000-2100, a ``consentedAt`` before 2000: a 400
+    naming it). Time on the wire is not in the age, so it still counts towards newer.
+
+    Attributes:
+        sent: ``sentAt`` in epoch nanoseconds, by the page's clock.
+        received: The receive time in epoch nanoseconds, by the gateway's clock.
+    """
+
+    sent: int
+    received: int
+
+    def corrected(self, seconds: int, nanos: int) -> tuple[int, int]:
+        """The page's instant ``(seconds, nanos)`` on the gateway's clock, as the same parts."""
+        age = self.sent - (seconds * _NANOS + nanos)
+        return divmod(self.received - age if age > 0 else self.received, _NANOS)
+
+
+def page_clock(sent: int | None, now: datetime) -> PageClock | None:
+    """The ``PageClock`` of a request that carried ``sentAt`` (epoch ns), received ``now``."""
+    if sent is None:
+        return None
+    seconds, nanos = _receive_time(now)
+    return PageClock(sent, seconds * _NANOS + nanos)
+
+
+def sent_at_from_json(data: Any, code: str) -> int | None:
+    """A body's ``sentAt`` (or ``sent_at``) in epoch nanoseconds; None when absent or null.
+
+    Read as an event's ``timestamp`` is (``rfc3339``); a body that is not an object has
+    none (its own check refuses it).
+
+    Raises:
+        GatewayError: 400 ``code`` naming the field as sent, when it is not RFC 3339.
+    """
+    if not isinstance(data, dict):
+        return None
+    name = SENT_AT[0]
+    value = data.get(name)
+    if value is None:
+        name = SENT_AT[1]
+        value = data.get(name)
+        if value is None:
+            return None
+    try:
+        seconds, nanos = rfc3339.timestamp_parts(value)
+    except rfc3339.TimestampError as error:
+        raise GatewayError(400, code, f"{name}: {error}", field=name) from None
+    return seconds * _NANOS + nanos
 
 
 @dataclass(frozen=True)
@@ -51,6 +115,8 @@ class RequestFacts:
         cookie_anonymous_id: The ``_dfid`` cookie, used when the event has no anonymousId.
         now: The receive time, used when the event has no timestamp.
         new_message_id: Makes a messageId for events that have none.
+        clock: The request's ``sentAt`` and receive time when it carried ``sentAt``: an
+            event's timestamp is then put on the gateway's clock (``PageClock``).
     """
 
     default_type: str
@@ -59,6 +125,7 @@ class RequestFacts:
     cookie_anonymous_id: str | None
     now: datetime
     new_message_id: Callable[[], str]
+    clock: PageClock | None = None
 
 
 def _get(data: Mapping[str, Any], names: tuple[str, ...]) -> Any:
@@ -176,8 +243,12 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     stamp = event.timestamp
     if timestamp is None:
         stamp.seconds, stamp.nanos = _receive_time(facts.now)
-    else:
+    elif facts.clock is None:
         stamp.seconds, stamp.nanos = _timestamp(timestamp, f"{prefix}timestamp")
+    else:
+        stamp.seconds, stamp.nanos = facts.clock.corrected(
+            *_timestamp(timestamp, f"{prefix}timestamp")
+        )
     for name in ("properties", "traits"):
         struct = _struct(data.get(name), f"{prefix}{name}")
         if struct is not None:
@@ -261,11 +332,14 @@ def consent_from_json(value: Any, field: str = "consent") -> pb.Consent:
         raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
 
 
-def consented_at_from_json(data: Mapping[str, Any]) -> timestamp_pb2.Timestamp | None:
+def consented_at_from_json(
+    data: Mapping[str, Any], clock: PageClock | None = None
+) -> timestamp_pb2.Timestamp | None:
     """When the visitor made the choice a ``POST /v1/consent`` body carries, if it says.
 
     ``consentedAt`` (or ``consented_at``) is an RFC 3339 date-time; absent or null means
-    now. How far ahead of its clock it may lie is the service's to judge.
+    now. With the body's ``sentAt`` (``clock``) it is put on the gateway's clock, as an
+    event's timestamp is. How far ahead of its clock it may lie is the service's to judge.
 
     Raises:
         GatewayError: 400 ``INVALID_CONSENT`` naming the field as sent.
@@ -278,6 +352,8 @@ def consented_at_from_json(data: Mapping[str, Any]) -> timestamp_pb2.Timestamp |
         seconds, nanos = _timestamp(data[name], name)
     except InvalidFieldError as error:
         raise GatewayError(400, "INVALID_CONSENT", error.message, field=error.field) from None
+    if clock is not None:
+        seconds, nanos = clock.corrected(seconds, nanos)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 

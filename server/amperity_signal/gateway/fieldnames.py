@@ -110,6 +110,10 @@ CONSENT_REQUEST_FIELDS: dict[str, JsonField] = {
     "consent": _message("consent", CONSENT),
 }
 """A ``RecordConsentRequest``'s fields as a ``POST /v1/consent`` body spells them."""
+SENT_AT = ("sentAt", "sent_at")
+"""When the page sent the request, by its own clock: a gateway field of the ``/v1/t``,
+``/v1/p``, ``/v1/i`` event and of the ``/v1/batch`` and ``/v1/consent`` bodies, no proto's
+(``convert.sent_at_from_json``)."""
 
 
 # The name Deliver gives the event in the field paths of its refusals.

@@ -30,6 +30,8 @@ from amperity_signal.gateway.convert import (
     consent_from_json,
     consented_at_from_json,
     event_from_json,
+    page_clock,
+    sent_at_from_json,
 )
 from amperity_signal.gateway.errors import (
     GatewayError,
@@ -214,7 +216,8 @@ class ApiEndpoints:
 
         A withdrawal then stops ``/v1/enrich`` for this visitor at once, in every tab;
         ``profileAllowed`` tells the page whether asking for the profile is worth it.
-        ``consentedAt`` (optional) says when the visitor chose; else it is now.
+        ``consentedAt`` (optional) says when the visitor chose; else it is now. With
+        ``sentAt`` it is put on the gateway's clock (``convert.PageClock``).
         """
         key = _collector_key(request)
         data = await read_json(request, self._settings.max_body_bytes)
@@ -241,7 +244,8 @@ class ApiEndpoints:
             )
         _check_length(anonymous_id, source, "field" if given else "cookie")
         consent = consent_from_json(data.get("consent"))
-        consented_at = consented_at_from_json(data)
+        sent = sent_at_from_json(data, "INVALID_CONSENT")
+        consented_at = consented_at_from_json(data, page_clock(sent, self._now()))
         try:
             allowed = await self._client.record_consent(key, anonymous_id, consent, consented_at)
         except grpc.aio.AioRpcError as error:
@@ -260,20 +264,23 @@ class ApiEndpoints:
         """``POST /v1/i``: one event, ``identify`` unless it says otherwise."""
         return await self._single(request, "identify")
 
-    def _facts(self, request: Request, default_type: str) -> RequestFacts:
+    def _facts(self, request: Request, default_type: str, sent: int | None) -> RequestFacts:
+        now = self._now()
         return RequestFacts(
             default_type=default_type,
             ip=request.client.host if request.client else "",
             user_agent=request.headers.get("user-agent"),
             cookie_anonymous_id=request.cookies.get(ANONYMOUS_ID_COOKIE) or None,
-            now=self._now(),
+            now=now,
             new_message_id=self._new_message_id,
+            clock=page_clock(sent, now),
         )
 
     async def _single(self, request: Request, default_type: str) -> Response:
         key = _collector_key(request)
         data = await read_json(request, self._settings.max_body_bytes)
-        event = event_from_json(data, self._facts(request, default_type))
+        sent = sent_at_from_json(data, "INVALID_EVENT")
+        event = event_from_json(data, self._facts(request, default_type, sent))
         try:
             await self._client.deliver(key, event)
         except grpc.aio.AioRpcError as error:
@@ -295,7 +302,7 @@ class ApiEndpoints:
                 f"A batch carries at most {limit} events; split it.",
                 field="batch",
             )
-        facts = self._facts(request, "track")
+        facts = self._facts(request, "track", sent_at_from_json(data, "INVALID_BATCH"))
         in_flight = asyncio.Semaphore(self._settings.batch_concurrency)
 
         async def deliver_one(index: int, item: Any) -> dict[str, Any]:

@@ -28,12 +28,17 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def real_stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stack]:
-    """The real service (browser_consent=functional, pipeline key ``pk_web``) behind the gateway.
+async def real_service(
+    store: OutageStore, clock: FakeClock
+) -> AsyncIterator[tuple[Service, SandboxApp, GatewaySettings]]:
+    """The real service (browser_consent=functional, pipeline key ``pk_web``), started.
 
     Args:
         store: The service's cache store, which a test can take down.
         clock: The cache backend's clock.
+
+    Yields:
+        The service, its sandbox, and the settings of a gateway in front of it.
     """
     sandbox = create_app(profile_delay=0.0, seed=7)
     assert isinstance(sandbox, SandboxApp)
@@ -45,15 +50,26 @@ async def real_stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stac
     deps = Deps(metrics=metrics, transport=httpx.ASGITransport(app=sandbox), cache=cache)
     service: Service = build_server(settings, deps)
     await service.start()
-    app = create_gateway_app(
-        settings=GatewaySettings.from_settings(settings),
-        channel_factory=service.in_process_channel,
-    )
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
     try:
-        async with app.router.lifespan_context(app):
-            yield Stack(client, service, sandbox)
+        yield service, sandbox, GatewaySettings.from_settings(settings)
     finally:
-        await client.aclose()
         await service.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def real_stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stack]:
+    """The real service (browser_consent=functional, pipeline key ``pk_web``) behind the gateway.
+
+    Args:
+        store: The service's cache store, which a test can take down.
+        clock: The cache backend's clock.
+    """
+    async with real_service(store, clock) as (service, sandbox, settings):
+        app = create_gateway_app(settings=settings, channel_factory=service.in_process_channel)
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+        try:
+            async with app.router.lifespan_context(app):
+                yield Stack(client, service, sandbox)
+        finally:
+            await client.aclose()

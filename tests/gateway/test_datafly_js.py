@@ -633,3 +633,41 @@ def test_a_batch_that_never_answers_holds_neither_refresh_nor_a_withdrawal() -> 
     assert run["result"] == {"refreshed": _ATTRIBUTES}
     assert _paths(run) == ["/v1/enrich", "/v1/batch", "/v1/enrich", "/v1/batch", "/v1/consent"]
     assert run["requests"][1].get("aborted") is True
+
+
+def test_every_request_carries_sent_at_from_the_page_clock_stamped_again_on_a_retry() -> None:
+    """/v1/batch (each attempt, and the pagehide beacon) and /v1/consent carry sentAt.
+
+    The page's clock (a second on per reading here) stamps it as it stamps timestamps: the
+    gateway counts an event as received less sentAt - timestamp, so a resend must carry a
+    new sentAt, or the time it waited would not count in its age.
+    """
+    scenario = """
+      let tick = Date.parse('2030-01-01T00:00:00.000Z');
+      const RealDate = Date;
+      globalThis.Date = class extends RealDate {
+        constructor(...args) { super(...(args.length ? args : [tick += 1000])); }
+      };
+      const handlers = {};
+      globalThis.addEventListener = (name, fn) => { handlers[name] = fn; };
+      _INIT
+      await datafly.onProfileReady();
+      datafly.track('a');
+      await datafly.flush();
+      datafly.consent({ functional: false });
+      await datafly.refreshProfile();
+      datafly.track('b');
+      handlers.pagehide();
+      return null;
+    """.replace("_INIT", _INIT)
+    unavailable = {"status": 503, "headers": {"Retry-After": "2"}, "body": {"error": {}}}
+    answers = [_HYDRATED, unavailable, _results(None), _DENIED, _results(None)]
+    run = run_datafly(scenario, answers)
+    assert _paths(run) == ["/v1/enrich", "/v1/batch", "/v1/batch", "/v1/consent", "/v1/batch"]
+    bodies = [r["body"] for r in run["requests"][1:]]
+    sent = [body["sentAt"] for body in bodies]
+    assert all(s.startswith("2030-01-01T00:00:") and s.endswith("Z") for s in sent), sent
+    assert sent == sorted(set(sent))  # a new reading each time, the retry's included
+    (event,) = bodies[0]["batch"]
+    assert event["timestamp"] < sent[0]
+    assert bodies[1]["batch"] == [event]  # the same event, its timestamp unchanged

@@ -152,6 +152,14 @@ function fetchWithin(url, init) {
   });
 }
 
+// The page's clock now, as an event's timestamp reads it. Every request carries it as
+// sentAt: the gateway counts an event as received less its age on this same clock
+// (sentAt - timestamp), so a page clock minutes ahead or behind cannot make an event (or
+// the consent state it carries) newer than a later withdrawal.
+function sentAt() {
+  return new Date().toISOString();
+}
+
 function trimSlash(url) {
   return (url || '').replace(/\/+$/, '');
 }
@@ -271,7 +279,8 @@ function createDatafly() {
   }
 
   async function send(events, attempt) {
-    const body = JSON.stringify({ batch: events });
+    // Stamped again on each attempt: the gateway puts the events' ages on its own clock.
+    const body = JSON.stringify({ batch: events, sentAt: sentAt() });
     let again = events;
     let wait = 0;
     try {
@@ -300,7 +309,7 @@ function createDatafly() {
     state.timer = null;
     while (state.queue.length) {
       const events = state.queue.splice(0, MAX_BATCH);
-      const body = JSON.stringify({ batch: events });
+      const body = JSON.stringify({ batch: events, sentAt: sentAt() });
       const url = collectorUrl('/v1/batch', true);
       // Cross-origin beacons must use a CORS-safelisted type; the gateway reads both as JSON.
       const type = sameOrigin(url) ? 'application/json' : 'text/plain;charset=UTF-8';
@@ -418,7 +427,9 @@ function createDatafly() {
       let allowed = !denied;
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
         // Built for each attempt: a resend carries the visitor's choice as it is by then.
-        const body = JSON.stringify({ anonymousId: state.anonymousId, consent: state.consent });
+        const body = JSON.stringify({
+          anonymousId: state.anonymousId, consent: state.consent, sentAt: sentAt(),
+        });
         let wait = 0;
         // null: unreachable gateway, or no answer in time: send again
         const response = await fetchWithin(collectorUrl('/v1/consent', false), {

@@ -20,6 +20,16 @@ def _strings(*names: str) -> dict[str, Any]:
 
 _CODE: dict[str, Any] = {"type": "string", "pattern": "^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$"}
 
+_SENT_AT: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "description": "When the request was sent, by the clock that stamped its instants "
+    "(RFC 3339; sent_at is also accepted), stamped again on each retry. Each instant then "
+    "counts as received less its age on that clock (received - (sentAt - instant)), so a "
+    "page clock ahead or behind cancels out; an instant after sentAt counts as received. "
+    "Absent: instants are taken as sent. Not RFC 3339 is a 400 naming it.",
+}
+
 _CONSENT: dict[str, Any] = {
     "type": "object",
     "description": "Absent fields stay absent all the way to Amperity.",
@@ -93,6 +103,12 @@ SCHEMAS: dict[str, Any] = {
                 "description": "RFC 3339, read to the nanosecond; no offset means UTC. "
                 "Absent means when the gateway receives it.",
             },
+            "sentAt": {
+                **_SENT_AT,
+                "description": "On /v1/t, /v1/p and /v1/i: "
+                + _SENT_AT["description"]
+                + " In a batch the batch's own sentAt counts, an event's is ignored.",
+            },
             "properties": {"type": "object"},
             "traits": {"type": "object"},
             "context": {
@@ -139,9 +155,11 @@ SCHEMAS: dict[str, Any] = {
                 "description": "When the visitor made this choice (RFC 3339, no offset means "
                 "UTC; consented_at is also accepted); absent means when the service receives "
                 "it. An older state never replaces a newer one (events count by their "
-                "timestamp). More than 5 "
-                "minutes ahead of the service's clock is a 400 INVALID_CONSENT.",
+                "timestamp). Without sentAt, more than 5 minutes ahead of the service's "
+                "clock is a 400 INVALID_CONSENT; with it, it is put on the gateway's clock "
+                "and never lies ahead.",
             },
+            "sentAt": _SENT_AT,
         },
     },
     "ConsentKept": {
@@ -165,7 +183,10 @@ SCHEMAS: dict[str, Any] = {
     "Batch": {
         "type": "object",
         "required": ["batch"],
-        "properties": {"batch": {"type": "array", "maxItems": 100, "items": ref("Event")}},
+        "properties": {
+            "batch": {"type": "array", "maxItems": 100, "items": ref("Event")},
+            "sentAt": _SENT_AT,
+        },
     },
     "BatchResult": {
         "type": "object",

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from multiprocessing.queues import SimpleQueue
 
@@ -54,8 +55,12 @@ EXIT_CANNOT_LISTEN = 2
 # A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
 EXIT_FORCED = 128 + signal.SIGINT
 # How long a `serve --workers` parent interrupted twice lets its workers end their own
-# forced stop (they hear a terminal's Ctrl-C too) before it kills those still running.
+# forced stop before it kills those still running.
 FORCE_SECONDS = 2.0
+# What a `serve --workers` parent interrupted twice sends its workers: stop now, as a second
+# Ctrl-C would. A terminal's Ctrl-C reaches them too, but a SIGINT sent to the parent alone
+# did not, and they were killed with their requests in flight, none of them answered.
+FORCE_SIGNAL = signal.SIGUSR1
 NO_RELOAD = (
     "SIGHUP ignored: serve reads its configuration only at start. To apply a new key, "
     "certificate or setting without dropping calls, start a second serve --handoff with "
@@ -147,13 +152,13 @@ def run_service(
                 process.terminate() if signum == signal.SIGTERM else process.kill()
 
     def interrupted(*_: object) -> None:
-        # A second Ctrl-C forces the stop: from a terminal each worker hears it too and
-        # cuts its own calls; one that has not ended by then (SIGINT sent to this process
-        # alone) is killed.
+        # A second Ctrl-C forces the stop: each worker is told to cut its own calls and
+        # requests (FORCE_SIGNAL); one that has not ended FORCE_SECONDS later is killed.
         nonlocal interrupts
         interrupts += 1
         forward(signal.SIGTERM, None)
         if interrupts == 2:
+            _force(processes)
             kill = threading.Timer(FORCE_SECONDS, forward, (signal.SIGKILL, None))
             kill.daemon = True
             kill.start()
@@ -177,6 +182,13 @@ def run_service(
         raise CannotListen(failures.get())
     status = exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
     return max(status, EXIT_FORCED) if interrupts >= 2 else status
+
+
+def _force(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Tell the workers still running to stop now (``FORCE_SIGNAL``)."""
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, FORCE_SIGNAL)
 
 
 def _no_reload(*_: object) -> None:
@@ -291,9 +303,15 @@ async def _serve_bound(
         interrupts += 1
         (stop if interrupts == 1 else force).set()
 
+    def force_now() -> None:
+        stop.set()
+        force.set()
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, interrupted)
+    if parent is not None:  # a --workers worker: its parent was interrupted twice
+        loop.add_signal_handler(FORCE_SIGNAL, force_now)
     orphaned = None if parent is None else asyncio.create_task(stop_when_orphaned(parent, stop))
     # An operator may send SIGHUP expecting a reload; its default action stopped the
     # service, every call in flight cut. A reload in place is not offered: see NO_RELOAD.
@@ -339,17 +357,29 @@ async def _serve_bound(
         forced.cancel()
     status = 0
     if not stopping.done():
-        log.warning(
-            "interrupted again: stopping now, the calls still in flight are cut",
-            extra={"calls": service.calls.count},
-        )
-        if http is not None:
-            http.force_stop()
-        await service.server.stop(None)  # cancels every call left
-        await stopping
+        await _force_stop(service, http, stopping)
         status = EXIT_FORCED
     sys.stdout.flush()
     return status
+
+
+async def _force_stop(
+    service: Service, http: EmbeddedGateway | None, stopping: asyncio.Future[None]
+) -> None:
+    """Cut what the graceful stop under way still waits for, then let it end."""
+    # One line for the whole cut: ``calls`` counts the gRPC calls, the gateway's own among
+    # them, ``requests`` the gateway's HTTP requests (each a 503, Connection: close).
+    log.warning(
+        "interrupted again: stopping now, the calls and requests still in flight are cut",
+        extra={
+            "calls": service.calls.count,
+            "requests": 0 if http is None else http.requests_in_flight,
+        },
+    )
+    if http is not None:
+        http.force_stop()
+    await service.server.stop(None)  # cancels every call left: UNAVAILABLE to its caller
+    await stopping
 
 
 async def _stop(service: Service, http: EmbeddedGateway | None, grace: float) -> None:

@@ -60,11 +60,12 @@ METRICS_DIRS = PidDirs("amperity-signal-metrics-", "metrics", in_use=_workers_wr
 def exit_status(exit_codes: list[int], *, stopped: bool) -> int:
     """The service's exit code from its workers' (negative: killed by that signal).
 
-    A worker still starting when the parent forwards SIGTERM (or SIGKILL) dies of it
-    before its own handlers are set: that is the stop that was asked for, not a failure.
-    Any other death by a signal is 128 + the signal, as a shell reports it.
+    A worker still starting when the parent forwards SIGTERM (or SIGKILL, or SIGUSR1 at a
+    forced stop) dies of it before its own handlers are set: that is the stop that was
+    asked for, not a failure. Any other death by a signal is 128 + the signal, as a shell
+    reports it.
     """
-    asked = (signal.SIGTERM, signal.SIGKILL) if stopped else ()
+    asked = (signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1) if stopped else ()
     return max(
         (128 - code if code < 0 and -code not in asked else max(code, 0)) for code in exit_codes
     )

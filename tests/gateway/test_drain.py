@@ -8,6 +8,8 @@ raw client holds connections open: what each connection gets.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,9 +20,16 @@ from amperity_signal.gateway.server import GatewayServer, bind_socket, gateway_s
 from tests.support import read_http_answer
 
 from .conftest import gateway_settings
-from .fakes import RunningService
+from .fakes import KNOWN_KEY, RunningService
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+# An event asking to send its body once the gateway reads it: the "100 Continue" says the
+# request is in flight. The body then never arrives, so it stays in flight until cut.
+HALF_AN_EVENT = (
+    b"POST /v1/t HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+    b"X-Pipeline-Key: " + KNOWN_KEY.encode() + b"\r\nExpect: 100-continue\r\n"
+    b"Content-Length: 100\r\n\r\n"
+)
 
 
 @dataclass
@@ -95,3 +104,41 @@ async def test_a_request_on_an_idle_keep_alive_connection_after_the_stop_began_i
     finally:
         for stream_writer in (writer, idle_writer):
             stream_writer.close()
+
+
+async def test_a_forced_stop_answers_a_request_in_flight_503_and_logs_no_error(
+    gateway: Stoppable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forced mid-request: a JSON 503 with Connection: close and Retry-After, the lifespan ends.
+
+    Before, uvicorn stopped waiting and skipped the lifespan; the loop's end then cancelled
+    the request and the lifespan, each logged with a CancelledError traceback, and the
+    request got uvicorn's plain-text 500.
+    """
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(HALF_AN_EVENT)
+        continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await gateway.begin_stop()
+        gateway.server.force_exit = True  # what a second Ctrl-C does
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines)
+        body = json.loads(await reader.readexactly(int(headers["content-length"])))
+        assert status_line == "HTTP/1.1 503 Service Unavailable"
+        assert headers["connection"] == "close"
+        assert headers["retry-after"] == "1"
+        assert headers["content-type"] == "application/json"
+        assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "closed after the answer"
+        await asyncio.wait_for(gateway.task, 10)
+    finally:
+        writer.close()
+    assert not gateway.server.server_state.tasks
+    assert "Application shutdown complete." in caplog.messages
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert "interrupted again: stopping now, the requests still in flight are cut" in (
+        caplog.messages
+    )

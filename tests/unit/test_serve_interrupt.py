@@ -7,6 +7,7 @@ Amperity that never answers); before, the second one changed nothing.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -25,6 +26,12 @@ from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.unit.cli_support import integration
 
 GRACE = 60.0
+# An event asking to send its body once the gateway reads it: the "100 Continue" says the
+# request is in flight. The body then never arrives, so it stays in flight until cut.
+HALF_AN_EVENT = (
+    b"POST /v1/t HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+    b"X-Pipeline-Key: pk_web\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n"
+)
 EXITED_WITHIN = 30.0  # well under GRACE: only a forced stop exits by then
 
 
@@ -91,6 +98,71 @@ def test_a_second_sigint_cuts_the_grace_period_short(
                 read_until(process.stderr, '"shutting down"')  # the first one was taken
                 process.send_signal(signal.SIGINT)
                 assert process.wait(EXITED_WITHIN) == 128 + signal.SIGINT
-                assert call.exception(10) is not None  # cut, not answered OK
+                error = call.exception(10)  # cut, not answered OK
+                assert isinstance(error, grpc.Call)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         finally:
             process.kill()
+
+
+def serve(config: Path, workers: str) -> subprocess.Popen[str]:
+    """``serve --workers`` with ``config``, its output piped."""
+    command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
+    return subprocess.Popen(
+        [*command, "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def http_answer(connection: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """The status line, headers (lower-case) and body of the one answer on ``connection``."""
+    received = b""
+    while b"\r\n\r\n" not in received and (chunk := connection.recv(65536)):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    while len(body) < int(headers.get("content-length", 0)) and (chunk := connection.recv(65536)):
+        body += chunk
+    return status_line, headers, body
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_forced_stop_answers_a_cut_request_503_and_logs_no_traceback(
+    tmp_path: Path, workers: str
+) -> None:
+    """A gateway request in flight at a second SIGINT: a JSON 503, Connection: close.
+
+    Before, the loop's end cancelled it: uvicorn logged a CancelledError traceback and
+    answered a plain-text 500, and a cancelled lifespan logged another; under --workers the
+    workers, never told of the second SIGINT, were killed: the request got no answer.
+    """
+    server = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"}
+    config = tmp_path / "c.toml"
+    config.write_text(
+        tomli_w.dumps({"server": server | {"grace_period": GRACE}, "integrations": [integration()]})
+    )
+    with serve(config, workers) as process:
+        try:
+            lines = read_until(process.stdout, "gateway listening", int(workers))
+            address = next(x.split()[-1] for x in lines if x.startswith("gateway listening"))
+            host, port = address.removeprefix("http://").rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=30) as connection:
+                connection.sendall(HALF_AN_EVENT)
+                assert connection.recv(64).startswith(b"HTTP/1.1 100 Continue")
+                process.send_signal(signal.SIGINT)
+                read_until(process.stderr, '"shutting down"')
+                process.send_signal(signal.SIGINT)
+                status_line, headers, body = http_answer(connection)
+            assert process.wait(EXITED_WITHIN) == 128 + signal.SIGINT
+            assert process.stderr is not None
+            log = process.stderr.read()
+        finally:
+            process.kill()
+    assert status_line == "HTTP/1.1 503 Service Unavailable"
+    assert headers["connection"] == "close"
+    assert headers["retry-after"] == "1"
+    assert json.loads(body)["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "Traceback" not in log
+    assert "CancelledError" not in log
+    cut = [json.loads(x) for x in log.splitlines() if "interrupted again" in x]
+    assert sum(line["requests"] for line in cut) == 1, cut

@@ -12,12 +12,15 @@ import os
 import socket
 from pathlib import Path
 
-import uvicorn
-
 from amperity_signal.config import Settings
 from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.backend import ChannelFactory
-from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
+from amperity_signal.gateway.server import (
+    GatewayServer,
+    bind_socket,
+    gateway_server,
+    listening_url,
+)
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
 
@@ -58,7 +61,7 @@ class EmbeddedGateway:
         self._channel_factory = channel_factory
         self._metrics = metrics
         self._static_dir = static_dir
-        self._server: uvicorn.Server | None = None
+        self._server: GatewayServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
 
@@ -75,6 +78,7 @@ class EmbeddedGateway:
             workers_dir=self._workers_dir,
         )
         self._server = gateway_server(app, self._settings)
+        self._server.reports_cut = False  # the service's line says it (``runner``)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():
@@ -83,8 +87,17 @@ class EmbeddedGateway:
             await asyncio.sleep(0.01)
         return listening_url(self._socket).removeprefix("http://")
 
+    @property
+    def requests_in_flight(self) -> int:
+        """The HTTP requests being handled now."""
+        return 0 if self._server is None else self._server.requests_in_flight
+
     def force_stop(self) -> None:
-        """Make a ``stop`` under way end its drain and stop waiting for requests in flight."""
+        """Make a ``stop`` under way end its drain and cut the requests in flight.
+
+        Each cut before its answer began gets a 503 with ``Connection: close`` and
+        ``Retry-After`` (``GatewayServer``); the app's lifespan still ends.
+        """
         if self._server is not None:
             self._server.force_exit = True
 

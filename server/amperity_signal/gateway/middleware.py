@@ -6,7 +6,9 @@ unchanged, as if still stacked outermost first:
 
 1. **latency**: every request but the untimed paths is observed in
    ``amperity_signal_gateway_seconds{route, status}``, refusals included (500 when the app
-   raised without answering);
+   raised without answering). A request the server cuts (a forced stop, or uvicorn's
+   graceful timeout cancelling its task) before its answer began gets a JSON 503 with
+   ``Connection: close`` and ``Retry-After``, and no traceback is logged;
 2. **CORS** on ``/v1/`` paths, per pipeline key: a response carries
    ``Access-Control-Allow-Origin`` (the echoed origin, with credentials) only when the
    origin is in that key's ``allowed_origins``; every one carries ``Vary: Origin``. A
@@ -23,6 +25,7 @@ app without Starlette's router and exception layers in between.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -39,6 +42,14 @@ API_PREFIX = "/v1/"
 _ALLOWED_HEADERS = "Content-Type, X-Pipeline-Key"
 _PREFLIGHT_MAX_AGE = "600"
 _VARY = b"vary"
+# A request whose task the server cancelled (a forced stop, or uvicorn's graceful timeout)
+# before it was answered: its caller may send it again, on a new connection.
+_CUT = GatewayError(
+    503,
+    "SERVICE_UNAVAILABLE",
+    "The gateway stopped before answering; send the request again after the Retry-After delay.",
+    headers={"Retry-After": "1", "Connection": "close"},
+)
 _CORS_ANSWER = (
     (b"access-control-allow-origin", None),
     (b"access-control-allow-credentials", b"true"),
@@ -161,12 +172,14 @@ class GatewayMiddleware:
         echoed = origin if allowed else None
         timed = path not in self._untimed
         status = 500
+        started = False
 
         # One wrapper for the latency's status and the CORS headers, instead of one each.
         async def send_observed(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                started = True
                 if cors:
                     _add_cors(message, echoed)
             await send(message)
@@ -177,6 +190,13 @@ class GatewayMiddleware:
                 await self._preflight(scope, receive, wrapped, origin, allowed=allowed)
             else:
                 await self._limited(scope, receive, wrapped, size, api=api)
+        except asyncio.CancelledError:
+            if not _cut_by_the_server():
+                raise
+            # A 503 if nothing was sent yet; half an answer is not finished (the server
+            # closes its connection). No traceback: a stop, not the gateway failing.
+            if not started and wrapped is send_observed:
+                await error_response(_CUT)(scope, receive, wrapped)
         finally:
             if timed:
                 self._observe(path, status, time.perf_counter() - started)
@@ -250,6 +270,19 @@ class GatewayMiddleware:
             )
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _cut_by_the_server() -> bool:
+    """Whether the request's own task was cancelled: only the server does that.
+
+    Forgets the cancellation, so that the answer can still be sent. A ``CancelledError``
+    raised by something else the request awaited is not the request's end.
+    """
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        return False
+    task.uncancel()
+    return True
 
 
 def allow_header(methods: tuple[str, ...]) -> str:

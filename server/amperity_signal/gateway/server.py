@@ -34,6 +34,8 @@ _HEAD_CEILING = 256 * 1024
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
+# How long a forced stop waits for the requests it cut to send their 503s.
+_CUT_SECONDS = 1.0
 _INVALID_REQUEST = GatewayError(
     400,
     "INVALID_HTTP_REQUEST",
@@ -355,9 +357,23 @@ class GatewayServer(ProcessServer):
         self._end_streams = end_streams
         self._app = app
         self._drain_seconds = drain_seconds
+        # Whether a forced stop logs what it cut; ``serve`` says it in its own line, with
+        # the gRPC calls it cut (``runner``).
+        self.reports_cut = True
+
+    @property
+    def requests_in_flight(self) -> int:
+        """The HTTP requests being handled now (a forced stop cuts them)."""
+        return len(self.server_state.tasks)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the endless streams, stop accepting, drain, then stop as uvicorn does."""
+        """End the endless streams, stop accepting, drain, then stop as uvicorn does.
+
+        Forced (``force_exit``), uvicorn stops waiting for the requests in flight and skips
+        the app's lifespan shutdown: the loop's end then cancelled both, each logged with
+        its traceback, and a request cut before its answer got uvicorn's plain-text 500.
+        They are cut here instead (``_cut``) and the lifespan still ends.
+        """
         self._end_streams()
         for server in self.servers:
             server.close()
@@ -365,6 +381,32 @@ class GatewayServer(ProcessServer):
             sock.close()
         await self._drain()
         await super().shutdown(sockets)
+        if self.force_exit:
+            if self.reports_cut:
+                _log.warning(
+                    "interrupted again: stopping now, the requests still in flight are cut",
+                    extra={"requests": self.requests_in_flight},
+                )
+            await self._cut()
+            await self.lifespan.shutdown()
+
+    async def _cut(self) -> None:
+        """Cancel the requests in flight: each unanswered gets a 503, ``Connection: close``.
+
+        ``GatewayMiddleware`` answers a request whose task is cancelled. One whose answer
+        had begun cannot be finished: its connection is closed first, so that uvicorn
+        neither writes to it nor logs the answer as incomplete.
+        """
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and cycle.response_started and not cycle.response_complete:
+                connection.transport.abort()
+        tasks = list(self.server_state.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # An answer waits only on the socket taking it (the connection's flow control).
+            await asyncio.wait(tasks, timeout=_CUT_SECONDS)
 
     async def _drain(self) -> None:
         """Answer with ``Connection: close`` until no connection is left or the window ends."""
@@ -427,7 +469,7 @@ def listening_url(sock: socket.socket, *, tls: bool = False) -> str:
     return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
-def gateway_server(app: Starlette, settings: GatewaySettings) -> uvicorn.Server:
+def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
     ``app`` is one ``create_gateway_app`` built: its stop ends its Live Events streams,

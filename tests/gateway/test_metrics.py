@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +58,22 @@ async def test_metrics_exposes_the_registry_with_api_latency(service: RunningSer
     delivered = {("integration", "web"), ("amperity_type", "add_to_cart")}
     key = ("amperity_signal_deliveries_total", frozenset({*delivered, ("outcome", "delivered")}))
     assert samples[key] == 3
+
+
+async def test_the_latency_observed_lies_within_the_request(service: RunningService) -> None:
+    """``amperity_signal_gateway_seconds`` measures the request: no more than it took."""
+    metrics = Metrics()
+    app = create_gateway_app(
+        settings=gateway_settings(), grpc_target=service.target, metrics=metrics
+    )
+    async with _client(app) as gateway:
+        began = time.perf_counter()
+        assert (await gateway.get("/v1/enrich?provider=nope")).status_code == 400
+        took = time.perf_counter() - began
+    labels = {"route": "/v1/enrich", "status": "400"}
+    seconds = metrics.registry.get_sample_value("amperity_signal_gateway_seconds_sum", labels)
+    assert seconds is not None
+    assert 0 < seconds <= took
 
 
 async def test_metrics_shows_the_cache_hit_ratio_of_its_own_counters(

@@ -171,15 +171,13 @@ class GatewayMiddleware:
         cors = api and not preflight  # a preflight's answer carries its own CORS headers
         echoed = origin if allowed else None
         timed = path not in self._untimed
-        status = 500
-        started = False
+        status = 0  # no answer begun yet
 
         # One wrapper for the latency's status and the CORS headers, instead of one each.
         async def send_observed(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                started = True
                 if cors:
                     _add_cors(message, echoed)
             await send(message)
@@ -195,11 +193,11 @@ class GatewayMiddleware:
                 raise
             # A 503 if nothing was sent yet; half an answer is not finished (the server
             # closes its connection). No traceback: a stop, not the gateway failing.
-            if not started and wrapped is send_observed:
+            if not status and wrapped is send_observed:
                 await error_response(_CUT)(scope, receive, wrapped)
         finally:
             if timed:
-                self._observe(path, status, time.perf_counter() - started)
+                self._observe(path, status or 500, time.perf_counter() - started)
 
     def _observe(self, path: str, status: int, seconds: float) -> None:
         route = path if path in self._routes else "other"

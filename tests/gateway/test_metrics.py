@@ -60,6 +60,28 @@ async def test_metrics_exposes_the_registry_with_api_latency(service: RunningSer
     assert samples[key] == 3
 
 
+async def test_metrics_of_one_process_has_no_created_series(service: RunningService) -> None:
+    """No ``*_created`` line, as under --workers: one per counter and histogram child before.
+
+    prometheus-client adds each child's creation time as a gauge of its own; a counter's
+    series doubled for a value nobody queries.
+    """
+    metrics = Metrics()
+    metrics.deliveries.labels("web", "add_to_cart", "delivered").inc()
+    metrics.retries.labels("web", "events", "timeout").inc()
+    metrics.rpc_latency.labels("Deliver", "OK").observe(0.01)
+    app = create_gateway_app(
+        settings=gateway_settings(), grpc_target=service.target, metrics=metrics
+    )
+    async with _client(app) as gateway:
+        assert (await gateway.get("/v1/enrich?provider=nope")).status_code == 400
+        page = (await gateway.get("/metrics")).text
+    names = {name for name, _ in _samples(page)}
+    assert {"amperity_signal_deliveries_total", "amperity_signal_rpc_seconds_count"} <= names
+    assert "amperity_signal_gateway_seconds_count" in names
+    assert [line for line in page.splitlines() if "_created" in line] == []
+
+
 async def test_the_latency_observed_lies_within_the_request(service: RunningService) -> None:
     """``amperity_signal_gateway_seconds`` measures the request: no more than it took."""
     metrics = Metrics()

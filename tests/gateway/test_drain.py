@@ -8,10 +8,13 @@ raw client holds connections open: what each connection gets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -53,10 +56,17 @@ class Stoppable:
 
 
 @pytest.fixture
-async def gateway(service: RunningService) -> AsyncIterator[Stoppable]:
+def static_dir(tmp_path: Path) -> Path:
+    """Where the demo's assets are served from: a ``datafly.js`` of 32 MB."""
+    (tmp_path / "datafly.js").write_bytes(b"/" * (32 << 20))
+    return tmp_path
+
+
+@pytest.fixture
+async def gateway(service: RunningService, static_dir: Path) -> AsyncIterator[Stoppable]:
     """The gateway with the test settings and a grace period of 1 s: a 1 s drain."""
     settings = gateway_settings(grace_period=1.0)
-    app = create_gateway_app(settings=settings, grpc_target=service.target)
+    app = create_gateway_app(settings=settings, grpc_target=service.target, static_dir=static_dir)
     sock = bind_socket("127.0.0.1:0")
     server = gateway_server(app, settings)
     assert isinstance(server, GatewayServer)
@@ -142,3 +152,35 @@ async def test_a_forced_stop_answers_a_request_in_flight_503_and_logs_no_error(
     assert "interrupted again: stopping now, the requests still in flight are cut" in (
         caplog.messages
     )
+
+
+async def test_a_forced_stop_closes_an_answer_it_cuts_half_way_without_an_error(
+    gateway: Stoppable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer begun but stalled (its client not reading) is cut: connection closed, no log.
+
+    Before, the forced stop left the request waiting on its client's socket past the
+    gateway's end, the connection open.
+    """
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # stalls the answer soon
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", gateway.port))
+    reader, writer = await asyncio.open_connection(sock=client, limit=4096)
+    try:
+        writer.write(b"GET /demo/datafly.js HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        caplog.set_level(logging.INFO)
+        await gateway.begin_stop()
+        gateway.server.force_exit = True  # what a second Ctrl-C does
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+                received += len(chunk)
+        assert received < 32 << 20, "the cut answer must not look complete"
+        await asyncio.wait_for(gateway.task, 10)
+    finally:
+        writer.close()
+    assert not gateway.server.server_state.tasks
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

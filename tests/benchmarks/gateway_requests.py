@@ -13,7 +13,8 @@ instead. ``--http`` picks the protocol: uvicorn's ``h11`` (the default, as sessi
 measured) or ``httptools`` (llhttp), or ``served``, the subclass ``gateway_server``
 configures. With ``--cold`` the caches are evicted before each request and each request
 gets its own part (the even ones); run it with ``--cache-sim=yes --LL=2097152,16,64`` and
-the misses of those parts are what one cold request touches.
+the misses of those parts are what one cold request touches. ``--cookie`` names the
+visitor by the ``_dfid`` cookie, among a site's other cookies, instead of the query.
 """
 
 from __future__ import annotations
@@ -27,9 +28,18 @@ from tests.benchmarks.inprocess import bench_server
 from tests.benchmarks.inprocess_gateway import PROTOCOLS, bench_gateway, h11_call
 
 ENRICH_QUERY = f"provider=amperity&anonymous_id={VISITOR}".encode()
+COOKIE_QUERY = b"provider=amperity"
+# A storefront's Cookie header: analytics and consent cookies around the visitor's _dfid.
+SITE_COOKIES = (
+    "_ga=GA1.1.1234567890.1738000000; _gcl_au=1.1.987654321.1738000000; "
+    "OptanonConsent=isGpcEnabled=0&datestamp=Thu+Jan+30+2025&groups=C0001%3A1%2CC0002%3A1; "
+    f"_dfid={VISITOR}; cart=3; _ga_ABC123=GS1.1.1738000000.1.1.1738000100.0.0.0"
+)
 
 
-async def run(requests: int, *, cold: bool, bare: bool, http: str = "h11") -> None:
+async def run(
+    requests: int, *, cold: bool, bare: bool, http: str = "h11", cookie: bool = False
+) -> None:
     """``WARM_UP`` requests, then ``requests`` between ``os.getppid()`` markers."""
     settings, service, _ = bench_server()
     await service.start()
@@ -40,7 +50,9 @@ async def run(requests: int, *, cold: bool, bare: bool, http: str = "h11") -> No
     else:
         protocol = PROTOCOLS[http]
     path, query = (BARE_PATH, b"") if bare else ("/v1/enrich", ENRICH_QUERY)
-    call = h11_call(config, path, query, protocol)
+    if cookie:
+        query = COOKIE_QUERY
+    call = h11_call(config, path, query, protocol, SITE_COOKIES if cookie else "")
     for i in range(WARM_UP):
         await call(i)
     await marked_calls(requests, call, cold=cold)
@@ -57,8 +69,11 @@ def main() -> None:
         default="h11",
         help="uvicorn's protocol to drive (served: the one gateway_server configures)",
     )
+    parser.add_argument(
+        "--cookie", action="store_true", help="the visitor in a _dfid cookie, not the query"
+    )
     args = parser.parse_args()
-    uvloop.run(run(args.calls, cold=args.cold, bare=args.bare, http=args.http))
+    uvloop.run(run(args.calls, cold=args.cold, bare=args.bare, http=args.http, cookie=args.cookie))
 
 
 if __name__ == "__main__":

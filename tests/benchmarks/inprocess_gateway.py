@@ -96,15 +96,24 @@ def _asgi_call(app: Any, path: str, query: bytes) -> Callable[[int], Awaitable[N
 
 
 def h11_call(
-    server_config: Any, path: str, query: bytes, protocol_class: Any = H11Protocol
+    server_config: Any,
+    path: str,
+    query: bytes,
+    protocol_class: Any = H11Protocol,
+    cookie: str = "",
 ) -> Callable[[int], Awaitable[None]]:
-    """One request through ``protocol_class`` (uvicorn's h11 protocol unless told) per call."""
+    """One request through ``protocol_class`` (uvicorn's h11 protocol unless told) per call.
+
+    ``cookie``, when given, is sent as the request's Cookie header.
+    """
     protocol = protocol_class(server_config, ServerState(), {}, asyncio.get_running_loop())
     transport = _Transport()
     protocol.connection_made(transport)
     target = f"{path}?{query.decode()}" if query else path
+    cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
     request = (
-        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Pipeline-Key: pk_web\r\n\r\n"
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nX-Pipeline-Key: pk_web\r\n"
+        f"{cookie_line}\r\n"
     ).encode()
 
     async def call(_: int) -> None:

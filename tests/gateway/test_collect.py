@@ -70,6 +70,23 @@ async def test_server_fills_ip_user_agent_cookie_id_message_id_and_time(
     assert event.timestamp.ToJsonString() == "2025-01-31T12:00:00Z"
 
 
+TWO_DFID_COOKIES = {**KEY, "Cookie": "_dfid=for-this-path; theme=dark; _dfid=for-the-domain"}
+
+
+async def test_of_two_dfid_cookies_an_event_takes_the_first(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """The first _dfid, the most specific (RFC 6265 5.4), as datafly.js reads it, not the last."""
+    response = await gateway.post("/v1/t", json={"event": "Viewed"}, headers=TWO_DFID_COOKIES)
+    assert response.status_code == 200
+    assert service.fake.delivered[-1].request.event.anonymous_id == "for-this-path"
+    batch = {"batch": [{"event": "A"}, {"event": "B", "anonymousId": "given"}]}
+    response = await gateway.post("/v1/batch", json=batch, headers=TWO_DFID_COOKIES)
+    assert response.json()["success"] is True
+    ids = sorted(d.request.event.anonymous_id for d in service.fake.delivered[-2:])
+    assert ids == ["for-this-path", "given"]
+
+
 async def test_full_context_and_partial_consent_convert(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:

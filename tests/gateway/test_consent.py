@@ -225,6 +225,19 @@ async def test_consent_takes_the_visitor_from_the_dfid_cookie(
     assert not request.HasField("consented_at")  # unset: the service's receive time
 
 
+async def test_of_two_dfid_cookies_consent_takes_the_first(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """The first _dfid, the most specific (RFC 6265 5.4), as datafly.js reads it, not the last."""
+    response = await gateway.post(
+        "/v1/consent",
+        json={"consent": {"functional": True}},
+        headers={"X-Pipeline-Key": KNOWN_KEY, "Cookie": "_dfid=for-this-path; _dfid=for-the-host"},
+    )
+    assert response.json() == {"success": True, "profileAllowed": True}
+    assert service.fake.consent_requests[-1].anonymous_id == "for-this-path"
+
+
 async def test_consent_forwards_when_the_visitor_chose(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:

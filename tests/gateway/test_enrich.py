@@ -41,13 +41,34 @@ async def test_the_dfid_cookie_identifies_the_visitor(
 async def test_the_dfid_cookie_is_read_from_any_cookie_header(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:
-    """Several Cookie headers are read as Starlette reads them: merged, later names winning."""
+    """Several Cookie headers are read in their order; a quoted value is unquoted."""
     headers = [
         ("X-Pipeline-Key", KNOWN_KEY),
-        ("Cookie", "theme=dark; _dfid=stale"),
+        ("Cookie", "theme=dark"),
         ("Cookie", f'other=1; _dfid="{KNOWN_VISITOR}"'),
+        ("Cookie", "_dfid=later"),
     ]
     response = await gateway.get(ENRICH, headers=headers)
+    assert response.json()["attributes"] == CANNED_ATTRIBUTES
+    assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        f"_dfid={KNOWN_VISITOR}; theme=dark; _dfid=from-the-parent-domain",
+        f" _dfid = {KNOWN_VISITOR} ;_dfid=older",
+    ],
+)
+async def test_of_two_dfid_cookies_the_first_names_the_visitor(
+    gateway: httpx.AsyncClient, service: RunningService, cookie: str
+) -> None:
+    """The browser lists the most specific cookie first (RFC 6265 5.4); datafly.js reads it.
+
+    Until session 20 the gateway took the last, as Starlette's ``request.cookies`` does, and
+    looked up another visitor than the page's.
+    """
+    response = await gateway.get(ENRICH, headers={"X-Pipeline-Key": KNOWN_KEY, "Cookie": cookie})
     assert response.json()["attributes"] == CANNED_ATTRIBUTES
     assert service.fake.profile_requests[-1].anonymous_id == KNOWN_VISITOR
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from http.cookies import _unquote
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 import grpc.aio
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -47,6 +48,11 @@ from amperity_signal.gateway.settings import GatewaySettings
 
 PROVIDER = "amperity"
 ANONYMOUS_ID_COOKIE = "_dfid"
+_ANONYMOUS_ID_COOKIE_BYTES = ANONYMOUS_ID_COOKIE.encode()
+# ``_dfid=`` and the value after it, spaced as Starlette's ``cookie_parser`` allows
+# (``str.strip()``'s whitespace is ``\s``'s). Led by the name, so that the regex engine
+# finds it by its fast literal search rather than trying every position of the header.
+_DFID_PAIR = re.compile(re.escape(ANONYMOUS_ID_COOKIE) + r"\s*=([^;]*)")
 ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -169,6 +175,35 @@ def _refused(pairs: list[tuple[str, str]], allowed: frozenset[str]) -> GatewayEr
     return GatewayError(400, "DUPLICATE_PARAMETER", f"Send {repeated} once.", field=repeated)
 
 
+def anonymous_id_cookie(cookie_headers: Iterable[bytes]) -> str | None:
+    """The first ``_dfid`` cookie in the request's Cookie headers, taken in their order.
+
+    A browser lists cookies with longer paths first, then the earlier created (RFC 6265
+    §5.4), so with two ``_dfid`` cookies (one for ``/`` and one for a longer path, or one
+    for the parent domain and one for the host) the first is the most specific, and the
+    one datafly.js reads; Starlette's ``request.cookies`` keeps the last. The value is
+    read as Starlette's parser reads one (stripped, then unquoted); no other cookie is
+    parsed, and a header without ``_dfid`` is not even decoded.
+    """
+    for header in cookie_headers:
+        if _ANONYMOUS_ID_COOKIE_BYTES not in header:
+            continue
+        text = header.decode("latin-1")
+        for found in _DFID_PAIR.finditer(text):
+            # The whole name of its cookie (``x_dfid=`` and ``a=_dfid=`` are not it): only
+            # whitespace between it and the ``;`` before it, or the header's start.
+            at = found.start()
+            if not text[text.rfind(";", 0, at) + 1 : at].strip():
+                return str(_unquote(found.group(1).strip()))
+    return None
+
+
+def _request_anonymous_id_cookie(request: Request) -> str | None:
+    """``anonymous_id_cookie`` of a Starlette request's Cookie headers."""
+    headers = request.scope["headers"]
+    return anonymous_id_cookie(value for name, value in headers if name == b"cookie")
+
+
 class ApiEndpoints:
     """The ``/v1`` handlers, wired to the service client and settings.
 
@@ -233,7 +268,7 @@ class ApiEndpoints:
             raise GatewayError(
                 400, "INVALID_CONSENT", "anonymousId must be a string.", field="anonymousId"
             )
-        anonymous_id = given or request.cookies.get(ANONYMOUS_ID_COOKIE)
+        anonymous_id = given or _request_anonymous_id_cookie(request)
         source = "anonymousId" if given else ANONYMOUS_ID_COOKIE
         if not anonymous_id:
             raise GatewayError(
@@ -270,7 +305,7 @@ class ApiEndpoints:
             default_type=default_type,
             ip=request.client.host if request.client else "",
             user_agent=request.headers.get("user-agent"),
-            cookie_anonymous_id=request.cookies.get(ANONYMOUS_ID_COOKIE) or None,
+            cookie_anonymous_id=_request_anonymous_id_cookie(request) or None,
             now=now,
             new_message_id=self._new_message_id,
             clock=page_clock(sent, now),
@@ -366,7 +401,7 @@ class EnrichRoute:
                 f"Unknown provider; the gateway serves provider={PROVIDER}.",
                 field="provider",
             )
-        # The first X-Pipeline-Key, and every Cookie header, as Starlette's Request reads them.
+        # The first X-Pipeline-Key, as Starlette's Request reads it, and every Cookie header.
         key_header: str | None = None
         cookie_headers: list[bytes] = []
         for name, value in scope["headers"]:
@@ -378,10 +413,7 @@ class EnrichRoute:
         anonymous_id = parameters.get("anonymous_id")
         source = "anonymous_id"
         if not anonymous_id:
-            cookies: dict[str, str] = {}
-            for header in cookie_headers:
-                cookies.update(cookie_parser(header.decode("latin-1")))
-            anonymous_id = cookies.get(ANONYMOUS_ID_COOKIE)
+            anonymous_id = anonymous_id_cookie(cookie_headers)
             source = ANONYMOUS_ID_COOKIE
         if not anonymous_id:
             # A first-touch visitor has no profile yet: an empty answer, not an error.

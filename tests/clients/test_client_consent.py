@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from amperity_signal.service.validation import MAX_STRING
+from amperity_signal.limits import MAX_ANONYMOUS_ID
 from amperity_signal_client import (
     AmperityClient,
     AsyncAmperityClient,
@@ -92,7 +92,7 @@ async def test_what_the_service_refuses_raises_its_readable_error(
         AsyncAmperityClient(target, pipeline_key="pk_nobody") as stranger,
     ):
         with pytest.raises(InvalidArgument) as too_long:
-            await client.record_consent("a" * (MAX_STRING + 1), {"functional": True})
+            await client.record_consent("a" * (MAX_ANONYMOUS_ID + 1), {"functional": True})
         with pytest.raises(NotFound):
             await stranger.record_consent(visitor(), {"functional": True})
 

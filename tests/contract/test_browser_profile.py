@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
+from amperity_signal.limits import MAX_ANONYMOUS_ID
 from amperity_signal.service.convert import struct_to_dict
-from amperity_signal.service.validation import MAX_STRING
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
 from tests.contract.test_contract import details
@@ -65,12 +65,12 @@ async def test_a_cmp_category_can_be_the_consent_condition(
     assert await attributes(harness, "anon_cmp") == {}
 
 
-async def test_an_anonymous_id_longer_than_an_event_string_is_invalid_naming_it(
+async def test_an_anonymous_id_longer_than_an_events_is_invalid_naming_it(
     make_harness: Callable[..., Any],
 ) -> None:
-    """BrowserProfile caps anonymous_id as Deliver caps an event's strings, naming the field."""
+    """BrowserProfile caps anonymous_id as Deliver caps an event's, naming the field."""
     harness: Harness = await make_harness()
-    long_id = "a" * (MAX_STRING + 1)
+    long_id = "a" * (MAX_ANONYMOUS_ID + 1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await attributes(harness, long_id)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -80,4 +80,4 @@ async def test_an_anonymous_id_longer_than_an_event_string_is_invalid_naming_it(
     assert violation.field == "anonymous_id"
     assert (caught.value.details() or "").startswith("invalid request: anonymous_id")
     assert long_id not in (caught.value.details() or "")
-    assert await attributes(harness, "a" * MAX_STRING) == {}
+    assert await attributes(harness, "a" * MAX_ANONYMOUS_ID) == {}

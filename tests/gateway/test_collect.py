@@ -13,6 +13,7 @@ import pytest
 from amperity_signal.dry_run_events import deliverable_event, single_route_only
 from amperity_signal.errors import InvalidEvent
 from amperity_signal.gateway.openapi import openapi_document
+from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 
 from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
 from .fakes import KNOWN_KEY, RunningService
@@ -85,6 +86,73 @@ async def test_of_two_dfid_cookies_an_event_takes_the_first(
     assert response.json()["success"] is True
     ids = sorted(d.request.event.anonymous_id for d in service.fake.delivered[-2:])
     assert ids == ["for-this-path", "given"]
+
+
+ID_TOO_LONG = "a" * (MAX_ANONYMOUS_ID + 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "cookie", "field"),
+    [
+        ({"anonymousId": ID_TOO_LONG}, "", "anonymousId"),
+        ({"anonymous_id": ID_TOO_LONG}, "", "anonymous_id"),
+        ({}, ID_TOO_LONG, "_dfid"),
+    ],
+)
+async def test_an_event_whose_anonymous_id_is_over_the_limit_is_refused_undelivered(
+    gateway: httpx.AsyncClient,
+    service: RunningService,
+    body: dict[str, Any],
+    cookie: str,
+    field: str,
+) -> None:
+    """The limit /v1/enrich and /v1/consent hold the visitor to, and the service's.
+
+    Until session 20 /v1/t delivered it: a visitor whose profile the page could then never
+    ask for. Named as the body spelled it, or as the cookie it came from.
+    """
+    headers = {**KEY, "Cookie": f"_dfid={cookie}"} if cookie else KEY
+    response = await gateway.post("/v1/t", json={"event": "Viewed", **body}, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_EVENT",
+        "message": f"{field}: {ANONYMOUS_ID_TOO_LONG}",
+        "field": field,
+    }
+    assert service.fake.delivered == []
+    at_the_limit = {key: value[:MAX_ANONYMOUS_ID] for key, value in body.items()}
+    cookie_header = {"Cookie": f"_dfid={cookie[:MAX_ANONYMOUS_ID]}"} if cookie else {}
+    response = await gateway.post(
+        "/v1/t", json={"event": "Viewed", **at_the_limit}, headers={**KEY, **cookie_header}
+    )
+    assert response.status_code == 200
+    assert service.fake.delivered[-1].request.event.anonymous_id == "a" * MAX_ANONYMOUS_ID
+
+
+async def test_a_batch_reports_an_anonymous_id_over_the_limit_on_its_own_event(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Refused per event, naming batch[i] and the limit; the others are delivered."""
+    batch = [
+        {"event": "A", "messageId": "m-0", "anonymousId": "anon-1"},
+        {"event": "B", "messageId": "m-1", "anonymousId": ID_TOO_LONG},
+        {"event": "C", "messageId": "m-2"},  # the cookie's id, within the limit
+    ]
+    headers = {**KEY, "Cookie": "_dfid=anon-2"}
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=headers)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert response.json()["success"] is False
+    assert results[1] == {
+        "messageId": "m-1",
+        "ok": False,
+        "error": f"batch[1].anonymousId: {ANONYMOUS_ID_TOO_LONG}",
+        "code": "INVALID_EVENT",
+        "field": "batch[1].anonymousId",
+    }
+    assert [r["ok"] for r in results] == [True, False, True]
+    delivered = sorted(d.request.event.anonymous_id for d in service.fake.delivered)
+    assert delivered == ["anon-1", "anon-2"]
 
 
 async def test_full_context_and_partial_consent_convert(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 from tests.support import OutageStore
 from tests.unit.enrich.enrich_fakes import FakeClock
 
@@ -22,6 +23,7 @@ from .realservice import Stack, real_stack
 
 KEY = {"X-Pipeline-Key": "pk_web"}
 TOO_LONG = "x" * 9000  # the service takes strings of at most 8192 characters
+ID_TOO_LONG = "x" * (MAX_ANONYMOUS_ID + 1)  # and anonymous ids of at most 200
 
 
 @pytest.fixture
@@ -54,8 +56,6 @@ async def _refusal(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str,
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        (_event(anonymousId=TOO_LONG), "anonymousId"),
-        (_event(anonymous_id=TOO_LONG, anonymousId=None), "anonymous_id"),
         (_event(context={"page": {"url": TOO_LONG}}), "context.page.url"),
         (_event(context={"geo": {"postalCode": TOO_LONG}}), "context.geo.postalCode"),
         (_event(context={"vendorIds": {"gaClientId": TOO_LONG}}), "context.vendorIds.gaClientId"),
@@ -69,6 +69,27 @@ async def test_a_refused_event_field_is_named_as_the_body_spelled_it(
     error = await _refusal(stack.client, body)
     assert error["field"] == field
     assert error["message"] == f"invalid event: {field}: is longer than 8192 characters."
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_event(anonymousId=ID_TOO_LONG), "anonymousId"),
+        (_event(anonymous_id=ID_TOO_LONG, anonymousId=None), "anonymous_id"),
+    ],
+)
+async def test_an_anonymous_id_over_the_limit_is_named_as_the_body_spelled_it(
+    stack: Stack, body: dict[str, Any], field: str
+) -> None:
+    """The service's limit (200), refused by the gateway before the RPC, in the same words.
+
+    Until session 20 the gateway delivered it, and the service took ids up to 8192
+    characters that ``/v1/enrich`` and ``/v1/consent`` then refused.
+    """
+    error = await _refusal(stack.client, body)
+    assert error["field"] == field
+    assert error["message"] == f"{field}: {ANONYMOUS_ID_TOO_LONG}"
+    assert f"longer than {MAX_ANONYMOUS_ID} characters" in error["message"]
 
 
 async def test_keys_below_properties_are_the_bodys_own(stack: Stack) -> None:
@@ -86,7 +107,7 @@ async def test_a_refused_batch_item_is_named_by_its_index(stack: Stack) -> None:
             _event(messageId="m-0"),
             _event(messageId="m-1", context={"page": {"url": TOO_LONG}}),
             _event(messageId="m-2", userId=1),
-            _event(messageId="m-3", anonymous_id=TOO_LONG, anonymousId=None),
+            _event(messageId="m-3", anonymous_id=ID_TOO_LONG, anonymousId=None),
         ]
     }
     response = await stack.client.post("/v1/batch", json=body, headers=KEY)
@@ -103,9 +124,14 @@ async def test_a_refused_batch_item_is_named_by_its_index(stack: Stack) -> None:
     # The gateway's own check of the next item, for comparison.
     assert results[2]["error"] == "batch[2].userId: must be a string."
     assert results[2]["field"] == "batch[2].userId"
-    # Deliver's event.anonymous_id, as this item spelled it.
-    assert results[3]["field"] == "batch[3].anonymous_id"
-    assert results[3]["error"].startswith("invalid event: batch[3].anonymous_id: is longer")
+    # The anonymous id's limit, the service's, checked by the gateway: as this item spelled it.
+    assert results[3] == {
+        "messageId": "m-3",
+        "ok": False,
+        "code": "INVALID_EVENT",
+        "error": f"batch[3].anonymous_id: {ANONYMOUS_ID_TOO_LONG}",
+        "field": "batch[3].anonymous_id",
+    }
 
 
 async def test_consented_at_is_named_as_the_body_spelled_it(stack: Stack) -> None:

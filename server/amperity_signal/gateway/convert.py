@@ -28,10 +28,12 @@ from amperity_signal.gateway.fieldnames import (
     SUBMESSAGES,
 )
 from amperity_signal.gateway.jsonbody import check_value
+from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
 _GOOGLE_VALUES = frozenset({"granted", "denied"})
+ANONYMOUS_ID_COOKIE = "_dfid"
 
 
 # The names the converter reads each field by, looked up once per field.
@@ -230,8 +232,17 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     event.event = _string(data, _EVENT_NAMES["event"], prefix) or ""
     message_id = _string(data, _EVENT_NAMES["message_id"], prefix)
     event.message_id = message_id or facts.new_message_id()
-    anonymous_id = _string(data, _EVENT_NAMES["anonymous_id"], prefix)
-    event.anonymous_id = anonymous_id or facts.cookie_anonymous_id or ""
+    anonymous_id = _string(data, anonymous_id_names := _EVENT_NAMES["anonymous_id"], prefix)
+    if anonymous_id:
+        if len(anonymous_id) > MAX_ANONYMOUS_ID:
+            sent = _sent(data, anonymous_id_names)
+            raise InvalidFieldError(f"{prefix}{sent}", ANONYMOUS_ID_TOO_LONG)
+    else:
+        anonymous_id = facts.cookie_anonymous_id
+        if anonymous_id and len(anonymous_id) > MAX_ANONYMOUS_ID:
+            # The request's cookie, not a field of this event: named as the cookie.
+            raise InvalidFieldError(ANONYMOUS_ID_COOKIE, ANONYMOUS_ID_TOO_LONG)
+    event.anonymous_id = anonymous_id or ""
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
     event.canonical_id = _string(data, _EVENT_NAMES["canonical_id"], prefix) or ""
     if not event.anonymous_id and not event.user_id:

@@ -8,6 +8,7 @@ from typing import Any
 from amperity_signal.gateway.live import LIVE_ASSETS
 from amperity_signal.gateway.openapi_schemas import SCHEMAS, ref
 from amperity_signal.gateway.routes_ops import DEMO_ASSETS
+from amperity_signal.limits import MAX_ANONYMOUS_ID
 
 _JSON = "application/json"
 
@@ -91,8 +92,9 @@ _DFID_COOKIE: dict[str, Any] = {
     "name": "_dfid",
     "in": "cookie",
     "required": False,
-    "description": "The first-party Datafly anonymous id.",
-    "schema": {"type": "string"},
+    "description": "The first-party Datafly anonymous id; of two, the first (the most "
+    "specific, as the browser lists them) is used.",
+    "schema": {"type": "string", "maxLength": MAX_ANONYMOUS_ID},
 }
 
 
@@ -251,7 +253,7 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "description": "The visitor id; else the _dfid cookie is used.",
-                            "schema": {"type": "string", "maxLength": 200},
+                            "schema": {"type": "string", "maxLength": MAX_ANONYMOUS_ID},
                         },
                         _DFID_COOKIE,
                     ],

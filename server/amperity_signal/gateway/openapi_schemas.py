@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from amperity_signal.limits import MAX_ANONYMOUS_ID
+
 
 def ref(name: str) -> dict[str, str]:
     """A JSON reference to one of the component schemas."""
@@ -94,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "event": {"type": "string"},
             "messageId": {"type": "string", "description": "Generated when absent."},
-            "anonymousId": {"type": "string"},
+            "anonymousId": {"type": "string", "maxLength": MAX_ANONYMOUS_ID},
             "userId": {"type": "string"},
             "canonicalId": {"type": "string"},
             "timestamp": {
@@ -141,7 +143,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "anonymousId": {
                 "type": "string",
-                "maxLength": 200,
+                "maxLength": MAX_ANONYMOUS_ID,
                 "description": "The visitor id; else the _dfid cookie is used.",
             },
             "consent": {

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.convert import (
+    ANONYMOUS_ID_COOKIE,
     RequestFacts,
     consent_from_json,
     consented_at_from_json,
@@ -45,9 +46,9 @@ from amperity_signal.gateway.errors import (
 from amperity_signal.gateway.fieldnames import consent_field, event_field
 from amperity_signal.gateway.jsonbody import read_json
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 
 PROVIDER = "amperity"
-ANONYMOUS_ID_COOKIE = "_dfid"
 _ANONYMOUS_ID_COOKIE_BYTES = ANONYMOUS_ID_COOKIE.encode()
 # ``_dfid=`` and the value after it, spaced as Starlette's ``cookie_parser`` allows
 # (``str.strip()``'s whitespace is ``\s``'s). Led by the name, so that the regex engine
@@ -56,7 +57,6 @@ _DFID_PAIR = re.compile(re.escape(ANONYMOUS_ID_COOKIE) + r"\s*=([^;]*)")
 ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-_MAX_ANONYMOUS_ID = 200
 _BODY_OPEN = b'{"provider":' + json_body(PROVIDER) + b',"attributes":'
 """What ``json_body`` writes before an enrich answer's attributes."""
 API_METHODS: dict[str, tuple[str, ...]] = {
@@ -277,7 +277,7 @@ class ApiEndpoints:
                 "Consent is kept per visitor: send anonymousId in the body or the _dfid cookie.",
                 field="anonymousId",
             )
-        _check_length(anonymous_id, source, "field" if given else "cookie")
+        _check_length(anonymous_id, source)
         consent = consent_from_json(data.get("consent"))
         sent = sent_at_from_json(data, "INVALID_CONSENT")
         consented_at = consented_at_from_json(data, page_clock(sent, self._now()))
@@ -419,7 +419,7 @@ class EnrichRoute:
             # A first-touch visitor has no profile yet: an empty answer, not an error.
             await send_json(send, {"provider": PROVIDER, "attributes": {}})
             return
-        _check_length(anonymous_id, source, "parameter" if source == "anonymous_id" else "cookie")
+        _check_length(anonymous_id, source)
         attributes = await self._client.browser_profile(key, anonymous_id)
         # The bytes json_body gives for {"provider": ..., "attributes": attributes}: with
         # no spaces between items, the envelope is a constant around the attributes' own
@@ -427,14 +427,11 @@ class EnrichRoute:
         await send_json_body(send, _BODY_OPEN + json_body(attributes) + b"}")
 
 
-def _check_length(anonymous_id: str, source: str, where: str) -> None:
-    if len(anonymous_id) > _MAX_ANONYMOUS_ID:
+def _check_length(anonymous_id: str, source: str) -> None:
+    """Refuse a visitor's id longer than events may carry, naming where it came from."""
+    if len(anonymous_id) > MAX_ANONYMOUS_ID:
         raise GatewayError(
-            400,
-            "INVALID_ANONYMOUS_ID",
-            f"The {source} {where} is longer than {_MAX_ANONYMOUS_ID} characters; an "
-            "anonymous id is the visitor's _dfid value (a uuid from datafly.js).",
-            field=source,
+            400, "INVALID_ANONYMOUS_ID", f"{source}: {ANONYMOUS_ID_TOO_LONG}", field=source
         )
 
 

@@ -28,6 +28,7 @@ from amperity_signal.errors import (
     MalformedRequest,
     ServiceStopping,
 )
+from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 from amperity_signal.logs import integration_id_var, message_id_var
 from amperity_signal.service import convert
 from amperity_signal.service.interceptors import pipeline_key_of
@@ -68,11 +69,7 @@ MESSAGE_ID_REQUIRED_ON_STREAMS = FieldViolation(
     "is how each answer finds its event; set a unique id per event (Deliver makes one up).",
 )
 
-_ANONYMOUS_ID_TOO_LONG = FieldViolation(
-    "anonymous_id",
-    f"is longer than {MAX_STRING} characters; send the visitor's anonymous id (the _dfid "
-    "value datafly.js sets, or the event's anonymousId).",
-)
+_ANONYMOUS_ID_TOO_LONG = FieldViolation("anonymous_id", ANONYMOUS_ID_TOO_LONG)
 
 _ANONYMOUS_ID_REQUIRED = FieldViolation(
     "anonymous_id",
@@ -323,8 +320,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """The allowlisted attributes a page may see for one visitor."""
         try:
             integration = self._page_integration(request, context)
-            if len(request.anonymous_id) > MAX_STRING:
-                # Capped as an event's anonymousId is (it becomes a lookup value sent to
+            if len(request.anonymous_id) > MAX_ANONYMOUS_ID:
+                # Capped as an event's anonymous_id is (it becomes a lookup value sent to
                 # Amperity), but a BrowserProfile request carries no event to blame.
                 raise InvalidFields([_ANONYMOUS_ID_TOO_LONG])
             attributes = await self._browser.attributes(
@@ -349,7 +346,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             violations = _consent_violations(request.consent)
             if not request.anonymous_id:
                 violations.insert(0, _ANONYMOUS_ID_REQUIRED)
-            elif len(request.anonymous_id) > MAX_STRING:
+            elif len(request.anonymous_id) > MAX_ANONYMOUS_ID:
                 violations.insert(0, _ANONYMOUS_ID_TOO_LONG)
             consented_at, wrong_time = _consented_at(request, convert.now_utc())
             violations.extend(wrong_time)

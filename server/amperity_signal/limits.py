@@ -1,0 +1,16 @@
+"""Limits that the service and the gateway (its own process) both enforce, stated once."""
+
+from __future__ import annotations
+
+MAX_ANONYMOUS_ID = 200
+"""The longest anonymous id accepted anywhere: an event's (Deliver, DeliverStream, Enrich,
+the gateway's collector routes) and a visitor's (BrowserProfile, RecordConsent,
+``/v1/enrich``, ``/v1/consent``). One limit, so that no event is delivered for a visitor
+whose profile and consent could then never be asked for; datafly.js makes a 36-character
+uuid."""
+
+ANONYMOUS_ID_TOO_LONG = (
+    f"is longer than {MAX_ANONYMOUS_ID} characters, the limit for an anonymous id; send the "
+    "visitor's _dfid value (a uuid from datafly.js)."
+)
+"""Why an anonymous id is refused, after the field's name, wherever it is refused."""

@@ -214,13 +214,17 @@ class AmperityClient {
    * a message_id get a UUID.
    * @param {Iterable<Object<string, any>>|AsyncIterable<Object<string, any>>} events
    *   Datafly JSON events, as deliver takes them.
-   * @param {{concurrency?: number}} [options] concurrency: default 64.
+   * @param {{concurrency?: number}} [options] concurrency: default 64 (undefined or null:
+   *   the default, as for every option).
    * @returns {AsyncGenerator<import('./lib/stream').DeliveryOutcome>} Throws
    *   AmperitySignalError when the stream fails with a non-retryable status or cannot be
    *   reopened (outcomes yielded before are final; events without one were not
    *   confirmed), TypeError for a malformed event.
    */
-  deliverMany(events, { concurrency = DEFAULT_CONCURRENCY } = {}) {
+  deliverMany(events, options = {}) {
+    // null means "the default", as undefined does, for every option of every method (a
+    // destructuring default takes the place of undefined only, so null threw here).
+    const concurrency = options?.concurrency ?? DEFAULT_CONCURRENCY;
     if (!events || (typeof (/** @type {any} */ (events))[Symbol.iterator] !== 'function'
       && typeof (/** @type {any} */ (events))[Symbol.asyncIterator] !== 'function')) {
       throw new TypeError('events must be an iterable or async iterable of events.');
@@ -312,7 +316,7 @@ class AmperityClient {
   async recordConsent(anonymousId, consent, options = {}) {
     const request = toConsentRequest(
       { integrationId: this._integrationId, pipelineKey: this.#pipelineKey },
-      anonymousId, consent, options.consentedAt,
+      anonymousId, consent, options?.consentedAt,
     );
     const response = await this._unary('RecordConsent', request, options);
     return response.profile_allowed;
@@ -330,7 +334,8 @@ class AmperityClient {
    * @returns {AsyncGenerator<Object<string, any>>} WatchDeliveriesResponse records, Structs
    *   as plain objects. Throws AmperitySignalError when the watch fails.
    */
-  async *watchDeliveries({ replay = 0, integrationId, signal } = {}) {
+  async *watchDeliveries(options = {}) {
+    const { replay, integrationId, signal } = options ?? {};
     const whose = integrationId ?? this._integrationId;
     checkString(whose, 'integrationId');
     const replayed = checkReplay(replay ?? 0); // null keeps the default, as options do
@@ -370,15 +375,17 @@ class AmperityClient {
    * @private
    * @param {string} method
    * @param {object} request
-   * @param {{timeoutMs?: number}} options
+   * @param {{timeoutMs?: number}|null|undefined} options The call's; null or undefined
+   *   (the options or their timeoutMs): the client's.
    * @returns {Promise<any>}
    */
   async _unary(method, request, options) {
+    const wanted = options?.timeoutMs;
     // A NaN deadline would not just fail the call: grpc-js throws it out of a callback
     // once the channel is connected, an uncaught exception that ends the process.
-    const perAttemptMs = options.timeoutMs === undefined || options.timeoutMs === null
+    const perAttemptMs = wanted === undefined || wanted === null
       ? this._timeoutMs
-      : checkMs('timeoutMs', options.timeoutMs, {
+      : checkMs('timeoutMs', wanted, {
         example: 2500, otherwise: ', or leave it out for the client\'s timeoutMs',
       });
     const { totalTimeoutMs } = this._retry;

@@ -143,3 +143,74 @@ test('a per-call timeoutMs that cannot work rejects before anything is sent', as
 
   assert.equal(seen.calls, 1);
 });
+
+test('null options, or an option of null, mean the defaults on every method', async (t) => {
+  // deliverMany(events, { concurrency: null }) threw a RangeError, and a null options
+  // object threw a TypeError out of every method, where the client's own options and
+  // watchDeliveries' replay already took null for "the default".
+  const seen = /** @type {string[]} */ ([]);
+  const event = { type: 'page', anonymousId: 'anon-1', messageId: 'm-1' };
+  const { server, target } = await startFake({
+    Deliver(call, callback) {
+      seen.push('Deliver');
+      callback(null, { message_id: call.request.event.message_id });
+    },
+    DeliverStream(call) {
+      call.on('data', (request) => {
+        seen.push('DeliverStream');
+        const messageId = request.event.message_id;
+        call.write({ message_id: messageId, result: { message_id: messageId } });
+      });
+      call.on('end', () => call.end());
+    },
+    Enrich(call, callback) {
+      seen.push('Enrich');
+      callback(null, { event: call.request.event });
+    },
+    BrowserProfile(call, callback) {
+      seen.push('BrowserProfile');
+      callback(null, { provider: 'amperity' });
+    },
+    RecordConsent(call, callback) {
+      seen.push(`RecordConsent ${call.request.consented_at ? 'at' : 'now'}`);
+      callback(null, { profile_allowed: true });
+    },
+    WatchDeliveries(call) {
+      seen.push(`WatchDeliveries ${call.request.integration_id} ${call.request.replay}`);
+      call.end();
+    },
+  });
+  t.after(() => server.forceShutdown());
+  const client = new AmperityClient({ target, integrationId: 'web' });
+  t.after(() => client.close());
+
+  for (const options of [null, { timeoutMs: null }]) {
+    /* eslint-disable no-await-in-loop */
+    await client.deliver(event, /** @type {any} */ (options));
+    await client.enrich(event, /** @type {any} */ (options));
+    await client.browserProfile('anon-1', /** @type {any} */ (options));
+    await client.recordConsent('anon-1', {}, /** @type {any} */ (options));
+    /* eslint-enable no-await-in-loop */
+  }
+  await client.recordConsent('anon-1', {}, { timeoutMs: null, consentedAt: null });
+  for (const options of [null, { concurrency: null }]) {
+    const outcomes = [];
+    // eslint-disable-next-line no-await-in-loop
+    for await (const outcome of client.deliverMany([event], /** @type {any} */ (options))) {
+      outcomes.push(outcome);
+    }
+    assert.deepEqual(outcomes.map((o) => [o.messageId, o.error]), [['m-1', undefined]]);
+  }
+  for (const options of [null, { replay: null, integrationId: null, signal: null }]) {
+    // eslint-disable-next-line no-await-in-loop, no-empty, no-unused-vars
+    for await (const _ of client.watchDeliveries(/** @type {any} */ (options))) {}
+  }
+
+  assert.deepEqual(seen, [
+    'Deliver', 'Enrich', 'BrowserProfile', 'RecordConsent now',
+    'Deliver', 'Enrich', 'BrowserProfile', 'RecordConsent now',
+    'RecordConsent now',
+    'DeliverStream', 'DeliverStream',
+    'WatchDeliveries web 0', 'WatchDeliveries web 0',
+  ]);
+});

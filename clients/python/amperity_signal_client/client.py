@@ -24,7 +24,7 @@ from collections.abc import (
 from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -34,7 +34,7 @@ from amperity_signal_client.events import ConsentLike, consent_from_json, not_te
 from amperity_signal_client.fields import check_whole_number, type_name
 from amperity_signal_client.ledger import ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
-from amperity_signal_client.stream import AsyncStreamRun, EventLike, to_event
+from amperity_signal_client.stream import DEFAULT_CONCURRENCY, AsyncStreamRun, EventLike, to_event
 from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -215,10 +215,41 @@ def browser_profile_request(
     )
 
 
-def check_timeouts(default_timeout: object, stream_idle_timeout: object) -> None:
-    """Refuse a client whose deadlines could never let a call finish."""
-    check_timeout("default_timeout", default_timeout, example=DEFAULT_TIMEOUT)
-    check_timeout("stream_idle_timeout", stream_idle_timeout, example=DEFAULT_STREAM_IDLE_TIMEOUT)
+class ClientOptions(NamedTuple):
+    """The options both clients are built with, each None replaced by its default."""
+
+    channel_options: ChannelOptions
+    default_timeout: float
+    retry: RetryPolicy
+    stream_retry: RetryPolicy
+    stream_idle_timeout: float
+
+
+def client_options(
+    channel_options: ChannelOptions | None,
+    default_timeout: float | None,
+    retry: RetryPolicy | None,
+    stream_retry: RetryPolicy | None,
+    stream_idle_timeout: float | None,
+) -> ClientOptions:
+    """The client's options: None means the default, as for every option of every method.
+
+    A client whose deadlines could never let a call finish is refused. Until session 20 a
+    None timeout was refused and a None ``retry`` failed at the first retry, while None
+    ``channel_options`` quietly dropped ``DEFAULT_CHANNEL_OPTIONS`` for grpc's own.
+    """
+    options = ClientOptions(
+        DEFAULT_CHANNEL_OPTIONS if channel_options is None else channel_options,
+        DEFAULT_TIMEOUT if default_timeout is None else default_timeout,
+        DEFAULT_RETRY if retry is None else retry,
+        DEFAULT_STREAM_RETRY if stream_retry is None else stream_retry,
+        DEFAULT_STREAM_IDLE_TIMEOUT if stream_idle_timeout is None else stream_idle_timeout,
+    )
+    check_timeout("default_timeout", options.default_timeout, example=DEFAULT_TIMEOUT)
+    check_timeout(
+        "stream_idle_timeout", options.stream_idle_timeout, example=DEFAULT_STREAM_IDLE_TIMEOUT
+    )
+    return options
 
 
 def attempt_deadline(attempt_timeout: float | None, default_timeout: float) -> float:
@@ -310,6 +341,9 @@ class AsyncAmperityClient:
         sleep: Waits between retries (a fake in tests).
         clock: Monotonic seconds, for the retry budgets.
         rng: The jitter's random source (a seeded one in tests).
+
+    None, for any of these but ``target``, means its default, as it does for every option
+    of every method.
     """
 
     def __init__(
@@ -318,33 +352,36 @@ class AsyncAmperityClient:
         *,
         integration_id: str | None = None,
         pipeline_key: str | None = None,
-        channel_options: ChannelOptions = DEFAULT_CHANNEL_OPTIONS,
+        channel_options: ChannelOptions | None = DEFAULT_CHANNEL_OPTIONS,
         credentials: grpc.ChannelCredentials | None = None,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
-        stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        stream_retry: RetryPolicy | None = DEFAULT_STREAM_RETRY,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
+        sleep: Callable[[float], Awaitable[None]] | None = asyncio.sleep,
+        clock: Callable[[], float] | None = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         check_identity(target, integration_id, pipeline_key)
-        check_timeouts(default_timeout, stream_idle_timeout)
+        options = client_options(
+            channel_options, default_timeout, retry, stream_retry, stream_idle_timeout
+        )
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
         self._target = target
+        channel = options.channel_options
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=channel_options)
+            self._channel = grpc.aio.insecure_channel(target, options=channel)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=channel)
         self._stub = pb_grpc.AmperityServiceStub(self._channel)
-        self._default_timeout = default_timeout
-        self._retry = retry
-        self._stream_retry = stream_retry
-        self._stream_idle_timeout = stream_idle_timeout
-        self._sleep = sleep
-        self._clock = clock
+        self._default_timeout = options.default_timeout
+        self._retry = options.retry
+        self._stream_retry = options.stream_retry
+        self._stream_idle_timeout = options.stream_idle_timeout
+        self._sleep = asyncio.sleep if sleep is None else sleep
+        self._clock = time.monotonic if clock is None else clock
         self._rng = rng
 
     async def __aenter__(self) -> Self:
@@ -459,7 +496,7 @@ class AsyncAmperityClient:
         self,
         events: Iterable[EventLike] | AsyncIterable[EventLike],
         *,
-        concurrency: int = 64,
+        concurrency: int | None = DEFAULT_CONCURRENCY,
     ) -> AsyncIterator[pb.DeliverStreamResponse]:
         """Deliver many events over DeliverStream, at least once each.
 
@@ -472,7 +509,7 @@ class AsyncAmperityClient:
 
         Args:
             events: Proto Events or Datafly JSON events, sync or async iterable.
-            concurrency: How many events may be unanswered at once.
+            concurrency: How many events may be unanswered at once (None: 64).
 
         Raises:
             AmperitySignalError: When the stream could not be kept open (see
@@ -498,7 +535,11 @@ class AsyncAmperityClient:
                 yield response
 
     async def watch_deliveries(
-        self, replay: int = 0, *, integration_id: str | None = None, reconnect: bool = True
+        self,
+        replay: int | None = 0,
+        *,
+        integration_id: str | None = None,
+        reconnect: bool | None = True,
     ) -> AsyncGenerator[pb.WatchDeliveriesResponse, None]:
         """Live delivery records, after replaying up to ``replay`` recent ones.
 
@@ -523,8 +564,8 @@ class AsyncAmperityClient:
             integration_id: Whose records; the client's integration by default, ``""``
                 for all (a client with a pipeline key sees only its key's integration:
                 the service scopes the watch by the key).
-            reconnect: Reopen the watch when it breaks; False raises on the first break
-                and ends when the service ends the stream.
+            reconnect: Reopen the watch when it breaks (True or None); False raises on the
+                first break and ends when the service ends the stream.
 
         Raises:
             AmperitySignalError: At once for a non-retryable status (e.g. ``NotFound``
@@ -535,7 +576,7 @@ class AsyncAmperityClient:
         integration_id = self._integration_id if integration_id is None else integration_id
         check_string("integration_id", integration_id)
         replay = check_replay(replay)
-        if not reconnect:
+        if reconnect is not None and not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             async with aclosing(self._watch_call(request, None)) as records:
                 async for record in records:

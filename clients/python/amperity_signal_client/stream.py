@@ -86,8 +86,11 @@ class Connect(Protocol):
         ...
 
 
+DEFAULT_CONCURRENCY = 64
+
+
 def check_concurrency(concurrency: object) -> int:
-    """``concurrency`` when it is a whole number of events, 1 or more.
+    """``concurrency`` when it is a whole number of events, 1 or more; None: the default.
 
     Refused naming it, as the Node client refuses it: a float was taken as it came (1.5
     kept two events unanswered) and a string failed with ``'<' not supported``.
@@ -96,6 +99,8 @@ def check_concurrency(concurrency: object) -> int:
         TypeError: When ``concurrency`` is not an ``int`` (``bool`` included).
         ValueError: When it is below 1.
     """
+    if concurrency is None:
+        return DEFAULT_CONCURRENCY
     wanted = "a whole number, 1 or more, e.g. 64"
     return check_whole_number("deliver_many concurrency", concurrency, wanted, 1, sys.maxsize)
 
@@ -111,7 +116,7 @@ class AsyncStreamRun:
         target: str,
         connect_timeout: float,
         request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
-        concurrency: int,
+        concurrency: int | None,
         retry: RetryPolicy,
         stream_retry: RetryPolicy,
         idle_timeout: float,
@@ -119,7 +124,7 @@ class AsyncStreamRun:
         clock: Callable[[], float],
         rng: random.Random | None,
     ) -> None:
-        check_concurrency(concurrency)
+        concurrency = check_concurrency(concurrency)
         self._open_call = open_call
         self._connect = connect
         self._target = target

@@ -26,14 +26,14 @@ from amperity_signal_client.client import (
     check_identity,
     check_replay,
     check_string,
-    check_timeouts,
+    client_options,
     consent_request,
 )
 from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.events import ConsentLike
 from amperity_signal_client.ledger import Ledger, ensure_message_id
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy
-from amperity_signal_client.stream import EventLike, to_event
+from amperity_signal_client.stream import DEFAULT_CONCURRENCY, EventLike, to_event
 from amperity_signal_client.sync_stream import SyncStreamRun
 from amperity_signal_client.watch import DeliveryWatch, watch_ended
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -57,33 +57,36 @@ class AmperityClient:
         *,
         integration_id: str | None = None,
         pipeline_key: str | None = None,
-        channel_options: ChannelOptions = DEFAULT_CHANNEL_OPTIONS,
+        channel_options: ChannelOptions | None = DEFAULT_CHANNEL_OPTIONS,
         credentials: grpc.ChannelCredentials | None = None,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = DEFAULT_RETRY,
-        stream_retry: RetryPolicy = DEFAULT_STREAM_RETRY,
-        stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        stream_retry: RetryPolicy | None = DEFAULT_STREAM_RETRY,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
+        sleep: Callable[[float], None] | None = time.sleep,
+        clock: Callable[[], float] | None = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         check_identity(target, integration_id, pipeline_key)
-        check_timeouts(default_timeout, stream_idle_timeout)
+        options = client_options(
+            channel_options, default_timeout, retry, stream_retry, stream_idle_timeout
+        )
         self._integration_id = integration_id or ""
         self._pipeline_key = pipeline_key or ""
         self._metadata = call_metadata(pipeline_key)
         self._target = target
+        channel = options.channel_options
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
+            self._channel = grpc.insecure_channel(target, options=channel)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+            self._channel = grpc.secure_channel(target, credentials, options=channel)
         self._stub = pb_grpc.AmperityServiceStub(self._channel)
-        self._default_timeout = default_timeout
-        self._retry = retry
-        self._stream_retry = stream_retry
-        self._stream_idle_timeout = stream_idle_timeout
-        self._sleep = sleep
-        self._clock = clock
+        self._default_timeout = options.default_timeout
+        self._retry = options.retry
+        self._stream_retry = options.stream_retry
+        self._stream_idle_timeout = options.stream_idle_timeout
+        self._sleep = time.sleep if sleep is None else sleep
+        self._clock = time.monotonic if clock is None else clock
         self._rng = rng
 
     def __enter__(self) -> Self:
@@ -140,7 +143,7 @@ class AmperityClient:
         return response.profile_allowed
 
     def deliver_many(
-        self, events: Iterable[EventLike], *, concurrency: int = 64
+        self, events: Iterable[EventLike], *, concurrency: int | None = DEFAULT_CONCURRENCY
     ) -> Iterator[pb.DeliverStreamResponse]:
         """Deliver many events at least once; see ``AsyncAmperityClient.deliver_many``."""
         run = SyncStreamRun(
@@ -160,13 +163,17 @@ class AmperityClient:
         return run.run(events)
 
     def watch_deliveries(
-        self, replay: int = 0, *, integration_id: str | None = None, reconnect: bool = True
+        self,
+        replay: int | None = 0,
+        *,
+        integration_id: str | None = None,
+        reconnect: bool | None = True,
     ) -> Generator[pb.WatchDeliveriesResponse, None, None]:
         """Live delivery records, reconnecting; see ``AsyncAmperityClient.watch_deliveries``."""
         integration_id = self._integration_id if integration_id is None else integration_id
         check_string("integration_id", integration_id)
         replay = check_replay(replay)
-        if not reconnect:
+        if reconnect is not None and not reconnect:
             request = pb.WatchDeliveriesRequest(integration_id=integration_id, replay=replay)
             yield from self._watch_call(request, None)
             return

@@ -60,14 +60,14 @@ class SyncStreamRun:
         connect_timeout: float,
         retry: RetryPolicy,
         request_for: Callable[[pb.Event], pb.DeliverStreamRequest],
-        concurrency: int,
+        concurrency: int | None,
         ledger: Ledger,
         stream_retry: RetryPolicy,
         idle_timeout: float,
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        check_concurrency(concurrency)
+        concurrency = check_concurrency(concurrency)
         self._open_call = open_call
         self._connect = connect
         self._target = target

@@ -232,17 +232,7 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     event.event = _string(data, _EVENT_NAMES["event"], prefix) or ""
     message_id = _string(data, _EVENT_NAMES["message_id"], prefix)
     event.message_id = message_id or facts.new_message_id()
-    anonymous_id = _string(data, anonymous_id_names := _EVENT_NAMES["anonymous_id"], prefix)
-    if anonymous_id:
-        if len(anonymous_id) > MAX_ANONYMOUS_ID:
-            sent = _sent(data, anonymous_id_names)
-            raise InvalidFieldError(f"{prefix}{sent}", ANONYMOUS_ID_TOO_LONG)
-    else:
-        anonymous_id = facts.cookie_anonymous_id
-        if anonymous_id and len(anonymous_id) > MAX_ANONYMOUS_ID:
-            # The request's cookie, not a field of this event: named as the cookie.
-            raise InvalidFieldError(ANONYMOUS_ID_COOKIE, ANONYMOUS_ID_TOO_LONG)
-    event.anonymous_id = anonymous_id or ""
+    event.anonymous_id = _anonymous_id(data, facts, prefix)
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
     event.canonical_id = _string(data, _EVENT_NAMES["canonical_id"], prefix) or ""
     if not event.anonymous_id and not event.user_id:
@@ -250,22 +240,36 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
             f"{prefix}anonymousId",
             "an event needs an anonymousId (or the _dfid cookie) or a userId.",
         )
-    timestamp = data.get("timestamp")
-    stamp = event.timestamp
-    if timestamp is None:
-        stamp.seconds, stamp.nanos = _receive_time(facts.now)
-    elif facts.clock is None:
-        stamp.seconds, stamp.nanos = _timestamp(timestamp, f"{prefix}timestamp")
-    else:
-        stamp.seconds, stamp.nanos = facts.clock.corrected(
-            *_timestamp(timestamp, f"{prefix}timestamp")
-        )
+    event.timestamp.seconds, event.timestamp.nanos = _event_time(data, facts, prefix)
     for name in ("properties", "traits"):
         struct = _struct(data.get(name), f"{prefix}{name}")
         if struct is not None:
             getattr(event, name).CopyFrom(struct)
     event.context.CopyFrom(_context(data.get("context"), facts, f"{prefix}context."))
     return event
+
+
+def _anonymous_id(data: dict[str, Any], facts: RequestFacts, prefix: str) -> str:
+    """The event's ``anonymousId``, else the request's ``_dfid`` cookie; at most 200 long."""
+    anonymous_id = _string(data, names := _EVENT_NAMES["anonymous_id"], prefix)
+    if anonymous_id:
+        if len(anonymous_id) > MAX_ANONYMOUS_ID:
+            raise InvalidFieldError(f"{prefix}{_sent(data, names)}", ANONYMOUS_ID_TOO_LONG)
+        return anonymous_id
+    anonymous_id = facts.cookie_anonymous_id
+    if anonymous_id and len(anonymous_id) > MAX_ANONYMOUS_ID:
+        # The request's cookie, not a field of this event: named as the cookie.
+        raise InvalidFieldError(ANONYMOUS_ID_COOKIE, ANONYMOUS_ID_TOO_LONG)
+    return anonymous_id or ""
+
+
+def _event_time(data: dict[str, Any], facts: RequestFacts, prefix: str) -> tuple[int, int]:
+    """The event's ``timestamp`` (on the gateway's clock with ``sentAt``), else the receive time."""
+    timestamp = data.get("timestamp")
+    if timestamp is None:
+        return _receive_time(facts.now)
+    parts = _timestamp(timestamp, f"{prefix}timestamp")
+    return parts if facts.clock is None else facts.clock.corrected(*parts)
 
 
 def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:

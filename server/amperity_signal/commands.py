@@ -157,8 +157,7 @@ def gateway(args: argparse.Namespace) -> int:
         address,
         reuse_port=False,
     )
-    run_gateway(address, args.grpc_target, settings_from_config(settings))
-    return 0
+    return run_gateway(address, args.grpc_target, settings_from_config(settings))
 
 
 def demo(args: argparse.Namespace) -> int:

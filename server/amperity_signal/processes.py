@@ -6,7 +6,7 @@ kept so callers can read the bound addresses, and stderr goes to a log file.
 
 And for the processes' own side: :func:`announce` prints that line, and
 :class:`ProcessServer` serves uvicorn apps (the gateway, the sandbox) until SIGTERM/SIGINT,
-then exits 0.
+then exits 0 (the gateway ``EXIT_FORCED`` after a second Ctrl-C, as ``serve``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import uvicorn
 
 # What stops a process served by ``ProcessServer``.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
+EXIT_FORCED = 128 + signal.SIGINT
 
 
 def announce(line: str) -> None:

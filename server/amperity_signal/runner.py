@@ -31,7 +31,7 @@ from amperity_signal.listening import CannotListen, cannot_listen, check_bindabl
 from amperity_signal.local_socket import SOCKET_NAME, make_local_socket_dir
 from amperity_signal.logs import configure_logging
 from amperity_signal.metrics import Metrics
-from amperity_signal.processes import announce
+from amperity_signal.processes import EXIT_FORCED, announce
 from amperity_signal.service.app import (
     Deps,
     Service,
@@ -52,8 +52,6 @@ log = logging.getLogger("amperity_signal.server")
 
 # A worker that could not start exits with this (the CLI's exit code for a bad setting).
 EXIT_CANNOT_LISTEN = 2
-# A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
-EXIT_FORCED = 128 + signal.SIGINT
 # How long a `serve --workers` parent interrupted twice lets its workers end their own
 # forced stop before it kills those still running.
 FORCE_SECONDS = 2.0
@@ -383,8 +381,16 @@ async def _force_stop(
 
 
 async def _stop(service: Service, http: EmbeddedGateway | None, grace: float) -> None:
-    """NOT_SERVING, then the gateway stops, then the calls in flight get ``grace``."""
+    """NOT_SERVING, then the gateway stops, then the gRPC calls get what is left of ``grace``.
+
+    One grace for the whole stop, counted from its start: the gateway's drain and its
+    requests in flight take theirs from it (``GatewayServer``), and the gRPC calls, in
+    flight all along, have until the same end. The gRPC stop waited a whole ``grace``
+    after the gateway's, so the process outlived the grace an operator sized the stop by.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
     await service.health.enter_graceful_shutdown()
     if http is not None:
         await http.stop()
-    await service.stop(grace)
+    await service.stop(max(0.0, deadline - loop.time()))

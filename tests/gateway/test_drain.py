@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from amperity_signal.gateway import create_gateway_app
+from amperity_signal.gateway import create_gateway_app, server
 from amperity_signal.gateway.server import GatewayServer, bind_socket, gateway_server
 from tests.support import read_http_answer
 
@@ -33,6 +33,9 @@ HALF_AN_EVENT = (
     b"X-Pipeline-Key: " + KNOWN_KEY.encode() + b"\r\nExpect: 100-continue\r\n"
     b"Content-Length: 100\r\n\r\n"
 )
+# Its body, sent late to hold the request in flight: a track event, padded to 100 bytes.
+ITS_BODY = json.dumps({"event": "Viewed", "anonymousId": "anon-1", "messageId": "m-1"}).encode()
+ITS_BODY += b" " * (100 - len(ITS_BODY))
 
 
 @dataclass
@@ -55,6 +58,15 @@ class Stoppable:
             await asyncio.sleep(0.005)
 
 
+async def held_request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with ``HALF_AN_EVENT`` in flight: the gateway waits for its body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HALF_AN_EVENT)
+    continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
+    return reader, writer
+
+
 @pytest.fixture
 def static_dir(tmp_path: Path) -> Path:
     """Where the demo's assets are served from: a ``datafly.js`` of 32 MB."""
@@ -65,19 +77,28 @@ def static_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def gateway(service: RunningService, static_dir: Path) -> AsyncIterator[Stoppable]:
     """The gateway with the test settings and a grace period of 1 s: a 1 s drain."""
-    settings = gateway_settings(grace_period=1.0)
+    async with serving(service, static_dir, grace_period=1.0) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    service: RunningService, static_dir: Path, *, grace_period: float
+) -> AsyncIterator[Stoppable]:
+    """The gateway with the test settings and ``grace_period``, until the block ends."""
+    settings = gateway_settings(grace_period=grace_period)
     app = create_gateway_app(settings=settings, grpc_target=service.target, static_dir=static_dir)
     sock = bind_socket("127.0.0.1:0")
-    server = gateway_server(app, settings)
-    assert isinstance(server, GatewayServer)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    uvicorn_server = gateway_server(app, settings)
+    assert isinstance(uvicorn_server, GatewayServer)
+    task = asyncio.create_task(uvicorn_server.serve(sockets=[sock]))
+    while not uvicorn_server.started:
         assert not task.done(), "the gateway failed to start"
         await asyncio.sleep(0.01)
     try:
-        yield Stoppable(server, task, sock.getsockname()[1])
+        yield Stoppable(uvicorn_server, task, sock.getsockname()[1])
     finally:
-        server.should_exit = True
+        uvicorn_server.should_exit = True
         await task
         sock.close()
 
@@ -126,11 +147,8 @@ async def test_a_forced_stop_answers_a_request_in_flight_503_and_logs_no_error(
     request got uvicorn's plain-text 500.
     """
     caplog.set_level(logging.INFO)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    reader, writer = await held_request(gateway.port)
     try:
-        writer.write(HALF_AN_EVENT)
-        continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert continued == b"HTTP/1.1 100 Continue\r\n\r\n"
         await gateway.begin_stop()
         gateway.server.force_exit = True  # what a second Ctrl-C does
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -183,4 +201,59 @@ async def test_a_forced_stop_closes_an_answer_it_cuts_half_way_without_an_error(
     finally:
         writer.close()
     assert not gateway.server.server_state.tasks
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_request_still_in_flight_at_the_grace_end_is_cut_503_with_one_warning(
+    gateway: Stoppable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The grace period (1 s here) over, the request gets the 503 and one warning is logged.
+
+    Before, uvicorn cut it 5 s after the drain, whatever the grace (here 6 s into the
+    stop), and logged an error: "Cancel 1 running task(s), timeout graceful shutdown
+    exceeded".
+    """
+    caplog.set_level(logging.INFO)
+    reader, writer = await held_request(gateway.port)
+    try:
+        await gateway.begin_stop()
+        status, headers = await asyncio.wait_for(read_http_answer(reader), 15)
+        assert status == b"HTTP/1.1 503 Service Unavailable"
+        assert headers["connection"] == "close"
+        await asyncio.wait_for(gateway.task, 10)
+    finally:
+        writer.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    cut = [r for r in caplog.records if r.getMessage().startswith("grace period over")]
+    assert [(r.levelno, getattr(r, "requests", None)) for r in cut] == [(logging.WARNING, 1)]
+
+
+async def test_a_request_in_flight_past_uvicorns_graceful_timeout_is_answered_within_the_grace(
+    service: RunningService,
+    static_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A request finishing 6.5 s into a stop with an 8 s grace gets its answer, not a 503.
+
+    Before, uvicorn gave the requests in flight a fixed 5 s once the drain had ended,
+    whatever the grace period: a request was cut ~10 s into a stop with a 60 s grace. A
+    drain of 0.5 s (the keep-alive timeout it is bound by) keeps this test short: uvicorn's
+    5 s ended 5.6 s into the stop.
+    """
+    monkeypatch.setattr(server, "_KEEP_ALIVE_SECONDS", 0.5)
+    caplog.set_level(logging.INFO)
+    async with serving(service, static_dir, grace_period=8.0) as gateway:
+        reader, writer = await held_request(gateway.port)
+        try:
+            await gateway.begin_stop()
+            await asyncio.sleep(6.5)  # past uvicorn's 5 s after the drain, within the grace
+            writer.write(ITS_BODY)
+            status, headers = await asyncio.wait_for(read_http_answer(reader), 10)
+            assert status == b"HTTP/1.1 200 OK", headers
+            assert headers["connection"] == "close"
+            await asyncio.wait_for(gateway.task, 10)
+        finally:
+            writer.close()
+    assert [d.request.event.message_id for d in service.fake.delivered] == ["m-1"]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -105,12 +105,50 @@ def test_a_second_sigint_cuts_the_grace_period_short(
             process.kill()
 
 
-def serve(config: Path, workers: str) -> subprocess.Popen[str]:
-    """``serve --workers`` with ``config``, its output piped."""
-    command = [sys.executable, "-m", "amperity_signal.cli", "serve", "--config", str(config)]
-    return subprocess.Popen(
-        [*command, "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+# How each process serving the gateway is started: ``serve`` alone or with workers, and the
+# standalone ``gateway`` (its service is never reached: the requests held here wait for
+# their bodies).
+COMMANDS = {
+    "serve": ["serve", "--workers", "1"],
+    "serve --workers 2": ["serve", "--workers", "2"],
+    "gateway": ["gateway", "--grpc-target", "127.0.0.1:9"],
+}
+# The line each logs as its stop begins: the service's, or the gateway's drain (a connection
+# is open).
+STOP_BEGUN = {"serve": '"shutting down"', "gateway": '"gateway draining'}
+
+
+def serve(config: Path, mode: str) -> subprocess.Popen[str]:
+    """The ``COMMANDS[mode]`` process with ``config``, its output piped."""
+    command = [
+        sys.executable,
+        "-m",
+        "amperity_signal.cli",
+        *COMMANDS[mode],
+        "--config",
+        str(config),
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def gateway_address(process: subprocess.Popen[str], mode: str) -> tuple[str, int]:
+    """Where the gateway ``process`` started listens, once every worker's is ready."""
+    lines = read_until(process.stdout, "gateway listening", 2 if mode.endswith(" 2") else 1)
+    address = next(x.split()[-1] for x in lines if x.startswith("gateway listening"))
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def write_config(tmp_path: Path, grace_period: float) -> Path:
+    """A configuration with one integration, ports picked at start, and ``grace_period``."""
+    server = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"}
+    config = tmp_path / "c.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {"server": server | {"grace_period": grace_period}, "integrations": [integration()]}
+        )
     )
+    return config
 
 
 def http_answer(connection: socket.socket) -> tuple[str, dict[str, str], bytes]:
@@ -126,34 +164,21 @@ def http_answer(connection: socket.socket) -> tuple[str, dict[str, str], bytes]:
     return status_line, headers, body
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_forced_stop_answers_a_cut_request_503_and_logs_no_traceback(
-    tmp_path: Path, workers: str
-) -> None:
-    """A gateway request in flight at a second SIGINT: a JSON 503, Connection: close.
+def stop_with_a_request_in_flight(
+    config: Path, mode: str, stop: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """Start ``mode``, ``stop`` it with a request in flight: its exit code and stderr.
 
-    Before, the loop's end cancelled it: uvicorn logged a CancelledError traceback and
-    answered a plain-text 500, and a cancelled lifespan logged another; under --workers the
-    workers, never told of the second SIGINT, were killed: the request got no answer.
+    The request must get the gateway's 503 (the stop cut it), and no traceback be logged.
     """
-    server = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"}
-    config = tmp_path / "c.toml"
-    config.write_text(
-        tomli_w.dumps({"server": server | {"grace_period": GRACE}, "integrations": [integration()]})
-    )
-    with serve(config, workers) as process:
+    with serve(config, mode) as process:
         try:
-            lines = read_until(process.stdout, "gateway listening", int(workers))
-            address = next(x.split()[-1] for x in lines if x.startswith("gateway listening"))
-            host, port = address.removeprefix("http://").rsplit(":", 1)
-            with socket.create_connection((host, int(port)), timeout=30) as connection:
+            with socket.create_connection(gateway_address(process, mode), timeout=30) as connection:
                 connection.sendall(HALF_AN_EVENT)
                 assert connection.recv(64).startswith(b"HTTP/1.1 100 Continue")
-                process.send_signal(signal.SIGINT)
-                read_until(process.stderr, '"shutting down"')
-                process.send_signal(signal.SIGINT)
+                stop(process)
                 status_line, headers, body = http_answer(connection)
-            assert process.wait(EXITED_WITHIN) == 128 + signal.SIGINT
+            status = process.wait(EXITED_WITHIN)
             assert process.stderr is not None
             log = process.stderr.read()
         finally:
@@ -163,6 +188,52 @@ def test_a_forced_stop_answers_a_cut_request_503_and_logs_no_traceback(
     assert headers["retry-after"] == "1"
     assert json.loads(body)["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert "Traceback" not in log
+    return status, log
+
+
+@pytest.mark.parametrize("mode", COMMANDS)
+def test_a_forced_stop_answers_a_cut_request_503_and_logs_no_traceback(
+    tmp_path: Path, mode: str
+) -> None:
+    """A gateway request in flight at a second SIGINT: a JSON 503, Connection: close; exit 130.
+
+    Before, the loop's end cancelled it: uvicorn logged a CancelledError traceback and
+    answered a plain-text 500, and a cancelled lifespan logged another; under --workers the
+    workers, never told of the second SIGINT, were killed: the request got no answer. The
+    standalone gateway exited 0, as if its stop had been graceful.
+    """
+
+    def interrupt_twice(process: subprocess.Popen[str]) -> None:
+        process.send_signal(signal.SIGINT)
+        read_until(process.stderr, STOP_BEGUN[mode.partition(" ")[0]])
+        process.send_signal(signal.SIGINT)
+
+    status, log = stop_with_a_request_in_flight(
+        write_config(tmp_path, GRACE), mode, interrupt_twice
+    )
+    assert status == 128 + signal.SIGINT
     assert "CancelledError" not in log
     cut = [json.loads(x) for x in log.splitlines() if "interrupted again" in x]
     assert sum(line["requests"] for line in cut) == 1, cut
+
+
+@pytest.mark.parametrize("mode", COMMANDS)
+def test_a_request_still_in_flight_at_the_grace_end_gets_a_503_and_no_error_line(
+    tmp_path: Path, mode: str
+) -> None:
+    """SIGTERM, a request in flight past ``grace_period``: a JSON 503, one warning, exit 0.
+
+    Before, the gateway gave it uvicorn's fixed 5 s after its drain, whatever the grace
+    (here 7 s in, with a grace of 2 s; ~10 s in with one of 60 s), and uvicorn logged an
+    error line, "Cancel 1 running task(s), timeout graceful shutdown exceeded".
+    """
+
+    def terminate(process: subprocess.Popen[str]) -> None:
+        process.send_signal(signal.SIGTERM)
+
+    status, log = stop_with_a_request_in_flight(write_config(tmp_path, 2.0), mode, terminate)
+    assert status == 0
+    assert "Cancel" not in log
+    assert not [line for line in log.splitlines() if json.loads(line)["level"] == "error"]
+    cut = [json.loads(x) for x in log.splitlines() if "grace period over" in x]
+    assert [(line["level"], line["requests"]) for line in cut] == [("warning", 1)], cut

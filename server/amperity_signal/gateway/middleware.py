@@ -6,8 +6,8 @@ unchanged, as if still stacked outermost first:
 
 1. **latency**: every request but the untimed paths is observed in
    ``amperity_signal_gateway_seconds{route, status}``, refusals included (500 when the app
-   raised without answering). A request the server cuts (a forced stop, or uvicorn's
-   graceful timeout cancelling its task) before its answer began gets a JSON 503 with
+   raised without answering). A request the server cuts (a forced stop, or the end of
+   the stop's grace period cancelling its task) before its answer began gets a JSON 503 with
    ``Connection: close`` and ``Retry-After``, and no traceback is logged;
 2. **CORS** on ``/v1/`` paths, per pipeline key: a response carries
    ``Access-Control-Allow-Origin`` (the echoed origin, with credentials) only when the
@@ -42,7 +42,7 @@ API_PREFIX = "/v1/"
 _ALLOWED_HEADERS = "Content-Type, X-Pipeline-Key"
 _PREFLIGHT_MAX_AGE = "600"
 _VARY = b"vary"
-# A request whose task the server cancelled (a forced stop, or uvicorn's graceful timeout)
+# A request whose task the server cancelled (a forced stop, or the grace period's end)
 # before it was answered: its caller may send it again, on a new connection.
 _CUT = GatewayError(
     503,

@@ -22,7 +22,7 @@ from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.live import STREAM_PATH
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
-from amperity_signal.processes import ProcessServer, announce
+from amperity_signal.processes import EXIT_FORCED, ProcessServer, announce
 
 _log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ _HEAD_CEILING = 256 * 1024
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
-# How long a forced stop waits for the requests it cut to send their 503s.
-_CUT_SECONDS = 1.0
+# How long a stop waits for the requests it cut to send their 503s.
+_CUT_SECONDS = 1
 _INVALID_REQUEST = GatewayError(
     400,
     "INVALID_HTTP_REQUEST",
@@ -337,12 +337,17 @@ class GatewayServer(ProcessServer):
     its connection closed after it; the drain ends early once no connection is left.
     Connections idle through the whole drain are closed at its end.
 
-    uvicorn also waits for the responses in progress (``timeout_graceful_shutdown``) and
-    then cancels them: an open Live Events page held every stop that long and had its
-    stream cut mid-body, an error logged. ``end_streams`` ends those streams first
-    (``LiveEndpoints.close``), so the stop waits only for the requests doing work. A
-    stream whose client stopped reading cannot send that last event; its connection is
-    closed instead (``JsonErrorHttpToolsProtocol.shutdown``).
+    The requests in flight then get what is left of ``grace_seconds`` (``[server]
+    grace_period``, counted from the stop's start, the drain included), as the service's
+    gRPC calls do; those still running at its end are cut (``_cut``), one warning saying
+    how many. uvicorn's own wait (``timeout_graceful_shutdown``) was a fixed 5 s after the
+    drain, whatever the grace: a request was cut ~10 s into a stop with a 60 s grace, and
+    uvicorn logged an error line for it.
+
+    An open Live Events page would hold every stop that long: ``end_streams`` ends those
+    streams first (``LiveEndpoints.close``), so the stop waits only for the requests doing
+    work. A stream whose client stopped reading cannot send that last event; its
+    connection is closed instead (``JsonErrorHttpToolsProtocol.shutdown``).
     """
 
     def __init__(
@@ -351,12 +356,15 @@ class GatewayServer(ProcessServer):
         *,
         end_streams: Callable[[], None],
         app: ClosingWhenDraining,
-        drain_seconds: float,
+        grace_seconds: float,
     ) -> None:
         super().__init__(config)
         self._end_streams = end_streams
         self._app = app
-        self._drain_seconds = drain_seconds
+        self._grace_seconds = grace_seconds
+        # Past the keep-alive timeout no connection the drain could still move is left:
+        # uvicorn has closed those idle when the stop began.
+        self._drain_seconds = min(grace_seconds, _KEEP_ALIVE_SECONDS)
         # Whether a forced stop logs what it cut; ``serve`` says it in its own line, with
         # the gRPC calls it cut (``runner``).
         self.reports_cut = True
@@ -367,39 +375,76 @@ class GatewayServer(ProcessServer):
         return len(self.server_state.tasks)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the endless streams, stop accepting, drain, then stop as uvicorn does.
+        """End the endless streams, stop accepting, drain, finish, then stop as uvicorn does.
 
         Forced (``force_exit``), uvicorn stops waiting for the requests in flight and skips
         the app's lifespan shutdown: the loop's end then cancelled both, each logged with
         its traceback, and a request cut before its answer got uvicorn's plain-text 500.
-        They are cut here instead (``_cut``) and the lifespan still ends.
+        They are cut here instead (``_finish``) and the lifespan still ends.
         """
+        deadline = asyncio.get_running_loop().time() + self._grace_seconds
         self._end_streams()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
         await self._drain()
+        await self._finish(deadline)
         await super().shutdown(sockets)
+        if self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _finish(self, deadline: float) -> None:
+        """Let the requests in flight finish until ``deadline``, the grace's end; cut the rest.
+
+        What uvicorn's stop does next, within the grace rather than its fixed timeout:
+        every connection is told to close (the idle ones at once, the others after their
+        answer), and the stop waits for them. Those left at the deadline, or at a forced
+        stop, are cut with one warning; uvicorn's wait then finds nothing left.
+        """
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        if state.tasks and not self.force_exit and deadline > loop.time():
+            _log.info(
+                "gateway waiting for the requests in flight",
+                extra={
+                    "requests": len(state.tasks),
+                    "grace_left": round(deadline - loop.time(), 1),
+                },
+            )
+        while (state.connections or state.tasks) and not self.force_exit:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(0.05, left))
         if self.force_exit:
             if self.reports_cut:
                 _log.warning(
                     "interrupted again: stopping now, the requests still in flight are cut",
                     extra={"requests": self.requests_in_flight},
                 )
+        elif state.tasks:
+            _log.warning(
+                "grace period over: the requests still in flight are cut",
+                extra={"requests": self.requests_in_flight, "grace_seconds": self._grace_seconds},
+            )
+        if state.connections or state.tasks:
             await self._cut()
-            await self.lifespan.shutdown()
 
     async def _cut(self) -> None:
         """Cancel the requests in flight: each unanswered gets a 503, ``Connection: close``.
 
         ``GatewayMiddleware`` answers a request whose task is cancelled. One whose answer
         had begun cannot be finished: its connection is closed first, so that uvicorn
-        neither writes to it nor logs the answer as incomplete.
+        neither writes to it nor logs the answer as incomplete. So is one closing with the
+        end of an answer its client has not taken (uvicorn would wait for it, then log).
         """
         for connection in list(self.server_state.connections):
             cycle = getattr(connection, "cycle", None)
-            if cycle is not None and cycle.response_started and not cycle.response_complete:
+            begun = cycle is not None and cycle.response_started and not cycle.response_complete
+            if begun or connection.transport.is_closing():
                 connection.transport.abort()
         tasks = list(self.server_state.tasks)
         for task in tasks:
@@ -423,7 +468,7 @@ class GatewayServer(ProcessServer):
         while connections and not self.force_exit:
             left = deadline - loop.time()
             if left <= 0:
-                break  # those left are idle (closed next) or busy (uvicorn waits for them)
+                break  # those left are idle (closed next) or busy (``_finish`` waits for them)
             await asyncio.sleep(min(0.05, left))
 
 
@@ -473,8 +518,9 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
     """A uvicorn server for the app, with the gateway's header limit and proxy trust.
 
     ``app`` is one ``create_gateway_app`` built: its stop ends its Live Events streams,
-    then drains the keep-alive connections for up to ``settings.grace_period`` seconds,
-    at most the 5 s keep-alive timeout (``GatewayServer``).
+    drains the keep-alive connections for up to ``settings.grace_period`` seconds, at
+    most the 5 s keep-alive timeout, and lets the requests in flight finish until that
+    grace period's end (``GatewayServer``).
 
     uvicorn configures no logging and writes no access log: its loggers propagate to the
     process's JSON lines (``logs.configure_logging``, secrets scrubbed), and an access log
@@ -498,15 +544,14 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
         log_config=None,
         access_log=False,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=5,
+        # uvicorn's wait once the stop has cut what outlived the grace (GatewayServer): only
+        # a request ignoring its cancellation is still there, and uvicorn logs it an error.
+        timeout_graceful_shutdown=_CUT_SECONDS,
         ssl_certfile=tls.cert_file if tls else None,
         ssl_keyfile=tls.key_file if tls else None,
     )
-    # The drain is part of the stop's grace (``[server] grace_period``); past the keep-alive
-    # timeout no connection it could still move is left: uvicorn has closed the idle ones.
-    drain_seconds = min(settings.grace_period, _KEEP_ALIVE_SECONDS)
     return GatewayServer(
-        config, end_streams=app.state.end_streams, app=served, drain_seconds=drain_seconds
+        config, end_streams=app.state.end_streams, app=served, grace_seconds=settings.grace_period
     )
 
 
@@ -516,11 +561,12 @@ def run_gateway(
     settings: GatewaySettings | None = None,
     *,
     static_dir: Path | None = None,
-) -> None:
-    """Serve the gateway until interrupted (blocking).
+) -> int:
+    """Serve the gateway until interrupted (blocking); the exit code.
 
     Prints ``gateway listening on http://HOST:PORT`` once the socket is bound, so a caller
-    that passed port 0 learns the port.
+    that passed port 0 learns the port. A stop forced by a second Ctrl-C, its requests in
+    flight cut, exits ``EXIT_FORCED`` (130), as ``serve`` does; any other, 0.
 
     Args:
         http_address: Where to listen, ``host:port``; port 0 picks a free port.
@@ -543,3 +589,4 @@ def run_gateway(
         asyncio.run(server.serve(sockets=[sock]))
     finally:
         sock.close()
+    return EXIT_FORCED if server.force_exit else 0

@@ -82,7 +82,9 @@ class GatewaySettings:
         service_key_file: The private key of ``service_cert_file``.
         grace_period: The stop's grace, in seconds (``[server] grace_period``): the
             gateway drains its keep-alive connections for at most this long, and never
-            more than its 5 s keep-alive timeout (``GatewayServer``); 0 closes them at once.
+            more than its 5 s keep-alive timeout; the requests in flight have until its end,
+            counted from the stop's start, then are cut (``GatewayServer``). 0 closes the
+            connections and cuts the requests at once.
         listener_tls: The certificate and key the gateway serves HTTPS with (``[server]
             tls_cert_file`` and ``tls_key_file``); None serves plain HTTP.
     """

@@ -62,7 +62,13 @@ async def send_test_event(settings: Settings, integration_id: str | None) -> int
     call = result.call
     print(f"{call.method} {call.url} -> {call.status_code} (attempts {call.attempts})")
     if result.dropping:
-        print("warning: the stream is dropping events (204): set its mode to active.")
+        # Accepted, as Deliver takes a 204, but the inspector will never show it.
+        print(
+            "warning: the stream is dropping events (204): Amperity accepted the event, but "
+            "it will not appear in the stream's event inspector nor update a profile. Set the "
+            "stream's mode to active in Amperity (Sources > Streams) and send it again."
+        )
+        return 0
     if result.unexpected_status:
         print(
             f"warning: Amperity answered {call.status_code}, which it does not document for "
@@ -70,7 +76,9 @@ async def send_test_event(settings: Settings, integration_id: str | None) -> int
         )
     print(
         "Accepted. In Amperity, open the stream's event inspector: the event appears within "
-        "about 5 s. If it never does, source_value does not match the stream's routing "
-        "expression (events are routed to _unknown)."
+        f"about 5 s. If it never does, it was routed to _unknown: source "
+        f"{mapped.payload.get('source')!r} does not match the stream's routing expression: "
+        "check your stream's routing expression in Amperity and match exactly "
+        "(case-sensitive)."
     )
     return 0

@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 
 from tests.e2e.stack import CLI, Stack
-from tests.support import STREAM, integration_dict, mint_keys
+from tests.support import DROP_STREAM, STREAM, integration_dict, mint_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +52,37 @@ async def test_send_test_event_posts_to_the_sandbox_and_prints_the_202(
     (received,) = await sandbox.events()
     assert received["body"]["type"] == "signal_test_event"
     assert received["routed_to"] == "DataflyEvent"
+
+
+async def test_send_test_event_to_a_dropping_stream_says_the_event_will_not_appear(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A 204 is accepted (exit 0) but never says the event appears: the stream drops it."""
+    sandbox = await stack.sandbox()
+    config = write_config(tmp_path / "signal.toml", sandbox.url, event_stream_id=DROP_STREAM)
+    code, output = await run_cli("send-test-event", "--config", str(config))
+    assert code == 0, output
+    assert f"POST {sandbox.url}/prof/events/{DROP_STREAM} -> 204" in output
+    assert "will not appear in the stream's event inspector" in output
+    assert "Set the stream's mode to active in Amperity (Sources > Streams)" in output
+    assert "the event appears within" not in output
+
+
+async def test_send_test_event_gives_the_routing_advice_with_the_source_it_sent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A 202 whose source misses the routing: the spec's advice, naming the source sent."""
+    sandbox = await stack.sandbox()
+    config = write_config(tmp_path / "signal.toml", sandbox.url, source_value="datafly")
+    code, output = await run_cli("send-test-event", "--config", str(config))
+    assert code == 0, output
+    assert "-> 202" in output
+    assert (
+        "source 'datafly' does not match the stream's routing expression: check your "
+        "stream's routing expression in Amperity and match exactly (case-sensitive)"
+    ) in output
+    (received,) = await sandbox.events()
+    assert received["routed_to"] == "_unknown"
 
 
 @pytest.mark.parametrize(

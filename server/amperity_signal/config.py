@@ -425,7 +425,7 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
     trusted_certificates = TrustedCertificates.from_environ(environ)
     problems: list[ConfigProblem] = [*proxies.problems, *trusted_certificates.problems]
     resolved = resolve_secrets(raw, environ, problems)
-    problems.extend(check_raw(resolved))
+    problems.extend(check_raw(resolved, frozenset(p.location for p in problems)))
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(resolved)

@@ -118,8 +118,12 @@ def _resolve(
     )
 
 
-def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
-    """Every semantic problem of the configuration, each with its fix."""
+def check_raw(raw: dict[str, Any], reported: frozenset[str] = frozenset()) -> list[ConfigProblem]:
+    """Every semantic problem of the configuration, each with its fix.
+
+    ``reported``: the locations already refused (an ``env:NAME`` that is not set), whose
+    consequences are not refused again.
+    """
     problems = check_server(raw.get("server")) + check_cache(raw.get("cache"))
     problems += check_tls("server", raw.get("server")) + check_tls("gateway", raw.get("gateway"))
     problems.extend(_check_blank_secrets("server", raw.get("server"), ("admin_token",)))
@@ -147,7 +151,7 @@ def check_raw(raw: dict[str, Any]) -> list[ConfigProblem]:
     rates: dict[str, tuple[int, Any]] = {}
     for index, table in enumerate(integrations):
         if isinstance(table, dict):
-            problems.extend(_check_integration(f"integrations[{index}]", table))
+            problems.extend(_check_integration(f"integrations[{index}]", table, reported))
             problems.extend(_check_unique(index, table, seen))
             problems.extend(_check_tenant_rate(index, table, rates))
     return problems
@@ -196,7 +200,9 @@ def _check_unique(
     return problems
 
 
-def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+def _check_integration(
+    where: str, table: dict[str, Any], reported: frozenset[str]
+) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
 
     def add(field: str, problem: str, fix: str) -> None:
@@ -245,7 +251,7 @@ def _check_integration(where: str, table: dict[str, Any]) -> list[ConfigProblem]
     problems.extend(_check_short_secrets(where, table, ("api_key", "profile_api_key")))
     problems.extend(_check_keys_out_of_place(where, table))
     problems.extend(_check_header_values(where, table))
-    problems.extend(_check_profile(where, table))
+    problems.extend(_check_profile(where, table, reported | {p.location for p in problems}))
     problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     problems.extend(_check_context_targets(where, table.get("personalisation_context_mappings")))
@@ -384,7 +390,9 @@ def _visible_ascii(value: str) -> bool:
     return value.isascii() and value.isprintable() and " " not in value
 
 
-def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
+def _check_profile(
+    where: str, table: dict[str, Any], reported: frozenset[str]
+) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     profile_key = table.get("profile_api_key")
     if isinstance(profile_key, str):
@@ -416,8 +424,10 @@ def _check_profile(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
                 "with Profile Read Access under Settings > Security > API Keys.",
             )
         )
-    # `is True`: "yes" or 1 is refused as not a boolean, not read as turning it on.
-    if table.get("personalisation_enabled") is True and not profile_key:
+    # `is True`: "yes" or 1 is refused as not a boolean, not read as turning it on. A key
+    # already refused (blank, or env:NAME not set) is the one fix: not asked for twice.
+    key_refused = f"{where}.profile_api_key" in reported
+    if table.get("personalisation_enabled") is True and not profile_key and not key_refused:
         problems.append(
             ConfigProblem(
                 f"{where}.personalisation_enabled",

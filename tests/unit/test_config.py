@@ -852,13 +852,6 @@ def test_a_profile_key_already_refused_is_not_refused_again_under_personalisatio
     assert words in problem
 
 
-def test_personalisation_without_a_profile_key_names_what_is_missing() -> None:
-    """No profile_api_key at all: personalisation_enabled says it needs one."""
-    table = integration(profile_collection_id="apc-x", personalisation_enabled=True)
-    [problem] = problems_of({"integrations": [table]})
-    assert problem.startswith("integrations[0].personalisation_enabled: needs profile_api_key")
-
-
 def test_an_env_prefix_without_a_variable_name_shows_the_field_s_example() -> None:
     """cache.redis_url = "env:" asks for env:NAME with an example variable for Redis."""
     raw = {"cache": {"redis_url": "env:"}, "integrations": [integration()]}

@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 TOOLS := tools/node_modules/.installed
 NODE_CLIENT := clients/node/node_modules/.installed
@@ -10,9 +11,14 @@ ARGS ?=
 
 .PHONY: setup demo test lint gen check-gen pytest bench chaos soak clean
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+# The demo needs the service's own packages only (43, not the 83 with the dev tools).
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(RUNTIME) pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -e clients/python
 	touch $@
@@ -27,7 +33,7 @@ $(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
 
 setup: $(STAMP) $(TOOLS) $(NODE_CLIENT)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/amperity-signal demo $(ARGS)
 
 gen: setup

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from amperity_signal.blueprint import VERTICALS
 from amperity_signal.config_values import LOG_LEVELS, listen_address_problem
 from amperity_signal.errors import AmperitySignalError, ConfigError
+from amperity_signal.lifeline import stop_with_parent
 from amperity_signal.logs import quiet_grpc_core
 
 EXIT_CONFIG = 2
@@ -238,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bug in amperity-signal and keeps its traceback, which is what a bug report needs.
     """
     words = list(sys.argv[1:] if argv is None else argv)
+    stop_with_parent(os.environ, os.getppid())  # started by start_process: SIGTERM at its end
     if "grpc" not in sys.modules:  # imported already (a test calling main): too late to set
         quiet_grpc_core(os.environ)
     from amperity_signal import commands  # imports grpc: after the line above

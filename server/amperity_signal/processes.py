@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
+
+from amperity_signal.lifeline import PARENT_ENV
 
 # What stops a process served by ``ProcessServer``.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -77,31 +78,6 @@ class ProcessServer(uvicorn.Server):
         self.should_exit = True
         if self._captured_signals.count(signal.SIGINT) >= 2:
             self.force_exit = True
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _stop_with_parent() -> Callable[[], None] | None:
-    """What a child runs before ``exec`` to be sent SIGTERM when this process dies.
-
-    A demo (or a test run) killed with SIGKILL left its sandbox and service running, holding
-    their ports and writing their logs, until someone found and killed them; they now stop
-    gracefully on their own. Linux only (elsewhere None): the flag outlives ``exec``. libc
-    is loaded here, in the parent, so that the child between fork and exec only calls it;
-    a parent that died before the call is caught by the child's check of its parent.
-    """
-    if sys.platform != "linux":
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def in_child() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # died already: nothing will send the signal
-            os._exit(1)
-
-    return in_child
 
 
 class ProcessFailed(RuntimeError):
@@ -165,8 +141,7 @@ async def start_process(
         *command,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        preexec_fn=_stop_with_parent(),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid()), **(env or {})},
     )
     stderr.close()
     started = Process(proc=proc, log=log)

@@ -6,6 +6,8 @@ the integration, tenant, stream and host, never a token or an Authorization valu
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,12 +48,50 @@ def _secrets(integration: IntegrationSettings) -> Iterable[str]:
         yield integration.profile_api_key.get_secret_value()
 
 
+# A stretch this long of a key's private part, anywhere in a run of token characters, marks
+# the run as (part of) the key: a JWT's payload or signature alone, a cut head, the last
+# characters. Random base64url text shares no 12 characters with a key by chance.
+_PIECE_CHARS = 12
+_TOKEN_RUN = re.compile(rf"[A-Za-z0-9_.-]{{{_PIECE_CHARS},}}")
+
+
+@functools.lru_cache(maxsize=256)
+def _pieces(secret: str) -> frozenset[str]:
+    """Every 12-character stretch of a key's private part.
+
+    For a JWT that is its payload and its signature, each on its own: the header segment
+    is the same in every token of an algorithm, so it gives nothing away.
+    """
+    segments = secret.split(".")
+    private = segments[1:] if len(segments) == 3 else [secret]
+    return frozenset(
+        segment[start : start + _PIECE_CHARS]
+        for segment in private
+        for start in range(len(segment) - _PIECE_CHARS + 1)
+    )
+
+
 def scrub(text: str, integration: IntegrationSettings) -> str:
-    """``text`` with any of the integration's tokens replaced, in case Amperity echoes one."""
-    for secret in _secrets(integration):
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
+    """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
+
+    Whole tokens first; then any run of token characters holding 12 characters of a key's
+    payload or signature: an echo may be partial (one segment, a cut head, the tail).
+    """
+    secrets = [secret for secret in _secrets(integration) if secret]
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    pieces = frozenset().union(*(_pieces(secret) for secret in secrets))
+    if not pieces:
+        return text
+
+    def redact(run: re.Match[str]) -> str:
+        found = run[0]
+        for start in range(len(found) - _PIECE_CHARS + 1):
+            if found[start : start + _PIECE_CHARS] in pieces:
+                return _REDACTED
+        return found
+
+    return _TOKEN_RUN.sub(redact, text)
 
 
 def parse_error_body(content: bytes, integration: IntegrationSettings) -> ErrorBody:

@@ -28,6 +28,7 @@ from amperity_signal.errors import (
 )
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.status import code_for
+from tests.support import mint_keys
 from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
@@ -574,3 +575,43 @@ async def test_a_request_its_caller_cancels_is_counted_without_an_answer(
         )
         == 1
     )
+
+
+def _partial_echoes(token: str) -> list[tuple[int, Any, dict[str, str]]]:
+    """Answers echoing part of ``token``: one segment, a cut head, the tail, in each field."""
+    _, payload, signature = token.split(".")
+    return [
+        (401, {"message": f"bad token payload {payload}", "request_id": signature}, {}),
+        (403, {"message": f"token {token[:120]}... rejected", "trace_id": token[-12:]}, {}),
+        (400, {"message": f"stream not found for Bearer%20{token[:200]}"}, {}),
+        (302, None, {"Location": f"https://other.example/{payload}?sig={signature}"}),
+        (301, None, {"Location": f"https://acme.amperity.com/{payload[:40]}/v0/events"}),
+    ]
+
+
+async def test_a_partial_echo_of_a_key_leaves_no_part_of_it(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """A key's payload or signature alone, a cut head or its tail, echoed back, is redacted.
+
+    Only the whole token was replaced: a segment or a cut head echoed by Amperity (or a
+    proxy before it) reached the error's message, its metadata and the log line.
+    """
+    keys = mint_keys()
+    keyed = integration.model_copy(
+        update={"api_key": SecretStr(keys.ingest), "profile_api_key": SecretStr(keys.profile)}
+    )
+    texts = []
+    for token in (keys.ingest, keys.profile):
+        for status, body, headers in _partial_echoes(token):
+            client = make_client(Answer(status, body, headers), integration=keyed)
+            for call in CALLS.values():
+                with pytest.raises(AmperityError) as caught:
+                    await call(client)
+                texts += [str(caught.value), repr(caught.value.metadata)]
+    blob = "\n".join(texts)
+    assert "[REDACTED]" in blob
+    for token in (keys.ingest, keys.profile):
+        for segment in token.split(".")[1:]:
+            pieces = {segment[i : i + 12] for i in range(len(segment) - 11)}
+            assert [piece for piece in pieces if piece in blob] == []

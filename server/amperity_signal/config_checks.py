@@ -188,10 +188,12 @@ def _check_unique(
         if not isinstance(value, str) or not value:
             continue
         if value in seen[field]:
+            # A pipeline key is only ever named, never quoted (as the service's errors do).
+            shown = "the same value" if field == "pipeline_key" else quoted(value)
             problems.append(
                 ConfigProblem(
                     f"integrations[{index}].{field}",
-                    f"{quoted(value)} is also used by integrations[{seen[field][value]}].",
+                    f"{shown} is also used by integrations[{seen[field][value]}].",
                     f"give every integration its own {field}.",
                 )
             )

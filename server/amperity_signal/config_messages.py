@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from amperity_signal.config_values import holds_key
 from amperity_signal.errors import ConfigProblem
 
 MISSING_FIX = "add it; see the Configuration table of the integration guide."
@@ -172,7 +173,12 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
+    """Where the error is, in the file's words; a key name shaped like an API key is described.
+
+    An unknown field is named by its key, and a key pasted where a name goes is still a key.
+    """
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = "<a name shaped like an API key>" if holds_key(part) else str(part)
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text

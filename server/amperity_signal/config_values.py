@@ -296,8 +296,8 @@ def _parse_url(url: str) -> SplitResult | None:
 
 
 def _shown_url(url: str) -> str:
-    """The URL quoted, unless it may carry a password (user info or a query)."""
-    if any(mark in url for mark in "@?#") or "password" in url.lower():
+    """The URL quoted, unless it may carry a password (user info or a query) or an API key."""
+    if any(mark in url for mark in "@?#") or "password" in url.lower() or holds_key(url):
         return "the value"
     return repr(url)
 

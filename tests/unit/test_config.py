@@ -18,6 +18,7 @@ from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+from tests.support import mint_keys
 from tests.unit.cli_support import INGEST, integration, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -767,6 +768,43 @@ def test_an_api_key_pasted_into_a_plain_field_is_refused_and_never_quoted(field:
     problems = problems_of({"integrations": [raw]})
     assert any(p.startswith(f"integrations[0].{field}: holds an API key") for p in problems)
     assert not [p for p in problems if PROFILE.split(".")[1] in p]
+
+
+# A real key's payload segment is longer than a DNS label (63): as a host, it is refused.
+MINTED = mint_keys().profile
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"api_base_url": MINTED},
+        {"api_base_url": f"https://{MINTED}"},
+        {"api_base_url": f"https://{MINTED}/v0"},
+        {"personalisation_context_mappings": [{"source": f"{MINTED}..", "target": "x"}]},
+        {MINTED: "an unknown field named by a pasted key"},
+    ],
+    ids=["base-url", "base-url-host", "base-url-path", "context-source", "field-name"],
+)
+def test_an_api_key_in_a_url_a_path_or_a_field_name_is_never_quoted(
+    overrides: dict[str, Any],
+) -> None:
+    """Wherever a pasted key makes the configuration wrong, the problem describes it.
+
+    The URL problems, the path syntax error and an unknown field's name quoted it whole.
+    """
+    problems = problems_of({"integrations": [integration(**overrides)]})
+    assert problems
+    assert not [p for p in problems if MINTED.split(".")[1] in p]
+
+
+def test_a_pipeline_key_used_twice_is_named_but_never_quoted() -> None:
+    """Pipeline keys are named by their field, as the service's errors name them."""
+    key = "pk-canary-5e6f7a8b"
+    problems = problems_of(
+        {"integrations": [integration(pipeline_key=key), integration(id="b", pipeline_key=key)]}
+    )
+    assert any("integrations[1].pipeline_key" in p for p in problems)
+    assert not [p for p in problems if key in p]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from amperity_signal.config_values import quoted
+
 Segment = tuple[str, int | None]
 """One path segment: the key and, when the segment is a non-negative integer, its index."""
 
@@ -31,7 +33,9 @@ def compile_path(path: str) -> CompiledPath:
     """
     parts = path.split(".")
     if not path or any(not part for part in parts):
-        raise ValueError(f"invalid path {path!r}: use dotted names such as 'context.page.path'")
+        raise ValueError(
+            f"invalid path {quoted(path)}: use dotted names such as 'context.page.path'"
+        )
     return tuple((part, int(part) if part.isdigit() else None) for part in parts)
 
 

@@ -256,6 +256,30 @@ async def test_a_huge_unknown_integration_id_is_not_found_and_echoed_cut(
     assert len(caught.value.details() or "") < 1_000
 
 
+@pytest.mark.parametrize("sent", ["ingest key", "profile key", "pipeline key"])
+async def test_a_key_sent_as_the_integration_id_is_described_never_echoed(
+    harness: Harness, sent: str
+) -> None:
+    """A key in integration_id (a variable mixed up) is NOT_FOUND, and not repeated back.
+
+    The id was echoed cut to 200 characters: an API key's header and most of its payload,
+    or the whole pipeline key, in the message and the ErrorInfo.
+    """
+    secret = {
+        "ingest key": harness.keys.ingest,
+        "profile key": harness.keys.profile,
+        "pipeline key": "pk_web",
+    }[sent]
+    request = pb.DeliverRequest(integration_id=secret, event=event(type="page"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(request)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    shown = f"{caught.value.details()} {caught.value.trailing_metadata()}"
+    for part in [secret, *secret.split(".")[1:]]:
+        assert part not in shown
+    assert "the integration's id" in (caught.value.details() or "")
+
+
 async def test_a_streamed_event_of_an_unknown_integration_fails_alone_as_not_found(
     harness: Harness,
 ) -> None:

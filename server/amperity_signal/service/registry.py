@@ -13,6 +13,7 @@ from functools import cached_property
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.blueprint import Blueprint
 from amperity_signal.config import IntegrationSettings
+from amperity_signal.config_values import holds_key
 from amperity_signal.enrich.messages import not_configured
 from amperity_signal.errors import FieldViolation, InvalidFields, UnknownIntegration
 
@@ -83,13 +84,11 @@ class Registry:
         """
         if integration_id:
             found = self._by_id.get(integration_id)
-            # Echoed cut: a caller's id of any length, whole, made the status's trailers
-            # larger than gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED).
-            shown = integration_id[:_ECHOED_ID]
             if found is None:
+                shown, named = self._shown(integration_id)
                 known = ", ".join(sorted(self._by_id)) or "none"
                 raise UnknownIntegration(
-                    f"no integration with id {shown!r} is configured (configured: "
+                    f"no integration with id {named} is configured (configured: "
                     f"{known}); check integration_id or the [[integrations]] tables.",
                     metadata={"integration_id": shown, "configured": known},
                 )
@@ -98,13 +97,13 @@ class Registry:
                     [
                         FieldViolation(
                             "pipeline_key",
-                            f"is not the pipeline key of integration {shown!r}, "
+                            f"is not the pipeline key of integration {integration_id!r}, "
                             "so the request names two integrations (or none): send only "
                             "integration_id, only the pipeline key, or the pair of one "
                             "integration.",
                         )
                     ],
-                    metadata={"integration_id": shown},
+                    metadata={"integration_id": integration_id},
                 )
             return found
         if pipeline_key:
@@ -126,6 +125,22 @@ class Registry:
                 )
             ]
         )
+
+    def _shown(self, integration_id: str) -> tuple[str, str]:
+        """A caller's integration id as errors repeat it, in metadata and in a message.
+
+        Cut: a caller's id of any length, whole, made the status's trailers larger than
+        gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED). An API key or a pipeline
+        key sent as the id (a variable mixed up) is described: errors never quote either.
+        """
+        if holds_key(integration_id):
+            described = "<an API key, by its look: send the integration's id>"
+        elif integration_id in self._by_key:
+            described = "<a pipeline key: send it as x-pipeline-key, or the integration's id>"
+        else:
+            cut = integration_id[:_ECHOED_ID]
+            return cut, repr(cut)
+        return described, described
 
     async def aclose(self) -> None:
         """Close every client's connection pool."""

@@ -295,16 +295,27 @@ class Settings(_Strict):
         return next((i for i in self.integrations if i.id == integration_id), None)
 
     def secret_values(self) -> list[str]:
-        """Every configured secret's value, for the log formatter to scrub."""
-        values = [i.api_key.get_secret_value() for i in self.integrations]
-        values += [
+        """Every configured secret's value, for the log formatter to scrub.
+
+        An API key is listed with its JWT payload and signature too: a line may hold one
+        alone (an echo, a cut). Its header segment is the same in every token: not listed.
+        """
+        keys = [i.api_key.get_secret_value() for i in self.integrations]
+        keys += [
             i.profile_api_key.get_secret_value() for i in self.integrations if i.profile_api_key
         ]
+        values = [*keys, *(part for key in keys for part in _jwt_private_parts(key))]
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
         values += redis_passwords(self.cache.redis_url)
         values += self._proxies.secrets
         return values
+
+
+def _jwt_private_parts(key: str) -> list[str]:
+    """A JWT-shaped key's payload and signature segments; nothing for any other key."""
+    segments = key.split(".")
+    return segments[1:] if len(segments) == 3 and all(segments) else []
 
 
 def redis_passwords(url: str) -> list[str]:

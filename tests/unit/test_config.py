@@ -829,6 +829,20 @@ def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     assert password not in formatter.format(record)
 
 
+def test_a_keys_payload_or_signature_alone_is_scrubbed_from_logs() -> None:
+    """A line holding one segment of a key alone is scrubbed as the whole key is."""
+    keys = mint_keys()
+    table = integration(api_key=keys.ingest, profile_api_key=keys.profile)
+    raw = {"integrations": [{**table, "profile_collection_id": "apc-x"}]}
+    formatter = JsonFormatter(settings_from_dict(raw, {}).secret_values())
+    for key in (keys.ingest, keys.profile):
+        _, payload, signature = key.split(".")
+        record = logging.makeLogRecord({"msg": "echoed %s, then %s", "args": (payload, signature)})
+        line = formatter.format(record)
+        assert payload not in line and signature not in line
+        assert "echoed [REDACTED], then [REDACTED]" in line
+
+
 def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:
     """[server] log_level takes debug, info, warning or error, in any case; nothing else."""
     [problem] = problems_of({"server": {"log_level": "verbose"}, "integrations": [integration()]})

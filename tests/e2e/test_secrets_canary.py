@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import ssl
@@ -416,3 +417,65 @@ async def test_no_tls_key_material_appears_in_logs_answers_check_config_or_reprs
     assert "open to other users" in checked and "KEY_VALUES_MISMATCH" in checked
     assert "damaged or truncated" in checked  # the broken-key paths really ran
     assert '"level": "debug"' in "\n".join(observed["logs"])
+
+
+def echoes(token: str) -> list[tuple[int, bytes, str]]:
+    """Answers that echo part of ``token``: one segment, a cut head, the tail, a redirect."""
+    _, payload, signature = token.split(".")
+    bodies: list[tuple[int, dict[str, str], str]] = [
+        (401, {"message": f"bad token payload {payload}", "request_id": signature}, ""),
+        (403, {"message": f"token {token[:120]}... rejected", "trace_id": token[-12:]}, ""),
+        (302, {}, f"Location: https://other.example/{payload}?sig={signature}\r\n"),
+        (400, {"message": f"stream not found for Bearer%20{token[:200]}"}, ""),
+    ]
+    return [(status, json.dumps(body).encode(), extra) for status, body, extra in bodies]
+
+
+async def test_no_part_of_a_key_echoed_by_a_hostile_upstream_reaches_answers_or_logs(
+    stack: Stack,
+) -> None:
+    """An upstream echoing a segment, a cut head or the tail of the key: none of it is seen.
+
+    The answers of a fake Amperity quote back part of the Authorization they received; the
+    gRPC errors, their trailers and every log line at DEBUG are scanned for any 12
+    characters of the key's payload or signature.
+    """
+    keys = mint_keys()
+    answers = echoes(keys.ingest)
+    served = 0
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        status, body, extra = answers[served % len(answers)]
+        served += 1
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sandbox = await stack.sandbox()
+    table = integration_dict(f"http://127.0.0.1:{port}", keys, max_retries=0)
+    service = await stack.service(sandbox, table, keys=keys, debug=True)
+    texts = []
+    async with server:
+        for _ in answers:
+            request = pb.DeliverRequest(integration_id="web", event=event("anon_echo"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await service.stub.Deliver(request, timeout=10)
+            texts.append(f"{caught.value.details()} {caught.value.trailing_metadata()}")
+        await service.process.stop()
+    texts += stack.logs().splitlines()
+    private = keys.ingest.split(".")[1:]
+    pieces = {part[i : i + 12] for part in private for i in range(len(part) - 11)}
+    leaked = [hits(text, sorted(pieces)) for text in texts]
+    assert [h for h in leaked if h] == []
+    assert served >= len(answers)  # every echo was sent back at least once
+    assert "redirecting to" in "\n".join(texts)

@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 
+from amperity_signal.config_values import holds_key
 from amperity_signal.errors import ConfigError, ConfigProblem
 
 CERTIFICATE_WINDOW = timedelta(days=14)
@@ -42,6 +43,8 @@ _OFF = {
 def _read(location: str, path: str, what: str, off: str) -> bytes | ConfigProblem:
     """The file's bytes, or the problem naming ``location`` and ``path``."""
     fix = f"set {location.rpartition('.')[2]} to the path of {what}, {off}."
+    if holds_key(path):  # a key pasted here is described, never quoted as a path
+        return ConfigProblem(location, "holds an API key (a JWT), not the path of a file.", fix)
     if not path.strip():
         return ConfigProblem(location, "is empty.", fix)
     try:

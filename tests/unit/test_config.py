@@ -797,6 +797,14 @@ def test_an_api_key_in_a_url_a_path_or_a_field_name_is_never_quoted(
     assert not [p for p in problems if MINTED.split(".")[1] in p]
 
 
+def test_an_api_key_given_as_a_tls_file_is_described_never_quoted() -> None:
+    """A key where a PEM file's path goes is refused without printing it as the path."""
+    server = {"tls_cert_file": MINTED, "tls_key_file": MINTED}
+    problems = problems_of({"server": server, "integrations": [integration()]})
+    assert any(p.startswith("server.tls_key_file: holds an API key") for p in problems)
+    assert not [p for p in problems if MINTED.split(".")[1] in p]
+
+
 def test_a_pipeline_key_used_twice_is_named_but_never_quoted() -> None:
     """Pipeline keys are named by their field, as the service's errors name them."""
     key = "pk-canary-5e6f7a8b"

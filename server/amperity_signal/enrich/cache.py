@@ -24,7 +24,7 @@ from amperity_signal.config import CacheSettings
 from amperity_signal.enrich.identity_entry import IdentityMerge
 from amperity_signal.enrich.keys import kind_of
 from amperity_signal.enrich.ports import CacheStore
-from amperity_signal.enrich.stores import MemoryStore, RedisStore
+from amperity_signal.enrich.stores import REDIS_SECONDS, MemoryStore, RedisStore
 from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
@@ -241,6 +241,7 @@ def build_cache(
     metrics: Metrics,
     *,
     clock: Callable[[], float] = time.monotonic,
+    redis_timeout: float = REDIS_SECONDS,
 ) -> CacheBackend:
     """The cache the settings ask for: the bounded memory LRU, or Redis at ``redis_url``.
 
@@ -248,13 +249,15 @@ def build_cache(
         settings: The ``[cache]`` table.
         metrics: The service's metrics.
         clock: Monotonic seconds (memory TTLs and the outage retry interval).
+        redis_timeout: Seconds Redis gets to connect or answer before it counts as down
+            (the tests' is longer: on a loaded machine a process may wait that long for CPU).
 
     Returns:
         A ``CacheBackend``; for Redis no connection is made until the first call.
     """
     if settings.backend == "redis":
         return CacheBackend(
-            RedisStore.from_url(settings.redis_url),
+            RedisStore.from_url(settings.redis_url, timeout=redis_timeout),
             metrics=metrics,
             clock=clock,
             unavailable_errors=(RedisError, OSError),

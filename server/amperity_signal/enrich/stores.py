@@ -31,6 +31,9 @@ from amperity_signal.enrich.identity_entry import (
 from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT, keep_newer_entry
 from amperity_signal.enrich.newer_entry import script_arguments as keep_newer_arguments
 
+REDIS_SECONDS = 0.25
+"""How long the service's cache waits for Redis to connect or answer before taking it for down."""
+
 
 class MemoryStore:
     """A bounded LRU store: beyond ``max_entries`` the least recently used entry goes.
@@ -183,7 +186,7 @@ class RedisStore:
         self._keep_newer_script = client.register_script(KEEP_NEWER_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout: float = 0.25) -> RedisStore:
+    def from_url(cls, url: str, *, timeout: float = REDIS_SECONDS) -> RedisStore:
         """A store for ``redis://host:port/db`` (or ``rediss://``, ``unix://``) URLs."""
         client = redis.Redis.from_url(
             url,

@@ -16,7 +16,7 @@ from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore, build_ca
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient
-from .redis_support import REDIS_SERVER, RedisProcess, free_port
+from .redis_support import ANSWER_SECONDS, REDIS_SERVER, RedisProcess, free_port
 
 
 @pytest.fixture
@@ -118,6 +118,6 @@ async def backend(
 ) -> AsyncIterator[CacheBackend]:
     """One replica's Redis-backed cache, as the service builds it."""
     settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
-    cache = build_cache(settings, metrics, clock=clock)
+    cache = build_cache(settings, metrics, clock=clock, redis_timeout=ANSWER_SECONDS)
     yield cache
     await cache.close()

@@ -12,7 +12,7 @@ from amperity_signal.enrich import CacheBackend, Enricher, build_cache
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
-from .redis_support import RedisProcess
+from .redis_support import ANSWER_SECONDS, RedisProcess
 
 ALICE = {"email": "alice@example.com"}
 
@@ -21,7 +21,7 @@ ALICE = {"email": "alice@example.com"}
 async def redis_cache(redis_server: RedisProcess, clock: FakeClock) -> AsyncIterator[CacheBackend]:
     """A Redis-backed cache (closed after the test)."""
     settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
-    cache = build_cache(settings, Metrics(), clock=clock)
+    cache = build_cache(settings, Metrics(), clock=clock, redis_timeout=ANSWER_SECONDS)
     yield cache
     await cache.close()
 
@@ -52,8 +52,8 @@ async def test_two_enrichers_sharing_redis_make_one_lookup(
 ) -> None:
     """A visitor resolved by one replica costs the other replica no lookup."""
     settings = CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0)
-    first_cache = build_cache(settings, metrics, clock=clock)
-    second_cache = build_cache(settings, metrics, clock=clock)
+    first_cache = build_cache(settings, metrics, clock=clock, redis_timeout=ANSWER_SECONDS)
+    second_cache = build_cache(settings, metrics, clock=clock, redis_timeout=ANSWER_SECONDS)
     try:
         first = redis_enricher(first_cache, client, metrics, clock)
         second = redis_enricher(second_cache, client, metrics, clock)

@@ -38,8 +38,8 @@ class InterleavingRedis(CountingRedis):
     between this replica's round trips, whichever command this one sent first.
     """
 
-    def __init__(self, port: int, *, timeout: float) -> None:
-        super().__init__(port, timeout=timeout)
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
         self.after_reply: Callable[[], Awaitable[object]] | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -51,10 +51,10 @@ class InterleavingRedis(CountingRedis):
 
 
 def replica(
-    server: RedisProcess, metrics: Metrics, clock: FakeClock, *, timeout: float = 0.25
+    server: RedisProcess, metrics: Metrics, clock: FakeClock
 ) -> tuple[ConsentLedger, CacheBackend, InterleavingRedis]:
     """One replica's ledger over a Redis client that counts (and can interleave) commands."""
-    client = InterleavingRedis(server.port, timeout=timeout)
+    client = InterleavingRedis(server.port)
     backend = CacheBackend(
         RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
     )
@@ -120,7 +120,7 @@ async def test_concurrent_older_states_from_two_replicas_leave_the_newest(
     A late batch floods in just after the newest state. With a GET then a SET the older
     states read before the newest was written passed the check and were written over it.
     """
-    replicas = [replica(redis_server, metrics, clock, timeout=10) for _ in range(2)]
+    replicas = [replica(redis_server, metrics, clock) for _ in range(2)]
     states = [
         ({"functional": number % 2 == 0, "order": number}, minutes_ago(320 - number))
         for number in reversed(range(320))
@@ -261,7 +261,7 @@ async def test_a_state_whose_script_reply_was_lost_is_answered_as_kept(
     The second run finds the very bytes the first wrote and answers "in force", which is
     true; a newer state landing in between would be answered, which is true too.
     """
-    client = ReplyLosingRedis(redis_server.port, timeout=0.25)
+    client = ReplyLosingRedis(redis_server.port)
     cache = CacheBackend(
         RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
     )

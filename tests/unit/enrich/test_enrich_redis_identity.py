@@ -37,10 +37,10 @@ CUSTOMER = {"user_id": "cust-1"}
 
 
 def counted_backend(
-    server: RedisProcess, metrics: Metrics, clock: FakeClock, *, timeout: float = 0.25
+    server: RedisProcess, metrics: Metrics, clock: FakeClock
 ) -> tuple[CacheBackend, CountingRedis]:
     """A ``CacheBackend`` over a ``RedisStore`` whose client counts its commands."""
-    client = CountingRedis(server.port, timeout=timeout)
+    client = CountingRedis(server.port)
     backend = CacheBackend(
         RedisStore(client),
         metrics=metrics,
@@ -76,7 +76,7 @@ async def test_concurrent_merges_from_two_replicas_keep_every_identifier(
     A read-merge-write across round trips lost most of them: each merge read the entry
     before the others had written it, then wrote back its own field over theirs.
     """
-    replicas = [counted_backend(redis_server, metrics, clock, timeout=10)[0] for _ in range(2)]
+    replicas = [counted_backend(redis_server, metrics, clock)[0] for _ in range(2)]
     maps = [identity_map(cache, metrics, clock) for cache in replicas]
     fields = {f"field_{number}": f"value_{number}" for number in range(320)}
     names = iter(fields)
@@ -122,7 +122,7 @@ async def test_a_merge_whose_script_reply_was_lost_still_answers_changed_and_a_m
     alone: "unchanged" (remember() returned False for an event that taught a new email)
     and "found" (a lookup that missed was counted as a hit).
     """
-    client = ReplyLosingRedis(redis_server.port, timeout=0.25)
+    client = ReplyLosingRedis(redis_server.port)
     cache = CacheBackend(
         RedisStore(client), metrics=metrics, clock=clock, unavailable_errors=(RedisError, OSError)
     )

@@ -24,6 +24,16 @@ from amperity_signal.errors import AmperityUnavailable
 # rate by a hair and Redis keeps microseconds, so windows are checked this much shorter.
 TIMING_SLACK = 0.005
 KEY = "acme@https://acme.amperity.com"
+# How long the limiters here wait for redis-server. The service's 1 s is plenty for a local
+# Redis, but on a loaded 2-core machine 160 slots in flight can wait longer for the CPU: a
+# limiter then takes Redis for down and counts its slots locally, which these tests would
+# read as the shared limit failing. Only the unreachable-Redis test needs a timeout to trip.
+ANSWER_SECONDS = 10.0
+
+
+def shared_limiter(client: Redis, **changes: Any) -> RedisRateLimiter:
+    """A Redis limiter on ``client`` that waits ``ANSWER_SECONDS`` for Redis."""
+    return RedisRateLimiter(client, redis_timeout=ANSWER_SECONDS, **changes)
 
 
 def _free_port() -> int:
@@ -98,7 +108,7 @@ async def test_two_replicas_keep_every_second_of_arrivals_within_the_limit(
     redis_clients: tuple[Redis, Redis], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two limiters on one Redis, arrivals up to 1 s after the grant: <= 40 per second."""
-    limiters = [RedisRateLimiter(client) for client in redis_clients]
+    limiters = [shared_limiter(client) for client in redis_clients]
     rng = random.Random(5)
     arrivals: list[float] = []
     waits: list[float] = []
@@ -124,7 +134,7 @@ async def test_redis_limit_refuses_a_slot_after_the_deadline(
     redis_clients: tuple[Redis, Redis],
 ) -> None:
     """With the shared limit used up, a short deadline raises RATE_LIMITED_LOCALLY."""
-    first, second = (RedisRateLimiter(client) for client in redis_clients)
+    first, second = (shared_limiter(client) for client in redis_clients)
     async with first.slot("t", 2, None), second.slot("t", 2, None):
         pass
 
@@ -142,7 +152,7 @@ async def test_a_slot_is_a_member_scored_by_its_provisional_then_real_end(
     """In ``amperity-signal:rl:{key}`` a held slot scores grant + max hold, then its real end."""
     client = redis_clients[0]
     key = f"amperity-signal:rl:{KEY}"
-    async with RedisRateLimiter(client).slot(KEY, 5, None, request_timeout=3.0):
+    async with shared_limiter(client).slot(KEY, 5, None, request_timeout=3.0):
         now_us = await redis_now_us(client)
         provisional = await only_score(client, key)
         assert provisional - now_us == pytest.approx(4_000_000, abs=100_000)  # 3 s + 1 s margin
@@ -155,7 +165,7 @@ async def test_a_released_slot_frees_shared_capacity_one_window_after_completion
     redis_clients: tuple[Redis, Redis],
 ) -> None:
     """One replica's slot, held 0.3 s, is the other's again a second after it ended."""
-    first, second = (RedisRateLimiter(client) for client in redis_clients)
+    first, second = (shared_limiter(client) for client in redis_clients)
     async with first.slot("t", 1, None):
         await asyncio.sleep(0.3)
     ended = time.monotonic()
@@ -174,7 +184,7 @@ async def test_cancelling_the_holder_releases_its_slot_in_redis(
     holding = asyncio.Event()
 
     async def hang() -> None:
-        async with RedisRateLimiter(client).slot("t", 1, None, request_timeout=30.0):
+        async with shared_limiter(client).slot("t", 1, None, request_timeout=30.0):
             holding.set()
             await asyncio.Event().wait()
 
@@ -191,14 +201,14 @@ async def test_a_crashed_holders_slot_expires_after_the_max_hold(
     redis_clients: tuple[Redis, Redis],
 ) -> None:
     """A holder that never releases stops counting request_timeout + margin + a window on."""
-    crashed = RedisRateLimiter(redis_clients[0], hold_margin=0.1).slot(
+    crashed = shared_limiter(redis_clients[0], hold_margin=0.1).slot(
         "t", 1, None, request_timeout=0.2
     )
     before = time.monotonic()
     await crashed.__aenter__()  # and no release until the other replica has its slot
     started = time.monotonic()
 
-    async with RedisRateLimiter(redis_clients[1]).slot("t", 1, None) as waited:
+    async with shared_limiter(redis_clients[1]).slot("t", 1, None) as waited:
         granted = time.monotonic()
     await crashed.__aexit__(None, None, None)
 

@@ -86,14 +86,18 @@ async def transport() -> AsyncIterator[AiohttpTransport]:
     await transport.aclose()
 
 
-def post(url: str, *, timeout: float = 5.0) -> httpx.Request:
-    """An event POST as the Amperity client builds it."""
+def post(url: str, *, read: float = 5.0) -> httpx.Request:
+    """An event POST as the Amperity client builds it, its answer read with ``read`` s at most.
+
+    Only the read timeout is ever short here, to trip on a server that stalls: on a loaded
+    machine connecting to 127.0.0.1 can take longer than such a timeout (a ConnectTimeout).
+    """
     return httpx.Request(
         "POST",
         httpx.URL(url + "/prof/events/is-1a2b?a=b%20c"),
         headers=endpoints.request_headers("acme", "token", json_body=True),
         content=b'{"source":"web"}',
-        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        extensions={"timeout": httpx.Timeout(5.0, read=read).as_dict()},
     )
 
 
@@ -208,7 +212,7 @@ async def test_a_server_slower_than_the_read_timeout_is_an_httpx_read_timeout(
     server = await serve(stall)
     try:
         with pytest.raises(httpx.ReadTimeout):
-            await send(transport, post(server.url, timeout=0.05))
+            await send(transport, post(server.url, read=0.05))
     finally:
         answered.set()
 
@@ -227,8 +231,8 @@ async def test_each_request_gets_its_own_timeouts_when_they_change_between_reque
 
     server = await serve(answer_when_told)
     with pytest.raises(httpx.ReadTimeout):
-        await send(transport, post(server.url, timeout=0.05))
-    slow = asyncio.create_task(send(transport, post(server.url, timeout=30.0)))
+        await send(transport, post(server.url, read=0.05))
+    slow = asyncio.create_task(send(transport, post(server.url, read=30.0)))
     await asyncio.sleep(0.2)  # four times the short timeout: it must not apply any more
     answered.set()
     response, _ = await slow
@@ -258,13 +262,15 @@ async def test_a_body_cut_off_after_the_status_line_fails_its_read_not_the_reque
 
     server = await serve(cut_short)
     try:
-        response = await transport.handle_async_request(post(server.url, timeout=0.05))
+        # The 202 must arrive within the read timeout, and the stall then trips it: 1 s, not
+        # 50 ms, which a loaded machine can pause the loop for between request and answer.
+        response = await transport.handle_async_request(post(server.url, read=1.0))
         assert (response.status_code, response.headers["x-note"]) == (202, "a")
         with pytest.raises(error):
             await response.aread()
         await response.aclose()
         # The cut connection is not reused: the next request opens another.
-        second = await transport.handle_async_request(post(server.url, timeout=0.05))
+        second = await transport.handle_async_request(post(server.url))
         await second.aclose()
     finally:
         released.set()

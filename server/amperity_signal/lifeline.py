@@ -6,7 +6,11 @@ names itself in :data:`PARENT_ENV`; the child, at its start (``cli.main``), asks
 send it SIGTERM when that process dies (``PR_SET_PDEATHSIG``), and so stops gracefully, as
 at a Ctrl-C. The child sets it, not ``start_process`` between fork and exec: a
 ``preexec_fn`` runs Python, and the at-fork handlers of grpc's threads, in the forked copy
-of a process serving gRPC.
+of a process serving gRPC (a CI run saw children die of it before their ready line).
+
+Linux sends the signal when the *thread* that started the child ends, not only the
+process: ``start_process`` runs on its event loop's thread, which here lives as long as
+the process does; a loop run on a short-lived thread would stop its children with it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from amperity_signal.blueprint.paths import compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, resolve_secrets
 from amperity_signal.config_messages import translate
-from amperity_signal.config_values import LogLevel, csv_items, quoted
+from amperity_signal.config_values import LogLevel, csv_items, jwt_private_parts, quoted
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
@@ -304,18 +304,12 @@ class Settings(_Strict):
         keys += [
             i.profile_api_key.get_secret_value() for i in self.integrations if i.profile_api_key
         ]
-        values = [*keys, *(part for key in keys for part in _jwt_private_parts(key))]
+        values = [*keys, *(part for key in keys for part in jwt_private_parts(key))]
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
         values += redis_passwords(self.cache.redis_url)
         values += self._proxies.secrets
         return values
-
-
-def _jwt_private_parts(key: str) -> list[str]:
-    """A JWT-shaped key's payload and signature segments; nothing for any other key."""
-    segments = key.split(".")
-    return segments[1:] if len(segments) == 3 and all(segments) else []
 
 
 def redis_passwords(url: str) -> list[str]:

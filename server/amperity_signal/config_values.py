@@ -39,6 +39,15 @@ def holds_key(value: Any) -> bool:
     return isinstance(value, str) and _JWT.search(value) is not None
 
 
+def jwt_private_parts(key: str) -> list[str]:
+    """A JWT-shaped key's payload and signature segments; nothing for any other key.
+
+    What identifies the key: its header segment is the same in every token of an algorithm.
+    """
+    segments = key.split(".")
+    return segments[1:] if len(segments) == 3 and all(segments) else []
+
+
 def quoted(value: Any) -> str:
     """``repr(value)`` for a message, unless it holds an API key (a JWT) pasted in the wrong field.
 

@@ -19,6 +19,7 @@ import orjson
 from amperity_signal.amperity.endpoints import EVENTS
 from amperity_signal.amperity.tokens import jwt_expiry
 from amperity_signal.config import IntegrationSettings
+from amperity_signal.config_values import jwt_private_parts
 from amperity_signal.errors import (
     AmperityAuthError,
     AmperityError,
@@ -62,8 +63,7 @@ def _pieces(secret: str) -> frozenset[str]:
     For a JWT that is its payload and its signature, each on its own: the header segment
     is the same in every token of an algorithm, so it gives nothing away.
     """
-    segments = secret.split(".")
-    private = segments[1:] if len(segments) == 3 else [secret]
+    private = jwt_private_parts(secret) or [secret]
     return frozenset(
         segment[start : start + _PIECE_CHARS]
         for segment in private

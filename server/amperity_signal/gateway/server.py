@@ -34,6 +34,8 @@ _HEAD_CEILING = 256 * 1024
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
+# How often a stop looks whether its connections or requests are done.
+_POLL_SECONDS = 0.05
 # How long a stop waits for the requests it cut to send their 503s.
 _CUT_SECONDS = 1
 _INVALID_REQUEST = GatewayError(
@@ -414,11 +416,7 @@ class GatewayServer(ProcessServer):
                     "grace_left": round(deadline - loop.time(), 1),
                 },
             )
-        while (state.connections or state.tasks) and not self.force_exit:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            await asyncio.sleep(min(0.05, left))
+        await self._wait_until(lambda: not (state.connections or state.tasks), deadline)
         if self.force_exit:
             if self.reports_cut:
                 _log.warning(
@@ -463,13 +461,18 @@ class GatewayServer(ProcessServer):
             "gateway draining: requests on open connections are answered with Connection: close",
             extra={"connections": len(connections), "drain_seconds": self._drain_seconds},
         )
+        # Those left at its end are idle (closed next) or busy (``_finish`` waits for them).
+        deadline = asyncio.get_running_loop().time() + self._drain_seconds
+        await self._wait_until(lambda: not connections, deadline)
+
+    async def _wait_until(self, settled: Callable[[], bool], deadline: float) -> None:
+        """Look every 50 ms until ``settled()``, a forced stop, or the loop time ``deadline``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._drain_seconds
-        while connections and not self.force_exit:
+        while not settled() and not self.force_exit:
             left = deadline - loop.time()
             if left <= 0:
-                break  # those left are idle (closed next) or busy (``_finish`` waits for them)
-            await asyncio.sleep(min(0.05, left))
+                return
+            await asyncio.sleep(min(_POLL_SECONDS, left))
 
 
 def split_address(address: str) -> tuple[str, int]:

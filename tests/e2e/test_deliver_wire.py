@@ -15,6 +15,7 @@ import orjson
 import pytest
 from google.protobuf import timestamp_pb2
 
+from amperity_signal import __version__
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import Sandbox, Service, Stack
 from tests.support import STREAM, integration_dict, message_id, mint_keys
@@ -58,7 +59,7 @@ async def deliver(service: Service, sent: pb.Event) -> pb.DeliverResponse:
 
 
 async def test_the_event_post_carries_the_documented_url_and_headers(stack: Stack) -> None:
-    """POST /prof/events/{esm-id} with tenant, bearer key, JSON type and a true length."""
+    """POST /prof/events/{esm-id}: tenant, bearer key, JSON type, a true length, our User-Agent."""
     sandbox, service = await start(stack)
     sent = event()
     response = await deliver(service, sent)
@@ -74,6 +75,8 @@ async def test_the_event_post_carries_the_documented_url_and_headers(stack: Stac
     assert headers["content-type"] == "application/json"
     assert int(headers["content-length"]) == len(orjson.dumps(received["body"]))
     assert "api-version" not in headers
+    # aiohttp's own User-Agent is switched off: the tenant's logs name the connector.
+    assert headers["user-agent"] == f"amperity-signal/{__version__}"
     assert response.vendor_request.url == f"{sandbox.url}/prof/events/{STREAM}"
     assert response.vendor_request.status_code == 202
     assert response.vendor_request.headers["Authorization"] == "Bearer [REDACTED]"

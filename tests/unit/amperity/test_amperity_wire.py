@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from amperity_signal import __version__
 from amperity_signal.amperity import AmperityClient, Profile
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import InvalidEvent, ProfileUnavailable
@@ -70,6 +71,45 @@ async def test_event_post_sends_the_notes_url_and_headers(make_client: ClientFac
     assert result.call.headers["Authorization"] == "Bearer [REDACTED]"
     assert result.call.attempts == 1
     assert result.call.status_code == 202
+
+
+Call = Callable[[AmperityClient], Awaitable[object]]
+CALLS: list[tuple[str, Call, bool]] = [
+    ("event", lambda client: client.post_event({"source": "datafly"}, deadline=None), True),
+    ("lookup", lambda client: client.lookup("email_sha256", "9f86d0", deadline=None), True),
+    ("profile", lambda client: client.get_profile("p-123", deadline=None), False),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "json_body"), CALLS, ids=[case[0] for case in CALLS])
+async def test_every_call_carries_the_notes_headers_and_names_the_connector(
+    make_client: ClientFactory,
+    canaries: tuple[str, str],
+    name: str,
+    call: Call,
+    json_body: bool,
+) -> None:
+    """Each /prof call carries the tenant, its own bearer key and our User-Agent.
+
+    A JSON Content-Type and a true Content-Length go only with a body; no api-version
+    (that header is for /api/... only).
+    """
+    recorder = Recorder(202) if name == "event" else Recorder(200, PROFILE_JSON)
+    await call(make_client(recorder))
+
+    (request,) = recorder.requests
+    headers = request.headers
+    ingest_key, profile_key = canaries
+    assert headers["Amperity-Tenant"] == "acme-tenant"
+    assert headers["Authorization"] == f"Bearer {ingest_key if name == 'event' else profile_key}"
+    assert headers["User-Agent"] == f"amperity-signal/{__version__}"
+    assert "api-version" not in headers
+    if json_body:
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Content-Length"] == str(len(request.content))
+    else:
+        assert "Content-Type" not in headers
+        assert request.content == b""
 
 
 async def test_event_body_is_one_strict_json_object(make_client: ClientFactory) -> None:

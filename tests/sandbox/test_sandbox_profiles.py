@@ -12,6 +12,7 @@ from amperity_signal.sandbox.testing import (
     ALICE_PROFILE,
     GLOBEX,
     GLOBEX_COLLECTION,
+    GLOBEX_STREAM,
     InProcessSandbox,
 )
 
@@ -282,3 +283,35 @@ async def test_context_parameters_add_context_dependent_attributes(
     assert cart.json()["attributes"]["NextBestOffer"] == "free-shipping"
     no_enrich = await sandbox.client.get(url, params={"pageCategory": "shoes"}, headers=headers)
     assert "NextBestOffer" not in no_enrich.json()["attributes"]
+
+
+async def test_ingest_and_profile_calls_share_one_rate_limit_per_tenant() -> None:
+    """The notes' 500/s is per tenant for the whole Real-time API.
+
+    Events and profile calls draw on one window, whichever key they carry; another tenant
+    has a window of its own.
+    """
+    box = InProcessSandbox.build(rate_limit_per_second=3)
+    profile = f"/prof/profiles/{ACME_COLLECTION}/{ALICE_PROFILE}"
+    event = {"source": "DATAFLY", "type": "view_item"}
+    async with box.client:
+        admitted = [
+            (await box.post_event(event)).status_code,
+            (await box.lookup(customer_id="cust-1001")).status_code,
+            (await box.client.get(profile, headers=box.headers("acme-profile"))).status_code,
+        ]
+        throttled = await box.post_event(event)
+        other_tenant = await box.client.post(
+            f"/prof/events/{GLOBEX_STREAM}",
+            json=event,
+            headers=box.headers("globex-ingest", GLOBEX),
+        )
+        box.clock.now += 1.0
+        next_second = await box.client.get(profile, headers=box.headers("acme-profile"))
+    box.state.close()
+
+    assert admitted == [202, 200, 200]
+    assert throttled.status_code == 429
+    assert set(throttled.json()) == {"status", "message", "request_id", "trace_id"}
+    assert other_tenant.status_code == 202
+    assert next_second.status_code == 200

@@ -40,7 +40,8 @@ const METADATA_TEXT = /^[ -~]*$/;
 // old process of a handoff does). gRPC resends a call only while nothing of its answer
 // has arrived and never one the caller cancelled. A call the stop's grace period cut off
 // mid-handling is resent too, under the same messageId (every event gets one), which
-// Amperity deduplicates. README, "Rotating keys and certificates".
+// Amperity deduplicates. README, "Rotating keys and certificates". The Python client and
+// the gateway hold the same config (tests/unit/test_retry_dropped_calls_parity.py).
 const RETRY_DROPPED_CALLS = JSON.stringify({
   methodConfig: [{
     name: [{ service: 'datafly.amperity.v1.AmperityService' }],
@@ -487,6 +488,7 @@ module.exports = {
   DEFAULT_RETRY,
   DEFAULT_STREAM_RETRY,
   DEFAULT_TIMEOUT_MS,
+  RETRY_DROPPED_CALLS,
   backoffMs,
   fromDeliveryError,
   fromServiceError,

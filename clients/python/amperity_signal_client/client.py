@@ -79,7 +79,8 @@ arrived, and never one the caller cancelled: the retry reaches the process that 
 over. A call the stop's grace period cut off mid-handling also ends CANCELLED with nothing
 answered, and is sent again too: an event then carries the same message_id (every event
 gets one here), which Amperity deduplicates. Measured: 6 to 14 such calls per handoff
-with 16 calls in flight on one channel, none with this.
+with 16 calls in flight on one channel, none with this. The Node client and the gateway
+hold the same config (tests/unit/test_retry_dropped_calls_parity.py keeps them equal).
 """
 DEFAULT_CHANNEL_OPTIONS: ChannelOptions = (
     ("grpc.primary_user_agent", "amperity-signal-client-python/0.1.0"),

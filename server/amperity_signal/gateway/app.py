@@ -45,7 +45,8 @@ _CLIENT_CLOSED_REQUEST = 499
 # gRPC's own resend of a call a stopping service answered CANCELLED with nothing else
 # (one it had received but not started: the old process of a handoff, README "Rotating
 # keys and certificates"), as the shipped clients do. Deliver's events carry a messageId
-# (filled in when missing), so a resent one is one event to Amperity.
+# (filled in when missing), so a resent one is one event to Amperity. The clients hold
+# the same config (tests/unit/test_retry_dropped_calls_parity.py keeps the three equal).
 _RETRY_DROPPED_CALLS = json.dumps(
     {
         "methodConfig": [

@@ -319,7 +319,39 @@ def _aware(name: str, moment: object) -> datetime:
     return moment
 
 
-class AsyncAmperityClient:
+class ClientCore:
+    """What both clients keep of their checked arguments, and the requests made of them.
+
+    Each client adds what differs: its channel (``grpc.aio`` or ``grpc``) and its
+    ``sleep`` (awaited or not).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        integration_id: str | None,
+        pipeline_key: str | None,
+        *,
+        options: ClientOptions,
+        clock: Callable[[], float] | None,
+        rng: random.Random | None,
+    ) -> None:
+        self._integration_id = integration_id or ""
+        self._pipeline_key = pipeline_key or ""
+        self._metadata = call_metadata(pipeline_key)
+        self._target = target
+        self._default_timeout = options.default_timeout
+        self._retry = options.retry
+        self._stream_retry = options.stream_retry
+        self._stream_idle_timeout = options.stream_idle_timeout
+        self._clock = time.monotonic if clock is None else clock
+        self._rng = rng
+
+    def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:
+        return pb.DeliverStreamRequest(integration_id=self._integration_id, event=event)
+
+
+class AsyncAmperityClient(ClientCore):
     """An asyncio client of the AmperityService.
 
     Args:
@@ -367,23 +399,16 @@ class AsyncAmperityClient:
         options = client_options(
             channel_options, default_timeout, retry, stream_retry, stream_idle_timeout
         )
-        self._integration_id = integration_id or ""
-        self._pipeline_key = pipeline_key or ""
-        self._metadata = call_metadata(pipeline_key)
-        self._target = target
+        super().__init__(
+            target, integration_id, pipeline_key, options=options, clock=clock, rng=rng
+        )
         channel = options.channel_options
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=channel)
         else:
             self._channel = grpc.aio.secure_channel(target, credentials, options=channel)
         self._stub = pb_grpc.AmperityServiceStub(self._channel)
-        self._default_timeout = options.default_timeout
-        self._retry = options.retry
-        self._stream_retry = options.stream_retry
-        self._stream_idle_timeout = options.stream_idle_timeout
         self._sleep = asyncio.sleep if sleep is None else sleep
-        self._clock = time.monotonic if clock is None else clock
-        self._rng = rng
 
     async def __aenter__(self) -> Self:
         return self
@@ -645,9 +670,6 @@ class AsyncAmperityClient:
         # Opened once the channel is connected (``_connect``, bounded by default_timeout);
         # wait_for_ready keeps a connection lost in between from failing the call at once.
         return self._stub.DeliverStream(metadata=self._metadata, wait_for_ready=True)
-
-    def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:
-        return pb.DeliverStreamRequest(integration_id=self._integration_id, event=event)
 
     async def _unary(
         self,

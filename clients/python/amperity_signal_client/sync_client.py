@@ -20,9 +20,9 @@ from amperity_signal_client.client import (
     DEFAULT_STREAM_IDLE_TIMEOUT,
     DEFAULT_TIMEOUT,
     ChannelOptions,
+    ClientCore,
     attempt_deadline,
     browser_profile_request,
-    call_metadata,
     check_identity,
     check_replay,
     check_string,
@@ -44,7 +44,7 @@ _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
 
 
-class AmperityClient:
+class AmperityClient(ClientCore):
     """A blocking client of the AmperityService over a sync gRPC channel.
 
     Takes the same arguments as ``AsyncAmperityClient`` (``sleep`` is a plain callable)
@@ -71,23 +71,16 @@ class AmperityClient:
         options = client_options(
             channel_options, default_timeout, retry, stream_retry, stream_idle_timeout
         )
-        self._integration_id = integration_id or ""
-        self._pipeline_key = pipeline_key or ""
-        self._metadata = call_metadata(pipeline_key)
-        self._target = target
+        super().__init__(
+            target, integration_id, pipeline_key, options=options, clock=clock, rng=rng
+        )
         channel = options.channel_options
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=channel)
         else:
             self._channel = grpc.secure_channel(target, credentials, options=channel)
         self._stub = pb_grpc.AmperityServiceStub(self._channel)
-        self._default_timeout = options.default_timeout
-        self._retry = options.retry
-        self._stream_retry = options.stream_retry
-        self._stream_idle_timeout = options.stream_idle_timeout
         self._sleep = time.sleep if sleep is None else sleep
-        self._clock = time.monotonic if clock is None else clock
-        self._rng = rng
 
     def __enter__(self) -> Self:
         return self
@@ -244,9 +237,6 @@ class AmperityClient:
         self, requests: Iterator[pb.DeliverStreamRequest]
     ) -> grpc._CallIterator[pb.DeliverStreamResponse]:
         return self._stub.DeliverStream(requests, metadata=self._metadata, wait_for_ready=True)
-
-    def _stream_request(self, event: pb.Event) -> pb.DeliverStreamRequest:
-        return pb.DeliverStreamRequest(integration_id=self._integration_id, event=event)
 
     def _unary(
         self,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from amperity_signal.blueprint import VERTICALS
-from amperity_signal.config_values import LOG_LEVELS, listen_address_problem
+from amperity_signal.config_values import LOG_LEVELS, listen_address_problem, log_level
 from amperity_signal.errors import AmperitySignalError, ConfigError
 from amperity_signal.lifeline import stop_with_parent
 from amperity_signal.logs import quiet_grpc_core
@@ -37,15 +37,6 @@ def workers_count(text: str) -> int:
             "(one process per core is the most that helps)"
         )
     return count
-
-
-def log_level(text: str) -> str:
-    """``--log-level``: one of the levels ``[server] log_level`` takes, in any case."""
-    if text.lower() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
-        )
-    return text.lower()
 
 
 def _log_level_arg(parser: argparse.ArgumentParser, overrides: str) -> None:

@@ -7,6 +7,7 @@ password (``api_base_url``, ``redis_url``) is only quoted back when it cannot ho
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import re
 from typing import Any, Literal
@@ -26,6 +27,16 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
 # it before anything imports grpc (``logs.quiet_grpc_core``).
 LogLevel = Literal["debug", "info", "warning", "error"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
+
+
+def log_level(text: str) -> str:
+    """``--log-level`` (the service's and the sandbox's): one of ``LOG_LEVELS``, in any case."""
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
+        )
+    return text.lower()
+
 
 # The consent an event carries (the proto's Consent message), as ``ConsentLedger`` reads it.
 CONSENT_FLAGS = ("analytics", "marketing", "functional")

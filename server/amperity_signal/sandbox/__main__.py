@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
+from amperity_signal.config_values import LOG_LEVELS, log_level
 from amperity_signal.logs import configure_logging
 from amperity_signal.sandbox.data import SandboxData, SandboxDataError, default_data, load_data
 from amperity_signal.sandbox.server import CannotListen, run
 
 EXIT_USAGE = 2
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _whole_number(low: int, high: int | None, what: str) -> Callable[[str], int]:
@@ -58,15 +58,6 @@ def _host(text: str) -> str:
             "pass an address of this machine, e.g. 127.0.0.1 (0.0.0.0 for every interface)"
         )
     return host
-
-
-def _log_level(text: str) -> str:
-    """An argparse type: one of ``LOG_LEVELS``, in any case."""
-    if text.lower() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
-        )
-    return text.lower()
 
 
 def _secrets(data: SandboxData) -> list[str]:
@@ -131,7 +122,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     parser.add_argument(
         "--log-level",
-        type=_log_level,
+        type=log_level,
         default="warning",
         help=f"{', '.join(LOG_LEVELS)}: the least severe level logged (JSON lines on stderr; "
         "debug adds one line per /prof request)",

@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from amperity_signal.amperity import RedisRateLimiter
 from amperity_signal.errors import AmperityUnavailable
 
+from .faketime import FakeTime
+
 # Arrivals are timed by the local clock, grants and ends by Redis's: the two can differ in
 # rate by a hair and Redis keeps microseconds, so windows are checked this much shorter.
 TIMING_SLACK = 0.005
@@ -34,6 +36,46 @@ ANSWER_SECONDS = 10.0
 def shared_limiter(client: Redis, **changes: Any) -> RedisRateLimiter:
     """A Redis limiter on ``client`` that waits ``ANSWER_SECONDS`` for Redis."""
     return RedisRateLimiter(client, redis_timeout=ANSWER_SECONDS, **changes)
+
+
+class RedisTime(FakeTime):
+    """A limiter clock and sleep under which Redis's clock seems to move on as well.
+
+    The limiter's slots are timed by Redis's TIME, which a test cannot set. Sleeping here
+    moves the fake clock on and every score in ``key`` back by as much, which to the limiter
+    is Redis's clock moving on: no test waits for real, or measures how long anything took.
+    """
+
+    def __init__(self, client: Redis, key: str) -> None:
+        super().__init__()
+        self._client = client
+        self._key = key
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        shift_us = round(seconds * 1_000_000)
+        members: list[Any] = await self._client.zrange(self._key, 0, -1, withscores=True)
+        if members:
+            await self._client.zadd(
+                self._key, {member: score - shift_us for member, score in members}, xx=True
+            )
+
+    @property
+    def slept_us(self) -> int:
+        """All the sleeps so far, in microseconds."""
+        return round(sum(self.sleeps) * 1_000_000)
+
+    @staticmethod
+    def one_window_after(end_us: float, before_us: int, after_us: int) -> tuple[float, float]:
+        """How long a slot ending at ``end_us`` can be slept for: (least, most), in µs.
+
+        The slot was taken between ``before_us`` and ``after_us`` (Redis's real TIME): by
+        then the sleeps must have moved Redis's clock to ``end_us`` + 1 s, and the limiter
+        asks for no more than that from its first look on. A machine stalled past the end
+        only shortens the sleeps, so this holds however long any step took.
+        """
+        window_us = 1_000_000
+        return max(0, end_us + window_us - after_us), max(0, end_us + window_us - before_us)
 
 
 def _free_port() -> int:
@@ -120,30 +162,31 @@ async def test_two_replicas_keep_every_second_of_arrivals_within_the_limit(
             arrivals.append(time.monotonic())
             await asyncio.sleep(rng.uniform(0.0, 0.05))  # and its answer travels back
 
-    started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(160)))
 
     assert len(arrivals) == 160
     assert busiest_window(arrivals, 1.0 - TIMING_SLACK) <= 40
     assert sorted(waits)[:40] == [0.0] * 40
-    assert time.monotonic() - started < 15.0
     assert "unreachable" not in caplog.text  # every slot came from Redis, none locally
 
 
 async def test_redis_limit_refuses_a_slot_after_the_deadline(
     redis_clients: tuple[Redis, Redis],
 ) -> None:
-    """With the shared limit used up, a short deadline raises RATE_LIMITED_LOCALLY."""
-    first, second = (shared_limiter(client) for client in redis_clients)
+    """With the shared limit in flight, a deadline before the next slot: RATE_LIMITED_LOCALLY."""
+    fake = FakeTime()
+    first, second = (
+        shared_limiter(client, clock=fake.clock, sleep=fake.sleep) for client in redis_clients
+    )
     async with first.slot("t", 2, None), second.slot("t", 2, None):
-        pass
-
-    with pytest.raises(AmperityUnavailable) as caught:
-        async with first.slot("t", 2, time.monotonic() + 0.2):
-            pass
+        with pytest.raises(AmperityUnavailable) as caught:
+            async with first.slot("t", 2, fake.now + 0.2):
+                pass
 
     assert caught.value.reason == "RATE_LIMITED_LOCALLY"
-    assert 0.5 < caught.value.retry_after <= 1.0
+    # Both slots are in flight, so each ends no sooner than now: one frees a window later.
+    assert caught.value.retry_after == 1.0
+    assert fake.sleeps == []  # refused at once, not after waiting for the deadline
 
 
 async def test_a_slot_is_a_member_scored_by_its_provisional_then_real_end(
@@ -165,15 +208,21 @@ async def test_a_released_slot_frees_shared_capacity_one_window_after_completion
     redis_clients: tuple[Redis, Redis],
 ) -> None:
     """One replica's slot, held 0.3 s, is the other's again a second after it ended."""
-    first, second = (shared_limiter(client) for client in redis_clients)
+    first = shared_limiter(redis_clients[0])
     async with first.slot("t", 1, None):
-        await asyncio.sleep(0.3)
-    ended = time.monotonic()
-    async with second.slot("t", 1, None) as waited:
-        granted = time.monotonic()
+        await asyncio.sleep(0.3)  # so its end is not its grant
+    ended_us = await only_score(redis_clients[0], "amperity-signal:rl:t")
+    redis_time = RedisTime(redis_clients[1], "amperity-signal:rl:t")
+    second = shared_limiter(redis_clients[1], clock=redis_time.clock, sleep=redis_time.sleep)
 
-    assert 0.9 < waited <= 1.1
-    assert 0.99 <= granted - ended < 1.1
+    before_us = await redis_now_us(redis_clients[1])
+    async with second.slot("t", 1, None) as waited:
+        after_us = await redis_now_us(redis_clients[1])
+
+    assert waited == pytest.approx(sum(redis_time.sleeps), abs=1e-9)
+    assert len(redis_time.sleeps) <= 1  # one sleep, to the moment the slot frees: no polling
+    least, most = redis_time.one_window_after(ended_us, before_us, after_us)
+    assert least <= redis_time.slept_us <= most
 
 
 async def test_cancelling_the_holder_releases_its_slot_in_redis(
@@ -204,19 +253,25 @@ async def test_a_crashed_holders_slot_expires_after_the_max_hold(
     crashed = shared_limiter(redis_clients[0], hold_margin=0.1).slot(
         "t", 1, None, request_timeout=0.2
     )
-    before = time.monotonic()
+    before_us = await redis_now_us(redis_clients[0])
     await crashed.__aenter__()  # and no release until the other replica has its slot
-    started = time.monotonic()
+    entered_us = await redis_now_us(redis_clients[0])
+    provisional_us = await only_score(redis_clients[0], "amperity-signal:rl:t")
+    redis_time = RedisTime(redis_clients[1], "amperity-signal:rl:t")
+    other = shared_limiter(redis_clients[1], clock=redis_time.clock, sleep=redis_time.sleep)
 
-    async with shared_limiter(redis_clients[1]).slot("t", 1, None) as waited:
-        granted = time.monotonic()
+    async with other.slot("t", 1, None) as waited:
+        after_us = await redis_now_us(redis_clients[1])
     await crashed.__aexit__(None, None, None)
 
-    # The crashed slot was granted (by Redis's clock) somewhere between before and started:
-    # its 1.3 s run from there, so the other replica waits 1.3 s less that interval at least.
-    entering = started - before
-    assert 1.3 <= granted - before < 1.6
-    assert 1.3 - entering <= waited < 1.6
+    # Granted (by Redis's clock) between before and entered, it ends 0.3 s after at the latest.
+    assert before_us + 300_000 <= provisional_us <= entered_us + 300_000
+    assert waited == pytest.approx(sum(redis_time.sleeps), abs=1e-9)
+    # While in flight it frees a window after now at the soonest; once past its end, a
+    # window after that end: two sleeps at most, and the slot is the other's no sooner.
+    assert len(redis_time.sleeps) <= 2
+    least, most = redis_time.one_window_after(provisional_us, entered_us, after_us)
+    assert least <= redis_time.slept_us <= most
 
 
 async def test_unreachable_redis_falls_back_to_a_local_limit_and_warns_once(

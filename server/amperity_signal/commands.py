@@ -51,27 +51,37 @@ def blueprint_problems(settings: Settings, config: str) -> list[ConfigProblem]:
     return problems
 
 
-def redis_problems(settings: Settings) -> list[ConfigProblem]:
+def redis_check(settings: Settings) -> tuple[list[ConfigProblem], list[str]]:
     """With the Redis cache, whether its user may run the service's Lua scripts.
 
     Checked before serving (and by check-config) because it is a setting to change, not an
     outage: without scripting every cache merge and rate-limit slot fails. A Redis that does
-    not answer is not a problem here; the service starts and says what to check.
+    not answer is not a problem here; the service starts and says what to check. One too
+    slow to answer is a warning that the check could not be made. Returns the problems and
+    the warnings.
     """
     if settings.cache.backend != "redis":
-        return []
-    from amperity_signal.redis_scripting import redis_scripting_problem
+        return [], []
+    from amperity_signal.redis_scripting import check_redis_scripting
 
-    problem = asyncio.run(redis_scripting_problem(settings.cache.redis_url))
-    return [problem] if problem is not None else []
+    found = asyncio.run(check_redis_scripting(settings.cache.redis_url))
+    return [found.problem] if found.problem else [], [found.warning] if found.warning else []
 
 
-def _load_checked_settings(path: str) -> Settings:
+def _load_checked_settings(path: str) -> tuple[Settings, list[str]]:
+    """The settings, and the warnings of the checks they passed (to print or log)."""
     settings = load_settings(path)
-    problems = blueprint_problems(settings, path) + redis_problems(settings)
+    redis_problems, warnings = redis_check(settings)
+    problems = blueprint_problems(settings, path) + redis_problems
     if problems:
         raise ConfigError(problems, source=path)
-    return settings
+    return settings, warnings
+
+
+def _log_warnings(warnings: list[str]) -> None:
+    """Log the checks' warnings, once logging is set up."""
+    for warning in warnings:
+        logging.getLogger(__name__).warning(warning)
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -79,8 +89,8 @@ def check_config(args: argparse.Namespace) -> int:
     from amperity_signal.amperity.tokens import expiry_warnings
     from amperity_signal.setup_advice import setup_warnings
 
-    settings = _load_checked_settings(args.config)
-    for warning in settings.proxies.warnings:
+    settings, checked = _load_checked_settings(args.config)
+    for warning in [*checked, *settings.proxies.warnings]:
         print(f"warning: {warning}")
     now = datetime.now(UTC)
     for integration in settings.integrations:
@@ -115,8 +125,9 @@ def serve(args: argparse.Namespace) -> int:
     """Run the gRPC service (and, unless --no-gateway, the HTTP gateway) until signalled."""
     from amperity_signal.runner import run_service
 
-    settings = _load_checked_settings(args.config)
+    settings, warnings = _load_checked_settings(args.config)
     configure_logging(_log_level(args, settings), secrets=settings.secret_values())
+    _log_warnings(warnings)
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway, handoff=args.handoff)
 
@@ -202,11 +213,12 @@ def send_test_event(args: argparse.Namespace) -> int:
     """Deliver one test event through the configured integration, as the spec's check."""
     from amperity_signal.testevent import send_test_event as send
 
-    settings = _load_checked_settings(args.config)
+    settings, warnings = _load_checked_settings(args.config)
     try:
         chosen = chosen_integration(settings, args.integration, args.config)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(level="WARNING", secrets=settings.secret_values())
+    _log_warnings(warnings)
     return asyncio.run(send(settings, chosen.id))

@@ -6,6 +6,8 @@ the operator needs to know which setting to look at: ``cache.redis_url``.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -60,3 +62,13 @@ def scripting_refused(exc: BaseException) -> bool:
     text = str(exc).lower()
     scripting = any(word in text for word in ("script", "evalsha", "eval"))
     return scripting and any(word in text for word in ("unknown command", "disabled", "noperm"))
+
+
+def redis_location(url: str) -> str:
+    """``url`` (a checked ``cache.redis_url``) without its user, password or query.
+
+    What a log line may say of where Redis is: the scheme, host, port and database or
+    socket path. A password can sit in the user info or in a ``?password=`` query.
+    """
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

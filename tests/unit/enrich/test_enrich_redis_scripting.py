@@ -1,11 +1,14 @@
 """A Redis user that may not run Lua scripts stops check-config and serve with the grant to add.
 
-Every test runs a real redis-server and an ACL user without scripting (``-@scripting``), as
-a locked-down or managed Redis would hand out.
+The tests run a real redis-server and an ACL user without scripting (``-@scripting``), as
+a locked-down or managed Redis would hand out; a Redis too slow to answer is a port that
+takes connections and never replies, and leaves a warning instead.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,18 @@ import redis.asyncio as redis
 import tomli_w
 from redis import exceptions
 
+from amperity_signal import redis_scripting
+from amperity_signal.cli import main
 from amperity_signal.redis_advice import redis_failure
-from amperity_signal.redis_scripting import SERVICE_SCRIPTS, redis_scripting_problem
-from tests.unit.cli_support import integration, run_cli
+from amperity_signal.redis_scripting import SERVICE_SCRIPTS, check_redis_scripting
+from tests.unit.cli_support import integration
 
 from .redis_support import RedisProcess
 
 PASSWORD = "noscript-canary-5a1f"
+# How long the checks against the real redis-server wait for it: a refusal must never pass
+# for a slow answer because the loaded machine kept redis-server off the CPU for a second.
+ANSWER_SECONDS = 60.0
 
 
 @pytest.fixture
@@ -43,11 +51,36 @@ async def users(redis_server: RedisProcess) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose connections the kernel takes (the listen backlog) and nobody answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port: int = listener.getsockname()[1]
+        yield port
+
+
+def cli_config(tmp_path: Path, redis_url: str) -> Path:
+    """A configuration with the Redis cache at ``redis_url``."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "server": {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"},
+                "cache": {"backend": "redis", "redis_url": redis_url},
+                "integrations": [integration()],
+            }
+        )
+    )
+    return config
+
+
 async def test_a_user_without_scripting_is_a_problem_naming_redis_url_and_the_grant(
     users: dict[str, str],
 ) -> None:
     """-@scripting is refused at the check, naming cache.redis_url and +@scripting."""
-    problem = await redis_scripting_problem(users["noscript"])
+    problem = (await check_redis_scripting(users["noscript"], seconds=ANSWER_SECONDS)).problem
 
     assert problem is not None
     assert problem.location == "cache.redis_url"
@@ -60,7 +93,9 @@ async def test_a_user_with_scripting_passes_and_has_the_scripts_loaded(
     users: dict[str, str],
 ) -> None:
     """A user allowed scripts passes, and every script the service runs is already loaded."""
-    assert await redis_scripting_problem(users["scripter"]) is None
+    assert await check_redis_scripting(users["scripter"], seconds=ANSWER_SECONDS) == (
+        redis_scripting.ScriptingCheck()
+    )
 
     client = redis.Redis.from_url(users["scripter"])
     try:
@@ -72,29 +107,67 @@ async def test_a_user_with_scripting_passes_and_has_the_scripts_loaded(
 
 async def test_a_redis_that_does_not_answer_is_left_to_the_start_up_probe() -> None:
     """No Redis at the URL is not this check's problem: serve starts and warns as before."""
-    assert await redis_scripting_problem("redis://127.0.0.1:1/0") is None
+    assert await check_redis_scripting("redis://127.0.0.1:1/0") == redis_scripting.ScriptingCheck()
+
+
+async def test_a_redis_that_never_answers_is_a_warning_naming_it_without_credentials(
+    silent_port: int,
+) -> None:
+    """Timed out, the check cannot tell: no problem, but a warning saying where and what next."""
+    url = f"redis://noscript:{PASSWORD}@127.0.0.1:{silent_port}/0?password={PASSWORD}"
+
+    found = await check_redis_scripting(url, seconds=0.05)
+
+    assert found.problem is None
+    assert found.warning is not None
+    assert f"Redis at redis://127.0.0.1:{silent_port}/0 (cache.redis_url)" in found.warning
+    assert "did not answer within 0.05 s" in found.warning
+    assert "run `amperity-signal check-config` again" in found.warning
+    assert PASSWORD not in found.warning and "noscript" not in found.warning
+
+
+def test_check_config_warns_that_a_redis_too_slow_to_answer_was_not_checked(
+    silent_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A check that times out passes with a warning line, not silently as a checked Redis."""
+    monkeypatch.setattr(redis_scripting, "CHECK_SECONDS", 0.05)
+    config = cli_config(tmp_path, f"redis://noscript:{PASSWORD}@127.0.0.1:{silent_port}/0")
+
+    assert main(["check-config", "--config", str(config)]) == 0
+
+    printed = capsys.readouterr()
+    assert (
+        f"warning: could not check that the Redis at redis://127.0.0.1:{silent_port}/0 "
+        "(cache.redis_url) lets the service run its Lua scripts"
+    ) in printed.out
+    assert "config OK" in printed.out
+    assert PASSWORD not in printed.out + printed.err
 
 
 def test_check_config_and_serve_refuse_a_redis_user_without_scripting(
-    users: dict[str, str], tmp_path: Path
+    users: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """check-config and serve exit with cache.redis_url and the grant, not a cache that flaps."""
-    config = tmp_path / "c.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "server": {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"},
-                "cache": {"backend": "redis", "redis_url": users["noscript"]},
-                "integrations": [integration()],
-            }
-        )
-    )
+    monkeypatch.setattr(redis_scripting, "CHECK_SECONDS", ANSWER_SECONDS)
+    monkeypatch.setattr("amperity_signal.runner.run_service", refuse_to_serve)
+    config = cli_config(tmp_path, users["noscript"])
     for command in (["check-config"], ["serve", "--no-gateway"]):
-        result = run_cli(*command, "--config", str(config))
-        assert result.returncode == 2, result.stderr
-        assert "cache.redis_url" in result.stderr and "+@scripting" in result.stderr
-        assert PASSWORD not in result.stderr + result.stdout
-        assert "Traceback" not in result.stderr
+        assert main([*command, "--config", str(config)]) == 2
+        printed = capsys.readouterr()
+        assert "cache.redis_url" in printed.err and "+@scripting" in printed.err
+        assert PASSWORD not in printed.err + printed.out
+        assert "Traceback" not in printed.err
+
+
+def refuse_to_serve(*args: object, **kwargs: object) -> int:
+    """``run_service`` for a test where serve must stop before it: fail, never serve."""
+    raise AssertionError("serve started with a Redis user that may not run scripts")
 
 
 def test_a_refused_script_in_a_log_line_names_the_grant() -> None:

@@ -7,9 +7,12 @@ import asyncio
 from amperity_signal.service.live import LiveEvents, LiveWatch, Watched
 from tests.support import delivery_record
 
+HANG_GUARD = 30.0
+"""Seconds after which a record every test expects fails the test instead of hanging it."""
+
 
 async def _next(watch: LiveWatch) -> Watched:
-    return await asyncio.wait_for(anext(watch), 1)
+    return await asyncio.wait_for(anext(watch), HANG_GUARD)
 
 
 def _reading(watch: LiveWatch) -> asyncio.Task[Watched]:

@@ -195,13 +195,22 @@ async def test_a_slot_is_a_member_scored_by_its_provisional_then_real_end(
     """In ``amperity-signal:rl:{key}`` a held slot scores grant + max hold, then its real end."""
     client = redis_clients[0]
     key = f"amperity-signal:rl:{KEY}"
+    before_us = await redis_now_us(client)
     async with shared_limiter(client).slot(KEY, 5, None, request_timeout=3.0):
-        now_us = await redis_now_us(client)
+        entered_us = await redis_now_us(client)
         provisional = await only_score(client, key)
-        assert provisional - now_us == pytest.approx(4_000_000, abs=100_000)  # 3 s + 1 s margin
-        assert 4_000 < await client.pttl(key) <= 6_000
+        ttl_ms = await client.pttl(key)
+        read_us = await redis_now_us(client)
+    after_us = await redis_now_us(client)
     ended = await only_score(client, key)
-    assert now_us <= ended < now_us + 100_000
+
+    # Granted (by Redis's clock) between before and entered, for 3 s + 1 s margin; every
+    # bound is a Redis TIME reading, so however long a step took, none can be crossed.
+    assert before_us + 4_000_000 <= provisional <= entered_us + 4_000_000
+    # The key expires a window and a second after the hold (PEXPIRE in ms: 1 ms of rounding).
+    expires_us = provisional + 2_000_000
+    assert expires_us - read_us <= ttl_ms * 1_000 + 1_000 and ttl_ms <= 6_000
+    assert read_us <= ended <= after_us  # released when the block ended
 
 
 async def test_a_released_slot_frees_shared_capacity_one_window_after_completion(

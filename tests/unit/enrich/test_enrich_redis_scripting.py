@@ -7,6 +7,7 @@ takes connections and never replies, and leaves a warning instead.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +146,27 @@ def test_check_config_warns_that_a_redis_too_slow_to_answer_was_not_checked(
     ) in printed.out
     assert "config OK" in printed.out
     assert PASSWORD not in printed.out + printed.err
+
+
+def test_serve_logs_that_a_redis_too_slow_to_answer_was_not_checked_and_starts(
+    silent_port: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The service starts as before, and its log says the check could not be made."""
+    monkeypatch.setattr(redis_scripting, "CHECK_SECONDS", 0.05)
+    monkeypatch.setattr("amperity_signal.commands.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("amperity_signal.runner.run_service", lambda *a, **k: 0)
+    config = cli_config(tmp_path, f"redis://noscript:{PASSWORD}@127.0.0.1:{silent_port}/0")
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["serve", "--no-gateway", "--config", str(config)]) == 0
+
+    assert [r.levelno for r in caplog.records if "could not check" in r.getMessage()] == [
+        logging.WARNING
+    ]
+    assert PASSWORD not in caplog.text
 
 
 def test_check_config_and_serve_refuse_a_redis_user_without_scripting(

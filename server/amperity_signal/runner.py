@@ -381,16 +381,22 @@ async def _force_stop(
 
 
 async def _stop(service: Service, http: EmbeddedGateway | None, grace: float) -> None:
-    """NOT_SERVING, then the gateway stops, then the gRPC calls get what is left of ``grace``.
+    """NOT_SERVING and the gRPC port closed, then the gateway stops, then the gRPC calls end.
 
     One grace for the whole stop, counted from its start: the gateway's drain and its
     requests in flight take theirs from it (``GatewayServer``), and the gRPC calls, in
     flight all along, have until the same end. The gRPC stop waited a whole ``grace``
     after the gateway's, so the process outlived the grace an operator sized the stop by.
+
+    The gRPC port stops accepting at the start (``Service.stop_listening``): it listened
+    until the gateway's stop was over, and for up to the whole grace new callers kept
+    connecting to the process going away rather than to the one replacing it. The
+    gateway's requests in flight reach the servicer in process, and are still answered.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     await service.health.enter_graceful_shutdown()
+    service.stop_listening(grace)
     if http is not None:
         await http.stop()
     await service.stop(max(0.0, deadline - loop.time()))

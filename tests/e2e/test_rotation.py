@@ -21,6 +21,8 @@ import grpc
 import httpx
 import pytest
 import trustme
+from grpc_health.v1.health_pb2 import HealthCheckRequest
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
@@ -295,3 +297,73 @@ async def test_a_certificate_rotated_by_handoff_is_shown_to_new_connections(
         certificate = served_certificate(address, tmp_path / "ca.pem")
         assert certificate != old_certificate
         assert certificate == ssl.PEM_cert_to_DER_cert((tmp_path / "new.pem").read_text())
+
+
+HELD_MS = 15_000
+"""How long the sandbox holds the one event POST the test keeps in flight through a stop.
+
+Not a bound the test asserts: only the window in which the old code is caught. A stop
+that closes the gRPC listener first does so long before it ends; the old one closed it
+only once the gateway's stop was over, after the held request was answered.
+"""
+
+
+def refuses_connections(address: str) -> bool:
+    """Whether a new TCP connection to ``address`` (host:port) is refused now."""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gateways_held_request(
+    stack: Stack,
+) -> None:
+    """SIGTERM closes the gRPC listener first; a gateway request in flight still gets its 200.
+
+    The stop used to keep the gRPC port listening until the gateway had drained and its
+    requests in flight were answered (up to the whole grace period): for that long new
+    callers kept connecting to the process going away instead of to its replacement
+    sharing the port. The gateway's requests reach the servicer in process, not through
+    the port, so closing it first costs them nothing.
+    """
+    sandbox = await stack.sandbox()
+    service = await stack.service(
+        sandbox,
+        server={"grace_period": 60.0},
+        gateway={"deliver_timeout": 60.0},
+        request_timeout=60.0,
+        max_retries=0,
+    )
+    await sandbox.fault(kind="events", latency_ms=HELD_MS, count=1)
+    body = {"event": "Product Viewed", "anonymousId": "anon_held", "messageId": "msg-held"}
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=90) as http:
+        held = asyncio.create_task(
+            http.post("/v1/t", headers={"X-Pipeline-Key": "pk_web"}, json=body)
+        )
+        # The fault's one use is taken when the POST reaches the sandbox: it is held there.
+        while (await sandbox.inspector.get("/_sandbox/faults")).json()["faults"]:
+            assert not held.done(), (await held).text
+            await asyncio.sleep(0.02)
+        service.process.proc.send_signal(signal.SIGTERM)
+
+        async def until_refused() -> None:
+            while True:
+                if await asyncio.to_thread(refuses_connections, service.grpc_target):
+                    return
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(until_refused(), 60)  # a hang guard, not a bound
+        assert not held.done(), "the gRPC port listened until the gateway's request was answered"
+        async with grpc.aio.insecure_channel(service.grpc_target) as channel:
+            health: Any = HealthStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health.Check(HealthCheckRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        answer = await asyncio.wait_for(held, 90)
+    assert (answer.status_code, answer.json()) == (200, {"success": True, "messageId": "msg-held"})
+    [event] = [r for r in await sandbox.requests() if r["kind"] == "events"]
+    assert (event["message_id"], event["status"]) == ("msg-held", 202)
+    assert await asyncio.wait_for(service.process.proc.wait(), 60) == 0

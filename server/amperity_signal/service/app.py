@@ -99,6 +99,7 @@ class Service:
     servicer: AmperityServicer | None = None
     calls: CallsInFlight = field(default_factory=CallsInFlight)
     local_socket: str | None = None
+    _stopping: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
     def listen(
         self,
@@ -153,6 +154,20 @@ class Service:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    def stop_listening(self, grace: float) -> asyncio.Future[None]:
+        """Refuse new connections from now on; the calls already taken have ``grace`` to finish.
+
+        gRPC core closes its listeners as soon as its stop begins, and the calls in flight
+        go on until they end or ``grace`` is over; ``stop`` then waits for them (its own
+        ``grace`` no longer counts). The embedded gateway calls the servicer in process,
+        not through the port: ``serve`` closes the port first, so that new callers reach
+        the new process sharing it (a handoff) or are refused, while the gateway drains.
+        Returns the gRPC stop under way.
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self.server.stop(grace))
+        return self._stopping
+
     async def stop(self, grace: float) -> None:
         """Flip health to NOT_SERVING first, then let in-flight RPCs finish within ``grace``.
 
@@ -167,7 +182,7 @@ class Service:
         self.health.end_watches()
         if self.servicer is not None:
             self.servicer.stop_streams()
-        stopping = asyncio.ensure_future(self.server.stop(grace))
+        stopping = self.stop_listening(grace)
         if grace > 0:  # with none, the server cancels every call at once anyway
             await self._cancel_stuck_watches(stopping, min(FAREWELL_SECONDS, grace))
         await stopping

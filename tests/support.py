@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,3 +137,17 @@ async def read_http_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[st
     headers = dict(line.lower().split(": ", 1) for line in lines)
     await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
     return status_line.encode(), headers
+
+
+async def until_refused(address: str) -> None:
+    """Return once a new TCP connection to ``address`` (host:port) is refused: it stopped listening.
+
+    Bound it with ``asyncio.wait_for`` (a hang guard, not a timed assertion).
+    """
+    host, port = address.rsplit(":", 1)
+    while True:
+        try:
+            await asyncio.to_thread(lambda: socket.create_connection((host, int(port)), 5).close())
+        except ConnectionRefusedError:
+            return
+        await asyncio.sleep(0.02)

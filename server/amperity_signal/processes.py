@@ -6,7 +6,7 @@ kept so callers can read the bound addresses, and stderr goes to a log file.
 
 And for the processes' own side: :func:`announce` prints that line, and
 :class:`ProcessServer` serves uvicorn apps (the gateway, the sandbox) until SIGTERM/SIGINT,
-then exits 0 (the gateway ``EXIT_FORCED`` after a second Ctrl-C, as ``serve``).
+then exits 0 (``EXIT_FORCED`` after a second Ctrl-C, as ``serve``).
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.lifeline import PARENT_ENV
 
@@ -31,6 +33,8 @@ from amperity_signal.lifeline import PARENT_ENV
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
 EXIT_FORCED = 128 + signal.SIGINT
+# How long a forced stop waits for the requests it cut to send their 503s.
+CUT_SECONDS = 1
 
 
 def announce(line: str) -> None:
@@ -78,6 +82,85 @@ class ProcessServer(uvicorn.Server):
         self.should_exit = True
         if self._captured_signals.count(signal.SIGINT) >= 2:
             self.force_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop as uvicorn does; forced, also cut the requests in flight and end the lifespan.
+
+        Forced (``force_exit``), uvicorn stops waiting for the requests in flight and skips
+        the app's lifespan shutdown: the loop's end then cancelled both, each logged with
+        its traceback, and a request cut before its answer got uvicorn's plain-text 500.
+        They are cut here instead (``cut_requests``), and the lifespan still ends.
+        """
+        await super().shutdown(sockets)
+        if self.force_exit:
+            await self.cut_requests()
+            await self.lifespan.shutdown()
+
+    async def cut_requests(self) -> None:
+        """Cancel the requests in flight: each unanswered gets the app's 503 (``AnswersWhenCut``).
+
+        One whose answer had begun cannot be finished: its connection is closed first, so
+        that uvicorn neither writes to it nor logs the answer as incomplete. So is one
+        closing with the end of an answer its client has not taken (uvicorn would wait for
+        it, then log).
+        """
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            begun = cycle is not None and cycle.response_started and not cycle.response_complete
+            if begun or connection.transport.is_closing():
+                connection.transport.abort()
+        tasks = list(self.server_state.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # An answer waits only on the socket taking it (the connection's flow control).
+            await asyncio.wait(tasks, timeout=CUT_SECONDS)
+
+
+def cut_by_the_server() -> bool:
+    """Whether the request's own task was cancelled: only the server does that.
+
+    Forgets the cancellation, so that the answer can still be sent. A ``CancelledError``
+    raised by something else the request awaited is not the request's end.
+    """
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        return False
+    task.uncancel()
+    return True
+
+
+class AnswersWhenCut:
+    """An app whose HTTP requests, cut by a forced stop, end without a traceback.
+
+    ``answer(scope)`` answers one whose answer had not begun (a 503 saying to send it
+    again); one whose answer had begun just ends (``cut_requests`` closed its connection).
+    uvicorn logged every cut request as the app failing, with its ``CancelledError``.
+    """
+
+    def __init__(self, app: ASGIApp, answer: Callable[[Scope], ASGIApp]) -> None:
+        self.app = app
+        self._answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve ``scope``; a cut HTTP request is answered by ``answer`` or just ends."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        begun = False
+
+        async def watched(message: Message) -> None:
+            nonlocal begun
+            begun = begun or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            if not cut_by_the_server():
+                raise
+            if not begun:
+                await self._answer(scope)(scope, receive, send)
 
 
 class ProcessFailed(RuntimeError):

@@ -27,7 +27,7 @@ from grpc_health.v1.health_pb2_grpc import HealthStub
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
 from tests.e2e.stack import Sandbox, Stack, free_port
-from tests.support import mint_keys, read_http_answer
+from tests.support import mint_keys, read_http_answer, until_refused
 
 pytestmark = pytest.mark.e2e
 # Many calls a second from one address: the gateway's per-client limit would answer 429.
@@ -308,16 +308,6 @@ only once the gateway's stop was over, after the held request was answered.
 """
 
 
-def refuses_connections(address: str) -> bool:
-    """Whether a new TCP connection to ``address`` (host:port) is refused now."""
-    host, port = address.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gateways_held_request(
     stack: Stack,
 ) -> None:
@@ -348,14 +338,7 @@ async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gatew
             assert not held.done(), (await held).text
             await asyncio.sleep(0.02)
         service.process.proc.send_signal(signal.SIGTERM)
-
-        async def until_refused() -> None:
-            while True:
-                if await asyncio.to_thread(refuses_connections, service.grpc_target):
-                    return
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(until_refused(), 60)  # a hang guard, not a bound
+        await asyncio.wait_for(until_refused(service.grpc_target), 60)
         assert not held.done(), "the gRPC port listened until the gateway's request was answered"
         async with grpc.aio.insecure_channel(service.grpc_target) as channel:
             health: Any = HealthStub(channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from amperity_signal.sandbox.testing import (
     SandboxProcess,
     sandbox_process,
 )
+from tests.support import until_refused
 
 EVENT = {"source": "DATAFLY", "type": "page_view", "cookieid": "anon_p"}
 EVENTS_URL = f"/prof/events/{ACME_STREAM}"
@@ -384,6 +386,39 @@ async def test_sigterm_stops_the_sandbox_with_exit_code_0(tmp_path: Path) -> Non
         assert (await http.get("/_sandbox/stats")).status_code == 200
     assert await process.stop() == 0
     assert (tmp_path / "sandbox.log").read_text() == "", "a clean stop writes nothing to stderr"
+
+
+async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C twice, a request held in flight: exit 130, nothing on stderr, the request a 503.
+
+    The forced stop exited 0, the request got uvicorn's plain-text 500, and the end of the
+    event loop logged two tracebacks (``CancelledError``): the request's and the lifespan's.
+    """
+    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
+    log = tmp_path / "sandbox.log"
+    process = await start_process(command, ready=LISTENING_PREFIX, log=log)
+    base_url = process.ready_line.removeprefix(LISTENING_PREFIX)
+    async with httpx.AsyncClient(base_url=base_url, timeout=90) as http:
+        token = await _mint(http, ["stream:write"], 3600)
+        headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {token}"}
+        fault = {"kind": "events", "latency_ms": 120_000, "count": 1}
+        (await http.post("/_sandbox/faults", json=fault)).raise_for_status()
+        held = asyncio.create_task(http.post(EVENTS_URL, json=EVENT, headers=headers))
+        # The fault's one use is taken when the POST arrives: it is held from then on.
+        while (await http.get("/_sandbox/faults")).json()["faults"]:
+            assert not held.done(), (await held).text
+            await asyncio.sleep(0.02)
+        process.proc.send_signal(signal.SIGINT)
+        # The first stop has begun once the sandbox stops listening; then the second Ctrl-C
+        # (two SIGINTs sent at once could reach Python's handler as one).
+        await asyncio.wait_for(until_refused(urlsplit(base_url).netloc), 60)
+        process.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.proc.wait(), 60) == 130
+        answer = await asyncio.wait_for(held, 60)
+    assert answer.status_code == 503, answer.text
+    assert log.read_text() == "", "a forced stop logs no error and no traceback"
 
 
 async def test_answers_carry_a_date_and_advertise_no_server_software(

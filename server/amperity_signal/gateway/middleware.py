@@ -37,6 +37,7 @@ from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
 from amperity_signal.metrics import Metrics, Observes
+from amperity_signal.processes import cut_by_the_server
 
 API_PREFIX = "/v1/"
 _ALLOWED_HEADERS = "Content-Type, X-Pipeline-Key"
@@ -189,7 +190,7 @@ class GatewayMiddleware:
             else:
                 await self._limited(scope, receive, wrapped, size, api=api)
         except asyncio.CancelledError:
-            if not _cut_by_the_server():
+            if not cut_by_the_server():
                 raise
             # A 503 if nothing was sent yet; half an answer is not finished (the server
             # closes its connection). No traceback: a stop, not the gateway failing.
@@ -268,19 +269,6 @@ class GatewayMiddleware:
             )
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
         await send({"type": "http.response.body", "body": b""})
-
-
-def _cut_by_the_server() -> bool:
-    """Whether the request's own task was cancelled: only the server does that.
-
-    Forgets the cancellation, so that the answer can still be sent. A ``CancelledError``
-    raised by something else the request awaited is not the request's end.
-    """
-    task = asyncio.current_task()
-    if task is None or not task.cancelling():
-        return False
-    task.uncancel()
-    return True
 
 
 def allow_header(methods: tuple[str, ...]) -> str:

@@ -22,7 +22,7 @@ from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.live import STREAM_PATH
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import Metrics
-from amperity_signal.processes import EXIT_FORCED, ProcessServer, announce
+from amperity_signal.processes import CUT_SECONDS, EXIT_FORCED, ProcessServer, announce
 
 _log = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
 # How often a stop looks whether its connections or requests are done.
 _POLL_SECONDS = 0.05
-# How long a stop waits for the requests it cut to send their 503s.
-_CUT_SECONDS = 1
 _INVALID_REQUEST = GatewayError(
     400,
     "INVALID_HTTP_REQUEST",
@@ -341,7 +339,7 @@ class GatewayServer(ProcessServer):
 
     The requests in flight then get what is left of ``grace_seconds`` (``[server]
     grace_period``, counted from the stop's start, the drain included), as the service's
-    gRPC calls do; those still running at its end are cut (``_cut``), one warning saying
+    gRPC calls do; those still running at its end are cut (``cut_requests``), one warning saying
     how many. uvicorn's own wait (``timeout_graceful_shutdown``) was a fixed 5 s after the
     drain, whatever the grace: a request was cut ~10 s into a stop with a 60 s grace, and
     uvicorn logged an error line for it.
@@ -379,10 +377,8 @@ class GatewayServer(ProcessServer):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End the endless streams, stop accepting, drain, finish, then stop as uvicorn does.
 
-        Forced (``force_exit``), uvicorn stops waiting for the requests in flight and skips
-        the app's lifespan shutdown: the loop's end then cancelled both, each logged with
-        its traceback, and a request cut before its answer got uvicorn's plain-text 500.
-        They are cut here instead (``_finish``) and the lifespan still ends.
+        Forced (``force_exit``), the requests in flight are cut here (``_finish``), and
+        the lifespan still ends (``ProcessServer.shutdown``).
         """
         deadline = asyncio.get_running_loop().time() + self._grace_seconds
         self._end_streams()
@@ -393,8 +389,6 @@ class GatewayServer(ProcessServer):
         await self._drain()
         await self._finish(deadline)
         await super().shutdown(sockets)
-        if self.force_exit:
-            await self.lifespan.shutdown()
 
     async def _finish(self, deadline: float) -> None:
         """Let the requests in flight finish until ``deadline``, the grace's end; cut the rest.
@@ -429,27 +423,7 @@ class GatewayServer(ProcessServer):
                 extra={"requests": self.requests_in_flight, "grace_seconds": self._grace_seconds},
             )
         if state.connections or state.tasks:
-            await self._cut()
-
-    async def _cut(self) -> None:
-        """Cancel the requests in flight: each unanswered gets a 503, ``Connection: close``.
-
-        ``GatewayMiddleware`` answers a request whose task is cancelled. One whose answer
-        had begun cannot be finished: its connection is closed first, so that uvicorn
-        neither writes to it nor logs the answer as incomplete. So is one closing with the
-        end of an answer its client has not taken (uvicorn would wait for it, then log).
-        """
-        for connection in list(self.server_state.connections):
-            cycle = getattr(connection, "cycle", None)
-            begun = cycle is not None and cycle.response_started and not cycle.response_complete
-            if begun or connection.transport.is_closing():
-                connection.transport.abort()
-        tasks = list(self.server_state.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # An answer waits only on the socket taking it (the connection's flow control).
-            await asyncio.wait(tasks, timeout=_CUT_SECONDS)
+            await self.cut_requests()
 
     async def _drain(self) -> None:
         """Answer with ``Connection: close`` until no connection is left or the window ends."""
@@ -549,7 +523,7 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
         # uvicorn's wait once the stop has cut what outlived the grace (GatewayServer): only
         # a request ignoring its cancellation is still there, and uvicorn logs it an error.
-        timeout_graceful_shutdown=_CUT_SECONDS,
+        timeout_graceful_shutdown=CUT_SECONDS,
         ssl_certfile=tls.cert_file if tls else None,
         ssl_keyfile=tls.key_file if tls else None,
     )

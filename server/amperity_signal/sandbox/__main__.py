@@ -134,9 +134,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
         print(f"{prog}: error: --data {args.data}: {error}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_level.upper(), secrets=_secrets(data))
+    status = 0
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            run(
+            status = run(
                 args.host,
                 args.port,
                 None,
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
     except CannotListen as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return status
 
 
 if __name__ == "__main__":

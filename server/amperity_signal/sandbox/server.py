@@ -8,10 +8,12 @@ import socket
 import sys
 
 import uvicorn
+from starlette.types import ASGIApp, Scope
 
-from amperity_signal.processes import ProcessServer, announce
+from amperity_signal.processes import EXIT_FORCED, AnswersWhenCut, ProcessServer, announce
 from amperity_signal.sandbox.app import create_app
 from amperity_signal.sandbox.data import SandboxData, default_data, load_data
+from amperity_signal.sandbox.responses import error
 
 
 class CannotListen(Exception):
@@ -27,8 +29,11 @@ def run(
     rate_limit_per_second: int = 500,
     seed: int | None = None,
     data: SandboxData | None = None,
-) -> None:
-    """Serves the sandbox until SIGTERM or SIGINT, then returns after a graceful stop.
+) -> int:
+    """Serves the sandbox until SIGTERM or SIGINT; the exit code, 0 after a graceful stop.
+
+    A second Ctrl-C (SIGINT) forces the stop: the requests in flight are cut, each
+    unanswered one a 503, and the code is ``EXIT_FORCED`` (130), as ``serve``'s.
 
     Prints ``sandbox listening on http://HOST:PORT`` once the socket is bound; with port 0
     the line carries the port the system chose.
@@ -65,7 +70,7 @@ def run(
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
     config = uvicorn.Config(
-        app,
+        AnswersWhenCut(app, _stopping),
         # uvicorn's loggers propagate to the process's own (``__main__`` configures JSON
         # lines at --log-level); its access log would repeat what the inspector records.
         log_config=None,
@@ -85,6 +90,17 @@ def run(
     finally:
         sock.close()
         sys.stdout.flush()
+    return EXIT_FORCED if server.force_exit else 0
+
+
+def _stopping(scope: Scope) -> ASGIApp:
+    """The answer of a request a forced stop cut: a 503 in Amperity's shape, to resend."""
+    return error(
+        scope,
+        503,
+        "the sandbox was stopped while answering; send the request again once it is back",
+        {"Connection": "close"},
+    )
 
 
 def _cannot_listen(host: str, port: int, error: OSError | OverflowError) -> CannotListen:

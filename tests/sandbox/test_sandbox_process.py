@@ -396,7 +396,9 @@ async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
     The forced stop exited 0, the request got uvicorn's plain-text 500, and the end of the
     event loop logged two tracebacks (``CancelledError``): the request's and the lifespan's.
     """
+    # A long graceful wait: however slow the machine, the second Ctrl-C is what ends it.
     command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
+    command += ["--stop-grace", "600"]
     log = tmp_path / "sandbox.log"
     process = await start_process(command, ready=LISTENING_PREFIX, log=log)
     base_url = process.ready_line.removeprefix(LISTENING_PREFIX)

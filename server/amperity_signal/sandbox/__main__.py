@@ -121,6 +121,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
     )
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
     parser.add_argument(
+        "--stop-grace",
+        type=_whole_number(0, None, "seconds a stop waits for the requests in flight"),
+        default=2,
+        help="whole seconds a stop waits for the requests in flight before cutting them "
+        "(a second Ctrl-C cuts them at once); default 2",
+    )
+    parser.add_argument(
         "--log-level",
         type=log_level,
         default="warning",
@@ -145,6 +152,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
                 rate_limit_per_second=args.rate_limit,
                 seed=args.seed,
                 data=data,
+                stop_grace=args.stop_grace,
             )
     except CannotListen as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

@@ -29,10 +29,12 @@ def run(
     rate_limit_per_second: int = 500,
     seed: int | None = None,
     data: SandboxData | None = None,
+    stop_grace: int = 2,
 ) -> int:
     """Serves the sandbox until SIGTERM or SIGINT; the exit code, 0 after a graceful stop.
 
-    A second Ctrl-C (SIGINT) forces the stop: the requests in flight are cut, each
+    A stop waits ``stop_grace`` seconds for the requests in flight, then cuts them. A
+    second Ctrl-C (SIGINT) forces the stop: the requests in flight are cut, each
     unanswered one a 503, and the code is ``EXIT_FORCED`` (130), as ``serve``'s.
 
     Prints ``sandbox listening on http://HOST:PORT`` once the socket is bound; with port 0
@@ -46,6 +48,7 @@ def run(
         rate_limit_per_second: Requests admitted per tenant in any one-second window.
         seed: Seed for ids and fault draws (None = random).
         data: An already loaded world; ``data_path`` is not read then.
+        stop_grace: Whole seconds a stop waits for the requests in flight.
 
     Raises:
         CannotListen: The host is not this machine's, or the port is taken.
@@ -81,7 +84,7 @@ def run(
         # uvicorn's; the Date header stays (uvicorn's date_header).
         server_header=False,
         backlog=2048,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=stop_grace,
     )
     server = ProcessServer(config)  # SIGTERM/SIGINT: a graceful stop, then exit 0
     announce(f"sandbox listening on http://{shown_host}:{bound_port}")

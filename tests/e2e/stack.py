@@ -29,12 +29,17 @@ CLI = [sys.executable, "-m", "amperity_signal.cli"]
 FORWARD_PROXY = Path(__file__).with_name("forward_proxy.py")
 
 
+# How each binary the tests start gets onto a machine; .ci/run installs the rest with apt.
+_INSTALLED_BY = {"node": "Node 20 is a prerequisite of `make test`, as the README says"}
+
+
 def require_binary(name: str) -> str:
     """The path of a system binary; missing fails under CI=true and skips elsewhere."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (.ci/run installs it with apt)"
+    how = _INSTALLED_BY.get(name, ".ci/run installs it with apt")
+    message = f"{name} is not installed ({how})"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import re
 import socket
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,6 +37,45 @@ class Keys:
 
     ingest: str
     profile: str
+
+
+def base64_echoes(secret: str) -> list[str]:
+    """``secret`` base64-encoded as an upstream or a proxy might echo it.
+
+    Standard and URL-safe, padded and not, alone and inside a longer encoded text at each
+    of the three byte alignments (a Basic ``Authorization`` encodes ``user:secret``).
+    """
+    echoes = []
+    for before in (b"", b"a", b"ab", b"api:"):
+        for after in (b"", b"!"):
+            encoded = base64.b64encode(before + secret.encode() + after).decode()
+            for form in (encoded, encoded.translate(str.maketrans("+/", "-_"))):
+                echoes += [form, form.rstrip("=")]
+    return list(dict.fromkeys(echoes))
+
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
+
+
+def reveals_encoded(text: str, secret: str) -> bool:
+    """Whether base64 in ``text``, at any alignment, decodes to ``secret`` but its ends.
+
+    The end characters of an encoded secret share bits with what surrounds it, so the
+    secret's first and last characters need not be redacted; the rest must be.
+    """
+    middle = secret.encode()[1:-1]
+    for run in _BASE64_RUN.findall(text):
+        standard = run.translate(str.maketrans("-_", "+/"))
+        for start in range(4):
+            chunk = standard[start:]
+            chunk = chunk[: len(chunk) - (len(chunk) % 4 == 1)]  # one character is no byte
+            try:
+                decoded = base64.b64decode(chunk + "=" * (-len(chunk) % 4))
+            except binascii.Error:
+                continue
+            if middle in decoded:
+                return True
+    return False
 
 
 def mint_keys(tenant: str = "acme", ttl: float = 3_600) -> Keys:

@@ -1,7 +1,8 @@
 """Structured JSON log lines, with request id and integration id from context variables.
 
 The formatter holds the configured secret values and replaces any occurrence in a log
-line with ``[REDACTED]``: defence in depth behind the rule that code never logs them.
+line with ``[REDACTED]``, as written or base64-encoded (``scrub_forms``): defence in
+depth behind the rule that code never logs them.
 
 gRPC's C core writes its own plain-text lines to the same stderr (through absl, at INFO
 for every refused TLS handshake), which :func:`quiet_grpc_core` keeps to errors.
@@ -9,7 +10,9 @@ for every refused TLS handshake), which :func:`quiet_grpc_core` keeps to errors.
 
 from __future__ import annotations
 
+import base64
 import contextvars
+import functools
 import json
 import logging
 import sys
@@ -33,23 +36,55 @@ GRPC_CORE_VERBOSITY = "ERROR"
 # Shorter values are not scrubbed: replacing every "admin" or "1234" would mangle ordinary
 # words and numbers. The configuration refuses keys and tokens this short (config_checks).
 SCRUB_MIN_LENGTH = 8
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+@functools.lru_cache(maxsize=256)
+def encoded_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` as base64 shows it: standard and URL-safe, padded or not, alone or inside.
+
+    An upstream or a proxy may echo a key encoded: a Basic ``Authorization`` header encodes
+    ``user:key``, so the key's characters fall at any of three byte alignments of a longer
+    encoded text. For each alignment the form is the run of base64 characters that the
+    key's bits alone decide; the one or two characters at either end that share bits with
+    the text around it give nothing away. A secret shorter than ``SCRUB_MIN_LENGTH`` has
+    none: its forms would be a few characters, found by chance in any encoded text.
+    """
+    if len(secret) < SCRUB_MIN_LENGTH:
+        return ()
+    raw = secret.encode()
+    whole = base64.b64encode(raw).decode()
+    forms = [whole, whole.rstrip("=")]
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + raw).decode()
+        first = -(-8 * shift // 6)  # the first character holding none of the shift's bits
+        forms.append(encoded[first : 8 * (shift + len(raw)) // 6])
+    forms += [form.translate(_URLSAFE) for form in forms]
+    return tuple(dict.fromkeys(form for form in forms if form))
+
+
+def scrub_forms(secrets: Iterable[str]) -> list[str]:
+    """What a scrubber replaces, longest first: each secret long enough, and its base64 forms."""
+    kept = {s for s in secrets if len(s) >= SCRUB_MIN_LENGTH}
+    kept |= {form for s in kept for form in encoded_forms(s)}
+    return sorted(kept, key=len, reverse=True)
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, ids, extra fields.
 
-    Any configured secret value in the finished line is replaced with ``[REDACTED]``: defence
-    in depth behind the rule that code never logs one (extra fields and exception text
-    included).
+    Any configured secret value in the finished line, as written or base64-encoded, is
+    replaced with ``[REDACTED]``: defence in depth behind the rule that code never logs one
+    (extra fields and exception text included).
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        kept = {s for s in secrets if len(s) >= SCRUB_MIN_LENGTH}
+        kept = scrub_forms(secrets)
         # The line is scrubbed after json.dumps, which writes a quote, a backslash, a
         # control or a non-ASCII character escaped: such a secret is looked for as written.
-        kept |= {json.dumps(s)[1:-1] for s in kept}
-        self._secrets = sorted(kept, key=len, reverse=True)
+        escaped = {json.dumps(s)[1:-1] for s in kept}
+        self._secrets = sorted(escaped.union(kept), key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         """Render the record as a JSON line, scrubbed of secrets."""

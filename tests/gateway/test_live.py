@@ -12,6 +12,7 @@ import pytest
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
+from tests.support import base64_echoes, reveals_encoded
 
 from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served
 from .fakes import LEAKED_SECRET, RunningService, live_record
@@ -141,6 +142,25 @@ async def test_stream_sends_records_with_secrets_redacted(
     assert vendor["headers"] == {"Authorization": REDACTED, "Amperity-Tenant": "acme"}
     (request,) = service.fake.watch_requests
     assert (request.integration_id, request.replay) == ("web", 7)
+
+
+async def test_stream_redacts_a_secret_a_record_carries_base64_encoded(
+    admin_gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A secret echoed base64-encoded into a record leaves no part of itself on the page.
+
+    An upstream's error or a proxy may quote a Basic header (user:secret, encoded).
+    """
+    record = live_record()
+    echoes = base64_echoes(ADMIN_TOKEN) + base64_echoes(LEAKED_SECRET)
+    record.payload.update({"echoes": [f"Basic {echo}" for echo in echoes]})
+    service.fake.live_records.append(record)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get("/live/stream?replay=7&integration=web", headers=headers)
+    ((_, shown),) = _sse_records(response.text)
+    assert len(shown["payload"]["echoes"]) == len(echoes)
+    for secret in (ADMIN_TOKEN, LEAKED_SECRET):
+        assert not reveals_encoded(response.text, secret)
 
 
 async def test_head_of_the_stream_answers_its_headers_without_a_watch(

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from amperity_signal.logs import JsonFormatter, configure_logging, quiet_grpc_core
+from tests.support import base64_echoes, reveals_encoded
 
 
 def _line(formatter: JsonFormatter, message: str, *args: object) -> str:
@@ -29,6 +30,19 @@ def test_a_secret_that_json_escapes_is_scrubbed_as_written(secret: str) -> None:
     formatter = JsonFormatter([secret])
     line = _line(formatter, "connecting to redis://:%s@cache:6379/0", secret)
     assert json.loads(line)["msg"] == "connecting to redis://:[REDACTED]@cache:6379/0"
+
+
+@pytest.mark.parametrize("secret", ["canary-key-0123456789abcdef", "canary-key-0123456789abcd"])
+def test_a_secret_echoed_base64_encoded_is_scrubbed_at_every_alignment(secret: str) -> None:
+    """An upstream echoing a key base64-encoded (a Basic header, user:key) leaves no part of it.
+
+    Standard and URL-safe, padded or not, alone or after 1, 2 or 4 other bytes.
+    """
+    formatter = JsonFormatter([secret])
+    for echo in base64_echoes(secret):
+        line = _line(formatter, "proxy said: Authorization: Basic %s rejected", echo)
+        assert not reveals_encoded(line, secret), echo
+        assert "[REDACTED]" in json.loads(line)["msg"]
 
 
 def test_an_error_is_logged_with_its_traceback_scrubbed_of_secrets() -> None:

@@ -27,6 +27,7 @@ from amperity_signal.errors import (
     AmperityRejected,
     AmperityUnavailable,
 )
+from amperity_signal.logs import encoded_forms
 
 _REDACTED = "[REDACTED]"
 TLS_REFUSED = "TLS certificate refused: "
@@ -74,12 +75,15 @@ def _pieces(secret: str) -> frozenset[str]:
 def scrub(text: str, integration: IntegrationSettings) -> str:
     """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
 
-    Whole tokens first; then any run of token characters holding 12 characters of a key's
-    payload or signature: an echo may be partial (one segment, a cut head, the tail).
+    Whole tokens first, as written or base64-encoded (an echoed Basic header); then any
+    run of token characters holding 12 characters of a key's payload or signature: an echo
+    may be partial (one segment, a cut head, the tail).
     """
     secrets = [secret for secret in _secrets(integration) if secret]
     for secret in secrets:
         text = text.replace(secret, _REDACTED)
+        for form in encoded_forms(secret):
+            text = text.replace(form, _REDACTED)
     pieces = frozenset().union(*(_pieces(secret) for secret in secrets))
     if not pieces:
         return text

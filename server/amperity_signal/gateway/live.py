@@ -5,7 +5,8 @@ Everything here sits behind ``[server] admin_token``. The token arrives once, ei
 ``/live``, so the token leaves the address bar and the history); either way the answer
 sets an HttpOnly cookie holding an HMAC of the token, never the token itself. Records are
 already redacted by the service; the gateway redacts again (sensitive header names, and
-any configured secret found anywhere in a record) before a byte reaches the page.
+any configured secret found anywhere in a record, as written or base64-encoded) before a
+byte reaches the page.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.logs import scrub_forms
 
 SESSION_COOKIE = "dfadmin"
 REDACTED = "[redacted]"
@@ -137,7 +139,7 @@ class LiveEndpoints:
         self._now = now
         self._watch = watch or client.watch_deliveries
         self._token = settings.admin_token
-        self._secrets = tuple(sorted(settings.redact, key=len, reverse=True))
+        self._secrets = tuple(scrub_forms(settings.redact))
         self._replay = settings.live_replay
         self._static_dir = static_dir
         self._heartbeat = heartbeat

@@ -28,7 +28,7 @@ from amperity_signal.errors import (
 )
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.status import code_for
-from tests.support import mint_keys
+from tests.support import base64_echoes, mint_keys, reveals_encoded
 from tests.unit.amperity.faketime import FakeTime
 
 ClientFactory = Callable[..., AmperityClient]
@@ -615,3 +615,29 @@ async def test_a_partial_echo_of_a_key_leaves_no_part_of_it(
         for segment in token.split(".")[1:]:
             pieces = {segment[i : i + 12] for i in range(len(segment) - 11)}
             assert [piece for piece in pieces if piece in blob] == []
+
+
+async def test_a_key_echoed_base64_encoded_leaves_no_part_of_it(
+    make_client: ClientFactory,
+    integration: IntegrationSettings,
+    canaries: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key echoed base64-encoded (a proxy quoting the Basic header it got) is redacted.
+
+    Only the key as written was replaced: its encoded forms, standard or URL-safe, at any
+    byte alignment, reached the error's message, its metadata and the log line.
+    """
+    caplog.set_level(logging.DEBUG)
+    texts = []
+    for key in canaries:
+        for echo in base64_echoes(key):
+            body = {"message": f"bad Authorization: Basic {echo}", "request_id": echo}
+            client = make_client(Answer(401, body), integration=integration)
+            with pytest.raises(AmperityError) as caught:
+                await _event(client)
+            texts += [str(caught.value), repr(caught.value.metadata)]
+    blob = "\n".join([*texts, caplog.text])
+    assert "Basic [REDACTED]" in blob
+    for key in canaries:
+        assert not reveals_encoded(blob, key)

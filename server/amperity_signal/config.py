@@ -295,16 +295,18 @@ class Settings(_Strict):
         return next((i for i in self.integrations if i.id == integration_id), None)
 
     def secret_values(self) -> list[str]:
-        """Every configured secret's value, for the log formatter to scrub.
+        """Every configured secret's value, for the log formatter and Live Events to scrub.
 
         An API key is listed with its JWT payload and signature too: a line may hold one
         alone (an echo, a cut). Its header segment is the same in every token: not listed.
+        Pipeline keys are listed: each lets its holder send events into an integration.
         """
         keys = [i.api_key.get_secret_value() for i in self.integrations]
         keys += [
             i.profile_api_key.get_secret_value() for i in self.integrations if i.profile_api_key
         ]
         values = [*keys, *(part for key in keys for part in jwt_private_parts(key))]
+        values += [i.pipeline_key for i in self.integrations]
         if self.server.admin_token:
             values.append(self.server.admin_token.get_secret_value())
         values += redis_passwords(self.cache.redis_url)

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from amperity_signal.gateway import create_gateway_app
+from amperity_signal.config import settings_from_dict
+from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
-from tests.support import base64_echoes, reveals_encoded
+from tests.support import base64_echoes, integration_dict, mint_keys, reveals_encoded
 
 from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served
 from .fakes import LEAKED_SECRET, RunningService, live_record
@@ -161,6 +162,28 @@ async def test_stream_redacts_a_secret_a_record_carries_base64_encoded(
     assert len(shown["payload"]["echoes"]) == len(echoes)
     for secret in (ADMIN_TOKEN, LEAKED_SECRET):
         assert not reveals_encoded(response.text, secret)
+
+
+async def test_stream_redacts_the_configured_pipeline_keys(
+    make_gateway: GatewayFactory, service: RunningService
+) -> None:
+    """A pipeline key in a record (a page URL carrying it) is redacted, as Amperity keys are.
+
+    The gateway's redact list held the Amperity keys and the admin token, not the
+    pipeline keys the gateway itself accepts.
+    """
+    key = "pk_live_canary_7Qx2mV9b"
+    table = integration_dict("http://sandbox.test", mint_keys(), pipeline_key=key)
+    settings = GatewaySettings.from_settings(settings_from_dict({"integrations": [table]}, {}))
+    gateway = make_gateway(admin_token=ADMIN_TOKEN, redact=settings.redact)
+    record = live_record()
+    record.payload.update({"page": f"https://shop.example/?pipeline_key={key}"})
+    service.fake.live_records.append(record)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await gateway.get("/live/stream?replay=7&integration=web", headers=headers)
+    ((_, shown),) = _sse_records(response.text)
+    assert shown["payload"]["page"] == f"https://shop.example/?pipeline_key={REDACTED}"
+    assert key not in response.text
 
 
 async def test_head_of_the_stream_answers_its_headers_without_a_watch(

@@ -18,7 +18,7 @@ from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.support import mint_keys
+from tests.support import base64_echoes, mint_keys, reveals_encoded
 from tests.unit.cli_support import INGEST, integration, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -849,6 +849,23 @@ def test_a_keys_payload_or_signature_alone_is_scrubbed_from_logs() -> None:
         line = formatter.format(record)
         assert payload not in line and signature not in line
         assert "echoed [REDACTED], then [REDACTED]" in line
+
+
+def test_the_pipeline_keys_are_scrubbed_from_logs_as_written_and_encoded() -> None:
+    """A pipeline key lets its holder send events: a log line carrying one is scrubbed.
+
+    The Amperity keys were; the pipeline keys the gateway and the service accept were not,
+    so a key quoted by a caller's error or a request URL reached the log as it was.
+    """
+    keys = ("pk_live_canary_7Qx2mV9b", "pk_live_second_0c4Fh2Lw")
+    tables = [integration(pipeline_key=keys[0]), integration(id="app", pipeline_key=keys[1])]
+    formatter = JsonFormatter(settings_from_dict({"integrations": tables}, {}).secret_values())
+    for key in keys:
+        for shown in (key, *base64_echoes(key)):
+            url = f"/v1/t?pipeline_key={shown}"
+            line = formatter.format(logging.makeLogRecord({"msg": "GET %s", "args": (url,)}))
+            assert key not in line and not reveals_encoded(line, key)
+            assert "[REDACTED]" in line
 
 
 def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:

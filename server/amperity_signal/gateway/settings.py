@@ -72,8 +72,9 @@ class GatewaySettings:
             ``forwarded_allow_ips``); empty means the socket peer is the client.
         admin_token: Bearer token of the operator routes (``/live``); None disables them.
             Never printed.
-        redact: Secret strings (the integrations' Amperity keys, the admin token) scrubbed
-            from anything the operator routes show, in case one slipped into a record.
+        redact: Secret strings (the integrations' Amperity keys and pipeline keys, the admin
+            token) scrubbed from anything the operator routes show, in case one slipped
+            into a record.
         live_replay: Recent delivery records the Live Events page replays on opening.
         service_ca_file: The CA that signed the service's certificate: the standalone
             gateway's channel to the service uses TLS when it is set.

@@ -33,9 +33,15 @@ from pydantic import (
 
 from amperity_signal.blueprint.paths import compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
-from amperity_signal.config_checks import check_raw, resolve_secrets
+from amperity_signal.config_checks import check_raw, configured_secrets, resolve_secrets
 from amperity_signal.config_messages import translate
-from amperity_signal.config_values import LogLevel, csv_items, jwt_private_parts, quoted
+from amperity_signal.config_values import (
+    LogLevel,
+    csv_items,
+    jwt_private_parts,
+    quoted,
+    unquotable,
+)
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
@@ -432,12 +438,14 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
     trusted_certificates = TrustedCertificates.from_environ(environ)
     problems: list[ConfigProblem] = [*proxies.problems, *trusted_certificates.problems]
     resolved = resolve_secrets(raw, environ, problems)
-    problems.extend(check_raw(resolved, frozenset(p.location for p in problems)))
     settings: Settings | None = None
-    try:
-        settings = Settings.model_validate(resolved)
-    except ValidationError as exc:
-        problems.extend(translate(exc, {p.location for p in problems}))
+    # A key pasted into another field (a pipeline key in tenant_id) is never quoted back.
+    with unquotable(configured_secrets(resolved)):
+        problems.extend(check_raw(resolved, frozenset(p.location for p in problems)))
+        try:
+            settings = Settings.model_validate(resolved)
+        except ValidationError as exc:
+            problems.extend(translate(exc, {p.location for p in problems}))
     if problems or settings is None:
         # Several checks can describe one mistake; list each location/problem once.
         unique = list(dict.fromkeys(problems))

@@ -61,6 +61,21 @@ MINIMAL_INTEGRATION = "\n".join(
 )
 
 
+def configured_secrets(raw: dict[str, Any]) -> list[str]:
+    """The keys and tokens a configuration sets: what no problem of it may quote back."""
+    server = raw.get("server")
+    integrations = raw.get("integrations")
+    tables = [server, *(integrations if isinstance(integrations, list) else ())]
+    names = (*SECRET_FIELDS, "pipeline_key")
+    return [
+        value
+        for table in tables
+        if isinstance(table, dict)
+        for name in names
+        if isinstance(value := table.get(name), str)
+    ]
+
+
 def resolve_secrets(
     raw: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]
 ) -> dict[str, Any]:
@@ -172,8 +187,8 @@ def _check_tenant_rate(
     return [
         ConfigProblem(
             f"integrations[{index}].rate_limit_per_second",
-            f"is {rate!r} but integrations[{first}], on the same tenant {quoted(tenant)}, uses "
-            f"{first_rate!r}; Amperity's limit is one per tenant, shared by both.",
+            f"is {quoted(rate)} but integrations[{first}], on the same tenant {quoted(tenant)}, "
+            f"uses {quoted(first_rate)}; Amperity's limit is one per tenant, shared by both.",
             "set the same rate_limit_per_second on every integration of a tenant.",
         )
     ]

@@ -8,12 +8,16 @@ password (``api_base_url``, ``redis_url``) is only quoted back when it cannot ho
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
 import ipaddress
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.logs import SCRUB_MIN_LENGTH
 
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -43,6 +47,10 @@ CONSENT_FLAGS = ("analytics", "marketing", "functional")
 GOOGLE_CONSENT = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage")
 _CATEGORY = re.compile(r"categories\.[^.\s]+")
 _QUOTES_OR_BRACKETS = re.compile(r"[\"'\[\]{}]")
+# The keys and tokens of the configuration being checked, which ``quoted`` never shows.
+_UNQUOTABLE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "unquotable", default=()
+)
 
 
 def holds_key(value: Any) -> bool:
@@ -59,14 +67,34 @@ def jwt_private_parts(key: str) -> list[str]:
     return segments[1:] if len(segments) == 3 and all(segments) else []
 
 
-def quoted(value: Any) -> str:
-    """``repr(value)`` for a message, unless it holds an API key (a JWT) pasted in the wrong field.
+@contextlib.contextmanager
+def unquotable(secrets: Iterable[str]) -> Iterator[None]:
+    """While a configuration is checked, ``quoted`` describes any value holding one of its keys.
 
-    Problems are printed to terminals and CI logs: a key is described, never quoted.
+    A pipeline key pasted into ``tenant_id`` (or any key into any field) would otherwise
+    be quoted back by that field's problem. Values shorter than ``SCRUB_MIN_LENGTH`` are
+    not looked for: "web" or "acme" may be a key and a tenant alike.
+    """
+    reset = _UNQUOTABLE.set(tuple(s for s in secrets if len(s) >= SCRUB_MIN_LENGTH))
+    try:
+        yield
+    finally:
+        _UNQUOTABLE.reset(reset)
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)`` for a message, unless it holds a key pasted in the wrong field.
+
+    Problems are printed to terminals and CI logs: a key is described, never quoted. A key
+    is known by its look (a JWT) or, while ``unquotable`` holds the configuration's own
+    keys and tokens (pipeline keys included), by being one of them.
     """
     if holds_key(value):
         return "the value (an API key, by its look)"
-    return repr(value)
+    shown = repr(value)
+    if any(secret in shown or secret in str(value) for secret in _UNQUOTABLE.get()):
+        return "the value (not quoted: it holds a pipeline key, API key or token set here)"
+    return shown
 
 
 def check_server(table: Any) -> list[ConfigProblem]:
@@ -108,8 +136,8 @@ def _shared_port_problem(table: dict[str, Any]) -> ConfigProblem | None:
         return None
     return ConfigProblem(
         "server.http_address",
-        f"{quoted(http_address)} is the port of server.grpc_address ({grpc_address!r}); the gRPC "
-        "service and the HTTP gateway each need their own.",
+        f"{quoted(http_address)} is the port of server.grpc_address ({quoted(grpc_address)}); "
+        "the gRPC service and the HTTP gateway each need their own.",
         "set http_address to another port, e.g. 127.0.0.1:8080 (port 0 picks a free one).",
     )
 

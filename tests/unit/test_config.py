@@ -868,6 +868,62 @@ def test_the_pipeline_keys_are_scrubbed_from_logs_as_written_and_encoded() -> No
             assert "[REDACTED]" in line
 
 
+PIPELINE_KEY = "pk_live_canary_7Qx2mV9b"
+
+
+@pytest.mark.parametrize(
+    ("tables", "location", "fix"),
+    [
+        (
+            [integration(pipeline_key=PIPELINE_KEY, tenant_id=f"{PIPELINE_KEY}\n")],
+            "integrations[0].tenant_id",
+            "copy it again from Amperity",
+        ),
+        (
+            [integration(pipeline_key=PIPELINE_KEY, tenant_subdomain=PIPELINE_KEY)],
+            "integrations[0].tenant_subdomain",
+            "use the subdomain portion of your Amperity dashboard URL",
+        ),
+        (
+            [
+                integration(pipeline_key=PIPELINE_KEY, tenant_id=PIPELINE_KEY),
+                integration(
+                    id="app", pipeline_key="pk_app", tenant_id=PIPELINE_KEY, rate_limit_per_second=9
+                ),
+            ],
+            "integrations[1].rate_limit_per_second",
+            "set the same rate_limit_per_second",
+        ),
+        (
+            [integration(pipeline_key=PIPELINE_KEY, allowed_origins=[f"{PIPELINE_KEY}.example"])],
+            "integrations[0].allowed_origins[0]",
+            "",
+        ),
+    ],
+    ids=["tenant_id", "tenant_subdomain", "tenant-rate", "allowed_origins"],
+)
+def test_a_pipeline_key_pasted_into_another_field_is_never_quoted_back(
+    tables: list[dict[str, Any]], location: str, fix: str
+) -> None:
+    """Whatever field's problem it is, a value holding the configuration's key is not quoted.
+
+    The problem still names the field and its fix. A pipeline key pasted into tenant_id (or
+    any field whose problem quotes its value) was printed back whole to terminals and CI.
+    """
+    [problem] = problems_of({"integrations": tables})
+    assert PIPELINE_KEY not in problem
+    assert problem.startswith(f"{location}: ") and fix in problem
+    assert "not quoted: it holds a pipeline key" in problem
+
+
+def test_an_admin_token_pasted_into_an_address_is_never_quoted_back() -> None:
+    """The same holds for the admin token, in a [server] field's problem."""
+    token = "canary-admin-0123456789abcdef"
+    server = {"admin_token": token, "http_address": token}
+    [problem] = problems_of({"server": server, "integrations": [integration()]})
+    assert token not in problem and problem.startswith("server.http_address: ")
+
+
 def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:
     """[server] log_level takes debug, info, warning or error, in any case; nothing else."""
     [problem] = problems_of({"server": {"log_level": "verbose"}, "integrations": [integration()]})

@@ -170,6 +170,8 @@ class RetryingCaller:
         sleep: How to wait between retries.
         rng: Randomness for backoff jitter.
         backoff: Backoff base and cap.
+        proxy_secrets: The outbound proxies' credentials (``ProxyRules.secrets``), every
+            form: scrubbed from answers as the integration's keys are.
     """
 
     def __init__(
@@ -183,8 +185,11 @@ class RetryingCaller:
         sleep: Sleep,
         rng: random.Random,
         backoff: Backoff,
+        proxy_secrets: tuple[str, ...] = (),
     ) -> None:
         self._integration = integration
+        # A proxy's error page may quote the Proxy-Authorization it got: scrubbed too.
+        self._proxy_secrets = proxy_secrets
         self._pool = pool
         self._limiter = limiter
         self._metrics = metrics
@@ -289,7 +294,7 @@ class RetryingCaller:
             if outcome.is_success:  # a profile whose body was cut off: see call()
                 cut: CutBody = outcome.extensions[CUT_BODY]
                 return cut.cause, None
-            body = responses.parse_error_body(outcome.content, integration)
+            body = responses.parse_error_body(outcome.content, integration, self._proxy_secrets)
             location = outcome.headers.get("Location")
             if 300 <= status < 400 and location:
                 error = self._redirected(request, status, location, attempts)
@@ -341,6 +346,7 @@ class RetryingCaller:
             location=target_text,
             suggested_base_url=suggested,
             attempts=attempts,
+            also=self._proxy_secrets,
         )
 
     def _failure(self, outcome: httpx.Response | BaseException) -> str | None:
@@ -356,7 +362,7 @@ class RetryingCaller:
         if problem is not None:
             return responses.TLS_REFUSED + problem
         text = str(outcome) or type(outcome).__name__
-        return responses.scrub(text, self._integration)[:300]
+        return responses.scrub(text, self._integration, self._proxy_secrets)[:300]
 
     def _next_delay(
         self, outcome: httpx.Response | BaseException, attempts: int, deadline: float | None
@@ -501,7 +507,8 @@ class RetryingCaller:
             cut = CutBody("timeout", "the read timed out")
         else:
             text = str(exc) or type(exc).__name__
-            cut = CutBody("connection", responses.scrub(text, self._integration)[:300])
+            shown = responses.scrub(text, self._integration, self._proxy_secrets)
+            cut = CutBody("connection", shown[:300])
         status = answer.status_code
         if not answer.is_success:
             outcome = "its status decides"

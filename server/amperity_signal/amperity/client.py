@@ -120,6 +120,7 @@ class AmperityClient:
             # Jitter only spreads retries out; it needs no cryptographic strength.
             rng=rng if rng is not None else random.Random(),  # noqa: S311
             backoff=backoff if backoff is not None else Backoff(),
+            proxy_secrets=proxies.secrets if proxies is not None else (),
         )
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from amperity_signal.errors import (
     AmperityRejected,
     AmperityUnavailable,
 )
-from amperity_signal.logs import encoded_forms
+from amperity_signal.logs import encoded_forms, scrub_forms
 
 _REDACTED = "[REDACTED]"
 TLS_REFUSED = "TLS certificate refused: "
@@ -72,13 +72,17 @@ def _pieces(secret: str) -> frozenset[str]:
     )
 
 
-def scrub(text: str, integration: IntegrationSettings) -> str:
+def scrub(text: str, integration: IntegrationSettings, also: Iterable[str] = ()) -> str:
     """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
 
     Whole tokens first, as written or base64-encoded (an echoed Basic header); then any
     run of token characters holding 12 characters of a key's payload or signature: an echo
-    may be partial (one segment, a cut head, the tail).
+    may be partial (one segment, a cut head, the tail). ``also``: other credentials the
+    request carried (a proxy's, whose error page may quote its Proxy-Authorization),
+    replaced whole or base64-encoded only: a proxy URL's host is no secret.
     """
+    for form in scrub_forms(also):
+        text = text.replace(form, _REDACTED)
     secrets = [secret for secret in _secrets(integration) if secret]
     for secret in secrets:
         text = text.replace(secret, _REDACTED)
@@ -98,20 +102,24 @@ def scrub(text: str, integration: IntegrationSettings) -> str:
     return _TOKEN_RUN.sub(redact, text)
 
 
-def parse_error_body(content: bytes, integration: IntegrationSettings) -> ErrorBody:
-    """Read Amperity's error body; anything unreadable gives an empty one."""
+def parse_error_body(
+    content: bytes, integration: IntegrationSettings, also: Iterable[str] = ()
+) -> ErrorBody:
+    """Read Amperity's error body, scrubbed (``scrub``); anything unreadable gives an empty one."""
     try:
         data: Any = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         text = content.decode("utf-8", "replace").strip() if content else ""
-        return ErrorBody(message=scrub(text, integration)[:_MAX_MESSAGE_CHARS])
+        return ErrorBody(message=scrub(text, integration, also)[:_MAX_MESSAGE_CHARS])
 
     def field(name: str) -> str:
         value = data.get(name)
         # Scrub, then cut: cut first, a token across the cut would survive in part.
-        return scrub(str(value), integration)[:_MAX_MESSAGE_CHARS] if value is not None else ""
+        if value is None:
+            return ""
+        return scrub(str(value), integration, also)[:_MAX_MESSAGE_CHARS]
 
     return ErrorBody(field("message"), field("request_id"), field("trace_id"))
 
@@ -302,19 +310,20 @@ def redirected(
     location: str,
     suggested_base_url: str | None,
     attempts: int,
+    also: Iterable[str] = (),
 ) -> AmperityError:
     """The permanent error for a 3xx: redirects are not followed, so the base URL must move.
 
     ``suggested_base_url`` is the base URL under which the redirect's target is this same
-    call, or None when the target is some other page.
+    call, or None when the target is some other page. ``also`` as for ``scrub``.
     """
-    location = scrub(location, integration)[:_MAX_MESSAGE_CHARS]
+    location = scrub(location, integration, also)[:_MAX_MESSAGE_CHARS]
     field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
     meta = _metadata(integration, endpoint, None, location=location)
     if suggested_base_url:
         # Cut from the same target, so scrubbed and cut as it is: a Location echoing a key
         # before the API path would otherwise carry it whole, to the caller and the logs.
-        suggested_base_url = scrub(suggested_base_url, integration)[:_MAX_MESSAGE_CHARS]
+        suggested_base_url = scrub(suggested_base_url, integration, also)[:_MAX_MESSAGE_CHARS]
         fix = f"Set api_base_url = {suggested_base_url!r}."
         meta["suggested_base_url"] = suggested_base_url
     else:

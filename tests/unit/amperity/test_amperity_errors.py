@@ -6,10 +6,12 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -27,6 +29,7 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.metrics import Metrics
+from amperity_signal.proxies import ProxyRules
 from amperity_signal.service.status import code_for
 from tests.support import base64_echoes, mint_keys, reveals_encoded
 from tests.unit.amperity.faketime import FakeTime
@@ -641,3 +644,52 @@ async def test_a_key_echoed_base64_encoded_leaves_no_part_of_it(
     assert "Basic [REDACTED]" in blob
     for key in canaries:
         assert not reveals_encoded(blob, key)
+
+
+async def test_a_proxy_quoting_its_proxy_authorization_leaves_no_credential_in_errors(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """A proxy's answer quoting the Proxy-Authorization it got does not carry it on.
+
+    Only the integration's keys were scrubbed from answers: a proxy in front of an http
+    base URL answering 400/401/403 or a redirect with the request's headers put
+    ``Basic base64(user:password)`` in the error's message and metadata, to the caller.
+    """
+    password = "proxy-Canary-Pass-0123"
+    statuses = [400, 401, 403, 302]
+    seen: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        length = re.search(r"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        echo = head.replace("\r\n", " | ")
+        seen.append(echo)
+        status = statuses[(len(seen) - 1) % len(statuses)]
+        body = json.dumps({"message": f"you sent {echo}", "request_id": echo[-80:]}).encode()
+        where = f"Location: http://amperity.test/{quote(echo)}\r\n" if status == 302 else ""
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{where}"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rules = ProxyRules.from_environ({"HTTP_PROXY": f"http://agent:{password}@127.0.0.1:{port}"})
+    plain = integration.model_copy(
+        update={"api_base_url": "http://amperity.test", "max_retries": 0}
+    )
+    texts = []
+    async with server:
+        for _ in statuses:
+            client = make_client(integration=plain, proxies=rules)
+            with pytest.raises(AmperityError) as caught:
+                await _event(client)
+            texts += [str(caught.value), repr(caught.value.metadata)]
+    blob = "\n".join(texts)
+    assert all("Proxy-Authorization: Basic " in echo for echo in seen)  # it was sent, and quoted
+    assert "Proxy-Authorization: Basic [REDACTED]" in blob
+    assert password not in blob and not reveals_encoded(blob, password)

@@ -17,6 +17,7 @@ from amperity_signal.config_values import (
     check_cache,
     check_integration_values,
     check_server,
+    holds_configured_secret,
     holds_key,
     quoted,
 )
@@ -289,20 +290,43 @@ PLAIN_FIELDS = (
 )
 
 
+_SHOWN_IN_CLEAR = (
+    "this field is not secret: its value is sent in headers or URLs and shown in "
+    "responses, Live Events and logs."
+)
+
+
 def _check_keys_out_of_place(where: str, table: dict[str, Any]) -> list[ConfigProblem]:
-    """An API key pasted into a field that is not secret would be sent and shown in the clear."""
-    return [
-        ConfigProblem(
-            f"{where}.{name}",
-            "holds an API key (a JWT); this field is not secret: its value is sent in "
-            "headers or URLs and shown in responses, Live Events and logs.",
-            f"write the {name} itself here, and put the key in api_key (Streaming Ingest) "
-            "or profile_api_key (Profile API); then regenerate that key in Amperity if "
-            "this configuration was shared.",
-        )
-        for name in PLAIN_FIELDS
-        if holds_key(table.get(name))
-    ]
+    """A key pasted into a field that is not secret would be sent and shown in the clear.
+
+    An API key is known by its look (a JWT); a pipeline key or the admin token by being
+    one this configuration sets (``unquotable``): a pipeline key in tenant_id would go to
+    Amperity in every request's Amperity-Tenant header.
+    """
+    problems = []
+    for name in PLAIN_FIELDS:
+        value = table.get(name)
+        if holds_key(value):
+            problems.append(
+                ConfigProblem(
+                    f"{where}.{name}",
+                    f"holds an API key (a JWT); {_SHOWN_IN_CLEAR}",
+                    f"write the {name} itself here, and put the key in api_key (Streaming "
+                    "Ingest) or profile_api_key (Profile API); then regenerate that key in "
+                    "Amperity if this configuration was shared.",
+                )
+            )
+        elif name != "pipeline_key" and holds_configured_secret(value):
+            problems.append(
+                ConfigProblem(
+                    f"{where}.{name}",
+                    "holds a pipeline key or token this configuration sets for another "
+                    f"field; {_SHOWN_IN_CLEAR}",
+                    f"write the {name} itself here (a pasted value may have landed in the "
+                    "wrong field); keep pipeline keys in pipeline_key.",
+                )
+            )
+    return problems
 
 
 HEADER_FIELDS = {

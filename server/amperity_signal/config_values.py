@@ -91,10 +91,15 @@ def quoted(value: Any) -> str:
     """
     if holds_key(value):
         return "the value (an API key, by its look)"
-    shown = repr(value)
-    if any(secret in shown or secret in str(value) for secret in _UNQUOTABLE.get()):
+    if holds_configured_secret(value):
         return "the value (not quoted: it holds a pipeline key, API key or token set here)"
-    return shown
+    return repr(value)
+
+
+def holds_configured_secret(value: Any) -> bool:
+    """Whether ``value`` holds one of the keys or tokens ``unquotable`` was given."""
+    shown = repr(value)
+    return any(secret in shown or secret in str(value) for secret in _UNQUOTABLE.get())
 
 
 def check_server(table: Any) -> list[ConfigProblem]:
@@ -345,9 +350,9 @@ def _parse_url(url: str) -> SplitResult | None:
 
 def _shown_url(url: str) -> str:
     """The URL quoted, unless it may carry a password (user info or a query) or an API key."""
-    if any(mark in url for mark in "@?#") or "password" in url.lower() or holds_key(url):
+    if any(mark in url for mark in "@?#") or "password" in url.lower():
         return "the value"
-    return repr(url)
+    return quoted(url)
 
 
 def _split_host_port(text: str) -> tuple[str, str | None] | None:

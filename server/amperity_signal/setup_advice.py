@@ -8,6 +8,7 @@ never exposes attributes to pages, say). ``check-config`` prints them as warning
 from __future__ import annotations
 
 from amperity_signal.config import IntegrationSettings
+from amperity_signal.config_values import quoted
 
 _ALLOWLIST_ADVICE = (
     'add attribute names as CSV (e.g. "Persona,LifetimeTier"). Anything not in the list is '
@@ -45,7 +46,7 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
     value = integration.source_value
     if value != value.strip():
         warnings.append(
-            f"{name}: source_value {value!r} has spaces around it, so events are accepted "
+            f"{name}: source_value {quoted(value)} has spaces around it, so events are accepted "
             "(202) but routed to _unknown unless your stream's routing expression has them "
             "too; check your stream's routing expression in Amperity and match exactly "
             "(case-sensitive)."

@@ -910,10 +910,29 @@ def test_a_pipeline_key_pasted_into_another_field_is_never_quoted_back(
     The problem still names the field and its fix. A pipeline key pasted into tenant_id (or
     any field whose problem quotes its value) was printed back whole to terminals and CI.
     """
-    [problem] = problems_of({"integrations": tables})
-    assert PIPELINE_KEY not in problem
-    assert problem.startswith(f"{location}: ") and fix in problem
+    problems = problems_of({"integrations": tables})
+    assert [p for p in problems if PIPELINE_KEY in p] == []
+    [problem] = [p for p in problems if p.startswith(f"{location}: ") and fix in p]
     assert "not quoted: it holds a pipeline key" in problem
+
+
+@pytest.mark.parametrize("field", ["tenant_id", "id", "tenant_subdomain", "source_value"])
+def test_a_fields_value_that_is_this_configurations_key_is_refused_by_name(field: str) -> None:
+    """A pipeline key (or the admin token) pasted whole into a plain field is refused.
+
+    tenant_id = the pipeline key loaded: it would be sent to Amperity in every request's
+    Amperity-Tenant header, and shown wherever the tenant is (error metadata, Live Events).
+    """
+    token = "canary-admin-0123456789abcdef"
+    for key in (PIPELINE_KEY, token):
+        table = integration(pipeline_key=PIPELINE_KEY, **{field: key})
+        problems = problems_of({"server": {"admin_token": token}, "integrations": [table]})
+        assert [p for p in problems if key in p] == []
+        assert (
+            f"integrations[0].{field}: holds a pipeline key or token this configuration sets"
+            in ("\n".join(problems))
+        )
+        assert f"write the {field} itself here" in "\n".join(problems)
 
 
 def test_an_admin_token_pasted_into_an_address_is_never_quoted_back() -> None:

@@ -28,6 +28,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    field_serializer,
     field_validator,
 )
 
@@ -206,7 +207,8 @@ class IntegrationSettings(_Strict):
     """One installed Amperity integration (one ``[[integrations]]`` table)."""
 
     id: str = Field(min_length=1)
-    pipeline_key: str = Field(min_length=1)
+    # A key, like api_key: kept out of reprs, and masked in dumps (read it as an attribute).
+    pipeline_key: str = Field(min_length=1, repr=False)
     vertical: str = "retail"
     tenant_subdomain: str
     tenant_id: str = Field(min_length=1)
@@ -226,6 +228,10 @@ class IntegrationSettings(_Strict):
     request_timeout: Number = Field(default=10.0, gt=0)
     max_retries: StrictInt = Field(default=5, ge=0, le=20)
     blueprint: BlueprintOverrides = Field(default_factory=BlueprintOverrides)
+
+    @field_serializer("pipeline_key")
+    def _masked(self, _: str) -> str:
+        return "**********"
 
     @field_validator("linking_keys", "personalisation_context_mappings", mode="before")
     @classmethod

@@ -196,10 +196,18 @@ async def test_no_canary_token_appears_in_logs_responses_records_or_gateway_answ
 
 
 async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_errors() -> None:
-    """Settings, GatewaySettings, AmperityClient and the 401/403 errors never show a key."""
+    """Settings, GatewaySettings, AmperityClient and the 401/403 errors never show a key.
+
+    Nor a pipeline key (repr(Settings) and repr(GatewaySettings) quoted it), nor a proxy's
+    password.
+    """
     keys, expired = mint_keys(), mint_keys(ttl=-60)
     admin_token = f"canary-admin-{uuid.uuid4().hex}"
-    secrets = needles([keys.ingest, keys.profile, expired.ingest, admin_token])
+    pipeline_key = f"pk_canary_{uuid.uuid4().hex}"
+    proxy_password = f"canary-proxy-{uuid.uuid4().hex}"
+    secrets = needles(
+        [keys.ingest, keys.profile, expired.ingest, admin_token, pipeline_key, proxy_password]
+    )
     sandbox = create_app(profile_delay=0.0, seed=3)
     assert isinstance(sandbox, SandboxApp)
     base = "http://sandbox.test"
@@ -207,14 +215,14 @@ async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_erro
         {
             "server": {"admin_token": admin_token},
             "integrations": [
-                integration_dict(base, keys),
+                integration_dict(base, keys, pipeline_key=pipeline_key),
                 integration_dict(base, expired, integration_id="expired"),
                 integration_dict(
                     base, Keys(ingest=keys.profile, profile=keys.ingest), integration_id="swapped"
                 ),
             ],
         },
-        {},
+        {"HTTPS_PROXY": f"http://agent:{proxy_password}@proxy.test:3128"},
     )
     texts = [
         repr(settings),
@@ -222,6 +230,8 @@ async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_erro
         repr(GatewaySettings.from_settings(settings)),
         str(settings.model_dump()),
         settings.model_dump_json(),
+        repr(settings.proxies),
+        settings.proxies.describe(),
     ]
     for integration in settings.integrations:
         texts += [repr(integration), str(integration)]

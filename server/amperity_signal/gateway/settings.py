@@ -43,7 +43,7 @@ class PipelineSettings:
             cross-origin with this key, cookies included. Empty means same-origin only.
     """
 
-    pipeline_key: str
+    pipeline_key: str = field(repr=False)
     allowed_origins: tuple[str, ...] = ()
 
 

@@ -11,6 +11,7 @@ The listeners' TLS private keys get the same scan, by line of their PEM bodies.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -38,9 +39,9 @@ from amperity_signal.sandbox import SandboxApp, create_app
 from amperity_signal_client import AmperitySignalError as ClientError
 from amperity_signal_client import AsyncAmperityClient, from_delivery_error
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import CLI, Stack
+from tests.e2e.stack import CLI, Service, Stack
 from tests.e2e.test_tls import credentials, deliver, refused, server_table
-from tests.support import Keys, integration_dict, mint_keys
+from tests.support import Keys, integration_dict, mint_keys, reveals_encoded
 from tests.tls_files import TlsFiles, write_tls_files
 
 pytestmark = pytest.mark.e2e
@@ -118,10 +119,19 @@ async def rpc_texts(target: str) -> AsyncIterator[str]:
 
 
 async def gateway_texts(
-    base_url: str, admin_token: str, verify: ssl.SSLContext | bool = True
+    base_url: str,
+    admin_token: str,
+    verify: ssl.SSLContext | bool = True,
+    pipeline_key: str = "pk_web",
 ) -> AsyncIterator[str]:
     """Bodies and headers of every gateway route, including errors and the operator page."""
     requests: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "POST",
+            f"/v1/t?pipeline_key={pipeline_key}",
+            {"json": {"event": "x", "anonymousId": "b"}},
+        ),
+        ("GET", f"/v1/enrich?provider=amperity&pipeline_key={pipeline_key}x", {"headers": {}}),
         ("GET", "/v1/enrich?provider=amperity&anonymous_id=anon_alice_01", {}),
         ("GET", "/v1/enrich?provider=amperity", {"cookies": {"_dfid": "anon_alice_01"}}),
         ("GET", "/v1/enrich?provider=amperity&email=alice%40example.com", {}),
@@ -144,9 +154,10 @@ async def gateway_texts(
             cookies = options.pop("cookies", None)
             if cookies:
                 gateway.cookies.update(cookies)
-            headers = {"X-Pipeline-Key": "pk_web", **options.pop("headers", {})}
+            headers = {"X-Pipeline-Key": pipeline_key, **options.pop("headers", {})}
             response = await gateway.request(method, url, headers=headers, **options)
-            yield f"{method} {url} {response.status_code} {dict(response.headers)} {response.text}"
+            asked = f"{method} {url.replace(pipeline_key, '<key>')}"  # the question, not answer
+            yield f"{asked} {response.status_code} {dict(response.headers)} {response.text}"
             gateway.cookies.clear()
         # The operator's own page, with the token: the answer must not echo it.
         response = await gateway.get("/live", headers={"Authorization": f"Bearer {admin_token}"})
@@ -162,8 +173,9 @@ async def test_no_canary_token_appears_in_logs_responses_records_or_gateway_answ
     expired = mint_keys(ttl=-60)
     other = mint_keys(ttl=7_200)  # another expiry: another token, whatever the second
     admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    pipeline_key = f"pk_canary_{uuid.uuid4().hex}"
     tables = [
-        integration_dict(sandbox.url, keys),
+        integration_dict(sandbox.url, keys, pipeline_key=pipeline_key),
         integration_dict(sandbox.url, expired, integration_id="expired"),
         # The profile key where the ingest key belongs: Amperity answers 403.
         integration_dict(
@@ -176,11 +188,12 @@ async def test_no_canary_token_appears_in_logs_responses_records_or_gateway_answ
     secrets = needles(
         [keys.ingest, keys.profile, expired.ingest, expired.profile, other.profile, admin_token]
     )
+    secrets.append(pipeline_key)
 
     observed: dict[str, list[str]] = {"grpc": [], "gateway": []}
     async for text in rpc_texts(service.grpc_target):
         observed["grpc"].append(text)
-    async for text in gateway_texts(service.http_url, admin_token):
+    async for text in gateway_texts(service.http_url, admin_token, pipeline_key=pipeline_key):
         observed["gateway"].append(text)
     observed["logs"] = stack.logs().splitlines()
     found = {
@@ -429,6 +442,44 @@ async def test_no_tls_key_material_appears_in_logs_answers_check_config_or_reprs
     assert '"level": "debug"' in "\n".join(observed["logs"])
 
 
+async def canned_server(
+    answers: list[tuple[int, bytes, str]], heads: list[bytes]
+) -> asyncio.Server:
+    """A fake upstream (or proxy) on 127.0.0.1 giving ``answers`` in turn.
+
+    ``heads`` gets each request's head, as received.
+    """
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        status, body, extra = answers[(len(heads) - 1) % len(answers)]
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+async def refusals(stack: Stack, service: Service, server: asyncio.Server, count: int) -> list[str]:
+    """``count`` Deliver calls the upstream refuses: each error and trailers, then the logs."""
+    texts = []
+    async with server:
+        for _ in range(count):
+            request = pb.DeliverRequest(integration_id="web", event=event("anon_echo"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await service.stub.Deliver(request, timeout=10)
+            texts.append(f"{caught.value.details()} {caught.value.trailing_metadata()}")
+        await service.process.stop()
+    return texts + stack.logs().splitlines()
+
+
 def echoes(token: str) -> list[tuple[int, bytes, str]]:
     """Answers that echo part of ``token``: one segment, a cut head, the tail, a redirect."""
     _, payload, signature = token.split(".")
@@ -452,40 +503,96 @@ async def test_no_part_of_a_key_echoed_by_a_hostile_upstream_reaches_answers_or_
     """
     keys = mint_keys()
     answers = echoes(keys.ingest)
-    served = 0
-
-    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal served
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = re.search(rb"(?i)content-length: *(\d+)", head)
-        await reader.readexactly(int(length[1]) if length else 0)
-        status, body, extra = answers[served % len(answers)]
-        served += 1
-        writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
-            + body
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    heads: list[bytes] = []
+    server = await canned_server(answers, heads)
     port = server.sockets[0].getsockname()[1]
     sandbox = await stack.sandbox()
     table = integration_dict(f"http://127.0.0.1:{port}", keys, max_retries=0)
     service = await stack.service(sandbox, table, keys=keys, debug=True)
-    texts = []
-    async with server:
-        for _ in answers:
-            request = pb.DeliverRequest(integration_id="web", event=event("anon_echo"))
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await service.stub.Deliver(request, timeout=10)
-            texts.append(f"{caught.value.details()} {caught.value.trailing_metadata()}")
-        await service.process.stop()
-    texts += stack.logs().splitlines()
+    texts = await refusals(stack, service, server, len(answers))
     private = keys.ingest.split(".")[1:]
     pieces = {part[i : i + 12] for part in private for i in range(len(part) - 11)}
     leaked = [hits(text, sorted(pieces)) for text in texts]
     assert [h for h in leaked if h] == []
-    assert served >= len(answers)  # every echo was sent back at least once
+    assert len(heads) >= len(answers)  # every echo was sent back at least once
     assert "redirecting to" in "\n".join(texts)
+
+
+async def test_no_canary_key_appears_in_check_config_over_misplaced_keys(tmp_path: Path) -> None:
+    """A pipeline key or admin token pasted into another field: check-config never quotes it.
+
+    Each problem names its field; neither canary, as written or base64-encoded, is printed.
+    """
+    pipeline_key = f"pk_canary_{uuid.uuid4().hex}"
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    table = integration_dict("http://sandbox.test", mint_keys(), pipeline_key=pipeline_key)
+    misplaced: dict[str, dict[str, Any]] = {
+        "integrations[0].tenant_id": {"tenant_id": pipeline_key},
+        "integrations[0].tenant_subdomain": {"tenant_subdomain": pipeline_key},
+        "integrations[0].id": {"id": admin_token},
+        "integrations[0].event_stream_id": {"event_stream_id": f" {pipeline_key}"},
+        "integrations[0].api_base_url": {"api_base_url": pipeline_key},
+        "integrations[0].allowed_origins[0]": {"allowed_origins": [f"{pipeline_key}.example"]},
+        "gateway.trusted_proxies": {},
+        "server.grpc_address": {},
+    }
+    outputs = []
+    for location, change in misplaced.items():
+        config: dict[str, Any] = {
+            "server": {"admin_token": admin_token},
+            "integrations": [{**table, **change}],
+        }
+        if location == "gateway.trusted_proxies":
+            config["gateway"] = {"trusted_proxies": [pipeline_key]}
+        if location == "server.grpc_address":
+            config["server"]["grpc_address"] = admin_token
+        path = tmp_path / "misplaced.toml"
+        path.write_text(tomli_w.dumps(config))
+        output = await check_config(path)
+        assert f"  - {location}: " in output, output
+        outputs.append(output)
+    printed = "\n".join(outputs)
+    for secret in (pipeline_key, admin_token):
+        assert secret not in printed and not reveals_encoded(printed, secret)
+
+
+def base64_answers(token: str, password: str) -> list[tuple[int, bytes, str]]:
+    """Answers quoting the request's credentials base64-encoded, as a proxy's page may."""
+    basic = base64.b64encode(f"api:{token}".encode()).decode()
+    header = base64.urlsafe_b64encode(f"Authorization: Bearer {token}".encode()).decode()
+    proxy = base64.b64encode(f"agent:{password}".encode()).decode()
+    bodies: list[tuple[int, dict[str, str], str]] = [
+        (401, {"message": f"Basic {basic} refused", "request_id": header}, ""),
+        (403, {"message": f"Proxy-Authorization: Basic {proxy}", "trace_id": proxy}, ""),
+        (400, {"message": f"headers {header.rstrip('=')} / {proxy}"}, ""),
+        (302, {}, f"Location: http://amperity.test/{basic}/v0/events\r\n"),
+    ]
+    return [(status, json.dumps(body).encode(), extra) for status, body, extra in bodies]
+
+
+async def test_no_credential_echoed_base64_through_a_proxy_reaches_answers_or_logs(
+    stack: Stack,
+) -> None:
+    """Through an authenticating proxy that echoes credentials base64-encoded: none is seen.
+
+    The service sends through ``HTTP_PROXY`` (user and password); the proxy answers each
+    request quoting back the key and the Proxy-Authorization it got, base64-encoded. The
+    gRPC errors, their trailers and every log line at DEBUG are scanned.
+    """
+    keys = mint_keys()
+    password = f"canary-proxy-{uuid.uuid4().hex}"
+    answers = base64_answers(keys.ingest, password)
+    proxied: list[bytes] = []
+    server = await canned_server(answers, proxied)
+    port = server.sockets[0].getsockname()[1]
+    sandbox = await stack.sandbox()
+    table = integration_dict("http://amperity.test", keys, max_retries=0)
+    env = {"HTTP_PROXY": f"http://agent:{password}@127.0.0.1:{port}", "NO_PROXY": ""}
+    service = await stack.service(sandbox, table, keys=keys, debug=True, env=env)
+    texts = await refusals(stack, service, server, len(answers))
+    blob = "\n".join(texts)
+    assert len(proxied) >= len(answers)
+    assert all(b"Proxy-Authorization: Basic " in head for head in proxied)  # it went through
+    assert "[REDACTED]" in blob
+    for secret in (keys.ingest, password):
+        assert secret not in blob and not reveals_encoded(blob, secret)

@@ -234,7 +234,10 @@ async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(
                 "&endpoint=https://attacker.example/collect&enrichEndpoint=/"
             )
             await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
-            async with page.expect_response(lambda r: r.url.endswith("/v1/batch")) as sent:
+            # The batch carrying the click: the page view may have left alone before it.
+            async with page.expect_response(
+                lambda r: '"event":"Product Viewed"' in (r.request.post_data or "")
+            ) as sent:
                 await page.click("#view-product")
             assert (await sent.value).status == 200
             notices = await page.eval_on_selector_all(

@@ -165,7 +165,7 @@ class Stack:
         config: dict[str, Any] = {
             "server": {
                 "grpc_address": "127.0.0.1:0",
-                "http_address": f"127.0.0.1:{free_port()}",
+                "http_address": "127.0.0.1:0",  # the ready line says which port
                 "grace_period": 5.0,
                 **(server or {}),
             },

@@ -115,6 +115,21 @@ async def test_bearer_header_opens_the_page_and_sets_the_session(
     assert SESSION_COOKIE in response.cookies
 
 
+@pytest.mark.parametrize(
+    ("order", "status"), [(("valid", "stale"), 200), (("stale", "valid"), 401)]
+)
+async def test_of_two_session_cookies_the_first_is_read(
+    admin_gateway: httpx.AsyncClient, order: tuple[str, str], status: int
+) -> None:
+    """First-wins, as the API routes read ``_dfid``: the browser lists /live's cookie first."""
+    opened = await admin_gateway.get("/live", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    values = {"valid": opened.cookies[SESSION_COOKIE], "stale": "1.stale"}
+    admin_gateway.cookies.clear()
+    header = "; ".join(f"{SESSION_COOKIE}={values[which]}" for which in order)
+    response = await admin_gateway.get("/live/live.js", headers={"Cookie": header})
+    assert response.status_code == status
+
+
 async def test_live_events_are_off_without_an_admin_token(gateway: httpx.AsyncClient) -> None:
     """With no admin token configured, /live is 404 LIVE_EVENTS_DISABLED, even for guesses."""
     response = await gateway.get("/live?token=anything")

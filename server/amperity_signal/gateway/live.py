@@ -30,10 +30,13 @@ from starlette.routing import Route
 
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error
+from amperity_signal.gateway.routes_api import FirstCookie
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import scrub_forms
 
 SESSION_COOKIE = "dfadmin"
+# First-wins, as the API routes read ``_dfid``: the first is the one for the longest path.
+_session_cookie = FirstCookie(SESSION_COOKIE)
 REDACTED = "[redacted]"
 STREAM_PATH = "/live/stream"
 _SESSION_CONTEXT = b"amperity-signal live events session"
@@ -211,7 +214,7 @@ class LiveEndpoints:
                 "That is not the admin token; copy [server] admin_token from the config.",
                 headers=unauthorised,
             )
-        cookie = request.cookies.get(SESSION_COOKIE, "")
+        cookie = _session_cookie.of_request(request) or ""
         if cookie and self._valid_session(cookie, token):
             return "cookie"
         raise GatewayError(

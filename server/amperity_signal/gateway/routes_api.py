@@ -49,11 +49,6 @@ from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 
 PROVIDER = "amperity"
-_ANONYMOUS_ID_COOKIE_BYTES = ANONYMOUS_ID_COOKIE.encode()
-# ``_dfid=`` and the value after it, spaced as Starlette's ``cookie_parser`` allows
-# (``str.strip()``'s whitespace is ``\s``'s). Led by the name, so that the regex engine
-# finds it by its fast literal search rather than trying every position of the header.
-_DFID_PAIR = re.compile(re.escape(ANONYMOUS_ID_COOKIE) + r"\s*=([^;]*)")
 ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -175,33 +170,52 @@ def _refused(pairs: list[tuple[str, str]], allowed: frozenset[str]) -> GatewayEr
     return GatewayError(400, "DUPLICATE_PARAMETER", f"Send {repeated} once.", field=repeated)
 
 
-def anonymous_id_cookie(cookie_headers: Iterable[bytes]) -> str | None:
-    """The first ``_dfid`` cookie in the request's Cookie headers, taken in their order.
+class FirstCookie:
+    """Reads the first cookie of one name in a request's Cookie headers, in their order.
 
     A browser lists cookies with longer paths first, then the earlier created (RFC 6265
-    §5.4), so with two ``_dfid`` cookies (one for ``/`` and one for a longer path, or one
+    §5.4), so with two cookies of a name (one for ``/`` and one for a longer path, or one
     for the parent domain and one for the host) the first is the most specific, and the
-    one datafly.js reads; Starlette's ``request.cookies`` keeps the last. The value is
-    read as Starlette's parser reads one (stripped, then unquoted); no other cookie is
-    parsed, and a header without ``_dfid`` is not even decoded.
+    one datafly.js reads; Starlette's ``request.cookies`` keeps the last. Every cookie the
+    gateway reads is read this way, so that none is first-wins while another is last-wins.
+    The value is read as Starlette's parser reads one (stripped, then unquoted); no other
+    cookie is parsed, and a header without the name is not even decoded.
+
+    Args:
+        name: The cookie's name.
     """
-    for header in cookie_headers:
-        if _ANONYMOUS_ID_COOKIE_BYTES not in header:
-            continue
-        text = header.decode("latin-1")
-        for found in _DFID_PAIR.finditer(text):
-            # The whole name of its cookie (``x_dfid=`` and ``a=_dfid=`` are not it): only
-            # whitespace between it and the ``;`` before it, or the header's start.
-            at = found.start()
-            if not text[text.rfind(";", 0, at) + 1 : at].strip():
-                return str(_unquote(found.group(1).strip()))
-    return None
+
+    __slots__ = ("_name", "_pair")
+
+    def __init__(self, name: str) -> None:
+        self._name = name.encode()
+        # ``name=`` and the value after it, spaced as Starlette's ``cookie_parser`` allows
+        # (``str.strip()``'s whitespace is ``\s``'s). Led by the name, so that the regex
+        # engine finds it by its fast literal search rather than trying every position.
+        self._pair = re.compile(re.escape(name) + r"\s*=([^;]*)")
+
+    def __call__(self, cookie_headers: Iterable[bytes]) -> str | None:
+        """The first such cookie's value in these Cookie header values; None if none."""
+        for header in cookie_headers:
+            if self._name not in header:
+                continue
+            text = header.decode("latin-1")
+            for found in self._pair.finditer(text):
+                # The whole name of its cookie (``x_dfid=`` and ``a=_dfid=`` are not it):
+                # only whitespace between it and the ``;`` before it, or the header's start.
+                at = found.start()
+                if not text[text.rfind(";", 0, at) + 1 : at].strip():
+                    return str(_unquote(found.group(1).strip()))
+        return None
+
+    def of_request(self, request: Request) -> str | None:
+        """The first such cookie of a Starlette request; None if it has none."""
+        headers = request.scope["headers"]
+        return self(value for name, value in headers if name == b"cookie")
 
 
-def _request_anonymous_id_cookie(request: Request) -> str | None:
-    """``anonymous_id_cookie`` of a Starlette request's Cookie headers."""
-    headers = request.scope["headers"]
-    return anonymous_id_cookie(value for name, value in headers if name == b"cookie")
+anonymous_id_cookie = FirstCookie(ANONYMOUS_ID_COOKIE)
+"""The first ``_dfid`` cookie in the request's Cookie headers (``FirstCookie``)."""
 
 
 class ApiEndpoints:
@@ -268,7 +282,7 @@ class ApiEndpoints:
             raise GatewayError(
                 400, "INVALID_CONSENT", "anonymousId must be a string.", field="anonymousId"
             )
-        anonymous_id = given or _request_anonymous_id_cookie(request)
+        anonymous_id = given or anonymous_id_cookie.of_request(request)
         source = "anonymousId" if given else ANONYMOUS_ID_COOKIE
         if not anonymous_id:
             raise GatewayError(
@@ -305,7 +319,7 @@ class ApiEndpoints:
             default_type=default_type,
             ip=request.client.host if request.client else "",
             user_agent=request.headers.get("user-agent"),
-            cookie_anonymous_id=_request_anonymous_id_cookie(request) or None,
+            cookie_anonymous_id=anonymous_id_cookie.of_request(request) or None,
             now=now,
             new_message_id=self._new_message_id,
             clock=page_clock(sent, now),

@@ -14,3 +14,16 @@ ANONYMOUS_ID_TOO_LONG = (
     "visitor's _dfid value (a uuid from datafly.js)."
 )
 """Why an anonymous id is refused, after the field's name, wherever it is refused."""
+
+MAX_CANONICAL_ID = MAX_ANONYMOUS_ID
+"""The longest canonical id accepted anywhere (Deliver, DeliverStream, Enrich, the gateway's
+collector routes). Datafly's canonical id is a visitor id of the anonymous id's kind (the
+stitched device cookie, sent to Amperity as ``cookieid``), and an event without one takes
+its anonymous id: a shorter limit would refuse an anonymous id copied into it, a longer
+one admit ids that no visitor's cookie could hold."""
+
+CANONICAL_ID_TOO_LONG = (
+    f"is longer than {MAX_CANONICAL_ID} characters, the limit for a canonical id; send "
+    "Datafly's canonical visitor id, or leave it out and the anonymous id is used."
+)
+"""Why a canonical id is refused, after the field's name, wherever it is refused."""

@@ -13,7 +13,12 @@ import pytest
 from amperity_signal.dry_run_events import deliverable_event, single_route_only
 from amperity_signal.errors import InvalidEvent
 from amperity_signal.gateway.openapi import openapi_document
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    ANONYMOUS_ID_TOO_LONG,
+    CANONICAL_ID_TOO_LONG,
+    MAX_ANONYMOUS_ID,
+    MAX_CANONICAL_ID,
+)
 
 from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
 from .fakes import KNOWN_KEY, RunningService
@@ -127,6 +132,29 @@ async def test_an_event_whose_anonymous_id_is_over_the_limit_is_refused_undelive
     )
     assert response.status_code == 200
     assert service.fake.delivered[-1].request.event.anonymous_id == "a" * MAX_ANONYMOUS_ID
+
+
+@pytest.mark.parametrize("field", ["canonicalId", "canonical_id"])
+async def test_an_event_whose_canonical_id_is_over_the_limit_is_refused_undelivered(
+    gateway: httpx.AsyncClient, service: RunningService, field: str
+) -> None:
+    """The service's limit for a canonical id, refused before the RPC and named as sent.
+
+    Until session 22 the gateway passed on canonical ids of any length, and the service
+    held them to the 8192 characters of any string.
+    """
+    body = {"event": "Viewed", "anonymousId": "anon-1", field: "c" * (MAX_CANONICAL_ID + 1)}
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_EVENT",
+        "message": f"{field}: {CANONICAL_ID_TOO_LONG}",
+        "field": field,
+    }
+    assert service.fake.delivered == []
+    body[field] = "c" * MAX_CANONICAL_ID
+    assert (await gateway.post("/v1/t", json=body, headers=KEY)).status_code == 200
+    assert service.fake.delivered[-1].request.event.canonical_id == "c" * MAX_CANONICAL_ID
 
 
 async def test_a_batch_reports_an_anonymous_id_over_the_limit_on_its_own_event(

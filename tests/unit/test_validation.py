@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from amperity_signal.errors import InvalidEvent
-from amperity_signal.limits import MAX_ANONYMOUS_ID
+from amperity_signal.limits import MAX_ANONYMOUS_ID, MAX_CANONICAL_ID
 from amperity_signal.service.validation import MAX_STRING, checked_event_dict, validate_event
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
@@ -39,7 +39,6 @@ def _vendor_value(event: pb.Event, text: str) -> None:
 CASES: dict[str, tuple[Callable[[pb.Event, str], None], str]] = {
     "message_id": (_set("message_id"), "event.message_id"),
     "event": (_set("event"), "event.event"),
-    "canonical_id": (_set("canonical_id"), "event.canonical_id"),
     "user_id": (_set("user_id"), "event.user_id"),
     "context.ip": (_set("context.ip"), "event.context.ip"),
     "context.user_agent": (_set("context.user_agent"), "event.context.user_agent"),
@@ -77,27 +76,36 @@ def test_a_string_at_the_limit_passes(case: str) -> None:
     checked_event_dict(event)
 
 
-def test_an_anonymous_id_over_its_own_limit_is_named_with_the_limit() -> None:
-    """anonymous_id is held to MAX_ANONYMOUS_ID (200), as BrowserProfile and the gateway are.
+@pytest.mark.parametrize(
+    ("field", "limit", "kind"),
+    [
+        ("anonymous_id", MAX_ANONYMOUS_ID, "an anonymous id"),
+        ("canonical_id", MAX_CANONICAL_ID, "a canonical id"),
+    ],
+)
+def test_a_visitor_id_over_its_own_limit_is_named_with_the_limit(
+    field: str, limit: int, kind: str
+) -> None:
+    """anonymous_id and canonical_id are held to their limits in limits.py, as the gateway is.
 
-    Until session 20 it was held to MAX_STRING: Deliver took an id of 201-8192 characters
-    whose profile BrowserProfile and ``/v1/enrich`` then refused to look up.
+    Until session 20 anonymous_id was held to MAX_STRING: Deliver took an id of 201-8192
+    characters whose profile BrowserProfile and ``/v1/enrich`` then refused to look up;
+    until session 22 canonical_id was, a visitor id 40 times the anonymous id it stands for.
     """
     event = _event()
-    event.anonymous_id = "x" * MAX_ANONYMOUS_ID
+    setattr(event, field, "x" * limit)
     validate_event(event)
     checked_event_dict(event)
-    event.anonymous_id = "x" * (MAX_ANONYMOUS_ID + 1)
-    for check in (validate_event, checked_event_dict):
-        with pytest.raises(InvalidEvent) as raised:
-            check(event)
-        (violation,) = raised.value.violations
-        assert violation.field == "event.anonymous_id"
-        assert f"longer than {MAX_ANONYMOUS_ID} characters" in violation.description
-    event.anonymous_id = "x" * (MAX_STRING + 1)  # named once, not also as a string too long
-    with pytest.raises(InvalidEvent) as raised:
-        validate_event(event)
-    assert [v.field for v in raised.value.violations] == ["event.anonymous_id"]
+    for length in (limit + 1, MAX_STRING + 1):  # named once, not also as a string too long
+        setattr(event, field, "x" * length)
+        for check in (validate_event, checked_event_dict):
+            with pytest.raises(InvalidEvent) as raised:
+                check(event)
+            (violation,) = raised.value.violations
+            assert violation.field == f"event.{field}"
+            assert f"longer than {limit} characters, the limit for {kind}" in (
+                violation.description
+            )
 
 
 @pytest.mark.parametrize("value", ["GRANTED", "yes", ""])

@@ -28,7 +28,12 @@ from amperity_signal.gateway.fieldnames import (
     SUBMESSAGES,
 )
 from amperity_signal.gateway.jsonbody import check_value
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    ANONYMOUS_ID_TOO_LONG,
+    CANONICAL_ID_TOO_LONG,
+    MAX_ANONYMOUS_ID,
+    MAX_CANONICAL_ID,
+)
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
@@ -234,7 +239,7 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     event.message_id = message_id or facts.new_message_id()
     event.anonymous_id = _anonymous_id(data, facts, prefix)
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
-    event.canonical_id = _string(data, _EVENT_NAMES["canonical_id"], prefix) or ""
+    event.canonical_id = _canonical_id(data, prefix)
     if not event.anonymous_id and not event.user_id:
         raise InvalidFieldError(
             f"{prefix}anonymousId",
@@ -261,6 +266,14 @@ def _anonymous_id(data: dict[str, Any], facts: RequestFacts, prefix: str) -> str
         # The request's cookie, not a field of this event: named as the cookie.
         raise InvalidFieldError(ANONYMOUS_ID_COOKIE, ANONYMOUS_ID_TOO_LONG)
     return anonymous_id or ""
+
+
+def _canonical_id(data: dict[str, Any], prefix: str) -> str:
+    """The event's ``canonicalId``, at most ``MAX_CANONICAL_ID`` long; "" when not sent."""
+    canonical_id = _string(data, names := _EVENT_NAMES["canonical_id"], prefix) or ""
+    if len(canonical_id) > MAX_CANONICAL_ID:
+        raise InvalidFieldError(f"{prefix}{_sent(data, names)}", CANONICAL_ID_TOO_LONG)
+    return canonical_id
 
 
 def _event_time(data: dict[str, Any], facts: RequestFacts, prefix: str) -> tuple[int, int]:

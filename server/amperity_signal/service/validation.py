@@ -3,7 +3,8 @@
 The documented limits (README, "Input limits"):
 
 - ``type`` is one of track, page, identify, screen, group, alias; ``anonymous_id`` is set,
-  at most ``MAX_ANONYMOUS_ID`` characters (as everywhere an anonymous id arrives).
+  at most ``MAX_ANONYMOUS_ID`` characters (as everywhere an anonymous id arrives);
+  ``canonical_id`` at most ``MAX_CANONICAL_ID``.
 - ``properties``, ``traits`` and ``partner_attrs``: at most ``MAX_KEYS`` keys at any level,
   at most ``MAX_DEPTH`` levels of nesting, at most ``MAX_NODES`` values in all.
 - Every string (keys included) at most ``MAX_STRING`` characters.
@@ -22,7 +23,12 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from amperity_signal.errors import FieldViolation, InvalidEvent
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    ANONYMOUS_ID_TOO_LONG,
+    CANONICAL_ID_TOO_LONG,
+    MAX_ANONYMOUS_ID,
+    MAX_CANONICAL_ID,
+)
 from amperity_signal.service.convert import STRUCT_FIELDS, event_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
@@ -35,8 +41,8 @@ MAX_STRING = 8_192
 DEFAULT_MAX_BYTES = 1_048_576
 _MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
-# anonymous_id has its own, shorter limit (MAX_ANONYMOUS_ID).
-_STRING_FIELDS = ("message_id", "event", "canonical_id", "user_id")
+# anonymous_id and canonical_id have their own, shorter limits (limits.py).
+_STRING_FIELDS = ("message_id", "event", "user_id")
 
 
 def checked_event_dict(
@@ -151,9 +157,7 @@ def validate_event(
                 )
             ]
         )
-    anonymous_id = event.anonymous_id  # each read of a proto string field makes a new str
-    if not anonymous_id or len(anonymous_id) > MAX_ANONYMOUS_ID:
-        violations.append(_anonymous_id_violation(anonymous_id, prefix))
+    _check_visitor_ids(event, prefix, violations)
     kind = event.type  # each read of a proto string field makes a new str
     if not kind:
         violations.append(
@@ -189,6 +193,15 @@ def validate_event(
         _check_context(event.context, f"{prefix}.context", violations, strings_fit=strings_fit)
     if violations:
         raise InvalidEvent(violations[:20])
+
+
+def _check_visitor_ids(event: pb.Event, prefix: str, out: list[FieldViolation]) -> None:
+    """The anonymous id's and canonical id's own limits (``amperity_signal.limits``)."""
+    anonymous_id = event.anonymous_id  # each read of a proto string field makes a new str
+    if not anonymous_id or len(anonymous_id) > MAX_ANONYMOUS_ID:
+        out.append(_anonymous_id_violation(anonymous_id, prefix))
+    if len(event.canonical_id) > MAX_CANONICAL_ID:
+        out.append(FieldViolation(f"{prefix}.canonical_id", CANONICAL_ID_TOO_LONG))
 
 
 def _anonymous_id_violation(anonymous_id: str, prefix: str) -> FieldViolation:

@@ -79,7 +79,7 @@ def httpx_errors(request: httpx.Request, proxy: Proxy | None = None) -> Iterator
     except TimeoutError as exc:  # aiohttp.ServerTimeoutError and SocketTimeoutError
         raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
     except aiohttp.ClientConnectorError as exc:
-        raise httpx.ConnectError(str(exc), request=request) from exc
+        raise httpx.ConnectError(_connect_failure(exc, request.url), request=request) from exc
     except aiohttp.ServerDisconnectedError as exc:
         raise httpx.RemoteProtocolError(
             "Server disconnected without sending a response.", request=request
@@ -90,6 +90,18 @@ def httpx_errors(request: httpx.Request, proxy: Proxy | None = None) -> Iterator
         raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, url: httpx.URL) -> str:
+    """What a failed connect says: aiohttp's words, but no ``ssl:default`` for a plain http URL.
+
+    aiohttp's connection key carries the connector's TLS context whatever the scheme, so a
+    refused ``http://`` sandbox read as a TLS failure: "Cannot connect to host
+    127.0.0.1:8080 ssl:default [Connect call failed ...]".
+    """
+    if url.scheme != "http":
+        return str(exc)
+    return f"Cannot open a TCP connection to {exc.host}:{exc.port} [{exc.strerror}]"
 
 
 class TunnelRefused(httpx.ProxyError):

@@ -177,13 +177,18 @@ async def test_requests_reuse_a_kept_alive_connection(
 async def test_a_refused_connection_is_an_httpx_connect_error(
     transport: AiohttpTransport,
 ) -> None:
-    """Nothing listening on the port: httpx.ConnectError, not an unknown host."""
+    """Nothing listening on the port: httpx.ConnectError, not an unknown host, without TLS."""
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(httpx.ConnectError) as caught:
         await send(transport, post(f"http://127.0.0.1:{port}"))
     assert not is_unknown_host(caught.value)
+    # A plain http URL (the sandbox's) is said to fail its TCP connect, not its TLS.
+    said = str(caught.value)
+    assert said.startswith(f"Cannot open a TCP connection to 127.0.0.1:{port} [")
+    assert "ssl" not in said.lower()
+    assert "tls" not in said.lower()
 
 
 async def test_a_connection_closed_without_an_answer_is_a_remote_protocol_error(

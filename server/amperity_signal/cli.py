@@ -122,8 +122,16 @@ class CommandLineParser(argparse.ArgumentParser):
     def parse_known_args(
         self, args: Iterable[str] | None = None, namespace: Any = None
     ) -> tuple[Any, list[str]]:
-        """As argparse's, keeping the words parsed for :meth:`error`."""
+        """As argparse's, keeping the words parsed for :meth:`error`.
+
+        Words before the command that this parser does not take are refused first: argparse
+        would hand the rest to the command's parser, whose missing ``--config`` (``--bogus
+        serve``) is then all that is said.
+        """
         self._words = list(sys.argv[1:] if args is None else args)
+        unknown = self._unrecognized_before_command()
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)} (see {self.prog} --help)")
         return super().parse_known_args(self._words, namespace)
 
     def error(self, message: str) -> NoReturn:
@@ -144,13 +152,22 @@ class CommandLineParser(argparse.ArgumentParser):
             parts.append(_REQUIRED + ", ".join(names))
         return f"{'; '.join(parts)} (see {self.prog} --help)"
 
-    def _unrecognized(self) -> list[str]:
-        """The words no argument of this parser takes, parsed as if none were required."""
+    def _unrecognized_before_command(self) -> list[str]:
+        """The words before the first command's name that no argument of this parser takes."""
+        assert self._words is not None
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                at = next((i for i, w in enumerate(self._words) if w in action.choices), 0)
+                return self._unrecognized(self._words[:at]) if at else []
+        return []
+
+    def _unrecognized(self, words: list[str] | None = None) -> list[str]:
+        """The words (else all of them) no argument of this parser takes, none required."""
         required = [action for action in self._actions if action.required]
         for action in required:
             action.required = False
         try:
-            return super().parse_known_args(self._words)[1]
+            return super().parse_known_args(self._words if words is None else words)[1]
         finally:
             for action in required:
                 action.required = True

@@ -937,8 +937,24 @@ COMMANDS = "serve, check-config, sandbox, gateway, demo, blueprint, send-test-ev
             "amperity-signal blueprint: error: unrecognized arguments: --bogus; "
             "name a command: show, test (see amperity-signal blueprint --help)",
         ),
+        (
+            ["--bogus", "serve"],
+            "amperity-signal: error: unrecognized arguments: --bogus (see amperity-signal --help)",
+        ),
+        (
+            ["blueprint", "--bogus", "show"],
+            "amperity-signal blueprint: error: unrecognized arguments: --bogus "
+            "(see amperity-signal blueprint --help)",
+        ),
     ],
-    ids=["unknown-option", "no-command", "serve-unknown-option", "blueprint-unknown-option"],
+    ids=[
+        "unknown-option",
+        "no-command",
+        "serve-unknown-option",
+        "blueprint-unknown-option",
+        "unknown-option-before-serve",
+        "unknown-option-before-show",
+    ],
 )
 def test_an_unknown_option_is_named_before_a_missing_argument(
     args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
@@ -946,7 +962,8 @@ def test_an_unknown_option_is_named_before_a_missing_argument(
     """An unknown option and a missing command: both named, and the commands listed.
 
     argparse reports a missing required argument first, so ``--bogus`` was never named:
-    "the following arguments are required: command" (or ``--config`` under ``serve``).
+    "the following arguments are required: command" (or ``--config`` under ``serve``, even
+    for ``--bogus serve``, until session 22).
     """
     monkeypatch.delenv("AMPERITY_SIGNAL_CONFIG", raising=False)  # else --config is not required
     result = run_cli(*args)

@@ -671,3 +671,40 @@ def test_every_request_carries_sent_at_from_the_page_clock_stamped_again_on_a_re
     (event,) = bodies[0]["batch"]
     assert event["timestamp"] < sent[0]
     assert bodies[1]["batch"] == [event]  # the same event, its timestamp unchanged
+
+
+def test_consent_carries_consented_at_the_instant_of_the_choice_on_every_attempt() -> None:
+    """POST /v1/consent sends consentedAt: when consent() was called, not when it was sent.
+
+    The gateway orders consent states by it (put on its clock with sentAt): a send held
+    behind batches or retried after a 503 would otherwise count as chosen when it got
+    through, later than events the visitor sent after choosing. Each choice has its own.
+    """
+    scenario = """
+      let tick = Date.parse('2030-01-01T00:00:00.000Z');
+      const RealDate = Date;
+      globalThis.Date = class extends RealDate {
+        constructor(...args) { super(...(args.length ? args : [tick += 1000])); }
+      };
+      _INIT
+      await datafly.onProfileReady();
+      datafly.consent({ functional: false });
+      const denied = tick;
+      await datafly.refreshProfile();
+      datafly.consent({ functional: true });
+      const granted = tick;
+      await datafly.refreshProfile();
+      return [new RealDate(denied).toISOString(), new RealDate(granted).toISOString()];
+    """.replace("_INIT", _INIT)
+    unavailable = {"status": 503, "headers": {"Retry-After": "2"}, "body": {"error": {}}}
+    run = run_datafly(scenario, [_HYDRATED, unavailable, _DENIED, _ALLOWED, _HYDRATED])
+    assert _paths(run)[:4] == ["/v1/enrich", "/v1/consent", "/v1/consent", "/v1/consent"]
+    bodies = [r["body"] for r in run["requests"][1:4]]  # the denial twice, then the grant
+    denied_at, granted_at = run["result"]
+    assert [body["consentedAt"] for body in bodies] == [denied_at, denied_at, granted_at]
+    assert [body["consent"] for body in bodies] == [{"functional": False}] * 2 + [
+        {"functional": True}
+    ]
+    # Stamped at the choice, before any send of it (the retry's sentAt is later still).
+    assert all(body["consentedAt"] < body["sentAt"] for body in bodies)
+    assert denied_at < granted_at

@@ -221,6 +221,10 @@ function createDatafly() {
     consentGeneration: 0,
     // The consent sends, one after the other, so the gateway keeps the latest state.
     consentSync: Promise.resolve(),
+    // When the visitor made the choice that state.consent holds (RFC 3339, the page's
+    // clock): sent as consentedAt, so the gateway orders it by when it was true, not by
+    // when a send (held behind batches, or retried) got through.
+    consentedAt: null,
     profileListeners: new Set(),
   };
   const api = { profile: {} };
@@ -428,7 +432,10 @@ function createDatafly() {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
         // Built for each attempt: a resend carries the visitor's choice as it is by then.
         const body = JSON.stringify({
-          anonymousId: state.anonymousId, consent: state.consent, sentAt: sentAt(),
+          anonymousId: state.anonymousId,
+          consent: state.consent,
+          consentedAt: state.consentedAt,
+          sentAt: sentAt(),
         });
         let wait = 0;
         // null: unreachable gateway, or no answer in time: send again
@@ -555,6 +562,7 @@ function createDatafly() {
     }
     const change = consentChange(previous, merged);
     if (!change.denied && !change.granted) return;
+    state.consentedAt = sentAt(); // the page's clock, as sentAt reads it
     if (change.denied) {
       state.consentGeneration += 1;
       clearProfile();

@@ -1,10 +1,10 @@
 """datafly.js in headless Chromium whose clock runs 10 minutes ahead, in front of the real service.
 
-A grant's batch is answered 503 with ``Retry-After: 40``; the withdrawal made 5 s later
-waits for it at most 20 s, then goes first. The grant's batch, sent again after it,
-must not undo it: with ``sentAt`` the gateway counts the event as received less its age on
-the page's clock. Taken as stamped (capped at arrival) the grant counted as newer than
-the withdrawal and ``/v1/enrich`` answered the profile again.
+A grant's batch (its event 5 s old) is answered 503 with ``Retry-After: 30``; the
+withdrawal made meanwhile waits for it at most 20 s, then goes first. The grant's batch,
+sent again after it, must not undo it: with ``sentAt`` the gateway counts the event as
+received less its age on the page's clock. Taken as stamped (capped at arrival) the grant
+counted as newer than the withdrawal and ``/v1/enrich`` answered the profile again.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .test_browser import CHROMIUM, REPO, _require_chromium
 pytestmark = pytest.mark.browser
 
 VISITOR = "anon-page-clock-ahead"
-FORWARDED = 5 + 21 + 15
+FORWARDED = 5 + 21 + 10
 """Seconds the page's clock is fast-forwarded in all (``_withdraw_while_a_grant_waits``)."""
 PK = {"X-Pipeline-Key": "pk_web"}
 
@@ -83,9 +83,9 @@ async def test_a_withdrawal_holds_against_a_grant_retried_after_it_on_a_clock_ah
                 finally:
                     await browser.close()
             assert await _attributes(client) == {}
-    # Stamped again when sent again: the 40 s waited are part of the event's age.
+    # Stamped again when sent again: the 30 s waited are part of the event's age.
     first, again = (datetime.fromisoformat(json.loads(a)["sentAt"]) for a in attempts)
-    assert again - first >= timedelta(seconds=40)
+    assert again - first >= timedelta(seconds=30)
 
 
 async def _withdraw_while_a_grant_waits(
@@ -115,7 +115,7 @@ async def _withdraw_while_a_grant_waits(
         if len(attempts) > 1:
             await route.continue_()
             return
-        await route.fulfill(status=503, headers={"Retry-After": "40"}, body="{}")
+        await route.fulfill(status=503, headers={"Retry-After": "30"}, body="{}")
         refused.set()
 
     await page.route("**/v1/batch*", first_attempt_fails)
@@ -125,13 +125,14 @@ async def _withdraw_while_a_grant_waits(
     async with page.expect_response(lambda r: r.url.endswith("/v1/consent")) as granted:
         await page.evaluate("window.datafly.consent({ functional: true })")
     assert (await granted.value).status == 200
-    await page.evaluate("window.datafly.track('Granted'), void window.datafly.flush()")
+    await page.evaluate("window.datafly.track('Granted')")
+    # The withdrawal comes 5 s after the grant's event: by more than a request's time on the
+    # wire, which the gateway counts in every instant it corrects (consentedAt and events').
+    await fast_forward(5)
+    await page.evaluate("void window.datafly.flush()")
     await asyncio.wait_for(refused.wait(), 10)
 
-    # Chosen 5 s after the grant's event: by more than a request's time on the wire, which
-    # the gateway counts in every instant it corrects (its consentedAt's and the event's).
-    await fast_forward(5)
-    # The withdrawal waits for the grant's batch (retried after 40 s) at most 20 s.
+    # The withdrawal waits for the grant's batch (retried after 30 s) at most 20 s.
     async with page.expect_response(lambda r: r.url.endswith("/v1/consent")) as withdrawn:
         await page.evaluate("window.datafly.consent({ functional: false })")
         await fast_forward(21)
@@ -139,6 +140,6 @@ async def _withdraw_while_a_grant_waits(
     assert (answer.status, await answer.json()) == (200, {"success": True, "profileAllowed": False})
 
     async with page.expect_response(lambda r: _carries(r.request, "Granted")) as retried:
-        await fast_forward(15)
+        await fast_forward(10)
     assert (await retried.value).status == 200
     return attempts

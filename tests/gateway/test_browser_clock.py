@@ -88,6 +88,17 @@ async def test_a_withdrawal_holds_against_a_grant_retried_after_it_on_a_clock_ah
     assert again - first >= timedelta(seconds=30)
 
 
+# Each /v1/batch status as the page's own code reads it (before datafly.js continues).
+_BATCH_ANSWERS_SEEN = """
+window.__batchAnswers = [];
+const pageFetch = window.fetch;
+window.fetch = (url, init) => pageFetch(url, init).then((response) => {
+  if (String(url).includes('/v1/batch')) window.__batchAnswers.push(response.status);
+  return response;
+});
+"""
+
+
 async def _withdraw_while_a_grant_waits(
     browser: Any, url: str, behind: list[timedelta]
 ) -> list[str]:
@@ -103,8 +114,8 @@ async def _withdraw_while_a_grant_waits(
     context = await browser.new_context()
     await context.add_cookies([{"name": "_dfid", "value": VISITOR, "url": url}])
     page = await context.new_page()
+    await page.add_init_script(_BATCH_ANSWERS_SEEN)
     await page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
-    refused = asyncio.Event()
     attempts: list[str] = []
 
     async def first_attempt_fails(route: Route) -> None:
@@ -116,21 +127,26 @@ async def _withdraw_while_a_grant_waits(
             await route.continue_()
             return
         await route.fulfill(status=503, headers={"Retry-After": "30"}, body="{}")
-        refused.set()
 
     await page.route("**/v1/batch*", first_attempt_fails)
     await page.goto(f"{url}/demo/?pipelineKey=pk_web")
     await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
 
-    async with page.expect_response(lambda r: r.url.endswith("/v1/consent")) as granted:
+    # The grant is done once the page asks for the profile it allows: only then does the
+    # withdrawal's 20 s wait start as it is evaluated (it queues behind the grant's send).
+    async with (
+        page.expect_response(lambda r: r.url.endswith("/v1/consent")) as granted,
+        page.expect_request(lambda r: "/v1/enrich" in r.url),
+    ):
         await page.evaluate("window.datafly.consent({ functional: true })")
     assert (await granted.value).status == 200
     await page.evaluate("window.datafly.track('Granted'), void window.datafly.flush()")
-    await asyncio.wait_for(refused.wait(), 10)
+    # The page has read the 503 (and set its 30 s timer), not only the route answered it:
+    # on a busy machine the clock jumps below could otherwise come first.
+    await page.wait_for_function("window.__batchAnswers.includes(503)", timeout=10_000)
     # The withdrawal comes a second after the grant's event, on both clocks: by more than a
     # request's time on the wire, which the gateway counts in every instant it corrects
-    # (consentedAt and the event's). Not fast-forwarded: a jump before the page has read
-    # the 503 sometimes left the withdrawal's 20 s wait unfired by the jump after it.
+    # (consentedAt and the event's). A real second, not a jump: a gap in the scenario.
     await asyncio.sleep(1)
 
     # The withdrawal waits for the grant's batch (retried after 30 s) at most 20 s.

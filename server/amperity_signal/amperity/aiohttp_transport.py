@@ -101,7 +101,8 @@ def _connect_failure(exc: aiohttp.ClientConnectorError, url: httpx.URL) -> str:
     """
     if url.scheme != "http":
         return str(exc)
-    return f"Cannot open a TCP connection to {exc.host}:{exc.port} [{exc.strerror}]"
+    reason = exc.strerror or type(exc.os_error).__name__  # an OSError may carry no text
+    return f"Cannot open a TCP connection to {exc.host}:{exc.port} [{reason}]"
 
 
 class TunnelRefused(httpx.ProxyError):

@@ -13,11 +13,17 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 
 from amperity_signal.amperity import endpoints
-from amperity_signal.amperity.aiohttp_transport import AiohttpTransport, TunnelRefused
+from amperity_signal.amperity.aiohttp_transport import (
+    AiohttpTransport,
+    TunnelRefused,
+    httpx_errors,
+)
 from amperity_signal.amperity.retry import is_unknown_host
 from amperity_signal.proxies import ProxyRules
 
@@ -189,6 +195,15 @@ async def test_a_refused_connection_is_an_httpx_connect_error(
     assert said.startswith(f"Cannot open a TCP connection to 127.0.0.1:{port} [")
     assert "ssl" not in said.lower()
     assert "tls" not in said.lower()
+
+
+def test_a_connect_failure_with_no_reason_text_names_the_error_not_none() -> None:
+    """An OSError without a message (strerror None) is named by its type, not '[None]'."""
+    key = ConnectionKey("127.0.0.1", 8765, False, True, None, None, None)
+    error = aiohttp.ClientConnectorError(key, OSError())
+    with pytest.raises(httpx.ConnectError) as caught, httpx_errors(post("http://127.0.0.1:8765")):
+        raise error
+    assert str(caught.value) == "Cannot open a TCP connection to 127.0.0.1:8765 [OSError]"
 
 
 async def test_a_connection_closed_without_an_answer_is_a_remote_protocol_error(

@@ -98,8 +98,11 @@ def quoted(value: Any) -> str:
 
 def holds_configured_secret(value: Any) -> bool:
     """Whether ``value`` holds one of the keys or tokens ``unquotable`` was given."""
-    shown = repr(value)
-    return any(secret in shown or secret in str(value) for secret in _UNQUOTABLE.get())
+    secrets = _UNQUOTABLE.get()
+    if not secrets:
+        return False
+    texts = (repr(value), str(value))  # a repr escapes what str shows, and the other way
+    return any(secret in text for secret in secrets for text in texts)
 
 
 def check_server(table: Any) -> list[ConfigProblem]:

@@ -42,6 +42,7 @@ from amperity_signal.config_values import (
     jwt_private_parts,
     quoted,
     unquotable,
+    withheld,
 )
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.listener_tls import TlsFiles
@@ -452,6 +453,7 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
             settings = Settings.model_validate(resolved)
         except ValidationError as exc:
             problems.extend(translate(exc, {p.location for p in problems}))
+        problems = [withheld(problem) for problem in problems]
     if problems or settings is None:
         # Several checks can describe one mistake; list each location/problem once.
         unique = list(dict.fromkeys(problems))

@@ -96,6 +96,27 @@ def quoted(value: Any) -> str:
     return repr(value)
 
 
+_WHOLE_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def withheld(problem: ConfigProblem) -> ConfigProblem:
+    """``problem`` with every key it holds described: the last guard before it is printed.
+
+    ``quoted`` and the locations already describe keys; this catches a message written by
+    a validator that quotes what it was given (a blueprint override's unknown transform).
+    A key is one ``unquotable`` holds, or anything shaped like an API key (a JWT).
+    """
+
+    def described(text: str) -> str:
+        for secret in _UNQUOTABLE.get():
+            text = text.replace(secret, "<a pipeline key, API key or token set here>")
+        return _WHOLE_JWT.sub("<an API key>", text)
+
+    return ConfigProblem(
+        described(problem.location), described(problem.problem), described(problem.fix)
+    )
+
+
 def holds_configured_secret(value: Any) -> bool:
     """Whether ``value`` holds one of the keys or tokens ``unquotable`` was given."""
     secrets = _UNQUOTABLE.get()

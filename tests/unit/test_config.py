@@ -1163,3 +1163,59 @@ def test_a_whole_number_is_a_number_of_seconds() -> None:
     """A float field takes a TOML integer: grace_period = 10 is ten seconds."""
     raw = {"server": {"grace_period": 10}, "integrations": [integration()]}
     assert settings_from_dict(raw, {}).server.grace_period == 10.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "location"),
+    [
+        ({"integrations": [integration(**{PIPELINE_KEY: "x"})]}, "integrations[0].<a "),
+        ({"integrations": [integration()], "server": {PIPELINE_KEY: 1}}, "server.<a "),
+        ({"integrations": [integration()], PIPELINE_KEY: {"a": 1}}, "<a "),
+        (
+            {"integrations": [integration(blueprint={"handlers": {PIPELINE_KEY: {}}})]},
+            "integrations[0].blueprint.handlers.<a ",
+        ),
+        (
+            {
+                "integrations": [
+                    integration(
+                        blueprint={
+                            "global_mappings": [
+                                {"source": "user_id", "target": "a", "transform": PIPELINE_KEY}
+                            ]
+                        }
+                    )
+                ]
+            },
+            "integrations[0].blueprint.global_mappings[0]",
+        ),
+    ],
+    ids=["integration-field-name", "server-field-name", "table-name", "handler-name", "transform"],
+)
+def test_a_pipeline_key_typed_as_a_name_or_quoted_by_a_validator_is_never_printed(
+    raw: dict[str, Any], location: str
+) -> None:
+    """A key pasted where a name goes (or quoted by a blueprint validator) is described.
+
+    An unknown field is named by its key, so a pipeline key pasted as a field's name was
+    printed back whole; so was one pasted as a blueprint override's transform.
+    """
+    for table in raw["integrations"]:
+        table["pipeline_key"] = PIPELINE_KEY
+    problems = problems_of(raw)
+    assert [p for p in problems if PIPELINE_KEY in p] == []
+    assert any(
+        p.startswith(location) and "a pipeline key, API key or token set here" in p
+        for p in problems
+    ), problems
+
+
+def test_an_api_key_quoted_by_a_validator_is_described_by_its_look() -> None:
+    """A JWT-shaped key no field of this configuration sets is still never printed whole."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ"
+    mapping = {"source": "user_id", "target": "a", "transform": jwt}
+    [problem] = problems_of(
+        {"integrations": [integration(blueprint={"global_mappings": [mapping]})]}
+    )
+    assert "c2lnbmF0dXJlLWNhbmFyeQ" not in problem and "eyJzdWIiOiJjYW5hcnkifQ" not in problem
+    assert "unknown transform '<an API key>'" in problem

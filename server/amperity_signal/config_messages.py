@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import holds_key
 from amperity_signal.errors import ConfigProblem
 
@@ -113,7 +114,13 @@ def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
     """Turn pydantic's errors into problems with fixes, skipping locations already reported."""
     problems = []
     for error in exc.errors(include_url=False):
-        location = _location(error["loc"])
+        loc = error["loc"]
+        if loc and loc[-1] == "[key]":  # a table's key is at fault, not its value
+            location = _location(loc[:-1])
+            if location not in reported:
+                problems.append(ConfigProblem(location, *_name_problem(error)))
+            continue
+        location = _location(loc)
         if location in reported:
             continue
         if location.endswith((".source", ".hash")) and ".linking_keys[" in location:
@@ -130,6 +137,17 @@ def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
             field_fix = _FIELD_FIXES.get(_field(error["loc"]))
             problems.append(ConfigProblem(location, problem, field_fix or fix))
     return problems
+
+
+def _name_problem(error: Any) -> tuple[str, str]:
+    """What is wrong with a table's key (a handler's name), and how to name it."""
+    if (error.get("ctx") or {}).get("pattern") == HANDLER_NAME_PATTERN:
+        return (
+            "is not a handler name: a name has lowercase letters, digits and _, and starts "
+            "with a letter.",
+            "rename the table, e.g. [integrations.blueprint.handlers.add_to_wishlist].",
+        )
+    return _describe(error["type"], error, "name")
 
 
 def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:

@@ -1210,6 +1210,18 @@ def test_a_pipeline_key_typed_as_a_name_or_quoted_by_a_validator_is_never_printe
     ), problems
 
 
+def test_a_handler_name_with_other_characters_names_the_rule_and_the_fix() -> None:
+    """A blueprint handler's name is a table key; its problem says what a name may hold."""
+    handler = {"type": "add_to_wishlist", "events": ["a"], "use": ["commerce"]}
+    table = integration(blueprint={"handlers": {"Wish list": handler}})
+    [problem] = problems_of({"integrations": [table]})
+    assert problem == (
+        "integrations[0].blueprint.handlers.Wish list: is not a handler name: a name has "
+        "lowercase letters, digits and _, and starts with a letter. Fix: rename the table, "
+        "e.g. [integrations.blueprint.handlers.add_to_wishlist]."
+    )
+
+
 def test_an_api_key_quoted_by_a_validator_is_described_by_its_look() -> None:
     """A JWT-shaped key no field of this configuration sets is still never printed whole."""
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.c2lnbmF0dXJlLWNhbmFyeQ"

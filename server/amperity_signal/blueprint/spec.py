@@ -42,7 +42,8 @@ _SHAPE_NAMES: dict[type, str] = {
 }
 
 JsonScalar = str | int | float | bool
-HandlerName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+HANDLER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+HandlerName = Annotated[str, StringConstraints(pattern=HANDLER_NAME_PATTERN)]
 
 
 class _Strict(BaseModel):

@@ -6,7 +6,8 @@ kept so callers can read the bound addresses, and stderr goes to a log file.
 
 And for the processes' own side: :func:`announce` prints that line, and
 :class:`ProcessServer` serves uvicorn apps (the gateway, the sandbox) until SIGTERM/SIGINT,
-then exits 0 (``EXIT_FORCED`` after a second Ctrl-C, as ``serve``).
+gives the requests in flight a grace period, then exits 0 (``EXIT_FORCED`` after a second
+Ctrl-C, as ``serve``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -33,8 +35,13 @@ from amperity_signal.lifeline import PARENT_ENV
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # A stop forced by a second Ctrl-C, its calls in flight cut: 128 + SIGINT, as a shell says.
 EXIT_FORCED = 128 + signal.SIGINT
-# How long a forced stop waits for the requests it cut to send their 503s.
+# How long a stop waits for the requests it cut to send their 503s (and uvicorn's own
+# wait after it, ``timeout_graceful_shutdown``: only a request ignoring its cut is left).
 CUT_SECONDS = 1
+# How often a stop looks whether its connections or requests are done.
+_POLL_SECONDS = 0.05
+
+_log = logging.getLogger(__name__)
 
 
 def announce(line: str) -> None:
@@ -49,13 +56,31 @@ def announce(line: str) -> None:
 
 
 class ProcessServer(uvicorn.Server):
-    """uvicorn's server, except that SIGTERM/SIGINT end ``serve`` without killing the process.
+    """uvicorn's server, stopping on SIGTERM/SIGINT within a grace period, without dying of it.
 
     uvicorn re-raises the captured signal once it has shut down, so a standalone gateway or
     sandbox died of it (exit -15) even after a clean, graceful stop; now it exits 0, as
     ``serve`` does. Embedded, the service still hears the signal: asyncio's handlers are
     woken by the signal wakeup fd whichever Python-level handler is installed.
+
+    A stop gives the requests in flight ``grace_seconds`` from its start, then cuts those
+    left (``cut_requests``: each unanswered gets the app's 503), with one warning saying how
+    many. uvicorn's own wait (``timeout_graceful_shutdown``, best ``CUT_SECONDS``) then finds
+    nothing left; it cancelled what outlived it without waiting for the answers, and logged
+    an error line for it ("Cancel 1 running task(s), timeout graceful shutdown exceeded").
     """
+
+    def __init__(self, config: uvicorn.Config, *, grace_seconds: float) -> None:
+        super().__init__(config)
+        self.grace_seconds = grace_seconds
+        # Whether a forced stop logs what it cut: ``serve`` says it in its own line, with the
+        # gRPC calls it cut (``runner``); the sandbox's user, who pressed Ctrl-C twice, knows.
+        self.reports_cut = True
+
+    @property
+    def requests_in_flight(self) -> int:
+        """The HTTP requests being handled now (a forced stop cuts them)."""
+        return len(self.server_state.tasks)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -84,17 +109,73 @@ class ProcessServer(uvicorn.Server):
             self.force_exit = True
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Stop as uvicorn does; forced, also cut the requests in flight and end the lifespan.
+        """Stop accepting, let the requests in flight finish within the grace, then stop.
 
         Forced (``force_exit``), uvicorn stops waiting for the requests in flight and skips
         the app's lifespan shutdown: the loop's end then cancelled both, each logged with
         its traceback, and a request cut before its answer got uvicorn's plain-text 500.
-        They are cut here instead (``cut_requests``), and the lifespan still ends.
+        They are cut by ``_finish`` instead, and the lifespan still ends.
         """
+        deadline = asyncio.get_running_loop().time() + self.grace_seconds
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await self._drain(deadline)
+        await self._finish(deadline)
         await super().shutdown(sockets)
         if self.force_exit:
-            await self.cut_requests()
             await self.lifespan.shutdown()
+
+    async def _drain(self, deadline: float) -> None:
+        """What a stop does once it stopped accepting, before ``_finish``: nothing here.
+
+        The gateway answers the requests still arriving on its open connections.
+        """
+
+    async def _finish(self, deadline: float) -> None:
+        """Let the requests in flight finish until ``deadline``, the grace's end; cut the rest.
+
+        What uvicorn's stop does next, within the grace rather than its fixed timeout:
+        every connection is told to close (the idle ones at once, the others after their
+        answer), and the stop waits for them. Those left at the deadline, or at a forced
+        stop, are cut with one warning; uvicorn's wait then finds nothing left.
+        """
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        if state.tasks and not self.force_exit and deadline > loop.time():
+            _log.info(
+                "waiting for the requests in flight",
+                extra={
+                    "requests": len(state.tasks),
+                    "grace_left": round(deadline - loop.time(), 1),
+                },
+            )
+        await self._wait_until(lambda: not (state.connections or state.tasks), deadline)
+        if self.force_exit:
+            if self.reports_cut:
+                _log.warning(
+                    "interrupted again: stopping now, the requests still in flight are cut",
+                    extra={"requests": self.requests_in_flight},
+                )
+        elif state.tasks:
+            _log.warning(
+                "grace period over: the requests still in flight are cut",
+                extra={"requests": self.requests_in_flight, "grace_seconds": self.grace_seconds},
+            )
+        if state.connections or state.tasks:
+            await self.cut_requests()
+
+    async def _wait_until(self, settled: Callable[[], bool], deadline: float) -> None:
+        """Look every 50 ms until ``settled()``, a forced stop, or the loop time ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while not settled() and not self.force_exit:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(_POLL_SECONDS, left))
 
     async def cut_requests(self) -> None:
         """Cancel the requests in flight: each unanswered gets the app's 503 (``AnswersWhenCut``).

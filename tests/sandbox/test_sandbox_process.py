@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from amperity_signal.processes import start_process
+from amperity_signal.processes import Process, start_process
 from amperity_signal.sandbox import mint_token
 from amperity_signal.sandbox.identity import hash_email
 from amperity_signal.sandbox.testing import (
@@ -376,16 +376,44 @@ def test_data_option_loads_another_world(tmp_path: Path) -> None:
     assert response.status_code == 202
 
 
+async def _start_sandbox(tmp_path: Path, *flags: str) -> tuple[Process, str, Path]:
+    """A sandbox process on a free port: the process, its base URL, its stderr's log."""
+    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0", *flags]
+    log = tmp_path / "sandbox.log"
+    process = await start_process(command, ready=LISTENING_PREFIX, log=log)
+    return process, process.ready_line.removeprefix(LISTENING_PREFIX), log
+
+
 async def test_sigterm_stops_the_sandbox_with_exit_code_0(tmp_path: Path) -> None:
     """SIGTERM is the normal way to stop the sandbox: a graceful stop and exit 0, not -15."""
-    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
-    process = await start_process(command, ready=LISTENING_PREFIX, log=tmp_path / "sandbox.log")
-    async with httpx.AsyncClient(
-        base_url=process.ready_line.removeprefix(LISTENING_PREFIX)
-    ) as http:
+    process, base_url, log = await _start_sandbox(tmp_path)
+    async with httpx.AsyncClient(base_url=base_url) as http:
         assert (await http.get("/_sandbox/stats")).status_code == 200
     assert await process.stop() == 0
-    assert (tmp_path / "sandbox.log").read_text() == "", "a clean stop writes nothing to stderr"
+    assert log.read_text() == "", "a clean stop writes nothing to stderr"
+
+
+async def _hold_a_request(
+    http: httpx.AsyncClient,
+) -> asyncio.Task[httpx.Response]:
+    """POST an event the sandbox holds (a 120 s latency fault); return once it is held."""
+    token = await _mint(http, ["stream:write"], 3600)
+    headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {token}"}
+    fault = {"kind": "events", "latency_ms": 120_000, "count": 1}
+    (await http.post("/_sandbox/faults", json=fault)).raise_for_status()
+    held = asyncio.create_task(http.post(EVENTS_URL, json=EVENT, headers=headers))
+    # The fault's one use is taken when the POST arrives: it is held from then on.
+    while (await http.get("/_sandbox/faults")).json()["faults"]:
+        assert not held.done(), (await held).text
+        await asyncio.sleep(0.02)
+    return held
+
+
+def _assert_cut_answer(answer: httpx.Response) -> None:
+    """The sandbox's own 503 for a request a stop cut: Amperity's JSON shape, to resend."""
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"].startswith("application/json"), answer.text
+    assert "send the request again" in answer.json()["message"], answer.text
 
 
 async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
@@ -397,21 +425,9 @@ async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
     event loop logged two tracebacks (``CancelledError``): the request's and the lifespan's.
     """
     # A long graceful wait: however slow the machine, the second Ctrl-C is what ends it.
-    command = [sys.executable, "-m", "amperity_signal.sandbox", "--port", "0"]
-    command += ["--stop-grace", "600"]
-    log = tmp_path / "sandbox.log"
-    process = await start_process(command, ready=LISTENING_PREFIX, log=log)
-    base_url = process.ready_line.removeprefix(LISTENING_PREFIX)
+    process, base_url, log = await _start_sandbox(tmp_path, "--stop-grace", "600")
     async with httpx.AsyncClient(base_url=base_url, timeout=90) as http:
-        token = await _mint(http, ["stream:write"], 3600)
-        headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {token}"}
-        fault = {"kind": "events", "latency_ms": 120_000, "count": 1}
-        (await http.post("/_sandbox/faults", json=fault)).raise_for_status()
-        held = asyncio.create_task(http.post(EVENTS_URL, json=EVENT, headers=headers))
-        # The fault's one use is taken when the POST arrives: it is held from then on.
-        while (await http.get("/_sandbox/faults")).json()["faults"]:
-            assert not held.done(), (await held).text
-            await asyncio.sleep(0.02)
+        held = await _hold_a_request(http)
         process.proc.send_signal(signal.SIGINT)
         # The first stop has begun once the sandbox stops listening; then the second Ctrl-C
         # (two SIGINTs sent at once could reach Python's handler as one).
@@ -419,8 +435,33 @@ async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
         process.proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.proc.wait(), 60) == 130
         answer = await asyncio.wait_for(held, 60)
-    assert answer.status_code == 503, answer.text
+    _assert_cut_answer(answer)
     assert log.read_text() == "", "a forced stop logs no error and no traceback"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+async def test_a_request_held_past_the_stop_grace_is_cut_with_a_503_and_exit_0(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """One stop, a request held past ``--stop-grace``: the request a JSON 503, exit 0.
+
+    uvicorn's own timeout cut it: an ERROR line ("Cancel 1 running task(s), timeout
+    graceful shutdown exceeded") on stderr. Now one warning says how many were cut.
+    """
+    process, base_url, log = await _start_sandbox(tmp_path, "--stop-grace", "1")
+    async with httpx.AsyncClient(base_url=base_url, timeout=90) as http:
+        held = await _hold_a_request(http)
+        process.proc.send_signal(stop)
+        assert await asyncio.wait_for(process.proc.wait(), 60) == 0
+        answer = await asyncio.wait_for(held, 60)
+    _assert_cut_answer(answer)
+    stderr = log.read_text()
+    for unwanted in ('"level": "error"', "Traceback", "Cancel"):
+        assert unwanted not in stderr, stderr
+    # One JSON line at warning, in the sandbox's log format, saying how many were cut.
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    assert [(line["level"], line.get("requests")) for line in lines] == [("warning", 1)], lines
+    assert lines[0]["msg"].startswith("grace period over"), lines
 
 
 async def test_answers_carry_a_date_and_advertise_no_server_software(

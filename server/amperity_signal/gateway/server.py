@@ -34,8 +34,6 @@ _HEAD_CEILING = 256 * 1024
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
-# How often a stop looks whether its connections or requests are done.
-_POLL_SECONDS = 0.05
 _INVALID_REQUEST = GatewayError(
     400,
     "INVALID_HTTP_REQUEST",
@@ -326,7 +324,7 @@ def _closing(send: Send) -> Send:
 
 
 class GatewayServer(ProcessServer):
-    """The gateway's uvicorn server: it stops accepting, drains, then stops as uvicorn does.
+    """The gateway's uvicorn server: it stops accepting, drains, then finishes within the grace.
 
     uvicorn's stop closes every idle keep-alive connection at once; a request its client
     sent on one at that moment got no answer ("Server disconnected without sending a
@@ -339,10 +337,10 @@ class GatewayServer(ProcessServer):
 
     The requests in flight then get what is left of ``grace_seconds`` (``[server]
     grace_period``, counted from the stop's start, the drain included), as the service's
-    gRPC calls do; those still running at its end are cut (``cut_requests``), one warning saying
-    how many. uvicorn's own wait (``timeout_graceful_shutdown``) was a fixed 5 s after the
-    drain, whatever the grace: a request was cut ~10 s into a stop with a 60 s grace, and
-    uvicorn logged an error line for it.
+    gRPC calls do; those still running at its end are cut, one warning saying how many
+    (``ProcessServer``, as the sandbox's). uvicorn's own wait (``timeout_graceful_shutdown``)
+    was a fixed 5 s after the drain, whatever the grace: a request was cut ~10 s into a
+    stop with a 60 s grace, and uvicorn logged an error line for it.
 
     An open Live Events page would hold every stop that long: ``end_streams`` ends those
     streams first (``LiveEndpoints.close``), so the stop waits only for the requests doing
@@ -358,75 +356,23 @@ class GatewayServer(ProcessServer):
         app: ClosingWhenDraining,
         grace_seconds: float,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, grace_seconds=grace_seconds)
         self._end_streams = end_streams
         self._app = app
-        self._grace_seconds = grace_seconds
         # Past the keep-alive timeout no connection the drain could still move is left:
         # uvicorn has closed those idle when the stop began.
         self._drain_seconds = min(grace_seconds, _KEEP_ALIVE_SECONDS)
-        # Whether a forced stop logs what it cut; ``serve`` says it in its own line, with
-        # the gRPC calls it cut (``runner``).
-        self.reports_cut = True
-
-    @property
-    def requests_in_flight(self) -> int:
-        """The HTTP requests being handled now (a forced stop cuts them)."""
-        return len(self.server_state.tasks)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the endless streams, stop accepting, drain, finish, then stop as uvicorn does.
-
-        Forced (``force_exit``), the requests in flight are cut here (``_finish``), and
-        the lifespan still ends (``ProcessServer.shutdown``).
-        """
-        deadline = asyncio.get_running_loop().time() + self._grace_seconds
+        """End the endless streams, then stop as every ``ProcessServer`` does, draining first."""
         self._end_streams()
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        await self._drain()
-        await self._finish(deadline)
         await super().shutdown(sockets)
 
-    async def _finish(self, deadline: float) -> None:
-        """Let the requests in flight finish until ``deadline``, the grace's end; cut the rest.
+    async def _drain(self, deadline: float) -> None:
+        """Answer with ``Connection: close`` until no connection is left or the window ends.
 
-        What uvicorn's stop does next, within the grace rather than its fixed timeout:
-        every connection is told to close (the idle ones at once, the others after their
-        answer), and the stop waits for them. Those left at the deadline, or at a forced
-        stop, are cut with one warning; uvicorn's wait then finds nothing left.
+        The window, ``drain_seconds``, is part of the grace that ends at ``deadline``.
         """
-        state = self.server_state
-        for connection in list(state.connections):
-            connection.shutdown()
-        loop = asyncio.get_running_loop()
-        if state.tasks and not self.force_exit and deadline > loop.time():
-            _log.info(
-                "gateway waiting for the requests in flight",
-                extra={
-                    "requests": len(state.tasks),
-                    "grace_left": round(deadline - loop.time(), 1),
-                },
-            )
-        await self._wait_until(lambda: not (state.connections or state.tasks), deadline)
-        if self.force_exit:
-            if self.reports_cut:
-                _log.warning(
-                    "interrupted again: stopping now, the requests still in flight are cut",
-                    extra={"requests": self.requests_in_flight},
-                )
-        elif state.tasks:
-            _log.warning(
-                "grace period over: the requests still in flight are cut",
-                extra={"requests": self.requests_in_flight, "grace_seconds": self._grace_seconds},
-            )
-        if state.connections or state.tasks:
-            await self.cut_requests()
-
-    async def _drain(self) -> None:
-        """Answer with ``Connection: close`` until no connection is left or the window ends."""
         self._app.draining = True
         connections = self.server_state.connections
         if not connections or self._drain_seconds <= 0:
@@ -436,17 +382,10 @@ class GatewayServer(ProcessServer):
             extra={"connections": len(connections), "drain_seconds": self._drain_seconds},
         )
         # Those left at its end are idle (closed next) or busy (``_finish`` waits for them).
-        deadline = asyncio.get_running_loop().time() + self._drain_seconds
-        await self._wait_until(lambda: not connections, deadline)
-
-    async def _wait_until(self, settled: Callable[[], bool], deadline: float) -> None:
-        """Look every 50 ms until ``settled()``, a forced stop, or the loop time ``deadline``."""
         loop = asyncio.get_running_loop()
-        while not settled() and not self.force_exit:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(_POLL_SECONDS, left))
+        await self._wait_until(
+            lambda: not connections, min(deadline, loop.time() + self._drain_seconds)
+        )
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -10,7 +10,13 @@ import sys
 import uvicorn
 from starlette.types import ASGIApp, Scope
 
-from amperity_signal.processes import EXIT_FORCED, AnswersWhenCut, ProcessServer, announce
+from amperity_signal.processes import (
+    CUT_SECONDS,
+    EXIT_FORCED,
+    AnswersWhenCut,
+    ProcessServer,
+    announce,
+)
 from amperity_signal.sandbox.app import create_app
 from amperity_signal.sandbox.data import SandboxData, default_data, load_data
 from amperity_signal.sandbox.responses import error
@@ -33,9 +39,10 @@ def run(
 ) -> int:
     """Serves the sandbox until SIGTERM or SIGINT; the exit code, 0 after a graceful stop.
 
-    A stop waits ``stop_grace`` seconds for the requests in flight, then cuts them. A
-    second Ctrl-C (SIGINT) forces the stop: the requests in flight are cut, each
-    unanswered one a 503, and the code is ``EXIT_FORCED`` (130), as ``serve``'s.
+    A stop waits ``stop_grace`` seconds for the requests in flight, then cuts them, each
+    unanswered one a 503, with one warning saying how many; the code is still 0. A second
+    Ctrl-C (SIGINT) forces the stop: the requests in flight are cut at once, silently, and
+    the code is ``EXIT_FORCED`` (130), as ``serve``'s.
 
     Prints ``sandbox listening on http://HOST:PORT`` once the socket is bound; with port 0
     the line carries the port the system chose.
@@ -84,9 +91,12 @@ def run(
         # uvicorn's; the Date header stays (uvicorn's date_header).
         server_header=False,
         backlog=2048,
-        timeout_graceful_shutdown=stop_grace,
+        # uvicorn's wait once the stop has cut what outlived the grace (ProcessServer).
+        timeout_graceful_shutdown=CUT_SECONDS,
     )
-    server = ProcessServer(config)  # SIGTERM/SIGINT: a graceful stop, then exit 0
+    # SIGTERM/SIGINT: a graceful stop, then exit 0.
+    server = ProcessServer(config, grace_seconds=stop_grace)
+    server.reports_cut = False  # a forced stop: the user cut them, pressing Ctrl-C twice
     announce(f"sandbox listening on http://{shown_host}:{bound_port}")
     try:
         asyncio.run(server.serve(sockets=[sock]))
@@ -97,7 +107,7 @@ def run(
 
 
 def _stopping(scope: Scope) -> ASGIApp:
-    """The answer of a request a forced stop cut: a 503 in Amperity's shape, to resend."""
+    """The answer of a request a stop cut: a 503 in Amperity's shape, to resend."""
     return error(
         scope,
         503,

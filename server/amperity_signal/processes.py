@@ -70,9 +70,13 @@ class ProcessServer(uvicorn.Server):
     an error line for it ("Cancel 1 running task(s), timeout graceful shutdown exceeded").
     """
 
-    def __init__(self, config: uvicorn.Config, *, grace_seconds: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, grace_seconds: float, logger: logging.Logger = _log
+    ) -> None:
         super().__init__(config)
         self.grace_seconds = grace_seconds
+        # The stop's lines name the server they are about (the demo runs two in one process).
+        self._log = logger
         # Whether a forced stop logs what it cut: ``serve`` says it in its own line, with the
         # gRPC calls it cut (``runner``); the sandbox's user, who pressed Ctrl-C twice, knows.
         self.reports_cut = True
@@ -146,7 +150,7 @@ class ProcessServer(uvicorn.Server):
             connection.shutdown()
         loop = asyncio.get_running_loop()
         if state.tasks and not self.force_exit and deadline > loop.time():
-            _log.info(
+            self._log.info(
                 "waiting for the requests in flight",
                 extra={
                     "requests": len(state.tasks),
@@ -156,12 +160,12 @@ class ProcessServer(uvicorn.Server):
         await self._wait_until(lambda: not (state.connections or state.tasks), deadline)
         if self.force_exit:
             if self.reports_cut:
-                _log.warning(
+                self._log.warning(
                     "interrupted again: stopping now, the requests still in flight are cut",
                     extra={"requests": self.requests_in_flight},
                 )
         elif state.tasks:
-            _log.warning(
+            self._log.warning(
                 "grace period over: the requests still in flight are cut",
                 extra={"requests": self.requests_in_flight, "grace_seconds": self.grace_seconds},
             )

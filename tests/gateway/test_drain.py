@@ -226,6 +226,7 @@ async def test_a_request_still_in_flight_at_the_grace_end_is_cut_503_with_one_wa
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     cut = [r for r in caplog.records if r.getMessage().startswith("grace period over")]
     assert [(r.levelno, getattr(r, "requests", None)) for r in cut] == [(logging.WARNING, 1)]
+    assert [r.name for r in cut] == ["amperity_signal.gateway.server"]  # not the sandbox's
 
 
 async def test_a_request_in_flight_past_uvicorns_graceful_timeout_is_answered_within_the_grace(

@@ -462,6 +462,7 @@ async def test_a_request_held_past_the_stop_grace_is_cut_with_a_503_and_exit_0(
     lines = [json.loads(line) for line in stderr.splitlines()]
     assert [(line["level"], line.get("requests")) for line in lines] == [("warning", 1)], lines
     assert lines[0]["msg"].startswith("grace period over"), lines
+    assert lines[0]["logger"] == "amperity_signal.sandbox.server", lines
 
 
 async def test_answers_carry_a_date_and_advertise_no_server_software(

@@ -356,7 +356,7 @@ class GatewayServer(ProcessServer):
         app: ClosingWhenDraining,
         grace_seconds: float,
     ) -> None:
-        super().__init__(config, grace_seconds=grace_seconds)
+        super().__init__(config, grace_seconds=grace_seconds, logger=_log)
         self._end_streams = end_streams
         self._app = app
         # Past the keep-alive timeout no connection the drain could still move is left:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 import sys
 
@@ -95,7 +96,7 @@ def run(
         timeout_graceful_shutdown=CUT_SECONDS,
     )
     # SIGTERM/SIGINT: a graceful stop, then exit 0.
-    server = ProcessServer(config, grace_seconds=stop_grace)
+    server = ProcessServer(config, grace_seconds=stop_grace, logger=logging.getLogger(__name__))
     server.reports_cut = False  # a forced stop: the user cut them, pressing Ctrl-C twice
     announce(f"sandbox listening on http://{shown_host}:{bound_port}")
     try:

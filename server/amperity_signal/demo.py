@@ -247,7 +247,7 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     stop = asyncio.Event()
     with _demo_dir() as tmp, _stop_on_signals(stop):
         async with _stack(Path(tmp), admin_token, log_level) as (
-            _,
+            sandbox,
             service,
             sandbox_url,
             http_port,
@@ -272,8 +272,62 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
                 f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
             )
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            await stop.wait()
+            gone = await _first_exit(
+                stop, {"sandbox": sandbox, "service (gRPC and gateway)": service}
+            )
+            if gone is not None:
+                name, process = gone
+                # Said now: the log goes with the demo's directory when it stops.
+                tail = await asyncio.to_thread(_last_lines, process.log)
+                print(
+                    f"\nThe demo's {name} {_ended(process.proc.returncode)} while the demo was "
+                    "up, so the addresses above no longer answer: the demo stops too. "
+                    "The last lines of its log:\n" + "\n".join(f"  {line}" for line in tail),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return EXIT_PROCESS_GONE
     return 0
+
+
+# The exit code of a demo whose sandbox or service exited while it was up.
+EXIT_PROCESS_GONE = 1
+# How much of that process's log it prints.
+_TAIL_LINES = 10
+
+
+def _ended(returncode: int | None) -> str:
+    """How a process ended, by its exit code (asyncio's negative one: the signal's number)."""
+    if returncode is not None and returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:  # a real-time signal: no name of its own
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def _last_lines(log: Path) -> list[str]:
+    return log.read_text(errors="replace").splitlines()[-_TAIL_LINES:]
+
+
+async def _first_exit(
+    stop: asyncio.Event, processes: dict[str, Process]
+) -> tuple[str, Process] | None:
+    """Wait for ``stop``, or for one of ``processes`` to exit: the first to exit, if first.
+
+    A Ctrl-C reaches the demo and its processes at once; the demo hears it long before
+    either has stopped, so an exit after ``stop`` is set is the stop's own.
+    """
+    exits = {asyncio.create_task(p.proc.wait()): (name, p) for name, p in processes.items()}
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({stopped, *exits}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, *exits):
+            task.cancel()
+    if stop.is_set():
+        return None
+    return next(exits[task] for task in done if task in exits)
 
 
 @contextlib.contextmanager

@@ -111,6 +111,37 @@ async def test_sigterm_stops_the_demo_and_the_processes_it_started() -> None:
     assert "Traceback" not in text
 
 
+async def test_a_demo_whose_service_dies_says_so_and_stops_rather_than_stay_up() -> None:
+    """The service gone while the demo is up: the demo says so, with its log's end, and exits 1.
+
+    It used to wait for a Ctrl-C with every address it had printed dead, and remove the
+    only log that said why when it finally stopped.
+    """
+    async with _demo_up() as (process, seen):
+        children = _children(process.pid)
+        (service,) = [pid for pid in children if b"serve" in _cmdline(pid)]
+        log = Path(os.readlink(f"/proc/{service}/fd/2"))
+        last = _last_line(log)  # an idle service adds none before the kill
+        os.kill(service, signal.SIGKILL)
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = "".join(seen) + rest.decode(errors="replace")
+    assert process.returncode == 1, text
+    assert "demo's service (gRPC and gateway) was killed by SIGKILL while" in text, text
+    assert "the demo stops too" in text and "last lines of its log" in text, text
+    assert last in text  # the log's end, printed before the log is removed with the demo
+    assert [pid for pid in children if _running(pid)] == [], text
+    assert "Traceback" not in text
+
+
+def _last_line(log: Path) -> str:
+    return log.read_text(errors="replace").splitlines()[-1]
+
+
+def _cmdline(pid: int) -> bytes:
+    """``pid``'s command line, its arguments separated by NULs."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _levels(log: Path) -> dict[str, set[str]]:
     """The levels each logger wrote to a JSON-lines log."""
     found: dict[str, set[str]] = {}

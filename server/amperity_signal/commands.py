@@ -173,9 +173,14 @@ def gateway(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Sandbox + service + gateway + sample traffic, with a summary of what happened."""
-    from amperity_signal.demo import run_demo
+    from amperity_signal.demo import EXIT_PROCESS_GONE, run_demo
+    from amperity_signal.processes import ProcessFailed
 
-    return asyncio.run(run_demo(once=args.once, log_level=args.log_level or "info"))
+    try:
+        return asyncio.run(run_demo(once=args.once, log_level=args.log_level or "info"))
+    except ProcessFailed as error:  # its message has the process's own words: no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PROCESS_GONE
 
 
 class UsageError(Exception):

@@ -214,6 +214,7 @@ async def _stack(
         ],
         ready="sandbox listening on ",
         log=workdir / SANDBOX_LOG,
+        name="the demo's sandbox",
     )
     try:
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
@@ -224,6 +225,7 @@ async def _stack(
             [*exe, "serve", "--config", str(config), "--log-level", log_level],
             ready="gateway listening on ",
             log=workdir / SERVICE_LOG,
+            name="the demo's service",
         )
         try:
             yield sandbox, service, sandbox_url, http_port
@@ -290,7 +292,8 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     return 0
 
 
-# The exit code of a demo whose sandbox or service exited while it was up.
+# The exit code of a demo whose sandbox or service exited before it was ready or while it
+# was up.
 EXIT_PROCESS_GONE = 1
 # How much of that process's log it prints.
 _TAIL_LINES = 10

@@ -296,8 +296,12 @@ async def start_process(
     log: Path,
     ready_within: float = 30.0,
     env: dict[str, str] | None = None,
+    name: str = "",
 ) -> Process:
-    """Start ``command`` and return once it printed a line starting with ``ready``."""
+    """Start ``command`` and return once it printed a line starting with ``ready``.
+
+    ``name`` is what a :class:`ProcessFailed` calls it (default: the command's first words).
+    """
     stderr = log.open("ab")
     # A shared lock on the log, held by the child through its stderr (the same open file)
     # until it and every process it starts with that stderr have exited: so a sweep can tell
@@ -333,11 +337,17 @@ async def start_process(
     if waiter not in done:
         waiter.cancel()
         exited.cancel()
+        # Its own exit said first: that one had its reason, not a deadline, to stop it.
+        ended = (
+            f"exited with code {proc.returncode} before it was ready"
+            if exited in done
+            else f"did not print {ready!r} within {ready_within}s"
+        )
         await started.stop(signal.SIGKILL)
         tail = await asyncio.to_thread(_tail, log)
+        printed = f"; stdout: {started.lines[-5:]}" if started.lines else ""
         raise ProcessFailed(
-            f"{' '.join(command[:4])} did not print {ready!r} within {ready_within}s; "
-            f"stdout: {started.lines[-5:]}; stderr tail: {tail}"
+            f"{name or ' '.join(command[:4])} {ended}{printed}; stderr tail: {tail}"
         )
     exited.cancel()
     return started

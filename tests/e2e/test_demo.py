@@ -49,6 +49,30 @@ async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
     assert text.rstrip().splitlines()[-1] == closing, text
 
 
+async def test_a_service_that_refuses_to_start_is_told_without_a_traceback() -> None:
+    """The demo's service stops at once (a SOCKS proxy in the environment): its reason, exit 1.
+
+    The demo used to end in a traceback, saying the service "did not print" its ready line
+    "within 30.0s" when it had exited at once with its reason.
+    """
+    env = {**os.environ, "HTTPS_PROXY": "socks5://proxy.invalid:1080"}
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        "--once",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 180)
+    text = output.decode(errors="replace")
+    assert process.returncode == 1, text
+    assert "Traceback" not in text
+    assert "error: the demo's service exited with code 2 before it was ready" in text, text
+    assert "HTTPS_PROXY: is socks5://proxy.invalid:1080, a socks5 proxy" in text, text
+    assert "within 30" not in text, text
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie no longer runs anything)."""
     try:

@@ -47,6 +47,21 @@ SANDBOX_LOG = "sandbox.log"
 SERVICE_LOG = "service.log"  # the gRPC service and the gateway: one process
 
 
+# The demo's processes all listen on this machine: a proxy in the environment (a newcomer's
+# egress proxy, for the internet) must not carry their calls to each other. The demo's own
+# calls skip it (gRPC core reads http_proxy too); its processes get these hosts added to
+# NO_PROXY (lower-case first, as httpx and the service read it; both names set alike).
+_DIRECT = [("grpc.enable_http_proxy", 0)]
+_LOCAL_HOSTS = "localhost,127.0.0.1"
+
+
+def _direct_env() -> dict[str, str]:
+    """NO_PROXY and no_proxy as the environment has them, plus the demo's local hosts."""
+    have = os.environ.get("no_proxy", os.environ.get("NO_PROXY", ""))
+    hosts = f"{have},{_LOCAL_HOSTS}" if have.strip() else _LOCAL_HOSTS
+    return {"no_proxy": hosts, "NO_PROXY": hosts}
+
+
 def _logs_written(directory: str) -> bool:
     """Whether a process the demo started still writes a log in ``directory``.
 
@@ -214,6 +229,7 @@ async def _stack(
         ],
         ready="sandbox listening on ",
         log=workdir / SANDBOX_LOG,
+        env=_direct_env(),
         name="the demo's sandbox",
     )
     try:
@@ -225,6 +241,7 @@ async def _stack(
             [*exe, "serve", "--config", str(config), "--log-level", log_level],
             ready="gateway listening on ",
             log=workdir / SERVICE_LOG,
+            env=_direct_env(),
             name="the demo's service",
         )
         try:
@@ -383,7 +400,7 @@ async def _until_stopped(work: asyncio.Task[None], stop: asyncio.Event) -> bool:
 
 async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_token: str) -> None:
     print(f"\n== amperity-signal demo: service at {grpc_target}, sandbox at {sandbox_url}")
-    async with grpc.aio.insecure_channel(grpc_target) as channel:
+    async with grpc.aio.insecure_channel(grpc_target, options=_DIRECT) as channel:
         stub = pb_grpc.AmperityServiceStub(channel)
         print("\n-- Deliver: a shopping session through the retail blueprint")
         for event in sample_events(VISITOR):
@@ -403,7 +420,7 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
                 f"{request.method} {request.url} {request.status_code} "
                 f"(attempts {request.attempts})"
             )
-        async with httpx.AsyncClient(base_url=sandbox_url) as sandbox:
+        async with httpx.AsyncClient(base_url=sandbox_url, trust_env=False) as sandbox:
             await sandbox.post("/_sandbox/flush")
             received = (await sandbox.get("/_sandbox/events", params={"limit": 100})).json()
             profiles = (
@@ -435,7 +452,7 @@ async def _traffic(grpc_target: str, sandbox_url: str, http_port: int, admin_tok
         print("\n-- BrowserProfile: what the page may see (allowlisted)")
         print(f"  {json.dumps(struct_to_dict(browser.attributes))}")
     base = f"http://127.0.0.1:{http_port}"
-    async with httpx.AsyncClient(base_url=base) as gateway:
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as gateway:
         page = (await gateway.get("/metrics")).text
     print("\n-- Cache, from /metrics")
     print(f"  {cache_hit_line(page)}")

@@ -23,18 +23,24 @@ from tests.e2e.stack import CLI
 pytestmark = pytest.mark.e2e
 
 
-async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
-    """The demo delivers each sample event, resolves the visitor and lists the URLs."""
+async def _demo_once(env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """``demo --once``, to its end: its exit code and what it printed (stdout and stderr)."""
     process = await asyncio.create_subprocess_exec(
         *CLI,
         "demo",
         "--once",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env=env,
     )
     output, _ = await asyncio.wait_for(process.communicate(), 180)
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, text
+    return process.returncode, output.decode(errors="replace")
+
+
+async def test_the_demo_delivers_resolves_and_shows_the_browser_view() -> None:
+    """The demo delivers each sample event, resolves the visitor and lists the URLs."""
+    returncode, text = await _demo_once()
+    assert returncode == 0, text
     for expected in ("type=pageview", "type=view_item", "type=purchase", " 202 (attempts 1)"):
         assert expected in text, text
     assert "resolved=True amperity_id=p-a11ce0000001 matched_key=email_sha256" in text
@@ -56,21 +62,29 @@ async def test_a_service_that_refuses_to_start_is_told_without_a_traceback() -> 
     "within 30.0s" when it had exited at once with its reason.
     """
     env = {**os.environ, "HTTPS_PROXY": "socks5://proxy.invalid:1080"}
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "demo",
-        "--once",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 180)
-    text = output.decode(errors="replace")
-    assert process.returncode == 1, text
+    returncode, text = await _demo_once(env)
+    assert returncode == 1, text
     assert "Traceback" not in text
     assert "error: the demo's service exited with code 2 before it was ready" in text, text
     assert "HTTPS_PROXY: is socks5://proxy.invalid:1080, a socks5 proxy" in text, text
     assert "within 30" not in text, text
+
+
+async def test_the_demo_runs_behind_a_proxy_set_for_the_internet() -> None:
+    """A newcomer's egress proxy in the environment does not carry the demo's local calls.
+
+    Here one that answers nothing, in every proxy variable: every event is delivered
+    directly to the sandbox on 127.0.0.1. It used to send the service's calls to the
+    sandbox, and the demo's own, to the proxy: every Deliver failed and the demo ended in
+    an httpx traceback.
+    """
+    proxy = "http://127.0.0.1:9"  # the discard port: nothing listens
+    names = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    env = {**os.environ, **dict.fromkeys(names, proxy), "NO_PROXY": "corp.example"}
+    returncode, text = await _demo_once(env)
+    assert returncode == 0, text
+    assert text.count(" 202 (attempts 1)") == 6, text
+    assert "FAILED" not in text and "Traceback" not in text, text
 
 
 def _running(pid: int) -> bool:
@@ -223,15 +237,6 @@ def _demo_dirs(parent: Path) -> set[Path]:
     return {path for path in parent.iterdir() if path.name.startswith("amperity-signal-demo-")}
 
 
-async def _demo_once(env: dict[str, str]) -> None:
-    """``demo --once``, to its end."""
-    once = await asyncio.create_subprocess_exec(
-        *CLI, "demo", "--once", stdout=asyncio.subprocess.PIPE, env=env
-    )
-    output, _ = await asyncio.wait_for(once.communicate(), 180)
-    assert once.returncode == 0, output.decode(errors="replace")
-
-
 async def test_a_killed_demos_processes_stop_and_a_later_demo_sweeps_its_directory(
     tmp_path: Path,
 ) -> None:
@@ -257,10 +262,10 @@ async def test_a_killed_demos_processes_stop_and_a_later_demo_sweeps_its_directo
             fcntl.flock(log, fcntl.LOCK_SH)  # as a writer still at work holds it
             running, _ = await stack.enter_async_context(_demo_up(env=env))
             (kept,) = _demo_dirs(tmp_path) - {left}
-            await _demo_once(env)
+            assert (await _demo_once(env))[0] == 0
             assert _demo_dirs(tmp_path) == {left, kept}
             log.close()
-            await _demo_once(env)
+            assert (await _demo_once(env))[0] == 0
             assert _demo_dirs(tmp_path) == {kept}
             assert running.returncode is None
     finally:

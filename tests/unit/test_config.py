@@ -200,6 +200,7 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
     (empty,) = advice_for(**profile, linking_keys=EMAIL_KEY)
     assert "window.datafly.profile.amperity stays empty" in empty
     assert "Add attribute names as CSV".lower() in empty.lower()
+    assert "Anything not in the list is stripped server-side before reaching the browser" in empty
     (useless,) = advice_for(browser_attribute_allowlist="Persona")
     assert "browser_attribute_allowlist is set but profile enrichment is not" in useless
     (spaced,) = advice_for(source_value=" DATAFLY")

@@ -452,7 +452,7 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
         try:
             settings = Settings.model_validate(resolved)
         except ValidationError as exc:
-            problems.extend(translate(exc, {p.location for p in problems}))
+            problems.extend(translate(exc, {p.location for p in problems}, Settings))
         problems = [withheld(problem) for problem in problems]
     if problems or settings is None:
         # Several checks can describe one mistake; list each location/problem once.

@@ -8,10 +8,11 @@ Values are never quoted back: only their TOML type, so no secret can end up in a
 
 from __future__ import annotations
 
+import difflib
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import holds_key
@@ -110,8 +111,14 @@ _FIELD_FIXES = {
 }
 
 
-def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
-    """Turn pydantic's errors into problems with fixes, skipping locations already reported."""
+def translate(
+    exc: ValidationError, reported: set[str], root: type[BaseModel]
+) -> list[ConfigProblem]:
+    """Turn pydantic's errors into problems with fixes, skipping locations already reported.
+
+    ``root`` is the model the file was validated as: an unknown key is told the known one
+    it is closest to, from the table it is in.
+    """
     problems = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
@@ -131,7 +138,9 @@ def translate(exc: ValidationError, reported: set[str]) -> list[ConfigProblem]:
         if kind == "missing":
             problems.append(ConfigProblem(location, "is required.", MISSING_FIX))
         elif kind == "extra_forbidden":
-            problems.append(ConfigProblem(location, "is not a known field.", UNKNOWN_FIX))
+            problems.append(
+                ConfigProblem(location, "is not a known field.", _unknown_fix(root, error["loc"]))
+            )
         else:
             problem, fix = _describe(kind, error, _field(error["loc"]).removesuffix("[]"))
             field_fix = _FIELD_FIXES.get(_field(error["loc"]))
@@ -148,6 +157,32 @@ def _name_problem(error: Any) -> tuple[str, str]:
             "rename the table, e.g. [integrations.blueprint.handlers.add_to_wishlist].",
         )
     return _describe(error["type"], error, "name")
+
+
+def _unknown_fix(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The fix for an unknown key: the known field of its table it is a slip from, if any."""
+    key = loc[-1]
+    if not isinstance(key, str) or holds_key(key):
+        return UNKNOWN_FIX
+    close = difflib.get_close_matches(key, _fields_at(root, loc[:-1]), n=1, cutoff=0.8)
+    return f"did you mean {close[0]}? If not, {UNKNOWN_FIX}" if close else UNKNOWN_FIX
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the table at ``loc`` under ``model`` (none if it is no model)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of an array of tables: its type was taken with the array's
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        kind = field.annotation
+        if get_origin(kind) in (tuple, list):
+            kind = get_args(kind)[0]
+        if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+            return []
+        model = kind
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:

@@ -362,6 +362,37 @@ def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
     assert "gateway.rate_limit" in unknown and "not a known field" in unknown
 
 
+@pytest.mark.parametrize(
+    ("table", "typo", "meant"),
+    [
+        ("servr", None, "server"),
+        ("gateway", "rate_limit_brust", "rate_limit_burst"),
+        ("server", "grace_periode", "grace_period"),
+        ("integrations", "tenant_subdomian", "tenant_subdomain"),
+        ("integrations", "profile_api_keys", "profile_api_key"),
+    ],
+)
+def test_a_misspelt_field_is_told_the_field_it_is_close_to(
+    table: str, typo: str | None, meant: str
+) -> None:
+    """An unknown key one slip from a known one names that one in its fix, at its depth."""
+    raw: dict[str, Any] = {"integrations": [integration()]}
+    if typo is None:
+        raw[table] = {}
+    elif table == "integrations":
+        raw["integrations"][0][typo] = "x"
+    else:
+        raw[table] = {typo: 1}
+    (problem,) = problems_of(raw)
+    assert "is not a known field" in problem, problem
+    assert f"did you mean {meant}?" in problem, problem
+
+
+def test_an_unknown_field_like_no_known_one_gets_no_guess() -> None:
+    (problem,) = problems_of({"gateway": {"colour": "red"}, "integrations": [integration()]})
+    assert "is not a known field" in problem and "did you mean" not in problem, problem
+
+
 @pytest.mark.parametrize(("prefix", "limit"), [(32, "at least 48"), (129, "at most 128")])
 def test_an_ipv6_prefix_outside_48_to_128_is_refused_with_the_fix(prefix: int, limit: str) -> None:
     raw = {"gateway": {"rate_limit_ipv6_prefix": prefix}, "integrations": [integration()]}

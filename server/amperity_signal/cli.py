@@ -76,12 +76,16 @@ def http_address(text: str) -> str:
     return text
 
 
+# Where --config is read from when it is not given.
+CONFIG_ENV = "AMPERITY_SIGNAL_CONFIG"
+
+
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        default=os.environ.get("AMPERITY_SIGNAL_CONFIG"),
-        required="AMPERITY_SIGNAL_CONFIG" not in os.environ,
-        help="the TOML configuration file (or set AMPERITY_SIGNAL_CONFIG)",
+        default=os.environ.get(CONFIG_ENV),
+        required=CONFIG_ENV not in os.environ,
+        help=f"the TOML configuration file (or set {CONFIG_ENV})",
     )
 
 
@@ -149,7 +153,11 @@ class CommandLineParser(argparse.ArgumentParser):
                 names.remove(action.dest)
                 parts.append(f"name a command: {', '.join(action.choices)}")
         if names:
-            parts.append(_REQUIRED + ", ".join(names))
+            # --config has a second way in, which its absence should not hide.
+            said = [
+                f"{name} (or set {CONFIG_ENV})" if name == "--config" else name for name in names
+            ]
+            parts.append(_REQUIRED + ", ".join(said))
         return f"{'; '.join(parts)} (see {self.prog} --help)"
 
     def _unrecognized_before_command(self) -> list[str]:

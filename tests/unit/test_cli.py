@@ -930,7 +930,8 @@ COMMANDS = "serve, check-config, sandbox, gateway, demo, blueprint, send-test-ev
         (
             ["serve", "--bogus"],
             "amperity-signal serve: error: unrecognized arguments: --bogus; the following "
-            "arguments are required: --config (see amperity-signal serve --help)",
+            "arguments are required: --config (or set AMPERITY_SIGNAL_CONFIG) "
+            "(see amperity-signal serve --help)",
         ),
         (
             ["blueprint", "--bogus"],
@@ -971,3 +972,14 @@ def test_an_unknown_option_is_named_before_a_missing_argument(
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == message
     assert result.stderr.startswith("usage: "), result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config", "gateway", "send-test-event"])
+def test_a_missing_config_names_the_environment_variable_too(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --config the error names AMPERITY_SIGNAL_CONFIG, the other way to give it."""
+    monkeypatch.delenv("AMPERITY_SIGNAL_CONFIG", raising=False)
+    result = run_cli(command)
+    assert_clear_error(result)
+    assert "--config (or set AMPERITY_SIGNAL_CONFIG)" in result.stderr.splitlines()[-1]

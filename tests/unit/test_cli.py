@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -983,3 +984,16 @@ def test_a_missing_config_names_the_environment_variable_too(
     result = run_cli(command)
     assert_clear_error(result)
     assert "--config (or set AMPERITY_SIGNAL_CONFIG)" in result.stderr.splitlines()[-1]
+
+
+def test_sandbox_help_gives_every_options_default() -> None:
+    """Each sandbox option's help says its default: the README's table points at --help."""
+    result = run_cli("sandbox", "--help", timeout=20)
+    assert result.returncode == 0, result.stderr
+    # argparse wraps help text; one option's help runs until the next option's line.
+    helps = re.split(r"\n  (?=--)", " ".join(result.stdout.split("\n  -h, --help")[1:]))[1:]
+    assert [h.split()[0] for h in helps] == [
+        "--host", "--port", "--data", "--profile-delay", "--rate-limit", "--seed",
+        "--stop-grace", "--log-level",
+    ]  # fmt: skip
+    assert [h.split()[0] for h in helps if "default" not in " ".join(h.split())] == []

@@ -99,27 +99,35 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
         prog=prog,
         description="A faithful Amperity tenant on localhost (Real-time API + inspector).",
     )
-    parser.add_argument("--host", type=_host, default="127.0.0.1", help="interface to bind")
+    parser.add_argument(
+        "--host", type=_host, default="127.0.0.1", help="interface to bind; default 127.0.0.1"
+    )
     parser.add_argument(
         "--port",
         type=_whole_number(0, 65535, "a TCP port; 0 picks a free one"),
         default=8765,
-        help="TCP port; 0 picks a free one",
+        help="TCP port; 0 picks a free one; default 8765",
     )
-    parser.add_argument("--data", default=None, help="data file (YAML or JSON) to load")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="data file (YAML or JSON) to load; default: the built-in tenant (docs/sandbox.md)",
+    )
     parser.add_argument(
         "--profile-delay",
         type=_seconds,
         default=1.0,
-        help="seconds before events reach profiles",
+        help="seconds before events reach profiles; default 1",
     )
     parser.add_argument(
         "--rate-limit",
         type=_whole_number(1, None, "requests per second per tenant"),
         default=500,
-        help="requests per second per tenant",
+        help="requests per second per tenant (ingest and profile calls share it); default 500",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for ids and fault draws")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed for ids and fault draws; default: random"
+    )
     parser.add_argument(
         "--stop-grace",
         type=_whole_number(0, None, "seconds a stop waits for the requests in flight"),
@@ -132,7 +140,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
         type=log_level,
         default="warning",
         help=f"{', '.join(LOG_LEVELS)}: the least severe level logged (JSON lines on stderr; "
-        "debug adds one line per /prof request)",
+        "debug adds one line per /prof request); default warning",
     )
     args = parser.parse_args(argv)
     try:

@@ -17,7 +17,9 @@ namespace, never written into the source, so no blueprint value can become code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from amperity_signal.blueprint.errors import TransformError
@@ -156,6 +158,17 @@ class _Writer:
         self.line(2, f"payload[{target_name}] = value")
 
 
+@functools.lru_cache(maxsize=128)
+def _compiled(source: str) -> CodeType:
+    """``source`` compiled, once per text: ~7 ms a function, ten for a preset's handlers.
+
+    Every build of a blueprint (each integration, each server a process builds, each
+    worker) wrote the same texts again; their values live in the namespace, not the text,
+    so integrations of one preset share the code and each ``exec`` makes its own function.
+    """
+    return compile(source, "<blueprint mappings>", "exec")
+
+
 def mapping_function(mappings: Sequence[CompiledMapping]) -> MappingFunction:
     """Generate and compile the function that applies ``mappings`` in order.
 
@@ -174,7 +187,7 @@ def mapping_function(mappings: Sequence[CompiledMapping]) -> MappingFunction:
     writer.line(1, "return None")
     source = "\n".join(writer.lines) + "\n"
     namespace = dict(writer.names)
-    exec(compile(source, "<blueprint mappings>", "exec"), namespace)  # noqa: S102 - see module docstring
+    exec(_compiled(source), namespace)  # noqa: S102 - see module docstring
     function: MappingFunction = namespace["map_fields"]
     setattr(function, _ATTRIBUTE, source)
     return function

@@ -259,6 +259,31 @@ def test_no_blueprint_text_is_written_into_the_generated_source() -> None:
     assert payload["odd"] == hostile
 
 
+def test_blueprints_of_one_shape_share_compiled_code_but_keep_their_own_values() -> None:
+    """Two integrations' overrides of one shape: one compile, each its own targets.
+
+    The generated text is the same for both (their values are constants in the function's
+    namespace), so it is compiled once; each still writes its own target and default.
+    """
+    made = [
+        load_blueprint(
+            "retail",
+            BlueprintOverrides.model_validate(
+                {"global_mappings": [{"source": "properties.x", "target": t, "default": t}]}
+            ),
+        ).map_global_fields
+        for t in ("first_target", "second_target")
+    ]
+    assert made[0].__code__ is made[1].__code__
+    assert made[0] is not made[1]
+    written = []
+    for function in made:
+        payload: dict[str, Any] = {}
+        function({}, payload, [])
+        written.append({k: v for k, v in payload.items() if k.endswith("_target")})
+    assert written == [{"first_target": "first_target"}, {"second_target": "second_target"}]
+
+
 class _CountingMapping(Mapping[str, Any]):
     """A read-only event that counts how often each key is looked up."""
 

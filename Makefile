@@ -48,8 +48,11 @@ lint: setup
 	$(BIN)/mypy server generated/datafly tests clients/python/amperity_signal_client
 	tools/node_modules/.bin/buf lint
 
+# Bytecode is written for the run even where the environment says not to (some CI images
+# set PYTHONDONTWRITEBYTECODE): every process a test starts would compile the project's
+# modules again (~0.15 s of CPU each), and collecting the tests took 12-14 s instead of 6.
 pytest: setup
-	$(BIN)/pytest -q
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q
 
 test: lint check-gen pytest
 

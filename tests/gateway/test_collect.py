@@ -229,6 +229,31 @@ async def test_full_context_and_partial_consent_convert(
     assert not consent.google.HasField("analytics_storage")
 
 
+@pytest.mark.parametrize(
+    ("session", "delivered"),
+    [
+        ({"id": 2**53 - 1, "number": 3.0}, ("9007199254740991", 3)),
+        ({"id": -(2**53 - 1), "number": 0.0}, ("-9007199254740991", 0)),
+    ],
+)
+async def test_a_session_is_read_as_the_clients_read_it(
+    gateway: httpx.AsyncClient,
+    service: RunningService,
+    session: dict[str, Any],
+    delivered: tuple[str, int],
+) -> None:
+    """An id up to 2**53 - 1 is its digits; a number sent as 3.0 is 3 (JSON has one kind).
+
+    Until session 23 the gateway refused a session number of 3.0, which both clients take,
+    and sent an id of 2**53, which both clients refuse as not exact in JavaScript.
+    """
+    body = {**EVENT, "context": {"session": session}}
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 200, response.text
+    got = service.fake.delivered[-1].request.event.context.session
+    assert (got.id, got.number) == delivered
+
+
 async def test_absent_consent_stays_absent(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:
@@ -255,6 +280,9 @@ async def test_absent_consent_stays_absent(
             "context.consent.google.adStorage",
         ),
         ({**EVENT, "context": {"session": {"number": 1.5}}}, "context.session.number"),
+        # Past 2**53 - 1 a JavaScript number is not exact, as both clients refuse it.
+        ({**EVENT, "context": {"session": {"id": 2**53}}}, "context.session.id"),
+        ({**EVENT, "context": {"session": {"id": -(2**53)}}}, "context.session.id"),
         ({**EVENT, "context": {"vendorIds": {"fbp": 1}}}, "context.vendorIds.fbp"),
         # An alias is named as sent too, by every check of the converter.
         ({**EVENT, "partner_attrs": {"amperity": {}}}, "partner_attrs"),

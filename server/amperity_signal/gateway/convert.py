@@ -39,6 +39,11 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 EVENT_TYPES = frozenset({"track", "page", "identify", "screen", "group", "alias"})
 _GOOGLE_VALUES = frozenset({"granted", "denied"})
 ANONYMOUS_ID_COOKIE = "_dfid"
+_MAX_SAFE_INTEGER = 2**53 - 1
+_SESSION_ID_TOO_LARGE = (
+    "is a whole number too large to be exact in JavaScript (over 2**53 - 1): "
+    "send it as a JSON string."
+)
 
 
 # The names the converter reads each field by, looked up once per field.
@@ -323,17 +328,26 @@ def _context(value: Any, facts: RequestFacts, path: str) -> pb.Context:
 
 
 def _session(data: Mapping[str, Any], path: str) -> pb.Session:
+    """The session, read as both clients read it (tests/unit/test_event_conversion_parity.py)."""
     session = pb.Session()
     session_id = data.get("id")
+    # A whole number (datafly.js's session ids are epoch milliseconds) is its digits, up to
+    # 2**53 - 1: past it a JavaScript number is not exact, so 2**53 may have been 2**53 + 1.
     if isinstance(session_id, int) and not isinstance(session_id, bool):
+        if abs(session_id) > _MAX_SAFE_INTEGER:
+            raise InvalidFieldError(f"{path}id", _SESSION_ID_TOO_LARGE)
         session_id = str(session_id)
     if session_id is not None and not isinstance(session_id, str):
         raise InvalidFieldError(f"{path}id", "must be a string.")
     session.id = session_id or ""
     number = data.get("number")
     if number is not None:
+        # JSON has one kind of number: 3.0 is the whole number 3 (as in JavaScript, and
+        # as the OpenAPI document's "integer" reads it).
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise InvalidFieldError(f"{path}number", "must be a whole number, 1 or more.")
+            raise InvalidFieldError(f"{path}number", "must be a whole number, 0 or more.")
         if number >= 2**63:
             raise InvalidFieldError(f"{path}number", "is too large.")
         session.number = number

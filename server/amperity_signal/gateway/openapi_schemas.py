@@ -125,7 +125,12 @@ SCHEMAS: dict[str, Any] = {
                     "session": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": ["string", "integer"]},
+                            # A whole number is its digits, exact in JavaScript.
+                            "id": {
+                                "type": ["string", "integer"],
+                                "minimum": -(2**53 - 1),
+                                "maximum": 2**53 - 1,
+                            },
                             "number": {"type": "integer", "minimum": 0},
                         },
                     },

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from amperity_signal_client import dict_to_struct, event_from_json, struct_to_dict
-from amperity_signal_client.events import EventFieldError
+from amperity_signal_client.events import EventFieldError, consent_from_json
 
 FULL_EVENT: dict[str, Any] = {
     "type": "track",
@@ -101,6 +101,20 @@ def test_partial_consent_keeps_absent_fields_absent() -> None:
     assert consent.google.analytics_storage == "granted"
     assert not consent.google.HasField("ad_user_data")
     assert not consent.google.HasField("ad_personalization")
+
+
+def test_a_google_signal_sent_in_both_spellings_is_read_by_consent_modes() -> None:
+    """``ad_storage`` (Consent Mode's, the spec's spelling) first, as the gateway reads it.
+
+    Until session 23 the client read ``adStorage`` first, so the same event gave the
+    opposite signal through the gateway (tests/unit/test_event_conversion_parity.py).
+    """
+    google = {"ad_storage": "granted", "adStorage": "denied", "adUserData": "denied"}
+    consent = event_from_json({"context": {"consent": {"google": google}}}).context.consent
+    assert (consent.google.ad_storage, consent.google.ad_user_data) == ("granted", "denied")
+    # The alias is not read at all then: a wrong one beside a right one is no refusal.
+    wrong_alias = {"ad_storage": "denied", "adStorage": 5}
+    assert consent_from_json({"google": wrong_alias}).google.ad_storage == "denied"
 
 
 def test_false_consent_is_kept_as_false() -> None:

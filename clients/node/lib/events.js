@@ -332,7 +332,10 @@ function toProtoConsent(data, field) {
     /** @type {Object<string, string>} */
     const modes = {};
     for (const name of GOOGLE) {
-      const mode = get(google, name);
+      // Consent Mode's own spelling (ad_storage, the spec's) is read first, the camelCase
+      // alias after it, as the gateway and the Python client read them.
+      const mode = google[name] === undefined || google[name] === null
+        ? google[camel(name)] : google[name];
       if (mode === undefined || mode === null) continue;
       if (mode !== 'granted' && mode !== 'denied') {
         throw new TypeError(`${field}.google.${name} must be "granted" or "denied".`);

@@ -87,6 +87,16 @@ test('Datafly JSON events convert to the proto shape, absent consent absent', ()
     /context\.consent\.analytics/);
 });
 
+test('a google signal sent in both spellings is read by Consent Mode\'s, as the gateway reads it', () => {
+  // Until session 23 adStorage was read first: the opposite signal to the gateway's.
+  const google = { ad_storage: 'granted', adStorage: 'denied', adUserData: 'denied' };
+  const event = toProtoEvent({ type: 'page', context: { consent: { google } } });
+  assert.deepEqual(event.context.consent.google, { ad_storage: 'granted', ad_user_data: 'denied' });
+  const wrongAlias = { ad_storage: 'denied', adStorage: 5 };
+  const consent = toProtoEvent({ type: 'page', context: { consent: { google: wrongAlias } } });
+  assert.deepEqual(consent.context.consent.google, { ad_storage: 'denied' });
+});
+
 // --- against an in-process grpc-js server with google.rpc details ---------------------
 
 test('UNAVAILABLE with RetryInfo is retried, waiting at least the delay', async (t) => {

@@ -239,7 +239,8 @@ def consent_from_json(data: Any, field: str = "consent") -> pb.Consent:
     Args:
         data: ``analytics``, ``marketing`` and ``functional`` (true or false),
             ``categories`` (CMP code → true or false) and ``google`` (Consent Mode v2
-            signals, camelCase or snake_case, ``"granted"`` or ``"denied"``); absent or
+            signals, snake_case or camelCase, ``"granted"`` or ``"denied"``; snake_case
+            is read first when both are sent); absent or
             ``None`` fields stay absent, which Amperity reads as "no consent given".
         field: The path errors name the state by, e.g. ``context.consent``.
 
@@ -271,7 +272,11 @@ def consent_from_json(data: Any, field: str = "consent") -> pb.Consent:
     if google is not None:
         consent.google.SetInParent()
         for name in _GOOGLE_FIELDS:
-            mode = _get(google, name)
+            # Consent Mode's own spelling (ad_storage, the spec's) is read first, the
+            # camelCase alias after it, as the gateway reads them (gateway/fieldnames.py).
+            mode = google.get(name)
+            if mode is None:
+                mode = google.get(camel(name))
             if mode is None:
                 continue
             if not isinstance(mode, str) or mode not in GOOGLE_CONSENT_VALUES:

@@ -8,25 +8,49 @@ so uvicorn's own parsing and the process's wiring are covered too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from tests.e2e.stack import Stack
 
-pytestmark = pytest.mark.e2e
+# One sandbox and one service serve the whole module: no test changes either, and each
+# test calls from a loopback address of its own (``gateway``), so each has its own
+# rate-limit bucket, full at its start, as it had with a service of its own.
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ALLOWED = "http://127.0.0.1"  # integration_dict's allowed_origins
 ENRICH = "/v1/enrich?provider=amperity"
 
 
-@pytest.fixture
-async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client to the embedded gateway of a service process on a sandbox."""
-    sandbox = await stack.sandbox()
-    service = await stack.service(sandbox)
-    async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as client:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """The embedded gateway of a service process on a sandbox, for every test here."""
+    stack = Stack(workdir=tmp_path_factory.mktemp("abuse"))
+    try:
+        sandbox = await stack.sandbox()
+        service = await stack.service(sandbox)
+        yield service.http_url
+    finally:
+        await stack.close()
+
+
+@pytest.fixture(scope="module")
+def client_addresses() -> Iterator[str]:
+    """Loopback addresses no other test of the module calls from (127.0.0.2, .3, ...)."""
+    return (f"127.0.0.{host}" for host in itertools.count(2))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def gateway(
+    gateway_url: str, client_addresses: Iterator[str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client to the gateway, calling from a client address of its own."""
+    transport = httpx.AsyncHTTPTransport(local_address=next(client_addresses))
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10, transport=transport) as client:
         yield client
 
 

@@ -282,13 +282,17 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     async def close(self) -> None:
-        """Stop everything this stack started."""
+        """Stop everything this stack started, all at once.
+
+        Each process is stopped as before (SIGTERM, killed after the grace); one after the
+        other, every e2e test's teardown waited out each process's own stop in turn (a
+        sandbox's takes ~0.4 s, a service's ~0.2 s).
+        """
         for channel in self.channels:
             await channel.close()
         for client in self.clients:
             await client.aclose()
-        for process in reversed(self.processes):
-            await process.stop()
+        await asyncio.gather(*(process.stop() for process in reversed(self.processes)))
 
     def logs(self) -> str:
         """Every log the processes wrote (for leak scans and failure messages)."""

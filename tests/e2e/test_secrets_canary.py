@@ -414,12 +414,14 @@ async def test_no_tls_key_material_appears_in_logs_answers_check_config_or_reprs
     # A key of another certificate, and one cut short: check-config names each file.
     damaged = tmp_path / "damaged.key"
     damaged.write_text(tls.server_key.read_text()[:150] + "\n-----END EC PRIVATE KEY-----\n")
+    checked_paths = []
     for key in (open_key, tls.other_key, damaged):
         table = {**tomllib.loads(service.config.read_text())}
         table["server"] = {**table["server"], "tls_key_file": str(key)}
         path = tmp_path / f"check-{key.stem}.toml"
         path.write_text(tomli_w.dumps(table))
-        observed["check-config"].append(await check_config(path))
+        checked_paths.append(path)
+    observed["check-config"] += await asyncio.gather(*(check_config(p) for p in checked_paths))
     settings = load_settings(service.config)
     observed["reprs"] = [
         repr(settings),
@@ -536,8 +538,8 @@ async def test_no_canary_key_appears_in_check_config_over_misplaced_keys(tmp_pat
         "gateway.trusted_proxies": {},
         "server.grpc_address": {},
     }
-    outputs = []
-    for location, change in misplaced.items():
+    paths = []
+    for index, (location, change) in enumerate(misplaced.items()):
         config: dict[str, Any] = {
             "server": {"admin_token": admin_token},
             "integrations": [{**table, **change}],
@@ -546,11 +548,13 @@ async def test_no_canary_key_appears_in_check_config_over_misplaced_keys(tmp_pat
             config["gateway"] = {"trusted_proxies": [pipeline_key]}
         if location == "server.grpc_address":
             config["server"]["grpc_address"] = admin_token
-        path = tmp_path / "misplaced.toml"
+        path = tmp_path / f"misplaced-{index}.toml"
         path.write_text(tomli_w.dumps(config))
-        output = await check_config(path)
+        paths.append(path)
+    # The check-config processes are independent: run together, they use every core.
+    outputs = await asyncio.gather(*(check_config(path) for path in paths))
+    for location, output in zip(misplaced, outputs, strict=True):
         assert f"  - {location}: " in output, output
-        outputs.append(output)
     printed = "\n".join(outputs)
     for secret in (pipeline_key, admin_token):
         assert secret not in printed and not reveals_encoded(printed, secret)

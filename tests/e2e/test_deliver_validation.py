@@ -10,46 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import Sandbox, Service, Stack
-from tests.support import integration_dict, message_id, mint_keys
+from tests.e2e.stack import Sandbox, Service
+from tests.support import message_id
 
-# One sandbox and one service serve the module: the service keeps nothing between
-# deliveries (no enrichment), and the sandbox is reset before each test.
+# One sandbox and one service serve the module (``plain_service``): the service keeps
+# nothing between deliveries, and the sandbox is reset before each test.
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def started(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[Sandbox, Service]]:
-    """A sandbox and a retail service without enrichment."""
-    stack = Stack(workdir=tmp_path_factory.mktemp("validation"))
-    try:
-        sandbox = await stack.sandbox()
-        keys = mint_keys()
-        table = integration_dict(sandbox.url, keys)
-        for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-            del table[name]
-        yield sandbox, await stack.service(sandbox, table, keys=keys)
-    finally:
-        await stack.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def start(started: tuple[Sandbox, Service]) -> tuple[Sandbox, Service]:
-    """The module's sandbox and service, the sandbox's request log and events emptied."""
-    (await started[0].inspector.post("/_sandbox/reset")).raise_for_status()
-    return started
 
 
 def struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -92,10 +66,10 @@ async def violations(service: Service, sent: pb.Event) -> tuple[grpc.StatusCode,
     ],
 )
 async def test_an_event_without_a_required_field_is_invalid_argument_naming_it(
-    start: tuple[Sandbox, Service], sent: pb.Event, field: str
+    plain_service: tuple[Sandbox, Service], sent: pb.Event, field: str
 ) -> None:
     """No anonymous_id (the cookieid) or no type: INVALID_ARGUMENT naming it, nothing sent."""
-    sandbox, service = start
+    sandbox, service = plain_service
     code, fields, message = await violations(service, sent)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert fields == [field]
@@ -109,10 +83,10 @@ def reject_constant(name: str) -> Any:
 
 
 async def test_nan_and_infinity_are_refused_and_amperity_only_receives_strict_json(
-    start: tuple[Sandbox, Service],
+    plain_service: tuple[Sandbox, Service],
 ) -> None:
     """Non-finite numbers are refused naming the field; every received body is strict JSON."""
-    sandbox, service = start
+    sandbox, service = plain_service
     non_finite = {
         "properties.value": pb.Event(properties=struct({"value": math.nan})),
         "properties.items[0].price": pb.Event(

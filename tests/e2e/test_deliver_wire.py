@@ -20,13 +20,18 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import Sandbox, Service, Stack
 from tests.support import STREAM, integration_dict, message_id, mint_keys
 
-pytestmark = pytest.mark.e2e
+# The tests of the default integration share one sandbox and service (``plain_service``):
+# the service keeps nothing between deliveries, and the sandbox is reset before each test.
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ISO_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
 async def start(stack: Stack, **overrides: Any) -> tuple[Sandbox, Service]:
-    """A sandbox and a retail service without enrichment (only event POSTs reach Amperity)."""
+    """A sandbox and a retail service without enrichment (only event POSTs reach Amperity).
+
+    For an integration other than ``plain_service``'s, in a test's own event loop.
+    """
     sandbox = await stack.sandbox()
     keys = mint_keys()
     table = integration_dict(sandbox.url, keys, **overrides)
@@ -58,9 +63,11 @@ async def deliver(service: Service, sent: pb.Event) -> pb.DeliverResponse:
     return response
 
 
-async def test_the_event_post_carries_the_documented_url_and_headers(stack: Stack) -> None:
+async def test_the_event_post_carries_the_documented_url_and_headers(
+    plain_service: tuple[Sandbox, Service],
+) -> None:
     """POST /prof/events/{esm-id}: tenant, bearer key, JSON type, a true length, our User-Agent."""
-    sandbox, service = await start(stack)
+    sandbox, service = plain_service
     sent = event()
     response = await deliver(service, sent)
     (request,) = await sandbox.requests()
@@ -83,9 +90,11 @@ async def test_the_event_post_carries_the_documented_url_and_headers(stack: Stac
     assert service.keys.ingest not in str(response)
 
 
-async def test_the_body_is_the_flat_payload_the_response_reports(stack: Stack) -> None:
+async def test_the_body_is_the_flat_payload_the_response_reports(
+    plain_service: tuple[Sandbox, Service],
+) -> None:
     """The sandbox receives exactly DeliverResponse.payload: source and type first, flat."""
-    sandbox, service = await start(stack)
+    sandbox, service = plain_service
     sent = event()
     response = await deliver(service, sent)
     (received,) = await sandbox.events()
@@ -102,6 +111,7 @@ async def test_the_body_is_the_flat_payload_the_response_reports(stack: Stack) -
     assert nested <= {"consent"}
 
 
+@pytest.mark.asyncio(loop_scope="function")  # its own service, in the ``stack``'s loop
 async def test_source_is_sent_verbatim_and_a_wrong_one_is_routed_to_unknown(
     stack: Stack,
 ) -> None:
@@ -114,9 +124,11 @@ async def test_source_is_sent_verbatim_and_a_wrong_one_is_routed_to_unknown(
     assert received["routed_to"] == "_unknown"
 
 
-async def test_timestamps_are_iso8601_utc_with_milliseconds_and_z(stack: Stack) -> None:
+async def test_timestamps_are_iso8601_utc_with_milliseconds_and_z(
+    plain_service: tuple[Sandbox, Service],
+) -> None:
     """A given timestamp keeps its instant; a missing one is stamped; both end in .mmmZ."""
-    sandbox, service = await start(stack)
+    sandbox, service = plain_service
     at = timestamp_pb2.Timestamp()
     at.FromDatetime(datetime(2026, 4, 17, 15, 37, 10, 484_999, tzinfo=UTC))
     with_time = event(timestamp=at)
@@ -173,10 +185,12 @@ FULL_CONSENT = pb.Consent(
     ],
 )
 async def test_consent_is_nested_as_the_spec_shows_with_absent_parts_absent(
-    stack: Stack, consent: pb.Consent | None, expected: dict[str, Any] | None
+    plain_service: tuple[Sandbox, Service],
+    consent: pb.Consent | None,
+    expected: dict[str, Any] | None,
 ) -> None:
     """Consent reaches Amperity nested, verbatim; what the visitor never set is absent."""
-    sandbox, service = await start(stack)
+    sandbox, service = plain_service
     await deliver(service, event(consent))
     (received,) = await sandbox.events()
     assert received["body"].get("consent") == expected

@@ -272,11 +272,21 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
             http_port,
         ):
             grpc_target = service.output_value("grpc listening on ")
+            processes = {"sandbox": sandbox, "service (gRPC and gateway)": service}
             traffic = asyncio.create_task(
                 _traffic(grpc_target, sandbox_url, http_port, admin_token)
             )
-            if not await _until_stopped(traffic, stop):
-                return EXIT_STOPPED
+            try:
+                if not await _until_stopped(traffic, stop):
+                    return EXIT_STOPPED
+            except Exception:
+                # The traffic failed: a process gone meanwhile is the reason to give, not
+                # the traceback of the call that found it gone.
+                gone = await _exited(processes)
+                if gone is None:
+                    raise
+                await _say_gone(*gone, "while the demo sent its traffic")
+                return EXIT_PROCESS_GONE
             if once:
                 # The addresses just listed were this run's: say they are gone with it.
                 print(
@@ -291,20 +301,9 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
                 f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
             )
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            gone = await _first_exit(
-                stop, {"sandbox": sandbox, "service (gRPC and gateway)": service}
-            )
+            gone = await _first_exit(stop, processes)
             if gone is not None:
-                name, process = gone
-                # Said now: the log goes with the demo's directory when it stops.
-                tail = await asyncio.to_thread(_last_lines, process.log)
-                print(
-                    f"\nThe demo's {name} {_ended(process.proc.returncode)} while the demo was "
-                    "up, so the addresses above no longer answer: the demo stops too. "
-                    "The last lines of its log:\n" + "\n".join(f"  {line}" for line in tail),
-                    file=sys.stderr,
-                    flush=True,
-                )
+                await _say_gone(*gone, "while the demo was up")
                 return EXIT_PROCESS_GONE
     return 0
 
@@ -324,6 +323,32 @@ def _ended(returncode: int | None) -> str:
         except ValueError:  # a real-time signal: no name of its own
             return f"was killed by signal {-returncode}"
     return f"exited with code {returncode}"
+
+
+async def _say_gone(name: str, process: Process, when: str) -> None:
+    """Say which process ended and how, with its log's end (gone with the demo's directory)."""
+    tail = await asyncio.to_thread(_last_lines, process.log)
+    print(
+        f"\nThe demo's {name} {_ended(process.proc.returncode)} {when}, so the addresses "
+        "it printed no longer answer: the demo stops too. The last lines of its log:\n"
+        + "\n".join(f"  {line}" for line in tail),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _exited(processes: dict[str, Process], within: float = 2.0) -> tuple[str, Process] | None:
+    """The first of ``processes`` found exited within ``within`` seconds, if any.
+
+    A call that failed because a process died can fail before its exit is reaped.
+    """
+    waits = {asyncio.create_task(p.proc.wait()): (name, p) for name, p in processes.items()}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    return next((waits[task] for task in done), None)
 
 
 def _last_lines(log: Path) -> list[str]:

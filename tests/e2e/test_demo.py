@@ -17,6 +17,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from amperity_signal import demo
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import CLI
 
@@ -273,3 +274,32 @@ async def test_a_killed_demos_processes_stop_and_a_later_demo_sweeps_its_directo
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert _demo_dirs(tmp_path) == set()  # the running demo's, removed as it stopped
+
+
+async def test_a_service_dying_while_the_demo_sends_its_traffic_is_said_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service killed mid-traffic: the call that finds it gone is not the message.
+
+    The demo's traffic (in process, its sandbox and service real) kills the service and
+    then calls it, as a sample call would the moment the service died. The demo used to
+    end in that call's AioRpcError traceback.
+    """
+
+    async def traffic_meeting_a_dead_service(grpc_target: str, *_: object) -> None:
+        (service,) = [p for p in _children(os.getpid()) if b"serve" in _cmdline(p)]
+        os.kill(service, signal.SIGKILL)
+        async with grpc.aio.insecure_channel(grpc_target) as channel:
+            health = channel.unary_unary("/grpc.health.v1.Health/Check")
+            await health(b"", timeout=10)  # refused: the process is gone
+
+    monkeypatch.setattr(demo, "_traffic", traffic_meeting_a_dead_service)
+    status = await asyncio.wait_for(demo.run_demo(once=True), 120)
+    printed = capsys.readouterr()
+    assert status == 1, printed
+    assert (
+        "The demo's service (gRPC and gateway) was killed by SIGKILL while the demo sent "
+        "its traffic" in printed.err
+    ), printed
+    assert "the demo stops too" in printed.err and "last lines of its log" in printed.err
+    assert "Traceback" not in printed.out + printed.err

@@ -12,10 +12,12 @@ import shlex
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from amperity_signal import demo
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -290,8 +292,8 @@ async def test_a_service_dying_while_the_demo_sends_its_traffic_is_said_without_
         (service,) = [p for p in _children(os.getpid()) if b"serve" in _cmdline(p)]
         os.kill(service, signal.SIGKILL)
         async with grpc.aio.insecure_channel(grpc_target) as channel:
-            health = channel.unary_unary("/grpc.health.v1.Health/Check")
-            await health(b"", timeout=10)  # refused: the process is gone
+            health: Any = health_pb2_grpc.HealthStub(channel)  # the stubs type it sync
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=10)  # refused: gone
 
     monkeypatch.setattr(demo, "_traffic", traffic_meeting_a_dead_service)
     status = await asyncio.wait_for(demo.run_demo(once=True), 120)

@@ -1,10 +1,11 @@
 """The start-up check that Redis lets the service run its Lua scripts.
 
-The rate limiter, the identity map and the consent ledger each update Redis with one Lua
-script (EVALSHA, loaded by SCRIPT LOAD when Redis does not know it). A Redis user whose ACL
-forbids scripting, or a managed Redis that switches it off, fails every such update: the
-cache switches itself off again and again and the limit falls back to each process. That is
-a configuration to fix, not an outage to ride out, so it stops the start with the fix.
+The rate limiter, the identity map, the consent ledger and the personalised cache (its
+latest entry) each update Redis with one Lua script (EVALSHA, loaded by SCRIPT LOAD when
+Redis does not know it). A Redis user whose ACL forbids scripting, or a managed Redis that
+switches it off, fails every such update: the cache switches itself off again and again and
+the limit falls back to each process. That is a configuration to fix, not an outage to ride
+out, so it stops the start with the fix.
 
 A Redis that does not answer in time leaves the question open: the start goes on (Redis may
 only be busy), with a warning that the check could not be made and how to make it again.
@@ -21,10 +22,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from amperity_signal.amperity.ratelimit import REDIS_SCRIPTS as LIMITER_SCRIPTS
 from amperity_signal.enrich.identity_entry import MERGE_SCRIPT
 from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT
+from amperity_signal.enrich.stores import COPY_OBJECT_SCRIPT
 from amperity_signal.errors import ConfigProblem
 from amperity_signal.redis_advice import SCRIPTING_FIX, redis_location, scripting_refused
 
-SERVICE_SCRIPTS = (*LIMITER_SCRIPTS, MERGE_SCRIPT, KEEP_NEWER_SCRIPT)
+SERVICE_SCRIPTS = (*LIMITER_SCRIPTS, MERGE_SCRIPT, KEEP_NEWER_SCRIPT, COPY_OBJECT_SCRIPT)
 """Every Lua script the service runs on Redis."""
 
 # Run by its digest to check EVALSHA itself: it touches no key.

@@ -170,6 +170,17 @@ class CacheBackend:
         else:
             self._succeeded()
 
+    async def copy_object(self, source: str, destination: str) -> None:
+        """The store's ``copy_object``; dropped during an outage, as a write is."""
+        if self._skip():
+            return
+        try:
+            await self.store.copy_object(source, destination)
+        except self._errors as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
     async def merge_identifiers(
         self, key: str, learned: Mapping[str, str], *, now: float, ttl: float
     ) -> IdentityMerge:

@@ -38,9 +38,11 @@ class JsonCache:
         store = backend.store
         self._get_now: Callable[[str], bytes | None] | None = None
         self._merge_now: Callable[..., IdentityMerge] | None = None
+        self._copy_now: Callable[[str, str], None] | None = None
         if type(store) is MemoryStore:
             self._get_now = store.get_now
             self._merge_now = store.merge_identifiers_now
+            self._copy_now = store.copy_object_now
         self.answers_now = self._get_now is not None
         """Whether reads are answered without a round trip (the memory store)."""
         self._metrics = metrics
@@ -129,6 +131,35 @@ class JsonCache:
             if count and self.backend.available:  # during an outage the backend counted
                 self._count(key, item is not None)
         return None if item is None else orjson.loads(item), extra
+
+    async def get_as_latest(self, key: str, latest: str) -> Any | None:
+        """``key``'s decoded value (counted, as ``get``); a JSON object found is ``latest``'s too.
+
+        For a cache whose every hit is also the newest answer of its kind (a personalised
+        result, the browser's ``perslast``): ``copy_object``, so ``latest`` holds the
+        entry's bytes for its remaining life. A failure entry (a list) is never copied. On
+        Redis ``latest`` is read with ``key``, in one ``MGET``, and the copy (one
+        ``EVALSHA``, a second round trip) made only when it holds other bytes: most hits
+        repeat the latest context and cost one round trip, as a ``GET`` did. ``latest``'s
+        read is not counted (it is no lookup). During an outage the hit is a miss (counted
+        once) and nothing is copied.
+        """
+        get_now = self._get_now
+        if get_now is not None and self._copy_now is not None:  # the memory store
+            item = get_now(key)
+            self._count(key, item is not None)
+            if item is not None:
+                self._copy_now(key, latest)
+            return None if item is None else orjson.loads(item)
+        item, stored = await self.backend.multi_get((key, latest), counted=1)
+        if not self.backend.available:  # the backend counted the lost read
+            return None
+        self._count(key, item is not None)
+        if item is None:
+            return None
+        if item[:1] == b"{" and stored != item:
+            await self.backend.copy_object(key, latest)
+        return orjson.loads(item)
 
     async def read_ahead(self, keys: Sequence[str]) -> list[bytes | None]:
         """The stored bytes of ``keys``, read in one round trip, none of them counted yet.

@@ -186,6 +186,7 @@ class Enricher:
                     breaker=self._breaker(integration.id),
                     deadline=deadline,
                     max_retries=integration.max_retries,
+                    attributes_key=outcome.attributes_key,
                 )
                 warnings.extend(more)
                 with_personalized(enriched, personalized)

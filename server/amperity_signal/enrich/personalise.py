@@ -5,7 +5,17 @@ syntax: ``context.*``, ``properties.*``, ``partner_attrs.amperity.*``, flat fiel
 it as the ``target`` parameter of ``get_profile``. Results are cached by profile id plus a
 digest of the sorted context for ``personalized_ttl``, so the same context costs one call;
 a failed call is remembered for ``error_ttl``, as a failed lookup is.
-The latest result per profile is also kept for the browser, which never sends context.
+
+The browser never sends context: it is shown the profile's latest personalised result, the
+``perslast`` entry, which is the result of the context the visitor was last *in*, whether
+fetched or found cached. A fetch writes it beside the ``pers`` entry (same TTL); a ``pers``
+hit copies its entry over it (``JsonCache.get_as_latest``) for the entry's remaining life,
+so ``perslast`` never outlives the result it holds. Until session 23 only a fetch wrote it:
+shoes (fetched), bags (fetched), shoes again (a hit) left the browser showing bags. A cached
+failure is never copied (the browser keeps the last result), and a Redis outage costs the
+hit nothing (it answers as a miss, as every read does, and nothing is copied). Under
+concurrent events of one profile (two workers, two tabs) the last write wins. Reading
+``perslast`` stays behind the browser's consent gate; writing it discloses nothing.
 """
 
 from __future__ import annotations
@@ -126,11 +136,7 @@ class Personaliser:
         ``attrs`` key when the caller has it, whose digest names this entry too (one
         SHA-256 less per page).
         """
-        if attributes_key is not None:
-            key = rekind(attributes_key, "perslast")
-        else:
-            key = cache_key("perslast", scope, "profile_id", profile_id)
-        found = await self._cache.get(key)
+        found = await self._cache.get(_latest_key(scope, profile_id, attributes_key))
         return found if isinstance(found, dict) else {}
 
     async def personalised(
@@ -144,14 +150,18 @@ class Personaliser:
         breaker: Breaker,
         deadline: float | None,
         max_retries: int,
+        attributes_key: str | None = None,
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Personalised attributes for a profile in a context, and any warnings.
 
-        ``scope`` is the integration's ``profile_scope``; ``max_retries`` the integration's,
-        to tell retries running out from the deadline cutting them short.
+        The answer, fetched or cached, becomes the profile's latest (see the module
+        docstring). ``scope`` is the integration's ``profile_scope``; ``max_retries`` the
+        integration's, to tell retries running out from the deadline cutting them short;
+        ``attributes_key`` as for ``latest``.
         """
         key = cache_key("pers", scope, profile_id, context_digest(context))
-        cached = await self._cache.get(key)
+        latest = _latest_key(scope, profile_id, attributes_key)
+        cached = await self._cache.get_as_latest(key, latest)
         if isinstance(cached, dict):
             return cached, ()
         failure = read_failure(cached)
@@ -191,9 +201,7 @@ class Personaliser:
             attributes = dict(profile.attributes) if profile is not None else {}
             ttl = self._expiry(self._ttl)
             await self._cache.set(key, attributes, ttl)
-            await self._cache.set(
-                cache_key("perslast", scope, "profile_id", profile_id), attributes, ttl
-            )
+            await self._cache.set(latest, attributes, ttl)
             return attributes, (), None
 
         def late() -> _Fetched:
@@ -207,6 +215,13 @@ class Personaliser:
             late=late,
         )
         return fetched[0], fetched[1]
+
+
+def _latest_key(scope: str, profile_id: str, attributes_key: str | None) -> str:
+    """The profile's ``perslast`` key: from its ``attrs`` key's digest when given (no SHA-256)."""
+    if attributes_key is not None:
+        return rekind(attributes_key, "perslast")
+    return cache_key("perslast", scope, "profile_id", profile_id)
 
 
 _Fetched = tuple[dict[str, Any], tuple[str, ...], float | None]

@@ -102,6 +102,15 @@ class CacheStore(Protocol):
         """
         ...
 
+    async def copy_object(self, source: str, destination: str) -> None:
+        """Store ``source``'s value under ``destination`` too, for ``source``'s remaining life.
+
+        Only when it is a JSON object (starts with ``{``): a failure entry (a list), or no
+        entry, leaves ``destination`` as it is. The read and the write happen with no other
+        write of ``source`` in between (across processes, for a shared store).
+        """
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

@@ -1,9 +1,10 @@
 """The two cache stores: a bounded in-memory LRU and Redis. Same interface, bytes in and out.
 
-Plus two operations that are not a plain get or set, each a read-modify-write that every
+Plus three operations that are not a plain get or set, each a read-modify-write that every
 store runs so that no other write of the same entry can come in between:
-``merge_identifiers``, the identity map's merge (see ``identity_entry``), and
-``keep_newer``, the consent ledger's "keep the newer state" (see ``newer_entry``).
+``merge_identifiers``, the identity map's merge (see ``identity_entry``),
+``keep_newer``, the consent ledger's "keep the newer state" (see ``newer_entry``), and
+``copy_object``, a personalised result made the profile's latest (``COPY_OBJECT_SCRIPT``).
 
 aiocache 0.12's ``SimpleMemoryCache`` is unbounded and expires entries with event-loop
 timers, so the memory store is written here: an ``OrderedDict`` in LRU order whose TTLs are
@@ -15,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
@@ -30,6 +32,24 @@ from amperity_signal.enrich.identity_entry import (
 )
 from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT, keep_newer_entry
 from amperity_signal.enrich.newer_entry import script_arguments as keep_newer_arguments
+
+COPY_OBJECT_SCRIPT: Final = """
+local value = redis.call('GET', KEYS[1])
+if not value or string.byte(value, 1) ~= 123 then
+  return 0
+end
+local life = redis.call('PTTL', KEYS[1])
+if life <= 0 then
+  return 0
+end
+redis.call('SET', KEYS[2], value, 'PX', life)
+return 1
+"""
+"""``copy_object`` on Redis: KEYS[1]'s value to KEYS[2], with its remaining life, when it is a
+JSON object (starts with ``{``, byte 123): never a failure entry (a list), never nothing.
+
+A script rather than ``COPY`` (Redis 6.2+): ``COPY`` cannot look at the value, and reading it
+first would leave a failure written in between to be copied."""
 
 REDIS_SECONDS = 0.25
 """How long the service's cache waits for Redis to connect or answer before taking it for down."""
@@ -159,6 +179,27 @@ class MemoryStore:
             self.set_now(key, value, ttl)
         return newer
 
+    def copy_object_now(self, source: str, destination: str) -> None:
+        """``copy_object`` without the coroutine (``JsonCache`` uses it, as ``get_now``)."""
+        entry = self._entries.get(source)
+        if entry is None or entry[0][:1] != b"{" or self._entries.get(destination) is entry:
+            return
+        if self._clock() >= entry[1]:
+            return
+        # The very entry (bytes and expiry), not a copy: the source's remaining life.
+        self._entries[destination] = entry
+        self._entries.move_to_end(destination)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def copy_object(self, source: str, destination: str) -> None:
+        """Store ``source``'s value under ``destination`` too, until ``source`` expires.
+
+        Only a JSON object (a value starting with ``{``): a failure entry (a list) or an
+        absent or expired ``source`` leaves ``destination`` as it is.
+        """
+        self.copy_object_now(source, destination)
+
     async def close(self) -> None:
         """Drop every entry."""
         self._entries.clear()
@@ -184,6 +225,7 @@ class RedisStore:
         # script object loads the script and runs it again, in the same call.
         self._merge_script = client.register_script(MERGE_SCRIPT)
         self._keep_newer_script = client.register_script(KEEP_NEWER_SCRIPT)
+        self._copy_object_script = client.register_script(COPY_OBJECT_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = REDIS_SECONDS) -> RedisStore:
@@ -268,6 +310,14 @@ class RedisStore:
         arguments = keep_newer_arguments(value, at, ttl, now)
         reply = await self._keep_newer_script(keys=[key], args=arguments)
         return _as_bytes(reply) or None
+
+    async def copy_object(self, source: str, destination: str) -> None:
+        """``MemoryStore.copy_object`` as one ``EVALSHA`` of ``COPY_OBJECT_SCRIPT``.
+
+        Atomic: a failure entry written over ``source`` since the caller read it is not
+        copied. Running it twice (a connection error is retried once) copies the same.
+        """
+        await self._copy_object_script(keys=[source, destination])
 
     async def close(self) -> None:
         """Close the connection pool."""

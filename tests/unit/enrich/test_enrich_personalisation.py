@@ -92,6 +92,61 @@ async def test_browser_gets_the_latest_personalised_result(
     assert len(client.gets) + len(client.lookups) == calls
 
 
+async def page_offer(enricher: Enricher) -> dict[str, Any]:
+    """What the browser is shown as alice's latest personalised attributes."""
+    _, personalised = await enricher.browser_attributes(
+        personalised_integration(), "anon_abc123", deadline=None
+    )
+    return personalised
+
+
+async def test_the_browser_gets_the_context_last_requested_even_from_the_cache(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """Shoes, bags, shoes again (a cache hit): the page shows shoes; a cached failure never.
+
+    Before session 23 only a fetch wrote the latest entry, so the page showed bags.
+    """
+
+    def offer(_profile_id: str, context: Mapping[str, str]) -> dict[str, Any]:
+        if context["pageCategory"] == "hats":
+            raise AmperityRejected("Amperity answered 400", reason="AMPERITY_REJECTED")
+        return {"Offer": f"{context['pageCategory']}-promo"}
+
+    client.personalise = offer
+    settings = personalised_integration()
+    for category in ("shoes", "bags", "hats", "shoes"):
+        await enricher.enrich(settings, shoe_event(category), deadline=None)
+    assert len(client.personalised_gets) == 3  # the second shoes was a hit
+    assert await page_offer(enricher) == {"Offer": "shoes-promo"}
+    # hats' remembered failure (a dampened hit) does not replace it.
+    dampened = await enricher.enrich(settings, shoe_event("hats"), deadline=None)
+    assert dampened.cache_status == "hit" and dampened.personalized_attributes == {}
+    assert len(client.personalised_gets) == 3
+    assert await page_offer(enricher) == {"Offer": "shoes-promo"}
+
+
+async def test_a_cached_result_is_the_latest_for_its_own_remaining_life(
+    enricher: Enricher, client: FakeProfileClient, clock: FakeClock
+) -> None:
+    """A hit's result stays the page's until that result expires (personalized_ttl, 120 s).
+
+    Shoes at 0 s, bags at 60 s, shoes (a hit) at 100 s: shoes is shown until 120 s, when
+    the shoes result expires, and nothing after it (not bags, which lives until 180 s).
+    """
+    settings = personalised_integration()
+    await enricher.enrich(settings, shoe_event("shoes"), deadline=None)
+    clock.advance(60)
+    await enricher.enrich(settings, shoe_event("bags"), deadline=None)
+    clock.advance(40)
+    await enricher.enrich(settings, shoe_event("shoes"), deadline=None)
+    clock.advance(19.5)
+    assert await page_offer(enricher) == {"Offer": "shoes-promo"}
+    clock.advance(0.5)
+    assert await page_offer(enricher) == {}
+    assert len(client.personalised_gets) == 2
+
+
 async def test_the_page_sees_allowlisted_names_a_personalised_value_first(
     enricher: Enricher, client: FakeProfileClient, store: MemoryStore
 ) -> None:

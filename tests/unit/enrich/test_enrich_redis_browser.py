@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -12,12 +12,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from amperity_signal.browser import BrowserProfiles, ConsentLedger
 from amperity_signal.config import CacheSettings, IntegrationSettings
-from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore
+from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore, build_cache
 from amperity_signal.enrich.cache import DEFAULT_RETRY_INTERVAL
+from amperity_signal.enrich.stores import COPY_OBJECT_SCRIPT
+from amperity_signal.errors import AmperityRejected
 from amperity_signal.metrics import Metrics
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
-from .redis_support import RedisProcess
+from .redis_support import ANSWER_SECONDS, RedisProcess
 from .test_enrich_redis import redis_enricher
 
 ALICE = {"email": "alice@example.com"}
@@ -600,3 +602,124 @@ async def test_consent_withdrawn_during_the_pages_lookup_hides_it_in_memory(
     client = ArrivalClient()
     backend, enricher, _ = memory_enricher(with_bob(client), clock)
     await withdraw_during_the_pages_lookup(backend, enricher, client)
+
+
+def offer_unless_hats(_profile_id: str, context: Mapping[str, str]) -> dict[str, Any]:
+    """A category's offer; Amperity refuses the hats page (a failure cached for error_ttl)."""
+    if context["pageCategory"] == "hats":
+        raise AmperityRejected("Amperity answered 400", reason="AMPERITY_REJECTED")
+    return {"Offer": f"{context['pageCategory']}-promo"}
+
+
+async def visit(enricher: Enricher, category: str) -> dict[str, Any]:
+    """Alice's event on a category page; its personalised attributes."""
+    page = event(traits=ALICE, properties={"category": category})
+    return (await enricher.enrich(personalised(), page, deadline=None)).personalized_attributes
+
+
+async def page_offer(enricher: Enricher) -> dict[str, Any]:
+    """What the page is shown as alice's latest personalised attributes."""
+    _, latest = await enricher.browser_attributes(personalised(), "anon_abc123", deadline=None)
+    return latest
+
+
+async def evalshas(inspector: redis.Redis) -> int:
+    """How many EVALSHA commands Redis has served so far."""
+    stats: dict[str, Any] = await inspector.info("commandstats")
+    calls: int = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    return calls
+
+
+async def test_a_cached_personalised_result_becomes_the_pages_latest_across_replicas(
+    backend: CacheBackend,
+    redis_server: RedisProcess,
+    inspector: redis.Redis,
+    client: FakeProfileClient,
+    clock: FakeClock,
+) -> None:
+    """Shoes, bags (on another replica), shoes again (a hit): the page shows shoes.
+
+    Before session 23 only a fetch wrote the latest entry: the page showed bags. The hit
+    reads the result with the latest entry (one MGET) and copies it (one EVALSHA) only
+    when the latest entry holds another; the copy lives as long as the result. A cached
+    failure (hats, dampened) is never copied.
+    """
+    client.personalise = offer_unless_hats
+    other = build_cache(
+        CacheSettings(backend="redis", redis_url=redis_server.url, jitter=0),
+        Metrics(),
+        clock=clock,
+        redis_timeout=ANSWER_SECONDS,
+    )
+    first = redis_enricher(backend, client, Metrics(), clock)
+    replicas = (first, first, redis_enricher(other, client, Metrics(), clock))
+    try:
+        for replica, category in zip(replicas, ("shoes", "hats", "bags"), strict=True):
+            await visit(replica, category)
+    finally:
+        await other.close()
+    first = replicas[0]
+    assert await page_offer(first) == {"Offer": "bags-promo"}
+    await inspector.script_load(COPY_OBJECT_SCRIPT)  # as serve does at start: no NOSCRIPT
+    scripts = await evalshas(inspector)
+    assert await visit(first, "shoes") == {"Offer": "shoes-promo"}
+    assert len(client.personalised_gets) == 3  # a hit
+    assert await page_offer(first) == {"Offer": "shoes-promo"}
+    assert await evalshas(inspector) == scripts + 1  # the copy
+    keys = await inspector.keys("amperity_signal:v1:pers*")  # pers and perslast
+    shoes = [key for key in keys if await inspector.get(key) == b'{"Offer":"shoes-promo"}']
+    life = [await inspector.pttl(key) for key in shoes]
+    assert len(shoes) == 2 and abs(life[0] - life[1]) < 1000  # the copy expires with it
+    # A repeated hit finds its result latest already: no copy, and as many round trips as
+    # before (2 GETs and 2 MGETs: the result's GET became an MGET with the latest entry).
+    before = await reads(inspector)
+    await visit(first, "shoes")
+    assert await reads_since(inspector, before) == (2, 2)
+    await visit(first, "hats")  # hats' remembered failure: a dampened hit, never copied
+    assert await evalshas(inspector) == scripts + 1
+    assert len(client.personalised_gets) == 3
+    assert await page_offer(first) == {"Offer": "shoes-promo"}
+
+
+async def test_a_latest_entry_redis_refuses_to_copy_leaves_the_hit_answered(
+    enricher: Enricher,
+    backend: CacheBackend,
+    client: FakeProfileClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis failing at the copy: the event still gets its cached result, no error raised."""
+    for category in ("shoes", "bags"):
+        await visit(enricher, category)
+
+    async def refuse(_source: str, _destination: str) -> None:
+        raise RedisConnectionError("connection refused")
+
+    monkeypatch.setattr(backend.store, "copy_object", refuse)
+    assert await visit(enricher, "shoes") == {"Offer": "shoes-promo"}
+    assert len(client.personalised_gets) == 2
+    assert not backend.available  # the outage is noticed, as for any failed write
+
+
+async def test_copy_object_copies_a_json_object_only_on_both_stores(
+    backend: CacheBackend, clock: FakeClock
+) -> None:
+    """An attributes object is copied with its remaining life; a failure entry, or nothing, not.
+
+    The check is the store's own, atomic with the copy: a failure written after the hit's
+    read is not copied by Redis either.
+    """
+    memory = MemoryStore(10, clock=clock)
+    for store in (memory, backend.store):
+        await store.set("latest", b'{"Offer":"bags-promo"}', 60)
+        for absent_or_failure in (None, b'["error","AMPERITY_REJECTED",null]'):
+            if absent_or_failure is not None:
+                await store.set("result", absent_or_failure, 60)
+            await store.copy_object("result", "latest")
+            assert await store.get("latest") == b'{"Offer":"bags-promo"}'
+        await store.set("result", b'{"Offer":"shoes-promo"}', 30)
+        await store.copy_object("result", "latest")
+        assert await store.get("latest") == b'{"Offer":"shoes-promo"}'
+    clock.advance(29.9)
+    assert await memory.get("latest") == b'{"Offer":"shoes-promo"}'
+    clock.advance(0.1)  # the copy expires with its source (Redis: the PTTL, pinned above)
+    assert await memory.get("latest") is None

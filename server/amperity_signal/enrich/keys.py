@@ -17,7 +17,7 @@ another collection, must not answer with each other's profiles.
 | ``attrs`` | ``profile_id`` | profile id | attributes (``attribute_ttl``) |
 | ``good`` | ``profile_id`` | profile id | last good attributes (``attribute_ttl + stale_ttl``) |
 | ``pers`` | profile id | sha256 of the sorted context | personalised attributes |
-| ``perslast`` | ``profile_id`` | profile id | the latest personalised attributes (browser) |
+| ``perslast`` | ``profile_id`` | profile id | the last requested context's result (browser) |
 | ``ident`` | ``anonymous_id`` | anonymous id | identity-map fields |
 """
 

@@ -33,12 +33,15 @@ OPEN_PROCESSES = 1
 HOT_CACHE = {"attribute_ttl": 86_400, "personalized_ttl": 86_400, "jitter": 0}
 
 
-def enrich_requests(visitors: int) -> list[bytes]:
-    """Serialized EnrichRequests: ``visitors`` visitors, categories in turn."""
+def enrich_requests(visitors: int, *, shift: int = 0) -> list[bytes]:
+    """Serialized EnrichRequests: ``visitors`` visitors, categories in turn.
+
+    ``shift``: each visitor on the category that many after its own (another context).
+    """
     return [
         pb.EnrichRequest(
             integration_id="web",
-            event=visitor_event(v, CATEGORIES[v % len(CATEGORIES)], email=identifies(v)),
+            event=visitor_event(v, CATEGORIES[(v + shift) % len(CATEGORIES)], email=identifies(v)),
         ).SerializeToString()
         for v in range(visitors)
     ]

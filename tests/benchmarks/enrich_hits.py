@@ -10,7 +10,9 @@ it with ``--cache-sim=yes --LL=2097152,16,64`` and the misses of those parts are
 code and memory one cold hit touches, the figure that predicts a hit under load
 (docs/benchmarks.md, sessions 6 and 16). The visitors are the Enrich benchmark's (a third
 identified by email), the integration ``inprocess``'s. ``deliver_calls`` does the same for
-Deliver with ``marked_calls``.
+Deliver with ``marked_calls``. ``--switch`` alternates each visitor between two categories
+(every personalised hit then makes its result the visitor's latest, session 23), and
+``--redis URL`` caches in that Redis instead of memory (the Ir are the client's only).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.asyncio as redis
 import uvloop
 
 from amperity_signal.service.app import SERVICE_NAME
@@ -54,25 +57,36 @@ async def marked_calls(calls: int, call: Callable[[int], Awaitable[Any]], *, col
         os.getppid()
 
 
-async def run(hits: int, *, cold: bool) -> None:
+async def run(hits: int, *, cold: bool, switch: bool = False, redis_url: str = "") -> None:
     """Fill the cache, then make ``hits`` Enrich hits between ``os.getppid()`` markers.
 
     Each hit parses its request and serializes its response with the method's own
-    serializer (none since session 17: the handler answers bytes), as gRPC does.
+    serializer (none since session 17: the handler answers bytes), as gRPC does. With
+    ``switch`` each visitor's calls alternate between two categories, so every hit's
+    personalised result differs from the visitor's latest (and is copied over it); with
+    ``redis_url`` the cache is that Redis (flushed first), not the memory store.
     """
-    _, service, _ = bench_server()
+    if redis_url:
+        flush = redis.Redis.from_url(redis_url)
+        await flush.flushdb()
+        await flush.aclose()
+    _, service, _ = bench_server(redis_url or None)
     context: Any = _Context()
     handler = service.handlers[f"/{SERVICE_NAME}/Enrich"]
     enrich: Any = handler.unary_unary
     serialize = handler.response_serializer or _as_sent
-    raw = enrich_requests(VISITORS)
+    contexts = (enrich_requests(VISITORS), enrich_requests(VISITORS, shift=1))
+    turns = [0] * VISITORS
 
     async def hit(i: int) -> bytes:
-        request = pb.EnrichRequest.FromString(raw[i % VISITORS])
+        visitor = i % VISITORS
+        if switch:
+            turns[visitor] ^= 1
+        request = pb.EnrichRequest.FromString(contexts[turns[visitor]][visitor])
         answer: bytes = serialize(await enrich(request, context))
         return answer
 
-    for i in range(VISITORS + WARM_UP):  # the first round fills the cache
+    for i in range(VISITORS * (1 + switch) + WARM_UP):  # the first round(s) fill the cache
         response = pb.EnrichResponse.FromString(await hit(i))
         assert i < VISITORS or response.cache_status == pb.CACHE_STATUS_HIT
     await marked_calls(hits, hit, cold=cold)
@@ -97,8 +111,15 @@ def argument_parser(doc: str, what: str) -> argparse.ArgumentParser:
 
 def main() -> None:
     """Parse the arguments and run."""
-    args = arguments(__doc__ or "", "hit")
-    uvloop.run(run(args.calls, cold=args.cold))
+    parser = argument_parser(__doc__ or "", "hit")
+    parser.add_argument(
+        "--switch",
+        action="store_true",
+        help="alternate each visitor between two categories (every hit changes its latest)",
+    )
+    parser.add_argument("--redis", default="", help="a Redis URL to cache in (flushed first)")
+    args = parser.parse_args()
+    uvloop.run(run(args.calls, cold=args.cold, switch=args.switch, redis_url=args.redis))
 
 
 if __name__ == "__main__":

@@ -123,11 +123,12 @@ async def _per_call_cold(calls: int, call: Callable[[int], Awaitable[Any]]) -> f
     return round(best, 1)
 
 
-def bench_server() -> tuple[Settings, Service, dict[str, Any]]:
+def bench_server(redis_url: str | None = None) -> tuple[Settings, Service, dict[str, Any]]:
     """The settings, the server (not started) and its unary handlers by method name.
 
-    One integration with a personalisation mapping, a memory cache whose entries outlive the
-    run, and Amperity answered in process (``_amperity``).
+    One integration with a personalisation mapping, a memory cache (Redis at ``redis_url``
+    when given) whose entries outlive the run, and Amperity answered in process
+    (``_amperity``).
     """
     table = integration_dict(
         "http://amperity.test",
@@ -139,7 +140,8 @@ def bench_server() -> tuple[Settings, Service, dict[str, Any]]:
         rate_limit_per_second=10_000,
         browser_attribute_allowlist=list(ATTRIBUTES),
     )
-    settings = settings_for(table, cache={"backend": "memory", **HOT_CACHE})
+    cache = {"backend": "redis", "redis_url": redis_url} if redis_url else {"backend": "memory"}
+    settings = settings_for(table, cache={**cache, **HOT_CACHE})
     service = build_server(settings, Deps(transport=httpx.MockTransport(_amperity)))
     methods: dict[str, Any] = {
         path.rsplit("/", 1)[1]: handler.unary_unary for path, handler in service.handlers.items()

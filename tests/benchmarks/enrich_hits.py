@@ -62,15 +62,15 @@ async def run(hits: int, *, cold: bool, switch: bool = False, redis_url: str = "
 
     Each hit parses its request and serializes its response with the method's own
     serializer (none since session 17: the handler answers bytes), as gRPC does. With
-    ``switch`` each visitor's calls alternate between two categories, so every hit's
-    personalised result differs from the visitor's latest (and is copied over it); with
+    ``switch`` each visitor's calls alternate between two categories, whose personalised
+    results differ, so every hit's differs from the visitor's latest (and is copied); with
     ``redis_url`` the cache is that Redis (flushed first), not the memory store.
     """
     if redis_url:
         flush = redis.Redis.from_url(redis_url)
         await flush.flushdb()
         await flush.aclose()
-    _, service, _ = bench_server(redis_url or None)
+    _, service, _ = bench_server(redis_url or None, contextual=switch)
     context: Any = _Context()
     handler = service.handlers[f"/{SERVICE_NAME}/Enrich"]
     enrich: Any = handler.unary_unary

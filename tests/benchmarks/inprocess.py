@@ -81,6 +81,17 @@ def _amperity(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=profile(request.url.path.encode()))
 
 
+def _contextual_amperity(request: httpx.Request) -> httpx.Response:
+    """``_amperity``, its personalised answers naming their context's category."""
+    answer = _amperity(request)
+    category = request.url.params.get("pageCategory")
+    if category is None:
+        return answer
+    found = answer.json()
+    found["attributes"] = {**found["attributes"], "RecommendedCategory": category}
+    return httpx.Response(200, json=found)
+
+
 async def _per_call(calls: int, call: Callable[[int], Awaitable[Any]]) -> float:
     """Microseconds of CPU per call: the minimum over ``BATCHES`` batches."""
     best = float("inf")
@@ -123,12 +134,14 @@ async def _per_call_cold(calls: int, call: Callable[[int], Awaitable[Any]]) -> f
     return round(best, 1)
 
 
-def bench_server(redis_url: str | None = None) -> tuple[Settings, Service, dict[str, Any]]:
+def bench_server(
+    redis_url: str | None = None, *, contextual: bool = False
+) -> tuple[Settings, Service, dict[str, Any]]:
     """The settings, the server (not started) and its unary handlers by method name.
 
     One integration with a personalisation mapping, a memory cache (Redis at ``redis_url``
     when given) whose entries outlive the run, and Amperity answered in process
-    (``_amperity``).
+    (``_amperity``; ``contextual``: ``_contextual_amperity``, a result per context).
     """
     table = integration_dict(
         "http://amperity.test",
@@ -142,7 +155,10 @@ def bench_server(redis_url: str | None = None) -> tuple[Settings, Service, dict[
     )
     cache = {"backend": "redis", "redis_url": redis_url} if redis_url else {"backend": "memory"}
     settings = settings_for(table, cache={**cache, **HOT_CACHE})
-    service = build_server(settings, Deps(transport=httpx.MockTransport(_amperity)))
+    service = build_server(
+        settings,
+        Deps(transport=httpx.MockTransport(_contextual_amperity if contextual else _amperity)),
+    )
     methods: dict[str, Any] = {
         path.rsplit("/", 1)[1]: handler.unary_unary for path, handler in service.handlers.items()
     }

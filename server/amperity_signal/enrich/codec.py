@@ -38,11 +38,11 @@ class JsonCache:
         store = backend.store
         self._get_now: Callable[[str], bytes | None] | None = None
         self._merge_now: Callable[..., IdentityMerge] | None = None
-        self._copy_now: Callable[[str, str], None] | None = None
+        self._get_copying_now: Callable[[str, str], bytes | None] | None = None
         if type(store) is MemoryStore:
             self._get_now = store.get_now
             self._merge_now = store.merge_identifiers_now
-            self._copy_now = store.copy_object_now
+            self._get_copying_now = store.get_copying_now
         self.answers_now = self._get_now is not None
         """Whether reads are answered without a round trip (the memory store)."""
         self._metrics = metrics
@@ -144,12 +144,10 @@ class JsonCache:
         read is not counted (it is no lookup). During an outage the hit is a miss (counted
         once) and nothing is copied.
         """
-        get_now = self._get_now
-        if get_now is not None and self._copy_now is not None:  # the memory store
-            item = get_now(key)
+        get_copying_now = self._get_copying_now
+        if get_copying_now is not None:  # the memory store
+            item = get_copying_now(key, latest)
             self._count(key, item is not None)
-            if item is not None:
-                self._copy_now(key, latest)
             return None if item is None else orjson.loads(item)
         item, stored = await self.backend.multi_get((key, latest), counted=1)
         if not self.backend.available:  # the backend counted the lost read

@@ -179,18 +179,21 @@ class MemoryStore:
             self.set_now(key, value, ttl)
         return newer
 
-    def copy_object_now(self, source: str, destination: str) -> None:
-        """``copy_object`` without the coroutine (``JsonCache`` uses it, as ``get_now``)."""
-        entry = self._entries.get(source)
-        if entry is None or entry[0][:1] != b"{" or self._entries.get(destination) is entry:
-            return
-        if self._clock() >= entry[1]:
-            return
-        # The very entry (bytes and expiry), not a copy: the source's remaining life.
-        self._entries[destination] = entry
-        self._entries.move_to_end(destination)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+    def get_copying_now(self, key: str, destination: str) -> bytes | None:
+        """``get_now``, and a JSON object found is ``destination``'s too (``copy_object``).
+
+        One call for both: ``JsonCache.get_as_latest`` makes it on every personalised hit.
+        """
+        value = self.get_now(key)
+        if value is not None and value[:1] == b"{":
+            entries = self._entries
+            entry = entries[key]
+            if entries.get(destination) is not entry:
+                # The very entry (bytes and expiry), not a copy: the source's remaining life.
+                entries[destination] = entry
+                while len(entries) > self._max_entries:
+                    entries.popitem(last=False)
+        return value
 
     async def copy_object(self, source: str, destination: str) -> None:
         """Store ``source``'s value under ``destination`` too, until ``source`` expires.
@@ -198,7 +201,7 @@ class MemoryStore:
         Only a JSON object (a value starting with ``{``): a failure entry (a list) or an
         absent or expired ``source`` leaves ``destination`` as it is.
         """
-        self.copy_object_now(source, destination)
+        self.get_copying_now(source, destination)
 
     async def close(self) -> None:
         """Drop every entry."""

@@ -160,7 +160,10 @@ class Personaliser:
         ``attributes_key`` as for ``latest``.
         """
         key = cache_key("pers", scope, profile_id, context_digest(context))
-        latest = _latest_key(scope, profile_id, attributes_key)
+        if attributes_key is not None:  # a hit's: no SHA-256 (inline: every hit makes it)
+            latest = rekind(attributes_key, "perslast")
+        else:
+            latest = cache_key("perslast", scope, "profile_id", profile_id)
         cached = await self._cache.get_as_latest(key, latest)
         if isinstance(cached, dict):
             return cached, ()

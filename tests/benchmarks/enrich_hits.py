@@ -11,8 +11,12 @@ code and memory one cold hit touches, the figure that predicts a hit under load
 (docs/benchmarks.md, sessions 6 and 16). The visitors are the Enrich benchmark's (a third
 identified by email), the integration ``inprocess``'s. ``deliver_calls`` does the same for
 Deliver with ``marked_calls``. ``--switch`` alternates each visitor between two categories
-(every personalised hit then makes its result the visitor's latest, session 23), and
-``--redis URL`` caches in that Redis instead of memory (the Ir are the client's only).
+whose personalised results differ (every personalised hit then copies its result over the
+profile's latest, session 23), and ``--redis URL`` caches in that Redis instead of memory
+(the Ir are the client's only). The canned Amperity resolves every visitor to one profile,
+so without ``--switch`` its latest entry changes category on every hit too, but all
+categories' results are the same bytes: the memory store copies each hit's entry, Redis
+finds the bytes equal and copies nothing.
 """
 
 from __future__ import annotations

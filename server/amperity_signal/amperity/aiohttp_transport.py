@@ -291,10 +291,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _Body(httpx.AsyncByteStream):
-    """An aiohttp response's body, read whole on the first iteration (answers are small).
+    """An aiohttp response's body, handed over as it arrives, in the chunks read off the socket.
 
+    Never read whole here: the caller counts the chunks and stops past its cap on an
+    answer's size (``caller.MAX_ANSWER_BYTES``), so a huge body is never held in memory.
     Closing it gives the connection back to the pool once the body was read, and closes
-    it otherwise (a cancelled or failed read leaves the connection mid-answer).
+    it otherwise (a cancelled, failed or abandoned read leaves the connection mid-answer).
     """
 
     __slots__ = ("_answer", "_proxy", "_request")
@@ -308,8 +310,8 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with httpx_errors(self._request, self._proxy):
-            body = await self._answer.read()
-        yield body
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
 
     async def aclose(self) -> None:
         # release() also closes a connection whose answer was not read to its end.

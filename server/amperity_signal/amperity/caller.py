@@ -10,6 +10,12 @@ An event POST answered 2xx was accepted by Amperity (the API notes), so it is ne
 again; only a call whose answer *is* its body (``VendorRequest.body_required``: a
 profile) retries a 2xx whose body was cut, as it retries a lost connection.
 
+An answer's body is read up to ``MAX_ANSWER_BYTES`` and no further: one whose
+Content-Length says more is not read at all, one without it stops being read past the
+cap. Either is left without a body, marked ``OVERSIZED`` (and its connection closed);
+again the status decides: a 202 is delivered, a 503 retried, and a profile 200 is no
+profile (``client.py``), not retried, as the same answer would come again.
+
 A call keeps its ``CallProgress`` (``progress.py``) up to date, so that a caller that
 cancels it can tell whether its request had left.
 """
@@ -20,7 +26,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -120,6 +126,86 @@ class CutBody:
 
 CUT_BODY = "amperity_signal.cut_body"
 """The response extension holding the ``CutBody`` of an answer whose body was cut off."""
+
+
+MAX_ANSWER_BYTES = 1 << 20
+"""The most of an answer's body that is read: 1 MiB. Amperity's answers are small: a 202
+with an empty or short body, an error body of a few hundred bytes, a profile of a few
+hundred attributes tens of KB (its requests are capped at 64 KB). A body past this is a
+misbehaving server or proxy, and is never read into memory (nor cached as a profile)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedBody:
+    """An answer's body over ``MAX_ANSWER_BYTES``, left unread.
+
+    Attributes:
+        size: Its Content-Length (``declared``), else the bytes read when reading stopped.
+        declared: Whether ``size`` is the Content-Length, so that none of it was read.
+    """
+
+    size: int
+    declared: bool
+
+    def __str__(self) -> str:
+        if self.declared:
+            return f"Content-Length {self.size:,} bytes, over the {MAX_ANSWER_BYTES:,}-byte cap"
+        return (
+            f"no Content-Length, and reading stopped past the {MAX_ANSWER_BYTES:,}-byte cap, "
+            f"at {self.size:,} bytes"
+        )
+
+
+OVERSIZED = "amperity_signal.oversized_body"
+"""The response extension holding the ``OversizedBody`` of an answer whose body was too large."""
+
+
+class _TooLarge(Exception):
+    """Raised while reading a body, to stop once it is known to be over the cap."""
+
+    def __init__(self, body: OversizedBody) -> None:
+        super().__init__(str(body))
+        self.body = body
+
+
+class _Capped(httpx.AsyncByteStream):
+    """``stream``, failing with ``_TooLarge`` once its chunks pass ``MAX_ANSWER_BYTES``."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in self._stream:
+            read += len(chunk)
+            if read > MAX_ANSWER_BYTES:
+                raise _TooLarge(OversizedBody(read, declared=False))
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+# Statuses whose answer has no body, whatever a Content-Length says (RFC 9110).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+async def _read_capped(answer: httpx.Response) -> None:
+    """Read ``answer``'s body, raising ``_TooLarge`` rather than read past the cap.
+
+    A body with a Content-Length is that long (the transport reads no more), so only one
+    without it is counted as it comes: the usual answer, a 202 with a Content-Length, is
+    read as before.
+    """
+    declared = answer.headers.get("Content-Length")
+    if declared is None or not declared.isdigit():
+        if isinstance(answer.stream, httpx.AsyncByteStream):
+            answer.stream = _Capped(answer.stream)
+    elif int(declared) > MAX_ANSWER_BYTES and answer.status_code not in _NO_BODY_STATUSES:
+        raise _TooLarge(OversizedBody(int(declared), declared=True))
+    await answer.aread()
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -465,12 +551,14 @@ class RetryingCaller:
                 progress.stage = Stage.ANSWERED
                 progress.status = answer.status_code
                 try:
-                    await answer.aread()
+                    await _read_capped(answer)
                 except httpx.DecodingError:
                     # A body its Content-Encoding cannot undo (a proxy's doing: we ask for
                     # none). The status still decides: a 202 is delivered, a 503 retried.
                     encoding = answer.headers.get("Content-Encoding", "")
                     response = _without_body(answer, outgoing, UNDECODABLE, encoding)
+                except _TooLarge as too_large:
+                    response = self._oversized(request, answer, outgoing, too_large.body)
                 else:
                     response = answer
                 finally:
@@ -510,12 +598,9 @@ class RetryingCaller:
             shown = responses.scrub(text, self._integration, self._proxy_secrets)
             cut = CutBody("connection", shown[:300])
         status = answer.status_code
-        if not answer.is_success:
-            outcome = "its status decides"
-        elif request.body_required:
-            outcome = "it cannot be read from part of a body, so it is retried"
-        else:
-            outcome = "the status line is Amperity's acceptance, so it is not sent again"
+        outcome = _what_follows(
+            request, answer, "it cannot be read from part of a body, so it is retried"
+        )
         log.warning(
             "Amperity answered %d to the %s request, then its body was cut off (%s): %s",
             status,
@@ -525,6 +610,31 @@ class RetryingCaller:
             extra={"endpoint": request.endpoint, "status_code": status, "cause": cut.cause},
         )
         return _without_body(answer, outgoing, CUT_BODY, cut)
+
+    def _oversized(
+        self,
+        request: VendorRequest,
+        answer: httpx.Response,
+        outgoing: httpx.Request,
+        body: OversizedBody,
+    ) -> httpx.Response:
+        """``answer`` without its body, too large to read; logged (never the body itself)."""
+        status = answer.status_code
+        outcome = _what_follows(request, answer, "it is not taken as a profile, nor retried")
+        log.warning(
+            "Amperity answered %d to the %s request with a body too large to read (%s): %s",
+            status,
+            request.endpoint,
+            body,
+            outcome,
+            extra={
+                "endpoint": request.endpoint,
+                "status_code": status,
+                "answer_bytes": body.size,
+                "max_answer_bytes": MAX_ANSWER_BYTES,
+            },
+        )
+        return _without_body(answer, outgoing, OVERSIZED, body)
 
     def _record(self, endpoint: str, status: int, started: float) -> None:
         children = self._children.get((endpoint, status))
@@ -539,6 +649,15 @@ class RetryingCaller:
         children[1].observe(max(0.0, self._clock() - started))
 
 
+def _what_follows(request: VendorRequest, answer: httpx.Response, for_a_profile: str) -> str:
+    """What becomes of an answer left without its body, to log: its status decides."""
+    if not answer.is_success:
+        return "its status decides"
+    if request.body_required:
+        return for_a_profile
+    return "the status line is Amperity's acceptance, so it is not sent again"
+
+
 UNDECODABLE = "undecodable_content_encoding"
 """The response extension naming the Content-Encoding of a body that could not be decoded."""
 
@@ -548,7 +667,8 @@ def _without_body(
 ) -> httpx.Response:
     """``response``'s status and headers with an empty body, marked with ``extension``.
 
-    For a body that cannot be decoded (``UNDECODABLE``) or that was cut off (``CUT_BODY``):
+    For a body that cannot be decoded (``UNDECODABLE``), that was cut off (``CUT_BODY``)
+    or that is too large to read (``OVERSIZED``):
     the headers that described it go, the rest (``Retry-After``, ``Location``) stay.
     """
     headers = [

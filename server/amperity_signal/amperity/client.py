@@ -22,6 +22,7 @@ from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.body import encode_event, encode_json
 from amperity_signal.amperity.caller import (
     CUT_BODY,
+    OVERSIZED,
     UNDECODABLE,
     RetryingCaller,
     VendorRequest,
@@ -271,18 +272,20 @@ class AmperityClient:
         if response.status_code == 404:
             return None
         undecodable = response.extensions.get(UNDECODABLE)
+        oversized = response.extensions.get(OVERSIZED)
         if undecodable is not None:
-            problem = f"it is not valid {undecodable!r} Content-Encoding"
+            problem = (
+                f"its body is not a profile (it is not valid {undecodable!r} Content-Encoding)"
+            )
+        elif oversized is not None:
+            # Not read, so neither parsed nor cached: no profile is that large.
+            problem = f"its body is too large to be a profile ({oversized}), so it was not read"
         else:
             try:
                 return profile_from_json(orjson.loads(response.content), collection_id, profile_id)
             except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-                problem = str(exc)
+                problem = f"its body is not a profile ({exc})"
         error = responses.bad_response(
-            self._integration,
-            request.endpoint,
-            response.status_code,
-            f"its body is not a profile ({problem})",
-            call.attempts,
+            self._integration, request.endpoint, response.status_code, problem, call.attempts
         )
         raise with_call(error, call) from None

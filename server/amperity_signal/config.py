@@ -148,6 +148,11 @@ class CacheSettings(_Strict):
     # Out of the repr: the URL may carry the Redis password (redis://:PASSWORD@host).
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     max_entries: StrictInt = Field(default=200_000, ge=100)
+    # The memory backend's byte bound (keys, values and ~300 bytes per entry, see
+    # stores.MemoryStore): with big profiles 200,000 entries could hold gigabytes. 256 MiB
+    # keeps the default's worst case at ~340 MB of RSS (docs/benchmarks.md). At least 1 MiB
+    # (the most read of an Amperity answer): a bound under one big profile caches none.
+    max_bytes: StrictInt = Field(default=256 * 1024 * 1024, ge=1_048_576)
     resolution_ttl: Number = Field(default=86_400, gt=0)
     attribute_ttl: Number = Field(default=60, gt=0)
     personalized_ttl: Number = Field(default=120, gt=0)

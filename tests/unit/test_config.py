@@ -694,6 +694,13 @@ def test_an_infinite_duration_is_refused_naming_the_field(table: str, field: str
     assert location in problem and "finite" in problem
 
 
+def test_a_cache_byte_bound_under_one_mib_is_refused_naming_the_field() -> None:
+    """Under 1 MiB (the most read of an answer) one big profile could never be cached."""
+    [problem] = problems_of({"cache": {"max_bytes": 65_536}, "integrations": [integration()]})
+    assert problem.startswith("cache.max_bytes: must be at least 1048576.")
+    assert "remove the line to use the default" in problem
+
+
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
@@ -1107,6 +1114,8 @@ def test_a_short_redis_password_loads_and_its_url_is_scrubbed_from_logs(
         ("server", "workers", "2", ["must be a whole number, not a string", "without quotes"]),
         ("server", "workers", 2.0, ["must be a whole number, not a decimal number"]),
         ("cache", "max_entries", "1000", ["must be a whole number, not a string"]),
+        ("cache", "max_bytes", "268435456", ["must be a whole number, not a string"]),
+        ("cache", "max_bytes", 2.5e8, ["must be a whole number, not a decimal number"]),
         ("gateway", "rate_limit_burst", 40.5, ["must be a whole number, not a decimal number"]),
         ("integrations", "max_retries", False, ["must be a whole number, not true or false"]),
         ("integrations", "rate_limit_per_second", "500", ["must be a whole number"]),

@@ -274,5 +274,7 @@ def build_cache(
             unavailable_errors=(RedisError, OSError),
         )
     return CacheBackend(
-        MemoryStore(settings.max_entries, clock=clock), metrics=metrics, clock=clock
+        MemoryStore(settings.max_entries, max_bytes=settings.max_bytes, clock=clock),
+        metrics=metrics,
+        clock=clock,
     )

@@ -10,6 +10,7 @@ import pytest
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Jitter, MemoryStore, build_cache
+from amperity_signal.enrich.stores import ENTRY_OVERHEAD
 from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 from tests.support import OutageStore
@@ -28,6 +29,86 @@ async def test_memory_store_evicts_the_least_recently_used_beyond_max_entries(
     await store.set("d", b"1", ttl=60)
     assert store.keys() == ["c", "a", "d"]
     assert store.size() == 3
+
+
+def cost(key: str, value: bytes) -> int:
+    """What an entry counts against ``max_bytes``."""
+    return len(key) + len(value) + ENTRY_OVERHEAD
+
+
+async def test_memory_store_evicts_the_least_recently_used_beyond_max_bytes(
+    clock: FakeClock,
+) -> None:
+    """Under max_bytes (not max_entries) the least recently used go until the bytes fit."""
+    ten = b"0123456789"
+    store = MemoryStore(100, max_bytes=3 * cost("a", ten), clock=clock)
+    for key in ("a", "b", "c"):
+        await store.set(key, ten, ttl=60)
+    await store.get("a")
+    await store.set("d", ten, ttl=60)
+    assert store.keys() == ["c", "a", "d"]
+    assert store.held_bytes() == 3 * cost("a", ten)
+    # Two entries' worth in one value: the two least recently used make room for it.
+    double = b"x" * (len(ten) + cost("a", ten))
+    await store.set("e", double, ttl=60)
+    assert store.keys() == ["d", "e"]
+    assert store.held_bytes() == cost("d", ten) + cost("e", double)
+
+
+async def test_replacing_an_entry_counts_its_new_value_not_both(clock: FakeClock) -> None:
+    """A set over an existing key takes the old value's bytes off; a bigger one may evict."""
+    store = MemoryStore(100, max_bytes=cost("a", b"x" * 100) + cost("k", b"x" * 10), clock=clock)
+    await store.set("a", b"x" * 10, ttl=60)
+    await store.set("k", b"x" * 10, ttl=60)
+    await store.set("k", b"x" * 5, ttl=60)
+    assert store.held_bytes() == cost("a", b"x" * 10) + cost("k", b"x" * 5)
+    await store.set("k", b"x" * 100, ttl=60)  # fits beside "a" only if "k" counts once
+    assert store.keys() == ["a", "k"]
+    await store.set("a", b"x" * 11, ttl=60)  # now one byte over: "k" is the LRU, it goes
+    assert store.keys() == ["a"]
+    assert store.held_bytes() == cost("a", b"x" * 11)
+
+
+async def test_expired_and_deleted_entries_stop_counting(clock: FakeClock) -> None:
+    """An expired entry dropped by a read, a delete and a close each give their bytes back."""
+    store = MemoryStore(100, max_bytes=10_000, clock=clock)
+    await store.set("old", b"v" * 50, ttl=5)
+    await store.set("gone", b"v" * 20, ttl=60)
+    await store.set("kept", b"v" * 30, ttl=60)
+    clock.advance(5)
+    assert await store.get("old") is None
+    await store.delete("gone")
+    await store.delete("never-there")
+    assert store.held_bytes() == cost("kept", b"v" * 30)
+    await store.close()
+    assert (store.size(), store.held_bytes()) == (0, 0)
+
+
+async def test_a_value_bigger_than_max_bytes_is_not_stored_and_replaces_the_old_one(
+    clock: FakeClock,
+) -> None:
+    """It could not fit even alone: stored, it would evict everything and still be over.
+
+    The others stay; an older value under its key goes, as it would be stale.
+    """
+    store = MemoryStore(100, max_bytes=cost("k", b"x" * 100), clock=clock)
+    await store.set("k", b"x" * 10, ttl=60)
+    await store.set("other", b"y", ttl=60)
+    await store.set("k", b"x" * 101, ttl=60)
+    assert await store.get("k") is None
+    assert store.keys() == ["other"]
+    assert store.held_bytes() == cost("other", b"y")
+
+
+async def test_the_memory_backend_holds_cache_max_bytes(clock: FakeClock) -> None:
+    """``[cache] max_bytes`` reaches the store: two 600 KB values cannot share 1 MiB."""
+    backend = build_cache(CacheSettings(max_bytes=1_048_576), Metrics(), clock=clock)
+    store = backend.store
+    assert isinstance(store, MemoryStore)
+    await store.set("first", b"x" * 600_000, ttl=60)
+    await store.set("second", b"x" * 600_000, ttl=60)
+    assert store.keys() == ["second"]
+    assert CacheSettings().max_bytes == 256 * 1024 * 1024
 
 
 async def test_memory_store_expires_entries_on_the_injected_clock(clock: FakeClock) -> None:

@@ -55,6 +55,27 @@ async def test_memory_store_evicts_the_least_recently_used_beyond_max_bytes(
     assert store.held_bytes() == cost("d", ten) + cost("e", double)
 
 
+async def test_a_personalised_result_copied_as_the_latest_counts_against_max_bytes(
+    clock: FakeClock,
+) -> None:
+    """``get_copying_now`` (a personalised hit made the browser's latest) is an entry too.
+
+    It placed the entry without counting it: the store held more than max_bytes, and its
+    count went wrong once the copy was evicted or replaced.
+    """
+    value = b'{"Persona":"' + b"x" * 40 + b'"}'
+    bound = 3 * cost("pers:a", value)
+    store = MemoryStore(100, max_bytes=bound, clock=clock)
+    await store.set("pers:a", value, ttl=60)
+    await store.set("pers:b", value, ttl=60)
+    assert store.get_copying_now("pers:a", "last:a") == value
+    assert store.keys() == ["pers:b", "pers:a", "last:a"]
+    assert store.held_bytes() == bound
+    await store.set("pers:c", value, ttl=60)  # one over: the least recently used goes
+    assert store.keys() == ["pers:a", "last:a", "pers:c"]
+    assert store.held_bytes() == bound
+
+
 async def test_replacing_an_entry_counts_its_new_value_not_both(clock: FakeClock) -> None:
     """A set over an existing key takes the old value's bytes off; a bigger one may evict."""
     store = MemoryStore(100, max_bytes=cost("a", b"x" * 100) + cost("k", b"x" * 10), clock=clock)

@@ -140,11 +140,12 @@ async def test_an_injected_fault_still_answers_before_the_size_checks(
     assert answer.status == 413
 
 
+@pytest.mark.parametrize("fault", [{"latency_ms": 60_000}, {"hold": True}], ids=["latency", "hold"])
 async def test_a_client_leaving_during_latency_is_seen_while_its_refused_body_arrives(
-    sandbox: InProcessSandbox,
+    sandbox: InProcessSandbox, fault: dict[str, object]
 ) -> None:
-    """During a latency fault the unread rest of a 413 body is discarded, not taken as a reply."""
-    await sandbox.client.post("/_sandbox/faults", json={"latency_ms": 60_000, "count": 1})
+    """During a latency or hold the unread rest of a 413 body is discarded, not a reply."""
+    await sandbox.client.post("/_sandbox/faults", json={**fault, "count": 1})
     leaving = EndlessBody(offered=3)  # three chunks arrive, then the client hangs up
     answer = await _call(sandbox, EVENTS_PATH, [(b"content-length", b"10000000")], leaving)
     assert (answer.sent, answer.chunks_read) == ([], 3)

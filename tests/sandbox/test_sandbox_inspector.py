@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
+import httpx
 import pytest
 
 from amperity_signal.amperity.retry import parse_retry_after
+from amperity_signal.sandbox import edge
 from amperity_signal.sandbox.edge import ConnectionDropped
 from amperity_signal.sandbox.testing import (
     ACME,
@@ -228,6 +231,79 @@ async def test_latency_fault_delays_the_answer(sandbox: InProcessSandbox) -> Non
     started = time.perf_counter()
     assert (await sandbox.post_event(EVENT)).status_code == 202
     assert time.perf_counter() - started >= 0.14
+
+
+async def _held_event(sandbox: InProcessSandbox) -> asyncio.Task[httpx.Response]:
+    """POST an event under a one-use hold fault; return once the sandbox holds it."""
+    fault = {"hold": True, "kind": "events", "count": 1}
+    assert (await sandbox.client.post("/_sandbox/faults", json=fault)).status_code == 200
+    held = asyncio.create_task(sandbox.post_event(EVENT))
+    # The fault's one use is taken when the POST arrives: it is held from then on.
+    while (await sandbox.client.get("/_sandbox/faults")).json()["faults"]:
+        assert not held.done(), (await held).text
+        await asyncio.sleep(0.01)
+    return held
+
+
+async def test_a_hold_fault_keeps_the_request_until_released(sandbox: InProcessSandbox) -> None:
+    """``hold`` keeps a request in flight until ``POST /_sandbox/release``, then it goes on."""
+    held = await _held_event(sandbox)
+    for _ in range(20):  # other requests are answered meanwhile; the held one waits
+        assert (await sandbox.client.get("/_sandbox/stats")).status_code == 200
+    assert not held.done()
+
+    released = await sandbox.client.post("/_sandbox/release")
+
+    assert (released.status_code, released.json()) == (200, {"released": 1})
+    assert (await asyncio.wait_for(held, 30)).status_code == 202
+    [record] = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
+    assert record["status"] == 202
+    assert len((await sandbox.client.get("/_sandbox/events")).json()["events"]) == 1
+
+
+async def test_release_with_nothing_held_releases_nothing(sandbox: InProcessSandbox) -> None:
+    """Releasing when no request is held is fine: 200, ``released`` 0, nothing else changes."""
+    await sandbox.client.post("/_sandbox/faults", json={"status": 503, "count": 1})
+
+    released = await sandbox.client.post("/_sandbox/release")
+
+    assert (released.status_code, released.json()) == (200, {"released": 0})
+    assert len((await sandbox.client.get("/_sandbox/faults")).json()["faults"]) == 1
+    assert (await sandbox.post_event(EVENT)).status_code == 503
+
+
+async def test_reset_releases_the_held_requests(sandbox: InProcessSandbox) -> None:
+    """A reset removes the hold faults, so it lets the requests they held go on too."""
+    held = await _held_event(sandbox)
+
+    await sandbox.client.post("/_sandbox/reset")
+
+    assert (await asyncio.wait_for(held, 30)).status_code == 202
+
+
+async def test_a_forgotten_hold_lets_the_request_go_at_its_limit(
+    sandbox: InProcessSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing releases it: the request goes on after ``HOLD_LIMIT_SECONDS`` (120 s, here less)."""
+    monkeypatch.setattr(edge, "HOLD_LIMIT_SECONDS", 0.05)
+    await sandbox.client.post("/_sandbox/faults", json={"hold": True, "count": 1})
+
+    answer = await asyncio.wait_for(sandbox.post_event(EVENT), 30)
+
+    assert answer.status_code == 202
+    assert (await sandbox.client.post("/_sandbox/release")).json() == {"released": 0}
+
+
+async def test_a_hold_that_is_not_a_boolean_is_refused_naming_the_field(
+    sandbox: InProcessSandbox,
+) -> None:
+    """``"hold": 1`` is a 400 saying what ``hold`` takes; ``"hold": false`` alone does nothing."""
+    wrong = await sandbox.client.post("/_sandbox/faults", json={"hold": 1})
+    idle = await sandbox.client.post("/_sandbox/faults", json={"hold": False})
+
+    assert (wrong.status_code, wrong.json()["message"]) == (400, "hold: true or false")
+    assert idle.status_code == 400
+    assert "hold" in idle.json()["message"]
 
 
 async def test_drop_fault_outside_a_server_raises_connection_dropped(

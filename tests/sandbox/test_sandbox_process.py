@@ -393,13 +393,17 @@ async def test_sigterm_stops_the_sandbox_with_exit_code_0(tmp_path: Path) -> Non
     assert log.read_text() == "", "a clean stop writes nothing to stderr"
 
 
+LONG_LATENCY: dict[str, object] = {"latency_ms": 120_000}
+"""A latency no stop waits out: the request is in flight until the stop cuts it."""
+
+
 async def _hold_a_request(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, holding: dict[str, object] = LONG_LATENCY
 ) -> asyncio.Task[httpx.Response]:
-    """POST an event the sandbox holds (a 120 s latency fault); return once it is held."""
+    """POST an event the sandbox holds (``holding``, a fault); return once it is held."""
     token = await _mint(http, ["stream:write"], 3600)
     headers = {"Amperity-Tenant": ACME, "Authorization": f"Bearer {token}"}
-    fault = {"kind": "events", "latency_ms": 120_000, "count": 1}
+    fault = {"kind": "events", **holding, "count": 1}
     (await http.post("/_sandbox/faults", json=fault)).raise_for_status()
     held = asyncio.create_task(http.post(EVENTS_URL, json=EVENT, headers=headers))
     # The fault's one use is taken when the POST arrives: it is held from then on.
@@ -416,8 +420,9 @@ def _assert_cut_answer(answer: httpx.Response) -> None:
     assert "send the request again" in answer.json()["message"], answer.text
 
 
+@pytest.mark.parametrize("holding", [LONG_LATENCY, {"hold": True}], ids=["latency", "hold"])
 async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
-    tmp_path: Path,
+    tmp_path: Path, holding: dict[str, object]
 ) -> None:
     """Ctrl-C twice, a request held in flight: exit 130, nothing on stderr, the request a 503.
 
@@ -427,7 +432,7 @@ async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
     # A long graceful wait: however slow the machine, the second Ctrl-C is what ends it.
     process, base_url, log = await _start_sandbox(tmp_path, "--stop-grace", "600")
     async with httpx.AsyncClient(base_url=base_url, timeout=90) as http:
-        held = await _hold_a_request(http)
+        held = await _hold_a_request(http, holding)
         process.proc.send_signal(signal.SIGINT)
         # The first stop has begun once the sandbox stops listening; then the second Ctrl-C
         # (two SIGINTs sent at once could reach Python's handler as one).
@@ -439,18 +444,20 @@ async def test_a_second_sigint_forces_the_stop_exit_130_with_no_error_logged(
     assert log.read_text() == "", "a forced stop logs no error and no traceback"
 
 
+@pytest.mark.parametrize("holding", [LONG_LATENCY, {"hold": True}], ids=["latency", "hold"])
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 async def test_a_request_held_past_the_stop_grace_is_cut_with_a_503_and_exit_0(
-    tmp_path: Path, stop: signal.Signals
+    tmp_path: Path, stop: signal.Signals, holding: dict[str, object]
 ) -> None:
     """One stop, a request held past ``--stop-grace``: the request a JSON 503, exit 0.
 
     uvicorn's own timeout cut it: an ERROR line ("Cancel 1 running task(s), timeout
-    graceful shutdown exceeded") on stderr. Now one warning says how many were cut.
+    graceful shutdown exceeded") on stderr. Now one warning says how many were cut. A
+    ``hold`` fault's request is in flight like a latency's: a stop does not release it.
     """
     process, base_url, log = await _start_sandbox(tmp_path, "--stop-grace", "1")
     async with httpx.AsyncClient(base_url=base_url, timeout=90) as http:
-        held = await _hold_a_request(http)
+        held = await _hold_a_request(http, holding)
         process.proc.send_signal(stop)
         assert await asyncio.wait_for(process.proc.wait(), 60) == 0
         answer = await asyncio.wait_for(held, 60)

@@ -6,6 +6,8 @@
   (any tenant name, negative ``ttl_seconds`` for an expired token).
 - ``GET /_sandbox/faults`` → ``{"faults": [...]}``; ``POST /_sandbox/faults`` (see
   :mod:`.faults`) → ``{"fault": {...}}``; ``DELETE /_sandbox/faults`` → ``{"cleared": N}``.
+- ``POST /_sandbox/release`` → ``{"released": N}``: every request a ``hold`` fault keeps
+  goes on (N may be 0).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ MAX_TTL = 100 * 365 * 24 * 3600
 
 
 class ControlRoutes:
-    """Reset, flush, token minting and fault injection, bound to the sandbox state."""
+    """Reset, flush, token minting, fault injection and release, bound to the sandbox state."""
 
     def __init__(self, state: SandboxState) -> None:
         self._state = state
@@ -39,6 +41,7 @@ class ControlRoutes:
             Route("/_sandbox/flush", self.flush, methods=["POST"]),
             Route("/_sandbox/tokens", self.tokens, methods=["POST"]),
             Route("/_sandbox/faults", self.faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_sandbox/release", self.release, methods=["POST"]),
         ]
 
     async def reset(self, request: Request) -> Response:
@@ -49,6 +52,10 @@ class ControlRoutes:
     async def flush(self, request: Request) -> Response:
         """Applies every pending profile update immediately."""
         return JSONResponse({"applied": self._state.flush()})
+
+    async def release(self, request: Request) -> Response:
+        """Lets every request a ``hold`` fault keeps go on; the hold faults stay."""
+        return JSONResponse({"released": self._state.holds.release()})
 
     async def tokens(self, request: Request) -> Response:
         """Mints a token signed with the sandbox's secret."""

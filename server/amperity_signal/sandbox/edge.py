@@ -14,12 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.sandbox import jsonbody
-from amperity_signal.sandbox.faults import FaultOutcome
+from amperity_signal.sandbox.faults import HOLD_LIMIT_SECONDS, FaultOutcome
 from amperity_signal.sandbox.framing import RequestBody, read_body
 from amperity_signal.sandbox.records import DROPPED, RequestRecord, redact_headers
 from amperity_signal.sandbox.responses import error, ids, set_ids
@@ -29,7 +30,7 @@ API_PREFIX = "/prof/"
 log = logging.getLogger("amperity_signal.sandbox")
 MAX_MESSAGE_ID_CHARS = 200
 # nginx's "client closed request": the client left before its body was whole, or during an
-# injected latency. Nobody is left to answer, so nothing is sent.
+# injected latency or hold. Nobody is left to answer, so nothing is sent.
 CLIENT_GONE = 499
 
 
@@ -138,6 +139,11 @@ class SandboxEdge:
         if outcome.delay_seconds and not await _wait_unless_gone(receive, outcome.delay_seconds):
             record.status = CLIENT_GONE
             return
+        if outcome.hold and not await _wait_unless_gone(
+            receive, HOLD_LIMIT_SECONDS, self._state.holds.hold()
+        ):
+            record.status = CLIENT_GONE
+            return
         if outcome.drop:
             record.status = DROPPED
             await _drop_connection(receive)
@@ -225,25 +231,37 @@ def _log_answered(record: RequestRecord) -> None:
     )
 
 
-async def _wait_unless_gone(receive: Receive, seconds: float) -> bool:
-    """Waits out an injected latency; False when the client hung up meanwhile.
+async def _wait_unless_gone(
+    receive: Receive, seconds: float, released: asyncio.Future[None] | None = None
+) -> bool:
+    """Waits out an injected latency, or a hold until ``released``; False if the client hung up.
 
     What arrives of a body the framing left unread (a refused one) is discarded: it
-    neither ends the wait early nor is kept.
+    neither ends the wait early nor is kept. A wait cut by a stop (its task cancelled)
+    leaves nothing behind: the hold is given up, the listening cancelled.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while (left := deadline - loop.time()) > 0:
-        listening = asyncio.ensure_future(receive())
-        done, _ = await asyncio.wait({listening}, timeout=left)
-        if not done:
+    listening: asyncio.Future[Message] | None = None
+    try:
+        while (left := deadline - loop.time()) > 0:
+            listening = asyncio.ensure_future(receive())
+            waited: set[asyncio.Future[Any]] = {listening}
+            if released is not None:
+                waited.add(released)
+            done, _ = await asyncio.wait(waited, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if listening not in done:
+                return True  # the time is up, or the hold released
+            if str(listening.result()["type"]) == "http.disconnect":
+                return False
+        return True
+    finally:
+        if released is not None:
+            released.cancel()
+        if listening is not None and not listening.done():
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listening
-            return True
-        if str(listening.result()["type"]) == "http.disconnect":
-            return False
-    return True
 
 
 async def _close_after_sent(receive: Receive) -> None:

@@ -1,11 +1,14 @@
-"""Fault injection: error statuses, latency, dropped connections, cut bodies and 429 bursts.
+"""Fault injection: error statuses, latency, holds, dropped connections, cut bodies, 429 bursts.
 
 A fault matches requests by ``tenant`` (the ``Amperity-Tenant`` header; None = any) and
 ``kind`` (``events``, ``lookup``, ``profile``; None = any). Several can be active; for each
 request every matching fault, in the order they were added, is consulted:
 
 1. ``count``: each matching request uses one; at zero the fault is removed (None = forever).
-2. ``latency_ms`` is added with probability ``latency_rate`` (default 1).
+2. ``latency_ms`` is added with probability ``latency_rate`` (default 1). ``hold`` keeps
+   the request waiting, after any latency, until ``POST /_sandbox/release`` (or a reset)
+   lets every held request go on, or ``HOLD_LIMIT_SECONDS`` passed: a request in flight
+   for as long as a test needs, without waiting out a fixed latency.
 3. The first fault that fires decides the answer: ``drop_rate`` closes the connection
    without a response; ``burst_429`` answers 429 to the next N matching requests;
    ``status`` answers that status with probability ``rate`` (default 1), with a
@@ -28,6 +31,7 @@ Draws come from the sandbox's seeded :class:`random.Random`.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import Mapping
@@ -35,6 +39,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 KINDS = ("events", "lookup", "profile")
+# How long a ``hold`` keeps a request at most, when nothing releases it (a forgotten hold
+# must not hang its client forever): the longest ``latency_ms`` a fault may set.
+HOLD_LIMIT_SECONDS = 120.0
 
 
 class FaultSpecError(ValueError):
@@ -58,6 +65,7 @@ class Fault:
     count: int | None = None
     retry_after: int | None = None
     accept_status: int | None = None
+    hold: bool = False
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], fault_id: int) -> Fault:
@@ -80,6 +88,7 @@ class Fault:
         )
         _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
         _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
+        _check(isinstance(fault.hold, bool), "hold: true or false")
         _check(fault.count is None or _is_int(fault.count, 1, 1_000_000_000), "count: >= 1")
         _check(fault.kind is None or fault.kind in KINDS, f"kind: one of {KINDS} or null")
         _check(fault.tenant is None or isinstance(fault.tenant, str), "tenant: a string")
@@ -91,8 +100,8 @@ class Fault:
             fault.retry_after = math.ceil(fault.retry_after)
         _check(
             _does_something(fault),
-            "set at least one of status, latency_ms, drop_rate, cut_body_rate, burst_429, "
-            "accept_status",
+            "set at least one of status, latency_ms, hold, drop_rate, cut_body_rate, "
+            "burst_429, accept_status",
         )
         return fault
 
@@ -116,6 +125,7 @@ class FaultOutcome:
     retry_after: int | None = None
     cut_body: bool = False
     accept_status: int | None = None
+    hold: bool = False
 
 
 class FaultInjector:
@@ -154,11 +164,13 @@ class FaultInjector:
         retry_after: int | None = None
         cut_body = False
         accept_status: int | None = None
+        hold = False
         for fault in [f for f in self._faults if f.matches(tenant, kind)]:
             if fault.count is not None:
                 fault.count -= 1
             if fault.latency_ms and self._rng.random() < fault.latency_rate:
                 delay += fault.latency_ms / 1000.0
+            hold = hold or fault.hold
             if not drop and status is None:
                 if fault.drop_rate and self._rng.random() < fault.drop_rate:
                     drop = True
@@ -173,7 +185,30 @@ class FaultInjector:
             if accept_status is None:
                 accept_status = fault.accept_status
         self._faults = [f for f in self._faults if not _exhausted(f)]
-        return FaultOutcome(delay, drop, status, retry_after, cut_body and not drop, accept_status)
+        return FaultOutcome(
+            delay, drop, status, retry_after, cut_body and not drop, accept_status, hold
+        )
+
+
+class Holds:
+    """The requests a ``hold`` fault keeps waiting, each until it is released."""
+
+    def __init__(self) -> None:
+        self._held: set[asyncio.Future[None]] = set()
+
+    def hold(self) -> asyncio.Future[None]:
+        """A future done when the request is released; cancel it when the wait ends otherwise."""
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._held.add(released)
+        released.add_done_callback(self._held.discard)
+        return released
+
+    def release(self) -> int:
+        """Lets every held request go on; says how many there were (0 is fine)."""
+        held = [released for released in self._held if not released.done()]
+        for released in held:
+            released.set_result(None)
+        return len(held)
 
 
 def _exhausted(fault: Fault) -> bool:
@@ -186,6 +221,7 @@ def _does_something(fault: Fault) -> bool:
     return bool(
         fault.status
         or fault.latency_ms
+        or fault.hold
         or fault.drop_rate
         or fault.cut_body_rate
         or fault.burst_429

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from amperity_signal.sandbox.data import SandboxData, Tenant
-from amperity_signal.sandbox.faults import FaultInjector
+from amperity_signal.sandbox.faults import FaultInjector, Holds
 from amperity_signal.sandbox.profiles import CollectionProfiles
 from amperity_signal.sandbox.ratelimit import SlidingWindowLimiter
 from amperity_signal.sandbox.records import EventRecord, RequestRecord, RingLog, Stats
@@ -18,7 +18,7 @@ EVENT_LOG_CAPACITY = 20_000
 
 
 class SandboxState:
-    """Profiles, pending profile updates, logs, counters, faults and the rate limiter.
+    """Profiles, pending profile updates, logs, counters, faults, holds and the rate limiter.
 
     Everything runs on one event loop, so no locks are needed. Profile updates of accepted
     events wait ``profile_delay`` seconds of loop time (``call_later``) unless flushed;
@@ -41,6 +41,7 @@ class SandboxState:
         self.rng = random.Random(seed)  # noqa: S311 - simulation draws, not cryptography
         self.limiter = SlidingWindowLimiter(rate_limit_per_second)
         self.faults = FaultInjector(self.rng)
+        self.holds = Holds()
         self.requests: RingLog[RequestRecord] = RingLog(REQUEST_LOG_CAPACITY)
         self.events: RingLog[EventRecord] = RingLog(EVENT_LOG_CAPACITY)
         self.stats = Stats()
@@ -88,8 +89,13 @@ class SandboxState:
         return len(self._pending)
 
     def reset(self) -> None:
-        """Back to the data file's state: profiles, logs, counters, faults, rate limiter."""
+        """Back to the data file's state: profiles, logs, counters, faults, rate limiter.
+
+        The requests a ``hold`` fault keeps are released: with the fault gone, nothing
+        would.
+        """
         self.close()
+        self.holds.release()
         self._pending.clear()
         self.requests.clear()
         self.events.clear()

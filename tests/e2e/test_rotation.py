@@ -299,15 +299,6 @@ async def test_a_certificate_rotated_by_handoff_is_shown_to_new_connections(
         assert certificate == ssl.PEM_cert_to_DER_cert((tmp_path / "new.pem").read_text())
 
 
-HELD_MS = 15_000
-"""How long the sandbox holds the one event POST the test keeps in flight through a stop.
-
-Not a bound the test asserts: only the window in which the old code is caught. A stop
-that closes the gRPC listener first does so long before it ends; the old one closed it
-only once the gateway's stop was over, after the held request was answered.
-"""
-
-
 async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gateways_held_request(
     stack: Stack,
 ) -> None:
@@ -318,6 +309,10 @@ async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gatew
     callers kept connecting to the process going away instead of to its replacement
     sharing the port. The gateway's requests reach the servicer in process, not through
     the port, so closing it first costs them nothing.
+
+    The sandbox holds the event POST (a ``hold`` fault) until the port is seen refusing,
+    then releases it: the old stop, which closed the port only once the held request was
+    answered, never closes it while the request is held, and ``until_refused`` times out.
     """
     sandbox = await stack.sandbox()
     service = await stack.service(
@@ -327,7 +322,7 @@ async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gatew
         request_timeout=60.0,
         max_retries=0,
     )
-    await sandbox.fault(kind="events", latency_ms=HELD_MS, count=1)
+    await sandbox.fault(kind="events", hold=True, count=1)
     body = {"event": "Product Viewed", "anonymousId": "anon_held", "messageId": "msg-held"}
     async with httpx.AsyncClient(base_url=service.http_url, timeout=90) as http:
         held = asyncio.create_task(
@@ -345,6 +340,8 @@ async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gatew
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await health.Check(HealthCheckRequest(), timeout=30)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not held.done(), (await held).text
+        assert await sandbox.release() == 1
         answer = await asyncio.wait_for(held, 90)
     assert (answer.status_code, answer.json()) == (200, {"success": True, "messageId": "msg-held"})
     [event] = [r for r in await sandbox.requests() if r["kind"] == "events"]

@@ -66,10 +66,14 @@ async def test_the_example_config_serves_health_and_reflection(tmp_path: Path) -
 
 
 async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: Stack) -> None:
-    """SIGTERM mid-RPC: health turns NOT_SERVING, the RPC still completes, exit code 0."""
+    """SIGTERM mid-RPC: health turns NOT_SERVING, the RPC still completes, exit code 0.
+
+    The sandbox holds the RPC's POST (a ``hold`` fault) until health has flipped, then
+    releases it: a fixed 1.5 s latency made the test wait, and raced a slow flip.
+    """
     sandbox = await stack.sandbox()
     service = await stack.service(sandbox)
-    await sandbox.fault(latency_ms=1500, latency_rate=1.0, kind="events", count=1)
+    await sandbox.fault(hold=True, kind="events", count=1)
     health: Any = health_pb2_grpc.HealthStub(service.channel)
     watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
     first = await watch.read()
@@ -79,13 +83,17 @@ async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: 
     in_flight = asyncio.ensure_future(
         service.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent), timeout=20)
     )
-    await asyncio.sleep(0.3)  # let the RPC reach the sandbox's injected latency
+    # The fault's one use is taken when the POST reaches the sandbox: it is held there.
+    while (await sandbox.inspector.get("/_sandbox/faults")).json()["faults"]:
+        assert not in_flight.done(), await in_flight
+        await asyncio.sleep(0.02)
     assert not in_flight.done()
     service.process.proc.send_signal(signal.SIGTERM)
 
     flipped = await asyncio.wait_for(watch.read(), 10)
     assert flipped.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not in_flight.done(), "health must flip before the in-flight RPC is cut short"
+    assert await sandbox.release() == 1
     response = await in_flight
     assert response.vendor_request.status_code == 202
     # The watch ends (rather than hold the stop for its grace period) after NOT_SERVING.

@@ -8,7 +8,7 @@ mapping do not change, and tests still inject ``httpx.MockTransport`` or an ASGI
 
 Only the headers of the ``httpx.Request`` go out: aiohttp's own defaults (``User-Agent``,
 ``Accept``, ``Accept-Encoding``, ``Content-Type``) are switched off, and bodies are not
-decompressed here (httpx decodes them as it always did).
+decompressed here: the caller decodes them, in bounded steps (``decoding.py``).
 
 Proxies come from ``ProxyRules`` (``proxies.py``: the environment, read as httpx reads
 it). Their credentials go as a ``Proxy-Authorization`` header (on the request for http, on
@@ -268,7 +268,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             answer.status,
             headers=list(answer.raw_headers),
-            # Read when the caller reads the response, and decoded then by httpx.
+            # Read when the caller reads the response, and decoded then (decoding.py).
             stream=_Body(answer, request, proxy),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},

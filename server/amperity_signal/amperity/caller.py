@@ -12,9 +12,12 @@ profile) retries a 2xx whose body was cut, as it retries a lost connection.
 
 An answer's body is read up to ``MAX_ANSWER_BYTES`` and no further: one whose
 Content-Length says more is not read at all, one without it stops being read past the
-cap. Either is left without a body, marked ``OVERSIZED`` (and its connection closed);
-again the status decides: a 202 is delivered, a 503 retried, and a profile 200 is no
-profile (``client.py``), not retried, as the same answer would come again.
+cap. A body with a Content-Encoding (we ask for none: a proxy's doing) is decoded here,
+in bounded steps, and stops being decoded past the cap too, however small it came: 16 KB
+of gzip can decode to 16 MiB. Any of these is left without a body, marked ``OVERSIZED``
+(and its connection closed); again the status decides: a 202 is delivered, a 503
+retried, and a profile 200 is no profile (``client.py``), not retried, as the same
+answer would come again.
 
 A call keeps its ``CallProgress`` (``progress.py``) up to date, so that a caller that
 cancels it can tell whether its request had left.
@@ -33,6 +36,7 @@ import httpx
 
 from amperity_signal.amperity import endpoints, responses
 from amperity_signal.amperity.aiohttp_transport import TunnelRefused
+from amperity_signal.amperity.decoding import Decoding, Undecodable
 from amperity_signal.amperity.models import VendorCall
 from amperity_signal.amperity.pool import ShardedPool
 from amperity_signal.amperity.progress import PROGRESS, CallProgress, Stage
@@ -140,16 +144,24 @@ class OversizedBody:
     """An answer's body over ``MAX_ANSWER_BYTES``, left unread.
 
     Attributes:
-        size: Its Content-Length (``declared``), else the bytes read when reading stopped.
+        size: Its Content-Length (``declared``), else the bytes read, or decoded when
+            ``encoding`` is set, when reading stopped.
         declared: Whether ``size`` is the Content-Length, so that none of it was read.
+        encoding: The Content-Encoding whose decoding passed the cap ("" for bytes read).
     """
 
     size: int
     declared: bool
+    encoding: str = ""
 
     def __str__(self) -> str:
         if self.declared:
             return f"Content-Length {self.size:,} bytes, over the {MAX_ANSWER_BYTES:,}-byte cap"
+        if self.encoding:
+            return (
+                f"its {self.encoding!r} Content-Encoding decodes past the "
+                f"{MAX_ANSWER_BYTES:,}-byte cap: decoding stopped at {self.size:,} bytes"
+            )
         return (
             f"no Content-Length, and reading stopped past the {MAX_ANSWER_BYTES:,}-byte cap, "
             f"at {self.size:,} bytes"
@@ -169,20 +181,36 @@ class _TooLarge(Exception):
 
 
 class _Capped(httpx.AsyncByteStream):
-    """``stream``, failing with ``_TooLarge`` once its chunks pass ``MAX_ANSWER_BYTES``."""
+    """``stream`` decoded, failing with ``_TooLarge`` once it passes ``MAX_ANSWER_BYTES``.
 
-    __slots__ = ("_stream",)
+    Both the bytes read and the bytes they decode to are capped, the latter counted in
+    ``Decoding``'s bounded steps: at most one step past the cap is ever held.
+    """
 
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+    __slots__ = ("_decoding", "_stream")
+
+    def __init__(self, stream: httpx.AsyncByteStream, decoding: Decoding) -> None:
         self._stream = stream
+        self._decoding = decoding
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        decoded = 0
+        async for piece in self._decoded():
+            decoded += len(piece)
+            if decoded > MAX_ANSWER_BYTES:
+                raise _TooLarge(OversizedBody(decoded, False, self._decoding.encoding))
+            yield piece
+
+    async def _decoded(self) -> AsyncIterator[bytes]:
         read = 0
         async for chunk in self._stream:
             read += len(chunk)
             if read > MAX_ANSWER_BYTES:
                 raise _TooLarge(OversizedBody(read, declared=False))
-            yield chunk
+            for piece in self._decoding.decode(chunk):
+                yield piece
+        for piece in self._decoding.flush():
+            yield piece
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -192,20 +220,38 @@ class _Capped(httpx.AsyncByteStream):
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-async def _read_capped(answer: httpx.Response) -> None:
-    """Read ``answer``'s body, raising ``_TooLarge`` rather than read past the cap.
+async def _read_capped(answer: httpx.Response, request: httpx.Request) -> httpx.Response:
+    """``answer`` with its body read, raising ``_TooLarge`` rather than read past the cap.
 
     A body with a Content-Length is that long (the transport reads no more), so only one
     without it is counted as it comes: the usual answer, a 202 with a Content-Length, is
-    read as before.
+    read as before. A body with a Content-Encoding is decoded here, counted as it is
+    decoded (``Decoding``), and comes back as a new response, decoded, without its
+    Content-Encoding: httpx's decoders would undo each piece whole, a bomb at once.
+
+    Raises:
+        Undecodable: A body its Content-Encoding cannot undo.
     """
     declared = answer.headers.get("Content-Length")
-    if declared is None or not declared.isdigit():
-        if isinstance(answer.stream, httpx.AsyncByteStream):
-            answer.stream = _Capped(answer.stream)
-    elif int(declared) > MAX_ANSWER_BYTES and answer.status_code not in _NO_BODY_STATUSES:
+    counted = declared is None or not declared.isdigit()
+    if (
+        declared is not None
+        and not counted
+        and int(declared) > MAX_ANSWER_BYTES
+        and answer.status_code not in _NO_BODY_STATUSES
+    ):
         raise _TooLarge(OversizedBody(int(declared), declared=True))
+    stream = answer.stream
+    if isinstance(stream, httpx.AsyncByteStream):
+        encoding = answer.headers.get("Content-Encoding")
+        if encoding is not None:
+            capped = _Capped(stream, Decoding(encoding))
+            body = b"".join([piece async for piece in capped])
+            return _rebuilt(answer, request, body, answer.extensions)
+        if counted:
+            answer.stream = _Capped(stream, Decoding(""))
     await answer.aread()
+    return answer
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -551,16 +597,14 @@ class RetryingCaller:
                 progress.stage = Stage.ANSWERED
                 progress.status = answer.status_code
                 try:
-                    await _read_capped(answer)
-                except httpx.DecodingError:
+                    response = await _read_capped(answer, outgoing)
+                except Undecodable as undecodable:
                     # A body its Content-Encoding cannot undo (a proxy's doing: we ask for
                     # none). The status still decides: a 202 is delivered, a 503 retried.
-                    encoding = answer.headers.get("Content-Encoding", "")
+                    encoding = undecodable.encoding
                     response = _without_body(answer, outgoing, UNDECODABLE, encoding)
                 except _TooLarge as too_large:
                     response = self._oversized(request, answer, outgoing, too_large.body)
-                else:
-                    response = answer
                 finally:
                     await answer.aclose()
         except (httpx.TransportError, TimeoutError) as exc:
@@ -668,8 +712,21 @@ def _without_body(
     """``response``'s status and headers with an empty body, marked with ``extension``.
 
     For a body that cannot be decoded (``UNDECODABLE``), that was cut off (``CUT_BODY``)
-    or that is too large to read (``OVERSIZED``):
-    the headers that described it go, the rest (``Retry-After``, ``Location``) stay.
+    or that is too large to read (``OVERSIZED``).
+    """
+    return _rebuilt(response, request, b"", {extension: value})
+
+
+def _rebuilt(
+    response: httpx.Response,
+    request: httpx.Request,
+    content: bytes,
+    extensions: Mapping[str, object],
+) -> httpx.Response:
+    """``response``'s status and headers with ``content`` (read, decoded) as its body.
+
+    The headers that described the body as sent go (its Content-Length is ``content``'s),
+    the rest (``Retry-After``, ``Location``) stay.
     """
     headers = [
         (name, header)
@@ -679,9 +736,9 @@ def _without_body(
     return httpx.Response(
         response.status_code,
         headers=headers,
-        content=b"",
+        content=content,
         request=request,
-        extensions={extension: value},
+        extensions=dict(extensions),
     )
 
 

@@ -442,3 +442,57 @@ async def test_delete_clears_all_faults(sandbox: InProcessSandbox) -> None:
     await sandbox.client.post("/_sandbox/faults", json={"latency_ms": 1})
     assert (await sandbox.client.delete("/_sandbox/faults")).json() == {"cleared": 2}
     assert (await sandbox.post_event(EVENT)).status_code == 202
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+async def test_an_oversized_body_fault_keeps_the_status_and_sends_that_many_bytes(
+    sandbox: InProcessSandbox, gzipped: bool
+) -> None:
+    """oversized_body: the 202 with 3 MiB of spaces instead of its body, gzipped if asked."""
+    size = 3 * 1024 * 1024 + 5
+    fault = {"oversized_body": size, "oversized_gzip": gzipped, "count": 1, "kind": "events"}
+    added = await sandbox.client.post("/_sandbox/faults", json=fault)
+    assert added.json()["fault"]["oversized_body"] == size
+
+    response = await sandbox.post_event(EVENT)
+
+    assert response.status_code == 202
+    assert response.content == b" " * size  # httpx decodes the gzip here
+    sent = int(response.headers["content-length"])
+    assert sent < size // 100 if gzipped else sent == size
+    assert response.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    assert response.headers["content-type"] == "application/json"  # the answer's own, kept
+    assert (await sandbox.post_event(EVENT)).json()["status"] == 202  # count 1: used up
+
+
+async def test_an_oversized_body_fault_leaves_a_bodiless_204_as_it_is(
+    sandbox: InProcessSandbox,
+) -> None:
+    """A 204 may carry no body: it goes out without one, and without a Content-Length."""
+    added = await sandbox.client.post("/_sandbox/faults", json={"oversized_body": 4096})
+    assert added.status_code == 200
+
+    dropped = await sandbox.post_event(EVENT, stream=ACME_DROP_STREAM)
+
+    assert (dropped.status_code, dropped.content) == (204, b"")
+    assert "content-length" not in dropped.headers
+
+
+@pytest.mark.parametrize(
+    ("fault", "named"),
+    [
+        ({"oversized_body": 0}, "oversized_body: a size in bytes"),
+        ({"oversized_body": True}, "oversized_body: a size in bytes"),
+        ({"oversized_body": 2**31}, "oversized_body: a size in bytes"),
+        ({"oversized_gzip": True}, "oversized_gzip: true or false, with oversized_body"),
+        ({"oversized_body": 10, "oversized_gzip": 1}, "oversized_gzip: true or false"),
+    ],
+)
+async def test_an_invalid_oversized_body_fault_is_400_naming_the_field(
+    sandbox: InProcessSandbox, fault: dict[str, object], named: str
+) -> None:
+    """A size out of 1..1 GiB, or gzip without a size, is refused saying what to send."""
+    response = await sandbox.client.post("/_sandbox/faults", json=fault)
+
+    assert response.status_code == 400
+    assert named in response.json()["message"]

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from amperity_signal.sandbox import jsonbody
 from amperity_signal.sandbox.faults import HOLD_LIMIT_SECONDS, FaultOutcome
 from amperity_signal.sandbox.framing import RequestBody, read_body
+from amperity_signal.sandbox.oversized import OversizedSender
 from amperity_signal.sandbox.records import DROPPED, RequestRecord, redact_headers
 from amperity_signal.sandbox.responses import error, ids, set_ids
 from amperity_signal.sandbox.state import SandboxState
@@ -159,6 +160,9 @@ class SandboxEdge:
         answer: Send = recording_send
         if outcome.cut_body and scope["method"] != "HEAD":  # a HEAD answer has no body to cut
             answer = _BodyCutter(recording_send, receive, record)
+        if outcome.oversized_body is not None and scope["method"] != "HEAD":
+            # Before a cut, so that a cut fault cuts the oversized body.
+            answer = OversizedSender(answer, outcome.oversized_body, gzipped=outcome.oversized_gzip)
 
         replayed = False
 

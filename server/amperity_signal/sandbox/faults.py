@@ -1,4 +1,4 @@
-"""Fault injection: error statuses, latency, holds, dropped connections, cut bodies, 429 bursts.
+"""Fault injection: statuses, latency, holds, dropped connections, cut and oversized bodies, 429s.
 
 A fault matches requests by ``tenant`` (the ``Amperity-Tenant`` header; None = any) and
 ``kind`` (``events``, ``lookup``, ``profile``; None = any). Several can be active; for each
@@ -21,6 +21,11 @@ request every matching fault, in the order they were added, is consulted:
    published with that status instead of 202, as an Amperity (or something in front of
    it) answering a success it does not document would: the event is still ingested.
    Only events are answered 202, so only they are changed; the first such fault wins.
+6. ``oversized_body`` (bytes) sends whatever answer the request gets (its status and
+   headers) with a body of that many bytes instead of its own, gzip-encoded (``Content-
+   Encoding: gzip``, that many bytes once decoded) with ``oversized_gzip``: a misbehaving
+   server or proxy, or a decompression bomb, against the client's cap on an answer. The
+   first such fault wins; it is not drawn (``count`` limits it).
 
 ``Retry-After`` is delta-seconds, a whole number (RFC 9110): a fractional ``retry_after``
 is rounded up when the fault is added, so a client that obeys the header never comes back
@@ -42,6 +47,8 @@ KINDS = ("events", "lookup", "profile")
 # How long a ``hold`` keeps a request at most, when nothing releases it (a forgotten hold
 # must not hang its client forever): the longest ``latency_ms`` a fault may set.
 HOLD_LIMIT_SECONDS = 120.0
+# 1 GiB: far past any client's cap, and sent in pieces, never held (gzip: about 1 MiB).
+MAX_OVERSIZED_BODY = 1 << 30
 
 
 class FaultSpecError(ValueError):
@@ -66,6 +73,8 @@ class Fault:
     retry_after: int | None = None
     accept_status: int | None = None
     hold: bool = False
+    oversized_body: int | None = None
+    oversized_gzip: bool = False
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], fault_id: int) -> Fault:
@@ -86,6 +95,15 @@ class Fault:
             or (_is_int(fault.accept_status, 200, 299) and fault.accept_status not in (202, 204)),
             "accept_status: 200..299 other than 202 and 204 (the statuses Amperity documents)",
         )
+        _check(
+            fault.oversized_body is None or _is_int(fault.oversized_body, 1, MAX_OVERSIZED_BODY),
+            f"oversized_body: a size in bytes, 1..{MAX_OVERSIZED_BODY}",
+        )
+        _check(
+            isinstance(fault.oversized_gzip, bool)
+            and (fault.oversized_body is not None or not fault.oversized_gzip),
+            "oversized_gzip: true or false, with oversized_body (the size once decoded)",
+        )
         _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
         _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
         _check(isinstance(fault.hold, bool), "hold: true or false")
@@ -101,7 +119,7 @@ class Fault:
         _check(
             _does_something(fault),
             "set at least one of status, latency_ms, hold, drop_rate, cut_body_rate, "
-            "burst_429, accept_status",
+            "burst_429, accept_status, oversized_body",
         )
         return fault
 
@@ -126,6 +144,8 @@ class FaultOutcome:
     cut_body: bool = False
     accept_status: int | None = None
     hold: bool = False
+    oversized_body: int | None = None
+    oversized_gzip: bool = False
 
 
 class FaultInjector:
@@ -165,6 +185,7 @@ class FaultInjector:
         cut_body = False
         accept_status: int | None = None
         hold = False
+        oversized: Fault | None = None
         for fault in [f for f in self._faults if f.matches(tenant, kind)]:
             if fault.count is not None:
                 fault.count -= 1
@@ -184,9 +205,19 @@ class FaultInjector:
                 cut_body = self._rng.random() < fault.cut_body_rate
             if accept_status is None:
                 accept_status = fault.accept_status
+            if oversized is None and fault.oversized_body is not None:
+                oversized = fault
         self._faults = [f for f in self._faults if not _exhausted(f)]
         return FaultOutcome(
-            delay, drop, status, retry_after, cut_body and not drop, accept_status, hold
+            delay,
+            drop,
+            status,
+            retry_after,
+            cut_body and not drop,
+            accept_status,
+            hold,
+            oversized_body=oversized.oversized_body if oversized else None,
+            oversized_gzip=oversized.oversized_gzip if oversized else False,
         )
 
 
@@ -226,6 +257,7 @@ def _does_something(fault: Fault) -> bool:
         or fault.cut_body_rate
         or fault.burst_429
         or fault.accept_status
+        or fault.oversized_body
     )
 
 

@@ -198,7 +198,9 @@ class _Capped(httpx.AsyncByteStream):
         async for piece in self._decoded():
             decoded += len(piece)
             if decoded > MAX_ANSWER_BYTES:
-                raise _TooLarge(OversizedBody(decoded, False, self._decoding.encoding))
+                raise _TooLarge(
+                    OversizedBody(decoded, declared=False, encoding=self._decoding.encoding)
+                )
             yield piece
 
     async def _decoded(self) -> AsyncIterator[bytes]:

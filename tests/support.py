@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from amperity_signal.config import Settings, settings_from_dict
 from amperity_signal.enrich.stores import MemoryStore
 from amperity_signal.sandbox import PROFILE_READ, STREAM_WRITE, default_data, mint_token
@@ -192,4 +194,15 @@ async def until_refused(address: str) -> None:
             await asyncio.to_thread(lambda: socket.create_connection((host, int(port)), 5).close())
         except ConnectionRefusedError:
             return
+        await asyncio.sleep(0.02)
+
+
+async def until_held(inspector: httpx.AsyncClient, request: asyncio.Future[Any]) -> None:
+    """Return once the sandbox's faults are used up: a one-use ``hold`` has its request.
+
+    The fault's use is taken when the request reaches the sandbox, which holds it from
+    then on. Fails at once if ``request`` ends meanwhile (it was never held).
+    """
+    while (await inspector.get("/_sandbox/faults")).json()["faults"]:
+        assert not request.done(), request.result()
         await asyncio.sleep(0.02)

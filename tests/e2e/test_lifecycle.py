@@ -18,7 +18,7 @@ from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.e2e.stack import CLI, Stack, free_port
-from tests.support import STREAM, message_id
+from tests.support import STREAM, message_id, until_held
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,10 +83,7 @@ async def test_sigterm_flips_health_first_and_finishes_the_rpc_in_flight(stack: 
     in_flight = asyncio.ensure_future(
         service.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent), timeout=20)
     )
-    # The fault's one use is taken when the POST reaches the sandbox: it is held there.
-    while (await sandbox.inspector.get("/_sandbox/faults")).json()["faults"]:
-        assert not in_flight.done(), await in_flight
-        await asyncio.sleep(0.02)
+    await until_held(sandbox.inspector, in_flight)
     assert not in_flight.done()
     service.process.proc.send_signal(signal.SIGTERM)
 

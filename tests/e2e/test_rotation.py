@@ -27,7 +27,7 @@ from grpc_health.v1.health_pb2_grpc import HealthStub
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
 from tests.e2e.stack import Sandbox, Stack, free_port
-from tests.support import mint_keys, read_http_answer, until_refused
+from tests.support import mint_keys, read_http_answer, until_held, until_refused
 
 pytestmark = pytest.mark.e2e
 # Many calls a second from one address: the gateway's per-client limit would answer 429.
@@ -328,10 +328,7 @@ async def test_a_stop_refuses_new_grpc_connections_at_once_and_answers_the_gatew
         held = asyncio.create_task(
             http.post("/v1/t", headers={"X-Pipeline-Key": "pk_web"}, json=body)
         )
-        # The fault's one use is taken when the POST reaches the sandbox: it is held there.
-        while (await sandbox.inspector.get("/_sandbox/faults")).json()["faults"]:
-            assert not held.done(), (await held).text
-            await asyncio.sleep(0.02)
+        await until_held(sandbox.inspector, held)
         service.process.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(until_refused(service.grpc_target), 60)
         assert not held.done(), "the gRPC port listened until the gateway's request was answered"

@@ -22,6 +22,7 @@ from amperity_signal.sandbox.testing import (
     InProcessSandbox,
 )
 from amperity_signal.sandbox.tokens import fingerprint, verify_token
+from tests.support import until_held
 
 EVENT = {"source": "DATAFLY", "type": "page", "cookieid": "anon_i"}
 
@@ -238,10 +239,7 @@ async def _held_event(sandbox: InProcessSandbox) -> asyncio.Task[httpx.Response]
     fault = {"hold": True, "kind": "events", "count": 1}
     assert (await sandbox.client.post("/_sandbox/faults", json=fault)).status_code == 200
     held = asyncio.create_task(sandbox.post_event(EVENT))
-    # The fault's one use is taken when the POST arrives: it is held from then on.
-    while (await sandbox.client.get("/_sandbox/faults")).json()["faults"]:
-        assert not held.done(), (await held).text
-        await asyncio.sleep(0.01)
+    await until_held(sandbox.client, held)
     return held
 
 

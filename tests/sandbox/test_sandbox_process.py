@@ -29,7 +29,7 @@ from amperity_signal.sandbox.testing import (
     SandboxProcess,
     sandbox_process,
 )
-from tests.support import until_refused
+from tests.support import until_held, until_refused
 
 EVENT = {"source": "DATAFLY", "type": "page_view", "cookieid": "anon_p"}
 EVENTS_URL = f"/prof/events/{ACME_STREAM}"
@@ -406,10 +406,7 @@ async def _hold_a_request(
     fault = {"kind": "events", **holding, "count": 1}
     (await http.post("/_sandbox/faults", json=fault)).raise_for_status()
     held = asyncio.create_task(http.post(EVENTS_URL, json=EVENT, headers=headers))
-    # The fault's one use is taken when the POST arrives: it is held from then on.
-    while (await http.get("/_sandbox/faults")).json()["faults"]:
-        assert not held.done(), (await held).text
-        await asyncio.sleep(0.02)
+    await until_held(http, held)
     return held
 
 

@@ -136,7 +136,7 @@ class CacheBackend:
         a caller that reads a key ahead of need counts it when it uses it (``get_with``),
         and one re-reading keys it counted already counts none (0).
         """
-        if self._skip():
+        if self._down_until is not None and self._skip():  # inline, as ``get``
             self.lost(keys[:counted])
             return [None] * len(keys)
         try:
@@ -145,7 +145,8 @@ class CacheBackend:
             self._failed(exc)
             self.lost(keys[:counted])
             return [None] * len(keys)
-        self._succeeded()
+        if self._down_until is not None:  # a page's reads and a personalised hit pass here
+            self._succeeded()
         return values
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:

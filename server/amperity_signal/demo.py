@@ -282,7 +282,7 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
             except Exception:
                 # The traffic failed: a process gone meanwhile is the reason to give, not
                 # the traceback of the call that found it gone.
-                gone = await _exited(processes)
+                gone = await _first_exit(processes, within=2.0)
                 if gone is None:
                     raise
                 await _say_gone(*gone, "while the demo sent its traffic")
@@ -301,7 +301,7 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
                 f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
             )
             print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            gone = await _first_exit(stop, processes)
+            gone = await _first_exit(processes, stop=stop)
             if gone is not None:
                 await _say_gone(*gone, "while the demo was up")
                 return EXIT_PROCESS_GONE
@@ -337,42 +337,35 @@ async def _say_gone(name: str, process: Process, when: str) -> None:
     )
 
 
-async def _exited(processes: dict[str, Process], within: float = 2.0) -> tuple[str, Process] | None:
-    """The first of ``processes`` found exited within ``within`` seconds, if any.
-
-    A call that failed because a process died can fail before its exit is reaped.
-    """
-    waits = {asyncio.create_task(p.proc.wait()): (name, p) for name, p in processes.items()}
-    try:
-        done, _ = await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
-    return next((waits[task] for task in done), None)
-
-
 def _last_lines(log: Path) -> list[str]:
     return log.read_text(errors="replace").splitlines()[-_TAIL_LINES:]
 
 
 async def _first_exit(
-    stop: asyncio.Event, processes: dict[str, Process]
+    processes: dict[str, Process],
+    *,
+    stop: asyncio.Event | None = None,
+    within: float | None = None,
 ) -> tuple[str, Process] | None:
-    """Wait for ``stop``, or for one of ``processes`` to exit: the first to exit, if first.
+    """The first of ``processes`` to exit, waiting until ``stop`` is set or ``within`` passes.
 
-    A Ctrl-C reaches the demo and its processes at once; the demo hears it long before
-    either has stopped, so an exit after ``stop`` is set is the stop's own.
+    None when neither exited first. A Ctrl-C reaches the demo and its processes at once;
+    the demo hears it long before either has stopped, so an exit after ``stop`` is set is
+    the stop's own. ``within``: a call that failed because a process died can fail before
+    its exit is reaped.
     """
     exits = {asyncio.create_task(p.proc.wait()): (name, p) for name, p in processes.items()}
-    stopped = asyncio.create_task(stop.wait())
+    waited: set[asyncio.Task[Any]] = set(exits)
+    if stop is not None:
+        waited.add(asyncio.create_task(stop.wait()))
     try:
-        done, _ = await asyncio.wait({stopped, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waited, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (stopped, *exits):
+        for task in waited:
             task.cancel()
-    if stop.is_set():
+    if stop is not None and stop.is_set():
         return None
-    return next(exits[task] for task in done if task in exits)
+    return next((exits[task] for task in done if task in exits), None)
 
 
 @contextlib.contextmanager

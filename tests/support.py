@@ -90,9 +90,18 @@ def mint_keys(tenant: str = "acme", ttl: float = 3_600) -> Keys:
 
 
 def integration_dict(
-    base_url: str, keys: Keys, *, integration_id: str = "web", **overrides: Any
+    base_url: str,
+    keys: Keys,
+    *,
+    integration_id: str = "web",
+    enrichment: bool = True,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """One [[integrations]] table for the default sandbox tenant ``acme``."""
+    """One [[integrations]] table for the default sandbox tenant ``acme``.
+
+    ``enrichment=False``: without the Profile API's key, collection and linking keys, so
+    only event POSTs reach the sandbox.
+    """
     table: dict[str, Any] = {
         "id": integration_id,
         "pipeline_key": f"pk_{integration_id}",
@@ -109,6 +118,9 @@ def integration_dict(
         "browser_attribute_allowlist": "Persona,LifetimeTier,NextBestOffer",
         "allowed_origins": ["http://127.0.0.1"],
     }
+    if not enrichment:
+        for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
+            del table[name]
     table.update(overrides)
     return table
 

@@ -36,9 +36,7 @@ async def module_plain_service(
     try:
         sandbox = await stack.sandbox()
         keys = mint_keys()
-        table = integration_dict(sandbox.url, keys)
-        for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-            del table[name]
+        table = integration_dict(sandbox.url, keys, enrichment=False)
         yield sandbox, await stack.service(sandbox, table, keys=keys)
     finally:
         await stack.close()

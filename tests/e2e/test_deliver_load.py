@@ -26,10 +26,9 @@ OFFERED = 2_000
 
 def table(sandbox: Sandbox, keys: Keys, integration_id: str, **overrides: Any) -> dict[str, Any]:
     """One integration without enrichment (only event POSTs)."""
-    raw = integration_dict(sandbox.url, keys, integration_id=integration_id, **overrides)
-    for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-        del raw[name]
-    return raw
+    return integration_dict(
+        sandbox.url, keys, integration_id=integration_id, enrichment=False, **overrides
+    )
 
 
 def event(anonymous_id: str = "anon_load") -> pb.Event:

@@ -623,9 +623,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         keys = mint_keys()
         tables = []
         for vertical in PRESETS:
-            table = integration_dict(sandbox.url, keys, integration_id=vertical, vertical=vertical)
-            for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-                del table[name]
+            table = integration_dict(
+                sandbox.url, keys, integration_id=vertical, enrichment=False, vertical=vertical
+            )
             tables.append(table)
         yield World(sandbox, await stack.service(sandbox, *tables, keys=keys))
     finally:

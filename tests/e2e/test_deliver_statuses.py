@@ -53,10 +53,9 @@ class World:
 
 def table(sandbox: Sandbox, keys: Keys, integration_id: str, **overrides: Any) -> dict[str, Any]:
     """One integration without enrichment, so only event POSTs reach the sandbox."""
-    raw = integration_dict(sandbox.url, keys, integration_id=integration_id, **overrides)
-    for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-        del raw[name]
-    return raw
+    return integration_dict(
+        sandbox.url, keys, integration_id=integration_id, enrichment=False, **overrides
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -34,9 +34,7 @@ async def start(stack: Stack, **overrides: Any) -> tuple[Sandbox, Service]:
     """
     sandbox = await stack.sandbox()
     keys = mint_keys()
-    table = integration_dict(sandbox.url, keys, **overrides)
-    for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-        del table[name]
+    table = integration_dict(sandbox.url, keys, enrichment=False, **overrides)
     return sandbox, await stack.service(sandbox, table, keys=keys)
 
 

@@ -182,9 +182,7 @@ async def test_a_collection_hashed_upper_case_is_matched_by_sha256_upper(
     keys = mint_keys()
     upper_keys = [{"source": "email", "key": "email_sha256", "hash": "sha256_upper"}]
     lower_keys = [{"source": "email", "key": "email_sha256", "hash": "sha256"}]
-    ingest_only = integration_dict(sandbox.url, keys, integration_id="ingest")
-    for field in ("profile_api_key", "profile_collection_id", "linking_keys"):
-        del ingest_only[field]
+    ingest_only = integration_dict(sandbox.url, keys, integration_id="ingest", enrichment=False)
     ingest_only["browser_attribute_allowlist"] = ""
     tables = [
         ingest_only,

@@ -47,10 +47,7 @@ def with_credentials(url: str, credentials: str = CREDENTIALS) -> str:
 
 def ingest_only(sandbox: Sandbox, **overrides: Any) -> dict[str, Any]:
     """Integration ``web`` without enrichment: only event POSTs leave the service."""
-    table = integration_dict(sandbox.url, mint_keys(), **overrides)
-    for name in ("profile_api_key", "profile_collection_id", "linking_keys"):
-        del table[name]
-    return table
+    return integration_dict(sandbox.url, mint_keys(), enrichment=False, **overrides)
 
 
 async def deliver(service: Service, **fields: Any) -> pb.DeliverResponse:

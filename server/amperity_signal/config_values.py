@@ -25,7 +25,7 @@ _PORT = re.compile(r"[0-9]+")
 _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)/?")
 _DB = re.compile(r"/?[0-9]*")
 # Amperity's API keys are JWTs: a JSON header, base64url-encoded, starts "eyJ".
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # ``[server] log_level`` and ``--log-level``. Here, not in ``config``, because the CLI reads
 # it before anything imports grpc (``logs.quiet_grpc_core``).
@@ -96,9 +96,6 @@ def quoted(value: Any) -> str:
     return repr(value)
 
 
-_WHOLE_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-
 def withheld(problem: ConfigProblem) -> ConfigProblem:
     """``problem`` with every key it holds described: the last guard before it is printed.
 
@@ -110,7 +107,7 @@ def withheld(problem: ConfigProblem) -> ConfigProblem:
     def described(text: str) -> str:
         for secret in _UNQUOTABLE.get():
             text = text.replace(secret, "<a pipeline key, API key or token set here>")
-        return _WHOLE_JWT.sub("<an API key>", text)
+        return _JWT.sub("<an API key>", text)
 
     return ConfigProblem(
         described(problem.location), described(problem.problem), described(problem.fix)

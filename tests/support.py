@@ -8,7 +8,7 @@ import binascii
 import re
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -218,3 +218,13 @@ async def until_held(inspector: httpx.AsyncClient, request: asyncio.Future[Any])
     while (await inspector.get("/_sandbox/faults")).json()["faults"]:
         assert not request.done(), request.result()
         await asyncio.sleep(0.02)
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]]) -> None:
+    """Wait until ``condition`` holds (bounded at 30 s, so a bug fails, not hangs)."""
+    for _ in range(1_500):
+        held = condition()
+        if held if isinstance(held, bool) else await held:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the condition never held")

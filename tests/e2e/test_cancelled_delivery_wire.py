@@ -22,7 +22,7 @@ from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.test_contract import event
 from tests.e2e.stack import Sandbox, Stack
-from tests.support import integration_dict, mint_keys, settings_for
+from tests.support import integration_dict, mint_keys, settings_for, until
 
 pytestmark = pytest.mark.e2e
 
@@ -76,16 +76,6 @@ class World:
         """A sample of the service's metrics (0 when absent)."""
         value = self.service.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]]) -> None:
-    """Wait until ``condition`` holds (bounded, so a bug fails, not hangs)."""
-    for _ in range(1_500):
-        held = condition()
-        if held if isinstance(held, bool) else await held:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the condition never held")
 
 
 async def faults_used_up(sandbox: Sandbox) -> bool:

@@ -34,7 +34,8 @@ async def test_a_lookup_answered_with_a_gzip_bomb_is_no_profile_and_not_retried(
     assert not response.resolved
     failed = [w for w in response.warnings if w.startswith("partner resolve failed")]
     assert failed, response.warnings
-    assert "AMPERITY_BAD_RESPONSE (HTTP 200)" in failed[0]
+    assert "AMPERITY_BAD_RESPONSE (HTTP 200: its body is too large to be a profile (" in failed[0]
+    assert "Content-Encoding decodes past the 1,048,576-byte cap" in failed[0]
     lookups = await sandbox.requests(path_prefix="/prof/lookup/")
     assert [r["status"] for r in lookups] == [200]  # the same answer would come again
     logs = stack.logs()

@@ -59,9 +59,13 @@ def partner_error(exc: AmperityError, *, stale: bool) -> str:
     if isinstance(exc, AmperityRejected):
         text = f"{RESOLVE_FAILED}: {exc.message}"
     else:
+        # A success whose body is no profile says what was wrong with it (too large, not
+        # JSON, an encoding that does not decode): our own words, never the body's.
+        problem = exc.metadata.get("problem")
+        detail = f": {problem}" if problem else ""
         text = (
             f"{RESOLVE_FAILED}: Amperity Profile API error {exc.reason}"
-            f" ({_status(exc.status_code)}); Signal retries it shortly"
+            f" ({_status(exc.status_code)}{detail}); Signal retries it shortly"
         )
     return text + (_STALE if stale else "")
 

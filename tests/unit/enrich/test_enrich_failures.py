@@ -106,6 +106,25 @@ async def test_a_wrong_tenant_subdomain_returns_its_fix_and_stops_the_walk(
     assert any(fix in warning for warning in dampened.warnings)
 
 
+async def test_a_success_that_is_no_profile_says_what_was_wrong_with_it(
+    enricher: Enricher, client: FakeProfileClient
+) -> None:
+    """A 200 whose body is no profile: the warning carries the client's own description."""
+    problem = "its body is not a profile (the profile answer has no profile_id)"
+    client.error = AmperityUnavailable(
+        f"Amperity answered 200 to the lookup request but {problem}.",
+        reason="AMPERITY_BAD_RESPONSE",
+        status_code=200,
+        metadata={"problem": problem},
+    )
+    result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    expected = (
+        f"partner resolve failed: Amperity Profile API error AMPERITY_BAD_RESPONSE (HTTP 200: "
+        f"{problem}); Signal retries it shortly"
+    )
+    assert result.warnings == (expected,)
+
+
 async def test_failures_log_partner_resolve_failed_without_identifiers(
     enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
 ) -> None:

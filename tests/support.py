@@ -220,11 +220,30 @@ async def until_held(inspector: httpx.AsyncClient, request: asyncio.Future[Any])
         await asyncio.sleep(0.02)
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]]) -> None:
-    """Wait until ``condition`` holds (bounded at 30 s, so a bug fails, not hangs)."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    describe: Callable[[], str] = lambda: "the condition never held",
+) -> None:
+    """Wait until ``condition`` holds (bounded at 30 s, so a bug fails, not hangs).
+
+    A loaded machine may take seconds where a quiet one takes milliseconds: the bound is
+    there to end a test that would never pass, not to time anything. ``describe`` says
+    what did not happen, for the failure.
+    """
     for _ in range(1_500):
         held = condition()
         if held if isinstance(held, bool) else await held:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("the condition never held")
+    raise AssertionError(describe())
+
+
+async def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` now."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from amperity_signal.processes import start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.stack import Sandbox, Service, Stack, require_binary
+from tests.e2e.stack import Sandbox, Service, Stack
 from tests.support import message_id
 
 RPC_TIMEOUT = 15.0
@@ -56,27 +54,6 @@ async def partner_calls(sandbox: Sandbox) -> tuple[int, int]:
     """Profile API requests the sandbox received: (keychain lookups, profile GETs)."""
     by_kind = (await sandbox.stats())["by_kind"]
     return int(by_kind.get("lookup", 0)), int(by_kind.get("profile", 0))
-
-
-async def redis_on(stack: Stack, port: int) -> None:
-    """Start a redis-server on a given port (to bring Redis back where the service expects it)."""
-    binary = require_binary("redis-server")
-    process = await start_process(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        ready="",
-        log=stack.workdir / f"redis-{port}-{len(stack.processes)}.log",
-    )
-    stack.processes.append(process)
-    for _ in range(100):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-    raise AssertionError(f"redis-server did not listen on port {port}")
 
 
 async def serve(stack: Stack, sandbox: Sandbox, *tables: dict[str, Any], **options: Any) -> Service:

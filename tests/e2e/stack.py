@@ -23,7 +23,7 @@ import tomli_w
 
 from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from tests.support import Keys, integration_dict, mint_keys
+from tests.support import Keys, integration_dict, listening, mint_keys, until
 
 CLI = [sys.executable, "-m", "amperity_signal.cli"]
 FORWARD_PROXY = Path(__file__).with_name("forward_proxy.py")
@@ -258,10 +258,14 @@ class Stack:
         self.clients.append(inspector)
         return ForwardProxy(process=process, url=url, inspector=inspector)
 
-    async def redis(self, *, password: str | None = None) -> str:
-        """Start a real redis-server on a free port; its URL (without the password)."""
+    async def redis(self, *, password: str | None = None, port: int | None = None) -> str:
+        """Start a real redis-server (on ``port``, else a free one); its URL (no password).
+
+        Returns once it accepts connections. ``port`` brings one back where a stopped one
+        was (each start has its own log).
+        """
         binary = require_binary("redis-server")
-        port = free_port()
+        port = free_port() if port is None else port
         process = await start_process(
             [
                 binary,
@@ -276,16 +280,10 @@ class Stack:
                 *(("--requirepass", password) if password else ()),
             ],
             ready="",
-            log=self.workdir / f"redis-{port}.log",
+            log=self.workdir / f"redis-{port}-{len(self.processes)}.log",
         )
         self.processes.append(process)
-        for _ in range(100):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await until(lambda: listening(port), lambda: f"redis-server did not listen on port {port}")
         return f"redis://127.0.0.1:{port}/0"
 
     async def close(self) -> None:

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from amperity_signal_client import AsyncAmperityClient, RetryPolicy, Unavailable
-from tests.e2e.enrich_support import redis_on
 from tests.e2e.stack import Service, Stack
 from tests.support import ALICE_EMAIL, integration_dict, mint_keys
 
@@ -134,7 +133,7 @@ async def test_a_consent_sent_while_redis_is_down_is_refused_and_lands_once_it_i
     assert caught.value.message.startswith("consent not recorded: ")
     assert str(port) not in caught.value.message
 
-    await redis_on(stack, port)
+    await stack.redis(port=port)
     # The client's default policy retries UNAVAILABLE, at least RetryInfo's second apart,
     # until the service's cache tries Redis again and the state lands.
     async with AsyncAmperityClient(service.grpc_target, pipeline_key="pk_web") as sdk:

@@ -7,7 +7,6 @@ never retried, temporary ones are, inside the caller's deadline.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tests.support import (
     integration_dict,
     message_id,
     mint_keys,
+    until,
 )
 
 # One sandbox and one service (an integration per failure mode) for the module; the
@@ -352,12 +352,13 @@ async def test_a_slow_amperity_past_the_deadline_returns_unavailable_not_a_hang(
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(status, error_details_pb2.RetryInfo) is not None
     assert elapsed < 10
+
     # The abandoned POST is recorded (499) when the sandbox sees the connection close, which
     # can come after this answer: wait for it, or it may land in the next test's request log.
-    for _ in range(100):
-        if [r["status"] for r in await event_posts(world.sandbox)] == [CLIENT_GONE]:
-            break
-        await asyncio.sleep(0.05)
+    async def recorded() -> bool:
+        return bool(await event_posts(world.sandbox))
+
+    await until(recorded)
     assert [r["status"] for r in await event_posts(world.sandbox)] == [CLIENT_GONE]
 
 

@@ -16,7 +16,6 @@ from tests.e2e.enrich_support import (
     event,
     partner_calls,
     rate_limited_sandbox,
-    redis_on,
     serve,
 )
 from tests.e2e.stack import Stack, free_port
@@ -96,7 +95,7 @@ async def test_a_redis_outage_degrades_to_no_cache_and_the_cache_returns_with_re
 
     port = urlsplit(redis_url).port
     assert port is not None
-    await redis_on(stack, port)
+    await stack.redis(port=port)
     await asyncio.sleep(1.1)  # the cache backend skips the store for a second after a failure
     again = [await enrich(service, event("anon_outage", **ALICE)) for _ in range(2)]
     assert [r.cache_status for r in again] == [pb.CACHE_STATUS_MISS, pb.CACHE_STATUS_HIT]

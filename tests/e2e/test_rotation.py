@@ -27,7 +27,7 @@ from grpc_health.v1.health_pb2_grpc import HealthStub
 from amperity_signal.sandbox.tokens import fingerprint
 from amperity_signal_client import AmperitySignalError, AsyncAmperityClient, event_from_json
 from tests.e2e.stack import Sandbox, Stack, free_port
-from tests.support import mint_keys, read_http_answer, until_held, until_refused
+from tests.support import mint_keys, read_http_answer, until, until_held, until_refused
 
 pytestmark = pytest.mark.e2e
 # Many calls a second from one address: the gateway's per-client limit would answer 429.
@@ -220,10 +220,9 @@ async def test_sighup_is_logged_as_no_reload_and_the_service_keeps_serving(stack
     service = await stack.service(sandbox)
     service.process.proc.send_signal(signal.SIGHUP)
     async with httpx.AsyncClient(base_url=service.http_url, timeout=10) as http:
-        for _ in range(50):
-            if "SIGHUP ignored" in stack.logs() or service.process.proc.returncode is not None:
-                break
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: "SIGHUP ignored" in stack.logs() or service.process.proc.returncode is not None
+        )
         assert service.process.proc.returncode is None, "SIGHUP stopped the service"
         assert "start a second serve --handoff" in stack.logs()
         assert (await http.get("/readyz")).status_code == 200

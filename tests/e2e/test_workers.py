@@ -23,7 +23,7 @@ from amperity_signal.pid_dirs import runs
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.e2e.stack import Service, Stack, free_port
-from tests.support import message_id
+from tests.support import message_id, until
 
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "adm-3e9d51c07b2a4f86-workers"
@@ -43,11 +43,10 @@ async def stub_on_new_connection(address: str) -> AsyncIterator[pb_grpc.Amperity
 
 async def two_workers_up(service: Service) -> None:
     """Wait until both workers print their addresses, that is until both serve."""
-    for _ in range(100):
-        if sum(line.startswith("gateway listening") for line in service.process.lines) == 2:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"two workers did not start: {service.process.lines}")
+    await until(
+        lambda: sum(line.startswith("gateway listening") for line in service.process.lines) == 2,
+        lambda: f"two workers did not start: {service.process.lines}",
+    )
 
 
 async def test_two_workers_share_the_ports_and_aggregate_metrics(stack: Stack) -> None:

@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from datafly.amperity.v1 import amperity_service_pb2 as pb
-from tests.e2e.enrich_support import redis_on
 from tests.e2e.stack import Stack
 from tests.reliability.profile import PROFILE
 from tests.reliability.support import (
@@ -80,7 +79,7 @@ async def test_deliveries_continue_through_a_redis_outage_and_the_cache_returns(
             await redis_process.stop()
             phase[0] = "during"
         elif phase[0] == "during" and answered >= 2 * len(events) // 3:
-            await redis_on(stack, port)
+            await stack.redis(port=port)
             await cache_answers_again(service.stub)
             phase[0] = "after"
 

@@ -7,6 +7,7 @@ type checks, so that one run reports every mistake at once rather than the first
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -218,6 +219,21 @@ def _check_unique(
     return problems
 
 
+def _preset_named(value: Any) -> str | None:
+    """The vertical preset ``value`` names, or is a slip from, if any."""
+    if not isinstance(value, str):
+        return None
+    name = value.strip().lower().replace("-", "_").replace(" ", "_")
+    close = difflib.get_close_matches(name, VERTICALS, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _did_you_mean(vertical: Any) -> str:
+    """``"did you mean 'retail'? If not, "`` for a slip from a preset's name, else ``""``."""
+    guess = _preset_named(vertical)
+    return f"did you mean {quoted(guess)}? If not, " if guess else ""
+
+
 def _check_integration(
     where: str, table: dict[str, Any], reported: frozenset[str]
 ) -> list[ConfigProblem]:
@@ -231,7 +247,17 @@ def _check_integration(
         add(
             "vertical",
             f"{quoted(vertical)} is not a vertical preset.",
-            f"use one of {_list(VERTICALS)}.",
+            f"{_did_you_mean(vertical)}use one of {_list(VERTICALS)}.",
+        )
+    blueprint = table.get("blueprint")
+    if isinstance(blueprint, str):
+        # A preset's name where a table of overrides goes: the preset is picked by vertical.
+        guess = _preset_named(blueprint)
+        add(
+            "blueprint",
+            "must be a table of overrides, not a string.",
+            (f'to use the {guess} preset, write vertical = "{guess}" instead; ' if guess else "")
+            + "overrides go in an [integrations.blueprint] table (docs/blueprint.md).",
         )
     stream = table.get("event_stream_id")
     if isinstance(stream, str) and stream.startswith("is-"):

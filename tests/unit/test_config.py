@@ -114,6 +114,47 @@ def test_an_empty_source_value_and_an_unknown_vertical_are_refused() -> None:
     assert any("vertical" in p and "retail, travel" in p for p in problems)
 
 
+@pytest.mark.parametrize(
+    ("vertical", "guess"),
+    [
+        ("Retail", "retail"),
+        ("retial", "retail"),
+        ("B2B SaaS", "b2b_saas"),
+        ("b2b-saas", "b2b_saas"),
+    ],
+)
+def test_a_vertical_one_slip_from_a_preset_is_told_the_preset(vertical: str, guess: str) -> None:
+    """A preset's name as the spec writes it, or mistyped: the fix names the preset."""
+    [problem] = problems_of({"integrations": [integration(vertical=vertical)]})
+    assert problem.startswith(f"integrations[0].vertical: {vertical!r} is not a vertical preset.")
+    assert f"did you mean {guess!r}? If not, use one of retail, travel" in problem
+
+
+def test_a_vertical_far_from_every_preset_gets_the_list_alone() -> None:
+    """No guess where none is close: the list of presets, as before."""
+    [problem] = problems_of({"integrations": [integration(vertical="grocery")]})
+    assert "did you mean" not in problem and "use one of retail, travel" in problem
+
+
+@pytest.mark.parametrize(
+    ("blueprint", "fix"),
+    [
+        ("travel", 'to use the travel preset, write vertical = "travel" instead; overrides go'),
+        ("Finanse", 'to use the finance preset, write vertical = "finance" instead; overrides'),
+        ("custom.yaml", "Fix: overrides go in an [integrations.blueprint] table"),
+    ],
+)
+def test_a_blueprint_written_as_a_string_is_told_where_a_preset_goes(
+    blueprint: str, fix: str
+) -> None:
+    """``blueprint = "travel"``: the preset is picked by ``vertical``; the table overrides."""
+    [problem] = problems_of({"integrations": [integration(blueprint=blueprint)]})
+    assert problem.startswith(
+        "integrations[0].blueprint: must be a table of overrides, not a string."
+    )
+    assert fix in problem and "docs/blueprint.md" in problem
+
+
 def test_linking_keys_accept_json_text_or_native_toml() -> None:
     """The spec's JSON textarea and a native TOML array give the same linking keys."""
     as_text = '[{"source": "email", "key": "email_sha256", "hash": "sha256"}]'

@@ -91,6 +91,26 @@ def test_unknown_linking_key_source_and_hash_name_the_allowed_values() -> None:
     assert "linking_keys[1].hash" in problems[1] and "sha256_upper" in problems[1]
 
 
+@pytest.mark.parametrize(
+    ("entry", "field", "guess"),
+    [
+        ({"source": "Email", "key": "email_sha256"}, "source", "email"),
+        ({"source": "userId", "key": "customer_id"}, "source", "user_id"),
+        ({"source": "anonymous-id", "key": "device_cookie"}, "source", "anonymous_id"),
+        ({"source": "email", "key": "e", "hash": "SHA-256"}, "hash", "sha256"),
+        ({"source": "email", "key": "e", "hash": "sha256-upper"}, "hash", "sha256_upper"),
+    ],
+)
+def test_a_linking_key_source_or_hash_one_slip_off_is_told_the_value(
+    entry: dict[str, str], field: str, guess: str
+) -> None:
+    """Case, hyphens and camelCase aside, the allowed value is named before the list."""
+    problems = problems_of({"integrations": [integration(linking_keys=json.dumps([entry]))]})
+    assert len(problems) == 1
+    assert problems[0].startswith(f"integrations[0].linking_keys[0].{field}: ")
+    assert f"Fix: did you mean {guess!r}? If not, use " in problems[0]
+
+
 def test_duplicate_ids_and_pipeline_keys_are_refused() -> None:
     """Two integrations may share neither an id nor a pipeline key."""
     problems = problems_of({"integrations": [integration(), integration()]})

@@ -7,7 +7,6 @@ type checks, so that one run reports every mistake at once rather than the first
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -18,6 +17,8 @@ from amperity_signal.config_values import (
     check_cache,
     check_integration_values,
     check_server,
+    closest,
+    did_you_mean,
     holds_configured_secret,
     holds_key,
     quoted,
@@ -219,31 +220,6 @@ def _check_unique(
     return problems
 
 
-def _closest(value: Any, names: tuple[str, ...]) -> str | None:
-    """The one of ``names`` that ``value`` is a slip from, if any.
-
-    Case, spaces, hyphens and underscores aside (``"B2B SaaS"`` is ``b2b_saas``,
-    ``"SHA-256"`` is ``sha256``), else a close spelling (``"retial"``).
-    """
-    if not isinstance(value, str):
-        return None
-
-    def bare(text: str) -> str:
-        return re.sub(r"[\s_-]+", "", text.lower())
-
-    by_bare = {bare(name): name for name in names}
-    if bare(value) in by_bare:
-        return by_bare[bare(value)]
-    close = difflib.get_close_matches(bare(value), list(by_bare), n=1, cutoff=0.8)
-    return by_bare[close[0]] if close else None
-
-
-def _did_you_mean(value: Any, names: tuple[str, ...]) -> str:
-    """``"did you mean 'retail'? If not, "`` for a slip from one of ``names``, else ``""``."""
-    guess = _closest(value, names)
-    return f"did you mean {quoted(guess)}? If not, " if guess else ""
-
-
 def _check_integration(
     where: str, table: dict[str, Any], reported: frozenset[str]
 ) -> list[ConfigProblem]:
@@ -257,12 +233,12 @@ def _check_integration(
         add(
             "vertical",
             f"{quoted(vertical)} is not a vertical preset.",
-            f"{_did_you_mean(vertical, VERTICALS)}use one of {_list(VERTICALS)}.",
+            f"{did_you_mean(vertical, VERTICALS)}use one of {_list(VERTICALS)}.",
         )
     blueprint = table.get("blueprint")
     if isinstance(blueprint, str):
         # A preset's name where a table of overrides goes: the preset is picked by vertical.
-        guess = _closest(blueprint, VERTICALS)
+        guess = closest(blueprint, VERTICALS)
         add(
             "blueprint",
             "must be a table of overrides, not a string.",
@@ -563,7 +539,7 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
                 ConfigProblem(
                     f"{location}.source",
                     f"{quoted(source)} is not a linking-key source.",
-                    f"{_did_you_mean(source, LINKING_SOURCES)}use one of {_list(LINKING_SOURCES)}.",
+                    f"{did_you_mean(source, LINKING_SOURCES)}use one of {_list(LINKING_SOURCES)}.",
                 )
             )
         hash_name = entry.get("hash")
@@ -572,7 +548,7 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
                 ConfigProblem(
                     f"{location}.hash",
                     f"{quoted(hash_name)} is not a supported hash.",
-                    f"{_did_you_mean(hash_name, HASHES)}use {_list(HASHES)}, or leave hash "
+                    f"{did_you_mean(hash_name, HASHES)}use {_list(HASHES)}, or leave hash "
                     "out to send the value as it is.",
                 )
             )

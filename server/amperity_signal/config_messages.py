@@ -8,14 +8,14 @@ Values are never quoted back: only their TOML type, so no secret can end up in a
 
 from __future__ import annotations
 
-import difflib
+import re
 from datetime import date, datetime, time
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
-from amperity_signal.config_values import holds_key
+from amperity_signal.config_values import closest, did_you_mean, holds_key
 from amperity_signal.errors import ConfigProblem
 
 MISSING_FIX = "add it; see the Configuration table of the integration guide."
@@ -164,8 +164,8 @@ def _unknown_fix(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     key = loc[-1]
     if not isinstance(key, str) or holds_key(key):
         return UNKNOWN_FIX
-    close = difflib.get_close_matches(key, _fields_at(root, loc[:-1]), n=1, cutoff=0.8)
-    return f"did you mean {close[0]}? If not, {UNKNOWN_FIX}" if close else UNKNOWN_FIX
+    close = closest(key, tuple(_fields_at(root, loc[:-1])))
+    return f"did you mean {close}? If not, {UNKNOWN_FIX}" if close else UNKNOWN_FIX
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
@@ -210,7 +210,9 @@ def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
             "set a value within that limit, or remove the line to use the default.",
         )
     if kind == "literal_error":
-        return f"must be {context.get('expected')}.", "use one of those values."
+        expected = tuple(re.findall(r"'([^']*)'", str(context.get("expected", ""))))
+        guess = did_you_mean(error.get("input"), expected)
+        return f"must be {context.get('expected')}.", f"{guess}use one of those values."
     if kind in _PLAIN:
         return _PLAIN[kind]
     message = str(error["msg"]).removeprefix("Value error, ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -94,6 +95,31 @@ def quoted(value: Any) -> str:
     if holds_configured_secret(value):
         return "the value (not quoted: it holds a pipeline key, API key or token set here)"
     return repr(value)
+
+
+def closest(value: Any, names: tuple[str, ...]) -> str | None:
+    """The one of ``names`` that ``value`` is a slip from, if any.
+
+    Case, spaces, hyphens and underscores aside (``"B2B SaaS"`` is ``b2b_saas``,
+    ``"SHA-256"`` is ``sha256``), else a close spelling (``"retial"``).
+    """
+    if not isinstance(value, str):
+        return None
+
+    def bare(text: str) -> str:
+        return re.sub(r"[\s_-]+", "", text.lower())
+
+    by_bare = {bare(name): name for name in names}
+    if bare(value) in by_bare:
+        return by_bare[bare(value)]
+    close = difflib.get_close_matches(bare(value), list(by_bare), n=1, cutoff=0.8)
+    return by_bare[close[0]] if close else None
+
+
+def did_you_mean(value: Any, names: tuple[str, ...]) -> str:
+    """``"did you mean 'retail'? If not, "`` for a slip from one of ``names``, else ``""``."""
+    guess = closest(value, names)
+    return f"did you mean {quoted(guess)}? If not, " if guess else ""
 
 
 def withheld(problem: ConfigProblem) -> ConfigProblem:

@@ -431,6 +431,9 @@ def test_bad_gateway_values_are_refused_naming_the_field_and_the_fix() -> None:
         ("server", "grace_periode", "grace_period"),
         ("integrations", "tenant_subdomian", "tenant_subdomain"),
         ("integrations", "profile_api_keys", "profile_api_key"),
+        ("integrations", "tenantId", "tenant_id"),
+        ("integrations", "eventStreamId", "event_stream_id"),
+        ("Cache", None, "cache"),
     ],
 )
 def test_a_misspelt_field_is_told_the_field_it_is_close_to(
@@ -447,6 +450,21 @@ def test_a_misspelt_field_is_told_the_field_it_is_close_to(
     (problem,) = problems_of(raw)
     assert "is not a known field" in problem, problem
     assert f"did you mean {meant}?" in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"), [("Redis", "redis"), ("in-memory", "memory"), ("MEMORY", "memory")]
+)
+def test_a_cache_backend_one_slip_off_is_told_the_backend(written: str, meant: str) -> None:
+    """One of a fixed set of values, written another way: the value is named in the fix."""
+    (problem,) = problems_of({"cache": {"backend": written}, "integrations": [integration()]})
+    assert problem.startswith("cache.backend: must be 'memory' or 'redis'.")
+    assert f"Fix: did you mean {meant!r}? If not, use one of those values." in problem
+
+
+def test_a_cache_backend_like_neither_gets_no_guess() -> None:
+    (problem,) = problems_of({"cache": {"backend": "memcached"}, "integrations": [integration()]})
+    assert problem.endswith("Fix: use one of those values.")
 
 
 def test_an_unknown_field_like_no_known_one_gets_no_guess() -> None:

@@ -205,8 +205,8 @@ async def test_streaming_calls_take_the_socket(
     harness: Harness, inprocess: pb_grpc.AmperityServiceAsyncStub
 ) -> None:
     watch = inprocess.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+    await watch.initial_metadata()  # sent once the watch is subscribed (the servicer's rule)
     first = asyncio.ensure_future(watch.read())
-    await asyncio.sleep(0.2)  # the stream is subscribed before the delivery
     delivered = await inprocess.Deliver(
         pb.DeliverRequest(integration_id="web", event=event(type="page"))
     )

@@ -45,6 +45,10 @@ class Callers:
     later: bool = False  # set once the old process has exited
     answered_closing: int = 0  # HTTP answers saying Connection: close
 
+    def describe(self, what: str) -> Callable[[], str]:
+        """For ``until``: ``what`` did not happen, and the first failures, if any."""
+        return lambda: f"{what}; failures: {self.failures[:3]}"
+
     async def repeat(self, call: Callable[[int], Awaitable[None]]) -> None:
         """Call ``call`` (with a running count) until stopped, keeping every failure."""
         n = 0
@@ -106,7 +110,9 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
     loops = [*[deliver, enrich] * 6, browser_enrich]
     tasks = [asyncio.create_task(callers.repeat(loop)) for loop in loops]
     try:
-        await asyncio.sleep(0.5)
+        # Traffic through the old process first, and through the new one once the old has
+        # gone: each waited for (not a fixed time: a loaded machine may be slower).
+        await until(lambda: bool(callers.delivered), callers.describe("no Deliver at first"))
         await stack.service(
             sandbox, keys=new_keys, server=server, gateway=UNLIMITED, args=("--handoff",)
         )
@@ -114,7 +120,10 @@ async def test_a_key_rotated_by_handoff_fails_no_call_and_only_the_new_key_reach
         assert await asyncio.wait_for(old.process.proc.wait(), 15) == 0
         seen = (await sandbox.stats())["total"]
         callers.later = True
-        await asyncio.sleep(0.5)
+        await until(
+            lambda: any(after for _, after in callers.delivered),
+            callers.describe("no Deliver after the old process exited"),
+        )
     finally:
         callers.stop.set()
         await asyncio.gather(*tasks)
@@ -279,12 +288,15 @@ async def test_a_certificate_rotated_by_handoff_is_shown_to_new_connections(
 
     tasks = [asyncio.create_task(callers.repeat(deliver)) for _ in range(4)]
     try:
-        await asyncio.sleep(0.3)
+        await until(lambda: callers.calls > 0, callers.describe("no call at first"))
         await stack.service(sandbox, server={**addresses, **tables[1]}, args=("--handoff",))
         old.process.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(old.process.proc.wait(), 15) == 0
         calls = callers.calls
-        await asyncio.sleep(0.3)
+        await until(
+            lambda: callers.calls > calls,
+            callers.describe("no call after the old process exited"),
+        )
     finally:
         callers.stop.set()
         await asyncio.gather(*tasks)

@@ -230,12 +230,15 @@ async def until(
     there to end a test that would never pass, not to time anything. ``describe`` says
     what did not happen, for the failure.
     """
-    for _ in range(1_500):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
         held = condition()
         if held if isinstance(held, bool) else await held:
             return
+        if loop.time() > deadline:
+            raise AssertionError(describe())
         await asyncio.sleep(0.02)
-    raise AssertionError(describe())
 
 
 async def listening(port: int) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from amperity_signal.blueprint import VERTICALS
+from amperity_signal.cli_hints import HintingParser
 from amperity_signal.config_values import LOG_LEVELS, listen_address_problem, log_level
 from amperity_signal.errors import AmperitySignalError, ConfigError
 from amperity_signal.lifeline import stop_with_parent
@@ -111,7 +112,7 @@ def _integration_args(parser: argparse.ArgumentParser, also: str) -> None:
 _REQUIRED = "the following arguments are required: "
 
 
-class CommandLineParser(argparse.ArgumentParser):
+class CommandLineParser(HintingParser):
     """argparse's parser, except that a missing argument no longer hides an unknown one.
 
     argparse checks the required arguments first: ``amperity-signal --bogus`` said only
@@ -120,8 +121,6 @@ class CommandLineParser(argparse.ArgumentParser):
     recognise first, and the commands to choose from where one is missing. Subcommands'
     parsers are of this class too (``add_subparsers`` makes them of their parent's).
     """
-
-    _words: list[str] | None = None
 
     def parse_known_args(
         self, args: Iterable[str] | None = None, namespace: Any = None

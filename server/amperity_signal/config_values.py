@@ -112,7 +112,8 @@ def closest(value: Any, names: tuple[str, ...]) -> str | None:
     by_bare = {bare(name): name for name in names}
     if bare(value) in by_bare:
         return by_bare[bare(value)]
-    close = difflib.get_close_matches(bare(value), list(by_bare), n=1, cutoff=0.8)
+    # 0.75: one letter swapped in a four-letter word ("shwo"), one wrong in "servr".
+    close = difflib.get_close_matches(bare(value), list(by_bare), n=1, cutoff=0.75)
     return by_bare[close[0]] if close else None
 
 

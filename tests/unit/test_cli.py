@@ -975,6 +975,47 @@ def test_an_unknown_option_is_named_before_a_missing_argument(
     assert result.stderr.startswith("usage: "), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["serv"],
+            "amperity-signal: error: argument command: invalid choice: 'serv' (choose from "
+            f"{', '.join(repr(c) for c in COMMANDS.split(', '))}); did you mean 'serve'?",
+        ),
+        (
+            ["blueprint", "shwo"],
+            "amperity-signal blueprint: error: argument blueprint_command: invalid choice: "
+            "'shwo' (choose from 'show', 'test'); did you mean 'show'?",
+        ),
+        (
+            ["serve", "--conifg", "x"],
+            "amperity-signal serve: error: unrecognized arguments: --conifg x (did you mean "
+            "--config?); the following arguments are required: --config (or set "
+            "AMPERITY_SIGNAL_CONFIG) (see amperity-signal serve --help)",
+        ),
+        (
+            ["serve", "--config", "x.toml", "--wokers", "2"],
+            "amperity-signal: error: unrecognized arguments: --wokers 2 (did you mean --workers?)",
+        ),
+        (
+            ["sandbox", "--prot", "0"],
+            "amperity-signal sandbox: error: unrecognized arguments: --prot 0 "
+            "(did you mean --port?)",
+        ),
+    ],
+    ids=["command", "blueprint-command", "serve-option", "option-after-config", "sandbox-option"],
+)
+def test_a_mistyped_command_or_option_is_told_the_one_it_is_close_to(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slip gets argparse's message and the command or option it is one slip from."""
+    monkeypatch.delenv("AMPERITY_SIGNAL_CONFIG", raising=False)
+    result = run_cli(*args, timeout=20)
+    assert_clear_error(result)
+    assert result.stderr.splitlines()[-1] == message
+
+
 @pytest.mark.parametrize("command", ["serve", "check-config", "gateway", "send-test-event"])
 def test_a_missing_config_names_the_environment_variable_too(
     command: str, monkeypatch: pytest.MonkeyPatch

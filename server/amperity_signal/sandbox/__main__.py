@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import yaml
 
+from amperity_signal.cli_hints import HintingParser
 from amperity_signal.config_values import LOG_LEVELS, log_level
 from amperity_signal.logs import configure_logging
 from amperity_signal.sandbox.data import SandboxData, SandboxDataError, default_data, load_data
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m amperity_sign
     A flag the sandbox cannot use (a bad data file, a taken port) prints one ``error:``
     line naming it and returns 2, as argparse does for malformed flags.
     """
-    parser = argparse.ArgumentParser(
+    parser = HintingParser(
         prog=prog,
         description="A faithful Amperity tenant on localhost (Real-time API + inspector).",
     )

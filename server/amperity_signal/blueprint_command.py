@@ -25,6 +25,7 @@ from amperity_signal.blueprint import (
 )
 from amperity_signal.commands import EXIT_REFUSED, EXIT_USAGE, UsageError, chosen_integration
 from amperity_signal.config import GatewayTable, IntegrationSettings, Settings, load_settings
+from amperity_signal.config_values import did_you_mean
 from amperity_signal.errors import InvalidEvent
 
 
@@ -83,7 +84,8 @@ def _compile_blueprint(args: argparse.Namespace) -> tuple[Blueprint, Settings | 
     given = getattr(args, "vertical", None)
     if given is not None and given not in VERTICALS:
         raise UsageError(
-            f"--vertical: unknown vertical {given!r}; choose one of: {', '.join(VERTICALS)}"
+            f"--vertical: unknown vertical {given!r}; "
+            f"{did_you_mean(given, VERTICALS)}choose one of: {', '.join(VERTICALS)}"
         )
     if getattr(args, "integration", None) and not getattr(args, "config", None):
         # Without a configuration there are no overrides: the plain preset would be shown

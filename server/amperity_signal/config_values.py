@@ -37,8 +37,11 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 def log_level(text: str) -> str:
     """``--log-level`` (the service's and the sandbox's): one of ``LOG_LEVELS``, in any case."""
     if text.lower() not in LOG_LEVELS:
+        guess = closest(text, LOG_LEVELS)
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a log level; pass one of {', '.join(LOG_LEVELS)}"
+            f"{text!r} is not a log level; "
+            + (f"did you mean {guess}? If not, " if guess else "")
+            + f"pass one of {', '.join(LOG_LEVELS)}"
         )
     return text.lower()
 
@@ -112,6 +115,10 @@ def closest(value: Any, names: tuple[str, ...]) -> str | None:
     by_bare = {bare(name): name for name in names}
     if bare(value) in by_bare:
         return by_bare[bare(value)]
+    # The start of one name alone ("warn" of warning), long enough to mean something.
+    starting = [name for key, name in by_bare.items() if key.startswith(bare(value))]
+    if len(bare(value)) >= 3 and len(starting) == 1:
+        return starting[0]
     # 0.75: one letter swapped in a four-letter word ("shwo"), one wrong in "servr".
     close = difflib.get_close_matches(bare(value), list(by_bare), n=1, cutoff=0.75)
     return by_bare[close[0]] if close else None

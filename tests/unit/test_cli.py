@@ -164,6 +164,10 @@ def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None
     [
         (["--vertical", "bogus"], ["--vertical", "'bogus'", "retail"]),
         (
+            ["--vertical", "Retail"],
+            ["--vertical: unknown vertical 'Retail'; did you mean 'retail'? If not, choose"],
+        ),
+        (
             ["--vertical", "retail", "--config", "{empty}"],
             ["integrations: is empty", "[[integrations]]"],
         ),
@@ -1014,6 +1018,17 @@ def test_a_mistyped_command_or_option_is_told_the_one_it_is_close_to(
     result = run_cli(*args, timeout=20)
     assert_clear_error(result)
     assert result.stderr.splitlines()[-1] == message
+
+
+@pytest.mark.parametrize("command", [["serve", "--config", "x.toml"], ["sandbox"]])
+def test_a_log_level_written_short_is_told_the_level(command: list[str]) -> None:
+    """``--log-level warn`` (Python's alias): "did you mean warning?", then the levels."""
+    result = run_cli(*command, "--log-level", "warn", timeout=20)
+    assert_clear_error(result)
+    assert result.stderr.splitlines()[-1].endswith(
+        "argument --log-level: 'warn' is not a log level; did you mean warning? If not, "
+        "pass one of debug, info, warning, error"
+    )
 
 
 @pytest.mark.parametrize("command", ["serve", "check-config", "gateway", "send-test-event"])

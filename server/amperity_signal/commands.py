@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 
 from amperity_signal.config import IntegrationSettings, Settings, load_settings
+from amperity_signal.config_values import did_you_mean
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.logs import configure_logging
 
@@ -207,9 +208,10 @@ def chosen_integration(
     """
     chosen = settings.integration(integration_id or settings.integrations[0].id)
     if chosen is None:
-        known = ", ".join(repr(i.id) for i in settings.integrations)
+        ids = tuple(i.id for i in settings.integrations)
         raise UsageError(
-            f"--integration: no integration {integration_id!r} in {config}; choose one of: {known}"
+            f"--integration: no integration {integration_id!r} in {config}; "
+            f"{did_you_mean(integration_id, ids)}choose one of: {', '.join(map(repr, ids))}"
         )
     return chosen
 

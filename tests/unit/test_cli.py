@@ -177,6 +177,10 @@ def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None
             ["--integration", "'x'", "'web'"],
         ),
         (["--vertical", "retail", "--integration", "web"], ["--integration", "--config"]),
+        (
+            ["--vertical", "retail", "--config", "{good}", "--integration", "wbe"],
+            ["no integration 'wbe'", "did you mean 'web'? If not, choose one of: 'web'"],
+        ),
     ],
 )
 def test_blueprint_show_explains_what_cannot_be_compiled(

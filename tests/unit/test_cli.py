@@ -178,8 +178,8 @@ def test_serve_refuses_a_blueprint_that_does_not_compile(tmp_path: Path) -> None
         ),
         (["--vertical", "retail", "--integration", "web"], ["--integration", "--config"]),
         (
-            ["--vertical", "retail", "--config", "{good}", "--integration", "wbe"],
-            ["no integration 'wbe'", "did you mean 'web'? If not, choose one of: 'web'"],
+            ["--vertical", "retail", "--config", "{good}", "--integration", "webb"],
+            ["no integration 'webb'", "did you mean 'web'? If not, choose one of: 'web'"],
         ),
     ],
 )

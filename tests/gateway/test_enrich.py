@@ -126,6 +126,28 @@ async def test_identifier_parameters_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("parameter", "meant"),
+    [
+        ("anonymousId=a1", "anonymous_id"),
+        ("pipelineKey=pk", "pipeline_key"),
+        ("Provider=x", "provider"),
+        ("visitor=v", None),
+    ],
+)
+async def test_a_parameter_one_slip_from_an_accepted_one_is_told_that_one(
+    gateway: httpx.AsyncClient, parameter: str, meant: str | None
+) -> None:
+    """``anonymousId`` (datafly.js's spelling) is refused naming ``anonymous_id``."""
+    response = await gateway.get(f"{ENRICH}&{parameter}", headers={"X-Pipeline-Key": KNOWN_KEY})
+    assert response.status_code == 400
+    name = parameter.split("=", maxsplit=1)[0]
+    hint = f" (did you mean {meant}?)" if meant else ""
+    assert response.json()["error"]["message"].startswith(
+        f"Unexpected query parameter(s): {name}{hint}. Only anonymous_id, pipeline_key, provider"
+    )
+
+
+@pytest.mark.parametrize(
     ("parameters", "shown", "field"),
     [
         ("&=", "a parameter without a name", None),

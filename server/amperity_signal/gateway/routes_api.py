@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from amperity_signal.config_values import closest
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.convert import (
     ANONYMOUS_ID_COOKIE,
@@ -157,10 +158,13 @@ def _refused(pairs: list[tuple[str, str]], allowed: frozenset[str]) -> GatewayEr
         # "&=" or "=value": an empty name would read as "parameter(s): ." and field "".
         if "" in unexpected:
             shown.append("a parameter without a name")
+        # anonymousId (datafly.js's spelling) for anonymous_id: the one it is a slip from.
+        guess = closest(names[0], tuple(sorted(allowed))) if unexpected == set(names[:1]) else None
+        hint = f" (did you mean {guess}?)" if guess else ""
         return GatewayError(
             400,
             "PARAMETER_NOT_ALLOWED",
-            f"Unexpected query parameter(s): {', '.join(shown)}. Only "
+            f"Unexpected query parameter(s): {', '.join(shown)}{hint}. Only "
             f"{', '.join(sorted(allowed))} are accepted; visitors are identified by the _dfid "
             "cookie, and emails, phones and user ids are resolved server-side, never sent by "
             "the page.",

@@ -23,6 +23,7 @@ const {
   toConsentRequest, toProtoEvent, plainDelivery, plainEvent, plainRecord, withMessageId,
 } = require('./lib/events');
 const { DeliverStreamRun } = require('./lib/stream');
+const { checkOptionNames } = require('./lib/options');
 const { checkString, requireString } = require('./lib/text');
 
 const DEFAULT_PROTO_PATH = path.resolve(
@@ -99,6 +100,12 @@ function loadService(protoPath) {
 }
 
 const MAX_REPLAY = 2 ** 31 - 1; // WatchDeliveriesRequest.replay is an int32
+// The names each options object takes (checkOptionNames): a typo is refused, not ignored.
+const CLIENT_OPTIONS = Object.freeze([
+  'target', 'integrationId', 'pipelineKey', 'protoPath', 'credentials', 'channelOptions',
+  'timeoutMs', 'retry', 'streamRetry', 'streamIdleTimeoutMs', 'sleep', 'random',
+]);
+const CALL_OPTIONS = Object.freeze(['timeoutMs']);
 
 /**
  * Refuse a `replay` a WatchDeliveriesRequest cannot hold, naming it; protobufjs converted
@@ -128,6 +135,7 @@ class AmperityClient {
 
   /** @param {ClientOptions} options */
   constructor(options) {
+    checkOptionNames('AmperityClient', options, CLIENT_OPTIONS);
     const { target, integrationId = '', pipelineKey = '' } = options || /** @type {any} */ ({});
     if (target === undefined || target === null || target === '') {
       throw new TypeError('target is required, e.g. "localhost:50051".');
@@ -198,6 +206,7 @@ class AmperityClient {
    * @returns {Promise<Object<string, any>>} The DeliverResponse, `payload` a plain object.
    */
   async deliver(event, options = {}) {
+    checkOptionNames('deliver', options, CALL_OPTIONS);
     const response = await this._unary('Deliver', {
       integration_id: this._integrationId, event: withMessageId(toProtoEvent(event)),
     }, options);
@@ -225,6 +234,7 @@ class AmperityClient {
   deliverMany(events, options = {}) {
     // null means "the default", as undefined does, for every option of every method (a
     // destructuring default takes the place of undefined only, so null threw here).
+    checkOptionNames('deliverMany', options, ['concurrency']);
     const concurrency = options?.concurrency ?? DEFAULT_CONCURRENCY;
     if (!events || (typeof (/** @type {any} */ (events))[Symbol.iterator] !== 'function'
       && typeof (/** @type {any} */ (events))[Symbol.asyncIterator] !== 'function')) {
@@ -263,6 +273,7 @@ class AmperityClient {
    * @returns {Promise<Object<string, any>>} The EnrichResponse, Structs as plain objects.
    */
   async enrich(event, options = {}) {
+    checkOptionNames('enrich', options, CALL_OPTIONS);
     const response = await this._unary('Enrich', {
       integration_id: this._integrationId, event: toProtoEvent(event),
     }, options);
@@ -283,6 +294,7 @@ class AmperityClient {
    *   surrogate, before any call.
    */
   async browserProfile(anonymousId, options = {}) {
+    checkOptionNames('browserProfile', options, CALL_OPTIONS);
     checkString(anonymousId, 'anonymousId');
     const response = await this._unary('BrowserProfile', {
       integration_id: this._integrationId,
@@ -315,6 +327,7 @@ class AmperityClient {
    *   could not keep the state (its consent store unreachable); send it again later.
    */
   async recordConsent(anonymousId, consent, options = {}) {
+    checkOptionNames('recordConsent', options, ['timeoutMs', 'consentedAt']);
     const request = toConsentRequest(
       { integrationId: this._integrationId, pipelineKey: this.#pipelineKey },
       anonymousId, consent, options?.consentedAt,
@@ -336,6 +349,7 @@ class AmperityClient {
    *   as plain objects. Throws AmperitySignalError when the watch fails.
    */
   async *watchDeliveries(options = {}) {
+    checkOptionNames('watchDeliveries', options, ['replay', 'integrationId', 'signal']);
     const { replay, integrationId, signal } = options ?? {};
     const whose = integrationId ?? this._integrationId;
     checkString(whose, 'integrationId');

@@ -214,3 +214,44 @@ test('null options, or an option of null, mean the defaults on every method', as
     'WatchDeliveries web 0', 'WatchDeliveries web 0',
   ]);
 });
+
+test('an option the client does not know is refused, naming the one it is a slip from', () => {
+  assertRefused(
+    { timeout: 2000 },
+    TypeError,
+    /^AmperityClient: timeout is not an option; did you mean timeoutMs\? The options are target, /,
+  );
+  assertRefused({ integrationID: 'web' }, TypeError, /integrationID is not an option; did you mean integrationId\?/);
+  assertRefused({ streamIdleTimoutMs: 5 }, TypeError, /did you mean streamIdleTimeoutMs\?/);
+  assertRefused({ colour: 'red' }, TypeError, /^AmperityClient: colour is not an option\. The options are /);
+});
+
+test('a call option the method does not know is refused before any call', async () => {
+  const { server, target, seen } = await profileFake();
+  const client = new AmperityClient({ target, integrationId: 'web' });
+  try {
+    await assert.rejects(
+      client.browserProfile('anon_1', { timeout: 50 }),
+      /^TypeError: browserProfile: timeout is not an option; did you mean timeoutMs\? The options are timeoutMs\.$/,
+    );
+    await assert.rejects(
+      client.recordConsent('anon_1', {}, { consentAt: '2025-01-31T12:00:00Z' }),
+      /recordConsent: consentAt is not an option; did you mean consentedAt\?/,
+    );
+    assert.throws(
+      () => client.deliverMany([], { concurency: 4 }),
+      /deliverMany: concurency is not an option; did you mean concurrency\?/,
+    );
+    await assert.rejects(
+      client.watchDeliveries({ replays: 3 }).next(),
+      /watchDeliveries: replays is not an option; did you mean replay\?/,
+    );
+    assert.equal(seen.calls, 0);
+    assert.deepEqual(await client.browserProfile('anon_1', { timeoutMs: 500 }), {
+      provider: 'amperity', attributes: {},
+    });
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+});

@@ -114,6 +114,28 @@ def test_init_survives_a_dfid_cookie_that_is_not_percent_encoded() -> None:
     assert run["result"] == {"anonymousId": "%E0%A4%A"}
 
 
+def test_init_warns_of_an_option_it_does_not_take_and_goes_on() -> None:
+    """A typo (``enrichTimeout``, ``enrich.timeout``) is named in the console, not thrown."""
+    scenario = """
+      const warned = [];
+      console.warn = (...parts) => warned.push(parts.join(' '));
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', enrichTimeout: 500, enrich: { timeout: 500 } });
+      datafly.init({ pipelineKey: 'pk', enrich: { timeoutMs: 500, providers: ['amperity'] } });
+      return { warned, anonymousId: Boolean(datafly.anonymousId()) };
+    """
+    run = run_datafly(scenario, [{"status": 200, "body": {"attributes": {}}}] * 2)
+    assert run["result"] == {
+        "warned": [
+            "datafly.init: ignored option(s) enrichTimeout; the options are pipelineKey, "
+            "endpoint, enrich.",
+            "datafly.init: enrich: ignored option(s) timeout; the options are endpoint, "
+            "providers, timeoutMs.",
+        ],
+        "anonymousId": True,
+    }
+
+
 def _results(*codes: str | None) -> dict[str, Any]:
     """A 200 /v1/batch answer: ok for None, else failed with that code."""
     results = [

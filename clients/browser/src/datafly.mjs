@@ -120,6 +120,19 @@ function fitsKeepalive(body) {
   return bytes < KEEPALIVE_LIMIT;
 }
 
+// The options init takes. Another one is a typo whose setting never applies (enrichTimeout
+// for enrich.timeoutMs): the console says so, and init goes on (a page must not break).
+const INIT_OPTIONS = ['pipelineKey', 'endpoint', 'enrich'];
+const ENRICH_OPTIONS = ['endpoint', 'providers', 'timeoutMs'];
+
+function warnUnknown(where, options, known) {
+  const unknown = Object.keys(options).filter((name) => !known.includes(name));
+  if (unknown.length && globalThis.console) {
+    console.warn(`${where}: ignored option(s) ${unknown.join(', ')}; the options are `
+      + `${known.join(', ')}.`);
+  }
+}
+
 // enrich.timeoutMs when it is a number of milliseconds above 0, else the default.
 function enrichTimeout(enrich) {
   const ms = enrich && typeof enrich.timeoutMs === 'number' ? enrich.timeoutMs : NaN;
@@ -477,6 +490,10 @@ export function createDatafly() {
    */
   api.init = (options) => {
     if (!options || !options.pipelineKey) throw new Error('datafly.init: pipelineKey is required');
+    warnUnknown('datafly.init', options, INIT_OPTIONS);
+    if (options.enrich && typeof options.enrich === 'object') {
+      warnUnknown('datafly.init: enrich', options.enrich, ENRICH_OPTIONS);
+    }
     state.config = {
       pipelineKey: options.pipelineKey,
       endpoint: options.endpoint || (globalThis.location ? location.origin : ''),

@@ -304,6 +304,22 @@ async def test_a_hold_that_is_not_a_boolean_is_refused_naming_the_field(
     assert "hold" in idle.json()["message"]
 
 
+async def test_an_unknown_fault_field_is_refused_with_the_field_it_is_a_slip_from(
+    sandbox: InProcessSandbox,
+) -> None:
+    """``latency`` for ``latency_ms``: a 400 naming both, and every field a fault takes."""
+    wrong = await sandbox.client.post("/_sandbox/faults", json={"latency": 500, "colour": 1})
+
+    assert wrong.status_code == 400
+    message = wrong.json()["message"]
+    assert message.startswith(
+        "unknown fault fields: ['colour', 'latency'] (did you mean: latency -> latency_ms?); "
+        "the fields are status, "
+    )
+    assert "oversized_body" in message
+    assert (await sandbox.client.get("/_sandbox/faults")).json()["faults"] == []
+
+
 async def test_drop_fault_outside_a_server_raises_connection_dropped(
     sandbox: InProcessSandbox,
 ) -> None:

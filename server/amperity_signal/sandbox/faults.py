@@ -43,6 +43,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from amperity_signal.config_values import closest
+
 KINDS = ("events", "lookup", "profile")
 # How long a ``hold`` keeps a request at most, when nothing releases it (a forgotten hold
 # must not hang its client forever): the longest ``latency_ms`` a fault may set.
@@ -83,9 +85,16 @@ class Fault:
         Raises:
             FaultSpecError: A field has the wrong type or range, or the fault does nothing.
         """
-        unknown = set(raw) - {f for f in cls.__dataclass_fields__ if f != "fault_id"}
+        fields = tuple(f for f in cls.__dataclass_fields__ if f != "fault_id")
+        unknown = set(raw) - set(fields)
         if unknown:
-            raise FaultSpecError(f"unknown fault fields: {sorted(unknown)}")
+            guesses = {name: closest(name, fields) for name in sorted(unknown)}
+            meant = [f"{name} -> {guess}" for name, guess in guesses.items() if guess]
+            raise FaultSpecError(
+                f"unknown fault fields: {sorted(unknown)}"
+                + (f" (did you mean: {', '.join(meant)}?)" if meant else "")
+                + f"; the fields are {', '.join(fields)}"
+            )
         fault = cls(fault_id=fault_id, **raw)
         _check(fault.status is None or _is_int(fault.status, 400, 599), "status: 400..599")
         for name in ("rate", "latency_rate", "drop_rate", "cut_body_rate"):

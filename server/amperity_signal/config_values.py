@@ -37,11 +37,9 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 def log_level(text: str) -> str:
     """``--log-level`` (the service's and the sandbox's): one of ``LOG_LEVELS``, in any case."""
     if text.lower() not in LOG_LEVELS:
-        guess = closest(text, LOG_LEVELS)
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a log level; "
-            + (f"did you mean {guess}? If not, " if guess else "")
-            + f"pass one of {', '.join(LOG_LEVELS)}"
+            f"{did_you_mean(text, LOG_LEVELS)}pass one of {', '.join(LOG_LEVELS)}"
         )
     return text.lower()
 

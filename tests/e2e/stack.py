@@ -76,6 +76,22 @@ class Sandbox:
         requests: list[dict[str, Any]] = answer.json()["requests"]
         return requests
 
+    async def journaled(self, **params: Any) -> list[dict[str, Any]]:
+        """``requests(**params)`` once there is one (bounded by ``until``).
+
+        The sandbox journals a request when its answer is written out, which can be after
+        its client has what it needed (the headers of a long answer) or has gone (an
+        abandoned call): a read right after the client's call may come too early.
+        """
+        found: list[dict[str, Any]] = []
+
+        async def any_found() -> bool:
+            found[:] = await self.requests(**params)
+            return bool(found)
+
+        await until(any_found, lambda: f"the sandbox journaled no request {params}")
+        return found
+
     async def stats(self) -> dict[str, Any]:
         """Counts by endpoint kind and status."""
         stats: dict[str, Any] = (await self.inspector.get("/_sandbox/stats")).json()

@@ -28,7 +28,6 @@ from tests.support import (
     integration_dict,
     message_id,
     mint_keys,
-    until,
 )
 
 # One sandbox and one service (an integration per failure mode) for the module; the
@@ -355,11 +354,8 @@ async def test_a_slow_amperity_past_the_deadline_returns_unavailable_not_a_hang(
 
     # The abandoned POST is recorded (499) when the sandbox sees the connection close, which
     # can come after this answer: wait for it, or it may land in the next test's request log.
-    async def recorded() -> bool:
-        return bool(await event_posts(world.sandbox))
-
-    await until(recorded)
-    assert [r["status"] for r in await event_posts(world.sandbox)] == [CLIENT_GONE]
+    posts = await world.sandbox.journaled(path_prefix=EVENTS_PATH)
+    assert [r["status"] for r in posts] == [CLIENT_GONE]
 
 
 async def test_retry_after_is_honoured_before_the_next_attempt(world: World) -> None:

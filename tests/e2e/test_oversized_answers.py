@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.enrich_support import deliver, enrich, event, serve
 from tests.e2e.stack import Stack
-from tests.support import until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,10 +53,6 @@ async def test_a_202_with_an_oversized_body_is_delivered_once(stack: Stack) -> N
 
     # The service has its answer from the headers alone; the sandbox journals the request
     # once it has written the 8 MiB after them (to a closed connection), a moment later.
-    async def journaled() -> bool:
-        return bool(await sandbox.requests(path_prefix="/prof/events/"))
-
-    await until(journaled)
-    posts = await sandbox.requests(path_prefix="/prof/events/")
+    posts = await sandbox.journaled(path_prefix="/prof/events/")
     assert [(r["status"], r["message_id"]) for r in posts] == [(202, sent.message_id)]
     assert "Content-Length 8,388,608 bytes, over the 1,048,576-byte cap" in stack.logs()

@@ -1026,11 +1026,11 @@ def test_a_mistyped_command_or_option_is_told_the_one_it_is_close_to(
 
 @pytest.mark.parametrize("command", [["serve", "--config", "x.toml"], ["sandbox"]])
 def test_a_log_level_written_short_is_told_the_level(command: list[str]) -> None:
-    """``--log-level warn`` (Python's alias): "did you mean warning?", then the levels."""
+    """``--log-level warn`` (Python's alias): "did you mean 'warning'?", then the levels."""
     result = run_cli(*command, "--log-level", "warn", timeout=20)
     assert_clear_error(result)
     assert result.stderr.splitlines()[-1].endswith(
-        "argument --log-level: 'warn' is not a log level; did you mean warning? If not, "
+        "argument --log-level: 'warn' is not a log level; did you mean 'warning'? If not, "
         "pass one of debug, info, warning, error"
     )
 

@@ -20,6 +20,7 @@ import pytest
 from amperity_signal.amperity import AmperityClient, CallProgress, MemoryRateLimiter, Stage
 from amperity_signal.amperity.aiohttp_transport import AiohttpTransport
 from amperity_signal.config import IntegrationSettings
+from tests.support import until
 from tests.unit.amperity.test_amperity_aiohttp_transport import read_request
 
 ClientFactory = Callable[..., AmperityClient]
@@ -46,15 +47,6 @@ class StuckSleep:
     async def __call__(self, seconds: float) -> None:
         self.slept.set()
         await asyncio.Event().wait()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the loop run until ``condition`` holds (bounded, so a bug fails, not hangs)."""
-    for _ in range(5_000):
-        if condition():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("the condition never held")
 
 
 async def cancelled(call: Awaitable[Any], ready: Callable[[], bool]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
-import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -106,6 +105,7 @@ def closest(value: Any, names: tuple[str, ...]) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    import difflib  # noqa: PLC0415 (a mistake's hint only: not on every start, ~1 ms)
 
     def bare(text: str) -> str:
         return re.sub(r"[\s_-]+", "", text.lower())

@@ -28,14 +28,17 @@ def keys() -> Keys:
 
 @pytest.fixture
 async def make_harness(keys: Keys) -> AsyncIterator[Callable[..., Any]]:
-    """Start a service for the given integration overrides; stopped after the test."""
+    """Start a service for the given integrations and ``[server]`` table; stopped after."""
     started: list[Harness] = []
 
-    async def make(*extra: dict[str, Any], **overrides: Any) -> Harness:
+    async def make(
+        *extra: dict[str, Any], server: dict[str, Any] | None = None, **overrides: Any
+    ) -> Harness:
         app = create_app(profile_delay=0.0, seed=7)
         assert isinstance(app, SandboxApp)
         integrations = extra or (integration_dict(SANDBOX_URL, keys, **overrides),)
-        settings = settings_for(*integrations)
+        listen = {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0"}
+        settings = settings_for(*integrations, server={**listen, **(server or {})})
         service = build_server(settings, Deps(transport=httpx.ASGITransport(app=app)))
         await service.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")

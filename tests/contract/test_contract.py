@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from amperity_signal.redaction import REDACTED
 from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import SANDBOX_URL, Harness
@@ -26,6 +29,7 @@ from tests.support import (
     delivery_record,
     integration_dict,
     message_id,
+    reveals_encoded,
 )
 
 V1_REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
@@ -576,6 +580,55 @@ async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
     assert record.vendor_request.status_code == 202
     text = str(record)
     assert harness.keys.ingest not in text and harness.keys.profile not in text
+
+
+async def test_watch_deliveries_redacts_every_configured_secret_a_record_carries(
+    make_harness: Callable[..., Any], keys: Keys
+) -> None:
+    """An event carrying each kind of secret arrives over WatchDeliveries with none of them.
+
+    The event is the caller's and may hold anything: an Amperity key (whole, or its JWT
+    payload alone), the admin token, a pipeline key, one base64-encoded, a credential under
+    a sensitive key, in its properties or its partner_attrs. The stream's records went out
+    as delivered, although the contract says "secrets redacted" (only /live redacted them).
+    """
+    admin_token = f"admin-{uuid.uuid4().hex}"
+    pipeline_key = f"pk_live_{uuid.uuid4().hex[:12]}"
+    table = integration_dict(SANDBOX_URL, keys, pipeline_key=pipeline_key)
+    harness = await make_harness(table, server={"admin_token": admin_token})
+    payload_segment = keys.ingest.split(".")[1]
+    basic = base64.b64encode(f"ops:{admin_token}".encode()).decode()
+    sent = event(
+        type="track",
+        event="Note Added",
+        properties={
+            "note": f"key={keys.ingest}",
+            "profile": keys.profile,
+            "payload_only": payload_segment,
+            "admin": f"t {admin_token} t",
+            "page": f"https://shop.example/?pipeline_key={pipeline_key}",
+            "basic": f"Basic {basic}",
+            "x-api-key": "not-configured-anywhere",
+        },
+    )
+    sent.partner_attrs.update({"other": {"token": keys.profile, "Cookie": "session=abc"}})
+    await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(replay=10))
+    record = await _read_record(call)
+    call.cancel()
+    assert record.message_id == sent.message_id
+    text = json_format.MessageToJson(record)
+    for secret in (keys.ingest, keys.profile, payload_segment, admin_token, pipeline_key):
+        assert secret not in text
+        assert not reveals_encoded(text, secret)
+    properties = struct_to_dict(record.event.properties)
+    assert properties["note"] == f"key={REDACTED}"
+    assert properties["admin"] == f"t {REDACTED} t"
+    assert properties["page"] == f"https://shop.example/?pipeline_key={REDACTED}"
+    assert properties["x-api-key"] == REDACTED
+    partner = struct_to_dict(record.event.partner_attrs)["other"]
+    assert partner == {"token": REDACTED, "Cookie": REDACTED}
+    assert record.vendor_request.headers["Authorization"] == REDACTED
 
 
 async def test_a_pipeline_key_scopes_watch_deliveries_to_its_integration(

@@ -12,7 +12,8 @@ import pytest
 
 from amperity_signal.config import settings_from_dict
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
-from amperity_signal.gateway.live import REDACTED, SESSION_COOKIE, scrub
+from amperity_signal.gateway.live import SESSION_COOKIE
+from amperity_signal.redaction import REDACTED, scrub
 from tests.support import base64_echoes, integration_dict, mint_keys, reveals_encoded
 
 from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served

@@ -4,9 +4,10 @@ Everything here sits behind ``[server] admin_token``. The token arrives once, ei
 ``Authorization: Bearer`` or as ``/live?token=...`` (which is answered with a redirect to
 ``/live``, so the token leaves the address bar and the history); either way the answer
 sets an HttpOnly cookie holding an HMAC of the token, never the token itself. Records are
-already redacted by the service; the gateway redacts again (sensitive header names, and
-any configured secret found anywhere in a record, as written or base64-encoded) before a
-byte reaches the page.
+already redacted by the service; the gateway, which may run as its own process against a
+service of another version, redacts again with the same ``redaction.scrub`` (sensitive
+keys, and any configured secret found anywhere in a record, as written or base64-encoded)
+before a byte reaches the page.
 """
 
 from __future__ import annotations
@@ -33,18 +34,15 @@ from amperity_signal.gateway.errors import GatewayError, from_rpc_error
 from amperity_signal.gateway.routes_api import FirstCookie
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import scrub_forms
+from amperity_signal.redaction import scrub
 
 SESSION_COOKIE = "dfadmin"
 # First-wins, as the API routes read ``_dfid``: the first is the one for the longest path.
 _session_cookie = FirstCookie(SESSION_COOKIE)
-REDACTED = "[redacted]"
 STREAM_PATH = "/live/stream"
 _SESSION_CONTEXT = b"amperity-signal live events session"
 _SESSION_MAX_AGE = 8 * 3600
 _MAX_REPLAY = 1000
-_SENSITIVE_KEYS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api_key"}
-)
 # The page loads only its own script and stylesheet and talks only to its own stream.
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -63,21 +61,6 @@ LIVE_ASSETS = {
     "live.js": "text/javascript; charset=utf-8",
     "live.css": "text/css; charset=utf-8",
 }
-
-
-def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    """A copy of a JSON value with sensitive keys' values and every secret replaced."""
-    if isinstance(value, dict):
-        return {
-            scrub(k, secrets): REDACTED if k.lower() in _SENSITIVE_KEYS else scrub(v, secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-    return value
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> str:

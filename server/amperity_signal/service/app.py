@@ -272,6 +272,7 @@ def build_server(
         browser=BrowserProfiles(enricher, consent),
         live=live,
         clock=deps.clock,
+        redact=settings.secret_values(),
     )
     options = [
         # gRPC's own ceiling sits well above the configured limit, so that an oversized

@@ -1,18 +1,22 @@
 """Live Events: a bounded ring buffer of delivery records per integration, plus live fan-out.
 
-Records hold only what is safe to show an operator: the input event, the transformed
-payload and the vendor request with Authorization already redacted by the client.
+Records hold the input event, the transformed payload and the vendor request (its
+Authorization already redacted by the client), as delivered: the event and the attributes
+attached to it are the caller's and Amperity's, and may carry anything. A watch sends each
+record ``redacted`` (``redaction.scrub``), so the work is done per record watched, never
+on the delivery's path.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from amperity_signal.amperity.models import VendorCall
+from amperity_signal.redaction import scrub
 
 REPLAYED_METADATA = "x-live-replayed"
 """The header of a ``WatchDeliveries`` call that says how many of its first records are
@@ -33,6 +37,27 @@ class DeliveryRecord:
     outcome: str
     error: str = ""
     warnings: tuple[str, ...] = ()
+
+    def redacted(self, secrets: tuple[str, ...]) -> DeliveryRecord:
+        """A copy safe to show: sensitive keys' values and every secret replaced.
+
+        Args:
+            secrets: The texts to replace, longest first (``logs.scrub_forms``).
+        """
+        vendor = self.vendor_request
+        if vendor is not None:
+            vendor = replace(
+                vendor, url=scrub(vendor.url, secrets), headers=scrub(vendor.headers, secrets)
+            )
+        return replace(
+            self,
+            message_id=scrub(self.message_id, secrets),
+            event=scrub(self.event, secrets),
+            payload=scrub(self.payload, secrets),
+            vendor_request=vendor,
+            error=scrub(self.error, secrets),
+            warnings=tuple(scrub(warning, secrets) for warning in self.warnings),
+        )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +29,7 @@ from amperity_signal.errors import (
     ServiceStopping,
 )
 from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
-from amperity_signal.logs import integration_id_var, message_id_var
+from amperity_signal.logs import integration_id_var, message_id_var, scrub_forms
 from amperity_signal.service import convert
 from amperity_signal.service.interceptors import pipeline_key_of
 from amperity_signal.service.live import REPLAYED_METADATA, DeliveryRecord, LiveEvents
@@ -126,7 +126,12 @@ def _consented_at(
 
 
 class AmperityServicer(pb_grpc.AmperityServiceServicer):
-    """Translates the gRPC surface to the Deliver, Enrich and BrowserProfile use cases."""
+    """Translates the gRPC surface to the Deliver, Enrich and BrowserProfile use cases.
+
+    Args:
+        redact: The configured secrets (``Settings.secret_values``), replaced in every
+            record ``WatchDeliveries`` sends, as written or base64-encoded.
+    """
 
     def __init__(
         self,
@@ -138,8 +143,10 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         live: LiveEvents,
         clock: Callable[[], float] = time.monotonic,
         max_message_bytes: int = DEFAULT_MAX_BYTES,
+        redact: Iterable[str] = (),
     ) -> None:
         self._registry = registry
+        self._secrets = tuple(scrub_forms(redact))
         self._delivery = delivery
         self._enricher = enricher
         self._browser = browser
@@ -396,7 +403,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             # They say how many records are replayed, for a gateway merging several watches.
             await context.send_initial_metadata(((REPLAYED_METADATA, str(watch.replaying)),))
             async for watched in records:
-                response = record_to_proto(watched.record)
+                # Redacted here, per record watched: a Deliver pays nothing for it.
+                response = record_to_proto(watched.record.redacted(self._secrets))
                 response.missed_before = min(watched.missed_before, _UINT32_MAX)
                 yield response
         # The watch ends only when the service stops (LiveEvents.close).

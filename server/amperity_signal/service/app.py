@@ -95,7 +95,8 @@ class Service:
     cache: CacheStore
     port: int
     handlers: Handlers = field(default_factory=dict)
-    redis_url: str | None = None
+    # The Redis URL may hold its password: kept out of reprs, as CacheSettings keeps it.
+    redis_url: str | None = field(default=None, repr=False)
     servicer: AmperityServicer | None = None
     calls: CallsInFlight = field(default_factory=CallsInFlight)
     local_socket: str | None = None

@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -123,6 +124,11 @@ class AmperityClient:
             backoff=backoff if backoff is not None else Backoff(),
             proxy_secrets=proxies.secrets if proxies is not None else (),
         )
+        # A profile is scrubbed as its error bodies are: what Amperity answers may quote
+        # the key it was sent (an echo, or an attribute fed from events carrying it).
+        self._scrub = responses.Scrubber(
+            integration, proxies.secrets if proxies is not None else ()
+        )
 
     def __repr__(self) -> str:
         return f"AmperityClient(integration={self._integration.id!r}, base_url={self._base_url!r})"
@@ -191,7 +197,8 @@ class AmperityClient:
             deadline: Absolute ``clock()`` time by which the call, retries included, ends.
 
         Returns:
-            The profile, or None when nothing matches (404).
+            The profile, or None when nothing matches (404). Any of the integration's
+            keys in its attributes is replaced with ``[REDACTED]`` (``responses.Scrubber``).
 
         Raises:
             ProfileUnavailable: When the integration has no Profile API key or collection.
@@ -226,7 +233,8 @@ class AmperityClient:
             deadline: Absolute ``clock()`` time by which the call, retries included, ends.
 
         Returns:
-            The profile, or None when it is not in the collection (404).
+            The profile, or None when it is not in the collection (404). Any of the
+            integration's keys in its attributes is replaced with ``[REDACTED]``.
 
         Raises:
             ProfileUnavailable: When the integration has no Profile API key or collection.
@@ -282,9 +290,14 @@ class AmperityClient:
             problem = f"its body is too large to be a profile ({oversized}), so it was not read"
         else:
             try:
-                return profile_from_json(orjson.loads(response.content), collection_id, profile_id)
+                profile = profile_from_json(
+                    orjson.loads(response.content), collection_id, profile_id
+                )
             except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 problem = f"its body is not a profile ({exc})"
+            else:
+                # Here, once per answer, before anything caches it: cache hits pay nothing.
+                return replace(profile, attributes=self._scrub.json(profile.attributes))
         error = responses.bad_response(
             self._integration, request.endpoint, response.status_code, problem, call.attempts
         )

@@ -72,34 +72,63 @@ def _pieces(secret: str) -> frozenset[str]:
     )
 
 
+class Scrubber:
+    """Replaces an integration's tokens, and other credentials, in Amperity's answers.
+
+    Built once per client (the forms and pieces worked out once), so that scrubbing every
+    string of a profile answer costs no more than the replacements themselves.
+
+    Args:
+        integration: Whose ``api_key`` and ``profile_api_key`` to replace, whole, base64-
+            encoded, or any 12 characters of their payload or signature.
+        also: Other credentials the requests carry (a proxy's, whose error page may quote
+            its Proxy-Authorization), replaced whole or base64-encoded only: a proxy URL's
+            host is no secret.
+    """
+
+    def __init__(self, integration: IntegrationSettings, also: Iterable[str] = ()) -> None:
+        secrets = [secret for secret in _secrets(integration) if secret]
+        self._whole = [
+            *scrub_forms(also),
+            *(form for secret in secrets for form in (secret, *encoded_forms(secret))),
+        ]
+        self._pieces: frozenset[str] = frozenset().union(*(_pieces(s) for s in secrets))
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every token and credential, whole or in part, replaced."""
+        for form in self._whole:
+            text = text.replace(form, _REDACTED)
+        if not self._pieces:
+            return text
+        return _TOKEN_RUN.sub(self._redact_run, text)
+
+    def _redact_run(self, run: re.Match[str]) -> str:
+        found = run[0]
+        for start in range(len(found) - _PIECE_CHARS + 1):
+            if found[start : start + _PIECE_CHARS] in self._pieces:
+                return _REDACTED
+        return found
+
+    def json(self, value: Any) -> Any:
+        """A copy of a decoded JSON value with every string in it (keys too) scrubbed."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(k): self.json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json(v) for v in value]
+        return value
+
+
 def scrub(text: str, integration: IntegrationSettings, also: Iterable[str] = ()) -> str:
     """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
 
     Whole tokens first, as written or base64-encoded (an echoed Basic header); then any
     run of token characters holding 12 characters of a key's payload or signature: an echo
     may be partial (one segment, a cut head, the tail). ``also``: other credentials the
-    request carried (a proxy's, whose error page may quote its Proxy-Authorization),
-    replaced whole or base64-encoded only: a proxy URL's host is no secret.
+    request carried, replaced whole or base64-encoded only (see ``Scrubber``).
     """
-    for form in scrub_forms(also):
-        text = text.replace(form, _REDACTED)
-    secrets = [secret for secret in _secrets(integration) if secret]
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-        for form in encoded_forms(secret):
-            text = text.replace(form, _REDACTED)
-    pieces = frozenset().union(*(_pieces(secret) for secret in secrets))
-    if not pieces:
-        return text
-
-    def redact(run: re.Match[str]) -> str:
-        found = run[0]
-        for start in range(len(found) - _PIECE_CHARS + 1):
-            if found[start : start + _PIECE_CHARS] in pieces:
-                return _REDACTED
-        return found
-
-    return _TOKEN_RUN.sub(redact, text)
+    return Scrubber(integration, also)(text)
 
 
 def parse_error_body(

@@ -1351,3 +1351,44 @@ def test_an_api_key_quoted_by_a_validator_is_described_by_its_look() -> None:
     )
     assert "c2lnbmF0dXJlLWNhbmFyeQ" not in problem and "eyJzdWIiOiJjYW5hcnkifQ" not in problem
     assert "unknown transform '<an API key>'" in problem
+
+
+@pytest.mark.parametrize(
+    ("blueprint", "location"),
+    [
+        (
+            {"global_mappings": [{"source": "context.consent", "target": "consent"}]},
+            "global_mappings[0]",
+        ),
+        (
+            {
+                "handlers": {
+                    "wish": {
+                        "type": "add_to_wishlist",
+                        "events": ["Product Wishlisted"],
+                        "mappings": [{"source": "properties.sku", "target": "sku id"}],
+                    }
+                }
+            },
+            "handlers.wish.mappings[0]",
+        ),
+    ],
+)
+def test_a_blueprint_target_is_told_the_payload_key_fix_not_the_query_parameter_one(
+    blueprint: dict[str, Any], location: str
+) -> None:
+    """A blueprint target is a flat payload key: it was told to be a query parameter name."""
+    [problem] = problems_of({"integrations": [integration(blueprint=blueprint)]})
+    assert problem.startswith(f"integrations[0].blueprint.{location}.target: target ")
+    assert "key of the flat JSON payload" in problem and "e.g. page_url" in problem
+    assert "query parameter" not in problem and "pageCategory" not in problem
+
+
+def test_a_context_mapping_target_keeps_the_query_parameter_fix() -> None:
+    """A personalisation target is sent as a query parameter: its fix says so."""
+    mappings = [{"source": "properties.category", "target": "enrich"}]
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert problem.startswith("integrations[0].personalisation_context_mappings[0].target: ")
+    assert "query parameter name" in problem and "flat JSON payload" not in problem

@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from amperity_signal.blueprint.paths import compile_path
+from amperity_signal.blueprint.paths import EVENT_ROOTS, compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, configured_secrets, resolve_secrets
 from amperity_signal.config_messages import translate
@@ -93,8 +93,18 @@ class ContextMapping(_Strict):
     @field_validator("source")
     @classmethod
     def _source_is_a_path(cls, source: str) -> str:
-        """The blueprint's path syntax: resolving ``a..b`` raises, on every resolved event."""
-        compile_path(source)
+        """A path into the event, in the blueprint's syntax.
+
+        Resolving ``a..b`` raises, on every resolved event; a path starting with no part of
+        the event (``propertes.category``) finds nothing, and personalisation never applies.
+        ``check-config`` tells the second with a guess (``config_checks``).
+        """
+        root = compile_path(source)[0][0]
+        if root not in EVENT_ROOTS:
+            raise ValueError(
+                f"{quoted(source)} does not start with a part of the event "
+                f"({', '.join(EVENT_ROOTS)}), so it never finds a value"
+            )
         return source
 
     @field_validator("target")

@@ -10,12 +10,16 @@ from typing import Any
 
 import pytest
 import tomli_w
+from pydantic import ValidationError
 
-from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
+from amperity_signal.blueprint.paths import EVENT_ROOTS
+from amperity_signal.config import ContextMapping, GatewayTable, load_settings, settings_from_dict
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
+from amperity_signal.enrich.result import attach
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
+from amperity_signal.service.convert import event_to_dict
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.support import base64_echoes, mint_keys, reveals_encoded
@@ -320,6 +324,66 @@ def test_a_context_mapping_source_that_is_no_path_is_refused_at_load(source: str
     )
     assert "integrations[0].personalisation_context_mappings[0].source" in problem
     assert f"invalid path {source!r}" in problem and "context.page.path" in problem
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_a_context_source_starting_with_no_part_of_the_event_is_refused_with_a_guess(
+    as_text: bool,
+) -> None:
+    """``propertes.category`` loaded and found nothing on any event: personalisation never ran."""
+    mappings: Any = [{"source": "propertes.category", "target": "pageCategory"}]
+    if as_text:
+        mappings = json.dumps(mappings)
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert problem.startswith(
+        "integrations[0].personalisation_context_mappings[0].source: 'propertes.category' "
+        "does not start with a part of the event"
+    )
+    assert "personalisation never applies" in problem
+    assert "did you mean 'properties'?" in problem
+    for root in ("context.", "properties.", "traits.", "partner_attrs.", "amperity_id"):
+        assert root in problem
+
+
+def test_a_context_source_like_no_part_of_the_event_gets_the_roots_without_a_guess() -> None:
+    """``page.path`` (context. left out) is refused with the roots, and no wrong guess."""
+    mappings = [{"source": "page.path", "target": "pagePath"}]
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert "personalisation_context_mappings[0].source: 'page.path' does not start" in problem
+    assert "did you mean" not in problem and "context., properties." in problem
+
+
+def test_a_context_source_is_refused_by_the_model_too() -> None:
+    """Settings built without check-config (tests, embedders) refuse the typo as well."""
+    with pytest.raises(ValidationError) as refused:
+        ContextMapping(source="propertes.category", target="pageCategory")
+    assert "does not start with a part of the event" in str(refused.value)
+
+
+def test_every_part_of_an_event_is_a_context_source_root() -> None:
+    """The roots allowed are the keys of the event dict enrichment reads: none refused."""
+    event = pb.Event(
+        message_id="m",
+        type="track",
+        event="view_item",
+        anonymous_id="a",
+        canonical_id="c",
+        user_id="u",
+        context=pb.Context(ip="127.0.0.1"),
+    )
+    event.timestamp.GetCurrentTime()
+    for part in ("properties", "traits", "partner_attrs"):
+        getattr(event, part).update({"x": "y"})
+    keys = set(attach(event_to_dict(event), "p-1", {"Persona": "Value Hunter"}))
+    assert keys == set(EVENT_ROOTS)
+    mappings = [{"source": f"{key}.x", "target": f"t_{key}"} for key in sorted(keys)]
+    settings_from_dict(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}, {}
+    )
 
 
 @pytest.mark.parametrize("as_text", [False, True])
@@ -804,7 +868,11 @@ def test_a_cache_byte_bound_under_one_mib_is_refused_naming_the_field() -> None:
         (
             {
                 "integrations": [
-                    integration(personalisation_context_mappings=[{"source": "a", "target": "a b"}])
+                    integration(
+                        personalisation_context_mappings=[
+                            {"source": "properties.a", "target": "a b"}
+                        ]
+                    )
                 ]
             },
             ["target: has characters that are not allowed", "query parameter name"],

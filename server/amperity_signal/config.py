@@ -45,6 +45,7 @@ from amperity_signal.config_values import (
     withheld,
 )
 from amperity_signal.errors import ConfigError, ConfigProblem
+from amperity_signal.limits import MAX_PIPELINE_KEY, PIPELINE_KEY
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
@@ -248,6 +249,27 @@ class IntegrationSettings(_Strict):
     @field_serializer("pipeline_key")
     def _masked(self, _: str) -> str:
         return "**********"
+
+    @field_validator("pipeline_key")
+    @classmethod
+    def _a_key_the_gateway_takes(cls, key: str) -> str:
+        """A key the gateway takes (``limits.PIPELINE_KEY``): it refuses others every time.
+
+        The fault is told by length or position, never quoted: the key is a secret.
+        """
+        if PIPELINE_KEY.fullmatch(key):
+            return key
+        refused = "so the gateway would refuse every request made with it"
+        if len(key) > MAX_PIPELINE_KEY:
+            raise ValueError(
+                f"is {len(key)} characters long, more than the {MAX_PIPELINE_KEY} a pipeline "
+                f"key may have, {refused}"
+            )
+        at = next(i for i, char in enumerate(key) if not "\x21" <= char <= "\x7e")
+        raise ValueError(
+            f"holds a space, a control character or a non-ASCII character at position {at}, "
+            f"{refused}"
+        )
 
     @field_validator("linking_keys", "personalisation_context_mappings", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import closest, did_you_mean, holds_key
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.limits import PIPELINE_KEY_RULE
 
 MISSING_FIX = "add it; see the Configuration table of the integration guide."
 UNKNOWN_FIX = "remove it, or check its spelling against the Configuration table."
@@ -103,6 +104,10 @@ _FIELD_FIXES = {
     ),
     "global_mappings[].target": _BLUEPRINT_TARGET_FIX,
     "mappings[].target": _BLUEPRINT_TARGET_FIX,
+    "pipeline_key": (
+        f"use a key of {PIPELINE_KEY_RULE} (e.g. pk_live_acme_web), the one your pages and "
+        "callers send; if it was pasted, copy it again from Datafly."
+    ),
     "browser_attribute_allowlist": (
         'write the attribute names as CSV, e.g. "Persona,LifetimeTier", or as an array of '
         'strings, e.g. ["Persona", "LifetimeTier"].'

@@ -17,6 +17,8 @@ from amperity_signal.config import ContextMapping, GatewayTable, load_settings, 
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.enrich.result import attach
 from amperity_signal.errors import ConfigError
+from amperity_signal.gateway import routes_api
+from amperity_signal.gateway.errors import GatewayError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
 from amperity_signal.service.convert import event_to_dict
@@ -1460,3 +1462,42 @@ def test_a_context_mapping_target_keeps_the_query_parameter_fix() -> None:
     )
     assert problem.startswith("integrations[0].personalisation_context_mappings[0].target: ")
     assert "query parameter name" in problem and "flat JSON payload" not in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("canary_ï_7Qx2", "at position 7"),
+        ("canary 7Qx2", "at position 6"),
+        ("canary_7Qx2\n", "at position 11"),
+        ("canary_" + "x" * 194, "is 201 characters long, more than the 200"),
+    ],
+    ids=["non-ascii", "space", "newline", "too-long"],
+)
+def test_a_pipeline_key_the_gateway_would_refuse_is_refused_at_load_unquoted(
+    key: str, words: str
+) -> None:
+    """check-config and serve took keys the gateway then refused on every request."""
+    [problem] = problems_of({"integrations": [integration(pipeline_key=key)]})
+    assert problem.startswith("integrations[0].pipeline_key: ")
+    assert words in problem and "the gateway would refuse every request" in problem
+    assert "1-200 printable ASCII characters, with no spaces" in problem
+    assert "canary" not in problem
+
+
+@pytest.mark.parametrize(
+    "key", ["p", "pk_live_" + "x" * 192, "pk_web", "pk_!#$%&'()*+,-./:;<=>?@[]^`{|}~", " pk", "pk "]
+)
+def test_the_configuration_takes_exactly_the_pipeline_keys_the_gateway_takes(key: str) -> None:
+    """One rule for both: a key loads if and only if the gateway's routes accept it."""
+    try:
+        routes_api._pipeline_key(key, {})
+        gateway_takes = True
+    except GatewayError:
+        gateway_takes = False
+    try:
+        settings_from_dict({"integrations": [integration(pipeline_key=key)]}, {})
+        loads = True
+    except ConfigError:
+        loads = False
+    assert loads is gateway_takes

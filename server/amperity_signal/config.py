@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from amperity_signal.blueprint.paths import compile_path
+from amperity_signal.blueprint.paths import EVENT_ROOTS, compile_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, configured_secrets, resolve_secrets
 from amperity_signal.config_messages import translate
@@ -45,6 +45,7 @@ from amperity_signal.config_values import (
     withheld,
 )
 from amperity_signal.errors import ConfigError, ConfigProblem
+from amperity_signal.limits import MAX_PIPELINE_KEY, PIPELINE_KEY
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
@@ -93,8 +94,18 @@ class ContextMapping(_Strict):
     @field_validator("source")
     @classmethod
     def _source_is_a_path(cls, source: str) -> str:
-        """The blueprint's path syntax: resolving ``a..b`` raises, on every resolved event."""
-        compile_path(source)
+        """A path into the event, in the blueprint's syntax.
+
+        Resolving ``a..b`` raises, on every resolved event; a path starting with no part of
+        the event (``propertes.category``) finds nothing, and personalisation never applies.
+        ``check-config`` tells the second with a guess (``config_checks``).
+        """
+        root = compile_path(source)[0][0]
+        if root not in EVENT_ROOTS:
+            raise ValueError(
+                f"{quoted(source)} does not start with a part of the event "
+                f"({', '.join(EVENT_ROOTS)}), so it never finds a value"
+            )
         return source
 
     @field_validator("target")
@@ -238,6 +249,27 @@ class IntegrationSettings(_Strict):
     @field_serializer("pipeline_key")
     def _masked(self, _: str) -> str:
         return "**********"
+
+    @field_validator("pipeline_key")
+    @classmethod
+    def _a_key_the_gateway_takes(cls, key: str) -> str:
+        """A key the gateway takes (``limits.PIPELINE_KEY``): it refuses others every time.
+
+        The fault is told by length or position, never quoted: the key is a secret.
+        """
+        if PIPELINE_KEY.fullmatch(key):
+            return key
+        refused = "so the gateway would refuse every request made with it"
+        if len(key) > MAX_PIPELINE_KEY:
+            raise ValueError(
+                f"is {len(key)} characters long, more than the {MAX_PIPELINE_KEY} a pipeline "
+                f"key may have, {refused}"
+            )
+        at = next(i for i, char in enumerate(key) if not "\x21" <= char <= "\x7e")
+        raise ValueError(
+            f"holds a space, a control character or a non-ASCII character at position {at}, "
+            f"{refused}"
+        )
 
     @field_validator("linking_keys", "personalisation_context_mappings", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from amperity_signal.blueprint.loader import VERTICALS
+from amperity_signal.blueprint.paths import EVENT_FIELDS, EVENT_ROOTS, EVENT_TABLES
 from amperity_signal.config_values import (
     check_cache,
     check_integration_values,
@@ -285,6 +286,7 @@ def _check_integration(
     problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     problems.extend(_check_context_targets(where, table.get("personalisation_context_mappings")))
+    problems.extend(_check_context_sources(where, table.get("personalisation_context_mappings")))
     return problems
 
 
@@ -522,6 +524,36 @@ def _check_context_targets(where: str, value: Any) -> list[ConfigProblem]:
                 f"personalisation_context_mappings[{first[target]}]; each call sends one value "
                 "per target, so one of the two would be dropped without a word.",
                 "give each mapping its own target, or remove one of the two.",
+            )
+        )
+    return problems
+
+
+def _check_context_sources(where: str, value: Any) -> list[ConfigProblem]:
+    """A context source starting with no part of the event: personalisation never applies.
+
+    ``propertes.category`` is a valid path that finds nothing on any event, so no context
+    is ever sent. A path that is no path at all (``a..b``) is pydantic's to report.
+    """
+    problems = []
+    for index, entry in enumerate(_json_array(value)):
+        source = entry.get("source") if isinstance(entry, dict) else None
+        if not isinstance(source, str) or any(not part for part in source.split(".")):
+            continue
+        root = source.split(".", 1)[0]
+        if root in EVENT_ROOTS:
+            continue
+        # The root is not quoted alone: a pasted key's first part would be; quoted() knows
+        # the whole source for one.
+        problems.append(
+            ConfigProblem(
+                f"{where}.personalisation_context_mappings[{index}].source",
+                f"{quoted(source)} does not start with a part of the event, so it never "
+                "finds a value and personalisation never applies.",
+                f"{did_you_mean(root, EVENT_ROOTS)}start the path with one of "
+                f"{', '.join(f'{table}.' for table in EVENT_TABLES)} (e.g. "
+                "properties.category), or make it a flat event field: "
+                f"{', '.join(EVENT_FIELDS)}.",
             )
         )
     return problems

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import closest, did_you_mean, holds_key
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.limits import PIPELINE_KEY_RULE
 
 MISSING_FIX = "add it; see the Configuration table of the integration guide."
 UNKNOWN_FIX = "remove it, or check its spelling against the Configuration table."
@@ -71,6 +72,11 @@ _PLAIN = {
 
 _LINKING_KEY = '{"source": "email", "key": "email_sha256", "hash": "sha256"}'
 _CONTEXT_MAPPING = '{"source": "properties.category", "target": "pageCategory"}'
+_BLUEPRINT_TARGET_FIX = (
+    "it is a key of the flat JSON payload sent to Amperity: use letters, digits and _, not "
+    "starting with a digit, e.g. page_url; not source, type or consent, which the blueprint "
+    "engine writes itself."
+)
 
 # Fixes for the fields whose value has a structure of its own, by the field's name.
 _FIELD_FIXES = {
@@ -90,9 +96,17 @@ _FIELD_FIXES = {
     "personalisation_context_mappings[]": (
         f"write each mapping as an object, e.g. {_CONTEXT_MAPPING}."
     ),
-    "target": (
+    # A personalisation target is a query parameter name; a blueprint target is a key of
+    # the flat payload: one field name, two rules, so these are keyed by their array too.
+    "personalisation_context_mappings[].target": (
         "it is sent as a query parameter name: use letters, digits and _, not starting with "
         "a digit, at most 64 characters, e.g. pageCategory."
+    ),
+    "global_mappings[].target": _BLUEPRINT_TARGET_FIX,
+    "mappings[].target": _BLUEPRINT_TARGET_FIX,
+    "pipeline_key": (
+        f"use a key of {PIPELINE_KEY_RULE} (e.g. pk_live_acme_web), the one your pages and "
+        "callers send; if it was pasted, copy it again from Datafly."
     ),
     "browser_attribute_allowlist": (
         'write the attribute names as CSV, e.g. "Persona,LifetimeTier", or as an array of '
@@ -143,7 +157,7 @@ def translate(
             )
         else:
             problem, fix = _describe(kind, error, _field(error["loc"]).removesuffix("[]"))
-            field_fix = _FIELD_FIXES.get(_field(error["loc"]))
+            field_fix = _field_fix(error["loc"])
             problems.append(ConfigProblem(location, problem, field_fix or fix))
     return problems
 
@@ -217,6 +231,20 @@ def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
         return _PLAIN[kind]
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{message.rstrip('.')}.", "correct the value as the message says."
+
+
+def _field_fix(loc: tuple[int | str, ...]) -> str | None:
+    """The fix written for the field at ``loc``, if any.
+
+    A field of an array's item is looked up by its array and name first
+    (``mappings[].target``), then by its name alone.
+    """
+    names = [part for part in loc if isinstance(part, str)]
+    if len(loc) >= 2 and isinstance(loc[-2], int) and isinstance(loc[-1], str) and len(names) > 1:
+        fix = _FIELD_FIXES.get(f"{names[-2]}[].{names[-1]}")
+        if fix is not None:
+            return fix
+    return _FIELD_FIXES.get(_field(loc))
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MAX_ANONYMOUS_ID = 200
 """The longest anonymous id accepted anywhere: an event's (Deliver, DeliverStream, Enrich,
 the gateway's collector routes) and a visitor's (BrowserProfile, RecordConsent,
@@ -27,3 +29,15 @@ CANONICAL_ID_TOO_LONG = (
     "Datafly's canonical visitor id, or leave it out and the anonymous id is used."
 )
 """Why a canonical id is refused, after the field's name, wherever it is refused."""
+
+MAX_PIPELINE_KEY = 200
+"""The longest pipeline key the gateway takes, and so the longest the configuration takes."""
+
+PIPELINE_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_PIPELINE_KEY}}}")
+"""What a pipeline key is, to ``fullmatch``: 1-200 printable ASCII characters, no space.
+
+The gateway refuses any other key on every request (it travels in a header or a query
+parameter, then as gRPC metadata), so the configuration refuses to set one."""
+
+PIPELINE_KEY_RULE = f"1-{MAX_PIPELINE_KEY} printable ASCII characters, with no spaces"
+"""The rule said in words, wherever a pipeline key is refused (never the key: a secret)."""

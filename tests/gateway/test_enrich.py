@@ -266,6 +266,21 @@ async def test_non_ascii_pipeline_key_is_refused(gateway: httpx.AsyncClient) -> 
     assert response.json()["error"]["code"] == "INVALID_PIPELINE_KEY"
 
 
+@pytest.mark.parametrize("key", ["pk_web%0A", "pk%20web", "pk_" + "a" * 198])
+async def test_a_pipeline_key_outside_the_rule_is_refused_whole(
+    gateway: httpx.AsyncClient, key: str
+) -> None:
+    """The rule holds to the key's end: a trailing newline slipped past ``$`` to a 404."""
+    response = await gateway.get(f"{ENRICH}&anonymous_id=v1&pipeline_key={key}")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_PIPELINE_KEY",
+        "message": "A pipeline key is 1-200 printable ASCII characters, with no spaces; copy "
+        "it from the integration.",
+        "field": "pipeline_key",
+    }
+
+
 async def test_unknown_pipeline_key_is_404(gateway: httpx.AsyncClient) -> None:
     """The service's NOT_FOUND for an unknown key becomes 404 UNKNOWN_PIPELINE_KEY."""
     response = await gateway.get(f"{ENRICH}&anonymous_id=v1", headers={"X-Pipeline-Key": "pk_x"})

@@ -10,12 +10,18 @@ from typing import Any
 
 import pytest
 import tomli_w
+from pydantic import ValidationError
 
-from amperity_signal.config import GatewayTable, load_settings, settings_from_dict
+from amperity_signal.blueprint.paths import EVENT_ROOTS
+from amperity_signal.config import ContextMapping, GatewayTable, load_settings, settings_from_dict
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
+from amperity_signal.enrich.result import attach
 from amperity_signal.errors import ConfigError
+from amperity_signal.gateway import routes_api
+from amperity_signal.gateway.errors import GatewayError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
+from amperity_signal.service.convert import event_to_dict
 from amperity_signal.setup_advice import setup_warnings
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.support import base64_echoes, mint_keys, reveals_encoded
@@ -320,6 +326,66 @@ def test_a_context_mapping_source_that_is_no_path_is_refused_at_load(source: str
     )
     assert "integrations[0].personalisation_context_mappings[0].source" in problem
     assert f"invalid path {source!r}" in problem and "context.page.path" in problem
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_a_context_source_starting_with_no_part_of_the_event_is_refused_with_a_guess(
+    as_text: bool,
+) -> None:
+    """``propertes.category`` loaded and found nothing on any event: personalisation never ran."""
+    mappings: Any = [{"source": "propertes.category", "target": "pageCategory"}]
+    if as_text:
+        mappings = json.dumps(mappings)
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert problem.startswith(
+        "integrations[0].personalisation_context_mappings[0].source: 'propertes.category' "
+        "does not start with a part of the event"
+    )
+    assert "personalisation never applies" in problem
+    assert "did you mean 'properties'?" in problem
+    for root in ("context.", "properties.", "traits.", "partner_attrs.", "amperity_id"):
+        assert root in problem
+
+
+def test_a_context_source_like_no_part_of_the_event_gets_the_roots_without_a_guess() -> None:
+    """``page.path`` (context. left out) is refused with the roots, and no wrong guess."""
+    mappings = [{"source": "page.path", "target": "pagePath"}]
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert "personalisation_context_mappings[0].source: 'page.path' does not start" in problem
+    assert "did you mean" not in problem and "context., properties." in problem
+
+
+def test_a_context_source_is_refused_by_the_model_too() -> None:
+    """Settings built without check-config (tests, embedders) refuse the typo as well."""
+    with pytest.raises(ValidationError) as refused:
+        ContextMapping(source="propertes.category", target="pageCategory")
+    assert "does not start with a part of the event" in str(refused.value)
+
+
+def test_every_part_of_an_event_is_a_context_source_root() -> None:
+    """The roots allowed are the keys of the event dict enrichment reads: none refused."""
+    event = pb.Event(
+        message_id="m",
+        type="track",
+        event="view_item",
+        anonymous_id="a",
+        canonical_id="c",
+        user_id="u",
+        context=pb.Context(ip="127.0.0.1"),
+    )
+    event.timestamp.GetCurrentTime()
+    for part in ("properties", "traits", "partner_attrs"):
+        getattr(event, part).update({"x": "y"})
+    keys = set(attach(event_to_dict(event), "p-1", {"Persona": "Value Hunter"}))
+    assert keys == set(EVENT_ROOTS)
+    mappings = [{"source": f"{key}.x", "target": f"t_{key}"} for key in sorted(keys)]
+    settings_from_dict(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}, {}
+    )
 
 
 @pytest.mark.parametrize("as_text", [False, True])
@@ -804,7 +870,11 @@ def test_a_cache_byte_bound_under_one_mib_is_refused_naming_the_field() -> None:
         (
             {
                 "integrations": [
-                    integration(personalisation_context_mappings=[{"source": "a", "target": "a b"}])
+                    integration(
+                        personalisation_context_mappings=[
+                            {"source": "properties.a", "target": "a b"}
+                        ]
+                    )
                 ]
             },
             ["target: has characters that are not allowed", "query parameter name"],
@@ -1351,3 +1421,83 @@ def test_an_api_key_quoted_by_a_validator_is_described_by_its_look() -> None:
     )
     assert "c2lnbmF0dXJlLWNhbmFyeQ" not in problem and "eyJzdWIiOiJjYW5hcnkifQ" not in problem
     assert "unknown transform '<an API key>'" in problem
+
+
+@pytest.mark.parametrize(
+    ("blueprint", "location"),
+    [
+        (
+            {"global_mappings": [{"source": "context.consent", "target": "consent"}]},
+            "global_mappings[0]",
+        ),
+        (
+            {
+                "handlers": {
+                    "wish": {
+                        "type": "add_to_wishlist",
+                        "events": ["Product Wishlisted"],
+                        "mappings": [{"source": "properties.sku", "target": "sku id"}],
+                    }
+                }
+            },
+            "handlers.wish.mappings[0]",
+        ),
+    ],
+)
+def test_a_blueprint_target_is_told_the_payload_key_fix_not_the_query_parameter_one(
+    blueprint: dict[str, Any], location: str
+) -> None:
+    """A blueprint target is a flat payload key: it was told to be a query parameter name."""
+    [problem] = problems_of({"integrations": [integration(blueprint=blueprint)]})
+    assert problem.startswith(f"integrations[0].blueprint.{location}.target: target ")
+    assert "key of the flat JSON payload" in problem and "e.g. page_url" in problem
+    assert "query parameter" not in problem and "pageCategory" not in problem
+
+
+def test_a_context_mapping_target_keeps_the_query_parameter_fix() -> None:
+    """A personalisation target is sent as a query parameter: its fix says so."""
+    mappings = [{"source": "properties.category", "target": "enrich"}]
+    [problem] = problems_of(
+        {"integrations": [integration(personalisation_context_mappings=mappings)]}
+    )
+    assert problem.startswith("integrations[0].personalisation_context_mappings[0].target: ")
+    assert "query parameter name" in problem and "flat JSON payload" not in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("canary_ï_7Qx2", "at position 7"),
+        ("canary 7Qx2", "at position 6"),
+        ("canary_7Qx2\n", "at position 11"),
+        ("canary_" + "x" * 194, "is 201 characters long, more than the 200"),
+    ],
+    ids=["non-ascii", "space", "newline", "too-long"],
+)
+def test_a_pipeline_key_the_gateway_would_refuse_is_refused_at_load_unquoted(
+    key: str, words: str
+) -> None:
+    """check-config and serve took keys the gateway then refused on every request."""
+    [problem] = problems_of({"integrations": [integration(pipeline_key=key)]})
+    assert problem.startswith("integrations[0].pipeline_key: ")
+    assert words in problem and "the gateway would refuse every request" in problem
+    assert "1-200 printable ASCII characters, with no spaces" in problem
+    assert "canary" not in problem
+
+
+@pytest.mark.parametrize(
+    "key", ["p", "pk_live_" + "x" * 192, "pk_web", "pk_!#$%&'()*+,-./:;<=>?@[]^`{|}~", " pk", "pk "]
+)
+def test_the_configuration_takes_exactly_the_pipeline_keys_the_gateway_takes(key: str) -> None:
+    """One rule for both: a key loads if and only if the gateway's routes accept it."""
+    try:
+        routes_api._pipeline_key(key, {})
+        gateway_takes = True
+    except GatewayError:
+        gateway_takes = False
+    try:
+        settings_from_dict({"integrations": [integration(pipeline_key=key)]}, {})
+        loads = True
+    except ConfigError:
+        loads = False
+    assert loads is gateway_takes

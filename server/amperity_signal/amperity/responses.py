@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from amperity_signal.amperity.endpoints import EVENTS
+from amperity_signal.amperity.endpoints import EVENTS, LOOKUP, PROFILE
 from amperity_signal.amperity.tokens import jwt_expiry
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.config_values import jwt_private_parts
@@ -224,12 +224,26 @@ _RULES: dict[tuple[str | None, int], _Rule] = {
         "Amperity rejected the event as malformed (400).{said} The body must be exactly one "
         "JSON object; check the blueprint mapping.",
     ),
-    (None, 400): (
+    # The API notes: a lookup is 400 when it carries no keys, and a key the collection's
+    # linking_keys lacks is 404, not 400; a profile GET has no documented 400 at all.
+    (LOOKUP, 400): (
         AmperityRejected,
         "AMPERITY_BAD_REQUEST",
-        "Amperity rejected the {endpoint} request as malformed (400).{said} Check that "
-        "linking_keys names keys in the collection's linking_keys and that "
-        "personalisation_context_mappings targets are ones the collection knows.",
+        "Amperity rejected the lookup as malformed (400).{said} Amperity answers 400 to a "
+        "keychain lookup that carries no keys, and amperity-signal always sends one linking "
+        "key with its value, so the body did not reach Amperity as it was sent (a key "
+        "missing from the collection's linking_keys is a 404, not a 400). Check that "
+        "nothing on the way (an outbound proxy, or the host api_base_url names) changes the "
+        "POST body; if nothing does, report it as a bug in amperity-signal with the "
+        "request_id.",
+    ),
+    (PROFILE, 400): (
+        AmperityRejected,
+        "AMPERITY_BAD_REQUEST",
+        "Amperity rejected the profile request as malformed (400).{said} Amperity documents "
+        "no 400 for a profile GET, which carries only the profile id a lookup returned and "
+        "enrich=true (a profile not in the collection is a 404). Check that api_base_url "
+        "points at Amperity's Real-time API; if it does, report it with the request_id.",
     ),
     (EVENTS, 413): (
         AmperityRejected,
@@ -256,6 +270,17 @@ _RULES: dict[tuple[str | None, int], _Rule] = {
     (None, 411): _CONNECTOR_BUG,
     (None, 415): _CONNECTOR_BUG,
 }
+_PERSONALISED_PROFILE_400: _Rule = (
+    AmperityRejected,
+    "AMPERITY_BAD_REQUEST",
+    "Amperity rejected the profile request as malformed (400).{said} Amperity documents no "
+    "400 for a profile GET, which carries the profile id a lookup returned, enrich=true and, "
+    "for a personalised call, one query parameter per personalisation_context_mappings "
+    "target (a profile not in the collection is a 404). Check that your tenant's "
+    "context-sensitive attribute logic accepts those targets and the values the mappings "
+    "read; then that api_base_url points at Amperity's Real-time API.",
+)
+"""A profile 400 when personalisation is on: its context parameters are what it adds."""
 _UNEXPECTED: _Rule = (
     AmperityRejected,
     "AMPERITY_UNEXPECTED_STATUS",
@@ -299,11 +324,16 @@ def rejection(
 ) -> AmperityError:
     """The permanent error for a non-retryable status (404 on profile calls is not one)."""
     expired = _expired_key_rule(endpoint, integration) if status == 401 else None
-    error_class, reason, template = (
-        expired[0]
-        if expired
-        else _RULES.get((endpoint, status), _RULES.get((None, status), _UNEXPECTED))
+    personalised = integration.personalisation_enabled and bool(
+        integration.personalisation_context_mappings
     )
+    if expired:
+        rule = expired[0]
+    elif (endpoint, status) == (PROFILE, 400) and personalised:
+        rule = _PERSONALISED_PROFILE_400
+    else:
+        rule = _RULES.get((endpoint, status), _RULES.get((None, status), _UNEXPECTED))
+    error_class, reason, template = rule
     # Every variable of the message is in the metadata (AIP-193), status_code and
     # attempts added by the error itself.
     meta = _metadata(integration, endpoint, body)

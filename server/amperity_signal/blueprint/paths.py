@@ -13,6 +13,24 @@ from typing import Any
 
 from amperity_signal.config_values import quoted
 
+EVENT_TABLES = ("context", "properties", "traits", "partner_attrs")
+"""The event dict's nested parts: a path into one goes on past it (``properties.category``)."""
+
+EVENT_FIELDS = (
+    "message_id",
+    "type",
+    "event",
+    "anonymous_id",
+    "canonical_id",
+    "user_id",
+    "timestamp",
+    "amperity_id",
+)
+"""The event dict's flat fields (``amperity_id`` once enrichment resolved the visitor)."""
+
+EVENT_ROOTS = EVENT_TABLES + EVENT_FIELDS
+"""Every top-level key of the event dict (docs/blueprint.md): where a path can start."""
+
 Segment = tuple[str, int | None]
 """One path segment: the key and, when the segment is a non-negative integer, its index."""
 

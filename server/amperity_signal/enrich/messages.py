@@ -110,14 +110,42 @@ def _status(status_code: int | None) -> str:
     return "no answer" if status_code is None else f"HTTP {status_code}"
 
 
-def log_failure(logger: logging.Logger, integration_id: str, endpoint: str, reason: str) -> None:
-    """Log the spec's ``partner resolve failed`` warning: integration and reason, nothing else."""
+def log_failure(
+    logger: logging.Logger, integration_id: str, endpoint: str, exc: AmperityError
+) -> None:
+    """Log the spec's ``partner resolve failed`` warning for a failed Profile API call.
+
+    The integration, the call, the reason and the fix: the text the call's warning carries
+    (``partner_error``), for an operator who reads only the logs (BrowserProfile and
+    ``/v1/enrich`` traffic returns no warnings). Never an identifier or a token: the
+    client's messages name fields, and Amperity's words in them are scrubbed of keys.
+    """
+    _log(logger, integration_id, endpoint, exc.reason, partner_error(exc, stale=False))
+
+
+def log_breaker_opened(
+    logger: logging.Logger, integration_id: str, endpoint: str, failures: int, retry_in: float
+) -> None:
+    """Log that this failure opened the breaker (``reason=BREAKER_OPEN``), with its warning."""
+    _log(
+        logger,
+        integration_id,
+        endpoint,
+        "BREAKER_OPEN",
+        breaker_open(failures, retry_in, stale=False),
+    )
+
+
+def _log(
+    logger: logging.Logger, integration_id: str, endpoint: str, reason: str, warning: str
+) -> None:
     logger.warning(
-        "%s: integration=%s endpoint=%s reason=%s",
+        "%s: integration=%s endpoint=%s reason=%s: %s",
         RESOLVE_FAILED,
         integration_id,
         endpoint,
         reason,
+        warning.removeprefix(f"{RESOLVE_FAILED}: "),
     )
 
 

@@ -184,10 +184,14 @@ class Personaliser:
                     profile_id, context=dict(context), deadline=deadline
                 )
             except AmperityError as exc:
-                messages.log_failure(self._logger, integration_id, "personalised", exc.reason)
+                messages.log_failure(self._logger, integration_id, "personalised", exc)
                 if is_outage(exc) and breaker.record_failure():
-                    messages.log_failure(
-                        self._logger, integration_id, "personalised", "BREAKER_OPEN"
+                    messages.log_breaker_opened(
+                        self._logger,
+                        integration_id,
+                        "personalised",
+                        self._failures_to_open,
+                        breaker.retry_in(),
                     )
                 warning = messages.partner_error(exc, stale=False)
                 if ran_out_of_time(exc, deadline, max_retries=max_retries, now=self._clock()):

@@ -494,10 +494,16 @@ class Resolver:
         self, integration_id: str, endpoint: str, exc: AmperityError, breaker: Breaker
     ) -> bool:
         """Log a failed call and feed the breaker; returns whether the walk must stop."""
-        messages.log_failure(self._logger, integration_id, endpoint, exc.reason)
+        messages.log_failure(self._logger, integration_id, endpoint, exc)
         if isinstance(exc, AmperityUnavailable):
             if is_outage(exc) and breaker.record_failure():
-                messages.log_failure(self._logger, integration_id, endpoint, "BREAKER_OPEN")
+                messages.log_breaker_opened(
+                    self._logger,
+                    integration_id,
+                    endpoint,
+                    self._settings.breaker_failures,
+                    breaker.retry_in(),
+                )
             return True
         # Every lookup would meet the same key or host: stop walking the linking keys.
         return isinstance(exc, AmperityAuthError | AmperityMisconfigured)

@@ -25,6 +25,7 @@ from amperity_signal.gateway.errors import (
     error_response,
     from_rpc_error,
     http_status_error,
+    refused_integration,
 )
 from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
 from amperity_signal.gateway.live_merge import WorkerWatches
@@ -103,9 +104,23 @@ async def _rpc_error(request: Request, exc: Exception) -> Response:
         # The service's request id for the call, which its own lines about it carry.
         ids = [v for k, v in exc.trailing_metadata() or () if k == REQUEST_ID_METADATA]
         extra = {"request_id": ids[-1]} if ids and isinstance(ids[-1], str) else {}
-        _log.warning(
-            "RPC failed on %s %s: %s", request.method, request.url.path, exc.code(), extra=extra
-        )
+        refused = refused_integration(exc)
+        if refused is None:
+            _log.warning(
+                "RPC failed on %s %s: %s", request.method, request.url.path, exc.code(), extra=extra
+            )
+        else:
+            # The service warned of this failure, naming the integration and the fix, under
+            # this request id ("delivery failed: ..."): a second warning here named neither.
+            _log.debug(
+                "%s %s answered %d %s: the service refused it with %s for integration %s",
+                request.method,
+                request.url.path,
+                error.status,
+                error.code,
+                *refused,
+                extra=extra,
+            )
     return error_response(error)
 
 

@@ -162,19 +162,13 @@ def _rich_details(
     error: grpc.aio.AioRpcError,
 ) -> tuple[str | None, list[tuple[str, str]], float | None]:
     """The ErrorInfo reason, BadRequest (field, description)s and RetryInfo delay of an RPC."""
-    metadata = error.trailing_metadata() or ()
-    raw = next((v for k, v in metadata if k == _STATUS_DETAILS_KEY), None)
-    if not isinstance(raw, bytes):
+    status = _status_details(error)
+    if status is None:
         return None, [], None
-    status_pb2: Any = importlib.import_module("google.rpc.status_pb2")
     details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
     reason: str | None = None
     fields: list[tuple[str, str]] = []
     delay: float | None = None
-    try:
-        status = status_pb2.Status.FromString(raw)
-    except Exception:  # a garbled trailer must not turn into a 500
-        return None, [], None
     for detail in status.details:
         if detail.Is(details_pb2.ErrorInfo.DESCRIPTOR):
             info = details_pb2.ErrorInfo()
@@ -210,6 +204,40 @@ def _renamed(
         renamed = "; ".join(f"{f}: {d}" for f, (_, d) in zip(fields, violations, strict=True))
         message = message[: len(message) - len(given)] + renamed
     return message, fields
+
+
+def _status_details(error: grpc.aio.AioRpcError) -> Any:
+    """The RPC's ``google.rpc.Status`` from its trailing metadata, or None."""
+    metadata = error.trailing_metadata() or ()
+    raw = next((v for k, v in metadata if k == _STATUS_DETAILS_KEY), None)
+    if not isinstance(raw, bytes):
+        return None
+    status_pb2: Any = importlib.import_module("google.rpc.status_pb2")
+    try:
+        return status_pb2.Status.FromString(raw)
+    except Exception:  # a garbled trailer must not turn into a 500
+        return None
+
+
+def refused_integration(error: grpc.aio.AioRpcError) -> tuple[str, str] | None:
+    """The (reason, integration id) of an RPC the service refused for an integration's sake.
+
+    An Amperity failure's ErrorInfo names the integration (every variable of its message
+    is in its metadata, AIP-193), and the service logs each failed delivery with its fix
+    under the call's request id. None for anything else: no answer, a deadline, an error
+    of the service's own (its cache, its shutdown), whose only per-request line is ours.
+    """
+    status = _status_details(error)
+    if status is None:
+        return None
+    details_pb2: Any = importlib.import_module("google.rpc.error_details_pb2")
+    for detail in status.details:
+        if detail.Is(details_pb2.ErrorInfo.DESCRIPTOR):
+            info = details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            integration = str(info.metadata.get("integration_id", ""))
+            return (str(info.reason), integration) if info.reason and integration else None
+    return None
 
 
 def from_rpc_error(

@@ -47,12 +47,16 @@ from amperity_signal.gateway.errors import (
 from amperity_signal.gateway.fieldnames import consent_field, event_field
 from amperity_signal.gateway.jsonbody import read_json
 from amperity_signal.gateway.settings import GatewaySettings
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    ANONYMOUS_ID_TOO_LONG,
+    MAX_ANONYMOUS_ID,
+    PIPELINE_KEY,
+    PIPELINE_KEY_RULE,
+)
 
 PROVIDER = "amperity"
 ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
-_PIPELINE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 _BODY_OPEN = b'{"provider":' + json_body(PROVIDER) + b',"attributes":'
 """What ``json_body`` writes before an enrich answer's attributes."""
 API_METHODS: dict[str, tuple[str, ...]] = {
@@ -75,11 +79,11 @@ def _pipeline_key(header: str | None, parameters: Mapping[str, str]) -> str:
             "Send the pipeline key in the X-Pipeline-Key header or the pipeline_key parameter.",
             field="pipeline_key",
         )
-    if not _PIPELINE_KEY.match(key):
+    if not PIPELINE_KEY.fullmatch(key):
         raise GatewayError(
             400,
             "INVALID_PIPELINE_KEY",
-            "A pipeline key is 1-200 printable ASCII characters; copy it from the integration.",
+            f"A pipeline key is {PIPELINE_KEY_RULE}; copy it from the integration.",
             field="pipeline_key",
         )
     return key

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from amperity_signal.amperity import AmperityClient, vendor_call
 from amperity_signal.amperity.responses import parse_error_body
-from amperity_signal.config import IntegrationSettings
+from amperity_signal.config import ContextMapping, IntegrationSettings
 from amperity_signal.errors import (
     AmperityAuthError,
     AmperityError,
@@ -77,6 +77,7 @@ PERMANENT = [
     ("lookup", 400, AmperityRejected, "AMPERITY_BAD_REQUEST"),
     ("lookup", 401, AmperityAuthError, "PROFILE_KEY_INVALID"),
     ("lookup", 403, AmperityAuthError, "PROFILE_KEY_FORBIDDEN"),
+    ("profile", 400, AmperityRejected, "AMPERITY_BAD_REQUEST"),
     ("profile", 401, AmperityAuthError, "PROFILE_KEY_INVALID"),
     ("profile", 403, AmperityAuthError, "PROFILE_KEY_FORBIDDEN"),
     ("profile", 409, AmperityRejected, "AMPERITY_UNEXPECTED_STATUS"),
@@ -154,6 +155,43 @@ async def test_troubleshooting_advice_is_the_message(make_client: ClientFactory)
     assert "Settings > Security > API Keys" in ingest.value.message
     assert "Profile Read Access" in profile.value.message
     assert "distinct tokens" in profile.value.message
+
+
+async def test_a_lookup_400_says_the_keys_did_not_arrive_not_to_check_linking_keys(
+    make_client: ClientFactory,
+) -> None:
+    """The notes: a lookup is 400 without keys; a key outside linking_keys is 404."""
+    with pytest.raises(AmperityRejected) as caught:
+        await _lookup(make_client(Answer(400, {"message": "no keys"})))
+
+    message = caught.value.message
+    assert message.startswith("Amperity rejected the lookup as malformed (400). Amperity said:")
+    assert "400 to a keychain lookup that carries no keys" in message
+    assert "linking_keys is a 404, not a 400" in message
+    assert "outbound proxy" in message and "request_id" in message
+    assert "personalisation_context_mappings" not in message
+    assert "Check that linking_keys" not in message
+
+
+@pytest.mark.parametrize("personalised", [False, True])
+async def test_a_profile_400_names_what_a_profile_get_carries(
+    make_client: ClientFactory, integration: IntegrationSettings, personalised: bool
+) -> None:
+    """A profile GET sends no linking key; its context parameters only when personalising."""
+    if personalised:
+        mapping = ContextMapping(source="properties.category", target="pageCategory")
+        integration = integration.model_copy(
+            update={"personalisation_enabled": True, "personalisation_context_mappings": (mapping,)}
+        )
+    with pytest.raises(AmperityRejected) as caught:
+        await _profile(make_client(Answer(400), integration=integration))
+
+    message = caught.value.message
+    assert message.startswith("Amperity rejected the profile request as malformed (400).")
+    assert "documents no 400 for a profile GET" in message
+    assert "linking_keys" not in message
+    assert ("personalisation_context_mappings target" in message) is personalised
+    assert "api_base_url" in message
 
 
 async def test_bad_request_carries_amperitys_message_and_ids(make_client: ClientFactory) -> None:

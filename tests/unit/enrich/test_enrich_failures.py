@@ -142,6 +142,51 @@ async def test_failures_log_partner_resolve_failed_without_identifiers(
         assert secret not in text
 
 
+async def test_a_failure_log_line_carries_the_fix_its_warning_carries(
+    enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line had the reason code alone; the fix reached only the RPC's warnings."""
+    client.error = AmperityAuthError(FORBIDDEN, reason="PROFILE_KEY_FORBIDDEN", status_code=403)
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        result = await enricher.enrich(integration(), event(traits=ALICE), deadline=None)
+    assert f"partner resolve failed: {FORBIDDEN}" in result.warnings
+    assert caplog.messages == [
+        "partner resolve failed: integration=acme endpoint=lookup "
+        f"reason=PROFILE_KEY_FORBIDDEN: {FORBIDDEN}"
+    ]
+
+
+async def test_a_page_only_visitors_failure_logs_the_fix_it_has_no_warning_for(
+    enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BrowserProfile returns no warnings: the log line is where its operator finds the fix."""
+    client.error = AmperityAuthError(FORBIDDEN, reason="PROFILE_KEY_FORBIDDEN", status_code=403)
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        shown = await enricher.browser_attributes(integration(), "anon_page", deadline=None)
+    assert shown == ({}, {})
+    [line] = caplog.messages
+    assert line.endswith(f"reason=PROFILE_KEY_FORBIDDEN: {FORBIDDEN}")
+
+
+async def test_the_failure_that_opens_the_breaker_logs_the_breakers_advice(
+    enricher: Enricher, client: FakeProfileClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """reason=BREAKER_OPEN says for how long calls stop and what to check, as its warning."""
+    client.error = unavailable()
+    with caplog.at_level(logging.WARNING, logger="amperity_signal.enrich"):
+        for number in range(3):  # breaker_failures = 3
+            await enricher.enrich(integration(), event(f"anon_{number}"), deadline=None)
+    assert caplog.messages[-2] == (
+        "partner resolve failed: integration=acme endpoint=lookup reason=AMPERITY_UNAVAILABLE: "
+        "Amperity Profile API error AMPERITY_UNAVAILABLE (HTTP 503); Signal retries it shortly"
+    )
+    assert caplog.messages[-1] == (
+        "partner resolve failed: integration=acme endpoint=lookup reason=BREAKER_OPEN: "
+        "Profile API calls paused for 30 s after 3 consecutive failures (5xx/timeouts); check "
+        "Amperity's status or cache.breaker_cooldown"
+    )
+
+
 async def test_a_failure_without_a_last_good_copy_attaches_nothing(
     enricher: Enricher, client: FakeProfileClient, clock: FakeClock
 ) -> None:

@@ -54,7 +54,7 @@ def _mapped(*sources: str) -> IntegrationSettings:
     ("sources", "reads"),
     [
         (("properties.category",), False),
-        (("properties.context", "contextual.page"), False),
+        (("properties.context", "traits.context.page"), False),
         (("properties.category", "context.page.path"), True),
         (("context",), True),
         ((), False),

@@ -45,8 +45,8 @@ from tests.unit.blueprint.test_blueprint_datafly_json import CAMEL
 
 # The gateway's facts about the request, neutral: no IP, no User-Agent, the epoch as the
 # receive time, "" as a made messageId (the client leaves it unset, which is ""). The
-# cookie stands in for an event with no anonymousId or userId, which the gateway refuses
-# (a browser's event needs one: docs/gateway.md) and the client passes on to the service;
+# cookie stands in for an event with no anonymousId, which the gateway refuses (Deliver
+# requires one, a userId or not: docs/gateway.md) and the client passes on to the service;
 # no generated id can equal it, and ``_gateway_event`` takes it back out.
 _COOKIE = "the-dfid-cookie-of-the-parity-test"
 _FACTS = convert.RequestFacts(
@@ -717,8 +717,10 @@ _DIFFERENT: list[tuple[str, Any, str | None, str | None]] = [
         "canonicalId",
         None,
     ),
-    # A browser's event needs a visitor; the client passes the event on to the service.
+    # A browser's event needs a visitor, as Deliver does, a userId or not; the client
+    # passes the event on to the service.
     ("no anonymousId or userId", {"event": "x"}, "anonymousId", None),
+    ("a userId without an anonymousId", {"event": "x", "userId": "u"}, "anonymousId", None),
     # The gateway names the whole body so; the client, the event.
     ("not an object", [1], "body", "event"),
 ]

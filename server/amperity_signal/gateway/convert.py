@@ -29,6 +29,7 @@ from amperity_signal.gateway.fieldnames import (
 )
 from amperity_signal.gateway.jsonbody import check_value
 from amperity_signal.limits import (
+    ANONYMOUS_ID_REQUIRED,
     ANONYMOUS_ID_TOO_LONG,
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
@@ -245,11 +246,10 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     event.anonymous_id = _anonymous_id(data, facts, prefix)
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
     event.canonical_id = _canonical_id(data, prefix)
-    if not event.anonymous_id and not event.user_id:
-        raise InvalidFieldError(
-            f"{prefix}anonymousId",
-            "an event needs an anonymousId (or the _dfid cookie) or a userId.",
-        )
+    if not event.anonymous_id:
+        # Deliver's rule, in its words (the cookieid is always present): a userId alone,
+        # let through here, would only be refused there.
+        raise InvalidFieldError(f"{prefix}anonymousId", ANONYMOUS_ID_REQUIRED)
     event.timestamp.seconds, event.timestamp.nanos = _event_time(data, facts, prefix)
     for name in ("properties", "traits"):
         struct = _struct(data.get(name), f"{prefix}{name}")

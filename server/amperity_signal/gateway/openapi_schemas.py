@@ -88,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object",
         "description": "A Datafly event; unknown keys are ignored. Needs an anonymousId (or "
-        "the _dfid cookie) or a userId.",
+        "the _dfid cookie), also when it has a userId.",
         "properties": {
             "type": {
                 "type": "string",

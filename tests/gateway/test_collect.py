@@ -325,6 +325,22 @@ async def test_a_user_id_does_not_stand_in_for_the_anonymous_id_deliver_requires
     assert "or a userId" not in described
 
 
+async def test_segment_style_context_traits_are_delivered_as_traits(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Identity in context.traits reaches Deliver in traits, where the blueprint reads it."""
+    body = {
+        **EVENT,
+        "traits": {"plan": "gold"},
+        "context": {"traits": {"email": "carol@example.com", "plan": "silver"}},
+    }
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 200
+    (delivered,) = service.fake.delivered
+    traits = delivered.request.event.traits
+    assert dict(traits) == {"plan": "gold", "email": "carol@example.com"}
+
+
 @pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 async def test_timestamp_beyond_the_calendar_in_utc_is_a_400_naming_it(
     gateway: httpx.AsyncClient, service: RunningService, timestamp: str

@@ -4,6 +4,8 @@ Unknown keys are ignored (Datafly events carry extras such as ``context.library`
 known key with the wrong type is refused with 400 naming the field. ``null`` means absent,
 and absent consent fields stay absent (proto3 ``optional``). Facts only the server can
 know — the client IP, the user agent, the ``_dfid`` cookie — come from ``RequestFacts``.
+``context.traits``, Segment-style identity the proto's ``Context`` has no field for, is
+folded into the event's ``traits`` (``fold_context_traits``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from amperity_signal.gateway.fieldnames import (
     CONSENT_FLAGS,
     CONSENT_REQUEST_FIELDS,
     CONTEXT,
+    CONTEXT_TRAITS,
     EVENT_FIELDS,
     GOOGLE,
     SENT_AT,
@@ -255,8 +258,30 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
         struct = _struct(data.get(name), f"{prefix}{name}")
         if struct is not None:
             getattr(event, name).CopyFrom(struct)
-    event.context.CopyFrom(_context(data.get("context"), facts, f"{prefix}context."))
+    context = data.get("context")
+    event.context.CopyFrom(_context(context, facts, f"{prefix}context."))
+    # _context refused a context that is not an object (nor null), so this is one: an
+    # event without context.traits pays one get for them.
+    if context is not None and (identity := context.get(CONTEXT_TRAITS)) is not None:
+        fold_context_traits(event.traits, _struct(identity, f"{prefix}context.traits"))
     return event
+
+
+def fold_context_traits(traits: struct_pb2.Struct, identity: struct_pb2.Struct | None) -> None:
+    """Fold an event's ``context.traits`` into its ``traits``; the event's own traits win.
+
+    Segment-style calls carry the visitor's identity (email, phone, names) in
+    ``context.traits``, which the proto's ``Context`` has no field for: the blueprint's
+    identity mappings and linking-key resolution read ``traits``. A key ``traits`` holds,
+    not null, is kept; any other is taken from ``context.traits``. The clients fold alike
+    (``clients/testdata/context_traits.json`` holds the cases all three run).
+    """
+    if identity is None:
+        return
+    own = traits.fields
+    for key, value in identity.fields.items():
+        if key not in own or own[key].WhichOneof("kind") == "null_value":
+            own[key].CopyFrom(value)
 
 
 def _anonymous_id(data: dict[str, Any], facts: RequestFacts, prefix: str) -> str:

@@ -138,6 +138,11 @@ SCHEMAS: dict[str, Any] = {
                     "device": _strings("type", "os", "browser"),
                     "vendorIds": {"type": "object", "additionalProperties": {"type": "string"}},
                     "consent": _CONSENT,
+                    "traits": {
+                        "type": "object",
+                        "description": "Segment-style identity, folded into the event's "
+                        "traits; a key traits holds (not null) wins.",
+                    },
                 },
             },
         },

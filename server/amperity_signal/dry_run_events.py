@@ -28,6 +28,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from amperity_signal.blueprint.datafly_json import folded_traits
 from amperity_signal.errors import FieldViolation, InvalidEvent
 from amperity_signal.gateway.convert import RequestFacts, event_from_json
 from amperity_signal.gateway.errors import GatewayError
@@ -126,14 +127,19 @@ def _in_file_order(
     one process to the next: without this, two dry runs of one file would print their
     payloads differently and a diff of them would show changes nobody made.
     """
+    context = item.get("context")
+    traits = item.get("traits")
+    identity = context.get("traits") if isinstance(context, dict) else None
+    if isinstance(identity, dict) and (traits is None or isinstance(traits, dict)):
+        # The gateway folded context.traits into traits: the event's own keys first.
+        traits = folded_traits(traits, identity)
     for name, given in (
         ("properties", item.get("properties")),
-        ("traits", item.get("traits")),
+        ("traits", traits),
         ("partner_attrs", partner_attrs),
     ):
         if name in mapped:
             mapped[name] = _ordered_like(mapped[name], given)
-    context = item.get("context")
     consent = context.get("consent") if isinstance(context, dict) else None
     categories = consent.get("categories") if isinstance(consent, dict) else None
     mapped_consent = mapped.get("context", {}).get("consent", {})

@@ -17,6 +17,15 @@ ANONYMOUS_ID_TOO_LONG = (
 )
 """Why an anonymous id is refused, after the field's name, wherever it is refused."""
 
+ANONYMOUS_ID_REQUIRED = (
+    "is required, with a userId or without: it becomes the cookieid Amperity stitches "
+    "profiles on; send the visitor's Datafly anonymous identifier (the _dfid cookie "
+    "datafly.js sets)."
+)
+"""Why an event without an anonymous id is refused, after the field's name: by Deliver and
+by the gateway's collector routes alike (the gateway takes the ``_dfid`` cookie for it), so
+no refusal advises a userId the other then refuses."""
+
 MAX_CANONICAL_ID = MAX_ANONYMOUS_ID
 """The longest canonical id accepted anywhere (Deliver, DeliverStream, Enrich, the gateway's
 collector routes). Datafly's canonical id is a visitor id of the anonymous id's kind (the

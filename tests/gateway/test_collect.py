@@ -14,6 +14,7 @@ from amperity_signal.dry_run_events import deliverable_event, single_route_only
 from amperity_signal.errors import InvalidEvent
 from amperity_signal.gateway.openapi import openapi_document
 from amperity_signal.limits import (
+    ANONYMOUS_ID_REQUIRED,
     ANONYMOUS_ID_TOO_LONG,
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
@@ -307,6 +308,39 @@ async def test_bad_event_fields_are_named_in_a_400(
     assert service.fake.delivered == []
 
 
+@pytest.mark.parametrize("route", ["/v1/t", "/v1/i"])
+async def test_a_user_id_does_not_stand_in_for_the_anonymous_id_deliver_requires(
+    gateway: httpx.AsyncClient, service: RunningService, route: str
+) -> None:
+    """No anonymousId nor cookie: 400 naming anonymousId, and no advice Deliver contradicts."""
+    body = {"event": "Signed In", "userId": "cust-1001"}
+    response = await gateway.post(route, json=body, headers=KEY)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_EVENT", "anonymousId")
+    assert error["message"] == f"anonymousId: {ANONYMOUS_ID_REQUIRED}"
+    assert "with a userId or without" in ANONYMOUS_ID_REQUIRED
+    assert service.fake.delivered == []
+    described = openapi_document()["components"]["schemas"]["Event"]["description"]
+    assert "or a userId" not in described
+
+
+async def test_segment_style_context_traits_are_delivered_as_traits(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """Identity in context.traits reaches Deliver in traits, where the blueprint reads it."""
+    body = {
+        **EVENT,
+        "traits": {"plan": "gold"},
+        "context": {"traits": {"email": "carol@example.com", "plan": "silver"}},
+    }
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 200
+    (delivered,) = service.fake.delivered
+    traits = delivered.request.event.traits
+    assert dict(traits) == {"plan": "gold", "email": "carol@example.com"}
+
+
 @pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 async def test_timestamp_beyond_the_calendar_in_utc_is_a_400_naming_it(
     gateway: httpx.AsyncClient, service: RunningService, timestamp: str
@@ -551,7 +585,13 @@ async def test_batch_answers_each_event(
         {**EVENT, "messageId": "b-1"},
         {**EVENT, "messageId": "b-2", "userId": 7},
         {**EVENT, "messageId": "b-3", "event": "fail:UNAVAILABLE"},
-        {"type": "identify", "userId": "user-1", "messageId": "b-4", "traits": {"email": "a@b"}},
+        {
+            "type": "identify",
+            "anonymousId": "anon-1",
+            "userId": "user-1",
+            "messageId": "b-4",
+            "traits": {"email": "a@b"},
+        },
     ]
     response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
     assert response.status_code == 200

@@ -279,7 +279,7 @@ _BIG_PROPERTIES = "{" + ", ".join(f'"p{i}": "{"x" * 8000}"' for i in range(33)) 
         ),
         (
             '{"type": "page", "userId": "u"}',
-            "events[1].anonymousId: is required: it becomes the cookieid",
+            "events[1].anonymousId: is required, with a userId or without: it becomes the cookieid",
         ),
         ('{"type": "track", "anonymousId": "a"}', "events[1].event: a track event needs a name."),
         (

@@ -45,8 +45,8 @@ from tests.unit.blueprint.test_blueprint_datafly_json import CAMEL
 
 # The gateway's facts about the request, neutral: no IP, no User-Agent, the epoch as the
 # receive time, "" as a made messageId (the client leaves it unset, which is ""). The
-# cookie stands in for an event with no anonymousId or userId, which the gateway refuses
-# (a browser's event needs one: docs/gateway.md) and the client passes on to the service;
+# cookie stands in for an event with no anonymousId, which the gateway refuses (Deliver
+# requires one, a userId or not: docs/gateway.md) and the client passes on to the service;
 # no generated id can equal it, and ``_gateway_event`` takes it back out.
 _COOKIE = "the-dfid-cookie-of-the-parity-test"
 _FACTS = convert.RequestFacts(
@@ -78,6 +78,19 @@ class Refusal:
     message: str = ""
 
 
+# The fields both converters read, as the walks below name them: the gateway's table, and
+# context.traits (no proto field), which both fold into traits: below it, a Struct's keys.
+_READ_FIELDS: dict[str, fieldnames.JsonField] = {
+    **fieldnames.EVENT_FIELDS,
+    "context": fieldnames.JsonField(
+        fieldnames.EVENT_FIELDS["context"].names,
+        {
+            **fieldnames.CONTEXT,
+            fieldnames.CONTEXT_TRAITS: fieldnames.JsonField((fieldnames.CONTEXT_TRAITS,), key=str),
+        },
+    ),
+}
+
 # A refusal's path, split: keys (no ".", "[" or "]" in the generated ones) and [indexes].
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 Segments = list[str | int]
@@ -102,12 +115,13 @@ def _locate(data: Any, path: str) -> tuple[str, str]:
     """Where ``path`` lies in ``data`` as the client reads it: its client name and kind.
 
     The kind is ``unread`` (below a key neither side converts), ``struct`` (inside a
-    Struct: properties, traits, partnerAttrs), or ``field`` (a field of the event, a map
-    entry, or the value of either; a path below a field that is no object, e.g. a list's
-    item in ``anonymousId``, is named as that field: what the client refuses).
+    Struct: properties, traits, partnerAttrs, context.traits), or ``field`` (a field of
+    the event, a map entry, or the value of either; a path below a field that is no
+    object, e.g. a list's item in ``anonymousId``, is named as that field: what the
+    client refuses).
     """
     segments = _segments(path)
-    fields: Any = fieldnames.EVENT_FIELDS
+    fields: Any = _READ_FIELDS
     level = data
     named: Segments = []
     for index, segment in enumerate(segments):
@@ -147,7 +161,7 @@ def _drop(data: dict[str, Any], path: str, exact: bool = False) -> bool:
     ``exact`` (a key neither side reads, which the gateway's check of the body refused).
     """
     segments = _segments(path)
-    fields: Any = fieldnames.EVENT_FIELDS
+    fields: Any = _READ_FIELDS
     level: Any = data
     for index, segment in enumerate(segments):
         last = index == len(segments) - 1
@@ -412,6 +426,7 @@ _CONSENT = _or_wrong(
         }
     )
 )
+_STRUCT = _or_wrong(st.dictionaries(_KEYS, _JSON, max_size=4))
 _SESSION = _or_wrong(_object({"id": _or_wrong(_TEXT | _NUMBERS), "number": _or_wrong(_NUMBERS)}))
 _CONTEXT = _or_wrong(
     _object(
@@ -429,10 +444,10 @@ _CONTEXT = _or_wrong(
                 st.dictionaries(_KEYS, _or_wrong(_TEXT), min_size=1, max_size=3)
             ),
             "consent": _CONSENT,
+            "traits": _STRUCT,
         }
     )
 )
-_STRUCT = _or_wrong(st.dictionaries(_KEYS, _JSON, max_size=4))
 _EVENTS = _object(
     {
         "type": _or_wrong(st.sampled_from([*sorted(client.EVENT_TYPES), "", "Track", "click"])),
@@ -459,6 +474,7 @@ _EVENTS = _object(
 @example({"context": {"session": {"id": 2**53, "number": 3.0}}})
 @example({"context": {"consent": {"google": {"ad_storage": "granted", "adStorage": "denied"}}}})
 @example({"anonymous_id": 5, "anonymousId": "a", "userId": [1], "context": {"ip": 7}})
+@example({"traits": {"a": None, "b": 1}, "context": {"traits": {"a": "x", "b": 2, "c": [3]}}})
 def test_the_client_converts_an_event_as_the_gateway_does(data: dict[str, Any]) -> None:
     """The same Event, or refusals of the same fields, whatever the event holds."""
     _assert_parity(data)
@@ -630,6 +646,35 @@ _BOTH_ALIKE: list[tuple[str, dict[str, Any], set[str]]] = [
         {"anonymousId": 1, "context": {"locale": 2}},
         {"anonymousId", "context.locale"},
     ),
+    (
+        "context.traits folded into traits, the event's own winning",
+        {
+            "anonymousId": "a",
+            "traits": {"email": "own@x.test", "phone": None},
+            "context": {"traits": {"email": "c@x.test", "phone": "+447700900123", "n": 1}},
+        },
+        set(),
+    ),
+    (
+        "context.traits alone",
+        {"anonymousId": "a", "context": {"traits": {"email": "c@x.test"}}},
+        set(),
+    ),
+    (
+        "context.traits not an object",
+        {"anonymousId": "a", "context": {"traits": 5}},
+        {"context.traits"},
+    ),
+    (
+        "a lone surrogate in a context.traits key",
+        {"anonymousId": "a", "context": {"traits": {"\udc00": 1}}},
+        {"context.traits.\udc00"},
+    ),
+    (
+        "context.traits and a wrong traits",
+        {"anonymousId": "a", "traits": [1], "context": {"traits": {"email": "c@x.test"}}},
+        {"traits"},
+    ),
 ]
 
 
@@ -717,8 +762,10 @@ _DIFFERENT: list[tuple[str, Any, str | None, str | None]] = [
         "canonicalId",
         None,
     ),
-    # A browser's event needs a visitor; the client passes the event on to the service.
+    # A browser's event needs a visitor, as Deliver does, a userId or not; the client
+    # passes the event on to the service.
     ("no anonymousId or userId", {"event": "x"}, "anonymousId", None),
+    ("a userId without an anonymousId", {"event": "x", "userId": "u"}, "anonymousId", None),
     # The gateway names the whole body so; the client, the event.
     ("not an object", [1], "body", "event"),
 ]

@@ -3,6 +3,7 @@
  * Datafly's camelCase JSON events -> the proto-loader shape of datafly.amperity.v1.Event
  * (snake_case keys, Structs, Timestamps), and responses' Structs -> plain objects.
  * Absent consent fields stay absent. snake_case input keys are accepted as aliases.
+ * context.traits (Segment-style identity) is folded into traits, whose own keys win.
  */
 
 const crypto = require('node:crypto');
@@ -223,8 +224,31 @@ function toProtoEvent(data) {
     if (value) event[name] = toStruct(value, camel(name));
   }
   const context = object(input.context, 'context');
-  if (context) event.context = toProtoContext(context);
+  if (context) {
+    event.context = toProtoContext(context);
+    const identity = object(context.traits, 'context.traits');
+    if (identity) foldTraits(event, toStruct(identity, 'context.traits'));
+  }
   return event;
+}
+
+/**
+ * Fold an event's context.traits into its traits; the event's own traits win. Segment-style
+ * calls carry the visitor's identity in context.traits, which the proto's Context has no
+ * field for; the service reads identity from traits. A key traits holds, not null, is
+ * kept; any other is taken from context.traits, as the gateway and the Python client fold it.
+ * @param {Object<string, any>} event The proto-shaped event, changed in place.
+ * @param {{fields: Object<string, any>}} identity context.traits as a Struct.
+ */
+function foldTraits(event, identity) {
+  const keys = Object.keys(identity.fields);
+  if (!event.traits && keys.length === 0) return;
+  const own = event.traits ? event.traits.fields : {};
+  const fields = { ...own };
+  for (const key of keys) {
+    if (!Object.hasOwn(own, key) || 'nullValue' in own[key]) fields[key] = identity.fields[key];
+  }
+  event.traits = { fields };
 }
 
 /**

@@ -3,7 +3,8 @@
 Every key is read under its camelCase name (``anonymousId``) or its snake_case alias
 (``anonymous_id``). Unknown keys are ignored (Datafly events carry extras such as
 ``context.library``); ``null`` means absent; a known key of the wrong type raises
-``ValueError`` naming the field. Absent consent fields stay absent (proto3 ``optional``),
+``ValueError`` naming the field. ``context.traits`` (Segment-style identity) is folded
+into ``traits``, whose own keys win. Absent consent fields stay absent (proto3 ``optional``),
 which Amperity reads as "no consent given".
 """
 
@@ -142,7 +143,9 @@ def event_from_json(obj: Any) -> pb.Event:
     Args:
         obj: The parsed JSON of one event: ``type``, ``event``, ``anonymousId``,
             ``canonicalId``, ``userId``, ``messageId``, ``timestamp`` (RFC 3339),
-            ``properties``, ``traits``, ``partnerAttrs`` and ``context``.
+            ``properties``, ``traits``, ``partnerAttrs`` and ``context``; a
+            ``context.traits`` object fills in the ``traits`` the event does not hold
+            (absent or null), as the gateway reads it.
 
     Returns:
         The event; fields absent from the JSON are left unset.
@@ -171,7 +174,24 @@ def event_from_json(obj: Any) -> pb.Event:
     context = _object(data.get("context"), "context")
     if context is not None:
         event.context.CopyFrom(_context(context))
+        identity = _object(context.get("traits"), "context.traits")
+        if identity is not None:
+            _fold_traits(event.traits, dict_to_struct(identity, "context.traits"))
     return event
+
+
+def _fold_traits(traits: struct_pb2.Struct, identity: struct_pb2.Struct) -> None:
+    """Fold an event's ``context.traits`` into its ``traits``; the event's own traits win.
+
+    Segment-style calls carry the visitor's identity in ``context.traits``, which the
+    proto's ``Context`` has no field for; the service reads identity from ``traits``. A
+    key ``traits`` holds, not null, is kept; any other is taken from ``context.traits``,
+    as the gateway and the Node client fold it.
+    """
+    own = traits.fields
+    for key, value in identity.fields.items():
+        if key not in own or own[key].WhichOneof("kind") == "null_value":
+            own[key].CopyFrom(value)
 
 
 def _context(data: Mapping[str, Any]) -> pb.Context:

@@ -8,7 +8,9 @@ reaches the gateway, hence grpc).
 
 Keys are converted to snake_case except where they are user data: ``properties``,
 ``traits``, ``partner_attrs`` and consent ``categories`` keep their keys verbatim.
-snake_case input is accepted too, so converting twice changes nothing.
+snake_case input is accepted too, so converting twice changes nothing. ``context.traits``
+(Segment-style identity) is folded into ``traits``, as the gateway and the clients fold it:
+the service's events have no ``context.traits``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _VERBATIM_TOP = ("type", "event", "properties", "traits")
 _SNAKE_FIELDS = frozenset(
     {"message_id", "anonymous_id", "canonical_id", "user_id", "partner_attrs", "amperity_id"}
 )
-_CONTEXT_VERBATIM = frozenset({"traits"})
+_CONTEXT_TRAITS = "traits"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -59,18 +61,37 @@ def _consent(raw: Mapping[str, Any]) -> dict[str, Any]:
     return consent
 
 
-def _context(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert ``context``: nested keys to snake_case, consent and traits handled apart."""
+def _context(raw: Mapping[str, Any], folded: bool) -> dict[str, Any]:
+    """Convert ``context``: nested keys to snake_case, consent handled apart.
+
+    ``traits`` is left out when ``folded`` into the event's (``event_from_datafly_json``).
+    """
     context: dict[str, Any] = {}
     for key, value in raw.items():
         name = camel_to_snake(str(key))
         if name == "consent" and isinstance(value, Mapping):
             context[name] = _consent(value)
-        elif name in _CONTEXT_VERBATIM or not isinstance(value, Mapping):
+        elif folded and key == _CONTEXT_TRAITS:
+            continue
+        elif not isinstance(value, Mapping):
             context[name] = value
         else:
             context[name] = _snake_keys(value)
     return context
+
+
+def folded_traits(traits: Mapping[str, Any] | None, identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's ``traits`` with its ``context.traits`` folded in; the event's own win.
+
+    A key ``traits`` holds, not null, is kept where it is; any other is taken from
+    ``identity``, in its order, after them: what the gateway's converter
+    (``gateway/convert.fold_context_traits``) makes of the two, as a dict.
+    """
+    folded = dict(traits or {})
+    for key, value in identity.items():
+        if folded.get(key) is None:
+            folded[key] = value
+    return folded
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -128,7 +149,14 @@ def event_from_datafly_json(obj: Mapping[str, Any]) -> dict[str, Any]:
             event[name] = value
     context = obj.get("context")
     if isinstance(context, Mapping):
-        event["context"] = _context(context)
+        identity = context.get(_CONTEXT_TRAITS)
+        traits = event.get("traits")
+        # An object into an object, or into none; anything else is kept where it was, as
+        # this converter refuses nothing (the gateway refuses a traits that is no object).
+        folded = isinstance(identity, Mapping) and (traits is None or isinstance(traits, Mapping))
+        event["context"] = _context(context, folded)
+        if folded and identity:
+            event["traits"] = folded_traits(traits, identity)
     event["timestamp"] = _timestamp(obj.get("timestamp"))
     if not event.get("canonical_id") and event.get("anonymous_id"):
         event["canonical_id"] = event["anonymous_id"]

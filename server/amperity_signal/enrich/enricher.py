@@ -129,7 +129,7 @@ class Enricher:
         return self._client_for(integration.id) if integration.profile_enabled else None
 
     async def remember(self, integration: IntegrationSettings, event: Mapping[str, Any]) -> bool:
-        """Feed the identity map from an event carrying ``traits.email``/``phone`` or ``user_id``.
+        """Feed the identity map from an event carrying an email, a phone or a user id.
 
         ``enrich`` already does this for the events it sees, so calling both costs one extra
         cache read; call it for events that are delivered without enrichment. Returns True

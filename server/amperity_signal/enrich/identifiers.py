@@ -1,12 +1,16 @@
 """Visitor identifiers: where each linking-key source comes from, and how it is sent.
 
-| source | read from | remembered by the identity map |
+| source | read from (``SOURCE_PATHS``) | remembered by the identity map |
 | --- | --- | --- |
 | ``canonical_id`` | ``canonical_id``, else ``anonymous_id`` | no |
 | ``anonymous_id`` | ``anonymous_id`` | no |
-| ``user_id`` | ``user_id`` | yes |
-| ``email`` | ``traits.email`` | yes |
-| ``phone`` | ``traits.phone`` (normalised as the blueprint's ``e164``) | yes |
+| ``user_id`` | ``user_id``, else ``traits.user_id`` | yes |
+| ``email`` | ``traits.email``, else ``properties.email`` | yes |
+| ``phone`` | ``traits.phone``, else ``properties.phone`` (as the blueprint's ``e164``) | yes |
+
+The paths, in order, are the global blueprint's identity mappings' (``source``, then
+``fallbacks``; ``blueprints/global.yaml``): an event is resolved by the identifiers it is
+delivered with. ``tests/unit/enrich/test_enrich_identifiers.py`` holds the two together.
 
 Hashing: ``sha256`` is trim, lowercase, SHA-256, lowercase hex (the spec's rule);
 ``sha256_upper`` is trim, UPPER, SHA-256, UPPER hex (Amperity's own examples). A value that
@@ -18,14 +22,32 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
+from amperity_signal.blueprint.paths import is_empty
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.keys import sha256_hex
 from amperity_signal.phone import normalise_phone
 
 LEARNABLE_SOURCES: Final = frozenset({"user_id", "email", "phone"})
 """Sources the identity map remembers per anonymous id (the browser never sends them)."""
+
+SourcePath = tuple[str, str | None]
+"""A path of the event dict: a top-level field, and a key below it (or None)."""
+
+SOURCE_PATHS: Final[Mapping[str, tuple[SourcePath, ...]]] = MappingProxyType(
+    {
+        "canonical_id": (("canonical_id", None), ("anonymous_id", None)),
+        "anonymous_id": (("anonymous_id", None),),
+        "user_id": (("user_id", None), ("traits", "user_id")),
+        "email": (("traits", "email"), ("properties", "email")),
+        "phone": (("traits", "phone"), ("properties", "phone")),
+    }
+)
+"""Where each linking-key source is read, in order: the first path that is not empty (the
+blueprint's ``is_empty``) is the source's value, as the global mappings of the same
+targets pick it. Every source a ``LinkingKey`` may name is here."""
 
 _DIGEST: Final = re.compile(r"[0-9A-Fa-f]{64}")
 
@@ -94,13 +116,26 @@ def _text(value: Any) -> str | None:
 
 
 def source_value(event: Mapping[str, Any], source: str) -> str | None:
-    """The raw value of a linking-key source on an event, or None when it is empty."""
-    if source == "canonical_id":
-        return _text(event.get("canonical_id")) or _text(event.get("anonymous_id"))
-    if source in ("email", "phone"):
-        traits = event.get("traits")
-        return _text(traits.get(source)) if isinstance(traits, Mapping) else None
-    return _text(event.get(source))
+    """The raw value of a linking-key source on an event, or None when it is empty.
+
+    Read from the first of ``SOURCE_PATHS[source]`` that is not empty, as the blueprint
+    picks the value it sends: an event delivered with a ``properties.email`` is resolved
+    by it. A value that is no scalar id (``_text``) is None, without reading further.
+    """
+    for field, key in SOURCE_PATHS[source]:
+        value = event.get(field)
+        if key is not None and value is not None:
+            # Event dicts hold plain dicts; the ABC check is for other mappings alone.
+            value = value.get(key) if type(value) is dict or isinstance(value, Mapping) else None
+        if value is None:
+            continue
+        # A string, the usual id, is told empty and made text here: the per-event path.
+        if type(value) is str:
+            if value:
+                return value.strip() or None
+        elif not is_empty(value):
+            return _text(value)
+    return None
 
 
 def visitor_id(event: Mapping[str, Any]) -> str | None:

@@ -1,6 +1,7 @@
 """The identity map: identifiers learned from events, remembered per anonymous id.
 
-An identify (or any event carrying ``traits.email``, ``traits.phone`` or ``user_id``) for
+An identify (or any event carrying an email, a phone or a user id, read where
+``identifiers.SOURCE_PATHS`` says: ``traits.email``, ``properties.email``...) for
 anonymous id X teaches the map those identifiers, so later events and browser calls for X,
 which carry only the cookie, still resolve through email or customer id. Values are stored
 already prepared for the integration's linking keys (hashed where configured), under a key

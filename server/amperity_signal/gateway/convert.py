@@ -4,6 +4,8 @@ Unknown keys are ignored (Datafly events carry extras such as ``context.library`
 known key with the wrong type is refused with 400 naming the field. ``null`` means absent,
 and absent consent fields stay absent (proto3 ``optional``). Facts only the server can
 know — the client IP, the user agent, the ``_dfid`` cookie — come from ``RequestFacts``.
+``context.traits``, Segment-style identity the proto's ``Context`` has no field for, is
+folded into the event's ``traits`` (``fold_context_traits``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from amperity_signal.gateway.fieldnames import (
     CONSENT_FLAGS,
     CONSENT_REQUEST_FIELDS,
     CONTEXT,
+    CONTEXT_TRAITS,
     EVENT_FIELDS,
     GOOGLE,
     SENT_AT,
@@ -29,6 +32,7 @@ from amperity_signal.gateway.fieldnames import (
 )
 from amperity_signal.gateway.jsonbody import check_value
 from amperity_signal.limits import (
+    ANONYMOUS_ID_REQUIRED,
     ANONYMOUS_ID_TOO_LONG,
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
@@ -245,18 +249,39 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
     event.anonymous_id = _anonymous_id(data, facts, prefix)
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
     event.canonical_id = _canonical_id(data, prefix)
-    if not event.anonymous_id and not event.user_id:
-        raise InvalidFieldError(
-            f"{prefix}anonymousId",
-            "an event needs an anonymousId (or the _dfid cookie) or a userId.",
-        )
+    if not event.anonymous_id:
+        # Deliver's rule, in its words (the cookieid is always present): a userId alone,
+        # let through here, would only be refused there.
+        raise InvalidFieldError(f"{prefix}anonymousId", ANONYMOUS_ID_REQUIRED)
     event.timestamp.seconds, event.timestamp.nanos = _event_time(data, facts, prefix)
     for name in ("properties", "traits"):
         struct = _struct(data.get(name), f"{prefix}{name}")
         if struct is not None:
             getattr(event, name).CopyFrom(struct)
-    event.context.CopyFrom(_context(data.get("context"), facts, f"{prefix}context."))
+    context = data.get("context")
+    event.context.CopyFrom(_context(context, facts, f"{prefix}context."))
+    # _context refused a context that is not an object (nor null), so this is one: an
+    # event without context.traits pays one get for them.
+    if context is not None and (identity := context.get(CONTEXT_TRAITS)) is not None:
+        fold_context_traits(event.traits, _struct(identity, f"{prefix}context.traits"))
     return event
+
+
+def fold_context_traits(traits: struct_pb2.Struct, identity: struct_pb2.Struct | None) -> None:
+    """Fold an event's ``context.traits`` into its ``traits``; the event's own traits win.
+
+    Segment-style calls carry the visitor's identity (email, phone, names) in
+    ``context.traits``, which the proto's ``Context`` has no field for: the blueprint's
+    identity mappings and linking-key resolution read ``traits``. A key ``traits`` holds,
+    not null, is kept; any other is taken from ``context.traits``. The clients fold alike
+    (``clients/testdata/context_traits.json`` holds the cases all three run).
+    """
+    if identity is None:
+        return
+    own = traits.fields
+    for key, value in identity.fields.items():
+        if key not in own or own[key].WhichOneof("kind") == "null_value":
+            own[key].CopyFrom(value)
 
 
 def _anonymous_id(data: dict[str, Any], facts: RequestFacts, prefix: str) -> str:

@@ -93,6 +93,10 @@ CONTEXT: dict[str, JsonField] = {
     "vendor_ids": _map("vendor_ids", camel_to_snake),
     "consent": _message("consent", CONSENT),
 }
+CONTEXT_TRAITS = "traits"
+"""The key of an event's ``context`` holding Segment-style identity: no field of the proto's
+``Context``; the converters fold it into the event's ``traits`` (``convert.fold_context_traits``),
+so a refusal of a trait it gave is named back under it (``event_field``)."""
 EVENT_FIELDS: dict[str, JsonField] = {
     **_scalars(
         "type", "event", "message_id", "anonymous_id", "user_id", "canonical_id", "timestamp"
@@ -139,7 +143,30 @@ def event_field(path: str, data: Any, prefix: str = "") -> str:
         return prefix.rstrip(".") or "body"
     below = path.removeprefix(f"{_DELIVER_ROOT}.")
     named = None if below == path else body_field(below, EVENT_FIELDS, data)
+    if named is not None and below.startswith("traits."):
+        named = _folded_trait(below.removeprefix("traits."), data) or named
     return path if named is None else prefix + named
+
+
+def _folded_trait(rest: str, data: Any) -> str | None:
+    """``context.traits.<rest>`` when the trait ``rest`` is in came from ``context.traits``.
+
+    The converters fold ``context.traits`` into ``traits`` (the event's own win), so Deliver
+    names such a trait ``traits.<key>``; the body sent it under ``context.traits``. None
+    when the event's own ``traits`` gave it, or the body has no such key.
+    """
+    context = data.get("context") if isinstance(data, dict) else None
+    identity = context.get(CONTEXT_TRAITS) if isinstance(context, dict) else None
+    if not isinstance(identity, dict):
+        return None
+    own = data.get("traits")
+    own = own if isinstance(own, dict) else {}
+    for key in identity:
+        if not isinstance(key, str) or own.get(key) is not None:
+            continue
+        if rest == key or rest.startswith((f"{key}.", f"{key}[")):
+            return f"context.{CONTEXT_TRAITS}.{rest}"
+    return None
 
 
 def consent_field(path: str, data: Any) -> str:

@@ -88,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object",
         "description": "A Datafly event; unknown keys are ignored. Needs an anonymousId (or "
-        "the _dfid cookie) or a userId.",
+        "the _dfid cookie), also when it has a userId.",
         "properties": {
             "type": {
                 "type": "string",
@@ -138,6 +138,11 @@ SCHEMAS: dict[str, Any] = {
                     "device": _strings("type", "os", "browser"),
                     "vendorIds": {"type": "object", "additionalProperties": {"type": "string"}},
                     "consent": _CONSENT,
+                    "traits": {
+                        "type": "object",
+                        "description": "Segment-style identity, folded into the event's "
+                        "traits; a key traits holds (not null) wins.",
+                    },
                 },
             },
         },

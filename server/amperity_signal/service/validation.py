@@ -24,6 +24,7 @@ from google.protobuf import struct_pb2
 
 from amperity_signal.errors import FieldViolation, InvalidEvent
 from amperity_signal.limits import (
+    ANONYMOUS_ID_REQUIRED,
     ANONYMOUS_ID_TOO_LONG,
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
@@ -207,11 +208,7 @@ def _check_visitor_ids(event: pb.Event, prefix: str, out: list[FieldViolation]) 
 def _anonymous_id_violation(anonymous_id: str, prefix: str) -> FieldViolation:
     """Why an event's anonymous_id, missing or over ``MAX_ANONYMOUS_ID``, cannot be delivered."""
     if not anonymous_id:
-        return FieldViolation(
-            f"{prefix}.anonymous_id",
-            "is required: it becomes the cookieid Amperity stitches profiles on; send "
-            "the Datafly anonymous identifier (the _dfid cookie).",
-        )
+        return FieldViolation(f"{prefix}.anonymous_id", ANONYMOUS_ID_REQUIRED)
     return FieldViolation(f"{prefix}.anonymous_id", ANONYMOUS_ID_TOO_LONG)
 
 

@@ -95,3 +95,30 @@ def test_bad_timestamp_is_an_invalid_event_naming_the_field(timestamp: Any) -> N
     with pytest.raises(InvalidEvent) as caught:
         event_from_datafly_json({"type": "track", "timestamp": timestamp})
     assert [v.field for v in caught.value.violations] == ["timestamp"]
+
+
+def test_context_traits_are_folded_into_traits_as_the_gateway_folds_them() -> None:
+    """Segment-style identity in context.traits fills the traits; the event's own win."""
+    event = event_from_datafly_json(
+        {
+            "type": "track",
+            "traits": {"email": "own@example.com", "phone": None},
+            "context": {
+                "locale": "en-GB",
+                "traits": {"email": "c@x.test", "phone": "+447700900123"},
+            },
+        }
+    )
+    assert event["traits"] == {"email": "own@example.com", "phone": "+447700900123"}
+    assert event["context"] == {"locale": "en-GB"}
+    assert event_from_datafly_json(event) == event
+    alone = event_from_datafly_json({"type": "track", "context": {"traits": {"first_name": "C"}}})
+    assert alone["traits"] == {"first_name": "C"}
+
+
+def test_context_traits_that_cannot_be_folded_are_kept_where_they_were() -> None:
+    """This converter refuses nothing: what the gateway would refuse is left as it was sent."""
+    event = event_from_datafly_json(
+        {"type": "track", "traits": "x", "context": {"traits": {"a": 1}}}
+    )
+    assert (event["traits"], event["context"]) == ("x", {"traits": {"a": 1}})

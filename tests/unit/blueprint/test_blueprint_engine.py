@@ -92,14 +92,12 @@ def test_cookieid_prefers_canonical_id_over_anonymous_id(
     assert map_event(retail, bare, source_value="S").payload["cookieid"] == "anon_abc123"
 
 
-def test_email_falls_back_to_properties_then_context_traits(
-    retail: Blueprint, make_event: EventFactory
-) -> None:
-    """The email is traits.email, else properties.email, else context.traits.email."""
+def test_email_falls_back_to_properties(retail: Blueprint, make_event: EventFactory) -> None:
+    """The email is traits.email, else properties.email (context.traits is folded earlier)."""
     from_props = make_event("x", properties={"email": "a@b.test"})
     assert map_event(retail, from_props, source_value="S").payload["email"] == "a@b.test"
-    from_context = make_event("x", context={"traits": {"email": "c@d.test"}})
-    assert map_event(retail, from_context, source_value="S").payload["email"] == "c@d.test"
+    both = make_event("x", traits={"email": "t@b.test"}, properties={"email": "a@b.test"})
+    assert map_event(retail, both, source_value="S").payload["email"] == "t@b.test"
 
 
 def test_empty_values_are_omitted_never_null(retail: Blueprint, make_event: EventFactory) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amperity_signal.blueprint import load_blueprint, map_event
 from amperity_signal.blueprint.transforms import e164
 from amperity_signal.config import LinkingKey
 from amperity_signal.enrich.identifiers import (
     LEARNABLE_SOURCES,
+    SOURCE_PATHS,
     Candidate,
     candidates,
     event_candidates,
@@ -123,6 +125,78 @@ def test_a_phone_given_as_a_number_is_looked_up_as_the_blueprint_sends_it() -> N
     assert candidates(keys, visitor, {}) == (Candidate("phone_sha256", digest),)
     assert learnable(keys, visitor) == {"phone:sha256": digest}
     assert candidates(keys, event(traits={"phone": 4477009.5}), {}) == ()
+
+
+def test_each_source_is_read_where_the_global_blueprint_maps_its_target_from() -> None:
+    """SOURCE_PATHS are the global identity mappings' source then fallbacks, in order."""
+    mappings = {m.target: m.spec for m in load_blueprint("retail").global_mappings}
+    for source, paths in SOURCE_PATHS.items():
+        spec = mappings[source]
+        read = [field if key is None else f"{field}.{key}" for field, key in paths]
+        assert read == [spec.source, *spec.fallbacks], source
+    assert set(SOURCE_PATHS) == set(get_args(LinkingKey.model_fields["source"].annotation))
+
+
+def test_an_email_or_phone_in_properties_is_resolved_and_learned() -> None:
+    """properties.email / properties.phone, which the blueprint sends, are looked up too."""
+    keys = (
+        LinkingKey(source="email", key="email_sha256", hash="sha256"),
+        LinkingKey(source="phone", key="phone", hash=None),
+        LinkingKey(source="user_id", key="customer_id"),
+    )
+    visitor = event(
+        properties={"email": "Carol@Example.com", "phone": "+44 7700 900123"},
+        traits={"user_id": "cust-7"},
+    )
+    assert candidates(keys, visitor, {}) == (
+        Candidate("email_sha256", sha("carol@example.com")),
+        Candidate("phone", "+447700900123"),
+        Candidate("customer_id", "cust-7"),
+    )
+    assert learnable(keys, visitor) == {
+        "email:sha256": sha("carol@example.com"),
+        "phone": "+447700900123",
+        "user_id": "cust-7",
+    }
+    own = event(traits={"email": "own@example.com"}, properties={"email": "p@example.com"})
+    assert source_value(own, "email") == "own@example.com"
+
+
+_EMAILS: st.SearchStrategy[Any] = st.sampled_from([None, "", [], {}, "T@Example.com", " P@x.test "])
+_IDS: st.SearchStrategy[Any] = st.sampled_from([None, "", "cust-1", "cust-2", 12.0])
+_PHONES: st.SearchStrategy[Any] = st.sampled_from(
+    [None, "", "+44 7700 900123", "call me", 447700900124.0]
+)
+_RETAIL = load_blueprint("retail")
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            ("traits", "email"): _EMAILS,
+            ("properties", "email"): _EMAILS,
+            ("traits", "phone"): _PHONES,
+            ("properties", "phone"): _PHONES,
+            ("traits", "user_id"): _IDS,
+        }
+    ),
+    _IDS,
+)
+def test_an_event_is_resolved_by_the_identifiers_it_is_delivered_with(
+    given_values: dict[tuple[str, str], Any], user_id: Any
+) -> None:
+    """Where the payload's email, phone or user_id comes from, the lookup's value does too."""
+    visitor = event(user_id=user_id)
+    for (field, key), value in given_values.items():
+        visitor[field][key] = value
+    payload = map_event(_RETAIL, visitor, source_value="S").payload
+    for source in ("email", "phone", "user_id"):
+        raw = source_value(visitor, source)
+        prepared = None if raw is None else prepare(source, None, raw)
+        # What is looked up is what is delivered, and nothing when nothing is (the email
+        # lower-cased by its transform, as the sha256 scheme lower-cases it to hash it).
+        looked_up = prepared.lower() if prepared and source == "email" else prepared
+        assert looked_up == payload.get(source), source
 
 
 _SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")

@@ -432,6 +432,36 @@ async def test_bad_json_is_a_400(gateway: httpx.AsyncClient, raw: bytes) -> None
     assert response.json()["error"]["code"] == "INVALID_JSON"
 
 
+@pytest.mark.parametrize(
+    ("route", "raw", "field"),
+    [
+        ("/v1/t", b'{"event": "x", "properties": {"\\udc00": "v"}}', "properties.\\udc00"),
+        ("/v1/batch", b'{"batch": [], "\\ud800": 1}', "\\ud800"),
+        (
+            "/v1/consent",
+            b'{"anonymousId": "a", "consent": {"categories": {"caf\xc3\xa9\\ud800": true}}}',
+            "consent.categories.caf\u00e9\\ud800",
+        ),
+    ],
+)
+async def test_a_lone_surrogate_in_a_key_is_a_400_naming_the_key_escaped(
+    gateway: httpx.AsyncClient, route: str, raw: bytes, field: str
+) -> None:
+    """A key holding a lone surrogate is refused as such a value is, the key shown escaped.
+
+    The message named the raw key, which no UTF-8 body can hold: writing the 400 failed, a
+    500 with an error-level traceback.
+    """
+    response = await gateway.post(
+        route, content=raw, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_JSON"
+    assert error["field"] == field
+    assert error["message"] == f"{field}: the key holds a lone surrogate; send valid Unicode."
+
+
 async def test_oversized_body_is_413(gateway: httpx.AsyncClient) -> None:
     """A single event over 32 KB answers 413 JSON."""
     body = {**EVENT, "properties": {"blob": "x" * 40_000}}

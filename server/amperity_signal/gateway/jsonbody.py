@@ -120,9 +120,16 @@ def check_value(value: Any, path: str, depth: int = 0) -> None:
             check_value(item, f"{path}[{index}]", depth + 1)
     elif isinstance(value, dict):
         for key, item in value.items():
-            child = _join(path, key)
-            _check_text(key, child)
-            check_value(item, child, depth + 1)
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                # Named escaped: the raw key cannot be written in the UTF-8 error body (the
+                # 400 itself failed, a 500 with a traceback).
+                child = _join(path, key.encode("utf-8", "backslashreplace").decode("utf-8"))
+                raise _bad_json(
+                    f"{child}: the key holds a lone surrogate; send valid Unicode.", child
+                ) from None
+            check_value(item, _join(path, key), depth + 1)
 
 
 def _check_text(text: str, path: str) -> None:

@@ -198,6 +198,7 @@ class GatewayTable(_Strict):
     batch_concurrency: StrictInt = Field(default=8, ge=1)
     trusted_proxies: tuple[str, ...] = ()
     live_replay: StrictInt = Field(default=50, ge=1)
+    request_read_timeout: Number = Field(default=60.0, gt=0)
     # How the standalone `gateway` reaches a service on TLS: the CA that signed its
     # certificate and, for mutual TLS, the gateway's own certificate and key.
     service_ca_file: str | None = None

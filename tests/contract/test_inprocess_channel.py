@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,7 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from amperity_signal.logs import integration_id_var, request_id_var
-from amperity_signal.service.inprocess import InProcessChannel
+from amperity_signal.metrics import Metrics
+from amperity_signal.service.inprocess import HandlerRegistry, InProcessChannel
+from amperity_signal.service.interceptors import ObservedRegistration
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import Harness
@@ -199,6 +202,43 @@ async def test_an_unexpected_error_is_unknown_without_its_text(harness: Harness)
     assert error.code() == grpc.StatusCode.UNKNOWN
     assert "secret-token-123" not in (error.details() or "")
     await channel.close()
+
+
+async def test_an_unexpected_error_of_an_observed_handler_is_internal_and_logged(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the observation (as the gateway's calls go): INTERNAL, one error log line.
+
+    The observation asks the context whether the call is over (``done``), which the
+    in-process context lacked: the error became an AttributeError, answered UNKNOWN, and
+    the "rpc failed unexpectedly" line naming the method was never written.
+    """
+
+    async def boom(request: bytes, context: Any) -> bytes:
+        raise RuntimeError("secret-token-123")
+
+    registry = HandlerRegistry()
+    ObservedRegistration(Metrics(), registry).add_registered_method_handlers(
+        "t.T", {"Boom": grpc.unary_unary_rpc_method_handler(boom)}
+    )
+    channel = InProcessChannel(
+        registry.handlers, fallback_target=f"127.0.0.1:{harness.service.port}"
+    )
+    caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
+    metadata = (("x-request-id", "rid-boom-1"),)
+    error = await _error(channel.unary_unary("/t.T/Boom")(b"", metadata=metadata))
+    await channel.close()
+
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "report request id rid-boom-1" in (error.details() or "")
+    assert "secret-token-123" not in (error.details() or "")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    (line,) = errors
+    assert line.name == "amperity_signal.rpc"
+    assert line.getMessage() == "rpc failed unexpectedly"
+    assert getattr(line, "method", None) == "/t.T/Boom"
+    assert line.exc_info is not None
+    assert isinstance(line.exc_info[1], RuntimeError)
 
 
 async def test_streaming_calls_take_the_socket(

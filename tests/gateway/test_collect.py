@@ -466,6 +466,58 @@ async def test_bad_json_is_a_400(gateway: httpx.AsyncClient, raw: bytes) -> None
     assert response.json()["error"]["code"] == "INVALID_JSON"
 
 
+@pytest.mark.parametrize(
+    ("route", "raw", "field"),
+    [
+        ("/v1/t", b'{"event": "x", "properties": {"\\udc00": "v"}}', "properties.\\udc00"),
+        ("/v1/batch", b'{"batch": [], "\\ud800": 1}', "\\ud800"),
+        (
+            "/v1/consent",
+            b'{"anonymousId": "a", "consent": {"categories": {"caf\xc3\xa9\\ud800": true}}}',
+            "consent.categories.caf\u00e9\\ud800",
+        ),
+    ],
+)
+async def test_a_lone_surrogate_in_a_key_is_a_400_naming_the_key_escaped(
+    gateway: httpx.AsyncClient, route: str, raw: bytes, field: str
+) -> None:
+    """A key holding a lone surrogate is refused as such a value is, the key shown escaped.
+
+    The message named the raw key, which no UTF-8 body can hold: writing the 400 failed, a
+    500 with an error-level traceback.
+    """
+    response = await gateway.post(
+        route, content=raw, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_JSON"
+    assert error["field"] == field
+    assert error["message"] == f"{field}: the key holds a lone surrogate; send valid Unicode."
+
+
+@pytest.mark.parametrize("digits", [17, 4_301, 30_000])
+async def test_an_integer_of_any_length_past_2_53_is_named_not_sent_to_python_advice(
+    gateway: httpx.AsyncClient, digits: int
+) -> None:
+    """A 5,000-digit integer gets the usual 400 naming its field.
+
+    Past Python's 4,300-digit conversion limit json.loads raised its own ValueError: the
+    400 named no field and told the client to call sys.set_int_max_str_digits().
+    """
+    raw = b'{"event": "x", "anonymousId": "a", "properties": {"v": [1, -%s]}}' % (b"9" * digits)
+    response = await gateway.post(
+        "/v1/t", content=raw, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error == {
+        "code": "INVALID_JSON",
+        "message": "properties.v[1]: integers beyond ±2^53 lose precision; send it as a string.",
+        "field": "properties.v[1]",
+    }
+
+
 async def test_oversized_body_is_413(gateway: httpx.AsyncClient) -> None:
     """A single event over 32 KB answers 413 JSON."""
     body = {**EVENT, "properties": {"blob": "x" * 40_000}}

@@ -373,6 +373,52 @@ async def test_preflight_for_disallowed_origin(gateway: httpx.AsyncClient) -> No
     assert "access-control-allow-origin" not in response.headers
 
 
+@pytest.mark.parametrize("route", ["/v1/enrich", "/v1/t"])
+async def test_a_preflight_naming_an_unknown_pipeline_key_is_told_so_not_blamed_on_its_origin(
+    gateway: httpx.AsyncClient, route: str
+) -> None:
+    """An allowed origin, ``pipeline_key=pk_typo``: 404 UNKNOWN_PIPELINE_KEY, not a 403.
+
+    The key's (empty) origins were checked, and the 403 sent the page's developer to
+    allowed_origins, where their origin already was.
+    """
+    response = await gateway.options(
+        f"{route}?pipeline_key=pk_typo",
+        headers={"Origin": SHOP_ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("UNKNOWN_PIPELINE_KEY", "pipeline_key")
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"] == "Origin"
+
+
+async def test_a_preflight_whose_query_does_not_decode_is_told_so(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """``pipeline_key=%FF``: 400 INVALID_QUERY_ENCODING naming the parameter, as any /v1 call."""
+    response = await gateway.options(
+        "/v1/t?pipeline_key=%FF",
+        headers={"Origin": SHOP_ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_QUERY_ENCODING", "pipeline_key")
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_preflight_of_a_known_key_from_another_origin_is_still_403(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """The key is known, the origin is not among its allowed_origins: the origin is at fault."""
+    response = await gateway.options(
+        f"/v1/t?pipeline_key={KNOWN_KEY}",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "ORIGIN_NOT_ALLOWED"
+
+
 async def test_rate_limit_answers_429_with_retry_after(make_gateway: GatewayFactory) -> None:
     """Past the burst, a client gets 429 with Retry-After, CORS headers still present."""
     gateway = make_gateway(rate_limit_per_second=0.5, rate_limit_burst=2)

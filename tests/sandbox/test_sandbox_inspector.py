@@ -299,9 +299,47 @@ async def test_a_hold_that_is_not_a_boolean_is_refused_naming_the_field(
     wrong = await sandbox.client.post("/_sandbox/faults", json={"hold": 1})
     idle = await sandbox.client.post("/_sandbox/faults", json={"hold": False})
 
-    assert (wrong.status_code, wrong.json()["message"]) == (400, "hold: true or false")
+    assert (wrong.status_code, wrong.json()["message"]) == (400, "hold: true or false, not 1")
     assert idle.status_code == 400
     assert "hold" in idle.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"status": 503, "rate": NaN}', "rate: a number in 0..1, not NaN"),
+        (
+            b'{"latency_ms": 1e309}',
+            "latency_ms: a number of milliseconds in 0..120000, not a number beyond a "
+            "double's range",
+        ),
+        (
+            b'{"status": 503, "count": 1.5}',
+            "count: a whole number of requests in 1..1000000000, or null for no limit, not 1.5",
+        ),
+        (b'{"burst_429": 1e20}', "burst_429: a whole number of requests in 0..1000000, not 1e+20"),
+        (b'{"status": "503"}', 'status: a whole number in 400..599, not "503"'),
+        (
+            b'{"status": 503, "\\udc00": 1}',
+            "the body is not JSON the sandbox takes: a key in the object holds a lone surrogate",
+        ),
+    ],
+)
+async def test_a_fault_field_refused_is_named_with_what_it_takes_and_what_it_got(
+    sandbox: InProcessSandbox, raw: bytes, message: str
+) -> None:
+    """A NaN, 1e309, 1.5 or 1e20 is a 400 naming its field, not "send a JSON object".
+
+    The body was an object: the parser's refusal of one value was answered as if it were
+    not, and "count: >= 1" answered a count of 1.5.
+    """
+    wrong = await sandbox.client.post(
+        "/_sandbox/faults", content=raw, headers={"Content-Type": "application/json"}
+    )
+
+    assert wrong.status_code == 400
+    assert wrong.json()["message"].startswith(message)
+    assert (await sandbox.client.get("/_sandbox/faults")).json()["faults"] == []
 
 
 async def test_an_unknown_fault_field_is_refused_with_the_field_it_is_a_slip_from(

@@ -25,6 +25,7 @@ from amperity_signal.amperity.caller import (
     CUT_BODY,
     OVERSIZED,
     UNDECODABLE,
+    CallHeaders,
     RetryingCaller,
     VendorRequest,
     call_headers,
@@ -36,7 +37,7 @@ from amperity_signal.amperity.progress import CallProgress
 from amperity_signal.amperity.ratelimit import Clock, RateLimiter, Sleep
 from amperity_signal.amperity.retry import Backoff
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import ProfileUnavailable
+from amperity_signal.errors import AmperityError, AmperityRejected, ProfileUnavailable
 from amperity_signal.metrics import Metrics
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
@@ -205,13 +206,14 @@ class AmperityClient:
             AmperityError: When Amperity refuses the lookup or cannot be reached.
         """
         collection_id, token = self._profile_credentials()
+        headers = call_headers(
+            endpoints.request_headers(self._integration.tenant_id, token, json_body=True)
+        )
         request = VendorRequest(
             endpoint=endpoints.LOOKUP,
             method="POST",
-            url=httpx.URL(self._base_url + endpoints.lookup_path(collection_id)),
-            headers=call_headers(
-                endpoints.request_headers(self._integration.tenant_id, token, json_body=True)
-            ),
+            url=self._url(endpoints.LOOKUP, "POST", endpoints.lookup_path(collection_id), headers),
+            headers=headers,
             content=encode_json(endpoints.lookup_body(key, value)),
             final_statuses=frozenset({404}),
             body_required=True,
@@ -238,17 +240,24 @@ class AmperityClient:
 
         Raises:
             ProfileUnavailable: When the integration has no Profile API key or collection.
+            AmperityRejected: ``CONTEXT_TOO_LONG``, before any request, when the query would
+                be longer than ``endpoints.MAX_PROFILE_QUERY_LENGTH`` URL-encoded.
             AmperityError: When Amperity refuses the request or cannot be reached.
         """
         collection_id, token = self._profile_credentials()
         path = endpoints.profile_path(collection_id, profile_id)
+        params = endpoints.profile_params(context)
+        headers = call_headers(
+            endpoints.request_headers(self._integration.tenant_id, token, json_body=False)
+        )
+        length = endpoints.query_length(params)
+        if length > endpoints.MAX_PROFILE_QUERY_LENGTH:
+            raise self._context_too_long(path, params, length, headers)
         request = VendorRequest(
             endpoint=endpoints.PROFILE,
             method="GET",
-            url=httpx.URL(self._base_url + path, params=endpoints.profile_params(context)),
-            headers=call_headers(
-                endpoints.request_headers(self._integration.tenant_id, token, json_body=False)
-            ),
+            url=self._url(endpoints.PROFILE, "GET", path, headers, params),
+            headers=headers,
             content=None,
             final_statuses=frozenset({404}),
             body_required=True,
@@ -258,6 +267,76 @@ class AmperityClient:
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._pool.aclose()
+
+    def _url(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        headers: CallHeaders,
+        params: list[tuple[str, str]] | None = None,
+    ) -> httpx.URL:
+        """The URL of a call, or ``URL_TOO_LONG`` raised (nothing sent) when httpx refuses it.
+
+        A path can only be refused for its length (every segment is quoted): a profile id
+        Amperity gave that is longer than the 64 KB httpx takes. It used to raise
+        ``httpx.InvalidURL`` out of the client, which no caller expects.
+        """
+        try:
+            return httpx.URL(self._base_url + path, params=params)
+        except httpx.InvalidURL as exc:
+            problem = str(exc)
+            message = (
+                f"the {endpoint} request was not sent: its URL cannot be built ({problem}); "
+                "an id in its path is longer than any Amperity id"
+            )
+            error = AmperityRejected(
+                message,
+                reason="URL_TOO_LONG",
+                attempts=0,
+                metadata={"endpoint": endpoint, "problem": problem},
+            )
+            raise self._unsent(error, method, self._base_url, headers) from None
+
+    def _context_too_long(
+        self, path: str, params: list[tuple[str, str]], length: int, headers: CallHeaders
+    ) -> AmperityError:
+        """``CONTEXT_TOO_LONG``: the personalisation context would make too long a query."""
+        target, target_length = endpoints.longest_parameter(params)
+        limit = endpoints.MAX_PROFILE_QUERY_LENGTH
+        message = (
+            f"personalisation context too long: the profile request's query would be "
+            f"{length:,} characters URL-encoded, over the {limit:,} allowed, {target} taking "
+            f"{target_length:,} of them; nothing was sent, and this context gets no "
+            f"personalised attributes. Map a short value (a category, a tier, an id) to "
+            f"{target} in personalisation_context_mappings, not a whole document."
+        )
+        error = AmperityRejected(
+            message,
+            reason="CONTEXT_TOO_LONG",
+            attempts=0,
+            metadata={
+                "query_length": str(length),
+                "limit": str(limit),
+                "target": target,
+                "target_length": str(target_length),
+            },
+        )
+        # The URL shown stops at the path: the query is what was too long to send.
+        return self._unsent(error, "GET", self._base_url + path, headers)
+
+    @staticmethod
+    def _unsent(error: AmperityError, method: str, url: str, headers: CallHeaders) -> AmperityError:
+        """``error`` carrying a ``VendorCall`` of no attempt (the request was never sent)."""
+        call = VendorCall(
+            method=method,
+            url=url,
+            status_code=0,
+            attempts=0,
+            duration=0.0,
+            headers=dict(headers.shown),
+        )
+        return with_call(error, call)
 
     def _profile_credentials(self) -> tuple[str, str]:
         integration = self._integration

@@ -7,8 +7,8 @@ their side must be a one-line fix here. See ``docs/amperity-client.md`` and the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Final
+from urllib.parse import quote, urlencode
 
 from amperity_signal import __version__
 
@@ -25,6 +25,13 @@ USER_AGENT = f"amperity-signal/{__version__}"
 
 # The query parameter that asks for enriched attributes; context targets may not reuse it.
 ENRICH_PARAM = "enrich"
+
+MAX_PROFILE_QUERY_LENGTH: Final = 4096
+"""The longest query, URL-encoded, a profile GET sends (``enrich=true`` and the context).
+
+Far above any page category or cart value, and below the URL limits of the proxies and
+CDNs in front of an API (8 KB for nginx's default buffers and CloudFront), which answer a
+longer one 414 without Amperity seeing it; httpx itself refuses a query over 64 KB."""
 
 
 def _segment(value: str) -> str:
@@ -78,6 +85,17 @@ def profile_params(context: Mapping[str, str] | None = None) -> list[tuple[str, 
     if ENRICH_PARAM in (context or {}):
         raise ValueError(f"a context target may not be named {ENRICH_PARAM!r}")
     return [(ENRICH_PARAM, "true"), *(context or {}).items()]
+
+
+def query_length(params: list[tuple[str, str]]) -> int:
+    """How many characters ``params`` take URL-encoded, as httpx encodes them (``urlencode``)."""
+    return len(urlencode(params))
+
+
+def longest_parameter(params: list[tuple[str, str]]) -> tuple[str, int]:
+    """The parameter taking the most of the encoded query, and its ``name=value`` length."""
+    lengths = [(name, query_length([(name, value)])) for name, value in params]
+    return max(lengths, key=lambda pair: pair[1])
 
 
 def request_headers(tenant_id: str, token: str, *, json_body: bool) -> dict[str, str]:

@@ -13,7 +13,8 @@ unchanged, as if still stacked outermost first:
    ``Access-Control-Allow-Origin`` (the echoed origin, with credentials) only when the
    origin is in that key's ``allowed_origins``; every one carries ``Vary: Origin``. A
    preflight cannot carry the key's value, so it is checked against every key's origins
-   (or the ``pipeline_key`` query parameter's, when given) and answered here;
+   (or the ``pipeline_key`` query parameter's, when given) and answered here; a refused
+   one whose query does not decode, or names an unknown key, is told that instead;
 3. **header size**: more than ``max_header_bytes`` of names and values answers 431;
 4. **rate limit** per client on ``/v1/`` paths (not preflights): 429 with Retry-After. A
    client is an IPv4 address, or an IPv6 network (``rate_limit_ipv6_prefix``, /64).
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
+from amperity_signal.gateway.routes_api import query_pairs
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
 from amperity_signal.metrics import Metrics, Observes
 from amperity_signal.processes import cut_by_the_server
@@ -248,13 +250,7 @@ class GatewayMiddleware:
     ) -> None:
         methods = allow_header(self._methods[scope["path"]])
         if origin is not None and not allowed:
-            error = GatewayError(
-                403,
-                "ORIGIN_NOT_ALLOWED",
-                "This origin is not in the integration's allowed_origins; add it there.",
-                headers={"Vary": "Origin"},
-            )
-            await error_response(error)(scope, receive, send)
+            await error_response(self._preflight_refusal(scope))(scope, receive, send)
             return
         headers = {"Allow": methods, "Vary": "Origin", "Cache-Control": "no-store"}
         if origin is not None:
@@ -269,6 +265,35 @@ class GatewayMiddleware:
             )
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
         await send({"type": "http.response.body", "body": b""})
+
+    def _preflight_refusal(self, scope: Scope) -> GatewayError:
+        """Why a preflight is refused: its query, its ``pipeline_key``, else its origin.
+
+        A query that does not decode, or a key no integration has, left no origins to
+        allow: the 403 blamed the origin, and sent its developer to allowed_origins.
+        """
+        try:
+            pairs = query_pairs(scope.get("query_string", b"").decode("latin-1"))
+        except GatewayError as error:
+            error.headers.setdefault("Vary", "Origin")
+            return error
+        # The first, as ``pipeline_key_of`` read it for the check.
+        key = next((value for name, value in pairs if name == "pipeline_key"), None)
+        if key is not None and key not in self._origins:
+            return GatewayError(
+                404,
+                "UNKNOWN_PIPELINE_KEY",
+                "No integration uses the pipeline_key this preflight names; copy the key "
+                "from the integration's pipeline_key.",
+                field="pipeline_key",
+                headers={"Vary": "Origin"},
+            )
+        return GatewayError(
+            403,
+            "ORIGIN_NOT_ALLOWED",
+            "This origin is not in the integration's allowed_origins; add it there.",
+            headers={"Vary": "Origin"},
+        )
 
 
 def allow_header(methods: tuple[str, ...]) -> str:

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import httptools
 import uvicorn
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -34,11 +35,18 @@ _HEAD_CEILING = 256 * 1024
 # stop's drain window is tied to it: GatewayServer).
 _KEEP_ALIVE_SECONDS = 5
 _CONNECTION_CLOSE = (b"connection", b"close")
+# How often, at most, the server looks for requests arriving too slowly (GatewayServer).
+_READ_SWEEP_SECONDS = 1.0
 _INVALID_REQUEST = GatewayError(
     400,
     "INVALID_HTTP_REQUEST",
     "The request is not valid HTTP/1.1 (or its head is far too large): percent-encode "
     "the path and query, and send well-formed headers.",
+)
+_REQUEST_TIMEOUT = GatewayError(
+    408,
+    "REQUEST_TIMEOUT",
+    "The request's head or body did not arrive in time; send the whole request at once.",
 )
 
 
@@ -138,6 +146,9 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         # The head in progress is complete: a header now is a trailer (after a chunked body).
         self._head_done = False
+        # What the connection was last seen waiting for (``check_read_timeout``), and since.
+        self._awaited: object = None
+        self._awaited_since = 0.0
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
@@ -183,6 +194,58 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self._head_ceiling:
                 self.logger.debug("Invalid HTTP request received: the head is over the ceiling.")
                 self.send_400_response("")
+
+    def check_read_timeout(self, now: float, timeout: float) -> None:
+        """Close the connection when what it is waiting for has taken ``timeout`` seconds.
+
+        A request's head (from its first byte; on a new connection, from its opening) and
+        then its body each get ``timeout``. uvicorn has no such limit: a client trickling a
+        head, or stopping mid-body, held its connection and buffers for ever (300 of them,
+        61 MB). Called about once a second by ``GatewayServer`` with loop time: a request
+        costs nothing more, the sweep compares what each connection waits for with what it
+        waited for last time. Nothing is timed while the gateway itself keeps the bytes
+        waiting (reading paused: the app is busy with earlier bytes), nor between requests
+        (uvicorn's keep-alive timeout), nor while a request is being answered.
+        """
+        awaited = self._awaited_now()
+        if awaited is not self._awaited:
+            self._awaited = awaited
+            self._awaited_since = now
+        elif awaited is not None and now - self._awaited_since >= timeout:
+            self._read_timed_out(awaited)
+
+    def _awaited_now(self) -> object:
+        """What the connection waits for the client to send: a head, a body, or None."""
+        if self.transport.is_closing() or self.flow.read_paused:
+            return None
+        if self._head_bytes is not None:  # a head (or a chunked body's trailers) under way
+            return self.headers
+        cycle = self.cycle
+        if cycle is None:
+            return self.transport  # a new connection: its first request has not begun
+        if cycle.more_body:
+            return cycle
+        return None
+
+    def _read_timed_out(self, awaited: object) -> None:
+        cycle = self.cycle
+        if awaited is self.transport:
+            # Nothing was sent: no request to answer (an idle preconnected socket, say).
+            self.logger.debug("Connection closed: no request arrived in time.")
+            self.transport.close()
+            return
+        if awaited is cycle:
+            answered = cycle.response_started
+            # The app reading the body hears the end of its request, as on a disconnect.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        else:  # a head: answerable unless an earlier request's answer is under way
+            answered = cycle is not None and not cycle.response_complete
+        self.logger.debug("Request timed out: its head or body arrived too slowly.")
+        if not answered:
+            response = error_response(_REQUEST_TIMEOUT)
+            self._write_closing("408 Request Timeout", response)
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         """A request starts: its head is counted until it is complete."""
@@ -274,7 +337,11 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """Write a 400 JSON error and close the connection (``msg``, uvicorn's text, unused)."""
-        response = error_response(_INVALID_REQUEST)
+        self._write_closing("400 Bad Request", error_response(_INVALID_REQUEST))
+        self.transport.close()
+
+    def _write_closing(self, status: str, response: Response) -> None:
+        """Write ``response`` with ``Connection: close`` straight to the socket."""
         # uvicorn's default headers, as on every other answer: Date, which HTTP asks of an
         # origin server with a clock, and never Server (gateway_server turns it off).
         headers = [
@@ -282,10 +349,9 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             *response.raw_headers,
             _CONNECTION_CLOSE,
         ]
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head = [b"HTTP/1.1 %s\r\n" % status.encode("ascii")]
         head += [b"%s: %s\r\n" % header for header in headers]
         self.transport.write(b"".join([*head, b"\r\n", bytes(response.body)]))
-        self.transport.close()
 
 
 class ClosingWhenDraining:
@@ -355,13 +421,30 @@ class GatewayServer(ProcessServer):
         end_streams: Callable[[], None],
         app: ClosingWhenDraining,
         grace_seconds: float,
+        read_timeout: float = 60.0,
     ) -> None:
         super().__init__(config, grace_seconds=grace_seconds, logger=_log)
         self._end_streams = end_streams
         self._app = app
+        self._read_timeout = read_timeout
+        # uvicorn ticks every 0.1 s; the sweep runs every this many ticks.
+        self._sweep_ticks = max(1, round(min(_READ_SWEEP_SECONDS, read_timeout / 4) * 10))
         # Past the keep-alive timeout no connection the drain could still move is left:
         # uvicorn has closed those idle when the stop began.
         self._drain_seconds = min(grace_seconds, _KEEP_ALIVE_SECONDS)
+
+    async def on_tick(self, counter: int) -> bool:
+        """Run uvicorn's tick (every 0.1 s), and now and then the sweep for slow requests.
+
+        Each connection closes itself when a request's head or body has taken longer than
+        ``read_timeout`` (``JsonErrorHttpToolsProtocol.check_read_timeout``).
+        """
+        if counter % self._sweep_ticks == 0:
+            now = asyncio.get_running_loop().time()
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, JsonErrorHttpToolsProtocol):
+                    connection.check_read_timeout(now, self._read_timeout)
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End the endless streams, then stop as every ``ProcessServer`` does, draining first."""
@@ -467,7 +550,11 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
         ssl_keyfile=tls.key_file if tls else None,
     )
     return GatewayServer(
-        config, end_streams=app.state.end_streams, app=served, grace_seconds=settings.grace_period
+        config,
+        end_streams=app.state.end_streams,
+        app=served,
+        grace_seconds=settings.grace_period,
+        read_timeout=settings.request_read_timeout,
     )
 
 

@@ -88,6 +88,10 @@ class GatewaySettings:
             connections and cuts the requests at once.
         listener_tls: The certificate and key the gateway serves HTTPS with (``[server]
             tls_cert_file`` and ``tls_key_file``); None serves plain HTTP.
+        request_read_timeout: Seconds a request's head, and then its body, may take to
+            arrive (nginx's ``client_header_timeout``/``client_body_timeout``); past it the
+            connection is closed, with a 408 when nothing was answered on it yet. A new
+            connection that sends nothing is closed after as long, without an answer.
     """
 
     pipelines: tuple[PipelineSettings, ...] = ()
@@ -111,6 +115,7 @@ class GatewaySettings:
     service_key_file: str | None = None
     listener_tls: TlsFiles | None = None
     grace_period: float = 10.0
+    request_read_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         """Reject limits that would make the gateway refuse everything or nothing."""
@@ -126,6 +131,7 @@ class GatewaySettings:
             "deliver_timeout": self.deliver_timeout,
             "batch_concurrency": self.batch_concurrency,
             "live_replay": self.live_replay,
+            "request_read_timeout": self.request_read_timeout,
         }
         for name, value in positive.items():
             if not value > 0:

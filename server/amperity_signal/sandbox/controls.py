@@ -84,7 +84,8 @@ class ControlRoutes:
             return JSONResponse({"faults": [fault.to_json() for fault in injector.active()]})
         if request.method == "DELETE":
             return JSONResponse({"cleared": injector.clear()})
-        body = await _json_object(request)
+        # Every field's range is checked, so a NaN or 1e309 is refused naming its field.
+        body = await _json_object(request, non_finite=True)
         if isinstance(body, Response):
             return body
         try:
@@ -94,11 +95,14 @@ class ControlRoutes:
         return JSONResponse({"fault": fault.to_json()})
 
 
-async def _json_object(request: Request) -> dict[str, Any] | Response:
+async def _json_object(request: Request, *, non_finite: bool = False) -> dict[str, Any] | Response:
+    """The body's JSON object, or the 400 saying what is wrong with it."""
     try:
-        body = jsonbody.loads(await request.body())
-    except ValueError:
-        return _bad("send a JSON object")
+        body = jsonbody.loads(await request.body(), non_finite=non_finite)
+    except ValueError as error:
+        # What the parser found (a NaN, a lone surrogate and where): "send a JSON object"
+        # alone was the answer to an object whose one value was refused.
+        return _bad(f"the body is not JSON the sandbox takes: {error}")
     return body if isinstance(body, dict) else _bad("send a JSON object")
 
 

@@ -37,6 +37,7 @@ Draws come from the sandbox's seeded :class:`random.Random`.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections.abc import Mapping
@@ -96,32 +97,72 @@ class Fault:
                 + f"; the fields are {', '.join(fields)}"
             )
         fault = cls(fault_id=fault_id, **raw)
-        _check(fault.status is None or _is_int(fault.status, 400, 599), "status: 400..599")
+        _check_field(
+            fault.status is None or _is_int(fault.status, 400, 599),
+            fault,
+            "status",
+            "a whole number in 400..599",
+        )
         for name in ("rate", "latency_rate", "drop_rate", "cut_body_rate"):
-            _check(_is_number(getattr(fault, name), 0.0, 1.0), f"{name}: a number in 0..1")
-        _check(
+            _check_field(
+                _is_number(getattr(fault, name), 0.0, 1.0), fault, name, "a number in 0..1"
+            )
+        _check_field(
             fault.accept_status is None
             or (_is_int(fault.accept_status, 200, 299) and fault.accept_status not in (202, 204)),
-            "accept_status: 200..299 other than 202 and 204 (the statuses Amperity documents)",
+            fault,
+            "accept_status",
+            "a whole number in 200..299 other than 202 and 204 (the statuses Amperity documents)",
         )
-        _check(
+        _check_field(
             fault.oversized_body is None or _is_int(fault.oversized_body, 1, MAX_OVERSIZED_BODY),
-            f"oversized_body: a size in bytes, 1..{MAX_OVERSIZED_BODY}",
+            fault,
+            "oversized_body",
+            f"a size in bytes, a whole number in 1..{MAX_OVERSIZED_BODY}",
         )
-        _check(
+        _check_field(
             isinstance(fault.oversized_gzip, bool)
             and (fault.oversized_body is not None or not fault.oversized_gzip),
-            "oversized_gzip: true or false, with oversized_body (the size once decoded)",
+            fault,
+            "oversized_gzip",
+            "true or false, with oversized_body (the size once decoded)",
         )
-        _check(_is_number(fault.latency_ms, 0.0, 120_000.0), "latency_ms: 0..120000")
-        _check(_is_int(fault.burst_429, 0, 1_000_000), "burst_429: a count >= 0")
-        _check(isinstance(fault.hold, bool), "hold: true or false")
-        _check(fault.count is None or _is_int(fault.count, 1, 1_000_000_000), "count: >= 1")
-        _check(fault.kind is None or fault.kind in KINDS, f"kind: one of {KINDS} or null")
-        _check(fault.tenant is None or isinstance(fault.tenant, str), "tenant: a string")
-        _check(
+        _check_field(
+            _is_number(fault.latency_ms, 0.0, 120_000.0),
+            fault,
+            "latency_ms",
+            "a number of milliseconds in 0..120000",
+        )
+        _check_field(
+            _is_int(fault.burst_429, 0, 1_000_000),
+            fault,
+            "burst_429",
+            "a whole number of requests in 0..1000000",
+        )
+        _check_field(isinstance(fault.hold, bool), fault, "hold", "true or false")
+        _check_field(
+            fault.count is None or _is_int(fault.count, 1, 1_000_000_000),
+            fault,
+            "count",
+            "a whole number of requests in 1..1000000000, or null for no limit",
+        )
+        _check_field(
+            fault.kind is None or fault.kind in KINDS,
+            fault,
+            "kind",
+            f"one of {', '.join(KINDS)}, or null for any",
+        )
+        _check_field(
+            fault.tenant is None or isinstance(fault.tenant, str),
+            fault,
+            "tenant",
+            "a tenant id string, or null for any",
+        )
+        _check_field(
             fault.retry_after is None or _is_number(fault.retry_after, 0.0, 86_400.0),
-            "retry_after: seconds, 0..86400 (a fraction is rounded up to whole seconds)",
+            fault,
+            "retry_after",
+            "seconds, 0..86400 (a fraction is rounded up to whole seconds)",
         )
         if fault.retry_after is not None:
             fault.retry_after = math.ceil(fault.retry_after)
@@ -273,6 +314,23 @@ def _does_something(fault: Fault) -> bool:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise FaultSpecError(message)
+
+
+def _check_field(condition: bool, fault: Fault, name: str, expected: str) -> None:
+    """Unless ``condition``, refuse ``fault``'s field ``name``: what it takes, what it got.
+
+    "count: >= 1" answered a count of 1.5, and "burst_429: a count >= 0" one of 1e20.
+    """
+    if not condition:
+        raise FaultSpecError(f"{name}: {expected}, not {_shown(getattr(fault, name))}")
+
+
+def _shown(value: object) -> str:
+    """A sent value as JSON writes it (lone surrogates escaped), cut to 40 characters."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "a number beyond a double's range"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
 
 
 def _is_number(value: object, low: float, high: float) -> bool:

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from amperity_signal.sandbox.errors import RefusalError
@@ -27,18 +28,27 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _MAX_DIGITS = sys.get_int_max_str_digits()
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, *, non_finite: bool = False) -> Any:
     """Parse one JSON text.
+
+    Args:
+        data: The text, or its bytes (UTF-8, -16 or -32).
+        non_finite: Read NaN, Infinity and numbers beyond a double's range as the floats
+            ``nan`` and ``inf`` instead of refusing them, for a caller that checks the
+            range of every value itself and so can name the field that holds one.
 
     Raises:
         ValueError: The text is not JSON, holds NaN/Infinity, a number beyond a double's
-            range or of over 4300 digits, or a lone surrogate, or is nested too deeply.
+            range (unless ``non_finite``) or of over 4300 digits, or a lone surrogate, or is
+            nested too deeply.
     """
     # Decoded as json.loads decodes bytes (UTF-8, -16 or -32 by their first bytes), but
     # strictly: its surrogatepass would let surrogate bytes through as lone surrogates.
     text = data.decode(json.detect_encoding(data)) if isinstance(data, bytes) else data
+    constant: Callable[[str], Any] = float if non_finite else _not_json
+    number: Callable[[str], Any] = float if non_finite else _finite_float
     try:
-        value = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=constant, parse_float=number)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
     except ValueError as error:

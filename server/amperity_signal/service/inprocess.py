@@ -124,6 +124,15 @@ class _Context:
     def peer(self) -> str:
         return "inprocess"
 
+    def done(self) -> bool:
+        """Whether the call is over: never while its handler runs, in the caller's own task.
+
+        The observation asks it of an unexpected error (``interceptors._Observed``); without
+        it that error became an ``AttributeError``, answered UNKNOWN and never logged as the
+        failure it was.
+        """
+        return False
+
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Metadata = ()
     ) -> None:

@@ -45,6 +45,7 @@ from amperity_signal.service.validation import (
     MAX_KEYS,
     MAX_STRING,
     checked_event_dict,
+    nanos_violation,
 )
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -111,9 +112,11 @@ def _consented_at(
     if not request.HasField("consented_at"):
         return None, []
     timestamp = request.consented_at
+    if not 0 <= timestamp.nanos < 1_000_000_000:
+        return None, [nanos_violation("consented_at", timestamp.nanos)]
     seconds = timestamp.seconds + timestamp.nanos / 1e9
     latest = (now + CONSENTED_AT_MAX_AHEAD).timestamp()
-    if 0 <= timestamp.nanos < 1_000_000_000 and _CONSENTED_AT_MIN <= seconds <= latest:
+    if _CONSENTED_AT_MIN <= seconds <= latest:
         return timestamp.ToDatetime(tzinfo=UTC), []
     return None, [
         FieldViolation(

@@ -182,8 +182,11 @@ def validate_event(
         _MIN_SECONDS <= event.timestamp.seconds < _MAX_SECONDS
         and 0 <= event.timestamp.nanos < 1_000_000_000
     ):
+        nanos = event.timestamp.nanos
         violations.append(
-            FieldViolation(
+            nanos_violation(f"{prefix}.timestamp", nanos)
+            if not 0 <= nanos < 1_000_000_000
+            else FieldViolation(
                 f"{prefix}.timestamp", "must lie between 2000-01-01 and 2100-01-01 (UTC)."
             )
         )
@@ -291,6 +294,20 @@ def _walk_value(
             return
         for index, item in enumerate(value.list_value.values):
             _walk_value(item, f"{path}[{index}]", depth + 1, nodes, out)
+
+
+def nanos_violation(field: str, nanos: int) -> FieldViolation:
+    """A Timestamp whose ``nanos`` is out of range, named as ``<field>.nanos``.
+
+    A date-range message answered it, though the seconds may be fine: the fix is the
+    fraction, which protobuf's Timestamp keeps in 0..999999999, never negative.
+    """
+    return FieldViolation(
+        f"{field}.nanos",
+        f"must be 0..999999999 (the fraction of a second after seconds, never negative), "
+        f"not {nanos}: write 0.5 s before a whole second as the second before it and "
+        "500000000 nanos, as Timestamp.FromDatetime does.",
+    )
 
 
 def _too_long() -> str:

@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from amperity_signal import __version__
-from amperity_signal.amperity import AmperityClient, Profile
+from amperity_signal.amperity import AmperityClient, Profile, endpoints
+from amperity_signal.amperity.client import vendor_call
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.errors import InvalidEvent, ProfileUnavailable
+from amperity_signal.errors import AmperityRejected, InvalidEvent, ProfileUnavailable
 
 ClientFactory = Callable[..., AmperityClient]
 PROFILE_JSON = {
@@ -344,3 +345,47 @@ async def test_client_speaks_to_a_starlette_fake_over_asgi(
         "lookup ['email_sha256']",
         "profile p-123 {'enrich': 'true', 'pageCategory': 'shoes'}",
     ]
+
+
+async def test_a_context_query_at_the_limit_is_sent_and_one_past_it_is_refused_unsent(
+    make_client: ClientFactory,
+) -> None:
+    """A query over MAX_PROFILE_QUERY_LENGTH encoded: CONTEXT_TOO_LONG names its target."""
+    recorder = Recorder(200, PROFILE_JSON)
+    client = make_client(recorder)
+    filler = endpoints.MAX_PROFILE_QUERY_LENGTH - len("enrich=true&pageCategory=")
+    await client.get_profile("p-123", context={"pageCategory": "s" * filler}, deadline=None)
+    assert len(recorder.requests[0].url.query) == endpoints.MAX_PROFILE_QUERY_LENGTH
+
+    # One CJK character more is nine encoded ones (three UTF-8 bytes, each %XX).
+    long_context = {"cartValue": "120", "pageCategory": "s" * (filler - 9) + "\u978b"}
+    with pytest.raises(AmperityRejected) as raised:
+        await client.get_profile("p-123", context=long_context, deadline=None)
+
+    assert len(recorder.requests) == 1
+    error = raised.value
+    assert error.reason == "CONTEXT_TOO_LONG"
+    assert "4,110 characters URL-encoded, over the 4,096 allowed" in error.message
+    assert "pageCategory taking 4,084 of them" in error.message
+    assert "personalisation_context_mappings" in error.message
+    assert error.metadata["target"] == "pageCategory"
+    call = vendor_call(error)
+    assert call is not None
+    assert (call.attempts, call.status_code) == (0, 0)
+    assert call.url == "https://acme.amperity.com/prof/profiles/apc-vPsQheAm/p-123"
+
+
+async def test_a_profile_id_too_long_for_a_url_is_refused_unsent_not_raised_raw(
+    make_client: ClientFactory,
+) -> None:
+    """A path httpx refuses (a 70 KB profile id) is URL_TOO_LONG, not httpx.InvalidURL."""
+    recorder = Recorder(200, PROFILE_JSON)
+    with pytest.raises(AmperityRejected) as raised:
+        await make_client(recorder).get_profile("p" * 70_000, deadline=None)
+
+    assert recorder.requests == []
+    assert raised.value.reason == "URL_TOO_LONG"
+    assert "the profile request was not sent" in raised.value.message
+    call = vendor_call(raised.value)
+    assert call is not None
+    assert call.attempts == 0

@@ -45,7 +45,14 @@ from amperity_signal.config_values import (
     withheld,
 )
 from amperity_signal.errors import ConfigError, ConfigProblem
-from amperity_signal.limits import MAX_PIPELINE_KEY, PIPELINE_KEY
+from amperity_signal.limits import (
+    MAX_GATEWAY_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_LIVE_REPLAY,
+    MAX_MESSAGE_BYTES,
+    MAX_PIPELINE_KEY,
+    PIPELINE_KEY,
+)
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
@@ -128,7 +135,8 @@ class ServerSettings(_Strict):
     workers: StrictInt = Field(default=1, ge=1, le=64)
     grace_period: Number = Field(default=10.0, ge=0)
     admin_token: SecretStr | None = None
-    max_message_bytes: StrictInt = Field(default=1_048_576, ge=65_536)
+    # gRPC's own limit is 4 times this, a C int: see limits.MAX_MESSAGE_BYTES.
+    max_message_bytes: StrictInt = Field(default=1_048_576, ge=65_536, le=MAX_MESSAGE_BYTES)
     # The least severe level logged; ``--log-level`` overrides it. Secrets are scrubbed
     # from every line at every level, debug included.
     log_level: LogLevel = "info"
@@ -189,15 +197,15 @@ class GatewayTable(_Strict):
     rate_limit_burst: StrictInt = Field(default=40, ge=1)
     rate_limit_max_clients: StrictInt = Field(default=100_000, ge=1)
     rate_limit_ipv6_prefix: StrictInt = Field(default=64, ge=48, le=128)
-    max_body_bytes: StrictInt = Field(default=32 * 1024, ge=1_024)
-    max_batch_body_bytes: StrictInt = Field(default=256 * 1024, ge=1_024)
+    max_body_bytes: StrictInt = Field(default=32 * 1024, ge=1_024, le=MAX_GATEWAY_BODY_BYTES)
+    max_batch_body_bytes: StrictInt = Field(default=256 * 1024, ge=1_024, le=MAX_GATEWAY_BODY_BYTES)
     max_batch_events: StrictInt = Field(default=100, ge=1)
-    max_header_bytes: StrictInt = Field(default=16 * 1024, ge=1_024)
+    max_header_bytes: StrictInt = Field(default=16 * 1024, ge=1_024, le=MAX_HEADER_BYTES)
     rpc_timeout: Number = Field(default=2.0, gt=0)
     deliver_timeout: Number = Field(default=5.0, gt=0)
     batch_concurrency: StrictInt = Field(default=8, ge=1)
     trusted_proxies: tuple[str, ...] = ()
-    live_replay: StrictInt = Field(default=50, ge=1)
+    live_replay: StrictInt = Field(default=50, ge=1, le=MAX_LIVE_REPLAY)
     request_read_timeout: Number = Field(default=60.0, gt=0)
     # How the standalone `gateway` reaches a service on TLS: the CA that signed its
     # certificate and, for mutual TLS, the gateway's own certificate and key.

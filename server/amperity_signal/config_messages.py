@@ -12,12 +12,19 @@ import re
 from datetime import date, datetime, time
 from typing import Any, get_args, get_origin
 
+import annotated_types
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import closest, did_you_mean, holds_key
 from amperity_signal.errors import ConfigProblem
-from amperity_signal.limits import PIPELINE_KEY_RULE
+from amperity_signal.limits import (
+    MAX_GATEWAY_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_MESSAGE_BYTES,
+    PIPELINE_KEY_RULE,
+)
 
 MISSING_FIX = "add it; see the Configuration table of the integration guide."
 UNKNOWN_FIX = "remove it, or check its spelling against the Configuration table."
@@ -125,6 +132,31 @@ _FIELD_FIXES = {
 }
 
 
+_MIB = 1024 * 1024
+_GATEWAY_BODY_CEILING = (
+    f"{MAX_GATEWAY_BODY_BYTES // _MIB} MiB at most: the gateway's gRPC message limit to the "
+    "service is 4 times max_batch_body_bytes, which gRPC takes as a 32-bit integer, and a "
+    "body is read into memory whole"
+)
+
+# Why a field's ceiling is where it is, by its table and name (rate_limit_per_second is a
+# field of [gateway] and of [[integrations]], with two ranges). Told with the range when
+# a value is out of it.
+_LIMIT_REASONS = {
+    "server.max_message_bytes": (
+        f"{MAX_MESSAGE_BYTES // _MIB} MiB at most: gRPC's own receive limit is 4 times this, "
+        "and gRPC takes it as a 32-bit integer; an event is a few KiB"
+    ),
+    "gateway.max_body_bytes": _GATEWAY_BODY_CEILING,
+    "gateway.max_batch_body_bytes": _GATEWAY_BODY_CEILING,
+    "gateway.max_header_bytes": (
+        f"{MAX_HEADER_BYTES // _MIB} MiB at most: the HTTP parser buffers up to 4 times this "
+        "of every connection's request head"
+    ),
+    "gateway.live_replay": "the most a Live Events page may ask for with ?replay=",
+}
+
+
 def translate(
     exc: ValidationError, reported: set[str], root: type[BaseModel]
 ) -> list[ConfigProblem]:
@@ -155,11 +187,60 @@ def translate(
             problems.append(
                 ConfigProblem(location, "is not a known field.", _unknown_fix(root, error["loc"]))
             )
+        elif kind in _BOUNDS:
+            field_fix = _field_fix(error["loc"])
+            problem, fix = _out_of_range(kind, error, _field_info(root, error["loc"]))
+            problems.append(ConfigProblem(location, problem, field_fix or fix))
         else:
             problem, fix = _describe(kind, error, _field(error["loc"]).removesuffix("[]"))
             field_fix = _field_fix(error["loc"])
             problems.append(ConfigProblem(location, problem, field_fix or fix))
     return problems
+
+
+# pydantic's error type for a value past a bound: its words, and its context's key.
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("greater than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+
+
+def _out_of_range(kind: str, error: Any, field: FieldInfo | None) -> tuple[str, str]:
+    """A value past a bound: the bound it broke, the whole range, and why the ceiling is there.
+
+    The fix offers the default, which is always within the range.
+    """
+    words, key = _BOUNDS[kind]
+    problem = f"must be {words} {(error.get('ctx') or {}).get(key)}"
+    allowed = _allowed_range(field) if field is not None else None
+    if allowed is not None:
+        problem += f"; the allowed range is {allowed}"
+    reason = _LIMIT_REASONS.get(".".join(p for p in error["loc"] if isinstance(p, str)))
+    fix = f"set a value within that {'range' if allowed else 'limit'}"
+    fix += f" ({reason})" if reason else ""
+    default = field.default if field is not None else None
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return f"{problem}.", f"{fix}, or remove the line to use the default ({default})."
+    return f"{problem}.", f"{fix}, or remove the line to use the default."
+
+
+def _allowed_range(field: FieldInfo) -> str | None:
+    """``65536 to 268435456``, or ``more than 0, up to 60``: both bounds; None without both."""
+    lowest = highest = None
+    for bound in field.metadata:
+        if isinstance(bound, annotated_types.Ge):
+            lowest = f"{bound.ge}"
+        elif isinstance(bound, annotated_types.Gt):
+            lowest = f"more than {bound.gt},"
+        elif isinstance(bound, annotated_types.Le):
+            highest = f"{bound.le}"
+        elif isinstance(bound, annotated_types.Lt):
+            highest = f"less than {bound.lt}"
+    if lowest is None or highest is None:
+        return None
+    return f"{lowest} {'up ' if lowest.endswith(',') else ''}to {highest}"
 
 
 def _name_problem(error: Any) -> tuple[str, str]:
@@ -184,19 +265,35 @@ def _unknown_fix(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
 
 def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The field names of the table at ``loc`` under ``model`` (none if it is no model)."""
+    table = _model_at(model, loc)
+    if table is None:
+        return []
+    return [field.alias or name for name, field in table.model_fields.items()]
+
+
+def _field_info(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    """The field at ``loc`` under ``model`` (its bounds and default), if it is one."""
+    if not loc or not isinstance(loc[-1], str):
+        return None
+    table = _model_at(model, loc[:-1])
+    return None if table is None else table.model_fields.get(loc[-1])
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` under ``model``, or None if it is no model."""
     for part in loc:
         if isinstance(part, int):
             continue  # an item of an array of tables: its type was taken with the array's
         field = model.model_fields.get(part)
         if field is None:
-            return []
+            return None
         kind = field.annotation
         if get_origin(kind) in (tuple, list):
             kind = get_args(kind)[0]
         if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
-            return []
+            return None
         model = kind
-    return [field.alias or name for name, field in model.model_fields.items()]
+    return model
 
 
 def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
@@ -211,18 +308,8 @@ def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
         if given == shape or kind in ("int_from_float", "int_parsing", "float_parsing"):
             given = "that value"
         return f"must be {shape}, not {given}.", _SHAPE_FIXES[shape].format(field=field)
-    limits = {
-        "greater_than_equal": ("at least", "ge"),
-        "greater_than": ("greater than", "gt"),
-        "less_than_equal": ("at most", "le"),
-        "less_than": ("less than", "lt"),
-    }
-    if kind in limits:
-        words, key = limits[kind]
-        return (
-            f"must be {words} {context.get(key)}.",
-            "set a value within that limit, or remove the line to use the default.",
-        )
+    if kind in _BOUNDS:
+        return _out_of_range(kind, error, None)
     if kind == "literal_error":
         expected = tuple(re.findall(r"'([^']*)'", str(context.get("expected", ""))))
         guess = did_you_mean(error.get("input"), expected)

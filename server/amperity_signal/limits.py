@@ -1,4 +1,9 @@
-"""Limits that the service and the gateway (its own process) both enforce, stated once."""
+"""Limits that the service and the gateway (its own process) both enforce, stated once.
+
+And the ceilings of configuration values that end in a fixed-width integer (a gRPC channel
+argument is a C int) or that each connection or Redis write pays for: the configuration
+refuses a value above one, naming the field, the range and why (``config_messages``).
+"""
 
 from __future__ import annotations
 
@@ -50,3 +55,27 @@ parameter, then as gRPC metadata), so the configuration refuses to set one."""
 
 PIPELINE_KEY_RULE = f"1-{MAX_PIPELINE_KEY} printable ASCII characters, with no spaces"
 """The rule said in words, wherever a pipeline key is refused (never the key: a secret)."""
+
+INT32_MAX = 2**31 - 1
+"""The largest value of a gRPC channel argument (a C int): a larger one stops the server or
+channel being built with ``OverflowError: value too large to convert to int``."""
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""The largest ``[server] max_message_bytes``, 256 MiB. The service sets gRPC's own receive
+limit to 4 times it, so that an oversized event reaches validation and is refused by name;
+4 x 256 MiB = 1 GiB stays within ``INT32_MAX`` (the exact ceiling, ``INT32_MAX // 4``, is
+no round size), and an event of a page or pipeline is a few KiB."""
+
+MAX_GATEWAY_BODY_BYTES = 64 * 1024 * 1024
+"""The largest ``[gateway] max_body_bytes`` and ``max_batch_body_bytes``, 64 MiB: the
+gateway's gRPC message limit to the service is 4 times ``max_batch_body_bytes`` (within
+``INT32_MAX``), and a body is read into memory whole before it is parsed."""
+
+MAX_HEADER_BYTES = 1024 * 1024
+"""The largest ``[gateway] max_header_bytes``, 1 MiB: the HTTP parser buffers up to 4 times
+it of each connection's request head (nginx's default for all headers is 32 KiB)."""
+
+MAX_LIVE_REPLAY = 1000
+"""The most records a Live Events page may ask to replay (``?replay=``), and so the largest
+``[gateway] live_replay``, its default: the count travels as WatchDeliveries' int32
+``replay``, and the service keeps only the last 200 records of an integration anyway."""

@@ -33,6 +33,7 @@ from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error
 from amperity_signal.gateway.routes_api import FirstCookie
 from amperity_signal.gateway.settings import GatewaySettings
+from amperity_signal.limits import MAX_LIVE_REPLAY
 from amperity_signal.logs import scrub_forms
 from amperity_signal.redaction import scrub
 
@@ -42,7 +43,6 @@ _session_cookie = FirstCookie(SESSION_COOKIE)
 STREAM_PATH = "/live/stream"
 _SESSION_CONTEXT = b"amperity-signal live events session"
 _SESSION_MAX_AGE = 8 * 3600
-_MAX_REPLAY = 1000
 # The page loads only its own script and stylesheet and talks only to its own stream.
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -262,11 +262,14 @@ class LiveEndpoints:
         replay = self._replay
         if raw_replay is not None:
             # isascii: str.isdigit() accepts "²", which int() refuses (a 500).
-            if not (raw_replay.isascii() and raw_replay.isdigit()) or int(raw_replay) > _MAX_REPLAY:
+            if (
+                not (raw_replay.isascii() and raw_replay.isdigit())
+                or int(raw_replay) > MAX_LIVE_REPLAY
+            ):
                 raise GatewayError(
                     400,
                     "INVALID_PARAMETER",
-                    f"replay is a whole number from 0 to {_MAX_REPLAY}.",
+                    f"replay is a whole number from 0 to {MAX_LIVE_REPLAY}.",
                     field="replay",
                 )
             replay = int(raw_replay)

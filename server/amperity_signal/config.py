@@ -51,6 +51,8 @@ from amperity_signal.limits import (
     MAX_LIVE_REPLAY,
     MAX_MESSAGE_BYTES,
     MAX_PIPELINE_KEY,
+    MAX_TTL_SECONDS,
+    MAX_WAIT_SECONDS,
     PIPELINE_KEY,
 )
 from amperity_signal.listener_tls import TlsFiles
@@ -133,7 +135,7 @@ class ServerSettings(_Strict):
     grpc_address: str = "127.0.0.1:50051"
     http_address: str = "127.0.0.1:8080"
     workers: StrictInt = Field(default=1, ge=1, le=64)
-    grace_period: Number = Field(default=10.0, ge=0)
+    grace_period: Number = Field(default=10.0, ge=0, le=MAX_WAIT_SECONDS)
     admin_token: SecretStr | None = None
     # gRPC's own limit is 4 times this, a C int: see limits.MAX_MESSAGE_BYTES.
     max_message_bytes: StrictInt = Field(default=1_048_576, ge=65_536, le=MAX_MESSAGE_BYTES)
@@ -172,16 +174,17 @@ class CacheSettings(_Strict):
     # keeps the default's worst case at ~340 MB of RSS (docs/benchmarks.md). At least 1 MiB
     # (the most read of an Amperity answer): a bound under one big profile caches none.
     max_bytes: StrictInt = Field(default=256 * 1024 * 1024, ge=1_048_576)
-    resolution_ttl: Number = Field(default=86_400, gt=0)
-    attribute_ttl: Number = Field(default=60, gt=0)
-    personalized_ttl: Number = Field(default=120, gt=0)
-    not_found_ttl: Number = Field(default=300, gt=0)
-    error_ttl: Number = Field(default=30, gt=0)
-    identity_ttl: Number = Field(default=30 * 86_400, gt=0)
-    stale_ttl: Number = Field(default=3_600, ge=0)
+    # At most ten years (limits.MAX_TTL_SECONDS): longer is forever, and past Redis's range.
+    resolution_ttl: Number = Field(default=86_400, gt=0, le=MAX_TTL_SECONDS)
+    attribute_ttl: Number = Field(default=60, gt=0, le=MAX_TTL_SECONDS)
+    personalized_ttl: Number = Field(default=120, gt=0, le=MAX_TTL_SECONDS)
+    not_found_ttl: Number = Field(default=300, gt=0, le=MAX_TTL_SECONDS)
+    error_ttl: Number = Field(default=30, gt=0, le=MAX_TTL_SECONDS)
+    identity_ttl: Number = Field(default=30 * 86_400, gt=0, le=MAX_TTL_SECONDS)
+    stale_ttl: Number = Field(default=3_600, ge=0, le=MAX_TTL_SECONDS)
     jitter: Number = Field(default=0.1, ge=0, le=0.5)
     breaker_failures: StrictInt = Field(default=5, ge=1)
-    breaker_cooldown: Number = Field(default=30, gt=0)
+    breaker_cooldown: Number = Field(default=30, gt=0, le=MAX_WAIT_SECONDS)
 
 
 class GatewayTable(_Strict):
@@ -201,12 +204,12 @@ class GatewayTable(_Strict):
     max_batch_body_bytes: StrictInt = Field(default=256 * 1024, ge=1_024, le=MAX_GATEWAY_BODY_BYTES)
     max_batch_events: StrictInt = Field(default=100, ge=1)
     max_header_bytes: StrictInt = Field(default=16 * 1024, ge=1_024, le=MAX_HEADER_BYTES)
-    rpc_timeout: Number = Field(default=2.0, gt=0)
-    deliver_timeout: Number = Field(default=5.0, gt=0)
+    rpc_timeout: Number = Field(default=2.0, gt=0, le=MAX_WAIT_SECONDS)
+    deliver_timeout: Number = Field(default=5.0, gt=0, le=MAX_WAIT_SECONDS)
     batch_concurrency: StrictInt = Field(default=8, ge=1)
     trusted_proxies: tuple[str, ...] = ()
     live_replay: StrictInt = Field(default=50, ge=1, le=MAX_LIVE_REPLAY)
-    request_read_timeout: Number = Field(default=60.0, gt=0)
+    request_read_timeout: Number = Field(default=60.0, gt=0, le=MAX_WAIT_SECONDS)
     # How the standalone `gateway` reaches a service on TLS: the CA that signed its
     # certificate and, for mutual TLS, the gateway's own certificate and key.
     service_ca_file: str | None = None
@@ -251,7 +254,7 @@ class IntegrationSettings(_Strict):
     api_base_url: str | None = None
     allowed_origins: tuple[str, ...] = ()
     rate_limit_per_second: StrictInt = Field(default=500, ge=1, le=10_000)
-    request_timeout: Number = Field(default=10.0, gt=0)
+    request_timeout: Number = Field(default=10.0, gt=0, le=MAX_WAIT_SECONDS)
     max_retries: StrictInt = Field(default=5, ge=0, le=20)
     blueprint: BlueprintOverrides = Field(default_factory=BlueprintOverrides)
 

@@ -23,6 +23,8 @@ from amperity_signal.limits import (
     MAX_GATEWAY_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_TTL_SECONDS,
+    MAX_WAIT_SECONDS,
     PIPELINE_KEY_RULE,
 )
 
@@ -139,6 +141,17 @@ _GATEWAY_BODY_CEILING = (
     "body is read into memory whole"
 )
 
+_TTL_CEILING = (
+    f"{MAX_TTL_SECONDS // (365 * 86_400)} years at most, in seconds: a longer TTL is in "
+    "effect forever, and Redis refuses an expiry past its integer range, which fails every "
+    "cache write"
+)
+_WAIT_CEILING = f"{MAX_WAIT_SECONDS // 60} minutes at most: a longer wait is in effect no limit"
+_DEADLINE_CEILING = (
+    f"{_WAIT_CEILING}, and a gRPC deadline far past it wraps around and fails every call at once"
+)
+_TTLS = ("resolution", "attribute", "personalized", "not_found", "error", "identity", "stale")
+
 # Why a field's ceiling is where it is, by its table and name (rate_limit_per_second is a
 # field of [gateway] and of [[integrations]], with two ranges). Told with the range when
 # a value is out of it.
@@ -154,6 +167,13 @@ _LIMIT_REASONS = {
         "of every connection's request head"
     ),
     "gateway.live_replay": "the most a Live Events page may ask for with ?replay=",
+    **{f"cache.{name}_ttl": _TTL_CEILING for name in _TTLS},
+    "server.grace_period": _WAIT_CEILING,
+    "cache.breaker_cooldown": _WAIT_CEILING,
+    "gateway.rpc_timeout": _DEADLINE_CEILING,
+    "gateway.deliver_timeout": _DEADLINE_CEILING,
+    "gateway.request_read_timeout": _WAIT_CEILING,
+    "integrations.request_timeout": _WAIT_CEILING,
 }
 
 
@@ -213,7 +233,7 @@ def _out_of_range(kind: str, error: Any, field: FieldInfo | None) -> tuple[str, 
     The fix offers the default, which is always within the range.
     """
     words, key = _BOUNDS[kind]
-    problem = f"must be {words} {(error.get('ctx') or {}).get(key)}"
+    problem = f"must be {words} {_number((error.get('ctx') or {}).get(key))}"
     allowed = _allowed_range(field) if field is not None else None
     if allowed is not None:
         problem += f"; the allowed range is {allowed}"
@@ -226,18 +246,23 @@ def _out_of_range(kind: str, error: Any, field: FieldInfo | None) -> tuple[str, 
     return f"{problem}.", f"{fix}, or remove the line to use the default."
 
 
+def _number(value: Any) -> Any:
+    """A bound as written in the field: ``3600``, not the ``3600.0`` of a float field."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _allowed_range(field: FieldInfo) -> str | None:
     """``65536 to 268435456``, or ``more than 0, up to 60``: both bounds; None without both."""
     lowest = highest = None
     for bound in field.metadata:
         if isinstance(bound, annotated_types.Ge):
-            lowest = f"{bound.ge}"
+            lowest = f"{_number(bound.ge)}"
         elif isinstance(bound, annotated_types.Gt):
-            lowest = f"more than {bound.gt},"
+            lowest = f"more than {_number(bound.gt)},"
         elif isinstance(bound, annotated_types.Le):
-            highest = f"{bound.le}"
+            highest = f"{_number(bound.le)}"
         elif isinstance(bound, annotated_types.Lt):
-            highest = f"less than {bound.lt}"
+            highest = f"less than {_number(bound.lt)}"
     if lowest is None or highest is None:
         return None
     return f"{lowest} {'up ' if lowest.endswith(',') else ''}to {highest}"

@@ -79,3 +79,14 @@ MAX_LIVE_REPLAY = 1000
 """The most records a Live Events page may ask to replay (``?replay=``), and so the largest
 ``[gateway] live_replay``, its default: the count travels as WatchDeliveries' int32
 ``replay``, and the service keeps only the last 200 records of an integration anyway."""
+
+MAX_TTL_SECONDS = 10 * 365 * 86_400
+"""The longest cache TTL the configuration takes (``[cache] *_ttl``), ten years: a longer
+one is in effect forever, and Redis refuses an expiry past its integer range (``ERR value
+is not an integer or out of range``), which failed every cache write. The Redis store
+never sends a longer expiry either (``enrich.expiry``)."""
+
+MAX_WAIT_SECONDS = 3_600
+"""The longest wait the configuration takes, one hour: ``[server] grace_period``, the
+deadlines and timeouts, ``[cache] breaker_cooldown``. A longer one is in effect no limit,
+and a gRPC deadline past ~10**10 s wraps around and fails every call at once."""

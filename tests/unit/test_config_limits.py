@@ -20,6 +20,8 @@ from amperity_signal.limits import (
     MAX_HEADER_BYTES,
     MAX_LIVE_REPLAY,
     MAX_MESSAGE_BYTES,
+    MAX_TTL_SECONDS,
+    MAX_WAIT_SECONDS,
 )
 from amperity_signal.service.app import build_server
 from tests.support import integration_dict, mint_keys, settings_for
@@ -63,6 +65,79 @@ def test_a_gateway_limit_past_its_ceiling_is_refused_naming_the_range(
     (problem,) = problems_of(raw)
     assert problem.startswith(f"gateway.{field}: must be at most {ceiling}; the allowed range")
     assert why in problem and "remove the line to use the default (" in problem
+
+
+TTLS = [
+    f"{name}_ttl"
+    for name in (
+        "resolution",
+        "attribute",
+        "personalized",
+        "not_found",
+        "error",
+        "identity",
+        "stale",
+    )
+]
+WAITS = [
+    ("server", "grace_period"),
+    ("cache", "breaker_cooldown"),
+    ("gateway", "rpc_timeout"),
+    ("gateway", "deliver_timeout"),
+    ("gateway", "request_read_timeout"),
+    ("integrations", "request_timeout"),
+]
+
+
+def with_value(table: str, field: str, value: float) -> tuple[dict[str, Any], str]:
+    """A configuration setting ``field`` of ``table`` to ``value``, and where it is."""
+    if table == "integrations":
+        return {"integrations": [integration(**{field: value})]}, f"integrations[0].{field}"
+    return {table: {field: value}, "integrations": [integration()]}, f"{table}.{field}"
+
+
+@pytest.mark.parametrize("field", TTLS)
+@pytest.mark.parametrize("value", [1e300, MAX_TTL_SECONDS + 1])
+def test_a_ttl_past_ten_years_is_refused_naming_the_range_and_why(field: str, value: float) -> None:
+    """``attribute_ttl = 1e300`` passed, then Redis refused every cache write."""
+    raw, location = with_value("cache", field, value)
+    (problem,) = problems_of(raw)
+    assert problem.startswith(f"{location}: must be at most {MAX_TTL_SECONDS}; the allowed range")
+    assert "10 years at most" in problem and "Redis refuses" in problem, problem
+    assert "remove the line to use the default (" in problem
+
+
+@pytest.mark.parametrize(("table", "field"), WAITS)
+def test_a_wait_past_an_hour_is_refused_naming_the_range(table: str, field: str) -> None:
+    """A grace, deadline, timeout or cooldown longer than an hour is refused at load."""
+    raw, location = with_value(table, field, 1e300)
+    (problem,) = problems_of(raw)
+    assert problem.startswith(f"{location}: must be at most {MAX_WAIT_SECONDS}; the allowed range")
+    assert "60 minutes at most" in problem, problem
+
+
+@pytest.mark.parametrize("field", ["rpc_timeout", "deliver_timeout"])
+def test_a_grpc_deadline_past_an_hour_is_told_it_would_fail_every_call(field: str) -> None:
+    """A gRPC deadline past ~1e10 s wraps around: every call ends DEADLINE_EXCEEDED at once."""
+    (problem,) = problems_of({"gateway": {field: 1e10}, "integrations": [integration()]})
+    assert "fails every call at once" in problem
+
+
+def test_every_ttl_and_wait_takes_its_ceiling() -> None:
+    """The ceilings themselves load: the bounds are inclusive."""
+    cache: dict[str, Any] = dict.fromkeys(TTLS, MAX_TTL_SECONDS)
+    cache["breaker_cooldown"] = MAX_WAIT_SECONDS
+    settings = settings_from_dict(
+        {
+            "server": {"grace_period": MAX_WAIT_SECONDS},
+            "cache": cache,
+            "gateway": {field: MAX_WAIT_SECONDS for table, field in WAITS if table == "gateway"},
+            "integrations": [integration(request_timeout=MAX_WAIT_SECONDS)],
+        },
+        {},
+    )
+    assert settings.cache.attribute_ttl == MAX_TTL_SECONDS
+    assert settings.gateway.deliver_timeout == MAX_WAIT_SECONDS
 
 
 def test_a_bound_of_one_side_is_told_without_a_range() -> None:

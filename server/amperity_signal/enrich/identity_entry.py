@@ -24,6 +24,9 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
+from amperity_signal.enrich.expiry import expiry_ms
+from amperity_signal.limits import MAX_TTL_SECONDS
+
 RENEW_AFTER: Final = "~renew_after"
 """The entry's field holding when a use should rewrite it (epoch seconds).
 
@@ -159,8 +162,13 @@ return '0' .. found .. (stored or '')
 
 
 def script_arguments(learned: Mapping[str, str], *, now: float, ttl: float) -> list[bytes]:
-    """``MERGE_SCRIPT``'s ARGV for a merge of ``learned`` at ``now`` with a write TTL."""
-    return [orjson.dumps([now, ttl, max(1, int(ttl * 1000)), dict(learned)])]
+    """``MERGE_SCRIPT``'s ARGV for a merge of ``learned`` at ``now`` with a write TTL.
+
+    A TTL past ``MAX_TTL_SECONDS`` goes as that: JSON has no ``inf`` (orjson writes null,
+    which the script cannot halve), and the expiry is capped there anyway.
+    """
+    sent = ttl if ttl < MAX_TTL_SECONDS else MAX_TTL_SECONDS
+    return [orjson.dumps([now, sent, expiry_ms(ttl), dict(learned)])]
 
 
 def script_result(reply: bytes) -> IdentityMerge:

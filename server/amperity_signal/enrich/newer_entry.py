@@ -30,6 +30,8 @@ from typing import Final
 
 import orjson
 
+from amperity_signal.enrich.expiry import expiry_ms
+
 AT: Final = "at"
 """The entry's key for the instant it was true (epoch seconds)."""
 
@@ -100,4 +102,4 @@ def script_arguments(value: bytes, at: float, ttl: float, now: float) -> list[by
     ``repr`` writes the shortest decimal that reads back as the same float, so Lua's
     ``tonumber`` compares exactly the instants Python compares.
     """
-    return [value, repr(float(at)), max(1, int(ttl * 1000)), repr(float(now))]
+    return [value, repr(float(at)), expiry_ms(ttl), repr(float(now))]

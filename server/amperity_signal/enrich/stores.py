@@ -24,6 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from amperity_signal.enrich.expiry import expiry_ms
 from amperity_signal.enrich.identity_entry import (
     MERGE_SCRIPT,
     IdentityMerge,
@@ -300,8 +301,8 @@ class RedisStore:
         return [_as_bytes(value) for value in await self._client.mget(list(keys))]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        """``SET key value PX ttl`` (at least one millisecond)."""
-        await self._client.set(key, value, px=max(1, int(ttl * 1000)))
+        """``SET key value PX ttl`` (at least one millisecond, at most ``MAX_EXPIRY_MS``)."""
+        await self._client.set(key, value, px=expiry_ms(ttl))
 
     async def delete(self, key: str) -> None:
         """``DEL key``."""

@@ -46,8 +46,10 @@ from amperity_signal.config_values import (
 )
 from amperity_signal.errors import ConfigError, ConfigProblem
 from amperity_signal.limits import (
+    INTEGRATION_ID,
     MAX_GATEWAY_BODY_BYTES,
     MAX_HEADER_BYTES,
+    MAX_INTEGRATION_ID,
     MAX_LIVE_REPLAY,
     MAX_MESSAGE_BYTES,
     MAX_PIPELINE_KEY,
@@ -60,6 +62,8 @@ from amperity_signal.proxies import ProxyRules
 from amperity_signal.trust import TrustedCertificates
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_ID_START = re.compile(r"[A-Za-z0-9]")
+_ID_CHAR = re.compile(r"[A-Za-z0-9._-]")
 
 # TOML has real booleans, integers and floats: "yes", "10" or true where a number goes is
 # a mistake to name, not to coerce (pydantic's lax mode reads "yes" as true, true as 1 and
@@ -261,6 +265,26 @@ class IntegrationSettings(_Strict):
     @field_serializer("pipeline_key")
     def _masked(self, _: str) -> str:
         return "**********"
+
+    @field_validator("id")
+    @classmethod
+    def _an_identifier(cls, integration_id: str) -> str:
+        """An id of ``limits.INTEGRATION_ID``: it goes into calls, metric labels, logs, URLs.
+
+        The fault is told by length or by the one character at fault: a 5,000-character id
+        is not quoted back, and a key pasted here is not either.
+        """
+        if INTEGRATION_ID.fullmatch(integration_id):
+            return integration_id
+        if len(integration_id) > MAX_INTEGRATION_ID:
+            raise ValueError(
+                f"is {len(integration_id)} characters long, more than the {MAX_INTEGRATION_ID} "
+                "an integration id may have"
+            )
+        if not _ID_START.fullmatch(integration_id[0]):
+            raise ValueError(f"starts with {integration_id[0]!r}, not an ASCII letter or digit")
+        at, char = next((i, c) for i, c in enumerate(integration_id) if not _ID_CHAR.fullmatch(c))
+        raise ValueError(f"holds {char!r} at position {at}, which an integration id may not hold")
 
     @field_validator("pipeline_key")
     @classmethod

@@ -20,6 +20,7 @@ from amperity_signal.blueprint.spec import HANDLER_NAME_PATTERN
 from amperity_signal.config_values import closest, did_you_mean, holds_key
 from amperity_signal.errors import ConfigProblem
 from amperity_signal.limits import (
+    INTEGRATION_ID_RULE,
     MAX_GATEWAY_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_MESSAGE_BYTES,
@@ -113,6 +114,10 @@ _FIELD_FIXES = {
     ),
     "global_mappings[].target": _BLUEPRINT_TARGET_FIX,
     "mappings[].target": _BLUEPRINT_TARGET_FIX,
+    "integrations[].id": (
+        f'use {INTEGRATION_ID_RULE}, e.g. id = "acme-web": the id names the integration in '
+        "calls (integration_id), metric labels, log lines and Live Events URLs."
+    ),
     "pipeline_key": (
         f"use a key of {PIPELINE_KEY_RULE} (e.g. pk_live_acme_web), the one your pages and "
         "callers send; if it was pasted, copy it again from Datafly."

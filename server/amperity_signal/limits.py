@@ -90,3 +90,20 @@ MAX_WAIT_SECONDS = 3_600
 """The longest wait the configuration takes, one hour: ``[server] grace_period``, the
 deadlines and timeouts, ``[cache] breaker_cooldown``. A longer one is in effect no limit,
 and a gRPC deadline past ~10**10 s wraps around and fails every call at once."""
+
+MAX_INTEGRATION_ID = 64
+"""The longest integration id (``[[integrations]] id``)."""
+
+INTEGRATION_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_INTEGRATION_ID - 1}}}")
+"""What an integration id is, to ``fullmatch``: 1-64 ASCII letters, digits, ``-``, ``_`` and
+``.``, starting with a letter or digit (``web``, ``acme-web``, ``shop.eu_2``).
+
+An id is a name callers type and the service repeats: in ``integration_id``, metric labels,
+log lines, Live Events URLs (``/live?integration=acme-web``). The configuration refuses
+any other, and the Live Events stream refuses to filter on one (no integration has it)."""
+
+INTEGRATION_ID_RULE = (
+    f"1-{MAX_INTEGRATION_ID} ASCII letters, digits, '-', '_' or '.', starting with a letter "
+    "or digit"
+)
+"""The rule said in words, wherever an integration id is refused."""

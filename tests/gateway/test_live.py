@@ -11,10 +11,13 @@ import httpx
 import pytest
 
 from amperity_signal.config import settings_from_dict
+from amperity_signal.errors import ConfigError
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.gateway.live import SESSION_COOKIE
+from amperity_signal.limits import INTEGRATION_ID_RULE
 from amperity_signal.redaction import REDACTED, scrub
 from tests.support import base64_echoes, integration_dict, mint_keys, reveals_encoded
+from tests.unit.cli_support import integration
 
 from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served
 from .fakes import LEAKED_SECRET, RunningService, live_record
@@ -328,3 +331,38 @@ def test_scrub_redacts_sensitive_keys_and_secret_text_anywhere() -> None:
         "list": [f"pre{REDACTED}post", 3],
         REDACTED: True,
     }
+
+
+@pytest.mark.parametrize("integration_id", ["web shop", "x" * 65, "-web", "café", "w\x00b"])
+async def test_a_stream_filter_no_integration_can_have_is_400_naming_the_rule(
+    admin_gateway: httpx.AsyncClient, integration_id: str
+) -> None:
+    """An integration id the configuration refuses is a bad parameter, told the id rule."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get(
+        "/live/stream", params={"integration": integration_id}, headers=headers
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("INVALID_PARAMETER", "integration")
+    assert INTEGRATION_ID_RULE in error["message"]
+
+
+@pytest.mark.parametrize(
+    "integration_id",
+    ["web", "acme-web", "b2b_saas", "shop.eu_2", "A" * 64, "A" * 65, "A" * 201, "web shop", "é"],
+)
+async def test_the_stream_takes_exactly_the_integration_ids_the_configuration_takes(
+    admin_gateway: httpx.AsyncClient, integration_id: str
+) -> None:
+    """One rule for both (limits.INTEGRATION_ID): an id loads iff the stream filters on it."""
+    try:
+        settings_from_dict({"integrations": [integration(id=integration_id)]}, {})
+        loads = True
+    except ConfigError:
+        loads = False
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    response = await admin_gateway.get(
+        "/live/stream", params={"integration": integration_id}, headers=headers
+    )
+    assert (response.status_code != 400) is loads

@@ -1501,3 +1501,53 @@ def test_the_configuration_takes_exactly_the_pipeline_keys_the_gateway_takes(key
     except ConfigError:
         loads = False
     assert loads is gateway_takes
+
+
+@pytest.mark.parametrize(
+    ("integration_id", "words"),
+    [
+        ("x" * 5000, "is 5000 characters long, more than the 64 an integration id may have"),
+        ("a" * 65, "is 65 characters long, more than the 64"),
+        ("w\x00eb", "holds '\\x00' at position 1"),
+        ("web shop", "holds ' ' at position 3"),
+        (" web", "starts with ' ', not an ASCII letter or digit"),
+        ("-web", "starts with '-', not an ASCII letter or digit"),
+        ("acmé", "holds 'é' at position 3"),
+        ("", "must not be empty"),
+    ],
+    ids=[
+        "5000-chars",
+        "65-chars",
+        "nul",
+        "space",
+        "leading-space",
+        "leading-dash",
+        "accent",
+        "empty",
+    ],
+)
+def test_an_integration_id_outside_the_rule_is_refused_naming_it(
+    integration_id: str, words: str
+) -> None:
+    """An id goes into calls, metric labels, logs and Live Events URLs: refused at load.
+
+    5,000 characters, a NUL or a space loaded, and Live Events then refused the long one.
+    """
+    [problem] = problems_of({"integrations": [integration(id=integration_id)]})
+    assert problem.startswith("integrations[0].id: "), problem
+    assert words in problem
+    assert (
+        "Fix: use 1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or "
+        in problem
+    )
+    assert "x" * 100 not in problem  # a long id is told by its length, not quoted
+
+
+@pytest.mark.parametrize(
+    "integration_id",
+    ["web", "acme-web", "demo", "demo-storefront", "b2b_saas", "shop.eu_2", "7", "A" * 64],
+)
+def test_identifier_shaped_integration_ids_load(integration_id: str) -> None:
+    """The ids of the examples, docs and tests, and any identifier up to 64 characters."""
+    settings = settings_from_dict({"integrations": [integration(id=integration_id)]}, {})
+    assert settings.integrations[0].id == integration_id

@@ -33,7 +33,7 @@ from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error
 from amperity_signal.gateway.routes_api import FirstCookie
 from amperity_signal.gateway.settings import GatewaySettings
-from amperity_signal.limits import MAX_LIVE_REPLAY
+from amperity_signal.limits import INTEGRATION_ID, INTEGRATION_ID_RULE, MAX_LIVE_REPLAY
 from amperity_signal.logs import scrub_forms
 from amperity_signal.redaction import scrub
 
@@ -251,11 +251,11 @@ class LiveEndpoints:
         """``GET /live/stream``: ``delivery`` events (JSON records), until the page closes."""
         self._authorise(request, allow_query=False)
         integration_id = request.query_params.get("integration", "")
-        if len(integration_id) > 200:
+        if integration_id and not INTEGRATION_ID.fullmatch(integration_id):
             raise GatewayError(
                 400,
                 "INVALID_PARAMETER",
-                "integration is an id from the config.",
+                f"integration is an integration id from the config: {INTEGRATION_ID_RULE}.",
                 field="integration",
             )
         raw_replay = request.query_params.get("replay")

@@ -8,7 +8,12 @@ from typing import Any
 from amperity_signal.gateway.live import LIVE_ASSETS
 from amperity_signal.gateway.openapi_schemas import SCHEMAS, ref
 from amperity_signal.gateway.routes_ops import DEMO_ASSETS
-from amperity_signal.limits import MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    INTEGRATION_ID,
+    INTEGRATION_ID_RULE,
+    MAX_ANONYMOUS_ID,
+    MAX_INTEGRATION_ID,
+)
 
 _JSON = "application/json"
 
@@ -182,8 +187,13 @@ def _live_paths() -> dict[str, Any]:
                         "name": "integration",
                         "in": "query",
                         "required": False,
-                        "description": "Only this integration's deliveries.",
-                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "Only this integration's deliveries (an integration "
+                        f"id: {INTEGRATION_ID_RULE}).",
+                        "schema": {
+                            "type": "string",
+                            "maxLength": MAX_INTEGRATION_ID,
+                            "pattern": f"^(?:{INTEGRATION_ID.pattern})?$",
+                        },
                     },
                     {
                         "name": "replay",

@@ -198,12 +198,19 @@ def _client_refusal(data: dict[str, Any]) -> pb.Event | Refusal:
         return Refusal(error.field, error.field)
 
 
+_UNESCAPED_SURROGATE = re.compile(r"\\u(d[89a-f][0-9a-f]{2})")
+
+
 def _gateway_refusal(data: dict[str, Any]) -> pb.Event | Refusal:
     """The gateway's collector route on ``data``: the body's check, then the conversion."""
     try:
         check_value(data, "")
     except GatewayError as error:
         field = error.field or ""
+        if "the key holds a lone surrogate" in error.message:
+            # The key is named escaped (the raw one cannot be written in the UTF-8 body):
+            # the surrogate it stands for is the body's own key.
+            field = _UNESCAPED_SURROGATE.sub(lambda m: chr(int(m[1], 16)), field)
         return Refusal(_locate(data, field)[0], field, True, error.message)
     try:
         event = convert.event_from_json(data, _FACTS)

@@ -6,12 +6,21 @@ the operator needs to know which setting to look at: ``cache.redis_url``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
+    BusyLoadingError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    MovedError,
     NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -36,9 +45,71 @@ def redis_failure(exc: BaseException) -> str:
             f"Redis did not answer in time ({kind}): check that it is running and reachable "
             "at cache.redis_url's host and port"
         )
+    if isinstance(exc, ResponseError | BusyLoadingError) or "MAX NUMBER OF CLIENTS" in text:
+        # Redis is up and answered: "cannot be reached" would send the operator to check
+        # a server that runs.
+        return _refusal(exc, kind, text)
     return (
         f"Redis cannot be reached ({kind}): check that redis-server is running at "
         "cache.redis_url's host and port"
+    )
+
+
+# The error code Redis puts first in an error reply (OOM, READONLY, MISCONF, ...); the rest
+# of the reply is not quoted, as it may hold a key or a value.
+_ERROR_CODE = re.compile(r"[A-Z]{2,20}(?= |$)")
+
+
+_REFUSALS: tuple[tuple[Callable[[BaseException, str], bool], str], ...] = (
+    (
+        lambda exc, _: isinstance(exc, OutOfMemoryError),
+        "Redis is out of memory ({kind}: OOM): raise its maxmemory, or set "
+        "maxmemory-policy allkeys-lru so it evicts old cache entries",
+    ),
+    (
+        lambda exc, _: isinstance(exc, ReadOnlyError),
+        "Redis refused a write as a read-only replica ({kind}: READONLY): point "
+        "cache.redis_url at the primary",
+    ),
+    (
+        lambda exc, _: isinstance(exc, BusyLoadingError),
+        "Redis is still loading its data set ({kind}: LOADING): it answers once loaded; "
+        "check its log if this lasts",
+    ),
+    (
+        lambda _, text: "MAX NUMBER OF CLIENTS" in text,
+        "Redis has as many clients as its maxclients allows ({kind}): raise maxclients, or "
+        "find the clients holding connections",
+    ),
+    (
+        lambda _, text: text.startswith("MISCONF"),
+        "Redis refuses writes because it cannot save its snapshot ({kind}: MISCONF): fix "
+        "its dir or disk, or set stop-writes-on-bgsave-error no",
+    ),
+    (
+        lambda exc, _: isinstance(
+            exc, MovedError | AskError | ClusterDownError | ClusterCrossSlotError
+        ),
+        "cache.redis_url is a Redis Cluster node ({kind}), which the service does not use "
+        "as a cluster: point it at a standalone Redis or a primary",
+    ),
+)
+"""Errors Redis answers that say what to change, each with its clause."""
+
+
+def _refusal(exc: BaseException, kind: str, text: str) -> str:
+    """The clause for an error Redis answered: what it means and what to change."""
+    for means, clause in _REFUSALS:
+        if means(exc, text):
+            return clause.format(kind=kind)
+    # redis-py takes the code off a reply it maps (ERR, ...) and keeps it as status_code.
+    code = getattr(exc, "status_code", None)
+    if not isinstance(code, str) or not _ERROR_CODE.fullmatch(code):
+        found = _ERROR_CODE.match(str(exc))
+        code = found[0] if found else None
+    return (
+        f"Redis answered an error ({kind}{': ' + code if code else ''}): it is running "
+        "and refused a command; its log and the code say why"
     )
 
 

@@ -88,7 +88,7 @@ def _log_warnings(warnings: list[str]) -> None:
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print every problem with its fix, or OK and warnings."""
     from amperity_signal.amperity.tokens import expiry_warnings
-    from amperity_signal.setup_advice import setup_warnings
+    from amperity_signal.setup_advice import setup_warnings, summary
 
     settings, checked = _load_checked_settings(args.config)
     for warning in [*checked, *settings.proxies.warnings]:
@@ -101,6 +101,8 @@ def check_config(args: argparse.Namespace) -> int:
     for warning in _tls_warnings(settings, now):
         print(f"warning: {warning}")
     print(f"config OK: {len(settings.integrations)} integration(s) in {args.config}")
+    for integration in settings.integrations:
+        print(f"  {summary(integration)}")
     return 0
 
 

@@ -16,6 +16,38 @@ _ALLOWLIST_ADVICE = (
 )
 
 
+def summary(integration: IntegrationSettings) -> str:
+    """What the integration will do, in one line: where events go, what enriches them.
+
+    ``check-config`` prints it under "config OK", so an integration that is ingest-only by
+    omission (the troubleshooting table's "Profile API creds missing") says so before the
+    first event rather than in every event's missing ``partner_attrs.amperity``.
+    """
+    parts = [
+        f"{integration.id}: delivers events (vertical {integration.vertical}) to stream "
+        f"{integration.event_stream_id}"
+    ]
+    missing = integration.enrichment_missing
+    if not missing:
+        keys = ", ".join(entry.key for entry in integration.linking_keys)
+        parts.append(f"enriches them through the linking keys {keys}")
+        allowlist = integration.browser_attribute_allowlist
+        parts.append(
+            f"pages may see {', '.join(allowlist)}" if allowlist else "pages see no attribute"
+        )
+        if integration.personalisation_enabled and integration.personalisation_context_mappings:
+            targets = ", ".join(m.target for m in integration.personalisation_context_mappings)
+            parts.append(f"personalised by {targets}")
+    elif len(missing) < 3:
+        parts.append(f"enrichment is off until {', '.join(missing)} is set (see the warning)")
+    else:
+        parts.append(
+            "ingest only: with no Profile API settings (profile_api_key, "
+            "profile_collection_id, linking_keys) no event gets partner_attrs.amperity"
+        )
+    return "; ".join(parts)
+
+
 def setup_warnings(integration: IntegrationSettings) -> list[str]:
     """What to change, one sentence each, for an integration's likely setup mistakes."""
     name = f"integration {integration.id}"

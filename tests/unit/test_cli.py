@@ -136,6 +136,21 @@ def test_check_configs_blueprint_fix_names_the_integrations_show_command(tmp_pat
     assert "custom" in shown.stdout
 
 
+def test_check_config_says_under_ok_what_each_integration_does(tmp_path: Path) -> None:
+    """One line per integration after "config OK": an ingest-only one is told as such."""
+    config = write_config(tmp_path / "c.toml")
+
+    result = run_cli("check-config", "--config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    ok, line = result.stdout.splitlines()[-2:]
+    assert ok.startswith("config OK: 1 integration(s)")
+    table = integration_table()
+    assert line.startswith(f"  {table['id']}: delivers events (vertical ")
+    assert f"to stream {table['event_stream_id']}" in line
+    assert "ingest only" in line
+
+
 def test_check_config_warns_of_a_no_proxy_entry_that_is_no_range(tmp_path: Path) -> None:
     """NO_PROXY=10.0.0.0/33 is still OK (other tools share it), with a warning naming it."""
     config = write_config(tmp_path / "c.toml")

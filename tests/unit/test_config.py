@@ -21,8 +21,9 @@ from amperity_signal.gateway import routes_api
 from amperity_signal.gateway.errors import GatewayError
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.logs import JsonFormatter
+from amperity_signal.service.app import report_configuration
 from amperity_signal.service.convert import event_to_dict
-from amperity_signal.setup_advice import setup_warnings
+from amperity_signal.setup_advice import setup_warnings, summary
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.support import base64_echoes, mint_keys, reveals_encoded
 from tests.unit.cli_support import INGEST, integration, run_cli
@@ -274,6 +275,54 @@ def test_setup_advice_names_the_spec_troubleshooting_causes() -> None:
     assert "match exactly (case-sensitive)" in spaced and "_unknown" in spaced
     assert advice_for() == []  # ingest only: a choice, not a mistake
     assert advice_for(**profile, linking_keys=EMAIL_KEY, browser_attribute_allowlist="A") == []
+
+
+def summary_of(**overrides: Any) -> str:
+    settings = settings_from_dict({"integrations": [integration(**overrides)]}, {})
+    return summary(settings.integrations[0])
+
+
+def test_the_summary_says_what_an_integration_does_and_when_it_is_ingest_only() -> None:
+    """check-config's line per integration: an ingest-only one says no event is enriched.
+
+    The troubleshooting row "partner_attrs.amperity never appears" has "Profile API creds
+    missing" as a cause; an integration with none of them gets no warning (a choice), so
+    the summary is where its owner reads it.
+    """
+    ingest_only = summary_of()
+    assert ingest_only.startswith(f"{integration()['id']}: delivers events (vertical ")
+    assert "ingest only" in ingest_only and "no event gets partner_attrs.amperity" in ingest_only
+    profile = {"profile_api_key": PROFILE, "profile_collection_id": "apc-x"}
+    half = summary_of(**profile)
+    assert "enrichment is off until linking_keys is set" in half
+    enriching = summary_of(
+        **profile,
+        linking_keys=EMAIL_KEY,
+        browser_attribute_allowlist="Persona,LifetimeTier",
+        personalisation_enabled=True,
+        personalisation_context_mappings=[
+            {"source": "properties.category", "target": "pageCategory"}
+        ],
+    )
+    assert "enriches them through the linking keys email_sha256" in enriching
+    assert "pages may see Persona, LifetimeTier" in enriching
+    assert "personalised by pageCategory" in enriching
+    assert "ingest only" not in enriching
+    assert "pages see no attribute" in summary_of(**profile, linking_keys=EMAIL_KEY)
+    assert PROFILE not in enriching
+
+
+def test_serve_logs_each_integration_s_summary_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """report_configuration (once per service) logs the summary at info, with its id."""
+    settings = settings_from_dict({"integrations": [integration()]}, {})
+    with caplog.at_level(logging.INFO, logger="amperity_signal.server"):
+        report_configuration(settings, proxies=False)
+    (record,) = [r for r in caplog.records if "delivers events" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == f"integration {summary(settings.integrations[0])}"
+    assert getattr(record, "integration_id", None) == settings.integrations[0].id
 
 
 @pytest.mark.parametrize(("key", "words"), [("  ", "is blank"), (" email_sha256", "spaces")])

@@ -41,7 +41,7 @@ from amperity_signal.service.reflection import SERVICE_NAMES as REFLECTION_SERVI
 from amperity_signal.service.reflection import add_reflection
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
-from amperity_signal.setup_advice import setup_warnings
+from amperity_signal.setup_advice import setup_warnings, summary
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -332,7 +332,8 @@ def set_key_expiry(settings: Settings, metrics: Metrics) -> None:
 def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
     """Log what the configuration warrants at start, once per service (not per worker).
 
-    Keys near expiry, setup advice and the listeners' certificate (expiry, key file open
+    What each integration will do (``setup_advice.summary``, at info), keys near expiry, setup
+    advice and the listeners' certificate (expiry, key file open
     to other users) as warnings, then (with ``proxies``; off when a test
     transport replaces the network) the CA certificates and proxy route of Amperity's calls.
     Nothing here is checked again later: the expiry gauge (``set_key_expiry``) is what is
@@ -340,6 +341,7 @@ def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
     """
     now = datetime.now(UTC)
     for integration in settings.integrations:
+        log.info("integration %s", summary(integration), extra={"integration_id": integration.id})
         for warning in expiry_warnings(integration, now) + setup_warnings(integration):
             log.warning(warning, extra={"integration_id": integration.id})
     if settings.server.tls is not None:

@@ -289,3 +289,20 @@ async def test_a_source_failing_while_a_broken_stream_waits_to_reopen_raises_at_
     with pytest.raises(EventFieldError, match=r"^type must"):
         await asyncio.wait_for(consume(), 5)
     assert answered == ["m1"]
+
+
+async def test_a_none_among_the_events_is_refused_by_both_clients(
+    running: RunningService, client: AsyncAmperityClient, sync_client: AmperityClient
+) -> None:
+    """None is a malformed event, as in the Node client, not the end of the source.
+
+    The blocking client read its source with ``next(source, None)``, so a None ended it:
+    the events after it were never sent and nothing said so.
+    """
+    batch: list[object] = [events(3)[0], None, events(3)[2]]
+    refused = "^event must be a JSON object, not null"
+    with pytest.raises(EventFieldError, match=refused):
+        await asyncio.to_thread(lambda: list(sync_client.deliver_many(batch)))  # type: ignore[arg-type]
+    with pytest.raises(EventFieldError, match=refused):
+        await asyncio.wait_for(collect(client, batch), 5)
+    assert running.service.received["e2"] == 0

@@ -143,9 +143,15 @@ function resolvePolicy(option, overrides, defaults) {
   checkMs(`${option}.totalTimeoutMs`, policy.totalTimeoutMs, {
     example: defaults.totalTimeoutMs, infinite: 'for no overall deadline',
   });
+  const codesWanted = 'an array of gRPC status code numbers, 0 to 16, e.g. [14, 8]';
   if (!Array.isArray(retryableCodes) || !retryableCodes.every(Number.isInteger)) {
-    throw new TypeError(`${option}.retryableCodes must be an array of gRPC status code `
-      + `numbers, e.g. [14, 8]; got ${describe(retryableCodes)}.`);
+    throw new TypeError(`${option}.retryableCodes must be ${codesWanted}; `
+      + `got ${describe(retryableCodes)}.`);
+  }
+  // A number no status has would never match, as the Python client refuses it.
+  const unknown = retryableCodes.find((code) => code < 0 || code > 16);
+  if (unknown !== undefined) {
+    throw new RangeError(`${option}.retryableCodes must be ${codesWanted}; got ${unknown} in it.`);
   }
   return Object.freeze(/** @type {RetryPolicy} */ (policy));
 }

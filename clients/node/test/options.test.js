@@ -72,6 +72,9 @@ test('each retry and streamRetry setting that cannot work is refused, naming it'
     [{ totalTimeoutMs: -5 }, RangeError, /^\w+\.totalTimeoutMs must be .*; got -5\.$/],
     [{ totalTimeoutMs: '30000' }, TypeError, /^\w+\.totalTimeoutMs must be .*; got the string "30000"\.$/],
     [{ retryableCodes: 14 }, TypeError, /^\w+\.retryableCodes must be an array of gRPC status code numbers/],
+    // The Python client cannot take a number no status has: both refuse it.
+    [{ retryableCodes: [14, 99] }, RangeError,
+      /^\w+\.retryableCodes must be an array of gRPC status code numbers, 0 to 16, e\.g\. \[14, 8\]; got 99 in it\.$/],
     // A misspelt setting would leave the default in force without a word.
     [{ totalTimeout: 5000 }, TypeError,
       /^\w+\.totalTimeout is not a retry setting; the settings are maxAttempts, initialBackoffMs, maxBackoffMs, multiplier, totalTimeoutMs, retryableCodes\.$/],

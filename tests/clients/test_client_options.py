@@ -110,6 +110,20 @@ def test_a_retry_setting_that_is_not_a_number_is_a_type_error() -> None:
         RetryPolicy(total_timeout="30")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("value", "shown"), [("3", "'3'"), (True, "True"), (None, "None")])
+def test_a_max_attempts_that_is_not_a_number_is_a_type_error(value: object, shown: str) -> None:
+    """As documented and as the Node client refuses it; it was a ValueError.
+
+    A fraction or a number below 1 stays a ValueError (above).
+    """
+    message = (
+        r"^RetryPolicy\.max_attempts must be a whole number, 1 or more \(1: no retries\), "
+        rf"e\.g\. 5; got {shown}\.$"
+    )
+    with pytest.raises(TypeError, match=message):
+        RetryPolicy(max_attempts=value)  # type: ignore[arg-type]
+
+
 async def test_retryable_codes_given_as_numbers_are_status_codes(
     running: RunningService, make_client: ClientFactory
 ) -> None:

@@ -127,8 +127,10 @@ function resolvePolicy(option, overrides, defaults) {
     if (value !== undefined && value !== null) policy[name] = value;
   }
   const { maxAttempts, multiplier, retryableCodes } = policy;
+  // Not a number is a TypeError, a number out of range a RangeError, as documented.
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
-    throw new RangeError(`${option}.maxAttempts must be a whole number, 1 or more (1: no `
+    const Refusal = typeof maxAttempts === 'number' ? RangeError : TypeError;
+    throw new Refusal(`${option}.maxAttempts must be a whole number, 1 or more (1: no `
       + `retries), e.g. ${defaults.maxAttempts}; got ${describe(maxAttempts)}.`);
   }
   for (const name of ['initialBackoffMs', 'maxBackoffMs']) {
@@ -137,7 +139,8 @@ function resolvePolicy(option, overrides, defaults) {
     });
   }
   if (typeof multiplier !== 'number' || !Number.isFinite(multiplier) || multiplier < 1) {
-    throw new RangeError(`${option}.multiplier must be a finite number, 1 or more (1: no `
+    const Refusal = typeof multiplier === 'number' ? RangeError : TypeError;
+    throw new Refusal(`${option}.multiplier must be a finite number, 1 or more (1: no `
       + `growth), e.g. ${defaults.multiplier}; got ${describe(multiplier)}.`);
   }
   checkMs(`${option}.totalTimeoutMs`, policy.totalTimeoutMs, {

@@ -119,15 +119,16 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # Refused here rather than at the first retry: a NaN or negative value would
         # end every call early, or retry without waiting, long after the policy was made.
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ValueError(
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            message = (
                 "RetryPolicy.max_attempts must be a whole number, 1 or more (1: no "
-                f"retries), e.g. 5; got {self.max_attempts!r}."
+                f"retries), e.g. 5; got {attempts!r}."
             )
+            # Not a number (bool is not one) is a TypeError, as for every other setting.
+            if isinstance(attempts, bool) or not isinstance(attempts, int | float):
+                raise TypeError(message)
+            raise ValueError(message)
         for option, example in (("initial_backoff", 0.1), ("max_backoff", 5.0)):
             value = getattr(self, option)
             wanted = f"a finite number of seconds, zero or more, e.g. {example!r}"

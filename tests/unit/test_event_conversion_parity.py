@@ -91,6 +91,8 @@ _READ_FIELDS: dict[str, fieldnames.JsonField] = {
     ),
 }
 
+_ESCAPED_SURROGATE = re.compile(r"\\u(d[89a-f][0-9a-f]{2})")
+
 # A refusal's path, split: keys (no ".", "[" or "]" in the generated ones) and [indexes].
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 Segments = list[str | int]
@@ -203,7 +205,9 @@ def _gateway_refusal(data: dict[str, Any]) -> pb.Event | Refusal:
     try:
         check_value(data, "")
     except GatewayError as error:
-        field = error.field or ""
+        # A key holding a lone surrogate is named escaped (the 400 is UTF-8): back to the
+        # key it names, as the client names it (the generated text holds no backslash).
+        field = _ESCAPED_SURROGATE.sub(lambda m: chr(int(m[1], 16)), error.field or "")
         return Refusal(_locate(data, field)[0], field, True, error.message)
     try:
         event = convert.event_from_json(data, _FACTS)

@@ -240,7 +240,12 @@ class AmperityClient {
       && typeof (/** @type {any} */ (events))[Symbol.asyncIterator] !== 'function')) {
       throw new TypeError('events must be an iterable or async iterable of events.');
     }
-    if (!Number.isInteger(concurrency) || concurrency < 1) {
+    // Another type (a fraction included, as for replay and in the Python client) is a
+    // TypeError, a whole number below 1 a RangeError.
+    if (!Number.isInteger(concurrency)) {
+      throw new TypeError('concurrency must be a whole number, 1 or more.');
+    }
+    if (concurrency < 1) {
       throw new RangeError('concurrency must be a whole number, 1 or more.');
     }
     const run = new DeliverStreamRun({

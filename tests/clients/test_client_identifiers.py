@@ -151,3 +151,25 @@ def test_a_session_id_is_a_string_or_a_whole_number_as_in_the_node_client() -> N
         with pytest.raises(EventFieldError) as raised:
             event_from_json({"context": {"session": {"id": session_id}}})
         assert str(raised.value) == f"context.session.id {problem}"
+
+
+def test_a_whole_float_session_id_is_its_digits_as_in_the_node_client() -> None:
+    """JSON has one kind of number: 1.0 is "1", as Node (which cannot tell) sends it.
+
+    Until session 25 this client refused it, and the gateway too, while Node sent "1".
+    """
+    for session_id, digits in ((1.0, "1"), (-0.0, "0"), (float(2**53 - 1), str(2**53 - 1))):
+        event = event_from_json({"context": {"session": {"id": session_id}}})
+        assert event.context.session.id == digits
+    with pytest.raises(EventFieldError, match=r"^context\.session\.id is a whole number too"):
+        event_from_json({"context": {"session": {"id": 1e16}}})
+
+
+def test_a_session_number_past_2_53_is_refused_as_in_the_node_client() -> None:
+    """2**53 - 1 at most, in the Node client's words; this client took up to int64's."""
+    number = event_from_json({"context": {"session": {"number": 2**53 - 1}}})
+    assert number.context.session.number == 2**53 - 1
+    for too_large in (2**53, 2**63 - 1, 1e16):
+        with pytest.raises(EventFieldError) as raised:
+            event_from_json({"context": {"session": {"number": too_large}}})
+        assert str(raised.value) == "context.session.number is too large (at most 2**53 - 1)."

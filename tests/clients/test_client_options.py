@@ -12,7 +12,7 @@ from amperity_signal_client import AmperityClient, AsyncAmperityClient, RetryPol
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 from .conftest import ClientFactory
-from .fakes import FakeSyncSleep, RunningService, unavailable
+from .fakes import FakeSyncSleep, RunningService, delivery_error, unavailable
 
 EVENT = pb.Event(message_id="m-1", type="track", event="Product Viewed", anonymous_id="a-1")
 CANNOT_WORK = [0, 0.0, -1.0, math.nan, math.inf, -math.inf]
@@ -108,6 +108,65 @@ def test_a_retry_setting_that_is_not_a_number_is_a_type_error() -> None:
     """A string total_timeout would fail only at the first call's arithmetic."""
     with pytest.raises(TypeError, match=r"^RetryPolicy\.total_timeout must be .* not str\.$"):
         RetryPolicy(total_timeout="30")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "shown"), [("3", "'3'"), (True, "True"), (None, "None")])
+def test_a_max_attempts_that_is_not_a_number_is_a_type_error(value: object, shown: str) -> None:
+    """As documented and as the Node client refuses it; it was a ValueError.
+
+    A fraction or a number below 1 stays a ValueError (above).
+    """
+    message = (
+        r"^RetryPolicy\.max_attempts must be a whole number, 1 or more \(1: no retries\), "
+        rf"e\.g\. 5; got {shown}\.$"
+    )
+    with pytest.raises(TypeError, match=message):
+        RetryPolicy(max_attempts=value)  # type: ignore[arg-type]
+
+
+async def test_retryable_codes_given_as_numbers_are_status_codes(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """``{14, 8}``, as the Node client takes them, retries as the StatusCode members do.
+
+    The numbers were kept as given: a unary call was never retried and deliver_many failed
+    with an AttributeError at its first per-event error.
+    """
+    # Typed as StatusCode members (what the policy holds); numbers are taken at run time.
+    numbers: Any = frozenset({14, 8})
+    policy = RetryPolicy(max_attempts=3, retryable_codes=numbers)
+    assert policy == RetryPolicy(max_attempts=3)
+    running.service.unary_failures = [unavailable(0.5)]
+    running.service.event_errors = {"m-1": [delivery_error(14, "AMPERITY_UNAVAILABLE", 0.1)]}
+    client = make_client(retry=policy)
+
+    assert (await client.deliver(EVENT)).message_id == "m-1"
+    assert running.service.calls == ["Deliver", "Deliver"]
+    streamed = [response async for response in client.deliver_many([EVENT])]
+    assert [response.HasField("result") for response in streamed] == [True]
+    assert running.service.received["m-1"] == 2
+
+
+@pytest.mark.parametrize(
+    ("codes", "error", "got"),
+    [
+        ([14, 99], ValueError, "got 99 in it."),
+        (["14"], TypeError, "got '14' in it."),
+        ([True], TypeError, "got True in it."),
+        (14, TypeError, "got 14."),
+        ("14", TypeError, "got '14'."),
+    ],
+)
+def test_retryable_codes_that_are_no_status_codes_are_refused(
+    codes: object, error: type[Exception], got: str
+) -> None:
+    """Refused when the policy is built, as the Node client refuses its retryableCodes."""
+    wanted = "a set of gRPC status codes, grpc.StatusCode members or their numbers 0 to 16"
+    with pytest.raises(
+        error, match=rf"^RetryPolicy\.retryable_codes must be {wanted}, e\.g\."
+    ) as raised:
+        RetryPolicy(retryable_codes=codes)  # type: ignore[arg-type]
+    assert str(raised.value).endswith(got)
 
 
 async def test_an_infinite_total_timeout_means_no_overall_deadline(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from amperity_signal_client import (
     RetryPolicy,
     Unavailable,
 )
+from amperity_signal_client.fields import EventFieldError
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 from .conftest import ClientFactory
@@ -228,3 +230,79 @@ async def test_a_concurrency_that_is_no_event_count_is_refused_naming_it(
     with pytest.raises(error, match=refused):
         list(sync_client.deliver_many(events(1), concurrency=concurrency))  # type: ignore[arg-type]
     assert running.service.streams_opened == 0
+
+
+def _failing_source() -> Iterator[dict[str, str]]:
+    yield {"type": "page", "anonymousId": "a-1", "messageId": "g1"}
+    raise RuntimeError("the source broke")
+
+
+_BAD_SOURCES: list[tuple[str, object, type[Exception], str]] = [
+    ("bogus type", [{"type": "bogus", "anonymousId": "a-1"}], EventFieldError, "^type must"),
+    ("None event", [None], EventFieldError, "^event must be a JSON object"),
+    ("not iterable", 5, TypeError, "not iterable"),
+    ("source raises", "generator", RuntimeError, "^the source broke$"),
+]
+
+
+@pytest.mark.parametrize("case", _BAD_SOURCES, ids=[case[0] for case in _BAD_SOURCES])
+async def test_a_source_failing_before_the_first_stream_raises_at_once(
+    running: RunningService,
+    client: AsyncAmperityClient,
+    case: tuple[str, object, type[Exception], str],
+) -> None:
+    """Its exception is raised from the iterator, as documented, within a second.
+
+    It used to hang for ever: a feeder that failed while the run waited for the channel
+    was never waited for, nor looked at, again.
+    """
+    _, source, error, says = case
+    items = _failing_source() if source == "generator" else source
+    with pytest.raises(error, match=says):
+        await asyncio.wait_for(collect(client, items), 5)
+
+
+async def test_a_source_failing_while_a_broken_stream_waits_to_reopen_raises_at_once(
+    running: RunningService, make_client: ClientFactory
+) -> None:
+    """A malformed event arriving during a reopen's backoff ends the backoff with its error."""
+    running.service.stream_aborts = [1]
+    backing_off = asyncio.Event()
+
+    async def long_backoff(seconds: float) -> None:
+        backing_off.set()
+        await asyncio.sleep(3600)
+
+    async def source() -> AsyncIterator[dict[str, str]]:
+        yield {"type": "page", "anonymousId": "a-1", "messageId": "m1"}
+        yield {"type": "page", "anonymousId": "a-1", "messageId": "m2"}
+        await backing_off.wait()
+        yield {"type": "bogus", "anonymousId": "a-1"}
+
+    client = make_client(sleep=long_backoff)
+    answered: list[str] = []
+
+    async def consume() -> None:
+        async for response in client.deliver_many(source()):
+            answered.append(response.message_id)
+
+    with pytest.raises(EventFieldError, match=r"^type must"):
+        await asyncio.wait_for(consume(), 5)
+    assert answered == ["m1"]
+
+
+async def test_a_none_among_the_events_is_refused_by_both_clients(
+    running: RunningService, client: AsyncAmperityClient, sync_client: AmperityClient
+) -> None:
+    """None is a malformed event, as in the Node client, not the end of the source.
+
+    The blocking client read its source with ``next(source, None)``, so a None ended it:
+    the events after it were never sent and nothing said so.
+    """
+    batch: list[object] = [events(3)[0], None, events(3)[2]]
+    refused = "^event must be a JSON object, not null"
+    with pytest.raises(EventFieldError, match=refused):
+        await asyncio.to_thread(lambda: list(sync_client.deliver_many(batch)))  # type: ignore[arg-type]
+    with pytest.raises(EventFieldError, match=refused):
+        await asyncio.wait_for(collect(client, batch), 5)
+    assert running.service.received["e2"] == 0

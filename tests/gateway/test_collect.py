@@ -235,6 +235,9 @@ async def test_full_context_and_partial_consent_convert(
     [
         ({"id": 2**53 - 1, "number": 3.0}, ("9007199254740991", 3)),
         ({"id": -(2**53 - 1), "number": 0.0}, ("-9007199254740991", 0)),
+        # 1.0 is 1, as the Node client (which cannot tell them apart) sends it; until
+        # session 25 the gateway refused it ("must be a string.").
+        ({"id": 1.0, "number": 2**53 - 1}, ("1", 2**53 - 1)),
     ],
 )
 async def test_a_session_is_read_as_the_clients_read_it(
@@ -284,6 +287,9 @@ async def test_absent_consent_stays_absent(
         # Past 2**53 - 1 a JavaScript number is not exact, as both clients refuse it.
         ({**EVENT, "context": {"session": {"id": 2**53}}}, "context.session.id"),
         ({**EVENT, "context": {"session": {"id": -(2**53)}}}, "context.session.id"),
+        # As both clients refuse it; until session 25 the gateway took a float or 2**53.
+        ({**EVENT, "context": {"session": {"number": 2**53}}}, "context.session.number"),
+        ({**EVENT, "context": {"session": {"number": 1e16}}}, "context.session.number"),
         ({**EVENT, "context": {"vendorIds": {"fbp": 1}}}, "context.vendorIds.fbp"),
         # An alias is named as sent too, by every check of the converter.
         ({**EVENT, "partner_attrs": {"amperity": {}}}, "partner_attrs"),
@@ -305,6 +311,19 @@ async def test_bad_event_fields_are_named_in_a_400(
     response = await gateway.post("/v1/t", json=body, headers=KEY)
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
+    assert service.fake.delivered == []
+
+
+async def test_a_session_id_of_another_type_is_refused_saying_what_it_takes(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """It takes a whole number too; the 400 said "must be a string." until session 25."""
+    body = {**EVENT, "context": {"session": {"id": 1.5}}}
+    response = await gateway.post("/v1/t", json=body, headers=KEY)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == "context.session.id"
+    assert error["message"] == "context.session.id: must be a string or a whole number."
     assert service.fake.delivered == []
 
 

@@ -127,8 +127,10 @@ function resolvePolicy(option, overrides, defaults) {
     if (value !== undefined && value !== null) policy[name] = value;
   }
   const { maxAttempts, multiplier, retryableCodes } = policy;
+  // Not a number is a TypeError, a number out of range a RangeError, as documented.
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
-    throw new RangeError(`${option}.maxAttempts must be a whole number, 1 or more (1: no `
+    const Refusal = typeof maxAttempts === 'number' ? RangeError : TypeError;
+    throw new Refusal(`${option}.maxAttempts must be a whole number, 1 or more (1: no `
       + `retries), e.g. ${defaults.maxAttempts}; got ${describe(maxAttempts)}.`);
   }
   for (const name of ['initialBackoffMs', 'maxBackoffMs']) {
@@ -137,15 +139,22 @@ function resolvePolicy(option, overrides, defaults) {
     });
   }
   if (typeof multiplier !== 'number' || !Number.isFinite(multiplier) || multiplier < 1) {
-    throw new RangeError(`${option}.multiplier must be a finite number, 1 or more (1: no `
+    const Refusal = typeof multiplier === 'number' ? RangeError : TypeError;
+    throw new Refusal(`${option}.multiplier must be a finite number, 1 or more (1: no `
       + `growth), e.g. ${defaults.multiplier}; got ${describe(multiplier)}.`);
   }
   checkMs(`${option}.totalTimeoutMs`, policy.totalTimeoutMs, {
     example: defaults.totalTimeoutMs, infinite: 'for no overall deadline',
   });
+  const codesWanted = 'an array of gRPC status code numbers, 0 to 16, e.g. [14, 8]';
   if (!Array.isArray(retryableCodes) || !retryableCodes.every(Number.isInteger)) {
-    throw new TypeError(`${option}.retryableCodes must be an array of gRPC status code `
-      + `numbers, e.g. [14, 8]; got ${describe(retryableCodes)}.`);
+    throw new TypeError(`${option}.retryableCodes must be ${codesWanted}; `
+      + `got ${describe(retryableCodes)}.`);
+  }
+  // A number no status has would never match, as the Python client refuses it.
+  const unknown = retryableCodes.find((code) => code < 0 || code > 16);
+  if (unknown !== undefined) {
+    throw new RangeError(`${option}.retryableCodes must be ${codesWanted}; got ${unknown} in it.`);
   }
   return Object.freeze(/** @type {RetryPolicy} */ (policy));
 }

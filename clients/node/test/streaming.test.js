@@ -296,7 +296,14 @@ test('deliverMany refuses a bad concurrency and a bad event', GUARD, async (t) =
   const fake = await streamFake((request, call) => call.write(delivered(request)));
   const client = clientFor(t, fake);
 
-  assert.throws(() => client.deliverMany(events(1), { concurrency: 0 }), RangeError);
+  const refused = /^concurrency must be a whole number, 1 or more\.$/;
+  assert.throws(() => client.deliverMany(events(1), { concurrency: 0 }),
+    (e) => e instanceof RangeError && refused.test(e.message));
+  // Another type is a TypeError, as documented and as the Python client refuses it.
+  for (const concurrency of ['4', 1.5, true]) {
+    assert.throws(() => client.deliverMany(events(1), { concurrency }),
+      (e) => e instanceof TypeError && refused.test(e.message), String(concurrency));
+  }
   assert.throws(() => client.deliverMany(42), /iterable/);
   await assert.rejects(collect(client.deliverMany([{ type: 'shout' }])), /type must be one of/);
   assert.deepEqual(await collect(client.deliverMany([])), []);

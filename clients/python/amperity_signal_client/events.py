@@ -51,6 +51,7 @@ _SESSION_ID_TOO_LARGE = (
     "is a whole number too large to be exact in JavaScript (over 2**53 - 1): "
     "send it as a JSON string."
 )
+_SESSION_NUMBER_TOO_LARGE = "is too large (at most 2**53 - 1)."
 _SUBMESSAGES: dict[str, tuple[str, ...]] = {
     "page": ("url", "path", "referrer", "title", "search"),
     "campaign": ("source", "medium", "name", "term", "content"),
@@ -227,6 +228,10 @@ def _session(data: Mapping[str, Any]) -> pb.Session:
     session_id = data.get("id")
     # A whole number (datafly.js's session ids are epoch milliseconds) is its decimal
     # digits, as in the Node client; up to 2**53 - 1, the most a JavaScript number holds.
+    # JSON has one kind of number: 1.0 is the whole number 1, as the Node client (which
+    # cannot tell them apart) and the gateway read it.
+    if isinstance(session_id, float) and session_id.is_integer():
+        session_id = int(session_id)
     if isinstance(session_id, int) and not isinstance(session_id, bool):
         if abs(session_id) > _MAX_SAFE_INTEGER:
             raise EventFieldError("context.session.id", _SESSION_ID_TOO_LARGE)
@@ -247,8 +252,10 @@ def _session(data: Mapping[str, Any]) -> pb.Session:
             number = int(number)
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise EventFieldError("context.session.number", "must be a whole number, 0 or more.")
-        if number >= 2**63:
-            raise EventFieldError("context.session.number", "is too large.")
+        # Past 2**53 - 1 a JavaScript number is not exact: the Node client and the gateway
+        # refuse it (this client took up to int64's).
+        if number > _MAX_SAFE_INTEGER:
+            raise EventFieldError("context.session.number", _SESSION_NUMBER_TOO_LARGE)
         session.number = number
     return session
 

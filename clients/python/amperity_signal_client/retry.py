@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,42 @@ if TYPE_CHECKING:
     from amperity_signal_client.errors import AmperitySignalError
 
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+_CODES_WANTED = (
+    "a set of gRPC status codes, grpc.StatusCode members or their numbers 0 to 16, "
+    "e.g. {grpc.StatusCode.UNAVAILABLE, 8}"
+)
+
+
+def _status_codes(value: object) -> frozenset[grpc.StatusCode]:
+    """``retryable_codes`` as grpc.StatusCode members, numbers (14: UNAVAILABLE) converted.
+
+    The Node client takes them as numbers; a number used to be kept as it was: unary calls
+    then never retried and ``deliver_many`` failed with an AttributeError at its first
+    per-event error.
+
+    Raises:
+        TypeError: When it is not a collection, or holds something that is neither a
+            ``grpc.StatusCode`` nor an ``int`` (``bool`` included).
+        ValueError: When it holds a number that is no gRPC status code.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"RetryPolicy.retryable_codes must be {_CODES_WANTED}; got {value!r}.")
+    codes = set()
+    for code in value:
+        if isinstance(code, grpc.StatusCode):
+            codes.add(code)
+        elif isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError(
+                f"RetryPolicy.retryable_codes must be {_CODES_WANTED}; got {code!r} in it."
+            )
+        elif code in _STATUS_BY_NUMBER:
+            codes.add(_STATUS_BY_NUMBER[code])
+        else:
+            raise ValueError(
+                f"RetryPolicy.retryable_codes must be {_CODES_WANTED}; got {code!r} in it."
+            )
+    return frozenset(codes)
 
 
 def _number(option: str, value: object, wanted: str) -> float:
@@ -67,7 +104,9 @@ class RetryPolicy:
         total_timeout: The overall deadline of a call, in seconds from its first attempt:
             no attempt starts and no backoff ends after it, and an attempt's own
             deadline is cut to what is left of it.
-        retryable_codes: The status codes worth retrying.
+        retryable_codes: The status codes worth retrying; given as ``grpc.StatusCode``
+            members or their numbers (``{14, 8}``, as the Node client takes them), in any
+            collection, and kept as a frozenset of ``grpc.StatusCode``.
     """
 
     max_attempts: int = 5
@@ -80,15 +119,16 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # Refused here rather than at the first retry: a NaN or negative value would
         # end every call early, or retry without waiting, long after the policy was made.
-        if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
-        ):
-            raise ValueError(
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            message = (
                 "RetryPolicy.max_attempts must be a whole number, 1 or more (1: no "
-                f"retries), e.g. 5; got {self.max_attempts!r}."
+                f"retries), e.g. 5; got {attempts!r}."
             )
+            # Not a number (bool is not one) is a TypeError, as for every other setting.
+            if isinstance(attempts, bool) or not isinstance(attempts, int | float):
+                raise TypeError(message)
+            raise ValueError(message)
         for option, example in (("initial_backoff", 0.1), ("max_backoff", 5.0)):
             value = getattr(self, option)
             wanted = f"a finite number of seconds, zero or more, e.g. {example!r}"
@@ -107,6 +147,8 @@ class RetryPolicy:
             raise ValueError(
                 f"RetryPolicy.total_timeout must be {wanted}; got {self.total_timeout!r}."
             )
+        # A frozen dataclass: the normalised set replaces what was given.
+        object.__setattr__(self, "retryable_codes", _status_codes(self.retryable_codes))
 
     def is_retryable(self, code: grpc.StatusCode) -> bool:
         """Whether a call that failed with ``code`` may be retried."""

@@ -22,7 +22,7 @@ import random
 import sys
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import aclosing
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -43,6 +43,7 @@ StreamCall = grpc.aio.StreamStreamCall[pb.DeliverStreamRequest, pb.DeliverStream
 _CORE_WRITE_FAILURE = "Internal error from Core"
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _DONE = None  # the outbox sentinel: every event is answered, half-close the stream
+_T = TypeVar("_T")
 
 
 def to_event(event: EventLike) -> pb.Event:
@@ -50,6 +51,32 @@ def to_event(event: EventLike) -> pb.Event:
     if isinstance(event, pb.Event):
         return event
     return event_from_json(event)
+
+
+def _raise_source_failure(feeder: asyncio.Task[None]) -> None:
+    """Raise what the caller's events raised (a malformed event, a failing source), if so."""
+    if feeder.done() and not feeder.cancelled() and (failure := feeder.exception()) is not None:
+        raise failure
+
+
+async def _unless_source_fails(feeder: asyncio.Task[None], waited: Awaitable[_T]) -> _T:
+    """``waited``'s result, unless the feeder fails first: then its exception, at once.
+
+    A malformed event or a source that raises is the caller's error, raised as soon as it
+    happens: not after a wait for the channel to connect or a reopen's backoff (the run
+    used to hang when it came before the first stream was open).
+    """
+    task = asyncio.ensure_future(waited)
+    try:
+        if not feeder.done():
+            await asyncio.wait((task, feeder), return_when=asyncio.FIRST_COMPLETED)
+        _raise_source_failure(feeder)
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: the feeder's failure is what is raised
 
 
 class StreamBroken(Exception):
@@ -164,7 +191,7 @@ class AsyncStreamRun:
         try:
             while True:
                 try:
-                    call = await self._open_connected(started)
+                    call = await _unless_source_fails(feeder, self._open_connected(started))
                     try:
                         async with aclosing(self._answers(call, feeder)) as answers:
                             async for response in answers:
@@ -191,7 +218,7 @@ class AsyncStreamRun:
                     )
                     if delay is None:
                         raise broken.error() from None
-                    await self._sleep(delay)
+                    await _unless_source_fails(feeder, self._sleep(delay))
                 else:
                     return
         finally:
@@ -242,6 +269,9 @@ class AsyncStreamRun:
             while True:
                 if reading is None:
                     reading = asyncio.create_task(call.read())
+                # The feeder may have failed before this call was opened (while the
+                # channel connected): it is no longer waited for, so look at it here.
+                _raise_source_failure(feeder)
                 waiting: set[asyncio.Future[Any]] = {reading}
                 if not feeder.done():
                     waiting.add(feeder)
@@ -250,8 +280,7 @@ class AsyncStreamRun:
                     timeout=self._idle_timeout / 4,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                if feeder in done and (failure := feeder.exception()) is not None:
-                    raise failure
+                _raise_source_failure(feeder)
                 if reading not in done:
                     self._check_stalled()
                     continue

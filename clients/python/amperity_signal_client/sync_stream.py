@@ -12,6 +12,7 @@ connection fails the attempt at once, under the unary ``retry`` policy.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import queue
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     ]
 _Item = tuple[float, pb.Event] | None  # None: every event is answered, half-close
 _FAILED = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+class _End(enum.Enum):
+    """The source is exhausted: None is an item, refused as the asyncio run refuses it."""
+
+    END = enum.auto()
 
 
 class SyncConnect(Protocol):
@@ -151,8 +158,8 @@ class SyncStreamRun:
     def _top_up(self) -> None:
         """Take events from the caller while the window has room; half-close when done."""
         while not self._source_done and len(self._ledger) < self._concurrency:
-            item = next(self._source, None)
-            if item is None:
+            item = next(self._source, _End.END)
+            if item is _End.END:
                 self._source_done = True
                 break
             admitted = self._ledger.admit(to_event(item))

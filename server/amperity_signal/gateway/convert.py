@@ -358,12 +358,15 @@ def _session(data: Mapping[str, Any], path: str) -> pb.Session:
     session_id = data.get("id")
     # A whole number (datafly.js's session ids are epoch milliseconds) is its digits, up to
     # 2**53 - 1: past it a JavaScript number is not exact, so 2**53 may have been 2**53 + 1.
+    # 1.0 is the whole number 1, as for the number below and in both clients.
+    if isinstance(session_id, float) and session_id.is_integer():
+        session_id = int(session_id)
     if isinstance(session_id, int) and not isinstance(session_id, bool):
         if abs(session_id) > _MAX_SAFE_INTEGER:
             raise InvalidFieldError(f"{path}id", _SESSION_ID_TOO_LARGE)
         session_id = str(session_id)
     if session_id is not None and not isinstance(session_id, str):
-        raise InvalidFieldError(f"{path}id", "must be a string.")
+        raise InvalidFieldError(f"{path}id", "must be a string or a whole number.")
     session.id = session_id or ""
     number = data.get("number")
     if number is not None:
@@ -373,8 +376,10 @@ def _session(data: Mapping[str, Any], path: str) -> pb.Session:
             number = int(number)
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise InvalidFieldError(f"{path}number", "must be a whole number, 0 or more.")
-        if number >= 2**63:
-            raise InvalidFieldError(f"{path}number", "is too large.")
+        # Past 2**53 - 1 not exact in JavaScript, as the clients refuse it (the body's
+        # check refuses an integer past 2**53, not 2**53 itself nor a float).
+        if number > _MAX_SAFE_INTEGER:
+            raise InvalidFieldError(f"{path}number", "is too large (at most 2**53 - 1).")
         session.number = number
     return session
 

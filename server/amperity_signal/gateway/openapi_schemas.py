@@ -131,7 +131,11 @@ SCHEMAS: dict[str, Any] = {
                                 "minimum": -(2**53 - 1),
                                 "maximum": 2**53 - 1,
                             },
-                            "number": {"type": "integer", "minimum": 0},
+                            "number": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": 2**53 - 1,
+                            },
                         },
                     },
                     "geo": _strings("country", "region", "city", "postalCode"),

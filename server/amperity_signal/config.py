@@ -32,7 +32,7 @@ from pydantic import (
     field_validator,
 )
 
-from amperity_signal.blueprint.paths import EVENT_ROOTS, compile_path
+from amperity_signal.blueprint.paths import compile_event_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
 from amperity_signal.config_checks import check_raw, configured_secrets, resolve_secrets
 from amperity_signal.config_messages import translate
@@ -113,12 +113,7 @@ class ContextMapping(_Strict):
         the event (``propertes.category``) finds nothing, and personalisation never applies.
         ``check-config`` tells the second with a guess (``config_checks``).
         """
-        root = compile_path(source)[0][0]
-        if root not in EVENT_ROOTS:
-            raise ValueError(
-                f"{quoted(source)} does not start with a part of the event "
-                f"({', '.join(EVENT_ROOTS)}), so it never finds a value"
-            )
+        compile_event_path(source)
         return source
 
     @field_validator("target")

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from amperity_signal.config_values import quoted
+from amperity_signal.config_values import did_you_mean, quoted
 
 EVENT_TABLES = ("context", "properties", "traits", "partner_attrs")
 """The event dict's nested parts: a path into one goes on past it (``properties.category``)."""
@@ -55,6 +55,27 @@ def compile_path(path: str) -> CompiledPath:
             f"invalid path {quoted(path)}: use dotted names such as 'context.page.path'"
         )
     return tuple((part, int(part) if part.isdigit() else None) for part in parts)
+
+
+def compile_event_path(path: str) -> CompiledPath:
+    """``compile_path``, refusing a path that starts with no part of the event.
+
+    Such a path (``propertes.category``, a typo) would find nothing on every event, without
+    a word: a mapping it feeds would never be sent, a personalisation never applied.
+
+    Raises:
+        ValueError: The path is malformed, or its first segment is not in ``EVENT_ROOTS``.
+    """
+    compiled = compile_path(path)
+    root = compiled[0][0]
+    if root not in EVENT_ROOTS:
+        raise ValueError(
+            f"{quoted(path)} does not start with a part of the event, so it never finds a "
+            f"value; {did_you_mean(root, EVENT_ROOTS)}start it with one of "
+            f"{', '.join(f'{table}.' for table in EVENT_TABLES)} or a flat event field "
+            f"({', '.join(EVENT_FIELDS)})"
+        )
+    return compiled
 
 
 def resolve_compiled(event: Mapping[str, Any], path: CompiledPath) -> Any:

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from amperity_signal.blueprint.paths import compile_path
+from amperity_signal.blueprint.paths import compile_event_path
 from amperity_signal.blueprint.transforms import TRANSFORMS
 
 BUILT_IN_TARGETS = frozenset({"source", "type", "consent"})
@@ -105,14 +105,14 @@ class MappingSpec(_Strict):
     @classmethod
     def _source_is_a_path(cls, source: str | None) -> str | None:
         if source is not None:
-            compile_path(source)
+            compile_event_path(source)
         return source
 
     @field_validator("fallbacks")
     @classmethod
     def _fallbacks_are_paths(cls, fallbacks: list[str]) -> list[str]:
         for path in fallbacks:
-            compile_path(path)
+            compile_event_path(path)
         return fallbacks
 
     @model_validator(mode="after")

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from amperity_signal.blueprint import BlueprintError, BlueprintOverrides, load_blueprint, map_event
+from amperity_signal.blueprint import (
+    VERTICALS,
+    BlueprintError,
+    BlueprintOverrides,
+    load_blueprint,
+    map_event,
+)
 
 EventFactory = Callable[..., dict[str, Any]]
 
@@ -168,3 +174,33 @@ def test_overrides_do_not_leak_into_other_loads() -> None:
         "retail", _overrides({"global_mappings": [{"source": "user_id", "target": "brand_new"}]})
     )
     assert "brand_new" not in {m.target for m in load_blueprint("retail").global_mappings}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "field", "guess"),
+    [
+        ({"source": "propertes.category", "target": "page_category"}, "source", "properties"),
+        (
+            {"source": "traits.tier", "fallbacks": ["contxt.page.path"], "target": "tier"},
+            "fallbacks",
+            "context",
+        ),
+        ({"source": "userId", "target": "who"}, "source", "user_id"),
+    ],
+)
+def test_a_mapping_path_that_starts_with_no_part_of_the_event_is_refused(
+    mapping: dict[str, Any], field: str, guess: str
+) -> None:
+    """A typo in a path's first part found nothing on every event, and nobody was told."""
+    with pytest.raises(ValidationError) as caught:
+        _overrides({"global_mappings": [mapping]})
+    (error,) = caught.value.errors()
+    assert error["loc"][-1] == field
+    assert "does not start with a part of the event" in error["msg"]
+    assert f"did you mean '{guess}'?" in error["msg"]
+
+
+def test_every_shipped_blueprint_path_starts_with_a_part_of_the_event() -> None:
+    """The shipped YAML goes through the same check: every vertical still loads."""
+    for vertical in VERTICALS:
+        assert load_blueprint(vertical).global_mappings

@@ -12,7 +12,7 @@ import pytest
 import tomli_w
 from pydantic import ValidationError
 
-from amperity_signal.blueprint.paths import EVENT_ROOTS
+from amperity_signal.blueprint.paths import EVENT_ROOTS, EVENT_TABLES
 from amperity_signal.config import ContextMapping, GatewayTable, load_settings, settings_from_dict
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.enrich.result import attach
@@ -431,7 +431,11 @@ def test_every_part_of_an_event_is_a_context_source_root() -> None:
         getattr(event, part).update({"x": "y"})
     keys = set(attach(event_to_dict(event), "p-1", {"Persona": "Value Hunter"}))
     assert keys == set(EVENT_ROOTS)
-    mappings = [{"source": f"{key}.x", "target": f"t_{key}"} for key in sorted(keys)]
+    # A table's keys lie below it; a flat field is read whole (a path below one is refused).
+    mappings = [
+        {"source": f"{key}.x" if key in EVENT_TABLES else key, "target": f"t_{key}"}
+        for key in sorted(keys)
+    ]
     settings_from_dict(
         {"integrations": [integration(personalisation_context_mappings=mappings)]}, {}
     )

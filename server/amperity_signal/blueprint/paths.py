@@ -64,7 +64,8 @@ def compile_event_path(path: str) -> CompiledPath:
     a word: a mapping it feeds would never be sent, a personalisation never applied.
 
     Raises:
-        ValueError: The path is malformed, or its first segment is not in ``EVENT_ROOTS``.
+        ValueError: The path is malformed, its first segment is not in ``EVENT_ROOTS``, or
+            it goes below a flat field (``user_id.x``).
     """
     compiled = compile_path(path)
     root = compiled[0][0]
@@ -74,6 +75,12 @@ def compile_event_path(path: str) -> CompiledPath:
             f"value; {did_you_mean(root, EVENT_ROOTS)}start it with one of "
             f"{', '.join(f'{table}.' for table in EVENT_TABLES)} or a flat event field "
             f"({', '.join(EVENT_FIELDS)})"
+        )
+    if root in EVENT_FIELDS and len(compiled) > 1:
+        raise ValueError(
+            f"{quoted(path)} goes below {root}, a flat field of the event with no parts, so "
+            f"it never finds a value; write {root} alone, or start with one of "
+            f"{', '.join(f'{table}.' for table in EVENT_TABLES)}"
         )
     return compiled
 

@@ -200,6 +200,16 @@ def test_a_mapping_path_that_starts_with_no_part_of_the_event_is_refused(
     assert f"did you mean '{guess}'?" in error["msg"]
 
 
+@pytest.mark.parametrize("path", ["user_id.x", "anonymous_id.0", "timestamp.seconds"])
+def test_a_mapping_path_below_a_flat_field_is_refused(path: str) -> None:
+    """A flat field has no parts: a path below one found nothing on every event."""
+    with pytest.raises(ValidationError) as caught:
+        _overrides({"global_mappings": [{"source": path, "target": "who"}]})
+    (error,) = caught.value.errors()
+    assert "a flat field of the event with no parts" in error["msg"]
+    assert f"write {path.split('.', maxsplit=1)[0]} alone" in error["msg"]
+
+
 def test_every_shipped_blueprint_path_starts_with_a_part_of_the_event() -> None:
     """The shipped YAML goes through the same check: every vertical still loads."""
     for vertical in VERTICALS:

@@ -597,6 +597,32 @@ def test_a_consent_send_that_never_answers_does_not_hold_on_profile_ready() -> N
     assert "/v1/enrich" not in _paths(run)
 
 
+def test_refresh_profile_is_bounded_while_a_consent_send_never_answers() -> None:
+    """A grant whose /v1/consent hangs: refreshProfile answers at enrich.timeoutMs.
+
+    The docs bound it as onProfileReady is bounded. It waited for the consent send with no
+    limit of its own: three attempts of 20 s and their back-off, a minute, for a page that
+    calls identify() then refreshProfile() at a login.
+    """
+    scenario = (
+        _INIT
+        + """
+      await datafly.onProfileReady();
+      datafly.consent({ functional: true });
+      const refreshing = datafly.refreshProfile();
+      await new Promise((resolve) => { setImmediate(resolve); });
+      fireHeld();  // one round: the enrich timeout, and the first consent attempt's abort
+      const refreshed = await Promise.race([
+        refreshing, new Promise((resolve) => { setImmediate(() => resolve('pending')); }),
+      ]);
+      return { refreshed };
+    """
+    )
+    run = run_datafly(scenario, [_HYDRATED, {"hang": True}, {"hang": True}, {"hang": True}])
+    assert run["result"] == {"refreshed": _ATTRIBUTES}
+    assert _paths(run)[:2] == ["/v1/enrich", "/v1/consent"]
+
+
 def test_an_event_json_cannot_carry_is_dropped_alone() -> None:
     """A property holding a cycle or a BigInt drops that event, not its batch, throwing nothing.
 

@@ -623,12 +623,15 @@ function createDatafly() {
   /**
    * Flush pending events (so an identify reaches the server), then fetch the profile again.
    * The flush is waited for at most enrich.timeoutMs: a batch still unanswered then does
-   * not hold the lookup.
+   * not hold the lookup. The fetch is bounded as onProfileReady is: a consent send still
+   * unanswered (up to three attempts of 20 s) does not hold it either; the profile as it
+   * stands is the answer then.
    */
   api.refreshProfile = async () => {
     if (!state.config) throw new Error('datafly: call datafly.init({...}) first');
-    await within(api.flush(), enrichTimeout(state.config.enrich), () => undefined);
-    return fetchProfile();
+    const timeoutMs = enrichTimeout(state.config.enrich);
+    await within(api.flush(), timeoutMs, () => undefined);
+    return within(fetchProfile(), timeoutMs, () => api.profile.amperity || {});
   };
 
   /** The visitor's anonymous id (the _dfid cookie), after init. */

@@ -264,11 +264,16 @@ class AsyncStreamRun:
         self, call: StreamCall, feeder: asyncio.Task[None]
     ) -> AsyncGenerator[pb.DeliverStreamResponse, None]:
         writer = asyncio.create_task(self._write(call, self._outbox))
+        # The answers as the call's iterator gives them, not ``call.read()``: once the status
+        # has come, read() raises it at once, and answers the service sent before its
+        # status and not yet read were lost (a service stopping: its last answers, so those
+        # events were sent again after the restart). The iterator gives every answer first.
+        answers = aiter(call)
         reading: asyncio.Task[object] | None = None
         try:
             while True:
                 if reading is None:
-                    reading = asyncio.create_task(call.read())
+                    reading = asyncio.create_task(anext(answers, grpc.aio.EOF))
                 # The feeder may have failed before this call was opened (while the
                 # channel connected): it is no longer waited for, so look at it here.
                 _raise_source_failure(feeder)

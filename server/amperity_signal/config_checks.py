@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from amperity_signal.blueprint.loader import VERTICALS
-from amperity_signal.blueprint.paths import EVENT_FIELDS, EVENT_ROOTS, EVENT_TABLES
+from amperity_signal.blueprint.paths import EVENT_ROOTS, root_advice
 from amperity_signal.config_values import (
     check_cache,
     check_integration_values,
@@ -550,10 +550,7 @@ def _check_context_sources(where: str, value: Any) -> list[ConfigProblem]:
                 f"{where}.personalisation_context_mappings[{index}].source",
                 f"{quoted(source)} does not start with a part of the event, so it never "
                 "finds a value and personalisation never applies.",
-                f"{did_you_mean(root, EVENT_ROOTS)}start the path with one of "
-                f"{', '.join(f'{table}.' for table in EVENT_TABLES)} (e.g. "
-                "properties.category), or make it a flat event field: "
-                f"{', '.join(EVENT_FIELDS)}.",
+                f"{root_advice(root)}.",
             )
         )
     return problems

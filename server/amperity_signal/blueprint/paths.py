@@ -57,6 +57,17 @@ def compile_path(path: str) -> CompiledPath:
     return tuple((part, int(part) if part.isdigit() else None) for part in parts)
 
 
+_TABLE_STARTS = ", ".join(f"{table}." for table in EVENT_TABLES)
+
+
+def root_advice(root: str) -> str:
+    """What to write instead of a path starting with ``root``, no part of the event."""
+    return (
+        f"{did_you_mean(root, EVENT_ROOTS)}start the path with one of {_TABLE_STARTS} (e.g. "
+        f"properties.category), or make it a flat event field: {', '.join(EVENT_FIELDS)}"
+    )
+
+
 def compile_event_path(path: str) -> CompiledPath:
     """``compile_path``, refusing a path that starts with no part of the event.
 
@@ -72,15 +83,12 @@ def compile_event_path(path: str) -> CompiledPath:
     if root not in EVENT_ROOTS:
         raise ValueError(
             f"{quoted(path)} does not start with a part of the event, so it never finds a "
-            f"value; {did_you_mean(root, EVENT_ROOTS)}start it with one of "
-            f"{', '.join(f'{table}.' for table in EVENT_TABLES)} or a flat event field "
-            f"({', '.join(EVENT_FIELDS)})"
+            f"value; {root_advice(root)}"
         )
     if root in EVENT_FIELDS and len(compiled) > 1:
         raise ValueError(
             f"{quoted(path)} goes below {root}, a flat field of the event with no parts, so "
-            f"it never finds a value; write {root} alone, or start with one of "
-            f"{', '.join(f'{table}.' for table in EVENT_TABLES)}"
+            f"it never finds a value; write {root} alone, or start with one of {_TABLE_STARTS}"
         )
     return compiled
 

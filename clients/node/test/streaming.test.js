@@ -5,6 +5,8 @@ const net = require('node:net');
 const test = require('node:test');
 const assert = require('node:assert/strict');
 
+const grpc = require('@grpc/grpc-js');
+
 const { AmperityClient, AmperitySignalError, toStruct } = require('..');
 const { detail, failure, startFake } = require('../testing/fake-service');
 
@@ -236,6 +238,64 @@ test('a stream broken by UNAVAILABLE is reopened with the unanswered events', GU
   assert.ok(outcomes.every((o) => o.result));
   assert.deepEqual(fake.fake.received, [['m-0', 'm-1', 'm-2'], ['m-1', 'm-2']]);
   assert.ok(waits.some((ms) => ms >= 3000));
+});
+
+/**
+ * A grpc-js client interceptor calling `seen` once a call's non-OK status reached the client.
+ * @param {() => void} seen
+ */
+function onFailedStatus(seen) {
+  return (/** @type {any} */ options, /** @type {any} */ nextCall) => new grpc.InterceptingCall(
+    nextCall(options), {
+      start(metadata, listener, next) {
+        next(metadata, {
+          onReceiveStatus(/** @type {any} */ status, /** @type {any} */ nextStatus) {
+            nextStatus(status);
+            if (status.code !== grpc.status.OK) seen();
+          },
+        });
+      },
+    },
+  );
+}
+
+test('answers sent before the stream ended count, however slowly the caller takes them', GUARD, async (t) => {
+  // A stopping service answers the events it took, then ends the stream UNAVAILABLE. The
+  // Python client once lost such answers (its read raised the status first) and sent those
+  // events again. Here the caller takes its first answer only once the status is in, so
+  // the other answers and the end of the call all wait for the client at once.
+  const taken = [];
+  const fake = await streamFake((request, call, number) => {
+    if (number > 1) {
+      call.write(delivered(request));
+      return;
+    }
+    taken.push(request);
+    if (taken.length < 4) return;
+    // Three answers, then the end, with m-3 still unanswered.
+    for (const answered of taken.slice(0, 3)) call.write(delivered(answered));
+    call.emit('error', failure(14, 'The service is shutting down.', [
+      detail('ErrorInfo', { reason: 'SHUTTING_DOWN', domain: 'amperity-signal.datafly.com' }),
+    ]));
+  });
+  let statusSeen;
+  const ended = new Promise((resolve) => { statusSeen = resolve; });
+  const client = clientFor(t, fake, { channelOptions: { interceptors: [onFailedStatus(statusSeen)] } });
+
+  const outcomes = [];
+  for await (const outcome of client.deliverMany(events(5), { concurrency: 4 })) {
+    outcomes.push(outcome);
+    if (outcomes.length === 1) {
+      await ended;
+      // And the call's 'status' and 'end' events, which follow it before the next turn.
+      await new Promise((resolve) => { setImmediate(resolve); });
+    }
+  }
+
+  assert.deepEqual(outcomes.map((o) => o.messageId).sort(), ['m-0', 'm-1', 'm-2', 'm-3', 'm-4']);
+  assert.ok(outcomes.every((o) => o.result), JSON.stringify(outcomes));
+  // Only the unanswered event is sent again, then the one read after the stream ended.
+  assert.deepEqual(fake.fake.received, [['m-0', 'm-1', 'm-2', 'm-3'], ['m-3', 'm-4']]);
 });
 
 test('a stream with no answer for the idle timeout is reopened', GUARD, async (t) => {

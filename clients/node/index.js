@@ -25,6 +25,7 @@ const {
 const { DeliverStreamRun } = require('./lib/stream');
 const { checkOptionNames } = require('./lib/options');
 const { checkString, requireString } = require('./lib/text');
+const { pipelineKeyProblem } = require('./lib/pipeline_key');
 
 const DEFAULT_PROTO_PATH = path.resolve(
   __dirname, '..', '..', 'proto', 'datafly', 'amperity', 'v1', 'amperity_service.proto',
@@ -33,9 +34,6 @@ const DEFAULT_TIMEOUT_MS = 10000;
 const DEFAULT_CONCURRENCY = 64;
 const DEFAULT_STREAM_IDLE_TIMEOUT_MS = 30000;
 const PIPELINE_KEY_METADATA = 'x-pipeline-key';
-// What gRPC metadata carries in a text value (grpc-js refuses anything else, its error
-// quoting the whole value: here, the key).
-const METADATA_TEXT = /^[ -~]*$/;
 // gRPC's own retry of a call a stopping service dropped before handling it (CANCELLED:
 // grpc core drops the calls it received but had not started when a server stops, as the
 // old process of a handoff does). gRPC resends a call only while nothing of its answer
@@ -66,7 +64,9 @@ const LOADER_OPTIONS = Object.freeze({
  * @typedef {object} ClientOptions
  * @property {string} target The service address, e.g. "localhost:50051".
  * @property {string} [integrationId] The integration to use (an [[integrations]] id).
- * @property {string} [pipelineKey] Or the Datafly pipeline key (sent as x-pipeline-key).
+ * @property {string} [pipelineKey] Or the Datafly pipeline key (sent as x-pipeline-key):
+ *   1-200 printable ASCII characters, no space, as the service takes it; another is a
+ *   TypeError naming it, its length and the first character's position, never the key.
  * @property {string} [protoPath] amperity_service.proto; default: $AMPERITY_SIGNAL_PROTO_PATH
  *   or the repository's proto/datafly/amperity/v1/amperity_service.proto.
  * @property {grpc.ChannelCredentials} [credentials] Default: insecure (plaintext).
@@ -151,12 +151,10 @@ class AmperityClient {
         + '(the Datafly pipeline key) so the service knows which integration to use.',
       );
     }
-    if (typeof pipelineKey === 'string' && !METADATA_TEXT.test(pipelineKey)) {
-      const at = pipelineKey.search(/[^ -~]/);
-      throw new TypeError(`pipelineKey holds a character other than printable ASCII at position `
-        + `${at}: it travels as gRPC metadata (x-pipeline-key), which carries nothing else; `
-        + 'copy the key again from Datafly.');
-    }
+    // A key the service's rule refuses would fail every call NOT_FOUND (and one with a
+    // non-ASCII character, grpc-js with an error quoting the whole key).
+    const problem = typeof pipelineKey === 'string' ? pipelineKeyProblem(pipelineKey) : null;
+    if (problem) throw new TypeError(`pipelineKey ${problem}`);
     // Checked before the channel exists: a refused client leaves nothing open.
     const timeoutMs = checkMs('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, {
       example: DEFAULT_TIMEOUT_MS,

@@ -33,6 +33,7 @@ from amperity_signal_client.errors import AmperitySignalError, from_rpc_error
 from amperity_signal_client.events import ConsentLike, consent_from_json, not_text
 from amperity_signal_client.fields import check_whole_number, type_name
 from amperity_signal_client.ledger import ensure_message_id
+from amperity_signal_client.pipeline_key import pipeline_key_problem
 from amperity_signal_client.retry import DEFAULT_STREAM_RETRY, RetryPolicy, check_timeout
 from amperity_signal_client.stream import DEFAULT_CONCURRENCY, AsyncStreamRun, EventLike, to_event
 from amperity_signal_client.watch import DeliveryWatch, watch_ended
@@ -105,7 +106,8 @@ def check_identity(target: object, integration_id: object, pipeline_key: object)
     Raises:
         TypeError: Naming ``target``, ``integration_id`` or ``pipeline_key`` when it is not
             a string (None means "not given" for the last two).
-        ValueError: When neither is given, or one holds what cannot be sent.
+        ValueError: When neither is given, one holds what cannot be sent, or the
+            pipeline key is not one the service takes (``PIPELINE_KEY_RULE``).
     """
     check_string("target", target)
     if integration_id is not None:
@@ -119,16 +121,11 @@ def check_identity(target: object, integration_id: object, pipeline_key: object)
             "pipeline_key (the Datafly pipeline key) so the service knows which "
             "integration to use."
         )
-    if isinstance(pipeline_key, str):
-        # grpc refuses any other metadata value with an unreadable ExecuteBatchError on
-        # every call. The message names where, never which character: the key is secret.
-        at = next((i for i, c in enumerate(pipeline_key) if not " " <= c <= "~"), None)
-        if at is not None:
-            raise ValueError(
-                f"pipeline_key holds a character other than printable ASCII at position {at}: "
-                "it travels as gRPC metadata (x-pipeline-key), which carries nothing else; "
-                "copy the key again from Datafly."
-            )
+    # A key the service's rule refuses would fail every call NotFound (and one with a
+    # non-ASCII character, grpc with an unreadable ExecuteBatchError).
+    problem = pipeline_key_problem(pipeline_key) if isinstance(pipeline_key, str) else None
+    if problem is not None:
+        raise ValueError(f"pipeline_key {problem}")
 
 
 # What each string argument holds and an example, for the error refusing another type.
@@ -357,7 +354,8 @@ class AsyncAmperityClient(ClientCore):
     Args:
         target: The service's address, e.g. ``"localhost:50051"``.
         integration_id: The integration to use (an ``[[integrations]]`` id).
-        pipeline_key: Or the Datafly pipeline key, sent as ``x-pipeline-key`` metadata.
+        pipeline_key: Or the Datafly pipeline key, sent as ``x-pipeline-key`` metadata:
+            1-200 printable ASCII characters, no space, as the service takes it.
         channel_options: gRPC channel options, in place of ``DEFAULT_CHANNEL_OPTIONS``:
             keep its ``grpc.service_config`` (``RETRY_DROPPED_CALLS``) to ride out a
             service's stop or handoff.

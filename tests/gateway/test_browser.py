@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Request, Response, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    Route,
+    async_playwright,
+)
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
@@ -42,6 +50,16 @@ async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIt
     )
     async with served(app, settings) as url:
         yield url
+
+
+async def _known_visitor_demo(browser: Browser, gateway_url: str) -> Page:
+    """The demo page, ready, for the fake service's identified visitor (a new context)."""
+    context = await browser.new_context()
+    await context.add_cookies([{"name": "_dfid", "value": KNOWN_VISITOR, "url": gateway_url}])
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+    await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+    return page
 
 
 @pytest.fixture
@@ -119,13 +137,7 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
     async with async_playwright() as playwright:
         browser = await launch(playwright, str(CHROMIUM))
         try:
-            context = await browser.new_context()
-            await context.add_cookies(
-                [{"name": "_dfid", "value": KNOWN_VISITOR, "url": gateway_url}]
-            )
-            page = await context.new_page()
-            await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
-            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            page = await _known_visitor_demo(browser, gateway_url)
             assert await page.evaluate("window.datafly.profile.amperity") == CANNED_ATTRIBUTES
             assert await page.get_attribute("#hero", "data-variant") == "promo"
             lookups: list[str] = []
@@ -145,7 +157,7 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
             assert not request.consent.functional
 
             # Another tab, before any event: the gateway already answers as for denied.
-            other = await context.new_page()
+            other = await page.context.new_page()
             await other.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
             await other.wait_for_selector("body[data-state=ready]", timeout=10_000)
             assert await other.evaluate("window.datafly.profile.amperity") == {}
@@ -261,6 +273,35 @@ async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(
     assert notices == [expected]
     assert visible
     assert warnings == [expected]
+
+
+async def test_a_lone_provider_string_is_looked_up_and_named_in_the_console(
+    gateway_url: str,
+) -> None:
+    """enrich.providers: 'amperity' in Chromium: a warning naming the fix, and the profile.
+
+    It meant no lookup at all, silently: onProfileReady() resolved {} for a known visitor.
+    """
+    _require_chromium()
+    warnings: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await _known_visitor_demo(browser, gateway_url)
+            page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+            ready: Any = await page.evaluate(
+                f"""createDatafly().init({{
+                  pipelineKey: '{KNOWN_KEY}', enrich: {{ providers: 'amperity' }},
+                }}).onProfileReady()"""
+            )
+        finally:
+            await browser.close()
+
+    assert ready == CANNED_ATTRIBUTES
+    assert warnings == [
+        'datafly.init: enrich.providers must be an array like ["amperity"], got a string: '
+        'looking up ["amperity"].'
+    ]
 
 
 async def test_live_page_marks_where_a_slow_page_missed_deliveries(service: RunningService) -> None:

@@ -133,10 +133,143 @@ function warnUnknown(where, options, known) {
   }
 }
 
-// enrich.timeoutMs when it is a number of milliseconds above 0, else the default.
+// What init was given, as a message names it: "a string", "an array", "null".
+function kindOf(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return /^[aeiou]/.test(typeof value) ? `an ${typeof value}` : `a ${typeof value}`;
+}
+
+// datafly.init's console line about one option: console.warn when the value was coerced
+// to what it meant, console.error when it was refused for the default.
+function tellInit(level, message) {
+  if (globalThis.console) console[level](`datafly.init: ${message}.`);
+}
+
+// The key as the gateway takes it (1-200 printable ASCII characters, no spaces); the
+// message says what is wrong with it, never the key. Another is used as given: the
+// gateway's refusals are then told, once, in the console.
+function checkedKey(value) {
+  if (typeof value === 'number') {
+    tellInit('warn', "pipelineKey must be a string like 'pk_live_acme_web', got a number: "
+      + 'sent as that string');
+    return String(value);
+  }
+  if (typeof value !== 'string') {
+    tellInit('error', `pipelineKey must be a string like 'pk_live_acme_web', got ${kindOf(value)}`);
+    return String(value);
+  }
+  if (!/^[\x21-\x7e]{1,200}$/.test(value)) {
+    tellInit('error', `pipelineKey must be 1-200 printable ASCII characters without spaces, as `
+      + `the integration's pipeline_key is; this one (${value.length} characters) is not, and `
+      + 'the gateway will refuse it');
+  }
+  return value;
+}
+
+// An endpoint: an http(s) URL or a path from the page's root ('/', '/gateway'), with no
+// query or fragment (the client adds /v1/...); else null, for the default. A host without
+// a scheme ('collect.example.com') would be read as a path of the page: refused too.
+function checkedEndpoint(name, value, fallback) {
+  if (value === undefined || value === null || value === '') return null;
+  const fix = `${name} must be an http(s) URL like 'https://collect.example.com' or a path `
+    + "like '/'";
+  if (typeof value !== 'string') {
+    tellInit('error', `${fix}, got ${kindOf(value)}: ${fallback}`);
+    return null;
+  }
+  let url = null;
+  try {
+    url = value.startsWith('/') ? new URL(value, 'https://page.invalid') : new URL(value);
+  } catch {
+    // not a URL: refused below
+  }
+  const query = /[?#]/.test(value);
+  if (url && /^https?:$/.test(url.protocol) && !query) return value;
+  // Up to a query or fragment only: one may carry the pipeline key.
+  const shown = value.split(/[?#]/)[0].slice(0, 100);
+  const extra = query ? ' with a query or fragment' : '';
+  tellInit('error', `${fix}, got '${shown}'${extra}: ${fallback}`);
+  return null;
+}
+
+// enrich.providers: a list of provider names. A lone name is coerced to a list of it.
+function checkedProviders(value) {
+  if (value === undefined || value === null) return ['amperity'];
+  const fix = 'enrich.providers must be an array like ["amperity"]';
+  if (typeof value === 'string' && value) {
+    tellInit('warn', `${fix}, got a string: looking up ${JSON.stringify([value])}`);
+    return [value];
+  }
+  if (!Array.isArray(value)) {
+    tellInit('error', `${fix}, got ${kindOf(value)}: looking up the default ["amperity"]`);
+    return ['amperity'];
+  }
+  const named = value.filter((provider) => typeof provider === 'string' && provider);
+  if (named.length < value.length) {
+    tellInit('error', `${fix} of provider names; left out ${value.length - named.length} `
+      + 'that are not a non-empty string');
+  }
+  return [...new Set(named)];
+}
+
+// enrich.timeoutMs: milliseconds above 0 (a string of digits is read as its number).
+function checkedTimeout(value) {
+  if (value === undefined || value === null) return ENRICH_TIMEOUT_MS;
+  const fix = 'enrich.timeoutMs must be a number of milliseconds above 0, like 5000';
+  let ms = value;
+  if (typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value)) {
+    ms = Number(value);
+    if (ms > 0) tellInit('warn', `${fix}, got a string: using ${ms}`);
+  }
+  if (typeof ms !== 'number' || !(ms > 0)) {
+    const got = typeof value === 'number' ? String(value) : kindOf(value);
+    tellInit('error', `${fix}, got ${got}: using the default ${ENRICH_TIMEOUT_MS}`);
+    return ENRICH_TIMEOUT_MS;
+  }
+  return Math.min(ms, MAX_TIMER_MS);
+}
+
+// The enrich option, each field checked: off when absent or false; `true` means the
+// defaults. Another value that is not an object is refused for the defaults, since the
+// page asked for lookups.
+function checkedEnrich(value) {
+  if (!value) return null;
+  let options = value;
+  if (value === true) options = {};
+  else if (typeof value !== 'object' || Array.isArray(value)) {
+    tellInit('error', `enrich must be an object like { providers: ["amperity"] }, got `
+      + `${kindOf(value)}: profile lookups use the defaults`);
+    options = {};
+  }
+  warnUnknown('datafly.init: enrich', options, ENRICH_OPTIONS);
+  return {
+    endpoint: checkedEndpoint('enrich.endpoint', options.endpoint, 'lookups go to endpoint'),
+    providers: checkedProviders(options.providers),
+    timeoutMs: checkedTimeout(options.timeoutMs),
+  };
+}
+
+// The init options, each checked: a value of the wrong type is named in the console with
+// its fix, and coerced when its meaning is plain or refused for the default. Only a
+// missing pipelineKey throws: the page must not break over the rest.
+function checkedConfig(options) {
+  if (!options || typeof options !== 'object' || !options.pipelineKey) {
+    throw new Error("datafly.init: pipelineKey is required: { pipelineKey: 'pk_live_acme_web' }");
+  }
+  warnUnknown('datafly.init', options, INIT_OPTIONS);
+  const origin = globalThis.location ? location.origin : '';
+  return {
+    pipelineKey: checkedKey(options.pipelineKey),
+    endpoint: checkedEndpoint('endpoint', options.endpoint, `events go to this page's origin`)
+      || origin,
+    enrich: checkedEnrich(options.enrich),
+  };
+}
+
+// enrich.timeoutMs as checked, or the default when lookups are off.
 function enrichTimeout(enrich) {
-  const ms = enrich && typeof enrich.timeoutMs === 'number' ? enrich.timeoutMs : NaN;
-  return ms > 0 ? Math.min(ms, MAX_TIMER_MS) : ENRICH_TIMEOUT_MS;
+  return enrich ? enrich.timeoutMs : ENRICH_TIMEOUT_MS;
 }
 
 // `promise`, or `fallback()` when it has not settled within `ms` (it runs, and is
@@ -354,7 +487,7 @@ export function createDatafly() {
 
   function providers() {
     const enrich = state.config && state.config.enrich;
-    const named = enrich && Array.isArray(enrich.providers) ? enrich.providers : ['amperity'];
+    const named = enrich ? enrich.providers : ['amperity'];
     return [...new Set([...named, ...Object.keys(api.profile)])];
   }
 
@@ -414,16 +547,8 @@ export function createDatafly() {
       clearProfile();
       return {};
     }
-    try {
-      const base = trimSlash(enrich.endpoint || state.config.endpoint);
-      const timeoutMs = enrichTimeout(enrich);
-      await Promise.all(
-        (enrich.providers || ['amperity']).map((provider) => lookUp(base, provider, timeoutMs)),
-      );
-    } catch {
-      // a malformed enrich option (providers not a list): no lookup, and onProfileReady
-      // still resolves instead of leaving the page waiting for ever
-    }
+    const base = trimSlash(enrich.endpoint || state.config.endpoint);
+    await Promise.all(enrich.providers.map((provider) => lookUp(base, provider, enrich.timeoutMs)));
     return api.profile.amperity || {};
   }
 
@@ -485,20 +610,13 @@ export function createDatafly() {
    * @param {{pipelineKey: string, endpoint?: string,
    *   enrich?: {endpoint?: string, providers?: string[], timeoutMs?: number}}} options
    *   enrich.timeoutMs: how long a profile lookup may take before it is given up
-   *   (default 5000); onProfileReady resolves by then at the latest.
+   *   (default 5000); onProfileReady resolves by then at the latest. An option of the
+   *   wrong type is named in the console with its fix (coerced or left at its default);
+   *   only a missing pipelineKey throws.
    * @returns {object} This instance.
    */
   api.init = (options) => {
-    if (!options || !options.pipelineKey) throw new Error('datafly.init: pipelineKey is required');
-    warnUnknown('datafly.init', options, INIT_OPTIONS);
-    if (options.enrich && typeof options.enrich === 'object') {
-      warnUnknown('datafly.init: enrich', options.enrich, ENRICH_OPTIONS);
-    }
-    state.config = {
-      pipelineKey: options.pipelineKey,
-      endpoint: options.endpoint || (globalThis.location ? location.origin : ''),
-      enrich: options.enrich || null,
-    };
+    state.config = checkedConfig(options || {});
     state.anonymousId = readCookie(COOKIE_NAME) || uuid();
     writeCookie(COOKIE_NAME, state.anonymousId); // refreshes the one-year expiry
     const store = storage();

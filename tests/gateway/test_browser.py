@@ -76,6 +76,7 @@ async def test_demo_page_personalises_after_identify(
     _require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     network: list[tuple[str, str, int]] = []
+    said: list[str] = []
 
     def record(response: Response) -> None:
         network.append((response.request.method, response.url, response.status))
@@ -87,6 +88,7 @@ async def test_demo_page_personalises_after_identify(
         try:
             page = await browser.new_page()
             page.on("response", record)
+            page.on("console", lambda message: said.append(message.text))
             await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}&utm_source=news")
             await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
             ready: Any = await page.evaluate("window.datafly.onProfileReady()")
@@ -111,6 +113,7 @@ async def test_demo_page_personalises_after_identify(
         finally:
             await browser.close()
 
+    assert [text for text in said if text.startswith("datafly")] == []  # success is quiet
     dfid = next(c for c in cookies if c.get("name") == "_dfid")
     assert dfid.get("sameSite") == "Lax"
     events = [d.request.event for d in service.fake.delivered]
@@ -273,6 +276,49 @@ async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(
     assert notices == [expected]
     assert visible
     assert warnings == [expected]
+
+
+async def test_the_console_tells_a_page_with_an_unknown_key_what_to_check_once(
+    gateway_url: str,
+) -> None:
+    """A key no integration has: one warning for the lookups, one for the events, no key.
+
+    Both kinds fail again after identify() and refreshProfile(): nothing more is said.
+    datafly.js said nothing at all, so the page just never personalised.
+    """
+    _require_chromium()
+    key = "pk_nobody_has_f1"
+    said: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await browser.new_page()
+            page.on("console", lambda message: said.append(message.text))
+            # The page view's batch leaves 200 ms after load; its refusal is told then.
+            async with page.expect_console_message(
+                lambda m: "/v1/batch refused" in m.text, timeout=10_000
+            ):
+                await page.goto(f"{gateway_url}/demo/?pipelineKey={key}")
+                await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            await page.click("#view-product")
+            await page.click("#identify")
+            await page.wait_for_selector("body[data-state=refreshed]", timeout=10_000)
+        finally:
+            await browser.close()
+
+    told = [text for text in said if text.startswith("datafly")]
+    assert all(key not in text for text in said), said
+    lookup, events = told
+    assert lookup.startswith(
+        f"datafly: the amperity profile lookup (GET {gateway_url}/v1/enrich) answered 404 "
+        "UNKNOWN_PIPELINE_KEY: "
+    )
+    assert "check pipelineKey in datafly.init" in lookup
+    assert events.startswith(
+        f"datafly: POST {gateway_url}/v1/batch refused 1 event(s), which are not sent again; "
+        "the first: UNKNOWN_PIPELINE_KEY (field pipeline_key): "
+    )
+    assert all(text.endswith("(Said once per page: later ones are not reported.)") for text in told)
 
 
 async def test_a_lone_provider_string_is_looked_up_and_named_in_the_console(

@@ -4,7 +4,9 @@
 // visitor's anonymous id in the first-party _dfid cookie, and hydrates profile.amperity
 // from GET /v1/enrich?provider=amperity. A consent change goes to POST /v1/consent at once,
 // so a withdrawal stops the profile everywhere without waiting for the next event; while
-// the gateway says the profile is not allowed, none is fetched. Dependency-free; no build
+// the gateway says the profile is not allowed, none is fetched. A failed lookup, dropped
+// events or an unrecorded consent are told in the console, once each per page; success
+// says nothing. Dependency-free; no build
 // step is needed for the ES module, and build.mjs wraps this same source into dist/datafly.js for <script> tags.
 
 const COOKIE_NAME = '_dfid';
@@ -13,6 +15,9 @@ const USER_ID_KEY = '_dfuid';
 const FLUSH_DELAY_MS = 200;
 const FLUSH_SIZE = 10;
 const MAX_BATCH = 100;
+// At most this many events wait in the page: queued, or in a send not answered yet (its
+// retries included). A gateway that takes none must not let a busy page's grow for ever;
+// past it a new event is dropped, and the console says so.
 const MAX_QUEUE = 1000;
 const MAX_ATTEMPTS = 3;
 const KEEPALIVE_LIMIT = 60000;
@@ -294,6 +299,41 @@ function fetchWithin(url, init) {
   });
 }
 
+// Why a request had no answer, for the console: fetch tells a page no more than that.
+const NO_ANSWER = 'had no answer (a network error, a request the browser refused, such as '
+  + "one the gateway's CORS does not allow, or none within 20 s)";
+
+// A gateway answer for the console: "404 UNKNOWN_PIPELINE_KEY: No integration uses this
+// pipeline key." from its {"error": {"code", "message"}}, the status alone from another.
+async function describeAnswer(response) {
+  let error = null;
+  try {
+    const data = await response.json();
+    error = data && typeof data.error === 'object' ? data.error : null;
+  } catch {
+    // not JSON (a proxy's page): the status alone
+  }
+  const code = error && typeof error.code === 'string' ? ` ${error.code.slice(0, 60)}` : '';
+  const message = error && typeof error.message === 'string'
+    ? `: ${error.message.slice(0, 300).replace(/[.\s]+$/, '')}` : '';
+  return { text: `${response.status}${code}${message}`, code: code.trim() };
+}
+
+// What the page's developer should check after a gateway's refusal or failure.
+function hintFor(status, code) {
+  if (code === 'UNKNOWN_PIPELINE_KEY') {
+    return "check pipelineKey in datafly.init: it must be an integration's pipeline_key";
+  }
+  if (code === 'ORIGIN_NOT_ALLOWED' || status === 403) {
+    return "check the integration's allowed_origins: it must hold this page's origin";
+  }
+  if (status === 404) return "check the endpoint: it must be the gateway's base URL";
+  if (status === 429 || status >= 500) {
+    return 'the gateway or the service behind it is overloaded or down: see their logs';
+  }
+  return "the gateway's message says what to change";
+}
+
 // The page's clock now, as an event's timestamp reads it. Every request carries it as
 // sentAt: the gateway counts an event as received less its age on this same clock
 // (sentAt - timestamp), so a page clock minutes ahead or behind cannot make an event (or
@@ -368,11 +408,24 @@ export function createDatafly() {
     // when a send (held behind batches, or retried) got through.
     consentedAt: null,
     profileListeners: new Set(),
+    // How many events are in sends not answered yet (retries included): with the queue,
+    // at most MAX_QUEUE.
+    held: 0,
+    // The kinds of failure the console was told of: each once, not once per event.
+    reported: new Set(),
   };
   const api = { profile: {} };
   state.profileReady = new Promise((resolve) => {
     state.resolveReady = resolve;
   });
+
+  // A failure the page's developer should hear of, once per kind and instance: a page
+  // whose every lookup or batch fails gets one line for it. Success says nothing.
+  function warnOnce(kind, message) {
+    if (state.reported.has(kind) || !globalThis.console) return;
+    state.reported.add(kind);
+    console.warn(`datafly: ${message}. (Said once per page: later ones are not reported.)`);
+  }
 
   function collectorUrl(path, withKey) {
     const base = trimSlash(state.config.endpoint);
@@ -399,8 +452,13 @@ export function createDatafly() {
       if (globalThis.console) console.warn('datafly: event dropped, not JSON:', error);
       return;
     }
+    if (state.queue.length + state.held >= MAX_QUEUE) {
+      warnOnce('queue-full', `a ${event.type} event was dropped: ${MAX_QUEUE} events already `
+        + 'wait to be sent, as the gateway is not taking them (see the warnings before this '
+        + 'one); events are dropped while it stays so');
+      return;
+    }
     state.queue.push(full);
-    if (state.queue.length > MAX_QUEUE) state.queue.splice(0, state.queue.length - MAX_QUEUE);
     if (state.queue.length >= FLUSH_SIZE) api.flush();
     else if (!state.timer) state.timer = setTimeout(() => api.flush(), FLUSH_DELAY_MS);
   }
@@ -410,41 +468,72 @@ export function createDatafly() {
     return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
   }
 
-  async function failedTransiently(events, response) {
+  // Of a 200 /v1/batch answer, the events that failed for reasons that can pass (sent
+  // again), and the gateway's refusals of the others, which are told in the console.
+  async function failedTransiently(events, response, url) {
     let data;
     try {
       data = await response.json();
     } catch {
-      return []; // an unreadable 200: nothing says which events failed
+      return { again: [], codes: [] }; // an unreadable 200: nothing says which events failed
     }
     const results = data && Array.isArray(data.results) ? data.results : [];
-    return events.filter((_, index) => {
-      const result = results[index]; // results come in the order of the batch
-      return result && result.ok === false && RETRYABLE_CODES.has(result.code);
-    });
+    // results come in the order of the batch
+    const failed = (result) => result && result.ok === false;
+    const refused = results.filter((result) => failed(result)
+      && !RETRYABLE_CODES.has(result.code));
+    if (refused.length) {
+      const [first] = refused;
+      const field = typeof first.field === 'string' ? ` (field ${first.field})` : '';
+      const error = String(first.error).slice(0, 300).replace(/[.\s]+$/, '');
+      warnOnce('events-refused', `POST ${url} refused ${refused.length} event(s), which are not `
+        + `sent again; the first: ${first.code}${field}: ${error}; ${hintFor(400, first.code)}`);
+    }
+    const passing = events.map((event, index) => [event, results[index]])
+      .filter(([, result]) => failed(result) && RETRYABLE_CODES.has(result.code));
+    return {
+      again: passing.map(([event]) => event),
+      codes: [...new Set(passing.map(([, result]) => result.code))],
+    };
   }
 
   async function send(events, attempt) {
     // Stamped again on each attempt: the gateway puts the events' ages on its own clock.
     const body = JSON.stringify({ batch: events, sentAt: sentAt() });
+    const url = collectorUrl('/v1/batch', false);
     let again = events;
     let wait = 0;
-    try {
-      const response = await fetchWithin(collectorUrl('/v1/batch', false), {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
-        body,
-        credentials: 'include',
-        keepalive: fitsKeepalive(body),
-      });
-      if (!response) throw new Error('no answer'); // sent again below
-      if (response.status === 429 || response.status >= 500) wait = retryAfterMs(response);
-      else if (response.ok) again = await failedTransiently(events, response);
-      else return; // another 4xx: the request itself is wrong, resending cannot help
-    } catch {
-      // a network error or no answer in time: send the whole batch again
+    let failure = NO_ANSWER; // a network error or no answer in time: the whole batch again
+    const response = await fetchWithin(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
+      body,
+      credentials: 'include',
+      keepalive: fitsKeepalive(body),
+    });
+    if (response && response.ok) {
+      const transient = await failedTransiently(events, response, url);
+      again = transient.again;
+      failure = `answered 200 with them failed (${transient.codes.join(', ')}); `
+        + hintFor(503, transient.codes[0]);
+    } else if (response) {
+      const { text, code } = await describeAnswer(response);
+      const hint = hintFor(response.status, code);
+      if (response.status !== 429 && response.status < 500) {
+        // another 4xx: the request itself is wrong, resending cannot help
+        warnOnce('batch-refused', `POST ${url} answered ${text}; ${events.length} event(s) `
+          + `were dropped, not sent again; ${hint}`);
+        return;
+      }
+      wait = retryAfterMs(response);
+      failure = `answered ${text}; ${hint}`;
     }
-    if (!again.length || attempt + 1 >= MAX_ATTEMPTS) return;
+    if (!again.length) return;
+    if (attempt + 1 >= MAX_ATTEMPTS) {
+      warnOnce('batch-dropped', `${again.length} event(s) were dropped after ${MAX_ATTEMPTS} `
+        + `attempts: POST ${url} last ${failure}. Check endpoint (and that the gateway is up)`);
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
     await send(again, attempt + 1);
   }
@@ -501,36 +590,67 @@ export function createDatafly() {
     }
   }
 
-  // GET /v1/enrich for one provider, given up (and aborted) after enrich.timeoutMs: a
-  // gateway or network that never answers leaves the profile as it was.
-  async function lookUp(base, provider, timeoutMs) {
-    const generation = state.consentGeneration;
-    const controller = typeof AbortController === 'function' ? new AbortController() : null;
-    const answer = (async () => {
-      const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
-      const response = await fetch(`${base}/v1/enrich?${query}`, {
+  // One GET /v1/enrich: { attributes } from a usable answer, else { failure } saying
+  // what went wrong and what to check.
+  async function askEnrich(url, provider, signal) {
+    const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
+    let response;
+    try {
+      response = await fetch(`${url}?${query}`, {
         headers: { 'X-Pipeline-Key': state.config.pipelineKey },
         credentials: 'include',
         cache: 'no-store',
-        signal: controller ? controller.signal : undefined,
+        signal,
       });
-      return response.ok ? response.json() : null;
-    })().catch(() => null); // a failed lookup leaves the profile as it was
-    try {
-      const data = await within(answer, timeoutMs, () => {
-        if (controller) controller.abort();
-        return null;
-      });
-      // Consent denied while the answer was on its way: it must not reach the page.
-      if (generation !== state.consentGeneration || !state.profileAllowed) return;
-      // Only an object of attributes: a list (a proxy's or a broken gateway's answer)
-      // would give the page profile.amperity[0] instead of named attributes.
-      const { attributes } = data || {};
-      if (attributes && typeof attributes === 'object' && !Array.isArray(attributes)) {
-        setProfile(provider, attributes);
-      }
     } catch {
-      // a failed lookup leaves the profile as it was; the page renders its default
+      return { failure: `${NO_ANSWER}; check enrich.endpoint (or endpoint)` };
+    }
+    if (!response.ok) {
+      const { text, code } = await describeAnswer(response);
+      return { failure: `answered ${text}; ${hintFor(response.status, code)}` };
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // not JSON: told below
+    }
+    // Only an object of attributes: a list (a proxy's or a broken gateway's answer)
+    // would give the page profile.amperity[0] instead of named attributes.
+    const { attributes } = data || {};
+    if (attributes && typeof attributes === 'object' && !Array.isArray(attributes)) {
+      return { attributes };
+    }
+    return {
+      failure: 'answered 200 without an attributes object; check that enrich.endpoint (or '
+        + 'endpoint) is the gateway',
+    };
+  }
+
+  // GET /v1/enrich for one provider, given up (and aborted) after enrich.timeoutMs: a
+  // gateway or network that never answers, or a failed lookup, leaves the profile as it
+  // was (the page renders its default), and the console says why.
+  async function lookUp(base, provider, timeoutMs) {
+    const generation = state.consentGeneration;
+    const controller = typeof AbortController === 'function' ? new AbortController() : null;
+    const url = `${base}/v1/enrich`;
+    const answer = askEnrich(url, provider, controller ? controller.signal : undefined)
+      .catch((error) => ({ failure: `failed in datafly.js (${error})` }));
+    const outcome = await within(answer, timeoutMs, () => {
+      if (controller) controller.abort();
+      return { timedOut: true };
+    });
+    // Consent denied while the answer was on its way: it must not reach the page.
+    if (generation !== state.consentGeneration || !state.profileAllowed) return;
+    if (outcome.attributes) {
+      setProfile(provider, outcome.attributes);
+    } else if (outcome.timedOut) {
+      warnOnce('enrich-timeout', `the ${provider} profile lookup (GET ${url}) had no answer `
+        + `within enrich.timeoutMs (${timeoutMs} ms) and was given up; the page went on without `
+        + 'it. Check that the gateway answers there, or raise enrich.timeoutMs');
+    } else {
+      warnOnce('enrich-failed', `the ${provider} profile lookup (GET ${url}) ${outcome.failure}; `
+        + `profile.${provider} stays as it was`);
     }
   }
 
@@ -563,6 +683,8 @@ export function createDatafly() {
     const sending = state.consentSync.then(async () => {
       await within(Promise.all([...state.inFlight]), SEND_TIMEOUT_MS, () => undefined);
       let allowed = !denied;
+      const url = collectorUrl('/v1/consent', false);
+      let failure = null; // why the state was not kept, when it was not
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
         // Built for each attempt: a resend carries the visitor's choice as it is by then.
         const body = JSON.stringify({
@@ -573,7 +695,7 @@ export function createDatafly() {
         });
         let wait = 0;
         // null: unreachable gateway, or no answer in time: send again
-        const response = await fetchWithin(collectorUrl('/v1/consent', false), {
+        const response = await fetchWithin(url, {
           method: 'POST',
           headers: {
             'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey,
@@ -582,7 +704,9 @@ export function createDatafly() {
           credentials: 'include',
           keepalive: fitsKeepalive(body),
         });
+        failure = NO_ANSWER;
         if (response && response.ok) {
+          failure = null;
           try {
             const data = await response.json();
             allowed = !(data && data.profileAllowed === false);
@@ -591,12 +715,21 @@ export function createDatafly() {
           }
           break;
         }
+        if (response) {
+          const { text, code } = await describeAnswer(response);
+          failure = `answered ${text}; ${hintFor(response.status, code)}`;
+        }
         // Another 4xx: the request itself is wrong, resending cannot help.
         if (response && response.status !== 429 && response.status < 500) break;
         if (response) wait = retryAfterMs(response);
         if (attempt + 1 < MAX_ATTEMPTS) {
           await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
         }
+      }
+      if (failure) {
+        warnOnce('consent-failed', `the gateway did not record the visitor's consent: POST `
+          + `${url} ${failure}. It keeps the state it had: a denial holds on this page only, `
+          + 'a grant not at all');
       }
       state.profileAllowed = allowed;
       if (!allowed) clearProfile();
@@ -710,9 +843,14 @@ export function createDatafly() {
     clearTimeout(state.timer);
     state.timer = null;
     while (state.queue.length) {
-      const sending = send(state.queue.splice(0, MAX_BATCH), 0);
+      const events = state.queue.splice(0, MAX_BATCH);
+      state.held += events.length;
+      const sending = send(events, 0);
       state.inFlight.add(sending);
-      sending.finally(() => state.inFlight.delete(sending));
+      sending.finally(() => {
+        state.held -= events.length;
+        state.inFlight.delete(sending);
+      });
     }
     return Promise.all([...state.inFlight]).then(() => undefined);
   };

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import ConsoleMessage, Request, Response, Route, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    Route,
+    async_playwright,
+)
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
@@ -44,6 +52,16 @@ async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIt
         yield url
 
 
+async def _known_visitor_demo(browser: Browser, gateway_url: str) -> Page:
+    """The demo page, ready, for the fake service's identified visitor (a new context)."""
+    context = await browser.new_context()
+    await context.add_cookies([{"name": "_dfid", "value": KNOWN_VISITOR, "url": gateway_url}])
+    page = await context.new_page()
+    await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+    await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+    return page
+
+
 @pytest.fixture
 async def gateway_url(service: RunningService) -> AsyncIterator[str]:
     """The gateway with the test settings, served for Chromium."""
@@ -58,6 +76,7 @@ async def test_demo_page_personalises_after_identify(
     _require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     network: list[tuple[str, str, int]] = []
+    said: list[str] = []
 
     def record(response: Response) -> None:
         network.append((response.request.method, response.url, response.status))
@@ -69,6 +88,7 @@ async def test_demo_page_personalises_after_identify(
         try:
             page = await browser.new_page()
             page.on("response", record)
+            page.on("console", lambda message: said.append(message.text))
             await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}&utm_source=news")
             await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
             ready: Any = await page.evaluate("window.datafly.onProfileReady()")
@@ -93,6 +113,7 @@ async def test_demo_page_personalises_after_identify(
         finally:
             await browser.close()
 
+    assert [text for text in said if text.startswith("datafly")] == []  # success is quiet
     dfid = next(c for c in cookies if c.get("name") == "_dfid")
     assert dfid.get("sameSite") == "Lax"
     events = [d.request.event for d in service.fake.delivered]
@@ -119,13 +140,7 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
     async with async_playwright() as playwright:
         browser = await launch(playwright, str(CHROMIUM))
         try:
-            context = await browser.new_context()
-            await context.add_cookies(
-                [{"name": "_dfid", "value": KNOWN_VISITOR, "url": gateway_url}]
-            )
-            page = await context.new_page()
-            await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
-            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            page = await _known_visitor_demo(browser, gateway_url)
             assert await page.evaluate("window.datafly.profile.amperity") == CANNED_ATTRIBUTES
             assert await page.get_attribute("#hero", "data-variant") == "promo"
             lookups: list[str] = []
@@ -145,7 +160,7 @@ async def test_withdrawing_consent_clears_the_profile_at_once_and_stops_lookups(
             assert not request.consent.functional
 
             # Another tab, before any event: the gateway already answers as for denied.
-            other = await context.new_page()
+            other = await page.context.new_page()
             await other.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
             await other.wait_for_selector("body[data-state=ready]", timeout=10_000)
             assert await other.evaluate("window.datafly.profile.amperity") == {}
@@ -261,6 +276,78 @@ async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(
     assert notices == [expected]
     assert visible
     assert warnings == [expected]
+
+
+async def test_the_console_tells_a_page_with_an_unknown_key_what_to_check_once(
+    gateway_url: str,
+) -> None:
+    """A key no integration has: one warning for the lookups, one for the events, no key.
+
+    Both kinds fail again after identify() and refreshProfile(): nothing more is said.
+    datafly.js said nothing at all, so the page just never personalised.
+    """
+    _require_chromium()
+    key = "pk_nobody_has_f1"
+    said: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await browser.new_page()
+            page.on("console", lambda message: said.append(message.text))
+            # The page view's batch leaves 200 ms after load; its refusal is told then.
+            async with page.expect_console_message(
+                lambda m: "/v1/batch refused" in m.text, timeout=10_000
+            ):
+                await page.goto(f"{gateway_url}/demo/?pipelineKey={key}")
+                await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            await page.click("#view-product")
+            await page.click("#identify")
+            await page.wait_for_selector("body[data-state=refreshed]", timeout=10_000)
+        finally:
+            await browser.close()
+
+    told = [text for text in said if text.startswith("datafly")]
+    assert all(key not in text for text in said), said
+    lookup, events = told
+    assert lookup.startswith(
+        f"datafly: the amperity profile lookup (GET {gateway_url}/v1/enrich) answered 404 "
+        "UNKNOWN_PIPELINE_KEY: "
+    )
+    assert "check pipelineKey in datafly.init" in lookup
+    assert events.startswith(
+        f"datafly: POST {gateway_url}/v1/batch refused 1 event(s), which are not sent again; "
+        "the first: UNKNOWN_PIPELINE_KEY (field pipeline_key): "
+    )
+    assert all(text.endswith("(Said once per page: later ones are not reported.)") for text in told)
+
+
+async def test_a_lone_provider_string_is_looked_up_and_named_in_the_console(
+    gateway_url: str,
+) -> None:
+    """enrich.providers: 'amperity' in Chromium: a warning naming the fix, and the profile.
+
+    It meant no lookup at all, silently: onProfileReady() resolved {} for a known visitor.
+    """
+    _require_chromium()
+    warnings: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await _known_visitor_demo(browser, gateway_url)
+            page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+            ready: Any = await page.evaluate(
+                f"""createDatafly().init({{
+                  pipelineKey: '{KNOWN_KEY}', enrich: {{ providers: 'amperity' }},
+                }}).onProfileReady()"""
+            )
+        finally:
+            await browser.close()
+
+    assert ready == CANNED_ATTRIBUTES
+    assert warnings == [
+        'datafly.init: enrich.providers must be an array like ["amperity"], got a string: '
+        'looking up ["amperity"].'
+    ]
 
 
 async def test_live_page_marks_where_a_slow_page_missed_deliveries(service: RunningService) -> None:

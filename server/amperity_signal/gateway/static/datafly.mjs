@@ -4,7 +4,9 @@
 // visitor's anonymous id in the first-party _dfid cookie, and hydrates profile.amperity
 // from GET /v1/enrich?provider=amperity. A consent change goes to POST /v1/consent at once,
 // so a withdrawal stops the profile everywhere without waiting for the next event; while
-// the gateway says the profile is not allowed, none is fetched. Dependency-free; no build
+// the gateway says the profile is not allowed, none is fetched. A failed lookup, dropped
+// events or an unrecorded consent are told in the console, once each per page; success
+// says nothing. Dependency-free; no build
 // step is needed for the ES module, and build.mjs wraps this same source into dist/datafly.js for <script> tags.
 
 const COOKIE_NAME = '_dfid';
@@ -13,6 +15,9 @@ const USER_ID_KEY = '_dfuid';
 const FLUSH_DELAY_MS = 200;
 const FLUSH_SIZE = 10;
 const MAX_BATCH = 100;
+// At most this many events wait in the page: queued, or in a send not answered yet (its
+// retries included). A gateway that takes none must not let a busy page's grow for ever;
+// past it a new event is dropped, and the console says so.
 const MAX_QUEUE = 1000;
 const MAX_ATTEMPTS = 3;
 const KEEPALIVE_LIMIT = 60000;
@@ -133,10 +138,143 @@ function warnUnknown(where, options, known) {
   }
 }
 
-// enrich.timeoutMs when it is a number of milliseconds above 0, else the default.
+// What init was given, as a message names it: "a string", "an array", "null".
+function kindOf(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return /^[aeiou]/.test(typeof value) ? `an ${typeof value}` : `a ${typeof value}`;
+}
+
+// datafly.init's console line about one option: console.warn when the value was coerced
+// to what it meant, console.error when it was refused for the default.
+function tellInit(level, message) {
+  if (globalThis.console) console[level](`datafly.init: ${message}.`);
+}
+
+// The key as the gateway takes it (1-200 printable ASCII characters, no spaces); the
+// message says what is wrong with it, never the key. Another is used as given: the
+// gateway's refusals are then told, once, in the console.
+function checkedKey(value) {
+  if (typeof value === 'number') {
+    tellInit('warn', "pipelineKey must be a string like 'pk_live_acme_web', got a number: "
+      + 'sent as that string');
+    return String(value);
+  }
+  if (typeof value !== 'string') {
+    tellInit('error', `pipelineKey must be a string like 'pk_live_acme_web', got ${kindOf(value)}`);
+    return String(value);
+  }
+  if (!/^[\x21-\x7e]{1,200}$/.test(value)) {
+    tellInit('error', `pipelineKey must be 1-200 printable ASCII characters without spaces, as `
+      + `the integration's pipeline_key is; this one (${value.length} characters) is not, and `
+      + 'the gateway will refuse it');
+  }
+  return value;
+}
+
+// An endpoint: an http(s) URL or a path from the page's root ('/', '/gateway'), with no
+// query or fragment (the client adds /v1/...); else null, for the default. A host without
+// a scheme ('collect.example.com') would be read as a path of the page: refused too.
+function checkedEndpoint(name, value, fallback) {
+  if (value === undefined || value === null || value === '') return null;
+  const fix = `${name} must be an http(s) URL like 'https://collect.example.com' or a path `
+    + "like '/'";
+  if (typeof value !== 'string') {
+    tellInit('error', `${fix}, got ${kindOf(value)}: ${fallback}`);
+    return null;
+  }
+  let url = null;
+  try {
+    url = value.startsWith('/') ? new URL(value, 'https://page.invalid') : new URL(value);
+  } catch {
+    // not a URL: refused below
+  }
+  const query = /[?#]/.test(value);
+  if (url && /^https?:$/.test(url.protocol) && !query) return value;
+  // Up to a query or fragment only: one may carry the pipeline key.
+  const shown = value.split(/[?#]/)[0].slice(0, 100);
+  const extra = query ? ' with a query or fragment' : '';
+  tellInit('error', `${fix}, got '${shown}'${extra}: ${fallback}`);
+  return null;
+}
+
+// enrich.providers: a list of provider names. A lone name is coerced to a list of it.
+function checkedProviders(value) {
+  if (value === undefined || value === null) return ['amperity'];
+  const fix = 'enrich.providers must be an array like ["amperity"]';
+  if (typeof value === 'string' && value) {
+    tellInit('warn', `${fix}, got a string: looking up ${JSON.stringify([value])}`);
+    return [value];
+  }
+  if (!Array.isArray(value)) {
+    tellInit('error', `${fix}, got ${kindOf(value)}: looking up the default ["amperity"]`);
+    return ['amperity'];
+  }
+  const named = value.filter((provider) => typeof provider === 'string' && provider);
+  if (named.length < value.length) {
+    tellInit('error', `${fix} of provider names; left out ${value.length - named.length} `
+      + 'that are not a non-empty string');
+  }
+  return [...new Set(named)];
+}
+
+// enrich.timeoutMs: milliseconds above 0 (a string of digits is read as its number).
+function checkedTimeout(value) {
+  if (value === undefined || value === null) return ENRICH_TIMEOUT_MS;
+  const fix = 'enrich.timeoutMs must be a number of milliseconds above 0, like 5000';
+  let ms = value;
+  if (typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value)) {
+    ms = Number(value);
+    if (ms > 0) tellInit('warn', `${fix}, got a string: using ${ms}`);
+  }
+  if (typeof ms !== 'number' || !(ms > 0)) {
+    const got = typeof value === 'number' ? String(value) : kindOf(value);
+    tellInit('error', `${fix}, got ${got}: using the default ${ENRICH_TIMEOUT_MS}`);
+    return ENRICH_TIMEOUT_MS;
+  }
+  return Math.min(ms, MAX_TIMER_MS);
+}
+
+// The enrich option, each field checked: off when absent or false; `true` means the
+// defaults. Another value that is not an object is refused for the defaults, since the
+// page asked for lookups.
+function checkedEnrich(value) {
+  if (!value) return null;
+  let options = value;
+  if (value === true) options = {};
+  else if (typeof value !== 'object' || Array.isArray(value)) {
+    tellInit('error', `enrich must be an object like { providers: ["amperity"] }, got `
+      + `${kindOf(value)}: profile lookups use the defaults`);
+    options = {};
+  }
+  warnUnknown('datafly.init: enrich', options, ENRICH_OPTIONS);
+  return {
+    endpoint: checkedEndpoint('enrich.endpoint', options.endpoint, 'lookups go to endpoint'),
+    providers: checkedProviders(options.providers),
+    timeoutMs: checkedTimeout(options.timeoutMs),
+  };
+}
+
+// The init options, each checked: a value of the wrong type is named in the console with
+// its fix, and coerced when its meaning is plain or refused for the default. Only a
+// missing pipelineKey throws: the page must not break over the rest.
+function checkedConfig(options) {
+  if (!options || typeof options !== 'object' || !options.pipelineKey) {
+    throw new Error("datafly.init: pipelineKey is required: { pipelineKey: 'pk_live_acme_web' }");
+  }
+  warnUnknown('datafly.init', options, INIT_OPTIONS);
+  const origin = globalThis.location ? location.origin : '';
+  return {
+    pipelineKey: checkedKey(options.pipelineKey),
+    endpoint: checkedEndpoint('endpoint', options.endpoint, `events go to this page's origin`)
+      || origin,
+    enrich: checkedEnrich(options.enrich),
+  };
+}
+
+// enrich.timeoutMs as checked, or the default when lookups are off.
 function enrichTimeout(enrich) {
-  const ms = enrich && typeof enrich.timeoutMs === 'number' ? enrich.timeoutMs : NaN;
-  return ms > 0 ? Math.min(ms, MAX_TIMER_MS) : ENRICH_TIMEOUT_MS;
+  return enrich ? enrich.timeoutMs : ENRICH_TIMEOUT_MS;
 }
 
 // `promise`, or `fallback()` when it has not settled within `ms` (it runs, and is
@@ -159,6 +297,41 @@ function fetchWithin(url, init) {
     if (controller) controller.abort();
     return null;
   });
+}
+
+// Why a request had no answer, for the console: fetch tells a page no more than that.
+const NO_ANSWER = 'had no answer (a network error, a request the browser refused, such as '
+  + "one the gateway's CORS does not allow, or none within 20 s)";
+
+// A gateway answer for the console: "404 UNKNOWN_PIPELINE_KEY: No integration uses this
+// pipeline key." from its {"error": {"code", "message"}}, the status alone from another.
+async function describeAnswer(response) {
+  let error = null;
+  try {
+    const data = await response.json();
+    error = data && typeof data.error === 'object' ? data.error : null;
+  } catch {
+    // not JSON (a proxy's page): the status alone
+  }
+  const code = error && typeof error.code === 'string' ? ` ${error.code.slice(0, 60)}` : '';
+  const message = error && typeof error.message === 'string'
+    ? `: ${error.message.slice(0, 300).replace(/[.\s]+$/, '')}` : '';
+  return { text: `${response.status}${code}${message}`, code: code.trim() };
+}
+
+// What the page's developer should check after a gateway's refusal or failure.
+function hintFor(status, code) {
+  if (code === 'UNKNOWN_PIPELINE_KEY') {
+    return "check pipelineKey in datafly.init: it must be an integration's pipeline_key";
+  }
+  if (code === 'ORIGIN_NOT_ALLOWED' || status === 403) {
+    return "check the integration's allowed_origins: it must hold this page's origin";
+  }
+  if (status === 404) return "check the endpoint: it must be the gateway's base URL";
+  if (status === 429 || status >= 500) {
+    return 'the gateway or the service behind it is overloaded or down: see their logs';
+  }
+  return "the gateway's message says what to change";
 }
 
 // The page's clock now, as an event's timestamp reads it. Every request carries it as
@@ -235,11 +408,24 @@ export function createDatafly() {
     // when a send (held behind batches, or retried) got through.
     consentedAt: null,
     profileListeners: new Set(),
+    // How many events are in sends not answered yet (retries included): with the queue,
+    // at most MAX_QUEUE.
+    held: 0,
+    // The kinds of failure the console was told of: each once, not once per event.
+    reported: new Set(),
   };
   const api = { profile: {} };
   state.profileReady = new Promise((resolve) => {
     state.resolveReady = resolve;
   });
+
+  // A failure the page's developer should hear of, once per kind and instance: a page
+  // whose every lookup or batch fails gets one line for it. Success says nothing.
+  function warnOnce(kind, message) {
+    if (state.reported.has(kind) || !globalThis.console) return;
+    state.reported.add(kind);
+    console.warn(`datafly: ${message}. (Said once per page: later ones are not reported.)`);
+  }
 
   function collectorUrl(path, withKey) {
     const base = trimSlash(state.config.endpoint);
@@ -266,8 +452,13 @@ export function createDatafly() {
       if (globalThis.console) console.warn('datafly: event dropped, not JSON:', error);
       return;
     }
+    if (state.queue.length + state.held >= MAX_QUEUE) {
+      warnOnce('queue-full', `a ${event.type} event was dropped: ${MAX_QUEUE} events already `
+        + 'wait to be sent, as the gateway is not taking them (see the warnings before this '
+        + 'one); events are dropped while it stays so');
+      return;
+    }
     state.queue.push(full);
-    if (state.queue.length > MAX_QUEUE) state.queue.splice(0, state.queue.length - MAX_QUEUE);
     if (state.queue.length >= FLUSH_SIZE) api.flush();
     else if (!state.timer) state.timer = setTimeout(() => api.flush(), FLUSH_DELAY_MS);
   }
@@ -277,41 +468,72 @@ export function createDatafly() {
     return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
   }
 
-  async function failedTransiently(events, response) {
+  // Of a 200 /v1/batch answer, the events that failed for reasons that can pass (sent
+  // again), and the gateway's refusals of the others, which are told in the console.
+  async function failedTransiently(events, response, url) {
     let data;
     try {
       data = await response.json();
     } catch {
-      return []; // an unreadable 200: nothing says which events failed
+      return { again: [], codes: [] }; // an unreadable 200: nothing says which events failed
     }
     const results = data && Array.isArray(data.results) ? data.results : [];
-    return events.filter((_, index) => {
-      const result = results[index]; // results come in the order of the batch
-      return result && result.ok === false && RETRYABLE_CODES.has(result.code);
-    });
+    // results come in the order of the batch
+    const failed = (result) => result && result.ok === false;
+    const refused = results.filter((result) => failed(result)
+      && !RETRYABLE_CODES.has(result.code));
+    if (refused.length) {
+      const [first] = refused;
+      const field = typeof first.field === 'string' ? ` (field ${first.field})` : '';
+      const error = String(first.error).slice(0, 300).replace(/[.\s]+$/, '');
+      warnOnce('events-refused', `POST ${url} refused ${refused.length} event(s), which are not `
+        + `sent again; the first: ${first.code}${field}: ${error}; ${hintFor(400, first.code)}`);
+    }
+    const passing = events.map((event, index) => [event, results[index]])
+      .filter(([, result]) => failed(result) && RETRYABLE_CODES.has(result.code));
+    return {
+      again: passing.map(([event]) => event),
+      codes: [...new Set(passing.map(([, result]) => result.code))],
+    };
   }
 
   async function send(events, attempt) {
     // Stamped again on each attempt: the gateway puts the events' ages on its own clock.
     const body = JSON.stringify({ batch: events, sentAt: sentAt() });
+    const url = collectorUrl('/v1/batch', false);
     let again = events;
     let wait = 0;
-    try {
-      const response = await fetchWithin(collectorUrl('/v1/batch', false), {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
-        body,
-        credentials: 'include',
-        keepalive: fitsKeepalive(body),
-      });
-      if (!response) throw new Error('no answer'); // sent again below
-      if (response.status === 429 || response.status >= 500) wait = retryAfterMs(response);
-      else if (response.ok) again = await failedTransiently(events, response);
-      else return; // another 4xx: the request itself is wrong, resending cannot help
-    } catch {
-      // a network error or no answer in time: send the whole batch again
+    let failure = NO_ANSWER; // a network error or no answer in time: the whole batch again
+    const response = await fetchWithin(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey },
+      body,
+      credentials: 'include',
+      keepalive: fitsKeepalive(body),
+    });
+    if (response && response.ok) {
+      const transient = await failedTransiently(events, response, url);
+      again = transient.again;
+      failure = `answered 200 with them failed (${transient.codes.join(', ')}); `
+        + hintFor(503, transient.codes[0]);
+    } else if (response) {
+      const { text, code } = await describeAnswer(response);
+      const hint = hintFor(response.status, code);
+      if (response.status !== 429 && response.status < 500) {
+        // another 4xx: the request itself is wrong, resending cannot help
+        warnOnce('batch-refused', `POST ${url} answered ${text}; ${events.length} event(s) `
+          + `were dropped, not sent again; ${hint}`);
+        return;
+      }
+      wait = retryAfterMs(response);
+      failure = `answered ${text}; ${hint}`;
     }
-    if (!again.length || attempt + 1 >= MAX_ATTEMPTS) return;
+    if (!again.length) return;
+    if (attempt + 1 >= MAX_ATTEMPTS) {
+      warnOnce('batch-dropped', `${again.length} event(s) were dropped after ${MAX_ATTEMPTS} `
+        + `attempts: POST ${url} last ${failure}. Check endpoint (and that the gateway is up)`);
+      return;
+    }
     await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
     await send(again, attempt + 1);
   }
@@ -354,7 +576,7 @@ export function createDatafly() {
 
   function providers() {
     const enrich = state.config && state.config.enrich;
-    const named = enrich && Array.isArray(enrich.providers) ? enrich.providers : ['amperity'];
+    const named = enrich ? enrich.providers : ['amperity'];
     return [...new Set([...named, ...Object.keys(api.profile)])];
   }
 
@@ -368,36 +590,67 @@ export function createDatafly() {
     }
   }
 
-  // GET /v1/enrich for one provider, given up (and aborted) after enrich.timeoutMs: a
-  // gateway or network that never answers leaves the profile as it was.
-  async function lookUp(base, provider, timeoutMs) {
-    const generation = state.consentGeneration;
-    const controller = typeof AbortController === 'function' ? new AbortController() : null;
-    const answer = (async () => {
-      const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
-      const response = await fetch(`${base}/v1/enrich?${query}`, {
+  // One GET /v1/enrich: { attributes } from a usable answer, else { failure } saying
+  // what went wrong and what to check.
+  async function askEnrich(url, provider, signal) {
+    const query = new URLSearchParams({ provider, anonymous_id: state.anonymousId });
+    let response;
+    try {
+      response = await fetch(`${url}?${query}`, {
         headers: { 'X-Pipeline-Key': state.config.pipelineKey },
         credentials: 'include',
         cache: 'no-store',
-        signal: controller ? controller.signal : undefined,
+        signal,
       });
-      return response.ok ? response.json() : null;
-    })().catch(() => null); // a failed lookup leaves the profile as it was
-    try {
-      const data = await within(answer, timeoutMs, () => {
-        if (controller) controller.abort();
-        return null;
-      });
-      // Consent denied while the answer was on its way: it must not reach the page.
-      if (generation !== state.consentGeneration || !state.profileAllowed) return;
-      // Only an object of attributes: a list (a proxy's or a broken gateway's answer)
-      // would give the page profile.amperity[0] instead of named attributes.
-      const { attributes } = data || {};
-      if (attributes && typeof attributes === 'object' && !Array.isArray(attributes)) {
-        setProfile(provider, attributes);
-      }
     } catch {
-      // a failed lookup leaves the profile as it was; the page renders its default
+      return { failure: `${NO_ANSWER}; check enrich.endpoint (or endpoint)` };
+    }
+    if (!response.ok) {
+      const { text, code } = await describeAnswer(response);
+      return { failure: `answered ${text}; ${hintFor(response.status, code)}` };
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // not JSON: told below
+    }
+    // Only an object of attributes: a list (a proxy's or a broken gateway's answer)
+    // would give the page profile.amperity[0] instead of named attributes.
+    const { attributes } = data || {};
+    if (attributes && typeof attributes === 'object' && !Array.isArray(attributes)) {
+      return { attributes };
+    }
+    return {
+      failure: 'answered 200 without an attributes object; check that enrich.endpoint (or '
+        + 'endpoint) is the gateway',
+    };
+  }
+
+  // GET /v1/enrich for one provider, given up (and aborted) after enrich.timeoutMs: a
+  // gateway or network that never answers, or a failed lookup, leaves the profile as it
+  // was (the page renders its default), and the console says why.
+  async function lookUp(base, provider, timeoutMs) {
+    const generation = state.consentGeneration;
+    const controller = typeof AbortController === 'function' ? new AbortController() : null;
+    const url = `${base}/v1/enrich`;
+    const answer = askEnrich(url, provider, controller ? controller.signal : undefined)
+      .catch((error) => ({ failure: `failed in datafly.js (${error})` }));
+    const outcome = await within(answer, timeoutMs, () => {
+      if (controller) controller.abort();
+      return { timedOut: true };
+    });
+    // Consent denied while the answer was on its way: it must not reach the page.
+    if (generation !== state.consentGeneration || !state.profileAllowed) return;
+    if (outcome.attributes) {
+      setProfile(provider, outcome.attributes);
+    } else if (outcome.timedOut) {
+      warnOnce('enrich-timeout', `the ${provider} profile lookup (GET ${url}) had no answer `
+        + `within enrich.timeoutMs (${timeoutMs} ms) and was given up; the page went on without `
+        + 'it. Check that the gateway answers there, or raise enrich.timeoutMs');
+    } else {
+      warnOnce('enrich-failed', `the ${provider} profile lookup (GET ${url}) ${outcome.failure}; `
+        + `profile.${provider} stays as it was`);
     }
   }
 
@@ -414,16 +667,8 @@ export function createDatafly() {
       clearProfile();
       return {};
     }
-    try {
-      const base = trimSlash(enrich.endpoint || state.config.endpoint);
-      const timeoutMs = enrichTimeout(enrich);
-      await Promise.all(
-        (enrich.providers || ['amperity']).map((provider) => lookUp(base, provider, timeoutMs)),
-      );
-    } catch {
-      // a malformed enrich option (providers not a list): no lookup, and onProfileReady
-      // still resolves instead of leaving the page waiting for ever
-    }
+    const base = trimSlash(enrich.endpoint || state.config.endpoint);
+    await Promise.all(enrich.providers.map((provider) => lookUp(base, provider, enrich.timeoutMs)));
     return api.profile.amperity || {};
   }
 
@@ -438,6 +683,8 @@ export function createDatafly() {
     const sending = state.consentSync.then(async () => {
       await within(Promise.all([...state.inFlight]), SEND_TIMEOUT_MS, () => undefined);
       let allowed = !denied;
+      const url = collectorUrl('/v1/consent', false);
+      let failure = null; // why the state was not kept, when it was not
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt += 1) {
         // Built for each attempt: a resend carries the visitor's choice as it is by then.
         const body = JSON.stringify({
@@ -448,7 +695,7 @@ export function createDatafly() {
         });
         let wait = 0;
         // null: unreachable gateway, or no answer in time: send again
-        const response = await fetchWithin(collectorUrl('/v1/consent', false), {
+        const response = await fetchWithin(url, {
           method: 'POST',
           headers: {
             'Content-Type': 'application/json', 'X-Pipeline-Key': state.config.pipelineKey,
@@ -457,7 +704,9 @@ export function createDatafly() {
           credentials: 'include',
           keepalive: fitsKeepalive(body),
         });
+        failure = NO_ANSWER;
         if (response && response.ok) {
+          failure = null;
           try {
             const data = await response.json();
             allowed = !(data && data.profileAllowed === false);
@@ -466,12 +715,21 @@ export function createDatafly() {
           }
           break;
         }
+        if (response) {
+          const { text, code } = await describeAnswer(response);
+          failure = `answered ${text}; ${hintFor(response.status, code)}`;
+        }
         // Another 4xx: the request itself is wrong, resending cannot help.
         if (response && response.status !== 429 && response.status < 500) break;
         if (response) wait = retryAfterMs(response);
         if (attempt + 1 < MAX_ATTEMPTS) {
           await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
         }
+      }
+      if (failure) {
+        warnOnce('consent-failed', `the gateway did not record the visitor's consent: POST `
+          + `${url} ${failure}. It keeps the state it had: a denial holds on this page only, `
+          + 'a grant not at all');
       }
       state.profileAllowed = allowed;
       if (!allowed) clearProfile();
@@ -485,20 +743,13 @@ export function createDatafly() {
    * @param {{pipelineKey: string, endpoint?: string,
    *   enrich?: {endpoint?: string, providers?: string[], timeoutMs?: number}}} options
    *   enrich.timeoutMs: how long a profile lookup may take before it is given up
-   *   (default 5000); onProfileReady resolves by then at the latest.
+   *   (default 5000); onProfileReady resolves by then at the latest. An option of the
+   *   wrong type is named in the console with its fix (coerced or left at its default);
+   *   only a missing pipelineKey throws.
    * @returns {object} This instance.
    */
   api.init = (options) => {
-    if (!options || !options.pipelineKey) throw new Error('datafly.init: pipelineKey is required');
-    warnUnknown('datafly.init', options, INIT_OPTIONS);
-    if (options.enrich && typeof options.enrich === 'object') {
-      warnUnknown('datafly.init: enrich', options.enrich, ENRICH_OPTIONS);
-    }
-    state.config = {
-      pipelineKey: options.pipelineKey,
-      endpoint: options.endpoint || (globalThis.location ? location.origin : ''),
-      enrich: options.enrich || null,
-    };
+    state.config = checkedConfig(options || {});
     state.anonymousId = readCookie(COOKIE_NAME) || uuid();
     writeCookie(COOKIE_NAME, state.anonymousId); // refreshes the one-year expiry
     const store = storage();
@@ -592,9 +843,14 @@ export function createDatafly() {
     clearTimeout(state.timer);
     state.timer = null;
     while (state.queue.length) {
-      const sending = send(state.queue.splice(0, MAX_BATCH), 0);
+      const events = state.queue.splice(0, MAX_BATCH);
+      state.held += events.length;
+      const sending = send(events, 0);
       state.inFlight.add(sending);
-      sending.finally(() => state.inFlight.delete(sending));
+      sending.finally(() => {
+        state.held -= events.length;
+        state.inFlight.delete(sending);
+      });
     }
     return Promise.all([...state.inFlight]).then(() => undefined);
   };

@@ -421,11 +421,14 @@ def exhausted(
     if attempts > integration.max_retries:  # ``why`` says the retries ran out
         meta["max_retries"] = str(integration.max_retries)
     if status == 429:
+        meta["rate_limit_per_second"] = str(integration.rate_limit_per_second)
         return AmperityUnavailable(
             f"Amperity kept throttling (429) and {why} after {attempts} attempt(s): the tenant "
-            "is over its Real-time API limit (500 requests/s, ingest and profile calls "
-            "together). Lower rate_limit_per_second, share it across replicas with the redis "
-            f"cache backend, or retry in {retry_after:.1f}s.",
+            "is over its Real-time API limit at Amperity (500 requests/s unless Amperity "
+            "raised it, ingest and profile calls of every client of the tenant together), "
+            "while this integration keeps to rate_limit_per_second = "
+            f"{integration.rate_limit_per_second}. Lower rate_limit_per_second, share it "
+            f"across replicas with the redis cache backend, or retry in {retry_after:.1f}s.",
             reason="AMPERITY_THROTTLED",
             status_code=status,
             attempts=attempts,

@@ -65,6 +65,7 @@ from amperity_signal.limits import (
 )
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
+from amperity_signal.tenant_hosts import tenant_base_url
 from amperity_signal.trust import TrustedCertificates
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -338,7 +339,7 @@ class IntegrationSettings(_Strict):
         """The Amperity base URL: the override, else ``https://{tenant_subdomain}.amperity.com``."""
         if self.api_base_url:
             return self.api_base_url.rstrip("/")
-        return f"https://{self.tenant_subdomain}.amperity.com"
+        return tenant_base_url(self.tenant_subdomain)
 
     @property
     def profile_enabled(self) -> bool:

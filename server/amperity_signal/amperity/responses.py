@@ -28,6 +28,7 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.logs import encoded_forms, scrub_forms
+from amperity_signal.tenant_hosts import tenant_base_url
 
 _REDACTED = "[REDACTED]"
 TLS_REFUSED = "TLS certificate refused: "
@@ -517,7 +518,7 @@ def unknown_host(integration: IntegrationSettings, endpoint: str, host: str) -> 
     if integration.api_base_url:
         # The host came from the override, not from tenant_subdomain: that is what to fix
         # (so the metadata names the URL without it, not tenant_subdomain as at fault).
-        without_override = f"https://{integration.tenant_subdomain}.amperity.com"
+        without_override = tenant_base_url(integration.tenant_subdomain)
         return AmperityMisconfigured(
             f"no such host {host}: it is the host of api_base_url, which overrides "
             "tenant_subdomain. Correct the host in api_base_url, or remove api_base_url to "

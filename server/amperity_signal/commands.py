@@ -88,7 +88,7 @@ def _log_warnings(warnings: list[str]) -> None:
 def check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print every problem with its fix, or OK and warnings."""
     from amperity_signal.amperity.tokens import expiry_warnings
-    from amperity_signal.setup_advice import setup_warnings, summary
+    from amperity_signal.setup_advice import rate_limit_warnings, setup_warnings, summary
 
     settings, checked = _load_checked_settings(args.config)
     for warning in [*checked, *settings.proxies.warnings]:
@@ -96,7 +96,7 @@ def check_config(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     for integration in settings.integrations:
         warnings = expiry_warnings(integration, now) + setup_warnings(integration)
-        for warning in warnings:
+        for warning in warnings + rate_limit_warnings(settings, integration):
             print(f"warning: {warning}")
     for warning in _tls_warnings(settings, now):
         print(f"warning: {warning}")

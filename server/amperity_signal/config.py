@@ -34,7 +34,13 @@ from pydantic import (
 
 from amperity_signal.blueprint.paths import compile_event_path
 from amperity_signal.blueprint.spec import BlueprintOverrides
-from amperity_signal.config_checks import check_raw, configured_secrets, resolve_secrets
+from amperity_signal.config_checks import (
+    IDENTITY_SOURCE_FIX,
+    check_raw,
+    configured_secrets,
+    identity_field,
+    resolve_secrets,
+)
 from amperity_signal.config_messages import translate
 from amperity_signal.config_values import (
     LogLevel,
@@ -59,6 +65,7 @@ from amperity_signal.limits import (
 )
 from amperity_signal.listener_tls import TlsFiles
 from amperity_signal.proxies import ProxyRules
+from amperity_signal.tenant_hosts import tenant_base_url
 from amperity_signal.trust import TrustedCertificates
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -111,9 +118,15 @@ class ContextMapping(_Strict):
 
         Resolving ``a..b`` raises, on every resolved event; a path starting with no part of
         the event (``propertes.category``) finds nothing, and personalisation never applies.
-        ``check-config`` tells the second with a guess (``config_checks``).
+        ``check-config`` tells the second with a guess (``config_checks``). An identifier
+        (``traits.email``) would go into profile URLs: refused, as ``check-config`` does.
         """
         compile_event_path(source)
+        if what := identity_field(source):
+            raise ValueError(
+                f"{quoted(source)} is {what}, an identifier of the visitor, which would go "
+                f"into the URL of every profile call; {IDENTITY_SOURCE_FIX}"
+            )
         return source
 
     @field_validator("target")
@@ -326,7 +339,7 @@ class IntegrationSettings(_Strict):
         """The Amperity base URL: the override, else ``https://{tenant_subdomain}.amperity.com``."""
         if self.api_base_url:
             return self.api_base_url.rstrip("/")
-        return f"https://{self.tenant_subdomain}.amperity.com"
+        return tenant_base_url(self.tenant_subdomain)
 
     @property
     def profile_enabled(self) -> bool:

@@ -286,7 +286,11 @@ def _check_integration(
     problems.extend(check_integration_values(where, table))
     problems.extend(_check_linking_keys(where, table.get("linking_keys")))
     problems.extend(_check_context_targets(where, table.get("personalisation_context_mappings")))
-    problems.extend(_check_context_sources(where, table.get("personalisation_context_mappings")))
+    problems.extend(
+        _check_context_sources(
+            where, table.get("personalisation_context_mappings"), table.get("id")
+        )
+    )
     return problems
 
 
@@ -529,30 +533,113 @@ def _check_context_targets(where: str, value: Any) -> list[ConfigProblem]:
     return problems
 
 
-def _check_context_sources(where: str, value: Any) -> list[ConfigProblem]:
-    """A context source starting with no part of the event: personalisation never applies.
+# Fields that identify the visitor, by name (lower case, without _ and -), and what each
+# holds: the spec's Identity table, the linking-key sources (enrich/identifiers.SOURCE_PATHS)
+# and the global blueprint's identity and vendor id mappings. tests/unit/test_context_sources.py
+# holds them together.
+_IDENTITY_NAMES = {
+    **dict.fromkeys(("email", "emailaddress"), "an email address"),
+    **dict.fromkeys(("phone", "phonenumber", "mobile", "mobilenumber"), "a phone number"),
+    **dict.fromkeys(("userid", "customerid"), "a user id"),
+    **dict.fromkeys(
+        ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid"),
+        "a device or anonymous id",
+    ),
+    **dict.fromkeys(("amperityid", "profileid"), "an Amperity profile id"),
+    **dict.fromkeys(("ip", "ipaddress"), "an IP address"),
+    **dict.fromkeys(("firstname", "lastname"), "the visitor's name"),
+    **dict.fromkeys(
+        (
+            "vendorids",
+            "gclid",
+            "gbraid",
+            "wbraid",
+            "fbclid",
+            "ttclid",
+            "msclkid",
+            "gaclientid",
+            "fbp",
+            "fbc",
+            "ttp",
+        ),
+        "an advertising click id or cookie (a vendor id)",
+    ),
+}
+# How a hashed form of an identifier is named: email_sha256, hashed_email, phoneHash...
+_HASH_AFFIXES = ("sha256upper", "sha256", "sha1", "md5", "hashed", "hash")
+
+
+def identity_field(source: str) -> str | None:
+    """What identifier a context source reads (``an email address``), or None for none.
+
+    Any part of the path counts (``properties.user.email``, ``context.vendor_ids.gclid``),
+    in any case and spelling (``userId``, ``user_id``), and so does a hashed form
+    (``traits.email_sha256``): a digest identifies the visitor as well as the value.
+    """
+    for part in source.split("."):
+        name = part.lower().replace("_", "").replace("-", "")
+        names = [name]
+        names += [name.removeprefix(a) for a in _HASH_AFFIXES if name.startswith(a)]
+        names += [name.removesuffix(a) for a in _HASH_AFFIXES if name.endswith(a)]
+        for candidate in names:
+            if candidate in _IDENTITY_NAMES:
+                return _IDENTITY_NAMES[candidate]
+    return None
+
+
+IDENTITY_SOURCE_FIX = (
+    "personalise by a page or context attribute of few values instead (e.g. "
+    "properties.category or partner_attrs.amperity.LifetimeTier); identifiers go in "
+    "linking_keys only, which Signal sends in lookup bodies."
+)
+
+
+def _check_context_sources(where: str, value: Any, integration_id: Any) -> list[ConfigProblem]:
+    """A context source that finds nothing, or that would put an identifier in URLs.
 
     ``propertes.category`` is a valid path that finds nothing on any event, so no context
-    is ever sent. A path that is no path at all (``a..b``) is pydantic's to report.
+    is ever sent. ``traits.email`` finds the visitor's email, which would go into the query
+    string of every profile GET (``endpoints.profile_params``), kept by access logs: the
+    API notes keep identifiers, even hashed, out of URLs. A path that is no path at all
+    (``a..b``) is pydantic's to report.
     """
     problems = []
     for index, entry in enumerate(_json_array(value)):
         source = entry.get("source") if isinstance(entry, dict) else None
         if not isinstance(source, str) or any(not part for part in source.split(".")):
             continue
+        location = f"{where}.personalisation_context_mappings[{index}].source"
         root = source.split(".", 1)[0]
-        if root in EVENT_ROOTS:
-            continue
-        # The root is not quoted alone: a pasted key's first part would be; quoted() knows
-        # the whole source for one.
-        problems.append(
-            ConfigProblem(
-                f"{where}.personalisation_context_mappings[{index}].source",
-                f"{quoted(source)} does not start with a part of the event, so it never "
-                "finds a value and personalisation never applies.",
-                f"{root_advice(root)}.",
+        if root not in EVENT_ROOTS:
+            # The root is not quoted alone: a pasted key's first part would be; quoted()
+            # knows the whole source for one.
+            problems.append(
+                ConfigProblem(
+                    location,
+                    f"{quoted(source)} does not start with a part of the event, so it never "
+                    "finds a value and personalisation never applies.",
+                    f"{root_advice(root)}.",
+                )
             )
-        )
+        elif what := identity_field(source):
+            target = entry.get("target")
+            named = (
+                f"integration {quoted(integration_id)}"
+                if isinstance(integration_id, str) and integration_id
+                else "the integration"
+            )
+            maps = f" to {quoted(target)}" if isinstance(target, str) else ""
+            problems.append(
+                ConfigProblem(
+                    location,
+                    f"{quoted(source)} is {what}, an identifier of the visitor: mapping it"
+                    f"{maps}, {named} would send it in the query string of every profile "
+                    "call, where URLs and access logs keep it (identifiers stay out of URLs, "
+                    "even hashed). A context source is what the visitor is looking at or "
+                    "doing (a page category, a cart value), not who they are.",
+                    IDENTITY_SOURCE_FIX,
+                )
+            )
     return problems
 
 

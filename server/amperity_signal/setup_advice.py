@@ -7,7 +7,8 @@ never exposes attributes to pages, say). ``check-config`` prints them as warning
 
 from __future__ import annotations
 
-from amperity_signal.config import IntegrationSettings
+from amperity_signal.amperity.ratelimit import process_share
+from amperity_signal.config import IntegrationSettings, Settings
 from amperity_signal.config_values import quoted
 
 _ALLOWLIST_ADVICE = (
@@ -84,6 +85,27 @@ def setup_warnings(integration: IntegrationSettings) -> list[str]:
             "(case-sensitive)."
         )
     return warnings
+
+
+def rate_limit_warnings(settings: Settings, integration: IntegrationSettings) -> list[str]:
+    """Fewer requests a second than worker processes keeping the limit apart (no Redis).
+
+    Each worker then keeps one request per ``workers / limit`` seconds (``process_share``):
+    the tenant's rate holds over that window, but the workers cannot tell when the others
+    send, so as many requests as workers can reach Amperity in the same second.
+    """
+    limit, workers = integration.rate_limit_per_second, settings.server.workers
+    if settings.cache.backend == "redis" or limit >= workers:
+        return []
+    share = process_share(limit, workers)
+    return [
+        f"integration {integration.id}: rate_limit_per_second = {limit} is less than the "
+        f"{workers} worker processes ([server] workers or serve --workers), which share no "
+        f"limit without Redis: each keeps {share.describe()}, so the tenant gets {limit} "
+        f"requests/s over every {share.window:.3g} s, but up to {workers} can reach Amperity "
+        'in the same second. Set [cache] backend = "redis" to share one limit across the '
+        f"workers, or run at most {limit} worker{'s' if limit > 1 else ''}."
+    ]
 
 
 def _personalisation_warnings(name: str, integration: IntegrationSettings) -> list[str]:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from amperity_signal.blueprint.paths import EVENT_ROOTS, EVENT_TABLES
 from amperity_signal.config import ContextMapping, GatewayTable, load_settings, settings_from_dict
+from amperity_signal.config_checks import identity_field
 from amperity_signal.config_values import CONSENT_FLAGS, GOOGLE_CONSENT
 from amperity_signal.enrich.result import attach
 from amperity_signal.errors import ConfigError
@@ -432,9 +433,16 @@ def test_every_part_of_an_event_is_a_context_source_root() -> None:
     keys = set(attach(event_to_dict(event), "p-1", {"Persona": "Value Hunter"}))
     assert keys == set(EVENT_ROOTS)
     # A table's keys lie below it; a flat field is read whole (a path below one is refused).
+    # The flat identifiers are parts of the event refused for being identifiers
+    # (tests/unit/test_context_sources.py), never for starting nowhere.
+    identifiers = {"amperity_id", "anonymous_id", "canonical_id", "user_id"}
+    sources = [f"{key}.x" if key in EVENT_TABLES else key for key in sorted(keys)]
+    assert identifiers < set(sources)
+    assert all(identity_field(source) for source in identifiers)
     mappings = [
-        {"source": f"{key}.x" if key in EVENT_TABLES else key, "target": f"t_{key}"}
-        for key in sorted(keys)
+        {"source": source, "target": f"t{index}"}
+        for index, source in enumerate(sources)
+        if source not in identifiers
     ]
     settings_from_dict(
         {"integrations": [integration(personalisation_context_mappings=mappings)]}, {}

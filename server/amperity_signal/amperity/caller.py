@@ -51,6 +51,7 @@ from amperity_signal.amperity.retry import (
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityError
 from amperity_signal.metrics import Increments, Metrics, Observes
+from amperity_signal.tenant_hosts import is_amperity_host
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ def limiter_key(integration: IntegrationSettings) -> str:
     proxy) is a tenant space of its own, so its URL is part of the key.
     """
     base_url = integration.base_url
-    host = httpx.URL(base_url).host
-    if host == "amperity.com" or host.endswith(".amperity.com"):
+    if is_amperity_host(httpx.URL(base_url).host):
         return integration.tenant_id
     return f"{integration.tenant_id}@{base_url}"
 

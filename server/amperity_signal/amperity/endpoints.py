@@ -2,6 +2,8 @@
 
 Amperity marks its Real-time API (everything under ``/prof``) unstable, so a change on
 their side must be a one-line fix here. See ``docs/amperity-client.md`` and the API notes.
+The hosts (a tenant's default base URL, which hosts are Amperity's) are the one rule of
+``amperity_signal.tenant_hosts``, which configuration shares without loading this package.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ The price is throughput: each request holds a slot for its latency plus a second
 tenant gets at most ``limit / (1 + latency)`` requests per second when every slot is busy.
 
 ``MemoryRateLimiter`` keeps the slots in the process; ``RedisRateLimiter`` keeps them in a
-Redis sorted set, timed by the Redis server's clock so every replica agrees. Waiters for a
+Redis sorted set, timed by the Redis server's clock so every replica agrees. Processes that
+cannot share slots (``serve --workers N`` without Redis, or with Redis down) each keep a
+``Share`` of the limit: ``slots`` held for a ``window`` that may be longer than a second, the
+same proof then bounding the arrivals of any ``window`` at ``slots``. Waiters for a
 key queue first-come, first-served in each process, and only the head of the queue checks
 for a slot, sleeping until the earliest moment one can free up, so a burst never turns into
 every waiter polling.
@@ -97,6 +100,49 @@ def rate_limited(key: str, limit: int, wait: float) -> AmperityUnavailable:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One process's part of a tenant's limit: ``slots`` arrivals in any ``window`` seconds.
+
+    Attributes:
+        slots: Requests the process may have counted at once.
+        window: How long a request stays counted after its attempt ends, in seconds.
+    """
+
+    slots: int
+    window: float
+
+    def describe(self) -> str:
+        """The share in words, e.g. ``125 requests/s`` or ``1 request every 2 s``."""
+        if self.window == WINDOW_SECONDS:
+            return f"{self.slots} request{'s' if self.slots > 1 else ''}/s"
+        return f"{self.slots} request every {self.window:.3g} s"
+
+
+def process_share(limit: int, processes: int) -> Share:
+    """Each of ``processes`` processes' share of ``limit``, so that together they keep to it.
+
+    With ``limit >= processes`` each keeps ``limit // processes`` slots a second: no
+    one-second window at Amperity then receives more than ``limit`` in total. With fewer
+    requests a second than processes, a whole slot a second each would add up to
+    ``processes`` a second, so each keeps one slot for ``processes / limit`` seconds instead:
+    every such window receives at most ``processes`` (``limit`` a second) in total. Only a
+    shared limit (Redis) keeps that many from arriving in the same second as well.
+
+    Args:
+        limit: The tenant's requests per second.
+        processes: How many processes send for the tenant, each with its own bookkeeping.
+
+    Raises:
+        ValueError: When either is below 1.
+    """
+    if limit < 1 or processes < 1:
+        raise ValueError("limit and processes must be at least 1")
+    if limit >= processes:
+        return Share(limit // processes, WINDOW_SECONDS)
+    return Share(1, WINDOW_SECONDS * processes / limit)
+
+
 @dataclass(frozen=True)
 class _Held:
     """A granted slot: its member in the Redis sorted set, or None for a local slot."""
@@ -118,19 +164,19 @@ class _LocalSlots:
     def __init__(self) -> None:
         self._keys: dict[str, _KeySlots] = {}
 
-    def take(self, key: str, limit: int, now: float, *, peek: bool) -> tuple[bool, float]:
+    def take(self, key: str, share: Share, now: float, *, peek: bool) -> tuple[bool, float]:
         """Take a slot if one is free (unless ``peek``): (taken, seconds until one can be)."""
         slots = self._keys.setdefault(key, _KeySlots())
-        while slots.ended and slots.ended[0] <= now - WINDOW_SECONDS:
+        while slots.ended and slots.ended[0] <= now - share.window:
             heapq.heappop(slots.ended)
-        if slots.in_flight + len(slots.ended) < limit:
+        if slots.in_flight + len(slots.ended) < share.slots:
             if not peek:
                 slots.in_flight += 1
             return not peek, 0.0
         # A request still in flight ends at ``now`` at the earliest, so frees its slot no
         # sooner than a window from now; an ended one frees it a window after its end.
         earliest_end = min(slots.ended[0], now) if slots.ended else now
-        return False, earliest_end + WINDOW_SECONDS - now
+        return False, earliest_end + share.window - now
 
     def release(self, key: str, now: float) -> None:
         """The attempt holding one of ``key``'s slots ended at ``now``."""
@@ -142,10 +188,17 @@ class _LocalSlots:
 class _QueuedLimiter:
     """The waiting shared by both limiters: a FIFO queue per key whose head looks for slots."""
 
-    def __init__(self, *, clock: Clock, sleep: Sleep) -> None:
+    def __init__(self, *, clock: Clock, sleep: Sleep, processes: int) -> None:
+        if processes < 1:
+            raise ValueError("processes must be at least 1")
         self._clock = clock
         self._sleep = sleep
+        self._processes = processes
         self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+
+    def _local_share(self, limit: int) -> Share:
+        """This process's share of ``limit`` when it cannot share slots with the others."""
+        return process_share(limit, self._processes)
 
     async def _take(
         self, key: str, limit: int, request_timeout: float, *, peek: bool
@@ -257,24 +310,20 @@ class MemoryRateLimiter(_QueuedLimiter):
         clock: Monotonic clock that deadlines are expressed in.
         sleep: How to wait for a slot.
         processes: How many processes send for the same tenants (``serve --workers N``),
-            each with a limiter of its own: each keeps ``limit // processes`` (at least 1),
+            each with a limiter of its own: each keeps its ``process_share`` of the limit,
             so together they stay under the tenant's limit.
     """
 
     def __init__(
         self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, processes: int = 1
     ) -> None:
-        super().__init__(clock=clock, sleep=sleep)
-        if processes < 1:
-            raise ValueError("processes must be at least 1")
-        self._processes = processes
+        super().__init__(clock=clock, sleep=sleep, processes=processes)
         self._slots = _LocalSlots()
 
     async def _take(
         self, key: str, limit: int, request_timeout: float, *, peek: bool
     ) -> tuple[_Held | None, float]:
-        share = max(1, limit // self._processes)
-        taken, wait = self._slots.take(key, share, self._clock(), peek=peek)
+        taken, wait = self._slots.take(key, self._local_share(limit), self._clock(), peek=peek)
         return (_Held() if taken else None), wait
 
     async def _release(self, key: str, held: _Held) -> None:
@@ -328,9 +377,10 @@ class RedisRateLimiter(_QueuedLimiter):
     ``request_timeout + hold_margin`` (so a crashed process cannot keep a slot for good),
     set to the Redis server's time when the attempt ends.
 
-    When Redis cannot be reached, slots come from local bookkeeping with the full limit
-    (the number of replicas is unknown) and one warning is logged per outage; Redis is
-    tried again after ``retry_redis_after`` seconds. A Redis answer slower than
+    When Redis cannot be reached, slots come from local bookkeeping, each of the
+    ``processes`` workers of this replica keeping its ``process_share`` as the memory
+    backend does (other replicas cannot be counted), and one warning is logged per outage;
+    Redis is tried again after ``retry_redis_after`` seconds. A Redis answer slower than
     ``redis_timeout`` counts as unreachable, so a struggling Redis (or the client's own
     reconnect retries) never stalls Amperity calls.
     """
@@ -345,8 +395,9 @@ class RedisRateLimiter(_QueuedLimiter):
         redis_timeout: float = 1.0,
         hold_margin: float = 1.0,
         prefix: str = "amperity-signal:rl:",
+        processes: int = 1,
     ) -> None:
-        super().__init__(clock=clock, sleep=sleep)
+        super().__init__(clock=clock, sleep=sleep, processes=processes)
         self._redis = redis_client
         self._take_script = redis_client.register_script(_TAKE_SCRIPT)
         self._release_script = redis_client.register_script(_RELEASE_SCRIPT)
@@ -377,10 +428,11 @@ class RedisRateLimiter(_QueuedLimiter):
             except (RedisError, OSError, TimeoutError) as exc:
                 if self._redis_down_until is None:
                     logger.warning(
-                        "shared rate limit unavailable: %s; limiting %s locally at the full "
-                        "limit until it is back.",
+                        "shared rate limit unavailable: %s; until it is back, %s is limited "
+                        "locally %s",
                         redis_failure(exc),
                         key,
+                        self._fallback_described(limit),
                     )
                 self._redis_down_until = now + self._retry_redis_after
             else:
@@ -389,8 +441,23 @@ class RedisRateLimiter(_QueuedLimiter):
                     self._redis_down_until = None
                 held = _Held(redis_member=member) if int(taken) else None
                 return held, int(wait_us) / 1_000_000
-        taken_locally, wait = self._fallback.take(key, limit, now, peek=peek)
+        taken_locally, wait = self._fallback.take(key, self._local_share(limit), now, peek=peek)
         return (_Held() if taken_locally else None), wait
+
+    def _fallback_described(self, limit: int) -> str:
+        """How the outage limits this replica, and what it cannot limit, in a sentence."""
+        if self._processes == 1:
+            kept = f"at the full {limit} requests/s, this replica having one process"
+        else:
+            kept = (
+                f"at {self._local_share(limit).describe()} in each of this "
+                f"replica's {self._processes} worker processes (together at most {limit} "
+                "requests/s)"
+            )
+        return (
+            f"{kept}; other replicas are not counted, so N replicas can send up to N times "
+            "the limit."
+        )
 
     async def _release(self, key: str, held: _Held) -> None:
         if held.redis_member is None:

@@ -28,6 +28,7 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.logs import encoded_forms, scrub_forms
+from amperity_signal.tenant_hosts import tenant_base_url
 
 _REDACTED = "[REDACTED]"
 TLS_REFUSED = "TLS certificate refused: "
@@ -421,11 +422,14 @@ def exhausted(
     if attempts > integration.max_retries:  # ``why`` says the retries ran out
         meta["max_retries"] = str(integration.max_retries)
     if status == 429:
+        meta["rate_limit_per_second"] = str(integration.rate_limit_per_second)
         return AmperityUnavailable(
             f"Amperity kept throttling (429) and {why} after {attempts} attempt(s): the tenant "
-            "is over its Real-time API limit (500 requests/s, ingest and profile calls "
-            "together). Lower rate_limit_per_second, share it across replicas with the redis "
-            f"cache backend, or retry in {retry_after:.1f}s.",
+            "is over its Real-time API limit at Amperity (500 requests/s unless Amperity "
+            "raised it, ingest and profile calls of every client of the tenant together), "
+            "while this integration keeps to rate_limit_per_second = "
+            f"{integration.rate_limit_per_second}. Lower rate_limit_per_second, share it "
+            f"across replicas with the redis cache backend, or retry in {retry_after:.1f}s.",
             reason="AMPERITY_THROTTLED",
             status_code=status,
             attempts=attempts,
@@ -514,7 +518,7 @@ def unknown_host(integration: IntegrationSettings, endpoint: str, host: str) -> 
     if integration.api_base_url:
         # The host came from the override, not from tenant_subdomain: that is what to fix
         # (so the metadata names the URL without it, not tenant_subdomain as at fault).
-        without_override = f"https://{integration.tenant_subdomain}.amperity.com"
+        without_override = tenant_base_url(integration.tenant_subdomain)
         return AmperityMisconfigured(
             f"no such host {host}: it is the host of api_base_url, which overrides "
             "tenant_subdomain. Correct the host in api_base_url, or remove api_base_url to "

@@ -41,7 +41,7 @@ from amperity_signal.service.reflection import SERVICE_NAMES as REFLECTION_SERVI
 from amperity_signal.service.reflection import add_reflection
 from amperity_signal.service.registry import Integration, Registry
 from amperity_signal.service.servicer import AmperityServicer
-from amperity_signal.setup_advice import setup_warnings, summary
+from amperity_signal.setup_advice import rate_limit_warnings, setup_warnings, summary
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 
@@ -342,7 +342,8 @@ def report_configuration(settings: Settings, *, proxies: bool = True) -> None:
     now = datetime.now(UTC)
     for integration in settings.integrations:
         log.info("integration %s", summary(integration), extra={"integration_id": integration.id})
-        for warning in expiry_warnings(integration, now) + setup_warnings(integration):
+        warnings = expiry_warnings(integration, now) + setup_warnings(integration)
+        for warning in warnings + rate_limit_warnings(settings, integration):
             log.warning(warning, extra={"integration_id": integration.id})
     if settings.server.tls is not None:
         for warning in tls_warnings("server", settings.server.tls, now):
@@ -408,9 +409,10 @@ async def probe_redis(url: str) -> bool:
 def build_rate_limiter(cache: CacheSettings, *, processes: int = 1) -> RateLimiter:
     """The per-tenant limiter: shared through Redis when the cache is, else in-process.
 
-    In process, each of the ``processes`` workers keeps its share of every tenant's limit.
+    In process, and through Redis while Redis is down, each of the ``processes`` workers
+    keeps its share of every tenant's limit.
     """
     if cache.backend == "redis":
         client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        return RedisRateLimiter(client)
+        return RedisRateLimiter(client, processes=processes)
     return MemoryRateLimiter(processes=processes)

@@ -248,6 +248,22 @@ async def test_retries_running_out_raise_unavailable_with_retry_after(
     assert caught.value.metadata["max_retries"] == "3"
 
 
+async def test_throttling_names_amperitys_limit_and_the_configured_rate(
+    make_client: ClientFactory, integration: IntegrationSettings
+) -> None:
+    """429s to the end: Amperity's own 500/s, and this integration's rate, not 500 for both."""
+    time = FakeTime()
+    slow = integration.model_copy(update={"rate_limit_per_second": 40})
+    client = make_client(Answer(429), integration=slow, clock=time.clock, sleep=time.sleep)
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _event(client)
+
+    message = caught.value.message
+    assert "Real-time API limit at Amperity (500 requests/s unless Amperity raised it" in message
+    assert "this integration keeps to rate_limit_per_second = 40." in message
+    assert caught.value.metadata["rate_limit_per_second"] == "40"
+
+
 def _connect_error(request: httpx.Request, code: int, text: str) -> httpx.ConnectError:
     """A ConnectError caused by a resolver failure, chained as httpx chains it."""
     error = httpx.ConnectError(f"[Errno {code}] {text}", request=request)

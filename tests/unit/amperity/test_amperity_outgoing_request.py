@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from amperity_signal import tenant_hosts
 from amperity_signal.amperity import endpoints
 from amperity_signal.amperity.caller import (
     VendorRequest,
@@ -16,6 +17,7 @@ from amperity_signal.amperity.caller import (
     limiter_key,
     outgoing_request,
 )
+from amperity_signal.amperity.responses import unknown_host
 from amperity_signal.config import IntegrationSettings
 
 EVENT_HEADERS = endpoints.request_headers("acme", "e.y.j", json_body=True)
@@ -89,3 +91,18 @@ def test_one_rate_limit_per_tenant_whichever_amperity_host_reaches_it(
     A sandbox or proxy is a tenant space of its own.
     """
     assert limiter_key(integration.model_copy(update={"api_base_url": base_url})) == key
+
+
+def test_the_tenant_host_rule_is_written_once(
+    integration: IntegrationSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Amperity's domain, changed in tenant_hosts alone, moves the base URL, key and advice."""
+    monkeypatch.setattr(tenant_hosts, "AMPERITY_DOMAIN", "amperity.example")
+    proxied = integration.model_copy(update={"api_base_url": "https://proxy.corp.example"})
+    old_host = integration.model_copy(update={"api_base_url": "https://app.amperity.com"})
+
+    assert integration.base_url == "https://acme.amperity.example"
+    assert limiter_key(integration) == "acme-tenant"
+    assert limiter_key(old_host) == "acme-tenant@https://app.amperity.com"
+    advice = unknown_host(proxied, "events", "proxy.corp.example")
+    assert advice.metadata["base_url_without_override"] == "https://acme.amperity.example"

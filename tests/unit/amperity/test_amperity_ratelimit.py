@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 import random
+import socket
 import time
 from bisect import bisect_left
 from collections.abc import Coroutine, Sequence
@@ -13,7 +14,8 @@ from collections.abc import Coroutine, Sequence
 import pytest
 
 from amperity_signal.amperity import MemoryRateLimiter
-from amperity_signal.config import Settings
+from amperity_signal.amperity.ratelimit import Share, process_share
+from amperity_signal.config import CacheSettings, Settings
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.runner import with_workers
 from amperity_signal.service.app import build_rate_limiter
@@ -89,14 +91,14 @@ class VirtualTime:
             task.result()
 
 
-def busiest_window(times: Sequence[float]) -> int:
-    """The most events in any half-open one-second window [t, t + 1).
+def busiest_window(times: Sequence[float], length: float = 1.0) -> int:
+    """The most events in any half-open window [t, t + length), one second by default.
 
     The maximum over all windows is reached by a window starting at an event, so checking
     the window that starts at every event checks them all.
     """
     ordered = sorted(times)
-    return max(bisect_left(ordered, start + 1.0) - index for index, start in enumerate(ordered))
+    return max(bisect_left(ordered, start + length) - index for index, start in enumerate(ordered))
 
 
 async def test_arrivals_up_to_a_second_after_their_grant_never_exceed_the_limit() -> None:
@@ -323,6 +325,7 @@ def test_busiest_window_counts_half_open_windows() -> None:
     """The test helper itself: events one second apart are in different windows."""
     assert busiest_window([0.0, 0.5, 1.0]) == 2
     assert busiest_window([0.0, 0.0, 0.999]) == 3
+    assert busiest_window([0.0, 1.0, 1.999, 2.0], length=2.0) == 3
 
 
 async def test_each_of_n_worker_processes_is_granted_its_share_of_the_limit() -> None:
@@ -353,3 +356,75 @@ async def test_the_service_limiter_keeps_the_share_of_the_workers_started() -> N
 
     assert settings.server.workers == 3
     assert caught.value.reason == "RATE_LIMITED_LOCALLY"
+
+
+async def arrivals_of_workers(limit: int, workers: int, per_worker: int) -> list[float]:
+    """Arrival times of ``per_worker`` requests queued at once in each of ``workers`` limiters.
+
+    Each worker process has a limiter of its own (``processes=workers``) on one clock; each
+    request arrives at Amperity some time after its grant and is answered after that.
+    """
+    time = VirtualTime()
+    rng = random.Random(limit * 100 + workers)
+    arrivals: list[float] = []
+
+    async def one(limiter: MemoryRateLimiter) -> None:
+        async with limiter.slot(KEY, limit, None):
+            await time.sleep(rng.uniform(0.0, 0.3))  # the request travels to Amperity
+            arrivals.append(time.now)
+            await time.sleep(rng.uniform(0.0, 0.1))  # and its answer travels back
+
+    limiters = [
+        MemoryRateLimiter(clock=time.clock, sleep=time.sleep, processes=workers)
+        for _ in range(workers)
+    ]
+    await time.run([one(limiter) for limiter in limiters for _ in range(per_worker)])
+    assert len(arrivals) == workers * per_worker
+    return arrivals
+
+
+async def test_fewer_requests_a_second_than_workers_keep_the_limit_over_each_window() -> None:
+    """Limit 2/s over 4 workers: any 2 s of arrivals hold at most 4, not one a second each."""
+    arrivals = await arrivals_of_workers(limit=2, workers=4, per_worker=10)
+
+    assert busiest_window(arrivals, length=2.0) == 4  # 2/s kept, and reached
+    assert busiest_window(arrivals, length=10.0) <= 2 * 10 + 4  # sustained: 2/s, not 4/s
+
+
+@pytest.mark.parametrize(
+    ("limit", "workers"), [(1, 3), (2, 4), (3, 4), (5, 4), (7, 3), (4, 4), (2, 1)]
+)
+async def test_workers_shares_together_never_exceed_the_limit(limit: int, workers: int) -> None:
+    """N workers' own limiters: every window of max(1, N / limit) s holds <= limit a second."""
+    window = max(1.0, workers / limit)
+    arrivals = await arrivals_of_workers(limit, workers, per_worker=8)
+
+    assert busiest_window(arrivals, length=window) <= limit * window + 1e-9
+    assert busiest_window(arrivals) <= max(limit, workers)
+
+
+def test_a_share_says_what_each_worker_may_send() -> None:
+    """The shares in words, as the Redis outage warning and check-config give them."""
+    assert process_share(500, 4) == Share(125, 1.0)
+    assert process_share(2, 4) == Share(1, 2.0)
+    assert process_share(500, 4).describe() == "125 requests/s"
+    assert process_share(1, 1).describe() == "1 request/s"
+    assert process_share(2, 4).describe() == "1 request every 2 s"
+    assert process_share(3, 4).describe() == "1 request every 1.33 s"
+
+
+async def test_the_service_redis_limiter_falls_back_to_the_workers_share() -> None:
+    """Redis backend, Redis down, 4 workers at 2/s: a worker's next slot is 2 s away, not 1."""
+    with socket.socket() as probe:  # a port nothing listens on: Redis is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cache = CacheSettings(backend="redis", redis_url=f"redis://127.0.0.1:{port}/0")
+    limiter = build_rate_limiter(cache, processes=4)
+
+    async with limiter.slot("t", 2, None) as waited:
+        assert waited == 0.0
+    with pytest.raises(AmperityUnavailable) as caught:
+        async with limiter.slot("t", 2, time.monotonic() + 1.5):
+            pass
+
+    assert caught.value.retry_after > 1.5  # the worker's share: 1 request every 2 s

@@ -305,3 +305,25 @@ async def test_unreachable_redis_falls_back_to_a_local_limit_and_warns_once(
     assert slept == [1.0]
     warnings = [r for r in caplog.records if "rate limit unavailable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+async def test_unreachable_redis_falls_back_to_each_workers_share_not_the_full_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down under 4 workers, limit 2/s: each worker sends 1 every 2 s, and says so."""
+    client = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.5)
+    time = FakeTime()
+    limiter = RedisRateLimiter(
+        client, clock=time.clock, sleep=time.sleep, redis_timeout=0.2, processes=4
+    )
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            async with limiter.slot("t", 2, None):
+                pass
+    await client.aclose()
+
+    assert time.sleeps == [2.0, 2.0]  # not 1 a second in each of the 4 workers
+    (warning,) = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert "full limit" not in warning
+    assert "1 request every 2 s in each of this replica's 4 worker processes" in warning
+    assert "other replicas are not counted" in warning

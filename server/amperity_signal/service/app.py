@@ -233,6 +233,7 @@ def build_server(
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
     limiter = deps.limiter or build_rate_limiter(settings.cache, processes=settings.server.workers)
+    secrets = settings.secret_values()
     registry = Registry(
         [
             Integration(
@@ -245,6 +246,7 @@ def build_server(
                     transport=deps.transport,
                     proxies=settings.proxies,
                     trusted_certificates=settings.trusted_certificates,
+                    redact=secrets,
                 ),
             )
             for integration in settings.integrations
@@ -273,7 +275,7 @@ def build_server(
         browser=BrowserProfiles(enricher, consent),
         live=live,
         clock=deps.clock,
-        redact=settings.secret_values(),
+        redact=secrets,
     )
     options = [
         # gRPC's own ceiling sits well above the configured limit, so that an oversized

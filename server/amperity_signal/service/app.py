@@ -32,6 +32,7 @@ from amperity_signal.listener_tls import tls_warnings
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
+from amperity_signal.redis_client import redis_client
 from amperity_signal.service.health import HealthServicer
 from amperity_signal.service.inflight import FAREWELL_SECONDS, CallsInFlight
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
@@ -413,6 +414,5 @@ def build_rate_limiter(cache: CacheSettings, *, processes: int = 1) -> RateLimit
     In process, each of the ``processes`` workers keeps its share of every tenant's limit.
     """
     if cache.backend == "redis":
-        client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        return RedisRateLimiter(client)
+        return RedisRateLimiter(redis_client(cache.redis_url, timeout=0.25))
     return MemoryRateLimiter(processes=processes)

@@ -117,8 +117,13 @@ class AmperityClient:
                 else None
             ),
         )
-        # A proxy's error page may quote the Proxy-Authorization it got: its credentials too.
-        other_secrets = (*(proxies.secrets if proxies is not None else ()), *redact)
+        # What Amperity answers, error bodies and profiles alike, may quote the key it was
+        # sent (an echo), a proxy's credentials (its error page quoting the
+        # Proxy-Authorization it got), or any secret an event carried (a page may post its
+        # pipeline key, an operator paste a token): one scrubber for all of them, built once.
+        self._scrub = responses.Scrubber(
+            integration, (*(proxies.secrets if proxies is not None else ()), *redact)
+        )
         self._caller = RetryingCaller(
             integration,
             pool=self._pool,
@@ -129,12 +134,8 @@ class AmperityClient:
             # Jitter only spreads retries out; it needs no cryptographic strength.
             rng=rng if rng is not None else random.Random(),  # noqa: S311
             backoff=backoff if backoff is not None else Backoff(),
-            other_secrets=other_secrets,
+            scrub=self._scrub,
         )
-        # A profile is scrubbed as its error bodies are: what Amperity answers may quote
-        # the key it was sent (an echo), or any secret an event carried (an attribute fed
-        # from events: a page may post its pipeline key, an operator paste a token).
-        self._scrub = responses.Scrubber(integration, other_secrets)
 
     def __repr__(self) -> str:
         return f"AmperityClient(integration={self._integration.id!r}, base_url={self._base_url!r})"

@@ -156,35 +156,27 @@ class Scrubber:
         return value
 
 
-def scrub(text: str, integration: IntegrationSettings, also: Iterable[str] = ()) -> str:
-    """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
+def parse_error_body(content: bytes, scrub: Scrubber) -> ErrorBody:
+    """Read Amperity's error body, scrubbed; anything unreadable gives an empty one.
 
-    Whole tokens first, as written or base64-encoded (an echoed Basic header); then any
+    Whole secrets first, as written or base64-encoded (an echoed Basic header); then any
     run of token characters holding 12 characters of a key's payload or signature: an echo
-    may be partial (one segment, a cut head, the tail). ``also``: other credentials the
-    request carried, replaced whole or base64-encoded only (see ``Scrubber``).
+    may be partial (one segment, a cut head, the tail). See ``Scrubber``.
     """
-    return Scrubber(integration, also)(text)
-
-
-def parse_error_body(
-    content: bytes, integration: IntegrationSettings, also: Iterable[str] = ()
-) -> ErrorBody:
-    """Read Amperity's error body, scrubbed (``scrub``); anything unreadable gives an empty one."""
     try:
         data: Any = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         text = content.decode("utf-8", "replace").strip() if content else ""
-        return ErrorBody(message=scrub(text, integration, also)[:_MAX_MESSAGE_CHARS])
+        return ErrorBody(message=scrub(text)[:_MAX_MESSAGE_CHARS])
 
     def field(name: str) -> str:
         value = data.get(name)
         # Scrub, then cut: cut first, a token across the cut would survive in part.
         if value is None:
             return ""
-        return scrub(str(value), integration, also)[:_MAX_MESSAGE_CHARS]
+        return scrub(str(value))[:_MAX_MESSAGE_CHARS]
 
     return ErrorBody(field("message"), field("request_id"), field("trace_id"))
 
@@ -405,20 +397,20 @@ def redirected(
     location: str,
     suggested_base_url: str | None,
     attempts: int,
-    also: Iterable[str] = (),
+    scrub: Scrubber,
 ) -> AmperityError:
     """The permanent error for a 3xx: redirects are not followed, so the base URL must move.
 
     ``suggested_base_url`` is the base URL under which the redirect's target is this same
-    call, or None when the target is some other page. ``also`` as for ``scrub``.
+    call, or None when the target is some other page; ``scrub`` the client's.
     """
-    location = scrub(location, integration, also)[:_MAX_MESSAGE_CHARS]
+    location = scrub(location)[:_MAX_MESSAGE_CHARS]
     field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
     meta = _metadata(integration, endpoint, None, location=location)
     if suggested_base_url:
         # Cut from the same target, so scrubbed and cut as it is: a Location echoing a key
         # before the API path would otherwise carry it whole, to the caller and the logs.
-        suggested_base_url = scrub(suggested_base_url, integration, also)[:_MAX_MESSAGE_CHARS]
+        suggested_base_url = scrub(suggested_base_url)[:_MAX_MESSAGE_CHARS]
         fix = f"Set api_base_url = {suggested_base_url!r}."
         meta["suggested_base_url"] = suggested_base_url
     else:

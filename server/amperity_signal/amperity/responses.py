@@ -73,6 +73,8 @@ def _pieces(secret: str) -> frozenset[str]:
     )
 
 
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+"""A JWT as Amperity issues them (another integration's key); not a URL with three dots."""
 _DENSE = "[A-Za-z0-9+/=_.-]"
 """The characters keys, tokens and their base64 forms are made of."""
 _DENSE_RUN = re.compile(f"{_DENSE}+")
@@ -111,11 +113,8 @@ class Scrubber:
 
     def __init__(self, integration: IntegrationSettings, also: Iterable[str] = ()) -> None:
         others = list(also)
-        keys = list(
-            dict.fromkeys(
-                [*(s for s in _secrets(integration) if s), *filter(jwt_private_parts, others)]
-            )
-        )
+        jwts = (s for s in others if _JWT.fullmatch(s))
+        keys = list(dict.fromkeys([*(s for s in _secrets(integration) if s), *jwts]))
         forms = {form for key in keys for form in (key, *encoded_forms(key))}
         ordered = sorted(forms.union(scrub_forms(others)), key=len, reverse=True)
         # Each group longest first, so that a form inside a longer one goes after it, not

@@ -207,3 +207,24 @@ async def test_an_error_body_quoting_a_pipeline_key_or_the_admin_token_is_scrubb
     shown = f"{error} {error.message} {error.metadata}"
     assert f"note={REDACTED} near {REDACTED}" in shown
     assert canaries["pipeline"] not in shown and canaries["admin"] not in shown
+
+
+async def test_a_proxy_hosts_name_in_a_profile_is_left_its_credentials_are_not(
+    make_client: ClientFactory,
+) -> None:
+    """Only a secret shaped like a JWT is matched in part: a proxy URL's host is no secret.
+
+    A proxy URL with three dot-separated parts looked like a JWT to the key matcher, whose
+    12-character stretches of "internalnetwork" would replace the word in any attribute.
+    """
+    proxy = "http://ops:Pr0xy-Passw0rd@proxy.internalnetwork.com:3128"
+    proxies = ProxyRules.from_environ({"HTTPS_PROXY": proxy})
+    attributes = {"Note": "see the internalnetwork status page", "Echo": f"via {proxy}"}
+    client = make_client(_echoing(lambda _: attributes), proxies=proxies, redact=proxies.secrets)
+    profile = await client.get_profile("p-123", deadline=None)
+
+    assert profile is not None
+    assert profile.attributes == {
+        "Note": "see the internalnetwork status page",
+        "Echo": f"via {REDACTED}",
+    }

@@ -28,6 +28,7 @@ import grpc
 import httpx
 import pytest
 import tomli_w
+import yaml
 
 from amperity_signal.amperity.client import AmperityClient
 from amperity_signal.amperity.ratelimit import MemoryRateLimiter
@@ -36,12 +37,20 @@ from amperity_signal.errors import AmperitySignalError
 from amperity_signal.gateway import GatewaySettings
 from amperity_signal.metrics import Metrics
 from amperity_signal.sandbox import SandboxApp, create_app
+from amperity_signal.sandbox.data import DEFAULT_DATA_PATH
 from amperity_signal_client import AmperitySignalError as ClientError
 from amperity_signal_client import AsyncAmperityClient, from_delivery_error
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import CLI, Service, Stack
 from tests.e2e.test_tls import credentials, deliver, refused, server_table
-from tests.support import Keys, integration_dict, mint_keys, reveals_encoded
+from tests.support import (
+    ALICE_EMAIL,
+    ALICE_PROFILE,
+    Keys,
+    integration_dict,
+    mint_keys,
+    reveals_encoded,
+)
 from tests.tls_files import TlsFiles, write_tls_files
 
 pytestmark = pytest.mark.e2e
@@ -206,6 +215,63 @@ async def test_no_canary_token_appears_in_logs_responses_records_or_gateway_answ
     joined = "\n".join(observed["grpc"])
     assert "INGEST_KEY_REJECTED" in joined  # the 401 and 403 paths really ran
     assert len(observed["logs"]) > 5  # the scan had something to read
+
+
+async def test_a_profile_quoting_the_admin_token_and_a_pipeline_key_reaches_no_answer(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A sandbox profile holding the admin token and a pipeline key: no answer shows either.
+
+    The profile was scrubbed only of the keys sent to Amperity: the Enrich answer and the
+    page's /v1/enrich body quoted the admin token and the pipeline key it held.
+    """
+    admin_token = f"canary-admin-{uuid.uuid4().hex}"
+    pipeline_key = f"pk_canary_{uuid.uuid4().hex}"
+    data = yaml.safe_load(DEFAULT_DATA_PATH.read_text(encoding="utf-8"))
+    [alice] = [
+        p
+        for p in data["tenants"][0]["collections"][0]["profiles"]
+        if p["profile_id"] == ALICE_PROFILE
+    ]
+    # Persona and LifetimeTier are on the browser allowlist (integration_dict).
+    alice["attributes"]["Persona"] = f"fed from an event: token {admin_token}"
+    alice["attributes"]["LifetimeTier"] = pipeline_key
+    data_file = tmp_path / "quoting.yaml"
+    data_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    sandbox = await stack.sandbox("--data", str(data_file))
+    keys = mint_keys()
+    table = integration_dict(sandbox.url, keys, pipeline_key=pipeline_key)
+    service = await stack.service(sandbox, table, keys=keys, server={"admin_token": admin_token})
+    secrets = [admin_token, pipeline_key]
+
+    observed: list[str] = []
+    alice_event = event("anon_alice_01", traits={"email": ALICE_EMAIL})
+    enriched = await service.stub.Enrich(
+        pb.EnrichRequest(integration_id="web", event=alice_event), timeout=15
+    )
+    observed.append(str(enriched))
+    watch = service.stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+    await watch.initial_metadata()  # subscribed: the delivery below is not missed
+    delivered = await service.stub.Deliver(
+        pb.DeliverRequest(integration_id="web", event=event("anon_alice_01")), timeout=15
+    )
+    observed.append(str(delivered))
+    observed.append(str(await asyncio.wait_for(watch.read(), 15)))
+    watch.cancel()
+    async with httpx.AsyncClient(base_url=service.http_url, timeout=15) as gateway:
+        answer = await gateway.get(
+            "/v1/enrich?provider=amperity&anonymous_id=anon_alice_01",
+            headers={"X-Pipeline-Key": pipeline_key},
+        )
+    observed.append(answer.text)
+
+    assert enriched.amperity_id == ALICE_PROFILE  # the quoting profile was the one served
+    assert answer.json()["attributes"] == {
+        "Persona": "fed from an event: token [REDACTED]",
+        "LifetimeTier": "[REDACTED]",
+    }
+    assert [h for text in observed for h in hits(text, secrets)] == []
+    assert all(not reveals_encoded(text, s) for text in observed for s in secrets)
 
 
 async def test_no_canary_token_appears_in_config_reprs_client_reprs_or_auth_errors() -> None:

@@ -20,6 +20,8 @@ KNOWN_VISITOR = "visitor-known"
 CANNED_ATTRIBUTES: dict[str, Any] = {"Persona": "Value Hunter", "LifetimeTier": "Gold", "Orders": 7}
 # A secret the fake "leaks" into a live record, for the gateway's second redaction pass.
 LEAKED_SECRET = "eyJleaked.secret.token"
+REFUSED_REQUEST_ID = "req-refused-0001"
+"""The request id the fake answers a ``refused:`` event with, as the service answers one."""
 
 
 def live_record(message_id: str = "msg-live-1") -> pb.WatchDeliveriesResponse:
@@ -76,6 +78,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
     """Knows one pipeline key; visitors it has seen identified get the canned attributes.
 
     Events named ``fail:<STATUS>`` make Deliver fail with that status and rich details;
+    ``refused:<STATUS>`` as the service fails an event Amperity refused (an ErrorInfo
+    naming the integration, a request id), its message quoting ``LEAKED_SECRET``;
     one named ``cancelled-once`` is answered CANCELLED the first time its message_id comes,
     as a stopping service answers a call it had received but not started.
     Its browser consent condition is ``functional``: a visitor whose last RecordConsent did
@@ -155,6 +159,8 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
             await context.abort(grpc.StatusCode.CANCELLED, "the service is stopping")
         if name.startswith("fail:"):
             await self._fail(context, grpc.StatusCode[name.removeprefix("fail:")])
+        if name.startswith("refused:"):
+            await self._refuse(context, grpc.StatusCode[name.removeprefix("refused:")])
         self.delivered.append(Delivered(request, metadata))
         if request.event.type == "identify" and request.event.user_id:
             self.identified.add(request.event.anonymous_id)
@@ -213,6 +219,18 @@ class FakeAmperityService(pb_grpc.AmperityServiceServicer):
             details.append(retry)
         message = f"fake failure {code.name}"
         await context.abort(code, message, trailing_metadata=rich_trailer(code, message, *details))
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode
+    ) -> None:
+        metadata = {"integration_id": "web", "endpoint": "events", "status_code": "401"}
+        info = _details_pb2.ErrorInfo(
+            reason="INGEST_KEY_REJECTED", domain="test", metadata=metadata
+        )
+        # A service of another version, quoting a secret the gateway is configured with.
+        message = f"Amperity answered 401 on event POST (key {LEAKED_SECRET}): regenerate it."
+        trailers = (*rich_trailer(code, message, info), ("x-request-id", REFUSED_REQUEST_ID))
+        await context.abort(code, message, trailing_metadata=trailers)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from amperity_signal.config import Settings
 from amperity_signal.enrich import CacheBackend
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.metrics import Metrics
@@ -30,7 +31,7 @@ class Stack:
 @contextlib.asynccontextmanager
 async def real_service(
     store: OutageStore, clock: FakeClock
-) -> AsyncIterator[tuple[Service, SandboxApp, GatewaySettings]]:
+) -> AsyncIterator[tuple[Service, SandboxApp, Settings]]:
     """The real service (browser_consent=functional, pipeline key ``pk_web``), started.
 
     Args:
@@ -38,7 +39,8 @@ async def real_service(
         clock: The cache backend's clock.
 
     Yields:
-        The service, its sandbox, and the settings of a gateway in front of it.
+        The service, its sandbox, and its settings (``GatewaySettings.from_settings``
+        makes those of a gateway in front of it).
     """
     sandbox = create_app(profile_delay=0.0, seed=7)
     assert isinstance(sandbox, SandboxApp)
@@ -51,21 +53,29 @@ async def real_service(
     service: Service = build_server(settings, deps)
     await service.start()
     try:
-        yield service, sandbox, GatewaySettings.from_settings(settings)
+        yield service, sandbox, settings
     finally:
         await service.stop(0)
 
 
 @contextlib.asynccontextmanager
-async def real_stack(store: OutageStore, clock: FakeClock) -> AsyncIterator[Stack]:
+async def real_stack(
+    store: OutageStore, clock: FakeClock, *, embedded: bool = True
+) -> AsyncIterator[Stack]:
     """The real service (browser_consent=functional, pipeline key ``pk_web``) behind the gateway.
 
     Args:
         store: The service's cache store, which a test can take down.
         clock: The cache backend's clock.
+        embedded: The gateway as ``serve`` runs it, in the service's process (True), or
+            as ``amperity-signal gateway`` does, with a log of its own (False).
     """
     async with real_service(store, clock) as (service, sandbox, settings):
-        app = create_gateway_app(settings=settings, channel_factory=service.in_process_channel)
+        app = create_gateway_app(
+            settings=GatewaySettings.from_settings(settings),
+            channel_factory=service.in_process_channel,
+            embedded=embedded,
+        )
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
         client = httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
         try:

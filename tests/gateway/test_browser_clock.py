@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.async_api import Request, Route, async_playwright
 
-from amperity_signal.gateway import create_gateway_app
+from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from tests.support import ALICE_EMAIL, OutageStore
 from tests.unit.enrich.enrich_fakes import FakeClock
 
@@ -53,8 +53,9 @@ async def test_a_withdrawal_holds_against_a_grant_retried_after_it_on_a_clock_ah
     """Page clock +10 min; the grant's batch goes after the withdrawal: the profile stays hidden."""
     _require_chromium()
     async with (
-        real_service(OutageStore(), FakeClock()) as (service, _, settings),
+        real_service(OutageStore(), FakeClock()) as (service, _, service_settings),
     ):
+        settings = GatewaySettings.from_settings(service_settings)
         # The page's fake clock jumps ahead (fast_forward) where real time would pass: the
         # gateway's receive time jumps with it, or the withdrawal's consentedAt, stamped
         # before its 20 s wait, would count as 20 s before the grant received just before.

@@ -304,8 +304,9 @@ class RetryingCaller:
         sleep: How to wait between retries.
         rng: Randomness for backoff jitter.
         backoff: Backoff base and cap.
-        proxy_secrets: The outbound proxies' credentials (``ProxyRules.secrets``), every
-            form: scrubbed from answers as the integration's keys are.
+        scrub: Replaces the integration's keys and every other secret in Amperity's
+            answers (``responses.Scrubber``, built once by the client); the integration's
+            keys alone by default.
     """
 
     def __init__(
@@ -319,11 +320,10 @@ class RetryingCaller:
         sleep: Sleep,
         rng: random.Random,
         backoff: Backoff,
-        proxy_secrets: tuple[str, ...] = (),
+        scrub: responses.Scrubber | None = None,
     ) -> None:
         self._integration = integration
-        # A proxy's error page may quote the Proxy-Authorization it got: scrubbed too.
-        self._proxy_secrets = proxy_secrets
+        self._scrub = scrub if scrub is not None else responses.Scrubber(integration)
         self._pool = pool
         self._limiter = limiter
         self._metrics = metrics
@@ -428,7 +428,7 @@ class RetryingCaller:
             if outcome.is_success:  # a profile whose body was cut off: see call()
                 cut: CutBody = outcome.extensions[CUT_BODY]
                 return cut.cause, None
-            body = responses.parse_error_body(outcome.content, integration, self._proxy_secrets)
+            body = responses.parse_error_body(outcome.content, self._scrub)
             location = outcome.headers.get("Location")
             if 300 <= status < 400 and location:
                 error = self._redirected(request, status, location, attempts)
@@ -480,7 +480,7 @@ class RetryingCaller:
             location=target_text,
             suggested_base_url=suggested,
             attempts=attempts,
-            also=self._proxy_secrets,
+            scrub=self._scrub,
         )
 
     def _failure(self, outcome: httpx.Response | BaseException) -> str | None:
@@ -496,7 +496,7 @@ class RetryingCaller:
         if problem is not None:
             return responses.TLS_REFUSED + problem
         text = str(outcome) or type(outcome).__name__
-        return responses.scrub(text, self._integration, self._proxy_secrets)[:300]
+        return self._scrub(text)[:300]
 
     def _next_delay(
         self, outcome: httpx.Response | BaseException, attempts: int, deadline: float | None
@@ -641,7 +641,7 @@ class RetryingCaller:
             cut = CutBody("timeout", "the read timed out")
         else:
             text = str(exc) or type(exc).__name__
-            shown = responses.scrub(text, self._integration, self._proxy_secrets)
+            shown = self._scrub(text)
             cut = CutBody("connection", shown[:300])
         status = answer.status_code
         outcome = _what_follows(

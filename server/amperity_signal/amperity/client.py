@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -72,6 +72,9 @@ class AmperityClient:
         trusted_certificates: The CA certificates TLS is checked against
             (``Settings.trusted_certificates``); certifi's by default. Ignored with a given
             ``transport``.
+        redact: Every secret the service holds (``Settings.secret_values``: the admin
+            token, every integration's keys and pipeline key, a Redis password), replaced
+            in what Amperity answers as the integration's own keys are.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class AmperityClient:
         backoff: Backoff | None = None,
         proxies: ProxyRules | None = None,
         trusted_certificates: TrustedCertificates | None = None,
+        redact: Iterable[str] = (),
     ) -> None:
         self._integration = integration
         self._base_url = integration.base_url
@@ -113,6 +117,13 @@ class AmperityClient:
                 else None
             ),
         )
+        # What Amperity answers, error bodies and profiles alike, may quote the key it was
+        # sent (an echo), a proxy's credentials (its error page quoting the
+        # Proxy-Authorization it got), or any secret an event carried (a page may post its
+        # pipeline key, an operator paste a token): one scrubber for all of them, built once.
+        self._scrub = responses.Scrubber(
+            integration, (*(proxies.secrets if proxies is not None else ()), *redact)
+        )
         self._caller = RetryingCaller(
             integration,
             pool=self._pool,
@@ -123,12 +134,7 @@ class AmperityClient:
             # Jitter only spreads retries out; it needs no cryptographic strength.
             rng=rng if rng is not None else random.Random(),  # noqa: S311
             backoff=backoff if backoff is not None else Backoff(),
-            proxy_secrets=proxies.secrets if proxies is not None else (),
-        )
-        # A profile is scrubbed as its error bodies are: what Amperity answers may quote
-        # the key it was sent (an echo, or an attribute fed from events carrying it).
-        self._scrub = responses.Scrubber(
-            integration, proxies.secrets if proxies is not None else ()
+            scrub=self._scrub,
         )
 
     def __repr__(self) -> str:

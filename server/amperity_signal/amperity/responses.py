@@ -6,6 +6,7 @@ the integration, tenant, stream and host, never a token or an Authorization valu
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Iterable
@@ -73,8 +74,29 @@ def _pieces(secret: str) -> frozenset[str]:
     )
 
 
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+"""A JWT as Amperity issues them (another integration's key); not a URL with three dots."""
+_DENSE = "[A-Za-z0-9+/=_.-]"
+"""The characters keys, tokens and their base64 forms are made of."""
+_DENSE_RUN = re.compile(f"{_DENSE}+")
+
+
+class _FormsByLength:
+    """Secret forms, longest first, each replaced in a text only when it fits in it."""
+
+    def __init__(self, forms: list[str]) -> None:
+        self.forms = forms
+        self._minus_lengths = [-len(form) for form in forms]
+
+    def replace(self, text: str) -> str:
+        """``text`` with each form in it replaced; a form longer than ``text`` is skipped."""
+        for form in self.forms[bisect.bisect_left(self._minus_lengths, -len(text)) :]:
+            text = text.replace(form, _REDACTED)
+        return text
+
+
 class Scrubber:
-    """Replaces an integration's tokens, and other credentials, in Amperity's answers.
+    """Replaces an integration's tokens, and every other secret, in Amperity's answers.
 
     Built once per client (the forms and pieces worked out once), so that scrubbing every
     string of a profile answer costs no more than the replacements themselves.
@@ -82,23 +104,36 @@ class Scrubber:
     Args:
         integration: Whose ``api_key`` and ``profile_api_key`` to replace, whole, base64-
             encoded, or any 12 characters of their payload or signature.
-        also: Other credentials the requests carry (a proxy's, whose error page may quote
-            its Proxy-Authorization), replaced whole or base64-encoded only: a proxy URL's
-            host is no secret.
+        also: Other secrets: the credentials the requests carry (a proxy's, whose error
+            page may quote its Proxy-Authorization) and those the service holds (the admin
+            token, pipeline keys, a Redis password: ``Settings.secret_values``), replaced
+            whole or base64-encoded. One shaped like a JWT (another integration's key) is
+            replaced in part too, as the integration's own keys are; the rest only whole:
+            a proxy URL's host is no secret, nor is any 12 characters of a password.
     """
 
     def __init__(self, integration: IntegrationSettings, also: Iterable[str] = ()) -> None:
-        secrets = [secret for secret in _secrets(integration) if secret]
-        self._whole = [
-            *scrub_forms(also),
-            *(form for secret in secrets for form in (secret, *encoded_forms(secret))),
-        ]
-        self._pieces: frozenset[str] = frozenset().union(*(_pieces(s) for s in secrets))
+        others = list(also)
+        jwts = (s for s in others if _JWT.fullmatch(s))
+        keys = list(dict.fromkeys([*(s for s in _secrets(integration) if s), *jwts]))
+        forms = {form for key in keys for form in (key, *encoded_forms(key))}
+        ordered = sorted(forms.union(scrub_forms(others)), key=len, reverse=True)
+        # Each group longest first, so that a form inside a longer one goes after it, not
+        # through it; the sparse group first, as a form holding a dense one may be sparse.
+        # A dense form (a key, a token, a base64 form) can only lie in a run of the dense
+        # characters at least as long as itself, which prose and short values lack: one
+        # search tells whether to try the dense forms at all.
+        self._sparse = _FormsByLength([f for f in ordered if not _DENSE_RUN.fullmatch(f)])
+        self._dense = _FormsByLength([f for f in ordered if _DENSE_RUN.fullmatch(f)])
+        shortest = min(map(len, self._dense.forms), default=1)
+        self._dense_run = re.compile(f"{_DENSE}{{{shortest},}}")
+        self._pieces: frozenset[str] = frozenset().union(*(_pieces(k) for k in keys))
 
     def __call__(self, text: str) -> str:
         """``text`` with every token and credential, whole or in part, replaced."""
-        for form in self._whole:
-            text = text.replace(form, _REDACTED)
+        text = self._sparse.replace(text)
+        if self._dense_run.search(text):
+            text = self._dense.replace(text)
         if not self._pieces:
             return text
         return _TOKEN_RUN.sub(self._redact_run, text)
@@ -121,35 +156,27 @@ class Scrubber:
         return value
 
 
-def scrub(text: str, integration: IntegrationSettings, also: Iterable[str] = ()) -> str:
-    """``text`` with any of the integration's tokens replaced, in case Amperity echoes one.
+def parse_error_body(content: bytes, scrub: Scrubber) -> ErrorBody:
+    """Read Amperity's error body, scrubbed; anything unreadable gives an empty one.
 
-    Whole tokens first, as written or base64-encoded (an echoed Basic header); then any
+    Whole secrets first, as written or base64-encoded (an echoed Basic header); then any
     run of token characters holding 12 characters of a key's payload or signature: an echo
-    may be partial (one segment, a cut head, the tail). ``also``: other credentials the
-    request carried, replaced whole or base64-encoded only (see ``Scrubber``).
+    may be partial (one segment, a cut head, the tail). See ``Scrubber``.
     """
-    return Scrubber(integration, also)(text)
-
-
-def parse_error_body(
-    content: bytes, integration: IntegrationSettings, also: Iterable[str] = ()
-) -> ErrorBody:
-    """Read Amperity's error body, scrubbed (``scrub``); anything unreadable gives an empty one."""
     try:
         data: Any = orjson.loads(content) if content else None
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         text = content.decode("utf-8", "replace").strip() if content else ""
-        return ErrorBody(message=scrub(text, integration, also)[:_MAX_MESSAGE_CHARS])
+        return ErrorBody(message=scrub(text)[:_MAX_MESSAGE_CHARS])
 
     def field(name: str) -> str:
         value = data.get(name)
         # Scrub, then cut: cut first, a token across the cut would survive in part.
         if value is None:
             return ""
-        return scrub(str(value), integration, also)[:_MAX_MESSAGE_CHARS]
+        return scrub(str(value))[:_MAX_MESSAGE_CHARS]
 
     return ErrorBody(field("message"), field("request_id"), field("trace_id"))
 
@@ -370,20 +397,20 @@ def redirected(
     location: str,
     suggested_base_url: str | None,
     attempts: int,
-    also: Iterable[str] = (),
+    scrub: Scrubber,
 ) -> AmperityError:
     """The permanent error for a 3xx: redirects are not followed, so the base URL must move.
 
     ``suggested_base_url`` is the base URL under which the redirect's target is this same
-    call, or None when the target is some other page. ``also`` as for ``scrub``.
+    call, or None when the target is some other page; ``scrub`` the client's.
     """
-    location = scrub(location, integration, also)[:_MAX_MESSAGE_CHARS]
+    location = scrub(location)[:_MAX_MESSAGE_CHARS]
     field = "api_base_url" if integration.api_base_url else "tenant_subdomain"
     meta = _metadata(integration, endpoint, None, location=location)
     if suggested_base_url:
         # Cut from the same target, so scrubbed and cut as it is: a Location echoing a key
         # before the API path would otherwise carry it whole, to the caller and the logs.
-        suggested_base_url = scrub(suggested_base_url, integration, also)[:_MAX_MESSAGE_CHARS]
+        suggested_base_url = scrub(suggested_base_url)[:_MAX_MESSAGE_CHARS]
         fix = f"Set api_base_url = {suggested_base_url!r}."
         meta["suggested_base_url"] = suggested_base_url
     else:

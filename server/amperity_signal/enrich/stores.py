@@ -20,9 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from amperity_signal.enrich.expiry import expiry_ms
 from amperity_signal.enrich.identity_entry import (
@@ -34,6 +31,7 @@ from amperity_signal.enrich.identity_entry import (
 )
 from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT, keep_newer_entry
 from amperity_signal.enrich.newer_entry import script_arguments as keep_newer_arguments
+from amperity_signal.redis_client import redis_client
 
 COPY_OBJECT_SCRIPT: Final = """
 local value = redis.call('GET', KEYS[1])
@@ -261,10 +259,9 @@ class RedisStore:
 
     A cache that cannot answer within a quarter of a second is worth less than no cache:
     the caller degrades to cache-less enrichment instead of waiting, so a timeout is never
-    retried. A connection error is retried once, on a fresh connection: after a Redis
-    restart every pooled connection is dead, and without it the first command on each
-    would fail and the cache be skipped for a second although Redis is back.
-    A Redis that is really down refuses the second connection as fast as the first.
+    retried. A connection error is retried once, on a fresh connection (``redis_client``):
+    after a Redis restart every pooled connection is dead, and without it the first
+    command on each would fail and the cache be skipped for a second although Redis is back.
 
     Args:
         client: A ``redis.asyncio.Redis`` (``decode_responses=False``).
@@ -281,14 +278,7 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, *, timeout: float = REDIS_SECONDS) -> RedisStore:
         """A store for ``redis://host:port/db`` (or ``rediss://``, ``unix://``) URLs."""
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            decode_responses=False,
-        )
-        return cls(client)
+        return cls(redis_client(url, timeout=timeout))
 
     async def get(self, key: str) -> bytes | None:
         """The value under ``key``, or None."""

@@ -19,13 +19,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from amperity_signal.gateway.backend import REQUEST_ID_METADATA, ChannelFactory, ServiceClient
+from amperity_signal.gateway.backend import ChannelFactory, ServiceClient
 from amperity_signal.gateway.errors import (
     GatewayError,
     error_response,
     from_rpc_error,
     http_status_error,
-    refused_integration,
+    refusal,
+    service_request_id,
 )
 from amperity_signal.gateway.live import STREAM_PATH, LiveEndpoints
 from amperity_signal.gateway.live_merge import WorkerWatches
@@ -102,23 +103,25 @@ async def _rpc_error(request: Request, exc: Exception) -> Response:
     error = from_rpc_error(exc)
     if error.status >= 500:
         # The service's request id for the call, which its own lines about it carry.
-        ids = [v for k, v in exc.trailing_metadata() or () if k == REQUEST_ID_METADATA]
-        extra = {"request_id": ids[-1]} if ids and isinstance(ids[-1], str) else {}
-        refused = refused_integration(exc)
+        request_id = service_request_id(exc)
+        extra = {"request_id": request_id} if request_id else {}
+        refused = refusal(exc)
         if refused is None:
             _log.warning(
                 "RPC failed on %s %s: %s", request.method, request.url.path, exc.code(), extra=extra
             )
         else:
             # The service warned of this failure, naming the integration and the fix, under
-            # this request id ("delivery failed: ..."): a second warning here named neither.
+            # this request id ("delivery failed: ..."), and so did the route when the
+            # service's log is elsewhere (``ApiEndpoints``): a warning here named neither.
             _log.debug(
                 "%s %s answered %d %s: the service refused it with %s for integration %s",
                 request.method,
                 request.url.path,
                 error.status,
                 error.code,
-                *refused,
+                refused.reason,
+                refused.integration_id,
                 extra=extra,
             )
     return error_response(error)
@@ -168,6 +171,7 @@ def create_gateway_app(
     metrics: Metrics | None = None,
     multiprocess_dir: str | None = None,
     workers_dir: str | None = None,
+    embedded: bool = False,
 ) -> Starlette:
     """Build the gateway app.
 
@@ -187,6 +191,10 @@ def create_gateway_app(
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
         workers_dir: Where ``serve --workers`` workers listen on Unix sockets: Live Events
             then watches them all (``live_merge``), not only the worker ``client`` reaches.
+        embedded: Served in the service's own process (``serve``), whose log already has
+            the service's warning of each delivery Amperity refused: the gateway does not
+            repeat it. A gateway of its own process (False) warns of each, with the
+            reason and the service's advice, as its operator may see only its log.
 
     Returns:
         The Starlette app; its lifespan closes the gRPC channel, and
@@ -199,7 +207,7 @@ def create_gateway_app(
         factory, rpc_timeout=settings.rpc_timeout, deliver_timeout=settings.deliver_timeout
     )
     metrics = metrics if metrics is not None else Metrics()
-    api = ApiEndpoints(client, settings, now)
+    api = ApiEndpoints(client, settings, now, warn_refusals=not embedded)
     ops = OpsEndpoints(
         client,
         openapi_document(),

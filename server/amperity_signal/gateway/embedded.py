@@ -76,6 +76,7 @@ class EmbeddedGateway:
             metrics=self._metrics,
             multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
             workers_dir=self._workers_dir,
+            embedded=True,
         )
         self._server = gateway_server(app, self._settings)
         self._server.reports_cut = False  # the service's line says it (``runner``)

@@ -17,11 +17,14 @@ import json
 import json.encoder
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from starlette.responses import JSONResponse
 from starlette.types import Send
+
+from amperity_signal.gateway.backend import REQUEST_ID_METADATA
 
 # google.rpc ships without type information; its messages are read dynamically.
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -219,8 +222,32 @@ def _status_details(error: grpc.aio.AioRpcError) -> Any:
         return None
 
 
-def refused_integration(error: grpc.aio.AioRpcError) -> tuple[str, str] | None:
-    """The (reason, integration id) of an RPC the service refused for an integration's sake.
+@dataclass(frozen=True)
+class Refusal:
+    """An RPC the service refused for an integration's sake: Amperity refused its call.
+
+    Attributes:
+        reason: The ErrorInfo reason, e.g. ``INGEST_KEY_REJECTED``.
+        integration_id: The integration the ErrorInfo names.
+        advice: The service's message: what Amperity answered and what to change.
+        request_id: The service's request id of the call ("" when it sent none), which
+            the service's own lines about it carry.
+    """
+
+    reason: str
+    integration_id: str
+    advice: str
+    request_id: str
+
+
+def service_request_id(error: grpc.aio.AioRpcError) -> str:
+    """The service's request id of a failed call, from its trailers; "" when there is none."""
+    ids = [v for k, v in error.trailing_metadata() or () if k == REQUEST_ID_METADATA]
+    return ids[-1] if ids and isinstance(ids[-1], str) else ""
+
+
+def refusal(error: grpc.aio.AioRpcError) -> Refusal | None:
+    """What the service said of an RPC it refused for an integration's sake, if it did.
 
     An Amperity failure's ErrorInfo names the integration (every variable of its message
     is in its metadata, AIP-193), and the service logs each failed delivery with its fix
@@ -236,7 +263,10 @@ def refused_integration(error: grpc.aio.AioRpcError) -> tuple[str, str] | None:
             info = details_pb2.ErrorInfo()
             detail.Unpack(info)
             integration = str(info.metadata.get("integration_id", ""))
-            return (str(info.reason), integration) if info.reason and integration else None
+            if not (info.reason and integration):
+                return None
+            advice = error.details() or ""
+            return Refusal(str(info.reason), integration, advice, service_request_id(error))
     return None
 
 

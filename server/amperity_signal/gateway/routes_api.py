@@ -1,7 +1,8 @@
 """The browser-facing API: ``GET /v1/enrich`` and the collector routes.
 
 Handlers translate HTTP to the generated stub's messages and back, nothing more; gRPC
-errors propagate to the app's exception handler, which maps them (``errors``).
+errors propagate to the app's exception handler, which maps them (``errors``). An event
+Amperity refused is warned of here too when the service's log is not the gateway's.
 
 ``GET /v1/enrich``, which every page view calls, is a plain ASGI app (``EnrichRoute``)
 that the gateway's middleware calls directly: Starlette's router, exception layers,
@@ -11,6 +12,7 @@ that the gateway's middleware calls directly: Starlette's router, exception laye
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +43,7 @@ from amperity_signal.gateway.errors import (
     from_rpc_error,
     json_body,
     json_response,
+    refusal,
     send_json,
     send_json_body,
 )
@@ -53,6 +56,11 @@ from amperity_signal.limits import (
     PIPELINE_KEY,
     PIPELINE_KEY_RULE,
 )
+from amperity_signal.logs import scrub_forms
+from amperity_signal.redaction import scrub
+from datafly.amperity.v1 import amperity_service_pb2 as pb
+
+_log = logging.getLogger(__name__)
 
 PROVIDER = "amperity"
 ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
@@ -231,9 +239,11 @@ class ApiEndpoints:
 
     Args:
         client: The gRPC client of the AmperityService.
-        settings: Limits for bodies and batches.
+        settings: Limits for bodies and batches; the secrets its log lines are scrubbed of.
         now: The current UTC time; the receive time of events without a timestamp.
         new_message_id: Makes messageIds for events that have none.
+        warn_refusals: Log a warning for each event Amperity refused, with the reason and
+            the service's advice: for a gateway whose log is not the service's.
     """
 
     def __init__(
@@ -242,12 +252,16 @@ class ApiEndpoints:
         settings: GatewaySettings,
         now: Callable[[], datetime],
         new_message_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        *,
+        warn_refusals: bool = True,
     ) -> None:
         self._client = client
         self._settings = settings
         self._now = now
         self._new_message_id = new_message_id
         self._enrich = EnrichRoute(client)
+        self._warn_refusals = warn_refusals
+        self._secrets = tuple(scrub_forms(settings.redact))
 
     def routes(self) -> list[Route]:
         """The routes, one per ``API_METHODS`` entry."""
@@ -339,10 +353,37 @@ class ApiEndpoints:
         sent = sent_at_from_json(data, "INVALID_EVENT")
         event = event_from_json(data, self._facts(request, default_type, sent))
         try:
-            await self._client.deliver(key, event)
+            await self._deliver(key, event)
         except grpc.aio.AioRpcError as error:
             raise _in_body_names(error, lambda path: event_field(path, data)) from None
         return json_response({"success": True, "messageId": event.message_id})
+
+    async def _deliver(self, key: str, event: pb.Event) -> None:
+        """Deliver one event; one the service refused is warned of, unless its log has it.
+
+        The service logs "delivery failed" with its advice for each event Amperity refused;
+        a gateway run as its own process logs the same, scrubbed, or its operator would see
+        a failed event's 502 or 503 and nothing of why (``create_gateway_app(embedded=)``).
+
+        Raises:
+            grpc.aio.AioRpcError: When the service refuses or cannot be reached.
+        """
+        try:
+            await self._client.deliver(key, event)
+        except grpc.aio.AioRpcError as error:
+            refused = refusal(error) if self._warn_refusals else None
+            if refused is not None:
+                extra = {
+                    "reason": refused.reason,
+                    "integration_id": refused.integration_id,
+                    "message_id": event.message_id,
+                }
+                if refused.request_id:
+                    extra["request_id"] = refused.request_id
+                _log.warning(
+                    "delivery failed: %s", scrub(refused.advice, self._secrets), extra=extra
+                )
+            raise
 
     async def batch(self, request: Request) -> Response:
         """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own."""
@@ -368,7 +409,7 @@ class ApiEndpoints:
             try:
                 event = event_from_json(item, facts, prefix=f"batch[{index}].")
                 async with in_flight:
-                    await self._client.deliver(key, event)
+                    await self._deliver(key, event)
             except GatewayError as error:
                 return _failed(message_id, error)
             except grpc.aio.AioRpcError as rpc_error:

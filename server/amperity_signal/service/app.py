@@ -32,6 +32,7 @@ from amperity_signal.listener_tls import tls_warnings
 from amperity_signal.logs import integration_id_var, message_id_var, request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.redis_advice import redis_failure
+from amperity_signal.redis_client import redis_client
 from amperity_signal.service.health import HealthServicer
 from amperity_signal.service.inflight import FAREWELL_SECONDS, CallsInFlight
 from amperity_signal.service.inprocess import HandlerRegistry, Handlers, InProcessChannel
@@ -233,6 +234,7 @@ def build_server(
     deps = deps or Deps()
     cache = deps.cache or build_cache(settings.cache, deps.metrics)
     limiter = deps.limiter or build_rate_limiter(settings.cache, processes=settings.server.workers)
+    secrets = settings.secret_values()
     registry = Registry(
         [
             Integration(
@@ -245,6 +247,7 @@ def build_server(
                     transport=deps.transport,
                     proxies=settings.proxies,
                     trusted_certificates=settings.trusted_certificates,
+                    redact=secrets,
                 ),
             )
             for integration in settings.integrations
@@ -273,7 +276,7 @@ def build_server(
         browser=BrowserProfiles(enricher, consent),
         live=live,
         clock=deps.clock,
-        redact=settings.secret_values(),
+        redact=secrets,
     )
     options = [
         # gRPC's own ceiling sits well above the configured limit, so that an oversized
@@ -413,6 +416,5 @@ def build_rate_limiter(cache: CacheSettings, *, processes: int = 1) -> RateLimit
     keeps its share of every tenant's limit.
     """
     if cache.backend == "redis":
-        client = Redis.from_url(cache.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        return RedisRateLimiter(client, processes=processes)
+        return RedisRateLimiter(redis_client(cache.redis_url, timeout=0.25), processes=processes)
     return MemoryRateLimiter(processes=processes)

@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from amperity_signal.amperity import AmperityClient, vendor_call
-from amperity_signal.amperity.responses import parse_error_body
+from amperity_signal.amperity.responses import Scrubber, parse_error_body
 from amperity_signal.config import ContextMapping, IntegrationSettings
 from amperity_signal.errors import (
     AmperityAuthError,
@@ -364,7 +364,7 @@ def test_a_token_across_the_message_cut_leaves_no_part_of_itself(
         echoed = "x" * offset + secret + " and more"
         fields = {"status": 400, "message": "m", shape: echoed}
         content = echoed.encode() if shape == "text" else json.dumps(fields).encode()
-        body = parse_error_body(content, integration)
+        body = parse_error_body(content, Scrubber(integration))
         kept = "".join((body.message, body.request_id, body.trace_id))
         assert "[REDACTED]"[: 500 - offset] in kept
         assert secret[:3] not in kept  # the padding is x's: any "eyJ" is the token's head

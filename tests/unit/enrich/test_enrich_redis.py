@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
 
+from amperity_signal.amperity import RedisRateLimiter
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Enricher, build_cache
 from amperity_signal.metrics import Metrics
+from amperity_signal.service.app import build_rate_limiter
 
 from .enrich_fakes import FakeClock, FakeProfileClient, event, integration
 from .redis_support import ANSWER_SECONDS, RedisProcess
@@ -142,3 +145,35 @@ async def test_a_redis_restart_between_calls_costs_no_degraded_window(
     assert redis_cache.available
     assert again.warnings == ()
     await assert_next_enrich_is_a_hit(enricher, client)
+
+
+async def test_a_redis_restart_between_slots_is_no_outage_to_the_shared_rate_limit(
+    redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The limiter ``serve`` builds reconnects a connection a restart killed, without a warning.
+
+    Its client had no retry: the first slot after a restart failed on the dead pooled
+    connection and logged "shared rate limit unavailable" although Redis was back. A Redis
+    that is really down is still an outage, and warned of.
+    """
+    limiter = build_rate_limiter(CacheSettings(backend="redis", redis_url=redis_server.url))
+    assert isinstance(limiter, RedisRateLimiter)
+    inspector = redis.Redis.from_url(redis_server.url)
+    try:
+        async with limiter.slot("acme", 10, None):
+            pass
+        redis_server.kill()
+        redis_server.start()
+        with caplog.at_level(logging.WARNING):
+            async with limiter.slot("acme", 10, None):
+                pass
+            assert "rate limit unavailable" not in caplog.text
+            # Taken in the restarted Redis, not locally: the limit is still shared.
+            assert await inspector.zcard(limiter.redis_key("acme")) == 1
+            redis_server.kill()
+            async with limiter.slot("acme", 10, None):
+                pass
+            assert "shared rate limit unavailable" in caplog.text
+    finally:
+        await inspector.aclose()
+        await limiter._redis.aclose()  # the limiter has no close: the service keeps it

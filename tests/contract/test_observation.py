@@ -226,7 +226,12 @@ async def test_unmapped_event_names_share_one_deliveries_label(harness: Harness)
         if sample.name.endswith("_total")
     }
     assert types == {"unmapped"}
-    delivered = {"integration": "web", "amperity_type": "unmapped", "outcome": "delivered"}
+    delivered = {
+        "integration": "web",
+        "amperity_type": "unmapped",
+        "outcome": "delivered",
+        "reason": "",
+    }
     assert registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 3
 
 

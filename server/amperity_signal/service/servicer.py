@@ -427,7 +427,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> Integration:
         """The integration of a page's call: by id, or by the key in the request or metadata."""
-        return self._registry.get(
+        return self._integration(
             request.integration_id, request.pipeline_key or pipeline_key_of(context)
         )
 

@@ -52,27 +52,43 @@ def blueprint_problems(settings: Settings, config: str) -> list[ConfigProblem]:
     return problems
 
 
-def redis_check(settings: Settings) -> tuple[list[ConfigProblem], list[str]]:
+def redis_check(
+    settings: Settings, *, login: bool = False
+) -> tuple[list[ConfigProblem], list[str]]:
     """With the Redis cache, whether its user may run the service's Lua scripts.
 
     Checked before serving (and by check-config) because it is a setting to change, not an
-    outage: without scripting every cache merge and rate-limit slot fails. A Redis that does
-    not answer is not a problem here; the service starts and says what to check. One too
-    slow to answer is a warning that the check could not be made. Returns the problems and
-    the warnings.
+    outage: without scripting every cache merge and rate-limit slot fails. One too slow to
+    answer is a warning that the check could not be made. Returns the problems and the
+    warnings.
+
+    With ``login`` (check-config) a Redis that refuses ``cache.redis_url``'s user or
+    password is a problem too (a setting to change), and one that cannot be reached a
+    warning (it may be up by the time serve starts). Without it (serve) both are left to
+    the start-up ping, which logs the same advice and serves without Redis: deliveries do
+    not need it.
     """
     if settings.cache.backend != "redis":
         return [], []
     from amperity_signal.redis_scripting import check_redis_scripting
 
     found = asyncio.run(check_redis_scripting(settings.cache.redis_url))
-    return [found.problem] if found.problem else [], [found.warning] if found.warning else []
+    problems = [found.problem] if found.problem else []
+    warnings = [found.warning] if found.warning else []
+    if login and found.credentials:
+        problems.append(found.credentials)
+    if login and found.unreachable:
+        warnings.append(found.unreachable)
+    return problems, warnings
 
 
-def _load_checked_settings(path: str) -> tuple[Settings, list[str]]:
-    """The settings, and the warnings of the checks they passed (to print or log)."""
+def _load_checked_settings(path: str, *, login: bool = False) -> tuple[Settings, list[str]]:
+    """The settings, and the warnings of the checks they passed (to print or log).
+
+    ``login`` as for ``redis_check``.
+    """
     settings = load_settings(path)
-    redis_problems, warnings = redis_check(settings)
+    redis_problems, warnings = redis_check(settings, login=login)
     problems = blueprint_problems(settings, path) + redis_problems
     if problems:
         raise ConfigError(problems, source=path)
@@ -90,7 +106,7 @@ def check_config(args: argparse.Namespace) -> int:
     from amperity_signal.amperity.tokens import expiry_warnings
     from amperity_signal.setup_advice import rate_limit_warnings, setup_warnings, summary
 
-    settings, checked = _load_checked_settings(args.config)
+    settings, checked = _load_checked_settings(args.config, login=True)
     for warning in [*checked, *settings.proxies.warnings]:
         print(f"warning: {warning}")
     now = datetime.now(UTC)

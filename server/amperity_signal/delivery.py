@@ -19,8 +19,8 @@ from amperity_signal.amperity import CallProgress, Stage, VendorCall, vendor_cal
 from amperity_signal.blueprint import MappedEvent, map_event
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.enrich import Enricher, EnrichResult
-from amperity_signal.errors import AmperityError
-from amperity_signal.metrics import Increments, Metrics
+from amperity_signal.errors import AmperityError, AmperitySignalError
+from amperity_signal.metrics import NO_REASON, Increments, Metrics, reason_label
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration
 
@@ -54,6 +54,8 @@ UNMAPPED_TYPE_LABEL = "unmapped"
 UNKNOWN_TYPE_LABEL = "unknown"
 CANCELLED = "cancelled"
 """The outcome of a delivery whose caller hung up, or whose deadline passed, mid-way."""
+REFUSED = "refused"
+"""The outcome of an event refused before delivery: invalid, or for no known integration."""
 CANCELLED_BEFORE_POST = (
     "cancelled before the event was posted to Amperity ({why}): it was not sent; the "
     "caller decides whether to send it again."
@@ -110,8 +112,8 @@ class Delivery:
         self._live = live
         self._metrics = metrics
         self._clock = clock
-        # Tallies by (integration, type, outcome): labels() took ~3 us per event.
-        self._counters: dict[tuple[str, str, str], Increments] = {}
+        # Tallies by (integration, type, outcome, reason): labels() took ~3 us per event.
+        self._counters: dict[tuple[str, str, str, str], Increments] = {}
 
     async def deliver(
         self, integration: Integration, event: dict[str, Any], *, deadline: float
@@ -147,7 +149,7 @@ class Delivery:
                     mapped.payload, deadline=deadline, progress=progress
                 )
             except AmperityError as error:
-                self._count(settings.id, _type_label(mapped), "failed")
+                self._count(settings.id, _type_label(mapped), "failed", error.reason)
                 log.warning(
                     "delivery failed: %s",
                     error.message,
@@ -243,12 +245,23 @@ class Delivery:
             warnings=warnings,
         )
 
-    def _count(self, integration_id: str, amperity_type: str, outcome: str) -> None:
+    def refused(self, integration_id: str, error: AmperitySignalError) -> None:
+        """Count an event refused before delivery (``refused``, by its error's reason).
+
+        ``integration_id`` is "" when the call named no configured integration: the id or
+        key a caller made up is no label.
+        """
+        self._count(integration_id, UNKNOWN_TYPE_LABEL, REFUSED, error.reason)
+
+    def _count(
+        self, integration_id: str, amperity_type: str, outcome: str, reason: str = NO_REASON
+    ) -> None:
         """Count one delivery outcome (the same series ``deliveries.labels`` names)."""
-        key = (integration_id, amperity_type, outcome)
+        key = (integration_id, amperity_type, outcome, reason)
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = self._metrics.deliveries.tally(*key)
+            labels = (integration_id, amperity_type, outcome, reason_label(reason))
+            counter = self._counters[key] = self._metrics.deliveries.tally(*labels)
         counter.inc()
 
     def _record(

@@ -7,6 +7,7 @@ Names are documented in the README's metrics list. A fresh ``CollectorRegistry``
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -18,12 +19,44 @@ from prometheus_client.registry import Collector
 from amperity_signal.metric_tallies import Increments, Observes, TalliedCounter, TalliedHistogram
 
 # Increments and Observes: what callers type a tally with, imported from here.
-__all__ = ["Increments", "Metrics", "Observes", "WithCacheHitRatio", "cache_hit_ratio"]
+__all__ = [
+    "NO_REASON",
+    "OTHER_REASON",
+    "Increments",
+    "Metrics",
+    "Observes",
+    "WithCacheHitRatio",
+    "cache_hit_ratio",
+    "reason_label",
+]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _CACHE_TOTAL = "amperity_signal_cache_total"
 # The results that are lookups; dampened and stale are hits counted again by kind.
 _LOOKUPS = frozenset({"hit", "miss", "error"})
+
+
+NO_REASON = ""
+"""The ``reason`` label of a series that needs none (a delivery, an answered request).
+
+Prometheus stores an empty label value as no label at all: those series are the very ones
+they were before the label was added.
+"""
+_REASON_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+OTHER_REASON = "OTHER"
+"""The ``reason`` label of anything that is not a reason code (a bug: see ``reason_label``)."""
+
+
+def reason_label(reason: str) -> str:
+    """``reason`` as a ``reason`` label value: a reason code, never free text.
+
+    The label's values are the service's reason codes (the ErrorInfo reasons, UPPER_SNAKE),
+    each written in its source: a closed set. Anything else counts as ``OTHER`` rather than
+    as one new series per text. Called when a series is first counted, not per event.
+    """
+    if reason == NO_REASON or _REASON_CODE.fullmatch(reason):
+        return reason
+    return OTHER_REASON
 
 
 class Metrics:
@@ -45,8 +78,9 @@ class Metrics:
         # tallied, see ``metric_tallies``.
         self.deliveries = TalliedCounter(
             "amperity_signal_deliveries",
-            "Events handled by Deliver, by integration, Amperity type and outcome.",
-            ["integration", "amperity_type", "outcome"],
+            "Events handled by Deliver, by integration, Amperity type, outcome and the reason "
+            "code of a failed or refused one.",
+            ["integration", "amperity_type", "outcome", "reason"],
             registry=r,
         )
         self.retries = Counter(
@@ -57,8 +91,9 @@ class Metrics:
         )
         self.partner_calls = TalliedCounter(
             "amperity_signal_amperity_calls",
-            "HTTP requests made to Amperity, by integration, endpoint and status (0 = none).",
-            ["integration", "endpoint", "status"],
+            "HTTP requests made to Amperity, by integration, endpoint and status (0 = none, "
+            "with the reason it got none).",
+            ["integration", "endpoint", "status", "reason"],
             registry=r,
         )
         self.partner_latency = TalliedHistogram(

@@ -9,6 +9,10 @@ out, so it stops the start with the fix.
 
 A Redis that does not answer in time leaves the question open: the start goes on (Redis may
 only be busy), with a warning that the check could not be made and how to make it again.
+
+A Redis that refuses ``cache.redis_url``'s user or password, or cannot be reached at all, is
+reported too (``ScriptingCheck.credentials`` and ``.unreachable``); ``check-config`` makes the
+first an error and the second a warning, while ``serve`` leaves both to its start-up ping.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from amperity_signal.amperity.ratelimit import REDIS_SCRIPTS as LIMITER_SCRIPTS
@@ -24,7 +28,12 @@ from amperity_signal.enrich.identity_entry import MERGE_SCRIPT
 from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT
 from amperity_signal.enrich.stores import COPY_OBJECT_SCRIPT
 from amperity_signal.errors import ConfigProblem
-from amperity_signal.redis_advice import SCRIPTING_FIX, redis_location, scripting_refused
+from amperity_signal.redis_advice import (
+    SCRIPTING_FIX,
+    redis_failure,
+    redis_location,
+    scripting_refused,
+)
 
 SERVICE_SCRIPTS = (*LIMITER_SCRIPTS, MERGE_SCRIPT, KEEP_NEWER_SCRIPT, COPY_OBJECT_SCRIPT)
 """Every Lua script the service runs on Redis."""
@@ -38,10 +47,23 @@ CHECK_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class ScriptingCheck:
-    """What the check found: a refusal that stops the start, or why it could not tell."""
+    """What the check found: a refusal that stops the start, or why it could not tell.
+
+    Attributes:
+        problem: Redis refuses the scripts: ``check-config`` and ``serve`` stop on it.
+        warning: Redis did not answer in time: both print (or log) it and go on.
+        credentials: Redis refused the URL's user or password. A setting to change, so an
+            error for ``check-config``; ``serve`` starts without Redis (deliveries do not
+            need it) and its start-up ping logs the same advice.
+        unreachable: Redis could not be asked (down, a wrong host or port, an error it
+            answered): a warning for ``check-config``, as Redis may be up by the time
+            ``serve`` starts, where the start-up ping says the same.
+    """
 
     problem: ConfigProblem | None = None
     warning: str | None = None
+    credentials: ConfigProblem | None = None
+    unreachable: str | None = None
 
 
 async def scripting_check(client: Redis, where: str, seconds: float) -> ScriptingCheck:
@@ -49,8 +71,8 @@ async def scripting_check(client: Redis, where: str, seconds: float) -> Scriptin
 
     Loading them also saves each one's first EVALSHA a NOSCRIPT round trip. Redis not
     answering within ``seconds`` (``client``'s timeout) is a warning naming ``where``, the
-    Redis without its credentials. Any other failure (Redis down, a wrong password) is not
-    this check's to report: the caller's ping says what to check.
+    Redis without its credentials. A refused user or password, and any other failure
+    (Redis down), say what to check in the words the start-up ping logs (``redis_failure``).
     """
     try:
         for script in SERVICE_SCRIPTS:
@@ -60,17 +82,46 @@ async def scripting_check(client: Redis, where: str, seconds: float) -> Scriptin
     except RedisTimeoutError as exc:
         return ScriptingCheck(warning=_unchecked(where, seconds, exc))
     except RedisError as exc:
+        if isinstance(exc, AuthenticationError | AuthorizationError):
+            return ScriptingCheck(credentials=_credentials_refused(where, exc))
         if not scripting_refused(exc):
-            return ScriptingCheck()
+            return ScriptingCheck(unreachable=_not_asked(where, exc))
         return ScriptingCheck(
             problem=ConfigProblem(
                 "cache.redis_url",
                 f"Redis refuses the Lua scripts the identity map, consent ledger and rate "
                 f"limiter run ({type(exc).__name__}: {exc}).",
-                SCRIPTING_FIX[0].upper() + SCRIPTING_FIX[1:] + ".",
+                _sentence(SCRIPTING_FIX),
             )
         )
     return ScriptingCheck()
+
+
+def _credentials_refused(where: str, exc: RedisError) -> ConfigProblem:
+    """The problem of a Redis that refused the URL's user or password (never shown)."""
+    return ConfigProblem(
+        "cache.redis_url",
+        f"the Redis at {where} did not let check-config in. {_sentence(redis_failure(exc))}",
+        "correct them (percent-encode @, : and / in a password; when redis_url is written as "
+        "env:NAME, in that variable) and run `amperity-signal check-config` again. `serve` "
+        "would start anyway and run without Redis (no shared cache, identity map, consent "
+        "ledger or rate limit), logging this advice at start.",
+    )
+
+
+def _sentence(clause: str) -> str:
+    """A ``redis_advice`` clause as a sentence of its own."""
+    return clause[0].upper() + clause[1:] + "."
+
+
+def _not_asked(where: str, exc: RedisError) -> str:
+    """The warning that Redis could not be asked: down, or an error it answered."""
+    return (
+        f"could not check the Redis at {where} (cache.redis_url): {redis_failure(exc)}. "
+        "`serve` starts without it and uses it once it answers; run `amperity-signal "
+        "check-config` again then to check its login and that it runs the service's Lua "
+        "scripts."
+    )
 
 
 def _unchecked(where: str, seconds: float, exc: RedisTimeoutError) -> str:

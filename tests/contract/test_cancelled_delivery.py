@@ -87,7 +87,12 @@ def cancelled_count(service: Service, amperity_type: str) -> float:
     """The deliveries counted as cancelled for one amperity_type label."""
     value = service.metrics.registry.get_sample_value(
         "amperity_signal_deliveries_total",
-        {"integration": "web", "amperity_type": amperity_type, "outcome": "cancelled"},
+        {
+            "integration": "web",
+            "amperity_type": amperity_type,
+            "outcome": "cancelled",
+            "reason": "",
+        },
     )
     return value or 0.0
 

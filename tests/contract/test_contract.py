@@ -112,7 +112,12 @@ async def test_each_delivery_is_counted_under_its_integration_type_and_outcome(
     harness: Harness,
 ) -> None:
     """amperity_signal_deliveries_total grows by one per delivered event, per series."""
-    labels = {"integration": "web", "amperity_type": "view_item", "outcome": "delivered"}
+    labels = {
+        "integration": "web",
+        "amperity_type": "view_item",
+        "outcome": "delivered",
+        "reason": "",
+    }
 
     def delivered() -> float:
         registry = harness.service.metrics.registry

@@ -28,6 +28,7 @@ from tests.support import Keys, integration_dict, settings_for
 
 ENRICH = "/datafly.amperity.v1.AmperityService/Enrich"
 HEALTH = "/grpc.health.v1.Health/Check"
+WATCH = "/datafly.amperity.v1.AmperityService/WatchDeliveries"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
@@ -72,18 +73,55 @@ async def test_a_unary_call_answers_its_request_id_and_is_timed(harness: Harness
     assert _calls(harness, ENRICH, "OK") == before + 2
 
 
-async def test_a_failed_call_is_timed_under_its_code_and_logged(
+def _failed(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, str, str | None]]:
+    """The ``rpc failed`` lines: level, method, code and reason."""
+    return [
+        (r.levelno, r.__dict__["method"], r.__dict__["code"], r.__dict__.get("reason"))
+        for r in caplog.records
+        if r.getMessage() == "rpc failed"
+    ]
+
+
+async def test_a_call_the_caller_got_wrong_is_timed_and_logged_at_debug_with_its_reason(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
+    """An unknown integration (any visitor can send one) is a debug line, with the reason."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.rpc")
     before = _calls(harness, ENRICH, "NOT_FOUND")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await harness.stub.Enrich(pb.EnrichRequest(integration_id="nope", event=event()))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert _request_id(caught.value.trailing_metadata()) is not None
     assert await _calls_reach(harness, ENRICH, "NOT_FOUND", before + 1) == before + 1
-    failed = [r for r in caplog.records if r.getMessage() == "rpc failed"]
-    assert [(r.__dict__["method"], r.__dict__["code"]) for r in failed] == [(ENRICH, "NOT_FOUND")]
+    assert _failed(caplog) == [(logging.DEBUG, ENRICH, "NOT_FOUND", "UNKNOWN_INTEGRATION")]
+
+
+async def test_a_failure_no_other_line_tells_is_logged_at_info_with_its_reason(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Live Events watch ended by a stop: info, SERVICE_STOPPING (its caller reconnects)."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.rpc")
+    watch = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(integration_id="web"))
+    await watch.initial_metadata()
+    await harness.service.stop(0)
+    assert await watch.code() == grpc.StatusCode.UNAVAILABLE
+    assert _failed(caplog) == [(logging.INFO, WATCH, "UNAVAILABLE", "SERVICE_STOPPING")]
+
+
+async def test_a_watch_its_caller_lets_expire_is_logged_at_debug(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watch's deadline ends it as a matter of course: a debug line, not one per page."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.rpc")
+    watch = harness.stub.WatchDeliveries(
+        pb.WatchDeliveriesRequest(integration_id="web"), timeout=0.2
+    )
+    assert await watch.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(500):  # the server's observation ends a moment after the caller's
+        if _failed(caplog):
+            break
+        await asyncio.sleep(0.01)
+    assert _failed(caplog) == [(logging.DEBUG, WATCH, "DEADLINE_EXCEEDED", None)]
 
 
 async def test_health_and_reflection_are_observed_too(harness: Harness) -> None:
@@ -127,7 +165,7 @@ async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_tex
     keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug's exception reaches the caller as INTERNAL naming the request id, never its text."""
-    caplog.set_level(logging.INFO, logger="amperity_signal.rpc")
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.rpc")
     settings = settings_for(integration_dict(SANDBOX_URL, keys))
     service = build_server(settings, Deps(transport=_LeakyTransport()))
     await service.start()
@@ -148,6 +186,7 @@ async def test_an_unexpected_error_answers_internal_with_a_request_id_and_no_tex
     assert "RuntimeError" not in (error.details() or "")
     logged = [r for r in caplog.records if r.getMessage() == "rpc failed unexpectedly"]
     assert [r.exc_info and r.exc_info[0] for r in logged] == [RuntimeError]
+    assert _failed(caplog) == []  # logged once: no second line for the same failure
 
 
 async def test_an_unexpected_error_fails_its_own_stream_answer_not_the_stream(
@@ -226,7 +265,12 @@ async def test_unmapped_event_names_share_one_deliveries_label(harness: Harness)
         if sample.name.endswith("_total")
     }
     assert types == {"unmapped"}
-    delivered = {"integration": "web", "amperity_type": "unmapped", "outcome": "delivered"}
+    delivered = {
+        "integration": "web",
+        "amperity_type": "unmapped",
+        "outcome": "delivered",
+        "reason": "",
+    }
     assert registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 3
 
 

@@ -20,7 +20,12 @@ from tests.contract.test_contract import event
 
 def _deliveries(harness: Harness, outcome: str) -> float:
     """The deliveries counter of integration web's add_to_cart events with ``outcome``."""
-    labels = {"integration": "web", "amperity_type": "add_to_cart", "outcome": outcome}
+    labels = {
+        "integration": "web",
+        "amperity_type": "add_to_cart",
+        "outcome": outcome,
+        "reason": "",
+    }
     registry = harness.service.metrics.registry
     return registry.get_sample_value("amperity_signal_deliveries_total", labels) or 0.0
 

@@ -136,6 +136,7 @@ async def test_a_deliver_cancelled_while_waiting_for_a_rate_limit_slot_was_not_s
             integration="web",
             amperity_type="add_to_cart",
             outcome="cancelled",
+            reason="",
         )
         == 1
     )

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_failed_delivery_logs_one_json_line_with_its_ids(stack: Stack) -> None:
-    """A rejected delivery logs JSON with request_id, integration_id and message_id, no key."""
+    """A rejected delivery logs one JSON line with its ids and reason, no key, no rpc line."""
     sandbox = await stack.sandbox()
     service = await stack.service(sandbox, event_stream_id=REJECT_STREAM)
     sent = pb.Event(message_id=message_id(), type="page", anonymous_id="anon_logs")
@@ -28,5 +28,7 @@ async def test_a_failed_delivery_logs_one_json_line_with_its_ids(stack: Stack) -
     assert failure["message_id"] == sent.message_id
     assert failure["reason"] == "STREAM_REJECTING"
     assert len(failure["request_id"]) == 32
+    same_call = [line for line in lines if line.get("request_id") == failure["request_id"]]
+    assert same_call == [failure]
     text = service.process.log.read_text()
     assert service.keys.ingest not in text and service.keys.profile not in text

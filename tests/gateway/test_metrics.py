@@ -37,7 +37,7 @@ def _client(app: object) -> httpx.AsyncClient:
 async def test_metrics_exposes_the_registry_with_api_latency(service: RunningService) -> None:
     """/v1 calls, refused ones included, land in amperity_signal_gateway_seconds on /metrics."""
     metrics = Metrics()
-    metrics.deliveries.labels("web", "add_to_cart", "delivered").inc(3)
+    metrics.deliveries.labels("web", "add_to_cart", "delivered", "").inc(3)
     app = create_gateway_app(
         settings=gateway_settings(), grpc_target=service.target, metrics=metrics
     )
@@ -55,7 +55,7 @@ async def test_metrics_exposes_the_registry_with_api_latency(service: RunningSer
     count = "amperity_signal_gateway_seconds_count"
     assert samples[(count, frozenset({("route", "/v1/enrich"), ("status", "200")}))] == 1
     assert samples[(count, frozenset({("route", "/v1/enrich"), ("status", "400")}))] == 1
-    delivered = {("integration", "web"), ("amperity_type", "add_to_cart")}
+    delivered = {("integration", "web"), ("amperity_type", "add_to_cart"), ("reason", "")}
     key = ("amperity_signal_deliveries_total", frozenset({*delivered, ("outcome", "delivered")}))
     assert samples[key] == 3
 
@@ -67,7 +67,7 @@ async def test_metrics_of_one_process_has_no_created_series(service: RunningServ
     series doubled for a value nobody queries.
     """
     metrics = Metrics()
-    metrics.deliveries.labels("web", "add_to_cart", "delivered").inc()
+    metrics.deliveries.labels("web", "add_to_cart", "delivered", "").inc()
     metrics.retries.labels("web", "events", "timeout").inc()
     metrics.rpc_latency.labels("Deliver", "OK").observe(0.01)
     app = create_gateway_app(
@@ -127,7 +127,7 @@ async def test_metrics_aggregates_every_worker_in_multiprocess_mode(
     """With PROMETHEUS_MULTIPROC_DIR, /metrics sums what every worker process recorded."""
     worker = (
         "from amperity_signal.metrics import Metrics\n"
-        "Metrics().deliveries.labels('web', 'pageview', 'delivered').inc()\n"
+        "Metrics().deliveries.labels('web', 'pageview', 'delivered', '').inc()\n"
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for _ in range(2):
@@ -138,7 +138,12 @@ async def test_metrics_aggregates_every_worker_in_multiprocess_mode(
     )
     async with _client(app) as gateway:
         text = (await gateway.get("/metrics")).text
-    labels = {("integration", "web"), ("amperity_type", "pageview"), ("outcome", "delivered")}
+    labels = {
+        ("integration", "web"),
+        ("amperity_type", "pageview"),
+        ("outcome", "delivered"),
+        ("reason", ""),
+    }
     assert _samples(text)[("amperity_signal_deliveries_total", frozenset(labels))] == 2
 
 

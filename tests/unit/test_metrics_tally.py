@@ -123,14 +123,16 @@ def test_deliver_metrics_scrape_as_the_plain_counters_and_histogram() -> None:
     plain = CollectorRegistry()
     deliveries = Counter(
         "amperity_signal_deliveries",
-        "Events handled by Deliver, by integration, Amperity type and outcome.",
-        ["integration", "amperity_type", "outcome"],
+        "Events handled by Deliver, by integration, Amperity type, outcome and the reason "
+        "code of a failed or refused one.",
+        ["integration", "amperity_type", "outcome", "reason"],
         registry=plain,
     )
     calls = Counter(
         "amperity_signal_amperity_calls",
-        "HTTP requests made to Amperity, by integration, endpoint and status (0 = none).",
-        ["integration", "endpoint", "status"],
+        "HTTP requests made to Amperity, by integration, endpoint and status (0 = none, "
+        "with the reason it got none).",
+        ["integration", "endpoint", "status", "reason"],
         registry=plain,
     )
     latency = Histogram(
@@ -142,18 +144,24 @@ def test_deliver_metrics_scrape_as_the_plain_counters_and_histogram() -> None:
     )
     names = ("amperity_signal_deliveries", "amperity_signal_amperity_call")
     for n, (outcome, status, seconds) in enumerate(
-        [("delivered", "202", 0.004), ("failed", "503", 0.3), ("delivered", "202", 0.0005)] * 7
+        [("delivered", "202", 0.004), ("failed", "0", 0.3), ("delivered", "202", 0.0005)] * 7
     ):
-        metrics.deliveries.tally("web", "view_item", outcome).inc()
-        deliveries.labels("web", "view_item", outcome).inc()
-        metrics.partner_calls.tally("web", "events", status).inc()
-        calls.labels("web", "events", status).inc()
+        reason = "TIMEOUT" if outcome == "failed" else ""
+        metrics.deliveries.tally("web", "view_item", outcome, reason).inc()
+        deliveries.labels("web", "view_item", outcome, reason).inc()
+        metrics.partner_calls.tally("web", "events", status, reason).inc()
+        calls.labels("web", "events", status, reason).inc()
         metrics.partner_latency.tally("events").observe(seconds)
         latency.labels("events").observe(seconds)
         if n % 5 == 0:  # a scrape in between folds what was counted so far
             assert plain_lines(metrics.registry, names) == plain_lines(plain, names)
     assert plain_lines(metrics.registry, names) == plain_lines(plain, names)
-    delivered = {"integration": "web", "amperity_type": "view_item", "outcome": "delivered"}
+    delivered = {
+        "integration": "web",
+        "amperity_type": "view_item",
+        "outcome": "delivered",
+        "reason": "",
+    }
     assert metrics.registry.get_sample_value("amperity_signal_deliveries_total", delivered) == 14
 
 

@@ -46,11 +46,12 @@ from amperity_signal.amperity.retry import (
     Backoff,
     certificate_problem,
     is_unknown_host,
+    no_answer_reason,
     parse_retry_after,
 )
 from amperity_signal.config import IntegrationSettings
 from amperity_signal.errors import AmperityError
-from amperity_signal.metrics import Increments, Metrics, Observes
+from amperity_signal.metrics import NO_REASON, Increments, Metrics, Observes
 from amperity_signal.tenant_hosts import is_amperity_host
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ class RetryingCaller:
         self._host = httpx.URL(base_url).host or base_url
         self._base_path = httpx.URL(base_url).path.rstrip("/")
         self._limiter_key = limiter_key(integration)
-        self._children: dict[tuple[str, int], tuple[Increments, Observes]] = {}
+        self._children: dict[tuple[str, int, str], tuple[Increments, Observes]] = {}
 
     def _vendor_call(
         self, request: VendorRequest, status: int, attempts: int, started: float
@@ -614,7 +615,7 @@ class RetryingCaller:
                 response = self._cut_off(request, answer, outgoing, exc)
                 self._record(endpoint, response.status_code, started)
                 return response
-            self._record(endpoint, 0, started)
+            self._record(endpoint, 0, started, no_answer_reason(exc))
             # Sent without an answer (a connection that failed to open sent nothing).
             if progress.stage is Stage.SENDING and not isinstance(
                 exc, httpx.ConnectError | httpx.ConnectTimeout
@@ -624,7 +625,7 @@ class RetryingCaller:
         except asyncio.CancelledError:
             # The caller gave up (its RPC was cancelled or ran out of time) during the
             # attempt: it counts, without an answer; ``progress`` says whether it had left.
-            self._record(endpoint, 0, started)
+            self._record(endpoint, 0, started, "CANCELLED")
             raise
         self._record(endpoint, response.status_code, started)
         return response
@@ -682,15 +683,16 @@ class RetryingCaller:
         )
         return _without_body(answer, outgoing, OVERSIZED, body)
 
-    def _record(self, endpoint: str, status: int, started: float) -> None:
-        children = self._children.get((endpoint, status))
+    def _record(self, endpoint: str, status: int, started: float, reason: str = NO_REASON) -> None:
+        children = self._children.get((endpoint, status, reason))
         if children is None:
             metrics = self._metrics
+            labels = (self._integration.id, endpoint, str(status), reason)
             children = (
-                metrics.partner_calls.tally(self._integration.id, endpoint, str(status)),
+                metrics.partner_calls.tally(*labels),
                 metrics.partner_latency.tally(endpoint),
             )
-            self._children[endpoint, status] = children
+            self._children[endpoint, status, reason] = children
         children[0].inc()
         children[1].observe(max(0.0, self._clock() - started))
 

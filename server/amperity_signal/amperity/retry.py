@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
+import httpx
+
 # 429 and every 5xx ("temporary, retry with backoff" in the ingest table), except the two a
 # retry cannot change: 501 Not Implemented and 505 HTTP Version Not Supported. Also 408
 # (the notes are silent on it): the server, or a load balancer in front of it, gave up
@@ -114,6 +116,46 @@ def is_unknown_host(exc: BaseException) -> bool:
         if any(fragment in text for fragment in _DNS_NOT_FOUND_TEXT):
             return True
     return False
+
+
+NO_ANSWER_REASONS = frozenset(
+    {
+        "PROXY_FAILED",
+        "TENANT_HOST_NOT_FOUND",
+        "CONNECT_TIMEOUT",
+        "TIMEOUT",
+        "TLS_REFUSED",
+        "CONNECT_FAILED",
+        "CONNECTION_LOST",
+        "CANCELLED",
+    }
+)
+"""Every reason ``no_answer_reason`` gives (and ``CANCELLED``: the caller gave up)."""
+
+
+# One return per kind: the function is the table, read top to bottom.
+def no_answer_reason(exc: BaseException) -> str:  # noqa: PLR0911
+    """Why a request got no answer, as the ``amperity_calls`` metric's ``reason``.
+
+    The outbound proxy failed (``PROXY_FAILED``), DNS has no such host
+    (``TENANT_HOST_NOT_FOUND``), connecting timed out (``CONNECT_TIMEOUT``), the request or
+    its answer did (``TIMEOUT``), the host's certificate was refused (``TLS_REFUSED``), the
+    connection could not be opened (``CONNECT_FAILED``: refused, unreachable) or broke
+    once it was (``CONNECTION_LOST``).
+    """
+    if isinstance(exc, httpx.ProxyError):
+        return "PROXY_FAILED"
+    if is_unknown_host(exc):
+        return "TENANT_HOST_NOT_FOUND"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "CONNECT_TIMEOUT"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return "TIMEOUT"
+    if certificate_problem(exc) is not None:
+        return "TLS_REFUSED"
+    if isinstance(exc, httpx.ConnectError):
+        return "CONNECT_FAILED"
+    return "CONNECTION_LOST"
 
 
 def certificate_problem(exc: BaseException) -> str | None:

@@ -22,6 +22,7 @@ from amperity_signal.logs import request_id_var
 from amperity_signal.metrics import Metrics
 from amperity_signal.service.inflight import CallsInFlight
 from amperity_signal.service.status import (
+    ANSWERED_WITH,
     PIPELINE_KEY_METADATA,
     REQUEST_ID_METADATA,
     to_grpc_status,
@@ -29,6 +30,13 @@ from amperity_signal.service.status import (
 )
 
 log = logging.getLogger("amperity_signal.rpc")
+
+CALLER_CAUSED = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "CANCELLED"})
+"""Codes the caller brings about (a bad request, an unknown key, hanging up): logged at debug.
+
+Any visitor can cause them through the gateway's public routes, each page that closes
+its Live Events does, and the caller already holds the status with its fix.
+"""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -108,7 +116,8 @@ class ObservedRegistration:
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _wrap(handler, _Observed(self._metrics, method, self._calls))
+        observed = _Observed(self._metrics, method, self._calls, streams=handler.response_streaming)
+        wrapped = _wrap(handler, observed)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
@@ -228,12 +237,19 @@ def _new_request_id() -> str:
 
 
 class _Observed:
-    """One method's observation: request id in, latency and outcome out."""
+    """One method's observation: request id in, latency and outcome out.
 
-    def __init__(self, metrics: Metrics, method: str, calls: CallsInFlight) -> None:
+    ``streams``: the method answers with a stream (a watch, DeliverStream), which its
+    caller's deadline ends as a matter of course.
+    """
+
+    def __init__(
+        self, metrics: Metrics, method: str, calls: CallsInFlight, *, streams: bool = False
+    ) -> None:
         self._metrics = metrics
         self._method = method
         self._calls = calls
+        self._streams = streams
         self._latency: dict[str, Any] = {}
 
     def wrap(self, inner: Any, *, streamed: bool = False) -> Any:
@@ -318,7 +334,7 @@ class _Observed:
             exc_info=error,
             extra={"method": self._method, "code": "INTERNAL"},
         )
-        await context.abort_with_status(to_grpc_status(unexpected_failure()))
+        await context.abort_with_status(to_grpc_status(unexpected_failure(), logged=True))
 
     def _begin(self, context: Context) -> float:
         # The call's metadata, read once: its request id, and its pipeline key for
@@ -356,4 +372,25 @@ class _Observed:
             child = self._latency[name] = self._metrics.rpc_latency.tally(self._method, name)
         child.observe(elapsed)
         if name != "OK":
-            log.info("rpc failed", extra={"method": self._method, "code": name})
+            self._failed(name)
+
+    def _failed(self, code: str) -> None:
+        """Log the ``rpc failed`` line with the reason code: one line per failure.
+
+        None for a failure logged already where it was met (``to_grpc_status``'s
+        ``logged``); what the caller caused (``CALLER_CAUSED``, or the deadline of a call
+        answering with a stream) at debug; the rest at info.
+        """
+        answered = ANSWERED_WITH.get()
+        if answered is not None:
+            ANSWERED_WITH.set(None)  # the next call in this context starts without it
+        reason, logged = answered or ("", False)
+        if logged:
+            return
+        caused = code in CALLER_CAUSED or (self._streams and code == "DEADLINE_EXCEEDED")
+        level = logging.DEBUG if caused else logging.INFO
+        if log.isEnabledFor(level):
+            extra = {"method": self._method, "code": code}
+            if reason:
+                extra["reason"] = reason
+            log.log(level, "rpc failed", extra=extra)

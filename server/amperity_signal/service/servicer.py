@@ -27,6 +27,7 @@ from amperity_signal.errors import (
     InvalidFields,
     MalformedRequest,
     ServiceStopping,
+    UnknownIntegration,
 )
 from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 from amperity_signal.logs import integration_id_var, message_id_var, scrub_forms
@@ -182,8 +183,12 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
     ) -> pb.DeliverResponse:
         """Deliver one event; OK only after Amperity accepted it."""
         try:
-            integration = self._integration(request.integration_id, pipeline_key_of(context))
-            return await self._deliver(integration, request.event, self._deadline(context))
+            return await self._deliver(
+                request.integration_id,
+                pipeline_key_of(context),
+                request.event,
+                self._deadline(context),
+            )
         except AmperitySignalError as error:
             await context.abort_with_status(to_grpc_status(error))
             raise  # unreachable: abort raises
@@ -292,10 +297,13 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         pipeline_key: str,
     ) -> pb.DeliverStreamResponse:
         try:
-            if not request.event.message_id:
-                raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
-            integration = self._integration(request.integration_id, pipeline_key)
-            result = await self._deliver(integration, request.event, self._deadline(context))
+            result = await self._deliver(
+                request.integration_id,
+                pipeline_key,
+                request.event,
+                self._deadline(context),
+                streamed=True,
+            )
         except AmperitySignalError as error:
             return pb.DeliverStreamResponse(
                 message_id=request.event.message_id, error=to_delivery_error(error)
@@ -419,7 +427,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> Integration:
         """The integration of a page's call: by id, or by the key in the request or metadata."""
-        return self._registry.get(
+        return self._integration(
             request.integration_id, request.pipeline_key or pipeline_key_of(context)
         )
 
@@ -438,17 +446,36 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         return self._clock() + max(budget - 0.05, 0.0)
 
     async def _deliver(
-        self, integration: Integration, event_pb: pb.Event, deadline: float
+        self,
+        integration_id: str,
+        pipeline_key: str,
+        event_pb: pb.Event,
+        deadline: float,
+        *,
+        streamed: bool = False,
     ) -> pb.DeliverResponse:
-        message_id = event_pb.message_id or str(uuid.uuid4())
-        message_id_var.set(message_id)
-        # The spec's payload always carries both; the HTTP gateway fills them the same way.
-        event = checked_event_dict(
-            event_pb,
-            max_bytes=self._max_bytes,
-            message_id=message_id,
-            received_at=None if event_pb.HasField("timestamp") else convert.now_utc(),
-        )
+        """Deliver one event of a Deliver (or, ``streamed``, a DeliverStream) call.
+
+        An event refused before delivery (no such integration, an invalid event) is counted
+        as refused: its integration's id, or none when the call named no configured one.
+        """
+        integration: Integration | None = None
+        try:
+            integration = self._integration(integration_id, pipeline_key)
+            if streamed and not event_pb.message_id:
+                raise InvalidEvent([MESSAGE_ID_REQUIRED_ON_STREAMS])
+            message_id = event_pb.message_id or str(uuid.uuid4())
+            message_id_var.set(message_id)
+            # The spec's payload always carries both; the HTTP gateway fills them the same way.
+            event = checked_event_dict(
+                event_pb,
+                max_bytes=self._max_bytes,
+                message_id=message_id,
+                received_at=None if event_pb.HasField("timestamp") else convert.now_utc(),
+            )
+        except (InvalidFields, UnknownIntegration) as error:
+            self._delivery.refused("" if integration is None else integration.id, error)
+            raise
         delivered = await self._delivery.deliver(integration, event, deadline=deadline)
         return delivered_to_proto(delivered)
 

@@ -8,6 +8,7 @@ retrying later can help (AIP-193).
 from __future__ import annotations
 
 import collections
+import contextvars
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from grpc_status import rpc_status
 from amperity_signal.errors import (
     DOMAIN,
     AmperityAuthError,
+    AmperityError,
     AmperityMisconfigured,
     AmperityRejected,
     AmperitySignalError,
@@ -107,13 +109,30 @@ class _Status(
     """A ``grpc.Status``, built as ``grpc_status.rpc_status`` builds its own."""
 
 
-def to_grpc_status(error: AmperitySignalError) -> grpc.Status:
+ANSWERED_WITH: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.ContextVar(
+    "answered_with", default=None
+)
+"""The reason code the current call is aborted with, and whether that failure is logged.
+
+Set by ``to_grpc_status``, read (and cleared) by the call's observation, which writes the
+``rpc failed`` line with the reason, or none when the failure is logged already.
+"""
+
+
+def to_grpc_status(error: AmperitySignalError, *, logged: bool | None = None) -> grpc.Status:
     """The status to abort an RPC with (``context.abort_with_status``).
 
     Aborting replaces the trailing metadata the call had, so the call's request id is put
     back beside the status details: a failed call answers it as a successful one does, and
     the caller can find the failure's log line by it.
+
+    ``logged``: whether the failure has a log line already, so the call's observation
+    writes none. By default an ``AmperityError`` has one, written where it was met with
+    its advice (``delivery failed``; enrichment's failures never end a call).
     """
+    ANSWERED_WITH.set(
+        (error.reason, isinstance(error, AmperityError) if logged is None else logged)
+    )
     return _with_request_id(to_status_proto(error))
 
 
@@ -134,6 +153,7 @@ def unknown_health_service(service: str, known: Iterable[str]) -> grpc.Status:
         f"no health status for service {service[:200]!r}; ask for one of {names} "
         "('' is the whole server)"
     )
+    ANSWERED_WITH.set((info.reason, False))
     return _with_request_id(
         status_pb2.Status(
             code=grpc.StatusCode.NOT_FOUND.value[0], message=message, details=[packed]

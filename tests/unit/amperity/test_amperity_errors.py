@@ -378,7 +378,7 @@ async def test_every_request_is_counted_by_endpoint_and_status(
     with pytest.raises(AmperityUnavailable):
         await _lookup(make_client(Answer(502), clock=time.clock, sleep=time.sleep))
 
-    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "502"}
+    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "502", "reason": ""}
     assert metrics.registry.get_sample_value("amperity_signal_amperity_calls_total", labels) == 4
     retried = {"integration": "acme-web", "endpoint": "lookup", "cause": "502"}
     assert metrics.registry.get_sample_value("amperity_signal_amperity_retries_total", retried) == 3
@@ -611,7 +611,10 @@ async def test_a_401_naming_when_the_key_expired_has_the_date_in_its_metadata(
 async def test_a_request_its_caller_cancels_is_counted_without_an_answer(
     make_client: ClientFactory, metrics: Metrics
 ) -> None:
-    """A request in flight when its caller is cancelled counts in partner_calls as status 0."""
+    """A request in flight when its caller is cancelled counts in partner_calls as status 0.
+
+    Its reason says the caller gave up: not a failure of Amperity's or of the network.
+    """
     sent = asyncio.Event()
 
     async def hang(request: httpx.Request) -> httpx.Response:
@@ -624,7 +627,7 @@ async def test_a_request_its_caller_cancels_is_counted_without_an_answer(
     lookup.cancel()
     with pytest.raises(asyncio.CancelledError):
         await lookup
-    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "0"}
+    labels = {"integration": "acme-web", "endpoint": "lookup", "status": "0", "reason": "CANCELLED"}
     assert metrics.registry.get_sample_value("amperity_signal_amperity_calls_total", labels) == 1
     assert (
         metrics.registry.get_sample_value(

@@ -23,7 +23,7 @@ from amperity_signal.redis_advice import redis_failure
 from amperity_signal.redis_scripting import SERVICE_SCRIPTS, check_redis_scripting
 from tests.unit.cli_support import integration
 
-from .redis_support import RedisProcess
+from .redis_support import RedisProcess, free_port
 
 PASSWORD = "noscript-canary-5a1f"
 # How long the checks against the real redis-server wait for it: a refusal must never pass
@@ -106,9 +106,66 @@ async def test_a_user_with_scripting_passes_and_has_the_scripts_loaded(
         await client.aclose()
 
 
-async def test_a_redis_that_does_not_answer_is_left_to_the_start_up_probe() -> None:
-    """No Redis at the URL is not this check's problem: serve starts and warns as before."""
-    assert await check_redis_scripting("redis://127.0.0.1:1/0") == redis_scripting.ScriptingCheck()
+async def test_a_redis_that_cannot_be_reached_is_named_without_being_a_problem() -> None:
+    """No Redis at the URL stops nothing: the check names it, with the start-up ping's advice."""
+    url = f"redis://noscript:{PASSWORD}@127.0.0.1:{free_port()}/0"
+
+    found = await check_redis_scripting(url)
+
+    assert (found.problem, found.warning, found.credentials) == (None, None, None)
+    assert found.unreachable is not None
+    assert "Redis cannot be reached (ConnectionError)" in found.unreachable
+    assert PASSWORD not in found.unreachable and "noscript" not in found.unreachable
+
+
+WRONG_PASSWORD = "wrong-canary-77c2"
+
+
+@pytest.fixture
+def wrong_password(users: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A configuration whose redis_url has a password the real Redis refuses."""
+    monkeypatch.setattr(redis_scripting, "CHECK_SECONDS", ANSWER_SECONDS)
+    return cli_config(tmp_path, users["scripter"].replace(PASSWORD, WRONG_PASSWORD))
+
+
+def test_check_config_refuses_a_password_redis_refuses_naming_redis_url(
+    wrong_password: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong password is a setting to change: check-config exits 2 with serve's advice."""
+    assert main(["check-config", "--config", str(wrong_password)]) == 2
+
+    printed = capsys.readouterr()
+    assert "config OK" not in printed.out
+    assert "cache.redis_url: the Redis at redis://127.0.0.1:" in printed.err
+    assert (
+        "Redis refused the credentials (AuthenticationError): check the user and password in "
+        "cache.redis_url"
+    ) in printed.err
+    assert WRONG_PASSWORD not in printed.out + printed.err
+    assert "Traceback" not in printed.err
+
+
+def test_serve_starts_with_a_password_redis_refuses_and_leaves_it_to_its_ping(
+    wrong_password: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused login does not stop serve: deliveries need no Redis, and its ping warns."""
+    monkeypatch.setattr("amperity_signal.commands.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("amperity_signal.runner.run_service", lambda *a, **k: 0)
+
+    assert main(["serve", "--no-gateway", "--config", str(wrong_password)]) == 0
+
+
+def test_check_config_warns_that_a_redis_it_cannot_reach_was_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis down at check time may be up at serve time: a warning with the advice, exit 0."""
+    port = free_port()
+    config = cli_config(tmp_path, f"redis://noscript:{PASSWORD}@127.0.0.1:{port}/0")
+
+    assert (
+        f"warning: could not check the Redis at redis://127.0.0.1:{port}/0 (cache.redis_url): "
+        "Redis cannot be reached (ConnectionError): check that redis-server is running"
+    ) in passed_check_config(config, capsys)
 
 
 async def test_a_redis_that_never_answers_is_a_warning_naming_it_without_credentials(
@@ -137,15 +194,19 @@ def test_check_config_warns_that_a_redis_too_slow_to_answer_was_not_checked(
     monkeypatch.setattr(redis_scripting, "CHECK_SECONDS", 0.05)
     config = cli_config(tmp_path, f"redis://noscript:{PASSWORD}@127.0.0.1:{silent_port}/0")
 
-    assert main(["check-config", "--config", str(config)]) == 0
-
-    printed = capsys.readouterr()
     assert (
         f"warning: could not check that the Redis at redis://127.0.0.1:{silent_port}/0 "
         "(cache.redis_url) lets the service run its Lua scripts"
-    ) in printed.out
+    ) in passed_check_config(config, capsys)
+
+
+def passed_check_config(config: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """What check-config prints for ``config``, once it passed (exit 0, OK, no credentials)."""
+    assert main(["check-config", "--config", str(config)]) == 0
+    printed = capsys.readouterr()
     assert "config OK" in printed.out
-    assert PASSWORD not in printed.out + printed.err
+    assert PASSWORD not in printed.out + printed.err and "noscript" not in printed.out
+    return printed.out
 
 
 def test_serve_logs_that_a_redis_too_slow_to_answer_was_not_checked_and_starts(

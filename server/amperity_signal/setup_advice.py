@@ -7,7 +7,7 @@ never exposes attributes to pages, say). ``check-config`` prints them as warning
 
 from __future__ import annotations
 
-from amperity_signal.amperity.ratelimit import process_share
+from amperity_signal.amperity.ratelimit import process_share, shares_together
 from amperity_signal.config import IntegrationSettings, Settings
 from amperity_signal.config_values import quoted
 
@@ -101,10 +101,9 @@ def rate_limit_warnings(settings: Settings, integration: IntegrationSettings) ->
     return [
         f"integration {integration.id}: rate_limit_per_second = {limit} is less than the "
         f"{workers} worker processes ([server] workers or serve --workers), which share no "
-        f"limit without Redis: each keeps {share.describe()}, so the tenant gets {limit} "
-        f"requests/s over every {share.window:.3g} s, but up to {workers} can reach Amperity "
-        'in the same second. Set [cache] backend = "redis" to share one limit across the '
-        f"workers, or run at most {limit} worker{'s' if limit > 1 else ''}."
+        f"limit without Redis: each keeps {share.describe()}, so Amperity gets "
+        f'{shares_together(limit, workers)}. Set [cache] backend = "redis" to share one '
+        f"limit across the workers, or run at most {limit} worker{'s' if limit > 1 else ''}."
     ]
 
 

@@ -43,8 +43,7 @@ def test_fewer_requests_a_second_than_workers_is_told_with_the_share_and_the_fix
         "integration web: rate_limit_per_second = 2 is less than the 4 worker processes"
     )
     assert "each keeps 1 request every 2 s" in warning
-    assert "the tenant gets 2 requests/s over every 2 s" in warning
-    assert "up to 4 can reach Amperity in the same second" in warning
+    assert "so Amperity gets 2 requests/s over every 2 s, but up to 4 in the same second" in warning
     assert 'Set [cache] backend = "redis"' in warning and "at most 2 workers." in warning
 
 

@@ -143,6 +143,21 @@ def process_share(limit: int, processes: int) -> Share:
     return Share(1, WINDOW_SECONDS * processes / limit)
 
 
+def shares_together(limit: int, processes: int) -> str:
+    """What ``processes`` shares of ``limit`` let through in all, in words.
+
+    E.g. ``at most 500 requests/s``, or, with fewer requests a second than processes,
+    ``2 requests/s over every 2 s, but up to 4 in the same second``.
+    """
+    share = process_share(limit, processes)
+    if share.window == WINDOW_SECONDS:
+        return f"at most {limit} requests/s"
+    return (
+        f"{limit} requests/s over every {share.window:.3g} s, but up to {processes} in the "
+        "same second"
+    )
+
+
 @dataclass(frozen=True)
 class _Held:
     """A granted slot: its member in the Redis sorted set, or None for a local slot."""
@@ -451,8 +466,8 @@ class RedisRateLimiter(_QueuedLimiter):
         else:
             kept = (
                 f"at {self._local_share(limit).describe()} in each of this "
-                f"replica's {self._processes} worker processes (together at most {limit} "
-                "requests/s)"
+                f"replica's {self._processes} worker processes (together "
+                f"{shares_together(limit, self._processes)})"
             )
         return (
             f"{kept}; other replicas are not counted, so N replicas can send up to N times "

@@ -28,7 +28,7 @@ from amperity_signal.errors import (
     AmperityRejected,
     AmperityUnavailable,
 )
-from amperity_signal.logs import encoded_forms, scrub_forms
+from amperity_signal.logs import SCRUB_MIN_LENGTH, encoded_forms, scrub_forms
 from amperity_signal.tenant_hosts import tenant_base_url
 
 _REDACTED = "[REDACTED]"
@@ -114,7 +114,7 @@ class Scrubber:
 
     def __init__(self, integration: IntegrationSettings, also: Iterable[str] = ()) -> None:
         others = list(also)
-        jwts = (s for s in others if _JWT.fullmatch(s))
+        jwts = (s for s in others if len(s) >= SCRUB_MIN_LENGTH and _JWT.fullmatch(s))
         keys = list(dict.fromkeys([*(s for s in _secrets(integration) if s), *jwts]))
         forms = {form for key in keys for form in (key, *encoded_forms(key))}
         ordered = sorted(forms.union(scrub_forms(others)), key=len, reverse=True)

@@ -228,3 +228,19 @@ async def test_a_proxy_hosts_name_in_a_profile_is_left_its_credentials_are_not(
         "Note": "see the internalnetwork status page",
         "Echo": f"via {REDACTED}",
     }
+
+
+async def test_a_secret_too_short_to_scrub_is_left_even_when_shaped_like_a_jwt(
+    make_client: ClientFactory,
+) -> None:
+    """Under ``logs.SCRUB_MIN_LENGTH`` a secret is left alone, dotted in three like a JWT or not.
+
+    Replacing "a.b.c" would replace any such text in every profile; config already refuses
+    a key that short, so only a word of the profile would be lost.
+    """
+    attributes = {"Version": "app a.b.c build short", "Tier": "Gold"}
+    client = make_client(_echoing(lambda _: attributes), redact=["a.b.c", "short"])
+    profile = await client.get_profile("p-123", deadline=None)
+
+    assert profile is not None
+    assert profile.attributes == attributes

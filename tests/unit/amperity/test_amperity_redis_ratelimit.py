@@ -326,4 +326,6 @@ async def test_unreachable_redis_falls_back_to_each_workers_share_not_the_full_l
     (warning,) = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert "full limit" not in warning
     assert "1 request every 2 s in each of this replica's 4 worker processes" in warning
+    # Not "together at most 2 requests/s": 4 may still arrive in one second.
+    assert "(together 2 requests/s over every 2 s, but up to 4 in the same second)" in warning
     assert "other replicas are not counted" in warning

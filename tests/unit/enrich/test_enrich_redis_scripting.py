@@ -148,7 +148,11 @@ def test_check_config_refuses_a_password_redis_refuses_naming_redis_url(
 def test_serve_starts_with_a_password_redis_refuses_and_leaves_it_to_its_ping(
     wrong_password: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A refused login does not stop serve: deliveries need no Redis, and its ping warns."""
+    """A refused login does not stop serve, as it stops check-config: deliveries need no Redis.
+
+    serve's own start-up ping names the refused credentials instead (tested in
+    tests/e2e/test_enrich_redis.py, ``test_a_redis_that_refuses_or_is_down_is_named_at_start``).
+    """
     monkeypatch.setattr("amperity_signal.commands.configure_logging", lambda *a, **k: None)
     monkeypatch.setattr("amperity_signal.runner.run_service", lambda *a, **k: 0)
 

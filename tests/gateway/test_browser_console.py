@@ -9,12 +9,14 @@ page. The success path says nothing, and no line quotes the pipeline key.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .test_datafly_js import ENRICH_TIMEOUT_MS, SEND_TIMEOUT_MS, run_datafly
 
+CLIENT_TESTDATA = Path(__file__).parents[2] / "clients" / "testdata"
 KEY = "pk_console_f1_7d2a"
 # The timers the harness holds (they fire only when a scenario says): the timeouts the
 # options below set too, so that a lookup answers before them.
@@ -402,3 +404,35 @@ def test_a_consent_the_gateway_never_recorded_is_told_once() -> None:
             f"only, a grant not at all. {ONCE}",
         )
     ]
+
+
+def test_init_takes_and_refuses_the_pipeline_keys_the_clients_do() -> None:
+    """The shared cases (clients/testdata/pipeline_keys.json), as the Python and Node clients.
+
+    The gateway's rule, checked a fourth time in the page: a key the clients take says
+    nothing, one they refuse gets the error line, its length counted in characters as the
+    clients count it (a character outside the BMP is one, not two UTF-16 units).
+    """
+    cases = json.loads((CLIENT_TESTDATA / "pipeline_keys.json").read_text("utf-8"))["cases"]
+    keys = [case["key"] * case.get("times", 1) for case in cases]
+    scenario = (
+        _LISTEN
+        + f"""
+      const told = [];
+      for (const key of {json.dumps(keys)}) {{
+        said.length = 0;
+        createDatafly().init({{ pipelineKey: key, endpoint: {json.dumps(BASE)} }});
+        told.push(said.filter(([, text]) => text.includes('pipelineKey')));
+      }}
+      return told;
+    """
+    )
+    told = run_datafly(scenario, [])["result"]
+    assert len(told) == len(cases)
+    for case, key, lines in zip(cases, keys, told, strict=True):
+        if case["refused"] is None:
+            assert lines == [], case["name"]
+        else:
+            ((level, text),) = lines
+            assert level == "error", case["name"]
+            assert f"this one ({len(key)} characters) is not" in text, case["name"]

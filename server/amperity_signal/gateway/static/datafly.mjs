@@ -166,7 +166,7 @@ function checkedKey(value) {
   }
   if (!/^[\x21-\x7e]{1,200}$/.test(value)) {
     tellInit('error', `pipelineKey must be 1-200 printable ASCII characters without spaces, as `
-      + `the integration's pipeline_key is; this one (${value.length} characters) is not, and `
+      + `the integration's pipeline_key is; this one (${[...value].length} characters) is not, and `
       + 'the gateway will refuse it');
   }
   return value;

@@ -80,14 +80,16 @@ def test_a_worker_killed_while_serving_is_logged_and_replaced_at_once(
     supervisor = Supervisor(workers, 2, metrics_dir=metrics_dir)
     with caplog.at_level(logging.INFO, logger=SERVER_LOG), ThreadPoolExecutor(1) as pool:
         running = pool.submit(supervisor.run)
-        ready = wait_until_logged(caplog, "ready")
-        killed = workers.started[0].pid
-        assert killed is not None
-        os.kill(killed, signal.SIGKILL)
-        replaced = wait_until_logged(caplog, "replacement worker ready")
-        gauge, counter = supervised.metrics_files(metrics_dir, killed)
-        assert not gauge.exists() and counter.exists()
-        supervisor.terminate()
+        try:
+            ready = wait_until_logged(caplog, "ready")
+            killed = workers.started[0].pid
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            replaced = wait_until_logged(caplog, "replacement worker ready")
+            gauge, counter = supervised.metrics_files(metrics_dir, killed)
+            assert not gauge.exists() and counter.exists()
+        finally:  # a failure too ends the supervisor's thread, which the pool waits for
+            supervisor.terminate()
         status = running.result(WAIT_SECONDS)
     assert status == 0
     assert (ready.__dict__["workers"], ready.__dict__["grpc_address"]) == (2, "127.0.0.1:50051")

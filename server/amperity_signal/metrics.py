@@ -131,7 +131,7 @@ class Metrics:
             "1 while the integration's profile breaker stops partner calls.",
             ["integration"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.enrichment_degraded = Counter(
             "amperity_signal_enrichment_degraded",

@@ -1,14 +1,16 @@
 """Running the service as a process: one event loop per core, graceful on SIGTERM/SIGINT.
 
 ``--workers N`` starts N processes that each bind the same gRPC and gateway addresses with
-SO_REUSEPORT, so the kernel spreads connections across them. ``--handoff`` binds so in one
-process too, and lets a service join the ports of one already listening with SO_REUSEPORT:
-the new one starts, the old one is stopped (README, "Rotating keys and certificates").
+SO_REUSEPORT, so the kernel spreads connections across them; the parent replaces one that
+dies (``supervisor``). ``--handoff`` binds so in one process too, and lets a service join
+the ports of one already listening with SO_REUSEPORT: the new one starts, the old one is
+stopped (README, "Rotating keys and certificates").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -16,10 +18,9 @@ import os
 import shutil
 import signal
 import sys
-import threading
-from collections.abc import Sequence
-from multiprocessing.connection import wait
-from multiprocessing.queues import SimpleQueue
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 import uvloop
 
@@ -39,26 +40,17 @@ from amperity_signal.service.app import (
     probe_redis,
     report_configuration,
 )
-from amperity_signal.workers import (
-    ALONE,
-    METRICS_DIRS,
-    Place,
-    exit_status,
-    make_workers_dir,
-    stop_when_orphaned,
+from amperity_signal.supervisor import (
+    EXIT_CANNOT_LISTEN,
+    FORCE_SIGNAL,
+    ListenFailed,
+    Ready,
+    Supervisor,
 )
+from amperity_signal.workers import ALONE, METRICS_DIRS, Place, make_workers_dir, stop_when_orphaned
 
 log = logging.getLogger("amperity_signal.server")
 
-# A worker that could not start exits with this (the CLI's exit code for a bad setting).
-EXIT_CANNOT_LISTEN = 2
-# How long a `serve --workers` parent interrupted twice lets its workers end their own
-# forced stop before it kills those still running.
-FORCE_SECONDS = 2.0
-# What a `serve --workers` parent interrupted twice sends its workers: stop now, as a second
-# Ctrl-C would. A terminal's Ctrl-C reaches them too, but a SIGINT sent to the parent alone
-# did not, and they were killed with their requests in flight, none of them answered.
-FORCE_SIGNAL = signal.SIGUSR1
 NO_RELOAD = (
     "SIGHUP ignored: serve reads its configuration only at start. To apply a new key, "
     "certificate or setting without dropping calls, start a second serve --handoff with "
@@ -121,72 +113,24 @@ def run_service(
     # TLS local socket's, and swept alike when a killed service left it.
     workers_dir = make_workers_dir(workers) if gateway else None
     context = multiprocessing.get_context("spawn")
-    failures: SimpleQueue[str] = context.SimpleQueue()
-    processes = [
-        context.Process(
-            target=_worker,
-            args=(
-                settings,
-                gateway,
-                failures,
-                logging.getLogger().level,
-                Place(workers_dir, n, os.getpid()),
-            ),
-            name=f"worker-{n}",
+    level = logging.getLogger().level
+
+    def make_worker(n: int, reports: Connection) -> BaseProcess:
+        place = Place(workers_dir, n, os.getpid())
+        return context.Process(
+            target=_worker, args=(settings, gateway, reports, level, place), name=f"worker-{n}"
         )
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
 
-    stopped = False
-    interrupts = 0
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopped
-        stopped = True
-        for process in processes:
-            if process.is_alive():
-                process.terminate() if signum == signal.SIGTERM else process.kill()
-
-    def interrupted(*_: object) -> None:
-        # A second Ctrl-C forces the stop: each worker is told to cut its own calls and
-        # requests (FORCE_SIGNAL); one that has not ended FORCE_SECONDS later is killed.
-        nonlocal interrupts
-        interrupts += 1
-        forward(signal.SIGTERM, None)
-        if interrupts == 2:
-            _force(processes)
-            kill = threading.Timer(FORCE_SECONDS, forward, (signal.SIGKILL, None))
-            kill.daemon = True
-            kill.start()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, interrupted)
+    supervisor = Supervisor(make_worker, workers, metrics_dir=metrics_dir)
+    signal.signal(signal.SIGTERM, supervisor.terminate)
+    signal.signal(signal.SIGINT, supervisor.interrupt)
     signal.signal(signal.SIGHUP, _no_reload)
-    running = list(processes)
-    while running:
-        wait([process.sentinel for process in running])
-        for process in [p for p in running if not p.is_alive()]:
-            running.remove(process)
-            if process.exitcode == EXIT_CANNOT_LISTEN:
-                # The others fail alike, or would serve on with only some of the workers.
-                forward(signal.SIGTERM, None)
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    if workers_dir is not None:
-        shutil.rmtree(workers_dir, ignore_errors=True)
-    if not failures.empty():
-        # Every worker that failed reports the same address: say it once, as one process.
-        raise CannotListen(failures.get())
-    status = exit_status([p.exitcode or 0 for p in processes], stopped=stopped)
-    return max(status, EXIT_FORCED) if interrupts >= 2 else status
-
-
-def _force(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Tell the workers still running to stop now (``FORCE_SIGNAL``)."""
-    for process in processes:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, FORCE_SIGNAL)
+    try:
+        return supervisor.run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if workers_dir is not None:
+            shutil.rmtree(workers_dir, ignore_errors=True)
 
 
 def _no_reload(*_: object) -> None:
@@ -194,20 +138,35 @@ def _no_reload(*_: object) -> None:
     log.warning(NO_RELOAD, extra={"pid": os.getpid()})
 
 
+def _ready_alone(ready: Ready) -> None:
+    """A service serving alone says itself that it is ready (under --workers, the parent)."""
+    ready.log_ready(workers=1)
+
+
 def _worker(
     settings: Settings,
     gateway: bool,
-    failures: SimpleQueue[str],
+    reports: Connection,
     log_level: int,
     workers: Place,
 ) -> None:
+    """A ``serve --workers`` worker: it reports to its parent once it serves, or cannot."""
     # A spawned process starts with no logging configured: without this, its lines would go
     # to logging's last resort, unformatted, unscrubbed of secrets, warnings only.
     configure_logging(logging.getLevelName(log_level), secrets=settings.secret_values())
+
+    def report(ready: Ready | ListenFailed) -> None:
+        # A parent gone (SIGKILL) reads nothing: the worker stops by itself all the same
+        # (``stop_when_orphaned``), without a traceback for the report it could not send.
+        with contextlib.suppress(OSError):
+            reports.send(ready)
+
     try:
-        status = _run(settings, gateway, reuse_port=True, report=False, workers=workers)
+        status = _run(
+            settings, gateway, reuse_port=True, report=False, workers=workers, ready=report
+        )
     except CannotListen as error:
-        failures.put(error.message)
+        report(ListenFailed(error.message))
         sys.exit(EXIT_CANNOT_LISTEN)
     sys.exit(status)
 
@@ -219,11 +178,17 @@ def _run(
     reuse_port: bool,
     report: bool = True,
     workers: Place = ALONE,
+    ready: Callable[[Ready], None] = _ready_alone,
 ) -> int:
-    """Serve in this process; ``workers``: where it stands among ``--workers`` (``Place``)."""
+    """Serve in this process; ``workers``: where it stands among ``--workers`` (``Place``).
+
+    ``ready`` is told where it serves once it does: by default, the info line saying so.
+    """
     fix_mmap_threshold()  # in each worker: a full cache's RSS stays flat (allocator.py)
     return uvloop.run(
-        _serve(settings, gateway, reuse_port=reuse_port, report=report, workers=workers)
+        _serve(
+            settings, gateway, reuse_port=reuse_port, report=report, workers=workers, ready=ready
+        )
     )
 
 
@@ -234,6 +199,7 @@ async def _serve(
     reuse_port: bool,
     report: bool,
     workers: Place,
+    ready: Callable[[Ready], None],
 ) -> int:
     metrics = Metrics()
     address = settings.server.grpc_address
@@ -273,6 +239,7 @@ async def _serve(
             reuse_port=reuse_port,
             workers_dir=workers_dir,
             parent=workers.parent,
+            ready=ready,
         )
     finally:  # also when the port cannot be bound: no directory left behind
         if local_dir is not None:
@@ -288,6 +255,7 @@ async def _serve_bound(
     reuse_port: bool,
     workers_dir: str | None = None,
     parent: int | None = None,
+    ready: Callable[[Ready], None] = _ready_alone,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then stop; the exit code (``EXIT_FORCED`` if forced)."""
     stop = asyncio.Event()
@@ -325,24 +293,12 @@ async def _serve_bound(
     announce(f"grpc listening on {host}:{service.port}")
     # Which process serves: under --workers each worker says it at the level it inherited.
     log.debug("serving", extra={"pid": os.getpid(), "workers": settings.server.workers})
-    http = None
-    if gateway:
-        http = EmbeddedGateway(
-            settings,
-            channel_factory=service.in_process_channel,
-            metrics=metrics,
-            reuse_port=reuse_port,
-            workers_dir=workers_dir,
-        )
-        try:
-            listening = await http.start()
-        except OSError as error:
-            await service.stop(0)
-            raise cannot_listen(
-                "server.http_address", settings.server.http_address, error, shared=reuse_port
-            ) from None
-        scheme = "https" if settings.server.tls else "http"
-        announce(f"gateway listening on {scheme}://{listening}")
+    http, http_address = (
+        await _start_gateway(service, settings, metrics, reuse_port, workers_dir)
+        if gateway
+        else (None, None)
+    )
+    ready(Ready(f"{host}:{service.port}", http_address))
     await stop.wait()
     if orphaned is not None:
         orphaned.cancel()
@@ -359,6 +315,33 @@ async def _serve_bound(
         status = EXIT_FORCED
     sys.stdout.flush()
     return status
+
+
+async def _start_gateway(
+    service: Service,
+    settings: Settings,
+    metrics: Metrics,
+    reuse_port: bool,
+    workers_dir: str | None,
+) -> tuple[EmbeddedGateway, str]:
+    """Start the embedded gateway, and say where it listens: it and its URL."""
+    http = EmbeddedGateway(
+        settings,
+        channel_factory=service.in_process_channel,
+        metrics=metrics,
+        reuse_port=reuse_port,
+        workers_dir=workers_dir,
+    )
+    try:
+        listening = await http.start()
+    except OSError as error:
+        await service.stop(0)
+        raise cannot_listen(
+            "server.http_address", settings.server.http_address, error, shared=reuse_port
+        ) from None
+    scheme = "https" if settings.server.tls else "http"
+    announce(f"gateway listening on {scheme}://{listening}")
+    return http, f"{scheme}://{listening}"
 
 
 async def _force_stop(

@@ -67,7 +67,8 @@ def exit_status(exit_codes: list[int], *, stopped: bool) -> int:
     """
     asked = (signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1) if stopped else ()
     return max(
-        (128 - code if code < 0 and -code not in asked else max(code, 0)) for code in exit_codes
+        ((128 - code if code < 0 and -code not in asked else max(code, 0)) for code in exit_codes),
+        default=0,  # every worker had died before the stop, and was not replaced
     )
 
 

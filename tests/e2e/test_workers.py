@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -22,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from amperity_signal.pid_dirs import runs
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from tests.e2e.stack import Service, Stack, free_port
-from tests.support import message_id, until
+from tests.e2e.stack import Sandbox, Service, Stack, free_port
+from tests.support import ALICE_EMAIL, message_id, until
 
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "adm-3e9d51c07b2a4f86-workers"
@@ -47,6 +49,15 @@ async def two_workers_up(service: Service) -> None:
         lambda: sum(line.startswith("gateway listening") for line in service.process.lines) == 2,
         lambda: f"two workers did not start: {service.process.lines}",
     )
+
+
+async def two_workers_in(stack: Stack, sandbox: Sandbox, tmpdir: Path, **keys: Any) -> Service:
+    """``serve --workers 2`` with ``tmpdir`` as its TMPDIR (its metrics files), once both serve."""
+    service = await stack.service(
+        sandbox, args=("--workers", "2"), env={"TMPDIR": str(tmpdir)}, **keys
+    )
+    await two_workers_up(service)
+    return service
 
 
 async def test_two_workers_share_the_ports_and_aggregate_metrics(stack: Stack) -> None:
@@ -129,23 +140,16 @@ async def test_two_workers_show_one_cache_hit_ratio_of_their_summed_counters(
     stack: Stack, tmp_path: Path
 ) -> None:
     """Enrich on both workers: one ratio series per kind, of the counters summed on the page."""
-    sandbox = await stack.sandbox()
-    grpc_address = f"127.0.0.1:{free_port()}"
     # The workers' metrics directory is made under TMPDIR: there each worker's own files
     # show that both served lookups.
-    service = await stack.service(
-        sandbox,
-        server={"grpc_address": grpc_address},
-        args=("--workers", "2"),
-        env={"TMPDIR": str(tmp_path)},
-    )
-    await two_workers_up(service)
+    service = await two_workers_in(stack, await stack.sandbox(), tmp_path)
+    grpc_address = service.grpc_target
 
     async def enrich_on_new_connection(n: int) -> None:
         async with stub_on_new_connection(grpc_address) as stub:
             # Four visitors, each seen several times: misses first, then hits, per worker.
             event = pb.Event(message_id=message_id(), type="page", anonymous_id=f"anon_r{n % 4}")
-            event.traits.update({"email": "alice@example.com"})
+            event.traits.update({"email": ALICE_EMAIL})
             await stub.Enrich(pb.EnrichRequest(integration_id="web", event=event), timeout=10)
 
     for n in range(40):  # one after another: a visitor's second call finds the cache filled
@@ -176,17 +180,19 @@ async def test_two_workers_show_one_cache_hit_ratio_of_their_summed_counters(
     assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
 
 
+def delivered(metrics: Iterable[Metric]) -> float:
+    """How many events the counters in ``metrics`` say were delivered."""
+    return sum(
+        sample.value
+        for family in metrics
+        for sample in family.samples
+        if sample.name == "amperity_signal_deliveries_total"
+    )
+
+
 def deliveries_by_worker(tmpdir: Path) -> list[float]:
     """How many events each worker has delivered, from its counter file under ``tmpdir``."""
-    return [
-        sum(
-            sample.value
-            for family in metrics
-            for sample in family.samples
-            if sample.name == "amperity_signal_deliveries_total"
-        )
-        for metrics in counters_by_worker(tmpdir)
-    ]
+    return [delivered(metrics) for metrics in counters_by_worker(tmpdir)]
 
 
 async def deliver_until_both_workers_have(grpc_address: str, tmpdir: Path) -> list[str]:
@@ -311,3 +317,159 @@ async def test_workers_stop_when_their_parent_is_killed_and_a_start_sweeps_their
     )
     assert await later.process.stop() == 0
     assert metrics_dirs(tmp_path) == []
+
+
+def log_records(service: Service) -> list[dict[str, object]]:
+    """The JSON lines ``service`` has logged so far."""
+    return [json.loads(line) for line in service.process.log.read_text().splitlines()]
+
+
+def logged(service: Service, msg: str) -> list[dict[str, object]]:
+    """The lines ``service`` has logged whose message is ``msg``."""
+    return [record for record in log_records(service) if record["msg"] == msg]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_the_service_says_once_at_info_level_that_it_is_ready(
+    stack: Stack, workers: str
+) -> None:
+    """One info line, "ready", with both addresses and the workers; under --workers, the parent's.
+
+    The addresses were printed on stdout only, and the one line in the log was each
+    worker's "serving", at debug level: at info the log did not say the service was up.
+    """
+    sandbox = await stack.sandbox()
+    service = await stack.service(sandbox, args=("--workers", workers))
+    await until(
+        lambda: bool(logged(service, "ready")),
+        lambda: f"no ready line: {service.process.log.read_text()}",
+    )
+    service.process.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+    [ready] = logged(service, "ready")
+    assert ready["level"] == "info"
+    assert (ready["grpc_address"], ready["http_address"]) == (
+        service.grpc_target,
+        service.http_url,
+    )
+    assert ready["workers"] == int(workers)
+    assert ready["pid"] == service.process.pid
+
+
+def deliveries_of(metrics_dir: Path, pid: int) -> float:
+    """How many events worker ``pid`` has delivered, from its counter file."""
+    path = metrics_dir / f"counter_{pid}.db"
+    if not path.exists():
+        return 0.0
+    return delivered(MultiProcessCollector.merge([str(path)]))  # type: ignore[no-untyped-call]
+
+
+async def deliver_until_worker_has_delivered(grpc_address: str, metrics_dir: Path, pid: int) -> int:
+    """Deliver on fresh connections until worker ``pid`` has delivered one; how many were sent."""
+    for n in range(1, 41):
+        async with stub_on_new_connection(grpc_address) as stub:
+            event = pb.Event(message_id=message_id(), type="page", anonymous_id=f"anon_k{n}")
+            await stub.Deliver(pb.DeliverRequest(integration_id="web", event=event), timeout=10)
+        if deliveries_of(metrics_dir, pid):
+            return n
+    pytest.fail(f"the kernel gave no connection to worker {pid}")
+
+
+async def replaced(service: Service, killed: int) -> int:
+    """The pid of the worker that replaced ``killed``, once it serves; checks the error line."""
+    await until(
+        lambda: bool(logged(service, "replacement worker ready")),
+        lambda: f"no worker replaced {killed}: {service.process.log.read_text()}",
+    )
+    [error] = [r for r in log_records(service) if r["level"] == "error"]
+    assert str(error["msg"]).endswith(
+        f" (pid {killed}) was killed by SIGKILL; starting a replacement"
+    ), error
+    assert error["pid"] == killed and error["exit_code"] == -signal.SIGKILL
+    [ready] = logged(service, "replacement worker ready")
+    assert ready["worker"] == error["worker"]
+    assert isinstance(ready["pid"], int) and ready["pid"] != killed
+    assert ready["pid"] in children_of(service.process.pid)
+    return ready["pid"]
+
+
+async def test_a_killed_worker_is_logged_and_replaced_and_what_it_counted_is_kept(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """SIGKILL one of two workers: an error names it, a new one serves, /metrics sums all three.
+
+    Before, the parent noticed nothing: no line, no replacement, the service served on one
+    worker (health SERVING), and its stop exited 0 without a word. The graceful stop still
+    exits 0; its last line, a warning, counts the worker that died.
+    """
+    sandbox = await stack.sandbox()
+    service = await two_workers_in(stack, sandbox, tmp_path)
+    grpc_address = service.grpc_target
+    sent = len(await deliver_until_both_workers_have(grpc_address, tmp_path))
+    [metrics_dir] = metrics_dirs(tmp_path)
+    killed = min(int(path.stem.rpartition("_")[2]) for path in metrics_dir.glob("counter_*.db"))
+    os.kill(killed, signal.SIGKILL)
+
+    replacement = await replaced(service, killed)
+    sent += await deliver_until_worker_has_delivered(grpc_address, metrics_dir, replacement)
+
+    async with httpx.AsyncClient(base_url=service.http_url) as http:
+        text = (await http.get("/metrics")).text
+    counted = sum(float(m.group(1)) for line in text.splitlines() if (m := DELIVERIES.match(line)))
+    assert counted == sent == len(await sandbox.events())
+    service.process.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.proc.wait(), 30) == 0
+    [stopped] = [r for r in log_records(service) if str(r["msg"]).startswith("stopped; ")]
+    assert (stopped["level"], stopped["workers_died"]) == ("warning", 1)
+
+
+def breaker_gauges(metrics_dir: Path) -> dict[int, float]:
+    """Each worker's own amperity_signal_breaker_open, by pid, from its gauge file."""
+    found: dict[int, float] = {}
+    for path in metrics_dir.glob("gauge_*max_*.db"):
+        merged: Iterable[Metric] = MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+        for family in merged:
+            for sample in family.samples:
+                if sample.name == "amperity_signal_breaker_open":
+                    found[int(path.stem.rpartition("_")[2])] = sample.value
+    return found
+
+
+async def breaker_shown(service: Service) -> list[float]:
+    """The values of amperity_signal_breaker_open on the service's /metrics page."""
+    async with httpx.AsyncClient(base_url=service.http_url) as http:
+        text = (await http.get("/metrics")).text
+    return [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "amperity_signal_breaker_open"
+    ]
+
+
+async def test_the_open_breaker_of_a_killed_worker_no_longer_shows(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A worker whose breaker is open is killed: amperity_signal_breaker_open no longer says 1.
+
+    Before, /metrics showed the largest value of every gauge file in the directory, the
+    dead worker's too, and nobody removed it: 1 for good, though no running worker's
+    breaker was open (a page for an outage that was not there).
+    """
+    sandbox = await stack.sandbox()
+    breaker = {"breaker_failures": 1, "breaker_cooldown": 600}
+    service = await two_workers_in(
+        stack, sandbox, tmp_path, cache={"backend": "memory", **breaker}, max_retries=0
+    )
+    await sandbox.fault(status=503, kind="lookup")
+    event = pb.Event(message_id=message_id(), type="page", anonymous_id="anon_breaker")
+    event.traits.update({"email": ALICE_EMAIL})
+    # One channel, one connection: one worker's breaker opens.
+    await service.stub.Enrich(pb.EnrichRequest(integration_id="web", event=event), timeout=15)
+    [metrics_dir] = metrics_dirs(tmp_path)
+    [opened] = [pid for pid, value in breaker_gauges(metrics_dir).items() if value == 1]
+    assert await breaker_shown(service) == [1.0]
+    os.kill(opened, signal.SIGKILL)
+
+    await replaced(service, opened)
+    assert await breaker_shown(service) in ([], [0.0])

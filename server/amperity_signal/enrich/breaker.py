@@ -7,14 +7,22 @@ every visitor's at once; the trial's failure reopens the breaker, its success cl
 trial that reports neither (cancelled, or refused for another reason) frees its place after
 another ``cooldown``. 403s and 404s are answers, not outages, and do not count; nor does a
 call that was never sent (``is_outage``).
+
+The ``breaker_open`` gauge is 1 from the opening until the breaker closes: past the
+cooldown it stays 1 until a trial call gets an answer (with no traffic, until the next
+call), since until then nothing says Amperity answers again. The opening is logged by the
+caller (``messages.log_breaker_opened``), with the failure that opened it; the closing here.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from amperity_signal.errors import AmperityError, AmperityUnavailable
 from amperity_signal.metrics import Metrics
+
+log = logging.getLogger("amperity_signal.enrich")
 
 
 def is_outage(exc: AmperityError) -> bool:
@@ -71,6 +79,7 @@ class Breaker:
         clock: Callable[[], float],
         metrics: Metrics,
     ) -> None:
+        self._integration_id = integration_id
         self._gauge = metrics.breaker_open.labels(integration=integration_id)
         self._threshold = failures
         self._cooldown = cooldown
@@ -101,12 +110,17 @@ class Breaker:
         return max(0.0, until - self._clock())
 
     def record_success(self) -> None:
-        """A call got an answer (including a 404): close the breaker."""
+        """A call got an answer (including a 404): close the breaker, and say so once."""
         self._consecutive = 0
         self._trial_until = None
         if self._open_until is not None:
             self._open_until = None
             self._gauge.set(0)
+            log.info(
+                f"partner calls resume for {self._integration_id}: the Profile API answered "
+                "a trial call, the breaker is closed",
+                extra={"integration_id": self._integration_id},
+            )
 
     def record_failure(self) -> bool:
         """A call failed with a 5xx or timeout; returns True when this opened the breaker."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from amperity_signal.enrich.breaker import Breaker
 from amperity_signal.metrics import Metrics
 
@@ -64,3 +68,27 @@ def test_a_trial_that_never_reports_frees_its_place_after_a_cooldown() -> None:
     assert not breaker.allow()
     clock.advance(1)
     assert breaker.allow()
+
+
+def test_the_breaker_closing_logs_once_that_partner_calls_resume(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The trial's answer closes the breaker: one info line naming the integration, gauge 0.
+
+    Its opening was logged (BREAKER_OPEN) and its closing was not: an operator reading the
+    logs could not tell the outage was over. Successes while closed log nothing.
+    """
+    clock, metrics = FakeClock(), Metrics()
+    breaker = opened(clock, metrics)
+    clock.advance(COOLDOWN)
+    assert breaker.allow()
+    assert gauge(metrics) == 1  # until the trial answers, as docs/enrich.md says
+    with caplog.at_level(logging.INFO, logger="amperity_signal.enrich"):
+        for _ in range(3):
+            breaker.record_success()
+    assert gauge(metrics) == 0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 1, lines
+    level, message = lines[0]
+    assert level == "INFO"
+    assert message.startswith("partner calls resume for acme")

@@ -1,8 +1,10 @@
 """Configuration: one TOML file, validated once at start, then passed in explicitly.
 
 Field names under ``[[integrations]]`` are the spec's own (``tenant_subdomain``,
-``event_stream_id``, ``linking_keys``, ...). A secret (the keys, ``admin_token``, and
-``redis_url``, which may carry the Redis password) may be written as ``env:NAME``.
+``event_stream_id``, ``linking_keys``, ...). A secret (``api_key``, ``profile_api_key``,
+``pipeline_key``, ``admin_token``, and ``redis_url``, which may carry the Redis password)
+may be written as ``env:NAME`` (``config_checks.ENV_FIELDS``); any other field so written
+is refused, never taken as the text itself.
 Validation collects every problem at once, each with its fix (see ``load_settings``).
 """
 
@@ -408,6 +410,15 @@ class Settings(_Strict):
         return values
 
 
+# Each table's field names: resolve_secrets refuses env:NAME in one that is no secret.
+_FIELDS = {
+    "server": tuple(ServerSettings.model_fields),
+    "cache": tuple(CacheSettings.model_fields),
+    "gateway": tuple(GatewayTable.model_fields),
+    "integrations": tuple(IntegrationSettings.model_fields),
+}
+
+
 def redis_passwords(url: str) -> list[str]:
     """The password of a Redis URL in every form it may be seen in.
 
@@ -525,7 +536,7 @@ def settings_from_dict(raw: dict[str, Any], environ: Mapping[str, str]) -> Setti
     proxies = ProxyRules.from_environ(environ)
     trusted_certificates = TrustedCertificates.from_environ(environ)
     problems: list[ConfigProblem] = [*proxies.problems, *trusted_certificates.problems]
-    resolved = resolve_secrets(raw, environ, problems)
+    resolved = resolve_secrets(raw, environ, problems, _FIELDS)
     settings: Settings | None = None
     # A key pasted into another field (a pipeline key in tenant_id) is never quoted back.
     with unquotable(configured_secrets(resolved)):

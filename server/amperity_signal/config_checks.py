@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from amperity_signal.blueprint.loader import VERTICALS
@@ -31,21 +31,37 @@ from amperity_signal.logs import SCRUB_MIN_LENGTH
 LINKING_SOURCES = ("canonical_id", "anonymous_id", "user_id", "email", "phone")
 HASHES = ("sha256", "sha256_upper")
 SECRET_FIELDS = ("api_key", "profile_api_key", "admin_token")
-# The fields that may be written as env:NAME, by table. redis_url is one: it carries the
-# Redis password (redis://:PASSWORD@host), which has no place in a configuration file.
+# The fields that may be written as env:NAME, by table: the secrets. redis_url is one: it
+# carries the Redis password (redis://:PASSWORD@host), which has no place in a
+# configuration file; pipeline_key another, as it lets its holder send events in.
 ENV_FIELDS = {
     "server": ("admin_token",),
     "cache": ("redis_url",),
-    "integrations": ("api_key", "profile_api_key"),
+    "integrations": ("api_key", "profile_api_key", "pipeline_key"),
 }
 ENV_EXAMPLES = {
     "api_key": "AMPERITY_INGEST_KEY",
     "profile_api_key": "AMPERITY_PROFILE_KEY",
+    "pipeline_key": "AMPERITY_SIGNAL_PIPELINE_KEY",
     "admin_token": "AMPERITY_SIGNAL_ADMIN_TOKEN",
     "redis_url": "AMPERITY_SIGNAL_REDIS_URL",
 }
 # What the variable holds, for "export NAME with ...": a key, unless named here.
-ENV_VALUES = {"admin_token": "the token", "redis_url": "the Redis URL"}
+ENV_VALUES = {
+    "admin_token": "the token",
+    "redis_url": "the Redis URL",
+    "pipeline_key": "the pipeline key",
+}
+# How each table is written in the file, for messages naming a field by its table.
+TABLE_HEADINGS = {
+    "server": "[server]",
+    "cache": "[cache]",
+    "gateway": "[gateway]",
+    "integrations": "[[integrations]]",
+}
+ENV_CAPABLE = "; ".join(
+    f"{TABLE_HEADINGS[table]} {', '.join(names)}" for table, names in ENV_FIELDS.items()
+)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STREAM_ID = re.compile(r"esm-[A-Za-z0-9_-]+")
 COLLECTION_ID = re.compile(r"apc-[A-Za-z0-9_-]+")
@@ -81,22 +97,59 @@ def configured_secrets(raw: dict[str, Any]) -> list[str]:
 
 
 def resolve_secrets(
-    raw: dict[str, Any], environ: Mapping[str, str], problems: list[ConfigProblem]
+    raw: dict[str, Any],
+    environ: Mapping[str, str],
+    problems: list[ConfigProblem],
+    known: Mapping[str, Collection[str]],
 ) -> dict[str, Any]:
-    """Return a copy of ``raw`` with every ``env:NAME`` secret replaced by its value."""
+    """Return a copy of ``raw`` with every ``env:NAME`` secret replaced by its value.
+
+    ``known``: each table's field names. A known field that does not take ``env:``
+    (``tenant_id = "env:TENANT"``) is refused rather than taken as the text itself, and
+    dropped, so that no other check reports it again; an unknown one is pydantic's to name.
+    """
     resolved = copy.deepcopy(raw)
-    tables = [
-        (section, ENV_FIELDS[section], resolved.get(section)) for section in ("server", "cache")
-    ]
+    tables = [(section, section, resolved.get(section)) for section in ("server", "cache")]
+    tables.append(("gateway", "gateway", resolved.get("gateway")))
     integrations = resolved.get("integrations")
     if isinstance(integrations, list):
-        names = ENV_FIELDS["integrations"]
-        tables += [(f"integrations[{i}]", names, t) for i, t in enumerate(integrations)]
-    for where, names, table in tables:
-        if isinstance(table, dict):
-            for name in names:
-                _resolve(f"{where}.{name}", name, table, environ, problems)
+        tables += [(f"integrations[{i}]", "integrations", t) for i, t in enumerate(integrations)]
+    for where, section, table in tables:
+        if not isinstance(table, dict):
+            continue
+        for name in ENV_FIELDS.get(section, ()):
+            _resolve(f"{where}.{name}", name, table, environ, problems)
+        for name in [n for n in known.get(section, ()) if n not in ENV_FIELDS.get(section, ())]:
+            if (at := _env_reference(table.get(name))) is not None:
+                table.pop(name)
+                problems.append(_not_from_environment(f"{where}.{name}{at}", name))
     return resolved
+
+
+def _env_reference(value: Any) -> str | None:
+    """Where ``value`` is written ``env:...``: "" for the value, "[i]" for an item; else None."""
+    if isinstance(value, str):
+        return "" if value.startswith("env:") else None
+    if isinstance(value, list):
+        return next(
+            (
+                f"[{i}]"
+                for i, item in enumerate(value)
+                if isinstance(item, str) and item.startswith("env:")
+            ),
+            None,
+        )
+    return None
+
+
+def _not_from_environment(location: str, name: str) -> ConfigProblem:
+    """A field other than a secret written ``env:NAME``: it would be taken as that text."""
+    return ConfigProblem(
+        location,
+        f"starts with env:, but {name} is not read from the environment, so it would be "
+        f"taken as the text itself. Only the secrets are: {ENV_CAPABLE}.",
+        f"write the value itself here: {name} is not a secret, so the file may hold it.",
+    )
 
 
 def _resolve(

@@ -22,6 +22,7 @@ from amperity_signal.metric_tallies import Increments, Observes, TalliedCounter,
 __all__ = [
     "NO_REASON",
     "OTHER_REASON",
+    "GatewayMetrics",
     "Increments",
     "Metrics",
     "Observes",
@@ -59,12 +60,15 @@ def reason_label(reason: str) -> str:
     return OTHER_REASON
 
 
-class Metrics:
-    """Every metric the service exports."""
+class GatewayMetrics:
+    """What the HTTP gateway records and ``/metrics`` shows: its own request latency.
 
-    def __init__(
-        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
-    ) -> None:
+    ``amperity-signal gateway``, a process of its own, exports only this: a ``Metrics``
+    there listed every family of the service (deliveries, caches, RPCs, ...) with its HELP
+    and TYPE lines and never a sample, as if the service's metrics were zero.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No ``*_created`` series (each counter's and histogram's creation time): in the text
         # format each is a gauge of its own, one per labelled child, which made a single
         # process's page ~20 % bigger and doubled its counter series in Prometheus, for
@@ -72,8 +76,27 @@ class Metrics:
         # prometheus-client reads the switch at each collect, process-wide.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Observed once per gateway request: tallied, see ``metric_tallies.HistogramTally``.
+        self.gateway_latency = TalliedHistogram(
+            "amperity_signal_gateway_seconds",
+            "HTTP gateway handling time by route and status.",
+            ["route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def refresh_key_expiry(self) -> None:
+        """Bring scrape-time values up to date before ``/metrics``: the gateway has none."""
+
+
+class Metrics(GatewayMetrics):
+    """Every metric the service exports, the embedded gateway's latency among them."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        r = registry if registry is not None else CollectorRegistry()
         self._clock = clock  # wall-clock seconds, for the days to a key's expiry
-        r = self.registry
         # Counted once per Deliver, and the Amperity call once per request it makes:
         # tallied, see ``metric_tallies``.
         self.deliveries = TalliedCounter(
@@ -149,8 +172,7 @@ class Metrics:
             multiprocess_mode="min",
         )
         self._key_expiries: dict[tuple[str, str], float] = {}
-        # Observed once per RPC and per gateway request: tallied, see
-        # ``metric_tallies.HistogramTally``.
+        # Observed once per RPC: tallied, see ``metric_tallies.HistogramTally``.
         self.rpc_latency = TalliedHistogram(
             "amperity_signal_rpc_seconds",
             "gRPC handling time by method and status code.",
@@ -158,13 +180,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.gateway_latency = TalliedHistogram(
-            "amperity_signal_gateway_seconds",
-            "HTTP gateway handling time by route and status.",
-            ["route", "status"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        # The gateway's latency last, where the page has always listed it.
+        super().__init__(r)
 
     def key_expires(self, integration_id: str, key: str, expires_at: datetime) -> None:
         """Track when one key expires; ``token_days_to_expiry`` counts down to it."""

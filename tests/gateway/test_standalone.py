@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import tomli_w
+from prometheus_client.parser import text_string_to_metric_families
 
-from amperity_signal.processes import start_process
+from amperity_signal.processes import Process, start_process
 from tests.support import integration_dict, mint_keys
 
 from .fakes import RunningService
@@ -17,13 +18,8 @@ from .fakes import RunningService
 ADMIN_TOKEN = "admin-standalone-9d41c7e2"
 
 
-async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
-    service: RunningService, tmp_path: Path
-) -> None:
-    """/live?token= is not access-logged; stderr is the service's JSON lines, nothing else.
-
-    And SIGTERM stops the gateway cleanly: exit 0, as ``serve`` exits.
-    """
+async def start_gateway(service: RunningService, tmp_path: Path) -> tuple[Process, Path]:
+    """``amperity-signal gateway`` in front of the fake service; its stderr log's path."""
     keys = mint_keys()
     config = tmp_path / "amperity-signal.toml"
     config.write_text(
@@ -38,7 +34,17 @@ async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
     stderr_log = tmp_path / "gateway.log"
     command = [sys.executable, "-m", "amperity_signal.cli", "gateway", "--config", str(config)]
     command += ["--grpc-target", service.target]
-    gateway = await start_process(command, ready="gateway listening on ", log=stderr_log)
+    return await start_process(command, ready="gateway listening on ", log=stderr_log), stderr_log
+
+
+async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """/live?token= is not access-logged; stderr is the service's JSON lines, nothing else.
+
+    And SIGTERM stops the gateway cleanly: exit 0, as ``serve`` exits.
+    """
+    gateway, stderr_log = await start_gateway(service, tmp_path)
     try:
         url = gateway.output_value("gateway listening on ")
         async with httpx.AsyncClient(base_url=url) as client:
@@ -62,3 +68,26 @@ async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
         assert "color_message" not in record, line
         assert "\x1b" not in line and "\\u001b" not in line, line
     assert not any("/live" in line for line in lines)
+
+
+async def test_a_standalone_gateway_exports_only_its_own_metrics(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """/metrics lists amperity_signal_gateway_seconds alone: no empty family of the service's.
+
+    Until session 26 it served every family's HELP and TYPE (deliveries, caches, RPCs)
+    without a sample, which reads as a service that did nothing.
+    """
+    gateway, _ = await start_gateway(service, tmp_path)
+    try:
+        url = gateway.output_value("gateway listening on ")
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            page = (await client.get("/metrics")).text
+    finally:
+        assert await gateway.stop() == 0
+    families = {family.name for family in text_string_to_metric_families(page)}
+    assert families == {"amperity_signal_gateway_seconds"}
+    assert {line.split()[2] for line in page.splitlines() if line.startswith("# ")} == {
+        "amperity_signal_gateway_seconds"
+    }

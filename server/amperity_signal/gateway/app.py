@@ -36,7 +36,7 @@ from amperity_signal.gateway.ratelimit import TokenBuckets
 from amperity_signal.gateway.routes_api import API_METHODS, ApiEndpoints
 from amperity_signal.gateway.routes_ops import PACKAGED_STATIC_DIR, OpsEndpoints
 from amperity_signal.gateway.settings import GatewaySettings
-from amperity_signal.metrics import Metrics
+from amperity_signal.metrics import GatewayMetrics
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 _log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def create_gateway_app(
     static_dir: Path | None = None,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    metrics: Metrics | None = None,
+    metrics: GatewayMetrics | None = None,
     multiprocess_dir: str | None = None,
     workers_dir: str | None = None,
     embedded: bool = False,
@@ -187,7 +187,8 @@ def create_gateway_app(
         now: The current UTC time: the receive time of events without a timestamp, and
             the time Live Events session cookies expire by.
         metrics: Where request latency by route and status is recorded and what
-            ``/metrics`` exposes: the service's when embedded; None makes the gateway's own.
+            ``/metrics`` exposes: the service's when embedded; None makes the gateway's own
+            (``GatewayMetrics``: its request latency alone).
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
         workers_dir: Where ``serve --workers`` workers listen on Unix sockets: Live Events
             then watches them all (``live_merge``), not only the worker ``client`` reaches.
@@ -206,7 +207,7 @@ def create_gateway_app(
     client = ServiceClient(
         factory, rpc_timeout=settings.rpc_timeout, deliver_timeout=settings.deliver_timeout
     )
-    metrics = metrics if metrics is not None else Metrics()
+    metrics = metrics if metrics is not None else GatewayMetrics()
     api = ApiEndpoints(client, settings, now, warn_refusals=not embedded)
     ops = OpsEndpoints(
         client,

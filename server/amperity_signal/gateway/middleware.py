@@ -38,7 +38,7 @@ from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
 from amperity_signal.gateway.routes_api import query_pairs
 from amperity_signal.gateway.settings import GatewaySettings, normalise_origin
-from amperity_signal.metrics import Metrics, Observes
+from amperity_signal.metrics import GatewayMetrics, Observes
 from amperity_signal.processes import cut_by_the_server
 
 API_PREFIX = "/v1/"
@@ -117,7 +117,7 @@ class GatewayMiddleware:
         self,
         app: ASGIApp,
         *,
-        metrics: Metrics,
+        metrics: GatewayMetrics,
         routes: frozenset[str],
         settings: GatewaySettings,
         methods: Mapping[str, tuple[str, ...]],

@@ -21,6 +21,10 @@ def _strings(*names: str) -> dict[str, Any]:
 
 
 _CODE: dict[str, Any] = {"type": "string", "pattern": "^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$"}
+_CODE_DESCRIPTION = (
+    "UPPER_SNAKE, stable: a client may branch on it. docs/gateway.md, Error codes, lists "
+    "every code with its status."
+)
 
 _SENT_AT: dict[str, Any] = {
     "type": "string",
@@ -69,7 +73,7 @@ SCHEMAS: dict[str, Any] = {
                 "required": ["code", "message"],
                 "additionalProperties": False,
                 "properties": {
-                    "code": {**_CODE, "description": "UPPER_SNAKE, stable."},
+                    "code": {**_CODE, "description": _CODE_DESCRIPTION},
                     "message": {"type": "string", "minLength": 1, "description": "What to change."},
                     "field": {"type": "string", "description": "The offending field."},
                 },
@@ -225,7 +229,7 @@ SCHEMAS: dict[str, Any] = {
                         "messageId": {"type": "string"},
                         "ok": {"type": "boolean"},
                         "error": {"type": "string", "description": "What to change."},
-                        "code": {**_CODE, "description": "UPPER_SNAKE, stable."},
+                        "code": {**_CODE, "description": _CODE_DESCRIPTION},
                         "field": {
                             "type": "string",
                             "description": "The offending field as the body spelled it "

@@ -22,7 +22,7 @@ from amperity_signal.gateway.app import create_gateway_app
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.live import STREAM_PATH
 from amperity_signal.gateway.settings import GatewaySettings
-from amperity_signal.metrics import Metrics
+from amperity_signal.metrics import GatewayMetrics
 from amperity_signal.processes import CUT_SECONDS, EXIT_FORCED, ProcessServer, announce
 
 _log = logging.getLogger(__name__)
@@ -583,7 +583,7 @@ def run_gateway(
         settings=gateway_settings,
         grpc_target=grpc_target,
         static_dir=static_dir,
-        metrics=Metrics(),
+        metrics=GatewayMetrics(),
         multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     server = gateway_server(app, gateway_settings)

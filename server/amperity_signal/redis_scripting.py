@@ -87,12 +87,12 @@ class ScriptingCheck:
 async def scripting_check(client: Redis, where: str, seconds: float) -> ScriptingCheck:
     """Load the service's scripts, run one by digest and probe each key prefix.
 
-    The problem if Redis refuses any of it; a refused key names the pattern to grant for
-    each prefix refused. Loading the scripts also saves each one's first EVALSHA a
-    NOSCRIPT round trip. Redis not
-    answering within ``seconds`` (``client``'s timeout) is a warning naming ``where``, the
-    Redis without its credentials. A refused user or password, and any other failure
-    (Redis down), say what to check in the words the start-up ping logs (``redis_failure``).
+    The problem if Redis refuses any of it (scripting, a command, or the keys under a
+    prefix, naming the pattern to grant for each). Loading the scripts also saves each
+    one's first EVALSHA a NOSCRIPT round trip. Redis not answering within ``seconds``
+    (``client``'s timeout) is a warning naming ``where``, the Redis without its
+    credentials. A refused user or password, and any other failure (Redis down), say what
+    to check in the words the start-up ping logs (``redis_failure``).
     """
     try:
         for script in SERVICE_SCRIPTS:

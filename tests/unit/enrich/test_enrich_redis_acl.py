@@ -66,6 +66,22 @@ async def test_a_user_without_a_prefix_pattern_is_a_problem_naming_that_pattern(
     assert "scripting" not in str(problem) and PASSWORD not in str(problem)
 
 
+async def test_a_user_refused_a_command_the_service_runs_is_a_problem_naming_it(
+    redis_server: RedisProcess,
+) -> None:
+    """Without DEL (which the probe's script calls, as the cache does) the check stops."""
+    url = acl_user(redis_server, "nodel", f"{ACL_RULES} -del")
+
+    problem = (await check_redis_scripting(url, seconds=ANSWER_SECONDS)).problem
+
+    assert problem is not None and problem.location == "cache.redis_url"
+    assert "refuses a command the service runs" in problem.problem
+    assert f"grant it the commands the service runs (ACL SETUSER <user> {ACL_RULES})" in (
+        problem.problem
+    )
+    assert "key patterns" not in str(problem) and PASSWORD not in str(problem)
+
+
 async def test_the_documented_rules_pass_the_check_and_run_every_redis_operation(
     redis_server: RedisProcess,
 ) -> None:

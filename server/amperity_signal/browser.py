@@ -30,6 +30,7 @@ from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemorySto
 from amperity_signal.enrich.enricher import Gate
 from amperity_signal.enrich.newer_entry import AT
 from amperity_signal.errors import CacheUnavailable
+from amperity_signal.redis_keys import CONSENT_PREFIX
 
 CONSENT_TTL = 30 * 86_400.0
 
@@ -178,7 +179,7 @@ class ConsentLedger:
     @staticmethod
     def _key(integration_id: str, anonymous_id: str) -> str:
         digest = hashlib.sha256(f"{integration_id}\0{anonymous_id}".encode()).hexdigest()
-        return f"consent:{digest}"
+        return f"{CONSENT_PREFIX}{digest}"
 
 
 def _parsed(stored: bytes) -> dict[str, Any] | None:

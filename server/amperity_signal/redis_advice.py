@@ -25,6 +25,8 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from amperity_signal.redis_keys import ACL_RULES, KEY_GRANTS
+
 
 def redis_failure(exc: BaseException) -> str:
     """One clause naming the failure, its type and what to check (never the URL itself)."""
@@ -37,8 +39,9 @@ def redis_failure(exc: BaseException) -> str:
             f"Redis refused the credentials ({kind}): check the user and password in "
             "cache.redis_url"
         )
-    if scripting_refused(exc):
-        return f"Redis refused to run the service's Lua scripts ({kind}): {SCRIPTING_FIX}"
+    refused = _acl_clause(exc, kind)
+    if refused is not None:
+        return refused
     # redis-py raises its own TimeoutError (not the builtin one) when socket_timeout passes.
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return (
@@ -52,6 +55,27 @@ def redis_failure(exc: BaseException) -> str:
     return (
         f"Redis cannot be reached ({kind}): check that redis-server is running at "
         "cache.redis_url's host and port"
+    )
+
+
+def _acl_clause(exc: BaseException, kind: str) -> str | None:
+    """The clause for what an ACL (or a Redis without scripting) refused; None if nothing.
+
+    A refused key names the patterns to grant, not scripting: until session 26 every
+    NOPERM was told as a refused script, and an operator missing a key pattern granted
+    ``+@scripting`` again.
+    """
+    refused = acl_refusal(exc)
+    if refused == KEYS_REFUSED:
+        return f"Redis refused cache.redis_url's user the service's keys ({kind}): {KEYS_FIX}"
+    if scripting_refused(exc):
+        return f"Redis refused to run the service's Lua scripts ({kind}): {SCRIPTING_FIX}"
+    if refused is None:
+        return None
+    command = "a command" if refused == COMMAND_REFUSED else f"the '{refused}' command"
+    return (
+        f"Redis refused cache.redis_url's user {command} ({kind}): grant it the commands "
+        f"the service runs (ACL SETUSER <user> {ACL_RULES})"
     )
 
 
@@ -120,14 +144,58 @@ SCRIPTING_FIX = (
 """What to do when Redis refuses scripts, as the end of a sentence."""
 
 
+KEYS_FIX = (
+    "grant it the key patterns of every prefix the service writes (ACL SETUSER <user> "
+    f"{KEY_GRANTS}; docs/enrich.md, Redis keys and ACL)"
+)
+"""What to do when Redis refuses the service's keys, as the end of a sentence."""
+
+KEYS_REFUSED = "keys"
+"""``acl_refusal``'s answer for a key the user may not access."""
+
+COMMAND_REFUSED = "command"
+"""``acl_refusal``'s answer for a command Redis refused without naming it."""
+
+# Redis 6.2-7.0 and 7.2+ word their ACL refusals differently (the keys one in a script
+# too); none names the key, or an identifier, unless the code quotes it back.
+_KEY_REFUSAL = re.compile(
+    r"no permissions to access (a key|one of the keys|the '.*' key$)"
+    r"|can't access at least one of the keys",
+    re.IGNORECASE,
+)
+_COMMAND_REFUSAL = re.compile(r"no permissions to run the '([a-z_|-]{1,40})' command", re.I)
+_SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "script"})
+
+
+def acl_refusal(exc: BaseException) -> str | None:
+    """What an ACL refused: ``KEYS_REFUSED``, the command's name, or None (no ACL refusal).
+
+    Redis says which: "no permissions to access one of the keys" (a key pattern the user
+    lacks) or "no permissions to run the 'get' command" (a command or category it lacks).
+    A command refused without its name (inside a script) is ``COMMAND_REFUSED``.
+    """
+    if not isinstance(exc, ResponseError):
+        return None
+    text = str(exc)
+    if _KEY_REFUSAL.search(text):
+        return KEYS_REFUSED
+    command = _COMMAND_REFUSAL.search(text)
+    if command:
+        return command[1].lower()
+    if isinstance(exc, NoPermissionError) or "can't run this command" in text:
+        return COMMAND_REFUSED
+    return None
+
+
 def scripting_refused(exc: BaseException) -> bool:
     """Whether Redis refused a script command: an ACL without it, or scripting switched off.
 
-    An ACL answers ``NOPERM``; a managed Redis that disables scripting answers that the
-    command is unknown or disabled.
+    An ACL answers ``NOPERM`` naming the command (a key or another command refused is not
+    this); a managed Redis that disables scripting answers that the command is unknown or
+    disabled.
     """
     if isinstance(exc, NoPermissionError):
-        return True
+        return (acl_refusal(exc) or "").partition("|")[0] in _SCRIPT_COMMANDS
     if not isinstance(exc, ResponseError):
         return False
     text = str(exc).lower()

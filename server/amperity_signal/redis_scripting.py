@@ -1,4 +1,4 @@
-"""The start-up check that Redis lets the service run its Lua scripts.
+"""The start-up check that Redis lets the service run its Lua scripts, on its keys.
 
 The rate limiter, the identity map, the consent ledger and the personalised cache (its
 latest entry) each update Redis with one Lua script (EVALSHA, loaded by SCRIPT LOAD when
@@ -6,6 +6,13 @@ Redis does not know it). A Redis user whose ACL forbids scripting, or a managed 
 switches it off, fails every such update: the cache switches itself off again and again and
 the limit falls back to each process. That is a configuration to fix, not an outage to ride
 out, so it stops the start with the fix.
+
+The same holds for the keys: a user whose ACL lacks the pattern of one prefix the service
+writes (``redis_keys.KEY_PREFIXES``) fails every write under it, and Redis' refusal said
+only "NOPERM". So the check then runs a probe script on one key under each prefix (a key
+the service never writes: the script reads it and deletes it, so nothing is written and
+nothing stays) and stops the start naming every pattern to grant. Redis checks a script's
+keys for both reading and writing before it runs it, so a read-only pattern fails too.
 
 A Redis that does not answer in time leaves the question open: the start goes on (Redis may
 only be busy), with a warning that the check could not be made and how to make it again.
@@ -20,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from amperity_signal.amperity.ratelimit import REDIS_SCRIPTS as LIMITER_SCRIPTS
@@ -29,17 +36,27 @@ from amperity_signal.enrich.newer_entry import KEEP_NEWER_SCRIPT
 from amperity_signal.enrich.stores import COPY_OBJECT_SCRIPT
 from amperity_signal.errors import ConfigProblem
 from amperity_signal.redis_advice import (
+    KEYS_REFUSED,
     SCRIPTING_FIX,
+    acl_refusal,
     redis_failure,
     redis_location,
     scripting_refused,
 )
+from amperity_signal.redis_keys import KEY_GRANTS, KEY_PREFIXES, KeyPrefix
 
 SERVICE_SCRIPTS = (*LIMITER_SCRIPTS, MERGE_SCRIPT, KEEP_NEWER_SCRIPT, COPY_OBJECT_SCRIPT)
 """Every Lua script the service runs on Redis."""
 
 # Run by its digest to check EVALSHA itself: it touches no key.
 _NO_OP = "return 1"
+
+# Run on one key per prefix: Redis refuses it (NOPERM) unless the user may read and write
+# the key. The key is never written by the service, so GET finds nothing and DEL deletes
+# nothing, and neither leaves anything behind.
+_KEY_PROBE = "redis.call('GET', KEYS[1]) return redis.call('DEL', KEYS[1])"
+PROBE_NAME = "probe:start-check"
+"""What follows a prefix in the probe's key: no key the service writes looks like it."""
 
 CHECK_SECONDS = 1.0
 """How long the check waits for Redis to connect, and for each of its answers."""
@@ -50,7 +67,8 @@ class ScriptingCheck:
     """What the check found: a refusal that stops the start, or why it could not tell.
 
     Attributes:
-        problem: Redis refuses the scripts: ``check-config`` and ``serve`` stop on it.
+        problem: Redis refuses the scripts, a command or the keys under a prefix:
+            ``check-config`` and ``serve`` stop on it.
         warning: Redis did not answer in time: both print (or log) it and go on.
         credentials: Redis refused the URL's user or password. A setting to change, so an
             error for ``check-config``; ``serve`` starts without Redis (deliveries do not
@@ -67,25 +85,35 @@ class ScriptingCheck:
 
 
 async def scripting_check(client: Redis, where: str, seconds: float) -> ScriptingCheck:
-    """Load the service's scripts and run one by digest; the problem if Redis refuses.
+    """Load the service's scripts, run one by digest and probe each key prefix.
 
-    Loading them also saves each one's first EVALSHA a NOSCRIPT round trip. Redis not
-    answering within ``seconds`` (``client``'s timeout) is a warning naming ``where``, the
-    Redis without its credentials. A refused user or password, and any other failure
-    (Redis down), say what to check in the words the start-up ping logs (``redis_failure``).
+    The problem if Redis refuses any of it (scripting, a command, or the keys under a
+    prefix, naming the pattern to grant for each). Loading the scripts also saves each
+    one's first EVALSHA a NOSCRIPT round trip. Redis not answering within ``seconds``
+    (``client``'s timeout) is a warning naming ``where``, the Redis without its
+    credentials. A refused user or password, and any other failure (Redis down), say what
+    to check in the words the start-up ping logs (``redis_failure``).
     """
     try:
         for script in SERVICE_SCRIPTS:
             await client.script_load(script)
         digest = await client.script_load(_NO_OP)
         await client.evalsha(digest, 0)
+        refused = await _refused_prefixes(client)
     except RedisTimeoutError as exc:
         return ScriptingCheck(warning=_unchecked(where, seconds, exc))
     except RedisError as exc:
-        if isinstance(exc, AuthenticationError | AuthorizationError):
-            return ScriptingCheck(credentials=_credentials_refused(where, exc))
-        if not scripting_refused(exc):
-            return ScriptingCheck(unreachable=_not_asked(where, exc))
+        return _failed(where, exc)
+    if refused:
+        return ScriptingCheck(problem=_keys_refused(where, refused))
+    return ScriptingCheck()
+
+
+def _failed(where: str, exc: RedisError) -> ScriptingCheck:
+    """What a Redis error the check met means: a refusal, a login refused, or no answer."""
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return ScriptingCheck(credentials=_credentials_refused(where, exc))
+    if scripting_refused(exc):
         return ScriptingCheck(
             problem=ConfigProblem(
                 "cache.redis_url",
@@ -94,7 +122,43 @@ async def scripting_check(client: Redis, where: str, seconds: float) -> Scriptin
                 _sentence(SCRIPTING_FIX),
             )
         )
-    return ScriptingCheck()
+    if acl_refusal(exc) is None:
+        return ScriptingCheck(unreachable=_not_asked(where, exc))
+    return ScriptingCheck(
+        problem=ConfigProblem(
+            "cache.redis_url",
+            f"the Redis at {where} refuses a command the service runs. "
+            f"{_sentence(redis_failure(exc))}",
+            "grant it, then run `amperity-signal check-config` again.",
+        )
+    )
+
+
+async def _refused_prefixes(client: Redis) -> list[KeyPrefix]:
+    """The prefixes under which Redis refuses the user a key (the probe's NOPERM)."""
+    digest = await client.script_load(_KEY_PROBE)
+    refused = []
+    for prefix in KEY_PREFIXES:
+        try:
+            await client.evalsha(digest, 1, prefix.prefix + PROBE_NAME)
+        except ResponseError as exc:
+            if acl_refusal(exc) != KEYS_REFUSED:
+                raise
+            refused.append(prefix)
+    return refused
+
+
+def _keys_refused(where: str, refused: list[KeyPrefix]) -> ConfigProblem:
+    """The problem of a user refused the keys under ``refused``, with the patterns to grant."""
+    keys = "; ".join(f"{p.prefix}... ({p.holds})" for p in refused)
+    grants = " ".join(p.grant for p in refused)
+    return ConfigProblem(
+        "cache.redis_url",
+        f"the Redis at {where} refuses cache.redis_url's user the keys under {keys}: every "
+        "read and write of them would fail (NOPERM), as if Redis were down for them.",
+        f"grant the user those key patterns (ACL SETUSER <user> {grants}); the service "
+        f"writes under every one of {KEY_GRANTS} (docs/enrich.md, Redis keys and ACL).",
+    )
 
 
 def _credentials_refused(where: str, exc: RedisError) -> ConfigProblem:

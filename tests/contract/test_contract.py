@@ -573,9 +573,13 @@ async def test_browser_profile_for_a_first_touch_visitor_is_empty(harness: Harne
 async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
     harness: Harness,
 ) -> None:
-    """WatchDeliveries shows input, payload and vendor request; no token anywhere."""
+    """WatchDeliveries shows input, payload and vendor request; no token anywhere.
+
+    The record's Authorization reads as the Deliver response's for the same delivery
+    (``Bearer [REDACTED]``): until session 26 it was ``[redacted]``, a second form.
+    """
     sent = event(type="page")
-    await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    response = await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
     call = harness.stub.WatchDeliveries(pb.WatchDeliveriesRequest(replay=10))
     record = await asyncio.wait_for(call.read(), 5)
     call.cancel()
@@ -583,6 +587,11 @@ async def test_watch_deliveries_streams_the_delivery_with_secrets_redacted(
     assert record.message_id == sent.message_id
     assert record.amperity_type == "pageview"
     assert record.vendor_request.status_code == 202
+    shown = (
+        response.vendor_request.headers["Authorization"],
+        record.vendor_request.headers["Authorization"],
+    )
+    assert shown == ("Bearer [REDACTED]", "Bearer [REDACTED]")
     text = str(record)
     assert harness.keys.ingest not in text and harness.keys.profile not in text
 
@@ -633,7 +642,7 @@ async def test_watch_deliveries_redacts_every_configured_secret_a_record_carries
     assert properties["x-api-key"] == REDACTED
     partner = struct_to_dict(record.event.partner_attrs)["other"]
     assert partner == {"token": REDACTED, "Cookie": REDACTED}
-    assert record.vendor_request.headers["Authorization"] == REDACTED
+    assert record.vendor_request.headers["Authorization"] == f"Bearer {REDACTED}"
 
 
 async def test_a_pipeline_key_scopes_watch_deliveries_to_its_integration(

@@ -101,7 +101,8 @@ async def test_live_events_page_lists_deliveries_with_vendor_request_and_no_secr
     assert payload["cookieid"] == "anon_live_01"
     assert "status: 202" in vendor_panel
     assert f"POST {sandbox.url}/prof/events/{STREAM}" in vendor_panel
-    assert "authorization: [redacted]" in vendor_panel.lower()
+    assert "authorization: bearer [redacted]" in vendor_panel.lower()
+    assert "Bearer [REDACTED]" in vendor_panel  # the form the Deliver response shows
     assert "HTTP 202" in seen
     for secret in (service.keys.ingest, service.keys.profile, ADMIN_TOKEN):
         assert secret not in seen

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from amperity_signal.amperity import endpoints
 from amperity_signal.config import settings_from_dict
 from amperity_signal.errors import ConfigError
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
@@ -159,7 +160,7 @@ async def test_stream_sends_records_with_secrets_redacted(
     assert record["payload"]["note"] == f"token {REDACTED} here"
     vendor = record["vendor_request"]
     assert (vendor["method"], vendor["status_code"], vendor["attempts"]) == ("POST", 202, 1)
-    assert vendor["headers"] == {"Authorization": REDACTED, "Amperity-Tenant": "acme"}
+    assert vendor["headers"] == {"Authorization": f"Bearer {REDACTED}", "Amperity-Tenant": "acme"}
     (request,) = service.fake.watch_requests
     assert (request.integration_id, request.replay) == ("web", 7)
 
@@ -327,10 +328,30 @@ def test_scrub_redacts_sensitive_keys_and_secret_text_anywhere() -> None:
         LEAKED_SECRET: True,
     }
     assert scrub(record, (LEAKED_SECRET,)) == {
-        "headers": {"authorization": REDACTED, "Cookie": REDACTED, "Accept": "json"},
+        "headers": {"authorization": "Bearer [REDACTED]", "Cookie": REDACTED, "Accept": "json"},
         "list": [f"pre{REDACTED}post", 3],
         REDACTED: True,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("Bearer eyJhbGciOi.eyJzdWIi.c2ln", "Bearer [REDACTED]"),
+        ("bearer tok", "Bearer [REDACTED]"),
+        ("Basic b3BzOnNlY3JldA==", "Basic [REDACTED]"),
+        (endpoints.REDACTED_AUTHORIZATION, endpoints.REDACTED_AUTHORIZATION),
+        ("pk_live_abc123 trailing", "[REDACTED]"),
+        ("eyJhbGciOi.eyJzdWIi.c2ln", "[REDACTED]"),
+        (["Bearer x"], "[REDACTED]"),
+    ],
+)
+def test_an_authorization_value_keeps_its_scheme_alone_as_deliver_shows_it(
+    value: object, shown: str
+) -> None:
+    """One form for the header: the scheme, if a known one, then [REDACTED]; nothing else."""
+    for key in ("Authorization", "proxy-authorization"):
+        assert scrub({key: value}, ()) == {key: shown}
 
 
 @pytest.mark.parametrize("integration_id", ["web shop", "x" * 65, "-web", "café", "w\x00b"])

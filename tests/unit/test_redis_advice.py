@@ -1,4 +1,4 @@
-"""What the log lines say to check when Redis fails: credentials, time or reachability."""
+"""What the log lines say to check when Redis fails: credentials, ACL, time or reachability."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from redis import exceptions
 from redis._parsers.base import BaseParser
 
 from amperity_signal.redis_advice import redis_failure
+from amperity_signal.redis_keys import ACL_RULES, KEY_GRANTS, KEY_PREFIXES
 
 
 @pytest.mark.parametrize(
@@ -56,3 +57,45 @@ def test_an_error_redis_answered_says_what_it_means_not_that_redis_is_down(
     assert advice in text, text
     assert "cannot be reached" not in text
     assert "wrong kind of value" not in text and "out of range" not in text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "NOPERM this user has no permissions to access one of the keys used as arguments",
+        "NOPERM No permissions to access a key",
+        "ERR The user executing the script can't access at least one of the keys mentioned "
+        "in the command arguments script: 370a619c, on @user_script:1.",
+    ],
+)
+def test_a_refused_key_names_the_key_patterns_to_grant_not_scripting(reply: str) -> None:
+    """Redis 6.2-7.0's and 7.2's key refusals (and one inside a script) name the patterns."""
+    exc = BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+    text = redis_failure(exc)
+    assert "refused cache.redis_url's user the service's keys" in text, text
+    assert f"ACL SETUSER <user> {KEY_GRANTS};" in text
+    assert all(prefix.grant in text for prefix in KEY_PREFIXES)
+    assert "scripting" not in text and "Lua" not in text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "NOPERM this user has no permissions to run the 'get' command",
+        "NOPERM User svc-7f3e has no permissions to run the 'get' command",
+    ],
+)
+def test_a_refused_command_is_named_with_the_rules_to_grant(reply: str) -> None:
+    """NOPERM for GET names the command and the service's ACL rules, not scripting."""
+    text = redis_failure(BaseParser.parse_error(reply))  # type: ignore[no-untyped-call]
+    assert "refused cache.redis_url's user the 'get' command (NoPermissionError)" in text
+    assert f"ACL SETUSER <user> {ACL_RULES})" in text
+    assert "Lua scripts" not in text and "svc-7f3e" not in text
+
+
+@pytest.mark.parametrize("command", ["evalsha", "script|load"])
+def test_a_refused_script_command_still_names_the_scripting_grant(command: str) -> None:
+    """Redis 7.0's wording of a refused EVALSHA or SCRIPT LOAD keeps the +@scripting advice."""
+    reply = f"NOPERM this user has no permissions to run the '{command}' command"
+    text = redis_failure(BaseParser.parse_error(reply))  # type: ignore[no-untyped-call]
+    assert "Lua scripts" in text and "+@scripting" in text

@@ -400,7 +400,7 @@ function record(messageId) {
     event: { message_id: messageId, type: 'track', properties: toStruct({ sku: 'S1' }) },
     amperity_type: 'view_item',
     payload: toStruct({ event_type: 'view_item', items: [{ sku: 'S1' }] }),
-    vendor_request: { status_code: 202, headers: { authorization: '[redacted]' } },
+    vendor_request: { status_code: 202, headers: { Authorization: 'Bearer [REDACTED]' } },
     outcome: 'delivered',
   };
 }

@@ -13,6 +13,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from amperity_signal import __version__
+from amperity_signal.redaction import REDACTED
 
 EVENTS = "events"
 LOOKUP = "lookup"
@@ -20,7 +21,8 @@ PROFILE = "profile"
 
 TENANT_HEADER = "Amperity-Tenant"
 AUTHORIZATION_HEADER = "Authorization"
-REDACTED_AUTHORIZATION = "Bearer [REDACTED]"
+REDACTED_AUTHORIZATION = f"Bearer {REDACTED}"
+"""The Authorization value shown (``redacted``): the form ``redaction.scrub`` gives it too."""
 JSON_CONTENT_TYPE = "application/json"
 USER_AGENT = f"amperity-signal/{__version__}"
 """Sent on every call, so a tenant's logs name the connector (not a generic HTTP library)."""

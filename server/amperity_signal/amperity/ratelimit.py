@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from amperity_signal.errors import AmperityUnavailable
 from amperity_signal.redis_advice import redis_failure
+from amperity_signal.redis_keys import RATE_LIMIT_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -409,7 +410,7 @@ class RedisRateLimiter(_QueuedLimiter):
         retry_redis_after: float = 5.0,
         redis_timeout: float = 1.0,
         hold_margin: float = 1.0,
-        prefix: str = "amperity-signal:rl:",
+        prefix: str = RATE_LIMIT_PREFIX,
         processes: int = 1,
     ) -> None:
         super().__init__(clock=clock, sleep=sleep, processes=processes)

@@ -31,6 +31,8 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from amperity_signal.redis_keys import CACHE_PREFIX
+
 
 def _builtin_sha256() -> Callable[[bytes], Any]:
     """CPython's own SHA-256 (``_sha256`` in 3.11, ``_sha2`` from 3.12), else hashlib's."""
@@ -45,7 +47,7 @@ _sha256: Final = _builtin_sha256()
 
 Kind = Literal["res", "attrs", "good", "pers", "perslast", "ident"]
 
-PREFIX: Final = "amperity_signal:v1"
+PREFIX: Final = CACHE_PREFIX  # one table of the service's Redis prefixes: redis_keys
 _SEPARATOR: Final = "\x1f"
 
 

@@ -592,7 +592,8 @@ def _check_context_targets(where: str, value: Any) -> list[ConfigProblem]:
 # holds them together.
 _IDENTITY_NAMES = {
     **dict.fromkeys(("email", "emailaddress"), "an email address"),
-    **dict.fromkeys(("phone", "phonenumber", "mobile", "mobilenumber"), "a phone number"),
+    # Not a bare "mobile": context.device.mobile is a flag, no number.
+    **dict.fromkeys(("phone", "phonenumber", "mobilenumber"), "a phone number"),
     **dict.fromkeys(("userid", "customerid"), "a user id"),
     **dict.fromkeys(
         ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid"),
@@ -600,6 +601,8 @@ _IDENTITY_NAMES = {
     ),
     **dict.fromkeys(("amperityid", "profileid"), "an Amperity profile id"),
     **dict.fromkeys(("ip", "ipaddress"), "an IP address"),
+    # The spec's Identity table forwards it; with the IP it fingerprints a browser.
+    **dict.fromkeys(("useragent",), "the browser's user agent"),
     **dict.fromkeys(("firstname", "lastname"), "the visitor's name"),
     **dict.fromkeys(
         (
@@ -617,6 +620,7 @@ _IDENTITY_NAMES = {
         ),
         "an advertising click id or cookie (a vendor id)",
     ),
+    **dict.fromkeys(("advertisingid", "idfa", "gaid"), "a device's advertising id"),
 }
 # How a hashed form of an identifier is named: email_sha256, hashed_email, phoneHash...
 _HASH_AFFIXES = ("sha256upper", "sha256", "sha1", "md5", "hashed", "hash")

@@ -33,6 +33,7 @@ IDENTITY_TARGETS = {
     "last_name",
     "amperity_id",
     "ip_address",
+    "user_agent",
 }
 SPEC_EXAMPLE = [
     {"source": "properties.category", "target": "pageCategory"},
@@ -115,6 +116,9 @@ def test_every_identifier_the_blueprint_or_a_linking_key_reads_is_refused(path: 
         ("partner_attrs.amperity.Email", "an email address"),
         ("context.vendor_ids", "an advertising click id or cookie (a vendor id)"),
         ("properties.user.email", "an email address"),
+        ("context.userAgent", "the browser's user agent"),
+        ("context.device.advertising_id", "a device's advertising id"),
+        ("properties.mobile_number", "a phone number"),
     ],
 )
 def test_hashed_and_differently_spelled_identifiers_are_refused(path: str, what: str) -> None:
@@ -131,6 +135,8 @@ def test_hashed_and_differently_spelled_identifiers_are_refused(path: str, what:
         "properties.items.0.category",
         "context.geo.country",
         "partner_attrs.amperity.Persona",
+        "context.device.mobile",
+        "properties.mobile",
     ],
 )
 def test_context_that_only_mentions_an_identifier_is_not_refused(path: str) -> None:

@@ -37,11 +37,11 @@ NO_CONSENT = "~amperity_signal:* ~amperity-signal:*"
 """The audit's grant: the cache and limiter patterns, without the consent ledger's."""
 
 
-def acl_user(server: RedisProcess, name: str, rules: str) -> str:
-    """Create ``name`` with ``rules`` (ACL SETUSER syntax) on ``server``; its URL."""
+def acl_user(server: RedisProcess, name: str, rules: str, db: int = 0) -> str:
+    """Create ``name`` with ``rules`` (ACL SETUSER syntax) on ``server``; its URL (``db``)."""
     with sync_redis.Redis.from_url(server.url) as admin:
         admin.execute_command("ACL", "SETUSER", name, "on", f">{PASSWORD}", *rules.split())
-    return f"redis://{name}:{PASSWORD}@127.0.0.1:{server.port}/0"
+    return f"redis://{name}:{PASSWORD}@127.0.0.1:{server.port}/{db}"
 
 
 def rules_without(prefix: KeyPrefix, *, read_only: bool = False) -> str:
@@ -82,11 +82,15 @@ async def test_a_user_refused_a_command_the_service_runs_is_a_problem_naming_it(
     assert "key patterns" not in str(problem) and PASSWORD not in str(problem)
 
 
+@pytest.mark.parametrize("db", [0, 1])
 async def test_the_documented_rules_pass_the_check_and_run_every_redis_operation(
-    redis_server: RedisProcess,
+    redis_server: RedisProcess, db: int
 ) -> None:
-    """A user with exactly the rules docs/enrich.md gives passes, and each writer works."""
-    url = acl_user(redis_server, "signal", ACL_RULES)
+    """A user with exactly the rules docs/enrich.md gives passes, and each writer works.
+
+    Also in a database of its own (``/1``, as docs/enrich.md suggests), which takes SELECT.
+    """
+    url = acl_user(redis_server, "signal", ACL_RULES, db)
     assert await check_redis_scripting(url, seconds=ANSWER_SECONDS) == ScriptingCheck()
 
     client = redis.Redis.from_url(url, socket_timeout=ANSWER_SECONDS)

@@ -592,8 +592,12 @@ def _check_context_targets(where: str, value: Any) -> list[ConfigProblem]:
 # holds them together.
 _IDENTITY_NAMES = {
     **dict.fromkeys(("email", "emailaddress"), "an email address"),
-    # Not a bare "mobile": context.device.mobile is a flag, no number.
-    **dict.fromkeys(("phone", "phonenumber", "mobilenumber"), "a phone number"),
+    # A bare "mobile" too, but not under "device" (identity_field): context.device.mobile
+    # is a flag, no number.
+    **dict.fromkeys(
+        ("phone", "phonenumber", "mobile", "mobilenumber", "mobilephone", "cellphone"),
+        "a phone number",
+    ),
     **dict.fromkeys(("userid", "customerid"), "a user id"),
     **dict.fromkeys(
         ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid"),
@@ -633,8 +637,12 @@ def identity_field(source: str) -> str | None:
     in any case and spelling (``userId``, ``user_id``), and so does a hashed form
     (``traits.email_sha256``): a digest identifies the visitor as well as the value.
     """
+    parent = ""
     for part in source.split("."):
         name = part.lower().replace("_", "").replace("-", "")
+        if name == "mobile" and parent == "device":
+            continue  # Segment's context.device.mobile: whether the device is a phone
+        parent = name
         names = [name]
         names += [name.removeprefix(a) for a in _HASH_AFFIXES if name.startswith(a)]
         names += [name.removesuffix(a) for a in _HASH_AFFIXES if name.endswith(a)]

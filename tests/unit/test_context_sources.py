@@ -119,6 +119,8 @@ def test_every_identifier_the_blueprint_or_a_linking_key_reads_is_refused(path: 
         ("context.userAgent", "the browser's user agent"),
         ("context.device.advertising_id", "a device's advertising id"),
         ("properties.mobile_number", "a phone number"),
+        ("traits.mobile", "a phone number"),
+        ("traits.mobilePhone", "a phone number"),
     ],
 )
 def test_hashed_and_differently_spelled_identifiers_are_refused(path: str, what: str) -> None:
@@ -136,7 +138,7 @@ def test_hashed_and_differently_spelled_identifiers_are_refused(path: str, what:
         "context.geo.country",
         "partner_attrs.amperity.Persona",
         "context.device.mobile",
-        "properties.mobile",
+        "properties.device.mobile",
     ],
 )
 def test_context_that_only_mentions_an_identifier_is_not_refused(path: str) -> None:

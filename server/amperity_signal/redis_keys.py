@@ -74,10 +74,14 @@ KEY_PREFIXES: Final = (
 KEY_GRANTS: Final = " ".join(prefix.grant for prefix in KEY_PREFIXES)
 """The ACL key patterns the service's Redis user needs, all of them."""
 
-ACL_RULES: Final = f"resetkeys {KEY_GRANTS} resetchannels -@all +@read +@write +@scripting +ping +time +select -@dangerous"
+ACL_RULES: Final = (
+    f"resetkeys {KEY_GRANTS} resetchannels -@all +@read +@write +@scripting +ping +time "
+    "+select -@dangerous"
+)
 """The rules of ``ACL SETUSER <user> on ><password> ...`` for the service's Redis user.
 
 Its keys and nothing else; the commands it sends (GET, MGET, SET, DEL, EVALSHA, SCRIPT
-LOAD, PING, and SELECT for a database other than 0 in the URL) and those its Lua scripts call (GET, SET, PTTL, PEXPIRE, TIME and the sorted
-set commands), without the ``@dangerous`` ones (FLUSHALL, KEYS, CONFIG, ...).
+LOAD, PING, and SELECT for a database other than 0 in the URL) and those its Lua scripts
+call (GET, SET, PTTL, PEXPIRE, TIME and the sorted set commands), without the
+``@dangerous`` ones (FLUSHALL, KEYS, CONFIG, ...).
 """

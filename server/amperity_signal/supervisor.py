@@ -18,7 +18,8 @@ once.
 A stop (SIGTERM, SIGINT) is forwarded to every worker, and the exit code is theirs
 (``exit_status``). A worker that died unasked before it was logged as an error then, and
 replaced: it does not change the code of a graceful stop (0, as gunicorn's), but the stop's
-last line, a warning, counts those deaths.
+last line, a warning, counts those deaths. One the stop caught before its replacement
+started (in the pause after a death at start) was never replaced: its code counts.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class _Place:
     ended: bool = False  # the process ended and the parent has dealt with it
     deaths_at_start: int = 0
     restart_at: float | None = None
+    last_exit: int = 0  # the exit code of the last worker that died in it unasked
+    unreplaced: bool = False  # a stop came before that worker's replacement started
 
     @property
     def name(self) -> str:
@@ -160,6 +163,7 @@ class Supervisor:
         # with no worker running (a replacement waiting for its start) would not end.
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_write, False)
+        self._wake_closed = False  # once run() returned: a late signal writes nothing
 
     def terminate(self, *_: object) -> None:
         """SIGTERM: stop every worker gracefully, replacing none."""
@@ -197,6 +201,9 @@ class Supervisor:
                         self._ended(place, process)
                 self._start_replacements()
         finally:
+            # Flagged first: a handler runs between two of these lines, never inside one,
+            # so a signal after this writes nothing to a closed (or reused) descriptor.
+            self._wake_closed = True
             os.close(self._wake_read)
             os.close(self._wake_write)
         return self._status()
@@ -264,7 +271,7 @@ class Supervisor:
         delay = restart_delay(deaths)
         ended = f"{place.name} (pid {process.pid}) {how_it_ended(code)}"
         fields = {"worker": place.name, "pid": process.pid, "exit_code": code}
-        place.process, place.deaths_at_start = None, deaths
+        place.process, place.deaths_at_start, place.last_exit = None, deaths, code
         if delay is None:
             log.error(
                 f"{ended} before it was ready, {deaths} times in a row in its place: stopping "
@@ -286,7 +293,7 @@ class Supervisor:
             if place.restart_at is None:
                 continue
             if self._stopped:
-                place.restart_at, place.ended = None, True
+                place.restart_at, place.ended, place.unreplaced = None, True, True
             elif place.restart_at <= now:
                 self._start(place)
 
@@ -296,12 +303,17 @@ class Supervisor:
             raise CannotListen(self._listen_failure)
         codes = [p.process.exitcode or 0 for p in self._places if p.process is not None]
         status = exit_status(codes, stopped=self._stopped)
+        # A worker that died unasked and was never replaced (the stop came during its
+        # pause) ended the service's run as much as the stop did: its code counts, as a
+        # death no stop asked for.
+        unreplaced = [p.last_exit for p in self._places if p.unreplaced]
+        status = max(status, exit_status(unreplaced, stopped=False))
         if self._gave_up_status is not None:
             status = max(status, self._gave_up_status)
         elif self._died_unasked:
             log.warning(
-                f"stopped; {self._died_unasked} worker(s) had died unasked while it served, "
-                "each replaced (logged as an error when it died)",
+                f"stopped; {self._died_unasked} worker(s) had died unasked while it ran "
+                "(each logged as an error when it died)",
                 extra={"workers_died": self._died_unasked},
             )
         return max(status, EXIT_FORCED) if self._interrupts >= 2 else status
@@ -309,6 +321,8 @@ class Supervisor:
     def _stop(self, sig: int) -> None:
         self._stopped = True
         self._signal_all(sig)
+        if self._wake_closed:
+            return
         with contextlib.suppress(BlockingIOError):  # already woken
             os.write(self._wake_write, b"\0")
 

@@ -137,9 +137,11 @@ def test_a_worker_that_keeps_dying_at_start_is_retried_after_longer_pauses_then_
 def test_a_stop_as_a_worker_dies_starts_no_replacement(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SIGTERM right as a worker dies: the replacement due is not started, the stop exits 0.
+    """SIGTERM right as a worker dies at start: no replacement, and the dead worker's code.
 
-    The stop comes while the error line is written, before the replacement's start.
+    The stop comes while the error line is written, before the replacement's start. The
+    worker's exit 3 was no stop asked for, and nothing replaced it: the service exits 3,
+    not 0, and its last line does not say the worker served or was replaced.
     """
     workers = Workers(supervised.dies_at_start)
     supervisor = Supervisor(workers, 1, metrics_dir=str(tmp_path))
@@ -156,9 +158,31 @@ def test_a_stop_as_a_worker_dies_starts_no_replacement(
             status = supervisor.run()
     finally:
         logging.getLogger(SERVER_LOG).removeHandler(stopper)
-    assert status == 0
+    assert status == 3
     assert len(workers.started) == 1
     assert "starting a replacement in 0.5 s" in caplog.records[0].getMessage()
+    assert caplog.records[-1].getMessage() == (
+        "stopped; 1 worker(s) had died unasked while it ran (each logged as an error when it died)"
+    )
+
+
+def test_a_signal_after_the_run_ended_writes_to_no_closed_descriptor(tmp_path: Path) -> None:
+    """A second SIGTERM while serve cleans up, after run() returned: no EBADF traceback.
+
+    The handlers stay installed until the process exits; the wake pipe is closed, and its
+    descriptor may already be another file's.
+    """
+    workers = Workers(supervised.dies_at_start)
+    supervisor = Supervisor(workers, 1, metrics_dir=str(tmp_path))
+    supervisor.terminate()  # stopped before it started: the worker is told at once
+    supervisor.run()
+    reused = os.open(tmp_path / "reused", os.O_WRONLY | os.O_CREAT)
+    try:
+        supervisor.terminate()
+        supervisor.interrupt()
+    finally:
+        os.close(reused)
+    assert (tmp_path / "reused").read_bytes() == b""
 
 
 def test_how_a_worker_ended_names_its_exit_code_or_the_signal() -> None:

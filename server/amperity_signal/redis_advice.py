@@ -150,10 +150,11 @@ KEYS_FIX = (
 )
 """What to do when Redis refuses the service's keys, as the end of a sentence."""
 
-KEYS_REFUSED = "keys"
-"""``acl_refusal``'s answer for a key the user may not access."""
+KEYS_REFUSED = "<keys>"
+"""``acl_refusal``'s answer for a key the user may not access (no command's name: a
+refused KEYS command answers ``keys``)."""
 
-COMMAND_REFUSED = "command"
+COMMAND_REFUSED = "<command>"
 """``acl_refusal``'s answer for a command Redis refused without naming it."""
 
 # Redis 6.2-7.0 and 7.2+ word their ACL refusals differently (the keys one in a script

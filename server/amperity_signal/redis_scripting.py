@@ -27,7 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from amperity_signal.amperity.ratelimit import REDIS_SCRIPTS as LIMITER_SCRIPTS
@@ -120,6 +126,17 @@ def _failed(where: str, exc: RedisError) -> ScriptingCheck:
                 f"Redis refuses the Lua scripts the identity map, consent ledger and rate "
                 f"limiter run ({type(exc).__name__}: {exc}).",
                 _sentence(SCRIPTING_FIX),
+            )
+        )
+    if isinstance(exc, ReadOnlyError):
+        # It answered, and will refuse every write for as long as it is a replica: no
+        # "once it answers" to wait for.
+        return ScriptingCheck(
+            problem=ConfigProblem(
+                "cache.redis_url",
+                f"the Redis at {where} is a read-only replica: every cache, identity-map, "
+                f"consent and rate-limit write would fail. {_sentence(redis_failure(exc))}",
+                "then run `amperity-signal check-config` again.",
             )
         )
     if acl_refusal(exc) is None:

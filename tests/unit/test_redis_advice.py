@@ -83,12 +83,19 @@ def test_a_refused_key_names_the_key_patterns_to_grant_not_scripting(reply: str)
     [
         "NOPERM this user has no permissions to run the 'get' command",
         "NOPERM User svc-7f3e has no permissions to run the 'get' command",
+        "NOPERM this user has no permissions to run the 'keys' command",
+        "NOPERM this user has no permissions to run the 'command' command",
     ],
 )
 def test_a_refused_command_is_named_with_the_rules_to_grant(reply: str) -> None:
-    """NOPERM for GET names the command and the service's ACL rules, not scripting."""
+    """NOPERM for GET names the command and the service's ACL rules, not scripting.
+
+    KEYS and COMMAND too, though their names are the words "keys" and "command": a
+    refused KEYS is no key pattern missing.
+    """
     text = redis_failure(BaseParser.parse_error(reply))  # type: ignore[no-untyped-call]
-    assert "refused cache.redis_url's user the 'get' command (NoPermissionError)" in text
+    command = reply.split("'")[1]
+    assert f"refused cache.redis_url's user the '{command}' command (NoPermissionError)" in text
     assert f"ACL SETUSER <user> {ACL_RULES})" in text
     assert "Lua scripts" not in text and "svc-7f3e" not in text
 

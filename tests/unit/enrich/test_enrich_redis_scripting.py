@@ -264,3 +264,25 @@ def test_a_refused_script_in_a_log_line_names_the_grant() -> None:
     )
     text = redis_failure(refused)
     assert "Lua scripts" in text and "+@scripting" in text and "cache.redis_url" in text
+
+
+async def test_a_read_only_replica_is_a_problem_not_a_redis_to_wait_for(
+    redis_server: RedisProcess,
+) -> None:
+    """A replica answers, and refuses every write for as long as it is one: exit 2, not 0.
+
+    Its READONLY used to read as "could not check ... serve uses it once it answers".
+    """
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        check = await check_redis_scripting(redis_server.url, seconds=ANSWER_SECONDS)
+    finally:
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        await admin.aclose()
+
+    assert check.unreachable is None and check.warning is None
+    assert check.problem is not None
+    assert check.problem.location == "cache.redis_url"
+    assert "is a read-only replica" in check.problem.problem
+    assert "point cache.redis_url at the primary" in check.problem.problem

@@ -275,10 +275,10 @@ async def test_a_read_only_replica_is_a_problem_not_a_redis_to_wait_for(
     """
     admin = redis.Redis.from_url(redis_server.url)
     try:
-        await admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        await admin.replicaof("127.0.0.1", free_port())
         check = await check_redis_scripting(redis_server.url, seconds=ANSWER_SECONDS)
     finally:
-        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        await admin.replicaof("NO", "ONE")
         await admin.aclose()
 
     assert check.unreachable is None and check.warning is None

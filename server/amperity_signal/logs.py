@@ -20,6 +20,8 @@ from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from amperity_signal.redaction import REDACTED
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 integration_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
     "integration_id", default=""
@@ -113,7 +115,7 @@ class JsonFormatter(logging.Formatter):
             line["traceback"] = self.formatException(record.exc_info)
         text = json.dumps(line, default=str)
         for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
+            text = text.replace(secret, REDACTED)
         return text
 
 

@@ -36,11 +36,11 @@ from urllib.parse import unquote
 from yarl import URL
 
 from amperity_signal.errors import ConfigProblem
+from amperity_signal.redaction import REDACTED
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PROXY_SCHEMES = ("http", "https")
-_REDACTED = "[REDACTED]"
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def _parse_proxy(variable: str, value: str, problems: list[ConfigProblem]) -> Pr
     bare = URL.build(scheme=url.scheme, host=host, port=port)
     # As it may be shown: the port always written, so "no port" reads as the port it means.
     address = f"[{host}]" if ":" in host else bare.raw_host
-    credentials = f"{_REDACTED}@" if url.raw_user is not None else ""
+    credentials = f"{REDACTED}@" if url.raw_user is not None else ""
     shown = f"{url.scheme}://{credentials}{address}:{port}"
     return Proxy(url=bare, authorization=authorization, shown=shown, variable=variable)
 
@@ -272,7 +272,7 @@ def _redacted(text: str) -> str:
     """A proxy URL with its credentials replaced (as written, before any parsing)."""
     scheme, _, rest = text.partition("://")
     userinfo, at, hostport = rest.rpartition("@")
-    return f"{scheme}://{_REDACTED}@{hostport}" if at and userinfo else text
+    return f"{scheme}://{REDACTED}@{hostport}" if at and userinfo else text
 
 
 def _credential_forms(value: str) -> list[str]:

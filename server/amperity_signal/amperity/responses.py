@@ -29,9 +29,9 @@ from amperity_signal.errors import (
     AmperityUnavailable,
 )
 from amperity_signal.logs import SCRUB_MIN_LENGTH, encoded_forms, scrub_forms
+from amperity_signal.redaction import REDACTED
 from amperity_signal.tenant_hosts import tenant_base_url
 
-_REDACTED = "[REDACTED]"
 TLS_REFUSED = "TLS certificate refused: "
 """How a connection failure's description starts when the host's certificate was refused."""
 _MAX_MESSAGE_CHARS = 500
@@ -91,7 +91,7 @@ class _FormsByLength:
     def replace(self, text: str) -> str:
         """``text`` with each form in it replaced; a form longer than ``text`` is skipped."""
         for form in self.forms[bisect.bisect_left(self._minus_lengths, -len(text)) :]:
-            text = text.replace(form, _REDACTED)
+            text = text.replace(form, REDACTED)
         return text
 
 
@@ -142,7 +142,7 @@ class Scrubber:
         found = run[0]
         for start in range(len(found) - _PIECE_CHARS + 1):
             if found[start : start + _PIECE_CHARS] in self._pieces:
-                return _REDACTED
+                return REDACTED
         return found
 
     def json(self, value: Any) -> Any:

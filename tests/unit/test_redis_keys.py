@@ -18,7 +18,7 @@ from amperity_signal.amperity import RedisRateLimiter
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.enrich import MemoryStore
 from amperity_signal.enrich.keys import Kind, cache_key, profile_scope
-from amperity_signal.redis_keys import ACL_RULES, KEY_PREFIXES
+from amperity_signal.redis_keys import ACL_RULES, KEY_GRANTS, KEY_PREFIXES
 
 ENRICH_DOC = Path(__file__).resolve().parents[2] / "docs" / "enrich.md"
 
@@ -47,3 +47,9 @@ def test_docs_list_every_prefix_and_the_acl_line_of_the_table() -> None:
     for p in KEY_PREFIXES:
         assert f"| `{p.prefix}` | `{p.keys}` | {p.holds} | `{p.grant}` |" in doc
     assert f"ACL SETUSER amperity-signal on >PASSWORD {ACL_RULES}\n" in doc
+
+
+def test_the_readme_names_the_key_patterns_of_the_table() -> None:
+    """The README's Redis paragraph copies the patterns to grant: the table's, all of them."""
+    readme = " ".join((ENRICH_DOC.parents[1] / "README.md").read_text().split())
+    assert f"(`{KEY_GRANTS}`;" in readme

@@ -130,10 +130,8 @@ def to_grpc_status(error: AmperitySignalError, *, logged: bool | None = None) ->
     writes none. By default an ``AmperityError`` has one, written where it was met with
     its advice (``delivery failed``; enrichment's failures never end a call).
     """
-    ANSWERED_WITH.set(
-        (error.reason, isinstance(error, AmperityError) if logged is None else logged)
-    )
-    return _with_request_id(to_status_proto(error))
+    logged = isinstance(error, AmperityError) if logged is None else logged
+    return _aborting_with(to_status_proto(error), error.reason, logged=logged)
 
 
 def unknown_health_service(service: str, known: Iterable[str]) -> grpc.Status:
@@ -153,15 +151,18 @@ def unknown_health_service(service: str, known: Iterable[str]) -> grpc.Status:
         f"no health status for service {service[:200]!r}; ask for one of {names} "
         "('' is the whole server)"
     )
-    ANSWERED_WITH.set((info.reason, False))
-    return _with_request_id(
+    return _aborting_with(
         status_pb2.Status(
             code=grpc.StatusCode.NOT_FOUND.value[0], message=message, details=[packed]
-        )
+        ),
+        info.reason,
+        logged=False,
     )
 
 
-def _with_request_id(proto: status_pb2.Status) -> grpc.Status:
+def _aborting_with(proto: status_pb2.Status, reason: str, *, logged: bool) -> grpc.Status:
+    """``proto`` with the call's request id; the call's observation told ``ANSWERED_WITH``."""
+    ANSWERED_WITH.set((reason, logged))
     status = rpc_status.to_status(proto)
     trailing = tuple(status.trailing_metadata)
     request_id = request_id_var.get()

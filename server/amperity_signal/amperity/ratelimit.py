@@ -26,6 +26,7 @@ every waiter polling.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
@@ -120,6 +121,8 @@ class Share:
         return f"{self.slots} request every {self.window:.3g} s"
 
 
+# Asked on every slot a limiter takes, of a handful of (limit, processes) pairs: kept.
+@functools.lru_cache(maxsize=256)
 def process_share(limit: int, processes: int) -> Share:
     """Each of ``processes`` processes' share of ``limit``, so that together they keep to it.
 

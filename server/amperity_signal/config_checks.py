@@ -600,9 +600,11 @@ _IDENTITY_NAMES = {
     ),
     **dict.fromkeys(("userid", "customerid"), "a user id"),
     **dict.fromkeys(
-        ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid"),
+        ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid", "visitorid"),
         "a device or anonymous id",
     ),
+    # A session id names one visit of one visitor: joined up, the visits are the visitor.
+    **dict.fromkeys(("sessionid",), "a session id"),
     **dict.fromkeys(("amperityid", "profileid"), "an Amperity profile id"),
     **dict.fromkeys(("ip", "ipaddress"), "an IP address"),
     # The spec's Identity table forwards it; with the IP it fingerprints a browser.
@@ -636,16 +638,20 @@ def identity_field(source: str) -> str | None:
     Any part of the path counts (``properties.user.email``, ``context.vendor_ids.gclid``),
     in any case and spelling (``userId``, ``user_id``), and so does a hashed form
     (``traits.email_sha256``): a digest identifies the visitor as well as the value.
+    An ``id`` is named by its parent: ``context.device.id`` is ``context.deviceId`` and
+    refused, as are a user's, customer's, anonymous, visitor's, session's or profile's id;
+    ``properties.id`` and ``properties.product.id`` (a product's) stay context sources.
     """
     parent = ""
     for part in source.split("."):
         name = part.lower().replace("_", "").replace("-", "")
         if name == "mobile" and parent == "device":
             continue  # Segment's context.device.mobile: whether the device is a phone
-        parent = name
         names = [name]
         names += [name.removeprefix(a) for a in _HASH_AFFIXES if name.startswith(a)]
         names += [name.removesuffix(a) for a in _HASH_AFFIXES if name.endswith(a)]
+        names += [parent + candidate for candidate in names if candidate == "id"]
+        parent = name
         for candidate in names:
             if candidate in _IDENTITY_NAMES:
                 return _IDENTITY_NAMES[candidate]

@@ -146,6 +146,34 @@ def test_context_that_only_mentions_an_identifier_is_not_refused(path: str) -> N
     assert identity_field(path) is None
 
 
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        ("context.session.id", "a session id"),
+        ("properties.sessionId", "a session id"),
+        ("context.device.id", "a device or anonymous id"),
+        ("context.user.id", "a user id"),
+        ("context.user.id_sha256", "a user id"),
+        ("traits.customer.id", "a user id"),
+        ("properties.anonymous.id", "a device or anonymous id"),
+        ("properties.visitor_id", "a device or anonymous id"),
+        ("context.profile.id", "an Amperity profile id"),
+        ("partner_attrs.amperity.ID", "an Amperity profile id"),
+    ],
+)
+def test_an_id_under_a_part_naming_an_identifier_is_refused(path: str, what: str) -> None:
+    """context.device.id is context.deviceId: the parent says whose id it is."""
+    assert identity_field(path) == what
+
+
+@pytest.mark.parametrize(
+    "path", ["properties.id", "properties.product.id", "properties.items.0.id", "context.page.id"]
+)
+def test_an_id_under_a_part_naming_no_identifier_stays_a_context_source(path: str) -> None:
+    """A product's or a page's id names what the visitor looks at, not who they are."""
+    assert identity_field(path) is None
+
+
 def test_an_identifier_is_refused_by_the_model_too() -> None:
     """Settings built without check-config (tests, embedders) refuse it as well."""
     with pytest.raises(ValidationError) as refused:

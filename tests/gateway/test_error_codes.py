@@ -15,13 +15,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 
 from amperity_signal import errors
 from amperity_signal.errors import AmperityRejected, AmperitySignalError
+from amperity_signal.gateway.errors import REFUSAL_STATUSES
 from amperity_signal.service.status import code_for
+from tests.contract.harness import SANDBOX_URL
+from tests.support import OutageStore
+from tests.unit.enrich.enrich_fakes import FakeClock
 
 from .conftest import GatewayFactory
 from .fakes import KNOWN_KEY
+from .realservice import real_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "server" / "amperity_signal" / "gateway"
@@ -184,7 +190,8 @@ def _constructor_args(call: ast.Call, module: _Module) -> tuple[ast.expr, ast.ex
 def passed_through() -> set[str]:
     """The service's reasons the gateway answers as codes: those of an INVALID_ARGUMENT.
 
-    ``from_rpc_error`` answers such a status 400 with its ErrorInfo reason. Every error
+    ``from_rpc_error`` answers such a status 400 (413 for PAYLOAD_TOO_LARGE: its
+    ``REFUSAL_STATUSES``) with its ErrorInfo reason. Every error
     class whose status is INVALID_ARGUMENT, and AmperityRejected's one such reason.
     """
     reasons = set()
@@ -232,7 +239,7 @@ def test_each_documented_status_is_one_the_gateway_answers_the_code_with() -> No
         for status in statuses - {None}:
             assert str(status) in rows[code], (code, status)
     for reason in passed_through():
-        assert rows[reason].startswith("400"), reason
+        assert rows[reason].startswith(str(REFUSAL_STATUSES.get(reason, 400))), reason
 
 
 async def test_the_readme_names_each_size_limit_s_answer(make_gateway: GatewayFactory) -> None:
@@ -256,3 +263,28 @@ async def test_the_readme_names_each_size_limit_s_answer(make_gateway: GatewayFa
         [row] = [line for line in readme if line.startswith(f"| `{field}` |")]
         said = f"{answer.status_code} `{answer.json()['error']['code']}`"
         assert said in row, (field, said)
+
+
+async def test_an_event_amperity_refuses_as_too_large_is_answered_413_payload_too_large() -> None:
+    """Amperity's 413 for a delivered event reaches the page as 413, not as a 400.
+
+    The body was within the gateway's limits; Amperity (or a proxy in front of it) found
+    the mapped event too large. Until session 27 the page was told 400, as for a mistake
+    in the event's fields; a batch answers it in that event's result, with the same code.
+    """
+    async with real_stack(OutageStore(), FakeClock()) as stack:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=stack.sandbox), base_url=SANDBOX_URL
+        ) as inspector:
+            fault = {"status": 413, "kind": "events", "count": 2}
+            (await inspector.post("/_sandbox/faults", json=fault)).raise_for_status()
+        event = {"event": "Order Completed", "anonymousId": "anon-large"}
+        key = {"X-Pipeline-Key": "pk_web"}
+        single = await stack.client.post("/v1/t", json=event, headers=key)
+        batch = await stack.client.post("/v1/batch", json={"batch": [event]}, headers=key)
+    assert single.status_code == 413, single.text
+    error = single.json()["error"]
+    assert error["code"] == "PAYLOAD_TOO_LARGE"
+    assert "at most 65,536 bytes" in error["message"]
+    [result] = batch.json()["results"]
+    assert (batch.status_code, result["ok"], result["code"]) == (200, False, "PAYLOAD_TOO_LARGE")

@@ -37,6 +37,12 @@ _HTTP_CODES: dict[int, str] = {
     429: "RATE_LIMITED",
     431: "HEADERS_TOO_LARGE",
 }
+REFUSAL_STATUSES: dict[str, int] = {"PAYLOAD_TOO_LARGE": 413}
+"""The HTTP status of an INVALID_ARGUMENT by its reason, where 400 would mislead.
+
+PAYLOAD_TOO_LARGE is Amperity's (or a proxy's) 413 for an event whose body the gateway
+took: the event is too large, not wrong, and the page is told so as Amperity told us.
+"""
 
 
 class GatewayError(Exception):
@@ -277,6 +283,7 @@ def from_rpc_error(
 
     Only caller mistakes (INVALID_ARGUMENT, NOT_FOUND) carry the service's message; the
     rest get a generic one, so no configuration detail of the service reaches a browser.
+    An INVALID_ARGUMENT is 400, or the status ``REFUSAL_STATUSES`` names for its reason.
 
     Args:
         error: The failed RPC.
@@ -295,7 +302,8 @@ def from_rpc_error(
         # No reason given: the request is at fault, not necessarily an event (an enrich
         # or consent request carries none), so the neutral reason the service uses.
         message = details or "The service refused the request as invalid; check its fields."
-        return GatewayError(400, reason or "INVALID_REQUEST", message, field=field)
+        status = REFUSAL_STATUSES.get(reason or "", 400)
+        return GatewayError(status, reason or "INVALID_REQUEST", message, field=field)
     if code == grpc.StatusCode.NOT_FOUND:
         message = details or "No integration uses this pipeline key."
         return GatewayError(404, "UNKNOWN_PIPELINE_KEY", message, field="pipeline_key")

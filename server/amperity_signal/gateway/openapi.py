@@ -124,7 +124,11 @@ def _collector(summary: str, schema: str, ok: str) -> dict[str, Any]:
                 },
                 "400": _error("Bad JSON, a bad event, or a missing pipeline key."),
                 "404": _error("No integration uses this pipeline key."),
-                "413": _error("The body is too large."),
+                "413": _error(
+                    "The body is too large (BODY_TOO_LARGE), or Amperity refused the event "
+                    "as too large (PAYLOAD_TOO_LARGE; a batch answers it in that event's "
+                    "result)."
+                ),
                 "415": _UNSUPPORTED_BODY,
                 **_UPSTREAM_ERRORS,
             },

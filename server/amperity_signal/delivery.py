@@ -135,8 +135,10 @@ class Delivery:
                 await self._consent.remember(settings.id, event)
             if settings.profile_enabled:
                 budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
+                # The event's POST goes to the same host next: its "delivery failed" line
+                # carries a host's advice, so the lookup's is not logged too.
                 enrichment = await self._enricher.enrich(
-                    settings, event, deadline=self._clock() + max(budget, 0.0)
+                    settings, event, deadline=self._clock() + max(budget, 0.0), posting=True
                 )
                 warnings.extend(enrichment.warnings)
                 event = enrichment.event

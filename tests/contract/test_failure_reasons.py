@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from amperity_signal.logs import JsonFormatter
+from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
+from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
 from tests.contract.harness import SANDBOX_URL, Harness
 from tests.contract.test_contract import details, event
-from tests.support import REJECT_STREAM, Keys, integration_dict, mint_keys
+from tests.support import REJECT_STREAM, Keys, integration_dict, mint_keys, settings_for
 
 MISSING_STREAM = "esm-0NoSuchStrm"
 RPC_LOG = "amperity_signal.rpc"
@@ -138,3 +142,45 @@ async def test_a_page_call_names_its_integration_on_the_partner_resolve_failed_l
     [failed] = [line for line in lines.lines if line["msg"].startswith("partner resolve failed")]
     assert failed["integration_id"] == "web"
     assert "reason=PROFILE_KEY_FORBIDDEN" in failed["msg"]
+
+
+async def test_a_wrong_tenant_host_is_one_warning_per_failed_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Deliver's lookup and its event POST both meet "no such host": one line, not two.
+
+    Until session 27 each delivered event of a mistyped tenant_subdomain logged the advice
+    twice, as ``partner resolve failed`` and as ``delivery failed``. An Enrich, which posts
+    nothing, still logs it on its own line.
+    """
+    hosts: list[str] = []
+
+    def no_such_host(request: httpx.Request) -> httpx.Response:
+        hosts.append(f"{request.url.host} {request.url.path}")
+        error = httpx.ConnectError("[Errno -2] Name or service not known", request=request)
+        error.__cause__ = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        raise error
+
+    table = integration_dict("", mint_keys(), tenant_subdomain="acmee")
+    del table["api_base_url"]
+    service = build_server(settings_for(table), Deps(transport=httpx.MockTransport(no_such_host)))
+    await service.start()
+    stub = pb_grpc.AmperityServiceStub(service.in_process_channel())
+    caplog.set_level(logging.DEBUG, logger="amperity_signal")
+    try:
+        for n in range(3):
+            visitor = event(type="page", anonymous_id=f"a_{n}", traits={"email": f"v{n}@x.test"})
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Deliver(pb.DeliverRequest(integration_id="web", event=visitor))
+            assert details(caught.value)["ErrorInfo"].reason == "TENANT_HOST_NOT_FOUND"
+        delivered = [r for r in caplog.records if "no such host" in r.getMessage()]
+        caplog.clear()
+        visitor = event(type="page", anonymous_id="a_enrich", traits={"email": "e@x.test"})
+        await stub.Enrich(pb.EnrichRequest(integration_id="web", event=visitor))
+        enriched = [r for r in caplog.records if "no such host" in r.getMessage()]
+    finally:
+        await service.stop(0)
+
+    assert any("keychain" in host for host in hosts), hosts  # the lookups did meet it
+    assert [r.getMessage()[:16] for r in delivered] == ["delivery failed:"] * 3
+    assert [r.getMessage()[:23] for r in enriched] == ["partner resolve failed:"]

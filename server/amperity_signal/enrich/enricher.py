@@ -145,6 +145,7 @@ class Enricher:
         event: Mapping[str, Any],
         *,
         deadline: float | None,
+        posting: bool = False,
     ) -> EnrichResult:
         """Resolve the event's visitor and attach ``partner_attrs.amperity`` (and personalised).
 
@@ -152,6 +153,9 @@ class Enricher:
             integration: The integration the event belongs to.
             event: The event dict (not modified).
             deadline: Passed to the Profile API client.
+            posting: The caller posts the event to the same host next and logs that
+                call's failure (Deliver): a failure of the host itself (``HOST_FAILURES``)
+                is then not logged here as well, so one failure is one line.
 
         Returns:
             The result; partner failures are reported in ``warnings``, never raised.
@@ -169,7 +173,7 @@ class Enricher:
                 dict(event),
             )
         scope = _scope(integration)
-        outcome = await self._outcome(integration, client, event, deadline, scope)
+        outcome = await self._outcome(integration, client, event, deadline, scope, posting=posting)
         enriched = attach(event, outcome.profile_id, outcome.attributes)
         warnings = list(outcome.warnings)
         personalized: dict[str, Any] = {}
@@ -312,6 +316,8 @@ class Enricher:
         event: Mapping[str, Any],
         deadline: float | None,
         scope: str,
+        *,
+        posting: bool,
     ) -> Outcome:
         """Resolve from the cache, else through one shared partner call per visitor.
 
@@ -327,7 +333,7 @@ class Enricher:
         elif visitor is not None and ids.lacking:
             remembered = await self.identity_map.identifiers(integration.id, visitor)
         found = event_candidates(linking_keys, ids.prepared, remembered)
-        return await self._resolved(integration, client, found, deadline, scope)
+        return await self._resolved(integration, client, found, deadline, scope, posting=posting)
 
     async def _resolved(
         self,
@@ -340,12 +346,13 @@ class Enricher:
         latest: bool = False,
         read: ReadAhead | None = None,
         gate: Gate | None = None,
+        posting: bool = False,
     ) -> Outcome:
         """The outcome of the visitor's candidates: the cache's, else a shared partner call.
 
         ``latest`` and ``read`` as for ``Resolver.cached``. ``gate``: the page's consent, read
         again after a partner call (see ``_still_admitted``); unresolved when it no longer
-        admits the visitor.
+        admits the visitor. ``posting`` as for ``enrich``.
         """
         if not found:
             warning = messages.no_sources([lk.source for lk in integration.linking_keys])
@@ -372,6 +379,7 @@ class Enricher:
                 breaker=breaker,
                 deadline=deadline,
                 max_retries=integration.max_retries,
+                posting=posting,
             )
 
         def late() -> Outcome:

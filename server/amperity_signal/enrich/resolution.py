@@ -65,6 +65,12 @@ chance with probability 0.99 ** 1000, about 4e-5. Before any match, misses carry
 from the first one."""
 
 
+HOST_FAILURES: Final = frozenset({"TENANT_HOST_NOT_FOUND"})
+"""Failures of the integration's host itself (DNS has no such host), which every call of
+the integration meets alike: a Deliver's event POST after its lookup, whose ``delivery
+failed`` line carries the same advice (``Resolver.resolve``'s ``posting``)."""
+
+
 class Outcome(NamedTuple):
     """What resolution found for one visitor (a NamedTuple: one is built per request, cheaply).
 
@@ -137,6 +143,7 @@ class _Call(NamedTuple):
     allow_calls: bool
     max_retries: int = 0
     latest: bool = False
+    posting: bool = False
 
 
 class Resolver:
@@ -208,12 +215,15 @@ class Resolver:
         breaker: Breaker,
         deadline: float | None,
         max_retries: int,
+        posting: bool = False,
     ) -> Outcome:
         """Resolve a visitor and get its attributes, calling the Profile API where needed.
 
         Called after ``cached`` found a call needed: the walk re-reads the entries (another
         flight may just have written them) without counting them again in the hit ratio.
         ``max_retries`` is the integration's, to tell retries running out from the deadline.
+        ``posting``: the caller's POST to the same host follows and logs a failure of the
+        host (``HOST_FAILURES``), which is then not logged here too.
         """
         call = _Call(
             integration_id,
@@ -223,6 +233,7 @@ class Resolver:
             deadline,
             allow_calls=True,
             max_retries=max_retries,
+            posting=posting,
         )
         outcome = await self._walk(call, candidates)
         return outcome if outcome is not None else Outcome(None, None, None, "miss")
@@ -348,7 +359,7 @@ class Resolver:
         self, call: _Call, candidate: Candidate, key: str, walk: _Round
     ) -> tuple[Outcome | None, bool]:
         """Look one candidate up; returns (outcome when matched, whether to stop the walk)."""
-        integration_id, breaker = call.integration_id, call.breaker
+        breaker = call.breaker
         if not breaker.allow():
             walk.dampened = True
             walk.warnings.append(
@@ -363,7 +374,7 @@ class Resolver:
                 candidate.key, candidate.value, deadline=call.deadline
             )
         except AmperityError as exc:
-            stop = self._failed(integration_id, "lookup", exc, breaker)
+            stop = self._failed(call, "lookup", exc)
             if self._ran_out(exc, call):
                 walk.ran_out_at = call.deadline
             elif not nothing_sent(exc):  # this caller's deadline is not the next caller's
@@ -413,7 +424,7 @@ class Resolver:
         self, call: _Call, profile_id: str, candidate: Candidate, walk: _Round
     ) -> Outcome | None:
         """Fetch a resolved profile's attributes; None when the profile no longer exists."""
-        integration_id, breaker = call.integration_id, call.breaker
+        breaker = call.breaker
         if not breaker.allow():
             good = await self._last_good(call.scope, profile_id)
             warning = messages.breaker_open(
@@ -424,7 +435,7 @@ class Resolver:
         try:
             profile = await call.client.get_profile(profile_id, deadline=call.deadline)
         except AmperityError as exc:
-            self._failed(integration_id, "profile", exc, breaker)
+            self._failed(call, "profile", exc)
             if isinstance(exc, AmperityRejected):
                 # A 400/401/403 is not an outage, so the breaker never stops it: remembered
                 # for error_ttl, or every event of every known visitor would call again.
@@ -490,11 +501,11 @@ class Resolver:
         """Whether the call's deadline, not Amperity, ended a failed call."""
         return ran_out_of_time(exc, call.deadline, max_retries=call.max_retries, now=self._clock())
 
-    def _failed(
-        self, integration_id: str, endpoint: str, exc: AmperityError, breaker: Breaker
-    ) -> bool:
+    def _failed(self, call: _Call, endpoint: str, exc: AmperityError) -> bool:
         """Log a failed call and feed the breaker; returns whether the walk must stop."""
-        messages.log_failure(self._logger, integration_id, endpoint, exc)
+        integration_id, breaker = call.integration_id, call.breaker
+        if not (call.posting and exc.reason in HOST_FAILURES):
+            messages.log_failure(self._logger, integration_id, endpoint, exc)
         if isinstance(exc, AmperityUnavailable):
             if is_outage(exc) and breaker.record_failure():
                 messages.log_breaker_opened(

@@ -92,6 +92,12 @@ class Sandbox:
         await until(any_found, lambda: f"the sandbox journaled no request {params}")
         return found
 
+    async def in_flight(self) -> list[dict[str, Any]]:
+        """Requests at the sandbox not yet answered (a latency or hold keeps them)."""
+        answer = await self.inspector.get("/_sandbox/in_flight")
+        requests: list[dict[str, Any]] = answer.json()["requests"]
+        return requests
+
     async def stats(self) -> dict[str, Any]:
         """Counts by endpoint kind and status."""
         stats: dict[str, Any] = (await self.inspector.get("/_sandbox/stats")).json()

@@ -234,11 +234,13 @@ async def test_latency_fault_delays_the_answer(sandbox: InProcessSandbox) -> Non
     assert time.perf_counter() - started >= 0.14
 
 
-async def _held_event(sandbox: InProcessSandbox) -> asyncio.Task[httpx.Response]:
-    """POST an event under a one-use hold fault; return once the sandbox holds it."""
+async def _held_event(
+    sandbox: InProcessSandbox, event: dict[str, str] = EVENT
+) -> asyncio.Task[httpx.Response]:
+    """POST ``event`` under a one-use hold fault; return once the sandbox holds it."""
     fault = {"hold": True, "kind": "events", "count": 1}
     assert (await sandbox.client.post("/_sandbox/faults", json=fault)).status_code == 200
-    held = asyncio.create_task(sandbox.post_event(EVENT))
+    held = asyncio.create_task(sandbox.post_event(event))
     await until_held(sandbox.client, held)
     return held
 
@@ -257,6 +259,33 @@ async def test_a_hold_fault_keeps_the_request_until_released(sandbox: InProcessS
     [record] = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
     assert record["status"] == 202
     assert len((await sandbox.client.get("/_sandbox/events")).json()["events"]) == 1
+
+
+async def test_a_request_is_listed_in_flight_from_its_arrival_until_it_is_journaled(
+    sandbox: InProcessSandbox,
+) -> None:
+    """``GET /_sandbox/in_flight`` names a held event by its message_id; answered, it is gone.
+
+    A test waiting for its calls to be at the sandbox had only a fixed sleep to go by
+    (``test_restarts``): the journal has a request only once it is answered.
+    """
+    held = await _held_event(sandbox, {**EVENT, "message_id": "msg-in-flight"})
+    [arrived] = (await sandbox.client.get("/_sandbox/in_flight")).json()["requests"]
+    assert (arrived["message_id"], arrived["kind"], arrived["tenant"]) == (
+        "msg-in-flight",
+        "events",
+        ACME,
+    )
+    assert "status" not in arrived  # nothing is answered yet
+    assert arrived["headers"]["authorization"].startswith("Bearer <fp:")
+    assert (await sandbox.client.get("/_sandbox/requests")).json()["requests"] == []
+
+    await sandbox.client.post("/_sandbox/release")
+
+    assert (await asyncio.wait_for(held, 30)).status_code == 202
+    assert (await sandbox.client.get("/_sandbox/in_flight")).json() == {"requests": []}
+    [journaled] = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
+    assert journaled["request_id"] == arrived["request_id"]
 
 
 async def test_release_with_nothing_held_releases_nothing(sandbox: InProcessSandbox) -> None:

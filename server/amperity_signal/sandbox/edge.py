@@ -106,6 +106,7 @@ class SandboxEdge:
         outcome = (
             FaultOutcome() if body.disconnected else state.faults.decide(record.tenant, record.kind)
         )
+        state.in_flight[record.request_id] = record
         try:
             await self._answer(
                 scope,
@@ -117,6 +118,7 @@ class SandboxEdge:
             )
         finally:
             record.duration_ms = (time.perf_counter() - started) * 1000
+            state.in_flight.pop(record.request_id, None)
             state.requests.add(record)
             state.stats.add(record)
             if log.isEnabledFor(logging.DEBUG):

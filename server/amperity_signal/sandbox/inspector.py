@@ -4,6 +4,10 @@
   last, each ``{request_id, timestamp, time, method, path, query, kind, tenant, headers,
   status, dropped, body_cut, message_id, duration_ms}`` (``Authorization`` as
   ``Bearer <fp:…>``; ``message_id`` an event POST's, else null).
+- ``GET /_sandbox/in_flight`` → ``{"requests": [...]}``, oldest first: the requests arrived
+  and not yet answered (a hold or a latency keeps them), each as ``requests`` lists it
+  without its answer: ``{request_id, timestamp, time, method, path, query, kind, tenant,
+  headers, message_id}``.
 - ``GET /_sandbox/events?stream=&tenant=&limit=`` → ``{"events": [...]}``, each ``{stream,
   tenant, received_at, status, mode, routed_to, body}``.
 - ``GET /_sandbox/stats`` → ``{total, by_kind, by_status, throttled, dropped, body_cut,
@@ -36,6 +40,7 @@ class InspectorRoutes:
         """The Starlette routes of the inspector."""
         return [
             Route("/_sandbox/requests", self.requests, methods=["GET"]),
+            Route("/_sandbox/in_flight", self.in_flight, methods=["GET"]),
             Route("/_sandbox/events", self.events, methods=["GET"]),
             Route("/_sandbox/stats", self.stats, methods=["GET"]),
             Route("/_sandbox/profiles", self.profiles, methods=["GET"]),
@@ -51,6 +56,11 @@ class InspectorRoutes:
             if record.path.startswith(prefix) and tenant in (None, record.tenant)
         ]
         return JSONResponse({"requests": records[-_limit(request) :]})
+
+    async def in_flight(self, request: Request) -> Response:
+        """The API requests arrived and not yet answered, oldest first."""
+        records = [record.arrival_json() for record in self._state.in_flight.values()]
+        return JSONResponse({"requests": records})
 
     async def events(self, request: Request) -> Response:
         """Event bodies received per stream and where routing sent them."""

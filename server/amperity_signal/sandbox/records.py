@@ -57,8 +57,8 @@ class RequestRecord:
     duration_ms: float = 0.0
     message_id: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The record as ``GET /_sandbox/requests`` lists it."""
+    def arrival_json(self) -> dict[str, Any]:
+        """What is known of the request on arrival, as ``GET /_sandbox/in_flight`` lists it."""
         return {
             "request_id": self.request_id,
             "timestamp": self.timestamp,
@@ -69,10 +69,16 @@ class RequestRecord:
             "kind": self.kind,
             "tenant": self.tenant,
             "headers": self.headers,
+            "message_id": self.message_id,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``GET /_sandbox/requests`` lists it: its arrival, then its answer."""
+        return {
+            **self.arrival_json(),
             "status": self.status,
             "dropped": self.status == DROPPED,
             "body_cut": self.body_cut,
-            "message_id": self.message_id,
             "duration_ms": round(self.duration_ms, 3),
         }
 

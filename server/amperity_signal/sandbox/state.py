@@ -43,6 +43,10 @@ class SandboxState:
         self.faults = FaultInjector(self.rng)
         self.holds = Holds()
         self.requests: RingLog[RequestRecord] = RingLog(REQUEST_LOG_CAPACITY)
+        # The requests arrived (their body whole) and not yet journaled, by request id:
+        # what a test waits on to know its calls are at the sandbox, a hold or latency
+        # keeping them. A reset leaves them: they are still in flight, and go when done.
+        self.in_flight: dict[str, RequestRecord] = {}
         self.events: RingLog[EventRecord] = RingLog(EVENT_LOG_CAPACITY)
         self.stats = Stats()
         self._collections: dict[str, dict[str, CollectionProfiles]] = {}

@@ -27,6 +27,7 @@ from tests.reliability.support import (
     received,
     stream_all,
 )
+from tests.support import Keys, integration_dict, mint_keys, until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +35,23 @@ SERVICE = "datafly.amperity.v1.AmperityService"
 GRACE = 5.0
 
 
-async def fixed_port_service(stack: Stack, sandbox: Sandbox, port: int, **keys: Any) -> Service:
-    """A service whose gRPC port survives restarts, so the caller's channel finds it again."""
+async def fixed_port_service(
+    stack: Stack, sandbox: Sandbox, port: int, keys: Keys | None = None, *more: str
+) -> Service:
+    """A service whose gRPC port survives restarts, so the caller's channel finds it again.
+
+    Its integrations: ``web``, and one more by each id in ``more``, of the same tenant.
+    """
+    keys = keys or mint_keys()
+    tables = [
+        integration_dict(sandbox.url, keys, integration_id=name, max_retries=8, request_timeout=5.0)
+        for name in ("web", *more)
+    ]
     return await stack.service(
         sandbox,
+        *tables,
+        keys=keys,
         server={"grpc_address": f"127.0.0.1:{port}", "grace_period": GRACE},
-        max_retries=8,
-        request_timeout=5.0,
-        **keys,
     )
 
 
@@ -59,7 +69,7 @@ async def test_kill_9_mid_run_and_restart_loses_nothing(stack: Stack) -> None:
         crash["acknowledged_at_kill"] = len(outcome.acknowledged)
         service.process.proc.kill()
         crash["exit_code"] = await service.process.proc.wait()
-        restarted = await fixed_port_service(stack, sandbox, port, keys=service.keys)
+        restarted = await fixed_port_service(stack, sandbox, port, service.keys)
         crash["restarted"] = restarted
 
     async def watch(outcome: Outcome) -> None:
@@ -93,7 +103,9 @@ async def test_sigterm_under_load_flips_health_finishes_in_flight_and_loses_noth
     """SIGTERM mid-run: health NOT_SERVING first, in-flight RPCs finish OK, exit 0, none lost."""
     sandbox = await stack.sandbox()
     port = free_port()
-    service = await fixed_port_service(stack, sandbox, port)
+    # The unary calls go through an integration of their own, with its own connection
+    # pool: behind the stream's held posts in web's, they might not reach the sandbox.
+    service = await fixed_port_service(stack, sandbox, port, None, "unary")
     events = make_events(PROFILE.shutdown_events, "shutdown")
     unary = make_events(8, "shutdown-unary")
     health: Any = health_pb2_grpc.HealthStub(service.channel)
@@ -101,25 +113,33 @@ async def test_sigterm_under_load_flips_health_finishes_in_flight_and_loses_noth
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
     shutdown: dict[str, Any] = {}
 
+    async def unary_at_the_sandbox() -> bool:
+        arrived = {request["message_id"] for request in await sandbox.in_flight()}
+        return {e.message_id for e in unary} <= arrived
+
     async def terminate_and_restart() -> None:
-        # Every post now takes 1.5 s, so the unary calls below are in flight at SIGTERM.
-        await sandbox.fault(latency_ms=1_500, latency_rate=1.0, kind="events")
+        # Every post is now held until released, so the unary calls below are in flight at
+        # SIGTERM: their posts are at the sandbox (until session 27 a 0.4 s sleep hoped so).
+        await sandbox.fault(hold=True, kind="events")
         in_flight = [
             asyncio.ensure_future(
-                service.stub.Deliver(pb.DeliverRequest(integration_id="web", event=e), timeout=20)
+                service.stub.Deliver(pb.DeliverRequest(integration_id="unary", event=e), timeout=20)
             )
             for e in unary
         ]
-        await asyncio.sleep(0.4)
+        await until(unary_at_the_sandbox, lambda: "the unary calls' posts never reached it")
         assert not any(task.done() for task in in_flight)
         service.process.proc.send_signal(signal.SIGTERM)
         flipped = await asyncio.wait_for(watch.read(), 10)
         shutdown["health"] = flipped.status
         shutdown["in_flight_done_at_flip"] = sum(task.done() for task in in_flight)
         await sandbox.clear_faults()
+        await sandbox.release()
         shutdown["unary"] = await asyncio.gather(*in_flight, return_exceptions=True)
         shutdown["exit_code"] = await asyncio.wait_for(service.process.proc.wait(), GRACE + 15)
-        shutdown["restarted"] = await fixed_port_service(stack, sandbox, port, keys=service.keys)
+        shutdown["restarted"] = await fixed_port_service(
+            stack, sandbox, port, service.keys, "unary"
+        )
 
     async def trigger(outcome: Outcome) -> None:
         if "task" not in shutdown and len(outcome.acknowledged) >= len(events) // 3:

@@ -79,9 +79,9 @@ class Sandbox:
     async def journaled(self, **params: Any) -> list[dict[str, Any]]:
         """``requests(**params)`` once there is one (bounded by ``until``).
 
-        The sandbox journals a request when its answer is written out, which can be after
-        its client has what it needed (the headers of a long answer) or has gone (an
-        abandoned call): a read right after the client's call may come too early.
+        The sandbox journals a request as its answer starts to go out, but one its client
+        abandoned (gone during a latency or hold) only once it sees the client gone: a
+        read right after the client's call may come too early for that one.
         """
         found: list[dict[str, Any]] = []
 

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from amperity_signal.amperity.retry import parse_retry_after
 from amperity_signal.sandbox import edge
@@ -286,6 +287,52 @@ async def test_a_request_is_listed_in_flight_from_its_arrival_until_it_is_journa
     assert (await sandbox.client.get("/_sandbox/in_flight")).json() == {"requests": []}
     [journaled] = (await sandbox.client.get("/_sandbox/requests")).json()["requests"]
     assert journaled["request_id"] == arrived["request_id"]
+
+
+async def test_a_request_is_journaled_and_counted_before_its_answer_goes_out(
+    sandbox: InProcessSandbox,
+) -> None:
+    """When the answer's status goes to the server, the journal and stats already have it.
+
+    Until session 27 the sandbox journaled a request once its answer was written out: a
+    client that read the journal right after its 202 (a real server answers it before the
+    app returns) could find nothing there. A cut body is counted when it is cut.
+    """
+    at_answer: list[tuple[list[tuple[str | None, int, bool]], int]] = []
+
+    async def watching(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                journal = sandbox.state.requests.items()
+                seen = [(r.message_id, r.status, r.body_cut) for r in journal]
+                at_answer.append((seen, sandbox.state.stats.to_json()["total"]))
+            await send(message)
+
+        await sandbox.app(scope, receive, send_watched)
+
+    headers = sandbox.headers("acme-ingest")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=watching), base_url="http://sandbox"
+    ) as client:
+        fault = {"cut_body_rate": 1.0, "count": 1, "kind": "events"}
+        await sandbox.client.post("/_sandbox/faults", json=fault)
+        with pytest.raises(ConnectionDropped):  # the cut, outside a real server
+            await client.post(
+                f"/prof/events/{ACME_STREAM}",
+                json={**EVENT, "message_id": "m-cut"},
+                headers=headers,
+            )
+        answered = await client.post(
+            f"/prof/events/{ACME_STREAM}", json={**EVENT, "message_id": "m-1"}, headers=headers
+        )
+
+    assert answered.status_code == 202
+    assert at_answer == [
+        ([("m-cut", 202, False)], 1),
+        ([("m-cut", 202, True), ("m-1", 202, False)], 2),
+    ]
+    stats = (await sandbox.client.get("/_sandbox/stats")).json()
+    assert (stats["total"], stats["body_cut"], stats["tenants"][ACME]["body_cut"]) == (2, 1, 1)
 
 
 async def test_release_with_nothing_held_releases_nothing(sandbox: InProcessSandbox) -> None:

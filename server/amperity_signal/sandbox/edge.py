@@ -107,6 +107,7 @@ class SandboxEdge:
             FaultOutcome() if body.disconnected else state.faults.decide(record.tenant, record.kind)
         )
         state.in_flight[record.request_id] = record
+        journal = _Journal(state, record, started)
         try:
             await self._answer(
                 scope,
@@ -114,13 +115,11 @@ class SandboxEdge:
                 send=send,
                 body=body,
                 outcome=outcome,
-                record=record,
+                journal=journal,
             )
         finally:
+            journal.write()  # a request that got no answer (dropped, client gone)
             record.duration_ms = (time.perf_counter() - started) * 1000
-            state.in_flight.pop(record.request_id, None)
-            state.requests.add(record)
-            state.stats.add(record)
             if log.isEnabledFor(logging.DEBUG):
                 _log_answered(record)
 
@@ -132,8 +131,9 @@ class SandboxEdge:
         send: Send,
         body: RequestBody,
         outcome: FaultOutcome,
-        record: RequestRecord,
+        journal: _Journal,
     ) -> None:
+        record = journal.record
         if body.disconnected:
             # Handing a cut body to the API made Starlette raise ClientDisconnect: a 500 in
             # the inspector that no client saw, and a traceback in the sandbox's log.
@@ -157,11 +157,12 @@ class SandboxEdge:
                 if outcome.accept_status is not None and message["status"] == 202:
                     message = {**message, "status": outcome.accept_status}
                 record.status = message["status"]
+                journal.write()  # before the client can have the answer
             await send(message)
 
         answer: Send = recording_send
         if outcome.cut_body and scope["method"] != "HEAD":  # a HEAD answer has no body to cut
-            answer = _BodyCutter(recording_send, receive, record)
+            answer = _BodyCutter(recording_send, receive, journal)
         if outcome.oversized_body is not None and scope["method"] != "HEAD":
             # Before a cut, so that a cut fault cuts the oversized body.
             answer = OversizedSender(answer, outcome.oversized_body, gzipped=outcome.oversized_gzip)
@@ -191,6 +192,38 @@ class SandboxEdge:
         await self._app(scope, replay, answer)
 
 
+class _Journal:
+    """Puts one request in the journal and the stats, once: before its answer goes out.
+
+    A client that has its answer finds its request in ``GET /_sandbox/requests`` (until
+    session 27 it was journaled once the answer was written out, after the client could
+    have it). The record is the journal's own: a body cut after it is journaled shows,
+    and its ``duration_ms``, set once the answer is whole, too.
+    """
+
+    def __init__(self, state: SandboxState, record: RequestRecord, started: float) -> None:
+        self.record = record
+        self._state = state
+        self._started = started
+        self._written = False
+
+    def write(self) -> None:
+        """Journals and counts the request, unless it already is: it leaves ``in_flight``."""
+        if self._written:
+            return
+        self._written = True
+        record, state = self.record, self._state
+        record.duration_ms = (time.perf_counter() - self._started) * 1000
+        state.in_flight.pop(record.request_id, None)
+        state.requests.add(record)
+        state.stats.add(record)
+
+    def cut(self) -> None:
+        """Marks the request's body as cut, in its record and in the stats."""
+        self.record.body_cut = True
+        self._state.stats.count_cut(self.record)
+
+
 class _BodyCutter:
     """An ASGI ``send`` that passes the status line and headers, then cuts the body.
 
@@ -200,10 +233,10 @@ class _BodyCutter:
     without a body (a 204) has nothing to cut and goes out whole.
     """
 
-    def __init__(self, send: Send, receive: Receive, record: RequestRecord) -> None:
+    def __init__(self, send: Send, receive: Receive, journal: _Journal) -> None:
         self._send = send
         self._receive = receive
-        self._record = record
+        self._journal = journal
         self._cut = False
 
     async def __call__(self, message: Message) -> None:
@@ -215,7 +248,7 @@ class _BodyCutter:
             await self._send(message)
             return
         self._cut = True
-        self._record.body_cut = True
+        self._journal.cut()
         await self._send({**message, "body": chunk[: len(chunk) // 2], "more_body": True})
         await _close_after_sent(self._receive)
 

@@ -164,6 +164,11 @@ class Stats:
         tenant = record.tenant or "-"
         self._tenants.setdefault(tenant, _Counts()).add(record)
 
+    def count_cut(self, record: RequestRecord) -> None:
+        """Counts the cut of a request's body, after the request itself was counted."""
+        self._overall.body_cut += 1
+        self._tenants.setdefault(record.tenant or "-", _Counts()).body_cut += 1
+
     def to_json(self) -> dict[str, Any]:
         """``{total, by_kind, by_status, throttled, dropped, body_cut, tenants: {id: {same}}}``."""
         return {

@@ -10,6 +10,7 @@ docs/gateway.md's (tests/gateway/test_error_codes.py); the sandbox is no part of
 from __future__ import annotations
 
 import ast
+import contextvars
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,7 +98,12 @@ def test_the_collected_reasons_include_those_raised_by_class_and_by_call() -> No
     reasons = set_reasons()
     assert AmperitySignalError.reason in reasons  # INTERNAL, the base class's
     assert {"PROFILE_UNAVAILABLE", "STREAM_NOT_FOUND", "RATE_LIMITED_LOCALLY"} <= set(reasons)
-    answered = status.unknown_health_service("no.such.Service", ["datafly.amperity.v1"])
+    # In a context of its own: it tells ANSWERED_WITH, which set in this (the process's
+    # main) context was inherited by every later test's server tasks, and their calls'
+    # observations logged UNKNOWN_HEALTH_SERVICE as their reason.
+    answered = contextvars.copy_context().run(
+        status.unknown_health_service, "no.such.Service", ["datafly.amperity.v1"]
+    )
     assert answered.code == grpc.StatusCode.NOT_FOUND
     [packed] = [v for k, v in answered.trailing_metadata if k == "grpc-status-details-bin"]
     info = error_details_pb2.ErrorInfo()

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from amperity_signal.service import status
 from amperity_signal.service.app import Deps, build_server
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
@@ -120,6 +121,28 @@ async def test_a_watch_its_caller_lets_expire_is_logged_at_debug(
     assert await watch.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The server's observation ends a moment after the caller's (on a loaded machine,
     # seconds): wait for its line, bounded by until's 30 s.
+    await until(lambda: bool(_failed(caplog)), lambda: "the watch's end was never logged")
+    assert _failed(caplog) == [(logging.DEBUG, WATCH, "DEADLINE_EXCEEDED", None)]
+
+
+async def test_a_call_does_not_inherit_an_answer_its_server_was_started_beside(
+    make_harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reason told in the context the server was started from is no call's reason.
+
+    grpc.aio's call tasks copy the server's context; a value set there (by a status built
+    before the start, as a test does) once suppressed every unlogged failure's line.
+    """
+    leaked = status.ANSWERED_WITH.set(("LEAKED", True))
+    try:
+        harness = await make_harness()
+    finally:
+        status.ANSWERED_WITH.reset(leaked)  # the server's context holds it; no later test's
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.rpc")
+    watch = harness.stub.WatchDeliveries(
+        pb.WatchDeliveriesRequest(integration_id="web"), timeout=0.2
+    )
+    assert await watch.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await until(lambda: bool(_failed(caplog)), lambda: "the watch's end was never logged")
     assert _failed(caplog) == [(logging.DEBUG, WATCH, "DEADLINE_EXCEEDED", None)]
 

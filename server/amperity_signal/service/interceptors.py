@@ -349,6 +349,8 @@ class _Observed:
         _begun = (context, pipeline_key)
         rid = rid or _new_request_id()
         request_id_var.set(rid)
+        # The call starts with nothing answered, whatever the task's parent context held.
+        ANSWERED_WITH.set(None)
         context.set_trailing_metadata(((REQUEST_ID_METADATA, rid),))
         self._calls.begin(self._method)
         return time.perf_counter()
@@ -381,10 +383,7 @@ class _Observed:
         ``logged``); what the caller caused (``CALLER_CAUSED``, or the deadline of a call
         answering with a stream) at debug; the rest at info.
         """
-        answered = ANSWERED_WITH.get()
-        if answered is not None:
-            ANSWERED_WITH.set(None)  # the next call in this context starts without it
-        reason, logged = answered or ("", False)
+        reason, logged = ANSWERED_WITH.get() or ("", False)
         if logged:
             return
         caused = code in CALLER_CAUSED or (self._streams and code == "DEADLINE_EXCEEDED")

@@ -10,12 +10,13 @@ Consent reaches the ledger with every delivered event and, without one, through
 ``record_consent`` (the gateway's ``POST /v1/consent``): a visitor who withdraws consent
 in the page must stop seeing the profile at once, in every tab, not after the next event.
 Each state is kept with the instant it was true, and an older one never replaces a newer
-one: a retried or late batch of events from before the withdrawal cannot undo it.
+one: a retried or late batch of events from before the withdrawal cannot undo it. An
+event's state the cache does not take is held in this process until it is written
+(``consent_pending``), and read before the stored one meanwhile.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -26,13 +27,22 @@ from typing import Any
 import orjson
 
 from amperity_signal.config import IntegrationSettings
+from amperity_signal.consent_pending import HeldState, PendingConsent
 from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemoryStore
 from amperity_signal.enrich.enricher import Gate
 from amperity_signal.enrich.newer_entry import AT
 from amperity_signal.errors import CacheUnavailable
+from amperity_signal.metrics import Metrics
 from amperity_signal.redis_keys import CONSENT_PREFIX
 
 CONSENT_TTL = 30 * 86_400.0
+CONSENT_PENDING_WARNING = (
+    "consent state pending: the shared cache did not answer, so the consent state this "
+    "event carried is not written yet; this process holds it and writes it as soon as the "
+    "cache answers, and meanwhile shows the visitor's profile to no page unless this state "
+    "grants it. The event itself was delivered; nothing needs sending again."
+)
+"""Deliver's warning for an event whose consent state is held (``ConsentLedger.remember``)."""
 
 
 class ConsentLedger:
@@ -70,13 +80,18 @@ class ConsentLedger:
     The backend (``build_cache``) degrades to no cache when Redis is down; a visitor whose
     consent cannot be read then counts as not having consented (``allows`` fails closed).
     A state that cannot be kept is not pretended kept: ``record`` raises
-    ``CacheUnavailable`` (RecordConsent answers UNAVAILABLE, the caller retries), while
-    ``remember`` drops it, since the event it came with is still delivered and carries it.
+    ``CacheUnavailable`` (RecordConsent answers UNAVAILABLE, the caller retries). An
+    event's state cannot be sent again by anyone (the event is delivered), so ``remember``
+    holds it (``consent_pending.PendingConsent``) and it is written once the cache answers;
+    until then a held state is read before the stored one (``gate``, ``allows``), so an
+    older stored grant does not show the profile of a visitor who withdrew. The next write
+    for that visitor writes the held state in place of an older offered one.
 
     Args:
         store: The shared cache backend.
         ttl: Seconds a visitor's state is kept after it was last written.
         now: The wall clock, in epoch seconds.
+        metrics: The held states' gauge and counter (None: not counted).
     """
 
     def __init__(
@@ -85,22 +100,33 @@ class ConsentLedger:
         ttl: float = CONSENT_TTL,
         *,
         now: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._ttl = ttl
         self._now = now
+        self._pending = PendingConsent(self._write_held, metrics=metrics)
+        if isinstance(store, CacheBackend):  # the cache answers again: held states go now
+            store.on_available(self._pending.answered)
         # The memory store answers at once and cannot fail: keeping a state in it directly
         # spares the backend's and the store's coroutines (as ``JsonCache`` reads it).
         # Exactly MemoryStore: a subclass may override get or set, as the outage tests do.
         memory = store.store if isinstance(store, CacheBackend) else store
         self._keep_now = memory.keep_newer_now if type(memory) is MemoryStore else None
 
-    async def remember(self, integration_id: str, event: dict[str, Any]) -> None:
+    async def remember(
+        self, integration_id: str, event: dict[str, Any], condition: str | None = None
+    ) -> tuple[str, ...]:
         """Keep the consent state an event carried, as of its timestamp, when it is newest.
 
-        During a cache outage the state is dropped (the backend counted and logged it):
-        the event is delivered all the same, and ``allows`` answers no until the cache
-        is back.
+        During a cache outage the state is held and written once the cache answers (the
+        event is delivered all the same); meanwhile the visitor's profile is shown only
+        when the held state grants ``condition`` (the integration's ``browser_consent``;
+        None: not known, and the state is among the last to give way when the hold is
+        full, as a denial is).
+
+        Returns:
+            Deliver's warnings: ``CONSENT_PENDING_WARNING`` when the state is held.
         """
         consent = event.get("context", {}).get("consent")
         anonymous_id = event.get("anonymous_id")
@@ -108,8 +134,16 @@ class ConsentLedger:
             # Deliver always sets the timestamp (the receive time when the event had none).
             timestamp = event.get("timestamp")
             at = timestamp.timestamp() if isinstance(timestamp, datetime) else None
-            with contextlib.suppress(CacheUnavailable):
-                await self._keep(self._key(integration_id, anonymous_id), consent, at)
+            key = self._key(integration_id, anonymous_id)
+            now, moment = self._moment(at)
+            value = orjson.dumps({**consent, AT: moment})
+            try:
+                await self._write(key, value, moment, now)
+            except CacheUnavailable:
+                denies = condition is None or not meets(consent, condition)
+                self._pending.hold(key, HeldState(value, moment, denies))
+                return (CONSENT_PENDING_WARNING,)
+        return ()
 
     async def record(
         self,
@@ -147,34 +181,74 @@ class ConsentLedger:
 
         ``condition`` is ``analytics``, ``marketing``, ``functional``, ``categories.CODE``
         or ``google.PARAMETER``; the value must be true (or ``"granted"``). The stored
-        ``at`` is never one of those, so the stored value is read as it is.
+        ``at`` is never one of those, so the stored value is read as it is. A held state
+        (not written yet) must meet it too.
         """
-        stored = await self._store.get(self._key(integration_id, anonymous_id))
-        return grants(condition, stored)
+        key = self._key(integration_id, anonymous_id)
+        return self._admits(key, condition, await self._store.get(key))
 
     def gate(self, integration_id: str, anonymous_id: str, condition: str) -> Gate:
         """``allows`` as the enricher's ``Gate``: read with the page's first read on Redis.
 
         The enricher reads it from its own cache, which must be this ledger's store (as
-        ``build_server`` wires them).
+        ``build_server`` wires them). The held state is looked at each time the gate is
+        (before the page's reads and again after a Profile API call), so a withdrawal held
+        meanwhile hides the answer too.
         """
-        return Gate(self._key(integration_id, anonymous_id), partial(grants, condition))
+        key = self._key(integration_id, anonymous_id)
+        return Gate(key, partial(self._admits, key, condition))
+
+    async def close(self, deadline: float) -> int:
+        """At a stop: try the held states once, by ``deadline``; how many are left.
+
+        ``deadline`` is on the event loop's clock (``PendingConsent.close``).
+        """
+        return await self._pending.close(deadline)
+
+    def _admits(self, key: str, condition: str, stored: bytes | None) -> bool:
+        """Whether the held state, if any, and the stored one both grant ``condition``."""
+        held = self._pending.get(key)
+        if held is not None and not grants(condition, held.value):
+            return False
+        return grants(condition, stored)
 
     async def _keep(self, key: str, consent: dict[str, Any], at: float | None) -> dict[str, Any]:
         """Store ``consent`` as of ``at`` unless the stored state is newer; the state kept."""
-        now = self._now()
-        at = now if at is None or at > now else at
-        value = orjson.dumps({**consent, AT: at})
-        keep_now = self._keep_now
-        if keep_now is not None:
-            newer = keep_now(key, value, at, self._ttl, now=now)
-        else:
-            newer = await self._store.keep_newer(key, value, at, self._ttl, now=now)
+        now, moment = self._moment(at)
+        newer = await self._write(key, orjson.dumps({**consent, AT: moment}), moment, now)
         kept = _parsed(newer) if newer is not None else None
         if kept is None:
             return consent
         kept.pop(AT, None)  # the caller gets the consent state alone
         return kept
+
+    def _moment(self, at: float | None) -> tuple[float, float]:
+        """The clock now, and ``at`` as kept: now when unset or past the clock."""
+        now = self._now()
+        return now, now if at is None or at > now else at
+
+    async def _write(self, key: str, value: bytes, at: float, now: float) -> bytes | None:
+        """Store ``value`` as of ``at`` unless a newer state is; the newer one, else None.
+
+        A held state newer than ``value`` (the cache did not take it) goes in its place,
+        and is answered as the state in force: ``value`` would lose to it once written.
+        """
+        held = self._pending.get(key)
+        substituted = held is not None and held.at > at
+        if held is not None and substituted:
+            value, at = held.value, held.at
+        keep_now = self._keep_now
+        if keep_now is not None:
+            newer = keep_now(key, value, at, self._ttl, now=now)
+        else:
+            newer = await self._store.keep_newer(key, value, at, self._ttl, now=now)
+        if held is not None:
+            self._pending.settled(key, held, at)
+        return value if newer is None and substituted else newer
+
+    async def _write_held(self, key: str, state: HeldState) -> None:
+        """Write a held state: the retry loop's write (``CacheUnavailable`` while down)."""
+        await self._store.keep_newer(key, state.value, state.at, self._ttl, now=self._now())
 
     @staticmethod
     def _key(integration_id: str, anonymous_id: str) -> str:

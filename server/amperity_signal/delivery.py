@@ -132,7 +132,8 @@ class Delivery:
         progress = CallProgress()
         try:
             if settings.browser_consent:
-                await self._consent.remember(settings.id, event)
+                held = await self._consent.remember(settings.id, event, settings.browser_consent)
+                warnings.extend(held)  # the consent state is pending: the cache did not take it
             if settings.profile_enabled:
                 budget = min((deadline - self._clock()) * ENRICH_SHARE, ENRICH_MAX_SECONDS)
                 # The event's POST goes to the same host next: its "delivery failed" line

@@ -162,6 +162,20 @@ class Metrics(GatewayMetrics):
             ["integration", "cause"],
             registry=r,
         )
+        # Across workers the sum: each holds its own (``consent_pending``).
+        self.consent_pending = Gauge(
+            "amperity_signal_consent_pending",
+            "Consent states the cache did not take, held until they are written.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.consent_unwritten = Counter(
+            "amperity_signal_consent_unwritten",
+            "Held consent states given up unwritten, by cause: evicted (the hold was full), "
+            "stopped (the process stopped first).",
+            ["cause"],
+            registry=r,
+        )
         # Recomputed at every scrape (``refresh_key_expiry``); across workers the smallest,
         # that is the freshest, value is shown: one series per key rather than one per pid.
         self.token_days_to_expiry = Gauge(

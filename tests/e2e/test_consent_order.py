@@ -3,21 +3,29 @@
 sandbox → two ``amperity-signal serve`` processes (gRPC + gateway) sharing a real Redis,
 as two replicas behind one load balancer: the withdrawal reaches one, the late batch the
 other. And one replica whose Redis is stopped mid-test: a consent it cannot keep is
-refused (503, UNAVAILABLE), never answered as kept.
+refused (503, UNAVAILABLE), never answered as kept. And one whose Redis is paused
+(``CLIENT PAUSE``: data intact, no answers) while an event carries a withdrawal: the
+state is held, the profile hidden, and the withdrawal written once Redis answers.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
+import redis.asyncio as redis
 
+from amperity_signal.browser import CONSENT_PENDING_WARNING
+from amperity_signal.service.convert import struct_to_dict
 from amperity_signal_client import AsyncAmperityClient, RetryPolicy, Unavailable
+from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import Service, Stack
-from tests.support import ALICE_EMAIL, integration_dict, mint_keys
+from tests.support import ALICE_EMAIL, integration_dict, message_id, mint_keys, until
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +147,86 @@ async def test_a_consent_sent_while_redis_is_down_is_refused_and_lands_once_it_i
     async with AsyncAmperityClient(service.grpc_target, pipeline_key="pk_web") as sdk:
         assert await sdk.record_consent(VISITOR, {"functional": True}) is True
     assert "cache unavailable" in stack.logs()
+
+
+PAUSE_MS = 4_000
+"""How long ``CLIENT PAUSE`` leaves Redis unresponsive: the withdrawal's Deliver and a
+BrowserProfile (each meeting the service's 0.25 s Redis timeout) happen well within it."""
+
+
+async def _paused_service(stack: Stack) -> tuple[Service, redis.Redis]:
+    """A service on a real Redis whose visitor has granted consent; a client of that Redis."""
+    sandbox = await stack.sandbox()
+    redis_url = await stack.redis()
+    keys = mint_keys()
+    table = integration_dict(sandbox.url, keys, browser_consent="functional")
+    service = await stack.service(
+        sandbox, table, keys=keys, cache={"backend": "redis", "redis_url": redis_url}
+    )
+    answer = await service.stub.Deliver(_identify(functional=True), timeout=15)
+    assert CONSENT_PENDING_WARNING not in answer.warnings
+
+    async def shown() -> bool:
+        return bool(await _profile(service))
+
+    await until(shown, lambda: "the granting visitor's profile was never shown")
+    return service, redis.Redis.from_url(redis_url)
+
+
+def _identify(*, functional: bool) -> pb.DeliverRequest:
+    event = pb.Event(message_id=message_id(), type="identify", anonymous_id=VISITOR)
+    event.traits.update({"email": ALICE_EMAIL})
+    event.context.consent.functional = functional
+    return pb.DeliverRequest(integration_id="web", event=event)
+
+
+async def _profile(service: Service) -> dict[str, Any]:
+    request = pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id=VISITOR)
+    return struct_to_dict((await service.stub.BrowserProfile(request, timeout=15)).attributes)
+
+
+async def test_a_withdrawal_delivered_while_redis_is_paused_is_kept_and_written_after(
+    stack: Stack,
+) -> None:
+    """Redis paused (CLIENT PAUSE): the withdrawal is held, the profile stays hidden, then kept.
+
+    Before, the withdrawal was dropped with an OK and no warning; once Redis answered again
+    the older grant was still stored and BrowserProfile served the profile again until the
+    visitor sent another event.
+    """
+    service, inspector = await _paused_service(stack)
+    key = "consent:" + hashlib.sha256(f"web\0{VISITOR}".encode()).hexdigest()
+    try:
+        assert await inspector.client_pause(PAUSE_MS, all=True)
+        answer = await service.stub.Deliver(_identify(functional=False), timeout=15)
+        assert CONSENT_PENDING_WARNING in answer.warnings  # delivered, and says so
+        assert await _profile(service) == {}
+        assert await inspector.ping()  # answered once the pause is over
+        assert await _profile(service) == {}  # the held withdrawal first, written or not
+
+        async def withdrawal_stored() -> bool:
+            stored = await inspector.get(key)
+            return stored is not None and orjson.loads(stored)["functional"] is False
+
+        await until(withdrawal_stored, lambda: "the held withdrawal was never written")
+        assert await _profile(service) == {}
+    finally:
+        await inspector.aclose()
+    logs = stack.logs()
+    assert logs.count("consent states the cache did not take are held") == 1
+    assert "consent states held through the cache outage are written" in logs
+
+
+async def test_a_stop_while_a_withdrawal_is_held_tries_it_once_and_logs_how_many_are_left(
+    stack: Stack,
+) -> None:
+    """SIGTERM with Redis still paused: one try, then the count of states left is logged."""
+    service, inspector = await _paused_service(stack)
+    try:
+        assert await inspector.client_pause(PAUSE_MS, all=True)
+        answer = await service.stub.Deliver(_identify(functional=False), timeout=15)
+        assert CONSENT_PENDING_WARNING in answer.warnings
+        assert await service.process.stop() == 0
+    finally:
+        await inspector.aclose()
+    assert "1 consent states the cache did not take could not be written" in stack.logs()

@@ -82,6 +82,7 @@ class CacheBackend:
         self._retry_interval = retry_interval
         self._logger = logger or logging.getLogger(LOGGER_NAME)
         self._down_until: float | None = None
+        self._on_available: list[Callable[[], None]] = []
 
     @property
     def available(self) -> bool:
@@ -99,10 +100,19 @@ class CacheBackend:
             )
         self._down_until = self._clock() + self._retry_interval
 
+    def on_available(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the store answers again after failing.
+
+        The consent ledger's held states are then written at once, not at their next try.
+        """
+        self._on_available.append(callback)
+
     def _succeeded(self) -> None:
         if self._down_until is not None:
             self._logger.info("cache available again")
             self._down_until = None
+            for callback in self._on_available:
+                callback()
 
     def lost(self, keys: Sequence[str]) -> list[bytes | None]:
         """Count a read of each key lost to an outage (``result="error"``); Nones for them."""

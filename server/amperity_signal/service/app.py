@@ -71,6 +71,10 @@ Each waiting call holds ~12 KB (measured with 1.5 KB requests: 10,000 took 111 M
 30,000 took 337 MB), so this bounds the queue at ~120 MB and 3-8 s of work at this
 service's throughput, within callers' deadlines; past it core cancels again.
 """
+CONSENT_WRITE_SECONDS = 1.0
+"""At a stop, the least time the held consent states get for their one try, grace or not:
+a withdrawal the cache did not take is lost when the process ends (a Redis that does not
+answer costs one timeout, 0.25 s, as the backend then skips the others)."""
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Service:
     redis_url: str | None = field(default=None, repr=False)
     servicer: AmperityServicer | None = None
     calls: CallsInFlight = field(default_factory=CallsInFlight)
+    consent: ConsentLedger | None = None
     local_socket: str | None = None
     _stopping: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
 
@@ -179,7 +184,11 @@ class Service:
         NOT_SERVING. A watch whose caller does not take its last messages is cancelled
         (see ``_cancel_stuck_watches``); a DeliverStream whose caller does not take its
         answers holds the stop for the grace period, as any call doing work does.
+        Then the consent states the cache did not take are tried once, in what is left of
+        ``grace`` (at least ``CONSENT_WRITE_SECONDS``), and those left are logged.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await self.health.enter_graceful_shutdown()
         self.health.end_watches()
         if self.servicer is not None:
@@ -188,6 +197,8 @@ class Service:
         if grace > 0:  # with none, the server cancels every call at once anyway
             await self._cancel_stuck_watches(stopping, min(FAREWELL_SECONDS, grace))
         await stopping
+        if self.consent is not None:
+            await self.consent.close(max(deadline, loop.time() + CONSENT_WRITE_SECONDS))
         await self.registry.aclose()
         await self.cache.close()
 
@@ -264,7 +275,7 @@ def build_server(
         metrics=deps.metrics,
         clock=deps.clock,
     )
-    consent = ConsentLedger(cache)
+    consent = ConsentLedger(cache, metrics=deps.metrics)
     live = LiveEvents()
     servicer = AmperityServicer(
         registry=registry,
@@ -311,6 +322,7 @@ def build_server(
         handlers=handlers.handlers,
         servicer=servicer,
         calls=calls,
+        consent=consent,
         redis_url=(
             settings.cache.redis_url
             if report and settings.cache.backend == "redis" and not (deps.cache and deps.limiter)

@@ -274,7 +274,7 @@ async def test_consent_reads_during_an_outage_count_under_one_bounded_label(
 async def test_a_consent_state_recorded_during_an_outage_is_refused_not_pretended_kept(
     metrics: Metrics, clock: FakeClock
 ) -> None:
-    """record() raises CacheUnavailable (nothing kept); an event's state is dropped quietly.
+    """record() raises CacheUnavailable (nothing kept); an event's state is held instead.
 
     Before, record() answered the offered grant as if kept, while allows() said no and,
     once the store was back, the withdrawal kept before the outage was still in force.
@@ -292,11 +292,11 @@ async def test_a_consent_state_recorded_during_an_outage_is_refused_not_pretende
         assert refused.value.metadata == {"retry_after_seconds": "1"}
         assert refused.value.__cause__ is None  # the store's error is logged, not passed on
     grant = {"anonymous_id": "anon_1", "context": {"consent": {"marketing": True}}}
-    await ledger.remember("acme", grant)  # the event is delivered all the same
+    await ledger.remember("acme", grant)  # held: the event is delivered all the same
     assert not await ledger.allows("acme", "anon_1", "marketing")
 
     store.down = False
     clock.advance(1)
-    assert not await ledger.allows("acme", "anon_1", "marketing")  # the grant was never kept
+    assert not await ledger.allows("acme", "anon_1", "marketing")  # the grants not written
     assert await ledger.record("acme", "anon_1", {"marketing": True}) == {"marketing": True}
     assert await ledger.allows("acme", "anon_1", "marketing")

@@ -208,10 +208,10 @@ async def test_while_redis_is_down_no_one_has_consented_then_states_land_again(
     metrics: Metrics,
     clock: FakeClock,
 ) -> None:
-    """Redis down: consent unreadable counts as not given, states are dropped; back: kept."""
+    """Redis down: consent unreadable counts as not given, states are held; back: kept."""
     await ledger.record("web", VISITOR, GRANTED, minutes_ago(10))
     redis_server.kill()
-    await ledger.remember("web", delivered(GRANTED, minutes_ago(5)))  # never raises
+    await ledger.remember("web", delivered(GRANTED, minutes_ago(5)))  # never raises: held
     assert not await ledger.allows("web", VISITOR, "functional")
     assert not backend.available
     lost = metrics.registry.get_sample_value(

@@ -81,6 +81,15 @@ _MAYBE_ARRIVED = (
     "message_id before sending it again."
 )
 _CALLER_DECIDES = "; the caller decides whether to send it again."
+MESSAGE_ID_METADATA = "message_id"
+"""The ErrorInfo metadata key of a failed delivery's message_id (made up when none was sent)."""
+UNANSWERED_METADATA = "unanswered_attempt"
+"""The ErrorInfo metadata key of the attempt whose POST was sent and never answered."""
+MAYBE_DELIVERED = (
+    " Attempt {attempt}'s POST was sent and got no answer, so the event may have reached "
+    "Amperity: send it again under the same message_id ({message_id}), never a new one, "
+    "so that the copies are known as one event."
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,7 @@ class Delivery:
                     mapped.payload, deadline=deadline, progress=progress
                 )
             except AmperityError as error:
+                _name_the_event(error, str(event.get("message_id", "")), progress)
                 self._count(settings.id, _type_label(mapped), "failed", error.reason)
                 log.warning(
                     "delivery failed: %s",
@@ -315,6 +325,22 @@ def cancelled_while_posting(progress: CallProgress, why: str) -> str:
     if progress.unanswered:
         return text + _MAYBE_ARRIVED.format(attempt=progress.unanswered)
     return text + _CALLER_DECIDES
+
+
+def _name_the_event(error: AmperityError, message_id: str, progress: CallProgress) -> None:
+    """Put the event's message_id in a failed delivery's error, and what may have arrived.
+
+    A caller that retries must resend the event under the same message_id (the service
+    made one up for an event without): only then can a copy that did reach Amperity be
+    told from a second event. An attempt sent and never answered (a timeout, a reset
+    connection) is said in the message too, as "temporarily unavailable" alone reads as
+    "nothing arrived".
+    """
+    error.metadata[MESSAGE_ID_METADATA] = message_id
+    if progress.unanswered:
+        error.metadata[UNANSWERED_METADATA] = str(progress.unanswered)
+        error.message += MAYBE_DELIVERED.format(attempt=progress.unanswered, message_id=message_id)
+        error.args = (error.message,)
 
 
 def _type_label(mapped: MappedEvent) -> str:

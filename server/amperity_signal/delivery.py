@@ -129,7 +129,7 @@ class Delivery:
     ) -> Delivered:
         """Enrich, map and post one event; raise an AmperityError when Amperity refused it.
 
-        A cancelled call (its caller hung up, or its deadline passed) is counted and
+        A cancelled call (its caller hung up, or its deadline passed) is counted, logged and
         recorded as ``cancelled`` on its way out, saying how far its POST got: not sent
         (and where it waited), possibly sent, or answered (``cancelled_while_posting``).
         """
@@ -231,7 +231,10 @@ class Delivery:
         deadline: float,
         warnings: list[str],
     ) -> None:
-        """Count and record a delivery cancelled before (``mapped`` None) or while posting."""
+        """Count, record and log a delivery cancelled before (``mapped`` None) or while posting.
+
+        Logged as a warning when the event may have reached Amperity, else at debug.
+        """
         why = (
             "the caller's deadline passed"
             if self._clock() >= deadline
@@ -244,6 +247,15 @@ class Delivery:
             label, error = _type_label(mapped), cancelled_while_posting(progress, why)
             amperity_type, payload = mapped.amperity_type, mapped.payload
         self._count(integration.id, label, CANCELLED)
+        # The caller got no answer (a unary Deliver has none to give): an event that may be
+        # at Amperity is worth a warning, as it may well be sent again under a new id.
+        sent = mapped is not None and may_have_arrived(progress)
+        log.log(
+            logging.WARNING if sent else logging.DEBUG,
+            "delivery %s",
+            error,
+            extra={"message_id": str(event.get("message_id", "")), "outcome": CANCELLED},
+        )
         self._record(
             integration,
             event,
@@ -325,6 +337,12 @@ def cancelled_while_posting(progress: CallProgress, why: str) -> str:
     if progress.unanswered:
         return text + _MAYBE_ARRIVED.format(attempt=progress.unanswered)
     return text + _CALLER_DECIDES
+
+
+def may_have_arrived(progress: CallProgress) -> bool:
+    """Whether a call cut short may have brought its event to Amperity (or did: a 2xx)."""
+    answered_2xx = progress.stage is Stage.ANSWERED and 200 <= progress.status < 300
+    return answered_2xx or progress.stage is Stage.SENDING or bool(progress.unanswered)
 
 
 def _name_the_event(error: AmperityError, message_id: str, progress: CallProgress) -> None:

@@ -26,6 +26,8 @@ LONG_GRACE = 60.0
 """A grace no test waits out: a stop held by a watch would still be held at the end."""
 ANSWERS_GRACE = 5.0
 """A grace a test waits out: a stream whose caller reads no answers holds the stop so long."""
+CUT_GRACE = 0.2
+"""A grace the held POST outlasts: the calls still delivering at its end are cut."""
 NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
 """Channel options of a client that stops reading: a receive window of 0 that never grows.
 
@@ -397,6 +399,36 @@ async def test_answers_a_stream_caller_never_reads_are_given_up_at_the_grace_and
     assert keys.ingest not in logged
     assert keys.profile not in logged
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def cut_deliveries(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """The level and message_id of each delivery's log line about its cancellation."""
+    return [
+        (r.levelno, r.__dict__["message_id"])
+        for r in caplog.records
+        if r.name == "amperity_signal.delivery" and r.__dict__.get("outcome") == "cancelled"
+    ]
+
+
+async def test_a_unary_deliver_the_grace_cuts_mid_post_is_logged_with_its_message_id(
+    service: Service, amperity: GatedAmperity, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its POST may have reached Amperity and its caller got no answer: one warning."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal")
+    sent = event(type="track", event="add_to_cart")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        call = pb_grpc.AmperityServiceStub(channel).Deliver(
+            pb.DeliverRequest(integration_id="web", event=sent)
+        )
+        await amperity.arrived.wait()  # the gate never opens: the POST outlasts the grace
+        await service.stop(CUT_GRACE)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+
+    assert cut_deliveries(caplog) == [(logging.WARNING, sent.message_id)]
+    [line] = [r.getMessage() for r in caplog.records if r.__dict__.get("outcome") == "cancelled"]
+    assert "the service stopped past its grace period" in line
+    assert "attempt 1's POST may have been sent" in line
 
 
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])

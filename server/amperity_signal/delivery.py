@@ -81,6 +81,15 @@ _MAYBE_ARRIVED = (
     "message_id before sending it again."
 )
 _CALLER_DECIDES = "; the caller decides whether to send it again."
+MESSAGE_ID_METADATA = "message_id"
+"""The ErrorInfo metadata key of a failed delivery's message_id (made up when none was sent)."""
+UNANSWERED_METADATA = "unanswered_attempt"
+"""The ErrorInfo metadata key of the attempt whose POST was sent and never answered."""
+MAYBE_DELIVERED = (
+    " Attempt {attempt}'s POST was sent and got no answer, so the event may have reached "
+    "Amperity: send it again under the same message_id ({message_id}), never a new one, "
+    "so that the copies are known as one event."
+)
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ class Delivery:
     ) -> Delivered:
         """Enrich, map and post one event; raise an AmperityError when Amperity refused it.
 
-        A cancelled call (its caller hung up, or its deadline passed) is counted and
+        A cancelled call (its caller hung up, or its deadline passed) is counted, logged and
         recorded as ``cancelled`` on its way out, saying how far its POST got: not sent
         (and where it waited), possibly sent, or answered (``cancelled_while_posting``).
         """
@@ -152,6 +161,7 @@ class Delivery:
                     mapped.payload, deadline=deadline, progress=progress
                 )
             except AmperityError as error:
+                _name_the_event(error, str(event.get("message_id", "")), progress)
                 self._count(settings.id, _type_label(mapped), "failed", error.reason)
                 log.warning(
                     "delivery failed: %s",
@@ -224,7 +234,10 @@ class Delivery:
         deadline: float,
         warnings: list[str],
     ) -> None:
-        """Count and record a delivery cancelled before (``mapped`` None) or while posting."""
+        """Count, record and log a delivery cancelled before (``mapped`` None) or while posting.
+
+        Logged as a warning when the event may have reached Amperity, else at debug.
+        """
         why = (
             "the caller's deadline passed"
             if self._clock() >= deadline
@@ -237,6 +250,15 @@ class Delivery:
             label, error = _type_label(mapped), cancelled_while_posting(progress, why)
             amperity_type, payload = mapped.amperity_type, mapped.payload
         self._count(integration.id, label, CANCELLED)
+        # The caller got no answer (a unary Deliver has none to give): an event that may be
+        # at Amperity is worth a warning, as it may well be sent again under a new id.
+        sent = mapped is not None and may_have_arrived(progress)
+        log.log(
+            logging.WARNING if sent else logging.DEBUG,
+            "delivery %s",
+            error,
+            extra={"message_id": str(event.get("message_id", "")), "outcome": CANCELLED},
+        )
         self._record(
             integration,
             event,
@@ -318,6 +340,28 @@ def cancelled_while_posting(progress: CallProgress, why: str) -> str:
     if progress.unanswered:
         return text + _MAYBE_ARRIVED.format(attempt=progress.unanswered)
     return text + _CALLER_DECIDES
+
+
+def may_have_arrived(progress: CallProgress) -> bool:
+    """Whether a call cut short may have brought its event to Amperity (or did: a 2xx)."""
+    answered_2xx = progress.stage is Stage.ANSWERED and 200 <= progress.status < 300
+    return answered_2xx or progress.stage is Stage.SENDING or bool(progress.unanswered)
+
+
+def _name_the_event(error: AmperityError, message_id: str, progress: CallProgress) -> None:
+    """Put the event's message_id in a failed delivery's error, and what may have arrived.
+
+    A caller that retries must resend the event under the same message_id (the service
+    made one up for an event without): only then can a copy that did reach Amperity be
+    told from a second event. An attempt sent and never answered (a timeout, a reset
+    connection) is said in the message too, as "temporarily unavailable" alone reads as
+    "nothing arrived".
+    """
+    error.metadata[MESSAGE_ID_METADATA] = message_id
+    if progress.unanswered:
+        error.metadata[UNANSWERED_METADATA] = str(progress.unanswered)
+        error.message += MAYBE_DELIVERED.format(attempt=progress.unanswered, message_id=message_id)
+        error.args = (error.message,)
 
 
 def _type_label(mapped: MappedEvent) -> str:

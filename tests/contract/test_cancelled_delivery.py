@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -158,3 +159,40 @@ async def test_a_deliver_cancelled_after_amperity_accepted_it_is_recorded_as_acc
     assert "the event reached Amperity; do not send it again" in record.error
     assert "may have been sent" not in record.error
     assert cancelled_count(running.service, "add_to_cart") == 1
+
+
+def cancelled_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, str]]:
+    """The delivery's log lines about a cancelled event: level, text and message_id."""
+    return [
+        (r.levelno, r.getMessage(), r.__dict__["message_id"])
+        for r in caplog.records
+        if r.name == "amperity_signal.delivery" and r.__dict__.get("outcome") == "cancelled"
+    ]
+
+
+@pytest.mark.parametrize("running", ["posting"], indirect=True)
+@pytest.mark.parametrize("amperity", ["", "accepting"], indirect=True, ids=["sent", "202"])
+async def test_a_deliver_cancelled_once_its_post_was_sent_is_logged_as_a_warning(
+    running: Running, amperity: SilentAmperity, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its caller got no answer and may send it again: one warning names its message_id."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.delivery")
+
+    sent, record = await hang_up_mid_delivery(running, amperity)
+
+    assert cancelled_lines(caplog) == [
+        (logging.WARNING, f"delivery {record.error}", sent.message_id)
+    ]
+
+
+@pytest.mark.parametrize("running", ["enriching"], indirect=True)
+async def test_a_deliver_cancelled_before_its_post_is_logged_at_debug_only(
+    running: Running, amperity: SilentAmperity, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing reached Amperity: a debug line, no warning."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal.delivery")
+
+    sent, record = await hang_up_mid_delivery(running, amperity)
+
+    assert "it was not sent" in record.error
+    assert cancelled_lines(caplog) == [(logging.DEBUG, f"delivery {record.error}", sent.message_id)]

@@ -26,6 +26,8 @@ LONG_GRACE = 60.0
 """A grace no test waits out: a stop held by a watch would still be held at the end."""
 ANSWERS_GRACE = 5.0
 """A grace a test waits out: a stream whose caller reads no answers holds the stop so long."""
+CUT_GRACE = 0.2
+"""A grace the held POST outlasts: the calls still delivering at its end are cut."""
 NOT_READING = [("grpc.http2.lookahead_bytes", 0), ("grpc.http2.bdp_probe", 0)]
 """Channel options of a client that stops reading: a receive window of 0 that never grows.
 
@@ -241,14 +243,19 @@ def stuck_watches_noticed() -> Iterator[asyncio.Event]:
     logger.setLevel(level)
 
 
-@pytest.fixture
-def answers_given_up() -> Iterator[asyncio.Event]:
-    """Set when the service logs that a stop gave up a DeliverStream's answers."""
-    heard = Heard("gave up answers")
+def heard_from_the_service(words: str) -> Iterator[asyncio.Event]:
+    """A fixture's body: an event set once the servicer logs ``words``."""
+    heard = Heard(words)
     logger = logging.getLogger("amperity_signal.service")
     logger.addHandler(heard)
     yield heard.event
     logger.removeHandler(heard)
+
+
+@pytest.fixture
+def answers_given_up() -> Iterator[asyncio.Event]:
+    """Set when the service logs that a stop gave up a DeliverStream's answers."""
+    yield from heard_from_the_service("gave up answers")
 
 
 async def test_a_health_watcher_that_stopped_reading_is_cancelled_once_real_calls_are_done(
@@ -397,6 +404,68 @@ async def test_answers_a_stream_caller_never_reads_are_given_up_at_the_grace_and
     assert keys.ingest not in logged
     assert keys.profile not in logged
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.fixture
+def events_cut() -> Iterator[asyncio.Event]:
+    """Set when the service logs that a stop cut a DeliverStream's events being delivered."""
+    yield from heard_from_the_service("the stop cut a DeliverStream's events")
+
+
+def cut_deliveries(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """The level and message_id of each delivery's log line about its cancellation."""
+    return [
+        (r.levelno, r.__dict__["message_id"])
+        for r in caplog.records
+        if r.name == "amperity_signal.delivery" and r.__dict__.get("outcome") == "cancelled"
+    ]
+
+
+async def test_a_stream_event_the_grace_cuts_mid_post_is_logged_as_cut_not_as_an_answer(
+    service: Service,
+    amperity: GatedAmperity,
+    events_cut: asyncio.Event,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No answer was waiting, an event was in its POST: the stop says it cut it, and why."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal")
+    sent = event(type="track", event="add_to_cart")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        call = pb_grpc.AmperityServiceStub(channel).DeliverStream(open_requests(sent))
+        await amperity.arrived.wait()  # the gate never opens: the POST outlasts the grace
+        await service.stop(CUT_GRACE)
+        await asyncio.wait_for(events_cut.wait(), ANSWERS_GRACE)
+        with pytest.raises(grpc.aio.AioRpcError):
+            async for _ in call:
+                pass
+
+    (cut,) = [r for r in caplog.records if "events_cancelled" in r.__dict__]
+    fields: Any = cut.__dict__
+    assert (fields["answers_not_sent"], fields["events_cancelled"]) == (0, 1)
+    assert fields["message_ids"] == [sent.message_id]
+    assert "gave up answers" not in cut.getMessage()
+    assert cut_deliveries(caplog) == [(logging.WARNING, sent.message_id)]
+
+
+async def test_a_unary_deliver_the_grace_cuts_mid_post_is_logged_with_its_message_id(
+    service: Service, amperity: GatedAmperity, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its POST may have reached Amperity and its caller got no answer: one warning."""
+    caplog.set_level(logging.DEBUG, logger="amperity_signal")
+    sent = event(type="track", event="add_to_cart")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        call = pb_grpc.AmperityServiceStub(channel).Deliver(
+            pb.DeliverRequest(integration_id="web", event=sent)
+        )
+        await amperity.arrived.wait()  # the gate never opens: the POST outlasts the grace
+        await service.stop(CUT_GRACE)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+
+    assert cut_deliveries(caplog) == [(logging.WARNING, sent.message_id)]
+    [line] = [r.getMessage() for r in caplog.records if r.__dict__.get("outcome") == "cancelled"]
+    assert "the service stopped past its grace period" in line
+    assert "attempt 1's POST may have been sent" in line
 
 
 @pytest.mark.parametrize("version", ["v1alpha", "v1"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amperity_signal.amperity import CallProgress, Stage
-from amperity_signal.delivery import cancelled_while_posting
+from amperity_signal.delivery import cancelled_while_posting, may_have_arrived
 
 WHY = "the caller hung up"
 
@@ -68,3 +68,23 @@ def test_the_record_says_whether_and_by_which_attempt_the_event_was_sent(
 ) -> None:
     """Not sent (and where it waited), maybe sent, or answered; earlier attempts that count."""
     assert cancelled_while_posting(progress, WHY) == says
+
+
+@pytest.mark.parametrize(
+    ("progress", "arrived"),
+    [
+        (CallProgress(1, Stage.RATE_LIMIT), False),
+        (CallProgress(3, Stage.POOL, status=503), False),
+        (CallProgress(2, Stage.ANSWERED, status=503), False),
+        (CallProgress(2, Stage.SENDING), True),
+        (CallProgress(2, Stage.BACKOFF, unanswered=1), True),
+        (CallProgress(3, Stage.ANSWERED, status=503, unanswered=1), True),
+        (CallProgress(1, Stage.ANSWERED, status=202), True),
+    ],
+    ids=lambda value: getattr(getattr(value, "stage", None), "name", str(value)),
+)
+def test_a_cancelled_call_may_have_arrived_once_sent_unanswered_or_accepted(
+    progress: CallProgress, arrived: bool
+) -> None:
+    """Its warning is for a POST in flight, an earlier one unanswered, or a 2xx it cut."""
+    assert may_have_arrived(progress) is arrived

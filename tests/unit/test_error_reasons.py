@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from amperity_signal import delivery
 from amperity_signal.errors import AmperityError, AmperitySignalError
 from amperity_signal.service import status
 
@@ -78,12 +79,16 @@ def _reason_values(node: ast.AST) -> Iterator[ast.expr]:
         yield node.elts[1]
 
 
-def documented() -> set[str]:
-    """The reasons of docs/amperity-client.md's "Error reasons" tables."""
+def error_reasons_section() -> str:
+    """docs/amperity-client.md's "Error reasons" section: its tables and what follows them."""
     text = (ROOT / "docs" / "amperity-client.md").read_text()
     start = text.index("## Error reasons")
-    section = text[start : text.index("\n## ", start + 1)]
-    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, re.MULTILINE))
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def documented() -> set[str]:
+    """The reasons of docs/amperity-client.md's "Error reasons" tables."""
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", error_reasons_section(), re.MULTILINE))
 
 
 def test_every_reason_the_server_sets_is_documented_and_no_other() -> None:
@@ -109,3 +114,12 @@ def test_the_collected_reasons_include_those_raised_by_class_and_by_call() -> No
     info = error_details_pb2.ErrorInfo()
     status_pb2.Status.FromString(packed).details[0].Unpack(info)
     assert info.reason in reasons
+
+
+def test_a_failed_delivery_s_metadata_and_maybe_delivered_text_are_documented() -> None:
+    """The message_id and unanswered attempt a Deliver failure names, and what it then says."""
+    section = " ".join(error_reasons_section().split())
+    for key in (delivery.MESSAGE_ID_METADATA, delivery.UNANSWERED_METADATA):
+        assert f"`{key}`" in section
+    said = delivery.MAYBE_DELIVERED.split(" (")[0].format(attempt="N").strip()
+    assert said in section

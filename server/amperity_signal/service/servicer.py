@@ -501,8 +501,9 @@ def _log_given_up(
     """Log what a DeliverStream cut short by a stop never told its caller (if anything).
 
     Its caller stopped reading answers (or left): the events answered but not told were
-    delivered or refused, those still being delivered are cancelled, and the client sends
-    them all again. Only counts and message_ids: no event content, no header, no key.
+    delivered or refused; or the grace ended while events were still being delivered,
+    which are cancelled. The client sends them all again. Worded by which of the two
+    happened; only counts and message_ids: no event content, no header, no key.
     """
     unsent = [] if sending is None else [sending]
     while not answers.empty():
@@ -512,14 +513,27 @@ def _log_given_up(
     if not unsent and not delivering:
         return
     log.warning(
-        "the stop gave up answers its DeliverStream caller did not take: that client sends "
-        "those events again (Amperity sees the answered ones twice, by message_id)",
+        _GIVEN_UP[bool(unsent), bool(delivering)],
         extra={
             "answers_not_sent": len(unsent),
             "events_cancelled": len(delivering),
             "message_ids": [a.message_id for a in unsent] + sorted(delivering.values()),
         },
     )
+
+
+_GIVEN_UP = {
+    (True, False): "the stop gave up answers its DeliverStream caller did not take: that "
+    "client sends those events again (the delivered ones reach Amperity twice, under one "
+    "message_id)",
+    (False, True): "the stop cut a DeliverStream's events while they were being delivered: "
+    "that client sends them again (any that had reached Amperity arrives twice, under one "
+    "message_id)",
+    (True, True): "the stop gave up answers its DeliverStream caller did not take, and cut "
+    "its events still being delivered: that client sends them all again (the delivered "
+    "ones, and any cut one that had reached Amperity, arrive twice, under one message_id)",
+}
+"""The stop's warning about a DeliverStream, by (answers not sent, events cut)."""
 
 
 def _stopping_error() -> ServiceStopping:

@@ -35,7 +35,8 @@ const MAX_TIMER_MS = 2147483647; // a longer setTimeout fires at once
 // deadline (5 s a wave of 8 events), so this leaves room for a slow batch.
 const SEND_TIMEOUT_MS = 20000;
 // /v1/batch answers 200 with a result per event; these codes fail an event for reasons
-// that can pass (the 429/5xx of a single request), so the event is sent again.
+// that can pass (the 429/5xx of a single request), so the event is sent again. Not
+// UPSTREAM_REFUSED: Amperity refused the integration itself, which no resend mends.
 const RETRYABLE_CODES = new Set([
   'RATE_LIMITED', 'SERVICE_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UPSTREAM_ERROR', 'INTERNAL',
 ]);
@@ -327,6 +328,10 @@ async function describeAnswer(response) {
 function hintFor(status, code) {
   if (code === 'UNKNOWN_PIPELINE_KEY') {
     return "check pipelineKey in datafly.init: it must be an integration's pipeline_key";
+  }
+  if (code === 'UPSTREAM_REFUSED') {
+    return "Amperity refuses the integration (its key or event stream): the service's log "
+      + 'names the fix';
   }
   if (code === 'ORIGIN_NOT_ALLOWED' || status === 403) {
     return "check the integration's allowed_origins: it must hold this page's origin";

@@ -1,0 +1,73 @@
+"""/v1/batch in front of the real service, its sandbox for Amperity: what each event is told.
+
+The sandbox's journal counts what reached Amperity, against what the batch answered and
+what datafly.js does with each answer (``datafly_source``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.contract.harness import SANDBOX_URL
+from tests.support import OutageStore
+from tests.unit.enrich.enrich_fakes import FakeClock
+
+from .datafly_source import retryable_codes
+from .realservice import Stack, real_stack
+
+KEY = {"X-Pipeline-Key": "pk_web"}
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """The real service behind the gateway, its sandbox for Amperity."""
+    async with real_stack(OutageStore(), FakeClock()) as running:
+        yield running
+
+
+def inspector(stack: Stack) -> httpx.AsyncClient:
+    """A client of the sandbox's controls and journal."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.sandbox), base_url=SANDBOX_URL)
+
+
+async def journal(stack: Stack) -> list[str]:
+    """The message_id of every event the sandbox accepted, in the order it did."""
+    async with inspector(stack) as sandbox:
+        answer = await sandbox.get("/_sandbox/events", params={"limit": 10_000})
+    answer.raise_for_status()
+    return [event["body"].get("message_id", "") for event in answer.json()["events"]]
+
+
+async def set_fault(stack: Stack, **fault: Any) -> None:
+    """Replace the sandbox's faults with this one (none when empty)."""
+    async with inspector(stack) as sandbox:
+        (await sandbox.post("/_sandbox/reset")).raise_for_status()
+        if fault:
+            (await sandbox.post("/_sandbox/faults", json=fault)).raise_for_status()
+
+
+def event(message_id: str, **fields: Any) -> dict[str, Any]:
+    """A track event of the batch."""
+    return {"event": "Product Viewed", "anonymousId": "anon-b", "messageId": message_id, **fields}
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 409])
+async def test_an_event_amperity_refuses_for_the_integration_is_final(
+    stack: Stack, status: int
+) -> None:
+    """401, 403, a missing (404) or rejecting (409) stream: UPSTREAM_REFUSED, never resent.
+
+    They were UPSTREAM_ERROR, which datafly.js sends again twice: three refused requests
+    for each event, to an integration only an operator can mend.
+    """
+    await set_fault(stack, status=status, kind="events")
+    answer = await stack.client.post("/v1/batch", json={"batch": [event("r-1")]}, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    [result] = answer.json()["results"]
+    assert (result["ok"], result["code"]) == (False, "UPSTREAM_REFUSED")
+    assert result["code"] not in retryable_codes()
+    assert await journal(stack) == []

@@ -6,6 +6,7 @@ what datafly.js does with each answer (``datafly_source``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,3 +72,60 @@ async def test_an_event_amperity_refuses_for_the_integration_is_final(
     assert (result["ok"], result["code"]) == (False, "UPSTREAM_REFUSED")
     assert result["code"] not in retryable_codes()
     assert await journal(stack) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "content_type"),
+    [("/v1/batch", "application/json"), ("/v1/batch?pipeline_key=pk_web", "text/plain")],
+    ids=["fetch", "beacon"],
+)
+async def test_a_value_json_to_protobuf_cannot_carry_fails_its_event_alone(
+    stack: Stack, route: str, content_type: str
+) -> None:
+    """An order id beyond 2^53, a string cut through an emoji: that event fails, named.
+
+    One such value anywhere made the whole batch (and the pagehide beacon) a 400
+    INVALID_JSON, and datafly.js dropped every event of it, the good ones too.
+    """
+    batch = [
+        event("good-0"),
+        event("unsafe-1", properties={"order_id": 2**53 + 1}),
+        event("cut-2", properties={"title": "Gift \ud83c"}),
+        event("good-3"),
+        event("\udc00", properties={"nested": [{"deep": -(10**400)}]}),
+    ]
+    body = json.dumps({"batch": batch})  # ASCII: the lone surrogates as \\u escapes
+    headers = {"Content-Type": content_type, **({} if "?" in route else KEY)}
+    answer = await stack.client.post(route, content=body, headers=headers)
+
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["messageId"], r["ok"], r.get("field")) for r in results] == [
+        ("good-0", True, None),
+        ("unsafe-1", False, "batch[1].properties.order_id"),
+        ("cut-2", False, "batch[2].properties.title"),
+        ("good-3", True, None),
+        ("\\udc00", False, "batch[4].messageId"),
+    ]
+    assert {r["code"] for r in results if not r["ok"]} == {"INVALID_JSON"}
+    assert results[1]["error"] == (
+        "batch[1].properties.order_id: integers beyond ±2^53 lose precision; send it as a string."
+    )
+    assert "INVALID_JSON" not in retryable_codes()
+    assert sorted(await journal(stack)) == ["good-0", "good-3"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"batch": [{"event": "x"}', b'{"batch": [], "sentAt": "\\ud800"}', b"\xff"],
+    ids=["cut", "envelope", "not-utf8"],
+)
+async def test_a_body_that_is_not_json_or_whose_envelope_is_refused_fails_whole(
+    stack: Stack, body: bytes
+) -> None:
+    """Bad syntax, a refused value outside the events, bytes not UTF-8: 400 INVALID_JSON."""
+    answer = await stack.client.post(
+        "/v1/batch", content=body, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "INVALID_JSON"

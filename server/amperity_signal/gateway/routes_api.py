@@ -48,7 +48,7 @@ from amperity_signal.gateway.errors import (
     send_json_body,
 )
 from amperity_signal.gateway.fieldnames import consent_field, event_field
-from amperity_signal.gateway.jsonbody import read_json
+from amperity_signal.gateway.jsonbody import check_value, read_json, read_unchecked_json
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.limits import (
     ANONYMOUS_ID_TOO_LONG,
@@ -67,6 +67,8 @@ ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _BODY_OPEN = b'{"provider":' + json_body(PROVIDER) + b',"attributes":'
 """What ``json_body`` writes before an enrich answer's attributes."""
+_BATCH_ITEM_DEPTH = 2
+"""How deep a ``/v1/batch`` item is in its body: ``{"batch": [item]}``."""
 API_METHODS: dict[str, tuple[str, ...]] = {
     "/v1/enrich": ("GET",),
     "/v1/consent": ("POST",),
@@ -386,12 +388,20 @@ class ApiEndpoints:
             raise
 
     async def batch(self, request: Request) -> Response:
-        """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own."""
+        """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own.
+
+        An event with a value the gateway refuses (an integer beyond ±2^53, a lone
+        surrogate: ``check_value``) fails alone, naming the value's field, as a field of
+        the wrong type does; a body that is not JSON, or whose envelope is refused, fails
+        whole. One such value in one event was a 400 for the whole batch, and datafly.js
+        dropped every event of it.
+        """
         key = _collector_key(request)
-        data = await read_json(request, self._settings.max_batch_body_bytes)
+        data = await read_unchecked_json(request, self._settings.max_batch_body_bytes)
         items = data.get("batch") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise GatewayError(400, "INVALID_BATCH", 'Send {"batch": [event, ...]}.', field="batch")
+        check_value({name: value for name, value in data.items() if name != "batch"}, "")
         limit = self._settings.max_batch_events
         if len(items) > limit:
             raise GatewayError(
@@ -404,14 +414,14 @@ class ApiEndpoints:
         in_flight = asyncio.Semaphore(self._settings.batch_concurrency)
 
         async def deliver_one(index: int, item: Any) -> dict[str, Any]:
-            given = item.get("messageId") if isinstance(item, dict) else None
-            message_id = given if isinstance(given, str) else ""
             try:
+                # At the depth it has in the body: the body's nesting limit is unchanged.
+                check_value(item, f"batch[{index}]", _BATCH_ITEM_DEPTH)
                 event = event_from_json(item, facts, prefix=f"batch[{index}].")
                 async with in_flight:
                     await self._deliver(key, event)
             except GatewayError as error:
-                return _failed(message_id, error)
+                return _failed(_given_message_id(item), error)
             except grpc.aio.AioRpcError as rpc_error:
                 prefix = f"batch[{index}]."
                 refused = from_rpc_error(rpc_error, lambda path: event_field(path, item, prefix))
@@ -496,6 +506,18 @@ def _check_length(anonymous_id: str, source: str) -> None:
         raise GatewayError(
             400, "INVALID_ANONYMOUS_ID", f"{source}: {ANONYMOUS_ID_TOO_LONG}", field=source
         )
+
+
+def _given_message_id(item: Any) -> str:
+    """The messageId a batch item gave, as its result can carry it; "" when it gave none.
+
+    A lone surrogate cannot be written in the UTF-8 answer: it is named escaped
+    (a backslash, ``u`` and its hex digits), as the gateway names such a key.
+    """
+    given = item.get("messageId") if isinstance(item, dict) else None
+    if not isinstance(given, str):
+        return ""
+    return given.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:

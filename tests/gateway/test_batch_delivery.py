@@ -129,3 +129,26 @@ async def test_a_body_that_is_not_json_or_whose_envelope_is_refused_fails_whole(
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "INVALID_JSON"
+
+
+async def test_a_message_id_repeated_in_a_batch_is_delivered_once_and_answered_alike(
+    stack: Stack,
+) -> None:
+    """The same messageId three times in one batch: one event at Amperity, three answers.
+
+    Each repeat was delivered too: Amperity kept every copy.
+    """
+    batch = [
+        event("dup-1"),
+        event("other-2"),
+        event("dup-1", properties={"again": True}),
+        event("dup-1"),
+    ]
+    answer = await stack.client.post("/v1/batch", json={"batch": batch}, headers=KEY)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "success": True,
+        "results": [{"messageId": m, "ok": True} for m in ("dup-1", "other-2", "dup-1", "dup-1")],
+    }
+    assert sorted(await journal(stack)) == ["dup-1", "other-2"]

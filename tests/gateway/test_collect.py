@@ -671,6 +671,24 @@ async def test_a_batch_event_amperity_refuses_for_the_integration_is_not_retryab
     assert not set(codes[:3]) & retryable_codes()
 
 
+async def test_a_repeat_of_a_batch_event_s_message_id_gets_the_first_s_answer(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A repeat is not delivered: it is answered as its first was, failed or delivered."""
+    batch = [
+        {**EVENT, "messageId": "u-1", "event": "fail:UNAVAILABLE"},
+        {**EVENT, "messageId": "d-2"},
+        {**EVENT, "messageId": "u-1"},
+        {**EVENT, "messageId": "d-2", "event": "fail:UNAVAILABLE"},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    results = response.json()["results"]
+    assert results[2] == results[0]
+    assert results[0]["code"] == "SERVICE_UNAVAILABLE"
+    assert results[3] == results[1] == {"messageId": "d-2", "ok": True}
+    assert sorted(service.fake.deliver_calls) == ["d-2", "u-1"]
+
+
 async def test_batch_answers_each_event(
     gateway: httpx.AsyncClient, service: RunningService
 ) -> None:

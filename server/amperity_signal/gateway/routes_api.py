@@ -394,7 +394,8 @@ class ApiEndpoints:
         surrogate: ``check_value``) fails alone, naming the value's field, as a field of
         the wrong type does; a body that is not JSON, or whose envelope is refused, fails
         whole. One such value in one event was a 400 for the whole batch, and datafly.js
-        dropped every event of it.
+        dropped every event of it. A messageId repeated in the batch is delivered once:
+        each repeat is answered with its first's result.
         """
         key = _collector_key(request)
         data = await read_unchecked_json(request, self._settings.max_batch_body_bytes)
@@ -411,24 +412,36 @@ class ApiEndpoints:
                 field="batch",
             )
         facts = self._facts(request, "track", sent_at_from_json(data, "INVALID_BATCH"))
+        events = [_batch_event(index, item, facts) for index, item in enumerate(items)]
+        # The first event of each messageId is delivered; a repeat in the same batch gets
+        # its answer (it was delivered twice, and Amperity kept both).
+        first_of: dict[str, int] = {}
+        firsts: dict[int, pb.Event] = {}
+        for index, event in enumerate(events):
+            if (
+                isinstance(event, pb.Event)
+                and first_of.setdefault(event.message_id, index) == index
+            ):
+                firsts[index] = event
         in_flight = asyncio.Semaphore(self._settings.batch_concurrency)
 
-        async def deliver_one(index: int, item: Any) -> dict[str, Any]:
+        async def deliver_one(index: int, event: pb.Event) -> dict[str, Any]:
             try:
-                # At the depth it has in the body: the body's nesting limit is unchanged.
-                check_value(item, f"batch[{index}]", _BATCH_ITEM_DEPTH)
-                event = event_from_json(item, facts, prefix=f"batch[{index}].")
                 async with in_flight:
                     await self._deliver(key, event)
-            except GatewayError as error:
-                return _failed(_given_message_id(item), error)
             except grpc.aio.AioRpcError as rpc_error:
                 prefix = f"batch[{index}]."
+                item = items[index]
                 refused = from_rpc_error(rpc_error, lambda path: event_field(path, item, prefix))
                 return _failed(event.message_id, refused)
             return {"messageId": event.message_id, "ok": True}
 
-        results = await asyncio.gather(*(deliver_one(i, item) for i, item in enumerate(items)))
+        delivered = await asyncio.gather(*(deliver_one(i, e) for i, e in firsts.items()))
+        answers = dict(zip(firsts, delivered, strict=True))
+        results = [
+            dict(answers[first_of[event.message_id]]) if isinstance(event, pb.Event) else event
+            for event in events
+        ]
         return json_response({"success": all(r["ok"] for r in results), "results": results})
 
 
@@ -506,6 +519,19 @@ def _check_length(anonymous_id: str, source: str) -> None:
         raise GatewayError(
             400, "INVALID_ANONYMOUS_ID", f"{source}: {ANONYMOUS_ID_TOO_LONG}", field=source
         )
+
+
+def _batch_event(index: int, item: Any, facts: RequestFacts) -> pb.Event | dict[str, Any]:
+    """The ``index``-th item of a batch as an Event, or its failed result when it is refused.
+
+    Its values are checked at the depth they have in the body, so the body's nesting
+    limit is the same as for a single event's body plus the batch around it.
+    """
+    try:
+        check_value(item, f"batch[{index}]", _BATCH_ITEM_DEPTH)
+        return event_from_json(item, facts, prefix=f"batch[{index}].")
+    except GatewayError as error:
+        return _failed(_given_message_id(item), error)
 
 
 def _given_message_id(item: Any) -> str:

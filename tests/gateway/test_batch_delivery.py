@@ -6,6 +6,7 @@ what datafly.js does with each answer (``datafly_source``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from amperity_signal.gateway.settings import DATAFLY_SEND_TIMEOUT, GatewaySettings
 from tests.contract.harness import SANDBOX_URL
 from tests.support import OutageStore
 from tests.unit.enrich.enrich_fakes import FakeClock
 
-from .datafly_source import retryable_codes
+from .datafly_source import retryable_codes, send_timeout_seconds
 from .realservice import Stack, real_stack
 
 KEY = {"X-Pipeline-Key": "pk_web"}
@@ -44,9 +46,9 @@ async def journal(stack: Stack) -> list[str]:
 
 
 async def set_fault(stack: Stack, **fault: Any) -> None:
-    """Replace the sandbox's faults with this one (none when empty)."""
+    """Replace the sandbox's faults with this one (none when empty); the journal stays."""
     async with inspector(stack) as sandbox:
-        (await sandbox.post("/_sandbox/reset")).raise_for_status()
+        (await sandbox.delete("/_sandbox/faults")).raise_for_status()
         if fault:
             (await sandbox.post("/_sandbox/faults", json=fault)).raise_for_status()
 
@@ -152,3 +154,74 @@ async def test_a_message_id_repeated_in_a_batch_is_delivered_once_and_answered_a
         "results": [{"messageId": m, "ok": True} for m in ("dup-1", "other-2", "dup-1", "dup-1")],
     }
     assert sorted(await journal(stack)) == ["dup-1", "other-2"]
+
+
+@contextlib.asynccontextmanager
+async def slow_amperity(**gateway: float) -> AsyncIterator[Stack]:
+    """The stack with these gateway settings, 2 Delivers at once, each event taking 0.5 s."""
+    settings: dict[str, Any] = {"batch_concurrency": 2, **gateway}
+    async with real_stack(OutageStore(), FakeClock(), gateway=settings) as stack:
+        await set_fault(stack, latency_ms=500, kind="events")
+        yield stack
+
+
+async def answers(stack: Stack, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of a /v1/batch of these events."""
+    answer = await stack.client.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    results: list[dict[str, Any]] = answer.json()["results"]
+    return results
+
+
+async def test_a_batch_slower_than_its_deadline_is_answered_in_time_and_resent_once() -> None:
+    """Amperity slow: events whose turn comes too late are not sent, and are sent again once.
+
+    The gateway delivered every event however long it took (100 events at 8 at once and
+    5 s each: ~65 s), datafly.js gave up at 20 s and sent the whole batch again: every
+    event delivered twice. Here the batch's deadline is 4 s, each Deliver's 2 s, and
+    Amperity takes at least 0.5 s an event, two at a time: the 11th and later events' turn
+    comes 2.5 s in or later, with less than a Deliver's 2 s left.
+    """
+    batch = [event(f"slow-{i}") for i in range(16)]
+    async with slow_amperity(batch_deadline=4.0, deliver_timeout=2.0) as stack:
+        results = await answers(stack, batch)
+        sent = [r["messageId"] for r in results if r["ok"]]
+        again = [batch[i] for i, r in enumerate(results) if not r["ok"]]
+        assert sent
+        assert again
+        assert {r["code"] for r in results if not r["ok"]} == {"DEADLINE_EXCEEDED"}
+        assert "DEADLINE_EXCEEDED" in retryable_codes()  # datafly.js sends them again
+        assert sorted(await journal(stack)) == sorted(sent)  # none of the others went
+
+        await set_fault(stack)
+        resent = await stack.client.post("/v1/batch", json={"batch": again}, headers=KEY)
+        assert resent.json()["success"] is True
+        assert sorted(await journal(stack)) == sorted(e["messageId"] for e in batch)
+
+
+async def test_with_a_deliver_timeout_past_half_the_deadline_events_start_while_time_is_left() -> (
+    None
+):
+    """deliver_timeout 5 s, batch deadline 2 s: later events start while 1 s is left.
+
+    No event's whole Deliver fits in the batch's deadline; waiting for one that fits
+    would have sent only the first two. Those whose turn comes later are not sent, rather
+    than started with too little time, which the service fails, perhaps after sending.
+    """
+    batch = [event(f"long-{i}") for i in range(16)]
+    async with slow_amperity(batch_deadline=2.0, deliver_timeout=5.0) as stack:
+        results = await answers(stack, batch)
+        sent = [r["messageId"] for r in results if r["ok"]]
+        not_sent = {r["messageId"] for r in results if r.get("error", "").startswith("Not sent")}
+        assert len(sent) > 2
+        assert not_sent
+        assert {r["code"] for r in results if not r["ok"]} == {"DEADLINE_EXCEEDED"}
+        assert not set(await journal(stack)) & not_sent
+
+
+def test_the_batch_deadline_is_below_the_time_datafly_js_waits_for_an_answer() -> None:
+    """datafly.js's SEND_TIMEOUT_MS is the gateway's figure; a deadline at it is refused."""
+    assert send_timeout_seconds() == DATAFLY_SEND_TIMEOUT
+    assert GatewaySettings().batch_deadline < DATAFLY_SEND_TIMEOUT
+    with pytest.raises(ValueError, match=r"batch_deadline must be below datafly\.js's 20 s"):
+        GatewaySettings(batch_deadline=DATAFLY_SEND_TIMEOUT)

@@ -264,6 +264,12 @@ class ApiEndpoints:
         self._enrich = EnrichRoute(client)
         self._warn_refusals = warn_refusals
         self._secrets = tuple(scrub_forms(settings.redact))
+        self._not_sent = GatewayError(
+            504,
+            "DEADLINE_EXCEEDED",
+            f"Not sent: the batch is answered within {settings.batch_deadline:g} s and this "
+            "event's turn came too late; send it again (it did not reach Amperity).",
+        )
 
     def routes(self) -> list[Route]:
         """The routes, one per ``API_METHODS`` entry."""
@@ -360,7 +366,23 @@ class ApiEndpoints:
             raise _in_body_names(error, lambda path: event_field(path, data)) from None
         return json_response({"success": True, "messageId": event.message_id})
 
-    async def _deliver(self, key: str, event: pb.Event) -> None:
+    def _call_deadline(self, left: float) -> float | None:
+        """The deadline of a batch event's Deliver, ``left`` seconds before the batch's.
+
+        None when the event is not to start. It starts only when its whole
+        ``deliver_timeout`` fits, so that the batch's deadline never cuts a Deliver: a cut
+        one may have reached Amperity, and its resend would deliver it twice. A
+        ``deliver_timeout`` longer than half the batch's deadline would fit for few
+        events after the first: then each starts while half the batch's deadline is
+        left, with what is left (less, and the service fails it at once as too short to
+        send, yet perhaps after sending it).
+        """
+        whole = self._settings.deliver_timeout
+        if left >= min(whole, self._settings.batch_deadline / 2):
+            return min(whole, left)
+        return None
+
+    async def _deliver(self, key: str, event: pb.Event, deadline: float | None = None) -> None:
         """Deliver one event; one the service refused is warned of, unless its log has it.
 
         The service logs "delivery failed" with its advice for each event Amperity refused;
@@ -371,7 +393,7 @@ class ApiEndpoints:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
         """
         try:
-            await self._client.deliver(key, event)
+            await self._client.deliver(key, event, deadline)
         except grpc.aio.AioRpcError as error:
             refused = refusal(error) if self._warn_refusals else None
             if refused is not None:
@@ -396,7 +418,16 @@ class ApiEndpoints:
         whole. One such value in one event was a 400 for the whole batch, and datafly.js
         dropped every event of it. A messageId repeated in the batch is delivered once:
         each repeat is answered with its first's result.
+
+        The batch is answered within ``batch_deadline`` of its arrival, before datafly.js
+        gives up on it (``DATAFLY_SEND_TIMEOUT``): an event whose turn comes too late is
+        not sent and answered ``DEADLINE_EXCEEDED``, which datafly.js sends again
+        (``_call_deadline``). 100 events at 8 at once and 5 s each took up to 65 s, were
+        sent again after 20 s, and so were delivered twice.
         """
+        loop = asyncio.get_running_loop()
+        # datafly.js's timer started before the body was sent, so the batch's starts here.
+        answer_by = loop.time() + self._settings.batch_deadline
         key = _collector_key(request)
         data = await read_unchecked_json(request, self._settings.max_batch_body_bytes)
         items = data.get("batch") if isinstance(data, dict) else None
@@ -428,7 +459,10 @@ class ApiEndpoints:
         async def deliver_one(index: int, event: pb.Event) -> dict[str, Any]:
             try:
                 async with in_flight:
-                    await self._deliver(key, event)
+                    deadline = self._call_deadline(answer_by - loop.time())
+                    if deadline is None:
+                        return _failed(event.message_id, self._not_sent)
+                    await self._deliver(key, event, deadline)
             except grpc.aio.AioRpcError as rpc_error:
                 prefix = f"batch[{index}]."
                 item = items[index]

@@ -31,8 +31,9 @@ const MAX_RETRY_AFTER_MS = 30000;
 const ENRICH_TIMEOUT_MS = 5000;
 const MAX_TIMER_MS = 2147483647; // a longer setTimeout fires at once
 // How long a /v1/batch or /v1/consent request may go unanswered before it is given up and
-// sent again, as after a network error: the gateway answers a batch within its Deliver
-// deadline (5 s a wave of 8 events), so this leaves room for a slow batch.
+// sent again, as after a network error: the gateway answers a batch within its 15 s batch
+// deadline (settings.DATAFLY_SEND_TIMEOUT is this figure; a test holds them equal), so
+// only a network fault or a stalled gateway gets here, not a slow Amperity.
 const SEND_TIMEOUT_MS = 20000;
 // /v1/batch answers 200 with a result per event; these codes fail an event for reasons
 // that can pass (the 429/5xx of a single request), so the event is sent again. Not

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -60,7 +61,11 @@ async def real_service(
 
 @contextlib.asynccontextmanager
 async def real_stack(
-    store: OutageStore, clock: FakeClock, *, embedded: bool = True
+    store: OutageStore,
+    clock: FakeClock,
+    *,
+    embedded: bool = True,
+    gateway: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """The real service (browser_consent=functional, pipeline key ``pk_web``) behind the gateway.
 
@@ -69,10 +74,11 @@ async def real_stack(
         clock: The cache backend's clock.
         embedded: The gateway as ``serve`` runs it, in the service's process (True), or
             as ``amperity-signal gateway`` does, with a log of its own (False).
+        gateway: ``GatewaySettings`` fields to change (``batch_deadline``, ...).
     """
     async with real_service(store, clock) as (service, sandbox, settings):
         app = create_gateway_app(
-            settings=GatewaySettings.from_settings(settings),
+            settings=GatewaySettings.from_settings(settings, **(gateway or {})),
             channel_factory=service.in_process_channel,
             embedded=embedded,
         )

@@ -43,6 +43,18 @@ def _require_chromium() -> None:
 
 
 @contextlib.asynccontextmanager
+async def _chromium() -> AsyncIterator[Browser]:
+    """Headless Chromium for the block, closed after it (a failure or a skip without it)."""
+    _require_chromium()
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@contextlib.asynccontextmanager
 async def _served(service: RunningService, settings: GatewaySettings) -> AsyncIterator[str]:
     """The gateway served by uvicorn on 127.0.0.1:0, the demo from clients/browser."""
     app = create_gateway_app(
@@ -210,6 +222,37 @@ async def test_a_gateway_that_never_answers_enrich_leaves_the_page_its_default(
             assert stalled
         finally:
             await browser.close()
+
+
+async def test_an_unsafe_order_id_and_a_cut_emoji_lose_no_event_of_their_batch(
+    gateway_url: str, service: RunningService
+) -> None:
+    """Chromium sends a batch with an integer beyond 2^53 and a lone surrogate: all delivered.
+
+    Either value made the whole batch a 400 INVALID_JSON, and datafly.js dropped every event
+    of it: here the good event too.
+    """
+    said: list[str] = []
+    async with _chromium() as browser:
+        page = await browser.new_page()
+        page.on("console", lambda message: said.append(message.text))
+        await page.goto(f"{gateway_url}/demo/?pipelineKey={KNOWN_KEY}")
+        await page.evaluate(
+            f"""(async () => {{
+              const datafly = createDatafly().init({{ pipelineKey: '{KNOWN_KEY}' }});
+              datafly.track('Good');
+              datafly.track('Order Completed', {{ order_id: 9007199254740995 }});
+              datafly.track('Gift Viewed', {{ title: 'Gift \\uD83C' }});
+              await datafly.flush();
+            }})()"""
+        )
+
+    names = ("Good", "Order Completed", "Gift Viewed")
+    events = {d.request.event.event: d.request.event for d in service.fake.delivered}
+    assert sorted(name for name in events if name in names) == sorted(names)
+    assert events["Order Completed"].properties["order_id"] == "9007199254740996"
+    assert events["Gift Viewed"].properties["title"] == "Gift \ufffd"
+    assert len([text for text in said if text.startswith("datafly: ")]) == 2
 
 
 async def test_the_demo_page_ignores_an_endpoint_on_another_origin_and_says_so(

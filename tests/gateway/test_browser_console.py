@@ -314,23 +314,19 @@ def test_events_dropped_after_their_retries_are_told_once() -> None:
     ]
 
 
+def _refused_event(**result: str) -> dict[str, Any]:
+    """A 200 /v1/batch answer failing its one event with this code, error and field."""
+    failed = {"messageId": "m", "ok": False, **result}
+    return {"status": 200, "body": {"success": False, "results": [failed]}}
+
+
 def test_events_the_gateway_refuses_are_told_once_per_kind() -> None:
     """A 404 batch and per-event refusals: a warning each, naming the code and the field."""
-    refused = {
-        "status": 200,
-        "body": {
-            "success": False,
-            "results": [
-                {
-                    "messageId": "m",
-                    "ok": False,
-                    "code": "INVALID_EVENT",
-                    "error": "batch[0].context.page.url must be a URL.",
-                    "field": "batch[0].context.page.url",
-                }
-            ],
-        },
-    }
+    refused = _refused_event(
+        code="INVALID_EVENT",
+        error="batch[0].context.page.url must be a URL.",
+        field="batch[0].context.page.url",
+    )
     steps = """
       for (const name of ['a', 'b', 'c', 'd']) { datafly.track(name); await datafly.flush(); }
     """
@@ -350,6 +346,33 @@ def test_events_the_gateway_refuses_are_told_once_per_kind() -> None:
             f"datafly: POST {batch} refused 1 event(s), which are not sent again; the first: "
             "INVALID_EVENT (field batch[0].context.page.url): batch[0].context.page.url must be "
             f"a URL; the gateway's message says what to change. {ONCE}",
+        ),
+    ]
+
+
+def test_events_amperity_refuses_for_the_integration_are_told_once_not_sent_again() -> None:
+    """UPSTREAM_REFUSED results: not resent, one warning pointing at the service's log.
+
+    It was UPSTREAM_ERROR, resent twice; its hint said the gateway's message told the fix,
+    which no message that reaches a browser does.
+    """
+    refused = _refused_event(
+        code="UPSTREAM_REFUSED", error="Amperity refused the service's call for this integration."
+    )
+    steps = """
+      for (const name of ['a', 'b']) { datafly.track(name); await datafly.flush(); }
+    """
+    run = run_datafly(_then(steps), [*_OK, refused, refused])
+    assert run["result"]["quiet"] == 0
+    assert len(run["requests"]) == len(_OK) + 2
+    batch = "https://collect.example.com/v1/batch"
+    assert _said(run) == [
+        (
+            "warn",
+            f"datafly: POST {batch} refused 1 event(s), which are not sent again; the first: "
+            "UPSTREAM_REFUSED: Amperity refused the service's call for this integration; "
+            "Amperity refuses the integration (its key or event stream): the service's log "
+            f"names the fix. {ONCE}",
         ),
     ]
 

@@ -22,6 +22,7 @@ from amperity_signal.limits import (
 )
 
 from .conftest import CLIENT_IP, SHOP_ORIGIN, GatewayFactory
+from .datafly_source import retryable_codes
 from .fakes import KNOWN_KEY, RunningService
 
 KEY = {"X-Pipeline-Key": KNOWN_KEY}
@@ -629,7 +630,9 @@ async def test_a_call_the_service_dropped_unstarted_is_sent_again(
         ("UNAVAILABLE", 503, "SERVICE_UNAVAILABLE", "7"),
         ("RESOURCE_EXHAUSTED", 429, "RATE_LIMITED", "7"),
         ("DEADLINE_EXCEEDED", 504, "DEADLINE_EXCEEDED", None),
-        ("PERMISSION_DENIED", 502, "UPSTREAM_ERROR", None),
+        ("PERMISSION_DENIED", 502, "UPSTREAM_REFUSED", None),
+        ("UNAUTHENTICATED", 502, "UPSTREAM_REFUSED", None),
+        ("FAILED_PRECONDITION", 502, "UPSTREAM_REFUSED", None),
         ("INTERNAL", 502, "UPSTREAM_ERROR", None),
     ],
 )
@@ -646,6 +649,44 @@ async def test_grpc_errors_map_to_http(
         assert "fake failure" not in error["message"]
     if status == "INVALID_ARGUMENT":
         assert error["field"] == "properties.price"
+
+
+async def test_a_batch_event_amperity_refuses_for_the_integration_is_not_retryable(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """A refusal of the integration (401, 403, 404 stream, 409 rejecting) is UPSTREAM_REFUSED.
+
+    It was UPSTREAM_ERROR, which datafly.js sends again: three attempts of each event that
+    could only fail the same way until an operator fixes the integration.
+    """
+    statuses = ("FAILED_PRECONDITION", "UNAUTHENTICATED", "PERMISSION_DENIED", "INTERNAL")
+    batch = [
+        {**EVENT, "messageId": f"r-{i}", "event": f"refused:{status}"}
+        for i, status in enumerate(statuses)
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    assert response.status_code == 200
+    codes = [result["code"] for result in response.json()["results"]]
+    assert codes == ["UPSTREAM_REFUSED"] * 3 + ["UPSTREAM_ERROR"]
+    assert not set(codes[:3]) & retryable_codes()
+
+
+async def test_a_repeat_of_a_batch_event_s_message_id_gets_the_first_s_answer(
+    gateway: httpx.AsyncClient, service: RunningService
+) -> None:
+    """A repeat is not delivered: it is answered as its first was, failed or delivered."""
+    batch = [
+        {**EVENT, "messageId": "u-1", "event": "fail:UNAVAILABLE"},
+        {**EVENT, "messageId": "d-2"},
+        {**EVENT, "messageId": "u-1"},
+        {**EVENT, "messageId": "d-2", "event": "fail:UNAVAILABLE"},
+    ]
+    response = await gateway.post("/v1/batch", json={"batch": batch}, headers=KEY)
+    results = response.json()["results"]
+    assert results[2] == results[0]
+    assert results[0]["code"] == "SERVICE_UNAVAILABLE"
+    assert results[3] == results[1] == {"messageId": "d-2", "ok": True}
+    assert sorted(service.fake.deliver_calls) == ["d-2", "u-1"]
 
 
 async def test_batch_answers_each_event(

@@ -653,6 +653,58 @@ def test_an_event_json_cannot_carry_is_dropped_alone() -> None:
     assert [event["event"] for event in request["body"]["batch"]] == ["before", "after"]
 
 
+def test_values_the_gateway_refuses_are_sent_as_it_takes_them_and_told_once_per_kind() -> None:
+    """An integer beyond 2^53 goes as its digits, a lone surrogate as U+FFFD; one warning each.
+
+    The gateway refuses both; one such value made the whole batch a 400 and every event of
+    it was dropped. Safe integers, 2^53 itself, numbers written with an exponent, a Date
+    and the consent state the queue shares are sent as they were.
+    """
+    scenario = """
+      const warned = [];
+      console.warn = (...args) => warned.push(args.join(' '));
+      const datafly = createDatafly();
+      datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+      datafly.consent({ analytics: true });
+      datafly.track('order', {
+        order_id: 9007199254740995, negative: -(2 ** 60), exact: 2 ** 53, huge: 1e21,
+        price: 12.5, when: new Date(Date.UTC(2030, 0, 1)),
+        title: 'Gift \\uD83C', items: [{ name: '\\uDC00box' }, 'ok \\uD83C\\uDF81'],
+        '\\uD800key': 1,
+      });
+      datafly.track('second', { id: 2 ** 54, note: 'x\\uDFFF' });
+      datafly.consent({ analytics: false });
+      await datafly.flush();
+      return { warned };
+    """
+    run = run_datafly(scenario, [_ALLOWED, _DENIED, _results(None, None)])
+    [batch] = [r for r in run["requests"] if r["url"].endswith("/v1/batch")]
+    order, second = batch["body"]["batch"]
+    assert order["properties"] == {
+        "order_id": "9007199254740996",  # the page's number: JavaScript rounded it
+        "negative": "-1152921504606847000",  # as JavaScript writes it
+        "exact": 2**53,
+        "huge": 1e21,
+        "price": 12.5,
+        "when": "2030-01-01T00:00:00.000Z",
+        "title": "Gift \ufffd",
+        "items": [{"name": "\ufffdbox"}, "ok \U0001f381"],
+        "\ufffdkey": 1,
+    }
+    assert second["properties"] == {"id": "18014398509481984", "note": "x\ufffd"}
+    # The withdrawal reached the queued events: their consent is still the shared state.
+    assert order["context"]["consent"] == second["context"]["consent"] == {"analytics": False}
+    once = "(Said once per page: later ones are not reported.)"
+    assert run["result"]["warned"] == [
+        "datafly: a track event's properties.order_id is an integer beyond 2^53, which "
+        "JavaScript holds only rounded; it was sent as a string, the number as JavaScript "
+        f"writes it. Keep such ids as strings in the page. {once}",
+        "datafly: a track event's properties.title holds a lone surrogate (a string cut "
+        "through an emoji or another character of two UTF-16 units); it was sent with U+FFFD "
+        f"in its place. Cut text with Array.from(text) or Intl.Segmenter. {once}",
+    ]
+
+
 def test_a_batch_that_never_answers_holds_neither_refresh_nor_a_withdrawal() -> None:
     """/v1/batch never answers: refreshProfile still looks up, a withdrawal still goes out.
 

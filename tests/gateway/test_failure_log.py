@@ -50,7 +50,7 @@ async def test_a_delivery_amperity_refuses_is_one_warning_naming_the_integration
     [gateway] = [r for r in caplog.records if r.name == "amperity_signal.gateway.app"]
     assert gateway.levelno == logging.DEBUG
     assert gateway.getMessage() == (
-        "POST /v1/t answered 502 UPSTREAM_ERROR: the service refused it with "
+        "POST /v1/t answered 502 UPSTREAM_REFUSED: the service refused it with "
         "INGEST_KEY_REJECTED for integration web"
     )
 

@@ -31,14 +31,23 @@ const MAX_RETRY_AFTER_MS = 30000;
 const ENRICH_TIMEOUT_MS = 5000;
 const MAX_TIMER_MS = 2147483647; // a longer setTimeout fires at once
 // How long a /v1/batch or /v1/consent request may go unanswered before it is given up and
-// sent again, as after a network error: the gateway answers a batch within its Deliver
-// deadline (5 s a wave of 8 events), so this leaves room for a slow batch.
+// sent again, as after a network error: the gateway answers a batch within its 15 s batch
+// deadline (settings.DATAFLY_SEND_TIMEOUT is this figure; a test holds them equal), so
+// only a network fault or a stalled gateway gets here, not a slow Amperity.
 const SEND_TIMEOUT_MS = 20000;
 // /v1/batch answers 200 with a result per event; these codes fail an event for reasons
-// that can pass (the 429/5xx of a single request), so the event is sent again.
+// that can pass (the 429/5xx of a single request), so the event is sent again. Not
+// UPSTREAM_REFUSED: Amperity refused the integration itself, which no resend mends.
 const RETRYABLE_CODES = new Set([
   'RATE_LIMITED', 'SERVICE_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UPSTREAM_ERROR', 'INTERNAL',
 ]);
+// The gateway refuses an integer beyond 2^53 (a double holds it only rounded) and a lone
+// surrogate (not Unicode): an event holding one failed, and until session 27 its batch.
+// JSON.stringify writes an integer in digits below 1e21, in an exponent from there.
+const MAX_EXACT_INTEGER = 2 ** 53;
+const EXPONENT_FROM = 1e21;
+// A surrogate pair (kept) or a lone surrogate (replaced): one pass, no lookbehind.
+const SURROGATES = /[\uD800-\uDBFF][\uDC00-\uDFFF]|[\uD800-\uDFFF]/g;
 const UTM = ['source', 'medium', 'campaign', 'term', 'content'];
 const CONSENT_MAPS = ['categories', 'google'];
 
@@ -127,6 +136,54 @@ function storage() {
 function fitsKeepalive(body) {
   const bytes = typeof TextEncoder === 'function' ? new TextEncoder().encode(body).length : body.length * 3;
   return bytes < KEEPALIVE_LIMIT;
+}
+
+// `text` with each lone surrogate replaced by U+FFFD, as TextEncoder writes it.
+function wellFormed(text) {
+  return text.replace(SURROGATES, (unit) => (unit.length === 2 ? unit : '\uFFFD'));
+}
+
+// `value` as the gateway takes it. An integer beyond 2^53 becomes a string, the number as
+// JavaScript writes it (JSON.stringify's digits): JavaScript rounded it when the page made
+// it (an order id 9007199254740995 is already ...996 in the page), so the exact id is lost
+// before datafly.js sees it, and as a number the gateway would refuse it (and, until
+// session 27, its whole batch). Dropping the field would lose what the page still has. A lone surrogate (a string cut through an emoji) becomes U+FFFD.
+// The same value when nothing changed (queued events keep sharing state.consent), else
+// a copy; `fixed(kind, path)` hears of each change. Walks what JSON.stringify writes
+// (toJSON's result, own enumerable keys), after it found no cycle.
+function screened(value, path, fixed) {
+  if (typeof value === 'number') {
+    const size = Math.abs(value);
+    if (!Number.isInteger(value) || size <= MAX_EXACT_INTEGER || size >= EXPONENT_FROM) {
+      return value;
+    }
+    fixed('unsafe-integer', path);
+    return String(value);
+  }
+  if (typeof value === 'string') {
+    const text = wellFormed(value);
+    if (text !== value) fixed('lone-surrogate', path);
+    return text;
+  }
+  if (!value || typeof value !== 'object') return value;
+  if (typeof value.toJSON === 'function') {
+    const json = value.toJSON();
+    const fit = screened(json, path, fixed);
+    return fit === json ? value : fit;
+  }
+  if (Array.isArray(value)) {
+    const items = value.map((item, index) => screened(item, `${path}[${index}]`, fixed));
+    return items.some((item, index) => item !== value[index]) ? items : value;
+  }
+  let changed = false;
+  const entries = Object.entries(value).map(([key, item]) => {
+    const name = wellFormed(key);
+    if (name !== key) fixed('lone-surrogate', path ? `${path}.${name}` : name);
+    const fit = screened(item, path ? `${path}.${name}` : name, fixed);
+    changed = changed || name !== key || fit !== item;
+    return [name, fit];
+  });
+  return changed ? Object.fromEntries(entries) : value;
 }
 
 // The options init takes. Another one is a typo whose setting never applies (enrichTimeout
@@ -328,6 +385,10 @@ function hintFor(status, code) {
   if (code === 'UNKNOWN_PIPELINE_KEY') {
     return "check pipelineKey in datafly.init: it must be an integration's pipeline_key";
   }
+  if (code === 'UPSTREAM_REFUSED') {
+    return "Amperity refuses the integration (its key or event stream): the service's log "
+      + 'names the fix';
+  }
   if (code === 'ORIGIN_NOT_ALLOWED' || status === 403) {
     return "check the integration's allowed_origins: it must hold this page's origin";
   }
@@ -441,7 +502,7 @@ function createDatafly() {
     if (!state.config) throw new Error('datafly: call datafly.init({...}) first');
     const context = pageContext();
     if (state.consent) context.consent = state.consent;
-    const full = {
+    let full = {
       messageId: uuid(),
       timestamp: new Date().toISOString(),
       anonymousId: state.anonymousId,
@@ -456,6 +517,17 @@ function createDatafly() {
       if (globalThis.console) console.warn('datafly: event dropped, not JSON:', error);
       return;
     }
+    // A value the gateway would refuse fails only its event there, and the event is
+    // worth more than the value as it stands: it is sent as the gateway can take it.
+    full = screened(full, '', (kind, path) => {
+      warnOnce(kind, kind === 'unsafe-integer'
+        ? `a ${event.type} event's ${path} is an integer beyond 2^53, which JavaScript `
+          + 'holds only rounded; it was sent as a string, the number as JavaScript writes '
+          + 'it. Keep such ids as strings in the page'
+        : `a ${event.type} event's ${path} holds a lone surrogate (a string cut through an `
+          + 'emoji or another character of two UTF-16 units); it was sent with U+FFFD in '
+          + 'its place. Cut text with Array.from(text) or Intl.Segmenter');
+    });
     if (state.queue.length + state.held >= MAX_QUEUE) {
       warnOnce('queue-full', `a ${event.type} event was dropped: ${MAX_QUEUE} events already `
         + 'wait to be sent, as the gateway is not taking them (see the warnings before this '

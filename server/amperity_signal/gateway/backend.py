@@ -109,10 +109,13 @@ class ServiceClient:
         response = await self._service().RecordConsent(request, timeout=self._rpc_timeout)
         return response.profile_allowed
 
-    async def deliver(self, pipeline_key: str, event: pb.Event) -> pb.DeliverResponse:
+    async def deliver(
+        self, pipeline_key: str, event: pb.Event, deadline: float | None = None
+    ) -> pb.DeliverResponse:
         """Deliver one event through the integration the pipeline key selects.
 
         The key travels as ``x-pipeline-key`` metadata with an empty ``integration_id``.
+        ``deadline`` is how many seconds the call may take; None means ``deliver_timeout``.
 
         Raises:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
@@ -120,7 +123,7 @@ class ServiceClient:
         request = pb.DeliverRequest(integration_id="", event=event)
         return await self._service().Deliver(
             request,
-            timeout=self._deliver_timeout,
+            timeout=self._deliver_timeout if deadline is None else deadline,
             metadata=((PIPELINE_KEY_METADATA, pipeline_key),),
         )
 

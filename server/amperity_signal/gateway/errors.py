@@ -276,7 +276,26 @@ def refusal(error: grpc.aio.AioRpcError) -> Refusal | None:
     return None
 
 
-def from_rpc_error(
+# Amperity refused the service's call for a reason of the integration's own (a key it
+# refuses, an event stream that is missing or rejecting, no profile collection): the same
+# request fails the same way until an operator changes the configuration, so its code is
+# one no client retries (datafly.js resent UPSTREAM_ERROR three times).
+_REFUSED_FOR_THE_INTEGRATION = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+_REFUSED_MESSAGE = (
+    "Amperity refused the service's call for this integration (its key, event stream or "
+    "profile collection); sending it again will not help until the integration is fixed: "
+    "the service's log names the fix."
+)
+
+
+# One return per status: the function is the mapping table, read top to bottom.
+def from_rpc_error(  # noqa: PLR0911
     error: grpc.aio.AioRpcError, body_field: Callable[[str], str] | None = None
 ) -> GatewayError:
     """Map a failed RPC to what the HTTP caller may see.
@@ -324,4 +343,6 @@ def from_rpc_error(
         return GatewayError(503, "SERVICE_UNAVAILABLE", message, headers=_retry_after(delay, 1))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return GatewayError(504, "DEADLINE_EXCEEDED", "The service did not answer in time.")
+    if code in _REFUSED_FOR_THE_INTEGRATION:
+        return GatewayError(502, "UPSTREAM_REFUSED", _REFUSED_MESSAGE)
     return GatewayError(502, "UPSTREAM_ERROR", "The service could not handle the request.")

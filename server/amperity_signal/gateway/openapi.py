@@ -52,7 +52,10 @@ def _error(
 _UPSTREAM_ERRORS = {
     "429": _error("Too many requests from this client, or to Amperity.", retry_after=True),
     "431": _error("The request headers are too large."),
-    "502": _error("The service failed in an unexpected way."),
+    "502": _error(
+        "Amperity refused the integration's call (UPSTREAM_REFUSED: not to be sent again), "
+        "or the service failed in an unexpected way (UPSTREAM_ERROR)."
+    ),
     "503": _error("The service is unavailable.", retry_after=True),
     "504": _error("The service did not answer within the deadline."),
 }

@@ -48,7 +48,7 @@ from amperity_signal.gateway.errors import (
     send_json_body,
 )
 from amperity_signal.gateway.fieldnames import consent_field, event_field
-from amperity_signal.gateway.jsonbody import read_json
+from amperity_signal.gateway.jsonbody import check_value, read_json, read_unchecked_json
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.limits import (
     ANONYMOUS_ID_TOO_LONG,
@@ -67,6 +67,8 @@ ENRICH_PARAMETERS = frozenset({"provider", "pipeline_key", "anonymous_id"})
 COLLECTOR_PARAMETERS = frozenset({"pipeline_key"})
 _BODY_OPEN = b'{"provider":' + json_body(PROVIDER) + b',"attributes":'
 """What ``json_body`` writes before an enrich answer's attributes."""
+_BATCH_ITEM_DEPTH = 2
+"""How deep a ``/v1/batch`` item is in its body: ``{"batch": [item]}``."""
 API_METHODS: dict[str, tuple[str, ...]] = {
     "/v1/enrich": ("GET",),
     "/v1/consent": ("POST",),
@@ -262,6 +264,12 @@ class ApiEndpoints:
         self._enrich = EnrichRoute(client)
         self._warn_refusals = warn_refusals
         self._secrets = tuple(scrub_forms(settings.redact))
+        self._not_sent = GatewayError(
+            504,
+            "DEADLINE_EXCEEDED",
+            f"Not sent: the batch is answered within {settings.batch_deadline:g} s and this "
+            "event's turn came too late; send it again (it did not reach Amperity).",
+        )
 
     def routes(self) -> list[Route]:
         """The routes, one per ``API_METHODS`` entry."""
@@ -358,7 +366,23 @@ class ApiEndpoints:
             raise _in_body_names(error, lambda path: event_field(path, data)) from None
         return json_response({"success": True, "messageId": event.message_id})
 
-    async def _deliver(self, key: str, event: pb.Event) -> None:
+    def _call_deadline(self, left: float) -> float | None:
+        """The deadline of a batch event's Deliver, ``left`` seconds before the batch's.
+
+        None when the event is not to start. It starts only when its whole
+        ``deliver_timeout`` fits, so that the batch's deadline never cuts a Deliver: a cut
+        one may have reached Amperity, and its resend would deliver it twice. A
+        ``deliver_timeout`` longer than half the batch's deadline would fit for few
+        events after the first: then each starts while half the batch's deadline is
+        left, with what is left (less, and the service fails it at once as too short to
+        send, yet perhaps after sending it).
+        """
+        whole = self._settings.deliver_timeout
+        if left >= min(whole, self._settings.batch_deadline / 2):
+            return min(whole, left)
+        return None
+
+    async def _deliver(self, key: str, event: pb.Event, deadline: float | None = None) -> None:
         """Deliver one event; one the service refused is warned of, unless its log has it.
 
         The service logs "delivery failed" with its advice for each event Amperity refused;
@@ -369,7 +393,7 @@ class ApiEndpoints:
             grpc.aio.AioRpcError: When the service refuses or cannot be reached.
         """
         try:
-            await self._client.deliver(key, event)
+            await self._client.deliver(key, event, deadline)
         except grpc.aio.AioRpcError as error:
             refused = refusal(error) if self._warn_refusals else None
             if refused is not None:
@@ -386,12 +410,30 @@ class ApiEndpoints:
             raise
 
     async def batch(self, request: Request) -> Response:
-        """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own."""
+        """``POST /v1/batch``: ``{"batch": [events...]}``, each answered on its own.
+
+        An event with a value the gateway refuses (an integer beyond ±2^53, a lone
+        surrogate: ``check_value``) fails alone, naming the value's field, as a field of
+        the wrong type does; a body that is not JSON, or whose envelope is refused, fails
+        whole. One such value in one event was a 400 for the whole batch, and datafly.js
+        dropped every event of it. A messageId repeated in the batch is delivered once:
+        each repeat is answered with its first's result.
+
+        The batch is answered within ``batch_deadline`` of its arrival, before datafly.js
+        gives up on it (``DATAFLY_SEND_TIMEOUT``): an event whose turn comes too late is
+        not sent and answered ``DEADLINE_EXCEEDED``, which datafly.js sends again
+        (``_call_deadline``). 100 events at 8 at once and 5 s each took up to 65 s, were
+        sent again after 20 s, and so were delivered twice.
+        """
+        loop = asyncio.get_running_loop()
+        # datafly.js's timer started before the body was sent, so the batch's starts here.
+        answer_by = loop.time() + self._settings.batch_deadline
         key = _collector_key(request)
-        data = await read_json(request, self._settings.max_batch_body_bytes)
+        data = await read_unchecked_json(request, self._settings.max_batch_body_bytes)
         items = data.get("batch") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise GatewayError(400, "INVALID_BATCH", 'Send {"batch": [event, ...]}.', field="batch")
+        check_value({name: value for name, value in data.items() if name != "batch"}, "")
         limit = self._settings.max_batch_events
         if len(items) > limit:
             raise GatewayError(
@@ -401,24 +443,39 @@ class ApiEndpoints:
                 field="batch",
             )
         facts = self._facts(request, "track", sent_at_from_json(data, "INVALID_BATCH"))
+        events = [_batch_event(index, item, facts) for index, item in enumerate(items)]
+        # The first event of each messageId is delivered; a repeat in the same batch gets
+        # its answer (it was delivered twice, and Amperity kept both).
+        first_of: dict[str, int] = {}
+        firsts: dict[int, pb.Event] = {}
+        for index, event in enumerate(events):
+            if (
+                isinstance(event, pb.Event)
+                and first_of.setdefault(event.message_id, index) == index
+            ):
+                firsts[index] = event
         in_flight = asyncio.Semaphore(self._settings.batch_concurrency)
 
-        async def deliver_one(index: int, item: Any) -> dict[str, Any]:
-            given = item.get("messageId") if isinstance(item, dict) else None
-            message_id = given if isinstance(given, str) else ""
+        async def deliver_one(index: int, event: pb.Event) -> dict[str, Any]:
             try:
-                event = event_from_json(item, facts, prefix=f"batch[{index}].")
                 async with in_flight:
-                    await self._deliver(key, event)
-            except GatewayError as error:
-                return _failed(message_id, error)
+                    deadline = self._call_deadline(answer_by - loop.time())
+                    if deadline is None:
+                        return _failed(event.message_id, self._not_sent)
+                    await self._deliver(key, event, deadline)
             except grpc.aio.AioRpcError as rpc_error:
                 prefix = f"batch[{index}]."
+                item = items[index]
                 refused = from_rpc_error(rpc_error, lambda path: event_field(path, item, prefix))
                 return _failed(event.message_id, refused)
             return {"messageId": event.message_id, "ok": True}
 
-        results = await asyncio.gather(*(deliver_one(i, item) for i, item in enumerate(items)))
+        delivered = await asyncio.gather(*(deliver_one(i, e) for i, e in firsts.items()))
+        answers = dict(zip(firsts, delivered, strict=True))
+        results = [
+            dict(answers[first_of[event.message_id]]) if isinstance(event, pb.Event) else event
+            for event in events
+        ]
         return json_response({"success": all(r["ok"] for r in results), "results": results})
 
 
@@ -496,6 +553,31 @@ def _check_length(anonymous_id: str, source: str) -> None:
         raise GatewayError(
             400, "INVALID_ANONYMOUS_ID", f"{source}: {ANONYMOUS_ID_TOO_LONG}", field=source
         )
+
+
+def _batch_event(index: int, item: Any, facts: RequestFacts) -> pb.Event | dict[str, Any]:
+    """The ``index``-th item of a batch as an Event, or its failed result when it is refused.
+
+    Its values are checked at the depth they have in the body, so the body's nesting
+    limit is the same as for a single event's body plus the batch around it.
+    """
+    try:
+        check_value(item, f"batch[{index}]", _BATCH_ITEM_DEPTH)
+        return event_from_json(item, facts, prefix=f"batch[{index}].")
+    except GatewayError as error:
+        return _failed(_given_message_id(item), error)
+
+
+def _given_message_id(item: Any) -> str:
+    """The messageId a batch item gave, as its result can carry it; "" when it gave none.
+
+    A lone surrogate cannot be written in the UTF-8 answer: it is named escaped
+    (a backslash, ``u`` and its hex digits), as the gateway names such a key.
+    """
+    given = item.get("messageId") if isinstance(item, dict) else None
+    if not isinstance(given, str):
+        return ""
+    return given.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from amperity_signal.gateway.ratelimit import check_ipv6_prefix
 from amperity_signal.listener_tls import TlsFiles
 
 _DEFAULT_PORTS = {"https://": ":443", "http://": ":80"}
+DATAFLY_SEND_TIMEOUT = 20.0
+"""Seconds datafly.js waits for a ``/v1/batch`` answer before it sends the batch again
+(its ``SEND_TIMEOUT_MS``; a test holds the two equal). A batch answered later is delivered
+twice: ``batch_deadline`` stays below it."""
 
 
 def normalise_origin(origin: str) -> str:
@@ -68,6 +72,12 @@ class GatewaySettings:
             a Live Events stream waits for the service to take its watch.
         deliver_timeout: Deadline, in seconds, of each Deliver RPC.
         batch_concurrency: Deliver RPCs one batch keeps in flight at once.
+        batch_deadline: Seconds from a ``/v1/batch`` request's arrival by which it is
+            answered, below ``DATAFLY_SEND_TIMEOUT`` so that datafly.js never gives up on
+            a batch the gateway is still delivering (and delivers it twice). Events whose
+            turn comes too late are not sent, and answered ``DEADLINE_EXCEEDED``, which
+            datafly.js sends again (``ApiEndpoints.batch``). Not in the TOML: it is bound
+            to datafly.js's timeout, not to the deployment.
         trusted_proxies: Proxy IPs whose ``X-Forwarded-For`` is believed (uvicorn's
             ``forwarded_allow_ips``); empty means the socket peer is the client.
         admin_token: Bearer token of the operator routes (``/live``); None disables them.
@@ -106,6 +116,7 @@ class GatewaySettings:
     rpc_timeout: float = 2.0
     deliver_timeout: float = 5.0
     batch_concurrency: int = 8
+    batch_deadline: float = 15.0
     trusted_proxies: tuple[str, ...] = ()
     admin_token: str | None = field(default=None, repr=False)
     redact: tuple[str, ...] = field(default=(), repr=False)
@@ -130,12 +141,18 @@ class GatewaySettings:
             "rpc_timeout": self.rpc_timeout,
             "deliver_timeout": self.deliver_timeout,
             "batch_concurrency": self.batch_concurrency,
+            "batch_deadline": self.batch_deadline,
             "live_replay": self.live_replay,
             "request_read_timeout": self.request_read_timeout,
         }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"GatewaySettings.{name} must be positive, got {value!r}.")
+        if not self.batch_deadline < DATAFLY_SEND_TIMEOUT:
+            raise ValueError(
+                f"GatewaySettings.batch_deadline must be below datafly.js's "
+                f"{DATAFLY_SEND_TIMEOUT:g} s, got {self.batch_deadline!r}."
+            )
         if not self.grace_period >= 0:
             raise ValueError(
                 f"GatewaySettings.grace_period must be 0 or more, got {self.grace_period!r}."

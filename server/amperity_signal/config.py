@@ -224,6 +224,9 @@ class GatewayTable(_Strict):
     trusted_proxies: tuple[str, ...] = ()
     live_replay: StrictInt = Field(default=50, ge=1, le=MAX_LIVE_REPLAY)
     request_read_timeout: Number = Field(default=60.0, gt=0, le=MAX_WAIT_SECONDS)
+    # Unset: derived from the process's open-file limit (gateway/connections.py).
+    max_connections: StrictInt | None = Field(default=None, ge=1)
+    max_connections_per_client: StrictInt | None = Field(default=None, ge=1)
     # How the standalone `gateway` reaches a service on TLS: the CA that signed its
     # certificate and, for mutual TLS, the gateway's own certificate and key.
     service_ca_file: str | None = None

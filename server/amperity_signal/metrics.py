@@ -84,6 +84,13 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "amperity_signal_gateway_connections_refused",
+            "Connections the gateway closed as they were made, by the limit they were over "
+            "(client: max_connections_per_client, total: max_connections).",
+            ["limit"],
+            registry=self.registry,
+        )
 
     def refresh_key_expiry(self) -> None:
         """Bring scrape-time values up to date before ``/metrics``: the gateway has none."""

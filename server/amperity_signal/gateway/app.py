@@ -270,4 +270,7 @@ def create_gateway_app(
     # What the server calls as its shutdown begins (``GatewayServer``): the Live Events
     # streams never end by themselves, and it waits for open responses before it stops.
     app.state.end_streams = live.close
+    # What the server calls for each connection it refuses as it is made (``ConnectionGate``).
+    refused = metrics.connections_refused
+    app.state.count_refused_connection = lambda limit: refused.labels(limit=limit).inc()
     return app

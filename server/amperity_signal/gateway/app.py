@@ -220,7 +220,12 @@ def create_gateway_app(
     # The operator page is part of the package, whatever serves the demo.
     workers = WorkerWatches(workers_dir, settings.rpc_timeout) if workers_dir else None
     live = LiveEndpoints(
-        client, settings, PACKAGED_STATIC_DIR, now=now, watch=workers.watch if workers else None
+        client,
+        settings,
+        PACKAGED_STATIC_DIR,
+        now=now,
+        watch=workers.watch if workers else None,
+        clock=clock,
     )
     buckets = TokenBuckets(
         settings.rate_limit_per_second,

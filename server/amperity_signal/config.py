@@ -434,7 +434,10 @@ def redis_passwords(url: str) -> list[str]:
     """
     try:
         parts = urlsplit(url)
-        written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        # The query's value as the URL has it (``%2B``, ``+``) too: a message may quote it.
+        pairs = (pair.partition("=") for pair in parts.query.split("&"))
+        raw_query = [value for name, _, value in pairs if name == "password"]
+        written = [parts.password or "", *raw_query, *parse_qs(parts.query).get("password", [])]
     except ValueError:  # refused at load (cache.redis_url); a directly built Settings
         return []
     passwords = [

@@ -1069,14 +1069,18 @@ def test_a_pipeline_key_used_twice_is_named_but_never_quoted() -> None:
     [
         ("redis://:p%40ss%2Fword-123@cache:6379/0", "p@ss/word-123"),
         ("redis://cache:6379/0?password=query-pass-456", "query-pass-456"),
+        ("redis://cache:6379/0?password=qu%2Fery+pass%40456", "qu%2Fery+pass%40456"),
         ("rediss://app:p%23ss-word-789@cache:6380/0", "p#ss-word-789"),
     ],
-    ids=["percent-encoded", "query-parameter", "user-and-password"],
+    ids=["percent-encoded", "query-parameter", "query-parameter-as-written", "user-and-password"],
 )
 def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     redis_url: str, password: str
 ) -> None:
-    """The Redis password, decoded or given as ?password=, is among the scrubbed secrets."""
+    """The Redis password, decoded or given as ?password=, is among the scrubbed secrets.
+
+    A ``?password=`` value is scrubbed as the URL writes it too (``%2F``, ``+``).
+    """
     settings = settings_from_dict(
         {"cache": {"backend": "redis", "redis_url": redis_url}, "integrations": [integration()]},
         {},

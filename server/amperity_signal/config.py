@@ -169,6 +169,24 @@ class ServerSettings(_Strict):
             return None
         return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
+    @field_validator("admin_token")
+    @classmethod
+    def _a_token_a_header_carries(cls, token: SecretStr | None) -> SecretStr | None:
+        """Visible ASCII, as ``api_key``: it arrives as ``Authorization: Bearer`` or ``?token=``.
+
+        A token with a space or a line break (a paste) could never be presented whole, and
+        a browser's address bar trims it. Told by position, never quoted: it is a secret.
+        A blank or short token is told by ``config_checks``.
+        """
+        value = token.get_secret_value() if token is not None else ""
+        at = next((i for i, char in enumerate(value) if not "\x21" <= char <= "\x7e"), None)
+        if at is None or not value.strip():
+            return token
+        raise ValueError(
+            f"holds a space, a control character or a non-ASCII character at position {at}, "
+            "which Authorization: Bearer cannot carry"
+        )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:

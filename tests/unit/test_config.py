@@ -1196,6 +1196,34 @@ def test_an_admin_token_pasted_into_an_address_is_never_quoted_back() -> None:
     assert token not in problem and problem.startswith("server.http_address: ")
 
 
+@pytest.mark.parametrize(
+    ("token", "at"),
+    [
+        ("canary admin 0123456789", 6),
+        ("canary-admin-0123456789\n", 23),
+        (" canary-admin-0123456789", 0),
+        ("canary-admin-caf\u00e9-0123", 16),
+    ],
+    ids=["space", "newline", "leading-space", "non-ascii"],
+)
+def test_an_admin_token_a_bearer_header_cannot_carry_is_refused_by_position(
+    token: str, at: int
+) -> None:
+    """Spaces, line breaks and non-ASCII, as api_key refuses them; never quoted back.
+
+    ``admin_token`` took them: Live Events then refused the token pasted as configured
+    (``Authorization: Bearer`` cannot carry it; a browser's address bar trims it).
+    """
+    [problem] = problems_of({"server": {"admin_token": token}, "integrations": [integration()]})
+    assert problem.startswith(
+        "server.admin_token: holds a space, a control character or a non-ASCII character "
+        f"at position {at}, which Authorization: Bearer cannot carry. Fix: set a long random"
+    )
+    assert token.strip() not in problem
+    raw = {"server": {"admin_token": "canary-admin-0123456789!~"}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).server.admin_token is not None
+
+
 def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:
     """[server] log_level takes debug, info, warning or error, in any case; nothing else."""
     [problem] = problems_of({"server": {"log_level": "verbose"}, "integrations": [integration()]})

@@ -70,6 +70,8 @@ from amperity_signal.proxies import ProxyRules
 from amperity_signal.tenant_hosts import tenant_base_url
 from amperity_signal.trust import TrustedCertificates
 
+# What a dump (``model_dump``) shows of a secret, as pydantic's SecretStr does.
+_MASKED = "**********"
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _ID_START = re.compile(r"[A-Za-z0-9]")
 _ID_CHAR = re.compile(r"[A-Za-z0-9._-]")
@@ -218,6 +220,31 @@ class CacheSettings(_Strict):
     breaker_failures: StrictInt = Field(default=5, ge=1)
     breaker_cooldown: Number = Field(default=30, gt=0, le=MAX_WAIT_SECONDS)
 
+    @field_serializer("redis_url")
+    def _password_masked(self, url: str) -> str:
+        """The URL with its password masked in a dump; read ``redis_url`` for the real one.
+
+        Out of the repr already, but ``model_dump()`` (or ``model_dump_json()``) of the
+        settings carried the password, in the user info or a ``?password=`` parameter.
+        """
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None
+        except ValueError:  # refused at load; a directly built CacheSettings
+            return _MASKED
+        if has_password:  # user:password@host: the user kept, the password masked
+            user_info, _, host = parts.netloc.rpartition("@")
+            masked = f"{user_info.partition(':')[0]}:{_MASKED}@{host}"
+            url = url.replace(f"//{parts.netloc}", f"//{masked}", 1)
+        if parts.query:
+            pairs = [pair.partition("=") for pair in parts.query.split("&")]
+            query = "&".join(
+                f"{name}={_MASKED}" if name == "password" else f"{name}{sep}{value}"
+                for name, sep, value in pairs
+            )
+            url = url.replace(f"?{parts.query}", f"?{query}", 1)
+        return url
+
 
 class GatewayTable(_Strict):
     """The ``[gateway]`` table: the HTTP gateway's per-client limits and deadlines.
@@ -295,7 +322,7 @@ class IntegrationSettings(_Strict):
 
     @field_serializer("pipeline_key")
     def _masked(self, _: str) -> str:
-        return "**********"
+        return _MASKED
 
     @field_validator("id")
     @classmethod

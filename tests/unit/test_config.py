@@ -1090,6 +1090,32 @@ def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     assert password not in formatter.format(record)
 
 
+@pytest.mark.parametrize(
+    ("redis_url", "passwords"),
+    [
+        ("redis://:p%40ss-word-123@cache:6379/0", ["p%40ss-word-123", "p@ss-word-123"]),
+        ("rediss://app:pw-one@cache:6380/2?password=pw-two&db=1", ["pw-one", "pw-two"]),
+    ],
+    ids=["user-info", "user-info-and-query"],
+)
+def test_a_dump_of_the_settings_masks_the_redis_password(
+    redis_url: str, passwords: list[str]
+) -> None:
+    """``model_dump`` and ``model_dump_json`` show the URL with its password masked.
+
+    ``redis_url`` was out of the repr but not out of dumps: ``Settings.model_dump()`` held
+    the password. The attribute still holds the whole URL, for the Redis client.
+    """
+    raw = {"cache": {"backend": "redis", "redis_url": redis_url}, "integrations": [integration()]}
+    settings = settings_from_dict(raw, {})
+    dumped = settings.model_dump()["cache"]["redis_url"]
+    for shown in (dumped, settings.model_dump_json()):
+        assert "**********" in shown
+        assert not [password for password in passwords if password in shown], shown
+    assert dumped.split("**********")[0] in redis_url  # scheme, user and host kept
+    assert settings.cache.redis_url == redis_url
+
+
 def test_a_keys_payload_or_signature_alone_is_scrubbed_from_logs() -> None:
     """A line holding one segment of a key alone is scrubbed as the whole key is."""
     keys = mint_keys()

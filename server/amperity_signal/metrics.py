@@ -61,7 +61,7 @@ def reason_label(reason: str) -> str:
 
 
 class GatewayMetrics:
-    """What the HTTP gateway records and ``/metrics`` shows: its own request latency.
+    """What the HTTP gateway records and ``/metrics`` shows: its latency, its refused connections.
 
     ``amperity-signal gateway``, a process of its own, exports only this: a ``Metrics``
     there listed every family of the service (deliveries, caches, RPCs, ...) with its HELP

@@ -188,7 +188,7 @@ def create_gateway_app(
             the time Live Events session cookies expire by.
         metrics: Where request latency by route and status is recorded and what
             ``/metrics`` exposes: the service's when embedded; None makes the gateway's own
-            (``GatewayMetrics``: its request latency alone).
+            (``GatewayMetrics``: its request latency and refused connections alone).
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
         workers_dir: Where ``serve --workers`` workers listen on Unix sockets: Live Events
             then watches them all (``live_merge``), not only the worker ``client`` reaches.

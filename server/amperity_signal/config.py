@@ -70,6 +70,8 @@ from amperity_signal.proxies import ProxyRules
 from amperity_signal.tenant_hosts import tenant_base_url
 from amperity_signal.trust import TrustedCertificates
 
+# What a dump (``model_dump``) shows of a secret, as pydantic's SecretStr does.
+_MASKED = "**********"
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _ID_START = re.compile(r"[A-Za-z0-9]")
 _ID_CHAR = re.compile(r"[A-Za-z0-9._-]")
@@ -169,6 +171,24 @@ class ServerSettings(_Strict):
             return None
         return TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
+    @field_validator("admin_token")
+    @classmethod
+    def _a_token_a_header_carries(cls, token: SecretStr | None) -> SecretStr | None:
+        """Visible ASCII, as ``api_key``: it arrives as ``Authorization: Bearer`` or ``?token=``.
+
+        A token with a space or a line break (a paste) could never be presented whole, and
+        a browser's address bar trims it. Told by position, never quoted: it is a secret.
+        A blank or short token is told by ``config_checks``.
+        """
+        value = token.get_secret_value() if token is not None else ""
+        at = next((i for i, char in enumerate(value) if not "\x21" <= char <= "\x7e"), None)
+        if at is None or not value.strip():
+            return token
+        raise ValueError(
+            f"holds a space, a control character or a non-ASCII character at position {at}, "
+            "which Authorization: Bearer cannot carry"
+        )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
@@ -200,6 +220,31 @@ class CacheSettings(_Strict):
     breaker_failures: StrictInt = Field(default=5, ge=1)
     breaker_cooldown: Number = Field(default=30, gt=0, le=MAX_WAIT_SECONDS)
 
+    @field_serializer("redis_url")
+    def _password_masked(self, url: str) -> str:
+        """The URL with its password masked in a dump; read ``redis_url`` for the real one.
+
+        Out of the repr already, but ``model_dump()`` (or ``model_dump_json()``) of the
+        settings carried the password, in the user info or a ``?password=`` parameter.
+        """
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None
+        except ValueError:  # refused at load; a directly built CacheSettings
+            return _MASKED
+        if has_password:  # user:password@host: the user kept, the password masked
+            user_info, _, host = parts.netloc.rpartition("@")
+            masked = f"{user_info.partition(':')[0]}:{_MASKED}@{host}"
+            url = url.replace(f"//{parts.netloc}", f"//{masked}", 1)
+        if parts.query:
+            pairs = [pair.partition("=") for pair in parts.query.split("&")]
+            query = "&".join(
+                f"{name}={_MASKED}" if name == "password" else f"{name}{sep}{value}"
+                for name, sep, value in pairs
+            )
+            url = url.replace(f"?{parts.query}", f"?{query}", 1)
+        return url
+
 
 class GatewayTable(_Strict):
     """The ``[gateway]`` table: the HTTP gateway's per-client limits and deadlines.
@@ -224,6 +269,9 @@ class GatewayTable(_Strict):
     trusted_proxies: tuple[str, ...] = ()
     live_replay: StrictInt = Field(default=50, ge=1, le=MAX_LIVE_REPLAY)
     request_read_timeout: Number = Field(default=60.0, gt=0, le=MAX_WAIT_SECONDS)
+    # Unset: derived from the process's open-file limit (gateway/connections.py).
+    max_connections: StrictInt | None = Field(default=None, ge=1)
+    max_connections_per_client: StrictInt | None = Field(default=None, ge=1)
     # How the standalone `gateway` reaches a service on TLS: the CA that signed its
     # certificate and, for mutual TLS, the gateway's own certificate and key.
     service_ca_file: str | None = None
@@ -274,7 +322,7 @@ class IntegrationSettings(_Strict):
 
     @field_serializer("pipeline_key")
     def _masked(self, _: str) -> str:
-        return "**********"
+        return _MASKED
 
     @field_validator("id")
     @classmethod
@@ -431,7 +479,10 @@ def redis_passwords(url: str) -> list[str]:
     """
     try:
         parts = urlsplit(url)
-        written = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        # The query's value as the URL has it (``%2B``, ``+``) too: a message may quote it.
+        pairs = (pair.partition("=") for pair in parts.query.split("&"))
+        raw_query = [value for name, _, value in pairs if name == "password"]
+        written = [parts.password or "", *raw_query, *parse_qs(parts.query).get("password", [])]
     except ValueError:  # refused at load (cache.redis_url); a directly built Settings
         return []
     passwords = [

@@ -122,6 +122,10 @@ _FIELD_FIXES = {
         f"use a key of {PIPELINE_KEY_RULE} (e.g. pk_live_acme_web), the one your pages and "
         "callers send; if it was pasted, copy it again from Datafly."
     ),
+    "admin_token": (
+        "set a long random token of visible ASCII, e.g. the output of `openssl rand -hex 16`; "
+        "if it was pasted, copy it again without spaces or line breaks."
+    ),
     "browser_attribute_allowlist": (
         'write the attribute names as CSV, e.g. "Persona,LifetimeTier", or as an array of '
         'strings, e.g. ["Persona", "LifetimeTier"].'

@@ -44,6 +44,27 @@ CANONICAL_ID_TOO_LONG = (
 )
 """Why a canonical id is refused, after the field's name, wherever it is refused."""
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def control_character_problem(identifier: str) -> str | None:
+    """Why an id holding a C0 control character or DEL is refused, after the field's name.
+
+    An anonymous, canonical or message id is opaque text, but none is made with a NUL, a
+    tab or a line break (datafly.js makes a uuid): such a value is a mistake or an attempt
+    to split a log line or a header, refused wherever it arrives. None when it holds none.
+    """
+    if identifier.isprintable():  # the usual case, in C: no control character at all
+        return None
+    found = _CONTROL_CHARACTER.search(identifier)
+    if found is None:
+        return None
+    return (
+        f"holds the control character {found.group()!r} at position {found.start()}; an id "
+        "is printable text: send it without NULs, tabs or line breaks."
+    )
+
+
 MAX_PIPELINE_KEY = 200
 """The longest pipeline key the gateway takes, and so the longest the configuration takes."""
 

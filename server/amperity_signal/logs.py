@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from amperity_signal.redaction import REDACTED
 
@@ -66,8 +67,13 @@ def encoded_forms(secret: str) -> tuple[str, ...]:
 
 
 def scrub_forms(secrets: Iterable[str]) -> list[str]:
-    """What a scrubber replaces, longest first: each secret long enough, and its base64 forms."""
+    """What a scrubber replaces, longest first: each secret long enough, and its encoded forms.
+
+    Base64 (``encoded_forms``), and percent-encoded as a URL's query carries it (``%2F``
+    for ``/``, ``%20`` or ``+`` for a space): a proxy's or Redis's error may quote a URL.
+    """
     kept = {s for s in secrets if len(s) >= SCRUB_MIN_LENGTH}
+    kept |= {form for s in kept for form in (quote(s, safe=""), quote_plus(s))}
     kept |= {form for s in kept for form in encoded_forms(s)}
     return sorted(kept, key=len, reverse=True)
 

@@ -61,7 +61,7 @@ def reason_label(reason: str) -> str:
 
 
 class GatewayMetrics:
-    """What the HTTP gateway records and ``/metrics`` shows: its own request latency.
+    """What the HTTP gateway records and ``/metrics`` shows: its latency, its refused connections.
 
     ``amperity-signal gateway``, a process of its own, exports only this: a ``Metrics``
     there listed every family of the service (deliveries, caches, RPCs, ...) with its HELP
@@ -82,6 +82,13 @@ class GatewayMetrics:
             "HTTP gateway handling time by route and status.",
             ["route", "status"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.connections_refused = Counter(
+            "amperity_signal_gateway_connections_refused",
+            "Connections the gateway closed as they were made, by the limit they were over "
+            "(client: max_connections_per_client, total: max_connections).",
+            ["limit"],
             registry=self.registry,
         )
 

@@ -1,5 +1,7 @@
 """One limit on the anonymous id, on every RPC that takes one, refused in the same words.
 
+And one rule on every id: no control character (NUL, CR, LF, ...).
+
 Until session 20 Deliver, DeliverStream and Enrich took an event's anonymous_id of up to
 8192 characters, as BrowserProfile and RecordConsent took a visitor's; the gateway's
 ``/v1/enrich`` and ``/v1/consent`` refused more than 200, so a visitor delivered with a
@@ -13,7 +15,11 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
+from amperity_signal.limits import (
+    ANONYMOUS_ID_TOO_LONG,
+    MAX_ANONYMOUS_ID,
+    control_character_problem,
+)
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.contract.harness import Harness
 from tests.contract.test_contract import details, event
@@ -84,3 +90,44 @@ async def test_browser_profile_and_record_consent_hold_a_visitor_to_the_same_lim
     assert _violations(caught.value) == [("anonymous_id", ANONYMOUS_ID_TOO_LONG)]
     await profile(pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id=AT_THE_LIMIT))
     await consent(pb.RecordConsentRequest(pipeline_key="pk_web", anonymous_id=AT_THE_LIMIT))
+
+
+NEWLINE_ID = "anon\nX-Injected: 1"
+NEWLINE_PROBLEM = control_character_problem(NEWLINE_ID)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("anonymous_id", NEWLINE_ID), ("canonical_id", "canon\r1"), ("message_id", "m\x00-1")],
+)
+async def test_an_event_id_holding_a_control_character_is_refused_naming_it(
+    harness: Harness, field: str, value: str
+) -> None:
+    """NUL, CR or LF in an event's id: INVALID_ARGUMENT naming it; other Unicode is taken.
+
+    Ids are opaque, but no visitor's cookie or event's id holds a line break: Deliver
+    delivered ``anon``, a line feed, ``X-Injected: 1`` as the visitor's cookieid.
+    """
+    sent = event(type="page")
+    setattr(sent, field, value)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=sent))
+    assert _violations(caught.value) == [(f"event.{field}", control_character_problem(value))]
+    printable = event(type="page", anonymous_id="caf\u00e9 \u00fc-1", canonical_id="c\u00e9")
+    await harness.stub.Deliver(pb.DeliverRequest(integration_id="web", event=printable))
+
+
+async def test_browser_profile_and_record_consent_refuse_a_control_character_too(
+    harness: Harness,
+) -> None:
+    """A visitor's id is held to the events' rule: the same violation on both RPCs."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.BrowserProfile(
+            pb.BrowserProfileRequest(pipeline_key="pk_web", anonymous_id=NEWLINE_ID)
+        )
+    assert _violations(caught.value) == [("anonymous_id", NEWLINE_PROBLEM)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.RecordConsent(
+            pb.RecordConsentRequest(pipeline_key="pk_web", anonymous_id=NEWLINE_ID)
+        )
+    assert _violations(caught.value) == [("anonymous_id", NEWLINE_PROBLEM)]

@@ -289,6 +289,30 @@ async def test_a_key_sent_as_the_integration_id_is_described_never_echoed(
     assert "the integration's id" in (caught.value.details() or "")
 
 
+ADMIN_TOKEN = "Adm1n+Tok/en=Q&z-contract"
+
+
+@pytest.mark.parametrize("sent", [ADMIN_TOKEN, f"web {ADMIN_TOKEN}"])
+async def test_the_admin_token_sent_in_the_integration_id_is_described_never_echoed(
+    make_harness: Callable[..., Any], sent: str
+) -> None:
+    """Any configured secret in integration_id is described, as a pipeline key is.
+
+    Only keys shaped like an API key and pipeline keys were: the admin token (or a Redis
+    password) came back in the details and in ErrorInfo's ``integration_id``.
+    """
+    harness: Harness = await make_harness(server={"admin_token": ADMIN_TOKEN})
+    request = pb.DeliverRequest(integration_id=sent, event=event(type="page"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.Deliver(request)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    shown = f"{caught.value.details()} {caught.value.trailing_metadata()}"
+    assert ADMIN_TOKEN not in shown
+    assert details(caught.value)["ErrorInfo"].metadata["integration_id"] == (
+        "<a configured secret (a key, token or password): send the integration's id>"
+    )
+
+
 async def test_a_streamed_event_of_an_unknown_integration_fails_alone_as_not_found(
     harness: Harness,
 ) -> None:

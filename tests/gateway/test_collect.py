@@ -487,6 +487,29 @@ async def test_bad_json_is_a_400(gateway: httpx.AsyncClient, raw: bytes) -> None
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [b"[" * 5000 + b"]" * 5000, b'{"a": ' * 2000 + b"1" + b"}" * 2000],
+    ids=["arrays", "objects"],
+)
+async def test_json_nested_past_python_s_limit_gets_the_nesting_message(
+    gateway: httpx.AsyncClient, raw: bytes
+) -> None:
+    """Thousands of levels get the message 33 levels get, not Python's recursion error.
+
+    json.loads itself gives up past ~1,000 levels: the 400 said "maximum recursion depth
+    exceeded while decoding a JSON array from a unicode string".
+    """
+    response = await gateway.post(
+        "/v1/t", content=raw, headers={**KEY, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_JSON",
+        "message": "The JSON is nested deeper than 32 levels.",
+    }
+
+
+@pytest.mark.parametrize(
     ("route", "raw", "field"),
     [
         ("/v1/t", b'{"event": "x", "properties": {"\\udc00": "v"}}', "properties.\\udc00"),

@@ -20,7 +20,7 @@ from amperity_signal.redaction import REDACTED, scrub
 from tests.support import base64_echoes, integration_dict, mint_keys, reveals_encoded
 from tests.unit.cli_support import integration
 
-from .conftest import FIXED_NOW, GatewayFactory, gateway_settings, served
+from .conftest import FIXED_NOW, FakeClock, GatewayFactory, gateway_settings, served
 from .fakes import LEAKED_SECRET, RunningService, live_record
 
 ADMIN_TOKEN = "admin-7f3c9a1e-live"
@@ -61,6 +61,28 @@ async def test_a_wrong_token_is_401_and_sets_no_cookie(admin_gateway: httpx.Asyn
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "INVALID_ADMIN_TOKEN"
         assert "set-cookie" not in response.headers
+
+
+async def test_wrong_tokens_past_a_few_are_429_until_the_delay_even_for_the_right_one(
+    admin_gateway: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """Five wrong tokens from one client are 401; then 429 with Retry-After, the token unread.
+
+    Guesses were never throttled: a client could try admin tokens as fast as it could send.
+    The right token is refused too while the client waits, so a 429 tells no guess right;
+    a session cookie already set keeps working.
+    """
+    assert (await admin_gateway.get(f"/live?token={ADMIN_TOKEN}")).status_code == 303
+    statuses = [(await admin_gateway.get(f"/live?token=guess{n}")).status_code for n in range(5)]
+    assert statuses == [401] * 5
+    for sent in ("guess5", ADMIN_TOKEN):
+        refused = await admin_gateway.get("/live", headers={"Authorization": f"Bearer {sent}"})
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "RATE_LIMITED"
+        assert refused.headers["retry-after"] == "12"
+    assert (await admin_gateway.get("/live")).status_code == 200  # the client's session cookie
+    clock.now += 12
+    assert (await admin_gateway.get(f"/live?token={ADMIN_TOKEN}")).status_code == 303
 
 
 async def test_token_query_sets_an_httponly_session_and_redirects_without_it(

@@ -82,6 +82,22 @@ def test_clients_without_a_bucket_share_one_while_the_table_is_busy(clock: FakeC
     assert sum(_allowed(buckets, f"late-{n}", 1) for n in range(3)) == 1
 
 
+def test_wait_says_what_take_would_answer_and_spends_nothing(clock: FakeClock) -> None:
+    """``wait`` (the Live Events guess limit's look before comparing) agrees with ``take``.
+
+    For a tracked client, a fresh one, and one sharing the overflow bucket; asking never
+    spends a token, so asking a thousand times leaves the burst whole.
+    """
+    buckets = TokenBuckets(RATE, BURST, clock, max_clients=1)
+    assert [buckets.wait("198.51.100.1") for _ in range(1_000)] == [0.0] * 1_000
+    assert _allowed(buckets, "198.51.100.1", BURST + 1) == BURST
+    assert buckets.wait("198.51.100.1") == buckets.take("198.51.100.1") > 0
+    assert _allowed(buckets, "198.51.100.2", BURST) == BURST  # the overflow bucket
+    assert buckets.wait("198.51.100.3") == buckets.take("198.51.100.3") > 0
+    clock.now += REFILL
+    assert buckets.wait("198.51.100.3") == buckets.wait("198.51.100.1") == 0.0
+
+
 def test_max_clients_below_one_is_refused() -> None:
     """A table without room would forget every bucket at once: refused, naming the setting."""
     with pytest.raises(ValueError, match="rate_limit_max_clients"):

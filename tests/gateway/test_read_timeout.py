@@ -130,6 +130,7 @@ async def test_a_request_the_app_takes_long_to_answer_is_not_cut() -> None:
 
     app = Starlette(routes=[Mount("/slow", slow)])
     app.state.end_streams = lambda: None
+    app.state.count_refused_connection = lambda limit: None
     settings = gateway_settings(request_read_timeout=TIMEOUT)
     async with served(app, settings) as url:
         gateway = Served(url, Metrics())

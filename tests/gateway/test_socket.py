@@ -322,6 +322,7 @@ async def test_a_trailer_never_reaches_the_app_as_a_header(service: RunningServi
 
     app = Starlette(routes=[Mount("/names", header_names)])
     app.state.end_streams = lambda: None
+    app.state.count_refused_connection = lambda limit: None
     async with served(app, gateway_settings()) as url:
         gateway = Served(url, Metrics())
         _, _, body = await gateway.exchange(

@@ -73,7 +73,7 @@ async def test_the_admin_token_in_a_live_login_never_reaches_the_logs(
 async def test_a_standalone_gateway_exports_only_its_own_metrics(
     service: RunningService, tmp_path: Path
 ) -> None:
-    """/metrics lists amperity_signal_gateway_seconds alone: no empty family of the service's.
+    """/metrics lists the gateway's own families alone: no empty family of the service's.
 
     Until session 26 it served every family's HELP and TYPE (deliveries, caches, RPCs)
     without a sample, which reads as a service that did nothing.
@@ -87,7 +87,11 @@ async def test_a_standalone_gateway_exports_only_its_own_metrics(
     finally:
         assert await gateway.stop() == 0
     families = {family.name for family in text_string_to_metric_families(page)}
-    assert families == {"amperity_signal_gateway_seconds"}
+    assert families == {
+        "amperity_signal_gateway_seconds",
+        "amperity_signal_gateway_connections_refused",
+    }
     assert {line.split()[2] for line in page.splitlines() if line.startswith("# ")} == {
-        "amperity_signal_gateway_seconds"
+        "amperity_signal_gateway_seconds",
+        "amperity_signal_gateway_connections_refused_total",
     }

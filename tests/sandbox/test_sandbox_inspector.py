@@ -66,14 +66,24 @@ async def test_request_log_filters_by_prefix_tenant_and_limit(sandbox: InProcess
     assert [r["tenant"] for r in last["requests"]] == [GLOBEX]
 
 
-async def test_a_limit_that_is_no_plain_number_is_not_a_500(sandbox: InProcessSandbox) -> None:
-    """A limit=² or a 5000-digit limit answers 200 (the default, or everything) for both logs."""
+async def test_a_limit_that_is_no_positive_whole_number_is_a_400_naming_it(
+    sandbox: InProcessSandbox,
+) -> None:
+    """``-1``, ``abc``, ``1.5``, ``0``, ``²`` or blank: 400 naming ``limit``, for both logs.
+
+    They silently showed the default 1000 records, as if asked for; a 5000-digit limit
+    (everything) is still a 200, never a 500.
+    """
     await sandbox.post_event(EVENT)
     for path in ("/_sandbox/requests", "/_sandbox/events"):
-        for limit in ("\u00b2", "9" * 5000, "abc", "0"):
+        for limit in ("-1", "abc", "1.5", "0", "00", "\u00b2", ""):
             response = await sandbox.client.get(path, params={"limit": limit})
-            assert response.status_code == 200, (path, limit[:5])
-            assert len(next(iter(response.json().values()))) == 1
+            assert response.status_code == 400, (path, limit)
+            message = response.json()["message"]
+            assert message.startswith("limit must be a whole number of 1 or more"), message
+        response = await sandbox.client.get(path, params={"limit": "9" * 5000})
+        assert response.status_code == 200
+        assert len(next(iter(response.json().values()))) == 1
 
 
 async def test_stats_count_by_kind_status_and_tenant(sandbox: InProcessSandbox) -> None:

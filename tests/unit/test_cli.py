@@ -595,6 +595,7 @@ def gateway_app() -> Starlette:
     """An app with the state ``create_gateway_app`` leaves for ``gateway_server``."""
     app = Starlette()
     app.state.end_streams = lambda: None
+    app.state.count_refused_connection = lambda limit: None
     return app
 
 

@@ -1069,14 +1069,18 @@ def test_a_pipeline_key_used_twice_is_named_but_never_quoted() -> None:
     [
         ("redis://:p%40ss%2Fword-123@cache:6379/0", "p@ss/word-123"),
         ("redis://cache:6379/0?password=query-pass-456", "query-pass-456"),
+        ("redis://cache:6379/0?password=qu%2Fery+pass%40456", "qu%2Fery+pass%40456"),
         ("rediss://app:p%23ss-word-789@cache:6380/0", "p#ss-word-789"),
     ],
-    ids=["percent-encoded", "query-parameter", "user-and-password"],
+    ids=["percent-encoded", "query-parameter", "query-parameter-as-written", "user-and-password"],
 )
 def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     redis_url: str, password: str
 ) -> None:
-    """The Redis password, decoded or given as ?password=, is among the scrubbed secrets."""
+    """The Redis password, decoded or given as ?password=, is among the scrubbed secrets.
+
+    A ``?password=`` value is scrubbed as the URL writes it too (``%2F``, ``+``).
+    """
     settings = settings_from_dict(
         {"cache": {"backend": "redis", "redis_url": redis_url}, "integrations": [integration()]},
         {},
@@ -1084,6 +1088,32 @@ def test_every_form_of_the_redis_password_is_scrubbed_from_logs(
     formatter = JsonFormatter(settings.secret_values())
     record = logging.makeLogRecord({"msg": "AUTH failed for %s", "args": (password,)})
     assert password not in formatter.format(record)
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "passwords"),
+    [
+        ("redis://:p%40ss-word-123@cache:6379/0", ["p%40ss-word-123", "p@ss-word-123"]),
+        ("rediss://app:pw-one@cache:6380/2?password=pw-two&db=1", ["pw-one", "pw-two"]),
+    ],
+    ids=["user-info", "user-info-and-query"],
+)
+def test_a_dump_of_the_settings_masks_the_redis_password(
+    redis_url: str, passwords: list[str]
+) -> None:
+    """``model_dump`` and ``model_dump_json`` show the URL with its password masked.
+
+    ``redis_url`` was out of the repr but not out of dumps: ``Settings.model_dump()`` held
+    the password. The attribute still holds the whole URL, for the Redis client.
+    """
+    raw = {"cache": {"backend": "redis", "redis_url": redis_url}, "integrations": [integration()]}
+    settings = settings_from_dict(raw, {})
+    dumped = settings.model_dump()["cache"]["redis_url"]
+    for shown in (dumped, settings.model_dump_json()):
+        assert "**********" in shown
+        assert not [password for password in passwords if password in shown], shown
+    assert dumped.split("**********")[0] in redis_url  # scheme, user and host kept
+    assert settings.cache.redis_url == redis_url
 
 
 def test_a_keys_payload_or_signature_alone_is_scrubbed_from_logs() -> None:
@@ -1190,6 +1220,34 @@ def test_an_admin_token_pasted_into_an_address_is_never_quoted_back() -> None:
     server = {"admin_token": token, "http_address": token}
     [problem] = problems_of({"server": server, "integrations": [integration()]})
     assert token not in problem and problem.startswith("server.http_address: ")
+
+
+@pytest.mark.parametrize(
+    ("token", "at"),
+    [
+        ("canary admin 0123456789", 6),
+        ("canary-admin-0123456789\n", 23),
+        (" canary-admin-0123456789", 0),
+        ("canary-admin-caf\u00e9-0123", 16),
+    ],
+    ids=["space", "newline", "leading-space", "non-ascii"],
+)
+def test_an_admin_token_a_bearer_header_cannot_carry_is_refused_by_position(
+    token: str, at: int
+) -> None:
+    """Spaces, line breaks and non-ASCII, as api_key refuses them; never quoted back.
+
+    ``admin_token`` took them: Live Events then refused the token pasted as configured
+    (``Authorization: Bearer`` cannot carry it; a browser's address bar trims it).
+    """
+    [problem] = problems_of({"server": {"admin_token": token}, "integrations": [integration()]})
+    assert problem.startswith(
+        "server.admin_token: holds a space, a control character or a non-ASCII character "
+        f"at position {at}, which Authorization: Bearer cannot carry. Fix: set a long random"
+    )
+    assert token.strip() not in problem
+    raw = {"server": {"admin_token": "canary-admin-0123456789!~"}, "integrations": [integration()]}
+    assert settings_from_dict(raw, {}).server.admin_token is not None
 
 
 def test_an_unknown_log_level_names_the_field_and_the_levels() -> None:

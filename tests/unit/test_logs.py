@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -43,6 +44,21 @@ def test_a_secret_echoed_base64_encoded_is_scrubbed_at_every_alignment(secret: s
         line = _line(formatter, "proxy said: Authorization: Basic %s rejected", echo)
         assert not reveals_encoded(line, secret), echo
         assert "[REDACTED]" in json.loads(line)["msg"]
+
+
+@pytest.mark.parametrize(
+    "secret", ["Adm1n+Tok/en=Q&z", "pass word/with?query#chars"], ids=["token", "spaces"]
+)
+def test_a_secret_in_a_url_percent_encoded_is_scrubbed(secret: str) -> None:
+    """A URL quoting the admin token or a password (``%2B``, ``%2F``, ``+`` for a space).
+
+    Only the forms as written and base64 were scrubbed: ``?token=Adm1n%2BTok%2Fen%3DQ%26z``
+    in a proxy's or an upstream's error went to the log whole.
+    """
+    formatter = JsonFormatter([secret])
+    for encoded in (quote(secret, safe=""), quote_plus(secret)):
+        line = _line(formatter, "GET /live?token=%s&x=1 refused", encoded)
+        assert json.loads(line)["msg"] == "GET /live?token=[REDACTED]&x=1 refused"
 
 
 def test_an_error_is_logged_with_its_traceback_scrubbed_of_secrets() -> None:

@@ -188,7 +188,7 @@ def create_gateway_app(
             the time Live Events session cookies expire by.
         metrics: Where request latency by route and status is recorded and what
             ``/metrics`` exposes: the service's when embedded; None makes the gateway's own
-            (``GatewayMetrics``: its request latency alone).
+            (``GatewayMetrics``: its request latency and refused connections alone).
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several workers share metrics.
         workers_dir: Where ``serve --workers`` workers listen on Unix sockets: Live Events
             then watches them all (``live_merge``), not only the worker ``client`` reaches.
@@ -220,7 +220,12 @@ def create_gateway_app(
     # The operator page is part of the package, whatever serves the demo.
     workers = WorkerWatches(workers_dir, settings.rpc_timeout) if workers_dir else None
     live = LiveEndpoints(
-        client, settings, PACKAGED_STATIC_DIR, now=now, watch=workers.watch if workers else None
+        client,
+        settings,
+        PACKAGED_STATIC_DIR,
+        now=now,
+        watch=workers.watch if workers else None,
+        clock=clock,
     )
     buckets = TokenBuckets(
         settings.rate_limit_per_second,
@@ -270,4 +275,7 @@ def create_gateway_app(
     # What the server calls as its shutdown begins (``GatewayServer``): the Live Events
     # streams never end by themselves, and it waits for open responses before it stops.
     app.state.end_streams = live.close
+    # What the server calls for each connection it refuses as it is made (``ConnectionGate``).
+    refused = metrics.connections_refused
+    app.state.count_refused_connection = lambda limit: refused.labels(limit=limit).inc()
     return app

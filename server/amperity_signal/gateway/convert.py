@@ -37,6 +37,7 @@ from amperity_signal.limits import (
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
     MAX_CANONICAL_ID,
+    control_character_problem,
 )
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
@@ -165,6 +166,14 @@ def _string(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> str |
     return value
 
 
+def _id_string(data: Mapping[str, Any], names: tuple[str, ...], path: str) -> str | None:
+    """``_string`` of an id, which holds no control character (as Deliver refuses one)."""
+    value = _string(data, names, path)
+    if value and (problem := control_character_problem(value)):
+        raise InvalidFieldError(f"{path}{_sent(data, names)}", problem)
+    return value
+
+
 def _object(value: Any, field: str) -> Mapping[str, Any] | None:
     if value is None:
         return None
@@ -244,7 +253,7 @@ def event_from_json(data: Any, facts: RequestFacts, prefix: str = "") -> pb.Even
         )
     event.type = event_type
     event.event = _string(data, _EVENT_NAMES["event"], prefix) or ""
-    message_id = _string(data, _EVENT_NAMES["message_id"], prefix)
+    message_id = _id_string(data, _EVENT_NAMES["message_id"], prefix)
     event.message_id = message_id or facts.new_message_id()
     event.anonymous_id = _anonymous_id(data, facts, prefix)
     event.user_id = _string(data, _EVENT_NAMES["user_id"], prefix) or ""
@@ -286,21 +295,23 @@ def fold_context_traits(traits: struct_pb2.Struct, identity: struct_pb2.Struct |
 
 def _anonymous_id(data: dict[str, Any], facts: RequestFacts, prefix: str) -> str:
     """The event's ``anonymousId``, else the request's ``_dfid`` cookie; at most 200 long."""
-    anonymous_id = _string(data, names := _EVENT_NAMES["anonymous_id"], prefix)
+    anonymous_id = _id_string(data, names := _EVENT_NAMES["anonymous_id"], prefix)
     if anonymous_id:
         if len(anonymous_id) > MAX_ANONYMOUS_ID:
             raise InvalidFieldError(f"{prefix}{_sent(data, names)}", ANONYMOUS_ID_TOO_LONG)
         return anonymous_id
     anonymous_id = facts.cookie_anonymous_id
-    if anonymous_id and len(anonymous_id) > MAX_ANONYMOUS_ID:
+    if anonymous_id:
         # The request's cookie, not a field of this event: named as the cookie.
-        raise InvalidFieldError(ANONYMOUS_ID_COOKIE, ANONYMOUS_ID_TOO_LONG)
+        problem = control_character_problem(anonymous_id)
+        if len(anonymous_id) > MAX_ANONYMOUS_ID or problem:
+            raise InvalidFieldError(ANONYMOUS_ID_COOKIE, problem or ANONYMOUS_ID_TOO_LONG)
     return anonymous_id or ""
 
 
 def _canonical_id(data: dict[str, Any], prefix: str) -> str:
     """The event's ``canonicalId``, at most ``MAX_CANONICAL_ID`` long; "" when not sent."""
-    canonical_id = _string(data, names := _EVENT_NAMES["canonical_id"], prefix) or ""
+    canonical_id = _id_string(data, names := _EVENT_NAMES["canonical_id"], prefix) or ""
     if len(canonical_id) > MAX_CANONICAL_ID:
         raise InvalidFieldError(f"{prefix}{_sent(data, names)}", CANONICAL_ID_TOO_LONG)
     return canonical_id

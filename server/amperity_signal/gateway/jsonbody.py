@@ -111,7 +111,9 @@ async def read_unchecked_json(request: Request, limit: int) -> Any:
         raise _bad_json("The body is not UTF-8; encode JSON as UTF-8.") from None
     except json.JSONDecodeError as exc:
         raise _bad_json(f"The body is not valid JSON ({exc.msg} at char {exc.pos}).") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:  # nested past Python's own limit, far past check_value's
+        raise _bad_json(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+    except ValueError as exc:
         raise _bad_json(f"The body is not acceptable JSON ({exc}).") from None
     return data
 

@@ -17,6 +17,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from starlette.routing import Route
 
 from amperity_signal.gateway.backend import ServiceClient
 from amperity_signal.gateway.errors import GatewayError, from_rpc_error
+from amperity_signal.gateway.ratelimit import TokenBuckets, client_keys
 from amperity_signal.gateway.routes_api import FirstCookie
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.limits import INTEGRATION_ID, INTEGRATION_ID_RULE, MAX_LIVE_REPLAY
@@ -43,6 +46,10 @@ _session_cookie = FirstCookie(SESSION_COOKIE)
 STREAM_PATH = "/live/stream"
 _SESSION_CONTEXT = b"amperity-signal live events session"
 _SESSION_MAX_AGE = 8 * 3600
+# Wrong admin tokens one client may present (``_authorise``): a few at once, for typos,
+# then one per 12 s; a guesser is answered 429 before its guess is even compared.
+_WRONG_TOKENS_BURST = 5
+_WRONG_TOKENS_PER_SECOND = 1 / 12
 # The page loads only its own script and stylesheet and talks only to its own stream.
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -110,6 +117,7 @@ class LiveEndpoints:
         now: The current UTC time, against which session cookies expire.
         watch: What feeds a stream instead of ``client.watch_deliveries`` (same arguments):
             under ``serve --workers``, every worker's watch merged (``live_merge``).
+        clock: Monotonic seconds, for the limit on wrong admin tokens per client.
     """
 
     def __init__(
@@ -121,8 +129,13 @@ class LiveEndpoints:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         watch: Watch | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._now = now
+        self._wrong_tokens = TokenBuckets(
+            _WRONG_TOKENS_PER_SECOND, _WRONG_TOKENS_BURST, clock, settings.rate_limit_max_clients
+        )
+        self._client_key = client_keys(settings.rate_limit_ipv6_prefix)
         self._watch = watch or client.watch_deliveries
         self._token = settings.admin_token
         self._secrets = tuple(scrub_forms(settings.redact))
@@ -175,7 +188,8 @@ class LiveEndpoints:
         """How the caller proved the token: ``header``, ``query`` or ``cookie``.
 
         Raises:
-            GatewayError: 404 when no admin token is configured, 401 otherwise.
+            GatewayError: 404 when no admin token is configured, 429 when the client
+                presented too many wrong tokens lately, 401 otherwise.
         """
         token = self._token
         if not token:
@@ -189,8 +203,19 @@ class LiveEndpoints:
         query_token = request.query_params.get("token") if allow_query else None
         if scheme.lower() == "bearer" or query_token is not None:
             presented = given.strip() if scheme.lower() == "bearer" else str(query_token)
+            client = self._client_key(request.client.host if request.client else "unknown")
+            wait = self._wrong_tokens.wait(client)
+            if wait:
+                raise GatewayError(
+                    429,
+                    "RATE_LIMITED",
+                    "Too many wrong admin tokens from this client; copy [server] admin_token "
+                    "from the config and retry after the Retry-After delay.",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
             if hmac.compare_digest(presented.encode(), token.encode()):
                 return "header" if scheme.lower() == "bearer" else "query"
+            self._wrong_tokens.take(client)
             raise GatewayError(
                 401,
                 "INVALID_ADMIN_TOKEN",

@@ -76,6 +76,7 @@ _ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}, {"adminSession": []}]
 _ADMIN_ERRORS = {
     "401": _error("No admin token, or the wrong one.", headers=_WWW_AUTHENTICATE),
     "404": _error("Live Events is off: no [server] admin_token is configured."),
+    "429": _error("Too many wrong admin tokens from this client.", retry_after=True),
     **_HEADERS_TOO_LARGE,
 }
 

@@ -127,6 +127,7 @@ class TokenBuckets:
             self._buckets[key] = bucket
         elif bucket is not self._overflow:
             self._buckets[key] = bucket
+        # Inline, not ``_refilled``: this runs on every API request.
         elapsed = max(0.0, now - bucket.updated)
         bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._rate)
         bucket.updated = now
@@ -134,6 +135,25 @@ class TokenBuckets:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self._rate
+
+    def wait(self, key: str) -> float:
+        """The seconds until ``key`` may spend a token (0.0: now), spending none.
+
+        An untracked client would get a fresh bucket, or, while every tracked one is busy,
+        share the overflow bucket (``take``).
+        """
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None and len(self._buckets) >= self._max_clients:
+            _, oldest = next(iter(self._buckets.items()))
+            if self._refilled(oldest, now) < self._burst:
+                bucket = self._overflow
+        tokens = self._burst if bucket is None else self._refilled(bucket, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
+        """The tokens ``bucket`` holds at ``now``."""
+        return min(self._burst, bucket.tokens + max(0.0, now - bucket.updated) * self._rate)
 
     def _evict_or_overflow(self, now: float) -> _Bucket | None:
         """Make room by forgetting the least recent bucket if it has refilled.
@@ -143,7 +163,7 @@ class TokenBuckets:
             overflow bucket the newcomer shares with every other untracked client.
         """
         _, oldest = next(iter(self._buckets.items()))
-        if oldest.tokens + (now - oldest.updated) * self._rate >= self._burst:
+        if self._refilled(oldest, now) >= self._burst:
             self._buckets.popitem(last=False)
             return None
         if self._overflow is None:

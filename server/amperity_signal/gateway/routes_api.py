@@ -55,6 +55,7 @@ from amperity_signal.limits import (
     MAX_ANONYMOUS_ID,
     PIPELINE_KEY,
     PIPELINE_KEY_RULE,
+    control_character_problem,
 )
 from amperity_signal.logs import scrub_forms
 from amperity_signal.redaction import scrub
@@ -548,11 +549,11 @@ class EnrichRoute:
 
 
 def _check_length(anonymous_id: str, source: str) -> None:
-    """Refuse a visitor's id longer than events may carry, naming where it came from."""
-    if len(anonymous_id) > MAX_ANONYMOUS_ID:
-        raise GatewayError(
-            400, "INVALID_ANONYMOUS_ID", f"{source}: {ANONYMOUS_ID_TOO_LONG}", field=source
-        )
+    """Refuse a visitor's id no event could carry (too long, a control character), by source."""
+    problem = control_character_problem(anonymous_id)
+    if len(anonymous_id) > MAX_ANONYMOUS_ID or problem:
+        message = f"{source}: {problem or ANONYMOUS_ID_TOO_LONG}"
+        raise GatewayError(400, "INVALID_ANONYMOUS_ID", message, field=source)
 
 
 def _batch_event(index: int, item: Any, facts: RequestFacts) -> pb.Event | dict[str, Any]:

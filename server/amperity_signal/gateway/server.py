@@ -17,10 +17,20 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from amperity_signal.gateway.app import create_gateway_app
+from amperity_signal.gateway.connections import (
+    PER_CLIENT,
+    TOTAL,
+    ConnectionCaps,
+    ConnectionGate,
+    open_file_limit,
+    proxy_test,
+)
 from amperity_signal.gateway.errors import GatewayError, error_response
 from amperity_signal.gateway.live import STREAM_PATH
+from amperity_signal.gateway.ratelimit import client_keys
 from amperity_signal.gateway.settings import GatewaySettings
 from amperity_signal.metrics import GatewayMetrics
 from amperity_signal.processes import CUT_SECONDS, EXIT_FORCED, ProcessServer, announce
@@ -48,6 +58,31 @@ _REQUEST_TIMEOUT = GatewayError(
     "REQUEST_TIMEOUT",
     "The request's head or body did not arrive in time; send the whole request at once.",
 )
+_RETRY_SOON = {"Retry-After": "1"}
+# The answers of a connection the gate refuses (``ConnectionGate``), by the limit it is over.
+_TOO_MANY_CONNECTIONS = {
+    PER_CLIENT: GatewayError(
+        503,
+        "TOO_MANY_CONNECTIONS",
+        "This client has too many connections open to the gateway; send requests on the "
+        "connections it has (keep-alive), or close some and retry after the Retry-After delay.",
+        headers=_RETRY_SOON,
+    ),
+    TOTAL: GatewayError(
+        503,
+        "TOO_MANY_CONNECTIONS",
+        "The gateway has as many connections open as it may; retry after the Retry-After delay.",
+        headers=_RETRY_SOON,
+    ),
+}
+
+
+class GatedState(ServerState):
+    """uvicorn's state shared by a server's connections, with the gate that counts them."""
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        super().__init__()
+        self.gate = gate
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
@@ -149,6 +184,34 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         # What the connection was last seen waiting for (``check_read_timeout``), and since.
         self._awaited: object = None
         self._awaited_since = 0.0
+        # The gate that admitted the connection, told when it closes (``connection_made``).
+        self._gate: ConnectionGate | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Admit the connection, or answer 503 ``TOO_MANY_CONNECTIONS`` and close it.
+
+        The gate (``GatedState``) counts the connections open per client and in all; a
+        refused one is closed at once, so it holds no open file past its answer.
+        """
+        super().connection_made(transport)
+        state = self.server_state
+        if not isinstance(state, GatedState):
+            return
+        host = self.client[0] if self.client else None
+        refused = state.gate.admit(host, self.loop.time())
+        if refused is None:
+            self._gate = state.gate
+            return
+        error = error_response(_TOO_MANY_CONNECTIONS[refused])
+        self._write_closing("503 Service Unavailable", error)
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: the gate that admitted it counts it no more."""
+        if self._gate is not None:
+            self._gate.release(self.client[0] if self.client else None)
+            self._gate = None
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
@@ -421,9 +484,12 @@ class GatewayServer(ProcessServer):
         end_streams: Callable[[], None],
         app: ClosingWhenDraining,
         grace_seconds: float,
+        gate: ConnectionGate,
         read_timeout: float = 60.0,
     ) -> None:
         super().__init__(config, grace_seconds=grace_seconds, logger=_log)
+        self.server_state = GatedState(gate)
+        self._gate = gate
         self._end_streams = end_streams
         self._app = app
         self._read_timeout = read_timeout
@@ -437,10 +503,12 @@ class GatewayServer(ProcessServer):
         """Run uvicorn's tick (every 0.1 s), and now and then the sweep for slow requests.
 
         Each connection closes itself when a request's head or body has taken longer than
-        ``read_timeout`` (``JsonErrorHttpToolsProtocol.check_read_timeout``).
+        ``read_timeout`` (``JsonErrorHttpToolsProtocol.check_read_timeout``); a streak of
+        refused connections that has stopped is told over (``ConnectionGate.sweep``).
         """
         if counter % self._sweep_ticks == 0:
             now = asyncio.get_running_loop().time()
+            self._gate.sweep(now)
             for connection in list(self.server_state.connections):
                 if isinstance(connection, JsonErrorHttpToolsProtocol):
                     connection.check_read_timeout(now, self._read_timeout)
@@ -527,6 +595,9 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
 
     With ``settings.listener_tls`` it serves HTTPS and asks no client certificate: browsers
     call it, and they have none to show.
+
+    Its connections are capped per client and in all (``settings.max_connections_per_client``
+    and ``max_connections``, derived from the open-file limit when unset: ``ConnectionGate``).
     """
     tls = settings.listener_tls
     served = ClosingWhenDraining(app)
@@ -549,11 +620,21 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
         ssl_certfile=tls.cert_file if tls else None,
         ssl_keyfile=tls.key_file if tls else None,
     )
+    caps = ConnectionCaps.derive(
+        settings.max_connections, settings.max_connections_per_client, open_file_limit()
+    )
+    gate = ConnectionGate(
+        caps,
+        client_key=client_keys(settings.rate_limit_ipv6_prefix),
+        is_proxy=proxy_test(settings.trusted_proxies),
+        refused=app.state.count_refused_connection,
+    )
     return GatewayServer(
         config,
         end_streams=app.state.end_streams,
         app=served,
         grace_seconds=settings.grace_period,
+        gate=gate,
         read_timeout=settings.request_read_timeout,
     )
 

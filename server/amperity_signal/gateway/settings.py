@@ -102,6 +102,12 @@ class GatewaySettings:
             arrive (nginx's ``client_header_timeout``/``client_body_timeout``); past it the
             connection is closed, with a 408 when nothing was answered on it yet. A new
             connection that sends nothing is closed after as long, without an answer.
+        max_connections: Connections the gateway holds open at once; one more is answered
+            503 ``TOO_MANY_CONNECTIONS`` and closed as it is made. None: half the process's
+            open-file limit (``connections.ConnectionCaps``).
+        max_connections_per_client: Connections one client (IPv4 address, or IPv6 network
+            of ``rate_limit_ipv6_prefix``) holds open at once, a trusted proxy's aside;
+            None: an eighth of ``max_connections``.
     """
 
     pipelines: tuple[PipelineSettings, ...] = ()
@@ -127,6 +133,8 @@ class GatewaySettings:
     listener_tls: TlsFiles | None = None
     grace_period: float = 10.0
     request_read_timeout: float = 60.0
+    max_connections: int | None = None
+    max_connections_per_client: int | None = None
 
     def __post_init__(self) -> None:
         """Reject limits that would make the gateway refuse everything or nothing."""
@@ -144,9 +152,11 @@ class GatewaySettings:
             "batch_deadline": self.batch_deadline,
             "live_replay": self.live_replay,
             "request_read_timeout": self.request_read_timeout,
+            "max_connections": self.max_connections,
+            "max_connections_per_client": self.max_connections_per_client,
         }
         for name, value in positive.items():
-            if not value > 0:
+            if value is not None and not value > 0:  # None: a cap derived at start
                 raise ValueError(f"GatewaySettings.{name} must be positive, got {value!r}.")
         if not self.batch_deadline < DATAFLY_SEND_TIMEOUT:
             raise ValueError(

@@ -50,12 +50,15 @@ class InspectorRoutes:
         """Recent API requests, optionally filtered by path prefix and tenant."""
         prefix = request.query_params.get("path_prefix", "")
         tenant = request.query_params.get("tenant")
+        limit = _limit(request)
+        if isinstance(limit, Response):
+            return limit
         records = [
             record.to_json()
             for record in self._state.requests.items()
             if record.path.startswith(prefix) and tenant in (None, record.tenant)
         ]
-        return JSONResponse({"requests": records[-_limit(request) :]})
+        return JSONResponse({"requests": records[-limit:]})
 
     async def in_flight(self, request: Request) -> Response:
         """The API requests arrived and not yet answered, oldest first."""
@@ -66,12 +69,15 @@ class InspectorRoutes:
         """Event bodies received per stream and where routing sent them."""
         stream = request.query_params.get("stream")
         tenant = request.query_params.get("tenant")
+        limit = _limit(request)
+        if isinstance(limit, Response):
+            return limit
         records = [
             record.to_json()
             for record in self._state.events.items()
             if stream in (None, record.stream_id) and tenant in (None, record.tenant)
         ]
-        return JSONResponse({"events": records[-_limit(request) :]})
+        return JSONResponse({"events": records[-limit:]})
 
     async def stats(self, request: Request) -> Response:
         """Counters by endpoint kind, status and tenant since start or reset."""
@@ -93,13 +99,20 @@ class InspectorRoutes:
         return JSONResponse({"profiles": profiles})
 
 
-def _limit(request: Request) -> int:
-    """``limit``: a positive whole number (past the log's size: all); else the default.
+def _limit(request: Request) -> int | Response:
+    """``limit``: a positive whole number (past the log's size: all), the default when absent.
 
-    ``str.isdigit`` alone let ``²`` and 5000-digit numbers through to ``int``: a 500.
+    Anything else is a 400 naming ``limit``: ``-1``, ``abc`` or ``1.5`` silently showed
+    the default 1000, as if asked for. ``str.isdigit`` alone let ``²`` and 5000-digit
+    numbers through to ``int``: a 500.
     """
-    raw = request.query_params.get("limit", "")
-    if not (raw.isascii() and raw.isdigit()):
+    raw = request.query_params.get("limit")
+    if raw is None:
         return DEFAULT_LIMIT
-    value = int(raw) if len(raw) <= _MAX_LIMIT_DIGITS else sys.maxsize
-    return value if value > 0 else DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not raw.strip("0"):
+        message = (
+            f"limit must be a whole number of 1 or more (the newest records to show; "
+            f"{DEFAULT_LIMIT} when left out), not {raw[:20]!r}"
+        )
+        return JSONResponse({"status": 400, "message": message}, status_code=400)
+    return int(raw) if len(raw) <= _MAX_LIMIT_DIGITS else sys.maxsize

@@ -262,7 +262,8 @@ def build_server(
                 ),
             )
             for integration in settings.integrations
-        ]
+        ],
+        secrets,
     )
     set_key_expiry(settings, deps.metrics)
     if report:

@@ -6,7 +6,7 @@ path never re-parses configuration or rebuilds mappings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,6 +16,7 @@ from amperity_signal.config import IntegrationSettings
 from amperity_signal.config_values import holds_key
 from amperity_signal.enrich.messages import not_configured
 from amperity_signal.errors import FieldViolation, InvalidFields, UnknownIntegration
+from amperity_signal.logs import SCRUB_MIN_LENGTH
 
 # The most of a caller's integration id an error repeats (configured ids are shorter).
 _ECHOED_ID = 200
@@ -61,11 +62,20 @@ class Integration:
 
 
 class Registry:
-    """Finds integrations by id or by pipeline key."""
+    """Finds integrations by id or by pipeline key.
 
-    def __init__(self, integrations: list[Integration]) -> None:
+    Args:
+        integrations: The configured integrations.
+        secrets: The configuration's secrets (``Settings.secret_values``): an id sent
+            holding one is described in errors, never repeated.
+    """
+
+    def __init__(self, integrations: list[Integration], secrets: Iterable[str] = ()) -> None:
         self._by_id = {i.id: i for i in integrations}
         self._by_key = {i.settings.pipeline_key: i for i in integrations}
+        # Found inside a longer id too when long enough to be no ordinary word (as logs scrub).
+        self._secrets = frozenset(s for s in secrets if s)
+        self._long_secrets = tuple(s for s in self._secrets if len(s) >= SCRUB_MIN_LENGTH)
 
     def __iter__(self) -> Iterator[Integration]:
         return iter(self._by_id.values())
@@ -130,13 +140,20 @@ class Registry:
         """A caller's integration id as errors repeat it, in metadata and in a message.
 
         Cut: a caller's id of any length, whole, made the status's trailers larger than
-        gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED). An API key or a pipeline
-        key sent as the id (a variable mixed up) is described: errors never quote either.
+        gRPC's metadata limit (the caller got RESOURCE_EXHAUSTED). An API key, a pipeline
+        key or any other configured secret (the admin token, a Redis password) sent as the
+        id, or in it (a variable mixed up), is described: errors never quote one.
         """
         if holds_key(integration_id):
             described = "<an API key, by its look: send the integration's id>"
         elif integration_id in self._by_key:
             described = "<a pipeline key: send it as x-pipeline-key, or the integration's id>"
+        elif integration_id in self._secrets or any(
+            secret in integration_id for secret in self._long_secrets
+        ):
+            described = (
+                "<a configured secret (a key, token or password): send the integration's id>"
+            )
         else:
             cut = integration_id[:_ECHOED_ID]
             return cut, repr(cut)

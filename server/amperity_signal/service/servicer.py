@@ -29,7 +29,6 @@ from amperity_signal.errors import (
     ServiceStopping,
     UnknownIntegration,
 )
-from amperity_signal.limits import ANONYMOUS_ID_TOO_LONG, MAX_ANONYMOUS_ID
 from amperity_signal.logs import integration_id_var, message_id_var, scrub_forms
 from amperity_signal.service import convert
 from amperity_signal.service.interceptors import pipeline_key_of
@@ -45,6 +44,7 @@ from amperity_signal.service.validation import (
     GOOGLE_CONSENT_VALUES,
     MAX_KEYS,
     MAX_STRING,
+    anonymous_id_violations,
     checked_event_dict,
     nanos_violation,
 )
@@ -70,8 +70,6 @@ MESSAGE_ID_REQUIRED_ON_STREAMS = FieldViolation(
     "is required on DeliverStream: answers arrive in completion order and carry it, so it "
     "is how each answer finds its event; set a unique id per event (Deliver makes one up).",
 )
-
-_ANONYMOUS_ID_TOO_LONG = FieldViolation("anonymous_id", ANONYMOUS_ID_TOO_LONG)
 
 _ANONYMOUS_ID_REQUIRED = FieldViolation(
     "anonymous_id",
@@ -338,10 +336,9 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """The allowlisted attributes a page may see for one visitor."""
         try:
             integration = self._page_integration(request, context)
-            if len(request.anonymous_id) > MAX_ANONYMOUS_ID:
-                # Capped as an event's anonymous_id is (it becomes a lookup value sent to
-                # Amperity), but a BrowserProfile request carries no event to blame.
-                raise InvalidFields([_ANONYMOUS_ID_TOO_LONG])
+            # A BrowserProfile request carries no event to blame: InvalidFields.
+            if refused := anonymous_id_violations(request.anonymous_id):
+                raise InvalidFields(refused)
             attributes = await self._browser.attributes(
                 integration.settings, request.anonymous_id, deadline=self._deadline(context)
             )
@@ -364,8 +361,8 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
             violations = _consent_violations(request.consent)
             if not request.anonymous_id:
                 violations.insert(0, _ANONYMOUS_ID_REQUIRED)
-            elif len(request.anonymous_id) > MAX_ANONYMOUS_ID:
-                violations.insert(0, _ANONYMOUS_ID_TOO_LONG)
+            else:
+                violations[:0] = anonymous_id_violations(request.anonymous_id)
             consented_at, wrong_time = _consented_at(request, convert.now_utc())
             violations.extend(wrong_time)
             if violations:

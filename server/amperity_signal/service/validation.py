@@ -4,7 +4,8 @@ The documented limits (README, "Input limits"):
 
 - ``type`` is one of track, page, identify, screen, group, alias; ``anonymous_id`` is set,
   at most ``MAX_ANONYMOUS_ID`` characters (as everywhere an anonymous id arrives);
-  ``canonical_id`` at most ``MAX_CANONICAL_ID``.
+  ``canonical_id`` at most ``MAX_CANONICAL_ID``; neither, nor ``message_id``, holds a
+  control character (``limits.control_character_problem``).
 - ``properties``, ``traits`` and ``partner_attrs``: at most ``MAX_KEYS`` keys at any level,
   at most ``MAX_DEPTH`` levels of nesting, at most ``MAX_NODES`` values in all.
 - Every string (keys included) at most ``MAX_STRING`` characters.
@@ -29,6 +30,7 @@ from amperity_signal.limits import (
     CANONICAL_ID_TOO_LONG,
     MAX_ANONYMOUS_ID,
     MAX_CANONICAL_ID,
+    control_character_problem,
 )
 from amperity_signal.service.convert import STRUCT_FIELDS, event_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -200,12 +202,30 @@ def validate_event(
 
 
 def _check_visitor_ids(event: pb.Event, prefix: str, out: list[FieldViolation]) -> None:
-    """The anonymous id's and canonical id's own limits (``amperity_signal.limits``)."""
+    """The ids' own limits (``amperity_signal.limits``): lengths, and no control character."""
     anonymous_id = event.anonymous_id  # each read of a proto string field makes a new str
     if not anonymous_id or len(anonymous_id) > MAX_ANONYMOUS_ID:
         out.append(_anonymous_id_violation(anonymous_id, prefix))
-    if len(event.canonical_id) > MAX_CANONICAL_ID:
+    canonical_id = event.canonical_id
+    if len(canonical_id) > MAX_CANONICAL_ID:
         out.append(FieldViolation(f"{prefix}.canonical_id", CANONICAL_ID_TOO_LONG))
+    ids = (anonymous_id, canonical_id, event.message_id)
+    for name, value in zip(("anonymous_id", "canonical_id", "message_id"), ids, strict=True):
+        if problem := control_character_problem(value):
+            out.append(FieldViolation(f"{prefix}.{name}", problem))
+
+
+def anonymous_id_violations(anonymous_id: str) -> list[FieldViolation]:
+    """Why a visitor's ``anonymous_id`` (BrowserProfile, RecordConsent) cannot be taken.
+
+    Capped as an event's is (it becomes a lookup value sent to Amperity), and printable;
+    empty when it can be (an empty one included: each RPC says whether it needs one).
+    """
+    if len(anonymous_id) > MAX_ANONYMOUS_ID:
+        return [FieldViolation("anonymous_id", ANONYMOUS_ID_TOO_LONG)]
+    if problem := control_character_problem(anonymous_id):
+        return [FieldViolation("anonymous_id", problem)]
+    return []
 
 
 def _anonymous_id_violation(anonymous_id: str, prefix: str) -> FieldViolation:

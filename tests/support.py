@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import re
 import socket
 import uuid
@@ -39,6 +40,19 @@ class Keys:
 
     ingest: str
     profile: str
+
+
+_CI_OFF = frozenset({"", "0", "false", "no"})
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's, where a missing component fails instead of skipping.
+
+    CI services set ``CI`` to ``true``, ``True`` or ``1``; any non-empty value other than
+    ``0``, ``false`` or ``no`` (in any case, spaces aside) counts, so no spelling turns a
+    required browser, Node or redis-server into a silent skip.
+    """
+    return os.environ.get("CI", "").strip().lower() not in _CI_OFF
 
 
 def base64_echoes(secret: str) -> list[str]:

@@ -1,14 +1,13 @@
 """Real processes for end-to-end tests: the sandbox, the service (+ gateway), redis-server.
 
 Everything binds port 0 on loopback and reports its address on stdout, so tests run in
-parallel with anything else on the machine. Under ``CI=true`` a missing system component
-(redis-server, chromium) is a failure, never a skip.
+parallel with anything else on the machine. In CI (``tests.support.in_ci``) a missing
+system component (redis-server, chromium) is a failure, never a skip.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import sys
@@ -23,7 +22,7 @@ import tomli_w
 
 from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2_grpc as pb_grpc
-from tests.support import Keys, integration_dict, listening, mint_keys, until
+from tests.support import Keys, in_ci, integration_dict, listening, mint_keys, until
 
 CLI = [sys.executable, "-m", "amperity_signal.cli"]
 FORWARD_PROXY = Path(__file__).with_name("forward_proxy.py")
@@ -34,13 +33,13 @@ _INSTALLED_BY = {"node": "Node 20 is a prerequisite of `make test`, as the READM
 
 
 def require_binary(name: str) -> str:
-    """The path of a system binary; missing fails under CI=true and skips elsewhere."""
+    """The path of a system binary; missing fails in CI and skips elsewhere."""
     path = shutil.which(name)
     if path:
         return path
     how = _INSTALLED_BY.get(name, ".ci/run installs it with apt")
     message = f"{name} is not installed ({how})"
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 

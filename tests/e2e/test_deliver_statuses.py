@@ -328,15 +328,13 @@ async def test_a_deadline_shorter_than_the_backoff_returns_unavailable_not_a_han
 ) -> None:
     """Retry-After beyond the caller's deadline: UNAVAILABLE with RetryInfo, promptly."""
     await world.sandbox.fault(status=503, kind="events", retry_after=30)
-    started = time.monotonic()
     error, status = await refused(world, "web", wait=2.0)
-    elapsed = time.monotonic() - started
     retry = detail(status, error_details_pb2.RetryInfo)
+    # UNAVAILABLE, not the client's DEADLINE_EXCEEDED: the service answered within the 2 s.
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert reason(status) == "AMPERITY_UNAVAILABLE"
     assert retry is not None
     assert retry.retry_delay.ToTimedelta().total_seconds() >= 29
-    assert elapsed < 10
     assert len(await event_posts(world.sandbox)) == 1
 
 
@@ -345,12 +343,10 @@ async def test_a_slow_amperity_past_the_deadline_returns_unavailable_not_a_hang(
 ) -> None:
     """An answer later than the caller's deadline ends as UNAVAILABLE with RetryInfo."""
     await world.sandbox.fault(latency_ms=20_000, kind="events")
-    started = time.monotonic()
     error, status = await refused(world, "web", wait=2.0)
-    elapsed = time.monotonic() - started
+    # UNAVAILABLE, not the client's DEADLINE_EXCEEDED: the service answered within the 2 s.
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert detail(status, error_details_pb2.RetryInfo) is not None
-    assert elapsed < 10
 
     # The abandoned POST is recorded (499) when the sandbox sees the connection close, which
     # can come after this answer: wait for it, or it may land in the next test's request log.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from playwright.async_api import (
 
 from amperity_signal.gateway import create_gateway_app
 from amperity_signal.gateway.settings import GatewaySettings
+from tests.support import in_ci
 
 from .chromium import CHROMIUM_ARGS, launch
 from .conftest import gateway_settings, served
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.browser
 def _require_chromium() -> None:
     if CHROMIUM.exists():
         return
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"{CHROMIUM} is missing; CI must install Debian's chromium package.")
     pytest.skip(f"{CHROMIUM} is not installed")
 

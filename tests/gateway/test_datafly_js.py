@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import in_ci
 
 MODULE = Path(__file__).resolve().parents[2] / "clients" / "browser" / "src" / "datafly.mjs"
 
@@ -78,7 +79,7 @@ def run_datafly(
     """Run ``scenario`` against datafly.mjs in Node; its result, requests and timer delays."""
     node = shutil.which("node")
     if node is None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("node is missing; CI must install Node 20.")
         pytest.skip("node is not installed")
     script = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from amperity_signal.errors import ConfigError
 from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.gateway.live import SESSION_COOKIE
 from amperity_signal.limits import INTEGRATION_ID_RULE
-from amperity_signal.redaction import REDACTED, scrub
+from amperity_signal.redaction import REDACTED, SENSITIVE_KEYS, scrub
 from tests.support import base64_echoes, integration_dict, mint_keys, reveals_encoded
 from tests.unit.cli_support import integration
 
@@ -354,6 +355,37 @@ def test_scrub_redacts_sensitive_keys_and_secret_text_anywhere() -> None:
         "list": [f"pre{REDACTED}post", 3],
         REDACTED: True,
     }
+
+
+CREDENTIAL_KEYS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api_key",
+)
+"""The keys whose values are credentials by name, written out (not read from SENSITIVE_KEYS)."""
+
+
+def test_every_sensitive_key_is_one_the_scrub_test_below_checks() -> None:
+    """A key added to SENSITIVE_KEYS is added to CREDENTIAL_KEYS, so its redaction is tested."""
+    assert set(CREDENTIAL_KEYS) >= SENSITIVE_KEYS
+
+
+@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
+@pytest.mark.parametrize(
+    "spell", [str.lower, str.upper, str.title], ids=["lower", "upper", "title"]
+)
+def test_scrub_redacts_each_credential_key_in_any_case_whatever_it_holds(
+    key: str, spell: Callable[[str], str]
+) -> None:
+    """A credential key's value goes even when it is no configured secret, nested anywhere."""
+    value = "sk_live_4f9a0c"  # no scheme to keep, and not among the secrets given
+    record = {"request": {"headers": [{spell(key): value, "Accept": "json"}]}}
+    scrubbed = scrub(record, (LEAKED_SECRET,))
+    assert scrubbed == {"request": {"headers": [{spell(key): REDACTED, "Accept": "json"}]}}
+    assert value not in json.dumps(scrubbed)
 
 
 @pytest.mark.parametrize(

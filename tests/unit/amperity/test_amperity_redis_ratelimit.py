@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from amperity_signal.amperity import RedisRateLimiter
 from amperity_signal.errors import AmperityUnavailable
+from tests.support import in_ci
 
 from .faketime import FakeTime
 
@@ -92,8 +93,8 @@ def redis_url() -> Iterator[str]:
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
     )
     if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is required under CI=true but is not installed")
+        if in_ci():
+            pytest.fail("redis-server is required in CI but is not installed")
         pytest.skip("redis-server is not installed")
     port = _free_port()
     process = subprocess.Popen(

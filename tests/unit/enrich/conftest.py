@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -14,6 +13,7 @@ import redis.asyncio as redis
 from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import CacheBackend, Enricher, MemoryStore, build_cache
 from amperity_signal.metrics import Metrics
+from tests.support import in_ci
 
 from .enrich_fakes import EnricherFactory, FakeClock, FakeProfileClient
 from .redis_support import ANSWER_SECONDS, REDIS_SERVER, RedisProcess, free_port
@@ -95,7 +95,7 @@ def enricher(make_enricher: EnricherFactory) -> Enricher:
 def redis_server() -> Iterator[RedisProcess]:
     """A real redis-server; skipped when missing unless running in CI."""
     if shutil.which(REDIS_SERVER) is None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"{REDIS_SERVER} is required in CI")
         pytest.skip(f"{REDIS_SERVER} is not installed")
     server = RedisProcess(free_port())

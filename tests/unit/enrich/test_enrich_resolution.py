@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from amperity_signal.config import CacheSettings
 from amperity_signal.enrich import Enricher, EnrichResult, MemoryStore
 from amperity_signal.enrich.keys import cache_key, context_digest, rekind, sha256_hex
 from amperity_signal.enrich.messages import LINKING_KEYS_404, SHARED_CALL_LATE
@@ -92,13 +93,19 @@ async def test_after_the_attribute_ttl_exactly_one_get_profile(
 
 
 async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
-    enricher: Enricher, client: FakeProfileClient, clock: FakeClock, metrics: Metrics
+    enricher: Enricher,
+    client: FakeProfileClient,
+    clock: FakeClock,
+    metrics: Metrics,
+    cache_settings: CacheSettings,
 ) -> None:
     """50 events of an unknown visitor in the dampening window cost one round of lookups.
 
     Each dampened key of each of the 49 dampened events is counted, exactly (a tally). No
     lookup of this integration has matched, so every miss carries the linking-keys advice
-    (a healthy integration's misses do not: see the tests below).
+    (a healthy integration's misses do not: see the tests below). The window is the
+    not-found TTL, not the (shorter) error TTL: a second before it ends the visitor is still
+    dampened, and at its end the lookups resume.
     """
     unknown = event("anon_new", user_id="cust-404", traits={"email": "nobody@example.com"})
     results = [await enricher.enrich(integration(), unknown, deadline=None) for _ in range(50)]
@@ -109,8 +116,14 @@ async def test_unknown_visitor_is_dampened_for_the_not_found_ttl(
     assert sample(metrics, "amperity_signal_cache_total", dampened) == 49 * 3
     assert LINKING_KEYS_404 in results[0].warnings
     assert LINKING_KEYS_404 in results[-1].warnings
-    clock.advance(300)
-    await enricher.enrich(integration(), unknown, deadline=None)
+    assert cache_settings.error_ttl < cache_settings.not_found_ttl - 1
+    clock.advance(cache_settings.not_found_ttl - 1)
+    held = await enricher.enrich(integration(), unknown, deadline=None)
+    assert held.cache_status == "dampened"
+    assert len(client.lookups) == 3
+    clock.advance(1)
+    resumed = await enricher.enrich(integration(), unknown, deadline=None)
+    assert resumed.cache_status == "miss"
     assert len(client.lookups) == 6
 
 

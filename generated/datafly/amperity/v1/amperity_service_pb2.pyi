@@ -181,7 +181,10 @@ class DeliverStreamResponse(_message.Message):
 
     @_builtins.property
     def error(self) -> Global___DeliveryError:
-        """The error when it was not; code 0 means success. Carries google.rpc details."""
+        """The error when it was not, unset on success (so its code reads 0). Not a packed
+        google.rpc.Status: the ErrorInfo, RetryInfo and BadRequest details are copied into
+        DeliveryError's own fields.
+        """
 
     def __init__(
         self,

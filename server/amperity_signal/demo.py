@@ -92,13 +92,32 @@ def _locked(path: str) -> bool:
 DEMO_DIRS = PidDirs("amperity-signal-demo-", "demo", in_use=_logs_written)
 
 
-def _free_port(preferred: int) -> int:
+def _port_free(port: int) -> bool:
+    """Whether a process could listen on ``port`` of 127.0.0.1 now.
+
+    Looked at with SO_REUSEADDR, as the sandbox, gRPC and uvicorn bind: without it the
+    connections a demo just stopped left in TIME-WAIT made its ports look taken, and a
+    demo run right after it moved to random ones.
+    """
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", preferred))
+            probe.bind(("127.0.0.1", port))
         except OSError:
-            probe.bind(("127.0.0.1", 0))
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    """A port of 127.0.0.1 that the kernel says is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if a process could listen on it now, else another free port."""
+    return preferred if _port_free(preferred) else _any_free_port()
 
 
 def demo_config(sandbox_url: str, grpc_port: int, http_port: int, admin_token: str) -> str:

@@ -336,46 +336,62 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     admin_token = secrets.token_urlsafe(16)
     stop = asyncio.Event()
     with _demo_dir() as tmp, _stop_on_signals(stop):
-        async with _stack(Path(tmp), admin_token, log_level) as (
-            sandbox,
-            service,
-            sandbox_url,
-            http_port,
-        ):
-            grpc_target = service.output_value("grpc listening on ")
-            processes = {"sandbox": sandbox, "service (gRPC and gateway)": service}
-            traffic = asyncio.create_task(
-                _traffic(grpc_target, sandbox_url, http_port, admin_token)
-            )
-            try:
-                if not await _until_stopped(traffic, stop):
-                    return EXIT_STOPPED
-            except Exception:
-                # The traffic failed: a process gone meanwhile is the reason to give, not
-                # the traceback of the call that found it gone.
-                gone = await _first_exit(processes, within=2.0)
-                if gone is None:
-                    raise
-                await _say_gone(*gone, "while the demo sent its traffic")
-                return EXIT_PROCESS_GONE
-            if once:
-                # The addresses just listed were this run's: say they are gone with it.
-                print(
-                    "\nThe demo has stopped (--once): run it without --once to keep these "
-                    "addresses up.",
-                    flush=True,
+        try:
+            async with _stack(Path(tmp), admin_token, log_level) as stack:
+                return await _run(
+                    *stack, stop, admin_token=admin_token, log_level=log_level, once=once
                 )
-                return 0
-            print(
-                f"\n-- Logs ({log_level} and above) while the demo runs:\n"
-                f"  sandbox:       {Path(tmp) / SANDBOX_LOG}\n"
-                f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
-            )
-            print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            gone = await _first_exit(processes, stop=stop)
-            if gone is not None:
-                await _say_gone(*gone, "while the demo was up")
-                return EXIT_PROCESS_GONE
+        except ProcessFailed:
+            # A Ctrl-C reaches the processes being started as well as the demo: one that
+            # exited of it before it was ready is the stop asked for, not a failure to tell.
+            if stop.is_set():
+                return EXIT_STOPPED
+            raise
+
+
+async def _run(
+    sandbox: Process,
+    service: Process,
+    sandbox_url: str,
+    http_port: int,
+    stop: asyncio.Event,
+    *,
+    admin_token: str,
+    log_level: str,
+    once: bool,
+) -> int:
+    """The demo once its processes are ready: the traffic, the summary, then the wait."""
+    grpc_target = service.output_value("grpc listening on ")
+    processes = {"sandbox": sandbox, "service (gRPC and gateway)": service}
+    traffic = asyncio.create_task(_traffic(grpc_target, sandbox_url, http_port, admin_token))
+    try:
+        if not await _until_stopped(traffic, stop):
+            return EXIT_STOPPED
+    except Exception:
+        # The traffic failed: a process gone meanwhile is the reason to give, not
+        # the traceback of the call that found it gone.
+        gone = await _first_exit(processes, within=2.0)
+        if gone is None:
+            raise
+        await _say_gone(*gone, "while the demo sent its traffic")
+        return EXIT_PROCESS_GONE
+    if once:
+        # The addresses just listed were this run's: say they are gone with it.
+        print(
+            "\nThe demo has stopped (--once): run it without --once to keep these addresses up.",
+            flush=True,
+        )
+        return 0
+    print(
+        f"\n-- Logs ({log_level} and above) while the demo runs:\n"
+        f"  sandbox:       {sandbox.log}\n"
+        f"  service:       {service.log}  (gRPC and gateway)"
+    )
+    print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
+    gone = await _first_exit(processes, stop=stop)
+    if gone is not None:
+        await _say_gone(*gone, "while the demo was up")
+        return EXIT_PROCESS_GONE
     return 0
 
 

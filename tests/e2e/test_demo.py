@@ -25,6 +25,7 @@ from amperity_signal import demo
 from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import CLI
+from tests.support import until
 
 pytestmark = pytest.mark.e2e
 
@@ -357,3 +358,31 @@ async def test_a_port_taken_after_the_demo_found_it_free_is_replaced_by_another(
     (port,) = lost
     assert f"127.0.0.1:{port}" not in printed.out, printed  # no address printed is the lost one
     assert "--port" not in printed.out + printed.err, printed
+
+
+async def test_ctrl_c_while_the_demo_starts_its_processes_stops_it_quietly() -> None:
+    """Ctrl-C while the sandbox starts: the demo and the sandbox stop, exit 130, no error.
+
+    The terminal's SIGINT reaches the demo and the sandbox it is starting alike; the demo
+    used to report the sandbox's exit "with code 130 before it was ready" and exit 1.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's job has
+    )
+    try:
+        await until(lambda: bool(_children(process.pid)), lambda: "the demo started nothing")
+        started = _children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 130, text
+    assert "error" not in text and "Traceback" not in text, text
+    assert [pid for pid in started if _running(pid)] == [], text

@@ -7,9 +7,10 @@ core's log level (``logs.quiet_grpc_core``), which core reads when grpc is impor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from amperity_signal.blueprint import VERTICALS
@@ -159,6 +160,32 @@ class CommandLineParser(HintingParser):
             parts.append(_REQUIRED + ", ".join(said))
         return f"{'; '.join(parts)} (see {self.prog} --help)"
 
+    def format_usage(self) -> str:
+        """As argparse's, with ``[--config CONFIG]``: the environment can give it instead."""
+        with self._config_optional():
+            return super().format_usage()
+
+    def format_help(self) -> str:
+        """As argparse's, with ``[--config CONFIG]`` in its usage line (``format_usage``)."""
+        with self._config_optional():
+            return super().format_help()
+
+    @contextlib.contextmanager
+    def _config_optional(self) -> Iterator[None]:
+        """``--config`` shown as optional: required only when CONFIG_ENV is not set.
+
+        argparse shows a required option without brackets, which read as though
+        AMPERITY_SIGNAL_CONFIG could not stand in for it.
+        """
+        config = [a for a in self._actions if a.required and "--config" in a.option_strings]
+        for action in config:
+            action.required = False
+        try:
+            yield
+        finally:
+            for action in config:
+                action.required = True
+
     def _unrecognized_before_command(self) -> list[str]:
         """The words before the first command's name that no argument of this parser takes."""
         assert self._words is not None
@@ -187,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC service and the HTTP gateway")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC service and the HTTP gateway",
+        description="Run the gRPC service (Deliver, Enrich, BrowserProfile) and its HTTP "
+        "gateway on the configuration's addresses (the service alone with --no-gateway). "
+        "SIGTERM or Ctrl-C stops it within [server] grace_period; a second Ctrl-C at once.",
+    )
     _config_arg(serve)
     serve.add_argument(
         "--workers", type=workers_count, help="worker processes, 1 to 64 (overrides [server])"
@@ -201,14 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _log_level_arg(serve, "overrides [server] log_level; every worker logs at it")
 
-    check = commands.add_parser("check-config", help="validate a configuration file")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description="Validate a configuration file as serve reads it: every problem with "
+        "the field and its fix (exit 2), or OK, its warnings, and what each integration does.",
+    )
     _config_arg(check)
 
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser, so its
     # options are defined once (see `amperity-signal sandbox --help`).
     commands.add_parser("sandbox", help="run the Amperity sandbox tenant")
 
-    gateway = commands.add_parser("gateway", help="run the HTTP gateway as its own process")
+    gateway = commands.add_parser(
+        "gateway",
+        help="run the HTTP gateway as its own process",
+        description="Run the HTTP gateway (the browser's /v1/ routes, Live Events, /metrics) "
+        "as its own process, calling the service at --grpc-target; serve runs one itself "
+        "unless --no-gateway.",
+    )
     _config_arg(gateway)
     gateway.add_argument(
         "--grpc-target", type=grpc_target, required=True, help="HOST:PORT of the service"
@@ -218,18 +262,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _log_level_arg(gateway, "overrides [server] log_level")
 
-    demo = commands.add_parser("demo", help="sandbox + service + gateway + sample traffic")
+    demo = commands.add_parser(
+        "demo",
+        help="sandbox + service + gateway + sample traffic",
+        description="Start a sandbox tenant, the service and its gateway on this machine "
+        "(ports 8765, 50051 and 8080, or free ones where those are taken), send a sample "
+        "shopping session, and print what happened and the URLs to open. Stays up until "
+        "Ctrl-C; needs no configuration.",
+    )
     demo.add_argument("--once", action="store_true", help="exit after the summary")
     _log_level_arg(demo, "of the sandbox, service and gateway the demo starts; default info")
 
-    blueprint = commands.add_parser("blueprint", help="inspect and dry-run blueprints")
+    blueprint = commands.add_parser(
+        "blueprint",
+        help="inspect and dry-run blueprints",
+        description="Inspect the blueprint that maps events to Amperity's payloads, or "
+        "dry-run events through it; neither calls Amperity.",
+    )
     blueprint_commands = blueprint.add_subparsers(dest="blueprint_command", required=True)
-    show = blueprint_commands.add_parser("show", help="print the effective blueprint")
+    show = blueprint_commands.add_parser(
+        "show",
+        help="print the effective blueprint",
+        description="Print the effective blueprint: a vertical preset, with the overrides "
+        "of a configuration's integration when --config is given.",
+    )
     _vertical_arg(show)
     _integration_args(show, "")
-    test = blueprint_commands.add_parser("test", help="dry-run sample events")
+    test = blueprint_commands.add_parser(
+        "test",
+        help="dry-run sample events",
+        description="Map a JSON file of Datafly events through the blueprint and print the "
+        "payload each would post to Amperity, or why the service would refuse it; nothing "
+        "is sent.",
+    )
     _vertical_arg(test)
-    test.add_argument("--events", required=True, help="JSON array of Datafly events")
+    test.add_argument(
+        "--events", required=True, help="a JSON file holding an array of Datafly events"
+    )
     test.add_argument(
         "--source-value",
         help="the payloads' source (default: --config's integration's source_value, else DATAFLY)",
@@ -240,7 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         "([server] max_message_bytes, [gateway] max_batch_body_bytes and max_body_bytes)",
     )
 
-    send = commands.add_parser("send-test-event", help="deliver one test event (verify setup)")
+    send = commands.add_parser(
+        "send-test-event",
+        help="deliver one test event (verify setup)",
+        description="Post one test event through an integration to its Amperity stream (or "
+        "its api_base_url), and print the payload and Amperity's answer, or what to check: "
+        "whether the keys, the stream and the network are right. Exit 1 if not accepted.",
+    )
     _config_arg(send)
     send.add_argument("--integration", help="integration id (default: the first one)")
     return parser

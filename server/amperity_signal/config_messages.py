@@ -65,8 +65,8 @@ _SHAPE_FIXES = {
     "a table": "write it as a table of key = value settings.",
     "an array": 'write it as an array, e.g. ["a", "b"].',
     "a string": 'write it in double quotes, e.g. "value".',
-    "a whole number": "write a whole number without quotes, e.g. 10.",
-    "a number": "write a number without quotes, e.g. 10 or 2.5.",
+    "a whole number": "write a whole number without quotes, e.g. {example}.",
+    "a number": "write a number without quotes, e.g. {example}.",
     "true or false": "write true or false, without quotes, e.g. {field} = true.",
 }
 
@@ -221,7 +221,12 @@ def translate(
             problem, fix = _out_of_range(kind, error, _field_info(root, error["loc"]))
             problems.append(ConfigProblem(location, problem, field_fix or fix))
         else:
-            problem, fix = _describe(kind, error, _field(error["loc"]).removesuffix("[]"))
+            problem, fix = _describe(
+                kind,
+                error,
+                _field(error["loc"]).removesuffix("[]"),
+                _field_info(root, error["loc"]),
+            )
             field_fix = _field_fix(error["loc"])
             problems.append(ConfigProblem(location, problem, field_fix or fix))
     return problems
@@ -330,10 +335,11 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
     return model
 
 
-def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
+def _describe(kind: str, error: Any, field: str, info: FieldInfo | None = None) -> tuple[str, str]:
     """What is wrong with the value and the generic fix for its kind of mistake.
 
-    A true or false wanted gets the field's own line as the example to copy.
+    A true or false wanted gets the field's own line as the example to copy, and so does a
+    number with a default of its own (``info``): ``workers = 1``, never the value given.
     """
     context = error.get("ctx") or {}
     if kind in _SHAPES:
@@ -341,7 +347,8 @@ def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
         given = _TOML_TYPES.get(type(error.get("input")), "something else")
         if given == shape or kind in ("int_from_float", "int_parsing", "float_parsing"):
             given = "that value"
-        return f"must be {shape}, not {given}.", _SHAPE_FIXES[shape].format(field=field)
+        fix = _SHAPE_FIXES[shape].format(field=field, example=_number_example(shape, field, info))
+        return f"must be {shape}, not {given}.", fix
     if kind in _BOUNDS:
         return _out_of_range(kind, error, None)
     if kind == "literal_error":
@@ -352,6 +359,17 @@ def _describe(kind: str, error: Any, field: str) -> tuple[str, str]:
         return _PLAIN[kind]
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{message.rstrip('.')}.", "correct the value as the message says."
+
+
+def _number_example(shape: str, field: str, info: FieldInfo | None) -> str:
+    """The line to copy for a number field: ``grace_period = 10``, its default, if it has one.
+
+    Without one, a plain number (which the field's range may yet refuse).
+    """
+    default = info.default if info is not None else None
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        return f"{field} = {_number(default)}"
+    return "10" if shape == "a whole number" else "10 or 2.5"
 
 
 def _field_fix(loc: tuple[int | str, ...]) -> str | None:

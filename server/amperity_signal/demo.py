@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from amperity_signal.pid_dirs import PidDirs
-from amperity_signal.processes import Process, start_process
+from amperity_signal.processes import Process, ProcessFailed, start_process
 from amperity_signal.sandbox import default_data
 from amperity_signal.service.convert import struct_to_dict
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -92,13 +92,74 @@ def _locked(path: str) -> bool:
 DEMO_DIRS = PidDirs("amperity-signal-demo-", "demo", in_use=_logs_written)
 
 
-def _free_port(preferred: int) -> int:
+# The ports the demo prefers, so that the URLs it prints stay the same from run to run;
+# another, free one for each that is taken.
+SANDBOX_PORT = 8765
+GRPC_PORT = 50051
+HTTP_PORT = 8080
+# How many times a process is started when a port of its own is taken meanwhile.
+_PORT_ATTEMPTS = 3
+
+
+def _port_free(port: int) -> bool:
+    """Whether a process could listen on ``port`` of 127.0.0.1 now.
+
+    Looked at with SO_REUSEADDR, as the sandbox, gRPC and uvicorn bind: without it the
+    connections a demo just stopped left in TIME-WAIT made its ports look taken, and a
+    demo run right after it moved to random ones.
+    """
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", preferred))
+            probe.bind(("127.0.0.1", port))
         except OSError:
-            probe.bind(("127.0.0.1", 0))
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    """A port of 127.0.0.1 that the kernel says is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if a process could listen on it now, else another free port."""
+    return preferred if _port_free(preferred) else _any_free_port()
+
+
+async def _start_on_free_ports(
+    start: Callable[[tuple[int, ...]], Awaitable[Process]], preferred: tuple[int, ...]
+) -> Process:
+    """``start(ports)``: on the ``preferred`` ports where free, on other free ones if not.
+
+    Free when looked at may be taken at the bind: a second demo started at the same moment
+    looks at the same ports. A start that failed on a port taken meanwhile is made again
+    with another in its place; it used to fail with the process's advice to pass another
+    ``--port``, which ``demo`` has no way to take.
+    """
+    ports = tuple(map(_free_port, preferred))
+    attempt = 1
+    while True:
+        try:
+            return await start(ports)
+        except ProcessFailed as failed:
+            taken = {port for port in ports if _lost(port, failed)}
+            if not taken or attempt == _PORT_ATTEMPTS:
+                raise
+        ports = tuple(_any_free_port() if port in taken else port for port in ports)
+        attempt += 1
+
+
+def _lost(port: int, failed: ProcessFailed) -> bool:
+    """Whether a process failed to start as ``port`` was taken by another.
+
+    Its own words say so (the sandbox's and the service's alike: ``8765 is already in
+    use``) though the other may have stopped since (a ``demo --once`` is over in seconds);
+    a port still taken now is as good a reason.
+    """
+    return f"{port} is already in use" in str(failed) or not _port_free(port)
 
 
 def demo_config(sandbox_url: str, grpc_port: int, http_port: int, admin_token: str) -> str:
@@ -220,31 +281,41 @@ async def _stack(
     workdir: Path, admin_token: str, log_level: str
 ) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
-    sandbox = await start_process(
-        [
-            *exe,
-            "sandbox",
-            *("--port", str(_free_port(8765)), "--profile-delay", "0.5"),
-            *("--log-level", log_level),
-        ],
-        ready="sandbox listening on ",
-        log=workdir / SANDBOX_LOG,
-        env=_direct_env(),
-        name="the demo's sandbox",
-    )
+
+    async def start_sandbox(ports: tuple[int, ...]) -> Process:
+        return await start_process(
+            [
+                *exe,
+                "sandbox",
+                *("--port", str(ports[0]), "--profile-delay", "0.5"),
+                *("--log-level", log_level),
+            ],
+            ready="sandbox listening on ",
+            log=workdir / SANDBOX_LOG,
+            env=_direct_env(),
+            name="the demo's sandbox",
+        )
+
+    sandbox = await _start_on_free_ports(start_sandbox, (SANDBOX_PORT,))
     try:
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
-        http_port = _free_port(8080)
         config = workdir / "demo.toml"
-        config.write_text(demo_config(sandbox_url, _free_port(50051), http_port, admin_token))
-        service = await start_process(
-            [*exe, "serve", "--config", str(config), "--log-level", log_level],
-            ready="gateway listening on ",
-            log=workdir / SERVICE_LOG,
-            env=_direct_env(),
-            name="the demo's service",
-        )
+
+        async def start_service(ports: tuple[int, ...]) -> Process:
+            grpc_port, http_port = ports
+            config.write_text(demo_config(sandbox_url, grpc_port, http_port, admin_token))
+            return await start_process(
+                [*exe, "serve", "--config", str(config), "--log-level", log_level],
+                ready="gateway listening on ",
+                log=workdir / SERVICE_LOG,
+                env=_direct_env(),
+                name="the demo's service",
+            )
+
+        service = await _start_on_free_ports(start_service, (GRPC_PORT, HTTP_PORT))
         try:
+            # The port it listens on, as it says (http://127.0.0.1:PORT).
+            http_port = int(service.output_value("gateway listening on ").rsplit(":", 1)[1])
             yield sandbox, service, sandbox_url, http_port
         finally:
             await service.stop()
@@ -265,46 +336,62 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     admin_token = secrets.token_urlsafe(16)
     stop = asyncio.Event()
     with _demo_dir() as tmp, _stop_on_signals(stop):
-        async with _stack(Path(tmp), admin_token, log_level) as (
-            sandbox,
-            service,
-            sandbox_url,
-            http_port,
-        ):
-            grpc_target = service.output_value("grpc listening on ")
-            processes = {"sandbox": sandbox, "service (gRPC and gateway)": service}
-            traffic = asyncio.create_task(
-                _traffic(grpc_target, sandbox_url, http_port, admin_token)
-            )
-            try:
-                if not await _until_stopped(traffic, stop):
-                    return EXIT_STOPPED
-            except Exception:
-                # The traffic failed: a process gone meanwhile is the reason to give, not
-                # the traceback of the call that found it gone.
-                gone = await _first_exit(processes, within=2.0)
-                if gone is None:
-                    raise
-                await _say_gone(*gone, "while the demo sent its traffic")
-                return EXIT_PROCESS_GONE
-            if once:
-                # The addresses just listed were this run's: say they are gone with it.
-                print(
-                    "\nThe demo has stopped (--once): run it without --once to keep these "
-                    "addresses up.",
-                    flush=True,
+        try:
+            async with _stack(Path(tmp), admin_token, log_level) as stack:
+                return await _run(
+                    *stack, stop, admin_token=admin_token, log_level=log_level, once=once
                 )
-                return 0
-            print(
-                f"\n-- Logs ({log_level} and above) while the demo runs:\n"
-                f"  sandbox:       {Path(tmp) / SANDBOX_LOG}\n"
-                f"  service:       {Path(tmp) / SERVICE_LOG}  (gRPC and gateway)"
-            )
-            print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
-            gone = await _first_exit(processes, stop=stop)
-            if gone is not None:
-                await _say_gone(*gone, "while the demo was up")
-                return EXIT_PROCESS_GONE
+        except ProcessFailed:
+            # A Ctrl-C reaches the processes being started as well as the demo: one that
+            # exited of it before it was ready is the stop asked for, not a failure to tell.
+            if stop.is_set():
+                return EXIT_STOPPED
+            raise
+
+
+async def _run(
+    sandbox: Process,
+    service: Process,
+    sandbox_url: str,
+    http_port: int,
+    stop: asyncio.Event,
+    *,
+    admin_token: str,
+    log_level: str,
+    once: bool,
+) -> int:
+    """The demo once its processes are ready: the traffic, the summary, then the wait."""
+    grpc_target = service.output_value("grpc listening on ")
+    processes = {"sandbox": sandbox, "service (gRPC and gateway)": service}
+    traffic = asyncio.create_task(_traffic(grpc_target, sandbox_url, http_port, admin_token))
+    try:
+        if not await _until_stopped(traffic, stop):
+            return EXIT_STOPPED
+    except Exception:
+        # The traffic failed: a process gone meanwhile is the reason to give, not
+        # the traceback of the call that found it gone.
+        gone = await _first_exit(processes, within=2.0)
+        if gone is None:
+            raise
+        await _say_gone(*gone, "while the demo sent its traffic")
+        return EXIT_PROCESS_GONE
+    if once:
+        # The addresses just listed were this run's: say they are gone with it.
+        print(
+            "\nThe demo has stopped (--once): run it without --once to keep these addresses up.",
+            flush=True,
+        )
+        return 0
+    print(
+        f"\n-- Logs ({log_level} and above) while the demo runs:\n"
+        f"  sandbox:       {sandbox.log}\n"
+        f"  service:       {service.log}  (gRPC and gateway)"
+    )
+    print("\nThe demo stays up. Press Ctrl-C to stop.", flush=True)
+    gone = await _first_exit(processes, stop=stop)
+    if gone is not None:
+        await _say_gone(*gone, "while the demo was up")
+        return EXIT_PROCESS_GONE
     return 0
 
 

@@ -10,7 +10,9 @@ import os
 import re
 import shlex
 import signal
-from collections.abc import AsyncIterator
+import socket
+import tomllib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,10 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from amperity_signal import demo
+from amperity_signal.processes import Process, start_process
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 from tests.e2e.stack import CLI
+from tests.support import until
 
 pytestmark = pytest.mark.e2e
 
@@ -305,3 +309,80 @@ async def test_a_service_dying_while_the_demo_sends_its_traffic_is_said_without_
     ), printed
     assert "the demo stops too" in printed.err and "last lines of its log" in printed.err
     assert "Traceback" not in printed.out + printed.err
+
+
+def _port_to_take(taken: str, command: Sequence[str]) -> int | None:
+    """The port the demo told this process to listen on, if it is the ``taken`` one.
+
+    ``sandbox``: the sandbox's ``--port``; ``grpc`` and ``http``: the service's addresses in
+    the configuration it was given.
+    """
+    if command[3] == "sandbox":
+        return int(command[command.index("--port") + 1]) if taken == "sandbox" else None
+    if taken == "sandbox":
+        return None
+    server = tomllib.loads(Path(command[command.index("--config") + 1]).read_text())["server"]
+    return int(server[f"{taken}_address"].rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("taken", ["sandbox", "grpc", "http"])
+async def test_a_port_taken_after_the_demo_found_it_free_is_replaced_by_another(
+    taken: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port taken between the demo's look and its process's bind: the demo uses another.
+
+    As two ``make demo`` started at the same moment do: both find 8765 free, one's sandbox
+    binds it first. The other used to fail, telling its user to "pass another --port",
+    which ``demo`` does not take. Here the port is taken as the process starts, and free
+    again once it has failed, as when the other was a ``demo --once`` that ended meanwhile.
+    """
+    lost: list[int] = []
+
+    async def start_once_the_port_is_taken(command: Sequence[str], **options: Any) -> Process:
+        port = _port_to_take(taken, command)
+        if port is None or lost:
+            return await start_process(command, **options)
+        lost.append(port)
+        with socket.socket() as another:
+            # As the demo's processes bind: a port the last demo left in TIME-WAIT is free.
+            another.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            another.bind(("127.0.0.1", port))
+            another.listen()
+            return await start_process(command, **options)
+
+    monkeypatch.setattr(demo, "start_process", start_once_the_port_is_taken)
+    status = await asyncio.wait_for(demo.run_demo(once=True), 120)
+    printed = capsys.readouterr()
+    assert status == 0, printed
+    assert printed.out.count(" 202 (attempts 1)") == 6, printed
+    (port,) = lost
+    assert f"127.0.0.1:{port}" not in printed.out, printed  # no address printed is the lost one
+    assert "--port" not in printed.out + printed.err, printed
+
+
+async def test_ctrl_c_while_the_demo_starts_its_processes_stops_it_quietly() -> None:
+    """Ctrl-C while the sandbox starts: the demo and the sandbox stop, exit 130, no error.
+
+    The terminal's SIGINT reaches the demo and the sandbox it is starting alike; the demo
+    used to report the sandbox's exit "with code 130 before it was ready" and exit 1.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's job has
+    )
+    try:
+        await until(lambda: bool(_children(process.pid)), lambda: "the demo started nothing")
+        started = _children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 130, text
+    assert "error" not in text and "Traceback" not in text, text
+    assert [pid for pid in started if _running(pid)] == [], text

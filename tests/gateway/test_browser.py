@@ -364,6 +364,46 @@ async def test_the_console_tells_a_page_with_an_unknown_key_what_to_check_once(
     assert all(text.endswith("(Said once per page: later ones are not reported.)") for text in told)
 
 
+@pytest.mark.parametrize("query", ["", "?pipeline_key=pk_nobody_has_f1"], ids=["none", "unknown"])
+async def test_the_demo_page_says_on_the_page_that_the_gateway_knows_no_such_key(
+    gateway_url: str, query: str
+) -> None:
+    """The demo page opened without its pipeline_key (or with a wrong one) says so on the page.
+
+    It showed the default hero, and Identify changed nothing, with the reason only in the
+    console: a newcomer who opened /demo/ without the printed query saw a page that did not
+    work. The notice names the parameter, not the key.
+    """
+    _require_chromium()
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, str(CHROMIUM))
+        try:
+            page = await browser.new_page()
+            await page.goto(f"{gateway_url}/demo/{query}")
+            await page.wait_for_selector("body[data-state=ready]", timeout=10_000)
+            await page.wait_for_selector("#notices > p", timeout=10_000)
+            await page.click("#identify")  # fails again: said once
+            await page.wait_for_selector("body[data-state=refreshed]", timeout=10_000)
+            notices = await page.eval_on_selector_all(
+                "#notices > p", "ps => ps.map(p => p.textContent)"
+            )
+            visible = await page.is_visible("#notices > p")
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / f"demo-unknown-key{'-given' if query else ''}.png"
+            await page.screenshot(path=str(shot), full_page=True)
+        finally:
+            await browser.close()
+
+    (notice,) = notices
+    assert notice.startswith(
+        "The gateway knows no integration with this page's pipeline key (the pipeline_key "
+        "parameter of its address"
+    ), notice
+    assert "amperity-signal demo" in notice and "?pipeline_key=pk_demo_storefront" in notice
+    assert "pk_nobody_has_f1" not in notice
+    assert visible
+
+
 async def test_a_lone_provider_string_is_looked_up_and_named_in_the_console(
     gateway_url: str,
 ) -> None:

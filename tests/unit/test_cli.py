@@ -1073,3 +1073,37 @@ def test_sandbox_help_gives_every_options_default() -> None:
         "--stop-grace", "--log-level",
     ]  # fmt: skip
     assert [h.split()[0] for h in helps if "default" not in " ".join(h.split())] == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["check-config"],
+        ["sandbox"],
+        ["gateway"],
+        ["demo"],
+        ["blueprint"],
+        ["blueprint", "show"],
+        ["blueprint", "test"],
+        ["send-test-event"],
+    ],
+    ids=" ".join,
+)
+def test_each_commands_help_says_what_it_does(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command's --help opens with a description, and shows --config as one may leave it out.
+
+    The help pages were a usage line and the options only; their usage showed ``--config
+    CONFIG`` as required, though AMPERITY_SIGNAL_CONFIG gives it as well.
+    """
+    monkeypatch.delenv("AMPERITY_SIGNAL_CONFIG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    usage, description, *_ = capsys.readouterr().out.split("\n\n")
+    assert not description.startswith(("options:", "positional arguments:")), description
+    assert len(description.split()) >= 8, description  # a sentence, not a word
+    if "--config" in usage:
+        assert "[--config CONFIG]" in usage, usage

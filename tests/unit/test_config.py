@@ -1378,8 +1378,18 @@ def test_a_short_redis_password_loads_and_its_url_is_scrubbed_from_logs(
 @pytest.mark.parametrize(
     ("table", "field", "value", "words"),
     [
-        ("server", "workers", True, ["must be a whole number, not true or false", "e.g. 10"]),
-        ("server", "workers", "2", ["must be a whole number, not a string", "without quotes"]),
+        (
+            "server",
+            "workers",
+            True,
+            ["must be a whole number, not true or false", "e.g. workers = 1."],
+        ),
+        (
+            "server",
+            "workers",
+            "2",
+            ["must be a whole number, not a string", "without quotes, e.g. workers = 1."],
+        ),
         ("server", "workers", 2.0, ["must be a whole number, not a decimal number"]),
         ("cache", "max_entries", "1000", ["must be a whole number, not a string"]),
         ("cache", "max_bytes", "268435456", ["must be a whole number, not a string"]),
@@ -1394,15 +1404,24 @@ def test_a_short_redis_password_loads_and_its_url_is_scrubbed_from_logs(
             ["must be true or false, not a string", "e.g. personalisation_enabled = true"],
         ),
         ("integrations", "personalisation_enabled", 1, ["must be true or false, not a number"]),
-        ("server", "grace_period", "10", ["must be a number, not a string", "e.g. 10 or 2.5"]),
+        (
+            "server",
+            "grace_period",
+            "10",
+            ["must be a number, not a string", "e.g. grace_period = 10."],
+        ),
         ("cache", "attribute_ttl", True, ["must be a number, not true or false"]),
-        ("gateway", "rpc_timeout", "2.0", ["must be a number, not a string"]),
+        ("gateway", "rpc_timeout", "2.0", ["must be a number, not a string", "rpc_timeout = 2."]),
     ],
 )
 def test_booleans_and_numbers_must_be_toml_booleans_and_numbers(
     table: str, field: str, value: Any, words: list[str]
 ) -> None:
-    """A quoted number, a boolean for a number, "yes" for a boolean: each is refused by name."""
+    """A quoted number, a boolean for a number, "yes" for a boolean: each is refused by name.
+
+    The example to copy is the field's own line (its default for a number): workers = "2"
+    was told only "e.g. 10", where a true or false wanted gets its field's line.
+    """
     raw: dict[str, Any] = {"integrations": [integration()]}
     if table == "integrations":
         raw["integrations"][0][field] = value

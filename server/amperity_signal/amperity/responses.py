@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import bisect
 import functools
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -493,17 +495,34 @@ def exhausted(
     said = f"{cause}: {failure}" if failure else cause
     if failure:
         meta["failure"] = failure
+    # No answer from this machine's own port: most likely the sandbox is not started.
+    local = (
+        f" {host} is this machine: is `amperity-signal sandbox` running there?"
+        if status is None and _on_this_machine(host)
+        else ""
+    )
     return AmperityUnavailable(
         f"Amperity did not answer successfully ({said}) and {why} after {attempts} "
         f"attempt(s): it is temporarily unavailable or unreachable. Retry in "
         f"{retry_after:.1f}s; if it persists, check network egress to {host} and "
-        "request_timeout.",
+        f"request_timeout.{local}",
         reason="AMPERITY_UNAVAILABLE",
         status_code=status,
         attempts=attempts,
         retry_after=retry_after,
         metadata=meta,
     )
+
+
+def _on_this_machine(base_url: str) -> bool:
+    """Whether ``base_url`` names this machine: ``localhost`` or a loopback address."""
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: not one that is this machine by definition
+        return False
 
 
 def tunnel_refused(

@@ -459,6 +459,41 @@ async def test_exhausted_connection_failures_say_what_failed(
     assert "Connect call failed" in caught.value.metadata["failure"]
 
 
+@pytest.mark.parametrize(
+    ("api_base_url", "on_this_machine"),
+    [
+        ("http://127.0.0.1:8765", True),
+        ("http://localhost:8765", True),
+        ("http://[::1]:8765", True),
+        ("https://amperity-proxy.corp.example", False),
+        (None, False),
+    ],
+)
+async def test_no_answer_from_this_machine_asks_whether_the_sandbox_runs(
+    api_base_url: str | None,
+    on_this_machine: bool,
+    make_client: ClientFactory,
+    integration: IntegrationSettings,
+) -> None:
+    """A refused connection to a loopback api_base_url asks whether the sandbox is running.
+
+    ``send-test-event`` with no sandbox up said only to check network egress to
+    http://127.0.0.1:8765, as if this machine's own port were behind a firewall.
+    """
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    pointed = integration.model_copy(update={"api_base_url": api_base_url})
+    time = FakeTime()
+    with pytest.raises(AmperityUnavailable) as caught:
+        await _event(make_client(refuse, integration=pointed, clock=time.clock, sleep=time.sleep))
+
+    asked = "is `amperity-signal sandbox` running there?"
+    assert (asked in caught.value.message) is on_this_machine, caught.value.message
+    assert "check network egress to" in caught.value.message  # still said: it may be a proxy
+
+
 async def test_refused_tls_certificate_is_named_with_the_field_to_check(
     make_client: ClientFactory, integration: IntegrationSettings
 ) -> None:

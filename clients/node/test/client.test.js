@@ -3,8 +3,8 @@
 //   AMPERITY_SIGNAL_GRPC_TARGET=localhost:50051 AMPERITY_SIGNAL_INTEGRATION_ID=web \
 //   AMPERITY_SIGNAL_PIPELINE_KEY=pk_... npm test
 // and, when the integration has a browser_consent condition, AMPERITY_SIGNAL_BROWSER_CONSENT
-// naming it (e.g. functional). Without the target they are skipped locally and fail when
-// CI=true.
+// naming it (e.g. functional). Without the target they are skipped locally and fail in CI
+// (inCI: the rule of tests/support.py's in_ci).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -304,10 +304,24 @@ if (!liveTarget) {
   liveOptions.skip = 'set AMPERITY_SIGNAL_GRPC_TARGET (and _INTEGRATION_ID / _PIPELINE_KEY) to run';
 }
 
+// Whether this run is CI's, where a missing service fails instead of skipping: as
+// tests/support.py's in_ci, any non-empty CI other than 0, false or no (in any case, spaces
+// aside), so CI=True or CI=1 cannot turn the live tests into a silent skip.
+function inCI(value) {
+  return !['', '0', 'false', 'no'].includes(String(value ?? '').trim().toLowerCase());
+}
+
+test('CI counts as on for any value but empty, 0, false or no, as in_ci does', () => {
+  for (const on of ['true', 'True', '1', 'yes', ' TRUE ']) assert.equal(inCI(on), true, on);
+  for (const off of [undefined, '', ' ', '0', 'false', 'False', 'NO']) {
+    assert.equal(inCI(off), false, String(off));
+  }
+});
+
 test('live service is configured when CI runs', () => {
-  if (process.env.CI === 'true') {
-    assert.ok(liveTarget, 'CI=true but AMPERITY_SIGNAL_GRPC_TARGET is not set: start the stack '
-      + 'and export AMPERITY_SIGNAL_GRPC_TARGET, AMPERITY_SIGNAL_INTEGRATION_ID and '
+  if (inCI(process.env.CI)) {
+    assert.ok(liveTarget, `CI=${process.env.CI} but AMPERITY_SIGNAL_GRPC_TARGET is not set: `
+      + 'start the stack and export AMPERITY_SIGNAL_GRPC_TARGET, AMPERITY_SIGNAL_INTEGRATION_ID and '
       + 'AMPERITY_SIGNAL_PIPELINE_KEY.');
   }
 });

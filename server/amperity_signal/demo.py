@@ -130,14 +130,17 @@ def _free_port(preferred: int) -> int:
 
 
 async def _start_on_free_ports(
-    start: Callable[[tuple[int, ...]], Awaitable[Process]], preferred: tuple[int, ...]
+    start: Callable[[tuple[int, ...]], Awaitable[Process]],
+    preferred: tuple[int, ...],
+    stop: asyncio.Event,
 ) -> Process:
     """``start(ports)``: on the ``preferred`` ports where free, on other free ones if not.
 
     Free when looked at may be taken at the bind: a second demo started at the same moment
     looks at the same ports. A start that failed on a port taken meanwhile is made again
     with another in its place; it used to fail with the process's advice to pass another
-    ``--port``, which ``demo`` has no way to take.
+    ``--port``, which ``demo`` has no way to take. Not once ``stop`` is set: a Ctrl-C that
+    also ended the process being started would otherwise start another after it.
     """
     ports = tuple(map(_free_port, preferred))
     attempt = 1
@@ -146,7 +149,7 @@ async def _start_on_free_ports(
             return await start(ports)
         except ProcessFailed as failed:
             taken = {port for port in ports if _lost(port, failed)}
-            if not taken or attempt == _PORT_ATTEMPTS:
+            if not taken or attempt == _PORT_ATTEMPTS or stop.is_set():
                 raise
         ports = tuple(_any_free_port() if port in taken else port for port in ports)
         attempt += 1
@@ -278,7 +281,7 @@ def sample_events(visitor: str) -> list[pb.Event]:
 
 @contextlib.asynccontextmanager
 async def _stack(
-    workdir: Path, admin_token: str, log_level: str
+    workdir: Path, admin_token: str, log_level: str, stop: asyncio.Event
 ) -> AsyncIterator[tuple[Process, Process, str, int]]:
     exe = [sys.executable, "-m", "amperity_signal.cli"]
 
@@ -296,7 +299,7 @@ async def _stack(
             name="the demo's sandbox",
         )
 
-    sandbox = await _start_on_free_ports(start_sandbox, (SANDBOX_PORT,))
+    sandbox = await _start_on_free_ports(start_sandbox, (SANDBOX_PORT,), stop)
     try:
         sandbox_url = sandbox.ready_line.split("listening on ", 1)[1].strip()
         config = workdir / "demo.toml"
@@ -312,7 +315,7 @@ async def _stack(
                 name="the demo's service",
             )
 
-        service = await _start_on_free_ports(start_service, (GRPC_PORT, HTTP_PORT))
+        service = await _start_on_free_ports(start_service, (GRPC_PORT, HTTP_PORT), stop)
         try:
             # The port it listens on, as it says (http://127.0.0.1:PORT).
             http_port = int(service.output_value("gateway listening on ").rsplit(":", 1)[1])
@@ -337,7 +340,7 @@ async def run_demo(*, once: bool, log_level: str = "info") -> int:
     stop = asyncio.Event()
     with _demo_dir() as tmp, _stop_on_signals(stop):
         try:
-            async with _stack(Path(tmp), admin_token, log_level) as stack:
+            async with _stack(Path(tmp), admin_token, log_level, stop) as stack:
                 return await _run(
                     *stack, stop, admin_token=admin_token, log_level=log_level, once=once
                 )

@@ -95,6 +95,15 @@ def _load_checked_settings(path: str, *, login: bool = False) -> tuple[Settings,
     return settings, warnings
 
 
+def _gateway_warnings(settings: Settings) -> list[str]:
+    """The gateway's deadlines that work against each other (``deliver_timeout_warnings``)."""
+    from amperity_signal.config_checks import deliver_timeout_warnings
+    from amperity_signal.gateway.settings import settings_from_config
+
+    gateway = settings_from_config(settings)
+    return deliver_timeout_warnings(gateway.deliver_timeout, gateway.batch_deadline)
+
+
 def _log_warnings(warnings: list[str]) -> None:
     """Log the checks' warnings, once logging is set up."""
     for warning in warnings:
@@ -107,7 +116,7 @@ def check_config(args: argparse.Namespace) -> int:
     from amperity_signal.setup_advice import rate_limit_warnings, setup_warnings, summary
 
     settings, checked = _load_checked_settings(args.config, login=True)
-    for warning in [*checked, *settings.proxies.warnings]:
+    for warning in [*checked, *settings.proxies.warnings, *_gateway_warnings(settings)]:
         print(f"warning: {warning}")
     now = datetime.now(UTC)
     for integration in settings.integrations:
@@ -146,7 +155,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings, warnings = _load_checked_settings(args.config)
     configure_logging(_log_level(args, settings), secrets=settings.secret_values())
-    _log_warnings(warnings)
+    _log_warnings(warnings + ([] if args.no_gateway else _gateway_warnings(settings)))
     workers = args.workers or settings.server.workers
     return run_service(settings, workers=workers, gateway=not args.no_gateway, handoff=args.handoff)
 
@@ -178,7 +187,7 @@ def gateway(args: argparse.Namespace) -> int:
     if settings.server.tls is not None and settings.gateway.service_ca_file is None:
         raise ConfigError([_GATEWAY_WITHOUT_CA], source=args.config)
     configure_logging(_log_level(args, settings), secrets=settings.secret_values())
-    for warning in _tls_warnings(settings, datetime.now(UTC)):
+    for warning in [*_tls_warnings(settings, datetime.now(UTC)), *_gateway_warnings(settings)]:
         logging.getLogger("amperity_signal.gateway").warning(warning)
     address = args.http_address or settings.server.http_address
     # Asked first, so that a taken port names the flag or setting the address came from.

@@ -744,3 +744,22 @@ def _check_linking_keys(where: str, value: Any) -> list[ConfigProblem]:
 
 def _list(names: tuple[str, ...]) -> str:
     return ", ".join(names)
+
+
+def deliver_timeout_warnings(deliver_timeout: float, batch_deadline: float) -> list[str]:
+    """A ``[gateway] deliver_timeout`` the ``/v1/batch`` deadline can cut, with the fix.
+
+    A batch's event starts only when its whole ``deliver_timeout`` fits before the batch's
+    deadline, or, for one above half of it, while half is left, with only what is left: its
+    Deliver may then be cut after it reached Amperity, and datafly.js sends the event again.
+    """
+    half = batch_deadline / 2
+    if deliver_timeout <= half:
+        return []
+    return [
+        f"[gateway] deliver_timeout = {deliver_timeout:g} is over half of the gateway's "
+        f"{batch_deadline:g} s /v1/batch deadline: a batch's later events start with less "
+        "than their deliver_timeout, so the batch's deadline can cut a Deliver that already "
+        "reached Amperity, and datafly.js sends that event again (a duplicate). Set "
+        f"deliver_timeout to {half:g} or less."
+    ]

@@ -371,8 +371,8 @@ def test_events_amperity_refuses_for_the_integration_are_told_once_not_sent_agai
             "warn",
             f"datafly: POST {batch} refused 1 event(s), which are not sent again; the first: "
             "UPSTREAM_REFUSED: Amperity refused the service's call for this integration; "
-            "Amperity refuses the integration (its key or event stream): the service's log "
-            f"names the fix. {ONCE}",
+            "Amperity refuses it (for the integration, or the request itself, as the message "
+            f"says): the service's log names the fix. {ONCE}",
         ),
     ]
 

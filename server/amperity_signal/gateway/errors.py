@@ -292,6 +292,22 @@ _REFUSED_MESSAGE = (
     "profile collection); sending it again will not help until the integration is fixed: "
     "the service's log names the fix."
 )
+# FAILED_PRECONDITION also carries refusals of the request itself, told by the ErrorInfo
+# reason: each gets its own words, generic still (no configuration detail to a browser).
+# Any other reason (a stream missing or rejecting, a proxy, a host) is the integration's.
+_NOT_THE_SAME_AGAIN = "sending it again will not help: the service's log names the fix."
+_REFUSED_MESSAGES = {
+    "AMPERITY_BAD_REQUEST": f"Amperity refused the request as malformed; {_NOT_THE_SAME_AGAIN}",
+    "CONTEXT_TOO_LONG": (
+        f"The request was not sent to Amperity, as a value in it is too long for Amperity's API; "
+        f"{_NOT_THE_SAME_AGAIN}"
+    ),
+    "PROFILE_UNAVAILABLE": (
+        "Profile lookups are not set up for this integration (no Profile API access); "
+        f"{_NOT_THE_SAME_AGAIN}"
+    ),
+}
+_REFUSED_MESSAGES["URL_TOO_LONG"] = _REFUSED_MESSAGES["CONTEXT_TOO_LONG"]
 
 
 # One return per status: the function is the mapping table, read top to bottom.
@@ -344,5 +360,7 @@ def from_rpc_error(  # noqa: PLR0911
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return GatewayError(504, "DEADLINE_EXCEEDED", "The service did not answer in time.")
     if code in _REFUSED_FOR_THE_INTEGRATION:
-        return GatewayError(502, "UPSTREAM_REFUSED", _REFUSED_MESSAGE)
+        return GatewayError(
+            502, "UPSTREAM_REFUSED", _REFUSED_MESSAGES.get(reason or "", _REFUSED_MESSAGE)
+        )
     return GatewayError(502, "UPSTREAM_ERROR", "The service could not handle the request.")

@@ -386,8 +386,8 @@ function hintFor(status, code) {
     return "check pipelineKey in datafly.init: it must be an integration's pipeline_key";
   }
   if (code === 'UPSTREAM_REFUSED') {
-    return "Amperity refuses the integration (its key or event stream): the service's log "
-      + 'names the fix';
+    return 'Amperity refuses it (for the integration, or the request itself, as the message '
+      + "says): the service's log names the fix";
   }
   if (code === 'ORIGIN_NOT_ALLOWED' || status === 403) {
     return "check the integration's allowed_origins: it must hold this page's origin";

@@ -24,3 +24,10 @@ def send_timeout_seconds() -> float:
     found = re.search(r"const SEND_TIMEOUT_MS = (\d+);", _source())
     assert found is not None, "datafly.mjs no longer defines SEND_TIMEOUT_MS"
     return int(found.group(1)) / 1000
+
+
+def not_sent_code() -> str:
+    """The result code datafly.js sends again without counting an attempt (``NOT_SENT``)."""
+    found = re.search(r"const NOT_SENT = '([A-Z_]+)';", _source())
+    assert found is not None, "datafly.mjs no longer defines NOT_SENT"
+    return found.group(1)

@@ -800,6 +800,30 @@ async def test_batch_limits(gateway: httpx.AsyncClient) -> None:
     assert too_big.status_code == 413
 
 
+@pytest.mark.parametrize("accepts", ["NOT_SENT", ["NOT_SENT", 1], {"NOT_SENT": True}])
+async def test_a_batch_whose_accepts_is_not_a_list_of_codes_is_refused_naming_it(
+    gateway: httpx.AsyncClient, accepts: Any
+) -> None:
+    """``accepts`` (the result codes a sender takes) is an array of strings: else one 400."""
+    body = {"batch": [EVENT], "accepts": accepts}
+    response = await gateway.post("/v1/batch", json=body, headers=KEY)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "INVALID_BATCH",
+        "message": 'accepts must be an array of result codes, like ["NOT_SENT"], or left out.',
+        "field": "accepts",
+    }
+
+
+async def test_a_batch_may_list_codes_the_gateway_does_not_know_in_accepts(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """A code of a later gateway in ``accepts`` is no error: the batch is delivered."""
+    body = {"batch": [EVENT], "accepts": ["NOT_SENT", "SOME_LATER_CODE"]}
+    response = await gateway.post("/v1/batch", json=body, headers=KEY)
+    assert response.json()["success"] is True
+
+
 def _batch_body(event: dict[str, Any]) -> bytes:
     """``{"batch":[event]}`` as the browser client sends it (``JSON.stringify``)."""
     return json.dumps({"batch": [event]}, ensure_ascii=False, separators=(",", ":")).encode()

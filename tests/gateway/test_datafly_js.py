@@ -170,6 +170,69 @@ def test_batch_events_that_failed_transiently_are_sent_again() -> None:
     assert sent == [names, ["b", "d", "e"], ["d"]]
 
 
+_TRACK_AND_FLUSH_TOLD = """
+  const warned = [];
+  console.warn = (...parts) => warned.push(parts.join(' '));
+  const datafly = createDatafly();
+  datafly.init({ pipelineKey: 'pk', endpoint: 'https://collect.example.com' });
+  for (const name of NAMES) datafly.track(name);
+  await datafly.flush();
+  return { warned };
+"""
+
+
+def _sent(run: Any) -> list[list[str]]:
+    """The events' names of each /v1/batch request, in the order they were made."""
+    return [[event["event"] for event in r["body"]["batch"]] for r in run["requests"]]
+
+
+def test_events_not_sent_before_the_batch_deadline_are_sent_again_until_delivered() -> None:
+    """NOT_SENT does not count as an attempt while each answer delivers some events.
+
+    A slow Amperity lets the gateway start only a few events of a batch before its deadline;
+    as DEADLINE_EXCEEDED the rest used up datafly.js's 3 attempts, and a backlog batch lost
+    what its third answer did not deliver ("dropped after 3 attempts").
+    """
+    names = [f"e{i}" for i in range(10)]
+    answers = [
+        _results(*[None] * 3, *["NOT_SENT"] * 7),
+        _results(*[None] * 3, *["NOT_SENT"] * 4),
+        _results(*[None] * 3, "NOT_SENT"),
+        _results(None),
+    ]
+    run = run_datafly(_TRACK_AND_FLUSH_TOLD.replace("NAMES", json.dumps(names)), answers)
+    assert _sent(run) == [names, names[3:], names[6:], names[9:]]
+    assert run["result"]["warned"] == []
+    # Each body says it takes NOT_SENT: a gateway answers DEADLINE_EXCEEDED to one that
+    # does not (an older datafly.js, which would drop NOT_SENT as refused).
+    assert {tuple(r["body"]["accepts"]) for r in run["requests"]} == {("NOT_SENT",)}
+
+
+def test_events_not_sent_by_an_answer_that_delivered_none_count_as_attempts() -> None:
+    """With nothing delivered, NOT_SENT counts: 3 attempts, then dropped and told once."""
+    answers = [_results("NOT_SENT", "NOT_SENT")] * 4
+    run = run_datafly(_TRACK_AND_FLUSH_TOLD.replace("NAMES", '["a", "b"]'), answers)
+    assert _sent(run) == [["a", "b"]] * 3
+    (warning,) = run["result"]["warned"]
+    assert "2 event(s) were dropped after 3 attempts" in warning
+    assert "(NOT_SENT)" in warning
+
+
+def test_a_not_sent_event_is_sent_apart_from_one_that_failed() -> None:
+    """Beside a delivered one, a NOT_SENT event keeps its attempts; a failed one spends one."""
+    answers = [
+        _results(None, "SERVICE_UNAVAILABLE", "NOT_SENT"),
+        _results("NOT_SENT"),  # the not-sent event, without an attempt spent: made first
+        _results("SERVICE_UNAVAILABLE"),  # the failed one, its second attempt
+        _results(None),
+        _results(None),
+    ]
+    run = run_datafly(_TRACK_AND_FLUSH.replace("NAMES", '["a", "b", "c"]'), answers)
+    assert _sent(run)[:3] == [["a", "b", "c"], ["c"], ["b"]]
+    # c: NOT_SENT with nothing delivered counts (its 2nd attempt), then delivered; b: its 3rd.
+    assert sorted(map(tuple, _sent(run)[3:])) == [("b",), ("c",)]
+
+
 def test_batch_retry_waits_at_least_the_retry_after_delay() -> None:
     """A 429 or 503 whole-batch answer is retried no sooner than its Retry-After says."""
     answers = [

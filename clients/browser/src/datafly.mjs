@@ -37,6 +37,12 @@ const SEND_TIMEOUT_MS = 20000;
 const RETRYABLE_CODES = new Set([
   'RATE_LIMITED', 'SERVICE_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'UPSTREAM_ERROR', 'INTERNAL',
 ]);
+// An event the gateway did not start before its batch deadline (a slow Amperity): it did
+// not fail, so it is sent again without counting an attempt, as long as the answer
+// delivered some event (the batch then shrinks with every such send, so it cannot go on
+// for ever). A /v1/batch body lists it in `accepts`: a gateway answers DEADLINE_EXCEEDED
+// to a datafly.js that does not, since one older than NOT_SENT would drop it as refused.
+const NOT_SENT = 'NOT_SENT';
 // The gateway refuses an integer beyond 2^53 (a double holds it only rounded) and a lone
 // surrogate (not Unicode): an event holding one failed, and until session 27 its batch.
 // JSON.stringify writes an integer in digits below 1e21, in an exponent from there.
@@ -547,13 +553,14 @@ export function createDatafly() {
     try {
       data = await response.json();
     } catch {
-      return { again: [], codes: [] }; // an unreadable 200: nothing says which events failed
+      // an unreadable 200: nothing says which events failed
+      return { again: [], free: [], codes: [] };
     }
     const results = data && Array.isArray(data.results) ? data.results : [];
     // results come in the order of the batch
     const failed = (result) => result && result.ok === false;
     const refused = results.filter((result) => failed(result)
-      && !RETRYABLE_CODES.has(result.code));
+      && !RETRYABLE_CODES.has(result.code) && result.code !== NOT_SENT);
     if (refused.length) {
       const [first] = refused;
       const field = typeof first.field === 'string' ? ` (field ${first.field})` : '';
@@ -561,19 +568,27 @@ export function createDatafly() {
       warnOnce('events-refused', `POST ${url} refused ${refused.length} event(s), which are not `
         + `sent again; the first: ${first.code}${field}: ${error}; ${hintFor(400, first.code)}`);
     }
-    const passing = events.map((event, index) => [event, results[index]])
+    const answered = events.map((event, index) => [event, results[index]]);
+    const passing = answered
       .filter(([, result]) => failed(result) && RETRYABLE_CODES.has(result.code));
+    const notSent = answered.filter(([, result]) => failed(result) && result.code === NOT_SENT);
+    // Not sent, and nothing delivered: the gateway is making no way, so it counts.
+    const delivered = results.some((result) => result && result.ok === true);
+    const counted = delivered ? passing : [...passing, ...notSent];
     return {
-      again: passing.map(([event]) => event),
-      codes: [...new Set(passing.map(([, result]) => result.code))],
+      again: counted.map(([event]) => event),
+      free: delivered ? notSent.map(([event]) => event) : [],
+      codes: [...new Set(counted.map(([, result]) => result.code))],
     };
   }
 
+  // `attempt`: how many sends of these events failed before (a NOT_SENT one is no failure).
   async function send(events, attempt) {
     // Stamped again on each attempt: the gateway puts the events' ages on its own clock.
-    const body = JSON.stringify({ batch: events, sentAt: sentAt() });
+    const body = JSON.stringify({ batch: events, sentAt: sentAt(), accepts: [NOT_SENT] });
     const url = collectorUrl('/v1/batch', false);
     let again = events;
+    let free = []; // sent again as they are, their attempt not counted
     let wait = 0;
     let failure = NO_ANSWER; // a network error or no answer in time: the whole batch again
     const response = await fetchWithin(url, {
@@ -586,6 +601,7 @@ export function createDatafly() {
     if (response && response.ok) {
       const transient = await failedTransiently(events, response, url);
       again = transient.again;
+      free = transient.free;
       failure = `answered 200 with them failed (${transient.codes.join(', ')}); `
         + hintFor(503, transient.codes[0]);
     } else if (response) {
@@ -600,14 +616,17 @@ export function createDatafly() {
       wait = retryAfterMs(response);
       failure = `answered ${text}; ${hint}`;
     }
-    if (!again.length) return;
-    if (attempt + 1 >= MAX_ATTEMPTS) {
+    if (again.length && attempt + 1 >= MAX_ATTEMPTS) {
       warnOnce('batch-dropped', `${again.length} event(s) were dropped after ${MAX_ATTEMPTS} `
         + `attempts: POST ${url} last ${failure}. Check endpoint (and that the gateway is up)`);
-      return;
+      again = [];
     }
+    if (!again.length && !free.length) return;
     await new Promise((resolve) => setTimeout(resolve, Math.max(wait, 250 * 2 ** attempt)));
-    await send(again, attempt + 1);
+    await Promise.all([
+      free.length ? send(free, attempt) : null,
+      again.length ? send(again, attempt + 1) : null,
+    ]);
   }
 
   function beacon() {

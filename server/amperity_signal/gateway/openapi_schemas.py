@@ -206,6 +206,13 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "batch": {"type": "array", "maxItems": 100, "items": ref("Event")},
             "sentAt": _SENT_AT,
+            "accepts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Result codes the sender takes beyond the first release's: "
+                "with NOT_SENT, an event the batch deadline left unsent is answered NOT_SENT, "
+                "else DEADLINE_EXCEEDED. A code the gateway does not know is ignored.",
+            },
         },
     },
     "BatchResult": {

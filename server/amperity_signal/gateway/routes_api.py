@@ -265,12 +265,16 @@ class ApiEndpoints:
         self._enrich = EnrichRoute(client)
         self._warn_refusals = warn_refusals
         self._secrets = tuple(scrub_forms(settings.redact))
-        self._not_sent = GatewayError(
-            504,
-            "DEADLINE_EXCEEDED",
+        not_sent = (
             f"Not sent: the batch is answered within {settings.batch_deadline:g} s and this "
-            "event's turn came too late; send it again (it did not reach Amperity).",
+            "event's turn came too late; send it again (it did not reach Amperity)."
         )
+        # NOT_SENT for a sender that says it takes it (``accepts``), DEADLINE_EXCEEDED for
+        # the others: datafly.js before NOT_SENT resends that, and would drop an unknown code.
+        self._not_sent = {
+            True: GatewayError(504, "NOT_SENT", not_sent),
+            False: GatewayError(504, "DEADLINE_EXCEEDED", not_sent),
+        }
 
     def routes(self) -> list[Route]:
         """The routes, one per ``API_METHODS`` entry."""
@@ -422,9 +426,11 @@ class ApiEndpoints:
 
         The batch is answered within ``batch_deadline`` of its arrival, before datafly.js
         gives up on it (``DATAFLY_SEND_TIMEOUT``): an event whose turn comes too late is
-        not sent and answered ``DEADLINE_EXCEEDED``, which datafly.js sends again
-        (``_call_deadline``). 100 events at 8 at once and 5 s each took up to 65 s, were
-        sent again after 20 s, and so were delivered twice.
+        not sent (``_call_deadline``) and answered ``NOT_SENT`` when the body's ``accepts``
+        lists it (datafly.js's, which sends it again without counting an attempt), else
+        ``DEADLINE_EXCEEDED``, which every datafly.js sends again as one of its attempts.
+        100 events at 8 at once and 5 s each took up to 65 s, were sent again after 20 s,
+        and so were delivered twice.
         """
         loop = asyncio.get_running_loop()
         # datafly.js's timer started before the body was sent, so the batch's starts here.
@@ -443,6 +449,7 @@ class ApiEndpoints:
                 f"A batch carries at most {limit} events; split it.",
                 field="batch",
             )
+        not_sent = self._not_sent["NOT_SENT" in _accepted_codes(data)]
         facts = self._facts(request, "track", sent_at_from_json(data, "INVALID_BATCH"))
         events = [_batch_event(index, item, facts) for index, item in enumerate(items)]
         # The first event of each messageId is delivered; a repeat in the same batch gets
@@ -462,7 +469,7 @@ class ApiEndpoints:
                 async with in_flight:
                     deadline = self._call_deadline(answer_by - loop.time())
                     if deadline is None:
-                        return _failed(event.message_id, self._not_sent)
+                        return _failed(event.message_id, not_sent)
                     await self._deliver(key, event, deadline)
             except grpc.aio.AioRpcError as rpc_error:
                 prefix = f"batch[{index}]."
@@ -579,6 +586,24 @@ def _given_message_id(item: Any) -> str:
     if not isinstance(given, str):
         return ""
     return given.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _accepted_codes(data: dict[str, Any]) -> set[str]:
+    """A batch body's ``accepts``: the result codes its sender takes beyond the first ones.
+
+    Raises:
+        GatewayError: 400 ``INVALID_BATCH`` naming ``accepts`` when it is not an array of
+            strings.
+    """
+    accepts = data.get("accepts", [])
+    if not isinstance(accepts, list) or not all(isinstance(code, str) for code in accepts):
+        raise GatewayError(
+            400,
+            "INVALID_BATCH",
+            'accepts must be an array of result codes, like ["NOT_SENT"], or left out.',
+            field="accepts",
+        )
+    return set(accepts)
 
 
 def _failed(message_id: str, error: GatewayError) -> dict[str, Any]:

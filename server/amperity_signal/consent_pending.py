@@ -16,7 +16,8 @@ another replica) stays. While a state is held, the ledger reads it before the st
 one (``ConsentLedger.gate``): a held state that does not grant the condition hides the
 profile whatever is stored (fails closed).
 
-At most ``PENDING_LIMIT`` states are held. Past it the oldest held grant gives way, and a
+At most ``PENDING_LIMIT`` states are held, of at most ``PENDING_BYTES`` in all (one state
+is as large as the consent it came with). Past either the oldest held grant gives way, and a
 denial only when no grant is left: a lost grant hides a profile until the visitor's next
 event, a lost denial could show one. The loop logs one warning when it starts (the cache
 refused a state), one line when it has written them all, and one warning the first time
@@ -38,7 +39,11 @@ from amperity_signal.errors import CacheUnavailable
 from amperity_signal.metrics import Metrics
 
 PENDING_LIMIT: Final = 10_000
-"""Consent states held at most (a few hundred bytes each: a few MB)."""
+"""Consent states held at most (most are a few hundred bytes each)."""
+PENDING_BYTES: Final = 8 * 1024 * 1024
+"""The held states' stored forms and keys, in bytes at most: a state may be far larger
+than most (256 category codes of up to 8,192 characters each), and 10,000 such would be
+gigabytes."""
 FIRST_RETRY_SECONDS: Final = 1.0
 """The first try's wait: the cache backend skips the store for a second after a failure."""
 LONGEST_RETRY_SECONDS: Final = 5.0
@@ -70,15 +75,20 @@ class HeldStates:
 
     Args:
         limit: States held at most.
+        byte_limit: Bytes held at most, each state's stored form and key. A denial larger
+            than that on its own is still held, alone (Deliver and RecordConsent bound it).
     """
 
-    def __init__(self, limit: int = PENDING_LIMIT) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    def __init__(self, limit: int = PENDING_LIMIT, byte_limit: int = PENDING_BYTES) -> None:
+        if limit < 1 or byte_limit < 1:
+            raise ValueError("limit and byte_limit must be at least 1")
         self._limit = limit
+        self._byte_limit = byte_limit
         # Each in the order held, oldest first: a grant gives way before any denial.
         self._grants: dict[str, HeldState] = {}
         self._denials: dict[str, HeldState] = {}
+        self._bytes = 0
+        self._denial_bytes = 0  # of them, the denials'
 
     def __len__(self) -> int:
         return len(self._grants) + len(self._denials)
@@ -93,31 +103,39 @@ class HeldStates:
         held = self._denials.get(key)
         return held if held is not None else self._grants.get(key)
 
-    def hold(self, key: str, state: HeldState) -> bool:
-        """Hold ``state`` for ``key`` unless a newer one is held; whether a state gave way.
+    @property
+    def byte_limit(self) -> int:
+        """Bytes held at most."""
+        return self._byte_limit
+
+    def hold(self, key: str, state: HeldState) -> int:
+        """Hold ``state`` for ``key`` unless a newer one is held; how many states gave way.
 
         Of two states of one instant the later arrival is held, as the ledger keeps it.
-        When the hold is full the oldest held grant gives way; with none held, a grant
-        offered is not held (it gives way itself), and a denial offered takes the oldest
-        held denial's place.
+        When the hold is full (by count or by bytes) the oldest held grants give way; when
+        the denials alone leave no room, a grant offered is not held (it gives way itself,
+        and no held grant does), and a denial offered takes the oldest held denials' place.
         """
         held = self.get(key)
         if held is not None:
             if held.at > state.at:
-                return False
+                return 0
             self._forget(key)
-        if len(self) < self._limit:
-            evicted = False
-        elif self._grants:
-            del self._grants[next(iter(self._grants))]
-            evicted = True
-        elif not state.denies:
-            return True
-        else:
-            del self._denials[next(iter(self._denials))]
-            evicted = True
+        size = _size(key, state)
+        if not state.denies and (
+            len(self._denials) >= self._limit or self._denial_bytes + size > self._byte_limit
+        ):
+            return 1
+        given_way = 0
+        while self._full(size) and (self._grants or self._denials):
+            oldest = self._grants or self._denials
+            self._forget(next(iter(oldest)))
+            given_way += 1
         (self._denials if state.denies else self._grants)[key] = state
-        return evicted
+        self._bytes += size
+        if state.denies:
+            self._denial_bytes += size
+        return given_way
 
     def written(self, key: str, state: HeldState) -> None:
         """Forget ``state``, when it is still the one held for ``key``."""
@@ -128,9 +146,21 @@ class HeldStates:
         """Every held state, denials first (written first), each kind oldest first."""
         return [*self._denials.items(), *self._grants.items()]
 
+    def _full(self, size: int) -> bool:
+        """Whether a state of ``size`` bytes finds no room as the hold is."""
+        return len(self) >= self._limit or self._bytes + size > self._byte_limit
+
     def _forget(self, key: str) -> None:
-        self._denials.pop(key, None)
-        self._grants.pop(key, None)
+        denial = self._denials.pop(key, None)
+        held = denial or self._grants.pop(key, None)
+        if held is not None:
+            self._bytes -= _size(key, held)
+            self._denial_bytes -= _size(key, held) if denial else 0
+
+
+def _size(key: str, state: HeldState) -> int:
+    """What a held state counts towards ``byte_limit``: its stored form and its key."""
+    return len(state.value) + len(key)
 
 
 Write = Callable[[str, HeldState], Awaitable[object]]
@@ -145,6 +175,7 @@ class PendingConsent:
             cache does not answer.
         metrics: ``consent_pending`` and ``consent_unwritten`` (None: not counted).
         limit: States held at most (``HeldStates``).
+        byte_limit: Bytes held at most (``HeldStates``).
         first_retry: Seconds before the first try.
         longest_retry: The longest wait between tries.
     """
@@ -155,12 +186,13 @@ class PendingConsent:
         *,
         metrics: Metrics | None = None,
         limit: int = PENDING_LIMIT,
+        byte_limit: int = PENDING_BYTES,
         first_retry: float = FIRST_RETRY_SECONDS,
         longest_retry: float = LONGEST_RETRY_SECONDS,
     ) -> None:
         self._write = write
         self._metrics = metrics
-        self._states = HeldStates(limit)
+        self._states = HeldStates(limit, byte_limit)
         self._first_retry = first_retry
         self._longest_retry = longest_retry
         self._answered = asyncio.Event()
@@ -177,18 +209,21 @@ class PendingConsent:
 
     def hold(self, key: str, state: HeldState) -> None:
         """Hold a state the cache did not take, and see that it is tried again."""
-        if self._states.hold(key, state):
-            self._evicted += 1
-            if self._evicted == 1:
+        given_way = self._states.hold(key, state)
+        if given_way:
+            if not self._evicted:
                 _quietly(
                     log.warning,
-                    "consent states held for the cache reached %d: the oldest held grants "
-                    "give way first (a denial only when no grant is left), each counted in "
+                    "consent states held for the cache reached their limit (%d states or "
+                    "%d bytes): the oldest held grants give way first (a denial only when "
+                    "no grant is left), each counted in "
                     'amperity_signal_consent_unwritten_total{cause="evicted"}',
                     self._states.limit,
+                    self._states.byte_limit,
                 )
+            self._evicted += given_way
             if self._metrics is not None:
-                self._metrics.consent_unwritten.labels(cause="evicted").inc()
+                self._metrics.consent_unwritten.labels(cause="evicted").inc(given_way)
         self._count()
         if not self._closed and (self._retrying is None or self._retrying.done()):
             # A context of its own: its lines carry no ids of the call that started it.

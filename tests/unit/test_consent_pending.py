@@ -62,6 +62,34 @@ def test_a_full_hold_gives_way_with_its_oldest_grant_never_a_denial_first() -> N
     assert [key for key, _ in held.in_order()] == ["d2", "d3", "d4"]
 
 
+def sized(at: float, size: int, *, denies: bool) -> HeldState:
+    """A held state whose stored form is ``size`` bytes."""
+    return HeldState(b"x" * size, at, denies=denies)
+
+
+def test_a_hold_full_by_bytes_gives_way_as_one_full_by_count() -> None:
+    """The bytes held are capped too: grants go first, and a grant with no room is not held.
+
+    Until session 27 only the count was: one state is as large as the consent it came
+    with, and 10,000 of one /v1/batch event's size held gigabytes.
+    """
+    held = HeldStates(limit=100, byte_limit=100)  # each key below adds 2 bytes
+    assert not held.hold("d1", sized(1, 28, denies=True))
+    assert not held.hold("g1", sized(2, 28, denies=False))
+    assert not held.hold("g2", sized(3, 28, denies=False))
+    assert held.hold("d2", sized(4, 48, denies=True)) == 2  # both grants, to make room
+    assert [key for key, _ in held.in_order()] == ["d1", "d2"]
+    assert held.hold("g3", sized(5, 38, denies=False)) == 1  # no room beside the denials
+    assert held.get("g3") is None
+    assert held.hold("d3", sized(6, 48, denies=True)) == 1  # the oldest denial
+    assert [key for key, _ in held.in_order()] == ["d2", "d3"]
+    assert not held.hold("d3", sized(7, 8, denies=True))  # a newer state frees its bytes
+    assert not held.hold("g4", sized(8, 8, denies=False))
+    assert [key for key, _ in held.in_order()] == ["d2", "d3", "g4"]
+    assert held.hold("d4", sized(9, 200, denies=True)) == 3  # alone larger: held alone
+    assert [key for key, _ in held.in_order()] == ["d4"]
+
+
 def test_a_held_state_gives_way_only_to_one_not_older() -> None:
     """Newer wins: an older state offered leaves the held one; of one instant, the later."""
     held = HeldStates()

@@ -13,7 +13,12 @@ import pytest
 
 from amperity_signal.errors import InvalidEvent
 from amperity_signal.limits import MAX_ANONYMOUS_ID, MAX_CANONICAL_ID
-from amperity_signal.service.validation import MAX_STRING, checked_event_dict, validate_event
+from amperity_signal.service.validation import (
+    CATEGORY_CODE_TOO_LONG,
+    MAX_STRING,
+    checked_event_dict,
+    validate_event,
+)
 from datafly.amperity.v1 import amperity_service_pb2 as pb
 
 
@@ -36,6 +41,10 @@ def _vendor_value(event: pb.Event, text: str) -> None:
     event.context.vendor_ids["ga"] = text
 
 
+def _category_code(event: pb.Event, text: str) -> None:
+    event.context.consent.categories[text] = True
+
+
 CASES: dict[str, tuple[Callable[[pb.Event, str], None], str]] = {
     "message_id": (_set("message_id"), "event.message_id"),
     "event": (_set("event"), "event.event"),
@@ -48,6 +57,7 @@ CASES: dict[str, tuple[Callable[[pb.Event, str], None], str]] = {
     "context.device.os": (_set("context.device.os"), "event.context.device.os"),
     "vendor id key": (_vendor_key, "event.context.vendor_ids."),
     "vendor id value": (_vendor_value, "event.context.vendor_ids.ga"),
+    "consent category code": (_category_code, "event.context.consent.categories"),
 }
 
 
@@ -106,6 +116,22 @@ def test_a_visitor_id_over_its_own_limit_is_named_with_the_limit(
             assert f"longer than {limit} characters, the limit for {kind}" in (
                 violation.description
             )
+
+
+def test_a_consent_category_code_over_the_limit_is_refused_as_record_consent_refuses_it() -> None:
+    """Deliver holds each category code to RecordConsent's limit, not only their number.
+
+    Until session 27 it checked only how many: a state held through a cache outage is as
+    large as its codes, 256 of 8 KB or more each.
+    """
+    event = _event()
+    _category_code(event, "C" * (MAX_STRING + 1))
+    with pytest.raises(InvalidEvent) as raised:
+        checked_event_dict(event)
+    [violation] = raised.value.violations
+    assert violation.field == "event.context.consent.categories"
+    assert violation.description == CATEGORY_CODE_TOO_LONG
+    assert f"longer than {MAX_STRING} characters" in violation.description
 
 
 @pytest.mark.parametrize("value", ["GRANTED", "yes", ""])

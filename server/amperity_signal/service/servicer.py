@@ -41,11 +41,9 @@ from amperity_signal.service.status import (
 )
 from amperity_signal.service.validation import (
     DEFAULT_MAX_BYTES,
-    GOOGLE_CONSENT_VALUES,
-    MAX_KEYS,
-    MAX_STRING,
     anonymous_id_violations,
     checked_event_dict,
+    consent_violations,
     nanos_violation,
 )
 from datafly.amperity.v1 import amperity_service_pb2 as pb
@@ -75,27 +73,6 @@ _ANONYMOUS_ID_REQUIRED = FieldViolation(
     "anonymous_id",
     "is required: consent is kept per visitor; send the _dfid value datafly.js sets.",
 )
-
-
-def _consent_violations(consent: pb.Consent) -> list[FieldViolation]:
-    """The consent fields Deliver would refuse on an event, named as RecordConsent's."""
-    out: list[FieldViolation] = []
-    if len(consent.categories) > MAX_KEYS:
-        out.append(FieldViolation("consent.categories", f"has more than {MAX_KEYS} entries."))
-    for code in consent.categories:
-        if len(code) > MAX_STRING:
-            out.append(FieldViolation("consent.categories", "has a code that is too long."))
-            break
-    for field, value in consent.google.ListFields():
-        if value not in GOOGLE_CONSENT_VALUES:
-            out.append(
-                FieldViolation(
-                    f"consent.google.{field.name}",
-                    f'{value[:40]!r} is not Google Consent Mode\'s "granted" or "denied"; '
-                    "send one of those, or leave the signal unset.",
-                )
-            )
-    return out
 
 
 CONSENTED_AT_MAX_AHEAD = timedelta(minutes=5)
@@ -358,7 +335,7 @@ class AmperityServicer(pb_grpc.AmperityServiceServicer):
         """Keep a visitor's consent state without an event (a withdrawal applies at once)."""
         try:
             integration = self._page_integration(request, context)
-            violations = _consent_violations(request.consent)
+            violations = consent_violations(request.consent)
             if not request.anonymous_id:
                 violations.insert(0, _ANONYMOUS_ID_REQUIRED)
             else:

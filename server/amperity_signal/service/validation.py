@@ -42,6 +42,10 @@ MAX_DEPTH = 10
 MAX_NODES = 5_000
 MAX_STRING = 8_192
 DEFAULT_MAX_BYTES = 1_048_576
+CATEGORY_CODE_TOO_LONG = (
+    f"has a code longer than {MAX_STRING} characters; send the consent platform's short "
+    "category codes (such as C0002), not their descriptions."
+)
 _MIN_SECONDS = 946_684_800  # 2000-01-01T00:00:00Z
 _MAX_SECONDS = 4_102_444_800  # 2100-01-01T00:00:00Z
 # anonymous_id and canonical_id have their own, shorter limits (limits.py).
@@ -252,24 +256,37 @@ def _check_context(
         for field, value in sub.ListFields():
             if isinstance(value, str) and len(value) > MAX_STRING:
                 out.append(FieldViolation(f"{prefix}.{name}.{field.name}", _too_long()))
-    if not context.HasField("consent"):  # most events: nothing below to check
-        return
-    if len(context.consent.categories) > MAX_KEYS:
-        out.append(
-            FieldViolation(f"{prefix}.consent.categories", f"has more than {MAX_KEYS} entries.")
-        )
-    google = context.consent.google
-    for field, value in google.ListFields():
+    if context.HasField("consent"):  # most events: nothing more to check
+        out.extend(consent_violations(context.consent, f"{prefix}.consent", strings_fit))
+
+
+def consent_violations(
+    consent: pb.Consent, prefix: str = "consent", strings_fit: bool = False
+) -> list[FieldViolation]:
+    """Why a consent state cannot be kept, each naming its field under ``prefix``.
+
+    Deliver's events and RecordConsent are held to the same limits: a state held through a
+    cache outage is as large as its category codes (consent_pending). ``strings_fit``: the
+    event is too small for a code to be too long.
+    """
+    out: list[FieldViolation] = []
+    if len(consent.categories) > MAX_KEYS:
+        out.append(FieldViolation(f"{prefix}.categories", f"has more than {MAX_KEYS} entries."))
+    codes = () if strings_fit else consent.categories
+    if any(len(code) > MAX_STRING for code in codes):
+        out.append(FieldViolation(f"{prefix}.categories", CATEGORY_CODE_TOO_LONG))
+    for field, value in consent.google.ListFields():
         if value not in GOOGLE_CONSENT_VALUES:
             # The blueprint forwards only these two: anything else would vanish silently
             # from the consent Amperity sees (the gateway and the clients refuse it too).
             out.append(
                 FieldViolation(
-                    f"{prefix}.consent.google.{field.name}",
+                    f"{prefix}.google.{field.name}",
                     f'{value[:40]!r} is not Google Consent Mode\'s "granted" or "denied"; '
                     "send one of those, or leave the signal unset.",
                 )
             )
+    return out
 
 
 def _check_struct(struct: struct_pb2.Struct, prefix: str, out: list[FieldViolation]) -> None:

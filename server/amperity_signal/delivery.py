@@ -19,7 +19,7 @@ from amperity_signal.amperity import CallProgress, Stage, VendorCall, vendor_cal
 from amperity_signal.blueprint import MappedEvent, map_event
 from amperity_signal.browser import ConsentLedger
 from amperity_signal.enrich import Enricher, EnrichResult
-from amperity_signal.errors import AmperityError, AmperitySignalError
+from amperity_signal.errors import AmperityError, AmperityRejected, AmperitySignalError
 from amperity_signal.metrics import NO_REASON, Increments, Metrics, reason_label
 from amperity_signal.service.live import DeliveryRecord, LiveEvents
 from amperity_signal.service.registry import Integration
@@ -85,11 +85,19 @@ MESSAGE_ID_METADATA = "message_id"
 """The ErrorInfo metadata key of a failed delivery's message_id (made up when none was sent)."""
 UNANSWERED_METADATA = "unanswered_attempt"
 """The ErrorInfo metadata key of the attempt whose POST was sent and never answered."""
-MAYBE_DELIVERED = (
-    " Attempt {attempt}'s POST was sent and got no answer, so the event may have reached "
-    "Amperity: send it again under the same message_id ({message_id}), never a new one, "
-    "so that the copies are known as one event."
+_UNANSWERED = (
+    " Attempt {attempt}'s POST was sent and got no answer, so the event may have reached Amperity: "
 )
+_SAME_ID = (
+    "under the same message_id ({message_id}), never a new one, so that the copies are known "
+    "as one event."
+)
+MAYBE_DELIVERED = _UNANSWERED + "send it again " + _SAME_ID
+"""What an AmperityUnavailable adds when an attempt went unanswered: the retry is the fix."""
+MAYBE_DELIVERED_REJECTED = (
+    _UNANSWERED + "once what Amperity refused is fixed, resend it " + _SAME_ID
+)
+"""What a permanent refusal adds instead: sending it again as it is would be refused again."""
 
 
 @dataclass(frozen=True)
@@ -355,12 +363,14 @@ def _name_the_event(error: AmperityError, message_id: str, progress: CallProgres
     made one up for an event without): only then can a copy that did reach Amperity be
     told from a second event. An attempt sent and never answered (a timeout, a reset
     connection) is said in the message too, as "temporarily unavailable" alone reads as
-    "nothing arrived".
+    "nothing arrived"; after a permanent refusal (``AmperityRejected``) it says to resend
+    once what was refused is fixed, not to send it again as it is.
     """
     error.metadata[MESSAGE_ID_METADATA] = message_id
     if progress.unanswered:
         error.metadata[UNANSWERED_METADATA] = str(progress.unanswered)
-        error.message += MAYBE_DELIVERED.format(attempt=progress.unanswered, message_id=message_id)
+        said = MAYBE_DELIVERED_REJECTED if isinstance(error, AmperityRejected) else MAYBE_DELIVERED
+        error.message += said.format(attempt=progress.unanswered, message_id=message_id)
         error.args = (error.message,)
 
 

@@ -148,6 +148,27 @@ async def test_an_earlier_unanswered_attempt_still_counts_after_a_later_503(
     assert "Attempt 1's POST was sent and got no answer" in failure.message
 
 
+@pytest.mark.parametrize("running", [("reset", "400"), ("reset", "409")], indirect=True)
+async def test_after_an_unanswered_attempt_a_refusal_says_resend_once_fixed_not_again(
+    running: Running,
+) -> None:
+    """Attempt 1 unanswered, attempt 2 refused for good: may be at Amperity; fix, then resend.
+
+    Until session 27 it said "send it again under the same message_id", which a
+    permanent refusal would only answer the same way.
+    """
+    failure = await deliver_failing(running, unnamed_event())
+
+    message_id = failure.info.metadata["message_id"]
+    assert failure.code != grpc.StatusCode.UNAVAILABLE  # a refusal, not worth a retry
+    assert failure.info.metadata["unanswered_attempt"] == "1"
+    assert "Attempt 1's POST was sent and got no answer" in failure.message
+    assert "may have reached Amperity" in failure.message
+    assert "once what Amperity refused is fixed, resend it" in failure.message
+    assert f"under the same message_id ({message_id}), never a new one" in failure.message
+    assert "send it again" not in failure.message
+
+
 @pytest.mark.parametrize("running", [("timeout",)], indirect=True)
 async def test_a_streamed_event_s_unanswered_failure_says_so_in_its_answer(
     running: Running,

@@ -43,6 +43,13 @@ CONSENT_PENDING_WARNING = (
     "grants it. The event itself was delivered; nothing needs sending again."
 )
 """Deliver's warning for an event whose consent state is held (``ConsentLedger.remember``)."""
+CONSENT_UNKEPT_WARNING = (
+    "consent state not kept: the shared cache did not answer, and this process already "
+    "holds as many consent states as it may, all of them withdrawals it keeps first; the "
+    "visitor's older stored state stays in force until their next event. The event itself "
+    "was delivered; nothing needs sending again."
+)
+"""Deliver's warning for an event whose consent state gave way (``ConsentLedger.remember``)."""
 
 
 class ConsentLedger:
@@ -126,7 +133,8 @@ class ConsentLedger:
         full, as a denial is).
 
         Returns:
-            Deliver's warnings: ``CONSENT_PENDING_WARNING`` when the state is held.
+            Deliver's warnings: ``CONSENT_PENDING_WARNING`` when the state is held,
+            ``CONSENT_UNKEPT_WARNING`` when the hold is full of denials and it gave way.
         """
         consent = event.get("context", {}).get("consent")
         anonymous_id = event.get("anonymous_id")
@@ -141,8 +149,9 @@ class ConsentLedger:
                 await self._write(key, value, moment, now)
             except CacheUnavailable:
                 denies = condition is None or not meets(consent, condition)
-                self._pending.hold(key, HeldState(value, moment, denies))
-                return (CONSENT_PENDING_WARNING,)
+                if self._pending.hold(key, HeldState(value, moment, denies)):
+                    return (CONSENT_PENDING_WARNING,)
+                return (CONSENT_UNKEPT_WARNING,)
         return ()
 
     async def record(

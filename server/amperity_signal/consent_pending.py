@@ -207,8 +207,13 @@ class PendingConsent:
         """The state held for ``key``, or None (the common case: a dictionary miss)."""
         return self._states.get(key) if len(self._states) else None
 
-    def hold(self, key: str, state: HeldState) -> None:
-        """Hold a state the cache did not take, and see that it is tried again."""
+    def hold(self, key: str, state: HeldState) -> bool:
+        """Hold a state the cache did not take, and see that it is tried again.
+
+        Returns:
+            Whether ``state``, or a newer one of its key, is held: False when the hold is
+            full of denials and ``state`` is a grant, which then gives way itself.
+        """
         given_way = self._states.hold(key, state)
         if given_way:
             if not self._evicted:
@@ -230,6 +235,7 @@ class PendingConsent:
             self._retrying = asyncio.get_running_loop().create_task(
                 self._retry(), context=contextvars.Context()
             )
+        return self._states.get(key) is not None
 
     def settled(self, key: str, held: HeldState, written_at: float) -> None:
         """A state as new as ``held``, or ``held`` itself, was written under ``key``."""

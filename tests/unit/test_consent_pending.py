@@ -13,8 +13,17 @@ from typing import Any
 import orjson
 import pytest
 
-from amperity_signal.browser import CONSENT_PENDING_WARNING, ConsentLedger
-from amperity_signal.consent_pending import HeldState, HeldStates, PendingConsent
+from amperity_signal.browser import (
+    CONSENT_PENDING_WARNING,
+    CONSENT_UNKEPT_WARNING,
+    ConsentLedger,
+)
+from amperity_signal.consent_pending import (
+    PENDING_LIMIT,
+    HeldState,
+    HeldStates,
+    PendingConsent,
+)
 from amperity_signal.enrich import CacheBackend
 from amperity_signal.errors import CacheUnavailable
 from amperity_signal.logs import JsonFormatter, message_id_var, request_id_var
@@ -127,7 +136,7 @@ async def test_a_full_hold_counts_each_state_given_up_and_logs_it_once(
     pending = PendingConsent(refused, metrics=metrics, limit=2)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for number in range(5):
-            pending.hold(f"consent:{number}", grant(number))
+            assert pending.hold(f"consent:{number}", grant(number))  # each held, in turn
         assert await pending.close(asyncio.get_running_loop().time()) == 2
     assert unwritten(metrics, "evicted") == 3
     evictions = [r for r in caplog.records if "give way" in r.getMessage()]
@@ -208,6 +217,23 @@ async def test_a_withdrawal_the_cache_did_not_take_is_held_read_first_and_writte
     await until(lambda: _withdrawn(store), lambda: "the held withdrawal was never written")
     await until(lambda: metrics.registry.get_sample_value("amperity_signal_consent_pending") == 0)
     assert not await ledger.allows("web", VISITOR, "functional")
+
+
+async def test_a_grant_the_full_hold_does_not_keep_is_warned_of_as_not_kept_not_as_pending(
+    ledger: ConsentLedger, store: OutageStore
+) -> None:
+    """Hold full of withdrawals: the grant offered gives way, and Deliver says so, not "held".
+
+    Until session 27 Deliver answered the pending warning ("this process holds it") for a
+    state the full hold had just given up.
+    """
+    store.down = True
+    for number in range(PENDING_LIMIT):
+        withdrawal = delivered(WITHDRAWN, 1, visitor=f"withdrew-{number}")
+        assert await ledger.remember("web", withdrawal, "functional") == (CONSENT_PENDING_WARNING,)
+    warnings = await ledger.remember("web", delivered(GRANTED, 1), "functional")
+    assert warnings == (CONSENT_UNKEPT_WARNING,)
+    assert "not kept" in warnings[0]
 
 
 async def _withdrawn(store: OutageStore) -> bool:

@@ -442,7 +442,9 @@ async def test_a_stream_event_the_grace_cuts_mid_post_is_logged_as_cut_not_as_an
     (cut,) = [r for r in caplog.records if "events_cancelled" in r.__dict__]
     fields: Any = cut.__dict__
     assert (fields["answers_not_sent"], fields["events_cancelled"]) == (0, 1)
-    assert fields["message_ids"] == [sent.message_id]
+    # One line per failure: the event's own line names it, the stream's only counts it
+    # (until session 27 both named it).
+    assert "message_ids" not in fields
     assert "gave up answers" not in cut.getMessage()
     assert cut_deliveries(caplog) == [(logging.WARNING, sent.message_id)]
 

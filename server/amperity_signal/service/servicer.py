@@ -477,7 +477,9 @@ def _log_given_up(
     Its caller stopped reading answers (or left): the events answered but not told were
     delivered or refused; or the grace ended while events were still being delivered,
     which are cancelled. The client sends them all again. Worded by which of the two
-    happened; only counts and message_ids: no event content, no header, no key.
+    happened; only counts and message_ids: no event content, no header, no key. The
+    message_ids are the answers' alone: each cut event's delivery logs its own line with
+    its message_id (a warning when it may have reached Amperity), one line per failure.
     """
     unsent = [] if sending is None else [sending]
     while not answers.empty():
@@ -486,23 +488,22 @@ def _log_given_up(
             unsent.append(answer)
     if not unsent and not delivering:
         return
-    log.warning(
-        _GIVEN_UP[bool(unsent), bool(delivering)],
-        extra={
-            "answers_not_sent": len(unsent),
-            "events_cancelled": len(delivering),
-            "message_ids": [a.message_id for a in unsent] + sorted(delivering.values()),
-        },
-    )
+    fields: dict[str, object] = {
+        "answers_not_sent": len(unsent),
+        "events_cancelled": len(delivering),
+    }
+    if unsent:
+        fields["message_ids"] = [a.message_id for a in unsent]
+    log.warning(_GIVEN_UP[bool(unsent), bool(delivering)], extra=fields)
 
 
 _GIVEN_UP = {
     (True, False): "the stop gave up answers its DeliverStream caller did not take: that "
     "client sends those events again (the delivered ones reach Amperity twice, under one "
     "message_id)",
-    (False, True): "the stop cut a DeliverStream's events while they were being delivered: "
-    "that client sends them again (any that had reached Amperity arrives twice, under one "
-    "message_id)",
+    (False, True): "the stop cut a DeliverStream's events while they were being delivered "
+    "(each logged on its own): that client sends them again (any that had reached Amperity "
+    "arrives twice, under one message_id)",
     (True, True): "the stop gave up answers its DeliverStream caller did not take, and cut "
     "its events still being delivered: that client sends them all again (the delivered "
     "ones, and any cut one that had reached Amperity, arrive twice, under one message_id)",

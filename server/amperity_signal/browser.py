@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from amperity_signal.config import IntegrationSettings
-from amperity_signal.consent_pending import HeldState, PendingConsent
+from amperity_signal.consent_pending import FIRST_RETRY_SECONDS, HeldState, PendingConsent
 from amperity_signal.enrich import CacheBackend, CacheStore, Enricher, MemoryStore
 from amperity_signal.enrich.enricher import Gate
 from amperity_signal.enrich.newer_entry import AT
@@ -99,6 +99,8 @@ class ConsentLedger:
         ttl: Seconds a visitor's state is kept after it was last written.
         now: The wall clock, in epoch seconds.
         metrics: The held states' gauge and counter (None: not counted).
+        first_retry: Seconds before the held states' first timed try (``PendingConsent``);
+            the cache answering another call tries them at once whatever it is.
     """
 
     def __init__(
@@ -108,11 +110,12 @@ class ConsentLedger:
         *,
         now: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        first_retry: float = FIRST_RETRY_SECONDS,
     ) -> None:
         self._store = store
         self._ttl = ttl
         self._now = now
-        self._pending = PendingConsent(self._write_held, metrics=metrics)
+        self._pending = PendingConsent(self._write_held, metrics=metrics, first_retry=first_retry)
         if isinstance(store, CacheBackend):  # the cache answers again: held states go now
             store.on_available(self._pending.answered)
         # The memory store answers at once and cannot fail: keeping a state in it directly

@@ -236,6 +236,26 @@ async def test_a_grant_the_full_hold_does_not_keep_is_warned_of_as_not_kept_not_
     assert "not kept" in warnings[0]
 
 
+async def test_the_cache_answering_a_page_s_read_writes_the_held_state_at_once(
+    store: OutageStore, clock: FakeClock, metrics: Metrics
+) -> None:
+    """The backend's "available again" writes a held state; no timed try is due for an hour.
+
+    Until session 27 the timed try (1 s) wrote it in every test too, so the hook that does
+    it at once (``CacheBackend.on_available``) could be unwired unnoticed.
+    """
+    backend = CacheBackend(store, metrics=metrics, clock=clock)
+    ledger = ConsentLedger(backend, now=NOW.timestamp, metrics=metrics, first_retry=3600)
+    await ledger.remember("web", delivered(GRANTED, 10), "functional")
+    store.down = True
+    await ledger.remember("web", delivered(WITHDRAWN, 1), "functional")
+
+    back(store, clock)
+    assert not await ledger.allows("web", VISITOR, "functional")  # a page's read, answered
+    await until(lambda: _withdrawn(store), lambda: "only on_available could write it")
+    await ledger.close(asyncio.get_running_loop().time())
+
+
 async def _withdrawn(store: OutageStore) -> bool:
     return (await stored(store))["functional"] is False
 

@@ -165,6 +165,14 @@ def _size(key: str, state: HeldState) -> int:
 
 Write = Callable[[str, HeldState], Awaitable[object]]
 """Writes one held state under its key ("keep the newer"); ``CacheUnavailable`` if not."""
+Pause = Callable[[asyncio.Event, float], Awaitable[object]]
+"""Waits the given seconds between tries, or less when the event (the cache answered) is set."""
+
+
+async def pause_until_answered(answered: asyncio.Event, seconds: float) -> None:
+    """The retry loop's wait: ``seconds`` on the event loop's clock, or until ``answered``."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(answered.wait(), seconds)
 
 
 class PendingConsent:
@@ -178,6 +186,7 @@ class PendingConsent:
         byte_limit: Bytes held at most (``HeldStates``).
         first_retry: Seconds before the first try.
         longest_retry: The longest wait between tries.
+        pause: The wait between tries (a test's records the waits and returns at once).
     """
 
     def __init__(
@@ -189,8 +198,10 @@ class PendingConsent:
         byte_limit: int = PENDING_BYTES,
         first_retry: float = FIRST_RETRY_SECONDS,
         longest_retry: float = LONGEST_RETRY_SECONDS,
+        pause: Pause = pause_until_answered,
     ) -> None:
         self._write = write
+        self._pause = pause
         self._metrics = metrics
         self._states = HeldStates(limit, byte_limit)
         self._first_retry = first_retry
@@ -286,8 +297,7 @@ class PendingConsent:
         written, wait = 0, self._first_retry
         while len(self._states):
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._answered.wait(), wait)
+                await self._pause(self._answered, wait)
             self._answered.clear()
             try:
                 written += await self._write_held()

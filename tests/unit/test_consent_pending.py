@@ -144,6 +144,26 @@ async def test_a_full_hold_counts_each_state_given_up_and_logs_it_once(
     assert "consent:" not in evictions[0].getMessage()
 
 
+async def test_failed_tries_wait_twice_as_long_each_time_up_to_five_seconds() -> None:
+    """Each failed try doubles the wait from 1 s, at most 5 s: 1, 2, 4, 5, 5; then written."""
+    waits: list[float] = []
+    written: list[str] = []
+
+    async def pause(answered: asyncio.Event, seconds: float) -> None:
+        waits.append(seconds)
+
+    async def write(key: str, state: HeldState) -> None:
+        if len(waits) < 5:
+            raise CacheUnavailable("down")
+        written.append(key)
+
+    pending = PendingConsent(write, pause=pause)
+    pending.hold(VISITOR, denial(1))
+    await until(lambda: written == [VISITOR], lambda: f"never written; waits {waits}")
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert await pending.close(asyncio.get_running_loop().time()) == 0
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """The cache backend's clock: moved past its retry interval by hand."""

@@ -22,7 +22,8 @@ denial only when no grant is left: a lost grant hides a profile until the visito
 event, a lost denial could show one. The loop logs one warning when it starts (the cache
 refused a state), one line when it has written them all, and one warning the first time
 in an outage that a state gives way; none names a visitor, and none carries the ids of the
-call that happened to start it. At a stop the held states are tried once (``close``).
+call that happened to start it. At a stop the held states are tried once, and once more
+a second later if the cache refused that try and the deadline allows (``close``).
 """
 
 from __future__ import annotations
@@ -263,7 +264,10 @@ class PendingConsent:
         """Stop retrying, try the held states once by ``deadline``; how many are left.
 
         ``deadline`` is on the event loop's clock. Those left are logged (how many, never
-        which) and counted as ``stopped``.
+        which) and counted as ``stopped``. A try the cache refuses is made once more after
+        ``first_retry`` (sooner if the cache answers meanwhile), when the deadline allows:
+        the backend skips the store for a second after a failure, so a cache back just
+        before the stop would otherwise be skipped, not tried.
         """
         self._closed = True
         if self._retrying is not None:
@@ -273,7 +277,7 @@ class PendingConsent:
             return 0
         with contextlib.suppress(CacheUnavailable, TimeoutError):
             async with asyncio.timeout_at(deadline):
-                await self._write_held()
+                await self._write_at_stop(deadline)
         left = len(self._states)
         if left:
             log.warning(
@@ -310,6 +314,17 @@ class PendingConsent:
             extra={"written": written, "evicted": self._evicted},
         )
         self._evicted = 0
+
+    async def _write_at_stop(self, deadline: float) -> None:
+        """Write the held states; once more after the backend's skip window if refused."""
+        try:
+            await self._write_held()
+        except CacheUnavailable:
+            if asyncio.get_running_loop().time() + self._first_retry >= deadline:
+                raise
+            self._answered.clear()
+            await self._pause(self._answered, self._first_retry)
+            await self._write_held()
 
     async def _write_held(self) -> int:
         """Write every held state, denials first; how many. Stops at the first failure."""

@@ -388,6 +388,48 @@ async def test_at_a_stop_the_held_states_are_tried_once_and_those_left_are_logge
     assert unwritten(metrics, "stopped") == 2
 
 
+class SkippingCache:
+    """The backend as a held state's write meets it: skipping the store until ``skip_until``.
+
+    Its ``pause`` is the retry loop's wait on a fake clock: it moves the clock on at once.
+    """
+
+    def __init__(self, clock: FakeClock, skip_until: float) -> None:
+        self.clock = clock
+        self.skip_until = skip_until
+        self.pauses: list[float] = []
+        self.written: list[str] = []
+
+    async def write(self, key: str, state: HeldState) -> None:
+        if self.clock() < self.skip_until:
+            raise CacheUnavailable("skipped: the store failed less than a second ago")
+        self.written.append(key)
+
+    async def pause(self, answered: asyncio.Event, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.clock.advance(seconds)
+
+
+@pytest.mark.parametrize(("seconds_left", "tries_again"), [(10.0, True), (0.5, False)])
+async def test_at_a_stop_a_try_the_skip_window_refused_is_made_again_after_it_in_time(
+    clock: FakeClock, seconds_left: float, *, tries_again: bool
+) -> None:
+    """Redis back just before the stop, the backend still skipping it: one more try after.
+
+    Until session 27 the stop's one try went through the skip window and failed without
+    reaching Redis; the states were lost though Redis answered. With too little time left
+    there is no second try.
+    """
+    cache = SkippingCache(clock, skip_until=clock() + 0.8)  # failed 0.2 s before the stop
+    pending = PendingConsent(cache.write, pause=cache.pause)
+    assert pending.hold(VISITOR, denial(1))  # its retry loop, cancelled unstarted, never runs
+
+    left = await pending.close(asyncio.get_running_loop().time() + seconds_left)
+
+    assert (left, cache.written) == ((0, [VISITOR]) if tries_again else (1, []))
+    assert cache.pauses == ([1.0] if tries_again else [])
+
+
 async def test_at_a_stop_with_the_cache_back_the_held_states_are_written(
     ledger: ConsentLedger, store: OutageStore, clock: FakeClock
 ) -> None:

@@ -71,10 +71,12 @@ Each waiting call holds ~12 KB (measured with 1.5 KB requests: 10,000 took 111 M
 30,000 took 337 MB), so this bounds the queue at ~120 MB and 3-8 s of work at this
 service's throughput, within callers' deadlines; past it core cancels again.
 """
-CONSENT_WRITE_SECONDS = 1.0
-"""At a stop, the least time the held consent states get for their one try, grace or not:
+CONSENT_WRITE_SECONDS = 1.5
+"""At a stop, the least time the held consent states get for their try, grace or not:
 a withdrawal the cache did not take is lost when the process ends (a Redis that does not
-answer costs one timeout, 0.25 s, as the backend then skips the others)."""
+answer costs one timeout, 0.25 s, as the backend then skips the others). Past 1 s, so that
+a try the backend's skip window refused (Redis back just before the stop) is made again
+once the window ends (``PendingConsent.close``)."""
 
 
 @dataclass
@@ -184,8 +186,9 @@ class Service:
         NOT_SERVING. A watch whose caller does not take its last messages is cancelled
         (see ``_cancel_stuck_watches``); a DeliverStream whose caller does not take its
         answers holds the stop for the grace period, as any call doing work does.
-        Then the consent states the cache did not take are tried once, in what is left of
-        ``grace`` (at least ``CONSENT_WRITE_SECONDS``), and those left are logged.
+        Then the consent states the cache did not take are tried (again after the cache
+        backend's skip window if refused), in what is left of ``grace`` (at least
+        ``CONSENT_WRITE_SECONDS``), and those left are logged.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace

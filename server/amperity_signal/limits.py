@@ -44,24 +44,30 @@ CANONICAL_ID_TOO_LONG = (
 )
 """Why a canonical id is refused, after the field's name, wherever it is refused."""
 
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 (NEL, U+0085, ends a line too), and the Unicode line and paragraph
+# separators, which log viewers and JSON-lines readers also break lines at.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def control_character_problem(identifier: str) -> str | None:
-    """Why an id holding a C0 control character or DEL is refused, after the field's name.
+    """Why an id holding a control character or a line separator is refused, after its name.
 
     An anonymous, canonical or message id is opaque text, but none is made with a NUL, a
     tab or a line break (datafly.js makes a uuid): such a value is a mistake or an attempt
-    to split a log line or a header, refused wherever it arrives. None when it holds none.
+    to split a log line or a header, refused wherever it arrives. Control characters are
+    C0, DEL and C1; U+2028 and U+2029 split lines in log viewers too. Other characters
+    ``isprintable`` rejects (a no-break space, say) are taken. None when it holds none.
     """
     if identifier.isprintable():  # the usual case, in C: no control character at all
         return None
     found = _CONTROL_CHARACTER.search(identifier)
     if found is None:
         return None
+    kind = "line separator" if found.group() in "\u2028\u2029" else "control character"
     return (
-        f"holds the control character {found.group()!r} at position {found.start()}; an id "
-        "is printable text: send it without NULs, tabs or line breaks."
+        f"holds the {kind} {found.group()!r} at position {found.start()}; an id is "
+        "printable text: send it without control characters (NULs, tabs, line breaks, C1 "
+        "codes such as NEL) or Unicode line and paragraph separators (U+2028, U+2029)."
     )
 
 

@@ -598,7 +598,8 @@ _IDENTITY_NAMES = {
         ("phone", "phonenumber", "mobile", "mobilenumber", "mobilephone", "cellphone"),
         "a phone number",
     ),
-    **dict.fromkeys(("userid", "customerid"), "a user id"),
+    # Segment's traits.id (context.traits.id) is the user's id: traits describe the user.
+    **dict.fromkeys(("userid", "customerid", "traitsid"), "a user id"),
     **dict.fromkeys(
         ("anonymousid", "canonicalid", "cookieid", "devicecookie", "deviceid", "visitorid"),
         "a device or anonymous id",
@@ -639,8 +640,9 @@ def identity_field(source: str) -> str | None:
     in any case and spelling (``userId``, ``user_id``), and so does a hashed form
     (``traits.email_sha256``): a digest identifies the visitor as well as the value.
     An ``id`` is named by its parent: ``context.device.id`` is ``context.deviceId`` and
-    refused, as are a user's, customer's, anonymous, visitor's, session's or profile's id;
-    ``properties.id`` and ``properties.product.id`` (a product's) stay context sources.
+    refused, as are a user's (``traits.id`` too), customer's, anonymous, visitor's,
+    session's or profile's id; ``properties.id`` and ``properties.product.id`` (a
+    product's) stay context sources.
     """
     parent = ""
     for part in source.split("."):

@@ -155,6 +155,9 @@ def test_context_that_only_mentions_an_identifier_is_not_refused(path: str) -> N
         ("context.user.id", "a user id"),
         ("context.user.id_sha256", "a user id"),
         ("traits.customer.id", "a user id"),
+        ("traits.id", "a user id"),  # Segment's user id (until session 27 taken)
+        ("context.traits.id", "a user id"),
+        ("context.traits.ID_sha256", "a user id"),
         ("properties.anonymous.id", "a device or anonymous id"),
         ("properties.visitor_id", "a device or anonymous id"),
         ("context.profile.id", "an Amperity profile id"),

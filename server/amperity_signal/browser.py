@@ -39,8 +39,9 @@ CONSENT_TTL = 30 * 86_400.0
 CONSENT_PENDING_WARNING = (
     "consent state pending: the shared cache did not answer, so the consent state this "
     "event carried is not written yet; this process holds it and writes it as soon as the "
-    "cache answers, and meanwhile shows the visitor's profile to no page unless this state "
-    "grants it. The event itself was delivered; nothing needs sending again."
+    "cache answers, and meanwhile this process shows the visitor's profile to no page "
+    "unless this state grants it (other workers and replicas read the older stored state "
+    "until it is written). The event itself was delivered; nothing needs sending again."
 )
 """Deliver's warning for an event whose consent state is held (``ConsentLedger.remember``)."""
 CONSENT_UNKEPT_WARNING = (

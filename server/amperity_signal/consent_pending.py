@@ -48,7 +48,8 @@ gigabytes."""
 FIRST_RETRY_SECONDS: Final = 1.0
 """The first try's wait: the cache backend skips the store for a second after a failure."""
 LONGEST_RETRY_SECONDS: Final = 5.0
-"""The longest wait between tries: meanwhile other replicas read the older stored state."""
+"""The longest wait between tries: meanwhile other workers and replicas read the older
+stored state."""
 
 log = logging.getLogger("amperity_signal.consent")
 
@@ -296,7 +297,7 @@ class PendingConsent:
         log.warning(
             "consent states the cache did not take are held in this process and written "
             "when it answers; meanwhile this process shows no profile a held state does "
-            "not grant, while other replicas read the older stored state",
+            "not grant, while other workers and replicas read the older stored state",
         )
         written, wait = 0, self._first_retry
         while len(self._states):

@@ -114,8 +114,10 @@ ANSWERED_WITH: contextvars.ContextVar[tuple[str, bool] | None] = contextvars.Con
 )
 """The reason code the current call is aborted with, and whether that failure is logged.
 
-Set by ``to_grpc_status``, read (and cleared) by the call's observation, which writes the
-``rpc failed`` line with the reason, or none when the failure is logged already.
+Set by ``to_grpc_status``; reset to None by the call's observation when the call begins
+(a call's context is a copy of the one it was started in, which may hold an earlier
+call's value), and read by it when the call ends, to write the ``rpc failed`` line with
+the reason, or none when the failure is logged already.
 """
 
 

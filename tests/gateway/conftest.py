@@ -12,7 +12,12 @@ import pytest
 from starlette.applications import Starlette
 
 from amperity_signal.gateway import GatewaySettings, PipelineSettings, create_gateway_app
-from amperity_signal.gateway.server import bind_socket, gateway_server, listening_url
+from amperity_signal.gateway.server import (
+    GatewayServer,
+    bind_socket,
+    gateway_server,
+    listening_url,
+)
 
 from .fakes import KNOWN_KEY, RunningService, start_fake_service
 
@@ -38,8 +43,10 @@ def gateway_settings(**changes: object) -> GatewaySettings:
 
 
 @contextlib.asynccontextmanager
-async def served(app: Starlette, settings: GatewaySettings) -> AsyncIterator[str]:
-    """The app served by uvicorn on 127.0.0.1:0 as the gateway serves it; yields its URL."""
+async def serving(
+    app: Starlette, settings: GatewaySettings
+) -> AsyncIterator[tuple[GatewayServer, str]]:
+    """The app served by uvicorn on 127.0.0.1:0 as the gateway serves it: server and URL."""
     sock = bind_socket("127.0.0.1:0")
     server = gateway_server(app, settings)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -47,11 +54,18 @@ async def served(app: Starlette, settings: GatewaySettings) -> AsyncIterator[str
         while not server.started:
             assert not task.done(), "the gateway failed to start"
             await asyncio.sleep(0.01)
-        yield listening_url(sock)
+        yield server, listening_url(sock, tls=bool(settings.listener_tls))
     finally:
         server.should_exit = True
         await task
         sock.close()
+
+
+@contextlib.asynccontextmanager
+async def served(app: Starlette, settings: GatewaySettings) -> AsyncIterator[str]:
+    """The app served by uvicorn on 127.0.0.1:0 as the gateway serves it; yields its URL."""
+    async with serving(app, settings) as (_, url):
+        yield url
 
 
 @pytest.fixture

@@ -5,12 +5,15 @@ The gate against a real ``serve`` process: ``tests/e2e/test_gateway_connections.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import httpx
 import pytest
+from uvicorn.protocols.websockets import auto as websockets_auto
 
 from amperity_signal.config import GatewayTable
-from amperity_signal.gateway import GatewaySettings
+from amperity_signal.gateway import GatewaySettings, create_gateway_app
 from amperity_signal.gateway.connections import (
     PER_CLIENT,
     STREAK_QUIET_SECONDS,
@@ -20,9 +23,18 @@ from amperity_signal.gateway.connections import (
     proxy_test,
 )
 from amperity_signal.gateway.ratelimit import client_keys
-from tests.support import integration_dict, mint_keys, settings_for
+from amperity_signal.metrics import Metrics
+from tests.support import integration_dict, mint_keys, read_http_answer, settings_for, until
+
+from .conftest import gateway_settings, serving
+from .fakes import RunningService
 
 LOGGER = "amperity_signal.gateway.connections"
+UPGRADE = (
+    b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 def _gate(
@@ -112,3 +124,40 @@ def test_the_gateway_table_sets_the_caps_which_are_unset_by_default() -> None:
     assert GatewayTable().max_connections is GatewaySettings().max_connections is None
     with pytest.raises(ValueError, match="max_connections_per_client must be positive"):
         GatewaySettings(max_connections_per_client=0)
+
+
+class _WebSocketLibrary(asyncio.Protocol):
+    """What uvicorn's "auto" WebSocket protocol is when websockets or wsproto is installed.
+
+    It takes the connection over as the real one does (here to close it at once), and the
+    gateway's protocol never hears of the connection again.
+    """
+
+    def __init__(self, **_: object) -> None:
+        super().__init__()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+async def test_an_upgrade_request_leaves_no_connection_counted_once_closed(
+    service: RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Upgrade: websocket`` with a WebSocket library installed: answered as HTTP/1.1, released.
+
+    uvicorn handed such a connection to that library's protocol: the gateway never heard it
+    close, and each one held a place under the caps for good.
+    """
+    monkeypatch.setattr(websockets_auto, "AutoWebSocketsProtocol", _WebSocketLibrary)
+    settings = gateway_settings(max_connections=5, max_connections_per_client=5)
+    app = create_gateway_app(settings=settings, grpc_target=service.target, metrics=Metrics())
+    async with serving(app, settings) as (server, url):
+        address = httpx.URL(url)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(UPGRADE)
+            status_line, _ = await read_http_answer(reader)
+            assert status_line == b"HTTP/1.1 200 OK"
+            writer.close()
+            await writer.wait_closed()
+        await until(lambda: server.gate.open == 0, lambda: "a count leaked")

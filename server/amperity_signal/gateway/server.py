@@ -489,7 +489,7 @@ class GatewayServer(ProcessServer):
     ) -> None:
         super().__init__(config, grace_seconds=grace_seconds, logger=_log)
         self.server_state = GatedState(gate)
-        self._gate = gate
+        self.gate = gate
         self._end_streams = end_streams
         self._app = app
         self._read_timeout = read_timeout
@@ -508,7 +508,7 @@ class GatewayServer(ProcessServer):
         """
         if counter % self._sweep_ticks == 0:
             now = asyncio.get_running_loop().time()
-            self._gate.sweep(now)
+            self.gate.sweep(now)
             for connection in list(self.server_state.connections):
                 if isinstance(connection, JsonErrorHttpToolsProtocol):
                     connection.check_read_timeout(now, self._read_timeout)
@@ -609,6 +609,10 @@ def gateway_server(app: Starlette, settings: GatewaySettings) -> GatewayServer:
         # No "Server: uvicorn": a production gateway does not advertise its software.
         server_header=False,
         http=JsonErrorHttpToolsProtocol,
+        # HTTP/1.1 only, whatever is installed: uvicorn's "auto" hands an Upgrade: websocket
+        # connection to websockets or wsproto when importable, and the gate never heard it
+        # close (JsonErrorHttpToolsProtocol.connection_lost), its place held for good.
+        ws="none",
         # The head's ceiling: uvicorn's name for it is h11's, ours enforces it on llhttp.
         h11_max_incomplete_event_size=max(_HEAD_CEILING, 4 * settings.max_header_bytes),
         log_config=None,

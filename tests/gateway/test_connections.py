@@ -50,10 +50,16 @@ def _gate(
     return gate, refused
 
 
-def test_unset_caps_are_half_the_open_files_and_an_eighth_of_that_per_client() -> None:
-    """``ulimit -n`` 1024: 512 connections, 64 per client; a configured cap is kept as it is."""
-    assert ConnectionCaps.derive(None, None, 1024) == ConnectionCaps(512, 64)
-    assert ConnectionCaps.derive(300, None, 1024) == ConnectionCaps(300, 37)
+def test_unset_caps_are_half_the_open_files_and_an_eighth_of_that_but_256_per_client() -> None:
+    """``ulimit -n`` 1024: 512 connections, 256 per client (an office behind one NAT address).
+
+    An eighth of the total once that is more (65536 files: 4096); never more than the total;
+    a configured cap is kept as it is.
+    """
+    assert ConnectionCaps.derive(None, None, 1024) == ConnectionCaps(512, 256)
+    assert ConnectionCaps.derive(None, None, 65536) == ConnectionCaps(32768, 4096)
+    assert ConnectionCaps.derive(300, None, 1024) == ConnectionCaps(300, 256)
+    assert ConnectionCaps.derive(100, None, 1024) == ConnectionCaps(100, 100)
     assert ConnectionCaps.derive(None, 5, 1024) == ConnectionCaps(512, 5)
     assert ConnectionCaps.derive(None, None, 3) == ConnectionCaps(1, 1)
 

@@ -29,6 +29,9 @@ DAY = 86_400
 # One token a day refills a spent bucket: no run is that slow, so a burst past BURST is
 # served exactly BURST times however long the machine takes to answer it.
 RATE_LIMIT = {"rate_limit_per_second": 1 / DAY, "rate_limit_burst": BURST}
+# The 200 requests at once of one client open as many connections: caps of their own, so
+# that the ones derived from the machine's ulimit -n (under 1024: 512 in all) play no part.
+CONNECTION_CAPS = {"max_connections": 400, "max_connections_per_client": 250}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -37,7 +40,7 @@ async def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     stack = Stack(workdir=tmp_path_factory.mktemp("abuse"))
     try:
         sandbox = await stack.sandbox()
-        service = await stack.service(sandbox, gateway=RATE_LIMIT)
+        service = await stack.service(sandbox, gateway=RATE_LIMIT | CONNECTION_CAPS)
         yield service.http_url
     finally:
         await stack.close()

@@ -107,7 +107,7 @@ class GatewaySettings:
             open-file limit (``connections.ConnectionCaps``).
         max_connections_per_client: Connections one client (IPv4 address, or IPv6 network
             of ``rate_limit_ipv6_prefix``) holds open at once, a trusted proxy's aside;
-            None: an eighth of ``max_connections``.
+            None: an eighth of ``max_connections``, at least 256 (at most it).
     """
 
     pipelines: tuple[PipelineSettings, ...] = ()

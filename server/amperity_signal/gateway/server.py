@@ -59,6 +59,12 @@ _REQUEST_TIMEOUT = GatewayError(
     "The request's head or body did not arrive in time; send the whole request at once.",
 )
 _RETRY_SOON = {"Retry-After": "1"}
+# A refused connection's 503 is followed by our end of the stream, and what the client sends
+# is read and dropped until its own end or this long: closed with its request unread, the
+# socket answers the request with a reset, which most clients read instead of the 503. At
+# most this many linger at once (past it, closed at once): a flood cannot hold more files.
+_LINGER_SECONDS = 1.0
+_MAX_LINGERING = 256
 # The answers of a connection the gate refuses (``ConnectionGate``), by the limit it is over.
 _TOO_MANY_CONNECTIONS = {
     PER_CLIENT: GatewayError(
@@ -78,11 +84,16 @@ _TOO_MANY_CONNECTIONS = {
 
 
 class GatedState(ServerState):
-    """uvicorn's state shared by a server's connections, with the gate that counts them."""
+    """uvicorn's state shared by a server's connections, with the gate that counts them.
+
+    ``lingering`` counts the refused connections held open a moment after their 503
+    (``JsonErrorHttpToolsProtocol.connection_made``), at most ``_MAX_LINGERING``.
+    """
 
     def __init__(self, gate: ConnectionGate) -> None:
         super().__init__()
         self.gate = gate
+        self.lingering = 0
 
 
 class _ClientMistakesAtDebug(logging.LoggerAdapter[logging.Logger]):
@@ -186,12 +197,17 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
         self._awaited_since = 0.0
         # The gate that admitted the connection, told when it closes (``connection_made``).
         self._gate: ConnectionGate | None = None
+        # Refused, and held open a moment after the 503 (``connection_made``): the state
+        # counting such connections, and the timer that closes this one.
+        self._lingering: GatedState | None = None
+        self._linger_end: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Admit the connection, or answer 503 ``TOO_MANY_CONNECTIONS`` and close it.
 
         The gate (``GatedState``) counts the connections open per client and in all; a
-        refused one is closed at once, so it holds no open file past its answer.
+        refused one is answered, then lingers up to ``_LINGER_SECONDS`` (its request read
+        and dropped, so the close does not reset the 503 away), then is closed.
         """
         super().connection_made(transport)
         state = self.server_state
@@ -204,22 +220,44 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             return
         error = error_response(_TOO_MANY_CONNECTIONS[refused])
         self._write_closing("503 Service Unavailable", error)
-        self.transport.close()
+        if state.lingering >= _MAX_LINGERING or not transport.can_write_eof():
+            self.transport.close()
+            return
+        state.lingering += 1
+        self._lingering = state
+        transport.write_eof()
+        self._linger_end = self.loop.call_later(_LINGER_SECONDS, transport.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection closed: the gate that admitted it counts it no more."""
         if self._gate is not None:
             self._gate.release(self.client[0] if self.client else None)
             self._gate = None
+        if self._lingering is not None:
+            self._lingering.lingering -= 1
+            self._lingering = None
+            if self._linger_end is not None:
+                self._linger_end.cancel()
         super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        """A refused connection's client is done: close it now, its request all read."""
+        if self._lingering is not None:
+            self.transport.close()
+            return
+        super().eof_received()
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; refuse what llhttp rejects and a head over the ceiling.
+
+        A refused connection's data (it lingers after its 503) is read and dropped.
 
         After an ``Upgrade:`` request (answered as plain HTTP/1.1) the parser stops at the
         end of its head; uvicorn dropped what followed in the same read (its body, a
         pipelined request), which is parsed here.
         """
+        if self._lingering is not None:
+            return
         self._unset_keepalive_if_required()
         while True:
             try:

@@ -23,6 +23,7 @@ from amperity_signal.gateway.connections import (
     proxy_test,
 )
 from amperity_signal.gateway.ratelimit import client_keys
+from amperity_signal.gateway.server import GatedState
 from amperity_signal.metrics import Metrics
 from tests.support import integration_dict, mint_keys, read_http_answer, settings_for, until
 
@@ -53,13 +54,14 @@ def _gate(
 def test_unset_caps_are_half_the_open_files_and_an_eighth_of_that_but_256_per_client() -> None:
     """``ulimit -n`` 1024: 512 connections, 256 per client (an office behind one NAT address).
 
-    An eighth of the total once that is more (65536 files: 4096); never more than the total;
-    a configured cap is kept as it is.
+    An eighth of the total once that is more (65536 files: 4096); never more than half the
+    total, so one client cannot fill it; a configured cap is kept as it is.
     """
     assert ConnectionCaps.derive(None, None, 1024) == ConnectionCaps(512, 256)
     assert ConnectionCaps.derive(None, None, 65536) == ConnectionCaps(32768, 4096)
-    assert ConnectionCaps.derive(300, None, 1024) == ConnectionCaps(300, 256)
-    assert ConnectionCaps.derive(100, None, 1024) == ConnectionCaps(100, 100)
+    assert ConnectionCaps.derive(300, None, 1024) == ConnectionCaps(300, 150)
+    assert ConnectionCaps.derive(100, None, 1024) == ConnectionCaps(100, 50)
+    assert ConnectionCaps.derive(None, None, 512) == ConnectionCaps(256, 128)
     assert ConnectionCaps.derive(None, 5, 1024) == ConnectionCaps(512, 5)
     assert ConnectionCaps.derive(None, None, 3) == ConnectionCaps(1, 1)
 
@@ -167,3 +169,50 @@ async def test_an_upgrade_request_leaves_no_connection_counted_once_closed(
             writer.close()
             await writer.wait_closed()
         await until(lambda: server.gate.open == 0, lambda: "a count leaked")
+
+
+async def test_a_refused_connection_lingers_after_its_503_and_is_counted_out_however_it_ends(
+    service: RunningService,
+) -> None:
+    """The 503, then the gateway's end of the stream; closed at the client's end or after 1 s.
+
+    Closed at once with the client's request unread, the socket answered that request with
+    a reset, which most clients read instead of the 503. At most a quarter of the total cap
+    linger at once (2 of 8 here): past that, a refusal is closed at once.
+    """
+    settings = gateway_settings(max_connections=8, max_connections_per_client=1)
+    app = create_gateway_app(settings=settings, grpc_target=service.target, metrics=Metrics())
+    async with serving(app, settings) as (server, url):
+        address = httpx.URL(url)
+        state = server.server_state
+        assert isinstance(state, GatedState)
+
+        async def refused() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            reader, writer = await asyncio.open_connection(address.host, address.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            status_line, _ = await read_http_answer(reader)
+            assert status_line == b"HTTP/1.1 503 Service Unavailable"
+            assert await asyncio.wait_for(reader.read(), 10) == b""  # the gateway's end
+            return reader, writer
+
+        _, holder = await asyncio.open_connection(address.host, address.port)
+        holder.write(b"GET /healthz HTTP/1.1\r\n")  # an unfinished head: the client's one place
+        await until(lambda: server.gate.open == 1, lambda: "the holder was not counted")
+
+        _, ending = await refused()
+        assert state.lingering == 1
+        ending.close()  # the client's end closes it now
+        await until(lambda: state.lingering == 0, lambda: "an ended refusal still lingers")
+
+        _, silent = await refused()
+        assert state.lingering == 1
+        await until(lambda: state.lingering == 0, lambda: "a silent refusal was never closed")
+
+        third = [await refused() for _ in range(3)]
+        assert state.lingering == 2  # the third was closed at once
+        for _, writer in third:
+            writer.close()
+        await until(lambda: state.lingering == 0, lambda: "a count of lingering leaked")
+        silent.close()
+        holder.close()
+        await until(lambda: server.gate.open == 0, lambda: "the holder's place leaked")

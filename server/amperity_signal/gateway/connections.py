@@ -25,8 +25,9 @@ _GATEWAY_SHARE = 2
 # One client's share of the gateway's connections by default: it takes eight clients at
 # their cap to fill the gateway, while a NAT of many browsers (six each) still gets in.
 _CLIENT_SHARE = 8
-# The least a client's default share is (the total permitting): under the common ulimit -n
-# 1024 an eighth is 64, ten browsers of an office behind one NAT address.
+# The least a client's default share is (half the total permitting, so one client never
+# fills the gateway alone): under the common ulimit -n 1024 an eighth is 64, ten browsers of
+# an office behind one NAT address.
 _CLIENT_FLOOR = 256
 # What the derived caps assume when the process has no open-file limit.
 _UNLIMITED_FILES = 1 << 20
@@ -63,12 +64,12 @@ class ConnectionCaps:
         """The configured caps; an unset one derived from the open-file limit.
 
         ``total``: half of ``open_files``; ``per_client``: an eighth of ``total``, at least
-        256 (at most ``total``).
+        256 but at most half of ``total`` (so a client never holds every connection).
         """
         whole = total if total is not None else max(1, open_files // _GATEWAY_SHARE)
         share = per_client
         if share is None:
-            share = min(whole, max(_CLIENT_FLOOR, whole // _CLIENT_SHARE))
+            share = max(1, min(whole // 2, max(_CLIENT_FLOOR, whole // _CLIENT_SHARE)))
         return cls(whole, share)
 
 

@@ -62,9 +62,11 @@ _RETRY_SOON = {"Retry-After": "1"}
 # A refused connection's 503 is followed by our end of the stream, and what the client sends
 # is read and dropped until its own end or this long: closed with its request unread, the
 # socket answers the request with a reset, which most clients read instead of the 503. At
-# most this many linger at once (past it, closed at once): a flood cannot hold more files.
+# most a quarter of the gateway's connection cap, and 256, linger at once (past it, closed at
+# once): a flood holds no more files than that beyond the cap.
 _LINGER_SECONDS = 1.0
 _MAX_LINGERING = 256
+_LINGERING_SHARE = 4
 # The answers of a connection the gate refuses (``ConnectionGate``), by the limit it is over.
 _TOO_MANY_CONNECTIONS = {
     PER_CLIENT: GatewayError(
@@ -87,7 +89,8 @@ class GatedState(ServerState):
     """uvicorn's state shared by a server's connections, with the gate that counts them.
 
     ``lingering`` counts the refused connections held open a moment after their 503
-    (``JsonErrorHttpToolsProtocol.connection_made``), at most ``_MAX_LINGERING``.
+    (``JsonErrorHttpToolsProtocol.connection_made``): at most a quarter of the total cap,
+    and ``_MAX_LINGERING``.
     """
 
     def __init__(self, gate: ConnectionGate) -> None:
@@ -220,7 +223,8 @@ class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
             return
         error = error_response(_TOO_MANY_CONNECTIONS[refused])
         self._write_closing("503 Service Unavailable", error)
-        if state.lingering >= _MAX_LINGERING or not transport.can_write_eof():
+        most = min(_MAX_LINGERING, state.gate.caps.total // _LINGERING_SHARE)
+        if state.lingering >= most or not transport.can_write_eof():
             self.transport.close()
             return
         state.lingering += 1

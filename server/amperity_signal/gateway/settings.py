@@ -75,8 +75,9 @@ class GatewaySettings:
         batch_deadline: Seconds from a ``/v1/batch`` request's arrival by which it is
             answered, below ``DATAFLY_SEND_TIMEOUT`` so that datafly.js never gives up on
             a batch the gateway is still delivering (and delivers it twice). Events whose
-            turn comes too late are not sent, and answered ``DEADLINE_EXCEEDED``, which
-            datafly.js sends again (``ApiEndpoints.batch``). Not in the TOML: it is bound
+            turn comes too late are not sent, and answered ``NOT_SENT`` when the body's
+            ``accepts`` lists it (datafly.js's), else ``DEADLINE_EXCEEDED``; datafly.js
+            sends either again (``ApiEndpoints.batch``). Not in the TOML: it is bound
             to datafly.js's timeout, not to the deployment.
         trusted_proxies: Proxy IPs whose ``X-Forwarded-For`` is believed (uvicorn's
             ``forwarded_allow_ips``); empty means the socket peer is the client.
